@@ -1,0 +1,243 @@
+//! Frames: the unit a connection carries.
+//!
+//! A frame is a fixed 16-byte header (magic, wire version, kind, flags, body
+//! length, CRC32 of the body), the body, and zero padding up to the next
+//! multiple of [`FRAME_ALIGN_BYTES`], so that every body starts aligned inside
+//! a receive buffer and can be accessed in place. Sending side of the codec:
+//! [`FrameEncoder`] appends many frames to one buffer so a writer hands them
+//! to the kernel in one call. The receiving side is [`crate::decoder`].
+//! The byte layout is documented in `docs/wire.md`.
+
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::Serialize;
+
+use crate::error::NetError;
+use crate::schema::{ClientRequestBatch, ClientResponseBatch, RaftBatch};
+
+/// The first four bytes of every frame: `CRFT` read as a little-endian u32.
+pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"CRFT");
+/// The wire version this build speaks: the frame layout and the schema.
+pub const WIRE_VERSION: u16 = 1;
+/// Bytes of the fixed frame header.
+pub const FRAME_HEADER_BYTES: usize = 16;
+/// Frames (header and body) start at multiples of this inside buffers.
+pub const FRAME_ALIGN_BYTES: usize = 16;
+/// The largest body a frame may carry; a larger announced length closes the
+/// connection before anything is allocated for it.
+pub const FRAME_BODY_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// What a frame's body holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// The connecting side's handshake ([`crate::handshake::Hello`]).
+    Hello = 1,
+    /// The accepting side's answer ([`crate::handshake::HelloReply`]).
+    HelloReply = 2,
+    /// A [`RaftBatch`] archive.
+    Raft = 3,
+    /// A [`ClientRequestBatch`] archive.
+    ClientRequests = 4,
+    /// A [`ClientResponseBatch`] archive.
+    ClientResponses = 5,
+}
+
+impl FrameKind {
+    /// The kind for a header byte, if it names one.
+    pub fn from_byte(byte: u8) -> Option<FrameKind> {
+        match byte {
+            1 => Some(FrameKind::Hello),
+            2 => Some(FrameKind::HelloReply),
+            3 => Some(FrameKind::Raft),
+            4 => Some(FrameKind::ClientRequests),
+            5 => Some(FrameKind::ClientResponses),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed frame header; only [`FrameHeader::parse`] builds one from bytes,
+/// and it has checked every field but the CRC (which needs the body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The wire version of the sender.
+    pub version: u16,
+    /// The body's kind.
+    pub kind: FrameKind,
+    /// The body's length in bytes, at most [`FRAME_BODY_MAX_BYTES`].
+    pub body_bytes: usize,
+    /// CRC32 (IEEE) of the body.
+    pub body_crc: u32,
+}
+
+impl FrameHeader {
+    /// Parses and validates a header. The version is checked against
+    /// [`WIRE_VERSION`] except for handshake frames, which must stay readable
+    /// across versions so that a mismatch can be refused with a reason.
+    pub fn parse(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, NetError> {
+        let magic = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        if magic != FRAME_MAGIC {
+            return Err(NetError::BadMagic { found: magic });
+        }
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        let kind = FrameKind::from_byte(bytes[6]).ok_or(NetError::UnknownKind { kind: bytes[6] })?;
+        if bytes[7] != 0 {
+            return Err(NetError::BadFlags { flags: bytes[7] });
+        }
+        let handshake = matches!(kind, FrameKind::Hello | FrameKind::HelloReply);
+        if version != WIRE_VERSION && !handshake {
+            return Err(NetError::UnsupportedVersion {
+                found: version,
+                supported: WIRE_VERSION,
+            });
+        }
+        let body_bytes = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        if body_bytes > FRAME_BODY_MAX_BYTES {
+            return Err(NetError::Oversized {
+                body_bytes,
+                max_bytes: FRAME_BODY_MAX_BYTES,
+            });
+        }
+        let body_crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+        Ok(FrameHeader {
+            version,
+            kind,
+            body_bytes,
+            body_crc,
+        })
+    }
+
+    /// The header's bytes.
+    pub fn to_bytes(&self) -> [u8; FRAME_HEADER_BYTES] {
+        let mut bytes = [0u8; FRAME_HEADER_BYTES];
+        bytes[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+        bytes[4..6].copy_from_slice(&self.version.to_le_bytes());
+        bytes[6] = self.kind as u8;
+        bytes[7] = 0;
+        bytes[8..12].copy_from_slice(&(self.body_bytes as u32).to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.body_crc.to_le_bytes());
+        bytes
+    }
+
+    /// Bytes the whole frame occupies on the wire: header, body, padding.
+    pub fn frame_bytes(&self) -> usize {
+        FRAME_HEADER_BYTES + padded(self.body_bytes)
+    }
+}
+
+/// `len` rounded up to a multiple of [`FRAME_ALIGN_BYTES`].
+pub const fn padded(len: usize) -> usize {
+    len.div_ceil(FRAME_ALIGN_BYTES) * FRAME_ALIGN_BYTES
+}
+
+/// The serializer rkyv runs when a body is appended to a [`FrameEncoder`].
+pub type BodySerializer<'a, 'b> = HighSerializer<&'b mut AlignedVec<FRAME_ALIGN_BYTES>, ArenaHandle<'a>, rancor::Error>;
+
+/// A schema type that is the whole body of one frame kind.
+pub trait FrameBody: for<'a, 'b> Serialize<BodySerializer<'a, 'b>> {
+    /// The kind of frame that carries it.
+    const KIND: FrameKind;
+}
+
+impl FrameBody for RaftBatch {
+    const KIND: FrameKind = FrameKind::Raft;
+}
+impl FrameBody for ClientRequestBatch {
+    const KIND: FrameKind = FrameKind::ClientRequests;
+}
+impl FrameBody for ClientResponseBatch {
+    const KIND: FrameKind = FrameKind::ClientResponses;
+}
+
+/// Appends frames to one aligned buffer, ready to be written in one call.
+#[derive(Debug, Default)]
+pub struct FrameEncoder {
+    buffer: AlignedVec<FRAME_ALIGN_BYTES>,
+}
+
+impl FrameEncoder {
+    /// An empty encoder.
+    pub fn new() -> FrameEncoder {
+        FrameEncoder::default()
+    }
+
+    /// Appends one frame whose body is the archive of `body`.
+    ///
+    /// On error nothing is appended. A body over [`FRAME_BODY_MAX_BYTES`] is
+    /// refused here, so a sender never emits a frame its peer must reject.
+    pub fn encode<B: FrameBody>(&mut self, body: &B) -> Result<(), NetError> {
+        let start = self.buffer.len();
+        debug_assert_eq!(start % FRAME_ALIGN_BYTES, 0);
+        self.buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+        let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, &mut self.buffer);
+        if let Err(error) = result {
+            self.buffer.resize(start, 0);
+            return Err(NetError::Encode {
+                kind: B::KIND,
+                reason: error.to_string(),
+            });
+        }
+        self.finish_frame(start, B::KIND, WIRE_VERSION)
+    }
+
+    /// Appends one frame with a raw body (handshake frames, tests).
+    pub fn encode_raw(&mut self, kind: FrameKind, version: u16, body: &[u8]) -> Result<(), NetError> {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+        self.buffer.extend_from_slice(body);
+        self.finish_frame(start, kind, version)
+    }
+
+    fn finish_frame(&mut self, start: usize, kind: FrameKind, version: u16) -> Result<(), NetError> {
+        let body_start = start + FRAME_HEADER_BYTES;
+        let body_bytes = self.buffer.len() - body_start;
+        if body_bytes > FRAME_BODY_MAX_BYTES {
+            self.buffer.resize(start, 0);
+            return Err(NetError::Oversized {
+                body_bytes,
+                max_bytes: FRAME_BODY_MAX_BYTES,
+            });
+        }
+        let header = FrameHeader {
+            version,
+            kind,
+            body_bytes,
+            body_crc: crc32fast::hash(&self.buffer[body_start..]),
+        };
+        self.buffer[start..body_start].copy_from_slice(&header.to_bytes());
+        let padding = padded(body_bytes) - body_bytes;
+        self.buffer.extend_from_slice(&[0u8; FRAME_ALIGN_BYTES][..padding]);
+        Ok(())
+    }
+
+    /// The encoded frames, back to back.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buffer
+    }
+
+    /// Bytes encoded and not yet cleared.
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// True when nothing is encoded.
+    pub fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// Forgets the encoded frames, keeping the buffer's capacity.
+    pub fn clear(&mut self) {
+        self.buffer.clear();
+    }
+
+    /// Drops the buffer's memory once it has grown past `bytes_max` (after a
+    /// burst), so an idle connection does not pin a large buffer.
+    pub fn shrink_to(&mut self, bytes_max: usize) {
+        if self.buffer.capacity() > bytes_max && self.buffer.is_empty() {
+            self.buffer = AlignedVec::new();
+        }
+    }
+}

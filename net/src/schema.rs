@@ -1,0 +1,389 @@
+//! The wire schema: every message that crosses a coraft connection.
+//!
+//! Sits between the engine and the frame codec: the engine builds these owned
+//! types and queues them on an outbound connection; the reader hands back their
+//! archived forms (`Archived*`), validated in place, so entry payloads are
+//! borrowed slices of the receive buffer that a follower can pass to its WAL
+//! without another copy. The schema knows no Raft roles: ids are plain `u64`.
+//!
+//! Versioning: rkyv archives are not self-describing, so any change to these
+//! types (a new field, a new variant, a reordering) changes the layout and
+//! must bump [`crate::frame::WIRE_VERSION`]. The handshake refuses a peer whose
+//! version differs (see `docs/wire.md`).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// One Raft message between two nodes of one group.
+///
+/// `group` is ignored by [`RaftBody::CoalescedHeartbeat`] and its response,
+/// which cover many groups at once (the engine sets it to 0).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Envelope {
+    /// The Raft group this message belongs to.
+    pub group: u64,
+    /// The sending node.
+    pub from: u64,
+    /// The receiving node.
+    pub to: u64,
+    /// The sender's current term.
+    pub term: u64,
+    /// What the message says.
+    pub body: RaftBody,
+}
+
+/// The body of a Raft message, one variant per message kind.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum RaftBody {
+    /// Log replication (Raft §5.3).
+    AppendEntries(AppendEntries),
+    /// The follower's answer to [`RaftBody::AppendEntries`].
+    AppendEntriesResponse(AppendEntriesResponse),
+    /// A vote or pre-vote request (Raft §5.2, thesis §9.6).
+    RequestVote(RequestVote),
+    /// The answer to [`RaftBody::RequestVote`].
+    RequestVoteResponse(RequestVoteResponse),
+    /// A heartbeat of one group.
+    Heartbeat(Heartbeat),
+    /// The answer to [`RaftBody::Heartbeat`].
+    HeartbeatResponse(HeartbeatResponse),
+    /// Heartbeats of many idle groups to the same peer, in one message.
+    CoalescedHeartbeat(CoalescedHeartbeat),
+    /// The answer to [`RaftBody::CoalescedHeartbeat`].
+    CoalescedHeartbeatResponse(CoalescedHeartbeatResponse),
+    /// Leadership transfer: start an election now (thesis §3.10).
+    TimeoutNow,
+    /// A follower asks the leader for a read index (thesis §6.4).
+    ReadIndex(ReadIndex),
+    /// The leader's answer to [`RaftBody::ReadIndex`].
+    ReadIndexResponse(ReadIndexResponse),
+    /// One chunk of a snapshot (Raft §7).
+    InstallSnapshot(InstallSnapshot),
+    /// The answer to one [`RaftBody::InstallSnapshot`] chunk.
+    InstallSnapshotResponse(InstallSnapshotResponse),
+}
+
+/// What kind of entry a log entry is.
+pub mod entry_kind {
+    /// An entry proposed by a client.
+    pub const NORMAL: u8 = 0;
+    /// A configuration change.
+    pub const CONFIG: u8 = 1;
+    /// The empty entry a new leader appends (Raft §8).
+    pub const NOOP: u8 = 2;
+}
+
+/// One log entry.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Entry {
+    /// The term in which the entry was created.
+    pub term: u64,
+    /// The entry's position in the log.
+    pub index: u64,
+    /// One of [`entry_kind`]; unknown values are passed through, not refused.
+    pub kind: u8,
+    /// The payload, opaque to the wire.
+    pub data: Vec<u8>,
+}
+
+/// Log replication request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct AppendEntries {
+    /// Index of the entry just before `entries`.
+    pub prev_log_index: u64,
+    /// Term of the entry at `prev_log_index`.
+    pub prev_log_term: u64,
+    /// The leader's commit index.
+    pub leader_commit: u64,
+    /// The entries to append, possibly none.
+    pub entries: Vec<Entry>,
+}
+
+/// Answer to [`AppendEntries`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct AppendEntriesResponse {
+    /// True when the follower's log did not match at `prev_log_index`.
+    pub reject: bool,
+    /// On success the follower's match index; on rejection its last index.
+    pub index: u64,
+    /// Where the leader should probe next when rejected.
+    pub reject_hint_index: u64,
+    /// The term at `reject_hint_index`.
+    pub reject_hint_term: u64,
+}
+
+/// Vote or pre-vote request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RequestVote {
+    /// True for a pre-vote, which changes no state on the voter.
+    pub pre_vote: bool,
+    /// The candidate's last log index.
+    pub last_log_index: u64,
+    /// The candidate's last log term.
+    pub last_log_term: u64,
+    /// True when the election follows a TimeoutNow: voters ignore their lease.
+    pub leadership_transfer: bool,
+}
+
+/// Answer to [`RequestVote`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RequestVoteResponse {
+    /// Echoes the request's `pre_vote`.
+    pub pre_vote: bool,
+    /// Whether the vote was granted.
+    pub granted: bool,
+}
+
+/// Heartbeat of one group.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Heartbeat {
+    /// The leader's commit index, capped at what the follower holds.
+    pub commit_index: u64,
+    /// Opaque context of a pending ReadIndex round, 0 if none.
+    pub read_context: u64,
+}
+
+/// Answer to [`Heartbeat`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct HeartbeatResponse {
+    /// Echoes the heartbeat's `read_context`.
+    pub read_context: u64,
+}
+
+/// One group's line of a coalesced heartbeat.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GroupHeartbeat {
+    /// The group.
+    pub group: u64,
+    /// The leader's term in that group.
+    pub term: u64,
+    /// The leader's commit index in that group.
+    pub commit_index: u64,
+}
+
+/// Heartbeats of many groups led by the sender, for one peer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct CoalescedHeartbeat {
+    /// One line per group.
+    pub groups: Vec<GroupHeartbeat>,
+}
+
+/// One group's line of a coalesced heartbeat response.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GroupHeartbeatAck {
+    /// The group.
+    pub group: u64,
+    /// The follower's term in that group.
+    pub term: u64,
+}
+
+/// Answer to [`CoalescedHeartbeat`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct CoalescedHeartbeatResponse {
+    /// One line per group.
+    pub groups: Vec<GroupHeartbeatAck>,
+}
+
+/// A read index request (forwarded by a follower or sent by a client shard).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ReadIndex {
+    /// Opaque context echoed in the response.
+    pub context: u64,
+}
+
+/// Answer to [`ReadIndex`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ReadIndexResponse {
+    /// Echoes the request's context.
+    pub context: u64,
+    /// The commit index the read must wait for.
+    pub index: u64,
+}
+
+/// A cluster configuration (joint when `outgoing_voters` is non-empty).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct Configuration {
+    /// Voters of the (incoming) configuration.
+    pub voters: Vec<u64>,
+    /// Non-voting members.
+    pub learners: Vec<u64>,
+    /// Voters of the outgoing configuration during a joint change.
+    pub outgoing_voters: Vec<u64>,
+}
+
+/// One chunk of a snapshot.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct InstallSnapshot {
+    /// Last index covered by the snapshot.
+    pub snapshot_index: u64,
+    /// Term of `snapshot_index`.
+    pub snapshot_term: u64,
+    /// The configuration as of `snapshot_index`.
+    pub configuration: Configuration,
+    /// Byte offset of `data` in the snapshot.
+    pub offset: u64,
+    /// This chunk's bytes.
+    pub data: Vec<u8>,
+    /// True for the last chunk.
+    pub done: bool,
+}
+
+/// Answer to one [`InstallSnapshot`] chunk.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct InstallSnapshotResponse {
+    /// The offset the follower expects next (the sum of accepted chunks).
+    pub next_offset: u64,
+    /// True when the chunk was refused (stale term, offset mismatch).
+    pub rejected: bool,
+}
+
+/// The body of a [`crate::frame::FrameKind::Raft`] frame: many messages, for
+/// many groups, bound for the same peer shard.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct RaftBatch {
+    /// The messages, in the order they were queued.
+    pub messages: Vec<Envelope>,
+}
+
+pub use client_enums::*;
+
+/// rkyv derives helper types for the fields of struct-like enum variants
+/// that carry no docs; this module only exists to allow that.
+#[allow(missing_docs)]
+mod client_enums {
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    /// A client request.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub enum ClientRequest {
+        /// Propose a command to a group; `(client_id, sequence)` deduplicates retries.
+        Propose {
+            /// The client's id.
+            client_id: u64,
+            /// The client's per-session sequence number.
+            sequence: u64,
+            /// The target group.
+            group: u64,
+            /// The command, opaque to the wire.
+            payload: Vec<u8>,
+        },
+        /// A linearizable read of a group.
+        Read {
+            /// The client's id.
+            client_id: u64,
+            /// Echoed in the response.
+            request_id: u64,
+            /// The target group.
+            group: u64,
+            /// The query, opaque to the wire.
+            payload: Vec<u8>,
+        },
+    }
+
+    /// Why a client request failed.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub enum ClientError {
+        /// This node does not lead the group; `leader_hint` is the leader if known.
+        NotLeader {
+            /// The node believed to lead the group.
+            leader_hint: Option<u64>,
+        },
+        /// Too many requests in flight; retry later.
+        Busy,
+        /// The request did not complete in time; its outcome is unknown.
+        Timeout,
+        /// The node is shutting down.
+        Shutdown,
+        /// The node's storage failed.
+        Storage,
+        /// No such group on this node.
+        UnknownGroup,
+    }
+}
+
+/// The answer to one [`ClientRequest`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClientResponse {
+    /// Echoes the request's client id.
+    pub client_id: u64,
+    /// Echoes the `sequence` of a propose or the `request_id` of a read.
+    pub request_id: u64,
+    /// The group the request addressed.
+    pub group: u64,
+    /// The node believed to lead the group, when known.
+    pub leader_hint: Option<u64>,
+    /// What the state machine returned, or why the request failed.
+    pub result: Result<Vec<u8>, ClientError>,
+}
+
+/// The body of a [`crate::frame::FrameKind::ClientRequests`] frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct ClientRequestBatch {
+    /// The requests, in order.
+    pub requests: Vec<ClientRequest>,
+}
+
+/// The body of a [`crate::frame::FrameKind::ClientResponses`] frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct ClientResponseBatch {
+    /// The responses, in order of completion.
+    pub responses: Vec<ClientResponse>,
+}
+
+/// Fixed bytes counted per message on top of its variable parts by
+/// [`Envelope::encoded_bytes_max`]: a conservative bound on the archived
+/// envelope, body and vector headers.
+pub const ENVELOPE_FIXED_BYTES_MAX: usize = 128;
+/// Archived bytes per entry on top of its payload (a conservative bound).
+pub const ENTRY_FIXED_BYTES_MAX: usize = 48;
+
+impl Envelope {
+    /// An upper bound on the bytes this message takes inside a frame body.
+    ///
+    /// Outbound queues count this against their byte bound, so the frame that
+    /// carries a full queue never exceeds the frame size limit.
+    pub fn encoded_bytes_max(&self) -> usize {
+        // Each variable part may need up to 15 bytes of alignment padding.
+        const PAD: usize = 16;
+        let variable = match &self.body {
+            RaftBody::AppendEntries(append) => append
+                .entries
+                .iter()
+                .map(|entry| ENTRY_FIXED_BYTES_MAX + entry.data.len() + PAD)
+                .sum(),
+            RaftBody::CoalescedHeartbeat(beat) => beat.groups.len() * 24 + PAD,
+            RaftBody::CoalescedHeartbeatResponse(ack) => ack.groups.len() * 16 + PAD,
+            RaftBody::InstallSnapshot(chunk) => {
+                let configuration = &chunk.configuration;
+                let ids =
+                    configuration.voters.len() + configuration.learners.len() + configuration.outgoing_voters.len();
+                ids * 8 + chunk.data.len() + 4 * PAD
+            }
+            _ => 0,
+        };
+        ENVELOPE_FIXED_BYTES_MAX + variable
+    }
+}

@@ -1,0 +1,93 @@
+//! The WAL's knobs: segment size, record and batch bounds, recovery mode.
+
+use crate::error::{Error, Result};
+use crate::format::{BLOCK_BYTES, RECORD_PREFIX_BYTES, SEGMENT_HEADER_BYTES};
+
+/// Default segment size: 64 MiB.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Smallest segment allowed (tests use small segments to rotate often).
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+/// Default largest encoded record: 4 MiB (one full batch).
+pub const RECORD_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Default bytes written by one flush (one write, one fdatasync): 4 MiB.
+pub const BATCH_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Hard limit on `batch_bytes_max`. Recovery relies on it: no flush ever
+/// writes further than this past the durable end, so damage beyond this
+/// window cannot be a torn write and is reported as corruption.
+pub const BATCH_BYTES_LIMIT: usize = 16 << 20;
+/// Default bytes that may wait for durability before appends are refused.
+pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 << 20;
+
+/// What recovery does with a torn or bad record at the very tail of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Truncate it (it was never acknowledged) and report where.
+    TolerateTornTail,
+    /// Refuse to open with [`Error::TornTail`].
+    Strict,
+}
+
+/// WAL configuration; [`Config::default`] suits production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Size of every segment file, header included; a multiple of 4 KiB.
+    pub segment_bytes: u64,
+    /// Largest encoded record accepted by an append.
+    pub record_bytes_max: usize,
+    /// Most bytes one flush writes before its fdatasync.
+    pub batch_bytes_max: usize,
+    /// Most bytes appended and not yet durable; beyond it appends fail with
+    /// [`Error::Backpressure`].
+    pub pending_bytes_max: usize,
+    /// Tail handling on open.
+    pub recovery_mode: RecoveryMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
+            batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
+            recovery_mode: RecoveryMode::TolerateTornTail,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the fields against each other and the hard limits.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field, value: u64, reason| Err(Error::InvalidConfig { field, value, reason });
+        if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes % BLOCK_BYTES as u64 != 0 {
+            return invalid(
+                "segment_bytes",
+                self.segment_bytes,
+                "must be a multiple of 4096 and at least 64 KiB",
+            );
+        }
+        if self.batch_bytes_max < BLOCK_BYTES || self.batch_bytes_max > BATCH_BYTES_LIMIT {
+            return invalid(
+                "batch_bytes_max",
+                self.batch_bytes_max as u64,
+                "must be between 4 KiB and BATCH_BYTES_LIMIT",
+            );
+        }
+        let room = (self.segment_bytes as usize - SEGMENT_HEADER_BYTES).min(self.batch_bytes_max);
+        if self.record_bytes_max <= RECORD_PREFIX_BYTES || self.record_bytes_max > room {
+            return invalid(
+                "record_bytes_max",
+                self.record_bytes_max as u64,
+                "must fit in one batch and one segment",
+            );
+        }
+        if self.pending_bytes_max < self.batch_bytes_max {
+            return invalid(
+                "pending_bytes_max",
+                self.pending_bytes_max as u64,
+                "must be at least batch_bytes_max",
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! The WAL's one error type: every failure as data with structured fields.
+
+use std::io;
+
+/// The file-system operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    /// Listing or creating the WAL directory.
+    Directory,
+    /// Creating and preallocating a segment.
+    Create,
+    /// Opening or mapping an existing segment.
+    Open,
+    /// Writing records.
+    Write,
+    /// fdatasync of a segment.
+    Sync,
+    /// fsync of the directory.
+    SyncDirectory,
+    /// Deleting a segment.
+    Remove,
+    /// Zeroing a torn tail during recovery.
+    Repair,
+}
+
+/// Errors of the write-ahead log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A record that is not the torn tail of the log fails its checks.
+    #[error("corrupted record in segment {segment} at offset {offset}")]
+    Corruption {
+        /// The segment's first LSN (its file name).
+        segment: u64,
+        /// The byte offset of the bad record in the segment.
+        offset: u64,
+    },
+    /// A segment header is damaged, foreign, or of an unknown version.
+    #[error("bad header in segment {segment}")]
+    BadSegmentHeader {
+        /// The segment's first LSN (its file name).
+        segment: u64,
+    },
+    /// Consecutive segments do not continue each other: records are missing.
+    #[error("segment {segment} should start at LSN {expected_lsn}: records are missing")]
+    MissingRecords {
+        /// The segment's first LSN (its file name).
+        segment: u64,
+        /// The LSN the previous segment ends before.
+        expected_lsn: u64,
+    },
+    /// Strict recovery found a torn tail (tolerate mode would truncate it).
+    #[error("torn tail in segment {segment} at offset {offset} (strict recovery)")]
+    TornTail {
+        /// The segment's first LSN (its file name).
+        segment: u64,
+        /// Where the valid records end.
+        offset: u64,
+    },
+    /// A record replays against a group's log in a way appends never produce.
+    #[error("record at segment {segment} offset {offset} does not fit group {group}'s log")]
+    InconsistentRecord {
+        /// The segment's first LSN.
+        segment: u64,
+        /// The record's byte offset.
+        offset: u64,
+        /// The group.
+        group: u64,
+    },
+    /// An entry's index does not follow the group's last index.
+    #[error("group {group}: entry index {index} does not follow, expected {expected}")]
+    NonContiguousIndex {
+        /// The group.
+        group: u64,
+        /// The index appended.
+        index: u64,
+        /// The only index that may be appended next.
+        expected: u64,
+    },
+    /// A record is larger than the configured maximum.
+    #[error("record of {record_bytes} bytes exceeds the maximum of {record_bytes_max}")]
+    RecordTooLarge {
+        /// The encoded record size.
+        record_bytes: usize,
+        /// The limit.
+        record_bytes_max: usize,
+    },
+    /// Appends would exceed the bytes allowed to wait for a flush.
+    #[error("{pending_bytes} bytes are waiting for a flush, the maximum is {pending_bytes_max}; await sync() first")]
+    Backpressure {
+        /// Bytes appended but not yet durable.
+        pending_bytes: usize,
+        /// The limit.
+        pending_bytes_max: usize,
+    },
+    /// Entries requested below the group's first index (purged).
+    #[error("group {group}: index {index} is purged, the first index is {first_index}")]
+    Compacted {
+        /// The group.
+        group: u64,
+        /// The index asked for.
+        index: u64,
+        /// The group's first index.
+        first_index: u64,
+    },
+    /// Entries requested past the group's last index, or an unknown group.
+    #[error("group {group}: index {index} is past the last index {last_index}")]
+    Unavailable {
+        /// The group.
+        group: u64,
+        /// The index asked for.
+        index: u64,
+        /// The group's last index.
+        last_index: u64,
+    },
+    /// The disk is full; nothing acknowledged is lost and a later `sync` retries.
+    #[error("no space left on device ({op:?} of segment {segment})")]
+    NoSpace {
+        /// What was being done.
+        op: IoOp,
+        /// The segment concerned.
+        segment: u64,
+    },
+    /// A file-system operation failed.
+    #[error("{op:?} of segment {segment} failed: {kind:?} (errno {errno:?})")]
+    Io {
+        /// What was being done.
+        op: IoOp,
+        /// The segment concerned (0 for the directory).
+        segment: u64,
+        /// The error kind.
+        kind: io::ErrorKind,
+        /// The OS error number, if any.
+        errno: Option<i32>,
+    },
+    /// An fdatasync failed earlier: the WAL refuses all further writes.
+    #[error("the WAL is poisoned: fdatasync of segment {segment} failed (errno {errno:?})")]
+    Poisoned {
+        /// The segment whose sync failed.
+        segment: u64,
+        /// The OS error number, if any.
+        errno: Option<i32>,
+    },
+    /// The configuration is invalid.
+    #[error("invalid config: {field} = {value} ({reason})")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// The WAL was closed.
+    #[error("the WAL is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Converts an I/O error into a WAL error, singling out ENOSPC.
+    pub fn io(op: IoOp, segment: u64, error: &io::Error) -> Error {
+        let errno = error.raw_os_error();
+        if errno == Some(libc::ENOSPC) {
+            return Error::NoSpace { op, segment };
+        }
+        Error::Io {
+            op,
+            segment,
+            kind: error.kind(),
+            errno,
+        }
+    }
+}
+
+/// The WAL's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,203 @@
+//! Fault injection for tests: a [`FileSystem`] that wraps another one and can
+//! fail syncs, refuse space, shorten writes, and simulate a power cut that
+//! loses (or tears) every write not yet covered by an fdatasync.
+//!
+//! Writes go through to the real files at once (so mmap reads see them);
+//! each write first saves the bytes it overwrites, and [`Faults::power_cut`]
+//! puts back all or part of those pre-images for writes never synced.
+
+use std::cell::RefCell;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::format::{align_up, BLOCK_BYTES};
+use crate::fs::{FileSystem, LocalBoxFuture, SegmentFile};
+
+/// One unsynced write: where, and what was there before.
+#[derive(Debug, Clone)]
+struct Undo {
+    path: PathBuf,
+    offset: u64,
+    before: Vec<u8>,
+}
+
+/// The faults to inject, shared between the test and the file system.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    /// Fail the next this-many fdatasyncs with EIO (without syncing).
+    pub failing_syncs: usize,
+    /// Fail segment creations with ENOSPC while true.
+    pub no_space_on_create: bool,
+    /// Fail writes with ENOSPC while true.
+    pub no_space_on_write: bool,
+    /// Make the next this-many writes write only their first block.
+    pub short_writes: usize,
+    unsynced: Vec<Undo>,
+}
+
+/// A handle on the faults of a [`FaultyFs`].
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    plan: Rc<RefCell<FaultPlan>>,
+}
+
+impl Faults {
+    /// Changes the plan.
+    pub fn update(&self, change: impl FnOnce(&mut FaultPlan)) {
+        change(&mut self.plan.borrow_mut());
+    }
+
+    /// Bytes written since the last successful fdatasync of their file.
+    pub fn unsynced_bytes(&self) -> usize {
+        self.plan.borrow().unsynced.iter().map(|undo| undo.before.len()).sum()
+    }
+
+    /// Simulates a power cut: of the unsynced writes, the first `keep_blocks`
+    /// blocks (in write order) survive, the next one is torn after
+    /// `torn_bytes`, and the rest revert to what was on disk before. Call it
+    /// after the WAL is dropped.
+    pub fn power_cut(&self, keep_blocks: usize, torn_bytes: usize) -> io::Result<()> {
+        let unsynced = std::mem::take(&mut self.plan.borrow_mut().unsynced);
+        let mut blocks_seen = 0;
+        let mut reverts = Vec::new();
+        for undo in &unsynced {
+            for (block, before) in undo.before.chunks(BLOCK_BYTES).enumerate() {
+                let offset = undo.offset + (block * BLOCK_BYTES) as u64;
+                if blocks_seen > keep_blocks {
+                    reverts.push((undo.path.clone(), offset, before.to_vec()));
+                } else if blocks_seen == keep_blocks {
+                    let torn = torn_bytes.min(before.len());
+                    let tail = before[torn..].to_vec();
+                    reverts.push((undo.path.clone(), offset + torn as u64, tail));
+                }
+                blocks_seen += 1;
+            }
+        }
+        // Revert newest first so that overlapping writes end at the oldest image.
+        for (path, offset, bytes) in reverts.into_iter().rev() {
+            let file = OpenOptions::new().write(true).open(&path)?;
+            file.write_all_at(&bytes, offset)?;
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// A [`FileSystem`] that injects the faults of its [`Faults`].
+pub struct FaultyFs {
+    inner: Rc<dyn FileSystem>,
+    faults: Faults,
+}
+
+impl FaultyFs {
+    /// Wraps `inner`; returns the file system and the handle to steer it.
+    pub fn new(inner: Rc<dyn FileSystem>) -> (FaultyFs, Faults) {
+        let faults = Faults::default();
+        let fs = FaultyFs {
+            inner,
+            faults: faults.clone(),
+        };
+        (fs, faults)
+    }
+}
+
+struct FaultySegment {
+    inner: Rc<dyn SegmentFile>,
+    path: PathBuf,
+    faults: Faults,
+}
+
+fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+impl SegmentFile for FaultySegment {
+    fn write_at<'a>(&'a self, offset: u64, data: &'a [u8]) -> LocalBoxFuture<'a, io::Result<usize>> {
+        Box::pin(async move {
+            let short = {
+                let mut plan = self.faults.plan.borrow_mut();
+                if plan.no_space_on_write {
+                    return Err(errno(libc::ENOSPC));
+                }
+                let short = plan.short_writes > 0;
+                plan.short_writes = plan.short_writes.saturating_sub(1);
+                short
+            };
+            let data = if short && data.len() > BLOCK_BYTES {
+                &data[..BLOCK_BYTES]
+            } else {
+                data
+            };
+            let padded = align_up(data.len() as u64) as usize;
+            let mut before = vec![0; padded];
+            let file = std::fs::File::open(&self.path)?;
+            let read = file.read_at(&mut before, offset)?;
+            before.truncate(read);
+            self.faults.plan.borrow_mut().unsynced.push(Undo {
+                path: self.path.clone(),
+                offset,
+                before,
+            });
+            self.inner.write_at(offset, data).await
+        })
+    }
+
+    fn sync_data(&self) -> LocalBoxFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            {
+                let mut plan = self.faults.plan.borrow_mut();
+                if plan.failing_syncs > 0 {
+                    plan.failing_syncs -= 1;
+                    return Err(errno(libc::EIO));
+                }
+            }
+            self.inner.sync_data().await?;
+            let path = &self.path;
+            self.faults.plan.borrow_mut().unsynced.retain(|undo| &undo.path != path);
+            Ok(())
+        })
+    }
+}
+
+impl FileSystem for FaultyFs {
+    fn create_segment<'a>(
+        &'a self,
+        path: &'a Path,
+        header: &'a [u8],
+        segment_bytes: u64,
+    ) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {
+        Box::pin(async move {
+            if self.faults.plan.borrow().no_space_on_create {
+                return Err(errno(libc::ENOSPC));
+            }
+            let inner = self.inner.create_segment(path, header, segment_bytes).await?;
+            Ok(Rc::new(FaultySegment {
+                inner,
+                path: path.to_path_buf(),
+                faults: self.faults.clone(),
+            }) as Rc<dyn SegmentFile>)
+        })
+    }
+
+    fn open_segment<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {
+        Box::pin(async move {
+            let inner = self.inner.open_segment(path).await?;
+            Ok(Rc::new(FaultySegment {
+                inner,
+                path: path.to_path_buf(),
+                faults: self.faults.clone(),
+            }) as Rc<dyn SegmentFile>)
+        })
+    }
+
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> LocalBoxFuture<'a, io::Result<()>> {
+        self.inner.sync_dir(dir)
+    }
+
+    fn remove<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<()>> {
+        self.inner.remove(path)
+    }
+}

@@ -1,0 +1,287 @@
+//! The in-memory index: per group, log index -> (segment, offset) and term,
+//! plus the latest hard state and purge marker.
+//!
+//! Appends and recovery go through the same [`Groups::apply`], so the state
+//! rebuilt on open is by construction the state the appends produced.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::format::{HardState, Record};
+
+/// Where an entry lives on disk, and its term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryLocation {
+    /// The record's LSN.
+    pub lsn: u64,
+    /// The entry's term.
+    pub term: u64,
+    /// The segment (its first LSN).
+    pub segment: u64,
+    /// Byte offset of the record in the segment.
+    pub offset: u64,
+    /// Encoded record length.
+    pub record_bytes: u32,
+}
+
+/// One group's log as the WAL knows it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupLog {
+    /// Index of `entries[0]`; when empty, the index the next entry must have.
+    first_index: u64,
+    /// False until the group's first record fixes `first_index`.
+    started: bool,
+    entries: VecDeque<EntryLocation>,
+    hard_state: Option<(HardState, u64)>,
+    /// The latest purge marker: (index, term, lsn).
+    snapshot: Option<(u64, u64, u64)>,
+}
+
+/// A group's recovered (or current) state, as the engine needs it on open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupState {
+    /// The first index still in the log (after purges).
+    pub first_index: u64,
+    /// The last index in the log; `first_index - 1` when the log is empty.
+    pub last_index: u64,
+    /// The latest hard state, if one was written.
+    pub hard_state: Option<HardState>,
+    /// The latest purge marker as (index, term), if any.
+    pub snapshot: Option<(u64, u64)>,
+}
+
+/// Why a record cannot apply to a group's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotContiguous {
+    /// The only index that could be appended.
+    pub expected: u64,
+}
+
+impl GroupLog {
+    /// The index the next entry must have, if the group has started.
+    pub fn next_index(&self) -> Option<u64> {
+        self.started.then(|| self.first_index + self.entries.len() as u64)
+    }
+
+    /// The public view of the group's state.
+    pub fn state(&self) -> GroupState {
+        GroupState {
+            first_index: self.first_index,
+            last_index: (self.first_index + self.entries.len() as u64).saturating_sub(1),
+            hard_state: self.hard_state.map(|(state, _)| state),
+            snapshot: self.snapshot.map(|(index, term, _)| (index, term)),
+        }
+    }
+
+    /// The location of the entry at `index`, if it is in the log.
+    pub fn entry(&self, index: u64) -> Option<&EntryLocation> {
+        let offset = index.checked_sub(self.first_index)?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+
+    /// The term of `index`: from the log, or from the purge marker.
+    pub fn term(&self, index: u64) -> Option<u64> {
+        if let Some(location) = self.entry(index) {
+            return Some(location.term);
+        }
+        match self.snapshot {
+            Some((snapshot_index, term, _)) if snapshot_index == index => Some(term),
+            _ => None,
+        }
+    }
+
+    /// The smallest LSN this group still needs on disk, if any.
+    pub fn oldest_needed_lsn(&self) -> Option<u64> {
+        let entry = self.entries.front().map(|location| location.lsn);
+        let hard_state = self.hard_state.map(|(_, lsn)| lsn);
+        let snapshot = self.snapshot.map(|(_, _, lsn)| lsn);
+        [entry, hard_state, snapshot].into_iter().flatten().min()
+    }
+
+    /// True when the group holds nothing (no entries, hard state or marker).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.hard_state.is_none() && self.snapshot.is_none()
+    }
+}
+
+/// All groups of one WAL, ordered by id (iteration order never varies).
+#[derive(Debug, Clone, Default)]
+pub struct Groups {
+    groups: BTreeMap<u64, GroupLog>,
+}
+
+impl Groups {
+    /// The group's log, if the WAL has seen it.
+    pub fn get(&self, group: u64) -> Option<&GroupLog> {
+        self.groups.get(&group)
+    }
+
+    /// Every group and its log, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &GroupLog)> {
+        self.groups.iter().map(|(&group, log)| (group, log))
+    }
+
+    /// Checks that `record` may be appended, without changing anything.
+    pub fn check(&self, record: &Record<'_>) -> Result<(), NotContiguous> {
+        if let Record::Entry { group, index, .. } = *record {
+            let next = self.groups.get(&group).and_then(GroupLog::next_index);
+            if let Some(expected) = next {
+                if index != expected {
+                    return Err(NotContiguous { expected });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a record written at (`segment`, `offset`) with `lsn`.
+    pub fn apply(&mut self, record: &Record<'_>, lsn: u64, segment: u64, offset: u64) -> Result<(), NotContiguous> {
+        self.check(record)?;
+        let log = self.groups.entry(record.group()).or_default();
+        match *record {
+            Record::Entry { term, index, .. } => {
+                if !log.started {
+                    log.first_index = index;
+                    log.started = true;
+                }
+                log.entries.push_back(EntryLocation {
+                    lsn,
+                    term,
+                    segment,
+                    offset,
+                    record_bytes: record.encoded_len() as u32,
+                });
+            }
+            Record::HardState { state, .. } => log.hard_state = Some((state, lsn)),
+            Record::TruncateSuffix { from_index, .. } => {
+                if !log.started || from_index <= log.first_index {
+                    log.entries.clear();
+                    log.first_index = from_index;
+                    log.started = true;
+                } else {
+                    let keep = (from_index - log.first_index) as usize;
+                    log.entries.truncate(keep);
+                }
+            }
+            Record::Purge { index, term, .. } => {
+                log.snapshot = Some((index, term, lsn));
+                let last = log.first_index + log.entries.len() as u64;
+                if !log.started || index + 1 >= last {
+                    log.entries.clear();
+                    log.first_index = index + 1;
+                } else if index >= log.first_index {
+                    let drop = (index + 1 - log.first_index) as usize;
+                    log.entries.drain(..drop);
+                    log.first_index = index + 1;
+                }
+                log.started = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The group holding the oldest needed LSN, and that LSN.
+    pub fn oldest_needed(&self) -> Option<(u64, u64)> {
+        self.groups
+            .iter()
+            .filter_map(|(&group, log)| log.oldest_needed_lsn().map(|lsn| (lsn, group)))
+            .min()
+            .map(|(lsn, group)| (group, lsn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(group: u64, index: u64, term: u64) -> Record<'static> {
+        Record::Entry {
+            group,
+            term,
+            index,
+            entry_type: 0,
+            payload: b"x",
+        }
+    }
+
+    fn apply_all(records: &[Record<'_>]) -> Groups {
+        let mut groups = Groups::default();
+        for (lsn, record) in records.iter().enumerate() {
+            groups.apply(record, lsn as u64 + 1, 1, 0).unwrap();
+        }
+        groups
+    }
+
+    #[test]
+    fn truncate_suffix_drops_conflicting_entries_and_allows_rewrite() {
+        let groups = apply_all(&[
+            entry(1, 5, 1),
+            entry(1, 6, 1),
+            entry(1, 7, 1),
+            Record::TruncateSuffix {
+                group: 1,
+                from_index: 6,
+            },
+            entry(1, 6, 2),
+        ]);
+        let log = groups.get(1).unwrap();
+        assert_eq!(log.state().first_index, 5);
+        assert_eq!(log.state().last_index, 6);
+        assert_eq!(log.term(6), Some(2));
+    }
+
+    #[test]
+    fn purge_moves_first_index_and_keeps_the_marker_term() {
+        let groups = apply_all(&[
+            entry(1, 1, 1),
+            entry(1, 2, 1),
+            entry(1, 3, 2),
+            Record::Purge {
+                group: 1,
+                index: 2,
+                term: 1,
+            },
+        ]);
+        let log = groups.get(1).unwrap();
+        assert_eq!((log.state().first_index, log.state().last_index), (3, 3));
+        assert_eq!(log.term(2), Some(1));
+        assert_eq!(log.term(1), None);
+    }
+
+    #[test]
+    fn purge_past_the_last_index_empties_the_log_and_sets_the_next_index() {
+        let groups = apply_all(&[
+            entry(1, 1, 1),
+            Record::Purge {
+                group: 1,
+                index: 10,
+                term: 3,
+            },
+        ]);
+        let log = groups.get(1).unwrap();
+        assert_eq!((log.state().first_index, log.state().last_index), (11, 10));
+        assert_eq!(log.next_index(), Some(11));
+    }
+
+    #[test]
+    fn an_entry_that_skips_an_index_is_refused() {
+        let mut groups = apply_all(&[entry(1, 1, 1)]);
+        assert_eq!(
+            groups.apply(&entry(1, 3, 1), 9, 1, 0),
+            Err(NotContiguous { expected: 2 })
+        );
+    }
+
+    #[test]
+    fn the_oldest_needed_lsn_names_the_holding_group() {
+        let groups = apply_all(&[
+            entry(1, 1, 1),
+            entry(2, 1, 1),
+            Record::Purge {
+                group: 1,
+                index: 1,
+                term: 1,
+            },
+        ]);
+        assert_eq!(groups.oldest_needed(), Some((2, 2)));
+    }
+}

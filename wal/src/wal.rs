@@ -1,0 +1,525 @@
+//! [`Wal`]: the shard's log. Opening recovers; appends are synchronous and
+//! only buffer; [`Wal::sync`] starts a group commit and resolves when it is
+//! durable; reads come from the segments' mmaps (or, for records not yet
+//! written, from the in-memory batches).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ops::{Deref, Range};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use memmap2::Mmap;
+
+use crate::config::Config;
+use crate::error::{Error, IoOp, Result};
+use crate::format::{decode_record, encode_record, Decoded, HardState, Record};
+use crate::fs::{DmaFs, FileSystem};
+use crate::index::{EntryLocation, GroupState};
+use crate::recovery::{map_segment, recover, TornTail};
+use crate::writer::{run_flusher, Batch, Segment, State, SyncFuture, WriterStats};
+
+/// What opening the WAL found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The torn tail truncated (never acknowledged data), with its offset.
+    pub torn_tail: Option<TornTail>,
+    /// A last segment whose creation never became durable, removed.
+    pub removed_blank_segment: Option<u64>,
+    /// Segments found.
+    pub segments: usize,
+    /// The LSN of the last recovered record (0 if none).
+    pub last_lsn: u64,
+}
+
+/// The group that keeps the oldest segment from being deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    /// The group.
+    pub group: u64,
+    /// The oldest LSN it still needs (its first entry, hard state or purge marker).
+    pub lsn: u64,
+    /// The segment holding that LSN.
+    pub segment: u64,
+}
+
+/// An entry's payload: borrowed from a segment's mapping, or copied when the
+/// entry is not written yet.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Bytes inside a mapped segment.
+    Mapped {
+        /// The segment's mapping.
+        map: Rc<Mmap>,
+        /// The payload's range in it.
+        range: Range<usize>,
+    },
+    /// Bytes copied from a batch not yet written.
+    Owned(Vec<u8>),
+}
+
+impl Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Mapped { map, range } => &map[range.clone()],
+            Payload::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// One entry read back.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its log index.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// Its type, as appended.
+    pub entry_type: u8,
+    /// Its payload.
+    pub payload: Payload,
+}
+
+/// The write-ahead log of one shard. Not `Send`: it lives on one executor.
+pub struct Wal {
+    shared: Rc<RefCell<State>>,
+    flusher: Option<glommio::task::JoinHandle<()>>,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the WAL in `dir` with the real file system.
+    /// Must run inside a glommio executor; it spawns the flusher there.
+    pub async fn open(dir: impl AsRef<Path>, config: Config) -> Result<(Wal, OpenReport)> {
+        Wal::open_with_fs(dir, config, Rc::new(DmaFs)).await
+    }
+
+    /// Opens the WAL writing through `fs` (fault injection in tests).
+    pub async fn open_with_fs(
+        dir: impl AsRef<Path>,
+        config: Config,
+        fs: Rc<dyn FileSystem>,
+    ) -> Result<(Wal, OpenReport)> {
+        config.validate()?;
+        let dir: PathBuf = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|error| Error::io(IoOp::Directory, 0, &error))?;
+        let recovered = recover(&dir, config.recovery_mode, true)?;
+        let last_lsn = recovered.next_lsn - 1;
+        let report = OpenReport {
+            torn_tail: recovered.torn_tail,
+            removed_blank_segment: recovered.removed_blank_segment,
+            segments: recovered.segments.len(),
+            last_lsn,
+        };
+        let mut segments = VecDeque::new();
+        let mut open = None;
+        let count = recovered.segments.len();
+        for (position, mapped) in recovered.segments.into_iter().enumerate() {
+            let mut file = None;
+            if position + 1 == count {
+                let writer = fs
+                    .open_segment(&mapped.path)
+                    .await
+                    .map_err(|error| Error::io(IoOp::Open, mapped.first_lsn, &error))?;
+                file = Some(writer);
+                let start = mapped.end_offset - mapped.end_offset % crate::format::BLOCK_BYTES as u64;
+                open = Some(Batch {
+                    segment: mapped.first_lsn,
+                    file_offset: start,
+                    bytes: mapped.map[start as usize..mapped.end_offset as usize].to_vec(),
+                    record_bytes: 0,
+                    last_lsn: 0,
+                });
+            }
+            segments.push_back(Segment {
+                first_lsn: mapped.first_lsn,
+                path: mapped.path,
+                segment_bytes: mapped.segment_bytes,
+                file,
+                created: true,
+                map: Some(mapped.map),
+            });
+        }
+        let mut state = State {
+            dir,
+            config,
+            fs,
+            groups: recovered.groups,
+            segments,
+            next_lsn: recovered.next_lsn,
+            open: Batch {
+                segment: 0,
+                file_offset: 0,
+                bytes: Vec::new(),
+                record_bytes: 0,
+                last_lsn: 0,
+            },
+            sealed: VecDeque::new(),
+            pending_bytes: 0,
+            written_lsn: last_lsn,
+            durable_lsn: last_lsn,
+            requested_lsn: last_lsn,
+            failures: 0,
+            last_failure: None,
+            poisoned: None,
+            closed: false,
+            flusher_done: false,
+            flusher_waker: None,
+            waiters: Vec::new(),
+            stats: WriterStats::default(),
+        };
+        match open {
+            Some(batch) => state.open = batch,
+            None => state.rotate(),
+        }
+        let shared = Rc::new(RefCell::new(state));
+        let flusher = glommio::spawn_local(run_flusher(shared.clone())).detach();
+        Ok((
+            Wal {
+                shared,
+                flusher: Some(flusher),
+            },
+            report,
+        ))
+    }
+
+    fn append(&self, record: Record<'_>) -> Result<u64> {
+        let mut state = self.shared.borrow_mut();
+        if let Some(error) = &state.poisoned {
+            return Err(error.clone());
+        }
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        let record_bytes = record.encoded_len();
+        if record_bytes > state.config.record_bytes_max {
+            return Err(Error::RecordTooLarge {
+                record_bytes,
+                record_bytes_max: state.config.record_bytes_max,
+            });
+        }
+        if state.pending_bytes + record_bytes > state.config.pending_bytes_max {
+            return Err(Error::Backpressure {
+                pending_bytes: state.pending_bytes,
+                pending_bytes_max: state.config.pending_bytes_max,
+            });
+        }
+        if let Err(refused) = state.groups.check(&record) {
+            let Record::Entry { group, index, .. } = record else {
+                unreachable!("only entries can be out of order")
+            };
+            return Err(Error::NonContiguousIndex {
+                group,
+                index,
+                expected: refused.expected,
+            });
+        }
+        let segment_bytes = state.segments.back().expect("a current segment").segment_bytes;
+        if state.open.end_offset() + record_bytes as u64 > segment_bytes {
+            state.rotate();
+        } else if state.open.bytes.len() + record_bytes > state.config.batch_bytes_max {
+            state.seal_open();
+        }
+        let lsn = state.next_lsn;
+        let (segment, offset) = (state.open.segment, state.open.end_offset());
+        encode_record(&record, &mut state.open.bytes);
+        state.open.record_bytes += record_bytes;
+        state.open.last_lsn = lsn;
+        state.next_lsn += 1;
+        state.pending_bytes += record_bytes;
+        state
+            .groups
+            .apply(&record, lsn, segment, offset)
+            .expect("checked above");
+        Ok(lsn)
+    }
+
+    /// Appends a log entry of `group`; returns its LSN. Not durable until a
+    /// [`Wal::sync`] created after this call resolves.
+    pub fn append_entry(&self, group: u64, index: u64, term: u64, entry_type: u8, payload: &[u8]) -> Result<u64> {
+        self.append(Record::Entry {
+            group,
+            term,
+            index,
+            entry_type,
+            payload,
+        })
+    }
+
+    /// Appends `group`'s hard state; the latest one wins on recovery.
+    pub fn append_hard_state(&self, group: u64, state: HardState) -> Result<u64> {
+        self.append(Record::HardState { group, state })
+    }
+
+    /// Drops `group`'s entries from `from_index` on (a conflicting suffix).
+    pub fn truncate_suffix(&self, group: u64, from_index: u64) -> Result<u64> {
+        self.append(Record::TruncateSuffix { group, from_index })
+    }
+
+    /// Drops `group`'s entries up to and including `index`, recording the
+    /// snapshot point (`index`, `term`).
+    pub fn purge(&self, group: u64, index: u64, term: u64) -> Result<u64> {
+        self.append(Record::Purge { group, index, term })
+    }
+
+    /// Starts a group commit of everything appended so far (if one is not
+    /// already covering it) and resolves with the durable LSN once all of it
+    /// is on disk. The request is made when this is called, not when the
+    /// future is first polled.
+    pub fn sync(&self) -> SyncFuture {
+        let mut state = self.shared.borrow_mut();
+        let target_lsn = state.next_lsn - 1;
+        if target_lsn > state.requested_lsn {
+            state.requested_lsn = target_lsn;
+            if state.sealed.is_empty() {
+                // The flusher is idle: this flush covers exactly what was
+                // appended so far. Otherwise later appends join the next one.
+                state.seal_open();
+            }
+            if let Some(waker) = state.flusher_waker.take() {
+                waker.wake();
+            }
+        }
+        SyncFuture {
+            shared: self.shared.clone(),
+            target_lsn,
+            failures_seen: state.failures,
+        }
+    }
+
+    /// The LSN of the last record known durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.borrow().durable_lsn
+    }
+
+    /// The LSN of the last record appended.
+    pub fn last_lsn(&self) -> u64 {
+        self.shared.borrow().next_lsn - 1
+    }
+
+    /// The error that poisoned the WAL, if an fdatasync failed.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.shared.borrow().poisoned.clone()
+    }
+
+    /// Counters of the write path.
+    pub fn stats(&self) -> WriterStats {
+        self.shared.borrow().stats
+    }
+
+    /// The state of `group`, if the WAL holds anything for it.
+    pub fn group_state(&self, group: u64) -> Option<GroupState> {
+        let state = self.shared.borrow();
+        state
+            .groups
+            .get(group)
+            .filter(|log| !log.is_empty() || log.next_index().is_some())
+            .map(|log| log.state())
+    }
+
+    /// Every group the WAL holds something for, by id.
+    pub fn groups(&self) -> Vec<(u64, GroupState)> {
+        let state = self.shared.borrow();
+        state.groups.iter().map(|(group, log)| (group, log.state())).collect()
+    }
+
+    /// The term of `group`'s entry `index` (or of its purge marker).
+    pub fn term(&self, group: u64, index: u64) -> Option<u64> {
+        self.shared.borrow().groups.get(group)?.term(index)
+    }
+
+    /// Reads `group`'s entries in `indexes` (end exclusive), stopping once
+    /// their payloads exceed `bytes_max`; at least one entry is returned
+    /// when the range is not empty.
+    pub fn entries(&self, group: u64, indexes: Range<u64>, bytes_max: usize) -> Result<Vec<Entry>> {
+        let mut state = self.shared.borrow_mut();
+        let Some(log) = state.groups.get(group) else {
+            return Err(Error::Unavailable {
+                group,
+                index: indexes.start,
+                last_index: 0,
+            });
+        };
+        let group_state = log.state();
+        if indexes.start < group_state.first_index {
+            return Err(Error::Compacted {
+                group,
+                index: indexes.start,
+                first_index: group_state.first_index,
+            });
+        }
+        if indexes.end > group_state.last_index + 1 {
+            return Err(Error::Unavailable {
+                group,
+                index: indexes.end - 1,
+                last_index: group_state.last_index,
+            });
+        }
+        let locations: Vec<EntryLocation> = indexes
+            .clone()
+            .map(|index| *log.entry(index).expect("within range"))
+            .collect();
+        let mut entries = Vec::with_capacity(locations.len());
+        let mut bytes = 0;
+        for (index, location) in indexes.zip(locations) {
+            let entry = read_entry(&mut state, index, &location)?;
+            bytes += entry.payload.len();
+            if bytes > bytes_max && !entries.is_empty() {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// The group holding back the deletion of the oldest segment, if any.
+    pub fn oldest_holder(&self) -> Option<Holder> {
+        let state = self.shared.borrow();
+        let (group, lsn) = state.groups.oldest_needed()?;
+        let segment = state
+            .segments
+            .iter()
+            .rev()
+            .find(|segment| segment.first_lsn <= lsn)?
+            .first_lsn;
+        Some(Holder { group, lsn, segment })
+    }
+
+    /// Re-appends `group`'s hard state and purge marker so that old segments
+    /// holding only those can be deleted. Returns the last LSN appended.
+    pub fn rewrite_group_metadata(&self, group: u64) -> Result<Option<u64>> {
+        let Some(state) = self.group_state(group) else {
+            return Ok(None);
+        };
+        let mut lsn = None;
+        if let Some(hard_state) = state.hard_state {
+            lsn = Some(self.append_hard_state(group, hard_state)?);
+        }
+        if let Some((index, term)) = state.snapshot {
+            lsn = Some(self.purge(group, index, term)?);
+        }
+        Ok(lsn)
+    }
+
+    /// Makes everything appended durable, then deletes every segment no group
+    /// needs any more. Returns the first LSNs of the deleted segments.
+    pub async fn delete_obsolete_segments(&self) -> Result<Vec<u64>> {
+        self.sync().await?;
+        let (fs, dir, doomed) = {
+            let mut state = self.shared.borrow_mut();
+            let needed = state.groups.oldest_needed().map_or(u64::MAX, |(_, lsn)| lsn);
+            let mut doomed = Vec::new();
+            while state.segments.len() > 1 && state.segments[1].first_lsn <= needed {
+                let segment = state.segments.pop_front().expect("checked length");
+                doomed.push((segment.first_lsn, segment.path));
+            }
+            (state.fs.clone(), state.dir.clone(), doomed)
+        };
+        for (segment, path) in &doomed {
+            fs.remove(path)
+                .await
+                .map_err(|error| Error::io(IoOp::Remove, *segment, &error))?;
+        }
+        if !doomed.is_empty() {
+            fs.sync_dir(&dir)
+                .await
+                .map_err(|error| Error::io(IoOp::SyncDirectory, 0, &error))?;
+        }
+        Ok(doomed.into_iter().map(|(segment, _)| segment).collect())
+    }
+
+    /// Makes everything appended durable, stops the flusher and closes.
+    pub async fn close(mut self) -> Result<u64> {
+        let synced = self.sync().await;
+        self.shared.borrow_mut().closed = true;
+        self.wake_flusher();
+        if let Some(flusher) = self.flusher.take() {
+            flusher.await;
+        }
+        synced
+    }
+
+    fn wake_flusher(&self) {
+        if let Some(waker) = self.shared.borrow_mut().flusher_waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Work already requested by a sync() still completes if the executor
+        // keeps running; nothing new is accepted.
+        self.shared.borrow_mut().closed = true;
+        self.wake_flusher();
+    }
+}
+
+fn read_entry(state: &mut State, index: u64, location: &EntryLocation) -> Result<Entry> {
+    let length = location.record_bytes as usize;
+    let start = location.offset as usize;
+    if location.lsn <= state.written_lsn {
+        let segment = state
+            .segments
+            .iter_mut()
+            .find(|segment| segment.first_lsn == location.segment)
+            .expect("a live entry's segment exists");
+        if segment.map.is_none() {
+            segment.map = Some(Rc::new(map_segment(&segment.path, segment.first_lsn)?));
+        }
+        let map = segment.map.clone().expect("mapped above");
+        let Decoded::Record(
+            Record::Entry {
+                term,
+                entry_type,
+                payload,
+                ..
+            },
+            _,
+        ) = decode_record(&map[start..start + length])
+        else {
+            return Err(Error::Corruption {
+                segment: location.segment,
+                offset: location.offset,
+            });
+        };
+        let payload_start = payload.as_ptr() as usize - map.as_ptr() as usize;
+        return Ok(Entry {
+            index,
+            term,
+            entry_type,
+            payload: Payload::Mapped {
+                range: payload_start..payload_start + payload.len(),
+                map,
+            },
+        });
+    }
+    let batches = state.sealed.iter().map(|batch| &**batch).chain([&state.open]);
+    for batch in batches {
+        if batch.segment == location.segment
+            && batch.file_offset <= location.offset
+            && location.offset + length as u64 <= batch.end_offset()
+        {
+            let at = (location.offset - batch.file_offset) as usize;
+            if let Decoded::Record(
+                Record::Entry {
+                    term,
+                    entry_type,
+                    payload,
+                    ..
+                },
+                _,
+            ) = decode_record(&batch.bytes[at..at + length])
+            {
+                return Ok(Entry {
+                    index,
+                    term,
+                    entry_type,
+                    payload: Payload::Owned(payload.to_vec()),
+                });
+            }
+        }
+    }
+    unreachable!("an unwritten entry is in a batch")
+}

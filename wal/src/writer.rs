@@ -1,0 +1,321 @@
+//! Group commit: the flusher task and the durability futures.
+//!
+//! Appends encode records into the open [`Batch`] (in memory, no I/O). A
+//! `sync()` raises the requested LSN and wakes the flusher, a task on the
+//! shard's executor. The flusher seals the open batch and writes it with one
+//! O_DIRECT write followed by one fdatasync; everything appended meanwhile
+//! goes into the next open batch and the next flush. There is no timer: a
+//! lone append is flushed as soon as it is synced. The partially filled last
+//! block of a batch is copied into the next batch and rewritten by it.
+//!
+//! Failure rules: a failed write (ENOSPC, EIO, short write after retries)
+//! fails the waiting syncs and keeps the batch for the next attempt; a failed
+//! fdatasync poisons the WAL for good, because the kernel may have dropped
+//! the dirty data and a retried fsync could falsely succeed.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use memmap2::Mmap;
+
+use crate::config::Config;
+use crate::error::{Error, IoOp, Result};
+use crate::format::{align_up, encode_segment_header, SegmentHeader};
+use crate::fs::{FileSystem, SegmentFile};
+use crate::index::Groups;
+
+/// Attempts to write a batch whose write came back short before giving up.
+pub const WRITE_ATTEMPTS_MAX: usize = 3;
+
+/// Records waiting to be written to one segment, as one contiguous run of
+/// bytes starting at a block boundary.
+#[derive(Debug)]
+pub struct Batch {
+    /// The segment (its first LSN).
+    pub segment: u64,
+    /// Where `bytes[0]` goes in the segment; a block boundary.
+    pub file_offset: u64,
+    /// The carried partial block (if any) followed by the batch's records.
+    pub bytes: Vec<u8>,
+    /// Bytes of records appended into this batch (not carried bytes).
+    pub record_bytes: usize,
+    /// LSN of the last record in the batch; 0 when it has none.
+    pub last_lsn: u64,
+}
+
+impl Batch {
+    /// The segment offset just past the batch's bytes.
+    pub fn end_offset(&self) -> u64 {
+        self.file_offset + self.bytes.len() as u64
+    }
+}
+
+/// A segment the WAL writes or has written.
+pub struct Segment {
+    /// Its first LSN (and file name).
+    pub first_lsn: u64,
+    /// Its path.
+    pub path: PathBuf,
+    /// Its size.
+    pub segment_bytes: u64,
+    /// The write handle; `None` before creation or once rotated away.
+    pub file: Option<Rc<dyn SegmentFile>>,
+    /// True once the file exists durably.
+    pub created: bool,
+    /// The read-only mapping, made on first read.
+    pub map: Option<Rc<Mmap>>,
+}
+
+/// Counters of the write path, for benchmarks and the inspect tool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Flushes completed (each one write + one fdatasync).
+    pub flushes: u64,
+    /// Bytes written by those flushes, padding and rewritten blocks included.
+    pub bytes_written: u64,
+    /// Segments created.
+    pub segments_created: u64,
+}
+
+/// Everything the appenders, readers and the flusher share on one shard.
+pub struct State {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Config,
+    pub(crate) fs: Rc<dyn FileSystem>,
+    pub(crate) groups: Groups,
+    pub(crate) segments: VecDeque<Segment>,
+    pub(crate) next_lsn: u64,
+    pub(crate) open: Batch,
+    pub(crate) sealed: VecDeque<Rc<Batch>>,
+    pub(crate) pending_bytes: usize,
+    pub(crate) written_lsn: u64,
+    pub(crate) durable_lsn: u64,
+    pub(crate) requested_lsn: u64,
+    pub(crate) failures: u64,
+    pub(crate) last_failure: Option<Error>,
+    pub(crate) poisoned: Option<Error>,
+    pub(crate) closed: bool,
+    pub(crate) flusher_done: bool,
+    pub(crate) flusher_waker: Option<Waker>,
+    pub(crate) waiters: Vec<Waker>,
+    pub(crate) stats: WriterStats,
+}
+
+impl State {
+    /// Moves the open batch (if it holds records) to the sealed queue and
+    /// opens the next one on the same segment, carrying the partial block.
+    pub(crate) fn seal_open(&mut self) {
+        if self.open.last_lsn == 0 {
+            return;
+        }
+        let end = self.open.end_offset();
+        let next_start = end - end % crate::format::BLOCK_BYTES as u64;
+        let carried = self.open.bytes[(next_start - self.open.file_offset) as usize..].to_vec();
+        let next = Batch {
+            segment: self.open.segment,
+            file_offset: next_start,
+            bytes: carried,
+            record_bytes: 0,
+            last_lsn: 0,
+        };
+        let sealed = std::mem::replace(&mut self.open, next);
+        self.sealed.push_back(Rc::new(sealed));
+    }
+
+    /// Starts a new segment whose first record gets `next_lsn`.
+    pub(crate) fn rotate(&mut self) {
+        self.seal_open();
+        if let Some(current) = self.segments.back_mut() {
+            if current.created && self.sealed.is_empty() {
+                current.file = None;
+            }
+        }
+        let first_lsn = self.next_lsn;
+        self.segments.push_back(Segment {
+            first_lsn,
+            path: self.dir.join(crate::format::segment_file_name(first_lsn)),
+            segment_bytes: self.config.segment_bytes,
+            file: None,
+            created: false,
+            map: None,
+        });
+        self.open = Batch {
+            segment: first_lsn,
+            file_offset: crate::format::SEGMENT_HEADER_BYTES as u64,
+            bytes: Vec::new(),
+            record_bytes: 0,
+            last_lsn: 0,
+        };
+    }
+
+    fn wake_waiters(&mut self) {
+        for waker in self.waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    fn segment_mut(&mut self, first_lsn: u64) -> &mut Segment {
+        self.segments
+            .iter_mut()
+            .find(|segment| segment.first_lsn == first_lsn)
+            .expect("a batch's segment is listed")
+    }
+}
+
+/// Waits until the flusher has a batch to write, or should stop.
+fn next_job(shared: &Rc<RefCell<State>>) -> impl Future<Output = Option<Rc<Batch>>> + '_ {
+    std::future::poll_fn(move |cx: &mut Context<'_>| {
+        let mut state = shared.borrow_mut();
+        if state.poisoned.is_some() {
+            return Poll::Ready(None);
+        }
+        if state.requested_lsn > state.durable_lsn {
+            if state.sealed.is_empty() {
+                state.seal_open();
+            }
+            if let Some(batch) = state.sealed.front() {
+                return Poll::Ready(Some(batch.clone()));
+            }
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        state.flusher_waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+}
+
+/// The flusher task: one per WAL, on the WAL's executor.
+pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
+    while let Some(batch) = next_job(&shared).await {
+        let outcome = flush(&shared, &batch).await;
+        let mut state = shared.borrow_mut();
+        match outcome {
+            Ok(written) => {
+                state.sealed.pop_front();
+                state.durable_lsn = batch.last_lsn;
+                state.written_lsn = state.written_lsn.max(batch.last_lsn);
+                state.pending_bytes -= batch.record_bytes;
+                state.stats.flushes += 1;
+                state.stats.bytes_written += written as u64;
+            }
+            Err(error @ Error::Poisoned { .. }) => state.poisoned = Some(error),
+            Err(error) => {
+                state.failures += 1;
+                state.last_failure = Some(error);
+                state.requested_lsn = state.durable_lsn;
+            }
+        }
+        state.wake_waiters();
+    }
+    let mut state = shared.borrow_mut();
+    state.flusher_done = true;
+    state.wake_waiters();
+}
+
+/// Writes one batch and fdatasyncs it; returns the bytes written.
+async fn flush(shared: &Rc<RefCell<State>>, batch: &Batch) -> Result<usize> {
+    let file = segment_file(shared, batch.segment).await?;
+    let padded = align_up(batch.bytes.len() as u64) as usize;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let written = file
+            .write_at(batch.file_offset, &batch.bytes)
+            .await
+            .map_err(|error| Error::io(IoOp::Write, batch.segment, &error))?;
+        if written >= padded {
+            break;
+        }
+        if attempts == WRITE_ATTEMPTS_MAX {
+            return Err(Error::Io {
+                op: IoOp::Write,
+                segment: batch.segment,
+                kind: std::io::ErrorKind::WriteZero,
+                errno: None,
+            });
+        }
+    }
+    shared.borrow_mut().written_lsn = batch.last_lsn;
+    if let Err(error) = file.sync_data().await {
+        return Err(Error::Poisoned {
+            segment: batch.segment,
+            errno: error.raw_os_error(),
+        });
+    }
+    Ok(padded)
+}
+
+/// The write handle of `segment`, creating the file first if needed.
+async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dyn SegmentFile>> {
+    let (fs, path, dir, segment_bytes, existing) = {
+        let mut state = shared.borrow_mut();
+        let (fs, dir) = (state.fs.clone(), state.dir.clone());
+        let entry = state.segment_mut(segment);
+        (fs, entry.path.clone(), dir, entry.segment_bytes, entry.file.clone())
+    };
+    if let Some(file) = existing {
+        return Ok(file);
+    }
+    let header = encode_segment_header(&SegmentHeader {
+        first_lsn: segment,
+        segment_bytes,
+    });
+    let file = match fs.create_segment(&path, &header, segment_bytes).await {
+        Ok(file) => file,
+        Err(error) => {
+            // Leave no half-made file behind: the next attempt creates it anew.
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::io(IoOp::Create, segment, &error));
+        }
+    };
+    fs.sync_dir(&dir)
+        .await
+        .map_err(|error| Error::io(IoOp::SyncDirectory, segment, &error))?;
+    let mut state = shared.borrow_mut();
+    state.stats.segments_created += 1;
+    for older in state.segments.iter_mut() {
+        if older.first_lsn < segment {
+            older.file = None;
+        }
+    }
+    let entry = state.segment_mut(segment);
+    entry.file = Some(file.clone());
+    entry.created = true;
+    Ok(file)
+}
+
+/// Resolves once every record appended before it was created is durable.
+pub struct SyncFuture {
+    pub(crate) shared: Rc<RefCell<State>>,
+    pub(crate) target_lsn: u64,
+    pub(crate) failures_seen: u64,
+}
+
+impl Future for SyncFuture {
+    type Output = Result<u64>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<u64>> {
+        let mut state = self.shared.borrow_mut();
+        if state.durable_lsn >= self.target_lsn {
+            return Poll::Ready(Ok(state.durable_lsn));
+        }
+        if let Some(error) = &state.poisoned {
+            return Poll::Ready(Err(error.clone()));
+        }
+        if state.failures > self.failures_seen {
+            let error = state.last_failure.clone().expect("a failure is recorded");
+            return Poll::Ready(Err(error));
+        }
+        if state.flusher_done {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        state.waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+}

@@ -1,1 +1,205 @@
-fn main() {}
+//! `coraft-sim`: runs seeded simulations of whole clusters and checks Raft's
+//! invariants. A failure prints its seed and the command that replays it.
+//!
+//! ```text
+//! coraft-sim --seeds N [--first-seed S] [--nodes 3|5] [--json] [--threads T]
+//! ```
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use coraft::raft::PlantedBug;
+use coraft::sim::{run, SimOptions, SimOutcome};
+
+struct Args {
+    seeds: u64,
+    first_seed: u64,
+    nodes: u64,
+    json: bool,
+    threads: u64,
+    verbose: bool,
+    planted_bug: PlantedBug,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        seeds: 100,
+        first_seed: 0,
+        nodes: 3,
+        json: false,
+        threads: 0,
+        verbose: false,
+        planted_bug: PlantedBug::None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> Result<u64, String> {
+            let raw = it.next().ok_or_else(|| format!("{name} needs a value"))?;
+            raw.parse().map_err(|_| format!("{name}: `{raw}` is not a number"))
+        };
+        match flag.as_str() {
+            "--seeds" => args.seeds = value("--seeds")?,
+            "--first-seed" => args.first_seed = value("--first-seed")?,
+            "--nodes" => args.nodes = value("--nodes")?,
+            "--threads" => args.threads = value("--threads")?,
+            "--json" => args.json = true,
+            "--verbose" => args.verbose = true,
+            // Hidden: break a rule on purpose to see the checkers catch it.
+            "--planted-bug" => {
+                args.planted_bug = match it.next().as_deref() {
+                    Some("commit-previous-term") => PlantedBug::CommitPreviousTermByCounting,
+                    Some("vote-without-log-check") => PlantedBug::VoteWithoutLogCheck,
+                    Some("ack-before-persist") => PlantedBug::AcknowledgeBeforePersist,
+                    other => return Err(format!("unknown planted bug {other:?}")),
+                }
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: coraft-sim --seeds N [--first-seed S] [--nodes 3|5] [--json] [--threads T] [--verbose]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`; try --help")),
+        }
+    }
+    if args.nodes != 3 && args.nodes != 5 {
+        return Err(format!("--nodes must be 3 or 5, not {}", args.nodes));
+    }
+    if args.threads == 0 {
+        args.threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    }
+    Ok(args)
+}
+
+#[derive(Default)]
+struct Totals {
+    violations: u64,
+    liveness_failures: u64,
+    steps: u64,
+    writes: u64,
+    reads: u64,
+    crashes: u64,
+    configuration_changes: u64,
+    snapshots: u64,
+    first_failing_seed: Option<u64>,
+    failures: Vec<SimOutcome>,
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("coraft-sim: {error}");
+            std::process::exit(2);
+        }
+    };
+    // Panics become per-seed violations; keep their text off the terminal.
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    let workers: Vec<_> = (0..args.threads)
+        .map(|_| {
+            let (next, done, totals) = (next.clone(), done.clone(), totals.clone());
+            let (seeds, first_seed, nodes, planted_bug) = (args.seeds, args.first_seed, args.nodes, args.planted_bug);
+            std::thread::spawn(move || loop {
+                let offset = next.fetch_add(1, Ordering::Relaxed);
+                if offset >= seeds {
+                    return;
+                }
+                let mut options = SimOptions::new(first_seed + offset, nodes);
+                options.planted_bug = planted_bug;
+                let outcome = run(options);
+                let mut t = totals.lock().expect("no worker panics while holding the lock");
+                t.steps += outcome.steps;
+                t.writes += outcome.writes_acknowledged;
+                t.reads += outcome.reads_confirmed;
+                t.crashes += outcome.crashes;
+                t.configuration_changes += outcome.configuration_changes;
+                t.snapshots += outcome.snapshots_installed;
+                if !outcome.passed() {
+                    t.violations += outcome.violations.len() as u64;
+                    t.liveness_failures += u64::from(outcome.liveness_failure.is_some());
+                    t.first_failing_seed = Some(t.first_failing_seed.map_or(outcome.seed, |s| s.min(outcome.seed)));
+                    t.failures.push(outcome);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    let mut last_report = Instant::now();
+    while done.load(Ordering::Relaxed) < args.seeds && workers.iter().any(|w| !w.is_finished()) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let interval_s = if std::io::stderr().is_terminal() { 1 } else { 10 };
+        if last_report.elapsed().as_secs() >= interval_s {
+            last_report = Instant::now();
+            let t = totals.lock().expect("lock");
+            let lead = if std::io::stderr().is_terminal() { "\r" } else { "" };
+            let tail = if std::io::stderr().is_terminal() { "   " } else { "\n" };
+            eprint!(
+                "{lead}{}/{} seeds, {} violations, {} liveness failures, {:.0} s{tail}",
+                done.load(Ordering::Relaxed),
+                args.seeds,
+                t.violations,
+                t.liveness_failures,
+                started.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    for worker in workers {
+        if worker.join().is_err() {
+            eprintln!("\ncoraft-sim: a simulation panicked (see above for the seed's message)");
+            std::process::exit(101);
+        }
+    }
+    let t = totals.lock().expect("lock");
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!();
+    let mut failures: Vec<&SimOutcome> = t.failures.iter().collect();
+    failures.sort_by_key(|f| f.seed);
+    for failure in failures.iter().take(10) {
+        eprintln!("seed {} FAILED:", failure.seed);
+        for violation in &failure.violations {
+            eprintln!("  violation: {violation}");
+        }
+        if let Some(liveness) = &failure.liveness_failure {
+            eprintln!("  liveness: {liveness}");
+        }
+        eprintln!(
+            "  replay: cargo run --release -p coraft --bin coraft-sim -- --seeds 1 --first-seed {} --nodes {}",
+            failure.seed, args.nodes
+        );
+    }
+    println!(
+        "{} seeds ({} nodes) in {:.1} s: {} violations, {} liveness failures; {} steps, {} writes acknowledged, \
+         {} reads confirmed, {} crashes, {} configuration entries, {} snapshots installed",
+        args.seeds,
+        args.nodes,
+        seconds,
+        t.violations,
+        t.liveness_failures,
+        t.steps,
+        t.writes,
+        t.reads,
+        t.crashes,
+        t.configuration_changes,
+        t.snapshots
+    );
+    if args.verbose && args.seeds == 1 {
+        println!("{:?}", t.failures.first());
+    }
+    if args.json {
+        let first = t.first_failing_seed.map_or("null".to_string(), |s| s.to_string());
+        println!(
+            "{{\"seeds\":{},\"violations\":{},\"liveness_failures\":{},\"steps\":{},\"first_failing_seed\":{}}}",
+            args.seeds, t.violations, t.liveness_failures, t.steps, first
+        );
+    }
+    if t.violations > 0 || t.liveness_failures > 0 {
+        std::process::exit(1);
+    }
+}

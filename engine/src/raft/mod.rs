@@ -1,1 +1,65 @@
-//! The pure Raft core.
+//! The consensus core: pure, deterministic, no I/O.
+//!
+//! A [`RaftCore`] runs one group on one node. It has inputs only —
+//! [`tick`](RaftCore::tick), [`step`](RaftCore::step),
+//! [`propose`](RaftCore::propose), [`propose_conf_change`](RaftCore::propose_conf_change),
+//! [`read_index`](RaftCore::read_index), [`transfer_leader`](RaftCore::transfer_leader),
+//! [`on_persisted`](RaftCore::on_persisted), [`snapshot_created`](RaftCore::snapshot_created)
+//! — and one output, the [`Ready`] bundle taken by
+//! [`take_ready`](RaftCore::take_ready). It reads no clock (time is ticks), no
+//! socket and no file; its randomness comes from a seed in [`RaftConfig`].
+//! That is what lets the simulator (`crate::sim`) replay whole clusters
+//! exactly from one seed.
+//!
+//! ```
+//! use coraft::raft::{Configuration, GroupId, InitialState, NodeId, RaftConfig, RaftCore, Role};
+//!
+//! // A single-voter group elects itself and commits once its write is durable.
+//! let config = RaftConfig::new(NodeId(1), GroupId(7));
+//! let initial = InitialState { configuration: Configuration::with_voters([NodeId(1)]), ..Default::default() };
+//! let mut core = RaftCore::new(config, initial).unwrap();
+//! while core.role() != Role::Leader {
+//!     core.tick();
+//! }
+//! let (index, term) = core.propose(vec![bytes::Bytes::from_static(b"x")]).unwrap();
+//! let ready = core.take_ready();
+//! assert!(ready.hard_state.is_some() && !ready.entries.is_empty());
+//! // ... the runtime writes ready.entries and ready.hard_state, fsyncs, then:
+//! core.on_persisted(index, term);
+//! let ready = core.take_ready();
+//! assert_eq!(ready.committed_entries.last().unwrap().index, index);
+//! ```
+
+mod config;
+mod core;
+mod election;
+mod error;
+mod log;
+mod membership;
+mod message;
+mod progress;
+mod quorum;
+mod reads;
+mod ready;
+mod replication;
+mod rng;
+mod snapshot;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{PlantedBug, RaftConfig, ReadMode, DEFAULT_APPEND_BYTES_MAX, ELECTION_PRIORITY_MAX};
+pub use core::{InitialState, RaftCore, APPLY_BATCH_BYTES_MAX};
+pub use error::{ConfigError, RaftError};
+pub use membership::ConfChange;
+pub use message::{AppendOutcome, Message, MessageBody};
+pub use progress::{Inflights, Progress, ProgressState};
+pub use quorum::VoteResult;
+pub use reads::{PENDING_READS_MAX, ROUND_HISTORY_MAX};
+pub use ready::Ready;
+pub use rng::SeededRng;
+pub use types::{
+    Configuration, Entry, EntryPayload, GroupId, HardState, LogIndex, NodeId, ReadState, Role, SnapshotMeta, SoftState,
+    Term, ENTRY_OVERHEAD_BYTES,
+};

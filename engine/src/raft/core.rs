@@ -1,0 +1,592 @@
+//! `RaftCore`: one group's consensus state machine. It routes inputs to the
+//! role-specific handlers (`election.rs`, `replication.rs`, `reads.rs`,
+//! `membership.rs`, `snapshot.rs`) and collects their outputs into a
+//! [`Ready`]. It never touches a clock, a socket or a file.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::config::RaftConfig;
+use super::error::{ConfigError, RaftError};
+use super::log::RaftLog;
+use super::membership::Membership;
+use super::message::{AppendOutcome, Message, MessageBody};
+use super::progress::Progress;
+use super::reads::ReadTracker;
+use super::ready::Ready;
+use super::rng::SeededRng;
+use super::types::{
+    Configuration, Entry, EntryPayload, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
+};
+
+/// Bound on the committed-entry bytes handed out by one [`Ready`].
+pub const APPLY_BATCH_BYTES_MAX: u64 = 4 << 20;
+
+/// What a node recovered from its storage, or the bootstrap state of a new group.
+#[derive(Clone, Debug, Default)]
+pub struct InitialState {
+    /// The group's configuration before any configuration entry (used when
+    /// there is no snapshot).
+    pub configuration: Configuration,
+    /// The persisted term, vote and commit index.
+    pub hard_state: HardState,
+    /// The latest persisted snapshot, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Persisted entries following the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+/// A leadership transfer under way (Raft thesis §3.10).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Transfer {
+    pub target: NodeId,
+    pub elapsed_ticks: u64,
+}
+
+/// The consensus core of one group on one node.
+#[derive(Debug)]
+pub struct RaftCore {
+    pub(super) config: RaftConfig,
+    pub(super) rng: SeededRng,
+    pub(super) term: Term,
+    pub(super) vote: Option<NodeId>,
+    pub(super) log: RaftLog,
+    pub(super) role: Role,
+    pub(super) leader: Option<NodeId>,
+    pub(super) membership: Membership,
+    /// The newest snapshot this node holds (what it sends to lagging peers).
+    pub(super) snapshot: Option<SnapshotMeta>,
+    pub(super) now_ticks: u64,
+    pub(super) election_elapsed_ticks: u64,
+    pub(super) randomized_election_timeout_ticks: u64,
+    pub(super) heartbeat_elapsed_ticks: u64,
+    /// Ticks since a live leader was heard from (0 at start: a restarted node
+    /// may have acknowledged a leader's lease just before it crashed).
+    pub(super) ticks_since_leader_heard: u64,
+    pub(super) votes: BTreeMap<NodeId, bool>,
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    pub(super) transfer: Option<Transfer>,
+    /// Index of the latest configuration entry a leader appended.
+    pub(super) pending_configuration_index: LogIndex,
+    pub(super) uncommitted_bytes: u64,
+    pub(super) reads: ReadTracker,
+    pub(super) out: Ready,
+    last_hard_state: HardState,
+    last_soft_state: SoftState,
+}
+
+impl RaftCore {
+    /// A core from its configuration and what storage recovered.
+    pub fn new(config: RaftConfig, initial: InitialState) -> Result<RaftCore, ConfigError> {
+        config.validate()?;
+        let (snapshot_index, snapshot_term) = initial
+            .snapshot
+            .as_ref()
+            .map_or((LogIndex(0), Term(0)), |s| (s.index, s.term));
+        let mut log = RaftLog::recovered(snapshot_index, snapshot_term, initial.entries);
+        log.commit_to(initial.hard_state.commit_index.max(snapshot_index));
+        let base = initial
+            .snapshot
+            .as_ref()
+            .map_or(initial.configuration.clone(), |s| s.configuration.clone());
+        let mut membership = Membership::new(snapshot_index, base);
+        for entry in log.iter() {
+            if let EntryPayload::Configuration(conf) = &entry.payload {
+                membership.appended(entry.index, conf.clone());
+            }
+        }
+        let soft = SoftState {
+            role: Role::Follower,
+            term: initial.hard_state.term,
+            leader: None,
+        };
+        let mut core = RaftCore {
+            rng: SeededRng::new(config.seed),
+            term: initial.hard_state.term,
+            vote: initial.hard_state.vote,
+            log,
+            role: Role::Follower,
+            leader: None,
+            membership,
+            snapshot: initial.snapshot,
+            now_ticks: 0,
+            election_elapsed_ticks: 0,
+            randomized_election_timeout_ticks: 0,
+            heartbeat_elapsed_ticks: 0,
+            ticks_since_leader_heard: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            transfer: None,
+            pending_configuration_index: LogIndex(0),
+            uncommitted_bytes: 0,
+            reads: ReadTracker::default(),
+            out: Ready::default(),
+            last_hard_state: initial.hard_state,
+            last_soft_state: soft,
+            config,
+        };
+        core.reset_election_timeout();
+        Ok(core)
+    }
+
+    // ----- inputs -----
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.now_ticks += 1;
+        if self.role == Role::Leader {
+            self.ticks_since_leader_heard = 0;
+            self.tick_leader();
+        } else {
+            self.ticks_since_leader_heard = self.ticks_since_leader_heard.saturating_add(1);
+            self.tick_election();
+        }
+    }
+
+    /// Handles a message from another core of the group.
+    pub fn step(&mut self, message: Message) {
+        if message.group != self.config.group || message.to != self.config.id || message.from == self.config.id {
+            return;
+        }
+        if !self.step_term(&message) {
+            return;
+        }
+        match self.role {
+            Role::Leader => self.step_leader(message),
+            Role::Candidate | Role::PreCandidate => self.step_candidate(message),
+            Role::Follower => self.step_follower(message),
+        }
+    }
+
+    /// Proposes application commands; on success returns the index of the
+    /// first and the term they were appended in (they take consecutive indexes).
+    pub fn propose(&mut self, payloads: Vec<Bytes>) -> Result<(LogIndex, Term), RaftError> {
+        let entries = payloads.into_iter().map(EntryPayload::Normal).collect();
+        self.propose_payloads(entries)
+    }
+
+    /// Records that entries up to (`index`, `term`) are durable (a no-op for
+    /// stale reports, e.g. of entries replaced since).
+    pub fn on_persisted(&mut self, index: LogIndex, term: Term) {
+        if self.log.persisted_to(index, term) && self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// Takes everything the runtime must do now.
+    pub fn take_ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.start_read_round_if_needed();
+        }
+        let mut ready = std::mem::take(&mut self.out);
+        let hard_state = self.hard_state();
+        if hard_state != self.last_hard_state {
+            self.last_hard_state = hard_state;
+            ready.hard_state = Some(hard_state);
+        }
+        let soft_state = self.soft_state();
+        if soft_state != self.last_soft_state {
+            self.last_soft_state = soft_state;
+            ready.soft_state = Some(soft_state);
+        }
+        let (truncate_from, entries) = self.log.take_unpersisted();
+        ready.truncate_from = truncate_from;
+        ready.entries = entries;
+        ready.committed_entries = self.log.take_committed(APPLY_BATCH_BYTES_MAX);
+        ready
+    }
+
+    /// True if [`take_ready`](Self::take_ready) would return work.
+    pub fn has_ready(&self) -> bool {
+        !self.out.is_empty()
+            || self.hard_state() != self.last_hard_state
+            || self.soft_state() != self.last_soft_state
+            || self.log.has_unhanded_entries()
+            || self.log.committed() > self.log.applied()
+            || (self.role == Role::Leader && self.reads.needs_round())
+    }
+
+    // ----- observers -----
+
+    /// This node.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    /// The leader this node follows (itself when leading), if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// Highest committed index known.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed()
+    }
+    /// Highest index handed out for applying.
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied()
+    }
+    /// Index of the last entry.
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+    /// Index of the last entry known durable here.
+    pub fn persisted_index(&self) -> LogIndex {
+        self.log.persisted()
+    }
+    /// Term of the entry at `index`, if held.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+    /// The configuration in force (the latest appended, Raft thesis §4.1).
+    pub fn configuration(&self) -> &Configuration {
+        self.membership.current()
+    }
+    /// The leader's view of each peer (empty unless leading).
+    pub fn progress(&self) -> &BTreeMap<NodeId, Progress> {
+        &self.progress
+    }
+    /// The term, vote and commit index as they stand (not necessarily persisted).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit_index: self.log.committed(),
+        }
+    }
+    /// Role, term and leader.
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+        }
+    }
+    /// The newest snapshot held, if any.
+    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref()
+    }
+    /// The configuration this core runs with.
+    pub fn config(&self) -> &RaftConfig {
+        &self.config
+    }
+
+    // ----- routing -----
+
+    /// The term rules common to every role (Raft §5.1, thesis §9.6, §6.2).
+    /// Returns false when the message is fully handled.
+    fn step_term(&mut self, m: &Message) -> bool {
+        if m.term > self.term {
+            if let MessageBody::RequestVote {
+                leadership_transfer, ..
+            } = m.body
+            {
+                if !leadership_transfer && self.in_leader_lease() {
+                    // A live leader was heard from: this candidate is likely
+                    // partitioned from it (thesis §4.2.3). Do not disrupt.
+                    return false;
+                }
+            }
+            match &m.body {
+                MessageBody::RequestVote { pre_vote: true, .. } => {}
+                MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
+            return true;
+        }
+        if m.term < self.term {
+            match &m.body {
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    // Tell a stale leader about the newer term so it steps down.
+                    self.send(
+                        m.from,
+                        MessageBody::AppendEntriesResponse(AppendOutcome::Accepted {
+                            match_index: LogIndex(0),
+                        }),
+                    );
+                }
+                MessageBody::RequestVote { pre_vote: true, .. } => {
+                    self.send(
+                        m.from,
+                        MessageBody::RequestVoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            return false;
+        }
+        true
+    }
+
+    fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum && self.ticks_since_leader_heard < self.config.election_timeout_ticks
+    }
+
+    fn step_leader(&mut self, m: Message) {
+        let from = m.from;
+        match m.body {
+            MessageBody::AppendEntriesResponse(outcome) => self.handle_append_response(from, outcome),
+            MessageBody::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
+            MessageBody::InstallSnapshotResponse { last_index } => self.handle_snapshot_response(from, last_index),
+            MessageBody::RequestVote { .. } => self.handle_vote_request(&m),
+            MessageBody::ReadIndex { context } => self.leader_read(context, Some(from)),
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
+                // Two leaders in one term would break Raft §5.2; never happens.
+                panic!(
+                    "leader {} of term {} got {} from {from} in the same term",
+                    self.config.id,
+                    self.term,
+                    m.body.kind()
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn step_candidate(&mut self, m: Message) {
+        match &m.body {
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
+                self.become_follower(m.term, Some(m.from));
+                self.step_follower(m);
+            }
+            MessageBody::RequestVoteResponse { pre_vote, granted }
+                if *pre_vote == (self.role == Role::PreCandidate) =>
+            {
+                self.handle_vote_response(m.from, *granted);
+            }
+            MessageBody::RequestVote { .. } => self.handle_vote_request(&m),
+            MessageBody::ReadIndex { context } => {
+                let context = *context;
+                self.send(m.from, MessageBody::ReadIndexResponse { context, index: None });
+            }
+            _ => {}
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) {
+        let from = m.from;
+        match m.body {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.heard_from_leader(from);
+                self.handle_append(from, prev_log_index, prev_log_term, entries, leader_commit);
+            }
+            MessageBody::Heartbeat { commit_index, round } => {
+                self.heard_from_leader(from);
+                self.log.commit_to(commit_index);
+                self.send(from, MessageBody::HeartbeatResponse { round });
+            }
+            MessageBody::InstallSnapshot { meta } => {
+                self.heard_from_leader(from);
+                self.handle_install_snapshot(from, meta);
+            }
+            MessageBody::RequestVote { .. } => self.handle_vote_request(&m),
+            MessageBody::TimeoutNow => self.handle_timeout_now(from),
+            MessageBody::ReadIndexResponse { context, index } => match index {
+                Some(index) => self.out.read_states.push(super::types::ReadState { context, index }),
+                None => self.out.dropped_reads.push(context),
+            },
+            MessageBody::ReadIndex { context } => {
+                self.send(from, MessageBody::ReadIndexResponse { context, index: None });
+            }
+            _ => {}
+        }
+    }
+
+    fn heard_from_leader(&mut self, from: NodeId) {
+        self.election_elapsed_ticks = 0;
+        self.ticks_since_leader_heard = 0;
+        self.leader = Some(from);
+    }
+
+    // ----- role changes -----
+
+    pub(super) fn reset_election_timeout(&mut self) {
+        let base = self.config.election_timeout_ticks;
+        let mut timeout = self.rng.range(base, 2 * base);
+        if self.config.election_priority > 0 {
+            let lag = u64::from(super::config::ELECTION_PRIORITY_MAX - self.config.election_priority);
+            timeout += lag * base / 2;
+        }
+        self.randomized_election_timeout_ticks = timeout;
+    }
+
+    fn reset(&mut self, term: Term) {
+        if self.term != term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.election_elapsed_ticks = 0;
+        self.heartbeat_elapsed_ticks = 0;
+        self.reset_election_timeout();
+        self.votes.clear();
+        self.progress.clear();
+        self.transfer = None;
+        self.uncommitted_bytes = 0;
+        let dropped = self.reads.abandon();
+        for (context, requester) in dropped {
+            match requester {
+                None => self.out.dropped_reads.push(context),
+                Some(peer) => self.send(peer, MessageBody::ReadIndexResponse { context, index: None }),
+            }
+        }
+    }
+
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+        if leader.is_some() {
+            self.ticks_since_leader_heard = 0;
+        }
+    }
+
+    pub(super) fn become_pre_candidate(&mut self) {
+        // Pre-vote changes neither term nor vote (thesis §9.6).
+        self.votes.clear();
+        self.progress.clear();
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.election_elapsed_ticks = 0;
+        self.reset_election_timeout();
+    }
+
+    pub(super) fn become_candidate(&mut self) {
+        assert_ne!(self.role, Role::Leader, "a leader does not campaign");
+        self.reset(self.term.next());
+        self.vote = Some(self.config.id);
+        self.role = Role::Candidate;
+    }
+
+    pub(super) fn become_leader(&mut self) {
+        assert_ne!(self.role, Role::Follower, "only a candidate becomes leader");
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        let next = self.log.last_index().next();
+        for peer in self.membership.current().members() {
+            if peer != self.config.id {
+                let mut progress = Progress::new(next);
+                progress.recent_active = true;
+                self.progress.insert(peer, progress);
+            }
+        }
+        // No configuration change until everything up to here is committed.
+        self.pending_configuration_index = self.log.last_index();
+        self.reads.start_term();
+        let mut payloads = vec![EntryPayload::Noop];
+        if let Some(forced) = self.membership.take_forced() {
+            // Make a reset-peers configuration durable and known to followers.
+            payloads.push(EntryPayload::Configuration(forced));
+        }
+        self.append_as_leader(payloads);
+        self.broadcast_append();
+    }
+
+    // ----- helpers shared by the handlers -----
+
+    /// Queues a message to send at once.
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let message = self.message(to, self.term, body);
+        self.out.messages.push(message);
+    }
+
+    /// Queues a message to send once everything handed out is durable.
+    pub(super) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        let message = self.message(to, self.term, body);
+        self.out.persisted_messages.push(message);
+    }
+
+    pub(super) fn message(&self, to: NodeId, term: Term, body: MessageBody) -> Message {
+        Message {
+            group: self.config.group,
+            from: self.config.id,
+            to,
+            term,
+            body,
+        }
+    }
+
+    /// Appends entries at the leader and counts them against the bounds.
+    pub(super) fn append_as_leader(&mut self, payloads: Vec<EntryPayload>) -> LogIndex {
+        let first = self.log.last_index().next();
+        let mut index = first;
+        for payload in payloads {
+            let entry = Entry {
+                index,
+                term: self.term,
+                payload,
+            };
+            self.uncommitted_bytes += entry.size_bytes();
+            if let EntryPayload::Configuration(conf) = &entry.payload {
+                self.pending_configuration_index = index;
+                self.configuration_appended(index, conf.clone());
+            }
+            self.log.append([entry]);
+            index = index.next();
+        }
+        // A single-voter group commits as soon as its own write is durable.
+        self.maybe_commit();
+        first
+    }
+
+    pub(super) fn propose_payloads(&mut self, payloads: Vec<EntryPayload>) -> Result<(LogIndex, Term), RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if let Some(transfer) = self.transfer {
+            return Err(RaftError::TransferInProgress {
+                target: transfer.target,
+            });
+        }
+        let bytes: u64 = payloads
+            .iter()
+            .map(|p| {
+                Entry {
+                    index: LogIndex(0),
+                    term: self.term,
+                    payload: p.clone(),
+                }
+                .size_bytes()
+            })
+            .sum();
+        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + bytes > self.config.uncommitted_bytes_max {
+            return Err(RaftError::Busy {
+                uncommitted_bytes: self.uncommitted_bytes,
+                bound_bytes: self.config.uncommitted_bytes_max,
+            });
+        }
+        let first = self.append_as_leader(payloads);
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_append(peer, false);
+        }
+        Ok((first, self.term))
+    }
+}

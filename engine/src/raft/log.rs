@@ -1,0 +1,273 @@
+//! The core's view of its log: entries above the last snapshot, with four
+//! cursors that only the core moves.
+//!
+//! ```text
+//!  snapshot_index  applied <= committed        persisted <= handed_out <= last
+//!  ──────┤ compacted │ entries in memory ─────────────────────────────────┤
+//! ```
+//! `handed_out` is the last entry given to the runtime to persist;
+//! `persisted` the last the runtime reported durable. A conflicting suffix
+//! that was already handed out is dropped with a truncation the runtime
+//! applies before the next entries.
+
+use std::collections::VecDeque;
+
+use super::types::{Entry, LogIndex, SnapshotMeta, Term};
+
+/// The log of one core.
+#[derive(Debug)]
+pub struct RaftLog {
+    snapshot_index: LogIndex,
+    snapshot_term: Term,
+    entries: VecDeque<Entry>,
+    committed: LogIndex,
+    applied: LogIndex,
+    persisted: LogIndex,
+    handed_out: LogIndex,
+    pending_truncation: Option<LogIndex>,
+}
+
+impl RaftLog {
+    /// A log recovered from storage: a snapshot point and the entries after it.
+    pub fn recovered(snapshot_index: LogIndex, snapshot_term: Term, entries: Vec<Entry>) -> RaftLog {
+        let mut expected = snapshot_index.next();
+        for entry in &entries {
+            assert_eq!(
+                entry.index, expected,
+                "recovered entries must be contiguous after the snapshot"
+            );
+            expected = expected.next();
+        }
+        let last = snapshot_index.plus(entries.len() as u64);
+        RaftLog {
+            snapshot_index,
+            snapshot_term,
+            entries: entries.into(),
+            committed: snapshot_index,
+            applied: snapshot_index,
+            persisted: last,
+            handed_out: last,
+            pending_truncation: None,
+        }
+    }
+
+    /// Index of the first entry held (one past the snapshot).
+    pub fn first_index(&self) -> LogIndex {
+        self.snapshot_index.next()
+    }
+    /// Index of the last entry (the snapshot index when empty).
+    pub fn last_index(&self) -> LogIndex {
+        self.snapshot_index.plus(self.entries.len() as u64)
+    }
+    /// Term of the last entry.
+    pub fn last_term(&self) -> Term {
+        self.entries.back().map_or(self.snapshot_term, |e| e.term)
+    }
+    /// The snapshot point.
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.snapshot_index
+    }
+    /// Highest index known committed.
+    pub fn committed(&self) -> LogIndex {
+        self.committed
+    }
+    /// Highest index handed to the state machine.
+    pub fn applied(&self) -> LogIndex {
+        self.applied
+    }
+    /// Highest index known durable on this node.
+    pub fn persisted(&self) -> LogIndex {
+        self.persisted
+    }
+
+    /// Term of the entry at `index`, if known (the snapshot point counts;
+    /// index 0 has term 0).
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot_index {
+            return Some(self.snapshot_term);
+        }
+        if index < self.snapshot_index || index > self.last_index() {
+            return None;
+        }
+        Some(self.entries[(index.0 - self.snapshot_index.0 - 1) as usize].term)
+    }
+
+    /// The entry at `index`, if held in memory.
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        if index <= self.snapshot_index || index > self.last_index() {
+            return None;
+        }
+        self.entries.get((index.0 - self.snapshot_index.0 - 1) as usize)
+    }
+
+    /// True if the log holds an entry at `index` with `term`.
+    pub fn matches(&self, index: LogIndex, term: Term) -> bool {
+        self.term_at(index) == Some(term)
+    }
+
+    /// Is a log ending at (`last_index`, `last_term`) at least as up to date
+    /// as this one? (Raft §5.4.1)
+    pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+    }
+
+    /// Entries from `from` on, at most `bytes_max` bytes but at least one.
+    pub fn entries_from(&self, from: LogIndex, bytes_max: u64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut index = from;
+        while let Some(entry) = self.entry(index) {
+            bytes += entry.size_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(entry.clone());
+            index = index.next();
+        }
+        out
+    }
+
+    /// Appends entries that directly follow the last one.
+    pub fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.last_index().next(),
+                "appended entries must be contiguous"
+            );
+            self.entries.push_back(entry);
+        }
+    }
+
+    /// Drops every entry from `from` on. Entries already handed out for
+    /// persistence are truncated on disk too, before later entries.
+    pub fn truncate_from(&mut self, from: LogIndex) {
+        assert!(
+            from > self.committed,
+            "truncating committed entry {from} (commit {})",
+            self.committed
+        );
+        if from > self.last_index() {
+            return;
+        }
+        let keep = (from.0 - self.snapshot_index.0 - 1) as usize;
+        self.entries.truncate(keep);
+        if self.persisted >= from {
+            self.persisted = from.prev();
+        }
+        if self.handed_out >= from {
+            self.handed_out = from.prev();
+            self.pending_truncation = Some(self.pending_truncation.map_or(from, |t| t.min(from)));
+        }
+    }
+
+    /// Where a follower's log conflicts with `entries` (first index whose
+    /// term differs, or the first index beyond its log), or `None` if every
+    /// entry is already present.
+    pub fn find_conflict(&self, entries: &[Entry]) -> Option<LogIndex> {
+        entries.iter().find(|e| !self.matches(e.index, e.term)).map(|e| e.index)
+    }
+
+    /// The last index at or below `index` whose term is at most `term`
+    /// (fast backtracking of a rejected append).
+    pub fn last_index_with_term_at_most(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
+        let mut candidate = index.min(self.last_index());
+        loop {
+            match self.term_at(candidate) {
+                Some(t) if t <= term => return (candidate, t),
+                Some(_) if candidate > self.snapshot_index => candidate = candidate.prev(),
+                _ => return (self.snapshot_index, self.snapshot_term),
+            }
+        }
+    }
+
+    /// Moves the commit index forward (never back).
+    pub fn commit_to(&mut self, index: LogIndex) -> bool {
+        let index = index.min(self.last_index());
+        if index > self.committed {
+            self.committed = index;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records that entries up to (`index`, `term`) are durable. Ignored when
+    /// the entry was since replaced (its term differs) or never handed out.
+    pub fn persisted_to(&mut self, index: LogIndex, term: Term) -> bool {
+        if index > self.persisted && index <= self.handed_out && self.matches(index, term) {
+            self.persisted = index;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True if entries or a truncation wait to be handed out for persistence.
+    pub fn has_unhanded_entries(&self) -> bool {
+        self.handed_out < self.last_index() || self.pending_truncation.is_some()
+    }
+
+    /// Takes the truncation and entries that the runtime has not yet been
+    /// asked to persist.
+    pub fn take_unpersisted(&mut self) -> (Option<LogIndex>, Vec<Entry>) {
+        let truncation = self.pending_truncation.take();
+        let from = self.handed_out.next().max(self.first_index());
+        let entries: Vec<Entry> = (from.0..=self.last_index().0)
+            .filter_map(|i| self.entry(LogIndex(i)).cloned())
+            .collect();
+        self.handed_out = self.last_index();
+        (truncation, entries)
+    }
+
+    /// Takes committed entries not yet handed to the state machine, up to
+    /// `bytes_max` (at least one).
+    pub fn take_committed(&mut self, bytes_max: u64) -> Vec<Entry> {
+        let entries = if self.committed > self.applied {
+            let mut batch = self.entries_from(self.applied.next(), bytes_max);
+            batch.retain(|e| e.index <= self.committed);
+            batch
+        } else {
+            Vec::new()
+        };
+        if let Some(last) = entries.last() {
+            self.applied = last.index;
+        }
+        entries
+    }
+
+    /// Forgets entries up to `index` (a snapshot covers them). Keeps
+    /// `index` itself as the new snapshot point.
+    pub fn compact_to(&mut self, index: LogIndex) {
+        if index <= self.snapshot_index {
+            return;
+        }
+        assert!(
+            index <= self.applied,
+            "compacting beyond applied ({index} > {})",
+            self.applied
+        );
+        let term = self.term_at(index).expect("compaction point is in the log");
+        let drop = (index.0 - self.snapshot_index.0) as usize;
+        self.entries.drain(..drop);
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+    }
+
+    /// Replaces everything with a snapshot received from the leader.
+    pub fn restore(&mut self, meta: &SnapshotMeta) {
+        self.entries.clear();
+        self.snapshot_index = meta.index;
+        self.snapshot_term = meta.term;
+        self.committed = meta.index;
+        self.applied = meta.index;
+        self.persisted = meta.index;
+        self.handed_out = meta.index;
+        self.pending_truncation = None;
+    }
+
+    /// Iterates over the held entries.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+}

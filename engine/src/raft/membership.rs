@@ -1,0 +1,226 @@
+//! Membership change (Raft thesis §4): joint consensus entered and left
+//! automatically, single-voter changes applied directly, learners, and the
+//! unsafe reset-peers recovery. A configuration takes effect as soon as it is
+//! appended (thesis §4.1) and is undone if its entry is truncated.
+
+use super::core::RaftCore;
+use super::error::RaftError;
+use super::progress::Progress;
+use super::types::{Configuration, EntryPayload, LogIndex, NodeId, Role};
+
+/// One requested membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfChange {
+    /// Make a node a voter (promoting it if it is a learner).
+    AddVoter(NodeId),
+    /// Make a node a learner (demoting it if it is a voter).
+    AddLearner(NodeId),
+    /// Remove a node entirely.
+    Remove(NodeId),
+}
+
+/// The configurations in the log: the one the snapshot carries and those
+/// appended after it, newest last.
+#[derive(Clone, Debug)]
+pub(super) struct Membership {
+    base_index: LogIndex,
+    base: Configuration,
+    appended: Vec<(LogIndex, Configuration)>,
+    forced: Option<Configuration>,
+}
+
+impl Membership {
+    pub(super) fn new(base_index: LogIndex, base: Configuration) -> Membership {
+        Membership {
+            base_index,
+            base,
+            appended: Vec::new(),
+            forced: None,
+        }
+    }
+
+    /// The configuration in force.
+    pub(super) fn current(&self) -> &Configuration {
+        if let Some(forced) = &self.forced {
+            return forced;
+        }
+        self.appended.last().map_or(&self.base, |(_, c)| c)
+    }
+
+    /// Index of the entry that set the configuration in force.
+    pub(super) fn current_index(&self) -> LogIndex {
+        self.appended.last().map_or(self.base_index, |(i, _)| *i)
+    }
+
+    /// The configuration in force at `index`.
+    pub(super) fn at(&self, index: LogIndex) -> &Configuration {
+        self.appended
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map_or(&self.base, |(_, c)| c)
+    }
+
+    pub(super) fn appended(&mut self, index: LogIndex, configuration: Configuration) {
+        self.forced = None;
+        self.appended.push((index, configuration));
+    }
+
+    pub(super) fn truncated_from(&mut self, from: LogIndex) {
+        self.appended.retain(|(i, _)| *i < from);
+    }
+
+    pub(super) fn compacted_to(&mut self, index: LogIndex) {
+        let base = self.at(index).clone();
+        self.appended.retain(|(i, _)| *i > index);
+        self.base = base;
+        self.base_index = index;
+    }
+
+    pub(super) fn restored(&mut self, index: LogIndex, configuration: Configuration) {
+        self.appended.clear();
+        self.base = configuration;
+        self.base_index = index;
+        self.forced = None;
+    }
+
+    pub(super) fn take_forced(&mut self) -> Option<Configuration> {
+        self.forced.take()
+    }
+}
+
+/// Applies `changes` to `current`, choosing a simple change when at most one
+/// voter is affected and a joint configuration otherwise.
+fn next_configuration(current: &Configuration, changes: &[ConfChange]) -> Result<Configuration, RaftError> {
+    let mut next = current.clone();
+    for change in changes {
+        match *change {
+            ConfChange::AddVoter(n) => {
+                next.learners.remove(&n);
+                next.voters.insert(n);
+            }
+            ConfChange::AddLearner(n) => {
+                next.voters.remove(&n);
+                next.learners.insert(n);
+            }
+            ConfChange::Remove(n) => {
+                next.voters.remove(&n);
+                next.learners.remove(&n);
+            }
+        }
+    }
+    if next.voters.is_empty() {
+        return Err(RaftError::InvalidConfigurationChange {
+            reason: "no voter would remain",
+        });
+    }
+    if next == *current {
+        return Err(RaftError::InvalidConfigurationChange {
+            reason: "the configuration would not change",
+        });
+    }
+    let changed_voters = current.voters.symmetric_difference(&next.voters).count();
+    if changed_voters <= 1 {
+        return Ok(next);
+    }
+    // Joint consensus (thesis §4.3): old voters decide beside the new ones;
+    // demoted voters stay voters of the outgoing half until the joint
+    // configuration is left.
+    let demoted: Vec<NodeId> = current
+        .voters
+        .iter()
+        .copied()
+        .filter(|n| next.learners.contains(n))
+        .collect();
+    for n in &demoted {
+        next.learners.remove(n);
+        next.learners_next.insert(*n);
+    }
+    next.outgoing_voters = current.voters.clone();
+    Ok(next)
+}
+
+impl RaftCore {
+    /// Proposes a membership change; returns the index of its entry.
+    pub fn propose_conf_change(&mut self, changes: &[ConfChange]) -> Result<LogIndex, RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.pending_configuration_index > self.log.committed() || self.membership.current().is_joint() {
+            return Err(RaftError::ConfigurationChangePending);
+        }
+        let next = next_configuration(self.membership.current(), changes)?;
+        let (index, _) = self.propose_payloads(vec![EntryPayload::Configuration(next)])?;
+        Ok(index)
+    }
+
+    /// A configuration entry was appended to the log: it is in force now.
+    pub(super) fn configuration_appended(&mut self, index: LogIndex, configuration: Configuration) {
+        self.membership.appended(index, configuration);
+        if self.role == Role::Leader {
+            self.sync_progress_with_configuration();
+        }
+    }
+
+    pub(super) fn sync_progress_with_configuration(&mut self) {
+        let members = self.membership.current().members();
+        let next = self.log.last_index().next();
+        self.progress.retain(|n, _| members.contains(n));
+        for member in members {
+            if member != self.config.id {
+                self.progress.entry(member).or_insert_with(|| {
+                    let mut progress = Progress::new(next);
+                    progress.recent_active = true;
+                    progress
+                });
+            }
+        }
+    }
+
+    /// After the commit index moved at the leader: leave a committed joint
+    /// configuration, or step down if a committed configuration removed this
+    /// node (thesis §4.2.2). Returns true if the node stepped down.
+    pub(super) fn membership_after_commit(&mut self) -> bool {
+        let committed = self.log.committed();
+        if self.membership.current_index() > committed {
+            return false;
+        }
+        let current = self.membership.current().clone();
+        if current.is_joint() && self.pending_configuration_index <= committed {
+            self.propose_leave_joint(current.left_joint());
+            return false;
+        }
+        if !current.is_voter(self.config.id) {
+            let term = self.term;
+            self.become_follower(term, None);
+            return true;
+        }
+        false
+    }
+
+    fn propose_leave_joint(&mut self, configuration: Configuration) {
+        if self.transfer.is_some() {
+            self.transfer = None;
+        }
+        let _ = self.propose_payloads(vec![EntryPayload::Configuration(configuration)]);
+    }
+
+    /// Unsafe recovery when a quorum is lost for good: adopt `voters` as the
+    /// configuration now, without consensus. Every surviving node must be
+    /// given the same set; the next leader records it in the log.
+    pub fn force_configuration(&mut self, voters: &[NodeId]) -> Result<(), RaftError> {
+        if voters.is_empty() {
+            return Err(RaftError::InvalidConfigurationChange {
+                reason: "no voter given",
+            });
+        }
+        let configuration = Configuration::with_voters(voters.iter().copied());
+        let term = self.term;
+        self.become_follower(term, None);
+        self.ticks_since_leader_heard = self.config.election_timeout_ticks;
+        self.membership.forced = Some(configuration);
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! What a leader knows of each follower's log, and how fast it may send.
+//!
+//! A follower is probed (one append at a time) until an append succeeds, then
+//! replicated to optimistically through a window bounded in messages and
+//! bytes; a follower that needs compacted entries is sent a snapshot.
+
+use std::collections::VecDeque;
+
+use super::types::LogIndex;
+
+/// How the leader sends to one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Where the logs diverge is unknown: one append in flight at a time.
+    Probe,
+    /// Streaming appends, pipelined within the in-flight window.
+    Replicate,
+    /// Waiting for a snapshot at `pending_index` to be installed.
+    Snapshot {
+        /// The snapshot's index.
+        pending_index: LogIndex,
+    },
+}
+
+/// The in-flight window: (last index, bytes) of each append not yet answered.
+#[derive(Clone, Debug, Default)]
+pub struct Inflights {
+    queue: VecDeque<(LogIndex, u64)>,
+    bytes: u64,
+}
+
+impl Inflights {
+    fn add(&mut self, last_index: LogIndex, bytes: u64) {
+        self.queue.push_back((last_index, bytes));
+        self.bytes += bytes;
+    }
+    fn free_to(&mut self, index: LogIndex) {
+        while let Some(&(last, bytes)) = self.queue.front() {
+            if last > index {
+                break;
+            }
+            self.queue.pop_front();
+            self.bytes -= bytes;
+        }
+    }
+    fn free_first(&mut self) {
+        if let Some((_, bytes)) = self.queue.pop_front() {
+            self.bytes -= bytes;
+        }
+    }
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.bytes = 0;
+    }
+    /// Appends in flight.
+    pub fn count(&self) -> usize {
+        self.queue.len()
+    }
+    /// Entry bytes in flight.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The leader's record of one peer.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known replicated (and persisted) on the peer.
+    pub match_index: LogIndex,
+    /// Next index to send.
+    pub next_index: LogIndex,
+    /// How to send.
+    pub state: ProgressState,
+    /// In Probe: an append is out and unanswered.
+    pub probe_sent: bool,
+    /// Heard from since the last check-quorum round.
+    pub recent_active: bool,
+    /// Highest heartbeat round the peer acknowledged.
+    pub acked_round: u64,
+    /// Ticks spent in Snapshot state.
+    pub snapshot_elapsed_ticks: u64,
+    /// The window.
+    pub inflights: Inflights,
+}
+
+impl Progress {
+    /// A peer of a fresh leader: assume it has everything, probe to find out.
+    pub fn new(next_index: LogIndex) -> Progress {
+        Progress {
+            match_index: LogIndex(0),
+            next_index,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            recent_active: false,
+            acked_round: 0,
+            snapshot_elapsed_ticks: 0,
+            inflights: Inflights::default(),
+        }
+    }
+
+    /// True if nothing more may be sent now.
+    pub fn is_paused(&self, messages_max: usize, bytes_max: u64) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflights.count() >= messages_max || self.inflights.bytes() >= bytes_max,
+            ProgressState::Snapshot { .. } => true,
+        }
+    }
+
+    /// Records an append of entries up to `last_index` (`bytes` of them).
+    pub fn sent(&mut self, last_index: LogIndex, bytes: u64) {
+        match self.state {
+            ProgressState::Replicate => {
+                if last_index >= self.next_index {
+                    self.next_index = last_index.next();
+                    self.inflights.add(last_index, bytes);
+                }
+            }
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot { .. } => {}
+        }
+    }
+
+    /// Records an acknowledgement up to `index`; false if it says nothing new.
+    pub fn acknowledge(&mut self, index: LogIndex) -> bool {
+        let updated = index > self.match_index;
+        if updated {
+            self.match_index = index;
+            self.probe_sent = false;
+        }
+        if self.next_index <= index {
+            self.next_index = index.next();
+        }
+        self.inflights.free_to(index);
+        updated
+    }
+
+    /// Handles a rejection of the append after `rejected_index`, moving
+    /// `next_index` back to just after `new_match_hint` (the leader's last
+    /// entry that may match). False if the rejection is stale.
+    pub fn reject(&mut self, rejected_index: LogIndex, new_match_hint: LogIndex) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                // Only a rejection of something after what matched is news.
+                if rejected_index <= self.match_index {
+                    return false;
+                }
+                self.become_probe();
+            }
+            ProgressState::Probe => {
+                if self.next_index.prev() != rejected_index {
+                    return false;
+                }
+            }
+            ProgressState::Snapshot { .. } => return false,
+        }
+        self.next_index = new_match_hint.next().min(rejected_index).max(self.match_index.next());
+        self.probe_sent = false;
+        true
+    }
+
+    /// Back to probing from just after what matched (or after the snapshot
+    /// that was being installed).
+    pub fn become_probe(&mut self) {
+        self.next_index = match self.state {
+            ProgressState::Snapshot { pending_index } => self.match_index.max(pending_index).next(),
+            _ => self.match_index.next(),
+        };
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.inflights.clear();
+    }
+
+    /// The peer answered a heartbeat, so it is reachable: let a probe go
+    /// again, and free one window slot so a window whose appends were lost
+    /// cannot stall the peer forever.
+    pub fn heard_from(&mut self) {
+        self.recent_active = true;
+        match self.state {
+            ProgressState::Probe => self.probe_sent = false,
+            ProgressState::Replicate => self.inflights.free_first(),
+            ProgressState::Snapshot { .. } => {}
+        }
+    }
+
+    /// Start streaming.
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index.next();
+        self.probe_sent = false;
+        self.inflights.clear();
+    }
+
+    /// Wait for a snapshot at `pending_index`.
+    pub fn become_snapshot(&mut self, pending_index: LogIndex) {
+        self.state = ProgressState::Snapshot { pending_index };
+        self.snapshot_elapsed_ticks = 0;
+        self.probe_sent = false;
+        self.inflights.clear();
+    }
+}

@@ -1,0 +1,264 @@
+//! Log replication (Raft §5.3) and commitment (§5.4.2): the leader's sending,
+//! pipelining and commit rule, and the follower's consistency check.
+
+use super::config::PlantedBug;
+use super::core::RaftCore;
+use super::message::{AppendOutcome, MessageBody};
+use super::progress::ProgressState;
+use super::quorum::{has_quorum, quorum_value};
+use super::types::{Entry, EntryPayload, LogIndex, NodeId, Role, Term};
+
+impl RaftCore {
+    pub(super) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed_ticks += 1;
+        self.election_elapsed_ticks += 1;
+        if self.election_elapsed_ticks >= self.config.election_timeout_ticks {
+            self.election_elapsed_ticks = 0;
+            if self.config.check_quorum {
+                let id = self.config.id;
+                let progress = &self.progress;
+                let alive = has_quorum(self.membership.current(), |n| {
+                    n == id || progress.get(&n).is_some_and(|p| p.recent_active)
+                });
+                if !alive {
+                    // Thesis §6.2: a leader cut off from a quorum steps down.
+                    let term = self.term;
+                    self.become_follower(term, None);
+                    self.ticks_since_leader_heard = self.config.election_timeout_ticks;
+                    return;
+                }
+                for progress in self.progress.values_mut() {
+                    progress.recent_active = false;
+                }
+            }
+        }
+        if let Some(transfer) = &mut self.transfer {
+            transfer.elapsed_ticks += 1;
+            if transfer.elapsed_ticks >= self.config.election_timeout_ticks {
+                self.transfer = None;
+            }
+        }
+        let snapshot_timeout = self.config.snapshot_timeout_ticks;
+        for progress in self.progress.values_mut() {
+            if let ProgressState::Snapshot { .. } = progress.state {
+                progress.snapshot_elapsed_ticks += 1;
+                if progress.snapshot_elapsed_ticks >= snapshot_timeout {
+                    progress.become_probe();
+                }
+            }
+        }
+        if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Sends `to` the entries it lacks (or a snapshot). With `allow_empty`,
+    /// an empty append carries the commit index. Returns whether anything went.
+    pub(super) fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let Some(progress) = self.progress.get(&to) else {
+            return false;
+        };
+        if progress.is_paused(self.config.inflight_messages_max, self.config.inflight_bytes_max) {
+            return false;
+        }
+        let next = progress.next_index;
+        let prev_log_index = next.prev();
+        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
+            return self.send_snapshot(to);
+        };
+        if next <= self.log.snapshot_index() {
+            return self.send_snapshot(to);
+        }
+        let entries = self.log.entries_from(next, self.config.append_bytes_max);
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        let last = entries.last().map_or(prev_log_index, |e| e.index);
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let leader_commit = self.log.committed();
+        if let Some(progress) = self.progress.get_mut(&to) {
+            progress.sent(last, bytes);
+        }
+        self.send(
+            to,
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            },
+        );
+        true
+    }
+
+    pub(super) fn broadcast_append(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_append(peer, true);
+        }
+    }
+
+    /// Sends a heartbeat round to every peer; it also confirms waiting reads.
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let round = self.reads.start_round(self.now_ticks);
+        let peers: Vec<(NodeId, LogIndex)> = self.progress.iter().map(|(&n, p)| (n, p.match_index)).collect();
+        let committed = self.log.committed();
+        for (peer, match_index) in peers {
+            self.send(
+                peer,
+                MessageBody::Heartbeat {
+                    commit_index: committed.min(match_index),
+                    round,
+                },
+            );
+        }
+    }
+
+    pub(super) fn handle_append_response(&mut self, from: NodeId, outcome: AppendOutcome) {
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        match outcome {
+            AppendOutcome::Accepted { match_index } => {
+                let was_probing = progress.state == ProgressState::Probe;
+                let updated = progress.acknowledge(match_index);
+                if updated {
+                    match progress.state {
+                        ProgressState::Probe => progress.become_replicate(),
+                        ProgressState::Snapshot { pending_index } if progress.match_index >= pending_index => {
+                            progress.become_probe()
+                        }
+                        _ => {}
+                    }
+                } else if was_probing {
+                    progress.probe_sent = false;
+                }
+                if !(updated && self.maybe_commit()) {
+                    self.send_append(from, false);
+                }
+                if self.transfer.map(|t| t.target) == Some(from) {
+                    self.advance_transfer(from);
+                }
+            }
+            AppendOutcome::Rejected {
+                rejected_index,
+                hint_index,
+                hint_term,
+            } => {
+                let (new_match_hint, _) = self.log.last_index_with_term_at_most(hint_index, hint_term);
+                let progress = self.progress.get_mut(&from).expect("checked above");
+                if progress.reject(rejected_index, new_match_hint) {
+                    self.send_append(from, true);
+                }
+            }
+        }
+    }
+
+    /// Advances the commit index to what a quorum has persisted, counting
+    /// only entries of the current term (Raft §5.4.2). Returns whether it
+    /// advanced (and then tells every follower).
+    pub(super) fn maybe_commit(&mut self) -> bool {
+        if self.role != Role::Leader {
+            return false;
+        }
+        let id = self.config.id;
+        let persisted = self.log.persisted().0;
+        let progress = &self.progress;
+        let quorum_index = LogIndex(quorum_value(self.membership.current(), |n| {
+            if n == id {
+                persisted
+            } else {
+                progress.get(&n).map_or(0, |p| p.match_index.0)
+            }
+        }));
+        if quorum_index <= self.log.committed() {
+            return false;
+        }
+        let of_current_term = self.log.term_at(quorum_index) == Some(self.term);
+        if !of_current_term && self.config.planted_bug != PlantedBug::CommitPreviousTermByCounting {
+            return false;
+        }
+        let previous = self.log.committed();
+        self.log.commit_to(quorum_index);
+        self.on_commit_advanced(previous);
+        true
+    }
+
+    fn on_commit_advanced(&mut self, previous: LogIndex) {
+        let committed = self.log.committed();
+        let mut freed = 0;
+        for index in previous.next().0..=committed.0 {
+            if let Some(entry) = self.log.entry(LogIndex(index)) {
+                if entry.term == self.term {
+                    freed += entry.size_bytes();
+                }
+            }
+        }
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(freed);
+        if self.log.term_at(committed) == Some(self.term) {
+            self.reads.on_commit_in_term(committed);
+        }
+        if self.membership_after_commit() {
+            return;
+        }
+        self.broadcast_append();
+    }
+
+    /// A follower's consistency check and append (Raft §5.3).
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        let committed = self.log.committed();
+        if prev_log_index < committed {
+            // Everything up to the commit index already matches.
+            self.send_after_persist(
+                from,
+                MessageBody::AppendEntriesResponse(AppendOutcome::Accepted { match_index: committed }),
+            );
+            return;
+        }
+        if !self.log.matches(prev_log_index, prev_log_term) {
+            let (hint_index, hint_term) = self.log.last_index_with_term_at_most(prev_log_index, prev_log_term);
+            let outcome = AppendOutcome::Rejected {
+                rejected_index: prev_log_index,
+                hint_index,
+                hint_term,
+            };
+            self.send(from, MessageBody::AppendEntriesResponse(outcome));
+            return;
+        }
+        let last_new = prev_log_index.plus(entries.len() as u64);
+        if let Some(conflict) = self.log.find_conflict(&entries) {
+            assert!(
+                conflict > committed,
+                "node {} would overwrite committed entry {conflict} (commit {committed})",
+                self.config.id
+            );
+            if conflict <= self.log.last_index() {
+                self.log.truncate_from(conflict);
+                self.membership.truncated_from(conflict);
+            }
+            let skip = (conflict.0 - prev_log_index.0 - 1) as usize;
+            for entry in entries.into_iter().skip(skip) {
+                if let EntryPayload::Configuration(conf) = &entry.payload {
+                    self.configuration_appended(entry.index, conf.clone());
+                }
+                self.log.append([entry]);
+            }
+        }
+        self.log.commit_to(leader_commit.min(last_new));
+        let body = MessageBody::AppendEntriesResponse(AppendOutcome::Accepted { match_index: last_new });
+        if self.config.planted_bug == PlantedBug::AcknowledgeBeforePersist {
+            self.send(from, body);
+        } else {
+            self.send_after_persist(from, body);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Snapshots (Raft §7): compacting the log below a snapshot the runtime took,
+//! sending a snapshot to a follower that needs compacted entries, and
+//! installing one received from the leader.
+
+use super::core::RaftCore;
+use super::message::MessageBody;
+use super::progress::ProgressState;
+use super::types::{LogIndex, NodeId, SnapshotMeta};
+
+impl RaftCore {
+    /// The runtime saved a snapshot of the state machine at `index` (which it
+    /// has applied). Returns the snapshot's metadata to store beside the data.
+    /// The log is not compacted until [`compact`](Self::compact) is called, so
+    /// the runtime may keep a tail for slow followers.
+    pub fn snapshot_created(&mut self, index: LogIndex) -> Option<SnapshotMeta> {
+        if index > self.log.applied() || self.snapshot.as_ref().is_some_and(|s| s.index >= index) {
+            return None;
+        }
+        let term = self.log.term_at(index)?;
+        let meta = SnapshotMeta {
+            index,
+            term,
+            configuration: self.membership.at(index).clone(),
+        };
+        self.snapshot = Some(meta.clone());
+        Some(meta)
+    }
+
+    /// Drops log entries up to `index`, which must not pass the latest snapshot.
+    pub fn compact(&mut self, index: LogIndex) {
+        let Some(snapshot_index) = self.snapshot.as_ref().map(|s| s.index) else {
+            return;
+        };
+        let index = index.min(snapshot_index);
+        if index <= self.log.snapshot_index() {
+            return;
+        }
+        self.membership.compacted_to(index);
+        self.log.compact_to(index);
+    }
+
+    /// The runtime's report on a snapshot sent to `peer`: on failure the
+    /// leader goes back to probing it.
+    pub fn report_snapshot(&mut self, peer: NodeId, delivered: bool) {
+        if let Some(progress) = self.progress.get_mut(&peer) {
+            if matches!(progress.state, ProgressState::Snapshot { .. }) && !delivered {
+                progress.become_probe();
+            }
+        }
+    }
+
+    pub(super) fn send_snapshot(&mut self, to: NodeId) -> bool {
+        let Some(meta) = self.snapshot.clone() else {
+            // Compaction always follows a snapshot, so this cannot happen.
+            panic!("node {} needs a snapshot for {to} but holds none", self.config.id);
+        };
+        if let Some(progress) = self.progress.get_mut(&to) {
+            progress.become_snapshot(meta.index);
+        }
+        self.send(to, MessageBody::InstallSnapshot { meta });
+        true
+    }
+
+    pub(super) fn handle_snapshot_response(&mut self, from: NodeId, last_index: LogIndex) {
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        if let ProgressState::Snapshot { pending_index } = progress.state {
+            if last_index >= pending_index {
+                progress.acknowledge(last_index);
+                progress.become_probe();
+            }
+        }
+        self.maybe_commit();
+        self.send_append(from, false);
+    }
+
+    pub(super) fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        let committed = self.log.committed();
+        if meta.index <= committed {
+            self.send_after_persist(from, MessageBody::InstallSnapshotResponse { last_index: committed });
+            return;
+        }
+        if self.log.matches(meta.index, meta.term) {
+            // The log already holds it: just learn the commit.
+            self.log.commit_to(meta.index);
+            self.send_after_persist(from, MessageBody::InstallSnapshotResponse { last_index: meta.index });
+            return;
+        }
+        self.log.restore(&meta);
+        self.membership.restored(meta.index, meta.configuration.clone());
+        self.snapshot = Some(meta.clone());
+        let last_index = meta.index;
+        self.out.snapshot = Some(meta);
+        self.send_after_persist(from, MessageBody::InstallSnapshotResponse { last_index });
+    }
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the core: one per rule, each citing the paper.

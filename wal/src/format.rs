@@ -302,7 +302,8 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, BadHeader> {
     if block.iter().all(|&b| b == 0) {
         return Err(BadHeader::Blank);
     }
-    if block[0..8] != SEGMENT_MAGIC || crc32fast::hash(&block[0..32]) != u32_at(block, 32) {
+    let padding_is_zero = block[SEGMENT_HEADER_USED_BYTES..].iter().all(|&b| b == 0);
+    if block[0..8] != SEGMENT_MAGIC || crc32fast::hash(&block[0..32]) != u32_at(block, 32) || !padding_is_zero {
         return Err(BadHeader::Invalid);
     }
     let version = u32_at(block, 8);

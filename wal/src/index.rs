@@ -64,9 +64,11 @@ impl GroupLog {
 
     /// The public view of the group's state.
     pub fn state(&self) -> GroupState {
+        // A group with no entry, truncation or purge yet has an empty log at 1.
+        let first_index = if self.started { self.first_index } else { 1 };
         GroupState {
-            first_index: self.first_index,
-            last_index: (self.first_index + self.entries.len() as u64).saturating_sub(1),
+            first_index,
+            last_index: first_index + self.entries.len() as u64 - 1,
             hard_state: self.hard_state.map(|(state, _)| state),
             snapshot: self.snapshot.map(|(index, term, _)| (index, term)),
         }
@@ -131,6 +133,31 @@ impl Groups {
             }
         }
         Ok(())
+    }
+
+    /// Replays a record during recovery. When older segments were deleted
+    /// (`log_is_suffix`), a group's first records in what remains can be
+    /// stale entries whose predecessors were deleted with their segment; an
+    /// entry that does not follow then restarts the group's log at its index.
+    /// This is sound because deletion keeps every segment holding a live
+    /// entry, the latest hard state or the latest purge marker of any group,
+    /// so the live entries replay in order after any such restart.
+    pub fn replay(
+        &mut self,
+        record: &Record<'_>,
+        lsn: u64,
+        segment: u64,
+        offset: u64,
+        log_is_suffix: bool,
+    ) -> Result<(), NotContiguous> {
+        if let (true, Record::Entry { group, index, .. }) = (log_is_suffix, record) {
+            if self.check(record).is_err() {
+                let log = self.groups.entry(*group).or_default();
+                log.entries.clear();
+                log.first_index = *index;
+            }
+        }
+        self.apply(record, lsn, segment, offset)
     }
 
     /// Applies a record written at (`segment`, `offset`) with `lsn`.

@@ -4,8 +4,9 @@
 //! Rules (also in `docs/wal.md`):
 //! 1. Segments are read in the order of their first LSN (their file name);
 //!    each must start where the previous one ended, else [`Error::MissingRecords`].
-//! 2. A bad record in any segment but the last is [`Error::Corruption`]:
-//!    the writer fdatasyncs a segment fully before it writes the next one.
+//! 2. A bad record, or any non-zero byte after the last record, in any
+//!    segment but the last is [`Error::Corruption`]: the writer fdatasyncs a
+//!    segment fully before it writes the next one.
 //! 3. In the last segment, the valid records end at the first zero prefix or
 //!    bad record. Any non-zero byte after that end is damage. If all of it
 //!    lies within [`TORN_WINDOW_BYTES`] of the end's block (the most one
@@ -100,11 +101,7 @@ pub fn map_segment(path: &Path, segment: u64) -> Result<Mmap> {
 }
 
 /// Where the valid records of a segment end, calling `visit` for each.
-fn scan(
-    segment: u64,
-    bytes: &[u8],
-    mut visit: impl FnMut(u64, &Record<'_>) -> Result<()>,
-) -> Result<(u64, Option<BadRecord>)> {
+fn scan(bytes: &[u8], mut visit: impl FnMut(u64, &Record<'_>) -> Result<()>) -> Result<(u64, Option<BadRecord>)> {
     let mut offset = SEGMENT_HEADER_BYTES;
     loop {
         match decode_record(&bytes[offset..]) {
@@ -113,10 +110,7 @@ fn scan(
                 offset += length;
             }
             Decoded::End => return Ok((offset as u64, None)),
-            Decoded::Bad(reason) => {
-                let _ = segment;
-                return Ok((offset as u64, Some(reason)));
-            }
+            Decoded::Bad(reason) => return Ok((offset as u64, Some(reason))),
         }
     }
 }
@@ -171,11 +165,12 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
             });
         }
         next_lsn = first_lsn;
+        let log_is_suffix = segments.first().map_or(first_lsn, |first| first.first_lsn) > 1;
         let segment_len = map.len().min(header.segment_bytes as usize);
         let bytes = &map[..segment_len];
-        let (end_offset, bad) = scan(first_lsn, bytes, |offset, record| {
+        let (end_offset, bad) = scan(bytes, |offset, record| {
             groups
-                .apply(record, next_lsn, first_lsn, offset)
+                .replay(record, next_lsn, first_lsn, offset, log_is_suffix)
                 .map_err(|_| Error::InconsistentRecord {
                     segment: first_lsn,
                     offset,
@@ -185,7 +180,9 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
             Ok(())
         })?;
         if !last {
-            if bad.is_some() {
+            // The writer synced this segment before writing the next one, so
+            // everything after its last record must still be zero.
+            if bad.is_some() || nonzero_end(bytes, end_offset as usize).is_some() {
                 return Err(Error::Corruption {
                     segment: first_lsn,
                     offset: end_offset,

@@ -124,6 +124,9 @@ pub struct FrameDecoder {
     start: usize,
     /// One past the last byte received.
     end: usize,
+    /// The largest body accepted now: [`FRAME_BODY_MAX_BYTES`], or less
+    /// while a handshake is expected.
+    body_max_bytes: usize,
 }
 
 impl Default for FrameDecoder {
@@ -153,7 +156,28 @@ impl FrameDecoder {
             chunk: Arc::new(zeroed_chunk(READ_BUFFER_BYTES)),
             start: 0,
             end: 0,
+            body_max_bytes: FRAME_BODY_MAX_BYTES,
         }
+    }
+
+    /// Lowers (or restores) the largest body accepted, at most
+    /// [`FRAME_BODY_MAX_BYTES`]; connections lower it while they expect a
+    /// fixed-size handshake frame.
+    pub fn set_body_max_bytes(&mut self, bytes: usize) {
+        self.body_max_bytes = bytes.min(FRAME_BODY_MAX_BYTES);
+    }
+
+    fn parse_header(&self) -> Result<FrameHeader, NetError> {
+        let mut bytes = [0u8; FRAME_HEADER_BYTES];
+        bytes.copy_from_slice(&self.chunk[self.start..self.start + FRAME_HEADER_BYTES]);
+        let header = FrameHeader::parse(&bytes)?;
+        if header.body_bytes > self.body_max_bytes {
+            return Err(NetError::Oversized {
+                body_bytes: header.body_bytes,
+                max_bytes: self.body_max_bytes,
+            });
+        }
+        Ok(header)
     }
 
     /// Bytes received and not yet cut into frames.
@@ -167,9 +191,7 @@ impl FrameDecoder {
         if self.buffered_bytes() < FRAME_HEADER_BYTES {
             return Ok(FRAME_HEADER_BYTES);
         }
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        header.copy_from_slice(&self.chunk[self.start..self.start + FRAME_HEADER_BYTES]);
-        Ok(FrameHeader::parse(&header)?.frame_bytes())
+        Ok(self.parse_header()?.frame_bytes())
     }
 
     /// Free space to receive into; call [`FrameDecoder::advance`] with the
@@ -235,9 +257,7 @@ impl FrameDecoder {
         if buffered < FRAME_HEADER_BYTES {
             return Ok(None);
         }
-        let mut header_bytes = [0u8; FRAME_HEADER_BYTES];
-        header_bytes.copy_from_slice(&self.chunk[self.start..self.start + FRAME_HEADER_BYTES]);
-        let header = FrameHeader::parse(&header_bytes)?;
+        let header = self.parse_header()?;
         debug_assert!(header.body_bytes <= FRAME_BODY_MAX_BYTES);
         let frame_bytes = header.frame_bytes();
         if buffered < frame_bytes {

@@ -1,0 +1,259 @@
+//! The accepting side, on a glommio shard: listener, handshake, frame reader.
+//!
+//! The engine's shard loop calls [`Listener::accept`], spawns a task per
+//! [`Handshaking`] connection (a slow or hostile peer never holds up the
+//! accept loop), and reads validated frames with [`InboundConnection::recv`].
+//! Every refusal and every connection closed for bad input is logged with its
+//! reason and counted in the listener's [`NetStats`]; the listener itself
+//! keeps serving.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::config::NetConfig;
+use crate::decoder::{Frame, FrameDecoder};
+use crate::error::NetError;
+use crate::frame::{FrameEncoder, FrameKind, FRAME_BODY_MAX_BYTES, WIRE_VERSION};
+use crate::handshake::{check_hello, Hello, HelloReply, PeerIdentity, Role, HELLO_BYTES};
+use crate::schema::ClientResponseBatch;
+use crate::socket::tune_stream;
+use crate::stats::{Counter, NetStats};
+
+fn glommio_io(context: &'static str) -> impl FnOnce(glommio::GlommioError<()>) -> NetError {
+    move |error| NetError::Io {
+        context,
+        source: error.into(),
+    }
+}
+
+/// A bound listening socket of one shard.
+#[derive(Debug)]
+pub struct Listener {
+    listener: TcpListener,
+    config: NetConfig,
+    stats: Rc<NetStats>,
+}
+
+impl Listener {
+    /// Binds `address` (port 0 picks a free one). Must run on a glommio executor.
+    pub fn bind(address: SocketAddr, config: NetConfig) -> Result<Listener, NetError> {
+        config.validate()?;
+        let listener = TcpListener::bind(address).map_err(glommio_io("bind listener"))?;
+        Ok(Listener {
+            listener,
+            config,
+            stats: Rc::new(NetStats::new()),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The counters shared by this listener's connections.
+    pub fn stats(&self) -> Rc<NetStats> {
+        Rc::clone(&self.stats)
+    }
+
+    /// Waits for the next TCP connection; its handshake is still to be done.
+    pub async fn accept(&self) -> Result<Handshaking, NetError> {
+        let stream = self.listener.accept().await.map_err(glommio_io("accept"))?;
+        self.stats.add(Counter::ConnectionsAccepted, 1);
+        Ok(Handshaking {
+            stream,
+            config: self.config,
+            stats: Rc::clone(&self.stats),
+        })
+    }
+}
+
+/// An accepted connection whose handshake has not run yet.
+#[derive(Debug)]
+pub struct Handshaking {
+    stream: TcpStream,
+    config: NetConfig,
+    stats: Rc<NetStats>,
+}
+
+impl Handshaking {
+    /// Runs the handshake (bounded by the configured timeout): reads the
+    /// peer's [`Hello`], checks it, answers. A refusal is logged, counted,
+    /// answered with its reason, and returned as [`NetError::Refused`].
+    pub async fn handshake(self) -> Result<InboundConnection, NetError> {
+        let stats = Rc::clone(&self.stats);
+        let peer_address = self.stream.peer_addr().ok();
+        let timeout = self.config.handshake_timeout;
+        let deadline = async {
+            glommio::timer::sleep(timeout).await;
+            Err(NetError::HandshakeTimeout {
+                millis: timeout.as_millis() as u64,
+            })
+        };
+        let result = futures_lite::future::or(self.exchange(), deadline).await;
+        match &result {
+            Ok(connection) => {
+                stats.add(Counter::HandshakesAccepted, 1);
+                log::debug!("accepted {:?} from {peer_address:?}", connection.peer);
+            }
+            Err(NetError::Refused { refusal }) => {
+                stats.record_refusal(refusal);
+                log::warn!("refused handshake from {peer_address:?}: {refusal}");
+            }
+            Err(error) => {
+                stats.add(Counter::HandshakesFailed, 1);
+                log::warn!("handshake with {peer_address:?} failed: {error}");
+            }
+        }
+        result
+    }
+
+    async fn exchange(mut self) -> Result<InboundConnection, NetError> {
+        tune_stream(self.stream.as_raw_fd(), self.config.dead_peer_timeout).map_err(NetError::io("tune socket"))?;
+        let mut decoder = FrameDecoder::new();
+        decoder.set_body_max_bytes(HELLO_BYTES);
+        let frame = read_frame(&mut self.stream, &mut decoder)
+            .await?
+            .ok_or(NetError::BadHandshake {
+                reason: "connection closed before the hello",
+            })?;
+        if frame.kind() != FrameKind::Hello {
+            return Err(NetError::UnexpectedFrame {
+                kind: frame.kind(),
+                context: "expected a hello",
+            });
+        }
+        let hello = Hello::parse(frame.body())?;
+        let identity = self.config.identity;
+        let verdict = check_hello(&identity, frame.version(), &hello);
+        let reply = HelloReply {
+            refusal: verdict.err(),
+            identity,
+        };
+        let mut encoder = FrameEncoder::new();
+        encoder.encode_raw(FrameKind::HelloReply, WIRE_VERSION, &reply.to_bytes())?;
+        self.stream
+            .write_all(encoder.as_bytes())
+            .await
+            .map_err(NetError::io("send hello reply"))?;
+        let peer = verdict.map_err(|refusal| NetError::Refused { refusal })?;
+        decoder.set_body_max_bytes(FRAME_BODY_MAX_BYTES);
+        let (reader, writer) = futures_lite::io::split(self.stream);
+        let responses = (peer.role == Role::Client).then(|| ResponseWriter {
+            writer,
+            encoder: FrameEncoder::new(),
+        });
+        Ok(InboundConnection {
+            reader,
+            decoder,
+            peer,
+            responses,
+            stats: self.stats,
+            closed: false,
+        })
+    }
+}
+
+/// Reads until one frame is complete; `None` at a clean end of stream.
+pub(crate) async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<Frame>, NetError> {
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(Some(frame));
+        }
+        let buf = decoder.read_buf()?;
+        let received = reader.read(buf).await.map_err(NetError::io("receive"))?;
+        if received == 0 {
+            decoder.finish()?;
+            return Ok(None);
+        }
+        decoder.advance(received);
+    }
+}
+
+/// A connection that passed the handshake: a source of validated frames.
+#[derive(Debug)]
+pub struct InboundConnection {
+    reader: ReadHalf<TcpStream>,
+    decoder: FrameDecoder,
+    peer: PeerIdentity,
+    responses: Option<ResponseWriter>,
+    stats: Rc<NetStats>,
+    closed: bool,
+}
+
+impl InboundConnection {
+    /// Who is on the other side.
+    pub fn peer(&self) -> PeerIdentity {
+        self.peer
+    }
+
+    /// For a [`Role::Client`] connection, the writer for its responses (once).
+    pub fn take_response_writer(&mut self) -> Option<ResponseWriter> {
+        self.responses.take()
+    }
+
+    /// The next validated frame: [`FrameKind::Raft`] from peers,
+    /// [`FrameKind::ClientRequests`] from clients. `Ok(None)` when the peer
+    /// closed cleanly. Any error closes the connection for good: it is
+    /// logged with the peer and reason, and counted.
+    pub async fn recv(&mut self) -> Result<Option<Frame>, NetError> {
+        if self.closed {
+            return Err(NetError::Closed);
+        }
+        let result = read_frame(&mut self.reader, &mut self.decoder).await;
+        let expected = match self.peer.role {
+            Role::Peer => FrameKind::Raft,
+            Role::Client => FrameKind::ClientRequests,
+        };
+        let result = match result {
+            Ok(Some(frame)) if frame.kind() != expected => Err(NetError::UnexpectedFrame {
+                kind: frame.kind(),
+                context: "after the handshake",
+            }),
+            other => other,
+        };
+        match &result {
+            Ok(Some(frame)) => {
+                self.stats.add(Counter::FramesReceived, 1);
+                self.stats.add(Counter::BytesReceived, frame.wire_bytes() as u64);
+            }
+            Ok(None) => {
+                self.closed = true;
+                self.stats.add(Counter::ClosedCleanly, 1);
+            }
+            Err(error) => {
+                self.closed = true;
+                self.stats.record_close(error);
+                log::warn!("closing connection from {:?}: {error}", self.peer);
+            }
+        }
+        result
+    }
+}
+
+/// Sends client responses back on the connection the requests came in on.
+#[derive(Debug)]
+pub struct ResponseWriter {
+    writer: WriteHalf<TcpStream>,
+    encoder: FrameEncoder,
+}
+
+impl ResponseWriter {
+    /// Encodes and writes one frame of responses.
+    pub async fn send(&mut self, responses: &ClientResponseBatch) -> Result<(), NetError> {
+        self.encoder.clear();
+        self.encoder.encode(responses)?;
+        self.writer
+            .write_all(self.encoder.as_bytes())
+            .await
+            .map_err(NetError::io("send client responses"))
+    }
+}

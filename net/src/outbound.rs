@@ -1,0 +1,407 @@
+//! The sending side, on a glommio shard: one connection per (local shard,
+//! remote node, remote shard), with a byte-bounded queue.
+//!
+//! The engine queues [`Envelope`]s with [`OutboundConnection::try_send`]
+//! (an error when full) or [`OutboundConnection::send`] (waits for room).
+//! A writer task per connection takes *everything* queued, encodes it as one
+//! frame and hands it to the kernel in one write; while that write is in
+//! progress new messages pile up for the next frame. So batches form from
+//! what is already queued and a lone message leaves at once: no timer.
+//! The bound counts queued and in-flight bytes, so a slow peer costs at most
+//! that much memory and never blocks the senders to other peers.
+//!
+//! The writer task connects, handshakes, and after any failure reconnects
+//! with jittered exponential backoff. Messages queued while disconnected wait
+//! (within the bound) for the next connection; the batch being written when a
+//! connection breaks is lost, which Raft tolerates (counted as dropped).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+
+use crate::config::NetConfig;
+use crate::decoder::FrameDecoder;
+use crate::error::NetError;
+use crate::frame::{FrameEncoder, FrameKind, WIRE_VERSION};
+use crate::handshake::{Hello, HelloReply, Role, HELLO_REPLY_BYTES};
+use crate::listener::read_frame;
+use crate::schema::{Envelope, RaftBatch};
+use crate::socket::{tune_stream, Backoff};
+
+/// An encoder buffer that grew past this is released once idle.
+pub const ENCODER_RETAIN_BYTES: usize = 1024 * 1024;
+
+/// Where an outbound connection goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// The remote node.
+    pub node_id: u64,
+    /// The remote shard.
+    pub shard_id: u32,
+    /// Its listener's address.
+    pub address: SocketAddr,
+}
+
+/// Where an outbound connection's writer task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connecting or handshaking.
+    Connecting,
+    /// Connected: queued messages are being sent.
+    Connected,
+    /// Waiting before the next attempt.
+    Backoff,
+    /// Closed by [`OutboundConnection::close`].
+    Closed,
+}
+
+/// Counters of one outbound connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboundStats {
+    /// Successful handshakes.
+    pub connects: u64,
+    /// Handshakes the peer refused.
+    pub refusals: u64,
+    /// Failed attempts and broken connections.
+    pub failures: u64,
+    /// Frames written.
+    pub frames_sent: u64,
+    /// Messages written.
+    pub messages_sent: u64,
+    /// Bytes written.
+    pub bytes_sent: u64,
+    /// Messages lost with a broken connection.
+    pub messages_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    messages: Vec<Envelope>,
+    queued_bytes: usize,
+    in_flight_bytes: usize,
+    writer: Option<Waker>,
+    waiting_senders: Vec<Waker>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: RefCell<Queue>,
+    bytes_max: usize,
+    state: Cell<ConnectionState>,
+    stats: Cell<OutboundStats>,
+}
+
+impl Shared {
+    fn update_stats(&self, update: impl FnOnce(&mut OutboundStats)) {
+        let mut stats = self.stats.get();
+        update(&mut stats);
+        self.stats.set(stats);
+    }
+
+    fn closed(&self) -> bool {
+        self.state.get() == ConnectionState::Closed
+    }
+
+    /// Queues the message in `slot` if it fits (taking it); leaves it there otherwise.
+    fn push(&self, slot: &mut Option<Envelope>, message_bytes: usize) -> Result<(), NetError> {
+        if self.closed() {
+            return Err(NetError::Closed);
+        }
+        let mut queue = self.queue.borrow_mut();
+        let used = queue.queued_bytes + queue.in_flight_bytes;
+        if used + message_bytes > self.bytes_max {
+            let error = NetError::QueueFull {
+                queued_bytes: used,
+                message_bytes,
+                limit_bytes: self.bytes_max,
+            };
+            return Err(error);
+        }
+        queue.messages.extend(slot.take());
+        queue.queued_bytes += message_bytes;
+        if let Some(writer) = queue.writer.take() {
+            writer.wake();
+        }
+        Ok(())
+    }
+
+    /// Frees the in-flight bytes once their write ended (well or not).
+    fn release_in_flight(&self) {
+        let mut queue = self.queue.borrow_mut();
+        queue.in_flight_bytes = 0;
+        for sender in queue.waiting_senders.drain(..) {
+            sender.wake();
+        }
+    }
+}
+
+/// A connection to one peer shard with its queue and writer task.
+/// Dropping it (or [`OutboundConnection::close`]) stops the writer task.
+#[derive(Debug)]
+pub struct OutboundConnection {
+    shared: Rc<Shared>,
+    peer: PeerAddress,
+    task: Option<JoinHandle<()>>,
+}
+
+impl OutboundConnection {
+    /// Starts the writer task on the current glommio executor; it connects
+    /// in the background. `config` must be valid ([`NetConfig::validate`]).
+    pub fn spawn(config: NetConfig, peer: PeerAddress) -> Result<OutboundConnection, NetError> {
+        config.validate()?;
+        let shared = Rc::new(Shared {
+            queue: RefCell::new(Queue::default()),
+            bytes_max: config.outbound_queue_bytes_max,
+            state: Cell::new(ConnectionState::Connecting),
+            stats: Cell::new(OutboundStats::default()),
+        });
+        let task = glommio::spawn_local(run_writer(Rc::clone(&shared), config, peer)).detach();
+        Ok(OutboundConnection {
+            shared,
+            peer,
+            task: Some(task),
+        })
+    }
+
+    /// The peer this connection goes to.
+    pub fn peer(&self) -> PeerAddress {
+        self.peer
+    }
+
+    /// Queues a message, or fails at once with [`NetError::QueueFull`]
+    /// (back-pressure), [`NetError::MessageTooLarge`] or [`NetError::Closed`].
+    pub fn try_send(&self, message: Envelope) -> Result<(), NetError> {
+        let message_bytes = self.accounted_bytes(&message)?;
+        self.shared.push(&mut Some(message), message_bytes)
+    }
+
+    /// Queues a message, waiting while the queue is full.
+    pub async fn send(&self, message: Envelope) -> Result<(), NetError> {
+        let message_bytes = self.accounted_bytes(&message)?;
+        let mut slot = Some(message);
+        poll_fn(|cx| match self.shared.push(&mut slot, message_bytes) {
+            Err(NetError::QueueFull { .. }) => {
+                self.shared.queue.borrow_mut().waiting_senders.push(cx.waker().clone());
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        })
+        .await
+    }
+
+    fn accounted_bytes(&self, message: &Envelope) -> Result<usize, NetError> {
+        let message_bytes = message.encoded_bytes_max();
+        if message_bytes > self.shared.bytes_max {
+            return Err(NetError::MessageTooLarge {
+                message_bytes,
+                limit_bytes: self.shared.bytes_max,
+            });
+        }
+        Ok(message_bytes)
+    }
+
+    /// Bytes held: queued plus being written.
+    pub fn held_bytes(&self) -> usize {
+        let queue = self.shared.queue.borrow();
+        queue.queued_bytes + queue.in_flight_bytes
+    }
+
+    /// Where the writer task is.
+    pub fn state(&self) -> ConnectionState {
+        self.shared.state.get()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> OutboundStats {
+        self.shared.stats.get()
+    }
+
+    /// Waits until everything queued so far was written (or the connection
+    /// closed). For tests, tools and orderly shutdown; the hot path never waits.
+    pub async fn flushed(&self) {
+        loop {
+            if self.held_bytes() == 0 || self.shared.closed() {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    /// Stops the writer task; queued messages are dropped.
+    pub async fn close(mut self) {
+        self.shutdown();
+        if let Some(task) = self.task.take() {
+            task.cancel();
+            let _ = task.await;
+        }
+    }
+
+    fn shutdown(&self) {
+        self.shared.state.set(ConnectionState::Closed);
+        let mut queue = self.shared.queue.borrow_mut();
+        queue.messages.clear();
+        queue.queued_bytes = 0;
+        if let Some(writer) = queue.writer.take() {
+            writer.wake();
+        }
+        for sender in queue.waiting_senders.drain(..) {
+            sender.wake();
+        }
+    }
+}
+
+impl Drop for OutboundConnection {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(task) = self.task.take() {
+            task.cancel();
+        }
+    }
+}
+
+async fn run_writer(shared: Rc<Shared>, config: NetConfig, peer: PeerAddress) {
+    let identity = config.identity;
+    let seed = identity.node_id.rotate_left(32) ^ u64::from(identity.shard_id) ^ peer.node_id ^ 0x9e37_79b9_7f4a_7c15;
+    let mut backoff = Backoff::new(config.reconnect_backoff_min, config.reconnect_backoff_max, seed);
+    let mut encoder = FrameEncoder::new();
+    while !shared.closed() {
+        shared.state.set(ConnectionState::Connecting);
+        let attempt = futures_lite::future::or(connect(&config, &peer), async {
+            glommio::timer::sleep(config.handshake_timeout).await;
+            Err(NetError::HandshakeTimeout {
+                millis: config.handshake_timeout.as_millis() as u64,
+            })
+        })
+        .await;
+        match attempt {
+            Ok(stream) => {
+                backoff.reset();
+                shared.update_stats(|stats| stats.connects += 1);
+                shared.state.set(ConnectionState::Connected);
+                let error = write_loop(&shared, stream, &mut encoder).await;
+                if shared.closed() {
+                    break;
+                }
+                shared.update_stats(|stats| stats.failures += 1);
+                log::warn!("connection to {peer:?} broke: {error}");
+            }
+            Err(NetError::Refused { refusal }) => {
+                shared.update_stats(|stats| stats.refusals += 1);
+                log::warn!("{peer:?} refused our handshake: {refusal}");
+            }
+            Err(error) => {
+                shared.update_stats(|stats| stats.failures += 1);
+                log::debug!("connecting to {peer:?} failed: {error}");
+            }
+        }
+        if shared.closed() {
+            break;
+        }
+        shared.state.set(ConnectionState::Backoff);
+        glommio::timer::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn connect(config: &NetConfig, peer: &PeerAddress) -> Result<TcpStream, NetError> {
+    let mut stream = TcpStream::connect(peer.address).await.map_err(|error| NetError::Io {
+        context: "connect",
+        source: error.into(),
+    })?;
+    tune_stream(stream.as_raw_fd(), config.dead_peer_timeout).map_err(NetError::io("tune socket"))?;
+    let hello = Hello {
+        cluster_id: config.identity.cluster_id,
+        node_id: config.identity.node_id,
+        shard_id: config.identity.shard_id,
+        target_shard_id: peer.shard_id,
+        target_node_id: peer.node_id,
+        role: Role::Peer,
+    };
+    let mut encoder = FrameEncoder::new();
+    encoder.encode_raw(FrameKind::Hello, WIRE_VERSION, &hello.to_bytes())?;
+    stream
+        .write_all(encoder.as_bytes())
+        .await
+        .map_err(NetError::io("send hello"))?;
+    let mut decoder = FrameDecoder::new();
+    decoder.set_body_max_bytes(HELLO_REPLY_BYTES);
+    let frame = read_frame(&mut stream, &mut decoder)
+        .await?
+        .ok_or(NetError::BadHandshake {
+            reason: "connection closed before the hello reply",
+        })?;
+    if frame.kind() != FrameKind::HelloReply {
+        return Err(NetError::UnexpectedFrame {
+            kind: frame.kind(),
+            context: "expected a hello reply",
+        });
+    }
+    let reply = HelloReply::parse(frame.body(), frame.version())?;
+    match reply.refusal {
+        Some(refusal) => Err(NetError::Refused { refusal }),
+        None => Ok(stream),
+    }
+}
+
+/// Sends queued messages until the connection breaks or is closed.
+async fn write_loop(shared: &Shared, mut stream: TcpStream, encoder: &mut FrameEncoder) -> NetError {
+    let mut batch = RaftBatch::default();
+    loop {
+        let has_messages = poll_fn(|cx| {
+            if shared.closed() {
+                return Poll::Ready(false);
+            }
+            let mut queue = shared.queue.borrow_mut();
+            if queue.messages.is_empty() {
+                queue.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            std::mem::swap(&mut queue.messages, &mut batch.messages);
+            queue.in_flight_bytes = queue.queued_bytes;
+            queue.queued_bytes = 0;
+            Poll::Ready(true)
+        })
+        .await;
+        if !has_messages {
+            return NetError::Closed;
+        }
+        let messages = batch.messages.len() as u64;
+        encoder.clear();
+        let encoded = encoder.encode(&batch);
+        batch.messages.clear();
+        if let Err(error) = encoded {
+            // Cannot happen within the queue bound; drop rather than wedge.
+            shared.release_in_flight();
+            shared.update_stats(|stats| stats.messages_dropped += messages);
+            log::error!("dropping {messages} messages that failed to encode: {error}");
+            continue;
+        }
+        let written = stream.write_all(encoder.as_bytes()).await;
+        shared.release_in_flight();
+        if let Err(error) = written {
+            shared.update_stats(|stats| stats.messages_dropped += messages);
+            return NetError::Io {
+                context: "send frame",
+                source: error,
+            };
+        }
+        let bytes = encoder.len() as u64;
+        shared.update_stats(|stats| {
+            stats.frames_sent += 1;
+            stats.messages_sent += messages;
+            stats.bytes_sent += bytes;
+        });
+        encoder.clear();
+        encoder.shrink_to(ENCODER_RETAIN_BYTES);
+        if batch.messages.capacity() > 4096 {
+            batch.messages = Vec::new();
+        }
+    }
+}

@@ -207,7 +207,9 @@ impl RaftCore {
         progress.heard_from();
         progress.acked_round = progress.acked_round.max(round);
         if progress.match_index < self.log.last_index() {
-            self.send_append(from, false);
+            // Even an empty append: if its predecessor was lost, the
+            // follower's rejection moves the leader back to probing.
+            self.send_append(from, true);
         }
         let id = self.config.id;
         let current = self.reads.current_round();

@@ -1,1 +1,789 @@
-//! Unit tests of the core: one per rule, each citing the paper.
+//! Unit tests of the core: one per rule, each citing the paper (Raft §N) or
+//! Ongaro's thesis (thesis §N). A tiny harness persists instantly and
+//! delivers messages in order, except where a test holds them back.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::*;
+
+fn ids(n: u64) -> Vec<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+fn core(id: u64, voters: &[NodeId], tune: impl Fn(&mut RaftConfig)) -> RaftCore {
+    let mut config = RaftConfig::new(NodeId(id), GroupId(1));
+    tune(&mut config);
+    let initial = InitialState {
+        configuration: Configuration::with_voters(voters.iter().copied()),
+        ..Default::default()
+    };
+    RaftCore::new(config, initial).expect("valid config")
+}
+
+/// Cores of one group; persists at once and routes messages on `settle`.
+struct Cluster {
+    cores: BTreeMap<NodeId, RaftCore>,
+    /// Nodes whose incoming messages are dropped.
+    isolated: Vec<NodeId>,
+    applied: BTreeMap<NodeId, Vec<Entry>>,
+    reads: BTreeMap<NodeId, Vec<ReadState>>,
+}
+
+impl Cluster {
+    fn new(n: u64, tune: impl Fn(&mut RaftConfig)) -> Cluster {
+        let voters = ids(n);
+        let cores = voters.iter().map(|&id| (id, core(id.0, &voters, &tune))).collect();
+        Cluster {
+            cores,
+            isolated: Vec::new(),
+            applied: BTreeMap::new(),
+            reads: BTreeMap::new(),
+        }
+    }
+
+    fn get(&mut self, id: u64) -> &mut RaftCore {
+        self.cores.get_mut(&NodeId(id)).expect("node exists")
+    }
+
+    /// Takes every Ready, persists at once and delivers until quiet.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut inbox = Vec::new();
+            for (&id, core) in self.cores.iter_mut() {
+                while core.has_ready() {
+                    let ready = core.take_ready();
+                    if let Some(last) = ready.entries.last() {
+                        core.on_persisted(last.index, last.term);
+                    }
+                    self.applied.entry(id).or_default().extend(ready.committed_entries);
+                    self.reads.entry(id).or_default().extend(ready.read_states);
+                    inbox.extend(ready.messages);
+                    inbox.extend(ready.persisted_messages);
+                }
+            }
+            if inbox.is_empty() {
+                return;
+            }
+            for message in inbox {
+                if self.isolated.contains(&message.to) || self.isolated.contains(&message.from) {
+                    continue;
+                }
+                if let Some(core) = self.cores.get_mut(&message.to) {
+                    core.step(message);
+                }
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    /// Ticks node `id` until it campaigns, then settles.
+    fn elect(&mut self, id: u64) {
+        // Nodes start inside the "a leader may be alive" guard (a restarted
+        // node may have acknowledged a lease); age everyone past it.
+        for core in self.cores.values_mut() {
+            core.forget_leader();
+        }
+        let timeout = 2 * self.get(id).config().election_timeout_ticks + 20;
+        for _ in 0..timeout {
+            if self.get(id).role() != Role::Follower {
+                break;
+            }
+            self.get(id).tick();
+        }
+        self.settle();
+        assert_eq!(self.get(id).role(), Role::Leader, "node {id} should have won");
+    }
+
+    fn tick_all(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            for core in self.cores.values_mut() {
+                core.tick();
+            }
+            self.settle();
+        }
+    }
+}
+
+fn payload(text: &'static str) -> Vec<Bytes> {
+    vec![Bytes::from_static(text.as_bytes())]
+}
+
+#[test]
+fn election_timeout_is_drawn_from_t_to_2t() {
+    // Raft §5.2: randomized election timeouts spread out candidates.
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..200 {
+        let c = core(1, &ids(3), |c| c.seed = seed);
+        let t = c.config().election_timeout_ticks;
+        assert!((t..2 * t).contains(&c.randomized_election_timeout_ticks));
+        seen.insert(c.randomized_election_timeout_ticks);
+    }
+    assert!(seen.len() > 5, "timeouts should vary with the seed: {seen:?}");
+}
+
+#[test]
+fn pre_vote_does_not_raise_the_term() {
+    // Thesis §9.6: a pre-candidate asks first and changes neither term nor vote.
+    let mut c = core(1, &ids(3), |_| {});
+    for _ in 0..20 {
+        c.tick();
+    }
+    assert_eq!(c.role(), Role::PreCandidate);
+    assert_eq!(c.term(), Term(0));
+    let ready = c.take_ready();
+    assert!(ready
+        .messages
+        .iter()
+        .all(|m| matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. }) && m.term == Term(1)));
+}
+
+#[test]
+fn elected_leader_appends_a_noop_and_commits_it() {
+    // Raft §5.2 (majority wins) and §8 (a no-op commits earlier entries).
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    let leader = cluster.get(1);
+    assert_eq!(leader.term(), Term(1));
+    assert_eq!(leader.commit_index(), LogIndex(1));
+    assert_eq!(cluster.applied[&NodeId(2)][0].payload, EntryPayload::Noop);
+}
+
+#[test]
+fn vote_is_sent_only_after_it_is_persisted() {
+    // Raft Figure 2: votedFor is on stable storage before responding.
+    let mut voter = core(2, &ids(3), |_| {});
+    let request = Message {
+        group: GroupId(1),
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(1),
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+            leadership_transfer: true,
+        },
+    };
+    voter.step(request);
+    let ready = voter.take_ready();
+    assert_eq!(ready.hard_state.map(|h| h.vote), Some(Some(NodeId(1))));
+    assert!(ready.messages.is_empty());
+    assert!(matches!(
+        ready.persisted_messages[0].body,
+        MessageBody::RequestVoteResponse { granted: true, .. }
+    ));
+}
+
+#[test]
+fn voter_rejects_a_candidate_whose_log_is_behind() {
+    // Raft §5.4.1: vote only for a candidate at least as up to date.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.get(1).propose(payload("a")).unwrap();
+    cluster.settle();
+    let mut voter = cluster.cores.remove(&NodeId(2)).unwrap();
+    voter.forget_leader();
+    let request = Message {
+        group: GroupId(1),
+        from: NodeId(3),
+        to: NodeId(2),
+        term: Term(5),
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: LogIndex(1),
+            last_log_term: Term(1),
+            leadership_transfer: true,
+        },
+    };
+    voter.step(request);
+    let ready = voter.take_ready();
+    assert!(matches!(
+        ready.persisted_messages[0].body,
+        MessageBody::RequestVoteResponse { granted: false, .. }
+    ));
+}
+
+impl RaftCore {
+    fn forget_leader(&mut self) {
+        self.ticks_since_leader_heard = self.config.election_timeout_ticks;
+    }
+}
+
+#[test]
+fn follower_ignores_votes_while_it_hears_from_a_leader() {
+    // Thesis §4.2.3: a live leader's followers do not let a partitioned node
+    // disrupt the cluster.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    let follower = cluster.get(2);
+    let request = Message {
+        group: GroupId(1),
+        from: NodeId(3),
+        to: NodeId(2),
+        term: Term(9),
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: LogIndex(100),
+            last_log_term: Term(8),
+            leadership_transfer: false,
+        },
+    };
+    follower.step(request);
+    assert_eq!(follower.term(), Term(1));
+    assert!(follower.take_ready().persisted_messages.is_empty());
+}
+
+#[test]
+fn follower_rejects_append_with_mismatched_previous_entry_and_hints() {
+    // Raft §5.3: the consistency check, with a hint to skip a term at once.
+    let mut follower = core(2, &ids(3), |_| {});
+    let append = Message {
+        group: GroupId(1),
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(3),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(5),
+            prev_log_term: Term(3),
+            entries: vec![],
+            leader_commit: LogIndex(0),
+        },
+    };
+    follower.step(append);
+    let ready = follower.take_ready();
+    assert_eq!(
+        ready.messages[0].body,
+        MessageBody::AppendEntriesResponse(AppendOutcome::Rejected {
+            rejected_index: LogIndex(5),
+            hint_index: LogIndex(0),
+            hint_term: Term(0)
+        })
+    );
+}
+
+#[test]
+fn follower_replaces_a_conflicting_suffix() {
+    // Raft §5.3: delete the conflicting entry and all that follow it.
+    let mut follower = core(2, &ids(3), |_| {});
+    let entry = |index: u64, term: u64| Entry {
+        index: LogIndex(index),
+        term: Term(term),
+        payload: EntryPayload::Noop,
+    };
+    let append = |term: u64, entries: Vec<Entry>| Message {
+        group: GroupId(1),
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(term),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries,
+            leader_commit: LogIndex(0),
+        },
+    };
+    follower.step(append(1, vec![entry(1, 1), entry(2, 1), entry(3, 1)]));
+    let first = follower.take_ready();
+    assert_eq!(first.entries.len(), 3);
+    follower.step(append(2, vec![entry(1, 1), entry(2, 2)]));
+    let second = follower.take_ready();
+    assert_eq!(second.truncate_from, Some(LogIndex(2)));
+    assert_eq!(second.entries, vec![entry(2, 2)]);
+    assert_eq!(follower.last_index(), LogIndex(2));
+}
+
+#[test]
+fn leader_commits_entries_of_previous_terms_only_with_one_of_its_own() {
+    // Raft §5.4.2: never commit a previous-term entry by counting replicas.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(2), NodeId(3)];
+    cluster.get(1).propose(payload("old")).unwrap(); // index 2, term 1, only on node 1
+    cluster.settle();
+    // Node 1 loses leadership, then wins term 3 without a fresh quorum yet.
+    let old_leader = cluster.get(1);
+    old_leader.become_follower(Term(2), None);
+    old_leader.become_candidate();
+    old_leader.become_leader(); // appends its no-op at index 3, term 3
+    let ready = old_leader.take_ready();
+    let noop = ready.entries.last().unwrap();
+    old_leader.on_persisted(noop.index, noop.term);
+    let progress = old_leader.progress.get_mut(&NodeId(2)).unwrap();
+    progress.become_replicate();
+    old_leader.handle_append_response(
+        NodeId(2),
+        AppendOutcome::Accepted {
+            match_index: LogIndex(2),
+        },
+    );
+    assert_eq!(
+        cluster.get(1).commit_index(),
+        LogIndex(1),
+        "index 2 is of term 1: not committed by counting"
+    );
+    cluster.get(1).handle_append_response(
+        NodeId(2),
+        AppendOutcome::Accepted {
+            match_index: LogIndex(3),
+        },
+    );
+    assert_eq!(cluster.get(1).commit_index(), LogIndex(3), "its own no-op commits both");
+}
+
+#[test]
+fn leader_counts_its_own_entry_only_once_persisted() {
+    // DESIGN: persistence before promise; the leader's match is its fsync.
+    let mut alone = core(1, &ids(1), |_| {});
+    while alone.role() != Role::Leader {
+        alone.tick();
+    }
+    let noop = alone.take_ready();
+    alone.on_persisted(noop.entries[0].index, noop.entries[0].term);
+    let (index, term) = alone.propose(payload("x")).unwrap();
+    assert_eq!(alone.commit_index(), index.prev());
+    let _ = alone.take_ready();
+    alone.on_persisted(index, term);
+    assert_eq!(alone.commit_index(), index);
+}
+
+#[test]
+fn stale_persist_report_of_a_replaced_entry_is_ignored() {
+    // A persist report names (index, term): one for an entry replaced since
+    // must not count.
+    let mut follower = core(2, &ids(3), |_| {});
+    let entry = |index: u64, term: u64| Entry {
+        index: LogIndex(index),
+        term: Term(term),
+        payload: EntryPayload::Noop,
+    };
+    let append = |term: u64, entries: Vec<Entry>| Message {
+        group: GroupId(1),
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(term),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries,
+            leader_commit: LogIndex(0),
+        },
+    };
+    follower.step(append(1, vec![entry(1, 1), entry(2, 1)]));
+    let _ = follower.take_ready();
+    follower.step(append(2, vec![entry(1, 1), entry(2, 2)]));
+    let _ = follower.take_ready();
+    follower.on_persisted(LogIndex(2), Term(1));
+    assert_eq!(follower.persisted_index(), LogIndex(0));
+    follower.on_persisted(LogIndex(2), Term(2));
+    assert_eq!(follower.persisted_index(), LogIndex(2));
+}
+
+#[test]
+fn leader_without_a_quorum_steps_down() {
+    // Thesis §6.2 (check-quorum): a leader that has not heard from a quorum
+    // within an election timeout steps down.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(1)];
+    for _ in 0..25 {
+        cluster.get(1).tick();
+        cluster.settle();
+    }
+    assert_eq!(cluster.get(1).role(), Role::Follower);
+}
+
+#[test]
+fn read_index_waits_for_a_quorum_to_confirm_leadership() {
+    // Thesis §6.4: the read is released only after a heartbeat round that
+    // started after it is acknowledged by a majority.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(2), NodeId(3)];
+    cluster.get(1).read_index(42).unwrap();
+    cluster.settle();
+    assert!(
+        cluster.reads.get(&NodeId(1)).is_none_or(|r| r.is_empty()),
+        "no quorum, no read"
+    );
+    cluster.isolated.clear();
+    cluster.get(1).read_index(43).unwrap();
+    cluster.settle();
+    let reads = &cluster.reads[&NodeId(1)];
+    let confirmed: Vec<u64> = reads.iter().map(|r| r.context).collect();
+    assert_eq!(confirmed, vec![42, 43], "the round after the heal confirms both");
+    assert!(reads.iter().all(|r| r.index == LogIndex(1)));
+}
+
+#[test]
+fn follower_read_is_confirmed_by_the_leader() {
+    // Thesis §6.4: a follower asks the leader for the read index.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.get(2).read_index(7).unwrap();
+    cluster.settle();
+    assert_eq!(
+        cluster.reads[&NodeId(2)],
+        vec![ReadState {
+            context: 7,
+            index: LogIndex(1)
+        }]
+    );
+}
+
+#[test]
+fn lease_read_is_answered_without_a_round_while_the_lease_lasts() {
+    // Thesis §6.4.1: within the lease, the leader answers at once.
+    let mut cluster = Cluster::new(3, |c| c.read_mode = ReadMode::Lease);
+    cluster.elect(1);
+    cluster.tick_all(2); // a heartbeat round acknowledged by a quorum
+    assert!(cluster.get(1).lease_valid());
+    cluster.isolated = vec![NodeId(2), NodeId(3)];
+    cluster.get(1).read_index(9).unwrap();
+    cluster.settle();
+    assert_eq!(
+        cluster.reads[&NodeId(1)].last(),
+        Some(&ReadState {
+            context: 9,
+            index: LogIndex(1)
+        })
+    );
+    for _ in 0..12 {
+        cluster.get(1).tick();
+    }
+    assert!(
+        !cluster.get(1).lease_valid(),
+        "the lease expires without acknowledgements"
+    );
+}
+
+#[test]
+fn two_voter_change_goes_through_a_joint_configuration_and_leaves_it() {
+    // Thesis §4.3: joint consensus, left automatically once committed.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.cores.insert(NodeId(4), core(4, &ids(3), |_| {}));
+    cluster.elect(1);
+    cluster
+        .get(1)
+        .propose_conf_change(&[ConfChange::AddVoter(NodeId(4)), ConfChange::Remove(NodeId(3))])
+        .unwrap();
+    cluster.settle();
+    let conf = cluster.get(1).configuration().clone();
+    assert!(!conf.is_joint(), "the joint configuration was left: {conf:?}");
+    assert_eq!(conf.voters, [1, 2, 4].map(NodeId).into());
+    let joint_seen = cluster.applied[&NodeId(2)]
+        .iter()
+        .any(|e| matches!(&e.payload, EntryPayload::Configuration(c) if c.is_joint()));
+    assert!(joint_seen, "the change went through a joint configuration");
+}
+
+#[test]
+fn learner_receives_the_log_but_never_campaigns() {
+    // Thesis §4.2.1: non-voting members catch up without voting.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.cores.insert(NodeId(4), core(4, &ids(3), |_| {}));
+    cluster.elect(1);
+    cluster
+        .get(1)
+        .propose_conf_change(&[ConfChange::AddLearner(NodeId(4))])
+        .unwrap();
+    cluster.settle();
+    cluster.get(1).propose(payload("x")).unwrap();
+    cluster.settle();
+    assert_eq!(cluster.get(4).commit_index(), cluster.get(1).commit_index());
+    cluster.isolated = vec![NodeId(1)];
+    for _ in 0..100 {
+        cluster.get(4).tick();
+    }
+    assert_eq!(cluster.get(4).role(), Role::Follower);
+}
+
+#[test]
+fn second_configuration_change_waits_for_the_first() {
+    // Thesis §4.1: one change at a time.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.cores.insert(NodeId(4), core(4, &ids(3), |_| {}));
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(2), NodeId(3)];
+    cluster
+        .get(1)
+        .propose_conf_change(&[ConfChange::AddLearner(NodeId(4))])
+        .unwrap();
+    assert_eq!(
+        cluster.get(1).propose_conf_change(&[ConfChange::Remove(NodeId(2))]),
+        Err(RaftError::ConfigurationChangePending)
+    );
+}
+
+#[test]
+fn leadership_transfer_hands_over_with_timeout_now() {
+    // Thesis §3.10: catch the target up, send TimeoutNow, the target wins.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.get(1).propose(payload("x")).unwrap();
+    cluster.settle();
+    cluster.get(1).transfer_leader(NodeId(3)).unwrap();
+    cluster.settle();
+    assert_eq!(cluster.get(3).role(), Role::Leader);
+    assert_eq!(cluster.get(1).role(), Role::Follower);
+    assert_eq!(cluster.get(1).leader(), Some(NodeId(3)));
+}
+
+#[test]
+fn transfer_refuses_proposals_and_aborts_after_an_election_timeout() {
+    // Thesis §3.10: the leader stops taking proposals while transferring.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(3)];
+    cluster.get(1).transfer_leader(NodeId(3)).unwrap();
+    assert_eq!(
+        cluster.get(1).propose(payload("y")),
+        Err(RaftError::TransferInProgress { target: NodeId(3) })
+    );
+    for _ in 0..10 {
+        cluster.get(1).tick();
+    }
+    assert!(cluster.get(1).propose(payload("y")).is_ok());
+}
+
+#[test]
+fn lost_probe_is_retried_when_the_follower_answers_a_heartbeat() {
+    // Regression: coraft-sim found leaders stalled forever behind a dropped
+    // probe (seeds 2, 9, 29 of the first run, before the fix).
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(3)];
+    cluster.get(1).propose(payload("x")).unwrap();
+    cluster.settle();
+    cluster.isolated.clear();
+    cluster.tick_all(4);
+    assert_eq!(cluster.get(3).commit_index(), cluster.get(1).commit_index());
+}
+
+#[test]
+fn lagging_follower_is_sent_a_snapshot_after_compaction() {
+    // Raft §7: entries a follower needs were compacted; send the snapshot.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(3)];
+    for _ in 0..5 {
+        cluster.get(1).propose(payload("x")).unwrap();
+        cluster.settle();
+    }
+    let applied = cluster.get(1).applied_index();
+    let meta = cluster.get(1).snapshot_created(applied).unwrap();
+    cluster.get(1).compact(meta.index);
+    cluster.isolated.clear();
+    cluster.tick_all(4);
+    let follower = cluster.get(3);
+    assert_eq!(follower.snapshot().map(|s| s.index), Some(meta.index));
+    assert_eq!(follower.commit_index(), cluster.get(1).commit_index());
+}
+
+#[test]
+fn reset_peers_lets_a_lone_survivor_lead() {
+    // Unsafe recovery (SOFAJRaft resetPeers): a quorum is lost for good.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(1), NodeId(3)];
+    cluster.get(2).force_configuration(&[NodeId(2)]).unwrap();
+    for _ in 0..40 {
+        cluster.get(2).tick();
+        cluster.settle();
+    }
+    assert_eq!(cluster.get(2).role(), Role::Leader);
+    assert_eq!(cluster.get(2).configuration().voters, [NodeId(2)].into());
+}
+
+#[test]
+fn busy_when_uncommitted_bytes_exceed_the_bound() {
+    let mut cluster = Cluster::new(3, |c| c.uncommitted_bytes_max = 100);
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(2), NodeId(3)];
+    let big = vec![Bytes::from(vec![0u8; 80])];
+    cluster.get(1).propose(big.clone()).unwrap();
+    assert!(matches!(cluster.get(1).propose(big), Err(RaftError::Busy { .. })));
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let mut config = RaftConfig::new(NodeId(1), GroupId(1));
+    config.heartbeat_interval_ticks = 10;
+    assert!(matches!(
+        config.validate(),
+        Err(ConfigError::Invalid {
+            field: "election_timeout_ticks",
+            ..
+        })
+    ));
+    let mut config = RaftConfig::new(NodeId(1), GroupId(1));
+    config.read_mode = ReadMode::Lease;
+    config.check_quorum = false;
+    assert!(matches!(
+        config.validate(),
+        Err(ConfigError::Invalid { field: "read_mode", .. })
+    ));
+}
+
+fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message {
+        group: GroupId(1),
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(term),
+        body,
+    }
+}
+
+#[test]
+fn node_that_sees_a_higher_term_becomes_its_follower() {
+    // Raft §5.1: a server that sees a larger term updates its own and reverts
+    // to follower.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    let leader = cluster.get(1);
+    leader.step(message(2, 1, 7, MessageBody::HeartbeatResponse { round: 0 }));
+    assert_eq!((leader.role(), leader.term()), (Role::Follower, Term(7)));
+}
+
+#[test]
+fn stale_leader_is_told_the_newer_term() {
+    // Raft §5.1: a request with a stale term is rejected; the reply carries
+    // the current term so the stale leader steps down.
+    let mut follower = core(2, &ids(3), |_| {});
+    follower.step(message(
+        3,
+        2,
+        4,
+        MessageBody::Heartbeat {
+            commit_index: LogIndex(0),
+            round: 1,
+        },
+    ));
+    let _ = follower.take_ready();
+    follower.step(message(
+        1,
+        2,
+        2,
+        MessageBody::Heartbeat {
+            commit_index: LogIndex(0),
+            round: 1,
+        },
+    ));
+    let ready = follower.take_ready();
+    assert_eq!(ready.messages.len(), 1);
+    assert_eq!((ready.messages[0].to, ready.messages[0].term), (NodeId(1), Term(4)));
+}
+
+#[test]
+fn candidate_yields_to_a_leader_of_its_own_term() {
+    // Raft §5.2: a candidate that hears from a legitimate leader of its term
+    // returns to follower.
+    let mut candidate = core(1, &ids(3), |c| c.pre_vote = false);
+    candidate.forget_leader();
+    while candidate.role() != Role::Candidate {
+        candidate.tick();
+    }
+    let term = candidate.term();
+    candidate.step(message(
+        2,
+        1,
+        term.0,
+        MessageBody::Heartbeat {
+            commit_index: LogIndex(0),
+            round: 1,
+        },
+    ));
+    assert_eq!(
+        (candidate.role(), candidate.leader()),
+        (Role::Follower, Some(NodeId(2)))
+    );
+}
+
+#[test]
+fn follower_commits_up_to_the_last_new_entry_only() {
+    // Raft §5.3 (Figure 2): commitIndex = min(leaderCommit, index of last new entry).
+    let mut follower = core(2, &ids(3), |_| {});
+    let entries = vec![Entry {
+        index: LogIndex(1),
+        term: Term(1),
+        payload: EntryPayload::Noop,
+    }];
+    follower.step(message(
+        1,
+        2,
+        1,
+        MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries,
+            leader_commit: LogIndex(5),
+        },
+    ));
+    assert_eq!(follower.commit_index(), LogIndex(1));
+}
+
+#[test]
+fn up_to_date_compares_last_terms_before_lengths() {
+    // Raft §5.4.1: the log with the later last term is more up to date; with
+    // equal last terms, the longer log is.
+    let mut voter = core(2, &ids(3), |_| {});
+    voter.forget_leader();
+    let entries = (1..=3)
+        .map(|i| Entry {
+            index: LogIndex(i),
+            term: Term(2),
+            payload: EntryPayload::Noop,
+        })
+        .collect();
+    voter.step(message(
+        1,
+        2,
+        2,
+        MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries,
+            leader_commit: LogIndex(0),
+        },
+    ));
+    voter.forget_leader();
+    voter.leader = None;
+    let _ = voter.take_ready();
+    let vote = |last_index: u64, last_term: u64| MessageBody::RequestVote {
+        pre_vote: true,
+        last_log_index: LogIndex(last_index),
+        last_log_term: Term(last_term),
+        leadership_transfer: false,
+    };
+    let granted = |voter: &mut RaftCore| {
+        let ready = voter.take_ready();
+        matches!(
+            ready.messages[0].body,
+            MessageBody::RequestVoteResponse { granted: true, .. }
+        )
+    };
+    voter.step(message(3, 2, 3, vote(9, 1)));
+    assert!(!granted(&mut voter), "a longer log of an older term is behind");
+    voter.step(message(3, 2, 3, vote(1, 3)));
+    assert!(granted(&mut voter), "a shorter log of a later term is ahead");
+    voter.step(message(3, 2, 3, vote(2, 2)));
+    assert!(!granted(&mut voter), "same last term, shorter log is behind");
+}
+
+#[test]
+fn higher_election_priority_times_out_sooner() {
+    // SOFAJRaft-style priority election: higher priority, shorter wait.
+    for seed in 0..50 {
+        let high = core(1, &ids(3), |c| {
+            c.election_priority = 10;
+            c.seed = seed;
+        });
+        let low = core(2, &ids(3), |c| {
+            c.election_priority = 1;
+            c.seed = seed;
+        });
+        assert!(high.randomized_election_timeout_ticks < low.randomized_election_timeout_ticks);
+    }
+}

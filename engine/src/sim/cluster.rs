@@ -41,6 +41,10 @@ pub struct Cluster {
     crash_one_in: u64,
     leader_fault_one_in: u64,
     restart_one_in: u64,
+    /// One in N elections is followed within 0–3 ticks by a fault on the new
+    /// leader (0: never).
+    post_election_fault_one_in: u64,
+    scheduled_leader_faults: Vec<(u64, usize)>,
     checkers: Checkers,
     now: u64,
     next_value: u64,
@@ -61,11 +65,12 @@ impl Cluster {
         } else {
             ReadMode::Safe
         };
-        let append_bytes_max = [1, 64, 256, 4096][rng.range(0, 4) as usize];
+        let append_bytes_max = [1, 1, 64, 4096][rng.range(0, 4) as usize];
         let inflight_messages_max = [1, 4, 64][rng.range(0, 3) as usize];
         let crash_one_in = [50, 200, 1000][rng.range(0, 3) as usize];
         let leader_fault_one_in = [8, 20, 100, 1000][rng.range(0, 4) as usize];
         let restart_one_in = [3, 25][rng.range(0, 2) as usize];
+        let post_election_fault_one_in = [0, 2, 5][rng.range(0, 3) as usize];
         let faults = NetworkFaults {
             drop_per_mille: [0, 50, 200][rng.range(0, 3) as usize],
             duplicate_per_mille: [0, 20][rng.range(0, 2) as usize],
@@ -85,6 +90,8 @@ impl Cluster {
             crash_one_in,
             leader_fault_one_in,
             restart_one_in,
+            post_election_fault_one_in,
+            scheduled_leader_faults: Vec::new(),
             checkers: Checkers::default(),
             now: 0,
             next_value: 1,
@@ -356,6 +363,13 @@ impl Cluster {
                         .leader_completeness
                         .on_leader(&self.checkers.log_matching, node_id, soft.term);
                 self.checkers.report(result);
+                if self.post_election_fault_one_in > 0
+                    && self.liveness_started_at_value == u64::MAX
+                    && self.rng.chance(1, self.post_election_fault_one_in)
+                {
+                    let at = self.now + self.rng.range(0, 4);
+                    self.scheduled_leader_faults.push((at, index));
+                }
             }
         }
         let previous_commit = self.checkers_commit_seen(index);
@@ -587,8 +601,23 @@ impl Cluster {
         }
         // Leaders fail too: a crash or isolation right after an election is
         // what the dangerous schedules (Raft Figure 8) are made of.
+        let now = self.now;
+        let mut due: Vec<usize> = Vec::new();
+        self.scheduled_leader_faults.retain(|&(at, index)| {
+            if at <= now {
+                due.push(index);
+            }
+            at > now
+        });
         if self.rng.chance(1, self.leader_fault_one_in) {
-            if let Some(index) = self.leader_index() {
+            due.extend(self.leader_index());
+        }
+        for index in due {
+            if self.nodes[index]
+                .core
+                .as_ref()
+                .is_some_and(|c| c.role() == Role::Leader)
+            {
                 if self.rng.chance(1, 2) {
                     self.crash(index);
                 } else {

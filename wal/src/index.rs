@@ -162,8 +162,12 @@ impl Groups {
 
     /// Applies a record written at (`segment`, `offset`) with `lsn`.
     pub fn apply(&mut self, record: &Record<'_>, lsn: u64, segment: u64, offset: u64) -> Result<(), NotContiguous> {
-        self.check(record)?;
         let log = self.groups.entry(record.group()).or_default();
+        if let (Record::Entry { index, .. }, Some(expected)) = (record, log.next_index()) {
+            if *index != expected {
+                return Err(NotContiguous { expected });
+            }
+        }
         match *record {
             Record::Entry { term, index, .. } => {
                 if !log.started {

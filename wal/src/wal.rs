@@ -168,6 +168,7 @@ impl Wal {
             flusher_waker: None,
             waiters: Vec::new(),
             stats: WriterStats::default(),
+            free_buffers: Vec::new(),
         };
         match open {
             Some(batch) => state.open = batch,

@@ -104,9 +104,21 @@ pub struct State {
     pub(crate) flusher_waker: Option<Waker>,
     pub(crate) waiters: Vec<Waker>,
     pub(crate) stats: WriterStats,
+    /// Buffers of flushed batches, kept for reuse (at most [`FREE_BUFFERS_MAX`]).
+    pub(crate) free_buffers: Vec<Vec<u8>>,
 }
 
+/// Batch buffers kept for reuse: one being filled, one being written.
+pub const FREE_BUFFERS_MAX: usize = 2;
+
 impl State {
+    /// An empty buffer with room for a whole batch, reused when possible.
+    fn fresh_buffer(&mut self) -> Vec<u8> {
+        self.free_buffers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.config.batch_bytes_max + 2 * crate::format::BLOCK_BYTES))
+    }
+
     /// Moves the open batch (if it holds records) to the sealed queue and
     /// opens the next one on the same segment, carrying the partial block.
     pub(crate) fn seal_open(&mut self) {
@@ -115,7 +127,8 @@ impl State {
         }
         let end = self.open.end_offset();
         let next_start = end - end % crate::format::BLOCK_BYTES as u64;
-        let carried = self.open.bytes[(next_start - self.open.file_offset) as usize..].to_vec();
+        let mut carried = self.fresh_buffer();
+        carried.extend_from_slice(&self.open.bytes[(next_start - self.open.file_offset) as usize..]);
         let next = Batch {
             segment: self.open.segment,
             file_offset: next_start,
@@ -144,10 +157,11 @@ impl State {
             created: false,
             map: None,
         });
+        let bytes = self.fresh_buffer();
         self.open = Batch {
             segment: first_lsn,
             file_offset: crate::format::SEGMENT_HEADER_BYTES as u64,
-            bytes: Vec::new(),
+            bytes,
             record_bytes: 0,
             last_lsn: 0,
         };
@@ -203,6 +217,12 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
                 state.pending_bytes -= batch.record_bytes;
                 state.stats.flushes += 1;
                 state.stats.bytes_written += written as u64;
+                if let Ok(mut done) = Rc::try_unwrap(batch) {
+                    if state.free_buffers.len() < FREE_BUFFERS_MAX {
+                        done.bytes.clear();
+                        state.free_buffers.push(done.bytes);
+                    }
+                }
             }
             Err(error @ Error::Poisoned { .. }) => state.poisoned = Some(error),
             Err(error) => {

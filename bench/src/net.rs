@@ -1,8 +1,441 @@
 //! `coraft-bench net`: frames over TCP against a raw TCP stream and ping-pong.
+//!
+//! Every point runs four measurements in the same process, on the same two
+//! glommio executors (pinned to cores 0 and 1 unless `--unpinned`):
+//! - framed stream: one `OutboundConnection` sends AppendEntries messages of
+//!   `msg_bytes` payload as fast as its queue takes them; the receiver
+//!   validates every frame and touches every payload;
+//! - raw stream: the same frame bytes, written in a loop over a plain glommio
+//!   TCP stream and read into a discarded buffer: the floor;
+//! - framed round trip: one AppendEntries out, one AppendEntriesResponse back
+//!   on the peer's own outbound connection (the way Raft replies), one at a time;
+//! - raw round trip: `msg_bytes` out and echoed back over plain TCP.
+//!
+//! `--json` prints one line per point with exactly the keys of issue 4.
 
-use anyhow::{bail, Result};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use coraft_net::futures_lite::{AsyncReadExt, AsyncWriteExt};
+use coraft_net::schema::{
+    entry_kind, AppendEntries, AppendEntriesResponse, ArchivedRaftBody, Entry, Envelope, RaftBatch, RaftBody,
+};
+use coraft_net::{FrameEncoder, Listener, LocalIdentity, NetConfig, OutboundConnection, PeerAddress};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+
+const CLUSTER: u64 = 0xC0_4A_F7;
+const DEFAULT_SIZES: [usize; 4] = [64, 512, 4096, 65536];
+const DEFAULT_STREAM_SECONDS: f64 = 2.0;
+const DEFAULT_RTT_SECONDS: f64 = 1.0;
+/// The raw stream writes a template of about this many bytes per call.
+const RAW_TEMPLATE_BYTES: usize = 256 * 1024;
+const RAW_READ_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+struct Options {
+    json: bool,
+    sizes: Vec<usize>,
+    stream_seconds: f64,
+    rtt_seconds: f64,
+    pinned: bool,
+    spin_us: u64,
+}
+
+fn parse(args: Vec<String>) -> Result<Options> {
+    let mut options = Options {
+        json: false,
+        sizes: DEFAULT_SIZES.to_vec(),
+        stream_seconds: DEFAULT_STREAM_SECONDS,
+        rtt_seconds: DEFAULT_RTT_SECONDS,
+        pinned: true,
+        spin_us: 0,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        match arg.as_str() {
+            "--json" => options.json = true,
+            "--unpinned" => options.pinned = false,
+            "--sizes" => {
+                options.sizes = value("--sizes")?
+                    .split(',')
+                    .map(|size| {
+                        size.trim()
+                            .parse::<usize>()
+                            .context("--sizes takes bytes, e.g. 64,4096")
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--seconds" => options.stream_seconds = value("--seconds")?.parse().context("--seconds")?,
+            "--rtt-seconds" => options.rtt_seconds = value("--rtt-seconds")?.parse().context("--rtt-seconds")?,
+            "--spin-us" => options.spin_us = value("--spin-us")?.parse().context("--spin-us")?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: coraft-bench net [--json] [--sizes 64,512,4096,65536] [--seconds 2] \
+                     [--rtt-seconds 1] [--spin-us 0] [--unpinned]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown option `{other}`; try --help"),
+        }
+    }
+    if options.sizes.iter().any(|size| *size == 0 || *size > 1 << 20) {
+        bail!("message sizes must be in 1..=1048576 bytes");
+    }
+    Ok(options)
+}
 
 /// Runs the network benchmark with the given command-line arguments.
-pub fn run(_args: Vec<String>) -> Result<()> {
-    bail!("the network benchmark is not built yet (issue 4)")
+pub fn run(args: Vec<String>) -> Result<()> {
+    let options = parse(args)?;
+    if !options.json {
+        println!(
+            "net: coraft-net frames vs raw TCP on loopback, same run ({}, spin_before_park {} us)",
+            if options.pinned {
+                "executors pinned to cores 0,1"
+            } else {
+                "unpinned"
+            },
+            options.spin_us
+        );
+        println!(
+            "{:>9} {:>12} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9}",
+            "msg_bytes", "msgs/s", "MB/s", "raw MB/s", "ratio", "rtt p50", "rtt p99", "raw p50", "raw p99"
+        );
+    }
+    for &size in &options.sizes {
+        let stream = framed_stream(&options, size)?;
+        let raw_mb_per_s = raw_stream(&options, size)?;
+        let (rtt_p50_us, rtt_p99_us) = framed_round_trips(&options, size)?;
+        let (raw_rtt_p50_us, raw_rtt_p99_us) = raw_round_trips(&options, size)?;
+        let ratio = stream.mb_per_s / raw_mb_per_s;
+        if options.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "msg_bytes": size,
+                    "msgs_per_s": stream.msgs_per_s.round(),
+                    "mb_per_s": round2(stream.mb_per_s),
+                    "raw_mb_per_s": round2(raw_mb_per_s),
+                    "ratio": round2(ratio),
+                    "rtt_p50_us": round2(rtt_p50_us),
+                    "rtt_p99_us": round2(rtt_p99_us),
+                    "raw_rtt_p50_us": round2(raw_rtt_p50_us),
+                })
+            );
+        } else {
+            println!(
+                "{size:>9} {:>12.0} {:>10.1} {:>10.1} {ratio:>6.2} {rtt_p50_us:>9.1} {rtt_p99_us:>9.1} \
+                 {raw_rtt_p50_us:>9.1} {raw_rtt_p99_us:>9.1}",
+                stream.msgs_per_s, stream.mb_per_s, raw_mb_per_s
+            );
+        }
+    }
+    Ok(())
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn executor(options: &Options, core: usize, name: &str) -> LocalExecutorBuilder {
+    let placement = if options.pinned {
+        Placement::Fixed(core)
+    } else {
+        Placement::Unbound
+    };
+    let mut builder = LocalExecutorBuilder::new(placement).name(name);
+    if options.spin_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(options.spin_us));
+    }
+    builder
+}
+
+fn identity(node_id: u64) -> NetConfig {
+    NetConfig::new(LocalIdentity {
+        cluster_id: CLUSTER,
+        node_id,
+        shard_id: 0,
+    })
+}
+
+fn append(payload_bytes: usize, index: u64) -> Envelope {
+    Envelope {
+        group: index % 64,
+        from: 2,
+        to: 1,
+        term: 1,
+        body: RaftBody::AppendEntries(AppendEntries {
+            prev_log_index: index,
+            prev_log_term: 1,
+            leader_commit: index,
+            entries: vec![Entry {
+                term: 1,
+                index: index + 1,
+                kind: entry_kind::NORMAL,
+                data: vec![0xab; payload_bytes],
+            }],
+        }),
+    }
+}
+
+fn peer(node_id: u64, address: SocketAddr) -> PeerAddress {
+    PeerAddress {
+        node_id,
+        shard_id: 0,
+        address,
+    }
+}
+
+fn join<T: Send + 'static>(handle: glommio::ExecutorJoinHandle<Result<T>>) -> Result<T> {
+    handle.join().map_err(|error| anyhow!("executor failed: {error}"))?
+}
+
+struct StreamResult {
+    msgs_per_s: f64,
+    mb_per_s: f64,
+}
+
+/// Receiver on core 0, sender (an `OutboundConnection`) on core 1.
+fn framed_stream(options: &Options, size: usize) -> Result<StreamResult> {
+    let (address_tx, address_rx) = mpsc::channel();
+    let receiver = executor(options, 0, "net-recv")
+        .spawn(move || async move {
+            let listener = Listener::bind("127.0.0.1:0".parse()?, identity(1))?;
+            address_tx.send(listener.local_addr())?;
+            let mut connection = listener.accept().await?.handshake().await?;
+            let (mut messages, mut bytes, mut payload) = (0u64, 0u64, 0u64);
+            let mut first = None;
+            while let Some(frame) = connection.recv().await? {
+                first.get_or_insert_with(Instant::now);
+                bytes += frame.wire_bytes() as u64;
+                for message in frame.raft().expect("raft frame").messages.iter() {
+                    messages += 1;
+                    if let ArchivedRaftBody::AppendEntries(append) = &message.body {
+                        payload += append.entries.iter().map(|entry| entry.data.len() as u64).sum::<u64>();
+                    }
+                }
+            }
+            let seconds = first.map_or(f64::NAN, |first| first.elapsed().as_secs_f64());
+            anyhow::ensure!(payload == messages * size as u64, "payload bytes lost");
+            Ok(StreamResult {
+                msgs_per_s: messages as f64 / seconds,
+                mb_per_s: bytes as f64 / seconds / 1e6,
+            })
+        })
+        .map_err(|error| anyhow!("spawn executor: {error}"))?;
+    let address = address_rx.recv()?;
+    let seconds = options.stream_seconds;
+    let sender = executor(options, 1, "net-send")
+        .spawn(move || async move {
+            let outbound = OutboundConnection::spawn(identity(2), peer(1, address))?;
+            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+            let mut index = 0u64;
+            while Instant::now() < deadline {
+                for _ in 0..64 {
+                    outbound.send(append(size, index)).await?;
+                    index += 1;
+                }
+            }
+            outbound.flushed().await;
+            outbound.close().await;
+            Ok(())
+        })
+        .map_err(|error| anyhow!("spawn executor: {error}"))?;
+    join(sender)?;
+    join(receiver)
+}
+
+/// Frame bytes as the framed stream produces them, about `RAW_TEMPLATE_BYTES`.
+fn frame_template(size: usize) -> Vec<u8> {
+    let messages = (RAW_TEMPLATE_BYTES / (size + 128)).max(1);
+    let batch = RaftBatch {
+        messages: (0..messages as u64).map(|index| append(size, index)).collect(),
+    };
+    let mut encoder = FrameEncoder::new();
+    encoder.encode(&batch).expect("template encodes");
+    encoder.as_bytes().to_vec()
+}
+
+/// The same bytes over a plain glommio TCP stream.
+fn raw_stream(options: &Options, size: usize) -> Result<f64> {
+    let (address_tx, address_rx) = mpsc::channel();
+    let receiver = executor(options, 0, "raw-recv")
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(|error| anyhow!("bind: {error}"))?;
+            address_tx.send(listener.local_addr().map_err(|error| anyhow!("{error}"))?)?;
+            let mut stream = listener.accept().await.map_err(|error| anyhow!("accept: {error}"))?;
+            stream.set_nodelay(true).map_err(|error| anyhow!("{error}"))?;
+            let mut buffer = vec![0u8; RAW_READ_BYTES];
+            let mut bytes = 0u64;
+            let mut first = None;
+            loop {
+                let received = stream.read(&mut buffer).await?;
+                if received == 0 {
+                    break;
+                }
+                first.get_or_insert_with(Instant::now);
+                bytes += received as u64;
+            }
+            let seconds = first.map_or(f64::NAN, |first| first.elapsed().as_secs_f64());
+            Ok(bytes as f64 / seconds / 1e6)
+        })
+        .map_err(|error| anyhow!("spawn executor: {error}"))?;
+    let address = address_rx.recv()?;
+    let template = frame_template(size);
+    let seconds = options.stream_seconds;
+    let sender = executor(options, 1, "raw-send")
+        .spawn(move || async move {
+            let mut stream = TcpStream::connect(address)
+                .await
+                .map_err(|error| anyhow!("connect: {error}"))?;
+            stream.set_nodelay(true).map_err(|error| anyhow!("{error}"))?;
+            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+            while Instant::now() < deadline {
+                stream.write_all(&template).await?;
+            }
+            stream.close().await?;
+            Ok(())
+        })
+        .map_err(|error| anyhow!("spawn executor: {error}"))?;
+    join(sender)?;
+    join(receiver)
+}
+
+fn percentiles_us(histogram: &Histogram<u64>) -> (f64, f64) {
+    (
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+    )
+}
+
+/// One AppendEntries at a time from node 2 (core 1) to node 1 (core 0), each
+/// answered on node 1's own outbound connection back to node 2.
+fn framed_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
+    let (server_tx, server_rx) = mpsc::channel::<SocketAddr>();
+    let (client_tx, client_rx) = mpsc::channel::<SocketAddr>();
+    let server = executor(options, 0, "rtt-server")
+        .spawn(move || async move {
+            let listener = Listener::bind("127.0.0.1:0".parse()?, identity(1))?;
+            server_tx.send(listener.local_addr())?;
+            let back = OutboundConnection::spawn(identity(1), peer(2, client_rx.recv()?))?;
+            let mut connection = listener.accept().await?.handshake().await?;
+            while let Some(frame) = connection.recv().await? {
+                for message in frame.raft().expect("raft frame").messages.iter() {
+                    let reply = Envelope {
+                        group: message.group.to_native(),
+                        from: 1,
+                        to: 2,
+                        term: message.term.to_native(),
+                        body: RaftBody::AppendEntriesResponse(AppendEntriesResponse {
+                            reject: false,
+                            index: 1,
+                            reject_hint_index: 0,
+                            reject_hint_term: 0,
+                        }),
+                    };
+                    back.send(reply).await?;
+                }
+            }
+            back.close().await;
+            Ok(())
+        })
+        .map_err(|error| anyhow!("spawn executor: {error}"))?;
+    let seconds = options.rtt_seconds;
+    let client = executor(options, 1, "rtt-client")
+        .spawn(move || async move {
+            let listener = Listener::bind("127.0.0.1:0".parse()?, identity(2))?;
+            client_tx.send(listener.local_addr())?;
+            let out = OutboundConnection::spawn(identity(2), peer(1, server_rx.recv()?))?;
+            // The inbound task wakes the measuring loop through a local channel,
+            // as an engine task would be woken: no polling.
+            let (replies_tx, replies_rx) = glommio::channels::local_channel::new_unbounded::<u64>();
+            let inbound = glommio::spawn_local(async move {
+                let mut connection = listener.accept().await?.handshake().await?;
+                while let Some(frame) = connection.recv().await? {
+                    let count = frame.raft().expect("raft frame").messages.len() as u64;
+                    if replies_tx.try_send(count).is_err() {
+                        break;
+                    }
+                }
+                anyhow::Ok(())
+            })
+            .detach();
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+            let (mut sent, mut received) = (0u64, 0u64);
+            let warmup_until = Instant::now() + Duration::from_millis(100);
+            let deadline = warmup_until + Duration::from_secs_f64(seconds);
+            let message = append(size, 0);
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                out.send(message.clone()).await?;
+                sent += 1;
+                while received < sent {
+                    received += replies_rx.recv().await.ok_or_else(|| anyhow!("reply stream ended"))?;
+                }
+                if start >= warmup_until {
+                    histogram.record(start.elapsed().as_nanos() as u64)?;
+                }
+            }
+            out.close().await;
+            drop(inbound);
+            Ok(percentiles_us(&histogram))
+        })
+        .map_err(|error| anyhow!("spawn executor: {error}"))?;
+    let result = join(client);
+    join(server)?;
+    result
+}
+
+/// `size` bytes out and echoed back, over plain glommio TCP.
+fn raw_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
+    let (address_tx, address_rx) = mpsc::channel();
+    let server = executor(options, 0, "raw-echo")
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(|error| anyhow!("bind: {error}"))?;
+            address_tx.send(listener.local_addr().map_err(|error| anyhow!("{error}"))?)?;
+            let mut stream = listener.accept().await.map_err(|error| anyhow!("accept: {error}"))?;
+            stream.set_nodelay(true).map_err(|error| anyhow!("{error}"))?;
+            let mut buffer = vec![0u8; size];
+            loop {
+                match stream.read_exact(&mut buffer).await {
+                    Ok(()) => stream.write_all(&buffer).await?,
+                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        })
+        .map_err(|error| anyhow!("spawn executor: {error}"))?;
+    let address = address_rx.recv()?;
+    let seconds = options.rtt_seconds;
+    let client = executor(options, 1, "raw-ping")
+        .spawn(move || async move {
+            let mut stream = TcpStream::connect(address)
+                .await
+                .map_err(|error| anyhow!("connect: {error}"))?;
+            stream.set_nodelay(true).map_err(|error| anyhow!("{error}"))?;
+            let message = vec![0xabu8; size];
+            let mut echo = vec![0u8; size];
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+            let warmup_until = Instant::now() + Duration::from_millis(100);
+            let deadline = warmup_until + Duration::from_secs_f64(seconds);
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                stream.write_all(&message).await?;
+                stream.read_exact(&mut echo).await?;
+                if start >= warmup_until {
+                    histogram.record(start.elapsed().as_nanos() as u64)?;
+                }
+            }
+            stream.close().await?;
+            Ok(percentiles_us(&histogram))
+        })
+        .map_err(|error| anyhow!("spawn executor: {error}"))?;
+    let result = join(client);
+    join(server)?;
+    result
 }

@@ -233,6 +233,11 @@ impl FrameEncoder {
         self.buffer.clear();
     }
 
+    /// Makes room for `bytes` more without reallocating while encoding.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buffer.reserve(bytes);
+    }
+
     /// Drops the buffer's memory once it has grown past `bytes_max` (after a
     /// burst), so an idle connection does not pin a large buffer.
     pub fn shrink_to(&mut self, bytes_max: usize) {

@@ -36,3 +36,8 @@ pub use handshake::{Hello, HelloReply, LocalIdentity, PeerIdentity, Refusal, Rol
 pub use listener::{Handshaking, InboundConnection, Listener, ResponseWriter};
 pub use outbound::{ConnectionState, OutboundConnection, OutboundStats, PeerAddress};
 pub use stats::{Counter, NetStats};
+
+/// The async I/O traits (`AsyncReadExt`, `AsyncWriteExt`, `future::or`) that
+/// glommio streams implement, re-exported so that users of this crate (the
+/// engine, the bench harness) use the same version without declaring it.
+pub use futures_lite;

@@ -36,8 +36,9 @@ use crate::listener::read_frame;
 use crate::schema::{Envelope, RaftBatch};
 use crate::socket::{tune_stream, Backoff};
 
-/// An encoder buffer that grew past this is released once idle.
-pub const ENCODER_RETAIN_BYTES: usize = 1024 * 1024;
+/// An encoder buffer that grew past this many times the queue bound is
+/// released once idle (it never should: a frame is at most the queue bound).
+pub const ENCODER_RETAIN_QUEUE_MULTIPLE: usize = 2;
 
 /// Where an outbound connection goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,6 +375,8 @@ async fn write_loop(shared: &Shared, mut stream: TcpStream, encoder: &mut FrameE
         }
         let messages = batch.messages.len() as u64;
         encoder.clear();
+        // The accounted bytes bound the archive: reserve once, never regrow.
+        encoder.reserve(shared.queue.borrow().in_flight_bytes + 64);
         let encoded = encoder.encode(&batch);
         batch.messages.clear();
         if let Err(error) = encoded {
@@ -399,7 +402,7 @@ async fn write_loop(shared: &Shared, mut stream: TcpStream, encoder: &mut FrameE
             stats.bytes_sent += bytes;
         });
         encoder.clear();
-        encoder.shrink_to(ENCODER_RETAIN_BYTES);
+        encoder.shrink_to(ENCODER_RETAIN_QUEUE_MULTIPLE * shared.bytes_max);
         if batch.messages.capacity() > 4096 {
             batch.messages = Vec::new();
         }

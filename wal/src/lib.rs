@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod conformance;
 pub mod error;
 pub mod faults;
 pub mod format;

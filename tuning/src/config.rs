@@ -1,0 +1,393 @@
+//! The node configuration: one TOML file describes one node of a cluster.
+//!
+//! This is the first thing a node reads. It says who the node is (cluster and
+//! node ids, addresses, the voters), how many shards it runs and on which
+//! cores, where each shard's WAL lives and whether it fsyncs, the Raft timing
+//! and every bound on a batch, a queue or a window. Parsing only checks syntax
+//! and types (unknown keys are refused); [`NodeConfig::validate`] checks the
+//! values against each other and against the machine, and places the shards.
+//!
+//! Names carry their unit last (`tick_ms`, `segment_bytes`,
+//! `election_timeout_ticks`); every numeric field has a named default here and
+//! a named hard limit in [`crate::limits`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{TextLocation, TuningError};
+
+/// Default listen address of [`NodeConfig::default`].
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7001";
+/// Default shard count.
+pub const SHARD_COUNT_DEFAULT: usize = 1;
+/// Default spin before an idle executor parks, in microseconds: none.
+pub const SPIN_BEFORE_PARK_US_DEFAULT: u64 = 0;
+/// WAL parent directory of [`NodeConfig::default`]; a parsed config has no
+/// default directory and must name one.
+pub const WAL_DIR_DEFAULT: &str = "coraft-wal";
+/// Default WAL segment size: 64 MiB (as `coraft_wal::SEGMENT_BYTES_DEFAULT`).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default tick: 10 ms.
+pub const TICK_MS_DEFAULT: u64 = 10;
+/// Default base election timeout, in ticks (each term draws from `[T, 2T)`).
+pub const ELECTION_TIMEOUT_TICKS_DEFAULT: u64 = 10;
+/// Default leader heartbeat interval, in ticks.
+pub const HEARTBEAT_INTERVAL_TICKS_DEFAULT: u64 = 2;
+/// Default clock drift margin of lease reads, in ticks.
+pub const CLOCK_DRIFT_MARGIN_TICKS_DEFAULT: u64 = 2;
+/// Default bound on the entries of one batch.
+pub const BATCH_ENTRIES_MAX_DEFAULT: usize = 4096;
+/// Default bound on the bytes of one batch (one AppendEntries, one proposal batch): 1 MiB.
+pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1 << 20;
+/// Default bound on AppendEntries messages in flight to one follower.
+pub const INFLIGHT_MESSAGES_MAX_DEFAULT: usize = 256;
+/// Default bound on entry bytes in flight to one follower: 16 MiB.
+pub const INFLIGHT_BYTES_MAX_DEFAULT: u64 = 16 << 20;
+/// Default bound on proposed-but-uncommitted bytes of a leader: 64 MiB.
+pub const UNCOMMITTED_BYTES_MAX_DEFAULT: u64 = 64 << 20;
+/// Default bound on bytes queued to one peer connection: 4 MiB
+/// (as `coraft_net::OUTBOUND_QUEUE_BYTES_MAX`).
+pub const OUTBOUND_QUEUE_BYTES_MAX_DEFAULT: u64 = 4 << 20;
+/// Default bound on the Raft groups one node hosts.
+pub const GROUPS_MAX_DEFAULT: usize = 100_000;
+
+/// One node's configuration, as read from TOML.
+///
+/// `cluster_id`, `node_id`, `listen`, `peers` and a WAL directory are
+/// required; everything else has a default. [`NodeConfig::default`] is a
+/// single-voter cluster on [`LISTEN_DEFAULT`] logging under
+/// [`WAL_DIR_DEFAULT`] (relative to the working directory), handy for tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The cluster; the handshake refuses peers of another cluster.
+    pub cluster_id: u64,
+    /// This node; must be one of `peers` (0 is reserved for "no node").
+    pub node_id: u64,
+    /// Address the node binds for Raft and client traffic.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus HTTP endpoint; none when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Every voter, this node included: its id and the address others dial.
+    pub peers: Vec<Peer>,
+    /// Shards (glommio executors) and their cores.
+    #[serde(default)]
+    pub shards: ShardSettings,
+    /// Write-ahead log placement and durability.
+    #[serde(default)]
+    pub wal: WalSettings,
+    /// Raft timing and protocol options.
+    #[serde(default)]
+    pub raft: RaftSettings,
+    /// Bounds on batches, windows and queues.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A voter of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// The voter's node id.
+    pub id: u64,
+    /// The address other nodes dial to reach it.
+    pub address: SocketAddr,
+}
+
+/// How shards are placed on CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementPolicy {
+    /// Each shard is pinned to one CPU (glommio `Placement::Fixed`).
+    #[default]
+    Fixed,
+    /// Shards float; the OS schedules them (glommio `Placement::Unbound`).
+    /// For tests, laptops and shared machines.
+    Unbound,
+}
+
+/// Which CPUs the shards use when `placement = "fixed"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreSelection {
+    /// `cores = "auto"`: the layout [`crate::Topology::suggest`] gives.
+    Auto,
+    /// `cores = [0, 1]`: shard `i` runs on CPU `cores[i]`.
+    List(Vec<usize>),
+}
+
+/// The `[shards]` section: one shard is one glommio executor thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShardSettings {
+    /// Number of shards.
+    pub count: usize,
+    /// CPUs of the shards; omitted means `"auto"` with fixed placement, and
+    /// must be omitted with unbound placement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores: Option<CoreSelection>,
+    /// Pinned or not.
+    pub placement: PlacementPolicy,
+    /// How long an idle executor spins before it parks in the kernel
+    /// (glommio `spin_before_park`), in microseconds; 0 parks at once.
+    /// Spinning trades CPU for wake-up latency.
+    pub spin_before_park_us: u64,
+}
+
+/// What the WAL does after each group commit write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// fdatasync before anything is acknowledged: the only safe choice.
+    #[default]
+    Always,
+    /// Never sync. Acknowledged writes die with the machine: benchmarks only.
+    Never,
+}
+
+/// The `[wal]` section: where each shard's log lives.
+///
+/// Set exactly one of `dir` (a parent: shard `i` uses `dir/shard-i`) or
+/// `dirs` (one directory per shard, to spread shards over disks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalSettings {
+    /// Parent directory of the shards' WAL directories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// One WAL directory per shard, in shard order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirs: Option<Vec<PathBuf>>,
+    /// Size of each preallocated segment file; a multiple of 4 KiB.
+    pub segment_bytes: u64,
+    /// Sync policy.
+    pub fsync: FsyncPolicy,
+}
+
+/// How a leader confirms a linearizable read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    /// ReadIndex: one heartbeat round per read batch confirms leadership
+    /// (Raft thesis §6.4). Safe whatever the clocks do.
+    #[default]
+    ReadIndex,
+    /// Lease: answer at once while a quorum acknowledged a recent heartbeat
+    /// (thesis §6.4.1). Needs `check_quorum` and bounded clock drift.
+    Lease,
+}
+
+/// The `[raft]` section: timing and protocol options shared by every group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    /// Length of one tick, the unit of every Raft timeout.
+    pub tick_ms: u64,
+    /// Base election timeout T; each term draws a timeout in `[T, 2T)`.
+    pub election_timeout_ticks: u64,
+    /// Leader heartbeat interval; must be below the election timeout.
+    pub heartbeat_interval_ticks: u64,
+    /// Pre-vote before campaigning (thesis §9.6).
+    pub pre_vote: bool,
+    /// Leaders step down without a quorum's contact (thesis §6.2).
+    pub check_quorum: bool,
+    /// How reads are confirmed.
+    pub read_mode: ReadMode,
+    /// Ticks a follower's clock may lag over one election timeout; the lease
+    /// lasts `election_timeout_ticks - clock_drift_margin_ticks`.
+    pub clock_drift_margin_ticks: u64,
+}
+
+/// The `[limits]` section: every bound on a batch, window or queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most entries in one batch (proposal batch, AppendEntries, apply batch).
+    pub batch_entries_max: usize,
+    /// Most entry bytes in one batch; at least one entry is always sent.
+    pub batch_bytes_max: u64,
+    /// Most AppendEntries messages in flight to one follower.
+    pub inflight_messages_max: usize,
+    /// Most entry bytes in flight to one follower.
+    pub inflight_bytes_max: u64,
+    /// Most proposed-but-uncommitted bytes per leader; beyond it proposals
+    /// are refused (back-pressure).
+    pub uncommitted_bytes_max: u64,
+    /// Most bytes queued and in flight on one outbound connection.
+    pub outbound_queue_bytes_max: u64,
+    /// Most Raft groups this node hosts.
+    pub groups_max: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let listen: SocketAddr = LISTEN_DEFAULT.parse().expect("LISTEN_DEFAULT is a socket address");
+        NodeConfig {
+            cluster_id: 1,
+            node_id: 1,
+            listen,
+            metrics_listen: None,
+            peers: vec![Peer { id: 1, address: listen }],
+            shards: ShardSettings::default(),
+            wal: WalSettings {
+                dir: Some(PathBuf::from(WAL_DIR_DEFAULT)),
+                ..WalSettings::default()
+            },
+            raft: RaftSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for ShardSettings {
+    fn default() -> Self {
+        ShardSettings {
+            count: SHARD_COUNT_DEFAULT,
+            cores: None,
+            placement: PlacementPolicy::Fixed,
+            spin_before_park_us: SPIN_BEFORE_PARK_US_DEFAULT,
+        }
+    }
+}
+
+impl Default for WalSettings {
+    /// No directory (a config must name one), 64 MiB segments, fsync on.
+    fn default() -> Self {
+        WalSettings {
+            dir: None,
+            dirs: None,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            fsync: FsyncPolicy::Always,
+        }
+    }
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            tick_ms: TICK_MS_DEFAULT,
+            election_timeout_ticks: ELECTION_TIMEOUT_TICKS_DEFAULT,
+            heartbeat_interval_ticks: HEARTBEAT_INTERVAL_TICKS_DEFAULT,
+            pre_vote: true,
+            check_quorum: true,
+            read_mode: ReadMode::ReadIndex,
+            clock_drift_margin_ticks: CLOCK_DRIFT_MARGIN_TICKS_DEFAULT,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            batch_entries_max: BATCH_ENTRIES_MAX_DEFAULT,
+            batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            inflight_messages_max: INFLIGHT_MESSAGES_MAX_DEFAULT,
+            inflight_bytes_max: INFLIGHT_BYTES_MAX_DEFAULT,
+            uncommitted_bytes_max: UNCOMMITTED_BYTES_MAX_DEFAULT,
+            outbound_queue_bytes_max: OUTBOUND_QUEUE_BYTES_MAX_DEFAULT,
+            groups_max: GROUPS_MAX_DEFAULT,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Parses a config from TOML text. Syntax errors, wrong types and unknown
+    /// keys come back as [`TuningError::Parse`] with the line and column.
+    pub fn from_toml_str(text: &str) -> Result<NodeConfig, TuningError> {
+        toml::from_str(text).map_err(|error| parse_error(None, text, &error))
+    }
+
+    /// Reads and parses a config file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<NodeConfig, TuningError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| TuningError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| parse_error(Some(path), &text, &error))
+    }
+
+    /// The config as TOML (without comments).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).expect("a NodeConfig always serializes to TOML")
+    }
+
+    /// This node's entry in `peers`, if it has one.
+    pub fn self_peer(&self) -> Option<&Peer> {
+        self.peers.iter().find(|peer| peer.id == self.node_id)
+    }
+}
+
+impl ShardSettings {
+    /// `spin_before_park_us` as glommio wants it: `None` when zero.
+    pub fn spin_before_park(&self) -> Option<Duration> {
+        (self.spin_before_park_us > 0).then(|| Duration::from_micros(self.spin_before_park_us))
+    }
+}
+
+impl RaftSettings {
+    /// The tick as a duration.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+
+    /// Ticks a lease lasts (only meaningful with [`ReadMode::Lease`]).
+    pub fn lease_ticks(&self) -> u64 {
+        self.election_timeout_ticks
+            .saturating_sub(self.clock_drift_margin_ticks)
+    }
+}
+
+fn parse_error(path: Option<&Path>, text: &str, error: &toml::de::Error) -> TuningError {
+    TuningError::Parse {
+        path: path.map(Path::to_path_buf),
+        location: error.span().and_then(|span| TextLocation::of_offset(text, span.start)),
+        message: error.message().trim_end().to_owned(),
+    }
+}
+
+impl Serialize for CoreSelection {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CoreSelection::Auto => serializer.serialize_str("auto"),
+            CoreSelection::List(cores) => cores.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CoreSelection {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CoreSelectionVisitor;
+
+        impl<'de> Visitor<'de> for CoreSelectionVisitor {
+            type Value = CoreSelection;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("\"auto\" or a list of CPU numbers such as [0, 1]")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<CoreSelection, E> {
+                if value == "auto" {
+                    Ok(CoreSelection::Auto)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(value), &self))
+                }
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CoreSelection, A::Error> {
+                let mut cores = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(crate::limits::SHARD_COUNT_LIMIT));
+                while let Some(core) = seq.next_element::<usize>()? {
+                    cores.push(core);
+                }
+                Ok(CoreSelection::List(cores))
+            }
+        }
+
+        deserializer.deserialize_any(CoreSelectionVisitor)
+    }
+}

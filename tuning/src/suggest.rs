@@ -64,12 +64,17 @@ impl Topology {
             };
         }
 
-        let mut pools = vec![(without_os.as_slice(), reserve_os)];
-        if reserve_os {
-            pools.push((all.as_slice(), false));
+        // Doubling up on SMT siblings costs more than sharing core 0 with the
+        // OS, so core 0 comes back before siblings are used.
+        let mut attempts = Vec::new();
+        for allow_smt in [false, true] {
+            attempts.push((without_os.as_slice(), reserve_os, allow_smt));
+            if reserve_os {
+                attempts.push((all.as_slice(), false, allow_smt));
+            }
         }
-        for (pool, reserved) in pools {
-            if let Some((mut cores, lines)) = pick(pool, shard_count, self.has_smt()) {
+        for (pool, reserved, allow_smt) in attempts {
+            if let Some((mut cores, lines)) = pick(pool, shard_count, self.has_smt(), allow_smt) {
                 if reserved {
                     explanation.push(format!(
                         "core 0 left to the OS and interrupts ({} physical cores ≥ {OS_RESERVED_CORE_FROM_PHYSICAL_CORES})",
@@ -105,8 +110,9 @@ impl Topology {
     }
 }
 
-/// Picks `count` CPUs from `cores`, or `None` if there are too few CPUs.
-fn pick(cores: &[PhysicalCore], count: usize, smt: bool) -> Option<(Vec<usize>, Vec<String>)> {
+/// Picks `count` CPUs from `cores` (several threads of a core only with
+/// `allow_smt`), or `None` if there are too few.
+fn pick(cores: &[PhysicalCore], count: usize, smt: bool, allow_smt: bool) -> Option<(Vec<usize>, Vec<String>)> {
     let one_per_core = if smt {
         "one shard per physical core, SMT siblings left idle"
     } else {
@@ -144,7 +150,7 @@ fn pick(cores: &[PhysicalCore], count: usize, smt: bool) -> Option<(Vec<usize>, 
         return Some((picked.iter().map(|core| core.cpus[0]).collect(), lines));
     }
     let threads: usize = ordered.iter().map(|core| core.cpus.len()).sum();
-    if count > threads {
+    if !allow_smt || count > threads {
         return None;
     }
     // First threads of every core, then second threads, and so on.

@@ -1,0 +1,129 @@
+//! The `coraft-tune` binary, run as a process against real files.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::THREE_NODES;
+
+fn coraft_tune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_coraft-tune"))
+        .args(args)
+        .output()
+        .expect("coraft-tune runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write_config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.to_string_lossy().into_owned())
+}
+
+fn io_uring_works() -> bool {
+    matches!(
+        coraft_tuning::probe_io_uring(),
+        coraft_tuning::IoUring::Available { .. }
+    )
+}
+
+#[test]
+fn detect_prints_the_cpus_and_io_uring_state() {
+    let output = coraft_tune(&["detect"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    assert!(text.contains("CPUs online:"), "{text}");
+    assert!(text.contains("physical cores:"), "{text}");
+    assert!(text.contains("NUMA nodes:"), "{text}");
+    assert!(text.contains("io_uring:"), "{text}");
+}
+
+#[test]
+fn example_output_passes_check_on_this_machine() {
+    let example = coraft_tune(&["example"]);
+    assert!(example.status.success());
+    let (_dir, path) = write_config(&stdout(&example));
+    let check = coraft_tune(&["check", &path]);
+    if io_uring_works() {
+        assert_eq!(check.status.code(), Some(0), "{}{}", stdout(&check), stderr(&check));
+        assert!(stdout(&check).contains(": ok, "), "{}", stdout(&check));
+    } else {
+        assert!(stdout(&check).contains("machine: io_uring is unavailable"));
+    }
+}
+
+#[test]
+fn check_exits_1_listing_every_problem() {
+    let text = THREE_NODES
+        .replace("cores = [0, 1]", "cores = [4096, 4096]")
+        .replace("node_id = 1", "node_id = 8");
+    let (_dir, path) = write_config(&text);
+    let output = coraft_tune(&["check", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.contains("error: node_id: node 8 is not among the peers"), "{text}");
+    assert!(
+        text.contains("error: shards.cores[0]: core 4096 does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: shards.cores[1]: core 4096 does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("problem(s); the node would not start"), "{text}");
+}
+
+#[test]
+fn check_reports_a_parse_error_with_its_location() {
+    let (_dir, path) = write_config(&THREE_NODES.replace("[wal]", "[wal]\nfsynk = \"always\""));
+    let output = coraft_tune(&["check", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(text.contains(&format!("{path}:")), "{text}");
+    assert!(text.contains("unknown field `fsynk`"), "{text}");
+}
+
+#[test]
+fn check_warns_about_disabled_fsync_but_passes() {
+    let text = THREE_NODES
+        .replace("cores = [0, 1]", "placement = \"unbound\"")
+        .replace("[wal]", "[wal]\nfsync = \"never\"");
+    let (_dir, path) = write_config(&text);
+    let output = coraft_tune(&["check", &path]);
+    assert!(
+        stdout(&output).contains("warning: wal.fsync: FSYNC IS OFF"),
+        "{}",
+        stdout(&output)
+    );
+    if io_uring_works() {
+        assert_eq!(output.status.code(), Some(0));
+    }
+}
+
+#[test]
+fn suggest_prints_a_shards_section_and_refuses_impossible_counts() {
+    let output = coraft_tune(&["suggest"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("[shards]\ncount = "), "{}", stdout(&output));
+
+    let output = coraft_tune(&["suggest", "--shards", "100000"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("placement = \"unbound\""));
+}
+
+#[test]
+fn bad_arguments_exit_2_with_usage() {
+    for args in [&["frobnicate"][..], &[], &["suggest", "--shards", "zero"], &["check"]] {
+        let output = coraft_tune(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).contains("usage:"));
+    }
+}

@@ -24,7 +24,7 @@ pub enum TuningError {
     },
     /// The text is not valid TOML, has a value of the wrong type or an
     /// unknown key.
-    #[error("{}{}: {message}", path.as_ref().map_or_else(|| "config".to_owned(), |p| p.display().to_string()), location.map_or_else(String::new, |l| format!(":{}:{}", l.line, l.column)))]
+    #[error("{}: {message}", origin(path.as_deref(), *location))]
     Parse {
         /// The file, when parsed from one.
         path: Option<PathBuf>,
@@ -39,6 +39,15 @@ pub enum TuningError {
         /// All of them, in field order.
         problems: Vec<Problem>,
     },
+}
+
+/// `path:line:column`, or `config` for text that came from no file.
+fn origin(path: Option<&std::path::Path>, location: Option<TextLocation>) -> String {
+    let mut origin = path.map_or_else(|| "config".to_owned(), |path| path.display().to_string());
+    if let Some(location) = location {
+        origin.push_str(&format!(":{}:{}", location.line, location.column));
+    }
+    origin
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -229,7 +238,7 @@ pub enum ProblemKind {
     #[error("set wal.dir or wal.dirs, not both")]
     WalDirAndDirs,
     /// `wal.dirs` does not list one directory per shard.
-    #[error("lists {listed} director(ies) for {shards} shard(s): list exactly one per shard, or use wal.dir")]
+    #[error("lists {listed} WAL directories for {shards} shard(s): list exactly one per shard, or use wal.dir")]
     WalDirCountMismatch {
         /// Directories listed.
         listed: usize,

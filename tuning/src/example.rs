@@ -19,70 +19,110 @@ pub fn example_config(topology: &Topology) -> String {
         }
         None => "cores = \"auto\"".to_owned(),
     };
-    format!(
-        r#"# coraft node config (see docs/tuning.md). Check it with `coraft-tune check FILE`.
-
-cluster_id = 42                      # peers of another cluster are refused at handshake
-node_id = 1                          # this node; must be one of the peers (0 is reserved)
-listen = "127.0.0.1:7001"            # Raft and client traffic
-# metrics_listen = "127.0.0.1:9101"  # Prometheus text format over HTTP; off when omitted
-
-# Every voter, this node included: the id and the address others dial.
-[[peers]]
-id = 1
-address = "127.0.0.1:7001"
-[[peers]]
-id = 2
-address = "127.0.0.1:7002"
-[[peers]]
-id = 3
-address = "127.0.0.1:7003"
-
-# One shard = one glommio executor thread owning its Raft groups and one WAL.
-# To pin the shards on this machine (`coraft-tune suggest`):
-#   placement = "fixed"
-#   {pinned}
-[shards]
-count = {count}
-placement = "unbound"                # "fixed" pins shard i to cores[i] (or cores = "auto")
-spin_before_park_us = {spin}             # >0 spins that long before sleeping: lower latency, more CPU
-
-[wal]
-dir = "/var/lib/coraft/wal"          # shard i logs in dir/shard-i; or dirs = [..] one per shard
-segment_bytes = {segment}       # preallocated segment size, multiple of 4096
-fsync = "always"                     # "never" loses acknowledged writes on a crash: benchmarks only
-
-[raft]
-tick_ms = {tick}                          # every Raft timeout counts in ticks
-election_timeout_ticks = {election}          # each term waits a random [T, 2T) before campaigning
-heartbeat_interval_ticks = {heartbeat}         # must be below election_timeout_ticks
-pre_vote = true                      # a partitioned node cannot disrupt the cluster on return
-check_quorum = true                  # a leader without a quorum steps down
-read_mode = "read_index"             # or "lease": no round trip, trusts clocks within the margin
-clock_drift_margin_ticks = {drift}         # lease = election_timeout_ticks - this
-
-[limits]
-batch_entries_max = {entries}             # entries per proposal batch / AppendEntries / apply
-batch_bytes_max = {batch}            # bytes per batch (at least one entry is always sent)
-inflight_messages_max = {messages}          # AppendEntries in flight per follower
-inflight_bytes_max = {inflight}        # entry bytes in flight per follower
-uncommitted_bytes_max = {uncommitted}     # leader refuses proposals beyond this (back-pressure)
-outbound_queue_bytes_max = {outbound}   # bytes queued per peer connection
-groups_max = {groups}                  # Raft groups this node may host
-"#,
-        count = suggestion.shard_count,
-        spin = SPIN_BEFORE_PARK_US_DEFAULT,
-        segment = SEGMENT_BYTES_DEFAULT,
-        tick = TICK_MS_DEFAULT,
-        election = ELECTION_TIMEOUT_TICKS_DEFAULT,
-        heartbeat = HEARTBEAT_INTERVAL_TICKS_DEFAULT,
-        drift = CLOCK_DRIFT_MARGIN_TICKS_DEFAULT,
-        entries = BATCH_ENTRIES_MAX_DEFAULT,
-        batch = BATCH_BYTES_MAX_DEFAULT,
-        messages = INFLIGHT_MESSAGES_MAX_DEFAULT,
-        inflight = INFLIGHT_BYTES_MAX_DEFAULT,
-        uncommitted = UNCOMMITTED_BYTES_MAX_DEFAULT,
-        outbound = OUTBOUND_QUEUE_BYTES_MAX_DEFAULT,
-        groups = GROUPS_MAX_DEFAULT,
-    )
+    let row = |setting: String, comment: &str| format!("{setting:<36} # {comment}\n");
+    let mut text =
+        String::from("# coraft node config (see docs/tuning.md). Check it with `coraft-tune check FILE`.\n\n");
+    text += &row(
+        "cluster_id = 42".into(),
+        "peers of another cluster are refused at handshake",
+    );
+    text += &row(
+        "node_id = 1".into(),
+        "this node; must be one of the peers (0 is reserved)",
+    );
+    text += &row("listen = \"127.0.0.1:7001\"".into(), "Raft and client traffic");
+    text += &row(
+        "# metrics_listen = \"127.0.0.1:9101\"".into(),
+        "Prometheus text format over HTTP; off when omitted",
+    );
+    text += "\n# Every voter, this node included: the id and the address others dial.\n";
+    for id in 1..=3 {
+        text += &format!("[[peers]]\nid = {id}\naddress = \"127.0.0.1:700{id}\"\n");
+    }
+    text += "\n# One shard = one glommio executor thread owning its Raft groups and one WAL.\n";
+    text += &format!(
+        "# To pin the shards on this machine (`coraft-tune suggest`):\n#   placement = \"fixed\"\n#   {pinned}\n"
+    );
+    text += "[shards]\n";
+    text += &row(
+        format!("count = {}", suggestion.shard_count),
+        "shards on this machine: one per usable physical core",
+    );
+    text += &row(
+        "placement = \"unbound\"".into(),
+        "\"fixed\" pins shard i to cores[i] (or cores = \"auto\")",
+    );
+    text += &row(
+        format!("spin_before_park_us = {SPIN_BEFORE_PARK_US_DEFAULT}"),
+        ">0: spin that long before sleeping, lower latency for more CPU",
+    );
+    text += "\n[wal]\n";
+    text += &row(
+        "dir = \"/var/lib/coraft/wal\"".into(),
+        "shard i logs in dir/shard-i; or dirs = [..], one per shard",
+    );
+    text += &row(
+        format!("segment_bytes = {SEGMENT_BYTES_DEFAULT}"),
+        "preallocated segment size, a multiple of 4096",
+    );
+    text += &row(
+        "fsync = \"always\"".into(),
+        "\"never\" loses acknowledged writes on a crash: benchmarks only",
+    );
+    text += "\n[raft]\n";
+    text += &row(
+        format!("tick_ms = {TICK_MS_DEFAULT}"),
+        "every Raft timeout counts in ticks",
+    );
+    text += &row(
+        format!("election_timeout_ticks = {ELECTION_TIMEOUT_TICKS_DEFAULT}"),
+        "each term waits a random [T, 2T) before campaigning",
+    );
+    text += &row(
+        format!("heartbeat_interval_ticks = {HEARTBEAT_INTERVAL_TICKS_DEFAULT}"),
+        "must be below election_timeout_ticks",
+    );
+    text += &row(
+        "pre_vote = true".into(),
+        "a partitioned node cannot disrupt the cluster on return",
+    );
+    text += &row("check_quorum = true".into(), "a leader without a quorum steps down");
+    text += &row(
+        "read_mode = \"read_index\"".into(),
+        "or \"lease\": no round trip, trusts clocks within the margin",
+    );
+    text += &row(
+        format!("clock_drift_margin_ticks = {CLOCK_DRIFT_MARGIN_TICKS_DEFAULT}"),
+        "lease = election_timeout_ticks - this",
+    );
+    text += "\n[limits]\n";
+    text += &row(
+        format!("batch_entries_max = {BATCH_ENTRIES_MAX_DEFAULT}"),
+        "entries per proposal batch / AppendEntries / apply",
+    );
+    text += &row(
+        format!("batch_bytes_max = {BATCH_BYTES_MAX_DEFAULT}"),
+        "bytes per batch (at least one entry is always sent)",
+    );
+    text += &row(
+        format!("inflight_messages_max = {INFLIGHT_MESSAGES_MAX_DEFAULT}"),
+        "AppendEntries in flight per follower",
+    );
+    text += &row(
+        format!("inflight_bytes_max = {INFLIGHT_BYTES_MAX_DEFAULT}"),
+        "entry bytes in flight per follower",
+    );
+    text += &row(
+        format!("uncommitted_bytes_max = {UNCOMMITTED_BYTES_MAX_DEFAULT}"),
+        "a leader refuses proposals beyond this (back-pressure)",
+    );
+    text += &row(
+        format!("outbound_queue_bytes_max = {OUTBOUND_QUEUE_BYTES_MAX_DEFAULT}"),
+        "bytes queued per peer connection",
+    );
+    text += &row(
+        format!("groups_max = {GROUPS_MAX_DEFAULT}"),
+        "Raft groups this node may host",
+    );
+    text
 }

@@ -273,5 +273,9 @@ fn the_example_config_passes_validation_on_any_machine() {
         assert!(real_problems.is_empty(), "{real_problems:#?}\n{text}");
         assert_eq!(config.shards.placement, PlacementPolicy::Unbound);
         assert_eq!(config.shards.count, topology.suggest(None).shard_count);
+        // The example documents the defaults: it must not drift from them.
+        assert_eq!(config.raft, RaftSettings::default());
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.wal.segment_bytes, SEGMENT_BYTES_DEFAULT);
     }
 }

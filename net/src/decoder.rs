@@ -124,6 +124,8 @@ pub struct FrameDecoder {
     start: usize,
     /// One past the last byte received.
     end: usize,
+    /// Size of the standing receive buffer.
+    buffer_bytes: usize,
     /// The largest body accepted now: [`FRAME_BODY_MAX_BYTES`], or less
     /// while a handshake is expected.
     body_max_bytes: usize,
@@ -152,8 +154,17 @@ fn zeroed_chunk(bytes: usize) -> Chunk {
 impl FrameDecoder {
     /// A decoder with an empty receive buffer of [`READ_BUFFER_BYTES`].
     pub fn new() -> FrameDecoder {
+        FrameDecoder::with_buffer_bytes(READ_BUFFER_BYTES)
+    }
+
+    /// A decoder whose standing receive buffer holds `bytes` (rounded up to
+    /// the frame alignment, at least [`READ_FREE_MIN_BYTES`]). Small buffers
+    /// suit tools and fuzzing (more buffer changes per input).
+    pub fn with_buffer_bytes(bytes: usize) -> FrameDecoder {
+        let buffer_bytes = padded(bytes.max(READ_FREE_MIN_BYTES));
         FrameDecoder {
-            chunk: Arc::new(zeroed_chunk(READ_BUFFER_BYTES)),
+            chunk: Arc::new(zeroed_chunk(buffer_bytes)),
+            buffer_bytes,
             start: 0,
             end: 0,
             body_max_bytes: FRAME_BODY_MAX_BYTES,
@@ -199,7 +210,7 @@ impl FrameDecoder {
     pub fn read_buf(&mut self) -> Result<&mut [u8], NetError> {
         let needed = self.pending_frame_bytes()?;
         let buffered = self.buffered_bytes();
-        let target = READ_BUFFER_BYTES.max(needed);
+        let target = self.buffer_bytes.max(needed);
         let reusable = Arc::get_mut(&mut self.chunk).is_some_and(|chunk| chunk.len() >= target);
         if reusable {
             let chunk_bytes = self.chunk.len();

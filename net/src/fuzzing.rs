@@ -27,7 +27,9 @@ pub fn exercise_decoder(data: &[u8]) -> DecodeOutcome {
         return outcome;
     };
     let read_bytes = if split == 0 { usize::MAX } else { usize::from(split) };
-    let mut decoder = FrameDecoder::new();
+    // The smallest standing buffer: cheap per input, and frames cross
+    // buffer changes often.
+    let mut decoder = FrameDecoder::with_buffer_bytes(0);
     let mut rest = stream;
     let result = (|| -> Result<(), NetError> {
         loop {

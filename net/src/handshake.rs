@@ -278,3 +278,102 @@ pub fn check_hello(local: &LocalIdentity, version: u16, hello: &Hello) -> Result
         role: hello.role,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: LocalIdentity = LocalIdentity {
+        cluster_id: 10,
+        node_id: 1,
+        shard_id: 2,
+    };
+
+    fn hello() -> Hello {
+        Hello {
+            cluster_id: 10,
+            node_id: 3,
+            shard_id: 4,
+            target_shard_id: 2,
+            target_node_id: 1,
+            role: Role::Peer,
+        }
+    }
+
+    #[test]
+    fn hello_and_reply_round_trip_through_their_fixed_layouts() {
+        assert_eq!(Hello::parse(&hello().to_bytes()).unwrap(), hello());
+        let refusals = [
+            None,
+            Some(Refusal::ForeignCluster {
+                expected: 10,
+                found: 11,
+            }),
+            Some(Refusal::IncompatibleVersion {
+                expected: WIRE_VERSION,
+                found: 9,
+            }),
+            Some(Refusal::WrongNode { expected: 1, found: 5 }),
+            Some(Refusal::WrongShard { expected: 2, found: 7 }),
+        ];
+        for refusal in refusals {
+            let reply = HelloReply {
+                refusal,
+                identity: LOCAL,
+            };
+            assert_eq!(HelloReply::parse(&reply.to_bytes(), WIRE_VERSION).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn malformed_hellos_are_errors_not_panics() {
+        assert!(Hello::parse(&[0u8; HELLO_BYTES - 1]).is_err());
+        let mut bytes = hello().to_bytes();
+        bytes[32] = 9;
+        assert!(Hello::parse(&bytes).is_err());
+        let mut reply = [0u8; HELLO_REPLY_BYTES];
+        reply[0] = 200;
+        assert!(HelloReply::parse(&reply, WIRE_VERSION).is_err());
+    }
+
+    #[test]
+    fn accepting_side_checks_cluster_then_version_then_address() {
+        let peer = check_hello(&LOCAL, WIRE_VERSION, &hello()).unwrap();
+        assert_eq!(
+            peer,
+            PeerIdentity {
+                node_id: 3,
+                shard_id: 4,
+                role: Role::Peer
+            }
+        );
+        let foreign = Hello {
+            cluster_id: 11,
+            ..hello()
+        };
+        assert_eq!(
+            check_hello(&LOCAL, WIRE_VERSION + 1, &foreign),
+            Err(Refusal::ForeignCluster {
+                expected: 10,
+                found: 11
+            })
+        );
+        assert!(matches!(
+            check_hello(&LOCAL, WIRE_VERSION + 1, &hello()),
+            Err(Refusal::IncompatibleVersion { .. })
+        ));
+        let any_node = Hello {
+            target_node_id: 0,
+            ..hello()
+        };
+        assert!(check_hello(&LOCAL, WIRE_VERSION, &any_node).is_ok());
+        let other_node = Hello {
+            target_node_id: 8,
+            ..hello()
+        };
+        assert_eq!(
+            check_hello(&LOCAL, WIRE_VERSION, &other_node),
+            Err(Refusal::WrongNode { expected: 1, found: 8 })
+        );
+    }
+}

@@ -327,3 +327,31 @@ fn listener_closes_bad_connections_with_counted_reasons_and_keeps_serving() {
         assert_eq!(counters[at], value, "{counter:?}");
     }
 }
+
+#[test]
+fn a_connection_that_never_says_hello_is_closed_after_the_handshake_timeout() {
+    let (address_tx, address_rx) = mpsc::channel();
+    let server = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let mut config = NetConfig::new(LocalIdentity {
+                cluster_id: CLUSTER,
+                node_id: 1,
+                shard_id: 0,
+            });
+            config.handshake_timeout = Duration::from_millis(200);
+            let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+            address_tx.send(listener.local_addr()).unwrap();
+            let handshaking = listener.accept().await.unwrap();
+            let result = handshaking.handshake().await;
+            (
+                matches!(result, Err(NetError::HandshakeTimeout { millis: 200 })),
+                listener.stats().get(Counter::HandshakesFailed),
+            )
+        })
+        .unwrap();
+    let silent = TcpStream::connect(address_rx.recv().unwrap()).unwrap();
+    let started = std::time::Instant::now();
+    assert_closed_by_server(silent);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.join().unwrap(), (true, 1));
+}

@@ -296,3 +296,16 @@ fn encoded_bytes_max_bounds_the_archived_size() {
     let archived = rkyv::to_bytes::<rancor::Error>(&many).unwrap();
     assert!(archived.len() <= 50 * envelope.encoded_bytes_max() + 64);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The outbound queue counts `encoded_bytes_max`; a full queue must fit a
+    /// frame, so the bound must hold for every message.
+    #[test]
+    fn encoded_bytes_max_is_an_upper_bound_for_every_message(messages in vec(envelope(), 1..8)) {
+        let bound: usize = messages.iter().map(Envelope::encoded_bytes_max).sum();
+        let archived = rkyv::to_bytes::<rancor::Error>(&RaftBatch { messages }).unwrap();
+        prop_assert!(archived.len() <= bound + 16, "{} > {}", archived.len(), bound);
+    }
+}

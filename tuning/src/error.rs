@@ -238,7 +238,7 @@ pub enum ProblemKind {
     #[error("set wal.dir or wal.dirs, not both")]
     WalDirAndDirs,
     /// `wal.dirs` does not list one directory per shard.
-    #[error("lists {listed} WAL directories for {shards} shard(s): list exactly one per shard, or use wal.dir")]
+    #[error("lists {listed} path(s) for {shards} shard(s): list exactly one per shard, or use wal.dir")]
     WalDirCountMismatch {
         /// Directories listed.
         listed: usize,

@@ -19,110 +19,136 @@ pub fn example_config(topology: &Topology) -> String {
         }
         None => "cores = \"auto\"".to_owned(),
     };
-    let row = |setting: String, comment: &str| format!("{setting:<36} # {comment}\n");
-    let mut text =
-        String::from("# coraft node config (see docs/tuning.md). Check it with `coraft-tune check FILE`.\n\n");
-    text += &row(
-        "cluster_id = 42".into(),
-        "peers of another cluster are refused at handshake",
-    );
-    text += &row(
-        "node_id = 1".into(),
-        "this node; must be one of the peers (0 is reserved)",
-    );
-    text += &row("listen = \"127.0.0.1:7001\"".into(), "Raft and client traffic");
-    text += &row(
-        "# metrics_listen = \"127.0.0.1:9101\"".into(),
-        "Prometheus text format over HTTP; off when omitted",
-    );
-    text += "\n# Every voter, this node included: the id and the address others dial.\n";
-    for id in 1..=3 {
-        text += &format!("[[peers]]\nid = {id}\naddress = \"127.0.0.1:700{id}\"\n");
-    }
-    text += "\n# One shard = one glommio executor thread owning its Raft groups and one WAL.\n";
-    text += &format!(
-        "# To pin the shards on this machine (`coraft-tune suggest`):\n#   placement = \"fixed\"\n#   {pinned}\n"
-    );
-    text += "[shards]\n";
-    text += &row(
-        format!("count = {}", suggestion.shard_count),
-        "shards on this machine: one per usable physical core",
-    );
-    text += &row(
-        "placement = \"unbound\"".into(),
-        "\"fixed\" pins shard i to cores[i] (or cores = \"auto\")",
-    );
-    text += &row(
-        format!("spin_before_park_us = {SPIN_BEFORE_PARK_US_DEFAULT}"),
-        ">0: spin that long before sleeping, lower latency for more CPU",
-    );
-    text += "\n[wal]\n";
-    text += &row(
-        "dir = \"/var/lib/coraft/wal\"".into(),
-        "shard i logs in dir/shard-i; or dirs = [..], one per shard",
-    );
-    text += &row(
-        format!("segment_bytes = {SEGMENT_BYTES_DEFAULT}"),
-        "preallocated segment size, a multiple of 4096",
-    );
-    text += &row(
-        "fsync = \"always\"".into(),
-        "\"never\" loses acknowledged writes on a crash: benchmarks only",
-    );
-    text += "\n[raft]\n";
-    text += &row(
-        format!("tick_ms = {TICK_MS_DEFAULT}"),
-        "every Raft timeout counts in ticks",
-    );
-    text += &row(
-        format!("election_timeout_ticks = {ELECTION_TIMEOUT_TICKS_DEFAULT}"),
-        "each term waits a random [T, 2T) before campaigning",
-    );
-    text += &row(
-        format!("heartbeat_interval_ticks = {HEARTBEAT_INTERVAL_TICKS_DEFAULT}"),
-        "must be below election_timeout_ticks",
-    );
-    text += &row(
-        "pre_vote = true".into(),
-        "a partitioned node cannot disrupt the cluster on return",
-    );
-    text += &row("check_quorum = true".into(), "a leader without a quorum steps down");
-    text += &row(
-        "read_mode = \"read_index\"".into(),
-        "or \"lease\": no round trip, trusts clocks within the margin",
-    );
-    text += &row(
-        format!("clock_drift_margin_ticks = {CLOCK_DRIFT_MARGIN_TICKS_DEFAULT}"),
-        "lease = election_timeout_ticks - this",
-    );
-    text += "\n[limits]\n";
-    text += &row(
-        format!("batch_entries_max = {BATCH_ENTRIES_MAX_DEFAULT}"),
-        "entries per proposal batch / AppendEntries / apply",
-    );
-    text += &row(
-        format!("batch_bytes_max = {BATCH_BYTES_MAX_DEFAULT}"),
-        "bytes per batch (at least one entry is always sent)",
-    );
-    text += &row(
-        format!("inflight_messages_max = {INFLIGHT_MESSAGES_MAX_DEFAULT}"),
-        "AppendEntries in flight per follower",
-    );
-    text += &row(
-        format!("inflight_bytes_max = {INFLIGHT_BYTES_MAX_DEFAULT}"),
-        "entry bytes in flight per follower",
-    );
-    text += &row(
-        format!("uncommitted_bytes_max = {UNCOMMITTED_BYTES_MAX_DEFAULT}"),
-        "a leader refuses proposals beyond this (back-pressure)",
-    );
-    text += &row(
-        format!("outbound_queue_bytes_max = {OUTBOUND_QUEUE_BYTES_MAX_DEFAULT}"),
-        "bytes queued per peer connection",
-    );
-    text += &row(
-        format!("groups_max = {GROUPS_MAX_DEFAULT}"),
-        "Raft groups this node may host",
-    );
-    text
+    let peers: String = (1..=3)
+        .map(|id| format!("[[peers]]\nid = {id}\naddress = \"127.0.0.1:700{id}\"\n"))
+        .collect();
+    [
+        "# coraft node config (see docs/tuning.md). Check it with `coraft-tune check FILE`.\n\n".to_owned(),
+        rows(&[
+            (
+                "cluster_id = 42".into(),
+                "peers of another cluster are refused at handshake",
+            ),
+            (
+                "node_id = 1".into(),
+                "this node; must be one of the peers (0 is reserved)",
+            ),
+            ("listen = \"127.0.0.1:7001\"".into(), "Raft and client traffic"),
+            (
+                "# metrics_listen = \"127.0.0.1:9101\"".into(),
+                "Prometheus text format over HTTP; off when omitted",
+            ),
+        ]),
+        "\n# Every voter, this node included: the id and the address others dial.\n".to_owned(),
+        peers,
+        "\n# One shard = one glommio executor thread owning its Raft groups and one WAL.\n".to_owned(),
+        format!(
+            "# To pin the shards on this machine (`coraft-tune suggest`):\n#   placement = \"fixed\"\n#   {pinned}\n"
+        ),
+        "[shards]\n".to_owned(),
+        rows(&[
+            (
+                format!("count = {}", suggestion.shard_count),
+                "shards on this machine: one per usable physical core",
+            ),
+            (
+                "placement = \"unbound\"".into(),
+                "\"fixed\" pins shard i to cores[i] (or cores = \"auto\")",
+            ),
+            (
+                format!("spin_before_park_us = {SPIN_BEFORE_PARK_US_DEFAULT}"),
+                ">0: spin that long before sleeping, lower latency for more CPU",
+            ),
+        ]),
+        "\n[wal]\n".to_owned(),
+        rows(&[
+            (
+                "dir = \"/var/lib/coraft/wal\"".into(),
+                "shard i logs in dir/shard-i; or dirs = [..], one per shard",
+            ),
+            (
+                format!("segment_bytes = {SEGMENT_BYTES_DEFAULT}"),
+                "preallocated segment size, a multiple of 4096",
+            ),
+            (
+                "fsync = \"always\"".into(),
+                "\"never\" loses acknowledged writes on a crash: benchmarks only",
+            ),
+        ]),
+        "\n[raft]\n".to_owned(),
+        raft_rows(),
+        "\n[limits]\n".to_owned(),
+        limits_rows(),
+    ]
+    .concat()
+}
+
+fn raft_rows() -> String {
+    rows(&[
+        (
+            format!("tick_ms = {TICK_MS_DEFAULT}"),
+            "every Raft timeout counts in ticks",
+        ),
+        (
+            format!("election_timeout_ticks = {ELECTION_TIMEOUT_TICKS_DEFAULT}"),
+            "each term waits a random [T, 2T) before campaigning",
+        ),
+        (
+            format!("heartbeat_interval_ticks = {HEARTBEAT_INTERVAL_TICKS_DEFAULT}"),
+            "must be below election_timeout_ticks",
+        ),
+        (
+            "pre_vote = true".into(),
+            "a partitioned node cannot disrupt the cluster on return",
+        ),
+        ("check_quorum = true".into(), "a leader without a quorum steps down"),
+        (
+            "read_mode = \"read_index\"".into(),
+            "or \"lease\": no round trip, trusts clocks within the margin",
+        ),
+        (
+            format!("clock_drift_margin_ticks = {CLOCK_DRIFT_MARGIN_TICKS_DEFAULT}"),
+            "lease = election_timeout_ticks - this",
+        ),
+    ])
+}
+
+fn limits_rows() -> String {
+    rows(&[
+        (
+            format!("batch_entries_max = {BATCH_ENTRIES_MAX_DEFAULT}"),
+            "entries per proposal batch / AppendEntries / apply",
+        ),
+        (
+            format!("batch_bytes_max = {BATCH_BYTES_MAX_DEFAULT}"),
+            "bytes per batch (at least one entry is always sent)",
+        ),
+        (
+            format!("inflight_messages_max = {INFLIGHT_MESSAGES_MAX_DEFAULT}"),
+            "AppendEntries in flight per follower",
+        ),
+        (
+            format!("inflight_bytes_max = {INFLIGHT_BYTES_MAX_DEFAULT}"),
+            "entry bytes in flight per follower",
+        ),
+        (
+            format!("uncommitted_bytes_max = {UNCOMMITTED_BYTES_MAX_DEFAULT}"),
+            "a leader refuses proposals beyond this (back-pressure)",
+        ),
+        (
+            format!("outbound_queue_bytes_max = {OUTBOUND_QUEUE_BYTES_MAX_DEFAULT}"),
+            "bytes queued per peer connection",
+        ),
+        (
+            format!("groups_max = {GROUPS_MAX_DEFAULT}"),
+            "Raft groups this node may host",
+        ),
+    ])
+}
+
+/// `setting   # comment` lines, comments aligned.
+fn rows(rows: &[(String, &str)]) -> String {
+    rows.iter()
+        .map(|(setting, comment)| format!("{setting:<36} # {comment}\n"))
+        .collect()
 }

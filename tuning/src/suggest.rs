@@ -75,20 +75,7 @@ impl Topology {
         }
         for (pool, reserved, allow_smt) in attempts {
             if let Some((mut cores, lines)) = pick(pool, shard_count, self.has_smt(), allow_smt) {
-                if reserved {
-                    explanation.push(format!(
-                        "core 0 left to the OS and interrupts ({} physical cores ≥ {OS_RESERVED_CORE_FROM_PHYSICAL_CORES})",
-                        all.len()
-                    ));
-                } else if reserve_os {
-                    explanation.push(format!(
-                        "core 0 used: {shard_count} shard(s) do not fit on the other cores"
-                    ));
-                } else if cores.contains(&0) {
-                    explanation.push(format!(
-                        "core 0 used: with fewer than {OS_RESERVED_CORE_FROM_PHYSICAL_CORES} physical cores every core is needed"
-                    ));
-                }
+                explanation.extend(core_zero_note(reserved, reserve_os, &cores, shard_count, all.len()));
                 explanation.extend(lines);
                 cores.sort_unstable();
                 explanation.push(format!("pin to CPUs {}", cpulist::format(&cores)));
@@ -107,6 +94,31 @@ impl Topology {
             cores: None,
             explanation,
         }
+    }
+}
+
+/// Why core 0 is or is not used, when it matters.
+fn core_zero_note(
+    reserved: bool,
+    reserve_os: bool,
+    cores: &[usize],
+    shard_count: usize,
+    physical_cores: usize,
+) -> Option<String> {
+    if reserved {
+        Some(format!(
+            "core 0 left to the OS and interrupts ({physical_cores} physical cores ≥ {OS_RESERVED_CORE_FROM_PHYSICAL_CORES})"
+        ))
+    } else if reserve_os {
+        Some(format!(
+            "core 0 used: {shard_count} shard(s) do not fit on the other cores"
+        ))
+    } else if cores.contains(&0) {
+        Some(format!(
+            "core 0 used: with fewer than {OS_RESERVED_CORE_FROM_PHYSICAL_CORES} physical cores it is not set aside for the OS"
+        ))
+    } else {
+        None
     }
 }
 

@@ -185,7 +185,7 @@ fn suggestion_uses_core_zero_on_small_machines() {
     assert!(suggestion
         .explanation
         .join("\n")
-        .contains("fewer than 4 physical cores"));
+        .contains("fewer than 4 physical cores it is not set aside"));
 }
 
 #[test]

@@ -74,6 +74,18 @@ fn garbage_sysfs_files_never_panic_and_fall_back() {
 }
 
 #[test]
+fn a_huge_cpu_list_is_read_without_quadratic_blowup() {
+    // The largest list the parser accepts, with no sibling or node files.
+    let sysfs = FakeSysfs::empty();
+    sysfs.write("devices/system/cpu/online", "0-65535\n");
+    let topology = sysfs.topology();
+    assert_eq!(topology.cpus.len(), 65536);
+    assert_eq!(topology.physical_cores().len(), 65536);
+    assert_eq!(topology.numa_nodes[0].cpus.len(), 65536);
+    assert_eq!(topology.suggest(None).shard_count, limits::SHARD_COUNT_LIMIT);
+}
+
+#[test]
 fn unreadable_siblings_and_numa_lists_degrade_per_cpu() {
     let sysfs = FakeSysfs::empty();
     sysfs

@@ -11,6 +11,7 @@
 mod sysfs;
 mod system;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -214,7 +215,8 @@ impl Topology {
     /// Marks CPUs outside `allowed` as not allowed. If that would leave none,
     /// keeps them all and says so in `notes`.
     pub fn restrict_to(&mut self, allowed: &[usize]) {
-        if !self.cpus.iter().any(|cpu| allowed.contains(&cpu.id)) {
+        let allowed_set: BTreeSet<usize> = allowed.iter().copied().collect();
+        if !self.cpus.iter().any(|cpu| allowed_set.contains(&cpu.id)) {
             self.notes.push(format!(
                 "the affinity mask {} shares no CPU with the online CPUs; treating all as allowed",
                 cpulist::format(allowed)
@@ -222,7 +224,7 @@ impl Topology {
             return;
         }
         for cpu in &mut self.cpus {
-            cpu.allowed = allowed.contains(&cpu.id);
+            cpu.allowed = allowed_set.contains(&cpu.id);
         }
     }
 
@@ -243,22 +245,18 @@ impl Topology {
 
     /// Physical cores with at least one allowed CPU, by lowest CPU id.
     pub fn physical_cores(&self) -> Vec<PhysicalCore> {
-        let mut cores: Vec<(usize, PhysicalCore)> = Vec::new();
+        let mut cores: BTreeMap<usize, PhysicalCore> = BTreeMap::new();
         for cpu in self.cpus.iter().filter(|cpu| cpu.allowed) {
-            let key = cpu.physical_core();
-            match cores.iter_mut().find(|(core_key, _)| *core_key == key) {
-                Some((_, core)) => core.cpus.push(cpu.id),
-                None => cores.push((
-                    key,
-                    PhysicalCore {
-                        cpus: vec![cpu.id],
-                        numa_node: cpu.numa_node,
-                    },
-                )),
-            }
+            cores
+                .entry(cpu.physical_core())
+                .or_insert_with(|| PhysicalCore {
+                    cpus: Vec::new(),
+                    numa_node: cpu.numa_node,
+                })
+                .cpus
+                .push(cpu.id);
         }
-        cores.sort_by_key(|(key, _)| *key);
-        cores.into_iter().map(|(_, core)| core).collect()
+        cores.into_values().collect()
     }
 
     /// Whether any physical core has more than one online thread.

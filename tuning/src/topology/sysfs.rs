@@ -4,6 +4,7 @@
 //! `/sys`; old kernels lack files): each failure falls back to something
 //! safe and adds a note, and nothing here panics.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
@@ -11,7 +12,9 @@ use super::{Cpu, NumaNode};
 use crate::cpulist;
 
 /// CPUs and NUMA nodes below `root` (a `/sys` lookalike). `affinity` is the
-/// first fallback when the online list is unusable.
+/// first fallback when the online list is unusable. Every CPU list here is
+/// sorted, so membership is a binary search: a machine of thousands of CPUs
+/// (or a corrupt file claiming as many) costs milliseconds, not minutes.
 pub(super) fn read(root: &Path, affinity: Option<&[usize]>, notes: &mut Vec<String>) -> (Vec<Cpu>, Vec<NumaNode>) {
     let cpu_root = root.join("devices/system/cpu");
     let online = online_cpus(&cpu_root, affinity, notes);
@@ -40,7 +43,7 @@ pub(super) fn read(root: &Path, affinity: Option<&[usize]>, notes: &mut Vec<Stri
 
     let numa_nodes = numa_nodes(&root.join("devices/system/node"), &online, notes);
     for node in &numa_nodes {
-        for cpu in cpus.iter_mut().filter(|cpu| node.cpus.contains(&cpu.id)) {
+        for cpu in cpus.iter_mut().filter(|cpu| node.cpus.binary_search(&cpu.id).is_ok()) {
             cpu.numa_node = node.id;
         }
     }
@@ -82,7 +85,7 @@ fn siblings(cpu_root: &Path, cpu: usize, online: &[usize]) -> Option<Vec<usize>>
     let mut siblings: Vec<usize> = cpulist::parse(&text)
         .ok()?
         .into_iter()
-        .filter(|sibling| online.contains(sibling))
+        .filter(|sibling| online.binary_search(sibling).is_ok())
         .collect();
     if !siblings.contains(&cpu) {
         siblings.push(cpu);
@@ -93,6 +96,7 @@ fn siblings(cpu_root: &Path, cpu: usize, online: &[usize]) -> Option<Vec<usize>>
 
 fn numa_nodes(node_root: &Path, online: &[usize], notes: &mut Vec<String>) -> Vec<NumaNode> {
     let mut nodes: Vec<NumaNode> = Vec::new();
+    let mut assigned = BTreeSet::new();
     let mut unreadable = Vec::new();
     if let Ok(entries) = fs::read_dir(node_root) {
         for entry in entries.flatten() {
@@ -112,8 +116,7 @@ fn numa_nodes(node_root: &Path, online: &[usize], notes: &mut Vec<String>) -> Ve
                     // A CPU listed by two nodes stays with the first.
                     let cpus = cpus
                         .into_iter()
-                        .filter(|cpu| online.contains(cpu))
-                        .filter(|cpu| !nodes.iter().any(|node| node.cpus.contains(cpu)))
+                        .filter(|cpu| online.binary_search(cpu).is_ok() && assigned.insert(*cpu))
                         .collect();
                     nodes.push(NumaNode { id, cpus });
                 }
@@ -128,11 +131,7 @@ fn numa_nodes(node_root: &Path, online: &[usize], notes: &mut Vec<String>) -> Ve
     nodes.retain(|node| !node.cpus.is_empty());
     nodes.sort_by_key(|node| node.id);
 
-    let orphans: Vec<usize> = online
-        .iter()
-        .copied()
-        .filter(|cpu| !nodes.iter().any(|node| node.cpus.contains(cpu)))
-        .collect();
+    let orphans: Vec<usize> = online.iter().copied().filter(|cpu| !assigned.contains(cpu)).collect();
     if !orphans.is_empty() {
         if !nodes.is_empty() {
             notes.push(format!(

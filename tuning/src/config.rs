@@ -312,9 +312,12 @@ impl NodeConfig {
         toml::from_str(&text).map_err(|error| parse_error(Some(path), &text, &error))
     }
 
-    /// The config as TOML (without comments).
-    pub fn to_toml_string(&self) -> String {
-        toml::to_string(self).expect("a NodeConfig always serializes to TOML")
+    /// The config as TOML (without comments), e.g. to log the effective
+    /// config. Fails only on a path that is not UTF-8.
+    pub fn to_toml_string(&self) -> Result<String, TuningError> {
+        toml::to_string(self).map_err(|error| TuningError::Unserializable {
+            message: error.to_string(),
+        })
     }
 
     /// This node's entry in `peers`, if it has one.

@@ -33,6 +33,12 @@ pub enum TuningError {
         /// What toml said (it names an unknown key).
         message: String,
     },
+    /// The config cannot be written as TOML (a path that is not UTF-8).
+    #[error("cannot write the config as TOML: {message}")]
+    Unserializable {
+        /// What toml said.
+        message: String,
+    },
     /// The config cannot run on this machine; every problem found is listed.
     #[error("invalid config ({} problem(s)):\n{}", problems.len(), list(problems))]
     Invalid {

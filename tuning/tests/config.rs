@@ -202,10 +202,21 @@ fn a_config_survives_a_round_trip_through_toml() {
     let mut config = three_nodes();
     config.metrics_listen = Some("127.0.0.1:9101".parse().unwrap());
     config.raft.read_mode = ReadMode::Lease;
-    assert_eq!(parse(&config.to_toml_string()), config);
+    assert_eq!(parse(&config.to_toml_string().unwrap()), config);
     let mut auto = NodeConfig::default();
     auto.shards.cores = Some(CoreSelection::Auto);
-    assert_eq!(parse(&auto.to_toml_string()), auto);
+    assert_eq!(parse(&auto.to_toml_string().unwrap()), auto);
+}
+
+#[test]
+fn a_non_utf8_path_is_an_error_not_a_panic_when_writing_toml() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut config = NodeConfig::default();
+    config.wal.dir = Some(PathBuf::from(std::ffi::OsStr::from_bytes(b"/data/\xff")));
+    assert!(matches!(
+        config.to_toml_string(),
+        Err(TuningError::Unserializable { .. })
+    ));
 }
 
 // ---- validation ----

@@ -30,6 +30,10 @@ pub const READ_BUFFER_BYTES: usize = 256 * 1024;
 /// A read is never offered less free space than this (unless the pending
 /// frame needs less), so small reads do not multiply syscalls.
 pub const READ_FREE_MIN_BYTES: usize = 16 * 1024;
+/// A buffer grown for large frames goes back to the standing size after this
+/// many frames in a row that fit the standing size (hysteresis: a stream of
+/// large frames keeps its buffer instead of reallocating per frame).
+pub const SHRINK_AFTER_SMALL_FRAMES: u32 = 64;
 
 type Chunk = AlignedVec<FRAME_ALIGN_BYTES>;
 
@@ -126,6 +130,8 @@ pub struct FrameDecoder {
     end: usize,
     /// Size of the standing receive buffer.
     buffer_bytes: usize,
+    /// Frames in a row that fit the standing buffer.
+    small_frames_in_a_row: u32,
     /// The largest body accepted now: [`FRAME_BODY_MAX_BYTES`], or less
     /// while a handshake is expected.
     body_max_bytes: usize,
@@ -165,6 +171,7 @@ impl FrameDecoder {
         FrameDecoder {
             chunk: Arc::new(zeroed_chunk(buffer_bytes)),
             buffer_bytes,
+            small_frames_in_a_row: 0,
             start: 0,
             end: 0,
             body_max_bytes: FRAME_BODY_MAX_BYTES,
@@ -211,7 +218,12 @@ impl FrameDecoder {
         let needed = self.pending_frame_bytes()?;
         let buffered = self.buffered_bytes();
         let target = self.buffer_bytes.max(needed);
-        let reusable = Arc::get_mut(&mut self.chunk).is_some_and(|chunk| chunk.len() >= target);
+        // A buffer grown for large frames is given back once small frames
+        // are the rule again, so a connection holds only the standing size.
+        let oversized = self.chunk.len() > 2 * target
+            && buffered <= self.buffer_bytes / 2
+            && self.small_frames_in_a_row >= SHRINK_AFTER_SMALL_FRAMES;
+        let reusable = !oversized && Arc::get_mut(&mut self.chunk).is_some_and(|chunk| chunk.len() >= target);
         if reusable {
             let chunk_bytes = self.chunk.len();
             let free = chunk_bytes - self.end;
@@ -292,6 +304,11 @@ impl FrameDecoder {
             version: header.version,
         };
         self.start += frame_bytes;
+        self.small_frames_in_a_row = if frame_bytes <= self.buffer_bytes {
+            self.small_frames_in_a_row.saturating_add(1)
+        } else {
+            0
+        };
         if self.start == self.end {
             self.start = 0;
             self.end = 0;

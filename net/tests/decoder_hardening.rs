@@ -1,7 +1,7 @@
 //! The decoder refuses every kind of bad input with the matching error, before
 //! allocating anything the peer sized, and never panics.
 
-use coraft_net::decoder::READ_BUFFER_BYTES;
+use coraft_net::decoder::{READ_BUFFER_BYTES, SHRINK_AFTER_SMALL_FRAMES};
 use coraft_net::frame::{FrameHeader, FRAME_HEADER_BYTES};
 use coraft_net::schema::*;
 use coraft_net::{decode_all, FrameDecoder, FrameEncoder, FrameKind, NetError, FRAME_BODY_MAX_BYTES, WIRE_VERSION};
@@ -178,4 +178,39 @@ fn every_truncation_and_bit_flip_of_a_valid_stream_fails_cleanly() {
             }
         }
     }
+}
+
+#[test]
+fn a_buffer_grown_for_large_frames_shrinks_back_once_small_frames_are_the_rule() {
+    let chunk = RaftBatch {
+        messages: vec![Envelope {
+            group: 1,
+            from: 1,
+            to: 2,
+            term: 1,
+            body: RaftBody::InstallSnapshot(InstallSnapshot {
+                snapshot_index: 1,
+                snapshot_term: 1,
+                configuration: Configuration::default(),
+                offset: 0,
+                data: vec![3; 2 * 1024 * 1024],
+                done: true,
+            }),
+        }],
+    };
+    let mut encoder = FrameEncoder::new();
+    encoder.encode(&chunk).unwrap();
+    let mut decoder = FrameDecoder::new();
+    decoder.feed(encoder.as_bytes()).unwrap();
+    let frame = decoder.next_frame().unwrap().expect("whole frame fed");
+    assert!(frame.body().len() > 2 * 1024 * 1024);
+    drop(frame);
+    // Another large frame may follow: the buffer stays.
+    assert!(decoder.read_buf().unwrap().len() > READ_BUFFER_BYTES);
+    let small = one_heartbeat_frame();
+    for _ in 0..SHRINK_AFTER_SMALL_FRAMES {
+        decoder.feed(&small).unwrap();
+        assert!(decoder.next_frame().unwrap().is_some());
+    }
+    assert!(decoder.read_buf().unwrap().len() <= READ_BUFFER_BYTES);
 }

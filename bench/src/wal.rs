@@ -21,8 +21,10 @@ use hdrhistogram::Histogram;
 
 /// Bytes of a WAL entry record besides its payload (prefix + group, term, index).
 const ENTRY_OVERHEAD_BYTES: usize = 36;
-/// Size of the preallocated file the raw floor writes into.
-const RAW_FILE_BYTES: u64 = 8 << 30;
+/// Size of each preallocated file the raw floor writes into (one per round).
+/// Files are deleted only at the end of the run: freeing extents on a disk
+/// mounted with `discard` slows later fsyncs and would taint the next side.
+const RAW_FILE_BYTES: u64 = 1 << 30;
 /// Default measuring time per side of each point.
 const SECONDS_PER_SIDE_DEFAULT: f64 = 3.0;
 /// Alternating floor/WAL rounds per point.
@@ -132,7 +134,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
             // hits both sides alike.
             let (mut raw, mut wal) = (Measured::new(), Measured::new());
             for turn in 0..ROUNDS {
-                raw.add(&measure_raw(&dir, *point, round).await?);
+                let raw_path = dir.join(format!("raw-{number}-{turn}"));
+                raw.add(&measure_raw(&raw_path, *point, round).await?);
                 let wal_dir = dir.join(format!("wal-{number}-{turn}"));
                 wal.add(&measure_wal(&wal_dir, *point, round).await?);
             }
@@ -176,13 +179,12 @@ impl Measured {
     }
 }
 
-async fn measure_raw(dir: &Path, point: Point, seconds: Duration) -> Result<Measured> {
-    let path = dir.join("raw-floor");
+async fn measure_raw(path: &Path, point: Point, seconds: Duration) -> Result<Measured> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .dma_open(&path)
+        .dma_open(path)
         .await
         .map_err(std::io::Error::from)?;
     file.pre_allocate(RAW_FILE_BYTES, false)
@@ -208,7 +210,6 @@ async fn measure_raw(dir: &Path, point: Point, seconds: Duration) -> Result<Meas
     }
     measured.elapsed = start.elapsed();
     file.close().await.map_err(std::io::Error::from)?;
-    std::fs::remove_file(&path)?;
     Ok(measured)
 }
 
@@ -267,7 +268,6 @@ async fn measure_wal(dir: &Path, point: Point, seconds: Duration) -> Result<Meas
     measured.fsyncs = wal.stats().flushes;
     let wal = Rc::try_unwrap(wal).map_err(|_| anyhow::anyhow!("WAL still shared"))?;
     wal.close().await?;
-    std::fs::remove_dir_all(dir)?;
     Ok(measured)
 }
 

@@ -1,0 +1,42 @@
+//! Errors a caller of the engine can see. None of them is a panic: a caller's
+//! mistake or a cluster's state is a value.
+
+use thiserror::Error;
+
+use crate::raft::{GroupId, NodeId};
+
+/// Why a request to the engine did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Error {
+    /// This node does not lead the group; `leader_hint` is the leader it
+    /// believes in. A write refused with this error was not applied.
+    #[error("not the leader of the group (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node believed to lead, if known.
+        leader_hint: Option<NodeId>,
+    },
+    /// The request did not complete in time; a write's outcome is unknown.
+    #[error("timed out")]
+    Timeout,
+    /// A named bound was reached (queue, uncommitted bytes, pending reads).
+    #[error("busy: {bound} reached")]
+    Busy {
+        /// The bound that was reached.
+        bound: &'static str,
+    },
+    /// The node or group is shutting down.
+    #[error("shutting down")]
+    Shutdown,
+    /// The write-ahead log failed; the shard stops taking writes.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The group is not hosted by this node.
+    #[error("unknown group {0}")]
+    UnknownGroup(GroupId),
+    /// The node's configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The network layer failed to start (e.g. the listen address is taken).
+    #[error("network: {0}")]
+    Network(String),
+}

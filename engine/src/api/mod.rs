@@ -1,0 +1,9 @@
+//! The embedding API: what a storage system implements ([`StateMachine`])
+//! and what it calls ([`Node`](crate::runtime::Node),
+//! [`GroupHandle`](crate::runtime::GroupHandle)), with typed errors.
+
+mod error;
+mod state_machine;
+
+pub use error::Error;
+pub use state_machine::{Command, LeaderStopReason, StateMachine};

@@ -1,0 +1,82 @@
+//! The trait a storage system implements to be replicated.
+
+use std::io::{Read, Write};
+
+use crate::raft::{Configuration, LogIndex, Term};
+
+/// One committed command handed to [`StateMachine::on_apply`].
+#[derive(Debug, Clone, Copy)]
+pub struct Command<'a> {
+    /// Its log index.
+    pub index: LogIndex,
+    /// The term it was proposed in.
+    pub term: Term,
+    /// The command bytes as proposed.
+    pub data: &'a [u8],
+}
+
+/// Why a node stopped leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderStopReason {
+    /// A newer term started (an election or a transfer).
+    NewTerm(Term),
+    /// The node is shutting down.
+    Shutdown,
+}
+
+/// A deterministic state machine replicated by one Raft group.
+///
+/// It lives on the shard that owns its group and is never moved between
+/// threads, so it needs no `Send`. The engine calls it only from that shard.
+///
+/// # Correctness
+///
+/// - `on_apply` must be deterministic: every replica applies the same
+///   commands in the same order and must reach the same state.
+/// - A snapshot written by `on_snapshot_save` must contain the state of every
+///   command applied so far; `on_snapshot_load` must replace the whole state.
+pub trait StateMachine: 'static {
+    /// Applies committed commands, in log order; returns one result per
+    /// command, handed to its proposer (if it is waiting on this node).
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>>;
+
+    /// Answers a read-only query against the current state. Called only once
+    /// the state has caught up with a linearizable read index.
+    fn on_query(&self, query: &[u8]) -> Vec<u8> {
+        let _ = query;
+        Vec::new()
+    }
+
+    /// Writes a snapshot of the state.
+    fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
+        let _ = writer;
+        Ok(())
+    }
+
+    /// Replaces the state with a snapshot.
+    fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
+        let _ = reader;
+        Ok(())
+    }
+
+    /// This node became the group's leader in `term`.
+    fn on_leader_start(&mut self, term: Term) {
+        let _ = term;
+    }
+
+    /// This node stopped leading the group.
+    fn on_leader_stop(&mut self, reason: LeaderStopReason) {
+        let _ = reason;
+    }
+
+    /// A configuration was committed at `index`.
+    fn on_configuration_committed(&mut self, index: LogIndex, configuration: &Configuration) {
+        let _ = (index, configuration);
+    }
+
+    /// The group hit an unrecoverable error (e.g. its WAL failed); it will
+    /// take no more writes.
+    fn on_error(&mut self, error: &crate::api::Error) {
+        let _ = error;
+    }
+}

@@ -1,0 +1,402 @@
+//! Conversions between the core's types and the wire's and the WAL's: entry
+//! payloads (with the client session header), configurations, and Raft
+//! messages. Decoding takes untrusted bytes and never panics.
+
+use bytes::Bytes;
+use coraft_net::schema::{self as wire, entry_kind};
+
+use crate::raft::{
+    AppendOutcome, Configuration, Entry, EntryPayload, GroupId, LogIndex, Message, MessageBody, NodeId, SnapshotMeta,
+    Term,
+};
+
+/// Bytes of the session header in front of every client command:
+/// `client_id` and `sequence`, little-endian u64s.
+pub const SESSION_HEADER_BYTES: usize = 16;
+
+/// Bound on the members a configuration may list when decoded.
+pub const CONFIGURATION_MEMBERS_MAX: usize = 1024;
+
+/// A command as stored in the log: who proposed it, and the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCommand<'a> {
+    /// The proposing client (0 for embedded proposals: no deduplication).
+    pub client_id: u64,
+    /// The client's sequence number.
+    pub sequence: u64,
+    /// The state machine's command.
+    pub data: &'a [u8],
+}
+
+/// Encodes a command with its session header.
+pub fn encode_command(client_id: u64, sequence: u64, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(SESSION_HEADER_BYTES + data.len());
+    out.extend_from_slice(&client_id.to_le_bytes());
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(data);
+    Bytes::from(out)
+}
+
+/// Splits a stored command; `None` if it is too short to hold the header.
+pub fn decode_command(bytes: &[u8]) -> Option<SessionCommand<'_>> {
+    if bytes.len() < SESSION_HEADER_BYTES {
+        return None;
+    }
+    let client_id = u64::from_le_bytes(bytes[0..8].try_into().ok()?);
+    let sequence = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
+    Some(SessionCommand {
+        client_id,
+        sequence,
+        data: &bytes[SESSION_HEADER_BYTES..],
+    })
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &std::collections::BTreeSet<NodeId>) {
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.0.to_le_bytes());
+    }
+}
+
+/// Encodes a configuration for a log entry.
+pub fn encode_configuration(configuration: &Configuration) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_ids(&mut out, &configuration.voters);
+    put_ids(&mut out, &configuration.outgoing_voters);
+    put_ids(&mut out, &configuration.learners);
+    put_ids(&mut out, &configuration.learners_next);
+    out
+}
+
+/// Why stored or received bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A configuration entry is malformed.
+    #[error("malformed configuration entry: {0}")]
+    Configuration(&'static str),
+    /// An entry kind this version does not know.
+    #[error("unknown entry kind {0}")]
+    EntryKind(u8),
+}
+
+/// Decodes a configuration entry's bytes.
+pub fn decode_configuration(mut bytes: &[u8]) -> Result<Configuration, DecodeError> {
+    let take_ids = |bytes: &mut &[u8]| -> Result<std::collections::BTreeSet<NodeId>, DecodeError> {
+        if bytes.len() < 4 {
+            return Err(DecodeError::Configuration("truncated count"));
+        }
+        let count = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+        *bytes = &bytes[4..];
+        if count > CONFIGURATION_MEMBERS_MAX || bytes.len() < count * 8 {
+            return Err(DecodeError::Configuration("count exceeds the bytes or the bound"));
+        }
+        let ids = bytes[..count * 8]
+            .chunks_exact(8)
+            .map(|c| NodeId(u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+            .collect();
+        *bytes = &bytes[count * 8..];
+        Ok(ids)
+    };
+    let configuration = Configuration {
+        voters: take_ids(&mut bytes)?,
+        outgoing_voters: take_ids(&mut bytes)?,
+        learners: take_ids(&mut bytes)?,
+        learners_next: take_ids(&mut bytes)?,
+    };
+    if !bytes.is_empty() {
+        return Err(DecodeError::Configuration("trailing bytes"));
+    }
+    Ok(configuration)
+}
+
+/// The stored kind and bytes of an entry's payload.
+pub fn payload_to_stored(payload: &EntryPayload) -> (u8, Bytes) {
+    match payload {
+        EntryPayload::Noop => (entry_kind::NOOP, Bytes::new()),
+        EntryPayload::Normal(data) => (entry_kind::NORMAL, data.clone()),
+        EntryPayload::Configuration(c) => (entry_kind::CONFIG, Bytes::from(encode_configuration(c))),
+    }
+}
+
+/// The payload of a stored or received entry.
+pub fn payload_from_stored(kind: u8, data: &[u8]) -> Result<EntryPayload, DecodeError> {
+    match kind {
+        entry_kind::NOOP => Ok(EntryPayload::Noop),
+        entry_kind::NORMAL => Ok(EntryPayload::Normal(Bytes::copy_from_slice(data))),
+        entry_kind::CONFIG => Ok(EntryPayload::Configuration(decode_configuration(data)?)),
+        other => Err(DecodeError::EntryKind(other)),
+    }
+}
+
+fn ids(list: &std::collections::BTreeSet<NodeId>) -> Vec<u64> {
+    list.iter().map(|n| n.0).collect()
+}
+
+/// A core message as a wire envelope.
+pub fn to_wire(message: &Message) -> wire::Envelope {
+    let body = match &message.body {
+        MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => wire::RaftBody::AppendEntries(wire::AppendEntries {
+            prev_log_index: prev_log_index.0,
+            prev_log_term: prev_log_term.0,
+            leader_commit: leader_commit.0,
+            entries: entries
+                .iter()
+                .map(|e| {
+                    let (kind, data) = payload_to_stored(&e.payload);
+                    wire::Entry {
+                        term: e.term.0,
+                        index: e.index.0,
+                        kind,
+                        data: data.to_vec(),
+                    }
+                })
+                .collect(),
+        }),
+        MessageBody::AppendEntriesResponse(outcome) => wire::RaftBody::AppendEntriesResponse(match *outcome {
+            AppendOutcome::Accepted { match_index } => wire::AppendEntriesResponse {
+                reject: false,
+                index: match_index.0,
+                reject_hint_index: 0,
+                reject_hint_term: 0,
+            },
+            AppendOutcome::Rejected {
+                rejected_index,
+                hint_index,
+                hint_term,
+            } => wire::AppendEntriesResponse {
+                reject: true,
+                index: rejected_index.0,
+                reject_hint_index: hint_index.0,
+                reject_hint_term: hint_term.0,
+            },
+        }),
+        MessageBody::RequestVote {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            leadership_transfer,
+        } => wire::RaftBody::RequestVote(wire::RequestVote {
+            pre_vote: *pre_vote,
+            last_log_index: last_log_index.0,
+            last_log_term: last_log_term.0,
+            leadership_transfer: *leadership_transfer,
+        }),
+        MessageBody::RequestVoteResponse { pre_vote, granted } => {
+            wire::RaftBody::RequestVoteResponse(wire::RequestVoteResponse {
+                pre_vote: *pre_vote,
+                granted: *granted,
+            })
+        }
+        MessageBody::Heartbeat { commit_index, round } => wire::RaftBody::Heartbeat(wire::Heartbeat {
+            commit_index: commit_index.0,
+            read_context: *round,
+        }),
+        MessageBody::HeartbeatResponse { round } => {
+            wire::RaftBody::HeartbeatResponse(wire::HeartbeatResponse { read_context: *round })
+        }
+        MessageBody::TimeoutNow => wire::RaftBody::TimeoutNow,
+        MessageBody::ReadIndex { context } => wire::RaftBody::ReadIndex(wire::ReadIndex { context: *context }),
+        MessageBody::ReadIndexResponse { context, index } => {
+            wire::RaftBody::ReadIndexResponse(wire::ReadIndexResponse {
+                context: *context,
+                index: index.map_or(0, |i| i.0),
+            })
+        }
+        MessageBody::InstallSnapshot { meta } => wire::RaftBody::InstallSnapshot(wire::InstallSnapshot {
+            snapshot_index: meta.index.0,
+            snapshot_term: meta.term.0,
+            configuration: wire::Configuration {
+                voters: ids(&meta.configuration.voters),
+                learners: ids(&meta.configuration.learners),
+                outgoing_voters: ids(&meta.configuration.outgoing_voters),
+            },
+            offset: 0,
+            data: Vec::new(),
+            done: true,
+        }),
+        MessageBody::InstallSnapshotResponse { last_index } => {
+            wire::RaftBody::InstallSnapshotResponse(wire::InstallSnapshotResponse {
+                next_offset: last_index.0,
+                rejected: false,
+            })
+        }
+    };
+    wire::Envelope {
+        group: message.group.0,
+        from: message.from.0,
+        to: message.to.0,
+        term: message.term.0,
+        body,
+    }
+}
+
+/// A wire envelope as a core message; `None` for kinds the core does not
+/// take directly (coalesced heartbeats are expanded by the caller).
+pub fn from_wire(envelope: &wire::Envelope) -> Result<Option<Message>, DecodeError> {
+    let body = match &envelope.body {
+        wire::RaftBody::AppendEntries(append) => {
+            let mut entries = Vec::with_capacity(append.entries.len());
+            for e in &append.entries {
+                entries.push(Entry {
+                    index: LogIndex(e.index),
+                    term: Term(e.term),
+                    payload: payload_from_stored(e.kind, &e.data)?,
+                });
+            }
+            MessageBody::AppendEntries {
+                prev_log_index: LogIndex(append.prev_log_index),
+                prev_log_term: Term(append.prev_log_term),
+                entries,
+                leader_commit: LogIndex(append.leader_commit),
+            }
+        }
+        wire::RaftBody::AppendEntriesResponse(r) => MessageBody::AppendEntriesResponse(if r.reject {
+            AppendOutcome::Rejected {
+                rejected_index: LogIndex(r.index),
+                hint_index: LogIndex(r.reject_hint_index),
+                hint_term: Term(r.reject_hint_term),
+            }
+        } else {
+            AppendOutcome::Accepted {
+                match_index: LogIndex(r.index),
+            }
+        }),
+        wire::RaftBody::RequestVote(v) => MessageBody::RequestVote {
+            pre_vote: v.pre_vote,
+            last_log_index: LogIndex(v.last_log_index),
+            last_log_term: Term(v.last_log_term),
+            leadership_transfer: v.leadership_transfer,
+        },
+        wire::RaftBody::RequestVoteResponse(v) => MessageBody::RequestVoteResponse {
+            pre_vote: v.pre_vote,
+            granted: v.granted,
+        },
+        wire::RaftBody::Heartbeat(h) => MessageBody::Heartbeat {
+            commit_index: LogIndex(h.commit_index),
+            round: h.read_context,
+        },
+        wire::RaftBody::HeartbeatResponse(h) => MessageBody::HeartbeatResponse { round: h.read_context },
+        wire::RaftBody::TimeoutNow => MessageBody::TimeoutNow,
+        wire::RaftBody::ReadIndex(r) => MessageBody::ReadIndex { context: r.context },
+        wire::RaftBody::ReadIndexResponse(r) => MessageBody::ReadIndexResponse {
+            context: r.context,
+            index: (r.index > 0).then_some(LogIndex(r.index)),
+        },
+        wire::RaftBody::InstallSnapshot(s) => {
+            let set = |v: &[u64]| v.iter().map(|&n| NodeId(n)).collect();
+            MessageBody::InstallSnapshot {
+                meta: SnapshotMeta {
+                    index: LogIndex(s.snapshot_index),
+                    term: Term(s.snapshot_term),
+                    configuration: Configuration {
+                        voters: set(&s.configuration.voters),
+                        outgoing_voters: set(&s.configuration.outgoing_voters),
+                        learners: set(&s.configuration.learners),
+                        learners_next: Default::default(),
+                    },
+                },
+            }
+        }
+        wire::RaftBody::InstallSnapshotResponse(r) => MessageBody::InstallSnapshotResponse {
+            last_index: LogIndex(r.next_offset),
+        },
+        wire::RaftBody::CoalescedHeartbeat(_) | wire::RaftBody::CoalescedHeartbeatResponse(_) => return Ok(None),
+    };
+    Ok(Some(Message {
+        group: GroupId(envelope.group),
+        from: NodeId(envelope.from),
+        to: NodeId(envelope.to),
+        term: Term(envelope.term),
+        body,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_round_trips_and_garbage_is_an_error() {
+        let c = Configuration {
+            voters: [1, 2, 3].map(NodeId).into(),
+            outgoing_voters: [1, 2, 4].map(NodeId).into(),
+            learners: [5].map(NodeId).into(),
+            learners_next: [4].map(NodeId).into(),
+        };
+        assert_eq!(decode_configuration(&encode_configuration(&c)), Ok(c));
+        assert!(decode_configuration(&[0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert!(decode_configuration(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn every_message_kind_round_trips_through_the_wire_schema() {
+        let entry = Entry {
+            index: LogIndex(3),
+            term: Term(2),
+            payload: EntryPayload::Normal(encode_command(7, 9, b"x")),
+        };
+        let bodies = vec![
+            MessageBody::AppendEntries {
+                prev_log_index: LogIndex(2),
+                prev_log_term: Term(1),
+                entries: vec![
+                    entry,
+                    Entry {
+                        index: LogIndex(4),
+                        term: Term(2),
+                        payload: EntryPayload::Noop,
+                    },
+                ],
+                leader_commit: LogIndex(1),
+            },
+            MessageBody::AppendEntriesResponse(AppendOutcome::Accepted {
+                match_index: LogIndex(4),
+            }),
+            MessageBody::AppendEntriesResponse(AppendOutcome::Rejected {
+                rejected_index: LogIndex(9),
+                hint_index: LogIndex(3),
+                hint_term: Term(1),
+            }),
+            MessageBody::RequestVote {
+                pre_vote: true,
+                last_log_index: LogIndex(4),
+                last_log_term: Term(2),
+                leadership_transfer: false,
+            },
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true,
+            },
+            MessageBody::Heartbeat {
+                commit_index: LogIndex(3),
+                round: 11,
+            },
+            MessageBody::HeartbeatResponse { round: 11 },
+            MessageBody::TimeoutNow,
+            MessageBody::ReadIndex { context: 5 },
+            MessageBody::ReadIndexResponse {
+                context: 5,
+                index: Some(LogIndex(4)),
+            },
+            MessageBody::ReadIndexResponse {
+                context: 6,
+                index: None,
+            },
+        ];
+        for body in bodies {
+            let message = Message {
+                group: GroupId(1),
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(2),
+                body,
+            };
+            assert_eq!(from_wire(&to_wire(&message)), Ok(Some(message)));
+        }
+    }
+}

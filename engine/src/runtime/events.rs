@@ -1,0 +1,67 @@
+//! The shard's inbox: tasks on the shard (connection readers, the ticker,
+//! the WAL sync waiter, the API bridge) push events; the shard loop drains
+//! them all at once each turn, so work that arrives together is batched.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use coraft_net::schema::ClientRequest;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::raft::Message;
+
+use super::node::ApiRequest;
+use super::reply::ClientOutbox;
+
+/// Bound on events waiting for the shard loop; beyond it Raft messages are
+/// dropped (Raft tolerates loss) and client requests are refused as busy.
+pub const EVENTS_QUEUED_MAX: usize = 1 << 18;
+
+/// Something for the shard loop to handle.
+pub(crate) enum Event {
+    Raft(Message),
+    Client {
+        request: ClientRequest,
+        outbox: Rc<ClientOutbox>,
+    },
+    Api(ApiRequest),
+    Tick,
+    Synced(Result<u64, String>),
+}
+
+/// A bounded queue of events plus a doorbell that wakes the loop.
+pub(crate) struct EventQueue {
+    queue: RefCell<VecDeque<Event>>,
+    doorbell: LocalSender<()>,
+}
+
+impl EventQueue {
+    pub fn new() -> (Rc<EventQueue>, LocalReceiver<()>) {
+        let (doorbell, bell) = local_channel::new_bounded(1);
+        (
+            Rc::new(EventQueue {
+                queue: RefCell::new(VecDeque::new()),
+                doorbell,
+            }),
+            bell,
+        )
+    }
+
+    /// Queues an event; returns it back if the queue is full.
+    pub fn push(&self, event: Event) -> Result<(), Box<Event>> {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= EVENTS_QUEUED_MAX {
+            return Err(Box::new(event));
+        }
+        queue.push_back(event);
+        drop(queue);
+        let _ = self.doorbell.try_send(());
+        Ok(())
+    }
+
+    /// Takes every queued event.
+    pub fn drain(&self) -> VecDeque<Event> {
+        std::mem::take(&mut *self.queue.borrow_mut())
+    }
+}

@@ -1,0 +1,218 @@
+//! One Raft group on its shard: the core, the state machine, proposals and
+//! reads waiting for their outcome, and the client sessions that make a
+//! retried write apply at most once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::api::{Command, Error, LeaderStopReason, StateMachine};
+use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
+
+use super::codec::decode_command;
+use super::reply::Reply;
+
+/// Bound on proposals waiting for their outcome in one group.
+pub const PENDING_PROPOSALS_MAX: usize = 1 << 16;
+/// Bound on reads waiting in one group.
+pub const PENDING_READS_MAX: usize = 1 << 16;
+
+/// A proposal accepted by the core, waiting to be applied.
+pub(crate) struct PendingProposal {
+    pub term: Term,
+    pub reply: Reply,
+}
+
+/// A read waiting for its read index and then for the state machine.
+pub(crate) struct PendingRead {
+    pub context: u64,
+    pub index: Option<LogIndex>,
+    pub query: Vec<u8>,
+    pub reply: Reply,
+}
+
+/// The last command a client had applied, with its result.
+struct Session {
+    sequence: u64,
+    result: Vec<u8>,
+}
+
+/// A group hosted by a shard.
+pub(crate) struct Group {
+    pub core: RaftCore,
+    pub state_machine: Box<dyn StateMachine>,
+    pub proposals: BTreeMap<LogIndex, PendingProposal>,
+    pub reads: Vec<PendingRead>,
+    pub next_read_context: u64,
+    sessions: HashMap<u64, Session>,
+    was_leader: bool,
+}
+
+impl Group {
+    pub fn new(core: RaftCore, state_machine: Box<dyn StateMachine>) -> Group {
+        Group {
+            core,
+            state_machine,
+            proposals: BTreeMap::new(),
+            reads: Vec::new(),
+            next_read_context: 1,
+            sessions: HashMap::new(),
+            was_leader: false,
+        }
+    }
+
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        self.core.leader()
+    }
+
+    /// Tells the state machine about leadership changes.
+    pub fn observe_role(&mut self) {
+        let leading = self.core.role() == Role::Leader;
+        if leading && !self.was_leader {
+            self.state_machine.on_leader_start(self.core.term());
+        } else if !leading && self.was_leader {
+            self.state_machine
+                .on_leader_stop(LeaderStopReason::NewTerm(self.core.term()));
+            // Reads confirmed by this leader are still good; unconfirmed ones
+            // come back through `dropped_reads`.
+        }
+        self.was_leader = leading;
+    }
+
+    /// Applies committed entries in order and answers their proposers.
+    pub fn apply(&mut self, entries: &[Entry]) {
+        let mut start = 0;
+        while start < entries.len() {
+            // A run of client commands goes to the state machine in one call.
+            let mut end = start;
+            while end < entries.len() && matches!(entries[end].payload, EntryPayload::Normal(_)) {
+                end += 1;
+            }
+            if end > start {
+                self.apply_commands(&entries[start..end]);
+                start = end;
+                continue;
+            }
+            let entry = &entries[start];
+            if let EntryPayload::Configuration(configuration) = &entry.payload {
+                self.state_machine
+                    .on_configuration_committed(entry.index, configuration);
+            }
+            self.answer(entry.index, entry.term, Ok(Vec::new()));
+            start += 1;
+        }
+        self.serve_reads();
+    }
+
+    fn apply_commands(&mut self, entries: &[Entry]) {
+        // Decide duplicates first (a retried write applies at most once).
+        let mut fresh: Vec<(usize, Command<'_>)> = Vec::with_capacity(entries.len());
+        let mut results: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
+        let mut claimed: HashMap<u64, u64> = HashMap::new();
+        for (position, entry) in entries.iter().enumerate() {
+            let EntryPayload::Normal(bytes) = &entry.payload else {
+                unreachable!("a run of normal entries")
+            };
+            let Some(command) = decode_command(bytes) else {
+                results[position] = Some(Vec::new());
+                continue;
+            };
+            if command.client_id != 0 {
+                let applied = claimed
+                    .get(&command.client_id)
+                    .copied()
+                    .or_else(|| self.sessions.get(&command.client_id).map(|s| s.sequence));
+                if applied.is_some_and(|seq| command.sequence <= seq) {
+                    let cached = self
+                        .sessions
+                        .get(&command.client_id)
+                        .filter(|s| s.sequence == command.sequence)
+                        .map(|s| s.result.clone());
+                    results[position] = Some(cached.unwrap_or_default());
+                    continue;
+                }
+                claimed.insert(command.client_id, command.sequence);
+            }
+            fresh.push((
+                position,
+                Command {
+                    index: entry.index,
+                    term: entry.term,
+                    data: command.data,
+                },
+            ));
+        }
+        if !fresh.is_empty() {
+            let mut iter = fresh.iter().map(|(_, c)| *c);
+            let outputs = self.state_machine.on_apply(&mut iter);
+            for ((position, command), output) in fresh
+                .iter()
+                .zip(outputs.into_iter().chain(std::iter::repeat(Vec::new())))
+            {
+                if let Some(session) = decode_command(match &entries[*position].payload {
+                    EntryPayload::Normal(bytes) => bytes,
+                    _ => unreachable!(),
+                }) {
+                    if session.client_id != 0 {
+                        self.sessions.insert(
+                            session.client_id,
+                            Session {
+                                sequence: session.sequence,
+                                result: output.clone(),
+                            },
+                        );
+                    }
+                }
+                let _ = command;
+                results[*position] = Some(output);
+            }
+        }
+        for (entry, result) in entries.iter().zip(results) {
+            self.answer(entry.index, entry.term, Ok(result.unwrap_or_default()));
+        }
+    }
+
+    /// Answers the proposal at `index`: with `result` if it is the entry that
+    /// was proposed, with `NotLeader` if another entry took its place.
+    fn answer(&mut self, index: LogIndex, term: Term, result: Result<Vec<u8>, Error>) {
+        // Proposals below `index` whose entries never showed up were replaced.
+        while let Some((&first, _)) = self.proposals.first_key_value() {
+            if first > index {
+                break;
+            }
+            let pending = self.proposals.pop_first().expect("non-empty").1;
+            let hint = self.core.leader();
+            if first == index && pending.term == term {
+                pending.reply.send(result.clone(), hint);
+            } else {
+                pending.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
+            }
+        }
+    }
+
+    /// Serves every read whose index the state machine has reached.
+    pub fn serve_reads(&mut self) {
+        let applied = self.core.applied_index();
+        let hint = self.core.leader();
+        let mut remaining = Vec::with_capacity(self.reads.len());
+        for read in self.reads.drain(..) {
+            match read.index {
+                Some(index) if index <= applied => {
+                    let answer = self.state_machine.on_query(&read.query);
+                    read.reply.send(Ok(answer), hint);
+                }
+                _ => remaining.push(read),
+            }
+        }
+        self.reads = remaining;
+    }
+
+    /// Fails every waiting request (shutdown or a storage failure).
+    pub fn fail_all(&mut self, error: Error) {
+        let hint = self.core.leader();
+        for (_, pending) in std::mem::take(&mut self.proposals) {
+            pending.reply.send(Err(error.clone()), hint);
+        }
+        for read in self.reads.drain(..) {
+            read.reply.send(Err(error.clone()), hint);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The runtime: shards (one glommio executor each) running many Raft groups
+//! over the shard's WAL and TCP connections. See `docs/architecture.md`.
+
+mod codec;
+mod events;
+mod group;
+mod node;
+mod reply;
+mod shard;
+mod storage;
+mod transport;
+
+pub use codec::{decode_command, encode_command, SessionCommand, SESSION_HEADER_BYTES};
+pub use events::EVENTS_QUEUED_MAX;
+pub use group::{PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+pub use node::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, StateMachineFactory, API_QUEUE_MAX};

@@ -1,0 +1,404 @@
+//! Starting a node: one thread per shard, each a glommio executor that opens
+//! its WAL, recovers its groups, connects to its peers and runs the shard
+//! loop. [`Node`] and [`GroupHandle`] are how an embedding program talks to
+//! it from any thread.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coraft_net::{LocalIdentity, NetConfig};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::api::{Error, StateMachine};
+use crate::raft::{Configuration, GroupId, LogIndex, NodeId, RaftConfig, RaftCore, ReadMode, Role, Term};
+
+use super::events::{Event, EventQueue};
+use super::group::Group;
+use super::shard::Shard;
+use super::storage::recover_group;
+use super::transport::Peers;
+
+/// Bound on requests from embedding threads queued for one shard.
+pub const API_QUEUE_MAX: usize = 1 << 16;
+
+/// Builds the state machine of a group, on the shard that will own it.
+pub type StateMachineFactory = Arc<dyn Fn(GroupId) -> Box<dyn StateMachine> + Send + Sync>;
+
+/// One node of the cluster as this node sees it.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    /// The node.
+    pub id: NodeId,
+    /// Its shards' listen addresses, by shard index.
+    pub shard_addresses: Vec<SocketAddr>,
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Peers from another cluster are refused.
+    pub cluster_id: u64,
+    /// This node.
+    pub node_id: NodeId,
+    /// Every voter, this node included (same shard count on every node).
+    pub peers: Vec<PeerSpec>,
+    /// Core of each shard; `None` runs it unpinned (tests, shared machines).
+    pub shard_cores: Vec<Option<usize>>,
+    /// WAL directory; shard `s` writes in `wal_dir/shard-s`.
+    pub wal_dir: PathBuf,
+    /// The groups this node hosts; group `g` lives on shard `g % shards`.
+    pub groups: Vec<GroupId>,
+    /// Length of one Raft tick.
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_timeout_ticks: u64,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_interval_ticks: u64,
+    /// How reads are confirmed.
+    pub read_mode: ReadMode,
+    /// glommio's spin before parking: lower latency for a busier core.
+    pub spin_before_park: Option<Duration>,
+}
+
+impl NodeOptions {
+    fn shard_count(&self) -> usize {
+        self.shard_cores.len()
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let fail = |reason: String| Err(Error::Config(reason));
+        if self.shard_cores.is_empty() {
+            return fail("at least one shard is needed".into());
+        }
+        if !self.peers.iter().any(|p| p.id == self.node_id) {
+            return fail(format!("node {} is not among the peers", self.node_id));
+        }
+        for peer in &self.peers {
+            if peer.shard_addresses.len() != self.shard_count() {
+                return fail(format!(
+                    "peer {} lists {} shard addresses, this node runs {} shards",
+                    peer.id,
+                    peer.shard_addresses.len(),
+                    self.shard_count()
+                ));
+            }
+        }
+        if self.heartbeat_interval_ticks == 0 || self.election_timeout_ticks <= self.heartbeat_interval_ticks {
+            return fail("heartbeat_interval_ticks must be at least 1 and below election_timeout_ticks".into());
+        }
+        Ok(())
+    }
+}
+
+/// A request from an embedding thread to a shard.
+pub(crate) enum ApiRequest {
+    Propose {
+        group: GroupId,
+        data: Vec<u8>,
+        reply: flume::Sender<Result<Vec<u8>, Error>>,
+    },
+    Read {
+        group: GroupId,
+        query: Vec<u8>,
+        reply: flume::Sender<Result<Vec<u8>, Error>>,
+    },
+    Status {
+        group: GroupId,
+        reply: flume::Sender<Option<GroupStatus>>,
+    },
+    TransferLeader {
+        group: GroupId,
+        target: NodeId,
+        reply: flume::Sender<Result<(), Error>>,
+    },
+    Shutdown,
+}
+
+/// A peer as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer.
+    pub node: NodeId,
+    /// Highest index known replicated on it.
+    pub match_index: LogIndex,
+    /// Next index to send it.
+    pub next_index: LogIndex,
+    /// Entries it is behind the leader's last index.
+    pub lag: u64,
+}
+
+/// A group's state on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The node reporting.
+    pub node: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub term: Term,
+    /// The leader it knows.
+    pub leader: Option<NodeId>,
+    /// Commit index.
+    pub commit_index: LogIndex,
+    /// Applied index.
+    pub applied_index: LogIndex,
+    /// Last log index.
+    pub last_index: LogIndex,
+    /// Per-peer replication (leader only).
+    pub peers: Vec<PeerStatus>,
+}
+
+struct ShardThread {
+    api: flume::Sender<ApiRequest>,
+    join: Option<glommio::ExecutorJoinHandle<()>>,
+}
+
+/// A running node.
+pub struct Node {
+    options: NodeOptions,
+    shards: Vec<ShardThread>,
+}
+
+/// Talks to one group of a running node, from any thread.
+#[derive(Clone)]
+pub struct GroupHandle {
+    group: GroupId,
+    api: flume::Sender<ApiRequest>,
+}
+
+impl Node {
+    /// Starts the node's shards and waits until each has recovered its groups
+    /// and is listening.
+    pub fn start(options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
+        options.validate()?;
+        let mut shards = Vec::new();
+        let mut started = Vec::new();
+        for shard in 0..options.shard_count() {
+            let (api, api_rx) = flume::bounded(API_QUEUE_MAX);
+            let (ready_tx, ready_rx) = flume::bounded::<Result<(), Error>>(1);
+            let placement = options.shard_cores[shard].map_or(Placement::Unbound, Placement::Fixed);
+            let mut builder = LocalExecutorBuilder::new(placement).name(&format!("coraft-{}-{shard}", options.node_id));
+            if let Some(spin) = options.spin_before_park {
+                builder = builder.spin_before_park(spin);
+            }
+            let shard_options = options.clone();
+            let factory = factory.clone();
+            let join = builder
+                .spawn(move || async move {
+                    run_shard(shard_options, shard, factory, api_rx, ready_tx).await;
+                })
+                .map_err(|e| Error::Config(format!("starting shard {shard}: {e}")))?;
+            shards.push(ShardThread { api, join: Some(join) });
+            started.push(ready_rx);
+        }
+        let node = Node { options, shards };
+        for (shard, ready) in started.into_iter().enumerate() {
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(Error::Config(format!("shard {shard} stopped while starting"))),
+            }
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.options.node_id
+    }
+
+    /// A handle on one group (hosted or not: requests to an unknown group
+    /// fail with [`Error::UnknownGroup`]).
+    pub fn group(&self, group: GroupId) -> GroupHandle {
+        let shard = (group.0 % self.shards.len() as u64) as usize;
+        GroupHandle {
+            group,
+            api: self.shards[shard].api.clone(),
+        }
+    }
+
+    /// Stops every shard: requests in flight fail with [`Error::Shutdown`].
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for shard in &self.shards {
+            let _ = shard.api.send(ApiRequest::Shutdown);
+        }
+        for shard in &mut self.shards {
+            if let Some(join) = shard.join.take() {
+                let _ = join.join();
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl GroupHandle {
+    /// The group.
+    pub fn id(&self) -> GroupId {
+        self.group
+    }
+
+    /// Replicates `data` and resolves with what the state machine returned
+    /// for it. Only the leader takes writes ([`Error::NotLeader`] otherwise).
+    pub async fn apply(&self, data: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::Propose {
+            group: self.group,
+            data,
+            reply,
+        })?;
+        answer.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// A linearizable read: `query` runs against the state machine once it
+    /// has applied everything committed when the read arrived.
+    pub async fn read(&self, query: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::Read {
+            group: self.group,
+            query,
+            reply,
+        })?;
+        answer.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// The group's state on this node.
+    pub async fn status(&self) -> Result<GroupStatus, Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::Status {
+            group: self.group,
+            reply,
+        })?;
+        answer
+            .recv_async()
+            .await
+            .map_err(|_| Error::Shutdown)?
+            .ok_or(Error::UnknownGroup(self.group))
+    }
+
+    /// Asks the leader to hand leadership to `target`.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::TransferLeader {
+            group: self.group,
+            target,
+            reply,
+        })?;
+        answer.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
+    fn submit(&self, request: ApiRequest) -> Result<(), Error> {
+        self.api.try_send(request).map_err(|e| match e {
+            flume::TrySendError::Full(_) => Error::Busy { bound: "API_QUEUE_MAX" },
+            flume::TrySendError::Disconnected(_) => Error::Shutdown,
+        })
+    }
+}
+
+async fn run_shard(
+    options: NodeOptions,
+    shard: usize,
+    factory: StateMachineFactory,
+    api: flume::Receiver<ApiRequest>,
+    ready: flume::Sender<Result<(), Error>>,
+) {
+    let started = start_shard(&options, shard, &factory).await;
+    let (shard_state, bell) = match started {
+        Ok(started) => {
+            let _ = ready.send(Ok(()));
+            started
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let events = shard_state.events.clone();
+    let bridge = glommio::spawn_local(async move {
+        while let Ok(request) = api.recv_async().await {
+            let stop = matches!(request, ApiRequest::Shutdown);
+            if let Err(refused) = events.push(Event::Api(request)) {
+                if let Event::Api(ApiRequest::Propose { reply, .. } | ApiRequest::Read { reply, .. }) = *refused {
+                    let _ = reply.send(Err(Error::Busy {
+                        bound: "EVENTS_QUEUED_MAX",
+                    }));
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+        let _ = events.push(Event::Api(ApiRequest::Shutdown));
+    });
+    shard_state.run(bell, options.tick).await;
+    bridge.cancel().await;
+}
+
+async fn start_shard(
+    options: &NodeOptions,
+    shard: usize,
+    factory: &StateMachineFactory,
+) -> Result<(Shard, glommio::channels::local_channel::LocalReceiver<()>), Error> {
+    let dir = options.wal_dir.join(format!("shard-{shard}"));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("creating {}: {e}", dir.display())))?;
+    let (wal, report) = coraft_wal::Wal::open(&dir, coraft_wal::Config::default())
+        .await
+        .map_err(|e| Error::Storage(format!("opening the WAL in {}: {e}", dir.display())))?;
+    if let Some(torn) = report.torn_tail {
+        log::warn!(
+            "node {} shard {shard}: truncated a torn WAL tail: {torn:?}",
+            options.node_id
+        );
+    }
+    let voters = Configuration::with_voters(options.peers.iter().map(|p| p.id));
+    let mut groups = BTreeMap::new();
+    for &group in options
+        .groups
+        .iter()
+        .filter(|g| (g.0 % options.shard_count() as u64) as usize == shard)
+    {
+        let initial = recover_group(&wal, group, voters.clone())?;
+        let mut config = RaftConfig::new(options.node_id, group);
+        config.election_timeout_ticks = options.election_timeout_ticks;
+        config.heartbeat_interval_ticks = options.heartbeat_interval_ticks;
+        config.read_mode = options.read_mode;
+        config.seed = options.node_id.0.wrapping_mul(0x9E37_79B9).wrapping_add(group.0);
+        let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
+        groups.insert(group, Group::new(core, factory(group)));
+    }
+    let identity = LocalIdentity {
+        cluster_id: options.cluster_id,
+        node_id: options.node_id.0,
+        shard_id: shard as u32,
+    };
+    let net_config = NetConfig::new(identity);
+    let me = options
+        .peers
+        .iter()
+        .find(|p| p.id == options.node_id)
+        .expect("validated");
+    let listener = coraft_net::Listener::bind(me.shard_addresses[shard], net_config)
+        .map_err(|e| Error::Network(format!("listening on {}: {e}", me.shard_addresses[shard])))?;
+    let remotes: Vec<(NodeId, SocketAddr)> = options
+        .peers
+        .iter()
+        .filter(|p| p.id != options.node_id)
+        .map(|p| (p.id, p.shard_addresses[shard]))
+        .collect();
+    let peers = Peers::connect(net_config, shard as u32, &remotes).map_err(Error::Network)?;
+    let (events, bell) = EventQueue::new();
+    let shard_state = Shard::new(options.node_id, groups, Rc::new(wal), peers, events, Rc::new(listener));
+    Ok((shard_state, bell))
+}

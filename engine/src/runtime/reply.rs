@@ -1,0 +1,79 @@
+//! Where the outcome of a request goes: back to an embedding caller on
+//! another thread, or into a client connection's response queue.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use coraft_net::schema::{ClientError, ClientResponse};
+use glommio::channels::local_channel::LocalSender;
+
+use crate::api::Error;
+use crate::raft::NodeId;
+
+/// Bound on responses queued for one client connection before its writer
+/// sends them.
+pub const CLIENT_RESPONSES_QUEUED_MAX: usize = 1 << 16;
+
+/// A client connection's outgoing responses and the bell that wakes its writer.
+pub(crate) struct ClientOutbox {
+    pub responses: RefCell<Vec<ClientResponse>>,
+    pub doorbell: LocalSender<()>,
+}
+
+impl ClientOutbox {
+    pub fn push(&self, response: ClientResponse) {
+        let mut responses = self.responses.borrow_mut();
+        if responses.len() < CLIENT_RESPONSES_QUEUED_MAX {
+            responses.push(response);
+        }
+        drop(responses);
+        let _ = self.doorbell.try_send(());
+    }
+}
+
+/// Where one request's outcome goes.
+pub(crate) enum Reply {
+    /// An embedding caller, waiting on another thread.
+    Api(flume::Sender<Result<Vec<u8>, Error>>),
+    /// A client connection.
+    Client {
+        outbox: Rc<ClientOutbox>,
+        client_id: u64,
+        request_id: u64,
+        group: u64,
+    },
+}
+
+impl Reply {
+    pub fn send(self, result: Result<Vec<u8>, Error>, leader_hint: Option<NodeId>) {
+        match self {
+            Reply::Api(sender) => {
+                let _ = sender.send(result);
+            }
+            Reply::Client {
+                outbox,
+                client_id,
+                request_id,
+                group,
+            } => {
+                let result = result.map_err(|error| match error {
+                    Error::NotLeader { leader_hint } => ClientError::NotLeader {
+                        leader_hint: leader_hint.map(|n| n.0),
+                    },
+                    Error::Busy { .. } => ClientError::Busy,
+                    Error::Timeout => ClientError::Timeout,
+                    Error::Shutdown => ClientError::Shutdown,
+                    Error::UnknownGroup(_) => ClientError::UnknownGroup,
+                    Error::Storage(_) | Error::Config(_) | Error::Network(_) => ClientError::Storage,
+                });
+                outbox.push(ClientResponse {
+                    client_id,
+                    request_id,
+                    group,
+                    leader_hint: leader_hint.map(|n| n.0),
+                    result,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The shard loop: one glommio executor owning a slice of the groups, their
+//! WAL and their connections. Each turn it drains its inbox, steps the cores,
+//! proposes what clients sent, and handles every group's Ready: one WAL group
+//! commit for all groups' records while AppendEntries go out at once; after
+//! the fsync, the persistence-dependent messages; then applies and replies.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use coraft_net::schema::{ClientError, ClientRequest, ClientResponse};
+use coraft_net::Listener;
+use coraft_wal::Wal;
+
+use crate::api::Error;
+use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
+
+use super::codec::encode_command;
+use super::events::{Event, EventQueue};
+use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+use super::node::{ApiRequest, GroupStatus, PeerStatus};
+use super::reply::{ClientOutbox, Reply};
+use super::storage::write_ready;
+use super::transport::Peers;
+
+/// Bound on Ready rounds one group may produce in one turn, and on the
+/// rounds of handling readies and durability one turn repeats.
+pub const READY_ROUNDS_PER_TURN_MAX: usize = 8;
+
+/// Messages and a persist report waiting for the WAL to be durable up to `lsn`.
+struct PersistWaiter {
+    lsn: u64,
+    group: GroupId,
+    last_entry: Option<(LogIndex, Term)>,
+    messages: Vec<Message>,
+}
+
+/// Proposals collected in one turn, per group.
+type Batch = Vec<(Bytes, Reply)>;
+
+pub(crate) struct Shard {
+    pub node: NodeId,
+    pub groups: BTreeMap<GroupId, Group>,
+    pub wal: Rc<Wal>,
+    pub peers: Peers,
+    pub events: Rc<EventQueue>,
+    pub listener: Rc<Listener>,
+    waiters: VecDeque<PersistWaiter>,
+    synced_requested_lsn: u64,
+    failed: Option<Error>,
+    dirty: BTreeSet<GroupId>,
+    shutting_down: bool,
+}
+
+/// Answers a client request the shard cannot take now.
+pub(crate) fn refuse_busy(request: &ClientRequest, outbox: &Rc<ClientOutbox>) {
+    let (client_id, request_id, group) = match request {
+        ClientRequest::Propose {
+            client_id,
+            sequence,
+            group,
+            ..
+        } => (*client_id, *sequence, *group),
+        ClientRequest::Read {
+            client_id,
+            request_id,
+            group,
+            ..
+        } => (*client_id, *request_id, *group),
+    };
+    outbox.push(ClientResponse {
+        client_id,
+        request_id,
+        group,
+        leader_hint: None,
+        result: Err(ClientError::Busy),
+    });
+}
+
+impl Shard {
+    pub fn new(
+        node: NodeId,
+        groups: BTreeMap<GroupId, Group>,
+        wal: Rc<Wal>,
+        peers: Peers,
+        events: Rc<EventQueue>,
+        listener: Rc<Listener>,
+    ) -> Shard {
+        let dirty = groups.keys().copied().collect();
+        Shard {
+            node,
+            groups,
+            wal,
+            peers,
+            events,
+            listener,
+            waiters: VecDeque::new(),
+            synced_requested_lsn: 0,
+            failed: None,
+            dirty,
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(mut self, bell: glommio::channels::local_channel::LocalReceiver<()>, tick: Duration) {
+        let ticker_events = self.events.clone();
+        let ticker = glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(tick).await;
+                let _ = ticker_events.push(Event::Tick);
+            }
+        });
+        let server = glommio::spawn_local(super::transport::serve(self.listener.clone(), self.events.clone()));
+        self.turn();
+        while !self.shutting_down {
+            if bell.recv().await.is_none() {
+                break;
+            }
+            self.turn();
+        }
+        ticker.cancel().await;
+        server.cancel().await;
+        for group in self.groups.values_mut() {
+            group.fail_all(Error::Shutdown);
+        }
+        self.peers.close().await;
+        drop(self.listener);
+        match Rc::try_unwrap(self.wal) {
+            Ok(wal) => {
+                if let Err(error) = wal.close().await {
+                    log::warn!("node {}: closing the WAL: {error}", self.node);
+                }
+            }
+            Err(_) => log::warn!(
+                "node {}: the WAL is still shared at shutdown; not closed cleanly",
+                self.node
+            ),
+        }
+    }
+
+    /// One loop turn: everything queued is handled together.
+    fn turn(&mut self) {
+        let mut proposals: BTreeMap<GroupId, Batch> = BTreeMap::new();
+        for event in self.events.drain() {
+            match event {
+                Event::Raft(message) => self.step(message),
+                Event::Client { request, outbox } => self.client_request(request, outbox, &mut proposals),
+                Event::Api(request) => self.api_request(request, &mut proposals),
+                Event::Tick => self.tick(),
+                Event::Synced(result) => self.synced(result),
+            }
+        }
+        for (group_id, batch) in proposals {
+            self.propose(group_id, batch);
+        }
+        // Durability reported to a core can advance its commit at once.
+        for _ in 0..READY_ROUNDS_PER_TURN_MAX {
+            self.handle_readies();
+            self.release_durable();
+            if self.dirty.is_empty() {
+                break;
+            }
+        }
+        self.request_sync();
+    }
+
+    fn step(&mut self, message: Message) {
+        if let Some(group) = self.groups.get_mut(&message.group) {
+            group.core.step(message.clone());
+            self.dirty.insert(message.group);
+        }
+    }
+
+    fn tick(&mut self) {
+        for (&id, group) in self.groups.iter_mut() {
+            group.core.tick();
+            self.dirty.insert(id);
+        }
+    }
+
+    fn reject(&self, reply: Reply, group: Option<&Group>, error: Error) {
+        reply.send(Err(error), group.and_then(|g| g.leader_hint()));
+    }
+
+    fn client_request(
+        &mut self,
+        request: ClientRequest,
+        outbox: Rc<ClientOutbox>,
+        proposals: &mut BTreeMap<GroupId, Batch>,
+    ) {
+        match request {
+            ClientRequest::Propose {
+                client_id,
+                sequence,
+                group,
+                payload,
+            } => {
+                let reply = Reply::Client {
+                    outbox,
+                    client_id,
+                    request_id: sequence,
+                    group,
+                };
+                self.queue_proposal(
+                    GroupId(group),
+                    encode_command(client_id, sequence, &payload),
+                    reply,
+                    proposals,
+                );
+            }
+            ClientRequest::Read {
+                client_id,
+                request_id,
+                group,
+                payload,
+            } => {
+                let reply = Reply::Client {
+                    outbox,
+                    client_id,
+                    request_id,
+                    group,
+                };
+                self.read(GroupId(group), payload, reply);
+            }
+        }
+    }
+
+    fn queue_proposal(
+        &mut self,
+        group_id: GroupId,
+        command: Bytes,
+        reply: Reply,
+        proposals: &mut BTreeMap<GroupId, Batch>,
+    ) {
+        if let Some(error) = &self.failed {
+            return self.reject(reply, None, error.clone());
+        }
+        let Some(group) = self.groups.get(&group_id) else {
+            return self.reject(reply, None, Error::UnknownGroup(group_id));
+        };
+        if group.core.role() != Role::Leader {
+            return self.reject(
+                reply,
+                Some(group),
+                Error::NotLeader {
+                    leader_hint: group.leader_hint(),
+                },
+            );
+        }
+        let batch = proposals.entry(group_id).or_default();
+        if group.proposals.len() + batch.len() >= PENDING_PROPOSALS_MAX {
+            return self.reject(
+                reply,
+                Some(group),
+                Error::Busy {
+                    bound: "PENDING_PROPOSALS_MAX",
+                },
+            );
+        }
+        batch.push((command, reply));
+    }
+
+    fn propose(&mut self, group_id: GroupId, batch: Batch) {
+        let group = self.groups.get_mut(&group_id).expect("queued for a known group");
+        let (commands, replies): (Vec<Bytes>, Vec<Reply>) = batch.into_iter().unzip();
+        match group.core.propose(commands) {
+            Ok((first, term)) => {
+                for (offset, reply) in replies.into_iter().enumerate() {
+                    group
+                        .proposals
+                        .insert(first.plus(offset as u64), PendingProposal { term, reply });
+                }
+                self.dirty.insert(group_id);
+            }
+            Err(error) => {
+                let error = match error {
+                    RaftError::NotLeader { leader_hint } => Error::NotLeader { leader_hint },
+                    RaftError::Busy { .. } => Error::Busy {
+                        bound: "uncommitted_bytes_max",
+                    },
+                    RaftError::TransferInProgress { target } => Error::NotLeader {
+                        leader_hint: Some(target),
+                    },
+                    _ => Error::Busy {
+                        bound: "configuration change pending",
+                    },
+                };
+                let hint = group.leader_hint();
+                for reply in replies {
+                    reply.send(Err(error.clone()), hint);
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, group_id: GroupId, query: Vec<u8>, reply: Reply) {
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return reply.send(Err(Error::UnknownGroup(group_id)), None);
+        };
+        if group.reads.len() >= PENDING_READS_MAX {
+            return reply.send(
+                Err(Error::Busy {
+                    bound: "PENDING_READS_MAX",
+                }),
+                group.leader_hint(),
+            );
+        }
+        let context = group.next_read_context;
+        group.next_read_context += 1;
+        match group.core.read_index(context) {
+            Ok(()) => {
+                group.reads.push(PendingRead {
+                    context,
+                    index: None,
+                    query,
+                    reply,
+                });
+                self.dirty.insert(group_id);
+            }
+            Err(_) => reply.send(
+                Err(Error::NotLeader {
+                    leader_hint: group.leader_hint(),
+                }),
+                group.leader_hint(),
+            ),
+        }
+    }
+
+    fn api_request(&mut self, request: ApiRequest, proposals: &mut BTreeMap<GroupId, Batch>) {
+        match request {
+            ApiRequest::Propose { group, data, reply } => {
+                self.queue_proposal(group, encode_command(0, 0, &data), Reply::Api(reply), proposals)
+            }
+            ApiRequest::Read { group, query, reply } => self.read(group, query, Reply::Api(reply)),
+            ApiRequest::Status { group, reply } => {
+                let _ = reply.send(self.groups.get(&group).map(|g| status_of(self.node, g)));
+            }
+            ApiRequest::TransferLeader { group, target, reply } => {
+                let result = match self.groups.get_mut(&group) {
+                    None => Err(Error::UnknownGroup(group)),
+                    Some(g) => {
+                        self.dirty.insert(group);
+                        g.core.transfer_leader(target).map_err(|e| match e {
+                            RaftError::NotLeader { leader_hint } => Error::NotLeader { leader_hint },
+                            other => Error::Config(other.to_string()),
+                        })
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            ApiRequest::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    fn handle_readies(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for group_id in dirty {
+            for _ in 0..READY_ROUNDS_PER_TURN_MAX {
+                let Some(group) = self.groups.get_mut(&group_id) else {
+                    break;
+                };
+                if !group.core.has_ready() {
+                    break;
+                }
+                let ready = group.core.take_ready();
+                if ready.soft_state.is_some() {
+                    group.observe_role();
+                }
+                // 1. Persist (buffered into this turn's group commit).
+                let last_entry = match write_ready(&self.wal, group_id, &ready) {
+                    Ok(last) => last,
+                    Err(error) => {
+                        self.fail(error);
+                        return;
+                    }
+                };
+                // 2. Send at once, in parallel with the fsync.
+                for message in &ready.messages {
+                    self.peers.send(message);
+                }
+                // 3. After the fsync: acknowledgements and votes.
+                let lsn = self.wal.last_lsn();
+                if ready.must_persist() || !ready.persisted_messages.is_empty() {
+                    self.waiters.push_back(PersistWaiter {
+                        lsn,
+                        group: group_id,
+                        last_entry,
+                        messages: ready.persisted_messages,
+                    });
+                }
+                // 4. Apply and answer; match reads to their indexes.
+                let group = self.groups.get_mut(&group_id).expect("present");
+                for state in ready.read_states {
+                    if let Some(read) = group.reads.iter_mut().find(|r| r.context == state.context) {
+                        read.index = Some(state.index);
+                    }
+                }
+                if !ready.dropped_reads.is_empty() {
+                    let hint = group.leader_hint();
+                    let (dropped, kept): (Vec<_>, Vec<_>) = group
+                        .reads
+                        .drain(..)
+                        .partition(|r| ready.dropped_reads.contains(&r.context));
+                    group.reads = kept;
+                    for read in dropped {
+                        read.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
+                    }
+                }
+                group.apply(&ready.committed_entries);
+                group.serve_reads();
+            }
+        }
+    }
+
+    /// Starts a group commit if anything was appended since the last one.
+    fn request_sync(&mut self) {
+        let last = self.wal.last_lsn();
+        if last <= self.synced_requested_lsn || self.failed.is_some() {
+            return;
+        }
+        self.synced_requested_lsn = last;
+        let sync = self.wal.sync();
+        let events = self.events.clone();
+        glommio::spawn_local(async move {
+            let result = sync.await.map_err(|e| e.to_string());
+            let _ = events.push(Event::Synced(result));
+        })
+        .detach();
+    }
+
+    fn synced(&mut self, result: Result<u64, String>) {
+        if let Err(error) = result {
+            // An fsync failure is fatal for the WAL (never retried).
+            self.fail(Error::Storage(error));
+        }
+    }
+
+    /// Sends what waited for durability and reports it to the cores.
+    fn release_durable(&mut self) {
+        let durable = self.wal.durable_lsn();
+        while self.waiters.front().is_some_and(|w| w.lsn <= durable) {
+            let waiter = self.waiters.pop_front().expect("checked");
+            for message in &waiter.messages {
+                self.peers.send(message);
+            }
+            if let Some((index, term)) = waiter.last_entry {
+                if let Some(group) = self.groups.get_mut(&waiter.group) {
+                    group.core.on_persisted(index, term);
+                    self.dirty.insert(waiter.group);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        log::error!("shard of node {} stops taking writes: {error}", self.node);
+        for group in self.groups.values_mut() {
+            group.state_machine.on_error(&error);
+            group.fail_all(error.clone());
+        }
+        self.failed = Some(error);
+    }
+}
+
+pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
+    let core = &group.core;
+    GroupStatus {
+        node,
+        role: core.role(),
+        term: core.term(),
+        leader: core.leader(),
+        commit_index: core.commit_index(),
+        applied_index: core.applied_index(),
+        last_index: core.last_index(),
+        peers: core
+            .progress()
+            .iter()
+            .map(|(&peer, p)| PeerStatus {
+                node: peer,
+                match_index: p.match_index,
+                next_index: p.next_index,
+                lag: core.last_index().0.saturating_sub(p.match_index.0),
+            })
+            .collect(),
+    }
+}

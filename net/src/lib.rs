@@ -12,6 +12,52 @@
 //! - [`blocking`]: a small `std::net` client for tools, examples and tests.
 //!
 //! The byte layouts are in `docs/wire.md`.
+//!
+//! # A shard's loop, in short
+//!
+//! ```no_run
+//! use coraft_net::schema::{ArchivedRaftBody, Envelope, Heartbeat, RaftBody};
+//! use coraft_net::{Listener, LocalIdentity, NetConfig, NetError, OutboundConnection, PeerAddress};
+//!
+//! # fn main() -> Result<(), NetError> {
+//! # let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().unwrap();
+//! # executor.run(async {
+//! let config = NetConfig::new(LocalIdentity { cluster_id: 7, node_id: 1, shard_id: 0 });
+//! let listener = Listener::bind("127.0.0.1:7000".parse().unwrap(), config)?;
+//! // Accept on one task, handshake and read on one task per connection.
+//! glommio::spawn_local(async move {
+//!     while let Ok(handshaking) = listener.accept().await {
+//!         glommio::spawn_local(async move {
+//!             let Ok(mut connection) = handshaking.handshake().await else { return };
+//!             while let Ok(Some(frame)) = connection.recv().await {
+//!                 for message in frame.raft().into_iter().flat_map(|batch| batch.messages.iter()) {
+//!                     if let ArchivedRaftBody::AppendEntries(append) = &message.body {
+//!                         for entry in append.entries.iter() {
+//!                             let _payload: &[u8] = entry.data.as_slice(); // no copy
+//!                         }
+//!                     }
+//!                 }
+//!             }
+//!         })
+//!         .detach();
+//!     }
+//! })
+//! .detach();
+//! // One outbound connection per remote shard; queue, never block.
+//! let peer = PeerAddress { node_id: 2, shard_id: 0, address: "127.0.0.1:7001".parse().unwrap() };
+//! let outbound = OutboundConnection::spawn(config, peer)?;
+//! let beat = Envelope {
+//!     group: 1, from: 1, to: 2, term: 3,
+//!     body: RaftBody::Heartbeat(Heartbeat { commit_index: 10, read_context: 0 }),
+//! };
+//! match outbound.try_send(beat) {
+//!     Ok(()) | Err(NetError::QueueFull { .. }) => {} // full: the peer is slow; Raft retries
+//!     Err(other) => return Err(other),
+//! }
+//! # Ok(())
+//! # })
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod blocking;

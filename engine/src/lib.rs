@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod client;
 pub mod raft;
 pub mod runtime;
 pub mod sim;

@@ -204,3 +204,54 @@ fn many_groups_on_two_shards_spread_and_replicate() {
         .collect();
     assert!(statuses.iter().all(|s| s.commit_index.0 >= 2));
 }
+
+fn client(cluster: &TestCluster, client_id: u64) -> coraft::client::Client {
+    coraft::client::Client::new(coraft::client::ClientConfig {
+        cluster_id: 7,
+        client_id,
+        nodes: cluster
+            .peers
+            .iter()
+            .map(|p| (p.id, p.shard_addresses.clone()))
+            .collect(),
+        attempt_timeout: Duration::from_secs(5),
+    })
+}
+
+#[test]
+fn client_finds_the_leader_and_a_retried_write_applies_once() {
+    let cluster = TestCluster::start(3, 2, 4);
+    let mut client = client(&cluster, 41);
+    for g in 1..=4 {
+        cluster.leader(GroupId(g));
+    }
+    assert_eq!(count(&client.write(GroupId(3), b"first").unwrap()), 1);
+    // The same (client id, sequence) again: not applied a second time, and
+    // the original result comes back.
+    assert_eq!(count(&client.retry_write().unwrap()), 1);
+    assert_eq!(count(&client.write(GroupId(3), b"second").unwrap()), 2);
+    assert_eq!(count(&client.read(GroupId(3), b"").unwrap()), 2);
+    // Another client's writes are independent.
+    let mut other = self::client(&cluster, 42);
+    assert_eq!(count(&other.write(GroupId(3), b"third").unwrap()), 3);
+}
+
+#[test]
+fn a_node_of_another_cluster_refuses_the_client() {
+    let cluster = TestCluster::start(3, 1, 1);
+    let mut foreign = coraft::client::Client::new(coraft::client::ClientConfig {
+        cluster_id: 8,
+        client_id: 1,
+        nodes: cluster
+            .peers
+            .iter()
+            .map(|p| (p.id, p.shard_addresses.clone()))
+            .collect(),
+        attempt_timeout: Duration::from_millis(500),
+    });
+    let error = foreign.write(GroupId(1), b"x").unwrap_err();
+    assert!(
+        matches!(error, coraft::client::ClientFailure::HandshakeRefused(_)),
+        "{error}"
+    );
+}

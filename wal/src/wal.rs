@@ -286,6 +286,8 @@ impl Wal {
             shared: self.shared.clone(),
             target_lsn,
             failures_seen: state.failures,
+            waited: false,
+            handoff: None,
         }
     }
 

@@ -3,8 +3,9 @@
 //! Subcommands measure one layer each against its physical floor, measured in
 //! the same run: `wal` (the write-ahead log against raw O_DIRECT + fdatasync)
 //! and `net` (frames over TCP against a raw TCP stream and ping-pong). With no
-//! subcommand it will run the embedded 3-node cluster benchmark (issue 5).
+//! subcommand (or `cluster`) it runs an embedded 3-node cluster on loopback.
 
+mod cluster;
 mod net;
 mod wal;
 
@@ -16,13 +17,16 @@ fn main() -> Result<()> {
         Some("wal") => wal::run(args.collect()),
         Some("net") => net::run(args.collect()),
         Some("-h") | Some("--help") => {
-            println!("usage: coraft-bench [wal|net] [--json] [options]");
+            println!("usage: coraft-bench [cluster|wal|net] [--json] [options]");
             Ok(())
         }
-        None => bail!(
-            "the cluster benchmark is not built yet (issue 5); \
-             run `coraft-bench wal` or `coraft-bench net`"
-        ),
+        None => cluster::run(Vec::new()),
+        Some("cluster") => cluster::run(args.collect()),
+        Some(flag) if flag.starts_with("--") => {
+            let mut all = vec![flag.to_string()];
+            all.extend(args);
+            cluster::run(all)
+        }
         Some(other) => bail!("unknown subcommand `{other}`; try --help"),
     }
 }

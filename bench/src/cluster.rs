@@ -1,0 +1,409 @@
+//! `coraft-bench` with no subcommand: an embedded 3-node cluster on loopback
+//! (real TCP, real WALs with fdatasync in a temp dir removed afterwards),
+//! driven by closed-loop clients through the client protocol. The fdatasync
+//! floor is measured in the same run on the same directory.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use coraft::api::{Command, StateMachine};
+use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
+use coraft_net::schema::{ClientRequest, ClientRequestBatch, ClientResponseBatch};
+use coraft_net::{BlockingConnection, Hello, Role as NetRole};
+use hdrhistogram::Histogram;
+
+const CLUSTER_ID: u64 = 0xC0_4A_F7;
+/// Bound on requests one driver sends in one frame.
+const DRIVER_BATCH_MAX: usize = 4096;
+
+struct Options {
+    clients: usize,
+    payload: usize,
+    groups: u64,
+    shards: usize,
+    duration: Duration,
+    warmup: Duration,
+    drivers: usize,
+    json: bool,
+    spin_before_park: Option<Duration>,
+}
+
+fn parse(args: Vec<String>) -> Result<Options> {
+    let mut options = Options {
+        clients: 64,
+        payload: 16,
+        groups: 1,
+        shards: 1,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        drivers: 2,
+        json: false,
+        spin_before_park: None,
+    };
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> Result<u64> {
+            let raw = it.next().ok_or_else(|| anyhow!("{name} needs a value"))?;
+            raw.parse().with_context(|| format!("{name}: `{raw}` is not a number"))
+        };
+        match flag.as_str() {
+            "--clients" => options.clients = value("--clients")? as usize,
+            "--payload" => options.payload = value("--payload")? as usize,
+            "--groups" => options.groups = value("--groups")?,
+            "--shards" => options.shards = value("--shards")? as usize,
+            "--duration" => options.duration = Duration::from_secs(value("--duration")?),
+            "--warmup" => options.warmup = Duration::from_secs(value("--warmup")?),
+            "--drivers" => options.drivers = value("--drivers")? as usize,
+            "--spin-before-park-us" => {
+                options.spin_before_park = Some(Duration::from_micros(value("--spin-before-park-us")?))
+            }
+            "--json" => options.json = true,
+            other => bail!(
+                "unknown option `{other}`; options: --clients N --payload BYTES --groups N --shards N \
+                 --duration S --warmup S --drivers N --spin-before-park-us US --json"
+            ),
+        }
+    }
+    if options.clients == 0 || options.groups == 0 || options.shards == 0 || options.drivers == 0 {
+        bail!("--clients, --groups, --shards and --drivers must be at least 1");
+    }
+    if options.duration.is_zero() {
+        bail!("--duration must be at least 1 second");
+    }
+    Ok(options)
+}
+
+/// The benchmark's state machine: counts commands, returns the count.
+#[derive(Default)]
+struct Counter {
+    applied: u64,
+}
+
+impl StateMachine for Counter {
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+        commands
+            .map(|_| {
+                self.applied += 1;
+                self.applied.to_le_bytes().to_vec()
+            })
+            .collect()
+    }
+    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
+        self.applied.to_le_bytes().to_vec()
+    }
+}
+
+/// p50 of a 4 KiB O_DIRECT write + fdatasync in `dir`: the floor of a durable write.
+fn fsync_floor_p50_us(dir: &std::path::Path) -> Result<u64> {
+    let path = dir.join("fsync-floor");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("valid layout");
+    // SAFETY: the layout is non-zero; the buffer is freed below.
+    let buffer = unsafe { std::alloc::alloc_zeroed(layout) };
+    anyhow::ensure!(!buffer.is_null(), "allocating an aligned buffer");
+    let mut histogram = Histogram::<u64>::new(3).expect("valid histogram");
+    let mut result = Ok(());
+    for round in 0..300u64 {
+        let started = Instant::now();
+        // SAFETY: buffer holds 4096 bytes, aligned as O_DIRECT requires.
+        let written = unsafe {
+            libc::pwrite(
+                file.as_raw_fd(),
+                buffer as *const libc::c_void,
+                4096,
+                (round % 64) as i64 * 4096,
+            )
+        };
+        // SAFETY: a valid open file descriptor.
+        let synced = unsafe { libc::fdatasync(file.as_raw_fd()) };
+        if written != 4096 || synced != 0 {
+            result = Err(anyhow!(
+                "raw write + fdatasync failed: {}",
+                std::io::Error::last_os_error()
+            ));
+            break;
+        }
+        histogram.record(started.elapsed().as_micros() as u64).ok();
+    }
+    // SAFETY: allocated above with the same layout.
+    unsafe { std::alloc::dealloc(buffer, layout) };
+    let _ = std::fs::remove_file(&path);
+    result.map(|()| histogram.value_at_quantile(0.5))
+}
+
+fn free_addresses(count: usize) -> Result<Vec<SocketAddr>> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    Ok(listeners.iter().map(|l| l.local_addr().expect("bound")).collect())
+}
+
+struct Totals {
+    completed: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// One driver: a connection to one (leader node, shard), carrying many
+/// closed-loop clients, each with one request outstanding.
+struct Driver {
+    address: SocketAddr,
+    target_node: NodeId,
+    shard: usize,
+    clients: Vec<(u64, GroupId)>,
+}
+
+fn run_driver(
+    driver: Driver,
+    payload: Vec<u8>,
+    measure_from: Instant,
+    stop_at: Instant,
+    totals: Arc<Totals>,
+) -> Result<Histogram<u64>> {
+    let hello = Hello {
+        cluster_id: CLUSTER_ID,
+        node_id: driver.clients.first().map_or(1, |c| c.0),
+        shard_id: 0,
+        target_shard_id: driver.shard as u32,
+        target_node_id: driver.target_node.0,
+        role: NetRole::Client,
+    };
+    let mut connection = BlockingConnection::connect(driver.address, &hello, Duration::from_secs(5))?;
+    connection.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut sequence: Vec<u64> = vec![0; driver.clients.len()];
+    let mut sent_at: Vec<Instant> = vec![Instant::now(); driver.clients.len()];
+    let slot_of: std::collections::HashMap<u64, usize> = driver
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(slot, &(id, _))| (id, slot))
+        .collect();
+    let request = |slot: usize, sequence: u64| ClientRequest::Propose {
+        client_id: driver.clients[slot].0,
+        sequence,
+        group: driver.clients[slot].1 .0,
+        payload: payload.clone(),
+    };
+    let mut batch = ClientRequestBatch { requests: Vec::new() };
+    for slot in 0..driver.clients.len() {
+        sequence[slot] = 1;
+        sent_at[slot] = Instant::now();
+        batch.requests.push(request(slot, 1));
+        if batch.requests.len() == DRIVER_BATCH_MAX {
+            connection.send(&batch)?;
+            batch.requests.clear();
+        }
+    }
+    connection.send(&batch)?;
+    let mut outstanding = driver.clients.len();
+    while outstanding > 0 {
+        let frame = connection
+            .recv()?
+            .ok_or_else(|| anyhow!("node {} closed the connection", driver.target_node))?;
+        let Some(archived) = frame.client_responses() else {
+            continue;
+        };
+        let responses = rkyv::deserialize::<ClientResponseBatch, rkyv::rancor::Error>(archived)?;
+        batch.requests.clear();
+        let now = Instant::now();
+        for response in responses.responses {
+            let Some(&slot) = slot_of.get(&response.client_id) else {
+                continue;
+            };
+            if response.request_id != sequence[slot] {
+                continue;
+            }
+            outstanding -= 1;
+            if response.result.is_ok() {
+                if sent_at[slot] >= measure_from && now <= stop_at {
+                    histogram
+                        .record(now.duration_since(sent_at[slot]).as_micros().max(1) as u64)
+                        .ok();
+                    totals.completed.fetch_add(1, Ordering::Relaxed);
+                }
+            } else {
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if now < stop_at {
+                sequence[slot] += 1;
+                sent_at[slot] = now;
+                batch.requests.push(request(slot, sequence[slot]));
+                outstanding += 1;
+            }
+        }
+        if !batch.requests.is_empty() {
+            connection.send(&batch)?;
+        }
+    }
+    Ok(histogram)
+}
+
+/// Runs the cluster benchmark.
+pub fn run(args: Vec<String>) -> Result<()> {
+    let options = parse(args)?;
+    let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
+    let floor_us = fsync_floor_p50_us(dir.path())?;
+    let addresses = free_addresses(3 * options.shards)?;
+    let peers: Vec<PeerSpec> = (0..3)
+        .map(|n| PeerSpec {
+            id: NodeId(n as u64 + 1),
+            shard_addresses: addresses[n * options.shards..(n + 1) * options.shards].to_vec(),
+        })
+        .collect();
+    let groups: Vec<GroupId> = (1..=options.groups).map(GroupId).collect();
+    let factory: StateMachineFactory = Arc::new(|_| Box::new(Counter::default()));
+    let mut nodes = Vec::new();
+    for peer in &peers {
+        let node_options = NodeOptions {
+            cluster_id: CLUSTER_ID,
+            node_id: peer.id,
+            peers: peers.clone(),
+            shard_cores: vec![None; options.shards],
+            wal_dir: dir.path().join(format!("node-{}", peer.id)),
+            groups: groups.clone(),
+            tick: Duration::from_millis(10),
+            election_timeout_ticks: 30,
+            heartbeat_interval_ticks: 3,
+            read_mode: ReadMode::Safe,
+            spin_before_park: options.spin_before_park,
+        };
+        nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
+    }
+    // Wait for a leader in every group.
+    let mut leaders = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leaders.len() < groups.len() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not every group elected a leader within 30 s"
+        );
+        for &group in &groups {
+            for node in &nodes {
+                let status = futures_lite::future::block_on(node.group(group).status()).map_err(|e| anyhow!("{e}"))?;
+                if status.role == Role::Leader {
+                    leaders.insert(group, status.node);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Clients: round-robin over groups; drivers: per (leader, shard) target.
+    let mut by_target: std::collections::BTreeMap<(NodeId, usize), Vec<(u64, GroupId)>> = Default::default();
+    for client in 0..options.clients {
+        let group = groups[client % groups.len()];
+        let shard = (group.0 % options.shards as u64) as usize;
+        by_target
+            .entry((leaders[&group], shard))
+            .or_default()
+            .push((client as u64 + 1, group));
+    }
+    let mut drivers = Vec::new();
+    let per_target = options.drivers.div_ceil(by_target.len()).max(1);
+    for ((node, shard), clients) in by_target {
+        let chunk = clients.len().div_ceil(per_target).max(1);
+        for part in clients.chunks(chunk) {
+            drivers.push(Driver {
+                address: peers[node.0 as usize - 1].shard_addresses[shard],
+                target_node: node,
+                shard,
+                clients: part.to_vec(),
+            });
+        }
+    }
+    let totals = Arc::new(Totals {
+        completed: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let measure_from = started + options.warmup;
+    let stop_at = measure_from + options.duration;
+    let payload = vec![0x5a; options.payload];
+    let handles: Vec<_> = drivers
+        .into_iter()
+        .map(|driver| {
+            let (payload, totals) = (payload.clone(), totals.clone());
+            std::thread::spawn(move || run_driver(driver, payload, measure_from, stop_at, totals))
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut last = 0;
+    while Instant::now() < stop_at {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = totals.completed.load(Ordering::Relaxed);
+        let phase = if Instant::now() < measure_from {
+            "warming up"
+        } else {
+            "measuring"
+        };
+        eprint!(
+            "\r{phase}: {:>10} ops/s, {} errors   ",
+            now - last,
+            totals.errors.load(Ordering::Relaxed)
+        );
+        let _ = std::io::stderr().flush();
+        last = now;
+    }
+    eprintln!();
+    done.store(true, Ordering::Relaxed);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for handle in handles {
+        let driver = handle.join().map_err(|_| anyhow!("a driver thread panicked"))??;
+        histogram.add(&driver).ok();
+    }
+    for node in nodes {
+        node.shutdown();
+    }
+    let ops = histogram.len();
+    let seconds = options.duration.as_secs_f64();
+    let errors = totals.errors.load(Ordering::Relaxed);
+    let q = |quantile: f64| histogram.value_at_quantile(quantile);
+    if options.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "system": "coraft", "workload": "write", "nodes": 3, "groups": options.groups,
+                "shards": options.shards, "clients": options.clients, "payload": options.payload,
+                "duration_s": options.duration.as_secs(), "ops": ops, "ops_per_s": (ops as f64 / seconds).round(),
+                "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": histogram.max(),
+                "errors": errors, "fsync": true, "fsync_floor_p50_us": floor_us,
+            })
+        );
+    } else {
+        println!(
+            "coraft cluster benchmark: 3 nodes on loopback, {} shard(s) each, {} group(s), WAL fdatasync on",
+            options.shards, options.groups
+        );
+        println!(
+            "  clients {}  payload {} B  duration {} s (after {} s warm-up)",
+            options.clients,
+            options.payload,
+            options.duration.as_secs(),
+            options.warmup.as_secs()
+        );
+        println!("  writes/s        {:>12.0}", ops as f64 / seconds);
+        println!("  latency p50     {:>9} µs", q(0.5));
+        println!("  latency p90     {:>9} µs", q(0.9));
+        println!("  latency p99     {:>9} µs", q(0.99));
+        println!("  latency p99.9   {:>9} µs", q(0.999));
+        println!("  latency max     {:>9} µs", histogram.max());
+        println!("  errors          {:>12}", errors);
+        println!(
+            "  fdatasync floor {:>9} µs (p50 of 4 KiB O_DIRECT write + fdatasync, same disk)",
+            floor_us
+        );
+        println!("  p50 / floor     {:>12.2}", q(0.5) as f64 / floor_us.max(1) as f64);
+    }
+    Ok(())
+}

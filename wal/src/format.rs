@@ -163,6 +163,8 @@ pub fn encode_record(record: &Record<'_>, out: &mut Vec<u8>) {
 pub enum Decoded<'a> {
     /// A valid record and its encoded length.
     Record(Record<'a>, usize),
+    /// A valid padding record of this length: skip it (it has no LSN).
+    Padding(usize),
     /// An all-zero prefix (or too few bytes left for one): the end of the data.
     End,
     /// Bytes that are not a valid record: torn or corrupted.
@@ -218,6 +220,7 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         2 => HARD_STATE_BODY_BYTES,
         3 => TRUNCATE_BODY_BYTES,
         4 => PURGE_BODY_BYTES,
+        PADDING_KIND => body_len,
         _ => return Decoded::Bad(BadRecord::UnknownKind),
     };
     if expected_body != body_len || (kind != 1 && entry_type != 0) {
@@ -227,6 +230,9 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         return Decoded::Bad(BadRecord::ChecksumMismatch);
     }
     let body = &bytes[RECORD_PREFIX_BYTES..total];
+    if kind == PADDING_KIND {
+        return Decoded::Padding(total);
+    }
     let group = u64_at(body, 0);
     let record = match kind {
         1 => Record::Entry {
@@ -255,6 +261,24 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         },
     };
     Decoded::Record(record, total)
+}
+
+/// The kind byte of a padding record: zeros up to a block boundary, skipped by
+/// readers, so that a large flush ends on a block boundary and the next one
+/// writes only fresh blocks.
+pub const PADDING_KIND: u8 = 5;
+
+/// Appends a padding record of exactly `length` bytes (at least
+/// [`RECORD_PREFIX_BYTES`]) to `out`.
+pub fn encode_padding(length: usize, out: &mut Vec<u8>) {
+    assert!(length >= RECORD_PREFIX_BYTES, "padding shorter than a prefix");
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&((length - RECORD_PREFIX_BYTES) as u32).to_le_bytes());
+    out.extend_from_slice(&[PADDING_KIND, 0, 0, 0]);
+    out.resize(start + length, 0);
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The decoded fixed part of a segment header.
@@ -402,6 +426,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn padding_decodes_as_a_skip_of_its_length_and_flips_are_detected() {
+        let mut bytes = Vec::new();
+        encode_padding(100, &mut bytes);
+        assert_eq!(bytes.len(), 100);
+        assert_eq!(decode_record(&bytes), Decoded::Padding(100));
+        bytes[60] = 1;
+        assert!(matches!(decode_record(&bytes), Decoded::Bad(_)));
     }
 
     #[test]

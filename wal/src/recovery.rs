@@ -33,7 +33,7 @@ use crate::index::Groups;
 
 /// How far past the durable end one flush can write: damage beyond this
 /// distance from the end of the valid records cannot be a torn write.
-pub const TORN_WINDOW_BYTES: u64 = (BATCH_BYTES_LIMIT + 2 * BLOCK_BYTES) as u64;
+pub const TORN_WINDOW_BYTES: u64 = (BATCH_BYTES_LIMIT + 4 * BLOCK_BYTES) as u64;
 
 /// A segment found on disk, mapped read-only.
 #[derive(Debug, Clone)]
@@ -109,6 +109,7 @@ fn scan(bytes: &[u8], mut visit: impl FnMut(u64, &Record<'_>) -> Result<()>) -> 
                 visit(offset as u64, &record)?;
                 offset += length;
             }
+            Decoded::Padding(length) => offset += length,
             Decoded::End => return Ok((offset as u64, None)),
             Decoded::Bad(reason) => return Ok((offset as u64, Some(reason))),
         }

@@ -285,3 +285,33 @@ fn invalid_configs_are_refused_with_the_field_named() {
         })
     ));
 }
+
+#[test]
+fn a_large_flush_ends_on_a_block_boundary_and_the_padding_is_skipped_on_reopen() {
+    use coraft_wal::format::{decode_record, Decoded, BLOCK_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    run(|| async {
+        let (wal, _) = Wal::open(dir.path(), Config::default()).await.unwrap();
+        for index in 1..=700 {
+            wal.append_entry(1, index, 1, 0, &[3; 100]).unwrap();
+        }
+        wal.sync().await.unwrap();
+        wal.append_entry(1, 701, 2, 0, b"next flush").unwrap();
+        wal.sync().await.unwrap();
+        wal.close().await.unwrap();
+        let end_of_first = BLOCK_BYTES + 700 * 136;
+        let path = &coraft_wal::recovery::list_segments(dir.path()).unwrap()[0].1;
+        let bytes = std::fs::read(path).unwrap();
+        let Decoded::Padding(padding) = decode_record(&bytes[end_of_first..]) else {
+            panic!("no padding after the large flush");
+        };
+        assert_eq!((end_of_first + padding) % BLOCK_BYTES, 0);
+        let (wal, _) = Wal::open(dir.path(), Config::default()).await.unwrap();
+        assert_eq!(wal.last_lsn(), 701);
+        assert_eq!(
+            &*wal.entries(1, 701..702, usize::MAX).unwrap()[0].payload,
+            b"next flush"
+        );
+        wal.close().await.unwrap();
+    });
+}

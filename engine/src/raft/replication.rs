@@ -255,7 +255,9 @@ impl RaftCore {
         }
         self.log.commit_to(leader_commit.min(last_new));
         let body = MessageBody::AppendEntriesResponse(AppendOutcome::Accepted { match_index: last_new });
-        if self.config.planted_bug == PlantedBug::AcknowledgeBeforePersist {
+        // Everything acknowledged must be durable: if it already is (an
+        // append that only carried the commit index), answer at once.
+        if self.log.persisted() >= last_new || self.config.planted_bug == PlantedBug::AcknowledgeBeforePersist {
             self.send(from, body);
         } else {
             self.send_after_persist(from, body);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::api::{Command, Error, LeaderStopReason, StateMachine};
 use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
 
-use super::codec::decode_command;
+use super::codec::{decode_command, SessionCommand};
 use super::reply::Reply;
 
 /// Bound on proposals waiting for their outcome in one group.
@@ -103,65 +103,57 @@ impl Group {
     }
 
     fn apply_commands(&mut self, entries: &[Entry]) {
-        // Decide duplicates first (a retried write applies at most once).
-        let mut fresh: Vec<(usize, Command<'_>)> = Vec::with_capacity(entries.len());
+        // Decide duplicates first (a retried write applies at most once),
+        // then hand the fresh commands to the state machine in one call.
         let mut results: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
+        let mut fresh: Vec<(usize, SessionCommand<'_>, Command<'_>)> = Vec::with_capacity(entries.len());
         let mut claimed: HashMap<u64, u64> = HashMap::new();
         for (position, entry) in entries.iter().enumerate() {
             let EntryPayload::Normal(bytes) = &entry.payload else {
                 unreachable!("a run of normal entries")
             };
-            let Some(command) = decode_command(bytes) else {
+            let Some(session) = decode_command(bytes) else {
                 results[position] = Some(Vec::new());
                 continue;
             };
-            if command.client_id != 0 {
+            if session.client_id != 0 {
                 let applied = claimed
-                    .get(&command.client_id)
+                    .get(&session.client_id)
                     .copied()
-                    .or_else(|| self.sessions.get(&command.client_id).map(|s| s.sequence));
-                if applied.is_some_and(|seq| command.sequence <= seq) {
+                    .or_else(|| self.sessions.get(&session.client_id).map(|s| s.sequence));
+                if applied.is_some_and(|sequence| session.sequence <= sequence) {
+                    // A retry: answer with the original result if it is the
+                    // latest command of this client, else with nothing.
                     let cached = self
                         .sessions
-                        .get(&command.client_id)
-                        .filter(|s| s.sequence == command.sequence)
+                        .get(&session.client_id)
+                        .filter(|s| s.sequence == session.sequence)
                         .map(|s| s.result.clone());
                     results[position] = Some(cached.unwrap_or_default());
                     continue;
                 }
-                claimed.insert(command.client_id, command.sequence);
+                claimed.insert(session.client_id, session.sequence);
             }
-            fresh.push((
-                position,
-                Command {
-                    index: entry.index,
-                    term: entry.term,
-                    data: command.data,
-                },
-            ));
+            let command = Command {
+                index: entry.index,
+                term: entry.term,
+                data: session.data,
+            };
+            fresh.push((position, session, command));
         }
         if !fresh.is_empty() {
-            let mut iter = fresh.iter().map(|(_, c)| *c);
-            let outputs = self.state_machine.on_apply(&mut iter);
-            for ((position, command), output) in fresh
-                .iter()
-                .zip(outputs.into_iter().chain(std::iter::repeat(Vec::new())))
-            {
-                if let Some(session) = decode_command(match &entries[*position].payload {
-                    EntryPayload::Normal(bytes) => bytes,
-                    _ => unreachable!(),
-                }) {
-                    if session.client_id != 0 {
-                        self.sessions.insert(
-                            session.client_id,
-                            Session {
-                                sequence: session.sequence,
-                                result: output.clone(),
-                            },
-                        );
-                    }
+            let mut commands = fresh.iter().map(|(_, _, command)| *command);
+            let outputs = self.state_machine.on_apply(&mut commands);
+            let mut outputs = outputs.into_iter();
+            for (position, session, _) in &fresh {
+                let output = outputs.next().unwrap_or_default();
+                if session.client_id != 0 {
+                    let record = Session {
+                        sequence: session.sequence,
+                        result: output.clone(),
+                    };
+                    self.sessions.insert(session.client_id, record);
                 }
-                let _ = command;
                 results[*position] = Some(output);
             }
         }

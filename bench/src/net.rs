@@ -112,18 +112,37 @@ pub fn run(args: Vec<String>) -> Result<()> {
             options.spin_us
         );
         println!(
-            "{:>9} {:>12} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9}",
-            "msg_bytes", "msgs/s", "MB/s", "raw MB/s", "ratio", "rtt p50", "rtt p99", "raw p50", "raw p99"
+            "{:>9} {:>12} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9}   {:>6} {:>6} {:>6} {:>6} {:>5}",
+            "msg_bytes",
+            "msgs/s",
+            "MB/s",
+            "raw MB/s",
+            "ratio",
+            "rtt p50",
+            "rtt p99",
+            "raw p50",
+            "raw p99",
+            "send",
+            "recv",
+            "rsend",
+            "rrecv",
+            "cpu r"
         );
     }
     for &size in &options.sizes {
         let (mut msgs_per_s, mut mb_per_s, mut raw_mb_per_s) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut framed_cpu, mut raw_cpu) = (Vec::new(), Vec::new());
         for _ in 0..options.repeats {
-            let framed = framed_stream(&options, size)?;
+            let (framed, cpu) = framed_stream(&options, size)?;
             msgs_per_s.push(framed.msgs_per_s);
             mb_per_s.push(framed.mb_per_s);
-            raw_mb_per_s.push(raw_stream(&options, size)?);
+            framed_cpu.push(cpu);
+            let (raw, cpu) = raw_stream(&options, size)?;
+            raw_mb_per_s.push(raw);
+            raw_cpu.push(cpu);
         }
+        let framed_cpu = median_cpu(framed_cpu);
+        let raw_cpu = median_cpu(raw_cpu);
         let stream = StreamResult {
             msgs_per_s: median(msgs_per_s),
             mb_per_s: median(mb_per_s),
@@ -146,10 +165,17 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 json_number(round2(raw_rtt_p50_us)),
             );
         } else {
+            let cpu_ratio = raw_cpu.bottleneck() / framed_cpu.bottleneck();
             println!(
                 "{size:>9} {:>12.0} {:>10.1} {:>10.1} {ratio:>6.2} {rtt_p50_us:>9.1} {rtt_p99_us:>9.1} \
-                 {raw_rtt_p50_us:>9.1} {raw_rtt_p99_us:>9.1}",
-                stream.msgs_per_s, stream.mb_per_s, raw_mb_per_s
+                 {raw_rtt_p50_us:>9.1} {raw_rtt_p99_us:>9.1}   {:>6.0} {:>6.0} {:>6.0} {:>6.0} {cpu_ratio:>5.2}",
+                stream.msgs_per_s,
+                stream.mb_per_s,
+                raw_mb_per_s,
+                framed_cpu.send_ns_per_kb,
+                framed_cpu.recv_ns_per_kb,
+                raw_cpu.send_ns_per_kb,
+                raw_cpu.recv_ns_per_kb,
             );
         }
     }
@@ -168,6 +194,12 @@ fn json_integer(value: f64) -> serde_json::Value {
 /// A JSON number (`null` for NaN or infinity, which JSON cannot hold).
 fn json_number(value: f64) -> serde_json::Value {
     serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// The run whose bottleneck side is the median one.
+fn median_cpu(mut values: Vec<StreamCpu>) -> StreamCpu {
+    values.sort_by(|a, b| a.bottleneck().total_cmp(&b.bottleneck()));
+    values[values.len() / 2]
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -237,14 +269,46 @@ struct StreamResult {
     mb_per_s: f64,
 }
 
+/// CPU time of one stream, per wire byte, on each side (load-independent:
+/// what a quiet machine's throughput follows).
+#[derive(Clone, Copy)]
+struct StreamCpu {
+    send_ns_per_kb: f64,
+    recv_ns_per_kb: f64,
+}
+
+impl StreamCpu {
+    fn new(send_ns: u64, recv_ns: u64, bytes: u64) -> StreamCpu {
+        let kb = bytes as f64 / 1000.0;
+        StreamCpu {
+            send_ns_per_kb: send_ns as f64 / kb,
+            recv_ns_per_kb: recv_ns as f64 / kb,
+        }
+    }
+
+    /// The busier side bounds the stream.
+    fn bottleneck(&self) -> f64 {
+        self.send_ns_per_kb.max(self.recv_ns_per_kb)
+    }
+}
+
+/// CPU time the calling thread (one glommio executor) has used, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a live timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
+}
+
 /// Receiver on core 0, sender (an `OutboundConnection`) on core 1.
-fn framed_stream(options: &Options, size: usize) -> Result<StreamResult> {
+fn framed_stream(options: &Options, size: usize) -> Result<(StreamResult, StreamCpu)> {
     let (address_tx, address_rx) = mpsc::channel();
     let receiver = executor(options, 0, "net-recv")
         .spawn(move || async move {
             let listener = Listener::bind("127.0.0.1:0".parse()?, identity(1))?;
             address_tx.send(listener.local_addr())?;
             let mut connection = listener.accept().await?.handshake().await?;
+            let cpu_start = thread_cpu_ns();
             let (mut messages, mut bytes, mut payload) = (0u64, 0u64, 0u64);
             let mut first = None;
             while let Some(frame) = connection.recv().await? {
@@ -259,10 +323,11 @@ fn framed_stream(options: &Options, size: usize) -> Result<StreamResult> {
             }
             let seconds = first.map_or(f64::NAN, |first| first.elapsed().as_secs_f64());
             anyhow::ensure!(payload == messages * size as u64, "payload bytes lost");
-            Ok(StreamResult {
+            let result = StreamResult {
                 msgs_per_s: messages as f64 / seconds,
                 mb_per_s: bytes as f64 / seconds / 1e6,
-            })
+            };
+            Ok((result, thread_cpu_ns() - cpu_start, bytes))
         })
         .map_err(|error| anyhow!("spawn executor: {error}"))?;
     let address = address_rx.recv()?;
@@ -270,6 +335,7 @@ fn framed_stream(options: &Options, size: usize) -> Result<StreamResult> {
     let sender = executor(options, 1, "net-send")
         .spawn(move || async move {
             let outbound = OutboundConnection::spawn(identity(2), peer(1, address))?;
+            let cpu_start = thread_cpu_ns();
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             let mut index = 0u64;
             while Instant::now() < deadline {
@@ -279,12 +345,14 @@ fn framed_stream(options: &Options, size: usize) -> Result<StreamResult> {
                 }
             }
             outbound.flushed().await;
+            let cpu = thread_cpu_ns() - cpu_start;
             outbound.close().await;
-            Ok(())
+            Ok(cpu)
         })
         .map_err(|error| anyhow!("spawn executor: {error}"))?;
-    join(sender)?;
-    join(receiver)
+    let send_ns = join(sender)?;
+    let (result, recv_ns, bytes) = join(receiver)?;
+    Ok((result, StreamCpu::new(send_ns, recv_ns, bytes)))
 }
 
 /// Frame bytes as the framed stream produces them, about `RAW_TEMPLATE_BYTES`.
@@ -299,7 +367,7 @@ fn frame_template(size: usize) -> Vec<u8> {
 }
 
 /// The same bytes over a plain glommio TCP stream.
-fn raw_stream(options: &Options, size: usize) -> Result<f64> {
+fn raw_stream(options: &Options, size: usize) -> Result<(f64, StreamCpu)> {
     let (address_tx, address_rx) = mpsc::channel();
     let receiver = executor(options, 0, "raw-recv")
         .spawn(move || async move {
@@ -307,6 +375,7 @@ fn raw_stream(options: &Options, size: usize) -> Result<f64> {
             address_tx.send(listener.local_addr().map_err(|error| anyhow!("{error}"))?)?;
             let mut stream = listener.accept().await.map_err(|error| anyhow!("accept: {error}"))?;
             stream.set_nodelay(true).map_err(|error| anyhow!("{error}"))?;
+            let cpu_start = thread_cpu_ns();
             let mut buffer = vec![0u8; RAW_READ_BYTES];
             let mut bytes = 0u64;
             let mut first = None;
@@ -319,7 +388,7 @@ fn raw_stream(options: &Options, size: usize) -> Result<f64> {
                 bytes += received as u64;
             }
             let seconds = first.map_or(f64::NAN, |first| first.elapsed().as_secs_f64());
-            Ok(bytes as f64 / seconds / 1e6)
+            Ok((bytes as f64 / seconds / 1e6, thread_cpu_ns() - cpu_start, bytes))
         })
         .map_err(|error| anyhow!("spawn executor: {error}"))?;
     let address = address_rx.recv()?;
@@ -331,16 +400,18 @@ fn raw_stream(options: &Options, size: usize) -> Result<f64> {
                 .await
                 .map_err(|error| anyhow!("connect: {error}"))?;
             stream.set_nodelay(true).map_err(|error| anyhow!("{error}"))?;
+            let cpu_start = thread_cpu_ns();
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             while Instant::now() < deadline {
                 stream.write_all(&template).await?;
             }
             stream.close().await?;
-            Ok(())
+            Ok(thread_cpu_ns() - cpu_start)
         })
         .map_err(|error| anyhow!("spawn executor: {error}"))?;
-    join(sender)?;
-    join(receiver)
+    let send_ns = join(sender)?;
+    let (mb_per_s, recv_ns, bytes) = join(receiver)?;
+    Ok((mb_per_s, StreamCpu::new(send_ns, recv_ns, bytes)))
 }
 
 fn percentiles_us(histogram: &Histogram<u64>) -> (f64, f64) {

@@ -15,7 +15,7 @@ use rkyv::util::AlignedVec;
 use rkyv::Serialize;
 
 use crate::error::NetError;
-use crate::schema::{ClientRequestBatch, ClientResponseBatch, RaftBatch};
+use crate::schema::{ClientRequestBatch, ClientResponseBatch, Envelope, RaftBatch, RaftBatchRef, RaftBody};
 
 /// The first four bytes of every frame: `CRFT` read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"CRFT");
@@ -137,13 +137,43 @@ pub const fn padded(len: usize) -> usize {
 pub type BodySerializer<'a, 'b> = HighSerializer<&'b mut AlignedVec<FRAME_ALIGN_BYTES>, ArenaHandle<'a>, rancor::Error>;
 
 /// A schema type that is the whole body of one frame kind.
-pub trait FrameBody: for<'a, 'b> Serialize<BodySerializer<'a, 'b>> {
+pub trait FrameBody:
+    for<'a, 'b> Serialize<BodySerializer<'a, 'b>> + for<'a, 'b> Serialize<ScatterSerializer<'a, 'b>>
+{
     /// The kind of frame that carries it.
     const KIND: FrameKind;
+
+    /// Calls `each` with every opaque payload (entry data, snapshot chunk)
+    /// of the body, which a [`ScatterEncoder`] may send in place.
+    fn payloads<'s>(&'s self, each: &mut dyn FnMut(&'s [u8])) {
+        let _ = each;
+    }
 }
 
 impl FrameBody for RaftBatch {
     const KIND: FrameKind = FrameKind::Raft;
+
+    fn payloads<'s>(&'s self, each: &mut dyn FnMut(&'s [u8])) {
+        raft_payloads(&self.messages, each);
+    }
+}
+
+impl FrameBody for RaftBatchRef<'_> {
+    const KIND: FrameKind = FrameKind::Raft;
+
+    fn payloads<'s>(&'s self, each: &mut dyn FnMut(&'s [u8])) {
+        raft_payloads(self.messages, each);
+    }
+}
+
+fn raft_payloads<'s>(messages: &'s [Envelope], each: &mut dyn FnMut(&'s [u8])) {
+    for message in messages {
+        match &message.body {
+            RaftBody::AppendEntries(append) => append.entries.iter().for_each(|entry| each(&entry.data)),
+            RaftBody::InstallSnapshot(chunk) => each(&chunk.data),
+            _ => {}
+        }
+    }
 }
 impl FrameBody for ClientRequestBatch {
     const KIND: FrameKind = FrameKind::ClientRequests;
@@ -243,6 +273,202 @@ impl FrameEncoder {
     pub fn shrink_to(&mut self, bytes_max: usize) {
         if self.buffer.capacity() > bytes_max && self.buffer.is_empty() {
             self.buffer = AlignedVec::new();
+        }
+    }
+}
+
+/// Writes of at least this many bytes that are payloads of the body being
+/// encoded are not copied by a [`ScatterEncoder`]: the frame points at them.
+pub const SCATTER_MIN_BYTES: usize = 1024;
+
+/// The serializer rkyv runs when a body is encoded by a [`ScatterEncoder`].
+pub type ScatterSerializer<'a, 'b> = HighSerializer<&'b mut ScatterWriter, ArenaHandle<'a>, rancor::Error>;
+
+/// A piece of an encoded frame, in wire order.
+#[derive(Debug, Clone, Copy)]
+enum Segment {
+    /// `buffer[start..end]` of the encoder.
+    Inline { start: usize, end: usize },
+    /// A payload of the body, left in place (address and length).
+    Payload { address: usize, len: usize },
+}
+
+/// The rkyv writer of a [`ScatterEncoder`]: copies small writes into its
+/// buffer and records large writes of registered payloads as references.
+#[derive(Debug, Default)]
+pub struct ScatterWriter {
+    buffer: AlignedVec<FRAME_ALIGN_BYTES>,
+    segments: Vec<Segment>,
+    /// Where the open inline segment starts in `buffer`.
+    inline_start: usize,
+    /// Bytes of the frame so far (inline and payload).
+    pos: usize,
+    /// Payloads of the body being encoded: (address, len), sorted.
+    payloads: Vec<(usize, usize)>,
+}
+
+impl ScatterWriter {
+    fn is_payload(&self, bytes: &[u8]) -> bool {
+        let address = bytes.as_ptr() as usize;
+        let index = self.payloads.partition_point(|&(start, _)| start <= address);
+        index > 0 && {
+            let (start, len) = self.payloads[index - 1];
+            address + bytes.len() <= start + len
+        }
+    }
+
+    fn close_inline(&mut self) {
+        if self.buffer.len() > self.inline_start {
+            self.segments.push(Segment::Inline {
+                start: self.inline_start,
+                end: self.buffer.len(),
+            });
+            self.inline_start = self.buffer.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buffer.clear();
+        self.segments.clear();
+        self.payloads.clear();
+        self.inline_start = 0;
+        self.pos = 0;
+    }
+}
+
+impl rkyv::ser::Positional for ScatterWriter {
+    fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+impl<E> rkyv::ser::Writer<E> for ScatterWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        if bytes.len() >= SCATTER_MIN_BYTES && self.is_payload(bytes) {
+            self.close_inline();
+            self.segments.push(Segment::Payload {
+                address: bytes.as_ptr() as usize,
+                len: bytes.len(),
+            });
+        } else {
+            self.buffer.extend_from_slice(bytes);
+        }
+        self.pos += bytes.len();
+        Ok(())
+    }
+}
+
+/// Encodes one frame at a time without copying large payloads: the frame is
+/// a list of slices (header and archive pieces from its own buffer, payloads
+/// in place in the body) to hand to `writev`. The bytes on the wire are
+/// exactly those [`FrameEncoder`] produces for the same body.
+#[derive(Debug, Default)]
+pub struct ScatterEncoder {
+    writer: ScatterWriter,
+}
+
+/// A frame encoded by [`ScatterEncoder::encode`]: borrows the body whose
+/// payloads it points at, so the body cannot change while the frame lives.
+#[derive(Debug)]
+pub struct ScatteredFrame<'a> {
+    writer: &'a ScatterWriter,
+}
+
+impl ScatteredFrame<'_> {
+    /// The frame's bytes, in order, as slices.
+    pub fn slices(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let buffer = &self.writer.buffer;
+        self.writer.segments.iter().map(move |segment| match *segment {
+            Segment::Inline { start, end } => &buffer[start..end],
+            // SAFETY: the address and length are those of a slice that
+            // `ScatterWriter::is_payload` found inside a payload of the body
+            // that `ScatterEncoder::encode` borrows for `'a`, the lifetime of
+            // this frame: the payload is alive and unchanged.
+            Segment::Payload { address, len } => unsafe { std::slice::from_raw_parts(address as *const u8, len) },
+        })
+    }
+
+    /// Bytes of the whole frame: header, body and padding.
+    pub fn len(&self) -> usize {
+        self.writer.pos
+    }
+
+    /// Never true: a frame has at least its header.
+    pub fn is_empty(&self) -> bool {
+        self.writer.pos == 0
+    }
+
+    /// Bytes copied into the encoder's own buffer (the rest is payloads).
+    pub fn copied_bytes(&self) -> usize {
+        self.writer.buffer.len()
+    }
+}
+
+impl ScatterEncoder {
+    /// An empty encoder.
+    pub fn new() -> ScatterEncoder {
+        ScatterEncoder::default()
+    }
+
+    /// Encodes one frame whose body is the archive of `body`, leaving its
+    /// payloads of [`SCATTER_MIN_BYTES`] or more in place. A body over
+    /// [`FRAME_BODY_MAX_BYTES`] is refused.
+    pub fn encode<'a, B: FrameBody>(&'a mut self, body: &'a B) -> Result<ScatteredFrame<'a>, NetError> {
+        let writer = &mut self.writer;
+        writer.clear();
+        body.payloads(&mut |payload: &[u8]| {
+            if payload.len() >= SCATTER_MIN_BYTES {
+                writer.payloads.push((payload.as_ptr() as usize, payload.len()));
+            }
+        });
+        writer.payloads.sort_unstable();
+        writer.buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+        writer.pos = FRAME_HEADER_BYTES;
+        let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, &mut *writer);
+        if let Err(error) = result {
+            writer.clear();
+            return Err(NetError::Encode {
+                kind: B::KIND,
+                reason: error.to_string(),
+            });
+        }
+        let body_bytes = writer.pos - FRAME_HEADER_BYTES;
+        if body_bytes > FRAME_BODY_MAX_BYTES {
+            writer.clear();
+            return Err(NetError::Oversized {
+                body_bytes,
+                max_bytes: FRAME_BODY_MAX_BYTES,
+            });
+        }
+        writer.close_inline();
+        let mut crc = crc32fast::Hasher::new();
+        {
+            let frame = ScatteredFrame { writer: &*writer };
+            let mut skip = FRAME_HEADER_BYTES;
+            for slice in frame.slices() {
+                let taken = skip.min(slice.len());
+                skip -= taken;
+                crc.update(&slice[taken..]);
+            }
+        }
+        let header = FrameHeader {
+            version: WIRE_VERSION,
+            kind: B::KIND,
+            body_bytes,
+            body_crc: crc.finalize(),
+        };
+        writer.buffer[..FRAME_HEADER_BYTES].copy_from_slice(&header.to_bytes());
+        let padding = padded(body_bytes) - body_bytes;
+        writer.buffer.extend_from_slice(&[0u8; FRAME_ALIGN_BYTES][..padding]);
+        writer.pos += padding;
+        writer.close_inline();
+        Ok(ScatteredFrame { writer: &self.writer })
+    }
+
+    /// Drops the buffers once they have grown past `bytes_max`.
+    pub fn shrink_to(&mut self, bytes_max: usize) {
+        if self.writer.buffer.capacity() > bytes_max {
+            self.writer = ScatterWriter::default();
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom up:
 //! - [`schema`]: the versioned rkyv schema of Raft and client messages.
-//! - [`frame`]: frame header and [`frame::FrameEncoder`] (many frames, one buffer).
+//! - [`frame`]: frame header, [`frame::FrameEncoder`] (many frames, one buffer)
+//!   and [`frame::ScatterEncoder`] (one frame as slices, payloads left in place).
 //! - [`decoder`]: [`decoder::FrameDecoder`], which turns untrusted bytes into
 //!   validated [`decoder::Frame`]s read in place (zero-copy payloads).
 //! - [`handshake`]: the fixed-layout hello exchanged first on every connection.

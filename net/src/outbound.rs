@@ -3,10 +3,14 @@
 //!
 //! The engine queues [`Envelope`]s with [`OutboundConnection::try_send`]
 //! (an error when full) or [`OutboundConnection::send`] (waits for room).
-//! A writer task per connection takes *everything* queued, encodes it as one
-//! frame and hands it to the kernel in one write; while that write is in
-//! progress new messages pile up for the next frame. So batches form from
-//! what is already queued and a lone message leaves at once: no timer.
+//! A writer task per connection takes *everything* queued, cuts it into
+//! frames of about [`FRAME_SPLIT_BYTES`], and hands each frame to the kernel
+//! in one `sendmsg` (header and archive from the encoder's buffer, large
+//! payloads in place: [`crate::frame::ScatterEncoder`]); while that write is
+//! in progress new messages pile up for the next frames. So batches form
+//! from what is already queued and a lone message leaves at once: no timer.
+//! [`OutboundConnection::send`] lets a runnable writer go first once a
+//! frame's worth is queued, so frames leave while their payloads are in cache.
 //! The bound counts queued and in-flight bytes, so a slow peer costs at most
 //! that much memory and never blocks the senders to other peers.
 //!
@@ -17,6 +21,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -30,15 +35,23 @@ use glommio::task::JoinHandle;
 use crate::config::NetConfig;
 use crate::decoder::FrameDecoder;
 use crate::error::NetError;
-use crate::frame::{FrameEncoder, FrameKind, WIRE_VERSION};
+use crate::frame::{FrameEncoder, FrameKind, ScatterEncoder, WIRE_VERSION};
 use crate::handshake::{Hello, HelloReply, Role, HELLO_REPLY_BYTES};
 use crate::listener::read_frame;
-use crate::schema::{Envelope, RaftBatch};
+use crate::schema::{Envelope, RaftBatchRef};
 use crate::socket::{tune_stream, Backoff};
 
 /// An encoder buffer that grew past this many times the queue bound is
 /// released once idle (it never should: a frame is at most the queue bound).
 pub const ENCODER_RETAIN_QUEUE_MULTIPLE: usize = 2;
+
+/// A writer cuts what it took from the queue into frames of about this many
+/// accounted bytes ([`Envelope::encoded_bytes_max`]), written one by one:
+/// small enough that a frame stays in cache from encoding to the kernel's
+/// copy and fits the peer's standing receive buffer
+/// ([`crate::decoder::READ_BUFFER_BYTES`]), large enough that per-frame
+/// costs (a `sendmsg`, a header, a wake-up) vanish.
+pub const FRAME_SPLIT_BYTES: usize = 128 * 1024;
 
 /// Where an outbound connection goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +102,8 @@ struct Queue {
     queued_bytes: usize,
     in_flight_bytes: usize,
     writer: Option<Waker>,
+    /// The writer was woken for queued messages and has not taken them yet.
+    writer_runnable: bool,
     waiting_senders: Vec<Waker>,
 }
 
@@ -130,14 +145,15 @@ impl Shared {
         queue.queued_bytes += message_bytes;
         if let Some(writer) = queue.writer.take() {
             writer.wake();
+            queue.writer_runnable = true;
         }
         Ok(())
     }
 
-    /// Frees the in-flight bytes once their write ended (well or not).
-    fn release_in_flight(&self) {
+    /// Frees `bytes` of the in-flight bytes once their write ended (well or not).
+    fn release_in_flight(&self, bytes: usize) {
         let mut queue = self.queue.borrow_mut();
-        queue.in_flight_bytes = 0;
+        queue.in_flight_bytes = queue.in_flight_bytes.saturating_sub(bytes);
         for sender in queue.waiting_senders.drain(..) {
             sender.wake();
         }
@@ -195,7 +211,19 @@ impl OutboundConnection {
             }
             other => Poll::Ready(other),
         })
-        .await
+        .await?;
+        // A frame's worth is waiting for a writer that has not run yet: let
+        // it run now, so the frame is encoded and sent while its payloads
+        // are still in cache and the peer starts on it, instead of after the
+        // whole queue has filled.
+        let frame_waiting = {
+            let queue = self.shared.queue.borrow();
+            queue.writer_runnable && queue.queued_bytes >= FRAME_SPLIT_BYTES
+        };
+        if frame_waiting {
+            futures_lite::future::yield_now().await;
+        }
+        Ok(())
     }
 
     fn accounted_bytes(&self, message: &Envelope) -> Result<usize, NetError> {
@@ -272,7 +300,7 @@ async fn run_writer(shared: Rc<Shared>, config: NetConfig, peer: PeerAddress) {
     let identity = config.identity;
     let seed = identity.node_id.rotate_left(32) ^ u64::from(identity.shard_id) ^ peer.node_id ^ 0x9e37_79b9_7f4a_7c15;
     let mut backoff = Backoff::new(config.reconnect_backoff_min, config.reconnect_backoff_max, seed);
-    let mut encoder = FrameEncoder::new();
+    let mut encoder = ScatterEncoder::new();
     while !shared.closed() {
         shared.state.set(ConnectionState::Connecting);
         let attempt = futures_lite::future::or(connect(&config, &peer), async {
@@ -352,8 +380,17 @@ async fn connect(config: &NetConfig, peer: &PeerAddress) -> Result<TcpStream, Ne
 }
 
 /// Sends queued messages until the connection breaks or is closed.
-async fn write_loop(shared: &Shared, mut stream: TcpStream, encoder: &mut FrameEncoder) -> NetError {
-    let mut batch = RaftBatch::default();
+///
+/// Everything queued is taken at once, then cut into frames of about
+/// [`FRAME_SPLIT_BYTES`] (accounted bytes; a larger message gets a frame of
+/// its own), each written as soon as it is encoded and its bytes released to
+/// the senders at once. So the peer validates one frame while the next is
+/// being encoded and copied, the frames stay in cache from encoding to the
+/// kernel's copy, and the queue refills while the rest is written. Frames are
+/// encoded in place from the queue ([`RaftBatchRef`]) and large payloads go
+/// to the kernel from where they are ([`ScatterEncoder`], `writev`).
+async fn write_loop(shared: &Shared, mut stream: TcpStream, encoder: &mut ScatterEncoder) -> NetError {
+    let mut taken = Vec::new();
     loop {
         let has_messages = poll_fn(|cx| {
             if shared.closed() {
@@ -364,7 +401,8 @@ async fn write_loop(shared: &Shared, mut stream: TcpStream, encoder: &mut FrameE
                 queue.writer = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            std::mem::swap(&mut queue.messages, &mut batch.messages);
+            std::mem::swap(&mut queue.messages, &mut taken);
+            queue.writer_runnable = false;
             queue.in_flight_bytes = queue.queued_bytes;
             queue.queued_bytes = 0;
             Poll::Ready(true)
@@ -373,38 +411,96 @@ async fn write_loop(shared: &Shared, mut stream: TcpStream, encoder: &mut FrameE
         if !has_messages {
             return NetError::Closed;
         }
-        let messages = batch.messages.len() as u64;
-        encoder.clear();
-        // The accounted bytes bound the archive: reserve once, never regrow.
-        encoder.reserve(shared.queue.borrow().in_flight_bytes + 64);
-        let encoded = encoder.encode(&batch);
-        batch.messages.clear();
-        if let Err(error) = encoded {
-            // Cannot happen within the queue bound; drop rather than wedge.
-            shared.release_in_flight();
-            shared.update_stats(|stats| stats.messages_dropped += messages);
-            log::error!("dropping {messages} messages that failed to encode: {error}");
-            continue;
-        }
-        let written = stream.write_all(encoder.as_bytes()).await;
-        shared.release_in_flight();
-        if let Err(error) = written {
-            shared.update_stats(|stats| stats.messages_dropped += messages);
-            return NetError::Io {
-                context: "send frame",
-                source: error,
+        let mut start = 0;
+        while start < taken.len() {
+            let mut end = start;
+            let mut frame_accounted = 0;
+            while end < taken.len() && (end == start || frame_accounted < FRAME_SPLIT_BYTES) {
+                frame_accounted += taken[end].encoded_bytes_max();
+                end += 1;
+            }
+            let batch = RaftBatchRef {
+                messages: &taken[start..end],
             };
+            let messages = (end - start) as u64;
+            start = end;
+            let frame = match encoder.encode(&batch) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    // Cannot happen within the queue bound; drop rather than wedge.
+                    shared.release_in_flight(frame_accounted);
+                    shared.update_stats(|stats| stats.messages_dropped += messages);
+                    log::error!("dropping {messages} messages that failed to encode: {error}");
+                    continue;
+                }
+            };
+            let bytes = frame.len() as u64;
+            let mut slices: Vec<IoSlice<'_>> = frame.slices().map(IoSlice::new).collect();
+            let written = write_all_vectored(&mut stream, &mut slices).await;
+            drop(slices);
+            shared.release_in_flight(frame_accounted);
+            if let Err(error) = written {
+                let lost = messages + (taken.len() - start) as u64;
+                taken.clear();
+                shared.release_in_flight(usize::MAX);
+                shared.update_stats(|stats| stats.messages_dropped += lost);
+                return NetError::Io {
+                    context: "send frame",
+                    source: error,
+                };
+            }
+            shared.update_stats(|stats| {
+                stats.frames_sent += 1;
+                stats.messages_sent += messages;
+                stats.bytes_sent += bytes;
+            });
         }
-        let bytes = encoder.len() as u64;
-        shared.update_stats(|stats| {
-            stats.frames_sent += 1;
-            stats.messages_sent += messages;
-            stats.bytes_sent += bytes;
-        });
-        encoder.clear();
+        taken.clear();
+        debug_assert_eq!(shared.queue.borrow().in_flight_bytes, 0);
         encoder.shrink_to(ENCODER_RETAIN_QUEUE_MULTIPLE * shared.bytes_max);
-        if batch.messages.capacity() > 4096 {
-            batch.messages = Vec::new();
+        if taken.capacity() > 4096 {
+            taken = Vec::new();
         }
     }
 }
+
+/// Writes every byte of `slices` with as few `sendmsg` calls as the socket
+/// buffer allows; when it is full, waits for room through glommio's own
+/// write (which sends the first slice once the socket is writable).
+async fn write_all_vectored(stream: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    let fd = stream.as_raw_fd();
+    while !slices.is_empty() {
+        if slices[0].is_empty() {
+            slices = &mut std::mem::take(&mut slices)[1..];
+            continue;
+        }
+        let count = slices.len().min(IOV_MAX);
+        // SAFETY: an all-zero msghdr is valid (no name, no control data).
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        // `IoSlice` is ABI-compatible with `iovec` on Unix; the kernel only reads them.
+        header.msg_iov = slices.as_ptr() as *mut libc::iovec;
+        header.msg_iovlen = count as _;
+        // SAFETY: `header` points at `count` live slices for the call's duration.
+        let sent = unsafe { libc::sendmsg(fd, &header, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if sent >= 0 {
+            IoSlice::advance_slices(&mut slices, sent as usize);
+            continue;
+        }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => {
+                let sent = stream.write(&slices[0]).await?;
+                if sent == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut slices, sent);
+            }
+            _ => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// The most slices one `sendmsg` takes (Linux `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;

@@ -263,6 +263,39 @@ pub struct RaftBatch {
     pub messages: Vec<Envelope>,
 }
 
+/// A borrowed [`RaftBatch`]: archives to exactly the same bytes
+/// ([`ArchivedRaftBatch`]), so a writer can encode a run of queued messages
+/// in place instead of moving them into a batch first.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftBatchRef<'a> {
+    /// The messages, in order.
+    pub messages: &'a [Envelope],
+}
+
+impl rkyv::Archive for RaftBatchRef<'_> {
+    type Archived = ArchivedRaftBatch;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        // As `#[derive(Archive)]` resolves the field of `RaftBatch`.
+        // SAFETY: `messages` is a field of the archived struct `out` points to.
+        let field = unsafe { core::ptr::addr_of_mut!((*out.ptr()).messages) };
+        // SAFETY: `field` points into `out`'s place, as this requires.
+        let field_out = unsafe { rkyv::Place::from_field_unchecked(out, field) };
+        rkyv::vec::ArchivedVec::resolve_from_len(self.messages.len(), resolver, field_out);
+    }
+}
+
+impl<S> rkyv::Serialize<S> for RaftBatchRef<'_>
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    Envelope: rkyv::Serialize<S>,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::vec::ArchivedVec::<ArchivedEnvelope>::serialize_from_slice(self.messages, serializer)
+    }
+}
+
 pub use client_enums::*;
 
 /// rkyv derives helper types for the fields of struct-like enum variants

@@ -146,6 +146,50 @@ fn outbound_delivers_every_message_in_order_batched_into_few_frames() {
 }
 
 #[test]
+fn large_payloads_sent_in_place_arrive_whole_in_order_across_many_frames() {
+    run(|| async {
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), config(1, CLUSTER)).unwrap();
+        let outbound = OutboundConnection::spawn(config(2, CLUSTER), peer(listener.local_addr())).unwrap();
+        const MESSAGES: u64 = 3000;
+        // Payload sizes around the scatter threshold, contents tied to the index.
+        let payload = |index: u64| -> Vec<u8> {
+            let len = 900 + (index as usize * 37) % 5000;
+            (0..len).map(|at| (at as u64 ^ index) as u8).collect()
+        };
+        let sender = glommio::spawn_local(async move {
+            for index in 0..MESSAGES {
+                let mut message = append(0);
+                if let RaftBody::AppendEntries(append) = &mut message.body {
+                    append.entries[0].index = index;
+                    append.entries[0].data = payload(index);
+                }
+                outbound.send(message).await.unwrap();
+            }
+            outbound.flushed().await;
+            let stats = outbound.stats();
+            assert_eq!(stats.messages_sent, MESSAGES);
+            assert!(stats.frames_sent > 1, "expected many frames");
+            outbound.close().await;
+        });
+        let mut connection = listener.accept().await.unwrap().handshake().await.unwrap();
+        let mut next = 0u64;
+        while next < MESSAGES {
+            let frame = connection.recv().await.unwrap().expect("stream ended early");
+            for message in frame.raft().unwrap().messages.iter() {
+                let ArchivedRaftBody::AppendEntries(append) = &message.body else {
+                    panic!("not an append");
+                };
+                let entry = &append.entries[0];
+                assert_eq!(entry.index.to_native(), next);
+                assert_eq!(entry.data.as_slice(), payload(next).as_slice(), "payload {next}");
+                next += 1;
+            }
+        }
+        sender.await;
+    });
+}
+
+#[test]
 fn a_lone_message_is_sent_at_once_without_waiting_for_a_batch() {
     run(|| async {
         let listener = Rc::new(Listener::bind("127.0.0.1:0".parse().unwrap(), config(1, CLUSTER)).unwrap());

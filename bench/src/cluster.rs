@@ -46,6 +46,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         drivers: 2,
         json: false,
         spin_before_park: None,
+        metrics_listen: None,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -278,6 +279,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             heartbeat_interval_ticks: 3,
             read_mode: ReadMode::Safe,
             spin_before_park: options.spin_before_park,
+            metrics_listen: None,
         };
         nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
     }

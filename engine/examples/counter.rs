@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             heartbeat_interval_ticks: 2,
             read_mode: ReadMode::Safe,
             spin_before_park: None,
+            metrics_listen: None,
         };
         nodes.push(Node::start(options, factory.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
     }

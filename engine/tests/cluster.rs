@@ -42,6 +42,8 @@ struct TestCluster {
     groups: Vec<GroupId>,
     shards: usize,
     nodes: Vec<Option<Node>>,
+    /// Node 1 serves Prometheus metrics here, when set.
+    metrics: Option<SocketAddr>,
 }
 
 impl TestCluster {
@@ -60,12 +62,31 @@ impl TestCluster {
             groups: (1..=groups).map(GroupId).collect(),
             shards,
             nodes: Vec::new(),
+            metrics: None,
         };
-        for n in 1..=nodes {
-            let node = cluster.start_node(NodeId(n));
-            cluster.nodes.push(Some(node));
-        }
+        cluster.start_all(nodes);
         cluster
+    }
+
+    fn start_with_metrics(nodes: u64, shards: usize, groups: u64, metrics: SocketAddr) -> TestCluster {
+        let mut cluster = TestCluster::start(0, shards, groups);
+        let addresses = free_addresses(nodes as usize * shards);
+        cluster.peers = (0..nodes)
+            .map(|n| PeerSpec {
+                id: NodeId(n + 1),
+                shard_addresses: addresses[n as usize * shards..(n as usize + 1) * shards].to_vec(),
+            })
+            .collect();
+        cluster.metrics = Some(metrics);
+        cluster.start_all(nodes);
+        cluster
+    }
+
+    fn start_all(&mut self, nodes: u64) {
+        for n in 1..=nodes {
+            let node = self.start_node(NodeId(n));
+            self.nodes.push(Some(node));
+        }
     }
 
     fn options(&self, id: NodeId) -> NodeOptions {
@@ -81,6 +102,7 @@ impl TestCluster {
             heartbeat_interval_ticks: 2,
             read_mode: ReadMode::Safe,
             spin_before_park: None,
+            metrics_listen: if id == NodeId(1) { self.metrics } else { None },
         }
     }
 
@@ -253,5 +275,34 @@ fn a_node_of_another_cluster_refuses_the_client() {
     assert!(
         matches!(error, coraft::client::ClientFailure::HandshakeRefused(_)),
         "{error}"
+    );
+}
+
+#[test]
+fn metrics_count_the_work_and_are_served_over_http() {
+    use std::io::{Read, Write};
+    let metrics_address = free_addresses(1)[0];
+    let cluster = TestCluster::start_with_metrics(1, 1, 1, metrics_address);
+    for i in 1..=25u64 {
+        assert_eq!(count(&apply(&cluster, GroupId(1), b"m")), i);
+    }
+    let shards = cluster.node(NodeId(1)).metrics();
+    assert_eq!(shards.len(), 1);
+    assert_eq!(shards[0].proposals, 25);
+    assert!(shards[0].entries_applied >= 25, "{shards:?}");
+    assert_eq!(shards[0].proposal_us.len(), 25);
+    assert!(shards[0].wal_syncs > 0 && !shards[0].wal_sync_us.is_empty());
+    let mut stream = std::net::TcpStream::connect(metrics_address).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.contains("coraft_proposals_total{node=\"1\",shard=\"0\"} 25"),
+        "{response}"
+    );
+    assert!(
+        response.contains("coraft_wal_sync_seconds{node=\"1\",shard=\"0\",quantile=\"0.99\"}"),
+        "{response}"
     );
 }

@@ -27,7 +27,7 @@ pub(crate) enum Event {
     },
     Api(ApiRequest),
     Tick,
-    Synced(Result<u64, String>),
+    Synced(Result<u64, String>, std::time::Duration),
 }
 
 /// A bounded queue of events plus a doorbell that wakes the loop.

@@ -8,6 +8,7 @@ use crate::api::{Command, Error, LeaderStopReason, StateMachine};
 use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
 
 use super::codec::{decode_command, SessionCommand};
+use super::metrics::ShardMetrics;
 use super::reply::Reply;
 
 /// Bound on proposals waiting for their outcome in one group.
@@ -19,6 +20,8 @@ pub const PENDING_READS_MAX: usize = 1 << 16;
 pub(crate) struct PendingProposal {
     pub term: Term,
     pub reply: Reply,
+    /// When the request reached the shard.
+    pub received: std::time::Instant,
 }
 
 /// A read waiting for its read index and then for the state machine.
@@ -77,8 +80,10 @@ impl Group {
         self.was_leader = leading;
     }
 
-    /// Applies committed entries in order and answers their proposers.
-    pub fn apply(&mut self, entries: &[Entry]) {
+    /// Applies committed entries in order, answers their proposers and
+    /// serves the reads they unblock.
+    pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
+        metrics.entries_applied += entries.len() as u64;
         let mut start = 0;
         while start < entries.len() {
             // A run of client commands goes to the state machine in one call.
@@ -87,7 +92,7 @@ impl Group {
                 end += 1;
             }
             if end > start {
-                self.apply_commands(&entries[start..end]);
+                self.apply_commands(&entries[start..end], metrics);
                 start = end;
                 continue;
             }
@@ -96,13 +101,13 @@ impl Group {
                 self.state_machine
                     .on_configuration_committed(entry.index, configuration);
             }
-            self.answer(entry.index, entry.term, Ok(Vec::new()));
+            self.answer(entry.index, entry.term, Ok(Vec::new()), metrics);
             start += 1;
         }
-        self.serve_reads();
+        metrics.reads_served += self.serve_reads();
     }
 
-    fn apply_commands(&mut self, entries: &[Entry]) {
+    fn apply_commands(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
         // Decide duplicates first (a retried write applies at most once),
         // then hand the fresh commands to the state machine in one call.
         let mut results: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
@@ -158,13 +163,13 @@ impl Group {
             }
         }
         for (entry, result) in entries.iter().zip(results) {
-            self.answer(entry.index, entry.term, Ok(result.unwrap_or_default()));
+            self.answer(entry.index, entry.term, Ok(result.unwrap_or_default()), metrics);
         }
     }
 
     /// Answers the proposal at `index`: with `result` if it is the entry that
     /// was proposed, with `NotLeader` if another entry took its place.
-    fn answer(&mut self, index: LogIndex, term: Term, result: Result<Vec<u8>, Error>) {
+    fn answer(&mut self, index: LogIndex, term: Term, result: Result<Vec<u8>, Error>, metrics: &mut ShardMetrics) {
         // Proposals below `index` whose entries never showed up were replaced.
         while let Some((&first, _)) = self.proposals.first_key_value() {
             if first > index {
@@ -173,6 +178,7 @@ impl Group {
             let pending = self.proposals.pop_first().expect("non-empty").1;
             let hint = self.core.leader();
             if first == index && pending.term == term {
+                ShardMetrics::record(&mut metrics.proposal_us, pending.received.elapsed());
                 pending.reply.send(result.clone(), hint);
             } else {
                 pending.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
@@ -180,21 +186,25 @@ impl Group {
         }
     }
 
-    /// Serves every read whose index the state machine has reached.
-    pub fn serve_reads(&mut self) {
+    /// Serves every read whose index the state machine has reached; returns
+    /// how many it served.
+    pub fn serve_reads(&mut self) -> u64 {
         let applied = self.core.applied_index();
         let hint = self.core.leader();
         let mut remaining = Vec::with_capacity(self.reads.len());
+        let mut served = 0;
         for read in self.reads.drain(..) {
             match read.index {
                 Some(index) if index <= applied => {
                     let answer = self.state_machine.on_query(&read.query);
                     read.reply.send(Ok(answer), hint);
+                    served += 1;
                 }
                 _ => remaining.push(read),
             }
         }
         self.reads = remaining;
+        served
     }
 
     /// Fails every waiting request (shutdown or a storage failure).

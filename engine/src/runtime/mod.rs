@@ -4,6 +4,7 @@
 mod codec;
 mod events;
 mod group;
+mod metrics;
 mod node;
 mod reply;
 mod shard;
@@ -13,4 +14,5 @@ mod transport;
 pub use codec::{decode_command, encode_command, SessionCommand, SESSION_HEADER_BYTES};
 pub use events::EVENTS_QUEUED_MAX;
 pub use group::{PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+pub use metrics::{render_prometheus, ShardMetrics, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET};
 pub use node::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, StateMachineFactory, API_QUEUE_MAX};

@@ -18,6 +18,7 @@ use crate::raft::{Configuration, GroupId, LogIndex, NodeId, RaftConfig, RaftCore
 
 use super::events::{Event, EventQueue};
 use super::group::Group;
+use super::metrics::{render_prometheus, MetricsServer, ShardMetrics};
 use super::shard::Shard;
 use super::storage::recover_group;
 use super::transport::Peers;
@@ -62,6 +63,8 @@ pub struct NodeOptions {
     pub read_mode: ReadMode,
     /// glommio's spin before parking: lower latency for a busier core.
     pub spin_before_park: Option<Duration>,
+    /// Serve `GET /metrics` (Prometheus text format) on this address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeOptions {
@@ -115,6 +118,9 @@ pub(crate) enum ApiRequest {
         target: NodeId,
         reply: flume::Sender<Result<(), Error>>,
     },
+    Metrics {
+        reply: flume::Sender<ShardMetrics>,
+    },
     Shutdown,
 }
 
@@ -161,6 +167,7 @@ struct ShardThread {
 pub struct Node {
     options: NodeOptions,
     shards: Vec<ShardThread>,
+    metrics_server: Option<MetricsServer>,
 }
 
 /// Talks to one group of a running node, from any thread.
@@ -195,7 +202,11 @@ impl Node {
             shards.push(ShardThread { api, join: Some(join) });
             started.push(ready_rx);
         }
-        let node = Node { options, shards };
+        let mut node = Node {
+            options,
+            shards,
+            metrics_server: None,
+        };
         for (shard, ready) in started.into_iter().enumerate() {
             match ready.recv() {
                 Ok(Ok(())) => {}
@@ -203,7 +214,25 @@ impl Node {
                 Err(_) => return Err(Error::Config(format!("shard {shard} stopped while starting"))),
             }
         }
+        if let Some(address) = node.options.metrics_listen {
+            let apis: Vec<flume::Sender<ApiRequest>> = node.shards.iter().map(|s| s.api.clone()).collect();
+            let id = node.options.node_id.0;
+            let server = MetricsServer::start(address, move || render_prometheus(id, &collect_metrics(&apis)))
+                .map_err(|e| Error::Network(format!("metrics endpoint on {address}: {e}")))?;
+            node.metrics_server = Some(server);
+        }
         Ok(node)
+    }
+
+    /// A snapshot of every shard's metrics.
+    pub fn metrics(&self) -> Vec<ShardMetrics> {
+        let apis: Vec<flume::Sender<ApiRequest>> = self.shards.iter().map(|s| s.api.clone()).collect();
+        collect_metrics(&apis)
+    }
+
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        render_prometheus(self.options.node_id.0, &self.metrics())
     }
 
     /// This node's id.
@@ -227,6 +256,7 @@ impl Node {
     }
 
     fn stop(&mut self) {
+        self.metrics_server = None;
         for shard in &self.shards {
             let _ = shard.api.send(ApiRequest::Shutdown);
         }
@@ -242,6 +272,21 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Asks each shard for its metrics (shards that stopped are left out).
+fn collect_metrics(apis: &[flume::Sender<ApiRequest>]) -> Vec<ShardMetrics> {
+    let mut answers = Vec::new();
+    for api in apis {
+        let (reply, answer) = flume::bounded(1);
+        if api.try_send(ApiRequest::Metrics { reply }).is_ok() {
+            answers.push(answer);
+        }
+    }
+    answers
+        .into_iter()
+        .filter_map(|a| a.recv_timeout(Duration::from_secs(2)).ok())
+        .collect()
 }
 
 impl GroupHandle {
@@ -399,6 +444,14 @@ async fn start_shard(
         .collect();
     let peers = Peers::connect(net_config, shard as u32, &remotes).map_err(Error::Network)?;
     let (events, bell) = EventQueue::new();
-    let shard_state = Shard::new(options.node_id, groups, Rc::new(wal), peers, events, Rc::new(listener));
+    let shard_state = Shard::new(
+        shard,
+        options.node_id,
+        groups,
+        Rc::new(wal),
+        peers,
+        events,
+        Rc::new(listener),
+    );
     Ok((shard_state, bell))
 }

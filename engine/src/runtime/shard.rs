@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coraft_net::schema::{ClientError, ClientRequest, ClientResponse};
@@ -19,6 +19,7 @@ use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
 use super::codec::encode_command;
 use super::events::{Event, EventQueue};
 use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+use super::metrics::{ShardMetrics, TURN_BUDGET};
 use super::node::{ApiRequest, GroupStatus, PeerStatus};
 use super::reply::{ClientOutbox, Reply};
 use super::storage::write_ready;
@@ -36,8 +37,8 @@ struct PersistWaiter {
     messages: Vec<Message>,
 }
 
-/// Proposals collected in one turn, per group.
-type Batch = Vec<(Bytes, Reply)>;
+/// Proposals collected in one turn, per group, with when each arrived.
+type Batch = Vec<(Bytes, Reply, Instant)>;
 
 pub(crate) struct Shard {
     pub node: NodeId,
@@ -51,6 +52,7 @@ pub(crate) struct Shard {
     failed: Option<Error>,
     dirty: BTreeSet<GroupId>,
     shutting_down: bool,
+    metrics: ShardMetrics,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -80,6 +82,7 @@ pub(crate) fn refuse_busy(request: &ClientRequest, outbox: &Rc<ClientOutbox>) {
 
 impl Shard {
     pub fn new(
+        shard: usize,
         node: NodeId,
         groups: BTreeMap<GroupId, Group>,
         wal: Rc<Wal>,
@@ -100,6 +103,7 @@ impl Shard {
             failed: None,
             dirty,
             shutting_down: false,
+            metrics: ShardMetrics::new(shard),
         }
     }
 
@@ -142,6 +146,7 @@ impl Shard {
 
     /// One loop turn: everything queued is handled together.
     fn turn(&mut self) {
+        let started = Instant::now();
         let mut proposals: BTreeMap<GroupId, Batch> = BTreeMap::new();
         for event in self.events.drain() {
             match event {
@@ -149,7 +154,7 @@ impl Shard {
                 Event::Client { request, outbox } => self.client_request(request, outbox, &mut proposals),
                 Event::Api(request) => self.api_request(request, &mut proposals),
                 Event::Tick => self.tick(),
-                Event::Synced(result) => self.synced(result),
+                Event::Synced(result, elapsed) => self.synced(result, elapsed),
             }
         }
         for (group_id, batch) in proposals {
@@ -164,9 +169,21 @@ impl Shard {
             }
         }
         self.request_sync();
+        let elapsed = started.elapsed();
+        self.metrics.turns += 1;
+        ShardMetrics::record(&mut self.metrics.turn_us, elapsed);
+        if elapsed > TURN_BUDGET {
+            self.metrics.stalls += 1;
+            log::warn!(
+                "node {} shard {}: a loop turn took {elapsed:?} (budget {TURN_BUDGET:?})",
+                self.node,
+                self.metrics.shard
+            );
+        }
     }
 
     fn step(&mut self, message: Message) {
+        self.metrics.raft_messages_received += 1;
         if let Some(group) = self.groups.get_mut(&message.group) {
             group.core.step(message.clone());
             self.dirty.insert(message.group);
@@ -180,7 +197,9 @@ impl Shard {
         }
     }
 
-    fn reject(&self, reply: Reply, group: Option<&Group>, error: Error) {
+    fn reject(&mut self, reply: Reply, group: Option<GroupId>, error: Error) {
+        self.metrics.proposals_refused += 1;
+        let group = group.and_then(|g| self.groups.get(&g));
         reply.send(Err(error), group.and_then(|g| g.leader_hint()));
     }
 
@@ -241,37 +260,38 @@ impl Shard {
             return self.reject(reply, None, Error::UnknownGroup(group_id));
         };
         if group.core.role() != Role::Leader {
-            return self.reject(
-                reply,
-                Some(group),
-                Error::NotLeader {
-                    leader_hint: group.leader_hint(),
-                },
-            );
+            let hint = group.leader_hint();
+            return self.reject(reply, Some(group_id), Error::NotLeader { leader_hint: hint });
         }
+        let pending = group.proposals.len();
         let batch = proposals.entry(group_id).or_default();
-        if group.proposals.len() + batch.len() >= PENDING_PROPOSALS_MAX {
+        if pending + batch.len() >= PENDING_PROPOSALS_MAX {
             return self.reject(
                 reply,
-                Some(group),
+                Some(group_id),
                 Error::Busy {
                     bound: "PENDING_PROPOSALS_MAX",
                 },
             );
         }
-        batch.push((command, reply));
+        batch.push((command, reply, Instant::now()));
     }
 
     fn propose(&mut self, group_id: GroupId, batch: Batch) {
         let group = self.groups.get_mut(&group_id).expect("queued for a known group");
-        let (commands, replies): (Vec<Bytes>, Vec<Reply>) = batch.into_iter().unzip();
+        let count = batch.len() as u64;
+        let (commands, waiting): (Vec<Bytes>, Vec<(Reply, Instant)>) = batch
+            .into_iter()
+            .map(|(command, reply, at)| (command, (reply, at)))
+            .unzip();
         match group.core.propose(commands) {
             Ok((first, term)) => {
-                for (offset, reply) in replies.into_iter().enumerate() {
+                for (offset, (reply, received)) in waiting.into_iter().enumerate() {
                     group
                         .proposals
-                        .insert(first.plus(offset as u64), PendingProposal { term, reply });
+                        .insert(first.plus(offset as u64), PendingProposal { term, reply, received });
                 }
+                self.metrics.proposals += count;
                 self.dirty.insert(group_id);
             }
             Err(error) => {
@@ -288,7 +308,8 @@ impl Shard {
                     },
                 };
                 let hint = group.leader_hint();
-                for reply in replies {
+                self.metrics.proposals_refused += count;
+                for (reply, _) in waiting {
                     reply.send(Err(error.clone()), hint);
                 }
             }
@@ -350,6 +371,14 @@ impl Shard {
                 };
                 let _ = reply.send(result);
             }
+            ApiRequest::Metrics { reply } => {
+                let mut snapshot = self.metrics.clone();
+                snapshot.groups = self.groups.len() as u64;
+                snapshot.groups_led = self.groups.values().filter(|g| g.core.role() == Role::Leader).count() as u64;
+                snapshot.raft_messages_sent = self.peers.sent;
+                snapshot.raft_messages_dropped = self.peers.dropped;
+                let _ = reply.send(snapshot);
+            }
             ApiRequest::Shutdown => self.shutting_down = true,
         }
     }
@@ -408,8 +437,7 @@ impl Shard {
                         read.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
                     }
                 }
-                group.apply(&ready.committed_entries);
-                group.serve_reads();
+                group.apply(&ready.committed_entries, &mut self.metrics);
             }
         }
     }
@@ -423,14 +451,17 @@ impl Shard {
         self.synced_requested_lsn = last;
         let sync = self.wal.sync();
         let events = self.events.clone();
+        let started = Instant::now();
         glommio::spawn_local(async move {
             let result = sync.await.map_err(|e| e.to_string());
-            let _ = events.push(Event::Synced(result));
+            let _ = events.push(Event::Synced(result, started.elapsed()));
         })
         .detach();
     }
 
-    fn synced(&mut self, result: Result<u64, String>) {
+    fn synced(&mut self, result: Result<u64, String>, elapsed: Duration) {
+        self.metrics.wal_syncs += 1;
+        ShardMetrics::record(&mut self.metrics.wal_sync_us, elapsed);
         if let Err(error) = result {
             // An fsync failure is fatal for the WAL (never retried).
             self.fail(Error::Storage(error));

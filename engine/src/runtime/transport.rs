@@ -20,6 +20,8 @@ use super::reply::ClientOutbox;
 /// Outbound connections of one shard.
 pub(crate) struct Peers {
     connections: BTreeMap<NodeId, OutboundConnection>,
+    /// Messages queued to peers.
+    pub sent: u64,
     /// Messages dropped because a peer's queue was full (Raft re-sends).
     pub dropped: u64,
 }
@@ -42,6 +44,7 @@ impl Peers {
         }
         Ok(Peers {
             connections,
+            sent: 0,
             dropped: 0,
         })
     }
@@ -54,6 +57,8 @@ impl Peers {
         };
         if connection.try_send(to_wire(message)).is_err() {
             self.dropped += 1;
+        } else {
+            self.sent += 1;
         }
     }
 

@@ -1,0 +1,225 @@
+//! What a shard counts and times: counters per stage, latency histograms
+//! (turn, WAL group commit, proposal to applied), readable through
+//! [`Node::metrics`](super::Node::metrics) and rendered in the Prometheus
+//! text format for the optional HTTP endpoint.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// A turn of the shard loop longer than this is logged as a stall.
+pub const TURN_BUDGET: Duration = Duration::from_millis(20);
+/// Largest latency the histograms record (longer values are clamped).
+pub const LATENCY_MAX_US: u64 = 60_000_000;
+/// Bound on the bytes of an HTTP request the metrics endpoint reads.
+pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 2).expect("valid histogram bounds")
+}
+
+/// A snapshot of one shard's metrics.
+#[derive(Debug, Clone)]
+pub struct ShardMetrics {
+    /// The shard.
+    pub shard: usize,
+    /// Groups it hosts.
+    pub groups: u64,
+    /// Groups it currently leads.
+    pub groups_led: u64,
+    /// Loop turns run.
+    pub turns: u64,
+    /// Turns longer than [`TURN_BUDGET`].
+    pub stalls: u64,
+    /// Raft messages received from peers.
+    pub raft_messages_received: u64,
+    /// Raft messages queued to peers.
+    pub raft_messages_sent: u64,
+    /// Raft messages dropped because a peer's queue was full.
+    pub raft_messages_dropped: u64,
+    /// Client requests received over the network.
+    pub client_requests: u64,
+    /// Proposals accepted by a leader's core.
+    pub proposals: u64,
+    /// Proposals refused (not leader, busy, ...).
+    pub proposals_refused: u64,
+    /// Committed entries applied to state machines.
+    pub entries_applied: u64,
+    /// Linearizable reads answered.
+    pub reads_served: u64,
+    /// WAL group commits completed.
+    pub wal_syncs: u64,
+    /// Length of loop turns, µs.
+    pub turn_us: Histogram<u64>,
+    /// WAL group commit (write + fdatasync) as the shard waits for it, µs.
+    pub wal_sync_us: Histogram<u64>,
+    /// From a proposal reaching the shard to its result, µs.
+    pub proposal_us: Histogram<u64>,
+}
+
+impl ShardMetrics {
+    /// Empty metrics of shard `shard`.
+    pub fn new(shard: usize) -> ShardMetrics {
+        ShardMetrics {
+            shard,
+            groups: 0,
+            groups_led: 0,
+            turns: 0,
+            stalls: 0,
+            raft_messages_received: 0,
+            raft_messages_sent: 0,
+            raft_messages_dropped: 0,
+            client_requests: 0,
+            proposals: 0,
+            proposals_refused: 0,
+            entries_applied: 0,
+            reads_served: 0,
+            wal_syncs: 0,
+            turn_us: histogram(),
+            wal_sync_us: histogram(),
+            proposal_us: histogram(),
+        }
+    }
+
+    /// Records a duration in a histogram, clamped to its bounds.
+    pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
+        let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        histogram.record(micros).expect("value within bounds");
+    }
+}
+
+/// A counter or gauge of the exposition: name, help, how to read it.
+type CounterSpec = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
+/// A latency summary of the exposition: name, help, which histogram.
+type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<u64>);
+
+/// Renders a node's metrics in the Prometheus text exposition format.
+pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
+    let mut out = String::new();
+    let counters: [CounterSpec; 14] = [
+        ("coraft_groups", "Groups hosted", |m| m.groups),
+        ("coraft_groups_led", "Groups led", |m| m.groups_led),
+        ("coraft_turns_total", "Shard loop turns", |m| m.turns),
+        ("coraft_stalls_total", "Turns over the budget", |m| m.stalls),
+        ("coraft_raft_messages_received_total", "Raft messages received", |m| {
+            m.raft_messages_received
+        }),
+        (
+            "coraft_raft_messages_sent_total",
+            "Raft messages queued to peers",
+            |m| m.raft_messages_sent,
+        ),
+        (
+            "coraft_raft_messages_dropped_total",
+            "Raft messages dropped on full queues",
+            |m| m.raft_messages_dropped,
+        ),
+        ("coraft_client_requests_total", "Client requests received", |m| {
+            m.client_requests
+        }),
+        ("coraft_proposals_total", "Proposals accepted", |m| m.proposals),
+        ("coraft_proposals_refused_total", "Proposals refused", |m| {
+            m.proposals_refused
+        }),
+        ("coraft_entries_applied_total", "Entries applied", |m| m.entries_applied),
+        ("coraft_reads_served_total", "Linearizable reads answered", |m| {
+            m.reads_served
+        }),
+        ("coraft_wal_syncs_total", "WAL group commits", |m| m.wal_syncs),
+        ("coraft_shards", "Shards", |_| 1),
+    ];
+    for (name, help, value) in counters {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for m in shards {
+            let _ = writeln!(out, "{name}{{node=\"{node}\",shard=\"{}\"}} {}", m.shard, value(m));
+        }
+    }
+    let histograms: [SummarySpec; 3] = [
+        ("coraft_turn_seconds", "Shard loop turn length", |m| &m.turn_us),
+        ("coraft_wal_sync_seconds", "WAL group commit latency", |m| {
+            &m.wal_sync_us
+        }),
+        ("coraft_proposal_seconds", "Proposal to result latency", |m| {
+            &m.proposal_us
+        }),
+    ];
+    for (name, help, histogram) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        for m in shards {
+            let h = histogram(m);
+            for quantile in [0.5, 0.9, 0.99, 0.999] {
+                let seconds = h.value_at_quantile(quantile) as f64 / 1e6;
+                let _ = writeln!(
+                    out,
+                    "{name}{{node=\"{node}\",shard=\"{}\",quantile=\"{quantile}\"}} {seconds}",
+                    m.shard
+                );
+            }
+            let sum = h.mean() * h.len() as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{node=\"{node}\",shard=\"{}\"}} {sum}", m.shard);
+            let _ = writeln!(out, "{name}_count{{node=\"{node}\",shard=\"{}\"}} {}", m.shard, h.len());
+        }
+    }
+    out
+}
+
+/// A minimal HTTP endpoint answering `GET /metrics`; stops when dropped.
+pub(crate) struct MetricsServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    pub fn start(address: SocketAddr, render: impl Fn() -> String + Send + 'static) -> std::io::Result<MetricsServer> {
+        let listener = TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new().name("coraft-metrics".into()).spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut request = vec![0u8; HTTP_REQUEST_BYTES_MAX];
+                        let read = stream.read(&mut request).unwrap_or(0);
+                        let head = String::from_utf8_lossy(&request[..read]);
+                        let response = if head.starts_with("GET /metrics") {
+                            let body = render();
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                        } else {
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                        };
+                        let _ = stream.write_all(response.as_bytes());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })?;
+        Ok(MetricsServer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -46,7 +46,6 @@ fn parse(args: Vec<String>) -> Result<Options> {
         drivers: 2,
         json: false,
         spin_before_park: None,
-        metrics_listen: None,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {

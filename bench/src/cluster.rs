@@ -3,7 +3,7 @@
 //! driven by closed-loop clients through the client protocol. The fdatasync
 //! floor is measured in the same run on the same directory.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
@@ -378,15 +378,25 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let errors = totals.errors.load(Ordering::Relaxed);
     let q = |quantile: f64| histogram.value_at_quantile(quantile);
     if options.json {
+        // Field order as documented (serde_json would sort the keys).
         println!(
-            "{}",
-            serde_json::json!({
-                "system": "coraft", "workload": "write", "nodes": 3, "groups": options.groups,
-                "shards": options.shards, "clients": options.clients, "payload": options.payload,
-                "duration_s": options.duration.as_secs(), "ops": ops, "ops_per_s": (ops as f64 / seconds).round(),
-                "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": histogram.max(),
-                "errors": errors, "fsync": true, "fsync_floor_p50_us": floor_us,
-            })
+            "{{\"system\":\"coraft\",\"workload\":\"write\",\"nodes\":3,\"groups\":{},\"shards\":{},\"clients\":{},\
+             \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
+             \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{}}}",
+            options.groups,
+            options.shards,
+            options.clients,
+            options.payload,
+            options.duration.as_secs(),
+            ops,
+            ops as f64 / seconds,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            histogram.max(),
+            errors,
+            floor_us
         );
     } else {
         println!(

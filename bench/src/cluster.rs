@@ -348,11 +348,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
         } else {
             "measuring"
         };
-        eprint!(
-            "\r{phase}: {:>10} ops/s, {} errors   ",
-            now - last,
-            totals.errors.load(Ordering::Relaxed)
-        );
+        let (lead, tail) = if std::io::stderr().is_terminal() {
+            ("\r", "   ")
+        } else {
+            ("", "\n")
+        };
+        let errors = totals.errors.load(Ordering::Relaxed);
+        eprint!("{lead}{phase}: {:>10} ops/s, {errors} errors{tail}", now - last);
         let _ = std::io::stderr().flush();
         last = now;
     }

@@ -44,6 +44,7 @@ struct TestCluster {
     nodes: Vec<Option<Node>>,
     /// Node 1 serves Prometheus metrics here, when set.
     metrics: Option<SocketAddr>,
+    read_mode: ReadMode,
 }
 
 impl TestCluster {
@@ -63,6 +64,7 @@ impl TestCluster {
             shards,
             nodes: Vec::new(),
             metrics: None,
+            read_mode: ReadMode::Safe,
         };
         cluster.start_all(nodes);
         cluster
@@ -100,7 +102,7 @@ impl TestCluster {
             tick: Duration::from_millis(10),
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 2,
-            read_mode: ReadMode::Safe,
+            read_mode: self.read_mode,
             spin_before_park: None,
             metrics_listen: if id == NodeId(1) { self.metrics } else { None },
         }
@@ -305,4 +307,58 @@ fn metrics_count_the_work_and_are_served_over_http() {
         response.contains("coraft_wal_sync_seconds{node=\"1\",shard=\"0\",quantile=\"0.99\"}"),
         "{response}"
     );
+}
+
+fn reads_stay_linearizable_across_a_leader_change(read_mode: ReadMode) {
+    let mut cluster = TestCluster::start(0, 1, 1);
+    cluster.read_mode = read_mode;
+    let addresses = free_addresses(3);
+    cluster.peers = (0..3)
+        .map(|n| PeerSpec {
+            id: NodeId(n + 1),
+            shard_addresses: vec![addresses[n as usize]],
+        })
+        .collect();
+    cluster.start_all(3);
+    let group = GroupId(1);
+    let mut acknowledged = 0;
+    for round in 0..3 {
+        for _ in 0..10 {
+            acknowledged = count(&apply(&cluster, group, b"w"));
+        }
+        // Every node's read sees at least every acknowledged write.
+        for node in cluster.nodes.iter().flatten() {
+            let seen = count(&block(node.group(group).read(Vec::new())).unwrap());
+            assert!(
+                seen >= acknowledged,
+                "{read_mode:?} round {round}: node {} read {seen} < {acknowledged}",
+                node.id()
+            );
+        }
+        if round < 2 {
+            // Move leadership, by transfer then by stopping the leader.
+            let leader = cluster.leader(group);
+            if round == 0 {
+                let target = NodeId(leader.0 % 3 + 1);
+                block(cluster.handle(leader, group).transfer_leader(target)).unwrap();
+            } else {
+                cluster.nodes[leader.0 as usize - 1].take().expect("running").shutdown();
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while cluster.leader(group) == leader {
+                assert!(Instant::now() < deadline, "leadership did not move");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn read_index_reads_stay_linearizable_across_leader_changes() {
+    reads_stay_linearizable_across_a_leader_change(ReadMode::Safe);
+}
+
+#[test]
+fn lease_reads_stay_linearizable_across_leader_changes() {
+    reads_stay_linearizable_across_a_leader_change(ReadMode::Lease);
 }

@@ -218,15 +218,23 @@ fn a_new_leader_is_elected_when_the_leader_stops_and_a_restarted_node_recovers()
 }
 
 #[test]
-fn many_groups_on_two_shards_spread_and_replicate() {
-    let cluster = TestCluster::start(3, 2, 20);
-    for g in 1..=20 {
+fn a_hundred_groups_on_two_shards_replicate_with_leaders_spread_across_nodes() {
+    let cluster = TestCluster::start(3, 2, 100);
+    let mut leaders_per_node = std::collections::BTreeMap::new();
+    for g in 1..=100 {
         assert_eq!(count(&apply(&cluster, GroupId(g), b"x")), 1);
+        *leaders_per_node.entry(cluster.leader(GroupId(g))).or_insert(0) += 1;
     }
-    let statuses: Vec<_> = (1..=20)
-        .map(|g| block(cluster.handle(cluster.leader(GroupId(g)), GroupId(g)).status()).unwrap())
-        .collect();
-    assert!(statuses.iter().all(|s| s.commit_index.0 >= 2));
+    // Randomized election timeouts spread leadership over the nodes.
+    assert!(
+        leaders_per_node.len() >= 2,
+        "all 100 groups led by one node: {leaders_per_node:?}"
+    );
+    for g in [1, 2, 50, 99, 100] {
+        let status = block(cluster.handle(cluster.leader(GroupId(g)), GroupId(g)).status()).unwrap();
+        assert!(status.commit_index.0 >= 2, "group {g}: {status:?}");
+        assert_eq!(status.peers.len(), 2);
+    }
 }
 
 fn client(cluster: &TestCluster, client_id: u64) -> coraft::client::Client {

@@ -272,6 +272,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             peers: peers.clone(),
             shard_cores: vec![None; options.shards],
             wal_dir: dir.path().join(format!("node-{}", peer.id)),
+            shard_wal_dirs: Vec::new(),
             groups: groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 30,

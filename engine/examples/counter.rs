@@ -65,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             peers: peers.clone(),
             shard_cores: vec![None],
             wal_dir: dir.path().join(format!("node-{}", peer.id)),
+            shard_wal_dirs: Vec::new(),
             groups: vec![group],
             tick: Duration::from_millis(10),
             election_timeout_ticks: 20,

@@ -98,6 +98,7 @@ impl TestCluster {
             peers: self.peers.clone(),
             shard_cores: vec![None; self.shards],
             wal_dir: self.dir.path().join(format!("node-{id}")),
+            shard_wal_dirs: Vec::new(),
             groups: self.groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 10,

@@ -49,8 +49,11 @@ pub struct NodeOptions {
     pub peers: Vec<PeerSpec>,
     /// Core of each shard; `None` runs it unpinned (tests, shared machines).
     pub shard_cores: Vec<Option<usize>>,
-    /// WAL directory; shard `s` writes in `wal_dir/shard-s`.
+    /// WAL directory; shard `s` writes in `wal_dir/shard-s` unless
+    /// `shard_wal_dirs` names its directory.
     pub wal_dir: PathBuf,
+    /// The WAL directory of each shard, overriding `wal_dir` (empty: none).
+    pub shard_wal_dirs: Vec<PathBuf>,
     /// The groups this node hosts; group `g` lives on shard `g % shards`.
     pub groups: Vec<GroupId>,
     /// Length of one Raft tick.
@@ -68,6 +71,52 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
+    /// The options of a node described by a validated tuning plan, hosting
+    /// `groups`. Shard `s` of every peer listens on its address's port + `s`;
+    /// this node binds its `listen` address the same way.
+    pub fn from_plan(plan: &coraft_tuning::NodePlan, groups: Vec<GroupId>) -> NodeOptions {
+        let config = plan.config();
+        let shard_count = plan.shards().len();
+        let shard_addresses = |address: SocketAddr| -> Vec<SocketAddr> {
+            (0..shard_count)
+                .map(|s| SocketAddr::new(address.ip(), address.port().saturating_add(s as u16)))
+                .collect()
+        };
+        let peers = config
+            .peers
+            .iter()
+            .map(|peer| {
+                let address = if peer.id == config.node_id {
+                    config.listen
+                } else {
+                    peer.address
+                };
+                PeerSpec {
+                    id: NodeId(peer.id),
+                    shard_addresses: shard_addresses(address),
+                }
+            })
+            .collect();
+        NodeOptions {
+            cluster_id: config.cluster_id,
+            node_id: NodeId(config.node_id),
+            peers,
+            shard_cores: plan.shards().iter().map(|s| s.core).collect(),
+            wal_dir: PathBuf::new(),
+            shard_wal_dirs: plan.shards().iter().map(|s| s.wal_dir.clone()).collect(),
+            groups,
+            tick: config.raft.tick(),
+            election_timeout_ticks: config.raft.election_timeout_ticks,
+            heartbeat_interval_ticks: config.raft.heartbeat_interval_ticks,
+            read_mode: match config.raft.read_mode {
+                coraft_tuning::ReadMode::ReadIndex => ReadMode::Safe,
+                coraft_tuning::ReadMode::Lease => ReadMode::Lease,
+            },
+            spin_before_park: config.shards.spin_before_park(),
+            metrics_listen: config.metrics_listen,
+        }
+    }
+
     fn shard_count(&self) -> usize {
         self.shard_cores.len()
     }
@@ -396,7 +445,11 @@ async fn start_shard(
     shard: usize,
     factory: &StateMachineFactory,
 ) -> Result<(Shard, glommio::channels::local_channel::LocalReceiver<()>), Error> {
-    let dir = options.wal_dir.join(format!("shard-{shard}"));
+    let dir = options
+        .shard_wal_dirs
+        .get(shard)
+        .cloned()
+        .unwrap_or_else(|| options.wal_dir.join(format!("shard-{shard}")));
     std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("creating {}: {e}", dir.display())))?;
     let (wal, report) = coraft_wal::Wal::open(&dir, coraft_wal::Config::default())
         .await

@@ -63,6 +63,9 @@ fn main() -> Result<()> {
     for warning in plan.warnings() {
         eprintln!("warning: {warning}");
     }
+    if config.wal.fsync == coraft_tuning::FsyncPolicy::Never {
+        eprintln!("warning: wal.fsync = \"never\" is not supported by the engine yet; every write is fdatasync'ed");
+    }
     if groups == 0 {
         bail!("--groups must be at least 1");
     }

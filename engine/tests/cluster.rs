@@ -371,3 +371,25 @@ fn read_index_reads_stay_linearizable_across_leader_changes() {
 fn lease_reads_stay_linearizable_across_leader_changes() {
     reads_stay_linearizable_across_a_leader_change(ReadMode::Lease);
 }
+
+#[test]
+fn an_oversized_command_is_refused_and_the_shard_keeps_serving() {
+    let cluster = TestCluster::start(3, 1, 1);
+    let group = GroupId(1);
+    assert_eq!(count(&apply(&cluster, group, b"small")), 1);
+    let leader = cluster.leader(group);
+    let huge = vec![0u8; coraft::runtime::COMMAND_BYTES_MAX + 1];
+    match block(cluster.handle(leader, group).apply(huge)) {
+        Err(Error::TooLarge { bound, .. }) => assert_eq!(bound, "COMMAND_BYTES_MAX"),
+        other => panic!("an oversized command was not refused: {other:?}"),
+    }
+    // The WAL and the group are unharmed.
+    assert_eq!(count(&apply(&cluster, group, b"after")), 2);
+    // A command just under the bound goes through and replicates.
+    let big = vec![1u8; coraft::runtime::COMMAND_BYTES_MAX];
+    assert_eq!(count(&apply(&cluster, group, &big)), 3);
+    assert_eq!(
+        count(&block(cluster.handle(leader, group).read(Vec::new())).unwrap()),
+        3
+    );
+}

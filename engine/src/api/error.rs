@@ -24,6 +24,16 @@ pub enum Error {
         /// The bound that was reached.
         bound: &'static str,
     },
+    /// A command larger than the engine takes (the bound is named).
+    #[error("command of {bytes} bytes exceeds {bound} ({bound_bytes} bytes)")]
+    TooLarge {
+        /// The command's size.
+        bytes: usize,
+        /// The bound's name.
+        bound: &'static str,
+        /// The bound.
+        bound_bytes: usize,
+    },
     /// The node or group is shutting down.
     #[error("shutting down")]
     Shutdown,

@@ -16,3 +16,4 @@ pub use events::EVENTS_QUEUED_MAX;
 pub use group::{PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 pub use metrics::{render_prometheus, ShardMetrics, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET};
 pub use node::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, StateMachineFactory, API_QUEUE_MAX};
+pub use shard::{COMMAND_BYTES_MAX, WAL_BACKLOG_BYTES_MAX};

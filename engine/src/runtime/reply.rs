@@ -60,7 +60,9 @@ impl Reply {
                     Error::NotLeader { leader_hint } => ClientError::NotLeader {
                         leader_hint: leader_hint.map(|n| n.0),
                     },
-                    Error::Busy { .. } => ClientError::Busy,
+                    // The wire has no "too large" answer yet: the client
+                    // sees Busy; the embedding API gets the precise error.
+                    Error::Busy { .. } | Error::TooLarge { .. } => ClientError::Busy,
                     Error::Timeout => ClientError::Timeout,
                     Error::Shutdown => ClientError::Shutdown,
                     Error::UnknownGroup(_) => ClientError::UnknownGroup,

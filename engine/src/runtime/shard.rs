@@ -29,6 +29,16 @@ use super::transport::Peers;
 /// rounds of handling readies and durability one turn repeats.
 pub const READY_ROUNDS_PER_TURN_MAX: usize = 8;
 
+/// Largest command a proposal may carry: the WAL's record bound less the
+/// record header and the session header, with room to spare.
+pub const COMMAND_BYTES_MAX: usize = (4 << 20) - 4096;
+/// Bound on entry bytes written to the WAL and not yet durable; beyond it new
+/// proposals are refused as busy and followers drop appends (the leader
+/// resends). Half the WAL's own `pending_bytes_max`, so it is never reached.
+pub const WAL_BACKLOG_BYTES_MAX: u64 = 32 << 20;
+/// Bytes a WAL record costs beyond its payload, for the backlog estimate.
+const WAL_RECORD_OVERHEAD_BYTES: u64 = 64;
+
 /// Messages and a persist report waiting for the WAL to be durable up to `lsn`.
 struct PersistWaiter {
     lsn: u64,
@@ -53,6 +63,11 @@ pub(crate) struct Shard {
     dirty: BTreeSet<GroupId>,
     shutting_down: bool,
     metrics: ShardMetrics,
+    /// Entry bytes written per LSN and not yet durable, oldest first.
+    wal_backlog: VecDeque<(u64, u64)>,
+    wal_backlog_bytes: u64,
+    /// Bytes admitted this turn (proposals and follower appends), not yet written.
+    admitted_bytes: u64,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -104,6 +119,9 @@ impl Shard {
             dirty,
             shutting_down: false,
             metrics: ShardMetrics::new(shard),
+            wal_backlog: VecDeque::new(),
+            wal_backlog_bytes: 0,
+            admitted_bytes: 0,
         }
     }
 
@@ -169,6 +187,8 @@ impl Shard {
             }
         }
         self.request_sync();
+        // What was admitted has been written (and counted in the backlog).
+        self.admitted_bytes = 0;
         let elapsed = started.elapsed();
         self.metrics.turns += 1;
         ShardMetrics::record(&mut self.metrics.turn_us, elapsed);
@@ -182,8 +202,25 @@ impl Shard {
         }
     }
 
+    /// Admits `bytes` more into this turn's WAL writes, if the backlog allows.
+    fn admit(&mut self, bytes: u64) -> bool {
+        if self.wal_backlog_bytes + self.admitted_bytes + bytes > WAL_BACKLOG_BYTES_MAX {
+            return false;
+        }
+        self.admitted_bytes += bytes;
+        true
+    }
+
     fn step(&mut self, message: Message) {
         self.metrics.raft_messages_received += 1;
+        if let crate::raft::MessageBody::AppendEntries { entries, .. } = &message.body {
+            let bytes: u64 = entries.iter().map(|e| e.size_bytes() + WAL_RECORD_OVERHEAD_BYTES).sum();
+            if bytes > 0 && !self.admit(bytes) {
+                // Back-pressure on the leader: it resends once we catch up.
+                self.metrics.raft_messages_dropped += 1;
+                return;
+            }
+        }
         if let Some(group) = self.groups.get_mut(&message.group) {
             group.core.step(message.clone());
             self.dirty.insert(message.group);
@@ -255,6 +292,25 @@ impl Shard {
     ) {
         if let Some(error) = &self.failed {
             return self.reject(reply, None, error.clone());
+        }
+        // `command` carries the session header; the bound is on the caller's bytes.
+        let data_bytes = command.len().saturating_sub(super::codec::SESSION_HEADER_BYTES);
+        if data_bytes > COMMAND_BYTES_MAX {
+            let error = Error::TooLarge {
+                bytes: data_bytes,
+                bound: "COMMAND_BYTES_MAX",
+                bound_bytes: COMMAND_BYTES_MAX,
+            };
+            return self.reject(reply, Some(group_id), error);
+        }
+        if !self.admit(command.len() as u64 + WAL_RECORD_OVERHEAD_BYTES) {
+            return self.reject(
+                reply,
+                Some(group_id),
+                Error::Busy {
+                    bound: "WAL_BACKLOG_BYTES_MAX",
+                },
+            );
         }
         let Some(group) = self.groups.get(&group_id) else {
             return self.reject(reply, None, Error::UnknownGroup(group_id));
@@ -411,6 +467,15 @@ impl Shard {
                 }
                 // 3. After the fsync: acknowledgements and votes.
                 let lsn = self.wal.last_lsn();
+                let written: u64 = ready
+                    .entries
+                    .iter()
+                    .map(|e| e.size_bytes() + WAL_RECORD_OVERHEAD_BYTES)
+                    .sum();
+                if written > 0 {
+                    self.wal_backlog.push_back((lsn, written));
+                    self.wal_backlog_bytes += written;
+                }
                 if ready.must_persist() || !ready.persisted_messages.is_empty() {
                     self.waiters.push_back(PersistWaiter {
                         lsn,
@@ -471,6 +536,10 @@ impl Shard {
     /// Sends what waited for durability and reports it to the cores.
     fn release_durable(&mut self) {
         let durable = self.wal.durable_lsn();
+        while self.wal_backlog.front().is_some_and(|&(lsn, _)| lsn <= durable) {
+            let (_, bytes) = self.wal_backlog.pop_front().expect("checked");
+            self.wal_backlog_bytes -= bytes;
+        }
         while self.waiters.front().is_some_and(|w| w.lsn <= durable) {
             let waiter = self.waiters.pop_front().expect("checked");
             for message in &waiter.messages {

@@ -60,6 +60,11 @@ impl EventQueue {
         Ok(())
     }
 
+    /// Wakes the loop for another turn even if nothing new is queued.
+    pub fn ring(&self) {
+        let _ = self.doorbell.try_send(());
+    }
+
     /// Takes every queued event.
     pub fn drain(&self) -> VecDeque<Event> {
         std::mem::take(&mut *self.queue.borrow_mut())

@@ -186,6 +186,11 @@ impl Shard {
                 break;
             }
         }
+        if !self.dirty.is_empty() {
+            // Work is left after the bounded rounds: come back at once rather
+            // than at the next tick.
+            self.events.ring();
+        }
         self.request_sync();
         // What was admitted has been written (and counted in the backlog).
         self.admitted_bytes = 0;
@@ -221,9 +226,10 @@ impl Shard {
                 return;
             }
         }
-        if let Some(group) = self.groups.get_mut(&message.group) {
-            group.core.step(message.clone());
-            self.dirty.insert(message.group);
+        let group_id = message.group;
+        if let Some(group) = self.groups.get_mut(&group_id) {
+            group.core.step(message);
+            self.dirty.insert(group_id);
         }
     }
 

@@ -200,7 +200,9 @@ impl OutboundConnection {
         self.shared.push(&mut Some(message), message_bytes)
     }
 
-    /// Queues a message, waiting while the queue is full.
+    /// Queues a message, waiting while the queue is full. Once a frame's
+    /// worth ([`FRAME_SPLIT_BYTES`]) is queued for a writer that has not run
+    /// yet, it also yields once so that the writer sends it.
     pub async fn send(&self, message: Envelope) -> Result<(), NetError> {
         let message_bytes = self.accounted_bytes(&message)?;
         let mut slot = Some(message);

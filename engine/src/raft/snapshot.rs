@@ -12,6 +12,14 @@ impl RaftCore {
     /// has applied). Returns the snapshot's metadata to store beside the data.
     /// The log is not compacted until [`compact`](Self::compact) is called, so
     /// the runtime may keep a tail for slow followers.
+    ///
+    /// # Correctness
+    ///
+    /// The snapshot may cover entries applied before they were durable
+    /// locally, so it must become durable *after* every write handed out
+    /// before this call (in the same order as the log's writes): otherwise a
+    /// crash could keep the snapshot yet lose an earlier truncation, leaving
+    /// stale entries after it.
     pub fn snapshot_created(&mut self, index: LogIndex) -> Option<SnapshotMeta> {
         if index > self.log.applied() || self.snapshot.as_ref().is_some_and(|s| s.index >= index) {
             return None;

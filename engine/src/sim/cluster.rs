@@ -54,6 +54,8 @@ pub struct Cluster {
     outcome: SimOutcome,
     /// Snapshot data received with an InstallSnapshot, per node.
     incoming_snapshot: Vec<Option<Rc<StateMachine>>>,
+    /// Print every event (replaying one seed with CORAFT_SIM_TRACE=1).
+    trace: bool,
 }
 
 impl Cluster {
@@ -103,6 +105,7 @@ impl Cluster {
                 ..SimOutcome::default()
             },
             incoming_snapshot: vec![None; total as usize],
+            trace: std::env::var_os("CORAFT_SIM_TRACE").is_some(),
             options,
         };
         for id in 1..=total {
@@ -259,6 +262,34 @@ impl Cluster {
             return;
         }
         self.outcome.steps += 1;
+        if self.trace {
+            let m = &packet.message;
+            let detail = match &m.body {
+                MessageBody::AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                } => format!(
+                    " prev ({},{}) entries {:?} commit {}",
+                    prev_log_index.0,
+                    prev_log_term.0,
+                    entries.iter().map(|e| (e.index.0, e.term.0)).collect::<Vec<_>>(),
+                    leader_commit.0
+                ),
+                MessageBody::AppendEntriesResponse(outcome) => format!(" {outcome:?}"),
+                MessageBody::InstallSnapshot { meta } => format!(" snapshot ({},{})", meta.index.0, meta.term.0),
+                other => format!(" {other:?}"),
+            };
+            eprintln!(
+                "t{} deliver {}>{} term {} {}{detail}",
+                self.now,
+                m.from,
+                m.to,
+                m.term.0,
+                m.body.kind()
+            );
+        }
         if packet.snapshot.is_some() {
             self.incoming_snapshot[index] = packet.snapshot;
         }
@@ -319,6 +350,20 @@ impl Cluster {
 
     fn handle_ready(&mut self, index: usize, ready: Ready) {
         let node_id = NodeId(index as u64 + 1);
+        if self.trace {
+            let entries: Vec<(u64, u64)> = ready.entries.iter().map(|e| (e.index.0, e.term.0)).collect();
+            eprintln!(
+                "t{} n{node_id} ready: soft {:?} hard {:?} snap {:?} trunc {:?} entries {entries:?} commit-apply {:?} send {:?} after {:?}",
+                self.now,
+                ready.soft_state,
+                ready.hard_state,
+                ready.snapshot.as_ref().map(|s| (s.index.0, s.term.0)),
+                ready.truncate_from,
+                ready.committed_entries.iter().map(|e| (e.index.0, e.term.0)).collect::<Vec<_>>(),
+                ready.messages.iter().map(|m| format!("{}>{}:{}", m.from, m.to, m.body.kind())).collect::<Vec<_>>(),
+                ready.persisted_messages.iter().map(|m| format!("{}>{}:{}", m.from, m.to, m.body.kind())).collect::<Vec<_>>(),
+            );
+        }
         // 1. Persist (later): snapshot, truncation, entries, hard state.
         let mut records = Vec::new();
         if let Some(meta) = &ready.snapshot {
@@ -329,6 +374,7 @@ impl Cluster {
             let result = self.checkers.log_matching.on_snapshot(node_id, meta.index);
             self.checkers.report(result);
             self.nodes[index].state_machine = (*data).clone();
+            self.nodes[index].snapshot = Some((meta.clone(), data.clone()));
             self.outcome.snapshots_installed += 1;
             records.push(Record::Snapshot(meta.clone(), data));
         }
@@ -452,8 +498,13 @@ impl Cluster {
         }
         let snapshot = match &message.body {
             MessageBody::InstallSnapshot { meta } => {
-                let data = self.nodes[index].disk.snapshot.as_ref().map(|(_, d)| d.clone());
-                debug_assert!(data.as_ref().is_some_and(|d| d.applied_index == meta.index));
+                let data = self.nodes[index].snapshot.as_ref().map(|(_, d)| d.clone());
+                assert!(
+                    data.as_ref().is_some_and(|d| d.applied_index == meta.index),
+                    "sent snapshot {} matches its data {:?}",
+                    meta.index,
+                    data.as_ref().map(|d| d.applied_index)
+                );
                 data
             }
             _ => None,
@@ -523,14 +574,24 @@ impl Cluster {
 
     fn take_snapshot(&mut self) {
         let Some(index) = self.random_live_node() else { return };
+        let latency = self.rng.range(0, 3);
+        let keep = self.rng.range(0, 6);
+        let now = self.now;
         let node = &mut self.nodes[index];
         let core = node.core.as_mut().expect("live");
         let applied = core.applied_index();
         if let Some(meta) = core.snapshot_created(applied) {
-            let keep = self.rng.range(0, 6);
             core.compact(LogIndex(meta.index.0.saturating_sub(keep)));
-            node.disk.purge_to(meta.index);
-            node.disk.snapshot = Some((meta.clone(), Rc::new(node.state_machine.clone())));
+            let data = Rc::new(node.state_machine.clone());
+            node.snapshot = Some((meta.clone(), data.clone()));
+            // Saved in order behind the writes already handed out.
+            let after = node.writes.back().map_or(0, |w| w.complete_at);
+            node.writes.push_back(PendingWrite {
+                complete_at: (now + latency).max(after),
+                records: vec![Record::LocalSnapshot(meta, data)],
+                gated: Vec::new(),
+                last_entry: None,
+            });
         }
     }
 
@@ -639,6 +700,14 @@ impl Cluster {
     }
 
     fn crash(&mut self, index: usize) {
+        if self.trace {
+            eprintln!(
+                "t{} n{} CRASH (writes in flight: {})",
+                self.now,
+                index + 1,
+                self.nodes[index].writes.len()
+            );
+        }
         self.outcome.crashes += 1;
         let result = self.nodes[index]
             .crash(&mut self.rng)
@@ -648,6 +717,16 @@ impl Cluster {
 
     fn restart(&mut self, index: usize) {
         let node_id = NodeId(index as u64 + 1);
+        if self.trace {
+            let disk = &self.nodes[index].disk;
+            eprintln!(
+                "t{} n{node_id} RESTART hard {:?} snap {:?} log {:?}",
+                self.now,
+                disk.hard_state,
+                disk.snapshot.as_ref().map(|(m, _)| (m.index.0, m.term.0)),
+                disk.log.iter().map(|e| (e.index.0, e.term.0)).collect::<Vec<_>>()
+            );
+        }
         let node = &mut self.nodes[index];
         node.incarnation += 1;
         let disk = node.disk.clone();
@@ -665,6 +744,8 @@ impl Cluster {
             .snapshot
             .as_ref()
             .map_or_else(StateMachine::default, |(_, d)| (**d).clone());
+        // Only the durable snapshot survives the crash.
+        node.snapshot = disk.snapshot.clone();
         node.commit_seen = core.commit_index();
         node.core = Some(core);
         let result = self.checkers.monotonic_state.on_restart(node_id, disk.hard_state);

@@ -50,8 +50,12 @@ pub fn mix(a: u64, b: u64) -> u64 {
 /// One record of a write, in the order it reaches the disk.
 #[derive(Clone, Debug)]
 pub enum Record {
-    /// A snapshot replacing the whole log.
+    /// A snapshot from the leader, replacing the whole log.
     Snapshot(SnapshotMeta, Rc<StateMachine>),
+    /// A snapshot this node took: entries up to its index are purged, later
+    /// ones stay. Ordered after every write handed out before it, so a crash
+    /// can never keep the snapshot but lose an earlier truncation.
+    LocalSnapshot(SnapshotMeta, Rc<StateMachine>),
     /// Drop entries from this index on.
     Truncate(LogIndex),
     /// Entries to append.
@@ -95,6 +99,10 @@ impl Disk {
             Record::Snapshot(meta, data) => {
                 self.snapshot = Some((meta.clone(), data.clone()));
                 self.log.clear();
+            }
+            Record::LocalSnapshot(meta, data) => {
+                self.purge_to(meta.index);
+                self.snapshot = Some((meta.clone(), data.clone()));
             }
             Record::Truncate(from) => {
                 let keep = from.0.saturating_sub(self.first_index().0) as usize;
@@ -190,6 +198,9 @@ pub struct SimNode {
     pub incarnation: u64,
     /// The commit index the checkers last saw.
     pub commit_seen: LogIndex,
+    /// The newest snapshot this node holds (taken or installed), durable or
+    /// not: what it sends to a peer that needs it.
+    pub snapshot: Option<(SnapshotMeta, Rc<StateMachine>)>,
 }
 
 impl SimNode {
@@ -204,6 +215,7 @@ impl SimNode {
             reads: Vec::new(),
             incarnation: 0,
             commit_seen: LogIndex(0),
+            snapshot: None,
         }
     }
 

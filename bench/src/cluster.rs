@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use coraft::api::{Command, StateMachine};
+use coraft::api::CommandCounter;
 use coraft::raft::{GroupId, NodeId, ReadMode, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
 use coraft_net::schema::{ClientRequest, ClientRequestBatch, ClientResponseBatch};
@@ -78,26 +78,6 @@ fn parse(args: Vec<String>) -> Result<Options> {
         bail!("--duration must be at least 1 second");
     }
     Ok(options)
-}
-
-/// The benchmark's state machine: counts commands, returns the count.
-#[derive(Default)]
-struct Counter {
-    applied: u64,
-}
-
-impl StateMachine for Counter {
-    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
-        commands
-            .map(|_| {
-                self.applied += 1;
-                self.applied.to_le_bytes().to_vec()
-            })
-            .collect()
-    }
-    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
-        self.applied.to_le_bytes().to_vec()
-    }
 }
 
 /// p50 of a 4 KiB O_DIRECT write + fdatasync in `dir`: the floor of a durable write.
@@ -263,7 +243,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         })
         .collect();
     let groups: Vec<GroupId> = (1..=options.groups).map(GroupId).collect();
-    let factory: StateMachineFactory = Arc::new(|_| Box::new(Counter::default()));
+    let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
     let mut nodes = Vec::new();
     for peer in &peers {
         let node_options = NodeOptions {

@@ -28,6 +28,38 @@ fn start(config: &Path) -> Process {
     Process(child)
 }
 
+/// Writes one TOML config per node (one shard, unbound), Raft on `raft[i]`
+/// and, when given, Prometheus metrics on `metrics[i]`; returns their paths.
+fn write_configs(dir: &Path, raft: &[SocketAddr], metrics: Option<&[SocketAddr]>) -> Vec<std::path::PathBuf> {
+    let peers: Vec<Peer> = raft
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| Peer {
+            id: i as u64 + 1,
+            address: a,
+        })
+        .collect();
+    (0..raft.len())
+        .map(|i| {
+            let mut config = NodeConfig {
+                cluster_id: 9,
+                node_id: i as u64 + 1,
+                listen: raft[i],
+                metrics_listen: metrics.map(|m| m[i]),
+                peers: peers.clone(),
+                ..NodeConfig::default()
+            };
+            config.shards.count = 1;
+            config.shards.placement = PlacementPolicy::Unbound;
+            config.shards.spin_before_park_us = 0;
+            config.wal.dir = Some(dir.join(format!("node-{}", i + 1)));
+            let path = dir.join(format!("node-{}.toml", i + 1));
+            std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
+            path
+        })
+        .collect()
+}
+
 fn count(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }
@@ -38,31 +70,7 @@ fn three_node_processes_replicate_and_one_killed_recovers_from_its_wal() {
     let ports: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     let addresses: Vec<SocketAddr> = ports.iter().map(|l| l.local_addr().unwrap()).collect();
     drop(ports);
-    let peers: Vec<Peer> = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| Peer {
-            id: i as u64 + 1,
-            address: a,
-        })
-        .collect();
-    let mut paths = Vec::new();
-    for (i, &address) in addresses.iter().enumerate() {
-        let mut config = NodeConfig {
-            cluster_id: 9,
-            node_id: i as u64 + 1,
-            listen: address,
-            peers: peers.clone(),
-            ..NodeConfig::default()
-        };
-        config.shards.count = 1;
-        config.shards.placement = PlacementPolicy::Unbound;
-        config.shards.spin_before_park_us = 0;
-        config.wal.dir = Some(dir.path().join(format!("node-{}", i + 1)));
-        let path = dir.path().join(format!("node-{}.toml", i + 1));
-        std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
-        paths.push(path);
-    }
+    let paths = write_configs(dir.path(), &addresses, None);
     let mut processes: Vec<Option<Process>> = paths.iter().map(|p| Some(start(p))).collect();
     let mut client = Client::new(ClientConfig {
         cluster_id: 9,
@@ -165,32 +173,10 @@ fn a_stalled_follower_does_not_stop_the_leader_or_grow_its_memory_and_catches_up
     let addresses: Vec<SocketAddr> = ports.iter().map(|l| l.local_addr().unwrap()).collect();
     drop(ports);
     let (raft, metrics) = addresses.split_at(3);
-    let peers: Vec<Peer> = raft
+    let processes: Vec<Process> = write_configs(dir.path(), raft, Some(metrics))
         .iter()
-        .enumerate()
-        .map(|(i, &a)| Peer {
-            id: i as u64 + 1,
-            address: a,
-        })
+        .map(|p| start(p))
         .collect();
-    let mut processes = Vec::new();
-    for i in 0..3 {
-        let mut config = NodeConfig {
-            cluster_id: 9,
-            node_id: i as u64 + 1,
-            listen: raft[i],
-            metrics_listen: Some(metrics[i]),
-            peers: peers.clone(),
-            ..NodeConfig::default()
-        };
-        config.shards.count = 1;
-        config.shards.placement = PlacementPolicy::Unbound;
-        config.shards.spin_before_park_us = 0;
-        config.wal.dir = Some(dir.path().join(format!("node-{}", i + 1)));
-        let path = dir.path().join(format!("node-{}.toml", i + 1));
-        std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
-        processes.push(start(&path));
-    }
     let mut client = Client::new(ClientConfig {
         cluster_id: 9,
         client_id: 78,

@@ -2,8 +2,10 @@
 //! and what it calls ([`Node`](crate::runtime::Node),
 //! [`GroupHandle`](crate::runtime::GroupHandle)), with typed errors.
 
+mod counter;
 mod error;
 mod state_machine;
 
+pub use counter::CommandCounter;
 pub use error::Error;
 pub use state_machine::{Command, LeaderStopReason, StateMachine};

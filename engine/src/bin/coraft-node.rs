@@ -11,30 +11,10 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use coraft::api::{Command, StateMachine};
+use coraft::api::CommandCounter;
 use coraft::raft::GroupId;
 use coraft::runtime::{Node, NodeOptions, StateMachineFactory};
 use coraft_tuning::{NodeConfig, Topology};
-
-/// Counts applied commands; a query returns the count.
-#[derive(Default)]
-struct Counter {
-    applied: u64,
-}
-
-impl StateMachine for Counter {
-    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
-        commands
-            .map(|_| {
-                self.applied += 1;
-                self.applied.to_le_bytes().to_vec()
-            })
-            .collect()
-    }
-    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
-        self.applied.to_le_bytes().to_vec()
-    }
-}
 
 fn main() -> Result<()> {
     let mut config_path = None;
@@ -72,7 +52,7 @@ fn main() -> Result<()> {
     // Block the stop signals before any thread starts, so sigwait gets them.
     let signals = stop_signals();
     let options = NodeOptions::from_plan(&plan, (1..=groups).map(GroupId).collect());
-    let factory: StateMachineFactory = Arc::new(|_| Box::new(Counter::default()));
+    let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
     let node = Node::start(options, factory).map_err(|e| anyhow::anyhow!("starting node {}: {e}", config.node_id))?;
     eprintln!(
         "node {} of cluster {} running {} shard(s), {groups} group(s), listening on {}",

@@ -1,0 +1,34 @@
+//! A ready-made state machine that counts the commands it applied: what the
+//! benchmark harness, `coraft-node` and quick experiments replicate when the
+//! state itself does not matter.
+
+use super::state_machine::{Command, StateMachine};
+
+/// Counts applied commands; each command's result, and every query's answer,
+/// is the count so far as 8 little-endian bytes.
+#[derive(Debug, Default)]
+pub struct CommandCounter {
+    applied: u64,
+}
+
+impl CommandCounter {
+    /// Commands applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+}
+
+impl StateMachine for CommandCounter {
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+        commands
+            .map(|_| {
+                self.applied += 1;
+                self.applied.to_le_bytes().to_vec()
+            })
+            .collect()
+    }
+
+    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
+        self.applied.to_le_bytes().to_vec()
+    }
+}

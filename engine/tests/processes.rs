@@ -60,6 +60,35 @@ fn write_configs(dir: &Path, raft: &[SocketAddr], metrics: Option<&[SocketAddr]>
         .collect()
 }
 
+/// A client of the cluster whose node `i + 1` listens on `addresses[i]`.
+fn client_for(addresses: &[SocketAddr], client_id: u64) -> Client {
+    Client::new(ClientConfig {
+        cluster_id: 9,
+        client_id,
+        nodes: addresses
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
+            .collect(),
+        attempt_timeout: Duration::from_secs(2),
+    })
+}
+
+/// Writes `data`, retrying until the cluster takes it (nodes starting,
+/// electing, recovering); fails the test after 30 s.
+fn write_within_30s(client: &mut Client, group: GroupId, data: &[u8]) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.write(group, data) {
+            Ok(result) => return result,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "no write succeeded within 30 s: {error}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 fn count(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }
@@ -72,27 +101,9 @@ fn three_node_processes_replicate_and_one_killed_recovers_from_its_wal() {
     drop(ports);
     let paths = write_configs(dir.path(), &addresses, None);
     let mut processes: Vec<Option<Process>> = paths.iter().map(|p| Some(start(p))).collect();
-    let mut client = Client::new(ClientConfig {
-        cluster_id: 9,
-        client_id: 77,
-        nodes: addresses
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
-            .collect(),
-        attempt_timeout: Duration::from_secs(2),
-    });
+    let mut client = client_for(&addresses, 77);
     // The nodes need a moment to start and elect; the client retries.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first = loop {
-        match client.write(GroupId(1), b"a") {
-            Ok(result) => break count(&result),
-            Err(error) => {
-                assert!(Instant::now() < deadline, "no write succeeded within 30 s: {error}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
+    let first = count(&write_within_30s(&mut client, GroupId(1), b"a"));
     assert_eq!(first, 1);
     for expected in 2..=10 {
         assert_eq!(count(&client.write(GroupId(1), b"a").unwrap()), expected);
@@ -112,22 +123,7 @@ fn three_node_processes_replicate_and_one_killed_recovers_from_its_wal() {
     let status = node2.0.wait().unwrap();
     assert!(status.success(), "node 2 stopped on SIGTERM with {status}");
     drop(node2);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.write(GroupId(1), b"a") {
-            Ok(result) => {
-                assert_eq!(count(&result), 16);
-                break;
-            }
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "nodes 1 and 3 took no write within 30 s: {error}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
+    assert_eq!(count(&write_within_30s(&mut client, GroupId(1), b"a")), 16);
     processes[1] = Some(start(&paths[1]));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -177,21 +173,8 @@ fn a_stalled_follower_does_not_stop_the_leader_or_grow_its_memory_and_catches_up
         .iter()
         .map(|p| start(p))
         .collect();
-    let mut client = Client::new(ClientConfig {
-        cluster_id: 9,
-        client_id: 78,
-        nodes: raft
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
-            .collect(),
-        attempt_timeout: Duration::from_secs(2),
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.write(GroupId(1), b"w").is_err() {
-        assert!(Instant::now() < deadline, "no write succeeded within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut client = client_for(raft, 78);
+    write_within_30s(&mut client, GroupId(1), b"w");
     // Find the leader of group 1 (the node whose metrics say it leads one group;
     // group 2 may be led by another node, so ask about group 1 by writing).
     let led: Vec<u64> = metrics

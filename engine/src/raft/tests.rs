@@ -110,6 +110,31 @@ fn payload(text: &'static str) -> Vec<Bytes> {
     vec![Bytes::from_static(text.as_bytes())]
 }
 
+/// A no-op entry at (`index`, `term`).
+fn noop_entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index: LogIndex(index),
+        term: Term(term),
+        payload: EntryPayload::Noop,
+    }
+}
+
+/// AppendEntries from node 1 to node 2 in `term`, starting the log at index 1.
+fn append_from_start(term: u64, entries: Vec<Entry>) -> Message {
+    Message {
+        group: GroupId(1),
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(term),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries,
+            leader_commit: LogIndex(0),
+        },
+    }
+}
+
 #[test]
 fn election_timeout_is_drawn_from_t_to_2t() {
     // Raft §5.2: randomized election timeouts spread out candidates.
@@ -267,23 +292,7 @@ fn follower_rejects_append_with_mismatched_previous_entry_and_hints() {
 fn follower_replaces_a_conflicting_suffix() {
     // Raft §5.3: delete the conflicting entry and all that follow it.
     let mut follower = core(2, &ids(3), |_| {});
-    let entry = |index: u64, term: u64| Entry {
-        index: LogIndex(index),
-        term: Term(term),
-        payload: EntryPayload::Noop,
-    };
-    let append = |term: u64, entries: Vec<Entry>| Message {
-        group: GroupId(1),
-        from: NodeId(1),
-        to: NodeId(2),
-        term: Term(term),
-        body: MessageBody::AppendEntries {
-            prev_log_index: LogIndex(0),
-            prev_log_term: Term(0),
-            entries,
-            leader_commit: LogIndex(0),
-        },
-    };
+    let (entry, append) = (noop_entry, append_from_start);
     follower.step(append(1, vec![entry(1, 1), entry(2, 1), entry(3, 1)]));
     let first = follower.take_ready();
     assert_eq!(first.entries.len(), 3);
@@ -353,23 +362,7 @@ fn stale_persist_report_of_a_replaced_entry_is_ignored() {
     // A persist report names (index, term): one for an entry replaced since
     // must not count.
     let mut follower = core(2, &ids(3), |_| {});
-    let entry = |index: u64, term: u64| Entry {
-        index: LogIndex(index),
-        term: Term(term),
-        payload: EntryPayload::Noop,
-    };
-    let append = |term: u64, entries: Vec<Entry>| Message {
-        group: GroupId(1),
-        from: NodeId(1),
-        to: NodeId(2),
-        term: Term(term),
-        body: MessageBody::AppendEntries {
-            prev_log_index: LogIndex(0),
-            prev_log_term: Term(0),
-            entries,
-            leader_commit: LogIndex(0),
-        },
-    };
+    let (entry, append) = (noop_entry, append_from_start);
     follower.step(append(1, vec![entry(1, 1), entry(2, 1)]));
     let _ = follower.take_ready();
     follower.step(append(2, vec![entry(1, 1), entry(2, 2)]));

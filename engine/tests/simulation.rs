@@ -27,8 +27,9 @@ fn five_node_clusters_stay_safe_and_live_under_faults() {
 }
 
 #[test]
-fn runs_exercise_crashes_membership_snapshots_and_reads() {
+fn runs_exercise_crashes_membership_snapshots_reads_and_quiet_groups() {
     let mut crashes = 0;
+    let mut quiet = 0;
     let mut configuration_changes = 0;
     let mut snapshots = 0;
     let mut reads = 0;
@@ -40,9 +41,13 @@ fn runs_exercise_crashes_membership_snapshots_and_reads() {
         snapshots += outcome.snapshots_installed;
         reads += outcome.reads_confirmed;
         writes += outcome.writes_acknowledged;
+        quiet += outcome.quiesced_core_ticks;
     }
-    assert!(crashes > 0 && configuration_changes > 0 && snapshots > 0 && reads > 0 && writes > 0,
-        "crashes {crashes}, configuration entries {configuration_changes}, snapshots {snapshots}, reads {reads}, writes {writes}");
+    assert!(
+        crashes > 0 && configuration_changes > 0 && snapshots > 0 && reads > 0 && writes > 0 && quiet > 0,
+        "crashes {crashes}, configuration entries {configuration_changes}, snapshots {snapshots}, reads {reads}, \
+         writes {writes}, quiet core-ticks {quiet}"
+    );
 }
 
 #[test]

@@ -83,6 +83,7 @@ struct Totals {
     crashes: u64,
     configuration_changes: u64,
     snapshots: u64,
+    quiesced_core_ticks: u64,
     first_failing_seed: Option<u64>,
     failures: Vec<SimOutcome>,
 }
@@ -120,6 +121,7 @@ fn main() {
                 t.crashes += outcome.crashes;
                 t.configuration_changes += outcome.configuration_changes;
                 t.snapshots += outcome.snapshots_installed;
+                t.quiesced_core_ticks += outcome.quiesced_core_ticks;
                 if !outcome.passed() {
                     t.violations += outcome.violations.len() as u64;
                     t.liveness_failures += u64::from(outcome.liveness_failure.is_some());
@@ -176,7 +178,7 @@ fn main() {
     }
     println!(
         "{} seeds ({} nodes) in {:.1} s: {} violations, {} liveness failures; {} steps, {} writes acknowledged, \
-         {} reads confirmed, {} crashes, {} configuration entries, {} snapshots installed",
+         {} reads confirmed, {} crashes, {} configuration entries, {} snapshots installed, {} quiet core-ticks",
         args.seeds,
         args.nodes,
         seconds,
@@ -187,7 +189,8 @@ fn main() {
         t.reads,
         t.crashes,
         t.configuration_changes,
-        t.snapshots
+        t.snapshots,
+        t.quiesced_core_ticks
     );
     if args.verbose && args.seeds == 1 {
         println!("{:?}", t.failures.first());

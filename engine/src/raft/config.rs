@@ -76,6 +76,14 @@ pub struct RaftConfig {
     /// `(priority_max - priority)` extra half-timeouts before campaigning, so
     /// higher-priority nodes tend to win.
     pub election_priority: u8,
+    /// Let an idle group go quiet: once everything is committed and every
+    /// follower holds it, the leader sends one last heartbeat marked
+    /// `quiesce` and then neither it nor its followers tick until something
+    /// happens (`quiesce.rs`). The runtime then watches the leader's node
+    /// instead, with one message per node pair, and calls
+    /// [`RaftCore::leader_unreachable`](super::RaftCore::leader_unreachable)
+    /// when it goes silent.
+    pub quiesce: bool,
     /// Seed of the core's random generator (election timeouts).
     pub seed: u64,
     #[doc(hidden)]
@@ -104,6 +112,7 @@ impl RaftConfig {
             uncommitted_bytes_max: 64 << 20,
             snapshot_timeout_ticks: 30,
             election_priority: 0,
+            quiesce: false,
             seed: id.0,
             planted_bug: PlantedBug::None,
         }

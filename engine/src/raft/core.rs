@@ -72,6 +72,8 @@ pub struct RaftCore {
     pub(super) uncommitted_bytes: u64,
     pub(super) reads: ReadTracker,
     pub(super) out: Ready,
+    /// Quiet: an idle group that does not tick (`quiesce.rs`).
+    pub(super) quiesced: bool,
     last_hard_state: HardState,
     last_soft_state: SoftState,
 }
@@ -115,6 +117,7 @@ impl RaftCore {
             randomized_election_timeout_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             ticks_since_leader_heard: 0,
+            quiesced: false,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             transfer: None,
@@ -135,6 +138,9 @@ impl RaftCore {
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.now_ticks += 1;
+        if self.quiesced {
+            return;
+        }
         if self.role == Role::Leader {
             self.ticks_since_leader_heard = 0;
             self.tick_leader();
@@ -148,6 +154,9 @@ impl RaftCore {
     pub fn step(&mut self, message: Message) {
         if message.group != self.config.group || message.to != self.config.id || message.from == self.config.id {
             return;
+        }
+        if self.quiesced && !self.keeps_quiet(&message) {
+            self.wake();
         }
         if !self.step_term(&message) {
             return;
@@ -288,7 +297,9 @@ impl RaftCore {
                 leadership_transfer, ..
             } = m.body
             {
-                if !leadership_transfer && self.in_leader_lease() {
+                // The leader itself asking for votes has lost its leadership
+                // (it restarted): no live leader to protect.
+                if !leadership_transfer && self.in_leader_lease() && self.leader != Some(m.from) {
                     // A live leader was heard from: this candidate is likely
                     // partitioned from it (thesis §4.2.3). Do not disrupt.
                     return false;
@@ -393,10 +404,17 @@ impl RaftCore {
                 self.heard_from_leader(from);
                 self.handle_append(from, prev_log_index, prev_log_term, entries, leader_commit);
             }
-            MessageBody::Heartbeat { commit_index, round } => {
+            MessageBody::Heartbeat {
+                commit_index,
+                round,
+                quiesce,
+            } => {
                 self.heard_from_leader(from);
                 self.log.commit_to(commit_index);
                 self.send(from, MessageBody::HeartbeatResponse { round });
+                if quiesce {
+                    self.follower_may_quiesce();
+                }
             }
             MessageBody::InstallSnapshot { meta } => {
                 self.heard_from_leader(from);
@@ -439,6 +457,7 @@ impl RaftCore {
             self.vote = None;
         }
         self.leader = None;
+        self.quiesced = false;
         self.election_elapsed_ticks = 0;
         self.heartbeat_elapsed_ticks = 0;
         self.reset_election_timeout();
@@ -555,6 +574,7 @@ impl RaftCore {
     }
 
     pub(super) fn propose_payloads(&mut self, payloads: Vec<EntryPayload>) -> Result<(LogIndex, Term), RaftError> {
+        self.wake();
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
                 leader_hint: self.leader,

@@ -148,6 +148,7 @@ impl RaftCore {
     /// Asks the leader to hand leadership to `target` (thesis §3.10): catch it
     /// up, then send TimeoutNow; give up after an election timeout.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), super::error::RaftError> {
+        self.wake();
         use super::error::RaftError;
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {

@@ -143,6 +143,7 @@ fn next_configuration(current: &Configuration, changes: &[ConfChange]) -> Result
 impl RaftCore {
     /// Proposes a membership change; returns the index of its entry.
     pub fn propose_conf_change(&mut self, changes: &[ConfChange]) -> Result<LogIndex, RaftError> {
+        self.wake();
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
                 leader_hint: self.leader,
@@ -211,6 +212,7 @@ impl RaftCore {
     /// configuration now, without consensus. Every surviving node must be
     /// given the same set; the next leader records it in the log.
     pub fn force_configuration(&mut self, voters: &[NodeId]) -> Result<(), RaftError> {
+        self.wake();
         if voters.is_empty() {
             return Err(RaftError::InvalidConfigurationChange {
                 reason: "no voter given",

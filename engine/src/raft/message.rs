@@ -62,6 +62,9 @@ pub enum MessageBody {
         /// The leader's heartbeat round; echoed back to confirm leadership for
         /// reads and leases.
         round: u64,
+        /// The leader goes quiet after this heartbeat: a follower holding
+        /// everything committed stops its election timer (`quiesce.rs`).
+        quiesce: bool,
     },
     /// Follower → leader.
     HeartbeatResponse {

@@ -38,6 +38,7 @@ mod log;
 mod membership;
 mod message;
 mod progress;
+mod quiesce;
 mod quorum;
 mod reads;
 mod ready;
@@ -48,6 +49,8 @@ mod types;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_quiesce;
 
 pub use config::{PlantedBug, RaftConfig, ReadMode, DEFAULT_APPEND_BYTES_MAX, ELECTION_PRIORITY_MAX};
 pub use core::{InitialState, RaftCore, APPLY_BATCH_BYTES_MAX};

@@ -68,6 +68,18 @@ impl ReadTracker {
         !self.waiting_for_round.is_empty()
     }
 
+    /// No read waits for anything.
+    pub(super) fn is_idle(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the lease and the rounds remembered for it: time stopped
+    /// counting (a quiet leader), so no earlier round may confirm anything.
+    pub(super) fn forget_lease(&mut self) {
+        self.lease_until_tick = 0;
+        self.rounds_sent.clear();
+    }
+
     /// Starts a heartbeat round; reads that arrived before it ride on it.
     pub(super) fn start_round(&mut self, now_ticks: u64) -> u64 {
         self.round += 1;
@@ -134,6 +146,7 @@ impl RaftCore {
     /// as a [`ReadState`] (or in `dropped_reads`) of a later [`Ready`](super::Ready);
     /// a follower forwards the request to its leader.
     pub fn read_index(&mut self, context: u64) -> Result<(), RaftError> {
+        self.wake();
         if self.reads.len() >= PENDING_READS_MAX {
             return Err(RaftError::Busy {
                 uncommitted_bytes: self.reads.len() as u64,

@@ -49,7 +49,11 @@ impl RaftCore {
         }
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed_ticks = 0;
-            self.broadcast_heartbeat();
+            if self.leader_may_quiesce() {
+                self.quiesce_leader();
+            } else {
+                self.broadcast_heartbeat();
+            }
         }
     }
 
@@ -110,6 +114,7 @@ impl RaftCore {
                 MessageBody::Heartbeat {
                     commit_index: committed.min(match_index),
                     round,
+                    quiesce: false,
                 },
             );
         }

@@ -50,6 +50,7 @@ impl RaftCore {
     /// The runtime's report on a snapshot sent to `peer`: on failure the
     /// leader goes back to probing it.
     pub fn report_snapshot(&mut self, peer: NodeId, delivered: bool) {
+        self.wake();
         if let Some(progress) = self.progress.get_mut(&peer) {
             if matches!(progress.state, ProgressState::Snapshot { .. }) && !delivered {
                 progress.become_probe();

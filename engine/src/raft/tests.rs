@@ -8,11 +8,11 @@ use bytes::Bytes;
 
 use super::*;
 
-fn ids(n: u64) -> Vec<NodeId> {
+pub(super) fn ids(n: u64) -> Vec<NodeId> {
     (1..=n).map(NodeId).collect()
 }
 
-fn core(id: u64, voters: &[NodeId], tune: impl Fn(&mut RaftConfig)) -> RaftCore {
+pub(super) fn core(id: u64, voters: &[NodeId], tune: impl Fn(&mut RaftConfig)) -> RaftCore {
     let mut config = RaftConfig::new(NodeId(id), GroupId(1));
     tune(&mut config);
     let initial = InitialState {
@@ -23,16 +23,16 @@ fn core(id: u64, voters: &[NodeId], tune: impl Fn(&mut RaftConfig)) -> RaftCore 
 }
 
 /// Cores of one group; persists at once and routes messages on `settle`.
-struct Cluster {
-    cores: BTreeMap<NodeId, RaftCore>,
+pub(super) struct Cluster {
+    pub(super) cores: BTreeMap<NodeId, RaftCore>,
     /// Nodes whose incoming messages are dropped.
-    isolated: Vec<NodeId>,
-    applied: BTreeMap<NodeId, Vec<Entry>>,
-    reads: BTreeMap<NodeId, Vec<ReadState>>,
+    pub(super) isolated: Vec<NodeId>,
+    pub(super) applied: BTreeMap<NodeId, Vec<Entry>>,
+    pub(super) reads: BTreeMap<NodeId, Vec<ReadState>>,
 }
 
 impl Cluster {
-    fn new(n: u64, tune: impl Fn(&mut RaftConfig)) -> Cluster {
+    pub(super) fn new(n: u64, tune: impl Fn(&mut RaftConfig)) -> Cluster {
         let voters = ids(n);
         let cores = voters.iter().map(|&id| (id, core(id.0, &voters, &tune))).collect();
         Cluster {
@@ -43,12 +43,12 @@ impl Cluster {
         }
     }
 
-    fn get(&mut self, id: u64) -> &mut RaftCore {
+    pub(super) fn get(&mut self, id: u64) -> &mut RaftCore {
         self.cores.get_mut(&NodeId(id)).expect("node exists")
     }
 
     /// Takes every Ready, persists at once and delivers until quiet.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for _ in 0..1000 {
             let mut inbox = Vec::new();
             for (&id, core) in self.cores.iter_mut() {
@@ -79,7 +79,7 @@ impl Cluster {
     }
 
     /// Ticks node `id` until it campaigns, then settles.
-    fn elect(&mut self, id: u64) {
+    pub(super) fn elect(&mut self, id: u64) {
         // Nodes start inside the "a leader may be alive" guard (a restarted
         // node may have acknowledged a lease); age everyone past it.
         for core in self.cores.values_mut() {
@@ -96,7 +96,7 @@ impl Cluster {
         assert_eq!(self.get(id).role(), Role::Leader, "node {id} should have won");
     }
 
-    fn tick_all(&mut self, ticks: u64) {
+    pub(super) fn tick_all(&mut self, ticks: u64) {
         for _ in 0..ticks {
             for core in self.cores.values_mut() {
                 core.tick();
@@ -106,7 +106,7 @@ impl Cluster {
     }
 }
 
-fn payload(text: &'static str) -> Vec<Bytes> {
+pub(super) fn payload(text: &'static str) -> Vec<Bytes> {
     vec![Bytes::from_static(text.as_bytes())]
 }
 
@@ -231,7 +231,7 @@ fn voter_rejects_a_candidate_whose_log_is_behind() {
 }
 
 impl RaftCore {
-    fn forget_leader(&mut self) {
+    pub(super) fn forget_leader(&mut self) {
         self.ticks_since_leader_heard = self.config.election_timeout_ticks;
     }
 }
@@ -619,7 +619,7 @@ fn config_validation_names_the_field() {
     ));
 }
 
-fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+pub(super) fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
     Message {
         group: GroupId(1),
         from: NodeId(from),
@@ -652,6 +652,7 @@ fn stale_leader_is_told_the_newer_term() {
         MessageBody::Heartbeat {
             commit_index: LogIndex(0),
             round: 1,
+            quiesce: false,
         },
     ));
     let _ = follower.take_ready();
@@ -662,6 +663,7 @@ fn stale_leader_is_told_the_newer_term() {
         MessageBody::Heartbeat {
             commit_index: LogIndex(0),
             round: 1,
+            quiesce: false,
         },
     ));
     let ready = follower.take_ready();
@@ -686,6 +688,7 @@ fn candidate_yields_to_a_leader_of_its_own_term() {
         MessageBody::Heartbeat {
             commit_index: LogIndex(0),
             round: 1,
+            quiesce: false,
         },
     ));
     assert_eq!(

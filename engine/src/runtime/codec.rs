@@ -192,7 +192,11 @@ pub fn to_wire(message: &Message) -> wire::Envelope {
                 granted: *granted,
             })
         }
-        MessageBody::Heartbeat { commit_index, round } => wire::RaftBody::Heartbeat(wire::Heartbeat {
+        // A quiescing heartbeat travels as a line of a coalesced heartbeat
+        // (`transport.rs`); on its own it is an ordinary one.
+        MessageBody::Heartbeat {
+            commit_index, round, ..
+        } => wire::RaftBody::Heartbeat(wire::Heartbeat {
             commit_index: commit_index.0,
             read_context: *round,
         }),
@@ -279,6 +283,7 @@ pub fn from_wire(envelope: &wire::Envelope) -> Result<Option<Message>, DecodeErr
         wire::RaftBody::Heartbeat(h) => MessageBody::Heartbeat {
             commit_index: LogIndex(h.commit_index),
             round: h.read_context,
+            quiesce: false,
         },
         wire::RaftBody::HeartbeatResponse(h) => MessageBody::HeartbeatResponse { round: h.read_context },
         wire::RaftBody::TimeoutNow => MessageBody::TimeoutNow,
@@ -375,6 +380,7 @@ mod tests {
             MessageBody::Heartbeat {
                 commit_index: LogIndex(3),
                 round: 11,
+                quiesce: false,
             },
             MessageBody::HeartbeatResponse { round: 11 },
             MessageBody::TimeoutNow,

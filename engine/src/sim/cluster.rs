@@ -22,6 +22,8 @@ const READY_ROUNDS_MAX: usize = 64;
 /// Bound on messages delivered in one tick.
 const DELIVERIES_PER_TICK_MAX: usize = 10_000;
 const GROUP: GroupId = GroupId(1);
+/// Length of the clients' busy and idle spells in runs with quiescence.
+const CLIENT_PAUSE_TICKS: u64 = 64;
 
 /// A simulated cluster.
 pub struct Cluster {
@@ -56,6 +58,14 @@ pub struct Cluster {
     incoming_snapshot: Vec<Option<Rc<StateMachine>>>,
     /// Print every event (replaying one seed with CORAFT_SIM_TRACE=1).
     trace: bool,
+    /// Idle groups go quiet in this run (drawn per seed, outside the run's
+    /// random stream so the other draws stay put).
+    quiesce: bool,
+    /// Per node, per peer: ticks the node has not been able to hear the peer
+    /// (crashed, or the link cut). The runtime learns this from one message
+    /// per node pair; at an election timeout a quiet follower of that peer
+    /// is told its leader is unreachable.
+    silent_ticks: Vec<Vec<u64>>,
 }
 
 impl Cluster {
@@ -106,6 +116,8 @@ impl Cluster {
             },
             incoming_snapshot: vec![None; total as usize],
             trace: std::env::var_os("CORAFT_SIM_TRACE").is_some(),
+            quiesce: mix(options.seed, 0x71E7) % 2 == 0,
+            silent_ticks: vec![vec![0; total as usize]; total as usize],
             options,
         };
         for id in 1..=total {
@@ -129,6 +141,7 @@ impl Cluster {
         config.planted_bug = self.options.planted_bug;
         config.inflight_messages_max = self.inflight_messages_max;
         config.append_bytes_max = self.append_bytes_max;
+        config.quiesce = self.quiesce;
         RaftCore::new(config, initial).expect("simulator config is valid")
     }
 
@@ -238,11 +251,17 @@ impl Cluster {
         self.now += 1;
         for index in 0..self.nodes.len() {
             if let Some(core) = self.nodes[index].core.as_mut() {
-                core.tick();
+                // Like the runtime, do not tick a quiet core at all.
+                if core.is_quiesced() {
+                    self.outcome.quiesced_core_ticks += 1;
+                } else {
+                    core.tick();
+                }
                 self.outcome.steps += 1;
                 self.drive(index);
             }
         }
+        self.watch_peers();
         let mut delivered = 0;
         while let Some(packet) = self.network.next_due(self.now) {
             self.deliver(packet);
@@ -253,6 +272,32 @@ impl Cluster {
         }
         for index in 0..self.nodes.len() {
             self.complete_writes(index);
+        }
+    }
+
+    /// The runtime's view of its peers' nodes: a peer not heard for an
+    /// election timeout makes the quiet followers of its groups wake.
+    fn watch_peers(&mut self) {
+        let timeout = RaftConfig::new(NodeId(1), GROUP).election_timeout_ticks;
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].core.is_none() {
+                continue;
+            }
+            for peer in 0..self.nodes.len() {
+                if peer == index {
+                    continue;
+                }
+                let (from, to) = (NodeId(peer as u64 + 1), NodeId(index as u64 + 1));
+                let heard = self.nodes[peer].core.is_some() && !self.network.is_cut(from, to);
+                let silent = &mut self.silent_ticks[index][peer];
+                *silent = if heard { 0 } else { *silent + 1 };
+                if *silent == timeout {
+                    if let Some(core) = self.nodes[index].core.as_mut() {
+                        core.leader_unreachable(from);
+                    }
+                    self.drive(index);
+                }
+            }
         }
     }
 
@@ -526,6 +571,11 @@ impl Cluster {
     }
 
     fn clients_act(&mut self) {
+        if self.quiesce && (self.now / CLIENT_PAUSE_TICKS) % 2 == 1 {
+            // Runs where groups may go quiet alternate busy and idle spells,
+            // so quiet groups meet crashes, partitions and the next write.
+            return;
+        }
         if self.rng.chance(2, 3) {
             self.client_write();
         }

@@ -75,6 +75,8 @@ pub struct SimOutcome {
     pub configuration_changes: u64,
     /// Snapshots installed on followers.
     pub snapshots_installed: u64,
+    /// Ticks a core spent quiet (`raft/quiesce.rs`), summed over cores.
+    pub quiesced_core_ticks: u64,
 }
 
 impl SimOutcome {

@@ -260,6 +260,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             read_mode: ReadMode::Safe,
             spin_before_park: options.spin_before_park,
             metrics_listen: None,
+            quiesce_idle_groups: true,
         };
         nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
     }

@@ -2,10 +2,13 @@
 //!
 //! Subcommands measure one layer each against its physical floor, measured in
 //! the same run: `wal` (the write-ahead log against raw O_DIRECT + fdatasync)
-//! and `net` (frames over TCP against a raw TCP stream and ping-pong). With no
-//! subcommand (or `cluster`) it runs an embedded 3-node cluster on loopback.
+//! and `net` (frames over TCP against a raw TCP stream and ping-pong);
+//! `idle` measures what many idle groups cost three `coraft-node` processes.
+//! With no subcommand (or `cluster`) it runs an embedded 3-node cluster on
+//! loopback.
 
 mod cluster;
+mod idle;
 mod net;
 mod wal;
 
@@ -16,8 +19,9 @@ fn main() -> Result<()> {
     match args.next().as_deref() {
         Some("wal") => wal::run(args.collect()),
         Some("net") => net::run(args.collect()),
+        Some("idle") => idle::run(args.collect()),
         Some("-h") | Some("--help") => {
-            println!("usage: coraft-bench [cluster|wal|net] [--json] [options]");
+            println!("usage: coraft-bench [cluster|wal|net|idle] [--json] [options]");
             Ok(())
         }
         None => cluster::run(Vec::new()),

@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             read_mode: ReadMode::Safe,
             spin_before_park: None,
             metrics_listen: None,
+            quiesce_idle_groups: true,
         };
         nodes.push(Node::start(options, factory.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
     }

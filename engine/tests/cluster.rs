@@ -106,6 +106,7 @@ impl TestCluster {
             read_mode: self.read_mode,
             spin_before_park: None,
             metrics_listen: if id == NodeId(1) { self.metrics } else { None },
+            quiesce_idle_groups: true,
         }
     }
 
@@ -215,6 +216,53 @@ fn a_new_leader_is_elected_when_the_leader_stops_and_a_restarted_node_recovers()
         }
         assert!(Instant::now() < deadline, "restarted node did not catch up: {status:?}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn idle_groups_go_quiet_and_wake_to_elect_when_their_leaders_node_stops() {
+    let mut cluster = TestCluster::start(3, 1, 12);
+    for g in 1..=12 {
+        assert_eq!(count(&apply(&cluster, GroupId(g), b"x")), 1);
+    }
+    // Idle now: every group goes quiet on every node.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let loud: Vec<(NodeId, GroupId)> = cluster
+            .groups
+            .iter()
+            .flat_map(|&g| cluster.nodes.iter().flatten().map(move |n| (n, g)))
+            .filter(|(n, g)| !block(n.group(*g).status()).unwrap().quiesced)
+            .map(|(n, g)| (n.id(), g))
+            .collect();
+        if loud.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "groups still awake after 20 s: {loud:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Quiet groups keep their leaders (nobody times out)...
+    let leaders: Vec<NodeId> = cluster.groups.iter().map(|&g| cluster.leader(g)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        leaders,
+        cluster.groups.iter().map(|&g| cluster.leader(g)).collect::<Vec<_>>()
+    );
+    // ...until the node leading most of them stops: its silence wakes their
+    // followers, which elect new leaders and take writes.
+    let stopped = *leaders
+        .iter()
+        .max_by_key(|&&n| leaders.iter().filter(|&&m| m == n).count())
+        .unwrap();
+    cluster.nodes[stopped.0 as usize - 1]
+        .take()
+        .expect("running")
+        .shutdown();
+    for (&group, &leader) in cluster.groups.iter().zip(&leaders) {
+        if leader == stopped {
+            assert_ne!(cluster.leader(group), stopped);
+            assert_eq!(count(&apply(&cluster, group, b"y")), 2);
+        }
     }
 }
 

@@ -3,8 +3,10 @@
 //! commands it applied (enough for the client, the benchmark and tests).
 //!
 //! ```text
-//! coraft-node --config node.toml [--groups N]
+//! coraft-node --config node.toml [--groups N] [--no-quiesce]
 //! ```
+//! `--no-quiesce` keeps idle groups ticking and heartbeating (to measure what
+//! quiescence saves).
 //! It checks the config against this machine first and refuses to start,
 //! listing every problem, if it does not fit. SIGINT or SIGTERM stops it.
 
@@ -19,6 +21,7 @@ use coraft_tuning::{NodeConfig, Topology};
 fn main() -> Result<()> {
     let mut config_path = None;
     let mut groups = 1u64;
+    let mut quiesce = true;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -30,8 +33,9 @@ fn main() -> Result<()> {
                     .parse()
                     .context("--groups")?
             }
+            "--no-quiesce" => quiesce = false,
             "-h" | "--help" => {
-                println!("usage: coraft-node --config node.toml [--groups N]");
+                println!("usage: coraft-node --config node.toml [--groups N] [--no-quiesce]");
                 return Ok(());
             }
             other => bail!("unknown argument `{other}`; try --help"),
@@ -51,7 +55,8 @@ fn main() -> Result<()> {
     }
     // Block the stop signals before any thread starts, so sigwait gets them.
     let signals = stop_signals();
-    let options = NodeOptions::from_plan(&plan, (1..=groups).map(GroupId).collect());
+    let mut options = NodeOptions::from_plan(&plan, (1..=groups).map(GroupId).collect());
+    options.quiesce_idle_groups = quiesce;
     let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
     let node = Node::start(options, factory).map_err(|e| anyhow::anyhow!("starting node {}: {e}", config.node_id))?;
     eprintln!(

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use coraft_net::schema::ClientRequest;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use crate::raft::Message;
+use crate::raft::{Message, NodeId};
 
 use super::node::ApiRequest;
 use super::reply::ClientOutbox;
@@ -27,6 +27,8 @@ pub(crate) enum Event {
     },
     Api(ApiRequest),
     Tick,
+    /// A frame arrived from this peer node (it is alive).
+    PeerHeard(NodeId),
     Synced(Result<u64, String>, std::time::Duration),
 }
 

@@ -68,6 +68,9 @@ pub struct NodeOptions {
     pub spin_before_park: Option<Duration>,
     /// Serve `GET /metrics` (Prometheus text format) on this address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Let idle groups go quiet (no ticks, no per-group heartbeats) while a
+    /// node-level beat per peer and tick watches the leaders' nodes.
+    pub quiesce_idle_groups: bool,
 }
 
 impl NodeOptions {
@@ -114,6 +117,7 @@ impl NodeOptions {
             },
             spin_before_park: config.shards.spin_before_park(),
             metrics_listen: config.metrics_listen,
+            quiesce_idle_groups: true,
         }
     }
 
@@ -205,6 +209,8 @@ pub struct GroupStatus {
     pub last_index: LogIndex,
     /// Per-peer replication (leader only).
     pub peers: Vec<PeerStatus>,
+    /// The group is idle and quiet: it neither ticks nor heartbeats here.
+    pub quiesced: bool,
 }
 
 struct ShardThread {
@@ -472,6 +478,7 @@ async fn start_shard(
         config.election_timeout_ticks = options.election_timeout_ticks;
         config.heartbeat_interval_ticks = options.heartbeat_interval_ticks;
         config.read_mode = options.read_mode;
+        config.quiesce = options.quiesce_idle_groups;
         config.seed = options.node_id.0.wrapping_mul(0x9E37_79B9).wrapping_add(group.0);
         let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
         groups.insert(group, Group::new(core, factory(group)));
@@ -497,14 +504,6 @@ async fn start_shard(
         .collect();
     let peers = Peers::connect(net_config, shard as u32, &remotes).map_err(Error::Network)?;
     let (events, bell) = EventQueue::new();
-    let shard_state = Shard::new(
-        shard,
-        options.node_id,
-        groups,
-        Rc::new(wal),
-        peers,
-        events,
-        Rc::new(listener),
-    );
+    let shard_state = Shard::new(shard, options, groups, Rc::new(wal), peers, events, Rc::new(listener));
     Ok((shard_state, bell))
 }

@@ -68,6 +68,15 @@ pub(crate) struct Shard {
     wal_backlog_bytes: u64,
     /// Bytes admitted this turn (proposals and follower appends), not yet written.
     admitted_bytes: u64,
+    /// Ticks since each peer node was last heard (any frame, or its
+    /// per-tick coalesced heartbeat).
+    peer_silent_ticks: BTreeMap<NodeId, u64>,
+    /// A peer silent this long is unreachable: quiet followers of its groups wake.
+    election_timeout_ticks: u64,
+    /// Groups that are not quiet: the only ones a tick visits. Every input
+    /// that may wake a core marks its group dirty, and handling a dirty group
+    /// updates this set.
+    awake: BTreeSet<GroupId>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -98,14 +107,18 @@ pub(crate) fn refuse_busy(request: &ClientRequest, outbox: &Rc<ClientOutbox>) {
 impl Shard {
     pub fn new(
         shard: usize,
-        node: NodeId,
+        options: &super::node::NodeOptions,
         groups: BTreeMap<GroupId, Group>,
         wal: Rc<Wal>,
         peers: Peers,
         events: Rc<EventQueue>,
         listener: Rc<Listener>,
     ) -> Shard {
-        let dirty = groups.keys().copied().collect();
+        let node = options.node_id;
+        let election_timeout_ticks = options.election_timeout_ticks;
+        let dirty: BTreeSet<GroupId> = groups.keys().copied().collect();
+        let awake = dirty.clone();
+        let peer_silent_ticks = peers.nodes().map(|n| (n, 0)).collect();
         Shard {
             node,
             groups,
@@ -122,6 +135,9 @@ impl Shard {
             wal_backlog: VecDeque::new(),
             wal_backlog_bytes: 0,
             admitted_bytes: 0,
+            peer_silent_ticks,
+            election_timeout_ticks,
+            awake,
         }
     }
 
@@ -172,6 +188,11 @@ impl Shard {
                 Event::Client { request, outbox } => self.client_request(request, outbox, &mut proposals),
                 Event::Api(request) => self.api_request(request, &mut proposals),
                 Event::Tick => self.tick(),
+                Event::PeerHeard(node) => {
+                    if let Some(silent) = self.peer_silent_ticks.get_mut(&node) {
+                        *silent = 0;
+                    }
+                }
                 Event::Synced(result, elapsed) => self.synced(result, elapsed),
             }
         }
@@ -191,6 +212,7 @@ impl Shard {
             // than at the next tick.
             self.events.ring();
         }
+        self.peers.flush(false);
         self.request_sync();
         // What was admitted has been written (and counted in the backlog).
         self.admitted_bytes = 0;
@@ -233,10 +255,39 @@ impl Shard {
         }
     }
 
+    /// Ticks the groups that are awake (a quiet group's tick would do
+    /// nothing), sends every peer the node-level beat, and wakes the quiet
+    /// followers of a peer that stayed silent for an election timeout.
     fn tick(&mut self) {
-        for (&id, group) in self.groups.iter_mut() {
-            group.core.tick();
-            self.dirty.insert(id);
+        for &id in &self.awake {
+            if let Some(group) = self.groups.get_mut(&id) {
+                group.core.tick();
+                self.dirty.insert(id);
+            }
+        }
+        self.peers.flush(true);
+        let mut unreachable = Vec::new();
+        for (&node, silent) in self.peer_silent_ticks.iter_mut() {
+            *silent += 1;
+            if *silent == self.election_timeout_ticks {
+                unreachable.push(node);
+            }
+        }
+        for node in unreachable {
+            log::info!(
+                "node {} shard {}: peer {node} silent for {} ticks; waking the groups it leads",
+                self.node,
+                self.metrics.shard,
+                self.election_timeout_ticks
+            );
+            for (&id, group) in self.groups.iter_mut() {
+                if group.core.is_quiesced() {
+                    group.core.leader_unreachable(node);
+                    if !group.core.is_quiesced() {
+                        self.dirty.insert(id);
+                    }
+                }
+            }
         }
     }
 
@@ -342,6 +393,8 @@ impl Shard {
     fn propose(&mut self, group_id: GroupId, batch: Batch) {
         let group = self.groups.get_mut(&group_id).expect("queued for a known group");
         let count = batch.len() as u64;
+        // Proposing may wake a quiet core, whatever the answer.
+        self.dirty.insert(group_id);
         let (commands, waiting): (Vec<Bytes>, Vec<(Reply, Instant)>) = batch
             .into_iter()
             .map(|(command, reply, at)| (command, (reply, at)))
@@ -392,6 +445,8 @@ impl Shard {
         }
         let context = group.next_read_context;
         group.next_read_context += 1;
+        // Asking may wake a quiet core, whatever the answer.
+        self.dirty.insert(group_id);
         match group.core.read_index(context) {
             Ok(()) => {
                 group.reads.push(PendingRead {
@@ -400,7 +455,6 @@ impl Shard {
                     query,
                     reply,
                 });
-                self.dirty.insert(group_id);
             }
             Err(_) => reply.send(
                 Err(Error::NotLeader {
@@ -437,6 +491,7 @@ impl Shard {
                 let mut snapshot = self.metrics.clone();
                 snapshot.groups = self.groups.len() as u64;
                 snapshot.groups_led = self.groups.values().filter(|g| g.core.role() == Role::Leader).count() as u64;
+                snapshot.groups_quiesced = self.groups.values().filter(|g| g.core.is_quiesced()).count() as u64;
                 snapshot.raft_messages_sent = self.peers.sent;
                 snapshot.raft_messages_dropped = self.peers.dropped;
                 let _ = reply.send(snapshot);
@@ -448,68 +503,80 @@ impl Shard {
     fn handle_readies(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         for group_id in dirty {
-            for _ in 0..READY_ROUNDS_PER_TURN_MAX {
-                let Some(group) = self.groups.get_mut(&group_id) else {
-                    break;
-                };
-                if !group.core.has_ready() {
-                    break;
-                }
-                let ready = group.core.take_ready();
-                if ready.soft_state.is_some() {
-                    group.observe_role();
-                }
-                // 1. Persist (buffered into this turn's group commit).
-                let last_entry = match write_ready(&self.wal, group_id, &ready) {
-                    Ok(last) => last,
-                    Err(error) => {
-                        self.fail(error);
-                        return;
-                    }
-                };
-                // 2. Send at once, in parallel with the fsync.
-                for message in &ready.messages {
-                    self.peers.send(message);
-                }
-                // 3. After the fsync: acknowledgements and votes.
-                let lsn = self.wal.last_lsn();
-                let written: u64 = ready
-                    .entries
-                    .iter()
-                    .map(|e| e.size_bytes() + WAL_RECORD_OVERHEAD_BYTES)
-                    .sum();
-                if written > 0 {
-                    self.wal_backlog.push_back((lsn, written));
-                    self.wal_backlog_bytes += written;
-                }
-                if ready.must_persist() || !ready.persisted_messages.is_empty() {
-                    self.waiters.push_back(PersistWaiter {
-                        lsn,
-                        group: group_id,
-                        last_entry,
-                        messages: ready.persisted_messages,
-                    });
-                }
-                // 4. Apply and answer; match reads to their indexes.
-                let group = self.groups.get_mut(&group_id).expect("present");
-                for state in ready.read_states {
-                    if let Some(read) = group.reads.iter_mut().find(|r| r.context == state.context) {
-                        read.index = Some(state.index);
-                    }
-                }
-                if !ready.dropped_reads.is_empty() {
-                    let hint = group.leader_hint();
-                    let (dropped, kept): (Vec<_>, Vec<_>) = group
-                        .reads
-                        .drain(..)
-                        .partition(|r| ready.dropped_reads.contains(&r.context));
-                    group.reads = kept;
-                    for read in dropped {
-                        read.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
-                    }
-                }
-                group.apply(&ready.committed_entries, &mut self.metrics);
+            self.handle_group_readies(group_id);
+            match self.groups.get(&group_id) {
+                Some(group) if group.core.is_quiesced() => self.awake.remove(&group_id),
+                Some(_) => self.awake.insert(group_id),
+                None => false,
+            };
+            if self.failed.is_some() {
+                return;
             }
+        }
+    }
+
+    fn handle_group_readies(&mut self, group_id: GroupId) {
+        for _ in 0..READY_ROUNDS_PER_TURN_MAX {
+            let Some(group) = self.groups.get_mut(&group_id) else {
+                break;
+            };
+            if !group.core.has_ready() {
+                break;
+            }
+            let ready = group.core.take_ready();
+            if ready.soft_state.is_some() {
+                group.observe_role();
+            }
+            // 1. Persist (buffered into this turn's group commit).
+            let last_entry = match write_ready(&self.wal, group_id, &ready) {
+                Ok(last) => last,
+                Err(error) => {
+                    self.fail(error);
+                    return;
+                }
+            };
+            // 2. Send at once, in parallel with the fsync.
+            for message in &ready.messages {
+                self.peers.send(message);
+            }
+            // 3. After the fsync: acknowledgements and votes.
+            let lsn = self.wal.last_lsn();
+            let written: u64 = ready
+                .entries
+                .iter()
+                .map(|e| e.size_bytes() + WAL_RECORD_OVERHEAD_BYTES)
+                .sum();
+            if written > 0 {
+                self.wal_backlog.push_back((lsn, written));
+                self.wal_backlog_bytes += written;
+            }
+            if ready.must_persist() || !ready.persisted_messages.is_empty() {
+                self.waiters.push_back(PersistWaiter {
+                    lsn,
+                    group: group_id,
+                    last_entry,
+                    messages: ready.persisted_messages,
+                });
+            }
+            // 4. Apply and answer; match reads to their indexes.
+            let group = self.groups.get_mut(&group_id).expect("present");
+            for state in ready.read_states {
+                if let Some(read) = group.reads.iter_mut().find(|r| r.context == state.context) {
+                    read.index = Some(state.index);
+                }
+            }
+            if !ready.dropped_reads.is_empty() {
+                let hint = group.leader_hint();
+                let (dropped, kept): (Vec<_>, Vec<_>) = group
+                    .reads
+                    .drain(..)
+                    .partition(|r| ready.dropped_reads.contains(&r.context));
+                group.reads = kept;
+                for read in dropped {
+                    read.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
+                }
+            }
+            group.apply(&ready.committed_entries, &mut self.metrics);
         }
     }
 
@@ -580,6 +647,7 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         commit_index: core.commit_index(),
         applied_index: core.applied_index(),
         last_index: core.last_index(),
+        quiesced: core.is_quiesced(),
         peers: core
             .progress()
             .iter()

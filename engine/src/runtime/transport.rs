@@ -1,25 +1,43 @@
 //! The shard's network: one outbound connection per peer node (to the
 //! peer's shard with the same index), and a listener whose connections feed
 //! the shard's inbox — Raft frames from peers, requests from clients.
+//!
+//! Heartbeats of idle groups coalesce: the quiescing heartbeats (and their
+//! answers) a turn produces for one peer travel as the lines of one
+//! `CoalescedHeartbeat` (or its response). Each tick the shard also sends
+//! every peer one coalesced heartbeat, empty or not: the node-level beat
+//! by which the peer knows this node is alive while its groups are quiet.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use coraft_net::schema::{ClientRequestBatch, ClientResponseBatch, RaftBatch};
+use coraft_net::schema::{
+    ClientRequestBatch, ClientResponseBatch, CoalescedHeartbeat, CoalescedHeartbeatResponse, Envelope, GroupHeartbeat,
+    GroupHeartbeatAck, RaftBatch, RaftBody,
+};
 use coraft_net::{Listener, NetConfig, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
 
-use crate::raft::{Message, NodeId};
+use crate::raft::{Message, MessageBody, NodeId};
 
-use super::codec::{from_wire, to_wire};
+use super::codec::{expand_coalesced, from_wire, to_wire};
 use super::events::{Event, EventQueue};
 use super::reply::ClientOutbox;
 
+/// Quiescing heartbeats and their answers waiting to go to one peer.
+#[derive(Default)]
+struct Coalesced {
+    beats: Vec<GroupHeartbeat>,
+    acks: Vec<GroupHeartbeatAck>,
+}
+
 /// Outbound connections of one shard.
 pub(crate) struct Peers {
+    node: NodeId,
     connections: BTreeMap<NodeId, OutboundConnection>,
+    coalesced: BTreeMap<NodeId, Coalesced>,
     /// Messages queued to peers.
     pub sent: u64,
     /// Messages dropped because a peer's queue was full (Raft re-sends).
@@ -43,6 +61,8 @@ impl Peers {
             connections.insert(node, connection);
         }
         Ok(Peers {
+            node: NodeId(config.identity.node_id),
+            coalesced: connections.keys().map(|&n| (n, Coalesced::default())).collect(),
             connections,
             sent: 0,
             dropped: 0,
@@ -50,16 +70,76 @@ impl Peers {
     }
 
     /// Queues a message; a full queue drops it (back-pressure: Raft resends).
+    /// Quiescing heartbeats and their answers wait for [`flush`](Self::flush).
     pub fn send(&mut self, message: &Message) {
-        let Some(connection) = self.connections.get(&message.to) else {
+        let Some(coalesced) = self.coalesced.get_mut(&message.to) else {
             self.dropped += 1;
             return;
         };
-        if connection.try_send(to_wire(message)).is_err() {
+        match message.body {
+            MessageBody::Heartbeat {
+                commit_index,
+                quiesce: true,
+                ..
+            } => coalesced.beats.push(GroupHeartbeat {
+                group: message.group.0,
+                term: message.term.0,
+                commit_index: commit_index.0,
+            }),
+            // Round 0 answers a line of a coalesced heartbeat (rounds of
+            // ordinary heartbeats start at 1).
+            MessageBody::HeartbeatResponse { round: 0 } => coalesced.acks.push(GroupHeartbeatAck {
+                group: message.group.0,
+                term: message.term.0,
+            }),
+            _ => self.enqueue(message.to, to_wire(message)),
+        }
+    }
+
+    /// Sends what coalesced this turn, one message per kind and peer; with
+    /// `beat`, a coalesced heartbeat to every peer even if it has no line.
+    pub fn flush(&mut self, beat: bool) {
+        let peers: Vec<NodeId> = self.coalesced.keys().copied().collect();
+        for peer in peers {
+            let coalesced = self.coalesced.get_mut(&peer).expect("listed");
+            let beats = std::mem::take(&mut coalesced.beats);
+            let acks = std::mem::take(&mut coalesced.acks);
+            if beat || !beats.is_empty() {
+                let body = RaftBody::CoalescedHeartbeat(CoalescedHeartbeat { groups: beats });
+                self.enqueue(peer, self.envelope(peer, body));
+            }
+            if !acks.is_empty() {
+                let body = RaftBody::CoalescedHeartbeatResponse(CoalescedHeartbeatResponse { groups: acks });
+                self.enqueue(peer, self.envelope(peer, body));
+            }
+        }
+    }
+
+    fn envelope(&self, to: NodeId, body: RaftBody) -> Envelope {
+        Envelope {
+            group: 0,
+            from: self.node.0,
+            to: to.0,
+            term: 0,
+            body,
+        }
+    }
+
+    fn enqueue(&mut self, to: NodeId, envelope: Envelope) {
+        let Some(connection) = self.connections.get(&to) else {
+            self.dropped += 1;
+            return;
+        };
+        if connection.try_send(envelope).is_err() {
             self.dropped += 1;
         } else {
             self.sent += 1;
         }
+    }
+
+    /// The peer nodes.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.connections.keys().copied()
     }
 
     pub async fn close(self) {
@@ -136,7 +216,17 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
             );
             return;
         };
+        let _ = events.push(Event::PeerHeard(NodeId(connection.peer().node_id)));
         for envelope in &batch.messages {
+            if matches!(
+                envelope.body,
+                RaftBody::CoalescedHeartbeat(_) | RaftBody::CoalescedHeartbeatResponse(_)
+            ) {
+                for message in expand_coalesced(envelope) {
+                    let _ = events.push(Event::Raft(message));
+                }
+                continue;
+            }
             match from_wire(envelope) {
                 Ok(Some(message)) => {
                     let _ = events.push(Event::Raft(message));

@@ -10,6 +10,7 @@ use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
 use super::codec::{decode_command, SessionCommand};
 use super::metrics::ShardMetrics;
 use super::reply::Reply;
+use super::storage::HardStateWriter;
 
 /// Bound on proposals waiting for their outcome in one group.
 pub const PENDING_PROPOSALS_MAX: usize = 1 << 16;
@@ -47,6 +48,8 @@ pub(crate) struct Group {
     pub next_read_context: u64,
     sessions: HashMap<u64, Session>,
     was_leader: bool,
+    /// What of the core's hard state is written, and what is held back.
+    pub hard_states: HardStateWriter,
 }
 
 impl Group {
@@ -59,6 +62,7 @@ impl Group {
             next_read_context: 1,
             sessions: HashMap::new(),
             was_leader: false,
+            hard_states: HardStateWriter::default(),
         }
     }
 

@@ -474,6 +474,7 @@ async fn start_shard(
         .filter(|g| (g.0 % options.shard_count() as u64) as usize == shard)
     {
         let initial = recover_group(&wal, group, voters.clone())?;
+        let recovered_hard_state = initial.hard_state;
         let mut config = RaftConfig::new(options.node_id, group);
         config.election_timeout_ticks = options.election_timeout_ticks;
         config.heartbeat_interval_ticks = options.heartbeat_interval_ticks;
@@ -481,7 +482,9 @@ async fn start_shard(
         config.quiesce = options.quiesce_idle_groups;
         config.seed = options.node_id.0.wrapping_mul(0x9E37_79B9).wrapping_add(group.0);
         let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
-        groups.insert(group, Group::new(core, factory(group)));
+        let mut hosted = Group::new(core, factory(group));
+        hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
+        groups.insert(group, hosted);
     }
     let identity = LocalIdentity {
         cluster_id: options.cluster_id,

@@ -22,7 +22,7 @@ use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, P
 use super::metrics::{ShardMetrics, TURN_BUDGET};
 use super::node::{ApiRequest, GroupStatus, PeerStatus};
 use super::reply::{ClientOutbox, Reply};
-use super::storage::write_ready;
+use super::storage::{write_hard_state, write_ready};
 use super::transport::Peers;
 
 /// Bound on Ready rounds one group may produce in one turn, and on the
@@ -160,8 +160,13 @@ impl Shard {
         }
         ticker.cancel().await;
         server.cancel().await;
-        for group in self.groups.values_mut() {
+        for (&id, group) in self.groups.iter_mut() {
             group.fail_all(Error::Shutdown);
+            if let Some(hard) = group.hard_states.take_held_back() {
+                if self.failed.is_none() {
+                    let _ = write_hard_state(&self.wal, id, hard);
+                }
+            }
         }
         self.peers.close().await;
         drop(self.listener);
@@ -528,7 +533,8 @@ impl Shard {
                 group.observe_role();
             }
             // 1. Persist (buffered into this turn's group commit).
-            let last_entry = match write_ready(&self.wal, group_id, &ready) {
+            let group = self.groups.get_mut(&group_id).expect("present");
+            let last_entry = match write_ready(&self.wal, group_id, &ready, &mut group.hard_states) {
                 Ok(last) => last,
                 Err(error) => {
                     self.fail(error);

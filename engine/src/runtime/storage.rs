@@ -67,9 +67,71 @@ pub fn recover_group(wal: &Wal, group: GroupId, configuration: Configuration) ->
     Ok(initial)
 }
 
+/// The hard state a group has written to its WAL, and a newer one held back.
+///
+/// A hard state that differs from the written one only in its commit index
+/// is not written on its own: the commit index need not be durable (Raft
+/// Figure 2 lists it as volatile state; a restarted node re-learns it from
+/// the leader), and writing it alone would cost every write a second fsync
+/// on every node. It rides along with the group's next write of entries,
+/// or is written when the shard closes.
+#[derive(Default)]
+pub struct HardStateWriter {
+    written: HardState,
+    held_back: Option<HardState>,
+}
+
+impl HardStateWriter {
+    /// Starts from what the WAL recovered.
+    pub fn recovered(written: HardState) -> HardStateWriter {
+        HardStateWriter {
+            written,
+            held_back: None,
+        }
+    }
+
+    /// The hard state to write with a Ready carrying `hard_state` (and
+    /// entries or a truncation when `writes_log`), if any.
+    fn next_write(&mut self, hard_state: Option<HardState>, writes_log: bool) -> Option<HardState> {
+        let newest = hard_state.or(self.held_back)?;
+        let commit_only = newest.term == self.written.term && newest.vote == self.written.vote;
+        if commit_only && !writes_log {
+            self.held_back = Some(newest);
+            return None;
+        }
+        self.held_back = None;
+        self.written = newest;
+        Some(newest)
+    }
+
+    /// A hard state still held back (to write before closing).
+    pub fn take_held_back(&mut self) -> Option<HardState> {
+        let held = self.held_back.take()?;
+        self.written = held;
+        Some(held)
+    }
+}
+
+/// Appends a hard state record (buffered).
+pub fn write_hard_state(wal: &Wal, group: GroupId, hard: HardState) -> Result<(), Error> {
+    let state = WalHardState {
+        term: hard.term.0,
+        vote: hard.vote.map_or(0, |v| v.0),
+        commit: hard.commit_index.0,
+    };
+    wal.append_hard_state(group.0, state)
+        .map(|_| ())
+        .map_err(|e| storage_error("appending the hard state", e))
+}
+
 /// Appends a Ready's records to the WAL (buffered; the caller syncs).
 /// Returns the last entry written, for `on_persisted`.
-pub fn write_ready(wal: &Wal, group: GroupId, ready: &Ready) -> Result<Option<(LogIndex, Term)>, Error> {
+pub fn write_ready(
+    wal: &Wal,
+    group: GroupId,
+    ready: &Ready,
+    hard_states: &mut HardStateWriter,
+) -> Result<Option<(LogIndex, Term)>, Error> {
     if ready.snapshot.is_some() {
         return Err(Error::Storage(format!(
             "group {group}: installing a snapshot is not supported by the runtime yet"
@@ -84,14 +146,51 @@ pub fn write_ready(wal: &Wal, group: GroupId, ready: &Ready) -> Result<Option<(L
         wal.append_entry(group.0, entry.index.0, entry.term.0, kind, &data)
             .map_err(|e| storage_error("appending an entry", e))?;
     }
-    if let Some(hard) = ready.hard_state {
-        let state = WalHardState {
-            term: hard.term.0,
-            vote: hard.vote.map_or(0, |v| v.0),
-            commit: hard.commit_index.0,
-        };
-        wal.append_hard_state(group.0, state)
-            .map_err(|e| storage_error("appending the hard state", e))?;
+    let writes_log = ready.truncate_from.is_some() || !ready.entries.is_empty();
+    if let Some(hard) = hard_states.next_write(ready.hard_state, writes_log) {
+        write_hard_state(wal, group, hard)?;
     }
     Ok(ready.entries.last().map(|e| (e.index, e.term)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hard(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState {
+            term: Term(term),
+            vote: (vote != 0).then_some(NodeId(vote)),
+            commit_index: LogIndex(commit),
+        }
+    }
+
+    #[test]
+    fn a_commit_only_change_waits_for_the_next_log_write() {
+        let mut writer = HardStateWriter::recovered(hard(2, 1, 5));
+        assert_eq!(writer.next_write(Some(hard(2, 1, 6)), false), None, "held back");
+        assert_eq!(writer.next_write(None, false), None, "still held back");
+        assert_eq!(
+            writer.next_write(None, true),
+            Some(hard(2, 1, 6)),
+            "rides with the next entries"
+        );
+        assert_eq!(writer.next_write(None, true), None, "written once");
+    }
+
+    #[test]
+    fn a_new_term_or_vote_is_written_at_once() {
+        // Raft Figure 2: currentTerm and votedFor are persisted before answering.
+        let mut writer = HardStateWriter::recovered(hard(2, 1, 5));
+        assert_eq!(writer.next_write(Some(hard(3, 0, 5)), false), Some(hard(3, 0, 5)));
+        assert_eq!(writer.next_write(Some(hard(3, 2, 5)), false), Some(hard(3, 2, 5)));
+    }
+
+    #[test]
+    fn a_held_back_commit_is_handed_over_at_close() {
+        let mut writer = HardStateWriter::recovered(hard(1, 1, 1));
+        assert_eq!(writer.next_write(Some(hard(1, 1, 9)), false), None);
+        assert_eq!(writer.take_held_back(), Some(hard(1, 1, 9)));
+        assert_eq!(writer.take_held_back(), None);
+    }
 }

@@ -258,6 +258,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
             election_timeout_ticks: 30,
             heartbeat_interval_ticks: 3,
             read_mode: ReadMode::Safe,
+            protocol: Default::default(),
+            limits: Default::default(),
             spin_before_park: options.spin_before_park,
             metrics_listen: None,
             quiesce_idle_groups: true,

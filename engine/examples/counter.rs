@@ -71,6 +71,8 @@ fn main() -> anyhow::Result<()> {
             election_timeout_ticks: 20,
             heartbeat_interval_ticks: 2,
             read_mode: ReadMode::Safe,
+            protocol: Default::default(),
+            limits: Default::default(),
             spin_before_park: None,
             metrics_listen: None,
             quiesce_idle_groups: true,

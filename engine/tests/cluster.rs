@@ -104,6 +104,8 @@ impl TestCluster {
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 2,
             read_mode: self.read_mode,
+            protocol: Default::default(),
+            limits: Default::default(),
             spin_before_park: None,
             metrics_listen: if id == NodeId(1) { self.metrics } else { None },
             quiesce_idle_groups: true,

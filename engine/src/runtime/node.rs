@@ -38,6 +38,29 @@ pub struct PeerSpec {
     pub shard_addresses: Vec<SocketAddr>,
 }
 
+/// Protocol options shared by every group of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocol {
+    /// Pre-vote before campaigning (thesis §9.6).
+    pub pre_vote: bool,
+    /// Leaders step down without a quorum's contact; followers hearing a
+    /// leader ignore votes (thesis §6.2, §4.2.3). Lease reads need it.
+    pub check_quorum: bool,
+    /// The lease lasts `election_timeout_ticks - clock_drift_margin_ticks`.
+    pub clock_drift_margin_ticks: u64,
+}
+
+impl Default for Protocol {
+    fn default() -> Protocol {
+        let raft = coraft_tuning::RaftSettings::default();
+        Protocol {
+            pre_vote: raft.pre_vote,
+            check_quorum: raft.check_quorum,
+            clock_drift_margin_ticks: raft.clock_drift_margin_ticks,
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -64,6 +87,11 @@ pub struct NodeOptions {
     pub heartbeat_interval_ticks: u64,
     /// How reads are confirmed.
     pub read_mode: ReadMode,
+    /// Pre-vote, check-quorum and the lease's drift margin (the tuning
+    /// config's `[raft]`; defaults: on, on, 2 ticks).
+    pub protocol: Protocol,
+    /// Every batch, window and queue bound (the tuning config's `[limits]`).
+    pub limits: coraft_tuning::Limits,
     /// glommio's spin before parking: lower latency for a busier core.
     pub spin_before_park: Option<Duration>,
     /// Serve `GET /metrics` (Prometheus text format) on this address.
@@ -115,6 +143,12 @@ impl NodeOptions {
                 coraft_tuning::ReadMode::ReadIndex => ReadMode::Safe,
                 coraft_tuning::ReadMode::Lease => ReadMode::Lease,
             },
+            protocol: Protocol {
+                pre_vote: config.raft.pre_vote,
+                check_quorum: config.raft.check_quorum,
+                clock_drift_margin_ticks: config.raft.clock_drift_margin_ticks,
+            },
+            limits: config.limits.clone(),
             spin_before_park: config.shards.spin_before_park(),
             metrics_listen: config.metrics_listen,
             quiesce_idle_groups: true,
@@ -480,6 +514,13 @@ async fn start_shard(
         config.heartbeat_interval_ticks = options.heartbeat_interval_ticks;
         config.read_mode = options.read_mode;
         config.quiesce = options.quiesce_idle_groups;
+        config.pre_vote = options.protocol.pre_vote;
+        config.check_quorum = options.protocol.check_quorum;
+        config.clock_drift_margin_ticks = options.protocol.clock_drift_margin_ticks;
+        config.inflight_messages_max = options.limits.inflight_messages_max;
+        config.inflight_bytes_max = options.limits.inflight_bytes_max;
+        config.append_bytes_max = options.limits.batch_bytes_max;
+        config.uncommitted_bytes_max = options.limits.uncommitted_bytes_max;
         config.seed = options.node_id.0.wrapping_mul(0x9E37_79B9).wrapping_add(group.0);
         let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
         let mut hosted = Group::new(core, factory(group));
@@ -491,7 +532,9 @@ async fn start_shard(
         node_id: options.node_id.0,
         shard_id: shard as u32,
     };
-    let net_config = NetConfig::new(identity);
+    let mut net_config = NetConfig::new(identity);
+    net_config.outbound_queue_bytes_max =
+        usize::try_from(options.limits.outbound_queue_bytes_max).unwrap_or(usize::MAX);
     let me = options
         .peers
         .iter()

@@ -73,6 +73,8 @@ pub(crate) struct Shard {
     peer_silent_ticks: BTreeMap<NodeId, u64>,
     /// A peer silent this long is unreachable: quiet followers of its groups wake.
     election_timeout_ticks: u64,
+    /// Most proposals of one group handed to its core in one call.
+    batch_entries_max: usize,
     /// Groups that are not quiet: the only ones a tick visits. Every input
     /// that may wake a core marks its group dirty, and handling a dirty group
     /// updates this set.
@@ -138,6 +140,7 @@ impl Shard {
             peer_silent_ticks,
             election_timeout_ticks,
             awake,
+            batch_entries_max: options.limits.batch_entries_max.max(1),
         }
     }
 
@@ -393,6 +396,10 @@ impl Shard {
             );
         }
         batch.push((command, reply, Instant::now()));
+        if batch.len() >= self.batch_entries_max {
+            let batch = proposals.remove(&group_id).expect("just pushed");
+            self.propose(group_id, batch);
+        }
     }
 
     fn propose(&mut self, group_id: GroupId, batch: Batch) {

@@ -269,6 +269,54 @@ fn idle_groups_go_quiet_and_wake_to_elect_when_their_leaders_node_stops() {
 }
 
 #[test]
+fn read_index_covers_acknowledged_writes_and_a_write_bound_to_a_term_is_refused_in_another() {
+    let cluster = TestCluster::start(3, 1, 1);
+    let group = GroupId(1);
+    for i in 1..=5u64 {
+        apply(&cluster, group, format!("w{i}").as_bytes());
+    }
+    let leader = cluster.leader(group);
+    let acknowledged = block(cluster.handle(leader, group).status()).unwrap().commit_index;
+    for node in [NodeId(1), NodeId(2), NodeId(3)] {
+        let index = block(cluster.handle(node, group).read_index()).unwrap();
+        assert!(
+            index >= acknowledged,
+            "node {node}: read index {index} below {acknowledged}"
+        );
+    }
+    let term = block(cluster.handle(leader, group).status()).unwrap().term;
+    assert_eq!(
+        count(&block(cluster.handle(leader, group).apply_in_term(b"t".to_vec(), term)).unwrap()),
+        6
+    );
+    let stale = coraft::raft::Term(term.0 - 1);
+    match block(cluster.handle(leader, group).apply_in_term(b"u".to_vec(), stale)) {
+        Err(Error::TermMismatch { expected, current }) => assert_eq!((expected, current), (stale, term)),
+        other => panic!("a write bound to term {stale} went through in term {term}: {other:?}"),
+    }
+    assert_eq!(
+        count(&block(cluster.handle(leader, group).read(Vec::new())).unwrap()),
+        6,
+        "not applied"
+    );
+}
+
+#[test]
+fn a_closed_group_finishes_the_write_in_flight_and_refuses_new_requests() {
+    let cluster = TestCluster::start(3, 1, 1);
+    let group = GroupId(1);
+    apply(&cluster, group, b"first");
+    let handle = cluster.handle(cluster.leader(group), group);
+    let mut in_flight = Box::pin(handle.apply(b"second".to_vec()));
+    // One poll submits the write; the close request queues behind it.
+    assert!(block(futures_lite::future::poll_once(&mut in_flight)).is_none());
+    block(handle.shutdown()).unwrap();
+    assert_eq!(count(&block(in_flight).unwrap()), 2, "the write in flight finished");
+    assert_eq!(block(handle.apply(b"third".to_vec())), Err(Error::Shutdown));
+    assert_eq!(block(handle.read(Vec::new())), Err(Error::Shutdown));
+}
+
+#[test]
 fn a_hundred_groups_on_two_shards_replicate_with_leaders_spread_across_nodes() {
     let cluster = TestCluster::start(3, 2, 100);
     let mut leaders_per_node = std::collections::BTreeMap::new();

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::raft::{GroupId, NodeId};
+use crate::raft::{GroupId, NodeId, Term};
 
 /// Why a request to the engine did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -14,6 +14,15 @@ pub enum Error {
     NotLeader {
         /// The node believed to lead, if known.
         leader_hint: Option<NodeId>,
+    },
+    /// A write bound to a term (`GroupHandle::apply_in_term`) reached a
+    /// leader of another term; it was not applied.
+    #[error("expected term {expected}, the leader is in term {current}")]
+    TermMismatch {
+        /// The term the caller expected.
+        expected: Term,
+        /// The leader's term.
+        current: Term,
     },
     /// The request did not complete in time; a write's outcome is unknown.
     #[error("timed out")]

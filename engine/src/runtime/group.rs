@@ -30,7 +30,12 @@ pub(crate) struct PendingRead {
     pub context: u64,
     pub index: Option<LogIndex>,
     pub query: Vec<u8>,
+    /// Answer with the read index itself (8 bytes, little endian) as soon as
+    /// it is confirmed, without waiting to apply or querying.
+    pub index_only: bool,
     pub reply: Reply,
+    /// When the request reached the shard.
+    pub received: std::time::Instant,
 }
 
 /// The last command a client had applied, with its result.
@@ -50,6 +55,10 @@ pub(crate) struct Group {
     was_leader: bool,
     /// What of the core's hard state is written, and what is held back.
     pub hard_states: HardStateWriter,
+    /// Closed by `GroupHandle::shutdown`: new requests are refused, those
+    /// in flight finish; the waiters learn when none is left.
+    pub closed: bool,
+    close_waiters: Vec<flume::Sender<()>>,
 }
 
 impl Group {
@@ -63,6 +72,8 @@ impl Group {
             sessions: HashMap::new(),
             was_leader: false,
             hard_states: HardStateWriter::default(),
+            closed: false,
+            close_waiters: Vec::new(),
         }
     }
 
@@ -199,6 +210,10 @@ impl Group {
         let mut served = 0;
         for read in self.reads.drain(..) {
             match read.index {
+                Some(index) if read.index_only => {
+                    read.reply.send(Ok(index.0.to_le_bytes().to_vec()), hint);
+                    served += 1;
+                }
                 Some(index) if index <= applied => {
                     let answer = self.state_machine.on_query(&read.query);
                     read.reply.send(Ok(answer), hint);
@@ -209,6 +224,51 @@ impl Group {
         }
         self.reads = remaining;
         served
+    }
+
+    /// Stops taking requests; `waiter` hears once those in flight are done.
+    pub fn close(&mut self, waiter: flume::Sender<()>) {
+        self.closed = true;
+        self.close_waiters.push(waiter);
+        self.notify_if_drained();
+    }
+
+    /// Tells the close waiters, once nothing is in flight.
+    pub fn notify_if_drained(&mut self) {
+        if self.closed && self.proposals.is_empty() && self.reads.is_empty() {
+            for waiter in self.close_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Fails requests that waited longer than `timeout` (their outcome is
+    /// unknown to the caller: a write may still commit). Proposals wait in
+    /// index order, which is arrival order, so only the oldest are looked at.
+    pub fn expire(&mut self, timeout: std::time::Duration) -> u64 {
+        let mut expired = 0;
+        let hint = self.core.leader();
+        while self
+            .proposals
+            .first_key_value()
+            .is_some_and(|(_, p)| p.received.elapsed() > timeout)
+        {
+            let (_, pending) = self.proposals.pop_first().expect("non-empty");
+            pending.reply.send(Err(Error::Timeout), hint);
+            expired += 1;
+        }
+        if self.reads.first().is_some_and(|r| r.received.elapsed() > timeout) {
+            let (old, kept): (Vec<_>, Vec<_>) = self.reads.drain(..).partition(|r| r.received.elapsed() > timeout);
+            self.reads = kept;
+            for read in old {
+                read.reply.send(Err(Error::Timeout), hint);
+                expired += 1;
+            }
+        }
+        if expired > 0 {
+            self.notify_if_drained();
+        }
+        expired
     }
 
     /// Fails every waiting request (shutdown or a storage failure).

@@ -34,6 +34,8 @@ pub struct ShardMetrics {
     pub groups_led: u64,
     /// Groups idle and quiet (no ticks, no heartbeats of their own).
     pub groups_quiesced: u64,
+    /// Requests answered with a timeout (`REQUEST_TIMEOUT`).
+    pub requests_timed_out: u64,
     /// Loop turns run.
     pub turns: u64,
     /// Turns longer than [`TURN_BUDGET`].
@@ -72,6 +74,7 @@ impl ShardMetrics {
             groups: 0,
             groups_led: 0,
             groups_quiesced: 0,
+            requests_timed_out: 0,
             turns: 0,
             stalls: 0,
             raft_messages_received: 0,
@@ -104,10 +107,15 @@ type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<
 /// Renders a node's metrics in the Prometheus text exposition format.
 pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
-    let counters: [CounterSpec; 15] = [
+    let counters: [CounterSpec; 16] = [
         ("coraft_groups", "Groups hosted", |m| m.groups),
         ("coraft_groups_led", "Groups led", |m| m.groups_led),
         ("coraft_groups_quiesced", "Groups quiet (idle)", |m| m.groups_quiesced),
+        (
+            "coraft_requests_timed_out_total",
+            "Requests answered with a timeout",
+            |m| m.requests_timed_out,
+        ),
         ("coraft_turns_total", "Shard loop turns", |m| m.turns),
         ("coraft_stalls_total", "Turns over the budget", |m| m.stalls),
         ("coraft_raft_messages_received_total", "Raft messages received", |m| {

@@ -189,12 +189,18 @@ pub(crate) enum ApiRequest {
     Propose {
         group: GroupId,
         data: Vec<u8>,
+        expected_term: Option<Term>,
         reply: flume::Sender<Result<Vec<u8>, Error>>,
     },
     Read {
         group: GroupId,
         query: Vec<u8>,
+        index_only: bool,
         reply: flume::Sender<Result<Vec<u8>, Error>>,
+    },
+    Close {
+        group: GroupId,
+        reply: flume::Sender<()>,
     },
     Status {
         group: GroupId,
@@ -387,25 +393,70 @@ impl GroupHandle {
     /// Replicates `data` and resolves with what the state machine returned
     /// for it. Only the leader takes writes ([`Error::NotLeader`] otherwise).
     pub async fn apply(&self, data: Vec<u8>) -> Result<Vec<u8>, Error> {
+        self.propose(data, None).await
+    }
+
+    /// Like [`apply`](Self::apply), but only if the leader is still in
+    /// `term` (e.g. the term of [`StateMachine::on_leader_start`]): a write
+    /// meant for one leadership is refused with [`Error::TermMismatch`]
+    /// once another began, and is then not applied.
+    pub async fn apply_in_term(&self, data: Vec<u8>, term: Term) -> Result<Vec<u8>, Error> {
+        self.propose(data, Some(term)).await
+    }
+
+    async fn propose(&self, data: Vec<u8>, expected_term: Option<Term>) -> Result<Vec<u8>, Error> {
         let (reply, answer) = flume::bounded(1);
         self.submit(ApiRequest::Propose {
             group: self.group,
             data,
+            expected_term,
             reply,
         })?;
         answer.recv_async().await.map_err(|_| Error::Shutdown)?
     }
 
     /// A linearizable read: `query` runs against the state machine once it
-    /// has applied everything committed when the read arrived.
+    /// has applied everything committed when the read arrived (a ReadIndex
+    /// round, or the leader's lease with [`ReadMode::Lease`]).
     pub async fn read(&self, query: Vec<u8>) -> Result<Vec<u8>, Error> {
         let (reply, answer) = flume::bounded(1);
         self.submit(ApiRequest::Read {
             group: self.group,
             query,
+            index_only: false,
             reply,
         })?;
         answer.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// The read index (thesis §6.4): an index every write acknowledged
+    /// before this call is at or below. Serve a linearizable read from any
+    /// replica once it has applied this index.
+    pub async fn read_index(&self) -> Result<LogIndex, Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::Read {
+            group: self.group,
+            query: Vec::new(),
+            index_only: true,
+            reply,
+        })?;
+        let bytes = answer.recv_async().await.map_err(|_| Error::Shutdown)??;
+        let bytes: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| Error::Storage("a read index answer is not 8 bytes".into()))?;
+        Ok(LogIndex(u64::from_le_bytes(bytes)))
+    }
+
+    /// Stops this group taking requests on this node (they fail with
+    /// [`Error::Shutdown`]) and resolves once those in flight have finished.
+    /// The group keeps replicating; only its callers here are turned away.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::Close {
+            group: self.group,
+            reply,
+        })?;
+        answer.recv_async().await.map_err(|_| Error::Shutdown)
     }
 
     /// The group's state on this node.

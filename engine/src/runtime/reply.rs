@@ -60,6 +60,7 @@ impl Reply {
                     Error::NotLeader { leader_hint } => ClientError::NotLeader {
                         leader_hint: leader_hint.map(|n| n.0),
                     },
+                    Error::TermMismatch { .. } => ClientError::NotLeader { leader_hint: None },
                     // The wire has no "too large" answer yet: the client
                     // sees Busy; the embedding API gets the precise error.
                     Error::Busy { .. } | Error::TooLarge { .. } => ClientError::Busy,

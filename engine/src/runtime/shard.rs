@@ -36,6 +36,9 @@ pub const COMMAND_BYTES_MAX: usize = (4 << 20) - 4096;
 /// proposals are refused as busy and followers drop appends (the leader
 /// resends). Half the WAL's own `pending_bytes_max`, so it is never reached.
 pub const WAL_BACKLOG_BYTES_MAX: u64 = 32 << 20;
+/// A request waiting longer than this for its outcome is answered with
+/// [`Error::Timeout`] (a write's outcome is then unknown: it may still apply).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes a WAL record costs beyond its payload, for the backlog estimate.
 const WAL_RECORD_OVERHEAD_BYTES: u64 = 64;
 
@@ -271,6 +274,7 @@ impl Shard {
             if let Some(group) = self.groups.get_mut(&id) {
                 group.core.tick();
                 self.dirty.insert(id);
+                self.metrics.requests_timed_out += group.expire(REQUEST_TIMEOUT);
             }
         }
         self.peers.flush(true);
@@ -343,7 +347,7 @@ impl Shard {
                     request_id,
                     group,
                 };
-                self.read(GroupId(group), payload, reply);
+                self.read(GroupId(group), payload, false, reply);
             }
         }
     }
@@ -380,6 +384,9 @@ impl Shard {
         let Some(group) = self.groups.get(&group_id) else {
             return self.reject(reply, None, Error::UnknownGroup(group_id));
         };
+        if group.closed {
+            return self.reject(reply, Some(group_id), Error::Shutdown);
+        }
         if group.core.role() != Role::Leader {
             let hint = group.leader_hint();
             return self.reject(reply, Some(group_id), Error::NotLeader { leader_hint: hint });
@@ -443,10 +450,13 @@ impl Shard {
         }
     }
 
-    fn read(&mut self, group_id: GroupId, query: Vec<u8>, reply: Reply) {
+    fn read(&mut self, group_id: GroupId, query: Vec<u8>, index_only: bool, reply: Reply) {
         let Some(group) = self.groups.get_mut(&group_id) else {
             return reply.send(Err(Error::UnknownGroup(group_id)), None);
         };
+        if group.closed {
+            return reply.send(Err(Error::Shutdown), group.leader_hint());
+        }
         if group.reads.len() >= PENDING_READS_MAX {
             return reply.send(
                 Err(Error::Busy {
@@ -465,7 +475,9 @@ impl Shard {
                     context,
                     index: None,
                     query,
+                    index_only,
                     reply,
+                    received: Instant::now(),
                 });
             }
             Err(_) => reply.send(
@@ -479,10 +491,31 @@ impl Shard {
 
     fn api_request(&mut self, request: ApiRequest, proposals: &mut BTreeMap<GroupId, Batch>) {
         match request {
-            ApiRequest::Propose { group, data, reply } => {
-                self.queue_proposal(group, encode_command(0, 0, &data), Reply::Api(reply), proposals)
+            ApiRequest::Propose {
+                group,
+                data,
+                expected_term,
+                reply,
+            } => {
+                let refused = expected_term.and_then(|expected| {
+                    let current = self.groups.get(&group)?.core.term();
+                    (current != expected).then_some(Error::TermMismatch { expected, current })
+                });
+                match refused {
+                    Some(error) => self.reject(Reply::Api(reply), Some(group), error),
+                    None => self.queue_proposal(group, encode_command(0, 0, &data), Reply::Api(reply), proposals),
+                }
             }
-            ApiRequest::Read { group, query, reply } => self.read(group, query, Reply::Api(reply)),
+            ApiRequest::Read {
+                group,
+                query,
+                index_only,
+                reply,
+            } => self.read(group, query, index_only, Reply::Api(reply)),
+            ApiRequest::Close { group, reply } => match self.groups.get_mut(&group) {
+                Some(g) => g.close(reply),
+                None => drop(reply),
+            },
             ApiRequest::Status { group, reply } => {
                 let _ = reply.send(self.groups.get(&group).map(|g| status_of(self.node, g)));
             }
@@ -590,6 +623,7 @@ impl Shard {
                 }
             }
             group.apply(&ready.committed_entries, &mut self.metrics);
+            group.notify_if_drained();
         }
     }
 

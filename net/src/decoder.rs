@@ -135,6 +135,9 @@ pub struct FrameDecoder {
     /// The largest body accepted now: [`FRAME_BODY_MAX_BYTES`], or less
     /// while a handshake is expected.
     body_max_bytes: usize,
+    /// Bytes of the last frame cut out (0 before the first): the guess for
+    /// the next one's size while its header is still to come.
+    last_frame_bytes: usize,
 }
 
 impl Default for FrameDecoder {
@@ -175,6 +178,7 @@ impl FrameDecoder {
             start: 0,
             end: 0,
             body_max_bytes: FRAME_BODY_MAX_BYTES,
+            last_frame_bytes: 0,
         }
     }
 
@@ -240,8 +244,34 @@ impl FrameDecoder {
             self.replace_chunk(target, buffered);
         }
         let end = self.end;
+        let limit = self.read_limit(needed);
         let chunk = Arc::get_mut(&mut self.chunk).expect("chunk is unique here");
-        Ok(&mut chunk[end..])
+        Ok(&mut chunk[end..limit])
+    }
+
+    /// Where a read into the buffer should stop. Normally its end; but when
+    /// the frame being received would leave less room behind it than it
+    /// takes itself, the read stops at that frame's end. Otherwise the read
+    /// would run into the next frame, which would not fit and would have to
+    /// be moved to the front of the buffer (a copy of up to a whole frame
+    /// per buffer's worth); stopping there instead lets the buffer start
+    /// over empty once the frame is consumed. Before a frame's header is in,
+    /// the previous frame's size stands in for it (streams repeat sizes); a
+    /// wrong guess costs a shorter read, never a copy or a wrong frame.
+    fn read_limit(&self, needed: usize) -> usize {
+        let chunk_bytes = self.chunk.len();
+        let frame_bytes = if self.buffered_bytes() >= FRAME_HEADER_BYTES {
+            needed
+        } else {
+            self.last_frame_bytes
+        };
+        let frame_end = self.start + frame_bytes;
+        let room_behind = chunk_bytes.saturating_sub(frame_end);
+        if frame_end > self.end && frame_end <= chunk_bytes && room_behind < frame_bytes.max(READ_FREE_MIN_BYTES) {
+            frame_end
+        } else {
+            chunk_bytes
+        }
     }
 
     /// Moves the unconsumed bytes to a fresh buffer with room to spare (the
@@ -304,6 +334,7 @@ impl FrameDecoder {
             version: header.version,
         };
         self.start += frame_bytes;
+        self.last_frame_bytes = frame_bytes;
         self.small_frames_in_a_row = if frame_bytes <= self.buffer_bytes {
             self.small_frames_in_a_row.saturating_add(1)
         } else {

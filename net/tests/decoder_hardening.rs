@@ -214,3 +214,60 @@ fn a_buffer_grown_for_large_frames_shrinks_back_once_small_frames_are_the_rule()
     }
     assert!(decoder.read_buf().unwrap().len() <= READ_BUFFER_BYTES);
 }
+
+fn heartbeats_frame(messages: usize) -> Vec<u8> {
+    let batch = RaftBatch {
+        messages: (0..messages as u64)
+            .map(|group| Envelope {
+                group,
+                from: 1,
+                to: 2,
+                term: 5,
+                body: RaftBody::Heartbeat(Heartbeat {
+                    commit_index: 4,
+                    read_context: 0,
+                }),
+            })
+            .collect(),
+    };
+    let mut encoder = FrameEncoder::new();
+    encoder.encode(&batch).unwrap();
+    encoder.as_bytes().to_vec()
+}
+
+#[test]
+fn a_read_stops_at_the_end_of_a_frame_when_no_second_one_would_fit_behind_it() {
+    let frame = heartbeats_frame(400);
+    assert!(frame.len() > 16 * 1024, "a frame larger than the smallest buffer");
+    let buffer_bytes = 3 * frame.len() / 2;
+    let mut decoder = FrameDecoder::with_buffer_bytes(buffer_bytes);
+    decoder.feed(&frame[..FRAME_HEADER_BYTES]).unwrap();
+    // Room for the rest of this frame only: a longer read would start the
+    // next frame where it cannot be completed in place.
+    assert_eq!(decoder.read_buf().unwrap().len(), frame.len() - FRAME_HEADER_BYTES);
+    decoder.feed(&frame[FRAME_HEADER_BYTES..]).unwrap();
+    assert!(decoder.next_frame().unwrap().is_some());
+    assert_eq!(decoder.buffered_bytes(), 0);
+    // Before the next header is in, the last frame's size is the guess.
+    let room = decoder.read_buf().unwrap().len();
+    assert_eq!(room, frame.len());
+    // A stream of such frames in reads of any size decodes whole.
+    let stream: Vec<u8> = (0..5).flat_map(|_| frame.iter().copied()).collect();
+    let mut decoder = FrameDecoder::with_buffer_bytes(buffer_bytes);
+    let (mut decoded, mut rest) = (0, &stream[..]);
+    for read_bytes in [7usize, 1000, 4096, 33].iter().cycle() {
+        while decoder.next_frame().unwrap().is_some() {
+            decoded += 1;
+        }
+        if rest.is_empty() {
+            break;
+        }
+        let buf = decoder.read_buf().unwrap();
+        let n = buf.len().min(rest.len()).min(*read_bytes);
+        buf[..n].copy_from_slice(&rest[..n]);
+        decoder.advance(n);
+        rest = &rest[n..];
+    }
+    assert_eq!(decoded, 5);
+    decoder.finish().unwrap();
+}

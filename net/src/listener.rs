@@ -8,7 +8,7 @@
 //! keeps serving.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use futures_lite::io::{ReadHalf, WriteHalf};
@@ -143,12 +143,14 @@ impl Handshaking {
             .map_err(NetError::io("send hello reply"))?;
         let peer = verdict.map_err(|refusal| NetError::Refused { refusal })?;
         decoder.set_body_max_bytes(FRAME_BODY_MAX_BYTES);
+        let fd = self.stream.as_raw_fd();
         let (reader, writer) = futures_lite::io::split(self.stream);
         let responses = (peer.role == Role::Client).then(|| ResponseWriter {
             writer,
             encoder: FrameEncoder::new(),
         });
         Ok(InboundConnection {
+            fd,
             reader,
             decoder,
             peer,
@@ -178,9 +180,64 @@ pub(crate) async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     }
 }
 
+/// Receives into `buf` with a non-blocking `recv(2)`: `None` when nothing is
+/// waiting (then the caller waits through glommio).
+fn try_recv(fd: RawFd, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+    loop {
+        // SAFETY: `fd` is a socket the caller keeps open for the call; the
+        // kernel writes at most `buf.len()` bytes into the live `buf`.
+        let received = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if received >= 0 {
+            return Some(Ok(received as usize));
+        }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => return None,
+            _ => return Some(Err(error)),
+        }
+    }
+}
+
+/// [`read_frame`] for a connected stream: while bytes are waiting they are
+/// received directly, and glommio is asked to wait only when none are. A
+/// glommio read that did not fill its buffer arms a readiness poll, and the
+/// next read waits for that poll's completion to come back through the
+/// ring even when the bytes are already there; on a busy stream that is a
+/// ring round trip per read.
+async fn read_frame_direct<R: futures_lite::AsyncRead + Unpin>(
+    fd: RawFd,
+    reader: &mut R,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<Frame>, NetError> {
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(Some(frame));
+        }
+        let received = match try_recv(fd, decoder.read_buf()?) {
+            Some(result) => result,
+            None => {
+                // Nothing waiting: let the tasks this frame woke (the writer
+                // of a reply, above all) run before this one parks, so a
+                // reply leaves before the wait is set up rather than after.
+                futures_lite::future::yield_now().await;
+                reader.read(decoder.read_buf()?).await
+            }
+        }
+        .map_err(NetError::io("receive"))?;
+        if received == 0 {
+            decoder.finish()?;
+            return Ok(None);
+        }
+        decoder.advance(received);
+    }
+}
+
 /// A connection that passed the handshake: a source of validated frames.
 #[derive(Debug)]
 pub struct InboundConnection {
+    /// The socket `reader` reads from (kept open by `reader`).
+    fd: RawFd,
     reader: ReadHalf<TcpStream>,
     decoder: FrameDecoder,
     peer: PeerIdentity,
@@ -208,7 +265,7 @@ impl InboundConnection {
         if self.closed {
             return Err(NetError::Closed);
         }
-        let result = read_frame(&mut self.reader, &mut self.decoder).await;
+        let result = read_frame_direct(self.fd, &mut self.reader, &mut self.decoder).await;
         let expected = match self.peer.role {
             Role::Peer => FrameKind::Raft,
             Role::Client => FrameKind::ClientRequests,

@@ -112,7 +112,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             options.spin_us
         );
         println!(
-            "{:>9} {:>12} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9}   {:>6} {:>6} {:>6} {:>6} {:>5}",
+            "{:>9} {:>12} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9}   {:>6} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7}",
             "msg_bytes",
             "msgs/s",
             "MB/s",
@@ -126,7 +126,9 @@ pub fn run(args: Vec<String>) -> Result<()> {
             "recv",
             "rsend",
             "rrecv",
-            "cpu r"
+            "cpu r",
+            "rtt cpu",
+            "raw cpu"
         );
     }
     for &size in &options.sizes {
@@ -148,8 +150,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
             mb_per_s: median(mb_per_s),
         };
         let raw_mb_per_s = median(raw_mb_per_s);
-        let (rtt_p50_us, rtt_p99_us) = framed_round_trips(&options, size)?;
-        let (raw_rtt_p50_us, raw_rtt_p99_us) = raw_round_trips(&options, size)?;
+        let (rtt_p50_us, rtt_p99_us, rtt_cpu_us) = framed_round_trips(&options, size)?;
+        let (raw_rtt_p50_us, raw_rtt_p99_us, raw_rtt_cpu_us) = raw_round_trips(&options, size)?;
         let ratio = stream.mb_per_s / raw_mb_per_s;
         if options.json {
             // Keys in the order issue 4 lists them (serde_json would sort them).
@@ -168,7 +170,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
             let cpu_ratio = raw_cpu.bottleneck() / framed_cpu.bottleneck();
             println!(
                 "{size:>9} {:>12.0} {:>10.1} {:>10.1} {ratio:>6.2} {rtt_p50_us:>9.1} {rtt_p99_us:>9.1} \
-                 {raw_rtt_p50_us:>9.1} {raw_rtt_p99_us:>9.1}   {:>6.0} {:>6.0} {:>6.0} {:>6.0} {cpu_ratio:>5.2}",
+                 {raw_rtt_p50_us:>9.1} {raw_rtt_p99_us:>9.1}   {:>6.0} {:>6.0} {:>6.0} {:>6.0} {cpu_ratio:>5.2} \
+                 {rtt_cpu_us:>7.1} {raw_rtt_cpu_us:>7.1}",
                 stream.msgs_per_s,
                 stream.mb_per_s,
                 raw_mb_per_s,
@@ -421,9 +424,13 @@ fn percentiles_us(histogram: &Histogram<u64>) -> (f64, f64) {
     )
 }
 
+/// p50 and p99 of the round trip in µs, and the CPU time both executor
+/// threads spent per round trip in µs (load-robust, like the stream columns).
+type RoundTrips = (f64, f64, f64);
+
 /// One AppendEntries at a time from node 2 (core 1) to node 1 (core 0), each
 /// answered on node 1's own outbound connection back to node 2.
-fn framed_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
+fn framed_round_trips(options: &Options, size: usize) -> Result<RoundTrips> {
     let (server_tx, server_rx) = mpsc::channel::<SocketAddr>();
     let (client_tx, client_rx) = mpsc::channel::<SocketAddr>();
     let server = executor(options, 0, "rtt-server")
@@ -432,6 +439,7 @@ fn framed_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
             server_tx.send(listener.local_addr())?;
             let back = OutboundConnection::spawn(identity(1), peer(2, client_rx.recv()?))?;
             let mut connection = listener.accept().await?.handshake().await?;
+            let cpu_start = thread_cpu_ns();
             while let Some(frame) = connection.recv().await? {
                 for message in frame.raft().expect("raft frame").messages.iter() {
                     let reply = Envelope {
@@ -449,8 +457,9 @@ fn framed_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
                     back.send(reply).await?;
                 }
             }
+            let cpu = thread_cpu_ns() - cpu_start;
             back.close().await;
-            Ok(())
+            Ok(cpu)
         })
         .map_err(|error| anyhow!("spawn executor: {error}"))?;
     let seconds = options.rtt_seconds;
@@ -478,6 +487,7 @@ fn framed_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
             let warmup_until = Instant::now() + Duration::from_millis(100);
             let deadline = warmup_until + Duration::from_secs_f64(seconds);
             let message = append(size, 0);
+            let cpu_start = thread_cpu_ns();
             while Instant::now() < deadline {
                 let start = Instant::now();
                 out.send(message.clone()).await?;
@@ -489,18 +499,20 @@ fn framed_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
                     histogram.record(start.elapsed().as_nanos() as u64)?;
                 }
             }
+            let cpu = thread_cpu_ns() - cpu_start;
             out.close().await;
             drop(inbound);
-            Ok(percentiles_us(&histogram))
+            Ok((percentiles_us(&histogram), cpu, sent))
         })
         .map_err(|error| anyhow!("spawn executor: {error}"))?;
-    let result = join(client);
-    join(server)?;
-    result
+    let client = join(client);
+    let server_cpu = join(server)?;
+    let ((p50, p99), client_cpu, round_trips) = client?;
+    Ok((p50, p99, (client_cpu + server_cpu) as f64 / 1000.0 / round_trips as f64))
 }
 
 /// `size` bytes out and echoed back, over plain glommio TCP.
-fn raw_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
+fn raw_round_trips(options: &Options, size: usize) -> Result<RoundTrips> {
     let (address_tx, address_rx) = mpsc::channel();
     let server = executor(options, 0, "raw-echo")
         .spawn(move || async move {
@@ -509,10 +521,13 @@ fn raw_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
             let mut stream = listener.accept().await.map_err(|error| anyhow!("accept: {error}"))?;
             stream.set_nodelay(true).map_err(|error| anyhow!("{error}"))?;
             let mut buffer = vec![0u8; size];
+            let cpu_start = thread_cpu_ns();
             loop {
                 match stream.read_exact(&mut buffer).await {
                     Ok(()) => stream.write_all(&buffer).await?,
-                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return Ok(thread_cpu_ns() - cpu_start)
+                    }
                     Err(error) => return Err(error.into()),
                 }
             }
@@ -531,19 +546,24 @@ fn raw_round_trips(options: &Options, size: usize) -> Result<(f64, f64)> {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
             let warmup_until = Instant::now() + Duration::from_millis(100);
             let deadline = warmup_until + Duration::from_secs_f64(seconds);
+            let cpu_start = thread_cpu_ns();
+            let mut round_trips = 0u64;
             while Instant::now() < deadline {
                 let start = Instant::now();
                 stream.write_all(&message).await?;
                 stream.read_exact(&mut echo).await?;
+                round_trips += 1;
                 if start >= warmup_until {
                     histogram.record(start.elapsed().as_nanos() as u64)?;
                 }
             }
+            let cpu = thread_cpu_ns() - cpu_start;
             stream.close().await?;
-            Ok(percentiles_us(&histogram))
+            Ok((percentiles_us(&histogram), cpu, round_trips))
         })
         .map_err(|error| anyhow!("spawn executor: {error}"))?;
-    let result = join(client);
-    join(server)?;
-    result
+    let client = join(client);
+    let server_cpu = join(server)?;
+    let ((p50, p99), client_cpu, round_trips) = client?;
+    Ok((p50, p99, (client_cpu + server_cpu) as f64 / 1000.0 / round_trips as f64))
 }

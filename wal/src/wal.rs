@@ -185,8 +185,10 @@ impl Wal {
         ))
     }
 
+    #[inline]
     fn append(&self, record: Record<'_>) -> Result<u64> {
-        let mut state = self.shared.borrow_mut();
+        let mut guard = self.shared.borrow_mut();
+        let state = &mut *guard;
         if let Some(error) = &state.poisoned {
             return Err(error.clone());
         }
@@ -206,15 +208,14 @@ impl Wal {
                 pending_bytes_max: state.config.pending_bytes_max,
             });
         }
-        if let Err(refused) = state.groups.check(&record) {
-            let Record::Entry { group, index, .. } = record else {
-                unreachable!("only entries can be out of order")
-            };
-            return Err(Error::NonContiguousIndex {
-                group,
-                index,
-                expected: refused.expected,
-            });
+        // One lookup of the group serves both the check and the update.
+        let slot = state.groups.slot(record.group());
+        if let Record::Entry { group, index, .. } = record {
+            if let Some(expected) = state.groups.log_at(slot).next_index() {
+                if index != expected {
+                    return Err(Error::NonContiguousIndex { group, index, expected });
+                }
+            }
         }
         let segment_bytes = state.segments.back().expect("a current segment").segment_bytes;
         if state.open.end_offset() + record_bytes as u64 > segment_bytes {
@@ -231,7 +232,7 @@ impl Wal {
         state.pending_bytes += record_bytes;
         state
             .groups
-            .apply(&record, lsn, segment, offset)
+            .apply_at(slot, &record, lsn, segment, offset)
             .expect("checked above");
         Ok(lsn)
     }

@@ -122,40 +122,39 @@ impl Record<'_> {
 }
 
 /// Appends the encoding of `record` to `out`.
+///
+/// The fields are stored straight into `out` (no staging copy on the stack:
+/// re-reading a stack array in 16-byte pieces right after writing it in
+/// 8-byte pieces stalled store forwarding and showed up as the hottest
+/// instruction of an append), then the CRC is computed over the record's
+/// bytes in place, in one call over one contiguous run.
+#[inline]
 pub fn encode_record(record: &Record<'_>, out: &mut Vec<u8>) {
-    let mut head = [0u8; RECORD_PREFIX_BYTES + HARD_STATE_BODY_BYTES];
-    let entry_type = match record {
-        Record::Entry { entry_type, .. } => *entry_type,
-        _ => 0,
+    let (entry_type, fields, field_count): (u8, [u64; 4], usize) = match *record {
+        Record::Entry {
+            group,
+            term,
+            index,
+            entry_type,
+            ..
+        } => (entry_type, [group, term, index, 0], 3),
+        Record::HardState { group, state } => (0, [group, state.term, state.vote, state.commit], 4),
+        Record::TruncateSuffix { group, from_index } => (0, [group, from_index, 0, 0], 2),
+        Record::Purge { group, index, term } => (0, [group, index, term, 0], 3),
     };
-    head[4..8].copy_from_slice(&(record.body_len() as u32).to_le_bytes());
-    head[8] = record.kind();
-    head[9] = entry_type;
-    let fields: [u64; 4] = match *record {
-        Record::Entry { group, term, index, .. } => [group, term, index, 0],
-        Record::HardState { group, state } => [group, state.term, state.vote, state.commit],
-        Record::TruncateSuffix { group, from_index } => [group, from_index, 0, 0],
-        Record::Purge { group, index, term } => [group, index, term, 0],
-    };
-    for (slot, value) in fields.iter().enumerate() {
-        let at = RECORD_PREFIX_BYTES + slot * 8;
-        head[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    let start = out.len();
+    out.reserve(record.encoded_len());
+    out.extend_from_slice(&[0; 4]); // the CRC, filled in below
+    out.extend_from_slice(&(record.body_len() as u32).to_le_bytes());
+    out.extend_from_slice(&[record.kind(), entry_type, 0, 0]);
+    for field in &fields[..field_count] {
+        out.extend_from_slice(&field.to_le_bytes());
     }
-    let fixed_body = match record {
-        Record::Entry { .. } => ENTRY_FIXED_BYTES,
-        _ => record.body_len(),
-    };
-    let head = &mut head[..RECORD_PREFIX_BYTES + fixed_body];
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&head[4..]);
-    if let Record::Entry { payload, .. } = record {
-        hasher.update(payload);
-    }
-    head[0..4].copy_from_slice(&hasher.finalize().to_le_bytes());
-    out.extend_from_slice(head);
     if let Record::Entry { payload, .. } = record {
         out.extend_from_slice(payload);
     }
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// What [`decode_record`] found at an offset.

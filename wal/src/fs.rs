@@ -1,7 +1,9 @@
 //! The file-system seam: everything the writer does to disk goes through
 //! [`FileSystem`] and [`SegmentFile`], so tests can put [`crate::FaultyFs`]
 //! in between. [`DmaFs`] is the real one: glommio `DmaFile`s (O_DIRECT,
-//! io_uring), 4 KiB-aligned writes, fdatasync.
+//! io_uring), 4 KiB-aligned writes, fdatasync. It opens segments with
+//! O_DSYNC so that a flush is one io_uring operation (see
+//! [`SegmentFile::write_durable_at`]).
 //!
 //! Recovery and the mmap read path use `std::fs` directly: they only read,
 //! and happen before the writer starts.
@@ -26,6 +28,56 @@ pub trait SegmentFile {
     fn write_at<'a>(&'a self, offset: u64, data: &'a [u8]) -> LocalBoxFuture<'a, io::Result<usize>>;
     /// fdatasync. An error here is fatal for the WAL.
     fn sync_data(&self) -> LocalBoxFuture<'_, io::Result<()>>;
+
+    /// Writes `data` at `offset` like [`SegmentFile::write_at`] and makes it
+    /// durable like a following [`SegmentFile::sync_data`]; this is what a
+    /// flush does. Returns the bytes written; a short count means the rest
+    /// must be written again (and nothing is known durable).
+    ///
+    /// The provided version is exactly `write_at` then, if the write was
+    /// whole, `sync_data`, and tells their errors apart. [`DmaFs`] instead
+    /// issues one O_DSYNC write, so that the fdatasync does not wait for the
+    /// shard thread to come back from its appends to be submitted.
+    fn write_durable_at<'a>(
+        &'a self,
+        offset: u64,
+        data: &'a [u8],
+    ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
+        Box::pin(async move {
+            let written = self.write_at(offset, data).await.map_err(DurableWriteError::Write)?;
+            if written < align_up(data.len() as u64) as usize {
+                return Ok(written);
+            }
+            self.sync_data().await.map_err(DurableWriteError::Sync)?;
+            Ok(written)
+        })
+    }
+}
+
+/// Why [`SegmentFile::write_durable_at`] failed.
+#[derive(Debug)]
+pub enum DurableWriteError {
+    /// The write failed and nothing was left half-synced: retrying the same
+    /// bytes is safe.
+    Write(io::Error),
+    /// Making the data durable failed, or may have failed: fatal, like a
+    /// failed fdatasync.
+    Sync(io::Error),
+}
+
+impl DurableWriteError {
+    /// Classifies the error of an O_DSYNC write, where the write and the
+    /// sync share one error code. Only ENOSPC is taken as the write's own
+    /// (it comes from allocating blocks or converting preallocated extents,
+    /// before any cache flush; the data is not acknowledged and rewriting it
+    /// later is safe). Any other error may come from the flush and is fatal.
+    pub fn from_dsync_write(error: io::Error) -> DurableWriteError {
+        if error.raw_os_error() == Some(libc::ENOSPC) {
+            DurableWriteError::Write(error)
+        } else {
+            DurableWriteError::Sync(error)
+        }
+    }
 }
 
 /// Creates, opens and removes segment files.
@@ -69,6 +121,21 @@ impl SegmentFile for DmaSegment {
     fn sync_data(&self) -> LocalBoxFuture<'_, io::Result<()>> {
         Box::pin(async move { Ok(self.file.fdatasync().await?) })
     }
+
+    fn write_durable_at<'a>(
+        &'a self,
+        offset: u64,
+        data: &'a [u8],
+    ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
+        // The file is open with O_DSYNC: the write returns once its data (and
+        // the metadata needed to read it back, such as the conversion of
+        // preallocated extents) is durable, as after an fdatasync.
+        Box::pin(async move {
+            self.write_at(offset, data)
+                .await
+                .map_err(DurableWriteError::from_dsync_write)
+        })
+    }
 }
 
 impl FileSystem for DmaFs {
@@ -83,6 +150,7 @@ impl FileSystem for DmaFs {
                 .read(true)
                 .write(true)
                 .create_new(true)
+                .custom_flags(libc::O_DSYNC)
                 .dma_open(path)
                 .await?;
             file.pre_allocate(segment_bytes, false).await?;
@@ -98,7 +166,12 @@ impl FileSystem for DmaFs {
 
     fn open_segment<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {
         Box::pin(async move {
-            let file = OpenOptions::new().read(true).write(true).dma_open(path).await?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DSYNC)
+                .dma_open(path)
+                .await?;
             Ok(Rc::new(DmaSegment { file }) as Rc<dyn SegmentFile>)
         })
     }
@@ -113,5 +186,20 @@ impl FileSystem for DmaFs {
 
     fn remove<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<()>> {
         Box::pin(async move { std::fs::remove_file(path) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_enospc_from_an_o_dsync_write_is_retryable() {
+        let no_space = DurableWriteError::from_dsync_write(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(no_space, DurableWriteError::Write(_)));
+        for code in [libc::EIO, libc::EROFS, libc::EDQUOT, libc::EINVAL] {
+            let error = DurableWriteError::from_dsync_write(io::Error::from_raw_os_error(code));
+            assert!(matches!(error, DurableWriteError::Sync(_)), "errno {code}");
+        }
     }
 }

@@ -48,7 +48,7 @@ pub use config::{Config, RecoveryMode};
 pub use error::{Error, IoOp, Result};
 pub use faults::{FaultPlan, Faults, FaultyFs};
 pub use format::{HardState, Record};
-pub use fs::{DmaFs, FileSystem, SegmentFile};
+pub use fs::{DmaFs, DurableWriteError, FileSystem, SegmentFile};
 pub use index::GroupState;
 pub use recovery::TornTail;
 pub use wal::{Entry, Holder, OpenReport, Payload, Wal};

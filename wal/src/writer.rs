@@ -3,15 +3,21 @@
 //! Appends encode records into the open [`Batch`] (in memory, no I/O). A
 //! `sync()` raises the requested LSN and wakes the flusher, a task on the
 //! shard's executor. The flusher seals the open batch and writes it with one
-//! O_DIRECT write followed by one fdatasync; everything appended meanwhile
-//! goes into the next open batch and the next flush. There is no timer: a
-//! lone append is flushed as soon as it is synced. The partially filled last
-//! block of a batch is copied into the next batch and rewritten by it.
+//! O_DIRECT write made durable as by an fdatasync: with the real file system
+//! that is a single O_DSYNC write, because a separate fdatasync could only
+//! be submitted once the shard thread comes back from appending the next
+//! batch, which put the sync after the appends instead of beside them.
+//! Everything appended meanwhile goes into the next open batch and the next
+//! flush. There is no timer: a lone append is flushed as soon as it is
+//! synced. The partially filled last block of a batch is copied into the
+//! next batch and rewritten by it.
 //!
 //! Failure rules: a failed write (ENOSPC, EIO, short write after retries)
 //! fails the waiting syncs and keeps the batch for the next attempt; a failed
 //! fdatasync poisons the WAL for good, because the kernel may have dropped
-//! the dirty data and a retried fsync could falsely succeed.
+//! the dirty data and a retried fsync could falsely succeed. An O_DSYNC
+//! write cannot tell its write from its sync, so any error of it but ENOSPC
+//! poisons ([`crate::fs::DurableWriteError::from_dsync_write`]).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -26,7 +32,7 @@ use memmap2::Mmap;
 use crate::config::Config;
 use crate::error::{Error, IoOp, Result};
 use crate::format::{align_up, encode_segment_header, SegmentHeader};
-use crate::fs::{FileSystem, SegmentFile};
+use crate::fs::{DurableWriteError, FileSystem, SegmentFile};
 use crate::index::Groups;
 
 /// Batches at least this large (or half of `batch_bytes_max`, if smaller)
@@ -77,7 +83,7 @@ pub struct Segment {
 /// Counters of the write path, for benchmarks and the inspect tool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterStats {
-    /// Flushes completed (each one write + one fdatasync).
+    /// Flushes completed (each one durable write: O_DSYNC, or write + fdatasync).
     pub flushes: u64,
     /// Bytes written by those flushes, padding and rewritten blocks included.
     pub bytes_written: u64,
@@ -271,17 +277,25 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
     state.wake_waiters();
 }
 
-/// Writes one batch and fdatasyncs it; returns the bytes written.
+/// Writes one batch and makes it durable (one O_DSYNC write with the real
+/// file system: see [`SegmentFile::write_durable_at`]); returns the bytes
+/// written.
 async fn flush(shared: &Rc<RefCell<State>>, batch: &Batch) -> Result<usize> {
     let file = segment_file(shared, batch.segment).await?;
     let padded = align_up(batch.bytes.len() as u64) as usize;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let written = file
-            .write_at(batch.file_offset, &batch.bytes)
-            .await
-            .map_err(|error| Error::io(IoOp::Write, batch.segment, &error))?;
+        let written = match file.write_durable_at(batch.file_offset, &batch.bytes).await {
+            Ok(written) => written,
+            Err(DurableWriteError::Write(error)) => return Err(Error::io(IoOp::Write, batch.segment, &error)),
+            Err(DurableWriteError::Sync(error)) => {
+                return Err(Error::Poisoned {
+                    segment: batch.segment,
+                    errno: error.raw_os_error(),
+                })
+            }
+        };
         if written >= padded {
             break;
         }
@@ -295,12 +309,6 @@ async fn flush(shared: &Rc<RefCell<State>>, batch: &Batch) -> Result<usize> {
         }
     }
     shared.borrow_mut().written_lsn = batch.last_lsn;
-    if let Err(error) = file.sync_data().await {
-        return Err(Error::Poisoned {
-            segment: batch.segment,
-            errno: error.raw_os_error(),
-        });
-    }
     Ok(padded)
 }
 

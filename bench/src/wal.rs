@@ -1,13 +1,20 @@
 //! `coraft-bench wal`: the WAL against raw O_DIRECT writes + fdatasync.
 //!
 //! For each point (payload size, entries per batch) it measures, on the same
-//! directory and in the same run, first the physical floor — plain O_DIRECT
-//! writes of the batch's size (rounded up to 4 KiB) at sequential offsets of
-//! a preallocated file, each followed by fdatasync — and then the WAL: the
-//! batch appended and group-committed, with the next batch appended while
-//! the previous flush is in flight (two commits outstanding), except the
-//! single-entry point, which appends and awaits each sync alone to measure
-//! the latency of a lone durable append.
+//! directory and in the same run, alternating rounds of the physical floor —
+//! plain O_DIRECT writes of the batch's size (rounded up to 4 KiB) at
+//! sequential offsets of a preallocated file, each followed by fdatasync —
+//! and of the WAL: the batch appended and group-committed, with the next
+//! batch appended while the previous flush is in flight (two commits
+//! outstanding), except the single-entry point, which appends and awaits
+//! each sync alone to measure the latency of a lone durable append.
+//!
+//! Neither side prepares data inside its timed loop: the floor writes one
+//! buffer filled before its clock starts, the WAL appends one payload
+//! allocated before its clock starts. `--raw-dsync` makes the floor write
+//! with O_DSYNC instead of write + fdatasync (the WAL's own way since it
+//! flushes with O_DSYNC), to tell the two kinds of floor apart; `--point N`
+//! runs one point only, for profiling.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -72,6 +79,10 @@ struct Options {
     json: bool,
     dir: Option<PathBuf>,
     seconds: f64,
+    /// Only this point (its position in [`POINTS`]), for profiling.
+    point: Option<usize>,
+    /// The floor writes with O_DSYNC instead of write + fdatasync.
+    raw_dsync: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Options> {
@@ -79,6 +90,8 @@ fn parse(args: Vec<String>) -> Result<Options> {
         json: false,
         dir: None,
         seconds: SECONDS_PER_SIDE_DEFAULT,
+        point: None,
+        raw_dsync: false,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -88,8 +101,16 @@ fn parse(args: Vec<String>) -> Result<Options> {
             "--seconds" => {
                 options.seconds = args.next().context("--seconds needs a value")?.parse()?;
             }
+            "--raw-dsync" => options.raw_dsync = true,
+            "--point" => {
+                let point: usize = args.next().context("--point needs a number")?.parse()?;
+                if point >= POINTS.len() {
+                    bail!("--point must be below {}", POINTS.len());
+                }
+                options.point = Some(point);
+            }
             "-h" | "--help" => {
-                println!("usage: coraft-bench wal [--json] [--dir DIR] [--seconds PER_SIDE]");
+                println!("usage: coraft-bench wal [--json] [--dir DIR] [--seconds PER_SIDE] [--point N] [--raw-dsync]");
                 std::process::exit(0);
             }
             other => bail!("unknown option `{other}`; try --help"),
@@ -112,6 +133,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
         .map_err(|error| anyhow::anyhow!("glommio executor: {error}"))?;
     let seconds = Duration::from_secs_f64(options.seconds);
     let json = options.json;
+    let only = options.point;
+    let raw_dsync = options.raw_dsync;
     executor.run(async move {
         if !json {
             println!(
@@ -130,12 +153,15 @@ pub fn run(args: Vec<String>) -> Result<()> {
         }
         let round = seconds / ROUNDS;
         for (number, point) in POINTS.iter().enumerate() {
+            if only.is_some_and(|only| only != number) {
+                continue;
+            }
             // Alternate floor and WAL so that drift of a shared, noisy disk
             // hits both sides alike.
             let (mut raw, mut wal) = (Measured::new(), Measured::new());
             for turn in 0..ROUNDS {
                 let raw_path = dir.join(format!("raw-{number}-{turn}"));
-                raw.add(&measure_raw(&raw_path, *point, round).await?);
+                raw.add(&measure_raw(&raw_path, *point, round, raw_dsync).await?);
                 let wal_dir = dir.join(format!("wal-{number}-{turn}"));
                 wal.add(&measure_wal(&wal_dir, *point, round).await?);
             }
@@ -179,11 +205,12 @@ impl Measured {
     }
 }
 
-async fn measure_raw(path: &Path, point: Point, seconds: Duration) -> Result<Measured> {
+async fn measure_raw(path: &Path, point: Point, seconds: Duration, dsync: bool) -> Result<Measured> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
+        .custom_flags(if dsync { libc::O_DSYNC } else { 0 })
         .dma_open(path)
         .await
         .map_err(std::io::Error::from)?;
@@ -191,15 +218,22 @@ async fn measure_raw(path: &Path, point: Point, seconds: Duration) -> Result<Mea
         .await
         .map_err(std::io::Error::from)?;
     let write_bytes = point.batch_bytes().div_ceil(4096) * 4096;
+    // One buffer, filled before the clock starts and written again and again:
+    // the floor is the disk's, not the cost of preparing a megabyte per write.
+    let mut buffer = file.alloc_dma_buffer(write_bytes);
+    buffer.as_bytes_mut().fill(0x5a);
+    let buffer = Rc::new(buffer);
     let mut measured = Measured::new();
     let mut offset = 0u64;
     let start = Instant::now();
     while start.elapsed() < seconds && offset + (write_bytes as u64) < RAW_FILE_BYTES {
-        let mut buffer = file.alloc_dma_buffer(write_bytes);
-        buffer.as_bytes_mut().fill(0x5a);
         let began = Instant::now();
-        file.write_at(buffer, offset).await.map_err(std::io::Error::from)?;
-        file.fdatasync().await.map_err(std::io::Error::from)?;
+        file.write_rc_at(buffer.clone(), offset)
+            .await
+            .map_err(std::io::Error::from)?;
+        if !dsync {
+            file.fdatasync().await.map_err(std::io::Error::from)?;
+        }
         measured
             .latency_us
             .saturating_record(began.elapsed().as_micros() as u64);
@@ -209,6 +243,7 @@ async fn measure_raw(path: &Path, point: Point, seconds: Duration) -> Result<Mea
         measured.bytes += point.batch_bytes() as u64;
     }
     measured.elapsed = start.elapsed();
+    drop(buffer);
     file.close().await.map_err(std::io::Error::from)?;
     Ok(measured)
 }

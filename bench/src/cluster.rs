@@ -426,6 +426,22 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 m.turn_us.value_at_quantile(0.99),
             );
         }
+        println!("  stages of a write on the leaders, p50/p99 µs:");
+        println!("    node shard     queue wait   replication RTT   proposal→commit   apply batch");
+        for (node, m) in stages.iter().filter(|(_, m)| m.groups_led > 0) {
+            let pair = |h: &hdrhistogram::Histogram<u64>| {
+                format!("{}/{}", h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+            };
+            println!(
+                "    {:>4} {:>5} {:>14} {:>17} {:>17} {:>13}",
+                node,
+                m.shard,
+                pair(&m.queue_us),
+                pair(&m.replication_us),
+                pair(&m.commit_us),
+                pair(&m.apply_us),
+            );
+        }
     }
     Ok(())
 }

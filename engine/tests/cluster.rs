@@ -183,6 +183,17 @@ fn three_nodes_elect_a_leader_and_replicate_writes() {
         Err(Error::NotLeader { leader_hint }) => assert_eq!(leader_hint, Some(leader)),
         other => panic!("a follower took a write: {other:?}"),
     }
+    // Per-stage and per-group metrics saw the work.
+    let leader_shard = &cluster.node(leader).metrics()[0];
+    assert!(
+        !leader_shard.replication_us.is_empty(),
+        "appends acknowledged by followers are timed"
+    );
+    assert!(leader_shard.commit_us.len() >= 20);
+    let leader_counters = block(cluster.handle(leader, group).status()).unwrap().counters;
+    assert_eq!(leader_counters.proposals, 20);
+    let follower_counters = block(cluster.handle(follower, group).status()).unwrap().counters;
+    assert_eq!(follower_counters.proposals, 0);
     // Linearizable reads see every acknowledged write, from leader and follower.
     assert_eq!(
         count(&block(cluster.handle(leader, group).read(Vec::new())).unwrap()),
@@ -400,6 +411,9 @@ fn metrics_count_the_work_and_are_served_over_http() {
     assert_eq!(shards[0].proposals, 25);
     assert!(shards[0].entries_applied >= 25, "{shards:?}");
     assert_eq!(shards[0].proposal_us.len(), 25);
+    assert_eq!(shards[0].queue_us.len(), 25);
+    assert_eq!(shards[0].commit_us.len(), 25);
+    assert!(!shards[0].apply_us.is_empty());
     assert!(shards[0].wal_syncs > 0 && !shards[0].wal_sync_us.is_empty());
     let mut stream = std::net::TcpStream::connect(metrics_address).unwrap();
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -412,6 +426,10 @@ fn metrics_count_the_work_and_are_served_over_http() {
     );
     assert!(
         response.contains("coraft_wal_sync_seconds{node=\"1\",shard=\"0\",quantile=\"0.99\"}"),
+        "{response}"
+    );
+    assert!(
+        response.contains("coraft_commit_seconds_count{node=\"1\",shard=\"0\"} 25"),
         "{response}"
     );
 }

@@ -24,6 +24,8 @@ pub(crate) enum Event {
     Client {
         request: ClientRequest,
         outbox: Rc<ClientOutbox>,
+        /// When its frame was read off the connection.
+        received: std::time::Instant,
     },
     Api(ApiRequest),
     Tick,

@@ -23,6 +23,8 @@ pub(crate) struct PendingProposal {
     pub reply: Reply,
     /// When the request reached the shard.
     pub received: std::time::Instant,
+    /// When it was handed to the core.
+    pub proposed: std::time::Instant,
 }
 
 /// A read waiting for its read index and then for the state machine.
@@ -36,6 +38,19 @@ pub(crate) struct PendingRead {
     pub reply: Reply,
     /// When the request reached the shard.
     pub received: std::time::Instant,
+}
+
+/// What one group did on one node (`GroupStatus::counters`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCounters {
+    /// Proposals its core accepted here (as leader).
+    pub proposals: u64,
+    /// Committed entries applied to its state machine here.
+    pub entries_applied: u64,
+    /// Linearizable reads answered here.
+    pub reads_served: u64,
+    /// Requests answered with a timeout here.
+    pub requests_timed_out: u64,
 }
 
 /// The last command a client had applied, with its result.
@@ -55,6 +70,8 @@ pub(crate) struct Group {
     was_leader: bool,
     /// What of the core's hard state is written, and what is held back.
     pub hard_states: HardStateWriter,
+    /// This group's counters on this node.
+    pub counters: GroupCounters,
     /// Closed by `GroupHandle::shutdown`: new requests are refused, those
     /// in flight finish; the waiters learn when none is left.
     pub closed: bool,
@@ -72,6 +89,7 @@ impl Group {
             sessions: HashMap::new(),
             was_leader: false,
             hard_states: HardStateWriter::default(),
+            counters: GroupCounters::default(),
             closed: false,
             close_waiters: Vec::new(),
         }
@@ -99,6 +117,13 @@ impl Group {
     /// serves the reads they unblock.
     pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
         metrics.entries_applied += entries.len() as u64;
+        self.counters.entries_applied += entries.len() as u64;
+        // Committed now (they reach the state machine in this same turn).
+        for entry in entries {
+            if let Some(pending) = self.proposals.get(&entry.index) {
+                ShardMetrics::record(&mut metrics.commit_us, pending.proposed.elapsed());
+            }
+        }
         let mut start = 0;
         while start < entries.len() {
             // A run of client commands goes to the state machine in one call.
@@ -119,7 +144,9 @@ impl Group {
             self.answer(entry.index, entry.term, Ok(Vec::new()), metrics);
             start += 1;
         }
-        metrics.reads_served += self.serve_reads();
+        let served = self.serve_reads();
+        metrics.reads_served += served;
+        self.counters.reads_served += served;
     }
 
     fn apply_commands(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
@@ -163,7 +190,9 @@ impl Group {
         }
         if !fresh.is_empty() {
             let mut commands = fresh.iter().map(|(_, _, command)| *command);
+            let started = std::time::Instant::now();
             let outputs = self.state_machine.on_apply(&mut commands);
+            ShardMetrics::record(&mut metrics.apply_us, started.elapsed());
             let mut outputs = outputs.into_iter();
             for (position, session, _) in &fresh {
                 let output = outputs.next().unwrap_or_default();
@@ -266,6 +295,7 @@ impl Group {
             }
         }
         if expired > 0 {
+            self.counters.requests_timed_out += expired;
             self.notify_if_drained();
         }
         expired

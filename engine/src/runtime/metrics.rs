@@ -1,5 +1,6 @@
-//! What a shard counts and times: counters per stage, latency histograms
-//! (turn, WAL group commit, proposal to applied), readable through
+//! What a shard counts and times: counters per stage, latency histograms per
+//! stage of a write (queue wait, WAL group commit, replication round trip,
+//! commit, apply, proposal to result) and of the loop turn, readable through
 //! [`Node::metrics`](super::Node::metrics) and rendered in the Prometheus
 //! text format for the optional HTTP endpoint.
 
@@ -64,6 +65,16 @@ pub struct ShardMetrics {
     pub wal_sync_us: Histogram<u64>,
     /// From a proposal reaching the shard to its result, µs.
     pub proposal_us: Histogram<u64>,
+    /// From a client request arriving on its connection to its proposal
+    /// reaching the core (the shard's inbox and batching), µs.
+    pub queue_us: Histogram<u64>,
+    /// From an AppendEntries leaving the leader to the follower's
+    /// acknowledgement of its last entry (the follower's fsync included), µs.
+    pub replication_us: Histogram<u64>,
+    /// From a proposal reaching the core to its entry being committed, µs.
+    pub commit_us: Histogram<u64>,
+    /// One state machine `on_apply` call (a batch of commands), µs.
+    pub apply_us: Histogram<u64>,
 }
 
 impl ShardMetrics {
@@ -89,6 +100,10 @@ impl ShardMetrics {
             turn_us: histogram(),
             wal_sync_us: histogram(),
             proposal_us: histogram(),
+            queue_us: histogram(),
+            replication_us: histogram(),
+            commit_us: histogram(),
+            apply_us: histogram(),
         }
     }
 
@@ -152,7 +167,7 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
             let _ = writeln!(out, "{name}{{node=\"{node}\",shard=\"{}\"}} {}", m.shard, value(m));
         }
     }
-    let histograms: [SummarySpec; 3] = [
+    let histograms: [SummarySpec; 7] = [
         ("coraft_turn_seconds", "Shard loop turn length", |m| &m.turn_us),
         ("coraft_wal_sync_seconds", "WAL group commit latency", |m| {
             &m.wal_sync_us
@@ -160,6 +175,16 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
         ("coraft_proposal_seconds", "Proposal to result latency", |m| {
             &m.proposal_us
         }),
+        ("coraft_queue_seconds", "Client request arrival to proposal", |m| {
+            &m.queue_us
+        }),
+        (
+            "coraft_replication_seconds",
+            "AppendEntries sent to acknowledged",
+            |m| &m.replication_us,
+        ),
+        ("coraft_commit_seconds", "Proposal to commit", |m| &m.commit_us),
+        ("coraft_apply_seconds", "State machine apply batch", |m| &m.apply_us),
     ];
     for (name, help, histogram) in histograms {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
@@ -233,5 +258,37 @@ impl Drop for MetricsServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Bound on AppendEntries send times remembered per (group, follower).
+pub const APPEND_TIMES_MAX: usize = 64;
+
+/// When the leader sent its recent AppendEntries, per group and follower,
+/// to time replication round trips when the acknowledgements come back.
+#[derive(Default)]
+pub(crate) struct AppendTimes {
+    sent: std::collections::HashMap<(u64, u64), std::collections::VecDeque<(u64, std::time::Instant)>>,
+}
+
+impl AppendTimes {
+    /// An append ending at `last_index` left for `follower` now.
+    pub fn sent(&mut self, group: u64, follower: u64, last_index: u64) {
+        let times = self.sent.entry((group, follower)).or_default();
+        if times.len() == APPEND_TIMES_MAX {
+            times.pop_front();
+        }
+        times.push_back((last_index, std::time::Instant::now()));
+    }
+
+    /// `follower` acknowledged up to `match_index`: the round trip of the
+    /// newest append it covers, if any was remembered.
+    pub fn acknowledged(&mut self, group: u64, follower: u64, match_index: u64) -> Option<Duration> {
+        let times = self.sent.get_mut(&(group, follower))?;
+        let mut newest = None;
+        while times.front().is_some_and(|&(index, _)| index <= match_index) {
+            newest = times.pop_front().map(|(_, at)| at);
+        }
+        newest.map(|at| at.elapsed())
     }
 }

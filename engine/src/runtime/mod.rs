@@ -13,7 +13,10 @@ mod transport;
 
 pub use codec::{decode_command, encode_command, SessionCommand, SESSION_HEADER_BYTES};
 pub use events::EVENTS_QUEUED_MAX;
-pub use group::{PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
-pub use metrics::{render_prometheus, ShardMetrics, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET};
+pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+pub use metrics::{
+    render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,
+};
 pub use node::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, StateMachineFactory, API_QUEUE_MAX};
+pub use shard::REQUEST_TIMEOUT;
 pub use shard::{COMMAND_BYTES_MAX, WAL_BACKLOG_BYTES_MAX};

@@ -251,6 +251,8 @@ pub struct GroupStatus {
     pub peers: Vec<PeerStatus>,
     /// The group is idle and quiet: it neither ticks nor heartbeats here.
     pub quiesced: bool,
+    /// What the group did on this node.
+    pub counters: super::group::GroupCounters,
 }
 
 struct ShardThread {

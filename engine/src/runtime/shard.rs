@@ -19,7 +19,7 @@ use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
 use super::codec::encode_command;
 use super::events::{Event, EventQueue};
 use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
-use super::metrics::{ShardMetrics, TURN_BUDGET};
+use super::metrics::{AppendTimes, ShardMetrics, TURN_BUDGET};
 use super::node::{ApiRequest, GroupStatus, PeerStatus};
 use super::reply::{ClientOutbox, Reply};
 use super::storage::{write_hard_state, write_ready};
@@ -78,6 +78,8 @@ pub(crate) struct Shard {
     election_timeout_ticks: u64,
     /// Most proposals of one group handed to its core in one call.
     batch_entries_max: usize,
+    /// Send times of recent appends, for the replication round trip.
+    append_times: AppendTimes,
     /// Groups that are not quiet: the only ones a tick visits. Every input
     /// that may wake a core marks its group dirty, and handling a dirty group
     /// updates this set.
@@ -144,6 +146,7 @@ impl Shard {
             election_timeout_ticks,
             awake,
             batch_entries_max: options.limits.batch_entries_max.max(1),
+            append_times: AppendTimes::default(),
         }
     }
 
@@ -196,7 +199,11 @@ impl Shard {
         for event in self.events.drain() {
             match event {
                 Event::Raft(message) => self.step(message),
-                Event::Client { request, outbox } => self.client_request(request, outbox, &mut proposals),
+                Event::Client {
+                    request,
+                    outbox,
+                    received,
+                } => self.client_request(request, outbox, received, &mut proposals),
                 Event::Api(request) => self.api_request(request, &mut proposals),
                 Event::Tick => self.tick(),
                 Event::PeerHeard(node) => {
@@ -251,6 +258,16 @@ impl Shard {
 
     fn step(&mut self, message: Message) {
         self.metrics.raft_messages_received += 1;
+        if let crate::raft::MessageBody::AppendEntriesResponse(crate::raft::AppendOutcome::Accepted { match_index }) =
+            message.body
+        {
+            let acknowledged = self
+                .append_times
+                .acknowledged(message.group.0, message.from.0, match_index.0);
+            if let Some(round_trip) = acknowledged {
+                ShardMetrics::record(&mut self.metrics.replication_us, round_trip);
+            }
+        }
         if let crate::raft::MessageBody::AppendEntries { entries, .. } = &message.body {
             let bytes: u64 = entries.iter().map(|e| e.size_bytes() + WAL_RECORD_OVERHEAD_BYTES).sum();
             if bytes > 0 && !self.admit(bytes) {
@@ -313,6 +330,7 @@ impl Shard {
         &mut self,
         request: ClientRequest,
         outbox: Rc<ClientOutbox>,
+        received: Instant,
         proposals: &mut BTreeMap<GroupId, Batch>,
     ) {
         match request {
@@ -332,6 +350,7 @@ impl Shard {
                     GroupId(group),
                     encode_command(client_id, sequence, &payload),
                     reply,
+                    received,
                     proposals,
                 );
             }
@@ -357,6 +376,7 @@ impl Shard {
         group_id: GroupId,
         command: Bytes,
         reply: Reply,
+        received: Instant,
         proposals: &mut BTreeMap<GroupId, Batch>,
     ) {
         if let Some(error) = &self.failed {
@@ -402,7 +422,7 @@ impl Shard {
                 },
             );
         }
-        batch.push((command, reply, Instant::now()));
+        batch.push((command, reply, received));
         if batch.len() >= self.batch_entries_max {
             let batch = proposals.remove(&group_id).expect("just pushed");
             self.propose(group_id, batch);
@@ -420,12 +440,19 @@ impl Shard {
             .unzip();
         match group.core.propose(commands) {
             Ok((first, term)) => {
+                let proposed = Instant::now();
                 for (offset, (reply, received)) in waiting.into_iter().enumerate() {
-                    group
-                        .proposals
-                        .insert(first.plus(offset as u64), PendingProposal { term, reply, received });
+                    ShardMetrics::record(&mut self.metrics.queue_us, proposed - received);
+                    let pending = PendingProposal {
+                        term,
+                        reply,
+                        received,
+                        proposed,
+                    };
+                    group.proposals.insert(first.plus(offset as u64), pending);
                 }
                 self.metrics.proposals += count;
+                group.counters.proposals += count;
                 self.dirty.insert(group_id);
             }
             Err(error) => {
@@ -503,7 +530,10 @@ impl Shard {
                 });
                 match refused {
                     Some(error) => self.reject(Reply::Api(reply), Some(group), error),
-                    None => self.queue_proposal(group, encode_command(0, 0, &data), Reply::Api(reply), proposals),
+                    None => {
+                        let command = encode_command(0, 0, &data);
+                        self.queue_proposal(group, command, Reply::Api(reply), Instant::now(), proposals)
+                    }
                 }
             }
             ApiRequest::Read {
@@ -583,6 +613,11 @@ impl Shard {
             };
             // 2. Send at once, in parallel with the fsync.
             for message in &ready.messages {
+                if let crate::raft::MessageBody::AppendEntries { entries, .. } = &message.body {
+                    if let Some(last) = entries.last() {
+                        self.append_times.sent(group_id.0, message.to.0, last.index.0);
+                    }
+                }
                 self.peers.send(message);
             }
             // 3. After the fsync: acknowledgements and votes.
@@ -695,6 +730,7 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         applied_index: core.applied_index(),
         last_index: core.last_index(),
         quiesced: core.is_quiesced(),
+        counters: group.counters,
         peers: core
             .progress()
             .iter()

@@ -271,10 +271,11 @@ async fn serve_client(mut connection: coraft_net::InboundConnection, events: Rc<
         };
         for request in batch.requests {
             if let Err(refused) = events.push(Event::Client {
+                received: std::time::Instant::now(),
                 request,
                 outbox: outbox.clone(),
             }) {
-                if let Event::Client { request, outbox } = *refused {
+                if let Event::Client { request, outbox, .. } = *refused {
                     super::shard::refuse_busy(&request, &outbox);
                 }
             }

@@ -51,7 +51,7 @@ fn index_apply(c: &mut Criterion) {
                         entry_type: 0,
                         payload: &payload,
                     };
-                    groups.apply(&record, entry + 1, 1, entry * 52).unwrap();
+                    groups.apply(&record, entry + 1, entry * 52).unwrap();
                 }
                 groups
             },

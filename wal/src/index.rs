@@ -1,4 +1,4 @@
-//! The in-memory index: per group, log index -> (segment, offset) and term,
+//! The in-memory index: per group, log index -> (LSN, offset) and term,
 //! plus the latest hard state and purge marker.
 //!
 //! Appends and recovery go through the same [`Groups::apply`], so the state
@@ -9,19 +9,17 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::format::{HardState, Record};
 
-/// Where an entry lives on disk, and its term.
+/// Where an entry lives on disk, and its term. 24 bytes per entry: the
+/// segment follows from the LSN (segments are listed by first LSN) and the
+/// record's length from its own prefix, so neither is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryLocation {
     /// The record's LSN.
     pub lsn: u64,
     /// The entry's term.
     pub term: u64,
-    /// The segment (its first LSN).
-    pub segment: u64,
-    /// Byte offset of the record in the segment.
+    /// Byte offset of the record in its segment.
     pub offset: u64,
-    /// Encoded record length.
-    pub record_bytes: u32,
 }
 
 /// One group's log as the WAL knows it.
@@ -212,7 +210,6 @@ impl Groups {
         &mut self,
         record: &Record<'_>,
         lsn: u64,
-        segment: u64,
         offset: u64,
         log_is_suffix: bool,
     ) -> Result<(), NotContiguous> {
@@ -224,26 +221,19 @@ impl Groups {
                 log.first_index = *index;
             }
         }
-        self.apply(record, lsn, segment, offset)
+        self.apply(record, lsn, offset)
     }
 
-    /// Applies a record written at (`segment`, `offset`) with `lsn`.
+    /// Applies a record written at `offset` (of the segment holding `lsn`) with `lsn`.
     #[inline]
-    pub fn apply(&mut self, record: &Record<'_>, lsn: u64, segment: u64, offset: u64) -> Result<(), NotContiguous> {
+    pub fn apply(&mut self, record: &Record<'_>, lsn: u64, offset: u64) -> Result<(), NotContiguous> {
         let slot = self.slot(record.group());
-        self.apply_at(slot, record, lsn, segment, offset)
+        self.apply_at(slot, record, lsn, offset)
     }
 
     /// [`Groups::apply`] for a record of the group in `slot` (from [`Groups::slot`]).
     #[inline]
-    pub fn apply_at(
-        &mut self,
-        slot: usize,
-        record: &Record<'_>,
-        lsn: u64,
-        segment: u64,
-        offset: u64,
-    ) -> Result<(), NotContiguous> {
+    pub fn apply_at(&mut self, slot: usize, record: &Record<'_>, lsn: u64, offset: u64) -> Result<(), NotContiguous> {
         let (group, log) = &mut self.logs[slot];
         debug_assert_eq!(*group, record.group(), "a record applied to another group's slot");
         if let (Record::Entry { index, .. }, Some(expected)) = (record, log.next_index()) {
@@ -257,13 +247,7 @@ impl Groups {
                     log.first_index = index;
                     log.started = true;
                 }
-                log.entries.push_back(EntryLocation {
-                    lsn,
-                    term,
-                    segment,
-                    offset,
-                    record_bytes: record.encoded_len() as u32,
-                });
+                log.entries.push_back(EntryLocation { lsn, term, offset });
             }
             Record::HardState { state, .. } => log.hard_state = Some((state, lsn)),
             Record::TruncateSuffix { from_index, .. } => {
@@ -320,7 +304,7 @@ mod tests {
     fn apply_all(records: &[Record<'_>]) -> Groups {
         let mut groups = Groups::default();
         for (lsn, record) in records.iter().enumerate() {
-            groups.apply(record, lsn as u64 + 1, 1, 0).unwrap();
+            groups.apply(record, lsn as u64 + 1, 0).unwrap();
         }
         groups
     }
@@ -379,10 +363,7 @@ mod tests {
     #[test]
     fn an_entry_that_skips_an_index_is_refused() {
         let mut groups = apply_all(&[entry(1, 1, 1)]);
-        assert_eq!(
-            groups.apply(&entry(1, 3, 1), 9, 1, 0),
-            Err(NotContiguous { expected: 2 })
-        );
+        assert_eq!(groups.apply(&entry(1, 3, 1), 9, 0), Err(NotContiguous { expected: 2 }));
     }
 
     #[test]
@@ -409,7 +390,7 @@ mod tests {
         assert_eq!(groups.iter().map(|(group, _)| group).collect::<Vec<_>>(), sorted);
         // Every group is still found at its new position, and appends to it.
         for (lsn, &group) in arrivals.iter().enumerate() {
-            groups.apply(&entry(group, 2, 1), 100 + lsn as u64, 1, 0).unwrap();
+            groups.apply(&entry(group, 2, 1), 100 + lsn as u64, 0).unwrap();
             assert_eq!(groups.get(group).unwrap().state().last_index, 2, "group {group}");
         }
         assert!(groups.get(5).is_none());

@@ -171,7 +171,7 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
         let bytes = &map[..segment_len];
         let (end_offset, bad) = scan(bytes, |offset, record| {
             groups
-                .replay(record, next_lsn, first_lsn, offset, log_is_suffix)
+                .replay(record, next_lsn, offset, log_is_suffix)
                 .map_err(|_| Error::InconsistentRecord {
                     segment: first_lsn,
                     offset,

@@ -224,7 +224,7 @@ impl Wal {
             state.seal_open();
         }
         let lsn = state.next_lsn;
-        let (segment, offset) = (state.open.segment, state.open.end_offset());
+        let offset = state.open.end_offset();
         encode_record(&record, &mut state.open.bytes);
         state.open.record_bytes += record_bytes;
         state.open.last_lsn = lsn;
@@ -232,7 +232,7 @@ impl Wal {
         state.pending_bytes += record_bytes;
         state
             .groups
-            .apply_at(slot, &record, lsn, segment, offset)
+            .apply_at(slot, &record, lsn, offset)
             .expect("checked above");
         Ok(lsn)
     }
@@ -461,18 +461,26 @@ impl Drop for Wal {
 }
 
 fn read_entry(state: &mut State, index: u64, location: &EntryLocation) -> Result<Entry> {
-    let length = location.record_bytes as usize;
     let start = location.offset as usize;
+    let segment_lsn = state
+        .segments
+        .iter()
+        .rev()
+        .find(|segment| segment.first_lsn <= location.lsn)
+        .expect("a live entry's segment exists")
+        .first_lsn;
     if location.lsn <= state.written_lsn {
         let segment = state
             .segments
             .iter_mut()
-            .find(|segment| segment.first_lsn == location.segment)
-            .expect("a live entry's segment exists");
+            .find(|segment| segment.first_lsn == segment_lsn)
+            .expect("found above");
         if segment.map.is_none() {
             segment.map = Some(Rc::new(map_segment(&segment.path, segment.first_lsn)?));
         }
         let map = segment.map.clone().expect("mapped above");
+        // The record's own prefix gives its length; decoding checks it
+        // against the end of the segment and verifies the CRC.
         let Decoded::Record(
             Record::Entry {
                 term,
@@ -481,10 +489,10 @@ fn read_entry(state: &mut State, index: u64, location: &EntryLocation) -> Result
                 ..
             },
             _,
-        ) = decode_record(&map[start..start + length])
+        ) = decode_record(&map[start.min(map.len())..])
         else {
             return Err(Error::Corruption {
-                segment: location.segment,
+                segment: segment_lsn,
                 offset: location.offset,
             });
         };
@@ -501,9 +509,7 @@ fn read_entry(state: &mut State, index: u64, location: &EntryLocation) -> Result
     }
     let batches = state.sealed.iter().map(|batch| &**batch).chain([&state.open]);
     for batch in batches {
-        if batch.segment == location.segment
-            && batch.file_offset <= location.offset
-            && location.offset + length as u64 <= batch.end_offset()
+        if batch.segment == segment_lsn && batch.file_offset <= location.offset && location.offset < batch.end_offset()
         {
             let at = (location.offset - batch.file_offset) as usize;
             if let Decoded::Record(
@@ -514,7 +520,7 @@ fn read_entry(state: &mut State, index: u64, location: &EntryLocation) -> Result
                     ..
                 },
                 _,
-            ) = decode_record(&batch.bytes[at..at + length])
+            ) = decode_record(&batch.bytes[at..])
             {
                 return Ok(Entry {
                     index,

@@ -128,10 +128,11 @@ fn dump(recovered: &Recovered, group: u64, from: u64, to: u64) -> Result<()> {
         let segment = recovered
             .segments
             .iter()
-            .find(|segment| segment.first_lsn == location.segment)
+            .rev()
+            .find(|segment| segment.first_lsn <= location.lsn)
             .context("entry's segment")?;
         let at = location.offset as usize;
-        let bytes = &segment.map[at..at + location.record_bytes as usize];
+        let bytes = segment.map.get(at..).context("entry's offset")?;
         let Decoded::Record(
             Record::Entry {
                 term,

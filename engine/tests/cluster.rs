@@ -361,6 +361,32 @@ fn client(cluster: &TestCluster, client_id: u64) -> coraft::client::Client {
 }
 
 #[test]
+fn requests_sent_to_the_wrong_shard_cross_the_channel_mesh() {
+    let cluster = TestCluster::start(3, 2, 4);
+    // A client that knows only each node's shard 0 sends every request
+    // there; groups 1 and 3 live on shard 1.
+    let mut client = coraft::client::Client::new(coraft::client::ClientConfig {
+        cluster_id: 7,
+        client_id: 77,
+        nodes: cluster
+            .peers
+            .iter()
+            .map(|p| (p.id, vec![p.shard_addresses[0]]))
+            .collect(),
+        attempt_timeout: Duration::from_secs(5),
+    });
+    for round in 1..=3u64 {
+        for g in 1..=4 {
+            let result = client.write(GroupId(g), b"x").expect("write through shard 0");
+            assert_eq!(count(&result), round, "group {g}");
+        }
+    }
+    for g in 1..=4 {
+        assert_eq!(count(&client.read(GroupId(g), b"").unwrap()), 3, "group {g}");
+    }
+}
+
+#[test]
 fn client_finds_the_leader_and_a_retried_write_applies_once() {
     let cluster = TestCluster::start(3, 2, 4);
     let mut client = client(&cluster, 41);

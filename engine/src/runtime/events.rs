@@ -11,8 +11,8 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::raft::{Message, NodeId};
 
+use super::forward::ClientRoute;
 use super::node::ApiRequest;
-use super::reply::ClientOutbox;
 
 /// Bound on events waiting for the shard loop; beyond it Raft messages are
 /// dropped (Raft tolerates loss) and client requests are refused as busy.
@@ -23,7 +23,7 @@ pub(crate) enum Event {
     Raft(Message),
     Client {
         request: ClientRequest,
-        outbox: Rc<ClientOutbox>,
+        route: ClientRoute,
         /// When its frame was read off the connection.
         received: std::time::Instant,
     },

@@ -3,6 +3,7 @@
 
 mod codec;
 mod events;
+mod forward;
 mod group;
 mod metrics;
 mod node;
@@ -13,6 +14,7 @@ mod transport;
 
 pub use codec::{decode_command, encode_command, SessionCommand, SESSION_HEADER_BYTES};
 pub use events::EVENTS_QUEUED_MAX;
+pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,

@@ -281,6 +281,7 @@ impl Node {
         options.validate()?;
         let mut shards = Vec::new();
         let mut started = Vec::new();
+        let mesh = (options.shard_count() > 1).then(|| super::forward::mesh(options.shard_count()));
         for shard in 0..options.shard_count() {
             let (api, api_rx) = flume::bounded(API_QUEUE_MAX);
             let (ready_tx, ready_rx) = flume::bounded::<Result<(), Error>>(1);
@@ -291,9 +292,10 @@ impl Node {
             }
             let shard_options = options.clone();
             let factory = factory.clone();
+            let mesh = mesh.clone();
             let join = builder
                 .spawn(move || async move {
-                    run_shard(shard_options, shard, factory, api_rx, ready_tx).await;
+                    run_shard(shard_options, shard, factory, mesh, api_rx, ready_tx).await;
                 })
                 .map_err(|e| Error::Config(format!("starting shard {shard}: {e}")))?;
             shards.push(ShardThread { api, join: Some(join) });
@@ -498,10 +500,19 @@ async fn run_shard(
     options: NodeOptions,
     shard: usize,
     factory: StateMachineFactory,
+    mesh: Option<super::forward::Mesh>,
     api: flume::Receiver<ApiRequest>,
     ready: flume::Sender<Result<(), Error>>,
 ) {
-    let started = start_shard(&options, shard, &factory).await;
+    // Every shard joins the mesh before anything that may fail: joining
+    // waits for all of them.
+    let joined = super::forward::Forwarder::join(mesh, shard)
+        .await
+        .map_err(Error::Config);
+    let started = match joined {
+        Ok(forwarding) => start_shard(&options, shard, &factory, forwarding).await,
+        Err(error) => Err(error),
+    };
     let (shard_state, bell) = match started {
         Ok(started) => {
             let _ = ready.send(Ok(()));
@@ -537,6 +548,7 @@ async fn start_shard(
     options: &NodeOptions,
     shard: usize,
     factory: &StateMachineFactory,
+    forwarding: Option<(Rc<super::forward::Forwarder>, super::forward::MeshReceivers)>,
 ) -> Result<(Shard, glommio::channels::local_channel::LocalReceiver<()>), Error> {
     let dir = options
         .shard_wal_dirs
@@ -603,6 +615,11 @@ async fn start_shard(
         .collect();
     let peers = Peers::connect(net_config, shard as u32, &remotes).map_err(Error::Network)?;
     let (events, bell) = EventQueue::new();
-    let shard_state = Shard::new(shard, options, groups, Rc::new(wal), peers, events, Rc::new(listener));
+    let endpoints = super::shard::Endpoints {
+        peers,
+        listener: Rc::new(listener),
+        forwarding,
+    };
+    let shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
     Ok((shard_state, bell))
 }

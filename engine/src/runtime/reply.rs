@@ -2,11 +2,11 @@
 //! another thread, or into a client connection's response queue.
 
 use std::cell::RefCell;
-use std::rc::Rc;
 
 use coraft_net::schema::{ClientError, ClientResponse};
 use glommio::channels::local_channel::LocalSender;
 
+use super::forward::ClientRoute;
 use crate::api::Error;
 use crate::raft::NodeId;
 
@@ -35,9 +35,9 @@ impl ClientOutbox {
 pub(crate) enum Reply {
     /// An embedding caller, waiting on another thread.
     Api(flume::Sender<Result<Vec<u8>, Error>>),
-    /// A client connection.
+    /// A client connection (on this shard or another).
     Client {
-        outbox: Rc<ClientOutbox>,
+        route: ClientRoute,
         client_id: u64,
         request_id: u64,
         group: u64,
@@ -51,7 +51,7 @@ impl Reply {
                 let _ = sender.send(result);
             }
             Reply::Client {
-                outbox,
+                route,
                 client_id,
                 request_id,
                 group,
@@ -69,7 +69,7 @@ impl Reply {
                     Error::UnknownGroup(_) => ClientError::UnknownGroup,
                     Error::Storage(_) | Error::Config(_) | Error::Network(_) => ClientError::Storage,
                 });
-                outbox.push(ClientResponse {
+                route.push(ClientResponse {
                     client_id,
                     request_id,
                     group,

@@ -18,10 +18,11 @@ use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
 
 use super::codec::encode_command;
 use super::events::{Event, EventQueue};
+use super::forward::ClientRoute;
 use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 use super::metrics::{AppendTimes, ShardMetrics, TURN_BUDGET};
 use super::node::{ApiRequest, GroupStatus, PeerStatus};
-use super::reply::{ClientOutbox, Reply};
+use super::reply::Reply;
 use super::storage::{write_hard_state, write_ready};
 use super::transport::Peers;
 
@@ -80,6 +81,9 @@ pub(crate) struct Shard {
     batch_entries_max: usize,
     /// Send times of recent appends, for the replication round trip.
     append_times: AppendTimes,
+    /// This shard's end of the node's channel mesh (several shards only),
+    /// until `run` starts serving it.
+    forwarding: Option<(Rc<super::forward::Forwarder>, super::forward::MeshReceivers)>,
     /// Groups that are not quiet: the only ones a tick visits. Every input
     /// that may wake a core marks its group dirty, and handling a dirty group
     /// updates this set.
@@ -87,7 +91,12 @@ pub(crate) struct Shard {
 }
 
 /// Answers a client request the shard cannot take now.
-pub(crate) fn refuse_busy(request: &ClientRequest, outbox: &Rc<ClientOutbox>) {
+pub(crate) fn refuse_busy(request: &ClientRequest, route: &ClientRoute) {
+    route.push(busy_response_for(request));
+}
+
+/// The busy answer to a client request.
+pub(crate) fn busy_response_for(request: &ClientRequest) -> ClientResponse {
     let (client_id, request_id, group) = match request {
         ClientRequest::Propose {
             client_id,
@@ -102,13 +111,21 @@ pub(crate) fn refuse_busy(request: &ClientRequest, outbox: &Rc<ClientOutbox>) {
             ..
         } => (*client_id, *request_id, *group),
     };
-    outbox.push(ClientResponse {
+    ClientResponse {
         client_id,
         request_id,
         group,
         leader_hint: None,
         result: Err(ClientError::Busy),
-    });
+    }
+}
+
+/// How a shard reaches the world: its peers, its listener and, with several
+/// shards, its end of the node's channel mesh.
+pub(crate) struct Endpoints {
+    pub peers: Peers,
+    pub listener: Rc<Listener>,
+    pub forwarding: Option<(Rc<super::forward::Forwarder>, super::forward::MeshReceivers)>,
 }
 
 impl Shard {
@@ -117,10 +134,14 @@ impl Shard {
         options: &super::node::NodeOptions,
         groups: BTreeMap<GroupId, Group>,
         wal: Rc<Wal>,
-        peers: Peers,
         events: Rc<EventQueue>,
-        listener: Rc<Listener>,
+        endpoints: Endpoints,
     ) -> Shard {
+        let Endpoints {
+            peers,
+            listener,
+            forwarding,
+        } = endpoints;
         let node = options.node_id;
         let election_timeout_ticks = options.election_timeout_ticks;
         let dirty: BTreeSet<GroupId> = groups.keys().copied().collect();
@@ -147,6 +168,7 @@ impl Shard {
             awake,
             batch_entries_max: options.limits.batch_entries_max.max(1),
             append_times: AppendTimes::default(),
+            forwarding,
         }
     }
 
@@ -159,7 +181,18 @@ impl Shard {
                 let _ = ticker_events.push(Event::Tick);
             }
         });
-        let server = glommio::spawn_local(super::transport::serve(self.listener.clone(), self.events.clone()));
+        let (forwarder, mesh_server) = match self.forwarding.take() {
+            Some((forwarder, receivers)) => {
+                let serving = super::forward::serve(forwarder.clone(), receivers, self.events.clone());
+                (Some(forwarder), Some(glommio::spawn_local(serving)))
+            }
+            None => (None, None),
+        };
+        let server = glommio::spawn_local(super::transport::serve(
+            self.listener.clone(),
+            self.events.clone(),
+            forwarder,
+        ));
         self.turn();
         while !self.shutting_down {
             if bell.recv().await.is_none() {
@@ -169,6 +202,9 @@ impl Shard {
         }
         ticker.cancel().await;
         server.cancel().await;
+        if let Some(mesh_server) = mesh_server {
+            mesh_server.cancel().await;
+        }
         for (&id, group) in self.groups.iter_mut() {
             group.fail_all(Error::Shutdown);
             if let Some(hard) = group.hard_states.take_held_back() {
@@ -201,9 +237,9 @@ impl Shard {
                 Event::Raft(message) => self.step(message),
                 Event::Client {
                     request,
-                    outbox,
+                    route,
                     received,
-                } => self.client_request(request, outbox, received, &mut proposals),
+                } => self.client_request(request, route, received, &mut proposals),
                 Event::Api(request) => self.api_request(request, &mut proposals),
                 Event::Tick => self.tick(),
                 Event::PeerHeard(node) => {
@@ -329,7 +365,7 @@ impl Shard {
     fn client_request(
         &mut self,
         request: ClientRequest,
-        outbox: Rc<ClientOutbox>,
+        route: ClientRoute,
         received: Instant,
         proposals: &mut BTreeMap<GroupId, Batch>,
     ) {
@@ -341,7 +377,7 @@ impl Shard {
                 payload,
             } => {
                 let reply = Reply::Client {
-                    outbox,
+                    route,
                     client_id,
                     request_id: sequence,
                     group,
@@ -361,7 +397,7 @@ impl Shard {
                 payload,
             } => {
                 let reply = Reply::Client {
-                    outbox,
+                    route,
                     client_id,
                     request_id,
                     group,

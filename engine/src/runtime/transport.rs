@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use coraft_net::schema::{
-    ClientRequestBatch, ClientResponseBatch, CoalescedHeartbeat, CoalescedHeartbeatResponse, Envelope, GroupHeartbeat,
-    GroupHeartbeatAck, RaftBatch, RaftBody,
+    ClientRequest, ClientRequestBatch, ClientResponseBatch, CoalescedHeartbeat, CoalescedHeartbeatResponse, Envelope,
+    GroupHeartbeat, GroupHeartbeatAck, RaftBatch, RaftBody,
 };
 use coraft_net::{Listener, NetConfig, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
@@ -24,6 +24,7 @@ use crate::raft::{Message, MessageBody, NodeId};
 
 use super::codec::{expand_coalesced, from_wire, to_wire};
 use super::events::{Event, EventQueue};
+use super::forward::{ClientRoute, Forwarder};
 use super::reply::ClientOutbox;
 
 /// Quiescing heartbeats and their answers waiting to go to one peer.
@@ -166,7 +167,7 @@ impl Drop for ConnectionTasks {
 }
 
 /// Accepts connections until cancelled, serving each on its own task.
-pub(crate) async fn serve(listener: Rc<Listener>, events: Rc<EventQueue>) {
+pub(crate) async fn serve(listener: Rc<Listener>, events: Rc<EventQueue>, forwarder: Option<Rc<Forwarder>>) {
     log::debug!("listening on {}", listener.local_addr());
     let tasks = Rc::new(ConnectionTasks::default());
     loop {
@@ -179,6 +180,7 @@ pub(crate) async fn serve(listener: Rc<Listener>, events: Rc<EventQueue>) {
             }
         };
         let events = events.clone();
+        let forwarder = forwarder.clone();
         let id = tasks.next_id.get();
         tasks.next_id.set(id + 1);
         let registry = Rc::downgrade(&tasks);
@@ -186,7 +188,7 @@ pub(crate) async fn serve(listener: Rc<Listener>, events: Rc<EventQueue>) {
             if let Ok(connection) = handshaking.handshake().await {
                 match connection.peer().role {
                     NetRole::Peer => serve_peer(connection, events).await,
-                    NetRole::Client => serve_client(connection, events).await,
+                    NetRole::Client => serve_client(connection, events, forwarder).await,
                 }
             }
             if let Some(registry) = registry.upgrade() {
@@ -241,7 +243,11 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
     }
 }
 
-async fn serve_client(mut connection: coraft_net::InboundConnection, events: Rc<EventQueue>) {
+async fn serve_client(
+    mut connection: coraft_net::InboundConnection,
+    events: Rc<EventQueue>,
+    forwarder: Option<Rc<Forwarder>>,
+) {
     let Some(mut writer) = connection.take_response_writer() else {
         return;
     };
@@ -262,25 +268,44 @@ async fn serve_client(mut connection: coraft_net::InboundConnection, events: Rc<
             }
         }
     });
+    let route = ClientRoute::Local(outbox.clone());
+    let connection_id = forwarder.as_ref().map(|f| f.register(&outbox));
     while let Ok(Some(frame)) = connection.recv().await {
         let Some(archived) = frame.client_requests() else {
             continue;
         };
         let Ok(batch) = rkyv::deserialize::<ClientRequestBatch, rkyv::rancor::Error>(archived) else {
-            return;
+            break;
         };
         for request in batch.requests {
+            let group = match &request {
+                ClientRequest::Propose { group, .. } | ClientRequest::Read { group, .. } => *group,
+            };
+            if let (Some(forwarder), Some(id)) = (&forwarder, connection_id) {
+                if forwarder.owner(group) != forwarder.shard() {
+                    // Another shard owns the group: hand the request over.
+                    let ids = super::shard::busy_response_for(&request);
+                    if !forwarder.forward(request, group, id) {
+                        route.push(ids);
+                    }
+                    continue;
+                }
+            }
             if let Err(refused) = events.push(Event::Client {
                 received: std::time::Instant::now(),
                 request,
-                outbox: outbox.clone(),
+                route: route.clone(),
             }) {
-                if let Event::Client { request, outbox, .. } = *refused {
-                    super::shard::refuse_busy(&request, &outbox);
+                if let Event::Client { request, route, .. } = *refused {
+                    super::shard::refuse_busy(&request, &route);
                 }
             }
         }
     }
+    if let (Some(forwarder), Some(id)) = (&forwarder, connection_id) {
+        forwarder.unregister(id);
+    }
+    drop(route);
     drop(outbox);
     writer_task.cancel().await;
 }

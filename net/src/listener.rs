@@ -210,19 +210,21 @@ async fn read_frame_direct<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     decoder: &mut FrameDecoder,
 ) -> Result<Option<Frame>, NetError> {
+    let mut yielded = false;
     loop {
         if let Some(frame) = decoder.next_frame()? {
             return Ok(Some(frame));
         }
+        if !yielded {
+            // More bytes are needed: first let the tasks the last frame woke
+            // run (the writer of a reply, above all), so that a reply leaves
+            // before this task makes its receive calls rather than after.
+            futures_lite::future::yield_now().await;
+            yielded = true;
+        }
         let received = match try_recv(fd, decoder.read_buf()?) {
             Some(result) => result,
-            None => {
-                // Nothing waiting: let the tasks this frame woke (the writer
-                // of a reply, above all) run before this one parks, so a
-                // reply leaves before the wait is set up rather than after.
-                futures_lite::future::yield_now().await;
-                reader.read(decoder.read_buf()?).await
-            }
+            None => reader.read(decoder.read_buf()?).await,
         }
         .map_err(NetError::io("receive"))?;
         if received == 0 {

@@ -4,9 +4,10 @@
 //! `sync()` raises the requested LSN and wakes the flusher, a task on the
 //! shard's executor. The flusher seals the open batch and writes it with one
 //! O_DIRECT write made durable as by an fdatasync: with the real file system
-//! that is a single O_DSYNC write, because a separate fdatasync could only
-//! be submitted once the shard thread comes back from appending the next
-//! batch, which put the sync after the appends instead of beside them.
+//! a large batch is a single O_DSYNC write, because a separate fdatasync
+//! could only be submitted once the shard thread comes back from appending
+//! the next batch, which put the sync after the appends instead of beside
+//! them; a small batch is a write and an fdatasync.
 //! Everything appended meanwhile goes into the next open batch and the next
 //! flush. There is no timer: a lone append is flushed as soon as it is
 //! synced. The partially filled last block of a batch is copied into the
@@ -277,9 +278,8 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
     state.wake_waiters();
 }
 
-/// Writes one batch and makes it durable (one O_DSYNC write with the real
-/// file system: see [`SegmentFile::write_durable_at`]); returns the bytes
-/// written.
+/// Writes one batch and makes it durable (see
+/// [`SegmentFile::write_durable_at`]); returns the bytes written.
 async fn flush(shared: &Rc<RefCell<State>>, batch: &Batch) -> Result<usize> {
     let file = segment_file(shared, batch.segment).await?;
     let padded = align_up(batch.bytes.len() as u64) as usize;

@@ -107,9 +107,11 @@ pub struct DmaFs;
 /// (a lone append, a few entries) are written and fdatasynced separately: an
 /// O_DSYNC write completes through a kernel worker, which measured ~4 ms
 /// (a scheduler tick) on this loaded 2-core VM where a rewrite of the last
-/// block plus fdatasync took ~0.25 ms; for a large flush the sync beside the
-/// appends is worth more than that hop.
-pub const DSYNC_WRITE_BYTES_MIN: usize = 64 << 10;
+/// block plus fdatasync took ~0.25 ms. What O_DSYNC saves grows with the
+/// time the shard spends appending the next batch (about its size); at
+/// 64 KiB the 100 KB point of `coraft-bench wal` measured worse with it, at
+/// 1 MiB better, so only batches of half a megabyte or more use it.
+pub const DSYNC_WRITE_BYTES_MIN: usize = 512 << 10;
 
 struct DmaSegment {
     /// For small writes and fdatasync.

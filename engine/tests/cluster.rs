@@ -348,14 +348,19 @@ fn a_hundred_groups_on_two_shards_replicate_with_leaders_spread_across_nodes() {
 }
 
 fn client(cluster: &TestCluster, client_id: u64) -> coraft::client::Client {
+    client_of_shards(cluster, client_id, |p| p.shard_addresses.clone())
+}
+
+/// A client that knows, of each node, the shard addresses `addresses` picks.
+fn client_of_shards(
+    cluster: &TestCluster,
+    client_id: u64,
+    addresses: impl Fn(&PeerSpec) -> Vec<SocketAddr>,
+) -> coraft::client::Client {
     coraft::client::Client::new(coraft::client::ClientConfig {
         cluster_id: 7,
         client_id,
-        nodes: cluster
-            .peers
-            .iter()
-            .map(|p| (p.id, p.shard_addresses.clone()))
-            .collect(),
+        nodes: cluster.peers.iter().map(|p| (p.id, addresses(p))).collect(),
         attempt_timeout: Duration::from_secs(5),
     })
 }
@@ -365,16 +370,7 @@ fn requests_sent_to_the_wrong_shard_cross_the_channel_mesh() {
     let cluster = TestCluster::start(3, 2, 4);
     // A client that knows only each node's shard 0 sends every request
     // there; groups 1 and 3 live on shard 1.
-    let mut client = coraft::client::Client::new(coraft::client::ClientConfig {
-        cluster_id: 7,
-        client_id: 77,
-        nodes: cluster
-            .peers
-            .iter()
-            .map(|p| (p.id, vec![p.shard_addresses[0]]))
-            .collect(),
-        attempt_timeout: Duration::from_secs(5),
-    });
+    let mut client = client_of_shards(&cluster, 77, |p| vec![p.shard_addresses[0]]);
     for round in 1..=3u64 {
         for g in 1..=4 {
             let result = client.write(GroupId(g), b"x").expect("write through shard 0");

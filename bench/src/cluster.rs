@@ -263,6 +263,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             spin_before_park: options.spin_before_park,
             metrics_listen: None,
             quiesce_idle_groups: true,
+            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
         };
         nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
     }

@@ -76,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             spin_before_park: None,
             metrics_listen: None,
             quiesce_idle_groups: true,
+            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
         };
         nodes.push(Node::start(options, factory.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
     }

@@ -50,6 +50,7 @@
 //!     spin_before_park: None,
 //!     metrics_listen: None,
 //!     quiesce_idle_groups: true,
+//!     request_timeout: coraft::runtime::REQUEST_TIMEOUT,
 //! };
 //! let factory: StateMachineFactory = Arc::new(|_group| Box::new(Sum::default()));
 //! let node = Node::start(options, factory)?;

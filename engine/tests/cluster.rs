@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use coraft::api::{Command, Error, StateMachine};
 use coraft::raft::{GroupId, NodeId, ReadMode, Role};
-use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, StateMachineFactory};
+use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory, REQUEST_TIMEOUT};
 
 /// Appends every command to a list; a query returns the list's length.
 #[derive(Default)]
@@ -45,10 +45,19 @@ struct TestCluster {
     /// Node 1 serves Prometheus metrics here, when set.
     metrics: Option<SocketAddr>,
     read_mode: ReadMode,
+    protocol: Protocol,
+    request_timeout: Duration,
 }
 
 impl TestCluster {
     fn start(nodes: u64, shards: usize, groups: u64) -> TestCluster {
+        let mut cluster = TestCluster::configured(nodes, shards, groups);
+        cluster.start_all(nodes);
+        cluster
+    }
+
+    /// A cluster not started yet, so a test can change its settings.
+    fn configured(nodes: u64, shards: usize, groups: u64) -> TestCluster {
         let _ = env_logger::builder().is_test(true).try_init();
         let addresses = free_addresses(nodes as usize * shards);
         let peers = (0..nodes)
@@ -57,7 +66,7 @@ impl TestCluster {
                 shard_addresses: addresses[n as usize * shards..(n as usize + 1) * shards].to_vec(),
             })
             .collect();
-        let mut cluster = TestCluster {
+        TestCluster {
             dir: tempfile::tempdir().unwrap(),
             peers,
             groups: (1..=groups).map(GroupId).collect(),
@@ -65,9 +74,9 @@ impl TestCluster {
             nodes: Vec::new(),
             metrics: None,
             read_mode: ReadMode::Safe,
-        };
-        cluster.start_all(nodes);
-        cluster
+            protocol: Protocol::default(),
+            request_timeout: REQUEST_TIMEOUT,
+        }
     }
 
     fn start_with_metrics(nodes: u64, shards: usize, groups: u64, metrics: SocketAddr) -> TestCluster {
@@ -104,11 +113,12 @@ impl TestCluster {
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 2,
             read_mode: self.read_mode,
-            protocol: Default::default(),
+            protocol: self.protocol,
             limits: Default::default(),
             spin_before_park: None,
             metrics_listen: if id == NodeId(1) { self.metrics } else { None },
             quiesce_idle_groups: true,
+            request_timeout: self.request_timeout,
         }
     }
 
@@ -325,6 +335,33 @@ fn a_closed_group_finishes_the_write_in_flight_and_refuses_new_requests() {
     assert_eq!(count(&block(in_flight).unwrap()), 2, "the write in flight finished");
     assert_eq!(block(handle.apply(b"third".to_vec())), Err(Error::Shutdown));
     assert_eq!(block(handle.read(Vec::new())), Err(Error::Shutdown));
+}
+
+#[test]
+fn a_write_that_cannot_commit_is_answered_with_a_timeout() {
+    let mut cluster = TestCluster::configured(3, 1, 1);
+    // Without check-quorum the cut-off leader stays leader, so only the
+    // timeout can answer.
+    cluster.protocol.check_quorum = false;
+    cluster.request_timeout = Duration::from_millis(100);
+    cluster.start_all(3);
+    let group = GroupId(1);
+    apply(&cluster, group, b"before");
+    let leader = cluster.leader(group);
+    for id in [NodeId(1), NodeId(2), NodeId(3)] {
+        if id != leader {
+            cluster.nodes[id.0 as usize - 1].take().expect("running").shutdown();
+        }
+    }
+    let started = Instant::now();
+    assert_eq!(
+        block(cluster.handle(leader, group).apply(b"stuck".to_vec())),
+        Err(Error::Timeout)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    let status = block(cluster.handle(leader, group).status()).unwrap();
+    assert_eq!(status.counters.requests_timed_out, 1);
+    assert_eq!(cluster.node(leader).metrics()[0].requests_timed_out, 1);
 }
 
 #[test]

@@ -19,6 +19,8 @@ pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,
 };
-pub use node::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, StateMachineFactory, API_QUEUE_MAX};
+pub use node::{
+    GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, Protocol, StateMachineFactory, API_QUEUE_MAX,
+};
 pub use shard::REQUEST_TIMEOUT;
 pub use shard::{COMMAND_BYTES_MAX, WAL_BACKLOG_BYTES_MAX};

@@ -99,6 +99,9 @@ pub struct NodeOptions {
     /// Let idle groups go quiet (no ticks, no per-group heartbeats) while a
     /// node-level beat per peer and tick watches the leaders' nodes.
     pub quiesce_idle_groups: bool,
+    /// A request still waiting this long is answered with [`Error::Timeout`]
+    /// (default [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT), 10 s).
+    pub request_timeout: Duration,
 }
 
 impl NodeOptions {
@@ -152,6 +155,7 @@ impl NodeOptions {
             spin_before_park: config.shards.spin_before_park(),
             metrics_listen: config.metrics_listen,
             quiesce_idle_groups: true,
+            request_timeout: super::shard::REQUEST_TIMEOUT,
         }
     }
 

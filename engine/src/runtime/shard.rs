@@ -37,8 +37,9 @@ pub const COMMAND_BYTES_MAX: usize = (4 << 20) - 4096;
 /// proposals are refused as busy and followers drop appends (the leader
 /// resends). Half the WAL's own `pending_bytes_max`, so it is never reached.
 pub const WAL_BACKLOG_BYTES_MAX: u64 = 32 << 20;
-/// A request waiting longer than this for its outcome is answered with
-/// [`Error::Timeout`] (a write's outcome is then unknown: it may still apply).
+/// The default of `NodeOptions::request_timeout`: a request waiting longer
+/// than this for its outcome is answered with [`Error::Timeout`] (a write's
+/// outcome is then unknown: it may still apply).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes a WAL record costs beyond its payload, for the backlog estimate.
 const WAL_RECORD_OVERHEAD_BYTES: u64 = 64;
@@ -79,6 +80,8 @@ pub(crate) struct Shard {
     election_timeout_ticks: u64,
     /// Most proposals of one group handed to its core in one call.
     batch_entries_max: usize,
+    /// A request waiting longer is answered with a timeout.
+    request_timeout: Duration,
     /// Send times of recent appends, for the replication round trip.
     append_times: AppendTimes,
     /// This shard's end of the node's channel mesh (several shards only),
@@ -167,6 +170,7 @@ impl Shard {
             election_timeout_ticks,
             awake,
             batch_entries_max: options.limits.batch_entries_max.max(1),
+            request_timeout: options.request_timeout,
             append_times: AppendTimes::default(),
             forwarding,
         }
@@ -327,7 +331,7 @@ impl Shard {
             if let Some(group) = self.groups.get_mut(&id) {
                 group.core.tick();
                 self.dirty.insert(id);
-                self.metrics.requests_timed_out += group.expire(REQUEST_TIMEOUT);
+                self.metrics.requests_timed_out += group.expire(self.request_timeout);
             }
         }
         self.peers.flush(true);

@@ -253,6 +253,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             shard_cores: vec![None; options.shards],
             wal_dir: dir.path().join(format!("node-{}", peer.id)),
             shard_wal_dirs: Vec::new(),
+            wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
             groups: groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 30,

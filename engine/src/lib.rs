@@ -40,6 +40,7 @@
 //!     shard_cores: vec![None],
 //!     wal_dir: wal.path().to_path_buf(),
 //!     shard_wal_dirs: Vec::new(),
+//!     wal_segment_bytes: 8 << 20,
 //!     groups: vec![GroupId(1)],
 //!     tick: Duration::from_millis(10),
 //!     election_timeout_ticks: 10,

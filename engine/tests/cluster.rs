@@ -108,6 +108,7 @@ impl TestCluster {
             shard_cores: vec![None; self.shards],
             wal_dir: self.dir.path().join(format!("node-{id}")),
             shard_wal_dirs: Vec::new(),
+            wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
             groups: self.groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 10,

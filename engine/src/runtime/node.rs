@@ -77,6 +77,9 @@ pub struct NodeOptions {
     pub wal_dir: PathBuf,
     /// The WAL directory of each shard, overriding `wal_dir` (empty: none).
     pub shard_wal_dirs: Vec<PathBuf>,
+    /// Size of each preallocated WAL segment file (a multiple of 4 KiB;
+    /// default `coraft_wal::config::SEGMENT_BYTES_DEFAULT`, 64 MiB).
+    pub wal_segment_bytes: u64,
     /// The groups this node hosts; group `g` lives on shard `g % shards`.
     pub groups: Vec<GroupId>,
     /// Length of one Raft tick.
@@ -138,6 +141,7 @@ impl NodeOptions {
             shard_cores: plan.shards().iter().map(|s| s.core).collect(),
             wal_dir: PathBuf::new(),
             shard_wal_dirs: plan.shards().iter().map(|s| s.wal_dir.clone()).collect(),
+            wal_segment_bytes: config.wal.segment_bytes,
             groups,
             tick: config.raft.tick(),
             election_timeout_ticks: config.raft.election_timeout_ticks,
@@ -560,7 +564,11 @@ async fn start_shard(
         .cloned()
         .unwrap_or_else(|| options.wal_dir.join(format!("shard-{shard}")));
     std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("creating {}: {e}", dir.display())))?;
-    let (wal, report) = coraft_wal::Wal::open(&dir, coraft_wal::Config::default())
+    let wal_config = coraft_wal::Config {
+        segment_bytes: options.wal_segment_bytes,
+        ..coraft_wal::Config::default()
+    };
+    let (wal, report) = coraft_wal::Wal::open(&dir, wal_config)
         .await
         .map_err(|e| Error::Storage(format!("opening the WAL in {}: {e}", dir.display())))?;
     if let Some(torn) = report.torn_tail {

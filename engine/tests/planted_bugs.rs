@@ -1,5 +1,6 @@
 //! The simulator catches real bugs: with one rule of Raft broken on purpose,
-//! some seed among the first 1,000 reports a violation.
+//! some seed among the first 1,000 (10,000 for the rarer Figure 8 case)
+//! reports a violation.
 
 use coraft::raft::PlantedBug;
 use coraft::sim::{run, SimOptions};
@@ -15,9 +16,11 @@ fn first_violation(bug: PlantedBug, seeds: u64) -> Option<(u64, String)> {
 
 #[test]
 fn committing_a_previous_term_entry_by_counting_replicas_is_caught() {
-    // Raft §5.4.2 and Figure 8.
-    let found = first_violation(PlantedBug::CommitPreviousTermByCounting, 1000);
-    let (seed, violation) = found.expect("the simulator must catch the Figure 8 bug within 1,000 seeds");
+    // Raft §5.4.2 and Figure 8. The interleaving is rare: about 2 in 1,000
+    // seeds catch it (23 of the first 10,000 at commit f3b3e66), so the
+    // search runs up to 10,000 to survive changes to the simulator's draws.
+    let found = first_violation(PlantedBug::CommitPreviousTermByCounting, 10_000);
+    let (seed, violation) = found.expect("the simulator must catch the Figure 8 bug within 10,000 seeds");
     assert!(
         violation.contains("leader completeness") || violation.contains("safety"),
         "seed {seed}: {violation}"

@@ -24,6 +24,7 @@ const CLUSTER_ID: u64 = 0xC0_4A_F7;
 const DRIVER_BATCH_MAX: usize = 4096;
 
 struct Options {
+    nodes: usize,
     clients: usize,
     payload: usize,
     groups: u64,
@@ -37,6 +38,7 @@ struct Options {
 
 fn parse(args: Vec<String>) -> Result<Options> {
     let mut options = Options {
+        nodes: 3,
         clients: 64,
         payload: 16,
         groups: 1,
@@ -54,6 +56,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
             raw.parse().with_context(|| format!("{name}: `{raw}` is not a number"))
         };
         match flag.as_str() {
+            "--nodes" => options.nodes = value("--nodes")? as usize,
             "--clients" => options.clients = value("--clients")? as usize,
             "--payload" => options.payload = value("--payload")? as usize,
             "--groups" => options.groups = value("--groups")?,
@@ -66,13 +69,19 @@ fn parse(args: Vec<String>) -> Result<Options> {
             }
             "--json" => options.json = true,
             other => bail!(
-                "unknown option `{other}`; options: --clients N --payload BYTES --groups N --shards N \
+                "unknown option `{other}`; options: --nodes N --clients N --payload BYTES --groups N --shards N \
                  --duration S --warmup S --drivers N --spin-before-park-us US --json"
             ),
         }
     }
     if options.clients == 0 || options.groups == 0 || options.shards == 0 || options.drivers == 0 {
         bail!("--clients, --groups, --shards and --drivers must be at least 1");
+    }
+    if options.nodes == 0 || options.nodes % 2 == 0 {
+        bail!(
+            "--nodes must be odd (1, 3, 5, ...): a Raft cluster of {} nodes",
+            options.nodes
+        );
     }
     if options.duration.is_zero() {
         bail!("--duration must be at least 1 second");
@@ -235,8 +244,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let options = parse(args)?;
     let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
     let floor_us = fsync_floor_p50_us(dir.path())?;
-    let addresses = free_addresses(3 * options.shards)?;
-    let peers: Vec<PeerSpec> = (0..3)
+    let addresses = free_addresses(options.nodes * options.shards)?;
+    let peers: Vec<PeerSpec> = (0..options.nodes)
         .map(|n| PeerSpec {
             id: NodeId(n as u64 + 1),
             shard_addresses: addresses[n * options.shards..(n + 1) * options.shards].to_vec(),
@@ -368,9 +377,10 @@ pub fn run(args: Vec<String>) -> Result<()> {
     if options.json {
         // Field order as documented (serde_json would sort the keys).
         println!(
-            "{{\"system\":\"coraft\",\"workload\":\"write\",\"nodes\":3,\"groups\":{},\"shards\":{},\"clients\":{},\
+            "{{\"system\":\"coraft\",\"workload\":\"write\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
              \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
              \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{}}}",
+            options.nodes,
             options.groups,
             options.shards,
             options.clients,
@@ -388,8 +398,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
         );
     } else {
         println!(
-            "coraft cluster benchmark: 3 nodes on loopback, {} shard(s) each, {} group(s), WAL fdatasync on",
-            options.shards, options.groups
+            "coraft cluster benchmark: {} node(s) on loopback, {} shard(s) each, {} group(s), WAL fdatasync on",
+            options.nodes, options.shards, options.groups
         );
         println!(
             "  clients {}  payload {} B  duration {} s (after {} s warm-up)",

@@ -41,6 +41,9 @@ pub const WAL_BACKLOG_BYTES_MAX: u64 = 32 << 20;
 /// than this for its outcome is answered with [`Error::Timeout`] (a write's
 /// outcome is then unknown: it may still apply).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Every this many ticks, quiet groups too are checked for requests past
+/// their timeout (awake groups are checked every tick).
+pub const EXPIRE_SCAN_TICKS: u64 = 100;
 /// Bytes a WAL record costs beyond its payload, for the backlog estimate.
 const WAL_RECORD_OVERHEAD_BYTES: u64 = 64;
 
@@ -82,6 +85,8 @@ pub(crate) struct Shard {
     batch_entries_max: usize,
     /// A request waiting longer is answered with a timeout.
     request_timeout: Duration,
+    /// Ticks handled.
+    ticks: u64,
     /// Send times of recent appends, for the replication round trip.
     append_times: AppendTimes,
     /// This shard's end of the node's channel mesh (several shards only),
@@ -171,6 +176,7 @@ impl Shard {
             awake,
             batch_entries_max: options.limits.batch_entries_max.max(1),
             request_timeout: options.request_timeout,
+            ticks: 0,
             append_times: AppendTimes::default(),
             forwarding,
         }
@@ -327,11 +333,22 @@ impl Shard {
     /// nothing), sends every peer the node-level beat, and wakes the quiet
     /// followers of a peer that stayed silent for an election timeout.
     fn tick(&mut self) {
+        self.ticks += 1;
         for &id in &self.awake {
             if let Some(group) = self.groups.get_mut(&id) {
                 group.core.tick();
                 self.dirty.insert(id);
                 self.metrics.requests_timed_out += group.expire(self.request_timeout);
+            }
+        }
+        if self.ticks % EXPIRE_SCAN_TICKS == 0 {
+            // A quiet group may still hold a request of this node's (a
+            // follower's read whose ReadIndex was lost before the group went
+            // quiet): look at every group now and then.
+            for group in self.groups.values_mut() {
+                if group.core.is_quiesced() {
+                    self.metrics.requests_timed_out += group.expire(self.request_timeout);
+                }
             }
         }
         self.peers.flush(true);

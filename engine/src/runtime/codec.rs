@@ -239,44 +239,41 @@ pub fn to_wire(message: &Message) -> wire::Envelope {
     }
 }
 
-/// A wire envelope as a core message; `None` for kinds the core does not
-/// take directly (coalesced heartbeats are expanded by the caller).
 /// The per-group messages a coalesced heartbeat (or its response) stands for:
 /// each line is a quiescing heartbeat (`raft/quiesce.rs`) of one group, or
 /// its answer, with round 0 (a quiet leader confirms no read with it).
 pub fn expand_coalesced(envelope: &wire::Envelope) -> Vec<Message> {
-    let (from, to) = (NodeId(envelope.from), NodeId(envelope.to));
+    let line = |group: u64, term: u64, body: MessageBody| Message {
+        group: GroupId(group),
+        from: NodeId(envelope.from),
+        to: NodeId(envelope.to),
+        term: Term(term),
+        body,
+    };
     match &envelope.body {
         wire::RaftBody::CoalescedHeartbeat(beat) => beat
             .groups
             .iter()
-            .map(|line| Message {
-                group: GroupId(line.group),
-                from,
-                to,
-                term: Term(line.term),
-                body: MessageBody::Heartbeat {
-                    commit_index: LogIndex(line.commit_index),
+            .map(|l| {
+                let body = MessageBody::Heartbeat {
+                    commit_index: LogIndex(l.commit_index),
                     round: 0,
                     quiesce: true,
-                },
+                };
+                line(l.group, l.term, body)
             })
             .collect(),
         wire::RaftBody::CoalescedHeartbeatResponse(ack) => ack
             .groups
             .iter()
-            .map(|line| Message {
-                group: GroupId(line.group),
-                from,
-                to,
-                term: Term(line.term),
-                body: MessageBody::HeartbeatResponse { round: 0 },
-            })
+            .map(|l| line(l.group, l.term, MessageBody::HeartbeatResponse { round: 0 }))
             .collect(),
         _ => Vec::new(),
     }
 }
 
+/// A wire envelope as a core message; `None` for kinds the core does not
+/// take directly (coalesced heartbeats are expanded by the caller).
 pub fn from_wire(envelope: &wire::Envelope) -> Result<Option<Message>, DecodeError> {
     let body = match &envelope.body {
         wire::RaftBody::AppendEntries(append) => {

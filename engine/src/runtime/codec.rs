@@ -372,6 +372,66 @@ mod tests {
     }
 
     #[test]
+    fn coalesced_heartbeat_lines_become_quiescing_heartbeats_and_their_answers() {
+        let envelope = |body| wire::Envelope {
+            group: 0,
+            from: 1,
+            to: 2,
+            term: 0,
+            body,
+        };
+        let beat = envelope(wire::RaftBody::CoalescedHeartbeat(wire::CoalescedHeartbeat {
+            groups: vec![
+                wire::GroupHeartbeat {
+                    group: 7,
+                    term: 3,
+                    commit_index: 40,
+                },
+                wire::GroupHeartbeat {
+                    group: 9,
+                    term: 5,
+                    commit_index: 2,
+                },
+            ],
+        }));
+        let messages = expand_coalesced(&beat);
+        assert_eq!(messages.len(), 2);
+        assert_eq!(
+            messages[1],
+            Message {
+                group: GroupId(9),
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(5),
+                body: MessageBody::Heartbeat {
+                    commit_index: LogIndex(2),
+                    round: 0,
+                    quiesce: true,
+                },
+            }
+        );
+        let ack = envelope(wire::RaftBody::CoalescedHeartbeatResponse(
+            wire::CoalescedHeartbeatResponse {
+                groups: vec![wire::GroupHeartbeatAck { group: 7, term: 3 }],
+            },
+        ));
+        let messages = expand_coalesced(&ack);
+        assert_eq!(
+            messages
+                .iter()
+                .map(|m| (m.group, m.term, m.body.clone()))
+                .collect::<Vec<_>>(),
+            vec![(GroupId(7), Term(3), MessageBody::HeartbeatResponse { round: 0 })]
+        );
+        assert!(expand_coalesced(&envelope(wire::RaftBody::TimeoutNow)).is_empty());
+        // The empty beat is the node-level liveness message: no group's.
+        let empty = envelope(wire::RaftBody::CoalescedHeartbeat(wire::CoalescedHeartbeat {
+            groups: Vec::new(),
+        }));
+        assert!(expand_coalesced(&empty).is_empty());
+    }
+
+    #[test]
     fn every_message_kind_round_trips_through_the_wire_schema() {
         let entry = Entry {
             index: LogIndex(3),

@@ -105,7 +105,19 @@ pub(crate) fn refuse_busy(request: &ClientRequest, route: &ClientRoute) {
 
 /// The busy answer to a client request.
 pub(crate) fn busy_response_for(request: &ClientRequest) -> ClientResponse {
-    let (client_id, request_id, group) = match request {
+    let (client_id, request_id, group) = request_ids(request);
+    ClientResponse {
+        client_id,
+        request_id,
+        group,
+        leader_hint: None,
+        result: Err(ClientError::Busy),
+    }
+}
+
+/// A client request's (client id, request id or sequence, group).
+pub(crate) fn request_ids(request: &ClientRequest) -> (u64, u64, u64) {
+    match request {
         ClientRequest::Propose {
             client_id,
             sequence,
@@ -118,13 +130,6 @@ pub(crate) fn busy_response_for(request: &ClientRequest) -> ClientResponse {
             group,
             ..
         } => (*client_id, *request_id, *group),
-    };
-    ClientResponse {
-        client_id,
-        request_id,
-        group,
-        leader_hint: None,
-        result: Err(ClientError::Busy),
     }
 }
 
@@ -390,19 +395,15 @@ impl Shard {
         received: Instant,
         proposals: &mut BTreeMap<GroupId, Batch>,
     ) {
+        let (client_id, request_id, group) = request_ids(&request);
+        let reply = Reply::Client {
+            route,
+            client_id,
+            request_id,
+            group,
+        };
         match request {
-            ClientRequest::Propose {
-                client_id,
-                sequence,
-                group,
-                payload,
-            } => {
-                let reply = Reply::Client {
-                    route,
-                    client_id,
-                    request_id: sequence,
-                    group,
-                };
+            ClientRequest::Propose { sequence, payload, .. } => {
                 self.queue_proposal(
                     GroupId(group),
                     encode_command(client_id, sequence, &payload),
@@ -411,20 +412,7 @@ impl Shard {
                     proposals,
                 );
             }
-            ClientRequest::Read {
-                client_id,
-                request_id,
-                group,
-                payload,
-            } => {
-                let reply = Reply::Client {
-                    route,
-                    client_id,
-                    request_id,
-                    group,
-                };
-                self.read(GroupId(group), payload, false, reply);
-            }
+            ClientRequest::Read { payload, .. } => self.read(GroupId(group), payload, false, reply),
         }
     }
 

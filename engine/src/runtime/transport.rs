@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use coraft_net::schema::{
-    ClientRequest, ClientRequestBatch, ClientResponseBatch, CoalescedHeartbeat, CoalescedHeartbeatResponse, Envelope,
-    GroupHeartbeat, GroupHeartbeatAck, RaftBatch, RaftBody,
+    ClientRequestBatch, ClientResponseBatch, CoalescedHeartbeat, CoalescedHeartbeatResponse, Envelope, GroupHeartbeat,
+    GroupHeartbeatAck, RaftBatch, RaftBody,
 };
 use coraft_net::{Listener, NetConfig, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
@@ -278,9 +278,7 @@ async fn serve_client(
             break;
         };
         for request in batch.requests {
-            let group = match &request {
-                ClientRequest::Propose { group, .. } | ClientRequest::Read { group, .. } => *group,
-            };
+            let (_, _, group) = super::shard::request_ids(&request);
             if let (Some(forwarder), Some(id)) = (&forwarder, connection_id) {
                 if forwarder.owner(group) != forwarder.shard() {
                     // Another shard owns the group: hand the request over.

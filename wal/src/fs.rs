@@ -44,15 +44,23 @@ pub trait SegmentFile {
         offset: u64,
         data: &'a [u8],
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
-        Box::pin(async move {
-            let written = self.write_at(offset, data).await.map_err(DurableWriteError::Write)?;
-            if written < align_up(data.len() as u64) as usize {
-                return Ok(written);
-            }
-            self.sync_data().await.map_err(DurableWriteError::Sync)?;
-            Ok(written)
-        })
+        Box::pin(write_then_sync(self, offset, data))
     }
+}
+
+/// `write_at`, then `sync_data` if the write was whole: a durable write in
+/// two steps, with their errors told apart.
+async fn write_then_sync<F: SegmentFile + ?Sized>(
+    file: &F,
+    offset: u64,
+    data: &[u8],
+) -> Result<usize, DurableWriteError> {
+    let written = file.write_at(offset, data).await.map_err(DurableWriteError::Write)?;
+    if written < align_up(data.len() as u64) as usize {
+        return Ok(written);
+    }
+    file.sync_data().await.map_err(DurableWriteError::Sync)?;
+    Ok(written)
 }
 
 /// Why [`SegmentFile::write_durable_at`] failed.
@@ -154,14 +162,7 @@ impl SegmentFile for DmaSegment {
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
         Box::pin(async move {
             if data.len() < DSYNC_WRITE_BYTES_MIN {
-                let written = write_padded(&self.file, offset, data)
-                    .await
-                    .map_err(DurableWriteError::Write)?;
-                if written < align_up(data.len() as u64) as usize {
-                    return Ok(written);
-                }
-                self.sync_data().await.map_err(DurableWriteError::Sync)?;
-                return Ok(written);
+                return write_then_sync(self, offset, data).await;
             }
             // O_DSYNC: the write returns once its data (and the metadata needed
             // to read it back, such as the conversion of preallocated extents)

@@ -17,6 +17,8 @@ pub const BATCH_BYTES_MAX_DEFAULT: usize = 4 << 20;
 pub const BATCH_BYTES_LIMIT: usize = 16 << 20;
 /// Default bytes that may wait for durability before appends are refused.
 pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// Default distance the flusher zeroes ahead of the log's end: 2 MiB.
+pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 2 << 20;
 
 /// What recovery does with a torn or bad record at the very tail of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,13 @@ pub struct Config {
     pub pending_bytes_max: usize,
     /// Tail handling on open.
     pub recovery_mode: RecoveryMode,
+    /// How far past the log's end the flusher, when it has nothing to
+    /// flush, writes zeros over the preallocated segment and syncs them; 0
+    /// turns this off. A small flush into blocks already written this way
+    /// is a plain overwrite: its fdatasync flushes the device cache and no
+    /// extent conversion or journal commit (see docs/wal.md, "Zeroing
+    /// ahead").
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for Config {
@@ -51,6 +60,7 @@ impl Default for Config {
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
             recovery_mode: RecoveryMode::TolerateTornTail,
+            zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
         }
     }
 }
@@ -79,6 +89,13 @@ impl Config {
                 "record_bytes_max",
                 self.record_bytes_max as u64,
                 "must fit in one batch and one segment",
+            );
+        }
+        if self.zero_ahead_bytes % BLOCK_BYTES as u64 != 0 {
+            return invalid(
+                "zero_ahead_bytes",
+                self.zero_ahead_bytes,
+                "must be a multiple of 4096 (0 turns zeroing ahead off)",
             );
         }
         if self.pending_bytes_max < self.batch_bytes_max {

@@ -52,4 +52,4 @@ pub use fs::{DmaFs, DurableWriteError, FileSystem, SegmentFile};
 pub use index::GroupState;
 pub use recovery::TornTail;
 pub use wal::{Entry, Holder, OpenReport, Payload, Wal};
-pub use writer::{SyncFuture, WriterStats};
+pub use writer::{SyncFuture, WriterStats, ZERO_CHUNK_BYTES};

@@ -169,6 +169,7 @@ impl Wal {
             waiters: Vec::new(),
             stats: WriterStats::default(),
             free_buffers: Vec::new(),
+            zero_frontier: Default::default(),
         };
         match open {
             Some(batch) => state.open = batch,

@@ -13,6 +13,16 @@
 //! synced. The partially filled last block of a batch is copied into the
 //! next batch and rewritten by it.
 //!
+//! When it has nothing to flush, the flusher zeroes the current segment
+//! ahead of the log's end (up to [`crate::Config::zero_ahead_bytes`], in
+//! steps of [`ZERO_CHUNK_BYTES`], each written and synced): preallocated
+//! blocks read as zeros but are unwritten extents, and the first write into
+//! one makes its fdatasync convert the extent and commit the file system's
+//! journal; a block already written with zeros is overwritten in place. It
+//! is the same task that flushes, so a zeroing step never races a flush of
+//! the same blocks: it starts past the open batch's last block, and what is
+//! appended meanwhile is flushed after it.
+//!
 //! Failure rules: a failed write (ENOSPC, EIO, short write after retries)
 //! fails the waiting syncs and keeps the batch for the next attempt; a failed
 //! fdatasync poisons the WAL for good, because the kernel may have dropped
@@ -41,6 +51,11 @@ use crate::index::Groups;
 pub const ALIGN_BATCH_BYTES_MIN: usize = 64 << 10;
 /// Attempts to write a batch whose write came back short before giving up.
 pub const WRITE_ATTEMPTS_MAX: usize = 3;
+/// Bytes of zeros one idle zeroing step writes and syncs. A flush that
+/// arrives during a step waits for it: small enough to cost a fraction of
+/// a millisecond, large enough that a busy log is kept ahead of with few
+/// extra fdatasyncs.
+pub const ZERO_CHUNK_BYTES: usize = 128 << 10;
 
 /// Records waiting to be written to one segment, as one contiguous run of
 /// bytes starting at a block boundary.
@@ -90,6 +105,32 @@ pub struct WriterStats {
     pub bytes_written: u64,
     /// Segments created.
     pub segments_created: u64,
+    /// Bytes of zeros written ahead of the log's end (and synced).
+    pub zeroed_bytes: u64,
+}
+
+/// How far the segment being written has been zeroed ahead of the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ZeroFrontier {
+    /// The segment (its first LSN).
+    segment: u64,
+    /// Everything from the log's end up to here is written with zeros and synced.
+    offset: u64,
+    /// A zeroing write of this segment failed: leave it be.
+    stopped: bool,
+}
+
+/// A flusher job.
+pub(crate) enum Job {
+    /// Write this batch and make it durable.
+    Flush(Rc<Batch>),
+    /// Write `len` zeros at `offset` of `segment` and sync them.
+    Zero {
+        segment: u64,
+        file: Rc<dyn SegmentFile>,
+        offset: u64,
+        len: usize,
+    },
 }
 
 /// Everything the appenders, readers and the flusher share on one shard.
@@ -116,6 +157,8 @@ pub struct State {
     pub(crate) stats: WriterStats,
     /// Buffers of flushed batches, kept for reuse (at most [`FREE_BUFFERS_MAX`]).
     pub(crate) free_buffers: Vec<Vec<u8>>,
+    /// Zeroing ahead of the log's end in the segment being written.
+    pub(crate) zero_frontier: ZeroFrontier,
 }
 
 /// Batch buffers kept for reuse: one being filled, one being written.
@@ -207,6 +250,43 @@ impl State {
         };
     }
 
+    /// The next zeroing step, if the flusher is idle and the segment being
+    /// written is not yet zeroed far enough ahead of the log's end.
+    fn zero_job(&mut self) -> Option<Job> {
+        let ahead = self.config.zero_ahead_bytes;
+        let idle = self.sealed.is_empty() && self.requested_lsn <= self.durable_lsn;
+        if ahead == 0 || !idle || self.closed || self.poisoned.is_some() {
+            return None;
+        }
+        let segment = self.open.segment;
+        if self.zero_frontier.segment != segment {
+            self.zero_frontier = ZeroFrontier {
+                segment,
+                ..ZeroFrontier::default()
+            };
+        }
+        if self.zero_frontier.stopped {
+            return None;
+        }
+        let entry = self.segments.iter().find(|s| s.first_lsn == segment)?;
+        let file = entry.file.clone()?;
+        // Past the open batch's last block: nothing flushed or to be flushed
+        // before this step completes lies there.
+        let log_end = align_up(self.open.end_offset());
+        let offset = self.zero_frontier.offset.max(log_end);
+        let limit = entry.segment_bytes.min(log_end + ahead);
+        if offset >= limit {
+            return None;
+        }
+        let len = (limit - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
+        Some(Job::Zero {
+            segment,
+            file,
+            offset,
+            len,
+        })
+    }
+
     fn wake_waiters(&mut self) {
         for waker in self.waiters.drain(..) {
             waker.wake();
@@ -221,8 +301,9 @@ impl State {
     }
 }
 
-/// Waits until the flusher has a batch to write, or should stop.
-fn next_job(shared: &Rc<RefCell<State>>) -> impl Future<Output = Option<Rc<Batch>>> + '_ {
+/// Waits until the flusher has a batch to write or, idle, blocks to zero
+/// ahead; `None` when it should stop.
+fn next_job(shared: &Rc<RefCell<State>>) -> impl Future<Output = Option<Job>> + '_ {
     std::future::poll_fn(move |cx: &mut Context<'_>| {
         let mut state = shared.borrow_mut();
         if state.poisoned.is_some() {
@@ -233,11 +314,14 @@ fn next_job(shared: &Rc<RefCell<State>>) -> impl Future<Output = Option<Rc<Batch
                 state.seal_open();
             }
             if let Some(batch) = state.sealed.front() {
-                return Poll::Ready(Some(batch.clone()));
+                return Poll::Ready(Some(Job::Flush(batch.clone())));
             }
         }
         if state.closed {
             return Poll::Ready(None);
+        }
+        if let Some(job) = state.zero_job() {
+            return Poll::Ready(Some(job));
         }
         state.flusher_waker = Some(cx.waker().clone());
         Poll::Pending
@@ -246,7 +330,22 @@ fn next_job(shared: &Rc<RefCell<State>>) -> impl Future<Output = Option<Rc<Batch
 
 /// The flusher task: one per WAL, on the WAL's executor.
 pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
-    while let Some(batch) = next_job(&shared).await {
+    let mut zeros = Vec::new();
+    while let Some(job) = next_job(&shared).await {
+        let batch = match job {
+            Job::Flush(batch) => batch,
+            Job::Zero {
+                segment,
+                file,
+                offset,
+                len,
+            } => {
+                zeros.resize(len, 0);
+                let outcome = file.write_durable_at(offset, &zeros[..len]).await;
+                zeroed(&shared, segment, offset, len, outcome);
+                continue;
+            }
+        };
         let outcome = flush(&shared, &batch).await;
         let mut state = shared.borrow_mut();
         match outcome {
@@ -276,6 +375,42 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
     let mut state = shared.borrow_mut();
     state.flusher_done = true;
     state.wake_waiters();
+}
+
+/// Records the outcome of a zeroing step.
+fn zeroed(
+    shared: &Rc<RefCell<State>>,
+    segment: u64,
+    offset: u64,
+    len: usize,
+    outcome: std::result::Result<usize, DurableWriteError>,
+) {
+    let mut state = shared.borrow_mut();
+    let frontier = &mut state.zero_frontier;
+    match outcome {
+        Ok(written) if written >= len => {
+            if frontier.segment == segment {
+                frontier.offset = offset + len as u64;
+            }
+            state.stats.zeroed_bytes += len as u64;
+        }
+        Ok(_) | Err(DurableWriteError::Write(_)) => {
+            // Only an optimisation failed (a short write, no space):
+            // flushes go on into the unwritten blocks.
+            if frontier.segment == segment {
+                frontier.stopped = true;
+            }
+        }
+        Err(DurableWriteError::Sync(error)) => {
+            // The same file's fdatasync: a failure here may have cost
+            // the flushes' data, as one of theirs would.
+            state.poisoned = Some(Error::Poisoned {
+                segment,
+                errno: error.raw_os_error(),
+            });
+            state.wake_waiters();
+        }
+    }
 }
 
 /// Writes one batch and makes it durable (see

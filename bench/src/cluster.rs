@@ -89,6 +89,19 @@ fn parse(args: Vec<String>) -> Result<Options> {
     Ok(options)
 }
 
+/// User + system CPU time of this process so far (every thread: the nodes'
+/// executors, their io_uring workers, the drivers).
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 /// p50 of a 4 KiB O_DIRECT write + fdatasync in `dir`: the floor of a durable write.
 fn fsync_floor_p50_us(dir: &std::path::Path) -> Result<u64> {
     let path = dir.join("fsync-floor");
@@ -335,8 +348,18 @@ pub fn run(args: Vec<String>) -> Result<()> {
         .collect();
     let done = Arc::new(AtomicBool::new(false));
     let mut last = 0;
+    let mut cpu_at_start = None;
     while Instant::now() < stop_at {
-        std::thread::sleep(Duration::from_secs(1));
+        let now = Instant::now();
+        if cpu_at_start.is_none() && now + Duration::from_secs(1) >= measure_from {
+            std::thread::sleep(measure_from.saturating_duration_since(now));
+            cpu_at_start = Some(process_cpu());
+            if options.warmup.is_zero() {
+                continue;
+            }
+        } else {
+            std::thread::sleep(Duration::from_secs(1).min(stop_at.saturating_duration_since(now)));
+        }
         let now = totals.completed.load(Ordering::Relaxed);
         let phase = if Instant::now() < measure_from {
             "warming up"
@@ -354,6 +377,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         last = now;
     }
     eprintln!();
+    let cpu = process_cpu().saturating_sub(cpu_at_start.unwrap_or_default());
     done.store(true, Ordering::Relaxed);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     for handle in handles {
@@ -374,12 +398,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let seconds = options.duration.as_secs_f64();
     let errors = totals.errors.load(Ordering::Relaxed);
     let q = |quantile: f64| histogram.value_at_quantile(quantile);
+    let cpu_us_per_op = cpu.as_secs_f64() * 1e6 / ops.max(1) as f64;
     if options.json {
         // Field order as documented (serde_json would sort the keys).
         println!(
             "{{\"system\":\"coraft\",\"workload\":\"write\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
              \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
-             \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{}}}",
+             \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"cpu_us_per_op\":{:.2}}}",
             options.nodes,
             options.groups,
             options.shards,
@@ -394,7 +419,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
             q(0.999),
             histogram.max(),
             errors,
-            floor_us
+            floor_us,
+            cpu_us_per_op
         );
     } else {
         println!(
@@ -420,6 +446,11 @@ pub fn run(args: Vec<String>) -> Result<()> {
             floor_us
         );
         println!("  p50 / floor     {:>12.2}", q(0.5) as f64 / floor_us.max(1) as f64);
+        println!(
+            "  CPU per write   {:>9.2} µs (this process's user + system time while measuring; {:.2} cores busy)",
+            cpu_us_per_op,
+            cpu.as_secs_f64() / seconds
+        );
         println!("  where the time goes (per node and shard, whole run incl. warm-up):");
         println!("    node shard  leads  turns   stalls  WAL syncs  sync p50/p99 µs   proposal→result p50/p99 µs  turn p99 µs");
         for (node, m) in &stages {

@@ -118,6 +118,8 @@ pub(crate) struct ZeroFrontier {
     offset: u64,
     /// A zeroing write of this segment failed: leave it be.
     stopped: bool,
+    /// Bytes the last flush wrote: zeroing is for logs of small flushes.
+    last_flush_bytes: usize,
 }
 
 /// A flusher job.
@@ -255,13 +257,18 @@ impl State {
     fn zero_job(&mut self) -> Option<Job> {
         let ahead = self.config.zero_ahead_bytes;
         let idle = self.sealed.is_empty() && self.requested_lsn <= self.durable_lsn;
-        if ahead == 0 || !idle || self.closed || self.poisoned.is_some() {
+        // A log of large flushes (as fast as the disk allows) gains little
+        // (the conversion is a small part of each flush) and would pay for
+        // every byte twice.
+        let small_flushes = self.zero_frontier.last_flush_bytes < ZERO_CHUNK_BYTES;
+        if ahead == 0 || !idle || !small_flushes || self.closed || self.poisoned.is_some() {
             return None;
         }
         let segment = self.open.segment;
         if self.zero_frontier.segment != segment {
             self.zero_frontier = ZeroFrontier {
                 segment,
+                last_flush_bytes: self.zero_frontier.last_flush_bytes,
                 ..ZeroFrontier::default()
             };
         }
@@ -356,6 +363,7 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
                 state.pending_bytes -= batch.record_bytes;
                 state.stats.flushes += 1;
                 state.stats.bytes_written += written as u64;
+                state.zero_frontier.last_flush_bytes = written;
                 if let Ok(mut done) = Rc::try_unwrap(batch) {
                     if state.free_buffers.len() < FREE_BUFFERS_MAX {
                         done.bytes.clear();

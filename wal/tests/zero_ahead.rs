@@ -177,3 +177,27 @@ fn a_failed_sync_of_a_zeroing_step_poisons_the_wal() {
         ));
     });
 }
+
+#[test]
+fn a_log_of_large_flushes_is_not_zeroed_ahead_until_its_flushes_are_small_again() {
+    let dir = tempfile::tempdir().unwrap();
+    run(|| async {
+        let config = Config {
+            batch_bytes_max: 1 << 20,
+            ..config(1 << 20)
+        };
+        let (wal, _) = Wal::open(dir.path(), config).await.unwrap();
+        for index in 1..=200 {
+            wal.append_entry(1, index, 1, 0, &[3; 1024]).unwrap();
+        }
+        wal.sync().await.unwrap();
+        assert_eq!(wal.stats().flushes, 1);
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        assert_eq!(wal.stats().zeroed_bytes, 0, "after a 200 KiB flush");
+        wal.append_entry(1, 201, 1, 0, b"small").unwrap();
+        wal.sync().await.unwrap();
+        wait_for(&wal, |wal| wal.stats().zeroed_bytes >= 1 << 20).await;
+        assert_eq!(wal.stats().zeroed_bytes, 1 << 20);
+        wal.close().await.unwrap();
+    });
+}

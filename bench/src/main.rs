@@ -3,13 +3,15 @@
 //! Subcommands measure one layer each against its physical floor, measured in
 //! the same run: `wal` (the write-ahead log against raw O_DIRECT + fdatasync)
 //! and `net` (frames over TCP against a raw TCP stream and ping-pong);
-//! `idle` measures what many idle groups cost three `coraft-node` processes.
+//! `idle` measures what many idle groups cost three `coraft-node` processes;
+//! `reactor` what one executor wake costs (the floor under every wait).
 //! With no subcommand (or `cluster`) it runs an embedded 3-node cluster on
 //! loopback.
 
 mod cluster;
 mod idle;
 mod net;
+mod reactor;
 mod wal;
 
 use anyhow::{bail, Result};
@@ -20,8 +22,9 @@ fn main() -> Result<()> {
         Some("wal") => wal::run(args.collect()),
         Some("net") => net::run(args.collect()),
         Some("idle") => idle::run(args.collect()),
+        Some("reactor") => reactor::run(args.collect()),
         Some("-h") | Some("--help") => {
-            println!("usage: coraft-bench [cluster|wal|net|idle] [--json] [options]");
+            println!("usage: coraft-bench [cluster|wal|net|idle|reactor] [--json] [options]");
             Ok(())
         }
         None => cluster::run(Vec::new()),

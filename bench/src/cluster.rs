@@ -276,6 +276,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             wal_dir: dir.path().join(format!("node-{}", peer.id)),
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
             groups: groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 30,

@@ -41,6 +41,7 @@
 //!     wal_dir: wal.path().to_path_buf(),
 //!     shard_wal_dirs: Vec::new(),
 //!     wal_segment_bytes: 8 << 20,
+//!     wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
 //!     groups: vec![GroupId(1)],
 //!     tick: Duration::from_millis(10),
 //!     election_timeout_ticks: 10,

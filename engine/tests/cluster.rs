@@ -109,6 +109,7 @@ impl TestCluster {
             wal_dir: self.dir.path().join(format!("node-{id}")),
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
             groups: self.groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 10,

@@ -32,6 +32,9 @@ pub const SPIN_BEFORE_PARK_US_DEFAULT: u64 = 0;
 pub const WAL_DIR_DEFAULT: &str = "coraft-wal";
 /// Default WAL segment size: 64 MiB (as `coraft_wal::SEGMENT_BYTES_DEFAULT`).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default distance an idle WAL zeroes ahead of its end: 2 MiB (as
+/// `coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT`).
+pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 2 << 20;
 /// Default tick: 10 ms.
 pub const TICK_MS_DEFAULT: u64 = 10;
 /// Default base election timeout, in ticks (each term draws from `[T, 2T)`).
@@ -165,6 +168,10 @@ pub struct WalSettings {
     pub dirs: Option<Vec<PathBuf>>,
     /// Size of each preallocated segment file; a multiple of 4 KiB.
     pub segment_bytes: u64,
+    /// How far past the log's end an idle WAL writes zeros over the
+    /// preallocated segment, so that small writes overwrite blocks instead
+    /// of converting unwritten extents; a multiple of 4 KiB, 0 for off.
+    pub zero_ahead_bytes: u64,
     /// Sync policy.
     pub fsync: FsyncPolicy,
 }
@@ -262,6 +269,7 @@ impl Default for WalSettings {
             dir: None,
             dirs: None,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
+            zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
             fsync: FsyncPolicy::Always,
         }
     }

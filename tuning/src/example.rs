@@ -71,6 +71,10 @@ pub fn example_config(topology: &Topology) -> String {
                 "preallocated segment size, a multiple of 4096",
             ),
             (
+                format!("zero_ahead_bytes = {ZERO_AHEAD_BYTES_DEFAULT}"),
+                "idle WAL zeroes this far ahead so small writes overwrite; 0 = off",
+            ),
+            (
                 "fsync = \"always\"".into(),
                 "\"never\" loses acknowledged writes on a crash: benchmarks only",
             ),

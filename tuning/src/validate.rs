@@ -325,6 +325,13 @@ impl Checker {
             };
             self.problem("wal.segment_bytes", kind);
         }
+        if wal.zero_ahead_bytes % SEGMENT_ALIGN_BYTES != 0 {
+            let kind = ProblemKind::NotMultiple {
+                value: wal.zero_ahead_bytes,
+                multiple: SEGMENT_ALIGN_BYTES,
+            };
+            self.problem("wal.zero_ahead_bytes", kind);
+        }
         let segment_room_bytes = wal.segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES);
         if segment_ok && config.limits.batch_bytes_max > segment_room_bytes {
             let kind = ProblemKind::ExceedsSegment {

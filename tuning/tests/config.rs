@@ -484,6 +484,23 @@ fn a_wal_path_that_is_a_file_is_rejected() {
 }
 
 #[test]
+fn wal_zero_ahead_must_be_whole_blocks_and_zero_turns_it_off() {
+    let mut config = three_nodes();
+    config.wal.zero_ahead_bytes = 1000;
+    assert_eq!(
+        kind_of(&problems(&config, &machine(2)), "wal.zero_ahead_bytes"),
+        &ProblemKind::NotMultiple {
+            value: 1000,
+            multiple: 4096
+        }
+    );
+    config.wal.zero_ahead_bytes = 0;
+    assert!(problems(&config, &machine(2)).is_empty());
+    let parsed: coraft_tuning::NodeConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    assert_eq!(parsed.wal.zero_ahead_bytes, 0);
+}
+
+#[test]
 fn wal_segments_must_be_aligned_and_hold_a_batch() {
     let mut config = three_nodes();
     config.wal.segment_bytes = (64 << 10) + 100;

@@ -80,6 +80,11 @@ pub struct NodeOptions {
     /// Size of each preallocated WAL segment file (a multiple of 4 KiB;
     /// default `coraft_wal::config::SEGMENT_BYTES_DEFAULT`, 64 MiB).
     pub wal_segment_bytes: u64,
+    /// How far past the log's end an idle WAL zeroes its segment, so that
+    /// small writes overwrite written blocks (a multiple of 4 KiB, 0 for
+    /// off; default `coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT`, 2 MiB;
+    /// see docs/wal.md, "Zeroing ahead").
+    pub wal_zero_ahead_bytes: u64,
     /// The groups this node hosts; group `g` lives on shard `g % shards`.
     pub groups: Vec<GroupId>,
     /// Length of one Raft tick.
@@ -142,6 +147,7 @@ impl NodeOptions {
             wal_dir: PathBuf::new(),
             shard_wal_dirs: plan.shards().iter().map(|s| s.wal_dir.clone()).collect(),
             wal_segment_bytes: config.wal.segment_bytes,
+            wal_zero_ahead_bytes: config.wal.zero_ahead_bytes,
             groups,
             tick: config.raft.tick(),
             election_timeout_ticks: config.raft.election_timeout_ticks,
@@ -566,6 +572,7 @@ async fn start_shard(
     std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(format!("creating {}: {e}", dir.display())))?;
     let wal_config = coraft_wal::Config {
         segment_bytes: options.wal_segment_bytes,
+        zero_ahead_bytes: options.wal_zero_ahead_bytes,
         ..coraft_wal::Config::default()
     };
     let (wal, report) = coraft_wal::Wal::open(&dir, wal_config)

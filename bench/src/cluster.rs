@@ -89,6 +89,39 @@ fn parse(args: Vec<String>) -> Result<Options> {
     Ok(options)
 }
 
+/// p50 of a 64-byte ping-pong over loopback TCP between two threads, in
+/// microseconds: the floor of one network hop and back.
+fn tcp_rtt_floor_p50_us() -> Result<u64> {
+    use std::io::{Read, Write};
+    const ROUNDS: usize = 2000;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the RTT floor's listener")?;
+    let address = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let mut buffer = [0u8; 64];
+        for _ in 0..ROUNDS {
+            stream.read_exact(&mut buffer)?;
+            stream.write_all(&buffer)?;
+        }
+        Ok(())
+    });
+    let mut stream = std::net::TcpStream::connect(address).context("connecting to the RTT floor's listener")?;
+    stream.set_nodelay(true)?;
+    let mut histogram = Histogram::<u64>::new(3).expect("valid histogram");
+    let mut buffer = [0x5au8; 64];
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        stream.write_all(&buffer)?;
+        stream.read_exact(&mut buffer)?;
+        histogram.record(started.elapsed().as_micros() as u64).ok();
+    }
+    echo.join()
+        .map_err(|_| anyhow!("the RTT floor's echo thread panicked"))?
+        .context("the RTT floor's echo")?;
+    Ok(histogram.value_at_quantile(0.5))
+}
+
 /// User + system CPU time of this process so far (every thread: the nodes'
 /// executors, their io_uring workers, the drivers).
 fn process_cpu() -> Duration {
@@ -257,6 +290,15 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let options = parse(args)?;
     let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
     let floor_us = fsync_floor_p50_us(dir.path())?;
+    let rtt_us = tcp_rtt_floor_p50_us()?;
+    // One replicated write cannot take less than the client's round trip,
+    // the leader's round trip to a follower, and that follower's fdatasync
+    // (the leader's own runs beside it); one node needs no follower.
+    let write_floor_us = if options.nodes > 1 {
+        2 * rtt_us + floor_us
+    } else {
+        rtt_us + floor_us
+    };
     let addresses = free_addresses(options.nodes * options.shards)?;
     let peers: Vec<PeerSpec> = (0..options.nodes)
         .map(|n| PeerSpec {
@@ -405,7 +447,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         println!(
             "{{\"system\":\"coraft\",\"workload\":\"write\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
              \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
-             \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"cpu_us_per_op\":{:.2}}}",
+             \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"tcp_rtt_floor_p50_us\":{},\"write_floor_us\":{},\"cpu_us_per_op\":{:.2}}}",
             options.nodes,
             options.groups,
             options.shards,
@@ -421,6 +463,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
             histogram.max(),
             errors,
             floor_us,
+            rtt_us,
+            write_floor_us,
             cpu_us_per_op
         );
     } else {
@@ -447,6 +491,20 @@ pub fn run(args: Vec<String>) -> Result<()> {
             floor_us
         );
         println!("  p50 / floor     {:>12.2}", q(0.5) as f64 / floor_us.max(1) as f64);
+        println!(
+            "  TCP RTT floor   {:>9} µs (p50 of a 64-byte loopback ping-pong)",
+            rtt_us
+        );
+        println!(
+            "  write floor     {:>9} µs ({}; p50 / this {:.2})",
+            write_floor_us,
+            if options.nodes > 1 {
+                "2 RTT + fdatasync: client to leader, leader to follower"
+            } else {
+                "RTT + fdatasync"
+            },
+            q(0.5) as f64 / write_floor_us.max(1) as f64
+        );
         println!(
             "  CPU per write   {:>9.2} µs (this process's user + system time while measuring; {:.2} cores busy)",
             cpu_us_per_op,

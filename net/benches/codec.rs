@@ -21,7 +21,7 @@ fn batch(messages: usize, payload_bytes: usize) -> RaftBatch {
                         term: 3,
                         index: index + 1,
                         kind: entry_kind::NORMAL,
-                        data: vec![0xab; payload_bytes],
+                        data: vec![0xab; payload_bytes].into(),
                     }],
                 }),
             })

@@ -26,7 +26,7 @@ fn append(index: u64, sizes: &[usize]) -> Envelope {
                     term: 3,
                     index: index + at as u64 + 1,
                     kind: entry_kind::NORMAL,
-                    data: (0..size).map(|byte| (byte * 7 + at) as u8).collect(),
+                    data: (0..size).map(|byte| (byte * 7 + at) as u8).collect::<Vec<u8>>().into(),
                 })
                 .collect(),
         }),
@@ -50,7 +50,7 @@ fn message(index: u64, sizes: Vec<usize>) -> Envelope {
                     outgoing_voters: vec![4],
                 },
                 offset: 0,
-                data: vec![0x5a; sizes.first().copied().unwrap_or(0)],
+                data: vec![0x5a; sizes.first().copied().unwrap_or(0)].into(),
                 done: false,
             }),
         },
@@ -105,7 +105,7 @@ fn large_payloads_are_sent_in_place_and_the_bytes_match() {
             panic!("not an append");
         };
         for (archived, original) in archived.entries.iter().zip(&original.entries) {
-            assert_eq!(archived.data.as_slice(), original.data.as_slice());
+            assert_eq!(archived.data.as_slice(), &original.data[..]);
         }
     }
 }

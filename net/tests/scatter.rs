@@ -110,6 +110,23 @@ fn large_payloads_are_sent_in_place_and_the_bytes_match() {
     }
 }
 
+#[test]
+fn a_payload_shared_by_many_messages_of_a_frame_is_sent_in_place_each_time() {
+    let shared = coraft_net::bytes::Bytes::from(vec![0x3c; 4096]);
+    let messages: Vec<Envelope> = (0..8)
+        .map(|index| {
+            let mut message = append(index, &[0]);
+            if let RaftBody::AppendEntries(append) = &mut message.body {
+                append.entries[0].data = shared.clone();
+            }
+            message
+        })
+        .collect();
+    let (bytes, copied) = scattered_bytes(&messages);
+    assert_eq!(bytes, contiguous_bytes(&messages));
+    assert!(copied < 4096, "{copied} bytes copied: the shared payload was copied");
+}
+
 proptest! {
     #[test]
     fn scattered_frames_equal_contiguous_frames(

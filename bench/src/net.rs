@@ -4,7 +4,11 @@
 //! glommio executors (pinned to cores 0 and 1 unless `--unpinned`):
 //! - framed stream: one `OutboundConnection` sends AppendEntries messages of
 //!   `msg_bytes` payload as fast as its queue takes them; the receiver
-//!   validates every frame and touches every payload;
+//!   validates every frame and touches every payload. Each message shares its
+//!   payload (a `Bytes` clone) with a pool of entries built before the clock
+//!   starts, as a leader's `to_wire` shares an entry of its log with every
+//!   follower; `--copy-payloads` gives each message a fresh copy instead (what
+//!   the engine did before entry payloads were shared);
 //! - raw stream: the same frame bytes, written in a loop over a plain glommio
 //!   TCP stream and read into a discarded buffer: the floor;
 //! - framed round trip: one AppendEntries out, one AppendEntriesResponse back
@@ -18,6 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use coraft_net::bytes::Bytes;
 use coraft_net::futures_lite::{AsyncReadExt, AsyncWriteExt};
 use coraft_net::schema::{
     entry_kind, AppendEntries, AppendEntriesResponse, ArchivedRaftBody, Entry, Envelope, RaftBatch, RaftBody,
@@ -47,6 +52,7 @@ struct Options {
     pinned: bool,
     spin_us: u64,
     repeats: usize,
+    copy_payloads: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Options> {
@@ -58,6 +64,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         pinned: true,
         spin_us: 0,
         repeats: DEFAULT_REPEATS,
+        copy_payloads: false,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -65,6 +72,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         match arg.as_str() {
             "--json" => options.json = true,
             "--unpinned" => options.pinned = false,
+            "--copy-payloads" => options.copy_payloads = true,
             "--sizes" => {
                 options.sizes = value("--sizes")?
                     .split(',')
@@ -82,7 +90,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
             "-h" | "--help" => {
                 println!(
                     "usage: coraft-bench net [--json] [--sizes 64,512,4096,65536] [--seconds 1] \
-                     [--repeats 3] [--rtt-seconds 1] [--spin-us 0] [--unpinned]"
+                     [--repeats 3] [--rtt-seconds 1] [--spin-us 0] [--unpinned] [--copy-payloads]"
                 );
                 std::process::exit(0);
             }
@@ -103,13 +111,18 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let options = parse(args)?;
     if !options.json {
         println!(
-            "net: coraft-net frames vs raw TCP on loopback, same run ({}, spin_before_park {} us)",
+            "net: coraft-net frames vs raw TCP on loopback, same run ({}, spin_before_park {} us, {})",
             if options.pinned {
                 "executors pinned to cores 0,1"
             } else {
                 "unpinned"
             },
-            options.spin_us
+            options.spin_us,
+            if options.copy_payloads {
+                "a payload copy per message"
+            } else {
+                "shared payloads"
+            }
         );
         println!(
             "{:>9} {:>12} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9}   {:>6} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7}",
@@ -235,7 +248,16 @@ fn identity(node_id: u64) -> NetConfig {
     })
 }
 
-fn append(payload_bytes: usize, index: u64) -> Envelope {
+/// Distinct entry payloads of `size` bytes, about `RAW_TEMPLATE_BYTES` in
+/// all: the entries a leader's log holds, built once (by the proposals, not
+/// by the sending), and the same working set as the raw stream's template.
+fn payload_pool(size: usize) -> Vec<Bytes> {
+    let count = (RAW_TEMPLATE_BYTES / size).max(1);
+    (0..count).map(|at| Bytes::from(vec![0xab ^ at as u8; size])).collect()
+}
+
+/// An AppendEntries carrying `data` as its one entry.
+fn append(data: Bytes, index: u64) -> Envelope {
     Envelope {
         group: index % 64,
         from: 2,
@@ -249,7 +271,7 @@ fn append(payload_bytes: usize, index: u64) -> Envelope {
                 term: 1,
                 index: index + 1,
                 kind: entry_kind::NORMAL,
-                data: vec![0xab; payload_bytes],
+                data,
             }],
         }),
     }
@@ -335,15 +357,23 @@ fn framed_stream(options: &Options, size: usize) -> Result<(StreamResult, Stream
         .map_err(|error| anyhow!("spawn executor: {error}"))?;
     let address = address_rx.recv()?;
     let seconds = options.stream_seconds;
+    let copy_payloads = options.copy_payloads;
     let sender = executor(options, 1, "net-send")
         .spawn(move || async move {
+            let pool = payload_pool(size);
             let outbound = OutboundConnection::spawn(identity(2), peer(1, address))?;
             let cpu_start = thread_cpu_ns();
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             let mut index = 0u64;
             while Instant::now() < deadline {
                 for _ in 0..64 {
-                    outbound.send(append(size, index)).await?;
+                    let shared = &pool[index as usize % pool.len()];
+                    let data = if copy_payloads {
+                        Bytes::from(shared.to_vec())
+                    } else {
+                        shared.clone()
+                    };
+                    outbound.send(append(data, index)).await?;
                     index += 1;
                 }
             }
@@ -362,7 +392,9 @@ fn framed_stream(options: &Options, size: usize) -> Result<(StreamResult, Stream
 fn frame_template(size: usize) -> Vec<u8> {
     let messages = (RAW_TEMPLATE_BYTES / (size + 128)).max(1);
     let batch = RaftBatch {
-        messages: (0..messages as u64).map(|index| append(size, index)).collect(),
+        messages: (0..messages as u64)
+            .map(|index| append(Bytes::from(vec![0xab; size]), index))
+            .collect(),
     };
     let mut encoder = FrameEncoder::new();
     encoder.encode(&batch).expect("template encodes");
@@ -486,7 +518,7 @@ fn framed_round_trips(options: &Options, size: usize) -> Result<RoundTrips> {
             let (mut sent, mut received) = (0u64, 0u64);
             let warmup_until = Instant::now() + Duration::from_millis(100);
             let deadline = warmup_until + Duration::from_secs_f64(seconds);
-            let message = append(size, 0);
+            let message = append(Bytes::from(vec![0xab; size]), 0);
             let cpu_start = thread_cpu_ns();
             while Instant::now() < deadline {
                 let start = Instant::now();

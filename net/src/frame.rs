@@ -303,18 +303,27 @@ pub struct ScatterWriter {
     inline_start: usize,
     /// Bytes of the frame so far (inline and payload).
     pos: usize,
-    /// Payloads of the body being encoded: (address, len), sorted.
+    /// Payloads of the body being encoded, (address, len), in the order
+    /// [`FrameBody::payloads`] lists them.
     payloads: Vec<(usize, usize)>,
+    /// The payload rkyv is expected to write next.
+    next_payload: usize,
 }
 
 impl ScatterWriter {
-    fn is_payload(&self, bytes: &[u8]) -> bool {
+    /// Whether `bytes` lie inside the next registered payload (and if so,
+    /// moves on to the one after). rkyv writes every payload whole, once, in
+    /// the order the body lists them, so one comparison per large write
+    /// suffices (no sorted list to search); a write out of that order is
+    /// copied like any other, which changes no byte of the frame.
+    fn take_payload(&mut self, bytes: &[u8]) -> bool {
+        let Some(&(start, len)) = self.payloads.get(self.next_payload) else {
+            return false;
+        };
         let address = bytes.as_ptr() as usize;
-        let index = self.payloads.partition_point(|&(start, _)| start <= address);
-        index > 0 && {
-            let (start, len) = self.payloads[index - 1];
-            address + bytes.len() <= start + len
-        }
+        let inside = address >= start && address + bytes.len() <= start + len;
+        self.next_payload += usize::from(inside);
+        inside
     }
 
     fn close_inline(&mut self) {
@@ -331,6 +340,7 @@ impl ScatterWriter {
         self.buffer.clear();
         self.segments.clear();
         self.payloads.clear();
+        self.next_payload = 0;
         self.inline_start = 0;
         self.pos = 0;
     }
@@ -344,7 +354,7 @@ impl rkyv::ser::Positional for ScatterWriter {
 
 impl<E> rkyv::ser::Writer<E> for ScatterWriter {
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        if bytes.len() >= SCATTER_MIN_BYTES && self.is_payload(bytes) {
+        if bytes.len() >= SCATTER_MIN_BYTES && self.take_payload(bytes) {
             self.close_inline();
             self.segments.push(Segment::Payload {
                 address: bytes.as_ptr() as usize,
@@ -428,7 +438,7 @@ impl ScatteredFrame<'_> {
         self.writer.segments.iter().map(move |segment| match *segment {
             Segment::Inline { start, end } => &buffer[start..end],
             // SAFETY: the address and length are those of a slice that
-            // `ScatterWriter::is_payload` found inside a payload of the body
+            // `ScatterWriter::take_payload` found inside a payload of the body
             // that `ScatterEncoder::encode` borrows for `'a`, the lifetime of
             // this frame: the payload is alive and unchanged.
             Segment::Payload { address, len } => unsafe { std::slice::from_raw_parts(address as *const u8, len) },
@@ -468,7 +478,6 @@ impl ScatterEncoder {
                 writer.payloads.push((payload.as_ptr() as usize, payload.len()));
             }
         });
-        writer.payloads.sort_unstable();
         writer.buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
         writer.pos = FRAME_HEADER_BYTES;
         let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, &mut *writer);

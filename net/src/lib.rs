@@ -88,3 +88,8 @@ pub use stats::{Counter, NetStats};
 /// glommio streams implement, re-exported so that users of this crate (the
 /// engine, the bench harness) use the same version without declaring it.
 pub use futures_lite;
+
+/// The shared byte buffers of entry and snapshot payloads
+/// ([`schema::Entry::data`]), re-exported so that callers build them with the
+/// same version.
+pub use bytes;

@@ -6,11 +6,18 @@
 //! borrowed slices of the receive buffer that a follower can pass to its WAL
 //! without another copy. The schema knows no Raft roles: ids are plain `u64`.
 //!
+//! Payloads (entry data, snapshot chunks) are [`Bytes`]: a leader hands the
+//! same entry to every follower's connection with a reference-count bump
+//! instead of a copy per follower. `Bytes` archives exactly as `Vec<u8>` does
+//! (rkyv's `bytes-1` impl: an `ArchivedVec<u8>`), so the wire does not depend
+//! on which of the two the sender held.
+//!
 //! Versioning: rkyv archives are not self-describing, so any change to these
 //! types (a new field, a new variant, a reordering) changes the layout and
 //! must bump [`crate::frame::WIRE_VERSION`]. The handshake refuses a peer whose
 //! version differs (see `docs/wire.md`).
 
+use bytes::Bytes;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// One Raft message between two nodes of one group.
@@ -84,8 +91,9 @@ pub struct Entry {
     pub index: u64,
     /// One of [`entry_kind`]; unknown values are passed through, not refused.
     pub kind: u8,
-    /// The payload, opaque to the wire.
-    pub data: Vec<u8>,
+    /// The payload, opaque to the wire; shared, not copied, between the
+    /// messages that carry it (archived as `Vec<u8>` would be).
+    pub data: Bytes,
 }
 
 /// Log replication request.
@@ -238,8 +246,9 @@ pub struct InstallSnapshot {
     pub configuration: Configuration,
     /// Byte offset of `data` in the snapshot.
     pub offset: u64,
-    /// This chunk's bytes.
-    pub data: Vec<u8>,
+    /// This chunk's bytes, shared like [`Entry::data`] (a slice of the
+    /// snapshot can be sent to several followers without a copy).
+    pub data: Bytes,
     /// True for the last chunk.
     pub done: bool,
 }

@@ -193,7 +193,7 @@ fn a_buffer_grown_for_large_frames_shrinks_back_once_small_frames_are_the_rule()
                 snapshot_term: 1,
                 configuration: Configuration::default(),
                 offset: 0,
-                data: vec![3; 2 * 1024 * 1024],
+                data: vec![3; 2 * 1024 * 1024].into(),
                 done: true,
             }),
         }],

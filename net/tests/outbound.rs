@@ -67,7 +67,7 @@ fn append(payload_bytes: usize) -> Envelope {
                 term: 1,
                 index: 1,
                 kind: entry_kind::NORMAL,
-                data: vec![0x5a; payload_bytes],
+                data: vec![0x5a; payload_bytes].into(),
             }],
         }),
     }
@@ -161,7 +161,7 @@ fn large_payloads_sent_in_place_arrive_whole_in_order_across_many_frames() {
                 let mut message = append(0);
                 if let RaftBody::AppendEntries(append) = &mut message.body {
                     append.entries[0].index = index;
-                    append.entries[0].data = payload(index);
+                    append.entries[0].data = payload(index).into();
                 }
                 outbound.send(message).await.unwrap();
             }

@@ -1,6 +1,7 @@
 //! Every message kind survives encode -> frame -> decode -> deserialize, for
 //! arbitrary field values, and payloads come back as slices of the frame.
 
+use coraft_net::bytes::Bytes;
 use coraft_net::schema::*;
 use coraft_net::{decode_all, FrameEncoder, FrameKind};
 use proptest::collection::vec;
@@ -16,7 +17,7 @@ fn entry() -> impl Strategy<Value = Entry> {
         term,
         index,
         kind,
-        data,
+        data: data.into(),
     })
 }
 
@@ -104,7 +105,7 @@ fn raft_body() -> impl Strategy<Value = RaftBody> {
                     snapshot_term,
                     configuration,
                     offset,
-                    data,
+                    data: data.into(),
                     done,
                 })
             }),
@@ -253,7 +254,7 @@ fn entry_payloads_are_borrowed_from_the_frame_body() {
                     term: 3,
                     index: 10,
                     kind: entry_kind::NORMAL,
-                    data: b"payload bytes".to_vec(),
+                    data: Bytes::from_static(b"payload bytes"),
                 }],
             }),
         }],
@@ -286,7 +287,7 @@ fn encoded_bytes_max_bounds_the_archived_size() {
                 outgoing_voters: vec![5, 6, 7],
             },
             offset: 0,
-            data: vec![1; 1000],
+            data: vec![1; 1000].into(),
             done: true,
         }),
     };
@@ -307,5 +308,66 @@ proptest! {
         let bound: usize = messages.iter().map(Envelope::encoded_bytes_max).sum();
         let archived = rkyv::to_bytes::<rancor::Error>(&RaftBatch { messages }).unwrap();
         prop_assert!(archived.len() <= bound + 16, "{} > {}", archived.len(), bound);
+    }
+}
+
+/// [`Entry`] as wire version 1 first declared it, with an owned `Vec<u8>`
+/// payload: the shared `Bytes` payload must archive to the same bytes.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct EntryWithVec {
+    term: u64,
+    index: u64,
+    kind: u8,
+    data: Vec<u8>,
+}
+
+/// [`InstallSnapshot`] as wire version 1 first declared it.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct InstallSnapshotWithVec {
+    snapshot_index: u64,
+    snapshot_term: u64,
+    configuration: Configuration,
+    offset: u64,
+    data: Vec<u8>,
+    done: bool,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn shared_payloads_archive_exactly_as_owned_vectors_did(
+        entries in vec(entry(), 0..6),
+        chunk in (any::<u64>(), any::<u64>(), configuration(), any::<u64>(), bytes(), any::<bool>()),
+    ) {
+        let owned: Vec<EntryWithVec> = entries
+            .iter()
+            .map(|entry| EntryWithVec {
+                term: entry.term,
+                index: entry.index,
+                kind: entry.kind,
+                data: entry.data.to_vec(),
+            })
+            .collect();
+        let (shared_bytes, owned_bytes) = (
+            rkyv::to_bytes::<rancor::Error>(&entries).unwrap(),
+            rkyv::to_bytes::<rancor::Error>(&owned).unwrap(),
+        );
+        prop_assert_eq!(shared_bytes.as_slice(), owned_bytes.as_slice());
+        let (snapshot_index, snapshot_term, configuration, offset, data, done) = chunk;
+        let shared = InstallSnapshot {
+            snapshot_index,
+            snapshot_term,
+            configuration: configuration.clone(),
+            offset,
+            data: Bytes::from(data.clone()),
+            done,
+        };
+        let owned = InstallSnapshotWithVec { snapshot_index, snapshot_term, configuration, offset, data, done };
+        let (shared_bytes, owned_bytes) = (
+            rkyv::to_bytes::<rancor::Error>(&shared).unwrap(),
+            rkyv::to_bytes::<rancor::Error>(&owned).unwrap(),
+        );
+        prop_assert_eq!(shared_bytes.as_slice(), owned_bytes.as_slice());
     }
 }

@@ -152,7 +152,7 @@ pub fn to_wire(message: &Message) -> wire::Envelope {
                         term: e.term.0,
                         index: e.index.0,
                         kind,
-                        data: data.to_vec(),
+                        data,
                     }
                 })
                 .collect(),
@@ -220,7 +220,7 @@ pub fn to_wire(message: &Message) -> wire::Envelope {
                 outgoing_voters: ids(&meta.configuration.outgoing_voters),
             },
             offset: 0,
-            data: Vec::new(),
+            data: Bytes::new(),
             done: true,
         }),
         MessageBody::InstallSnapshotResponse { last_index } => {

@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
+use crate::buffer::SealedBuffer;
 use crate::format::{align_up, BLOCK_BYTES};
 
 /// A boxed, non-`Send` future: the WAL lives on one executor.
@@ -45,6 +46,18 @@ pub trait SegmentFile {
         data: &'a [u8],
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
         Box::pin(write_then_sync(self, offset, data))
+    }
+
+    /// [`SegmentFile::write_durable_at`] of a sealed batch, whose buffer is
+    /// already block-aligned DMA memory padded with zeros: [`DmaFs`] writes
+    /// it as is, without copying it. The provided version writes
+    /// `batch.as_slice()` through `write_durable_at`.
+    fn write_durable_sealed<'a>(
+        &'a self,
+        offset: u64,
+        batch: &'a SealedBuffer,
+    ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
+        self.write_durable_at(offset, batch.as_slice())
     }
 }
 
@@ -170,6 +183,34 @@ impl SegmentFile for DmaSegment {
             write_padded(&self.dsync, offset, data)
                 .await
                 .map_err(DurableWriteError::from_dsync_write)
+        })
+    }
+
+    fn write_durable_sealed<'a>(
+        &'a self,
+        offset: u64,
+        batch: &'a SealedBuffer,
+    ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
+        Box::pin(async move {
+            let buffer = batch.padded().clone();
+            if batch.as_slice().len() < DSYNC_WRITE_BYTES_MIN {
+                let padded = buffer.len();
+                let written = self
+                    .file
+                    .write_rc_at(buffer, offset)
+                    .await
+                    .map_err(|error| DurableWriteError::Write(error.into()))?;
+                if written < padded {
+                    return Ok(written);
+                }
+                self.sync_data().await.map_err(DurableWriteError::Sync)?;
+                return Ok(written);
+            }
+            // O_DSYNC, as in `write_durable_at`.
+            self.dsync
+                .write_rc_at(buffer, offset)
+                .await
+                .map_err(|error| DurableWriteError::from_dsync_write(error.into()))
         })
     }
 }

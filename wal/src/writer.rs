@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use memmap2::Mmap;
 
@@ -503,13 +504,23 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
     Ok(file)
 }
 
+/// How long a [`SyncFuture`] that had to wait sleeps before it resolves. The
+/// length does not matter (a timer that has not expired when first polled is
+/// all it takes); what matters is that only the reactor wakes a sleeping task.
+pub const HANDOFF_SLEEP: Duration = Duration::from_micros(1);
+
 /// Resolves once every record appended before it was created is durable.
 ///
-/// When it had to wait, it yields the glommio task queue once before
-/// resolving: by then the flusher has already queued the next flush's write,
-/// and the yield lets the reactor hand it to the kernel before the caller
-/// goes on with CPU work (appending the next turn), so that work overlaps
-/// the I/O instead of delaying its submission.
+/// When it had to wait, it sleeps for [`HANDOFF_SLEEP`] before resolving. By
+/// then the flusher has already queued the next flush's write, but glommio
+/// hands queued I/O to the kernel only in its reactor pass, between runs of
+/// the task queues: resolving at once let the caller append the whole next
+/// turn (milliseconds of CPU for a 1 MiB batch of small entries) while that
+/// write still waited in glommio's own queue, so the appends and the I/O ran
+/// one after the other instead of side by side. A yield of the task queue
+/// (`yield_task_queue_now`) does not help: with a single task queue the
+/// executor runs the same queue again without a reactor pass. Only the
+/// reactor wakes a sleeping task, after it has submitted the write.
 pub struct SyncFuture {
     pub(crate) shared: Rc<RefCell<State>>,
     pub(crate) target_lsn: u64,
@@ -535,8 +546,7 @@ impl Future for SyncFuture {
                 return Poll::Ready(Ok(state.durable_lsn));
             }
             drop(state);
-            let mut handoff: Pin<Box<dyn Future<Output = ()>>> =
-                Box::pin(async { glommio::executor().yield_task_queue_now().await });
+            let mut handoff: Pin<Box<dyn Future<Output = ()>>> = Box::pin(glommio::timer::sleep(HANDOFF_SLEEP));
             if handoff.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(shared.borrow().durable_lsn));
             }

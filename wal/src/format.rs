@@ -181,7 +181,7 @@ pub fn encode_record_unchecksummed(record: &Record<'_>, out: &mut [u8]) {
             let (fields, rest) = tail.split_at_mut(16);
             fields[0..8].copy_from_slice(&term.to_le_bytes());
             fields[8..16].copy_from_slice(&index.to_le_bytes());
-            rest.copy_from_slice(payload);
+            copy_payload(rest, payload);
         }
         Record::HardState { state, .. } => {
             tail[0..8].copy_from_slice(&state.term.to_le_bytes());
@@ -193,6 +193,26 @@ pub fn encode_record_unchecksummed(record: &Record<'_>, out: &mut [u8]) {
             tail[0..8].copy_from_slice(&index.to_le_bytes());
             tail[8..16].copy_from_slice(&term.to_le_bytes());
         }
+    }
+}
+
+/// `out.copy_from_slice(payload)`, with payloads of 8 to 32 bytes copied
+/// as two overlapping fixed-size pieces instead of a call to `memcpy` (whose
+/// call and size dispatch cost more instructions than the copy of a 16-byte
+/// payload itself).
+#[inline]
+fn copy_payload(out: &mut [u8], payload: &[u8]) {
+    let length = payload.len();
+    match length {
+        8..=16 => {
+            out[..8].copy_from_slice(&payload[..8]);
+            out[length - 8..length].copy_from_slice(&payload[length - 8..]);
+        }
+        17..=32 => {
+            out[..16].copy_from_slice(&payload[..16]);
+            out[length - 16..length].copy_from_slice(&payload[length - 16..]);
+        }
+        _ => out.copy_from_slice(payload),
     }
 }
 

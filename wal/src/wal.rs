@@ -213,10 +213,16 @@ impl Wal {
         state.open.last_lsn = lsn;
         state.next_lsn += 1;
         state.pending_bytes += record_bytes;
-        state
-            .groups
-            .apply_at(slot, &record, lsn, offset)
-            .expect("checked above");
+        match record {
+            Record::Entry { index, term, .. } => {
+                let location = EntryLocation { lsn, term, offset };
+                state.groups.push_entry_at(slot, index, location);
+            }
+            _ => state
+                .groups
+                .apply_at(slot, &record, lsn, offset)
+                .expect("checked above"),
+        }
         Ok(lsn)
     }
 

@@ -45,7 +45,8 @@ pub trait SegmentFile {
         offset: u64,
         data: &'a [u8],
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
-        Box::pin(write_then_sync(self, offset, data))
+        let padded = align_up(data.len() as u64) as usize;
+        Box::pin(write_then_sync(self, self.write_at(offset, data), padded))
     }
 
     /// [`SegmentFile::write_durable_at`] of a sealed batch, whose buffer is
@@ -61,15 +62,15 @@ pub trait SegmentFile {
     }
 }
 
-/// `write_at`, then `sync_data` if the write was whole: a durable write in
-/// two steps, with their errors told apart.
+/// `write` (of `padded` bytes), then `sync_data` if the write was whole: a
+/// durable write in two steps, with their errors told apart.
 async fn write_then_sync<F: SegmentFile + ?Sized>(
     file: &F,
-    offset: u64,
-    data: &[u8],
+    write: impl Future<Output = io::Result<usize>>,
+    padded: usize,
 ) -> Result<usize, DurableWriteError> {
-    let written = file.write_at(offset, data).await.map_err(DurableWriteError::Write)?;
-    if written < align_up(data.len() as u64) as usize {
+    let written = write.await.map_err(DurableWriteError::Write)?;
+    if written < padded {
         return Ok(written);
     }
     file.sync_data().await.map_err(DurableWriteError::Sync)?;
@@ -175,7 +176,8 @@ impl SegmentFile for DmaSegment {
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
         Box::pin(async move {
             if data.len() < DSYNC_WRITE_BYTES_MIN {
-                return write_then_sync(self, offset, data).await;
+                let padded = align_up(data.len() as u64) as usize;
+                return write_then_sync(self, self.write_at(offset, data), padded).await;
             }
             // O_DSYNC: the write returns once its data (and the metadata needed
             // to read it back, such as the conversion of preallocated extents)
@@ -195,16 +197,8 @@ impl SegmentFile for DmaSegment {
             let buffer = batch.padded().clone();
             if batch.as_slice().len() < DSYNC_WRITE_BYTES_MIN {
                 let padded = buffer.len();
-                let written = self
-                    .file
-                    .write_rc_at(buffer, offset)
-                    .await
-                    .map_err(|error| DurableWriteError::Write(error.into()))?;
-                if written < padded {
-                    return Ok(written);
-                }
-                self.sync_data().await.map_err(DurableWriteError::Sync)?;
-                return Ok(written);
+                let write = async { Ok(self.file.write_rc_at(buffer, offset).await?) };
+                return write_then_sync(self, write, padded).await;
             }
             // O_DSYNC, as in `write_durable_at`.
             self.dsync

@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
+use crate::buffer::SealedBuffer;
 use crate::format::{align_up, BLOCK_BYTES};
 
 /// A boxed, non-`Send` future: the WAL lives on one executor.
@@ -44,19 +45,32 @@ pub trait SegmentFile {
         offset: u64,
         data: &'a [u8],
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
-        Box::pin(write_then_sync(self, offset, data))
+        let padded = align_up(data.len() as u64) as usize;
+        Box::pin(write_then_sync(self, self.write_at(offset, data), padded))
+    }
+
+    /// [`SegmentFile::write_durable_at`] of a sealed batch, whose buffer is
+    /// already block-aligned DMA memory padded with zeros: [`DmaFs`] writes
+    /// it as is, without copying it. The provided version writes
+    /// `batch.as_slice()` through `write_durable_at`.
+    fn write_durable_sealed<'a>(
+        &'a self,
+        offset: u64,
+        batch: &'a SealedBuffer,
+    ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
+        self.write_durable_at(offset, batch.as_slice())
     }
 }
 
-/// `write_at`, then `sync_data` if the write was whole: a durable write in
-/// two steps, with their errors told apart.
+/// `write` (of `padded` bytes), then `sync_data` if the write was whole: a
+/// durable write in two steps, with their errors told apart.
 async fn write_then_sync<F: SegmentFile + ?Sized>(
     file: &F,
-    offset: u64,
-    data: &[u8],
+    write: impl Future<Output = io::Result<usize>>,
+    padded: usize,
 ) -> Result<usize, DurableWriteError> {
-    let written = file.write_at(offset, data).await.map_err(DurableWriteError::Write)?;
-    if written < align_up(data.len() as u64) as usize {
+    let written = write.await.map_err(DurableWriteError::Write)?;
+    if written < padded {
         return Ok(written);
     }
     file.sync_data().await.map_err(DurableWriteError::Sync)?;
@@ -162,7 +176,8 @@ impl SegmentFile for DmaSegment {
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
         Box::pin(async move {
             if data.len() < DSYNC_WRITE_BYTES_MIN {
-                return write_then_sync(self, offset, data).await;
+                let padded = align_up(data.len() as u64) as usize;
+                return write_then_sync(self, self.write_at(offset, data), padded).await;
             }
             // O_DSYNC: the write returns once its data (and the metadata needed
             // to read it back, such as the conversion of preallocated extents)
@@ -170,6 +185,26 @@ impl SegmentFile for DmaSegment {
             write_padded(&self.dsync, offset, data)
                 .await
                 .map_err(DurableWriteError::from_dsync_write)
+        })
+    }
+
+    fn write_durable_sealed<'a>(
+        &'a self,
+        offset: u64,
+        batch: &'a SealedBuffer,
+    ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
+        Box::pin(async move {
+            let buffer = batch.padded().clone();
+            if batch.as_slice().len() < DSYNC_WRITE_BYTES_MIN {
+                let padded = buffer.len();
+                let write = async { Ok(self.file.write_rc_at(buffer, offset).await?) };
+                return write_then_sync(self, write, padded).await;
+            }
+            // O_DSYNC, as in `write_durable_at`.
+            self.dsync
+                .write_rc_at(buffer, offset)
+                .await
+                .map_err(|error| DurableWriteError::from_dsync_write(error.into()))
         })
     }
 }

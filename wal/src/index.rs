@@ -224,6 +224,20 @@ impl Groups {
         self.apply(record, lsn, offset)
     }
 
+    /// Adds an entry to the log in `slot`, whose index the caller has checked
+    /// against [`GroupLog::next_index`]: the append path's share of
+    /// [`Groups::apply_at`], without checking again.
+    #[inline]
+    pub fn push_entry_at(&mut self, slot: usize, index: u64, location: EntryLocation) {
+        let log = &mut self.logs[slot].1;
+        debug_assert!(log.next_index().is_none_or(|expected| expected == index));
+        if !log.started {
+            log.first_index = index;
+            log.started = true;
+        }
+        log.entries.push_back(location);
+    }
+
     /// Applies a record written at `offset` (of the segment holding `lsn`) with `lsn`.
     #[inline]
     pub fn apply(&mut self, record: &Record<'_>, lsn: u64, offset: u64) -> Result<(), NotContiguous> {

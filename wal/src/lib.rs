@@ -33,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod buffer;
 pub mod config;
 pub mod conformance;
 pub mod error;

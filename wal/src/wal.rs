@@ -13,11 +13,11 @@ use memmap2::Mmap;
 
 use crate::config::Config;
 use crate::error::{Error, IoOp, Result};
-use crate::format::{decode_record, encode_record, Decoded, HardState, Record};
+use crate::format::{decode_record, Decoded, HardState, Record};
 use crate::fs::{DmaFs, FileSystem};
 use crate::index::{EntryLocation, GroupState};
 use crate::recovery::{map_segment, recover, TornTail};
-use crate::writer::{run_flusher, Batch, Segment, State, SyncFuture, WriterStats};
+use crate::writer::{run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
 
 /// What opening the WAL found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,14 +123,16 @@ impl Wal {
                     .await
                     .map_err(|error| Error::io(IoOp::Open, mapped.first_lsn, &error))?;
                 file = Some(writer);
-                let start = mapped.end_offset - mapped.end_offset % crate::format::BLOCK_BYTES as u64;
-                open = Some(Batch {
-                    segment: mapped.first_lsn,
-                    file_offset: start,
-                    bytes: mapped.map[start as usize..mapped.end_offset as usize].to_vec(),
-                    record_bytes: 0,
-                    last_lsn: 0,
-                });
+                let start = crate::format::align_down(mapped.end_offset);
+                let mut batch = Batch::new(
+                    mapped.first_lsn,
+                    start,
+                    mapped.segment_bytes,
+                    &config,
+                    BATCH_CAPACITY_MIN_BYTES,
+                );
+                batch.push_bytes(&mapped.map[start as usize..mapped.end_offset as usize]);
+                open = Some(batch);
             }
             segments.push_back(Segment {
                 first_lsn: mapped.first_lsn,
@@ -148,13 +150,8 @@ impl Wal {
             groups: recovered.groups,
             segments,
             next_lsn: recovered.next_lsn,
-            open: Batch {
-                segment: 0,
-                file_offset: 0,
-                bytes: Vec::new(),
-                record_bytes: 0,
-                last_lsn: 0,
-            },
+            // Replaced below by the recovered tail or a new segment's batch.
+            open: Batch::new(0, 0, 0, &Config::default(), 0),
             sealed: VecDeque::new(),
             pending_bytes: 0,
             written_lsn: last_lsn,
@@ -168,7 +165,7 @@ impl Wal {
             flusher_waker: None,
             waiters: Vec::new(),
             stats: WriterStats::default(),
-            free_buffers: Vec::new(),
+            batch_capacity: BATCH_CAPACITY_MIN_BYTES,
             zero_frontier: Default::default(),
         };
         match open {
@@ -186,28 +183,17 @@ impl Wal {
         ))
     }
 
+    /// The append path: every record of every group goes through here, so
+    /// the common case is kept to one test for all refusals, one hash probe
+    /// of the group, one comparison for batch and segment room, and the
+    /// record encoded in place in the batch's DMA memory.
     #[inline]
     fn append(&self, record: Record<'_>) -> Result<u64> {
         let mut guard = self.shared.borrow_mut();
         let state = &mut *guard;
-        if let Some(error) = &state.poisoned {
-            return Err(error.clone());
-        }
-        if state.closed {
-            return Err(Error::Closed);
-        }
         let record_bytes = record.encoded_len();
-        if record_bytes > state.config.record_bytes_max {
-            return Err(Error::RecordTooLarge {
-                record_bytes,
-                record_bytes_max: state.config.record_bytes_max,
-            });
-        }
-        if state.pending_bytes + record_bytes > state.config.pending_bytes_max {
-            return Err(Error::Backpressure {
-                pending_bytes: state.pending_bytes,
-                pending_bytes_max: state.config.pending_bytes_max,
-            });
+        if state.refuses(record_bytes) {
+            return Err(state.refusal(record_bytes).expect("a refused append has a reason"));
         }
         // One lookup of the group serves both the check and the update.
         let slot = state.groups.slot(record.group());
@@ -218,23 +204,26 @@ impl Wal {
                 }
             }
         }
-        let segment_bytes = state.segments.back().expect("a current segment").segment_bytes;
-        if state.open.end_offset() + record_bytes as u64 > segment_bytes {
-            state.rotate();
-        } else if state.open.bytes.len() + record_bytes > state.config.batch_bytes_max {
-            state.seal_open();
+        if state.open.len() + record_bytes > state.open.bytes_limit {
+            state.make_room(record_bytes);
         }
         let lsn = state.next_lsn;
         let offset = state.open.end_offset();
-        encode_record(&record, &mut state.open.bytes);
+        state.open.push_record(&record);
         state.open.record_bytes += record_bytes;
         state.open.last_lsn = lsn;
         state.next_lsn += 1;
         state.pending_bytes += record_bytes;
-        state
-            .groups
-            .apply_at(slot, &record, lsn, offset)
-            .expect("checked above");
+        match record {
+            Record::Entry { index, term, .. } => {
+                let location = EntryLocation { lsn, term, offset };
+                state.groups.push_entry_at(slot, index, location);
+            }
+            _ => state
+                .groups
+                .apply_at(slot, &record, lsn, offset)
+                .expect("checked above"),
+        }
         Ok(lsn)
     }
 
@@ -508,11 +497,15 @@ fn read_entry(state: &mut State, index: u64, location: &EntryLocation) -> Result
             },
         });
     }
-    let batches = state.sealed.iter().map(|batch| &**batch).chain([&state.open]);
-    for batch in batches {
-        if batch.segment == segment_lsn && batch.file_offset <= location.offset && location.offset < batch.end_offset()
-        {
-            let at = (location.offset - batch.file_offset) as usize;
+    let sealed = state
+        .sealed
+        .iter()
+        .map(|batch| (batch.segment, batch.file_offset, batch.bytes.as_slice()));
+    let open = (state.open.segment, state.open.file_offset, state.open.bytes());
+    for (segment, file_offset, bytes) in sealed.chain([open]) {
+        let end_offset = file_offset + bytes.len() as u64;
+        if segment == segment_lsn && file_offset <= location.offset && location.offset < end_offset {
+            let at = (location.offset - file_offset) as usize;
             if let Decoded::Record(
                 Record::Entry {
                     term,
@@ -521,7 +514,7 @@ fn read_entry(state: &mut State, index: u64, location: &EntryLocation) -> Result
                     ..
                 },
                 _,
-            ) = decode_record(&batch.bytes[at..])
+            ) = decode_record(&bytes[at..])
             {
                 return Ok(Entry {
                     index,

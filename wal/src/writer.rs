@@ -11,7 +11,8 @@
 //! Everything appended meanwhile goes into the next open batch and the next
 //! flush. There is no timer: a lone append is flushed as soon as it is
 //! synced. The partially filled last block of a batch is copied into the
-//! next batch and rewritten by it.
+//! next batch and rewritten by it. Records are encoded straight into the
+//! batch's DMA memory ([`crate::buffer`]), which the flush writes as is.
 //!
 //! When it has nothing to flush, the flusher zeroes the current segment
 //! ahead of the log's end (up to [`crate::Config::zero_ahead_bytes`], in
@@ -37,12 +38,17 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use memmap2::Mmap;
 
+use crate::buffer::{BatchBuffer, SealedBuffer};
 use crate::config::Config;
 use crate::error::{Error, IoOp, Result};
-use crate::format::{align_up, encode_segment_header, SegmentHeader};
+use crate::format::{
+    align_down, checksum_record, encode_padding_into, encode_record_unchecksummed, encode_segment_header, Record,
+    SegmentHeader, BLOCK_BYTES,
+};
 use crate::fs::{DurableWriteError, FileSystem, SegmentFile};
 use crate::index::Groups;
 
@@ -57,26 +63,136 @@ pub const WRITE_ATTEMPTS_MAX: usize = 3;
 /// extra fdatasyncs.
 pub const ZERO_CHUNK_BYTES: usize = 128 << 10;
 
-/// Records waiting to be written to one segment, as one contiguous run of
-/// bytes starting at a block boundary.
-#[derive(Debug)]
+/// The smallest buffer a new batch starts with; it grows if the batch does.
+pub const BATCH_CAPACITY_MIN_BYTES: usize = 64 << 10;
+
+/// The open batch: records waiting to be written to one segment, as one
+/// contiguous run of bytes starting at a block boundary.
 pub struct Batch {
     /// The segment (its first LSN).
     pub segment: u64,
-    /// Where `bytes[0]` goes in the segment; a block boundary.
+    /// Where the first byte goes in the segment; a block boundary.
     pub file_offset: u64,
-    /// The carried partial block (if any) followed by the batch's records.
-    pub bytes: Vec<u8>,
+    /// The carried partial block (if any) followed by the batch's records;
+    /// the last record's CRC may still be missing (see `unchecksummed`).
+    bytes: BatchBuffer,
+    /// Where the last record starts if its CRC is not computed yet: an
+    /// append checksums the record before its own (see
+    /// [`crate::format::encode_record_unchecksummed`]), and everything that
+    /// reads the bytes checksums the last one first.
+    unchecksummed: Option<usize>,
     /// Bytes of records appended into this batch (not carried bytes).
     pub record_bytes: usize,
     /// LSN of the last record in the batch; 0 when it has none.
     pub last_lsn: u64,
+    /// Most bytes the batch takes before an append seals it (or, where the
+    /// segment ends first, rotates): `batch_bytes_max`, or the room left in
+    /// the segment. One comparison per append covers both.
+    pub bytes_limit: usize,
 }
 
 impl Batch {
+    /// An empty batch of `segment` (whose size is `segment_bytes`) starting at
+    /// `file_offset`, with room for `capacity` bytes before its buffer grows.
+    pub(crate) fn new(segment: u64, file_offset: u64, segment_bytes: u64, config: &Config, capacity: usize) -> Batch {
+        let segment_room = segment_bytes.saturating_sub(file_offset);
+        Batch {
+            segment,
+            file_offset,
+            bytes: BatchBuffer::with_capacity(capacity),
+            unchecksummed: None,
+            record_bytes: 0,
+            last_lsn: 0,
+            bytes_limit: config
+                .batch_bytes_max
+                .min(usize::try_from(segment_room).unwrap_or(usize::MAX)),
+        }
+    }
+
     /// The segment offset just past the batch's bytes.
+    #[inline]
     pub fn end_offset(&self) -> u64 {
         self.file_offset + self.bytes.len() as u64
+    }
+
+    /// Bytes in the batch, carried ones included.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True when the batch holds no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Appends `record` (its CRC is computed by the next append or read).
+    #[inline]
+    pub(crate) fn push_record(&mut self, record: &Record<'_>) {
+        self.checksum_last();
+        let start = self.bytes.len();
+        encode_record_unchecksummed(record, self.bytes.grow(record.encoded_len()));
+        self.unchecksummed = Some(start);
+    }
+
+    /// Appends bytes copied from elsewhere (a carried block); they must hold
+    /// whole, checksummed records or the start of the next one.
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
+        self.checksum_last();
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Appends a padding record of `length` bytes.
+    fn push_padding(&mut self, length: usize) {
+        self.checksum_last();
+        encode_padding_into(self.bytes.grow(length));
+    }
+
+    /// The batch's bytes, every record checksummed.
+    pub(crate) fn bytes(&mut self) -> &[u8] {
+        self.checksum_last();
+        self.bytes.as_slice()
+    }
+
+    #[inline]
+    fn checksum_last(&mut self) {
+        if let Some(start) = self.unchecksummed.take() {
+            let end = self.bytes.len();
+            checksum_record(&mut self.bytes.as_mut_slice()[start..end]);
+        }
+    }
+
+    /// Freezes the batch for its flush.
+    fn seal(mut self) -> SealedBatch {
+        self.checksum_last();
+        SealedBatch {
+            segment: self.segment,
+            file_offset: self.file_offset,
+            bytes: self.bytes.seal(),
+            record_bytes: self.record_bytes,
+            last_lsn: self.last_lsn,
+        }
+    }
+}
+
+/// A batch waiting for (or in) its flush; its bytes no longer change.
+pub struct SealedBatch {
+    /// The segment (its first LSN).
+    pub segment: u64,
+    /// Where the first byte goes in the segment; a block boundary.
+    pub file_offset: u64,
+    /// The carried partial block, the records, zeros to a block boundary.
+    pub bytes: SealedBuffer,
+    /// Bytes of records in this batch (not carried bytes).
+    pub record_bytes: usize,
+    /// LSN of the last record in the batch.
+    pub last_lsn: u64,
+}
+
+impl SealedBatch {
+    /// The segment offset just past the batch's bytes (padding excluded).
+    pub fn end_offset(&self) -> u64 {
+        self.file_offset + self.bytes.as_slice().len() as u64
     }
 }
 
@@ -125,7 +241,7 @@ pub(crate) struct ZeroFrontier {
 /// A flusher job.
 pub(crate) enum Job {
     /// Write this batch and make it durable.
-    Flush(Rc<Batch>),
+    Flush(Rc<SealedBatch>),
     /// Write `len` zeros at `offset` of `segment` and sync them.
     Zero {
         segment: u64,
@@ -144,7 +260,7 @@ pub struct State {
     pub(crate) segments: VecDeque<Segment>,
     pub(crate) next_lsn: u64,
     pub(crate) open: Batch,
-    pub(crate) sealed: VecDeque<Rc<Batch>>,
+    pub(crate) sealed: VecDeque<Rc<SealedBatch>>,
     pub(crate) pending_bytes: usize,
     pub(crate) written_lsn: u64,
     pub(crate) durable_lsn: u64,
@@ -157,21 +273,60 @@ pub struct State {
     pub(crate) flusher_waker: Option<Waker>,
     pub(crate) waiters: Vec<Waker>,
     pub(crate) stats: WriterStats,
-    /// Buffers of flushed batches, kept for reuse (at most [`FREE_BUFFERS_MAX`]).
-    pub(crate) free_buffers: Vec<Vec<u8>>,
+    /// The buffer size a new batch starts with: about the last sealed
+    /// batch's, so that a steady flow of batches never grows one.
+    pub(crate) batch_capacity: usize,
     /// Zeroing ahead of the log's end in the segment being written.
     pub(crate) zero_frontier: ZeroFrontier,
 }
 
-/// Batch buffers kept for reuse: one being filled, one being written.
-pub const FREE_BUFFERS_MAX: usize = 2;
-
 impl State {
-    /// An empty buffer with room for a whole batch, reused when possible.
-    fn fresh_buffer(&mut self) -> Vec<u8> {
-        self.free_buffers
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.config.batch_bytes_max + 2 * crate::format::BLOCK_BYTES))
+    /// The error an append is refused with, if it is: the WAL is poisoned or
+    /// closed, the record is too large, or too much waits for durability.
+    /// One test on the append path guards this (see [`State::refuses`]).
+    #[cold]
+    pub(crate) fn refusal(&self, record_bytes: usize) -> Option<Error> {
+        if let Some(error) = &self.poisoned {
+            return Some(error.clone());
+        }
+        if self.closed {
+            return Some(Error::Closed);
+        }
+        if record_bytes > self.config.record_bytes_max {
+            return Some(Error::RecordTooLarge {
+                record_bytes,
+                record_bytes_max: self.config.record_bytes_max,
+            });
+        }
+        if self.pending_bytes + record_bytes > self.config.pending_bytes_max {
+            return Some(Error::Backpressure {
+                pending_bytes: self.pending_bytes,
+                pending_bytes_max: self.config.pending_bytes_max,
+            });
+        }
+        None
+    }
+
+    /// True if an append of `record_bytes` must be refused ([`State::refusal`] says why).
+    #[inline]
+    pub(crate) fn refuses(&self, record_bytes: usize) -> bool {
+        self.poisoned.is_some()
+            || self.closed
+            || record_bytes > self.config.record_bytes_max
+            || self.pending_bytes + record_bytes > self.config.pending_bytes_max
+    }
+
+    /// Makes room in the open batch for a record of `record_bytes` that would
+    /// pass its [`Batch::bytes_limit`]: a new segment if the record does not
+    /// fit in this one, else a new batch.
+    #[cold]
+    pub(crate) fn make_room(&mut self, record_bytes: usize) {
+        let segment_bytes = self.segments.back().expect("a current segment").segment_bytes;
+        if self.open.end_offset() + record_bytes as u64 > segment_bytes {
+            self.rotate();
+        } else {
+            self.seal_open();
+        }
     }
 
     /// Moves the open batch (if it holds records) to the sealed queue and
@@ -181,19 +336,29 @@ impl State {
             return;
         }
         self.pad_large_batch();
-        let end = self.open.end_offset();
-        let next_start = end - end % crate::format::BLOCK_BYTES as u64;
-        let mut carried = self.fresh_buffer();
-        carried.extend_from_slice(&self.open.bytes[(next_start - self.open.file_offset) as usize..]);
-        let next = Batch {
-            segment: self.open.segment,
-            file_offset: next_start,
-            bytes: carried,
-            record_bytes: 0,
-            last_lsn: 0,
-        };
+        let next_start = align_down(self.open.end_offset());
+        let segment_bytes = self.segment_bytes(self.open.segment);
+        self.batch_capacity = (self.open.len() + BLOCK_BYTES).max(BATCH_CAPACITY_MIN_BYTES);
+        let mut next = Batch::new(
+            self.open.segment,
+            next_start,
+            segment_bytes,
+            &self.config,
+            self.batch_capacity,
+        );
+        let carried_from = (next_start - self.open.file_offset) as usize;
+        next.push_bytes(&self.open.bytes()[carried_from..]);
         let sealed = std::mem::replace(&mut self.open, next);
-        self.sealed.push_back(Rc::new(sealed));
+        self.sealed.push_back(Rc::new(sealed.seal()));
+    }
+
+    /// The size of `segment` (by first LSN); 0 if it is not listed.
+    fn segment_bytes(&self, segment: u64) -> u64 {
+        self.segments
+            .iter()
+            .rev()
+            .find(|listed| listed.first_lsn == segment)
+            .map_or(0, |listed| listed.segment_bytes)
     }
 
     /// Ends a large batch on a block boundary with a padding record, so the
@@ -203,7 +368,7 @@ impl State {
     /// their last block, which is cheaper than wasting most of a block.
     fn pad_large_batch(&mut self) {
         let threshold = ALIGN_BATCH_BYTES_MIN.min(self.config.batch_bytes_max / 2);
-        if self.open.bytes.len() < threshold {
+        if self.open.len() < threshold {
             return;
         }
         let block = crate::format::BLOCK_BYTES as u64;
@@ -215,13 +380,8 @@ impl State {
         if padding < crate::format::RECORD_PREFIX_BYTES as u64 {
             padding += block;
         }
-        let segment_bytes = self
-            .segments
-            .iter()
-            .find(|segment| segment.first_lsn == self.open.segment)
-            .map_or(0, |segment| segment.segment_bytes);
-        if end + padding <= segment_bytes {
-            crate::format::encode_padding(padding as usize, &mut self.open.bytes);
+        if end + padding <= self.segment_bytes(self.open.segment) {
+            self.open.push_padding(padding as usize);
         }
     }
 
@@ -242,14 +402,13 @@ impl State {
             created: false,
             map: None,
         });
-        let bytes = self.fresh_buffer();
-        self.open = Batch {
-            segment: first_lsn,
-            file_offset: crate::format::SEGMENT_HEADER_BYTES as u64,
-            bytes,
-            record_bytes: 0,
-            last_lsn: 0,
-        };
+        self.open = Batch::new(
+            first_lsn,
+            crate::format::SEGMENT_HEADER_BYTES as u64,
+            self.config.segment_bytes,
+            &self.config,
+            self.batch_capacity,
+        );
     }
 
     /// The next zeroing step, if the flusher is idle and the segment being
@@ -279,7 +438,7 @@ impl State {
         let file = entry.file.clone()?;
         // Past the open batch's last block: nothing flushed or to be flushed
         // before this step completes lies there.
-        let log_end = align_up(self.open.end_offset());
+        let log_end = crate::format::align_up(self.open.end_offset());
         let offset = self.zero_frontier.offset.max(log_end);
         let limit = entry.segment_bytes.min(log_end + ahead);
         if offset >= limit {
@@ -364,12 +523,6 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
                 state.stats.flushes += 1;
                 state.stats.bytes_written += written as u64;
                 state.zero_frontier.last_flush_bytes = written;
-                if let Ok(mut done) = Rc::try_unwrap(batch) {
-                    if state.free_buffers.len() < FREE_BUFFERS_MAX {
-                        done.bytes.clear();
-                        state.free_buffers.push(done.bytes);
-                    }
-                }
             }
             Err(error @ Error::Poisoned { .. }) => state.poisoned = Some(error),
             Err(error) => {
@@ -423,13 +576,13 @@ fn zeroed(
 
 /// Writes one batch and makes it durable (see
 /// [`SegmentFile::write_durable_at`]); returns the bytes written.
-async fn flush(shared: &Rc<RefCell<State>>, batch: &Batch) -> Result<usize> {
+async fn flush(shared: &Rc<RefCell<State>>, batch: &SealedBatch) -> Result<usize> {
     let file = segment_file(shared, batch.segment).await?;
-    let padded = align_up(batch.bytes.len() as u64) as usize;
+    let padded = batch.bytes.padded().len();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let written = match file.write_durable_at(batch.file_offset, &batch.bytes).await {
+        let written = match file.write_durable_sealed(batch.file_offset, &batch.bytes).await {
             Ok(written) => written,
             Err(DurableWriteError::Write(error)) => return Err(Error::io(IoOp::Write, batch.segment, &error)),
             Err(DurableWriteError::Sync(error)) => {
@@ -494,13 +647,23 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
     Ok(file)
 }
 
+/// How long a [`SyncFuture`] that had to wait sleeps before it resolves. The
+/// length does not matter (a timer that has not expired when first polled is
+/// all it takes); what matters is that only the reactor wakes a sleeping task.
+pub const HANDOFF_SLEEP: Duration = Duration::from_micros(1);
+
 /// Resolves once every record appended before it was created is durable.
 ///
-/// When it had to wait, it yields the glommio task queue once before
-/// resolving: by then the flusher has already queued the next flush's write,
-/// and the yield lets the reactor hand it to the kernel before the caller
-/// goes on with CPU work (appending the next turn), so that work overlaps
-/// the I/O instead of delaying its submission.
+/// When it had to wait, it sleeps for [`HANDOFF_SLEEP`] before resolving. By
+/// then the flusher has already queued the next flush's write, but glommio
+/// hands queued I/O to the kernel only in its reactor pass, between runs of
+/// the task queues: resolving at once let the caller append the whole next
+/// turn (milliseconds of CPU for a 1 MiB batch of small entries) while that
+/// write still waited in glommio's own queue, so the appends and the I/O ran
+/// one after the other instead of side by side. A yield of the task queue
+/// (`yield_task_queue_now`) does not help: with a single task queue the
+/// executor runs the same queue again without a reactor pass. Only the
+/// reactor wakes a sleeping task, after it has submitted the write.
 pub struct SyncFuture {
     pub(crate) shared: Rc<RefCell<State>>,
     pub(crate) target_lsn: u64,
@@ -526,8 +689,7 @@ impl Future for SyncFuture {
                 return Poll::Ready(Ok(state.durable_lsn));
             }
             drop(state);
-            let mut handoff: Pin<Box<dyn Future<Output = ()>>> =
-                Box::pin(async { glommio::executor().yield_task_queue_now().await });
+            let mut handoff: Pin<Box<dyn Future<Output = ()>>> = Box::pin(glommio::timer::sleep(HANDOFF_SLEEP));
             if handoff.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(shared.borrow().durable_lsn));
             }

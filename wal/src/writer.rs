@@ -654,8 +654,9 @@ pub const HANDOFF_SLEEP: Duration = Duration::from_micros(1);
 
 /// Resolves once every record appended before it was created is durable.
 ///
-/// When it had to wait, it sleeps for [`HANDOFF_SLEEP`] before resolving. By
-/// then the flusher has already queued the next flush's write, but glommio
+/// When it had to wait and the flusher has a next batch, it sleeps for
+/// [`HANDOFF_SLEEP`] before resolving. By then the flusher has already queued
+/// that flush's write, but glommio
 /// hands queued I/O to the kernel only in its reactor pass, between runs of
 /// the task queues: resolving at once let the caller append the whole next
 /// turn (milliseconds of CPU for a 1 MiB batch of small entries) while that
@@ -685,7 +686,10 @@ impl Future for SyncFuture {
         let shared = self.shared.clone();
         let mut state = shared.borrow_mut();
         if state.durable_lsn >= self.target_lsn {
-            if !self.waited {
+            // Hand off only when there is a next flush to hand off: a lone
+            // commit (the flusher idle again) resolves at once, without a
+            // reactor pass of its own.
+            if !self.waited || state.sealed.is_empty() {
                 return Poll::Ready(Ok(state.durable_lsn));
             }
             drop(state);

@@ -118,10 +118,12 @@ impl Group {
     pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
         metrics.entries_applied += entries.len() as u64;
         self.counters.entries_applied += entries.len() as u64;
-        // Committed now (they reach the state machine in this same turn).
+        // Committed now (they reach the state machine in this same turn);
+        // one clock read serves the whole batch's latencies.
+        let now = std::time::Instant::now();
         for entry in entries {
             if let Some(pending) = self.proposals.get(&entry.index) {
-                ShardMetrics::record(&mut metrics.commit_us, pending.proposed.elapsed());
+                ShardMetrics::record(&mut metrics.commit_us, now.saturating_duration_since(pending.proposed));
             }
         }
         let mut start = 0;
@@ -132,7 +134,7 @@ impl Group {
                 end += 1;
             }
             if end > start {
-                self.apply_commands(&entries[start..end], metrics);
+                self.apply_commands(&entries[start..end], metrics, now);
                 start = end;
                 continue;
             }
@@ -141,7 +143,7 @@ impl Group {
                 self.state_machine
                     .on_configuration_committed(entry.index, configuration);
             }
-            self.answer(entry.index, entry.term, Ok(Vec::new()), metrics);
+            self.answer(entry.index, entry.term, Ok(Vec::new()), metrics, now);
             start += 1;
         }
         let served = self.serve_reads();
@@ -149,7 +151,7 @@ impl Group {
         self.counters.reads_served += served;
     }
 
-    fn apply_commands(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
+    fn apply_commands(&mut self, entries: &[Entry], metrics: &mut ShardMetrics, mut now: std::time::Instant) {
         // Decide duplicates first (a retried write applies at most once),
         // then hand the fresh commands to the state machine in one call.
         let mut results: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
@@ -192,7 +194,9 @@ impl Group {
             let mut commands = fresh.iter().map(|(_, _, command)| *command);
             let started = std::time::Instant::now();
             let outputs = self.state_machine.on_apply(&mut commands);
-            ShardMetrics::record(&mut metrics.apply_us, started.elapsed());
+            // The results are answered from here: the latency includes the apply.
+            now = std::time::Instant::now();
+            ShardMetrics::record(&mut metrics.apply_us, now.saturating_duration_since(started));
             let mut outputs = outputs.into_iter();
             for (position, session, _) in &fresh {
                 let output = outputs.next().unwrap_or_default();
@@ -207,13 +211,20 @@ impl Group {
             }
         }
         for (entry, result) in entries.iter().zip(results) {
-            self.answer(entry.index, entry.term, Ok(result.unwrap_or_default()), metrics);
+            self.answer(entry.index, entry.term, Ok(result.unwrap_or_default()), metrics, now);
         }
     }
 
     /// Answers the proposal at `index`: with `result` if it is the entry that
     /// was proposed, with `NotLeader` if another entry took its place.
-    fn answer(&mut self, index: LogIndex, term: Term, result: Result<Vec<u8>, Error>, metrics: &mut ShardMetrics) {
+    fn answer(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        result: Result<Vec<u8>, Error>,
+        metrics: &mut ShardMetrics,
+        now: std::time::Instant,
+    ) {
         // Proposals below `index` whose entries never showed up were replaced.
         while let Some((&first, _)) = self.proposals.first_key_value() {
             if first > index {
@@ -222,7 +233,10 @@ impl Group {
             let pending = self.proposals.pop_first().expect("non-empty").1;
             let hint = self.core.leader();
             if first == index && pending.term == term {
-                ShardMetrics::record(&mut metrics.proposal_us, pending.received.elapsed());
+                ShardMetrics::record(
+                    &mut metrics.proposal_us,
+                    now.saturating_duration_since(pending.received),
+                );
                 pending.reply.send(result.clone(), hint);
             } else {
                 pending.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);

@@ -277,6 +277,8 @@ async fn serve_client(
         let Ok(batch) = rkyv::deserialize::<ClientRequestBatch, rkyv::rancor::Error>(archived) else {
             break;
         };
+        // One clock read per frame: its requests arrived together.
+        let received = std::time::Instant::now();
         for request in batch.requests {
             let (_, _, group) = super::shard::request_ids(&request);
             if let (Some(forwarder), Some(id)) = (&forwarder, connection_id) {
@@ -290,7 +292,7 @@ async fn serve_client(
                 }
             }
             if let Err(refused) = events.push(Event::Client {
-                received: std::time::Instant::now(),
+                received,
                 request,
                 route: route.clone(),
             }) {

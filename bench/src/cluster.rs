@@ -20,6 +20,10 @@ use coraft_net::{BlockingConnection, Hello, Role as NetRole};
 use hdrhistogram::Histogram;
 
 const CLUSTER_ID: u64 = 0xC0_4A_F7;
+/// The replication floor runs at most this long (and warms up at most
+/// `FLOOR_WARMUP_MAX`), whatever the benchmark's own duration.
+const FLOOR_DURATION_MAX: Duration = Duration::from_secs(5);
+const FLOOR_WARMUP_MAX: Duration = Duration::from_secs(1);
 /// Bound on requests one driver sends in one frame.
 const DRIVER_BATCH_MAX: usize = 4096;
 
@@ -34,6 +38,8 @@ struct Options {
     drivers: usize,
     json: bool,
     spin_before_park: Option<Duration>,
+    /// Run the replication floor ([`crate::floor`]) in the same run (3 nodes only).
+    floor: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Options> {
@@ -48,6 +54,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         drivers: 2,
         json: false,
         spin_before_park: None,
+        floor: true,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -68,9 +75,10 @@ fn parse(args: Vec<String>) -> Result<Options> {
                 options.spin_before_park = Some(Duration::from_micros(value("--spin-before-park-us")?))
             }
             "--json" => options.json = true,
+            "--no-floor" => options.floor = false,
             other => bail!(
                 "unknown option `{other}`; options: --nodes N --clients N --payload BYTES --groups N --shards N \
-                 --duration S --warmup S --drivers N --spin-before-park-us US --json"
+                 --duration S --warmup S --drivers N --spin-before-park-us US --no-floor --json"
             ),
         }
     }
@@ -124,7 +132,7 @@ fn tcp_rtt_floor_p50_us() -> Result<u64> {
 
 /// User + system CPU time of this process so far (every thread: the nodes'
 /// executors, their io_uring workers, the drivers).
-fn process_cpu() -> Duration {
+pub(crate) fn process_cpu() -> Duration {
     // SAFETY: getrusage fills the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a rusage.
@@ -299,6 +307,27 @@ pub fn run(args: Vec<String>) -> Result<()> {
     } else {
         rtt_us + floor_us
     };
+    // The same closed loop on blocking threads with nothing but the physical
+    // work: what this machine allows three replicating logs (see `floor`).
+    let replication_floor = if options.floor && options.nodes == 3 && options.clients <= crate::floor::FLOOR_CLIENTS_MAX
+    {
+        let floor_options = crate::floor::FloorOptions {
+            clients: options.clients,
+            payload: options.payload,
+            drivers: options.drivers.min(options.clients),
+            duration: options.duration.min(FLOOR_DURATION_MAX),
+            warmup: options.warmup.min(FLOOR_WARMUP_MAX),
+        };
+        if !options.json {
+            eprintln!(
+                "replication floor: {} s on blocking threads (--no-floor skips it)",
+                floor_options.duration.as_secs()
+            );
+        }
+        Some(crate::floor::run_floor(dir.path(), &floor_options).context("the replication floor")?)
+    } else {
+        None
+    };
     let addresses = free_addresses(options.nodes * options.shards)?;
     let peers: Vec<PeerSpec> = (0..options.nodes)
         .map(|n| PeerSpec {
@@ -447,7 +476,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         println!(
             "{{\"system\":\"coraft\",\"workload\":\"write\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
              \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
-             \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"tcp_rtt_floor_p50_us\":{},\"write_floor_us\":{},\"cpu_us_per_op\":{:.2}}}",
+             \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"tcp_rtt_floor_p50_us\":{},\"write_floor_us\":{},\"cpu_us_per_op\":{:.2}{}}}",
             options.nodes,
             options.groups,
             options.shards,
@@ -465,7 +494,17 @@ pub fn run(args: Vec<String>) -> Result<()> {
             floor_us,
             rtt_us,
             write_floor_us,
-            cpu_us_per_op
+            cpu_us_per_op,
+            replication_floor
+                .as_ref()
+                .map(|f| format!(
+                    ",\"floor_ops_per_s\":{:.0},\"floor_p50_us\":{},\"floor_p99_us\":{},\"floor_cpu_us_per_op\":{:.2}",
+                    f.ops_per_s,
+                    f.latency_us.value_at_quantile(0.5),
+                    f.latency_us.value_at_quantile(0.99),
+                    f.cpu_us_per_op
+                ))
+                .unwrap_or_default()
         );
     } else {
         println!(
@@ -510,6 +549,23 @@ pub fn run(args: Vec<String>) -> Result<()> {
             cpu_us_per_op,
             cpu.as_secs_f64() / seconds
         );
+        if let Some(f) = &replication_floor {
+            let fq = |quantile: f64| f.latency_us.value_at_quantile(quantile);
+            println!(
+                "  replication floor {:>7.0} writes/s, p50 {} µs, p99 {} µs, {:.2} µs CPU per write \
+                 (3 logs group-committing, loopback, blocking threads, no Raft; `coraft-bench floor`)",
+                f.ops_per_s,
+                fq(0.5),
+                fq(0.99),
+                f.cpu_us_per_op
+            );
+            println!(
+                "  against the floor   {:>5.2} of its writes/s, p50 {:.2}×, p99 {:.2}×",
+                ops as f64 / seconds / f.ops_per_s.max(1.0),
+                q(0.5) as f64 / fq(0.5).max(1) as f64,
+                q(0.99) as f64 / fq(0.99).max(1) as f64
+            );
+        }
         println!("  where the time goes (per node and shard, whole run incl. warm-up):");
         println!("    node shard  leads  turns   stalls  WAL syncs  sync p50/p99 µs   proposal→result p50/p99 µs  turn p99 µs");
         for (node, m) in &stages {

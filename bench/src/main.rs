@@ -9,6 +9,7 @@
 //! loopback.
 
 mod cluster;
+mod floor;
 mod idle;
 mod net;
 mod reactor;
@@ -23,8 +24,9 @@ fn main() -> Result<()> {
         Some("net") => net::run(args.collect()),
         Some("idle") => idle::run(args.collect()),
         Some("reactor") => reactor::run(args.collect()),
+        Some("floor") => floor::run(args.collect()),
         Some("-h") | Some("--help") => {
-            println!("usage: coraft-bench [cluster|wal|net|idle|reactor] [--json] [options]");
+            println!("usage: coraft-bench [cluster|wal|net|idle|reactor|floor] [--json] [options]");
             Ok(())
         }
         None => cluster::run(Vec::new()),

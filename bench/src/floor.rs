@@ -1,0 +1,692 @@
+//! The replication floor: what this machine's disk, loopback and cores allow
+//! for a replicated durable write when nothing but the physical work is done.
+//!
+//! Three "nodes" in one process, built from blocking threads and nothing
+//! else: no Raft, no executor, no frame schema. Closed-loop drivers send
+//! 8-byte ids with their payload over TCP to the leader; the leader appends a
+//! 64-byte record per write to its own log and sends the records to two
+//! followers over TCP; every node's flusher group-commits its log (one
+//! O_DIRECT `pwrite` of everything appended since its last flush, then
+//! `fdatasync`, the partial last block rewritten by the next flush, like the
+//! WAL); a follower acknowledges the count it has made durable; a write is
+//! answered once two of the three logs hold it (the leader's and one
+//! follower's, or both followers'). The logs write into blocks zeroed before
+//! the clock starts (a region reused in a circle), so no fdatasync converts
+//! an unwritten extent: the cheapest case the disk has.
+//!
+//! It is a floor in the sense of the other subcommands' raw sides: an
+//! optimistic bound for the same closed loop (the same clients, payload and
+//! drivers), not an implementation of anything. The cluster benchmark runs
+//! it in the same run and reports its own figures against it.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+
+/// Bytes a log record takes: a 16-byte header (id, length) and the payload
+/// padded; payloads above this less the header are refused.
+const RECORD_BYTES: usize = 64;
+/// Bytes of a request on the wire: the id and the payload's bytes.
+const REQUEST_HEADER_BYTES: usize = 8;
+/// Bytes of the zeroed region each log writes into, in a circle.
+const LOG_REGION_BYTES: u64 = 32 << 20;
+/// The most bytes one flush takes; appends beyond it wait for the next.
+const FLUSH_BYTES_MAX: usize = 4 << 20;
+/// Bytes one read from a socket takes at most.
+const READ_BUFFER_BYTES: usize = 256 << 10;
+/// Most closed-loop clients the floor runs: what is in flight (64 bytes of
+/// record per write) must fit the sockets' buffers, or its blocking threads
+/// could wait on each other.
+pub const FLOOR_CLIENTS_MAX: usize = 4096;
+/// A driver waiting longer than this for an answer gives up (the floor is stuck).
+const DRIVER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Block size of the O_DIRECT writes.
+const BLOCK: usize = 4096;
+
+/// What the floor measured.
+pub struct Floor {
+    pub ops_per_s: f64,
+    pub latency_us: Histogram<u64>,
+    pub cpu_us_per_op: f64,
+}
+
+pub struct FloorOptions {
+    pub clients: usize,
+    pub payload: usize,
+    pub drivers: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+}
+
+/// A 4096-aligned buffer for O_DIRECT writes.
+struct Aligned {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl Aligned {
+    fn zeroed(bytes: usize) -> Result<Aligned> {
+        let layout = std::alloc::Layout::from_size_align(bytes, BLOCK).context("an aligned layout")?;
+        // SAFETY: the layout is non-zero sized.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            bail!("allocating {bytes} aligned bytes");
+        }
+        Ok(Aligned { ptr, layout })
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: ptr holds layout.size() bytes, owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+// SAFETY: the buffer is owned by one thread at a time.
+unsafe impl Send for Aligned {}
+
+/// Records appended and not yet flushed, shared by a node's appender and its flusher.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    records: u64,
+    closed: bool,
+}
+
+struct LogShared {
+    pending: Mutex<Pending>,
+    ready: Condvar,
+}
+
+impl LogShared {
+    fn new() -> Arc<LogShared> {
+        Arc::new(LogShared {
+            pending: Mutex::new(Pending::default()),
+            ready: Condvar::new(),
+        })
+    }
+
+    /// Appends records; waits while a full flush's worth is already waiting.
+    fn append(&self, bytes: &[u8]) -> Result<()> {
+        let mut pending = self.pending.lock().map_err(|_| anyhow!("a log lock was poisoned"))?;
+        while pending.bytes.len() + bytes.len() > FLUSH_BYTES_MAX && !pending.closed {
+            pending = self
+                .ready
+                .wait(pending)
+                .map_err(|_| anyhow!("a log lock was poisoned"))?;
+        }
+        pending.bytes.extend_from_slice(bytes);
+        pending.records += (bytes.len() / RECORD_BYTES) as u64;
+        self.ready.notify_all();
+        Ok(())
+    }
+
+    fn close(&self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.closed = true;
+        }
+        self.ready.notify_all();
+    }
+}
+
+/// A node's log file: a zeroed region written in a circle, group-committed.
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut zeros = Aligned::zeroed(1 << 20)?;
+    let chunk = zeros.as_mut();
+    for offset in (0..LOG_REGION_BYTES).step_by(chunk.len()) {
+        pwrite_all(&file, chunk, offset).with_context(|| format!("zeroing {}", path.display()))?;
+    }
+    // SAFETY: a valid open file descriptor.
+    if unsafe { libc::fdatasync(file.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("fdatasync of {}", path.display()));
+    }
+    Ok(file)
+}
+
+fn pwrite_all(file: &std::fs::File, bytes: &[u8], offset: u64) -> Result<()> {
+    // SAFETY: bytes is a valid buffer of its length; O_DIRECT alignment is the caller's.
+    let written = unsafe { libc::pwrite(file.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), offset as i64) };
+    if written != bytes.len() as isize {
+        return Err(std::io::Error::last_os_error()).context("a floor log pwrite");
+    }
+    Ok(())
+}
+
+/// The flusher: everything appended since the last flush, one `pwrite`, one
+/// `fdatasync`; then `durable(total records durable)`.
+fn flusher(file: std::fs::File, shared: Arc<LogShared>, mut durable: impl FnMut(u64) -> Result<()>) -> Result<()> {
+    let mut buffer = Aligned::zeroed(FLUSH_BYTES_MAX + 2 * BLOCK)?;
+    let mut carry = 0usize; // bytes of the partial last block at the start of `buffer`
+    let mut offset = 0u64; // where `buffer` goes in the file
+    let mut total = 0u64;
+    loop {
+        let (bytes, records) = {
+            let mut pending = shared.pending.lock().map_err(|_| anyhow!("a log lock was poisoned"))?;
+            while pending.bytes.is_empty() && !pending.closed {
+                pending = shared
+                    .ready
+                    .wait(pending)
+                    .map_err(|_| anyhow!("a log lock was poisoned"))?;
+            }
+            if pending.bytes.is_empty() {
+                return Ok(());
+            }
+            let taken = (std::mem::take(&mut pending.bytes), pending.records);
+            pending.records = 0;
+            shared.ready.notify_all();
+            taken
+        };
+        if offset + (carry + bytes.len() + BLOCK) as u64 > LOG_REGION_BYTES {
+            offset = 0;
+            carry = 0;
+        }
+        let data = buffer.as_mut();
+        data[carry..carry + bytes.len()].copy_from_slice(&bytes);
+        let end = carry + bytes.len();
+        let padded = end.div_ceil(BLOCK) * BLOCK;
+        data[end..padded].fill(0);
+        pwrite_all(&file, &data[..padded], offset)?;
+        // SAFETY: a valid open file descriptor.
+        if unsafe { libc::fdatasync(file.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("a floor log fdatasync");
+        }
+        total += records;
+        durable(total)?;
+        let full = end / BLOCK * BLOCK;
+        data.copy_within(full..end, 0);
+        carry = end - full;
+        offset += full as u64;
+    }
+}
+
+/// The leader's view: what each log holds durable, and the writes in log
+/// order with the driver that sent each.
+struct Leader {
+    durable: [u64; 3],
+    answered: u64,
+    /// (driver, id) of every write appended and not answered, oldest first.
+    waiting: VecDeque<(usize, u64)>,
+    replies: Vec<TcpStream>,
+    scratch: Vec<Vec<u8>>,
+}
+
+impl Leader {
+    /// Answers every write that two of the three logs hold.
+    fn advance(&mut self, log: usize, durable: u64) -> Result<()> {
+        self.durable[log] = self.durable[log].max(durable);
+        let mut sorted = self.durable;
+        sorted.sort_unstable();
+        let committed = sorted[1];
+        while self.answered < committed {
+            let Some((driver, id)) = self.waiting.pop_front() else {
+                break;
+            };
+            self.scratch[driver].extend_from_slice(&id.to_le_bytes());
+            self.answered += 1;
+        }
+        for (driver, bytes) in self.scratch.iter_mut().enumerate() {
+            if !bytes.is_empty() {
+                self.replies[driver]
+                    .write_all(bytes)
+                    .context("answering a floor driver")?;
+                bytes.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lock(leader: &Mutex<Leader>) -> Result<std::sync::MutexGuard<'_, Leader>> {
+    leader
+        .lock()
+        .map_err(|_| anyhow!("the floor leader's lock was poisoned"))
+}
+
+fn connected_pair() -> Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a floor listener")?;
+    let client = TcpStream::connect(listener.local_addr()?).context("connecting a floor socket")?;
+    let (server, _) = listener.accept().context("accepting a floor socket")?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    Ok((client, server))
+}
+
+/// Reads whole units of `unit` bytes into `buffer` (keeping a partial tail
+/// for the next call); `Ok(None)` at end of stream.
+fn read_units<'a>(
+    stream: &mut TcpStream,
+    buffer: &'a mut Vec<u8>,
+    kept: &mut usize,
+    unit: usize,
+) -> Result<Option<(&'a [u8], usize)>> {
+    if buffer.len() < READ_BUFFER_BYTES {
+        buffer.resize(READ_BUFFER_BYTES, 0);
+    }
+    let read = match stream.read(&mut buffer[*kept..]) {
+        Ok(0) => return Ok(None),
+        Ok(read) => read,
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => 0,
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(error) => return Err(error).context("a floor socket read"),
+    };
+    let available = *kept + read;
+    let whole = available / unit * unit;
+    Ok(Some((&buffer[..whole], available - whole)))
+}
+
+/// Moves the partial tail (`tail` bytes after `whole`) to the front.
+fn keep_tail(buffer: &mut [u8], whole: usize, tail: usize, kept: &mut usize) {
+    buffer.copy_within(whole..whole + tail, 0);
+    *kept = tail;
+}
+
+pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
+    if options.clients == 0 || options.clients > FLOOR_CLIENTS_MAX || options.drivers == 0 {
+        bail!(
+            "the replication floor takes 1 to {FLOOR_CLIENTS_MAX} clients (asked {}) and at least one driver",
+            options.clients
+        );
+    }
+    if options.payload + 16 > RECORD_BYTES {
+        bail!(
+            "the replication floor takes payloads of at most {} bytes (asked {})",
+            RECORD_BYTES - 16,
+            options.payload
+        );
+    }
+    let request_bytes = REQUEST_HEADER_BYTES + options.payload;
+    let files = (0..3)
+        .map(|node| open_log(&dir.join(format!("floor-log-{node}"))))
+        .collect::<Result<Vec<_>>>()?;
+    let logs: Vec<Arc<LogShared>> = (0..3).map(|_| LogShared::new()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads: Vec<JoinHandle<Result<()>>> = Vec::new();
+
+    // Leader to follower links: the leader writes records, the follower acknowledges counts.
+    let mut to_followers = Vec::new();
+    let mut acks = Vec::new();
+    let mut follower_ends = Vec::new();
+    for _ in 0..2 {
+        let (leader_end, follower_end) = connected_pair()?;
+        acks.push(leader_end.try_clone()?);
+        to_followers.push(leader_end);
+        follower_ends.push(follower_end);
+    }
+    // Driver to leader links.
+    let mut driver_ends = Vec::new();
+    let mut leader_ingress = Vec::new();
+    let mut replies = Vec::new();
+    for _ in 0..options.drivers {
+        let (driver_end, leader_end) = connected_pair()?;
+        replies.push(leader_end.try_clone()?);
+        leader_ingress.push(leader_end);
+        driver_ends.push(driver_end);
+    }
+    let leader = Arc::new(Mutex::new(Leader {
+        durable: [0; 3],
+        answered: 0,
+        waiting: VecDeque::new(),
+        scratch: vec![Vec::new(); options.drivers],
+        replies,
+    }));
+
+    let mut files = files.into_iter();
+    // The leader's flusher (log 0).
+    {
+        let file = files.next().expect("three logs");
+        let shared = logs[0].clone();
+        let leader = leader.clone();
+        threads.push(std::thread::spawn(move || {
+            flusher(file, shared, |total| lock(&leader)?.advance(0, total))
+        }));
+    }
+    // Followers (logs 1 and 2): a reader appending what arrives, a flusher acknowledging.
+    for (follower, stream) in follower_ends.into_iter().enumerate() {
+        let log = follower + 1;
+        let file = files.next().expect("three logs");
+        let shared = logs[log].clone();
+        let mut ack = stream.try_clone()?;
+        threads.push(std::thread::spawn(move || {
+            flusher(file, shared, |total| {
+                ack.write_all(&total.to_le_bytes())
+                    .context("a floor follower's acknowledgement")
+            })
+        }));
+        let shared = logs[log].clone();
+        let mut stream = stream;
+        threads.push(std::thread::spawn(move || {
+            let mut buffer = Vec::new();
+            let mut kept = 0;
+            let result = loop {
+                match read_units(&mut stream, &mut buffer, &mut kept, RECORD_BYTES) {
+                    Ok(Some((records, tail))) => {
+                        let whole = records.len();
+                        if let Err(error) = shared.append(records) {
+                            break Err(error);
+                        }
+                        keep_tail(&mut buffer, whole, tail, &mut kept);
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(error) => break Err(error),
+                }
+            };
+            shared.close();
+            result
+        }));
+    }
+    // The leader's acknowledgement readers, one per follower.
+    for (follower, mut stream) in acks.into_iter().enumerate() {
+        let leader = leader.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut buffer = Vec::new();
+            let mut kept = 0;
+            while let Some((counts, tail)) = read_units(&mut stream, &mut buffer, &mut kept, 8)? {
+                let whole = counts.len();
+                if let Some(last) = counts.chunks_exact(8).last() {
+                    let total = u64::from_le_bytes(last.try_into().expect("8 bytes"));
+                    lock(&leader)?.advance(follower + 1, total)?;
+                }
+                keep_tail(&mut buffer, whole, tail, &mut kept);
+            }
+            Ok(())
+        }));
+    }
+    // The leader's ingress, one per driver: append, then send to both followers.
+    let to_followers = Arc::new(Mutex::new(to_followers));
+    for (driver, mut stream) in leader_ingress.into_iter().enumerate() {
+        let leader = leader.clone();
+        let shared = logs[0].clone();
+        let to_followers = to_followers.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut buffer = Vec::new();
+            let mut kept = 0;
+            let mut records = Vec::new();
+            while let Some((requests, tail)) = read_units(&mut stream, &mut buffer, &mut kept, request_bytes)? {
+                let whole = requests.len();
+                records.clear();
+                let mut ids = Vec::with_capacity(requests.len() / request_bytes);
+                for request in requests.chunks_exact(request_bytes) {
+                    let id = u64::from_le_bytes(request[..8].try_into().expect("8 bytes"));
+                    let mut record = [0u8; RECORD_BYTES];
+                    record[..8].copy_from_slice(&id.to_le_bytes());
+                    record[8..16].copy_from_slice(&(request.len() as u64 - 8).to_le_bytes());
+                    record[16..16 + request.len() - 8].copy_from_slice(&request[8..]);
+                    records.extend_from_slice(&record);
+                    ids.push((driver, id));
+                }
+                keep_tail(&mut buffer, whole, tail, &mut kept);
+                // One order for the leader's log, the waiting list and the followers' logs.
+                let mut links = to_followers.lock().map_err(|_| anyhow!("a floor lock was poisoned"))?;
+                lock(&leader)?.waiting.extend(ids);
+                shared.append(&records)?;
+                for link in links.iter_mut() {
+                    link.write_all(&records)
+                        .context("sending records to a floor follower")?;
+                }
+            }
+            Ok(())
+        }));
+    }
+
+    // Drivers: closed loops of `clients` writes in all, measured after the warm-up.
+    let started = Instant::now();
+    let measure_from = started + options.warmup;
+    let measure_until = measure_from + options.duration;
+    let mut drivers = Vec::new();
+    for (driver, mut stream) in driver_ends.into_iter().enumerate() {
+        let clients = options.clients / options.drivers + usize::from(driver < options.clients % options.drivers);
+        let payload = options.payload;
+        let stop = stop.clone();
+        stream.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
+        drivers.push(std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut sent_at = vec![Instant::now(); clients];
+            // Which slots wait for an answer: an answer to any other is a
+            // floor bug (a write answered twice, or one never sent).
+            let mut waiting = vec![true; clients];
+            let mut out = Vec::with_capacity(clients * (8 + payload));
+            let request = |out: &mut Vec<u8>, slot: usize| {
+                out.extend_from_slice(&(slot as u64).to_le_bytes());
+                out.resize(out.len() + payload, 0xAB);
+            };
+            for slot in 0..clients {
+                request(&mut out, slot);
+            }
+            stream.write_all(&out).context("a floor driver's first requests")?;
+            let mut buffer = Vec::new();
+            let mut kept = 0;
+            let mut done = 0u64;
+            let mut outstanding = clients;
+            while outstanding > 0 {
+                let Some((replies, tail)) = read_units(&mut stream, &mut buffer, &mut kept, 8)? else {
+                    bail!("the floor leader closed a driver's connection");
+                };
+                let whole = replies.len();
+                let now = Instant::now();
+                let stopping = now >= measure_until || stop.load(Ordering::Relaxed);
+                out.clear();
+                for reply in replies.chunks_exact(8) {
+                    let slot = u64::from_le_bytes(reply.try_into().expect("8 bytes")) as usize;
+                    let (Some(at), Some(true)) = (sent_at.get_mut(slot), waiting.get(slot).copied()) else {
+                        bail!("the floor leader answered id {slot}, which was not waiting");
+                    };
+                    if *at >= measure_from && now <= measure_until {
+                        histogram.record((now - *at).as_micros().max(1) as u64).ok();
+                        done += 1;
+                    }
+                    if stopping {
+                        outstanding -= 1;
+                        waiting[slot] = false;
+                    } else {
+                        *at = now;
+                        request(&mut out, slot);
+                    }
+                }
+                keep_tail(&mut buffer, whole, tail, &mut kept);
+                if !out.is_empty() {
+                    stream.write_all(&out).context("a floor driver's requests")?;
+                }
+            }
+            let _ = stream.shutdown(Shutdown::Both);
+            Ok((histogram, done))
+        }));
+    }
+    std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
+    let cpu_before = super::cluster::process_cpu();
+    std::thread::sleep(measure_until.saturating_duration_since(Instant::now()));
+    let cpu = super::cluster::process_cpu().saturating_sub(cpu_before);
+    stop.store(true, Ordering::Relaxed);
+
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut ops = 0u64;
+    let mut failure = None;
+    for driver in drivers {
+        match driver.join() {
+            Ok(Ok((h, done))) => {
+                histogram.add(&h).ok();
+                ops += done;
+            }
+            Ok(Err(error)) => failure = failure.or(Some(error)),
+            Err(_) => failure = failure.or(Some(anyhow!("a floor driver panicked"))),
+        }
+    }
+    // Unblock and join everything else: close the sockets, close the logs.
+    if let Ok(links) = to_followers.lock() {
+        for link in links.iter() {
+            let _ = link.shutdown(Shutdown::Both);
+        }
+    }
+    if let Ok(leader) = leader.lock() {
+        for reply in &leader.replies {
+            let _ = reply.shutdown(Shutdown::Both);
+        }
+    }
+    for log in &logs {
+        log.close();
+    }
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            // Errors after the drivers stopped are the shutdown's own (a
+            // peer's socket closed under a write).
+            Ok(Err(error)) if failure.is_none() && !stop.load(Ordering::Relaxed) => failure = Some(error),
+            Ok(Err(_)) => {}
+            Err(_) => failure = failure.or(Some(anyhow!("a floor thread panicked"))),
+        }
+    }
+    for node in 0..3 {
+        let _ = std::fs::remove_file(dir.join(format!("floor-log-{node}")));
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let seconds = options.duration.as_secs_f64();
+    Ok(Floor {
+        ops_per_s: ops as f64 / seconds,
+        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops.max(1) as f64,
+        latency_us: histogram,
+    })
+}
+
+/// `coraft-bench floor`: the replication floor alone.
+pub fn run(args: Vec<String>) -> Result<()> {
+    let mut options = FloorOptions {
+        clients: 64,
+        payload: 16,
+        drivers: 2,
+        duration: Duration::from_secs(5),
+        warmup: Duration::from_secs(1),
+    };
+    let mut json = false;
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> Result<u64> {
+            let raw = it.next().ok_or_else(|| anyhow!("{name} needs a value"))?;
+            raw.parse().with_context(|| format!("{name}: `{raw}` is not a number"))
+        };
+        match flag.as_str() {
+            "--clients" => options.clients = value("--clients")? as usize,
+            "--payload" => options.payload = value("--payload")? as usize,
+            "--drivers" => options.drivers = value("--drivers")? as usize,
+            "--duration" => options.duration = Duration::from_secs(value("--duration")?),
+            "--warmup" => options.warmup = Duration::from_secs(value("--warmup")?),
+            "--json" => json = true,
+            other => bail!(
+                "unknown option `{other}`; options: --clients N --payload BYTES --drivers N --duration S --warmup S --json"
+            ),
+        }
+    }
+    if options.clients == 0 || options.drivers == 0 {
+        bail!("--clients and --drivers must be at least 1");
+    }
+    options.drivers = options.drivers.min(options.clients);
+    if options.duration.is_zero() {
+        bail!("--duration must be at least 1 second");
+    }
+    let dir = tempfile::tempdir().context("creating the floor's temp dir")?;
+    let floor = run_floor(dir.path(), &options)?;
+    let q = |quantile: f64| floor.latency_us.value_at_quantile(quantile);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "system": "replication-floor",
+                "nodes": 3,
+                "clients": options.clients,
+                "payload": options.payload,
+                "duration_s": options.duration.as_secs(),
+                "ops_per_s": floor.ops_per_s.round(),
+                "p50_us": q(0.5),
+                "p99_us": q(0.99),
+                "p999_us": q(0.999),
+                "cpu_us_per_op": (floor.cpu_us_per_op * 100.0).round() / 100.0,
+            })
+        );
+    } else {
+        println!(
+            "replication floor: 3 logs (pwrite + fdatasync group commit), loopback TCP, blocking threads, no Raft"
+        );
+        println!(
+            "  clients {}  payload {} B  drivers {}  duration {} s",
+            options.clients,
+            options.payload,
+            options.drivers,
+            options.duration.as_secs()
+        );
+        println!("  writes/s        {:>12.0}", floor.ops_per_s);
+        println!("  latency p50     {:>9} µs", q(0.5));
+        println!("  latency p99     {:>9} µs", q(0.99));
+        println!("  latency p99.9   {:>9} µs", q(0.999));
+        println!("  CPU per write   {:>9.2} µs", floor.cpu_us_per_op);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The floor runs end to end on real files and sockets: every write is
+    /// answered exactly once (the drivers check it) and some were measured.
+    #[test]
+    fn the_floor_answers_every_write_once() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let options = FloorOptions {
+            clients: 8,
+            payload: 16,
+            drivers: 2,
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_millis(200),
+        };
+        let floor = run_floor(dir.path(), &options).expect("the floor runs");
+        assert!(floor.ops_per_s > 0.0, "no write was answered");
+        assert!(!floor.latency_us.is_empty());
+        assert!(
+            std::fs::read_dir(dir.path()).expect("the dir").next().is_none(),
+            "the logs are removed"
+        );
+    }
+
+    #[test]
+    fn bad_floor_options_are_refused() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut options = FloorOptions {
+            clients: 1,
+            payload: RECORD_BYTES,
+            drivers: 1,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+        };
+        let error = run_floor(dir.path(), &options)
+            .err()
+            .expect("a payload too large is refused");
+        assert!(error.to_string().contains("payloads of at most"), "{error}");
+        options.payload = 16;
+        options.clients = FLOOR_CLIENTS_MAX + 1;
+        assert!(run_floor(dir.path(), &options).is_err());
+    }
+}

@@ -38,6 +38,8 @@ struct Options {
     drivers: usize,
     json: bool,
     spin_before_park: Option<Duration>,
+    /// `NodeOptions::wal_zero_ahead_bytes` of every node.
+    wal_zero_ahead_bytes: u64,
     /// Run the replication floor ([`crate::floor`]) in the same run (3 nodes only).
     floor: bool,
 }
@@ -55,6 +57,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         json: false,
         spin_before_park: None,
         floor: true,
+        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -76,9 +79,10 @@ fn parse(args: Vec<String>) -> Result<Options> {
             }
             "--json" => options.json = true,
             "--no-floor" => options.floor = false,
+            "--wal-zero-ahead-bytes" => options.wal_zero_ahead_bytes = value("--wal-zero-ahead-bytes")?,
             other => bail!(
                 "unknown option `{other}`; options: --nodes N --clients N --payload BYTES --groups N --shards N \
-                 --duration S --warmup S --drivers N --spin-before-park-us US --no-floor --json"
+                 --duration S --warmup S --drivers N --spin-before-park-us US --wal-zero-ahead-bytes N --no-floor --json"
             ),
         }
     }
@@ -347,7 +351,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             wal_dir: dir.path().join(format!("node-{}", peer.id)),
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
-            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
+            wal_zero_ahead_bytes: options.wal_zero_ahead_bytes,
             groups: groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 30,
@@ -552,12 +556,15 @@ pub fn run(args: Vec<String>) -> Result<()> {
         if let Some(f) = &replication_floor {
             let fq = |quantile: f64| f.latency_us.value_at_quantile(quantile);
             println!(
-                "  replication floor {:>7.0} writes/s, p50 {} µs, p99 {} µs, {:.2} µs CPU per write \
-                 (3 logs group-committing, loopback, blocking threads, no Raft; `coraft-bench floor`)",
+                "  replication floor {:>7.0} writes/s, p50 {} µs, p99 {} µs, {:.2} µs CPU per write, \
+                 flush p50/p99 {}/{} µs (3 logs group-committing, loopback, blocking threads, no Raft; \
+                 `coraft-bench floor`)",
                 f.ops_per_s,
                 fq(0.5),
                 fq(0.99),
-                f.cpu_us_per_op
+                f.cpu_us_per_op,
+                f.flush_us.value_at_quantile(0.5),
+                f.flush_us.value_at_quantile(0.99)
             );
             println!(
                 "  against the floor   {:>5.2} of its writes/s, p50 {:.2}×, p99 {:.2}×",

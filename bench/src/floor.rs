@@ -58,6 +58,8 @@ pub struct Floor {
     pub ops_per_s: f64,
     pub latency_us: Histogram<u64>,
     pub cpu_us_per_op: f64,
+    /// Each flush's `pwrite` + `fdatasync`, over the three logs and the whole run.
+    pub flush_us: Histogram<u64>,
 }
 
 pub struct FloorOptions {
@@ -178,7 +180,12 @@ fn pwrite_all(file: &std::fs::File, bytes: &[u8], offset: u64) -> Result<()> {
 
 /// The flusher: everything appended since the last flush, one `pwrite`, one
 /// `fdatasync`; then `durable(total records durable)`.
-fn flusher(file: std::fs::File, shared: Arc<LogShared>, mut durable: impl FnMut(u64) -> Result<()>) -> Result<()> {
+fn flusher(
+    file: std::fs::File,
+    shared: Arc<LogShared>,
+    flushes: Arc<Mutex<Histogram<u64>>>,
+    mut durable: impl FnMut(u64) -> Result<()>,
+) -> Result<()> {
     let mut buffer = Aligned::zeroed(FLUSH_BYTES_MAX + 2 * BLOCK)?;
     let mut carry = 0usize; // bytes of the partial last block at the start of `buffer`
     let mut offset = 0u64; // where `buffer` goes in the file
@@ -209,10 +216,14 @@ fn flusher(file: std::fs::File, shared: Arc<LogShared>, mut durable: impl FnMut(
         let end = carry + bytes.len();
         let padded = end.div_ceil(BLOCK) * BLOCK;
         data[end..padded].fill(0);
+        let started = Instant::now();
         pwrite_all(&file, &data[..padded], offset)?;
         // SAFETY: a valid open file descriptor.
         if unsafe { libc::fdatasync(file.as_raw_fd()) } != 0 {
             return Err(std::io::Error::last_os_error()).context("a floor log fdatasync");
+        }
+        if let Ok(mut flushes) = flushes.lock() {
+            flushes.record(started.elapsed().as_micros().max(1) as u64).ok();
         }
         total += records;
         durable(total)?;
@@ -355,13 +366,18 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
     }));
 
     let mut files = files.into_iter();
+    // Every flush's write + fdatasync, all three logs, the whole run.
+    let all_flushes = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+    ));
     // The leader's flusher (log 0).
     {
+        let flushes = all_flushes.clone();
         let file = files.next().expect("three logs");
         let shared = logs[0].clone();
         let leader = leader.clone();
         threads.push(std::thread::spawn(move || {
-            flusher(file, shared, |total| lock(&leader)?.advance(0, total))
+            flusher(file, shared, flushes, |total| lock(&leader)?.advance(0, total))
         }));
     }
     // Followers (logs 1 and 2): a reader appending what arrives, a flusher acknowledging.
@@ -369,9 +385,10 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
         let log = follower + 1;
         let file = files.next().expect("three logs");
         let shared = logs[log].clone();
+        let flushes = all_flushes.clone();
         let mut ack = stream.try_clone()?;
         threads.push(std::thread::spawn(move || {
-            flusher(file, shared, |total| {
+            flusher(file, shared, flushes, |total| {
                 ack.write_all(&total.to_le_bytes())
                     .context("a floor follower's acknowledgement")
             })
@@ -564,11 +581,16 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
     if let Some(error) = failure {
         return Err(error);
     }
+    let flush_us = all_flushes
+        .lock()
+        .map_err(|_| anyhow!("the floor's flush histogram lock was poisoned"))?
+        .clone();
     let seconds = options.duration.as_secs_f64();
     Ok(Floor {
         ops_per_s: ops as f64 / seconds,
         cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops.max(1) as f64,
         latency_us: histogram,
+        flush_us,
     })
 }
 
@@ -624,6 +646,8 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 "p99_us": q(0.99),
                 "p999_us": q(0.999),
                 "cpu_us_per_op": (floor.cpu_us_per_op * 100.0).round() / 100.0,
+                "flush_p50_us": floor.flush_us.value_at_quantile(0.5),
+                "flush_p99_us": floor.flush_us.value_at_quantile(0.99),
             })
         );
     } else {
@@ -642,6 +666,11 @@ pub fn run(args: Vec<String>) -> Result<()> {
         println!("  latency p99     {:>9} µs", q(0.99));
         println!("  latency p99.9   {:>9} µs", q(0.999));
         println!("  CPU per write   {:>9.2} µs", floor.cpu_us_per_op);
+        println!(
+            "  flush p50/p99   {:>5}/{} µs (pwrite + fdatasync, all three logs)",
+            floor.flush_us.value_at_quantile(0.5),
+            floor.flush_us.value_at_quantile(0.99)
+        );
     }
     Ok(())
 }

@@ -196,13 +196,19 @@ impl RaftCore {
     fn release_read(&mut self, context: u64, requester: Option<NodeId>, index: LogIndex) {
         match requester {
             None => self.out.read_states.push(ReadState { context, index }),
-            Some(peer) => self.send(
-                peer,
-                MessageBody::ReadIndexResponse {
-                    context,
-                    index: Some(index),
-                },
-            ),
+            Some(peer) => {
+                // The follower serves the read once it has applied `index`;
+                // commits are not pushed to up-to-date followers on their
+                // own, so carry the commit index to it first.
+                self.send_append(peer, true);
+                self.send(
+                    peer,
+                    MessageBody::ReadIndexResponse {
+                        context,
+                        index: Some(index),
+                    },
+                )
+            }
         }
     }
 

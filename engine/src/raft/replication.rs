@@ -208,7 +208,17 @@ impl RaftCore {
         if self.membership_after_commit() {
             return;
         }
-        self.broadcast_append();
+        // Followers with entries to receive get them now, carrying the new
+        // commit index. An up-to-date follower is not sent an empty append
+        // just for the commit index: it learns it with the next entries or
+        // the next heartbeat (which carries it), as in SOFAJRaft and braft.
+        // An immediate empty append per commit would make every write cost
+        // each follower a second frame, a second turn and a second answer,
+        // which at one client is about a third of all the messages.
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_append(peer, false);
+        }
     }
 
     /// A follower's consistency check and append (Raft §5.3).

@@ -172,7 +172,55 @@ fn elected_leader_appends_a_noop_and_commits_it() {
     let leader = cluster.get(1);
     assert_eq!(leader.term(), Term(1));
     assert_eq!(leader.commit_index(), LogIndex(1));
+    // Followers learn the commit index with the next heartbeat.
+    let heartbeat = cluster.get(1).config().heartbeat_interval_ticks;
+    cluster.tick_all(heartbeat);
     assert_eq!(cluster.applied[&NodeId(2)][0].payload, EntryPayload::Noop);
+}
+
+#[test]
+fn an_up_to_date_follower_learns_a_commit_from_the_next_heartbeat_not_an_empty_append() {
+    // The commit index rides on the next entries or the next heartbeat; a
+    // commit alone sends no append to followers that have every entry.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    let heartbeat = cluster.get(1).config().heartbeat_interval_ticks;
+    cluster.tick_all(heartbeat);
+    let (index, _) = cluster.get(1).propose(payload("x")).unwrap();
+    // Deliver the append and both answers by hand, watching what the leader sends.
+    let mut appends_after_commit = 0;
+    for _ in 0..10 {
+        let mut inbox = Vec::new();
+        for (&id, core) in cluster.cores.iter_mut() {
+            while core.has_ready() {
+                let ready = core.take_ready();
+                if let Some(last) = ready.entries.last() {
+                    core.on_persisted(last.index, last.term);
+                }
+                cluster.applied.entry(id).or_default().extend(ready.committed_entries);
+                for message in ready.messages.into_iter().chain(ready.persisted_messages) {
+                    if id == NodeId(1) && core.commit_index() >= index {
+                        if let MessageBody::AppendEntries { entries, .. } = &message.body {
+                            assert!(!entries.is_empty(), "an empty append only for the commit index");
+                            appends_after_commit += 1;
+                        }
+                    }
+                    inbox.push(message);
+                }
+            }
+        }
+        for message in inbox {
+            if let Some(core) = cluster.cores.get_mut(&message.to) {
+                core.step(message);
+            }
+        }
+    }
+    assert_eq!(cluster.get(1).commit_index(), index, "the write committed");
+    assert_eq!(appends_after_commit, 0);
+    assert!(cluster.get(2).commit_index() < index, "not told yet");
+    cluster.tick_all(heartbeat);
+    assert_eq!(cluster.get(2).commit_index(), index, "told by the heartbeat");
+    assert_eq!(cluster.get(3).commit_index(), index);
 }
 
 #[test]
@@ -484,6 +532,9 @@ fn learner_receives_the_log_but_never_campaigns() {
     cluster.settle();
     cluster.get(1).propose(payload("x")).unwrap();
     cluster.settle();
+    // The learner has the entries; the commit index comes with a heartbeat.
+    let heartbeat = cluster.get(1).config().heartbeat_interval_ticks;
+    cluster.tick_all(heartbeat);
     assert_eq!(cluster.get(4).commit_index(), cluster.get(1).commit_index());
     cluster.isolated = vec![NodeId(1)];
     for _ in 0..100 {

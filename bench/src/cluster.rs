@@ -313,8 +313,11 @@ pub fn run(args: Vec<String>) -> Result<()> {
     };
     // The same closed loop on blocking threads with nothing but the physical
     // work: what this machine allows three replicating logs (see `floor`).
-    let replication_floor = if options.floor && options.nodes == 3 && options.clients <= crate::floor::FLOOR_CLIENTS_MAX
-    {
+    let floor_refusal = crate::floor::refusal(options.clients, options.payload);
+    if let (true, 3, Some(refusal)) = (options.floor, options.nodes, &floor_refusal) {
+        eprintln!("no replication floor in this run: {refusal}");
+    }
+    let replication_floor = if options.floor && options.nodes == 3 && floor_refusal.is_none() {
         let floor_options = crate::floor::FloorOptions {
             clients: options.clients,
             payload: options.payload,

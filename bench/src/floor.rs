@@ -33,9 +33,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 
-/// Bytes a log record takes: a 16-byte header (id, length) and the payload
-/// padded; payloads above this less the header are refused.
-const RECORD_BYTES: usize = 64;
+/// Bytes of a log record's header (the id, the payload's length, the rest
+/// zeros: about what a WAL entry record's header and session take).
+const RECORD_HEADER_BYTES: usize = 48;
+/// Largest payload the floor takes.
+pub const FLOOR_PAYLOAD_MAX: usize = 64 << 10;
 /// Bytes of a request on the wire: the id and the payload's bytes.
 const REQUEST_HEADER_BYTES: usize = 8;
 /// Bytes of the zeroed region each log writes into, in a circle.
@@ -44,10 +46,33 @@ const LOG_REGION_BYTES: u64 = 32 << 20;
 const FLUSH_BYTES_MAX: usize = 4 << 20;
 /// Bytes one read from a socket takes at most.
 const READ_BUFFER_BYTES: usize = 256 << 10;
-/// Most closed-loop clients the floor runs: what is in flight (64 bytes of
-/// record per write) must fit the sockets' buffers, or its blocking threads
+/// Most record bytes the floor's clients may have in flight (one record per
+/// client): they must fit the sockets' buffers, or its blocking threads
 /// could wait on each other.
-pub const FLOOR_CLIENTS_MAX: usize = 4096;
+pub const FLOOR_INFLIGHT_BYTES_MAX: usize = 1 << 20;
+
+/// Bytes of the floor's log record for a payload: the header and the
+/// payload rounded up to 8 bytes.
+fn record_bytes(payload: usize) -> usize {
+    RECORD_HEADER_BYTES + payload.div_ceil(8) * 8
+}
+
+/// Why the floor cannot run this workload, if it cannot.
+pub fn refusal(clients: usize, payload: usize) -> Option<String> {
+    if payload > FLOOR_PAYLOAD_MAX {
+        return Some(format!(
+            "the replication floor takes payloads of at most {FLOOR_PAYLOAD_MAX} bytes (asked {payload})"
+        ));
+    }
+    if clients == 0 || clients.saturating_mul(record_bytes(payload)) > FLOOR_INFLIGHT_BYTES_MAX {
+        return Some(format!(
+            "the replication floor takes 1 to {} clients of {payload}-byte payloads \
+             (FLOOR_INFLIGHT_BYTES_MAX; asked {clients})",
+            FLOOR_INFLIGHT_BYTES_MAX / record_bytes(payload)
+        ));
+    }
+    None
+}
 /// A driver waiting longer than this for an answer gives up (the floor is stuck).
 const DRIVER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Block size of the O_DIRECT writes.
@@ -114,13 +139,15 @@ struct Pending {
 struct LogShared {
     pending: Mutex<Pending>,
     ready: Condvar,
+    record_bytes: usize,
 }
 
 impl LogShared {
-    fn new() -> Arc<LogShared> {
+    fn new(record_bytes: usize) -> Arc<LogShared> {
         Arc::new(LogShared {
             pending: Mutex::new(Pending::default()),
             ready: Condvar::new(),
+            record_bytes,
         })
     }
 
@@ -134,7 +161,7 @@ impl LogShared {
                 .map_err(|_| anyhow!("a log lock was poisoned"))?;
         }
         pending.bytes.extend_from_slice(bytes);
-        pending.records += (bytes.len() / RECORD_BYTES) as u64;
+        pending.records += (bytes.len() / self.record_bytes) as u64;
         self.ready.notify_all();
         Ok(())
     }
@@ -316,24 +343,18 @@ fn keep_tail(buffer: &mut [u8], whole: usize, tail: usize, kept: &mut usize) {
 }
 
 pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
-    if options.clients == 0 || options.clients > FLOOR_CLIENTS_MAX || options.drivers == 0 {
-        bail!(
-            "the replication floor takes 1 to {FLOOR_CLIENTS_MAX} clients (asked {}) and at least one driver",
-            options.clients
-        );
+    if let Some(refusal) = refusal(options.clients, options.payload) {
+        bail!(refusal);
     }
-    if options.payload + 16 > RECORD_BYTES {
-        bail!(
-            "the replication floor takes payloads of at most {} bytes (asked {})",
-            RECORD_BYTES - 16,
-            options.payload
-        );
+    if options.drivers == 0 {
+        bail!("the replication floor needs at least one driver");
     }
     let request_bytes = REQUEST_HEADER_BYTES + options.payload;
+    let record_bytes = record_bytes(options.payload);
     let files = (0..3)
         .map(|node| open_log(&dir.join(format!("floor-log-{node}"))))
         .collect::<Result<Vec<_>>>()?;
-    let logs: Vec<Arc<LogShared>> = (0..3).map(|_| LogShared::new()).collect();
+    let logs: Vec<Arc<LogShared>> = (0..3).map(|_| LogShared::new(record_bytes)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads: Vec<JoinHandle<Result<()>>> = Vec::new();
 
@@ -399,7 +420,7 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
             let mut buffer = Vec::new();
             let mut kept = 0;
             let result = loop {
-                match read_units(&mut stream, &mut buffer, &mut kept, RECORD_BYTES) {
+                match read_units(&mut stream, &mut buffer, &mut kept, record_bytes) {
                     Ok(Some((records, tail))) => {
                         let whole = records.len();
                         if let Err(error) = shared.append(records) {
@@ -448,11 +469,12 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
                 let mut ids = Vec::with_capacity(requests.len() / request_bytes);
                 for request in requests.chunks_exact(request_bytes) {
                     let id = u64::from_le_bytes(request[..8].try_into().expect("8 bytes"));
-                    let mut record = [0u8; RECORD_BYTES];
+                    let start = records.len();
+                    records.resize(start + record_bytes, 0);
+                    let record = &mut records[start..];
                     record[..8].copy_from_slice(&id.to_le_bytes());
                     record[8..16].copy_from_slice(&(request.len() as u64 - 8).to_le_bytes());
-                    record[16..16 + request.len() - 8].copy_from_slice(&request[8..]);
-                    records.extend_from_slice(&record);
+                    record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + request.len() - 8].copy_from_slice(&request[8..]);
                     ids.push((driver, id));
                 }
                 keep_tail(&mut buffer, whole, tail, &mut kept);
@@ -705,7 +727,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut options = FloorOptions {
             clients: 1,
-            payload: RECORD_BYTES,
+            payload: FLOOR_PAYLOAD_MAX + 1,
             drivers: 1,
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,
@@ -715,7 +737,7 @@ mod tests {
             .expect("a payload too large is refused");
         assert!(error.to_string().contains("payloads of at most"), "{error}");
         options.payload = 16;
-        options.clients = FLOOR_CLIENTS_MAX + 1;
+        options.clients = FLOOR_INFLIGHT_BYTES_MAX / record_bytes(16) + 1;
         assert!(run_floor(dir.path(), &options).is_err());
     }
 }

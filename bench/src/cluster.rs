@@ -89,7 +89,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
     if options.clients == 0 || options.groups == 0 || options.shards == 0 || options.drivers == 0 {
         bail!("--clients, --groups, --shards and --drivers must be at least 1");
     }
-    if options.nodes == 0 || options.nodes % 2 == 0 {
+    if options.nodes == 0 || options.nodes.is_multiple_of(2) {
         bail!(
             "--nodes must be odd (1, 3, 5, ...): a Raft cluster of {} nodes",
             options.nodes

@@ -14,6 +14,7 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::Serialize;
 
+use crate::checksum;
 use crate::error::NetError;
 use crate::schema::{ClientRequestBatch, ClientResponseBatch, Envelope, RaftBatch, RaftBatchRef, RaftBody};
 
@@ -278,8 +279,21 @@ impl FrameEncoder {
 }
 
 /// Writes of at least this many bytes that are payloads of the body being
-/// encoded are not copied by a [`ScatterEncoder`]: the frame points at them.
-pub const SCATTER_MIN_BYTES: usize = 1024;
+/// encoded are not copied by a [`ScatterEncoder`]: the frame points at them
+/// and `sendmsg` gathers them. Smaller payloads are copied into the frame by
+/// the pass that computes the CRC ([`COPY_WITH_CRC_MIN_BYTES`]): with 4 KiB
+/// entries that costs the sender ~3 ns per 1000 bytes more than the CRC
+/// alone and saves the kernel ~20 % of its copy, which is slower per byte
+/// gathering a slice per payload than copying one contiguous frame
+/// (docs/benchmarks.md, "## Net", session 4). Large payloads (snapshot
+/// chunks, big entries) stay in place, so a frame's buffer stays about the
+/// frame split size.
+pub const SCATTER_MIN_BYTES: usize = 64 * 1024;
+
+/// Writes of at least this many bytes are copied and checksummed in one pass
+/// (`checksum.rs`); shorter ones are copied plainly and checksummed
+/// with the bytes around them.
+pub const COPY_WITH_CRC_MIN_BYTES: usize = 1024;
 
 /// The serializer rkyv runs when a body is encoded by a [`ScatterEncoder`].
 pub type ScatterSerializer<'a, 'b> = HighSerializer<&'b mut ScatterWriter, ArenaHandle<'a>, rancor::Error>;
@@ -294,11 +308,17 @@ enum Segment {
 }
 
 /// The rkyv writer of a [`ScatterEncoder`]: copies small writes into its
-/// buffer and records large writes of registered payloads as references.
+/// buffer and records large writes of registered payloads as references,
+/// computing the body's CRC32 as the bytes go by (rkyv writes a body front
+/// to back, never going back to patch it).
 #[derive(Debug, Default)]
 pub struct ScatterWriter {
     buffer: AlignedVec<FRAME_ALIGN_BYTES>,
     segments: Vec<Segment>,
+    /// CRC32 of the body up to `crc_end` and the payloads sent in place.
+    crc: u32,
+    /// Where the bytes of `buffer` not yet in `crc` start.
+    crc_end: usize,
     /// Where the open inline segment starts in `buffer`.
     inline_start: usize,
     /// Bytes of the frame so far (inline and payload).
@@ -336,9 +356,17 @@ impl ScatterWriter {
         }
     }
 
+    /// Brings `crc` up to the end of `buffer`.
+    fn checksum_buffered(&mut self) {
+        self.crc = checksum::crc32_update(self.crc, &self.buffer[self.crc_end..]);
+        self.crc_end = self.buffer.len();
+    }
+
     fn clear(&mut self) {
         self.buffer.clear();
         self.segments.clear();
+        self.crc = 0;
+        self.crc_end = 0;
         self.payloads.clear();
         self.next_payload = 0;
         self.inline_start = 0;
@@ -355,11 +383,15 @@ impl rkyv::ser::Positional for ScatterWriter {
 impl<E> rkyv::ser::Writer<E> for ScatterWriter {
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
         if bytes.len() >= SCATTER_MIN_BYTES && self.take_payload(bytes) {
+            self.checksum_buffered();
+            self.crc = checksum::crc32_update(self.crc, bytes);
             self.close_inline();
             self.segments.push(Segment::Payload {
                 address: bytes.as_ptr() as usize,
                 len: bytes.len(),
             });
+        } else if bytes.len() >= COPY_WITH_CRC_MIN_BYTES {
+            (self.crc, self.crc_end) = checksum::append_with_crc(&mut self.buffer, self.crc_end, bytes, self.crc);
         } else {
             append(&mut self.buffer, bytes);
         }
@@ -371,12 +403,37 @@ impl<E> rkyv::ser::Writer<E> for ScatterWriter {
 /// Appends `bytes` to `buffer`. rkyv writes an archive as many small pieces
 /// (a field block, a few bytes of padding, a short payload); a `memcpy` call
 /// per piece of unknown length was a fifth of a 64-byte message's encoding,
-/// so pieces up to 32 bytes are copied with two overlapping fixed-size moves.
+/// so pieces up to 32 bytes are copied with two overlapping fixed-size moves,
+/// and pieces up to 128 bytes (an archived `Envelope` is 104) with two or
+/// four 32-byte ones.
 #[inline]
 fn append(buffer: &mut AlignedVec<FRAME_ALIGN_BYTES>, bytes: &[u8]) {
     let len = bytes.len();
-    if len > 32 {
+    if len > 128 {
         buffer.extend_from_slice(bytes);
+        return;
+    }
+    if len > 32 {
+        buffer.reserve(len);
+        let old_len = buffer.len();
+        let src = bytes.as_ptr();
+        // SAFETY: as below: `reserve` made room for `len` (33..=128) more
+        // bytes; the 32-byte moves read inside `bytes` and write inside that
+        // room (pairs overlap each other when `len` is not 64 or 128).
+        unsafe {
+            let dst = buffer.as_mut_ptr().add(old_len);
+            let move_32 = |at: usize| {
+                let chunk = std::ptr::read_unaligned(src.add(at).cast::<[u8; 32]>());
+                std::ptr::write_unaligned(dst.add(at).cast::<[u8; 32]>(), chunk);
+            };
+            move_32(0);
+            move_32(len - 32);
+            if len > 64 {
+                move_32(32);
+                move_32(len - 64);
+            }
+            buffer.set_len(old_len + len);
+        }
         return;
     }
     buffer.reserve(len);
@@ -480,6 +537,7 @@ impl ScatterEncoder {
         });
         writer.buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
         writer.pos = FRAME_HEADER_BYTES;
+        writer.crc_end = FRAME_HEADER_BYTES;
         let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, &mut *writer);
         if let Err(error) = result {
             writer.clear();
@@ -496,22 +554,12 @@ impl ScatterEncoder {
                 max_bytes: FRAME_BODY_MAX_BYTES,
             });
         }
-        writer.close_inline();
-        let mut crc = crc32fast::Hasher::new();
-        {
-            let frame = ScatteredFrame { writer: &*writer };
-            let mut skip = FRAME_HEADER_BYTES;
-            for slice in frame.slices() {
-                let taken = skip.min(slice.len());
-                skip -= taken;
-                crc.update(&slice[taken..]);
-            }
-        }
+        writer.checksum_buffered();
         let header = FrameHeader {
             version: WIRE_VERSION,
             kind: B::KIND,
             body_bytes,
-            body_crc: crc.finalize(),
+            body_crc: writer.crc,
         };
         writer.buffer[..FRAME_HEADER_BYTES].copy_from_slice(&header.to_bytes());
         let padding = padded(body_bytes) - body_bytes;

@@ -3,7 +3,8 @@
 //! Layers, bottom up:
 //! - [`schema`]: the versioned rkyv schema of Raft and client messages.
 //! - [`frame`]: frame header, [`frame::FrameEncoder`] (many frames, one buffer)
-//!   and [`frame::ScatterEncoder`] (one frame as slices, payloads left in place).
+//!   and [`frame::ScatterEncoder`] (one frame as slices: large payloads left in
+//!   place, smaller ones copied by the pass that computes the CRC, `checksum.rs`).
 //! - [`decoder`]: [`decoder::FrameDecoder`], which turns untrusted bytes into
 //!   validated [`decoder::Frame`]s read in place (zero-copy payloads).
 //! - [`handshake`]: the fixed-layout hello exchanged first on every connection.
@@ -62,6 +63,7 @@
 #![deny(missing_docs)]
 
 pub mod blocking;
+mod checksum;
 pub mod config;
 pub mod decoder;
 pub mod error;

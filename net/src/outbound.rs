@@ -5,9 +5,10 @@
 //! (an error when full) or [`OutboundConnection::send`] (waits for room).
 //! A writer task per connection takes *everything* queued, cuts it into
 //! frames of about [`FRAME_SPLIT_BYTES`], and hands each frame to the kernel
-//! in one `sendmsg` (header and archive from the encoder's buffer, large
-//! payloads in place: [`crate::frame::ScatterEncoder`]); while that write is
-//! in progress new messages pile up for the next frames. So batches form
+//! in one `sendmsg` (header, archive and payloads under 64 KiB from the
+//! encoder's buffer, larger payloads in place:
+//! [`crate::frame::ScatterEncoder`]); while that write is in progress new
+//! messages pile up for the next frames. So batches form
 //! from what is already queued and a lone message leaves at once: no timer.
 //! [`OutboundConnection::send`] lets a runnable writer go first once a
 //! frame's worth is queued, so frames leave while their payloads are in cache.
@@ -43,6 +44,11 @@ use crate::socket::{tune_stream, Backoff};
 
 /// An encoder buffer that grew past this many times the queue bound is
 /// released once idle (it never should: a frame is at most the queue bound).
+/// The buffer holds a whole frame but its payloads of
+/// [`crate::frame::SCATTER_MIN_BYTES`] or more: about [`FRAME_FILL_MAX_BYTES`]
+/// for frames of many messages, and up to one message's size (at most the
+/// queue bound) after a message of many smaller entries; that is kept for
+/// the next frames rather than reallocated.
 pub const ENCODER_RETAIN_QUEUE_MULTIPLE: usize = 2;
 
 /// A writer cuts what it took from the queue into frames of about this many
@@ -429,8 +435,9 @@ async fn connect(config: &NetConfig, peer: &PeerAddress) -> Result<TcpStream, Ne
 /// the senders at once. So the peer validates one frame while the next is
 /// being encoded and copied, the frames stay in cache from encoding to the
 /// kernel's copy, and the queue refills while the rest is written. Frames are
-/// encoded in place from the queue ([`RaftBatchRef`]) and large payloads go
-/// to the kernel from where they are ([`ScatterEncoder`], `writev`).
+/// encoded in place from the queue ([`RaftBatchRef`]) and payloads of 64 KiB
+/// or more go to the kernel from where they are ([`ScatterEncoder`],
+/// `writev`).
 async fn write_loop(shared: &Shared, mut stream: TcpStream, encoder: &mut ScatterEncoder) -> NetError {
     let mut taken = Vec::new();
     loop {

@@ -1,7 +1,8 @@
 //! The scatter encoder puts exactly the bytes of the contiguous encoder on
-//! the wire, without copying large payloads, and its frames decode.
+//! the wire, without copying large payloads (those it copies, it copies in
+//! the pass that computes the CRC), and its frames decode.
 
-use coraft_net::frame::{ScatterEncoder, SCATTER_MIN_BYTES};
+use coraft_net::frame::{ScatterEncoder, COPY_WITH_CRC_MIN_BYTES, SCATTER_MIN_BYTES};
 use coraft_net::schema::{
     entry_kind, AppendEntries, ArchivedRaftBody, Configuration, Entry, Envelope, Heartbeat, InstallSnapshot, RaftBatch,
     RaftBatchRef, RaftBody,
@@ -88,16 +89,18 @@ fn contiguous_bytes(messages: &[Envelope]) -> Vec<u8> {
 
 #[test]
 fn large_payloads_are_sent_in_place_and_the_bytes_match() {
-    let messages: Vec<Envelope> = (0..16).map(|index| append(index, &[4096, 64, 2 * 4096])).collect();
+    let messages: Vec<Envelope> = (0..4)
+        .map(|index| append(index, &[SCATTER_MIN_BYTES, 64, 2 * SCATTER_MIN_BYTES]))
+        .collect();
     let (bytes, copied) = scattered_bytes(&messages);
     assert_eq!(bytes, contiguous_bytes(&messages));
     assert!(
-        copied < 16 * 1024,
+        copied < 4 * 1024,
         "{copied} bytes copied: payloads were not left in place"
     );
     let frames = decode_all(&bytes).unwrap();
     let batch = frames[0].raft().unwrap();
-    assert_eq!(batch.messages.len(), 16);
+    assert_eq!(batch.messages.len(), 4);
     for (archived, original) in batch.messages.iter().zip(&messages) {
         let (ArchivedRaftBody::AppendEntries(archived), RaftBody::AppendEntries(original)) =
             (&archived.body, &original.body)
@@ -111,8 +114,25 @@ fn large_payloads_are_sent_in_place_and_the_bytes_match() {
 }
 
 #[test]
+fn smaller_payloads_are_copied_into_the_frame_with_the_same_bytes_and_checksum() {
+    let sizes = [
+        COPY_WITH_CRC_MIN_BYTES - 1,
+        COPY_WITH_CRC_MIN_BYTES,
+        4096,
+        4096 + 77,
+        SCATTER_MIN_BYTES - 1,
+    ];
+    let messages: Vec<Envelope> = (0..16).map(|index| append(index, &sizes)).collect();
+    let (bytes, copied) = scattered_bytes(&messages);
+    assert_eq!(bytes, contiguous_bytes(&messages));
+    assert_eq!(copied, bytes.len(), "one contiguous frame");
+    let frames = decode_all(&bytes).unwrap();
+    assert_eq!(frames[0].raft().unwrap().messages.len(), 16);
+}
+
+#[test]
 fn a_payload_shared_by_many_messages_of_a_frame_is_sent_in_place_each_time() {
-    let shared = coraft_net::bytes::Bytes::from(vec![0x3c; 4096]);
+    let shared = coraft_net::bytes::Bytes::from(vec![0x3c; SCATTER_MIN_BYTES]);
     let messages: Vec<Envelope> = (0..8)
         .map(|index| {
             let mut message = append(index, &[0]);
@@ -130,7 +150,16 @@ fn a_payload_shared_by_many_messages_of_a_frame_is_sent_in_place_each_time() {
 proptest! {
     #[test]
     fn scattered_frames_equal_contiguous_frames(
-        sizes in prop::collection::vec(prop::collection::vec(0usize..3 * SCATTER_MIN_BYTES, 0..4), 0..24)
+        sizes in prop::collection::vec(
+            prop::collection::vec(
+                prop_oneof![
+                    4 => 0usize..3 * COPY_WITH_CRC_MIN_BYTES,
+                    1 => SCATTER_MIN_BYTES - 300..SCATTER_MIN_BYTES + 300,
+                ],
+                0..4,
+            ),
+            0..24,
+        )
     ) {
         let messages: Vec<Envelope> = sizes
             .into_iter()

@@ -346,7 +346,7 @@ impl Shard {
                 self.metrics.requests_timed_out += group.expire(self.request_timeout);
             }
         }
-        if self.ticks % EXPIRE_SCAN_TICKS == 0 {
+        if self.ticks.is_multiple_of(EXPIRE_SCAN_TICKS) {
             // A quiet group may still hold a request of this node's (a
             // follower's read whose ReadIndex was lost before the group went
             // quiet): look at every group now and then.

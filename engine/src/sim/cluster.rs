@@ -116,7 +116,7 @@ impl Cluster {
             },
             incoming_snapshot: vec![None; total as usize],
             trace: std::env::var_os("CORAFT_SIM_TRACE").is_some(),
-            quiesce: mix(options.seed, 0x71E7) % 2 == 0,
+            quiesce: mix(options.seed, 0x71E7).is_multiple_of(2),
             silent_ticks: vec![vec![0; total as usize]; total as usize],
             options,
         };

@@ -9,6 +9,11 @@
 //! outstanding), except the single-entry point, which appends and awaits
 //! each sync alone to measure the latency of a lone durable append.
 //!
+//! The WAL side appends each batch as one `append_entries` call per group
+//! (a run of ~1/64 of the batch's entries), as the engine appends a Ready's
+//! entries; `--per-entry` appends with one `append_entry` call per entry
+//! instead, round robin over the groups (the harness before 2026-11-24).
+//!
 //! Neither side prepares data inside its timed loop: the floor writes one
 //! buffer filled before its clock starts, the WAL appends one payload
 //! allocated before its clock starts. `--raw-dsync` makes the floor write
@@ -21,7 +26,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use coraft_wal::{Config, Wal};
+use coraft_wal::{Config, NewEntry, Wal};
 use glommio::io::OpenOptions;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
@@ -83,6 +88,8 @@ struct Options {
     point: Option<usize>,
     /// The floor writes with O_DSYNC instead of write + fdatasync.
     raw_dsync: bool,
+    /// The WAL side appends with one `append_entry` call per entry.
+    per_entry: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Options> {
@@ -92,6 +99,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         seconds: SECONDS_PER_SIDE_DEFAULT,
         point: None,
         raw_dsync: false,
+        per_entry: false,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -102,6 +110,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
                 options.seconds = args.next().context("--seconds needs a value")?.parse()?;
             }
             "--raw-dsync" => options.raw_dsync = true,
+            "--per-entry" => options.per_entry = true,
             "--point" => {
                 let point: usize = args.next().context("--point needs a number")?.parse()?;
                 if point >= POINTS.len() {
@@ -110,7 +119,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
                 options.point = Some(point);
             }
             "-h" | "--help" => {
-                println!("usage: coraft-bench wal [--json] [--dir DIR] [--seconds PER_SIDE] [--point N] [--raw-dsync]");
+                println!("usage: coraft-bench wal [--json] [--dir DIR] [--seconds PER_SIDE] [--point N] [--raw-dsync] [--per-entry]");
                 std::process::exit(0);
             }
             other => bail!("unknown option `{other}`; try --help"),
@@ -135,6 +144,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let json = options.json;
     let only = options.point;
     let raw_dsync = options.raw_dsync;
+    let per_entry = options.per_entry;
     executor.run(async move {
         if !json {
             println!(
@@ -163,7 +173,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 let raw_path = dir.join(format!("raw-{number}-{turn}"));
                 raw.add(&measure_raw(&raw_path, *point, round, raw_dsync).await?);
                 let wal_dir = dir.join(format!("wal-{number}-{turn}"));
-                wal.add(&measure_wal(&wal_dir, *point, round).await?);
+                wal.add(&measure_wal(&wal_dir, *point, round, per_entry).await?);
             }
             report(json, *point, &raw, &wal);
         }
@@ -248,17 +258,35 @@ async fn measure_raw(path: &Path, point: Point, seconds: Duration, dsync: bool) 
     Ok(measured)
 }
 
-async fn measure_wal(dir: &Path, point: Point, seconds: Duration) -> Result<Measured> {
+async fn measure_wal(dir: &Path, point: Point, seconds: Duration, per_entry: bool) -> Result<Measured> {
     let (wal, _) = Wal::open(dir, Config::default()).await?;
     let wal = Rc::new(wal);
     let payload = vec![0x5a; point.payload];
+    let run = vec![
+        NewEntry {
+            term: 1,
+            entry_type: 0,
+            payload: &payload[..],
+        };
+        point.entries_per_batch.div_ceil(GROUPS as usize)
+    ];
     let mut next_index = vec![1u64; GROUPS as usize];
     let mut append_batch = |wal: &Wal| -> Result<()> {
-        for entry in 0..point.entries_per_batch {
-            let group = entry as u64 % GROUPS;
+        if per_entry {
+            for entry in 0..point.entries_per_batch {
+                let group = entry as u64 % GROUPS;
+                let index = &mut next_index[group as usize];
+                wal.append_entry(group, *index, 1, 0, &payload)?;
+                *index += 1;
+            }
+            return Ok(());
+        }
+        for group in 0..GROUPS.min(point.entries_per_batch as u64) {
+            // The entries `e` of the batch with `e % GROUPS == group`.
+            let count = (point.entries_per_batch - group as usize).div_ceil(GROUPS as usize);
             let index = &mut next_index[group as usize];
-            wal.append_entry(group, *index, 1, 0, &payload)?;
-            *index += 1;
+            wal.append_entries(group, *index, &run[..count])?;
+            *index += count as u64;
         }
         Ok(())
     };

@@ -1,7 +1,9 @@
 //! The synchronous append path alone, for `perf stat`, `perf record` and
-//! `valgrind --tool=callgrind`: 16-byte entries over 64 groups, round robin,
-//! one `append_entry` call per entry, in batches of 20,000 (a 1 MiB flush),
-//! as `coraft-bench wal --point 2` appends them.
+//! `valgrind --tool=callgrind`: 16-byte entries over 64 groups, in batches
+//! of 20,000 (a 1 MiB flush), as `coraft-bench wal --point 2` appends them:
+//! one `append_entries` call per group and batch (a run of ~312 entries, as
+//! the engine appends a Ready's entries), or with `per-entry` as a second
+//! argument one `append_entry` call per entry, round robin over the groups.
 //!
 //! The WAL writes through a file system that completes every write and sync
 //! at once without touching a disk, so the process never waits for I/O (and
@@ -12,6 +14,7 @@
 //! ```sh
 //! cargo build --release -p coraft-wal --example append_profile
 //! perf stat -e instructions:u target/release/examples/append_profile 50
+//! perf stat -e instructions:u target/release/examples/append_profile 50 per-entry
 //! ```
 
 use std::io;
@@ -21,7 +24,7 @@ use std::time::Instant;
 
 use coraft_wal::format::align_up;
 use coraft_wal::fs::LocalBoxFuture;
-use coraft_wal::{Config, FileSystem, SegmentFile, Wal};
+use coraft_wal::{Config, FileSystem, NewEntry, SegmentFile, Wal};
 use glommio::{LocalExecutorBuilder, Placement};
 
 const ENTRIES_PER_BATCH: u64 = 20_000;
@@ -73,6 +76,11 @@ fn main() -> anyhow::Result<()> {
         Some(count) => count.parse()?,
         None => BATCHES_DEFAULT,
     };
+    let per_entry = match std::env::args().nth(2).as_deref() {
+        None => false,
+        Some("per-entry") => true,
+        Some(other) => anyhow::bail!("unknown mode `{other}` (try `per-entry`)"),
+    };
     let dir = tempfile::tempdir()?;
     let path = dir.path().to_path_buf();
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
@@ -82,15 +90,33 @@ fn main() -> anyhow::Result<()> {
         let (wal, _) = Wal::open_with_fs(&path, Config::default(), Rc::new(DiscardingFs)).await?;
         let payload = [0x5au8; PAYLOAD_BYTES];
         let mut next_index = [1u64; GROUPS as usize];
+        let run = vec![
+            NewEntry {
+                term: 1,
+                entry_type: 0,
+                payload: &payload[..],
+            };
+            ENTRIES_PER_BATCH.div_ceil(GROUPS) as usize
+        ];
         let start = Instant::now();
         // Two commits outstanding, as `coraft-bench wal` runs them.
         let mut previous = None;
         for _ in 0..batches {
-            for entry in 0..ENTRIES_PER_BATCH {
-                let group = entry % GROUPS;
-                let index = &mut next_index[group as usize];
-                wal.append_entry(group, *index, 1, 0, &payload)?;
-                *index += 1;
+            if per_entry {
+                for entry in 0..ENTRIES_PER_BATCH {
+                    let group = entry % GROUPS;
+                    let index = &mut next_index[group as usize];
+                    wal.append_entry(group, *index, 1, 0, &payload)?;
+                    *index += 1;
+                }
+            } else {
+                for group in 0..GROUPS {
+                    // Group g gets the entries e < ENTRIES_PER_BATCH with e % GROUPS == g.
+                    let count = (ENTRIES_PER_BATCH - group).div_ceil(GROUPS) as usize;
+                    let index = &mut next_index[group as usize];
+                    wal.append_entries(group, *index, &run[..count])?;
+                    *index += count as u64;
+                }
             }
             if let Some(commit) = previous.replace(wal.sync()) {
                 commit.await?;

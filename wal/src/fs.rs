@@ -13,6 +13,8 @@ use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
 
 use glommio::io::{DmaFile, OpenOptions};
 
@@ -182,7 +184,7 @@ impl SegmentFile for DmaSegment {
             // O_DSYNC: the write returns once its data (and the metadata needed
             // to read it back, such as the conversion of preallocated extents)
             // is durable, as after an fdatasync.
-            write_padded(&self.dsync, offset, data)
+            yielding_while(write_padded(&self.dsync, offset, data))
                 .await
                 .map_err(DurableWriteError::from_dsync_write)
         })
@@ -201,12 +203,46 @@ impl SegmentFile for DmaSegment {
                 return write_then_sync(self, write, padded).await;
             }
             // O_DSYNC, as in `write_durable_at`.
-            self.dsync
-                .write_rc_at(buffer, offset)
+            yielding_while(self.dsync.write_rc_at(buffer, offset))
                 .await
                 .map_err(|error| DurableWriteError::from_dsync_write(error.into()))
         })
     }
+}
+
+/// How often the shard thread offers its CPU to other threads while an
+/// O_DSYNC write is in flight (see [`yielding_while`]).
+pub const DSYNC_YIELD_PERIOD: Duration = Duration::from_micros(20);
+
+/// Awaits `io`, calling `sched_yield` every [`DSYNC_YIELD_PERIOD`] while it
+/// is pending.
+///
+/// glommio sends O_DIRECT writes to its IOPOLL ring, and while anything is
+/// in flight there the executor cannot sleep: it busy-polls. An O_DSYNC
+/// write is completed by kernel threads (the io-wq worker that runs it, the
+/// work item that converts the preallocated extents, the journal commit),
+/// and a kernel thread queued on the shard's CPU waited behind the polling
+/// thread, often until the next scheduler tick (4 ms here), where a write +
+/// fdatasync lets the thread sleep during the sync. Yielding in the poll
+/// loop lets such a thread run at once; with nothing else runnable it costs
+/// one system call per period.
+async fn yielding_while<F: Future>(io: F) -> F::Output {
+    let mut io = std::pin::pin!(io);
+    let mut timer: Option<Pin<Box<glommio::timer::Timer>>> = None;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(output) = io.as_mut().poll(cx) {
+            return Poll::Ready(output);
+        }
+        loop {
+            let pending = timer.get_or_insert_with(|| Box::pin(glommio::timer::Timer::new(DSYNC_YIELD_PERIOD)));
+            if pending.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            timer = None;
+            std::thread::yield_now();
+        }
+    })
+    .await
 }
 
 /// Writes `data` at `offset` through `file`, padded with zeros to a block.

@@ -238,6 +238,13 @@ impl Groups {
         log.entries.push_back(location);
     }
 
+    /// Makes room in the log in `slot` for `additional` more entries at
+    /// once, so that a run of appends grows it at most once.
+    #[inline]
+    pub fn reserve_at(&mut self, slot: usize, additional: usize) {
+        self.logs[slot].1.entries.reserve(additional);
+    }
+
     /// Applies a record written at `offset` (of the segment holding `lsn`) with `lsn`.
     #[inline]
     pub fn apply(&mut self, record: &Record<'_>, lsn: u64, offset: u64) -> Result<(), NotContiguous> {

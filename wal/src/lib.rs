@@ -52,5 +52,5 @@ pub use format::{HardState, Record};
 pub use fs::{DmaFs, DurableWriteError, FileSystem, SegmentFile};
 pub use index::GroupState;
 pub use recovery::TornTail;
-pub use wal::{Entry, Holder, OpenReport, Payload, Wal};
+pub use wal::{Entry, Holder, NewEntry, OpenReport, Payload, Wal};
 pub use writer::{SyncFuture, WriterStats, ZERO_CHUNK_BYTES};

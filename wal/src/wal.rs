@@ -13,7 +13,7 @@ use memmap2::Mmap;
 
 use crate::config::Config;
 use crate::error::{Error, IoOp, Result};
-use crate::format::{decode_record, Decoded, HardState, Record};
+use crate::format::{decode_record, Decoded, HardState, Record, ENTRY_FIXED_BYTES, RECORD_PREFIX_BYTES};
 use crate::fs::{DmaFs, FileSystem};
 use crate::index::{EntryLocation, GroupState};
 use crate::recovery::{map_segment, recover, TornTail};
@@ -80,6 +80,18 @@ pub struct Entry {
     pub entry_type: u8,
     /// Its payload.
     pub payload: Payload,
+}
+
+/// One entry of a run appended with [`Wal::append_entries`]; its index
+/// follows from its position in the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewEntry<P> {
+    /// Its term.
+    pub term: u64,
+    /// Its type, opaque to the WAL.
+    pub entry_type: u8,
+    /// Its payload: any bytes (`&[u8]`, `Vec<u8>`, `bytes::Bytes`, ...).
+    pub payload: P,
 }
 
 /// The write-ahead log of one shard. Not `Send`: it lives on one executor.
@@ -192,8 +204,10 @@ impl Wal {
         let mut guard = self.shared.borrow_mut();
         let state = &mut *guard;
         let record_bytes = record.encoded_len();
-        if state.refuses(record_bytes) {
-            return Err(state.refusal(record_bytes).expect("a refused append has a reason"));
+        if state.refuses(record_bytes, record_bytes) {
+            return Err(state
+                .refusal(record_bytes, record_bytes)
+                .expect("a refused append has a reason"));
         }
         // One lookup of the group serves both the check and the update.
         let slot = state.groups.slot(record.group());
@@ -237,6 +251,86 @@ impl Wal {
             entry_type,
             payload,
         })
+    }
+
+    /// Appends a run of `group`'s entries, with indexes `first_index`,
+    /// `first_index + 1`, ...; returns the LSN of the last one (`None` for
+    /// an empty run). The records are exactly those of as many
+    /// [`Wal::append_entry`] calls, with consecutive LSNs; not durable until
+    /// a [`Wal::sync`] created after this call resolves.
+    ///
+    /// All or nothing: the run is checked as a whole before any of it is
+    /// appended (the WAL poisoned or closed, any record larger than
+    /// `record_bytes_max`, the run's bytes past `pending_bytes_max`, or
+    /// `first_index` not following the group's last index), and on an error
+    /// nothing was appended. A run larger than `pending_bytes_max` can never
+    /// be appended: split it. It may span flushes and segments like single
+    /// appends do.
+    ///
+    /// This is how the engine appends a Ready's entries: the group lookup,
+    /// the refusal checks and the growth of the group's index are paid once
+    /// per run instead of once per entry.
+    pub fn append_entries<P: AsRef<[u8]>>(
+        &self,
+        group: u64,
+        first_index: u64,
+        entries: &[NewEntry<P>],
+    ) -> Result<Option<u64>> {
+        let mut guard = self.shared.borrow_mut();
+        let state = &mut *guard;
+        let (mut largest_bytes, mut total_bytes) = (0usize, 0usize);
+        for entry in entries {
+            let record_bytes = (RECORD_PREFIX_BYTES + ENTRY_FIXED_BYTES).saturating_add(entry.payload.as_ref().len());
+            largest_bytes = largest_bytes.max(record_bytes);
+            total_bytes = total_bytes.saturating_add(record_bytes);
+        }
+        if state.refuses(largest_bytes, total_bytes) {
+            return Err(state
+                .refusal(largest_bytes, total_bytes)
+                .expect("a refused append has a reason"));
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let slot = state.groups.slot(group);
+        if let Some(expected) = state.groups.log_at(slot).next_index() {
+            if first_index != expected {
+                return Err(Error::NonContiguousIndex {
+                    group,
+                    index: first_index,
+                    expected,
+                });
+            }
+        }
+        // Nothing below can fail: the run goes in whole.
+        state.groups.reserve_at(slot, entries.len());
+        for (index, entry) in (first_index..).zip(entries) {
+            let record = Record::Entry {
+                group,
+                term: entry.term,
+                index,
+                entry_type: entry.entry_type,
+                payload: entry.payload.as_ref(),
+            };
+            let record_bytes = record.encoded_len();
+            if state.open.len() + record_bytes > state.open.bytes_limit {
+                state.make_room(record_bytes);
+            }
+            let lsn = state.next_lsn;
+            let offset = state.open.end_offset();
+            state.open.push_record(&record);
+            state.open.record_bytes += record_bytes;
+            state.open.last_lsn = lsn;
+            state.next_lsn += 1;
+            let location = EntryLocation {
+                lsn,
+                term: entry.term,
+                offset,
+            };
+            state.groups.push_entry_at(slot, index, location);
+        }
+        state.pending_bytes += total_bytes;
+        Ok(Some(state.next_lsn - 1))
     }
 
     /// Appends `group`'s hard state; the latest one wins on recovery.

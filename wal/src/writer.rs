@@ -282,23 +282,27 @@ pub struct State {
 
 impl State {
     /// The error an append is refused with, if it is: the WAL is poisoned or
-    /// closed, the record is too large, or too much waits for durability.
-    /// One test on the append path guards this (see [`State::refuses`]).
+    /// closed, a record is too large, or too much waits for durability. An
+    /// append of one record passes its size as both `largest_record_bytes`
+    /// and `total_bytes`; a batch ([`crate::Wal::append_entries`]) passes
+    /// its largest record and the sum of all of them, so that it is refused
+    /// as a whole before any of it is appended. One test on the append path
+    /// guards this (see [`State::refuses`]).
     #[cold]
-    pub(crate) fn refusal(&self, record_bytes: usize) -> Option<Error> {
+    pub(crate) fn refusal(&self, largest_record_bytes: usize, total_bytes: usize) -> Option<Error> {
         if let Some(error) = &self.poisoned {
             return Some(error.clone());
         }
         if self.closed {
             return Some(Error::Closed);
         }
-        if record_bytes > self.config.record_bytes_max {
+        if largest_record_bytes > self.config.record_bytes_max {
             return Some(Error::RecordTooLarge {
-                record_bytes,
+                record_bytes: largest_record_bytes,
                 record_bytes_max: self.config.record_bytes_max,
             });
         }
-        if self.pending_bytes + record_bytes > self.config.pending_bytes_max {
+        if self.pending_bytes.saturating_add(total_bytes) > self.config.pending_bytes_max {
             return Some(Error::Backpressure {
                 pending_bytes: self.pending_bytes,
                 pending_bytes_max: self.config.pending_bytes_max,
@@ -307,13 +311,14 @@ impl State {
         None
     }
 
-    /// True if an append of `record_bytes` must be refused ([`State::refusal`] says why).
+    /// True if an append of records of at most `largest_record_bytes` each
+    /// and `total_bytes` in all must be refused ([`State::refusal`] says why).
     #[inline]
-    pub(crate) fn refuses(&self, record_bytes: usize) -> bool {
+    pub(crate) fn refuses(&self, largest_record_bytes: usize, total_bytes: usize) -> bool {
         self.poisoned.is_some()
             || self.closed
-            || record_bytes > self.config.record_bytes_max
-            || self.pending_bytes + record_bytes > self.config.pending_bytes_max
+            || largest_record_bytes > self.config.record_bytes_max
+            || self.pending_bytes.saturating_add(total_bytes) > self.config.pending_bytes_max
     }
 
     /// Makes room in the open batch for a record of `record_bytes` that would

@@ -2,7 +2,7 @@
 //! entries and hard state become WAL records; on start, each group's
 //! persisted state is read back into an [`InitialState`].
 
-use coraft_wal::{HardState as WalHardState, Wal};
+use coraft_wal::{HardState as WalHardState, NewEntry, Wal};
 
 use crate::api::Error;
 use crate::raft::{Configuration, Entry, GroupId, HardState, InitialState, LogIndex, NodeId, Ready, Term};
@@ -141,10 +141,27 @@ pub fn write_ready(
         wal.truncate_suffix(group.0, from.0)
             .map_err(|e| storage_error("truncating", e))?;
     }
-    for entry in &ready.entries {
-        let (kind, data) = payload_to_stored(&entry.payload);
-        wal.append_entry(group.0, entry.index.0, entry.term.0, kind, &data)
-            .map_err(|e| storage_error("appending an entry", e))?;
+    if let Some(first) = ready.entries.first() {
+        // One WAL call for the Ready's entries (the group lookup and checks
+        // paid once); the WAL numbers them from the first index on.
+        let mut stored = Vec::with_capacity(ready.entries.len());
+        for (entry, index) in ready.entries.iter().zip(first.index.0..) {
+            if entry.index.0 != index {
+                return Err(Error::Storage(format!(
+                    "group {group}: a Ready's entries skip from index {} to {}",
+                    index - 1,
+                    entry.index
+                )));
+            }
+            let (entry_type, payload) = payload_to_stored(&entry.payload);
+            stored.push(NewEntry {
+                term: entry.term.0,
+                entry_type,
+                payload,
+            });
+        }
+        wal.append_entries(group.0, first.index.0, &stored)
+            .map_err(|e| storage_error("appending entries", e))?;
     }
     let writes_log = ready.truncate_from.is_some() || !ready.entries.is_empty();
     if let Some(hard) = hard_states.next_write(ready.hard_state, writes_log) {

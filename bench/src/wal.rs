@@ -90,6 +90,8 @@ struct Options {
     raw_dsync: bool,
     /// The WAL side appends with one `append_entry` call per entry.
     per_entry: bool,
+    /// `Config::polled_io` for the WAL; the floor then shares glommio's choice.
+    polled_io: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Options> {
@@ -100,6 +102,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         point: None,
         raw_dsync: false,
         per_entry: false,
+        polled_io: false,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -111,6 +114,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
             }
             "--raw-dsync" => options.raw_dsync = true,
             "--per-entry" => options.per_entry = true,
+            "--polled-io" => options.polled_io = true,
             "--point" => {
                 let point: usize = args.next().context("--point needs a number")?.parse()?;
                 if point >= POINTS.len() {
@@ -119,7 +123,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
                 options.point = Some(point);
             }
             "-h" | "--help" => {
-                println!("usage: coraft-bench wal [--json] [--dir DIR] [--seconds PER_SIDE] [--point N] [--raw-dsync] [--per-entry]");
+                println!("usage: coraft-bench wal [--json] [--dir DIR] [--seconds PER_SIDE] [--point N] [--raw-dsync] [--per-entry] [--polled-io]");
                 std::process::exit(0);
             }
             other => bail!("unknown option `{other}`; try --help"),
@@ -145,7 +149,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let only = options.point;
     let raw_dsync = options.raw_dsync;
     let per_entry = options.per_entry;
+    let polled_io = options.polled_io;
     executor.run(async move {
+        // Both sides use the same ring: glommio decides once per thread and
+        // device, and the WAL by default keeps its device off the polled one.
+        if !polled_io {
+            coraft_wal::keep_off_the_poll_ring(&dir).await;
+        }
         if !json {
             println!(
                 "{:>7} {:>10} {:>12} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>11}",
@@ -173,7 +183,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 let raw_path = dir.join(format!("raw-{number}-{turn}"));
                 raw.add(&measure_raw(&raw_path, *point, round, raw_dsync).await?);
                 let wal_dir = dir.join(format!("wal-{number}-{turn}"));
-                wal.add(&measure_wal(&wal_dir, *point, round, per_entry).await?);
+                wal.add(&measure_wal(&wal_dir, *point, round, per_entry, polled_io).await?);
             }
             report(json, *point, &raw, &wal);
         }
@@ -258,8 +268,18 @@ async fn measure_raw(path: &Path, point: Point, seconds: Duration, dsync: bool) 
     Ok(measured)
 }
 
-async fn measure_wal(dir: &Path, point: Point, seconds: Duration, per_entry: bool) -> Result<Measured> {
-    let (wal, _) = Wal::open(dir, Config::default()).await?;
+async fn measure_wal(
+    dir: &Path,
+    point: Point,
+    seconds: Duration,
+    per_entry: bool,
+    polled_io: bool,
+) -> Result<Measured> {
+    let config = Config {
+        polled_io,
+        ..Config::default()
+    };
+    let (wal, _) = Wal::open(dir, config).await?;
     let wal = Rc::new(wal);
     let payload = vec![0x5a; point.payload];
     let run = vec![

@@ -50,6 +50,14 @@ pub struct Config {
     /// extent conversion or journal commit (see docs/wal.md, "Zeroing
     /// ahead").
     pub zero_ahead_bytes: u64,
+    /// Let glommio send segment writes to its polled (IOPOLL) ring if it
+    /// finds the device takes polled I/O. Off by default: while a write is
+    /// in flight on that ring the shard's executor cannot sleep and spins,
+    /// and on recent kernels glommio's check accepts devices without poll
+    /// queues, whose writes complete by interrupt anyway (see docs/wal.md,
+    /// "Polled I/O"). For NVMe devices with poll queues and a core of
+    /// their own.
+    pub polled_io: bool,
 }
 
 impl Default for Config {
@@ -61,6 +69,7 @@ impl Default for Config {
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
             recovery_mode: RecoveryMode::TolerateTornTail,
             zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
+            polled_io: false,
         }
     }
 }

@@ -125,7 +125,64 @@ pub trait FileSystem {
 
 /// The real file system: glommio DMA files (O_DIRECT through io_uring).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct DmaFs;
+pub struct DmaFs {
+    /// Whether glommio may use its polled ring for these files
+    /// ([`crate::Config::polled_io`]).
+    pub polled_io: bool,
+}
+
+/// Name of the scratch file [`keep_off_the_poll_ring`] opens and removes
+/// in a WAL directory; recovery ignores it (not a segment name).
+pub const POLL_PROBE_FILE_NAME: &str = "poll-probe.tmp";
+
+/// Keeps this thread's DMA I/O on `dir`'s device off glommio's polled ring.
+///
+/// glommio decides once per thread and device, when the thread first opens
+/// a DMA file there, by reading the file through its IOPOLL ring: a read
+/// that works makes every later DMA read and write on the device go to
+/// that ring. While anything is in flight there the executor cannot sleep:
+/// it polls, entering the kernel and re-arming its timers in a loop. On
+/// recent kernels the read works on devices without poll queues too (the
+/// kernel completes the I/O by interrupt), so an executor spun through
+/// every WAL write. Measured on the 2-core VM (docs/benchmarks.md,
+/// "Polled I/O"): at one client the cluster used 1.0-1.2 ms of CPU per
+/// write with the poll ring and 0.61-0.65 ms without, and its p99 fell
+/// from ~5 ms to ~0.77 ms.
+///
+/// A file opened write-only fails that first read, and glommio then keeps
+/// the device off the poll ring for the thread (glommio logs the failed
+/// read as an error, once per thread and device). If the thread has opened
+/// a DMA file on the device before, glommio has decided already and this
+/// changes nothing.
+pub async fn keep_off_the_poll_ring(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    thread_local!(static DECIDED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) });
+    let Ok(metadata) = std::fs::metadata(dir) else { return };
+    let device = metadata.dev();
+    if DECIDED.with(|decided| {
+        let mut decided = decided.borrow_mut();
+        let known = decided.contains(&device);
+        if !known {
+            decided.push(device);
+        }
+        known
+    }) {
+        return;
+    }
+    let probe = dir.join(POLL_PROBE_FILE_NAME);
+    // If even this open fails, glommio has not decided, and the segment's
+    // own open decides as it would have without this.
+    if let Ok(file) = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&probe)
+        .await
+    {
+        let _ = file.close().await;
+    }
+    let _ = std::fs::remove_file(&probe);
+}
 
 /// Writes at least this large go through the O_DSYNC handle. Smaller ones
 /// (a lone append, a few entries) are written and fdatasynced separately: an
@@ -142,10 +199,17 @@ struct DmaSegment {
     file: DmaFile,
     /// The same file opened with O_DSYNC, for large writes.
     dsync: DmaFile,
+    /// [`crate::Config::polled_io`].
+    polled_io: bool,
 }
 
 impl DmaSegment {
-    async fn open(path: &Path, create: bool) -> io::Result<DmaSegment> {
+    async fn open(path: &Path, create: bool, polled_io: bool) -> io::Result<DmaSegment> {
+        if !polled_io {
+            if let Some(dir) = path.parent() {
+                keep_off_the_poll_ring(dir).await;
+            }
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -158,7 +222,7 @@ impl DmaSegment {
             .custom_flags(libc::O_DSYNC)
             .dma_open(path)
             .await?;
-        Ok(DmaSegment { file, dsync })
+        Ok(DmaSegment { file, dsync, polled_io })
     }
 }
 
@@ -184,7 +248,7 @@ impl SegmentFile for DmaSegment {
             // O_DSYNC: the write returns once its data (and the metadata needed
             // to read it back, such as the conversion of preallocated extents)
             // is durable, as after an fdatasync.
-            yielding_while(write_padded(&self.dsync, offset, data))
+            dsync_write(self.polled_io, write_padded(&self.dsync, offset, data))
                 .await
                 .map_err(DurableWriteError::from_dsync_write)
         })
@@ -203,7 +267,7 @@ impl SegmentFile for DmaSegment {
                 return write_then_sync(self, write, padded).await;
             }
             // O_DSYNC, as in `write_durable_at`.
-            yielding_while(self.dsync.write_rc_at(buffer, offset))
+            dsync_write(self.polled_io, self.dsync.write_rc_at(buffer, offset))
                 .await
                 .map_err(|error| DurableWriteError::from_dsync_write(error.into()))
         })
@@ -211,21 +275,20 @@ impl SegmentFile for DmaSegment {
 }
 
 /// How often the shard thread offers its CPU to other threads while an
-/// O_DSYNC write is in flight (see [`yielding_while`]).
+/// O_DSYNC write is in flight on glommio's polled ring (see
+/// [`yielding_while`]).
 pub const DSYNC_YIELD_PERIOD: Duration = Duration::from_micros(20);
 
 /// Awaits `io`, calling `sched_yield` every [`DSYNC_YIELD_PERIOD`] while it
-/// is pending.
-///
-/// glommio sends O_DIRECT writes to its IOPOLL ring, and while anything is
-/// in flight there the executor cannot sleep: it busy-polls. An O_DSYNC
-/// write is completed by kernel threads (the io-wq worker that runs it, the
-/// work item that converts the preallocated extents, the journal commit),
-/// and a kernel thread queued on the shard's CPU waited behind the polling
-/// thread, often until the next scheduler tick (4 ms here), where a write +
-/// fdatasync lets the thread sleep during the sync. Yielding in the poll
-/// loop lets such a thread run at once; with nothing else runnable it costs
-/// one system call per period.
+/// is pending. Only with [`crate::Config::polled_io`]: glommio may then
+/// send the write to its IOPOLL ring, and while anything is in flight there
+/// the executor cannot sleep: it busy-polls. An O_DSYNC write is completed
+/// by kernel threads (the io-wq worker that runs it, the work item that
+/// converts the preallocated extents), and a kernel thread queued on the
+/// shard's CPU waited behind the polling thread, often until the next
+/// scheduler tick (4 ms here). Yielding in the poll loop lets such a thread
+/// run at once; with nothing else runnable it costs one system call per
+/// period.
 async fn yielding_while<F: Future>(io: F) -> F::Output {
     let mut io = std::pin::pin!(io);
     let mut timer: Option<Pin<Box<glommio::timer::Timer>>> = None;
@@ -243,6 +306,15 @@ async fn yielding_while<F: Future>(io: F) -> F::Output {
         }
     })
     .await
+}
+
+/// Awaits an O_DSYNC write: yielding on the poll ring (see [`yielding_while`]).
+async fn dsync_write<F: Future>(polled_io: bool, io: F) -> F::Output {
+    if polled_io {
+        yielding_while(io).await
+    } else {
+        io.await
+    }
 }
 
 /// Writes `data` at `offset` through `file`, padded with zeros to a block.
@@ -263,7 +335,7 @@ impl FileSystem for DmaFs {
         segment_bytes: u64,
     ) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {
         Box::pin(async move {
-            let segment = DmaSegment::open(path, true).await?;
+            let segment = DmaSegment::open(path, true, self.polled_io).await?;
             segment.file.pre_allocate(segment_bytes, false).await?;
             let written = segment.write_at(0, header).await?;
             if written < header.len() {
@@ -275,7 +347,9 @@ impl FileSystem for DmaFs {
     }
 
     fn open_segment<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {
-        Box::pin(async move { Ok(Rc::new(DmaSegment::open(path, false).await?) as Rc<dyn SegmentFile>) })
+        Box::pin(
+            async move { Ok(Rc::new(DmaSegment::open(path, false, self.polled_io).await?) as Rc<dyn SegmentFile>) },
+        )
     }
 
     fn sync_dir<'a>(&'a self, dir: &'a Path) -> LocalBoxFuture<'a, io::Result<()>> {

@@ -49,7 +49,7 @@ pub use config::{Config, RecoveryMode};
 pub use error::{Error, IoOp, Result};
 pub use faults::{FaultPlan, Faults, FaultyFs};
 pub use format::{HardState, Record};
-pub use fs::{DmaFs, DurableWriteError, FileSystem, SegmentFile};
+pub use fs::{keep_off_the_poll_ring, DmaFs, DurableWriteError, FileSystem, SegmentFile, POLL_PROBE_FILE_NAME};
 pub use index::GroupState;
 pub use recovery::TornTail;
 pub use wal::{Entry, Holder, NewEntry, OpenReport, Payload, Wal};

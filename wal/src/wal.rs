@@ -104,7 +104,10 @@ impl Wal {
     /// Opens (creating if needed) the WAL in `dir` with the real file system.
     /// Must run inside a glommio executor; it spawns the flusher there.
     pub async fn open(dir: impl AsRef<Path>, config: Config) -> Result<(Wal, OpenReport)> {
-        Wal::open_with_fs(dir, config, Rc::new(DmaFs)).await
+        let fs = DmaFs {
+            polled_io: config.polled_io,
+        };
+        Wal::open_with_fs(dir, config, Rc::new(fs)).await
     }
 
     /// Opens the WAL writing through `fs` (fault injection in tests).

@@ -201,7 +201,7 @@ fn a_run_past_the_pending_bound_or_off_the_last_index_appends_nothing() {
 fn a_poisoned_wal_refuses_a_run() {
     let dir = tempfile::tempdir().unwrap();
     run(|| async {
-        let (fs, faults) = FaultyFs::new(Rc::new(DmaFs));
+        let (fs, faults) = FaultyFs::new(Rc::new(DmaFs::default()));
         let (wal, _) = Wal::open_with_fs(dir.path(), small_config(), Rc::new(fs))
             .await
             .unwrap();

@@ -9,7 +9,7 @@ use common::{run, small_config};
 use coraft_wal::{DmaFs, Error, Faults, FaultyFs, IoOp, Wal};
 
 async fn open_faulty(dir: &std::path::Path) -> (Wal, Faults) {
-    let (fs, faults) = FaultyFs::new(Rc::new(DmaFs));
+    let (fs, faults) = FaultyFs::new(Rc::new(DmaFs::default()));
     let (wal, _) = Wal::open_with_fs(dir, small_config(), Rc::new(fs)).await.unwrap();
     (wal, faults)
 }

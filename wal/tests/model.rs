@@ -202,7 +202,7 @@ fn assert_matches(wal: &Wal, model: &BTreeMap<u64, ModelGroup>) {
 }
 
 async fn open(dir: &std::path::Path) -> (Wal, Faults, u64) {
-    let (fs, faults) = FaultyFs::new(Rc::new(DmaFs));
+    let (fs, faults) = FaultyFs::new(Rc::new(DmaFs::default()));
     let (wal, report) = Wal::open_with_fs(dir, small_config(), Rc::new(fs)).await.unwrap();
     (wal, faults, report.last_lsn)
 }

@@ -160,7 +160,7 @@ fn with_zeroing_ahead_off_the_preallocation_stays_unwritten() {
 fn a_failed_sync_of_a_zeroing_step_poisons_the_wal() {
     let dir = tempfile::tempdir().unwrap();
     run(|| async {
-        let (fs, faults): (FaultyFs, Faults) = FaultyFs::new(Rc::new(DmaFs));
+        let (fs, faults): (FaultyFs, Faults) = FaultyFs::new(Rc::new(DmaFs::default()));
         let (wal, _) = Wal::open_with_fs(dir.path(), config(1 << 20), Rc::new(fs))
             .await
             .unwrap();

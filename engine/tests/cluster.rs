@@ -108,7 +108,9 @@ impl TestCluster {
             shard_cores: vec![None; self.shards],
             wal_dir: self.dir.path().join(format!("node-{id}")),
             shard_wal_dirs: Vec::new(),
-            wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+            // Small segments: each node zeroes its segment through once
+            // (zero_ahead_bytes), and the suite starts many nodes.
+            wal_segment_bytes: 8 << 20,
             wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
             groups: self.groups.clone(),
             tick: Duration::from_millis(10),

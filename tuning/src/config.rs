@@ -32,9 +32,9 @@ pub const SPIN_BEFORE_PARK_US_DEFAULT: u64 = 0;
 pub const WAL_DIR_DEFAULT: &str = "coraft-wal";
 /// Default WAL segment size: 64 MiB (as `coraft_wal::SEGMENT_BYTES_DEFAULT`).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
-/// Default distance an idle WAL zeroes ahead of its end: 2 MiB (as
-/// `coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT`).
-pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 2 << 20;
+/// Default distance an idle WAL zeroes ahead of its end: 64 MiB, a whole
+/// default segment (as `coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT`).
+pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 64 << 20;
 /// Default tick: 10 ms.
 pub const TICK_MS_DEFAULT: u64 = 10;
 /// Default base election timeout, in ticks (each term draws from `[T, 2T)`).

@@ -17,8 +17,13 @@ pub const BATCH_BYTES_MAX_DEFAULT: usize = 4 << 20;
 pub const BATCH_BYTES_LIMIT: usize = 16 << 20;
 /// Default bytes that may wait for durability before appends are refused.
 pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 << 20;
-/// Default distance the flusher zeroes ahead of the log's end: 2 MiB.
-pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 2 << 20;
+/// Default distance the flusher zeroes ahead of the log's end: 64 MiB, a
+/// whole default segment. Zeroing a little ahead all the time kept extent
+/// conversions going on under load, and their fdatasyncs put a tail of
+/// 10-15 ms on the cluster's writes (docs/benchmarks.md, "Zeroing the
+/// whole segment"); zeroing a segment through once, in the flusher's idle
+/// time after it is created, writes the same bytes sooner and then stops.
+pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// What recovery does with a torn or bad record at the very tail of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -221,15 +221,7 @@ impl Wal {
                 }
             }
         }
-        if state.open.len() + record_bytes > state.open.bytes_limit {
-            state.make_room(record_bytes);
-        }
-        let lsn = state.next_lsn;
-        let offset = state.open.end_offset();
-        state.open.push_record(&record);
-        state.open.record_bytes += record_bytes;
-        state.open.last_lsn = lsn;
-        state.next_lsn += 1;
+        let (lsn, offset) = state.push_record(&record, record_bytes);
         state.pending_bytes += record_bytes;
         match record {
             Record::Entry { index, term, .. } => {
@@ -315,16 +307,7 @@ impl Wal {
                 entry_type: entry.entry_type,
                 payload: entry.payload.as_ref(),
             };
-            let record_bytes = record.encoded_len();
-            if state.open.len() + record_bytes > state.open.bytes_limit {
-                state.make_room(record_bytes);
-            }
-            let lsn = state.next_lsn;
-            let offset = state.open.end_offset();
-            state.open.push_record(&record);
-            state.open.record_bytes += record_bytes;
-            state.open.last_lsn = lsn;
-            state.next_lsn += 1;
+            let (lsn, offset) = state.push_record(&record, record.encoded_len());
             let location = EntryLocation {
                 lsn,
                 term: entry.term,

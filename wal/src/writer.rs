@@ -321,6 +321,23 @@ impl State {
             || self.pending_bytes.saturating_add(total_bytes) > self.config.pending_bytes_max
     }
 
+    /// Encodes `record` (of `record_bytes`) at the end of the open batch,
+    /// making room first if it would pass the batch's limit; returns its LSN
+    /// and its offset in the segment. The caller counts its pending bytes.
+    #[inline]
+    pub(crate) fn push_record(&mut self, record: &Record<'_>, record_bytes: usize) -> (u64, u64) {
+        if self.open.len() + record_bytes > self.open.bytes_limit {
+            self.make_room(record_bytes);
+        }
+        let lsn = self.next_lsn;
+        let offset = self.open.end_offset();
+        self.open.push_record(record);
+        self.open.record_bytes += record_bytes;
+        self.open.last_lsn = lsn;
+        self.next_lsn += 1;
+        (lsn, offset)
+    }
+
     /// Makes room in the open batch for a record of `record_bytes` that would
     /// pass its [`Batch::bytes_limit`]: a new segment if the record does not
     /// fit in this one, else a new batch.

@@ -61,10 +61,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
-        let mut value = |name: &str| -> Result<u64> {
-            let raw = it.next().ok_or_else(|| anyhow!("{name} needs a value"))?;
-            raw.parse().with_context(|| format!("{name}: `{raw}` is not a number"))
-        };
+        let mut value = |name: &str| crate::number_after(&mut it, name);
         match flag.as_str() {
             "--nodes" => options.nodes = value("--nodes")? as usize,
             "--clients" => options.clients = value("--clients")? as usize,

@@ -628,10 +628,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
     let mut json = false;
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
-        let mut value = |name: &str| -> Result<u64> {
-            let raw = it.next().ok_or_else(|| anyhow!("{name} needs a value"))?;
-            raw.parse().with_context(|| format!("{name}: `{raw}` is not a number"))
-        };
+        let mut value = |name: &str| crate::number_after(&mut it, name);
         match flag.as_str() {
             "--clients" => options.clients = value("--clients")? as usize,
             "--payload" => options.payload = value("--payload")? as usize,

@@ -17,6 +17,12 @@ mod wal;
 
 use anyhow::{bail, Result};
 
+/// The number that follows option `name` on the command line.
+pub(crate) fn number_after(args: &mut impl Iterator<Item = String>, name: &str) -> Result<u64> {
+    let raw = args.next().ok_or_else(|| anyhow::anyhow!("{name} needs a value"))?;
+    anyhow::Context::with_context(raw.parse(), || format!("{name}: `{raw}` is not a number"))
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {

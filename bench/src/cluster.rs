@@ -352,6 +352,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
             wal_zero_ahead_bytes: options.wal_zero_ahead_bytes,
+            wal_polled_io: false,
             groups: groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 30,

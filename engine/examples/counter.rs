@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
             wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
+            wal_polled_io: false,
             groups: vec![group],
             tick: Duration::from_millis(10),
             election_timeout_ticks: 20,

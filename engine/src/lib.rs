@@ -42,6 +42,7 @@
 //!     shard_wal_dirs: Vec::new(),
 //!     wal_segment_bytes: 8 << 20,
 //!     wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
+//!     wal_polled_io: false,
 //!     groups: vec![GroupId(1)],
 //!     tick: Duration::from_millis(10),
 //!     election_timeout_ticks: 10,

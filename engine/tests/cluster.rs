@@ -112,6 +112,7 @@ impl TestCluster {
             // (zero_ahead_bytes), and the suite starts many nodes.
             wal_segment_bytes: 8 << 20,
             wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
+            wal_polled_io: false,
             groups: self.groups.clone(),
             tick: Duration::from_millis(10),
             election_timeout_ticks: 10,

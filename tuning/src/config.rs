@@ -172,6 +172,11 @@ pub struct WalSettings {
     /// preallocated segment, so that small writes overwrite blocks instead
     /// of converting unwritten extents; a multiple of 4 KiB, 0 for off.
     pub zero_ahead_bytes: u64,
+    /// Let the I/O runtime put segment writes on its polled (IOPOLL) ring.
+    /// Off by default: the shard's executor then spins while a write is in
+    /// flight, which only pays on NVMe devices with poll queues and a core
+    /// per shard (docs/wal.md, "Polled I/O").
+    pub polled_io: bool,
     /// Sync policy.
     pub fsync: FsyncPolicy,
 }
@@ -270,6 +275,7 @@ impl Default for WalSettings {
             dirs: None,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
+            polled_io: false,
             fsync: FsyncPolicy::Always,
         }
     }

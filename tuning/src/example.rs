@@ -75,6 +75,10 @@ pub fn example_config(topology: &Topology) -> String {
                 "idle WAL zeroes this far ahead so small writes overwrite; 0 = off",
             ),
             (
+                "polled_io = false".into(),
+                "true: IOPOLL ring, spins while writing; NVMe with poll queues only",
+            ),
+            (
                 "fsync = \"always\"".into(),
                 "\"never\" loses acknowledged writes on a crash: benchmarks only",
             ),

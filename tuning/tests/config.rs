@@ -501,6 +501,16 @@ fn wal_zero_ahead_must_be_whole_blocks_and_zero_turns_it_off() {
 }
 
 #[test]
+fn wal_polled_io_is_off_by_default_and_round_trips() {
+    let mut config = three_nodes();
+    assert!(!config.wal.polled_io, "the WAL keeps off the polled ring by default");
+    config.wal.polled_io = true;
+    assert!(problems(&config, &machine(2)).is_empty());
+    let parsed: coraft_tuning::NodeConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    assert!(parsed.wal.polled_io);
+}
+
+#[test]
 fn wal_segments_must_be_aligned_and_hold_a_batch() {
     let mut config = three_nodes();
     config.wal.segment_bytes = (64 << 10) + 100;

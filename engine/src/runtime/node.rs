@@ -82,9 +82,13 @@ pub struct NodeOptions {
     pub wal_segment_bytes: u64,
     /// How far past the log's end an idle WAL zeroes its segment, so that
     /// small writes overwrite written blocks (a multiple of 4 KiB, 0 for
-    /// off; default `coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT`, 2 MiB;
-    /// see docs/wal.md, "Zeroing ahead").
+    /// off; default `coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT`, 64 MiB,
+    /// a whole default segment; see docs/wal.md, "Zeroing ahead").
     pub wal_zero_ahead_bytes: u64,
+    /// Let glommio put the WAL's segment writes on its polled ring
+    /// (`coraft_wal::Config::polled_io`; default false: the executor would
+    /// spin while a write is in flight; see docs/wal.md, "Polled I/O").
+    pub wal_polled_io: bool,
     /// The groups this node hosts; group `g` lives on shard `g % shards`.
     pub groups: Vec<GroupId>,
     /// Length of one Raft tick.
@@ -148,6 +152,7 @@ impl NodeOptions {
             shard_wal_dirs: plan.shards().iter().map(|s| s.wal_dir.clone()).collect(),
             wal_segment_bytes: config.wal.segment_bytes,
             wal_zero_ahead_bytes: config.wal.zero_ahead_bytes,
+            wal_polled_io: config.wal.polled_io,
             groups,
             tick: config.raft.tick(),
             election_timeout_ticks: config.raft.election_timeout_ticks,
@@ -573,6 +578,7 @@ async fn start_shard(
     let wal_config = coraft_wal::Config {
         segment_bytes: options.wal_segment_bytes,
         zero_ahead_bytes: options.wal_zero_ahead_bytes,
+        polled_io: options.wal_polled_io,
         ..coraft_wal::Config::default()
     };
     let (wal, report) = coraft_wal::Wal::open(&dir, wal_config)

@@ -504,16 +504,18 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
         drivers.push(std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let mut sent_at = vec![Instant::now(); clients];
-            // Which slots wait for an answer: an answer to any other is a
-            // floor bug (a write answered twice, or one never sent).
-            let mut waiting = vec![true; clients];
+            // The id each slot waits for: its number in the low 32 bits and
+            // how many writes it sent before in the high ones; `None` once
+            // it stopped. An answer with any other id is a floor bug (a
+            // write answered twice, or one never sent).
+            let mut waiting: Vec<Option<u64>> = (0..clients as u64).map(Some).collect();
             let mut out = Vec::with_capacity(clients * (8 + payload));
-            let request = |out: &mut Vec<u8>, slot: usize| {
-                out.extend_from_slice(&(slot as u64).to_le_bytes());
+            let request = |out: &mut Vec<u8>, id: u64| {
+                out.extend_from_slice(&id.to_le_bytes());
                 out.resize(out.len() + payload, 0xAB);
             };
-            for slot in 0..clients {
-                request(&mut out, slot);
+            for id in 0..clients as u64 {
+                request(&mut out, id);
             }
             stream.write_all(&out).context("a floor driver's first requests")?;
             let mut buffer = Vec::new();
@@ -529,20 +531,26 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
                 let stopping = now >= measure_until || stop.load(Ordering::Relaxed);
                 out.clear();
                 for reply in replies.chunks_exact(8) {
-                    let slot = u64::from_le_bytes(reply.try_into().expect("8 bytes")) as usize;
-                    let (Some(at), Some(true)) = (sent_at.get_mut(slot), waiting.get(slot).copied()) else {
-                        bail!("the floor leader answered id {slot}, which was not waiting");
+                    let id = u64::from_le_bytes(reply.try_into().expect("8 bytes"));
+                    let slot = (id & u64::from(u32::MAX)) as usize;
+                    let (Some(at), Some(&Some(expected))) = (sent_at.get_mut(slot), waiting.get(slot)) else {
+                        bail!("the floor leader answered id {id:#x}, which no client waits for");
                     };
+                    if id != expected {
+                        bail!("the floor leader answered id {id:#x} where {expected:#x} waits");
+                    }
                     if *at >= measure_from && now <= measure_until {
                         histogram.record((now - *at).as_micros().max(1) as u64).ok();
                         done += 1;
                     }
                     if stopping {
                         outstanding -= 1;
-                        waiting[slot] = false;
+                        waiting[slot] = None;
                     } else {
                         *at = now;
-                        request(&mut out, slot);
+                        let next = id + (1 << 32);
+                        waiting[slot] = Some(next);
+                        request(&mut out, next);
                     }
                 }
                 keep_tail(&mut buffer, whole, tail, &mut kept);

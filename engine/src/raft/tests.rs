@@ -49,6 +49,12 @@ impl Cluster {
 
     /// Takes every Ready, persists at once and delivers until quiet.
     pub(super) fn settle(&mut self) {
+        self.settle_watching(|_, _| {});
+    }
+
+    /// [`Cluster::settle`], showing `watch` every message with the core
+    /// that sent it, as it stood when the message left.
+    pub(super) fn settle_watching(&mut self, mut watch: impl FnMut(&RaftCore, &Message)) {
         for _ in 0..1000 {
             let mut inbox = Vec::new();
             for (&id, core) in self.cores.iter_mut() {
@@ -59,8 +65,10 @@ impl Cluster {
                     }
                     self.applied.entry(id).or_default().extend(ready.committed_entries);
                     self.reads.entry(id).or_default().extend(ready.read_states);
-                    inbox.extend(ready.messages);
-                    inbox.extend(ready.persisted_messages);
+                    for message in ready.messages.into_iter().chain(ready.persisted_messages) {
+                        watch(core, &message);
+                        inbox.push(message);
+                    }
                 }
             }
             if inbox.is_empty() {
@@ -187,34 +195,16 @@ fn an_up_to_date_follower_learns_a_commit_from_the_next_heartbeat_not_an_empty_a
     let heartbeat = cluster.get(1).config().heartbeat_interval_ticks;
     cluster.tick_all(heartbeat);
     let (index, _) = cluster.get(1).propose(payload("x")).unwrap();
-    // Deliver the append and both answers by hand, watching what the leader sends.
+    // Deliver the append and both answers, watching what the leader sends.
     let mut appends_after_commit = 0;
-    for _ in 0..10 {
-        let mut inbox = Vec::new();
-        for (&id, core) in cluster.cores.iter_mut() {
-            while core.has_ready() {
-                let ready = core.take_ready();
-                if let Some(last) = ready.entries.last() {
-                    core.on_persisted(last.index, last.term);
-                }
-                cluster.applied.entry(id).or_default().extend(ready.committed_entries);
-                for message in ready.messages.into_iter().chain(ready.persisted_messages) {
-                    if id == NodeId(1) && core.commit_index() >= index {
-                        if let MessageBody::AppendEntries { entries, .. } = &message.body {
-                            assert!(!entries.is_empty(), "an empty append only for the commit index");
-                            appends_after_commit += 1;
-                        }
-                    }
-                    inbox.push(message);
-                }
+    cluster.settle_watching(|sender, message| {
+        if message.from == NodeId(1) && sender.commit_index() >= index {
+            if let MessageBody::AppendEntries { entries, .. } = &message.body {
+                assert!(!entries.is_empty(), "an empty append only for the commit index");
+                appends_after_commit += 1;
             }
         }
-        for message in inbox {
-            if let Some(core) = cluster.cores.get_mut(&message.to) {
-                core.step(message);
-            }
-        }
-    }
+    });
     assert_eq!(cluster.get(1).commit_index(), index, "the write committed");
     assert_eq!(appends_after_commit, 0);
     assert!(cluster.get(2).commit_index() < index, "not told yet");

@@ -9,7 +9,7 @@
 //! it also folds in the few dozen bytes rkyv wrote since the last payload. The
 //! kernel then copies one contiguous frame, which it does ~20 % faster per
 //! byte than gathering hundreds of small and large slices
-//! (docs/benchmarks.md, "## Net", 2026-11-24 session 4).
+//! (docs/journal/benchmarks.md, "## Net", 2026-11-24 session 4).
 //!
 //! The wide kernel folds eight 16-byte streams with AVX2 `VPCLMULQDQ`
 //! (the standard carry-less-multiply method; its multipliers are computed

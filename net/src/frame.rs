@@ -285,7 +285,7 @@ impl FrameEncoder {
 /// entries that costs the sender ~3 ns per 1000 bytes more than the CRC
 /// alone and saves the kernel ~20 % of its copy, which is slower per byte
 /// gathering a slice per payload than copying one contiguous frame
-/// (docs/benchmarks.md, "## Net", session 4). Large payloads (snapshot
+/// (docs/journal/benchmarks.md, "## Net", session 4). Large payloads (snapshot
 /// chunks, big entries) stay in place, so a frame's buffer stays about the
 /// frame split size.
 pub const SCATTER_MIN_BYTES: usize = 64 * 1024;

@@ -58,7 +58,7 @@ pub const ENCODER_RETAIN_QUEUE_MULTIPLE: usize = 2;
 /// ([`crate::decoder::READ_BUFFER_BYTES`]), large enough that per-frame
 /// costs (a `sendmsg`, a header, the receiver's wake-up and reads) stay
 /// small. With 4 KiB messages, 192 KiB frames cost both sides ~15 % less CPU
-/// per byte than 128 KiB ones did (docs/benchmarks.md, "## Net").
+/// per byte than 128 KiB ones did (docs/journal/benchmarks.md, "## Net").
 pub const FRAME_SPLIT_BYTES: usize = 192 * 1024;
 
 /// A frame takes no further message once its accounted bytes would pass

@@ -59,6 +59,12 @@ pub struct ShardMetrics {
     pub reads_served: u64,
     /// WAL group commits completed.
     pub wal_syncs: u64,
+    /// Ticks made up after the shard was late to count them (a long turn,
+    /// a paused process, a slow `on_apply`): see `runtime/clock.rs`.
+    pub ticks_made_up: u64,
+    /// 1 once the shard's WAL failed (an fdatasync error, no space): the
+    /// shard has stopped serving as a replica (fail-stop) until restarted.
+    pub wal_failed: u64,
     /// Length of loop turns, µs.
     pub turn_us: Histogram<u64>,
     /// WAL group commit (write + fdatasync) as the shard waits for it, µs.
@@ -97,6 +103,8 @@ impl ShardMetrics {
             entries_applied: 0,
             reads_served: 0,
             wal_syncs: 0,
+            ticks_made_up: 0,
+            wal_failed: 0,
             turn_us: histogram(),
             wal_sync_us: histogram(),
             proposal_us: histogram(),
@@ -122,7 +130,7 @@ type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<
 /// Renders a node's metrics in the Prometheus text exposition format.
 pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
-    let counters: [CounterSpec; 16] = [
+    let counters: [CounterSpec; 18] = [
         ("coraft_groups", "Groups hosted", |m| m.groups),
         ("coraft_groups_led", "Groups led", |m| m.groups_led),
         ("coraft_groups_quiesced", "Groups quiet (idle)", |m| m.groups_quiesced),
@@ -158,6 +166,16 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
             m.reads_served
         }),
         ("coraft_wal_syncs_total", "WAL group commits", |m| m.wal_syncs),
+        (
+            "coraft_ticks_made_up_total",
+            "Ticks made up after the shard was late to count them",
+            |m| m.ticks_made_up,
+        ),
+        (
+            "coraft_wal_failed",
+            "1 once the WAL failed and the shard stopped serving (fail-stop)",
+            |m| m.wal_failed,
+        ),
         ("coraft_shards", "Shards", |_| 1),
     ];
     for (name, help, value) in counters {

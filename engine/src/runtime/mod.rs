@@ -1,6 +1,7 @@
 //! The runtime: shards (one glommio executor each) running many Raft groups
 //! over the shard's WAL and TCP connections. See `docs/architecture.md`.
 
+mod clock;
 mod codec;
 mod events;
 mod forward;
@@ -12,6 +13,7 @@ mod shard;
 mod storage;
 mod transport;
 
+pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{decode_command, encode_command, SessionCommand, SESSION_HEADER_BYTES};
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;

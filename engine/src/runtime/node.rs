@@ -199,6 +199,14 @@ impl NodeOptions {
         if self.heartbeat_interval_ticks == 0 || self.election_timeout_ticks <= self.heartbeat_interval_ticks {
             return fail("heartbeat_interval_ticks must be at least 1 and below election_timeout_ticks".into());
         }
+        let margin = self.protocol.clock_drift_margin_ticks;
+        if self.read_mode == ReadMode::Lease && margin < super::clock::LEASE_DRIFT_MARGIN_TICKS_MIN {
+            return fail(format!(
+                "lease reads need clock_drift_margin_ticks of at least LEASE_DRIFT_MARGIN_TICKS_MIN ({}), not {margin}: \
+                 ticks quantize time by up to one tick on the leader and one on a follower",
+                super::clock::LEASE_DRIFT_MARGIN_TICKS_MIN
+            ));
+        }
         Ok(())
     }
 }

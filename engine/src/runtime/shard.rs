@@ -16,6 +16,7 @@ use coraft_wal::Wal;
 use crate::api::Error;
 use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
 
+use super::clock::TickClock;
 use super::codec::encode_command;
 use super::events::{Event, EventQueue};
 use super::forward::ClientRoute;
@@ -87,6 +88,8 @@ pub(crate) struct Shard {
     request_timeout: Duration,
     /// Ticks handled.
     ticks: u64,
+    /// How many ticks have passed, from the monotonic clock (`clock.rs`).
+    clock: TickClock,
     /// Send times of recent appends, for the replication round trip.
     append_times: AppendTimes,
     /// This shard's end of the node's channel mesh (several shards only),
@@ -182,6 +185,7 @@ impl Shard {
             batch_entries_max: options.limits.batch_entries_max.max(1),
             request_timeout: options.request_timeout,
             ticks: 0,
+            clock: TickClock::new(options.tick, election_timeout_ticks, Instant::now()),
             append_times: AppendTimes::default(),
             forwarding,
         }
@@ -246,6 +250,9 @@ impl Shard {
     /// One loop turn: everything queued is handled together.
     fn turn(&mut self) {
         let started = Instant::now();
+        // Time first: what waited in the inbox meets cores that know how
+        // long this shard was away (a stall, a pause, a slow apply).
+        self.catch_up();
         let mut proposals: BTreeMap<GroupId, Batch> = BTreeMap::new();
         for event in self.events.drain() {
             match event {
@@ -256,7 +263,7 @@ impl Shard {
                     received,
                 } => self.client_request(request, route, received, &mut proposals),
                 Event::Api(request) => self.api_request(request, &mut proposals),
-                Event::Tick => self.tick(),
+                Event::Tick => self.catch_up(),
                 Event::PeerHeard(node) => {
                     if let Some(silent) = self.peer_silent_ticks.get_mut(&node) {
                         *silent = 0;
@@ -334,9 +341,39 @@ impl Shard {
         }
     }
 
-    /// Ticks the groups that are awake (a quiet group's tick would do
-    /// nothing), sends every peer the node-level beat, and wakes the quiet
-    /// followers of a peer that stayed silent for an election timeout.
+    /// Makes the ticks the monotonic clock says are due (usually none or
+    /// one; after a stall, the ones it missed, up to
+    /// `CATCH_UP_ELECTION_TIMEOUTS_MAX` election timeouts), then sends every
+    /// peer the node-level beat and wakes the quiet followers of a peer that
+    /// stayed silent for an election timeout.
+    fn catch_up(&mut self) {
+        let due = self.clock.due(Instant::now());
+        if due.make == 0 {
+            return;
+        }
+        if due.make > 1 || due.dropped > 0 {
+            self.metrics.ticks_made_up += due.make - 1;
+            log::debug!(
+                "node {} shard {}: making up {} missed ticks ({} past the bound dropped)",
+                self.node,
+                self.metrics.shard,
+                due.make - 1,
+                due.dropped
+            );
+        }
+        if self.failed.is_some() {
+            // Fail-stop: this shard no longer counts as a replica, so it
+            // neither ticks its cores nor beats to its peers.
+            return;
+        }
+        for _ in 0..due.make {
+            self.tick();
+        }
+        self.beat_and_watch_peers(due.make);
+    }
+
+    /// One tick of the groups that are awake (a quiet group's tick would do
+    /// nothing), and of the timeouts of their requests.
     fn tick(&mut self) {
         self.ticks += 1;
         for &id in &self.awake {
@@ -356,11 +393,18 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Sends every peer the node-level beat, counts `ticks` more of each
+    /// peer's silence, and wakes the quiet followers of a peer whose silence
+    /// just reached an election timeout.
+    fn beat_and_watch_peers(&mut self, ticks: u64) {
         self.peers.flush(true);
         let mut unreachable = Vec::new();
         for (&node, silent) in self.peer_silent_ticks.iter_mut() {
-            *silent += 1;
-            if *silent == self.election_timeout_ticks {
+            let before = *silent;
+            *silent += ticks;
+            if before < self.election_timeout_ticks && *silent >= self.election_timeout_ticks {
                 unreachable.push(node);
             }
         }
@@ -539,6 +583,12 @@ impl Shard {
         }
         let context = group.next_read_context;
         group.next_read_context += 1;
+        // A lease is judged on a fresh reading of the clock: a leader that
+        // was away past its lease learns it here, not a tick later.
+        self.catch_up();
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return reply.send(Err(Error::UnknownGroup(group_id)), None);
+        };
         // Asking may wake a quiet core, whatever the answer.
         self.dirty.insert(group_id);
         match group.core.read_index(context) {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use coraft::raft::PlantedBug;
-use coraft::sim::{run, SimOptions, SimOutcome};
+use coraft::sim::{run, CheckerKind, SimOptions, SimOutcome};
 
 struct Args {
     seeds: u64,
@@ -52,6 +52,9 @@ fn parse_args() -> Result<Args, String> {
                     Some("commit-previous-term") => PlantedBug::CommitPreviousTermByCounting,
                     Some("vote-without-log-check") => PlantedBug::VoteWithoutLogCheck,
                     Some("ack-before-persist") => PlantedBug::AcknowledgeBeforePersist,
+                    Some("read-before-commit-in-term") => PlantedBug::ReadBeforeCommitInTerm,
+                    Some("vote-before-persist") => PlantedBug::VoteBeforePersist,
+                    Some("double-vote") => PlantedBug::DoubleVote,
                     other => return Err(format!("unknown planted bug {other:?}")),
                 }
             }
@@ -84,6 +87,9 @@ struct Totals {
     configuration_changes: u64,
     snapshots: u64,
     quiesced_core_ticks: u64,
+    lease_reads: u64,
+    /// Seeds whose first violation each checker found.
+    failing_seeds_by_checker: std::collections::BTreeMap<CheckerKind, u64>,
     first_failing_seed: Option<u64>,
     failures: Vec<SimOutcome>,
 }
@@ -122,6 +128,10 @@ fn main() {
                 t.configuration_changes += outcome.configuration_changes;
                 t.snapshots += outcome.snapshots_installed;
                 t.quiesced_core_ticks += outcome.quiesced_core_ticks;
+                t.lease_reads += outcome.lease_reads;
+                if let Some(kind) = outcome.first_checker() {
+                    *t.failing_seeds_by_checker.entry(kind).or_default() += 1;
+                }
                 if !outcome.passed() {
                     t.violations += outcome.violations.len() as u64;
                     t.liveness_failures += u64::from(outcome.liveness_failure.is_some());
@@ -178,7 +188,8 @@ fn main() {
     }
     println!(
         "{} seeds ({} nodes) in {:.1} s: {} violations, {} liveness failures; {} steps, {} writes acknowledged, \
-         {} reads confirmed, {} crashes, {} configuration entries, {} snapshots installed, {} quiet core-ticks",
+         {} reads confirmed ({} from a lease), {} crashes, {} configuration entries, {} snapshots installed, \
+         {} quiet core-ticks",
         args.seeds,
         args.nodes,
         seconds,
@@ -187,11 +198,15 @@ fn main() {
         t.steps,
         t.writes,
         t.reads,
+        t.lease_reads,
         t.crashes,
         t.configuration_changes,
         t.snapshots,
         t.quiesced_core_ticks
     );
+    for (kind, seeds) in &t.failing_seeds_by_checker {
+        println!("  {seeds} seeds failed first on {kind}");
+    }
     if args.verbose && args.seeds == 1 {
         println!("{:?}", t.failures.first());
     }

@@ -31,6 +31,13 @@ pub enum PlantedBug {
     VoteWithoutLogCheck,
     /// A follower acknowledges entries before they are persisted.
     AcknowledgeBeforePersist,
+    /// A new leader serves reads at its commit index before it committed an
+    /// entry of its own term, when that index may still be stale (thesis §6.4).
+    ReadBeforeCommitInTerm,
+    /// A voter sends its vote before the vote is on disk (Raft Figure 2).
+    VoteBeforePersist,
+    /// A voter grants a second vote in a term it already voted in (Raft §5.2).
+    DoubleVote,
 }
 
 /// Bound on the entries of one AppendEntries message, in bytes

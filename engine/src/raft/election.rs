@@ -104,7 +104,8 @@ impl RaftCore {
         // lease check in `step_term`).
         let can_vote = self.vote == Some(m.from)
             || (self.vote.is_none() && self.leader.is_none())
-            || (pre_vote && m.term > self.term);
+            || (pre_vote && m.term > self.term)
+            || (self.config.planted_bug == PlantedBug::DoubleVote && self.leader.is_none());
         let log_ok = self.log.is_up_to_date(last_log_index, last_log_term)
             || self.config.planted_bug == PlantedBug::VoteWithoutLogCheck;
         let granted = can_vote && log_ok;
@@ -121,7 +122,11 @@ impl RaftCore {
             self.election_elapsed_ticks = 0;
         }
         // A vote counts only once it is on disk.
-        self.send_after_persist(m.from, body);
+        if self.config.planted_bug == PlantedBug::VoteBeforePersist {
+            self.send(m.from, body);
+        } else {
+            self.send_after_persist(m.from, body);
+        }
     }
 
     pub(super) fn handle_vote_response(&mut self, from: NodeId, granted: bool) {

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use super::config::ReadMode;
+use super::config::{PlantedBug, ReadMode};
 use super::core::RaftCore;
 use super::error::RaftError;
 use super::message::MessageBody;
@@ -172,7 +172,7 @@ impl RaftCore {
     }
 
     pub(super) fn leader_read(&mut self, context: u64, requester: Option<NodeId>) {
-        if !self.reads.committed_in_term {
+        if !self.reads.committed_in_term && self.config.planted_bug != PlantedBug::ReadBeforeCommitInTerm {
             self.reads.waiting_for_commit.push((context, requester));
             return;
         }

@@ -202,6 +202,8 @@ impl Cluster {
         self.outcome.violations = std::mem::take(&mut self.checkers.violations);
         self.outcome.writes_acknowledged = self.checkers.acknowledged_writes.count() as u64;
         self.outcome.reads_confirmed = self.checkers.linearizable_reads.confirmed();
+        self.outcome.reads_served = self.checkers.linearizable_reads.served();
+        self.outcome.lease_reads = self.checkers.lease_safety.lease_reads();
         self.outcome.terms_with_leader = self.checkers.election_safety.terms_with_leader() as u64;
         self.outcome
     }
@@ -360,7 +362,7 @@ impl Cluster {
                     .disk
                     .apply(record)
                     .map_err(|e| format!("disk of node {}: {e}", index + 1));
-                self.checkers.report(result);
+                self.checkers.report_harness(result);
             }
             for message in write.gated {
                 self.put_on_wire(index, message);
@@ -387,7 +389,7 @@ impl Cluster {
             let ready = core.take_ready();
             self.handle_ready(index, ready);
         }
-        self.checkers.report(Err(format!(
+        self.checkers.report_harness(Err(format!(
             "node {} kept producing Ready for {READY_ROUNDS_MAX} rounds",
             index + 1
         )));
@@ -502,6 +504,7 @@ impl Cluster {
                     self.checkers
                         .acknowledged_writes
                         .on_ack(entry.index, entry.term, proposal.value);
+                    self.checkers.lease_safety.on_ack(entry.index, entry.term);
                     if proposal.value >= self.liveness_started_at_value {
                         self.liveness_acked = true;
                     }
@@ -513,18 +516,39 @@ impl Cluster {
         for state in ready.read_states {
             if let Some(read) = self.nodes[index].reads.iter_mut().find(|r| r.context == state.context) {
                 read.read_index = Some(state.index);
-                let floor = read.floor_index;
-                let result =
-                    self.checkers
-                        .linearizable_reads
-                        .on_confirmed(node_id.0, state.context, floor, state.index);
-                self.checkers.report(result);
+                self.checkers.linearizable_reads.on_confirmed();
             }
         }
+        self.serve_reads(index, &ready.dropped_reads);
+    }
+
+    /// Serves every confirmed read whose index the state machine reached,
+    /// from the state it holds now, and checks what each returned.
+    fn serve_reads(&mut self, index: usize, dropped: &[u64]) {
         let node = &mut self.nodes[index];
         let applied = node.state_machine.applied_index;
-        node.reads
-            .retain(|r| r.read_index.is_none_or(|i| i > applied) && !ready.dropped_reads.contains(&r.context));
+        let mut served = Vec::new();
+        node.reads.retain(|r| {
+            if r.read_index.is_some_and(|i| i <= applied) {
+                served.push(*r);
+                return false;
+            }
+            !dropped.contains(&r.context)
+        });
+        for read in served {
+            if let Some((term, floor)) = read.lease {
+                let result = self
+                    .checkers
+                    .lease_safety
+                    .on_served(index as u64 + 1, term, floor, applied);
+                self.checkers.report(result);
+            }
+            let result =
+                self.checkers
+                    .linearizable_reads
+                    .on_served(index as u64 + 1, read.context, read.floor, applied);
+            self.checkers.report(result);
+        }
     }
 
     fn checkers_commit_seen(&self, index: usize) -> LogIndex {
@@ -538,8 +562,13 @@ impl Cluster {
         } = message.body
         {
             self.checkers
-                .monotonic_state
+                .vote_durability
                 .on_vote_sent(message.from, message.term, message.to);
+            let result = self
+                .checkers
+                .election_safety
+                .on_vote_granted(message.from, message.term, message.to);
+            self.checkers.report(result);
         }
         let snapshot = match &message.body {
             MessageBody::InstallSnapshot { meta } => {
@@ -609,12 +638,20 @@ impl Cluster {
         let Some(index) = self.random_live_node() else { return };
         let context = self.next_read;
         self.next_read += 1;
-        let floor_index = self.checkers.acknowledged_writes.highest_index();
+        let floor = self
+            .checkers
+            .linearizable_reads
+            .floor(self.checkers.acknowledged_writes.highest_index());
         let core = self.nodes[index].core.as_mut().expect("live");
+        // A leader in lease mode with a valid lease answers at once, from
+        // its lease alone.
+        let lease = (core.role() == Role::Leader && self.read_mode == ReadMode::Lease && core.lease_valid())
+            .then(|| (core.term(), self.checkers.lease_safety.floor_after(core.term())));
         if core.read_index(context).is_ok() {
             self.nodes[index].reads.push(PendingRead {
                 context,
-                floor_index,
+                floor,
+                lease,
                 read_index: None,
             });
             self.outcome.steps += 1;
@@ -762,7 +799,7 @@ impl Cluster {
         let result = self.nodes[index]
             .crash(&mut self.rng)
             .map_err(|e| format!("disk of node {}: {e}", index + 1));
-        self.checkers.report(result);
+        self.checkers.report_harness(result);
     }
 
     fn restart(&mut self, index: usize) {
@@ -798,7 +835,10 @@ impl Cluster {
         node.snapshot = disk.snapshot.clone();
         node.commit_seen = core.commit_index();
         node.core = Some(core);
-        let result = self.checkers.monotonic_state.on_restart(node_id, disk.hard_state);
+        self.checkers
+            .monotonic_state
+            .on_restart(node_id, disk.hard_state.term, self.nodes[index].commit_seen);
+        let result = self.checkers.vote_durability.on_restart(node_id, disk.hard_state);
         self.checkers.report(result);
         let result = self
             .checkers

@@ -16,6 +16,7 @@ mod cluster;
 pub mod network;
 pub mod node;
 
+pub use checker::{CheckerKind, Violation};
 pub use cluster::Cluster;
 
 use crate::raft::PlantedBug;
@@ -58,7 +59,7 @@ pub struct SimOutcome {
     /// The seed.
     pub seed: u64,
     /// Invariant violations, in the order found (empty when safe).
-    pub violations: Vec<String>,
+    pub violations: Vec<Violation>,
     /// Why the liveness phase failed, if it did.
     pub liveness_failure: Option<String>,
     /// Events processed.
@@ -67,6 +68,10 @@ pub struct SimOutcome {
     pub writes_acknowledged: u64,
     /// Reads confirmed.
     pub reads_confirmed: u64,
+    /// Reads served (their state checked against the real-time floor).
+    pub reads_served: u64,
+    /// Reads a leader answered from its lease.
+    pub lease_reads: u64,
     /// Terms that had a leader.
     pub terms_with_leader: u64,
     /// Crashes injected.
@@ -80,6 +85,11 @@ pub struct SimOutcome {
 }
 
 impl SimOutcome {
+    /// The checker that found the first violation, if any.
+    pub fn first_checker(&self) -> Option<CheckerKind> {
+        self.violations.first().map(|v| v.checker)
+    }
+
     /// True if no invariant broke and the liveness phase succeeded.
     pub fn passed(&self) -> bool {
         self.violations.is_empty() && self.liveness_failure.is_none()
@@ -100,7 +110,7 @@ pub fn run(options: SimOptions) -> SimOutcome {
                 .unwrap_or_else(|| "unknown panic".to_string());
             SimOutcome {
                 seed,
-                violations: vec![format!("panic: {message}")],
+                violations: vec![Violation::new(CheckerKind::CorePanic, message)],
                 ..SimOutcome::default()
             }
         }

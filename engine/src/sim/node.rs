@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use super::checker::ReadFloor;
 use crate::raft::{Entry, EntryPayload, HardState, LogIndex, Message, RaftCore, SeededRng, SnapshotMeta, Term};
 
 /// The replicated state machine of the simulation: it folds every applied
@@ -174,8 +175,11 @@ pub struct PendingProposal {
 pub struct PendingRead {
     /// The read's id.
     pub context: u64,
-    /// Highest acknowledged write index when the read began.
-    pub floor_index: LogIndex,
+    /// What it must at least return, fixed when it began.
+    pub floor: ReadFloor,
+    /// For a read the leader answered from its lease: the leader's term and
+    /// the highest write a newer term's leader had acknowledged.
+    pub lease: Option<(Term, LogIndex)>,
     /// Index to wait for (once confirmed).
     pub read_index: Option<LogIndex>,
 }

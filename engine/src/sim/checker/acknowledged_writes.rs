@@ -1,6 +1,7 @@
 //! No acknowledged write is lost: every write a leader acknowledged stays in
 //! the log of every later leader (or under its snapshot).
 
+use super::{Check, CheckerKind, Violation};
 use crate::raft::{LogIndex, Term};
 
 /// The acknowledged writes of a run.
@@ -29,11 +30,12 @@ impl AcknowledgedWrites {
 
     /// Checks a leader's log: `holds(index, term)` says whether it has the
     /// entry or a snapshot covering it.
-    pub fn check_leader(&self, leader: u64, holds: impl Fn(LogIndex, Term) -> bool) -> Result<(), String> {
+    pub fn check_leader(&self, leader: u64, holds: impl Fn(LogIndex, Term) -> bool) -> Check {
         for &(index, term, value) in &self.acked {
             if !holds(index, term) {
-                return Err(format!(
-                    "acknowledged write lost: value {value} acknowledged at ({index}, term {term}) is not in leader {leader}'s log"
+                return Err(Violation::new(
+                    CheckerKind::AcknowledgedWrites,
+                    format!("value {value} acknowledged at ({index}, term {term}) is not in leader {leader}'s log"),
                 ));
             }
         }

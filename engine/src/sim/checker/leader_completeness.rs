@@ -1,6 +1,7 @@
 //! Leader completeness: a leader's log holds every entry committed in earlier
 //! terms (Raft §5.4, Figure 3).
 
+use super::{Check, CheckerKind, Violation};
 use crate::raft::{NodeId, Term};
 
 use super::log_matching::LogMatching;
@@ -13,7 +14,7 @@ pub struct LeaderCompleteness {
 
 impl LeaderCompleteness {
     /// `node` became leader of `term`, with its log mirrored in `logs`.
-    pub fn on_leader(&mut self, logs: &LogMatching, node: NodeId, term: Term) -> Result<(), String> {
+    pub fn on_leader(&mut self, logs: &LogMatching, node: NodeId, term: Term) -> Check {
         self.checked += 1;
         let committed = logs.committed_index();
         let mirror = logs.mirror(node);
@@ -22,9 +23,12 @@ impl LeaderCompleteness {
         }
         match (mirror.link_at(committed), logs.committed_link(committed)) {
             (Some(have), Some(want)) if have == want => Ok(()),
-            _ => Err(format!(
-                "leader completeness: node {node} leads term {term} without committed entry {committed} (its log ends at {})",
-                mirror.last_index()
+            _ => Err(Violation::new(
+                CheckerKind::LeaderCompleteness,
+                format!(
+                    "node {node} leads term {term} without committed entry {committed} (its log ends at {})",
+                    mirror.last_index()
+                ),
             )),
         }
     }

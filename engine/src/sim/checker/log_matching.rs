@@ -4,10 +4,12 @@
 //! Each node's log is mirrored as a chain of hashes (hash of the previous
 //! link, the term and the payload), so "identical up through" is one
 //! comparison. The committed prefix is kept here too: committing two
-//! different entries at one index is a violation at once.
+//! different entries at one index is a violation at once, and so is a node
+//! whose commit index runs past the end of its own log.
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::{Check, CheckerKind, Violation};
 use crate::raft::{Entry, LogIndex, NodeId, Term};
 use crate::sim::node::{mix, payload_digest};
 
@@ -70,28 +72,25 @@ impl LogMatching {
     }
 
     /// `node` truncated its log from `truncate_from` (if any) and appended `entries`.
-    pub fn on_append(
-        &mut self,
-        node: NodeId,
-        truncate_from: Option<LogIndex>,
-        entries: &[Entry],
-    ) -> Result<(), String> {
+    pub fn on_append(&mut self, node: NodeId, truncate_from: Option<LogIndex>, entries: &[Entry]) -> Check {
         let mirror = self.mirrors.entry(node).or_default();
         if let Some(from) = truncate_from {
             if from <= mirror.base_index {
-                return Err(format!(
-                    "log matching: node {node} truncated from {from}, below its snapshot {}",
-                    mirror.base_index
+                return Err(Violation::new(
+                    CheckerKind::LogMatching,
+                    format!(
+                        "node {node} truncated from {from}, below its snapshot {}",
+                        mirror.base_index
+                    ),
                 ));
             }
             mirror.links.truncate((from.0 - mirror.base_index.0 - 1) as usize);
         }
         for entry in entries {
             if entry.index != mirror.last_index().next() {
-                return Err(format!(
-                    "log matching: node {node} appended {} after {}",
-                    entry.index,
-                    mirror.last_index()
+                return Err(Violation::new(
+                    CheckerKind::LogMatching,
+                    format!("node {node} appended {} after {}", entry.index, mirror.last_index()),
                 ));
             }
             let previous = mirror.link_at(mirror.last_index()).expect("last link exists");
@@ -99,9 +98,12 @@ impl LogMatching {
             mirror.links.push((entry.term, link));
             match self.links.get(&(entry.index, entry.term)) {
                 Some(&known) if known != link => {
-                    return Err(format!(
-                        "log matching: node {node} holds entry ({}, term {}) with a different prefix or payload than another node",
+                    return Err(Violation::new(
+                        CheckerKind::LogMatching,
+                        format!(
+                        "node {node} holds entry ({}, term {}) with a different prefix or payload than another node",
                         entry.index, entry.term
+                    ),
                     ))
                 }
                 Some(_) => {}
@@ -114,10 +116,11 @@ impl LogMatching {
     }
 
     /// `node` replaced its log with a snapshot at (`index`) of committed state.
-    pub fn on_snapshot(&mut self, node: NodeId, index: LogIndex) -> Result<(), String> {
+    pub fn on_snapshot(&mut self, node: NodeId, index: LogIndex) -> Check {
         let Some(link) = self.committed_link(index) else {
-            return Err(format!(
-                "log matching: node {node} installed a snapshot at {index}, beyond anything committed"
+            return Err(Violation::new(
+                CheckerKind::LogMatching,
+                format!("node {node} installed a snapshot at {index}, beyond anything committed"),
             ));
         };
         self.mirrors.insert(
@@ -132,29 +135,42 @@ impl LogMatching {
     }
 
     /// `node` restarted from its disk.
-    pub fn on_restart(&mut self, node: NodeId, snapshot_index: LogIndex, entries: &[Entry]) -> Result<(), String> {
+    pub fn on_restart(&mut self, node: NodeId, snapshot_index: LogIndex, entries: &[Entry]) -> Check {
         self.on_snapshot(node, snapshot_index)?;
         self.on_append(node, None, entries)
     }
 
     /// `node`'s commit index moved from `from` (exclusive) to `to`.
-    pub fn on_commit(&mut self, node: NodeId, from: LogIndex, to: LogIndex) -> Result<(), String> {
+    pub fn on_commit(&mut self, node: NodeId, from: LogIndex, to: LogIndex) -> Check {
         let mirror = self.mirrors.entry(node).or_default().clone();
+        if to > mirror.last_index() {
+            return Err(Violation::new(
+                CheckerKind::LogMatching,
+                format!(
+                    "node {node} committed up to {to} but its log ends at {}",
+                    mirror.last_index()
+                ),
+            ));
+        }
         for index in from.next().0..=to.0 {
             let index = LogIndex(index);
             let Some(link) = mirror.link_at(index) else { continue };
             match self.committed_link(index) {
                 Some(known) if known != link => {
-                    return Err(format!(
-                        "state machine safety: node {node} committed a different entry at index {index}"
+                    return Err(Violation::new(
+                        CheckerKind::StateMachineSafety,
+                        format!("node {node} committed a different entry at index {index}"),
                     ));
                 }
                 Some(_) => {}
                 None if index.0 as usize == self.committed.len() + 1 => self.committed.push(link),
                 None => {
-                    return Err(format!(
-                        "log matching: node {node} committed {index} beyond the known prefix {}",
-                        self.committed.len()
+                    return Err(Violation::new(
+                        CheckerKind::LogMatching,
+                        format!(
+                            "node {node} committed {index} beyond the known prefix {}",
+                            self.committed.len()
+                        ),
                     ));
                 }
             }

@@ -3,6 +3,7 @@
 //! state machine folds every applied entry into a digest, so equal digests at
 //! an index mean equal applied sequences up to it.
 
+use super::{Check, CheckerKind, Violation};
 use crate::raft::{LogIndex, NodeId};
 
 /// The one history every node must follow.
@@ -13,23 +14,27 @@ pub struct StateMachineSafety {
 
 impl StateMachineSafety {
     /// `node` applied up to `index`, reaching `digest`.
-    pub fn on_apply(&mut self, node: NodeId, index: LogIndex, digest: u64) -> Result<(), String> {
+    pub fn on_apply(&mut self, node: NodeId, index: LogIndex, digest: u64) -> Check {
         let position = index.0 as usize;
         if position == 0 {
             return Ok(());
         }
         match self.digests.get(position - 1) {
-            Some(&known) if known != digest => Err(format!(
-                "state machine safety: node {node} applied a different sequence up to index {index}"
+            Some(&known) if known != digest => Err(Violation::new(
+                CheckerKind::StateMachineSafety,
+                format!("node {node} applied a different sequence up to index {index}"),
             )),
             Some(_) => Ok(()),
             None if position == self.digests.len() + 1 => {
                 self.digests.push(digest);
                 Ok(())
             }
-            None => Err(format!(
-                "state machine safety: node {node} applied index {index} but the history ends at {}",
-                self.digests.len()
+            None => Err(Violation::new(
+                CheckerKind::StateMachineSafety,
+                format!(
+                    "node {node} applied index {index} but the history ends at {}",
+                    self.digests.len()
+                ),
             )),
         }
     }

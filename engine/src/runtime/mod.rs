@@ -11,6 +11,7 @@ mod reply;
 mod shard;
 mod storage;
 mod transport;
+mod violations;
 
 pub use codec::{decode_command, encode_command, SessionCommand, SESSION_HEADER_BYTES};
 pub use events::EVENTS_QUEUED_MAX;
@@ -24,3 +25,4 @@ pub use node::{
 };
 pub use shard::REQUEST_TIMEOUT;
 pub use shard::{COMMAND_BYTES_MAX, WAL_BACKLOG_BYTES_MAX};
+pub use violations::VIOLATION_LOG_INTERVAL;

@@ -76,6 +76,8 @@
 
 pub mod api;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod raft;
 pub mod runtime;
 pub mod sim;

@@ -5,6 +5,8 @@
 //! [`propose`](RaftCore::propose), [`propose_conf_change`](RaftCore::propose_conf_change),
 //! [`read_index`](RaftCore::read_index), [`transfer_leader`](RaftCore::transfer_leader),
 //! [`on_persisted`](RaftCore::on_persisted), [`snapshot_created`](RaftCore::snapshot_created)
+//! (a peer's message goes through [`step_checked`](RaftCore::step_checked),
+//! which validates it first: `violation.rs`)
 //! — and one output, the [`Ready`] bundle taken by
 //! [`take_ready`](RaftCore::take_ready). It reads no clock (time is ticks), no
 //! socket and no file; its randomness comes from a seed in [`RaftConfig`].
@@ -46,6 +48,7 @@ mod replication;
 mod rng;
 mod snapshot;
 mod types;
+mod violation;
 
 #[cfg(test)]
 mod tests;
@@ -66,3 +69,4 @@ pub use types::{
     Configuration, Entry, EntryPayload, GroupId, HardState, LogIndex, NodeId, ReadState, Role, SnapshotMeta, SoftState,
     Term, ENTRY_OVERHEAD_BYTES,
 };
+pub use violation::{check_message, ProtocolViolation, ViolationKind, INDEX_MAX, TERM_MAX};

@@ -13,6 +13,7 @@ use crate::raft::{Message, NodeId};
 
 use super::forward::ClientRoute;
 use super::node::ApiRequest;
+use super::violations::PeerViolations;
 
 /// Bound on events waiting for the shard loop; beyond it Raft messages are
 /// dropped (Raft tolerates loss) and client requests are refused as busy.
@@ -38,6 +39,9 @@ pub(crate) enum Event {
 pub(crate) struct EventQueue {
     queue: RefCell<VecDeque<Event>>,
     doorbell: LocalSender<()>,
+    /// Peers' messages dropped for breaking the protocol, counted by the
+    /// connection readers and the shard alike (`violations.rs`).
+    pub violations: PeerViolations,
 }
 
 impl EventQueue {
@@ -47,6 +51,7 @@ impl EventQueue {
             Rc::new(EventQueue {
                 queue: RefCell::new(VecDeque::new()),
                 doorbell,
+                violations: PeerViolations::default(),
             }),
             bell,
         )

@@ -47,6 +47,9 @@ pub struct ShardMetrics {
     pub raft_messages_sent: u64,
     /// Raft messages dropped because a peer's queue was full.
     pub raft_messages_dropped: u64,
+    /// Peers' messages dropped for breaking the protocol (wrong sender,
+    /// malformed appends, impossible acknowledgements, snapshots).
+    pub protocol_violations: u64,
     /// Client requests received over the network.
     pub client_requests: u64,
     /// Proposals accepted by a leader's core.
@@ -97,6 +100,7 @@ impl ShardMetrics {
             raft_messages_received: 0,
             raft_messages_sent: 0,
             raft_messages_dropped: 0,
+            protocol_violations: 0,
             client_requests: 0,
             proposals: 0,
             proposals_refused: 0,
@@ -130,7 +134,7 @@ type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<
 /// Renders a node's metrics in the Prometheus text exposition format.
 pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
-    let counters: [CounterSpec; 18] = [
+    let counters: [CounterSpec; 19] = [
         ("coraft_groups", "Groups hosted", |m| m.groups),
         ("coraft_groups_led", "Groups led", |m| m.groups_led),
         ("coraft_groups_quiesced", "Groups quiet (idle)", |m| m.groups_quiesced),
@@ -153,6 +157,11 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
             "coraft_raft_messages_dropped_total",
             "Raft messages dropped on full queues",
             |m| m.raft_messages_dropped,
+        ),
+        (
+            "coraft_protocol_violations_total",
+            "Peer messages dropped for breaking the protocol",
+            |m| m.protocol_violations,
         ),
         ("coraft_client_requests_total", "Client requests received", |m| {
             m.client_requests

@@ -12,6 +12,7 @@ mod reply;
 mod shard;
 mod storage;
 mod transport;
+mod violations;
 
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{decode_command, encode_command, SessionCommand, SESSION_HEADER_BYTES};
@@ -26,3 +27,4 @@ pub use node::{
 };
 pub use shard::REQUEST_TIMEOUT;
 pub use shard::{COMMAND_BYTES_MAX, WAL_BACKLOG_BYTES_MAX};
+pub use violations::VIOLATION_LOG_INTERVAL;

@@ -335,9 +335,26 @@ impl Shard {
             }
         }
         let group_id = message.group;
+        let from = message.from;
         if let Some(group) = self.groups.get_mut(&group_id) {
-            group.core.step(message);
-            self.dirty.insert(group_id);
+            // A peer's message never crashes the shard: one that breaks the
+            // protocol is dropped, counted and logged (`violations.rs`). No
+            // snapshot can be installed yet, so none is stepped.
+            let stepped = match message.body {
+                crate::raft::MessageBody::InstallSnapshot { .. } => Err(crate::raft::ProtocolViolation {
+                    sender: from,
+                    group: group_id,
+                    message_kind: message.body.kind(),
+                    kind: crate::raft::ViolationKind::SnapshotNotSupported,
+                }),
+                _ => group.core.step_checked(message),
+            };
+            match stepped {
+                Ok(()) => {
+                    self.dirty.insert(group_id);
+                }
+                Err(violation) => self.events.violations.record(from, &violation),
+            }
         }
     }
 
@@ -664,6 +681,7 @@ impl Shard {
                 snapshot.groups_quiesced = self.groups.values().filter(|g| g.core.is_quiesced()).count() as u64;
                 snapshot.raft_messages_sent = self.peers.sent;
                 snapshot.raft_messages_dropped = self.peers.dropped;
+                snapshot.protocol_violations = self.events.violations.count();
                 let _ = reply.send(snapshot);
             }
             ApiRequest::Shutdown => self.shutting_down = true,

@@ -20,7 +20,7 @@ use coraft_net::schema::{
 use coraft_net::{Listener, NetConfig, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
 
-use crate::raft::{Message, MessageBody, NodeId};
+use crate::raft::{Message, MessageBody, NodeId, ProtocolViolation, ViolationKind};
 
 use super::codec::{expand_coalesced, from_wire, to_wire};
 use super::events::{Event, EventQueue};
@@ -218,21 +218,20 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
             );
             return;
         };
-        let _ = events.push(Event::PeerHeard(NodeId(connection.peer().node_id)));
+        let peer = NodeId(connection.peer().node_id);
+        let _ = events.push(Event::PeerHeard(peer));
         for envelope in &batch.messages {
             if matches!(
                 envelope.body,
                 RaftBody::CoalescedHeartbeat(_) | RaftBody::CoalescedHeartbeatResponse(_)
             ) {
                 for message in expand_coalesced(envelope) {
-                    let _ = events.push(Event::Raft(message));
+                    push_authenticated(&events, peer, message);
                 }
                 continue;
             }
             match from_wire(envelope) {
-                Ok(Some(message)) => {
-                    let _ = events.push(Event::Raft(message));
-                }
+                Ok(Some(message)) => push_authenticated(&events, peer, message),
                 Ok(None) => {}
                 Err(error) => {
                     log::warn!("closing peer {:?}: bad message: {error}", connection.peer());
@@ -241,6 +240,25 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
             }
         }
     }
+}
+
+/// Queues a peer's message for the shard if it names as its sender the node
+/// the connection's handshake authenticated; drops and counts it otherwise.
+fn push_authenticated(events: &EventQueue, peer: NodeId, message: Message) {
+    if message.from != peer {
+        let violation = ProtocolViolation {
+            sender: message.from,
+            group: message.group,
+            message_kind: message.body.kind(),
+            kind: ViolationKind::SenderNotAuthenticated {
+                named: message.from,
+                authenticated: peer,
+            },
+        };
+        events.violations.record(peer, &violation);
+        return;
+    }
+    let _ = events.push(Event::Raft(message));
 }
 
 async fn serve_client(

@@ -67,7 +67,7 @@ impl Toggle {
         match self {
             Toggle::On => true,
             Toggle::Off => false,
-            Toggle::PerSeed => node::mix(seed, salt) % 2 == 0,
+            Toggle::PerSeed => node::mix(seed, salt).is_multiple_of(2),
         }
     }
 

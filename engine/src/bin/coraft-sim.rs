@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! coraft-sim --seeds N [--first-seed S] [--nodes 3|5] [--json] [--threads T]
+//!            [--pre-vote on|off|per-seed] [--check-quorum on|off|per-seed]
+//!            [--clock-faults none|within-margin|beyond-margin]
 //! ```
 
 use std::io::{IsTerminal, Write};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use coraft::raft::PlantedBug;
-use coraft::sim::{run, CheckerKind, SimOptions, SimOutcome};
+use coraft::sim::{run, CheckerKind, ClockFaults, SimOptions, SimOutcome, Toggle};
 
 struct Args {
     seeds: u64,
@@ -21,6 +23,31 @@ struct Args {
     threads: u64,
     verbose: bool,
     planted_bug: PlantedBug,
+    pre_vote: Toggle,
+    check_quorum: Toggle,
+    clock_faults: ClockFaults,
+}
+
+impl Args {
+    /// The flags that change a run, as given (for the replay command).
+    fn run_flags(&self) -> String {
+        let toggle = |t: Toggle| match t {
+            Toggle::On => "on",
+            Toggle::Off => "off",
+            Toggle::PerSeed => "per-seed",
+        };
+        let clocks = match self.clock_faults {
+            ClockFaults::None => "none",
+            ClockFaults::WithinMargin => "within-margin",
+            ClockFaults::BeyondMargin => "beyond-margin",
+        };
+        format!(
+            "--nodes {} --pre-vote {} --check-quorum {} --clock-faults {clocks}",
+            self.nodes,
+            toggle(self.pre_vote),
+            toggle(self.check_quorum)
+        )
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -32,6 +59,9 @@ fn parse_args() -> Result<Args, String> {
         threads: 0,
         verbose: false,
         planted_bug: PlantedBug::None,
+        pre_vote: Toggle::On,
+        check_quorum: Toggle::On,
+        clock_faults: ClockFaults::WithinMargin,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +75,28 @@ fn parse_args() -> Result<Args, String> {
             "--nodes" => args.nodes = value("--nodes")?,
             "--threads" => args.threads = value("--threads")?,
             "--json" => args.json = true,
+            "--pre-vote" | "--check-quorum" => {
+                let raw = it.next().unwrap_or_default();
+                let toggle =
+                    Toggle::parse(&raw).ok_or_else(|| format!("{flag}: `{raw}` is not on, off or per-seed"))?;
+                if flag == "--pre-vote" {
+                    args.pre_vote = toggle;
+                } else {
+                    args.check_quorum = toggle;
+                }
+            }
+            "--clock-faults" => {
+                args.clock_faults = match it.next().as_deref() {
+                    Some("none") => ClockFaults::None,
+                    Some("within-margin") => ClockFaults::WithinMargin,
+                    Some("beyond-margin") => ClockFaults::BeyondMargin,
+                    other => {
+                        return Err(format!(
+                            "--clock-faults: {other:?} is not none, within-margin or beyond-margin"
+                        ))
+                    }
+                }
+            }
             "--verbose" => args.verbose = true,
             // Hidden: break a rule on purpose to see the checkers catch it.
             "--planted-bug" => {
@@ -60,7 +112,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: coraft-sim --seeds N [--first-seed S] [--nodes 3|5] [--json] [--threads T] [--verbose]"
+                    "usage: coraft-sim --seeds N [--first-seed S] [--nodes 3|5] [--json] [--threads T] [--verbose]\n\
+                     \x20      [--pre-vote on|off|per-seed] [--check-quorum on|off|per-seed]\n\
+                     \x20      [--clock-faults none|within-margin|beyond-margin]"
                 );
                 std::process::exit(0);
             }
@@ -112,6 +166,7 @@ fn main() {
         .map(|_| {
             let (next, done, totals) = (next.clone(), done.clone(), totals.clone());
             let (seeds, first_seed, nodes, planted_bug) = (args.seeds, args.first_seed, args.nodes, args.planted_bug);
+            let (pre_vote, check_quorum, clock_faults) = (args.pre_vote, args.check_quorum, args.clock_faults);
             std::thread::spawn(move || loop {
                 let offset = next.fetch_add(1, Ordering::Relaxed);
                 if offset >= seeds {
@@ -119,6 +174,9 @@ fn main() {
                 }
                 let mut options = SimOptions::new(first_seed + offset, nodes);
                 options.planted_bug = planted_bug;
+                options.pre_vote = pre_vote;
+                options.check_quorum = check_quorum;
+                options.clock_faults = clock_faults;
                 let outcome = run(options);
                 let mut t = totals.lock().expect("no worker panics while holding the lock");
                 t.steps += outcome.steps;
@@ -182,8 +240,9 @@ fn main() {
             eprintln!("  liveness: {liveness}");
         }
         eprintln!(
-            "  replay: cargo run --release -p coraft --bin coraft-sim -- --seeds 1 --first-seed {} --nodes {}",
-            failure.seed, args.nodes
+            "  replay: cargo run --release -p coraft --bin coraft-sim -- --seeds 1 --first-seed {} {}",
+            failure.seed,
+            args.run_flags()
         );
     }
     println!(

@@ -12,6 +12,7 @@ use crate::raft::{
 };
 
 use super::checker::Checkers;
+use super::clock::Clocks;
 use super::network::{Network, NetworkFaults, Packet};
 use super::node::{mix, PendingProposal, PendingRead, PendingWrite, Record, SimNode, StateMachine};
 use super::{SimOptions, SimOutcome};
@@ -66,13 +67,21 @@ pub struct Cluster {
     /// per node pair; at an election timeout a quiet follower of that peer
     /// is told its leader is unreachable.
     silent_ticks: Vec<Vec<u64>>,
+    /// Each node's clock (skew, late bursts).
+    clocks: Clocks,
+    pre_vote: bool,
+    check_quorum: bool,
 }
 
 impl Cluster {
     /// Builds the cluster of a run.
     pub fn new(options: SimOptions) -> Cluster {
         let mut rng = SeededRng::new(options.seed);
-        let read_mode = if rng.chance(1, 2) {
+        let pre_vote = options.pre_vote.decide(options.seed, 0x9E7E);
+        let check_quorum = options.check_quorum.decide(options.seed, 0xC0C0);
+        // Lease reads need check-quorum (the draw is made either way, so the
+        // other draws stay put).
+        let read_mode = if rng.chance(1, 2) && check_quorum {
             ReadMode::Lease
         } else {
             ReadMode::Safe
@@ -118,6 +127,9 @@ impl Cluster {
             trace: std::env::var_os("CORAFT_SIM_TRACE").is_some(),
             quiesce: mix(options.seed, 0x71E7).is_multiple_of(2),
             silent_ticks: vec![vec![0; total as usize]; total as usize],
+            clocks: Clocks::new(options.seed, total as usize, options.clock_faults),
+            pre_vote,
+            check_quorum,
             options,
         };
         for id in 1..=total {
@@ -142,6 +154,8 @@ impl Cluster {
         config.inflight_messages_max = self.inflight_messages_max;
         config.append_bytes_max = self.append_bytes_max;
         config.quiesce = self.quiesce;
+        config.pre_vote = self.pre_vote;
+        config.check_quorum = self.check_quorum;
         RaftCore::new(config, initial).expect("simulator config is valid")
     }
 
@@ -252,12 +266,15 @@ impl Cluster {
     fn advance_tick(&mut self) {
         self.now += 1;
         for index in 0..self.nodes.len() {
+            let ticks = self.clocks.advance(index);
             if let Some(core) = self.nodes[index].core.as_mut() {
                 // Like the runtime, do not tick a quiet core at all.
-                if core.is_quiesced() {
-                    self.outcome.quiesced_core_ticks += 1;
-                } else {
-                    core.tick();
+                for _ in 0..ticks {
+                    if core.is_quiesced() {
+                        self.outcome.quiesced_core_ticks += 1;
+                    } else {
+                        core.tick();
+                    }
                 }
                 self.outcome.steps += 1;
                 self.drive(index);
@@ -647,6 +664,7 @@ impl Cluster {
         // its lease alone.
         let lease = (core.role() == Role::Leader && self.read_mode == ReadMode::Lease && core.lease_valid())
             .then(|| (core.term(), self.checkers.lease_safety.floor_after(core.term())));
+        let core = self.nodes[index].core.as_mut().expect("live");
         if core.read_index(context).is_ok() {
             self.nodes[index].reads.push(PendingRead {
                 context,
@@ -814,6 +832,7 @@ impl Cluster {
                 disk.log.iter().map(|e| (e.index.0, e.term.0)).collect::<Vec<_>>()
             );
         }
+        self.clocks.restart(index);
         let node = &mut self.nodes[index];
         node.incarnation += 1;
         let disk = node.disk.clone();

@@ -12,11 +12,13 @@
 //! elected and a new write acknowledged within a bounded number of ticks.
 
 pub mod checker;
+pub mod clock;
 mod cluster;
 pub mod network;
 pub mod node;
 
 pub use checker::{CheckerKind, Violation};
+pub use clock::ClockFaults;
 pub use cluster::Cluster;
 
 use crate::raft::PlantedBug;
@@ -37,6 +39,47 @@ pub struct SimOptions {
     pub membership_changes: bool,
     /// A rule broken on purpose (tests only).
     pub planted_bug: PlantedBug,
+    /// Pre-vote before campaigning (thesis §9.6).
+    pub pre_vote: Toggle,
+    /// Check-quorum and the followers' leader lease (thesis §6.2); with it
+    /// off, reads use ReadIndex only (lease reads need it).
+    pub check_quorum: Toggle,
+    /// Clock skew and late tick bursts.
+    pub clock_faults: ClockFaults,
+}
+
+/// A feature on, off, or drawn per seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggle {
+    /// Always on.
+    On,
+    /// Always off.
+    Off,
+    /// On in about half the seeds.
+    PerSeed,
+}
+
+impl Toggle {
+    /// Whether the feature is on in the run `seed`; `salt` separates the
+    /// per-seed draws of different features (outside the run's random
+    /// stream, so the other draws stay put).
+    pub fn decide(self, seed: u64, salt: u64) -> bool {
+        match self {
+            Toggle::On => true,
+            Toggle::Off => false,
+            Toggle::PerSeed => node::mix(seed, salt).is_multiple_of(2),
+        }
+    }
+
+    /// Parses `on`, `off` or `per-seed`.
+    pub fn parse(text: &str) -> Option<Toggle> {
+        match text {
+            "on" => Some(Toggle::On),
+            "off" => Some(Toggle::Off),
+            "per-seed" => Some(Toggle::PerSeed),
+            _ => None,
+        }
+    }
 }
 
 impl SimOptions {
@@ -49,6 +92,9 @@ impl SimOptions {
             liveness_ticks_max: 300,
             membership_changes: true,
             planted_bug: PlantedBug::None,
+            pre_vote: Toggle::On,
+            check_quorum: Toggle::On,
+            clock_faults: ClockFaults::WithinMargin,
         }
     }
 }

@@ -82,7 +82,7 @@ pub use decoder::{decode_all, Frame, FrameDecoder};
 pub use error::NetError;
 pub use frame::{FrameEncoder, FrameKind, FRAME_BODY_MAX_BYTES, WIRE_VERSION};
 pub use handshake::{Hello, HelloReply, LocalIdentity, PeerIdentity, Refusal, Role};
-pub use listener::{Handshaking, InboundConnection, Listener, ResponseWriter};
+pub use listener::{Handshaking, InboundConnection, Listener, ResponseWriter, INBOUND_CONNECTIONS_MAX};
 pub use outbound::{ConnectionState, OutboundConnection, OutboundStats, PeerAddress};
 pub use stats::{Counter, NetStats};
 

@@ -5,8 +5,13 @@
 //! accept loop), and reads validated frames with [`InboundConnection::recv`].
 //! Every refusal and every connection closed for bad input is logged with its
 //! reason and counted in the listener's [`NetStats`]; the listener itself
-//! keeps serving.
+//! keeps serving. A listener holds at most [`INBOUND_CONNECTIONS_MAX`]
+//! connections open at once (handshaking or served): one more is closed as
+//! soon as it is accepted and counted as [`Counter::RefusedOverLimit`], so
+//! that a peer or client opening connections in a loop cannot take every
+//! file descriptor and task of the shard.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -31,12 +36,37 @@ fn glommio_io(context: &'static str) -> impl FnOnce(glommio::GlommioError<()>) -
     }
 }
 
+/// Bound on the connections one listener holds open at once, handshaking or
+/// served (see [`Listener::set_connections_max`]).
+pub const INBOUND_CONNECTIONS_MAX: usize = 4096;
+
 /// A bound listening socket of one shard.
 #[derive(Debug)]
 pub struct Listener {
     listener: TcpListener,
     config: NetConfig,
     stats: Rc<NetStats>,
+    open: Rc<Cell<usize>>,
+    connections_max: Cell<usize>,
+}
+
+/// One open connection of a listener: counted while it lives.
+#[derive(Debug)]
+struct ConnectionSlot {
+    open: Rc<Cell<usize>>,
+}
+
+impl ConnectionSlot {
+    fn take(open: &Rc<Cell<usize>>) -> ConnectionSlot {
+        open.set(open.get() + 1);
+        ConnectionSlot { open: Rc::clone(open) }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.open.set(self.open.get() - 1);
+    }
 }
 
 impl Listener {
@@ -48,7 +78,25 @@ impl Listener {
             listener,
             config,
             stats: Rc::new(NetStats::new()),
+            open: Rc::new(Cell::new(0)),
+            connections_max: Cell::new(INBOUND_CONNECTIONS_MAX),
         })
+    }
+
+    /// Changes the bound on open connections (at least 1; default
+    /// [`INBOUND_CONNECTIONS_MAX`]). Connections already open stay.
+    pub fn set_connections_max(&self, connections_max: usize) {
+        self.connections_max.set(connections_max.max(1));
+    }
+
+    /// The bound on open connections.
+    pub fn connections_max(&self) -> usize {
+        self.connections_max.get()
+    }
+
+    /// Connections open now (handshaking or served).
+    pub fn connections_open(&self) -> usize {
+        self.open.get()
     }
 
     /// The bound address.
@@ -62,14 +110,35 @@ impl Listener {
     }
 
     /// Waits for the next TCP connection; its handshake is still to be done.
+    /// While [`connections_max`](Self::connections_max) connections are
+    /// open, each new one is closed at once and counted as
+    /// [`Counter::RefusedOverLimit`].
     pub async fn accept(&self) -> Result<Handshaking, NetError> {
-        let stream = self.listener.accept().await.map_err(glommio_io("accept"))?;
-        self.stats.add(Counter::ConnectionsAccepted, 1);
-        Ok(Handshaking {
-            stream,
-            config: self.config,
-            stats: Rc::clone(&self.stats),
-        })
+        loop {
+            let stream = self.listener.accept().await.map_err(glommio_io("accept"))?;
+            if self.open.get() >= self.connections_max.get() {
+                self.stats.add(Counter::RefusedOverLimit, 1);
+                let refused = self.stats.get(Counter::RefusedOverLimit);
+                // Logged at the 1st, 2nd, 4th, 8th... refusal: a flood of
+                // connections cannot flood the log.
+                if refused.is_power_of_two() {
+                    log::warn!(
+                        "closed a connection from {:?}: {} connections are open, the bound ({refused} refused so far)",
+                        stream.peer_addr().ok(),
+                        self.open.get()
+                    );
+                }
+                drop(stream);
+                continue;
+            }
+            self.stats.add(Counter::ConnectionsAccepted, 1);
+            return Ok(Handshaking {
+                stream,
+                config: self.config,
+                stats: Rc::clone(&self.stats),
+                slot: ConnectionSlot::take(&self.open),
+            });
+        }
     }
 }
 
@@ -79,6 +148,7 @@ pub struct Handshaking {
     stream: TcpStream,
     config: NetConfig,
     stats: Rc<NetStats>,
+    slot: ConnectionSlot,
 }
 
 impl Handshaking {
@@ -157,6 +227,7 @@ impl Handshaking {
             responses,
             stats: self.stats,
             closed: false,
+            _slot: self.slot,
         })
     }
 }
@@ -246,6 +317,8 @@ pub struct InboundConnection {
     responses: Option<ResponseWriter>,
     stats: Rc<NetStats>,
     closed: bool,
+    /// Counts the connection against the listener's bound until dropped.
+    _slot: ConnectionSlot,
 }
 
 impl InboundConnection {

@@ -31,6 +31,9 @@ pub enum Counter {
     RefusedMisaddressed,
     /// Handshakes that failed: malformed, timed out, or the socket failed.
     HandshakesFailed,
+    /// Connections closed as soon as accepted: the listener held its bound
+    /// of open connections (`listener::INBOUND_CONNECTIONS_MAX`).
+    RefusedOverLimit,
     /// Valid frames received.
     FramesReceived,
     /// Bytes of valid frames received.

@@ -253,15 +253,18 @@ impl Shard {
     /// One loop turn: everything queued is handled together.
     fn turn(&mut self) {
         let started = Instant::now();
-        // Time first: what waited in the inbox meets cores that know how
-        // long this shard was away (a stall, a pause, a slow apply).
-        self.catch_up();
         let mut proposals: BTreeMap<GroupId, Batch> = BTreeMap::new();
         for event in self.events.drain() {
             match event {
                 // A failed shard is no replica: it hears nothing (fail-stop).
                 Event::Raft(message) if self.failed.is_some() => drop(message),
-                Event::Raft(message) => self.step(message),
+                Event::Raft(message) => {
+                    if matches!(message.body, crate::raft::MessageBody::ReadIndex { .. }) {
+                        // A follower's read may be answered from the lease.
+                        self.catch_up();
+                    }
+                    self.step(message)
+                }
                 Event::Client {
                     request,
                     route,
@@ -277,6 +280,11 @@ impl Shard {
                 Event::Synced(result, elapsed) => self.synced(result, elapsed),
             }
         }
+        // Whatever waited in the inbox was stepped first (a heartbeat that
+        // arrived during a stall is evidence its leader lived then); now
+        // the cores learn how long this shard was away, even if a full
+        // queue refused the tick event. Reads read the clock themselves.
+        self.catch_up();
         for (group_id, batch) in proposals {
             self.propose(group_id, batch);
         }

@@ -46,7 +46,12 @@ pub enum Error {
     /// The node or group is shutting down.
     #[error("shutting down")]
     Shutdown,
-    /// The write-ahead log failed; the shard stops taking writes.
+    /// The write-ahead log of the shard owning the group failed (an
+    /// fdatasync error, no space left): that shard stopped serving as a
+    /// replica (fail-stop) until the node is restarted. The rest of the
+    /// group goes on without it: try another node. A write answered with
+    /// this may still have been committed by the other replicas, so its
+    /// outcome is unknown, as with [`Error::Timeout`].
     #[error("storage failed: {0}")]
     Storage(String),
     /// The group is not hosted by this node.

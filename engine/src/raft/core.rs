@@ -183,6 +183,19 @@ impl RaftCore {
         }
     }
 
+    /// Gives up leadership (or a candidacy) in the current term and stays a
+    /// follower that knows no leader: the runtime's fail-stop when this
+    /// node's storage failed and it can no longer promise anything. Reads
+    /// in flight are dropped (they appear in the next [`Ready`]). The term
+    /// and vote do not change, so nothing new needs persisting.
+    pub fn step_down(&mut self) {
+        if self.role == Role::Follower && self.leader.is_none() {
+            return;
+        }
+        let term = self.term;
+        self.become_follower(term, None);
+    }
+
     /// Takes everything the runtime must do now.
     pub fn take_ready(&mut self) -> Ready {
         if self.role == Role::Leader {

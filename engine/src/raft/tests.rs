@@ -824,3 +824,22 @@ fn higher_election_priority_times_out_sooner() {
         assert!(high.randomized_election_timeout_ticks < low.randomized_election_timeout_ticks);
     }
 }
+
+#[test]
+fn a_leader_that_steps_down_keeps_its_term_and_vote_and_drops_its_reads() {
+    // The runtime's fail-stop: a node whose storage failed gives up
+    // leadership without a new term, so nothing new must be persisted.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    let before = cluster.get(1).hard_state();
+    cluster.isolated = vec![NodeId(1)];
+    cluster.get(1).read_index(7).unwrap();
+    cluster.get(1).step_down();
+    let core = cluster.get(1);
+    assert_eq!(core.role(), Role::Follower);
+    assert_eq!(core.leader(), None);
+    assert_eq!(core.hard_state(), before);
+    let ready = core.take_ready();
+    assert_eq!(ready.dropped_reads, vec![7]);
+    assert!(ready.hard_state.is_none());
+}

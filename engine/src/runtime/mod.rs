@@ -23,7 +23,8 @@ pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,
 };
 pub use node::{
-    GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, Protocol, StateMachineFactory, API_QUEUE_MAX,
+    GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, Protocol, StateMachineFactory, WalFault,
+    API_QUEUE_MAX,
 };
 pub use shard::REQUEST_TIMEOUT;
 pub use shard::{COMMAND_BYTES_MAX, WAL_BACKLOG_BYTES_MAX};

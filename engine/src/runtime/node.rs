@@ -211,6 +211,17 @@ impl NodeOptions {
     }
 }
 
+/// A storage fault injected into a shard's WAL by a test, through the WAL's
+/// fault seam (`coraft_wal::FaultyFs`); see [`Node::start_with_wal_faults`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalFault {
+    /// Fail the next this-many fdatasyncs with EIO (without syncing).
+    FailSyncs(usize),
+    /// Fail every write with ENOSPC while true.
+    NoSpace(bool),
+}
+
 /// A request from an embedding thread to a shard.
 pub(crate) enum ApiRequest {
     Propose {
@@ -240,6 +251,10 @@ pub(crate) enum ApiRequest {
     },
     Metrics {
         reply: flume::Sender<ShardMetrics>,
+    },
+    WalFault {
+        fault: WalFault,
+        reply: flume::Sender<Result<(), Error>>,
     },
     Shutdown,
 }
@@ -305,6 +320,33 @@ impl Node {
     /// Starts the node's shards and waits until each has recovered its groups
     /// and is listening.
     pub fn start(options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
+        Node::launch(options, factory, false)
+    }
+
+    /// Like [`start`](Self::start), but every shard's WAL writes through the
+    /// WAL's fault seam, so a test can make its fdatasync fail or its disk
+    /// full with [`inject_wal_fault`](Self::inject_wal_fault). Test support.
+    #[doc(hidden)]
+    pub fn start_with_wal_faults(options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
+        Node::launch(options, factory, true)
+    }
+
+    /// Injects `fault` into shard `shard`'s WAL (a node started with
+    /// [`start_with_wal_faults`](Self::start_with_wal_faults)). Test support.
+    #[doc(hidden)]
+    pub fn inject_wal_fault(&self, shard: usize, fault: WalFault) -> Result<(), Error> {
+        let api = &self
+            .shards
+            .get(shard)
+            .ok_or_else(|| Error::Config(format!("no shard {shard}")))?
+            .api;
+        let (reply, answer) = flume::bounded(1);
+        api.try_send(ApiRequest::WalFault { fault, reply })
+            .map_err(|_| Error::Busy { bound: "API_QUEUE_MAX" })?;
+        answer.recv().map_err(|_| Error::Shutdown)?
+    }
+
+    fn launch(options: NodeOptions, factory: StateMachineFactory, wal_faults: bool) -> Result<Node, Error> {
         options.validate()?;
         let mut shards = Vec::new();
         let mut started = Vec::new();
@@ -322,7 +364,7 @@ impl Node {
             let mesh = mesh.clone();
             let join = builder
                 .spawn(move || async move {
-                    run_shard(shard_options, shard, factory, mesh, api_rx, ready_tx).await;
+                    run_shard(shard_options, shard, factory, mesh, api_rx, ready_tx, wal_faults).await;
                 })
                 .map_err(|e| Error::Config(format!("starting shard {shard}: {e}")))?;
             shards.push(ShardThread { api, join: Some(join) });
@@ -530,6 +572,7 @@ async fn run_shard(
     mesh: Option<super::forward::Mesh>,
     api: flume::Receiver<ApiRequest>,
     ready: flume::Sender<Result<(), Error>>,
+    wal_faults: bool,
 ) {
     // Every shard joins the mesh before anything that may fail: joining
     // waits for all of them.
@@ -537,7 +580,7 @@ async fn run_shard(
         .await
         .map_err(Error::Config);
     let started = match joined {
-        Ok(forwarding) => start_shard(&options, shard, &factory, forwarding).await,
+        Ok(forwarding) => start_shard(&options, shard, &factory, forwarding, wal_faults).await,
         Err(error) => Err(error),
     };
     let (shard_state, bell) = match started {
@@ -576,6 +619,7 @@ async fn start_shard(
     shard: usize,
     factory: &StateMachineFactory,
     forwarding: Option<(Rc<super::forward::Forwarder>, super::forward::MeshReceivers)>,
+    wal_faults: bool,
 ) -> Result<(Shard, glommio::channels::local_channel::LocalReceiver<()>), Error> {
     let dir = options
         .shard_wal_dirs
@@ -589,9 +633,17 @@ async fn start_shard(
         polled_io: options.wal_polled_io,
         ..coraft_wal::Config::default()
     };
-    let (wal, report) = coraft_wal::Wal::open(&dir, wal_config)
-        .await
-        .map_err(|e| Error::Storage(format!("opening the WAL in {}: {e}", dir.display())))?;
+    let (opened, faults) = if wal_faults {
+        let real = coraft_wal::DmaFs {
+            polled_io: options.wal_polled_io,
+        };
+        let (fs, faults) = coraft_wal::FaultyFs::new(Rc::new(real));
+        let opened = coraft_wal::Wal::open_with_fs(&dir, wal_config, Rc::new(fs)).await;
+        (opened, Some(faults))
+    } else {
+        (coraft_wal::Wal::open(&dir, wal_config).await, None)
+    };
+    let (wal, report) = opened.map_err(|e| Error::Storage(format!("opening the WAL in {}: {e}", dir.display())))?;
     if let Some(torn) = report.torn_tail {
         log::warn!(
             "node {} shard {shard}: truncated a torn WAL tail: {torn:?}",
@@ -653,6 +705,7 @@ async fn start_shard(
         listener: Rc::new(listener),
         forwarding,
     };
-    let shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
+    let mut shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
+    shard_state.wal_faults = faults;
     Ok((shard_state, bell))
 }

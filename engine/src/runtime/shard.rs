@@ -99,6 +99,8 @@ pub(crate) struct Shard {
     /// that may wake a core marks its group dirty, and handling a dirty group
     /// updates this set.
     awake: BTreeSet<GroupId>,
+    /// The WAL's fault seam, when the node was started with it (tests).
+    pub wal_faults: Option<coraft_wal::Faults>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -188,6 +190,7 @@ impl Shard {
             clock: TickClock::new(options.tick, election_timeout_ticks, Instant::now()),
             append_times: AppendTimes::default(),
             forwarding,
+            wal_faults: None,
         }
     }
 
@@ -250,13 +253,18 @@ impl Shard {
     /// One loop turn: everything queued is handled together.
     fn turn(&mut self) {
         let started = Instant::now();
-        // Time first: what waited in the inbox meets cores that know how
-        // long this shard was away (a stall, a pause, a slow apply).
-        self.catch_up();
         let mut proposals: BTreeMap<GroupId, Batch> = BTreeMap::new();
         for event in self.events.drain() {
             match event {
-                Event::Raft(message) => self.step(message),
+                // A failed shard is no replica: it hears nothing (fail-stop).
+                Event::Raft(message) if self.failed.is_some() => drop(message),
+                Event::Raft(message) => {
+                    if matches!(message.body, crate::raft::MessageBody::ReadIndex { .. }) {
+                        // A follower's read may be answered from the lease.
+                        self.catch_up();
+                    }
+                    self.step(message)
+                }
                 Event::Client {
                     request,
                     route,
@@ -272,6 +280,11 @@ impl Shard {
                 Event::Synced(result, elapsed) => self.synced(result, elapsed),
             }
         }
+        // Whatever waited in the inbox was stepped first (a heartbeat that
+        // arrived during a stall is evidence its leader lived then); now
+        // the cores learn how long this shard was away, even if a full
+        // queue refused the tick event. Reads read the clock themselves.
+        self.catch_up();
         for (group_id, batch) in proposals {
             self.propose(group_id, batch);
         }
@@ -584,6 +597,9 @@ impl Shard {
     }
 
     fn read(&mut self, group_id: GroupId, query: Vec<u8>, index_only: bool, reply: Reply) {
+        if let Some(error) = &self.failed {
+            return reply.send(Err(error.clone()), None);
+        }
         let Some(group) = self.groups.get_mut(&group_id) else {
             return reply.send(Err(Error::UnknownGroup(group_id)), None);
         };
@@ -663,6 +679,7 @@ impl Shard {
             }
             ApiRequest::TransferLeader { group, target, reply } => {
                 let result = match self.groups.get_mut(&group) {
+                    _ if self.failed.is_some() => Err(self.failed.clone().expect("checked")),
                     None => Err(Error::UnknownGroup(group)),
                     Some(g) => {
                         self.dirty.insert(group);
@@ -684,11 +701,30 @@ impl Shard {
                 snapshot.protocol_violations = self.events.violations.count();
                 let _ = reply.send(snapshot);
             }
+            ApiRequest::WalFault { fault, reply } => {
+                let result = match &self.wal_faults {
+                    None => Err(Error::Config(
+                        "the node was not started with Node::start_with_wal_faults".into(),
+                    )),
+                    Some(faults) => {
+                        faults.update(|plan| match fault {
+                            super::node::WalFault::FailSyncs(count) => plan.failing_syncs = count,
+                            super::node::WalFault::NoSpace(on) => plan.no_space_on_write = on,
+                        });
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+            }
             ApiRequest::Shutdown => self.shutting_down = true,
         }
     }
 
     fn handle_readies(&mut self) {
+        if self.failed.is_some() {
+            self.dirty.clear();
+            return;
+        }
         let dirty = std::mem::take(&mut self.dirty);
         for group_id in dirty {
             self.handle_group_readies(group_id);
@@ -822,13 +858,56 @@ impl Shard {
         }
     }
 
+    /// Fail-stop: the WAL failed (an fdatasync error poisons it for good,
+    /// and a write refused for want of space leaves records unwritten), so
+    /// this shard can no longer promise anything a replica promises. Its
+    /// leaders step down, it stops talking to its peers (the rest of each
+    /// group elects a leader without it), every request waiting here and
+    /// every later one is answered with `Storage`, and what it held for the
+    /// WAL or the network is released. Only a restart, which recovers from
+    /// what the WAL really holds, brings it back (`docs/architecture.md`).
     fn fail(&mut self, error: Error) {
-        log::error!("shard of node {} stops taking writes: {error}", self.node);
+        if self.failed.is_some() {
+            return;
+        }
+        let cause = match &error {
+            Error::Storage(message) => message.clone(),
+            other => other.to_string(),
+        };
+        let error = Error::Storage(format!(
+            "{cause}; shard {} of node {} has stopped serving (fail-stop) until it is restarted",
+            self.metrics.shard, self.node
+        ));
+        log::error!(
+            "node {} shard {}: THE WAL FAILED, THIS SHARD STOPS SERVING ITS {} GROUPS AS A REPLICA \
+             (leaders step down, peers are cut off, requests are refused) until the node is restarted: {cause}",
+            self.node,
+            self.metrics.shard,
+            self.groups.len()
+        );
+        self.failed = Some(error.clone());
+        self.metrics.wal_failed = 1;
         for group in self.groups.values_mut() {
+            group.core.step_down();
+            // What the core still had to say (messages, reads dropped by the
+            // step-down) is discarded: nothing of it may leave this node.
+            let _ = group.core.take_ready();
+            group.observe_role();
             group.state_machine.on_error(&error);
             group.fail_all(error.clone());
         }
-        self.failed = Some(error);
+        self.dirty.clear();
+        self.awake.clear();
+        self.waiters.clear();
+        self.wal_backlog.clear();
+        self.wal_backlog_bytes = 0;
+        let connections = self.peers.stop();
+        glommio::spawn_local(async move {
+            for connection in connections {
+                connection.close().await;
+            }
+        })
+        .detach();
     }
 }
 

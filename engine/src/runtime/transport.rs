@@ -143,6 +143,14 @@ impl Peers {
         self.connections.keys().copied()
     }
 
+    /// Stops talking to peers for good (the shard's fail-stop): drops what
+    /// waits to coalesce, makes every later send a drop, and hands back the
+    /// connections for the caller to close.
+    pub fn stop(&mut self) -> Vec<OutboundConnection> {
+        self.coalesced.clear();
+        std::mem::take(&mut self.connections).into_values().collect()
+    }
+
     pub async fn close(self) {
         for (_, connection) in self.connections {
             connection.close().await;

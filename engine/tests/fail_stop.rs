@@ -1,0 +1,240 @@
+//! Fail-stop on storage failure: a live 3-node cluster in one process (real
+//! glommio shards, loopback TCP, WALs on real files) whose WALs write
+//! through the WAL's fault seam. The leader's node loses its fdatasync (or
+//! its disk fills up); it must stop serving as a replica so that the other
+//! two elect a leader and go on acknowledging writes, while it answers
+//! every request with a `Storage` error and says so in its metrics.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coraft::api::{Command, Error, StateMachine};
+use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::runtime::{Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory, WalFault};
+
+const GROUP: GroupId = GroupId(1);
+/// Every group the nodes host: the failed node may lead several.
+const GROUPS: [GroupId; 3] = [GroupId(1), GroupId(2), GroupId(3)];
+
+/// Counts commands; a query returns the count.
+#[derive(Default)]
+struct Counter {
+    count: u64,
+}
+
+impl StateMachine for Counter {
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+        commands
+            .map(|_| {
+                self.count += 1;
+                self.count.to_le_bytes().to_vec()
+            })
+            .collect()
+    }
+
+    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
+        self.count.to_le_bytes().to_vec()
+    }
+}
+
+fn block<T>(future: impl std::future::Future<Output = T>) -> T {
+    futures_lite::future::block_on(future)
+}
+
+fn count(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    addresses: Vec<SocketAddr>,
+    nodes: Vec<Option<Node>>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let addresses = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        drop(listeners);
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            addresses,
+            nodes: Vec::new(),
+        };
+        for index in 0..3 {
+            let node = Node::start_with_wal_faults(cluster.options(index), factory()).expect("node starts");
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
+    fn options(&self, index: usize) -> NodeOptions {
+        NodeOptions {
+            cluster_id: 12,
+            node_id: NodeId(index as u64 + 1),
+            peers: (0..3)
+                .map(|i| PeerSpec {
+                    id: NodeId(i as u64 + 1),
+                    shard_addresses: vec![self.addresses[i]],
+                })
+                .collect(),
+            shard_cores: vec![None],
+            wal_dir: self.dir.path().join(format!("node-{}", index + 1)),
+            shard_wal_dirs: Vec::new(),
+            wal_segment_bytes: 8 << 20,
+            // No zeroing ahead: every fdatasync belongs to a write.
+            wal_zero_ahead_bytes: 0,
+            wal_polled_io: false,
+            groups: GROUPS.to_vec(),
+            tick: Duration::from_millis(10),
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 2,
+            read_mode: ReadMode::Safe,
+            protocol: Protocol::default(),
+            limits: Default::default(),
+            spin_before_park: None,
+            metrics_listen: None,
+            quiesce_idle_groups: true,
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn node(&self, index: usize) -> &Node {
+        self.nodes[index].as_ref().expect("running")
+    }
+
+    /// Waits for a leader of the group among `candidates` (node indexes).
+    fn leader_among(&self, candidates: &[usize]) -> usize {
+        self.leader_of_among(GROUP, candidates)
+    }
+
+    fn leader_of_among(&self, group: GroupId, candidates: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for &i in candidates {
+                let status = block(self.node(i).group(group).status()).unwrap();
+                if status.role == Role::Leader {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader among {candidates:?} within 20 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Writes through whichever of `candidates` leads, retrying refusals;
+    /// returns the count and the node that acknowledged it.
+    fn write(&self, candidates: &[usize]) -> (u64, usize) {
+        self.write_to(GROUP, candidates)
+    }
+
+    fn write_to(&self, group: GroupId, candidates: &[usize]) -> (u64, usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let leader = self.leader_of_among(group, candidates);
+            match block(self.node(leader).group(group).apply(b"w".to_vec())) {
+                Ok(result) => return (count(&result), leader),
+                Err(error) => {
+                    assert!(Instant::now() < deadline, "no write acknowledged within 20 s: {error}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+}
+
+fn factory() -> StateMachineFactory {
+    Arc::new(|_| Box::new(Counter::default()))
+}
+
+/// Injects `fault` on the leader's node, writes through it, and checks the
+/// fail-stop: the group moves on without it, it answers `Storage`. Returns
+/// the failed node, the last acknowledged count and the `Storage` message.
+fn fail_the_leaders_storage(cluster: &Cluster, fault: WalFault) -> (usize, u64, String) {
+    let all = [0, 1, 2];
+    let mut acknowledged = 0;
+    for _ in 0..5 {
+        acknowledged = cluster.write(&all).0;
+    }
+    let failed = cluster.leader_among(&all);
+    let others: Vec<usize> = all.iter().copied().filter(|&i| i != failed).collect();
+    cluster.node(failed).inject_wal_fault(0, fault).unwrap();
+    let faulted = Instant::now();
+    // The write that meets the fault: its outcome is unknown to the client
+    // (the followers may have stored and committed it), but it is refused.
+    let refused = block(cluster.node(failed).group(GROUP).apply(b"x".to_vec()));
+    let message = match refused {
+        Err(Error::Storage(message)) => message,
+        other => panic!("the write on the failed node was answered {other:?}"),
+    };
+    let (after, new_leader) = cluster.write(&others);
+    let failover = faulted.elapsed();
+    eprintln!(
+        "{fault:?}: node {} failed; node {} acknowledged a write {failover:?} after the fault",
+        failed + 1,
+        new_leader + 1
+    );
+    assert!(
+        after > acknowledged,
+        "count {after} after the failover, {acknowledged} before"
+    );
+    for _ in 0..5 {
+        let (next, _) = cluster.write(&others);
+        assert!(next > acknowledged);
+        acknowledged = next;
+    }
+    // Every group it hosts goes on without it.
+    for group in GROUPS {
+        cluster.write_to(group, &others);
+        let status = block(cluster.node(failed).group(group).status()).unwrap();
+        assert_ne!(status.role, Role::Leader, "the failed node still leads group {group}");
+    }
+    // The failed node answers every request with Storage, and its metrics
+    // say so.
+    assert!(matches!(
+        block(cluster.node(failed).group(GROUP).apply(b"y".to_vec())),
+        Err(Error::Storage(_))
+    ));
+    assert!(matches!(
+        block(cluster.node(failed).group(GROUP).read(Vec::new())),
+        Err(Error::Storage(_))
+    ));
+    assert_eq!(cluster.node(failed).metrics()[0].wal_failed, 1);
+    assert!(cluster.node(failed).metrics_text().contains("coraft_wal_failed{node="));
+    (failed, acknowledged, message)
+}
+
+#[test]
+fn an_fsync_failure_on_the_leaders_node_stops_it_and_the_group_elects_another_leader_and_writes_on() {
+    let cluster = Cluster::start();
+    let (_, _, message) = fail_the_leaders_storage(&cluster, WalFault::FailSyncs(1));
+    assert!(message.contains("poisoned"), "{message}");
+}
+
+#[test]
+fn no_space_on_the_leaders_node_refuses_writes_clearly_and_loses_nothing_acknowledged() {
+    let mut cluster = Cluster::start();
+    let (failed, acknowledged, message) = fail_the_leaders_storage(&cluster, WalFault::NoSpace(true));
+    assert!(message.contains("no space left on device"), "{message}");
+    // Space comes back with a restart: the node recovers from its WAL and
+    // every acknowledged write is still there (read through it).
+    cluster.nodes[failed].take().unwrap().shutdown();
+    cluster.nodes[failed] = Some(Node::start(cluster.options(failed), factory()).expect("restarts"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match block(cluster.node(failed).group(GROUP).read(Vec::new())) {
+            Ok(bytes) if count(&bytes) >= acknowledged => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no read of {acknowledged} within 20 s: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    let (next, _) = cluster.write(&[0, 1, 2]);
+    assert!(next > acknowledged);
+}

@@ -1,26 +1,26 @@
 //! The WAL's knobs: segment size, record and batch bounds, recovery mode.
 
 use crate::error::{Error, Result};
-use crate::format::{BLOCK_BYTES, RECORD_PREFIX_BYTES, SEGMENT_HEADER_BYTES};
+use crate::format::{BLOCK_BYTES, FLUSH_MARKER_BYTES, RECORD_PREFIX_BYTES, SEGMENT_HEADER_BYTES};
 
 /// Default segment size: 64 MiB.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Smallest segment allowed (tests use small segments to rotate often).
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
-/// Default largest encoded record: 4 MiB (one full batch).
-pub const RECORD_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Default largest encoded record: 4 MiB less a block (one full batch but
+/// for the block its flush marker starts).
+pub const RECORD_BYTES_MAX_DEFAULT: usize = (4 << 20) - BLOCK_BYTES;
 /// Default bytes written by one flush (one write, one fdatasync): 4 MiB.
 pub const BATCH_BYTES_MAX_DEFAULT: usize = 4 << 20;
-/// Hard limit on `batch_bytes_max`. Recovery relies on it: no flush ever
-/// writes further than this past the durable end, so damage beyond this
-/// window cannot be a torn write and is reported as corruption.
+/// Hard limit on `batch_bytes_max`: bounds the batch buffer and the bytes
+/// one flush writes.
 pub const BATCH_BYTES_LIMIT: usize = 16 << 20;
 /// Default bytes that may wait for durability before appends are refused.
 pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// Default distance the flusher zeroes ahead of the log's end: 64 MiB, a
 /// whole default segment. Zeroing a little ahead all the time kept extent
 /// conversions going on under load, and their fdatasyncs put a tail of
-/// 10-15 ms on the cluster's writes (docs/benchmarks.md, "Zeroing the
+/// 10-15 ms on the cluster's writes (docs/journal/benchmarks.md, "Zeroing the
 /// whole segment"); zeroing a segment through once, in the flusher's idle
 /// time after it is created, writes the same bytes sooner and then stops.
 pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 64 << 20;
@@ -97,12 +97,14 @@ impl Config {
                 "must be between 4 KiB and BATCH_BYTES_LIMIT",
             );
         }
+        // Every flush starts with a marker: a record of the largest size
+        // must fit after one, in a batch and in a segment.
         let room = (self.segment_bytes as usize - SEGMENT_HEADER_BYTES).min(self.batch_bytes_max);
-        if self.record_bytes_max <= RECORD_PREFIX_BYTES || self.record_bytes_max > room {
+        if self.record_bytes_max <= RECORD_PREFIX_BYTES || self.record_bytes_max + FLUSH_MARKER_BYTES > room {
             return invalid(
                 "record_bytes_max",
                 self.record_bytes_max as u64,
-                "must fit in one batch and one segment",
+                "must fit in one batch and one segment after a flush marker",
             );
         }
         if self.zero_ahead_bytes % BLOCK_BYTES as u64 != 0 {

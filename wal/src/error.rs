@@ -26,8 +26,13 @@ pub enum IoOp {
 /// Errors of the write-ahead log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// A record that is not the torn tail of the log fails its checks.
-    #[error("corrupted record in segment {segment} at offset {offset}")]
+    /// Bytes that an earlier sync covered (or that a later flush marker
+    /// vouches for) fail their checks: data the WAL reported durable is
+    /// damaged. Never repaired, in any recovery mode.
+    #[error(
+        "corruption in segment {segment} (file {}) at offset {offset}: data reported durable is damaged",
+        crate::format::segment_file_name(*segment)
+    )]
     Corruption {
         /// The segment's first LSN (its file name).
         segment: u64,
@@ -39,6 +44,18 @@ pub enum Error {
     BadSegmentHeader {
         /// The segment's first LSN (its file name).
         segment: u64,
+    },
+    /// A segment of an on-disk format version this code does not read.
+    #[error(
+        "segment {segment} (file {}) has WAL format version {version}; this build reads only version {}",
+        crate::format::segment_file_name(*segment),
+        crate::format::FORMAT_VERSION
+    )]
+    UnsupportedFormat {
+        /// The segment's first LSN (its file name).
+        segment: u64,
+        /// The version found in its header.
+        version: u32,
     },
     /// Consecutive segments do not continue each other: records are missing.
     #[error("segment {segment} should start at LSN {expected_lsn}: records are missing")]

@@ -4,7 +4,9 @@
 //!
 //! Writes go through to the real files at once (so mmap reads see them);
 //! each write first saves the bytes it overwrites, and [`Faults::power_cut`]
-//! puts back all or part of those pre-images for writes never synced.
+//! puts back all or part of those pre-images for writes never synced;
+//! [`Faults::power_cut_garbling`] instead fills the whole block that was
+//! being written with garbage, whatever it held before.
 
 use std::cell::RefCell;
 use std::fs::OpenOptions;
@@ -53,6 +55,51 @@ impl Faults {
     /// Bytes written since the last successful fdatasync of their file.
     pub fn unsynced_bytes(&self) -> usize {
         self.plan.borrow().unsynced.iter().map(|undo| undo.before.len()).sum()
+    }
+
+    /// Simulates a power cut during which the device garbles the whole block
+    /// it was writing: of the unsynced writes, the first `keep_blocks`
+    /// blocks (in write order) survive, the next one is overwritten in full
+    /// with garbage derived from `seed` (the bytes that were there before
+    /// included, as a drive that loses power mid-sector may leave them), and
+    /// the rest revert to what was on disk before. Call it after the WAL is
+    /// dropped.
+    pub fn power_cut_garbling(&self, keep_blocks: usize, seed: u64) -> io::Result<()> {
+        let unsynced = std::mem::take(&mut self.plan.borrow_mut().unsynced);
+        let mut blocks_seen = 0;
+        let mut reverts = Vec::new();
+        let mut garbled = None;
+        for undo in &unsynced {
+            for (block, before) in undo.before.chunks(BLOCK_BYTES).enumerate() {
+                let offset = undo.offset + (block * BLOCK_BYTES) as u64;
+                if blocks_seen == keep_blocks {
+                    garbled = Some((undo.path.clone(), offset));
+                } else if blocks_seen > keep_blocks {
+                    reverts.push((undo.path.clone(), offset, before.to_vec()));
+                }
+                blocks_seen += 1;
+            }
+        }
+        for (path, offset, bytes) in reverts.into_iter().rev() {
+            let file = OpenOptions::new().write(true).open(&path)?;
+            file.write_all_at(&bytes, offset)?;
+            file.sync_data()?;
+        }
+        if let Some((path, offset)) = garbled {
+            let mut state = seed | 1;
+            let garbage: Vec<u8> = (0..BLOCK_BYTES)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let file = OpenOptions::new().write(true).open(&path)?;
+            file.write_all_at(&garbage, offset)?;
+            file.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Simulates a power cut: of the unsynced writes, the first `keep_blocks`

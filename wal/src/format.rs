@@ -10,6 +10,11 @@
 //!
 //! and the CRC covers every byte after itself (prefix and body), so a flipped
 //! bit anywhere in a record is caught.
+//!
+//! Every flush starts on a fresh block with a [`FlushMarker`]: recovery
+//! follows the chain of markers to tell the bytes of the last flush (the
+//! only ones a power cut may have torn) from bytes an earlier sync covered
+//! (whose damage is corruption). `docs/wal.md`, "Recovery rules", has the rules.
 
 use std::sync::OnceLock;
 
@@ -17,12 +22,17 @@ use std::sync::OnceLock;
 pub const BLOCK_BYTES: usize = 4096;
 /// The magic number at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CORAFTWL";
-/// The format version written by this code; others are refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version written by this code; others are refused. Version 2
+/// added the segment nonce and the flush markers (version 1 rewrote the last
+/// partly filled block in place, and recovery could not tell a torn flush
+/// from damaged synced records).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the segment header region; records start right after it.
 pub const SEGMENT_HEADER_BYTES: usize = BLOCK_BYTES;
 /// Meaningful bytes of the segment header (the rest of its block is zero).
-const SEGMENT_HEADER_USED_BYTES: usize = 36;
+const SEGMENT_HEADER_USED_BYTES: usize = 44;
+/// Bytes of the segment header the CRC covers (it follows them).
+const SEGMENT_HEADER_CHECKED_BYTES: usize = 40;
 /// Bytes of the fixed record prefix: crc, body length, kind, entry type, reserved.
 pub const RECORD_PREFIX_BYTES: usize = 12;
 /// Fixed body bytes of an entry record before its payload: group, term, index.
@@ -33,6 +43,15 @@ const HARD_STATE_BODY_BYTES: usize = 32;
 const TRUNCATE_BODY_BYTES: usize = 16;
 /// Body bytes of a purge record: group, index, term.
 const PURGE_BODY_BYTES: usize = 24;
+/// Body bytes of a flush marker: nonce, offset, flush, previous end,
+/// synced through, flags.
+const FLUSH_MARKER_BODY_BYTES: usize = 48;
+/// Bytes of an encoded flush marker; every flush starts with one.
+pub const FLUSH_MARKER_BYTES: usize = RECORD_PREFIX_BYTES + FLUSH_MARKER_BODY_BYTES;
+/// The kind byte of a flush marker.
+pub const FLUSH_MARKER_KIND: u8 = 6;
+/// [`FlushMarker::flags`]: the WAL was closed cleanly after this flush.
+pub const FLUSH_CLOSE_FLAG: u64 = 1;
 /// The file-name suffix of segment files.
 pub const SEGMENT_SUFFIX: &str = ".wal";
 
@@ -45,6 +64,49 @@ pub struct HardState {
     pub vote: u64,
     /// The highest log index known to be committed.
     pub commit: u64,
+}
+
+/// The first record of every flush, on a block boundary. It vouches for every
+/// flush before it in its segment: the writer starts a flush only after the
+/// previous one's sync returned, so a valid marker proves that the bytes
+/// before it were durable. It has no LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlushMarker {
+    /// The segment's nonce (from its header): a marker of another segment
+    /// (a copied block, old data) never matches.
+    pub nonce: u64,
+    /// The marker's own offset in the segment.
+    pub offset: u64,
+    /// The flush's number in the segment, from 1.
+    pub flush: u64,
+    /// Where the previous flush's records ended (the header's end for the
+    /// first flush).
+    pub previous_end: u64,
+    /// The LSN of the last record before this flush: every record up to it
+    /// was durable when this flush was written.
+    pub synced_through: u64,
+    /// [`FLUSH_CLOSE_FLAG`] or 0.
+    pub flags: u64,
+}
+
+/// Encodes `marker` into `out[..FLUSH_MARKER_BYTES]`, every byte of it.
+pub fn encode_flush_marker_into(marker: &FlushMarker, out: &mut [u8]) {
+    let out = &mut out[..FLUSH_MARKER_BYTES];
+    out[4..8].copy_from_slice(&(FLUSH_MARKER_BODY_BYTES as u32).to_le_bytes());
+    out[8..12].copy_from_slice(&[FLUSH_MARKER_KIND, 0, 0, 0]);
+    let fields = [
+        marker.nonce,
+        marker.offset,
+        marker.flush,
+        marker.previous_end,
+        marker.synced_through,
+        marker.flags,
+    ];
+    for (at, field) in fields.iter().enumerate() {
+        let start = RECORD_PREFIX_BYTES + at * 8;
+        out[start..start + 8].copy_from_slice(&field.to_le_bytes());
+    }
+    checksum_record(out);
 }
 
 /// One decoded record, borrowing its payload from the segment bytes.
@@ -228,8 +290,8 @@ pub fn checksum_record(record: &mut [u8]) {
 pub enum Decoded<'a> {
     /// A valid record and its encoded length.
     Record(Record<'a>, usize),
-    /// A valid padding record of this length: skip it (it has no LSN).
-    Padding(usize),
+    /// A valid flush marker (it has no LSN; its length is [`FLUSH_MARKER_BYTES`]).
+    Marker(FlushMarker),
     /// An all-zero prefix (or too few bytes left for one): the end of the data.
     End,
     /// Bytes that are not a valid record: torn or corrupted.
@@ -285,7 +347,7 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         2 => HARD_STATE_BODY_BYTES,
         3 => TRUNCATE_BODY_BYTES,
         4 => PURGE_BODY_BYTES,
-        PADDING_KIND => body_len,
+        FLUSH_MARKER_KIND => FLUSH_MARKER_BODY_BYTES,
         _ => return Decoded::Bad(BadRecord::UnknownKind),
     };
     if expected_body != body_len || (kind != 1 && entry_type != 0) {
@@ -295,8 +357,15 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         return Decoded::Bad(BadRecord::ChecksumMismatch);
     }
     let body = &bytes[RECORD_PREFIX_BYTES..total];
-    if kind == PADDING_KIND {
-        return Decoded::Padding(total);
+    if kind == FLUSH_MARKER_KIND {
+        return Decoded::Marker(FlushMarker {
+            nonce: u64_at(body, 0),
+            offset: u64_at(body, 8),
+            flush: u64_at(body, 16),
+            previous_end: u64_at(body, 24),
+            synced_through: u64_at(body, 32),
+            flags: u64_at(body, 40),
+        });
     }
     let group = u64_at(body, 0);
     let record = match kind {
@@ -328,31 +397,6 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
     Decoded::Record(record, total)
 }
 
-/// The kind byte of a padding record: zeros up to a block boundary, skipped by
-/// readers, so that a large flush ends on a block boundary and the next one
-/// writes only fresh blocks.
-pub const PADDING_KIND: u8 = 5;
-
-/// Appends a padding record of exactly `length` bytes (at least
-/// [`RECORD_PREFIX_BYTES`]) to `out`.
-pub fn encode_padding(length: usize, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(start + length, 0);
-    encode_padding_into(&mut out[start..]);
-}
-
-/// Fills `out` (at least [`RECORD_PREFIX_BYTES`] long) with one padding
-/// record of its length, writing every byte.
-pub fn encode_padding_into(out: &mut [u8]) {
-    assert!(out.len() >= RECORD_PREFIX_BYTES, "padding shorter than a prefix");
-    let body_bytes = (out.len() - RECORD_PREFIX_BYTES) as u32;
-    out[4..8].copy_from_slice(&body_bytes.to_le_bytes());
-    out[8..12].copy_from_slice(&[PADDING_KIND, 0, 0, 0]);
-    out[RECORD_PREFIX_BYTES..].fill(0);
-    let crc = crc32(&out[4..]);
-    out[0..4].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// The decoded fixed part of a segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -360,6 +404,9 @@ pub struct SegmentHeader {
     pub first_lsn: u64,
     /// The segment's size in bytes, header included.
     pub segment_bytes: u64,
+    /// A random number chosen when the segment is created; every flush
+    /// marker in it repeats it.
+    pub nonce: u64,
 }
 
 /// Encodes a segment header into a full block.
@@ -370,8 +417,9 @@ pub fn encode_segment_header(header: &SegmentHeader) -> Vec<u8> {
     // 12..16: flags, zero in version 1.
     block[16..24].copy_from_slice(&header.first_lsn.to_le_bytes());
     block[24..32].copy_from_slice(&header.segment_bytes.to_le_bytes());
-    let crc = crc32(&block[0..32]);
-    block[32..SEGMENT_HEADER_USED_BYTES].copy_from_slice(&crc.to_le_bytes());
+    block[32..40].copy_from_slice(&header.nonce.to_le_bytes());
+    let crc = crc32(&block[0..SEGMENT_HEADER_CHECKED_BYTES]);
+    block[SEGMENT_HEADER_CHECKED_BYTES..SEGMENT_HEADER_USED_BYTES].copy_from_slice(&crc.to_le_bytes());
     block
 }
 
@@ -395,17 +443,24 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, BadHeader> {
     if block.iter().all(|&b| b == 0) {
         return Err(BadHeader::Blank);
     }
-    let padding_is_zero = block[SEGMENT_HEADER_USED_BYTES..].iter().all(|&b| b == 0);
-    if block[0..8] != SEGMENT_MAGIC || crc32(&block[0..32]) != u32_at(block, 32) || !padding_is_zero {
+    if block[0..8] != SEGMENT_MAGIC {
         return Err(BadHeader::Invalid);
     }
+    // The version decides the layout (and where the CRC is), so it is read
+    // first: a segment of another version is refused as such.
     let version = u32_at(block, 8);
     if version != FORMAT_VERSION {
         return Err(BadHeader::UnsupportedVersion(version));
     }
+    let padding_is_zero = block[SEGMENT_HEADER_USED_BYTES..].iter().all(|&b| b == 0);
+    let crc = crc32(&block[0..SEGMENT_HEADER_CHECKED_BYTES]);
+    if crc != u32_at(block, SEGMENT_HEADER_CHECKED_BYTES) || !padding_is_zero {
+        return Err(BadHeader::Invalid);
+    }
     Ok(SegmentHeader {
         first_lsn: u64_at(block, 16),
         segment_bytes: u64_at(block, 24),
+        nonce: u64_at(block, 32),
     })
 }
 
@@ -533,19 +588,26 @@ mod tests {
             checksum_record(&mut split);
             assert_eq!(split, clean, "{record:?}");
         }
-        let mut padding = vec![0xa5; 100];
-        encode_padding_into(&mut padding);
-        assert_eq!(decode_record(&padding), Decoded::Padding(100));
     }
 
     #[test]
-    fn padding_decodes_as_a_skip_of_its_length_and_flips_are_detected() {
-        let mut bytes = Vec::new();
-        encode_padding(100, &mut bytes);
-        assert_eq!(bytes.len(), 100);
-        assert_eq!(decode_record(&bytes), Decoded::Padding(100));
-        bytes[60] = 1;
-        assert!(matches!(decode_record(&bytes), Decoded::Bad(_)));
+    fn a_flush_marker_round_trips_and_every_bit_flip_is_detected() {
+        let marker = FlushMarker {
+            nonce: 0x1234_5678_9abc_def0,
+            offset: 8192,
+            flush: 2,
+            previous_end: 4500,
+            synced_through: 17,
+            flags: FLUSH_CLOSE_FLAG,
+        };
+        let mut bytes = vec![0xa5; FLUSH_MARKER_BYTES];
+        encode_flush_marker_into(&marker, &mut bytes);
+        assert_eq!(decode_record(&bytes), Decoded::Marker(marker));
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert_ne!(decode_record(&flipped), Decoded::Marker(marker), "bit {bit}");
+        }
     }
 
     #[test]
@@ -560,6 +622,7 @@ mod tests {
         let header = SegmentHeader {
             first_lsn: 1234,
             segment_bytes: 1 << 20,
+            nonce: 99,
         };
         let block = encode_segment_header(&header);
         assert_eq!(decode_segment_header(&block), Ok(header));
@@ -567,6 +630,9 @@ mod tests {
         damaged[20] ^= 4;
         assert_eq!(decode_segment_header(&damaged), Err(BadHeader::Invalid));
         assert_eq!(decode_segment_header(&vec![0; BLOCK_BYTES]), Err(BadHeader::Blank));
+        let mut old = block.clone();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(decode_segment_header(&old), Err(BadHeader::UnsupportedVersion(1)));
     }
 
     #[test]

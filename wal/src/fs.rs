@@ -144,7 +144,7 @@ pub const POLL_PROBE_FILE_NAME: &str = "poll-probe.tmp";
 /// it polls, entering the kernel and re-arming its timers in a loop. On
 /// recent kernels the read works on devices without poll queues too (the
 /// kernel completes the I/O by interrupt), so an executor spun through
-/// every WAL write. Measured on the 2-core VM (docs/benchmarks.md,
+/// every WAL write. Measured on the 2-core VM (docs/journal/benchmarks.md,
 /// "Polled I/O"): at one client the cluster used 1.0-1.2 ms of CPU per
 /// write with the poll ring and 0.61-0.65 ms without, and its p99 fell
 /// from ~5 ms to ~0.77 ms.

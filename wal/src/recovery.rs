@@ -7,13 +7,19 @@
 //! 2. A bad record, or any non-zero byte after the last record, in any
 //!    segment but the last is [`Error::Corruption`]: the writer fdatasyncs a
 //!    segment fully before it writes the next one.
-//! 3. In the last segment, the valid records end at the first zero prefix or
-//!    bad record. Any non-zero byte after that end is damage. If all of it
-//!    lies within [`TORN_WINDOW_BYTES`] of the end's block (the most one
-//!    flush can have written past the durable end), it is a torn tail: in
-//!    tolerant mode it is zeroed and reported, in strict mode it is
-//!    [`Error::TornTail`]. Damage further out is [`Error::Corruption`].
-//! 4. A last segment whose header block is all zeros was being created when
+//! 3. Within a segment, recovery follows the chain of flush markers: each
+//!    flush starts on a fresh block with a marker naming the segment's
+//!    nonce, its own offset, its number, where the previous flush ended and
+//!    the last LSN synced before it. The chain stops at zeros, at damage or
+//!    at a marker that does not continue it. Non-zero bytes from there on
+//!    are damage.
+//! 4. In the last segment, damage is a torn tail only if no valid marker of
+//!    a later flush lies beyond it: then it can only be the bytes of the
+//!    last flush, whose sync may never have returned. In tolerant mode it is
+//!    zeroed and reported; in strict mode it is [`Error::TornTail`]. With a
+//!    later marker beyond it, the damaged bytes were synced before that
+//!    flush was written: [`Error::Corruption`], in every mode.
+//! 5. A last segment whose header block is all zeros was being created when
 //!    the process died: it is removed.
 
 use std::fs::{File, OpenOptions};
@@ -23,17 +29,13 @@ use std::rc::Rc;
 
 use memmap2::Mmap;
 
-use crate::config::{RecoveryMode, BATCH_BYTES_LIMIT};
+use crate::config::RecoveryMode;
 use crate::error::{Error, IoOp, Result};
 use crate::format::{
-    align_down, decode_record, decode_segment_header, parse_segment_file_name, BadHeader, BadRecord, Decoded, Record,
-    BLOCK_BYTES, SEGMENT_HEADER_BYTES,
+    align_up, decode_record, decode_segment_header, parse_segment_file_name, BadHeader, BadRecord, Decoded,
+    FlushMarker, Record, BLOCK_BYTES, FLUSH_CLOSE_FLAG, FLUSH_MARKER_BYTES, RECORD_PREFIX_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::index::Groups;
-
-/// How far past the durable end one flush can write: damage beyond this
-/// distance from the end of the valid records cannot be a torn write.
-pub const TORN_WINDOW_BYTES: u64 = (BATCH_BYTES_LIMIT + 4 * BLOCK_BYTES) as u64;
 
 /// A segment found on disk, mapped read-only.
 #[derive(Debug, Clone)]
@@ -46,10 +48,17 @@ pub struct MappedSegment {
     pub segment_bytes: u64,
     /// The whole file, mapped.
     pub map: Rc<Mmap>,
-    /// Where its valid records end.
+    /// Where its valid records end (the last flush's records, or its
+    /// marker if it has none).
     pub end_offset: u64,
     /// How many records it holds.
     pub records: u64,
+    /// Its nonce, from the header.
+    pub nonce: u64,
+    /// The number of the last valid flush in it (0 if none).
+    pub flushes: u64,
+    /// True if its last valid flush is a close marker (a clean close).
+    pub closed: bool,
 }
 
 /// A torn tail found (and, when repairing, zeroed) by recovery.
@@ -100,20 +109,124 @@ pub fn map_segment(path: &Path, segment: u64) -> Result<Mmap> {
     unsafe { Mmap::map(&file) }.map_err(|error| Error::io(IoOp::Open, segment, &error))
 }
 
-/// Where the valid records of a segment end, calling `visit` for each.
-fn scan(bytes: &[u8], mut visit: impl FnMut(u64, &Record<'_>) -> Result<()>) -> Result<(u64, Option<BadRecord>)> {
-    let mut offset = SEGMENT_HEADER_BYTES;
+/// What following a segment's chain of flushes found.
+struct Walk {
+    /// Where the valid records of the last valid flush end.
+    end_offset: u64,
+    /// Where the walk stopped: the start of the next flush it expected, or
+    /// the first byte in a flush that is not a valid record.
+    stop: u64,
+    /// Why the bytes at `stop` are not a record, if they looked like one.
+    bad: Option<BadRecord>,
+    /// Valid flushes followed.
+    flushes: u64,
+    /// The last valid flush was a close marker.
+    closed: bool,
+}
+
+/// Follows the flush markers of a segment from its first block, calling
+/// `visit` for each record (its offset and LSN) of each valid flush.
+fn walk(
+    bytes: &[u8],
+    nonce: u64,
+    first_lsn: u64,
+    mut visit: impl FnMut(u64, &Record<'_>) -> Result<()>,
+) -> Result<Walk> {
+    let mut walk = Walk {
+        end_offset: SEGMENT_HEADER_BYTES as u64,
+        stop: SEGMENT_HEADER_BYTES as u64,
+        bad: None,
+        flushes: 0,
+        closed: false,
+    };
+    let mut records = 0u64;
     loop {
-        match decode_record(&bytes[offset..]) {
-            Decoded::Record(record, length) => {
-                visit(offset as u64, &record)?;
-                offset += length;
-            }
-            Decoded::Padding(length) => offset += length,
-            Decoded::End => return Ok((offset as u64, None)),
-            Decoded::Bad(reason) => return Ok((offset as u64, Some(reason))),
+        let start = walk.stop as usize;
+        if start >= bytes.len() {
+            return Ok(walk);
         }
+        let expected = FlushMarker {
+            nonce,
+            offset: start as u64,
+            flush: walk.flushes + 1,
+            previous_end: walk.end_offset,
+            synced_through: first_lsn + records - 1,
+            flags: 0,
+        };
+        match decode_record(&bytes[start..]) {
+            Decoded::Marker(marker)
+                if marker
+                    == FlushMarker {
+                        flags: marker.flags,
+                        ..expected
+                    } =>
+            {
+                walk.closed = marker.flags & FLUSH_CLOSE_FLAG != 0;
+            }
+            Decoded::End => return Ok(walk),
+            Decoded::Bad(reason) => {
+                walk.bad = Some(reason);
+                return Ok(walk);
+            }
+            // A marker that does not continue the chain, or a record where
+            // a flush must start.
+            Decoded::Marker(_) | Decoded::Record(..) => return Ok(walk),
+        }
+        walk.flushes += 1;
+        let mut offset = start + FLUSH_MARKER_BYTES;
+        walk.end_offset = offset as u64;
+        walk.stop = offset as u64;
+        loop {
+            // Records run on across blocks; the flush ends at a zero prefix
+            // or, closer than a prefix to the next block, at zeros up to it
+            // (a record's first bytes are never all zero: its body length is
+            // not). On a block boundary the next flush's marker may follow.
+            let to_block = align_up(offset as u64) as usize - offset;
+            if to_block > 0
+                && to_block < RECORD_PREFIX_BYTES
+                && bytes[offset..offset + to_block].iter().all(|&b| b == 0)
+            {
+                break;
+            }
+            match decode_record(&bytes[offset..]) {
+                Decoded::Marker(_) if to_block == 0 => break,
+                Decoded::Record(record, length) => {
+                    visit(offset as u64, &record)?;
+                    records += 1;
+                    offset += length;
+                    walk.end_offset = offset as u64;
+                    walk.stop = offset as u64;
+                }
+                Decoded::End => break,
+                Decoded::Bad(reason) => {
+                    walk.bad = Some(reason);
+                    return Ok(walk);
+                }
+                // A marker inside a flush: the flush is damaged here.
+                Decoded::Marker(_) => return Ok(walk),
+            }
+        }
+        // The rest of the flush's last block was written as zeros.
+        let next = (align_up(offset as u64) as usize).min(bytes.len());
+        if bytes[offset..next].iter().any(|&b| b != 0) {
+            return Ok(walk);
+        }
+        walk.stop = next as u64;
     }
+}
+
+/// True if a valid marker of a flush later than `flushes` starts on a block
+/// boundary at or after `from`: the flush that wrote it began only after
+/// every earlier flush of the segment was synced.
+fn later_marker_exists(bytes: &[u8], from: u64, nonce: u64, flushes: u64) -> bool {
+    let first_block = align_up(from) as usize;
+    (first_block..bytes.len()).step_by(BLOCK_BYTES).any(|block| {
+        matches!(
+            decode_record(&bytes[block..]),
+            Decoded::Marker(marker)
+                if marker.nonce == nonce && marker.offset == block as u64 && marker.flush > flushes
+        )
+    })
 }
 
 /// The offset just past the last non-zero byte at or after `from`, if any.
@@ -157,6 +270,12 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
                 removed_blank_segment = Some(first_lsn);
                 break;
             }
+            Err(BadHeader::UnsupportedVersion(version)) => {
+                return Err(Error::UnsupportedFormat {
+                    segment: first_lsn,
+                    version,
+                })
+            }
             _ => return Err(Error::BadSegmentHeader { segment: first_lsn }),
         };
         if position > 0 && first_lsn != next_lsn {
@@ -169,7 +288,7 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
         let log_is_suffix = segments.first().map_or(first_lsn, |first| first.first_lsn) > 1;
         let segment_len = map.len().min(header.segment_bytes as usize);
         let bytes = &map[..segment_len];
-        let (end_offset, bad) = scan(bytes, |offset, record| {
+        let walked = walk(bytes, header.nonce, first_lsn, |offset, record| {
             groups
                 .replay(record, next_lsn, offset, log_is_suffix)
                 .map_err(|_| Error::InconsistentRecord {
@@ -180,36 +299,29 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
             next_lsn += 1;
             Ok(())
         })?;
-        if !last {
-            // The writer synced this segment before writing the next one, so
-            // everything after its last record must still be zero.
-            if bad.is_some() || nonzero_end(bytes, end_offset as usize).is_some() {
+        if let Some(damage_end) = nonzero_end(bytes, walked.stop as usize) {
+            // The writer synced a segment whole before writing the next one,
+            // and a later flush marker vouches for everything before it:
+            // only the last flush of the last segment may be torn.
+            if !last || later_marker_exists(bytes, walked.stop, header.nonce, walked.flushes) {
                 return Err(Error::Corruption {
                     segment: first_lsn,
-                    offset: end_offset,
-                });
-            }
-        } else if let Some(damage_end) = nonzero_end(bytes, end_offset as usize) {
-            let window_end = align_down(end_offset) + TORN_WINDOW_BYTES;
-            if damage_end as u64 > window_end {
-                return Err(Error::Corruption {
-                    segment: first_lsn,
-                    offset: end_offset,
+                    offset: walked.stop,
                 });
             }
             if mode == RecoveryMode::Strict {
                 return Err(Error::TornTail {
                     segment: first_lsn,
-                    offset: end_offset,
+                    offset: walked.stop,
                 });
             }
             if repair {
-                zero_range(&path, first_lsn, end_offset, damage_end as u64)?;
+                zero_range(&path, first_lsn, walked.stop, damage_end as u64)?;
             }
             torn_tail = Some(TornTail {
                 segment: first_lsn,
-                offset: end_offset,
-                reason: bad,
+                offset: walked.stop,
+                reason: walked.bad,
             });
         }
         segments.push(MappedSegment {
@@ -217,8 +329,11 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
             path,
             segment_bytes: header.segment_bytes,
             map: Rc::new(map),
-            end_offset,
+            end_offset: walked.end_offset,
             records: next_lsn - first_lsn,
+            nonce: header.nonce,
+            flushes: walked.flushes,
+            closed: walked.closed,
         });
     }
     Ok(Recovered {

@@ -13,11 +13,11 @@ use memmap2::Mmap;
 
 use crate::config::Config;
 use crate::error::{Error, IoOp, Result};
-use crate::format::{decode_record, Decoded, HardState, Record, ENTRY_FIXED_BYTES, RECORD_PREFIX_BYTES};
+use crate::format::{decode_record, Decoded, FlushMarker, HardState, Record, ENTRY_FIXED_BYTES, RECORD_PREFIX_BYTES};
 use crate::fs::{DmaFs, FileSystem};
 use crate::index::{EntryLocation, GroupState};
 use crate::recovery::{map_segment, recover, TornTail};
-use crate::writer::{run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
+use crate::writer::{flush, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
 
 /// What opening the WAL found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,21 +138,29 @@ impl Wal {
                     .await
                     .map_err(|error| Error::io(IoOp::Open, mapped.first_lsn, &error))?;
                 file = Some(writer);
-                let start = crate::format::align_down(mapped.end_offset);
-                let mut batch = Batch::new(
+                // The next flush starts on a fresh block after the last one.
+                let marker = FlushMarker {
+                    nonce: mapped.nonce,
+                    offset: crate::format::align_up(mapped.end_offset),
+                    flush: mapped.flushes + 1,
+                    previous_end: mapped.end_offset,
+                    synced_through: last_lsn,
+                    flags: 0,
+                };
+                let batch = Batch::new(
                     mapped.first_lsn,
-                    start,
+                    marker,
                     mapped.segment_bytes,
                     &config,
                     BATCH_CAPACITY_MIN_BYTES,
                 );
-                batch.push_bytes(&mapped.map[start as usize..mapped.end_offset as usize]);
                 open = Some(batch);
             }
             segments.push_back(Segment {
                 first_lsn: mapped.first_lsn,
                 path: mapped.path,
                 segment_bytes: mapped.segment_bytes,
+                nonce: mapped.nonce,
                 file,
                 created: true,
                 map: Some(mapped.map),
@@ -166,7 +174,7 @@ impl Wal {
             segments,
             next_lsn: recovered.next_lsn,
             // Replaced below by the recovered tail or a new segment's batch.
-            open: Batch::new(0, 0, 0, &Config::default(), 0),
+            open: Batch::new(0, FlushMarker::default(), 0, &Config::default(), 0),
             sealed: VecDeque::new(),
             pending_bytes: 0,
             written_lsn: last_lsn,
@@ -183,11 +191,15 @@ impl Wal {
             batch_capacity: BATCH_CAPACITY_MIN_BYTES,
             zero_frontier: Default::default(),
         };
+        let recovered_a_segment = open.is_some();
         match open {
             Some(batch) => state.open = batch,
             None => state.rotate(),
         }
         let shared = Rc::new(RefCell::new(state));
+        if recovered_a_segment {
+            vouch_for_recovered_log(&shared).await?;
+        }
         let flusher = glommio::spawn_local(run_flusher(shared.clone())).detach();
         Ok((
             Wal {
@@ -503,7 +515,10 @@ impl Wal {
         Ok(doomed.into_iter().map(|(segment, _)| segment).collect())
     }
 
-    /// Makes everything appended durable, stops the flusher and closes.
+    /// Makes everything appended durable, stops the flusher and closes,
+    /// ending the log with a close marker: a flush of its own that vouches
+    /// for every flush before it, so that damage to them is reported as
+    /// corruption on the next open instead of being taken for a torn tail.
     pub async fn close(mut self) -> Result<u64> {
         let synced = self.sync().await;
         self.shared.borrow_mut().closed = true;
@@ -511,7 +526,19 @@ impl Wal {
         if let Some(flusher) = self.flusher.take() {
             flusher.await;
         }
-        synced
+        let durable = synced?;
+        let close_marker = {
+            let mut state = self.shared.borrow_mut();
+            if state.poisoned.is_some() || !state.sealed.is_empty() {
+                None
+            } else {
+                state.seal_marker_only(true)
+            }
+        };
+        if let Some(batch) = close_marker {
+            flush(&self.shared, &batch).await?;
+        }
+        Ok(durable)
     }
 
     fn wake_flusher(&self) {
@@ -528,6 +555,34 @@ impl Drop for Wal {
         self.shared.borrow_mut().closed = true;
         self.wake_flusher();
     }
+}
+
+/// Makes the recovered last segment durable and vouches for all of it with a
+/// flush of only a marker, before anything acts on what recovery read: the
+/// last flush found may have been written but never synced before the
+/// process died (its bytes still in a volatile cache), and without a later
+/// marker it would count as a torn tail on the next open even though this
+/// node went on as if it held it. Where the segment has no room for another
+/// marker, the segment is fdatasynced (the next flush goes to a new segment,
+/// which vouches for it as a whole).
+async fn vouch_for_recovered_log(shared: &Rc<RefCell<State>>) -> Result<()> {
+    let marker_only = shared.borrow_mut().seal_marker_only(false);
+    if let Some(batch) = marker_only {
+        flush(shared, &batch).await?;
+        return Ok(());
+    }
+    let (segment, file) = {
+        let state = shared.borrow();
+        let segment = state.segments.back().expect("a recovered segment");
+        (segment.first_lsn, segment.file.clone())
+    };
+    if let Some(file) = file {
+        file.sync_data().await.map_err(|error| Error::Poisoned {
+            segment,
+            errno: error.raw_os_error(),
+        })?;
+    }
+    Ok(())
 }
 
 fn read_entry(state: &mut State, index: u64, location: &EntryLocation) -> Result<Entry> {

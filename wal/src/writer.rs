@@ -10,9 +10,14 @@
 //! them; a small batch is a write and an fdatasync.
 //! Everything appended meanwhile goes into the next open batch and the next
 //! flush. There is no timer: a lone append is flushed as soon as it is
-//! synced. The partially filled last block of a batch is copied into the
-//! next batch and rewritten by it. Records are encoded straight into the
-//! batch's DMA memory ([`crate::buffer`]), which the flush writes as is.
+//! synced. Every batch starts on a fresh block with a flush marker
+//! ([`crate::format::FlushMarker`]) and the flusher writes one batch at a
+//! time, the next only after the previous one's sync returned: a block that
+//! holds synced records is never written again, so a power cut can only
+//! damage the bytes of the flush it interrupted, and a later marker vouches
+//! for every flush before it (see `docs/wal.md`, "Recovery rules"). Records
+//! are encoded straight into the batch's DMA memory ([`crate::buffer`]),
+//! which the flush writes as is.
 //!
 //! When it has nothing to flush, the flusher zeroes the current segment
 //! ahead of the log's end (up to [`crate::Config::zero_ahead_bytes`], in
@@ -46,15 +51,12 @@ use crate::buffer::{BatchBuffer, SealedBuffer};
 use crate::config::Config;
 use crate::error::{Error, IoOp, Result};
 use crate::format::{
-    align_down, checksum_record, encode_padding_into, encode_record_unchecksummed, encode_segment_header, Record,
-    SegmentHeader, BLOCK_BYTES,
+    align_up, checksum_record, encode_flush_marker_into, encode_record_unchecksummed, encode_segment_header,
+    FlushMarker, Record, SegmentHeader, BLOCK_BYTES, FLUSH_CLOSE_FLAG, FLUSH_MARKER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::fs::{DurableWriteError, FileSystem, SegmentFile};
 use crate::index::Groups;
 
-/// Batches at least this large (or half of `batch_bytes_max`, if smaller)
-/// are padded to a block boundary when sealed.
-pub const ALIGN_BATCH_BYTES_MIN: usize = 64 << 10;
 /// Attempts to write a batch whose write came back short before giving up.
 pub const WRITE_ATTEMPTS_MAX: usize = 3;
 /// Bytes of zeros one idle zeroing step writes and syncs. A flush that
@@ -67,21 +69,23 @@ pub const ZERO_CHUNK_BYTES: usize = 128 << 10;
 pub const BATCH_CAPACITY_MIN_BYTES: usize = 64 << 10;
 
 /// The open batch: records waiting to be written to one segment, as one
-/// contiguous run of bytes starting at a block boundary.
+/// contiguous run of bytes starting at a fresh block with its flush marker.
 pub struct Batch {
     /// The segment (its first LSN).
     pub segment: u64,
     /// Where the first byte goes in the segment; a block boundary.
     pub file_offset: u64,
-    /// The carried partial block (if any) followed by the batch's records;
-    /// the last record's CRC may still be missing (see `unchecksummed`).
+    /// The flush marker followed by the batch's records; the last record's
+    /// CRC may still be missing (see `unchecksummed`).
     bytes: BatchBuffer,
+    /// The marker the batch starts with.
+    pub marker: FlushMarker,
     /// Where the last record starts if its CRC is not computed yet: an
     /// append checksums the record before its own (see
     /// [`crate::format::encode_record_unchecksummed`]), and everything that
     /// reads the bytes checksums the last one first.
     unchecksummed: Option<usize>,
-    /// Bytes of records appended into this batch (not carried bytes).
+    /// Bytes of records appended into this batch (not its marker).
     pub record_bytes: usize,
     /// LSN of the last record in the batch; 0 when it has none.
     pub last_lsn: u64,
@@ -92,14 +96,25 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// An empty batch of `segment` (whose size is `segment_bytes`) starting at
-    /// `file_offset`, with room for `capacity` bytes before its buffer grows.
-    pub(crate) fn new(segment: u64, file_offset: u64, segment_bytes: u64, config: &Config, capacity: usize) -> Batch {
+    /// A batch of `segment` (whose size is `segment_bytes`) holding only
+    /// `marker` and starting at the marker's offset (a block boundary), with
+    /// room for `capacity` bytes before its buffer grows.
+    pub(crate) fn new(
+        segment: u64,
+        marker: FlushMarker,
+        segment_bytes: u64,
+        config: &Config,
+        capacity: usize,
+    ) -> Batch {
+        let file_offset = marker.offset;
         let segment_room = segment_bytes.saturating_sub(file_offset);
+        let mut bytes = BatchBuffer::with_capacity(capacity.max(FLUSH_MARKER_BYTES));
+        encode_flush_marker_into(&marker, bytes.grow(FLUSH_MARKER_BYTES));
         Batch {
             segment,
             file_offset,
-            bytes: BatchBuffer::with_capacity(capacity),
+            bytes,
+            marker,
             unchecksummed: None,
             record_bytes: 0,
             last_lsn: 0,
@@ -135,17 +150,11 @@ impl Batch {
         self.unchecksummed = Some(start);
     }
 
-    /// Appends bytes copied from elsewhere (a carried block); they must hold
-    /// whole, checksummed records or the start of the next one.
-    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
-        self.checksum_last();
-        self.bytes.extend_from_slice(bytes);
-    }
-
-    /// Appends a padding record of `length` bytes.
-    fn push_padding(&mut self, length: usize) {
-        self.checksum_last();
-        encode_padding_into(self.bytes.grow(length));
+    /// Marks a batch that holds no record as the WAL's clean close.
+    fn mark_close(&mut self) {
+        debug_assert_eq!(self.last_lsn, 0, "only a batch without records closes");
+        self.marker.flags |= FLUSH_CLOSE_FLAG;
+        encode_flush_marker_into(&self.marker, self.bytes.as_mut_slice());
     }
 
     /// The batch's bytes, every record checksummed.
@@ -181,9 +190,9 @@ pub struct SealedBatch {
     pub segment: u64,
     /// Where the first byte goes in the segment; a block boundary.
     pub file_offset: u64,
-    /// The carried partial block, the records, zeros to a block boundary.
+    /// The flush marker, the records, zeros to a block boundary.
     pub bytes: SealedBuffer,
-    /// Bytes of records in this batch (not carried bytes).
+    /// Bytes of records in this batch (not its marker).
     pub record_bytes: usize,
     /// LSN of the last record in the batch.
     pub last_lsn: u64,
@@ -204,6 +213,8 @@ pub struct Segment {
     pub path: PathBuf,
     /// Its size.
     pub segment_bytes: u64,
+    /// Its nonce (in its header and every flush marker).
+    pub nonce: u64,
     /// The write handle; `None` before creation or once rotated away.
     pub file: Option<Rc<dyn SegmentFile>>,
     /// True once the file exists durably.
@@ -217,7 +228,8 @@ pub struct Segment {
 pub struct WriterStats {
     /// Flushes completed (each one durable write: O_DSYNC, or write + fdatasync).
     pub flushes: u64,
-    /// Bytes written by those flushes, padding and rewritten blocks included.
+    /// Bytes written by those flushes, markers and the zeros to each
+    /// flush's last block boundary included.
     pub bytes_written: u64,
     /// Segments created.
     pub segments_created: u64,
@@ -339,39 +351,77 @@ impl State {
     }
 
     /// Makes room in the open batch for a record of `record_bytes` that would
-    /// pass its [`Batch::bytes_limit`]: a new segment if the record does not
-    /// fit in this one, else a new batch.
+    /// pass its [`Batch::bytes_limit`]: a new batch on the next fresh block
+    /// if the record fits there, else a new segment. (An open batch without
+    /// records always has room under `batch_bytes_max`, which
+    /// [`Config::validate`] makes larger than a marker and a record: its
+    /// limit is the end of the segment.)
     #[cold]
     pub(crate) fn make_room(&mut self, record_bytes: usize) {
-        let segment_bytes = self.segments.back().expect("a current segment").segment_bytes;
-        if self.open.end_offset() + record_bytes as u64 > segment_bytes {
-            self.rotate();
-        } else {
+        let segment_bytes = self.segment_bytes(self.open.segment);
+        let next_start = align_up(self.open.end_offset());
+        let fits_next = next_start + (FLUSH_MARKER_BYTES + record_bytes) as u64 <= segment_bytes;
+        if self.open.last_lsn != 0 && fits_next {
             self.seal_open();
+        } else {
+            self.rotate();
         }
     }
 
     /// Moves the open batch (if it holds records) to the sealed queue and
-    /// opens the next one on the same segment, carrying the partial block.
+    /// opens the next one on the same segment, on the next fresh block.
     pub(crate) fn seal_open(&mut self) {
         if self.open.last_lsn == 0 {
             return;
         }
-        self.pad_large_batch();
-        let next_start = align_down(self.open.end_offset());
+        self.seal_open_batch();
+    }
+
+    /// Seals the open batch even if it holds no record (a marker-only flush:
+    /// the WAL's open and close), and opens the next one after it.
+    fn seal_open_batch(&mut self) {
         let segment_bytes = self.segment_bytes(self.open.segment);
         self.batch_capacity = (self.open.len() + BLOCK_BYTES).max(BATCH_CAPACITY_MIN_BYTES);
-        let mut next = Batch::new(
+        let marker = FlushMarker {
+            nonce: self.open.marker.nonce,
+            offset: align_up(self.open.end_offset()),
+            flush: self.open.marker.flush + 1,
+            previous_end: self.open.end_offset(),
+            synced_through: self.next_lsn - 1,
+            flags: 0,
+        };
+        let next = Batch::new(
             self.open.segment,
-            next_start,
+            marker,
             segment_bytes,
             &self.config,
             self.batch_capacity,
         );
-        let carried_from = (next_start - self.open.file_offset) as usize;
-        next.push_bytes(&self.open.bytes()[carried_from..]);
         let sealed = std::mem::replace(&mut self.open, next);
         self.sealed.push_back(Rc::new(sealed.seal()));
+    }
+
+    /// Seals a flush that holds only the open batch's marker, flagged as a
+    /// clean close if `close`, for the caller to write with [`flush`]
+    /// while the flusher is not running; `None` if the open batch holds
+    /// records or its segment was never created. A close marker that does
+    /// not fit in the segment goes to a new one (which [`flush`] creates).
+    pub(crate) fn seal_marker_only(&mut self, close: bool) -> Option<Rc<SealedBatch>> {
+        let segment = self.segments.iter().find(|s| s.first_lsn == self.open.segment)?;
+        if !segment.created || self.open.last_lsn != 0 {
+            return None;
+        }
+        if self.open.len() > self.open.bytes_limit {
+            if !close {
+                return None;
+            }
+            self.rotate();
+        }
+        if close {
+            self.open.mark_close();
+        }
+        self.seal_open_batch();
+        self.sealed.pop_back()
     }
 
     /// The size of `segment` (by first LSN); 0 if it is not listed.
@@ -383,30 +433,6 @@ impl State {
             .map_or(0, |listed| listed.segment_bytes)
     }
 
-    /// Ends a large batch on a block boundary with a padding record, so the
-    /// next flush starts on a fresh block instead of rewriting this one:
-    /// a write that mixes an already-written block with preallocated
-    /// (unwritten) ones measured slower on ext4. Small batches keep sharing
-    /// their last block, which is cheaper than wasting most of a block.
-    fn pad_large_batch(&mut self) {
-        let threshold = ALIGN_BATCH_BYTES_MIN.min(self.config.batch_bytes_max / 2);
-        if self.open.len() < threshold {
-            return;
-        }
-        let block = crate::format::BLOCK_BYTES as u64;
-        let end = self.open.end_offset();
-        let mut padding = (block - end % block) % block;
-        if padding == 0 {
-            return;
-        }
-        if padding < crate::format::RECORD_PREFIX_BYTES as u64 {
-            padding += block;
-        }
-        if end + padding <= self.segment_bytes(self.open.segment) {
-            self.open.push_padding(padding as usize);
-        }
-    }
-
     /// Starts a new segment whose first record gets `next_lsn`.
     pub(crate) fn rotate(&mut self) {
         self.seal_open();
@@ -416,17 +442,27 @@ impl State {
             }
         }
         let first_lsn = self.next_lsn;
+        let nonce = new_nonce();
         self.segments.push_back(Segment {
             first_lsn,
             path: self.dir.join(crate::format::segment_file_name(first_lsn)),
             segment_bytes: self.config.segment_bytes,
+            nonce,
             file: None,
             created: false,
             map: None,
         });
+        let marker = FlushMarker {
+            nonce,
+            offset: SEGMENT_HEADER_BYTES as u64,
+            flush: 1,
+            previous_end: SEGMENT_HEADER_BYTES as u64,
+            synced_through: first_lsn - 1,
+            flags: 0,
+        };
         self.open = Batch::new(
             first_lsn,
-            crate::format::SEGMENT_HEADER_BYTES as u64,
+            marker,
             self.config.segment_bytes,
             &self.config,
             self.batch_capacity,
@@ -458,9 +494,10 @@ impl State {
         }
         let entry = self.segments.iter().find(|s| s.first_lsn == segment)?;
         let file = entry.file.clone()?;
-        // Past the open batch's last block: nothing flushed or to be flushed
-        // before this step completes lies there.
-        let log_end = crate::format::align_up(self.open.end_offset());
+        // From the open batch's first block on: it starts on a fresh block
+        // that no flush has written, and the flusher writes it only after
+        // this step (the records appended meanwhile go in the same flush).
+        let log_end = self.open.file_offset;
         let offset = self.zero_frontier.offset.max(log_end);
         let limit = entry.segment_bytes.min(log_end + ahead);
         if offset >= limit {
@@ -598,7 +635,7 @@ fn zeroed(
 
 /// Writes one batch and makes it durable (see
 /// [`SegmentFile::write_durable_at`]); returns the bytes written.
-async fn flush(shared: &Rc<RefCell<State>>, batch: &SealedBatch) -> Result<usize> {
+pub(crate) async fn flush(shared: &Rc<RefCell<State>>, batch: &SealedBatch) -> Result<usize> {
     let file = segment_file(shared, batch.segment).await?;
     let padded = batch.bytes.padded().len();
     let mut attempts = 0;
@@ -626,17 +663,26 @@ async fn flush(shared: &Rc<RefCell<State>>, batch: &SealedBatch) -> Result<usize
             });
         }
     }
-    shared.borrow_mut().written_lsn = batch.last_lsn;
+    let mut state = shared.borrow_mut();
+    state.written_lsn = state.written_lsn.max(batch.last_lsn);
     Ok(padded)
 }
 
 /// The write handle of `segment`, creating the file first if needed.
 async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dyn SegmentFile>> {
-    let (fs, path, dir, segment_bytes, existing) = {
+    let (fs, path, dir, segment_bytes, nonce, existing) = {
         let mut state = shared.borrow_mut();
         let (fs, dir) = (state.fs.clone(), state.dir.clone());
         let entry = state.segment_mut(segment);
-        (fs, entry.path.clone(), dir, entry.segment_bytes, entry.file.clone())
+        let nonce = entry.nonce;
+        (
+            fs,
+            entry.path.clone(),
+            dir,
+            entry.segment_bytes,
+            nonce,
+            entry.file.clone(),
+        )
     };
     if let Some(file) = existing {
         return Ok(file);
@@ -644,6 +690,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
     let header = encode_segment_header(&SegmentHeader {
         first_lsn: segment,
         segment_bytes,
+        nonce,
     });
     let file = match fs.create_segment(&path, &header, segment_bytes).await {
         Ok(file) => file,
@@ -667,6 +714,15 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
     entry.file = Some(file.clone());
     entry.created = true;
     Ok(file)
+}
+
+/// A segment nonce: random per process (the standard library's hash keys)
+/// and distinct per call.
+fn new_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id() as u64);
+    hasher.finish()
 }
 
 /// How long a [`SyncFuture`] that had to wait sleeps before it resolves. The

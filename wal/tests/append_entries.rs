@@ -29,11 +29,24 @@ fn segment_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .filter(|path| path.extension().is_some_and(|extension| extension == "wal"))
         .map(|path| {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
+            (name, without_nonces(std::fs::read(&path).unwrap()))
         })
         .collect();
     files.sort();
     files
+}
+
+/// The segment's bytes with its random nonce (and the CRCs over it) zeroed
+/// in the header and in every flush marker, so two logs can be compared.
+fn without_nonces(mut bytes: Vec<u8>) -> Vec<u8> {
+    use coraft_wal::format::{decode_record, encode_flush_marker_into, Decoded, FlushMarker, BLOCK_BYTES};
+    bytes[32..44].fill(0);
+    for block in (BLOCK_BYTES..bytes.len()).step_by(BLOCK_BYTES) {
+        if let Decoded::Marker(marker) = decode_record(&bytes[block..]) {
+            encode_flush_marker_into(&FlushMarker { nonce: 0, ..marker }, &mut bytes[block..]);
+        }
+    }
+    bytes
 }
 
 /// Appends runs of three groups (interleaved with single records), long

@@ -1,5 +1,7 @@
 //! Injected faults: fsync errors poison the WAL, ENOSPC is a clear error that
-//! loses nothing acknowledged, short writes are retried.
+//! loses nothing acknowledged, short writes are retried, a power cut that
+//! garbles the block in flight loses nothing synced, and a flipped bit in a
+//! synced record is corruption, never a torn tail.
 
 mod common;
 
@@ -117,4 +119,67 @@ fn a_short_write_is_retried_and_the_data_lands_whole() {
         assert_eq!(wal.entries(1, 1..102, usize::MAX).unwrap().len(), 101);
         wal.close().await.unwrap();
     });
+}
+
+#[test]
+fn a_power_cut_that_garbles_the_whole_in_flight_block_keeps_every_synced_record() {
+    let dir = tempfile::tempdir().unwrap();
+    run(|| async {
+        let (wal, faults) = open_faulty(dir.path()).await;
+        // Three small synced entries share their block with the next flush's
+        // first records, unless every flush starts on a fresh block.
+        for index in 1..=3 {
+            wal.append_entry(1, index, 1, 0, &[index as u8; 40]).unwrap();
+            assert_eq!(wal.sync().await.unwrap(), index);
+        }
+        faults.update(|plan| plan.failing_syncs = 1);
+        wal.append_entry(1, 4, 1, 0, b"in flight, never acknowledged").unwrap();
+        assert!(wal.sync().await.is_err());
+        drop(wal);
+        faults.power_cut_garbling(0, 7).unwrap();
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        let state = wal.group_state(1).expect("group 1 survives");
+        assert!(state.last_index >= 3, "synced entries lost: {state:?}");
+        for entry in wal.entries(1, 1..4, usize::MAX).unwrap() {
+            assert_eq!(&*entry.payload, &[entry.index as u8; 40][..]);
+        }
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_flipped_bit_in_a_synced_record_of_the_active_segment_is_corruption_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    run(|| async {
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        for index in 1..=30 {
+            wal.append_entry(1, index, 1, 0, &[index as u8; 100]).unwrap();
+            wal.sync().await.unwrap();
+        }
+        wal.close().await.unwrap();
+    });
+    let (segment, path) = coraft_wal::recovery::list_segments(dir.path()).unwrap()[0].clone();
+    let recovered = coraft_wal::recovery::recover(dir.path(), coraft_wal::RecoveryMode::Strict, false).unwrap();
+    // The 20th entry: its record's offset from the index.
+    let offset = recovered.groups.get(1).unwrap().entry(20).unwrap().offset;
+    flip_bit(&path, offset + 30, 3);
+    for mode in [
+        coraft_wal::RecoveryMode::TolerateTornTail,
+        coraft_wal::RecoveryMode::Strict,
+    ] {
+        let config = coraft_wal::Config {
+            recovery_mode: mode,
+            ..small_config()
+        };
+        let error = run(|| async { Wal::open(dir.path(), config).await.map(|_| ()).unwrap_err() });
+        assert_eq!(error, Error::Corruption { segment, offset }, "{mode:?}");
+    }
+}
+
+fn flip_bit(path: &std::path::Path, offset: u64, bit: u8) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ (1 << bit)], offset).unwrap();
 }

@@ -191,7 +191,7 @@ fn oversized_records_and_excess_pending_bytes_are_clear_errors() {
     let config = Config {
         pending_bytes_max: 4 << 20,
         batch_bytes_max: 1 << 20,
-        record_bytes_max: 1 << 20,
+        record_bytes_max: (1 << 20) - 4096,
         ..Config::default()
     };
     run(|| async {
@@ -199,7 +199,7 @@ fn oversized_records_and_excess_pending_bytes_are_clear_errors() {
         assert!(matches!(
             wal.append_entry(1, 1, 1, 0, &vec![0; 1 << 20]),
             Err(Error::RecordTooLarge {
-                record_bytes_max: 1048576,
+                record_bytes_max: 1044480,
                 ..
             })
         ));
@@ -273,6 +273,18 @@ fn invalid_configs_are_refused_with_the_field_named() {
             ..
         })
     ));
+    // A record of the largest size must fit after a flush marker.
+    let config = Config {
+        record_bytes_max: Config::default().batch_bytes_max,
+        ..Config::default()
+    };
+    assert!(matches!(
+        config.validate(),
+        Err(Error::InvalidConfig {
+            field: "record_bytes_max",
+            ..
+        })
+    ));
     let config = Config {
         batch_bytes_max: 1 << 30,
         ..Config::default()
@@ -287,31 +299,32 @@ fn invalid_configs_are_refused_with_the_field_named() {
 }
 
 #[test]
-fn a_large_flush_ends_on_a_block_boundary_and_the_padding_is_skipped_on_reopen() {
-    use coraft_wal::format::{decode_record, Decoded, BLOCK_BYTES};
+fn every_flush_starts_on_a_fresh_block_with_a_marker_and_reopen_reads_them_all() {
+    use coraft_wal::format::{align_up, decode_record, Decoded, BLOCK_BYTES, FLUSH_MARKER_BYTES};
     let dir = tempfile::tempdir().unwrap();
     run(|| async {
         let (wal, _) = Wal::open(dir.path(), Config::default()).await.unwrap();
-        for index in 1..=700 {
-            wal.append_entry(1, index, 1, 0, &[3; 100]).unwrap();
-        }
+        wal.append_entry(1, 1, 1, 0, &[3; 100]).unwrap();
         wal.sync().await.unwrap();
-        wal.append_entry(1, 701, 2, 0, b"next flush").unwrap();
+        wal.append_entry(1, 2, 2, 0, b"next flush").unwrap();
         wal.sync().await.unwrap();
         wal.close().await.unwrap();
-        let end_of_first = BLOCK_BYTES + 700 * 136;
         let path = &coraft_wal::recovery::list_segments(dir.path()).unwrap()[0].1;
         let bytes = std::fs::read(path).unwrap();
-        let Decoded::Padding(padding) = decode_record(&bytes[end_of_first..]) else {
-            panic!("no padding after the large flush");
+        let end_of_first = BLOCK_BYTES + FLUSH_MARKER_BYTES + 136;
+        let second = align_up(end_of_first as u64) as usize;
+        let Decoded::Marker(marker) = decode_record(&bytes[second..]) else {
+            panic!("no flush marker on the block after the first flush");
         };
-        assert_eq!((end_of_first + padding) % BLOCK_BYTES, 0);
-        let (wal, _) = Wal::open(dir.path(), Config::default()).await.unwrap();
-        assert_eq!(wal.last_lsn(), 701);
         assert_eq!(
-            &*wal.entries(1, 701..702, usize::MAX).unwrap()[0].payload,
-            b"next flush"
+            (marker.offset, marker.flush, marker.previous_end),
+            (second as u64, 2, end_of_first as u64)
         );
+        assert_eq!(marker.synced_through, 1);
+        assert!(bytes[end_of_first..second].iter().all(|&b| b == 0));
+        let (wal, _) = Wal::open(dir.path(), Config::default()).await.unwrap();
+        assert_eq!(wal.last_lsn(), 2);
+        assert_eq!(&*wal.entries(1, 2..3, usize::MAX).unwrap()[0].payload, b"next flush");
         wal.close().await.unwrap();
     });
 }

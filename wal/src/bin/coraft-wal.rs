@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use coraft_wal::format::{decode_record, Decoded, Record};
+use coraft_wal::format::{decode_record, segment_file_name, Decoded, Record};
 use coraft_wal::recovery::{recover, Recovered};
-use coraft_wal::RecoveryMode;
+use coraft_wal::{Error, RecoveryMode};
 
 const USAGE: &str = "usage: coraft-wal inspect DIR | verify DIR [--strict] | \
                      dump DIR --group G --from I --to J";
@@ -103,7 +103,7 @@ fn verify(dir: &Path, mode: RecoveryMode) -> ExitCode {
             );
             if let Some(torn) = recovered.torn_tail {
                 println!(
-                    "torn tail (never acknowledged): segment {} offset {}",
+                    "torn tail of the last flush (its sync never returned): segment {} offset {}",
                     torn.segment, torn.offset
                 );
             }
@@ -111,6 +111,14 @@ fn verify(dir: &Path, mode: RecoveryMode) -> ExitCode {
         }
         Err(error) => {
             println!("FAILED: {error}");
+            if let Error::Corruption { segment, offset } = error {
+                let file = dir.join(segment_file_name(segment));
+                println!(
+                    "corruption: file {} offset {offset}: bytes an earlier sync covered are damaged; \
+                     rebuild this node from its peers (docs/operations.md)",
+                    file.display()
+                );
+            }
             ExitCode::FAILURE
         }
     }

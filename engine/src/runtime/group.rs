@@ -372,3 +372,102 @@ impl Group {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::CommandCounter;
+    use crate::raft::{Configuration, GroupId, InitialState, RaftConfig};
+    use crate::runtime::codec::encode_command;
+
+    fn group() -> Group {
+        let initial = InitialState {
+            configuration: Configuration::with_voters([NodeId(1)]),
+            ..Default::default()
+        };
+        let core = RaftCore::new(RaftConfig::new(NodeId(1), GroupId(1)), initial).expect("valid config");
+        Group::new(core, Box::new(CommandCounter::default()))
+    }
+
+    fn write(sequence: u64, lowest_unanswered: u64, data: &'static [u8]) -> LoggedCommand<'static> {
+        LoggedCommand::Session {
+            leader_time_ms: 1_000,
+            session: 7,
+            sequence,
+            lowest_unanswered,
+            data,
+        }
+    }
+
+    /// Applies `commands` as entries 1.. of one batch, each awaited by a
+    /// proposal; returns each one's answer.
+    fn apply_batch(group: &mut Group, commands: &[LoggedCommand<'_>]) -> Vec<Result<Vec<u8>, Error>> {
+        let mut answers = Vec::new();
+        let entries: Vec<Entry> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, command)| {
+                let (sender, receiver) = flume::bounded(1);
+                let now = std::time::Instant::now();
+                let index = LogIndex(i as u64 + 1);
+                let pending = PendingProposal {
+                    term: Term(1),
+                    reply: Reply::Api(sender),
+                    received: now,
+                    proposed: now,
+                };
+                group.proposals.insert(index, pending);
+                answers.push(receiver);
+                Entry {
+                    index,
+                    term: Term(1),
+                    payload: EntryPayload::Normal(encode_command(command)),
+                }
+            })
+            .collect();
+        group.apply(&entries, &mut ShardMetrics::new(0));
+        answers.iter().map(|r| r.recv().expect("answered")).collect()
+    }
+
+    fn count(value: u64) -> Result<Vec<u8>, Error> {
+        Ok(value.to_le_bytes().to_vec())
+    }
+
+    #[test]
+    fn one_batch_applies_each_sequence_once_and_refuses_what_the_session_cannot_vouch_for() {
+        let mut group = group();
+        let answers = apply_batch(
+            &mut group,
+            &[
+                write(1, 1, b"before registration"),
+                LoggedCommand::Register {
+                    leader_time_ms: 1_000,
+                    session: 7,
+                    timeout_ms: 60_000,
+                },
+                write(1, 1, b"a"),
+                write(1, 1, b"a"),
+                write(1, 1, b"another command"),
+                write(2, 2, b"b"),
+                write(1, 2, b"a"),
+                LoggedCommand::Plain {
+                    leader_time_ms: 1_000,
+                    data: b"embedded",
+                },
+            ],
+        );
+        assert_eq!(
+            answers,
+            vec![
+                Err(Error::SessionExpired),
+                Ok(Vec::new()),
+                count(1),
+                count(1),
+                Err(Error::StaleSequence),
+                count(2),
+                Err(Error::StaleSequence),
+                count(3),
+            ]
+        );
+    }
+}

@@ -234,9 +234,19 @@ fn run_driver(
         .enumerate()
         .map(|(slot, &(id, _))| (id, slot))
         .collect();
+    // Each closed-loop client registers its session with its group first
+    // (through the log, as `coraft::client::Client` does); a session id is
+    // the client's id under this run's start time, unique per run.
+    let run_bits = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let session = |slot: usize| (u128::from(run_bits) << 64) | u128::from(driver.clients[slot].0);
+    register_sessions(&mut connection, &driver, session)?;
     let request = |slot: usize, sequence: u64| ClientRequest::Propose {
         client_id: driver.clients[slot].0,
+        session: session(slot),
         sequence,
+        lowest_unanswered: sequence,
         group: driver.clients[slot].1 .0,
         payload: payload.clone(),
     };
@@ -293,6 +303,54 @@ fn run_driver(
     }
     Ok(histogram)
 }
+
+/// Registers the session of every client of `driver` and waits until each
+/// registration is answered.
+fn register_sessions(
+    connection: &mut BlockingConnection,
+    driver: &Driver,
+    session: impl Fn(usize) -> u128,
+) -> Result<()> {
+    for chunk in (0..driver.clients.len()).collect::<Vec<_>>().chunks(DRIVER_BATCH_MAX) {
+        let requests = chunk
+            .iter()
+            .map(|&slot| ClientRequest::RegisterSession {
+                client_id: driver.clients[slot].0,
+                request_id: REGISTER_REQUEST_ID,
+                group: driver.clients[slot].1 .0,
+                session: session(slot),
+            })
+            .collect();
+        connection.send(&ClientRequestBatch { requests })?;
+    }
+    let mut unanswered = driver.clients.len();
+    while unanswered > 0 {
+        let frame = connection
+            .recv()?
+            .ok_or_else(|| anyhow!("node {} closed the connection", driver.target_node))?;
+        let Some(archived) = frame.client_responses() else {
+            continue;
+        };
+        let responses = rkyv::deserialize::<ClientResponseBatch, rkyv::rancor::Error>(archived)?;
+        for response in responses.responses {
+            if response.request_id != REGISTER_REQUEST_ID {
+                continue;
+            }
+            if let Err(error) = response.result {
+                bail!(
+                    "node {} refused to register client {}'s session: {error:?}",
+                    driver.target_node,
+                    response.client_id
+                );
+            }
+            unanswered -= 1;
+        }
+    }
+    Ok(())
+}
+
+/// The request id of session registrations (write sequences start at 1).
+const REGISTER_REQUEST_ID: u64 = 0;
 
 /// Runs the cluster benchmark.
 pub fn run(args: Vec<String>) -> Result<()> {
@@ -364,6 +422,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             metrics_listen: None,
             quiesce_idle_groups: true,
             request_timeout: coraft::runtime::REQUEST_TIMEOUT,
+            session_timeout: std::time::Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
         };
         nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
     }

@@ -80,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             metrics_listen: None,
             quiesce_idle_groups: true,
             request_timeout: coraft::runtime::REQUEST_TIMEOUT,
+            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
         };
         nodes.push(Node::start(options, factory.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
     }

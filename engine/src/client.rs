@@ -1,9 +1,15 @@
 //! A blocking Rust client for a coraft cluster: it finds each group's leader,
 //! follows leader hints, retries reads freely, and retries a write only with
-//! the same (client id, sequence) — which the cluster applies at most once —
+//! the same (session, sequence) — which the cluster applies at most once —
 //! so a write whose outcome is unknown is never applied twice.
+//!
+//! Sessions (Raft thesis §6.3): a client makes a 128-bit random session id
+//! and registers it with each group it writes to, through the group's log,
+//! before its first write there. A write the group's session table cannot
+//! vouch for comes back as [`ClientFailure::SessionExpired`] or
+//! [`ClientFailure::StaleSequence`]: not applied, and not retried here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,9 +26,6 @@ pub const ATTEMPTS_MAX: usize = 16;
 pub struct ClientConfig {
     /// The cluster's id (a node of another cluster refuses the handshake).
     pub cluster_id: u64,
-    /// This client's id: with the sequence, it makes writes idempotent. Must
-    /// be unique among the cluster's clients and not 0.
-    pub client_id: u64,
     /// Each node and its shards' addresses.
     pub nodes: Vec<(NodeId, Vec<SocketAddr>)>,
     /// How long one attempt waits for its answer.
@@ -35,6 +38,16 @@ pub enum ClientFailure {
     /// The cluster answered with an error it will not recover from by retrying.
     #[error("the cluster refused: {0:?}")]
     Refused(ClientError),
+    /// The group does not know this client's session (it expired, was
+    /// evicted, or was never registered): the write was not applied. A new
+    /// [`Client`] gets a new session; whether earlier unanswered writes
+    /// applied is unknown.
+    #[error("the session expired: the write was not applied")]
+    SessionExpired,
+    /// The session cannot vouch for this sequence (older than the group
+    /// remembers, or used before for another command): not applied.
+    #[error("the session cannot vouch for this sequence: the write was not applied")]
+    StaleSequence,
     /// No answer after [`ATTEMPTS_MAX`] attempts; a write's outcome is unknown
     /// (retrying with [`Client::retry_write`] cannot apply it twice).
     #[error("gave up after {attempts} attempts: {last}")]
@@ -59,31 +72,75 @@ enum AttemptError {
     Transport(String),
 }
 
+/// Request ids of reads and registrations start here, apart from the write
+/// sequences that share the response's `request_id` field.
+const REQUEST_ID_FIRST: u64 = 1 << 63;
+
 /// A blocking client.
 pub struct Client {
     config: ClientConfig,
     connections: HashMap<(NodeId, usize), BlockingConnection>,
     leaders: HashMap<GroupId, NodeId>,
+    session: u128,
+    /// Groups this session is registered with (all of them for a resumed one).
+    registered: HashSet<GroupId>,
+    resumed: bool,
     next_sequence: u64,
     next_request: u64,
     last_write: Option<(GroupId, u64, Vec<u8>)>,
 }
 
 impl Client {
-    /// A client; it connects lazily.
+    /// A client with a new random session; it connects lazily and registers
+    /// the session with a group before its first write there.
     pub fn new(config: ClientConfig) -> Client {
+        let mut bytes = [0u8; 16];
+        // Without an OS random source a session could collide with another
+        // client's: a client that cannot get one must not run.
+        getrandom::getrandom(&mut bytes).expect("the OS random source (getrandom) for a session id");
+        Client::with_session(config, u128::from_le_bytes(bytes), 1, false)
+    }
+
+    /// A client that goes on with a session it kept across a restart
+    /// ([`Client::session`], [`Client::next_sequence`]): it does not register
+    /// again, so a session the cluster no longer knows gives
+    /// [`ClientFailure::SessionExpired`] rather than a fresh start.
+    pub fn resume(config: ClientConfig, session: u128, next_sequence: u64) -> Client {
+        Client::with_session(config, session, next_sequence, true)
+    }
+
+    fn with_session(config: ClientConfig, session: u128, next_sequence: u64, resumed: bool) -> Client {
         Client {
             config,
             connections: HashMap::new(),
             leaders: HashMap::new(),
-            next_sequence: 1,
-            next_request: 1,
+            session,
+            registered: HashSet::new(),
+            resumed,
+            next_sequence,
+            next_request: REQUEST_ID_FIRST,
             last_write: None,
         }
     }
 
+    /// This client's session id.
+    pub fn session(&self) -> u128 {
+        self.session
+    }
+
+    /// The node this client last found leading `group`, if any.
+    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+        self.leaders.get(&group).copied()
+    }
+
+    /// The sequence the next write takes.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
     /// Replicates `payload` in `group` and returns the state machine's result.
     pub fn write(&mut self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>, ClientFailure> {
+        self.register(group)?;
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.last_write = Some((group, sequence, payload.to_vec()));
@@ -98,10 +155,9 @@ impl Client {
 
     /// A linearizable read of `group`.
     pub fn read(&mut self, group: GroupId, query: &[u8]) -> Result<Vec<u8>, ClientFailure> {
-        let request_id = self.next_request;
-        self.next_request += 1;
+        let request_id = self.request_id();
         let request = ClientRequest::Read {
-            client_id: self.config.client_id,
+            client_id: self.tag(),
             request_id,
             group: group.0,
             payload: query.to_vec(),
@@ -109,10 +165,43 @@ impl Client {
         self.call(group, request, request_id)
     }
 
+    /// Registers the session with `group` through its log, once.
+    fn register(&mut self, group: GroupId) -> Result<(), ClientFailure> {
+        if self.resumed || self.registered.contains(&group) {
+            return Ok(());
+        }
+        let request_id = self.request_id();
+        let request = ClientRequest::RegisterSession {
+            client_id: self.tag(),
+            request_id,
+            group: group.0,
+            session: self.session,
+        };
+        // Registering again only refreshes the session: retries are harmless.
+        self.call(group, request, request_id)?;
+        self.registered.insert(group);
+        Ok(())
+    }
+
+    fn request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1).max(REQUEST_ID_FIRST);
+        id
+    }
+
+    /// The id responses echo (the session's low bits; only for matching).
+    fn tag(&self) -> u64 {
+        self.session as u64
+    }
+
     fn send_write(&mut self, group: GroupId, sequence: u64, payload: &[u8]) -> Result<Vec<u8>, ClientFailure> {
+        // One write at a time: every earlier one is answered or abandoned,
+        // so the group may forget all results below this one.
         let request = ClientRequest::Propose {
-            client_id: self.config.client_id,
+            client_id: self.tag(),
+            session: self.session,
             sequence,
+            lowest_unanswered: sequence,
             group: group.0,
             payload: payload.to_vec(),
         };
@@ -125,11 +214,16 @@ impl Client {
         }
         let mut last = String::new();
         let mut next_guess = 0;
+        // A node whose storage failed: not asked again while others remain.
+        let mut avoid: Option<NodeId> = None;
         for attempt in 0..ATTEMPTS_MAX {
             let node = match self.leaders.get(&group) {
                 Some(&node) => node,
                 None => {
                     next_guess = (next_guess + 1) % self.config.nodes.len();
+                    if Some(self.config.nodes[next_guess].0) == avoid && self.config.nodes.len() > 1 {
+                        next_guess = (next_guess + 1) % self.config.nodes.len();
+                    }
                     self.config.nodes[next_guess].0
                 }
             };
@@ -141,7 +235,9 @@ impl Client {
                 Ok(Err((ClientError::NotLeader { leader_hint }, _))) => {
                     // Not applied: safe to send elsewhere.
                     match leader_hint {
-                        Some(hint) if hint != node.0 => self.leaders.insert(group, NodeId(hint)),
+                        Some(hint) if hint != node.0 && Some(NodeId(hint)) != avoid => {
+                            self.leaders.insert(group, NodeId(hint))
+                        }
                         _ => self.leaders.remove(&group),
                     };
                     last = format!("node {node} is not the leader");
@@ -151,6 +247,17 @@ impl Client {
                 }
                 Ok(Err((ClientError::Busy | ClientError::Timeout, _))) => {
                     last = format!("node {node} is busy");
+                    std::thread::sleep(backoff(attempt));
+                }
+                Ok(Err((ClientError::SessionExpired, _))) => return Err(ClientFailure::SessionExpired),
+                Ok(Err((ClientError::StaleSequence, _))) => return Err(ClientFailure::StaleSequence),
+                Ok(Err((ClientError::Storage, _))) => {
+                    // Its WAL failed: the write may or may not be in the log.
+                    // Another node gets the same (session, sequence), which
+                    // the group applies at most once.
+                    last = format!("node {node} reported a storage failure");
+                    avoid = Some(node);
+                    self.leaders.remove(&group);
                     std::thread::sleep(backoff(attempt));
                 }
                 Ok(Err((error, _))) => return Err(ClientFailure::Refused(error)),
@@ -225,7 +332,7 @@ impl Client {
                 .ok_or_else(|| AttemptError::Transport(format!("no address for node {node} shard {shard}")))?;
             let hello = Hello {
                 cluster_id: self.config.cluster_id,
-                node_id: self.config.client_id,
+                node_id: self.tag(),
                 shard_id: 0,
                 target_shard_id: shard as u32,
                 target_node_id: node.0,

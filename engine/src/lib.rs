@@ -54,6 +54,7 @@
 //!     metrics_listen: None,
 //!     quiesce_idle_groups: true,
 //!     request_timeout: coraft::runtime::REQUEST_TIMEOUT,
+//!     session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
 //! };
 //! let factory: StateMachineFactory = Arc::new(|_group| Box::new(Sum::default()));
 //! let node = Node::start(options, factory)?;

@@ -124,6 +124,7 @@ impl TestCluster {
             metrics_listen: if id == NodeId(1) { self.metrics } else { None },
             quiesce_idle_groups: true,
             request_timeout: self.request_timeout,
+            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
         }
     }
 
@@ -389,19 +390,14 @@ fn a_hundred_groups_on_two_shards_replicate_with_leaders_spread_across_nodes() {
     }
 }
 
-fn client(cluster: &TestCluster, client_id: u64) -> coraft::client::Client {
-    client_of_shards(cluster, client_id, |p| p.shard_addresses.clone())
+fn client(cluster: &TestCluster) -> coraft::client::Client {
+    client_of_shards(cluster, |p| p.shard_addresses.clone())
 }
 
 /// A client that knows, of each node, the shard addresses `addresses` picks.
-fn client_of_shards(
-    cluster: &TestCluster,
-    client_id: u64,
-    addresses: impl Fn(&PeerSpec) -> Vec<SocketAddr>,
-) -> coraft::client::Client {
+fn client_of_shards(cluster: &TestCluster, addresses: impl Fn(&PeerSpec) -> Vec<SocketAddr>) -> coraft::client::Client {
     coraft::client::Client::new(coraft::client::ClientConfig {
         cluster_id: 7,
-        client_id,
         nodes: cluster.peers.iter().map(|p| (p.id, addresses(p))).collect(),
         attempt_timeout: Duration::from_secs(5),
     })
@@ -412,7 +408,7 @@ fn requests_sent_to_the_wrong_shard_cross_the_channel_mesh() {
     let cluster = TestCluster::start(3, 2, 4);
     // A client that knows only each node's shard 0 sends every request
     // there; groups 1 and 3 live on shard 1.
-    let mut client = client_of_shards(&cluster, 77, |p| vec![p.shard_addresses[0]]);
+    let mut client = client_of_shards(&cluster, |p| vec![p.shard_addresses[0]]);
     for round in 1..=3u64 {
         for g in 1..=4 {
             let result = client.write(GroupId(g), b"x").expect("write through shard 0");
@@ -427,18 +423,18 @@ fn requests_sent_to_the_wrong_shard_cross_the_channel_mesh() {
 #[test]
 fn client_finds_the_leader_and_a_retried_write_applies_once() {
     let cluster = TestCluster::start(3, 2, 4);
-    let mut client = client(&cluster, 41);
+    let mut client = client(&cluster);
     for g in 1..=4 {
         cluster.leader(GroupId(g));
     }
     assert_eq!(count(&client.write(GroupId(3), b"first").unwrap()), 1);
-    // The same (client id, sequence) again: not applied a second time, and
+    // The same (session, sequence) again: not applied a second time, and
     // the original result comes back.
     assert_eq!(count(&client.retry_write().unwrap()), 1);
     assert_eq!(count(&client.write(GroupId(3), b"second").unwrap()), 2);
     assert_eq!(count(&client.read(GroupId(3), b"").unwrap()), 2);
     // Another client's writes are independent.
-    let mut other = self::client(&cluster, 42);
+    let mut other = self::client(&cluster);
     assert_eq!(count(&other.write(GroupId(3), b"third").unwrap()), 3);
 }
 
@@ -447,7 +443,6 @@ fn a_node_of_another_cluster_refuses_the_client() {
     let cluster = TestCluster::start(3, 1, 1);
     let mut foreign = coraft::client::Client::new(coraft::client::ClientConfig {
         cluster_id: 8,
-        client_id: 1,
         nodes: cluster
             .peers
             .iter()

@@ -193,6 +193,7 @@ impl RelayedCluster {
                     // A quiet leader holds no lease; this test needs one.
                     quiesce_idle_groups: false,
                     request_timeout: Duration::from_secs(2),
+                    session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
                 };
                 let stall = stalls[me].clone();
                 let factory: StateMachineFactory = Arc::new(move |_| {
@@ -353,6 +354,7 @@ fn a_lease_node_refuses_a_drift_margin_below_the_minimum() {
         metrics_listen: None,
         quiesce_idle_groups: true,
         request_timeout: Duration::from_secs(2),
+        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
     };
     let factory: StateMachineFactory = Arc::new(|_| {
         Box::new(Counter {

@@ -103,6 +103,7 @@ impl Cluster {
                     // Awake groups: every follower keeps a current term and log.
                     quiesce_idle_groups: false,
                     request_timeout: REQUEST_TIMEOUT,
+                    session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
                 };
                 let factory: StateMachineFactory = Arc::new(|_| Box::new(Counter::default()));
                 Some(Node::start(options, factory).expect("node starts"))

@@ -61,10 +61,9 @@ fn write_configs(dir: &Path, raft: &[SocketAddr], metrics: Option<&[SocketAddr]>
 }
 
 /// A client of the cluster whose node `i + 1` listens on `addresses[i]`.
-fn client_for(addresses: &[SocketAddr], client_id: u64) -> Client {
+fn client_for(addresses: &[SocketAddr]) -> Client {
     Client::new(ClientConfig {
         cluster_id: 9,
-        client_id,
         nodes: addresses
             .iter()
             .enumerate()
@@ -101,7 +100,7 @@ fn three_node_processes_replicate_and_one_killed_recovers_from_its_wal() {
     drop(ports);
     let paths = write_configs(dir.path(), &addresses, None);
     let mut processes: Vec<Option<Process>> = paths.iter().map(|p| Some(start(p))).collect();
-    let mut client = client_for(&addresses, 77);
+    let mut client = client_for(&addresses);
     // The nodes need a moment to start and elect; the client retries.
     let first = count(&write_within_30s(&mut client, GroupId(1), b"a"));
     assert_eq!(first, 1);
@@ -173,7 +172,7 @@ fn a_stalled_follower_does_not_stop_the_leader_or_grow_its_memory_and_catches_up
         .iter()
         .map(|p| start(p))
         .collect();
-    let mut client = client_for(raft, 78);
+    let mut client = client_for(raft);
     write_within_30s(&mut client, GroupId(1), b"w");
     // Find the leader of group 1 (the node whose metrics say it leads one group;
     // group 2 may be led by another node, so ask about group 1 by writing).

@@ -82,6 +82,7 @@ pub fn walk_frame(frame: &Frame) -> u64 {
                 bytes += match request {
                     ArchivedClientRequest::Propose { payload, .. } => payload.len() as u64,
                     ArchivedClientRequest::Read { payload, .. } => payload.len() as u64,
+                    ArchivedClientRequest::RegisterSession { session, .. } => (session.to_native() & 1) as u64,
                 };
             }
         }

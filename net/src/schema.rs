@@ -317,16 +317,36 @@ mod client_enums {
     #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
     #[rkyv(derive(Debug))]
     pub enum ClientRequest {
-        /// Propose a command to a group; `(client_id, sequence)` deduplicates retries.
+        /// Propose a command to a group under a registered session;
+        /// `(session, sequence)` makes a retry apply at most once.
         Propose {
-            /// The client's id.
+            /// A tag the client picks, echoed in the response (the cluster
+            /// never deduplicates by it).
             client_id: u64,
-            /// The client's per-session sequence number.
+            /// The session the group registered for this client
+            /// ([`ClientRequest::RegisterSession`]).
+            session: u128,
+            /// The client's sequence number within the session.
             sequence: u64,
+            /// The lowest sequence the client has not yet had an answer for:
+            /// the group forgets the cached results of the ones below it.
+            lowest_unanswered: u64,
             /// The target group.
             group: u64,
             /// The command, opaque to the wire.
             payload: Vec<u8>,
+        },
+        /// Register a session (a 128-bit random id the client made) with a
+        /// group, through its log; retrying it is harmless.
+        RegisterSession {
+            /// A tag the client picks, echoed in the response.
+            client_id: u64,
+            /// Echoed in the response.
+            request_id: u64,
+            /// The target group.
+            group: u64,
+            /// The new session's id.
+            session: u128,
         },
         /// A linearizable read of a group.
         Read {
@@ -360,6 +380,12 @@ mod client_enums {
         Storage,
         /// No such group on this node.
         UnknownGroup,
+        /// The group does not know the write's session (never registered,
+        /// expired or evicted): not applied; the client needs a new session.
+        SessionExpired,
+        /// The session cannot vouch for this sequence (older than it
+        /// remembers, or reused for another command): not applied.
+        StaleSequence,
     }
 }
 
@@ -369,7 +395,8 @@ mod client_enums {
 pub struct ClientResponse {
     /// Echoes the request's client id.
     pub client_id: u64,
-    /// Echoes the `sequence` of a propose or the `request_id` of a read.
+    /// Echoes the `sequence` of a propose or the `request_id` of a read or
+    /// a session registration.
     pub request_id: u64,
     /// The group the request addressed.
     pub group: u64,

@@ -156,7 +156,9 @@ fn every_truncation_and_bit_flip_of_a_valid_stream_fails_cleanly() {
         .encode(&ClientRequestBatch {
             requests: vec![ClientRequest::Propose {
                 client_id: 1,
+                session: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
                 sequence: 2,
+                lowest_unanswered: 2,
                 group: 3,
                 payload: b"abc".to_vec(),
             }],

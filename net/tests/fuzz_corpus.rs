@@ -68,21 +68,46 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ],
     };
     let requests = ClientRequestBatch {
-        requests: vec![ClientRequest::Read {
-            client_id: 1,
-            request_id: 2,
-            group: 3,
-            payload: b"k".to_vec(),
-        }],
+        requests: vec![
+            ClientRequest::Read {
+                client_id: 1,
+                request_id: 2,
+                group: 3,
+                payload: b"k".to_vec(),
+            },
+            ClientRequest::RegisterSession {
+                client_id: 1,
+                request_id: 3,
+                group: 3,
+                session: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+            },
+            ClientRequest::Propose {
+                client_id: 1,
+                session: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+                sequence: 1,
+                lowest_unanswered: 1,
+                group: 3,
+                payload: b"v".to_vec(),
+            },
+        ],
     };
     let responses = ClientResponseBatch {
-        responses: vec![ClientResponse {
-            client_id: 1,
-            request_id: 2,
-            group: 3,
-            leader_hint: Some(2),
-            result: Err(ClientError::NotLeader { leader_hint: Some(2) }),
-        }],
+        responses: vec![
+            ClientResponse {
+                client_id: 1,
+                request_id: 2,
+                group: 3,
+                leader_hint: Some(2),
+                result: Err(ClientError::NotLeader { leader_hint: Some(2) }),
+            },
+            ClientResponse {
+                client_id: 1,
+                request_id: 1,
+                group: 3,
+                leader_hint: Some(2),
+                result: Err(ClientError::StaleSequence),
+            },
+        ],
     };
     let hello = Hello {
         cluster_id: 1,

@@ -135,19 +135,39 @@ fn client_error() -> impl Strategy<Value = ClientError> {
         Just(ClientError::Shutdown),
         Just(ClientError::Storage),
         Just(ClientError::UnknownGroup),
+        Just(ClientError::SessionExpired),
+        Just(ClientError::StaleSequence),
     ]
 }
 
 fn client_request() -> impl Strategy<Value = ClientRequest> {
     prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<u64>(), bytes()).prop_map(|(client_id, sequence, group, payload)| {
-            ClientRequest::Propose {
+        (
+            any::<u64>(),
+            any::<u128>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            bytes()
+        )
+            .prop_map(|(client_id, session, sequence, lowest_unanswered, group, payload)| {
+                ClientRequest::Propose {
+                    client_id,
+                    session,
+                    sequence,
+                    lowest_unanswered,
+                    group,
+                    payload,
+                }
+            }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u128>()).prop_map(
+            |(client_id, request_id, group, session)| ClientRequest::RegisterSession {
                 client_id,
-                sequence,
+                request_id,
                 group,
-                payload,
+                session,
             }
-        }),
+        ),
         (any::<u64>(), any::<u64>(), any::<u64>(), bytes()).prop_map(|(client_id, request_id, group, payload)| {
             ClientRequest::Read {
                 client_id,

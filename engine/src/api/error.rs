@@ -63,4 +63,12 @@ pub enum Error {
     /// The network layer failed to start (e.g. the listen address is taken).
     #[error("network: {0}")]
     Network(String),
+    /// A client write's session is unknown to the group (never registered,
+    /// expired or evicted); the write was not applied.
+    #[error("the client session expired or is unknown")]
+    SessionExpired,
+    /// A client write's sequence is one its session cannot vouch for (older
+    /// than it remembers, or used for another command); not applied.
+    #[error("the client session cannot vouch for this sequence")]
+    StaleSequence,
 }

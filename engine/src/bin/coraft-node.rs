@@ -3,10 +3,11 @@
 //! commands it applied (enough for the client, the benchmark and tests).
 //!
 //! ```text
-//! coraft-node --config node.toml [--groups N] [--no-quiesce]
+//! coraft-node --config node.toml [--groups N] [--no-quiesce] [--session-timeout-ms MS]
 //! ```
 //! `--no-quiesce` keeps idle groups ticking and heartbeating (to measure what
-//! quiescence saves).
+//! quiescence saves). `--session-timeout-ms` is how long a client session
+//! this node registers lives without a write (default 600000, 10 minutes).
 //! It checks the config against this machine first and refuses to start,
 //! listing every problem, if it does not fit. SIGINT or SIGTERM stops it.
 
@@ -22,6 +23,7 @@ fn main() -> Result<()> {
     let mut config_path = None;
     let mut groups = 1u64;
     let mut quiesce = true;
+    let mut session_timeout_ms = coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -34,8 +36,15 @@ fn main() -> Result<()> {
                     .context("--groups")?
             }
             "--no-quiesce" => quiesce = false,
+            "--session-timeout-ms" => {
+                session_timeout_ms = args
+                    .next()
+                    .context("--session-timeout-ms needs a value")?
+                    .parse()
+                    .context("--session-timeout-ms")?
+            }
             "-h" | "--help" => {
-                println!("usage: coraft-node --config node.toml [--groups N] [--no-quiesce]");
+                println!("usage: coraft-node --config node.toml [--groups N] [--no-quiesce] [--session-timeout-ms MS]");
                 return Ok(());
             }
             other => bail!("unknown argument `{other}`; try --help"),
@@ -57,6 +66,7 @@ fn main() -> Result<()> {
     let signals = stop_signals();
     let mut options = NodeOptions::from_plan(&plan, (1..=groups).map(GroupId).collect());
     options.quiesce_idle_groups = quiesce;
+    options.session_timeout = std::time::Duration::from_millis(session_timeout_ms);
     let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
     let node = Node::start(options, factory).map_err(|e| anyhow::anyhow!("starting node {}: {e}", config.node_id))?;
     eprintln!(

@@ -1,5 +1,5 @@
 //! Conversions between the core's types and the wire's and the WAL's: entry
-//! payloads (with the client session header), configurations, and Raft
+//! payloads (with the leader's time and the client session header), configurations, and Raft
 //! messages. Decoding takes untrusted bytes and never panics.
 
 use bytes::Bytes;
@@ -10,45 +10,148 @@ use crate::raft::{
     Term,
 };
 
-/// Bytes of the session header in front of every client command:
-/// `client_id` and `sequence`, little-endian u64s.
-pub const SESSION_HEADER_BYTES: usize = 16;
+/// Bytes of the largest header in front of a command in the log (a session
+/// command's: kind, leader time, session, sequence, lowest unanswered).
+pub const COMMAND_HEADER_BYTES_MAX: usize = 1 + 8 + 16 + 8 + 8;
+
+/// The first byte of a command in the log: which [`LoggedCommand`] it is.
+pub mod command_kind {
+    /// [`super::LoggedCommand::Plain`].
+    pub const PLAIN: u8 = 0;
+    /// [`super::LoggedCommand::Session`].
+    pub const SESSION: u8 = 1;
+    /// [`super::LoggedCommand::Register`].
+    pub const REGISTER: u8 = 2;
+}
 
 /// Bound on the members a configuration may list when decoded.
 pub const CONFIGURATION_MEMBERS_MAX: usize = 1024;
 
-/// A command as stored in the log: who proposed it, and the bytes.
+/// A normal entry's payload as the runtime stores it. Each carries the wall
+/// clock of the leader that appended it, in milliseconds: the time by which
+/// every replica expires client sessions at the same log position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionCommand<'a> {
-    /// The proposing client (0 for embedded proposals: no deduplication).
-    pub client_id: u64,
-    /// The client's sequence number.
-    pub sequence: u64,
-    /// The state machine's command.
-    pub data: &'a [u8],
+pub enum LoggedCommand<'a> {
+    /// A command proposed through the embedding API: no session.
+    Plain {
+        /// The leader's clock when it appended the entry.
+        leader_time_ms: u64,
+        /// The state machine's command.
+        data: &'a [u8],
+    },
+    /// A client's command under its session (applied at most once).
+    Session {
+        /// The leader's clock when it appended the entry.
+        leader_time_ms: u64,
+        /// The client's session.
+        session: u128,
+        /// The command's sequence within the session.
+        sequence: u64,
+        /// The lowest sequence the client has had no answer for.
+        lowest_unanswered: u64,
+        /// The state machine's command.
+        data: &'a [u8],
+    },
+    /// A client registers a session.
+    Register {
+        /// The leader's clock when it appended the entry.
+        leader_time_ms: u64,
+        /// The new session.
+        session: u128,
+        /// How long the session lives without a write (leader time).
+        timeout_ms: u64,
+    },
 }
 
-/// Encodes a command with its session header.
-pub fn encode_command(client_id: u64, sequence: u64, data: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(SESSION_HEADER_BYTES + data.len());
-    out.extend_from_slice(&client_id.to_le_bytes());
-    out.extend_from_slice(&sequence.to_le_bytes());
+impl LoggedCommand<'_> {
+    /// The leader's clock stamped in the entry.
+    pub fn leader_time_ms(&self) -> u64 {
+        match *self {
+            LoggedCommand::Plain { leader_time_ms, .. }
+            | LoggedCommand::Session { leader_time_ms, .. }
+            | LoggedCommand::Register { leader_time_ms, .. } => leader_time_ms,
+        }
+    }
+
+    /// The session it concerns, if any.
+    pub fn session(&self) -> Option<u128> {
+        match *self {
+            LoggedCommand::Plain { .. } => None,
+            LoggedCommand::Session { session, .. } | LoggedCommand::Register { session, .. } => Some(session),
+        }
+    }
+
+    /// The state machine's bytes (none for a registration).
+    pub fn data(&self) -> &[u8] {
+        match *self {
+            LoggedCommand::Plain { data, .. } | LoggedCommand::Session { data, .. } => data,
+            LoggedCommand::Register { .. } => &[],
+        }
+    }
+}
+
+/// Encodes a command for the log.
+pub fn encode_command(command: &LoggedCommand<'_>) -> Bytes {
+    let data = command.data();
+    let mut out = Vec::with_capacity(COMMAND_HEADER_BYTES_MAX + data.len());
+    match *command {
+        LoggedCommand::Plain { leader_time_ms, .. } => {
+            out.push(command_kind::PLAIN);
+            out.extend_from_slice(&leader_time_ms.to_le_bytes());
+        }
+        LoggedCommand::Session {
+            leader_time_ms,
+            session,
+            sequence,
+            lowest_unanswered,
+            ..
+        } => {
+            out.push(command_kind::SESSION);
+            out.extend_from_slice(&leader_time_ms.to_le_bytes());
+            out.extend_from_slice(&session.to_le_bytes());
+            out.extend_from_slice(&sequence.to_le_bytes());
+            out.extend_from_slice(&lowest_unanswered.to_le_bytes());
+        }
+        LoggedCommand::Register {
+            leader_time_ms,
+            session,
+            timeout_ms,
+        } => {
+            out.push(command_kind::REGISTER);
+            out.extend_from_slice(&leader_time_ms.to_le_bytes());
+            out.extend_from_slice(&session.to_le_bytes());
+            out.extend_from_slice(&timeout_ms.to_le_bytes());
+        }
+    }
     out.extend_from_slice(data);
     Bytes::from(out)
 }
 
-/// Splits a stored command; `None` if it is too short to hold the header.
-pub fn decode_command(bytes: &[u8]) -> Option<SessionCommand<'_>> {
-    if bytes.len() < SESSION_HEADER_BYTES {
-        return None;
+/// Reads a stored command; `None` if the bytes are not one (an unknown kind,
+/// a short header, or bytes after a registration).
+pub fn decode_command(bytes: &[u8]) -> Option<LoggedCommand<'_>> {
+    let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+    let u128_at = |at: usize| Some(u128::from_le_bytes(bytes.get(at..at + 16)?.try_into().ok()?));
+    let leader_time_ms = u64_at(1)?;
+    match *bytes.first()? {
+        command_kind::PLAIN => Some(LoggedCommand::Plain {
+            leader_time_ms,
+            data: &bytes[9..],
+        }),
+        command_kind::SESSION => Some(LoggedCommand::Session {
+            leader_time_ms,
+            session: u128_at(9)?,
+            sequence: u64_at(25)?,
+            lowest_unanswered: u64_at(33)?,
+            data: &bytes[COMMAND_HEADER_BYTES_MAX..],
+        }),
+        command_kind::REGISTER if bytes.len() == 33 => Some(LoggedCommand::Register {
+            leader_time_ms,
+            session: u128_at(9)?,
+            timeout_ms: u64_at(25)?,
+        }),
+        _ => None,
     }
-    let client_id = u64::from_le_bytes(bytes[0..8].try_into().ok()?);
-    let sequence = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
-    Some(SessionCommand {
-        client_id,
-        sequence,
-        data: &bytes[SESSION_HEADER_BYTES..],
-    })
 }
 
 fn put_ids(out: &mut Vec<u8>, ids: &std::collections::BTreeSet<NodeId>) {
@@ -359,6 +462,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_logged_command_kind_round_trips_and_malformed_bytes_are_none() {
+        let commands = [
+            LoggedCommand::Plain {
+                leader_time_ms: 1,
+                data: b"plain",
+            },
+            LoggedCommand::Session {
+                leader_time_ms: 2,
+                session: u128::MAX - 3,
+                sequence: 4,
+                lowest_unanswered: 3,
+                data: b"write",
+            },
+            LoggedCommand::Register {
+                leader_time_ms: 3,
+                session: 1 << 127,
+                timeout_ms: 600_000,
+            },
+        ];
+        for command in commands {
+            let bytes = encode_command(&command);
+            assert_eq!(decode_command(&bytes), Some(command));
+            for cut in 0..9 {
+                assert_eq!(decode_command(&bytes[..cut]), None);
+            }
+        }
+        let register = encode_command(&commands[2]);
+        assert_eq!(decode_command(&[&register[..], b"x"].concat()), None);
+        assert_eq!(decode_command(&register[..32]), None);
+        assert_eq!(decode_command(&[9; 40]), None);
+    }
+
+    #[test]
     fn configuration_round_trips_and_garbage_is_an_error() {
         let c = Configuration {
             voters: [1, 2, 3].map(NodeId).into(),
@@ -436,7 +572,13 @@ mod tests {
         let entry = Entry {
             index: LogIndex(3),
             term: Term(2),
-            payload: EntryPayload::Normal(encode_command(7, 9, b"x")),
+            payload: EntryPayload::Normal(encode_command(&LoggedCommand::Session {
+                leader_time_ms: 5,
+                session: 7,
+                sequence: 9,
+                lowest_unanswered: 9,
+                data: b"x",
+            })),
         };
         let bodies = vec![
             MessageBody::AppendEntries {

@@ -1,15 +1,16 @@
 //! One Raft group on its shard: the core, the state machine, proposals and
 //! reads waiting for their outcome, and the client sessions that make a
-//! retried write apply at most once.
+//! retried write apply at most once (`sessions.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
 use crate::api::{Command, Error, LeaderStopReason, StateMachine};
 use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
 
-use super::codec::{decode_command, SessionCommand};
+use super::codec::{decode_command, LoggedCommand};
 use super::metrics::ShardMetrics;
 use super::reply::Reply;
+use super::sessions::{Admission, SessionRefusal, SessionTable};
 use super::storage::HardStateWriter;
 
 /// Bound on proposals waiting for their outcome in one group.
@@ -53,10 +54,12 @@ pub struct GroupCounters {
     pub requests_timed_out: u64,
 }
 
-/// The last command a client had applied, with its result.
-struct Session {
-    sequence: u64,
-    result: Vec<u8>,
+/// A command admitted in this apply run, waiting for the state machine.
+struct FreshCommand<'a> {
+    position: usize,
+    /// `(session, sequence, lowest_unanswered, command_crc)` of a client's.
+    session: Option<(u128, u64, u64, u32)>,
+    command: Command<'a>,
 }
 
 /// A group hosted by a shard.
@@ -66,7 +69,8 @@ pub(crate) struct Group {
     pub proposals: BTreeMap<LogIndex, PendingProposal>,
     pub reads: Vec<PendingRead>,
     pub next_read_context: u64,
-    sessions: HashMap<u64, Session>,
+    /// The clients' sessions: replicated state, decided by the log alone.
+    pub sessions: SessionTable,
     was_leader: bool,
     /// What of the core's hard state is written, and what is held back.
     pub hard_states: HardStateWriter,
@@ -86,7 +90,7 @@ impl Group {
             proposals: BTreeMap::new(),
             reads: Vec::new(),
             next_read_context: 1,
-            sessions: HashMap::new(),
+            sessions: SessionTable::default(),
             was_leader: false,
             hard_states: HardStateWriter::default(),
             counters: GroupCounters::default(),
@@ -152,67 +156,109 @@ impl Group {
     }
 
     fn apply_commands(&mut self, entries: &[Entry], metrics: &mut ShardMetrics, mut now: std::time::Instant) {
-        // Decide duplicates first (a retried write applies at most once),
-        // then hand the fresh commands to the state machine in one call.
-        let mut results: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
-        let mut fresh: Vec<(usize, SessionCommand<'_>, Command<'_>)> = Vec::with_capacity(entries.len());
-        let mut claimed: HashMap<u64, u64> = HashMap::new();
+        // Each command is decided against the session table in log order
+        // (a retried write applies at most once); the fresh ones go to the
+        // state machine in one call. A second command of a session waiting
+        // in this call first flushes it, so it is decided on a current table.
+        let mut results: Vec<Option<Result<Vec<u8>, Error>>> = vec![None; entries.len()];
+        let mut fresh: Vec<FreshCommand<'_>> = Vec::with_capacity(entries.len());
+        let mut waiting: HashSet<u128> = HashSet::new();
         for (position, entry) in entries.iter().enumerate() {
             let EntryPayload::Normal(bytes) = &entry.payload else {
                 unreachable!("a run of normal entries")
             };
-            let Some(session) = decode_command(bytes) else {
-                results[position] = Some(Vec::new());
+            let Some(logged) = decode_command(bytes) else {
+                // Not a command this runtime wrote: nothing to apply.
+                results[position] = Some(Ok(Vec::new()));
                 continue;
             };
-            if session.client_id != 0 {
-                let applied = claimed
-                    .get(&session.client_id)
-                    .copied()
-                    .or_else(|| self.sessions.get(&session.client_id).map(|s| s.sequence));
-                if applied.is_some_and(|sequence| session.sequence <= sequence) {
-                    // A retry: answer with the original result if it is the
-                    // latest command of this client, else with nothing.
-                    let cached = self
-                        .sessions
-                        .get(&session.client_id)
-                        .filter(|s| s.sequence == session.sequence)
-                        .map(|s| s.result.clone());
-                    results[position] = Some(cached.unwrap_or_default());
+            if logged.session().is_some_and(|session| waiting.contains(&session)) {
+                now = self.apply_fresh(&mut fresh, &mut results, metrics, now);
+                waiting.clear();
+            }
+            self.sessions.advance_clock(logged.leader_time_ms());
+            let (session, data) = match logged {
+                LoggedCommand::Plain { data, .. } => (None, data),
+                LoggedCommand::Register {
+                    session, timeout_ms, ..
+                } => {
+                    self.sessions.register(session, timeout_ms);
+                    results[position] = Some(Ok(Vec::new()));
                     continue;
                 }
-                claimed.insert(session.client_id, session.sequence);
+                LoggedCommand::Session {
+                    session,
+                    sequence,
+                    lowest_unanswered,
+                    data,
+                    ..
+                } => {
+                    let crc = crc32fast::hash(data);
+                    match self.sessions.admit(session, sequence, crc) {
+                        Ok(Admission::Fresh) => (Some((session, sequence, lowest_unanswered, crc)), data),
+                        Ok(Admission::Duplicate(result)) => {
+                            results[position] = Some(Ok(result));
+                            continue;
+                        }
+                        Err(SessionRefusal::Expired) => {
+                            results[position] = Some(Err(Error::SessionExpired));
+                            continue;
+                        }
+                        Err(SessionRefusal::StaleSequence) => {
+                            results[position] = Some(Err(Error::StaleSequence));
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some((id, ..)) = session {
+                waiting.insert(id);
             }
             let command = Command {
                 index: entry.index,
                 term: entry.term,
-                data: session.data,
+                data,
             };
-            fresh.push((position, session, command));
+            fresh.push(FreshCommand {
+                position,
+                session,
+                command,
+            });
         }
-        if !fresh.is_empty() {
-            let mut commands = fresh.iter().map(|(_, _, command)| *command);
-            let started = std::time::Instant::now();
-            let outputs = self.state_machine.on_apply(&mut commands);
-            // The results are answered from here: the latency includes the apply.
-            now = std::time::Instant::now();
-            ShardMetrics::record(&mut metrics.apply_us, now.saturating_duration_since(started));
-            let mut outputs = outputs.into_iter();
-            for (position, session, _) in &fresh {
-                let output = outputs.next().unwrap_or_default();
-                if session.client_id != 0 {
-                    let record = Session {
-                        sequence: session.sequence,
-                        result: output.clone(),
-                    };
-                    self.sessions.insert(session.client_id, record);
-                }
-                results[*position] = Some(output);
-            }
-        }
+        now = self.apply_fresh(&mut fresh, &mut results, metrics, now);
         for (entry, result) in entries.iter().zip(results) {
-            self.answer(entry.index, entry.term, Ok(result.unwrap_or_default()), metrics, now);
+            let result = result.unwrap_or_else(|| Ok(Vec::new()));
+            self.answer(entry.index, entry.term, result, metrics, now);
         }
+    }
+
+    /// Hands the admitted commands to the state machine and records their
+    /// results in the sessions; returns the time the results are answered at.
+    fn apply_fresh(
+        &mut self,
+        fresh: &mut Vec<FreshCommand<'_>>,
+        results: &mut [Option<Result<Vec<u8>, Error>>],
+        metrics: &mut ShardMetrics,
+        now: std::time::Instant,
+    ) -> std::time::Instant {
+        if fresh.is_empty() {
+            return now;
+        }
+        let mut commands = fresh.iter().map(|f| f.command);
+        let started = std::time::Instant::now();
+        let outputs = self.state_machine.on_apply(&mut commands);
+        // The results are answered from here: the latency includes the apply.
+        let now = std::time::Instant::now();
+        ShardMetrics::record(&mut metrics.apply_us, now.saturating_duration_since(started));
+        let mut outputs = outputs.into_iter();
+        for f in fresh.drain(..) {
+            let output = outputs.next().unwrap_or_default();
+            if let Some((id, sequence, lowest_unanswered, crc)) = f.session {
+                self.sessions.record(id, sequence, lowest_unanswered, crc, &output);
+            }
+            results[f.position] = Some(Ok(output));
+        }
+        now
     }
 
     /// Answers the proposal at `index`: with `result` if it is the entry that
@@ -324,5 +370,104 @@ impl Group {
         for read in self.reads.drain(..) {
             read.reply.send(Err(error.clone()), hint);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::CommandCounter;
+    use crate::raft::{Configuration, GroupId, InitialState, RaftConfig};
+    use crate::runtime::codec::encode_command;
+
+    fn group() -> Group {
+        let initial = InitialState {
+            configuration: Configuration::with_voters([NodeId(1)]),
+            ..Default::default()
+        };
+        let core = RaftCore::new(RaftConfig::new(NodeId(1), GroupId(1)), initial).expect("valid config");
+        Group::new(core, Box::new(CommandCounter::default()))
+    }
+
+    fn write(sequence: u64, lowest_unanswered: u64, data: &'static [u8]) -> LoggedCommand<'static> {
+        LoggedCommand::Session {
+            leader_time_ms: 1_000,
+            session: 7,
+            sequence,
+            lowest_unanswered,
+            data,
+        }
+    }
+
+    /// Applies `commands` as entries 1.. of one batch, each awaited by a
+    /// proposal; returns each one's answer.
+    fn apply_batch(group: &mut Group, commands: &[LoggedCommand<'_>]) -> Vec<Result<Vec<u8>, Error>> {
+        let mut answers = Vec::new();
+        let entries: Vec<Entry> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, command)| {
+                let (sender, receiver) = flume::bounded(1);
+                let now = std::time::Instant::now();
+                let index = LogIndex(i as u64 + 1);
+                let pending = PendingProposal {
+                    term: Term(1),
+                    reply: Reply::Api(sender),
+                    received: now,
+                    proposed: now,
+                };
+                group.proposals.insert(index, pending);
+                answers.push(receiver);
+                Entry {
+                    index,
+                    term: Term(1),
+                    payload: EntryPayload::Normal(encode_command(command)),
+                }
+            })
+            .collect();
+        group.apply(&entries, &mut ShardMetrics::new(0));
+        answers.iter().map(|r| r.recv().expect("answered")).collect()
+    }
+
+    fn count(value: u64) -> Result<Vec<u8>, Error> {
+        Ok(value.to_le_bytes().to_vec())
+    }
+
+    #[test]
+    fn one_batch_applies_each_sequence_once_and_refuses_what_the_session_cannot_vouch_for() {
+        let mut group = group();
+        let answers = apply_batch(
+            &mut group,
+            &[
+                write(1, 1, b"before registration"),
+                LoggedCommand::Register {
+                    leader_time_ms: 1_000,
+                    session: 7,
+                    timeout_ms: 60_000,
+                },
+                write(1, 1, b"a"),
+                write(1, 1, b"a"),
+                write(1, 1, b"another command"),
+                write(2, 2, b"b"),
+                write(1, 2, b"a"),
+                LoggedCommand::Plain {
+                    leader_time_ms: 1_000,
+                    data: b"embedded",
+                },
+            ],
+        );
+        assert_eq!(
+            answers,
+            vec![
+                Err(Error::SessionExpired),
+                Ok(Vec::new()),
+                count(1),
+                count(1),
+                Err(Error::StaleSequence),
+                count(2),
+                Err(Error::StaleSequence),
+                count(3),
+            ]
+        );
     }
 }

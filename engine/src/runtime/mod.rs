@@ -9,13 +9,14 @@ mod group;
 mod metrics;
 mod node;
 mod reply;
+mod sessions;
 mod shard;
 mod storage;
 mod transport;
 mod violations;
 
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
-pub use codec::{decode_command, encode_command, SessionCommand, SESSION_HEADER_BYTES};
+pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
@@ -25,6 +26,10 @@ pub use metrics::{
 pub use node::{
     GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, Protocol, StateMachineFactory, WalFault,
     API_QUEUE_MAX,
+};
+pub use sessions::{
+    SessionId, SessionRefusal, SessionTable, SessionTableError, SESSIONS_PER_GROUP_MAX, SESSION_RESULTS_MAX,
+    SESSION_TIMEOUT_DEFAULT_MS,
 };
 pub use shard::REQUEST_TIMEOUT;
 pub use shard::{COMMAND_BYTES_MAX, WAL_BACKLOG_BYTES_MAX};

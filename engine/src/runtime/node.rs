@@ -114,6 +114,10 @@ pub struct NodeOptions {
     /// A request still waiting this long is answered with [`Error::Timeout`]
     /// (default [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT), 10 s).
     pub request_timeout: Duration,
+    /// A client session with no write for this long (by the leader's clock,
+    /// as stamped in the log) expires; it is written into each session's
+    /// registration (default [`SESSION_TIMEOUT_DEFAULT_MS`](super::SESSION_TIMEOUT_DEFAULT_MS), 10 min).
+    pub session_timeout: Duration,
 }
 
 impl NodeOptions {
@@ -171,6 +175,7 @@ impl NodeOptions {
             metrics_listen: config.metrics_listen,
             quiesce_idle_groups: true,
             request_timeout: super::shard::REQUEST_TIMEOUT,
+            session_timeout: Duration::from_millis(super::SESSION_TIMEOUT_DEFAULT_MS),
         }
     }
 

@@ -67,6 +67,8 @@ impl Reply {
                     Error::Timeout => ClientError::Timeout,
                     Error::Shutdown => ClientError::Shutdown,
                     Error::UnknownGroup(_) => ClientError::UnknownGroup,
+                    Error::SessionExpired => ClientError::SessionExpired,
+                    Error::StaleSequence => ClientError::StaleSequence,
                     Error::Storage(_) | Error::Config(_) | Error::Network(_) => ClientError::Storage,
                 });
                 route.push(ClientResponse {

@@ -17,13 +17,14 @@ use crate::api::Error;
 use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
 
 use super::clock::TickClock;
-use super::codec::encode_command;
+use super::codec::{encode_command, LoggedCommand};
 use super::events::{Event, EventQueue};
 use super::forward::ClientRoute;
 use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 use super::metrics::{AppendTimes, ShardMetrics, TURN_BUDGET};
 use super::node::{ApiRequest, GroupStatus, PeerStatus};
 use super::reply::Reply;
+use super::sessions::wall_clock_ms;
 use super::storage::{write_hard_state, write_ready};
 use super::transport::Peers;
 
@@ -86,6 +87,8 @@ pub(crate) struct Shard {
     batch_entries_max: usize,
     /// A request waiting longer is answered with a timeout.
     request_timeout: Duration,
+    /// What a session registered here lives without a write (leader time).
+    session_timeout_ms: u64,
     /// Ticks handled.
     ticks: u64,
     /// How many ticks have passed, from the monotonic clock (`clock.rs`).
@@ -130,6 +133,12 @@ pub(crate) fn request_ids(request: &ClientRequest) -> (u64, u64, u64) {
             ..
         } => (*client_id, *sequence, *group),
         ClientRequest::Read {
+            client_id,
+            request_id,
+            group,
+            ..
+        }
+        | ClientRequest::RegisterSession {
             client_id,
             request_id,
             group,
@@ -186,6 +195,7 @@ impl Shard {
             awake,
             batch_entries_max: options.limits.batch_entries_max.max(1),
             request_timeout: options.request_timeout,
+            session_timeout_ms: options.session_timeout.as_millis() as u64,
             ticks: 0,
             clock: TickClock::new(options.tick, election_timeout_ticks, Instant::now()),
             append_times: AppendTimes::default(),
@@ -477,14 +487,30 @@ impl Shard {
             group,
         };
         match request {
-            ClientRequest::Propose { sequence, payload, .. } => {
-                self.queue_proposal(
-                    GroupId(group),
-                    encode_command(client_id, sequence, &payload),
-                    reply,
-                    received,
-                    proposals,
-                );
+            ClientRequest::Propose {
+                session,
+                sequence,
+                lowest_unanswered,
+                payload,
+                ..
+            } => {
+                // The leader's clock goes into the log: sessions expire by it.
+                let command = encode_command(&LoggedCommand::Session {
+                    leader_time_ms: wall_clock_ms(),
+                    session,
+                    sequence,
+                    lowest_unanswered,
+                    data: &payload,
+                });
+                self.queue_proposal(GroupId(group), command, reply, received, proposals);
+            }
+            ClientRequest::RegisterSession { session, .. } => {
+                let command = encode_command(&LoggedCommand::Register {
+                    leader_time_ms: wall_clock_ms(),
+                    session,
+                    timeout_ms: self.session_timeout_ms,
+                });
+                self.queue_proposal(GroupId(group), command, reply, received, proposals);
             }
             ClientRequest::Read { payload, .. } => self.read(GroupId(group), payload, false, reply),
         }
@@ -502,7 +528,7 @@ impl Shard {
             return self.reject(reply, None, error.clone());
         }
         // `command` carries the session header; the bound is on the caller's bytes.
-        let data_bytes = command.len().saturating_sub(super::codec::SESSION_HEADER_BYTES);
+        let data_bytes = super::codec::decode_command(&command).map_or(command.len(), |c| c.data().len());
         if data_bytes > COMMAND_BYTES_MAX {
             let error = Error::TooLarge {
                 bytes: data_bytes,
@@ -659,7 +685,10 @@ impl Shard {
                 match refused {
                     Some(error) => self.reject(Reply::Api(reply), Some(group), error),
                     None => {
-                        let command = encode_command(0, 0, &data);
+                        let command = encode_command(&LoggedCommand::Plain {
+                            leader_time_ms: wall_clock_ms(),
+                            data: &data,
+                        });
                         self.queue_proposal(group, command, Reply::Api(reply), Instant::now(), proposals)
                     }
                 }

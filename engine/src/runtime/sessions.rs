@@ -1,0 +1,529 @@
+//! The client sessions of one group (Raft thesis §6.3): replicated state that
+//! lets a retried write apply at most once and answers every request the
+//! group cannot vouch for with a typed error instead of a guessed `Ok`.
+//!
+//! Sits in the apply path: `Group::apply` asks this table about each
+//! committed client command before the state machine sees it, and records
+//! the state machine's result after. Every replica feeds it the same entries
+//! in the same order, and every decision depends only on those entries
+//! (time included: the leader stamps its wall clock into each entry), so all
+//! replicas keep the same table and expire a session at the same log index.
+//! `encode`/`decode` give the table's bytes for a snapshot.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Results one session keeps for retries; a session with more unanswered
+/// writes forgets its oldest (their retries get `StaleSequence`).
+pub const SESSION_RESULTS_MAX: usize = 64;
+/// Sessions one group keeps; registering one more evicts the least recently
+/// active (its next write gets `SessionExpired`).
+pub const SESSIONS_PER_GROUP_MAX: usize = 16_384;
+/// Default of `NodeOptions::session_timeout`, in milliseconds (10 minutes):
+/// a session with no write for this long (in leader time) expires.
+pub const SESSION_TIMEOUT_DEFAULT_MS: u64 = 10 * 60 * 1000;
+
+/// A session's id: 128 random bits the client made.
+pub type SessionId = u128;
+
+/// Why the table refused a client command (it is not applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionRefusal {
+    /// The session is unknown: never registered, expired or evicted.
+    #[error("the session expired or is unknown")]
+    Expired,
+    /// The sequence is older than the session remembers, or was used for
+    /// another command.
+    #[error("the session cannot vouch for this sequence")]
+    StaleSequence,
+}
+
+/// What to do with a client command the table accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Never applied: apply it, then [`SessionTable::record`] its result.
+    Fresh,
+    /// Already applied: answer with this result, do not apply again.
+    Duplicate(Vec<u8>),
+}
+
+/// A result kept for retries, with the checksum of the command that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CachedResult {
+    command_crc: u32,
+    result: Vec<u8>,
+}
+
+/// One session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Session {
+    timeout_ms: u64,
+    last_active_ms: u64,
+    /// Every applied sequence below this is forgotten; every applied one at
+    /// or above it is in `results`.
+    lowest_unanswered: u64,
+    results: BTreeMap<u64, CachedResult>,
+}
+
+/// The sessions of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionTable {
+    sessions: HashMap<SessionId, Session>,
+    /// `(last_active_ms, id)` of every session: least recently active first.
+    by_activity: BTreeSet<(u64, SessionId)>,
+    /// The latest leader time seen in the log (never goes back).
+    clock_ms: u64,
+}
+
+impl SessionTable {
+    /// The group's clock: the latest leader time its log carried.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// Sessions held.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Moves the clock to the leader time stamped in the next entry (never
+    /// back: a new leader's clock may be behind) and drops the sessions idle
+    /// longer than their timeout, least recently active first.
+    pub fn advance_clock(&mut self, leader_time_ms: u64) {
+        self.clock_ms = self.clock_ms.max(leader_time_ms);
+        while let Some(&(_, id)) = self.by_activity.first() {
+            if !self.is_expired(&self.sessions[&id]) {
+                break;
+            }
+            self.remove(id);
+        }
+    }
+
+    /// Registers a session (again: a retried registration only refreshes
+    /// it), evicting the least recently active one beyond
+    /// [`SESSIONS_PER_GROUP_MAX`].
+    pub fn register(&mut self, id: SessionId, timeout_ms: u64) {
+        if self.sessions.get(&id).is_some_and(|session| self.is_expired(session)) {
+            self.remove(id);
+        }
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.timeout_ms = timeout_ms;
+            self.touch(id);
+            return;
+        }
+        while self.sessions.len() >= SESSIONS_PER_GROUP_MAX {
+            let &(_, oldest) = self.by_activity.first().expect("sessions are indexed");
+            self.remove(oldest);
+        }
+        let session = Session {
+            timeout_ms,
+            last_active_ms: self.clock_ms,
+            lowest_unanswered: 0,
+            results: BTreeMap::new(),
+        };
+        self.sessions.insert(id, session);
+        self.by_activity.insert((self.clock_ms, id));
+    }
+
+    /// Decides about command `sequence` of session `id`, whose bytes have
+    /// the CRC32 `command_crc`.
+    pub fn admit(&mut self, id: SessionId, sequence: u64, command_crc: u32) -> Result<Admission, SessionRefusal> {
+        let Some(session) = self.sessions.get(&id) else {
+            return Err(SessionRefusal::Expired);
+        };
+        if self.is_expired(session) {
+            self.remove(id);
+            return Err(SessionRefusal::Expired);
+        }
+        let decision = match session.results.get(&sequence) {
+            // The same command again: its original result.
+            Some(cached) if cached.command_crc == command_crc => Ok(Admission::Duplicate(cached.result.clone())),
+            // Another command under a sequence already used: not ours to answer.
+            Some(_) => Err(SessionRefusal::StaleSequence),
+            // Applied once and forgotten, or never applied: we cannot tell.
+            None if sequence < session.lowest_unanswered => Err(SessionRefusal::StaleSequence),
+            None => Ok(Admission::Fresh),
+        };
+        self.touch(id);
+        decision
+    }
+
+    /// Keeps the result of a fresh command for its retries and forgets the
+    /// results below `lowest_unanswered` (the client has them).
+    pub fn record(&mut self, id: SessionId, sequence: u64, lowest_unanswered: u64, command_crc: u32, result: &[u8]) {
+        // Expired or evicted since it was admitted: nobody can retry it.
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        // The command itself is unanswered, whatever the client claims.
+        let forget_below = lowest_unanswered.min(sequence);
+        if forget_below > session.lowest_unanswered {
+            session.results = session.results.split_off(&forget_below);
+            session.lowest_unanswered = forget_below;
+        }
+        let cached = CachedResult {
+            command_crc,
+            result: result.to_vec(),
+        };
+        session.results.insert(sequence, cached);
+        while session.results.len() > SESSION_RESULTS_MAX {
+            let (oldest, _) = session.results.pop_first().expect("over the bound");
+            session.lowest_unanswered = session.lowest_unanswered.max(oldest + 1);
+        }
+    }
+
+    fn is_expired(&self, session: &Session) -> bool {
+        self.clock_ms.saturating_sub(session.last_active_ms) > session.timeout_ms
+    }
+
+    fn touch(&mut self, id: SessionId) {
+        let session = self.sessions.get_mut(&id).expect("touching a held session");
+        self.by_activity.remove(&(session.last_active_ms, id));
+        session.last_active_ms = self.clock_ms;
+        self.by_activity.insert((self.clock_ms, id));
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        if let Some(session) = self.sessions.remove(&id) {
+            self.by_activity.remove(&(session.last_active_ms, id));
+        }
+    }
+
+    /// The table as bytes (for a snapshot): the same table gives the same
+    /// bytes on every replica (sessions in id order).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.push(TABLE_FORMAT);
+        out.extend_from_slice(&self.clock_ms.to_le_bytes());
+        out.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
+        let ordered: BTreeMap<&SessionId, &Session> = self.sessions.iter().collect();
+        for (id, session) in ordered {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&session.timeout_ms.to_le_bytes());
+            out.extend_from_slice(&session.last_active_ms.to_le_bytes());
+            out.extend_from_slice(&session.lowest_unanswered.to_le_bytes());
+            out.extend_from_slice(&(session.results.len() as u32).to_le_bytes());
+            for (sequence, cached) in &session.results {
+                out.extend_from_slice(&sequence.to_le_bytes());
+                out.extend_from_slice(&cached.command_crc.to_le_bytes());
+                out.extend_from_slice(&(cached.result.len() as u32).to_le_bytes());
+                out.extend_from_slice(&cached.result);
+            }
+        }
+        out
+    }
+
+    /// Reads a table written by [`SessionTable::encode`]; untrusted bytes
+    /// give an error naming what is wrong and where, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<SessionTable, SessionTableError> {
+        let mut reader = Reader { bytes, offset: 0 };
+        let format = reader.take::<1>("format")?[0];
+        if format != TABLE_FORMAT {
+            return Err(SessionTableError::Format(format));
+        }
+        let clock_ms = reader.u64("clock")?;
+        let count = reader.u32("session count")? as usize;
+        if count > SESSIONS_PER_GROUP_MAX {
+            return Err(SessionTableError::TooMany {
+                what: "sessions",
+                count,
+                bound: SESSIONS_PER_GROUP_MAX,
+            });
+        }
+        let mut table = SessionTable {
+            clock_ms,
+            ..SessionTable::default()
+        };
+        for _ in 0..count {
+            let id = u128::from_le_bytes(reader.take::<16>("session id")?);
+            let timeout_ms = reader.u64("session timeout")?;
+            let last_active_ms = reader.u64("last activity")?;
+            let lowest_unanswered = reader.u64("lowest unanswered")?;
+            let result_count = reader.u32("result count")? as usize;
+            if result_count > SESSION_RESULTS_MAX {
+                return Err(SessionTableError::TooMany {
+                    what: "results of a session",
+                    count: result_count,
+                    bound: SESSION_RESULTS_MAX,
+                });
+            }
+            let mut results = BTreeMap::new();
+            for _ in 0..result_count {
+                let sequence = reader.u64("sequence")?;
+                let command_crc = reader.u32("command checksum")?;
+                let length = reader.u32("result length")? as usize;
+                let result = reader.slice(length, "result")?.to_vec();
+                results.insert(sequence, CachedResult { command_crc, result });
+            }
+            let session = Session {
+                timeout_ms,
+                last_active_ms,
+                lowest_unanswered,
+                results,
+            };
+            if table.sessions.insert(id, session).is_some() {
+                return Err(SessionTableError::DuplicateSession { offset: reader.offset });
+            }
+            table.by_activity.insert((last_active_ms, id));
+        }
+        if reader.offset != bytes.len() {
+            return Err(SessionTableError::TrailingBytes { offset: reader.offset });
+        }
+        Ok(table)
+    }
+}
+
+/// The first byte of an encoded table.
+const TABLE_FORMAT: u8 = 1;
+
+/// Why bytes are not a session table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionTableError {
+    /// The bytes end inside a field.
+    #[error("session table truncated in the {field} at byte {offset}")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+        /// Where it starts.
+        offset: usize,
+    },
+    /// A format this version does not read.
+    #[error("unknown session table format {0}")]
+    Format(u8),
+    /// More items than the bound allows.
+    #[error("{count} {what} exceed the bound of {bound}")]
+    TooMany {
+        /// What is counted.
+        what: &'static str,
+        /// How many the bytes claim.
+        count: usize,
+        /// The bound.
+        bound: usize,
+    },
+    /// A session id appears twice.
+    #[error("a session appears twice (ending at byte {offset})")]
+    DuplicateSession {
+        /// Where the second copy ends.
+        offset: usize,
+    },
+    /// Bytes after the last session.
+    #[error("unexpected bytes after the table at byte {offset}")]
+    TrailingBytes {
+        /// Where they start.
+        offset: usize,
+    },
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn slice(&mut self, length: usize, field: &'static str) -> Result<&'a [u8], SessionTableError> {
+        let truncated = SessionTableError::Truncated {
+            field,
+            offset: self.offset,
+        };
+        let end = self.offset.checked_add(length).ok_or(truncated.clone())?;
+        let slice = self.bytes.get(self.offset..end).ok_or(truncated)?;
+        self.offset = end;
+        Ok(slice)
+    }
+
+    fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], SessionTableError> {
+        Ok(self.slice(N, field)?.try_into().expect("N bytes"))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, SessionTableError> {
+        Ok(u64::from_le_bytes(self.take::<8>(field)?))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, SessionTableError> {
+        Ok(u32::from_le_bytes(self.take::<4>(field)?))
+    }
+}
+
+/// This node's wall clock in milliseconds since the Unix epoch: what a leader
+/// stamps into the entries it appends (0 if the clock is before 1970).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE_MS: u64 = 60_000;
+
+    fn applied(table: &mut SessionTable, id: SessionId, sequence: u64, lowest: u64, command: &[u8]) -> Vec<u8> {
+        let crc = crc32fast::hash(command);
+        assert_eq!(table.admit(id, sequence, crc), Ok(Admission::Fresh));
+        let result = [command, &sequence.to_le_bytes()].concat();
+        table.record(id, sequence, lowest, crc, &result);
+        result
+    }
+
+    #[test]
+    fn unknown_session_is_refused_as_expired() {
+        let mut table = SessionTable::default();
+        assert_eq!(table.admit(7, 1, 0), Err(SessionRefusal::Expired));
+    }
+
+    #[test]
+    fn retried_command_gets_its_original_result_and_is_not_applied_again() {
+        let mut table = SessionTable::default();
+        table.register(7, MINUTE_MS);
+        let result = applied(&mut table, 7, 1, 1, b"add");
+        assert_eq!(
+            table.admit(7, 1, crc32fast::hash(b"add")),
+            Ok(Admission::Duplicate(result))
+        );
+    }
+
+    #[test]
+    fn another_command_under_a_used_sequence_is_stale_not_answered_with_its_result() {
+        let mut table = SessionTable::default();
+        table.register(7, MINUTE_MS);
+        applied(&mut table, 7, 1, 1, b"first client's write");
+        assert_eq!(
+            table.admit(7, 1, crc32fast::hash(b"second client's write")),
+            Err(SessionRefusal::StaleSequence)
+        );
+    }
+
+    #[test]
+    fn results_below_lowest_unanswered_are_forgotten_and_their_retries_are_stale() {
+        let mut table = SessionTable::default();
+        table.register(7, MINUTE_MS);
+        applied(&mut table, 7, 1, 1, b"a");
+        applied(&mut table, 7, 2, 2, b"b");
+        assert_eq!(
+            table.admit(7, 1, crc32fast::hash(b"a")),
+            Err(SessionRefusal::StaleSequence)
+        );
+        assert!(matches!(
+            table.admit(7, 2, crc32fast::hash(b"b")),
+            Ok(Admission::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn a_session_keeps_at_most_its_bound_of_results() {
+        let mut table = SessionTable::default();
+        table.register(7, MINUTE_MS);
+        let total = SESSION_RESULTS_MAX as u64 + 5;
+        for sequence in 1..=total {
+            // The client claims nothing answered: only the bound forgets.
+            applied(&mut table, 7, sequence, 1, b"x");
+        }
+        assert_eq!(table.sessions[&7].results.len(), SESSION_RESULTS_MAX);
+        assert_eq!(
+            table.admit(7, 5, crc32fast::hash(b"x")),
+            Err(SessionRefusal::StaleSequence)
+        );
+        assert!(matches!(
+            table.admit(7, 6, crc32fast::hash(b"x")),
+            Ok(Admission::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn a_session_idle_past_its_timeout_in_leader_time_expires() {
+        let mut table = SessionTable::default();
+        table.advance_clock(1_000);
+        table.register(7, MINUTE_MS);
+        table.register(8, MINUTE_MS);
+        table.advance_clock(1_000 + MINUTE_MS / 2);
+        applied(&mut table, 8, 1, 1, b"keeps 8 alive");
+        table.advance_clock(1_000 + MINUTE_MS + 1);
+        assert_eq!(table.admit(7, 1, 0), Err(SessionRefusal::Expired));
+        assert_eq!(table.admit(8, 2, 0), Ok(Admission::Fresh));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn the_clock_never_goes_back_when_a_new_leader_is_behind() {
+        let mut table = SessionTable::default();
+        table.advance_clock(5 * MINUTE_MS);
+        table.register(7, MINUTE_MS);
+        table.advance_clock(MINUTE_MS);
+        assert_eq!(table.clock_ms(), 5 * MINUTE_MS);
+        table.advance_clock(6 * MINUTE_MS + 1);
+        assert_eq!(table.admit(7, 1, 0), Err(SessionRefusal::Expired));
+    }
+
+    #[test]
+    fn registering_beyond_the_bound_evicts_the_least_recently_active() {
+        let mut table = SessionTable::default();
+        for id in 0..SESSIONS_PER_GROUP_MAX as u128 {
+            table.advance_clock(id as u64);
+            table.register(id, u64::MAX);
+        }
+        table.advance_clock(SESSIONS_PER_GROUP_MAX as u64);
+        // Session 0 is the oldest registration but the most recently active.
+        assert_eq!(table.admit(0, 1, 0), Ok(Admission::Fresh));
+        table.register(u128::MAX, u64::MAX);
+        assert_eq!(table.len(), SESSIONS_PER_GROUP_MAX);
+        assert_eq!(table.admit(1, 1, 0), Err(SessionRefusal::Expired));
+        assert_eq!(table.admit(0, 1, 0), Ok(Admission::Fresh));
+        assert_eq!(table.admit(u128::MAX, 1, 0), Ok(Admission::Fresh));
+    }
+
+    #[test]
+    fn registering_again_keeps_the_session_and_its_results() {
+        let mut table = SessionTable::default();
+        table.register(7, MINUTE_MS);
+        let result = applied(&mut table, 7, 1, 1, b"a");
+        table.register(7, MINUTE_MS);
+        assert_eq!(
+            table.admit(7, 1, crc32fast::hash(b"a")),
+            Ok(Admission::Duplicate(result))
+        );
+    }
+
+    #[test]
+    fn encoded_table_decodes_to_the_same_table() {
+        let mut table = SessionTable::default();
+        table.advance_clock(42);
+        for id in [3u128, 1 << 100, 9] {
+            table.register(id, MINUTE_MS);
+            applied(&mut table, id, 1, 1, b"a");
+            applied(&mut table, id, 2, 1, b"bb");
+        }
+        let bytes = table.encode();
+        assert_eq!(SessionTable::decode(&bytes), Ok(table.clone()));
+        // Same table, same bytes (replicas snapshot identically).
+        assert_eq!(SessionTable::decode(&bytes).unwrap().encode(), bytes);
+    }
+
+    #[test]
+    fn every_truncation_of_an_encoded_table_is_an_error_naming_the_field() {
+        let mut table = SessionTable::default();
+        table.register(3, MINUTE_MS);
+        applied(&mut table, 3, 1, 1, b"abc");
+        let bytes = table.encode();
+        for cut in 0..bytes.len() {
+            let error = SessionTable::decode(&bytes[..cut]).unwrap_err();
+            assert!(matches!(error, SessionTableError::Truncated { .. }), "{error}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            SessionTable::decode(&long),
+            Err(SessionTableError::TrailingBytes { offset: bytes.len() })
+        );
+        let mut huge = bytes;
+        huge[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            SessionTable::decode(&huge),
+            Err(SessionTableError::TooMany { .. })
+        ));
+    }
+}

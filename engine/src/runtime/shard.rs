@@ -32,9 +32,10 @@ use super::transport::Peers;
 /// rounds of handling readies and durability one turn repeats.
 pub const READY_ROUNDS_PER_TURN_MAX: usize = 8;
 
-/// Largest command a proposal may carry: the WAL's record bound less the
-/// record header and the session header, with room to spare.
-pub const COMMAND_BYTES_MAX: usize = (4 << 20) - 4096;
+/// Largest command a proposal may carry: the WAL's default record bound
+/// (4 MiB less one block) less the record and command headers, with room to
+/// spare (a unit test checks that it fits).
+pub const COMMAND_BYTES_MAX: usize = (4 << 20) - 2 * 4096;
 /// Bound on entry bytes written to the WAL and not yet durable; beyond it new
 /// proposals are refused as busy and followers drop appends (the leader
 /// resends). Half the WAL's own `pending_bytes_max`, so it is never reached.
@@ -962,5 +963,19 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
                 lag: core.last_index().0.saturating_sub(p.match_index.0),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_command_fits_in_one_wal_record() {
+        // A command the shard accepts must never be refused by the WAL: that
+        // refusal is a storage failure and stops the shard.
+        let entry_bytes_max =
+            COMMAND_BYTES_MAX + super::super::codec::COMMAND_HEADER_BYTES_MAX + WAL_RECORD_OVERHEAD_BYTES as usize;
+        assert!(entry_bytes_max <= coraft_wal::Config::default().record_bytes_max);
     }
 }

@@ -1,5 +1,5 @@
 //! Seeded simulations of whole clusters pass every invariant and recover
-//! liveness once faults heal (CI runs 1,000 seeds per size with coraft-sim;
+//! liveness once faults heal (CI runs 20,000 and 10,000 seeds with coraft-sim;
 //! these are the quick in-test sweep and the regression seeds).
 
 use coraft::sim::{run, CheckerKind, ClockFaults, SimOptions, Toggle};

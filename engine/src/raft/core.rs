@@ -527,8 +527,10 @@ impl RaftCore {
                 self.progress.insert(peer, progress);
             }
         }
-        // No configuration change until everything up to here is committed.
-        self.pending_configuration_index = self.log.last_index();
+        // No configuration change until this term's no-op (the next index)
+        // is committed (thesis §4.1, the single-server change bug fix): only
+        // then is any change an earlier leader left uncommitted settled.
+        self.pending_configuration_index = self.log.last_index().next();
         self.reads.start_term();
         let mut payloads = vec![EntryPayload::Noop];
         if let Some(forced) = self.membership.take_forced() {

@@ -551,6 +551,48 @@ fn second_configuration_change_waits_for_the_first() {
 }
 
 #[test]
+fn new_leader_changes_membership_only_after_committing_in_its_term() {
+    // Thesis §4.1 (the single-server change bug fix): a leader may change
+    // membership only once an entry of its own term committed; otherwise a
+    // change it makes may have no quorum in common with an uncommitted one
+    // an earlier leader handed out.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.cores.insert(NodeId(4), core(4, &ids(3), |_| {}));
+    cluster.elect(1);
+    let heartbeat = cluster.get(1).config().heartbeat_interval_ticks;
+    cluster.tick_all(heartbeat);
+    assert_eq!(
+        cluster.get(2).commit_index(),
+        LogIndex(1),
+        "node 2 knows its whole log is committed"
+    );
+    // Node 2 wins a later term; its no-op (index 2) is not committed yet.
+    cluster.isolated = ids(4);
+    let leader = cluster.get(2);
+    leader.become_follower(Term(2), None);
+    leader.become_candidate();
+    leader.become_leader();
+    let ready = leader.take_ready();
+    let noop = ready.entries.last().unwrap().clone();
+    assert_eq!(noop.index, LogIndex(2));
+    leader.on_persisted(noop.index, noop.term);
+    assert_eq!(
+        leader.propose_conf_change(&[ConfChange::AddLearner(NodeId(4))]),
+        Err(RaftError::ConfigurationChangePending),
+        "no change before the term's first entry commits"
+    );
+    leader.progress.get_mut(&NodeId(3)).unwrap().become_replicate();
+    leader.handle_append_response(
+        NodeId(3),
+        AppendOutcome::Accepted {
+            match_index: noop.index,
+        },
+    );
+    assert_eq!(leader.commit_index(), noop.index);
+    assert!(leader.propose_conf_change(&[ConfChange::AddLearner(NodeId(4))]).is_ok());
+}
+
+#[test]
 fn leadership_transfer_hands_over_with_timeout_now() {
     // Thesis §3.10: catch the target up, send TimeoutNow, the target wins.
     let mut cluster = Cluster::new(3, |_| {});

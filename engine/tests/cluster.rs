@@ -591,3 +591,100 @@ fn an_oversized_command_is_refused_and_the_shard_keeps_serving() {
         3
     );
 }
+
+/// Copies every file of `from` into a new directory `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for item in std::fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        std::fs::copy(item.path(), to.join(item.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_node_whose_synced_wal_is_corrupt_refuses_to_start_naming_file_and_offset_and_rejoins_once_rebuilt() {
+    let mut cluster = TestCluster::start(3, 1, 1);
+    let group = GroupId(1);
+    for i in 1..=30u64 {
+        apply(&cluster, group, format!("c{i}").as_bytes());
+    }
+    let leader = cluster.leader(group);
+    let follower = NodeId(leader.0 % 3 + 1);
+    // Wait until the follower holds the writes, then stop it cleanly.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let committed = block(cluster.handle(leader, group).status()).unwrap().commit_index;
+    while block(cluster.handle(follower, group).status()).unwrap().applied_index < committed {
+        assert!(Instant::now() < deadline, "follower did not catch up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.nodes[follower.0 as usize - 1]
+        .take()
+        .expect("running")
+        .shutdown();
+
+    // One bit flipped in an entry record its WAL had synced.
+    let wal_dir = |node: NodeId| cluster.dir.path().join(format!("node-{node}")).join("shard-0");
+    let recovered = coraft_wal::recovery::recover(&wal_dir(follower), coraft_wal::RecoveryMode::Strict, false).unwrap();
+    let location = *recovered
+        .groups
+        .get(group.0)
+        .unwrap()
+        .entry(10)
+        .expect("entry 10 in the WAL");
+    let segment = recovered
+        .segments
+        .iter()
+        .rev()
+        .find(|segment| segment.first_lsn <= location.lsn)
+        .unwrap();
+    let file_name = coraft_wal::format::segment_file_name(segment.first_lsn);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment.path)
+            .unwrap();
+        let at = location.offset + 30;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x04], at).unwrap();
+    }
+    drop(recovered);
+
+    // It refuses to start, and says which file and where.
+    let factory: StateMachineFactory = Arc::new(|_| Box::new(Journal::default()));
+    let error = match Node::start(cluster.options(follower), factory) {
+        Ok(node) => {
+            node.shutdown();
+            panic!("a node with a corrupt WAL started");
+        }
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains(&file_name), "{error}");
+    assert!(error.contains(&format!("offset {}", location.offset)), "{error}");
+
+    // Rebuild it as docs/operations.md says: stop the leader of its groups
+    // cleanly, replace the broken WAL with a copy of the leader's, restart both.
+    let leader = cluster.leader(group);
+    cluster.nodes[leader.0 as usize - 1].take().expect("running").shutdown();
+    let broken = cluster.dir.path().join(format!("node-{follower}-broken-wal"));
+    std::fs::rename(wal_dir(follower), &broken).unwrap();
+    copy_dir(&wal_dir(leader), &wal_dir(follower));
+    cluster.nodes[leader.0 as usize - 1] = Some(cluster.start_node(leader));
+    cluster.nodes[follower.0 as usize - 1] = Some(cluster.start_node(follower));
+    assert_eq!(count(&apply(&cluster, group, b"after the rebuild")), 31);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while block(cluster.handle(follower, group).status()).unwrap().applied_index
+        < block(cluster.handle(cluster.leader(group), group).status())
+            .unwrap()
+            .commit_index
+    {
+        assert!(Instant::now() < deadline, "the rebuilt node did not catch up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        count(&block(cluster.handle(follower, group).read(Vec::new())).unwrap()),
+        31
+    );
+}

@@ -178,13 +178,16 @@ fn walk(
         walk.stop = offset as u64;
         loop {
             // Records run on across blocks; the flush ends at a zero prefix
-            // or, closer than a prefix to the next block, at zeros up to it
-            // (a record's first bytes are never all zero: its body length is
-            // not). On a block boundary the next flush's marker may follow.
+            // or, closer than a prefix to the next block, at zeros up to it.
+            // Those few zeros may also be the first bytes of a record's CRC
+            // (one record in 256 starts with a zero byte): a whole valid
+            // record there continues the flush. On a block boundary the
+            // next flush's marker may follow.
             let to_block = align_up(offset as u64) as usize - offset;
             if to_block > 0
                 && to_block < RECORD_PREFIX_BYTES
                 && bytes[offset..offset + to_block].iter().all(|&b| b == 0)
+                && !matches!(decode_record(&bytes[offset..]), Decoded::Record(..))
             {
                 break;
             }

@@ -335,3 +335,48 @@ proptest! {
         check(ops);
     }
 }
+
+/// A record that starts one byte before a block boundary with a CRC whose
+/// first byte is zero (found by the property test above): recovery read the
+/// zero as the padding that ends a flush, and a cleanly closed WAL failed to
+/// open with `Corruption { segment: 1, offset: 8192 }`.
+#[test]
+fn a_record_starting_with_a_zero_byte_just_before_a_block_boundary_is_read() {
+    check(vec![
+        Op::HardState {
+            group: 0,
+            vote: 0,
+            commit: 0,
+        },
+        Op::Append {
+            group: 1,
+            count: 5,
+            payload_bytes: 283,
+            term_bump: false,
+        },
+        Op::Append {
+            group: 0,
+            count: 1,
+            payload_bytes: 425,
+            term_bump: false,
+        },
+        Op::Append {
+            group: 2,
+            count: 5,
+            payload_bytes: 351,
+            term_bump: false,
+        },
+        Op::Append {
+            group: 1,
+            count: 1,
+            payload_bytes: 496,
+            term_bump: false,
+        },
+        Op::Append {
+            group: 0,
+            count: 1,
+            payload_bytes: 0,
+            term_bump: false,
+        },
+    ]);
+}

@@ -7,9 +7,8 @@ use crate::format::{BLOCK_BYTES, FLUSH_MARKER_BYTES, RECORD_PREFIX_BYTES, SEGMEN
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Smallest segment allowed (tests use small segments to rotate often).
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
-/// Default largest encoded record: 4 MiB less a block (one full batch but
-/// for the block its flush marker starts).
-pub const RECORD_BYTES_MAX_DEFAULT: usize = (4 << 20) - BLOCK_BYTES;
+/// Default largest encoded record: 4 MiB (one full batch).
+pub const RECORD_BYTES_MAX_DEFAULT: usize = 4 << 20;
 /// Default bytes written by one flush (one write, one fdatasync): 4 MiB.
 pub const BATCH_BYTES_MAX_DEFAULT: usize = 4 << 20;
 /// Hard limit on `batch_bytes_max`: bounds the batch buffer and the bytes
@@ -41,7 +40,8 @@ pub struct Config {
     pub segment_bytes: u64,
     /// Largest encoded record accepted by an append.
     pub record_bytes_max: usize,
-    /// Most bytes one flush writes before its fdatasync.
+    /// Most bytes of records one flush writes before its fdatasync (its
+    /// flush marker and the zeros to the next block boundary come on top).
     pub batch_bytes_max: usize,
     /// Most bytes appended and not yet durable; beyond it appends fail with
     /// [`Error::Backpressure`].
@@ -98,13 +98,17 @@ impl Config {
             );
         }
         // Every flush starts with a marker: a record of the largest size
-        // must fit after one, in a batch and in a segment.
-        let room = (self.segment_bytes as usize - SEGMENT_HEADER_BYTES).min(self.batch_bytes_max);
-        if self.record_bytes_max <= RECORD_PREFIX_BYTES || self.record_bytes_max + FLUSH_MARKER_BYTES > room {
+        // must fit in a batch (whose bound counts records only) and, after
+        // a marker, in a segment.
+        let segment_room = self.segment_bytes as usize - SEGMENT_HEADER_BYTES - FLUSH_MARKER_BYTES;
+        if self.record_bytes_max <= RECORD_PREFIX_BYTES
+            || self.record_bytes_max > self.batch_bytes_max
+            || self.record_bytes_max > segment_room
+        {
             return invalid(
                 "record_bytes_max",
                 self.record_bytes_max as u64,
-                "must fit in one batch and one segment after a flush marker",
+                "must fit in one batch, and in one segment after a flush marker",
             );
         }
         if self.zero_ahead_bytes % BLOCK_BYTES as u64 != 0 {

@@ -90,8 +90,8 @@ pub struct Batch {
     /// LSN of the last record in the batch; 0 when it has none.
     pub last_lsn: u64,
     /// Most bytes the batch takes before an append seals it (or, where the
-    /// segment ends first, rotates): `batch_bytes_max`, or the room left in
-    /// the segment. One comparison per append covers both.
+    /// segment ends first, rotates): `batch_bytes_max` and the marker, or
+    /// the room left in the segment. One comparison per append covers both.
     pub bytes_limit: usize,
 }
 
@@ -118,8 +118,8 @@ impl Batch {
             unchecksummed: None,
             record_bytes: 0,
             last_lsn: 0,
-            bytes_limit: config
-                .batch_bytes_max
+            // `batch_bytes_max` bounds the records; the marker comes on top.
+            bytes_limit: (config.batch_bytes_max + FLUSH_MARKER_BYTES)
                 .min(usize::try_from(segment_room).unwrap_or(usize::MAX)),
         }
     }
@@ -354,8 +354,8 @@ impl State {
     /// pass its [`Batch::bytes_limit`]: a new batch on the next fresh block
     /// if the record fits there, else a new segment. (An open batch without
     /// records always has room under `batch_bytes_max`, which
-    /// [`Config::validate`] makes larger than a marker and a record: its
-    /// limit is the end of the segment.)
+    /// [`Config::validate`] makes at least a record: its limit is the end
+    /// of the segment.)
     #[cold]
     pub(crate) fn make_room(&mut self, record_bytes: usize) {
         let segment_bytes = self.segment_bytes(self.open.segment);

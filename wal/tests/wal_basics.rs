@@ -191,7 +191,7 @@ fn oversized_records_and_excess_pending_bytes_are_clear_errors() {
     let config = Config {
         pending_bytes_max: 4 << 20,
         batch_bytes_max: 1 << 20,
-        record_bytes_max: (1 << 20) - 4096,
+        record_bytes_max: 1 << 20,
         ..Config::default()
     };
     run(|| async {
@@ -199,7 +199,7 @@ fn oversized_records_and_excess_pending_bytes_are_clear_errors() {
         assert!(matches!(
             wal.append_entry(1, 1, 1, 0, &vec![0; 1 << 20]),
             Err(Error::RecordTooLarge {
-                record_bytes_max: 1044480,
+                record_bytes_max: 1048576,
                 ..
             })
         ));
@@ -273,9 +273,11 @@ fn invalid_configs_are_refused_with_the_field_named() {
             ..
         })
     ));
-    // A record of the largest size must fit after a flush marker.
+    // A record of the largest size must fit in a segment after a flush marker.
     let config = Config {
-        record_bytes_max: Config::default().batch_bytes_max,
+        segment_bytes: 1 << 20,
+        batch_bytes_max: 1 << 20,
+        record_bytes_max: (1 << 20) - 4096,
         ..Config::default()
     };
     assert!(matches!(

@@ -33,9 +33,9 @@ use super::transport::Peers;
 pub const READY_ROUNDS_PER_TURN_MAX: usize = 8;
 
 /// Largest command a proposal may carry: the WAL's default record bound
-/// (4 MiB less one block) less the record and command headers, with room to
-/// spare (a unit test checks that it fits).
-pub const COMMAND_BYTES_MAX: usize = (4 << 20) - 2 * 4096;
+/// (4 MiB) less the record and command headers, with room to spare (a unit
+/// test checks that it fits).
+pub const COMMAND_BYTES_MAX: usize = (4 << 20) - 4096;
 /// Bound on entry bytes written to the WAL and not yet durable; beyond it new
 /// proposals are refused as busy and followers drop appends (the leader
 /// resends). Half the WAL's own `pending_bytes_max`, so it is never reached.

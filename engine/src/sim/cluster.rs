@@ -11,7 +11,7 @@ use crate::raft::{
     ReadMode, Ready, Role, SeededRng,
 };
 
-use super::checker::Checkers;
+use super::checker::{CheckerKind, Checkers, Violation};
 use super::clock::Clocks;
 use super::network::{Network, NetworkFaults, Packet};
 use super::node::{mix, PendingProposal, PendingRead, PendingWrite, Record, SimNode, StateMachine};
@@ -357,11 +357,20 @@ impl Cluster {
         if packet.snapshot.is_some() {
             self.incoming_snapshot[index] = packet.snapshot;
         }
-        self.nodes[index]
+        // Stepped as the runtime steps a peer's message: through the check
+        // of peer input, which must never refuse what a correct node sent.
+        let refused = self.nodes[index]
             .core
             .as_mut()
             .expect("checked up")
-            .step(packet.message);
+            .step_checked(packet.message)
+            .map_err(|violation| {
+                Violation::new(
+                    CheckerKind::PeerInputCheck,
+                    format!("node {} refused a correct message: {violation}", index + 1),
+                )
+            });
+        self.checkers.report(refused);
         self.drive(index);
         self.incoming_snapshot[index] = None;
     }

@@ -48,6 +48,10 @@ pub enum CheckerKind {
     VoteDurability,
     /// Term and commit index never go back within a node's run.
     MonotonicState,
+    /// A correct node's message was refused by the core's check of peer
+    /// input (`RaftCore::step_checked`): a false alarm of that check, which
+    /// in the runtime would drop a good message.
+    PeerInputCheck,
     /// The simulated runtime itself broke (a disk write that does not fit, a
     /// core that never stops producing Ready): not a caught protocol bug.
     Harness,
@@ -57,7 +61,7 @@ pub enum CheckerKind {
 
 impl CheckerKind {
     /// Every kind, in a fixed order (for reports).
-    pub const ALL: [CheckerKind; 11] = [
+    pub const ALL: [CheckerKind; 12] = [
         CheckerKind::ElectionSafety,
         CheckerKind::LogMatching,
         CheckerKind::LeaderCompleteness,
@@ -67,6 +71,7 @@ impl CheckerKind {
         CheckerKind::LeaseSafety,
         CheckerKind::VoteDurability,
         CheckerKind::MonotonicState,
+        CheckerKind::PeerInputCheck,
         CheckerKind::Harness,
         CheckerKind::CorePanic,
     ];
@@ -83,6 +88,7 @@ impl CheckerKind {
             CheckerKind::LeaseSafety => "lease_safety",
             CheckerKind::VoteDurability => "vote_durability",
             CheckerKind::MonotonicState => "monotonic_state",
+            CheckerKind::PeerInputCheck => "peer_input_check",
             CheckerKind::Harness => "harness",
             CheckerKind::CorePanic => "core_panic",
         }

@@ -234,14 +234,22 @@ impl Client {
                 }
                 Ok(Err((ClientError::NotLeader { leader_hint }, _))) => {
                     // Not applied: safe to send elsewhere.
-                    match leader_hint {
+                    let followed = match leader_hint {
                         Some(hint) if hint != node.0 && Some(NodeId(hint)) != avoid => {
-                            self.leaders.insert(group, NodeId(hint))
+                            self.leaders.insert(group, NodeId(hint));
+                            true
                         }
-                        _ => self.leaders.remove(&group),
+                        _ => {
+                            self.leaders.remove(&group);
+                            false
+                        }
                     };
                     last = format!("node {node} is not the leader");
-                    if leader_hint.is_none() {
+                    // Without a new leader to try (no hint, or a hint naming
+                    // the node whose storage failed, which its followers
+                    // still believe until their election timeout), back off:
+                    // otherwise the attempts run out before an election.
+                    if !followed {
                         std::thread::sleep(backoff(attempt));
                     }
                 }

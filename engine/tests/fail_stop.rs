@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coraft::api::{Command, Error, StateMachine};
+use coraft::client::{Client, ClientConfig};
 use coraft::raft::{GroupId, NodeId, ReadMode, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory, WalFault};
 
@@ -99,6 +100,20 @@ impl Cluster {
             quiesce_idle_groups: true,
             request_timeout: Duration::from_secs(2),
             session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+        }
+    }
+
+    /// A [`Client`] of the cluster (it talks TCP to the nodes' ports).
+    fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            cluster_id: 12,
+            nodes: self
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
+                .collect(),
+            attempt_timeout: Duration::from_secs(2),
         }
     }
 
@@ -238,4 +253,58 @@ fn no_space_on_the_leaders_node_refuses_writes_clearly_and_loses_nothing_acknowl
     }
     let (next, _) = cluster.write(&[0, 1, 2]);
     assert!(next > acknowledged);
+}
+
+/// A client whose write meets the leader's fsync failure gets `Storage`
+/// from that node, sends the same (session, sequence) to another node, and
+/// the write applies exactly once: the counter moves by one, not two, even
+/// though the followers may already hold (and later commit) the first
+/// attempt.
+#[test]
+fn a_client_write_answered_storage_is_retried_elsewhere_and_applies_exactly_once() {
+    let cluster = Cluster::start();
+    let all = [0, 1, 2];
+    let mut client = Client::new(cluster.client_config());
+    // Warm up until the client's idea of the leader is the leader's own.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (before, failed) = loop {
+        let before = match client.write(GROUP, b"warm") {
+            Ok(result) => count(&result),
+            Err(error) => {
+                assert!(Instant::now() < deadline, "no client write within 20 s: {error}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let leader = cluster.leader_among(&all);
+        if client.leader_of(GROUP) == Some(NodeId(leader as u64 + 1)) {
+            break (before, leader);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never found the leader within 20 s"
+        );
+    };
+    let sequence = client.next_sequence();
+    cluster
+        .node(failed)
+        .inject_wal_fault(0, WalFault::FailSyncs(1))
+        .unwrap();
+    let result = client
+        .write(GROUP, b"once")
+        .expect("the write is retried on another node");
+    assert_eq!(
+        count(&result),
+        before + 1,
+        "the client's write was applied more than once (or not at all)"
+    );
+    assert_eq!(client.next_sequence(), sequence + 1, "the client renumbered its write");
+    // The node it first asked did fail, and someone else acknowledged.
+    assert_eq!(cluster.node(failed).metrics()[0].wal_failed, 1);
+    assert_ne!(client.leader_of(GROUP), Some(NodeId(failed as u64 + 1)));
+    // The group's state agrees: exactly one more command than before.
+    let others: Vec<usize> = all.iter().copied().filter(|&i| i != failed).collect();
+    let leader = cluster.leader_among(&others);
+    let value = count(&block(cluster.node(leader).group(GROUP).read(Vec::new())).unwrap());
+    assert_eq!(value, before + 1, "the counter after the retried write");
 }

@@ -269,6 +269,16 @@ pub enum ProblemKind {
     /// Lease reads without check-quorum.
     #[error("lease reads need raft.check_quorum = true (a leader must step down when it loses its quorum)")]
     LeaseNeedsCheckQuorum,
+    /// A lease-read drift margin below the least the engine accepts.
+    #[error(
+        "lease reads need a drift margin of at least {min} ticks (ticks quantize the lease on both sides), not {value}"
+    )]
+    LeaseMarginTooSmall {
+        /// The margin given.
+        value: u64,
+        /// The least accepted ([`crate::limits::LEASE_DRIFT_MARGIN_TICKS_MIN`]).
+        min: u64,
+    },
     /// The lease is not longer than the heartbeat interval.
     #[error("the lease (election_timeout_ticks - clock_drift_margin_ticks = {lease_ticks}) must exceed heartbeat_interval_ticks ({heartbeat_interval_ticks})")]
     LeaseTooShort {

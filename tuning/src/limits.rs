@@ -50,3 +50,8 @@ pub const MEMLOCK_BYTES_MIN: u64 = 512 << 10;
 /// CPU ids at or above this in sysfs are taken as corrupt data, not as CPUs
 /// (it bounds what a malformed `cpulist` can make detection allocate).
 pub const CPU_ID_LIMIT: usize = 1 << 16;
+
+/// Least `raft.clock_drift_margin_ticks` with `read_mode = "lease"`. Mirrors
+/// `coraft::runtime::LEASE_DRIFT_MARGIN_TICKS_MIN` (which gives the reason:
+/// ticks quantize the lease on both sides); the engine asserts they are equal.
+pub const LEASE_DRIFT_MARGIN_TICKS_MIN: u64 = 2;

@@ -389,6 +389,13 @@ impl Checker {
             if !raft.check_quorum {
                 self.problem("raft.read_mode", ProblemKind::LeaseNeedsCheckQuorum);
             }
+            if raft.clock_drift_margin_ticks < LEASE_DRIFT_MARGIN_TICKS_MIN {
+                let kind = ProblemKind::LeaseMarginTooSmall {
+                    value: raft.clock_drift_margin_ticks,
+                    min: LEASE_DRIFT_MARGIN_TICKS_MIN,
+                };
+                self.problem("raft.clock_drift_margin_ticks", kind);
+            }
             if raft.lease_ticks() <= raft.heartbeat_interval_ticks {
                 let kind = ProblemKind::LeaseTooShort {
                     lease_ticks: raft.lease_ticks(),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{FakeSysfs, THREE_NODES};
+use coraft_tuning::limits::LEASE_DRIFT_MARGIN_TICKS_MIN;
 use coraft_tuning::*;
 
 fn parse(text: &str) -> NodeConfig {
@@ -366,6 +367,33 @@ fn lease_reads_need_check_quorum_and_a_lease_longer_than_a_heartbeat() {
             heartbeat_interval_ticks: 2
         }
     );
+}
+
+#[test]
+fn lease_reads_refuse_a_drift_margin_below_the_engines_least() {
+    let mut config = three_nodes();
+    config.raft.read_mode = ReadMode::Lease;
+    config.raft.clock_drift_margin_ticks = LEASE_DRIFT_MARGIN_TICKS_MIN - 1;
+    let found = problems(&config, &machine(2));
+    assert_eq!(
+        kind_of(&found, "raft.clock_drift_margin_ticks"),
+        &ProblemKind::LeaseMarginTooSmall {
+            value: 1,
+            min: LEASE_DRIFT_MARGIN_TICKS_MIN
+        }
+    );
+    let message = found
+        .iter()
+        .find(|problem| problem.field == "raft.clock_drift_margin_ticks")
+        .unwrap()
+        .to_string();
+    assert!(message.contains("raft.clock_drift_margin_ticks"), "{message}");
+    // The least margin is accepted, and any margin outside lease mode.
+    config.raft.clock_drift_margin_ticks = LEASE_DRIFT_MARGIN_TICKS_MIN;
+    assert!(problems(&config, &machine(2)).is_empty());
+    config.raft.clock_drift_margin_ticks = 1;
+    config.raft.read_mode = ReadMode::ReadIndex;
+    assert!(problems(&config, &machine(2)).is_empty());
 }
 
 #[test]

@@ -371,7 +371,7 @@ impl RaftCore {
             MessageBody::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
             MessageBody::InstallSnapshotResponse { last_index } => self.handle_snapshot_response(from, last_index),
             MessageBody::RequestVote { .. } => self.handle_vote_request(&m),
-            MessageBody::ReadIndex { context } => self.leader_read(context, Some(from)),
+            MessageBody::ReadIndex { context } => self.peer_read(context, from),
             MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
                 // Two leaders in one term would break Raft §5.2; never happens.
                 panic!(

@@ -17,7 +17,10 @@ use super::message::MessageBody;
 use super::quorum::quorum_value;
 use super::types::{LogIndex, NodeId, ReadState, Role};
 
-/// Bound on reads a leader holds unconfirmed; more are refused as `Busy`.
+/// Bound on reads a leader holds unconfirmed, its own and those its
+/// followers forwarded: more of its own are refused as `Busy`, and a
+/// follower's is answered at once without an index (its read is dropped,
+/// and its client may retry).
 pub const PENDING_READS_MAX: usize = 1 << 16;
 /// Bound on the heartbeat rounds whose send time is remembered for leases.
 pub const ROUND_HISTORY_MAX: usize = 64;
@@ -169,6 +172,17 @@ impl RaftCore {
     /// True while this leader may answer reads from its lease.
     pub fn lease_valid(&self) -> bool {
         self.role == Role::Leader && self.reads.committed_in_term && self.reads.lease_valid(self.now_ticks)
+    }
+
+    /// A follower's ReadIndex: held like the leader's own reads, within
+    /// [`PENDING_READS_MAX`]; beyond it refused at once, so a flood of
+    /// forwarded reads cannot grow the leader's memory.
+    pub(super) fn peer_read(&mut self, context: u64, from: NodeId) {
+        if self.reads.len() >= PENDING_READS_MAX {
+            self.send(from, MessageBody::ReadIndexResponse { context, index: None });
+            return;
+        }
+        self.leader_read(context, Some(from));
     }
 
     pub(super) fn leader_read(&mut self, context: u64, requester: Option<NodeId>) {

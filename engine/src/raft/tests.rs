@@ -885,3 +885,56 @@ fn a_leader_that_steps_down_keeps_its_term_and_vote_and_drops_its_reads() {
     assert_eq!(ready.dropped_reads, vec![7]);
     assert!(ready.hard_state.is_none());
 }
+
+#[test]
+fn a_leader_refuses_a_peers_read_beyond_the_pending_reads_bound() {
+    // Thesis §6.4: a follower's ReadIndex waits at the leader for a round.
+    // A flood of them must not grow the leader's reads without bound: past
+    // PENDING_READS_MAX the leader answers "no index" at once, which the
+    // follower reports as a retryable refusal.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    // No quorum: every read stays pending.
+    cluster.isolated = vec![NodeId(2), NodeId(3)];
+    let term = cluster.get(1).term().0;
+    let leader = cluster.get(1);
+    for context in 0..PENDING_READS_MAX as u64 {
+        leader.step(message(2, 1, term, MessageBody::ReadIndex { context }));
+    }
+    let beyond = PENDING_READS_MAX as u64;
+    leader.step(message(2, 1, term, MessageBody::ReadIndex { context: beyond }));
+    let answers: Vec<(u64, Option<LogIndex>)> = leader
+        .take_ready()
+        .messages
+        .into_iter()
+        .filter_map(|m| match m.body {
+            MessageBody::ReadIndexResponse { context, index } => Some((context, index)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![(beyond, None)],
+        "only the read beyond the bound is refused"
+    );
+    // The leader's own reads share the bound.
+    assert!(matches!(leader.read_index(1 << 40), Err(RaftError::Busy { .. })));
+    // Once a round confirms the held reads, a peer's read is taken again.
+    cluster.isolated.clear();
+    let heartbeat = cluster.get(1).config().heartbeat_interval_ticks;
+    cluster.tick_all(heartbeat);
+    assert_eq!(
+        cluster.reads.get(&NodeId(2)).map_or(0, Vec::len),
+        PENDING_READS_MAX,
+        "the held reads were confirmed"
+    );
+    let leader = cluster.get(1);
+    assert_eq!(leader.term().0, term);
+    leader.step(message(2, 1, term, MessageBody::ReadIndex { context: beyond + 1 }));
+    let refused = leader
+        .take_ready()
+        .messages
+        .into_iter()
+        .any(|m| matches!(m.body, MessageBody::ReadIndexResponse { index: None, .. }));
+    assert!(!refused, "a read under the bound was refused");
+}

@@ -25,6 +25,9 @@ pub const CATCH_UP_ELECTION_TIMEOUTS_MAX: u64 = 8;
 /// lease) and checks it against the tick now (up to one tick late), while a
 /// follower may count a tick that began just before it heard the leader.
 /// Two ticks cover both; the margin above them is for clock rate drift.
+/// `coraft-tune check` refuses a smaller margin too, with its mirror
+/// `coraft_tuning::limits::LEASE_DRIFT_MARGIN_TICKS_MIN` (a test below keeps
+/// them equal).
 pub const LEASE_DRIFT_MARGIN_TICKS_MIN: u64 = 2;
 
 /// Ticks owed to the cores, from the monotonic clock.
@@ -98,5 +101,13 @@ mod tests {
         assert_eq!(due.make, CATCH_UP_ELECTION_TIMEOUTS_MAX * 10);
         assert_eq!(due.make + due.dropped, 6000);
         assert_eq!(clock.due(start + Duration::from_millis(60_010)).make, 1);
+    }
+
+    #[test]
+    fn the_tuning_crate_refuses_the_same_least_lease_margin() {
+        assert_eq!(
+            LEASE_DRIFT_MARGIN_TICKS_MIN,
+            coraft_tuning::limits::LEASE_DRIFT_MARGIN_TICKS_MIN
+        );
     }
 }

@@ -11,6 +11,7 @@ mod node;
 mod reply;
 mod sessions;
 mod shard;
+mod snapshot_store;
 mod storage;
 mod transport;
 mod violations;
@@ -33,4 +34,9 @@ pub use sessions::{
 };
 pub use shard::REQUEST_TIMEOUT;
 pub use shard::{COMMAND_BYTES_MAX, WAL_BACKLOG_BYTES_MAX};
+pub use snapshot_store::{
+    NewestValid, SkippedSnapshot, SnapshotId, SnapshotReader, SnapshotResult, SnapshotStore, SnapshotStoreError,
+    SnapshotWriter, StoredSnapshot, SNAPSHOTS_KEPT, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_METADATA_BYTES_MAX,
+    SNAPSHOT_READ_BUFFER_BYTES_MAX, SNAPSHOT_WRITE_BUFFER_BYTES_MAX,
+};
 pub use violations::VIOLATION_LOG_INTERVAL;

@@ -393,3 +393,19 @@ fn sigkill_while_writing_a_large_snapshot_leaves_nothing_that_is_used() {
     assert_eq!(found_meta, meta(10, 2));
     assert_eq!(bytes, data(10, 100_000));
 }
+
+#[test]
+fn reader_fails_at_the_end_if_the_data_changed_after_it_was_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path(), GROUP).unwrap();
+    take(&store, 10, 2, 10_000);
+    let snapshot = store.newest_valid().unwrap().snapshot.unwrap();
+    flip_byte(&snapshot.data_path(), 9_999);
+    let mut bytes = Vec::new();
+    let error = snapshot.open_reader().unwrap().read_to_end(&mut bytes).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    assert!(
+        error.to_string().contains(&snapshot.data_path().display().to_string()),
+        "{error}"
+    );
+}

@@ -489,12 +489,24 @@ impl Wal {
     }
 
     /// Makes everything appended durable, then deletes every segment no group
-    /// needs any more. Returns the first LSNs of the deleted segments.
+    /// needed any more when this was called. Returns the first LSNs of the
+    /// deleted segments.
+    ///
+    /// The oldest needed LSN is taken before the sync: every record that moved
+    /// it there is then durable once the sync resolves. A purge another task
+    /// appends while the sync runs may not be, so it frees nothing until a
+    /// later call (a group's oldest needed LSN only grows, so the earlier
+    /// value is never past what any group needs now), and a segment holding
+    /// records appended after the call is never deleted by it.
     pub async fn delete_obsolete_segments(&self) -> Result<Vec<u64>> {
+        let needed = {
+            let state = self.shared.borrow();
+            // With nothing needed, still nothing appended from here on.
+            state.groups.oldest_needed().map_or(state.next_lsn, |(_, lsn)| lsn)
+        };
         self.sync().await?;
         let (fs, dir, doomed) = {
             let mut state = self.shared.borrow_mut();
-            let needed = state.groups.oldest_needed().map_or(u64::MAX, |(_, lsn)| lsn);
             let mut doomed = Vec::new();
             while state.segments.len() > 1 && state.segments[1].first_lsn <= needed {
                 let segment = state.segments.pop_front().expect("checked length");

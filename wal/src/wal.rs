@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, IoOp, Result};
 use crate::format::{decode_record, Decoded, FlushMarker, HardState, Record, ENTRY_FIXED_BYTES, RECORD_PREFIX_BYTES};
 use crate::fs::{DmaFs, FileSystem};
-use crate::index::{EntryLocation, GroupState};
+use crate::index::{EntryLocation, GroupState, SegmentHolders};
 use crate::recovery::{map_segment, recover, TornTail};
 use crate::writer::{flush, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
 
@@ -470,6 +470,16 @@ impl Wal {
             .find(|segment| segment.first_lsn <= lsn)?
             .first_lsn;
         Some(Holder { group, lsn, segment })
+    }
+
+    /// For each of the oldest `segments_max` segments, oldest first, the
+    /// groups whose oldest needed record is in it (at most
+    /// [`SEGMENT_HOLDERS_MAX`](crate::SEGMENT_HOLDERS_MAX) named, the rest
+    /// counted): the first segment's holders keep it from being deleted.
+    pub fn segment_holders(&self, segments_max: usize) -> Vec<SegmentHolders> {
+        let state = self.shared.borrow();
+        let segments: Vec<u64> = state.segments.iter().map(|segment| segment.first_lsn).collect();
+        state.groups.segment_holders(&segments, segments_max)
     }
 
     /// Re-appends `group`'s hard state and purge marker so that old segments

@@ -12,7 +12,7 @@ use std::task::Poll;
 
 use common::{payload, run, small_config};
 use coraft_wal::recovery::list_segments;
-use coraft_wal::{HardState, Wal};
+use coraft_wal::{HardState, Need, Wal};
 
 /// Lets every other ready task on the executor run once before going on.
 async fn yield_once() {
@@ -88,6 +88,12 @@ fn segments_below_every_purge_point_are_deleted_one_still_needed_is_kept_and_a_r
         let holder = wal.oldest_holder().unwrap();
         assert_eq!(holder.group, 3);
         assert_eq!(holder.lsn, 3 + 300 * 3 + 3);
+        let oldest = &wal.segment_holders(1)[0];
+        assert_eq!(oldest.segment, holder.segment);
+        assert_eq!(oldest.holders.len(), 1, "{oldest:?}");
+        assert_eq!(oldest.holders[0].group, 3);
+        assert_eq!(oldest.holders[0].need, Need::Entry { index: 301 });
+        assert_eq!(oldest.holders[0].purged_through, Some(300));
         let kept = segments_on_disk(dir.path());
         assert_eq!(kept[0], holder.segment, "kept {kept:?}, deleted {deleted:?}");
         assert!(kept[0] <= holder.lsn);

@@ -166,3 +166,37 @@ fn a_purge_appended_while_deletion_waits_for_its_sync_frees_nothing_until_it_is_
         wal.close().await.unwrap();
     });
 }
+
+/// With nothing needed when `delete_obsolete_segments` is called, records
+/// another task appends while it waits for its sync (here over two segment
+/// rotations) are not deleted with the old segments.
+#[test]
+fn records_appended_while_deletion_waits_for_its_sync_are_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    run(|| async {
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        let wal = Rc::new(wal);
+        append_interleaved(&wal, &[1], 1, 1500);
+        wal.sync().await.unwrap();
+        // Group 1's whole log is dropped: no group needs anything, and the
+        // truncation is what the next sync writes.
+        wal.truncate_suffix(1, 1).unwrap();
+        let appender = glommio::spawn_local({
+            let wal = wal.clone();
+            async move {
+                wal.sync().await.unwrap();
+                // Runs when that flush completes, before the deleter resumes.
+                append_interleaved(&wal, &[2], 1, 1000);
+            }
+        });
+        yield_once().await; // the appender waits on the flush first
+        wal.delete_obsolete_segments().await.unwrap();
+        appender.await;
+        assert_entries(&wal, 2, 1, 1000).await;
+        Rc::into_inner(wal).unwrap().close().await.unwrap();
+
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_entries(&wal, 2, 1, 1000).await;
+        wal.close().await.unwrap();
+    });
+}

@@ -48,6 +48,58 @@ pub struct GroupState {
     pub snapshot: Option<(u64, u64)>,
 }
 
+/// The record a group still needs that keeps a segment from being deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Its first live entry, at `index`: the lowest index it needs.
+    Entry {
+        /// The entry's index.
+        index: u64,
+    },
+    /// Its latest hard state (an idle group: `Wal::rewrite_group_metadata`
+    /// re-appends it and releases the segment).
+    HardState,
+    /// Its latest purge marker, at `index` (released the same way).
+    PurgeMarker {
+        /// The purge point.
+        index: u64,
+    },
+}
+
+/// How many holders [`Groups::segment_holders`] names per segment; the rest
+/// are only counted.
+pub const SEGMENT_HOLDERS_MAX: usize = 8;
+
+/// A group whose oldest needed record lies in a segment: while it needs
+/// that record, neither that segment nor any later one can be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHolder {
+    /// The group.
+    pub group: u64,
+    /// The LSN of its oldest needed record.
+    pub lsn: u64,
+    /// What that record is (for an entry, the lowest index it needs).
+    pub need: Need,
+    /// Its latest purge point, if it ever purged.
+    pub purged_through: Option<u64>,
+    /// Records between its oldest needed one and the newest purge marker of
+    /// any group (0 if that marker is older); `None` when no group purged.
+    pub lsns_behind_newest_purge: Option<u64>,
+}
+
+/// The groups holding one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHolders {
+    /// The segment (its first LSN).
+    pub segment: u64,
+    /// Groups whose oldest needed record is in it, oldest need first; at
+    /// most [`SEGMENT_HOLDERS_MAX`]. Empty: it is held only by the holders of
+    /// the segments before it (deletion takes the oldest segments first).
+    pub holders: Vec<SegmentHolder>,
+    /// Further holders, counted and not listed.
+    pub more_holders: usize,
+}
+
 /// Why a record cannot apply to a group's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotContiguous {
@@ -92,10 +144,25 @@ impl GroupLog {
 
     /// The smallest LSN this group still needs on disk, if any.
     pub fn oldest_needed_lsn(&self) -> Option<u64> {
-        let entry = self.entries.front().map(|location| location.lsn);
-        let hard_state = self.hard_state.map(|(_, lsn)| lsn);
-        let snapshot = self.snapshot.map(|(_, _, lsn)| lsn);
-        [entry, hard_state, snapshot].into_iter().flatten().min()
+        self.oldest_need().map(|(lsn, _)| lsn)
+    }
+
+    /// The oldest record this group still needs on disk, and its LSN.
+    pub fn oldest_need(&self) -> Option<(u64, Need)> {
+        let entry = self.entries.front().map(|location| {
+            (
+                location.lsn,
+                Need::Entry {
+                    index: self.first_index,
+                },
+            )
+        });
+        let hard_state = self.hard_state.map(|(_, lsn)| (lsn, Need::HardState));
+        let snapshot = self.snapshot.map(|(index, _, lsn)| (lsn, Need::PurgeMarker { index }));
+        [entry, hard_state, snapshot]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(lsn, _)| *lsn)
     }
 
     /// True when the group holds nothing (no entries, hard state or marker).
@@ -298,6 +365,52 @@ impl Groups {
         Ok(())
     }
 
+    /// For each of the oldest `segments_max` segments (`segments` lists every
+    /// segment's first LSN, oldest first), the groups whose oldest needed
+    /// record lies in it: the oldest segment's holders are what holds
+    /// deletion back. At most [`SEGMENT_HOLDERS_MAX`] holders are named per
+    /// segment, the rest counted; the work is one pass over the groups.
+    pub fn segment_holders(&self, segments: &[u64], segments_max: usize) -> Vec<SegmentHolders> {
+        let shown = &segments[..segments.len().min(segments_max)];
+        let mut report: Vec<SegmentHolders> = shown
+            .iter()
+            .map(|&segment| SegmentHolders {
+                segment,
+                holders: Vec::new(),
+                more_holders: 0,
+            })
+            .collect();
+        let newest_purge = self
+            .logs
+            .iter()
+            .filter_map(|(_, log)| log.snapshot.map(|(_, _, lsn)| lsn))
+            .max();
+        for (group, log) in &self.logs {
+            let Some((lsn, need)) = log.oldest_need() else {
+                continue;
+            };
+            // The segment holding `lsn`: the last one starting at or before it.
+            let position = segments.partition_point(|&first| first <= lsn);
+            let Some(entry) = position.checked_sub(1).and_then(|at| report.get_mut(at)) else {
+                continue;
+            };
+            let holder = SegmentHolder {
+                group: *group,
+                lsn,
+                need,
+                purged_through: log.snapshot.map(|(index, _, _)| index),
+                lsns_behind_newest_purge: newest_purge.map(|newest| newest.saturating_sub(lsn)),
+            };
+            entry.holders.push(holder);
+            entry.holders.sort_by_key(|holder| (holder.lsn, holder.group));
+            if entry.holders.len() > SEGMENT_HOLDERS_MAX {
+                entry.holders.pop();
+                entry.more_holders += 1;
+            }
+        }
+        report
+    }
+
     /// The group holding the oldest needed LSN, and that LSN.
     pub fn oldest_needed(&self) -> Option<(u64, u64)> {
         self.logs
@@ -399,6 +512,73 @@ mod tests {
             },
         ]);
         assert_eq!(groups.oldest_needed(), Some((2, 2)));
+    }
+
+    #[test]
+    fn segment_holders_name_each_groups_oldest_need_in_its_segment_oldest_first() {
+        // LSNs 1..=4 in segment 1, 5..=8 in segment 5, 9.. in segment 9.
+        let groups = apply_all(&[
+            entry(1, 1, 1),
+            entry(2, 1, 1),
+            Record::HardState {
+                group: 3,
+                state: HardState {
+                    term: 1,
+                    vote: 0,
+                    commit: 0,
+                },
+            },
+            entry(1, 2, 1),
+            entry(2, 2, 1),
+            Record::Purge {
+                group: 1,
+                index: 1,
+                term: 1,
+            },
+            entry(1, 3, 1),
+            Record::Purge {
+                group: 2,
+                index: 2,
+                term: 1,
+            },
+            entry(2, 3, 1),
+        ]);
+        let report = groups.segment_holders(&[1, 5, 9], 8);
+        assert_eq!(report.len(), 3);
+        // Group 3's hard state (LSN 3) and group 1's entry 2 (LSN 4).
+        assert_eq!(report[0].segment, 1);
+        let holders: Vec<(u64, u64, Need)> = report[0]
+            .holders
+            .iter()
+            .map(|holder| (holder.group, holder.lsn, holder.need))
+            .collect();
+        assert_eq!(holders, [(3, 3, Need::HardState), (1, 4, Need::Entry { index: 2 })]);
+        assert_eq!(report[0].holders[0].purged_through, None);
+        assert_eq!(report[0].holders[1].purged_through, Some(1));
+        // The newest purge marker is group 2's, LSN 8.
+        assert_eq!(report[0].holders[0].lsns_behind_newest_purge, Some(5));
+        // Group 2 needs its purge marker (LSN 8) before its entry 3 (LSN 9).
+        assert_eq!(report[1].holders.len(), 1);
+        assert_eq!(report[1].holders[0].need, Need::PurgeMarker { index: 2 });
+        assert_eq!(report[1].holders[0].lsns_behind_newest_purge, Some(0));
+        assert!(report[2].holders.is_empty());
+        // Only the oldest segments asked for are reported.
+        assert_eq!(groups.segment_holders(&[1, 5, 9], 1).len(), 1);
+    }
+
+    #[test]
+    fn segment_holders_name_at_most_the_bound_and_count_the_rest() {
+        let records: Vec<Record<'static>> = (0..SEGMENT_HOLDERS_MAX as u64 + 5)
+            .rev()
+            .map(|group| entry(group, 1, 1))
+            .collect();
+        let groups = apply_all(&records);
+        let report = groups.segment_holders(&[1], usize::MAX);
+        assert_eq!(report[0].holders.len(), SEGMENT_HOLDERS_MAX);
+        assert_eq!(report[0].more_holders, 5);
+        // The oldest needs are the ones named: the groups appended first.
+        let lsns: Vec<u64> = report[0].holders.iter().map(|holder| holder.lsn).collect();
+        assert_eq!(lsns, (1..=SEGMENT_HOLDERS_MAX as u64).collect::<Vec<_>>());
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub use error::{Error, IoOp, Result};
 pub use faults::{FaultPlan, Faults, FaultyFs};
 pub use format::{HardState, Record};
 pub use fs::{keep_off_the_poll_ring, DmaFs, DurableWriteError, FileSystem, SegmentFile, POLL_PROBE_FILE_NAME};
-pub use index::GroupState;
+pub use index::{GroupState, Need, SegmentHolder, SegmentHolders, SEGMENT_HOLDERS_MAX};
 pub use recovery::TornTail;
 pub use wal::{Entry, Holder, NewEntry, OpenReport, Payload, Wal};
 pub use writer::{SyncFuture, WriterStats, ZERO_CHUNK_BYTES};

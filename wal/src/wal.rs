@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, IoOp, Result};
 use crate::format::{decode_record, Decoded, FlushMarker, HardState, Record, ENTRY_FIXED_BYTES, RECORD_PREFIX_BYTES};
 use crate::fs::{DmaFs, FileSystem};
-use crate::index::{EntryLocation, GroupState};
+use crate::index::{EntryLocation, GroupState, SegmentHolders};
 use crate::recovery::{map_segment, recover, TornTail};
 use crate::writer::{flush, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
 
@@ -472,6 +472,16 @@ impl Wal {
         Some(Holder { group, lsn, segment })
     }
 
+    /// For each of the oldest `segments_max` segments, oldest first, the
+    /// groups whose oldest needed record is in it (at most
+    /// [`SEGMENT_HOLDERS_MAX`](crate::SEGMENT_HOLDERS_MAX) named, the rest
+    /// counted): the first segment's holders keep it from being deleted.
+    pub fn segment_holders(&self, segments_max: usize) -> Vec<SegmentHolders> {
+        let state = self.shared.borrow();
+        let segments: Vec<u64> = state.segments.iter().map(|segment| segment.first_lsn).collect();
+        state.groups.segment_holders(&segments, segments_max)
+    }
+
     /// Re-appends `group`'s hard state and purge marker so that old segments
     /// holding only those can be deleted. Returns the last LSN appended.
     pub fn rewrite_group_metadata(&self, group: u64) -> Result<Option<u64>> {
@@ -489,12 +499,24 @@ impl Wal {
     }
 
     /// Makes everything appended durable, then deletes every segment no group
-    /// needs any more. Returns the first LSNs of the deleted segments.
+    /// needed any more when this was called. Returns the first LSNs of the
+    /// deleted segments.
+    ///
+    /// The oldest needed LSN is taken before the sync: every record that moved
+    /// it there is then durable once the sync resolves. A purge another task
+    /// appends while the sync runs may not be, so it frees nothing until a
+    /// later call (a group's oldest needed LSN only grows, so the earlier
+    /// value is never past what any group needs now), and a segment holding
+    /// records appended after the call is never deleted by it.
     pub async fn delete_obsolete_segments(&self) -> Result<Vec<u64>> {
+        let needed = {
+            let state = self.shared.borrow();
+            // With nothing needed, still nothing appended from here on.
+            state.groups.oldest_needed().map_or(state.next_lsn, |(_, lsn)| lsn)
+        };
         self.sync().await?;
         let (fs, dir, doomed) = {
             let mut state = self.shared.borrow_mut();
-            let needed = state.groups.oldest_needed().map_or(u64::MAX, |(_, lsn)| lsn);
             let mut doomed = Vec::new();
             while state.segments.len() > 1 && state.segments[1].first_lsn <= needed {
                 let segment = state.segments.pop_front().expect("checked length");

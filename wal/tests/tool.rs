@@ -109,3 +109,62 @@ fn verify_reports_a_flipped_bit_in_a_synced_record_of_a_cleanly_stopped_log_as_c
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(!text.contains("torn tail"), "{text}");
 }
+
+#[test]
+fn inspect_names_the_group_holding_segment_deletion_back_until_it_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    run(|| async {
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        for index in 1..=600 {
+            for group in [4, 5, 6] {
+                wal.append_entry(group, index, 1, 0, &[index as u8; 100]).unwrap();
+            }
+        }
+        // Groups 4 and 6 purge most of their log; group 5 never does.
+        wal.purge(4, 550, 1).unwrap();
+        wal.purge(6, 590, 1).unwrap();
+        assert_eq!(wal.delete_obsolete_segments().await.unwrap(), Vec::<u64>::new());
+        wal.close().await.unwrap();
+    });
+    let (ok, text) = tool(&["inspect", path]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "segment 1 (file 00000000000000000001.wal) held by group 5: needs entry 1 (lsn 2), never purged, \
+             1800 records behind the newest purge"
+        ),
+        "{text}"
+    );
+    // Group 5 alone holds the oldest segment.
+    let oldest_lines = text.lines().filter(|line| line.starts_with("  segment 1 (")).count();
+    assert_eq!(oldest_lines, 1, "{text}");
+
+    let deleted = run(|| async {
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        wal.purge(5, 600, 1).unwrap();
+        let deleted = wal.delete_obsolete_segments().await.unwrap();
+        wal.close().await.unwrap();
+        deleted
+    });
+    assert_eq!(deleted.first(), Some(&1), "deleted {deleted:?}");
+    let (ok, text) = tool(&["inspect", path]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("00000000000000000001.wal"), "{text}");
+    // Group 4's entry 551 is now the oldest record any group needs; group 5
+    // holds only the current segment (its purge marker), never deleted anyway.
+    let oldest = list_segments(dir.path()).unwrap()[0].0;
+    let oldest_prefix = format!("  segment {oldest} (");
+    assert!(
+        !text
+            .lines()
+            .any(|line| line.starts_with(&oldest_prefix) && line.contains("held by group 5")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "segment {oldest} (file {oldest:020}.wal) held by group 4: needs entry 551"
+        )),
+        "{text}"
+    );
+}

@@ -1,7 +1,8 @@
 //! `coraft-wal`: inspect, verify and dump a WAL directory without writing it.
 //!
 //! ```text
-//! coraft-wal inspect DIR                       segments, groups, index ranges, sizes
+//! coraft-wal inspect DIR                       segments, groups, index ranges, sizes,
+//!                                              and which groups hold the oldest segments
 //! coraft-wal verify DIR [--strict]             every CRC; exit 1 on corruption
 //! coraft-wal dump DIR --group G --from I --to J   entries I..=J of group G
 //! ```
@@ -12,7 +13,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use coraft_wal::format::{decode_record, segment_file_name, Decoded, Record};
 use coraft_wal::recovery::{recover, Recovered};
-use coraft_wal::{Error, RecoveryMode};
+use coraft_wal::{Error, Need, RecoveryMode, SEGMENT_HOLDERS_MAX};
+
+/// How many of the oldest segments `inspect` reports holders for.
+const INSPECT_SEGMENTS_MAX: usize = 4;
 
 const USAGE: &str = "usage: coraft-wal inspect DIR | verify DIR [--strict] | \
                      dump DIR --group G --from I --to J";
@@ -90,7 +94,46 @@ fn inspect(recovered: &Recovered) -> Result<()> {
             state.first_index, state.last_index, state.hard_state, state.snapshot
         );
     }
+    print_holders(recovered);
     Ok(())
+}
+
+/// The groups holding the oldest segments: a segment can be deleted only
+/// once no group needs a record in it or in any segment before it.
+fn print_holders(recovered: &Recovered) {
+    let segments: Vec<u64> = recovered.segments.iter().map(|segment| segment.first_lsn).collect();
+    let report = recovered.groups.segment_holders(&segments, INSPECT_SEGMENTS_MAX);
+    println!(
+        "deletion held back by (oldest {INSPECT_SEGMENTS_MAX} segments, at most {SEGMENT_HOLDERS_MAX} groups each):"
+    );
+    for entry in &report {
+        let name = format!("segment {} (file {})", entry.segment, segment_file_name(entry.segment));
+        if entry.holders.is_empty() {
+            println!("  {name}: no group's oldest record; goes once the segments before it do");
+        }
+        for holder in &entry.holders {
+            let need = match holder.need {
+                Need::Entry { index } => format!("needs entry {index}"),
+                Need::HardState => "needs its hard state".to_owned(),
+                Need::PurgeMarker { index } => format!("needs its purge marker at {index}"),
+            };
+            let purged = match holder.purged_through {
+                Some(index) => format!("purged through {index}"),
+                None => "never purged".to_owned(),
+            };
+            let behind = match holder.lsns_behind_newest_purge {
+                Some(lsns) => format!("{lsns} records behind the newest purge"),
+                None => "no group has purged".to_owned(),
+            };
+            println!(
+                "  {name} held by group {}: {need} (lsn {}), {purged}, {behind}",
+                holder.group, holder.lsn
+            );
+        }
+        if entry.more_holders > 0 {
+            println!("  {name} held by {} more groups", entry.more_holders);
+        }
+    }
 }
 
 fn verify(dir: &Path, mode: RecoveryMode) -> ExitCode {

@@ -23,6 +23,9 @@
 //!   after their invocation, or never: they may be linearized anywhere after
 //!   they were invoked, and the search may finish without them. `Unknown`
 //!   reads change nothing and constrain nothing, so they are left out.
+//!   So are unknown writes whose value nobody observed (see
+//!   `without_unobserved_unknowns`), which would otherwise make long runs
+//!   with timeouts too large to search.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -118,9 +121,53 @@ pub fn check_registers(history: &History, states_explored_max: usize) -> Result<
     }
     let keys = by_key
         .into_iter()
-        .map(|(key, operations)| (key, check_key(&operations, states_explored_max)))
+        .map(|(key, operations)| {
+            let operations = without_unobserved_unknowns(operations);
+            (key, check_key(&operations, states_explored_max))
+        })
         .collect();
     Ok(RegisterReport { keys })
+}
+
+/// Drops the unknown writes and compare-and-sets whose value no read
+/// returned and no kept compare-and-set expects.
+///
+/// Each unknown operation multiplies the states the search must carry (it
+/// may still take effect at any later point), so long runs with timeouts
+/// would soon be too large. Dropping such an operation cannot change the
+/// verdict: an unknown operation may never take effect, so a linearization
+/// without it is still legal; and in a legal linearization with it, its value
+/// is never observed, so the next operation that observes the register comes
+/// after a write that replaced it, and removing the operation leaves every
+/// observation unchanged. Dropping a compare-and-set removes its expected
+/// value from the observed ones, so this repeats until nothing changes.
+fn without_unobserved_unknowns(mut operations: Vec<Completion>) -> Vec<Completion> {
+    loop {
+        let mut observed: HashSet<RegisterValue> = HashSet::new();
+        for completion in &operations {
+            match (completion.operation, completion.outcome) {
+                (Operation::Read { .. }, Outcome::Ok { value }) => {
+                    observed.insert(value);
+                }
+                (Operation::Cas { expected, .. }, _) => {
+                    observed.insert(Some(expected));
+                }
+                _ => {}
+            }
+        }
+        let before = operations.len();
+        operations.retain(|completion| {
+            let written = match completion.operation {
+                Operation::Write { value, .. } => value,
+                Operation::Cas { new, .. } => new,
+                _ => return true,
+            };
+            completion.outcome != Outcome::Unknown || observed.contains(&Some(written))
+        });
+        if operations.len() == before {
+            return operations;
+        }
+    }
 }
 
 /// Applies `completion` to the register holding `value`: the value after it,

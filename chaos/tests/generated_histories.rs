@@ -174,28 +174,64 @@ proptest! {
 
     #[test]
     fn the_same_histories_with_a_read_of_a_never_written_value_are_rejected(
-        mut choices in prop::collection::vec(choice(), 1..60),
+        choices in prop::collection::vec(choice(), 1..60),
         last_read in choice(),
         which_read in any::<prop::sample::Index>(),
     ) {
-        // At least one ok read to mutate.
-        choices.push(Choice { kind: 0, fate: 7, ..last_read });
-        let mut generated = generate(&choices);
-        let ok_reads: Vec<usize> = generated
-            .iter()
-            .enumerate()
-            .filter(|(_, op)| {
-                matches!(op.operation, Operation::Read { .. })
-                    && matches!(op.outcome, Outcome::Ok { .. })
-            })
-            .map(|(index, _)| index)
-            .collect();
-        let mutated = ok_reads[which_read.index(ok_reads.len())];
-        generated[mutated].outcome = Outcome::Ok { value: Some(NEVER_WRITTEN) };
-        let Operation::Read { key } = generated[mutated].operation else {
-            unreachable!()
-        };
-        let report = check_registers(&history(&generated), STATES_EXPLORED_MAX).unwrap();
-        prop_assert_eq!(report.verdict(), Verdict::NotLinearizable { key }, "{:?}", report);
+        assert_mutated_read_rejected(choices, last_read, which_read)?;
+    }
+}
+
+/// Changes one ok read of the generated history to a value never written and
+/// checks the register checker rejects it, naming the read's key.
+fn assert_mutated_read_rejected(
+    mut choices: Vec<Choice>,
+    last_read: Choice,
+    which_read: prop::sample::Index,
+) -> Result<(), TestCaseError> {
+    // At least one ok read to mutate.
+    choices.push(Choice {
+        kind: 0,
+        fate: 7,
+        ..last_read
+    });
+    let mut generated = generate(&choices);
+    let ok_reads: Vec<usize> = generated
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| matches!(op.operation, Operation::Read { .. }) && matches!(op.outcome, Outcome::Ok { .. }))
+        .map(|(index, _)| index)
+        .collect();
+    let mutated = ok_reads[which_read.index(ok_reads.len())];
+    generated[mutated].outcome = Outcome::Ok {
+        value: Some(NEVER_WRITTEN),
+    };
+    let Operation::Read { key } = generated[mutated].operation else {
+        unreachable!()
+    };
+    let report = check_registers(&history(&generated), STATES_EXPLORED_MAX).unwrap();
+    prop_assert_eq!(report.verdict(), Verdict::NotLinearizable { key }, "{:?}", report);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn long_histories_of_a_sequential_register_are_accepted_within_the_default_bound(
+        choices in prop::collection::vec(choice(), 2000..2001)
+    ) {
+        let history = history(&generate(&choices));
+        let report = check_registers(&history, STATES_EXPLORED_MAX).unwrap();
+        prop_assert_eq!(report.verdict(), Verdict::Linearizable, "{:?}", report);
+    }
+
+    #[test]
+    fn long_histories_with_a_read_of_a_never_written_value_are_rejected_within_the_default_bound(
+        choices in prop::collection::vec(choice(), 2000..2001),
+        last_read in choice(),
+        which_read in any::<prop::sample::Index>(),
+    ) {
+        assert_mutated_read_rejected(choices, last_read, which_read)?;
     }
 }

@@ -376,3 +376,35 @@ fn a_snapshot_of_nothing_applied_is_refused_with_a_typed_error() {
     }
     cluster.stop_all();
 }
+
+#[test]
+fn a_client_session_survives_snapshot_and_restart_so_a_retried_write_applies_once() {
+    let mut cluster = TestCluster::start(1);
+    let node = NodeId(1);
+    cluster.leader();
+    let config = || coraft::client::ClientConfig {
+        cluster_id: 7,
+        nodes: cluster
+            .peers
+            .iter()
+            .map(|p| (p.id, p.shard_addresses.clone()))
+            .collect(),
+        attempt_timeout: Duration::from_secs(5),
+    };
+    let mut client = coraft::client::Client::new(config());
+    let first = client.write(GROUP, &7u64.to_le_bytes()).expect("first write");
+    assert_eq!(first, 1u64.to_le_bytes());
+    let index = block(cluster.handle(node).snapshot()).expect("snapshot");
+    assert_eq!(block(cluster.handle(node).status()).unwrap().applied_index, index);
+    cluster.stop_all();
+    cluster.restart_all();
+
+    // The same (session, sequence) again, after a restart that applied
+    // nothing but loaded the snapshot: the original result, not a new apply.
+    let retried = client.retry_write().expect("retried write");
+    assert_eq!(retried, first, "the retry answers with the first write's result");
+    assert_eq!(cluster.state(node), (1, 7), "applied once");
+    assert_eq!(cluster.probe(node).applies.load(Ordering::SeqCst), 0);
+    assert_eq!(cluster.probe(node).loads.load(Ordering::SeqCst), 1);
+    cluster.stop_all();
+}

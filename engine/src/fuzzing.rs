@@ -129,6 +129,7 @@ fn new_core(input: &mut Input<'_>) -> RaftCore {
         },
         snapshot: None,
         entries,
+        loaded_snapshot: None,
     };
     RaftCore::new(config, initial).expect("the harness's config is valid")
 }

@@ -592,12 +592,15 @@ fn an_oversized_command_is_refused_and_the_shard_keeps_serving() {
     );
 }
 
-/// Copies every file of `from` into a new directory `to`.
+/// Copies every file of `from` into a new directory `to` (the WAL's
+/// segments; subdirectories, such as the groups' `snapshots/`, are not WAL).
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for item in std::fs::read_dir(from).unwrap() {
         let item = item.unwrap();
-        std::fs::copy(item.path(), to.join(item.file_name())).unwrap();
+        if item.file_type().unwrap().is_file() {
+            std::fs::copy(item.path(), to.join(item.file_name())).unwrap();
+        }
     }
 }
 

@@ -44,6 +44,7 @@ fn follower() -> RaftCore {
         },
         snapshot: None,
         entries,
+        loaded_snapshot: None,
     };
     RaftCore::new(config(1), initial).expect("valid")
 }

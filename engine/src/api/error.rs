@@ -71,4 +71,14 @@ pub enum Error {
     /// than it remembers, or used for another command); not applied.
     #[error("the client session cannot vouch for this sequence")]
     StaleSequence,
+    /// A snapshot could not be taken (`GroupHandle::snapshot`): nothing is
+    /// applied yet, the state machine's `on_snapshot_save` failed, or the
+    /// snapshot store did (the reason names the path). The group goes on.
+    #[error("snapshot of group {group}: {reason}")]
+    Snapshot {
+        /// The group.
+        group: GroupId,
+        /// What went wrong.
+        reason: String,
+    },
 }

@@ -47,13 +47,16 @@ pub trait StateMachine: 'static {
         Vec::new()
     }
 
-    /// Writes a snapshot of the state.
+    /// Writes a snapshot of the state (called by `GroupHandle::snapshot`,
+    /// on the shard's thread, after every applied command).
     fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
         let _ = writer;
         Ok(())
     }
 
-    /// Replaces the state with a snapshot.
+    /// Replaces the state with a snapshot (called on a fresh state machine
+    /// when a node restarts from its newest valid snapshot; the commands the
+    /// snapshot covers are then not applied again).
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
         let _ = reader;
         Ok(())

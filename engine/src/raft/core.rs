@@ -35,6 +35,11 @@ pub struct InitialState {
     pub snapshot: Option<SnapshotMeta>,
     /// Persisted entries following the snapshot, contiguous.
     pub entries: Vec<Entry>,
+    /// A snapshot the runtime loaded into the state machine while `entries`
+    /// still hold the entries it covers (nothing was compacted): they count
+    /// as committed and applied, and are never handed out to apply again.
+    /// Ignored unless `entries` hold its index with its term.
+    pub loaded_snapshot: Option<SnapshotMeta>,
 }
 
 /// A leadership transfer under way (Raft thesis §3.10).
@@ -88,6 +93,16 @@ impl RaftCore {
             .map_or((LogIndex(0), Term(0)), |s| (s.index, s.term));
         let mut log = RaftLog::recovered(snapshot_index, snapshot_term, initial.entries);
         log.commit_to(initial.hard_state.commit_index.max(snapshot_index));
+        let mut snapshot = initial.snapshot.clone();
+        if let Some(loaded) = initial.loaded_snapshot {
+            let newer = snapshot.as_ref().is_none_or(|s| s.index < loaded.index);
+            if newer && log.matches(loaded.index, loaded.term) {
+                // A snapshot covers only committed entries.
+                log.commit_to(loaded.index);
+                log.applied_to(loaded.index);
+                snapshot = Some(loaded);
+            }
+        }
         let base = initial
             .snapshot
             .as_ref()
@@ -111,7 +126,7 @@ impl RaftCore {
             role: Role::Follower,
             leader: None,
             membership,
-            snapshot: initial.snapshot,
+            snapshot,
             now_ticks: 0,
             election_elapsed_ticks: 0,
             randomized_election_timeout_ticks: 0,

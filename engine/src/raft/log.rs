@@ -220,6 +220,13 @@ impl RaftLog {
         (truncation, entries)
     }
 
+    /// Records that the state machine already holds entries up to `index`
+    /// (a loaded snapshot): they are not handed out to apply. Never past the
+    /// commit index, never back.
+    pub fn applied_to(&mut self, index: LogIndex) {
+        self.applied = self.applied.max(index.min(self.committed));
+    }
+
     /// Takes committed entries not yet handed to the state machine, up to
     /// `bytes_max` (at least one).
     pub fn take_committed(&mut self, bytes_max: u64) -> Vec<Entry> {

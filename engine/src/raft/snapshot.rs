@@ -21,17 +21,27 @@ impl RaftCore {
     /// crash could keep the snapshot yet lose an earlier truncation, leaving
     /// stale entries after it.
     pub fn snapshot_created(&mut self, index: LogIndex) -> Option<SnapshotMeta> {
+        let meta = self.snapshot_meta(index)?;
+        self.snapshot = Some(meta.clone());
+        Some(meta)
+    }
+
+    /// The metadata a snapshot at `index` would have (its term and the
+    /// configuration in force there), without recording it: the runtime
+    /// writes the snapshot with it, then reports it with
+    /// [`snapshot_created`](Self::snapshot_created) once it is durable.
+    /// `None` if `index` is not applied, not newer than the latest snapshot,
+    /// or no longer in the log.
+    pub fn snapshot_meta(&self, index: LogIndex) -> Option<SnapshotMeta> {
         if index > self.log.applied() || self.snapshot.as_ref().is_some_and(|s| s.index >= index) {
             return None;
         }
         let term = self.log.term_at(index)?;
-        let meta = SnapshotMeta {
+        Some(SnapshotMeta {
             index,
             term,
             configuration: self.membership.at(index).clone(),
-        };
-        self.snapshot = Some(meta.clone());
-        Some(meta)
+        })
     }
 
     /// Drops log entries up to `index`, which must not pass the latest snapshot.

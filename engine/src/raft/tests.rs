@@ -938,3 +938,52 @@ fn a_leader_refuses_a_peers_read_beyond_the_pending_reads_bound() {
         .any(|m| matches!(m.body, MessageBody::ReadIndexResponse { index: None, .. }));
     assert!(!refused, "a read under the bound was refused");
 }
+
+/// A restarted core whose state machine was loaded from a snapshot while the
+/// log is still whole never hands out the entries the snapshot covers, and
+/// ignores a loaded snapshot whose entry its log does not hold.
+#[test]
+fn a_loaded_snapshot_counts_as_applied_and_only_later_entries_are_handed_out() {
+    let voters = ids(1);
+    let entries: Vec<Entry> = (1..=5)
+        .map(|i| Entry {
+            index: LogIndex(i),
+            term: Term(1),
+            payload: EntryPayload::Normal(Bytes::from(vec![i as u8])),
+        })
+        .collect();
+    let recovered = |loaded: Option<SnapshotMeta>| {
+        let initial = InitialState {
+            configuration: Configuration::with_voters(voters.iter().copied()),
+            hard_state: HardState {
+                term: Term(1),
+                vote: Some(NodeId(1)),
+                commit_index: LogIndex(2),
+            },
+            entries: entries.clone(),
+            loaded_snapshot: loaded,
+            ..Default::default()
+        };
+        RaftCore::new(RaftConfig::new(NodeId(1), GroupId(1)), initial).expect("valid config")
+    };
+    let meta = |index: u64, term: u64| SnapshotMeta {
+        index: LogIndex(index),
+        term: Term(term),
+        configuration: Configuration::with_voters(voters.iter().copied()),
+    };
+    let mut core = recovered(Some(meta(4, 1)));
+    assert_eq!(core.applied_index(), LogIndex(4));
+    assert_eq!(
+        core.commit_index(),
+        LogIndex(4),
+        "a snapshot covers only committed entries"
+    );
+    assert_eq!(core.snapshot().map(|s| s.index), Some(LogIndex(4)));
+    assert_eq!(core.last_index(), LogIndex(5), "the log stays whole");
+    assert!(core.take_ready().committed_entries.is_empty());
+    assert_eq!(core.snapshot_meta(LogIndex(4)), None, "not newer than the loaded one");
+
+    let ignored = recovered(Some(meta(4, 2)));
+    assert_eq!(ignored.applied_index(), LogIndex(0), "its term is not the log's there");
+    assert_eq!(ignored.snapshot().map(|s| s.index), None);
+}

@@ -11,6 +11,7 @@ use super::codec::{decode_command, LoggedCommand};
 use super::metrics::ShardMetrics;
 use super::reply::Reply;
 use super::sessions::{Admission, SessionRefusal, SessionTable};
+use super::snapshot_store::SnapshotStore;
 use super::storage::HardStateWriter;
 
 /// Bound on proposals waiting for their outcome in one group.
@@ -80,6 +81,8 @@ pub(crate) struct Group {
     /// in flight finish; the waiters learn when none is left.
     pub closed: bool,
     close_waiters: Vec<flume::Sender<()>>,
+    /// This group's snapshots on disk (`None` in unit tests without files).
+    pub snapshots: Option<SnapshotStore>,
 }
 
 impl Group {
@@ -96,6 +99,7 @@ impl Group {
             counters: GroupCounters::default(),
             closed: false,
             close_waiters: Vec::new(),
+            snapshots: None,
         }
     }
 

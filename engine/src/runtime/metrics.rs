@@ -60,6 +60,8 @@ pub struct ShardMetrics {
     pub entries_applied: u64,
     /// Linearizable reads answered.
     pub reads_served: u64,
+    /// Snapshots taken and made durable (`GroupHandle::snapshot`).
+    pub snapshots_taken: u64,
     /// WAL group commits completed.
     pub wal_syncs: u64,
     /// Ticks made up after the shard was late to count them (a long turn,
@@ -106,6 +108,7 @@ impl ShardMetrics {
             proposals_refused: 0,
             entries_applied: 0,
             reads_served: 0,
+            snapshots_taken: 0,
             wal_syncs: 0,
             ticks_made_up: 0,
             wal_failed: 0,
@@ -134,7 +137,7 @@ type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<
 /// Renders a node's metrics in the Prometheus text exposition format.
 pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
-    let counters: [CounterSpec; 19] = [
+    let counters: [CounterSpec; 20] = [
         ("coraft_groups", "Groups hosted", |m| m.groups),
         ("coraft_groups_led", "Groups led", |m| m.groups_led),
         ("coraft_groups_quiesced", "Groups quiet (idle)", |m| m.groups_quiesced),
@@ -174,6 +177,7 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
         ("coraft_reads_served_total", "Linearizable reads answered", |m| {
             m.reads_served
         }),
+        ("coraft_snapshots_taken_total", "Snapshots taken", |m| m.snapshots_taken),
         ("coraft_wal_syncs_total", "WAL group commits", |m| m.wal_syncs),
         (
             "coraft_ticks_made_up_total",

@@ -257,6 +257,10 @@ pub(crate) enum ApiRequest {
     Metrics {
         reply: flume::Sender<ShardMetrics>,
     },
+    Snapshot {
+        group: GroupId,
+        reply: flume::Sender<Result<LogIndex, Error>>,
+    },
     WalFault {
         fault: WalFault,
         reply: flume::Sender<Result<(), Error>>,
@@ -294,6 +298,9 @@ pub struct GroupStatus {
     pub applied_index: LogIndex,
     /// Last log index.
     pub last_index: LogIndex,
+    /// Index of the newest snapshot this node took or restarted from (0:
+    /// none). The log is not compacted below it yet.
+    pub snapshot_index: LogIndex,
     /// Per-peer replication (leader only).
     pub peers: Vec<PeerStatus>,
     /// The group is idle and quiet: it neither ticks nor heartbeats here.
@@ -551,6 +558,27 @@ impl GroupHandle {
             .ok_or(Error::UnknownGroup(self.group))
     }
 
+    /// Takes a snapshot of the group on this node (leader or follower) at
+    /// its applied index: the state machine's `on_snapshot_save` writes it
+    /// into the group's snapshot store, with the index's term, the
+    /// configuration there and the client sessions. Resolves with the
+    /// snapshot's index once it is durable; if nothing was applied since the
+    /// newest snapshot, with that one's index. A restarted node loads the
+    /// newest valid snapshot and applies only the entries after it.
+    ///
+    /// For now the snapshot is written on the shard's thread, synchronously:
+    /// the shard's other groups wait while `on_snapshot_save` runs
+    /// (`docs/architecture.md`, "Snapshot storage"). It waits first until
+    /// every applied entry is durable in the WAL here.
+    pub async fn snapshot(&self) -> Result<LogIndex, Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::Snapshot {
+            group: self.group,
+            reply,
+        })?;
+        answer.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
     /// Asks the leader to hand leadership to `target`.
     pub async fn transfer_leader(&self, target: NodeId) -> Result<(), Error> {
         let (reply, answer) = flume::bounded(1);
@@ -603,10 +631,18 @@ async fn run_shard(
         while let Ok(request) = api.recv_async().await {
             let stop = matches!(request, ApiRequest::Shutdown);
             if let Err(refused) = events.push(Event::Api(request)) {
-                if let Event::Api(ApiRequest::Propose { reply, .. } | ApiRequest::Read { reply, .. }) = *refused {
-                    let _ = reply.send(Err(Error::Busy {
-                        bound: "EVENTS_QUEUED_MAX",
-                    }));
+                match *refused {
+                    Event::Api(ApiRequest::Propose { reply, .. } | ApiRequest::Read { reply, .. }) => {
+                        let _ = reply.send(Err(Error::Busy {
+                            bound: "EVENTS_QUEUED_MAX",
+                        }));
+                    }
+                    Event::Api(ApiRequest::Snapshot { reply, .. }) => {
+                        let _ = reply.send(Err(Error::Busy {
+                            bound: "EVENTS_QUEUED_MAX",
+                        }));
+                    }
+                    _ => {}
                 }
             }
             if stop {
@@ -662,8 +698,10 @@ async fn start_shard(
         .iter()
         .filter(|g| (g.0 % options.shard_count() as u64) as usize == shard)
     {
-        let initial = recover_group(&wal, group, voters.clone())?;
+        let mut initial = recover_group(&wal, group, voters.clone())?;
         let recovered_hard_state = initial.hard_state;
+        let mut state_machine = factory(group);
+        let (store, sessions) = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
         let mut config = RaftConfig::new(options.node_id, group);
         config.election_timeout_ticks = options.election_timeout_ticks;
         config.heartbeat_interval_ticks = options.heartbeat_interval_ticks;
@@ -678,7 +716,9 @@ async fn start_shard(
         config.uncommitted_bytes_max = options.limits.uncommitted_bytes_max;
         config.seed = options.node_id.0.wrapping_mul(0x9E37_79B9).wrapping_add(group.0);
         let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
-        let mut hosted = Group::new(core, factory(group));
+        let mut hosted = Group::new(core, state_machine);
+        hosted.sessions = sessions;
+        hosted.snapshots = Some(store);
         hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
         groups.insert(group, hosted);
     }
@@ -713,4 +753,76 @@ async fn start_shard(
     let mut shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
     shard_state.wal_faults = faults;
     Ok((shard_state, bell))
+}
+
+/// The directory of `group`'s snapshots: `snapshots/group-<g>` in its
+/// shard's WAL directory (the WAL only reads its segment files there).
+pub(crate) fn snapshot_dir(shard_wal_dir: &std::path::Path, group: GroupId) -> PathBuf {
+    shard_wal_dir.join("snapshots").join(format!("group-{}", group.0))
+}
+
+/// Opens `group`'s snapshot store and, if it holds a valid snapshot, loads
+/// the newest into `state_machine` and records it in `initial`, so the core
+/// applies only the entries after it. Returns the store and the client
+/// sessions as of the snapshot (empty without one). A newer snapshot that
+/// fails its checks is skipped with a warning naming its path and reason.
+fn load_snapshot(
+    shard_wal_dir: &std::path::Path,
+    group: GroupId,
+    initial: &mut crate::raft::InitialState,
+    state_machine: &mut dyn StateMachine,
+) -> Result<(super::snapshot_store::SnapshotStore, super::sessions::SessionTable), Error> {
+    let dir = snapshot_dir(shard_wal_dir, group);
+    let store = super::snapshot_store::SnapshotStore::open(&dir, group)
+        .map_err(|e| Error::Storage(format!("group {group}: opening the snapshot store: {e}")))?;
+    let found = store
+        .newest_valid()
+        .map_err(|e| Error::Storage(format!("group {group}: reading the snapshot store: {e}")))?;
+    for skipped in &found.skipped {
+        log::warn!(
+            "group {group}: skipping snapshot {} for an older one: {}",
+            skipped.path.display(),
+            skipped.reason
+        );
+    }
+    let Some(snapshot) = found.snapshot else {
+        return Ok((store, super::sessions::SessionTable::default()));
+    };
+    // The log is never compacted yet, so the WAL holds the snapshot's entry
+    // (it was durable before the snapshot was written).
+    let in_log = initial
+        .entries
+        .iter()
+        .find(|e| e.index == snapshot.meta.index)
+        .is_some_and(|e| e.term == snapshot.meta.term);
+    if !in_log {
+        return Err(Error::Storage(format!(
+            "group {group}: snapshot {} covers index {} term {}, which the WAL does not hold",
+            snapshot.path.display(),
+            snapshot.meta.index,
+            snapshot.meta.term
+        )));
+    }
+    let sessions = super::sessions::SessionTable::decode(&snapshot.sessions).map_err(|e| {
+        Error::Storage(format!(
+            "group {group}: the session table of snapshot {}: {e}",
+            snapshot.path.display()
+        ))
+    })?;
+    let mut reader = snapshot
+        .open_reader()
+        .map_err(|e| Error::Storage(format!("group {group}: {e}")))?;
+    state_machine.on_snapshot_load(&mut reader).map_err(|e| {
+        Error::Storage(format!(
+            "group {group}: on_snapshot_load of {}: {e}",
+            snapshot.path.display()
+        ))
+    })?;
+    log::info!(
+        "group {group}: loaded snapshot {} (index {})",
+        snapshot.path.display(),
+        snapshot.meta.index
+    );
+    initial.loaded_snapshot = Some(snapshot.meta.clone());
+    Ok((store, sessions))
 }

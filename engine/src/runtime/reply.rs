@@ -69,7 +69,9 @@ impl Reply {
                     Error::UnknownGroup(_) => ClientError::UnknownGroup,
                     Error::SessionExpired => ClientError::SessionExpired,
                     Error::StaleSequence => ClientError::StaleSequence,
-                    Error::Storage(_) | Error::Config(_) | Error::Network(_) => ClientError::Storage,
+                    Error::Storage(_) | Error::Config(_) | Error::Network(_) | Error::Snapshot { .. } => {
+                        ClientError::Storage
+                    }
                 });
                 route.push(ClientResponse {
                     client_id,

@@ -47,6 +47,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every this many ticks, quiet groups too are checked for requests past
 /// their timeout (awake groups are checked every tick).
 pub const EXPIRE_SCAN_TICKS: u64 = 100;
+/// Bound on snapshot requests waiting in one shard for their group's applied
+/// entries to be durable; beyond it a request is refused as busy.
+pub const PENDING_SNAPSHOTS_MAX: usize = 1024;
 /// Bytes a WAL record costs beyond its payload, for the backlog estimate.
 const WAL_RECORD_OVERHEAD_BYTES: u64 = 64;
 
@@ -105,6 +108,9 @@ pub(crate) struct Shard {
     awake: BTreeSet<GroupId>,
     /// The WAL's fault seam, when the node was started with it (tests).
     pub wal_faults: Option<coraft_wal::Faults>,
+    /// Snapshot requests waiting until their group's applied entries are
+    /// durable here (at most [`PENDING_SNAPSHOTS_MAX`]).
+    pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -202,6 +208,7 @@ impl Shard {
             append_times: AppendTimes::default(),
             forwarding,
             wal_faults: None,
+            pending_snapshots: Vec::new(),
         }
     }
 
@@ -237,6 +244,9 @@ impl Shard {
         server.cancel().await;
         if let Some(mesh_server) = mesh_server {
             mesh_server.cancel().await;
+        }
+        for (_, reply) in self.pending_snapshots.drain(..) {
+            let _ = reply.send(Err(Error::Shutdown));
         }
         for (&id, group) in self.groups.iter_mut() {
             group.fail_all(Error::Shutdown);
@@ -307,6 +317,7 @@ impl Shard {
                 break;
             }
         }
+        self.take_pending_snapshots();
         if !self.dirty.is_empty() {
             // Work is left after the bounded rounds: come back at once rather
             // than at the next tick.
@@ -731,6 +742,21 @@ impl Shard {
                 snapshot.protocol_violations = self.events.violations.count();
                 let _ = reply.send(snapshot);
             }
+            ApiRequest::Snapshot { group, reply } => {
+                if let Some(error) = &self.failed {
+                    let _ = reply.send(Err(error.clone()));
+                } else if !self.groups.contains_key(&group) {
+                    let _ = reply.send(Err(Error::UnknownGroup(group)));
+                } else if self.pending_snapshots.len() >= PENDING_SNAPSHOTS_MAX {
+                    let _ = reply.send(Err(Error::Busy {
+                        bound: "PENDING_SNAPSHOTS_MAX",
+                    }));
+                } else {
+                    // Taken at the end of this turn, or once the group's
+                    // applied entries are durable.
+                    self.pending_snapshots.push((group, reply));
+                }
+            }
             ApiRequest::WalFault { fault, reply } => {
                 let result = match &self.wal_faults {
                     None => Err(Error::Config(
@@ -926,6 +952,9 @@ impl Shard {
             group.state_machine.on_error(&error);
             group.fail_all(error.clone());
         }
+        for (_, reply) in self.pending_snapshots.drain(..) {
+            let _ = reply.send(Err(error.clone()));
+        }
         self.dirty.clear();
         self.awake.clear();
         self.waiters.clear();
@@ -941,6 +970,71 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Takes the snapshots asked for whose group has every applied entry
+    /// durable in the WAL here; the others wait for a later turn (the WAL
+    /// sync this turn requests makes them durable).
+    fn take_pending_snapshots(&mut self) {
+        if self.pending_snapshots.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_snapshots);
+        for (group_id, reply) in pending {
+            let Some(group) = self.groups.get_mut(&group_id) else {
+                let _ = reply.send(Err(Error::UnknownGroup(group_id)));
+                continue;
+            };
+            if group.core.persisted_index() < group.core.applied_index() {
+                // A follower may apply entries before they are durable here;
+                // a snapshot must never cover an entry a crash could lose
+                // from the WAL (restart finds the snapshot's entry in it).
+                self.pending_snapshots.push((group_id, reply));
+                continue;
+            }
+            let result = take_snapshot(group_id, group);
+            if result.is_ok() {
+                self.metrics.snapshots_taken += 1;
+            }
+            let _ = reply.send(result.map(|(index, _)| index));
+        }
+    }
+}
+
+/// Writes a snapshot of `group` at its applied index, synchronously on the
+/// shard's thread (moving this off the loop is still to do). Returns its
+/// index, and whether a new one was written.
+fn take_snapshot(group_id: GroupId, group: &mut Group) -> Result<(LogIndex, bool), Error> {
+    let error = |reason: String| Error::Snapshot {
+        group: group_id,
+        reason,
+    };
+    let applied = group.core.applied_index();
+    if applied == LogIndex(0) {
+        return Err(error("nothing is applied yet".into()));
+    }
+    if let Some(newest) = group.core.snapshot().filter(|s| s.index >= applied) {
+        return Ok((newest.index, false));
+    }
+    let meta = group
+        .core
+        .snapshot_meta(applied)
+        .ok_or_else(|| error(format!("index {applied} is not in the log")))?;
+    let store = group
+        .snapshots
+        .as_ref()
+        .ok_or_else(|| error("the group has no snapshot store".into()))?;
+    let mut writer = store
+        .begin(meta, group.sessions.encode())
+        .map_err(|e| error(e.to_string()))?;
+    group
+        .state_machine
+        .on_snapshot_save(&mut writer)
+        .map_err(|e| error(format!("on_snapshot_save: {e}")))?;
+    let stored = writer.finish().map_err(|e| error(e.to_string()))?;
+    group.core.snapshot_created(stored.meta.index);
+    Ok((stored.meta.index, true))
+}
+
 pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
     let core = &group.core;
     GroupStatus {
@@ -951,6 +1045,7 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         commit_index: core.commit_index(),
         applied_index: core.applied_index(),
         last_index: core.last_index(),
+        snapshot_index: core.snapshot().map_or(LogIndex(0), |s| s.index),
         quiesced: core.is_quiesced(),
         counters: group.counters,
         peers: core

@@ -34,8 +34,9 @@ pub fn recover_group(wal: &Wal, group: GroupId, configuration: Configuration) ->
         };
     }
     if state.snapshot.is_some() {
-        // Snapshots on live clusters are not wired into the runtime yet; a
-        // purged log cannot be rebuilt without one.
+        // The runtime takes and loads snapshots but never purges the WAL
+        // yet (no compaction), so a purge marker is not its own; rebuilding
+        // a purged log is for the compaction slice.
         return Err(Error::Storage(format!(
             "group {group}: the WAL holds a purge marker, but snapshot recovery is not supported yet"
         )));

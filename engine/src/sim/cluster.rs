@@ -850,6 +850,7 @@ impl Cluster {
             hard_state: disk.hard_state,
             snapshot: disk.snapshot.as_ref().map(|(m, _)| m.clone()),
             entries: disk.log.clone(),
+            loaded_snapshot: None,
         };
         let snapshot_index = initial.snapshot.as_ref().map_or(LogIndex(0), |m| m.index);
         let incarnation = node.incarnation;

@@ -9,7 +9,8 @@
 //! quiescence saves). `--session-timeout-ms` is how long a client session
 //! this node registers lives without a write (default 600000, 10 minutes).
 //! It checks the config against this machine first and refuses to start,
-//! listing every problem, if it does not fit. SIGINT or SIGTERM stops it.
+//! listing every problem, if it does not fit (the same check as
+//! `coraft-tune check`), or if `--groups` exceeds `limits.groups_max`. SIGINT or SIGTERM stops it.
 
 use std::sync::Arc;
 
@@ -56,11 +57,12 @@ fn main() -> Result<()> {
     for warning in plan.warnings() {
         eprintln!("warning: {warning}");
     }
-    if config.wal.fsync == coraft_tuning::FsyncPolicy::Never {
-        eprintln!("warning: wal.fsync = \"never\" is not supported by the engine yet; every write is fdatasync'ed");
-    }
     if groups == 0 {
         bail!("--groups must be at least 1");
+    }
+    let groups_max = config.limits.groups_max;
+    if groups > groups_max as u64 {
+        bail!("--groups {groups} exceeds limits.groups_max ({groups_max}) of {path}: raise the limit or host fewer groups");
     }
     // Block the stop signals before any thread starts, so sigwait gets them.
     let signals = stop_signals();

@@ -119,3 +119,33 @@ fn the_smallest_segment_check_accepts_starts_a_node() {
     assert!(stderr.contains(&problems[0].to_string()), "{stderr}");
     assert!(stderr.contains("wal.segment_bytes: the WAL refuses it"), "{stderr}");
 }
+
+#[test]
+fn the_node_logs_to_stderr_with_its_id_at_the_configured_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), |_| {});
+    let lines = started(node(&config, "1"));
+    let startup = lines.iter().find(|l| l.contains(" running ")).unwrap();
+    assert!(
+        startup.contains(" node 7 INFO coraft_node: node 7 of cluster 5 running"),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains(" DEBUG ")), "{lines:#?}");
+
+    // RUST_LOG wins over the config's level.
+    let mut command = node(&config, "1");
+    command.env("RUST_LOG", "debug");
+    let lines = started(command);
+    let debug = lines
+        .iter()
+        .find(|l| l.contains(" DEBUG "))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(
+        debug.contains(" node 7 DEBUG coraft_node: effective config of"),
+        "{lines:#?}"
+    );
+
+    let config = write_config(dir.path(), |config| config.log.level = coraft_tuning::LogLevel::Debug);
+    let lines = started(node(&config, "1"));
+    assert!(lines.iter().any(|l| l.contains(" node 7 DEBUG ")), "{lines:#?}");
+}

@@ -91,6 +91,38 @@ pub struct NodeConfig {
     /// Bounds on batches, windows and queues.
     #[serde(default)]
     pub limits: Limits,
+    /// What `coraft-node` logs to stderr.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// The least severe log records `coraft-node` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Nothing.
+    Off,
+    /// Failures only (the fail-stop error).
+    Error,
+    /// Failures and what an operator should look at (a torn WAL tail
+    /// truncated at recovery, refused handshakes, dropped messages).
+    Warn,
+    /// And start-up and shutdown.
+    #[default]
+    Info,
+    /// And the effective config and per-connection events.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// The `[log]` section. The `RUST_LOG` environment variable, when set,
+/// overrides `level` (and may set levels per module: `coraft::runtime=debug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Least severe records printed.
+    pub level: LogLevel,
 }
 
 /// A voter of the cluster.
@@ -257,6 +289,7 @@ impl Default for NodeConfig {
             },
             raft: RaftSettings::default(),
             limits: Limits::default(),
+            log: LogSettings::default(),
         }
     }
 }

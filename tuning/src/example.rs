@@ -87,6 +87,11 @@ pub fn example_config(topology: &Topology) -> String {
         raft_rows(),
         "\n[limits]\n".to_owned(),
         limits_rows(),
+        "\n[log]\n".to_owned(),
+        rows(&[(
+            "level = \"info\"".into(),
+            "coraft-node's stderr: off, error, warn, info, debug, trace; RUST_LOG wins",
+        )]),
     ]
     .concat()
 }

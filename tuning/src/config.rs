@@ -43,9 +43,9 @@ pub const ELECTION_TIMEOUT_TICKS_DEFAULT: u64 = 10;
 pub const HEARTBEAT_INTERVAL_TICKS_DEFAULT: u64 = 2;
 /// Default clock drift margin of lease reads, in ticks.
 pub const CLOCK_DRIFT_MARGIN_TICKS_DEFAULT: u64 = 2;
-/// Default bound on the entries of one batch.
+/// Default bound on the proposals of one group handed to its core at once.
 pub const BATCH_ENTRIES_MAX_DEFAULT: usize = 4096;
-/// Default bound on the bytes of one batch (one AppendEntries, one proposal batch): 1 MiB.
+/// Default bound on the entry bytes of one AppendEntries: 1 MiB.
 pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1 << 20;
 /// Default bound on AppendEntries messages in flight to one follower.
 pub const INFLIGHT_MESSAGES_MAX_DEFAULT: usize = 256;
@@ -91,6 +91,38 @@ pub struct NodeConfig {
     /// Bounds on batches, windows and queues.
     #[serde(default)]
     pub limits: Limits,
+    /// What `coraft-node` logs to stderr.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// The least severe log records `coraft-node` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Nothing.
+    Off,
+    /// Failures only (the fail-stop error).
+    Error,
+    /// Failures and what an operator should look at (a torn WAL tail
+    /// truncated at recovery, refused handshakes, dropped messages).
+    Warn,
+    /// And start-up and shutdown.
+    #[default]
+    Info,
+    /// And the effective config and per-connection events.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// The `[log]` section. The `RUST_LOG` environment variable, when set,
+/// overrides `level` (and may set levels per module: `coraft::runtime=debug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Least severe records printed.
+    pub level: LogLevel,
 }
 
 /// A voter of the cluster.
@@ -146,10 +178,12 @@ pub struct ShardSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncPolicy {
-    /// fdatasync before anything is acknowledged: the only safe choice.
+    /// fdatasync before anything is acknowledged: the only safe choice, and
+    /// the only one the engine implements.
     #[default]
     Always,
-    /// Never sync. Acknowledged writes die with the machine: benchmarks only.
+    /// Never sync. The engine does not implement it (every write is
+    /// fdatasync'ed), so validation refuses it rather than ignore it.
     Never,
 }
 
@@ -219,9 +253,11 @@ pub struct RaftSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Most entries in one batch (proposal batch, AppendEntries, apply batch).
+    /// Most proposals of one group a shard hands to the group's Raft core
+    /// at once (AppendEntries and apply batches are bounded in bytes).
     pub batch_entries_max: usize,
-    /// Most entry bytes in one batch; at least one entry is always sent.
+    /// Most entry bytes in one AppendEntries; at least one entry is always
+    /// sent.
     pub batch_bytes_max: u64,
     /// Most AppendEntries messages in flight to one follower.
     pub inflight_messages_max: usize,
@@ -232,7 +268,8 @@ pub struct Limits {
     pub uncommitted_bytes_max: u64,
     /// Most bytes queued and in flight on one outbound connection.
     pub outbound_queue_bytes_max: u64,
-    /// Most Raft groups this node hosts.
+    /// Most Raft groups this node hosts: `coraft-node` refuses to start with
+    /// more (`--groups`).
     pub groups_max: usize,
 }
 
@@ -252,6 +289,7 @@ impl Default for NodeConfig {
             },
             raft: RaftSettings::default(),
             limits: Limits::default(),
+            log: LogSettings::default(),
         }
     }
 }
@@ -337,6 +375,21 @@ impl NodeConfig {
     /// This node's entry in `peers`, if it has one.
     pub fn self_peer(&self) -> Option<&Peer> {
         self.peers.iter().find(|peer| peer.id == self.node_id)
+    }
+}
+
+impl WalSettings {
+    /// The `coraft_wal::Config` each shard's WAL opens with: `segment_bytes`,
+    /// `zero_ahead_bytes` and `polled_io` from here, the WAL's defaults for
+    /// the rest (its record bound, 4 MiB, among them). Validation runs its
+    /// `validate`, so a config `check` accepts is one the WAL accepts.
+    pub fn wal_config(&self) -> coraft_wal::Config {
+        coraft_wal::Config {
+            segment_bytes: self.segment_bytes,
+            zero_ahead_bytes: self.zero_ahead_bytes,
+            polled_io: self.polled_io,
+            ..coraft_wal::Config::default()
+        }
     }
 }
 

@@ -287,6 +287,22 @@ pub enum ProblemKind {
         /// The heartbeat interval.
         heartbeat_interval_ticks: u64,
     },
+    /// `wal.fsync = "never"`, which the engine does not implement.
+    #[error("\"never\" is not supported: the engine fdatasyncs every WAL write before acknowledging it; remove the key or set \"always\"")]
+    FsyncNeverUnsupported,
+    /// A value the WAL's own check (`coraft_wal::Config::validate`) refuses,
+    /// given the bounds the node runs its WAL with.
+    #[error("the WAL refuses it: its {wal_field} = {wal_value} {reason}{}", minimum.map(|min| format!("; needs at least {min}")).unwrap_or_default())]
+    WalRefuses {
+        /// The `coraft_wal::Config` field its check names.
+        wal_field: &'static str,
+        /// That field's value.
+        wal_value: u64,
+        /// The rule, as the WAL states it.
+        reason: &'static str,
+        /// The least value of this config field that passes, when known.
+        minimum: Option<u64>,
+    },
     /// The machine cannot run glommio at all.
     #[error("io_uring is unavailable: {reason}")]
     IoUringUnavailable {
@@ -313,9 +329,6 @@ impl fmt::Display for Warning {
 /// What a warning is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WarningKind {
-    /// `fsync = "never"`.
-    #[error("FSYNC IS OFF: acknowledged writes are lost on power failure or kernel crash; use only for benchmarks")]
-    FsyncDisabled,
     /// Two shards on SMT siblings of one physical core.
     #[error("core {core} is an SMT sibling of core {sibling} (shard {shard}): the two shards share one physical core")]
     SmtSiblings {

@@ -80,13 +80,18 @@ pub fn example_config(topology: &Topology) -> String {
             ),
             (
                 "fsync = \"always\"".into(),
-                "\"never\" loses acknowledged writes on a crash: benchmarks only",
+                "the only policy the engine runs (\"never\" is refused)",
             ),
         ]),
         "\n[raft]\n".to_owned(),
         raft_rows(),
         "\n[limits]\n".to_owned(),
         limits_rows(),
+        "\n[log]\n".to_owned(),
+        rows(&[(
+            "level = \"info\"".into(),
+            "coraft-node's stderr: off, error, warn, info, debug, trace; RUST_LOG wins",
+        )]),
     ]
     .concat()
 }
@@ -125,11 +130,11 @@ fn limits_rows() -> String {
     rows(&[
         (
             format!("batch_entries_max = {BATCH_ENTRIES_MAX_DEFAULT}"),
-            "entries per proposal batch / AppendEntries / apply",
+            "proposals of one group handed to its core at once",
         ),
         (
             format!("batch_bytes_max = {BATCH_BYTES_MAX_DEFAULT}"),
-            "bytes per batch (at least one entry is always sent)",
+            "entry bytes per AppendEntries (at least one entry is sent)",
         ),
         (
             format!("inflight_messages_max = {INFLIGHT_MESSAGES_MAX_DEFAULT}"),
@@ -149,7 +154,7 @@ fn limits_rows() -> String {
         ),
         (
             format!("groups_max = {GROUPS_MAX_DEFAULT}"),
-            "Raft groups this node may host",
+            "coraft-node refuses --groups above this",
         ),
     ])
 }

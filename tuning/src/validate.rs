@@ -341,8 +341,46 @@ impl Checker {
             self.problem("limits.batch_bytes_max", kind);
         }
         if wal.fsync == FsyncPolicy::Never {
-            self.warn("wal.fsync", WarningKind::FsyncDisabled);
+            self.problem("wal.fsync", ProblemKind::FsyncNeverUnsupported);
         }
+        let zero_ahead_ok = wal.zero_ahead_bytes % SEGMENT_ALIGN_BYTES == 0;
+        if segment_ok && wal.segment_bytes % SEGMENT_ALIGN_BYTES == 0 && zero_ahead_ok {
+            self.wal_accepts(wal);
+        }
+    }
+
+    /// Runs the WAL's own check on the config each shard opens its WAL with
+    /// (`WalSettings::wal_config`), so that what passes here the WAL takes.
+    /// Called once this module's own rules on the WAL fields hold, so a
+    /// mistake is not reported twice.
+    fn wal_accepts(&mut self, wal: &crate::config::WalSettings) {
+        let wal_config = wal.wal_config();
+        let Err(coraft_wal::Error::InvalidConfig { field, value, reason }) = wal_config.validate() else {
+            return;
+        };
+        // The record bound is fixed by the node; what an operator changes is
+        // the segment that must hold one record after the header and a flush marker.
+        let (config_field, minimum) = match field {
+            "record_bytes_max" => {
+                let least = (wal_config.record_bytes_max
+                    + coraft_wal::format::SEGMENT_HEADER_BYTES
+                    + coraft_wal::format::FLUSH_MARKER_BYTES) as u64;
+                (
+                    "wal.segment_bytes",
+                    Some(least.div_ceil(SEGMENT_ALIGN_BYTES) * SEGMENT_ALIGN_BYTES),
+                )
+            }
+            "segment_bytes" => ("wal.segment_bytes", None),
+            "zero_ahead_bytes" => ("wal.zero_ahead_bytes", None),
+            _ => ("wal", None),
+        };
+        let kind = ProblemKind::WalRefuses {
+            wal_field: field,
+            wal_value: value,
+            reason,
+            minimum,
+        };
+        self.problem(config_field, kind);
     }
 
     /// A WAL directory may not exist yet (the engine creates it), but must

@@ -92,20 +92,36 @@ fn check_reports_a_parse_error_with_its_location() {
 }
 
 #[test]
-fn check_warns_about_disabled_fsync_but_passes() {
+fn check_refuses_fsync_never_which_the_engine_does_not_implement() {
     let text = THREE_NODES
         .replace("cores = [0, 1]", "placement = \"unbound\"")
         .replace("[wal]", "[wal]\nfsync = \"never\"");
     let (_dir, path) = write_config(&text);
     let output = coraft_tune(&["check", &path]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
-        stdout(&output).contains("warning: wal.fsync: FSYNC IS OFF"),
-        "{}",
-        stdout(&output)
+        text.contains("error: wal.fsync: \"never\" is not supported: the engine fdatasyncs every WAL write"),
+        "{text}"
     );
-    if io_uring_works() {
-        assert_eq!(output.status.code(), Some(0));
-    }
+}
+
+#[test]
+fn check_refuses_a_segment_the_nodes_wal_refuses() {
+    // 2 MiB passes the 64 KiB minimum, but a node's WAL bounds a record at
+    // 4 MiB, and a segment must hold one after its header and a flush marker.
+    let text = THREE_NODES
+        .replace("cores = [0, 1]", "placement = \"unbound\"")
+        .replace("[wal]", "[wal]\nsegment_bytes = 2097152");
+    let (_dir, path) = write_config(&text);
+    let output = coraft_tune(&["check", &path]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error: wal.segment_bytes: the WAL refuses it: its record_bytes_max = 4194304"),
+        "{text}"
+    );
+    assert!(text.contains("needs at least 4202496"), "{text}");
 }
 
 #[test]

@@ -638,13 +638,65 @@ fn all_problems_are_reported_at_once() {
 }
 
 #[test]
-fn disabled_fsync_is_allowed_but_loudly_warned() {
+fn fsync_never_is_refused_naming_the_field() {
     let mut config = three_nodes();
     config.wal.fsync = FsyncPolicy::Never;
-    let plan = config.validate(&machine(2)).unwrap();
-    let warning = plan.warnings().iter().find(|w| w.field == "wal.fsync").unwrap();
-    assert_eq!(warning.kind, WarningKind::FsyncDisabled);
-    assert!(warning.to_string().contains("FSYNC IS OFF"));
+    assert_eq!(
+        kind_of(&problems(&config, &machine(2)), "wal.fsync"),
+        &ProblemKind::FsyncNeverUnsupported
+    );
+    let error = config.validate(&machine(2)).unwrap_err().to_string();
+    assert!(error.contains("wal.fsync: \"never\" is not supported"), "{error}");
+}
+
+#[test]
+fn a_segment_too_small_for_the_wals_record_bound_is_refused() {
+    let mut config = three_nodes();
+    config.wal.segment_bytes = 2 << 20;
+    assert_eq!(
+        kind_of(&problems(&config, &machine(2)), "wal.segment_bytes"),
+        &ProblemKind::WalRefuses {
+            wal_field: "record_bytes_max",
+            wal_value: 4 << 20,
+            reason: "must fit in one batch, and in one segment after a flush marker",
+            minimum: Some((4 << 20) + 8192),
+        }
+    );
+    config.wal.segment_bytes = (4 << 20) + 8192;
+    assert!(problems(&config, &machine(2)).is_empty());
+}
+
+/// What `check` accepts the node's WAL accepts: every segment size and
+/// zero-ahead distance validation passes opens with `coraft_wal::Config::validate`.
+#[test]
+fn every_wal_setting_validation_accepts_passes_the_wals_own_check() {
+    let mut accepted = 0;
+    for segment_bytes in (0..=(9u64 << 20)).step_by(4096).chain([1 << 30, (1 << 30) + 4096]) {
+        for zero_ahead_bytes in [0, 4096, 4097, 64 << 20] {
+            let mut config = three_nodes();
+            config.limits.batch_bytes_max = 4096;
+            config.limits.inflight_bytes_max = 4096;
+            config.limits.uncommitted_bytes_max = 4096;
+            config.limits.outbound_queue_bytes_max = 4096;
+            config.wal.segment_bytes = segment_bytes;
+            config.wal.zero_ahead_bytes = zero_ahead_bytes;
+            let review = config.review(&machine(2));
+            let wal = config.wal.wal_config().validate();
+            if review.problems.is_empty() {
+                accepted += 1;
+                assert!(
+                    wal.is_ok(),
+                    "{segment_bytes}/{zero_ahead_bytes}: check accepts, the WAL refuses: {wal:?}"
+                );
+            } else {
+                assert!(
+                    review.problems.iter().all(|p| p.field.starts_with("wal.")),
+                    "{review:?}"
+                );
+            }
+        }
+    }
+    assert!(accepted > 0);
 }
 
 #[test]

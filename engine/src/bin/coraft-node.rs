@@ -5,11 +5,14 @@
 //! ```text
 //! coraft-node --config node.toml [--groups N] [--no-quiesce] [--session-timeout-ms MS]
 //! ```
+//! It logs to stderr at the config's `[log] level` (default `info`), or as
+//! `RUST_LOG` says when set; every line carries the node id.
 //! `--no-quiesce` keeps idle groups ticking and heartbeating (to measure what
 //! quiescence saves). `--session-timeout-ms` is how long a client session
 //! this node registers lives without a write (default 600000, 10 minutes).
 //! It checks the config against this machine first and refuses to start,
-//! listing every problem, if it does not fit. SIGINT or SIGTERM stops it.
+//! listing every problem, if it does not fit (the same check as
+//! `coraft-tune check`), or if `--groups` exceeds `limits.groups_max`. SIGINT or SIGTERM stops it.
 
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use coraft::api::CommandCounter;
 use coraft::raft::GroupId;
 use coraft::runtime::{Node, NodeOptions, StateMachineFactory};
-use coraft_tuning::{NodeConfig, Topology};
+use coraft_tuning::{LogLevel, NodeConfig, Topology};
 
 fn main() -> Result<()> {
     let mut config_path = None;
@@ -52,15 +55,21 @@ fn main() -> Result<()> {
     }
     let path = config_path.context("--config FILE is required")?;
     let config = NodeConfig::from_file(&path)?;
+    install_logger(config.node_id, config.log.level);
+    log::debug!(
+        "effective config of {path}:\n{}",
+        config.to_toml_string().unwrap_or_else(|e| e.to_string())
+    );
     let plan = config.validate(&Topology::detect())?;
     for warning in plan.warnings() {
-        eprintln!("warning: {warning}");
-    }
-    if config.wal.fsync == coraft_tuning::FsyncPolicy::Never {
-        eprintln!("warning: wal.fsync = \"never\" is not supported by the engine yet; every write is fdatasync'ed");
+        log::warn!("{warning}");
     }
     if groups == 0 {
         bail!("--groups must be at least 1");
+    }
+    let groups_max = config.limits.groups_max;
+    if groups > groups_max as u64 {
+        bail!("--groups {groups} exceeds limits.groups_max ({groups_max}) of {path}: raise the limit or host fewer groups");
     }
     // Block the stop signals before any thread starts, so sigwait gets them.
     let signals = stop_signals();
@@ -69,7 +78,7 @@ fn main() -> Result<()> {
     options.session_timeout = std::time::Duration::from_millis(session_timeout_ms);
     let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
     let node = Node::start(options, factory).map_err(|e| anyhow::anyhow!("starting node {}: {e}", config.node_id))?;
-    eprintln!(
+    log::info!(
         "node {} of cluster {} running {} shard(s), {groups} group(s), listening on {}",
         config.node_id,
         config.cluster_id,
@@ -79,9 +88,37 @@ fn main() -> Result<()> {
     let mut signal = 0;
     // SAFETY: `signals` is an initialised set; sigwait only writes `signal`.
     unsafe { libc::sigwait(&signals, &mut signal) };
-    eprintln!("signal {signal}: stopping");
+    log::info!("signal {signal}: stopping");
     node.shutdown();
     Ok(())
+}
+
+/// Logs to stderr at `level`, or as `RUST_LOG` says when it is set, each
+/// line prefixed with the time, this node's id, the level and the module.
+fn install_logger(node_id: u64, level: LogLevel) {
+    use std::io::Write;
+    let level = match level {
+        LogLevel::Off => log::LevelFilter::Off,
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env(env_logger::Env::new().filter("RUST_LOG").write_style("RUST_LOG_STYLE"))
+        .format(move |buf, record| {
+            writeln!(
+                buf,
+                "{} node {node_id} {} {}: {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
+        .init();
 }
 
 fn stop_signals() -> libc::sigset_t {

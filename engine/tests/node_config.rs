@@ -1,0 +1,151 @@
+//! A real `coraft-node` process and its TOML config: what `coraft-tune check`
+//! accepts starts a node, what the engine would not honour is refused at
+//! start-up naming the field, and the node's log lines reach stderr.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
+
+/// A single-voter node's config, one unbound shard, WAL under `dir`,
+/// changed by `edit`; returns its path.
+fn write_config(dir: &Path, edit: impl FnOnce(&mut NodeConfig)) -> PathBuf {
+    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = NodeConfig {
+        cluster_id: 5,
+        node_id: 7,
+        listen,
+        peers: vec![Peer { id: 7, address: listen }],
+        ..NodeConfig::default()
+    };
+    config.shards.count = 1;
+    config.shards.placement = PlacementPolicy::Unbound;
+    config.wal.dir = Some(dir.join("wal"));
+    edit(&mut config);
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
+    path
+}
+
+fn node(config: &Path, groups: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coraft-node"));
+    command.args(["--config", config.to_str().unwrap(), "--groups", groups]);
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Runs a node that must refuse to start; returns its stderr.
+fn refused(mut command: Command) -> String {
+    let Output { status, stderr, .. } = command.output().expect("coraft-node runs");
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    assert!(!status.success(), "the node started: {stderr}");
+    stderr
+}
+
+/// Kills the process when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a node and reads its stderr until the line saying it runs; returns
+/// every line read. Fails if the node exits first.
+fn started(mut command: Command) -> Vec<String> {
+    let mut child = Running(command.stderr(Stdio::piped()).spawn().expect("coraft-node starts"));
+    let stderr = child.0.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let running = line.contains(" running ") && line.contains("listening on");
+        lines.push(line);
+        if running {
+            // SAFETY: signalling our own child by its pid.
+            unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+            let status = child.0.wait().unwrap();
+            assert!(status.success(), "{status}: {lines:#?}");
+            return lines;
+        }
+    }
+    panic!("coraft-node exited before it ran: {lines:#?}");
+}
+
+#[test]
+fn more_groups_than_limits_groups_max_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), |config| config.limits.groups_max = 2);
+    let stderr = refused(node(&config, "3"));
+    assert!(stderr.contains("--groups 3 exceeds limits.groups_max (2)"), "{stderr}");
+    started(node(&config, "2"));
+}
+
+#[test]
+fn fsync_never_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), |config| {
+        config.wal.fsync = coraft_tuning::FsyncPolicy::Never
+    });
+    let stderr = refused(node(&config, "1"));
+    assert!(stderr.contains("wal.fsync: \"never\" is not supported"), "{stderr}");
+}
+
+/// `coraft-tune check` and the node agree on segment sizes: the smallest the
+/// check accepts starts a node; below it both refuse with the same reason.
+#[test]
+fn the_smallest_segment_check_accepts_starts_a_node() {
+    use coraft_tuning::Topology;
+    let dir = tempfile::tempdir().unwrap();
+    let smallest = (4 << 20) + 8192;
+    let config = write_config(dir.path(), |config| config.wal.segment_bytes = smallest);
+    assert!(NodeConfig::from_file(&config)
+        .unwrap()
+        .review(&Topology::detect())
+        .problems
+        .is_empty());
+    started(node(&config, "1"));
+
+    let config = write_config(dir.path(), |config| config.wal.segment_bytes = smallest - 4096);
+    let problems = NodeConfig::from_file(&config)
+        .unwrap()
+        .review(&Topology::detect())
+        .problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let stderr = refused(node(&config, "1"));
+    assert!(stderr.contains(&problems[0].to_string()), "{stderr}");
+    assert!(stderr.contains("wal.segment_bytes: the WAL refuses it"), "{stderr}");
+}
+
+#[test]
+fn the_node_logs_to_stderr_with_its_id_at_the_configured_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), |_| {});
+    let lines = started(node(&config, "1"));
+    let startup = lines.iter().find(|l| l.contains(" running ")).unwrap();
+    assert!(
+        startup.contains(" node 7 INFO coraft_node: node 7 of cluster 5 running"),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains(" DEBUG ")), "{lines:#?}");
+
+    // RUST_LOG wins over the config's level.
+    let mut command = node(&config, "1");
+    command.env("RUST_LOG", "debug");
+    let lines = started(command);
+    let debug = lines
+        .iter()
+        .find(|l| l.contains(" DEBUG "))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(
+        debug.contains(" node 7 DEBUG coraft_node: effective config of"),
+        "{lines:#?}"
+    );
+
+    let config = write_config(dir.path(), |config| config.log.level = coraft_tuning::LogLevel::Debug);
+    let lines = started(node(&config, "1"));
+    assert!(lines.iter().any(|l| l.contains(" node 7 DEBUG ")), "{lines:#?}");
+}

@@ -149,3 +149,27 @@ fn the_node_logs_to_stderr_with_its_id_at_the_configured_level() {
     let lines = started(node(&config, "1"));
     assert!(lines.iter().any(|l| l.contains(" node 7 DEBUG ")), "{lines:#?}");
 }
+
+/// An embedder calling `Node::start` gets the same bound as `coraft-node`:
+/// more groups than `limits.groups_max` are refused before anything starts.
+#[test]
+fn an_embedded_node_with_more_groups_than_limits_groups_max_is_refused() {
+    use coraft::api::Error;
+    use coraft::raft::GroupId;
+    use coraft::runtime::{Node, NodeOptions, StateMachineFactory};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), |config| config.limits.groups_max = 2);
+    let config = NodeConfig::from_file(&path).unwrap();
+    let plan = config.validate(&coraft_tuning::Topology::detect()).unwrap();
+    let options = NodeOptions::from_plan(&plan, (1..=3).map(GroupId).collect());
+    let factory: StateMachineFactory = std::sync::Arc::new(|_| Box::new(coraft::api::CommandCounter::default()));
+    match Node::start(options, factory) {
+        Err(Error::Config(reason)) => assert!(reason.contains("limits.groups_max (2)"), "{reason}"),
+        Err(other) => panic!("refused with the wrong error: {other}"),
+        Ok(node) => {
+            node.shutdown();
+            panic!("a node hosting 3 groups started with limits.groups_max = 2");
+        }
+    }
+}

@@ -204,6 +204,13 @@ impl NodeOptions {
         if self.heartbeat_interval_ticks == 0 || self.election_timeout_ticks <= self.heartbeat_interval_ticks {
             return fail("heartbeat_interval_ticks must be at least 1 and below election_timeout_ticks".into());
         }
+        if self.groups.len() > self.limits.groups_max {
+            return fail(format!(
+                "{} groups exceed limits.groups_max ({}): raise the limit or host fewer groups",
+                self.groups.len(),
+                self.limits.groups_max
+            ));
+        }
         let margin = self.protocol.clock_drift_margin_ticks;
         if self.read_mode == ReadMode::Lease && margin < super::clock::LEASE_DRIFT_MARGIN_TICKS_MIN {
             return fail(format!(

@@ -423,6 +423,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
             quiesce_idle_groups: true,
             request_timeout: coraft::runtime::REQUEST_TIMEOUT,
             session_timeout: std::time::Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+            snapshot: coraft::runtime::SnapshotPolicy::default(),
         };
         nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
     }

@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             quiesce_idle_groups: true,
             request_timeout: coraft::runtime::REQUEST_TIMEOUT,
             session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+            snapshot: coraft::runtime::SnapshotPolicy::default(),
         };
         nodes.push(Node::start(options, factory.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
     }

@@ -55,6 +55,7 @@
 //!     quiesce_idle_groups: true,
 //!     request_timeout: coraft::runtime::REQUEST_TIMEOUT,
 //!     session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+//!     snapshot: coraft::runtime::SnapshotPolicy::default(),
 //! };
 //! let factory: StateMachineFactory = Arc::new(|_group| Box::new(Sum::default()));
 //! let node = Node::start(options, factory)?;

@@ -125,6 +125,7 @@ impl TestCluster {
             quiesce_idle_groups: true,
             request_timeout: self.request_timeout,
             session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+            snapshot: coraft::runtime::SnapshotPolicy::default(),
         }
     }
 

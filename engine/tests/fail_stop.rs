@@ -100,6 +100,7 @@ impl Cluster {
             quiesce_idle_groups: true,
             request_timeout: Duration::from_secs(2),
             session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+            snapshot: coraft::runtime::SnapshotPolicy::default(),
         }
     }
 

@@ -194,6 +194,7 @@ impl RelayedCluster {
                     quiesce_idle_groups: false,
                     request_timeout: Duration::from_secs(2),
                     session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+                    snapshot: coraft::runtime::SnapshotPolicy::default(),
                 };
                 let stall = stalls[me].clone();
                 let factory: StateMachineFactory = Arc::new(move |_| {
@@ -355,6 +356,7 @@ fn a_lease_node_refuses_a_drift_margin_below_the_minimum() {
         quiesce_idle_groups: true,
         request_timeout: Duration::from_secs(2),
         session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+        snapshot: coraft::runtime::SnapshotPolicy::default(),
     };
     let factory: StateMachineFactory = Arc::new(|_| {
         Box::new(Counter {

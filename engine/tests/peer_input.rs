@@ -104,6 +104,7 @@ impl Cluster {
                     quiesce_idle_groups: false,
                     request_timeout: REQUEST_TIMEOUT,
                     session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+                    snapshot: coraft::runtime::SnapshotPolicy::default(),
                 };
                 let factory: StateMachineFactory = Arc::new(|_| Box::new(Counter::default()));
                 Some(Node::start(options, factory).expect("node starts"))

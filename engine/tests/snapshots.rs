@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use coraft::api::{Command, Error, StateMachine};
 use coraft::raft::{GroupId, LogIndex, NodeId, ReadMode, Role};
 use coraft::runtime::{
-    GroupHandle, Node, NodeOptions, PeerSpec, Protocol, SnapshotStore, StateMachineFactory, REQUEST_TIMEOUT,
+    GroupHandle, Node, NodeOptions, PeerSpec, Protocol, SnapshotPolicy, SnapshotStore, StateMachineFactory,
+    REQUEST_TIMEOUT,
 };
 
 /// What a node's state machine did, seen from the test.
@@ -24,7 +25,7 @@ struct Probe {
     loads: AtomicU64,
 }
 
-/// Sums the 8-byte numbers it applies and counts them; a query answers
+/// Sums the numbers (the first 8 bytes of each command) it applies and counts them; a query answers
 /// `count, sum` (16 bytes). Its snapshot is the same 16 bytes.
 struct Tally {
     count: u64,
@@ -38,7 +39,8 @@ impl StateMachine for Tally {
             .map(|c| {
                 self.probe.applies.fetch_add(1, Ordering::SeqCst);
                 self.count += 1;
-                self.sum += u64::from_le_bytes(c.data.try_into().expect("8-byte commands"));
+                // The first 8 bytes count; the rest is padding (write load).
+                self.sum += u64::from_le_bytes(c.data[..8].try_into().expect("8-byte commands"));
                 self.count.to_le_bytes().to_vec()
             })
             .collect()
@@ -72,10 +74,16 @@ struct TestCluster {
     dir: tempfile::TempDir,
     peers: Vec<PeerSpec>,
     nodes: Vec<Option<(Node, Arc<Probe>)>>,
+    /// Every node's snapshot policy.
+    snapshot: SnapshotPolicy,
 }
 
 impl TestCluster {
     fn start(nodes: u64) -> TestCluster {
+        TestCluster::start_with(nodes, SnapshotPolicy::default())
+    }
+
+    fn start_with(nodes: u64, snapshot: SnapshotPolicy) -> TestCluster {
         let _ = env_logger::builder().is_test(true).try_init();
         let listeners: Vec<TcpListener> = (0..nodes).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
@@ -90,6 +98,7 @@ impl TestCluster {
             dir: tempfile::tempdir().unwrap(),
             peers,
             nodes: Vec::new(),
+            snapshot,
         };
         for n in 1..=nodes {
             let node = cluster.start_node(NodeId(n));
@@ -108,6 +117,10 @@ impl TestCluster {
     }
 
     fn start_node(&self, id: NodeId) -> (Node, Arc<Probe>) {
+        self.try_start_node(id).expect("node starts")
+    }
+
+    fn try_start_node(&self, id: NodeId) -> Result<(Node, Arc<Probe>), Error> {
         let options = NodeOptions {
             cluster_id: 7,
             node_id: id,
@@ -130,6 +143,7 @@ impl TestCluster {
             quiesce_idle_groups: true,
             request_timeout: REQUEST_TIMEOUT,
             session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+            snapshot: self.snapshot.clone(),
         };
         let probe = Arc::new(Probe::default());
         let shared = probe.clone();
@@ -140,7 +154,7 @@ impl TestCluster {
                 probe: shared.clone(),
             })
         });
-        (Node::start(options, factory).expect("node starts"), probe)
+        Node::start(options, factory).map(|node| (node, probe))
     }
 
     fn handle(&self, id: NodeId) -> GroupHandle {
@@ -173,17 +187,40 @@ impl TestCluster {
 
     /// Applies `value` through whichever node leads.
     fn write(&self, value: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let leader = self.leader();
-            match block(self.handle(leader).apply(value.to_le_bytes().to_vec())) {
-                Ok(_) => return,
-                Err(Error::NotLeader { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(error) => panic!("write of {value} failed: {error}"),
+        write_through_leader(&self.handles(), value.to_le_bytes().to_vec());
+    }
+
+    fn handles(&self) -> Vec<GroupHandle> {
+        self.ids().into_iter().map(|id| self.handle(id)).collect()
+    }
+
+    /// Applies `values` through whichever node leads from `writers` threads
+    /// at once, each command padded to `command_bytes`; every write must be
+    /// acknowledged.
+    fn write_load(&self, values: std::ops::RangeInclusive<u64>, command_bytes: usize, writers: u64) {
+        let handles = self.handles();
+        std::thread::scope(|scope| {
+            for writer in 0..writers {
+                let handles = &handles;
+                let values = values.clone();
+                scope.spawn(move || {
+                    for value in values.filter(|v| v % writers == writer) {
+                        let mut command = vec![0u8; command_bytes.max(8)];
+                        command[..8].copy_from_slice(&value.to_le_bytes());
+                        write_through_leader(handles, command);
+                    }
+                });
             }
+        });
+    }
+
+    /// Waits until every node has applied what the leader applied.
+    fn wait_all_applied(&self) -> LogIndex {
+        let last = block(self.handle(self.leader()).status()).unwrap().applied_index;
+        for id in self.ids() {
+            self.wait_applied(id, last);
         }
+        last
     }
 
     /// Waits until node `id` has applied at least `index`.
@@ -229,6 +266,26 @@ impl TestCluster {
 
     fn restart_all(&mut self) {
         self.nodes = self.ids().into_iter().map(|id| Some(self.start_node(id))).collect();
+    }
+}
+
+/// Applies `command` through whichever of `handles` leads, retrying while
+/// leadership moves (a `NotLeader` write was not applied).
+fn write_through_leader(handles: &[GroupHandle], command: Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = handles
+            .iter()
+            .find(|h| block(h.status()).is_ok_and(|s| s.role == Role::Leader));
+        let result = match leader {
+            Some(leader) => block(leader.apply(command.clone())),
+            None => Err(Error::NotLeader { leader_hint: None }),
+        };
+        match result {
+            Ok(_) => return,
+            Err(Error::NotLeader { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(error) => panic!("a write failed: {error}"),
+        }
     }
 }
 
@@ -407,4 +464,209 @@ fn a_client_session_survives_snapshot_and_restart_so_a_retried_write_applies_onc
     assert_eq!(cluster.probe(node).applies.load(Ordering::SeqCst), 0);
     assert_eq!(cluster.probe(node).loads.load(Ordering::SeqCst), 1);
     cluster.stop_all();
+}
+
+#[allow(clippy::needless_update)] // the policy's trigger fields come next
+fn policy_with_tail(log_tail_entries: u64) -> SnapshotPolicy {
+    SnapshotPolicy {
+        log_tail_entries,
+        ..SnapshotPolicy::default()
+    }
+}
+
+#[test]
+fn a_durable_snapshot_compacts_the_log_in_memory_keeping_the_configured_tail() {
+    const TAIL: u64 = 5;
+    let mut cluster = TestCluster::start_with(3, policy_with_tail(TAIL));
+    for value in 1..=30 {
+        cluster.write(value);
+    }
+    let leader = cluster.leader();
+    let applied = cluster.wait_all_applied();
+    let before = block(cluster.handle(leader).status()).unwrap();
+    assert_eq!(before.first_index, LogIndex(1), "nothing compacted before a snapshot");
+
+    let index = block(cluster.handle(leader).snapshot()).expect("snapshot");
+    assert_eq!(index, applied);
+    let after = block(cluster.handle(leader).status()).unwrap();
+    assert_eq!(
+        after.first_index,
+        LogIndex(index.0 - TAIL + 1),
+        "the leader keeps only {TAIL} entries below its snapshot"
+    );
+    assert_eq!(
+        after.last_index, before.last_index,
+        "no entry after the snapshot is dropped"
+    );
+    let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    assert_eq!(
+        block(cluster.handle(follower).status()).unwrap().first_index,
+        LogIndex(1),
+        "a node without a snapshot keeps its whole log"
+    );
+
+    // The compacted leader still replicates: the tail and what follows.
+    for value in 31..=40 {
+        cluster.write(value);
+    }
+    cluster.wait_all_applied();
+    for id in cluster.ids() {
+        assert_eq!(cluster.state(id), (40, sum(1..=40)), "node {id}");
+    }
+    cluster.stop_all();
+}
+
+/// The first LSNs of the segment files in node `id`'s WAL (one shard).
+fn segments(cluster: &TestCluster, id: NodeId) -> Vec<u64> {
+    coraft_wal::recovery::list_segments(&cluster.wal_dir(id).join("shard-0"))
+        .unwrap()
+        .into_iter()
+        .map(|(lsn, _)| lsn)
+        .collect()
+}
+
+#[test]
+fn wal_segments_are_deleted_after_snapshots_under_load_and_a_restart_applies_only_the_tail() {
+    // 8 MiB segments (the tests' size); 32 KiB commands fill one in about
+    // 250 writes. The WAL keeps the log back to the older of the two kept
+    // snapshots, so the first segment goes after the third round.
+    const ROUNDS: u64 = 4;
+    const PER_ROUND: u64 = 150;
+    const COMMAND_BYTES: usize = 32 << 10;
+    const AFTER: u64 = 5;
+    let mut cluster = TestCluster::start_with(3, policy_with_tail(10));
+    cluster.leader();
+    let first_segments: Vec<u64> = cluster.ids().iter().map(|&id| segments(&cluster, id)[0]).collect();
+    let mut snapshot_index = LogIndex(0);
+    for round in 0..ROUNDS {
+        let values = round * PER_ROUND + 1..=(round + 1) * PER_ROUND;
+        cluster.write_load(values, COMMAND_BYTES, 4);
+        let applied = cluster.wait_all_applied();
+        for id in cluster.ids() {
+            snapshot_index = block(cluster.handle(id).snapshot()).expect("snapshot");
+            assert_eq!(snapshot_index, applied, "node {id}");
+        }
+    }
+    let total = ROUNDS * PER_ROUND;
+    for (id, first) in cluster.ids().into_iter().zip(first_segments) {
+        // Deletion runs off the shard's loop: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while segments(&cluster, id).contains(&first) {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} still holds its first WAL segment {first}: {:?}",
+                segments(&cluster, id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = block(cluster.handle(id).status()).unwrap();
+        assert!(
+            status.first_index > LogIndex(1),
+            "node {id} compacted its log: {status:?}"
+        );
+    }
+    for value in total + 1..=total + AFTER {
+        cluster.write(value);
+    }
+    cluster.wait_all_applied();
+    cluster.stop_all();
+
+    cluster.restart_all();
+    for value in total + AFTER + 1..=total + 2 * AFTER {
+        cluster.write(value);
+    }
+    cluster.wait_all_applied();
+    for id in cluster.ids() {
+        assert_eq!(
+            cluster.state(id),
+            (total + 2 * AFTER, sum(1..=total + 2 * AFTER)),
+            "node {id} holds every acknowledged write"
+        );
+        let probe = cluster.probe(id);
+        assert_eq!(probe.loads.load(Ordering::SeqCst), 1, "node {id} loaded its snapshot");
+        assert_eq!(
+            probe.applies.load(Ordering::SeqCst),
+            2 * AFTER,
+            "node {id} applied only the WAL's tail after its snapshot and the new writes"
+        );
+        let status = block(cluster.handle(id).status()).unwrap();
+        assert_eq!(status.snapshot_index, snapshot_index, "node {id}");
+        assert!(
+            status.first_index > LogIndex(1),
+            "node {id} restarted from a purged WAL"
+        );
+    }
+    cluster.stop_all();
+}
+
+#[test]
+fn after_compaction_a_damaged_newest_snapshot_falls_back_to_the_older_and_one_below_the_purge_point_is_refused() {
+    let mut cluster = TestCluster::start_with(1, policy_with_tail(0));
+    let node = NodeId(1);
+    let mut taken = Vec::new();
+    for round in 0..3u64 {
+        for value in round * 10 + 1..=(round + 1) * 10 {
+            cluster.write(value);
+        }
+        taken.push(block(cluster.handle(node).snapshot()).expect("snapshot"));
+        if round == 0 {
+            // Keep a copy of the first snapshot: the store drops it later.
+            let store = SnapshotStore::open(&cluster.snapshot_dir(node), GROUP).unwrap();
+            let id = store.list().unwrap()[0];
+            copy_dir(&store.snapshot_path(id), &cluster.dir.path().join("first-snapshot"));
+        }
+    }
+    for value in 31..=35 {
+        cluster.write(value);
+    }
+    cluster.stop_all();
+    let store = SnapshotStore::open(&cluster.snapshot_dir(node), GROUP).unwrap();
+    let ids = store.list().unwrap();
+    assert_eq!(
+        ids.iter().map(|id| id.index).collect::<Vec<_>>(),
+        taken[1..],
+        "the two newest are kept"
+    );
+
+    // The newest damaged: the older one is exactly the WAL's purge point.
+    let data = store.snapshot_path(ids[1]).join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[3] ^= 0x40;
+    std::fs::write(&data, bytes).unwrap();
+    cluster.restart_all();
+    assert_eq!(cluster.state(node), (35, sum(1..=35)));
+    assert_eq!(block(cluster.handle(node).status()).unwrap().snapshot_index, taken[1]);
+    assert_eq!(
+        cluster.probe(node).applies.load(Ordering::SeqCst),
+        15,
+        "only the entries after the older snapshot were applied again"
+    );
+    cluster.stop_all();
+
+    // Only a snapshot older than the purge point is left: the entries
+    // between it and the purge point are gone, so the node refuses to start.
+    std::fs::remove_dir_all(store.snapshot_path(ids[0])).unwrap();
+    copy_dir(
+        &cluster.dir.path().join("first-snapshot"),
+        &store.snapshot_path(coraft::runtime::SnapshotId {
+            index: taken[0],
+            term: ids[0].term,
+        }),
+    );
+    match cluster.try_start_node(node) {
+        Err(Error::Storage(reason)) => assert!(
+            reason.contains("older than the WAL's purge point"),
+            "the refusal names the cause: {reason}"
+        ),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a node whose only snapshot is older than its WAL's purge point started"),
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }

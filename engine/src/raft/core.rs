@@ -274,6 +274,11 @@ impl RaftCore {
     pub fn last_index(&self) -> LogIndex {
         self.log.last_index()
     }
+    /// Index of the first entry held in memory: one past the point the log
+    /// was compacted to (1 if never compacted).
+    pub fn first_index(&self) -> LogIndex {
+        self.log.first_index()
+    }
     /// Index of the last entry known durable here.
     pub fn persisted_index(&self) -> LogIndex {
         self.log.persisted()

@@ -83,6 +83,8 @@ pub(crate) struct Group {
     close_waiters: Vec<flume::Sender<()>>,
     /// This group's snapshots on disk (`None` in unit tests without files).
     pub snapshots: Option<SnapshotStore>,
+    /// The group's purge point in the shard's WAL (0: never purged).
+    pub wal_purged: LogIndex,
 }
 
 impl Group {
@@ -100,6 +102,7 @@ impl Group {
             closed: false,
             close_waiters: Vec::new(),
             snapshots: None,
+            wal_purged: LogIndex(0),
         }
     }
 

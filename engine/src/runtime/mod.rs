@@ -3,6 +3,7 @@
 
 mod clock;
 mod codec;
+mod compaction;
 mod events;
 mod forward;
 mod group;
@@ -18,6 +19,7 @@ mod violations;
 
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
+pub use compaction::{SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT};
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};

@@ -118,6 +118,9 @@ pub struct NodeOptions {
     /// as stamped in the log) expires; it is written into each session's
     /// registration (default [`SESSION_TIMEOUT_DEFAULT_MS`](super::SESSION_TIMEOUT_DEFAULT_MS), 10 min).
     pub session_timeout: Duration,
+    /// When snapshots are taken and how much log they let go (the tuning
+    /// config's `[snapshot]`; see [`SnapshotPolicy`](super::SnapshotPolicy)).
+    pub snapshot: super::SnapshotPolicy,
 }
 
 impl NodeOptions {
@@ -176,6 +179,7 @@ impl NodeOptions {
             quiesce_idle_groups: true,
             request_timeout: super::shard::REQUEST_TIMEOUT,
             session_timeout: Duration::from_millis(super::SESSION_TIMEOUT_DEFAULT_MS),
+            snapshot: super::SnapshotPolicy::default(),
         }
     }
 
@@ -306,8 +310,11 @@ pub struct GroupStatus {
     /// Last log index.
     pub last_index: LogIndex,
     /// Index of the newest snapshot this node took or restarted from (0:
-    /// none). The log is not compacted below it yet.
+    /// none).
     pub snapshot_index: LogIndex,
+    /// Index of the first entry the core holds in memory: the log was
+    /// compacted below it (1 if never compacted).
+    pub first_index: LogIndex,
     /// Per-peer replication (leader only).
     pub peers: Vec<PeerStatus>,
     /// The group is idle and quiet: it neither ticks nor heartbeats here.
@@ -709,6 +716,7 @@ async fn start_shard(
         let recovered_hard_state = initial.hard_state;
         let mut state_machine = factory(group);
         let (store, sessions) = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
+        let wal_purged = initial.snapshot.as_ref().map_or(LogIndex(0), |s| s.index);
         let mut config = RaftConfig::new(options.node_id, group);
         config.election_timeout_ticks = options.election_timeout_ticks;
         config.heartbeat_interval_ticks = options.heartbeat_interval_ticks;
@@ -726,6 +734,7 @@ async fn start_shard(
         let mut hosted = Group::new(core, state_machine);
         hosted.sessions = sessions;
         hosted.snapshots = Some(store);
+        hosted.wal_purged = wal_purged;
         hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
         groups.insert(group, hosted);
     }
@@ -792,16 +801,46 @@ fn load_snapshot(
             skipped.reason
         );
     }
-    let Some(snapshot) = found.snapshot else {
+    // The WAL's purge point, if the group's log was compacted: a snapshot
+    // at or past it must be loaded, or the entries up to it are gone.
+    let purged = initial.snapshot.as_ref().map(|s| (s.index, s.term));
+    let skipped = || {
+        found
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", s.path.display(), s.reason))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(snapshot) = found.snapshot.as_ref() else {
+        if let Some((index, _)) = purged {
+            return Err(Error::Storage(format!(
+                "group {group}: the WAL is purged through index {index}, but {} holds no valid snapshot \
+                 to restart from (skipped: [{}]); the entries up to {index} are gone",
+                dir.display(),
+                skipped()
+            )));
+        }
         return Ok((store, super::sessions::SessionTable::default()));
     };
-    // The log is never compacted yet, so the WAL holds the snapshot's entry
-    // (it was durable before the snapshot was written).
-    let in_log = initial
-        .entries
-        .iter()
-        .find(|e| e.index == snapshot.meta.index)
-        .is_some_and(|e| e.term == snapshot.meta.term);
+    if let Some((index, _)) = purged.filter(|&(index, _)| snapshot.meta.index < index) {
+        return Err(Error::Storage(format!(
+            "group {group}: the newest valid snapshot {} covers index {}, older than the WAL's purge point \
+             {index} (skipped: [{}]); entries {} to {index} are gone",
+            snapshot.path.display(),
+            snapshot.meta.index,
+            skipped(),
+            snapshot.meta.index.next()
+        )));
+    }
+    // The snapshot's entry was durable before the snapshot was written, so
+    // the WAL holds it: as its purge point or as an entry after it.
+    let in_log = purged == Some((snapshot.meta.index, snapshot.meta.term))
+        || initial
+            .entries
+            .iter()
+            .find(|e| e.index == snapshot.meta.index)
+            .is_some_and(|e| e.term == snapshot.meta.term);
     if !in_log {
         return Err(Error::Storage(format!(
             "group {group}: snapshot {} covers index {} term {}, which the WAL does not hold",
@@ -809,6 +848,13 @@ fn load_snapshot(
             snapshot.meta.index,
             snapshot.meta.term
         )));
+    }
+    if let Some(base) = initial.snapshot.as_mut() {
+        // The snapshot's configuration serves as the one at the purge point:
+        // a configuration entry between the two is replayed over it, so the
+        // configuration in force from the snapshot on is right (nothing asks
+        // for one at an index below the snapshot).
+        base.configuration = snapshot.meta.configuration.clone();
     }
     let sessions = super::sessions::SessionTable::decode(&snapshot.sessions).map_err(|e| {
         Error::Storage(format!(

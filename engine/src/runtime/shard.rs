@@ -111,6 +111,10 @@ pub(crate) struct Shard {
     /// Snapshot requests waiting until their group's applied entries are
     /// durable here (at most [`PENDING_SNAPSHOTS_MAX`]).
     pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
+    /// When snapshots are taken and how much log they let go.
+    snapshot_policy: super::SnapshotPolicy,
+    /// Deleting the WAL segments purges freed, off the loop.
+    segment_deletion: super::compaction::SegmentDeletion,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -209,6 +213,8 @@ impl Shard {
             forwarding,
             wal_faults: None,
             pending_snapshots: Vec::new(),
+            snapshot_policy: options.snapshot.clone(),
+            segment_deletion: super::compaction::SegmentDeletion::default(),
         }
     }
 
@@ -318,6 +324,10 @@ impl Shard {
             }
         }
         self.take_pending_snapshots();
+        if self.failed.is_none() {
+            self.segment_deletion
+                .maybe_start(&self.wal, self.node, self.metrics.shard);
+        }
         if !self.dirty.is_empty() {
             // Work is left after the bounded rounds: come back at once rather
             // than at the next tick.
@@ -979,6 +989,7 @@ impl Shard {
             return;
         }
         let pending = std::mem::take(&mut self.pending_snapshots);
+        let mut failure = None;
         for (group_id, reply) in pending {
             let Some(group) = self.groups.get_mut(&group_id) else {
                 let _ = reply.send(Err(Error::UnknownGroup(group_id)));
@@ -991,11 +1002,28 @@ impl Shard {
                 self.pending_snapshots.push((group_id, reply));
                 continue;
             }
-            let result = take_snapshot(group_id, group);
-            if result.is_ok() {
+            let mut result = take_snapshot(group_id, group);
+            if let Ok((index, true)) = result {
                 self.metrics.snapshots_taken += 1;
+                // The snapshot is durable (written, fsynced, renamed): only
+                // now may the log below it go.
+                let tail = self.snapshot_policy.log_tail_entries;
+                match super::compaction::compact_group(&self.wal, group_id, group, index, tail) {
+                    Ok(true) => self.segment_deletion.want(),
+                    Ok(false) => {}
+                    Err(error) => {
+                        if matches!(error, Error::Storage(_)) {
+                            // The WAL refused a record: fail-stop.
+                            failure = Some(error.clone());
+                        }
+                        result = Err(error);
+                    }
+                }
             }
             let _ = reply.send(result.map(|(index, _)| index));
+        }
+        if let Some(error) = failure {
+            self.fail(error);
         }
     }
 }
@@ -1046,6 +1074,7 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         applied_index: core.applied_index(),
         last_index: core.last_index(),
         snapshot_index: core.snapshot().map_or(LogIndex(0), |s| s.index),
+        first_index: core.first_index(),
         quiesced: core.is_quiesced(),
         counters: group.counters,
         peers: core

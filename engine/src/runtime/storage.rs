@@ -5,7 +5,9 @@
 use coraft_wal::{HardState as WalHardState, NewEntry, Wal};
 
 use crate::api::Error;
-use crate::raft::{Configuration, Entry, GroupId, HardState, InitialState, LogIndex, NodeId, Ready, Term};
+use crate::raft::{
+    Configuration, Entry, GroupId, HardState, InitialState, LogIndex, NodeId, Ready, SnapshotMeta, Term,
+};
 
 use super::codec::{payload_from_stored, payload_to_stored};
 
@@ -33,13 +35,15 @@ pub fn recover_group(wal: &Wal, group: GroupId, configuration: Configuration) ->
             commit_index: LogIndex(hard.commit),
         };
     }
-    if state.snapshot.is_some() {
-        // The runtime takes and loads snapshots but never purges the WAL
-        // yet (no compaction), so a purge marker is not its own; rebuilding
-        // a purged log is for the compaction slice.
-        return Err(Error::Storage(format!(
-            "group {group}: the WAL holds a purge marker, but snapshot recovery is not supported yet"
-        )));
+    if let Some((index, term)) = state.snapshot {
+        // The group's own purge marker: its log starts after it. The
+        // configuration here is a placeholder; `load_snapshot` checks that a
+        // snapshot covers the purge point and takes the configuration from it.
+        initial.snapshot = Some(SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+            configuration: initial.configuration.clone(),
+        });
     }
     let mut next = state.first_index;
     while next <= state.last_index {
@@ -62,8 +66,11 @@ pub fn recover_group(wal: &Wal, group: GroupId, configuration: Configuration) ->
     }
     // Entries after a gap would violate the core's contiguity; the WAL's
     // index guarantees none, but check rather than trust.
-    if initial.entries.first().is_some_and(|e| e.index != LogIndex(1)) {
-        return Err(Error::Storage(format!("group {group}: log does not start at index 1")));
+    let expected_first = initial.snapshot.as_ref().map_or(LogIndex(1), |s| s.index.next());
+    if initial.entries.first().is_some_and(|e| e.index != expected_first) {
+        return Err(Error::Storage(format!(
+            "group {group}: log does not start at index {expected_first}, just after its purge point"
+        )));
     }
     Ok(initial)
 }

@@ -1,0 +1,187 @@
+//! Log compaction after a snapshot: once a group's snapshot is durable, its
+//! core drops the entries below it (keeping a tail for slow followers), the
+//! shard's WAL records a purge marker for the group, and segment files no
+//! group needs any more are deleted off the shard's loop.
+//! `docs/architecture.md`, "Snapshot policy and log compaction".
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use coraft_wal::{Need, Wal};
+
+use crate::api::Error;
+use crate::raft::{GroupId, LogIndex};
+
+use super::group::Group;
+
+/// Default of [`SnapshotPolicy::log_tail_entries`]: entries kept in memory
+/// (and in the WAL) below a snapshot, so that a follower this far behind
+/// still catches up entry by entry instead of by a whole snapshot.
+pub const SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT: u64 = 4096;
+
+/// Bound on the idle groups whose hard state and purge marker are written
+/// again in one turn so that the oldest WAL segment can be deleted
+/// (`coraft_wal::SEGMENT_HOLDERS_MAX` are named per segment).
+pub const METADATA_REWRITES_PER_TURN_MAX: usize = coraft_wal::SEGMENT_HOLDERS_MAX;
+
+/// When a group's log is compacted (the tuning config's `[snapshot]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Entries kept below a durable snapshot, in memory and in the WAL
+    /// (default [`SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT`]); 0 drops every entry
+    /// the snapshot covers.
+    pub log_tail_entries: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> SnapshotPolicy {
+        SnapshotPolicy {
+            log_tail_entries: SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
+        }
+    }
+}
+
+/// The points a durable snapshot at `snapshot_index` lets a group compact
+/// to: `(memory, wal)`. The core keeps `tail` entries below the snapshot;
+/// the WAL keeps as much and never purges past the next older snapshot the
+/// store still holds (`older`, `None` if this is the only one), so that a
+/// newest snapshot found damaged on restart can be skipped for that one and
+/// the entries after it replayed.
+pub(crate) fn compaction_points(snapshot_index: LogIndex, tail: u64, older: Option<LogIndex>) -> (LogIndex, LogIndex) {
+    let memory = LogIndex(snapshot_index.0.saturating_sub(tail));
+    let wal = older.map_or(LogIndex(0), |older| memory.min(older));
+    (memory, wal)
+}
+
+/// Compacts `group` after its snapshot at `snapshot_index` became durable:
+/// writes the WAL purge marker (buffered; the shard's next sync makes it
+/// durable, and the snapshot already is) and drops the core's entries.
+/// Returns true if a purge marker was written.
+pub(crate) fn compact_group(
+    wal: &Wal,
+    group_id: GroupId,
+    group: &mut Group,
+    snapshot_index: LogIndex,
+    tail: u64,
+) -> Result<bool, Error> {
+    let older = match group.snapshots.as_ref() {
+        Some(store) => store
+            .list()
+            .map_err(|e| Error::Snapshot {
+                group: group_id,
+                reason: format!("listing the snapshot store: {e}"),
+            })?
+            .into_iter()
+            .filter(|id| id.index < snapshot_index)
+            .map(|id| id.index)
+            .next_back(),
+        None => None,
+    };
+    let (memory, wal_point) = compaction_points(snapshot_index, tail, older);
+    let mut purged = false;
+    if wal_point > group.wal_purged {
+        // The term is read before the core drops the entry.
+        if let Some(term) = group.core.term_at(wal_point) {
+            wal.purge(group_id.0, wal_point.0, term.0)
+                .map_err(|e| Error::Storage(format!("group {group_id}: writing a WAL purge marker: {e}")))?;
+            group.wal_purged = wal_point;
+            purged = true;
+        }
+    }
+    group.core.compact(memory);
+    Ok(purged)
+}
+
+/// Deletes the WAL segments no group needs, one pass at a time, off the
+/// shard's loop (a spawned task): the WAL syncs first, so every purge
+/// marker that freed a segment is durable before the segment goes.
+#[derive(Default)]
+pub(crate) struct SegmentDeletion {
+    /// A purge was written since the last pass started.
+    wanted: bool,
+    /// A pass is running.
+    running: Rc<Cell<bool>>,
+    /// Segments deleted so far.
+    pub deleted: Rc<Cell<u64>>,
+}
+
+impl SegmentDeletion {
+    /// Asks for a pass (after a purge).
+    pub fn want(&mut self) {
+        self.wanted = true;
+    }
+
+    /// Starts a pass if one is wanted and none is running. Idle groups whose
+    /// only need of the oldest segment is their hard state or purge marker
+    /// get them written again first (`Wal::rewrite_group_metadata`), so a
+    /// group that stopped writing does not pin the oldest segment forever.
+    pub fn maybe_start(&mut self, wal: &Rc<Wal>, node: crate::raft::NodeId, shard: usize) {
+        if !self.wanted || self.running.get() {
+            return;
+        }
+        self.wanted = false;
+        for holders in wal.segment_holders(1) {
+            for holder in holders.holders.iter().take(METADATA_REWRITES_PER_TURN_MAX) {
+                if matches!(holder.need, Need::HardState | Need::PurgeMarker { .. }) {
+                    if let Err(error) = wal.rewrite_group_metadata(holder.group) {
+                        log::error!(
+                            "node {node} shard {shard}: rewriting group {} metadata: {error}",
+                            holder.group
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        self.running.set(true);
+        let running = self.running.clone();
+        let deleted = self.deleted.clone();
+        let wal = wal.clone();
+        glommio::spawn_local(async move {
+            match wal.delete_obsolete_segments().await {
+                Ok(segments) => {
+                    if !segments.is_empty() {
+                        log::debug!("node {node} shard {shard}: deleted WAL segments {segments:?}");
+                    }
+                    deleted.set(deleted.get() + segments.len() as u64);
+                }
+                // A failed sync poisons the WAL: the shard's own next sync
+                // fails and stops it (fail-stop); a failed removal only
+                // leaves a file behind.
+                Err(error) => log::error!("node {node} shard {shard}: deleting obsolete WAL segments: {error}"),
+            }
+            running.set(false);
+        })
+        .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_never_purges_past_the_older_kept_snapshot() {
+        assert_eq!(
+            compaction_points(LogIndex(100), 10, Some(LogIndex(50))),
+            (LogIndex(90), LogIndex(50))
+        );
+        assert_eq!(
+            compaction_points(LogIndex(100), 10, Some(LogIndex(95))),
+            (LogIndex(90), LogIndex(90))
+        );
+    }
+
+    #[test]
+    fn the_only_snapshot_purges_nothing_from_the_wal() {
+        assert_eq!(compaction_points(LogIndex(100), 0, None), (LogIndex(100), LogIndex(0)));
+    }
+
+    #[test]
+    fn a_tail_longer_than_the_log_keeps_everything() {
+        assert_eq!(
+            compaction_points(LogIndex(5), 10, Some(LogIndex(3))),
+            (LogIndex(0), LogIndex(0))
+        );
+    }
+}

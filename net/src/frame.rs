@@ -21,7 +21,7 @@ use crate::schema::{ClientRequestBatch, ClientResponseBatch, Envelope, RaftBatch
 /// The first four bytes of every frame: `CRFT` read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"CRFT");
 /// The wire version this build speaks: the frame layout and the schema.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 /// Bytes of the fixed frame header.
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// Frames (header and body) start at multiples of this inside buffers.
@@ -172,6 +172,7 @@ fn raft_payloads<'s>(messages: &'s [Envelope], each: &mut dyn FnMut(&'s [u8])) {
         match &message.body {
             RaftBody::AppendEntries(append) => append.entries.iter().for_each(|entry| each(&entry.data)),
             RaftBody::InstallSnapshot(chunk) => each(&chunk.data),
+            RaftBody::SnapshotChunk(chunk) => each(&chunk.data),
             _ => {}
         }
     }

@@ -68,6 +68,7 @@ pub fn walk_frame(frame: &Frame) -> u64 {
                     ArchivedRaftBody::InstallSnapshot(chunk) => {
                         chunk.data.len() as u64 + chunk.configuration.voters.len() as u64
                     }
+                    ArchivedRaftBody::SnapshotChunk(chunk) => chunk.data.len() as u64,
                     ArchivedRaftBody::CoalescedHeartbeat(beat) => beat.groups.len() as u64,
                     _ => 1,
                 };

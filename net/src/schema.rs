@@ -69,6 +69,12 @@ pub enum RaftBody {
     InstallSnapshot(InstallSnapshot),
     /// The answer to one [`RaftBody::InstallSnapshot`] chunk.
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// A bounded, checksummed piece of a stored snapshot, streamed by the
+    /// runtime beside the core's [`RaftBody::InstallSnapshot`].
+    SnapshotChunk(SnapshotChunk),
+    /// The receiver's answer to [`RaftBody::SnapshotChunk`]: the offset it
+    /// wants next.
+    SnapshotChunkAck(SnapshotChunkAck),
 }
 
 /// What kind of entry a log entry is.
@@ -263,6 +269,49 @@ pub struct InstallSnapshotResponse {
     pub rejected: bool,
 }
 
+/// One piece of a snapshot stream. The stream is the snapshot's encoded
+/// metadata file (`metadata_bytes` long: configuration, session table, data
+/// length and checksum, its own checksum) followed by its data file; the
+/// envelope's `term` is the sender's term as leader.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct SnapshotChunk {
+    /// Last index covered by the snapshot.
+    pub snapshot_index: u64,
+    /// Term of `snapshot_index`.
+    pub snapshot_term: u64,
+    /// Length of the metadata prefix of the stream.
+    pub metadata_bytes: u64,
+    /// Length of the whole stream (metadata then data).
+    pub total_bytes: u64,
+    /// Byte offset of `data` in the stream.
+    pub offset: u64,
+    /// The chunk's bytes, at most the engine's chunk bound.
+    pub data: Bytes,
+    /// CRC32 of `data`.
+    pub crc: u32,
+    /// True for the chunk that ends the stream.
+    pub last: bool,
+}
+
+/// Answer to a [`SnapshotChunk`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct SnapshotChunkAck {
+    /// The snapshot this answers for.
+    pub snapshot_index: u64,
+    /// Its term.
+    pub snapshot_term: u64,
+    /// The stream offset the receiver wants next (everything before it is
+    /// written); after the last chunk, the stream's length.
+    pub next_offset: u64,
+    /// True when the chunk was refused (out of order, bad checksum, wrong
+    /// snapshot): the sender goes back to `next_offset`.
+    pub refused: bool,
+    /// True once the whole snapshot is durable on the receiver.
+    pub complete: bool,
+}
+
 /// The body of a [`crate::frame::FrameKind::Raft`] frame: many messages, for
 /// many groups, bound for the same peer shard.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
@@ -451,6 +500,7 @@ impl Envelope {
                     configuration.voters.len() + configuration.learners.len() + configuration.outgoing_voters.len();
                 ids * 8 + chunk.data.len() + 4 * PAD
             }
+            RaftBody::SnapshotChunk(chunk) => chunk.data.len() + PAD,
             _ => 0,
         };
         ENVELOPE_FIXED_BYTES_MAX + variable

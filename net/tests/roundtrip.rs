@@ -112,6 +112,38 @@ fn raft_body() -> impl Strategy<Value = RaftBody> {
         (any::<u64>(), any::<bool>()).prop_map(|(next_offset, rejected)| {
             RaftBody::InstallSnapshotResponse(InstallSnapshotResponse { next_offset, rejected })
         }),
+        (
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            any::<u64>(),
+            bytes(),
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |((snapshot_index, snapshot_term, metadata_bytes, total_bytes), offset, data, crc, last)| {
+                    RaftBody::SnapshotChunk(SnapshotChunk {
+                        snapshot_index,
+                        snapshot_term,
+                        metadata_bytes,
+                        total_bytes,
+                        offset,
+                        data: data.into(),
+                        crc,
+                        last,
+                    })
+                }
+            ),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>()).prop_map(
+            |(snapshot_index, snapshot_term, next_offset, refused, complete)| {
+                RaftBody::SnapshotChunkAck(SnapshotChunkAck {
+                    snapshot_index,
+                    snapshot_term,
+                    next_offset,
+                    refused,
+                    complete,
+                })
+            }
+        ),
     ]
 }
 

@@ -446,7 +446,12 @@ pub fn from_wire(envelope: &wire::Envelope) -> Result<Option<Message>, DecodeErr
         wire::RaftBody::InstallSnapshotResponse(r) => MessageBody::InstallSnapshotResponse {
             last_index: LogIndex(r.next_offset),
         },
-        wire::RaftBody::CoalescedHeartbeat(_) | wire::RaftBody::CoalescedHeartbeatResponse(_) => return Ok(None),
+        // Coalesced heartbeats are expanded by the caller; snapshot chunks
+        // go to the snapshot stream (`snapshot_stream.rs`), not the core.
+        wire::RaftBody::CoalescedHeartbeat(_)
+        | wire::RaftBody::CoalescedHeartbeatResponse(_)
+        | wire::RaftBody::SnapshotChunk(_)
+        | wire::RaftBody::SnapshotChunkAck(_) => return Ok(None),
     };
     Ok(Some(Message {
         group: GroupId(envelope.group),

@@ -13,6 +13,7 @@ mod reply;
 mod sessions;
 mod shard;
 mod snapshot_store;
+mod snapshot_stream;
 mod storage;
 mod transport;
 mod violations;
@@ -37,8 +38,12 @@ pub use sessions::{
 pub use shard::REQUEST_TIMEOUT;
 pub use shard::{COMMAND_BYTES_MAX, PENDING_SNAPSHOTS_MAX, WAL_BACKLOG_BYTES_MAX};
 pub use snapshot_store::{
-    NewestValid, SkippedSnapshot, SnapshotId, SnapshotReader, SnapshotResult, SnapshotStore, SnapshotStoreError,
-    SnapshotWriter, StoredSnapshot, SNAPSHOTS_KEPT, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_METADATA_BYTES_MAX,
-    SNAPSHOT_READ_BUFFER_BYTES_MAX, SNAPSHOT_WRITE_BUFFER_BYTES_MAX,
+    NewestValid, SkippedSnapshot, SnapshotHeader, SnapshotId, SnapshotReader, SnapshotResult, SnapshotStore,
+    SnapshotStoreError, SnapshotWriter, StoredSnapshot, SNAPSHOTS_KEPT, SNAPSHOT_FORMAT_VERSION,
+    SNAPSHOT_METADATA_BYTES_MAX, SNAPSHOT_READ_BUFFER_BYTES_MAX, SNAPSHOT_WRITE_BUFFER_BYTES_MAX,
+};
+pub use snapshot_stream::{
+    AckOutcome, RateLimiter, SnapshotInbox, SnapshotSender, SnapshotStreamError, SNAPSHOT_CHUNKS_IN_FLIGHT_MAX,
+    SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT,
 };
 pub use violations::VIOLATION_LOG_INTERVAL;

@@ -2,9 +2,8 @@
 //! where `on_snapshot_load` reads.
 //!
 //! Sits beside the WAL, below the shard: a snapshot lets the WAL drop the
-//! entries it covers. This module only stores and verifies; the runtime does
-//! not take or install snapshots through it yet (the next slices of issue 12
-//! wire it in).
+//! entries it covers. This module only stores and verifies; a snapshot
+//! received from a leader is written through it by `snapshot_stream.rs`.
 //!
 //! Layout of a group's directory:
 //!
@@ -229,6 +228,19 @@ impl StoredSnapshot {
         self.path.join(DATA_FILE)
     }
 
+    /// The metadata file's bytes, as [`SnapshotStore::decode_metadata`]
+    /// reads them back: the prefix of an InstallSnapshot stream.
+    pub fn encoded_metadata(&self) -> Vec<u8> {
+        Metadata {
+            group: self.group,
+            meta: self.meta.clone(),
+            sessions: self.sessions.clone(),
+            data_bytes: self.data_bytes,
+            data_crc: self.data_crc,
+        }
+        .encode()
+    }
+
     /// A reader of the data for `on_snapshot_load`. It checks length and
     /// checksum again as it reads and fails the read that reaches the end
     /// if they do not match (the file may have changed since it was
@@ -245,6 +257,21 @@ impl StoredSnapshot {
             expected_crc: self.data_crc,
         })
     }
+}
+
+/// A snapshot's metadata decoded from bytes received from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// The group it names.
+    pub group: GroupId,
+    /// Last included index and term, and the configuration in force there.
+    pub meta: SnapshotMeta,
+    /// The client-session table.
+    pub sessions: Vec<u8>,
+    /// The data's length in bytes.
+    pub data_bytes: u64,
+    /// The data's CRC32.
+    pub data_crc: u32,
 }
 
 /// A snapshot that [`SnapshotStore::newest_valid`] passed over, and why.
@@ -363,6 +390,31 @@ impl SnapshotStore {
             hasher: crc32fast::Hasher::new(),
             metadata,
         })
+    }
+
+    /// Decodes and verifies metadata bytes (from [`StoredSnapshot::encoded_metadata`],
+    /// possibly another node's); `source` names them in errors.
+    pub fn decode_metadata(&self, source: &Path, bytes: &[u8]) -> SnapshotResult<SnapshotHeader> {
+        let metadata = Metadata::decode(source, bytes)?;
+        if metadata.group != self.group {
+            return Err(SnapshotStoreError::WrongGroup {
+                path: source.to_path_buf(),
+                expected: self.group,
+                found: metadata.group,
+            });
+        }
+        Ok(SnapshotHeader {
+            group: metadata.group,
+            meta: metadata.meta,
+            sessions: metadata.sessions,
+            data_bytes: metadata.data_bytes,
+            data_crc: metadata.data_crc,
+        })
+    }
+
+    /// The complete snapshot `id`, verified.
+    pub fn load(&self, id: SnapshotId) -> SnapshotResult<StoredSnapshot> {
+        self.verify(id, &self.snapshot_path(id))
     }
 
     /// The newest snapshot whose metadata and data verify. Each newer one
@@ -491,7 +543,36 @@ impl SnapshotWriter {
     /// fsyncs the metadata, renames the temp directory to its final name,
     /// fsyncs the store directory; then deletes snapshots beyond
     /// [`SNAPSHOTS_KEPT`].
-    pub fn finish(mut self) -> SnapshotResult<StoredSnapshot> {
+    pub fn finish(self) -> SnapshotResult<StoredSnapshot> {
+        self.finish_checked(None)
+    }
+
+    /// [`finish`](Self::finish), but only if the data written has
+    /// `expected_bytes` bytes with CRC32 `expected_crc` (a snapshot received
+    /// from a peer, whose metadata said so); otherwise nothing is published
+    /// and the temp directory is removed.
+    pub fn finish_expecting(self, expected_bytes: u64, expected_crc: u32) -> SnapshotResult<StoredSnapshot> {
+        self.finish_checked(Some((expected_bytes, expected_crc)))
+    }
+
+    fn finish_checked(mut self, expected: Option<(u64, u32)>) -> SnapshotResult<StoredSnapshot> {
+        if let Some((expected_bytes, expected_crc)) = expected {
+            if self.metadata.data_bytes != expected_bytes {
+                return Err(SnapshotStoreError::DataLength {
+                    path: self.data_path.clone(),
+                    expected: expected_bytes,
+                    actual: self.metadata.data_bytes,
+                });
+            }
+            let computed = self.hasher.clone().finalize();
+            if computed != expected_crc {
+                return Err(SnapshotStoreError::DataChecksum {
+                    path: self.data_path.clone(),
+                    stored: expected_crc,
+                    computed,
+                });
+            }
+        }
         let Some(writer) = self.file.take() else {
             unreachable!("a writer is finished only once (finish takes it by value)");
         };

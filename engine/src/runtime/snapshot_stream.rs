@@ -1,0 +1,718 @@
+//! InstallSnapshot streaming: moving a stored snapshot from a leader's
+//! snapshot store to a follower's, in bounded, checksummed chunks over the
+//! peer connections the shard already holds.
+//!
+//! Sits beside the core: the core says *that* a follower needs a snapshot
+//! (`MessageBody::InstallSnapshot`); this module moves the bytes. The
+//! stream is the snapshot's metadata file (configuration, session table,
+//! data length and checksum) followed by its data file. The leader side
+//! ([`SnapshotSender`]) reads both with positioned reads and keeps at most
+//! [`SNAPSHOT_CHUNKS_IN_FLIGHT_MAX`] chunks unacknowledged, paced by a
+//! [`RateLimiter`] the shard shares between all its streams. The follower
+//! side ([`SnapshotInbox`]) takes chunks only in order, checks each chunk's
+//! CRC, decodes and verifies the metadata prefix, writes the data into a temp
+//! directory of its [`SnapshotStore`] and publishes it atomically only if
+//! the data's length and CRC match the metadata. A dropped connection costs
+//! only the chunks in flight: the sender goes back to the last acknowledged
+//! offset. A newer term abandons a stream (its temp directory is removed).
+//! See `docs/architecture.md`, "InstallSnapshot streaming".
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use coraft_net::bytes::Bytes;
+use coraft_net::schema::{SnapshotChunk, SnapshotChunkAck};
+
+use crate::raft::{GroupId, LogIndex, NodeId, Term};
+
+use super::snapshot_store::{
+    SnapshotHeader, SnapshotId, SnapshotStore, SnapshotStoreError, SnapshotWriter, StoredSnapshot,
+};
+
+/// Largest chunk of a snapshot stream, in bytes: below a connection's
+/// receive buffer (`READ_BUFFER_BYTES`, 256 KiB), so a chunk takes the
+/// ordinary receive path, shares frames with other groups' messages and
+/// never holds a connection long.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 128 * 1024;
+/// Chunks a sender keeps unacknowledged per stream.
+pub const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: usize = 4;
+/// Default pace of all snapshot streams of one shard, in bytes per second.
+pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// What is wrong with a chunk, an ack, or the snapshot a stream carries.
+/// Chunks and acks come from peers: every check is an error, never a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotStreamError {
+    /// A chunk longer than [`SNAPSHOT_CHUNK_BYTES_MAX`].
+    #[error(
+        "group {group}: snapshot chunk from node {from} at offset {offset} has {bytes} bytes, above the bound {bound}"
+    )]
+    ChunkTooLarge {
+        /// The group.
+        group: GroupId,
+        /// The sender.
+        from: NodeId,
+        /// The chunk's offset.
+        offset: u64,
+        /// Its length.
+        bytes: usize,
+        /// [`SNAPSHOT_CHUNK_BYTES_MAX`].
+        bound: usize,
+    },
+    /// A chunk whose bytes do not match its CRC.
+    #[error("group {group}: snapshot chunk from node {from} at offset {offset}: checksum {computed:#010x}, the chunk says {stated:#010x}")]
+    ChunkChecksum {
+        /// The group.
+        group: GroupId,
+        /// The sender.
+        from: NodeId,
+        /// The chunk's offset.
+        offset: u64,
+        /// The CRC the chunk carries.
+        stated: u32,
+        /// The CRC of its bytes.
+        computed: u32,
+    },
+    /// A chunk not at the offset the receiver wants (lost or reordered).
+    #[error("group {group}: snapshot chunk from node {from} at offset {offset}, expected offset {expected}")]
+    OutOfOrder {
+        /// The group.
+        group: GroupId,
+        /// The sender.
+        from: NodeId,
+        /// The chunk's offset.
+        offset: u64,
+        /// The offset wanted.
+        expected: u64,
+    },
+    /// A chunk whose sizes contradict the stream's or themselves.
+    #[error("group {group}: snapshot chunk from node {from} at offset {offset}: {what}")]
+    Inconsistent {
+        /// The group.
+        group: GroupId,
+        /// The sender.
+        from: NodeId,
+        /// The chunk's offset.
+        offset: u64,
+        /// What does not add up.
+        what: String,
+    },
+    /// A chunk from a leader of an older term than the stream or group.
+    #[error("group {group}: snapshot chunk from node {from} in term {term}, but the group is in term {current}")]
+    StaleTerm {
+        /// The group.
+        group: GroupId,
+        /// The sender.
+        from: NodeId,
+        /// The chunk's term.
+        term: Term,
+        /// The newer term.
+        current: Term,
+    },
+    /// An ack that does not fit the stream (another snapshot, an offset
+    /// never sent).
+    #[error("group {group}: snapshot ack from node {from}: {what}")]
+    BadAck {
+        /// The group.
+        group: GroupId,
+        /// The follower.
+        from: NodeId,
+        /// What is wrong.
+        what: String,
+    },
+    /// The metadata or the data failed verification, or a file operation
+    /// failed.
+    #[error("group {group}: snapshot stream with node {peer}: {source}")]
+    Store {
+        /// The group.
+        group: GroupId,
+        /// The other node.
+        peer: NodeId,
+        /// What the store said.
+        source: SnapshotStoreError,
+    },
+}
+
+/// A token bucket pacing the snapshot bytes one shard sends, so that
+/// streams leave the connections and the disk to replication of the other
+/// groups. Time is passed in, so it can be tested without a clock.
+#[derive(Debug)]
+pub struct RateLimiter {
+    bytes_per_second: u128,
+    /// Bytes times nanoseconds per second, so that refills lose no rounding.
+    capacity_scaled: u128,
+    tokens_scaled: u128,
+    refilled: Instant,
+}
+
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+impl RateLimiter {
+    /// A bucket of `bytes_per_second` (at least one byte), full at `now`.
+    /// It holds a tenth of a second of bytes, and at least one chunk.
+    pub fn new(bytes_per_second: u64, now: Instant) -> RateLimiter {
+        let bytes_per_second = bytes_per_second.max(1);
+        let capacity = (bytes_per_second / 10).max(SNAPSHOT_CHUNK_BYTES_MAX as u64);
+        RateLimiter {
+            bytes_per_second: bytes_per_second as u128,
+            capacity_scaled: capacity as u128 * NANOS_PER_SECOND,
+            tokens_scaled: capacity as u128 * NANOS_PER_SECOND,
+            refilled: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_nanos();
+        self.tokens_scaled = (self.tokens_scaled + elapsed * self.bytes_per_second).min(self.capacity_scaled);
+        self.refilled = self.refilled.max(now);
+    }
+
+    /// Takes `bytes` if the bucket holds them at `now`.
+    pub fn try_take(&mut self, bytes: u64, now: Instant) -> bool {
+        self.refill(now);
+        let wanted = bytes as u128 * NANOS_PER_SECOND;
+        if self.tokens_scaled >= wanted {
+            self.tokens_scaled -= wanted;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long after `now` the bucket will hold `bytes` (zero if it does).
+    pub fn wait_for(&mut self, bytes: u64, now: Instant) -> Duration {
+        self.refill(now);
+        let wanted = (bytes as u128 * NANOS_PER_SECOND).min(self.capacity_scaled);
+        let missing = wanted.saturating_sub(self.tokens_scaled);
+        Duration::from_nanos(missing.div_ceil(self.bytes_per_second) as u64)
+    }
+}
+
+/// What an ack meant to a [`SnapshotSender`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The stream goes on.
+    Progress,
+    /// The follower holds the whole snapshot durably: the core may be told.
+    Complete,
+}
+
+/// The leader's side of one stream: one stored snapshot to one follower in
+/// one term.
+#[derive(Debug)]
+pub struct SnapshotSender {
+    group: GroupId,
+    to: NodeId,
+    term: Term,
+    snapshot: SnapshotId,
+    metadata: Vec<u8>,
+    data: File,
+    data_path: PathBuf,
+    total_bytes: u64,
+    /// Everything before it is written on the follower.
+    acknowledged: u64,
+    /// The next offset to send.
+    next_offset: u64,
+    /// The highest offset ever sent (a follower may be ahead of
+    /// `acknowledged` after a rewind: its acks were lost).
+    sent_high: u64,
+    /// End offsets of the chunks sent and not yet acknowledged.
+    in_flight: VecDeque<u64>,
+    complete: bool,
+    /// Chunk bytes handed out, resent ones included.
+    pub bytes_sent: u64,
+}
+
+impl SnapshotSender {
+    /// Opens `stored`'s data to stream it to `to` for the leader's `term`.
+    pub fn open(stored: &StoredSnapshot, to: NodeId, term: Term) -> Result<SnapshotSender, SnapshotStreamError> {
+        let data_path = stored.data_path();
+        let data = File::open(&data_path).map_err(|source| SnapshotStreamError::Store {
+            group: stored.group,
+            peer: to,
+            source: SnapshotStoreError::Io {
+                path: data_path.clone(),
+                action: "open",
+                source,
+            },
+        })?;
+        let metadata = stored.encoded_metadata();
+        Ok(SnapshotSender {
+            group: stored.group,
+            to,
+            term,
+            snapshot: stored.id(),
+            total_bytes: metadata.len() as u64 + stored.data_bytes,
+            metadata,
+            data,
+            data_path,
+            acknowledged: 0,
+            next_offset: 0,
+            sent_high: 0,
+            in_flight: VecDeque::new(),
+            complete: false,
+            bytes_sent: 0,
+        })
+    }
+
+    /// The snapshot streamed.
+    pub fn snapshot(&self) -> SnapshotId {
+        self.snapshot
+    }
+
+    /// The leader term the stream belongs to.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The follower.
+    pub fn to(&self) -> NodeId {
+        self.to
+    }
+
+    /// The stream's length in bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Bytes the follower has acknowledged.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged
+    }
+
+    /// True once the follower acknowledged the whole snapshot as durable.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// The length of the next chunk to send, if the window allows one.
+    pub fn next_chunk_bytes(&self) -> Option<u64> {
+        if self.complete
+            || self.next_offset >= self.total_bytes
+            || self.in_flight.len() >= SNAPSHOT_CHUNKS_IN_FLIGHT_MAX
+        {
+            return None;
+        }
+        Some((self.total_bytes - self.next_offset).min(SNAPSHOT_CHUNK_BYTES_MAX as u64))
+    }
+
+    /// The next chunk, if the in-flight window and `limiter` allow one.
+    pub fn next_chunk(
+        &mut self,
+        limiter: &mut RateLimiter,
+        now: Instant,
+    ) -> Result<Option<SnapshotChunk>, SnapshotStreamError> {
+        let Some(length) = self.next_chunk_bytes() else {
+            return Ok(None);
+        };
+        if !limiter.try_take(length, now) {
+            return Ok(None);
+        }
+        let offset = self.next_offset;
+        let mut bytes = vec![0u8; length as usize];
+        let metadata_bytes = self.metadata.len() as u64;
+        let mut filled = 0usize;
+        if offset < metadata_bytes {
+            let end = (offset + length).min(metadata_bytes);
+            let part = &self.metadata[offset as usize..end as usize];
+            bytes[..part.len()].copy_from_slice(part);
+            filled = part.len();
+        }
+        if filled < bytes.len() {
+            let data_offset = offset + filled as u64 - metadata_bytes;
+            self.data
+                .read_exact_at(&mut bytes[filled..], data_offset)
+                .map_err(|source| SnapshotStreamError::Store {
+                    group: self.group,
+                    peer: self.to,
+                    source: SnapshotStoreError::Io {
+                        path: self.data_path.clone(),
+                        action: "read",
+                        source,
+                    },
+                })?;
+        }
+        self.next_offset = offset + length;
+        self.sent_high = self.sent_high.max(self.next_offset);
+        self.in_flight.push_back(self.next_offset);
+        self.bytes_sent += length;
+        Ok(Some(SnapshotChunk {
+            snapshot_index: self.snapshot.index.0,
+            snapshot_term: self.snapshot.term.0,
+            metadata_bytes,
+            total_bytes: self.total_bytes,
+            offset,
+            crc: crc32fast::hash(&bytes),
+            data: Bytes::from(bytes),
+            last: self.next_offset == self.total_bytes,
+        }))
+    }
+
+    /// Takes the follower's answer to a chunk.
+    pub fn on_ack(&mut self, ack: &SnapshotChunkAck) -> Result<AckOutcome, SnapshotStreamError> {
+        let bad = |what: String| SnapshotStreamError::BadAck {
+            group: self.group,
+            from: self.to,
+            what,
+        };
+        if ack.snapshot_index != self.snapshot.index.0 || ack.snapshot_term != self.snapshot.term.0 {
+            return Err(bad(format!(
+                "for snapshot ({}, {}), the stream sends ({}, {})",
+                ack.snapshot_index, ack.snapshot_term, self.snapshot.index, self.snapshot.term
+            )));
+        }
+        if ack.complete {
+            if ack.next_offset != self.total_bytes {
+                return Err(bad(format!(
+                    "complete at offset {} of a {}-byte stream",
+                    ack.next_offset, self.total_bytes
+                )));
+            }
+            self.acknowledged = self.total_bytes;
+            self.in_flight.clear();
+            self.complete = true;
+            return Ok(AckOutcome::Complete);
+        }
+        if ack.next_offset > self.sent_high {
+            return Err(bad(format!(
+                "wants offset {}, beyond the {} bytes sent",
+                ack.next_offset, self.sent_high
+            )));
+        }
+        self.acknowledged = self.acknowledged.max(ack.next_offset);
+        if self.next_offset < self.acknowledged {
+            // The follower had more than this side knew (acks lost with a
+            // connection): skip what it holds.
+            self.next_offset = self.acknowledged;
+        }
+        while self.in_flight.front().is_some_and(|&end| end <= self.acknowledged) {
+            self.in_flight.pop_front();
+        }
+        if ack.refused {
+            // The follower wants `next_offset` again: everything after it is
+            // lost, so send from there.
+            self.next_offset = ack.next_offset;
+            self.acknowledged = ack.next_offset;
+            self.in_flight.clear();
+        }
+        Ok(AckOutcome::Progress)
+    }
+
+    /// The connection dropped: chunks in flight are lost, so go back to the
+    /// last acknowledged offset.
+    pub fn rewind(&mut self) {
+        self.next_offset = self.acknowledged;
+        self.in_flight.clear();
+    }
+}
+
+/// The follower's side of one stream.
+#[derive(Debug)]
+struct SnapshotReceiver {
+    leader: NodeId,
+    term: Term,
+    snapshot: SnapshotId,
+    metadata_bytes: u64,
+    total_bytes: u64,
+    next_offset: u64,
+    /// The metadata prefix while it arrives.
+    metadata: Vec<u8>,
+    header: Option<SnapshotHeader>,
+    /// Open once the metadata is verified; dropping it removes the temp
+    /// directory.
+    writer: Option<SnapshotWriter>,
+}
+
+/// The follower's snapshot streams of one shard, one per group.
+#[derive(Debug, Default)]
+pub struct SnapshotInbox {
+    receivers: BTreeMap<GroupId, SnapshotReceiver>,
+}
+
+impl SnapshotInbox {
+    /// An inbox with no stream.
+    pub fn new() -> SnapshotInbox {
+        SnapshotInbox::default()
+    }
+
+    /// The stream offset a group's stream has reached, if one is open.
+    pub fn progress(&self, group: GroupId) -> Option<(u64, u64)> {
+        self.receivers.get(&group).map(|r| (r.next_offset, r.total_bytes))
+    }
+
+    /// Drops a group's stream (its temp directory goes with it).
+    pub fn abandon(&mut self, group: GroupId) {
+        self.receivers.remove(&group);
+    }
+
+    /// Takes a chunk for `group` (whose snapshots live in `store`) from
+    /// `from`, leader in `term`; `current_term` is the group's term.
+    /// The receipt's ack is to be sent back in every case; an error says
+    /// what was refused (to log and count).
+    pub fn on_chunk(
+        &mut self,
+        store: &SnapshotStore,
+        group: GroupId,
+        from: NodeId,
+        term: Term,
+        current_term: Term,
+        chunk: &SnapshotChunk,
+    ) -> (SnapshotChunkAck, Result<Option<StoredSnapshot>, SnapshotStreamError>) {
+        let snapshot = SnapshotId {
+            index: LogIndex(chunk.snapshot_index),
+            term: Term(chunk.snapshot_term),
+        };
+        let refuse = |next_offset: u64| SnapshotChunkAck {
+            snapshot_index: chunk.snapshot_index,
+            snapshot_term: chunk.snapshot_term,
+            next_offset,
+            refused: true,
+            complete: false,
+        };
+        let stream_term = self
+            .receivers
+            .get(&group)
+            .map_or(current_term, |r| r.term.max(current_term));
+        if term < stream_term {
+            let error = SnapshotStreamError::StaleTerm {
+                group,
+                from,
+                term,
+                current: stream_term,
+            };
+            return (refuse(0), Err(error));
+        }
+        let same_stream = self
+            .receivers
+            .get(&group)
+            .is_some_and(|r| r.term == term && r.leader == from && r.snapshot == snapshot);
+        if !same_stream {
+            // A newer term, another leader or another snapshot: whatever
+            // was under way is abandoned.
+            self.receivers.remove(&group);
+            if let Err(error) = check_shape(group, from, chunk) {
+                return (refuse(0), Err(error));
+            }
+            if chunk.offset != 0 {
+                let error = SnapshotStreamError::OutOfOrder {
+                    group,
+                    from,
+                    offset: chunk.offset,
+                    expected: 0,
+                };
+                return (refuse(0), Err(error));
+            }
+            self.receivers.insert(
+                group,
+                SnapshotReceiver {
+                    leader: from,
+                    term,
+                    snapshot,
+                    metadata_bytes: chunk.metadata_bytes,
+                    total_bytes: chunk.total_bytes,
+                    next_offset: 0,
+                    metadata: Vec::new(),
+                    header: None,
+                    writer: None,
+                },
+            );
+        }
+        let receiver = self.receivers.get_mut(&group).expect("inserted above");
+        match receiver.accept(store, group, from, chunk) {
+            Ok(Some(stored)) => {
+                let ack = SnapshotChunkAck {
+                    snapshot_index: chunk.snapshot_index,
+                    snapshot_term: chunk.snapshot_term,
+                    next_offset: receiver.total_bytes,
+                    refused: false,
+                    complete: true,
+                };
+                self.receivers.remove(&group);
+                (ack, Ok(Some(stored)))
+            }
+            Ok(None) => {
+                let ack = SnapshotChunkAck {
+                    snapshot_index: chunk.snapshot_index,
+                    snapshot_term: chunk.snapshot_term,
+                    next_offset: receiver.next_offset,
+                    refused: false,
+                    complete: false,
+                };
+                (ack, Ok(None))
+            }
+            Err(error) => {
+                let ack = refuse(receiver.next_offset);
+                if matches!(error, SnapshotStreamError::Store { .. }) {
+                    // The snapshot itself is bad or the disk failed: start over.
+                    self.receivers.remove(&group);
+                    return (refuse(0), Err(error));
+                }
+                (ack, Err(error))
+            }
+        }
+    }
+}
+
+/// Checks what a chunk says about itself (before it may start a stream).
+fn check_shape(group: GroupId, from: NodeId, chunk: &SnapshotChunk) -> Result<(), SnapshotStreamError> {
+    let inconsistent = |what: String| SnapshotStreamError::Inconsistent {
+        group,
+        from,
+        offset: chunk.offset,
+        what,
+    };
+    if chunk.data.len() > SNAPSHOT_CHUNK_BYTES_MAX {
+        return Err(SnapshotStreamError::ChunkTooLarge {
+            group,
+            from,
+            offset: chunk.offset,
+            bytes: chunk.data.len(),
+            bound: SNAPSHOT_CHUNK_BYTES_MAX,
+        });
+    }
+    if chunk.metadata_bytes == 0 || chunk.metadata_bytes > super::snapshot_store::SNAPSHOT_METADATA_BYTES_MAX as u64 {
+        return Err(inconsistent(format!(
+            "metadata length {} is not within 1..={}",
+            chunk.metadata_bytes,
+            super::snapshot_store::SNAPSHOT_METADATA_BYTES_MAX
+        )));
+    }
+    if chunk.total_bytes < chunk.metadata_bytes {
+        return Err(inconsistent(format!(
+            "stream length {} is shorter than its metadata ({})",
+            chunk.total_bytes, chunk.metadata_bytes
+        )));
+    }
+    let end = chunk.offset.checked_add(chunk.data.len() as u64);
+    if end.is_none_or(|end| end > chunk.total_bytes) {
+        return Err(inconsistent(format!(
+            "{} bytes run past the stream's {} bytes",
+            chunk.data.len(),
+            chunk.total_bytes
+        )));
+    }
+    if chunk.last != (end == Some(chunk.total_bytes)) {
+        return Err(inconsistent(format!(
+            "marked last = {} but ends at {} of {} bytes",
+            chunk.last,
+            end.unwrap_or(u64::MAX),
+            chunk.total_bytes
+        )));
+    }
+    if chunk.data.is_empty() && !chunk.last {
+        return Err(inconsistent("empty chunk".to_string()));
+    }
+    let computed = crc32fast::hash(&chunk.data);
+    if computed != chunk.crc {
+        return Err(SnapshotStreamError::ChunkChecksum {
+            group,
+            from,
+            offset: chunk.offset,
+            stated: chunk.crc,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+impl SnapshotReceiver {
+    /// Writes an in-order chunk; the published snapshot after the last one.
+    fn accept(
+        &mut self,
+        store: &SnapshotStore,
+        group: GroupId,
+        from: NodeId,
+        chunk: &SnapshotChunk,
+    ) -> Result<Option<StoredSnapshot>, SnapshotStreamError> {
+        check_shape(group, from, chunk)?;
+        if chunk.metadata_bytes != self.metadata_bytes || chunk.total_bytes != self.total_bytes {
+            return Err(SnapshotStreamError::Inconsistent {
+                group,
+                from,
+                offset: chunk.offset,
+                what: format!(
+                    "sizes ({} metadata, {} total) differ from the stream's ({}, {})",
+                    chunk.metadata_bytes, chunk.total_bytes, self.metadata_bytes, self.total_bytes
+                ),
+            });
+        }
+        if chunk.offset != self.next_offset {
+            return Err(SnapshotStreamError::OutOfOrder {
+                group,
+                from,
+                offset: chunk.offset,
+                expected: self.next_offset,
+            });
+        }
+        let store_error = |source: SnapshotStoreError| SnapshotStreamError::Store {
+            group,
+            peer: from,
+            source,
+        };
+        let mut bytes: &[u8] = &chunk.data;
+        if self.next_offset < self.metadata_bytes {
+            let take = ((self.metadata_bytes - self.next_offset) as usize).min(bytes.len());
+            self.metadata.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.metadata.len() as u64 == self.metadata_bytes {
+                let source = PathBuf::from(format!("<snapshot stream from node {from}>"));
+                let header = store.decode_metadata(&source, &self.metadata).map_err(store_error)?;
+                if header.meta.index != self.snapshot.index || header.meta.term != self.snapshot.term {
+                    return Err(store_error(SnapshotStoreError::NameMismatch {
+                        path: source,
+                        index: header.meta.index,
+                        term: header.meta.term,
+                    }));
+                }
+                let stream_data = self.total_bytes - self.metadata_bytes;
+                if header.data_bytes != stream_data {
+                    return Err(store_error(SnapshotStoreError::DataLength {
+                        path: source,
+                        expected: header.data_bytes,
+                        actual: stream_data,
+                    }));
+                }
+                if store.snapshot_path(self.snapshot).exists() {
+                    // Already here (an earlier stream finished but its
+                    // complete ack was lost): no need for the rest.
+                    let stored = store.load(self.snapshot).map_err(store_error)?;
+                    self.next_offset = self.total_bytes;
+                    return Ok(Some(stored));
+                }
+                self.writer = Some(
+                    store
+                        .begin(header.meta.clone(), header.sessions.clone())
+                        .map_err(store_error)?,
+                );
+                self.metadata = Vec::new();
+                self.header = Some(header);
+            }
+        }
+        if !bytes.is_empty() {
+            let Some(writer) = self.writer.as_mut() else {
+                unreachable!("data follows the metadata, which opened the writer");
+            };
+            std::io::Write::write_all(writer, bytes).map_err(|source| {
+                store_error(SnapshotStoreError::Io {
+                    path: writer.temp_dir().to_path_buf(),
+                    action: "write",
+                    source,
+                })
+            })?;
+        }
+        self.next_offset += chunk.data.len() as u64;
+        if !chunk.last {
+            return Ok(None);
+        }
+        let (Some(writer), Some(header)) = (self.writer.take(), self.header.as_ref()) else {
+            unreachable!("the last chunk ends past the metadata");
+        };
+        let stored = writer
+            .finish_expecting(header.data_bytes, header.data_crc)
+            .map_err(store_error)?;
+        Ok(Some(stored))
+    }
+}

@@ -140,10 +140,17 @@ pub fn write_ready(
     ready: &Ready,
     hard_states: &mut HardStateWriter,
 ) -> Result<Option<(LogIndex, Term)>, Error> {
-    if ready.snapshot.is_some() {
-        return Err(Error::Storage(format!(
-            "group {group}: installing a snapshot is not supported by the runtime yet"
-        )));
+    if let Some(meta) = &ready.snapshot {
+        // A snapshot from the leader replaces the whole log (the core
+        // installs one only when its log does not hold the snapshot's last
+        // entry): entries after it go with a truncation, entries up to it
+        // with the purge marker, which also records the snapshot point that
+        // recovery starts the log after. The snapshot itself must already be
+        // durable in the group's snapshot store (`snapshot_stream.rs`).
+        wal.truncate_suffix(group.0, meta.index.0 + 1)
+            .map_err(|e| storage_error("truncating before an installed snapshot", e))?;
+        wal.purge(group.0, meta.index.0, meta.term.0)
+            .map_err(|e| storage_error("purging to an installed snapshot", e))?;
     }
     if let Some(from) = ready.truncate_from {
         wal.truncate_suffix(group.0, from.0)
@@ -171,7 +178,7 @@ pub fn write_ready(
         wal.append_entries(group.0, first.index.0, &stored)
             .map_err(|e| storage_error("appending entries", e))?;
     }
-    let writes_log = ready.truncate_from.is_some() || !ready.entries.is_empty();
+    let writes_log = ready.snapshot.is_some() || ready.truncate_from.is_some() || !ready.entries.is_empty();
     if let Some(hard) = hard_states.next_write(ready.hard_state, writes_log) {
         write_hard_state(wal, group, hard)?;
     }
@@ -209,6 +216,70 @@ mod tests {
         let mut writer = HardStateWriter::recovered(hard(2, 1, 5));
         assert_eq!(writer.next_write(Some(hard(3, 0, 5)), false), Some(hard(3, 0, 5)));
         assert_eq!(writer.next_write(Some(hard(3, 2, 5)), false), Some(hard(3, 2, 5)));
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index: LogIndex(index),
+            term: Term(term),
+            payload: crate::raft::EntryPayload::Normal(vec![index as u8; 3].into()),
+        }
+    }
+
+    #[test]
+    fn an_installed_snapshot_replaces_the_group_log_in_the_wal_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = GroupId(4);
+        let configuration = Configuration::default();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let config = coraft_wal::Config::default();
+                let (wal, _) = Wal::open(dir.path(), config.clone()).await.unwrap();
+                let mut writer = HardStateWriter::default();
+                // A follower's log: entries 1..=5 of term 1, some never
+                // committed, and another group's beside them.
+                let ready = Ready {
+                    entries: (1..=5).map(|i| entry(i, 1)).collect(),
+                    hard_state: Some(hard(1, 1, 2)),
+                    ..Ready::default()
+                };
+                write_ready(&wal, group, &ready, &mut writer).unwrap();
+                write_ready(&wal, GroupId(5), &ready, &mut HardStateWriter::default()).unwrap();
+                // The leader's snapshot at (40, 3), then entries after it.
+                let snapshot = SnapshotMeta {
+                    index: LogIndex(40),
+                    term: Term(3),
+                    configuration: configuration.clone(),
+                };
+                let install = Ready {
+                    snapshot: Some(snapshot.clone()),
+                    hard_state: Some(hard(3, 0, 40)),
+                    ..Ready::default()
+                };
+                write_ready(&wal, group, &install, &mut writer).unwrap();
+                let state = wal.group_state(group.0).unwrap();
+                assert_eq!((state.first_index, state.last_index), (41, 40), "the old log is gone");
+                let after = Ready {
+                    entries: vec![entry(41, 3), entry(42, 3)],
+                    ..Ready::default()
+                };
+                write_ready(&wal, group, &after, &mut writer).unwrap();
+                wal.sync().await.unwrap();
+                drop(wal);
+
+                let (wal, _) = Wal::open(dir.path(), config).await.unwrap();
+                let initial = recover_group(&wal, group, configuration.clone()).unwrap();
+                let recovered = initial.snapshot.expect("the snapshot point is recovered");
+                assert_eq!((recovered.index, recovered.term), (LogIndex(40), Term(3)));
+                let indexes: Vec<u64> = initial.entries.iter().map(|e| e.index.0).collect();
+                assert_eq!(indexes, vec![41, 42], "only the entries after the snapshot");
+                assert_eq!(initial.hard_state, hard(3, 0, 40));
+                let other = recover_group(&wal, GroupId(5), configuration).unwrap();
+                assert_eq!(other.entries.len(), 5, "another group's log is untouched");
+                wal.close().await.unwrap();
+            });
     }
 
     #[test]

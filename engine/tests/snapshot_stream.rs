@@ -7,6 +7,8 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -149,9 +151,10 @@ fn read_envelope(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Option<E
 }
 
 /// The follower: serves connections one after the other with one inbox,
-/// until a snapshot is installed.
-fn serve_follower(listener: TcpListener, store: SnapshotStore) -> StoredSnapshot {
+/// until the leader says it is done; returns what was installed.
+fn serve_follower(listener: TcpListener, store: SnapshotStore, done: Arc<AtomicBool>) -> Option<StoredSnapshot> {
     let mut inbox = SnapshotInbox::new();
+    let mut installed = None;
     loop {
         let (mut stream, _) = listener.accept().unwrap();
         let mut decoder = FrameDecoder::new();
@@ -169,17 +172,17 @@ fn serve_follower(listener: TcpListener, store: SnapshotStore) -> StoredSnapshot
             );
             // After the cut the follower may hold chunks whose acks were
             // lost: it refuses the resent ones and names the offset it wants.
-            let installed = match result {
-                Ok(installed) => installed,
-                Err(SnapshotStreamError::OutOfOrder { .. }) => None,
+            match result {
+                Ok(Some(stored)) => installed = Some(stored),
+                Ok(None) | Err(SnapshotStreamError::OutOfOrder { .. }) => {}
                 Err(error) => panic!("refused: {error}"),
-            };
+            }
             if write_frame(&mut stream, FOLLOWER, LEADER, RaftBody::SnapshotChunkAck(ack)).is_err() {
                 break;
             }
-            if let Some(stored) = installed {
-                return stored;
-            }
+        }
+        if done.load(Ordering::SeqCst) {
+            return installed;
         }
     }
 }
@@ -192,7 +195,11 @@ fn a_stream_cut_halfway_over_tcp_resumes_from_the_last_acknowledged_chunk() {
     let follower = SnapshotStore::open(follower_dir.path(), GROUP).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
-    let server = thread::spawn(move || serve_follower(listener, follower));
+    let done = Arc::new(AtomicBool::new(false));
+    let server = {
+        let done = done.clone();
+        thread::spawn(move || serve_follower(listener, follower, done))
+    };
 
     let mut sender = SnapshotSender::open(&stored, FOLLOWER, Term(4)).unwrap();
     let mut limiter = unlimited();
@@ -214,6 +221,8 @@ fn a_stream_cut_halfway_over_tcp_resumes_from_the_last_acknowledged_chunk() {
                 panic!("not an ack");
             };
             if sender.on_ack(&ack).unwrap() == AckOutcome::Complete {
+                done.store(true, Ordering::SeqCst);
+                drop(stream);
                 break 'connections;
             }
             if cut_at.is_none() && sender.acknowledged() > sender.total_bytes() / 2 {
@@ -225,7 +234,7 @@ fn a_stream_cut_halfway_over_tcp_resumes_from_the_last_acknowledged_chunk() {
             }
         }
     }
-    let installed = server.join().unwrap();
+    let installed = server.join().unwrap().expect("installed");
     assert_eq!(installed.meta, meta(77, 2));
     let (cut_at, resumed_at) = (cut_at.unwrap(), resumed_at.unwrap());
     assert_eq!(
@@ -255,6 +264,7 @@ fn all_chunks(stored: &StoredSnapshot) -> Vec<SnapshotChunk> {
             let ack = SnapshotChunkAck {
                 snapshot_index: chunks[0].snapshot_index,
                 snapshot_term: chunks[0].snapshot_term,
+                chunk_offset: chunks.last().map_or(0, |c: &SnapshotChunk| c.offset),
                 next_offset: chunks
                     .last()
                     .map_or(0, |c: &SnapshotChunk| c.offset + c.data.len() as u64),
@@ -413,6 +423,7 @@ fn acks_that_do_not_fit_the_stream_are_refused() {
     let ack = |index, next_offset, complete| SnapshotChunkAck {
         snapshot_index: index,
         snapshot_term: 1,
+        chunk_offset: 0,
         next_offset,
         refused: false,
         complete,

@@ -302,6 +302,8 @@ pub struct SnapshotChunkAck {
     pub snapshot_index: u64,
     /// Its term.
     pub snapshot_term: u64,
+    /// The offset of the chunk this answers.
+    pub chunk_offset: u64,
     /// The stream offset the receiver wants next (everything before it is
     /// written); after the last chunk, the stream's length.
     pub next_offset: u64,

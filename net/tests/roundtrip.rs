@@ -133,17 +133,26 @@ fn raft_body() -> impl Strategy<Value = RaftBody> {
                     })
                 }
             ),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>()).prop_map(
-            |(snapshot_index, snapshot_term, next_offset, refused, complete)| {
-                RaftBody::SnapshotChunkAck(SnapshotChunkAck {
-                    snapshot_index,
-                    snapshot_term,
-                    next_offset,
-                    refused,
-                    complete,
-                })
-            }
-        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(snapshot_index, snapshot_term, chunk_offset, next_offset, refused, complete)| {
+                    RaftBody::SnapshotChunkAck(SnapshotChunkAck {
+                        snapshot_index,
+                        snapshot_term,
+                        chunk_offset,
+                        next_offset,
+                        refused,
+                        complete,
+                    })
+                }
+            ),
     ]
 }
 

@@ -219,8 +219,8 @@ pub struct SnapshotSender {
     /// The highest offset ever sent (a follower may be ahead of
     /// `acknowledged` after a rewind: its acks were lost).
     sent_high: u64,
-    /// End offsets of the chunks sent and not yet acknowledged.
-    in_flight: VecDeque<u64>,
+    /// (start, end) offsets of the chunks sent and not yet acknowledged.
+    in_flight: VecDeque<(u64, u64)>,
     complete: bool,
     /// Chunk bytes handed out, resent ones included.
     pub bytes_sent: u64,
@@ -337,7 +337,7 @@ impl SnapshotSender {
         }
         self.next_offset = offset + length;
         self.sent_high = self.sent_high.max(self.next_offset);
-        self.in_flight.push_back(self.next_offset);
+        self.in_flight.push_back((offset, self.next_offset));
         self.bytes_sent += length;
         Ok(Some(SnapshotChunk {
             snapshot_index: self.snapshot.index.0,
@@ -388,12 +388,16 @@ impl SnapshotSender {
             // connection): skip what it holds.
             self.next_offset = self.acknowledged;
         }
-        while self.in_flight.front().is_some_and(|&end| end <= self.acknowledged) {
+        while self.in_flight.front().is_some_and(|&(_, end)| end <= self.acknowledged) {
             self.in_flight.pop_front();
         }
-        if ack.refused {
-            // The follower wants `next_offset` again: everything after it is
-            // lost, so send from there.
+        let answers_in_flight = self.in_flight.iter().any(|&(start, _)| start == ack.chunk_offset);
+        if ack.refused && answers_in_flight {
+            // The follower refused a chunk sent since the last go-back: send
+            // from the offset it wants. A refusal of a chunk sent before
+            // (the go-back emptied the window) is stale: the offset it names
+            // is already being sent, and going back for each of those would
+            // send the window over and over.
             self.next_offset = ack.next_offset;
             self.acknowledged = ack.next_offset;
             self.in_flight.clear();
@@ -468,6 +472,7 @@ impl SnapshotInbox {
         let refuse = |next_offset: u64| SnapshotChunkAck {
             snapshot_index: chunk.snapshot_index,
             snapshot_term: chunk.snapshot_term,
+            chunk_offset: chunk.offset,
             next_offset,
             refused: true,
             complete: false,
@@ -495,6 +500,19 @@ impl SnapshotInbox {
             self.receivers.remove(&group);
             if let Err(error) = check_shape(group, from, chunk) {
                 return (refuse(0), Err(error));
+            }
+            if store.snapshot_path(snapshot).exists() {
+                // Already installed (the ack that said so was lost with a
+                // connection): nothing more to send.
+                let ack = SnapshotChunkAck {
+                    snapshot_index: chunk.snapshot_index,
+                    snapshot_term: chunk.snapshot_term,
+                    chunk_offset: chunk.offset,
+                    next_offset: chunk.total_bytes,
+                    refused: false,
+                    complete: true,
+                };
+                return (ack, Ok(None));
             }
             if chunk.offset != 0 {
                 let error = SnapshotStreamError::OutOfOrder {
@@ -526,6 +544,7 @@ impl SnapshotInbox {
                 let ack = SnapshotChunkAck {
                     snapshot_index: chunk.snapshot_index,
                     snapshot_term: chunk.snapshot_term,
+                    chunk_offset: chunk.offset,
                     next_offset: receiver.total_bytes,
                     refused: false,
                     complete: true,
@@ -537,6 +556,7 @@ impl SnapshotInbox {
                 let ack = SnapshotChunkAck {
                     snapshot_index: chunk.snapshot_index,
                     snapshot_term: chunk.snapshot_term,
+                    chunk_offset: chunk.offset,
                     next_offset: receiver.next_offset,
                     refused: false,
                     complete: false,

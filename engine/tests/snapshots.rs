@@ -466,11 +466,13 @@ fn a_client_session_survives_snapshot_and_restart_so_a_retried_write_applies_onc
     cluster.stop_all();
 }
 
-#[allow(clippy::needless_update)] // the policy's trigger fields come next
+/// Snapshots on demand only, keeping `log_tail_entries` below each.
 fn policy_with_tail(log_tail_entries: u64) -> SnapshotPolicy {
     SnapshotPolicy {
+        after_entries: 0,
+        after_log_bytes: 0,
+        interval: Duration::ZERO,
         log_tail_entries,
-        ..SnapshotPolicy::default()
     }
 }
 
@@ -669,4 +671,54 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+#[test]
+fn a_cluster_with_an_entries_policy_snapshots_and_compacts_by_itself() {
+    const AFTER: u64 = 40;
+    const WRITES: u64 = 200;
+    let mut cluster = TestCluster::start_with(
+        3,
+        SnapshotPolicy {
+            after_entries: AFTER,
+            log_tail_entries: 5,
+            ..policy_with_tail(0)
+        },
+    );
+    for value in 1..=WRITES {
+        cluster.write(value);
+    }
+    let applied = cluster.wait_all_applied();
+    let mut snapshot_indexes = Vec::new();
+    for id in cluster.ids() {
+        let status = block(cluster.handle(id).status()).unwrap();
+        // A snapshot is due once AFTER entries were applied since the last
+        // one, and taken at the end of that loop turn once they are durable.
+        assert!(
+            status.snapshot_index > LogIndex(0) && applied.0 - status.snapshot_index.0 < 2 * AFTER,
+            "node {id} snapshotted by itself close to its applied index {applied}: {status:?}"
+        );
+        assert_eq!(
+            status.first_index,
+            LogIndex(status.snapshot_index.0 - 5 + 1),
+            "node {id} compacted its log after it"
+        );
+        let node = cluster.nodes[id.0 as usize - 1].as_ref().unwrap();
+        let taken: u64 = node.0.metrics().iter().map(|m| m.snapshots_taken).sum();
+        assert!(taken >= WRITES / AFTER - 1, "node {id} took {taken} snapshots");
+        snapshot_indexes.push(status.snapshot_index);
+    }
+    cluster.stop_all();
+    cluster.restart_all();
+    cluster.wait_all_applied();
+    for (id, snapshot_index) in cluster.ids().into_iter().zip(snapshot_indexes) {
+        assert_eq!(cluster.state(id), (WRITES, sum(1..=WRITES)), "node {id}");
+        let probe = cluster.probe(id);
+        assert_eq!(probe.loads.load(Ordering::SeqCst), 1, "node {id}");
+        assert!(
+            probe.applies.load(Ordering::SeqCst) <= applied.0 - snapshot_index.0,
+            "node {id} applied only what came after its snapshot"
+        );
+    }
+    cluster.stop_all();
 }

@@ -47,19 +47,26 @@ pub trait StateMachine: 'static {
         Vec::new()
     }
 
-    /// Writes a snapshot of the state (called by `GroupHandle::snapshot`,
-    /// on the shard's thread, after every applied command).
+    /// Writes a snapshot of the state (called by `GroupHandle::snapshot`
+    /// and by the snapshot policy, on the shard's thread, after every
+    /// applied command). Once it is durable the log below it is dropped, so
+    /// it must hold the whole state.
+    ///
+    /// The default refuses (`ErrorKind::Unsupported`): a state machine that
+    /// does not implement snapshots is never compacted, rather than saved
+    /// empty and its state lost at the next restart.
     fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
         let _ = writer;
-        Ok(())
+        Err(snapshots_unsupported())
     }
 
     /// Replaces the state with a snapshot (called on a fresh state machine
     /// when a node restarts from its newest valid snapshot; the commands the
-    /// snapshot covers are then not applied again).
+    /// snapshot covers are then not applied again). The default refuses, as
+    /// `on_snapshot_save` does (it is never called without a saved snapshot).
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
         let _ = reader;
-        Ok(())
+        Err(snapshots_unsupported())
     }
 
     /// This node became the group's leader in `term`.
@@ -82,4 +89,11 @@ pub trait StateMachine: 'static {
     fn on_error(&mut self, error: &crate::api::Error) {
         let _ = error;
     }
+}
+
+fn snapshots_unsupported() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "this state machine does not implement on_snapshot_save and on_snapshot_load",
+    )
 }

@@ -85,6 +85,8 @@ pub(crate) struct Group {
     pub snapshots: Option<SnapshotStore>,
     /// The group's purge point in the shard's WAL (0: never purged).
     pub wal_purged: LogIndex,
+    /// What it applied since its last snapshot, for the snapshot policy.
+    pub since_snapshot: super::compaction::SinceSnapshot,
 }
 
 impl Group {
@@ -103,6 +105,7 @@ impl Group {
             close_waiters: Vec::new(),
             snapshots: None,
             wal_purged: LogIndex(0),
+            since_snapshot: super::compaction::SinceSnapshot::new(std::time::Instant::now()),
         }
     }
 
@@ -129,6 +132,8 @@ impl Group {
     pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
         metrics.entries_applied += entries.len() as u64;
         self.counters.entries_applied += entries.len() as u64;
+        self.since_snapshot.entries += entries.len() as u64;
+        self.since_snapshot.log_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
         // Committed now (they reach the state machine in this same turn);
         // one clock read serves the whole batch's latencies.
         let now = std::time::Instant::now();

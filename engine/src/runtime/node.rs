@@ -179,7 +179,7 @@ impl NodeOptions {
             quiesce_idle_groups: true,
             request_timeout: super::shard::REQUEST_TIMEOUT,
             session_timeout: Duration::from_millis(super::SESSION_TIMEOUT_DEFAULT_MS),
-            snapshot: super::SnapshotPolicy::default(),
+            snapshot: super::SnapshotPolicy::from_settings(&config.snapshot),
         }
     }
 

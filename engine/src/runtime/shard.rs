@@ -113,6 +113,9 @@ pub(crate) struct Shard {
     pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
     /// When snapshots are taken and how much log they let go.
     snapshot_policy: super::SnapshotPolicy,
+    /// Groups whose snapshot policy fired, waiting like `pending_snapshots`
+    /// (at most one entry per group).
+    policy_snapshots: BTreeSet<GroupId>,
     /// Deleting the WAL segments purges freed, off the loop.
     segment_deletion: super::compaction::SegmentDeletion,
 }
@@ -214,6 +217,7 @@ impl Shard {
             wal_faults: None,
             pending_snapshots: Vec::new(),
             snapshot_policy: options.snapshot.clone(),
+            policy_snapshots: BTreeSet::new(),
             segment_deletion: super::compaction::SegmentDeletion::default(),
         }
     }
@@ -874,6 +878,9 @@ impl Shard {
             }
             group.apply(&ready.committed_entries, &mut self.metrics);
             group.notify_if_drained();
+            if !ready.committed_entries.is_empty() && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {
+                self.policy_snapshots.insert(group_id);
+            }
         }
     }
 
@@ -965,6 +972,7 @@ impl Shard {
         for (_, reply) in self.pending_snapshots.drain(..) {
             let _ = reply.send(Err(error.clone()));
         }
+        self.policy_snapshots.clear();
         self.dirty.clear();
         self.awake.clear();
         self.waiters.clear();
@@ -981,50 +989,78 @@ impl Shard {
 }
 
 impl Shard {
-    /// Takes the snapshots asked for whose group has every applied entry
-    /// durable in the WAL here; the others wait for a later turn (the WAL
-    /// sync this turn requests makes them durable).
+    /// Takes the snapshots asked for, and those the policy wants, whose
+    /// group has every applied entry durable in the WAL here; the others
+    /// wait for a later turn (the WAL sync this turn requests makes them
+    /// durable).
     fn take_pending_snapshots(&mut self) {
-        if self.pending_snapshots.is_empty() {
+        if self.pending_snapshots.is_empty() && self.policy_snapshots.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending_snapshots);
         let mut failure = None;
-        for (group_id, reply) in pending {
-            let Some(group) = self.groups.get_mut(&group_id) else {
-                let _ = reply.send(Err(Error::UnknownGroup(group_id)));
-                continue;
-            };
-            if group.core.persisted_index() < group.core.applied_index() {
-                // A follower may apply entries before they are durable here;
-                // a snapshot must never cover an entry a crash could lose
-                // from the WAL (restart finds the snapshot's entry in it).
-                self.pending_snapshots.push((group_id, reply));
-                continue;
-            }
-            let mut result = take_snapshot(group_id, group);
-            if let Ok((index, true)) = result {
-                self.metrics.snapshots_taken += 1;
-                // The snapshot is durable (written, fsynced, renamed): only
-                // now may the log below it go.
-                let tail = self.snapshot_policy.log_tail_entries;
-                match super::compaction::compact_group(&self.wal, group_id, group, index, tail) {
-                    Ok(true) => self.segment_deletion.want(),
-                    Ok(false) => {}
-                    Err(error) => {
-                        if matches!(error, Error::Storage(_)) {
-                            // The WAL refused a record: fail-stop.
-                            failure = Some(error.clone());
-                        }
-                        result = Err(error);
-                    }
+        for (group_id, reply) in std::mem::take(&mut self.pending_snapshots) {
+            match self.snapshot_now(group_id, &mut failure) {
+                None => self.pending_snapshots.push((group_id, reply)),
+                Some(result) => {
+                    let _ = reply.send(result);
                 }
             }
-            let _ = reply.send(result.map(|(index, _)| index));
+        }
+        for group_id in std::mem::take(&mut self.policy_snapshots) {
+            match self.snapshot_now(group_id, &mut failure) {
+                None => {
+                    self.policy_snapshots.insert(group_id);
+                }
+                Some(Ok(_)) => {}
+                // Tried again once the policy fires again.
+                Some(Err(error)) => log::warn!(
+                    "node {} shard {}: the snapshot policy's snapshot of group {group_id} failed: {error}",
+                    self.node,
+                    self.metrics.shard
+                ),
+            }
         }
         if let Some(error) = failure {
             self.fail(error);
         }
+    }
+
+    /// Takes a snapshot of `group_id` and compacts its log after it; `None`
+    /// if its applied entries are not all durable here yet. A storage error
+    /// (the WAL refused the purge marker) is left in `failure` for the
+    /// caller to fail-stop on.
+    fn snapshot_now(&mut self, group_id: GroupId, failure: &mut Option<Error>) -> Option<Result<LogIndex, Error>> {
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return Some(Err(Error::UnknownGroup(group_id)));
+        };
+        if group.core.persisted_index() < group.core.applied_index() {
+            // A follower may apply entries before they are durable here;
+            // a snapshot must never cover an entry a crash could lose
+            // from the WAL (restart finds the snapshot's entry in it).
+            return None;
+        }
+        let mut result = take_snapshot(group_id, group);
+        // The policy counts from here, whatever the outcome: a failing
+        // snapshot is tried again only when a trigger fires again.
+        group.since_snapshot = super::compaction::SinceSnapshot::new(Instant::now());
+        if let Ok((index, true)) = result {
+            self.metrics.snapshots_taken += 1;
+            // The snapshot is durable (written, fsynced, renamed): only
+            // now may the log below it go.
+            let tail = self.snapshot_policy.log_tail_entries;
+            match super::compaction::compact_group(&self.wal, group_id, group, index, tail) {
+                Ok(true) => self.segment_deletion.want(),
+                Ok(false) => {}
+                Err(error) => {
+                    if matches!(error, Error::Storage(_)) {
+                        // The WAL refused a record: fail-stop.
+                        *failure = Some(error.clone());
+                    }
+                    result = Err(error);
+                }
+            }
+        }
+        Some(result.map(|(index, _)| index))
     }
 }
 

@@ -553,11 +553,17 @@ fn wal_segments_are_deleted_after_snapshots_under_load_and_a_restart_applies_onl
     for (id, first) in cluster.ids().into_iter().zip(first_segments) {
         // Deletion runs off the shard's loop: wait for it.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while segments(&cluster, id).contains(&first) {
+        let deleted = || {
+            let node = &cluster.nodes[id.0 as usize - 1].as_ref().unwrap().0;
+            node.metrics()[0].wal_segments_deleted
+        };
+        // The file goes first, the count after (once the directory is synced).
+        while segments(&cluster, id).contains(&first) || deleted() == 0 {
             assert!(
                 Instant::now() < deadline,
-                "node {id} still holds its first WAL segment {first}: {:?}",
-                segments(&cluster, id)
+                "node {id} still holds its first WAL segment {first}: {:?} (deleted: {})",
+                segments(&cluster, id),
+                deleted()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -566,6 +572,27 @@ fn wal_segments_are_deleted_after_snapshots_under_load_and_a_restart_applies_onl
             status.first_index > LogIndex(1),
             "node {id} compacted its log: {status:?}"
         );
+        // A tally's snapshot is its 16 bytes.
+        assert_eq!(status.counters.snapshots_taken, ROUNDS, "node {id}");
+        assert_eq!(status.counters.snapshot_bytes_last, 16, "node {id}");
+        assert!(status.counters.snapshot_duration_us_last > 0, "node {id}");
+        let node = &cluster.nodes[id.0 as usize - 1].as_ref().unwrap().0;
+        let metrics = &node.metrics()[0];
+        assert_eq!(metrics.snapshots_taken, ROUNDS, "node {id}");
+        assert_eq!(metrics.snapshot_bytes, 16 * ROUNDS, "node {id}");
+        assert_eq!(metrics.snapshot_us.len(), ROUNDS, "node {id} timed each snapshot");
+        assert!(
+            metrics.wal_segments_deleted >= 1,
+            "node {id} counts the deleted segment"
+        );
+        let text = node.metrics_text();
+        for name in [
+            "coraft_snapshot_bytes_total",
+            "coraft_wal_segments_deleted_total",
+            "coraft_snapshot_seconds",
+        ] {
+            assert!(text.contains(name), "node {id} exposes {name}");
+        }
     }
     for value in total + 1..=total + AFTER {
         cluster.write(value);

@@ -53,6 +53,13 @@ pub struct GroupCounters {
     pub reads_served: u64,
     /// Requests answered with a timeout here.
     pub requests_timed_out: u64,
+    /// Snapshots of it written here (on demand and by policy).
+    pub snapshots_taken: u64,
+    /// Data bytes of the latest snapshot written here (0: none yet).
+    pub snapshot_bytes_last: u64,
+    /// How long writing the latest one took, from `on_snapshot_save` to
+    /// durable, µs.
+    pub snapshot_duration_us_last: u64,
 }
 
 /// A command admitted in this apply run, waiting for the state machine.

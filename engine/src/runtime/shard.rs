@@ -754,6 +754,7 @@ impl Shard {
                 snapshot.raft_messages_sent = self.peers.sent;
                 snapshot.raft_messages_dropped = self.peers.dropped;
                 snapshot.protocol_violations = self.events.violations.count();
+                snapshot.wal_segments_deleted = self.segment_deletion.deleted.get();
                 let _ = reply.send(snapshot);
             }
             ApiRequest::Snapshot { group, reply } => {
@@ -1039,12 +1040,20 @@ impl Shard {
             // from the WAL (restart finds the snapshot's entry in it).
             return None;
         }
+        let started = Instant::now();
         let mut result = take_snapshot(group_id, group);
+        let now = Instant::now();
         // The policy counts from here, whatever the outcome: a failing
         // snapshot is tried again only when a trigger fires again.
-        group.since_snapshot = super::compaction::SinceSnapshot::new(Instant::now());
-        if let Ok((index, true)) = result {
+        group.since_snapshot = super::compaction::SinceSnapshot::new(now);
+        if let Ok((index, Some(data_bytes))) = result {
+            let elapsed = now.saturating_duration_since(started);
             self.metrics.snapshots_taken += 1;
+            self.metrics.snapshot_bytes += data_bytes;
+            ShardMetrics::record(&mut self.metrics.snapshot_us, elapsed);
+            group.counters.snapshots_taken += 1;
+            group.counters.snapshot_bytes_last = data_bytes;
+            group.counters.snapshot_duration_us_last = elapsed.as_micros() as u64;
             // The snapshot is durable (written, fsynced, renamed): only
             // now may the log below it go.
             let tail = self.snapshot_policy.log_tail_entries;
@@ -1066,8 +1075,8 @@ impl Shard {
 
 /// Writes a snapshot of `group` at its applied index, synchronously on the
 /// shard's thread (moving this off the loop is still to do). Returns its
-/// index, and whether a new one was written.
-fn take_snapshot(group_id: GroupId, group: &mut Group) -> Result<(LogIndex, bool), Error> {
+/// index, and the size of its data if a new one was written.
+fn take_snapshot(group_id: GroupId, group: &mut Group) -> Result<(LogIndex, Option<u64>), Error> {
     let error = |reason: String| Error::Snapshot {
         group: group_id,
         reason,
@@ -1077,7 +1086,7 @@ fn take_snapshot(group_id: GroupId, group: &mut Group) -> Result<(LogIndex, bool
         return Err(error("nothing is applied yet".into()));
     }
     if let Some(newest) = group.core.snapshot().filter(|s| s.index >= applied) {
-        return Ok((newest.index, false));
+        return Ok((newest.index, None));
     }
     let meta = group
         .core
@@ -1096,7 +1105,7 @@ fn take_snapshot(group_id: GroupId, group: &mut Group) -> Result<(LogIndex, bool
         .map_err(|e| error(format!("on_snapshot_save: {e}")))?;
     let stored = writer.finish().map_err(|e| error(e.to_string()))?;
     group.core.snapshot_created(stored.meta.index);
-    Ok((stored.meta.index, true))
+    Ok((stored.meta.index, Some(stored.data_bytes)))
 }
 
 pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {

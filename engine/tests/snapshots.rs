@@ -33,6 +33,55 @@ struct Tally {
     sum: u64,
     probe: Arc<Probe>,
     slow_snapshot: Option<PathBuf>,
+    /// Hand a view to write off the loop, held until this gate opens.
+    gate: Option<Arc<Gate>>,
+}
+
+/// Holds a snapshot view's writing until the test opens it.
+#[derive(Default)]
+struct Gate {
+    /// (a view started writing, the gate is open)
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait_started(&self) {
+        let mut state = self.state.lock().unwrap();
+        while !state.0 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = true;
+        self.changed.notify_all();
+        while !state.1 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+}
+
+/// A tally's state as of one moment, written on the snapshot thread once
+/// its gate opens.
+struct GatedView {
+    count: u64,
+    sum: u64,
+    gate: Arc<Gate>,
+}
+
+impl coraft::api::SnapshotView for GatedView {
+    fn write_to(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.gate.pass();
+        writer.write_all(&self.count.to_le_bytes())?;
+        writer.write_all(&self.sum.to_le_bytes())
+    }
 }
 
 /// A slow snapshot's padding: chunks of this many bytes...
@@ -79,6 +128,15 @@ impl StateMachine for Tally {
         Ok(())
     }
 
+    fn snapshot_view(&mut self) -> Option<Box<dyn coraft::api::SnapshotView>> {
+        let gate = self.gate.clone()?;
+        Some(Box::new(GatedView {
+            count: self.count,
+            sum: self.sum,
+            gate,
+        }))
+    }
+
     fn on_snapshot_load(&mut self, reader: &mut dyn std::io::Read) -> std::io::Result<()> {
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes)?;
@@ -107,6 +165,8 @@ struct TestCluster {
     _temp: Option<tempfile::TempDir>,
     /// Every node's tally writes slow snapshots, with markers here.
     slow_snapshots: Option<PathBuf>,
+    /// Every node's tally hands a view held by this gate.
+    gate: Option<Arc<Gate>>,
     peers: Vec<PeerSpec>,
     nodes: Vec<Option<(Node, Arc<Probe>)>>,
     /// Every node's snapshot policy.
@@ -147,6 +207,7 @@ impl TestCluster {
             root,
             _temp: temp,
             slow_snapshots,
+            gate: None,
             peers,
             nodes: Vec::new(),
             snapshot,
@@ -199,12 +260,14 @@ impl TestCluster {
         let probe = Arc::new(Probe::default());
         let shared = probe.clone();
         let slow_snapshot = self.slow_snapshots.clone();
+        let gate = self.gate.clone();
         let factory: StateMachineFactory = Arc::new(move |_| {
             Box::new(Tally {
                 count: 0,
                 sum: 0,
                 probe: shared.clone(),
                 slow_snapshot: slow_snapshot.clone(),
+                gate: gate.clone(),
             })
         });
         Node::start(options, factory).map(|node| (node, probe))
@@ -315,6 +378,22 @@ impl TestCluster {
                 node.shutdown();
             }
         }
+    }
+
+    /// Starts nodes 1..=`nodes` (the peers listed at the start stay).
+    fn restart_with(&mut self, nodes: u64) {
+        if self.peers.is_empty() {
+            let listeners: Vec<TcpListener> = (0..nodes).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+            self.peers = listeners
+                .iter()
+                .enumerate()
+                .map(|(n, l)| PeerSpec {
+                    id: NodeId(n as u64 + 1),
+                    shard_addresses: vec![l.local_addr().unwrap()],
+                })
+                .collect();
+        }
+        self.nodes = (1..=nodes).map(|n| Some(self.start_node(NodeId(n)))).collect();
     }
 
     fn restart_all(&mut self) {
@@ -937,4 +1016,59 @@ fn sigkill_while_a_node_writes_a_snapshot_restarts_from_a_complete_one_with_ever
     );
     assert_eq!(total, sum(1..=count), "each write applied once, in order");
     cluster.stop_all();
+}
+
+#[test]
+fn a_state_machine_view_is_written_off_the_loop_while_the_group_goes_on_serving() {
+    let gate = Arc::new(Gate::default());
+    let temp = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster {
+        gate: Some(gate.clone()),
+        ..TestCluster::start_in(temp.path().to_path_buf(), None, 0, policy_with_tail(0), None)
+    };
+    cluster.restart_with(1);
+    let node = NodeId(1);
+    for value in 1..=10 {
+        cluster.write(value);
+    }
+    let applied = block(cluster.handle(node).status()).unwrap().applied_index;
+    let handle = cluster.handle(node);
+    let snapshot = std::thread::spawn(move || block(handle.snapshot()));
+    gate.wait_started();
+
+    // The view is being written (held by the gate): the shard still takes
+    // writes, applies them and answers reads.
+    for value in 11..=15 {
+        cluster.write(value);
+    }
+    assert_eq!(cluster.state(node), (15, sum(1..=15)));
+    let status = block(cluster.handle(node).status()).unwrap();
+    assert_eq!(status.snapshot_index, LogIndex(0), "not durable yet, so not reported");
+    assert_eq!(
+        status.first_index,
+        LogIndex(1),
+        "nothing compacted before it is durable"
+    );
+
+    gate.open();
+    let index = snapshot.join().unwrap().expect("snapshot");
+    assert_eq!(index, applied, "the view is the state at the request");
+    let status = block(cluster.handle(node).status()).unwrap();
+    assert_eq!(status.snapshot_index, index);
+    assert_eq!(status.first_index, index.next(), "compacted once durable");
+    assert_eq!(status.counters.snapshots_taken, 1);
+    assert_eq!(status.counters.snapshot_bytes_last, 16);
+
+    cluster.stop_all();
+    cluster.restart_with(1);
+    assert_eq!(cluster.state(node), (15, sum(1..=15)));
+    let probe = cluster.probe(node);
+    assert_eq!(probe.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        probe.applies.load(Ordering::SeqCst),
+        5,
+        "only the writes after the view was taken"
+    );
+    cluster.stop_all();
+    drop(temp);
 }

@@ -94,6 +94,10 @@ pub(crate) struct Group {
     pub wal_purged: LogIndex,
     /// What it applied since its last snapshot, for the snapshot policy.
     pub since_snapshot: super::compaction::SinceSnapshot,
+    /// A snapshot of it is being written off the shard's loop.
+    pub snapshot_writing: bool,
+    /// Requests answered when that snapshot is durable (or fails).
+    pub snapshot_waiters: Vec<flume::Sender<Result<LogIndex, Error>>>,
 }
 
 impl Group {
@@ -113,6 +117,8 @@ impl Group {
             snapshots: None,
             wal_purged: LogIndex(0),
             since_snapshot: super::compaction::SinceSnapshot::new(std::time::Instant::now()),
+            snapshot_writing: false,
+            snapshot_waiters: Vec::new(),
         }
     }
 

@@ -34,6 +34,20 @@ impl StateMachine for Counter {
     fn on_query(&self, _query: &[u8]) -> Vec<u8> {
         self.value.to_le_bytes().to_vec()
     }
+
+    // The whole state as of the last applied command: what the snapshot
+    // policy (or `GroupHandle::snapshot`) saves before the log below it goes.
+    fn on_snapshot_save(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writer.write_all(&self.value.to_le_bytes())
+    }
+
+    // Replaces the whole state (called on a fresh Counter at restart).
+    fn on_snapshot_load(&mut self, reader: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let mut bytes = [0u8; 8];
+        reader.read_exact(&mut bytes)?;
+        self.value = i64::from_le_bytes(bytes);
+        Ok(())
+    }
 }
 
 fn value(bytes: &[u8]) -> i64 {

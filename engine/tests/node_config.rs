@@ -173,3 +173,72 @@ fn an_embedded_node_with_more_groups_than_limits_groups_max_is_refused() {
         }
     }
 }
+
+#[test]
+fn a_snapshot_trigger_below_its_minimum_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), |config| config.snapshot.after_entries = 3);
+    let stderr = refused(node(&config, "1"));
+    assert!(
+        stderr.contains("snapshot.after_entries: 3 is neither 0 (off) nor in the allowed range"),
+        "{stderr}"
+    );
+}
+
+/// `coraft-node` honours `[snapshot]`: with an entries trigger its groups
+/// snapshot by themselves, and a node killed afterwards restarts from the
+/// snapshot with every acknowledged write.
+#[test]
+fn coraft_node_snapshots_by_its_policy_and_restarts_from_the_snapshot() {
+    use coraft::client::{Client, ClientConfig};
+    use coraft::raft::{GroupId, NodeId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut listen = None;
+    let path = write_config(dir.path(), |config| {
+        config.snapshot.after_entries = 64;
+        config.snapshot.log_tail_entries = 0;
+        listen = Some(config.listen);
+    });
+    let listen = listen.unwrap();
+    let snapshots = dir.path().join("wal").join("shard-0").join("snapshots").join("group-1");
+    let client = || {
+        Client::new(ClientConfig {
+            cluster_id: 5,
+            nodes: vec![(NodeId(7), vec![listen])],
+            attempt_timeout: std::time::Duration::from_secs(2),
+        })
+    };
+    let write = |client: &mut Client| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match client.write(GroupId(1), b"x") {
+                Ok(result) => return u64::from_le_bytes(result.try_into().unwrap()),
+                Err(error) => {
+                    assert!(std::time::Instant::now() < deadline, "no write within 30 s: {error}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+    };
+    {
+        let _node = Running(node(&path, "1").spawn().unwrap());
+        let mut client = client();
+        for expected in 1..=200 {
+            assert_eq!(write(&mut client), expected);
+        }
+        let taken: Vec<_> = std::fs::read_dir(&snapshots)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with("snapshot-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(!taken.is_empty(), "no snapshot in {}", snapshots.display());
+        // Dropping `_node` kills it with SIGKILL.
+    }
+    let _node = Running(node(&path, "1").spawn().unwrap());
+    let mut client = client();
+    assert_eq!(write(&mut client), 201, "every acknowledged write survived");
+}

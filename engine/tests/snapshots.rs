@@ -26,12 +26,71 @@ struct Probe {
 }
 
 /// Sums the numbers (the first 8 bytes of each command) it applies and counts them; a query answers
-/// `count, sum` (16 bytes). Its snapshot is the same 16 bytes.
+/// `count, sum` (16 bytes). Its snapshot is the same 16 bytes, followed by
+/// padding written slowly when `slow_snapshot` names a directory.
 struct Tally {
     count: u64,
     sum: u64,
     probe: Arc<Probe>,
+    slow_snapshot: Option<PathBuf>,
+    /// Hand a view to write off the loop, held until this gate opens.
+    gate: Option<Arc<Gate>>,
 }
+
+/// Holds a snapshot view's writing until the test opens it.
+#[derive(Default)]
+struct Gate {
+    /// (a view started writing, the gate is open)
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait_started(&self) {
+        let mut state = self.state.lock().unwrap();
+        while !state.0 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = true;
+        self.changed.notify_all();
+        while !state.1 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+}
+
+/// A tally's state as of one moment, written on the snapshot thread once
+/// its gate opens.
+struct GatedView {
+    count: u64,
+    sum: u64,
+    gate: Arc<Gate>,
+}
+
+impl coraft::api::SnapshotView for GatedView {
+    fn write_to(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.gate.pass();
+        writer.write_all(&self.count.to_le_bytes())?;
+        writer.write_all(&self.sum.to_le_bytes())
+    }
+}
+
+/// A slow snapshot's padding: chunks of this many bytes...
+const SLOW_SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+/// ...this many of them...
+const SLOW_SNAPSHOT_CHUNKS: usize = 64;
+/// ...with a pause after each chunk of the second half, once the file
+/// `mid-snapshot-<count>` in the directory says the write is half done.
+const SLOW_SNAPSHOT_PAUSE: Duration = Duration::from_millis(60);
 
 impl StateMachine for Tally {
     fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
@@ -52,17 +111,46 @@ impl StateMachine for Tally {
 
     fn on_snapshot_save(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
         writer.write_all(&self.count.to_le_bytes())?;
-        writer.write_all(&self.sum.to_le_bytes())
+        writer.write_all(&self.sum.to_le_bytes())?;
+        if let Some(dir) = &self.slow_snapshot {
+            let chunk = vec![0xA5u8; SLOW_SNAPSHOT_CHUNK_BYTES];
+            for written in 0..SLOW_SNAPSHOT_CHUNKS {
+                writer.write_all(&chunk)?;
+                if written == SLOW_SNAPSHOT_CHUNKS / 2 {
+                    writer.flush()?;
+                    std::fs::write(dir.join(format!("mid-snapshot-{}", self.count)), b"")?;
+                }
+                if written >= SLOW_SNAPSHOT_CHUNKS / 2 {
+                    std::thread::sleep(SLOW_SNAPSHOT_PAUSE);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_view(&mut self) -> Option<Box<dyn coraft::api::SnapshotView>> {
+        let gate = self.gate.clone()?;
+        Some(Box::new(GatedView {
+            count: self.count,
+            sum: self.sum,
+            gate,
+        }))
     }
 
     fn on_snapshot_load(&mut self, reader: &mut dyn std::io::Read) -> std::io::Result<()> {
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes)?;
-        let bytes: [u8; 16] = bytes
-            .try_into()
-            .map_err(|_| std::io::Error::other("a tally snapshot is 16 bytes"))?;
+        // A slow snapshot's padding follows its 16 bytes.
+        let expected = [16, 16 + SLOW_SNAPSHOT_CHUNKS * SLOW_SNAPSHOT_CHUNK_BYTES];
+        if !expected.contains(&bytes.len()) {
+            return Err(std::io::Error::other(format!(
+                "a tally snapshot is 16 bytes, or padded to {}; this one is {}",
+                expected[1],
+                bytes.len()
+            )));
+        }
         self.count = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        self.sum = u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes"));
+        self.sum = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
         self.probe.loads.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -71,7 +159,14 @@ impl StateMachine for Tally {
 const GROUP: GroupId = GroupId(1);
 
 struct TestCluster {
-    dir: tempfile::TempDir,
+    /// Every node's WAL is under it.
+    root: PathBuf,
+    /// Deletes `root` at the end, unless the test gave its own.
+    _temp: Option<tempfile::TempDir>,
+    /// Every node's tally writes slow snapshots, with markers here.
+    slow_snapshots: Option<PathBuf>,
+    /// Every node's tally hands a view held by this gate.
+    gate: Option<Arc<Gate>>,
     peers: Vec<PeerSpec>,
     nodes: Vec<Option<(Node, Arc<Probe>)>>,
     /// Every node's snapshot policy.
@@ -84,6 +179,20 @@ impl TestCluster {
     }
 
     fn start_with(nodes: u64, snapshot: SnapshotPolicy) -> TestCluster {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().to_path_buf();
+        TestCluster::start_in(root, Some(temp), nodes, snapshot, None)
+    }
+
+    /// A cluster whose WALs are under `root`; `slow_snapshots` makes every
+    /// tally's snapshot slow, with its markers in that directory.
+    fn start_in(
+        root: PathBuf,
+        temp: Option<tempfile::TempDir>,
+        nodes: u64,
+        snapshot: SnapshotPolicy,
+        slow_snapshots: Option<PathBuf>,
+    ) -> TestCluster {
         let _ = env_logger::builder().is_test(true).try_init();
         let listeners: Vec<TcpListener> = (0..nodes).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
@@ -95,7 +204,10 @@ impl TestCluster {
             })
             .collect();
         let mut cluster = TestCluster {
-            dir: tempfile::tempdir().unwrap(),
+            root,
+            _temp: temp,
+            slow_snapshots,
+            gate: None,
             peers,
             nodes: Vec::new(),
             snapshot,
@@ -108,7 +220,7 @@ impl TestCluster {
     }
 
     fn wal_dir(&self, id: NodeId) -> PathBuf {
-        self.dir.path().join(format!("node-{id}"))
+        self.root.join(format!("node-{id}"))
     }
 
     /// Where the group's snapshots of node `id` live (one shard).
@@ -147,11 +259,15 @@ impl TestCluster {
         };
         let probe = Arc::new(Probe::default());
         let shared = probe.clone();
+        let slow_snapshot = self.slow_snapshots.clone();
+        let gate = self.gate.clone();
         let factory: StateMachineFactory = Arc::new(move |_| {
             Box::new(Tally {
                 count: 0,
                 sum: 0,
                 probe: shared.clone(),
+                slow_snapshot: slow_snapshot.clone(),
+                gate: gate.clone(),
             })
         });
         Node::start(options, factory).map(|node| (node, probe))
@@ -262,6 +378,22 @@ impl TestCluster {
                 node.shutdown();
             }
         }
+    }
+
+    /// Starts nodes 1..=`nodes` (the peers listed at the start stay).
+    fn restart_with(&mut self, nodes: u64) {
+        if self.peers.is_empty() {
+            let listeners: Vec<TcpListener> = (0..nodes).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+            self.peers = listeners
+                .iter()
+                .enumerate()
+                .map(|(n, l)| PeerSpec {
+                    id: NodeId(n as u64 + 1),
+                    shard_addresses: vec![l.local_addr().unwrap()],
+                })
+                .collect();
+        }
+        self.nodes = (1..=nodes).map(|n| Some(self.start_node(NodeId(n)))).collect();
     }
 
     fn restart_all(&mut self) {
@@ -466,11 +598,13 @@ fn a_client_session_survives_snapshot_and_restart_so_a_retried_write_applies_onc
     cluster.stop_all();
 }
 
-#[allow(clippy::needless_update)] // the policy's trigger fields come next
+/// Snapshots on demand only, keeping `log_tail_entries` below each.
 fn policy_with_tail(log_tail_entries: u64) -> SnapshotPolicy {
     SnapshotPolicy {
+        after_entries: 0,
+        after_log_bytes: 0,
+        interval: Duration::ZERO,
         log_tail_entries,
-        ..SnapshotPolicy::default()
     }
 }
 
@@ -551,11 +685,17 @@ fn wal_segments_are_deleted_after_snapshots_under_load_and_a_restart_applies_onl
     for (id, first) in cluster.ids().into_iter().zip(first_segments) {
         // Deletion runs off the shard's loop: wait for it.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while segments(&cluster, id).contains(&first) {
+        let deleted = || {
+            let node = &cluster.nodes[id.0 as usize - 1].as_ref().unwrap().0;
+            node.metrics()[0].wal_segments_deleted
+        };
+        // The file goes first, the count after (once the directory is synced).
+        while segments(&cluster, id).contains(&first) || deleted() == 0 {
             assert!(
                 Instant::now() < deadline,
-                "node {id} still holds its first WAL segment {first}: {:?}",
-                segments(&cluster, id)
+                "node {id} still holds its first WAL segment {first}: {:?} (deleted: {})",
+                segments(&cluster, id),
+                deleted()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -564,6 +704,27 @@ fn wal_segments_are_deleted_after_snapshots_under_load_and_a_restart_applies_onl
             status.first_index > LogIndex(1),
             "node {id} compacted its log: {status:?}"
         );
+        // A tally's snapshot is its 16 bytes.
+        assert_eq!(status.counters.snapshots_taken, ROUNDS, "node {id}");
+        assert_eq!(status.counters.snapshot_bytes_last, 16, "node {id}");
+        assert!(status.counters.snapshot_duration_us_last > 0, "node {id}");
+        let node = &cluster.nodes[id.0 as usize - 1].as_ref().unwrap().0;
+        let metrics = &node.metrics()[0];
+        assert_eq!(metrics.snapshots_taken, ROUNDS, "node {id}");
+        assert_eq!(metrics.snapshot_bytes, 16 * ROUNDS, "node {id}");
+        assert_eq!(metrics.snapshot_us.len(), ROUNDS, "node {id} timed each snapshot");
+        assert!(
+            metrics.wal_segments_deleted >= 1,
+            "node {id} counts the deleted segment"
+        );
+        let text = node.metrics_text();
+        for name in [
+            "coraft_snapshot_bytes_total",
+            "coraft_wal_segments_deleted_total",
+            "coraft_snapshot_seconds",
+        ] {
+            assert!(text.contains(name), "node {id} exposes {name}");
+        }
     }
     for value in total + 1..=total + AFTER {
         cluster.write(value);
@@ -613,7 +774,7 @@ fn after_compaction_a_damaged_newest_snapshot_falls_back_to_the_older_and_one_be
             // Keep a copy of the first snapshot: the store drops it later.
             let store = SnapshotStore::open(&cluster.snapshot_dir(node), GROUP).unwrap();
             let id = store.list().unwrap()[0];
-            copy_dir(&store.snapshot_path(id), &cluster.dir.path().join("first-snapshot"));
+            copy_dir(&store.snapshot_path(id), &cluster.root.join("first-snapshot"));
         }
     }
     for value in 31..=35 {
@@ -647,7 +808,7 @@ fn after_compaction_a_damaged_newest_snapshot_falls_back_to_the_older_and_one_be
     // between it and the purge point are gone, so the node refuses to start.
     std::fs::remove_dir_all(store.snapshot_path(ids[0])).unwrap();
     copy_dir(
-        &cluster.dir.path().join("first-snapshot"),
+        &cluster.root.join("first-snapshot"),
         &store.snapshot_path(coraft::runtime::SnapshotId {
             index: taken[0],
             term: ids[0].term,
@@ -669,4 +830,245 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+#[test]
+fn a_cluster_with_an_entries_policy_snapshots_and_compacts_by_itself() {
+    const AFTER: u64 = 40;
+    const WRITES: u64 = 200;
+    let mut cluster = TestCluster::start_with(
+        3,
+        SnapshotPolicy {
+            after_entries: AFTER,
+            log_tail_entries: 5,
+            ..policy_with_tail(0)
+        },
+    );
+    for value in 1..=WRITES {
+        cluster.write(value);
+    }
+    let applied = cluster.wait_all_applied();
+    let mut snapshot_indexes = Vec::new();
+    for id in cluster.ids() {
+        let status = block(cluster.handle(id).status()).unwrap();
+        // A snapshot is due once AFTER entries were applied since the last
+        // one, and taken at the end of that loop turn once they are durable.
+        assert!(
+            status.snapshot_index > LogIndex(0) && applied.0 - status.snapshot_index.0 < 2 * AFTER,
+            "node {id} snapshotted by itself close to its applied index {applied}: {status:?}"
+        );
+        assert_eq!(
+            status.first_index,
+            LogIndex(status.snapshot_index.0 - 5 + 1),
+            "node {id} compacted its log after it"
+        );
+        let node = cluster.nodes[id.0 as usize - 1].as_ref().unwrap();
+        let taken: u64 = node.0.metrics().iter().map(|m| m.snapshots_taken).sum();
+        assert!(taken >= WRITES / AFTER - 1, "node {id} took {taken} snapshots");
+        snapshot_indexes.push(status.snapshot_index);
+    }
+    cluster.stop_all();
+    cluster.restart_all();
+    cluster.wait_all_applied();
+    for (id, snapshot_index) in cluster.ids().into_iter().zip(snapshot_indexes) {
+        assert_eq!(cluster.state(id), (WRITES, sum(1..=WRITES)), "node {id}");
+        let probe = cluster.probe(id);
+        assert_eq!(probe.loads.load(Ordering::SeqCst), 1, "node {id}");
+        assert!(
+            probe.applies.load(Ordering::SeqCst) <= applied.0 - snapshot_index.0,
+            "node {id} applied only what came after its snapshot"
+        );
+    }
+    cluster.stop_all();
+}
+
+/// The parent's half of the SIGKILL test sets this to a directory; the
+/// child's half runs a node there whose snapshots are slow, writes until it
+/// is killed and records each acknowledged write in `acked`.
+const KILL_CHILD_DIR_VAR: &str = "CORAFT_SNAPSHOT_WRITE_KILL_DIR";
+/// Writes the child makes at most (then it waits), so a parent that never
+/// kills it cannot fill the disk.
+const KILL_CHILD_WRITES_MAX: u64 = 100_000;
+
+/// The policy of the SIGKILL test: a snapshot every 64 entries, keeping no tail.
+fn kill_test_policy() -> SnapshotPolicy {
+    SnapshotPolicy {
+        after_entries: 64,
+        ..policy_with_tail(0)
+    }
+}
+
+#[test]
+#[ignore = "the child half of sigkill_while_a_node_writes_a_snapshot_restarts_from_a_complete_one_with_every_acknowledged_write"]
+fn child_writes_through_a_node_with_slow_snapshots_until_killed() {
+    let Some(root) = std::env::var_os(KILL_CHILD_DIR_VAR) else {
+        return;
+    };
+    let root = PathBuf::from(root);
+    let cluster = TestCluster::start_in(root.clone(), None, 1, kill_test_policy(), Some(root.clone()));
+    let mut acked = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("acked"))
+        .unwrap();
+    let handles = cluster.handles();
+    for value in 1..=KILL_CHILD_WRITES_MAX {
+        write_through_leader(&handles, value.to_le_bytes().to_vec());
+        // One line per acknowledged write; the page cache keeps it across
+        // the kill of this process.
+        std::io::Write::write_all(&mut acked, format!("{value}\n").as_bytes()).unwrap();
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Kills the child process when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn names_in(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn sigkill_while_a_node_writes_a_snapshot_restarts_from_a_complete_one_with_every_acknowledged_write() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().to_path_buf();
+    let mut child = Child(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "child_writes_through_a_node_with_slow_snapshots_until_killed",
+                "--nocapture",
+            ])
+            .env(KILL_CHILD_DIR_VAR, &root)
+            .spawn()
+            .unwrap(),
+    );
+    // The second snapshot half written means the first is complete (one
+    // shard writes one at a time). Waiting, not timing: the bound only keeps
+    // a broken child from hanging the test.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while names_in(&root, "mid-snapshot-").len() < 2 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("the child exited before it was killed: {status}");
+        }
+        assert!(Instant::now() < deadline, "the child never reached its second snapshot");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+
+    let snapshot_dir = root.join("node-1").join("shard-0").join("snapshots").join("group-1");
+    assert_eq!(
+        names_in(&snapshot_dir, "tmp-snapshot-").len(),
+        1,
+        "the kill left the half-written snapshot behind: {:?}",
+        names_in(&snapshot_dir, "")
+    );
+    let complete = names_in(&snapshot_dir, "snapshot-");
+    assert!(!complete.is_empty(), "the first snapshot is complete");
+    let acked: Vec<u64> = std::fs::read_to_string(root.join("acked"))
+        .unwrap()
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect();
+    assert!(acked.len() >= 64, "the child acknowledged {} writes", acked.len());
+
+    let mut cluster = TestCluster::start_in(root.clone(), None, 1, policy_with_tail(0), None);
+    let node = NodeId(1);
+    assert!(
+        names_in(&snapshot_dir, "tmp-snapshot-").is_empty(),
+        "the half-written snapshot was removed, never loaded"
+    );
+    let status = block(cluster.handle(node).status()).unwrap();
+    let newest = SnapshotStore::open(&snapshot_dir, GROUP).unwrap().list().unwrap();
+    assert_eq!(
+        Some(status.snapshot_index),
+        newest.last().map(|id| id.index),
+        "restarted from the newest complete snapshot"
+    );
+    assert_eq!(cluster.probe(node).loads.load(Ordering::SeqCst), 1);
+    let (count, total) = cluster.state(node);
+    let acked_count = acked.len() as u64;
+    // Writes went one at a time: every acknowledged one is there, and at
+    // most the one in flight at the kill besides.
+    assert!(
+        count == acked_count || count == acked_count + 1,
+        "{count} applied, {acked_count} acknowledged"
+    );
+    assert_eq!(total, sum(1..=count), "each write applied once, in order");
+    cluster.stop_all();
+}
+
+#[test]
+fn a_state_machine_view_is_written_off_the_loop_while_the_group_goes_on_serving() {
+    let gate = Arc::new(Gate::default());
+    let temp = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster {
+        gate: Some(gate.clone()),
+        ..TestCluster::start_in(temp.path().to_path_buf(), None, 0, policy_with_tail(0), None)
+    };
+    cluster.restart_with(1);
+    let node = NodeId(1);
+    for value in 1..=10 {
+        cluster.write(value);
+    }
+    let applied = block(cluster.handle(node).status()).unwrap().applied_index;
+    let handle = cluster.handle(node);
+    let snapshot = std::thread::spawn(move || block(handle.snapshot()));
+    gate.wait_started();
+
+    // The view is being written (held by the gate): the shard still takes
+    // writes, applies them and answers reads.
+    for value in 11..=15 {
+        cluster.write(value);
+    }
+    assert_eq!(cluster.state(node), (15, sum(1..=15)));
+    let status = block(cluster.handle(node).status()).unwrap();
+    assert_eq!(status.snapshot_index, LogIndex(0), "not durable yet, so not reported");
+    assert_eq!(
+        status.first_index,
+        LogIndex(1),
+        "nothing compacted before it is durable"
+    );
+
+    gate.open();
+    let index = snapshot.join().unwrap().expect("snapshot");
+    assert_eq!(index, applied, "the view is the state at the request");
+    let status = block(cluster.handle(node).status()).unwrap();
+    assert_eq!(status.snapshot_index, index);
+    assert_eq!(status.first_index, index.next(), "compacted once durable");
+    assert_eq!(status.counters.snapshots_taken, 1);
+    assert_eq!(status.counters.snapshot_bytes_last, 16);
+
+    cluster.stop_all();
+    cluster.restart_with(1);
+    assert_eq!(cluster.state(node), (15, sum(1..=15)));
+    let probe = cluster.probe(node);
+    assert_eq!(probe.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        probe.applies.load(Ordering::SeqCst),
+        5,
+        "only the writes after the view was taken"
+    );
+    cluster.stop_all();
+    drop(temp);
 }

@@ -58,6 +58,17 @@ pub const UNCOMMITTED_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 pub const OUTBOUND_QUEUE_BYTES_MAX_DEFAULT: u64 = 4 << 20;
 /// Default bound on the Raft groups one node hosts.
 pub const GROUPS_MAX_DEFAULT: usize = 100_000;
+/// Default `snapshot.after_entries`: 0, no snapshot by entry count.
+pub const SNAPSHOT_AFTER_ENTRIES_DEFAULT: u64 = 0;
+/// Default `snapshot.after_log_bytes`: a snapshot once a group applied
+/// 32 MiB of log since its last one (what its log holds in memory, above the
+/// tail, before compaction).
+pub const SNAPSHOT_AFTER_LOG_BYTES_DEFAULT: u64 = 32 << 20;
+/// Default `snapshot.interval_ms`: one hour (a group that applied anything).
+pub const SNAPSHOT_INTERVAL_MS_DEFAULT: u64 = 3_600_000;
+/// Default `snapshot.log_tail_entries`: entries kept below a snapshot for
+/// slow followers (the engine's `SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT`).
+pub const SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT: u64 = 4096;
 
 /// One node's configuration, as read from TOML.
 ///
@@ -94,6 +105,38 @@ pub struct NodeConfig {
     /// What `coraft-node` logs to stderr.
     #[serde(default)]
     pub log: LogSettings,
+    /// When each group takes a snapshot and how much log it keeps.
+    #[serde(default)]
+    pub snapshot: SnapshotSettings,
+}
+
+/// The `[snapshot]` section: each group takes a snapshot by itself when one
+/// of the triggers fires (0 turns a trigger off), then drops its log below it
+/// except a tail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSettings {
+    /// After this many entries applied since the group's last snapshot.
+    pub after_entries: u64,
+    /// After this many log bytes applied since the group's last snapshot.
+    pub after_log_bytes: u64,
+    /// After this long since the group's last snapshot (or its start), if it
+    /// applied anything since (checked when it applies).
+    pub interval_ms: u64,
+    /// Entries kept below a snapshot, in memory and in the WAL, so a
+    /// follower that far behind is caught up entry by entry.
+    pub log_tail_entries: u64,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        SnapshotSettings {
+            after_entries: SNAPSHOT_AFTER_ENTRIES_DEFAULT,
+            after_log_bytes: SNAPSHOT_AFTER_LOG_BYTES_DEFAULT,
+            interval_ms: SNAPSHOT_INTERVAL_MS_DEFAULT,
+            log_tail_entries: SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
+        }
+    }
 }
 
 /// The least severe log records `coraft-node` prints.
@@ -290,6 +333,7 @@ impl Default for NodeConfig {
             raft: RaftSettings::default(),
             limits: Limits::default(),
             log: LogSettings::default(),
+            snapshot: SnapshotSettings::default(),
         }
     }
 }

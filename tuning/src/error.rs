@@ -114,6 +114,16 @@ pub enum ProblemKind {
         /// Largest allowed.
         max: u64,
     },
+    /// A number that must be 0 (off) or within a range.
+    #[error("{value} is neither 0 (off) nor in the allowed range {min}..={max}")]
+    OffOrOutOfRange {
+        /// The value found.
+        value: u64,
+        /// Smallest allowed other than 0.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
     /// A number that must be a multiple of another.
     #[error("{value} is not a multiple of {multiple}")]
     NotMultiple {

@@ -87,6 +87,8 @@ pub fn example_config(topology: &Topology) -> String {
         raft_rows(),
         "\n[limits]\n".to_owned(),
         limits_rows(),
+        "\n[snapshot]\n".to_owned(),
+        snapshot_rows(),
         "\n[log]\n".to_owned(),
         rows(&[(
             "level = \"info\"".into(),
@@ -122,6 +124,27 @@ fn raft_rows() -> String {
         (
             format!("clock_drift_margin_ticks = {CLOCK_DRIFT_MARGIN_TICKS_DEFAULT}"),
             "lease = election_timeout_ticks - this",
+        ),
+    ])
+}
+
+fn snapshot_rows() -> String {
+    rows(&[
+        (
+            format!("after_entries = {SNAPSHOT_AFTER_ENTRIES_DEFAULT}"),
+            "a group snapshots after this many entries applied; 0 = off",
+        ),
+        (
+            format!("after_log_bytes = {SNAPSHOT_AFTER_LOG_BYTES_DEFAULT}"),
+            "or after this many log bytes applied; 0 = off",
+        ),
+        (
+            format!("interval_ms = {SNAPSHOT_INTERVAL_MS_DEFAULT}"),
+            "or after this long, if it applied anything; 0 = off",
+        ),
+        (
+            format!("log_tail_entries = {SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT}"),
+            "entries kept below a snapshot for slow followers",
         ),
     ])
 }

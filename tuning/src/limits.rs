@@ -55,3 +55,16 @@ pub const CPU_ID_LIMIT: usize = 1 << 16;
 /// `coraft::runtime::LEASE_DRIFT_MARGIN_TICKS_MIN` (which gives the reason:
 /// ticks quantize the lease on both sides); the engine asserts they are equal.
 pub const LEASE_DRIFT_MARGIN_TICKS_MIN: u64 = 2;
+
+/// Least `snapshot.after_entries` other than 0 (off): a snapshot every few
+/// entries would spend the shard on fsyncs.
+pub const SNAPSHOT_AFTER_ENTRIES_MIN: u64 = 64;
+/// Least `snapshot.after_log_bytes` other than 0 (off): 64 KiB.
+pub const SNAPSHOT_AFTER_LOG_BYTES_MIN: u64 = 64 << 10;
+/// Shortest `snapshot.interval_ms` other than 0 (off): 100 ms.
+pub const SNAPSHOT_INTERVAL_MS_MIN: u64 = 100;
+/// Longest `snapshot.interval_ms`: one week.
+pub const SNAPSHOT_INTERVAL_MS_LIMIT: u64 = 7 * 24 * 3_600_000;
+/// Most `snapshot.log_tail_entries`: 16 Mi entries (the tail is held in
+/// memory per group).
+pub const SNAPSHOT_LOG_TAIL_ENTRIES_LIMIT: u64 = 1 << 24;

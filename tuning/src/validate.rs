@@ -61,6 +61,7 @@ impl NodeConfig {
         check.wal(self);
         check.raft(self);
         check.limits(self);
+        check.snapshot(self);
         check.machine(topology);
         (check.review, cores)
     }
@@ -482,6 +483,41 @@ impl Checker {
                 self.problem(field, kind);
             }
         }
+    }
+
+    fn snapshot(&mut self, config: &NodeConfig) {
+        let snapshot = &config.snapshot;
+        let triggers = [
+            (
+                "snapshot.after_entries",
+                snapshot.after_entries,
+                SNAPSHOT_AFTER_ENTRIES_MIN,
+                u64::MAX,
+            ),
+            (
+                "snapshot.after_log_bytes",
+                snapshot.after_log_bytes,
+                SNAPSHOT_AFTER_LOG_BYTES_MIN,
+                u64::MAX,
+            ),
+            (
+                "snapshot.interval_ms",
+                snapshot.interval_ms,
+                SNAPSHOT_INTERVAL_MS_MIN,
+                SNAPSHOT_INTERVAL_MS_LIMIT,
+            ),
+        ];
+        for (field, value, min, max) in triggers {
+            if value != 0 && !(min..=max).contains(&value) {
+                self.problem(field, ProblemKind::OffOrOutOfRange { value, min, max });
+            }
+        }
+        self.range(
+            "snapshot.log_tail_entries",
+            snapshot.log_tail_entries,
+            0,
+            SNAPSHOT_LOG_TAIL_ENTRIES_LIMIT,
+        );
     }
 
     fn machine(&mut self, topology: &Topology) {

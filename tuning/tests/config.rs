@@ -814,3 +814,62 @@ fn shard_wal_dir_prefers_the_per_shard_list() {
     assert_eq!(shard_wal_dir(&wal, 1), None);
     assert_eq!(shard_wal_dir(&WalSettings::default(), 0), None);
 }
+
+#[test]
+fn snapshot_settings_have_defaults_and_parse() {
+    let config = three_nodes();
+    assert_eq!(config.snapshot, coraft_tuning::SnapshotSettings::default());
+    assert_eq!(
+        config.snapshot.after_log_bytes,
+        coraft_tuning::SNAPSHOT_AFTER_LOG_BYTES_DEFAULT
+    );
+    let text = format!("{THREE_NODES}\n[snapshot]\nafter_entries = 1000\ninterval_ms = 0\nlog_tail_entries = 0\n");
+    let parsed = parse(&text);
+    assert_eq!(parsed.snapshot.after_entries, 1000);
+    assert_eq!(parsed.snapshot.interval_ms, 0);
+    assert_eq!(parsed.snapshot.log_tail_entries, 0);
+    assert!(problems(&parsed, &machine(2)).is_empty());
+    assert!(NodeConfig::from_toml_str(&format!("{THREE_NODES}\n[snapshot]\nafter_entrys = 5\n")).is_err());
+}
+
+#[test]
+fn snapshot_triggers_are_off_or_in_range_and_the_tail_is_bounded() {
+    let mut config = three_nodes();
+    config.snapshot.after_entries = 10;
+    config.snapshot.after_log_bytes = 100;
+    config.snapshot.interval_ms = 5;
+    config.snapshot.log_tail_entries = (1 << 24) + 1;
+    let found = problems(&config, &machine(2));
+    assert_eq!(
+        kind_of(&found, "snapshot.after_entries"),
+        &ProblemKind::OffOrOutOfRange {
+            value: 10,
+            min: 64,
+            max: u64::MAX
+        }
+    );
+    assert_eq!(
+        kind_of(&found, "snapshot.after_log_bytes"),
+        &ProblemKind::OffOrOutOfRange {
+            value: 100,
+            min: 64 << 10,
+            max: u64::MAX
+        }
+    );
+    assert_eq!(
+        kind_of(&found, "snapshot.interval_ms"),
+        &ProblemKind::OffOrOutOfRange {
+            value: 5,
+            min: 100,
+            max: 7 * 24 * 3_600_000
+        }
+    );
+    assert_eq!(
+        kind_of(&found, "snapshot.log_tail_entries"),
+        &ProblemKind::OutOfRange {
+            value: (1 << 24) + 1,
+            min: 0,
+            max: 1 << 24
+        }
+    );
+}

@@ -31,4 +31,15 @@ impl StateMachine for CommandCounter {
     fn on_query(&self, _query: &[u8]) -> Vec<u8> {
         self.applied.to_le_bytes().to_vec()
     }
+
+    fn on_snapshot_save(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writer.write_all(&self.applied.to_le_bytes())
+    }
+
+    fn on_snapshot_load(&mut self, reader: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let mut bytes = [0u8; 8];
+        reader.read_exact(&mut bytes)?;
+        self.applied = u64::from_le_bytes(bytes);
+        Ok(())
+    }
 }

@@ -8,4 +8,4 @@ mod state_machine;
 
 pub use counter::CommandCounter;
 pub use error::Error;
-pub use state_machine::{Command, LeaderStopReason, StateMachine};
+pub use state_machine::{Command, LeaderStopReason, SnapshotView, StateMachine};

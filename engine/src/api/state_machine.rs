@@ -47,19 +47,39 @@ pub trait StateMachine: 'static {
         Vec::new()
     }
 
-    /// Writes a snapshot of the state (called by `GroupHandle::snapshot`,
-    /// on the shard's thread, after every applied command).
+    /// Writes a snapshot of the state (called by `GroupHandle::snapshot`
+    /// and by the snapshot policy, on the shard's thread, after every
+    /// applied command). Once it is durable the log below it is dropped, so
+    /// it must hold the whole state.
+    ///
+    /// The default refuses (`ErrorKind::Unsupported`): a state machine that
+    /// does not implement snapshots is never compacted, rather than saved
+    /// empty and its state lost at the next restart.
     fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
         let _ = writer;
-        Ok(())
+        Err(snapshots_unsupported())
+    }
+
+    /// An owned, consistent view of the state as of the last applied
+    /// command, to be written into a snapshot on another thread while the
+    /// shard goes on applying (the view must not change with later
+    /// commands: a copy, an immutable version of a persistent structure, a
+    /// storage engine's own snapshot). `None` (the default) writes the
+    /// snapshot on the shard's thread with `on_snapshot_save`.
+    ///
+    /// The state machine itself needs no `Send`: only the view crosses to
+    /// the writing thread.
+    fn snapshot_view(&mut self) -> Option<Box<dyn SnapshotView>> {
+        None
     }
 
     /// Replaces the state with a snapshot (called on a fresh state machine
     /// when a node restarts from its newest valid snapshot; the commands the
-    /// snapshot covers are then not applied again).
+    /// snapshot covers are then not applied again). The default refuses, as
+    /// `on_snapshot_save` does (it is never called without a saved snapshot).
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
         let _ = reader;
-        Ok(())
+        Err(snapshots_unsupported())
     }
 
     /// This node became the group's leader in `term`.
@@ -82,4 +102,19 @@ pub trait StateMachine: 'static {
     fn on_error(&mut self, error: &crate::api::Error) {
         let _ = error;
     }
+}
+
+fn snapshots_unsupported() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "this state machine does not implement on_snapshot_save and on_snapshot_load",
+    )
+}
+
+/// What [`StateMachine::snapshot_view`] hands over: written into the
+/// snapshot's data file on a blocking thread, off the shard's loop. The
+/// bytes must be what `on_snapshot_load` reads back.
+pub trait SnapshotView: Send {
+    /// Writes the view's state into the snapshot.
+    fn write_to(&mut self, writer: &mut dyn Write) -> std::io::Result<()>;
 }

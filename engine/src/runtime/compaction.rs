@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use coraft_wal::{Need, Wal};
 
@@ -16,17 +17,31 @@ use super::group::Group;
 
 /// Default of [`SnapshotPolicy::log_tail_entries`]: entries kept in memory
 /// (and in the WAL) below a snapshot, so that a follower this far behind
-/// still catches up entry by entry instead of by a whole snapshot.
-pub const SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT: u64 = 4096;
+/// still catches up entry by entry instead of by a whole snapshot (4,096;
+/// the tuning config's default, one constant for both).
+pub const SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT: u64 = coraft_tuning::SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT;
 
 /// Bound on the idle groups whose hard state and purge marker are written
 /// again in one turn so that the oldest WAL segment can be deleted
 /// (`coraft_wal::SEGMENT_HOLDERS_MAX` are named per segment).
 pub const METADATA_REWRITES_PER_TURN_MAX: usize = coraft_wal::SEGMENT_HOLDERS_MAX;
 
-/// When a group's log is compacted (the tuning config's `[snapshot]`).
+/// When each group takes a snapshot by itself and how much log it keeps
+/// (the tuning config's `[snapshot]`; the defaults are its defaults). A
+/// trigger at 0 is off; with every trigger off, snapshots are taken only on
+/// demand (`GroupHandle::snapshot`). A trigger fires when the group applies
+/// entries, so an idle group takes none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotPolicy {
+    /// After this many entries applied since the group's last snapshot
+    /// (default 0, off).
+    pub after_entries: u64,
+    /// After this many log bytes applied since the group's last snapshot
+    /// (default 32 MiB).
+    pub after_log_bytes: u64,
+    /// After this long since the group's last snapshot or its start, if it
+    /// applied anything since (default 1 hour; zero: off).
+    pub interval: Duration,
     /// Entries kept below a durable snapshot, in memory and in the WAL
     /// (default [`SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT`]); 0 drops every entry
     /// the snapshot covers.
@@ -36,7 +51,56 @@ pub struct SnapshotPolicy {
 impl Default for SnapshotPolicy {
     fn default() -> SnapshotPolicy {
         SnapshotPolicy {
+            after_entries: coraft_tuning::SNAPSHOT_AFTER_ENTRIES_DEFAULT,
+            after_log_bytes: coraft_tuning::SNAPSHOT_AFTER_LOG_BYTES_DEFAULT,
+            interval: Duration::from_millis(coraft_tuning::SNAPSHOT_INTERVAL_MS_DEFAULT),
             log_tail_entries: SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
+        }
+    }
+}
+
+impl SnapshotPolicy {
+    /// The policy of a tuning config's `[snapshot]` section.
+    pub fn from_settings(settings: &coraft_tuning::SnapshotSettings) -> SnapshotPolicy {
+        SnapshotPolicy {
+            after_entries: settings.after_entries,
+            after_log_bytes: settings.after_log_bytes,
+            interval: Duration::from_millis(settings.interval_ms),
+            log_tail_entries: settings.log_tail_entries,
+        }
+    }
+
+    /// Whether a group that applied `since` since its last snapshot should
+    /// take one now.
+    /// `now` is read only when the interval decides.
+    pub(crate) fn due(&self, since: &SinceSnapshot, now: impl FnOnce() -> Instant) -> bool {
+        if since.entries == 0 {
+            return false;
+        }
+        (self.after_entries > 0 && since.entries >= self.after_entries)
+            || (self.after_log_bytes > 0 && since.log_bytes >= self.after_log_bytes)
+            || (!self.interval.is_zero() && now().saturating_duration_since(since.at) >= self.interval)
+    }
+}
+
+/// What a group applied since its last snapshot (or its start).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SinceSnapshot {
+    /// Entries applied.
+    pub entries: u64,
+    /// Their bytes.
+    pub log_bytes: u64,
+    /// When the count started.
+    pub at: Instant,
+}
+
+impl SinceSnapshot {
+    /// Starts counting at `at`.
+    pub fn new(at: Instant) -> SinceSnapshot {
+        SinceSnapshot {
+            entries: 0,
+            log_bytes: 0,
+            at,
         }
     }
 }
@@ -159,6 +223,37 @@ impl SegmentDeletion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trigger_fires_only_after_something_was_applied() {
+        let start = Instant::now();
+        let policy = SnapshotPolicy {
+            after_entries: 10,
+            after_log_bytes: 1000,
+            interval: Duration::from_secs(60),
+            log_tail_entries: 0,
+        };
+        let since = |entries, log_bytes, at| SinceSnapshot { entries, log_bytes, at };
+        let later = start + Duration::from_secs(61);
+        assert!(
+            !policy.due(&since(0, 0, start), || later),
+            "nothing applied: no snapshot"
+        );
+        assert!(!policy.due(&since(9, 999, start), || start));
+        assert!(policy.due(&since(10, 0, start), || start), "entries");
+        assert!(policy.due(&since(1, 1000, start), || start), "log bytes");
+        assert!(policy.due(&since(1, 1, start), || later), "interval");
+        let off = SnapshotPolicy {
+            after_entries: 0,
+            after_log_bytes: 0,
+            interval: Duration::ZERO,
+            log_tail_entries: 0,
+        };
+        assert!(
+            !off.due(&since(u64::MAX, u64::MAX, start), || later),
+            "every trigger off"
+        );
+    }
 
     #[test]
     fn the_wal_never_purges_past_the_older_kept_snapshot() {

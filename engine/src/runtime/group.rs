@@ -53,6 +53,13 @@ pub struct GroupCounters {
     pub reads_served: u64,
     /// Requests answered with a timeout here.
     pub requests_timed_out: u64,
+    /// Snapshots of it written here (on demand and by policy).
+    pub snapshots_taken: u64,
+    /// Data bytes of the latest snapshot written here (0: none yet).
+    pub snapshot_bytes_last: u64,
+    /// How long writing the latest one took, from `on_snapshot_save` to
+    /// durable, µs.
+    pub snapshot_duration_us_last: u64,
 }
 
 /// A command admitted in this apply run, waiting for the state machine.
@@ -85,6 +92,12 @@ pub(crate) struct Group {
     pub snapshots: Option<SnapshotStore>,
     /// The group's purge point in the shard's WAL (0: never purged).
     pub wal_purged: LogIndex,
+    /// What it applied since its last snapshot, for the snapshot policy.
+    pub since_snapshot: super::compaction::SinceSnapshot,
+    /// A snapshot of it is being written off the shard's loop.
+    pub snapshot_writing: bool,
+    /// Requests answered when that snapshot is durable (or fails).
+    pub snapshot_waiters: Vec<flume::Sender<Result<LogIndex, Error>>>,
 }
 
 impl Group {
@@ -103,6 +116,9 @@ impl Group {
             close_waiters: Vec::new(),
             snapshots: None,
             wal_purged: LogIndex(0),
+            since_snapshot: super::compaction::SinceSnapshot::new(std::time::Instant::now()),
+            snapshot_writing: false,
+            snapshot_waiters: Vec::new(),
         }
     }
 
@@ -129,6 +145,8 @@ impl Group {
     pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
         metrics.entries_applied += entries.len() as u64;
         self.counters.entries_applied += entries.len() as u64;
+        self.since_snapshot.entries += entries.len() as u64;
+        self.since_snapshot.log_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
         // Committed now (they reach the state machine in this same turn);
         // one clock read serves the whole batch's latencies.
         let now = std::time::Instant::now();

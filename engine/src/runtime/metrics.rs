@@ -60,8 +60,12 @@ pub struct ShardMetrics {
     pub entries_applied: u64,
     /// Linearizable reads answered.
     pub reads_served: u64,
-    /// Snapshots taken and made durable (`GroupHandle::snapshot`).
+    /// Snapshots taken and made durable (on demand and by policy).
     pub snapshots_taken: u64,
+    /// Data bytes of those snapshots (what `on_snapshot_save` wrote).
+    pub snapshot_bytes: u64,
+    /// WAL segment files deleted after log compaction.
+    pub wal_segments_deleted: u64,
     /// WAL group commits completed.
     pub wal_syncs: u64,
     /// Ticks made up after the shard was late to count them (a long turn,
@@ -86,6 +90,9 @@ pub struct ShardMetrics {
     pub commit_us: Histogram<u64>,
     /// One state machine `on_apply` call (a batch of commands), µs.
     pub apply_us: Histogram<u64>,
+    /// Writing one snapshot, from `on_snapshot_save` to durable, µs (the
+    /// shard's loop waits that long: it is written on the shard's thread).
+    pub snapshot_us: Histogram<u64>,
 }
 
 impl ShardMetrics {
@@ -109,6 +116,8 @@ impl ShardMetrics {
             entries_applied: 0,
             reads_served: 0,
             snapshots_taken: 0,
+            snapshot_bytes: 0,
+            wal_segments_deleted: 0,
             wal_syncs: 0,
             ticks_made_up: 0,
             wal_failed: 0,
@@ -119,6 +128,7 @@ impl ShardMetrics {
             replication_us: histogram(),
             commit_us: histogram(),
             apply_us: histogram(),
+            snapshot_us: histogram(),
         }
     }
 
@@ -137,7 +147,7 @@ type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<
 /// Renders a node's metrics in the Prometheus text exposition format.
 pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
-    let counters: [CounterSpec; 20] = [
+    let counters: [CounterSpec; 22] = [
         ("coraft_groups", "Groups hosted", |m| m.groups),
         ("coraft_groups_led", "Groups led", |m| m.groups_led),
         ("coraft_groups_quiesced", "Groups quiet (idle)", |m| m.groups_quiesced),
@@ -178,6 +188,16 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
             m.reads_served
         }),
         ("coraft_snapshots_taken_total", "Snapshots taken", |m| m.snapshots_taken),
+        (
+            "coraft_snapshot_bytes_total",
+            "Data bytes of the snapshots taken",
+            |m| m.snapshot_bytes,
+        ),
+        (
+            "coraft_wal_segments_deleted_total",
+            "WAL segment files deleted after log compaction",
+            |m| m.wal_segments_deleted,
+        ),
         ("coraft_wal_syncs_total", "WAL group commits", |m| m.wal_syncs),
         (
             "coraft_ticks_made_up_total",
@@ -198,7 +218,7 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
             let _ = writeln!(out, "{name}{{node=\"{node}\",shard=\"{}\"}} {}", m.shard, value(m));
         }
     }
-    let histograms: [SummarySpec; 7] = [
+    let histograms: [SummarySpec; 8] = [
         ("coraft_turn_seconds", "Shard loop turn length", |m| &m.turn_us),
         ("coraft_wal_sync_seconds", "WAL group commit latency", |m| {
             &m.wal_sync_us
@@ -216,6 +236,11 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
         ),
         ("coraft_commit_seconds", "Proposal to commit", |m| &m.commit_us),
         ("coraft_apply_seconds", "State machine apply batch", |m| &m.apply_us),
+        (
+            "coraft_snapshot_seconds",
+            "Snapshot write, on_snapshot_save to durable",
+            |m| &m.snapshot_us,
+        ),
     ];
     for (name, help, histogram) in histograms {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");

@@ -179,7 +179,7 @@ impl NodeOptions {
             quiesce_idle_groups: true,
             request_timeout: super::shard::REQUEST_TIMEOUT,
             session_timeout: Duration::from_millis(super::SESSION_TIMEOUT_DEFAULT_MS),
-            snapshot: super::SnapshotPolicy::default(),
+            snapshot: super::SnapshotPolicy::from_settings(&config.snapshot),
         }
     }
 
@@ -580,10 +580,12 @@ impl GroupHandle {
     /// newest snapshot, with that one's index. A restarted node loads the
     /// newest valid snapshot and applies only the entries after it.
     ///
-    /// For now the snapshot is written on the shard's thread, synchronously:
-    /// the shard's other groups wait while `on_snapshot_save` runs
-    /// (`docs/architecture.md`, "Snapshot storage"). It waits first until
-    /// every applied entry is durable in the WAL here.
+    /// A state machine that hands a view (`StateMachine::snapshot_view`)
+    /// is written on a blocking thread while the shard goes on serving;
+    /// otherwise `on_snapshot_save` runs on the shard's thread and the
+    /// shard's other groups wait (`docs/architecture.md`, "Snapshot policy
+    /// and log compaction"). It waits first until every applied entry is
+    /// durable in the WAL here.
     pub async fn snapshot(&self) -> Result<LogIndex, Error> {
         let (reply, answer) = flume::bounded(1);
         self.submit(ApiRequest::Snapshot {

@@ -4,6 +4,7 @@
 //! commit for all groups' records while AppendEntries go out at once; after
 //! the fsync, the persistence-dependent messages; then applies and replies.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use coraft_net::schema::{ClientError, ClientRequest, ClientResponse};
 use coraft_net::Listener;
 use coraft_wal::Wal;
 
-use crate::api::Error;
+use crate::api::{Error, SnapshotView};
 use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
 
 use super::clock::TickClock;
@@ -25,6 +26,7 @@ use super::metrics::{AppendTimes, ShardMetrics, TURN_BUDGET};
 use super::node::{ApiRequest, GroupStatus, PeerStatus};
 use super::reply::Reply;
 use super::sessions::wall_clock_ms;
+use super::snapshot_store::{SnapshotWriter, StoredSnapshot};
 use super::storage::{write_hard_state, write_ready};
 use super::transport::Peers;
 
@@ -113,6 +115,11 @@ pub(crate) struct Shard {
     pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
     /// When snapshots are taken and how much log they let go.
     snapshot_policy: super::SnapshotPolicy,
+    /// Groups whose snapshot policy fired, waiting like `pending_snapshots`
+    /// (at most one entry per group).
+    policy_snapshots: BTreeSet<GroupId>,
+    /// Snapshots written off the loop, to finish (at most one per group).
+    snapshots_written: Rc<RefCell<Vec<SnapshotWritten>>>,
     /// Deleting the WAL segments purges freed, off the loop.
     segment_deletion: super::compaction::SegmentDeletion,
 }
@@ -214,6 +221,8 @@ impl Shard {
             wal_faults: None,
             pending_snapshots: Vec::new(),
             snapshot_policy: options.snapshot.clone(),
+            policy_snapshots: BTreeSet::new(),
+            snapshots_written: Rc::new(RefCell::new(Vec::new())),
             segment_deletion: super::compaction::SegmentDeletion::default(),
         }
     }
@@ -253,6 +262,11 @@ impl Shard {
         }
         for (_, reply) in self.pending_snapshots.drain(..) {
             let _ = reply.send(Err(Error::Shutdown));
+        }
+        for group in self.groups.values_mut() {
+            for reply in group.snapshot_waiters.drain(..) {
+                let _ = reply.send(Err(Error::Shutdown));
+            }
         }
         for (&id, group) in self.groups.iter_mut() {
             group.fail_all(Error::Shutdown);
@@ -323,6 +337,7 @@ impl Shard {
                 break;
             }
         }
+        self.finish_snapshot_writes();
         self.take_pending_snapshots();
         if self.failed.is_none() {
             self.segment_deletion
@@ -750,6 +765,7 @@ impl Shard {
                 snapshot.raft_messages_sent = self.peers.sent;
                 snapshot.raft_messages_dropped = self.peers.dropped;
                 snapshot.protocol_violations = self.events.violations.count();
+                snapshot.wal_segments_deleted = self.segment_deletion.deleted.get();
                 let _ = reply.send(snapshot);
             }
             ApiRequest::Snapshot { group, reply } => {
@@ -874,6 +890,9 @@ impl Shard {
             }
             group.apply(&ready.committed_entries, &mut self.metrics);
             group.notify_if_drained();
+            if !ready.committed_entries.is_empty() && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {
+                self.policy_snapshots.insert(group_id);
+            }
         }
     }
 
@@ -965,6 +984,12 @@ impl Shard {
         for (_, reply) in self.pending_snapshots.drain(..) {
             let _ = reply.send(Err(error.clone()));
         }
+        for group in self.groups.values_mut() {
+            for reply in group.snapshot_waiters.drain(..) {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        self.policy_snapshots.clear();
         self.dirty.clear();
         self.awake.clear();
         self.waiters.clear();
@@ -981,46 +1006,152 @@ impl Shard {
 }
 
 impl Shard {
-    /// Takes the snapshots asked for whose group has every applied entry
-    /// durable in the WAL here; the others wait for a later turn (the WAL
-    /// sync this turn requests makes them durable).
+    /// Takes the snapshots asked for, and those the policy wants, whose
+    /// group has every applied entry durable in the WAL here; the others
+    /// wait for a later turn (the WAL sync this turn requests makes them
+    /// durable).
     fn take_pending_snapshots(&mut self) {
-        if self.pending_snapshots.is_empty() {
+        if self.pending_snapshots.is_empty() && self.policy_snapshots.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending_snapshots);
         let mut failure = None;
-        for (group_id, reply) in pending {
-            let Some(group) = self.groups.get_mut(&group_id) else {
-                let _ = reply.send(Err(Error::UnknownGroup(group_id)));
-                continue;
-            };
-            if group.core.persisted_index() < group.core.applied_index() {
-                // A follower may apply entries before they are durable here;
-                // a snapshot must never cover an entry a crash could lose
-                // from the WAL (restart finds the snapshot's entry in it).
-                self.pending_snapshots.push((group_id, reply));
-                continue;
-            }
-            let mut result = take_snapshot(group_id, group);
-            if let Ok((index, true)) = result {
-                self.metrics.snapshots_taken += 1;
-                // The snapshot is durable (written, fsynced, renamed): only
-                // now may the log below it go.
-                let tail = self.snapshot_policy.log_tail_entries;
-                match super::compaction::compact_group(&self.wal, group_id, group, index, tail) {
-                    Ok(true) => self.segment_deletion.want(),
-                    Ok(false) => {}
-                    Err(error) => {
-                        if matches!(error, Error::Storage(_)) {
-                            // The WAL refused a record: fail-stop.
-                            failure = Some(error.clone());
-                        }
-                        result = Err(error);
+        for (group_id, reply) in std::mem::take(&mut self.pending_snapshots) {
+            match self.snapshot_now(group_id, &mut failure) {
+                SnapshotOutcome::NotYet => self.pending_snapshots.push((group_id, reply)),
+                SnapshotOutcome::Writing => {
+                    if let Some(group) = self.groups.get_mut(&group_id) {
+                        group.snapshot_waiters.push(reply);
                     }
                 }
+                SnapshotOutcome::Done(result) => {
+                    let _ = reply.send(result);
+                }
             }
-            let _ = reply.send(result.map(|(index, _)| index));
+        }
+        for group_id in std::mem::take(&mut self.policy_snapshots) {
+            match self.snapshot_now(group_id, &mut failure) {
+                SnapshotOutcome::NotYet => {
+                    self.policy_snapshots.insert(group_id);
+                }
+                SnapshotOutcome::Writing | SnapshotOutcome::Done(Ok(_)) => {}
+                // Tried again once the policy fires again.
+                SnapshotOutcome::Done(Err(error)) => log::warn!(
+                    "node {} shard {}: the snapshot policy's snapshot of group {group_id} failed: {error}",
+                    self.node,
+                    self.metrics.shard
+                ),
+            }
+        }
+        if let Some(error) = failure {
+            self.fail(error);
+        }
+    }
+
+    /// Takes a snapshot of `group_id` and, once it is durable, compacts
+    /// its log after it. Waits (`NotYet`) while its applied entries are not
+    /// all durable here or another snapshot of it is being written. A
+    /// storage error (the WAL refused the purge marker) is left in
+    /// `failure` for the caller to fail-stop on.
+    fn snapshot_now(&mut self, group_id: GroupId, failure: &mut Option<Error>) -> SnapshotOutcome {
+        let done = self.snapshots_written.clone();
+        let events = self.events.clone();
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return SnapshotOutcome::Done(Err(Error::UnknownGroup(group_id)));
+        };
+        if group.core.persisted_index() < group.core.applied_index() || group.snapshot_writing {
+            // A follower may apply entries before they are durable here;
+            // a snapshot must never cover an entry a crash could lose
+            // from the WAL (restart finds the snapshot's entry in it).
+            return SnapshotOutcome::NotYet;
+        }
+        let started = Instant::now();
+        let taken = take_snapshot(group_id, group, |writer, view| {
+            write_off_loop(group_id, writer, view, done, events)
+        });
+        let now = Instant::now();
+        // The policy counts from here, whatever the outcome: a failing
+        // snapshot is tried again only when a trigger fires again.
+        group.since_snapshot = super::compaction::SinceSnapshot::new(now);
+        match taken {
+            Err(error) => SnapshotOutcome::Done(Err(error)),
+            Ok(Taken::Writing) => {
+                group.snapshot_writing = true;
+                SnapshotOutcome::Writing
+            }
+            Ok(Taken::Done(index, None)) => SnapshotOutcome::Done(Ok(index)),
+            Ok(Taken::Done(index, Some(data_bytes))) => {
+                let elapsed = now.saturating_duration_since(started);
+                SnapshotOutcome::Done(self.snapshot_durable(group_id, index, data_bytes, elapsed, failure))
+            }
+        }
+    }
+
+    /// A snapshot of `group_id` at `index` is durable (and the core told):
+    /// counts it and compacts the group's log after it.
+    fn snapshot_durable(
+        &mut self,
+        group_id: GroupId,
+        index: LogIndex,
+        data_bytes: u64,
+        elapsed: Duration,
+        failure: &mut Option<Error>,
+    ) -> Result<LogIndex, Error> {
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return Err(Error::UnknownGroup(group_id));
+        };
+        self.metrics.snapshots_taken += 1;
+        self.metrics.snapshot_bytes += data_bytes;
+        ShardMetrics::record(&mut self.metrics.snapshot_us, elapsed);
+        group.counters.snapshots_taken += 1;
+        group.counters.snapshot_bytes_last = data_bytes;
+        group.counters.snapshot_duration_us_last = elapsed.as_micros() as u64;
+        // Only now, with the snapshot durable, may the log below it go.
+        let tail = self.snapshot_policy.log_tail_entries;
+        match super::compaction::compact_group(&self.wal, group_id, group, index, tail) {
+            Ok(purged) => {
+                if purged {
+                    self.segment_deletion.want();
+                }
+                Ok(index)
+            }
+            Err(error) => {
+                if matches!(error, Error::Storage(_)) {
+                    // The WAL refused a record: fail-stop.
+                    *failure = Some(error.clone());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Finishes the snapshots written off the loop since the last turn:
+    /// tells the core, compacts, and answers who waited for them.
+    fn finish_snapshot_writes(&mut self) {
+        let written = std::mem::take(&mut *self.snapshots_written.borrow_mut());
+        let mut failure = None;
+        for SnapshotWritten { group, result, elapsed } in written {
+            let Some(hosted) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            hosted.snapshot_writing = false;
+            let waiters = std::mem::take(&mut hosted.snapshot_waiters);
+            let outcome = match result {
+                Ok(stored) => {
+                    hosted.core.snapshot_created(stored.meta.index);
+                    self.snapshot_durable(group, stored.meta.index, stored.data_bytes, elapsed, &mut failure)
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &outcome {
+                log::warn!(
+                    "node {} shard {}: a snapshot of group {group} failed: {error}",
+                    self.node,
+                    self.metrics.shard
+                );
+            }
+            for waiter in waiters {
+                let _ = waiter.send(outcome.clone());
+            }
         }
         if let Some(error) = failure {
             self.fail(error);
@@ -1028,10 +1159,35 @@ impl Shard {
     }
 }
 
-/// Writes a snapshot of `group` at its applied index, synchronously on the
-/// shard's thread (moving this off the loop is still to do). Returns its
-/// index, and whether a new one was written.
-fn take_snapshot(group_id: GroupId, group: &mut Group) -> Result<(LogIndex, bool), Error> {
+/// What `snapshot_now` did.
+enum SnapshotOutcome {
+    /// Nothing yet: try again in a later turn.
+    NotYet,
+    /// Being written off the loop; `finish_snapshot_writes` ends it.
+    Writing,
+    /// Done: the snapshot's index, or why not.
+    Done(Result<LogIndex, Error>),
+}
+
+/// How taking a snapshot went.
+enum Taken {
+    /// Durable now, at this index, with this many data bytes; `None` if
+    /// nothing was applied since the newest snapshot (no new one).
+    Done(LogIndex, Option<u64>),
+    /// Handed to `write_off_loop` with the state machine's view.
+    Writing,
+}
+
+/// Starts a snapshot of `group` at its applied index. With a view from the
+/// state machine (`StateMachine::snapshot_view`) the writing is handed to
+/// `write_off_loop`; without one, `on_snapshot_save` writes it here, on the
+/// shard's thread, and it is durable on return. The core is told of a
+/// snapshot only once it is durable.
+fn take_snapshot(
+    group_id: GroupId,
+    group: &mut Group,
+    write_off_loop: impl FnOnce(SnapshotWriter, Box<dyn SnapshotView>),
+) -> Result<Taken, Error> {
     let error = |reason: String| Error::Snapshot {
         group: group_id,
         reason,
@@ -1041,7 +1197,7 @@ fn take_snapshot(group_id: GroupId, group: &mut Group) -> Result<(LogIndex, bool
         return Err(error("nothing is applied yet".into()));
     }
     if let Some(newest) = group.core.snapshot().filter(|s| s.index >= applied) {
-        return Ok((newest.index, false));
+        return Ok(Taken::Done(newest.index, None));
     }
     let meta = group
         .core
@@ -1051,16 +1207,59 @@ fn take_snapshot(group_id: GroupId, group: &mut Group) -> Result<(LogIndex, bool
         .snapshots
         .as_ref()
         .ok_or_else(|| error("the group has no snapshot store".into()))?;
+    // The session table and the view are taken together, at `applied`.
     let mut writer = store
         .begin(meta, group.sessions.encode())
         .map_err(|e| error(e.to_string()))?;
+    if let Some(view) = group.state_machine.snapshot_view() {
+        write_off_loop(writer, view);
+        return Ok(Taken::Writing);
+    }
     group
         .state_machine
         .on_snapshot_save(&mut writer)
         .map_err(|e| error(format!("on_snapshot_save: {e}")))?;
     let stored = writer.finish().map_err(|e| error(e.to_string()))?;
     group.core.snapshot_created(stored.meta.index);
-    Ok((stored.meta.index, true))
+    Ok(Taken::Done(stored.meta.index, Some(stored.data_bytes)))
+}
+
+/// A snapshot written off the loop, for the shard to finish.
+pub(crate) struct SnapshotWritten {
+    group: GroupId,
+    result: Result<StoredSnapshot, Error>,
+    elapsed: Duration,
+}
+
+/// Writes `view` into `writer` on a blocking thread and makes it durable;
+/// the outcome goes to `done` and the loop is woken. Nothing here touches
+/// the group: the shard finishes it (`finish_snapshot_writes`).
+fn write_off_loop(
+    group: GroupId,
+    writer: SnapshotWriter,
+    mut view: Box<dyn SnapshotView>,
+    done: Rc<RefCell<Vec<SnapshotWritten>>>,
+    events: Rc<EventQueue>,
+) {
+    let started = Instant::now();
+    glommio::spawn_local(async move {
+        let result = glommio::executor()
+            .spawn_blocking(move || {
+                let mut writer = writer;
+                view.write_to(&mut writer)
+                    .map_err(|e| format!("the snapshot view: {e}"))?;
+                writer.finish().map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|reason| Error::Snapshot { group, reason });
+        done.borrow_mut().push(SnapshotWritten {
+            group,
+            result,
+            elapsed: started.elapsed(),
+        });
+        events.ring();
+    })
+    .detach();
 }
 
 pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {

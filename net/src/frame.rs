@@ -14,6 +14,7 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::Serialize;
 
+use crate::admin::{AdminRequestFrame, AdminResponseFrame};
 use crate::checksum;
 use crate::error::NetError;
 use crate::schema::{ClientRequestBatch, ClientResponseBatch, Envelope, RaftBatch, RaftBatchRef, RaftBody};
@@ -44,6 +45,10 @@ pub enum FrameKind {
     ClientRequests = 4,
     /// A [`ClientResponseBatch`] archive.
     ClientResponses = 5,
+    /// An [`AdminRequestFrame`] archive (on a client connection).
+    AdminRequest = 6,
+    /// An [`AdminResponseFrame`] archive.
+    AdminResponse = 7,
 }
 
 impl FrameKind {
@@ -55,6 +60,8 @@ impl FrameKind {
             3 => Some(FrameKind::Raft),
             4 => Some(FrameKind::ClientRequests),
             5 => Some(FrameKind::ClientResponses),
+            6 => Some(FrameKind::AdminRequest),
+            7 => Some(FrameKind::AdminResponse),
             _ => None,
         }
     }
@@ -181,6 +188,12 @@ impl FrameBody for ClientRequestBatch {
 }
 impl FrameBody for ClientResponseBatch {
     const KIND: FrameKind = FrameKind::ClientResponses;
+}
+impl FrameBody for AdminRequestFrame {
+    const KIND: FrameKind = FrameKind::AdminRequest;
+}
+impl FrameBody for AdminResponseFrame {
+    const KIND: FrameKind = FrameKind::AdminResponse;
 }
 
 /// Appends frames to one aligned buffer, ready to be written in one call.

@@ -1,6 +1,7 @@
 //! The runtime: shards (one glommio executor each) running many Raft groups
 //! over the shard's WAL and TCP connections. See `docs/architecture.md`.
 
+mod admin;
 mod clock;
 mod codec;
 mod events;
@@ -16,6 +17,7 @@ mod storage;
 mod transport;
 mod violations;
 
+pub use admin::ADMIN_REQUESTS_QUEUED_MAX;
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
 pub use events::EVENTS_QUEUED_MAX;

@@ -312,6 +312,9 @@ pub struct GroupStatus {
     pub peers: Vec<PeerStatus>,
     /// The group is idle and quiet: it neither ticks nor heartbeats here.
     pub quiesced: bool,
+    /// The group's configuration as this node knows it (the newest it
+    /// has, committed or not).
+    pub configuration: Configuration,
     /// What the group did on this node.
     pub counters: super::group::GroupCounters,
 }
@@ -370,8 +373,18 @@ impl Node {
         let mut shards = Vec::new();
         let mut started = Vec::new();
         let mesh = (options.shard_count() > 1).then(|| super::forward::mesh(options.shard_count()));
-        for shard in 0..options.shard_count() {
-            let (api, api_rx) = flume::bounded(API_QUEUE_MAX);
+        // Every shard's API channel exists before any shard starts: the
+        // admin service each of them holds reaches all of them.
+        let api_channels: Vec<_> = (0..options.shard_count())
+            .map(|_| flume::bounded::<ApiRequest>(API_QUEUE_MAX))
+            .collect();
+        let admin = Arc::new(super::admin::AdminService::new(
+            options.cluster_id,
+            options.node_id,
+            options.groups.clone(),
+            api_channels.iter().map(|(api, _)| api.clone()).collect(),
+        ));
+        for (shard, (api, api_rx)) in api_channels.into_iter().enumerate() {
             let (ready_tx, ready_rx) = flume::bounded::<Result<(), Error>>(1);
             let placement = options.shard_cores[shard].map_or(Placement::Unbound, Placement::Fixed);
             let mut builder = LocalExecutorBuilder::new(placement).name(&format!("coraft-{}-{shard}", options.node_id));
@@ -381,9 +394,16 @@ impl Node {
             let shard_options = options.clone();
             let factory = factory.clone();
             let mesh = mesh.clone();
+            let admin = admin.clone();
             let join = builder
                 .spawn(move || async move {
-                    run_shard(shard_options, shard, factory, mesh, api_rx, ready_tx, wal_faults).await;
+                    let channels = ShardChannels {
+                        mesh,
+                        api: api_rx,
+                        ready: ready_tx,
+                        admin,
+                    };
+                    run_shard(shard_options, shard, factory, channels, wal_faults).await;
                 })
                 .map_err(|e| Error::Config(format!("starting shard {shard}: {e}")))?;
             shards.push(ShardThread { api, join: Some(join) });
@@ -477,6 +497,10 @@ fn collect_metrics(apis: &[flume::Sender<ApiRequest>]) -> Vec<ShardMetrics> {
 }
 
 impl GroupHandle {
+    pub(crate) fn new(group: GroupId, api: flume::Sender<ApiRequest>) -> GroupHandle {
+        GroupHandle { group, api }
+    }
+
     /// The group.
     pub fn id(&self) -> GroupId {
         self.group
@@ -605,22 +629,34 @@ impl GroupHandle {
     }
 }
 
+/// What a shard's thread is handed to join the rest of the node.
+struct ShardChannels {
+    mesh: Option<super::forward::Mesh>,
+    api: flume::Receiver<ApiRequest>,
+    ready: flume::Sender<Result<(), Error>>,
+    admin: Arc<super::admin::AdminService>,
+}
+
 async fn run_shard(
     options: NodeOptions,
     shard: usize,
     factory: StateMachineFactory,
-    mesh: Option<super::forward::Mesh>,
-    api: flume::Receiver<ApiRequest>,
-    ready: flume::Sender<Result<(), Error>>,
+    channels: ShardChannels,
     wal_faults: bool,
 ) {
+    let ShardChannels {
+        mesh,
+        api,
+        ready,
+        admin,
+    } = channels;
     // Every shard joins the mesh before anything that may fail: joining
     // waits for all of them.
     let joined = super::forward::Forwarder::join(mesh, shard)
         .await
         .map_err(Error::Config);
     let started = match joined {
-        Ok(forwarding) => start_shard(&options, shard, &factory, forwarding, wal_faults).await,
+        Ok(forwarding) => start_shard(&options, shard, &factory, forwarding, admin, wal_faults).await,
         Err(error) => Err(error),
     };
     let (shard_state, bell) = match started {
@@ -667,6 +703,7 @@ async fn start_shard(
     shard: usize,
     factory: &StateMachineFactory,
     forwarding: Option<(Rc<super::forward::Forwarder>, super::forward::MeshReceivers)>,
+    admin: Arc<super::admin::AdminService>,
     wal_faults: bool,
 ) -> Result<(Shard, glommio::channels::local_channel::LocalReceiver<()>), Error> {
     let dir = options
@@ -756,6 +793,7 @@ async fn start_shard(
         peers,
         listener: Rc::new(listener),
         forwarding,
+        admin,
     };
     let mut shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
     shard_state.wal_faults = faults;

@@ -111,6 +111,8 @@ pub(crate) struct Shard {
     /// Snapshot requests waiting until their group's applied entries are
     /// durable here (at most [`PENDING_SNAPSHOTS_MAX`]).
     pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
+    /// Answers admin requests (handed to the connection server).
+    admin: std::sync::Arc<super::admin::AdminService>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -160,6 +162,8 @@ pub(crate) struct Endpoints {
     pub peers: Peers,
     pub listener: Rc<Listener>,
     pub forwarding: Option<(Rc<super::forward::Forwarder>, super::forward::MeshReceivers)>,
+    /// Answers the admin requests of this shard's client connections.
+    pub admin: std::sync::Arc<super::admin::AdminService>,
 }
 
 impl Shard {
@@ -175,6 +179,7 @@ impl Shard {
             peers,
             listener,
             forwarding,
+            admin,
         } = endpoints;
         let node = options.node_id;
         let election_timeout_ticks = options.election_timeout_ticks;
@@ -209,6 +214,7 @@ impl Shard {
             forwarding,
             wal_faults: None,
             pending_snapshots: Vec::new(),
+            admin,
         }
     }
 
@@ -232,6 +238,7 @@ impl Shard {
             self.listener.clone(),
             self.events.clone(),
             forwarder,
+            self.admin.clone(),
         ));
         self.turn();
         while !self.shutting_down {
@@ -1047,6 +1054,7 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         last_index: core.last_index(),
         snapshot_index: core.snapshot().map_or(LogIndex(0), |s| s.index),
         quiesced: core.is_quiesced(),
+        configuration: core.configuration().clone(),
         counters: group.counters,
         peers: core
             .progress()

@@ -271,17 +271,21 @@ fn status(target: &Target, groups: &[u64], as_json: bool) -> Result<()> {
         let leaders: BTreeMap<String, usize> = leaders.iter().map(|(n, c)| (n.to_string(), *c)).collect();
         let out = json!({"nodes": nodes, "leaders_per_node": leaders, "errors": errors});
         println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
+    } else if !reports.is_empty() {
         print_status_table(&reports);
         let line: Vec<String> = leaders.iter().map(|(n, c)| format!("node {n}: {c}")).collect();
         println!("leaders per node: {}", line.join(", "));
-        for (address, error) in &errors {
-            eprintln!("error: {error} (node at {address} left out)");
-        }
+    }
+    if reports.is_empty() && errors.len() == 1 {
+        let (_, error) = errors.remove(0);
+        bail!("{error}");
+    }
+    for (_, error) in &errors {
+        eprintln!("error: {error}");
     }
     match errors.len() {
         0 => Ok(()),
-        n => Err(anyhow!("{n} of {} node(s) did not answer", target.addresses.len())),
+        n => Err(anyhow!("{n} of {} node(s) failed", target.addresses.len())),
     }
 }
 
@@ -554,11 +558,20 @@ fn rebalance(target: &Target, wait: Duration, dry_run: bool, as_json: bool) -> R
             ));
         }
     }
-    let mut after_reports = Vec::new();
-    for client in &mut clients {
-        after_reports.push(client.status(&[])?);
-    }
-    let after = leaders_per_node(after_reports.iter());
+    let after = if dry_run {
+        let mut planned = before.clone();
+        for m in &plan {
+            *planned.entry(m.from.0).or_default() -= 1;
+            *planned.entry(m.to.0).or_default() += 1;
+        }
+        planned
+    } else {
+        let mut after_reports = Vec::new();
+        for client in &mut clients {
+            after_reports.push(client.status(&[])?);
+        }
+        leaders_per_node(after_reports.iter())
+    };
     let outcome = |m: &Move| -> String {
         if dry_run {
             return "planned".into();
@@ -580,6 +593,7 @@ fn rebalance(target: &Target, wait: Duration, dry_run: bool, as_json: bool) -> R
             "dry_run": dry_run,
             "moves": moves,
             "leaders_before": counts(&before),
+            // With --dry-run: as planned.
             "leaders_after": counts(&after),
             "leaderless_groups": leaderless.iter().map(|g| g.0).collect::<Vec<_>>(),
             "failed": failed.len(),
@@ -607,7 +621,8 @@ fn rebalance(target: &Target, wait: Duration, dry_run: bool, as_json: bool) -> R
                 .join(", ")
         };
         println!("leaders per node before: {}", line(&before));
-        println!("leaders per node after:  {}", line(&after));
+        let after_label = if dry_run { "planned:" } else { "after: " };
+        println!("leaders per node {after_label} {}", line(&after));
         if !leaderless.is_empty() {
             println!(
                 "groups without a leader (left alone): {}",

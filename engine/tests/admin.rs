@@ -35,9 +35,10 @@ fn free_addresses(count: usize) -> Vec<SocketAddr> {
     ports.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
-/// Writes one config per node (one unbound shard each) and starts the nodes
-/// with `groups` groups; returns the processes and config paths.
-fn start_cluster(dir: &Path, addresses: &[SocketAddr], groups: u64) -> (Vec<Process>, Vec<PathBuf>) {
+/// Writes one config per node (`shards` unbound shards each, shard `s`
+/// listening on the node's port + `s`) and starts the nodes with `groups`
+/// groups; returns the processes and config paths.
+fn start_cluster(dir: &Path, addresses: &[SocketAddr], groups: u64, shards: usize) -> (Vec<Process>, Vec<PathBuf>) {
     let peers: Vec<Peer> = addresses
         .iter()
         .enumerate()
@@ -56,7 +57,7 @@ fn start_cluster(dir: &Path, addresses: &[SocketAddr], groups: u64) -> (Vec<Proc
             peers: peers.clone(),
             ..NodeConfig::default()
         };
-        config.shards.count = 1;
+        config.shards.count = shards;
         config.shards.placement = PlacementPolicy::Unbound;
         config.shards.spin_before_park_us = 0;
         config.wal.dir = Some(dir.join(format!("node-{}", i + 1)));
@@ -159,7 +160,7 @@ fn group_of(status: &Value, node: u64, group: u64) -> &Value {
 fn status_transfer_snapshot_and_rebalance_work_on_a_live_three_node_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let addresses = free_addresses(3);
-    let (_processes, paths) = start_cluster(dir.path(), &addresses, 6);
+    let (_processes, paths) = start_cluster(dir.path(), &addresses, 6, 1);
     let config = paths[0].to_str().unwrap();
 
     // status: one leader per group, every node agreeing; indexes in order.
@@ -321,12 +322,26 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
         stderr(&output)
     );
 
+    // One node of two shards: group 1 lives on shard 1, group 2 on shard 0.
     let dir = tempfile::tempdir().unwrap();
     let addresses = free_addresses(1);
-    let (_processes, paths) = start_cluster(dir.path(), &addresses, 1);
+    let (_processes, paths) = start_cluster(dir.path(), &addresses, 2, 2);
     let config = paths[0].to_str().unwrap();
     let node = addresses[0].to_string();
     settled(&paths[0], 1);
+    // Either shard's address answers for every group of the node.
+    let second_shard = SocketAddr::new(addresses[0].ip(), addresses[0].port() + 1).to_string();
+    let both = admin(&["--node", &second_shard, "--cluster-id", "9", "--json", "status"]);
+    assert!(both.status.success(), "{}", stderr(&both));
+    let both: Value = serde_json::from_slice(&both.stdout).unwrap();
+    assert_eq!(both["nodes"][0]["shards"], 2, "{both}");
+    let groups: Vec<u64> = both["nodes"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_u64().unwrap())
+        .collect();
+    assert_eq!(groups, vec![1, 2]);
 
     let unknown = admin(&["--config", config, "status", "--group", "77"]);
     assert_eq!(unknown.status.code(), Some(1));
@@ -432,7 +447,7 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     match answer.result {
         Ok(AdminReply::Status(report)) => {
             assert_eq!(report.node, 1);
-            assert_eq!(report.groups.len(), 1);
+            assert_eq!(report.groups.len(), 2);
         }
         other => panic!("a status answer, not {other:?}"),
     }

@@ -15,12 +15,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use coraft_net::admin::{AdminRequestFrame, ArchivedAdminRequestFrame};
+use coraft_net::admin::{AdminError, AdminRequestFrame, AdminResponseFrame, ArchivedAdminRequestFrame};
 use coraft_net::schema::{
     ClientRequestBatch, ClientResponseBatch, CoalescedHeartbeat, CoalescedHeartbeatResponse, Envelope, GroupHeartbeat,
     GroupHeartbeatAck, RaftBatch, RaftBody,
 };
-use coraft_net::{Listener, NetConfig, OutboundConnection, PeerAddress, Role as NetRole};
+use coraft_net::{Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
 
 use crate::raft::{Message, MessageBody, NodeId, ProtocolViolation, ViolationKind};
@@ -299,8 +299,22 @@ async fn serve_client(
             }
             let answers = std::mem::take(&mut *writer_outbox.admin.borrow_mut());
             for answer in answers {
-                if let Err(error) = writer.send(&answer).await {
-                    log::debug!("an admin answer could not be sent: {error}");
+                let refused = match writer.send(&answer).await {
+                    Ok(()) => continue,
+                    // Refused before a byte was written: answer that instead.
+                    Err(error @ (NetError::Oversized { .. } | NetError::Encode { .. })) => error,
+                    Err(error) => {
+                        log::debug!("an admin answer could not be sent: {error}");
+                        return;
+                    }
+                };
+                let fallback = AdminResponseFrame {
+                    result: Err(AdminError::Failed {
+                        reason: format!("the answer does not fit in a frame ({refused}): ask about fewer groups"),
+                    }),
+                    ..answer
+                };
+                if writer.send(&fallback).await.is_err() {
                     return;
                 }
             }
@@ -380,12 +394,7 @@ impl AdminQueue {
 
     /// Queues a request read off the connection, or answers at once one
     /// that does not read (a bad request) or does not fit (busy).
-    fn push(
-        &self,
-        request: Result<&ArchivedAdminRequestFrame, coraft_net::NetError>,
-        admin: &AdminService,
-        outbox: &ClientOutbox,
-    ) {
+    fn push(&self, request: Result<&ArchivedAdminRequestFrame, NetError>, admin: &AdminService, outbox: &ClientOutbox) {
         let request = request.map_err(|e| e.to_string()).and_then(|archived| {
             rkyv::deserialize::<AdminRequestFrame, rkyv::rancor::Error>(archived).map_err(|e| e.to_string())
         });

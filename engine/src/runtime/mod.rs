@@ -7,6 +7,7 @@ mod codec;
 mod events;
 mod forward;
 mod group;
+mod membership;
 mod metrics;
 mod node;
 mod reply;
@@ -23,6 +24,7 @@ pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COM
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+pub use membership::{MEMBERSHIP_CHANGES_IN_FLIGHT_MAX, NODE_ADDRESSES_MAX, PROMOTE_LAG_ENTRIES_MAX};
 pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,
 };

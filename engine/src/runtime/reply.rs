@@ -81,6 +81,8 @@ impl Reply {
                     // The wire has no "too large" answer yet: the client
                     // sees Busy; the embedding API gets the precise error.
                     Error::Busy { .. } | Error::TooLarge { .. } => ClientError::Busy,
+                    // Membership answers never reach a client's write.
+                    Error::ChangeInProgress | Error::InvalidChange(_) => ClientError::Busy,
                     Error::Timeout => ClientError::Timeout,
                     Error::Shutdown => ClientError::Shutdown,
                     Error::UnknownGroup(_) => ClientError::UnknownGroup,

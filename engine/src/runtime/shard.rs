@@ -73,8 +73,8 @@ pub(crate) struct Shard {
     pub listener: Rc<Listener>,
     waiters: VecDeque<PersistWaiter>,
     synced_requested_lsn: u64,
-    failed: Option<Error>,
-    dirty: BTreeSet<GroupId>,
+    pub(super) failed: Option<Error>,
+    pub(super) dirty: BTreeSet<GroupId>,
     shutting_down: bool,
     metrics: ShardMetrics,
     /// Entry bytes written per LSN and not yet durable, oldest first.
@@ -84,13 +84,13 @@ pub(crate) struct Shard {
     admitted_bytes: u64,
     /// Ticks since each peer node was last heard (any frame, or its
     /// per-tick coalesced heartbeat).
-    peer_silent_ticks: BTreeMap<NodeId, u64>,
+    pub(super) peer_silent_ticks: BTreeMap<NodeId, u64>,
     /// A peer silent this long is unreachable: quiet followers of its groups wake.
     election_timeout_ticks: u64,
     /// Most proposals of one group handed to its core in one call.
     batch_entries_max: usize,
     /// A request waiting longer is answered with a timeout.
-    request_timeout: Duration,
+    pub(super) request_timeout: Duration,
     /// What a session registered here lives without a write (leader time).
     session_timeout_ms: u64,
     /// Ticks handled.
@@ -113,6 +113,14 @@ pub(crate) struct Shard {
     pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
     /// Answers admin requests (handed to the connection server).
     admin: std::sync::Arc<super::admin::AdminService>,
+    /// The membership change each group has in flight (at most
+    /// `MEMBERSHIP_CHANGES_IN_FLIGHT_MAX` per group).
+    pub(super) membership_changes: BTreeMap<GroupId, super::membership::PendingChange>,
+    /// Every node's shard addresses this shard knows: the node's options,
+    /// then the address books applied from the log (`membership.rs`).
+    pub(super) addresses: BTreeMap<NodeId, Vec<std::net::SocketAddr>>,
+    /// Groups whose configuration no longer counts this node.
+    pub(super) removed_from: BTreeSet<GroupId>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -215,7 +223,19 @@ impl Shard {
             wal_faults: None,
             pending_snapshots: Vec::new(),
             admin,
+            membership_changes: BTreeMap::new(),
+            addresses: options
+                .peers
+                .iter()
+                .map(|p| (p.id, p.shard_addresses.clone()))
+                .collect(),
+            removed_from: BTreeSet::new(),
         }
+    }
+
+    /// This shard's index in its node.
+    pub(super) fn shard_index(&self) -> usize {
+        self.metrics.shard
     }
 
     /// Runs until shutdown.
@@ -255,6 +275,7 @@ impl Shard {
         for (_, reply) in self.pending_snapshots.drain(..) {
             let _ = reply.send(Err(Error::Shutdown));
         }
+        self.fail_membership_changes(&Error::Shutdown);
         for (&id, group) in self.groups.iter_mut() {
             group.fail_all(Error::Shutdown);
             if let Some(hard) = group.hard_states.take_held_back() {
@@ -325,6 +346,7 @@ impl Shard {
             }
         }
         self.take_pending_snapshots();
+        self.advance_membership_changes();
         if !self.dirty.is_empty() {
             // Work is left after the bounded rounds: come back at once rather
             // than at the next tick.
@@ -779,6 +801,7 @@ impl Shard {
                 };
                 let _ = reply.send(result);
             }
+            ApiRequest::Membership { group, request, reply } => self.membership_request(group, request, reply),
             ApiRequest::Shutdown => self.shutting_down = true,
         }
     }
@@ -871,6 +894,21 @@ impl Shard {
             }
             group.apply(&ready.committed_entries, &mut self.metrics);
             group.notify_if_drained();
+            let learned = std::mem::take(&mut group.learned_addresses);
+            let configuration_applied = std::mem::take(&mut group.configuration_applied);
+            for book in learned {
+                self.learn_addresses(book);
+            }
+            if configuration_applied {
+                self.prune_peers();
+            }
+            if ready
+                .entries
+                .iter()
+                .any(|e| matches!(e.payload, crate::raft::EntryPayload::Configuration(_)))
+            {
+                self.notice_removal(group_id);
+            }
         }
     }
 
@@ -962,6 +1000,7 @@ impl Shard {
         for (_, reply) in self.pending_snapshots.drain(..) {
             let _ = reply.send(Err(error.clone()));
         }
+        self.fail_membership_changes(&error);
         self.dirty.clear();
         self.awake.clear();
         self.waiters.clear();
@@ -1054,8 +1093,8 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         last_index: core.last_index(),
         snapshot_index: core.snapshot().map_or(LogIndex(0), |s| s.index),
         quiesced: core.is_quiesced(),
-        configuration: core.configuration().clone(),
         counters: group.counters,
+        configuration: core.configuration().clone(),
         peers: core
             .progress()
             .iter()

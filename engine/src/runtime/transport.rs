@@ -41,6 +41,8 @@ struct Coalesced {
 /// Outbound connections of one shard.
 pub(crate) struct Peers {
     node: NodeId,
+    config: NetConfig,
+    shard: u32,
     connections: BTreeMap<NodeId, OutboundConnection>,
     coalesced: BTreeMap<NodeId, Coalesced>,
     /// Messages queued to peers.
@@ -67,6 +69,8 @@ impl Peers {
         }
         Ok(Peers {
             node: NodeId(config.identity.node_id),
+            config,
+            shard,
             coalesced: connections.keys().map(|&n| (n, Coalesced::default())).collect(),
             connections,
             sent: 0,
@@ -140,6 +144,34 @@ impl Peers {
         } else {
             self.sent += 1;
         }
+    }
+
+    /// Opens (or replaces) the connection to `node` at `address`: a node
+    /// the membership brought in (`membership.rs`).
+    pub fn connect_to(&mut self, node: NodeId, address: SocketAddr) -> Result<(), String> {
+        let peer = PeerAddress {
+            node_id: node.0,
+            shard_id: self.shard,
+            address,
+        };
+        let connection = OutboundConnection::spawn(self.config, peer).map_err(|e| format!("peer {node}: {e}"))?;
+        if let Some(old) = self.connections.insert(node, connection) {
+            glommio::spawn_local(old.close()).detach();
+        }
+        self.coalesced.entry(node).or_default();
+        Ok(())
+    }
+
+    /// Forgets `node` (removed from every group here): hands back its
+    /// connection for the caller to close.
+    pub fn disconnect(&mut self, node: NodeId) -> Option<OutboundConnection> {
+        self.coalesced.remove(&node);
+        self.connections.remove(&node)
+    }
+
+    /// True if this shard has a connection to `node`.
+    pub fn is_connected(&self, node: NodeId) -> bool {
+        self.connections.contains_key(&node)
     }
 
     /// The peer nodes.

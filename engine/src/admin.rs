@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use coraft_net::admin::{AdminError, AdminReply, AdminRequest, AdminRequestFrame, AdminResponseFrame};
+use coraft_net::admin::{AdminReply, AdminRequestFrame, AdminResponseFrame};
 use coraft_net::{BlockingConnection, Hello, NetError, Refusal, Role as NetRole};
 
 use crate::raft::{GroupId, NodeId};
 
 pub use coraft_net::admin::{
-    AdminRole, GroupReport, NodeReport, PeerReport, ADMIN_PROTOCOL_VERSION, ADMIN_STATUS_GROUPS_MAX,
+    AdminError, AdminRequest, AdminRole, GroupReport, MemberSpec, NodeReport, PeerReport, ADMIN_PROTOCOL_VERSION,
+    ADMIN_STATUS_GROUPS_MAX,
 };
 
 /// Why an admin call to one node failed.
@@ -229,6 +230,28 @@ impl AdminClient {
             AdminReply::Snapshot { index } => Ok(index),
             other => Err(self.unexpected(&other)),
         }
+    }
+
+    /// Sends a membership request (`AddLearner`, `Promote`, `AddVoter`,
+    /// `Remove`, `Change`, `ResetPeers`) and waits until the node answers
+    /// that it is done.
+    pub fn change_membership(&mut self, request: AdminRequest) -> Result<(), AdminCallError> {
+        match self.call(request)? {
+            AdminReply::MembershipChanged => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Bounds each later call by `timeout` instead (a membership change
+    /// that catches a node up may take longer than a status).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), AdminCallError> {
+        self.timeout = timeout;
+        self.connection
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| AdminCallError::Transport {
+                address: self.address,
+                reason: e.to_string(),
+            })
     }
 
     fn unexpected(&self, reply: &AdminReply) -> AdminCallError {

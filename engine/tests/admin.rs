@@ -15,7 +15,7 @@ use coraft_net::admin::{
 };
 use coraft_net::{BlockingConnection, FrameEncoder, FrameKind, Hello, Role, WIRE_VERSION};
 use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CLUSTER: u64 = 9;
 
@@ -49,28 +49,39 @@ fn start_cluster(dir: &Path, addresses: &[SocketAddr], groups: u64, shards: usiz
         .collect();
     let mut processes = Vec::new();
     let mut paths = Vec::new();
-    for (i, &listen) in addresses.iter().enumerate() {
-        let mut config = NodeConfig {
-            cluster_id: CLUSTER,
-            node_id: i as u64 + 1,
-            listen,
-            peers: peers.clone(),
-            ..NodeConfig::default()
-        };
-        config.shards.count = shards;
-        config.shards.placement = PlacementPolicy::Unbound;
-        config.shards.spin_before_park_us = 0;
-        config.wal.dir = Some(dir.join(format!("node-{}", i + 1)));
-        let path = dir.join(format!("node-{}.toml", i + 1));
-        std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
-            .args(["--config", path.to_str().unwrap(), "--groups", &groups.to_string()])
-            .spawn()
-            .expect("coraft-node starts");
-        processes.push(Process(child));
+    for i in 0..addresses.len() {
+        let path = write_config(dir, i as u64 + 1, &peers, shards);
+        processes.push(start_node(&path, groups, &[]));
         paths.push(path);
     }
     (processes, paths)
+}
+
+/// Writes node `id`'s config (listening on its address in `peers`).
+fn write_config(dir: &Path, id: u64, peers: &[Peer], shards: usize) -> PathBuf {
+    let mut config = NodeConfig {
+        cluster_id: CLUSTER,
+        node_id: id,
+        listen: peers.iter().find(|p| p.id == id).expect("listed").address,
+        peers: peers.to_vec(),
+        ..NodeConfig::default()
+    };
+    config.shards.count = shards;
+    config.shards.placement = PlacementPolicy::Unbound;
+    config.shards.spin_before_park_us = 0;
+    config.wal.dir = Some(dir.join(format!("node-{id}")));
+    let path = dir.join(format!("node-{id}.toml"));
+    std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
+    path
+}
+
+fn start_node(config: &Path, groups: u64, flags: &[&str]) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
+        .args(["--config", config.to_str().unwrap(), "--groups", &groups.to_string()])
+        .args(flags)
+        .spawn()
+        .expect("coraft-node starts");
+    Process(child)
 }
 
 /// Runs `coraft-admin` with `args`.
@@ -173,7 +184,7 @@ fn status_transfer_snapshot_and_rebalance_work_on_a_live_three_node_cluster() {
             let applied = group["applied_index"].as_u64().unwrap();
             let last = group["last_index"].as_u64().unwrap();
             assert!(applied <= commit && commit <= last, "{group}");
-            assert_eq!(group["voters"], serde_json::json!([1, 2, 3]));
+            assert_eq!(group["voters"], json!([1, 2, 3]));
             if group["role"] == "leader" {
                 assert!(commit >= 1, "a leader has committed its first entry: {group}");
                 let peers = group["peers"].as_array().unwrap();
@@ -273,11 +284,7 @@ fn status_transfer_snapshot_and_rebalance_work_on_a_live_three_node_cluster() {
     );
     let report: Value = serde_json::from_slice(&rebalanced.stdout).unwrap();
     assert_eq!(report["moves"].as_array().unwrap().len(), 4, "{report}");
-    assert_eq!(
-        report["leaders_after"],
-        serde_json::json!({"1": 2, "2": 2, "3": 2}),
-        "{report}"
-    );
+    assert_eq!(report["leaders_after"], json!({"1": 2, "2": 2, "3": 2}), "{report}");
     let (_, leaders) = settled(&paths[0], 3);
     assert_eq!(leaders_per_node(&leaders), vec![2, 2, 2]);
     // A second rebalance has nothing to do.
@@ -451,4 +458,213 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
         }
         other => panic!("a status answer, not {other:?}"),
     }
+}
+
+/// `coraft-admin ARGS --json status` of one group, parsed, if it succeeded.
+fn group_status(args: &[&str], group: u64) -> Option<Value> {
+    let mut all: Vec<&str> = args.to_vec();
+    let group = group.to_string();
+    all.extend(["--json", "status", "--group", &group]);
+    let output = admin(&all);
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).unwrap())
+}
+
+/// The report of `group` by its leader among the nodes `args` names.
+fn leader_report(args: &[&str], group: u64) -> Option<Value> {
+    let status = group_status(args, group)?;
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .flat_map(|n| n["groups"].as_array().cloned().unwrap_or_default())
+        .find(|g| g["role"] == "leader")
+}
+
+/// Polls until `check` holds for the leader's report of `group`; fails the
+/// test after 30 s, naming `what`.
+fn until_leader_reports(args: &[&str], group: u64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(report) = leader_report(args, group) {
+            if check(&report) {
+                return report;
+            }
+        }
+        assert!(Instant::now() < deadline, "within 30 s: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn succeeds(output: &Output) -> String {
+    assert!(output.status.success(), "{}{}", stdout(output), stderr(output));
+    stdout(output)
+}
+
+#[test]
+fn membership_commands_replace_a_node_and_reset_peers_revives_a_group_that_lost_its_majority() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(4);
+    let (mut processes, paths) = start_cluster(dir.path(), &addresses[..3], 2, 1);
+    let config = paths[0].to_str().unwrap();
+    settled(&paths[0], 3);
+    let mut client = Client::new(ClientConfig {
+        cluster_id: CLUSTER,
+        nodes: addresses[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
+            .collect(),
+        attempt_timeout: Duration::from_secs(2),
+    });
+    for _ in 0..5 {
+        client.write(GroupId(2), b"before").expect("a write to group 2");
+    }
+
+    // Node 4 starts empty, knowing the members' addresses, and waits.
+    let all_peers: Vec<Peer> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, &address)| Peer {
+            id: i as u64 + 1,
+            address,
+        })
+        .collect();
+    let fourth = write_config(dir.path(), 4, &all_peers, 1);
+    processes.push(start_node(&fourth, 2, &["--join"]));
+    let node_4 = addresses[3].to_string();
+    let with_config = ["--config", config];
+
+    // add-learner, then promote, in group 1.
+    let added = admin(&[
+        "--config",
+        config,
+        "add-learner",
+        "--group",
+        "1",
+        "--id",
+        "4",
+        "--address",
+        &node_4,
+    ]);
+    assert_eq!(succeeds(&added).trim(), "group 1: node 4 added as a learner");
+    let report = leader_report(&with_config, 1).unwrap();
+    assert_eq!(report["learners"], json!([4]), "{report}");
+    assert_eq!(report["voters"], json!([1, 2, 3]), "{report}");
+    let promoted = admin(&["--config", config, "promote", "--group", "1", "--id", "4"]);
+    assert_eq!(succeeds(&promoted).trim(), "group 1: learner 4 promoted to voter");
+    until_leader_reports(&with_config, 1, "node 4 votes in group 1", |r| {
+        r["voters"] == json!([1, 2, 3, 4])
+    });
+    // Promoting it again is refused: it is no learner now.
+    let again = admin(&["--config", config, "promote", "--group", "1", "--id", "4"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("bad request"), "{}", stderr(&again));
+
+    // add-voter in group 2: caught up first, then a voter; node 4 holds
+    // the writes made before it joined.
+    let added = admin(&[
+        "--config",
+        config,
+        "add-voter",
+        "--group",
+        "2",
+        "--id",
+        "4",
+        "--address",
+        &node_4,
+    ]);
+    assert_eq!(succeeds(&added).trim(), "group 2: node 4 added as a voter");
+    let leader = until_leader_reports(&with_config, 2, "node 4 votes in group 2", |r| {
+        r["voters"] == json!([1, 2, 3, 4])
+    });
+    let commit = leader["commit_index"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let on_4 = group_status(&["--node", &node_4, "--cluster-id", "9"], 2);
+        let applied = on_4
+            .as_ref()
+            .and_then(|s| s["nodes"][0]["groups"][0]["applied_index"].as_u64());
+        if applied.is_some_and(|a| a >= commit) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 did not apply group 2 up to {commit}: {on_4:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // remove node 3 from every group; then a joint change of group 1.
+    let removed = admin(&["--config", config, "remove", "--id", "3"]);
+    assert_eq!(succeeds(&removed), "group 1: node 3 removed\ngroup 2: node 3 removed\n");
+    let members = [
+        "--node",
+        &addresses[0].to_string(),
+        "--node",
+        &addresses[1].to_string(),
+        "--node",
+        &node_4,
+    ];
+    let mut members: Vec<&str> = members.to_vec();
+    members.extend(["--cluster-id", "9"]);
+    for group in [1, 2] {
+        until_leader_reports(&members, group, "node 3 is out", |r| r["voters"] == json!([1, 2, 4]));
+    }
+    let mut change = members.clone();
+    change.extend(["change", "--group", "1", "--voters", "1,2"]);
+    assert_eq!(succeeds(&admin(&change)).trim(), "group 1: voters are now 1,2");
+    until_leader_reports(&members, 1, "group 1 has voters 1 and 2", |r| {
+        r["voters"] == json!([1, 2])
+    });
+
+    // reset-peers: refused without the flag, and says what it can lose.
+    let refused = admin(&["--config", config, "reset-peers", "--group", "2", "--voters", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("CAN LOSE ACKNOWLEDGED WRITES"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("refused without --yes-i-know-this-can-lose-data"),
+        "{}",
+        stderr(&refused)
+    );
+    // Nodes 2 and 4 are gone for good: group 2 (voters 1, 2, 4) lost its
+    // majority; reset on the survivor brings it back, and it takes writes.
+    drop(processes.remove(3));
+    drop(processes.remove(1));
+    let node_1 = addresses[0].to_string();
+    let reset = admin(&[
+        "--node",
+        &node_1,
+        "--cluster-id",
+        "9",
+        "reset-peers",
+        "--group",
+        "2",
+        "--voters",
+        "1",
+        "--yes-i-know-this-can-lose-data",
+    ]);
+    assert_eq!(succeeds(&reset).trim(), "group 2: voters forced to 1 on node(s) 1");
+    until_leader_reports(
+        &["--node", &node_1, "--cluster-id", "9"],
+        2,
+        "node 1 leads group 2 alone",
+        |r| r["voters"] == json!([1]),
+    );
+    let mut survivor = Client::new(ClientConfig {
+        cluster_id: CLUSTER,
+        nodes: vec![(NodeId(1), vec![addresses[0]])],
+        attempt_timeout: Duration::from_secs(2),
+    });
+    let count = survivor.write(GroupId(2), b"after").expect("the survivor takes writes");
+    assert_eq!(
+        u64::from_le_bytes(count.try_into().unwrap()),
+        6,
+        "the five writes before and this one"
+    );
 }

@@ -146,6 +146,41 @@ mod admin_enums {
         /// Take a snapshot of `group` on this node; answered with its index
         /// once it is durable.
         Snapshot { group: u64 },
+        /// Add `member` (its address required) to `group` as a learner (to
+        /// the leader); answered once committed.
+        AddLearner { group: u64, member: MemberSpec },
+        /// Make the learner `node` a voter of `group` (to the leader).
+        Promote { group: u64, node: u64 },
+        /// Add `member` (its address required) as a learner, catch it up,
+        /// then promote it (to the leader); answered once promoted.
+        AddVoter { group: u64, member: MemberSpec },
+        /// Remove `node`, voter or learner, from `group` (to the leader).
+        Remove { group: u64, node: u64 },
+        /// Make `voters` the voters of `group`, through joint consensus
+        /// when more than one changes (to the leader); a node new to the
+        /// group needs its address. Answered once the joint configuration
+        /// is left.
+        Change { group: u64, voters: Vec<MemberSpec> },
+        /// UNSAFE: this node adopts `voters` as the configuration of
+        /// `group` without consensus, for a group whose majority is gone
+        /// for good. It can lose acknowledged writes; the node refuses it
+        /// unless `confirm_data_loss` is true.
+        ResetPeers {
+            group: u64,
+            voters: Vec<u64>,
+            confirm_data_loss: bool,
+        },
+    }
+
+    /// A node named by a membership request.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub struct MemberSpec {
+        /// The node's id.
+        pub node: u64,
+        /// The `ip:port` its shard 0 listens on (shard `s` on port + `s`,
+        /// as `coraft-node` binds); needed for a node new to the group.
+        pub address: Option<String>,
     }
 
     /// A node's role in a group.
@@ -168,6 +203,9 @@ mod admin_enums {
         TransferStarted,
         /// The snapshot is durable at this index.
         Snapshot { index: u64 },
+        /// The membership change is committed (and, for a joint change,
+        /// the joint configuration left); for a reset, adopted here.
+        MembershipChanged,
     }
 
     /// Why an admin request failed.

@@ -1,6 +1,7 @@
 //! The admin protocol's server side: an admin request read off a client
 //! connection (`transport.rs`) is answered here, through the same
-//! [`GroupHandle`] an embedding program uses, so an operator's request and an
+//! [`GroupHandle`] an embedding program uses (status, transfer, snapshot,
+//! the membership changes), so an operator's request and an
 //! embedder's take one path into the shards. Every shard of a node holds the
 //! same [`AdminService`] and can answer for every group of the node.
 //!
@@ -8,15 +9,18 @@
 //! their own (at most [`ADMIN_REQUESTS_QUEUED_MAX`] waiting), so a slow one
 //! (a snapshot) never holds up the client requests of that connection.
 
+use std::net::SocketAddr;
+
 use coraft_net::admin::{
     bounded_reason, AdminError, AdminReply, AdminRequest, AdminRequestFrame, AdminResponseFrame, AdminRole,
-    GroupReport, NodeReport, PeerReport, ADMIN_PROTOCOL_VERSION, ADMIN_STATUS_GROUPS_MAX,
+    GroupReport, MemberSpec, NodeReport, PeerReport, ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION,
+    ADMIN_STATUS_GROUPS_MAX,
 };
 
 use crate::api::Error;
 use crate::raft::{GroupId, NodeId, Role};
 
-use super::node::{ApiRequest, GroupHandle, GroupStatus};
+use super::node::{ApiRequest, GroupHandle, GroupStatus, PeerSpec};
 
 /// Bound on admin requests of one connection waiting to be served; more
 /// are answered [`AdminError::Busy`].
@@ -118,7 +122,95 @@ impl AdminService {
                 let index = self.handle(group).snapshot().await.map_err(|e| admin_error(group, e))?;
                 Ok(AdminReply::Snapshot { index: index.0 })
             }
+            AdminRequest::AddLearner { group, member } => {
+                self.hosted(group)?;
+                let peer = self.peer_spec(&member, true)?;
+                changed(group, self.handle(group).add_learner(peer).await)
+            }
+            AdminRequest::Promote { group, node } => {
+                self.hosted(group)?;
+                changed(group, self.handle(group).promote_learner(node_id(node)?).await)
+            }
+            AdminRequest::AddVoter { group, member } => {
+                self.hosted(group)?;
+                let peer = self.peer_spec(&member, true)?;
+                changed(group, self.handle(group).add_voter(peer).await)
+            }
+            AdminRequest::Remove { group, node } => {
+                self.hosted(group)?;
+                changed(group, self.handle(group).remove_member(node_id(node)?).await)
+            }
+            AdminRequest::Change { group, voters } => {
+                self.hosted(group)?;
+                let voters = self.members(&voters, |member| self.peer_spec(member, false))?;
+                changed(group, self.handle(group).change_members(voters).await)
+            }
+            AdminRequest::ResetPeers {
+                group,
+                voters,
+                confirm_data_loss,
+            } => {
+                self.hosted(group)?;
+                if !confirm_data_loss {
+                    return Err(AdminError::BadRequest {
+                        reason: "reset-peers can lose acknowledged writes and is refused without \
+                                 confirm_data_loss"
+                            .into(),
+                    });
+                }
+                let voters = self.members(&voters, |&node| node_id(node))?;
+                log::warn!(
+                    "node {}: an admin request resets group {group} to voters {voters:?} without consensus \
+                     (acknowledged writes only the lost nodes held are lost)",
+                    self.node
+                );
+                changed(group, self.handle(group).reset_peers(voters).await)
+            }
         }
+    }
+
+    /// Each of `members` through `each`, at most [`ADMIN_MEMBERS_MAX`] of them.
+    fn members<T, U>(&self, members: &[T], each: impl Fn(&T) -> Result<U, AdminError>) -> Result<Vec<U>, AdminError> {
+        if members.len() > ADMIN_MEMBERS_MAX {
+            return Err(AdminError::BadRequest {
+                reason: format!(
+                    "{} members named, more than ADMIN_MEMBERS_MAX ({ADMIN_MEMBERS_MAX})",
+                    members.len()
+                ),
+            });
+        }
+        members.iter().map(each).collect()
+    }
+
+    /// A member's [`PeerSpec`]: shard `s` of a node listens on its address's
+    /// port + `s`, as `coraft-node` binds them, and every node of a cluster
+    /// runs as many shards as this one.
+    fn peer_spec(&self, member: &MemberSpec, address_required: bool) -> Result<PeerSpec, AdminError> {
+        let id = node_id(member.node)?;
+        let bad = |reason: String| AdminError::BadRequest {
+            reason: bounded_reason(reason),
+        };
+        let shard_addresses = match &member.address {
+            None if address_required => return Err(bad(format!("node {id} needs its address (ip:port)"))),
+            None => Vec::new(),
+            Some(text) => {
+                let address: SocketAddr = text
+                    .parse()
+                    .map_err(|e| bad(format!("the address `{text}` of node {id} is not ip:port: {e}")))?;
+                (0..self.apis.len())
+                    .map(|shard| {
+                        let port = u16::try_from(shard)
+                            .ok()
+                            .and_then(|s| address.port().checked_add(s))
+                            .ok_or_else(|| {
+                                bad(format!("node {id}: shard {shard}'s port (of {address}) exceeds 65535"))
+                            })?;
+                        Ok(SocketAddr::new(address.ip(), port))
+                    })
+                    .collect::<Result<_, AdminError>>()?
+            }
+        };
+        Ok(PeerSpec { id, shard_addresses })
     }
 
     fn hosted(&self, group: u64) -> Result<(), AdminError> {
@@ -193,9 +285,30 @@ fn report_of(group: u64, status: &GroupStatus) -> GroupReport {
     }
 }
 
+/// A node id from a request: 0 is reserved.
+fn node_id(node: u64) -> Result<NodeId, AdminError> {
+    if node == 0 {
+        return Err(AdminError::BadRequest {
+            reason: "node id 0 is reserved".into(),
+        });
+    }
+    Ok(NodeId(node))
+}
+
+/// The answer to a membership change.
+fn changed(group: u64, result: Result<(), Error>) -> Result<AdminReply, AdminError> {
+    result
+        .map(|()| AdminReply::MembershipChanged)
+        .map_err(|error| admin_error(group, error))
+}
+
 /// The wire's typed form of an engine error about `group`.
 fn admin_error(group: u64, error: Error) -> AdminError {
     match error {
+        Error::ChangeInProgress => AdminError::ChangeInProgress { group },
+        Error::InvalidChange(reason) => AdminError::BadRequest {
+            reason: bounded_reason(format!("group {group}: {reason}")),
+        },
         Error::NotLeader { leader_hint } => AdminError::NotLeader {
             group,
             leader_hint: leader_hint.map(|n| n.0),

@@ -21,11 +21,25 @@ pub(crate) fn find_leader(clients: &mut [AdminClient], group: GroupId) -> Result
     Ok(leaderships(&reports).first().and_then(|l| l.leader))
 }
 
+/// The leader of `group`, waiting up to `wait` for one (an election may be
+/// under way, e.g. after a leader removed itself).
+pub(crate) fn await_leader(clients: &mut [AdminClient], group: GroupId, wait: Duration) -> Result<NodeId> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(leader) = find_leader(clients, group)? {
+            return Ok(leader);
+        }
+        if Instant::now() >= deadline {
+            bail!("group {group} has no leader among the nodes given after {wait:?}: retry after its election");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub(crate) fn transfer(target: &Target, group: GroupId, to: NodeId, wait: Duration, as_json: bool) -> Result<()> {
     // A node that is down leads nothing: the reachable ones suffice.
     let mut clients = reachable(target)?;
-    let leader = find_leader(&mut clients, group)?
-        .ok_or_else(|| anyhow!("group {group} has no leader among the nodes given: try again after its election"))?;
+    let leader = await_leader(&mut clients, group, wait)?;
     let started = Instant::now();
     if leader != to {
         let client = clients.iter_mut().find(|c| c.node() == leader).ok_or_else(|| {
@@ -97,7 +111,10 @@ pub(crate) fn wait_for_leaders(
 }
 
 pub(crate) fn rebalance(target: &Target, wait: Duration, dry_run: bool, as_json: bool) -> Result<()> {
-    let mut clients = target.connect_every()?;
+    // A node left out would be counted as leading nothing: all must answer.
+    let mut clients = target
+        .connect_every()
+        .context("rebalance counts every node's leaders (name the live ones with --node to leave a dead one out)")?;
     let mut reports = Vec::new();
     for client in &mut clients {
         reports.push(client.status(&[])?);

@@ -11,7 +11,7 @@ use coraft::admin::{AdminCallError, AdminClient, AdminError, AdminRequest, Membe
 use coraft::raft::{GroupId, NodeId};
 use serde_json::{json, Value};
 
-use crate::leaders::find_leader;
+use crate::leaders::await_leader;
 use crate::show::{group_ids, ids};
 use crate::{reachable, ChangeArgs, Target};
 
@@ -52,7 +52,7 @@ pub(crate) fn on_leaders(
     }
     let mut outcomes: Vec<(GroupId, Result<(), String>)> = Vec::new();
     for group in groups {
-        let outcome = change_on_leader(&mut clients, group, &request).map_err(|e| format!("{e:#}"));
+        let outcome = change_on_leader(&mut clients, group, wait, &request).map_err(|e| format!("{e:#}"));
         outcomes.push((group, outcome));
     }
     report_changes(&outcomes, what, as_json)
@@ -64,10 +64,10 @@ pub(crate) const LEADER_HINTS_FOLLOWED_MAX: usize = 3;
 pub(crate) fn change_on_leader(
     clients: &mut [AdminClient],
     group: GroupId,
+    wait: Duration,
     request: &impl Fn(u64) -> AdminRequest,
 ) -> Result<()> {
-    let mut leader = find_leader(clients, group)?
-        .ok_or_else(|| anyhow!("group {group} has no leader among the nodes given: retry after its election"))?;
+    let mut leader = await_leader(clients, group, wait)?;
     for _ in 0..LEADER_HINTS_FOLLOWED_MAX {
         let client = clients.iter_mut().find(|c| c.node() == leader).ok_or_else(|| {
             anyhow!("node {leader} leads group {group} but is not among the nodes given (add its --node)")

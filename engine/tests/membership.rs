@@ -280,12 +280,21 @@ fn an_empty_node_joins_as_a_learner_under_writes_is_promoted_and_holds_every_ack
     let writer = Writer::start((1..=3).map(|n| cluster.handle(NodeId(n))).collect());
     // Node 4 starts empty, knowing only itself and the leader.
     cluster.launch(NodeId(4), Some(leader));
+    let connections =
+        |node: NodeId| cluster.members[node.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;
+    assert_eq!(connections(NodeId(4)), 1, "node 4 starts knowing only the leader");
     block(cluster.handle(leader).add_learner(cluster.spec(NodeId(4)))).expect("learner added");
     let status = cluster.status(leader);
     assert!(status.configuration.learners.contains(&NodeId(4)), "{status:?}");
     assert!(!status.configuration.voters.contains(&NodeId(4)));
     // A learner does not vote: the writes went on with three voters.
     cluster.caught_up(NodeId(4));
+    // Every member connected to node 4, and node 4 to every member.
+    for node in [1, 2, 3, 4].map(NodeId) {
+        wait_for("a connection to every other member", || {
+            (connections(node) == 3).then_some(())
+        });
+    }
     block(cluster.handle(leader).promote_learner(NodeId(4))).expect("learner promoted");
     let status = cluster.status(leader);
     assert_eq!(
@@ -355,6 +364,14 @@ fn a_removed_follower_learns_it_was_removed_and_the_rest_go_on() {
     });
     cluster.apply(b"two");
     assert_ne!(cluster.status(removed).role, Role::Leader);
+    // The members closed their connections to it: each keeps one, to the other.
+    for member in [1, 2, 3].map(NodeId).into_iter().filter(|&n| n != removed) {
+        wait_for("the connection to the removed node to close", || {
+            let connections =
+                cluster.members[member.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;
+            (connections == 1).then_some(())
+        });
+    }
     // Removing a node that is not a member is refused.
     match block(cluster.handle(leader).remove_member(removed)) {
         Err(Error::InvalidChange(reason)) => assert!(reason.contains("not a member"), "{reason}"),

@@ -768,6 +768,7 @@ impl Shard {
                 snapshot.groups_quiesced = self.groups.values().filter(|g| g.core.is_quiesced()).count() as u64;
                 snapshot.raft_messages_sent = self.peers.sent;
                 snapshot.raft_messages_dropped = self.peers.dropped;
+                snapshot.peer_connections = self.peers.nodes().count() as u64;
                 snapshot.protocol_violations = self.events.violations.count();
                 let _ = reply.send(snapshot);
             }

@@ -668,3 +668,30 @@ fn membership_commands_replace_a_node_and_reset_peers_revives_a_group_that_lost_
         "the five writes before and this one"
     );
 }
+
+#[test]
+fn rebalance_of_a_hundred_groups_on_three_nodes_leaves_each_leading_33_plus_or_minus_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let (_processes, paths) = start_cluster(dir.path(), &addresses, 100, 1);
+    let config = paths[0].to_str().unwrap();
+    let (_, leaders) = settled(&paths[0], 3);
+    assert_eq!(leaders.len(), 100);
+    let rebalanced = admin(&["--config", config, "--json", "rebalance", "--wait-ms", "60000"]);
+    assert!(
+        rebalanced.status.success(),
+        "{}{}",
+        stdout(&rebalanced),
+        stderr(&rebalanced)
+    );
+    let report: Value = serde_json::from_slice(&rebalanced.stdout).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    let (_, leaders) = settled(&paths[0], 3);
+    for (node, count) in leaders_per_node(&leaders).into_iter().enumerate() {
+        assert!(
+            (32..=34).contains(&count),
+            "node {} leads {count} of 100 groups",
+            node + 1
+        );
+    }
+}

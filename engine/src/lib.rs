@@ -76,6 +76,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod api;
 pub mod client;
 #[doc(hidden)]

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
+use crate::admin::{ArchivedAdminRequestFrame, ArchivedAdminResponseFrame};
 use crate::error::NetError;
 use crate::frame::{padded, FrameHeader, FrameKind, FRAME_ALIGN_BYTES, FRAME_BODY_MAX_BYTES, FRAME_HEADER_BYTES};
 use crate::schema::{ArchivedClientRequestBatch, ArchivedClientResponseBatch, ArchivedRaftBatch};
@@ -97,6 +98,29 @@ impl Frame {
         })
     }
 
+    /// The request of a [`FrameKind::AdminRequest`] frame, validated here
+    /// (the decoder leaves admin requests to their reader, so that a body
+    /// it cannot read is answered, not a reason to close the connection):
+    /// `None` for another kind, an error naming what is wrong otherwise.
+    pub fn admin_request(&self) -> Option<Result<&ArchivedAdminRequestFrame, NetError>> {
+        (self.kind == FrameKind::AdminRequest).then(|| {
+            rkyv::access::<ArchivedAdminRequestFrame, rancor::Error>(self.body()).map_err(|error| {
+                NetError::InvalidArchive {
+                    kind: self.kind,
+                    reason: error.to_string(),
+                }
+            })
+        })
+    }
+
+    /// The answer of a [`FrameKind::AdminResponse`] frame, read in place.
+    pub fn admin_response(&self) -> Option<&ArchivedAdminResponseFrame> {
+        (self.kind == FrameKind::AdminResponse).then(|| {
+            // SAFETY: validated as this type by `validate_body`; see `raft`.
+            unsafe { rkyv::access_unchecked::<ArchivedAdminResponseFrame>(self.body()) }
+        })
+    }
+
     /// The responses of a [`FrameKind::ClientResponses`] frame, read in place.
     pub fn client_responses(&self) -> Option<&ArchivedClientResponseBatch> {
         (self.kind == FrameKind::ClientResponses).then(|| {
@@ -107,12 +131,16 @@ impl Frame {
 }
 
 /// Checks that `body` is a valid archive of the type `kind` announces.
-/// Handshake bodies are fixed layouts, parsed by [`crate::handshake`].
+/// Handshake bodies are fixed layouts, parsed by [`crate::handshake`];
+/// admin requests are checked by [`Frame::admin_request`].
 fn validate_body(kind: FrameKind, body: &[u8]) -> Result<(), NetError> {
     let result = match kind {
         FrameKind::Raft => rkyv::access::<ArchivedRaftBatch, rancor::Error>(body).map(|_| ()),
         FrameKind::ClientRequests => rkyv::access::<ArchivedClientRequestBatch, rancor::Error>(body).map(|_| ()),
         FrameKind::ClientResponses => rkyv::access::<ArchivedClientResponseBatch, rancor::Error>(body).map(|_| ()),
+        FrameKind::AdminResponse => rkyv::access::<ArchivedAdminResponseFrame, rancor::Error>(body).map(|_| ()),
+        // Checked when read (`Frame::admin_request`), so a bad one is answered.
+        FrameKind::AdminRequest => Ok(()),
         FrameKind::Hello | FrameKind::HelloReply => Ok(()),
     };
     result.map_err(|error| NetError::InvalidArchive {

@@ -14,6 +14,7 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::Serialize;
 
+use crate::admin::{AdminRequestFrame, AdminResponseFrame};
 use crate::checksum;
 use crate::error::NetError;
 use crate::schema::{ClientRequestBatch, ClientResponseBatch, Envelope, RaftBatch, RaftBatchRef, RaftBody};
@@ -44,6 +45,14 @@ pub enum FrameKind {
     ClientRequests = 4,
     /// A [`ClientResponseBatch`] archive.
     ClientResponses = 5,
+    /// An [`AdminRequestFrame`] archive (on a client connection). The
+    /// header is not covered by the CRC, so the admin kinds differ from
+    /// every other kind (and from each other) in at least two bits: one
+    /// flipped bit cannot turn a client frame into an admin request whose
+    /// archive, checked only when the node reads it, might still validate.
+    AdminRequest = 24,
+    /// An [`AdminResponseFrame`] archive.
+    AdminResponse = 27,
 }
 
 impl FrameKind {
@@ -55,6 +64,8 @@ impl FrameKind {
             3 => Some(FrameKind::Raft),
             4 => Some(FrameKind::ClientRequests),
             5 => Some(FrameKind::ClientResponses),
+            24 => Some(FrameKind::AdminRequest),
+            27 => Some(FrameKind::AdminResponse),
             _ => None,
         }
     }
@@ -182,6 +193,12 @@ impl FrameBody for ClientRequestBatch {
 }
 impl FrameBody for ClientResponseBatch {
     const KIND: FrameKind = FrameKind::ClientResponses;
+}
+impl FrameBody for AdminRequestFrame {
+    const KIND: FrameKind = FrameKind::AdminRequest;
+}
+impl FrameBody for AdminResponseFrame {
+    const KIND: FrameKind = FrameKind::AdminResponse;
 }
 
 /// Appends frames to one aligned buffer, ready to be written in one call.
@@ -574,6 +591,32 @@ impl ScatterEncoder {
     pub fn shrink_to(&mut self, bytes_max: usize) {
         if self.writer.buffer.capacity() > bytes_max {
             self.writer = ScatterWriter::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_flipped_bit_never_turns_a_kind_into_an_admin_kind() {
+        let kinds = [
+            1u8,
+            2,
+            3,
+            4,
+            5,
+            FrameKind::AdminRequest as u8,
+            FrameKind::AdminResponse as u8,
+        ];
+        for admin in [FrameKind::AdminRequest as u8, FrameKind::AdminResponse as u8] {
+            for &other in kinds.iter().filter(|&&k| k != admin) {
+                assert!(
+                    (admin ^ other).count_ones() >= 2,
+                    "kinds {admin} and {other} differ in one bit"
+                );
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Support shared by the cargo-fuzz target (`fuzz/fuzz_targets/decode.rs`) and
 //! the corpus replay test, so CI on stable runs exactly what the fuzzer runs.
 
+use crate::admin::{ArchivedAdminError, ArchivedAdminReply, ArchivedAdminRequest};
 use crate::decoder::{Frame, FrameDecoder};
 use crate::error::NetError;
 use crate::frame::FrameKind;
@@ -101,6 +102,31 @@ pub fn walk_frame(frame: &Frame) -> u64 {
                     rkyv::result::ArchivedResult::Err(_) => 1,
                 };
             }
+        }
+        FrameKind::AdminRequest => {
+            bytes += frame
+                .admin_request()
+                .and_then(Result::ok)
+                .map_or(0, |request| match &request.request {
+                    ArchivedAdminRequest::Status { groups } => groups.len() as u64,
+                    _ => 1,
+                })
+        }
+        FrameKind::AdminResponse => {
+            bytes += frame.admin_response().map_or(0, |response| match &response.result {
+                rkyv::result::ArchivedResult::Ok(ArchivedAdminReply::Status(report)) => report
+                    .groups
+                    .iter()
+                    .map(|group| group.peers.len() as u64 + group.voters.len() as u64)
+                    .sum(),
+                rkyv::result::ArchivedResult::Ok(_) => 1,
+                rkyv::result::ArchivedResult::Err(error) => match error {
+                    ArchivedAdminError::BadRequest { reason } | ArchivedAdminError::Failed { reason } => {
+                        reason.len() as u64
+                    }
+                    _ => 1,
+                },
+            })
         }
     }
     bytes

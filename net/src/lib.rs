@@ -1,7 +1,8 @@
 //! `coraft-net`: the wire between coraft nodes and their clients.
 //!
 //! Layers, bottom up:
-//! - [`schema`]: the versioned rkyv schema of Raft and client messages.
+//! - [`schema`]: the versioned rkyv schema of Raft and client messages;
+//!   [`admin`]: the admin protocol's requests and typed answers.
 //! - [`frame`]: frame header, [`frame::FrameEncoder`] (many frames, one buffer)
 //!   and [`frame::ScatterEncoder`] (one frame as slices: large payloads left in
 //!   place, smaller ones copied by the pass that computes the CRC, `checksum.rs`).
@@ -62,6 +63,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod blocking;
 mod checksum;
 pub mod config;

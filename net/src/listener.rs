@@ -23,9 +23,8 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::config::NetConfig;
 use crate::decoder::{Frame, FrameDecoder};
 use crate::error::NetError;
-use crate::frame::{FrameEncoder, FrameKind, FRAME_BODY_MAX_BYTES, WIRE_VERSION};
+use crate::frame::{FrameBody, FrameEncoder, FrameKind, FRAME_BODY_MAX_BYTES, WIRE_VERSION};
 use crate::handshake::{check_hello, Hello, HelloReply, PeerIdentity, Role, HELLO_BYTES};
-use crate::schema::ClientResponseBatch;
 use crate::socket::tune_stream;
 use crate::stats::{Counter, NetStats};
 
@@ -333,7 +332,9 @@ impl InboundConnection {
     }
 
     /// The next validated frame: [`FrameKind::Raft`] from peers,
-    /// [`FrameKind::ClientRequests`] from clients. `Ok(None)` when the peer
+    /// [`FrameKind::ClientRequests`] or [`FrameKind::AdminRequest`] from
+    /// clients (an admin request's archive is checked when read,
+    /// [`Frame::admin_request`]). `Ok(None)` when the peer
     /// closed cleanly. Any error closes the connection for good: it is
     /// logged with the peer and reason, and counted.
     pub async fn recv(&mut self) -> Result<Option<Frame>, NetError> {
@@ -341,12 +342,12 @@ impl InboundConnection {
             return Err(NetError::Closed);
         }
         let result = read_frame_direct(self.fd, &mut self.reader, &mut self.decoder).await;
-        let expected = match self.peer.role {
-            Role::Peer => FrameKind::Raft,
-            Role::Client => FrameKind::ClientRequests,
+        let expected = |kind: FrameKind| match self.peer.role {
+            Role::Peer => kind == FrameKind::Raft,
+            Role::Client => matches!(kind, FrameKind::ClientRequests | FrameKind::AdminRequest),
         };
         let result = match result {
-            Ok(Some(frame)) if frame.kind() != expected => Err(NetError::UnexpectedFrame {
+            Ok(Some(frame)) if !expected(frame.kind()) => Err(NetError::UnexpectedFrame {
                 kind: frame.kind(),
                 context: "after the handshake",
             }),
@@ -379,8 +380,9 @@ pub struct ResponseWriter {
 }
 
 impl ResponseWriter {
-    /// Encodes and writes one frame of responses.
-    pub async fn send(&mut self, responses: &ClientResponseBatch) -> Result<(), NetError> {
+    /// Encodes and writes one frame of responses (a [`crate::schema::ClientResponseBatch`]
+    /// or an admin answer).
+    pub async fn send<B: FrameBody>(&mut self, responses: &B) -> Result<(), NetError> {
         self.encoder.clear();
         self.encoder.encode(responses)?;
         self.writer

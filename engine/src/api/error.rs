@@ -71,6 +71,15 @@ pub enum Error {
     /// than it remembers, or used for another command); not applied.
     #[error("the client session cannot vouch for this sequence")]
     StaleSequence,
+    /// A membership change is already in flight in this group (one at a
+    /// time: a joint configuration must be left, a learner promoted, before
+    /// the next); this one was not started.
+    #[error("a membership change is already in progress in this group")]
+    ChangeInProgress,
+    /// A membership change that cannot be made (a node that is not a
+    /// learner promoted, no voter left, a new node without addresses).
+    #[error("invalid membership change: {0}")]
+    InvalidChange(String),
     /// A snapshot could not be taken (`GroupHandle::snapshot`): nothing is
     /// applied yet, the state machine's `on_snapshot_save` failed, or the
     /// snapshot store did (the reason names the path). The group goes on.

@@ -3,8 +3,13 @@
 //! commands it applied (enough for the client, the benchmark and tests).
 //!
 //! ```text
-//! coraft-node --config node.toml [--groups N] [--no-quiesce] [--session-timeout-ms MS]
+//! coraft-node --config node.toml [--groups N] [--join] [--no-quiesce] [--session-timeout-ms MS]
 //! ```
+//! `--join` starts a node that joins a running cluster: its groups start
+//! with no configuration (it neither campaigns nor votes) until a member's
+//! leader adds it (`coraft-admin add-learner` or `add-voter`); its config's
+//! `peers` lists the cluster's members and itself, for their addresses. A
+//! node whose WAL already holds its groups recovers as without `--join`.
 //! It logs to stderr at the config's `[log] level` (default `info`), or as
 //! `RUST_LOG` says when set; every line carries the node id.
 //! `--no-quiesce` keeps idle groups ticking and heartbeating (to measure what
@@ -26,6 +31,7 @@ fn main() -> Result<()> {
     let mut config_path = None;
     let mut groups = 1u64;
     let mut quiesce = true;
+    let mut join = false;
     let mut session_timeout_ms = coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -39,6 +45,7 @@ fn main() -> Result<()> {
                     .context("--groups")?
             }
             "--no-quiesce" => quiesce = false,
+            "--join" => join = true,
             "--session-timeout-ms" => {
                 session_timeout_ms = args
                     .next()
@@ -47,7 +54,9 @@ fn main() -> Result<()> {
                     .context("--session-timeout-ms")?
             }
             "-h" | "--help" => {
-                println!("usage: coraft-node --config node.toml [--groups N] [--no-quiesce] [--session-timeout-ms MS]");
+                println!(
+                    "usage: coraft-node --config node.toml [--groups N] [--join] [--no-quiesce] [--session-timeout-ms MS]"
+                );
                 return Ok(());
             }
             other => bail!("unknown argument `{other}`; try --help"),
@@ -77,13 +86,19 @@ fn main() -> Result<()> {
     options.quiesce_idle_groups = quiesce;
     options.session_timeout = std::time::Duration::from_millis(session_timeout_ms);
     let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
-    let node = Node::start(options, factory).map_err(|e| anyhow::anyhow!("starting node {}: {e}", config.node_id))?;
+    let started = if join {
+        Node::start_joining(options, factory)
+    } else {
+        Node::start(options, factory)
+    };
+    let node = started.map_err(|e| anyhow::anyhow!("starting node {}: {e}", config.node_id))?;
     log::info!(
-        "node {} of cluster {} running {} shard(s), {groups} group(s), listening on {}",
+        "node {} of cluster {} running {} shard(s), {groups} group(s), listening on {}{}",
         config.node_id,
         config.cluster_id,
         plan.shards().len(),
-        config.listen
+        config.listen,
+        if join { ", waiting to be added (--join)" } else { "" }
     );
     let mut signal = 0;
     // SAFETY: `signals` is an initialised set; sigwait only writes `signal`.

@@ -5,6 +5,7 @@
 
 use super::core::RaftCore;
 use super::error::RaftError;
+use super::message::MessageBody;
 use super::progress::Progress;
 use super::types::{Configuration, EntryPayload, LogIndex, NodeId, Role};
 
@@ -165,8 +166,14 @@ impl RaftCore {
         }
     }
 
+    /// Tracks the progress of every member of the configuration in force,
+    /// and, until that configuration is committed, of the members of the
+    /// committed one too: a removed node keeps receiving the log until the
+    /// entry that removed it is committed, so it learns it was removed and
+    /// stops campaigning (thesis §4.2.2).
     pub(super) fn sync_progress_with_configuration(&mut self) {
-        let members = self.membership.current().members();
+        let mut members = self.membership.current().members();
+        members.extend(self.membership.at(self.log.committed()).members());
         let next = self.log.last_index().next();
         self.progress.retain(|n, _| members.contains(n));
         for member in members {
@@ -193,7 +200,26 @@ impl RaftCore {
             self.propose_leave_joint(current.left_joint());
             return false;
         }
+        if self.progress.keys().any(|n| !current.contains(*n)) {
+            // The removal is committed: stop replicating to removed nodes.
+            self.sync_progress_with_configuration();
+        }
         if !current.is_voter(self.config.id) {
+            // A leader that removed itself hands leadership to the most
+            // caught-up voter (the lowest id among equals; it must hold every
+            // committed entry) before it steps down, so the group does not
+            // wait out an election timeout (thesis §4.2.2, §3.10).
+            let successor = current
+                .voters
+                .iter()
+                .filter_map(|n| self.progress.get(n).map(|p| (p.match_index, *n)))
+                .filter(|&(match_index, _)| match_index >= committed)
+                .max_by_key(|&(match_index, n)| (match_index, std::cmp::Reverse(n)))
+                .map(|(_, n)| n);
+            if let Some(successor) = successor {
+                self.reads.disable_lease();
+                self.send(successor, MessageBody::TimeoutNow);
+            }
             let term = self.term;
             self.become_follower(term, None);
             return true;

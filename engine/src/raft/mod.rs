@@ -53,6 +53,8 @@ mod violation;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_membership;
+#[cfg(test)]
 mod tests_quiesce;
 
 pub use config::{PlantedBug, RaftConfig, ReadMode, DEFAULT_APPEND_BYTES_MAX, ELECTION_PRIORITY_MAX};

@@ -22,6 +22,9 @@ pub mod command_kind {
     pub const SESSION: u8 = 1;
     /// [`super::LoggedCommand::Register`].
     pub const REGISTER: u8 = 2;
+    /// An address-book entry (`membership.rs`): applied by the runtime,
+    /// never handed to the state machine.
+    pub const ADDRESSES: u8 = 3;
 }
 
 /// Bound on the members a configuration may list when decoded.

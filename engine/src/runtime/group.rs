@@ -98,6 +98,10 @@ pub(crate) struct Group {
     pub snapshot_writing: bool,
     /// Requests answered when that snapshot is durable (or fails).
     pub snapshot_waiters: Vec<flume::Sender<Result<LogIndex, Error>>>,
+    /// Address books applied since the shard last looked (`membership.rs`).
+    pub learned_addresses: Vec<BTreeMap<NodeId, Vec<std::net::SocketAddr>>>,
+    /// A configuration entry was applied since the shard last looked.
+    pub configuration_applied: bool,
 }
 
 impl Group {
@@ -119,6 +123,8 @@ impl Group {
             since_snapshot: super::compaction::SinceSnapshot::new(std::time::Instant::now()),
             snapshot_writing: false,
             snapshot_waiters: Vec::new(),
+            learned_addresses: Vec::new(),
+            configuration_applied: false,
         }
     }
 
@@ -171,6 +177,7 @@ impl Group {
             if let EntryPayload::Configuration(configuration) = &entry.payload {
                 self.state_machine
                     .on_configuration_committed(entry.index, configuration);
+                self.configuration_applied = true;
             }
             self.answer(entry.index, entry.term, Ok(Vec::new()), metrics, now);
             start += 1;
@@ -192,6 +199,19 @@ impl Group {
             let EntryPayload::Normal(bytes) = &entry.payload else {
                 unreachable!("a run of normal entries")
             };
+            if let Some(book) = super::membership::decode_addresses(bytes) {
+                // The runtime's own entry: the shard connects to its nodes.
+                match book {
+                    Ok(book) => self.learned_addresses.push(book),
+                    Err(error) => log::warn!(
+                        "group {}: ignoring the address book at index {}: {error}",
+                        self.core.config().group,
+                        entry.index
+                    ),
+                }
+                results[position] = Some(Ok(Vec::new()));
+                continue;
+            }
             let Some(logged) = decode_command(bytes) else {
                 // Not a command this runtime wrote: nothing to apply.
                 results[position] = Some(Ok(Vec::new()));

@@ -74,6 +74,9 @@ pub struct ShardMetrics {
     /// 1 once the shard's WAL failed (an fdatasync error, no space): the
     /// shard has stopped serving as a replica (fail-stop) until restarted.
     pub wal_failed: u64,
+    /// Outbound connections to peer nodes (a gauge: membership changes
+    /// open and close them).
+    pub peer_connections: u64,
     /// Length of loop turns, µs.
     pub turn_us: Histogram<u64>,
     /// WAL group commit (write + fdatasync) as the shard waits for it, µs.
@@ -121,6 +124,7 @@ impl ShardMetrics {
             wal_syncs: 0,
             ticks_made_up: 0,
             wal_failed: 0,
+            peer_connections: 0,
             turn_us: histogram(),
             wal_sync_us: histogram(),
             proposal_us: histogram(),
@@ -147,7 +151,7 @@ type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<
 /// Renders a node's metrics in the Prometheus text exposition format.
 pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
-    let counters: [CounterSpec; 22] = [
+    let counters: [CounterSpec; 23] = [
         ("coraft_groups", "Groups hosted", |m| m.groups),
         ("coraft_groups_led", "Groups led", |m| m.groups_led),
         ("coraft_groups_quiesced", "Groups quiet (idle)", |m| m.groups_quiesced),
@@ -210,6 +214,9 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
             |m| m.wal_failed,
         ),
         ("coraft_shards", "Shards", |_| 1),
+        ("coraft_peer_connections", "Outbound connections to peer nodes", |m| {
+            m.peer_connections
+        }),
     ];
     for (name, help, value) in counters {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };

@@ -1,12 +1,14 @@
 //! The runtime: shards (one glommio executor each) running many Raft groups
 //! over the shard's WAL and TCP connections. See `docs/architecture.md`.
 
+mod admin;
 mod clock;
 mod codec;
 mod compaction;
 mod events;
 mod forward;
 mod group;
+mod membership;
 mod metrics;
 mod node;
 mod reply;
@@ -18,12 +20,14 @@ mod storage;
 mod transport;
 mod violations;
 
+pub use admin::ADMIN_REQUESTS_QUEUED_MAX;
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
 pub use compaction::{SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT};
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+pub use membership::{MEMBERSHIP_CHANGES_IN_FLIGHT_MAX, NODE_ADDRESSES_MAX, PROMOTE_LAG_ENTRIES_MAX};
 pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,
 };

@@ -276,6 +276,11 @@ pub(crate) enum ApiRequest {
         fault: WalFault,
         reply: flume::Sender<Result<(), Error>>,
     },
+    Membership {
+        group: GroupId,
+        request: super::membership::MembershipRequest,
+        reply: flume::Sender<Result<(), Error>>,
+    },
     Shutdown,
 }
 
@@ -317,10 +322,22 @@ pub struct GroupStatus {
     pub first_index: LogIndex,
     /// Per-peer replication (leader only).
     pub peers: Vec<PeerStatus>,
+    /// The configuration in force on this node (voters, learners, and the
+    /// outgoing voters while joint).
+    pub configuration: Configuration,
     /// The group is idle and quiet: it neither ticks nor heartbeats here.
     pub quiesced: bool,
     /// What the group did on this node.
     pub counters: super::group::GroupCounters,
+}
+
+/// How a node's shards start.
+#[derive(Clone, Copy)]
+struct StartMode {
+    /// The WAL writes through the fault seam (tests).
+    wal_faults: bool,
+    /// The node joins a running cluster (`Node::start_joining`).
+    joining: bool,
 }
 
 struct ShardThread {
@@ -346,7 +363,18 @@ impl Node {
     /// Starts the node's shards and waits until each has recovered its groups
     /// and is listening.
     pub fn start(options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
-        Node::launch(options, factory, false)
+        Node::launch(options, factory, false, false)
+    }
+
+    /// Starts a node that joins a running cluster: its groups start with no
+    /// configuration (it neither campaigns nor votes) and learn theirs from
+    /// the log once a member adds it ([`GroupHandle::add_learner`] or
+    /// [`GroupHandle::add_voter`] on the leader). `options.peers` needs only
+    /// this node and the leader (the other members' addresses come in the
+    /// log's address book); a group whose WAL already holds entries
+    /// recovers as [`start`](Self::start) would.
+    pub fn start_joining(options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
+        Node::launch(options, factory, false, true)
     }
 
     /// Like [`start`](Self::start), but every shard's WAL writes through the
@@ -354,7 +382,7 @@ impl Node {
     /// full with [`inject_wal_fault`](Self::inject_wal_fault). Test support.
     #[doc(hidden)]
     pub fn start_with_wal_faults(options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
-        Node::launch(options, factory, true)
+        Node::launch(options, factory, true, false)
     }
 
     /// Injects `fault` into shard `shard`'s WAL (a node started with
@@ -372,13 +400,28 @@ impl Node {
         answer.recv().map_err(|_| Error::Shutdown)?
     }
 
-    fn launch(options: NodeOptions, factory: StateMachineFactory, wal_faults: bool) -> Result<Node, Error> {
+    fn launch(
+        options: NodeOptions,
+        factory: StateMachineFactory,
+        wal_faults: bool,
+        joining: bool,
+    ) -> Result<Node, Error> {
         options.validate()?;
         let mut shards = Vec::new();
         let mut started = Vec::new();
         let mesh = (options.shard_count() > 1).then(|| super::forward::mesh(options.shard_count()));
-        for shard in 0..options.shard_count() {
-            let (api, api_rx) = flume::bounded(API_QUEUE_MAX);
+        // Every shard's API channel exists before any shard starts: the
+        // admin service each of them holds reaches all of them.
+        let api_channels: Vec<_> = (0..options.shard_count())
+            .map(|_| flume::bounded::<ApiRequest>(API_QUEUE_MAX))
+            .collect();
+        let admin = Arc::new(super::admin::AdminService::new(
+            options.cluster_id,
+            options.node_id,
+            options.groups.clone(),
+            api_channels.iter().map(|(api, _)| api.clone()).collect(),
+        ));
+        for (shard, (api, api_rx)) in api_channels.into_iter().enumerate() {
             let (ready_tx, ready_rx) = flume::bounded::<Result<(), Error>>(1);
             let placement = options.shard_cores[shard].map_or(Placement::Unbound, Placement::Fixed);
             let mut builder = LocalExecutorBuilder::new(placement).name(&format!("coraft-{}-{shard}", options.node_id));
@@ -388,9 +431,17 @@ impl Node {
             let shard_options = options.clone();
             let factory = factory.clone();
             let mesh = mesh.clone();
+            let admin = admin.clone();
             let join = builder
                 .spawn(move || async move {
-                    run_shard(shard_options, shard, factory, mesh, api_rx, ready_tx, wal_faults).await;
+                    let channels = ShardChannels {
+                        mesh,
+                        api: api_rx,
+                        ready: ready_tx,
+                        admin,
+                    };
+                    let mode = StartMode { wal_faults, joining };
+                    run_shard(shard_options, shard, factory, channels, mode).await;
                 })
                 .map_err(|e| Error::Config(format!("starting shard {shard}: {e}")))?;
             shards.push(ShardThread { api, join: Some(join) });
@@ -484,6 +535,10 @@ fn collect_metrics(apis: &[flume::Sender<ApiRequest>]) -> Vec<ShardMetrics> {
 }
 
 impl GroupHandle {
+    pub(crate) fn new(group: GroupId, api: flume::Sender<ApiRequest>) -> GroupHandle {
+        GroupHandle { group, api }
+    }
+
     /// The group.
     pub fn id(&self) -> GroupId {
         self.group
@@ -606,6 +661,87 @@ impl GroupHandle {
         answer.recv_async().await.map_err(|_| Error::Shutdown)?
     }
 
+    /// Adds `peer` to the group as a learner: it receives the log but does
+    /// not vote. Ask the leader (else [`Error::NotLeader`]). `peer`'s shard
+    /// addresses go into the log first (an address-book entry every member
+    /// applies and connects by), so a node started with
+    /// [`Node::start_joining`] is reached and caught up by the log.
+    /// Resolves once the change is committed. One change at a time per
+    /// group: while one is in flight, [`Error::ChangeInProgress`].
+    pub async fn add_learner(&self, peer: PeerSpec) -> Result<(), Error> {
+        self.membership(super::membership::MembershipRequest::AddLearner(peer))
+            .await
+    }
+
+    /// Makes the learner `node` a voter (a single-voter change, no joint
+    /// configuration). Resolves once committed; [`Error::InvalidChange`] if
+    /// `node` is not a learner.
+    pub async fn promote_learner(&self, node: NodeId) -> Result<(), Error> {
+        self.membership(super::membership::MembershipRequest::Promote(node))
+            .await
+    }
+
+    /// Adds `peer` as a voter safely: first as a learner (unless it is one),
+    /// then, once it holds the log up to the entry that made it a learner
+    /// and is within [`PROMOTE_LAG_ENTRIES_MAX`](super::PROMOTE_LAG_ENTRIES_MAX)
+    /// entries of the leader's last, promoted. A voter that has yet to catch up
+    /// would count towards the quorum without holding the log, so the group
+    /// could stall until it does. Resolves when the promotion is committed;
+    /// the whole sequence is one change in flight. The request timeout of
+    /// the node bounds it ([`Error::Timeout`]: the learner may stay a learner).
+    pub async fn add_voter(&self, peer: PeerSpec) -> Result<(), Error> {
+        self.membership(super::membership::MembershipRequest::AddVoter(peer))
+            .await
+    }
+
+    /// Removes `node` (voter or learner) from the group. Removing the leader
+    /// itself is allowed: it leads until the removal is committed, then
+    /// sends TimeoutNow to the most caught-up remaining voter and steps
+    /// down, so leadership moves without waiting out an election timeout.
+    /// The removed node learns it was removed, logs it, and never campaigns
+    /// in the group again; members close their connection to it once no
+    /// group of theirs counts it. Resolves once the removal is committed.
+    pub async fn remove_member(&self, node: NodeId) -> Result<(), Error> {
+        self.membership(super::membership::MembershipRequest::Remove(node))
+            .await
+    }
+
+    /// Makes `voters` the group's voters: the missing ones are added, the
+    /// others removed, through joint consensus when more than one voter
+    /// changes (thesis §4.3). A node new to the group needs its shard
+    /// addresses in its [`PeerSpec`]; a member's may be left empty.
+    /// Learners stay learners. Resolves once the group has left the joint
+    /// configuration. New voters are not caught up first: prefer
+    /// [`add_voter`](Self::add_voter) for a node that starts empty.
+    pub async fn change_members(&self, voters: Vec<PeerSpec>) -> Result<(), Error> {
+        self.membership(super::membership::MembershipRequest::Change(voters))
+            .await
+    }
+
+    /// UNSAFE recovery when a majority of the group is gone for good: this
+    /// node adopts `voters` as the configuration at once, without consensus
+    /// (the core's `force_configuration`), and the next leader records it in
+    /// the log. Call it with the same `voters` on every survivor. What it
+    /// can lose: any entry the lost nodes held and the survivors do not,
+    /// acknowledged writes included; and if a "lost" node was only
+    /// partitioned and comes back, two configurations may each elect a
+    /// leader and diverge: wipe such a node before it returns. Logged at
+    /// error level. Resolves once the configuration is adopted here.
+    pub async fn reset_peers(&self, voters: Vec<NodeId>) -> Result<(), Error> {
+        self.membership(super::membership::MembershipRequest::Reset(voters))
+            .await
+    }
+
+    async fn membership(&self, request: super::membership::MembershipRequest) -> Result<(), Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::Membership {
+            group: self.group,
+            request,
+            reply,
+        })?;
+        answer.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
     fn submit(&self, request: ApiRequest) -> Result<(), Error> {
         self.api.try_send(request).map_err(|e| match e {
             flume::TrySendError::Full(_) => Error::Busy { bound: "API_QUEUE_MAX" },
@@ -614,22 +750,34 @@ impl GroupHandle {
     }
 }
 
+/// What a shard's thread is handed to join the rest of the node.
+struct ShardChannels {
+    mesh: Option<super::forward::Mesh>,
+    api: flume::Receiver<ApiRequest>,
+    ready: flume::Sender<Result<(), Error>>,
+    admin: Arc<super::admin::AdminService>,
+}
+
 async fn run_shard(
     options: NodeOptions,
     shard: usize,
     factory: StateMachineFactory,
-    mesh: Option<super::forward::Mesh>,
-    api: flume::Receiver<ApiRequest>,
-    ready: flume::Sender<Result<(), Error>>,
-    wal_faults: bool,
+    channels: ShardChannels,
+    mode: StartMode,
 ) {
+    let ShardChannels {
+        mesh,
+        api,
+        ready,
+        admin,
+    } = channels;
     // Every shard joins the mesh before anything that may fail: joining
     // waits for all of them.
     let joined = super::forward::Forwarder::join(mesh, shard)
         .await
         .map_err(Error::Config);
     let started = match joined {
-        Ok(forwarding) => start_shard(&options, shard, &factory, forwarding, wal_faults).await,
+        Ok(forwarding) => start_shard(&options, shard, &factory, forwarding, admin, mode).await,
         Err(error) => Err(error),
     };
     let (shard_state, bell) = match started {
@@ -658,6 +806,11 @@ async fn run_shard(
                             bound: "EVENTS_QUEUED_MAX",
                         }));
                     }
+                    Event::Api(ApiRequest::Membership { reply, .. } | ApiRequest::TransferLeader { reply, .. }) => {
+                        let _ = reply.send(Err(Error::Busy {
+                            bound: "EVENTS_QUEUED_MAX",
+                        }));
+                    }
                     _ => {}
                 }
             }
@@ -676,8 +829,10 @@ async fn start_shard(
     shard: usize,
     factory: &StateMachineFactory,
     forwarding: Option<(Rc<super::forward::Forwarder>, super::forward::MeshReceivers)>,
-    wal_faults: bool,
+    admin: Arc<super::admin::AdminService>,
+    mode: StartMode,
 ) -> Result<(Shard, glommio::channels::local_channel::LocalReceiver<()>), Error> {
+    let wal_faults = mode.wal_faults;
     let dir = options
         .shard_wal_dirs
         .get(shard)
@@ -707,7 +862,12 @@ async fn start_shard(
             options.node_id
         );
     }
-    let voters = Configuration::with_voters(options.peers.iter().map(|p| p.id));
+    // A joining node's groups wait for their configuration in the log.
+    let voters = if mode.joining {
+        Configuration::default()
+    } else {
+        Configuration::with_voters(options.peers.iter().map(|p| p.id))
+    };
     let mut groups = BTreeMap::new();
     for &group in options
         .groups
@@ -767,6 +927,7 @@ async fn start_shard(
         peers,
         listener: Rc::new(listener),
         forwarding,
+        admin,
     };
     let mut shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
     shard_state.wal_faults = faults;

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 
+use coraft_net::admin::AdminResponseFrame;
 use coraft_net::schema::{ClientError, ClientResponse};
 use glommio::channels::local_channel::LocalSender;
 
@@ -17,10 +18,26 @@ pub const CLIENT_RESPONSES_QUEUED_MAX: usize = 1 << 16;
 /// A client connection's outgoing responses and the bell that wakes its writer.
 pub(crate) struct ClientOutbox {
     pub responses: RefCell<Vec<ClientResponse>>,
+    /// Answers to admin requests (at most one per queued request:
+    /// `admin::ADMIN_REQUESTS_QUEUED_MAX` bounds them).
+    pub admin: RefCell<Vec<AdminResponseFrame>>,
     pub doorbell: LocalSender<()>,
 }
 
 impl ClientOutbox {
+    pub fn new(doorbell: LocalSender<()>) -> ClientOutbox {
+        ClientOutbox {
+            responses: RefCell::new(Vec::new()),
+            admin: RefCell::new(Vec::new()),
+            doorbell,
+        }
+    }
+
+    pub fn push_admin(&self, response: AdminResponseFrame) {
+        self.admin.borrow_mut().push(response);
+        let _ = self.doorbell.try_send(());
+    }
+
     pub fn push(&self, response: ClientResponse) {
         let mut responses = self.responses.borrow_mut();
         if responses.len() < CLIENT_RESPONSES_QUEUED_MAX {
@@ -64,6 +81,8 @@ impl Reply {
                     // The wire has no "too large" answer yet: the client
                     // sees Busy; the embedding API gets the precise error.
                     Error::Busy { .. } | Error::TooLarge { .. } => ClientError::Busy,
+                    // Membership answers never reach a client's write.
+                    Error::ChangeInProgress | Error::InvalidChange(_) => ClientError::Busy,
                     Error::Timeout => ClientError::Timeout,
                     Error::Shutdown => ClientError::Shutdown,
                     Error::UnknownGroup(_) => ClientError::UnknownGroup,

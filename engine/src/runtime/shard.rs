@@ -75,8 +75,8 @@ pub(crate) struct Shard {
     pub listener: Rc<Listener>,
     waiters: VecDeque<PersistWaiter>,
     synced_requested_lsn: u64,
-    failed: Option<Error>,
-    dirty: BTreeSet<GroupId>,
+    pub(super) failed: Option<Error>,
+    pub(super) dirty: BTreeSet<GroupId>,
     shutting_down: bool,
     metrics: ShardMetrics,
     /// Entry bytes written per LSN and not yet durable, oldest first.
@@ -86,13 +86,13 @@ pub(crate) struct Shard {
     admitted_bytes: u64,
     /// Ticks since each peer node was last heard (any frame, or its
     /// per-tick coalesced heartbeat).
-    peer_silent_ticks: BTreeMap<NodeId, u64>,
+    pub(super) peer_silent_ticks: BTreeMap<NodeId, u64>,
     /// A peer silent this long is unreachable: quiet followers of its groups wake.
     election_timeout_ticks: u64,
     /// Most proposals of one group handed to its core in one call.
     batch_entries_max: usize,
     /// A request waiting longer is answered with a timeout.
-    request_timeout: Duration,
+    pub(super) request_timeout: Duration,
     /// What a session registered here lives without a write (leader time).
     session_timeout_ms: u64,
     /// Ticks handled.
@@ -122,6 +122,16 @@ pub(crate) struct Shard {
     snapshots_written: Rc<RefCell<Vec<SnapshotWritten>>>,
     /// Deleting the WAL segments purges freed, off the loop.
     segment_deletion: super::compaction::SegmentDeletion,
+    /// Answers admin requests (handed to the connection server).
+    admin: std::sync::Arc<super::admin::AdminService>,
+    /// The membership change each group has in flight (at most
+    /// `MEMBERSHIP_CHANGES_IN_FLIGHT_MAX` per group).
+    pub(super) membership_changes: BTreeMap<GroupId, super::membership::PendingChange>,
+    /// Every node's shard addresses this shard knows: the node's options,
+    /// then the address books applied from the log (`membership.rs`).
+    pub(super) addresses: BTreeMap<NodeId, Vec<std::net::SocketAddr>>,
+    /// Groups whose configuration no longer counts this node.
+    pub(super) removed_from: BTreeSet<GroupId>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -171,6 +181,8 @@ pub(crate) struct Endpoints {
     pub peers: Peers,
     pub listener: Rc<Listener>,
     pub forwarding: Option<(Rc<super::forward::Forwarder>, super::forward::MeshReceivers)>,
+    /// Answers the admin requests of this shard's client connections.
+    pub admin: std::sync::Arc<super::admin::AdminService>,
 }
 
 impl Shard {
@@ -186,6 +198,7 @@ impl Shard {
             peers,
             listener,
             forwarding,
+            admin,
         } = endpoints;
         let node = options.node_id;
         let election_timeout_ticks = options.election_timeout_ticks;
@@ -224,7 +237,20 @@ impl Shard {
             policy_snapshots: BTreeSet::new(),
             snapshots_written: Rc::new(RefCell::new(Vec::new())),
             segment_deletion: super::compaction::SegmentDeletion::default(),
+            admin,
+            membership_changes: BTreeMap::new(),
+            addresses: options
+                .peers
+                .iter()
+                .map(|p| (p.id, p.shard_addresses.clone()))
+                .collect(),
+            removed_from: BTreeSet::new(),
         }
+    }
+
+    /// This shard's index in its node.
+    pub(super) fn shard_index(&self) -> usize {
+        self.metrics.shard
     }
 
     /// Runs until shutdown.
@@ -247,6 +273,7 @@ impl Shard {
             self.listener.clone(),
             self.events.clone(),
             forwarder,
+            self.admin.clone(),
         ));
         self.turn();
         while !self.shutting_down {
@@ -268,6 +295,7 @@ impl Shard {
                 let _ = reply.send(Err(Error::Shutdown));
             }
         }
+        self.fail_membership_changes(&Error::Shutdown);
         for (&id, group) in self.groups.iter_mut() {
             group.fail_all(Error::Shutdown);
             if let Some(hard) = group.hard_states.take_held_back() {
@@ -343,6 +371,7 @@ impl Shard {
             self.segment_deletion
                 .maybe_start(&self.wal, self.node, self.metrics.shard);
         }
+        self.advance_membership_changes();
         if !self.dirty.is_empty() {
             // Work is left after the bounded rounds: come back at once rather
             // than at the next tick.
@@ -764,6 +793,7 @@ impl Shard {
                 snapshot.groups_quiesced = self.groups.values().filter(|g| g.core.is_quiesced()).count() as u64;
                 snapshot.raft_messages_sent = self.peers.sent;
                 snapshot.raft_messages_dropped = self.peers.dropped;
+                snapshot.peer_connections = self.peers.nodes().count() as u64;
                 snapshot.protocol_violations = self.events.violations.count();
                 snapshot.wal_segments_deleted = self.segment_deletion.deleted.get();
                 let _ = reply.send(snapshot);
@@ -798,6 +828,7 @@ impl Shard {
                 };
                 let _ = reply.send(result);
             }
+            ApiRequest::Membership { group, request, reply } => self.membership_request(group, request, reply),
             ApiRequest::Shutdown => self.shutting_down = true,
         }
     }
@@ -892,6 +923,21 @@ impl Shard {
             group.notify_if_drained();
             if !ready.committed_entries.is_empty() && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {
                 self.policy_snapshots.insert(group_id);
+            }
+            let learned = std::mem::take(&mut group.learned_addresses);
+            let configuration_applied = std::mem::take(&mut group.configuration_applied);
+            for book in learned {
+                self.learn_addresses(book);
+            }
+            if configuration_applied {
+                self.prune_peers();
+            }
+            if ready
+                .entries
+                .iter()
+                .any(|e| matches!(e.payload, crate::raft::EntryPayload::Configuration(_)))
+            {
+                self.notice_removal(group_id);
             }
         }
     }
@@ -990,6 +1036,7 @@ impl Shard {
             }
         }
         self.policy_snapshots.clear();
+        self.fail_membership_changes(&error);
         self.dirty.clear();
         self.awake.clear();
         self.waiters.clear();
@@ -1276,6 +1323,7 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         first_index: core.first_index(),
         quiesced: core.is_quiesced(),
         counters: group.counters,
+        configuration: core.configuration().clone(),
         peers: core
             .progress()
             .iter()

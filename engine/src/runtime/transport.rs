@@ -1,6 +1,7 @@
 //! The shard's network: one outbound connection per peer node (to the
 //! peer's shard with the same index), and a listener whose connections feed
-//! the shard's inbox — Raft frames from peers, requests from clients.
+//! the shard's inbox — Raft frames from peers, requests from clients —
+//! or, for admin requests of clients, the admin service (`admin.rs`).
 //!
 //! Heartbeats of idle groups coalesce: the quiescing heartbeats (and their
 //! answers) a turn produces for one peer travel as the lines of one
@@ -12,16 +13,19 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use coraft_net::admin::{AdminError, AdminRequestFrame, AdminResponseFrame, ArchivedAdminRequestFrame};
 use coraft_net::schema::{
     ClientRequestBatch, ClientResponseBatch, CoalescedHeartbeat, CoalescedHeartbeatResponse, Envelope, GroupHeartbeat,
     GroupHeartbeatAck, RaftBatch, RaftBody,
 };
-use coraft_net::{Listener, NetConfig, OutboundConnection, PeerAddress, Role as NetRole};
+use coraft_net::{Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
 
 use crate::raft::{Message, MessageBody, NodeId, ProtocolViolation, ViolationKind};
 
+use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
 use super::codec::{expand_coalesced, from_wire, to_wire};
 use super::events::{Event, EventQueue};
 use super::forward::{ClientRoute, Forwarder};
@@ -37,6 +41,8 @@ struct Coalesced {
 /// Outbound connections of one shard.
 pub(crate) struct Peers {
     node: NodeId,
+    config: NetConfig,
+    shard: u32,
     connections: BTreeMap<NodeId, OutboundConnection>,
     coalesced: BTreeMap<NodeId, Coalesced>,
     /// Messages queued to peers.
@@ -63,6 +69,8 @@ impl Peers {
         }
         Ok(Peers {
             node: NodeId(config.identity.node_id),
+            config,
+            shard,
             coalesced: connections.keys().map(|&n| (n, Coalesced::default())).collect(),
             connections,
             sent: 0,
@@ -138,6 +146,34 @@ impl Peers {
         }
     }
 
+    /// Opens (or replaces) the connection to `node` at `address`: a node
+    /// the membership brought in (`membership.rs`).
+    pub fn connect_to(&mut self, node: NodeId, address: SocketAddr) -> Result<(), String> {
+        let peer = PeerAddress {
+            node_id: node.0,
+            shard_id: self.shard,
+            address,
+        };
+        let connection = OutboundConnection::spawn(self.config, peer).map_err(|e| format!("peer {node}: {e}"))?;
+        if let Some(old) = self.connections.insert(node, connection) {
+            glommio::spawn_local(old.close()).detach();
+        }
+        self.coalesced.entry(node).or_default();
+        Ok(())
+    }
+
+    /// Forgets `node` (removed from every group here): hands back its
+    /// connection for the caller to close.
+    pub fn disconnect(&mut self, node: NodeId) -> Option<OutboundConnection> {
+        self.coalesced.remove(&node);
+        self.connections.remove(&node)
+    }
+
+    /// True if this shard has a connection to `node`.
+    pub fn is_connected(&self, node: NodeId) -> bool {
+        self.connections.contains_key(&node)
+    }
+
     /// The peer nodes.
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.connections.keys().copied()
@@ -175,7 +211,12 @@ impl Drop for ConnectionTasks {
 }
 
 /// Accepts connections until cancelled, serving each on its own task.
-pub(crate) async fn serve(listener: Rc<Listener>, events: Rc<EventQueue>, forwarder: Option<Rc<Forwarder>>) {
+pub(crate) async fn serve(
+    listener: Rc<Listener>,
+    events: Rc<EventQueue>,
+    forwarder: Option<Rc<Forwarder>>,
+    admin: Arc<AdminService>,
+) {
     log::debug!("listening on {}", listener.local_addr());
     let tasks = Rc::new(ConnectionTasks::default());
     loop {
@@ -189,6 +230,7 @@ pub(crate) async fn serve(listener: Rc<Listener>, events: Rc<EventQueue>, forwar
         };
         let events = events.clone();
         let forwarder = forwarder.clone();
+        let admin = admin.clone();
         let id = tasks.next_id.get();
         tasks.next_id.set(id + 1);
         let registry = Rc::downgrade(&tasks);
@@ -196,7 +238,7 @@ pub(crate) async fn serve(listener: Rc<Listener>, events: Rc<EventQueue>, forwar
             if let Ok(connection) = handshaking.handshake().await {
                 match connection.peer().role {
                     NetRole::Peer => serve_peer(connection, events).await,
-                    NetRole::Client => serve_client(connection, events, forwarder).await,
+                    NetRole::Client => serve_client(connection, events, forwarder, admin).await,
                 }
             }
             if let Some(registry) = registry.upgrade() {
@@ -273,30 +315,52 @@ async fn serve_client(
     mut connection: coraft_net::InboundConnection,
     events: Rc<EventQueue>,
     forwarder: Option<Rc<Forwarder>>,
+    admin: Arc<AdminService>,
 ) {
     let Some(mut writer) = connection.take_response_writer() else {
         return;
     };
     let (doorbell, bell) = local_channel::new_bounded(1);
-    let outbox = Rc::new(ClientOutbox {
-        responses: RefCell::new(Vec::new()),
-        doorbell,
-    });
+    let outbox = Rc::new(ClientOutbox::new(doorbell));
     let writer_outbox = outbox.clone();
     let writer_task = glommio::spawn_local(async move {
         while bell.recv().await.is_some() {
             let responses = std::mem::take(&mut *writer_outbox.responses.borrow_mut());
-            if responses.is_empty() {
-                continue;
-            }
-            if writer.send(&ClientResponseBatch { responses }).await.is_err() {
+            if !responses.is_empty() && writer.send(&ClientResponseBatch { responses }).await.is_err() {
                 return;
+            }
+            let answers = std::mem::take(&mut *writer_outbox.admin.borrow_mut());
+            for answer in answers {
+                let refused = match writer.send(&answer).await {
+                    Ok(()) => continue,
+                    // Refused before a byte was written: answer that instead.
+                    Err(error @ (NetError::Oversized { .. } | NetError::Encode { .. })) => error,
+                    Err(error) => {
+                        log::debug!("an admin answer could not be sent: {error}");
+                        return;
+                    }
+                };
+                let fallback = AdminResponseFrame {
+                    result: Err(AdminError::Failed {
+                        reason: format!("the answer does not fit in a frame ({refused}): ask about fewer groups"),
+                    }),
+                    ..answer
+                };
+                if writer.send(&fallback).await.is_err() {
+                    return;
+                }
             }
         }
     });
     let route = ClientRoute::Local(outbox.clone());
     let connection_id = forwarder.as_ref().map(|f| f.register(&outbox));
+    let mut admin_queue: Option<AdminQueue> = None;
     while let Ok(Some(frame)) = connection.recv().await {
+        if let Some(request) = frame.admin_request() {
+            let queue = admin_queue.get_or_insert_with(|| AdminQueue::spawn(admin.clone(), outbox.clone()));
+            queue.push(request, &admin, &outbox);
+            continue;
+        }
         let Some(archived) = frame.client_requests() else {
             continue;
         };
@@ -331,7 +395,52 @@ async fn serve_client(
     if let (Some(forwarder), Some(id)) = (&forwarder, connection_id) {
         forwarder.unregister(id);
     }
+    if let Some(queue) = admin_queue {
+        queue.task.cancel();
+    }
     drop(route);
     drop(outbox);
     writer_task.cancel().await;
+}
+
+/// The admin requests of one client connection, served one at a time by a
+/// task of their own (so a slow one never holds up the connection's client
+/// requests), at most [`ADMIN_REQUESTS_QUEUED_MAX`] waiting.
+struct AdminQueue {
+    sender: local_channel::LocalSender<AdminRequestFrame>,
+    task: glommio::task::JoinHandle<()>,
+}
+
+impl AdminQueue {
+    fn spawn(admin: Arc<AdminService>, outbox: Rc<ClientOutbox>) -> AdminQueue {
+        let (sender, receiver) = local_channel::new_bounded::<AdminRequestFrame>(ADMIN_REQUESTS_QUEUED_MAX);
+        let task = glommio::spawn_local(async move {
+            while let Some(request) = receiver.recv().await {
+                let answer = admin.serve(request).await;
+                outbox.push_admin(answer);
+            }
+        })
+        .detach();
+        AdminQueue { sender, task }
+    }
+
+    /// Queues a request read off the connection, or answers at once one
+    /// that does not read (a bad request) or does not fit (busy).
+    fn push(&self, request: Result<&ArchivedAdminRequestFrame, NetError>, admin: &AdminService, outbox: &ClientOutbox) {
+        let request = request.map_err(|e| e.to_string()).and_then(|archived| {
+            rkyv::deserialize::<AdminRequestFrame, rkyv::rancor::Error>(archived).map_err(|e| e.to_string())
+        });
+        match request {
+            Err(reason) => {
+                log::warn!("answering an unreadable admin request: {reason}");
+                outbox.push_admin(admin.unreadable(reason));
+            }
+            Ok(request) => {
+                let request_id = request.request_id;
+                if self.sender.try_send(request).is_err() {
+                    outbox.push_admin(admin.busy(request_id));
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,242 @@
+//! What the nodes report: the status table and JSON, snapshots, and each
+//! group's leader as the reports tell it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::{anyhow, bail, Context, Result};
+use coraft::admin::{AdminRole, GroupReport, Leadership, NodeReport};
+use coraft::raft::{GroupId, NodeId};
+use serde_json::{json, Value};
+
+use crate::Target;
+
+pub(crate) fn group_ids(groups: &[u64]) -> Vec<GroupId> {
+    groups.iter().map(|&g| GroupId(g)).collect()
+}
+
+pub(crate) fn role_name(role: AdminRole) -> &'static str {
+    match role {
+        AdminRole::Follower => "follower",
+        AdminRole::PreCandidate => "pre-candidate",
+        AdminRole::Candidate => "candidate",
+        AdminRole::Leader => "leader",
+    }
+}
+
+pub(crate) fn ids(list: &[u64]) -> String {
+    if list.is_empty() {
+        return "-".into();
+    }
+    list.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn group_json(group: &GroupReport) -> Value {
+    json!({
+        "group": group.group,
+        "role": role_name(group.role),
+        "term": group.term,
+        "leader": group.leader,
+        "commit_index": group.commit_index,
+        "applied_index": group.applied_index,
+        "last_index": group.last_index,
+        "snapshot_index": group.snapshot_index,
+        "quiesced": group.quiesced,
+        "voters": group.voters,
+        "outgoing_voters": group.outgoing_voters,
+        "learners": group.learners,
+        "peers": group.peers.iter().map(|p| json!({
+            "node": p.node,
+            "match_index": p.match_index,
+            "next_index": p.next_index,
+            "lag": p.lag,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn status(target: &Target, groups: &[u64], as_json: bool) -> Result<()> {
+    let groups = group_ids(groups);
+    let mut reports: Vec<(SocketAddr, NodeReport)> = Vec::new();
+    let mut errors: Vec<(SocketAddr, String)> = Vec::new();
+    for (address, client) in target.connect_all() {
+        match client.and_then(|mut c| c.status(&groups)) {
+            Ok(report) => reports.push((address, report)),
+            Err(error) => errors.push((address, error.to_string())),
+        }
+    }
+    let leaders = leaders_per_node(reports.iter().map(|(_, r)| r));
+    if as_json {
+        let nodes: Vec<Value> = reports
+            .iter()
+            .map(|(address, report)| {
+                json!({
+                    "node": report.node,
+                    "address": address.to_string(),
+                    "cluster_id": report.cluster_id,
+                    "shards": report.shards,
+                    "groups": report.groups.iter().map(group_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let errors: Vec<Value> = errors
+            .iter()
+            .map(|(address, error)| json!({"address": address.to_string(), "error": error}))
+            .collect();
+        let leaders: BTreeMap<String, usize> = leaders.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+        let out = json!({"nodes": nodes, "leaders_per_node": leaders, "errors": errors});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if !reports.is_empty() {
+        print_status_table(&reports);
+        let line: Vec<String> = leaders.iter().map(|(n, c)| format!("node {n}: {c}")).collect();
+        println!("leaders per node: {}", line.join(", "));
+    }
+    if reports.is_empty() && errors.len() == 1 {
+        let (_, error) = errors.remove(0);
+        bail!("{error}");
+    }
+    for (_, error) in &errors {
+        eprintln!("error: {error}");
+    }
+    match errors.len() {
+        0 => Ok(()),
+        n => Err(anyhow!("{n} of {} node(s) failed", target.addresses.len())),
+    }
+}
+
+pub(crate) fn print_status_table(reports: &[(SocketAddr, NodeReport)]) {
+    let mut rows: Vec<(u64, u64, &GroupReport)> = reports
+        .iter()
+        .flat_map(|(_, r)| r.groups.iter().map(move |g| (g.group, r.node, g)))
+        .collect();
+    rows.sort_by_key(|&(group, node, _)| (group, node));
+    let mut table = vec![[
+        "GROUP",
+        "NODE",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "COMMIT",
+        "APPLIED",
+        "LAST",
+        "SNAPSHOT",
+        "VOTERS",
+        "LEARNERS",
+        "PEERS (node:match/lag)",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for (group, node, report) in rows {
+        let peers: Vec<String> = report
+            .peers
+            .iter()
+            .map(|p| format!("{}:{}/{}", p.node, p.match_index, p.lag))
+            .collect();
+        let voters = if report.outgoing_voters.is_empty() {
+            ids(&report.voters)
+        } else {
+            format!("{} (joint with {})", ids(&report.voters), ids(&report.outgoing_voters))
+        };
+        table.push(vec![
+            group.to_string(),
+            node.to_string(),
+            role_name(report.role).to_string(),
+            report.term.to_string(),
+            report.leader.map_or("-".into(), |l| l.to_string()),
+            report.commit_index.to_string(),
+            report.applied_index.to_string(),
+            report.last_index.to_string(),
+            report.snapshot_index.to_string(),
+            voters,
+            ids(&report.learners),
+            if peers.is_empty() { "-".into() } else { peers.join(" ") },
+        ]);
+    }
+    print_table(&table);
+}
+
+/// Prints rows with each column as wide as its widest cell.
+pub(crate) fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(String::len).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<width$}", width = widths[c]))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+/// How many groups each node leads, by its own reports (every node
+/// reporting appears, with 0 if it leads none).
+pub(crate) fn leaders_per_node<'a>(reports: impl Iterator<Item = &'a NodeReport>) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for report in reports {
+        let led = report.groups.iter().filter(|g| g.role == AdminRole::Leader).count();
+        counts.insert(report.node, led);
+    }
+    counts
+}
+
+/// Each group's leader and voters, from the reports of its nodes: the
+/// leader of the highest term wins (a deposed leader may not know yet).
+pub(crate) fn leaderships(reports: &[NodeReport]) -> Vec<Leadership> {
+    let mut best: BTreeMap<u64, (&GroupReport, Option<u64>)> = BTreeMap::new();
+    for report in reports {
+        for group in &report.groups {
+            let leading = (group.role == AdminRole::Leader).then_some(report.node);
+            let entry = best.entry(group.group).or_insert((group, leading));
+            let better = match (leading, entry.1) {
+                (Some(_), None) => true,
+                (Some(_), Some(_)) => group.term > entry.0.term,
+                _ => false,
+            };
+            if better {
+                *entry = (group, leading);
+            }
+        }
+    }
+    best.into_iter()
+        .map(|(group, (report, leader))| Leadership {
+            group: GroupId(group),
+            leader: leader.map(NodeId),
+            voters: report.voters.iter().map(|&v| NodeId(v)).collect(),
+        })
+        .collect()
+}
+
+pub(crate) fn snapshot(target: &Target, groups: &[u64], as_json: bool) -> Result<()> {
+    let groups = group_ids(groups);
+    let mut clients = target.connect_every()?;
+    let mut taken = Vec::new();
+    for client in &mut clients {
+        let hosted: Vec<GroupId> = if groups.is_empty() {
+            client.status(&[])?.groups.iter().map(|g| GroupId(g.group)).collect()
+        } else {
+            groups.clone()
+        };
+        for group in hosted {
+            let index = client
+                .snapshot(group)
+                .with_context(|| format!("snapshot of group {group} on node {}", client.node()))?;
+            taken.push((client.node(), group, index));
+        }
+    }
+    if as_json {
+        let out: Vec<Value> = taken
+            .iter()
+            .map(|(node, group, index)| json!({"node": node.0, "group": group.0, "snapshot_index": index}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "snapshots": out }))?);
+    } else {
+        let mut table = vec![["NODE", "GROUP", "SNAPSHOT INDEX"].map(String::from).to_vec()];
+        for (node, group, index) in &taken {
+            table.push(vec![node.to_string(), group.to_string(), index.to_string()]);
+        }
+        print_table(&table);
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! The admin protocol's server side: an admin request read off a client
+//! connection (`transport.rs`) is answered here, through the same
+//! [`GroupHandle`] an embedding program uses (status, transfer, snapshot,
+//! the membership changes), so an operator's request and an
+//! embedder's take one path into the shards. Every shard of a node holds the
+//! same [`AdminService`] and can answer for every group of the node.
+//!
+//! A connection's admin requests are served one at a time by a task of
+//! their own (at most [`ADMIN_REQUESTS_QUEUED_MAX`] waiting), so a slow one
+//! (a snapshot) never holds up the client requests of that connection.
+
+use std::net::SocketAddr;
+
+use coraft_net::admin::{
+    bounded_reason, AdminError, AdminReply, AdminRequest, AdminRequestFrame, AdminResponseFrame, AdminRole,
+    GroupReport, MemberSpec, NodeReport, PeerReport, ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION,
+    ADMIN_STATUS_GROUPS_MAX,
+};
+
+use crate::api::Error;
+use crate::raft::{GroupId, NodeId, Role};
+
+use super::node::{ApiRequest, GroupHandle, GroupStatus, PeerSpec};
+
+/// Bound on admin requests of one connection waiting to be served; more
+/// are answered [`AdminError::Busy`].
+pub const ADMIN_REQUESTS_QUEUED_MAX: usize = 16;
+
+/// What a node needs to answer admin requests: its identity, its groups and
+/// the way into each shard.
+pub(crate) struct AdminService {
+    cluster_id: u64,
+    node: NodeId,
+    groups: Vec<GroupId>,
+    apis: Vec<flume::Sender<ApiRequest>>,
+}
+
+impl AdminService {
+    pub fn new(cluster_id: u64, node: NodeId, groups: Vec<GroupId>, apis: Vec<flume::Sender<ApiRequest>>) -> Self {
+        AdminService {
+            cluster_id,
+            node,
+            groups,
+            apis,
+        }
+    }
+
+    fn handle(&self, group: u64) -> GroupHandle {
+        let shard = (group % self.apis.len() as u64) as usize;
+        GroupHandle::new(GroupId(group), self.apis[shard].clone())
+    }
+
+    /// The answer to a request whose body could not be read.
+    pub fn unreadable(&self, reason: String) -> AdminResponseFrame {
+        self.respond(
+            0,
+            Err(AdminError::BadRequest {
+                reason: bounded_reason(format!(
+                    "the admin request does not read as admin protocol version {ADMIN_PROTOCOL_VERSION}: {reason}"
+                )),
+            }),
+        )
+    }
+
+    fn respond(&self, request_id: u64, result: Result<AdminReply, AdminError>) -> AdminResponseFrame {
+        AdminResponseFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            request_id,
+            node_id: self.node.0,
+            result,
+        }
+    }
+
+    /// The busy answer to a request that could not be queued.
+    pub fn busy(&self, request_id: u64) -> AdminResponseFrame {
+        self.respond(
+            request_id,
+            Err(AdminError::Busy {
+                bound: "ADMIN_REQUESTS_QUEUED_MAX".into(),
+            }),
+        )
+    }
+
+    /// Serves one request.
+    pub async fn serve(&self, frame: AdminRequestFrame) -> AdminResponseFrame {
+        let result = if frame.version != ADMIN_PROTOCOL_VERSION {
+            Err(AdminError::UnsupportedVersion {
+                found: frame.version,
+                supported: ADMIN_PROTOCOL_VERSION,
+            })
+        } else if frame.cluster_id != self.cluster_id {
+            Err(AdminError::WrongCluster {
+                expected: self.cluster_id,
+                found: frame.cluster_id,
+            })
+        } else {
+            self.execute(frame.request).await
+        };
+        self.respond(frame.request_id, result)
+    }
+
+    async fn execute(&self, request: AdminRequest) -> Result<AdminReply, AdminError> {
+        match request {
+            AdminRequest::Status { groups } => self.status(groups).await.map(AdminReply::Status),
+            AdminRequest::TransferLeader { group, to } => {
+                self.hosted(group)?;
+                self.handle(group)
+                    .transfer_leader(NodeId(to))
+                    .await
+                    .map_err(|error| match error {
+                        // The core's refusal of the target ("not a voter",
+                        // "already the leader") is the caller's mistake.
+                        Error::Config(reason) => AdminError::BadRequest {
+                            reason: bounded_reason(format!("transfer of group {group} to node {to}: {reason}")),
+                        },
+                        other => admin_error(group, other),
+                    })?;
+                Ok(AdminReply::TransferStarted)
+            }
+            AdminRequest::Snapshot { group } => {
+                self.hosted(group)?;
+                let index = self.handle(group).snapshot().await.map_err(|e| admin_error(group, e))?;
+                Ok(AdminReply::Snapshot { index: index.0 })
+            }
+            AdminRequest::AddLearner { group, member } => {
+                self.hosted(group)?;
+                let peer = self.peer_spec(&member, true)?;
+                changed(group, self.handle(group).add_learner(peer).await)
+            }
+            AdminRequest::Promote { group, node } => {
+                self.hosted(group)?;
+                changed(group, self.handle(group).promote_learner(node_id(node)?).await)
+            }
+            AdminRequest::AddVoter { group, member } => {
+                self.hosted(group)?;
+                let peer = self.peer_spec(&member, true)?;
+                changed(group, self.handle(group).add_voter(peer).await)
+            }
+            AdminRequest::Remove { group, node } => {
+                self.hosted(group)?;
+                changed(group, self.handle(group).remove_member(node_id(node)?).await)
+            }
+            AdminRequest::Change { group, voters } => {
+                self.hosted(group)?;
+                let voters = self.members(&voters, |member| self.peer_spec(member, false))?;
+                changed(group, self.handle(group).change_members(voters).await)
+            }
+            AdminRequest::ResetPeers {
+                group,
+                voters,
+                confirm_data_loss,
+            } => {
+                self.hosted(group)?;
+                if !confirm_data_loss {
+                    return Err(AdminError::BadRequest {
+                        reason: "reset-peers can lose acknowledged writes and is refused without \
+                                 confirm_data_loss"
+                            .into(),
+                    });
+                }
+                let voters = self.members(&voters, |&node| node_id(node))?;
+                log::warn!(
+                    "node {}: an admin request resets group {group} to voters {voters:?} without consensus \
+                     (acknowledged writes only the lost nodes held are lost)",
+                    self.node
+                );
+                changed(group, self.handle(group).reset_peers(voters).await)
+            }
+        }
+    }
+
+    /// Each of `members` through `each`, at most [`ADMIN_MEMBERS_MAX`] of them.
+    fn members<T, U>(&self, members: &[T], each: impl Fn(&T) -> Result<U, AdminError>) -> Result<Vec<U>, AdminError> {
+        if members.len() > ADMIN_MEMBERS_MAX {
+            return Err(AdminError::BadRequest {
+                reason: format!(
+                    "{} members named, more than ADMIN_MEMBERS_MAX ({ADMIN_MEMBERS_MAX})",
+                    members.len()
+                ),
+            });
+        }
+        members.iter().map(each).collect()
+    }
+
+    /// A member's [`PeerSpec`]: shard `s` of a node listens on its address's
+    /// port + `s`, as `coraft-node` binds them, and every node of a cluster
+    /// runs as many shards as this one.
+    fn peer_spec(&self, member: &MemberSpec, address_required: bool) -> Result<PeerSpec, AdminError> {
+        let id = node_id(member.node)?;
+        let bad = |reason: String| AdminError::BadRequest {
+            reason: bounded_reason(reason),
+        };
+        let shard_addresses = match &member.address {
+            None if address_required => return Err(bad(format!("node {id} needs its address (ip:port)"))),
+            None => Vec::new(),
+            Some(text) => {
+                let address: SocketAddr = text
+                    .parse()
+                    .map_err(|e| bad(format!("the address `{text}` of node {id} is not ip:port: {e}")))?;
+                (0..self.apis.len())
+                    .map(|shard| {
+                        let port = u16::try_from(shard)
+                            .ok()
+                            .and_then(|s| address.port().checked_add(s))
+                            .ok_or_else(|| {
+                                bad(format!("node {id}: shard {shard}'s port (of {address}) exceeds 65535"))
+                            })?;
+                        Ok(SocketAddr::new(address.ip(), port))
+                    })
+                    .collect::<Result<_, AdminError>>()?
+            }
+        };
+        Ok(PeerSpec { id, shard_addresses })
+    }
+
+    fn hosted(&self, group: u64) -> Result<(), AdminError> {
+        if self.groups.contains(&GroupId(group)) {
+            Ok(())
+        } else {
+            Err(AdminError::UnknownGroup { group })
+        }
+    }
+
+    async fn status(&self, groups: Vec<u64>) -> Result<NodeReport, AdminError> {
+        if groups.len() > ADMIN_STATUS_GROUPS_MAX {
+            return Err(AdminError::BadRequest {
+                reason: format!(
+                    "a status request names {} groups, more than ADMIN_STATUS_GROUPS_MAX ({ADMIN_STATUS_GROUPS_MAX})",
+                    groups.len()
+                ),
+            });
+        }
+        let groups: Vec<u64> = if groups.is_empty() {
+            self.groups.iter().map(|g| g.0).collect()
+        } else {
+            groups
+        };
+        for &group in &groups {
+            self.hosted(group)?;
+        }
+        let mut reports = Vec::with_capacity(groups.len());
+        for group in groups {
+            let status = self.handle(group).status().await.map_err(|e| admin_error(group, e))?;
+            reports.push(report_of(group, &status));
+        }
+        Ok(NodeReport {
+            node: self.node.0,
+            cluster_id: self.cluster_id,
+            shards: self.apis.len() as u32,
+            groups: reports,
+        })
+    }
+}
+
+fn report_of(group: u64, status: &GroupStatus) -> GroupReport {
+    let ids = |set: &std::collections::BTreeSet<NodeId>| set.iter().map(|n| n.0).collect();
+    GroupReport {
+        group,
+        role: match status.role {
+            Role::Follower => AdminRole::Follower,
+            Role::PreCandidate => AdminRole::PreCandidate,
+            Role::Candidate => AdminRole::Candidate,
+            Role::Leader => AdminRole::Leader,
+        },
+        term: status.term.0,
+        leader: status.leader.map(|n| n.0),
+        commit_index: status.commit_index.0,
+        applied_index: status.applied_index.0,
+        last_index: status.last_index.0,
+        snapshot_index: status.snapshot_index.0,
+        quiesced: status.quiesced,
+        voters: ids(&status.configuration.voters),
+        outgoing_voters: ids(&status.configuration.outgoing_voters),
+        learners: ids(&status.configuration.learners),
+        peers: status
+            .peers
+            .iter()
+            .map(|peer| PeerReport {
+                node: peer.node.0,
+                match_index: peer.match_index.0,
+                next_index: peer.next_index.0,
+                lag: peer.lag,
+            })
+            .collect(),
+    }
+}
+
+/// A node id from a request: 0 is reserved.
+fn node_id(node: u64) -> Result<NodeId, AdminError> {
+    if node == 0 {
+        return Err(AdminError::BadRequest {
+            reason: "node id 0 is reserved".into(),
+        });
+    }
+    Ok(NodeId(node))
+}
+
+/// The answer to a membership change.
+fn changed(group: u64, result: Result<(), Error>) -> Result<AdminReply, AdminError> {
+    result
+        .map(|()| AdminReply::MembershipChanged)
+        .map_err(|error| admin_error(group, error))
+}
+
+/// The wire's typed form of an engine error about `group`.
+fn admin_error(group: u64, error: Error) -> AdminError {
+    match error {
+        Error::ChangeInProgress => AdminError::ChangeInProgress { group },
+        Error::InvalidChange(reason) => AdminError::BadRequest {
+            reason: bounded_reason(format!("group {group}: {reason}")),
+        },
+        Error::NotLeader { leader_hint } => AdminError::NotLeader {
+            group,
+            leader_hint: leader_hint.map(|n| n.0),
+        },
+        Error::UnknownGroup(_) => AdminError::UnknownGroup { group },
+        Error::Busy { bound } => AdminError::Busy { bound: bound.into() },
+        Error::Timeout => AdminError::Timeout,
+        Error::Shutdown => AdminError::Shutdown,
+        other => AdminError::Failed {
+            reason: bounded_reason(other.to_string()),
+        },
+    }
+}

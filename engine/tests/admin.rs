@@ -1,0 +1,697 @@
+//! `coraft-admin` against real `coraft-node` processes over real TCP: each
+//! command's output, and the error and exit status of each bad input. Also
+//! the admin protocol itself on a raw connection: a malformed admin frame is
+//! answered with a typed error and the connection goes on serving.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use coraft::client::{Client, ClientConfig};
+use coraft::raft::{GroupId, NodeId};
+use coraft_net::admin::{
+    AdminError, AdminReply, AdminRequest, AdminRequestFrame, AdminResponseFrame, ADMIN_PROTOCOL_VERSION,
+};
+use coraft_net::{BlockingConnection, FrameEncoder, FrameKind, Hello, Role, WIRE_VERSION};
+use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
+use serde_json::{json, Value};
+
+const CLUSTER: u64 = 9;
+
+/// Kills the process when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `count` free loopback addresses.
+fn free_addresses(count: usize) -> Vec<SocketAddr> {
+    let ports: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    ports.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// Writes one config per node (`shards` unbound shards each, shard `s`
+/// listening on the node's port + `s`) and starts the nodes with `groups`
+/// groups; returns the processes and config paths.
+fn start_cluster(dir: &Path, addresses: &[SocketAddr], groups: u64, shards: usize) -> (Vec<Process>, Vec<PathBuf>) {
+    let peers: Vec<Peer> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, &address)| Peer {
+            id: i as u64 + 1,
+            address,
+        })
+        .collect();
+    let mut processes = Vec::new();
+    let mut paths = Vec::new();
+    for i in 0..addresses.len() {
+        let path = write_config(dir, i as u64 + 1, &peers, shards);
+        processes.push(start_node(&path, groups, &[]));
+        paths.push(path);
+    }
+    (processes, paths)
+}
+
+/// Writes node `id`'s config (listening on its address in `peers`).
+fn write_config(dir: &Path, id: u64, peers: &[Peer], shards: usize) -> PathBuf {
+    let mut config = NodeConfig {
+        cluster_id: CLUSTER,
+        node_id: id,
+        listen: peers.iter().find(|p| p.id == id).expect("listed").address,
+        peers: peers.to_vec(),
+        ..NodeConfig::default()
+    };
+    config.shards.count = shards;
+    config.shards.placement = PlacementPolicy::Unbound;
+    config.shards.spin_before_park_us = 0;
+    config.wal.dir = Some(dir.join(format!("node-{id}")));
+    let path = dir.join(format!("node-{id}.toml"));
+    std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
+    path
+}
+
+fn start_node(config: &Path, groups: u64, flags: &[&str]) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
+        .args(["--config", config.to_str().unwrap(), "--groups", &groups.to_string()])
+        .args(flags)
+        .spawn()
+        .expect("coraft-node starts");
+    Process(child)
+}
+
+/// Runs `coraft-admin` with `args`.
+fn admin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_coraft-admin"))
+        .args(args)
+        .output()
+        .expect("coraft-admin runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `coraft-admin --config CONFIG status --json`, parsed.
+fn status_json(config: &Path) -> Option<Value> {
+    let output = admin(&["--config", config.to_str().unwrap(), "--json", "status"]);
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).expect("status --json prints JSON"))
+}
+
+/// Each group's leader, if every node reporting agrees on one leader that
+/// says it leads (and no other node says so).
+fn agreed_leaders(status: &Value) -> Option<Vec<(u64, u64)>> {
+    let mut by_group: std::collections::BTreeMap<u64, Vec<(u64, &Value)>> = Default::default();
+    for node in status["nodes"].as_array()? {
+        let id = node["node"].as_u64()?;
+        for group in node["groups"].as_array()? {
+            by_group.entry(group["group"].as_u64()?).or_default().push((id, group));
+        }
+    }
+    let mut leaders = Vec::new();
+    for (group, reports) in by_group {
+        let leading: Vec<u64> = reports
+            .iter()
+            .filter(|(_, g)| g["role"] == "leader")
+            .map(|(n, _)| *n)
+            .collect();
+        if leading.len() != 1 || reports.iter().any(|(_, g)| g["leader"].as_u64() != Some(leading[0])) {
+            return None;
+        }
+        leaders.push((group, leading[0]));
+    }
+    Some(leaders)
+}
+
+/// Polls status until all `nodes` answer and every group has one leader all
+/// agree on; fails the test after 30 s.
+fn settled(config: &Path, nodes: usize) -> (Value, Vec<(u64, u64)>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = status_json(config) {
+            if status["nodes"].as_array().map(Vec::len) == Some(nodes) {
+                if let Some(leaders) = agreed_leaders(&status) {
+                    return (status, leaders);
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the cluster did not settle within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn leaders_per_node(leaders: &[(u64, u64)]) -> Vec<usize> {
+    (1..=3)
+        .map(|n| leaders.iter().filter(|(_, l)| *l == n).count())
+        .collect()
+}
+
+fn group_of(status: &Value, node: u64, group: u64) -> &Value {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == node)
+        .and_then(|n| n["groups"].as_array().unwrap().iter().find(|g| g["group"] == group))
+        .unwrap_or_else(|| panic!("node {node} reports group {group}"))
+}
+
+#[test]
+fn status_transfer_snapshot_and_rebalance_work_on_a_live_three_node_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let (_processes, paths) = start_cluster(dir.path(), &addresses, 6, 1);
+    let config = paths[0].to_str().unwrap();
+
+    // status: one leader per group, every node agreeing; indexes in order.
+    let (status, leaders) = settled(&paths[0], 3);
+    assert_eq!(leaders.len(), 6, "{status}");
+    for node in status["nodes"].as_array().unwrap() {
+        assert_eq!(node["cluster_id"], CLUSTER);
+        for group in node["groups"].as_array().unwrap() {
+            let commit = group["commit_index"].as_u64().unwrap();
+            let applied = group["applied_index"].as_u64().unwrap();
+            let last = group["last_index"].as_u64().unwrap();
+            assert!(applied <= commit && commit <= last, "{group}");
+            assert_eq!(group["voters"], json!([1, 2, 3]));
+            if group["role"] == "leader" {
+                assert!(commit >= 1, "a leader has committed its first entry: {group}");
+                let peers = group["peers"].as_array().unwrap();
+                assert_eq!(peers.len(), 2, "{group}");
+                for peer in peers {
+                    let matched = peer["match_index"].as_u64().unwrap();
+                    assert!(matched <= last);
+                    assert_eq!(peer["lag"].as_u64().unwrap(), last - matched);
+                }
+            } else {
+                assert!(group["peers"].as_array().unwrap().is_empty());
+            }
+        }
+    }
+    let table = admin(&["--config", config, "status", "--group", "1"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert!(text.starts_with("GROUP"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("1 ")).count(), 3, "{text}");
+    assert_eq!(text.matches("leader ").count(), 1, "{text}");
+    assert!(text.contains("leaders per node:"), "{text}");
+
+    // transfer: group 1 moves to another node, which then leads it.
+    let from = leaders.iter().find(|(g, _)| *g == 1).unwrap().1;
+    let to = from % 3 + 1;
+    let moved = admin(&["--config", config, "transfer", "--group", "1", "--to", &to.to_string()]);
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    assert!(
+        stdout(&moved).contains(&format!("from node {from} to node {to}")),
+        "{}",
+        stdout(&moved)
+    );
+    let (_, leaders) = settled(&paths[0], 3);
+    assert_eq!(leaders.iter().find(|(g, _)| *g == 1).unwrap().1, to);
+
+    // snapshot: after writes to group 2, every node's snapshot index rises
+    // from 0 to the index the command printed.
+    let mut client = Client::new(ClientConfig {
+        cluster_id: CLUSTER,
+        nodes: addresses
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
+            .collect(),
+        attempt_timeout: Duration::from_secs(2),
+    });
+    for _ in 0..5 {
+        client.write(GroupId(2), b"x").expect("a write to group 2");
+    }
+    let (before, _) = settled(&paths[0], 3);
+    for node in 1..=3 {
+        assert_eq!(group_of(&before, node, 2)["snapshot_index"], 0);
+    }
+    let snapshot = admin(&["--config", config, "--json", "snapshot", "--group", "2"]);
+    assert!(snapshot.status.success(), "{}", stderr(&snapshot));
+    let taken: Value = serde_json::from_slice(&snapshot.stdout).unwrap();
+    let taken = taken["snapshots"].as_array().unwrap();
+    assert_eq!(taken.len(), 3, "one snapshot per node: {taken:?}");
+    let (after, _) = settled(&paths[0], 3);
+    for entry in taken {
+        let index = entry["snapshot_index"].as_u64().unwrap();
+        // The session registration and five writes are applied everywhere
+        // by the time the followers learn the commit index; a follower may
+        // lag, but the leader has applied all of them.
+        assert!(index >= 1, "{entry}");
+        let node = entry["node"].as_u64().unwrap();
+        assert_eq!(group_of(&after, node, 2)["snapshot_index"], index);
+    }
+    let leader_of_2 = agreed_leaders(&after).unwrap().iter().find(|(g, _)| *g == 2).unwrap().1;
+    let leader_snapshot = taken.iter().find(|e| e["node"] == leader_of_2).unwrap();
+    assert!(
+        leader_snapshot["snapshot_index"].as_u64().unwrap() >= 6,
+        "{leader_snapshot}"
+    );
+
+    // rebalance: with every group led by node 1, it ends at 2 per node.
+    for group in 1..=6 {
+        let moved = admin(&[
+            "--config",
+            config,
+            "transfer",
+            "--group",
+            &group.to_string(),
+            "--to",
+            "1",
+        ]);
+        assert!(moved.status.success(), "{}", stderr(&moved));
+    }
+    let (_, leaders) = settled(&paths[0], 3);
+    assert_eq!(leaders_per_node(&leaders), vec![6, 0, 0]);
+    let rebalanced = admin(&["--config", config, "--json", "rebalance"]);
+    assert!(
+        rebalanced.status.success(),
+        "{}{}",
+        stdout(&rebalanced),
+        stderr(&rebalanced)
+    );
+    let report: Value = serde_json::from_slice(&rebalanced.stdout).unwrap();
+    assert_eq!(report["moves"].as_array().unwrap().len(), 4, "{report}");
+    assert_eq!(report["leaders_after"], json!({"1": 2, "2": 2, "3": 2}), "{report}");
+    let (_, leaders) = settled(&paths[0], 3);
+    assert_eq!(leaders_per_node(&leaders), vec![2, 2, 2]);
+    // A second rebalance has nothing to do.
+    let again = admin(&["--config", config, "rebalance"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("nothing to move"), "{}", stdout(&again));
+}
+
+/// One admin request on a raw connection; the answer, deserialized.
+fn raw_call(connection: &mut BlockingConnection, frame_bytes: &[u8]) -> AdminResponseFrame {
+    connection.send_raw(frame_bytes).unwrap();
+    loop {
+        let frame = connection.recv().unwrap().expect("an answer, not a closed connection");
+        if let Some(archived) = frame.admin_response() {
+            return rkyv::deserialize::<AdminResponseFrame, rkyv::rancor::Error>(archived).unwrap();
+        }
+    }
+}
+
+fn request_bytes(version: u16, cluster_id: u64, request: AdminRequest) -> Vec<u8> {
+    let mut encoder = FrameEncoder::new();
+    encoder
+        .encode(&AdminRequestFrame {
+            version,
+            cluster_id,
+            request_id: 7,
+            request,
+        })
+        .unwrap();
+    encoder.as_bytes().to_vec()
+}
+
+#[test]
+fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit() {
+    // No node at all: unreachable, exit 1, the address named.
+    let closed = free_addresses(1)[0];
+    let output = admin(&["--node", &closed.to_string(), "--cluster-id", "9", "status"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&format!("cannot reach a node at {closed}")),
+        "{}",
+        stderr(&output)
+    );
+
+    // One node of two shards: group 1 lives on shard 1, group 2 on shard 0.
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(1);
+    let (_processes, paths) = start_cluster(dir.path(), &addresses, 2, 2);
+    let config = paths[0].to_str().unwrap();
+    let node = addresses[0].to_string();
+    settled(&paths[0], 1);
+    // Either shard's address answers for every group of the node.
+    let second_shard = SocketAddr::new(addresses[0].ip(), addresses[0].port() + 1).to_string();
+    let both = admin(&["--node", &second_shard, "--cluster-id", "9", "--json", "status"]);
+    assert!(both.status.success(), "{}", stderr(&both));
+    let both: Value = serde_json::from_slice(&both.stdout).unwrap();
+    assert_eq!(both["nodes"][0]["shards"], 2, "{both}");
+    let groups: Vec<u64> = both["nodes"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_u64().unwrap())
+        .collect();
+    assert_eq!(groups, vec![1, 2]);
+
+    let unknown = admin(&["--config", config, "status", "--group", "77"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("unknown group 77"), "{}", stderr(&unknown));
+    let unknown = admin(&["--config", config, "transfer", "--group", "77", "--to", "1"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("unknown group 77"), "{}", stderr(&unknown));
+    let unknown = admin(&["--config", config, "snapshot", "--group", "77"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("unknown group 77"), "{}", stderr(&unknown));
+
+    let foreign = admin(&["--node", &node, "--cluster-id", "10", "status"]);
+    assert_eq!(foreign.status.code(), Some(1));
+    assert!(
+        stderr(&foreign).contains(&format!("the node at {node} belongs to cluster 9, not to cluster 10")),
+        "{}",
+        stderr(&foreign)
+    );
+
+    let not_a_voter = admin(&["--config", config, "transfer", "--group", "1", "--to", "5"]);
+    assert_eq!(not_a_voter.status.code(), Some(1));
+    assert!(stderr(&not_a_voter).contains("not a voter"), "{}", stderr(&not_a_voter));
+
+    let no_cluster = admin(&["--node", &node, "status"]);
+    assert_eq!(no_cluster.status.code(), Some(1));
+    assert!(stderr(&no_cluster).contains("--cluster-id"), "{}", stderr(&no_cluster));
+    let bad_address = admin(&["--node", "nowhere", "--cluster-id", "9", "status"]);
+    assert_eq!(bad_address.status.code(), Some(2));
+    assert!(
+        stderr(&bad_address).contains("not a host:port address"),
+        "{}",
+        stderr(&bad_address)
+    );
+
+    let help = admin(&["--help"]);
+    assert!(help.status.success());
+    for option in [
+        "--node",
+        "--config",
+        "--cluster-id",
+        "--json",
+        "--timeout-ms",
+        "[default: 5000]",
+    ] {
+        assert!(
+            stdout(&help).contains(option),
+            "--help lacks {option}: {}",
+            stdout(&help)
+        );
+    }
+    let help = admin(&["rebalance", "--help"]);
+    assert!(stdout(&help).contains("[default: 30000]"), "{}", stdout(&help));
+
+    // The protocol itself: a body that is no admin archive, another
+    // version, another cluster in the body: each a typed answer, and the
+    // connection still serves the next request.
+    let hello = Hello {
+        cluster_id: CLUSTER,
+        node_id: 0,
+        shard_id: 0,
+        target_shard_id: 0,
+        target_node_id: 0,
+        role: Role::Client,
+    };
+    let mut connection = BlockingConnection::connect(addresses[0], &hello, Duration::from_secs(5)).unwrap();
+    let mut garbage = FrameEncoder::new();
+    garbage
+        .encode_raw(FrameKind::AdminRequest, WIRE_VERSION, &[0xff; 48])
+        .unwrap();
+    let answer = raw_call(&mut connection, garbage.as_bytes());
+    assert_eq!(answer.request_id, 0);
+    assert!(
+        matches!(&answer.result, Err(AdminError::BadRequest { reason }) if reason.contains("does not read")),
+        "{answer:?}"
+    );
+    let answer = raw_call(
+        &mut connection,
+        &request_bytes(99, CLUSTER, AdminRequest::Status { groups: vec![] }),
+    );
+    assert_eq!(
+        answer.result,
+        Err(AdminError::UnsupportedVersion {
+            found: 99,
+            supported: ADMIN_PROTOCOL_VERSION
+        })
+    );
+    let answer = raw_call(
+        &mut connection,
+        &request_bytes(ADMIN_PROTOCOL_VERSION, 4, AdminRequest::Status { groups: vec![] }),
+    );
+    assert_eq!(
+        answer.result,
+        Err(AdminError::WrongCluster {
+            expected: CLUSTER,
+            found: 4
+        })
+    );
+    let answer = raw_call(
+        &mut connection,
+        &request_bytes(ADMIN_PROTOCOL_VERSION, CLUSTER, AdminRequest::Status { groups: vec![] }),
+    );
+    assert_eq!(answer.request_id, 7);
+    match answer.result {
+        Ok(AdminReply::Status(report)) => {
+            assert_eq!(report.node, 1);
+            assert_eq!(report.groups.len(), 2);
+        }
+        other => panic!("a status answer, not {other:?}"),
+    }
+}
+
+/// `coraft-admin ARGS --json status` of one group, parsed, if it succeeded.
+fn group_status(args: &[&str], group: u64) -> Option<Value> {
+    let mut all: Vec<&str> = args.to_vec();
+    let group = group.to_string();
+    all.extend(["--json", "status", "--group", &group]);
+    let output = admin(&all);
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).unwrap())
+}
+
+/// The report of `group` by its leader among the nodes `args` names.
+fn leader_report(args: &[&str], group: u64) -> Option<Value> {
+    let status = group_status(args, group)?;
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .flat_map(|n| n["groups"].as_array().cloned().unwrap_or_default())
+        .find(|g| g["role"] == "leader")
+}
+
+/// Polls until `check` holds for the leader's report of `group`; fails the
+/// test after 30 s, naming `what`.
+fn until_leader_reports(args: &[&str], group: u64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(report) = leader_report(args, group) {
+            if check(&report) {
+                return report;
+            }
+        }
+        assert!(Instant::now() < deadline, "within 30 s: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn succeeds(output: &Output) -> String {
+    assert!(output.status.success(), "{}{}", stdout(output), stderr(output));
+    stdout(output)
+}
+
+#[test]
+fn membership_commands_replace_a_node_and_reset_peers_revives_a_group_that_lost_its_majority() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(4);
+    let (mut processes, paths) = start_cluster(dir.path(), &addresses[..3], 2, 1);
+    let config = paths[0].to_str().unwrap();
+    settled(&paths[0], 3);
+    let mut client = Client::new(ClientConfig {
+        cluster_id: CLUSTER,
+        nodes: addresses[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
+            .collect(),
+        attempt_timeout: Duration::from_secs(2),
+    });
+    for _ in 0..5 {
+        client.write(GroupId(2), b"before").expect("a write to group 2");
+    }
+
+    // Node 4 starts empty, knowing the members' addresses, and waits.
+    let all_peers: Vec<Peer> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, &address)| Peer {
+            id: i as u64 + 1,
+            address,
+        })
+        .collect();
+    let fourth = write_config(dir.path(), 4, &all_peers, 1);
+    processes.push(start_node(&fourth, 2, &["--join"]));
+    let node_4 = addresses[3].to_string();
+    let with_config = ["--config", config];
+
+    // add-learner, then promote, in group 1.
+    let added = admin(&[
+        "--config",
+        config,
+        "add-learner",
+        "--group",
+        "1",
+        "--id",
+        "4",
+        "--address",
+        &node_4,
+    ]);
+    assert_eq!(succeeds(&added).trim(), "group 1: node 4 added as a learner");
+    let report = leader_report(&with_config, 1).unwrap();
+    assert_eq!(report["learners"], json!([4]), "{report}");
+    assert_eq!(report["voters"], json!([1, 2, 3]), "{report}");
+    let promoted = admin(&["--config", config, "promote", "--group", "1", "--id", "4"]);
+    assert_eq!(succeeds(&promoted).trim(), "group 1: learner 4 promoted to voter");
+    until_leader_reports(&with_config, 1, "node 4 votes in group 1", |r| {
+        r["voters"] == json!([1, 2, 3, 4])
+    });
+    // Promoting it again is refused: it is no learner now.
+    let again = admin(&["--config", config, "promote", "--group", "1", "--id", "4"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("bad request"), "{}", stderr(&again));
+
+    // add-voter in group 2: caught up first, then a voter; node 4 holds
+    // the writes made before it joined.
+    let added = admin(&[
+        "--config",
+        config,
+        "add-voter",
+        "--group",
+        "2",
+        "--id",
+        "4",
+        "--address",
+        &node_4,
+    ]);
+    assert_eq!(succeeds(&added).trim(), "group 2: node 4 added as a voter");
+    let leader = until_leader_reports(&with_config, 2, "node 4 votes in group 2", |r| {
+        r["voters"] == json!([1, 2, 3, 4])
+    });
+    let commit = leader["commit_index"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let on_4 = group_status(&["--node", &node_4, "--cluster-id", "9"], 2);
+        let applied = on_4
+            .as_ref()
+            .and_then(|s| s["nodes"][0]["groups"][0]["applied_index"].as_u64());
+        if applied.is_some_and(|a| a >= commit) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 did not apply group 2 up to {commit}: {on_4:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // remove node 3 from every group; then a joint change of group 1.
+    let removed = admin(&["--config", config, "remove", "--id", "3"]);
+    assert_eq!(succeeds(&removed), "group 1: node 3 removed\ngroup 2: node 3 removed\n");
+    let members = [
+        "--node",
+        &addresses[0].to_string(),
+        "--node",
+        &addresses[1].to_string(),
+        "--node",
+        &node_4,
+    ];
+    let mut members: Vec<&str> = members.to_vec();
+    members.extend(["--cluster-id", "9"]);
+    for group in [1, 2] {
+        until_leader_reports(&members, group, "node 3 is out", |r| r["voters"] == json!([1, 2, 4]));
+    }
+    let mut change = members.clone();
+    change.extend(["change", "--group", "1", "--voters", "1,2"]);
+    assert_eq!(succeeds(&admin(&change)).trim(), "group 1: voters are now 1,2");
+    until_leader_reports(&members, 1, "group 1 has voters 1 and 2", |r| {
+        r["voters"] == json!([1, 2])
+    });
+
+    // reset-peers: refused without the flag, and says what it can lose.
+    let refused = admin(&["--config", config, "reset-peers", "--group", "2", "--voters", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("CAN LOSE ACKNOWLEDGED WRITES"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("refused without --yes-i-know-this-can-lose-data"),
+        "{}",
+        stderr(&refused)
+    );
+    // Nodes 2 and 4 are gone for good: group 2 (voters 1, 2, 4) lost its
+    // majority; reset on the survivor brings it back, and it takes writes.
+    drop(processes.remove(3));
+    drop(processes.remove(1));
+    let node_1 = addresses[0].to_string();
+    let reset = admin(&[
+        "--node",
+        &node_1,
+        "--cluster-id",
+        "9",
+        "reset-peers",
+        "--group",
+        "2",
+        "--voters",
+        "1",
+        "--yes-i-know-this-can-lose-data",
+    ]);
+    assert_eq!(succeeds(&reset).trim(), "group 2: voters forced to 1 on node(s) 1");
+    until_leader_reports(
+        &["--node", &node_1, "--cluster-id", "9"],
+        2,
+        "node 1 leads group 2 alone",
+        |r| r["voters"] == json!([1]),
+    );
+    let mut survivor = Client::new(ClientConfig {
+        cluster_id: CLUSTER,
+        nodes: vec![(NodeId(1), vec![addresses[0]])],
+        attempt_timeout: Duration::from_secs(2),
+    });
+    let count = survivor.write(GroupId(2), b"after").expect("the survivor takes writes");
+    assert_eq!(
+        u64::from_le_bytes(count.try_into().unwrap()),
+        6,
+        "the five writes before and this one"
+    );
+}
+
+#[test]
+fn rebalance_of_a_hundred_groups_on_three_nodes_leaves_each_leading_33_plus_or_minus_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let (_processes, paths) = start_cluster(dir.path(), &addresses, 100, 1);
+    let config = paths[0].to_str().unwrap();
+    let (_, leaders) = settled(&paths[0], 3);
+    assert_eq!(leaders.len(), 100);
+    let rebalanced = admin(&["--config", config, "--json", "rebalance", "--wait-ms", "60000"]);
+    assert!(
+        rebalanced.status.success(),
+        "{}{}",
+        stdout(&rebalanced),
+        stderr(&rebalanced)
+    );
+    let report: Value = serde_json::from_slice(&rebalanced.stdout).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    let (_, leaders) = settled(&paths[0], 3);
+    for (node, count) in leaders_per_node(&leaders).into_iter().enumerate() {
+        assert!(
+            (32..=34).contains(&count),
+            "node {} leads {count} of 100 groups",
+            node + 1
+        );
+    }
+}

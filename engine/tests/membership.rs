@@ -1,0 +1,504 @@
+//! Membership changes on a live cluster: real nodes in one process, each a
+//! glommio executor (unpinned) with a real WAL in a temp dir, talking over
+//! loopback TCP. Nodes are added started empty (`Node::start_joining`, with
+//! only their own and the leader's address), removed, swapped through joint
+//! consensus, and a group that lost two of three nodes is reset.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coraft::api::{Command, Error, StateMachine};
+use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::runtime::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory};
+
+const GROUP: GroupId = GroupId(1);
+
+/// Every applied command, shared with the test so it can look inside.
+type Applied = Arc<Mutex<Vec<Vec<u8>>>>;
+
+struct Journal {
+    applied: Applied,
+}
+
+impl StateMachine for Journal {
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+        let mut applied = self.applied.lock().unwrap();
+        commands
+            .map(|c| {
+                applied.push(c.data.to_vec());
+                (applied.len() as u64).to_le_bytes().to_vec()
+            })
+            .collect()
+    }
+
+    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
+        (self.applied.lock().unwrap().len() as u64).to_le_bytes().to_vec()
+    }
+}
+
+struct Member {
+    node: Node,
+    applied: Applied,
+}
+
+/// Up to `NODES_MAX` nodes of one group, one shard each; nodes beyond the
+/// first `initial` are started later, empty, to join.
+struct Cluster {
+    dir: tempfile::TempDir,
+    peers: Vec<PeerSpec>,
+    initial: usize,
+    members: Vec<Option<Member>>,
+}
+
+const NODES_MAX: usize = 5;
+
+impl Cluster {
+    fn start(initial: usize) -> Cluster {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let listeners: Vec<TcpListener> = (0..NODES_MAX)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        drop(listeners);
+        let peers = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, &address)| PeerSpec {
+                id: NodeId(i as u64 + 1),
+                shard_addresses: vec![address],
+            })
+            .collect();
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            peers,
+            initial,
+            members: (0..NODES_MAX).map(|_| None).collect(),
+        };
+        for n in 1..=initial {
+            cluster.launch(NodeId(n as u64), None);
+        }
+        cluster
+    }
+
+    fn options(&self, id: NodeId, peers: Vec<PeerSpec>) -> NodeOptions {
+        NodeOptions {
+            cluster_id: 7,
+            node_id: id,
+            peers,
+            shard_cores: vec![None],
+            wal_dir: self.dir.path().join(format!("node-{id}")),
+            shard_wal_dirs: Vec::new(),
+            wal_segment_bytes: 8 << 20,
+            wal_zero_ahead_bytes: 0,
+            wal_polled_io: false,
+            groups: vec![GROUP],
+            tick: Duration::from_millis(10),
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 2,
+            read_mode: ReadMode::Safe,
+            protocol: Protocol::default(),
+            limits: Default::default(),
+            spin_before_park: None,
+            metrics_listen: None,
+            quiesce_idle_groups: true,
+            request_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(600),
+            snapshot: coraft::runtime::SnapshotPolicy::default(),
+        }
+    }
+
+    /// Starts node `id`: one of the initial voters, or (with `seed`) a node
+    /// started empty that knows only its own and `seed`'s address.
+    fn launch(&mut self, id: NodeId, seed: Option<NodeId>) {
+        let applied: Applied = Arc::default();
+        let shared = applied.clone();
+        let factory: StateMachineFactory = Arc::new(move |_| {
+            Box::new(Journal {
+                applied: shared.clone(),
+            })
+        });
+        let node = match seed {
+            None => Node::start(self.options(id, self.peers[..self.initial].to_vec()), factory),
+            Some(seed) => {
+                let peers = vec![self.spec(id), self.spec(seed)];
+                Node::start_joining(self.options(id, peers), factory)
+            }
+        }
+        .expect("node starts");
+        self.members[id.0 as usize - 1] = Some(Member { node, applied });
+    }
+
+    fn spec(&self, id: NodeId) -> PeerSpec {
+        self.peers[id.0 as usize - 1].clone()
+    }
+
+    fn stop(&mut self, id: NodeId) {
+        self.members[id.0 as usize - 1].take().expect("running").node.shutdown();
+    }
+
+    fn handle(&self, id: NodeId) -> GroupHandle {
+        self.members[id.0 as usize - 1]
+            .as_ref()
+            .expect("running")
+            .node
+            .group(GROUP)
+    }
+
+    fn applied(&self, id: NodeId) -> Vec<Vec<u8>> {
+        self.members[id.0 as usize - 1]
+            .as_ref()
+            .expect("running")
+            .applied
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
+    fn status(&self, id: NodeId) -> GroupStatus {
+        block(self.handle(id).status()).unwrap()
+    }
+
+    fn running(&self) -> Vec<NodeId> {
+        (0..NODES_MAX)
+            .filter(|&i| self.members[i].is_some())
+            .map(|i| NodeId(i as u64 + 1))
+            .collect()
+    }
+
+    /// Waits for one leader among the running nodes.
+    fn leader(&self) -> NodeId {
+        wait_for("a single leader", || {
+            let leaders: Vec<NodeId> = self
+                .running()
+                .into_iter()
+                .filter(|&n| self.status(n).role == Role::Leader)
+                .collect();
+            (leaders.len() == 1).then(|| leaders[0])
+        })
+    }
+
+    /// Applies through whichever node leads, following leader changes.
+    fn apply(&self, data: &[u8]) {
+        wait_for("an acknowledged write", || {
+            match block(self.handle(self.leader()).apply(data.to_vec())) {
+                Ok(_) => Some(()),
+                Err(Error::NotLeader { .. } | Error::Timeout) => None,
+                Err(error) => panic!("apply failed: {error}"),
+            }
+        })
+    }
+
+    /// Waits until `node` has applied everything the leader committed.
+    fn caught_up(&self, node: NodeId) {
+        let leader = self.leader();
+        let commit = self.status(leader).commit_index;
+        wait_for("the node to catch up", || {
+            (self.status(node).applied_index >= commit).then_some(())
+        });
+    }
+}
+
+fn block<T>(future: impl std::future::Future<Output = T>) -> T {
+    futures_lite::future::block_on(future)
+}
+
+/// Polls `check` until it yields a value; fails after 30 s naming `what`
+/// (a bound against a hang, not a timed assertion).
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes through the leader on a thread until stopped; returns what was
+/// acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl Writer {
+    fn start(handles: Vec<GroupHandle>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut i = 0u64;
+            while !stopping.load(Ordering::Relaxed) {
+                i += 1;
+                let data = format!("write-{i}").into_bytes();
+                // Whoever leads takes it; the others refuse without applying.
+                for handle in &handles {
+                    match block(handle.apply(data.clone())) {
+                        Ok(_) => {
+                            acknowledged.push(data);
+                            break;
+                        }
+                        Err(Error::NotLeader { .. } | Error::Timeout | Error::Busy { .. }) => {}
+                        Err(Error::Shutdown) => return acknowledged,
+                        Err(error) => panic!("write failed: {error}"),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            acknowledged
+        });
+        Writer { stop, thread }
+    }
+
+    fn finish(self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("writer")
+    }
+}
+
+fn assert_holds_every(cluster: &Cluster, node: NodeId, acknowledged: &[Vec<u8>]) {
+    let applied: BTreeSet<Vec<u8>> = cluster.applied(node).into_iter().collect();
+    let missing: Vec<&Vec<u8>> = acknowledged.iter().filter(|w| !applied.contains(*w)).collect();
+    assert!(
+        missing.is_empty(),
+        "node {node} lacks {} acknowledged writes, e.g. {:?}",
+        missing.len(),
+        String::from_utf8_lossy(missing[0])
+    );
+}
+
+#[test]
+fn an_empty_node_joins_as_a_learner_under_writes_is_promoted_and_holds_every_acknowledged_write() {
+    let mut cluster = Cluster::start(3);
+    for i in 0..20 {
+        cluster.apply(format!("before-{i}").as_bytes());
+    }
+    let leader = cluster.leader();
+    let writer = Writer::start((1..=3).map(|n| cluster.handle(NodeId(n))).collect());
+    // Node 4 starts empty, knowing only itself and the leader.
+    cluster.launch(NodeId(4), Some(leader));
+    let connections =
+        |node: NodeId| cluster.members[node.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;
+    assert_eq!(connections(NodeId(4)), 1, "node 4 starts knowing only the leader");
+    block(cluster.handle(leader).add_learner(cluster.spec(NodeId(4)))).expect("learner added");
+    let status = cluster.status(leader);
+    assert!(status.configuration.learners.contains(&NodeId(4)), "{status:?}");
+    assert!(!status.configuration.voters.contains(&NodeId(4)));
+    // A learner does not vote: the writes went on with three voters.
+    cluster.caught_up(NodeId(4));
+    // Every member connected to node 4, and node 4 to every member.
+    for node in [1, 2, 3, 4].map(NodeId) {
+        wait_for("a connection to every other member", || {
+            (connections(node) == 3).then_some(())
+        });
+    }
+    block(cluster.handle(leader).promote_learner(NodeId(4))).expect("learner promoted");
+    let status = cluster.status(leader);
+    assert_eq!(
+        status.configuration.voters,
+        [1, 2, 3, 4].map(NodeId).into_iter().collect::<BTreeSet<_>>()
+    );
+    // Promoting a node that is not a learner is refused, naming why.
+    match block(cluster.handle(leader).promote_learner(NodeId(4))) {
+        Err(Error::InvalidChange(reason)) => assert!(reason.contains("not a learner"), "{reason}"),
+        other => panic!("promoting a voter: {other:?}"),
+    }
+    let acknowledged = writer.finish();
+    assert!(!acknowledged.is_empty());
+    cluster.apply(b"last");
+    cluster.caught_up(NodeId(4));
+    assert_holds_every(&cluster, NodeId(4), &acknowledged);
+    for i in 0..20 {
+        assert_holds_every(&cluster, NodeId(4), &[format!("before-{i}").into_bytes()]);
+    }
+    // Node 4 learned every member's address from the log: with the old
+    // leader stopped, it still reaches the other two and a leader is elected.
+    assert_eq!(cluster.status(NodeId(4)).configuration, status.configuration);
+    cluster.stop(leader);
+    cluster.apply(b"after the leader stopped");
+    cluster.caught_up(NodeId(4));
+    assert!(cluster
+        .applied(NodeId(4))
+        .contains(&b"after the leader stopped".to_vec()));
+}
+
+#[test]
+fn add_voter_catches_an_empty_node_up_before_promoting_it() {
+    let mut cluster = Cluster::start(3);
+    for i in 0..50 {
+        cluster.apply(format!("w-{i}").as_bytes());
+    }
+    let leader = cluster.leader();
+    cluster.launch(NodeId(4), Some(leader));
+    block(cluster.handle(leader).add_voter(cluster.spec(NodeId(4)))).expect("voter added");
+    let status = cluster.status(leader);
+    assert!(status.configuration.voters.contains(&NodeId(4)), "{status:?}");
+    let four = status
+        .peers
+        .iter()
+        .find(|p| p.node == NodeId(4))
+        .expect("replicated to");
+    assert!(four.match_index.0 >= 50, "promoted before it held the log: {four:?}");
+    cluster.apply(b"x");
+    cluster.caught_up(NodeId(4));
+    assert_eq!(cluster.applied(NodeId(4)).len(), 51);
+}
+
+#[test]
+fn a_removed_follower_learns_it_was_removed_and_the_rest_go_on() {
+    let cluster = Cluster::start(3);
+    cluster.apply(b"one");
+    let leader = cluster.leader();
+    let removed = NodeId(leader.0 % 3 + 1);
+    block(cluster.handle(leader).remove_member(removed)).expect("removed");
+    let status = cluster.status(leader);
+    assert!(!status.configuration.contains(removed), "{status:?}");
+    assert!(status.peers.iter().all(|p| p.node != removed), "{status:?}");
+    // The removed node received the entry that removed it: it knows, so it
+    // never campaigns (only voters do).
+    wait_for("the removed node to learn it", || {
+        (!cluster.status(removed).configuration.contains(removed)).then_some(())
+    });
+    cluster.apply(b"two");
+    assert_ne!(cluster.status(removed).role, Role::Leader);
+    // The members closed their connections to it: each keeps one, to the other.
+    for member in [1, 2, 3].map(NodeId).into_iter().filter(|&n| n != removed) {
+        wait_for("the connection to the removed node to close", || {
+            let connections =
+                cluster.members[member.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;
+            (connections == 1).then_some(())
+        });
+    }
+    // Removing a node that is not a member is refused.
+    match block(cluster.handle(leader).remove_member(removed)) {
+        Err(Error::InvalidChange(reason)) => assert!(reason.contains("not a member"), "{reason}"),
+        other => panic!("removing a non-member: {other:?}"),
+    }
+}
+
+#[test]
+fn a_leader_that_removes_itself_hands_leadership_over_and_writes_go_on() {
+    let cluster = Cluster::start(3);
+    cluster.apply(b"one");
+    let old = cluster.leader();
+    let writer = Writer::start((1..=3).map(|n| cluster.handle(NodeId(n))).collect());
+    block(cluster.handle(old).remove_member(old)).expect("leader removed");
+    let new = wait_for("another leader", || {
+        let leader = cluster.leader();
+        (leader != old).then_some(leader)
+    });
+    let status = cluster.status(new);
+    assert!(!status.configuration.contains(old), "{status:?}");
+    assert_eq!(status.configuration.voters.len(), 2);
+    let acknowledged = writer.finish();
+    cluster.apply(b"after");
+    for node in [1, 2, 3].map(NodeId).into_iter().filter(|&n| n != old) {
+        cluster.caught_up(node);
+        assert_holds_every(&cluster, node, &acknowledged);
+    }
+    assert_ne!(cluster.status(old).role, Role::Leader);
+}
+
+#[test]
+fn a_second_change_while_one_is_in_flight_is_refused_with_change_in_progress() {
+    let cluster = Cluster::start(3);
+    cluster.apply(b"one");
+    let leader = cluster.leader();
+    // Node 4 is never started: as a learner it cannot catch up, so add_voter
+    // stays in flight (until the request timeout).
+    let handle = cluster.handle(leader);
+    let spec = cluster.spec(NodeId(4));
+    let first = std::thread::spawn(move || block(handle.add_voter(spec)));
+    wait_for("node 4 to be a learner", || {
+        cluster
+            .status(leader)
+            .configuration
+            .learners
+            .contains(&NodeId(4))
+            .then_some(())
+    });
+    let follower = NodeId(leader.0 % 3 + 1);
+    assert_eq!(
+        block(cluster.handle(leader).remove_member(follower)),
+        Err(Error::ChangeInProgress)
+    );
+    assert_eq!(
+        block(cluster.handle(leader).promote_learner(NodeId(4))),
+        Err(Error::ChangeInProgress)
+    );
+    // A follower is not asked to change anything.
+    assert!(matches!(
+        block(cluster.handle(follower).remove_member(leader)),
+        Err(Error::NotLeader { .. })
+    ));
+    drop(cluster);
+    assert!(first.join().unwrap().is_err(), "node 4 never caught up");
+}
+
+#[test]
+fn a_joint_change_swaps_two_of_three_voters_for_two_empty_nodes() {
+    let mut cluster = Cluster::start(3);
+    for i in 0..10 {
+        cluster.apply(format!("w-{i}").as_bytes());
+    }
+    let leader = cluster.leader();
+    cluster.launch(NodeId(4), Some(leader));
+    cluster.launch(NodeId(5), Some(leader));
+    let keep: Vec<NodeId> = [1, 2, 3].map(NodeId).into_iter().filter(|&n| n != leader).collect();
+    let voters = vec![cluster.spec(leader), cluster.spec(NodeId(4)), cluster.spec(NodeId(5))];
+    block(cluster.handle(leader).change_members(voters)).expect("joint change done");
+    let status = cluster.status(leader);
+    assert!(
+        !status.configuration.is_joint(),
+        "resolved only once out of the joint configuration"
+    );
+    assert_eq!(
+        status.configuration.voters,
+        [leader, NodeId(4), NodeId(5)].into_iter().collect::<BTreeSet<_>>()
+    );
+    for node in keep {
+        cluster.stop(node);
+    }
+    cluster.apply(b"after the swap");
+    for node in [NodeId(4), NodeId(5)] {
+        cluster.caught_up(node);
+        assert_eq!(cluster.applied(node).len(), 11);
+    }
+}
+
+#[test]
+fn reset_peers_brings_back_a_group_whose_two_of_three_nodes_are_gone() {
+    let mut cluster = Cluster::start(3);
+    for i in 0..10 {
+        cluster.apply(format!("w-{i}").as_bytes());
+    }
+    let survivor = NodeId(1);
+    cluster.caught_up(survivor);
+    cluster.stop(NodeId(2));
+    cluster.stop(NodeId(3));
+    // Without a majority nothing is written.
+    let refused = block(cluster.handle(survivor).apply(b"lost".to_vec()));
+    assert!(refused.is_err(), "{refused:?}");
+    block(cluster.handle(survivor).reset_peers(vec![survivor])).expect("reset");
+    cluster.apply(b"after the reset");
+    let status = cluster.status(survivor);
+    assert_eq!(status.role, Role::Leader);
+    assert_eq!(
+        status.configuration.voters,
+        [survivor].into_iter().collect::<BTreeSet<_>>()
+    );
+    // The refused write's outcome was unknown: if the survivor led, it had
+    // appended it, and the reset committed it.
+    let applied: Vec<Vec<u8>> = cluster
+        .applied(survivor)
+        .into_iter()
+        .filter(|w| w.as_slice() != b"lost")
+        .collect();
+    let mut expected: Vec<Vec<u8>> = (0..10).map(|i| format!("w-{i}").into_bytes()).collect();
+    expected.push(b"after the reset".to_vec());
+    assert_eq!(applied, expected, "every earlier write, then the new one");
+}

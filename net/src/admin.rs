@@ -1,0 +1,286 @@
+//! The admin protocol: what `coraft-admin` (or any operator tool) asks a node
+//! and what the node answers, as rkyv bodies of the
+//! [`FrameKind::AdminRequest`](crate::frame::FrameKind::AdminRequest) and
+//! [`FrameKind::AdminResponse`](crate::frame::FrameKind::AdminResponse) frames.
+//!
+//! Admin frames travel on a client connection (handshake role
+//! [`Role::Client`](crate::handshake::Role::Client)), next to client requests,
+//! on any shard's listener of the node: every node serves every admin request
+//! for every group it hosts. Each request carries [`ADMIN_PROTOCOL_VERSION`],
+//! which evolves apart from the frame layout ([`crate::WIRE_VERSION`]), and the
+//! cluster id the tool believes it talks to; the answer echoes the request's
+//! id. Failures are typed ([`AdminError`]), never free text to match on.
+//!
+//! Admin requests are input from outside like any peer's bytes: a node does
+//! not validate an admin request's archive in the decoder but when it reads
+//! it ([`crate::Frame::admin_request`]), so that a body it cannot read is
+//! answered with [`AdminError::BadRequest`] instead of a closed connection.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// The admin protocol version this build speaks. A request of another
+/// version is answered with [`AdminError::UnsupportedVersion`].
+pub const ADMIN_PROTOCOL_VERSION: u16 = 1;
+
+/// Bound on the groups one [`AdminRequest::Status`] may name.
+pub const ADMIN_STATUS_GROUPS_MAX: usize = 1 << 16;
+
+/// Bound on the members one membership request may name.
+pub const ADMIN_MEMBERS_MAX: usize = 1024;
+
+/// Bound on the bytes of the free-text reason of an [`AdminError`].
+pub const ADMIN_REASON_BYTES_MAX: usize = 4096;
+
+/// The body of an [`AdminRequest`](crate::frame::FrameKind::AdminRequest) frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct AdminRequestFrame {
+    /// The admin protocol version of the sender ([`ADMIN_PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// The cluster the sender means to talk to; another cluster's node
+    /// answers [`AdminError::WrongCluster`] (the handshake refuses it first).
+    pub cluster_id: u64,
+    /// Echoed in the response.
+    pub request_id: u64,
+    /// What to do.
+    pub request: AdminRequest,
+}
+
+/// The body of an [`AdminResponse`](crate::frame::FrameKind::AdminResponse) frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct AdminResponseFrame {
+    /// The admin protocol version of the node ([`ADMIN_PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// The request's id (0 when the request could not be read at all).
+    pub request_id: u64,
+    /// The node answering.
+    pub node_id: u64,
+    /// What happened.
+    pub result: Result<AdminReply, AdminError>,
+}
+
+/// A group's state on the node answering, for [`AdminReply::Status`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GroupReport {
+    /// The group.
+    pub group: u64,
+    /// The node's role in it.
+    pub role: AdminRole,
+    /// The node's term in it.
+    pub term: u64,
+    /// The leader the node knows.
+    pub leader: Option<u64>,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Index of the newest snapshot on this node (0: none).
+    pub snapshot_index: u64,
+    /// The group is idle and quiet here.
+    pub quiesced: bool,
+    /// Voters of the group's configuration, as this node knows it.
+    pub voters: Vec<u64>,
+    /// Voters of the outgoing configuration while a joint change is in
+    /// flight (empty otherwise).
+    pub outgoing_voters: Vec<u64>,
+    /// Learners of the group's configuration, as this node knows it.
+    pub learners: Vec<u64>,
+    /// Per-peer replication (only a leader reports it).
+    pub peers: Vec<PeerReport>,
+}
+
+/// One peer as the leader sees it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PeerReport {
+    /// The peer.
+    pub node: u64,
+    /// Highest index known replicated on it.
+    pub match_index: u64,
+    /// Next index to send it.
+    pub next_index: u64,
+    /// Entries it is behind the leader's last index.
+    pub lag: u64,
+}
+
+/// A node's answer to [`AdminRequest::Status`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct NodeReport {
+    /// The node.
+    pub node: u64,
+    /// Its cluster.
+    pub cluster_id: u64,
+    /// Its shard count.
+    pub shards: u32,
+    /// The groups asked about (all it hosts when none were named).
+    pub groups: Vec<GroupReport>,
+}
+
+pub use admin_enums::*;
+
+/// rkyv derives helper types for the fields of struct-like enum variants
+/// that carry no docs; this module only exists to allow that.
+#[allow(missing_docs)]
+mod admin_enums {
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    use super::NodeReport;
+
+    /// What an operator asks a node.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub enum AdminRequest {
+        /// The state of the named groups on this node (every hosted group
+        /// when `groups` is empty), at most [`super::ADMIN_STATUS_GROUPS_MAX`].
+        Status { groups: Vec<u64> },
+        /// Hand leadership of `group` to node `to` (sent to the leader; a
+        /// follower answers [`AdminError::NotLeader`] with its hint). The
+        /// answer says the transfer started; the new leader's status shows
+        /// when it ended.
+        TransferLeader { group: u64, to: u64 },
+        /// Take a snapshot of `group` on this node; answered with its index
+        /// once it is durable.
+        Snapshot { group: u64 },
+        /// Add `member` (its address required) to `group` as a learner (to
+        /// the leader); answered once committed.
+        AddLearner { group: u64, member: MemberSpec },
+        /// Make the learner `node` a voter of `group` (to the leader).
+        Promote { group: u64, node: u64 },
+        /// Add `member` (its address required) as a learner, catch it up,
+        /// then promote it (to the leader); answered once promoted.
+        AddVoter { group: u64, member: MemberSpec },
+        /// Remove `node`, voter or learner, from `group` (to the leader).
+        Remove { group: u64, node: u64 },
+        /// Make `voters` the voters of `group`, through joint consensus
+        /// when more than one changes (to the leader); a node new to the
+        /// group needs its address. Answered once the joint configuration
+        /// is left.
+        Change { group: u64, voters: Vec<MemberSpec> },
+        /// UNSAFE: this node adopts `voters` as the configuration of
+        /// `group` without consensus, for a group whose majority is gone
+        /// for good. It can lose acknowledged writes; the node refuses it
+        /// unless `confirm_data_loss` is true.
+        ResetPeers {
+            group: u64,
+            voters: Vec<u64>,
+            confirm_data_loss: bool,
+        },
+    }
+
+    /// A node named by a membership request.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub struct MemberSpec {
+        /// The node's id.
+        pub node: u64,
+        /// The `ip:port` its shard 0 listens on (shard `s` on port + `s`,
+        /// as `coraft-node` binds); needed for a node new to the group.
+        pub address: Option<String>,
+    }
+
+    /// A node's role in a group.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub enum AdminRole {
+        Follower,
+        PreCandidate,
+        Candidate,
+        Leader,
+    }
+
+    /// What a node did.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub enum AdminReply {
+        /// The answer to [`AdminRequest::Status`].
+        Status(NodeReport),
+        /// The leader started handing leadership over.
+        TransferStarted,
+        /// The snapshot is durable at this index.
+        Snapshot { index: u64 },
+        /// The membership change is committed (and, for a joint change,
+        /// the joint configuration left); for a reset, adopted here.
+        MembershipChanged,
+    }
+
+    /// Why an admin request failed.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub enum AdminError {
+        /// The node does not host this group.
+        UnknownGroup { group: u64 },
+        /// The request needs the group's leader; this node is not it.
+        NotLeader { group: u64, leader_hint: Option<u64> },
+        /// Another membership change of the group is still in flight.
+        ChangeInProgress { group: u64 },
+        /// The request names another cluster than the node's.
+        WrongCluster { expected: u64, found: u64 },
+        /// The node speaks another admin protocol version.
+        UnsupportedVersion { found: u16, supported: u16 },
+        /// The request is malformed or asks for something impossible; the
+        /// reason says what (at most [`super::ADMIN_REASON_BYTES_MAX`] bytes).
+        BadRequest { reason: String },
+        /// A named bound of the node was reached; retry later.
+        Busy { bound: String },
+        /// The request did not complete in time; its outcome is unknown.
+        Timeout,
+        /// The node is shutting down.
+        Shutdown,
+        /// The node tried and failed (storage, snapshot); the reason says why.
+        Failed { reason: String },
+    }
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminError::UnknownGroup { group } => write!(f, "unknown group {group}: the node does not host it"),
+            AdminError::NotLeader { group, leader_hint } => match leader_hint {
+                Some(leader) => write!(f, "not the leader of group {group} (node {leader} leads it)"),
+                None => write!(f, "not the leader of group {group} (no leader known)"),
+            },
+            AdminError::ChangeInProgress { group } => {
+                write!(
+                    f,
+                    "group {group} has a membership change in progress: retry once it ends"
+                )
+            }
+            AdminError::WrongCluster { expected, found } => {
+                write!(
+                    f,
+                    "this node belongs to cluster {expected}, the request names cluster {found}"
+                )
+            }
+            AdminError::UnsupportedVersion { found, supported } => {
+                write!(
+                    f,
+                    "admin protocol version {found} is not supported (the node speaks {supported})"
+                )
+            }
+            AdminError::BadRequest { reason } => write!(f, "bad request: {reason}"),
+            AdminError::Busy { bound } => write!(f, "busy: {bound} reached, retry later"),
+            AdminError::Timeout => write!(f, "timed out (the outcome is unknown)"),
+            AdminError::Shutdown => write!(f, "the node is shutting down"),
+            AdminError::Failed { reason } => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+/// `reason` cut to at most [`ADMIN_REASON_BYTES_MAX`] bytes, on a character
+/// boundary, so an error's text cannot grow a response without bound.
+pub fn bounded_reason(reason: impl Into<String>) -> String {
+    let mut reason = reason.into();
+    if reason.len() > ADMIN_REASON_BYTES_MAX {
+        let mut end = ADMIN_REASON_BYTES_MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}

@@ -502,3 +502,71 @@ fn reset_peers_brings_back_a_group_whose_two_of_three_nodes_are_gone() {
     expected.push(b"after the reset".to_vec());
     assert_eq!(applied, expected, "every earlier write, then the new one");
 }
+
+#[test]
+fn an_election_priority_above_the_max_is_refused_by_the_config_check_and_the_node() {
+    let config = coraft_tuning::NodeConfig::from_toml_str(
+        r#"
+        cluster_id = 7
+        node_id = 1
+        listen = "127.0.0.1:7001"
+        [[peers]]
+        id = 1
+        address = "127.0.0.1:7001"
+        [wal]
+        dir = "/var/lib/coraft/wal"
+        [raft]
+        election_priority = 11
+        "#,
+    )
+    .expect("parses");
+    let problems = config.review(&coraft_tuning::Topology::flat(4)).problems;
+    assert!(
+        problems.iter().any(|p| p.field == "raft.election_priority"
+            && matches!(
+                p.kind,
+                coraft_tuning::ProblemKind::OutOfRange { value: 11, max: 10, .. }
+            )),
+        "{problems:#?}"
+    );
+    let cluster = Cluster::start(0);
+    let mut options = cluster.options(NodeId(1), cluster.peers[..1].to_vec());
+    options.protocol.election_priority = coraft::raft::ELECTION_PRIORITY_MAX + 1;
+    let factory: StateMachineFactory = Arc::new(|_| {
+        Box::new(Journal {
+            applied: Applied::default(),
+        })
+    });
+    match Node::start(options, factory) {
+        Err(Error::Config(reason)) => assert!(reason.contains("election_priority"), "{reason}"),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a node started with election priority 11"),
+    }
+}
+
+#[test]
+fn a_node_of_the_highest_election_priority_is_elected_and_the_others_still_can() {
+    // Node 1 has priority 10, the others 1: the others wait 9 more half
+    // election timeouts, so node 1 campaigns first. That is a tendency
+    // under a busy scheduler, so only "some node leads" is asserted after
+    // node 1 stops; the priority's effect on timeouts is unit-tested in
+    // the core (`higher_election_priority_times_out_sooner`).
+    let mut cluster = Cluster::start(0);
+    cluster.initial = 3;
+    for n in 1..=3u64 {
+        let applied: Applied = Arc::default();
+        let shared = applied.clone();
+        let factory: StateMachineFactory = Arc::new(move |_| {
+            Box::new(Journal {
+                applied: shared.clone(),
+            })
+        });
+        let mut options = cluster.options(NodeId(n), cluster.peers[..3].to_vec());
+        options.protocol.election_priority = if n == 1 { 10 } else { 1 };
+        let node = Node::start(options, factory).expect("node starts");
+        cluster.members[n as usize - 1] = Some(Member { node, applied });
+    }
+    cluster.apply(b"one");
+    cluster.stop(cluster.leader());
+    cluster.apply(b"two");
+}

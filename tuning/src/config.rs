@@ -290,6 +290,10 @@ pub struct RaftSettings {
     /// Ticks a follower's clock may lag over one election timeout; the lease
     /// lasts `election_timeout_ticks - clock_drift_margin_ticks`.
     pub clock_drift_margin_ticks: u64,
+    /// This node's election priority, 0 (off) to 10: a node of priority p
+    /// waits `10 - p` extra half election timeouts before campaigning, so
+    /// nodes of higher priority tend to lead.
+    pub election_priority: u8,
 }
 
 /// The `[limits]` section: every bound on a batch, window or queue.
@@ -373,6 +377,7 @@ impl Default for RaftSettings {
             check_quorum: true,
             read_mode: ReadMode::ReadIndex,
             clock_drift_margin_ticks: CLOCK_DRIFT_MARGIN_TICKS_DEFAULT,
+            election_priority: 0,
         }
     }
 }

@@ -125,6 +125,10 @@ fn raft_rows() -> String {
             format!("clock_drift_margin_ticks = {CLOCK_DRIFT_MARGIN_TICKS_DEFAULT}"),
             "lease = election_timeout_ticks - this",
         ),
+        (
+            "election_priority = 0".into(),
+            "0 = off; 1..=10: higher campaigns sooner, so tends to lead",
+        ),
     ])
 }
 

@@ -24,6 +24,8 @@ pub const SEGMENT_HEADER_BYTES: u64 = 4096;
 pub const TICK_MS_LIMIT: u64 = 1_000;
 /// Longest base election timeout, in ticks.
 pub const ELECTION_TIMEOUT_TICKS_LIMIT: u64 = 10_000;
+/// Highest election priority: the core's `ELECTION_PRIORITY_MAX`.
+pub const ELECTION_PRIORITY_LIMIT: u64 = 10;
 /// Most entries in one batch.
 pub const BATCH_ENTRIES_LIMIT: usize = 1 << 20;
 /// Most bytes in one batch: 16 MiB, the WAL's `BATCH_BYTES_LIMIT` and the

@@ -424,6 +424,12 @@ impl Checker {
             0,
             ELECTION_TIMEOUT_TICKS_LIMIT,
         );
+        self.range(
+            "raft.election_priority",
+            u64::from(raft.election_priority),
+            0,
+            ELECTION_PRIORITY_LIMIT,
+        );
         if raft.read_mode == ReadMode::Lease {
             if !raft.check_quorum {
                 self.problem("raft.read_mode", ProblemKind::LeaseNeedsCheckQuorum);

@@ -67,6 +67,7 @@ fn every_field_of_the_documented_example_parses() {
         check_quorum = true
         read_mode = "lease"
         clock_drift_margin_ticks = 4
+        election_priority = 7
         [limits]
         batch_entries_max = 1024
         batch_bytes_max = 524288
@@ -78,6 +79,7 @@ fn every_field_of_the_documented_example_parses() {
         "#,
     );
     assert_eq!(config.cluster_id, 42);
+    assert_eq!(config.raft.election_priority, 7);
     assert_eq!(config.metrics_listen, Some("127.0.0.1:9101".parse().unwrap()));
     assert_eq!(config.shards.cores, Some(CoreSelection::List(vec![0, 1])));
     assert_eq!(config.shards.spin_before_park(), Some(Duration::from_micros(100)));

@@ -48,6 +48,10 @@ pub struct Protocol {
     pub check_quorum: bool,
     /// The lease lasts `election_timeout_ticks - clock_drift_margin_ticks`.
     pub clock_drift_margin_ticks: u64,
+    /// This node's election priority in every group, 0 (off) to
+    /// `ELECTION_PRIORITY_MAX` (10): a higher one campaigns sooner, so it
+    /// tends to lead (the config's `raft.election_priority`).
+    pub election_priority: u8,
 }
 
 impl Default for Protocol {
@@ -57,6 +61,7 @@ impl Default for Protocol {
             pre_vote: raft.pre_vote,
             check_quorum: raft.check_quorum,
             clock_drift_margin_ticks: raft.clock_drift_margin_ticks,
+            election_priority: raft.election_priority,
         }
     }
 }
@@ -172,6 +177,7 @@ impl NodeOptions {
                 pre_vote: config.raft.pre_vote,
                 check_quorum: config.raft.check_quorum,
                 clock_drift_margin_ticks: config.raft.clock_drift_margin_ticks,
+                election_priority: config.raft.election_priority,
             },
             limits: config.limits.clone(),
             spin_before_park: config.shards.spin_before_park(),
@@ -213,6 +219,13 @@ impl NodeOptions {
                 "{} groups exceed limits.groups_max ({}): raise the limit or host fewer groups",
                 self.groups.len(),
                 self.limits.groups_max
+            ));
+        }
+        if self.protocol.election_priority > crate::raft::ELECTION_PRIORITY_MAX {
+            return fail(format!(
+                "election_priority {} is above ELECTION_PRIORITY_MAX ({})",
+                self.protocol.election_priority,
+                crate::raft::ELECTION_PRIORITY_MAX
             ));
         }
         let margin = self.protocol.clock_drift_margin_ticks;
@@ -887,6 +900,7 @@ async fn start_shard(
         config.pre_vote = options.protocol.pre_vote;
         config.check_quorum = options.protocol.check_quorum;
         config.clock_drift_margin_ticks = options.protocol.clock_drift_margin_ticks;
+        config.election_priority = options.protocol.election_priority;
         config.inflight_messages_max = options.limits.inflight_messages_max;
         config.inflight_bytes_max = options.limits.inflight_bytes_max;
         config.append_bytes_max = options.limits.batch_bytes_max;

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use coraft::api::CommandCounter;
+use coraft::api::{CommandCounter, KvStore};
 use coraft::raft::GroupId;
 use coraft::runtime::{Node, NodeOptions, StateMachineFactory};
 use coraft_tuning::{LogLevel, NodeConfig, Topology};
@@ -26,6 +26,7 @@ fn main() -> Result<()> {
     let mut config_path = None;
     let mut groups = 1u64;
     let mut quiesce = true;
+    let mut kv = false;
     let mut session_timeout_ms = coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -39,6 +40,12 @@ fn main() -> Result<()> {
                     .context("--groups")?
             }
             "--no-quiesce" => quiesce = false,
+            "--state-machine" => match args.next().as_deref() {
+                Some("counter") => kv = false,
+                Some("kv") => kv = true,
+                Some(other) => bail!("--state-machine `{other}`: expected `counter` or `kv`"),
+                None => bail!("--state-machine needs a value: `counter` or `kv`"),
+            },
             "--session-timeout-ms" => {
                 session_timeout_ms = args
                     .next()
@@ -47,7 +54,7 @@ fn main() -> Result<()> {
                     .context("--session-timeout-ms")?
             }
             "-h" | "--help" => {
-                println!("usage: coraft-node --config node.toml [--groups N] [--no-quiesce] [--session-timeout-ms MS]");
+                println!("usage: coraft-node --config node.toml [--groups N] [--state-machine counter|kv] [--no-quiesce] [--session-timeout-ms MS]");
                 return Ok(());
             }
             other => bail!("unknown argument `{other}`; try --help"),
@@ -76,7 +83,11 @@ fn main() -> Result<()> {
     let mut options = NodeOptions::from_plan(&plan, (1..=groups).map(GroupId).collect());
     options.quiesce_idle_groups = quiesce;
     options.session_timeout = std::time::Duration::from_millis(session_timeout_ms);
-    let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
+    let factory: StateMachineFactory = if kv {
+        Arc::new(|_| Box::new(KvStore::default()))
+    } else {
+        Arc::new(|_| Box::new(CommandCounter::default()))
+    };
     let node = Node::start(options, factory).map_err(|e| anyhow::anyhow!("starting node {}: {e}", config.node_id))?;
     log::info!(
         "node {} of cluster {} running {} shard(s), {groups} group(s), listening on {}",

@@ -15,6 +15,7 @@ use coraft::client::ClientConfig;
 use coraft::raft::NodeId;
 use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
 
+use crate::netns::Network;
 use crate::RunError;
 
 /// The cluster id the harness's nodes and clients use.
@@ -24,6 +25,10 @@ pub const CLUSTER_ID: u64 = 0xC4A05;
 const SEGMENT_BYTES: u64 = 8 << 20;
 /// How far an idle node's WAL zeroes ahead.
 const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+/// A node's Raft port inside its own network namespace.
+const NAMESPACE_RAFT_PORT: u16 = 7_000;
+/// A node's metrics port inside its own network namespace.
+const NAMESPACE_METRICS_PORT: u16 = 7_001;
 /// How long a metrics scrape waits for a node.
 const METRICS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -32,6 +37,8 @@ struct NodeProcess {
     config_path: PathBuf,
     log_path: PathBuf,
     metrics: SocketAddr,
+    /// The network namespace it runs in, if the run has partitions.
+    namespace: Option<String>,
     child: Option<Child>,
     paused: bool,
 }
@@ -62,10 +69,17 @@ fn free_ports(count: usize) -> Result<Vec<SocketAddr>, RunError> {
 
 impl Cluster {
     /// Writes the configs of `count` nodes under `dir` (one shard each,
-    /// unbound, Raft and metrics on free local ports, WAL in `dir/data`).
+    /// unbound, WAL in `dir/data`), Raft and metrics on free local ports,
+    /// or, given a `network`, each node in its namespace on its address.
     /// Nothing runs until [`Cluster::start_all`].
-    pub fn create(node_bin: &Path, dir: &Path, count: usize) -> Result<Cluster, RunError> {
-        let addresses = free_ports(2 * count)?;
+    pub fn create(node_bin: &Path, dir: &Path, count: usize, network: Option<&Network>) -> Result<Cluster, RunError> {
+        let addresses = match network {
+            None => free_ports(2 * count)?,
+            Some(network) => [NAMESPACE_RAFT_PORT, NAMESPACE_METRICS_PORT]
+                .iter()
+                .flat_map(|&port| (0..count).map(move |i| SocketAddr::from((network.node_address(i), port))))
+                .collect(),
+        };
         let (raft, metrics) = addresses.split_at(count);
         let peers: Vec<Peer> = raft
             .iter()
@@ -100,6 +114,7 @@ impl Cluster {
                 config_path,
                 log_path: dir.join(format!("node-{}.log", i + 1)),
                 metrics: metrics[i],
+                namespace: network.map(|n| n.namespace(i).to_string()),
                 child: None,
                 paused: false,
             });
@@ -153,7 +168,20 @@ impl Cluster {
             .open(&node.log_path)
             .map_err(io_error(format!("opening {}", node.log_path.display())))?;
         let _ = writeln!(log, "--- coraft-chaos: starting node {}", index + 1);
-        let child = Command::new(&self.node_bin)
+        let mut command = match &node.namespace {
+            // `ip netns exec` enters the namespace and execs the node: the
+            // child's pid is the node's.
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(&self.node_bin);
+                command
+            }
+            None => Command::new(&self.node_bin),
+        };
+        // Its own process group: a Ctrl-C meant for the harness (which
+        // ends the run normally) does not stop the nodes under it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command
             .arg("--config")
             .arg(&node.config_path)
             .args(["--state-machine", "kv"])

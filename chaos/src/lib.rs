@@ -12,6 +12,7 @@
 //! * [`cluster`]: the `coraft-node` processes of a run.
 //! * [`workload`]: the client threads and the history recorder.
 //! * [`nemesis`]: faults on a seeded schedule.
+//! * [`netns`]: network namespaces for partitions.
 //! * [`run`]: one whole run and its report (what `coraft-chaos` runs).
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod counter;
 pub mod history;
 pub mod linearizable;
 pub mod nemesis;
+pub mod netns;
 pub mod rng;
 pub mod run;
 pub mod workload;

@@ -15,6 +15,7 @@ use crate::cluster::Cluster;
 use crate::history::{History, Operation, Outcome};
 use crate::linearizable::{check_registers, KeyVerdict, RegisterReport, Verdict, STATES_EXPLORED_MAX};
 use crate::nemesis::{self, Fault, FaultKind, Timing};
+use crate::netns::Network;
 use crate::workload::{self, Shared, WorkloadShape};
 use crate::RunError;
 
@@ -60,7 +61,7 @@ impl RunOptions {
             duration: Duration::from_secs(30),
             nodes: 3,
             clients: 5,
-            nemesis: FaultKind::ALL.to_vec(),
+            nemesis: FaultKind::ALL.iter().copied().filter(|k| !k.is_partition()).collect(),
             timing: Timing::default(),
             shape: WorkloadShape {
                 keys_active: 4,
@@ -193,7 +194,14 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         what: format!("creating {}", options.out_dir.display()),
         source,
     })?;
-    let mut cluster = Cluster::create(&options.node_bin, &options.out_dir, options.nodes)?;
+    // Declared before the cluster, so dropped after it: the nodes die
+    // before their namespaces go.
+    let mut network = if options.nemesis.iter().any(|k| k.is_partition()) {
+        Some(Network::create(options.nodes)?)
+    } else {
+        None
+    };
+    let mut cluster = Cluster::create(&options.node_bin, &options.out_dir, options.nodes, network.as_ref())?;
     cluster.start_all()?;
     let shared = Arc::new(Shared::new());
     let client_config = cluster.client_config(ATTEMPT_TIMEOUT);
@@ -214,6 +222,7 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     let deadline = Instant::now() + options.duration;
     let faults = nemesis::run(
         &mut cluster,
+        network.as_mut(),
         &options.nemesis,
         options.seed,
         options.timing,
@@ -222,7 +231,10 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         &shared.stop,
     );
     // Heal before the clients stop, so their last operations can finish.
-    let healed = cluster.heal();
+    let healed = match network.as_mut() {
+        Some(network) => network.heal().and_then(|()| cluster.heal()),
+        None => cluster.heal(),
+    };
     shared.stop.store(true, Ordering::Relaxed);
     for thread in threads {
         let _ = thread.join();

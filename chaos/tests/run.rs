@@ -140,3 +140,48 @@ fn a_short_run_under_kills_and_pauses_is_linearizable_and_a_stale_read_in_it_is_
         "a stale read at event {mutated} was not caught: {verdict:?}"
     );
 }
+
+/// The run's namespaces and routes visible in the root namespace.
+fn network_traces() -> (Vec<String>, Vec<String>) {
+    let run = |args: &[&str]| {
+        let output = Command::new("ip").args(args).output().expect("ip runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let namespaces = run(&["netns", "list"])
+        .lines()
+        .filter(|l| l.starts_with("cchaos-"))
+        .map(String::from)
+        .collect();
+    let routes = run(&["route", "show", "table", "all"])
+        .lines()
+        .filter(|l| l.contains("10.213."))
+        .map(String::from)
+        .collect();
+    (namespaces, routes)
+}
+
+#[test]
+fn a_short_run_under_partitions_is_linearizable_and_leaves_no_namespace_or_route() {
+    if !coraft_chaos::netns::Network::available() {
+        eprintln!("skipped: partitions need root (network namespaces)");
+        return;
+    }
+    let before = network_traces();
+    let dir = tempfile::Builder::new().prefix("coraft-chaos-part").tempdir().unwrap();
+    let mut options = RunOptions::new(node_bin(), dir.path().to_path_buf(), 21);
+    options.duration = Duration::from_secs(15);
+    options.nemesis = FaultKind::parse_list("partition").unwrap();
+    let report = run(&options).expect("the run completes");
+    let summary = report.summary();
+    assert_eq!(network_traces(), before, "the run left namespaces or routes behind");
+    if !report.passed() {
+        let kept = dir.keep();
+        panic!("the run failed; its files are kept in {}:\n{summary}", kept.display());
+    }
+    println!("{summary}");
+    let partitions: Vec<_> = report.faults.iter().filter(|f| f.kind.is_partition()).collect();
+    assert!(!partitions.is_empty(), "no partition:\n{summary}");
+    assert!(partitions.iter().all(|f| f.sides.len() == 2 && !f.nodes.is_empty()));
+    let [ok, _, _] = report.outcomes;
+    assert!(ok > 100, "too few operations acknowledged:\n{summary}");
+}

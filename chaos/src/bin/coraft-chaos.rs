@@ -16,7 +16,7 @@ use coraft_chaos::nemesis::FaultKind;
 use coraft_chaos::run::{run, RunOptions};
 
 const USAGE: &str = "usage: coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N] \
-[--nemesis kill,stop|kill-leader,kill-node,kill-all,stop-leader,stop-node|none] [--out DIR] [--node-bin PATH] [--keep-data]";
+[--nemesis kill,stop,partition|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge|none] [--out DIR] [--node-bin PATH] [--keep-data]";
 
 fn main() {
     match main_result() {
@@ -26,6 +26,21 @@ fn main() {
             eprintln!("coraft-chaos: {error:#}");
             std::process::exit(2);
         }
+    }
+}
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    coraft_chaos::nemesis::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// SIGINT and SIGTERM end the run early but normally: the nemesis heals,
+/// the network it made is torn down, the history so far is checked.
+fn install_interrupt_handler() {
+    let handler: extern "C" fn(libc::c_int) = on_interrupt;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
     }
 }
 
@@ -42,7 +57,8 @@ fn main_result() -> Result<bool> {
     let mut duration_s = 30u64;
     let mut nodes = 3usize;
     let mut clients = 5usize;
-    let mut nemesis = FaultKind::ALL.to_vec();
+    // Partitions need root: they are asked for by name.
+    let mut nemesis: Vec<FaultKind> = FaultKind::ALL.iter().copied().filter(|k| !k.is_partition()).collect();
     let mut out = None;
     let mut node_bin = None;
     let mut keep_data = false;
@@ -98,6 +114,7 @@ fn main_result() -> Result<bool> {
     options.clients = clients;
     options.nemesis = nemesis.clone();
     options.keep_data = keep_data;
+    install_interrupt_handler();
     let report = run(&options)?;
     print!("{}", report.summary());
     if !report.passed() {

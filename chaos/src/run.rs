@@ -101,6 +101,36 @@ impl RunReport {
         self.verdict() == Verdict::Linearizable
     }
 
+    /// For each fault that took the leader away (killed, paused or cut
+    /// off, or every node killed): nanoseconds from its start to the
+    /// completion of the first acknowledged write or compare-and-set invoked
+    /// after it started (what a client waits for the cluster to take writes
+    /// again); `None` if none was.
+    pub fn recoveries_ns(&self) -> Vec<(FaultKind, Option<u64>)> {
+        let completions = self.history.completions().unwrap_or_default();
+        self.faults
+            .iter()
+            .filter(|f| {
+                f.kind == FaultKind::KillAll
+                    || (f.leader_before.is_some()
+                        && matches!(
+                            f.kind,
+                            FaultKind::KillLeader | FaultKind::StopLeader | FaultKind::PartitionLeader
+                        ))
+            })
+            .map(|fault| {
+                let first = completions
+                    .iter()
+                    .filter(|c| c.invoke_ns >= fault.start_ns)
+                    .filter(|c| matches!(c.operation, Operation::Write { .. } | Operation::Cas { .. }))
+                    .filter(|c| matches!(c.outcome, Outcome::Ok { .. }))
+                    .filter_map(|c| c.complete_ns)
+                    .min();
+                (fault.kind, first.map(|end| end - fault.start_ns))
+            })
+            .collect()
+    }
+
     /// The summary table printed at the end of a run.
     pub fn summary(&self) -> String {
         let mut text = String::new();
@@ -122,6 +152,17 @@ impl RunReport {
             .flat_map(|f| f.leader_before.into_iter().chain(f.leader_after))
             .collect();
         text.push_str(&format!("leaders seen {leaders:?}\n"));
+        let mut recoveries: Vec<u64> = self.recoveries_ns().iter().filter_map(|&(_, ns)| ns).collect();
+        recoveries.sort_unstable();
+        if let Some(&max) = recoveries.last() {
+            text.push_str(&format!(
+                "writes again after a leader fault (fault start to the first acknowledged write invoked after it): \
+                 {} faults, median {} ms, max {} ms\n",
+                recoveries.len(),
+                recoveries[recoveries.len() / 2] / 1_000_000,
+                max / 1_000_000
+            ));
+        }
         let mut counts = [0usize; 3];
         for verdict in self.registers.keys.values() {
             counts[match verdict {
@@ -322,4 +363,54 @@ fn final_reads(shared: &Shared, config: &coraft::client::ClientConfig, process: 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(kind: FaultKind, leader_before: Option<u64>, start_ns: u64) -> Fault {
+        Fault {
+            kind,
+            nodes: vec![1],
+            sides: vec![],
+            leader_before,
+            leader_after: None,
+            start_ns,
+            end_ns: start_ns + 1,
+        }
+    }
+
+    #[test]
+    fn recovery_runs_from_a_leader_fault_to_the_first_acknowledged_write_invoked_after_it() {
+        let mut history = History::new();
+        history.invoke(1, 5, Operation::Write { key: 1, value: 1 });
+        history.invoke(2, 12, Operation::Read { key: 1 });
+        history.invoke(3, 15, Operation::Write { key: 1, value: 2 });
+        history.complete(2, 16, Outcome::Ok { value: Some(1) });
+        history.complete(1, 20, Outcome::Ok { value: None });
+        history.invoke(4, 21, Operation::Write { key: 1, value: 3 });
+        history.complete(4, 30, Outcome::Failed);
+        history.complete(3, 40, Outcome::Ok { value: None });
+        let report = RunReport {
+            seed: 0,
+            outcomes: outcome_counts(&history).unwrap(),
+            history,
+            faults: vec![
+                fault(FaultKind::KillLeader, Some(1), 10),
+                fault(FaultKind::StopNode, Some(1), 10),
+                fault(FaultKind::StopLeader, None, 10),
+                fault(FaultKind::KillAll, None, 35),
+            ],
+            registers: RegisterReport::default(),
+            out_dir: PathBuf::new(),
+        };
+        // The write invoked at 5 started before the fault; the read and the
+        // failed write do not count; the write invoked at 15 completes at 40.
+        assert_eq!(
+            report.recoveries_ns(),
+            vec![(FaultKind::KillLeader, Some(30)), (FaultKind::KillAll, None)]
+        );
+        assert!(report.summary().contains("1 faults, median 0 ms"));
+    }
 }

@@ -61,10 +61,15 @@ pub struct Network {
 }
 
 impl Network {
-    /// Whether this process may create namespaces (it runs as root).
+    /// Whether this process may create namespaces: it runs as root and
+    /// `ip netns` works.
     pub fn available() -> bool {
         // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        let root = unsafe { libc::geteuid() == 0 };
+        root && Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     /// Creates a namespace per node, the bridge and the veths; the
@@ -72,7 +77,8 @@ impl Network {
     pub fn create(nodes: usize) -> Result<Network, RunError> {
         if !Network::available() {
             return Err(RunError::Setup(
-                "partitions need root (network namespaces, routes); run without partition faults".into(),
+                "partitions need root and iproute2's `ip netns` (network namespaces, routes); run without partition faults"
+                    .into(),
             ));
         }
         let routes = ip_output(&["route", "show", "table", "all"]);

@@ -163,7 +163,7 @@ fn network_traces() -> (Vec<String>, Vec<String>) {
 #[test]
 fn a_short_run_under_partitions_is_linearizable_and_leaves_no_namespace_or_route() {
     if !coraft_chaos::netns::Network::available() {
-        eprintln!("skipped: partitions need root (network namespaces)");
+        eprintln!("skipped: partitions need root and `ip netns` (network namespaces)");
         return;
     }
     let before = network_traces();

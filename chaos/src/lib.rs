@@ -8,6 +8,8 @@
 //! * [`linearizable`]: per-key read/write/compare-and-set registers checked
 //!   for linearizability (Wing & Gong search with Lowe's memoization).
 //! * [`counter`]: fetch-and-increment counters checked by bounds.
+//! * [`list_append`]: list-append histories checked for one order per key
+//!   and no lost, duplicated or invented append.
 //!
 //! * [`cluster`]: the `coraft-node` processes of a run.
 //! * [`workload`]: the client threads and the history recorder.
@@ -20,6 +22,7 @@ pub mod cluster;
 pub mod counter;
 pub mod history;
 pub mod linearizable;
+pub mod list_append;
 pub mod nemesis;
 pub mod netns;
 pub mod rng;

@@ -14,6 +14,7 @@ use coraft::client::Client;
 use crate::cluster::Cluster;
 use crate::history::{History, Operation, Outcome};
 use crate::linearizable::{check_registers, KeyVerdict, RegisterReport, Verdict, STATES_EXPLORED_MAX};
+use crate::list_append::{check_lists, ListOperation, ListViolation};
 use crate::nemesis::{self, Fault, FaultKind, Timing};
 use crate::netns::Network;
 use crate::workload::{self, Shared, WorkloadShape};
@@ -84,6 +85,10 @@ pub struct RunReport {
     pub faults: Vec<Fault>,
     /// The verdict of each key's register.
     pub registers: RegisterReport,
+    /// The list-append operations (the final reads included).
+    pub lists: Vec<ListOperation>,
+    /// What the list-append checker found.
+    pub list_violations: Vec<ListViolation>,
     /// Operations by outcome: ok, failed, unknown.
     pub outcomes: [usize; 3],
     /// Where the files are.
@@ -96,9 +101,9 @@ impl RunReport {
         self.registers.verdict()
     }
 
-    /// Whether the run passed: every key linearizable.
+    /// Whether the run passed: every register linearizable, no list anomaly.
     pub fn passed(&self) -> bool {
-        self.verdict() == Verdict::Linearizable
+        self.verdict() == Verdict::Linearizable && self.list_violations.is_empty()
     }
 
     /// For each fault that took the leader away (killed, paused or cut
@@ -189,9 +194,30 @@ impl RunReport {
                 }
             }
         }
+        let list_keys: BTreeSet<u64> = self
+            .lists
+            .iter()
+            .map(|operation| match operation {
+                ListOperation::Append { key, .. } | ListOperation::Read { key, .. } => *key,
+            })
+            .collect();
         text.push_str(&format!(
-            "verdict {:?}\nfiles in {}\n",
+            "lists {} ({} operations): anomalies {}\n",
+            list_keys.len(),
+            self.lists.len(),
+            self.list_violations.len()
+        ));
+        for violation in self.list_violations.iter().take(10) {
+            text.push_str(&format!("  {violation:?}\n"));
+        }
+        text.push_str(&format!(
+            "verdict {:?}{}\nfiles in {}\n",
             self.verdict(),
+            if self.list_violations.is_empty() {
+                ""
+            } else {
+                ", list anomalies"
+            },
             self.out_dir.display()
         ));
         text
@@ -294,7 +320,16 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     write_file(&options.out_dir.join("faults.json"), timeline.as_bytes())?;
     let registers =
         check_registers(&history, options.states_explored_max).map_err(|e| RunError::Setup(format!("history: {e}")))?;
+    let lists = std::mem::take(&mut *shared.lists.lock().expect("lists lock"));
+    let mut list_lines = String::new();
+    for operation in &lists {
+        list_lines.push_str(&serde_json::to_string(operation).map_err(|e| RunError::Setup(e.to_string()))?);
+        list_lines.push('\n');
+    }
+    write_file(&options.out_dir.join("lists.jsonl"), list_lines.as_bytes())?;
     let report = RunReport {
+        list_violations: check_lists(&lists),
+        lists,
         seed: options.seed,
         outcomes: outcome_counts(&history)?,
         history,
@@ -345,6 +380,32 @@ fn final_reads(shared: &Shared, config: &coraft::client::ClientConfig, process: 
         .collect();
     let deadline = Instant::now() + RECOVERY_TIMEOUT;
     let mut client = Client::new(config.clone());
+    let list_keys: BTreeSet<u64> = shared
+        .lists
+        .lock()
+        .expect("lists lock")
+        .iter()
+        .map(|operation| match operation {
+            crate::list_append::ListOperation::Append { key, .. }
+            | crate::list_append::ListOperation::Read { key, .. } => *key,
+        })
+        .collect();
+    for key in list_keys {
+        loop {
+            let read = workload::read_list(&mut client, &shared.recorder, process, key);
+            let answered = matches!(read, crate::list_append::ListOperation::Read { values: Some(_), .. });
+            shared.lists.lock().expect("lists lock").push(read);
+            if answered {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(RunError::Setup(format!(
+                    "the healed cluster did not answer a read of list {key} within {RECOVERY_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     for key in keys {
         loop {
             let operation = Operation::Read { key };
@@ -403,6 +464,8 @@ mod tests {
                 fault(FaultKind::KillAll, None, 35),
             ],
             registers: RegisterReport::default(),
+            lists: vec![],
+            list_violations: vec![],
             out_dir: PathBuf::new(),
         };
         // The write invoked at 5 started before the fault; the read and the

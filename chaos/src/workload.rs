@@ -18,6 +18,7 @@ use coraft::client::{Client, ClientConfig, ClientFailure};
 use coraft::raft::GroupId;
 
 use crate::history::{History, Operation, Outcome, ProcessId};
+use crate::list_append::{AppendOutcome, ListOperation};
 use crate::rng::Rng;
 
 /// The Raft group the KV store lives in.
@@ -85,6 +86,8 @@ pub struct Shared {
     pub recorder: Recorder,
     /// Set to end the workload (each thread finishes its operation in flight).
     pub stop: AtomicBool,
+    /// The list-append operations, each recorded once it ended.
+    pub lists: Mutex<Vec<ListOperation>>,
     operations_started: AtomicU64,
     next_value: AtomicU64,
 }
@@ -95,6 +98,7 @@ impl Shared {
         Shared {
             recorder: Recorder::new(),
             stop: AtomicBool::new(false),
+            lists: Mutex::new(Vec::new()),
             operations_started: AtomicU64::new(0),
             next_value: AtomicU64::new(1),
         }
@@ -122,6 +126,16 @@ pub fn client_loop(shared: Arc<Shared>, config: ClientConfig, process: ProcessId
         let number = shared.operations_started.fetch_add(1, Ordering::Relaxed);
         let key = (number / block) * shape.keys_active + rng.between(0, shape.keys_active.max(1));
         let roll = rng.between(0, 10);
+        // One operation in five is on the key's list (a key space apart).
+        if rng.between(0, 5) == 0 {
+            let list_operation = if roll < 5 {
+                read_list(&mut client, &shared.recorder, process, key)
+            } else {
+                append(&mut client, &shared.recorder, process, key, shared.unique_value())
+            };
+            shared.lists.lock().expect("lists lock").push(list_operation);
+            continue;
+        }
         let operation = if roll < 5 {
             Operation::Read { key }
         } else if roll < 8 {
@@ -190,6 +204,49 @@ fn write_outcome(client: &mut Client, operation: Operation, op: KvOp) -> Outcome
         Err(ClientFailure::SessionExpired | ClientFailure::StaleSequence) => Outcome::Failed,
         // A timeout, a lost connection, giving up: it may have applied.
         Err(_) => Outcome::Unknown,
+    }
+}
+
+/// Reads `key`'s list; recorded with the values, or none if no answer.
+pub fn read_list(client: &mut Client, recorder: &Recorder, process: ProcessId, key: u64) -> ListOperation {
+    let invoke_ns = recorder.now_ns();
+    let values = match client.read(GROUP, &KvOp::ReadList { key }.encode()) {
+        Ok(bytes) => match KvResult::decode(&bytes) {
+            Some(KvResult::List(values)) => Some(values),
+            other => {
+                eprintln!("coraft-chaos: unexpected result {other:?} for a read of list {key}");
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    ListOperation::Read {
+        process,
+        key,
+        invoke_ns,
+        complete_ns: recorder.now_ns(),
+        values,
+    }
+}
+
+fn append(client: &mut Client, recorder: &Recorder, process: ProcessId, key: u64, value: u64) -> ListOperation {
+    let invoke_ns = recorder.now_ns();
+    let outcome = match client.write(GROUP, &KvOp::Append { key, value }.encode()) {
+        Ok(bytes) => match KvResult::decode(&bytes) {
+            Some(KvResult::Done) => AppendOutcome::Ok,
+            Some(KvResult::Error(_)) => AppendOutcome::Failed,
+            _ => AppendOutcome::Unknown,
+        },
+        Err(ClientFailure::SessionExpired | ClientFailure::StaleSequence) => AppendOutcome::Failed,
+        Err(_) => AppendOutcome::Unknown,
+    };
+    ListOperation::Append {
+        process,
+        key,
+        value,
+        invoke_ns,
+        complete_ns: recorder.now_ns(),
+        outcome,
     }
 }
 

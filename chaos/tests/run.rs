@@ -1,8 +1,9 @@
 //! A short chaos run as an ordinary test: three real `coraft-node`
 //! processes hosting the KV store, five clients, a nemesis that kills and
 //! pauses nodes (the leader among them); the history must check
-//! linearizable, the faults must really have happened, and the same history
-//! with one read made stale must be rejected.
+//! linearizable (and the lists free of anomalies), the faults must really
+//! have happened, and the same history with one read made stale, or one
+//! acknowledged append dropped from a list read, must be rejected.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use coraft_chaos::history::{Event, History, Operation, Outcome};
 use coraft_chaos::linearizable::{check_registers, Verdict, STATES_EXPLORED_MAX};
+use coraft_chaos::list_append::{check_lists, AppendOutcome, ListOperation, ListViolation};
 use coraft_chaos::nemesis::FaultKind;
 use coraft_chaos::run::{run, RunOptions};
 
@@ -138,6 +140,45 @@ fn a_short_run_under_kills_and_pauses_is_linearizable_and_a_stale_read_in_it_is_
     assert!(
         matches!(verdict, Verdict::NotLinearizable { .. }),
         "a stale read at event {mutated} was not caught: {verdict:?}"
+    );
+    // The lists too: one acknowledged append dropped from a later read of
+    // the real run is reported lost.
+    let mut lists = report.lists.clone();
+    assert!(lists.len() > 100, "too few list operations:\n{summary}");
+    let acknowledged: std::collections::HashMap<(u64, u64), u64> = lists
+        .iter()
+        .filter_map(|operation| match operation {
+            ListOperation::Append {
+                key,
+                value,
+                complete_ns,
+                outcome: AppendOutcome::Ok,
+                ..
+            } => Some(((*key, *value), *complete_ns)),
+            _ => None,
+        })
+        .collect();
+    let dropped = lists.iter_mut().find_map(|operation| match operation {
+        ListOperation::Read {
+            key,
+            invoke_ns,
+            values: Some(values),
+            ..
+        } if values
+            .first()
+            .and_then(|v| acknowledged.get(&(*key, *v)))
+            .is_some_and(|&end| end < *invoke_ns) =>
+        {
+            Some(values.remove(0))
+        }
+        _ => None,
+    });
+    let dropped = dropped.expect("the run has a list read after an acknowledged append");
+    assert!(
+        check_lists(&lists)
+            .iter()
+            .any(|v| matches!(v, ListViolation::LostAppend { value, .. } if *value == dropped)),
+        "dropping acknowledged append {dropped} from a read was not caught"
     );
 }
 

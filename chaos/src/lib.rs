@@ -1,17 +1,49 @@
-//! coraft's Jepsen-style suite, first slice: the operation history that
-//! clients record and the checkers that judge it.
+//! coraft's Jepsen-style suite: real `coraft-node` processes hosting the KV
+//! store, concurrent clients recording an operation history, a nemesis
+//! killing and pausing nodes, and checkers that judge the history
+//! (`docs/reliability.md`).
 //!
 //! * [`history`]: invocations and completions on one monotonic clock, with
 //!   ok / failed / unknown outcomes, stored as JSON lines.
 //! * [`linearizable`]: per-key read/write/compare-and-set registers checked
 //!   for linearizability (Wing & Gong search with Lowe's memoization).
 //! * [`counter`]: fetch-and-increment counters checked by bounds.
+//! * [`list_append`]: list-append histories checked for one order per key
+//!   and no lost, duplicated or invented append.
 //!
-//! Processes, the nemesis and the binary come in later slices.
+//! * [`cluster`]: the `coraft-node` processes of a run.
+//! * [`workload`]: the client threads and the history recorder.
+//! * [`nemesis`]: faults on a seeded schedule.
+//! * [`netns`]: network namespaces for partitions.
+//! * [`run`]: one whole run and its report (what `coraft-chaos` runs).
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod counter;
 pub mod history;
 pub mod linearizable;
+pub mod list_append;
+pub mod nemesis;
+pub mod netns;
+pub mod rng;
+pub mod run;
+pub mod workload;
+
+/// Why a run could not be carried out (a violation is not an error: it is
+/// in the [`run::RunReport`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the harness was doing.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The run could not be set up or the cluster did not recover.
+    #[error("{0}")]
+    Setup(String),
+}
 
 pub use history::{Completion, Event, History, HistoryError, Key, Operation, Outcome, ProcessId, Value};

@@ -21,8 +21,13 @@ impl Drop for Process {
 }
 
 fn start(config: &Path) -> Process {
+    start_with(config, &[])
+}
+
+fn start_with(config: &Path, extra: &[&str]) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
         .args(["--config", config.to_str().unwrap(), "--groups", "2"])
+        .args(extra)
         .spawn()
         .expect("coraft-node starts");
     Process(child)
@@ -134,6 +139,53 @@ fn three_node_processes_replicate_and_one_killed_recovers_from_its_wal() {
             }
         }
     }
+}
+
+#[test]
+fn kv_nodes_replicate_registers_and_lists_and_refuse_an_unknown_state_machine() {
+    use coraft::api::{KvOp, KvResult};
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let addresses: Vec<SocketAddr> = ports.iter().map(|l| l.local_addr().unwrap()).collect();
+    drop(ports);
+    let paths = write_configs(dir.path(), &addresses, None);
+    let refused = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
+        .args(["--config", paths[0].to_str().unwrap(), "--state-machine", "sql"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--state-machine `sql`"));
+    let _processes: Vec<Process> = paths
+        .iter()
+        .map(|p| start_with(p, &["--state-machine", "kv"]))
+        .collect();
+    let mut client = client_for(&addresses);
+    let result = |bytes: Vec<u8>| KvResult::decode(&bytes).expect("a kv result");
+    let written = write_within_30s(&mut client, GroupId(1), &KvOp::Write { key: 4, value: 40 }.encode());
+    assert_eq!(result(written), KvResult::Done);
+    let cas = |expected| KvOp::Cas {
+        key: 4,
+        expected,
+        new: 41,
+    };
+    let mismatch = client.write(GroupId(1), &cas(39).encode()).unwrap();
+    assert_eq!(result(mismatch), KvResult::CasMismatch { current: Some(40) });
+    assert_eq!(
+        result(client.write(GroupId(1), &cas(40).encode()).unwrap()),
+        KvResult::Done
+    );
+    let read = client.read(GroupId(1), &KvOp::Read { key: 4 }.encode()).unwrap();
+    assert_eq!(result(read), KvResult::Value(Some(41)));
+    for value in [7, 3] {
+        let appended = client
+            .write(GroupId(1), &KvOp::Append { key: 4, value }.encode())
+            .unwrap();
+        assert_eq!(result(appended), KvResult::Done);
+    }
+    let list = client.read(GroupId(1), &KvOp::ReadList { key: 4 }.encode()).unwrap();
+    assert_eq!(result(list), KvResult::List(vec![7, 3]));
+    let garbage = client.write(GroupId(1), b"not an op").unwrap();
+    assert_eq!(result(garbage), KvResult::Error(coraft::api::KvError::Malformed));
 }
 
 fn get_metrics(address: SocketAddr) -> Option<String> {

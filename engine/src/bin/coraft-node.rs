@@ -1,9 +1,11 @@
 //! `coraft-node`: runs one node of a cluster as its own process, from a TOML
 //! config (`docs/tuning.md`), hosting groups whose state machine counts the
-//! commands it applied (enough for the client, the benchmark and tests).
+//! commands it applied (enough for the client, the benchmark and tests), or
+//! with `--state-machine kv` the replicated KV store (`coraft::api::KvStore`,
+//! registers and lists, which the reliability suite drives).
 //!
 //! ```text
-//! coraft-node --config node.toml [--groups N] [--join] [--no-quiesce] [--session-timeout-ms MS]
+//! coraft-node --config node.toml [--groups N] [--join] [--state-machine counter|kv] [--no-quiesce] [--session-timeout-ms MS]
 //! ```
 //! `--join` starts a node that joins a running cluster: its groups start
 //! with no configuration (it neither campaigns nor votes) until a member's
@@ -22,7 +24,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use coraft::api::CommandCounter;
+use coraft::api::{CommandCounter, KvStore};
 use coraft::raft::GroupId;
 use coraft::runtime::{Node, NodeOptions, StateMachineFactory};
 use coraft_tuning::{LogLevel, NodeConfig, Topology};
@@ -32,6 +34,7 @@ fn main() -> Result<()> {
     let mut groups = 1u64;
     let mut quiesce = true;
     let mut join = false;
+    let mut kv = false;
     let mut session_timeout_ms = coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -46,6 +49,12 @@ fn main() -> Result<()> {
             }
             "--no-quiesce" => quiesce = false,
             "--join" => join = true,
+            "--state-machine" => match args.next().as_deref() {
+                Some("counter") => kv = false,
+                Some("kv") => kv = true,
+                Some(other) => bail!("--state-machine `{other}`: expected `counter` or `kv`"),
+                None => bail!("--state-machine needs a value: `counter` or `kv`"),
+            },
             "--session-timeout-ms" => {
                 session_timeout_ms = args
                     .next()
@@ -55,7 +64,7 @@ fn main() -> Result<()> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: coraft-node --config node.toml [--groups N] [--join] [--no-quiesce] [--session-timeout-ms MS]"
+                    "usage: coraft-node --config node.toml [--groups N] [--join] [--state-machine counter|kv] [--no-quiesce] [--session-timeout-ms MS]"
                 );
                 return Ok(());
             }
@@ -85,7 +94,11 @@ fn main() -> Result<()> {
     let mut options = NodeOptions::from_plan(&plan, (1..=groups).map(GroupId).collect());
     options.quiesce_idle_groups = quiesce;
     options.session_timeout = std::time::Duration::from_millis(session_timeout_ms);
-    let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
+    let factory: StateMachineFactory = if kv {
+        Arc::new(|_| Box::new(KvStore::default()))
+    } else {
+        Arc::new(|_| Box::new(CommandCounter::default()))
+    };
     let started = if join {
         Node::start_joining(options, factory)
     } else {

@@ -1,0 +1,133 @@
+//! `coraft-chaos`: one Jepsen-style run against real `coraft-node`
+//! processes (`docs/reliability.md`).
+//!
+//! ```text
+//! coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N]
+//!              [--nemesis kill,stop,...] [--out DIR] [--node-bin PATH] [--keep-data]
+//! ```
+//! Exits 0 if every key's history is linearizable, 1 on a violation or a
+//! key too large to check, 2 if the run itself failed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use coraft_chaos::nemesis::FaultKind;
+use coraft_chaos::run::{run, RunOptions};
+
+const USAGE: &str = "usage: coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N] \
+[--nemesis kill,stop,partition|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge|none] [--out DIR] [--node-bin PATH] [--keep-data]";
+
+fn main() {
+    match main_result() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(error) => {
+            eprintln!("coraft-chaos: {error:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    coraft_chaos::nemesis::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// SIGINT and SIGTERM end the run early but normally: the nemesis heals,
+/// the network it made is torn down, the history so far is checked.
+fn install_interrupt_handler() {
+    let handler: extern "C" fn(libc::c_int) = on_interrupt;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+fn value<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text = args.next().with_context(|| format!("{flag} needs a value"))?;
+    text.parse().with_context(|| format!("{flag} `{text}`"))
+}
+
+fn main_result() -> Result<bool> {
+    let mut seed = None;
+    let mut duration_s = 30u64;
+    let mut nodes = 3usize;
+    let mut clients = 5usize;
+    // Partitions need root: they are asked for by name.
+    let mut nemesis: Vec<FaultKind> = FaultKind::ALL.iter().copied().filter(|k| !k.is_partition()).collect();
+    let mut out = None;
+    let mut node_bin = None;
+    let mut keep_data = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--seed" => seed = Some(value(&mut args, "--seed")?),
+            "--duration" => duration_s = value(&mut args, "--duration")?,
+            "--nodes" => nodes = value(&mut args, "--nodes")?,
+            "--clients" => clients = value(&mut args, "--clients")?,
+            "--nemesis" => {
+                let text: String = value(&mut args, "--nemesis")?;
+                nemesis = FaultKind::parse_list(&text).map_err(|e| anyhow::anyhow!("--nemesis: {e}"))?;
+            }
+            "--out" => out = Some(PathBuf::from(value::<String>(&mut args, "--out")?)),
+            "--node-bin" => node_bin = Some(PathBuf::from(value::<String>(&mut args, "--node-bin")?)),
+            "--keep-data" => keep_data = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(true);
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    if nodes != 3 && nodes != 5 {
+        bail!("--nodes {nodes}: the suite runs 3 or 5 nodes");
+    }
+    if clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let node_bin = match node_bin {
+        Some(path) => path,
+        None => {
+            let exe = std::env::current_exe().context("finding this executable")?;
+            exe.with_file_name("coraft-node")
+        }
+    };
+    if !node_bin.is_file() {
+        bail!(
+            "no coraft-node at {}: build it (cargo build -p coraft --bin coraft-node) or pass --node-bin",
+            node_bin.display()
+        );
+    }
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("coraft-chaos-{seed}")));
+    let mut options = RunOptions::new(node_bin, out, seed);
+    options.duration = Duration::from_secs(duration_s);
+    options.nodes = nodes;
+    options.clients = clients;
+    options.nemesis = nemesis.clone();
+    options.keep_data = keep_data;
+    install_interrupt_handler();
+    let report = run(&options)?;
+    print!("{}", report.summary());
+    if !report.passed() {
+        let kinds: Vec<&str> = nemesis.iter().map(|k| k.name()).collect();
+        eprintln!(
+            "coraft-chaos: FAILED; re-run with: coraft-chaos --seed {seed} --duration {duration_s} --nodes {nodes} \
+             --clients {clients} --nemesis {}",
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(",")
+            }
+        );
+    }
+    Ok(report.passed())
+}

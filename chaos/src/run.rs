@@ -1,0 +1,479 @@
+//! One chaos run: start the cluster, run the clients and the nemesis for a
+//! while, heal, wait for the cluster, read every key once more, check the
+//! history, and leave the history, the fault timeline, the summary and the
+//! nodes' logs in the output folder.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coraft::client::Client;
+
+use crate::cluster::Cluster;
+use crate::history::{History, Operation, Outcome};
+use crate::linearizable::{check_registers, KeyVerdict, RegisterReport, Verdict, STATES_EXPLORED_MAX};
+use crate::list_append::{check_lists, ListOperation, ListViolation};
+use crate::nemesis::{self, Fault, FaultKind, Timing};
+use crate::netns::Network;
+use crate::workload::{self, Shared, WorkloadShape};
+use crate::RunError;
+
+/// How long one client attempt waits for a node's answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the healed cluster has to answer the final reads.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The `coraft-node` binary.
+    pub node_bin: PathBuf,
+    /// Where the history, logs and summary go (created if missing).
+    pub out_dir: PathBuf,
+    /// Seeds the nemesis and the clients.
+    pub seed: u64,
+    /// How long clients and the nemesis run.
+    pub duration: Duration,
+    /// Nodes in the cluster (3 or 5).
+    pub nodes: usize,
+    /// Client threads.
+    pub clients: usize,
+    /// Fault kinds the nemesis draws from.
+    pub nemesis: Vec<FaultKind>,
+    /// The nemesis's timing.
+    pub timing: Timing,
+    /// How clients choose keys.
+    pub shape: WorkloadShape,
+    /// Bound on one key's linearizability search.
+    pub states_explored_max: usize,
+    /// Keep the nodes' WALs after a run that passed (a failing run keeps them always).
+    pub keep_data: bool,
+}
+
+impl RunOptions {
+    /// Options with the defaults of the `coraft-chaos` binary.
+    pub fn new(node_bin: PathBuf, out_dir: PathBuf, seed: u64) -> RunOptions {
+        RunOptions {
+            node_bin,
+            out_dir,
+            seed,
+            duration: Duration::from_secs(30),
+            nodes: 3,
+            clients: 5,
+            nemesis: FaultKind::ALL.iter().copied().filter(|k| !k.is_partition()).collect(),
+            timing: Timing::default(),
+            shape: WorkloadShape {
+                keys_active: 4,
+                ops_per_key: 50,
+            },
+            states_explored_max: STATES_EXPLORED_MAX,
+            keep_data: false,
+        }
+    }
+}
+
+/// What a run did and found.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// The recorded history (client operations and the final reads).
+    pub history: History,
+    /// The faults injected.
+    pub faults: Vec<Fault>,
+    /// The verdict of each key's register.
+    pub registers: RegisterReport,
+    /// The list-append operations (the final reads included).
+    pub lists: Vec<ListOperation>,
+    /// What the list-append checker found.
+    pub list_violations: Vec<ListViolation>,
+    /// Operations by outcome: ok, failed, unknown.
+    pub outcomes: [usize; 3],
+    /// Where the files are.
+    pub out_dir: PathBuf,
+}
+
+impl RunReport {
+    /// The whole history's verdict.
+    pub fn verdict(&self) -> Verdict {
+        self.registers.verdict()
+    }
+
+    /// Whether the run passed: every register linearizable, no list anomaly.
+    pub fn passed(&self) -> bool {
+        self.verdict() == Verdict::Linearizable && self.list_violations.is_empty()
+    }
+
+    /// For each fault that took the leader away (killed, paused or cut
+    /// off, or every node killed): nanoseconds from its start to the
+    /// completion of the first acknowledged write or compare-and-set invoked
+    /// after it started (what a client waits for the cluster to take writes
+    /// again); `None` if none was.
+    pub fn recoveries_ns(&self) -> Vec<(FaultKind, Option<u64>)> {
+        let completions = self.history.completions().unwrap_or_default();
+        self.faults
+            .iter()
+            .filter(|f| {
+                f.kind == FaultKind::KillAll
+                    || (f.leader_before.is_some()
+                        && matches!(
+                            f.kind,
+                            FaultKind::KillLeader | FaultKind::StopLeader | FaultKind::PartitionLeader
+                        ))
+            })
+            .map(|fault| {
+                let first = completions
+                    .iter()
+                    .filter(|c| c.invoke_ns >= fault.start_ns)
+                    .filter(|c| matches!(c.operation, Operation::Write { .. } | Operation::Cas { .. }))
+                    .filter(|c| matches!(c.outcome, Outcome::Ok { .. }))
+                    .filter_map(|c| c.complete_ns)
+                    .min();
+                (fault.kind, first.map(|end| end - fault.start_ns))
+            })
+            .collect()
+    }
+
+    /// The summary table printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let mut text = String::new();
+        let [ok, failed, unknown] = self.outcomes;
+        text.push_str(&format!("seed {}\n", self.seed));
+        text.push_str(&format!(
+            "operations {}: ok {ok}, failed {failed}, unknown {unknown}\n",
+            ok + failed + unknown
+        ));
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for fault in &self.faults {
+            *by_kind.entry(fault.kind.name()).or_default() += 1;
+        }
+        let faults: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        text.push_str(&format!("faults {}: {}\n", self.faults.len(), faults.join(", ")));
+        let leaders: BTreeSet<u64> = self
+            .faults
+            .iter()
+            .flat_map(|f| f.leader_before.into_iter().chain(f.leader_after))
+            .collect();
+        text.push_str(&format!("leaders seen {leaders:?}\n"));
+        let mut recoveries: Vec<u64> = self.recoveries_ns().iter().filter_map(|&(_, ns)| ns).collect();
+        recoveries.sort_unstable();
+        if let Some(&max) = recoveries.last() {
+            text.push_str(&format!(
+                "writes again after a leader fault (fault start to the first acknowledged write invoked after it): \
+                 {} faults, median {} ms, max {} ms\n",
+                recoveries.len(),
+                recoveries[recoveries.len() / 2] / 1_000_000,
+                max / 1_000_000
+            ));
+        }
+        let mut counts = [0usize; 3];
+        for verdict in self.registers.keys.values() {
+            counts[match verdict {
+                KeyVerdict::Linearizable => 0,
+                KeyVerdict::NotLinearizable { .. } => 1,
+                KeyVerdict::TooLarge { .. } => 2,
+            }] += 1;
+        }
+        text.push_str(&format!(
+            "keys {}: linearizable {}, not linearizable {}, too large to check {}\n",
+            self.registers.keys.len(),
+            counts[0],
+            counts[1],
+            counts[2]
+        ));
+        for (key, verdict) in &self.registers.keys {
+            match verdict {
+                KeyVerdict::Linearizable => {}
+                KeyVerdict::NotLinearizable { not_placed, .. } => text.push_str(&format!(
+                    "  key {key}: NOT LINEARIZABLE; no legal place for {not_placed:?}\n"
+                )),
+                KeyVerdict::TooLarge { states_explored } => {
+                    text.push_str(&format!("  key {key}: too large ({states_explored} states explored)\n"))
+                }
+            }
+        }
+        let list_keys: BTreeSet<u64> = self
+            .lists
+            .iter()
+            .map(|operation| match operation {
+                ListOperation::Append { key, .. } | ListOperation::Read { key, .. } => *key,
+            })
+            .collect();
+        text.push_str(&format!(
+            "lists {} ({} operations): anomalies {}\n",
+            list_keys.len(),
+            self.lists.len(),
+            self.list_violations.len()
+        ));
+        for violation in self.list_violations.iter().take(10) {
+            text.push_str(&format!("  {violation:?}\n"));
+        }
+        text.push_str(&format!(
+            "verdict {:?}{}\nfiles in {}\n",
+            self.verdict(),
+            if self.list_violations.is_empty() {
+                ""
+            } else {
+                ", list anomalies"
+            },
+            self.out_dir.display()
+        ));
+        text
+    }
+}
+
+/// Counts completions by outcome: ok, failed, unknown.
+pub fn outcome_counts(history: &History) -> Result<[usize; 3], RunError> {
+    let mut counts = [0usize; 3];
+    for completion in history
+        .completions()
+        .map_err(|e| RunError::Setup(format!("history: {e}")))?
+    {
+        counts[match completion.outcome {
+            Outcome::Ok { .. } => 0,
+            Outcome::Failed => 1,
+            Outcome::Unknown => 2,
+        }] += 1;
+    }
+    Ok(counts)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    std::fs::write(path, bytes).map_err(|source| RunError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
+}
+
+/// Runs the whole thing; `Err` only if the harness itself failed (the
+/// cluster could not start, or did not answer after healing). A
+/// linearizability violation is a report whose [`RunReport::passed`] is false.
+pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
+    if !(1..=9).contains(&options.nodes) || options.clients == 0 {
+        return Err(RunError::Setup(format!(
+            "--nodes {} --clients {}: need 1 to 9 nodes and at least one client",
+            options.nodes, options.clients
+        )));
+    }
+    std::fs::create_dir_all(&options.out_dir).map_err(|source| RunError::Io {
+        what: format!("creating {}", options.out_dir.display()),
+        source,
+    })?;
+    // Declared before the cluster, so dropped after it: the nodes die
+    // before their namespaces go.
+    let mut network = if options.nemesis.iter().any(|k| k.is_partition()) {
+        Some(Network::create(options.nodes)?)
+    } else {
+        None
+    };
+    let mut cluster = Cluster::create(&options.node_bin, &options.out_dir, options.nodes, network.as_ref())?;
+    cluster.start_all()?;
+    let shared = Arc::new(Shared::new());
+    let client_config = cluster.client_config(ATTEMPT_TIMEOUT);
+    // The cluster elects first; the clients' own retries would also do.
+    await_cluster(&client_config, Duration::from_secs(30))?;
+    let threads: Vec<_> = (0..options.clients)
+        .map(|i| {
+            let shared = shared.clone();
+            let config = client_config.clone();
+            let seed = options
+                .seed
+                .wrapping_add(i as u64 + 1)
+                .wrapping_mul(0x2545_F491_4F6C_DD1D);
+            let shape = options.shape;
+            std::thread::spawn(move || workload::client_loop(shared, config, i as u64, seed, shape))
+        })
+        .collect();
+    let deadline = Instant::now() + options.duration;
+    let faults = nemesis::run(
+        &mut cluster,
+        network.as_mut(),
+        &options.nemesis,
+        options.seed,
+        options.timing,
+        deadline,
+        &shared.recorder,
+        &shared.stop,
+    );
+    // Heal before the clients stop, so their last operations can finish.
+    let healed = match network.as_mut() {
+        Some(network) => network.heal().and_then(|()| cluster.heal()),
+        None => cluster.heal(),
+    };
+    shared.stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let faults = faults?;
+    healed?;
+    final_reads(&shared, &client_config, options.clients as u64)?;
+    cluster.stop_all();
+    let history = shared.recorder.history();
+    let mut bytes = Vec::new();
+    history
+        .write_json_lines(&mut bytes)
+        .map_err(|e| RunError::Setup(format!("history: {e}")))?;
+    write_file(&options.out_dir.join("history.jsonl"), &bytes)?;
+    let timeline = serde_json::to_string_pretty(&faults).map_err(|e| RunError::Setup(e.to_string()))?;
+    write_file(&options.out_dir.join("faults.json"), timeline.as_bytes())?;
+    let registers =
+        check_registers(&history, options.states_explored_max).map_err(|e| RunError::Setup(format!("history: {e}")))?;
+    let lists = std::mem::take(&mut *shared.lists.lock().expect("lists lock"));
+    let mut list_lines = String::new();
+    for operation in &lists {
+        list_lines.push_str(&serde_json::to_string(operation).map_err(|e| RunError::Setup(e.to_string()))?);
+        list_lines.push('\n');
+    }
+    write_file(&options.out_dir.join("lists.jsonl"), list_lines.as_bytes())?;
+    let report = RunReport {
+        list_violations: check_lists(&lists),
+        lists,
+        seed: options.seed,
+        outcomes: outcome_counts(&history)?,
+        history,
+        faults,
+        registers,
+        out_dir: options.out_dir.clone(),
+    };
+    write_file(&options.out_dir.join("summary.txt"), report.summary().as_bytes())?;
+    if report.passed() && !options.keep_data {
+        let _ = std::fs::remove_dir_all(options.out_dir.join("data"));
+    }
+    Ok(report)
+}
+
+/// Waits until the cluster answers a linearizable read.
+fn await_cluster(config: &coraft::client::ClientConfig, timeout: Duration) -> Result<(), RunError> {
+    let deadline = Instant::now() + timeout;
+    let mut client = Client::new(config.clone());
+    loop {
+        match workload::execute(&mut client, Operation::Read { key: u64::MAX }) {
+            Outcome::Ok { .. } => return Ok(()),
+            _ if Instant::now() >= deadline => {
+                return Err(RunError::Setup(format!(
+                    "the cluster did not answer a read within {timeout:?} (see the node logs)"
+                )))
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Reads every key the clients touched once more, after healing, as
+/// process `process`: what the cluster holds in the end is checked with
+/// the rest of the history.
+fn final_reads(shared: &Shared, config: &coraft::client::ClientConfig, process: u64) -> Result<(), RunError> {
+    let keys: BTreeSet<u64> = shared
+        .recorder
+        .history()
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            crate::history::Event::Invoke {
+                operation: Operation::Read { key } | Operation::Write { key, .. } | Operation::Cas { key, .. },
+                ..
+            } => Some(*key),
+            _ => None,
+        })
+        .collect();
+    let deadline = Instant::now() + RECOVERY_TIMEOUT;
+    let mut client = Client::new(config.clone());
+    let list_keys: BTreeSet<u64> = shared
+        .lists
+        .lock()
+        .expect("lists lock")
+        .iter()
+        .map(|operation| match operation {
+            crate::list_append::ListOperation::Append { key, .. }
+            | crate::list_append::ListOperation::Read { key, .. } => *key,
+        })
+        .collect();
+    for key in list_keys {
+        loop {
+            let read = workload::read_list(&mut client, &shared.recorder, process, key);
+            let answered = matches!(read, crate::list_append::ListOperation::Read { values: Some(_), .. });
+            shared.lists.lock().expect("lists lock").push(read);
+            if answered {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(RunError::Setup(format!(
+                    "the healed cluster did not answer a read of list {key} within {RECOVERY_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for key in keys {
+        loop {
+            let operation = Operation::Read { key };
+            shared.recorder.invoke(process, operation);
+            let outcome = workload::execute(&mut client, operation);
+            shared.recorder.complete(process, outcome);
+            if outcome != Outcome::Unknown {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(RunError::Setup(format!(
+                    "the healed cluster did not answer a read of key {key} within {RECOVERY_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(kind: FaultKind, leader_before: Option<u64>, start_ns: u64) -> Fault {
+        Fault {
+            kind,
+            nodes: vec![1],
+            sides: vec![],
+            leader_before,
+            leader_after: None,
+            start_ns,
+            end_ns: start_ns + 1,
+        }
+    }
+
+    #[test]
+    fn recovery_runs_from_a_leader_fault_to_the_first_acknowledged_write_invoked_after_it() {
+        let mut history = History::new();
+        history.invoke(1, 5, Operation::Write { key: 1, value: 1 });
+        history.invoke(2, 12, Operation::Read { key: 1 });
+        history.invoke(3, 15, Operation::Write { key: 1, value: 2 });
+        history.complete(2, 16, Outcome::Ok { value: Some(1) });
+        history.complete(1, 20, Outcome::Ok { value: None });
+        history.invoke(4, 21, Operation::Write { key: 1, value: 3 });
+        history.complete(4, 30, Outcome::Failed);
+        history.complete(3, 40, Outcome::Ok { value: None });
+        let report = RunReport {
+            seed: 0,
+            outcomes: outcome_counts(&history).unwrap(),
+            history,
+            faults: vec![
+                fault(FaultKind::KillLeader, Some(1), 10),
+                fault(FaultKind::StopNode, Some(1), 10),
+                fault(FaultKind::StopLeader, None, 10),
+                fault(FaultKind::KillAll, None, 35),
+            ],
+            registers: RegisterReport::default(),
+            lists: vec![],
+            list_violations: vec![],
+            out_dir: PathBuf::new(),
+        };
+        // The write invoked at 5 started before the fault; the read and the
+        // failed write do not count; the write invoked at 15 completes at 40.
+        assert_eq!(
+            report.recoveries_ns(),
+            vec![(FaultKind::KillLeader, Some(30)), (FaultKind::KillAll, None)]
+        );
+        assert!(report.summary().contains("1 faults, median 0 ms"));
+    }
+}

@@ -1,0 +1,228 @@
+//! A short chaos run as an ordinary test: three real `coraft-node`
+//! processes hosting the KV store, five clients, a nemesis that kills and
+//! pauses nodes (the leader among them); the history must check
+//! linearizable (and the lists free of anomalies), the faults must really
+//! have happened, and the same history with one read made stale, or one
+//! acknowledged append dropped from a list read, must be rejected.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use coraft_chaos::history::{Event, History, Operation, Outcome};
+use coraft_chaos::linearizable::{check_registers, Verdict, STATES_EXPLORED_MAX};
+use coraft_chaos::list_append::{check_lists, AppendOutcome, ListOperation, ListViolation};
+use coraft_chaos::nemesis::FaultKind;
+use coraft_chaos::run::{run, RunOptions};
+
+/// The `coraft-node` binary of this build: built here, as a test of another
+/// crate cannot ask cargo for it. The build names the targets `cargo test
+/// --workspace` builds (tests, so dev-dependency features unify the same
+/// way), so under it this is a no-op and replaces nothing.
+fn node_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile dir>/deps/<test> -> target/<profile dir>
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+        "debug" => "test".to_string(),
+        "release" => "release".to_string(),
+        other => other.to_string(),
+    };
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--manifest-path",
+            manifest,
+            "--workspace",
+            "--tests",
+            "--bin",
+            "coraft-node",
+            "--profile",
+        ])
+        .arg(&profile)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building coraft-node failed: {status}");
+    let bin = profile_dir.join("coraft-node");
+    assert!(bin.is_file(), "no coraft-node at {}", bin.display());
+    bin
+}
+
+/// Makes one `Ok` read stale: it now returns the value of a write that a
+/// later write had overwritten before the read began (what a leader serving
+/// reads from its own state without confirming its leadership can return).
+/// Returns the mutated event's index.
+fn make_one_read_stale(history: &mut History) -> Option<usize> {
+    let completions = history.completions().unwrap();
+    // (key, value, invoke, complete) of acknowledged writes.
+    let writes: Vec<(u64, u64, u64, u64)> = completions
+        .iter()
+        .filter_map(|c| match (c.operation, c.outcome, c.complete_ns) {
+            (Operation::Write { key, value }, Outcome::Ok { .. }, Some(end)) => Some((key, value, c.invoke_ns, end)),
+            _ => None,
+        })
+        .collect();
+    for read in &completions {
+        let (Operation::Read { key }, Outcome::Ok { value }) = (read.operation, read.outcome) else {
+            continue;
+        };
+        // An old write W and a newer write W2 on the key: W completed
+        // before W2 began, W2 completed before the read began.
+        let stale = writes.iter().find(|&&(k, old_value, _, old_end)| {
+            k == key
+                && Some(old_value) != value
+                && writes
+                    .iter()
+                    .any(|&(k2, _, new_start, new_end)| k2 == key && new_start > old_end && new_end < read.invoke_ns)
+        });
+        let Some(&(_, old_value, _, _)) = stale else {
+            continue;
+        };
+        // The read's completion event: the process's first completion after its invocation.
+        let index = history.events.iter().enumerate().position(|(_, event)| {
+            matches!(event, Event::Complete { process, time_ns, .. }
+                if *process == read.process && Some(*time_ns) == read.complete_ns)
+        })?;
+        if let Event::Complete { outcome, .. } = &mut history.events[index] {
+            *outcome = Outcome::Ok { value: Some(old_value) };
+        }
+        return Some(index);
+    }
+    None
+}
+
+#[test]
+fn a_short_run_under_kills_and_pauses_is_linearizable_and_a_stale_read_in_it_is_caught() {
+    let dir = tempfile::Builder::new().prefix("coraft-chaos-test").tempdir().unwrap();
+    let mut options = RunOptions::new(node_bin(), dir.path().to_path_buf(), 14);
+    options.duration = Duration::from_secs(20);
+    options.nemesis = FaultKind::parse_list("kill-leader,kill-all,stop-leader,stop-node").unwrap();
+    let report = run(&options).expect("the run completes");
+    let summary = report.summary();
+    if !report.passed() {
+        let kept = dir.keep();
+        panic!("the run failed; its files are kept in {}:\n{summary}", kept.display());
+    }
+    println!("{summary}");
+    let [ok, _, _] = report.outcomes;
+    assert!(ok > 100, "too few operations acknowledged:\n{summary}");
+    // The faults really happened: processes were killed and paused, and
+    // taking the leader down made another node lead.
+    let hit = |kinds: &[FaultKind]| {
+        report
+            .faults
+            .iter()
+            .any(|f| kinds.contains(&f.kind) && !f.nodes.is_empty())
+    };
+    assert!(
+        hit(&[FaultKind::KillLeader, FaultKind::KillAll]),
+        "no node killed:\n{summary}"
+    );
+    assert!(
+        hit(&[FaultKind::StopLeader, FaultKind::StopNode]),
+        "no node paused:\n{summary}"
+    );
+    assert!(
+        report
+            .faults
+            .iter()
+            .any(|f| f.leader_before.is_some() && f.leader_after.is_some() && f.leader_after != f.leader_before),
+        "the leader never changed:\n{summary}"
+    );
+    // The history file is the history checked.
+    let file = std::fs::File::open(dir.path().join("history.jsonl")).unwrap();
+    let mut history = History::read_json_lines(std::io::BufReader::new(file)).unwrap();
+    assert_eq!(history, report.history);
+    // One stale read planted in this real history is caught.
+    let mutated = make_one_read_stale(&mut history).expect("the run has a read after two ordered writes");
+    let verdict = check_registers(&history, STATES_EXPLORED_MAX).unwrap().verdict();
+    assert!(
+        matches!(verdict, Verdict::NotLinearizable { .. }),
+        "a stale read at event {mutated} was not caught: {verdict:?}"
+    );
+    // The lists too: one acknowledged append dropped from a later read of
+    // the real run is reported lost.
+    let mut lists = report.lists.clone();
+    assert!(lists.len() > 100, "too few list operations:\n{summary}");
+    let acknowledged: std::collections::HashMap<(u64, u64), u64> = lists
+        .iter()
+        .filter_map(|operation| match operation {
+            ListOperation::Append {
+                key,
+                value,
+                complete_ns,
+                outcome: AppendOutcome::Ok,
+                ..
+            } => Some(((*key, *value), *complete_ns)),
+            _ => None,
+        })
+        .collect();
+    let dropped = lists.iter_mut().find_map(|operation| match operation {
+        ListOperation::Read {
+            key,
+            invoke_ns,
+            values: Some(values),
+            ..
+        } if values
+            .first()
+            .and_then(|v| acknowledged.get(&(*key, *v)))
+            .is_some_and(|&end| end < *invoke_ns) =>
+        {
+            Some(values.remove(0))
+        }
+        _ => None,
+    });
+    let dropped = dropped.expect("the run has a list read after an acknowledged append");
+    assert!(
+        check_lists(&lists)
+            .iter()
+            .any(|v| matches!(v, ListViolation::LostAppend { value, .. } if *value == dropped)),
+        "dropping acknowledged append {dropped} from a read was not caught"
+    );
+}
+
+/// The run's namespaces and routes visible in the root namespace.
+fn network_traces() -> (Vec<String>, Vec<String>) {
+    let run = |args: &[&str]| {
+        let output = Command::new("ip").args(args).output().expect("ip runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let namespaces = run(&["netns", "list"])
+        .lines()
+        .filter(|l| l.starts_with("cchaos-"))
+        .map(String::from)
+        .collect();
+    let routes = run(&["route", "show", "table", "all"])
+        .lines()
+        .filter(|l| l.contains("10.213."))
+        .map(String::from)
+        .collect();
+    (namespaces, routes)
+}
+
+#[test]
+fn a_short_run_under_partitions_is_linearizable_and_leaves_no_namespace_or_route() {
+    if !coraft_chaos::netns::Network::available() {
+        eprintln!("skipped: partitions need root and `ip netns` (network namespaces)");
+        return;
+    }
+    let before = network_traces();
+    let dir = tempfile::Builder::new().prefix("coraft-chaos-part").tempdir().unwrap();
+    let mut options = RunOptions::new(node_bin(), dir.path().to_path_buf(), 21);
+    options.duration = Duration::from_secs(15);
+    options.nemesis = FaultKind::parse_list("partition").unwrap();
+    let report = run(&options).expect("the run completes");
+    let summary = report.summary();
+    assert_eq!(network_traces(), before, "the run left namespaces or routes behind");
+    if !report.passed() {
+        let kept = dir.keep();
+        panic!("the run failed; its files are kept in {}:\n{summary}", kept.display());
+    }
+    println!("{summary}");
+    let partitions: Vec<_> = report.faults.iter().filter(|f| f.kind.is_partition()).collect();
+    assert!(!partitions.is_empty(), "no partition:\n{summary}");
+    assert!(partitions.iter().all(|f| f.sides.len() == 2 && !f.nodes.is_empty()));
+    let [ok, _, _] = report.outcomes;
+    assert!(ok > 100, "too few operations acknowledged:\n{summary}");
+}

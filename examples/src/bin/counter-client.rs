@@ -83,7 +83,9 @@ fn main() -> Result<()> {
         }
         Request::Get => {
             let value = get(&mut client, wait)?;
-            println!("value {value} (leader: node {})", leader(&client));
+            // Any node may answer: a follower asks the leader for the
+            // read index and answers once it has applied that far.
+            println!("value {value} (read on node {})", leader(&client));
         }
     }
     Ok(())
@@ -136,6 +138,7 @@ fn get(client: &mut Client, wait: Duration) -> Result<i64> {
     }
 }
 
+/// The node that answered the last request (for a write, the leader).
 fn leader(client: &Client) -> String {
     client.leader_of(GROUP).map_or("unknown".into(), |n| n.to_string())
 }

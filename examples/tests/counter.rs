@@ -3,99 +3,15 @@
 //! with SIGKILL in the middle of a stream of increments; servers restarted
 //! from their data directories.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 
-/// How long a test waits for something that should happen in well under a
-/// second on an idle machine (CI machines are anything but idle).
-const EVENT_WAIT: Duration = Duration::from_secs(60);
+use common::{cluster_flag, data_dirs, describe, free_addresses, Guard, Server};
 
-/// A running `counter-server`, killed (SIGKILL) when dropped, however the
-/// test ends; its stdout lines are collected as they come.
-struct Server {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(id: usize, addresses: &[SocketAddr], data: &Path, extra: &[&str]) -> Server {
-        let peers: Vec<String> = addresses
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_counter-server"))
-            .args(["--id", &id.to_string(), "--listen", &addresses[id - 1].to_string()])
-            .args(["--peers", &peers.join(",")])
-            .arg("--data")
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("counter-server starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("piped");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Server { child, lines }
-    }
-
-    /// Waits until the server has printed a line containing `text` (at or
-    /// after line `from`), and returns it.
-    fn wait_for(&self, text: &str, from: usize) -> String {
-        let deadline = Instant::now() + EVENT_WAIT;
-        loop {
-            if let Some(line) = self.lines.lock().unwrap().iter().skip(from).find(|l| l.contains(text)) {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no line with `{text}` within {EVENT_WAIT:?}; the server printed:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn printed(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Kills a client process left running when a test fails.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
-
-fn cluster_flag(addresses: &[SocketAddr]) -> String {
-    addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
-}
+const SERVER: &str = env!("CARGO_BIN_EXE_counter-server");
 
 fn client_command(addresses: &[SocketAddr]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_counter-client"));
@@ -117,15 +33,6 @@ fn client(addresses: &[SocketAddr], args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// The value and the answering node in a client line `incr D -> value V
 /// (leader: node N)` or `value V (read on node N)`.
 fn value_and_node(line: &str) -> (i64, usize) {
@@ -144,10 +51,6 @@ fn value_and_node(line: &str) -> (i64, usize) {
     (value, node)
 }
 
-fn data_dirs(root: &Path) -> Vec<PathBuf> {
-    (1..=3).map(|i| root.join(format!("node-{i}"))).collect()
-}
-
 #[test]
 fn a_leader_killed_mid_stream_loses_no_acknowledged_increment_and_applies_none_twice() {
     let root = tempfile::tempdir().unwrap();
@@ -155,7 +58,7 @@ fn a_leader_killed_mid_stream_loses_no_acknowledged_increment_and_applies_none_t
     let dirs = data_dirs(root.path());
     let no_snapshots = ["--snapshot-interval-ms", "0"];
     let mut servers: Vec<Option<Server>> = (1..=3)
-        .map(|id| Some(Server::start(id, &addresses, &dirs[id - 1], &no_snapshots)))
+        .map(|id| Some(Server::start(SERVER, id, &addresses, &dirs[id - 1], &no_snapshots)))
         .collect();
     assert_eq!(value_and_node(&client(&addresses, &["incr", "5"])).0, 5);
     assert_eq!(value_and_node(&client(&addresses, &["incr", "-2"])).0, 3);
@@ -222,7 +125,7 @@ fn a_leader_killed_mid_stream_loses_no_acknowledged_increment_and_applies_none_t
     assert_ne!(answered_by, killed);
 
     // The killed node restarts from its log and catches up.
-    let restarted = Server::start(killed, &addresses, &dirs[killed - 1], &no_snapshots);
+    let restarted = Server::start(SERVER, killed, &addresses, &dirs[killed - 1], &no_snapshots);
     restarted.wait_for(&format!("-> value {}", 3 + increments), 0);
     servers[killed - 1] = Some(restarted);
 }
@@ -234,7 +137,7 @@ fn servers_restarted_from_their_data_dirs_load_their_snapshots_and_keep_the_valu
     let dirs = data_dirs(root.path());
     let snapshots = ["--snapshot-interval-ms", "100"];
     let servers: Vec<Server> = (1..=3)
-        .map(|id| Server::start(id, &addresses, &dirs[id - 1], &snapshots))
+        .map(|id| Server::start(SERVER, id, &addresses, &dirs[id - 1], &snapshots))
         .collect();
     let output = client(&addresses, &["incr", "7", "--repeat", "3"]);
     let values: Vec<i64> = output.lines().map(|l| value_and_node(l).0).collect();
@@ -245,7 +148,7 @@ fn servers_restarted_from_their_data_dirs_load_their_snapshots_and_keep_the_valu
     drop(servers); // SIGKILL all three
 
     let servers: Vec<Server> = (1..=3)
-        .map(|id| Server::start(id, &addresses, &dirs[id - 1], &snapshots))
+        .map(|id| Server::start(SERVER, id, &addresses, &dirs[id - 1], &snapshots))
         .collect();
     for server in &servers {
         server.wait_for("snapshot loaded: value 21", 0);

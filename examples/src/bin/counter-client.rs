@@ -12,36 +12,16 @@
 //! cluster applies at most once. `get` is linearizable: it sees every
 //! increment acknowledged before it began.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use coraft::client::{Client, ClientConfig, ClientFailure};
-use coraft::raft::GroupId;
-use coraft_examples::cli::{parse_cluster, NodeList};
 use coraft_examples::counter::{decode_increment_result, decode_value, encode_increment};
-
-/// The counter lives in this one Raft group (as in `counter-server`).
-const GROUP: GroupId = GroupId(1);
-
-/// How long one attempt on one node waits for its answer.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+use coraft_examples::request::{answered_by, read, write, ClientArgs};
 
 #[derive(Parser, Debug)]
 #[command(name = "counter-client", about = "Adds to and reads the replicated counter")]
 struct Args {
-    /// The servers: HOST:PORT,... (nodes 1, 2, 3... in that order, as their
-    /// --id), or ID=HOST:PORT,... as in counter-server's --peers.
-    #[arg(long, value_name = "NODES", value_parser = parse_cluster)]
-    cluster: NodeList,
-    /// The servers' --cluster-id.
-    #[arg(long, default_value_t = 1)]
-    cluster_id: u64,
-    /// Keep retrying (same session and sequence for an increment) this
-    /// long while no node answers, e.g. during an election.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    wait_secs: u64,
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Request,
 }
@@ -63,82 +43,24 @@ enum Request {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let wait = Duration::from_secs(args.wait_secs);
-    let mut client = Client::new(ClientConfig {
-        cluster_id: args.cluster_id,
-        nodes: args
-            .cluster
-            .0
-            .iter()
-            .map(|&(id, a): &(_, SocketAddr)| (id, vec![a]))
-            .collect(),
-        attempt_timeout: ATTEMPT_TIMEOUT,
-    });
+    let mut client = args.client.client();
     match args.command {
         Request::Incr { delta, repeat } => {
             for _ in 0..repeat {
-                let value = increment(&mut client, delta, wait)?;
-                println!("incr {delta} -> value {value} (leader: node {})", leader(&client));
+                let result = write(&mut client, &args.client, &encode_increment(delta))
+                    .with_context(|| format!("incr {delta}"))?;
+                let value =
+                    decode_increment_result(&result).map_err(|reason| anyhow::anyhow!("incr {delta}: {reason}"))?;
+                println!("incr {delta} -> value {value} (leader: node {})", answered_by(&client));
             }
         }
         Request::Get => {
-            let value = get(&mut client, wait)?;
+            let answer = read(&mut client, &args.client, &[]).context("get")?;
+            let value = decode_value(&answer).map_err(|reason| anyhow::anyhow!("get: {reason}"))?;
             // Any node may answer: a follower asks the leader for the
             // read index and answers once it has applied that far.
-            println!("value {value} (read on node {})", leader(&client));
+            println!("value {value} (read on node {})", answered_by(&client));
         }
     }
     Ok(())
-}
-
-/// One increment, retried with the same session and sequence until an
-/// answer comes or `wait` passes.
-fn increment(client: &mut Client, delta: i64, wait: Duration) -> Result<i64> {
-    let deadline = Instant::now() + wait;
-    let payload = encode_increment(delta);
-    let first_sequence = client.next_sequence();
-    let mut result = client.write(GROUP, &payload);
-    loop {
-        match result {
-            Ok(bytes) => return decode_increment_result(&bytes).map_err(|reason| anyhow::anyhow!("{reason}")),
-            Err(ClientFailure::GaveUp { last, .. }) if Instant::now() < deadline => {
-                // The client does not take a sequence until its session is
-                // registered: until then nothing was sent to apply.
-                if client.next_sequence() == first_sequence {
-                    eprintln!("no answer yet ({last}); trying again");
-                    result = client.write(GROUP, &payload);
-                } else {
-                    eprintln!("no answer yet ({last}); sending the increment again with the same session and sequence (applied at most once)");
-                    result = client.retry_write();
-                }
-            }
-            Err(ClientFailure::GaveUp { last, .. }) => bail!(
-                "no answer from the cluster within {} s (last: {last}); the increment may or may not have been applied",
-                wait.as_secs()
-            ),
-            Err(failure) => bail!("incr {delta}: {failure}"),
-        }
-    }
-}
-
-/// A linearizable read, retried until an answer comes or `wait` passes.
-fn get(client: &mut Client, wait: Duration) -> Result<i64> {
-    let deadline = Instant::now() + wait;
-    loop {
-        match client.read(GROUP, &[]) {
-            Ok(bytes) => return decode_value(&bytes).map_err(|reason| anyhow::anyhow!("{reason}")),
-            Err(ClientFailure::GaveUp { last, .. }) if Instant::now() < deadline => {
-                eprintln!("no answer yet ({last}); trying again");
-            }
-            Err(ClientFailure::GaveUp { last, .. }) => {
-                bail!("no answer from the cluster within {} s (last: {last})", wait.as_secs())
-            }
-            Err(failure) => bail!("get: {failure}"),
-        }
-    }
-}
-
-/// The node that answered the last request (for a write, the leader).
-fn leader(client: &Client) -> String {
-    client.leader_of(GROUP).map_or("unknown".into(), |n| n.to_string())
 }

@@ -118,3 +118,29 @@ fn kv_client_refuses_bad_commands_before_contacting_anyone() {
     assert!(fails(&addresses, &["scan", "--limit", "0"]).contains("--limit"));
     assert!(fails(&addresses, &["frobnicate"]).contains("frobnicate"));
 }
+
+#[test]
+fn kv_servers_restarted_from_their_data_dirs_load_their_snapshots() {
+    let root = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let dirs = data_dirs(root.path());
+    let snapshots = ["--snapshot-interval-ms", "100"];
+    let servers: Vec<Server> = (1..=3)
+        .map(|id| Server::start(SERVER, id, &addresses, &dirs[id - 1], &snapshots))
+        .collect();
+    ok(&addresses, &["put", "x", "1"]);
+    ok(&addresses, &["put", "y", "2"]);
+    for server in &servers {
+        server.wait_for("snapshot saved: 2 keys", 0);
+    }
+    drop(servers); // SIGKILL all three
+
+    let servers: Vec<Server> = (1..=3)
+        .map(|id| Server::start(SERVER, id, &addresses, &dirs[id - 1], &snapshots))
+        .collect();
+    for server in &servers {
+        server.wait_for("snapshot loaded: 2 keys", 0);
+    }
+    assert_eq!(ok(&addresses, &["scan"]).lines().collect::<Vec<_>>(), ["x=1", "y=2"]);
+    assert_eq!(ok(&addresses, &["put", "x", "3"]).trim(), "put x = 3 (was 1)");
+}

@@ -5,6 +5,9 @@
 //! ```sh
 //! cargo run --release -p coraft --example counter
 //! ```
+//!
+//! The same counter as three server processes and a client, for separate
+//! terminals: `counter-server` and `counter-client` (`docs/examples.md`).
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! floor is measured in the same run on the same directory.
 
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -188,10 +188,7 @@ fn fsync_floor_p50_us(dir: &std::path::Path) -> Result<u64> {
 }
 
 fn free_addresses(count: usize) -> Result<Vec<SocketAddr>> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()?;
-    Ok(listeners.iter().map(|l| l.local_addr().expect("bound")).collect())
+    Ok(coraft::ports::free_loopback_addresses(count)?)
 }
 
 struct Totals {

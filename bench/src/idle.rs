@@ -5,7 +5,7 @@
 //! resident memory (`VmRSS`) and Raft messages sent (its `/metrics`) over
 //! `--duration` seconds.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,13 +80,7 @@ impl Drop for Process {
 }
 
 fn free_addresses(count: usize) -> Result<Vec<SocketAddr>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<std::io::Result<_>>()?)
+    Ok(coraft::ports::free_loopback_addresses(count)?)
 }
 
 fn write_configs(dir: &Path, raft: &[SocketAddr], metrics: &[SocketAddr]) -> Result<Vec<PathBuf>> {

@@ -6,7 +6,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -54,17 +54,9 @@ fn io_error(what: String) -> impl FnOnce(std::io::Error) -> RunError {
     move |source| RunError::Io { what, source }
 }
 
-/// `count` free local ports (bound, then released for the nodes to take).
+/// `count` free local ports below the ephemeral range (see `coraft::ports`).
 fn free_ports(count: usize) -> Result<Vec<SocketAddr>, RunError> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(io_error("binding a free local port".into()))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(io_error("reading a bound port".into()))
+    coraft::ports::free_loopback_addresses(count).map_err(io_error("finding free local ports".into()))
 }
 
 impl Cluster {

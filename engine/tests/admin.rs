@@ -3,7 +3,7 @@
 //! the admin protocol itself on a raw connection: a malformed admin frame is
 //! answered with a typed error and the connection goes on serving.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
@@ -31,8 +31,7 @@ impl Drop for Process {
 
 /// `count` free loopback addresses.
 fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let ports: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    ports.iter().map(|l| l.local_addr().unwrap()).collect()
+    coraft::ports::free_loopback_addresses(count).unwrap()
 }
 
 /// Writes one config per node (`shards` unbound shards each, shard `s`

@@ -2,7 +2,7 @@
 //! executors (unpinned), talking over loopback TCP, persisting to real WALs
 //! with fdatasync in temp dirs.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,7 @@ impl StateMachine for Journal {
 }
 
 fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    coraft::ports::free_loopback_addresses(count).unwrap()
 }
 
 struct TestCluster {

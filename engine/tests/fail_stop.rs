@@ -5,7 +5,7 @@
 //! two elect a leader and go on acknowledging writes, while it answers
 //! every request with a `Storage` error and says so in its metrics.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,9 +56,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
-        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(listeners);
+        let addresses = coraft::ports::free_loopback_addresses(3).unwrap();
         let mut cluster = Cluster {
             dir: tempfile::tempdir().unwrap(),
             addresses,

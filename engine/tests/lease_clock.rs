@@ -149,9 +149,7 @@ impl RelayedCluster {
     fn start(read_mode: ReadMode) -> RelayedCluster {
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::tempdir().unwrap();
-        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(listeners);
+        let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
         let relays: Vec<Vec<Option<Relay>>> = (0..3)
             .map(|from| {
                 (0..3)
@@ -327,7 +325,7 @@ fn a_leader_stalled_past_its_lease_while_cut_off_never_serves_a_stale_lease_read
 #[test]
 fn a_lease_node_refuses_a_drift_margin_below_the_minimum() {
     let cluster_dir = tempfile::tempdir().unwrap();
-    let address = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let address = coraft::ports::free_loopback_addresses(1).unwrap()[0];
     let options = NodeOptions {
         cluster_id: 11,
         node_id: NodeId(1),

@@ -5,7 +5,7 @@
 //! consensus, and a group that lost two of three nodes is reset.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,11 +58,7 @@ const NODES_MAX: usize = 5;
 impl Cluster {
     fn start(initial: usize) -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
-        let listeners: Vec<TcpListener> = (0..NODES_MAX)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(listeners);
+        let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(NODES_MAX).unwrap();
         let peers = addresses
             .iter()
             .enumerate()

@@ -3,7 +3,6 @@
 //! start-up naming the field, and the node's log lines reach stderr.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -12,7 +11,7 @@ use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
 /// A single-voter node's config, one unbound shard, WAL under `dir`,
 /// changed by `edit`; returns its path.
 fn write_config(dir: &Path, edit: impl FnOnce(&mut NodeConfig)) -> PathBuf {
-    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let listen = coraft::ports::free_loopback_addresses(1).unwrap()[0];
     let mut config = NodeConfig {
         cluster_id: 5,
         node_id: 7,

@@ -12,7 +12,7 @@
 //! `send_snapshot`, a heartbeat in the leader's own term hit a deliberate
 //! panic, and any snapshot poisoned the whole shard.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,9 +70,7 @@ impl Cluster {
     fn start() -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::tempdir().unwrap();
-        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(listeners);
+        let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
         let peers: Vec<PeerSpec> = (0..3)
             .map(|i| PeerSpec {
                 id: NodeId(i as u64 + 1),

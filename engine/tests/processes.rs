@@ -1,7 +1,7 @@
 //! Real processes: three `coraft-node` processes started from TOML configs,
 //! a client over TCP, a node killed with SIGKILL and restarted from its WAL.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -100,9 +100,7 @@ fn count(bytes: &[u8]) -> u64 {
 #[test]
 fn three_node_processes_replicate_and_one_killed_recovers_from_its_wal() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let addresses: Vec<SocketAddr> = ports.iter().map(|l| l.local_addr().unwrap()).collect();
-    drop(ports);
+    let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
     let paths = write_configs(dir.path(), &addresses, None);
     let mut processes: Vec<Option<Process>> = paths.iter().map(|p| Some(start(p))).collect();
     let mut client = client_for(&addresses);
@@ -145,9 +143,7 @@ fn three_node_processes_replicate_and_one_killed_recovers_from_its_wal() {
 fn kv_nodes_replicate_registers_and_lists_and_refuse_an_unknown_state_machine() {
     use coraft::api::{KvOp, KvResult};
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let addresses: Vec<SocketAddr> = ports.iter().map(|l| l.local_addr().unwrap()).collect();
-    drop(ports);
+    let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
     let paths = write_configs(dir.path(), &addresses, None);
     let refused = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
         .args(["--config", paths[0].to_str().unwrap(), "--state-machine", "sql"])
@@ -216,9 +212,7 @@ fn resident_kib(pid: u32) -> u64 {
 #[test]
 fn a_stalled_follower_does_not_stop_the_leader_or_grow_its_memory_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<TcpListener> = (0..6).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let addresses: Vec<SocketAddr> = ports.iter().map(|l| l.local_addr().unwrap()).collect();
-    drop(ports);
+    let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(6).unwrap();
     let (raft, metrics) = addresses.split_at(3);
     let processes: Vec<Process> = write_configs(dir.path(), raft, Some(metrics))
         .iter()

@@ -2,7 +2,7 @@
 //! write the cluster cannot vouch for is refused with a typed error, never
 //! answered `Ok` without being applied, and a retried write applies once.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -33,9 +33,7 @@ struct Cluster {
 impl Cluster {
     fn start(session_timeout_ms: u64) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> = ports.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(ports);
+        let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
         let processes = write_configs(dir.path(), &addresses)
             .iter()
             .map(|path| {

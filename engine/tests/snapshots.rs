@@ -3,7 +3,7 @@
 //! newest valid one and applies only the entries after it. Real nodes in one
 //! process, over loopback TCP, with real WALs and snapshot files in temp dirs.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -194,9 +194,7 @@ impl TestCluster {
         slow_snapshots: Option<PathBuf>,
     ) -> TestCluster {
         let _ = env_logger::builder().is_test(true).try_init();
-        let listeners: Vec<TcpListener> = (0..nodes).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(listeners);
+        let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(nodes as usize).unwrap();
         let peers = (0..nodes)
             .map(|n| PeerSpec {
                 id: NodeId(n + 1),
@@ -383,13 +381,13 @@ impl TestCluster {
     /// Starts nodes 1..=`nodes` (the peers listed at the start stay).
     fn restart_with(&mut self, nodes: u64) {
         if self.peers.is_empty() {
-            let listeners: Vec<TcpListener> = (0..nodes).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-            self.peers = listeners
-                .iter()
+            self.peers = coraft::ports::free_loopback_addresses(nodes as usize)
+                .unwrap()
+                .into_iter()
                 .enumerate()
-                .map(|(n, l)| PeerSpec {
+                .map(|(n, address)| PeerSpec {
                     id: NodeId(n as u64 + 1),
-                    shard_addresses: vec![l.local_addr().unwrap()],
+                    shard_addresses: vec![address],
                 })
                 .collect();
         }

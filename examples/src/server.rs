@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use coraft::api::StateMachine;
-use coraft::raft::{GroupId, NodeId, ReadMode};
+use coraft::raft::{GroupId, LogIndex, NodeId, ReadMode};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
 
 use crate::cli::{parse_peers, NodeList};
@@ -86,20 +86,29 @@ where
         let interval = Duration::from_millis(args.snapshot_interval_ms);
         std::thread::Builder::new()
             .name("snapshots".into())
-            .spawn(move || loop {
-                std::thread::sleep(interval);
-                // Nothing applied yet (a new cluster electing): nothing to save.
-                match futures_lite::future::block_on(handle.status()) {
-                    Ok(status) if status.applied_index.0 == 0 => continue,
-                    Err(coraft::api::Error::Shutdown) => return,
-                    _ => {}
-                }
-                // Only a state that changed since the last snapshot is
-                // saved again (the engine returns the newest one's index).
-                match futures_lite::future::block_on(handle.snapshot()) {
-                    Ok(_) => {}
-                    Err(coraft::api::Error::Shutdown) => return,
-                    Err(error) => log::warn!("snapshot failed: {error}"),
+            .spawn(move || {
+                let mut durable = LogIndex(0);
+                loop {
+                    std::thread::sleep(interval);
+                    // Nothing applied yet (a new cluster electing): nothing to save.
+                    match futures_lite::future::block_on(handle.status()) {
+                        Ok(status) if status.applied_index.0 == 0 => continue,
+                        Err(coraft::api::Error::Shutdown) => return,
+                        _ => {}
+                    }
+                    // Only a state that changed since the last snapshot is
+                    // saved again (the engine returns the newest one's index).
+                    match futures_lite::future::block_on(handle.snapshot()) {
+                        // `on_snapshot_save` printed "snapshot saved" before
+                        // the files were synced; this says they are on disk.
+                        Ok(index) if index > durable => {
+                            durable = index;
+                            println!("node {node_id}: snapshot at index {index} is durable");
+                        }
+                        Ok(_) => {}
+                        Err(coraft::api::Error::Shutdown) => return,
+                        Err(error) => log::warn!("snapshot failed: {error}"),
+                    }
                 }
             })
             .context("starting the snapshot thread")?;

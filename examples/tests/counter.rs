@@ -143,7 +143,7 @@ fn servers_restarted_from_their_data_dirs_load_their_snapshots_and_keep_the_valu
     let values: Vec<i64> = output.lines().map(|l| value_and_node(l).0).collect();
     assert_eq!(values, [7, 14, 21]);
     for server in &servers {
-        server.wait_for("snapshot saved: value 21", 0);
+        server.wait_for_durable_snapshot("snapshot saved: value 21");
     }
     drop(servers); // SIGKILL all three
 

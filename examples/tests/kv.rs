@@ -131,7 +131,7 @@ fn kv_servers_restarted_from_their_data_dirs_load_their_snapshots() {
     ok(&addresses, &["put", "x", "1"]);
     ok(&addresses, &["put", "y", "2"]);
     for server in &servers {
-        server.wait_for("snapshot saved: 2 keys", 0);
+        server.wait_for_durable_snapshot("snapshot saved: 2 keys");
     }
     drop(servers); // SIGKILL all three
 

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,21 @@ impl Server {
         }
     }
 
+    /// Waits until the server has printed a line containing `text`, then
+    /// until it says a snapshot is durable after that line: `text` is what
+    /// `on_snapshot_save` prints, before the snapshot's files are synced.
+    pub fn wait_for_durable_snapshot(&self, text: &str) {
+        self.wait_for(text, 0);
+        let at = self
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .position(|l| l.contains(text))
+            .expect("just seen");
+        self.wait_for("is durable", at + 1);
+    }
+
     pub fn printed(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
@@ -91,8 +106,7 @@ impl Drop for Guard {
 }
 
 pub fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    coraft::ports::free_loopback_addresses(count).unwrap()
 }
 
 pub fn cluster_flag(addresses: &[SocketAddr]) -> String {

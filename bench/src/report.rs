@@ -16,7 +16,7 @@ const COLOURS: [&str; 8] = [
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 360.0;
 const MARGIN_LEFT: f64 = 70.0;
-const MARGIN_RIGHT: f64 = 20.0;
+const MARGIN_RIGHT: f64 = 40.0;
 const MARGIN_TOP: f64 = 20.0;
 const MARGIN_BOTTOM: f64 = 50.0;
 /// The percentile plot's x axis ends at 99.999 % (1/(1-q) = 10^5).
@@ -45,7 +45,11 @@ fn label(result: &PointResult, axis: Option<Axis>) -> String {
 /// The page.
 pub fn page(results: &[PointResult], machine: &Machine, command: &str, axis: Option<Axis>) -> String {
     let mut html = String::new();
-    let first = results.first().map(|r| r.settings.describe()).unwrap_or_default();
+    let mut first = results.first().map(|r| r.settings.describe()).unwrap_or_default();
+    if let Some(axis) = axis {
+        let name = serde_json::to_string(&axis).unwrap_or_default();
+        first = format!("{first} (the first point; the sweep varies {})", name.trim_matches('"'));
+    }
     let _ = write!(
         html,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>coraft-bench report</title>\n\
@@ -255,7 +259,7 @@ fn percentile_plot(results: &[PointResult], axis: Option<Axis>) -> String {
         let colour = COLOURS[index % COLOURS.len()];
         let mut points = Vec::new();
         if !result.latency_us.is_empty() {
-            for value in result.latency_us.iter_quantiles(1) {
+            for value in result.latency_us.iter_quantiles(5) {
                 let quantile = value.quantile_iterated_to();
                 if quantile >= 1.0 {
                     break;

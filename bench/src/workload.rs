@@ -342,6 +342,7 @@ pub fn run_driver(
                 &totals,
                 measure_from,
                 stop_at,
+                false,
             );
             continue;
         };
@@ -371,6 +372,7 @@ pub fn run_driver(
             &totals,
             measure_from,
             stop_at,
+            true,
         );
     }
     // Due requests never sent by the end count as unsent (measured part only).
@@ -399,6 +401,7 @@ fn settle(
     totals: &Totals,
     measure_from: Instant,
     stop_at: Instant,
+    open_loop: bool,
 ) {
     let now = Instant::now();
     for response in answers.drain(..) {
@@ -414,7 +417,11 @@ fn settle(
         free.push(slot);
         if response.result.is_ok() {
             totals.answered.fetch_add(1, Ordering::Relaxed);
-            if state.due >= measure_from && now <= stop_at {
+            // Closed loop: what was answered within the measurement. Open
+            // loop: every request due within it, however late its answer (the
+            // slowest answers are the ones that must not be left out).
+            let counted = state.due >= measure_from && if open_loop { state.due < stop_at } else { now <= stop_at };
+            if counted {
                 result
                     .latency_us
                     .record(now.duration_since(state.due).as_micros().max(1) as u64)

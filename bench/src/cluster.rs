@@ -1,101 +1,955 @@
-//! `coraft-bench` with no subcommand: an embedded 3-node cluster on loopback
-//! (real TCP, real WALs with fdatasync in a temp dir removed afterwards),
-//! driven by closed-loop clients through the client protocol. The fdatasync
-//! floor is measured in the same run on the same directory.
+//! `coraft-bench` with no subcommand: an embedded cluster on loopback (real
+//! TCP, real WALs with fdatasync in a temp dir removed afterwards), driven
+//! through the client protocol by closed-loop clients, or open-loop ones at
+//! a fixed `--rate`, with writes, reads or a mix ([`crate::workload`]). The
+//! fdatasync, TCP and replication floors are measured in the same run on the
+//! same directory; `--sweep` repeats the run per point and `--report` draws
+//! the points on one HTML page ([`crate::report`]).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use coraft::api::CommandCounter;
+use coraft::api::{CommandCounter, KvStore, KEYS_MAX};
 use coraft::raft::{GroupId, NodeId, ReadMode, Role};
-use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
-use coraft_net::schema::{ClientRequest, ClientRequestBatch, ClientResponseBatch};
-use coraft_net::{BlockingConnection, Hello, Role as NetRole};
+use coraft::runtime::{Node, NodeOptions, PeerSpec, ShardMetrics, StateMachineFactory};
 use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::workload::{Driver, DriverResult, Mix, ReadPath, StateMachineKind, Totals, Workload};
 
 const CLUSTER_ID: u64 = 0xC0_4A_F7;
 /// The replication floor runs at most this long (and warms up at most
 /// `FLOOR_WARMUP_MAX`), whatever the benchmark's own duration.
 const FLOOR_DURATION_MAX: Duration = Duration::from_secs(5);
 const FLOOR_WARMUP_MAX: Duration = Duration::from_secs(1);
-/// Bound on requests one driver sends in one frame.
-const DRIVER_BATCH_MAX: usize = 4096;
+/// The payload of a write when `--payload` is not given.
+const PAYLOAD_DEFAULT: usize = 16;
+/// The mix's share of reads when `--read-ratio` is not given (SOFAJRaft's 9:1).
+const READ_RATIO_DEFAULT: f64 = 0.9;
+/// The keyspace of the KV state machine when `--keys` is not given.
+const KEYS_DEFAULT: u64 = 10_000;
+/// Bound on the points of one `--sweep`.
+const SWEEP_POINTS_MAX: usize = 32;
 
-struct Options {
-    nodes: usize,
-    clients: usize,
-    payload: usize,
-    groups: u64,
-    shards: usize,
-    duration: Duration,
-    warmup: Duration,
-    drivers: usize,
-    json: bool,
-    spin_before_park: Option<Duration>,
-    /// `NodeOptions::wal_zero_ahead_bytes` of every node.
-    wal_zero_ahead_bytes: u64,
-    /// Run the replication floor ([`crate::floor`]) in the same run (3 nodes only).
-    floor: bool,
+/// The cluster benchmark's options (also the top-level options of
+/// `coraft-bench` with no subcommand).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Raft nodes in the cluster, odd (1 runs without replication).
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = crate::args::odd_nodes)]
+    pub nodes: usize,
+    /// Clients. Closed loop: each keeps one request outstanding. With --rate:
+    /// the most requests outstanding at once.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = crate::args::at_least_one)]
+    pub clients: usize,
+    /// Bytes of each write's command, 0 to 65536 [default: 16]. The counter
+    /// state machine only (the KV store's writes are 17-byte ops).
+    #[arg(long, value_name = "BYTES", value_parser = crate::args::payload_bytes)]
+    pub payload: Option<usize>,
+    /// Raft groups; clients are spread over them round-robin.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = crate::args::at_least_one_u64)]
+    pub groups: u64,
+    /// Shards (executors) per node; group g lives on shard g mod shards.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = crate::args::at_least_one)]
+    pub shards: usize,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10, value_name = "S", value_parser = crate::args::seconds_at_least_one)]
+    pub duration: u64,
+    /// Seconds of warm-up before measuring (requests due then are not counted).
+    #[arg(long, default_value_t = 2, value_name = "S", value_parser = crate::args::seconds)]
+    pub warmup: u64,
+    /// Driver threads (each one connection carrying many clients).
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = crate::args::at_least_one)]
+    pub drivers: usize,
+    /// What the clients send: writes, linearizable reads, or a mix.
+    #[arg(long, value_enum, default_value_t = Workload::Write)]
+    pub workload: Workload,
+    /// With --workload mixed: the share of requests that are reads, 0 to 1 [default: 0.9].
+    #[arg(long, value_name = "FRACTION", value_parser = crate::args::fraction)]
+    pub read_ratio: Option<f64>,
+    /// How reads are served [default: read-index].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub read_mode: Option<ReadPath>,
+    /// The nodes' state machine [default: kv with reads or --keys, else counter].
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub state_machine: Option<StateMachineKind>,
+    /// Keys the KV workload reads and writes, uniformly at random, 1 to
+    /// 1000000 [default: 10000].
+    #[arg(long, value_name = "N", value_parser = keys)]
+    pub keys: Option<u64>,
+    /// Open loop: offered requests per second over all clients, sent on a
+    /// fixed schedule; latency counts from each request's due time.
+    /// Without it the clients run a closed loop.
+    #[arg(long, value_name = "OPS", value_parser = crate::args::at_least_one_u64)]
+    pub rate: Option<u64>,
+    /// Run once per value of one option and print a row per point, e.g.
+    /// clients=1,16,64,256 (also payload=, groups=, shards=, rate=).
+    #[arg(long, value_name = "OPTION=V,V,...", value_parser = Sweep::parse)]
+    pub sweep: Option<Sweep>,
+    /// Write a self-contained HTML page (inline SVG, no network) with
+    /// throughput over time, latency percentiles, the floors, the machine and the command.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// glommio's spin before parking, in microseconds [default: off].
+    #[arg(long, value_name = "US")]
+    pub spin_before_park_us: Option<u64>,
+    /// Bytes each WAL zeroes ahead of its writes.
+    #[arg(long, default_value_t = coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT, value_name = "BYTES")]
+    pub wal_zero_ahead_bytes: u64,
+    /// Skip the replication floor (3 bare logs, no Raft) measured before the run.
+    #[arg(long)]
+    pub no_floor: bool,
+    /// Print one JSON line per point instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
-fn parse(args: Vec<String>) -> Result<Options> {
-    let mut options = Options {
-        nodes: 3,
-        clients: 64,
-        payload: 16,
-        groups: 1,
-        shards: 1,
-        duration: Duration::from_secs(10),
-        warmup: Duration::from_secs(2),
-        drivers: 2,
-        json: false,
-        spin_before_park: None,
-        floor: true,
-        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-    };
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| crate::number_after(&mut it, name);
-        match flag.as_str() {
-            "--nodes" => options.nodes = value("--nodes")? as usize,
-            "--clients" => options.clients = value("--clients")? as usize,
-            "--payload" => options.payload = value("--payload")? as usize,
-            "--groups" => options.groups = value("--groups")?,
-            "--shards" => options.shards = value("--shards")? as usize,
-            "--duration" => options.duration = Duration::from_secs(value("--duration")?),
-            "--warmup" => options.warmup = Duration::from_secs(value("--warmup")?),
-            "--drivers" => options.drivers = value("--drivers")? as usize,
-            "--spin-before-park-us" => {
-                options.spin_before_park = Some(Duration::from_micros(value("--spin-before-park-us")?))
+fn keys(raw: &str) -> Result<u64, String> {
+    match raw.parse::<u64>() {
+        Ok(keys) if keys >= 1 && keys <= KEYS_MAX as u64 => Ok(keys),
+        _ => Err(format!(
+            "expected a number of keys from 1 to {KEYS_MAX} (the KV store's KEYS_MAX)"
+        )),
+    }
+}
+
+/// Which option a sweep varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Axis {
+    Clients,
+    Payload,
+    Groups,
+    Shards,
+    Rate,
+}
+
+/// `--sweep OPTION=V,V,...`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sweep {
+    pub axis: Axis,
+    pub values: Vec<u64>,
+}
+
+impl Sweep {
+    fn parse(raw: &str) -> Result<Sweep, String> {
+        let (name, values) = raw
+            .split_once('=')
+            .ok_or("expected OPTION=V,V,..., e.g. clients=1,16,64,256")?;
+        let axis = match name.trim() {
+            "clients" => Axis::Clients,
+            "payload" => Axis::Payload,
+            "groups" => Axis::Groups,
+            "shards" => Axis::Shards,
+            "rate" => Axis::Rate,
+            other => {
+                return Err(format!(
+                    "cannot sweep `{other}`: expected clients, payload, groups, shards or rate"
+                ))
             }
-            "--json" => options.json = true,
-            "--no-floor" => options.floor = false,
-            "--wal-zero-ahead-bytes" => options.wal_zero_ahead_bytes = value("--wal-zero-ahead-bytes")?,
-            other => bail!(
-                "unknown option `{other}`; options: --nodes N --clients N --payload BYTES --groups N --shards N \
-                 --duration S --warmup S --drivers N --spin-before-park-us US --wal-zero-ahead-bytes N --no-floor --json"
-            ),
+        };
+        let values = values
+            .split(',')
+            .map(|value| {
+                let value = value.trim();
+                match axis {
+                    Axis::Payload => crate::args::payload_bytes(value).map(|v| v as u64),
+                    _ => crate::args::at_least_one_u64(value),
+                }
+                .map_err(|why| format!("{name} value `{value}`: {why}"))
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        if values.len() > SWEEP_POINTS_MAX {
+            return Err(format!(
+                "at most {SWEEP_POINTS_MAX} points (SWEEP_POINTS_MAX), not {}",
+                values.len()
+            ));
+        }
+        Ok(Sweep { axis, values })
+    }
+}
+
+/// One run's configuration, checked (a point of a sweep is one of these).
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub nodes: usize,
+    pub shards: usize,
+    pub groups: u64,
+    pub clients: usize,
+    pub drivers: usize,
+    pub workload: Workload,
+    /// Share of reads (0 for writes only, 1 for reads only).
+    pub read_ratio: f64,
+    pub read_mode: ReadPath,
+    pub state_machine: StateMachineKind,
+    /// Keys of the KV workload (0 with the counter).
+    pub keys: u64,
+    pub payload: usize,
+    /// Open loop's offered requests per second; `None`: closed loop.
+    pub rate: Option<u64>,
+    pub duration_s: u64,
+    pub warmup_s: u64,
+    pub spin_before_park_us: Option<u64>,
+    pub wal_zero_ahead_bytes: u64,
+    pub replication_floor: bool,
+}
+
+impl Settings {
+    /// Checks the options together; a combination the harness cannot honour
+    /// is refused with the reason.
+    pub fn from_args(args: &ClusterArgs) -> Result<Settings> {
+        let reads = args.workload != Workload::Write;
+        let state_machine = args.state_machine.unwrap_or(if reads || args.keys.is_some() {
+            StateMachineKind::Kv
+        } else {
+            StateMachineKind::Counter
+        });
+        let payload_swept = args.sweep.as_ref().is_some_and(|sweep| sweep.axis == Axis::Payload);
+        if state_machine == StateMachineKind::Kv && (args.payload.is_some() || payload_swept) {
+            bail!(
+                "--payload applies to the counter state machine; the KV store's writes are 17-byte ops \
+                 (key, value): drop --payload, or use --workload write without --keys"
+            );
+        }
+        if state_machine == StateMachineKind::Counter && args.keys.is_some() {
+            bail!("--keys needs the KV state machine (--state-machine kv); the counter has no keys");
+        }
+        if args.read_ratio.is_some() && args.workload != Workload::Mixed {
+            bail!("--read-ratio applies to --workload mixed only");
+        }
+        if args.read_mode.is_some() && !reads {
+            bail!("--read-mode applies to reads: use --workload read or mixed");
+        }
+        let read_mode = args.read_mode.unwrap_or(ReadPath::ReadIndex);
+        if read_mode == ReadPath::Follower {
+            if args.nodes < 3 {
+                bail!("--read-mode follower needs a follower: --nodes 3 or more");
+            }
+            if args.workload != Workload::Read {
+                bail!(
+                    "--read-mode follower runs with --workload read only: a client's connection goes to \
+                     one node, and writes must go to the leader"
+                );
+            }
+        }
+        if args
+            .rate
+            .is_some_and(|rate| rate < args.drivers.min(args.clients) as u64)
+        {
+            bail!(
+                "--rate must be at least one request per second per driver ({})",
+                args.drivers.min(args.clients)
+            );
+        }
+        Ok(Settings {
+            nodes: args.nodes,
+            shards: args.shards,
+            groups: args.groups,
+            clients: args.clients,
+            drivers: args.drivers,
+            workload: args.workload,
+            read_ratio: match args.workload {
+                Workload::Write => 0.0,
+                Workload::Read => 1.0,
+                Workload::Mixed => args.read_ratio.unwrap_or(READ_RATIO_DEFAULT),
+            },
+            read_mode,
+            state_machine,
+            keys: match state_machine {
+                StateMachineKind::Kv => args.keys.unwrap_or(KEYS_DEFAULT),
+                StateMachineKind::Counter => 0,
+            },
+            payload: match state_machine {
+                StateMachineKind::Kv => 17,
+                StateMachineKind::Counter => args.payload.unwrap_or(PAYLOAD_DEFAULT),
+            },
+            rate: args.rate,
+            duration_s: args.duration,
+            warmup_s: args.warmup,
+            spin_before_park_us: args.spin_before_park_us,
+            wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
+            replication_floor: !args.no_floor,
+        })
+    }
+
+    /// This configuration with the swept option set to `value`.
+    fn at(&self, axis: Axis, value: u64) -> Settings {
+        let mut point = self.clone();
+        match axis {
+            Axis::Clients => point.clients = value as usize,
+            Axis::Payload => point.payload = value as usize,
+            Axis::Groups => point.groups = value,
+            Axis::Shards => point.shards = value as usize,
+            Axis::Rate => point.rate = Some(value),
+        }
+        point
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "{} node(s), {} shard(s) each, {} group(s), {} clients on {} drivers, {}",
+            self.nodes,
+            self.shards,
+            self.groups,
+            self.clients,
+            self.drivers,
+            match self.rate {
+                Some(rate) => format!("open loop at {rate} requests/s"),
+                None => "closed loop".into(),
+            }
+        );
+        match self.workload {
+            Workload::Write => text += ", writes",
+            Workload::Read => text += &format!(", reads ({})", self.read_mode.name()),
+            Workload::Mixed => text += &format!(", {:.0} % reads ({})", self.read_ratio * 100.0, self.read_mode.name()),
+        }
+        match self.state_machine {
+            StateMachineKind::Counter => text += &format!(", counter state machine, {} B writes", self.payload),
+            StateMachineKind::Kv => text += &format!(", KV state machine over {} keys", self.keys),
+        }
+        text += &format!(
+            ", {} s after {} s warm-up, spin before park {}, WAL zero-ahead {} B",
+            self.duration_s,
+            self.warmup_s,
+            self.spin_before_park_us.map_or("off".into(), |us| format!("{us} µs")),
+            self.wal_zero_ahead_bytes
+        );
+        text
+    }
+}
+
+impl ReadPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadPath::ReadIndex => "read-index",
+            ReadPath::Lease => "lease",
+            ReadPath::Follower => "follower",
         }
     }
-    if options.clients == 0 || options.groups == 0 || options.shards == 0 || options.drivers == 0 {
-        bail!("--clients, --groups, --shards and --drivers must be at least 1");
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Write => "write",
+            Workload::Read => "read",
+            Workload::Mixed => "mixed",
+        }
     }
-    if options.nodes == 0 || options.nodes.is_multiple_of(2) {
-        bail!(
-            "--nodes must be odd (1, 3, 5, ...): a Raft cluster of {} nodes",
-            options.nodes
+}
+
+/// The command line as run, for the record.
+pub fn command_line() -> String {
+    std::env::args()
+        .map(|arg| {
+            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            } else {
+                arg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The floors one point was measured against, in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floors {
+    /// p50 of a 4 KiB O_DIRECT write + fdatasync in the WAL's directory.
+    pub fsync_p50_us: u64,
+    /// p50 of a 64-byte loopback ping-pong.
+    pub tcp_rtt_p50_us: u64,
+    /// The least one replicated write can take (2 RTT + fdatasync).
+    pub write_us: u64,
+    /// The least one read can take on this read path.
+    pub read_us: u64,
+}
+
+/// What one point measured.
+pub struct PointResult {
+    pub settings: Settings,
+    pub floors: Floors,
+    pub latency_us: Histogram<u64>,
+    pub reads: u64,
+    pub writes: u64,
+    pub errors: u64,
+    pub unsent: u64,
+    pub cpu: Duration,
+    /// Requests answered per second of the measurement, in order.
+    pub timeline: Vec<u64>,
+    pub replication_floor: Option<crate::floor::Floor>,
+    pub stages: Vec<(NodeId, ShardMetrics)>,
+}
+
+impl PointResult {
+    pub fn ops(&self) -> u64 {
+        self.latency_us.len()
+    }
+
+    pub fn ops_per_s(&self) -> f64 {
+        self.ops() as f64 / self.settings.duration_s as f64
+    }
+
+    pub fn quantile(&self, quantile: f64) -> u64 {
+        self.latency_us.value_at_quantile(quantile)
+    }
+
+    /// The floor the p50 is held against: the read floor when most
+    /// requests are reads, else the write floor.
+    pub fn floor_us(&self) -> f64 {
+        if self.settings.read_ratio >= 0.5 {
+            self.floors.read_us as f64
+        } else {
+            self.floors.write_us as f64
+        }
+    }
+
+    pub fn cpu_us_per_op(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.ops().max(1) as f64
+    }
+}
+
+/// Runs the cluster benchmark.
+pub fn run(args: ClusterArgs) -> Result<()> {
+    let settings = Settings::from_args(&args)?;
+    let points: Vec<Settings> = match &args.sweep {
+        Some(sweep) => sweep
+            .values
+            .iter()
+            .map(|&value| settings.at(sweep.axis, value))
+            .collect(),
+        None => vec![settings.clone()],
+    };
+    let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
+    let machine = Machine::detect(dir.path());
+    let command = command_line();
+    if !args.json {
+        println!(
+            "coraft cluster benchmark: {} node(s) on loopback, WAL fdatasync on",
+            settings.nodes
+        );
+        println!("  machine  {}", machine.describe());
+        println!("  command  {command}");
+        println!("  config   {}", settings.describe());
+        if let Some(sweep) = &args.sweep {
+            println!(
+                "  sweep    {} over {:?}",
+                serde_json::to_string(&sweep.axis).unwrap_or_default().trim_matches('"'),
+                sweep.values
+            );
+        }
+    }
+    let mut results = Vec::new();
+    for (index, point) in points.iter().enumerate() {
+        if args.sweep.is_some() && !args.json {
+            eprintln!("point {} of {}: {}", index + 1, points.len(), point.describe());
+        }
+        let result = run_point(point, dir.path(), args.json)?;
+        if args.json {
+            println!("{}", json_line(&result, &machine, &command));
+        } else if args.sweep.is_some() {
+            if index == 0 {
+                print_row_header();
+            }
+            print_row(&result);
+        } else {
+            print_table(&result);
+        }
+        results.push(result);
+    }
+    if let Some(path) = &args.report {
+        let page = crate::report::page(&results, &machine, &command, args.sweep.as_ref().map(|s| s.axis));
+        std::fs::write(path, page).with_context(|| format!("writing the report to {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Starts a cluster for `settings` in `dir`, drives it, shuts it down.
+fn run_point(settings: &Settings, dir: &Path, json: bool) -> Result<PointResult> {
+    let fsync_us = fsync_floor_p50_us(dir)?;
+    let rtt_us = tcp_rtt_floor_p50_us()?;
+    // One replicated write cannot take less than the client's round trip,
+    // the leader's round trip to a follower, and that follower's fdatasync
+    // (the leader's own runs beside it); one node needs no follower. A read
+    // takes the client's round trip, plus the leader's heartbeat round for
+    // a ReadIndex, plus the follower's round trip to the leader for a
+    // follower read.
+    let replicated = settings.nodes > 1;
+    let floors = Floors {
+        fsync_p50_us: fsync_us,
+        tcp_rtt_p50_us: rtt_us,
+        write_us: if replicated {
+            2 * rtt_us + fsync_us
+        } else {
+            rtt_us + fsync_us
+        },
+        read_us: match settings.read_mode {
+            _ if !replicated => rtt_us,
+            ReadPath::Lease => rtt_us,
+            ReadPath::ReadIndex => 2 * rtt_us,
+            ReadPath::Follower => 3 * rtt_us,
+        },
+    };
+    // The same closed loop on blocking threads with nothing but the physical
+    // work: what this machine allows three replicating logs (see `floor`).
+    let floor_refusal = crate::floor::refusal(settings.clients, settings.payload);
+    let wants_floor = settings.replication_floor && settings.nodes == 3;
+    if wants_floor && settings.workload != Workload::Write {
+        eprintln!("no replication floor in this run: it measures writes only");
+    } else if let (true, Some(refusal)) = (wants_floor, &floor_refusal) {
+        eprintln!("no replication floor in this run: {refusal}");
+    }
+    let replication_floor = if wants_floor && settings.workload == Workload::Write && floor_refusal.is_none() {
+        let floor_options = crate::floor::FloorOptions {
+            clients: settings.clients,
+            payload: settings.payload,
+            drivers: settings.drivers.min(settings.clients),
+            duration: Duration::from_secs(settings.duration_s).min(FLOOR_DURATION_MAX),
+            warmup: Duration::from_secs(settings.warmup_s).min(FLOOR_WARMUP_MAX),
+        };
+        if !json {
+            eprintln!(
+                "replication floor: {} s on blocking threads (--no-floor skips it)",
+                floor_options.duration.as_secs()
+            );
+        }
+        Some(crate::floor::run_floor(dir, &floor_options).context("the replication floor")?)
+    } else {
+        None
+    };
+    let addresses = free_addresses(settings.nodes * settings.shards)?;
+    let peers: Vec<PeerSpec> = (0..settings.nodes)
+        .map(|n| PeerSpec {
+            id: NodeId(n as u64 + 1),
+            shard_addresses: addresses[n * settings.shards..(n + 1) * settings.shards].to_vec(),
+        })
+        .collect();
+    let groups: Vec<GroupId> = (1..=settings.groups).map(GroupId).collect();
+    let factory: StateMachineFactory = match settings.state_machine {
+        StateMachineKind::Counter => Arc::new(|_| Box::new(CommandCounter::default())),
+        StateMachineKind::Kv => Arc::new(|_| Box::new(KvStore::default())),
+    };
+    let run_dir = tempfile::tempdir_in(dir).context("creating the run's WAL dir")?;
+    let mut nodes = Vec::new();
+    for peer in &peers {
+        let node_options = NodeOptions {
+            cluster_id: CLUSTER_ID,
+            node_id: peer.id,
+            peers: peers.clone(),
+            shard_cores: vec![None; settings.shards],
+            wal_dir: run_dir.path().join(format!("node-{}", peer.id)),
+            shard_wal_dirs: Vec::new(),
+            wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+            wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
+            wal_polled_io: false,
+            groups: groups.clone(),
+            tick: Duration::from_millis(10),
+            election_timeout_ticks: 30,
+            heartbeat_interval_ticks: 3,
+            read_mode: match settings.read_mode {
+                ReadPath::Lease => ReadMode::Lease,
+                ReadPath::ReadIndex | ReadPath::Follower => ReadMode::Safe,
+            },
+            protocol: Default::default(),
+            limits: Default::default(),
+            spin_before_park: settings.spin_before_park_us.map(Duration::from_micros),
+            metrics_listen: None,
+            quiesce_idle_groups: true,
+            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
+            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+            snapshot: coraft::runtime::SnapshotPolicy::default(),
+        };
+        nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
+    }
+    let outcome = drive(settings, &nodes, &peers, &groups, json);
+    // Where the time went, per node, from the engine's own metrics.
+    let mut stages = Vec::new();
+    for node in &nodes {
+        for shard in node.metrics() {
+            stages.push((node.id(), shard));
+        }
+    }
+    for node in nodes {
+        node.shutdown();
+    }
+    let (driven, cpu, timeline, errors) = outcome?;
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let (mut reads, mut writes, mut unsent) = (0, 0, 0);
+    for result in driven {
+        latency_us.add(&result.latency_us).ok();
+        reads += result.reads;
+        writes += result.writes;
+        unsent += result.unsent;
+    }
+    Ok(PointResult {
+        settings: settings.clone(),
+        floors,
+        latency_us,
+        reads,
+        writes,
+        errors,
+        unsent,
+        cpu,
+        timeline,
+        replication_floor,
+        stages,
+    })
+}
+
+type Driven = (Vec<DriverResult>, Duration, Vec<u64>, u64);
+
+/// Waits for leaders, runs the drivers, samples progress each second.
+fn drive(settings: &Settings, nodes: &[Node], peers: &[PeerSpec], groups: &[GroupId], json: bool) -> Result<Driven> {
+    // Wait for a leader in every group.
+    let mut leaders = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leaders.len() < groups.len() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not every group elected a leader within 30 s"
+        );
+        for &group in groups {
+            for node in nodes {
+                let status = futures_lite::future::block_on(node.group(group).status()).map_err(|e| anyhow!("{e}"))?;
+                if status.role == Role::Leader {
+                    leaders.insert(group, status.node);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Clients: round-robin over groups; drivers: per (target node, shard).
+    // The target is the group's leader, or for follower reads the next node.
+    let target_of = |group: GroupId| -> NodeId {
+        let leader: NodeId = leaders[&group];
+        match settings.read_mode {
+            ReadPath::Follower => NodeId(leader.0 % settings.nodes as u64 + 1),
+            _ => leader,
+        }
+    };
+    let mut by_target: std::collections::BTreeMap<(NodeId, usize), Vec<(u64, GroupId)>> = Default::default();
+    for client in 0..settings.clients {
+        let group = groups[client % groups.len()];
+        let shard = (group.0 % settings.shards as u64) as usize;
+        by_target
+            .entry((target_of(group), shard))
+            .or_default()
+            .push((client as u64 + 1, group));
+    }
+    let mut drivers = Vec::new();
+    let per_target = settings.drivers.div_ceil(by_target.len()).max(1);
+    for ((node, shard), clients) in by_target {
+        let chunk = clients.len().div_ceil(per_target).max(1);
+        for part in clients.chunks(chunk) {
+            drivers.push(Driver {
+                address: peers[node.0 as usize - 1].shard_addresses[shard],
+                cluster_id: CLUSTER_ID,
+                target_node: node,
+                shard,
+                clients: part.to_vec(),
+                rate: None,
+                seed: part[0].0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ node.0,
+            });
+        }
+    }
+    // Open loop: each driver offers its clients' share of the rate.
+    if let Some(rate) = settings.rate {
+        for driver in &mut drivers {
+            driver.rate = Some(rate as f64 * driver.clients.len() as f64 / settings.clients as f64);
+        }
+    }
+    let mix = Mix {
+        workload: settings.workload,
+        read_ratio: settings.read_ratio,
+        state_machine: settings.state_machine,
+        keys: settings.keys,
+        payload: settings.payload,
+    };
+    let totals = Arc::new(Totals::default());
+    let started = Instant::now();
+    let warmup = Duration::from_secs(settings.warmup_s);
+    let measure_from = started + warmup;
+    let stop_at = measure_from + Duration::from_secs(settings.duration_s);
+    let handles: Vec<_> = drivers
+        .into_iter()
+        .map(|driver| {
+            let (mix, totals) = (mix.clone(), totals.clone());
+            std::thread::spawn(move || crate::workload::run_driver(driver, mix, measure_from, stop_at, totals))
+        })
+        .collect();
+    // One sample a second: progress on stderr, and the measured seconds'
+    // throughput for the report.
+    let mut cpu_at_start = warmup.is_zero().then(crate::cluster::process_cpu);
+    let mut timeline = Vec::new();
+    let (mut last_answered, mut last_completed) = (0, 0);
+    let seconds = settings.warmup_s + settings.duration_s;
+    let (lead, tail) = if std::io::stderr().is_terminal() {
+        ("\r", "   ")
+    } else {
+        ("", "\n")
+    };
+    for second in 1..=seconds {
+        let at = started + Duration::from_secs(second);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let answered = totals.answered.load(Ordering::Relaxed);
+        let completed = totals.completed.load(Ordering::Relaxed);
+        if second == settings.warmup_s {
+            cpu_at_start = Some(process_cpu());
+        }
+        if second > settings.warmup_s {
+            timeline.push(completed - last_completed);
+        }
+        let phase = if second <= settings.warmup_s {
+            "warming up"
+        } else {
+            "measuring"
+        };
+        let errors = totals.errors.load(Ordering::Relaxed);
+        if !json || std::io::stderr().is_terminal() {
+            eprint!(
+                "{lead}{phase}: {:>10} ops/s, {errors} errors{tail}",
+                answered - last_answered
+            );
+            let _ = std::io::stderr().flush();
+        }
+        (last_answered, last_completed) = (answered, completed);
+    }
+    if !json || std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let cpu = process_cpu().saturating_sub(cpu_at_start.unwrap_or_default());
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.join().map_err(|_| anyhow!("a driver thread panicked"))??);
+    }
+    Ok((results, cpu, timeline, totals.errors.load(Ordering::Relaxed)))
+}
+
+fn json_line(result: &PointResult, machine: &Machine, command: &str) -> String {
+    let s = &result.settings;
+    let q = |quantile: f64| result.quantile(quantile);
+    // Field order as documented (serde_json would sort the keys).
+    format!(
+        "{{\"system\":\"coraft\",\"workload\":\"{}\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
+         \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
+         \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"tcp_rtt_floor_p50_us\":{},\
+         \"write_floor_us\":{},\"cpu_us_per_op\":{:.2}{},\"read_floor_us\":{},\"floor_us\":{:.0},\"reads\":{},\"writes\":{},\
+         \"unsent\":{},\"timeline_ops_per_s\":{},\"config\":{},\"machine\":{},\"command\":{}}}",
+        s.workload.name(),
+        s.nodes,
+        s.groups,
+        s.shards,
+        s.clients,
+        s.payload,
+        s.duration_s,
+        result.ops(),
+        result.ops_per_s(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        result.latency_us.max(),
+        result.errors,
+        result.floors.fsync_p50_us,
+        result.floors.tcp_rtt_p50_us,
+        result.floors.write_us,
+        result.cpu_us_per_op(),
+        result
+            .replication_floor
+            .as_ref()
+            .map(|f| format!(
+                ",\"floor_ops_per_s\":{:.0},\"floor_p50_us\":{},\"floor_p99_us\":{},\"floor_cpu_us_per_op\":{:.2}",
+                f.ops_per_s,
+                f.latency_us.value_at_quantile(0.5),
+                f.latency_us.value_at_quantile(0.99),
+                f.cpu_us_per_op
+            ))
+            .unwrap_or_default(),
+        result.floors.read_us,
+        result.floor_us(),
+        result.reads,
+        result.writes,
+        result.unsent,
+        serde_json::to_string(&result.timeline).expect("numbers serialize"),
+        serde_json::to_string(s).expect("settings serialize"),
+        serde_json::to_string(machine).expect("the machine serializes"),
+        serde_json::to_string(command).expect("a string serializes"),
+    )
+}
+
+fn print_row_header() {
+    println!(
+        "  {:>7} {:>7} {:>6} {:>6} {:>9} {:>12} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}",
+        "clients",
+        "payload",
+        "groups",
+        "shards",
+        "rate",
+        "ops/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "floor µs",
+        "p50/fl",
+        "CPU µs/op",
+        "errors"
+    );
+}
+
+fn print_row(result: &PointResult) {
+    let s = &result.settings;
+    println!(
+        "  {:>7} {:>7} {:>6} {:>6} {:>9} {:>12.0} {:>9} {:>9} {:>9} {:>9.0} {:>7.2} {:>9.2} {:>7}",
+        s.clients,
+        s.payload,
+        s.groups,
+        s.shards,
+        s.rate.map_or("closed".into(), |rate| rate.to_string()),
+        result.ops_per_s(),
+        result.quantile(0.5),
+        result.quantile(0.99),
+        result.quantile(0.999),
+        result.floor_us(),
+        result.quantile(0.5) as f64 / result.floor_us().max(1.0),
+        result.cpu_us_per_op(),
+        result.errors + result.unsent,
+    );
+}
+
+fn print_table(result: &PointResult) {
+    let s = &result.settings;
+    let q = |quantile: f64| result.quantile(quantile);
+    let seconds = s.duration_s as f64;
+    let what = match s.workload {
+        Workload::Write => "writes/s",
+        Workload::Read => "reads/s",
+        Workload::Mixed => "ops/s",
+    };
+    println!("  {what:<15} {:>12.0}", result.ops_per_s());
+    if s.workload == Workload::Mixed {
+        println!("  reads, writes   {:>12}, {} (measured)", result.reads, result.writes);
+    }
+    if let Some(rate) = s.rate {
+        println!(
+            "  offered         {:>12} /s (open loop; latency from each request's due time), {} never sent",
+            rate, result.unsent
         );
     }
-    if options.duration.is_zero() {
-        bail!("--duration must be at least 1 second");
+    println!("  latency p50     {:>9} µs", q(0.5));
+    println!("  latency p90     {:>9} µs", q(0.9));
+    println!("  latency p99     {:>9} µs", q(0.99));
+    println!("  latency p99.9   {:>9} µs", q(0.999));
+    println!("  latency max     {:>9} µs", result.latency_us.max());
+    println!("  errors          {:>12}", result.errors);
+    let floors = &result.floors;
+    println!(
+        "  fdatasync floor {:>9} µs (p50 of 4 KiB O_DIRECT write + fdatasync, same disk)",
+        floors.fsync_p50_us
+    );
+    if s.workload == Workload::Write {
+        println!(
+            "  p50 / floor     {:>12.2}",
+            q(0.5) as f64 / floors.fsync_p50_us.max(1) as f64
+        );
     }
-    Ok(options)
+    println!(
+        "  TCP RTT floor   {:>9} µs (p50 of a 64-byte loopback ping-pong)",
+        floors.tcp_rtt_p50_us
+    );
+    if s.workload != Workload::Read {
+        println!(
+            "  write floor     {:>9} µs ({}; p50 / this {:.2})",
+            floors.write_us,
+            if s.nodes > 1 {
+                "2 RTT + fdatasync: client to leader, leader to follower"
+            } else {
+                "RTT + fdatasync"
+            },
+            q(0.5) as f64 / floors.write_us.max(1) as f64
+        );
+    }
+    if s.workload != Workload::Write {
+        println!(
+            "  read floor      {:>9} µs ({}; p50 / this {:.2})",
+            floors.read_us,
+            match s.read_mode {
+                _ if s.nodes == 1 => "RTT",
+                ReadPath::Lease => "RTT: client to leader",
+                ReadPath::ReadIndex => "2 RTT: client to leader, heartbeat round",
+                ReadPath::Follower => "3 RTT: client to follower, follower to leader, heartbeat round",
+            },
+            q(0.5) as f64 / floors.read_us.max(1) as f64
+        );
+    }
+    println!(
+        "  CPU per op      {:>9.2} µs (this process's user + system time while measuring; {:.2} cores busy)",
+        result.cpu_us_per_op(),
+        result.cpu.as_secs_f64() / seconds
+    );
+    if let Some(f) = &result.replication_floor {
+        let fq = |quantile: f64| f.latency_us.value_at_quantile(quantile);
+        println!(
+            "  replication floor {:>7.0} writes/s, p50 {} µs, p99 {} µs, {:.2} µs CPU per write, \
+             flush p50/p99 {}/{} µs (3 logs group-committing, loopback, blocking threads, no Raft; \
+             `coraft-bench floor`)",
+            f.ops_per_s,
+            fq(0.5),
+            fq(0.99),
+            f.cpu_us_per_op,
+            f.flush_us.value_at_quantile(0.5),
+            f.flush_us.value_at_quantile(0.99)
+        );
+        println!(
+            "  against the floor   {:>5.2} of its writes/s, p50 {:.2}×, p99 {:.2}×",
+            result.ops_per_s() / f.ops_per_s.max(1.0),
+            q(0.5) as f64 / fq(0.5).max(1) as f64,
+            q(0.99) as f64 / fq(0.99).max(1) as f64
+        );
+    }
+    println!("  where the time goes (per node and shard, whole run incl. warm-up):");
+    println!(
+        "    node shard  leads  turns   stalls  WAL syncs  sync p50/p99 µs   proposal→result p50/p99 µs  turn p99 µs"
+    );
+    for (node, m) in &result.stages {
+        println!(
+            "    {:>4} {:>5} {:>6} {:>6} {:>8} {:>10} {:>8}/{:<8} {:>12}/{:<14} {:>10}",
+            node,
+            m.shard,
+            m.groups_led,
+            m.turns,
+            m.stalls,
+            m.wal_syncs,
+            m.wal_sync_us.value_at_quantile(0.5),
+            m.wal_sync_us.value_at_quantile(0.99),
+            m.proposal_us.value_at_quantile(0.5),
+            m.proposal_us.value_at_quantile(0.99),
+            m.turn_us.value_at_quantile(0.99),
+        );
+    }
+    println!("  stages of a write on the leaders, p50/p99 µs:");
+    println!("    node shard     queue wait   replication RTT   proposal→commit   apply batch");
+    for (node, m) in result.stages.iter().filter(|(_, m)| m.groups_led > 0) {
+        let pair = |h: &Histogram<u64>| format!("{}/{}", h.value_at_quantile(0.5), h.value_at_quantile(0.99));
+        println!(
+            "    {:>4} {:>5} {:>14} {:>17} {:>17} {:>13}",
+            node,
+            m.shard,
+            pair(&m.queue_us),
+            pair(&m.replication_us),
+            pair(&m.commit_us),
+            pair(&m.apply_us),
+        );
+    }
 }
 
 /// p50 of a 64-byte ping-pong over loopback TCP between two threads, in
@@ -189,482 +1043,4 @@ fn fsync_floor_p50_us(dir: &std::path::Path) -> Result<u64> {
 
 fn free_addresses(count: usize) -> Result<Vec<SocketAddr>> {
     Ok(coraft::ports::free_loopback_addresses(count)?)
-}
-
-struct Totals {
-    completed: AtomicU64,
-    errors: AtomicU64,
-}
-
-/// One driver: a connection to one (leader node, shard), carrying many
-/// closed-loop clients, each with one request outstanding.
-struct Driver {
-    address: SocketAddr,
-    target_node: NodeId,
-    shard: usize,
-    clients: Vec<(u64, GroupId)>,
-}
-
-fn run_driver(
-    driver: Driver,
-    payload: Vec<u8>,
-    measure_from: Instant,
-    stop_at: Instant,
-    totals: Arc<Totals>,
-) -> Result<Histogram<u64>> {
-    let hello = Hello {
-        cluster_id: CLUSTER_ID,
-        node_id: driver.clients.first().map_or(1, |c| c.0),
-        shard_id: 0,
-        target_shard_id: driver.shard as u32,
-        target_node_id: driver.target_node.0,
-        role: NetRole::Client,
-    };
-    let mut connection = BlockingConnection::connect(driver.address, &hello, Duration::from_secs(5))?;
-    connection.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut sequence: Vec<u64> = vec![0; driver.clients.len()];
-    let mut sent_at: Vec<Instant> = vec![Instant::now(); driver.clients.len()];
-    let slot_of: std::collections::HashMap<u64, usize> = driver
-        .clients
-        .iter()
-        .enumerate()
-        .map(|(slot, &(id, _))| (id, slot))
-        .collect();
-    // Each closed-loop client registers its session with its group first
-    // (through the log, as `coraft::client::Client` does); a session id is
-    // the client's id under this run's start time, unique per run.
-    let run_bits = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    let session = |slot: usize| (u128::from(run_bits) << 64) | u128::from(driver.clients[slot].0);
-    register_sessions(&mut connection, &driver, session)?;
-    let request = |slot: usize, sequence: u64| ClientRequest::Propose {
-        client_id: driver.clients[slot].0,
-        session: session(slot),
-        sequence,
-        lowest_unanswered: sequence,
-        group: driver.clients[slot].1 .0,
-        payload: payload.clone(),
-    };
-    let mut batch = ClientRequestBatch { requests: Vec::new() };
-    for slot in 0..driver.clients.len() {
-        sequence[slot] = 1;
-        sent_at[slot] = Instant::now();
-        batch.requests.push(request(slot, 1));
-        if batch.requests.len() == DRIVER_BATCH_MAX {
-            connection.send(&batch)?;
-            batch.requests.clear();
-        }
-    }
-    connection.send(&batch)?;
-    let mut outstanding = driver.clients.len();
-    while outstanding > 0 {
-        let frame = connection
-            .recv()?
-            .ok_or_else(|| anyhow!("node {} closed the connection", driver.target_node))?;
-        let Some(archived) = frame.client_responses() else {
-            continue;
-        };
-        let responses = rkyv::deserialize::<ClientResponseBatch, rkyv::rancor::Error>(archived)?;
-        batch.requests.clear();
-        let now = Instant::now();
-        for response in responses.responses {
-            let Some(&slot) = slot_of.get(&response.client_id) else {
-                continue;
-            };
-            if response.request_id != sequence[slot] {
-                continue;
-            }
-            outstanding -= 1;
-            if response.result.is_ok() {
-                if sent_at[slot] >= measure_from && now <= stop_at {
-                    histogram
-                        .record(now.duration_since(sent_at[slot]).as_micros().max(1) as u64)
-                        .ok();
-                    totals.completed.fetch_add(1, Ordering::Relaxed);
-                }
-            } else {
-                totals.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            if now < stop_at {
-                sequence[slot] += 1;
-                sent_at[slot] = now;
-                batch.requests.push(request(slot, sequence[slot]));
-                outstanding += 1;
-            }
-        }
-        if !batch.requests.is_empty() {
-            connection.send(&batch)?;
-        }
-    }
-    Ok(histogram)
-}
-
-/// Registers the session of every client of `driver` and waits until each
-/// registration is answered.
-fn register_sessions(
-    connection: &mut BlockingConnection,
-    driver: &Driver,
-    session: impl Fn(usize) -> u128,
-) -> Result<()> {
-    for chunk in (0..driver.clients.len()).collect::<Vec<_>>().chunks(DRIVER_BATCH_MAX) {
-        let requests = chunk
-            .iter()
-            .map(|&slot| ClientRequest::RegisterSession {
-                client_id: driver.clients[slot].0,
-                request_id: REGISTER_REQUEST_ID,
-                group: driver.clients[slot].1 .0,
-                session: session(slot),
-            })
-            .collect();
-        connection.send(&ClientRequestBatch { requests })?;
-    }
-    let mut unanswered = driver.clients.len();
-    while unanswered > 0 {
-        let frame = connection
-            .recv()?
-            .ok_or_else(|| anyhow!("node {} closed the connection", driver.target_node))?;
-        let Some(archived) = frame.client_responses() else {
-            continue;
-        };
-        let responses = rkyv::deserialize::<ClientResponseBatch, rkyv::rancor::Error>(archived)?;
-        for response in responses.responses {
-            if response.request_id != REGISTER_REQUEST_ID {
-                continue;
-            }
-            if let Err(error) = response.result {
-                bail!(
-                    "node {} refused to register client {}'s session: {error:?}",
-                    driver.target_node,
-                    response.client_id
-                );
-            }
-            unanswered -= 1;
-        }
-    }
-    Ok(())
-}
-
-/// The request id of session registrations (write sequences start at 1).
-const REGISTER_REQUEST_ID: u64 = 0;
-
-/// Runs the cluster benchmark.
-pub fn run(args: Vec<String>) -> Result<()> {
-    let options = parse(args)?;
-    let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
-    let floor_us = fsync_floor_p50_us(dir.path())?;
-    let rtt_us = tcp_rtt_floor_p50_us()?;
-    // One replicated write cannot take less than the client's round trip,
-    // the leader's round trip to a follower, and that follower's fdatasync
-    // (the leader's own runs beside it); one node needs no follower.
-    let write_floor_us = if options.nodes > 1 {
-        2 * rtt_us + floor_us
-    } else {
-        rtt_us + floor_us
-    };
-    // The same closed loop on blocking threads with nothing but the physical
-    // work: what this machine allows three replicating logs (see `floor`).
-    let floor_refusal = crate::floor::refusal(options.clients, options.payload);
-    if let (true, 3, Some(refusal)) = (options.floor, options.nodes, &floor_refusal) {
-        eprintln!("no replication floor in this run: {refusal}");
-    }
-    let replication_floor = if options.floor && options.nodes == 3 && floor_refusal.is_none() {
-        let floor_options = crate::floor::FloorOptions {
-            clients: options.clients,
-            payload: options.payload,
-            drivers: options.drivers.min(options.clients),
-            duration: options.duration.min(FLOOR_DURATION_MAX),
-            warmup: options.warmup.min(FLOOR_WARMUP_MAX),
-        };
-        if !options.json {
-            eprintln!(
-                "replication floor: {} s on blocking threads (--no-floor skips it)",
-                floor_options.duration.as_secs()
-            );
-        }
-        Some(crate::floor::run_floor(dir.path(), &floor_options).context("the replication floor")?)
-    } else {
-        None
-    };
-    let addresses = free_addresses(options.nodes * options.shards)?;
-    let peers: Vec<PeerSpec> = (0..options.nodes)
-        .map(|n| PeerSpec {
-            id: NodeId(n as u64 + 1),
-            shard_addresses: addresses[n * options.shards..(n + 1) * options.shards].to_vec(),
-        })
-        .collect();
-    let groups: Vec<GroupId> = (1..=options.groups).map(GroupId).collect();
-    let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
-    let mut nodes = Vec::new();
-    for peer in &peers {
-        let node_options = NodeOptions {
-            cluster_id: CLUSTER_ID,
-            node_id: peer.id,
-            peers: peers.clone(),
-            shard_cores: vec![None; options.shards],
-            wal_dir: dir.path().join(format!("node-{}", peer.id)),
-            shard_wal_dirs: Vec::new(),
-            wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
-            wal_zero_ahead_bytes: options.wal_zero_ahead_bytes,
-            wal_polled_io: false,
-            groups: groups.clone(),
-            tick: Duration::from_millis(10),
-            election_timeout_ticks: 30,
-            heartbeat_interval_ticks: 3,
-            read_mode: ReadMode::Safe,
-            protocol: Default::default(),
-            limits: Default::default(),
-            spin_before_park: options.spin_before_park,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
-            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-            session_timeout: std::time::Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-            snapshot: coraft::runtime::SnapshotPolicy::default(),
-        };
-        nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
-    }
-    // Wait for a leader in every group.
-    let mut leaders = std::collections::BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while leaders.len() < groups.len() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "not every group elected a leader within 30 s"
-        );
-        for &group in &groups {
-            for node in &nodes {
-                let status = futures_lite::future::block_on(node.group(group).status()).map_err(|e| anyhow!("{e}"))?;
-                if status.role == Role::Leader {
-                    leaders.insert(group, status.node);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Clients: round-robin over groups; drivers: per (leader, shard) target.
-    let mut by_target: std::collections::BTreeMap<(NodeId, usize), Vec<(u64, GroupId)>> = Default::default();
-    for client in 0..options.clients {
-        let group = groups[client % groups.len()];
-        let shard = (group.0 % options.shards as u64) as usize;
-        by_target
-            .entry((leaders[&group], shard))
-            .or_default()
-            .push((client as u64 + 1, group));
-    }
-    let mut drivers = Vec::new();
-    let per_target = options.drivers.div_ceil(by_target.len()).max(1);
-    for ((node, shard), clients) in by_target {
-        let chunk = clients.len().div_ceil(per_target).max(1);
-        for part in clients.chunks(chunk) {
-            drivers.push(Driver {
-                address: peers[node.0 as usize - 1].shard_addresses[shard],
-                target_node: node,
-                shard,
-                clients: part.to_vec(),
-            });
-        }
-    }
-    let totals = Arc::new(Totals {
-        completed: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    });
-    let started = Instant::now();
-    let measure_from = started + options.warmup;
-    let stop_at = measure_from + options.duration;
-    let payload = vec![0x5a; options.payload];
-    let handles: Vec<_> = drivers
-        .into_iter()
-        .map(|driver| {
-            let (payload, totals) = (payload.clone(), totals.clone());
-            std::thread::spawn(move || run_driver(driver, payload, measure_from, stop_at, totals))
-        })
-        .collect();
-    let done = Arc::new(AtomicBool::new(false));
-    let mut last = 0;
-    let mut cpu_at_start = None;
-    while Instant::now() < stop_at {
-        let now = Instant::now();
-        if cpu_at_start.is_none() && now + Duration::from_secs(1) >= measure_from {
-            std::thread::sleep(measure_from.saturating_duration_since(now));
-            cpu_at_start = Some(process_cpu());
-            if options.warmup.is_zero() {
-                continue;
-            }
-        } else {
-            std::thread::sleep(Duration::from_secs(1).min(stop_at.saturating_duration_since(now)));
-        }
-        let now = totals.completed.load(Ordering::Relaxed);
-        let phase = if Instant::now() < measure_from {
-            "warming up"
-        } else {
-            "measuring"
-        };
-        let (lead, tail) = if std::io::stderr().is_terminal() {
-            ("\r", "   ")
-        } else {
-            ("", "\n")
-        };
-        let errors = totals.errors.load(Ordering::Relaxed);
-        eprint!("{lead}{phase}: {:>10} ops/s, {errors} errors{tail}", now - last);
-        let _ = std::io::stderr().flush();
-        last = now;
-    }
-    eprintln!();
-    let cpu = process_cpu().saturating_sub(cpu_at_start.unwrap_or_default());
-    done.store(true, Ordering::Relaxed);
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    for handle in handles {
-        let driver = handle.join().map_err(|_| anyhow!("a driver thread panicked"))??;
-        histogram.add(&driver).ok();
-    }
-    // Where the time went, per node, from the engine's own metrics.
-    let mut stages = Vec::new();
-    for node in &nodes {
-        for shard in node.metrics() {
-            stages.push((node.id(), shard));
-        }
-    }
-    for node in nodes {
-        node.shutdown();
-    }
-    let ops = histogram.len();
-    let seconds = options.duration.as_secs_f64();
-    let errors = totals.errors.load(Ordering::Relaxed);
-    let q = |quantile: f64| histogram.value_at_quantile(quantile);
-    let cpu_us_per_op = cpu.as_secs_f64() * 1e6 / ops.max(1) as f64;
-    if options.json {
-        // Field order as documented (serde_json would sort the keys).
-        println!(
-            "{{\"system\":\"coraft\",\"workload\":\"write\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
-             \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
-             \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"tcp_rtt_floor_p50_us\":{},\"write_floor_us\":{},\"cpu_us_per_op\":{:.2}{}}}",
-            options.nodes,
-            options.groups,
-            options.shards,
-            options.clients,
-            options.payload,
-            options.duration.as_secs(),
-            ops,
-            ops as f64 / seconds,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            histogram.max(),
-            errors,
-            floor_us,
-            rtt_us,
-            write_floor_us,
-            cpu_us_per_op,
-            replication_floor
-                .as_ref()
-                .map(|f| format!(
-                    ",\"floor_ops_per_s\":{:.0},\"floor_p50_us\":{},\"floor_p99_us\":{},\"floor_cpu_us_per_op\":{:.2}",
-                    f.ops_per_s,
-                    f.latency_us.value_at_quantile(0.5),
-                    f.latency_us.value_at_quantile(0.99),
-                    f.cpu_us_per_op
-                ))
-                .unwrap_or_default()
-        );
-    } else {
-        println!(
-            "coraft cluster benchmark: {} node(s) on loopback, {} shard(s) each, {} group(s), WAL fdatasync on",
-            options.nodes, options.shards, options.groups
-        );
-        println!(
-            "  clients {}  payload {} B  duration {} s (after {} s warm-up)",
-            options.clients,
-            options.payload,
-            options.duration.as_secs(),
-            options.warmup.as_secs()
-        );
-        println!("  writes/s        {:>12.0}", ops as f64 / seconds);
-        println!("  latency p50     {:>9} µs", q(0.5));
-        println!("  latency p90     {:>9} µs", q(0.9));
-        println!("  latency p99     {:>9} µs", q(0.99));
-        println!("  latency p99.9   {:>9} µs", q(0.999));
-        println!("  latency max     {:>9} µs", histogram.max());
-        println!("  errors          {:>12}", errors);
-        println!(
-            "  fdatasync floor {:>9} µs (p50 of 4 KiB O_DIRECT write + fdatasync, same disk)",
-            floor_us
-        );
-        println!("  p50 / floor     {:>12.2}", q(0.5) as f64 / floor_us.max(1) as f64);
-        println!(
-            "  TCP RTT floor   {:>9} µs (p50 of a 64-byte loopback ping-pong)",
-            rtt_us
-        );
-        println!(
-            "  write floor     {:>9} µs ({}; p50 / this {:.2})",
-            write_floor_us,
-            if options.nodes > 1 {
-                "2 RTT + fdatasync: client to leader, leader to follower"
-            } else {
-                "RTT + fdatasync"
-            },
-            q(0.5) as f64 / write_floor_us.max(1) as f64
-        );
-        println!(
-            "  CPU per write   {:>9.2} µs (this process's user + system time while measuring; {:.2} cores busy)",
-            cpu_us_per_op,
-            cpu.as_secs_f64() / seconds
-        );
-        if let Some(f) = &replication_floor {
-            let fq = |quantile: f64| f.latency_us.value_at_quantile(quantile);
-            println!(
-                "  replication floor {:>7.0} writes/s, p50 {} µs, p99 {} µs, {:.2} µs CPU per write, \
-                 flush p50/p99 {}/{} µs (3 logs group-committing, loopback, blocking threads, no Raft; \
-                 `coraft-bench floor`)",
-                f.ops_per_s,
-                fq(0.5),
-                fq(0.99),
-                f.cpu_us_per_op,
-                f.flush_us.value_at_quantile(0.5),
-                f.flush_us.value_at_quantile(0.99)
-            );
-            println!(
-                "  against the floor   {:>5.2} of its writes/s, p50 {:.2}×, p99 {:.2}×",
-                ops as f64 / seconds / f.ops_per_s.max(1.0),
-                q(0.5) as f64 / fq(0.5).max(1) as f64,
-                q(0.99) as f64 / fq(0.99).max(1) as f64
-            );
-        }
-        println!("  where the time goes (per node and shard, whole run incl. warm-up):");
-        println!("    node shard  leads  turns   stalls  WAL syncs  sync p50/p99 µs   proposal→result p50/p99 µs  turn p99 µs");
-        for (node, m) in &stages {
-            println!(
-                "    {:>4} {:>5} {:>6} {:>6} {:>8} {:>10} {:>8}/{:<8} {:>12}/{:<14} {:>10}",
-                node,
-                m.shard,
-                m.groups_led,
-                m.turns,
-                m.stalls,
-                m.wal_syncs,
-                m.wal_sync_us.value_at_quantile(0.5),
-                m.wal_sync_us.value_at_quantile(0.99),
-                m.proposal_us.value_at_quantile(0.5),
-                m.proposal_us.value_at_quantile(0.99),
-                m.turn_us.value_at_quantile(0.99),
-            );
-        }
-        println!("  stages of a write on the leaders, p50/p99 µs:");
-        println!("    node shard     queue wait   replication RTT   proposal→commit   apply batch");
-        for (node, m) in stages.iter().filter(|(_, m)| m.groups_led > 0) {
-            let pair = |h: &hdrhistogram::Histogram<u64>| {
-                format!("{}/{}", h.value_at_quantile(0.5), h.value_at_quantile(0.99))
-            };
-            println!(
-                "    {:>4} {:>5} {:>14} {:>17} {:>17} {:>13}",
-                node,
-                m.shard,
-                pair(&m.queue_us),
-                pair(&m.replication_us),
-                pair(&m.commit_us),
-                pair(&m.apply_us),
-            );
-        }
-    }
-    Ok(())
 }

@@ -625,37 +625,38 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
 }
 
 /// `coraft-bench floor`: the replication floor alone.
-pub fn run(args: Vec<String>) -> Result<()> {
-    let mut options = FloorOptions {
-        clients: 64,
-        payload: 16,
-        drivers: 2,
-        duration: Duration::from_secs(5),
-        warmup: Duration::from_secs(1),
+#[derive(clap::Args, Debug, Clone)]
+pub struct FloorArgs {
+    /// Closed-loop clients, each with one write outstanding.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = crate::args::at_least_one)]
+    pub clients: usize,
+    /// Bytes of each write.
+    #[arg(long, default_value_t = 16, value_name = "BYTES", value_parser = crate::args::payload_bytes)]
+    pub payload: usize,
+    /// Threads driving the clients (at most one per client).
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = crate::args::at_least_one)]
+    pub drivers: usize,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 5, value_name = "S", value_parser = crate::args::seconds_at_least_one)]
+    pub duration: u64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 1, value_name = "S", value_parser = crate::args::seconds)]
+    pub warmup: u64,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `coraft-bench floor`.
+pub fn run(args: FloorArgs) -> Result<()> {
+    let options = FloorOptions {
+        clients: args.clients,
+        payload: args.payload,
+        drivers: args.drivers.min(args.clients),
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup),
     };
-    let mut json = false;
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| crate::number_after(&mut it, name);
-        match flag.as_str() {
-            "--clients" => options.clients = value("--clients")? as usize,
-            "--payload" => options.payload = value("--payload")? as usize,
-            "--drivers" => options.drivers = value("--drivers")? as usize,
-            "--duration" => options.duration = Duration::from_secs(value("--duration")?),
-            "--warmup" => options.warmup = Duration::from_secs(value("--warmup")?),
-            "--json" => json = true,
-            other => bail!(
-                "unknown option `{other}`; options: --clients N --payload BYTES --drivers N --duration S --warmup S --json"
-            ),
-        }
-    }
-    if options.clients == 0 || options.drivers == 0 {
-        bail!("--clients and --drivers must be at least 1");
-    }
-    options.drivers = options.drivers.min(options.clients);
-    if options.duration.is_zero() {
-        bail!("--duration must be at least 1 second");
-    }
+    let json = args.json;
     let dir = tempfile::tempdir().context("creating the floor's temp dir")?;
     let floor = run_floor(dir.path(), &options)?;
     let q = |quantile: f64| floor.latency_us.value_at_quantile(quantile);

@@ -15,6 +15,27 @@ use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
 
 const NODES: usize = 3;
 
+/// `coraft-bench idle`: needs `coraft-node` beside `coraft-bench`
+/// (`cargo build --release -p coraft --bin coraft-node`, same profile).
+#[derive(clap::Args, Debug, Clone)]
+pub struct IdleArgs {
+    /// Groups every node hosts.
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = crate::args::at_least_one_u64)]
+    pub groups: u64,
+    /// Seconds of measurement once every group is quiet.
+    #[arg(long, default_value_t = 30.0, value_name = "S", value_parser = crate::args::positive_seconds)]
+    pub duration: f64,
+    /// Seconds to wait for every group to elect a leader and go quiet.
+    #[arg(long, default_value_t = 180.0, value_name = "S", value_parser = crate::args::positive_seconds)]
+    pub settle_timeout: f64,
+    /// Keep idle groups heartbeating (the nodes' --no-quiesce).
+    #[arg(long)]
+    pub no_quiesce: bool,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 struct Options {
     groups: u64,
     duration: Duration,
@@ -23,39 +44,14 @@ struct Options {
     json: bool,
 }
 
-fn parse(args: Vec<String>) -> Result<Options> {
-    let mut options = Options {
-        groups: 10_000,
-        duration: Duration::from_secs(30),
-        settle_timeout: Duration::from_secs(180),
-        quiesce: true,
-        json: false,
-    };
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--groups" => options.groups = value()?.parse().context("--groups")?,
-            "--duration" => options.duration = Duration::from_secs_f64(value()?.parse().context("--duration")?),
-            "--settle-timeout" => {
-                options.settle_timeout = Duration::from_secs_f64(value()?.parse().context("--settle-timeout")?)
-            }
-            "--no-quiesce" => options.quiesce = false,
-            "--json" => options.json = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: coraft-bench idle [--groups N] [--duration S] [--settle-timeout S] [--no-quiesce] [--json]\n\
-                     needs coraft-node beside coraft-bench: cargo build --release -p coraft --bin coraft-node"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown option `{other}` for `coraft-bench idle`; try --help"),
-        }
+fn options(args: IdleArgs) -> Options {
+    Options {
+        groups: args.groups,
+        duration: Duration::from_secs_f64(args.duration),
+        settle_timeout: Duration::from_secs_f64(args.settle_timeout),
+        quiesce: !args.no_quiesce,
+        json: args.json,
     }
-    if options.groups == 0 {
-        bail!("--groups must be at least 1");
-    }
-    Ok(options)
 }
 
 /// Kills the process when dropped, however the run ends.
@@ -153,8 +149,8 @@ fn resident_mib(pid: u32) -> f64 {
     kib as f64 / 1024.0
 }
 
-pub fn run(args: Vec<String>) -> Result<()> {
-    let options = parse(args)?;
+pub fn run(args: IdleArgs) -> Result<()> {
+    let options = options(args);
     let node_binary = std::env::current_exe()?
         .parent()
         .context("the directory of coraft-bench")?

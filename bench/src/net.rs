@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Result};
 use coraft_net::bytes::Bytes;
 use coraft_net::futures_lite::{AsyncReadExt, AsyncWriteExt};
 use coraft_net::schema::{
@@ -55,60 +55,58 @@ struct Options {
     copy_payloads: bool,
 }
 
-fn parse(args: Vec<String>) -> Result<Options> {
-    let mut options = Options {
-        json: false,
-        sizes: DEFAULT_SIZES.to_vec(),
-        stream_seconds: DEFAULT_STREAM_SECONDS,
-        rtt_seconds: DEFAULT_RTT_SECONDS,
-        pinned: true,
-        spin_us: 0,
-        repeats: DEFAULT_REPEATS,
-        copy_payloads: false,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
-        match arg.as_str() {
-            "--json" => options.json = true,
-            "--unpinned" => options.pinned = false,
-            "--copy-payloads" => options.copy_payloads = true,
-            "--sizes" => {
-                options.sizes = value("--sizes")?
-                    .split(',')
-                    .map(|size| {
-                        size.trim()
-                            .parse::<usize>()
-                            .context("--sizes takes bytes, e.g. 64,4096")
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--seconds" => options.stream_seconds = value("--seconds")?.parse().context("--seconds")?,
-            "--rtt-seconds" => options.rtt_seconds = value("--rtt-seconds")?.parse().context("--rtt-seconds")?,
-            "--repeats" => options.repeats = value("--repeats")?.parse().context("--repeats")?,
-            "--spin-us" => options.spin_us = value("--spin-us")?.parse().context("--spin-us")?,
-            "-h" | "--help" => {
-                println!(
-                    "usage: coraft-bench net [--json] [--sizes 64,512,4096,65536] [--seconds 1] \
-                     [--repeats 3] [--rtt-seconds 1] [--spin-us 0] [--unpinned] [--copy-payloads]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown option `{other}`; try --help"),
-        }
+/// `coraft-bench net`: each point is one message size.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Message payload sizes in bytes, comma-separated (1 to 1048576 each).
+    #[arg(long, value_delimiter = ',', value_name = "BYTES,...", default_values_t = DEFAULT_SIZES, value_parser = message_size)]
+    pub sizes: Vec<usize>,
+    /// Seconds of each framed and raw stream measurement.
+    #[arg(long, default_value_t = DEFAULT_STREAM_SECONDS, value_name = "S", value_parser = crate::args::positive_seconds)]
+    pub seconds: f64,
+    /// Seconds of each round-trip measurement.
+    #[arg(long, default_value_t = DEFAULT_RTT_SECONDS, value_name = "S", value_parser = crate::args::positive_seconds)]
+    pub rtt_seconds: f64,
+    /// Times the framed and raw streams alternate (medians are reported).
+    #[arg(long, default_value_t = DEFAULT_REPEATS, value_name = "N", value_parser = crate::args::at_least_one)]
+    pub repeats: usize,
+    /// Microseconds each executor spins before parking (glommio's spin_before_park).
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    pub spin_us: u64,
+    /// Leave the two executors unpinned (default: pinned to cores 0 and 1).
+    #[arg(long)]
+    pub unpinned: bool,
+    /// Give each message a fresh payload copy instead of a shared one.
+    #[arg(long)]
+    pub copy_payloads: bool,
+    /// Print one JSON line per point instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn message_size(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(size) if (1..=1 << 20).contains(&size) => Ok(size),
+        _ => Err("expected message sizes in bytes from 1 to 1048576, e.g. 64,4096".into()),
     }
-    if options.repeats == 0 {
-        bail!("--repeats must be at least 1");
+}
+
+fn parse(args: NetArgs) -> Options {
+    Options {
+        json: args.json,
+        sizes: args.sizes,
+        stream_seconds: args.seconds,
+        rtt_seconds: args.rtt_seconds,
+        pinned: !args.unpinned,
+        spin_us: args.spin_us,
+        repeats: args.repeats,
+        copy_payloads: args.copy_payloads,
     }
-    if options.sizes.iter().any(|size| *size == 0 || *size > 1 << 20) {
-        bail!("message sizes must be in 1..=1048576 bytes");
-    }
-    Ok(options)
 }
 
 /// Runs the network benchmark with the given command-line arguments.
-pub fn run(args: Vec<String>) -> Result<()> {
-    let options = parse(args)?;
+pub fn run(args: NetArgs) -> Result<()> {
+    let options = parse(args);
     if !options.json {
         println!(
             "net: coraft-net frames vs raw TCP on loopback, same run ({}, spin_before_park {} us, {})",

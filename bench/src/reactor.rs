@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 
 /// CPU time of the calling thread.
@@ -40,15 +40,17 @@ async fn time<F: std::future::Future<Output = ()>>(name: &'static str, rounds: u
     }
 }
 
+/// `coraft-bench reactor`: no knobs; the loops run a fixed number of rounds.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReactorArgs {
+    /// Print one JSON line per loop instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the reactor floor.
-pub fn run(args: Vec<String>) -> Result<()> {
-    let mut json = false;
-    for arg in &args {
-        match arg.as_str() {
-            "--json" => json = true,
-            other => bail!("unknown option `{other}`; usage: coraft-bench reactor [--json]"),
-        }
-    }
+pub fn run(args: ReactorArgs) -> Result<()> {
+    let json = args.json;
     let points = LocalExecutorBuilder::new(Placement::Unbound)
         .name("reactor-floor")
         .spawn(|| async {

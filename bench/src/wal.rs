@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use coraft_wal::{Config, NewEntry, Wal};
 use glommio::io::OpenOptions;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -94,47 +94,55 @@ struct Options {
     polled_io: bool,
 }
 
-fn parse(args: Vec<String>) -> Result<Options> {
-    let mut options = Options {
-        json: false,
-        dir: None,
-        seconds: SECONDS_PER_SIDE_DEFAULT,
-        point: None,
-        raw_dsync: false,
-        per_entry: false,
-        polled_io: false,
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--json" => options.json = true,
-            "--dir" => options.dir = Some(args.next().context("--dir needs a path")?.into()),
-            "--seconds" => {
-                options.seconds = args.next().context("--seconds needs a value")?.parse()?;
-            }
-            "--raw-dsync" => options.raw_dsync = true,
-            "--per-entry" => options.per_entry = true,
-            "--polled-io" => options.polled_io = true,
-            "--point" => {
-                let point: usize = args.next().context("--point needs a number")?.parse()?;
-                if point >= POINTS.len() {
-                    bail!("--point must be below {}", POINTS.len());
-                }
-                options.point = Some(point);
-            }
-            "-h" | "--help" => {
-                println!("usage: coraft-bench wal [--json] [--dir DIR] [--seconds PER_SIDE] [--point N] [--raw-dsync] [--per-entry] [--polled-io]");
-                std::process::exit(0);
-            }
-            other => bail!("unknown option `{other}`; try --help"),
-        }
+/// `coraft-bench wal`: the WAL against raw O_DIRECT writes of the same
+/// bytes plus fdatasync, alternated on the same directory, per point.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WalArgs {
+    /// Directory for the WAL and the raw file (default: a temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Seconds each side (WAL, raw) runs per round.
+    #[arg(long, default_value_t = SECONDS_PER_SIDE_DEFAULT, value_name = "S", value_parser = crate::args::positive_seconds)]
+    pub seconds: f64,
+    /// Run only this point (0 to 4), for profiling.
+    #[arg(long, value_name = "N", value_parser = point)]
+    pub point: Option<usize>,
+    /// The raw side writes with O_DSYNC instead of write + fdatasync.
+    #[arg(long)]
+    pub raw_dsync: bool,
+    /// The WAL side appends one entry per call instead of batches.
+    #[arg(long)]
+    pub per_entry: bool,
+    /// Polled I/O for the WAL (the raw side then shares glommio's choice).
+    #[arg(long)]
+    pub polled_io: bool,
+    /// Print one JSON line per point instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn point(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(point) if point < POINTS.len() => Ok(point),
+        _ => Err(format!("expected a point number from 0 to {}", POINTS.len() - 1)),
     }
-    Ok(options)
+}
+
+fn parse(args: WalArgs) -> Options {
+    Options {
+        json: args.json,
+        dir: args.dir,
+        seconds: args.seconds,
+        point: args.point,
+        raw_dsync: args.raw_dsync,
+        per_entry: args.per_entry,
+        polled_io: args.polled_io,
+    }
 }
 
 /// Runs the WAL benchmark with the given command-line arguments.
-pub fn run(args: Vec<String>) -> Result<()> {
-    let options = parse(args)?;
+pub fn run(args: WalArgs) -> Result<()> {
+    let options = parse(args);
     let temp = match &options.dir {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,

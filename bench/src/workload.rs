@@ -1,0 +1,485 @@
+//! What the cluster benchmark's clients send, and the driver threads that
+//! send it: closed loop (each client keeps one request outstanding, the
+//! default) or open loop (`--rate`: requests fall due on a fixed schedule
+//! and each one's latency counts from when it was due, so a stall is charged
+//! to every request it delayed — no coordinated omission).
+//!
+//! Writes go through the log under a client session; reads are the client
+//! protocol's linearizable reads (ReadIndex or the leader's lease, as the
+//! nodes are configured, or sent to a follower, which asks the leader for
+//! the read index and answers from its own state machine).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use coraft::api::KvOp;
+use coraft::raft::{GroupId, NodeId};
+use coraft_net::schema::{ClientRequest, ClientRequestBatch, ClientResponseBatch};
+use coraft_net::{BlockingConnection, Hello, NetError, Role as NetRole};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Bound on requests one driver sends in one frame.
+const DRIVER_BATCH_MAX: usize = 4096;
+/// Bound on requests an open-loop driver holds that fell due while every
+/// client was busy; past it, due requests are counted as `unsent` (the
+/// cluster is far behind the offered rate) rather than queued.
+const OPEN_LOOP_BACKLOG_MAX: usize = 1 << 20;
+/// The request id of session registrations (write sequences start at 1).
+const REGISTER_REQUEST_ID: u64 = 0;
+/// Read request ids carry this bit, so they never equal a write's sequence.
+const READ_ID_BIT: u64 = 1 << 63;
+/// Longest an open-loop driver waits on its socket before checking its
+/// schedule again.
+const OPEN_LOOP_POLL_MAX: Duration = Duration::from_millis(1);
+/// A driver waiting longer than this for any answer gives up.
+const DRIVER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Only writes (through the log).
+    Write,
+    /// Only linearizable reads.
+    Read,
+    /// Reads and writes, `--read-ratio` of them reads (chosen per request).
+    Mixed,
+}
+
+/// How reads are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadPath {
+    /// The leader confirms leadership with a heartbeat round per read batch (ReadIndex).
+    ReadIndex,
+    /// The leader answers within its lease (check-quorum on), no round.
+    Lease,
+    /// A follower asks the leader for the read index and answers from its own copy.
+    Follower,
+}
+
+/// The state machine the nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateMachineKind {
+    /// Counts commands; a write carries `--payload` opaque bytes.
+    Counter,
+    /// `coraft::api::KvStore`: u64 registers over `--keys` keys.
+    Kv,
+}
+
+/// What every client of a run sends.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    pub workload: Workload,
+    pub read_ratio: f64,
+    pub state_machine: StateMachineKind,
+    pub keys: u64,
+    pub payload: usize,
+}
+
+impl Mix {
+    fn is_read(&self, rng: &mut Rng) -> bool {
+        match self.workload {
+            Workload::Write => false,
+            Workload::Read => true,
+            Workload::Mixed => rng.fraction() < self.read_ratio,
+        }
+    }
+
+    fn write_payload(&self, rng: &mut Rng, filler: &[u8]) -> Vec<u8> {
+        match self.state_machine {
+            StateMachineKind::Counter => filler.to_vec(),
+            StateMachineKind::Kv => KvOp::Write {
+                key: rng.below(self.keys),
+                value: rng.next(),
+            }
+            .encode(),
+        }
+    }
+
+    fn read_query(&self, rng: &mut Rng) -> Vec<u8> {
+        match self.state_machine {
+            StateMachineKind::Counter => Vec::new(),
+            StateMachineKind::Kv => KvOp::Read {
+                key: rng.below(self.keys),
+            }
+            .encode(),
+        }
+    }
+}
+
+/// xorshift64*: the drivers' key and mix choices (not the engine's).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+
+    fn fraction(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Counters every driver adds to while it runs (read by the progress line).
+#[derive(Default)]
+pub struct Totals {
+    /// Answered successfully, counted or not (warm-up included).
+    pub answered: AtomicU64,
+    /// Answered successfully within the measurement.
+    pub completed: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// One driver: a connection to one (node, shard), carrying many clients.
+pub struct Driver {
+    pub address: SocketAddr,
+    pub cluster_id: u64,
+    pub target_node: NodeId,
+    pub shard: usize,
+    /// (client id, its group).
+    pub clients: Vec<(u64, GroupId)>,
+    /// Open loop: this driver's share of `--rate`, requests per second.
+    pub rate: Option<f64>,
+    pub seed: u64,
+}
+
+/// What one driver measured.
+pub struct DriverResult {
+    pub latency_us: Histogram<u64>,
+    pub reads: u64,
+    pub writes: u64,
+    /// Open loop: requests that fell due but were never sent because the
+    /// backlog was full.
+    pub unsent: u64,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn is_timeout(error: &NetError) -> bool {
+    matches!(error, NetError::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
+/// One client's state within a driver.
+struct Slot {
+    /// The id of its outstanding request, if any.
+    outstanding: Option<u64>,
+    /// Its session's next write sequence.
+    sequence: u64,
+    /// Its read ids so far.
+    reads: u64,
+    /// When its outstanding request was due (closed loop: when it was sent).
+    due: Instant,
+    read: bool,
+}
+
+/// Runs one driver until `stop_at` and every answer is in.
+pub fn run_driver(
+    driver: Driver,
+    mix: Mix,
+    measure_from: Instant,
+    stop_at: Instant,
+    totals: Arc<Totals>,
+) -> Result<DriverResult> {
+    let hello = Hello {
+        cluster_id: driver.cluster_id,
+        node_id: driver.clients.first().map_or(1, |c| c.0),
+        shard_id: 0,
+        target_shard_id: driver.shard as u32,
+        target_node_id: driver.target_node.0,
+        role: NetRole::Client,
+    };
+    let mut connection = BlockingConnection::connect(driver.address, &hello, Duration::from_secs(5))?;
+    connection.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
+    let mut rng = Rng::new(driver.seed);
+    let filler = vec![0x5a; mix.payload];
+    // A session id is the client's id under this run's start time, unique per run.
+    let run_bits = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let session = |slot: usize| (u128::from(run_bits) << 64) | u128::from(driver.clients[slot].0);
+    if mix.workload != Workload::Read {
+        register_sessions(&mut connection, &driver, session)?;
+    }
+    let slot_of: HashMap<u64, usize> = driver
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(slot, &(id, _))| (id, slot))
+        .collect();
+    let now = Instant::now();
+    let mut slots: Vec<Slot> = (0..driver.clients.len())
+        .map(|_| Slot {
+            outstanding: None,
+            sequence: 0,
+            reads: 0,
+            due: now,
+            read: false,
+        })
+        .collect();
+    let mut free: Vec<usize> = (0..slots.len()).rev().collect();
+    let mut result = DriverResult {
+        latency_us: new_histogram(),
+        reads: 0,
+        writes: 0,
+        unsent: 0,
+    };
+    let mut batch = ClientRequestBatch { requests: Vec::new() };
+    // Open loop: requests due but not yet sent, and the schedule.
+    let mut backlog: VecDeque<Instant> = VecDeque::new();
+    let schedule_start = Instant::now();
+    let mut scheduled: u64 = 0;
+    let interval = driver.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+    let mut in_flight = 0usize;
+    let mut answers = Vec::new();
+    loop {
+        let now = Instant::now();
+        // Open loop: every request that fell due joins the backlog.
+        if let Some(interval) = interval {
+            loop {
+                let due = schedule_start + interval.mul_f64(scheduled as f64);
+                if due > now || due >= stop_at {
+                    break;
+                }
+                scheduled += 1;
+                if backlog.len() < OPEN_LOOP_BACKLOG_MAX {
+                    backlog.push_back(due);
+                } else if due >= measure_from {
+                    result.unsent += 1;
+                }
+            }
+        }
+        // Send: every free client at once (closed loop), or the due requests
+        // while a client is free (open loop).
+        while let Some(&slot) = free.last() {
+            let due = match interval {
+                None if now < stop_at => now,
+                None => break,
+                Some(_) => match backlog.pop_front() {
+                    Some(due) => due,
+                    None => break,
+                },
+            };
+            free.pop();
+            let read = mix.is_read(&mut rng);
+            let state = &mut slots[slot];
+            let (client_id, group) = driver.clients[slot];
+            let request = if read {
+                state.reads += 1;
+                let id = READ_ID_BIT | state.reads;
+                state.outstanding = Some(id);
+                ClientRequest::Read {
+                    client_id,
+                    request_id: id,
+                    group: group.0,
+                    payload: mix.read_query(&mut rng),
+                }
+            } else {
+                state.sequence += 1;
+                state.outstanding = Some(state.sequence);
+                ClientRequest::Propose {
+                    client_id,
+                    session: session(slot),
+                    sequence: state.sequence,
+                    lowest_unanswered: state.sequence,
+                    group: group.0,
+                    payload: mix.write_payload(&mut rng, &filler),
+                }
+            };
+            state.due = due;
+            state.read = read;
+            in_flight += 1;
+            batch.requests.push(request);
+            if batch.requests.len() == DRIVER_BATCH_MAX {
+                connection.send(&batch)?;
+                batch.requests.clear();
+            }
+        }
+        if !batch.requests.is_empty() {
+            connection.send(&batch)?;
+            batch.requests.clear();
+        }
+        if in_flight == 0 && now >= stop_at {
+            break;
+        }
+        if now > stop_at + DRIVER_READ_TIMEOUT {
+            bail!("node {} left {in_flight} requests unanswered", driver.target_node);
+        }
+        let Some(interval) = interval else {
+            // Closed loop: block until answers come.
+            let frame = connection
+                .recv()
+                .map_err(|error| anyhow!(error).context(format!("waiting for node {}", driver.target_node)))?
+                .ok_or_else(|| anyhow!("node {} closed the connection", driver.target_node))?;
+            answer(frame, &mut answers)?;
+            settle(
+                &mut answers,
+                &mut slots,
+                &slot_of,
+                &mut free,
+                &mut in_flight,
+                &mut result,
+                &totals,
+                measure_from,
+                stop_at,
+                false,
+            );
+            continue;
+        };
+        // Open loop: wait for answers, but wake when the next request falls due.
+        let next_due = schedule_start + interval.mul_f64(scheduled as f64);
+        let wait = next_due
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_micros(50), OPEN_LOOP_POLL_MAX);
+        if in_flight == 0 {
+            std::thread::sleep(wait);
+            continue;
+        }
+        connection.set_read_timeout(Some(wait))?;
+        match connection.recv() {
+            Ok(Some(frame)) => answer(frame, &mut answers)?,
+            Ok(None) => bail!("node {} closed the connection", driver.target_node),
+            Err(error) if is_timeout(&error) => continue,
+            Err(error) => return Err(anyhow!(error).context(format!("waiting for node {}", driver.target_node))),
+        }
+        settle(
+            &mut answers,
+            &mut slots,
+            &slot_of,
+            &mut free,
+            &mut in_flight,
+            &mut result,
+            &totals,
+            measure_from,
+            stop_at,
+            true,
+        );
+    }
+    // Due requests never sent by the end count as unsent (measured part only).
+    result.unsent += backlog.iter().filter(|due| **due >= measure_from).count() as u64;
+    Ok(result)
+}
+
+/// Decodes a frame's client responses into `answers` (other frames: none).
+fn answer(frame: coraft_net::Frame, answers: &mut Vec<coraft_net::schema::ClientResponse>) -> Result<()> {
+    if let Some(archived) = frame.client_responses() {
+        let responses = rkyv::deserialize::<ClientResponseBatch, rkyv::rancor::Error>(archived)?;
+        answers.extend(responses.responses);
+    }
+    Ok(())
+}
+
+/// Matches answers to their clients, records latencies, frees the clients.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    answers: &mut Vec<coraft_net::schema::ClientResponse>,
+    slots: &mut [Slot],
+    slot_of: &HashMap<u64, usize>,
+    free: &mut Vec<usize>,
+    in_flight: &mut usize,
+    result: &mut DriverResult,
+    totals: &Totals,
+    measure_from: Instant,
+    stop_at: Instant,
+    open_loop: bool,
+) {
+    let now = Instant::now();
+    for response in answers.drain(..) {
+        let Some(&slot) = slot_of.get(&response.client_id) else {
+            continue;
+        };
+        let state = &mut slots[slot];
+        if state.outstanding != Some(response.request_id) {
+            continue;
+        }
+        state.outstanding = None;
+        *in_flight -= 1;
+        free.push(slot);
+        if response.result.is_ok() {
+            totals.answered.fetch_add(1, Ordering::Relaxed);
+            // Closed loop: what was answered within the measurement. Open
+            // loop: every request due within it, however late its answer (the
+            // slowest answers are the ones that must not be left out).
+            let counted = state.due >= measure_from && if open_loop { state.due < stop_at } else { now <= stop_at };
+            if counted {
+                result
+                    .latency_us
+                    .record(now.duration_since(state.due).as_micros().max(1) as u64)
+                    .ok();
+                totals.completed.fetch_add(1, Ordering::Relaxed);
+                if state.read {
+                    result.reads += 1;
+                } else {
+                    result.writes += 1;
+                }
+            }
+        } else {
+            totals.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Registers the session of every client of `driver` and waits until each
+/// registration is answered.
+fn register_sessions(
+    connection: &mut BlockingConnection,
+    driver: &Driver,
+    session: impl Fn(usize) -> u128,
+) -> Result<()> {
+    for chunk in (0..driver.clients.len()).collect::<Vec<_>>().chunks(DRIVER_BATCH_MAX) {
+        let requests = chunk
+            .iter()
+            .map(|&slot| ClientRequest::RegisterSession {
+                client_id: driver.clients[slot].0,
+                request_id: REGISTER_REQUEST_ID,
+                group: driver.clients[slot].1 .0,
+                session: session(slot),
+            })
+            .collect();
+        connection.send(&ClientRequestBatch { requests })?;
+    }
+    let mut unanswered = driver.clients.len();
+    while unanswered > 0 {
+        let frame = connection
+            .recv()?
+            .ok_or_else(|| anyhow!("node {} closed the connection", driver.target_node))?;
+        let Some(archived) = frame.client_responses() else {
+            continue;
+        };
+        let responses = rkyv::deserialize::<ClientResponseBatch, rkyv::rancor::Error>(archived)?;
+        for response in responses.responses {
+            if response.request_id != REGISTER_REQUEST_ID {
+                continue;
+            }
+            if let Err(error) = response.result {
+                bail!(
+                    "node {} refused to register client {}'s session: {error:?}",
+                    driver.target_node,
+                    response.client_id
+                );
+            }
+            unanswered -= 1;
+        }
+    }
+    Ok(())
+}

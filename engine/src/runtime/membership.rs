@@ -352,6 +352,19 @@ impl Shard {
         }
     }
 
+    /// Connects to the nodes of the address books the groups restored from
+    /// their snapshots at start (`Group::restore_address_book`).
+    pub(super) fn learn_restored_addresses(&mut self) {
+        let books: Vec<_> = self
+            .groups
+            .values_mut()
+            .flat_map(|g| std::mem::take(&mut g.learned_addresses))
+            .collect();
+        for book in books {
+            self.learn_addresses(book);
+        }
+    }
+
     /// After configuration entries were applied: closes the connections to
     /// nodes no group of this shard counts as a member any more.
     pub(super) fn prune_peers(&mut self) {

@@ -890,7 +890,7 @@ async fn start_shard(
         let mut initial = recover_group(&wal, group, voters.clone())?;
         let recovered_hard_state = initial.hard_state;
         let mut state_machine = factory(group);
-        let (store, sessions) = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
+        let (store, sessions, addresses) = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
         let wal_purged = initial.snapshot.as_ref().map_or(LogIndex(0), |s| s.index);
         let mut config = RaftConfig::new(options.node_id, group);
         config.election_timeout_ticks = options.election_timeout_ticks;
@@ -909,6 +909,14 @@ async fn start_shard(
         let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
         let mut hosted = Group::new(core, state_machine);
         hosted.sessions = sessions;
+        if let Err(reason) = hosted.restore_address_book(&addresses) {
+            // Addresses are only where to connect: the static peers and
+            // later address-book entries still serve.
+            log::warn!(
+                "node {} group {group}: ignoring the snapshot's address book: {reason}",
+                options.node_id
+            );
+        }
         hosted.snapshots = Some(store);
         hosted.wal_purged = wal_purged;
         hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
@@ -945,6 +953,9 @@ async fn start_shard(
     };
     let mut shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
     shard_state.wal_faults = faults;
+    // Members added at run time whose address-book entries a snapshot
+    // compacted away: their addresses came with the snapshot.
+    shard_state.learn_restored_addresses();
     Ok((shard_state, bell))
 }
 
@@ -956,15 +967,23 @@ pub(crate) fn snapshot_dir(shard_wal_dir: &std::path::Path, group: GroupId) -> P
 
 /// Opens `group`'s snapshot store and, if it holds a valid snapshot, loads
 /// the newest into `state_machine` and records it in `initial`, so the core
-/// applies only the entries after it. Returns the store and the client
-/// sessions as of the snapshot (empty without one). A newer snapshot that
+/// applies only the entries after it. Returns the store, the client
+/// sessions and the address book's bytes as of the snapshot (empty without
+/// one). A newer snapshot that
 /// fails its checks is skipped with a warning naming its path and reason.
 fn load_snapshot(
     shard_wal_dir: &std::path::Path,
     group: GroupId,
     initial: &mut crate::raft::InitialState,
     state_machine: &mut dyn StateMachine,
-) -> Result<(super::snapshot_store::SnapshotStore, super::sessions::SessionTable), Error> {
+) -> Result<
+    (
+        super::snapshot_store::SnapshotStore,
+        super::sessions::SessionTable,
+        Vec<u8>,
+    ),
+    Error,
+> {
     let dir = snapshot_dir(shard_wal_dir, group);
     let store = super::snapshot_store::SnapshotStore::open(&dir, group)
         .map_err(|e| Error::Storage(format!("group {group}: opening the snapshot store: {e}")))?;
@@ -998,7 +1017,7 @@ fn load_snapshot(
                 skipped()
             )));
         }
-        return Ok((store, super::sessions::SessionTable::default()));
+        return Ok((store, super::sessions::SessionTable::default(), Vec::new()));
     };
     if let Some((index, _)) = purged.filter(|&(index, _)| snapshot.meta.index < index) {
         return Err(Error::Storage(format!(
@@ -1054,5 +1073,5 @@ fn load_snapshot(
         snapshot.meta.index
     );
     initial.loaded_snapshot = Some(snapshot.meta.clone());
-    Ok((store, sessions))
+    Ok((store, sessions, snapshot.addresses.clone()))
 }

@@ -1254,9 +1254,11 @@ fn take_snapshot(
         .snapshots
         .as_ref()
         .ok_or_else(|| error("the group has no snapshot store".into()))?;
-    // The session table and the view are taken together, at `applied`.
+    // The session table, the address book and the view are taken
+    // together, at `applied`.
+    let addresses = group.snapshot_address_book(&meta.configuration);
     let mut writer = store
-        .begin(meta, group.sessions.encode())
+        .begin_with_addresses(meta, group.sessions.encode(), addresses)
         .map_err(|e| error(e.to_string()))?;
     if let Some(view) = group.state_machine.snapshot_view() {
         write_off_loop(writer, view);

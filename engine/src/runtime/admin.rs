@@ -45,6 +45,11 @@ impl AdminService {
         }
     }
 
+    /// The cluster this node belongs to.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
     fn handle(&self, group: u64) -> GroupHandle {
         let shard = (group % self.apis.len() as u64) as usize;
         GroupHandle::new(GroupId(group), self.apis[shard].clone())

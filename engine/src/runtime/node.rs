@@ -708,9 +708,11 @@ impl GroupHandle {
     }
 
     /// Removes `node` (voter or learner) from the group. Removing the leader
-    /// itself is allowed: it leads until the removal is committed, then
-    /// sends TimeoutNow to the most caught-up remaining voter and steps
-    /// down, so leadership moves without waiting out an election timeout.
+    /// itself is allowed: it first hands leadership to the most caught-up
+    /// other voter (a transfer: caught up, then TimeoutNow), then asks the
+    /// new leader over the admin protocol to propose the removal, and
+    /// resolves with that answer; leadership moves without waiting out an
+    /// election timeout and no departing leader commits anything.
     /// The removed node learns it was removed, logs it, and never campaigns
     /// in the group again; members close their connection to it once no
     /// group of theirs counts it. Resolves once the removal is committed.

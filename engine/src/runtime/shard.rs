@@ -123,7 +123,7 @@ pub(crate) struct Shard {
     /// Deleting the WAL segments purges freed, off the loop.
     segment_deletion: super::compaction::SegmentDeletion,
     /// Answers admin requests (handed to the connection server).
-    admin: std::sync::Arc<super::admin::AdminService>,
+    pub(super) admin: std::sync::Arc<super::admin::AdminService>,
     /// The membership change each group has in flight (at most
     /// `MEMBERSHIP_CHANGES_IN_FLIGHT_MAX` per group).
     pub(super) membership_changes: BTreeMap<GroupId, super::membership::PendingChange>,

@@ -307,11 +307,12 @@ fn an_empty_node_joins_as_a_learner_under_writes_is_promoted_and_holds_every_ack
     }
     let leader = cluster.leader();
     let writer = Writer::start((1..=3).map(|n| cluster.handle(NodeId(n))).collect());
-    // Node 4 starts empty, knowing only itself and the leader.
+    // Node 4 starts empty, configured with only itself and the leader.
     cluster.launch(NodeId(4), Some(leader));
     let connections =
         |node: NodeId| cluster.members[node.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;
-    assert_eq!(connections(NodeId(4)), 1, "node 4 starts knowing only the leader");
+    // Its seed told it every member's address before it started.
+    assert_eq!(connections(NodeId(4)), 3, "node 4 starts connected to every member");
     block(cluster.handle(leader).add_learner(cluster.spec(NodeId(4)))).expect("learner added");
     let status = cluster.status(leader);
     assert!(status.configuration.learners.contains(&NodeId(4)), "{status:?}");
@@ -666,4 +667,22 @@ fn a_member_restarted_from_a_snapshot_past_the_address_book_entry_still_reaches_
     let applied = cluster.applied(restarted);
     assert!(applied.contains(&b"before-0".to_vec()), "restored from the snapshot");
     assert!(applied.contains(&b"led by 4".to_vec()) && applied.contains(&b"led by 1".to_vec()));
+}
+
+#[test]
+fn a_node_joining_through_a_follower_learns_the_leader_from_it_and_is_caught_up() {
+    let mut cluster = Cluster::start(3);
+    for i in 0..10 {
+        cluster.apply(format!("w-{i}").as_bytes());
+    }
+    let leader = cluster.leader();
+    let follower = NodeId(leader.0 % 3 + 1);
+    // Node 4 knows only itself and a follower; it asks the follower for
+    // the members' addresses before it starts.
+    cluster.launch(NodeId(4), Some(follower));
+    let connections = cluster.members[3].as_ref().unwrap().node.metrics()[0].peer_connections;
+    assert_eq!(connections, 3, "node 4 connects to every member, the leader included");
+    block(cluster.handle(leader).add_learner(cluster.spec(NodeId(4)))).expect("learner added");
+    cluster.caught_up(NodeId(4));
+    assert_eq!(cluster.applied(NodeId(4)).len(), 10);
 }

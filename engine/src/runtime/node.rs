@@ -294,6 +294,9 @@ pub(crate) enum ApiRequest {
         request: super::membership::MembershipRequest,
         reply: flume::Sender<Result<(), Error>>,
     },
+    Addresses {
+        reply: flume::Sender<BTreeMap<NodeId, Vec<SocketAddr>>>,
+    },
     Shutdown,
 }
 
@@ -385,8 +388,14 @@ impl Node {
     /// [`GroupHandle::add_voter`] on the leader). `options.peers` needs only
     /// this node and the leader (the other members' addresses come in the
     /// log's address book); a group whose WAL already holds entries
-    /// recovers as [`start`](Self::start) would.
-    pub fn start_joining(options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
+    /// recovers as [`start`](Self::start) would. The seed need not lead:
+    /// before starting, the node asks each peer in `options.peers` for the
+    /// addresses it knows (the admin request `Addresses`) and adds the
+    /// nodes it did not list, so it can answer whichever member leads; a
+    /// peer that does not answer is left out with a warning.
+    pub fn start_joining(mut options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
+        options.validate()?;
+        learn_from_seeds(&mut options);
         Node::launch(options, factory, false, true)
     }
 
@@ -529,6 +538,64 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How long a joining node waits for a seed's answer about addresses.
+const SEED_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Adds to `options.peers` the nodes its seeds know and it does not
+/// (`Node::start_joining`), each with as many shard addresses as this node
+/// runs shards (others are left out with a warning).
+fn learn_from_seeds(options: &mut NodeOptions) {
+    let seeds: Vec<(NodeId, SocketAddr)> = options
+        .peers
+        .iter()
+        .filter(|p| p.id != options.node_id)
+        .map(|p| (p.id, p.shard_addresses[0]))
+        .collect();
+    for (seed, address) in seeds {
+        let answer = crate::admin::AdminClient::connect(address, options.cluster_id, SEED_ANSWER_TIMEOUT)
+            .and_then(|mut client| client.call(coraft_net::admin::AdminRequest::Addresses));
+        let nodes = match answer {
+            Ok(coraft_net::admin::AdminReply::Addresses(nodes)) => nodes,
+            Ok(other) => {
+                log::warn!(
+                    "node {}: seed {seed} answered {other:?} when asked for addresses",
+                    options.node_id
+                );
+                continue;
+            }
+            Err(error) => {
+                log::warn!(
+                    "node {}: cannot ask seed {seed} at {address} for the members' addresses: {error}",
+                    options.node_id
+                );
+                continue;
+            }
+        };
+        for known in nodes {
+            let id = NodeId(known.node);
+            if options.peers.iter().any(|p| p.id == id) {
+                continue;
+            }
+            let parsed: Result<Vec<SocketAddr>, _> = known.shard_addresses.iter().map(|a| a.parse()).collect();
+            match parsed {
+                Ok(addresses) if addresses.len() == options.shard_count() => {
+                    log::info!("node {}: seed {seed} names node {id} at {addresses:?}", options.node_id);
+                    options.peers.push(PeerSpec {
+                        id,
+                        shard_addresses: addresses,
+                    });
+                }
+                _ => log::warn!(
+                    "node {}: seed {seed} names node {id} at {:?}, not {} shard addresses; left out",
+                    options.node_id,
+                    known.shard_addresses,
+                    options.shard_count()
+                ),
+            }
+        }
     }
 }
 

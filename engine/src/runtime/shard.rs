@@ -829,6 +829,9 @@ impl Shard {
                 let _ = reply.send(result);
             }
             ApiRequest::Membership { group, request, reply } => self.membership_request(group, request, reply),
+            ApiRequest::Addresses { reply } => {
+                let _ = reply.send(self.addresses.clone());
+            }
             ApiRequest::Shutdown => self.shutting_down = true,
         }
     }

@@ -694,3 +694,130 @@ fn rebalance_of_a_hundred_groups_on_three_nodes_leaves_each_leading_33_plus_or_m
         );
     }
 }
+
+/// Starts node `config` like `start_node`, its log (stderr, `info`) going
+/// to `log`.
+fn start_logged_node(config: &Path, groups: u64, log: &Path) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
+        .args(["--config", config.to_str().unwrap(), "--groups", &groups.to_string()])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("coraft-node starts");
+    Process(child)
+}
+
+#[test]
+fn removing_the_leader_hands_leadership_over_before_the_removal_and_the_removed_node_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let peers: Vec<Peer> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, &address)| Peer {
+            id: i as u64 + 1,
+            address,
+        })
+        .collect();
+    let mut logs = Vec::new();
+    let mut paths = Vec::new();
+    let mut _processes = Vec::new();
+    for id in 1..=3u64 {
+        let path = write_config(dir.path(), id, &peers, 1);
+        let log = dir.path().join(format!("node-{id}.log"));
+        _processes.push(start_logged_node(&path, 1, &log));
+        logs.push(log);
+        paths.push(path);
+    }
+    let config = paths[0].to_str().unwrap();
+    let (_, leaders) = settled(&paths[0], 3);
+    let old = leaders[0].1;
+    let log_of = |node: u64| std::fs::read_to_string(&logs[node as usize - 1]).unwrap();
+
+    let removed = admin(&["--config", config, "remove", "--id", &old.to_string(), "--group", "1"]);
+    assert_eq!(succeeds(&removed), format!("group 1: node {old} removed\n"));
+
+    // The old leader handed leadership over first; the new leader, not it,
+    // proposed the removal.
+    let old_log = log_of(old);
+    let handing = old_log
+        .find("handing leadership to node")
+        .unwrap_or_else(|| panic!("the old leader did not hand over first:\n{old_log}"));
+    assert!(!old_log.contains("proposed membership change"), "{old_log}");
+    let survivors: Vec<u64> = (1..=3).filter(|&n| n != old).collect();
+    let proposer: Vec<u64> = survivors
+        .iter()
+        .copied()
+        .filter(|&n| log_of(n).contains("proposed membership change"))
+        .collect();
+    assert_eq!(proposer.len(), 1, "one survivor proposed the removal");
+    let new = proposer[0];
+    assert!(
+        old_log[handing..].contains(&format!("handing leadership to node {new}")),
+        "{old_log}"
+    );
+    // The survivors agree: two voters, the new leader leading.
+    let survivor_config = paths[new as usize - 1].to_str().unwrap();
+    let report = until_leader_reports(&["--config", survivor_config], 1, "two voters", |group| {
+        group["voters"].as_array().map(Vec::len) == Some(2)
+    });
+    assert_eq!(report["voters"], json!(survivors));
+    // The removed node learns it, says so, and never leads again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log_of(old).contains("this node was removed from the group") {
+        assert!(
+            Instant::now() < deadline,
+            "the removed node never said so:\n{}",
+            log_of(old)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let node = addresses[old as usize - 1].to_string();
+    let status = group_status(&["--node", &node, "--cluster-id", "9"], 1).expect("the removed node answers");
+    let role = &status["nodes"][0]["groups"][0]["role"];
+    assert!(role.is_string() && *role != "leader", "{status}");
+}
+
+#[test]
+fn a_change_while_another_is_in_flight_is_refused_by_the_tool_with_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(4);
+    let (_processes, paths) = start_cluster(dir.path(), &addresses[..3], 1, 1);
+    let config = paths[0].to_str().unwrap();
+    let (_, leaders) = settled(&paths[0], 3);
+    let leader = leaders[0].1;
+    // Node 4 is never started: as a learner it cannot catch up, so
+    // add-voter stays in flight (until the node's request timeout).
+    let absent = addresses[3].to_string();
+    let first = Process(
+        Command::new(env!("CARGO_BIN_EXE_coraft-admin"))
+            .args([
+                "--config",
+                config,
+                "add-voter",
+                "--id",
+                "4",
+                "--address",
+                &absent,
+                "--group",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("coraft-admin runs"),
+    );
+    until_leader_reports(&["--config", config], 1, "node 4 a learner", |group| {
+        group["learners"].as_array().is_some_and(|l| l.contains(&json!(4)))
+    });
+    let follower = (1..=3).find(|&n| n != leader).unwrap().to_string();
+    let refused = admin(&["--config", config, "remove", "--id", &follower, "--group", "1"]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains("group 1 has a membership change in progress: retry once it ends"),
+        "{}",
+        stderr(&refused)
+    );
+    drop(first);
+}

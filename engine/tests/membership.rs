@@ -37,6 +37,28 @@ impl StateMachine for Journal {
     fn on_query(&self, _query: &[u8]) -> Vec<u8> {
         (self.applied.lock().unwrap().len() as u64).to_le_bytes().to_vec()
     }
+
+    fn on_snapshot_save(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        for command in self.applied.lock().unwrap().iter() {
+            writer.write_all(&(command.len() as u32).to_le_bytes())?;
+            writer.write_all(command)?;
+        }
+        Ok(())
+    }
+
+    fn on_snapshot_load(&mut self, reader: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes)?;
+        let mut applied = self.applied.lock().unwrap();
+        applied.clear();
+        let mut rest = bytes.as_slice();
+        while rest.len() >= 4 {
+            let length = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            applied.push(rest[4..4 + length].to_vec());
+            rest = &rest[4 + length..];
+        }
+        Ok(())
+    }
 }
 
 struct Member {
@@ -51,12 +73,17 @@ struct Cluster {
     peers: Vec<PeerSpec>,
     initial: usize,
     members: Vec<Option<Member>>,
+    snapshot: coraft::runtime::SnapshotPolicy,
 }
 
 const NODES_MAX: usize = 5;
 
 impl Cluster {
     fn start(initial: usize) -> Cluster {
+        Cluster::start_with(initial, coraft::runtime::SnapshotPolicy::default())
+    }
+
+    fn start_with(initial: usize, snapshot: coraft::runtime::SnapshotPolicy) -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
         let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(NODES_MAX).unwrap();
         let peers = addresses
@@ -72,6 +99,7 @@ impl Cluster {
             peers,
             initial,
             members: (0..NODES_MAX).map(|_| None).collect(),
+            snapshot,
         };
         for n in 1..=initial {
             cluster.launch(NodeId(n as u64), None);
@@ -102,7 +130,7 @@ impl Cluster {
             quiesce_idle_groups: true,
             request_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(600),
-            snapshot: coraft::runtime::SnapshotPolicy::default(),
+            snapshot: self.snapshot.clone(),
         }
     }
 
@@ -275,11 +303,12 @@ fn an_empty_node_joins_as_a_learner_under_writes_is_promoted_and_holds_every_ack
     }
     let leader = cluster.leader();
     let writer = Writer::start((1..=3).map(|n| cluster.handle(NodeId(n))).collect());
-    // Node 4 starts empty, knowing only itself and the leader.
+    // Node 4 starts empty, configured with only itself and the leader.
     cluster.launch(NodeId(4), Some(leader));
     let connections =
         |node: NodeId| cluster.members[node.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;
-    assert_eq!(connections(NodeId(4)), 1, "node 4 starts knowing only the leader");
+    // Its seed told it every member's address before it started.
+    assert_eq!(connections(NodeId(4)), 3, "node 4 starts connected to every member");
     block(cluster.handle(leader).add_learner(cluster.spec(NodeId(4)))).expect("learner added");
     let status = cluster.status(leader);
     assert!(status.configuration.learners.contains(&NodeId(4)), "{status:?}");
@@ -565,4 +594,91 @@ fn a_node_of_the_highest_election_priority_is_elected_and_the_others_still_can()
     cluster.apply(b"one");
     cluster.stop(cluster.leader());
     cluster.apply(b"two");
+}
+
+#[test]
+fn a_member_restarted_from_a_snapshot_past_the_address_book_entry_still_reaches_the_added_node() {
+    // No log is kept below a snapshot: two snapshots after node 4 was added
+    // purge the address-book entry that named it from every WAL.
+    let policy = coraft::runtime::SnapshotPolicy {
+        log_tail_entries: 0,
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start_with(3, policy);
+    for i in 0..10 {
+        cluster.apply(format!("before-{i}").as_bytes());
+    }
+    let leader = cluster.leader();
+    cluster.launch(NodeId(4), Some(leader));
+    block(cluster.handle(leader).add_voter(cluster.spec(NodeId(4)))).expect("voter added");
+    let added_at = cluster.status(leader).commit_index;
+    for round in 0..2 {
+        for i in 0..5 {
+            cluster.apply(format!("round-{round}-{i}").as_bytes());
+        }
+        for node in [1, 2, 3, 4].map(NodeId) {
+            cluster.caught_up(node);
+        }
+        for node in [1, 2, 3, 4].map(NodeId) {
+            block(cluster.handle(node).snapshot()).expect("snapshot");
+        }
+    }
+    // Node 1 restarts from its snapshot with the peers of its options (1, 2
+    // and 3): node 4's address is in no entry its WAL still holds.
+    let restarted = NodeId(1);
+    cluster.stop(restarted);
+    cluster.launch(restarted, None);
+    let status = cluster.status(restarted);
+    assert!(
+        status.first_index > added_at && status.snapshot_index > added_at,
+        "the log was compacted past node 4's addition at {added_at}: {status:?}"
+    );
+    let connections =
+        |node: NodeId| cluster.members[node.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;
+    assert_eq!(
+        connections(restarted),
+        3,
+        "the restarted node connects to nodes 2, 3 and (from the snapshot's address book) 4"
+    );
+    // With node 2 down every commit needs nodes 1, 3 and 4: led by node 4,
+    // then by node 1, so that 1 and 4 must reach each other both ways.
+    cluster.stop(NodeId(2));
+    for target in [NodeId(4), restarted] {
+        let data = format!("led by {target}").into_bytes();
+        wait_for("a write led by the target", || {
+            let leader = cluster.leader();
+            if leader != target {
+                let _ = block(cluster.handle(leader).transfer_leader(target));
+                std::thread::sleep(Duration::from_millis(100));
+                return None;
+            }
+            match block(cluster.handle(target).apply(data.clone())) {
+                Ok(_) => Some(()),
+                Err(Error::Timeout | Error::NotLeader { .. }) => None,
+                Err(error) => panic!("write failed: {error}"),
+            }
+        });
+    }
+    cluster.caught_up(restarted);
+    let applied = cluster.applied(restarted);
+    assert!(applied.contains(&b"before-0".to_vec()), "restored from the snapshot");
+    assert!(applied.contains(&b"led by 4".to_vec()) && applied.contains(&b"led by 1".to_vec()));
+}
+
+#[test]
+fn a_node_joining_through_a_follower_learns_the_leader_from_it_and_is_caught_up() {
+    let mut cluster = Cluster::start(3);
+    for i in 0..10 {
+        cluster.apply(format!("w-{i}").as_bytes());
+    }
+    let leader = cluster.leader();
+    let follower = NodeId(leader.0 % 3 + 1);
+    // Node 4 knows only itself and a follower; it asks the follower for
+    // the members' addresses before it starts.
+    cluster.launch(NodeId(4), Some(follower));
+    let connections = cluster.members[3].as_ref().unwrap().node.metrics()[0].peer_connections;
+    assert_eq!(connections, 3, "node 4 connects to every member, the leader included");
+    block(cluster.handle(leader).add_learner(cluster.spec(NodeId(4)))).expect("learner added");
+    cluster.caught_up(NodeId(4));
+    assert_eq!(cluster.applied(NodeId(4)).len(), 10);
 }

@@ -170,6 +170,21 @@ mod admin_enums {
             voters: Vec<u64>,
             confirm_data_loss: bool,
         },
+        /// The shard addresses of every node this node knows (its peers and
+        /// the nodes the address books it applied name): a node started
+        /// to join asks its seed, so that it can answer a leader that is
+        /// not its seed.
+        Addresses,
+    }
+
+    /// One node's shard addresses, by shard index (`ip:port` each).
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[rkyv(derive(Debug))]
+    pub struct NodeAddresses {
+        /// The node's id.
+        pub node: u64,
+        /// Its shards' listen addresses.
+        pub shard_addresses: Vec<String>,
     }
 
     /// A node named by a membership request.
@@ -206,6 +221,9 @@ mod admin_enums {
         /// The membership change is committed (and, for a joint change,
         /// the joint configuration left); for a reset, adopted here.
         MembershipChanged,
+        /// The answer to [`AdminRequest::Addresses`], at most
+        /// `CONFIGURATION_MEMBERS_MAX` nodes.
+        Addresses(Vec<NodeAddresses>),
     }
 
     /// Why an admin request failed.

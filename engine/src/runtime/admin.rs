@@ -45,6 +45,36 @@ impl AdminService {
         }
     }
 
+    /// Every node's shard addresses the shards know (a node's list from
+    /// the first shard that knows it: each lists all of its shards).
+    async fn addresses(&self) -> Result<Vec<coraft_net::admin::NodeAddresses>, AdminError> {
+        let mut known: std::collections::BTreeMap<NodeId, Vec<SocketAddr>> = Default::default();
+        for api in &self.apis {
+            let (reply, answer) = flume::bounded(1);
+            api.try_send(ApiRequest::Addresses { reply })
+                .map_err(|_| AdminError::Busy {
+                    bound: "API_QUEUE_MAX".into(),
+                })?;
+            let book = answer.recv_async().await.map_err(|_| AdminError::Shutdown)?;
+            for (node, addresses) in book {
+                known.entry(node).or_insert(addresses);
+            }
+        }
+        Ok(known
+            .into_iter()
+            .take(super::codec::CONFIGURATION_MEMBERS_MAX)
+            .map(|(node, addresses)| coraft_net::admin::NodeAddresses {
+                node: node.0,
+                shard_addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect())
+    }
+
+    /// The cluster this node belongs to.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
     fn handle(&self, group: u64) -> GroupHandle {
         let shard = (group % self.apis.len() as u64) as usize;
         GroupHandle::new(GroupId(group), self.apis[shard].clone())
@@ -145,6 +175,7 @@ impl AdminService {
                 let voters = self.members(&voters, |member| self.peer_spec(member, false))?;
                 changed(group, self.handle(group).change_members(voters).await)
             }
+            AdminRequest::Addresses => self.addresses().await.map(AdminReply::Addresses),
             AdminRequest::ResetPeers {
                 group,
                 voters,

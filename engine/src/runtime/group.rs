@@ -100,6 +100,11 @@ pub(crate) struct Group {
     pub snapshot_waiters: Vec<flume::Sender<Result<LogIndex, Error>>>,
     /// Address books applied since the shard last looked (`membership.rs`).
     pub learned_addresses: Vec<BTreeMap<NodeId, Vec<std::net::SocketAddr>>>,
+    /// The group's address book as of its applied index: the books of the
+    /// address-book entries applied (a node's newest addresses win) over
+    /// the one of the snapshot it started from. Written into each snapshot,
+    /// so it outlives the entries compaction drops.
+    pub address_book: BTreeMap<NodeId, Vec<std::net::SocketAddr>>,
     /// A configuration entry was applied since the shard last looked.
     pub configuration_applied: bool,
 }
@@ -124,8 +129,39 @@ impl Group {
             snapshot_writing: false,
             snapshot_waiters: Vec::new(),
             learned_addresses: Vec::new(),
+            address_book: BTreeMap::new(),
             configuration_applied: false,
         }
+    }
+
+    /// The address book to write into a snapshot whose configuration is
+    /// `configuration`: the entries of its members (`membership.rs`'s
+    /// encoding; empty if it names none).
+    pub fn snapshot_address_book(&self, configuration: &crate::raft::Configuration) -> Vec<u8> {
+        let members = configuration.members();
+        let book: BTreeMap<NodeId, Vec<std::net::SocketAddr>> = self
+            .address_book
+            .iter()
+            .filter(|(node, _)| members.contains(node))
+            .map(|(node, addresses)| (*node, addresses.clone()))
+            .collect();
+        if book.is_empty() {
+            return Vec::new();
+        }
+        super::membership::encode_addresses(&book).to_vec()
+    }
+
+    /// Restores the address book of a snapshot this group starts from (or
+    /// installs); the shard connects to its nodes when it next looks at
+    /// `learned_addresses`. Empty bytes: the snapshot has none.
+    pub fn restore_address_book(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let book = super::membership::decode_addresses(bytes).unwrap_or_else(|| Err("not an address book".into()))?;
+        self.address_book.extend(book.iter().map(|(n, a)| (*n, a.clone())));
+        self.learned_addresses.push(book);
+        Ok(())
     }
 
     pub fn leader_hint(&self) -> Option<NodeId> {
@@ -202,7 +238,10 @@ impl Group {
             if let Some(book) = super::membership::decode_addresses(bytes) {
                 // The runtime's own entry: the shard connects to its nodes.
                 match book {
-                    Ok(book) => self.learned_addresses.push(book),
+                    Ok(book) => {
+                        self.address_book.extend(book.iter().map(|(n, a)| (*n, a.clone())));
+                        self.learned_addresses.push(book);
+                    }
                     Err(error) => log::warn!(
                         "group {}: ignoring the address book at index {}: {error}",
                         self.core.config().group,

@@ -14,8 +14,10 @@
 //! no group of the shard counts as a member any more are closed. See
 //! `docs/architecture.md`, "Membership changes on a live cluster".
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -34,6 +36,9 @@ pub const MEMBERSHIP_CHANGES_IN_FLIGHT_MAX: usize = 1;
 /// once it holds the log up to the entry that made it a learner and is at
 /// most this many entries behind the leader's last.
 pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 64;
+/// How long a leader that removes itself waits before asking its successor
+/// again when that one is not ready for a change yet (just elected).
+const FORWARD_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 /// Bound on the shard addresses one node may list in an address-book entry.
 pub const NODE_ADDRESSES_MAX: usize = 256;
 /// Bound on the bytes of one address as text in an address-book entry.
@@ -63,6 +68,16 @@ enum Stage {
     /// Waiting for a learner to hold the log up to `through` (and be within
     /// [`PROMOTE_LAG_ENTRIES_MAX`] of the leader's) before it is promoted.
     CatchingUp { node: NodeId, through: LogIndex },
+    /// The leader removing itself: leadership is being handed to `target`
+    /// (TimeoutNow once it holds the whole log); the removal is proposed
+    /// by the new leader.
+    HandingOver { target: NodeId },
+    /// The removal of this node was sent to the new leader `leader` over
+    /// the admin protocol; `outcome` is filled when it answers.
+    Forwarded {
+        leader: NodeId,
+        outcome: Rc<RefCell<Option<Result<(), Error>>>>,
+    },
 }
 
 /// The change a group has in flight on this node.
@@ -143,6 +158,27 @@ fn decode_book(mut bytes: &[u8]) -> Result<BTreeMap<NodeId, Vec<SocketAddr>>, St
         return Err(format!("{} bytes after the address book", bytes.len()));
     }
     Ok(book)
+}
+
+/// What the new leader's answer to a forwarded removal means here.
+fn forwarded_error(leader: NodeId, error: crate::admin::AdminCallError) -> Error {
+    use coraft_net::admin::AdminError;
+    match error {
+        crate::admin::AdminCallError::Node { error, .. } => match error {
+            AdminError::ChangeInProgress { .. } => Error::ChangeInProgress,
+            AdminError::NotLeader { leader_hint, .. } => Error::NotLeader {
+                leader_hint: leader_hint.map(NodeId),
+            },
+            AdminError::Timeout => Error::Timeout,
+            AdminError::BadRequest { reason } => Error::InvalidChange(format!("node {leader}: {reason}")),
+            other => Error::Network(format!(
+                "asking node {leader}, the new leader, to remove this node: {other}"
+            )),
+        },
+        other => Error::Network(format!(
+            "asking node {leader}, the new leader, to remove this node: {other}"
+        )),
+    }
 }
 
 fn raft_error(error: RaftError) -> Error {
@@ -234,6 +270,9 @@ impl Shard {
                 if !configuration.contains(node) {
                     return Err(Error::InvalidChange(format!("node {node} is not a member")));
                 }
+                if node == self.node && configuration.voters.contains(&node) {
+                    return self.hand_over_before_removal(group_id);
+                }
                 (vec![ConfChange::Remove(node)], Vec::new(), None)
             }
             MembershipRequest::Change(voters) => {
@@ -268,6 +307,89 @@ impl Shard {
             term,
             then_promote,
         })
+    }
+
+    /// The leader is asked to remove itself: it first hands leadership to
+    /// the most caught-up other voter (the core sends TimeoutNow once that
+    /// one holds the whole log), and the new leader is then asked to
+    /// propose the removal. So the group never runs with a leader that is
+    /// leaving, and it elects no one: the successor is chosen, caught up
+    /// and told to campaign at once (thesis §3.10).
+    fn hand_over_before_removal(&mut self, group_id: GroupId) -> Result<Stage, Error> {
+        let me = self.node;
+        let group = self.groups.get_mut(&group_id).expect("checked");
+        let core = &mut group.core;
+        let matched = |node: &NodeId| core.progress().get(node).map_or(LogIndex(0), |p| p.match_index);
+        let target = core
+            .configuration()
+            .voters
+            .iter()
+            .filter(|&&n| n != me)
+            .max_by_key(|n| (matched(n), std::cmp::Reverse(**n)))
+            .copied()
+            .ok_or_else(|| {
+                Error::InvalidChange(format!("node {me} is the group's only voter: it cannot remove itself"))
+            })?;
+        core.transfer_leader(target).map_err(raft_error)?;
+        log::info!(
+            "node {me} group {group_id}: asked to remove itself while leading: handing leadership to node {target} \
+             (the most caught-up voter) first; the new leader will propose the removal"
+        );
+        Ok(Stage::HandingOver { target })
+    }
+
+    /// Asks `leader` (over the admin protocol, as `coraft-admin` would) to
+    /// remove this node from `group_id`; the answer fills the returned slot
+    /// and wakes the loop.
+    fn forward_removal(&mut self, group_id: GroupId, leader: NodeId) -> Result<Stage, Error> {
+        let Some(address) = self
+            .addresses
+            .get(&leader)
+            .and_then(|a| a.get(self.shard_index()))
+            .copied()
+        else {
+            return Err(Error::NotLeader {
+                leader_hint: Some(leader),
+            });
+        };
+        let me = self.node;
+        let cluster_id = self.admin.cluster_id();
+        let timeout = self.request_timeout;
+        let outcome = Rc::new(RefCell::new(None));
+        let slot = outcome.clone();
+        let events = self.events.clone();
+        log::info!("node {me} group {group_id}: node {leader} leads now; asking it at {address} to remove this node");
+        glommio::spawn_local(async move {
+            let result = glommio::executor()
+                .spawn_blocking(move || {
+                    let deadline = Instant::now() + timeout;
+                    let mut client = crate::admin::AdminClient::connect(address, cluster_id, timeout)?;
+                    loop {
+                        let answer = client.change_membership(coraft_net::admin::AdminRequest::Remove {
+                            group: group_id.0,
+                            node: me.0,
+                        });
+                        // A leader just elected takes no change until an
+                        // entry of its term commits: ask again shortly.
+                        let busy = matches!(
+                            &answer,
+                            Err(crate::admin::AdminCallError::Node {
+                                error: coraft_net::admin::AdminError::ChangeInProgress { .. },
+                                ..
+                            })
+                        );
+                        if !busy || Instant::now() >= deadline {
+                            return answer;
+                        }
+                        std::thread::sleep(FORWARD_RETRY_INTERVAL);
+                    }
+                })
+                .await;
+            *slot.borrow_mut() = Some(result.map_err(|error| forwarded_error(leader, error)));
+            events.ring();
+        })
+        .detach();
+        Ok(Stage::Forwarded { leader, outcome })
     }
 
     /// Records the newcomers' addresses here, connects to them, and appends
@@ -349,6 +471,19 @@ impl Shard {
                     ),
                 }
             }
+        }
+    }
+
+    /// Connects to the nodes of the address books the groups restored from
+    /// their snapshots at start (`Group::restore_address_book`).
+    pub(super) fn learn_restored_addresses(&mut self) {
+        let books: Vec<_> = self
+            .groups
+            .values_mut()
+            .flat_map(|g| std::mem::take(&mut g.learned_addresses))
+            .collect();
+        for book in books {
+            self.learn_addresses(book);
         }
     }
 
@@ -488,6 +623,26 @@ impl Shard {
                     }));
                 }
                 Ok(then_promote.map(|node| Stage::CatchingUp { node, through: index }))
+            }
+            Stage::HandingOver { target } => {
+                if core.role() == Role::Leader {
+                    // The core gives a transfer up after an election
+                    // timeout; ask again (a no-op while one is under way).
+                    core.transfer_leader(target).map_err(raft_error)?;
+                    return Ok(Some(Stage::HandingOver { target }));
+                }
+                match core.leader() {
+                    Some(leader) if leader != self.node => self.forward_removal(group_id, leader).map(Some),
+                    // No leader known yet: the election is under way.
+                    _ => Ok(Some(Stage::HandingOver { target })),
+                }
+            }
+            Stage::Forwarded { leader, outcome } => {
+                let answer = outcome.borrow_mut().take();
+                match answer {
+                    None => Ok(Some(Stage::Forwarded { leader, outcome })),
+                    Some(result) => result.map(|()| None),
+                }
             }
             Stage::CatchingUp { node, through } => {
                 if core.role() != Role::Leader {

@@ -44,7 +44,8 @@ pub use shard::{COMMAND_BYTES_MAX, PENDING_SNAPSHOTS_MAX, WAL_BACKLOG_BYTES_MAX}
 pub use snapshot_store::{
     NewestValid, SkippedSnapshot, SnapshotHeader, SnapshotId, SnapshotReader, SnapshotResult, SnapshotStore,
     SnapshotStoreError, SnapshotWriter, StoredSnapshot, SNAPSHOTS_KEPT, SNAPSHOT_FORMAT_VERSION,
-    SNAPSHOT_METADATA_BYTES_MAX, SNAPSHOT_READ_BUFFER_BYTES_MAX, SNAPSHOT_WRITE_BUFFER_BYTES_MAX,
+    SNAPSHOT_FORMAT_VERSION_MIN, SNAPSHOT_METADATA_BYTES_MAX, SNAPSHOT_READ_BUFFER_BYTES_MAX,
+    SNAPSHOT_WRITE_BUFFER_BYTES_MAX,
 };
 pub use snapshot_stream::{
     AckOutcome, RateLimiter, SnapshotInbox, SnapshotSender, SnapshotStreamError, SNAPSHOT_CHUNKS_IN_FLIGHT_MAX,

@@ -294,6 +294,9 @@ pub(crate) enum ApiRequest {
         request: super::membership::MembershipRequest,
         reply: flume::Sender<Result<(), Error>>,
     },
+    Addresses {
+        reply: flume::Sender<BTreeMap<NodeId, Vec<SocketAddr>>>,
+    },
     Shutdown,
 }
 
@@ -385,8 +388,14 @@ impl Node {
     /// [`GroupHandle::add_voter`] on the leader). `options.peers` needs only
     /// this node and the leader (the other members' addresses come in the
     /// log's address book); a group whose WAL already holds entries
-    /// recovers as [`start`](Self::start) would.
-    pub fn start_joining(options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
+    /// recovers as [`start`](Self::start) would. The seed need not lead:
+    /// before starting, the node asks each peer in `options.peers` for the
+    /// addresses it knows (the admin request `Addresses`) and adds the
+    /// nodes it did not list, so it can answer whichever member leads; a
+    /// peer that does not answer is left out with a warning.
+    pub fn start_joining(mut options: NodeOptions, factory: StateMachineFactory) -> Result<Node, Error> {
+        options.validate()?;
+        learn_from_seeds(&mut options);
         Node::launch(options, factory, false, true)
     }
 
@@ -529,6 +538,64 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How long a joining node waits for a seed's answer about addresses.
+const SEED_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Adds to `options.peers` the nodes its seeds know and it does not
+/// (`Node::start_joining`), each with as many shard addresses as this node
+/// runs shards (others are left out with a warning).
+fn learn_from_seeds(options: &mut NodeOptions) {
+    let seeds: Vec<(NodeId, SocketAddr)> = options
+        .peers
+        .iter()
+        .filter(|p| p.id != options.node_id)
+        .map(|p| (p.id, p.shard_addresses[0]))
+        .collect();
+    for (seed, address) in seeds {
+        let answer = crate::admin::AdminClient::connect(address, options.cluster_id, SEED_ANSWER_TIMEOUT)
+            .and_then(|mut client| client.call(coraft_net::admin::AdminRequest::Addresses));
+        let nodes = match answer {
+            Ok(coraft_net::admin::AdminReply::Addresses(nodes)) => nodes,
+            Ok(other) => {
+                log::warn!(
+                    "node {}: seed {seed} answered {other:?} when asked for addresses",
+                    options.node_id
+                );
+                continue;
+            }
+            Err(error) => {
+                log::warn!(
+                    "node {}: cannot ask seed {seed} at {address} for the members' addresses: {error}",
+                    options.node_id
+                );
+                continue;
+            }
+        };
+        for known in nodes {
+            let id = NodeId(known.node);
+            if options.peers.iter().any(|p| p.id == id) {
+                continue;
+            }
+            let parsed: Result<Vec<SocketAddr>, _> = known.shard_addresses.iter().map(|a| a.parse()).collect();
+            match parsed {
+                Ok(addresses) if addresses.len() == options.shard_count() => {
+                    log::info!("node {}: seed {seed} names node {id} at {addresses:?}", options.node_id);
+                    options.peers.push(PeerSpec {
+                        id,
+                        shard_addresses: addresses,
+                    });
+                }
+                _ => log::warn!(
+                    "node {}: seed {seed} names node {id} at {:?}, not {} shard addresses; left out",
+                    options.node_id,
+                    known.shard_addresses,
+                    options.shard_count()
+                ),
+            }
+        }
     }
 }
 
@@ -708,9 +775,11 @@ impl GroupHandle {
     }
 
     /// Removes `node` (voter or learner) from the group. Removing the leader
-    /// itself is allowed: it leads until the removal is committed, then
-    /// sends TimeoutNow to the most caught-up remaining voter and steps
-    /// down, so leadership moves without waiting out an election timeout.
+    /// itself is allowed: it first hands leadership to the most caught-up
+    /// other voter (a transfer: caught up, then TimeoutNow), then asks the
+    /// new leader over the admin protocol to propose the removal, and
+    /// resolves with that answer; leadership moves without waiting out an
+    /// election timeout and no departing leader commits anything.
     /// The removed node learns it was removed, logs it, and never campaigns
     /// in the group again; members close their connection to it once no
     /// group of theirs counts it. Resolves once the removal is committed.
@@ -890,7 +959,7 @@ async fn start_shard(
         let mut initial = recover_group(&wal, group, voters.clone())?;
         let recovered_hard_state = initial.hard_state;
         let mut state_machine = factory(group);
-        let (store, sessions) = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
+        let (store, sessions, addresses) = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
         let wal_purged = initial.snapshot.as_ref().map_or(LogIndex(0), |s| s.index);
         let mut config = RaftConfig::new(options.node_id, group);
         config.election_timeout_ticks = options.election_timeout_ticks;
@@ -909,6 +978,14 @@ async fn start_shard(
         let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
         let mut hosted = Group::new(core, state_machine);
         hosted.sessions = sessions;
+        if let Err(reason) = hosted.restore_address_book(&addresses) {
+            // Addresses are only where to connect: the static peers and
+            // later address-book entries still serve.
+            log::warn!(
+                "node {} group {group}: ignoring the snapshot's address book: {reason}",
+                options.node_id
+            );
+        }
         hosted.snapshots = Some(store);
         hosted.wal_purged = wal_purged;
         hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
@@ -945,6 +1022,9 @@ async fn start_shard(
     };
     let mut shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
     shard_state.wal_faults = faults;
+    // Members added at run time whose address-book entries a snapshot
+    // compacted away: their addresses came with the snapshot.
+    shard_state.learn_restored_addresses();
     Ok((shard_state, bell))
 }
 
@@ -956,15 +1036,23 @@ pub(crate) fn snapshot_dir(shard_wal_dir: &std::path::Path, group: GroupId) -> P
 
 /// Opens `group`'s snapshot store and, if it holds a valid snapshot, loads
 /// the newest into `state_machine` and records it in `initial`, so the core
-/// applies only the entries after it. Returns the store and the client
-/// sessions as of the snapshot (empty without one). A newer snapshot that
+/// applies only the entries after it. Returns the store, the client
+/// sessions and the address book's bytes as of the snapshot (empty without
+/// one). A newer snapshot that
 /// fails its checks is skipped with a warning naming its path and reason.
 fn load_snapshot(
     shard_wal_dir: &std::path::Path,
     group: GroupId,
     initial: &mut crate::raft::InitialState,
     state_machine: &mut dyn StateMachine,
-) -> Result<(super::snapshot_store::SnapshotStore, super::sessions::SessionTable), Error> {
+) -> Result<
+    (
+        super::snapshot_store::SnapshotStore,
+        super::sessions::SessionTable,
+        Vec<u8>,
+    ),
+    Error,
+> {
     let dir = snapshot_dir(shard_wal_dir, group);
     let store = super::snapshot_store::SnapshotStore::open(&dir, group)
         .map_err(|e| Error::Storage(format!("group {group}: opening the snapshot store: {e}")))?;
@@ -998,7 +1086,7 @@ fn load_snapshot(
                 skipped()
             )));
         }
-        return Ok((store, super::sessions::SessionTable::default()));
+        return Ok((store, super::sessions::SessionTable::default(), Vec::new()));
     };
     if let Some((index, _)) = purged.filter(|&(index, _)| snapshot.meta.index < index) {
         return Err(Error::Storage(format!(
@@ -1054,5 +1142,5 @@ fn load_snapshot(
         snapshot.meta.index
     );
     initial.loaded_snapshot = Some(snapshot.meta.clone());
-    Ok((store, sessions))
+    Ok((store, sessions, snapshot.addresses.clone()))
 }

@@ -123,7 +123,7 @@ pub(crate) struct Shard {
     /// Deleting the WAL segments purges freed, off the loop.
     segment_deletion: super::compaction::SegmentDeletion,
     /// Answers admin requests (handed to the connection server).
-    admin: std::sync::Arc<super::admin::AdminService>,
+    pub(super) admin: std::sync::Arc<super::admin::AdminService>,
     /// The membership change each group has in flight (at most
     /// `MEMBERSHIP_CHANGES_IN_FLIGHT_MAX` per group).
     pub(super) membership_changes: BTreeMap<GroupId, super::membership::PendingChange>,
@@ -829,6 +829,9 @@ impl Shard {
                 let _ = reply.send(result);
             }
             ApiRequest::Membership { group, request, reply } => self.membership_request(group, request, reply),
+            ApiRequest::Addresses { reply } => {
+                let _ = reply.send(self.addresses.clone());
+            }
             ApiRequest::Shutdown => self.shutting_down = true,
         }
     }
@@ -1254,9 +1257,11 @@ fn take_snapshot(
         .snapshots
         .as_ref()
         .ok_or_else(|| error("the group has no snapshot store".into()))?;
-    // The session table and the view are taken together, at `applied`.
+    // The session table, the address book and the view are taken
+    // together, at `applied`.
+    let addresses = group.snapshot_address_book(&meta.configuration);
     let mut writer = store
-        .begin(meta, group.sessions.encode())
+        .begin_with_addresses(meta, group.sessions.encode(), addresses)
         .map_err(|e| error(e.to_string()))?;
     if let Some(view) = group.state_machine.snapshot_view() {
         write_off_loop(writer, view);

@@ -36,8 +36,11 @@ pub const SNAPSHOT_METADATA_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const SNAPSHOT_WRITE_BUFFER_BYTES_MAX: usize = 1024 * 1024;
 /// Buffer between the data file and the state machine's reads, in bytes.
 pub const SNAPSHOT_READ_BUFFER_BYTES_MAX: usize = 1024 * 1024;
-/// The metadata format this version writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The metadata format this version writes. It reads this one and every
+/// earlier one: version 1 had no address book.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The oldest metadata format this version reads.
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 
 const METADATA_MAGIC: [u8; 8] = *b"CRFTSNAP";
 const DATA_FILE: &str = "data";
@@ -85,7 +88,7 @@ pub enum SnapshotStoreError {
         path: PathBuf,
     },
     /// A metadata format this version does not read.
-    #[error("snapshot metadata {path} has format version {version}; this build reads {SNAPSHOT_FORMAT_VERSION}")]
+    #[error("snapshot metadata {path} has format version {version}; this build reads {SNAPSHOT_FORMAT_VERSION_MIN} to {SNAPSHOT_FORMAT_VERSION}")]
     UnsupportedFormat {
         /// The metadata file.
         path: PathBuf,
@@ -208,6 +211,9 @@ pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
     /// The client-session table as of `meta.index` (`SessionTable::encode`).
     pub sessions: Vec<u8>,
+    /// The group's address book as of `meta.index` (the runtime's
+    /// address-book entry encoding, opaque here; empty: none).
+    pub addresses: Vec<u8>,
     /// The data file's length in bytes.
     pub data_bytes: u64,
     /// The data file's CRC32.
@@ -235,6 +241,7 @@ impl StoredSnapshot {
             group: self.group,
             meta: self.meta.clone(),
             sessions: self.sessions.clone(),
+            addresses: self.addresses.clone(),
             data_bytes: self.data_bytes,
             data_crc: self.data_crc,
         }
@@ -268,6 +275,8 @@ pub struct SnapshotHeader {
     pub meta: SnapshotMeta,
     /// The client-session table.
     pub sessions: Vec<u8>,
+    /// The group's address book (empty: none).
+    pub addresses: Vec<u8>,
     /// The data's length in bytes.
     pub data_bytes: u64,
     /// The data's CRC32.
@@ -350,6 +359,19 @@ impl SnapshotStore {
     /// table `sessions`. Nothing is visible until [`SnapshotWriter::finish`];
     /// a writer dropped unfinished removes its temp directory.
     pub fn begin(&self, meta: SnapshotMeta, sessions: Vec<u8>) -> SnapshotResult<SnapshotWriter> {
+        self.begin_with_addresses(meta, sessions, Vec::new())
+    }
+
+    /// [`begin`](Self::begin), with the group's address book as of
+    /// `meta.index` (bytes the store keeps and returns, opaque to it), so
+    /// that a node restarting from the snapshot still knows the addresses
+    /// of members added at run time once the log that named them is gone.
+    pub fn begin_with_addresses(
+        &self,
+        meta: SnapshotMeta,
+        sessions: Vec<u8>,
+        addresses: Vec<u8>,
+    ) -> SnapshotResult<SnapshotWriter> {
         let id = SnapshotId {
             index: meta.index,
             term: meta.term,
@@ -363,6 +385,7 @@ impl SnapshotStore {
             group: self.group,
             meta,
             sessions,
+            addresses,
             data_bytes: 0,
             data_crc: 0,
         };
@@ -407,6 +430,7 @@ impl SnapshotStore {
             group: metadata.group,
             meta: metadata.meta,
             sessions: metadata.sessions,
+            addresses: metadata.addresses,
             data_bytes: metadata.data_bytes,
             data_crc: metadata.data_crc,
         })
@@ -491,6 +515,7 @@ impl SnapshotStore {
             group: metadata.group,
             meta: metadata.meta,
             sessions: metadata.sessions,
+            addresses: metadata.addresses,
             data_bytes: metadata.data_bytes,
             data_crc: metadata.data_crc,
         })
@@ -609,6 +634,7 @@ impl SnapshotWriter {
             group: self.metadata.group,
             meta: self.metadata.meta.clone(),
             sessions: std::mem::take(&mut self.metadata.sessions),
+            addresses: std::mem::take(&mut self.metadata.addresses),
             data_bytes: self.metadata.data_bytes,
             data_crc: self.metadata.data_crc,
         };
@@ -700,6 +726,7 @@ struct Metadata {
     group: GroupId,
     meta: SnapshotMeta,
     sessions: Vec<u8>,
+    addresses: Vec<u8>,
     data_bytes: u64,
     data_crc: u32,
 }
@@ -707,8 +734,9 @@ struct Metadata {
 impl Metadata {
     /// magic, version, group, index, term, four node sets (voters, outgoing
     /// voters, learners, learners next: count u32 then ids u64), sessions
-    /// (length u32 then bytes), data length u64, data CRC32, then the CRC32
-    /// of everything before it. Little-endian.
+    /// (length u32 then bytes), the address book (length u32 then bytes;
+    /// not in version 1), data length u64, data CRC32, then the CRC32 of
+    /// everything before it. Little-endian.
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&METADATA_MAGIC);
@@ -725,6 +753,8 @@ impl Metadata {
         }
         out.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.sessions);
+        out.extend_from_slice(&(self.addresses.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.addresses);
         out.extend_from_slice(&self.data_bytes.to_le_bytes());
         out.extend_from_slice(&self.data_crc.to_le_bytes());
         let crc = crc32fast::hash(&out);
@@ -764,7 +794,7 @@ impl Metadata {
             });
         }
         let version = reader.u32("format version")?;
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(SnapshotStoreError::UnsupportedFormat {
                 path: path.to_path_buf(),
                 version,
@@ -808,6 +838,12 @@ impl Metadata {
         let voters = sets.pop().expect("four sets");
         let sessions_length = reader.u32("session table length")? as usize;
         let sessions = reader.take(sessions_length, "session table")?.to_vec();
+        let addresses = if version >= 2 {
+            let addresses_length = reader.u32("address book length")? as usize;
+            reader.take(addresses_length, "address book")?.to_vec()
+        } else {
+            Vec::new()
+        };
         let data_bytes = reader.u64("data length")?;
         let data_crc = reader.u32("data checksum")?;
         if reader.offset != body.len() {
@@ -829,6 +865,7 @@ impl Metadata {
                 },
             },
             sessions,
+            addresses,
             data_bytes,
             data_crc,
         })
@@ -906,6 +943,7 @@ mod tests {
                 },
             },
             sessions: vec![9, 8, 7],
+            addresses: vec![3, 1, 0, 0, 0],
             data_bytes: 1234,
             data_crc: 0xdead_beef,
         }
@@ -916,6 +954,28 @@ mod tests {
         let metadata = sample();
         let decoded = Metadata::decode(Path::new("m"), &metadata.encode()).unwrap();
         assert_eq!(decoded, metadata);
+    }
+
+    #[test]
+    fn version_1_metadata_without_an_address_book_is_still_read() {
+        let metadata = Metadata {
+            addresses: Vec::new(),
+            ..sample()
+        };
+        // Version 1: no address-book field; the CRC over the whole.
+        let mut bytes = metadata.encode();
+        bytes.truncate(bytes.len() - 4);
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let book_at = bytes.len() - 12 - 4;
+        bytes.drain(book_at..book_at + 4);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(Metadata::decode(Path::new("m"), &bytes).unwrap(), metadata);
+        bytes[8..12].copy_from_slice(&(SNAPSHOT_FORMAT_VERSION + 1).to_le_bytes());
+        assert!(matches!(
+            Metadata::decode(Path::new("m"), &bytes),
+            Err(SnapshotStoreError::UnsupportedFormat { .. })
+        ));
     }
 
     #[test]

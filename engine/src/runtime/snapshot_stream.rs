@@ -704,7 +704,7 @@ impl SnapshotReceiver {
                 }
                 self.writer = Some(
                     store
-                        .begin(header.meta.clone(), header.sessions.clone())
+                        .begin_with_addresses(header.meta.clone(), header.sessions.clone(), header.addresses.clone())
                         .map_err(store_error)?,
                 );
                 self.metadata = Vec::new();

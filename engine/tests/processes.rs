@@ -150,7 +150,11 @@ fn kv_nodes_replicate_registers_and_lists_and_refuse_an_unknown_state_machine() 
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--state-machine `sql`"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("invalid value 'sql' for '--state-machine <KIND>'") && stderr.contains("counter, kv"),
+        "{stderr}"
+    );
     let _processes: Vec<Process> = paths
         .iter()
         .map(|p| start_with(p, &["--state-machine", "kv"]))

@@ -67,3 +67,9 @@ pub use validate::Review;
 pub fn format_cpu_list(cpus: &[usize]) -> String {
     cpulist::format(cpus)
 }
+
+/// Parses a Linux cpulist (`0-3,8`) into sorted, distinct CPU ids; the
+/// error says what is wrong with it.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+    cpulist::parse(text)
+}

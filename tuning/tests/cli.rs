@@ -140,6 +140,112 @@ fn bad_arguments_exit_2_with_usage() {
     for args in [&["frobnicate"][..], &[], &["suggest", "--shards", "zero"], &["check"]] {
         let output = coraft_tune(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(stderr(&output).contains("usage:"));
+        let text = stderr(&output);
+        assert!(
+            text.contains("Usage:") || text.contains("try '--help'"),
+            "{args:?}: {text}"
+        );
+        assert!(!stderr(&output).contains("panicked"), "{args:?}: {}", stderr(&output));
     }
+}
+
+#[test]
+fn bad_values_name_the_option_and_what_it_accepts() {
+    for (value, accepts) in [("zero", "invalid digit"), ("0", "not in 1..")] {
+        let output = coraft_tune(&["suggest", "--shards", value]);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(text.contains("--shards") && text.contains(accepts), "{text}");
+    }
+    let output = coraft_tune(&["check"]);
+    assert!(stderr(&output).contains("<CONFIG.toml>"), "{}", stderr(&output));
+}
+
+#[test]
+fn help_lists_every_command_and_option() {
+    let output = coraft_tune(&["--help"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    for command in ["detect", "suggest", "check", "example", "help"] {
+        assert!(
+            text.lines().any(|line| line.trim_start().starts_with(command)),
+            "--help lacks {command}:\n{text}"
+        );
+    }
+    let output = coraft_tune(&["suggest", "--help"]);
+    let text = stdout(&output);
+    assert!(text.contains("-n, --shards <N>"), "{text}");
+    assert!(text.contains("Default: one per usable physical core"), "{text}");
+    // The short form still works.
+    let output = coraft_tune(&["suggest", "-n", "1"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("count = 1"), "{}", stdout(&output));
+}
+
+#[test]
+fn sweep_lists_its_candidates_with_suggests_layout_among_them_and_refuses_bad_values() {
+    // --dry-run runs nothing: it prints each candidate and its command.
+    let output = coraft_tune(&[
+        "sweep",
+        "--dry-run",
+        "--shards",
+        "1,2",
+        "--cores",
+        "0",
+        "--spin-us",
+        "0,50",
+        "--bench",
+        "/opt/bench",
+        "--duration",
+        "3",
+        "--repeats",
+        "2",
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}{}", stderr(&output));
+    assert!(
+        text.contains(
+            "shards 2, CPUs 0, spin 50 µs: taskset -c 0 /opt/bench --shards 2 --spin-before-park-us 50 --groups 4 \
+             --clients 64 --duration 3 --warmup 1 --no-floor --json"
+        ),
+        "{text}"
+    );
+    let suggested = coraft_tuning::Topology::detect().suggest(None);
+    let lines = text.lines().count();
+    // 2 shard counts x 1 CPU set x 2 spins, plus suggest's layout unless it
+    // is one of them (1 shard on CPU 0, no spin).
+    let suggest_is_listed = suggested.shard_count <= 2 && suggested.cores.as_deref() == Some(&[0][..]);
+    assert_eq!(lines, if suggest_is_listed { 4 } else { 5 }, "{text}");
+    assert!(
+        stderr(&output).contains("run(s) of coraft-bench"),
+        "{}",
+        stderr(&output)
+    );
+
+    for (args, option, accepts) in [
+        (&["sweep", "--shards", "0"][..], "--shards", "not in 1..=64"),
+        (&["sweep", "--spin-us", "fast"][..], "--spin-us", "invalid digit"),
+        (&["sweep", "--cores", "3-1"][..], "--cores", "reversed range"),
+        (
+            &["sweep", "--cores", "4095"][..],
+            "--cores",
+            "is not one this process may use",
+        ),
+        (&["sweep", "--duration", "0"][..], "--duration", "not in 1..=3600"),
+        (&["sweep", "--repeats", "many"][..], "--repeats", "invalid digit"),
+    ] {
+        let output = coraft_tune(args);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(option) && text.contains(accepts), "{args:?}: {text}");
+    }
+    // Without a benchmark binary it says where it looked and how to build one.
+    let output = coraft_tune(&["sweep", "--bench", "/nonexistent/coraft-bench", "--repeats", "1"]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("--bench: no coraft-bench at /nonexistent/coraft-bench"),
+        "{text}"
+    );
+    assert!(text.contains("cargo build --profile fast -p coraft-bench"), "{text}");
 }

@@ -168,3 +168,54 @@ fn inspect_names_the_group_holding_segment_deletion_back_until_it_purges() {
         "{text}"
     );
 }
+
+#[test]
+fn help_lists_every_command_and_option_and_bad_values_are_refused_by_name() {
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-wal"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for command in ["inspect", "verify", "dump"] {
+        assert!(
+            help.lines().any(|line| line.trim_start().starts_with(command)),
+            "--help lacks {command}:\n{help}"
+        );
+    }
+    let (ok, help) = tool(&["dump", "--help"]);
+    assert!(ok, "{help}");
+    for option in [
+        "--group <G>",
+        "--from <I>",
+        "--to <J>",
+        "<DIR>",
+        "first entry",
+        "last entry",
+    ] {
+        assert!(help.contains(option), "dump --help lacks {option}:\n{help}");
+    }
+    let (ok, help) = tool(&["verify", "--help"]);
+    assert!(ok && help.contains("--strict"), "{help}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-wal"))
+        .args(["dump", "/tmp", "--group", "one"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--group <G>") && stderr.contains("invalid digit"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-wal"))
+        .args(["dump", "/tmp"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--group <G>") && stderr.contains("required"),
+        "{stderr}"
+    );
+}

@@ -12,122 +12,142 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use clap::builder::TypedValueParser;
+use clap::{Parser, ValueEnum};
 use coraft::raft::PlantedBug;
 use coraft::sim::{run, CheckerKind, ClockFaults, SimOptions, SimOutcome, Toggle};
 
+/// Runs seeded simulations of whole clusters (dropped, delayed, duplicated
+/// and reordered messages, partitions, crashes, clock faults) and checks
+/// Raft's invariants after every step. A failure prints its seed and the
+/// command that replays it; the exit status is 1 when any seed failed.
+#[derive(Parser, Debug)]
+#[command(name = "coraft-sim", version)]
 struct Args {
+    /// How many seeds (simulated runs) to execute.
+    #[arg(long, value_name = "N", default_value_t = 100)]
     seeds: u64,
+    /// The first seed; runs use first-seed .. first-seed + seeds.
+    #[arg(long, value_name = "S", default_value_t = 0)]
     first_seed: u64,
+    /// Cluster size: 3 or 5 nodes.
+    #[arg(long, value_name = "3|5", default_value_t = 3,
+          value_parser = clap::builder::PossibleValuesParser::new(["3", "5"]).map(|n| n.parse::<u64>().expect("3 or 5")))]
     nodes: u64,
+    /// Also print one JSON line with the totals (for CI).
+    #[arg(long)]
     json: bool,
+    /// Worker threads running seeds in parallel. Default (0): one per CPU.
+    #[arg(long, value_name = "T", default_value_t = 0)]
     threads: u64,
+    /// With --seeds 1, print the failure's full outcome.
+    #[arg(long)]
     verbose: bool,
-    planted_bug: PlantedBug,
-    pre_vote: Toggle,
-    check_quorum: Toggle,
-    clock_faults: ClockFaults,
+    /// Break a rule on purpose to see the checkers catch it.
+    #[arg(long, value_enum, value_name = "BUG", default_value_t = Bug::None, hide = true)]
+    planted_bug: Bug,
+    /// Pre-vote before campaigning: on, off, or decided per seed.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ToggleArg::On)]
+    pre_vote: ToggleArg,
+    /// Leaders step down without a quorum's contact: on, off, or per seed.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ToggleArg::On)]
+    check_quorum: ToggleArg,
+    /// Clock faults: none, skew and late ticks within the lease's drift
+    /// margin, or beyond it (leases become unsafe).
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = ClockFaultsArg::WithinMargin)]
+    clock_faults: ClockFaultsArg,
+}
+
+/// `--pre-vote` and `--check-quorum` values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ToggleArg {
+    /// Always on.
+    On,
+    /// Always off.
+    Off,
+    /// Each seed draws on or off.
+    PerSeed,
+}
+
+impl ToggleArg {
+    fn toggle(self) -> Toggle {
+        match self {
+            ToggleArg::On => Toggle::On,
+            ToggleArg::Off => Toggle::Off,
+            ToggleArg::PerSeed => Toggle::PerSeed,
+        }
+    }
+}
+
+/// `--clock-faults` values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ClockFaultsArg {
+    /// Every clock on time.
+    None,
+    /// Skew and late bursts within the drift margin.
+    WithinMargin,
+    /// Skew and late bursts beyond it.
+    BeyondMargin,
+}
+
+/// `--planted-bug` values (hidden).
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Bug {
+    None,
+    CommitPreviousTerm,
+    VoteWithoutLogCheck,
+    AckBeforePersist,
+    ReadBeforeCommitInTerm,
+    VoteBeforePersist,
+    DoubleVote,
 }
 
 impl Args {
+    fn planted_bug(&self) -> PlantedBug {
+        match self.planted_bug {
+            Bug::None => PlantedBug::None,
+            Bug::CommitPreviousTerm => PlantedBug::CommitPreviousTermByCounting,
+            Bug::VoteWithoutLogCheck => PlantedBug::VoteWithoutLogCheck,
+            Bug::AckBeforePersist => PlantedBug::AcknowledgeBeforePersist,
+            Bug::ReadBeforeCommitInTerm => PlantedBug::ReadBeforeCommitInTerm,
+            Bug::VoteBeforePersist => PlantedBug::VoteBeforePersist,
+            Bug::DoubleVote => PlantedBug::DoubleVote,
+        }
+    }
+
+    fn clock_faults(&self) -> ClockFaults {
+        match self.clock_faults {
+            ClockFaultsArg::None => ClockFaults::None,
+            ClockFaultsArg::WithinMargin => ClockFaults::WithinMargin,
+            ClockFaultsArg::BeyondMargin => ClockFaults::BeyondMargin,
+        }
+    }
+
     /// The flags that change a run, as given (for the replay command).
     fn run_flags(&self) -> String {
-        let toggle = |t: Toggle| match t {
-            Toggle::On => "on",
-            Toggle::Off => "off",
-            Toggle::PerSeed => "per-seed",
-        };
-        let clocks = match self.clock_faults {
-            ClockFaults::None => "none",
-            ClockFaults::WithinMargin => "within-margin",
-            ClockFaults::BeyondMargin => "beyond-margin",
-        };
         format!(
-            "--nodes {} --pre-vote {} --check-quorum {} --clock-faults {clocks}",
+            "--nodes {} --pre-vote {} --check-quorum {} --clock-faults {}",
             self.nodes,
-            toggle(self.pre_vote),
-            toggle(self.check_quorum)
+            value_name(self.pre_vote),
+            value_name(self.check_quorum),
+            value_name(self.clock_faults)
         )
     }
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        seeds: 100,
-        first_seed: 0,
-        nodes: 3,
-        json: false,
-        threads: 0,
-        verbose: false,
-        planted_bug: PlantedBug::None,
-        pre_vote: Toggle::On,
-        check_quorum: Toggle::On,
-        clock_faults: ClockFaults::WithinMargin,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| -> Result<u64, String> {
-            let raw = it.next().ok_or_else(|| format!("{name} needs a value"))?;
-            raw.parse().map_err(|_| format!("{name}: `{raw}` is not a number"))
-        };
-        match flag.as_str() {
-            "--seeds" => args.seeds = value("--seeds")?,
-            "--first-seed" => args.first_seed = value("--first-seed")?,
-            "--nodes" => args.nodes = value("--nodes")?,
-            "--threads" => args.threads = value("--threads")?,
-            "--json" => args.json = true,
-            "--pre-vote" | "--check-quorum" => {
-                let raw = it.next().unwrap_or_default();
-                let toggle =
-                    Toggle::parse(&raw).ok_or_else(|| format!("{flag}: `{raw}` is not on, off or per-seed"))?;
-                if flag == "--pre-vote" {
-                    args.pre_vote = toggle;
-                } else {
-                    args.check_quorum = toggle;
-                }
-            }
-            "--clock-faults" => {
-                args.clock_faults = match it.next().as_deref() {
-                    Some("none") => ClockFaults::None,
-                    Some("within-margin") => ClockFaults::WithinMargin,
-                    Some("beyond-margin") => ClockFaults::BeyondMargin,
-                    other => {
-                        return Err(format!(
-                            "--clock-faults: {other:?} is not none, within-margin or beyond-margin"
-                        ))
-                    }
-                }
-            }
-            "--verbose" => args.verbose = true,
-            // Hidden: break a rule on purpose to see the checkers catch it.
-            "--planted-bug" => {
-                args.planted_bug = match it.next().as_deref() {
-                    Some("commit-previous-term") => PlantedBug::CommitPreviousTermByCounting,
-                    Some("vote-without-log-check") => PlantedBug::VoteWithoutLogCheck,
-                    Some("ack-before-persist") => PlantedBug::AcknowledgeBeforePersist,
-                    Some("read-before-commit-in-term") => PlantedBug::ReadBeforeCommitInTerm,
-                    Some("vote-before-persist") => PlantedBug::VoteBeforePersist,
-                    Some("double-vote") => PlantedBug::DoubleVote,
-                    other => return Err(format!("unknown planted bug {other:?}")),
-                }
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: coraft-sim --seeds N [--first-seed S] [--nodes 3|5] [--json] [--threads T] [--verbose]\n\
-                     \x20      [--pre-vote on|off|per-seed] [--check-quorum on|off|per-seed]\n\
-                     \x20      [--clock-faults none|within-margin|beyond-margin]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}`; try --help")),
-        }
-    }
-    if args.nodes != 3 && args.nodes != 5 {
-        return Err(format!("--nodes must be 3 or 5, not {}", args.nodes));
-    }
+/// A value as it is written on the command line.
+fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
+}
+
+fn parse_args() -> Args {
+    let mut args = Args::parse();
     if args.threads == 0 {
         args.threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     }
-    Ok(args)
+    args
 }
 
 #[derive(Default)]
@@ -149,13 +169,7 @@ struct Totals {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(error) => {
-            eprintln!("coraft-sim: {error}");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     // Panics become per-seed violations; keep their text off the terminal.
     std::panic::set_hook(Box::new(|_| {}));
     let started = Instant::now();
@@ -165,8 +179,9 @@ fn main() {
     let workers: Vec<_> = (0..args.threads)
         .map(|_| {
             let (next, done, totals) = (next.clone(), done.clone(), totals.clone());
-            let (seeds, first_seed, nodes, planted_bug) = (args.seeds, args.first_seed, args.nodes, args.planted_bug);
-            let (pre_vote, check_quorum, clock_faults) = (args.pre_vote, args.check_quorum, args.clock_faults);
+            let (seeds, first_seed, nodes, planted_bug) = (args.seeds, args.first_seed, args.nodes, args.planted_bug());
+            let (pre_vote, check_quorum, clock_faults) =
+                (args.pre_vote.toggle(), args.check_quorum.toggle(), args.clock_faults());
             std::thread::spawn(move || loop {
                 let offset = next.fetch_add(1, Ordering::Relaxed);
                 if offset >= seeds {

@@ -7,10 +7,11 @@
 //! coraft-wal dump DIR --group G --from I --to J   entries I..=J of group G
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 use coraft_wal::format::{decode_record, segment_file_name, Decoded, Record};
 use coraft_wal::recovery::{recover, Recovered};
 use coraft_wal::{Error, Need, RecoveryMode, SEGMENT_HOLDERS_MAX};
@@ -18,11 +19,55 @@ use coraft_wal::{Error, Need, RecoveryMode, SEGMENT_HOLDERS_MAX};
 /// How many of the oldest segments `inspect` reports holders for.
 const INSPECT_SEGMENTS_MAX: usize = 4;
 
-const USAGE: &str = "usage: coraft-wal inspect DIR | verify DIR [--strict] | \
-                     dump DIR --group G --from I --to J";
+/// Inspects, verifies and dumps a coraft WAL directory (one shard's log)
+/// without writing to it.
+#[derive(Parser, Debug)]
+#[command(name = "coraft-wal", version, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Prints the segments, the groups with their index ranges, hard state
+    /// and snapshot, a torn tail, and which groups hold the oldest segments.
+    Inspect {
+        /// The WAL directory (a shard's, e.g. wal.dir/shard-0).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Checks every record's CRC: exit 0 when the log is sound (a torn tail
+    /// of the last flush is reported, not an error), 1 on corruption.
+    Verify {
+        /// The WAL directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Treat a torn tail as corruption too. Default: a torn tail of the
+        /// last, unsynced flush is tolerated.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Prints entries of one group: index, term, type, LSN, length and the
+    /// first bytes of the payload in hex.
+    Dump {
+        /// The WAL directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The group whose entries to print.
+        #[arg(long, value_name = "G")]
+        group: u64,
+        /// First index to print. Default: the group's first entry.
+        #[arg(long, value_name = "I", default_value_t = 0, hide_default_value = true)]
+        from: u64,
+        /// Last index to print. Default: the group's last entry.
+        #[arg(long, value_name = "J", default_value_t = u64::MAX, hide_default_value = true)]
+        to: u64,
+    },
+}
 
 fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
+    match run(Cli::parse().command) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("coraft-wal: {error:#}");
@@ -31,38 +76,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Vec<String>) -> Result<ExitCode> {
-    let (command, dir) = match args.as_slice() {
-        [command, dir, ..] => (command.as_str(), Path::new(dir)),
-        _ => bail!("{USAGE}"),
-    };
-    let flag = |name: &str| -> Result<Option<u64>> {
-        match args.iter().position(|arg| arg == name) {
-            Some(at) => {
-                let value = args.get(at + 1).with_context(|| format!("{name} needs a value"))?;
-                Ok(Some(value.parse().with_context(|| format!("{name} {value}"))?))
-            }
-            None => Ok(None),
-        }
-    };
+fn run(command: Command) -> Result<ExitCode> {
     match command {
-        "inspect" => inspect(&recover(dir, RecoveryMode::TolerateTornTail, false)?)?,
-        "verify" => {
-            let strict = args.iter().any(|arg| arg == "--strict");
+        Command::Inspect { dir } => inspect(&recover(&dir, RecoveryMode::TolerateTornTail, false)?)?,
+        Command::Verify { dir, strict } => {
             let mode = if strict {
                 RecoveryMode::Strict
             } else {
                 RecoveryMode::TolerateTornTail
             };
-            return Ok(verify(dir, mode));
+            return Ok(verify(&dir, mode));
         }
-        "dump" => {
-            let group = flag("--group")?.context("dump needs --group")?;
-            let from = flag("--from")?.unwrap_or(0);
-            let to = flag("--to")?.unwrap_or(u64::MAX);
-            dump(&recover(dir, RecoveryMode::TolerateTornTail, false)?, group, from, to)?;
+        Command::Dump { dir, group, from, to } => {
+            dump(&recover(&dir, RecoveryMode::TolerateTornTail, false)?, group, from, to)?
         }
-        _ => bail!("{USAGE}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,41 +5,69 @@
 //! coraft-tune suggest [--shards N]   print a [shards] layout and why
 //! coraft-tune check CONFIG.toml      validate: exit 0 when it can start here, 1 listing every problem
 //! coraft-tune example                print a commented config that passes `check` here
+//! coraft-tune sweep [OPTIONS]        measure candidate layouts with coraft-bench, compare with `suggest`
 //! ```
+//! `coraft-tune help COMMAND` lists each command's options with their
+//! meaning and default.
 
+mod sweep;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use coraft_tuning::{example_config, NodeConfig, Topology, TuningError};
 
-const USAGE: &str = "usage:
-  coraft-tune detect                 print this machine's CPUs, SMT siblings, NUMA nodes and io_uring support
-  coraft-tune suggest [--shards N]   suggest a [shards] layout (default: one shard per usable physical core)
-  coraft-tune check CONFIG.toml      validate a node config against this machine (exit 1 listing every problem)
-  coraft-tune example                print a commented example config that passes `check` here";
+/// Inspects this machine and checks coraft node configs against it
+/// (docs/tuning.md).
+#[derive(Parser, Debug)]
+#[command(name = "coraft-tune", version, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Prints this machine's CPUs, SMT siblings, NUMA nodes, io_uring
+    /// support, kernel and locked-memory limit.
+    Detect,
+    /// Prints a [shards] layout for this machine and the rules behind it;
+    /// exits 1 when the shards cannot be pinned.
+    Suggest {
+        /// How many shards. Default: one per usable physical core.
+        #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        shards: Option<u64>,
+    },
+    /// Validates a node config against this machine: exit 0 when a node
+    /// could start with it here, 1 listing every problem.
+    Check {
+        /// The node's TOML config.
+        #[arg(value_name = "CONFIG.toml")]
+        config: PathBuf,
+    },
+    /// Prints a commented example config that passes `check` here.
+    Example,
+    /// Measures candidate layouts (shards per node, CPUs, spin before
+    /// parking) with the cluster benchmark, coraft-bench, prints which is
+    /// fastest and whether suggest's layout is within 5% of it (exit 0 when
+    /// it is, 1 when not).
+    Sweep(sweep::SweepArgs),
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["detect"] => {
+    match Cli::parse().command {
+        Command::Detect => {
             print!("{}", Topology::detect());
             ExitCode::SUCCESS
         }
-        ["suggest"] => suggest(None),
-        ["suggest", "--shards", count] | ["suggest", "-n", count] => match count.parse::<usize>() {
-            Ok(count) if count > 0 => suggest(Some(count)),
-            _ => usage(&format!("--shards takes a positive number, not {count:?}")),
-        },
-        ["check", path] => check(path),
-        ["example"] => {
+        Command::Suggest { shards } => suggest(shards.map(|n| n as usize)),
+        Command::Check { config } => check(&config.display().to_string()),
+        Command::Example => {
             print!("{}", example_config(&Topology::detect()));
             ExitCode::SUCCESS
         }
-        ["help" | "--help" | "-h"] => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => usage("unknown command"),
+        Command::Sweep(args) => sweep::sweep(args),
     }
 }
 
@@ -92,9 +120,4 @@ fn check(path: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn usage(reason: &str) -> ExitCode {
-    eprintln!("coraft-tune: {reason}\n{USAGE}");
-    ExitCode::from(2)
 }

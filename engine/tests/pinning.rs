@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,12 +34,12 @@ impl Drop for Running {
 /// A loopback address whose port and the next are free (shard `s` listens
 /// on the port + `s`).
 fn two_free_ports() -> SocketAddr {
+    // Ports below the ephemeral range (see `coraft::ports`), handed out in
+    // order, so two in a row are usually consecutive.
     for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = first.local_addr().unwrap();
-        let next = SocketAddr::new(address.ip(), address.port() + 1);
-        if TcpListener::bind(next).is_ok() {
-            return address;
+        let pair = coraft::ports::free_loopback_addresses(2).unwrap();
+        if pair[1].port() == pair[0].port() + 1 {
+            return pair[0];
         }
     }
     panic!("no two consecutive free ports on loopback");
@@ -90,7 +90,7 @@ fn shard_threads_run_on_their_configured_cores_and_helpers_where_the_config_says
     }
     let dir = tempfile::tempdir().unwrap();
     let listen = two_free_ports();
-    let metrics = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let metrics = coraft::ports::free_loopback_addresses(1).unwrap()[0];
     let mut config = NodeConfig {
         cluster_id: 3,
         node_id: 4,

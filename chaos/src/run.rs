@@ -120,7 +120,10 @@ impl RunReport {
                     || (f.leader_before.is_some()
                         && matches!(
                             f.kind,
-                            FaultKind::KillLeader | FaultKind::StopLeader | FaultKind::PartitionLeader
+                            FaultKind::KillLeader
+                                | FaultKind::StopLeader
+                                | FaultKind::PartitionLeader
+                                | FaultKind::PartitionOneWay
                         ))
             })
             .map(|fault| {
@@ -134,6 +137,49 @@ impl RunReport {
                 (fault.kind, first.map(|end| end - fault.start_ns))
             })
             .collect()
+    }
+
+    /// The summary as JSON (`summary.json`, `coraft-chaos --json`): the
+    /// figures of [`RunReport::summary`], by name.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let [ok, failed, unknown] = self.outcomes;
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for fault in &self.faults {
+            *by_kind.entry(fault.kind.name()).or_default() += 1;
+        }
+        let mut recoveries: Vec<u64> = self.recoveries_ns().iter().filter_map(|&(_, ns)| ns).collect();
+        recoveries.sort_unstable();
+        let ms = |ns: Option<&u64>| ns.map(|ns| ns / 1_000_000);
+        let mut counts = [0usize; 3];
+        for verdict in self.registers.keys.values() {
+            counts[match verdict {
+                KeyVerdict::Linearizable => 0,
+                KeyVerdict::NotLinearizable { .. } => 1,
+                KeyVerdict::TooLarge { .. } => 2,
+            }] += 1;
+        }
+        let lost_appends = self
+            .list_violations
+            .iter()
+            .filter(|v| matches!(v, ListViolation::LostAppend { .. }))
+            .count();
+        serde_json::json!({
+            "seed": self.seed,
+            "passed": self.passed(),
+            "operations": { "ok": ok, "failed": failed, "unknown": unknown },
+            "list_operations": self.lists.len(),
+            "faults": by_kind,
+            "faults_total": self.faults.len(),
+            "recovery_ms": {
+                "faults": recoveries.len(),
+                "median": ms(recoveries.get(recoveries.len() / 2)),
+                "max": ms(recoveries.last()),
+            },
+            "keys": { "linearizable": counts[0], "not_linearizable": counts[1], "too_large": counts[2] },
+            "list_anomalies": self.list_violations.len(),
+            "acknowledged_appends_lost": lost_appends,
+            "out_dir": self.out_dir.display().to_string(),
+        })
     }
 
     /// The summary table printed at the end of a run.
@@ -338,6 +384,23 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         out_dir: options.out_dir.clone(),
     };
     write_file(&options.out_dir.join("summary.txt"), report.summary().as_bytes())?;
+    let json = serde_json::to_string_pretty(&report.summary_json()).map_err(|e| RunError::Setup(e.to_string()))?;
+    write_file(&options.out_dir.join("summary.json"), json.as_bytes())?;
+    let completions = report
+        .history
+        .completions()
+        .map_err(|e| RunError::Setup(format!("history: {e}")))?;
+    let title = format!(
+        "coraft-chaos seed {}: {} nodes, {} clients, {} faults",
+        options.seed,
+        options.nodes,
+        options.clients,
+        report.faults.len()
+    );
+    write_file(
+        &options.out_dir.join("plot.svg"),
+        crate::plot::svg(&completions, &report.faults, &title).as_bytes(),
+    )?;
     if report.passed() && !options.keep_data {
         let _ = std::fs::remove_dir_all(options.out_dir.join("data"));
     }
@@ -475,5 +538,9 @@ mod tests {
             vec![(FaultKind::KillLeader, Some(30)), (FaultKind::KillAll, None)]
         );
         assert!(report.summary().contains("1 faults, median 0 ms"));
+        let json = report.summary_json();
+        assert_eq!(json["recovery_ms"]["faults"], 1);
+        assert_eq!(json["faults"]["kill-all"], 1);
+        assert_eq!(json["operations"]["ok"], 3);
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use coraft::client::Client;
 
 use crate::cluster::Cluster;
+use crate::counter::{check_counters, CounterViolation};
 use crate::history::{History, Operation, Outcome};
 use crate::linearizable::{check_registers, KeyVerdict, RegisterReport, Verdict, STATES_EXPLORED_MAX};
 use crate::list_append::{check_lists, ListOperation, ListViolation};
@@ -89,6 +90,8 @@ pub struct RunReport {
     pub lists: Vec<ListOperation>,
     /// What the list-append checker found.
     pub list_violations: Vec<ListViolation>,
+    /// What the counter checker found.
+    pub counter_violations: Vec<CounterViolation>,
     /// Operations by outcome: ok, failed, unknown.
     pub outcomes: [usize; 3],
     /// Where the files are.
@@ -103,7 +106,7 @@ impl RunReport {
 
     /// Whether the run passed: every register linearizable, no list anomaly.
     pub fn passed(&self) -> bool {
-        self.verdict() == Verdict::Linearizable && self.list_violations.is_empty()
+        self.verdict() == Verdict::Linearizable && self.list_violations.is_empty() && self.counter_violations.is_empty()
     }
 
     /// For each fault that took the leader away (killed, paused or cut
@@ -177,6 +180,7 @@ impl RunReport {
             },
             "keys": { "linearizable": counts[0], "not_linearizable": counts[1], "too_large": counts[2] },
             "list_anomalies": self.list_violations.len(),
+            "counter_violations": self.counter_violations.len(),
             "acknowledged_appends_lost": lost_appends,
             "out_dir": self.out_dir.display().to_string(),
         })
@@ -256,13 +260,28 @@ impl RunReport {
         for violation in self.list_violations.iter().take(10) {
             text.push_str(&format!("  {violation:?}\n"));
         }
+        let counter_operations = self
+            .history
+            .completions()
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| matches!(c.operation, Operation::Increment { .. } | Operation::CounterRead { .. }))
+            .count();
+        text.push_str(&format!(
+            "counters ({counter_operations} operations): violations {}\n",
+            self.counter_violations.len()
+        ));
+        for violation in self.counter_violations.iter().take(10) {
+            text.push_str(&format!("  {violation:?}\n"));
+        }
         text.push_str(&format!(
             "verdict {:?}{}\nfiles in {}\n",
             self.verdict(),
-            if self.list_violations.is_empty() {
-                ""
-            } else {
-                ", list anomalies"
+            match (self.list_violations.is_empty(), self.counter_violations.is_empty()) {
+                (true, true) => "",
+                (false, true) => ", list anomalies",
+                (true, false) => ", counter violations",
+                (false, false) => ", list anomalies, counter violations",
             },
             self.out_dir.display()
         ));
@@ -373,7 +392,9 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         list_lines.push('\n');
     }
     write_file(&options.out_dir.join("lists.jsonl"), list_lines.as_bytes())?;
+    let counter_violations = check_counters(&history).map_err(|e| RunError::Setup(format!("history: {e}")))?;
     let report = RunReport {
+        counter_violations,
         list_violations: check_lists(&lists),
         lists,
         seed: options.seed,
@@ -469,9 +490,25 @@ fn final_reads(shared: &Shared, config: &coraft::client::ClientConfig, process: 
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    for key in keys {
+    let counters: BTreeSet<u64> = shared
+        .recorder
+        .history()
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            crate::history::Event::Invoke {
+                operation: Operation::Increment { key } | Operation::CounterRead { key },
+                ..
+            } => Some(*key),
+            _ => None,
+        })
+        .collect();
+    let reads = keys
+        .into_iter()
+        .map(|key| Operation::Read { key })
+        .chain(counters.into_iter().map(|key| Operation::CounterRead { key }));
+    for operation in reads {
         loop {
-            let operation = Operation::Read { key };
             shared.recorder.invoke(process, operation);
             let outcome = workload::execute(&mut client, operation);
             shared.recorder.complete(process, outcome);
@@ -480,7 +517,7 @@ fn final_reads(shared: &Shared, config: &coraft::client::ClientConfig, process: 
             }
             if Instant::now() >= deadline {
                 return Err(RunError::Setup(format!(
-                    "the healed cluster did not answer a read of key {key} within {RECOVERY_TIMEOUT:?}"
+                    "the healed cluster did not answer {operation:?} within {RECOVERY_TIMEOUT:?}"
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -529,6 +566,7 @@ mod tests {
             registers: RegisterReport::default(),
             lists: vec![],
             list_violations: vec![],
+            counter_violations: vec![],
             out_dir: PathBuf::new(),
         };
         // The write invoked at 5 started before the fault; the read and the

@@ -35,6 +35,8 @@ const METRICS_TIMEOUT: Duration = Duration::from_millis(500);
 /// One node: its config and, while it runs, its process.
 struct NodeProcess {
     config_path: PathBuf,
+    /// Its WAL directory (one `shard-N` folder in it per shard).
+    wal_dir: PathBuf,
     log_path: PathBuf,
     metrics: SocketAddr,
     /// The network namespace it runs in, if the run has partitions.
@@ -65,6 +67,19 @@ impl Cluster {
     /// or, given a `network`, each node in its namespace on its address.
     /// Nothing runs until [`Cluster::start_all`].
     pub fn create(node_bin: &Path, dir: &Path, count: usize, network: Option<&Network>) -> Result<Cluster, RunError> {
+        Cluster::create_with_segments(node_bin, dir, count, network, SEGMENT_BYTES)
+    }
+
+    /// [`Cluster::create`] with WAL segments of `segment_bytes` (the storage
+    /// fault tests use the smallest, so that a few hundred writes fill
+    /// several segments).
+    pub fn create_with_segments(
+        node_bin: &Path,
+        dir: &Path,
+        count: usize,
+        network: Option<&Network>,
+        segment_bytes: u64,
+    ) -> Result<Cluster, RunError> {
         let addresses = match network {
             None => free_ports(2 * count)?,
             Some(network) => [NAMESPACE_RAFT_PORT, NAMESPACE_METRICS_PORT]
@@ -95,14 +110,15 @@ impl Cluster {
             config.shards.placement = PlacementPolicy::Unbound;
             config.shards.spin_before_park_us = 0;
             config.wal.dir = Some(dir.join("data").join(format!("node-{}", i + 1)));
-            config.wal.segment_bytes = SEGMENT_BYTES;
-            config.wal.zero_ahead_bytes = ZERO_AHEAD_BYTES;
+            config.wal.segment_bytes = segment_bytes;
+            config.wal.zero_ahead_bytes = ZERO_AHEAD_BYTES.min(segment_bytes);
             let text = config
                 .to_toml_string()
                 .map_err(|e| RunError::Setup(format!("node {} config: {e}", i + 1)))?;
             let config_path = dir.join(format!("node-{}.toml", i + 1));
             std::fs::write(&config_path, text).map_err(io_error(format!("writing {}", config_path.display())))?;
             nodes.push(NodeProcess {
+                wal_dir: dir.join("data").join(format!("node-{}", i + 1)),
                 config_path,
                 log_path: dir.join(format!("node-{}.log", i + 1)),
                 metrics: metrics[i],
@@ -185,6 +201,27 @@ impl Cluster {
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// Node `index`'s WAL directory (a `shard-0` folder in it holds its
+    /// segments and snapshots).
+    pub fn wal_dir(&self, index: usize) -> &Path {
+        &self.nodes[index].wal_dir
+    }
+
+    /// Node `index`'s log file (its stderr, appended across restarts).
+    pub fn log_path(&self, index: usize) -> &Path {
+        &self.nodes[index].log_path
+    }
+
+    /// If node `index` was started and its process has exited on its own
+    /// (it refused to start, or failed), reaps it and returns its status.
+    pub fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let node = &mut self.nodes[index];
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        node.paused = false;
+        Some(status)
     }
 
     /// Whether node `index` runs (started, not killed; it may be paused).

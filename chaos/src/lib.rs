@@ -16,6 +16,7 @@
 //! * [`nemesis`]: faults on a seeded schedule.
 //! * [`netns`]: network namespaces for partitions.
 //! * [`run`]: one whole run and its report (what `coraft-chaos` runs).
+//! * [`plot`]: the run's SVG (throughput and latency over time, faults marked).
 #![deny(missing_docs)]
 
 pub mod cluster;
@@ -25,6 +26,7 @@ pub mod linearizable;
 pub mod list_append;
 pub mod nemesis;
 pub mod netns;
+pub mod plot;
 pub mod rng;
 pub mod run;
 pub mod workload;

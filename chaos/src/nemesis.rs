@@ -11,6 +11,18 @@
 //! * `partition-leader`: cut the leader off from every other node.
 //! * `partition-bridge`: two sides that share one middle node, which alone
 //!   sees everyone.
+//! * `partition-ring`: shifting majorities: each node talks only to its two
+//!   neighbours on a ring, so with five nodes every node sees a majority
+//!   (itself and its neighbours) and no two see the same one. With fewer
+//!   than five nodes the ring is cut open into a line (a bridge).
+//! * `partition-one-way`: one node (the leader if one is known) can no
+//!   longer send to the others (a blackhole route in its namespace only);
+//!   they still send to it. Over TCP this stalls the connections both
+//!   ways too, but the cut itself is one-way: the others' SYNs and
+//!   heartbeats still arrive.
+//! * `slow-links`: every node's link rate-limited by a `tc tbf` qdisc on
+//!   its namespace's interface (egress, 1 Mbit/s, 200 ms of queue), so
+//!   replication and elections run over slow, queueing links.
 //!
 //! Partitions need the nodes in network namespaces ([`Network`]); the
 //! clients still reach every node, so an isolated leader keeps getting
@@ -47,6 +59,12 @@ pub enum FaultKind {
     PartitionLeader,
     /// Two sides sharing one middle node, heal later.
     PartitionBridge,
+    /// Each node sees only its ring neighbours (shifting majorities).
+    PartitionRing,
+    /// One node's outbound packets to its peers dropped, inbound kept.
+    PartitionOneWay,
+    /// Every node's link rate-limited (tc tbf), restored later.
+    SlowLinks,
 }
 
 /// Set by `coraft-chaos` on SIGINT or SIGTERM: the nemesis heals and stops,
@@ -55,7 +73,7 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 impl FaultKind {
     /// Every kind, in the order `--nemesis` lists them.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::KillAll,
@@ -64,13 +82,21 @@ impl FaultKind {
         FaultKind::PartitionHalves,
         FaultKind::PartitionLeader,
         FaultKind::PartitionBridge,
+        FaultKind::PartitionRing,
+        FaultKind::PartitionOneWay,
+        FaultKind::SlowLinks,
     ];
 
     /// Whether the kind needs the nodes in network namespaces.
     pub fn is_partition(self) -> bool {
         matches!(
             self,
-            FaultKind::PartitionHalves | FaultKind::PartitionLeader | FaultKind::PartitionBridge
+            FaultKind::PartitionHalves
+                | FaultKind::PartitionLeader
+                | FaultKind::PartitionBridge
+                | FaultKind::PartitionRing
+                | FaultKind::PartitionOneWay
+                | FaultKind::SlowLinks
         )
     }
 
@@ -85,6 +111,9 @@ impl FaultKind {
             FaultKind::PartitionHalves => "partition-halves",
             FaultKind::PartitionLeader => "partition-leader",
             FaultKind::PartitionBridge => "partition-bridge",
+            FaultKind::PartitionRing => "partition-ring",
+            FaultKind::PartitionOneWay => "partition-one-way",
+            FaultKind::SlowLinks => "slow-links",
         }
     }
 
@@ -101,6 +130,8 @@ impl FaultKind {
                     FaultKind::PartitionHalves,
                     FaultKind::PartitionLeader,
                     FaultKind::PartitionBridge,
+                    FaultKind::PartitionRing,
+                    FaultKind::PartitionOneWay,
                 ],
                 "none" => vec![],
                 _ => match FaultKind::ALL.iter().find(|k| k.name() == word) {
@@ -204,7 +235,11 @@ fn partition_sides(kind: FaultKind, nodes: usize, leader: usize, rng: &mut Rng) 
         order.swap(i, rng.index(i + 1));
     }
     match kind {
-        FaultKind::PartitionLeader => vec![vec![leader], (0..nodes).filter(|&n| n != leader).collect()],
+        FaultKind::PartitionLeader | FaultKind::PartitionOneWay => {
+            vec![vec![leader], (0..nodes).filter(|&n| n != leader).collect()]
+        }
+        FaultKind::PartitionRing if nodes >= 5 => (0..nodes).map(|i| vec![order[i], order[(i + 1) % nodes]]).collect(),
+        FaultKind::PartitionRing => (0..nodes - 1).map(|i| vec![order[i], order[i + 1]]).collect(),
         FaultKind::PartitionBridge => {
             // Two sides of (nodes - 1) / 2 and the rest, sharing the middle one.
             let half = nodes / 2;
@@ -262,7 +297,9 @@ pub fn run(
         let mut partition_rng = Rng::new(rng.next_u64());
         let leader = cluster.leader();
         let target = match kind {
-            FaultKind::KillLeader | FaultKind::StopLeader | FaultKind::PartitionLeader => leader,
+            FaultKind::KillLeader | FaultKind::StopLeader | FaultKind::PartitionLeader | FaultKind::PartitionOneWay => {
+                leader
+            }
             _ => None,
         }
         .unwrap_or(random_node);
@@ -315,19 +352,37 @@ pub fn run(
                 );
                 cluster.pause(target, false);
             }
-            FaultKind::PartitionHalves | FaultKind::PartitionLeader | FaultKind::PartitionBridge => {
+            FaultKind::SlowLinks => {
+                let network = network.as_deref_mut().ok_or_else(|| {
+                    crate::RunError::Setup(format!("{} needs the nodes in network namespaces", kind.name()))
+                })?;
+                let until = Instant::now() + Duration::from_millis(partition_ms);
+                network.slow_links(true)?;
+                fault.nodes = (0..cluster.len()).map(id).collect();
+                sleep_unless(until.saturating_duration_since(Instant::now()).as_millis() as u64, stop);
+                network.slow_links(false)?;
+            }
+            FaultKind::PartitionHalves
+            | FaultKind::PartitionLeader
+            | FaultKind::PartitionBridge
+            | FaultKind::PartitionRing
+            | FaultKind::PartitionOneWay => {
                 let network = network.as_deref_mut().ok_or_else(|| {
                     crate::RunError::Setup(format!("{} needs the nodes in network namespaces", kind.name()))
                 })?;
                 let sides = partition_sides(kind, cluster.len(), target, &mut partition_rng);
                 let until = Instant::now() + Duration::from_millis(partition_ms);
-                network.partition(&sides)?;
+                if kind == FaultKind::PartitionOneWay {
+                    network.cut_one_way(sides[0][0], &sides[1])?;
+                } else {
+                    network.partition(&sides)?;
+                }
                 fault.sides = sides.iter().map(|s| s.iter().map(|&n| id(n)).collect()).collect();
                 fault.nodes = (0..cluster.len())
                     .filter(|n| sides.iter().filter(|s| s.contains(n)).count() < sides.len())
                     .map(id)
                     .collect();
-                if kind == FaultKind::PartitionLeader && leader.is_some() {
+                if matches!(kind, FaultKind::PartitionLeader | FaultKind::PartitionOneWay) && leader.is_some() {
                     fault.leader_after = await_new_leader(cluster, leader, timing.new_leader_wait_ms).map(id);
                 }
                 sleep_unless(until.saturating_duration_since(Instant::now()).as_millis() as u64, stop);
@@ -361,7 +416,7 @@ mod tests {
         );
         assert_eq!(FaultKind::parse_list("none").unwrap(), vec![]);
         assert_eq!(
-            FaultKind::parse_list("kill,stop,partition").unwrap(),
+            FaultKind::parse_list("kill,stop,partition,slow-links").unwrap(),
             FaultKind::ALL.to_vec()
         );
         let error = FaultKind::parse_list("kill,partitions").unwrap_err();
@@ -384,6 +439,41 @@ mod tests {
             let shared: Vec<&usize> = bridge[0].iter().filter(|n| bridge[1].contains(n)).collect();
             assert_eq!(shared.len(), 1, "{bridge:?}");
             assert_eq!(bridge[0].len() + bridge[1].len(), nodes + 1);
+            // The ring: every node talks to exactly two others on five
+            // nodes (so each sees a majority of its own), to one or two on
+            // the line that three nodes make.
+            let ring = partition_sides(FaultKind::PartitionRing, nodes, 0, &mut rng);
+            for node in 0..nodes {
+                let mut peers: Vec<usize> = ring
+                    .iter()
+                    .filter(|side| side.contains(&node))
+                    .flatten()
+                    .copied()
+                    .filter(|&n| n != node)
+                    .collect();
+                peers.sort();
+                peers.dedup();
+                if nodes == 5 {
+                    assert_eq!(peers.len(), 2, "{ring:?}");
+                } else {
+                    assert!((1..=2).contains(&peers.len()), "{ring:?}");
+                }
+            }
+            if nodes == 5 {
+                // No two nodes see the same majority.
+                let mut majorities: Vec<Vec<usize>> = (0..nodes)
+                    .map(|node| {
+                        let mut seen: Vec<usize> =
+                            ring.iter().filter(|s| s.contains(&node)).flatten().copied().collect();
+                        seen.sort();
+                        seen.dedup();
+                        seen
+                    })
+                    .collect();
+                majorities.sort();
+                majorities.dedup();
+                assert_eq!(majorities.len(), nodes, "{ring:?}");
+            }
         }
     }
 }

@@ -42,6 +42,32 @@ fn ip(args: &[&str]) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The rate of a slowed link (`tc tbf rate`).
+pub const SLOW_LINK_RATE: &str = "1mbit";
+/// The bucket of a slowed link (`tc tbf burst`).
+const SLOW_LINK_BURST: &str = "16kb";
+/// How long a packet may wait in a slowed link's queue before it is
+/// dropped (`tc tbf latency`).
+pub const SLOW_LINK_LATENCY: &str = "200ms";
+
+fn tc(args: &[&str]) -> Result<(), RunError> {
+    let output = Command::new("tc").args(args).output().map_err(|source| RunError::Io {
+        what: format!(
+            "running `tc {}` (iproute2's tc is needed for slow links)",
+            args.join(" ")
+        ),
+        source,
+    })?;
+    if !output.status.success() {
+        return Err(RunError::Setup(format!(
+            "`tc {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 fn ip_output(args: &[&str]) -> String {
     Command::new("ip")
         .args(args)
@@ -58,6 +84,8 @@ pub struct Network {
     route: Option<String>,
     /// (from, to) node pairs currently cut.
     cut: Vec<(usize, usize)>,
+    /// Whether the links are rate-limited now.
+    slowed: bool,
 }
 
 impl Network {
@@ -92,6 +120,7 @@ impl Network {
             bridge: None,
             route: None,
             cut: Vec::new(),
+            slowed: false,
         };
         let subnet = format!("{}.{}.{third_octet}.0/24", SUBNET_PREFIX[0], SUBNET_PREFIX[1]);
         ip(&["route", "add", "unreachable", &subnet])?;
@@ -163,6 +192,51 @@ impl Network {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Cuts what node `from` sends to each of `to` (a blackhole route in
+    /// its namespace only: the others still reach it); heals the previous
+    /// partition first.
+    pub fn cut_one_way(&mut self, from: usize, to: &[usize]) -> Result<(), RunError> {
+        self.heal()?;
+        for &peer_index in to {
+            let peer = format!("{}/32", self.node_address(peer_index));
+            ip(&["-n", &self.namespaces[from], "route", "add", "blackhole", &peer])?;
+            self.cut.push((from, peer_index));
+        }
+        Ok(())
+    }
+
+    /// Rate-limits (`slow`) or restores every node's link: a `tc tbf`
+    /// qdisc on the namespace's `eth0` (what the node sends: to its peers
+    /// and its clients), [`SLOW_LINK_RATE`] with [`SLOW_LINK_LATENCY`] of
+    /// queue.
+    pub fn slow_links(&mut self, slow: bool) -> Result<(), RunError> {
+        for namespace in &self.namespaces {
+            if slow {
+                tc(&[
+                    "-n",
+                    namespace,
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    "eth0",
+                    "root",
+                    "tbf",
+                    "rate",
+                    SLOW_LINK_RATE,
+                    "burst",
+                    SLOW_LINK_BURST,
+                    "latency",
+                    SLOW_LINK_LATENCY,
+                ])?;
+            } else {
+                // A namespace without the qdisc (never slowed) is fine.
+                let _ = tc(&["-n", namespace, "qdisc", "del", "dev", "eth0", "root"]);
+            }
+        }
+        self.slowed = slow;
         Ok(())
     }
 

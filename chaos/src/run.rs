@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use coraft::client::Client;
 
 use crate::cluster::Cluster;
+use crate::counter::{check_counters, CounterViolation};
 use crate::history::{History, Operation, Outcome};
 use crate::linearizable::{check_registers, KeyVerdict, RegisterReport, Verdict, STATES_EXPLORED_MAX};
 use crate::list_append::{check_lists, ListOperation, ListViolation};
@@ -89,6 +90,8 @@ pub struct RunReport {
     pub lists: Vec<ListOperation>,
     /// What the list-append checker found.
     pub list_violations: Vec<ListViolation>,
+    /// What the counter checker found.
+    pub counter_violations: Vec<CounterViolation>,
     /// Operations by outcome: ok, failed, unknown.
     pub outcomes: [usize; 3],
     /// Where the files are.
@@ -103,7 +106,7 @@ impl RunReport {
 
     /// Whether the run passed: every register linearizable, no list anomaly.
     pub fn passed(&self) -> bool {
-        self.verdict() == Verdict::Linearizable && self.list_violations.is_empty()
+        self.verdict() == Verdict::Linearizable && self.list_violations.is_empty() && self.counter_violations.is_empty()
     }
 
     /// For each fault that took the leader away (killed, paused or cut
@@ -120,7 +123,10 @@ impl RunReport {
                     || (f.leader_before.is_some()
                         && matches!(
                             f.kind,
-                            FaultKind::KillLeader | FaultKind::StopLeader | FaultKind::PartitionLeader
+                            FaultKind::KillLeader
+                                | FaultKind::StopLeader
+                                | FaultKind::PartitionLeader
+                                | FaultKind::PartitionOneWay
                         ))
             })
             .map(|fault| {
@@ -134,6 +140,50 @@ impl RunReport {
                 (fault.kind, first.map(|end| end - fault.start_ns))
             })
             .collect()
+    }
+
+    /// The summary as JSON (`summary.json`, `coraft-chaos --json`): the
+    /// figures of [`RunReport::summary`], by name.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let [ok, failed, unknown] = self.outcomes;
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for fault in &self.faults {
+            *by_kind.entry(fault.kind.name()).or_default() += 1;
+        }
+        let mut recoveries: Vec<u64> = self.recoveries_ns().iter().filter_map(|&(_, ns)| ns).collect();
+        recoveries.sort_unstable();
+        let ms = |ns: Option<&u64>| ns.map(|ns| ns / 1_000_000);
+        let mut counts = [0usize; 3];
+        for verdict in self.registers.keys.values() {
+            counts[match verdict {
+                KeyVerdict::Linearizable => 0,
+                KeyVerdict::NotLinearizable { .. } => 1,
+                KeyVerdict::TooLarge { .. } => 2,
+            }] += 1;
+        }
+        let lost_appends = self
+            .list_violations
+            .iter()
+            .filter(|v| matches!(v, ListViolation::LostAppend { .. }))
+            .count();
+        serde_json::json!({
+            "seed": self.seed,
+            "passed": self.passed(),
+            "operations": { "ok": ok, "failed": failed, "unknown": unknown },
+            "list_operations": self.lists.len(),
+            "faults": by_kind,
+            "faults_total": self.faults.len(),
+            "recovery_ms": {
+                "faults": recoveries.len(),
+                "median": ms(recoveries.get(recoveries.len() / 2)),
+                "max": ms(recoveries.last()),
+            },
+            "keys": { "linearizable": counts[0], "not_linearizable": counts[1], "too_large": counts[2] },
+            "list_anomalies": self.list_violations.len(),
+            "counter_violations": self.counter_violations.len(),
+            "acknowledged_appends_lost": lost_appends,
+            "out_dir": self.out_dir.display().to_string(),
+        })
     }
 
     /// The summary table printed at the end of a run.
@@ -210,13 +260,28 @@ impl RunReport {
         for violation in self.list_violations.iter().take(10) {
             text.push_str(&format!("  {violation:?}\n"));
         }
+        let counter_operations = self
+            .history
+            .completions()
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| matches!(c.operation, Operation::Increment { .. } | Operation::CounterRead { .. }))
+            .count();
+        text.push_str(&format!(
+            "counters ({counter_operations} operations): violations {}\n",
+            self.counter_violations.len()
+        ));
+        for violation in self.counter_violations.iter().take(10) {
+            text.push_str(&format!("  {violation:?}\n"));
+        }
         text.push_str(&format!(
             "verdict {:?}{}\nfiles in {}\n",
             self.verdict(),
-            if self.list_violations.is_empty() {
-                ""
-            } else {
-                ", list anomalies"
+            match (self.list_violations.is_empty(), self.counter_violations.is_empty()) {
+                (true, true) => "",
+                (false, true) => ", list anomalies",
+                (true, false) => ", counter violations",
+                (false, false) => ", list anomalies, counter violations",
             },
             self.out_dir.display()
         ));
@@ -327,7 +392,9 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         list_lines.push('\n');
     }
     write_file(&options.out_dir.join("lists.jsonl"), list_lines.as_bytes())?;
+    let counter_violations = check_counters(&history).map_err(|e| RunError::Setup(format!("history: {e}")))?;
     let report = RunReport {
+        counter_violations,
         list_violations: check_lists(&lists),
         lists,
         seed: options.seed,
@@ -338,6 +405,23 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         out_dir: options.out_dir.clone(),
     };
     write_file(&options.out_dir.join("summary.txt"), report.summary().as_bytes())?;
+    let json = serde_json::to_string_pretty(&report.summary_json()).map_err(|e| RunError::Setup(e.to_string()))?;
+    write_file(&options.out_dir.join("summary.json"), json.as_bytes())?;
+    let completions = report
+        .history
+        .completions()
+        .map_err(|e| RunError::Setup(format!("history: {e}")))?;
+    let title = format!(
+        "coraft-chaos seed {}: {} nodes, {} clients, {} faults",
+        options.seed,
+        options.nodes,
+        options.clients,
+        report.faults.len()
+    );
+    write_file(
+        &options.out_dir.join("plot.svg"),
+        crate::plot::svg(&completions, &report.faults, &title).as_bytes(),
+    )?;
     if report.passed() && !options.keep_data {
         let _ = std::fs::remove_dir_all(options.out_dir.join("data"));
     }
@@ -406,9 +490,25 @@ fn final_reads(shared: &Shared, config: &coraft::client::ClientConfig, process: 
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    for key in keys {
+    let counters: BTreeSet<u64> = shared
+        .recorder
+        .history()
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            crate::history::Event::Invoke {
+                operation: Operation::Increment { key } | Operation::CounterRead { key },
+                ..
+            } => Some(*key),
+            _ => None,
+        })
+        .collect();
+    let reads = keys
+        .into_iter()
+        .map(|key| Operation::Read { key })
+        .chain(counters.into_iter().map(|key| Operation::CounterRead { key }));
+    for operation in reads {
         loop {
-            let operation = Operation::Read { key };
             shared.recorder.invoke(process, operation);
             let outcome = workload::execute(&mut client, operation);
             shared.recorder.complete(process, outcome);
@@ -417,7 +517,7 @@ fn final_reads(shared: &Shared, config: &coraft::client::ClientConfig, process: 
             }
             if Instant::now() >= deadline {
                 return Err(RunError::Setup(format!(
-                    "the healed cluster did not answer a read of key {key} within {RECOVERY_TIMEOUT:?}"
+                    "the healed cluster did not answer {operation:?} within {RECOVERY_TIMEOUT:?}"
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -466,6 +566,7 @@ mod tests {
             registers: RegisterReport::default(),
             lists: vec![],
             list_violations: vec![],
+            counter_violations: vec![],
             out_dir: PathBuf::new(),
         };
         // The write invoked at 5 started before the fault; the read and the
@@ -475,5 +576,9 @@ mod tests {
             vec![(FaultKind::KillLeader, Some(30)), (FaultKind::KillAll, None)]
         );
         assert!(report.summary().contains("1 faults, median 0 ms"));
+        let json = report.summary_json();
+        assert_eq!(json["recovery_ms"]["faults"], 1);
+        assert_eq!(json["faults"]["kill-all"], 1);
+        assert_eq!(json["operations"]["ok"], 3);
     }
 }

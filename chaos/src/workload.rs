@@ -23,6 +23,11 @@ use crate::rng::Rng;
 
 /// The Raft group the KV store lives in.
 pub const GROUP: GroupId = GroupId(1);
+/// The first register used as a counter (far from the registers the
+/// register workload uses).
+pub const COUNTER_KEY_BASE: u64 = 1 << 48;
+/// Counters in use (the bounds checker takes long histories per key).
+pub const COUNTERS: u64 = 4;
 
 /// The history being recorded, with the run's clock.
 pub struct Recorder {
@@ -126,6 +131,19 @@ pub fn client_loop(shared: Arc<Shared>, config: ClientConfig, process: ProcessId
         let number = shared.operations_started.fetch_add(1, Ordering::Relaxed);
         let key = (number / block) * shape.keys_active + rng.between(0, shape.keys_active.max(1));
         let roll = rng.between(0, 10);
+        // One operation in ten is on a counter: an increment or a read.
+        if rng.between(0, 10) == 0 {
+            let counter = COUNTER_KEY_BASE + rng.between(0, COUNTERS);
+            let operation = if roll < 7 {
+                Operation::Increment { key: counter }
+            } else {
+                Operation::CounterRead { key: counter }
+            };
+            shared.recorder.invoke(process, operation);
+            let outcome = execute(&mut client, operation);
+            shared.recorder.complete(process, outcome);
+            continue;
+        }
         // One operation in five is on the key's list (a key space apart).
         if rng.between(0, 5) == 0 {
             let list_operation = if roll < 5 {
@@ -185,7 +203,30 @@ pub fn execute(client: &mut Client, operation: Operation) -> Outcome {
         },
         Operation::Write { key, value } => write_outcome(client, operation, KvOp::Write { key, value }),
         Operation::Cas { key, expected, new } => write_outcome(client, operation, KvOp::Cas { key, expected, new }),
-        Operation::Increment { .. } | Operation::CounterRead { .. } => Outcome::Failed,
+        Operation::Increment { key } => match client.write(GROUP, &KvOp::Increment { key }.encode()) {
+            Ok(bytes) => match KvResult::decode(&bytes) {
+                Some(KvResult::Value(Some(count))) => Outcome::Ok { value: Some(count) },
+                Some(KvResult::Error(_)) => Outcome::Failed,
+                other => {
+                    log_unexpected(operation, &other);
+                    Outcome::Unknown
+                }
+            },
+            Err(ClientFailure::SessionExpired | ClientFailure::StaleSequence) => Outcome::Failed,
+            Err(_) => Outcome::Unknown,
+        },
+        Operation::CounterRead { key } => match client.read(GROUP, &KvOp::Read { key }.encode()) {
+            Ok(bytes) => match KvResult::decode(&bytes) {
+                Some(KvResult::Value(count)) => Outcome::Ok {
+                    value: Some(count.unwrap_or(0)),
+                },
+                other => {
+                    log_unexpected(operation, &other);
+                    Outcome::Unknown
+                }
+            },
+            Err(_) => Outcome::Unknown,
+        },
     }
 }
 

@@ -141,6 +141,44 @@ fn a_short_run_under_kills_and_pauses_is_linearizable_and_a_stale_read_in_it_is_
         matches!(verdict, Verdict::NotLinearizable { .. }),
         "a stale read at event {mutated} was not caught: {verdict:?}"
     );
+    // The counters: the run drove them, and one acknowledged increment of
+    // the real history made to return another's count is caught.
+    let increments = report
+        .history
+        .completions()
+        .unwrap()
+        .into_iter()
+        .filter(|c| matches!(c.operation, Operation::Increment { .. }) && matches!(c.outcome, Outcome::Ok { .. }))
+        .count();
+    assert!(increments > 10, "too few increments acknowledged:\n{summary}");
+    let mut bad = report.history.clone();
+    let counts: Vec<(usize, u64, u64)> = {
+        let completions = bad.completions().unwrap();
+        completions
+            .iter()
+            .filter_map(|c| match (c.operation, c.outcome, c.complete_ns) {
+                (Operation::Increment { key }, Outcome::Ok { value: Some(count) }, Some(end)) => {
+                    let index = bad.events.iter().position(|event| {
+                        matches!(event, Event::Complete { process, time_ns, .. } if *process == c.process && *time_ns == end)
+                    })?;
+                    Some((index, key, count))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let (first, key, count) = counts[0];
+    let &(second, _, _) = counts
+        .iter()
+        .find(|&&(index, k, c)| index != first && k == key && c != count)
+        .expect("two acknowledged increments of one counter");
+    if let Event::Complete { outcome, .. } = &mut bad.events[second] {
+        *outcome = Outcome::Ok { value: Some(count) };
+    }
+    assert!(
+        !coraft_chaos::counter::check_counters(&bad).unwrap().is_empty(),
+        "a duplicated count was not caught"
+    );
     // The lists too: one acknowledged append dropped from a later read of
     // the real run is reported lost.
     let mut lists = report.lists.clone();

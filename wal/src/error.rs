@@ -40,10 +40,29 @@ pub enum Error {
         offset: u64,
     },
     /// A segment header is damaged, foreign, or of an unknown version.
-    #[error("bad header in segment {segment}")]
+    #[error(
+        "bad header in segment {segment} (file {}): damaged, or not a coraft WAL segment",
+        crate::format::segment_file_name(*segment)
+    )]
     BadSegmentHeader {
         /// The segment's first LSN (its file name).
         segment: u64,
+    },
+    /// A segment file is shorter than the size its header gives: segments
+    /// are preallocated whole before their header is written, so bytes
+    /// at its end (records reported durable among them, perhaps) were cut
+    /// off. Never repaired, in any recovery mode.
+    #[error(
+        "segment {segment} (file {}) is {length} bytes, its header says {segment_bytes}: the file was truncated",
+        crate::format::segment_file_name(*segment)
+    )]
+    TruncatedSegment {
+        /// The segment's first LSN (its file name).
+        segment: u64,
+        /// The file's length.
+        length: u64,
+        /// The size its header gives.
+        segment_bytes: u64,
     },
     /// A segment of an on-disk format version this code does not read.
     #[error(
@@ -58,7 +77,10 @@ pub enum Error {
         version: u32,
     },
     /// Consecutive segments do not continue each other: records are missing.
-    #[error("segment {segment} should start at LSN {expected_lsn}: records are missing")]
+    #[error(
+        "segment {segment} (file {}) should start at LSN {expected_lsn}: records are missing (a segment file is missing, or the one before it lost its end)",
+        crate::format::segment_file_name(*segment)
+    )]
     MissingRecords {
         /// The segment's first LSN (its file name).
         segment: u64,
@@ -66,7 +88,10 @@ pub enum Error {
         expected_lsn: u64,
     },
     /// Strict recovery found a torn tail (tolerate mode would truncate it).
-    #[error("torn tail in segment {segment} at offset {offset} (strict recovery)")]
+    #[error(
+        "torn tail in segment {segment} (file {}) at offset {offset} (strict recovery)",
+        crate::format::segment_file_name(*segment)
+    )]
     TornTail {
         /// The segment's first LSN (its file name).
         segment: u64,

@@ -21,6 +21,9 @@
 //!    flush was written: [`Error::Corruption`], in every mode.
 //! 5. A last segment whose header block is all zeros was being created when
 //!    the process died: it is removed.
+//! 6. A segment file shorter than the size its header gives was truncated
+//!    (segments are preallocated whole before their header is written):
+//!    [`Error::TruncatedSegment`], in every mode.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -285,6 +288,13 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
             return Err(Error::MissingRecords {
                 segment: first_lsn,
                 expected_lsn: next_lsn,
+            });
+        }
+        if (map.len() as u64) < header.segment_bytes {
+            return Err(Error::TruncatedSegment {
+                segment: first_lsn,
+                length: map.len() as u64,
+                segment_bytes: header.segment_bytes,
             });
         }
         next_lsn = first_lsn;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N]
-//!              [--nemesis kill,stop,...] [--out DIR] [--node-bin PATH] [--keep-data]
+//!              [--nemesis kill,stop,...] [--out DIR] [--node-bin PATH] [--keep-data] [--json]
 //! ```
 //! Exits 0 if every key's history is linearizable, 1 on a violation or a
 //! key too large to check, 2 if the run itself failed.
@@ -16,7 +16,7 @@ use coraft_chaos::nemesis::FaultKind;
 use coraft_chaos::run::{run, RunOptions};
 
 const USAGE: &str = "usage: coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N] \
-[--nemesis kill,stop,partition|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge|none] [--out DIR] [--node-bin PATH] [--keep-data]";
+[--nemesis kill,stop,partition|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json]";
 
 fn main() {
     match main_result() {
@@ -62,6 +62,7 @@ fn main_result() -> Result<bool> {
     let mut out = None;
     let mut node_bin = None;
     let mut keep_data = false;
+    let mut json = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -76,6 +77,7 @@ fn main_result() -> Result<bool> {
             "--out" => out = Some(PathBuf::from(value::<String>(&mut args, "--out")?)),
             "--node-bin" => node_bin = Some(PathBuf::from(value::<String>(&mut args, "--node-bin")?)),
             "--keep-data" => keep_data = true,
+            "--json" => json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(true);
@@ -116,7 +118,11 @@ fn main_result() -> Result<bool> {
     options.keep_data = keep_data;
     install_interrupt_handler();
     let report = run(&options)?;
-    print!("{}", report.summary());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.summary_json())?);
+    } else {
+        print!("{}", report.summary());
+    }
     if !report.passed() {
         let kinds: Vec<&str> = nemesis.iter().map(|k| k.name()).collect();
         eprintln!(

@@ -1,6 +1,6 @@
 //! A ready-made key-value state machine for the reliability suite
 //! (`coraft-chaos`) and for `coraft-node --state-machine kv`: per-key
-//! registers (read, write, compare-and-set) and per-key lists (append, read),
+//! registers (read, write, compare-and-set, fetch-and-increment) and per-key lists (append, read),
 //! keys and values `u64`.
 //!
 //! Commands and queries travel as a compact binary encoding ([`KvOp`]),
@@ -34,6 +34,7 @@ const TAG_WRITE: u8 = 2;
 const TAG_CAS: u8 = 3;
 const TAG_APPEND: u8 = 4;
 const TAG_READ_LIST: u8 = 5;
+const TAG_INCREMENT: u8 = 6;
 
 const RESULT_DONE: u8 = 1;
 const RESULT_VALUE: u8 = 2;
@@ -77,6 +78,13 @@ pub enum KvOp {
     /// Read a whole list.
     ReadList {
         /// The list.
+        key: u64,
+    },
+    /// Add one to a register (a counter; never written counts as 0) and
+    /// return the count after it: a fetch-and-increment. [`KvOp::Read`]
+    /// reads the count.
+    Increment {
+        /// The register.
         key: u64,
     },
 }
@@ -146,6 +154,7 @@ impl KvOp {
             KvOp::Cas { key, expected, new } => (TAG_CAS, &[*key, *expected, *new]),
             KvOp::Append { key, value } => (TAG_APPEND, &[*key, *value]),
             KvOp::ReadList { key } => (TAG_READ_LIST, &[*key]),
+            KvOp::Increment { key } => (TAG_INCREMENT, &[*key]),
         };
         let mut bytes = Vec::with_capacity(1 + 8 * fields.len());
         bytes.push(tag);
@@ -160,7 +169,7 @@ impl KvOp {
     pub fn decode(bytes: &[u8]) -> Option<KvOp> {
         let (&tag, _) = bytes.split_first()?;
         let fields = match tag {
-            TAG_READ | TAG_READ_LIST => 1,
+            TAG_READ | TAG_READ_LIST | TAG_INCREMENT => 1,
             TAG_WRITE | TAG_APPEND => 2,
             TAG_CAS => 3,
             _ => return None,
@@ -172,6 +181,7 @@ impl KvOp {
         Some(match tag {
             TAG_READ => KvOp::Read { key },
             TAG_READ_LIST => KvOp::ReadList { key },
+            TAG_INCREMENT => KvOp::Increment { key },
             TAG_WRITE => KvOp::Write {
                 key,
                 value: u64_at(bytes, 9)?,
@@ -286,6 +296,14 @@ impl KvStore {
                 }
                 self.registers.insert(key, value);
                 KvResult::Done
+            }
+            KvOp::Increment { key } => {
+                if keys >= KEYS_MAX && !self.registers.contains_key(&key) {
+                    return KvResult::Error(KvError::TooManyKeys);
+                }
+                let count = self.registers.entry(key).or_insert(0);
+                *count = count.wrapping_add(1);
+                KvResult::Value(Some(*count))
             }
             KvOp::Cas { key, expected, new } => {
                 let current = self.registers.get(&key).copied();
@@ -418,6 +436,17 @@ mod tests {
 
     fn read(store: &KvStore, key: u64) -> KvResult {
         store.query(&KvOp::Read { key }.encode())
+    }
+
+    #[test]
+    fn an_increment_returns_the_count_after_it_and_a_read_sees_it() {
+        let mut store = KvStore::default();
+        let increment = KvOp::Increment { key: 3 };
+        assert_eq!(KvOp::decode(&increment.encode()), Some(increment));
+        assert_eq!(apply(&mut store, increment), KvResult::Value(Some(1)));
+        assert_eq!(apply(&mut store, increment), KvResult::Value(Some(2)));
+        assert_eq!(read(&store, 3), KvResult::Value(Some(2)));
+        assert_eq!(store.query(&increment.encode()), KvResult::Error(KvError::WrongPath));
     }
 
     #[test]

@@ -940,8 +940,11 @@ async fn start_shard(
     let (wal, report) = opened.map_err(|e| Error::Storage(format!("opening the WAL in {}: {e}", dir.display())))?;
     if let Some(torn) = report.torn_tail {
         log::warn!(
-            "node {} shard {shard}: truncated a torn WAL tail: {torn:?}",
-            options.node_id
+            "node {} shard {shard}: cut a torn WAL tail (the last flush, whose sync may never have returned) in {} at offset {}: {:?}",
+            options.node_id,
+            dir.join(coraft_wal::format::segment_file_name(torn.segment)).display(),
+            torn.offset,
+            torn.reason
         );
     }
     // A joining node's groups wait for their configuration in the log.

@@ -143,7 +143,9 @@ impl StateMachine for Counter {
 
     fn on_leader_stop(&mut self, reason: LeaderStopReason) {
         let why = match reason {
-            LeaderStopReason::NewTerm(term) => format!("term {term} began"),
+            // The term this node knows now: a later one when another node
+            // was elected, the same one when it stepped down by itself.
+            LeaderStopReason::NewTerm(term) => format!("no longer leading (term {term})"),
             LeaderStopReason::Shutdown => "shutting down".to_string(),
         };
         println!("node {}: leader stop: {why}", self.node);

@@ -10,8 +10,9 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::ops::Bound;
+use std::sync::Arc;
 
-use coraft::api::{Command, LeaderStopReason, StateMachine};
+use coraft::api::{Command, LeaderStopReason, SnapshotView, StateMachine};
 use coraft::raft::{NodeId, Term};
 
 /// Most bytes in a key.
@@ -237,12 +238,19 @@ pub fn decode_scan(bytes: &[u8]) -> Result<Vec<Pair>, String> {
     Ok(pairs)
 }
 
+/// The pairs, in key order.
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// The replicated store: a `BTreeMap` in memory. Its snapshot is a
-/// serialised copy (every pair, in key order). It prints leader changes and
-/// snapshots on stdout, each line prefixed with `node N:`.
+/// serialised copy (every pair, in key order), written off the shard's
+/// loop from a [`KvView`]. It prints leader changes and snapshots on
+/// stdout, each line prefixed with `node N:`.
 pub struct KvStore {
     node: NodeId,
-    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Shared with a snapshot being written, if any: a write while it is
+    /// shared copies the map first (`Arc::make_mut`), so the snapshot keeps
+    /// the state as of its index.
+    map: Arc<Map>,
 }
 
 impl KvStore {
@@ -250,7 +258,7 @@ impl KvStore {
     pub fn new(node: NodeId) -> KvStore {
         KvStore {
             node,
-            map: BTreeMap::new(),
+            map: Arc::new(BTreeMap::new()),
         }
     }
 
@@ -271,11 +279,11 @@ impl KvStore {
         };
         match write {
             KvWrite::Put { key, value } => WriteOutcome::Done {
-                previous: self.map.insert(key, value),
+                previous: Arc::make_mut(&mut self.map).insert(key, value),
                 swapped: true,
             },
             KvWrite::Delete { key } => WriteOutcome::Done {
-                previous: self.map.remove(&key),
+                previous: Arc::make_mut(&mut self.map).remove(&key),
                 swapped: true,
             },
             KvWrite::CompareAndSet { key, expected, new } => {
@@ -286,9 +294,10 @@ impl KvStore {
                         swapped: false,
                     };
                 }
+                let map = Arc::make_mut(&mut self.map);
                 match new {
-                    Some(value) => self.map.insert(key, value),
-                    None => self.map.remove(&key),
+                    Some(value) => map.insert(key, value),
+                    None => map.remove(&key),
                 };
                 WriteOutcome::Done {
                     previous,
@@ -341,16 +350,23 @@ impl StateMachine for KvStore {
         }
     }
 
+    /// The map as of the last applied command, shared rather than copied:
+    /// serialising it and making it durable happen on another thread while
+    /// the shard goes on applying.
+    fn snapshot_view(&mut self) -> Option<Box<dyn SnapshotView>> {
+        Some(Box::new(KvView {
+            node: self.node,
+            map: Arc::clone(&self.map),
+        }))
+    }
+
+    /// Not called while `snapshot_view` offers a view; the same bytes.
     fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
-        writer.write_all(&(self.map.len() as u64).to_le_bytes())?;
-        for (key, value) in &self.map {
-            writer.write_all(&(key.len() as u32).to_le_bytes())?;
-            writer.write_all(key)?;
-            writer.write_all(&(value.len() as u32).to_le_bytes())?;
-            writer.write_all(value)?;
+        KvView {
+            node: self.node,
+            map: Arc::clone(&self.map),
         }
-        println!("node {}: snapshot saved: {} keys", self.node, self.map.len());
-        Ok(())
+        .write_to(writer)
     }
 
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
@@ -364,7 +380,7 @@ impl StateMachine for KvStore {
             let value = read_sized(reader, VALUE_BYTES_MAX).map_err(|e| invalid(format!("snapshot value: {e}")))?;
             map.insert(key, value);
         }
-        self.map = map;
+        self.map = Arc::new(map);
         println!("node {}: snapshot loaded: {} keys", self.node, self.map.len());
         Ok(())
     }
@@ -379,6 +395,28 @@ impl StateMachine for KvStore {
 
     fn on_leader_stop(&mut self, reason: LeaderStopReason) {
         println!("node {}: leader stop: {reason:?}", self.node);
+    }
+}
+
+/// A snapshot of the store: the map as it was when the view was taken. It
+/// is `Send` (the state machine need not be), so it can cross to the
+/// thread that writes it.
+pub struct KvView {
+    node: NodeId,
+    map: Arc<Map>,
+}
+
+impl SnapshotView for KvView {
+    fn write_to(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
+        writer.write_all(&(self.map.len() as u64).to_le_bytes())?;
+        for (key, value) in self.map.iter() {
+            writer.write_all(&(key.len() as u32).to_le_bytes())?;
+            writer.write_all(key)?;
+            writer.write_all(&(value.len() as u32).to_le_bytes())?;
+            writer.write_all(value)?;
+        }
+        println!("node {}: snapshot saved: {} keys", self.node, self.map.len());
+        Ok(())
     }
 }
 
@@ -607,5 +645,26 @@ mod tests {
         assert_eq!(get(&fresh, "y"), Some(b"2".to_vec()));
         assert_eq!(get(&fresh, "stale"), None);
         assert!(fresh.on_snapshot_load(&mut &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_view_keeps_the_state_of_its_index_while_writes_go_on() {
+        let mut store = KvStore::new(NodeId(1));
+        put(&mut store, "x", "1");
+        let mut view = store.snapshot_view().expect("the store offers a view");
+        put(&mut store, "x", "2");
+        put(&mut store, "y", "3");
+        let mut bytes = Vec::new();
+        view.write_to(&mut bytes).unwrap();
+        let mut fresh = KvStore::new(NodeId(2));
+        fresh.on_snapshot_load(&mut bytes.as_slice()).unwrap();
+        assert_eq!(fresh.len(), 1, "the writes after the view are not in it");
+        assert_eq!(get(&fresh, "x"), Some(b"1".to_vec()));
+        assert_eq!(get(&store, "x"), Some(b"2".to_vec()), "the store went on");
+        let mut saved = Vec::new();
+        store.on_snapshot_save(&mut saved).unwrap();
+        let mut current = Vec::new();
+        store.snapshot_view().unwrap().write_to(&mut current).unwrap();
+        assert_eq!(saved, current, "save and a view write the same bytes");
     }
 }

@@ -91,7 +91,7 @@ fn put_get_cas_delete_and_scan_keep_every_acknowledged_write_across_a_killed_lea
     let long_key = "k".repeat(coraft_examples::kv::KEY_BYTES_MAX + 1);
     let refused = fails(&addresses, &["put", &long_key, "v"]);
     assert!(
-        refused.contains("refused: a key of 4097 bytes exceeds 4096 bytes"),
+        refused.contains("a key of 4097 bytes exceeds 4096 bytes (not sent)"),
         "{refused}"
     );
 
@@ -117,6 +117,45 @@ fn kv_client_refuses_bad_commands_before_contacting_anyone() {
     assert!(fails(&addresses, &["cas", "a", "--new", "x", "--delete"]).contains("cannot be used with"));
     assert!(fails(&addresses, &["scan", "--limit", "0"]).contains("--limit"));
     assert!(fails(&addresses, &["frobnicate"]).contains("frobnicate"));
+    // Over the store's bound: refused before contacting anyone (the
+    // cluster here is unreachable), naming the bound.
+    let long_key = "k".repeat(4097);
+    let put: [&str; 3] = ["put", &long_key, "v"];
+    let get: [&str; 2] = ["get", &long_key];
+    for args in [&put[..], &get[..]] {
+        let text = fails(&addresses, args);
+        assert!(
+            text.contains("a key of 4097 bytes exceeds 4096 bytes (not sent)"),
+            "{text}"
+        );
+    }
+    // A malformed address and an unreachable cluster.
+    let raw = |args: &[&str]| -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_kv-client"))
+            .args(args)
+            .output()
+            .expect("kv-client runs");
+        assert!(
+            !output.status.success(),
+            "kv-client {args:?} succeeded: {}",
+            describe(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    };
+    let stderr = raw(&["--cluster", "127.0.0.1:8091,nowhere", "get", "a"]);
+    assert!(stderr.contains("--cluster") && stderr.contains("`nowhere`"), "{stderr}");
+    let stderr = raw(&[
+        "--cluster",
+        &cluster_flag(&addresses),
+        "--wait-secs",
+        "0",
+        "put",
+        "a",
+        "1",
+    ]);
+    assert!(stderr.contains("no answer from the cluster"), "{stderr}");
 }
 
 #[test]

@@ -18,9 +18,13 @@ pub struct Command<'a> {
 /// Why a node stopped leading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaderStopReason {
-    /// A newer term started (an election or a transfer).
+    /// The node stopped leading while it runs; the term it knows then. A
+    /// newer term when it learned of one (another node's election, a
+    /// leadership transfer); the term it led in when it stepped down by
+    /// itself (check-quorum found it cut off from a quorum, it handed over
+    /// after removing itself, its peers were reset, or its WAL failed).
     NewTerm(Term),
-    /// The node is shutting down.
+    /// The node is shutting down while leading (`Node::shutdown` or drop).
     Shutdown,
 }
 
@@ -87,7 +91,12 @@ pub trait StateMachine: 'static {
         let _ = term;
     }
 
-    /// This node stopped leading the group.
+    /// This node stopped leading the group. Every `on_leader_start` is
+    /// followed by exactly one `on_leader_stop` before the state machine is
+    /// dropped: `Shutdown` when the node shuts down (`Node::shutdown` or
+    /// drop) while leading, `NewTerm` for every other way a leader stops
+    /// (see [`LeaderStopReason::NewTerm`]; after a WAL failure `on_error`
+    /// follows).
     fn on_leader_stop(&mut self, reason: LeaderStopReason) {
         let _ = reason;
     }

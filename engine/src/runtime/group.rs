@@ -182,6 +182,17 @@ impl Group {
         self.was_leader = leading;
     }
 
+    /// The node is shutting down: a group it leads tells its state machine
+    /// it stops leading (`LeaderStopReason::Shutdown`). The core is not
+    /// stepped down (the shard stops with it; the followers elect a leader
+    /// once its heartbeats stop), so this is the last word on the role.
+    pub fn stop_leading_for_shutdown(&mut self) {
+        if self.was_leader {
+            self.was_leader = false;
+            self.state_machine.on_leader_stop(LeaderStopReason::Shutdown);
+        }
+    }
+
     /// Applies committed entries in order, answers their proposers and
     /// serves the reads they unblock.
     pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {

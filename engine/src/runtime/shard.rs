@@ -297,6 +297,7 @@ impl Shard {
         }
         self.fail_membership_changes(&Error::Shutdown);
         for (&id, group) in self.groups.iter_mut() {
+            group.stop_leading_for_shutdown();
             group.fail_all(Error::Shutdown);
             if let Some(hard) = group.hard_states.take_held_back() {
                 if self.failed.is_none() {

@@ -13,6 +13,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use coraft::client::Client;
 use coraft_examples::kv::{decode_get, decode_scan, KvQuery, KvWrite, WriteOutcome, SCAN_PAIRS_MAX};
 use coraft_examples::request::{read, write, ClientArgs};
 
@@ -84,7 +85,11 @@ fn main() -> Result<()> {
         None => "(absent)".to_string(),
     };
     let mut apply = |command: KvWrite| -> Result<(Option<Vec<u8>>, bool)> {
-        let result = write(&mut client, &args.client, &command.encode())?;
+        let bytes = command.encode();
+        // What every replica would refuse (a key or value over its bound)
+        // is refused here, before contacting anyone.
+        KvWrite::decode(&bytes).map_err(|reason| anyhow::anyhow!("{reason} (not sent)"))?;
+        let result = write(&mut client, &args.client, &bytes)?;
         match WriteOutcome::decode(&result).map_err(|e| anyhow::anyhow!("{e}"))? {
             WriteOutcome::Done { previous, swapped } => Ok((previous, swapped)),
             WriteOutcome::Refused(reason) => bail!("refused: {reason}"),
@@ -134,7 +139,7 @@ fn main() -> Result<()> {
             let query = KvQuery::Get {
                 key: key.clone().into_bytes(),
             };
-            let answer = read(&mut client, &args.client, &query.encode()).with_context(|| format!("get {key}"))?;
+            let answer = checked_read(&mut client, &args.client, &query).with_context(|| format!("get {key}"))?;
             let value = decode_get(&answer).map_err(|e| anyhow::anyhow!("get {key}: {e}"))?;
             println!("{key} = {}", text(&value));
             if value.is_none() {
@@ -147,11 +152,19 @@ fn main() -> Result<()> {
                 end: end.clone().into_bytes(),
                 limit: *limit,
             };
-            let answer = read(&mut client, &args.client, &query.encode()).context("scan")?;
+            let answer = checked_read(&mut client, &args.client, &query).context("scan")?;
             for (key, value) in decode_scan(&answer).map_err(|e| anyhow::anyhow!("scan: {e}"))? {
                 println!("{}={}", String::from_utf8_lossy(&key), String::from_utf8_lossy(&value));
             }
         }
     }
     Ok(())
+}
+
+/// A read, refused before contacting anyone if the replicas would not
+/// decode it (a key over `KEY_BYTES_MAX`).
+fn checked_read(client: &mut Client, args: &ClientArgs, query: &KvQuery) -> Result<Vec<u8>> {
+    let bytes = query.encode();
+    KvQuery::decode(&bytes).map_err(|reason| anyhow::anyhow!("{reason} (not sent)"))?;
+    read(client, args, &bytes)
 }

@@ -4,7 +4,7 @@
 //! shuts down while leading. Real nodes (glommio shards, loopback TCP,
 //! WALs in temp dirs).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,8 +87,7 @@ fn options(dir: &std::path::Path, id: u64, addresses: &[SocketAddr]) -> NodeOpti
 }
 
 fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    coraft::ports::free_loopback_addresses(count).unwrap()
 }
 
 fn start(dir: &std::path::Path, id: u64, addresses: &[SocketAddr], log: &Log) -> Node {

@@ -46,6 +46,11 @@ pub struct SnapshotPolicy {
     /// (default [`SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT`]); 0 drops every entry
     /// the snapshot covers.
     pub log_tail_entries: u64,
+    /// Pace of all the snapshot streams (InstallSnapshot) one shard sends
+    /// to followers that need compacted entries, in bytes per second
+    /// (default [`SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT`](super::SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT),
+    /// 64 MiB/s; see `docs/architecture.md`, "InstallSnapshot streaming").
+    pub install_bytes_per_second: u64,
 }
 
 impl Default for SnapshotPolicy {
@@ -55,6 +60,7 @@ impl Default for SnapshotPolicy {
             after_log_bytes: coraft_tuning::SNAPSHOT_AFTER_LOG_BYTES_DEFAULT,
             interval: Duration::from_millis(coraft_tuning::SNAPSHOT_INTERVAL_MS_DEFAULT),
             log_tail_entries: SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
+            install_bytes_per_second: super::SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT,
         }
     }
 }
@@ -67,6 +73,7 @@ impl SnapshotPolicy {
             after_log_bytes: settings.after_log_bytes,
             interval: Duration::from_millis(settings.interval_ms),
             log_tail_entries: settings.log_tail_entries,
+            install_bytes_per_second: settings.install_bytes_per_second,
         }
     }
 
@@ -232,6 +239,7 @@ mod tests {
             after_log_bytes: 1000,
             interval: Duration::from_secs(60),
             log_tail_entries: 0,
+            install_bytes_per_second: 1 << 20,
         };
         let since = |entries, log_bytes, at| SinceSnapshot { entries, log_bytes, at };
         let later = start + Duration::from_secs(61);
@@ -248,6 +256,7 @@ mod tests {
             after_log_bytes: 0,
             interval: Duration::ZERO,
             log_tail_entries: 0,
+            install_bytes_per_second: 1 << 20,
         };
         assert!(
             !off.due(&since(u64::MAX, u64::MAX, start), || later),

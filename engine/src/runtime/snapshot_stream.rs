@@ -40,7 +40,8 @@ pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 128 * 1024;
 /// Chunks a sender keeps unacknowledged per stream.
 pub const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: usize = 4;
 /// Default pace of all snapshot streams of one shard, in bytes per second.
-pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT: u64 = 64 * 1024 * 1024;
+/// The tuning config's default (`[snapshot] install_bytes_per_second`).
+pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT: u64 = coraft_tuning::SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT;
 
 /// What is wrong with a chunk, an ack, or the snapshot a stream carries.
 /// Chunks and acks come from peers: every check is an error, never a panic.
@@ -281,6 +282,11 @@ impl SnapshotSender {
     /// Bytes the follower has acknowledged.
     pub fn acknowledged(&self) -> u64 {
         self.acknowledged
+    }
+
+    /// Chunks sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// True once the follower acknowledged the whole snapshot as durable.

@@ -50,8 +50,9 @@ impl Cluster {
     /// below it) and starts every node.
     fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let addresses = free_addresses(3);
-        let metrics = free_addresses(3);
+        // A fourth address for a node that joins later.
+        let addresses = free_addresses(4);
+        let metrics = free_addresses(4);
         let mut cluster = Cluster {
             dir,
             addresses,
@@ -69,9 +70,11 @@ impl Cluster {
         self.dir.path().join(format!("node-{id}.toml"))
     }
 
+    /// Node `id`'s config: nodes 1 to 3 know each other; node 4 (which
+    /// joins) knows all four.
     fn write_config(&self, id: u64) {
-        let peers: Vec<Peer> = self
-            .addresses
+        let members = if id == 4 { 4 } else { 3 };
+        let peers: Vec<Peer> = self.addresses[..members]
             .iter()
             .enumerate()
             .map(|(i, &address)| Peer {
@@ -97,9 +100,14 @@ impl Cluster {
     }
 
     fn spawn(&self, id: u64) -> Process {
+        self.spawn_with(id, &[])
+    }
+
+    fn spawn_with(&self, id: u64, flags: &[&str]) -> Process {
         let child = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
             .args(["--config", self.config_path(id).to_str().unwrap()])
             .args(["--groups", "1", "--state-machine", "kv"])
+            .args(flags)
             .spawn()
             .expect("coraft-node starts");
         Process(child)
@@ -265,8 +273,8 @@ fn leader(cluster: &Cluster) -> u64 {
     }
 }
 
-fn assert_every_node_holds_exactly(cluster: &Cluster, acknowledged: &[Vec<u64>]) {
-    for id in 1..=3 {
+fn assert_every_node_holds_exactly(cluster: &Cluster, nodes: &[u64], acknowledged: &[Vec<u64>]) {
+    for &id in nodes {
         for (writer, expected) in acknowledged.iter().enumerate() {
             let list = list_on(cluster, id, writer as u64);
             // A write whose answer was lost at the very end may be applied
@@ -321,5 +329,45 @@ fn a_follower_stopped_while_the_leader_compacts_is_caught_up_by_install_snapshot
         "no temp directory left: {:?}",
         cluster.snapshots(follower)
     );
-    assert_every_node_holds_exactly(&cluster, &acknowledged);
+    assert_every_node_holds_exactly(&cluster, &[1, 2, 3], &acknowledged);
+}
+
+/// Waits until node `id` reports an installed snapshot.
+fn wait_installed(cluster: &Cluster, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.metric(id, "coraft_snapshots_installed_total") == 0 {
+        assert!(Instant::now() < deadline, "node {id} installed no snapshot within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_new_empty_node_added_as_a_learner_after_compaction_is_caught_up_by_install_snapshot() {
+    let cluster = Cluster::start();
+    leader(&cluster);
+    let load = Load::start(&cluster);
+    load.wait_for(400, Duration::from_secs(120));
+    assert!(
+        (1..=3).all(|id| cluster.metric(id, "coraft_snapshots_taken_total") >= 2),
+        "every node snapshotted and compacted"
+    );
+
+    // Node 4 starts empty and waits until a leader adds it.
+    cluster.write_config(4);
+    let _fourth = cluster.spawn_with(4, &["--join"]);
+    let added = Command::new(env!("CARGO_BIN_EXE_coraft-admin"))
+        .args(["--config", cluster.config_path(1).to_str().unwrap()])
+        .args(["add-learner", "--group", "1", "--id", "4", "--address"])
+        .arg(cluster.addresses[3].to_string())
+        .output()
+        .expect("coraft-admin runs");
+    assert!(
+        added.status.success(),
+        "add-learner: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    wait_installed(&cluster, 4);
+    load.wait_for(100, Duration::from_secs(60));
+    let acknowledged = load.stop();
+    assert_every_node_holds_exactly(&cluster, &[1, 2, 3, 4], &acknowledged);
 }

@@ -127,13 +127,19 @@ pub(crate) fn compaction_points(snapshot_index: LogIndex, tail: u64, older: Opti
 /// Compacts `group` after its snapshot at `snapshot_index` became durable:
 /// writes the WAL purge marker (buffered; the shard's next sync makes it
 /// durable, and the snapshot already is) and drops the core's entries.
-/// Returns true if a purge marker was written.
+/// Returns true if a purge marker was written. `streaming` is the oldest
+/// snapshot this node is streaming to a follower of the group, if any: the
+/// entries after it stay, so that the follower, once it installed that
+/// snapshot, is caught up from the log instead of being sent a newer
+/// snapshot (under a steady write load a slow stream would otherwise never
+/// be recent enough).
 pub(crate) fn compact_group(
     wal: &Wal,
     group_id: GroupId,
     group: &mut Group,
     snapshot_index: LogIndex,
     tail: u64,
+    streaming: Option<LogIndex>,
 ) -> Result<bool, Error> {
     let older = match group.snapshots.as_ref() {
         Some(store) => store
@@ -149,6 +155,8 @@ pub(crate) fn compact_group(
         None => None,
     };
     let (memory, wal_point) = compaction_points(snapshot_index, tail, older);
+    let memory = streaming.map_or(memory, |streamed| memory.min(streamed));
+    let wal_point = wal_point.min(memory);
     let mut purged = false;
     if wal_point > group.wal_purged {
         // The term is read before the core drops the entry.

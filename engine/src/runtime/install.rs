@@ -64,13 +64,25 @@ impl Installs {
             inbox: SnapshotInbox::new(),
         }
     }
+
+    /// The index of the oldest snapshot streamed to a follower of `group`:
+    /// compaction keeps the entries after it (`compaction::compact_group`).
+    pub fn oldest_streamed(&self, group: GroupId) -> Option<crate::raft::LogIndex> {
+        self.outgoing
+            .range((group, NodeId(0))..=(group, NodeId(u64::MAX)))
+            .map(|(_, o)| o.sender.snapshot().index)
+            .min()
+    }
 }
 
 impl Shard {
     /// The core asked to send `message.to` a snapshot: streams the stored
-    /// snapshot its `InstallSnapshot` names, unless a stream of it in this
-    /// term is already under way (the core asks again after its snapshot
-    /// timeout; the stream goes on).
+    /// snapshot its `InstallSnapshot` names, unless a stream in this term is
+    /// already under way. The core asks again after its snapshot timeout,
+    /// maybe naming a newer snapshot taken meanwhile; the stream goes on
+    /// (starting over would never finish under a steady write load), and
+    /// compaction keeps the log after the streamed snapshot so the follower
+    /// is caught up from there.
     pub(super) fn start_install(&mut self, message: &Message) {
         let MessageBody::InstallSnapshot { meta } = &message.body else {
             return;
@@ -84,7 +96,7 @@ impl Shard {
             .installs
             .outgoing
             .get(&key)
-            .is_some_and(|o| o.sender.term() == message.term && o.sender.snapshot() == id)
+            .is_some_and(|o| o.sender.term() == message.term)
         {
             return;
         }

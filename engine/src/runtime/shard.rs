@@ -1179,7 +1179,11 @@ impl Shard {
         group.counters.snapshot_duration_us_last = elapsed.as_micros() as u64;
         // Only now, with the snapshot durable, may the log below it go.
         let tail = self.snapshot_policy.log_tail_entries;
-        match super::compaction::compact_group(&self.wal, group_id, group, index, tail) {
+        let streaming = self.installs.oldest_streamed(group_id);
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return Err(Error::UnknownGroup(group_id));
+        };
+        match super::compaction::compact_group(&self.wal, group_id, group, index, tail, streaming) {
             Ok(purged) => {
                 if purged {
                     self.segment_deletion.want();

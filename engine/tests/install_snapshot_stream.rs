@@ -333,3 +333,47 @@ fn a_stream_cut_halfway_resumes_from_the_last_acknowledged_chunk() {
         cluster.state(3) == expected
     });
 }
+
+#[test]
+fn a_leadership_change_mid_install_abandons_the_stream_and_the_new_leader_finishes() {
+    let mut cluster = Cluster::new();
+    cluster.start(1);
+    cluster.start(2);
+    for value in 1..=300 {
+        cluster.write(value);
+    }
+    let first = cluster.leader();
+    let second = 3 - first;
+
+    cluster.start(3);
+    cluster.wait_until("a quarter of the snapshot received", Duration::from_secs(30), || {
+        cluster.status(3).counters.install_bytes_received >= PADDING_BYTES as u64 / 4
+    });
+    assert_eq!(cluster.status(3).counters.snapshots_installed, 0);
+    block(cluster.handle(first).transfer_leader(NodeId(second))).expect("transfer");
+    cluster.wait_until("the other node leads", Duration::from_secs(20), || {
+        cluster.status(second).role == Role::Leader
+    });
+    let mut value = 300;
+    cluster.wait_until("node 3 installed a snapshot", Duration::from_secs(60), || {
+        value += 1;
+        cluster.write(value);
+        cluster.status(3).counters.snapshots_installed >= 1
+    });
+    let abandoned: u64 = cluster.nodes[first as usize - 1]
+        .as_ref()
+        .unwrap()
+        .metrics()
+        .iter()
+        .map(|m| m.snapshot_installs_abandoned)
+        .sum();
+    assert!(abandoned >= 1, "the deposed leader dropped its stream");
+    assert!(
+        cluster.status(second).counters.install_bytes_sent > 0,
+        "the new leader streamed its own snapshot"
+    );
+    let expected = cluster.state(cluster.leader());
+    cluster.wait_until("node 3 caught up", Duration::from_secs(30), || {
+        cluster.state(3) == expected
+    });
+}

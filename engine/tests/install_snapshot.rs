@@ -304,8 +304,11 @@ fn a_follower_stopped_while_the_leader_compacts_is_caught_up_by_install_snapshot
     // no longer holds what the follower lacks.
     load.wait_for(600, Duration::from_secs(120));
     assert!(
-        cluster.metric(leader, "coraft_snapshots_taken_total") >= 2,
-        "the leader snapshotted"
+        [1, 2, 3]
+            .iter()
+            .filter(|&&id| id != follower)
+            .all(|&id| cluster.metric(id, "coraft_snapshots_taken_total") >= 2),
+        "the running nodes snapshotted"
     );
     cluster.restart(follower);
 
@@ -322,8 +325,10 @@ fn a_follower_stopped_while_the_leader_compacts_is_caught_up_by_install_snapshot
     let acknowledged = load.stop();
 
     assert!(cluster.metric(follower, "coraft_snapshot_install_bytes_received_total") > 0);
-    assert!(cluster.metric(leader, "coraft_snapshot_installs_sent_total") >= 1);
-    assert!(cluster.metric(leader, "coraft_snapshot_install_bytes_sent_total") > 0);
+    // Leadership may have moved under the load: whichever node led sent it.
+    let sent = |name: &str| -> u64 { [1, 2, 3].iter().map(|&id| cluster.metric(id, name)).sum() };
+    assert!(sent("coraft_snapshot_installs_sent_total") >= 1);
+    assert!(sent("coraft_snapshot_install_bytes_sent_total") > 0);
     assert!(
         !cluster.snapshots(follower).iter().any(|n| n.starts_with("tmp-")),
         "no temp directory left: {:?}",

@@ -292,6 +292,18 @@ impl Shard {
             self.metrics.snapshot_install_bytes_received += bytes;
             group.counters.install_bytes_received += bytes;
         }
+        if let Some(file) = self.installs.inbox.sync_due(group_id) {
+            // Most of the data is made durable here, off the loop, so the
+            // fsync that publishes the snapshot has little left to write.
+            let node = self.node;
+            glommio::spawn_local(async move {
+                let synced = glommio::executor().spawn_blocking(move || file.sync_data()).await;
+                if let Err(error) = synced {
+                    log::warn!("node {node} group {group_id}: syncing a received snapshot: {error}");
+                }
+            })
+            .detach();
+        }
         let reply_term = group.core.term();
         self.peers
             .send_stream(from, group_id, reply_term, RaftBody::SnapshotChunkAck(ack));

@@ -50,6 +50,6 @@ pub use snapshot_store::{
 };
 pub use snapshot_stream::{
     AckOutcome, RateLimiter, SnapshotInbox, SnapshotSender, SnapshotStreamError, SNAPSHOT_CHUNKS_IN_FLIGHT_MAX,
-    SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT,
+    SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT, SNAPSHOT_RECEIVE_SYNC_BYTES,
 };
 pub use violations::VIOLATION_LOG_INTERVAL;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use coraft::raft::{Configuration, GroupId, LogIndex, NodeId, SnapshotMeta, Term};
 use coraft::runtime::{
     AckOutcome, RateLimiter, SnapshotInbox, SnapshotSender, SnapshotStore, SnapshotStreamError, StoredSnapshot,
-    SNAPSHOT_CHUNKS_IN_FLIGHT_MAX, SNAPSHOT_CHUNK_BYTES_MAX,
+    SNAPSHOT_CHUNKS_IN_FLIGHT_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_RECEIVE_SYNC_BYTES,
 };
 use coraft_net::bytes::Bytes;
 use coraft_net::schema::{Envelope, RaftBatch, RaftBody, SnapshotChunk, SnapshotChunkAck};
@@ -463,4 +463,42 @@ fn the_rate_limiter_lets_through_only_the_bytes_its_clock_allows() {
     let later = start + Duration::from_secs(60);
     assert!(limiter.try_take(chunk, later));
     assert!(!limiter.try_take(1, later));
+}
+
+#[test]
+fn a_receiver_hands_out_its_flushed_data_file_every_sync_interval() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let data_bytes = 3 * SNAPSHOT_RECEIVE_SYNC_BYTES as usize + 12_345;
+    let store = SnapshotStore::open(leader_dir.path(), GROUP).unwrap();
+    let mut writer = store.begin(meta(80, 5), b"session table".to_vec()).unwrap();
+    writer.write_all(&vec![0x3C; data_bytes]).unwrap();
+    let stored = writer.finish().unwrap();
+    let follower = SnapshotStore::open(follower_dir.path(), GROUP).unwrap();
+    let mut inbox = SnapshotInbox::new();
+    let metadata_bytes = stored.encoded_metadata().len() as u64;
+    let mut handed_out = Vec::new();
+    for chunk in all_chunks(&stored) {
+        let (_, result) = inbox.on_chunk(&follower, GROUP, LEADER, Term(4), Term(4), &chunk);
+        result.unwrap();
+        if let Some(file) = inbox.sync_due(GROUP) {
+            // Everything written so far reached the file (nothing buffered).
+            let written = chunk.offset + chunk.data.len() as u64 - metadata_bytes;
+            assert_eq!(file.metadata().unwrap().len(), written);
+            file.sync_data().unwrap();
+            handed_out.push(written);
+        }
+    }
+    // After every interval's worth of data, within a chunk of it (the
+    // last interval ends with the publishing fsync instead).
+    assert!(handed_out.len() >= 2, "{handed_out:?}");
+    let mut previous = 0;
+    for &at in &handed_out {
+        let since = at - previous;
+        let within = SNAPSHOT_RECEIVE_SYNC_BYTES..SNAPSHOT_RECEIVE_SYNC_BYTES + 2 * SNAPSHOT_CHUNK_BYTES_MAX as u64;
+        assert!(within.contains(&since), "{handed_out:?}");
+        previous = at;
+    }
+    let published = follower.newest_valid().unwrap().snapshot.expect("published");
+    assert_eq!(published.data_bytes, data_bytes as u64);
 }

@@ -603,6 +603,7 @@ fn policy_with_tail(log_tail_entries: u64) -> SnapshotPolicy {
         after_log_bytes: 0,
         interval: Duration::ZERO,
         log_tail_entries,
+        ..SnapshotPolicy::default()
     }
 }
 

@@ -69,6 +69,10 @@ pub const SNAPSHOT_INTERVAL_MS_DEFAULT: u64 = 3_600_000;
 /// Default `snapshot.log_tail_entries`: entries kept below a snapshot for
 /// slow followers (the engine's `SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT`).
 pub const SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT: u64 = 4096;
+/// Default `snapshot.install_bytes_per_second`: 64 MiB/s, the pace of all
+/// InstallSnapshot streams one shard sends (the engine's
+/// `SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT`).
+pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT: u64 = 64 << 20;
 
 /// One node's configuration, as read from TOML.
 ///
@@ -126,6 +130,11 @@ pub struct SnapshotSettings {
     /// Entries kept below a snapshot, in memory and in the WAL, so a
     /// follower that far behind is caught up entry by entry.
     pub log_tail_entries: u64,
+    /// Pace of all the snapshot streams one shard sends to followers that
+    /// need compacted entries (InstallSnapshot), in bytes per second, so
+    /// that catching a follower up leaves the network and the disk to
+    /// replication of the other groups.
+    pub install_bytes_per_second: u64,
 }
 
 impl Default for SnapshotSettings {
@@ -135,6 +144,7 @@ impl Default for SnapshotSettings {
             after_log_bytes: SNAPSHOT_AFTER_LOG_BYTES_DEFAULT,
             interval_ms: SNAPSHOT_INTERVAL_MS_DEFAULT,
             log_tail_entries: SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
+            install_bytes_per_second: SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT,
         }
     }
 }

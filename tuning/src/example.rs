@@ -150,6 +150,10 @@ fn snapshot_rows() -> String {
             format!("log_tail_entries = {SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT}"),
             "entries kept below a snapshot for slow followers",
         ),
+        (
+            format!("install_bytes_per_second = {SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT}"),
+            "pace of the snapshots a shard streams to lagging followers",
+        ),
     ])
 }
 

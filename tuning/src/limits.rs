@@ -70,3 +70,8 @@ pub const SNAPSHOT_INTERVAL_MS_LIMIT: u64 = 7 * 24 * 3_600_000;
 /// Most `snapshot.log_tail_entries`: 16 Mi entries (the tail is held in
 /// memory per group).
 pub const SNAPSHOT_LOG_TAIL_ENTRIES_LIMIT: u64 = 1 << 24;
+/// Least `snapshot.install_bytes_per_second`: 1 MiB/s (below it a snapshot
+/// of a few hundred MiB takes longer than an operator waits for).
+pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_MIN: u64 = 1 << 20;
+/// Most `snapshot.install_bytes_per_second`: 64 GiB/s, beyond any link.
+pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_LIMIT: u64 = 64 << 30;

@@ -524,6 +524,12 @@ impl Checker {
             0,
             SNAPSHOT_LOG_TAIL_ENTRIES_LIMIT,
         );
+        self.range(
+            "snapshot.install_bytes_per_second",
+            snapshot.install_bytes_per_second,
+            SNAPSHOT_INSTALL_BYTES_PER_SECOND_MIN,
+            SNAPSHOT_INSTALL_BYTES_PER_SECOND_LIMIT,
+        );
     }
 
     fn machine(&mut self, topology: &Topology) {

@@ -841,6 +841,7 @@ fn snapshot_triggers_are_off_or_in_range_and_the_tail_is_bounded() {
     config.snapshot.after_log_bytes = 100;
     config.snapshot.interval_ms = 5;
     config.snapshot.log_tail_entries = (1 << 24) + 1;
+    config.snapshot.install_bytes_per_second = 1000;
     let found = problems(&config, &machine(2));
     assert_eq!(
         kind_of(&found, "snapshot.after_entries"),
@@ -872,6 +873,14 @@ fn snapshot_triggers_are_off_or_in_range_and_the_tail_is_bounded() {
             value: (1 << 24) + 1,
             min: 0,
             max: 1 << 24
+        }
+    );
+    assert_eq!(
+        kind_of(&found, "snapshot.install_bytes_per_second"),
+        &ProblemKind::OutOfRange {
+            value: 1000,
+            min: 1 << 20,
+            max: 64 << 30
         }
     );
 }

@@ -77,9 +77,12 @@ pub trait StateMachine: 'static {
         None
     }
 
-    /// Replaces the state with a snapshot (called on a fresh state machine
-    /// when a node restarts from its newest valid snapshot; the commands the
-    /// snapshot covers are then not applied again). The default refuses, as
+    /// Replaces the state with a snapshot: on a fresh state machine when a
+    /// node restarts from its newest valid snapshot, and on a running one
+    /// when a follower too far behind the leader's log is sent the leader's
+    /// snapshot (InstallSnapshot). Either way the commands the snapshot
+    /// covers are then not applied again, and whatever state was there
+    /// before must be replaced, not merged into. The default refuses, as
     /// `on_snapshot_save` does (it is never called without a saved snapshot).
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
         let _ = reader;

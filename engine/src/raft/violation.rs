@@ -146,9 +146,10 @@ pub enum ViolationKind {
         /// The term.
         term: Term,
     },
-    /// An InstallSnapshot, which the runtime cannot install yet (it has no
-    /// snapshot transfer); checked by the runtime, not the core.
-    #[error("a snapshot, which this node's runtime cannot install")]
+    /// A bare InstallSnapshot message: the runtime installs a snapshot only
+    /// from a complete, verified chunk stream (it never sends one bare);
+    /// checked by the runtime, not the core.
+    #[error("a bare snapshot message: snapshots are installed only from a verified chunk stream")]
     SnapshotNotSupported,
 }
 

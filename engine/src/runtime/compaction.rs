@@ -46,6 +46,11 @@ pub struct SnapshotPolicy {
     /// (default [`SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT`]); 0 drops every entry
     /// the snapshot covers.
     pub log_tail_entries: u64,
+    /// Pace of all the snapshot streams (InstallSnapshot) one shard sends
+    /// to followers that need compacted entries, in bytes per second
+    /// (default [`SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT`](super::SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT),
+    /// 64 MiB/s; see `docs/architecture.md`, "InstallSnapshot streaming").
+    pub install_bytes_per_second: u64,
 }
 
 impl Default for SnapshotPolicy {
@@ -55,6 +60,7 @@ impl Default for SnapshotPolicy {
             after_log_bytes: coraft_tuning::SNAPSHOT_AFTER_LOG_BYTES_DEFAULT,
             interval: Duration::from_millis(coraft_tuning::SNAPSHOT_INTERVAL_MS_DEFAULT),
             log_tail_entries: SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
+            install_bytes_per_second: super::SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT,
         }
     }
 }
@@ -67,6 +73,7 @@ impl SnapshotPolicy {
             after_log_bytes: settings.after_log_bytes,
             interval: Duration::from_millis(settings.interval_ms),
             log_tail_entries: settings.log_tail_entries,
+            install_bytes_per_second: settings.install_bytes_per_second,
         }
     }
 
@@ -120,13 +127,19 @@ pub(crate) fn compaction_points(snapshot_index: LogIndex, tail: u64, older: Opti
 /// Compacts `group` after its snapshot at `snapshot_index` became durable:
 /// writes the WAL purge marker (buffered; the shard's next sync makes it
 /// durable, and the snapshot already is) and drops the core's entries.
-/// Returns true if a purge marker was written.
+/// Returns true if a purge marker was written. `streaming` is the oldest
+/// snapshot this node is streaming to a follower of the group, if any: the
+/// entries after it stay, so that the follower, once it installed that
+/// snapshot, is caught up from the log instead of being sent a newer
+/// snapshot (under a steady write load a slow stream would otherwise never
+/// be recent enough).
 pub(crate) fn compact_group(
     wal: &Wal,
     group_id: GroupId,
     group: &mut Group,
     snapshot_index: LogIndex,
     tail: u64,
+    streaming: Option<LogIndex>,
 ) -> Result<bool, Error> {
     let older = match group.snapshots.as_ref() {
         Some(store) => store
@@ -142,6 +155,8 @@ pub(crate) fn compact_group(
         None => None,
     };
     let (memory, wal_point) = compaction_points(snapshot_index, tail, older);
+    let memory = streaming.map_or(memory, |streamed| memory.min(streamed));
+    let wal_point = wal_point.min(memory);
     let mut purged = false;
     if wal_point > group.wal_purged {
         // The term is read before the core drops the entry.
@@ -232,6 +247,7 @@ mod tests {
             after_log_bytes: 1000,
             interval: Duration::from_secs(60),
             log_tail_entries: 0,
+            install_bytes_per_second: 1 << 20,
         };
         let since = |entries, log_bytes, at| SinceSnapshot { entries, log_bytes, at };
         let later = start + Duration::from_secs(61);
@@ -248,6 +264,7 @@ mod tests {
             after_log_bytes: 0,
             interval: Duration::ZERO,
             log_tail_entries: 0,
+            install_bytes_per_second: 1 << 20,
         };
         assert!(
             !off.due(&since(u64::MAX, u64::MAX, start), || later),

@@ -6,10 +6,10 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use coraft_net::schema::ClientRequest;
+use coraft_net::schema::{ClientRequest, SnapshotChunk, SnapshotChunkAck};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use crate::raft::{Message, NodeId};
+use crate::raft::{GroupId, Message, NodeId, Term};
 
 use super::forward::ClientRoute;
 use super::node::ApiRequest;
@@ -33,6 +33,20 @@ pub(crate) enum Event {
     /// A frame arrived from this peer node (it is alive).
     PeerHeard(NodeId),
     Synced(Result<u64, String>, std::time::Duration),
+    /// A piece of a snapshot a leader streams to this node (`install.rs`).
+    SnapshotChunk {
+        group: GroupId,
+        from: NodeId,
+        /// The leader's term.
+        term: Term,
+        chunk: SnapshotChunk,
+    },
+    /// A follower's answer to a chunk this node streamed.
+    SnapshotChunkAck {
+        group: GroupId,
+        from: NodeId,
+        ack: SnapshotChunkAck,
+    },
 }
 
 /// A bounded queue of events plus a doorbell that wakes the loop.

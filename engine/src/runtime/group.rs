@@ -60,6 +60,12 @@ pub struct GroupCounters {
     /// How long writing the latest one took, from `on_snapshot_save` to
     /// durable, µs.
     pub snapshot_duration_us_last: u64,
+    /// Snapshots installed here from a leader (InstallSnapshot).
+    pub snapshots_installed: u64,
+    /// Snapshot stream bytes received here from leaders (chunks accepted).
+    pub install_bytes_received: u64,
+    /// Snapshot stream bytes sent from here to followers (resent ones too).
+    pub install_bytes_sent: u64,
 }
 
 /// A command admitted in this apply run, waiting for the state machine.
@@ -98,6 +104,12 @@ pub(crate) struct Group {
     pub snapshot_writing: bool,
     /// Requests answered when that snapshot is durable (or fails).
     pub snapshot_waiters: Vec<flume::Sender<Result<LogIndex, Error>>>,
+    /// The newest snapshot durable in `snapshots` that this node took,
+    /// restarted from or installed: what a leader streams (`install.rs`).
+    pub stored_snapshot: Option<super::snapshot_store::StoredSnapshot>,
+    /// A snapshot received from the leader and handed to the core, until
+    /// the core's Ready installs it.
+    pub received_snapshot: Option<super::snapshot_store::StoredSnapshot>,
     /// Address books applied since the shard last looked (`membership.rs`).
     pub learned_addresses: Vec<BTreeMap<NodeId, Vec<std::net::SocketAddr>>>,
     /// The group's address book as of its applied index: the books of the
@@ -128,6 +140,8 @@ impl Group {
             since_snapshot: super::compaction::SinceSnapshot::new(std::time::Instant::now()),
             snapshot_writing: false,
             snapshot_waiters: Vec::new(),
+            stored_snapshot: None,
+            received_snapshot: None,
             learned_addresses: Vec::new(),
             address_book: BTreeMap::new(),
             configuration_applied: false,

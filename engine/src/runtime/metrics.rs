@@ -66,6 +66,27 @@ pub struct ShardMetrics {
     pub snapshot_bytes: u64,
     /// WAL segment files deleted after log compaction.
     pub wal_segments_deleted: u64,
+    /// Snapshot stream bytes sent to followers (InstallSnapshot; resent
+    /// chunks count again).
+    pub snapshot_install_bytes_sent: u64,
+    /// Snapshot stream bytes received from leaders and accepted.
+    pub snapshot_install_bytes_received: u64,
+    /// Snapshot streams a follower acknowledged as durable.
+    pub snapshot_installs_sent: u64,
+    /// Snapshots installed here from a leader.
+    pub snapshots_installed: u64,
+    /// Snapshot streams that could not be sent (the snapshot could not be
+    /// read): the core goes back to probing the follower.
+    pub snapshot_installs_failed: u64,
+    /// Snapshot streams dropped because the group's leadership changed or
+    /// the follower left the configuration.
+    pub snapshot_installs_abandoned: u64,
+    /// Times a snapshot stream went back to its last acknowledged chunk (a
+    /// reconnect, or no ack for `SNAPSHOT_ACK_TIMEOUT`).
+    pub snapshot_install_rewinds: u64,
+    /// Snapshot chunks refused here (out of order, stale term, bad checksum
+    /// or metadata).
+    pub snapshot_install_chunks_refused: u64,
     /// WAL group commits completed.
     pub wal_syncs: u64,
     /// Ticks made up after the shard was late to count them (a long turn,
@@ -121,6 +142,14 @@ impl ShardMetrics {
             snapshots_taken: 0,
             snapshot_bytes: 0,
             wal_segments_deleted: 0,
+            snapshot_install_bytes_sent: 0,
+            snapshot_install_bytes_received: 0,
+            snapshot_installs_sent: 0,
+            snapshots_installed: 0,
+            snapshot_installs_failed: 0,
+            snapshot_installs_abandoned: 0,
+            snapshot_install_rewinds: 0,
+            snapshot_install_chunks_refused: 0,
             wal_syncs: 0,
             ticks_made_up: 0,
             wal_failed: 0,
@@ -151,7 +180,7 @@ type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<
 /// Renders a node's metrics in the Prometheus text exposition format.
 pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
-    let counters: [CounterSpec; 23] = [
+    let counters: [CounterSpec; 31] = [
         ("coraft_groups", "Groups hosted", |m| m.groups),
         ("coraft_groups_led", "Groups led", |m| m.groups_led),
         ("coraft_groups_quiesced", "Groups quiet (idle)", |m| m.groups_quiesced),
@@ -201,6 +230,46 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
             "coraft_wal_segments_deleted_total",
             "WAL segment files deleted after log compaction",
             |m| m.wal_segments_deleted,
+        ),
+        (
+            "coraft_snapshot_install_bytes_sent_total",
+            "Snapshot stream bytes sent to followers",
+            |m| m.snapshot_install_bytes_sent,
+        ),
+        (
+            "coraft_snapshot_install_bytes_received_total",
+            "Snapshot stream bytes received from leaders",
+            |m| m.snapshot_install_bytes_received,
+        ),
+        (
+            "coraft_snapshot_installs_sent_total",
+            "Snapshot streams a follower acknowledged as durable",
+            |m| m.snapshot_installs_sent,
+        ),
+        (
+            "coraft_snapshots_installed_total",
+            "Snapshots installed from a leader",
+            |m| m.snapshots_installed,
+        ),
+        (
+            "coraft_snapshot_installs_failed_total",
+            "Snapshot streams that could not be sent",
+            |m| m.snapshot_installs_failed,
+        ),
+        (
+            "coraft_snapshot_installs_abandoned_total",
+            "Snapshot streams dropped on a leadership or membership change",
+            |m| m.snapshot_installs_abandoned,
+        ),
+        (
+            "coraft_snapshot_install_rewinds_total",
+            "Snapshot streams sent again from the last acknowledged chunk",
+            |m| m.snapshot_install_rewinds,
+        ),
+        (
+            "coraft_snapshot_install_chunks_refused_total",
+            "Snapshot chunks refused (out of order, stale, damaged)",
+            |m| m.snapshot_install_chunks_refused,
         ),
         ("coraft_wal_syncs_total", "WAL group commits", |m| m.wal_syncs),
         (

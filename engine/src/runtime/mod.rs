@@ -8,6 +8,7 @@ mod compaction;
 mod events;
 mod forward;
 mod group;
+mod install;
 mod membership;
 mod metrics;
 mod node;
@@ -27,6 +28,7 @@ pub use compaction::{SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LO
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+pub use install::SNAPSHOT_ACK_TIMEOUT;
 pub use membership::{MEMBERSHIP_CHANGES_IN_FLIGHT_MAX, NODE_ADDRESSES_MAX, PROMOTE_LAG_ENTRIES_MAX};
 pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,
@@ -49,6 +51,6 @@ pub use snapshot_store::{
 };
 pub use snapshot_stream::{
     AckOutcome, RateLimiter, SnapshotInbox, SnapshotSender, SnapshotStreamError, SNAPSHOT_CHUNKS_IN_FLIGHT_MAX,
-    SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT,
+    SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT, SNAPSHOT_RECEIVE_SYNC_BYTES,
 };
 pub use violations::VIOLATION_LOG_INTERVAL;

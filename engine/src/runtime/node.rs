@@ -228,6 +228,14 @@ impl NodeOptions {
                 crate::raft::ELECTION_PRIORITY_MAX
             ));
         }
+        if self.snapshot.install_bytes_per_second < coraft_tuning::limits::SNAPSHOT_INSTALL_BYTES_PER_SECOND_MIN {
+            return fail(format!(
+                "snapshot.install_bytes_per_second {} is below SNAPSHOT_INSTALL_BYTES_PER_SECOND_MIN ({}): \
+                 a snapshot stream that slow would take longer than an operator waits for",
+                self.snapshot.install_bytes_per_second,
+                coraft_tuning::limits::SNAPSHOT_INSTALL_BYTES_PER_SECOND_MIN
+            ));
+        }
         let margin = self.protocol.clock_drift_margin_ticks;
         if self.read_mode == ReadMode::Lease && margin < super::clock::LEASE_DRIFT_MARGIN_TICKS_MIN {
             return fail(format!(
@@ -962,7 +970,21 @@ async fn start_shard(
         let mut initial = recover_group(&wal, group, voters.clone())?;
         let recovered_hard_state = initial.hard_state;
         let mut state_machine = factory(group);
-        let (store, sessions, addresses) = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
+        let loaded = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
+        if loaded.adopted {
+            // A snapshot installed from a leader whose WAL write did not
+            // become durable before a crash: write it again (the shard's
+            // first group commit makes it durable; a crash before that
+            // brings us here again).
+            let meta = initial
+                .snapshot
+                .as_ref()
+                .expect("adopted snapshots are the purge point");
+            wal.truncate_suffix(group.0, meta.index.0 + 1)
+                .and_then(|_| wal.purge(group.0, meta.index.0, meta.term.0))
+                .map_err(|e| Error::Storage(format!("group {group}: purging the WAL to an installed snapshot: {e}")))?;
+        }
+        let (store, sessions, addresses) = (loaded.store, loaded.sessions, loaded.addresses);
         let wal_purged = initial.snapshot.as_ref().map_or(LogIndex(0), |s| s.index);
         let mut config = RaftConfig::new(options.node_id, group);
         config.election_timeout_ticks = options.election_timeout_ticks;
@@ -990,6 +1012,7 @@ async fn start_shard(
             );
         }
         hosted.snapshots = Some(store);
+        hosted.stored_snapshot = loaded.snapshot;
         hosted.wal_purged = wal_purged;
         hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
         groups.insert(group, hosted);
@@ -1037,25 +1060,32 @@ pub(crate) fn snapshot_dir(shard_wal_dir: &std::path::Path, group: GroupId) -> P
     shard_wal_dir.join("snapshots").join(format!("group-{}", group.0))
 }
 
+/// What `load_snapshot` found.
+struct LoadedSnapshot {
+    store: super::snapshot_store::SnapshotStore,
+    /// The client sessions as of the snapshot (empty without one).
+    sessions: super::sessions::SessionTable,
+    /// The snapshot loaded.
+    snapshot: Option<super::snapshot_store::StoredSnapshot>,
+    /// The address book's bytes as of the snapshot (empty without one).
+    addresses: Vec<u8>,
+    /// It is a snapshot installed from a leader that the WAL does not
+    /// record yet: the caller writes its purge point.
+    adopted: bool,
+}
+
 /// Opens `group`'s snapshot store and, if it holds a valid snapshot, loads
 /// the newest into `state_machine` and records it in `initial`, so the core
 /// applies only the entries after it. Returns the store, the client
 /// sessions and the address book's bytes as of the snapshot (empty without
-/// one). A newer snapshot that
-/// fails its checks is skipped with a warning naming its path and reason.
+/// one). A newer snapshot that fails its checks is skipped with a warning
+/// naming its path and reason.
 fn load_snapshot(
     shard_wal_dir: &std::path::Path,
     group: GroupId,
     initial: &mut crate::raft::InitialState,
     state_machine: &mut dyn StateMachine,
-) -> Result<
-    (
-        super::snapshot_store::SnapshotStore,
-        super::sessions::SessionTable,
-        Vec<u8>,
-    ),
-    Error,
-> {
+) -> Result<LoadedSnapshot, Error> {
     let dir = snapshot_dir(shard_wal_dir, group);
     let store = super::snapshot_store::SnapshotStore::open(&dir, group)
         .map_err(|e| Error::Storage(format!("group {group}: opening the snapshot store: {e}")))?;
@@ -1089,7 +1119,13 @@ fn load_snapshot(
                 skipped()
             )));
         }
-        return Ok((store, super::sessions::SessionTable::default(), Vec::new()));
+        return Ok(LoadedSnapshot {
+            store,
+            sessions: super::sessions::SessionTable::default(),
+            snapshot: None,
+            addresses: Vec::new(),
+            adopted: false,
+        });
     };
     if let Some((index, _)) = purged.filter(|&(index, _)| snapshot.meta.index < index) {
         return Err(Error::Storage(format!(
@@ -1101,8 +1137,13 @@ fn load_snapshot(
             snapshot.meta.index.next()
         )));
     }
-    // The snapshot's entry was durable before the snapshot was written, so
-    // the WAL holds it: as its purge point or as an entry after it.
+    // A snapshot this node took covers entries that were durable in the WAL
+    // before it was written, so the WAL holds its entry: as its purge point
+    // or as an entry after it. One installed from a leader is published in
+    // the store before the WAL records it (`install.rs`): after a crash in
+    // between, the WAL lacks its entry (or holds a stale one there). Its
+    // entries are committed (a leader snapshots only applied entries), so
+    // it is adopted as the core would install it: the log it replaces goes.
     let in_log = purged == Some((snapshot.meta.index, snapshot.meta.term))
         || initial
             .entries
@@ -1110,12 +1151,15 @@ fn load_snapshot(
             .find(|e| e.index == snapshot.meta.index)
             .is_some_and(|e| e.term == snapshot.meta.term);
     if !in_log {
-        return Err(Error::Storage(format!(
-            "group {group}: snapshot {} covers index {} term {}, which the WAL does not hold",
+        log::warn!(
+            "group {group}: snapshot {} (index {} term {}) is not in the WAL: a snapshot installed from a leader \
+             just before a crash; the log it replaces is dropped",
             snapshot.path.display(),
             snapshot.meta.index,
             snapshot.meta.term
-        )));
+        );
+        initial.entries.clear();
+        initial.snapshot = Some(snapshot.meta.clone());
     }
     if let Some(base) = initial.snapshot.as_mut() {
         // The snapshot's configuration serves as the one at the purge point:
@@ -1145,5 +1189,11 @@ fn load_snapshot(
         snapshot.meta.index
     );
     initial.loaded_snapshot = Some(snapshot.meta.clone());
-    Ok((store, sessions, snapshot.addresses.clone()))
+    Ok(LoadedSnapshot {
+        snapshot: found.snapshot.clone(),
+        store,
+        sessions,
+        addresses: snapshot.addresses.clone(),
+        adopted: !in_log,
+    })
 }

@@ -78,7 +78,7 @@ pub(crate) struct Shard {
     pub(super) failed: Option<Error>,
     pub(super) dirty: BTreeSet<GroupId>,
     shutting_down: bool,
-    metrics: ShardMetrics,
+    pub(super) metrics: ShardMetrics,
     /// Entry bytes written per LSN and not yet durable, oldest first.
     wal_backlog: VecDeque<(u64, u64)>,
     wal_backlog_bytes: u64,
@@ -121,7 +121,9 @@ pub(crate) struct Shard {
     /// Snapshots written off the loop, to finish (at most one per group).
     snapshots_written: Rc<RefCell<Vec<SnapshotWritten>>>,
     /// Deleting the WAL segments purges freed, off the loop.
-    segment_deletion: super::compaction::SegmentDeletion,
+    pub(super) segment_deletion: super::compaction::SegmentDeletion,
+    /// Snapshot streams to followers and from leaders (`install.rs`).
+    pub(super) installs: super::install::Installs,
     /// Answers admin requests (handed to the connection server).
     pub(super) admin: std::sync::Arc<super::admin::AdminService>,
     /// The membership change each group has in flight (at most
@@ -237,6 +239,7 @@ impl Shard {
             policy_snapshots: BTreeSet::new(),
             snapshots_written: Rc::new(RefCell::new(Vec::new())),
             segment_deletion: super::compaction::SegmentDeletion::default(),
+            installs: super::install::Installs::new(options.snapshot.install_bytes_per_second),
             admin,
             membership_changes: BTreeMap::new(),
             addresses: options
@@ -348,6 +351,13 @@ impl Shard {
                     }
                 }
                 Event::Synced(result, elapsed) => self.synced(result, elapsed),
+                Event::SnapshotChunk {
+                    group,
+                    from,
+                    term,
+                    chunk,
+                } => self.snapshot_chunk(group, from, term, chunk),
+                Event::SnapshotChunkAck { group, from, ack } => self.snapshot_chunk_ack(group, from, ack),
             }
         }
         // Whatever waited in the inbox was stepped first (a heartbeat that
@@ -373,6 +383,7 @@ impl Shard {
                 .maybe_start(&self.wal, self.node, self.metrics.shard);
         }
         self.advance_membership_changes();
+        self.pump_installs();
         if !self.dirty.is_empty() {
             // Work is left after the bounded rounds: come back at once rather
             // than at the next tick.
@@ -428,8 +439,9 @@ impl Shard {
         let from = message.from;
         if let Some(group) = self.groups.get_mut(&group_id) {
             // A peer's message never crashes the shard: one that breaks the
-            // protocol is dropped, counted and logged (`violations.rs`). No
-            // snapshot can be installed yet, so none is stepped.
+            // protocol is dropped, counted and logged (`violations.rs`). A
+            // snapshot is installed only from a complete, verified stream
+            // (`install.rs`), never from a bare InstallSnapshot message.
             let stepped = match message.body {
                 crate::raft::MessageBody::InstallSnapshot { .. } => Err(crate::raft::ProtocolViolation {
                     sender: from,
@@ -868,6 +880,14 @@ impl Shard {
             if ready.soft_state.is_some() {
                 group.observe_role();
             }
+            if let Some(meta) = &ready.snapshot {
+                // A snapshot from the leader: the state machine takes it
+                // before the WAL drops the log it replaces.
+                if let Err(error) = self.load_installed(group_id, meta) {
+                    self.fail(error);
+                    return;
+                }
+            }
             // 1. Persist (buffered into this turn's group commit).
             let group = self.groups.get_mut(&group_id).expect("present");
             let last_entry = match write_ready(&self.wal, group_id, &ready, &mut group.hard_states) {
@@ -877,8 +897,13 @@ impl Shard {
                     return;
                 }
             };
-            // 2. Send at once, in parallel with the fsync.
+            // 2. Send at once, in parallel with the fsync. A snapshot goes
+            // as a stream of the stored one (`install.rs`).
             for message in &ready.messages {
+                if matches!(message.body, crate::raft::MessageBody::InstallSnapshot { .. }) {
+                    self.start_install(message);
+                    continue;
+                }
                 if let crate::raft::MessageBody::AppendEntries { entries, .. } = &message.body {
                     if let Some(last) = entries.last() {
                         self.append_times.sent(group_id.0, message.to.0, last.index.0);
@@ -1158,7 +1183,11 @@ impl Shard {
         group.counters.snapshot_duration_us_last = elapsed.as_micros() as u64;
         // Only now, with the snapshot durable, may the log below it go.
         let tail = self.snapshot_policy.log_tail_entries;
-        match super::compaction::compact_group(&self.wal, group_id, group, index, tail) {
+        let streaming = self.installs.oldest_streamed(group_id);
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return Err(Error::UnknownGroup(group_id));
+        };
+        match super::compaction::compact_group(&self.wal, group_id, group, index, tail, streaming) {
             Ok(purged) => {
                 if purged {
                     self.segment_deletion.want();
@@ -1188,8 +1217,12 @@ impl Shard {
             let waiters = std::mem::take(&mut hosted.snapshot_waiters);
             let outcome = match result {
                 Ok(stored) => {
-                    hosted.core.snapshot_created(stored.meta.index);
-                    self.snapshot_durable(group, stored.meta.index, stored.data_bytes, elapsed, &mut failure)
+                    let (index, data_bytes) = (stored.meta.index, stored.data_bytes);
+                    if hosted.core.snapshot_created(index).is_some() {
+                        // Not overtaken by a snapshot installed meanwhile.
+                        hosted.stored_snapshot = Some(stored);
+                    }
+                    self.snapshot_durable(group, index, data_bytes, elapsed, &mut failure)
                 }
                 Err(error) => Err(error),
             };
@@ -1274,7 +1307,9 @@ fn take_snapshot(
         .map_err(|e| error(format!("on_snapshot_save: {e}")))?;
     let stored = writer.finish().map_err(|e| error(e.to_string()))?;
     group.core.snapshot_created(stored.meta.index);
-    Ok(Taken::Done(stored.meta.index, Some(stored.data_bytes)))
+    let taken = Taken::Done(stored.meta.index, Some(stored.data_bytes));
+    group.stored_snapshot = Some(stored);
+    Ok(taken)
 }
 
 /// A snapshot written off the loop, for the shard to finish.

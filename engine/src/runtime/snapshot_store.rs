@@ -564,6 +564,23 @@ impl SnapshotWriter {
         &self.temp_dir
     }
 
+    /// Flushes what is buffered and opens the data file a second time, for
+    /// a caller to fsync on another thread while writing goes on (so that
+    /// [`finish`](Self::finish)'s own fsync has little left to write). A
+    /// second open file description, not a duplicate of the writer's: a
+    /// writeback error seen by that fsync is still reported to the writer's
+    /// own fsync in `finish`, so a failed background sync cannot hide.
+    pub fn flushed_data_file(&mut self) -> SnapshotResult<File> {
+        let Some(writer) = self.file.as_mut() else {
+            unreachable!("a writer is used only before it is finished");
+        };
+        writer.flush().map_err(io_error(&self.data_path, "write"))?;
+        OpenOptions::new()
+            .write(true)
+            .open(&self.data_path)
+            .map_err(io_error(&self.data_path, "open"))
+    }
+
     /// Makes the snapshot durable and visible: fsyncs the data, writes and
     /// fsyncs the metadata, renames the temp directory to its final name,
     /// fsyncs the store directory; then deletes snapshots beyond

@@ -40,7 +40,12 @@ pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 128 * 1024;
 /// Chunks a sender keeps unacknowledged per stream.
 pub const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: usize = 4;
 /// Default pace of all snapshot streams of one shard, in bytes per second.
-pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT: u64 = 64 * 1024 * 1024;
+/// A receiver hands its data file out to be fsynced off the shard's loop
+/// after this many bytes since the last time, so the fsync that publishes
+/// the snapshot has at most this much to write (`SnapshotInbox::sync_due`).
+pub const SNAPSHOT_RECEIVE_SYNC_BYTES: u64 = 2 << 20;
+/// The tuning config's default (`[snapshot] install_bytes_per_second`).
+pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT: u64 = coraft_tuning::SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT;
 
 /// What is wrong with a chunk, an ack, or the snapshot a stream carries.
 /// Chunks and acks come from peers: every check is an error, never a panic.
@@ -283,6 +288,11 @@ impl SnapshotSender {
         self.acknowledged
     }
 
+    /// Chunks sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// True once the follower acknowledged the whole snapshot as durable.
     pub fn is_complete(&self) -> bool {
         self.complete
@@ -428,6 +438,8 @@ struct SnapshotReceiver {
     /// Open once the metadata is verified; dropping it removes the temp
     /// directory.
     writer: Option<SnapshotWriter>,
+    /// Data bytes written since the data file was last handed out to sync.
+    unsynced_bytes: u64,
 }
 
 /// The follower's snapshot streams of one shard, one per group.
@@ -445,6 +457,19 @@ impl SnapshotInbox {
     /// The stream offset a group's stream has reached, if one is open.
     pub fn progress(&self, group: GroupId) -> Option<(u64, u64)> {
         self.receivers.get(&group).map(|r| (r.next_offset, r.total_bytes))
+    }
+
+    /// The data file of `group`'s stream, if [`SNAPSHOT_RECEIVE_SYNC_BYTES`]
+    /// were written since it was last handed out: the caller fsyncs it on
+    /// another thread. An error to flush or open it is left for the stream's
+    /// own writes and final fsync to report.
+    pub fn sync_due(&mut self, group: GroupId) -> Option<File> {
+        let receiver = self.receivers.get_mut(&group)?;
+        if receiver.unsynced_bytes < SNAPSHOT_RECEIVE_SYNC_BYTES {
+            return None;
+        }
+        receiver.unsynced_bytes = 0;
+        receiver.writer.as_mut()?.flushed_data_file().ok()
     }
 
     /// Drops a group's stream (its temp directory goes with it).
@@ -535,6 +560,7 @@ impl SnapshotInbox {
                     metadata: Vec::new(),
                     header: None,
                     writer: None,
+                    unsynced_bytes: 0,
                 },
             );
         }
@@ -715,6 +741,7 @@ impl SnapshotReceiver {
             let Some(writer) = self.writer.as_mut() else {
                 unreachable!("data follows the metadata, which opened the writer");
             };
+            self.unsynced_bytes += bytes.len() as u64;
             std::io::Write::write_all(writer, bytes).map_err(|source| {
                 store_error(SnapshotStoreError::Io {
                     path: writer.temp_dir().to_path_buf(),

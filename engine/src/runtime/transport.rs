@@ -23,7 +23,7 @@ use coraft_net::schema::{
 use coraft_net::{Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
 
-use crate::raft::{Message, MessageBody, NodeId, ProtocolViolation, ViolationKind};
+use crate::raft::{GroupId, Message, MessageBody, NodeId, ProtocolViolation, Term, ViolationKind};
 
 use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
 use super::codec::{expand_coalesced, from_wire, to_wire};
@@ -144,6 +144,37 @@ impl Peers {
         } else {
             self.sent += 1;
         }
+    }
+
+    /// Queues a snapshot-stream message (`install.rs`) for `to`; false if
+    /// it was dropped (no connection, or its queue is full).
+    pub fn send_stream(&mut self, to: NodeId, group: GroupId, term: Term, body: RaftBody) -> bool {
+        let envelope = Envelope {
+            group: group.0,
+            from: self.node.0,
+            to: to.0,
+            term: term.0,
+            body,
+        };
+        let before = self.dropped;
+        self.enqueue(to, envelope);
+        self.dropped == before
+    }
+
+    /// Whether `node`'s queue has room for `bytes` more now.
+    pub fn has_room(&self, node: NodeId, bytes: usize) -> bool {
+        self.connections
+            .get(&node)
+            .is_some_and(|c| c.held_bytes() + bytes <= self.config.outbound_queue_bytes_max)
+    }
+
+    /// How many times the connection to `node` connected or failed: when it
+    /// changes, what was in flight on it may be lost.
+    pub fn connection_epoch(&self, node: NodeId) -> Option<u64> {
+        self.connections.get(&node).map(|c| {
+            let stats = c.stats();
+            stats.connects + stats.failures
+        })
     }
 
     /// Opens (or replaces) the connection to `node` at `address`: a node
@@ -280,6 +311,13 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
                 }
                 continue;
             }
+            if matches!(
+                envelope.body,
+                RaftBody::SnapshotChunk(_) | RaftBody::SnapshotChunkAck(_)
+            ) {
+                push_snapshot_stream(&events, peer, envelope);
+                continue;
+            }
             match from_wire(envelope) {
                 Ok(Some(message)) => push_authenticated(&events, peer, message),
                 Ok(None) => {}
@@ -309,6 +347,45 @@ fn push_authenticated(events: &EventQueue, peer: NodeId, message: Message) {
         return;
     }
     let _ = events.push(Event::Raft(message));
+}
+
+/// Queues a snapshot chunk or chunk ack for the shard (`install.rs`), if it
+/// names as its sender the node the handshake authenticated.
+fn push_snapshot_stream(events: &EventQueue, peer: NodeId, envelope: &Envelope) {
+    let (kind, event) = match &envelope.body {
+        RaftBody::SnapshotChunk(chunk) => (
+            "SnapshotChunk",
+            Event::SnapshotChunk {
+                group: GroupId(envelope.group),
+                from: NodeId(envelope.from),
+                term: Term(envelope.term),
+                chunk: chunk.clone(),
+            },
+        ),
+        RaftBody::SnapshotChunkAck(ack) => (
+            "SnapshotChunkAck",
+            Event::SnapshotChunkAck {
+                group: GroupId(envelope.group),
+                from: NodeId(envelope.from),
+                ack: ack.clone(),
+            },
+        ),
+        _ => return,
+    };
+    if envelope.from != peer.0 {
+        let violation = ProtocolViolation {
+            sender: NodeId(envelope.from),
+            group: GroupId(envelope.group),
+            message_kind: kind,
+            kind: ViolationKind::SenderNotAuthenticated {
+                named: NodeId(envelope.from),
+                authenticated: peer,
+            },
+        };
+        events.violations.record(peer, &violation);
+        return;
+    }
+    let _ = events.push(event);
 }
 
 async fn serve_client(

@@ -1,0 +1,406 @@
+//! InstallSnapshot on the shard: the leader's shard streams a stored
+//! snapshot to a follower whose core needs compacted entries, and the
+//! follower's shard writes it into its snapshot store and installs it.
+//!
+//! Sits between the core and `snapshot_stream.rs`. On the leader, a core's
+//! `InstallSnapshot { meta }` never goes on the wire: the shard opens a
+//! [`SnapshotSender`] for the stored snapshot `meta` names and pumps its
+//! chunks each turn through the shard's [`RateLimiter`]
+//! (`SnapshotPolicy::install_bytes_per_second`). It goes back to the last
+//! acknowledged chunk when the peer connection reconnects or no ack came for
+//! [`SNAPSHOT_ACK_TIMEOUT`], and drops the stream when the group's term or
+//! role changes or the follower leaves the configuration. On the follower,
+//! chunks go to the shard's [`SnapshotInbox`]; once a snapshot is durable in
+//! the store the shard steps the core's `InstallSnapshot` with its metadata
+//! (the core decides whether to install it), and when the core's Ready
+//! carries the snapshot the state machine is loaded with `on_snapshot_load`,
+//! the session table restored, and `write_ready` purges the WAL to it.
+//! See `docs/architecture.md`, "InstallSnapshot streaming".
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use coraft_net::schema::{RaftBody, SnapshotChunk, SnapshotChunkAck};
+
+use crate::api::Error;
+use crate::raft::{GroupId, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
+
+use super::shard::Shard;
+use super::snapshot_store::SnapshotId;
+use super::snapshot_stream::{
+    AckOutcome, RateLimiter, SnapshotInbox, SnapshotSender, SnapshotStreamError, SNAPSHOT_CHUNK_BYTES_MAX,
+};
+
+/// A stream with chunks in flight and no ack for this long goes back to its
+/// last acknowledged offset (an ack or a chunk was lost, e.g. with the
+/// follower's connection back to this node).
+pub const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A snapshot stream this shard sends.
+struct Outgoing {
+    sender: SnapshotSender,
+    /// The peer connection's epoch when the stream last (re)started.
+    epoch: Option<u64>,
+    /// When the follower last answered (or the stream last went back).
+    heard: Instant,
+}
+
+/// The snapshot streams of one shard, both ways.
+pub(crate) struct Installs {
+    /// Paces every stream this shard sends.
+    limiter: RateLimiter,
+    /// At most one stream per (group, follower).
+    outgoing: BTreeMap<(GroupId, NodeId), Outgoing>,
+    /// Streams this shard receives, at most one per group.
+    inbox: SnapshotInbox,
+}
+
+impl Installs {
+    /// No stream yet; sends at most `bytes_per_second`.
+    pub fn new(bytes_per_second: u64) -> Installs {
+        Installs {
+            limiter: RateLimiter::new(bytes_per_second, Instant::now()),
+            outgoing: BTreeMap::new(),
+            inbox: SnapshotInbox::new(),
+        }
+    }
+
+    /// The index of the oldest snapshot streamed to a follower of `group`:
+    /// compaction keeps the entries after it (`compaction::compact_group`).
+    pub fn oldest_streamed(&self, group: GroupId) -> Option<crate::raft::LogIndex> {
+        self.outgoing
+            .range((group, NodeId(0))..=(group, NodeId(u64::MAX)))
+            .map(|(_, o)| o.sender.snapshot().index)
+            .min()
+    }
+}
+
+impl Shard {
+    /// The core asked to send `message.to` a snapshot: streams the stored
+    /// snapshot its `InstallSnapshot` names, unless a stream in this term is
+    /// already under way. The core asks again after its snapshot timeout,
+    /// maybe naming a newer snapshot taken meanwhile; the stream goes on
+    /// (starting over would never finish under a steady write load), and
+    /// compaction keeps the log after the streamed snapshot so the follower
+    /// is caught up from there.
+    pub(super) fn start_install(&mut self, message: &Message) {
+        let MessageBody::InstallSnapshot { meta } = &message.body else {
+            return;
+        };
+        let key = (message.group, message.to);
+        let id = SnapshotId {
+            index: meta.index,
+            term: meta.term,
+        };
+        if self
+            .installs
+            .outgoing
+            .get(&key)
+            .is_some_and(|o| o.sender.term() == message.term)
+        {
+            return;
+        }
+        self.installs.outgoing.remove(&key);
+        let Some(group) = self.groups.get_mut(&message.group) else {
+            return;
+        };
+        let stored = match group.stored_snapshot.as_ref().filter(|s| s.id() == id) {
+            Some(stored) => Ok(stored.clone()),
+            // Not the one this shard remembers (it should be: the core only
+            // names snapshots reported durable); read and verify it.
+            None => match group.snapshots.as_ref() {
+                Some(store) => store.load(id).map_err(|e| e.to_string()),
+                None => Err("the group has no snapshot store".to_string()),
+            },
+        };
+        let opened = stored.and_then(|s| SnapshotSender::open(&s, message.to, message.term).map_err(|e| e.to_string()));
+        match opened {
+            Ok(sender) => {
+                log::info!(
+                    "node {} group {}: streaming snapshot ({}, {}) of {} bytes to node {}",
+                    self.node,
+                    message.group,
+                    meta.index,
+                    meta.term,
+                    sender.total_bytes(),
+                    message.to
+                );
+                let outgoing = Outgoing {
+                    sender,
+                    epoch: self.peers.connection_epoch(message.to),
+                    heard: Instant::now(),
+                };
+                self.installs.outgoing.insert(key, outgoing);
+            }
+            Err(reason) => {
+                log::warn!(
+                    "node {} group {}: cannot stream snapshot ({}, {}) to node {}: {reason}",
+                    self.node,
+                    message.group,
+                    meta.index,
+                    meta.term,
+                    message.to
+                );
+                self.metrics.snapshot_installs_failed += 1;
+                group.core.report_snapshot(message.to, false);
+                self.dirty.insert(message.group);
+            }
+        }
+    }
+
+    /// Sends what the streams' windows and the rate limiter allow; drops
+    /// the streams whose group is no longer led here in their term or whose
+    /// follower left; rewinds those whose connection reconnected or whose
+    /// follower went silent.
+    pub(super) fn pump_installs(&mut self) {
+        if self.installs.outgoing.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let keys: Vec<(GroupId, NodeId)> = self.installs.outgoing.keys().copied().collect();
+        for key in keys {
+            let (group_id, to) = key;
+            let Some(outgoing) = self.installs.outgoing.get_mut(&key) else {
+                continue;
+            };
+            let group = self.groups.get_mut(&group_id);
+            let still_leading = group.as_ref().is_some_and(|g| {
+                g.core.role() == Role::Leader
+                    && g.core.term() == outgoing.sender.term()
+                    && g.core.progress().contains_key(&to)
+            });
+            if !still_leading || self.failed.is_some() {
+                log::info!(
+                    "node {} group {group_id}: abandoning the snapshot stream to node {to} \
+                     (leadership changed or the node left) after {} of {} bytes",
+                    self.node,
+                    outgoing.sender.acknowledged(),
+                    outgoing.sender.total_bytes()
+                );
+                self.installs.outgoing.remove(&key);
+                self.metrics.snapshot_installs_abandoned += 1;
+                continue;
+            }
+            let group = group.expect("checked above");
+            let epoch = self.peers.connection_epoch(to);
+            let silent =
+                outgoing.sender.in_flight() > 0 && now.saturating_duration_since(outgoing.heard) > SNAPSHOT_ACK_TIMEOUT;
+            if epoch != outgoing.epoch || silent {
+                log::debug!(
+                    "node {} group {group_id}: snapshot stream to node {to} goes back to offset {} ({})",
+                    self.node,
+                    outgoing.sender.acknowledged(),
+                    if silent { "no ack" } else { "the connection changed" }
+                );
+                outgoing.sender.rewind();
+                outgoing.epoch = epoch;
+                outgoing.heard = now;
+                self.metrics.snapshot_install_rewinds += 1;
+            }
+            let term = outgoing.sender.term();
+            let mut failure = None;
+            while self.peers.has_room(to, SNAPSHOT_CHUNK_BYTES_MAX + 4096) {
+                match outgoing.sender.next_chunk(&mut self.installs.limiter, now) {
+                    Ok(Some(chunk)) => {
+                        let bytes = chunk.data.len() as u64;
+                        if !self
+                            .peers
+                            .send_stream(to, group_id, term, RaftBody::SnapshotChunk(chunk))
+                        {
+                            // No connection: send again from what was acknowledged.
+                            outgoing.sender.rewind();
+                            break;
+                        }
+                        self.metrics.snapshot_install_bytes_sent += bytes;
+                        group.counters.install_bytes_sent += bytes;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                log::warn!(
+                    "node {} group {group_id}: snapshot stream to node {to} failed: {error}",
+                    self.node
+                );
+                self.installs.outgoing.remove(&key);
+                self.metrics.snapshot_installs_failed += 1;
+                group.core.report_snapshot(to, false);
+                self.dirty.insert(group_id);
+            }
+        }
+    }
+
+    /// A follower answered a chunk of a stream this shard sends.
+    pub(super) fn snapshot_chunk_ack(&mut self, group_id: GroupId, from: NodeId, ack: SnapshotChunkAck) {
+        let key = (group_id, from);
+        let Some(outgoing) = self.installs.outgoing.get_mut(&key) else {
+            // The stream finished or was dropped: a late answer.
+            return;
+        };
+        let snapshot = outgoing.sender.snapshot();
+        if ack.snapshot_index != snapshot.index.0 || ack.snapshot_term != snapshot.term.0 {
+            // An answer to an earlier stream of this group.
+            return;
+        }
+        match outgoing.sender.on_ack(&ack) {
+            Ok(AckOutcome::Progress) => outgoing.heard = Instant::now(),
+            Ok(AckOutcome::Complete) => {
+                log::info!(
+                    "node {} group {group_id}: node {from} holds snapshot ({}, {}) ({} bytes sent)",
+                    self.node,
+                    snapshot.index,
+                    snapshot.term,
+                    outgoing.sender.bytes_sent
+                );
+                self.installs.outgoing.remove(&key);
+                self.metrics.snapshot_installs_sent += 1;
+            }
+            // Input from a peer: logged and ignored; a stream that stops
+            // progressing goes back after `SNAPSHOT_ACK_TIMEOUT`.
+            Err(error) => log::warn!("node {} group {group_id}: ignoring a snapshot ack: {error}", self.node),
+        }
+    }
+
+    /// A leader streamed a chunk of a snapshot to this node: written into
+    /// the group's store, answered, and once the snapshot is complete and
+    /// durable, handed to the core.
+    pub(super) fn snapshot_chunk(&mut self, group_id: GroupId, from: NodeId, term: Term, chunk: SnapshotChunk) {
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return;
+        };
+        let Some(store) = group.snapshots.as_ref() else {
+            return;
+        };
+        if group.core.role() == Role::Leader && term <= group.core.term() {
+            // A leader of this term or an older one is not followed here.
+            return;
+        }
+        let bytes = chunk.data.len() as u64;
+        let (ack, result) = self
+            .installs
+            .inbox
+            .on_chunk(store, group_id, from, term, group.core.term(), &chunk);
+        let complete = ack.complete;
+        if !ack.refused {
+            self.metrics.snapshot_install_bytes_received += bytes;
+            group.counters.install_bytes_received += bytes;
+        }
+        if let Some(file) = self.installs.inbox.sync_due(group_id) {
+            // Most of the data is made durable here, off the loop, so the
+            // fsync that publishes the snapshot has little left to write.
+            let node = self.node;
+            glommio::spawn_local(async move {
+                let synced = glommio::executor().spawn_blocking(move || file.sync_data()).await;
+                if let Err(error) = synced {
+                    log::warn!("node {node} group {group_id}: syncing a received snapshot: {error}");
+                }
+            })
+            .detach();
+        }
+        let reply_term = group.core.term();
+        self.peers
+            .send_stream(from, group_id, reply_term, RaftBody::SnapshotChunkAck(ack));
+        let stored = match result {
+            Ok(Some(stored)) => stored,
+            Ok(None) if complete => {
+                // Already in the store (the stream's last answer was lost):
+                // the core hears of it again, so it answers the leader.
+                let id = SnapshotId {
+                    index: crate::raft::LogIndex(chunk.snapshot_index),
+                    term: Term(chunk.snapshot_term),
+                };
+                match store.load(id) {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        log::warn!("node {} group {group_id}: {error}", self.node);
+                        return;
+                    }
+                }
+            }
+            Ok(None) => return,
+            Err(error) => {
+                self.metrics.snapshot_install_chunks_refused += 1;
+                match error {
+                    // Routine after a go-back or a cut connection.
+                    SnapshotStreamError::OutOfOrder { .. } | SnapshotStreamError::StaleTerm { .. } => {
+                        log::debug!("node {} group {group_id}: {error}", self.node)
+                    }
+                    _ => log::warn!("node {} group {group_id}: refused a snapshot chunk: {error}", self.node),
+                }
+                return;
+            }
+        };
+        let meta = stored.meta.clone();
+        group.received_snapshot = Some(stored);
+        let message = Message {
+            group: group_id,
+            from,
+            to: self.node,
+            term,
+            body: MessageBody::InstallSnapshot { meta },
+        };
+        match group.core.step_checked(message) {
+            Ok(()) => {
+                self.dirty.insert(group_id);
+            }
+            Err(violation) => self.events.violations.record(from, &violation),
+        }
+    }
+
+    /// The core installs the snapshot `meta` (a Ready carries it): loads it
+    /// into the state machine and restores the session table. The caller
+    /// then persists the Ready (the WAL purge to the snapshot).
+    pub(super) fn load_installed(&mut self, group_id: GroupId, meta: &SnapshotMeta) -> Result<(), Error> {
+        let node = self.node;
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return Ok(());
+        };
+        let id = SnapshotId {
+            index: meta.index,
+            term: meta.term,
+        };
+        let failed = |reason: String| {
+            Error::Storage(format!(
+                "group {group_id}: installing snapshot ({}, {}) from the leader: {reason}",
+                meta.index, meta.term
+            ))
+        };
+        let stored = match group.received_snapshot.take().filter(|s| s.id() == id) {
+            Some(stored) => stored,
+            None => group
+                .snapshots
+                .as_ref()
+                .ok_or_else(|| failed("the group has no snapshot store".into()))?
+                .load(id)
+                .map_err(|e| failed(e.to_string()))?,
+        };
+        let sessions = super::sessions::SessionTable::decode(&stored.sessions)
+            .map_err(|e| failed(format!("its session table: {e}")))?;
+        let mut reader = stored.open_reader().map_err(|e| failed(e.to_string()))?;
+        group
+            .state_machine
+            .on_snapshot_load(&mut reader)
+            .map_err(|e| failed(format!("on_snapshot_load: {e}")))?;
+        group.sessions = sessions;
+        group.wal_purged = meta.index;
+        group.since_snapshot = super::compaction::SinceSnapshot::new(Instant::now());
+        group.counters.snapshots_installed += 1;
+        group.stored_snapshot = Some(stored);
+        self.metrics.snapshots_installed += 1;
+        // The WAL purge in this Ready frees segments.
+        self.segment_deletion.want();
+        log::info!(
+            "node {node} group {group_id}: installed snapshot ({}, {}) from the leader",
+            meta.index,
+            meta.term
+        );
+        Ok(())
+    }
+}

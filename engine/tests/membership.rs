@@ -666,6 +666,79 @@ fn a_member_restarted_from_a_snapshot_past_the_address_book_entry_still_reaches_
 }
 
 #[test]
+fn a_follower_caught_up_by_a_snapshot_past_the_address_book_entry_reaches_the_added_node() {
+    // As above, but the follower was down while node 4 was added and comes
+    // back behind the compacted log: the address book reaches it with the
+    // snapshot the leader streams, not from its own WAL.
+    let policy = coraft::runtime::SnapshotPolicy {
+        log_tail_entries: 0,
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start_with(3, policy);
+    for i in 0..10 {
+        cluster.apply(format!("before-{i}").as_bytes());
+    }
+    let leader = cluster.leader();
+    let behind = NodeId(leader.0 % 3 + 1);
+    let other = [1, 2, 3]
+        .map(NodeId)
+        .into_iter()
+        .find(|&n| n != leader && n != behind)
+        .unwrap();
+    cluster.stop(behind);
+    cluster.launch(NodeId(4), Some(leader));
+    block(cluster.handle(leader).add_voter(cluster.spec(NodeId(4)))).expect("voter added");
+    let added_at = cluster.status(leader).commit_index;
+    for round in 0..2 {
+        for i in 0..5 {
+            cluster.apply(format!("round-{round}-{i}").as_bytes());
+        }
+        for node in [leader, other, NodeId(4)] {
+            cluster.caught_up(node);
+        }
+        for node in [leader, other, NodeId(4)] {
+            block(cluster.handle(node).snapshot()).expect("snapshot");
+        }
+    }
+    assert!(
+        cluster.status(leader).first_index > added_at,
+        "the leader compacted past node 4's addition"
+    );
+    cluster.launch(behind, None);
+    wait_for("the follower to install a snapshot past node 4's addition", || {
+        (cluster.status(behind).snapshot_index > added_at).then_some(())
+    });
+    let connections =
+        |node: NodeId| cluster.members[node.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;
+    wait_for("the follower to connect to node 4 as well", || {
+        (connections(behind) == 3).then_some(())
+    });
+    // With `other` down every commit needs the leader, node 4 and the
+    // follower: led by node 4, then by the follower.
+    cluster.stop(other);
+    for target in [NodeId(4), behind] {
+        let data = format!("led by {target}").into_bytes();
+        wait_for("a write led by the target", || {
+            let leader = cluster.leader();
+            if leader != target {
+                let _ = block(cluster.handle(leader).transfer_leader(target));
+                std::thread::sleep(Duration::from_millis(100));
+                return None;
+            }
+            match block(cluster.handle(target).apply(data.clone())) {
+                Ok(_) => Some(()),
+                Err(Error::Timeout | Error::NotLeader { .. }) => None,
+                Err(error) => panic!("write failed: {error}"),
+            }
+        });
+    }
+    cluster.caught_up(behind);
+    let applied = cluster.applied(behind);
+    assert!(applied.contains(&b"before-0".to_vec()), "restored from the snapshot");
+    assert!(applied.contains(&b"led by 4".to_vec()));
+}
+
+#[test]
 fn a_node_joining_through_a_follower_learns_the_leader_from_it_and_is_caught_up() {
     let mut cluster = Cluster::start(3);
     for i in 0..10 {

@@ -389,11 +389,19 @@ impl Shard {
             .on_snapshot_load(&mut reader)
             .map_err(|e| failed(format!("on_snapshot_load: {e}")))?;
         group.sessions = sessions;
+        if let Err(reason) = group.restore_address_book(&stored.addresses) {
+            // Addresses are only where to connect: the static peers and
+            // later address-book entries still serve.
+            log::warn!("node {node} group {group_id}: ignoring the installed snapshot's address book: {reason}");
+        }
         group.wal_purged = meta.index;
         group.since_snapshot = super::compaction::SinceSnapshot::new(Instant::now());
         group.counters.snapshots_installed += 1;
         group.stored_snapshot = Some(stored);
         self.metrics.snapshots_installed += 1;
+        // Members whose address-book entries the snapshot compacted away:
+        // connect to them as a restart from the snapshot would.
+        self.learn_restored_addresses();
         // The WAL purge in this Ready frees segments.
         self.segment_deletion.want();
         log::info!(

@@ -1,5 +1,6 @@
 //! The operator's side of the admin protocol (`coraft_net::admin`): a
-//! blocking [`AdminClient`] for one node, and the leader [`plan_rebalance`]
+//! blocking [`AdminClient`] for one node, and the leader planner
+//! ([`plan_rebalance_by_priority`])
 //! that `coraft-admin rebalance` executes. The node side is
 //! `runtime/admin.rs`; the CLI (`src/bin/coraft-admin.rs`) is a thin layer of
 //! arguments and tables over this module.
@@ -285,35 +286,93 @@ pub struct Move {
 }
 
 /// Leadership transfers that spread the leaders of `groups` evenly over
-/// `nodes` (SOFAJRaft's `rebalance`): afterwards each node leads
-/// `floor(n / nodes)` or `ceil(n / nodes)` of the `n` groups that have a
-/// leader, as far as the voter sets allow (a group moves only to one of its
-/// voters). A group without a leader, or led by a node outside `nodes`,
-/// stays as it is. Each move takes a group from a node with the most
-/// leaders to one with at least two fewer, so the plan is never longer than
-/// the number of groups and moves no group twice.
+/// `nodes` (SOFAJRaft's `rebalance`), every node of equal priority: see
+/// [`plan_rebalance_by_priority`].
 pub fn plan_rebalance(nodes: &[NodeId], groups: &[Leadership]) -> Vec<Move> {
-    let mut counts: BTreeMap<NodeId, usize> = nodes.iter().map(|&n| (n, 0)).collect();
+    let nodes: Vec<(NodeId, u8)> = nodes.iter().map(|&n| (n, 0)).collect();
+    plan_rebalance_by_priority(&nodes, groups)
+}
+
+/// Leadership transfers that spread the leaders of `groups` evenly over
+/// `nodes`, each given with its election priority (0..=10, 0: no
+/// preference), as SOFAJRaft's `rebalance` does with priority elections.
+///
+/// The rule: a group's *targets* are those of its voters among `nodes` whose
+/// priority is the highest among them. With every priority 0 that is every
+/// voter; with priorities 5, 5 and 1 on three voters, the two nodes of
+/// priority 5 (a priority 0 is lowest, so a node left at the default leads
+/// only groups none of whose voters has a priority set). First each group
+/// led by a node that is not one of its targets moves to its target with
+/// the fewest leaders. Then leaders move from the busiest nodes to the
+/// idlest, each to one of its group's targets, until no move narrows a gap
+/// of at least two. When every group has the same `k` targets (the same
+/// voters), each of them then leads `floor(n / k)` or `ceil(n / k)` of the
+/// `n` led groups and every other node none; with voter sets that differ,
+/// as evenly as they allow. A group without a leader, or led by a node
+/// outside `nodes`, stays as it is. A group moves at most once in the plan
+/// (from its leader now to the node the plan ends it on), and the plan is
+/// never longer than the number of groups.
+pub fn plan_rebalance_by_priority(nodes: &[(NodeId, u8)], groups: &[Leadership]) -> Vec<Move> {
+    let priority: BTreeMap<NodeId, u8> = nodes.iter().copied().collect();
+    let mut counts: BTreeMap<NodeId, usize> = nodes.iter().map(|&(n, _)| (n, 0)).collect();
     let mut leaders: BTreeMap<GroupId, NodeId> = BTreeMap::new();
+    let mut targets: BTreeMap<GroupId, BTreeSet<NodeId>> = BTreeMap::new();
     for group in groups {
         if let Some(leader) = group.leader.filter(|l| counts.contains_key(l)) {
             *counts.get_mut(&leader).expect("checked") += 1;
             leaders.insert(group.group, leader);
+            targets.insert(group.group, targets_of(&priority, group));
         }
     }
+    let before = leaders.clone();
+    // First: off the nodes a group should not be led by.
+    for (&group, group_targets) in &targets {
+        let leader = leaders[&group];
+        if group_targets.is_empty() || group_targets.contains(&leader) {
+            continue;
+        }
+        let to = *group_targets
+            .iter()
+            .min_by_key(|&&n| (counts[&n], n))
+            .expect("not empty");
+        *counts.get_mut(&leader).expect("a counted node") -= 1;
+        *counts.get_mut(&to).expect("a counted node") += 1;
+        leaders.insert(group, to);
+    }
+    // Then: even out, each group moved by this phase at most once.
     let mut moved: BTreeSet<GroupId> = BTreeSet::new();
-    let mut moves = Vec::new();
     for _ in 0..groups.len() {
-        let Some(next) = next_move(&counts, &leaders, &moved, groups) else {
+        let Some(next) = next_move(&counts, &leaders, &moved, &targets) else {
             break;
         };
         *counts.get_mut(&next.from).expect("a counted node") -= 1;
         *counts.get_mut(&next.to).expect("a counted node") += 1;
         leaders.insert(next.group, next.to);
         moved.insert(next.group);
-        moves.push(next);
     }
-    moves
+    before
+        .into_iter()
+        .filter_map(|(group, from)| {
+            let to = leaders[&group];
+            (to != from).then_some(Move { group, from, to })
+        })
+        .collect()
+}
+
+/// The voters of `group` among the nodes of `priority` with the highest
+/// priority among them.
+fn targets_of(priority: &BTreeMap<NodeId, u8>, group: &Leadership) -> BTreeSet<NodeId> {
+    let known: Vec<(NodeId, u8)> = group
+        .voters
+        .iter()
+        .filter_map(|v| Some((*v, *priority.get(v)?)))
+        .collect();
+    let highest = known.iter().map(|&(_, p)| p).max().unwrap_or(0);
+    known
+        .into_iter()
+        .filter(|&(_, p)| p == highest)
+        .map(|(n, _)| n)
+        .collect()
 }
 
 /// The first move, from the busiest sources to the idlest targets, that
@@ -322,7 +381,7 @@ fn next_move(
     counts: &BTreeMap<NodeId, usize>,
     leaders: &BTreeMap<GroupId, NodeId>,
     moved: &BTreeSet<GroupId>,
-    groups: &[Leadership],
+    targets: &BTreeMap<GroupId, BTreeSet<NodeId>>,
 ) -> Option<Move> {
     let mut by_load: Vec<(usize, NodeId)> = counts.iter().map(|(&n, &c)| (c, n)).collect();
     by_load.sort();
@@ -331,15 +390,11 @@ fn next_move(
             if from_count < to_count + 2 {
                 break;
             }
-            let candidate = groups
+            let candidate = targets
                 .iter()
-                .find(|g| leaders.get(&g.group) == Some(&from) && !moved.contains(&g.group) && g.voters.contains(&to));
-            if let Some(group) = candidate {
-                return Some(Move {
-                    group: group.group,
-                    from,
-                    to,
-                });
+                .find(|(g, t)| leaders.get(g) == Some(&from) && !moved.contains(g) && t.contains(&to));
+            if let Some((&group, _)) = candidate {
+                return Some(Move { group, from, to });
             }
         }
     }
@@ -419,5 +474,62 @@ mod tests {
         assert_eq!(counts[&NodeId(1)], 2);
         assert_eq!(counts[&NodeId(2)], 2);
         assert_eq!(counts[&NodeId(3)], 0);
+    }
+
+    fn with_priorities(list: &[(u64, u8)]) -> Vec<(NodeId, u8)> {
+        list.iter().map(|&(n, p)| (NodeId(n), p)).collect()
+    }
+
+    #[test]
+    fn with_priorities_five_five_one_the_two_highest_split_every_leader() {
+        let nodes = with_priorities(&[(1, 5), (2, 5), (3, 1)]);
+        let ids: Vec<NodeId> = nodes.iter().map(|&(n, _)| n).collect();
+        // Node 3 leads 20 groups, node 1 the other 10.
+        let mut groups = all_led_by(3, 30, &[1, 2, 3]);
+        for group in groups.iter_mut().take(10) {
+            group.leader = Some(NodeId(1));
+        }
+        let moves = plan_rebalance_by_priority(&nodes, &groups);
+        let counts = leaders_per_node(&ids, &groups, &moves);
+        assert_eq!(counts[&NodeId(3)], 0, "{counts:?}");
+        assert_eq!(counts[&NodeId(1)], 15, "{counts:?}");
+        assert_eq!(counts[&NodeId(2)], 15, "{counts:?}");
+        let moved: BTreeSet<GroupId> = moves.iter().map(|m| m.group).collect();
+        assert_eq!(moved.len(), moves.len(), "no group moves twice");
+        assert!(moves.len() <= groups.len());
+    }
+
+    #[test]
+    fn priority_zero_nodes_lead_only_where_no_voter_has_a_priority() {
+        // Node 3 is left at 0 ("no preference"); groups 1..=4 have node 1
+        // (priority 3) among their voters, groups 5..=8 do not.
+        let nodes = with_priorities(&[(1, 3), (2, 0), (3, 0)]);
+        let ids: Vec<NodeId> = nodes.iter().map(|&(n, _)| n).collect();
+        let mut groups = all_led_by(3, 4, &[1, 2, 3]);
+        groups.extend(all_led_by(3, 4, &[2, 3]).into_iter().map(|mut g| {
+            g.group = GroupId(g.group.0 + 4);
+            g
+        }));
+        let moves = plan_rebalance_by_priority(&nodes, &groups);
+        let mut leaders: BTreeMap<GroupId, NodeId> = groups.iter().map(|g| (g.group, g.leader.unwrap())).collect();
+        for m in &moves {
+            leaders.insert(m.group, m.to);
+        }
+        for g in 1..=4 {
+            assert_eq!(leaders[&GroupId(g)], NodeId(1), "group {g}: {leaders:?}");
+        }
+        let counts = leaders_per_node(&ids, &groups, &moves);
+        assert_eq!(counts[&NodeId(2)], 2, "{counts:?}");
+        assert_eq!(counts[&NodeId(3)], 2, "{counts:?}");
+    }
+
+    #[test]
+    fn equal_priorities_plan_as_no_priorities() {
+        let ids = [NodeId(1), NodeId(2), NodeId(3)];
+        let mut groups = all_led_by(2, 100, &[1, 2, 3]);
+        groups[0].leader = Some(NodeId(3));
+        let unset = plan_rebalance(&ids, &groups);
+        let equal = plan_rebalance_by_priority(&with_priorities(&[(1, 7), (2, 7), (3, 7)]), &groups);
+        assert_eq!(unset, equal);
     }
 }

@@ -58,6 +58,11 @@ fn start_cluster(dir: &Path, addresses: &[SocketAddr], groups: u64, shards: usiz
 
 /// Writes node `id`'s config (listening on its address in `peers`).
 fn write_config(dir: &Path, id: u64, peers: &[Peer], shards: usize) -> PathBuf {
+    write_config_with_priority(dir, id, peers, shards, 0)
+}
+
+/// Writes node `id`'s config like `write_config`, with `raft.election_priority`.
+fn write_config_with_priority(dir: &Path, id: u64, peers: &[Peer], shards: usize, priority: u8) -> PathBuf {
     let mut config = NodeConfig {
         cluster_id: CLUSTER,
         node_id: id,
@@ -68,6 +73,7 @@ fn write_config(dir: &Path, id: u64, peers: &[Peer], shards: usize) -> PathBuf {
     config.shards.count = shards;
     config.shards.placement = PlacementPolicy::Unbound;
     config.shards.spin_before_park_us = 0;
+    config.raft.election_priority = priority;
     config.wal.dir = Some(dir.join(format!("node-{id}")));
     let path = dir.join(format!("node-{id}.toml"));
     std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
@@ -434,6 +440,17 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
             supported: ADMIN_PROTOCOL_VERSION
         })
     );
+    // A tool of version 1 (before NodeReport carried the election
+    // priority) is told so, on the same connection.
+    assert_eq!(ADMIN_PROTOCOL_VERSION, 2);
+    let answer = raw_call(
+        &mut connection,
+        &request_bytes(1, CLUSTER, AdminRequest::Status { groups: vec![] }),
+    );
+    assert_eq!(
+        answer.result,
+        Err(AdminError::UnsupportedVersion { found: 1, supported: 2 })
+    );
     let answer = raw_call(
         &mut connection,
         &request_bytes(ADMIN_PROTOCOL_VERSION, 4, AdminRequest::Status { groups: vec![] }),
@@ -693,6 +710,82 @@ fn rebalance_of_a_hundred_groups_on_three_nodes_leaves_each_leading_33_plus_or_m
             node + 1
         );
     }
+}
+
+#[test]
+fn rebalance_with_priorities_5_5_1_gives_node_3_no_leader_and_splits_30_groups_between_1_and_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let peers: Vec<Peer> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, &address)| Peer {
+            id: i as u64 + 1,
+            address,
+        })
+        .collect();
+    let mut _processes = Vec::new();
+    let mut paths = Vec::new();
+    for (id, priority) in [(1u64, 5u8), (2, 5), (3, 1)] {
+        let path = write_config_with_priority(dir.path(), id, &peers, 1, priority);
+        _processes.push(start_node(&path, 30, &[]));
+        paths.push(path);
+    }
+    let config = paths[0].to_str().unwrap();
+    let (status, leaders) = settled(&paths[0], 3);
+    assert_eq!(leaders.len(), 30);
+    // status shows each node's priority, in JSON and in the table.
+    let priorities: Vec<(u64, u64)> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_u64().unwrap(), n["election_priority"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(priorities, vec![(1, 5), (2, 5), (3, 1)], "{status}");
+    let table = admin(&["--config", config, "status", "--group", "1"]);
+    assert!(
+        stdout(&table).contains("election priority (0: none): node 1: 5, node 2: 5, node 3: 1"),
+        "{}",
+        stdout(&table)
+    );
+    // Node 3 (priority 1) is made to lead ten groups, node 1 the rest.
+    for group in 1..=30u64 {
+        let to = if group <= 10 { "3" } else { "1" };
+        let moved = admin(&[
+            "--config",
+            config,
+            "transfer",
+            "--group",
+            &group.to_string(),
+            "--to",
+            to,
+        ]);
+        assert!(moved.status.success(), "group {group}: {}", stderr(&moved));
+    }
+    let (_, leaders) = settled(&paths[0], 3);
+    assert_eq!(leaders_per_node(&leaders), vec![20, 0, 10]);
+
+    let rebalanced = admin(&["--config", config, "--json", "rebalance", "--wait-ms", "60000"]);
+    assert!(
+        rebalanced.status.success(),
+        "{}{}",
+        stdout(&rebalanced),
+        stderr(&rebalanced)
+    );
+    let report: Value = serde_json::from_slice(&rebalanced.stdout).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["leaders_after"], json!({"1": 15, "2": 15, "3": 0}), "{report}");
+    let (_, leaders) = settled(&paths[0], 3);
+    let counts = leaders_per_node(&leaders);
+    assert_eq!(counts[2], 0, "node 3 (priority 1) leads {counts:?}");
+    assert!(counts[0].abs_diff(counts[1]) <= 1, "nodes 1 and 2 lead {counts:?}");
+    // Balanced by priority already: a second rebalance moves nothing.
+    let again = admin(&["--config", config, "rebalance"]);
+    assert!(
+        stdout(&again).contains("the leaders are already balanced: nothing to move"),
+        "{}",
+        stdout(&again)
+    );
 }
 
 /// Starts node `config` like `start_node`, its log (stderr, `info`) going

@@ -20,7 +20,14 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// The admin protocol version this build speaks. A request of another
 /// version is answered with [`AdminError::UnsupportedVersion`].
-pub const ADMIN_PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 added [`NodeReport::election_priority`]. The field sits in what
+/// was the padding at the end of version 1's archived `NodeReport`, so the
+/// archived size of every response is unchanged and each side still reads
+/// the other's `UnsupportedVersion` answer (the `Err` side of the result
+/// keeps its layout): a tool and a node of versions 1 and 2 get that error,
+/// never an unreadable frame.
+pub const ADMIN_PROTOCOL_VERSION: u16 = 2;
 
 /// Bound on the groups one [`AdminRequest::Status`] may name.
 pub const ADMIN_STATUS_GROUPS_MAX: usize = 1 << 16;
@@ -119,6 +126,10 @@ pub struct NodeReport {
     pub shards: u32,
     /// The groups asked about (all it hosts when none were named).
     pub groups: Vec<GroupReport>,
+    /// Its election priority (the config's `raft.election_priority`,
+    /// 0..=10; 0: no preference), which `rebalance` honours. Since admin
+    /// protocol version 2.
+    pub election_priority: u8,
 }
 
 pub use admin_enums::*;
@@ -301,4 +312,81 @@ pub fn bounded_reason(reason: impl Into<String>) -> String {
         reason.truncate(end);
     }
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    //! Version 1 and version 2 of the admin protocol must read each
+    //! other's `UnsupportedVersion` answer: version 1's response layout,
+    //! copied here, against this build's.
+
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct NodeReportV1 {
+        node: u64,
+        cluster_id: u64,
+        shards: u32,
+        groups: Vec<GroupReport>,
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum AdminReplyV1 {
+        Status(NodeReportV1),
+        TransferStarted,
+        Snapshot { index: u64 },
+        MembershipChanged,
+        Addresses(Vec<NodeAddresses>),
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct AdminResponseFrameV1 {
+        version: u16,
+        request_id: u64,
+        node_id: u64,
+        result: Result<AdminReplyV1, AdminError>,
+    }
+
+    #[test]
+    fn versions_1_and_2_read_each_others_unsupported_version_answer() {
+        assert_eq!(
+            std::mem::size_of::<ArchivedAdminResponseFrame>(),
+            std::mem::size_of::<ArchivedAdminResponseFrameV1>(),
+            "the response's archived size must not change between admin versions"
+        );
+        // A node of version 1 refuses a version 2 tool.
+        let old = AdminResponseFrameV1 {
+            version: 1,
+            request_id: 3,
+            node_id: 4,
+            result: Err(AdminError::UnsupportedVersion { found: 2, supported: 1 }),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        let read = rkyv::from_bytes::<AdminResponseFrame, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(
+            read.result,
+            Err(AdminError::UnsupportedVersion { found: 2, supported: 1 })
+        );
+        assert_eq!((read.version, read.request_id, read.node_id), (1, 3, 4));
+        // A node of version 2 refuses a version 1 tool.
+        let new = AdminResponseFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            request_id: 5,
+            node_id: 6,
+            result: Err(AdminError::UnsupportedVersion {
+                found: 1,
+                supported: ADMIN_PROTOCOL_VERSION,
+            }),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&new).unwrap();
+        let read = rkyv::from_bytes::<AdminResponseFrameV1, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(
+            read.result.err(),
+            Some(AdminError::UnsupportedVersion { found: 1, supported: 2 })
+        );
+        assert_eq!((read.version, read.request_id, read.node_id), (2, 5, 6));
+    }
 }

@@ -31,15 +31,23 @@ pub const ADMIN_REQUESTS_QUEUED_MAX: usize = 16;
 pub(crate) struct AdminService {
     cluster_id: u64,
     node: NodeId,
+    election_priority: u8,
     groups: Vec<GroupId>,
     apis: Vec<flume::Sender<ApiRequest>>,
 }
 
 impl AdminService {
-    pub fn new(cluster_id: u64, node: NodeId, groups: Vec<GroupId>, apis: Vec<flume::Sender<ApiRequest>>) -> Self {
+    pub fn new(
+        cluster_id: u64,
+        node: NodeId,
+        election_priority: u8,
+        groups: Vec<GroupId>,
+        apis: Vec<flume::Sender<ApiRequest>>,
+    ) -> Self {
         AdminService {
             cluster_id,
             node,
+            election_priority,
             groups,
             apis,
         }
@@ -279,6 +287,7 @@ impl AdminService {
             cluster_id: self.cluster_id,
             shards: self.apis.len() as u32,
             groups: reports,
+            election_priority: self.election_priority,
         })
     }
 }

@@ -448,6 +448,7 @@ impl Node {
         let admin = Arc::new(super::admin::AdminService::new(
             options.cluster_id,
             options.node_id,
+            options.protocol.election_priority,
             options.groups.clone(),
             api_channels.iter().map(|(api, _)| api.clone()).collect(),
         ));

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use coraft::admin::{plan_rebalance, AdminClient, Move};
+use coraft::admin::{plan_rebalance_by_priority, AdminClient, Move};
 use coraft::raft::{GroupId, NodeId};
 use serde_json::{json, Value};
 
@@ -119,11 +119,13 @@ pub(crate) fn rebalance(target: &Target, wait: Duration, dry_run: bool, as_json:
     for client in &mut clients {
         reports.push(client.status(&[])?);
     }
-    let nodes: Vec<NodeId> = clients.iter().map(AdminClient::node).collect();
+    // Each node with its election priority: leaders go to the highest
+    // priority among a group's voters (all 0: every voter alike).
+    let nodes: Vec<(NodeId, u8)> = reports.iter().map(|r| (NodeId(r.node), r.election_priority)).collect();
     let before = leaders_per_node(reports.iter());
     let current = leaderships(&reports);
     let leaderless: Vec<GroupId> = current.iter().filter(|l| l.leader.is_none()).map(|l| l.group).collect();
-    let plan = plan_rebalance(&nodes, &current);
+    let plan = plan_rebalance_by_priority(&nodes, &current);
     let mut failed: Vec<(Move, String)> = Vec::new();
     if !dry_run {
         for m in &plan {

@@ -74,6 +74,7 @@ pub(crate) fn status(target: &Target, groups: &[u64], as_json: bool) -> Result<(
                     "address": address.to_string(),
                     "cluster_id": report.cluster_id,
                     "shards": report.shards,
+                    "election_priority": report.election_priority,
                     "groups": report.groups.iter().map(group_json).collect::<Vec<_>>(),
                 })
             })
@@ -89,6 +90,9 @@ pub(crate) fn status(target: &Target, groups: &[u64], as_json: bool) -> Result<(
         print_status_table(&reports);
         let line: Vec<String> = leaders.iter().map(|(n, c)| format!("node {n}: {c}")).collect();
         println!("leaders per node: {}", line.join(", "));
+        let priorities: BTreeMap<u64, u8> = reports.iter().map(|(_, r)| (r.node, r.election_priority)).collect();
+        let line: Vec<String> = priorities.iter().map(|(n, p)| format!("node {n}: {p}")).collect();
+        println!("election priority (0: none): {}", line.join(", "));
     }
     if reports.is_empty() && errors.len() == 1 {
         let (_, error) = errors.remove(0);

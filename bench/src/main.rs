@@ -4,7 +4,9 @@
 //! the same run: `wal` (the write-ahead log against raw O_DIRECT + fdatasync)
 //! and `net` (frames over TCP against a raw TCP stream and ping-pong);
 //! `idle` measures what many idle groups cost three `coraft-node` processes;
-//! `reactor` what one executor wake costs (the floor under every wait).
+//! `reactor` what one executor wake costs (the floor under every wait);
+//! `install` InstallSnapshot throughput to a restarted follower against raw
+//! TCP.
 //! With no subcommand (or `cluster`) it runs an embedded 3-node cluster on
 //! loopback.
 
@@ -12,6 +14,7 @@ mod args;
 mod cluster;
 mod floor;
 mod idle;
+mod install;
 mod machine;
 mod net;
 mod reactor;
@@ -61,6 +64,8 @@ enum Command {
     Reactor(reactor::ReactorArgs),
     /// The replication floor: 3 bare group-committing logs over TCP, no Raft.
     Floor(floor::FloorArgs),
+    /// InstallSnapshot throughput to a restarted follower against raw TCP.
+    Install(install::InstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Some(Command::Idle(args)) => idle::run(args),
         Some(Command::Reactor(args)) => reactor::run(args),
         Some(Command::Floor(args)) => floor::run(args),
+        Some(Command::Install(args)) => install::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

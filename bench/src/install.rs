@@ -1,0 +1,621 @@
+//! `coraft-bench install`: InstallSnapshot throughput over loopback against
+//! a raw TCP stream of the same bytes, measured in the same run.
+//!
+//! An embedded 3-node cluster (real TCP, real WALs and snapshot stores in a
+//! temp dir) runs one group whose state machine holds `--state-mib` MiB of
+//! state ([`Blob`]). One follower is stopped, the leader takes a snapshot
+//! and compacts its log past what that follower holds, and the follower is
+//! started again: it can only catch up by the leader's snapshot stream. The
+//! time runs from the restart until the follower's snapshot index reaches
+//! the leader's snapshot (polled through `GroupStatus`), while `--writers`
+//! closed-loop writers keep the leader serving writes. The pace limit
+//! (`SnapshotPolicy::install_bytes_per_second`) is set high by default so
+//! that it is not what bounds the stream.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use coraft::api::{Command, SnapshotView, StateMachine};
+use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::runtime::{GroupStatus, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
+use hdrhistogram::Histogram;
+
+use crate::machine::Machine;
+
+const CLUSTER_ID: u64 = 0xC0_4A_F8;
+const GROUP: GroupId = GroupId(1);
+/// The blob's unit of copy-on-write: a write copies at most one chunk that
+/// a snapshot view still holds.
+const CHUNK_BYTES: usize = 1 << 20;
+/// The largest `--state-mib` (three nodes hold it in one process).
+const STATE_MIB_MAX: u64 = 4096;
+/// Bytes of each write's payload (after its 8-byte offset).
+const WRITE_PAYLOAD_BYTES: usize = 64;
+/// Writes every node holds before the follower stops.
+const WRITES_BEFORE_STOP: u64 = 100;
+/// Writes the follower misses: more than the leader's log tail, so only a
+/// snapshot can catch it up.
+const WRITES_MISSED: u64 = 200;
+/// Bytes of each missed write's payload: 200 of them (12.5 MiB) do not fit
+/// in the leader's outbound queue to the stopped follower (4 MiB), whose
+/// AppendEntries wait there and are delivered when it comes back; with
+/// small writes they can catch the follower up without a snapshot, and
+/// the run never ends (seen in 3 of 48 runs before).
+const MISSED_PAYLOAD_BYTES: usize = 64 << 10;
+/// Entries the leader keeps below its snapshot.
+const LOG_TAIL_ENTRIES: u64 = 16;
+/// The largest number of `--writers`.
+const WRITERS_MAX: usize = 64;
+/// How often the follower's status is polled while it installs.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Bytes of each write of the raw TCP and disk floors.
+const RAW_WRITE_BYTES: usize = 128 << 10;
+/// Runs of the raw TCP floor; the best counts (the machine may be shared).
+const RAW_TCP_RUNS: usize = 3;
+
+/// `coraft-bench install`'s options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InstallArgs {
+    /// MiB of state the state machine holds (the snapshot's size), 1 to 4096.
+    #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = state_mib)]
+    pub state_mib: u64,
+    /// The leader's InstallSnapshot pace limit in bytes per second
+    /// [default: 4 GiB/s, so that the limiter is not the bound].
+    #[arg(long, default_value_t = 4 << 30, value_name = "BYTES", value_parser = crate::args::at_least_one_u64)]
+    pub install_bytes_per_second: u64,
+    /// Closed-loop writers on the leader while the follower installs
+    /// (0: no write load), at most 64.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = writers)]
+    pub writers: usize,
+    /// Seconds the follower gets to install before the run fails
+    /// [default: 120 plus one per 4 MiB of state].
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds_at_least_one)]
+    pub timeout: Option<u64>,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn state_mib(raw: &str) -> Result<u64, String> {
+    match raw.parse::<u64>() {
+        Ok(mib) if (1..=STATE_MIB_MAX).contains(&mib) => Ok(mib),
+        _ => Err(format!(
+            "expected MiB of state from 1 to {STATE_MIB_MAX} (STATE_MIB_MAX)"
+        )),
+    }
+}
+
+fn writers(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(n) if n <= WRITERS_MAX => Ok(n),
+        _ => Err(format!(
+            "expected a number of writers from 0 to {WRITERS_MAX} (WRITERS_MAX)"
+        )),
+    }
+}
+
+/// A state machine holding a blob of bytes in 1 MiB chunks shared
+/// copy-on-write: every node starts from the same blob (so no writes are
+/// needed to fill it), a write copies bytes into it at the offset it names,
+/// and a snapshot view is a clone of the chunk list, written off the
+/// shard's loop while writes go on.
+struct Blob {
+    chunks: Vec<Arc<Vec<u8>>>,
+    applied: u64,
+}
+
+impl Blob {
+    /// Each chunk's bytes are its index, so a loaded snapshot can be checked.
+    fn initial(mib: u64) -> Vec<Arc<Vec<u8>>> {
+        (0..mib).map(|i| Arc::new(vec![i as u8; CHUNK_BYTES])).collect()
+    }
+}
+
+impl StateMachine for Blob {
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+        commands
+            .map(|command| {
+                self.applied += 1;
+                if command.data.len() > 8 && command.data.len() - 8 <= CHUNK_BYTES {
+                    let offset = u64::from_le_bytes(command.data[..8].try_into().expect("8 bytes"));
+                    let payload = &command.data[8..];
+                    let chunk = (offset / CHUNK_BYTES as u64) as usize % self.chunks.len();
+                    let at = (offset as usize % CHUNK_BYTES).min(CHUNK_BYTES - payload.len());
+                    Arc::make_mut(&mut self.chunks[chunk])[at..at + payload.len()].copy_from_slice(payload);
+                }
+                self.applied.to_le_bytes().to_vec()
+            })
+            .collect()
+    }
+
+    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
+        self.applied.to_le_bytes().to_vec()
+    }
+
+    fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
+        write_blob(self.applied, &self.chunks, writer)
+    }
+
+    fn snapshot_view(&mut self) -> Option<Box<dyn SnapshotView>> {
+        Some(Box::new(BlobView {
+            applied: self.applied,
+            chunks: self.chunks.clone(),
+        }))
+    }
+
+    fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
+        let mut applied = [0u8; 8];
+        reader.read_exact(&mut applied)?;
+        let mut chunks = Vec::with_capacity(self.chunks.len());
+        loop {
+            let mut chunk = vec![0u8; CHUNK_BYTES];
+            let mut filled = 0;
+            while filled < CHUNK_BYTES {
+                match reader.read(&mut chunk[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            match filled {
+                0 => break,
+                CHUNK_BYTES => chunks.push(Arc::new(chunk)),
+                _ => {
+                    return Err(std::io::Error::other(format!(
+                        "a blob snapshot ending in a {filled}-byte chunk"
+                    )))
+                }
+            }
+        }
+        if chunks.len() != self.chunks.len() {
+            return Err(std::io::Error::other(format!(
+                "a blob snapshot of {} MiB, expected {}",
+                chunks.len(),
+                self.chunks.len()
+            )));
+        }
+        self.applied = u64::from_le_bytes(applied);
+        self.chunks = chunks;
+        Ok(())
+    }
+}
+
+fn write_blob(applied: u64, chunks: &[Arc<Vec<u8>>], writer: &mut dyn Write) -> std::io::Result<()> {
+    writer.write_all(&applied.to_le_bytes())?;
+    for chunk in chunks {
+        writer.write_all(chunk)?;
+    }
+    Ok(())
+}
+
+struct BlobView {
+    applied: u64,
+    chunks: Vec<Arc<Vec<u8>>>,
+}
+
+impl SnapshotView for BlobView {
+    fn write_to(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
+        write_blob(self.applied, &self.chunks, writer)
+    }
+}
+
+/// What one run measured.
+struct Outcome {
+    snapshot_index: u64,
+    snapshot_save_s: f64,
+    bytes_received: u64,
+    bytes_sent: u64,
+    /// Restart to installed.
+    total_s: f64,
+    /// First byte received to installed.
+    stream_s: f64,
+    writes: u64,
+    write_errors: u64,
+    write_latency_us: Histogram<u64>,
+    raw_tcp_mb_per_s: f64,
+    disk_mb_per_s: f64,
+}
+
+fn block<T>(future: impl std::future::Future<Output = T>) -> T {
+    futures_lite::future::block_on(future)
+}
+
+fn status(node: &Node) -> Result<GroupStatus> {
+    block(node.group(GROUP).status()).map_err(|e| anyhow!("status of node {}: {e}", node.id()))
+}
+
+fn options(root: &std::path::Path, peers: &[PeerSpec], id: NodeId, rate: u64) -> NodeOptions {
+    NodeOptions {
+        cluster_id: CLUSTER_ID,
+        node_id: id,
+        peers: peers.to_vec(),
+        shard_cores: vec![None],
+        wal_dir: root.join(format!("node-{id}")),
+        shard_wal_dirs: Vec::new(),
+        wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
+        wal_polled_io: false,
+        groups: vec![GROUP],
+        tick: Duration::from_millis(10),
+        election_timeout_ticks: 30,
+        heartbeat_interval_ticks: 3,
+        read_mode: ReadMode::Safe,
+        protocol: Default::default(),
+        limits: Default::default(),
+        spin_before_park: None,
+        metrics_listen: None,
+        quiesce_idle_groups: true,
+        request_timeout: coraft::runtime::REQUEST_TIMEOUT,
+        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+        // Snapshots on demand only: the run takes the one it measures.
+        snapshot: SnapshotPolicy {
+            after_entries: 0,
+            after_log_bytes: 0,
+            interval: Duration::ZERO,
+            log_tail_entries: LOG_TAIL_ENTRIES,
+            install_bytes_per_second: rate,
+        },
+    }
+}
+
+/// Applies `count` writes of `payload` bytes through node `leader`.
+fn write_some(leader: &Node, count: u64, seed: u64, payload: usize) -> Result<()> {
+    let handle = leader.group(GROUP);
+    for i in 0..count {
+        block(handle.apply(write_command(seed.wrapping_add(i), payload)))
+            .map_err(|e| anyhow!("a write on the leader (node {}): {e}", leader.id()))?;
+    }
+    Ok(())
+}
+
+fn write_command(n: u64, payload: usize) -> Vec<u8> {
+    let offset = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut command = offset.to_le_bytes().to_vec();
+    command.extend(std::iter::repeat_n(n as u8, payload));
+    command
+}
+
+fn leader_of(nodes: &[Option<Node>]) -> Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (index, node) in nodes.iter().enumerate() {
+            if let Some(node) = node {
+                if status(node)?.role == Role::Leader {
+                    return Ok(index);
+                }
+            }
+        }
+        ensure!(Instant::now() < deadline, "no leader elected within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// MB/s (10^6 bytes) of `bytes` sent over one loopback TCP connection in
+/// 128 KiB writes, read on another thread: the floor of the stream.
+fn raw_tcp_mb_per_s(bytes: u64) -> Result<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the raw TCP floor's listener")?;
+    let address = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<(u64, Instant)> {
+        let (mut stream, _) = listener.accept()?;
+        let mut buffer = vec![0u8; RAW_WRITE_BYTES];
+        let mut total = 0u64;
+        loop {
+            match stream.read(&mut buffer)? {
+                0 => return Ok((total, Instant::now())),
+                n => total += n as u64,
+            }
+        }
+    });
+    let mut stream = std::net::TcpStream::connect(address).context("connecting to the raw TCP floor")?;
+    let buffer = vec![0x5Au8; RAW_WRITE_BYTES];
+    let started = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(RAW_WRITE_BYTES as u64) as usize;
+        stream.write_all(&buffer[..n]).context("the raw TCP floor's writes")?;
+        left -= n as u64;
+    }
+    drop(stream);
+    let (received, done) = reader
+        .join()
+        .map_err(|_| anyhow!("the raw TCP floor's reader panicked"))?
+        .context("the raw TCP floor's reads")?;
+    ensure!(
+        received == bytes,
+        "the raw TCP floor received {received} of {bytes} bytes"
+    );
+    Ok(bytes as f64 / done.duration_since(started).as_secs_f64() / 1e6)
+}
+
+/// MB/s of `bytes` written into a new file in `dir` in 128 KiB writes and
+/// made durable with one fdatasync: the floor of the follower's disk, which
+/// writes the received snapshot into its store and syncs it.
+fn disk_mb_per_s(dir: &std::path::Path, bytes: u64) -> Result<f64> {
+    let path = dir.join("disk-floor");
+    let buffer = vec![0x5Au8; RAW_WRITE_BYTES];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(RAW_WRITE_BYTES as u64) as usize;
+        file.write_all(&buffer[..n]).context("the disk floor's writes")?;
+        left -= n as u64;
+    }
+    file.sync_data().context("the disk floor's fdatasync")?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(bytes as f64 / seconds / 1e6)
+}
+
+fn run_once(args: &InstallArgs, root: &std::path::Path) -> Result<Outcome> {
+    let state_bytes = args.state_mib * CHUNK_BYTES as u64;
+    // The floors first, while the cluster's threads are not running.
+    let mut raw_tcp = 0f64;
+    for _ in 0..RAW_TCP_RUNS {
+        raw_tcp = raw_tcp.max(raw_tcp_mb_per_s(state_bytes)?);
+    }
+    let disk = disk_mb_per_s(root, state_bytes)?;
+
+    let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3)?;
+    let peers: Vec<PeerSpec> = (0..3)
+        .map(|n| PeerSpec {
+            id: NodeId(n as u64 + 1),
+            shard_addresses: vec![addresses[n]],
+        })
+        .collect();
+    let initial = Arc::new(Blob::initial(args.state_mib));
+    let factory: StateMachineFactory = Arc::new(move |_| {
+        Box::new(Blob {
+            chunks: initial.as_ref().clone(),
+            applied: 0,
+        })
+    });
+    let start = |peer: &PeerSpec| -> Result<Node> {
+        Node::start(
+            options(root, &peers, peer.id, args.install_bytes_per_second),
+            factory.clone(),
+        )
+        .map_err(|e| anyhow!("starting node {}: {e}", peer.id))
+    };
+    let mut nodes: Vec<Option<Node>> = Vec::new();
+    for peer in &peers {
+        nodes.push(Some(start(peer)?));
+    }
+    let result = measure(args, &peers, &mut nodes, &start).map(|mut outcome| {
+        outcome.raw_tcp_mb_per_s = raw_tcp;
+        outcome.disk_mb_per_s = disk;
+        outcome
+    });
+    for node in nodes.into_iter().flatten() {
+        node.shutdown();
+    }
+    result
+}
+
+fn measure(
+    args: &InstallArgs,
+    peers: &[PeerSpec],
+    nodes: &mut [Option<Node>],
+    start: &dyn Fn(&PeerSpec) -> Result<Node>,
+) -> Result<Outcome> {
+    let leader = leader_of(nodes)?;
+    let node = |index: usize| nodes[index].as_ref().expect("running");
+    write_some(node(leader), WRITES_BEFORE_STOP, 0, WRITE_PAYLOAD_BYTES)?;
+    let follower = (leader + 1) % nodes.len();
+    // Every node holds the writes so far before the follower stops.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let written = status(node(leader))?.commit_index;
+    while status(node(follower))?.applied_index < written {
+        ensure!(Instant::now() < deadline, "the follower did not catch up within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nodes[follower].take().expect("running").shutdown();
+    let node = |index: usize| nodes[index].as_ref().expect("running");
+    write_some(node(leader), WRITES_MISSED, WRITES_BEFORE_STOP, MISSED_PAYLOAD_BYTES)?;
+    let saving = Instant::now();
+    let snapshot_index = block(node(leader).group(GROUP).snapshot())
+        .map_err(|e| anyhow!("the leader's snapshot: {e}"))?
+        .0;
+    let snapshot_save_s = saving.elapsed().as_secs_f64();
+    let first_index = status(node(leader))?.first_index.0;
+    ensure!(
+        first_index > WRITES_BEFORE_STOP + 1,
+        "the leader kept its log from index {first_index}: the follower would not need a snapshot"
+    );
+
+    // The write load, on the leader, until the follower installed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..args.writers)
+        .map(|w| {
+            let (handle, stop) = (node(leader).group(GROUP), stop.clone());
+            std::thread::spawn(move || {
+                let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                let (mut n, mut errors) = ((w as u64 + 1) << 40, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    match block(handle.apply(write_command(n, WRITE_PAYLOAD_BYTES))) {
+                        Ok(_) => {
+                            latency.record(started.elapsed().as_micros().max(1) as u64).ok();
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    n += 1;
+                }
+                (latency, errors)
+            })
+        })
+        .collect();
+
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(120 + args.state_mib / 4));
+    let leader_handle = node(leader).group(GROUP);
+    let restarted = Instant::now();
+    let started = start(&peers[follower]);
+    let waited = started.and_then(|node| {
+        nodes[follower] = Some(node);
+        let follower_node = nodes[follower].as_ref().expect("running");
+        let mut first_byte = None;
+        loop {
+            let now = Instant::now();
+            let seen = status(follower_node)?;
+            if first_byte.is_none() && seen.counters.install_bytes_received > 0 {
+                first_byte = Some(now);
+            }
+            if seen.counters.snapshots_installed >= 1 && seen.snapshot_index.0 >= snapshot_index {
+                return Ok((now, first_byte.unwrap_or(now), seen));
+            }
+            if now.duration_since(restarted) > timeout {
+                // What both sides saw, for whoever chases the stall.
+                let on_leader = block(leader_handle.status())
+                    .map(|l| {
+                        format!(
+                            "leader: role {:?}, term {}, {} bytes sent, peers {:?}",
+                            l.role, l.term, l.counters.install_bytes_sent, l.peers
+                        )
+                    })
+                    .unwrap_or_else(|e| format!("leader: {e}"));
+                bail!(
+                    "the follower (node {}) did not install the leader's snapshot at {snapshot_index} within {} s \
+                     ({} bytes received; --timeout sets the limit); follower: role {:?}, term {}, leader {:?}, \
+                     last index {}, commit {}; {on_leader}",
+                    peers[follower].id,
+                    timeout.as_secs(),
+                    seen.counters.install_bytes_received,
+                    seen.role,
+                    seen.term,
+                    seen.leader,
+                    seen.last_index,
+                    seen.commit_index
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let mut write_latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut write_errors = 0;
+    for writer in writers {
+        let (latency, errors) = writer.join().map_err(|_| anyhow!("a writer thread panicked"))?;
+        write_latency_us.add(&latency).ok();
+        write_errors += errors;
+    }
+    let (installed, first_byte, seen) = waited?;
+    let bytes_sent = status(nodes[leader].as_ref().expect("running"))?
+        .counters
+        .install_bytes_sent;
+    Ok(Outcome {
+        snapshot_index,
+        snapshot_save_s,
+        bytes_received: seen.counters.install_bytes_received,
+        bytes_sent,
+        total_s: installed.duration_since(restarted).as_secs_f64(),
+        stream_s: installed.duration_since(first_byte).as_secs_f64(),
+        writes: write_latency_us.len(),
+        write_errors,
+        write_latency_us,
+        raw_tcp_mb_per_s: 0.0,
+        disk_mb_per_s: 0.0,
+    })
+}
+
+/// Runs the InstallSnapshot benchmark.
+pub fn run(args: InstallArgs) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
+    let machine = Machine::detect(dir.path());
+    let command = crate::cluster::command_line();
+    if !args.json {
+        println!("coraft InstallSnapshot benchmark: 3 nodes on loopback, one group");
+        println!("  machine  {}", machine.describe());
+        println!("  command  {command}");
+        println!(
+            "  config   {} MiB of state, pace limit {} B/s, {} writer(s) on the leader meanwhile",
+            args.state_mib, args.install_bytes_per_second, args.writers
+        );
+    }
+    let outcome = run_once(&args, dir.path())?;
+    let o = &outcome;
+    let mb = |bytes: u64, seconds: f64| bytes as f64 / seconds.max(1e-9) / 1e6;
+    let stream_mb_per_s = mb(o.bytes_received, o.stream_s);
+    let total_mb_per_s = mb(o.bytes_received, o.total_s);
+    let writes_per_s = o.writes as f64 / o.total_s.max(1e-9);
+    let q = |quantile: f64| o.write_latency_us.value_at_quantile(quantile);
+    if args.json {
+        println!(
+            "{{\"system\":\"coraft\",\"bench\":\"install\",\"state_mib\":{},\"install_bytes_per_second\":{},\
+             \"snapshot_index\":{},\"snapshot_save_s\":{:.3},\"bytes_received\":{},\"bytes_sent\":{},\
+             \"restart_to_installed_s\":{:.3},\"first_byte_s\":{:.3},\"stream_s\":{:.3},\"stream_mb_per_s\":{:.1},\
+             \"restart_to_installed_mb_per_s\":{:.1},\"raw_tcp_mb_per_s\":{:.1},\"disk_mb_per_s\":{:.1},\"ratio\":{:.3},\
+             \"ratio_restart_to_installed\":{:.3},\"writers\":{},\"writes\":{},\"writes_per_s\":{:.0},\
+             \"write_p50_us\":{},\"write_p99_us\":{},\"write_errors\":{},\"machine\":{},\"command\":{}}}",
+            args.state_mib,
+            args.install_bytes_per_second,
+            o.snapshot_index,
+            o.snapshot_save_s,
+            o.bytes_received,
+            o.bytes_sent,
+            o.total_s,
+            o.total_s - o.stream_s,
+            o.stream_s,
+            stream_mb_per_s,
+            total_mb_per_s,
+            o.raw_tcp_mb_per_s,
+            o.disk_mb_per_s,
+            stream_mb_per_s / o.raw_tcp_mb_per_s,
+            total_mb_per_s / o.raw_tcp_mb_per_s,
+            args.writers,
+            o.writes,
+            writes_per_s,
+            q(0.5),
+            q(0.99),
+            o.write_errors,
+            serde_json::to_string(&machine).expect("the machine serializes"),
+            serde_json::to_string(&command).expect("a string serializes"),
+        );
+    } else {
+        println!(
+            "  snapshot        at index {}, written in {:.2} s on the leader",
+            o.snapshot_index, o.snapshot_save_s
+        );
+        println!(
+            "  received        {} bytes ({} sent by the leader)",
+            o.bytes_received, o.bytes_sent
+        );
+        println!(
+            "  stream          {:.2} s from the first byte to installed: {stream_mb_per_s:.0} MB/s",
+            o.stream_s
+        );
+        println!(
+            "  restart         {:.2} s from the follower's start to installed: {total_mb_per_s:.0} MB/s \
+             ({:.2} s to the first byte: start, reconnect backoff, probe)",
+            o.total_s,
+            o.total_s - o.stream_s
+        );
+        println!(
+            "  raw TCP floor   {:.0} MB/s (the same bytes over one loopback connection, 128 KiB writes, best of {RAW_TCP_RUNS})",
+            o.raw_tcp_mb_per_s
+        );
+        println!(
+            "  disk floor      {:.0} MB/s (the same bytes written in 128 KiB writes and one fdatasync, same file system)",
+            o.disk_mb_per_s
+        );
+        println!(
+            "  against it      {:.2} (stream), {:.2} (restart to installed); target at least 0.5",
+            stream_mb_per_s / o.raw_tcp_mb_per_s,
+            total_mb_per_s / o.raw_tcp_mb_per_s
+        );
+        println!(
+            "  writes meanwhile {} ({writes_per_s:.0}/s), p50 {} µs, p99 {} µs, {} errors",
+            o.writes,
+            q(0.5),
+            q(0.99),
+            o.write_errors
+        );
+    }
+    Ok(())
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use coraft::client::ClientConfig;
 use coraft::raft::NodeId;
-use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
+use coraft_tuning::{NodeConfig, Peer, PlacementPolicy, SnapshotSettings};
 
 use crate::netns::Network;
 use crate::RunError;
@@ -22,7 +22,7 @@ use crate::RunError;
 pub const CLUSTER_ID: u64 = 0xC4A05;
 /// WAL segment size of the harness's nodes: small, so a run's folder stays
 /// small (the default preallocates 64 MiB a segment).
-const SEGMENT_BYTES: u64 = 8 << 20;
+pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// How far an idle node's WAL zeroes ahead.
 const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 /// A node's Raft port inside its own network namespace.
@@ -80,6 +80,21 @@ impl Cluster {
         network: Option<&Network>,
         segment_bytes: u64,
     ) -> Result<Cluster, RunError> {
+        Cluster::create_configured(node_bin, dir, count, network, segment_bytes, None)
+    }
+
+    /// [`Cluster::create_with_segments`] with each node's `[snapshot]`
+    /// policy set to `snapshot` (the `snapshot-install` fault uses a small
+    /// one, so that the leader compacts past a stopped follower quickly);
+    /// `None` keeps the defaults.
+    pub fn create_configured(
+        node_bin: &Path,
+        dir: &Path,
+        count: usize,
+        network: Option<&Network>,
+        segment_bytes: u64,
+        snapshot: Option<SnapshotSettings>,
+    ) -> Result<Cluster, RunError> {
         let addresses = match network {
             None => free_ports(2 * count)?,
             Some(network) => [NAMESPACE_RAFT_PORT, NAMESPACE_METRICS_PORT]
@@ -112,6 +127,9 @@ impl Cluster {
             config.wal.dir = Some(dir.join("data").join(format!("node-{}", i + 1)));
             config.wal.segment_bytes = segment_bytes;
             config.wal.zero_ahead_bytes = ZERO_AHEAD_BYTES.min(segment_bytes);
+            if let Some(snapshot) = &snapshot {
+                config.snapshot = snapshot.clone();
+            }
             let text = config
                 .to_toml_string()
                 .map_err(|e| RunError::Setup(format!("node {} config: {e}", i + 1)))?;
@@ -271,6 +289,16 @@ impl Cluster {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].child.is_some() && !self.nodes[i].paused)
             .find(|&i| scrape(self.nodes[i].metrics, "coraft_groups_led").unwrap_or(0) > 0)
+    }
+
+    /// Metric `name` (summed over its lines) of node `index`, if it runs,
+    /// is not paused and answers.
+    pub fn metric(&self, index: usize, name: &str) -> Option<u64> {
+        let node = &self.nodes[index];
+        if node.child.is_none() || node.paused {
+            return None;
+        }
+        scrape(node.metrics, name)
     }
 
     /// Nodes not paused and running.

@@ -24,6 +24,13 @@
 //!   its namespace's interface (egress, 1 Mbit/s, 200 ms of queue), so
 //!   replication and elections run over slow, queueing links.
 //!
+//! * `snapshot-install`: SIGKILL a follower, keep it down until the live
+//!   nodes have taken [`SNAPSHOTS_WHILE_DOWN`] more snapshots (their
+//!   `[snapshot]` policy is then a small one, [`snapshot_policy`]: the
+//!   leader compacts its log past the follower's end), restart it and wait
+//!   for its `coraft_snapshots_installed_total` to say it was caught up by
+//!   InstallSnapshot; the fault records how many it installed.
+//!
 //! Partitions need the nodes in network namespaces ([`Network`]); the
 //! clients still reach every node, so an isolated leader keeps getting
 //! requests.
@@ -65,6 +72,32 @@ pub enum FaultKind {
     PartitionOneWay,
     /// Every node's link rate-limited (tc tbf), restored later.
     SlowLinks,
+    /// SIGKILL a follower until the leader compacts past it, restart it:
+    /// it must be caught up by InstallSnapshot.
+    SnapshotInstall,
+}
+
+/// Snapshots the live nodes must take, each, while the `snapshot-install`
+/// fault's follower is down: two snapshots of [`snapshot_policy`]'s
+/// `after_entries` each, past a tail of `log_tail_entries`, leave the
+/// leader's log starting above what the follower had.
+pub const SNAPSHOTS_WHILE_DOWN: u64 = 3;
+/// The longest the `snapshot-install` fault keeps its follower down waiting
+/// for those snapshots (the clients may be slow on a loaded machine).
+const SNAPSHOT_DOWN_MAX: Duration = Duration::from_secs(20);
+/// How long the restarted follower has to report an installed snapshot.
+const SNAPSHOT_INSTALL_WAIT: Duration = Duration::from_secs(20);
+
+/// The `[snapshot]` policy of every node in a run whose nemesis has
+/// `snapshot-install`: a snapshot every 64 entries applied, 16 entries kept
+/// below it, so that a follower down for a few hundred writes is behind the
+/// leader's log.
+pub fn snapshot_policy() -> coraft_tuning::SnapshotSettings {
+    coraft_tuning::SnapshotSettings {
+        after_entries: 64,
+        log_tail_entries: 16,
+        ..coraft_tuning::SnapshotSettings::default()
+    }
 }
 
 /// Set by `coraft-chaos` on SIGINT or SIGTERM: the nemesis heals and stops,
@@ -73,7 +106,7 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 impl FaultKind {
     /// Every kind, in the order `--nemesis` lists them.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::KillAll,
@@ -85,6 +118,7 @@ impl FaultKind {
         FaultKind::PartitionRing,
         FaultKind::PartitionOneWay,
         FaultKind::SlowLinks,
+        FaultKind::SnapshotInstall,
     ];
 
     /// Whether the kind needs the nodes in network namespaces.
@@ -114,6 +148,7 @@ impl FaultKind {
             FaultKind::PartitionRing => "partition-ring",
             FaultKind::PartitionOneWay => "partition-one-way",
             FaultKind::SlowLinks => "slow-links",
+            FaultKind::SnapshotInstall => "snapshot-install",
         }
     }
 
@@ -173,6 +208,10 @@ pub struct Fault {
     pub start_ns: u64,
     /// When it was healed (the node restarted or resumed).
     pub end_ns: u64,
+    /// For `snapshot-install`: the snapshots the restarted node installed
+    /// from a leader (its `coraft_snapshots_installed_total`), 0 if none
+    /// was seen in time.
+    pub snapshots_installed: u64,
 }
 
 /// The nemesis's timing, in milliseconds.
@@ -313,6 +352,7 @@ pub fn run(
             leader_after: None,
             start_ns,
             end_ns: start_ns,
+            snapshots_installed: 0,
         };
         match kind {
             FaultKind::KillAll => {
@@ -351,6 +391,59 @@ pub fn run(
                     stop,
                 );
                 cluster.pause(target, false);
+            }
+            FaultKind::SnapshotInstall => {
+                // A follower: the node drawn, or the next one if it leads.
+                let Some(leader) = leader else {
+                    eprintln!("coraft-chaos: snapshot-install skipped: no leader found");
+                    continue;
+                };
+                let follower = if random_node == leader {
+                    (random_node + 1) % cluster.len()
+                } else {
+                    random_node
+                };
+                let taken = |cluster: &Cluster| -> Vec<Option<u64>> {
+                    (0..cluster.len())
+                        .map(|i| {
+                            (i != follower)
+                                .then(|| cluster.metric(i, "coraft_snapshots_taken_total"))
+                                .flatten()
+                        })
+                        .collect()
+                };
+                let before = taken(cluster);
+                if cluster.kill(follower) {
+                    fault.nodes.push(id(follower));
+                }
+                // Down until every live node that answered before has taken
+                // its snapshots (or the wait is over).
+                let down_until = (Instant::now() + SNAPSHOT_DOWN_MAX).min(deadline);
+                while Instant::now() < down_until && !stopping() {
+                    let now = taken(cluster);
+                    let behind = before.iter().zip(&now).any(|(b, n)| match (b, n) {
+                        (Some(b), Some(n)) => *n < b + SNAPSHOTS_WHILE_DOWN,
+                        (Some(_), None) => true,
+                        _ => false,
+                    });
+                    if !behind {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                cluster.start(follower)?;
+                // Its metrics start at 0 with the process.
+                // Past the run's deadline it waits a little more, not the whole wait.
+                let install_until = (Instant::now() + SNAPSHOT_INSTALL_WAIT).min(deadline + Duration::from_secs(3));
+                while Instant::now() < install_until && !stopping() {
+                    fault.snapshots_installed = cluster
+                        .metric(follower, "coraft_snapshots_installed_total")
+                        .unwrap_or(0);
+                    if fault.snapshots_installed > 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
             FaultKind::SlowLinks => {
                 let network = network.as_deref_mut().ok_or_else(|| {
@@ -391,8 +484,13 @@ pub fn run(
         }
         fault.end_ns = recorder.now_ns();
         eprintln!(
-            "coraft-chaos: {} nodes {:?} sides {:?} (leader before {:?}, after {:?}) {:.1}s-{:.1}s",
+            "coraft-chaos: {}{} nodes {:?} sides {:?} (leader before {:?}, after {:?}) {:.1}s-{:.1}s",
             kind.name(),
+            if kind == FaultKind::SnapshotInstall {
+                format!(" ({} snapshots installed)", fault.snapshots_installed)
+            } else {
+                String::new()
+            },
             fault.nodes,
             fault.sides,
             fault.leader_before,
@@ -416,7 +514,7 @@ mod tests {
         );
         assert_eq!(FaultKind::parse_list("none").unwrap(), vec![]);
         assert_eq!(
-            FaultKind::parse_list("kill,stop,partition,slow-links").unwrap(),
+            FaultKind::parse_list("kill,stop,partition,slow-links,snapshot-install").unwrap(),
             FaultKind::ALL.to_vec()
         );
         let error = FaultKind::parse_list("kill,partitions").unwrap_err();

@@ -214,6 +214,7 @@ mod tests {
             leader_after: Some(2),
             start_ns: 1_000_000_000,
             end_ns: 2_000_000_000,
+            snapshots_installed: 0,
         };
         let svg = svg(&completions, &[fault], "run <1>");
         assert!(svg.starts_with("<svg"));

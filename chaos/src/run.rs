@@ -63,7 +63,11 @@ impl RunOptions {
             duration: Duration::from_secs(30),
             nodes: 3,
             clients: 5,
-            nemesis: FaultKind::ALL.iter().copied().filter(|k| !k.is_partition()).collect(),
+            nemesis: FaultKind::ALL
+                .iter()
+                .copied()
+                .filter(|k| !k.is_partition() && *k != FaultKind::SnapshotInstall)
+                .collect(),
             timing: Timing::default(),
             shape: WorkloadShape {
                 keys_active: 4,
@@ -142,6 +146,24 @@ impl RunReport {
             .collect()
     }
 
+    /// For a run with `snapshot-install` faults: how many there were, the
+    /// snapshots their restarted followers installed, and how many of the
+    /// faults saw at least one install.
+    pub fn snapshot_installs(&self) -> Option<(usize, u64, usize)> {
+        let faults: Vec<&Fault> = self
+            .faults
+            .iter()
+            .filter(|f| f.kind == FaultKind::SnapshotInstall)
+            .collect();
+        (!faults.is_empty()).then(|| {
+            (
+                faults.len(),
+                faults.iter().map(|f| f.snapshots_installed).sum(),
+                faults.iter().filter(|f| f.snapshots_installed > 0).count(),
+            )
+        })
+    }
+
     /// The summary as JSON (`summary.json`, `coraft-chaos --json`): the
     /// figures of [`RunReport::summary`], by name.
     pub fn summary_json(&self) -> serde_json::Value {
@@ -173,6 +195,7 @@ impl RunReport {
             "list_operations": self.lists.len(),
             "faults": by_kind,
             "faults_total": self.faults.len(),
+            "snapshots_installed": self.snapshot_installs().map_or(0, |(_, installs, _)| installs),
             "recovery_ms": {
                 "faults": recoveries.len(),
                 "median": ms(recoveries.get(recoveries.len() / 2)),
@@ -201,6 +224,11 @@ impl RunReport {
         }
         let faults: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         text.push_str(&format!("faults {}: {}\n", self.faults.len(), faults.join(", ")));
+        if let Some((faults, installs, caught_up)) = self.snapshot_installs() {
+            text.push_str(&format!(
+                "snapshot installs {installs} (in {caught_up} of {faults} snapshot-install faults the restarted follower installed one)\n"
+            ));
+        }
         let leaders: BTreeSet<u64> = self
             .faults
             .iter()
@@ -333,7 +361,18 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     } else {
         None
     };
-    let mut cluster = Cluster::create(&options.node_bin, &options.out_dir, options.nodes, network.as_ref())?;
+    let snapshot = options
+        .nemesis
+        .contains(&FaultKind::SnapshotInstall)
+        .then(nemesis::snapshot_policy);
+    let mut cluster = Cluster::create_configured(
+        &options.node_bin,
+        &options.out_dir,
+        options.nodes,
+        network.as_ref(),
+        crate::cluster::SEGMENT_BYTES,
+        snapshot,
+    )?;
     cluster.start_all()?;
     let shared = Arc::new(Shared::new());
     let client_config = cluster.client_config(ATTEMPT_TIMEOUT);
@@ -539,6 +578,7 @@ mod tests {
             leader_after: None,
             start_ns,
             end_ns: start_ns + 1,
+            snapshots_installed: 0,
         }
     }
 

@@ -264,3 +264,31 @@ fn a_short_run_under_partitions_is_linearizable_and_leaves_no_namespace_or_route
     let [ok, _, _] = report.outcomes;
     assert!(ok > 100, "too few operations acknowledged:\n{summary}");
 }
+
+#[test]
+fn a_short_run_with_a_follower_caught_up_by_snapshot_install_is_linearizable() {
+    let dir = tempfile::Builder::new().prefix("coraft-chaos-snap").tempdir().unwrap();
+    let mut options = RunOptions::new(node_bin(), dir.path().to_path_buf(), 33);
+    options.duration = Duration::from_secs(10);
+    options.nemesis = FaultKind::parse_list("snapshot-install").unwrap();
+    let report = run(&options).expect("the run completes");
+    let summary = report.summary();
+    if !report.passed() {
+        let kept = dir.keep();
+        panic!("the run failed; its files are kept in {}:\n{summary}", kept.display());
+    }
+    println!("{summary}");
+    let [ok, _, _] = report.outcomes;
+    assert!(ok > 100, "too few operations acknowledged:\n{summary}");
+    // A follower was killed and, restarted behind the leader's compacted
+    // log, installed a snapshot (its own metrics say so).
+    let (faults, installs, caught_up) = report.snapshot_installs().expect("a snapshot-install fault");
+    assert!(
+        faults >= 1 && installs >= 1 && caught_up >= 1,
+        "no snapshot installed:\n{summary}"
+    );
+    assert!(report
+        .faults
+        .iter()
+        .all(|f| f.kind == FaultKind::SnapshotInstall && f.nodes.len() == 1 && f.leader_before.is_some()));
+}

@@ -16,7 +16,7 @@ use coraft_chaos::nemesis::FaultKind;
 use coraft_chaos::run::{run, RunOptions};
 
 const USAGE: &str = "usage: coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N] \
-[--nemesis kill,stop,partition|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json]";
+[--nemesis kill,stop,partition|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links,snapshot-install|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json]";
 
 fn main() {
     match main_result() {
@@ -58,7 +58,11 @@ fn main_result() -> Result<bool> {
     let mut nodes = 3usize;
     let mut clients = 5usize;
     // Partitions need root: they are asked for by name.
-    let mut nemesis: Vec<FaultKind> = FaultKind::ALL.iter().copied().filter(|k| !k.is_partition()).collect();
+    let mut nemesis: Vec<FaultKind> = FaultKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| !k.is_partition() && *k != FaultKind::SnapshotInstall)
+        .collect();
     let mut out = None;
     let mut node_bin = None;
     let mut keep_data = false;

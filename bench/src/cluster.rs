@@ -4,7 +4,9 @@
 //! a fixed `--rate`, with writes, reads or a mix ([`crate::workload`]). The
 //! fdatasync, TCP and replication floors are measured in the same run on the
 //! same directory; `--sweep` repeats the run per point and `--report` draws
-//! the points on one HTML page ([`crate::report`]).
+//! the points on one HTML page ([`crate::report`]). `--processes` and
+//! `--target` run the same clients against `coraft-node` processes or a
+//! running cluster instead ([`crate::shape`]).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::machine::Machine;
+use crate::shape::{Remote, Shape};
 use crate::workload::{Driver, DriverResult, Mix, ReadPath, StateMachineKind, Totals, Workload};
 
 const CLUSTER_ID: u64 = 0xC0_4A_F7;
@@ -110,6 +113,26 @@ pub struct ClusterArgs {
     /// Print one JSON line per point instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run each node as its own coraft-node process (found beside
+    /// coraft-bench, or --node-binary) instead of in this process.
+    #[arg(long, conflicts_with = "target")]
+    pub processes: bool,
+    /// Drive a cluster already running: each node's listen address
+    /// (IP:PORT, comma-separated, every node). Needs --cluster-id.
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',', num_args = 1..)]
+    pub target: Vec<SocketAddr>,
+    /// The cluster id of --target's nodes (or of the --processes nodes)
+    /// [default with --processes: 12864247].
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<u64>,
+    /// With --processes: the base TOML config of every node (cores, shards,
+    /// WAL and Raft settings); ids, ports, peers and WAL dirs are filled in
+    /// per node.
+    #[arg(long, value_name = "FILE", requires = "processes")]
+    pub config: Option<PathBuf>,
+    /// With --processes: the coraft-node binary [default: beside coraft-bench].
+    #[arg(long, value_name = "PATH", requires = "processes")]
+    pub node_binary: Option<PathBuf>,
 }
 
 fn keys(raw: &str) -> Result<u64, String> {
@@ -200,6 +223,8 @@ pub struct Settings {
     pub spin_before_park_us: Option<u64>,
     pub wal_zero_ahead_bytes: u64,
     pub replication_floor: bool,
+    /// Where the nodes run.
+    pub shape: Shape,
 }
 
 impl Settings {
@@ -240,6 +265,38 @@ impl Settings {
                 );
             }
         }
+        let shape = if args.processes {
+            Shape::Processes
+        } else if !args.target.is_empty() {
+            Shape::Target
+        } else {
+            Shape::Embedded
+        };
+        let shards_swept = args.sweep.as_ref().is_some_and(|sweep| sweep.axis == Axis::Shards);
+        let node_settings = [
+            ("--shards", args.shards != 1 || shards_swept),
+            ("--spin-before-park-us", args.spin_before_park_us.is_some()),
+            (
+                "--wal-zero-ahead-bytes",
+                args.wal_zero_ahead_bytes != coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
+            ),
+        ];
+        if shape == Shape::Target {
+            if args.cluster_id.is_none() {
+                bail!("--target needs --cluster-id ID (the cluster_id of the nodes' configs)");
+            }
+            if let Some((option, _)) = node_settings.iter().find(|(_, given)| *given) {
+                bail!("{option} configures the nodes coraft-bench starts; with --target the running nodes decide");
+            }
+        }
+        if args.config.is_some() {
+            if let Some((option, _)) = node_settings.iter().find(|(_, given)| *given) {
+                bail!("{option} and --config: the config file sets the nodes' shards, spin and WAL; drop {option}");
+            }
+        }
+        if args.cluster_id.is_some() && shape == Shape::Embedded {
+            bail!("--cluster-id applies to --target or --processes");
+        }
         if args
             .rate
             .is_some_and(|rate| rate < args.drivers.min(args.clients) as u64)
@@ -277,6 +334,7 @@ impl Settings {
             spin_before_park_us: args.spin_before_park_us,
             wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
             replication_floor: !args.no_floor,
+            shape,
         })
     }
 
@@ -296,7 +354,8 @@ impl Settings {
     /// One line for people.
     pub fn describe(&self) -> String {
         let mut text = format!(
-            "{} node(s), {} shard(s) each, {} group(s), {} clients on {} drivers, {}",
+            "{} {} node(s), {} shard(s) each, {} group(s), {} clients on {} drivers, {}",
+            self.shape.name(),
             self.nodes,
             self.shards,
             self.groups,
@@ -418,9 +477,59 @@ impl PointResult {
     }
 }
 
+/// What a point needs to reach its nodes, beyond its settings.
+enum Deployment {
+    Embedded,
+    Processes {
+        binary: PathBuf,
+        base: Option<Box<coraft_tuning::NodeConfig>>,
+        cluster_id: u64,
+    },
+    Target {
+        addresses: Vec<SocketAddr>,
+        cluster_id: u64,
+    },
+}
+
 /// Runs the cluster benchmark.
 pub fn run(args: ClusterArgs) -> Result<()> {
-    let settings = Settings::from_args(&args)?;
+    let mut settings = Settings::from_args(&args)?;
+    let deployment = match settings.shape {
+        Shape::Embedded => Deployment::Embedded,
+        Shape::Processes => {
+            let binary = crate::shape::node_binary(args.node_binary.as_deref())?;
+            let base = match &args.config {
+                Some(path) => {
+                    let config = coraft_tuning::NodeConfig::from_file(path)
+                        .with_context(|| format!("--config {}", path.display()))?;
+                    if config.wal.dir.is_some() || config.wal.dirs.is_some() {
+                        eprintln!(
+                            "--config {}: each node's WAL goes to the run's temp dir instead of wal.dir/wal.dirs \
+                             (set TMPDIR to put it on another disk)",
+                            path.display()
+                        );
+                    }
+                    settings.shards = config.shards.count;
+                    settings.spin_before_park_us = Some(config.shards.spin_before_park_us);
+                    settings.wal_zero_ahead_bytes = config.wal.zero_ahead_bytes;
+                    Some(Box::new(config))
+                }
+                None => None,
+            };
+            Deployment::Processes {
+                binary,
+                base,
+                cluster_id: args.cluster_id.unwrap_or(CLUSTER_ID),
+            }
+        }
+        Shape::Target => {
+            settings.nodes = args.target.len();
+            Deployment::Target {
+                addresses: args.target.clone(),
+                cluster_id: args.cluster_id.context("--target needs --cluster-id")?,
+            }
+        }
+    };
     let points: Vec<Settings> = match &args.sweep {
         Some(sweep) => sweep
             .values
@@ -434,8 +543,19 @@ pub fn run(args: ClusterArgs) -> Result<()> {
     let command = command_line();
     if !args.json {
         println!(
-            "coraft cluster benchmark: {} node(s) on loopback, WAL fdatasync on",
-            settings.nodes
+            "coraft cluster benchmark: {}",
+            match settings.shape {
+                Shape::Embedded => format!(
+                    "{} node(s) in this process on loopback, WAL fdatasync on",
+                    settings.nodes
+                ),
+                Shape::Processes => format!("{} coraft-node processes on loopback, WAL fdatasync on", settings.nodes),
+                Shape::Target => format!(
+                    "the running cluster at {} (cluster id {})",
+                    args.target.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+                    args.cluster_id.unwrap_or_default()
+                ),
+            }
         );
         println!("  machine  {}", machine.describe());
         println!("  command  {command}");
@@ -453,7 +573,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         if args.sweep.is_some() && !args.json {
             eprintln!("point {} of {}: {}", index + 1, points.len(), point.describe());
         }
-        let result = run_point(point, dir.path(), args.json)?;
+        let result = run_point(point, &deployment, dir.path(), args.json)?;
         if args.json {
             println!("{}", json_line(&result, &machine, &command));
         } else if args.sweep.is_some() {
@@ -475,7 +595,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
 }
 
 /// Starts a cluster for `settings` in `dir`, drives it, shuts it down.
-fn run_point(settings: &Settings, dir: &Path, json: bool) -> Result<PointResult> {
+fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: bool) -> Result<PointResult> {
     let fsync_us = fsync_floor_p50_us(dir)?;
     let rtt_us = tcp_rtt_floor_p50_us()?;
     // One replicated write cannot take less than the client's round trip,
@@ -503,7 +623,10 @@ fn run_point(settings: &Settings, dir: &Path, json: bool) -> Result<PointResult>
     // The same closed loop on blocking threads with nothing but the physical
     // work: what this machine allows three replicating logs (see `floor`).
     let floor_refusal = crate::floor::refusal(settings.clients, settings.payload);
-    let wants_floor = settings.replication_floor && settings.nodes == 3;
+    let wants_floor = settings.replication_floor && settings.nodes == 3 && settings.shape != Shape::Target;
+    if settings.shape == Shape::Target && settings.replication_floor && !json {
+        eprintln!("no replication floor with --target: it measures this machine, not the cluster's hosts");
+    }
     if wants_floor && settings.workload != Workload::Write {
         eprintln!("no replication floor in this run: it measures writes only");
     } else if let (true, Some(refusal)) = (wants_floor, &floor_refusal) {
@@ -527,61 +650,114 @@ fn run_point(settings: &Settings, dir: &Path, json: bool) -> Result<PointResult>
     } else {
         None
     };
-    let addresses = free_addresses(settings.nodes * settings.shards)?;
-    let peers: Vec<PeerSpec> = (0..settings.nodes)
-        .map(|n| PeerSpec {
-            id: NodeId(n as u64 + 1),
-            shard_addresses: addresses[n * settings.shards..(n + 1) * settings.shards].to_vec(),
-        })
-        .collect();
     let groups: Vec<GroupId> = (1..=settings.groups).map(GroupId).collect();
-    let factory: StateMachineFactory = match settings.state_machine {
-        StateMachineKind::Counter => Arc::new(|_| Box::new(CommandCounter::default())),
-        StateMachineKind::Kv => Arc::new(|_| Box::new(KvStore::default())),
-    };
     let run_dir = tempfile::tempdir_in(dir).context("creating the run's WAL dir")?;
-    let mut nodes = Vec::new();
-    for peer in &peers {
-        let node_options = NodeOptions {
-            cluster_id: CLUSTER_ID,
-            node_id: peer.id,
-            peers: peers.clone(),
-            shard_cores: vec![None; settings.shards],
-            wal_dir: run_dir.path().join(format!("node-{}", peer.id)),
-            shard_wal_dirs: Vec::new(),
-            wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
-            wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
-            wal_polled_io: false,
-            groups: groups.clone(),
-            tick: Duration::from_millis(10),
-            election_timeout_ticks: 30,
-            heartbeat_interval_ticks: 3,
-            read_mode: match settings.read_mode {
-                ReadPath::Lease => ReadMode::Lease,
-                ReadPath::ReadIndex | ReadPath::Follower => ReadMode::Safe,
-            },
-            protocol: Default::default(),
-            limits: Default::default(),
-            spin_before_park: settings.spin_before_park_us.map(Duration::from_micros),
-            metrics_listen: None,
-            quiesce_idle_groups: true,
-            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-            snapshot: coraft::runtime::SnapshotPolicy::default(),
-        };
-        nodes.push(Node::start(node_options, factory.clone()).map_err(|e| anyhow!("starting node {}: {e}", peer.id))?);
-    }
-    let outcome = drive(settings, &nodes, &peers, &groups, json);
-    // Where the time went, per node, from the engine's own metrics.
     let mut stages = Vec::new();
-    for node in &nodes {
-        for shard in node.metrics() {
-            stages.push((node.id(), shard));
+    let mut point = settings.clone();
+    let outcome = match (settings.shape, deployment) {
+        (Shape::Embedded, _) => {
+            let addresses = free_addresses(settings.nodes * settings.shards)?;
+            let peers: Vec<PeerSpec> = (0..settings.nodes)
+                .map(|n| PeerSpec {
+                    id: NodeId(n as u64 + 1),
+                    shard_addresses: addresses[n * settings.shards..(n + 1) * settings.shards].to_vec(),
+                })
+                .collect();
+            let factory: StateMachineFactory = match settings.state_machine {
+                StateMachineKind::Counter => Arc::new(|_| Box::new(CommandCounter::default())),
+                StateMachineKind::Kv => Arc::new(|_| Box::new(KvStore::default())),
+            };
+            let mut nodes = Vec::new();
+            for peer in &peers {
+                let node_options = NodeOptions {
+                    cluster_id: CLUSTER_ID,
+                    node_id: peer.id,
+                    peers: peers.clone(),
+                    shard_cores: vec![None; settings.shards],
+                    wal_dir: run_dir.path().join(format!("node-{}", peer.id)),
+                    shard_wal_dirs: Vec::new(),
+                    wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+                    wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
+                    wal_polled_io: false,
+                    groups: groups.clone(),
+                    tick: Duration::from_millis(10),
+                    election_timeout_ticks: 30,
+                    heartbeat_interval_ticks: 3,
+                    read_mode: match settings.read_mode {
+                        ReadPath::Lease => ReadMode::Lease,
+                        ReadPath::ReadIndex | ReadPath::Follower => ReadMode::Safe,
+                    },
+                    protocol: Default::default(),
+                    limits: Default::default(),
+                    spin_before_park: settings.spin_before_park_us.map(Duration::from_micros),
+                    metrics_listen: None,
+                    quiesce_idle_groups: true,
+                    request_timeout: coraft::runtime::REQUEST_TIMEOUT,
+                    session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+                    snapshot: coraft::runtime::SnapshotPolicy::default(),
+                };
+                nodes.push(
+                    Node::start(node_options, factory.clone())
+                        .map_err(|e| anyhow!("starting node {}: {e}", peer.id))?,
+                );
+            }
+            let outcome = embedded_leaders(&nodes, &groups).and_then(|leaders| {
+                let cluster = Remote {
+                    cluster_id: CLUSTER_ID,
+                    addresses: peers.iter().map(|p| (p.id, p.shard_addresses.clone())).collect(),
+                    leaders,
+                };
+                drive(settings, &cluster, json, &process_cpu)
+            });
+            // Where the time went, per node, from the engine's own metrics.
+            for node in &nodes {
+                for shard in node.metrics() {
+                    stages.push((node.id(), shard));
+                }
+            }
+            for node in nodes {
+                node.shutdown();
+            }
+            outcome
         }
-    }
-    for node in nodes {
-        node.shutdown();
-    }
+        (
+            Shape::Processes,
+            Deployment::Processes {
+                binary,
+                base,
+                cluster_id,
+            },
+        ) => {
+            let spec = crate::shape::ProcessesSpec {
+                binary,
+                base: base.as_deref(),
+                cluster_id: *cluster_id,
+                nodes: settings.nodes,
+                shards: settings.shards,
+                groups: settings.groups,
+                state_machine: settings.state_machine,
+                read_mode: settings.read_mode,
+                spin_before_park_us: settings.spin_before_park_us,
+                wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
+            };
+            let mut processes = crate::shape::Processes::start(&spec, run_dir.path())?;
+            let cluster = processes.discover(*cluster_id, &groups)?;
+            let outcome = drive(settings, &cluster, json, &|| process_cpu() + processes.cpu());
+            // A node that died mid-run explains the drivers' errors.
+            match (outcome, processes.check_running()) {
+                (Err(error), Err(exited)) => Err(error.context(format!("{exited:#}"))),
+                (outcome, _) => outcome,
+            }
+        }
+        (Shape::Target, Deployment::Target { addresses, cluster_id }) => {
+            let cluster = crate::shape::discover(addresses, *cluster_id, &groups, crate::shape::target_timeout())?;
+            // The running nodes decide how many shards they have.
+            point.nodes = cluster.addresses.len();
+            point.shards = cluster.shards();
+            drive(&point, &cluster, json, &process_cpu)
+        }
+        (shape, _) => bail!("no deployment for the {} shape", shape.name()),
+    };
     let (driven, cpu, timeline, errors) = outcome?;
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let (mut reads, mut writes, mut unsent) = (0, 0, 0);
@@ -592,7 +768,7 @@ fn run_point(settings: &Settings, dir: &Path, json: bool) -> Result<PointResult>
         unsent += result.unsent;
     }
     Ok(PointResult {
-        settings: settings.clone(),
+        settings: point,
         floors,
         latency_us,
         reads,
@@ -609,8 +785,8 @@ fn run_point(settings: &Settings, dir: &Path, json: bool) -> Result<PointResult>
 type Driven = (Vec<DriverResult>, Duration, Vec<u64>, u64);
 
 /// Waits for leaders, runs the drivers, samples progress each second.
-fn drive(settings: &Settings, nodes: &[Node], peers: &[PeerSpec], groups: &[GroupId], json: bool) -> Result<Driven> {
-    // Wait for a leader in every group.
+/// Waits for a leader in every group of the nodes in this process.
+fn embedded_leaders(nodes: &[Node], groups: &[GroupId]) -> Result<std::collections::BTreeMap<GroupId, NodeId>> {
     let mut leaders = std::collections::BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while leaders.len() < groups.len() {
@@ -628,12 +804,24 @@ fn drive(settings: &Settings, nodes: &[Node], peers: &[PeerSpec], groups: &[Grou
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(leaders)
+}
+
+/// Runs the drivers against `cluster`'s leaders, samples progress each
+/// second; `cpu` reads the CPU time the run is charged with.
+fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Duration) -> Result<Driven> {
+    let leaders = &cluster.leaders;
+    let groups: Vec<GroupId> = leaders.keys().copied().collect();
+    let node_ids: Vec<NodeId> = cluster.addresses.keys().copied().collect();
     // Clients: round-robin over groups; drivers: per (target node, shard).
     // The target is the group's leader, or for follower reads the next node.
     let target_of = |group: GroupId| -> NodeId {
         let leader: NodeId = leaders[&group];
         match settings.read_mode {
-            ReadPath::Follower => NodeId(leader.0 % settings.nodes as u64 + 1),
+            ReadPath::Follower => {
+                let at = node_ids.iter().position(|&n| n == leader).unwrap_or(0);
+                node_ids[(at + 1) % node_ids.len()]
+            }
             _ => leader,
         }
     };
@@ -652,8 +840,10 @@ fn drive(settings: &Settings, nodes: &[Node], peers: &[PeerSpec], groups: &[Grou
         let chunk = clients.len().div_ceil(per_target).max(1);
         for part in clients.chunks(chunk) {
             drivers.push(Driver {
-                address: peers[node.0 as usize - 1].shard_addresses[shard],
-                cluster_id: CLUSTER_ID,
+                address: *cluster.addresses[&node]
+                    .get(shard)
+                    .ok_or_else(|| anyhow!("node {node} has no shard {shard}"))?,
+                cluster_id: cluster.cluster_id,
                 target_node: node,
                 shard,
                 clients: part.to_vec(),
@@ -689,7 +879,7 @@ fn drive(settings: &Settings, nodes: &[Node], peers: &[PeerSpec], groups: &[Grou
         .collect();
     // One sample a second: progress on stderr, and the measured seconds'
     // throughput for the report.
-    let mut cpu_at_start = warmup.is_zero().then(crate::cluster::process_cpu);
+    let mut cpu_at_start = warmup.is_zero().then(cpu);
     let mut timeline = Vec::new();
     let (mut last_answered, mut last_completed) = (0, 0);
     let seconds = settings.warmup_s + settings.duration_s;
@@ -704,7 +894,7 @@ fn drive(settings: &Settings, nodes: &[Node], peers: &[PeerSpec], groups: &[Grou
         let answered = totals.answered.load(Ordering::Relaxed);
         let completed = totals.completed.load(Ordering::Relaxed);
         if second == settings.warmup_s {
-            cpu_at_start = Some(process_cpu());
+            cpu_at_start = Some(cpu());
         }
         if second > settings.warmup_s {
             timeline.push(completed - last_completed);
@@ -727,7 +917,7 @@ fn drive(settings: &Settings, nodes: &[Node], peers: &[PeerSpec], groups: &[Grou
     if !json || std::io::stderr().is_terminal() {
         eprintln!();
     }
-    let cpu = process_cpu().saturating_sub(cpu_at_start.unwrap_or_default());
+    let cpu = cpu().saturating_sub(cpu_at_start.unwrap_or_default());
     let mut results = Vec::new();
     for handle in handles {
         results.push(handle.join().map_err(|_| anyhow!("a driver thread panicked"))??);
@@ -740,11 +930,12 @@ fn json_line(result: &PointResult, machine: &Machine, command: &str) -> String {
     let q = |quantile: f64| result.quantile(quantile);
     // Field order as documented (serde_json would sort the keys).
     format!(
-        "{{\"system\":\"coraft\",\"workload\":\"{}\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
+        "{{\"system\":\"coraft\",\"shape\":\"{}\",\"workload\":\"{}\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
          \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
          \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"tcp_rtt_floor_p50_us\":{},\
          \"write_floor_us\":{},\"cpu_us_per_op\":{:.2}{},\"read_floor_us\":{},\"floor_us\":{:.0},\"reads\":{},\"writes\":{},\
-         \"unsent\":{},\"timeline_ops_per_s\":{},\"config\":{},\"machine\":{},\"command\":{}}}",
+         \"unsent\":{},\"cpu_scope\":\"{}\"{},\"timeline_ops_per_s\":{},\"config\":{},\"machine\":{},\"command\":{}}}",
+        s.shape.name(),
         s.workload.name(),
         s.nodes,
         s.groups,
@@ -780,10 +971,31 @@ fn json_line(result: &PointResult, machine: &Machine, command: &str) -> String {
         result.reads,
         result.writes,
         result.unsent,
+        cpu_scope(s.shape),
+        floors_note(s.shape)
+            .map(|note| format!(",\"floors_note\":{}", serde_json::to_string(note).expect("a string serializes")))
+            .unwrap_or_default(),
         serde_json::to_string(&result.timeline).expect("numbers serialize"),
         serde_json::to_string(s).expect("settings serialize"),
         serde_json::to_string(machine).expect("the machine serializes"),
         serde_json::to_string(command).expect("a string serializes"),
+    )
+}
+
+/// Whose CPU time `cpu_us_per_op` counts.
+fn cpu_scope(shape: Shape) -> &'static str {
+    match shape {
+        Shape::Embedded => "bench and nodes (one process)",
+        Shape::Processes => "bench and node processes",
+        Shape::Target => "bench only",
+    }
+}
+
+/// What the floors of a shape do not cover.
+fn floors_note(shape: Shape) -> Option<&'static str> {
+    (shape == Shape::Target).then_some(
+        "--target: the fdatasync and RTT floors are this machine's (its temp dir, loopback), not the \
+         cluster's hosts'; no replication floor",
     )
 }
 
@@ -892,8 +1104,9 @@ fn print_table(result: &PointResult) {
         );
     }
     println!(
-        "  CPU per op      {:>9.2} µs (this process's user + system time while measuring; {:.2} cores busy)",
+        "  CPU per op      {:>9.2} µs (user + system time of the {} while measuring; {:.2} cores busy)",
         result.cpu_us_per_op(),
+        cpu_scope(s.shape),
         result.cpu.as_secs_f64() / seconds
     );
     if let Some(f) = &result.replication_floor {
@@ -915,6 +1128,12 @@ fn print_table(result: &PointResult) {
             q(0.5) as f64 / fq(0.5).max(1) as f64,
             q(0.99) as f64 / fq(0.99).max(1) as f64
         );
+    }
+    if let Some(note) = floors_note(s.shape) {
+        println!("  floors note     {note}");
+    }
+    if result.stages.is_empty() {
+        return;
     }
     println!("  where the time goes (per node and shard, whole run incl. warm-up):");
     println!(

@@ -8,7 +8,8 @@
 //! `install` InstallSnapshot throughput to a restarted follower against raw
 //! TCP.
 //! With no subcommand (or `cluster`) it runs an embedded 3-node cluster on
-//! loopback.
+//! loopback, or with `--processes` one `coraft-node` process per node, or
+//! with `--target` drives a cluster already running ([`shape`]).
 
 mod args;
 mod cluster;
@@ -19,6 +20,7 @@ mod machine;
 mod net;
 mod reactor;
 mod report;
+mod shape;
 mod wal;
 mod workload;
 
@@ -31,7 +33,8 @@ use clap::{Parser, Subcommand};
 ///
 /// With no subcommand it runs the cluster benchmark: an embedded 3-node
 /// cluster on loopback, real TCP, real WALs with fdatasync in a temp dir,
-/// driven by closed-loop clients (the options below).
+/// driven by closed-loop clients (the options below); --processes runs each
+/// node as a coraft-node process, --target drives a running cluster.
 #[derive(Parser, Debug)]
 #[command(
     name = "coraft-bench",
@@ -53,7 +56,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The embedded cluster (the default when no subcommand is given).
-    Cluster(cluster::ClusterArgs),
+    Cluster(Box<cluster::ClusterArgs>),
     /// The WAL against raw O_DIRECT writes + fdatasync of the same bytes.
     Wal(wal::WalArgs),
     /// coraft-net frames against a raw TCP stream and ping-pong.
@@ -73,7 +76,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => cluster::run(cli.cluster),
-        Some(Command::Cluster(args)) => cluster::run(args),
+        Some(Command::Cluster(args)) => cluster::run(*args),
         Some(Command::Wal(args)) => wal::run(args),
         Some(Command::Net(args)) => net::run(args),
         Some(Command::Idle(args)) => idle::run(args),

@@ -73,6 +73,16 @@ pub enum StateMachineKind {
     Kv,
 }
 
+impl StateMachineKind {
+    /// As `coraft-node --state-machine` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateMachineKind::Counter => "counter",
+            StateMachineKind::Kv => "kv",
+        }
+    }
+}
+
 /// What every client of a run sends.
 #[derive(Debug, Clone)]
 pub struct Mix {

@@ -46,6 +46,11 @@ fn help_lists_every_option_of_the_cluster_benchmark_with_its_default() {
         "--wal-zero-ahead-bytes",
         "--no-floor",
         "--json",
+        "--processes",
+        "--target",
+        "--cluster-id",
+        "--config",
+        "--node-binary",
     ] {
         assert!(stdout.contains(option), "--help lacks {option}:\n{stdout}");
     }

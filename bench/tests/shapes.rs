@@ -1,0 +1,252 @@
+//! The cluster benchmark's deployment shapes on real processes:
+//! `--processes` starts one `coraft-node` per node, drives it and leaves no
+//! process behind; `--target` drives coraft-node processes this test
+//! started itself; unreachable or mistaken targets and a missing node
+//! binary are refused with a clear error and a non-zero exit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_coraft-bench");
+
+/// coraft-node beside coraft-bench (`cargo test --workspace` builds it;
+/// `cargo build -p coraft --bin coraft-node` with the same profile does).
+fn node_bin() -> PathBuf {
+    let bin = Path::new(BENCH).with_file_name("coraft-node");
+    assert!(
+        bin.is_file(),
+        "no coraft-node at {}: build it with the profile of this test run",
+        bin.display()
+    );
+    bin
+}
+
+fn bench(args: &[&str], tmpdir: &Path) -> Output {
+    Command::new(BENCH)
+        .args(args)
+        .env("TMPDIR", tmpdir)
+        .output()
+        .expect("coraft-bench runs")
+}
+
+fn json_line(output: &Output, args: &[&str]) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]))
+}
+
+fn number(line: &Value, key: &str) -> f64 {
+    line[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number `{key}` in {line}"))
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn processes_run_without_errors_and_leave_no_node_behind() {
+    let node = node_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let node_arg = node.to_str().unwrap();
+    let args = [
+        "--processes",
+        "--node-binary",
+        node_arg,
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--clients",
+        "4",
+        "--no-floor",
+        "--json",
+    ];
+    let line = json_line(&bench(&args, tmp.path()), &args);
+    assert_eq!(line["shape"], "processes", "{line}");
+    assert_eq!(line["config"]["shape"], "processes", "{line}");
+    assert_eq!(number(&line, "nodes"), 3.0, "{line}");
+    assert!(number(&line, "ops") > 0.0, "{line}");
+    assert_eq!(number(&line, "errors"), 0.0, "{line}");
+    // The nodes' configs lived under TMPDIR: no process names it any more.
+    let left = processes_mentioning(tmp.path().to_str().unwrap());
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
+
+/// Stops the test's own nodes however the test ends.
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // SAFETY: SIGTERM to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_kv_nodes(node: &Path, dir: &Path, cluster_id: u64) -> (Nodes, Vec<SocketAddr>) {
+    let listen = coraft::ports::free_loopback_addresses(3).unwrap();
+    let peers: Vec<Peer> = listen
+        .iter()
+        .enumerate()
+        .map(|(i, &address)| Peer {
+            id: i as u64 + 1,
+            address,
+        })
+        .collect();
+    let mut nodes = Nodes(Vec::new());
+    for (i, &address) in listen.iter().enumerate() {
+        let mut config = NodeConfig {
+            cluster_id,
+            node_id: i as u64 + 1,
+            listen: address,
+            peers: peers.clone(),
+            ..NodeConfig::default()
+        };
+        config.shards.placement = PlacementPolicy::Unbound;
+        config.raft.election_timeout_ticks = 30;
+        config.raft.heartbeat_interval_ticks = 3;
+        config.wal.dir = Some(dir.join(format!("node-{}", i + 1)));
+        let path = dir.join(format!("node-{}.toml", i + 1));
+        std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
+        let child = Command::new(node)
+            .arg("--config")
+            .arg(&path)
+            .args(["--state-machine", "kv"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coraft-node starts");
+        nodes.0.push(child);
+    }
+    (nodes, listen)
+}
+
+#[test]
+fn target_drives_a_running_cluster_and_refuses_one_it_cannot_reach() {
+    let node = node_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_nodes, listen) = start_kv_nodes(&node, tmp.path(), 4242);
+    let target = listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let args = [
+        "--target",
+        &target,
+        "--cluster-id",
+        "4242",
+        "--workload",
+        "mixed",
+        "--keys",
+        "100",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--clients",
+        "4",
+        "--json",
+    ];
+    // The nodes may still be starting: discovery waits for their leaders.
+    let line = json_line(&bench(&args, tmp.path()), &args);
+    assert_eq!(line["shape"], "target", "{line}");
+    assert_eq!(number(&line, "nodes"), 3.0, "{line}");
+    assert!(number(&line, "reads") > 0.0 && number(&line, "writes") > 0.0, "{line}");
+    assert_eq!(number(&line, "errors"), 0.0, "{line}");
+    assert!(
+        line.get("floor_ops_per_s").is_none(),
+        "no replication floor with --target: {line}"
+    );
+    assert!(
+        line["floors_note"].as_str().is_some_and(|n| n.contains("--target")),
+        "{line}"
+    );
+
+    // Another cluster's id: refused by the nodes' handshake, named.
+    let output = bench(
+        &[
+            "--target",
+            &target,
+            "--cluster-id",
+            "1",
+            "--duration",
+            "1",
+            "--no-floor",
+        ],
+        tmp.path(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cluster") && stderr.contains(&listen[0].to_string()),
+        "{stderr}"
+    );
+
+    // Nothing listening: refused, naming the address.
+    let dead = coraft::ports::free_loopback_addresses(1).unwrap()[0].to_string();
+    let output = bench(
+        &[
+            "--target",
+            &dead,
+            "--cluster-id",
+            "4242",
+            "--duration",
+            "1",
+            "--no-floor",
+        ],
+        tmp.path(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&dead) && stderr.contains("cannot reach"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn shapes_refuse_what_they_cannot_honour() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["--target", "not-an-address", "--cluster-id", "1"], 2, "--target"),
+        (&["--target", "127.0.0.1:7001"], 1, "--cluster-id"),
+        (
+            &["--target", "127.0.0.1:7001", "--cluster-id", "1", "--shards", "2"],
+            1,
+            "--shards",
+        ),
+        (&["--processes", "--target", "127.0.0.1:7001"], 2, "cannot be used with"),
+        (
+            &["--processes", "--node-binary", "/nonexistent/coraft-node"],
+            1,
+            "/nonexistent/coraft-node",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let output = bench(args, tmp.path());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

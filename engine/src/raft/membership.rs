@@ -170,12 +170,19 @@ impl RaftCore {
     /// and, until that configuration is committed, of the members of the
     /// committed one too: a removed node keeps receiving the log until the
     /// entry that removed it is committed, so it learns it was removed and
-    /// stops campaigning (thesis §4.2.2).
+    /// stops campaigning (thesis §4.2.2). The removal can commit on the
+    /// remaining voters before the removed node has the entry; such a node
+    /// keeps its progress (it lingers: it counts for no quorum) until it has
+    /// acknowledged the configuration in force, or until a check round of
+    /// an election timeout passes without hearing from it
+    /// (`drop_silent_lingering`).
     pub(super) fn sync_progress_with_configuration(&mut self) {
         let mut members = self.membership.current().members();
         members.extend(self.membership.at(self.log.committed()).members());
         let next = self.log.last_index().next();
-        self.progress.retain(|n, _| members.contains(n));
+        let in_force_at = self.membership.current_index();
+        self.progress
+            .retain(|n, p| members.contains(n) || p.match_index < in_force_at);
         for member in members {
             if member != self.config.id {
                 self.progress.entry(member).or_insert_with(|| {
@@ -185,6 +192,20 @@ impl RaftCore {
                 });
             }
         }
+    }
+
+    /// Once per election timeout at the leader: drops the progress of
+    /// removed nodes that were not heard from during the round, and of
+    /// those that hold the configuration in force (see
+    /// `sync_progress_with_configuration`). Returns nothing: a node that
+    /// never learns of its removal is then left alone, as in thesis §4.2.2.
+    pub(super) fn drop_silent_lingering(&mut self) {
+        let current = self.membership.current().members();
+        let committed = self.membership.at(self.log.committed()).members();
+        let in_force_at = self.membership.current_index();
+        self.progress.retain(|n, p| {
+            current.contains(n) || committed.contains(n) || (p.recent_active && p.match_index < in_force_at)
+        });
     }
 
     /// After the commit index moved at the leader: leave a committed joint

@@ -14,6 +14,7 @@ impl RaftCore {
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.config.election_timeout_ticks {
             self.election_elapsed_ticks = 0;
+            self.drop_silent_lingering();
             if self.config.check_quorum {
                 let id = self.config.id;
                 let progress = &self.progress;
@@ -29,6 +30,15 @@ impl RaftCore {
                 }
                 for progress in self.progress.values_mut() {
                     progress.recent_active = false;
+                }
+            } else {
+                // Without check-quorum only removed nodes that linger are
+                // judged by `recent_active` (`drop_silent_lingering`).
+                let current = self.membership.current().members();
+                for (node, progress) in self.progress.iter_mut() {
+                    if !current.contains(node) {
+                        progress.recent_active = false;
+                    }
                 }
             }
         }
@@ -145,6 +155,18 @@ impl RaftCore {
                 }
                 if self.transfer.map(|t| t.target) == Some(from) {
                     self.advance_transfer(from);
+                }
+                // A removed node that lingered until it held its removal
+                // (`sync_progress_with_configuration`) is let go.
+                let lingering = !self.membership.current().contains(from)
+                    && !self.membership.at(self.log.committed()).contains(from);
+                if lingering
+                    && self
+                        .progress
+                        .get(&from)
+                        .is_some_and(|p| p.match_index >= self.membership.current_index())
+                {
+                    self.sync_progress_with_configuration();
                 }
             }
             AppendOutcome::Rejected {

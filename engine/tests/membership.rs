@@ -693,6 +693,12 @@ fn a_follower_caught_up_by_a_snapshot_past_the_address_book_entry_reaches_the_ad
         for i in 0..5 {
             cluster.apply(format!("round-{round}-{i}").as_bytes());
         }
+        // More than a peer connection's outbound queue holds (4 MiB), so
+        // the appends queued for the stopped follower cannot catch it up
+        // when it returns: only a snapshot can.
+        for _ in 0..40 {
+            cluster.apply(&[round as u8; 64 << 10]);
+        }
         for node in [leader, other, NodeId(4)] {
             cluster.caught_up(node);
         }
@@ -706,7 +712,8 @@ fn a_follower_caught_up_by_a_snapshot_past_the_address_book_entry_reaches_the_ad
     );
     cluster.launch(behind, None);
     wait_for("the follower to install a snapshot past node 4's addition", || {
-        (cluster.status(behind).snapshot_index > added_at).then_some(())
+        let status = cluster.status(behind);
+        (status.snapshot_index > added_at && status.counters.snapshots_installed >= 1).then_some(())
     });
     let connections =
         |node: NodeId| cluster.members[node.0 as usize - 1].as_ref().unwrap().node.metrics()[0].peer_connections;

@@ -10,7 +10,6 @@
 //! acknowledged write is read back from the cluster.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use coraft::api::{KvOp, KvResult};
@@ -20,6 +19,9 @@ use coraft_chaos::workload::GROUP;
 use coraft_wal::format::{segment_file_name, BLOCK_BYTES, FLUSH_MARKER_BYTES, SEGMENT_HEADER_BYTES};
 use coraft_wal::recovery::recover;
 use coraft_wal::RecoveryMode;
+
+mod common;
+use common::node_bin;
 
 /// The smallest segment a node takes (a 4 MiB record must fit after the
 /// header and a flush marker): every flush takes a 4 KiB block at least,
@@ -35,34 +37,6 @@ const VICTIM: usize = 2;
 const START_WAIT: Duration = Duration::from_secs(20);
 /// How long one write may take to be acknowledged, retries included.
 const WRITE_WAIT: Duration = Duration::from_secs(60);
-
-/// The `coraft-node` binary of this build (see tests/run.rs).
-fn node_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-        "debug" => "test".to_string(),
-        "release" => "release".to_string(),
-        other => other.to_string(),
-    };
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--manifest-path",
-            manifest,
-            "--workspace",
-            "--tests",
-            "--bin",
-            "coraft-node",
-            "--profile",
-        ])
-        .arg(&profile)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building coraft-node failed: {status}");
-    profile_dir.join("coraft-node")
-}
 
 /// Writes `key = value` for every pair, each retried (same session and
 /// sequence, so applied once) until acknowledged.

@@ -34,18 +34,23 @@ fn free_addresses(count: usize) -> Vec<SocketAddr> {
     coraft::ports::free_loopback_addresses(count).unwrap()
 }
 
-/// Writes one config per node (`shards` unbound shards each, shard `s`
-/// listening on the node's port + `s`) and starts the nodes with `groups`
-/// groups; returns the processes and config paths.
-fn start_cluster(dir: &Path, addresses: &[SocketAddr], groups: u64, shards: usize) -> (Vec<Process>, Vec<PathBuf>) {
-    let peers: Vec<Peer> = addresses
+/// Nodes 1, 2, ... at `addresses`, in order.
+fn peers_of(addresses: &[SocketAddr]) -> Vec<Peer> {
+    addresses
         .iter()
         .enumerate()
         .map(|(i, &address)| Peer {
             id: i as u64 + 1,
             address,
         })
-        .collect();
+        .collect()
+}
+
+/// Writes one config per node (`shards` unbound shards each, shard `s`
+/// listening on the node's port + `s`) and starts the nodes with `groups`
+/// groups; returns the processes and config paths.
+fn start_cluster(dir: &Path, addresses: &[SocketAddr], groups: u64, shards: usize) -> (Vec<Process>, Vec<PathBuf>) {
+    let peers = peers_of(addresses);
     let mut processes = Vec::new();
     let mut paths = Vec::new();
     for i in 0..addresses.len() {
@@ -716,14 +721,7 @@ fn rebalance_of_a_hundred_groups_on_three_nodes_leaves_each_leading_33_plus_or_m
 fn rebalance_with_priorities_5_5_1_gives_node_3_no_leader_and_splits_30_groups_between_1_and_2() {
     let dir = tempfile::tempdir().unwrap();
     let addresses = free_addresses(3);
-    let peers: Vec<Peer> = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, &address)| Peer {
-            id: i as u64 + 1,
-            address,
-        })
-        .collect();
+    let peers = peers_of(&addresses);
     let mut _processes = Vec::new();
     let mut paths = Vec::new();
     for (id, priority) in [(1u64, 5u8), (2, 5), (3, 1)] {
@@ -804,14 +802,7 @@ fn start_logged_node(config: &Path, groups: u64, log: &Path) -> Process {
 fn removing_the_leader_hands_leadership_over_before_the_removal_and_the_removed_node_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let addresses = free_addresses(3);
-    let peers: Vec<Peer> = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, &address)| Peer {
-            id: i as u64 + 1,
-            address,
-        })
-        .collect();
+    let peers = peers_of(&addresses);
     let mut logs = Vec::new();
     let mut paths = Vec::new();
     let mut _processes = Vec::new();

@@ -5,9 +5,11 @@ mod admin;
 mod clock;
 mod codec;
 mod compaction;
+mod created_groups;
 mod events;
 mod forward;
 mod group;
+mod group_creation;
 mod install;
 mod membership;
 mod metrics;
@@ -25,6 +27,7 @@ pub use admin::ADMIN_REQUESTS_QUEUED_MAX;
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
 pub use compaction::{SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT};
+pub use created_groups::CREATED_GROUPS_FILE;
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
@@ -34,8 +37,8 @@ pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,
 };
 pub use node::{
-    GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, Protocol, StateMachineFactory, WalFault,
-    API_QUEUE_MAX,
+    GroupCreator, GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, Protocol, StateMachineFactory,
+    WalFault, API_QUEUE_MAX,
 };
 pub use sessions::{
     SessionId, SessionRefusal, SessionTable, SessionTableError, SESSIONS_PER_GROUP_MAX, SESSION_RESULTS_MAX,

@@ -305,6 +305,12 @@ pub(crate) enum ApiRequest {
     Addresses {
         reply: flume::Sender<BTreeMap<NodeId, Vec<SocketAddr>>>,
     },
+    /// `Node::create_group`; without a reply, a failure is logged.
+    CreateGroup {
+        group: GroupId,
+        voters: Vec<NodeId>,
+        reply: Option<flume::Sender<Result<(), Error>>>,
+    },
     Shutdown,
 }
 
@@ -374,6 +380,52 @@ pub struct Node {
     options: NodeOptions,
     shards: Vec<ShardThread>,
     metrics_server: Option<MetricsServer>,
+}
+
+/// Creates groups on a running node ([`Node::group_creator`]); cheap to
+/// clone, usable from any thread.
+#[derive(Clone)]
+pub struct GroupCreator {
+    apis: Vec<flume::Sender<ApiRequest>>,
+}
+
+impl GroupCreator {
+    /// As [`Node::create_group`], resolving once the group exists.
+    pub async fn create_group(&self, group: GroupId, voters: Vec<NodeId>) -> Result<(), Error> {
+        let receiver = self.request(group, voters, true)?.expect("a reply was asked for");
+        receiver.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Asks for `group` without waiting for the answer: for a state
+    /// machine, which runs on the shard that will create it. A refusal
+    /// (bad voters, a full disk) is logged by the shard at error level.
+    pub fn create_group_in_background(&self, group: GroupId, voters: Vec<NodeId>) -> Result<(), Error> {
+        self.request(group, voters, false).map(|_| ())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn request(
+        &self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        answer: bool,
+    ) -> Result<Option<flume::Receiver<Result<(), Error>>>, Error> {
+        let shard = (group.0 % self.apis.len() as u64) as usize;
+        let (reply, receiver) = match answer {
+            true => {
+                let (reply, receiver) = flume::bounded(1);
+                (Some(reply), Some(receiver))
+            }
+            false => (None, None),
+        };
+        self.apis[shard]
+            .try_send(ApiRequest::CreateGroup { group, voters, reply })
+            .map_err(|e| match e {
+                flume::TrySendError::Full(_) => Error::Busy { bound: "API_QUEUE_MAX" },
+                flume::TrySendError::Disconnected(_) => Error::Shutdown,
+            })?;
+        Ok(receiver)
+    }
 }
 
 /// Talks to one group of a running node, from any thread.
@@ -523,6 +575,31 @@ impl Node {
         GroupHandle {
             group,
             api: self.shards[shard].api.clone(),
+        }
+    }
+
+    /// Creates `group` on this running node, with `voters` (this node among
+    /// them) as its first configuration, on the shard the placement rule
+    /// names (`group % shards`); its records go in that shard's WAL. Call
+    /// it on every member with the same voters, as `NodeOptions::groups`
+    /// would be: the group elects a leader once a quorum of them hosts it.
+    /// The group is in the shard's list of created groups (a small file
+    /// rewritten atomically in its WAL directory) before this returns, so
+    /// a restarted node brings it back. Creating a group that exists
+    /// already does nothing and succeeds. Blocks until the shard answers.
+    pub fn create_group(&self, group: GroupId, voters: Vec<NodeId>) -> Result<(), Error> {
+        let receiver = self.group_creator().request(group, voters, true)?;
+        receiver
+            .expect("a reply was asked for")
+            .recv()
+            .map_err(|_| Error::Shutdown)?
+    }
+
+    /// A handle that creates groups on this node from any thread, even from
+    /// inside a state machine (which must not block on its own shard).
+    pub fn group_creator(&self) -> GroupCreator {
+        GroupCreator {
+            apis: self.shards.iter().map(|s| s.api.clone()).collect(),
         }
     }
 
@@ -902,6 +979,11 @@ async fn run_shard(
                             bound: "EVENTS_QUEUED_MAX",
                         }));
                     }
+                    Event::Api(ApiRequest::CreateGroup { reply: Some(reply), .. }) => {
+                        let _ = reply.send(Err(Error::Busy {
+                            bound: "EVENTS_QUEUED_MAX",
+                        }));
+                    }
                     _ => {}
                 }
             }
@@ -962,61 +1044,22 @@ async fn start_shard(
     } else {
         Configuration::with_voters(options.peers.iter().map(|p| p.id))
     };
+    let created = super::created_groups::CreatedGroups::load(&dir)?;
     let mut groups = BTreeMap::new();
     for &group in options
         .groups
         .iter()
         .filter(|g| (g.0 % options.shard_count() as u64) as usize == shard)
     {
-        let mut initial = recover_group(&wal, group, voters.clone())?;
-        let recovered_hard_state = initial.hard_state;
-        let mut state_machine = factory(group);
-        let loaded = load_snapshot(&dir, group, &mut initial, state_machine.as_mut())?;
-        if loaded.adopted {
-            // A snapshot installed from a leader whose WAL write did not
-            // become durable before a crash: write it again (the shard's
-            // first group commit makes it durable; a crash before that
-            // brings us here again).
-            let meta = initial
-                .snapshot
-                .as_ref()
-                .expect("adopted snapshots are the purge point");
-            wal.truncate_suffix(group.0, meta.index.0 + 1)
-                .and_then(|_| wal.purge(group.0, meta.index.0, meta.term.0))
-                .map_err(|e| Error::Storage(format!("group {group}: purging the WAL to an installed snapshot: {e}")))?;
+        groups.insert(group, open_group(options, &dir, &wal, group, voters.clone(), factory)?);
+    }
+    // Groups created at run time come back with the voters they were
+    // created with (the log then says what changed since).
+    for (group, first_voters) in created.groups() {
+        if let std::collections::btree_map::Entry::Vacant(entry) = groups.entry(group) {
+            let first = Configuration::with_voters(first_voters.iter().copied());
+            entry.insert(open_group(options, &dir, &wal, group, first, factory)?);
         }
-        let (store, sessions, addresses) = (loaded.store, loaded.sessions, loaded.addresses);
-        let wal_purged = initial.snapshot.as_ref().map_or(LogIndex(0), |s| s.index);
-        let mut config = RaftConfig::new(options.node_id, group);
-        config.election_timeout_ticks = options.election_timeout_ticks;
-        config.heartbeat_interval_ticks = options.heartbeat_interval_ticks;
-        config.read_mode = options.read_mode;
-        config.quiesce = options.quiesce_idle_groups;
-        config.pre_vote = options.protocol.pre_vote;
-        config.check_quorum = options.protocol.check_quorum;
-        config.clock_drift_margin_ticks = options.protocol.clock_drift_margin_ticks;
-        config.election_priority = options.protocol.election_priority;
-        config.inflight_messages_max = options.limits.inflight_messages_max;
-        config.inflight_bytes_max = options.limits.inflight_bytes_max;
-        config.append_bytes_max = options.limits.batch_bytes_max;
-        config.uncommitted_bytes_max = options.limits.uncommitted_bytes_max;
-        config.seed = options.node_id.0.wrapping_mul(0x9E37_79B9).wrapping_add(group.0);
-        let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
-        let mut hosted = Group::new(core, state_machine);
-        hosted.sessions = sessions;
-        if let Err(reason) = hosted.restore_address_book(&addresses) {
-            // Addresses are only where to connect: the static peers and
-            // later address-book entries still serve.
-            log::warn!(
-                "node {} group {group}: ignoring the snapshot's address book: {reason}",
-                options.node_id
-            );
-        }
-        hosted.snapshots = Some(store);
-        hosted.stored_snapshot = loaded.snapshot;
-        hosted.wal_purged = wal_purged;
-        hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
-        groups.insert(group, hosted);
     }
     let identity = LocalIdentity {
         cluster_id: options.cluster_id,
@@ -1049,10 +1092,78 @@ async fn start_shard(
     };
     let mut shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
     shard_state.wal_faults = faults;
+    shard_state.creation = Some(super::group_creation::GroupCreation {
+        options: options.clone(),
+        dir,
+        factory: factory.clone(),
+        created,
+    });
     // Members added at run time whose address-book entries a snapshot
     // compacted away: their addresses came with the snapshot.
     shard_state.learn_restored_addresses();
     Ok((shard_state, bell))
+}
+
+/// Recovers `group` from the shard's WAL and snapshot store (in
+/// `shard_dir`), with `voters` as its configuration if the log names none,
+/// and its state machine from `factory`.
+pub(super) fn open_group(
+    options: &NodeOptions,
+    dir: &std::path::Path,
+    wal: &coraft_wal::Wal,
+    group: GroupId,
+    voters: Configuration,
+    factory: &StateMachineFactory,
+) -> Result<Group, Error> {
+    let mut initial = recover_group(wal, group, voters)?;
+    let recovered_hard_state = initial.hard_state;
+    let mut state_machine = factory(group);
+    let loaded = load_snapshot(dir, group, &mut initial, state_machine.as_mut())?;
+    if loaded.adopted {
+        // A snapshot installed from a leader whose WAL write did not
+        // become durable before a crash: write it again (the shard's
+        // first group commit makes it durable; a crash before that
+        // brings us here again).
+        let meta = initial
+            .snapshot
+            .as_ref()
+            .expect("adopted snapshots are the purge point");
+        wal.truncate_suffix(group.0, meta.index.0 + 1)
+            .and_then(|_| wal.purge(group.0, meta.index.0, meta.term.0))
+            .map_err(|e| Error::Storage(format!("group {group}: purging the WAL to an installed snapshot: {e}")))?;
+    }
+    let (store, sessions, addresses) = (loaded.store, loaded.sessions, loaded.addresses);
+    let wal_purged = initial.snapshot.as_ref().map_or(LogIndex(0), |s| s.index);
+    let mut config = RaftConfig::new(options.node_id, group);
+    config.election_timeout_ticks = options.election_timeout_ticks;
+    config.heartbeat_interval_ticks = options.heartbeat_interval_ticks;
+    config.read_mode = options.read_mode;
+    config.quiesce = options.quiesce_idle_groups;
+    config.pre_vote = options.protocol.pre_vote;
+    config.check_quorum = options.protocol.check_quorum;
+    config.clock_drift_margin_ticks = options.protocol.clock_drift_margin_ticks;
+    config.election_priority = options.protocol.election_priority;
+    config.inflight_messages_max = options.limits.inflight_messages_max;
+    config.inflight_bytes_max = options.limits.inflight_bytes_max;
+    config.append_bytes_max = options.limits.batch_bytes_max;
+    config.uncommitted_bytes_max = options.limits.uncommitted_bytes_max;
+    config.seed = options.node_id.0.wrapping_mul(0x9E37_79B9).wrapping_add(group.0);
+    let core = RaftCore::new(config, initial).map_err(|e| Error::Config(e.to_string()))?;
+    let mut hosted = Group::new(core, state_machine);
+    hosted.sessions = sessions;
+    if let Err(reason) = hosted.restore_address_book(&addresses) {
+        // Addresses are only where to connect: the static peers and
+        // later address-book entries still serve.
+        log::warn!(
+            "node {} group {group}: ignoring the snapshot's address book: {reason}",
+            options.node_id
+        );
+    }
+    hosted.snapshots = Some(store);
+    hosted.stored_snapshot = loaded.snapshot;
+    hosted.wal_purged = wal_purged;
+    hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
+    Ok(hosted)
 }
 
 /// The directory of `group`'s snapshots: `snapshots/group-<g>` in its

@@ -107,7 +107,7 @@ pub(crate) struct Shard {
     /// Groups that are not quiet: the only ones a tick visits. Every input
     /// that may wake a core marks its group dirty, and handling a dirty group
     /// updates this set.
-    awake: BTreeSet<GroupId>,
+    pub(super) awake: BTreeSet<GroupId>,
     /// The WAL's fault seam, when the node was started with it (tests).
     pub wal_faults: Option<coraft_wal::Faults>,
     /// Snapshot requests waiting until their group's applied entries are
@@ -134,6 +134,8 @@ pub(crate) struct Shard {
     pub(super) addresses: BTreeMap<NodeId, Vec<std::net::SocketAddr>>,
     /// Groups whose configuration no longer counts this node.
     pub(super) removed_from: BTreeSet<GroupId>,
+    /// What creating a group at run time needs (`group_creation.rs`).
+    pub(super) creation: Option<super::group_creation::GroupCreation>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -248,6 +250,7 @@ impl Shard {
                 .map(|p| (p.id, p.shard_addresses.clone()))
                 .collect(),
             removed_from: BTreeSet::new(),
+            creation: None,
         }
     }
 
@@ -844,6 +847,19 @@ impl Shard {
             ApiRequest::Membership { group, request, reply } => self.membership_request(group, request, reply),
             ApiRequest::Addresses { reply } => {
                 let _ = reply.send(self.addresses.clone());
+            }
+            ApiRequest::CreateGroup { group, voters, reply } => {
+                let result = self.create_group(group, voters);
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => {
+                        if let Err(error) = result {
+                            log::error!("node {}: creating group {group} failed: {error}", self.node);
+                        }
+                    }
+                }
             }
             ApiRequest::Shutdown => self.shutting_down = true,
         }

@@ -180,7 +180,8 @@ impl KvQuery {
 }
 
 impl WriteOutcome {
-    fn encode(&self) -> Vec<u8> {
+    /// The result's bytes.
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
             WriteOutcome::Done { previous, swapped } => {

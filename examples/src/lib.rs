@@ -8,11 +8,17 @@
 //!   compare-and-set, scan) in memory, in one Raft group, as `kv-server`
 //!   and `kv-client`.
 //!
+//! - [`region`]: the KV split by key range into regions, each its own
+//!   Raft group, split at run time, as `kv-region-server` and
+//!   `kv-region-client`; [`region_client`] routes by key.
+//!
 //! [`server`] and [`request`] hold what the servers and clients share.
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod counter;
 pub mod kv;
+pub mod region;
+pub mod region_client;
 pub mod request;
 pub mod server;

@@ -62,13 +62,7 @@ where
     F: Fn(NodeId) -> Box<dyn StateMachine> + Send + Sync + 'static,
 {
     let options = node_options(args)?;
-    env_logger::Builder::new()
-        .filter_level(log::LevelFilter::Warn)
-        // glommio logs an error when a file system (tmpfs, overlayfs) cannot
-        // poll its I/O, then does without: harmless, and alarming in a demo.
-        .filter_module("glommio::reactor", log::LevelFilter::Off)
-        .parse_env(env_logger::Env::new().filter("RUST_LOG"))
-        .init();
+    init_logging();
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating --data {}", args.data.display()))?;
     // Block the stop signals before any thread starts, so sigwait gets them.
     let signals = stop_signals();
@@ -120,8 +114,19 @@ where
     node.shutdown();
     Ok(())
 }
+/// Logs warnings and errors on stderr (`RUST_LOG` overrides).
+pub fn init_logging() {
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        // glommio logs an error when a file system (tmpfs, overlayfs) cannot
+        // poll its I/O, then does without: harmless, and alarming in a demo.
+        .filter_module("glommio::reactor", log::LevelFilter::Off)
+        .parse_env(env_logger::Env::new().filter("RUST_LOG"))
+        .init();
+}
+
 /// The engine's options for this node, or an error naming the flag at fault.
-fn node_options(args: &ServerArgs) -> Result<NodeOptions> {
+pub fn node_options(args: &ServerArgs) -> Result<NodeOptions> {
     let id = NodeId(args.id);
     let peers = &args.peers.0;
     let Some(&(_, own)) = peers.iter().find(|(n, _)| *n == id) else {
@@ -172,7 +177,9 @@ fn node_options(args: &ServerArgs) -> Result<NodeOptions> {
     })
 }
 
-fn stop_signals() -> libc::sigset_t {
+/// Blocks SIGINT and SIGTERM in this thread (and the threads it starts
+/// later), so that `libc::sigwait` on the returned set receives them.
+pub fn stop_signals() -> libc::sigset_t {
     // SAFETY: plain libc signal-set manipulation on a local set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

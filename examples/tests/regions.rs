@@ -1,0 +1,155 @@
+//! The region-sharded KV as a user runs it: three `kv-region-server`
+//! processes, splits made with `kv-region-client split` while a routing
+//! client writes, then every acknowledged write read back through the
+//! routing client, each region holding only its own range's keys, and the
+//! same after every server is killed with SIGKILL and restarted.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{cluster_flag, data_dirs, describe, free_addresses, Server, EVENT_WAIT};
+use coraft::client::{Client, ClientConfig};
+use coraft::raft::NodeId;
+use coraft_examples::kv::{KvWrite, WriteOutcome};
+use coraft_examples::region::RegionDescriptor;
+use coraft_examples::region_client::RegionClient;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_kv-region-server");
+const WRITES: usize = 600;
+
+fn routing_client(addresses: &[SocketAddr]) -> RegionClient {
+    let client = Client::new(ClientConfig {
+        cluster_id: 1,
+        nodes: addresses
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
+            .collect(),
+        attempt_timeout: Duration::from_secs(2),
+    });
+    RegionClient::new(client, Duration::from_secs(60))
+}
+
+fn start_servers(addresses: &[SocketAddr], root: &Path) -> Vec<Server> {
+    let servers: Vec<Server> = data_dirs(root)
+        .iter()
+        .enumerate()
+        .map(|(i, data)| Server::start(SERVER, i + 1, addresses, data, &[]))
+        .collect();
+    for server in &servers {
+        server.wait_for("listening on", 0);
+    }
+    servers
+}
+
+fn split(addresses: &[SocketAddr], key: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_kv-region-client"))
+        .args(["--cluster", &cluster_flag(addresses), "--wait-secs", "60", "split", key])
+        .output()
+        .expect("kv-region-client runs");
+    assert!(output.status.success(), "split {key} failed: {}", describe(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("k{i:04}").into_bytes()
+}
+
+/// Checks the region map (contiguous from the empty key to no end, `count`
+/// regions), that each region's group holds only keys of its range, and
+/// that every acknowledged write is read back, by get and by scan.
+fn check(client: &mut RegionClient, count: usize, acknowledged: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let map: Vec<RegionDescriptor> = client.regions().expect("the region map");
+    assert_eq!(map.len(), count, "regions: {map:?}");
+    assert!(map[0].start.is_empty() && map.last().unwrap().end.is_empty(), "{map:?}");
+    for pair in map.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "the map has a gap or an overlap: {map:?}");
+    }
+    let mut held = BTreeMap::new();
+    for region in &map {
+        for (key, value) in client.raw_pairs(region.id).expect("a region's pairs") {
+            assert!(
+                region.contains(&key),
+                "region {region:?} holds {:?}, outside its range",
+                String::from_utf8_lossy(&key)
+            );
+            assert!(held.insert(key, value).is_none(), "a key in two regions");
+        }
+    }
+    for (key, value) in acknowledged {
+        assert_eq!(held.get(key), Some(value), "an acknowledged write is not in its region");
+        let read = client.get(key).expect("get");
+        assert_eq!(read.as_ref(), Some(value), "get {:?}", String::from_utf8_lossy(key));
+    }
+    let scanned: BTreeMap<_, _> = client.scan(b"", b"", 100_000).expect("scan").into_iter().collect();
+    assert_eq!(scanned, held, "a scan across the regions sees what the regions hold");
+}
+
+#[test]
+fn splits_under_a_write_load_lose_no_acknowledged_write_and_survive_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let servers = start_servers(&addresses, root.path());
+    let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (acknowledged, written, addresses) = (acknowledged.clone(), written.clone(), addresses.clone());
+        std::thread::spawn(move || {
+            let mut client = routing_client(&addresses);
+            // Keys in an order that hits every future region throughout.
+            for n in 0..WRITES {
+                let i = (n * 7) % WRITES;
+                let value = format!("v{n}").into_bytes();
+                let put = KvWrite::Put {
+                    key: key(i),
+                    value: value.clone(),
+                };
+                match client.write(&put).expect("a write gets an answer") {
+                    WriteOutcome::Done { .. } => {
+                        acknowledged.lock().unwrap().insert(key(i), value);
+                    }
+                    WriteOutcome::Refused(reason) => panic!("a put was refused: {reason}"),
+                }
+                written.store(n + 1, Ordering::SeqCst);
+            }
+        })
+    };
+    let wait_for_writes = |count: usize| {
+        let deadline = Instant::now() + EVENT_WAIT * 2;
+        while written.load(Ordering::SeqCst) < count {
+            assert!(
+                Instant::now() < deadline,
+                "the writer stalled at {}",
+                written.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_writes(50);
+    let first = split(&addresses, "k0300");
+    assert!(
+        first.contains("new:   region") && first.contains("[\"k0300\", (end))"),
+        "{first}"
+    );
+    wait_for_writes(200);
+    split(&addresses, "k0100");
+    wait_for_writes(350);
+    split(&addresses, "k0450");
+    writer.join().expect("the writer finished");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert_eq!(acknowledged.len(), WRITES, "every put was acknowledged");
+    check(&mut routing_client(&addresses), 4, &acknowledged);
+    // Every server killed with SIGKILL and restarted: the regions created by
+    // splits come back, with their keys.
+    drop(servers);
+    let servers = start_servers(&addresses, root.path());
+    check(&mut routing_client(&addresses), 4, &acknowledged);
+    drop(servers);
+}

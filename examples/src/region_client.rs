@@ -39,6 +39,8 @@ pub struct RegionClient {
     regions: BTreeMap<Vec<u8>, RegionDescriptor>,
     /// Keep retrying this long while no node answers.
     wait: Duration,
+    /// "Wrong region" answers followed so far.
+    redirects: u64,
 }
 
 /// A request as sent to a region.
@@ -55,7 +57,13 @@ impl RegionClient {
             client,
             regions: BTreeMap::new(),
             wait,
+            redirects: 0,
         }
+    }
+
+    /// How many "wrong region" answers this client followed.
+    pub fn redirects(&self) -> u64 {
+        self.redirects
     }
 
     /// The cached region map, in key order.
@@ -207,6 +215,7 @@ impl RegionClient {
                     return Ok((region, answer));
                 }
                 RegionAnswer::WrongRegion { region, next } => {
+                    self.redirects += 1;
                     let past_end = !region.end.is_empty() && key >= region.end.as_slice();
                     self.learn(region.clone());
                     match next {

@@ -6,6 +6,7 @@
 //! ```text
 //! kv-region-client --cluster 127.0.0.1:8191,127.0.0.1:8192,127.0.0.1:8193 put color blue
 //! kv-region-client --cluster ... split m
+//! kv-region-client --cluster ... cas color --expected blue --new green
 //! kv-region-client --cluster ... regions
 //! kv-region-client --cluster ... scan --start a --end z
 //! ```
@@ -49,6 +50,21 @@ enum Request {
     Delete {
         /// The key.
         key: String,
+    },
+    /// Sets KEY to --new (or removes it with --delete) only if its value is
+    /// --expected (or it is absent, without --expected).
+    Cas {
+        /// The key.
+        key: String,
+        /// The value KEY must have; without it, KEY must be absent.
+        #[arg(long)]
+        expected: Option<String>,
+        /// The value KEY gets.
+        #[arg(long, required_unless_present = "delete", conflicts_with = "delete")]
+        new: Option<String>,
+        /// Remove KEY instead of setting it.
+        #[arg(long)]
+        delete: bool,
     },
     /// Prints KEY=VALUE for the keys in [--start, --end), in key order,
     /// across regions.
@@ -99,6 +115,36 @@ fn main() -> Result<()> {
             };
             let previous = done(client.write(&write).with_context(|| format!("delete {key}"))?)?;
             println!("delete {key} (was {})", text(&previous));
+        }
+        Request::Cas {
+            key,
+            expected,
+            new,
+            delete,
+        } => {
+            let write = KvWrite::CompareAndSet {
+                key: key.clone().into_bytes(),
+                expected: expected.clone().map(String::into_bytes),
+                new: if *delete {
+                    None
+                } else {
+                    new.clone().map(String::into_bytes)
+                },
+            };
+            match client.write(&write).with_context(|| format!("cas {key}"))? {
+                WriteOutcome::Done {
+                    previous,
+                    swapped: true,
+                } => println!("cas {key}: swapped (was {})", text(&previous)),
+                WriteOutcome::Done {
+                    previous,
+                    swapped: false,
+                } => {
+                    println!("cas {key}: not swapped, the value is {}", text(&previous));
+                    std::process::exit(1);
+                }
+                WriteOutcome::Refused(reason) => bail!("cas {key}: refused: {reason}"),
+            }
         }
         Request::Get { key } => {
             let value = client.get(key.as_bytes()).with_context(|| format!("get {key}"))?;

@@ -146,6 +146,20 @@ fn a_group_created_on_live_nodes_elects_takes_writes_and_survives_a_restart_of_a
     // with its log, so the next write is the sixth.
     let nodes = start(dir.path(), &peers);
     assert_eq!(apply(&nodes, created), 6);
+    // The admin service serves the created group as a configured one.
+    let mut admin = coraft::admin::AdminClient::connect(peers[1].shard_addresses[0], 7, Duration::from_secs(10))
+        .expect("admin connection");
+    match admin.call(coraft_net::admin::AdminRequest::Status {
+        groups: vec![created.0],
+    }) {
+        Ok(coraft_net::admin::AdminReply::Status(report)) => {
+            assert_eq!(
+                report.groups.iter().map(|g| g.group).collect::<Vec<_>>(),
+                vec![created.0]
+            );
+        }
+        other => panic!("admin status of a created group: {other:?}"),
+    }
     let status = block(nodes[1].group(created).status()).expect("hosted after the restart");
     assert_eq!(status.configuration.voters.len(), 3);
     assert!(matches!(

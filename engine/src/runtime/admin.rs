@@ -32,7 +32,9 @@ pub(crate) struct AdminService {
     cluster_id: u64,
     node: NodeId,
     election_priority: u8,
-    groups: Vec<GroupId>,
+    /// The configured groups, then those created at run time
+    /// (`Node::create_group`, `group_creation.rs`).
+    groups: std::sync::Mutex<Vec<GroupId>>,
     apis: Vec<flume::Sender<ApiRequest>>,
 }
 
@@ -48,9 +50,21 @@ impl AdminService {
             cluster_id,
             node,
             election_priority,
-            groups,
+            groups: std::sync::Mutex::new(groups),
             apis,
         }
+    }
+
+    /// A group created at run time is served from now on.
+    pub fn add_group(&self, group: GroupId) {
+        let mut groups = self.groups.lock().expect("not poisoned");
+        if !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
+
+    fn groups(&self) -> Vec<GroupId> {
+        self.groups.lock().expect("not poisoned").clone()
     }
 
     /// Every node's shard addresses the shards know (a node's list from
@@ -253,7 +267,7 @@ impl AdminService {
     }
 
     fn hosted(&self, group: u64) -> Result<(), AdminError> {
-        if self.groups.contains(&GroupId(group)) {
+        if self.groups().contains(&GroupId(group)) {
             Ok(())
         } else {
             Err(AdminError::UnknownGroup { group })
@@ -270,7 +284,7 @@ impl AdminService {
             });
         }
         let groups: Vec<u64> = if groups.is_empty() {
-            self.groups.iter().map(|g| g.0).collect()
+            self.groups().iter().map(|g| g.0).collect()
         } else {
             groups
         };

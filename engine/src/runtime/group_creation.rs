@@ -71,6 +71,7 @@ impl Shard {
             self.shard_index()
         );
         self.groups.insert(group, hosted);
+        self.admin.add_group(group);
         self.dirty.insert(group);
         self.awake.insert(group);
         Ok(())

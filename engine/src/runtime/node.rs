@@ -1060,6 +1060,7 @@ async fn start_shard(
             let first = Configuration::with_voters(first_voters.iter().copied());
             entry.insert(open_group(options, &dir, &wal, group, first, factory)?);
         }
+        admin.add_group(group);
     }
     let identity = LocalIdentity {
         cluster_id: options.cluster_id,

@@ -170,3 +170,42 @@ fn a_group_created_on_live_nodes_elects_takes_writes_and_survives_a_restart_of_a
         node.shutdown();
     }
 }
+
+#[test]
+fn a_member_that_creates_the_group_late_is_caught_up_by_the_log() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = coraft::ports::free_loopback_addresses(3 * SHARDS).unwrap();
+    let peers: Vec<PeerSpec> = (0..3)
+        .map(|n| PeerSpec {
+            id: NodeId(n as u64 + 1),
+            shard_addresses: addresses[n * SHARDS..(n + 1) * SHARDS].to_vec(),
+        })
+        .collect();
+    let voters: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
+    let nodes = start(dir.path(), &peers);
+    let created = GroupId(4);
+    // Two of three voters host it: a quorum, so it elects and commits, and
+    // what the leader sends node 3 is dropped there.
+    for node in &nodes[..2] {
+        node.create_group(created, voters.clone()).expect("created");
+    }
+    for expected in 1..=10 {
+        assert_eq!(apply(&nodes, created), expected);
+    }
+    nodes[2].create_group(created, voters.clone()).expect("created late");
+    // A linearizable read on node 3 answers once it has applied the ten
+    // writes, which only the log can have brought it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = block(nodes[2].group(created).read(Vec::new()));
+        if read.as_deref().is_ok_and(|answer| count(answer) == 10) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 3 did not catch up in 30 s: {read:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for node in nodes {
+        node.shutdown();
+    }
+}

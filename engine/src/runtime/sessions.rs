@@ -162,7 +162,15 @@ impl SessionTable {
         // The command itself is unanswered, whatever the client claims.
         let forget_below = lowest_unanswered.min(sequence);
         if forget_below > session.lowest_unanswered {
-            session.results = session.results.split_off(&forget_below);
+            // Usually one or two results go: popping them allocates
+            // nothing, where `split_off` builds a new map every write.
+            while session
+                .results
+                .first_key_value()
+                .is_some_and(|(&kept, _)| kept < forget_below)
+            {
+                session.results.pop_first();
+            }
             session.lowest_unanswered = forget_below;
         }
         let cached = CachedResult {
@@ -182,6 +190,11 @@ impl SessionTable {
 
     fn touch(&mut self, id: SessionId) {
         let session = self.sessions.get_mut(&id).expect("touching a held session");
+        if session.last_active_ms == self.clock_ms {
+            // Already filed under this millisecond (most writes of a busy
+            // session): the index stays as it is.
+            return;
+        }
         self.by_activity.remove(&(session.last_active_ms, id));
         session.last_active_ms = self.clock_ms;
         self.by_activity.insert((self.clock_ms, id));

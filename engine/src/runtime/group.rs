@@ -424,6 +424,8 @@ impl Group {
         now: std::time::Instant,
     ) {
         // Proposals below `index` whose entries never showed up were replaced.
+        // At most one proposal is the entry's: it takes `result` itself.
+        let mut result = Some(result);
         while let Some((&first, _)) = self.proposals.first_key_value() {
             if first > index {
                 break;
@@ -435,7 +437,8 @@ impl Group {
                     &mut metrics.proposal_us,
                     now.saturating_duration_since(pending.received),
                 );
-                pending.reply.send(result.clone(), hint);
+                let result = result.take().expect("one proposal per index");
+                pending.reply.send(result, hint);
             } else {
                 pending.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
             }

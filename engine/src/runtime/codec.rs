@@ -229,7 +229,7 @@ pub fn payload_from_stored(kind: u8, data: &[u8]) -> Result<EntryPayload, Decode
     match kind {
         entry_kind::NOOP => Ok(EntryPayload::Noop),
         entry_kind::NORMAL => Ok(EntryPayload::Normal(Bytes::copy_from_slice(data))),
-        entry_kind::CONFIG => Ok(EntryPayload::Configuration(decode_configuration(data)?)),
+        entry_kind::CONFIG => Ok(EntryPayload::Configuration(Box::new(decode_configuration(data)?))),
         other => Err(DecodeError::EntryKind(other)),
     }
 }

@@ -405,10 +405,19 @@ impl Group {
         let mut outputs = outputs.into_iter();
         for f in scratch.fresh.drain(..) {
             let output = outputs.next().unwrap_or_default();
-            if let Some((id, sequence, lowest_unanswered, crc)) = f.session {
-                self.sessions.record(id, sequence, lowest_unanswered, crc, &output);
-            }
-            scratch.results[f.position] = Some(Ok(output));
+            let answer = match f.session {
+                Some((id, sequence, lowest_unanswered, crc)) => {
+                    // The session keeps the output for retries; a copy is
+                    // made only for a proposer waiting here (on the leader:
+                    // a follower answers no one and moves it).
+                    let awaited = self.proposals.contains_key(&entries[f.position].index);
+                    let answer = if awaited { output.clone() } else { Vec::new() };
+                    self.sessions.record(id, sequence, lowest_unanswered, crc, output);
+                    answer
+                }
+                None => output,
+            };
+            scratch.results[f.position] = Some(Ok(answer));
         }
         now
     }

@@ -154,7 +154,7 @@ impl SessionTable {
 
     /// Keeps the result of a fresh command for its retries and forgets the
     /// results below `lowest_unanswered` (the client has them).
-    pub fn record(&mut self, id: SessionId, sequence: u64, lowest_unanswered: u64, command_crc: u32, result: &[u8]) {
+    pub fn record(&mut self, id: SessionId, sequence: u64, lowest_unanswered: u64, command_crc: u32, result: Vec<u8>) {
         // Expired or evicted since it was admitted: nobody can retry it.
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -173,10 +173,7 @@ impl SessionTable {
             }
             session.lowest_unanswered = forget_below;
         }
-        let cached = CachedResult {
-            command_crc,
-            result: result.to_vec(),
-        };
+        let cached = CachedResult { command_crc, result };
         session.results.insert(sequence, cached);
         while session.results.len() > SESSION_RESULTS_MAX {
             let (oldest, _) = session.results.pop_first().expect("over the bound");
@@ -379,7 +376,7 @@ mod tests {
         let crc = crc32fast::hash(command);
         assert_eq!(table.admit(id, sequence, crc), Ok(Admission::Fresh));
         let result = [command, &sequence.to_le_bytes()].concat();
-        table.record(id, sequence, lowest, crc, &result);
+        table.record(id, sequence, lowest, crc, result.clone());
         result
     }
 

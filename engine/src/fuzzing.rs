@@ -278,11 +278,11 @@ fn append(core: &RaftCore, input: &mut Input<'_>, term: Term) -> MessageBody {
             entry_term = Term(input.near(term.0));
         }
         let payload = match shape % 16 {
-            1 => EntryPayload::Configuration(Configuration::with_voters(if shape >= 128 {
+            1 => EntryPayload::Configuration(Box::new(Configuration::with_voters(if shape >= 128 {
                 vec![NodeId(1), NodeId(2)]
             } else {
                 Vec::new()
-            })),
+            }))),
             2 => EntryPayload::Noop,
             _ => EntryPayload::Normal(Bytes::from_static(b"e")),
         };

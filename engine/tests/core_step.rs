@@ -320,7 +320,7 @@ fn configuration_without_voters_is_refused() {
     let empty = Entry {
         index: LogIndex(4),
         term: Term(2),
-        payload: EntryPayload::Configuration(Configuration::default()),
+        payload: EntryPayload::Configuration(Box::default()),
     };
     let kind = refused(&mut core, append(2, 3, vec![empty]));
     assert_eq!(kind, ViolationKind::ConfigurationWithoutVoters { index: LogIndex(4) });

@@ -110,7 +110,7 @@ impl RaftCore {
         let mut membership = Membership::new(snapshot_index, base);
         for entry in log.iter() {
             if let EntryPayload::Configuration(conf) = &entry.payload {
-                membership.appended(entry.index, conf.clone());
+                membership.appended(entry.index, (**conf).clone());
             }
         }
         let soft = SoftState {
@@ -555,7 +555,7 @@ impl RaftCore {
         let mut payloads = vec![EntryPayload::Noop];
         if let Some(forced) = self.membership.take_forced() {
             // Make a reset-peers configuration durable and known to followers.
-            payloads.push(EntryPayload::Configuration(forced));
+            payloads.push(EntryPayload::Configuration(Box::new(forced)));
         }
         self.append_as_leader(payloads);
         self.broadcast_append();
@@ -598,7 +598,7 @@ impl RaftCore {
             self.uncommitted_bytes += entry.size_bytes();
             if let EntryPayload::Configuration(conf) = &entry.payload {
                 self.pending_configuration_index = index;
-                self.configuration_appended(index, conf.clone());
+                self.configuration_appended(index, (**conf).clone());
             }
             self.log.append([entry]);
             index = index.next();

@@ -154,7 +154,7 @@ impl RaftCore {
             return Err(RaftError::ConfigurationChangePending);
         }
         let next = next_configuration(self.membership.current(), changes)?;
-        let (index, _) = self.propose_payloads(vec![EntryPayload::Configuration(next)])?;
+        let (index, _) = self.propose_payloads(vec![EntryPayload::Configuration(Box::new(next))])?;
         Ok(index)
     }
 
@@ -252,7 +252,7 @@ impl RaftCore {
         if self.transfer.is_some() {
             self.transfer = None;
         }
-        let _ = self.propose_payloads(vec![EntryPayload::Configuration(configuration)]);
+        let _ = self.propose_payloads(vec![EntryPayload::Configuration(Box::new(configuration))]);
     }
 
     /// Unsafe recovery when a quorum is lost for good: adopt `voters` as the

@@ -285,7 +285,7 @@ impl RaftCore {
             let skip = (conflict.0 - prev_log_index.0 - 1) as usize;
             for entry in entries.into_iter().skip(skip) {
                 if let EntryPayload::Configuration(conf) = &entry.payload {
-                    self.configuration_appended(entry.index, conf.clone());
+                    self.configuration_appended(entry.index, (**conf).clone());
                 }
                 self.log.append([entry]);
             }

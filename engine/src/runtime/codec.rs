@@ -229,7 +229,7 @@ pub fn payload_from_stored(kind: u8, data: &[u8]) -> Result<EntryPayload, Decode
     match kind {
         entry_kind::NOOP => Ok(EntryPayload::Noop),
         entry_kind::NORMAL => Ok(EntryPayload::Normal(Bytes::copy_from_slice(data))),
-        entry_kind::CONFIG => Ok(EntryPayload::Configuration(decode_configuration(data)?)),
+        entry_kind::CONFIG => Ok(EntryPayload::Configuration(Box::new(decode_configuration(data)?))),
         other => Err(DecodeError::EntryKind(other)),
     }
 }
@@ -380,15 +380,20 @@ pub fn expand_coalesced(envelope: &wire::Envelope) -> Vec<Message> {
 
 /// A wire envelope as a core message; `None` for kinds the core does not
 /// take directly (coalesced heartbeats are expanded by the caller).
-pub fn from_wire(envelope: &wire::Envelope) -> Result<Option<Message>, DecodeError> {
-    let body = match &envelope.body {
+pub fn from_wire(envelope: wire::Envelope) -> Result<Option<Message>, DecodeError> {
+    let body = match envelope.body {
         wire::RaftBody::AppendEntries(append) => {
             let mut entries = Vec::with_capacity(append.entries.len());
-            for e in &append.entries {
+            for e in append.entries {
+                // A normal entry keeps the bytes it arrived in (no copy).
+                let payload = match e.kind {
+                    entry_kind::NORMAL => EntryPayload::Normal(e.data),
+                    kind => payload_from_stored(kind, &e.data)?,
+                };
                 entries.push(Entry {
                     index: LogIndex(e.index),
                     term: Term(e.term),
-                    payload: payload_from_stored(e.kind, &e.data)?,
+                    payload,
                 });
             }
             MessageBody::AppendEntries {
@@ -645,7 +650,7 @@ mod tests {
                 term: Term(2),
                 body,
             };
-            assert_eq!(from_wire(&to_wire(&message)), Ok(Some(message)));
+            assert_eq!(from_wire(to_wire(&message)), Ok(Some(message)));
         }
     }
 }

@@ -18,6 +18,9 @@ use super::violations::PeerViolations;
 /// Bound on events waiting for the shard loop; beyond it Raft messages are
 /// dropped (Raft tolerates loss) and client requests are refused as busy.
 pub const EVENTS_QUEUED_MAX: usize = 1 << 18;
+/// Bound on the events whose room the loop keeps between turns
+/// ([`EventQueue::swap_into`]).
+pub const EVENTS_RETAINED_MAX: usize = 1 << 12;
 
 /// Something for the shard loop to handle.
 pub(crate) enum Event {
@@ -88,8 +91,15 @@ impl EventQueue {
         let _ = self.doorbell.try_send(());
     }
 
-    /// Takes every queued event.
-    pub fn drain(&self) -> VecDeque<Event> {
-        std::mem::take(&mut *self.queue.borrow_mut())
+    /// Swaps every queued event into `spare` (which must be empty), whose
+    /// room the queue keeps for the next turn's events: a loop that swaps
+    /// two buffers turn after turn grows neither again. A buffer that held
+    /// more than [`EVENTS_RETAINED_MAX`] is given back instead.
+    pub fn swap_into(&self, spare: &mut VecDeque<Event>) {
+        debug_assert!(spare.is_empty(), "the spare buffer is drained before a swap");
+        if spare.capacity() > EVENTS_RETAINED_MAX {
+            *spare = VecDeque::new();
+        }
+        std::mem::swap(&mut *self.queue.borrow_mut(), spare);
     }
 }

@@ -68,12 +68,41 @@ pub struct GroupCounters {
     pub install_bytes_sent: u64,
 }
 
+/// Bound on the entries whose room [`ApplyScratch`] keeps between apply
+/// runs; a larger run's room is given back after it.
+pub const APPLY_SCRATCH_ENTRIES_MAX: usize = 1 << 14;
+
 /// A command admitted in this apply run, waiting for the state machine.
-struct FreshCommand<'a> {
+struct FreshCommand {
+    /// Its place in the run's entries.
     position: usize,
+    /// Where its data starts in its entry's bytes (it runs to the end).
+    data_start: usize,
     /// `(session, sequence, lowest_unanswered, command_crc)` of a client's.
     session: Option<(u128, u64, u64, u32)>,
-    command: Command<'a>,
+}
+
+/// What `apply_commands` works in, kept between apply runs so that a run
+/// allocates none of it (fresh memory per turn costs page faults: the
+/// allocator hands the freed room back to the kernel between turns).
+#[derive(Default)]
+struct ApplyScratch {
+    results: Vec<Option<Result<Vec<u8>, Error>>>,
+    fresh: Vec<FreshCommand>,
+    /// Sessions with a command in `fresh`.
+    waiting: HashSet<u128>,
+}
+
+impl ApplyScratch {
+    /// Empties it, keeping the room of runs up to [`APPLY_SCRATCH_ENTRIES_MAX`].
+    fn clear(&mut self) {
+        self.results.clear();
+        self.fresh.clear();
+        self.waiting.clear();
+        if self.results.capacity() > APPLY_SCRATCH_ENTRIES_MAX {
+            *self = ApplyScratch::default();
+        }
+    }
 }
 
 /// A group hosted by a shard.
@@ -119,6 +148,8 @@ pub(crate) struct Group {
     pub address_book: BTreeMap<NodeId, Vec<std::net::SocketAddr>>,
     /// A configuration entry was applied since the shard last looked.
     pub configuration_applied: bool,
+    /// Room for `apply_commands`, reused run after run.
+    apply_scratch: ApplyScratch,
 }
 
 impl Group {
@@ -145,6 +176,7 @@ impl Group {
             learned_addresses: Vec::new(),
             address_book: BTreeMap::new(),
             configuration_applied: false,
+            apply_scratch: ApplyScratch::default(),
         }
     }
 
@@ -253,9 +285,8 @@ impl Group {
         // (a retried write applies at most once); the fresh ones go to the
         // state machine in one call. A second command of a session waiting
         // in this call first flushes it, so it is decided on a current table.
-        let mut results: Vec<Option<Result<Vec<u8>, Error>>> = vec![None; entries.len()];
-        let mut fresh: Vec<FreshCommand<'_>> = Vec::with_capacity(entries.len());
-        let mut waiting: HashSet<u128> = HashSet::new();
+        let mut scratch = std::mem::take(&mut self.apply_scratch);
+        scratch.results.resize_with(entries.len(), || None);
         for (position, entry) in entries.iter().enumerate() {
             let EntryPayload::Normal(bytes) = &entry.payload else {
                 unreachable!("a run of normal entries")
@@ -273,17 +304,20 @@ impl Group {
                         entry.index
                     ),
                 }
-                results[position] = Some(Ok(Vec::new()));
+                scratch.results[position] = Some(Ok(Vec::new()));
                 continue;
             }
             let Some(logged) = decode_command(bytes) else {
                 // Not a command this runtime wrote: nothing to apply.
-                results[position] = Some(Ok(Vec::new()));
+                scratch.results[position] = Some(Ok(Vec::new()));
                 continue;
             };
-            if logged.session().is_some_and(|session| waiting.contains(&session)) {
-                now = self.apply_fresh(&mut fresh, &mut results, metrics, now);
-                waiting.clear();
+            if logged
+                .session()
+                .is_some_and(|session| scratch.waiting.contains(&session))
+            {
+                now = self.apply_fresh(entries, &mut scratch, metrics, now);
+                scratch.waiting.clear();
             }
             self.sessions.advance_clock(logged.leader_time_ms());
             let (session, data) = match logged {
@@ -292,7 +326,7 @@ impl Group {
                     session, timeout_ms, ..
                 } => {
                     self.sessions.register(session, timeout_ms);
-                    results[position] = Some(Ok(Vec::new()));
+                    scratch.results[position] = Some(Ok(Vec::new()));
                     continue;
                 }
                 LoggedCommand::Session {
@@ -306,66 +340,84 @@ impl Group {
                     match self.sessions.admit(session, sequence, crc) {
                         Ok(Admission::Fresh) => (Some((session, sequence, lowest_unanswered, crc)), data),
                         Ok(Admission::Duplicate(result)) => {
-                            results[position] = Some(Ok(result));
+                            scratch.results[position] = Some(Ok(result));
                             continue;
                         }
                         Err(SessionRefusal::Expired) => {
-                            results[position] = Some(Err(Error::SessionExpired));
+                            scratch.results[position] = Some(Err(Error::SessionExpired));
                             continue;
                         }
                         Err(SessionRefusal::StaleSequence) => {
-                            results[position] = Some(Err(Error::StaleSequence));
+                            scratch.results[position] = Some(Err(Error::StaleSequence));
                             continue;
                         }
                     }
                 }
             };
             if let Some((id, ..)) = session {
-                waiting.insert(id);
+                scratch.waiting.insert(id);
             }
-            let command = Command {
-                index: entry.index,
-                term: entry.term,
-                data,
-            };
-            fresh.push(FreshCommand {
+            // The data is the tail of the entry's bytes.
+            scratch.fresh.push(FreshCommand {
                 position,
+                data_start: bytes.len() - data.len(),
                 session,
-                command,
             });
         }
-        now = self.apply_fresh(&mut fresh, &mut results, metrics, now);
-        for (entry, result) in entries.iter().zip(results) {
+        now = self.apply_fresh(entries, &mut scratch, metrics, now);
+        for (entry, result) in entries.iter().zip(scratch.results.drain(..)) {
             let result = result.unwrap_or_else(|| Ok(Vec::new()));
             self.answer(entry.index, entry.term, result, metrics, now);
         }
+        scratch.clear();
+        self.apply_scratch = scratch;
     }
 
-    /// Hands the admitted commands to the state machine and records their
-    /// results in the sessions; returns the time the results are answered at.
+    /// Hands the admitted commands (of `entries`) to the state machine and
+    /// records their results in the sessions; returns the time the results
+    /// are answered at.
     fn apply_fresh(
         &mut self,
-        fresh: &mut Vec<FreshCommand<'_>>,
-        results: &mut [Option<Result<Vec<u8>, Error>>],
+        entries: &[Entry],
+        scratch: &mut ApplyScratch,
         metrics: &mut ShardMetrics,
         now: std::time::Instant,
     ) -> std::time::Instant {
-        if fresh.is_empty() {
+        if scratch.fresh.is_empty() {
             return now;
         }
-        let mut commands = fresh.iter().map(|f| f.command);
+        let mut commands = scratch.fresh.iter().map(|f| {
+            let entry = &entries[f.position];
+            let EntryPayload::Normal(bytes) = &entry.payload else {
+                unreachable!("only normal entries are admitted")
+            };
+            Command {
+                index: entry.index,
+                term: entry.term,
+                data: &bytes[f.data_start..],
+            }
+        });
         let started = std::time::Instant::now();
         let outputs = self.state_machine.on_apply(&mut commands);
         // The results are answered from here: the latency includes the apply.
         let now = std::time::Instant::now();
         ShardMetrics::record(&mut metrics.apply_us, now.saturating_duration_since(started));
         let mut outputs = outputs.into_iter();
-        for f in fresh.drain(..) {
+        for f in scratch.fresh.drain(..) {
             let output = outputs.next().unwrap_or_default();
-            if let Some((id, sequence, lowest_unanswered, crc)) = f.session {
-                self.sessions.record(id, sequence, lowest_unanswered, crc, &output);
-            }
-            results[f.position] = Some(Ok(output));
+            let answer = match f.session {
+                Some((id, sequence, lowest_unanswered, crc)) => {
+                    // The session keeps the output for retries; a copy is
+                    // made only for a proposer waiting here (on the leader:
+                    // a follower answers no one and moves it).
+                    let awaited = self.proposals.contains_key(&entries[f.position].index);
+                    let answer = if awaited { output.clone() } else { Vec::new() };
+                    self.sessions.record(id, sequence, lowest_unanswered, crc, output);
+                    answer
+                }
+                None => output,
+            };
+            scratch.results[f.position] = Some(Ok(answer));
         }
         now
     }
@@ -381,6 +433,8 @@ impl Group {
         now: std::time::Instant,
     ) {
         // Proposals below `index` whose entries never showed up were replaced.
+        // At most one proposal is the entry's: it takes `result` itself.
+        let mut result = Some(result);
         while let Some((&first, _)) = self.proposals.first_key_value() {
             if first > index {
                 break;
@@ -392,7 +446,8 @@ impl Group {
                     &mut metrics.proposal_us,
                     now.saturating_duration_since(pending.received),
                 );
-                pending.reply.send(result.clone(), hint);
+                let result = result.take().expect("one proposal per index");
+                pending.reply.send(result, hint);
             } else {
                 pending.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
             }

@@ -154,7 +154,7 @@ impl SessionTable {
 
     /// Keeps the result of a fresh command for its retries and forgets the
     /// results below `lowest_unanswered` (the client has them).
-    pub fn record(&mut self, id: SessionId, sequence: u64, lowest_unanswered: u64, command_crc: u32, result: &[u8]) {
+    pub fn record(&mut self, id: SessionId, sequence: u64, lowest_unanswered: u64, command_crc: u32, result: Vec<u8>) {
         // Expired or evicted since it was admitted: nobody can retry it.
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -162,13 +162,18 @@ impl SessionTable {
         // The command itself is unanswered, whatever the client claims.
         let forget_below = lowest_unanswered.min(sequence);
         if forget_below > session.lowest_unanswered {
-            session.results = session.results.split_off(&forget_below);
+            // Usually one or two results go: popping them allocates
+            // nothing, where `split_off` builds a new map every write.
+            while session
+                .results
+                .first_key_value()
+                .is_some_and(|(&kept, _)| kept < forget_below)
+            {
+                session.results.pop_first();
+            }
             session.lowest_unanswered = forget_below;
         }
-        let cached = CachedResult {
-            command_crc,
-            result: result.to_vec(),
-        };
+        let cached = CachedResult { command_crc, result };
         session.results.insert(sequence, cached);
         while session.results.len() > SESSION_RESULTS_MAX {
             let (oldest, _) = session.results.pop_first().expect("over the bound");
@@ -182,6 +187,11 @@ impl SessionTable {
 
     fn touch(&mut self, id: SessionId) {
         let session = self.sessions.get_mut(&id).expect("touching a held session");
+        if session.last_active_ms == self.clock_ms {
+            // Already filed under this millisecond (most writes of a busy
+            // session): the index stays as it is.
+            return;
+        }
         self.by_activity.remove(&(session.last_active_ms, id));
         session.last_active_ms = self.clock_ms;
         self.by_activity.insert((self.clock_ms, id));
@@ -366,7 +376,7 @@ mod tests {
         let crc = crc32fast::hash(command);
         assert_eq!(table.admit(id, sequence, crc), Ok(Admission::Fresh));
         let result = [command, &sequence.to_le_bytes()].concat();
-        table.record(id, sequence, lowest, crc, &result);
+        table.record(id, sequence, lowest, crc, result.clone());
         result
     }
 

@@ -74,6 +74,9 @@ pub(crate) struct Shard {
     pub events: Rc<EventQueue>,
     pub listener: Rc<Listener>,
     waiters: VecDeque<PersistWaiter>,
+    /// The turn's events, swapped out of `events`; empty between turns,
+    /// its room kept for the next turn (`EventQueue::swap_into`).
+    inbox: VecDeque<Event>,
     synced_requested_lsn: u64,
     pub(super) failed: Option<Error>,
     pub(super) dirty: BTreeSet<GroupId>,
@@ -217,6 +220,7 @@ impl Shard {
             events,
             listener,
             waiters: VecDeque::new(),
+            inbox: VecDeque::new(),
             synced_requested_lsn: 0,
             failed: None,
             dirty,
@@ -330,7 +334,9 @@ impl Shard {
     fn turn(&mut self) {
         let started = Instant::now();
         let mut proposals: BTreeMap<GroupId, Batch> = BTreeMap::new();
-        for event in self.events.drain() {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        self.events.swap_into(&mut inbox);
+        for event in inbox.drain(..) {
             match event {
                 // A failed shard is no replica: it hears nothing (fail-stop).
                 Event::Raft(message) if self.failed.is_some() => drop(message),
@@ -363,6 +369,7 @@ impl Shard {
                 Event::SnapshotChunkAck { group, from, ack } => self.snapshot_chunk_ack(group, from, ack),
             }
         }
+        self.inbox = inbox;
         // Whatever waited in the inbox was stepped first (a heartbeat that
         // arrived during a stall is evidence its leader lived then); now
         // the cores learn how long this shard was away, even if a full

@@ -301,12 +301,12 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
         };
         let peer = NodeId(connection.peer().node_id);
         let _ = events.push(Event::PeerHeard(peer));
-        for envelope in &batch.messages {
+        for envelope in batch.messages {
             if matches!(
                 envelope.body,
                 RaftBody::CoalescedHeartbeat(_) | RaftBody::CoalescedHeartbeatResponse(_)
             ) {
-                for message in expand_coalesced(envelope) {
+                for message in expand_coalesced(&envelope) {
                     push_authenticated(&events, peer, message);
                 }
                 continue;
@@ -315,7 +315,7 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
                 envelope.body,
                 RaftBody::SnapshotChunk(_) | RaftBody::SnapshotChunkAck(_)
             ) {
-                push_snapshot_stream(&events, peer, envelope);
+                push_snapshot_stream(&events, peer, &envelope);
                 continue;
             }
             match from_wire(envelope) {

@@ -16,6 +16,7 @@ use coraft::raft::NodeId;
 use coraft_tuning::{NodeConfig, Peer, PlacementPolicy, SnapshotSettings};
 
 use crate::netns::Network;
+use crate::proxy::Links;
 use crate::RunError;
 
 /// The cluster id the harness's nodes and clients use.
@@ -50,6 +51,9 @@ pub struct Cluster {
     node_bin: PathBuf,
     nodes: Vec<NodeProcess>,
     raft_addresses: Vec<SocketAddr>,
+    /// The proxies between the nodes, if the run has proxy faults (dropped
+    /// after the nodes are killed).
+    links: Option<Links>,
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> RunError {
@@ -95,6 +99,30 @@ impl Cluster {
         segment_bytes: u64,
         snapshot: Option<SnapshotSettings>,
     ) -> Result<Cluster, RunError> {
+        Cluster::create_full(node_bin, dir, count, network, segment_bytes, snapshot, None)
+    }
+
+    /// [`Cluster::create_configured`], and given `proxy_seed`, node-to-node
+    /// traffic through a fault-injecting proxy per link ([`Links`], seeded
+    /// with it): node `i` is configured to reach node `j` at the proxy of
+    /// the link `i → j` (on loopback), clients still reach every node
+    /// directly. Proxies and network namespaces do not mix (the proxies
+    /// would bypass the partitions).
+    pub fn create_full(
+        node_bin: &Path,
+        dir: &Path,
+        count: usize,
+        network: Option<&Network>,
+        segment_bytes: u64,
+        snapshot: Option<SnapshotSettings>,
+        proxy_seed: Option<u64>,
+    ) -> Result<Cluster, RunError> {
+        if network.is_some() && proxy_seed.is_some() {
+            return Err(RunError::Setup(
+                "proxied links and network namespaces do not mix: the proxies would carry traffic around the partitions"
+                    .into(),
+            ));
+        }
         let addresses = match network {
             None => free_ports(2 * count)?,
             Some(network) => [NAMESPACE_RAFT_PORT, NAMESPACE_METRICS_PORT]
@@ -111,14 +139,34 @@ impl Cluster {
                 address,
             })
             .collect();
+        let links = match proxy_seed {
+            Some(seed) => Some(Links::start(raft, std::net::Ipv4Addr::LOCALHOST.into(), seed)?),
+            None => None,
+        };
         let mut nodes = Vec::new();
         for i in 0..count {
+            // Through the proxies, node i reaches node j at the link i → j.
+            let peers: Vec<Peer> = match &links {
+                Some(links) => peers
+                    .iter()
+                    .enumerate()
+                    .map(|(j, peer)| Peer {
+                        id: peer.id,
+                        address: if j == i {
+                            peer.address
+                        } else {
+                            links.link(i, j).listen_address()
+                        },
+                    })
+                    .collect(),
+                None => peers.clone(),
+            };
             let mut config = NodeConfig {
                 cluster_id: CLUSTER_ID,
                 node_id: i as u64 + 1,
                 listen: raft[i],
                 metrics_listen: Some(metrics[i]),
-                peers: peers.clone(),
+                peers,
                 ..NodeConfig::default()
             };
             config.shards.count = 1;
@@ -149,7 +197,19 @@ impl Cluster {
             node_bin: node_bin.to_path_buf(),
             nodes,
             raft_addresses: raft.to_vec(),
+            links,
         })
+    }
+
+    /// Node `index`'s (0-based) Raft address, where clients and admin
+    /// tools reach it.
+    pub fn raft_address(&self, index: usize) -> SocketAddr {
+        self.raft_addresses[index]
+    }
+
+    /// The proxies between the nodes, if the cluster was made with them.
+    pub fn links(&self) -> Option<&Links> {
+        self.links.as_ref()
     }
 
     /// How many nodes the cluster has.
@@ -273,8 +333,12 @@ impl Cluster {
         true
     }
 
-    /// Resumes every paused node and starts every stopped one.
+    /// Resumes every paused node, starts every stopped one, and sets
+    /// every proxied link back to plain forwarding.
     pub fn heal(&mut self) -> Result<(), RunError> {
+        if let Some(links) = &self.links {
+            links.heal();
+        }
         for index in 0..self.nodes.len() {
             if self.nodes[index].paused {
                 self.pause(index, false);

@@ -15,6 +15,7 @@
 //! * [`workload`]: the client threads and the history recorder.
 //! * [`nemesis`]: faults on a seeded schedule.
 //! * [`netns`]: network namespaces for partitions.
+//! * [`proxy`]: a fault-injecting TCP proxy per link (delay, reordering, resets, stalls).
 //! * [`run`]: one whole run and its report (what `coraft-chaos` runs).
 //! * [`plot`]: the run's SVG (throughput and latency over time, faults marked).
 #![deny(missing_docs)]
@@ -27,6 +28,7 @@ pub mod list_append;
 pub mod nemesis;
 pub mod netns;
 pub mod plot;
+pub mod proxy;
 pub mod rng;
 pub mod run;
 pub mod workload;

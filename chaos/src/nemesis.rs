@@ -31,6 +31,24 @@
 //!   for its `coraft_snapshots_installed_total` to say it was caught up by
 //!   InstallSnapshot; the fault records how many it installed.
 //!
+//! * `proxy-delay`, `proxy-reorder`, `proxy-lossy`: node-to-node traffic
+//!   runs through a fault-injecting TCP proxy per link ([`crate::proxy`]);
+//!   `proxy-delay` holds every chunk 5–60 ms plus up to 20–150 ms of jitter
+//!   on every link; `proxy-reorder` adds jitter and resets each connection
+//!   after 200–1000 ms, delivering what it held 100–400 ms later on the old
+//!   connection while the new one already carries newer messages;
+//!   `proxy-lossy` makes every link to and from one node (the leader if one
+//!   is known) stall for its last 100–400 ms and reset every 300–1200 ms,
+//!   losing what was written during the stall.
+//! * `transfer`: ask the leader (admin protocol, `TransferLeader`) to hand
+//!   leadership to a random other node, and watch for the new leader.
+//! * `membership`: remove a random node (the leader included: it hands
+//!   over first) from the group through the admin protocol (`Remove`), keep
+//!   it out a while — half the time SIGKILLed and restarted while out —
+//!   then add it back as a voter (`AddVoter`, with its address) and wait
+//!   until it has applied what the leader had committed when it was
+//!   re-added ([`Fault::caught_up`]).
+//!
 //! Partitions need the nodes in network namespaces ([`Network`]); the
 //! clients still reach every node, so an isolated leader keeps getting
 //! requests.
@@ -40,8 +58,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cluster::Cluster;
+use coraft::admin::{AdminCallError, AdminClient, AdminRequest, MemberSpec};
+
+use crate::cluster::{Cluster, CLUSTER_ID};
 use crate::netns::Network;
+use crate::proxy::{LinkCounters, LinkFaults};
 use crate::rng::Rng;
 use crate::workload::Recorder;
 use crate::RunError;
@@ -75,6 +96,18 @@ pub enum FaultKind {
     /// SIGKILL a follower until the leader compacts past it, restart it:
     /// it must be caught up by InstallSnapshot.
     SnapshotInstall,
+    /// Every proxied link delayed, with jitter.
+    ProxyDelay,
+    /// Every proxied link jittered and its connections reset, what they
+    /// held delivered late on the old connection.
+    ProxyReorder,
+    /// One node's proxied links stall (losing what they read) and reset.
+    ProxyLossy,
+    /// Leadership handed to another node (admin `TransferLeader`).
+    Transfer,
+    /// A node removed from the group and added back (admin `Remove`,
+    /// `AddVoter`).
+    Membership,
 }
 
 /// Snapshots the live nodes must take, each, while the `snapshot-install`
@@ -106,7 +139,7 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 impl FaultKind {
     /// Every kind, in the order `--nemesis` lists them.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::KillAll,
@@ -119,7 +152,20 @@ impl FaultKind {
         FaultKind::PartitionOneWay,
         FaultKind::SlowLinks,
         FaultKind::SnapshotInstall,
+        FaultKind::ProxyDelay,
+        FaultKind::ProxyReorder,
+        FaultKind::ProxyLossy,
+        FaultKind::Transfer,
+        FaultKind::Membership,
     ];
+
+    /// Whether the kind needs the nodes' links proxied.
+    pub fn is_proxy(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ProxyDelay | FaultKind::ProxyReorder | FaultKind::ProxyLossy
+        )
+    }
 
     /// Whether the kind needs the nodes in network namespaces.
     pub fn is_partition(self) -> bool {
@@ -149,12 +195,17 @@ impl FaultKind {
             FaultKind::PartitionOneWay => "partition-one-way",
             FaultKind::SlowLinks => "slow-links",
             FaultKind::SnapshotInstall => "snapshot-install",
+            FaultKind::ProxyDelay => "proxy-delay",
+            FaultKind::ProxyReorder => "proxy-reorder",
+            FaultKind::ProxyLossy => "proxy-lossy",
+            FaultKind::Transfer => "transfer",
+            FaultKind::Membership => "membership",
         }
     }
 
     /// Parses a comma-separated list of kinds; `kill` means every kill
     /// kind, `stop` every stop kind, `partition` every partition kind,
-    /// `none` no fault.
+    /// `proxy` every proxy kind, `none` no fault.
     pub fn parse_list(text: &str) -> Result<Vec<FaultKind>, String> {
         let mut kinds = Vec::new();
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -168,12 +219,13 @@ impl FaultKind {
                     FaultKind::PartitionRing,
                     FaultKind::PartitionOneWay,
                 ],
+                "proxy" => vec![FaultKind::ProxyDelay, FaultKind::ProxyReorder, FaultKind::ProxyLossy],
                 "none" => vec![],
                 _ => match FaultKind::ALL.iter().find(|k| k.name() == word) {
                     Some(&kind) => vec![kind],
                     None => {
                         return Err(format!(
-                            "unknown fault `{word}`: expected kill, stop, partition, none, or one of {}",
+                            "unknown fault `{word}`: expected kill, stop, partition, proxy, none, or one of {}",
                             FaultKind::ALL.map(FaultKind::name).join(", ")
                         ))
                     }
@@ -212,6 +264,19 @@ pub struct Fault {
     /// from a leader (its `coraft_snapshots_installed_total`), 0 if none
     /// was seen in time.
     pub snapshots_installed: u64,
+    /// For a proxy fault: the links it set (1-based `[from, to]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<[u64; 2]>,
+    /// For a proxy fault: what the proxies did while it lasted (all links).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<LinkCounters>,
+    /// For `transfer` and `membership`: what the admin calls answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin: Vec<String>,
+    /// For `membership`: whether the re-added node applied what the
+    /// leader had committed when it was added back (`None`: not re-added).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught_up: Option<bool>,
 }
 
 /// The nemesis's timing, in milliseconds.
@@ -291,6 +356,119 @@ fn partition_sides(kind: FaultKind, nodes: usize, leader: usize, rng: &mut Rng) 
     }
 }
 
+/// How long a membership change (with the retries a new leader or a
+/// change in flight need) may take.
+const MEMBERSHIP_CHANGE_WAIT: Duration = Duration::from_secs(30);
+/// How long one admin call may take (a promotion waits for a catch-up).
+const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn admin_client(cluster: &Cluster, index: usize) -> Result<AdminClient, AdminCallError> {
+    AdminClient::connect(cluster.raft_address(index), CLUSTER_ID, ADMIN_CALL_TIMEOUT)
+}
+
+/// The group's report from node `index`, if it answers.
+fn group_report(cluster: &Cluster, index: usize) -> Option<coraft::admin::GroupReport> {
+    let mut client = admin_client(cluster, index).ok()?;
+    client.status(&[crate::workload::GROUP]).ok()?.groups.into_iter().next()
+}
+
+/// The leader's commit index now (0 if no leader answers).
+fn leader_commit(cluster: &Cluster) -> u64 {
+    cluster
+        .leader()
+        .and_then(|leader| group_report(cluster, leader))
+        .map_or(0, |report| report.commit_index)
+}
+
+/// Sends a membership `request` to the leader until it is done, or the
+/// leader's configuration shows node `node` a voter (`member`) or not a
+/// member (a call whose answer was lost may have applied), or `until`.
+fn change_membership(
+    cluster: &Cluster,
+    request: AdminRequest,
+    node: u64,
+    member: bool,
+    until: Instant,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let mut last = "no leader found".to_string();
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) && !INTERRUPTED.load(Ordering::Relaxed) {
+        if let Some(leader) = cluster.leader() {
+            if let Some(report) = group_report(cluster, leader) {
+                let voter = report.voters.contains(&node) && report.outgoing_voters.is_empty();
+                let gone = !report.voters.contains(&node) && !report.learners.contains(&node);
+                if (member && voter) || (!member && gone) {
+                    return Ok(());
+                }
+            }
+            match admin_client(cluster, leader).and_then(|mut client| client.change_membership(request.clone())) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last)
+}
+
+/// Waits until node `index` reports an applied index of `index_min` or
+/// more and counts itself a voter.
+fn await_applied(cluster: &Cluster, index: usize, index_min: u64, until: Instant) -> bool {
+    while Instant::now() < until {
+        if let Some(report) = group_report(cluster, index) {
+            if report.applied_index >= index_min && report.voters.contains(&(index as u64 + 1)) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Mixed into the run's seed for the nemesis's own generator.
+const NEMESIS_SEED_MIX: u64 = 0x004E_454D_4553_4953;
+
+/// What the nemesis draws for one fault, before looking at the cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Draw {
+    /// Quiet time before it.
+    pub gap_ms: u64,
+    /// Its kind.
+    pub kind: FaultKind,
+    /// The node it hits when it does not aim at the leader (0-based).
+    pub random_node: usize,
+    /// How long a killed node stays down.
+    pub down_ms: u64,
+    /// How long a paused node stays paused.
+    pub pause_ms: u64,
+    /// How long a partition or link fault lasts.
+    pub partition_ms: u64,
+    /// Seeds the fault's details (sides, link settings).
+    pub detail_seed: u64,
+}
+
+impl Draw {
+    fn next(rng: &mut Rng, kinds: &[FaultKind], nodes: usize, timing: &Timing) -> Draw {
+        Draw {
+            gap_ms: rng.between(timing.gap_ms.0, timing.gap_ms.1),
+            kind: kinds[rng.index(kinds.len())],
+            random_node: rng.index(nodes),
+            down_ms: rng.between(timing.down_ms.0, timing.down_ms.1),
+            pause_ms: rng.between(timing.pause_ms.0, timing.pause_ms.1),
+            partition_ms: rng.between(timing.partition_ms.0, timing.partition_ms.1),
+            detail_seed: rng.next_u64(),
+        }
+    }
+}
+
+/// The first `count` draws [`run`] makes for `seed` (what a run's seed
+/// plans; how many of them a run gets to depends on its duration and on
+/// the processes' timing).
+pub fn plan(seed: u64, kinds: &[FaultKind], nodes: usize, timing: &Timing, count: usize) -> Vec<Draw> {
+    let mut rng = Rng::new(seed ^ NEMESIS_SEED_MIX);
+    (0..count).map(|_| Draw::next(&mut rng, kinds, nodes, timing)).collect()
+}
+
 /// Injects faults of `kinds` until `deadline` (or `stop`, or
 /// [`INTERRUPTED`]); each fault is healed before the next one starts.
 /// Partition kinds need `network`.
@@ -305,7 +483,7 @@ pub fn run(
     recorder: &Recorder,
     stop: &AtomicBool,
 ) -> Result<Vec<Fault>, RunError> {
-    let mut rng = Rng::new(seed ^ 0x004E_454D_4553_4953);
+    let mut rng = Rng::new(seed ^ NEMESIS_SEED_MIX);
     let mut faults = Vec::new();
     let stopping = || stop.load(Ordering::Relaxed) || INTERRUPTED.load(Ordering::Relaxed);
     if kinds.is_empty() {
@@ -315,7 +493,10 @@ pub fn run(
         return Ok(faults);
     }
     loop {
-        sleep_unless(rng.between(timing.gap_ms.0, timing.gap_ms.1), stop);
+        // Every draw is made whatever the cluster looks like, so the seed
+        // alone decides the kinds, the random nodes and the durations.
+        let draw = Draw::next(&mut rng, kinds, cluster.len(), &timing);
+        sleep_unless(draw.gap_ms, stop);
         if Instant::now() >= deadline || stopping() {
             return Ok(faults);
         }
@@ -326,14 +507,15 @@ pub fn run(
                 ));
             }
         }
-        // Every draw is made whatever the cluster looks like, so the seed
-        // alone decides the kinds, the random nodes and the durations.
-        let kind = kinds[rng.index(kinds.len())];
-        let random_node = rng.index(cluster.len());
-        let down_ms = rng.between(timing.down_ms.0, timing.down_ms.1);
-        let pause_ms = rng.between(timing.pause_ms.0, timing.pause_ms.1);
-        let partition_ms = rng.between(timing.partition_ms.0, timing.partition_ms.1);
-        let mut partition_rng = Rng::new(rng.next_u64());
+        let Draw {
+            kind,
+            random_node,
+            down_ms,
+            pause_ms,
+            partition_ms,
+            ..
+        } = draw;
+        let mut partition_rng = Rng::new(draw.detail_seed);
         let leader = cluster.leader();
         let target = match kind {
             FaultKind::KillLeader | FaultKind::StopLeader | FaultKind::PartitionLeader | FaultKind::PartitionOneWay => {
@@ -353,6 +535,10 @@ pub fn run(
             start_ns,
             end_ns: start_ns,
             snapshots_installed: 0,
+            links: vec![],
+            proxy: None,
+            admin: vec![],
+            caught_up: None,
         };
         match kind {
             FaultKind::KillAll => {
@@ -445,6 +631,133 @@ pub fn run(
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
+            FaultKind::ProxyDelay | FaultKind::ProxyReorder | FaultKind::ProxyLossy => {
+                let links = cluster
+                    .links()
+                    .ok_or_else(|| crate::RunError::Setup(format!("{} needs the nodes' links proxied", kind.name())))?;
+                let until = Instant::now() + Duration::from_millis(partition_ms);
+                let faults = match kind {
+                    FaultKind::ProxyDelay => LinkFaults {
+                        delay_ms: partition_rng.between(5, 60),
+                        jitter_ms: partition_rng.between(20, 150),
+                        ..LinkFaults::default()
+                    },
+                    FaultKind::ProxyReorder => LinkFaults {
+                        jitter_ms: partition_rng.between(20, 100),
+                        lifetime_ms: Some((200, 1_000)),
+                        late_delivery: Some(partition_rng.between(100, 400)),
+                        ..LinkFaults::default()
+                    },
+                    _ => LinkFaults {
+                        lifetime_ms: Some((300, 1_200)),
+                        stall_ms: partition_rng.between(100, 400),
+                        ..LinkFaults::default()
+                    },
+                };
+                let chosen: Vec<(usize, usize)> = links
+                    .all()
+                    .map(|(link, _)| link)
+                    .filter(|&(from, to)| kind != FaultKind::ProxyLossy || from == target || to == target)
+                    .collect();
+                let before = links.counters();
+                for &(from, to) in &chosen {
+                    links.link(from, to).set_faults(faults);
+                }
+                fault.links = chosen.iter().map(|&(from, to)| [id(from), id(to)]).collect();
+                fault.nodes = if kind == FaultKind::ProxyLossy {
+                    vec![id(target)]
+                } else {
+                    (0..cluster.len()).map(id).collect()
+                };
+                if kind == FaultKind::ProxyLossy && Some(target) == leader {
+                    fault.leader_after =
+                        await_new_leader(cluster, leader, timing.new_leader_wait_ms.min(partition_ms)).map(id);
+                }
+                sleep_unless(until.saturating_duration_since(Instant::now()).as_millis() as u64, stop);
+                links.heal();
+                fault.proxy = Some(links.counters().since(&before));
+            }
+            FaultKind::Transfer => {
+                let Some(from) = leader else {
+                    eprintln!("coraft-chaos: transfer skipped: no leader found");
+                    continue;
+                };
+                let to = if random_node == from {
+                    (random_node + 1) % cluster.len()
+                } else {
+                    random_node
+                };
+                fault.nodes = vec![id(from), id(to)];
+                let answer = admin_client(cluster, from).and_then(|mut client| {
+                    client.transfer_leader(crate::workload::GROUP, coraft::raft::NodeId(id(to)))
+                });
+                fault.admin.push(match &answer {
+                    Ok(()) => format!("transfer {} -> {}: started", id(from), id(to)),
+                    Err(e) => format!("transfer {} -> {}: {e}", id(from), id(to)),
+                });
+                fault.leader_after = await_new_leader(cluster, leader, timing.new_leader_wait_ms).map(id);
+            }
+            FaultKind::Membership => {
+                let node = random_node;
+                fault.nodes = vec![id(node)];
+                let change_until = Instant::now() + MEMBERSHIP_CHANGE_WAIT;
+                let removed = change_membership(
+                    cluster,
+                    AdminRequest::Remove {
+                        group: crate::workload::GROUP.0,
+                        node: id(node),
+                    },
+                    id(node),
+                    false,
+                    change_until,
+                    stop,
+                );
+                fault.admin.push(match &removed {
+                    Ok(()) => format!("remove {}: done", id(node)),
+                    Err(e) => format!("remove {}: {e}", id(node)),
+                });
+                if removed.is_ok() {
+                    if leader == Some(node) {
+                        fault.leader_after = await_new_leader(cluster, leader, timing.new_leader_wait_ms).map(id);
+                    }
+                    // Out a while; half the time killed and restarted while out.
+                    let out_until = Instant::now() + Duration::from_millis(down_ms);
+                    if pause_ms % 2 == 0 && cluster.kill(node) {
+                        fault.admin.push(format!("killed {} while removed", id(node)));
+                    }
+                    sleep_unless(
+                        out_until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                        stop,
+                    );
+                    cluster.start(node)?;
+                }
+                // Back in whatever the removal answered (an answer lost on
+                // the way may hide a removal done), however long the run has
+                // left: it must end with every node a voter.
+                let add_until = Instant::now() + MEMBERSHIP_CHANGE_WAIT;
+                let committed = leader_commit(cluster);
+                let added = change_membership(
+                    cluster,
+                    AdminRequest::AddVoter {
+                        group: crate::workload::GROUP.0,
+                        member: MemberSpec {
+                            node: id(node),
+                            address: Some(cluster.raft_address(node).to_string()),
+                        },
+                    },
+                    id(node),
+                    true,
+                    add_until,
+                    &AtomicBool::new(false),
+                );
+                fault.admin.push(match &added {
+                    Ok(()) => format!("add voter {}: done", id(node)),
+                    Err(e) => format!("add voter {}: {e}", id(node)),
+                });
+                if removed.is_ok() {
+                    fault.caught_up = Some(added.is_ok() && await_applied(cluster, node, committed, add_until));
+                }
+            }
             FaultKind::SlowLinks => {
                 let network = network.as_deref_mut().ok_or_else(|| {
                     crate::RunError::Setup(format!("{} needs the nodes in network namespaces", kind.name()))
@@ -488,6 +801,18 @@ pub fn run(
             kind.name(),
             if kind == FaultKind::SnapshotInstall {
                 format!(" ({} snapshots installed)", fault.snapshots_installed)
+            } else if let Some(proxy) = &fault.proxy {
+                format!(" ({proxy:?})")
+            } else if !fault.admin.is_empty() {
+                format!(
+                    " ({}{})",
+                    fault.admin.join("; "),
+                    match fault.caught_up {
+                        Some(true) => ", caught up",
+                        Some(false) => ", NOT caught up",
+                        None => "",
+                    }
+                )
             } else {
                 String::new()
             },
@@ -514,7 +839,7 @@ mod tests {
         );
         assert_eq!(FaultKind::parse_list("none").unwrap(), vec![]);
         assert_eq!(
-            FaultKind::parse_list("kill,stop,partition,slow-links,snapshot-install").unwrap(),
+            FaultKind::parse_list("kill,stop,partition,slow-links,snapshot-install,proxy,transfer,membership").unwrap(),
             FaultKind::ALL.to_vec()
         );
         let error = FaultKind::parse_list("kill,partitions").unwrap_err();
@@ -573,5 +898,24 @@ mod tests {
                 assert_eq!(majorities.len(), nodes, "{ring:?}");
             }
         }
+    }
+
+    /// The seed of the partition run in `tests/run.rs` (CI): its first
+    /// four faults are the leader isolated, a bridge, random halves and a
+    /// ring, all within its 15 s (gaps and durations sum to under 12 s).
+    #[test]
+    fn the_ci_partition_seed_plans_every_partition_shape_early() {
+        let kinds = FaultKind::parse_list("partition").unwrap();
+        let draws = plan(2539, &kinds, 3, &Timing::default(), 4);
+        assert_eq!(
+            draws.iter().map(|d| d.kind).collect::<Vec<_>>(),
+            vec![
+                FaultKind::PartitionLeader,
+                FaultKind::PartitionBridge,
+                FaultKind::PartitionHalves,
+                FaultKind::PartitionRing
+            ]
+        );
+        assert!(draws.iter().map(|d| d.gap_ms + d.partition_ms).sum::<u64>() < 12_000);
     }
 }

@@ -215,6 +215,10 @@ mod tests {
             start_ns: 1_000_000_000,
             end_ns: 2_000_000_000,
             snapshots_installed: 0,
+            links: vec![],
+            proxy: None,
+            admin: vec![],
+            caught_up: None,
         };
         let svg = svg(&completions, &[fault], "run <1>");
         assert!(svg.starts_with("<svg"));

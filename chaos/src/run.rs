@@ -164,6 +164,44 @@ impl RunReport {
         })
     }
 
+    /// What the proxies did during the proxy faults (summed), if there were any.
+    pub fn proxy_effects(&self) -> Option<crate::proxy::LinkCounters> {
+        let mut total = crate::proxy::LinkCounters::default();
+        let mut any = false;
+        for counters in self.faults.iter().filter_map(|f| f.proxy.as_ref()) {
+            total.add(counters);
+            any = true;
+        }
+        any.then_some(total)
+    }
+
+    /// For `membership` faults: how many removed a node, and how many of
+    /// those saw it added back and caught up.
+    pub fn membership_changes(&self) -> Option<(usize, usize)> {
+        let faults: Vec<&Fault> = self.faults.iter().filter(|f| f.kind == FaultKind::Membership).collect();
+        (!faults.is_empty()).then(|| {
+            (
+                faults.iter().filter(|f| f.caught_up.is_some()).count(),
+                faults.iter().filter(|f| f.caught_up == Some(true)).count(),
+            )
+        })
+    }
+
+    /// For `transfer` faults: how many, and after how many of them another
+    /// node was seen leading.
+    pub fn transfers(&self) -> Option<(usize, usize)> {
+        let faults: Vec<&Fault> = self.faults.iter().filter(|f| f.kind == FaultKind::Transfer).collect();
+        (!faults.is_empty()).then(|| {
+            (
+                faults.len(),
+                faults
+                    .iter()
+                    .filter(|f| f.leader_after.is_some() && f.leader_after != f.leader_before)
+                    .count(),
+            )
+        })
+    }
+
     /// The summary as JSON (`summary.json`, `coraft-chaos --json`): the
     /// figures of [`RunReport::summary`], by name.
     pub fn summary_json(&self) -> serde_json::Value {
@@ -196,6 +234,13 @@ impl RunReport {
             "faults": by_kind,
             "faults_total": self.faults.len(),
             "snapshots_installed": self.snapshot_installs().map_or(0, |(_, installs, _)| installs),
+            "proxy": self.proxy_effects(),
+            "membership": self.membership_changes().map(|(removed, caught_up)| {
+                serde_json::json!({ "removed": removed, "re_added_caught_up": caught_up })
+            }),
+            "transfers": self.transfers().map(|(transfers, changed)| {
+                serde_json::json!({ "transfers": transfers, "leader_changed": changed })
+            }),
             "recovery_ms": {
                 "faults": recoveries.len(),
                 "median": ms(recoveries.get(recoveries.len() / 2)),
@@ -227,6 +272,22 @@ impl RunReport {
         if let Some((faults, installs, caught_up)) = self.snapshot_installs() {
             text.push_str(&format!(
                 "snapshot installs {installs} (in {caught_up} of {faults} snapshot-install faults the restarted follower installed one)\n"
+            ));
+        }
+        if let Some(proxy) = self.proxy_effects() {
+            text.push_str(&format!(
+                "proxied links during proxy faults: {} connections, {} reset, {} bytes forwarded ({} delayed), {} bytes lost, {} bytes delivered late\n",
+                proxy.connections, proxy.resets, proxy.bytes_forwarded, proxy.bytes_delayed, proxy.bytes_lost, proxy.bytes_late
+            ));
+        }
+        if let Some((removed, caught_up)) = self.membership_changes() {
+            text.push_str(&format!(
+                "membership: {removed} nodes removed, {caught_up} of them added back and caught up\n"
+            ));
+        }
+        if let Some((transfers, changed)) = self.transfers() {
+            text.push_str(&format!(
+                "transfers {transfers}: another node seen leading after {changed}\n"
             ));
         }
         let leaders: BTreeSet<u64> = self
@@ -365,13 +426,22 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         .nemesis
         .contains(&FaultKind::SnapshotInstall)
         .then(nemesis::snapshot_policy);
-    let mut cluster = Cluster::create_configured(
+    let proxied = options.nemesis.iter().any(|k| k.is_proxy());
+    if proxied && options.nemesis.contains(&FaultKind::Membership) {
+        // A node added back is named by its real address, which the
+        // address book then hands every member: it would bypass the proxies.
+        return Err(RunError::Setup(
+            "proxy faults and `membership` do not mix: a re-added node's address bypasses the proxies".into(),
+        ));
+    }
+    let mut cluster = Cluster::create_full(
         &options.node_bin,
         &options.out_dir,
         options.nodes,
         network.as_ref(),
         crate::cluster::SEGMENT_BYTES,
         snapshot,
+        proxied.then_some(options.seed),
     )?;
     cluster.start_all()?;
     let shared = Arc::new(Shared::new());
@@ -579,6 +649,10 @@ mod tests {
             start_ns,
             end_ns: start_ns + 1,
             snapshots_installed: 0,
+            links: vec![],
+            proxy: None,
+            admin: vec![],
+            caught_up: None,
         }
     }
 

@@ -215,9 +215,15 @@ fn a_short_run_under_partitions_is_linearizable_and_leaves_no_namespace_or_route
     }
     let before = network_traces();
     let dir = tempfile::Builder::new().prefix("coraft-chaos-part").tempdir().unwrap();
-    let mut options = RunOptions::new(node_bin(), dir.path().to_path_buf(), 21);
+    // Seed 2539 plans the leader isolated, a bridge, random halves, then a
+    // ring (`nemesis::tests::the_ci_partition_seed_plans_every_partition_shape_early`).
+    let mut options = RunOptions::new(node_bin(), dir.path().to_path_buf(), 2539);
     options.duration = Duration::from_secs(15);
     options.nemesis = FaultKind::parse_list("partition").unwrap();
+    let planned: Vec<FaultKind> = coraft_chaos::nemesis::plan(2539, &options.nemesis, 3, &options.timing, 8)
+        .iter()
+        .map(|d| d.kind)
+        .collect();
     let report = run(&options).expect("the run completes");
     let summary = report.summary();
     assert_eq!(network_traces(), before, "the run left namespaces or routes behind");
@@ -228,7 +234,21 @@ fn a_short_run_under_partitions_is_linearizable_and_leaves_no_namespace_or_route
     println!("{summary}");
     let partitions: Vec<_> = report.faults.iter().filter(|f| f.kind.is_partition()).collect();
     assert!(!partitions.is_empty(), "no partition:\n{summary}");
-    assert!(partitions.iter().all(|f| f.sides.len() == 2 && !f.nodes.is_empty()));
+    assert!(partitions.iter().all(|f| f.sides.len() >= 2 && !f.nodes.is_empty()));
+    // The run made the faults its seed planned, in order: at least the
+    // first three (the isolated leader, the bridge, the halves).
+    let made: Vec<FaultKind> = report.faults.iter().map(|f| f.kind).collect();
+    assert!(
+        made.len() >= 3 && planned.starts_with(&made),
+        "made {made:?}, planned {planned:?}:\n{summary}"
+    );
+    let bridge = report
+        .faults
+        .iter()
+        .find(|f| f.kind == FaultKind::PartitionBridge)
+        .expect("a bridge");
+    let shared: Vec<&u64> = bridge.sides[0].iter().filter(|n| bridge.sides[1].contains(n)).collect();
+    assert_eq!(shared.len(), 1, "a bridge's sides share one node: {:?}", bridge.sides);
     let [ok, _, _] = report.outcomes;
     assert!(ok > 100, "too few operations acknowledged:\n{summary}");
 }
@@ -259,4 +279,70 @@ fn a_short_run_with_a_follower_caught_up_by_snapshot_install_is_linearizable() {
         .faults
         .iter()
         .all(|f| f.kind == FaultKind::SnapshotInstall && f.nodes.len() == 1 && f.leader_before.is_some()));
+}
+
+#[test]
+fn a_short_run_over_delayed_reordering_and_lossy_proxied_links_is_linearizable() {
+    let dir = tempfile::Builder::new().prefix("coraft-chaos-proxy").tempdir().unwrap();
+    let mut options = RunOptions::new(node_bin(), dir.path().to_path_buf(), 41);
+    options.duration = Duration::from_secs(15);
+    options.nemesis = FaultKind::parse_list("proxy").unwrap();
+    let report = run(&options).expect("the run completes");
+    let summary = report.summary();
+    if !report.passed() {
+        let kept = dir.keep();
+        panic!("the run failed; its files are kept in {}:\n{summary}", kept.display());
+    }
+    println!("{summary}");
+    let [ok, _, _] = report.outcomes;
+    assert!(ok > 100, "too few operations acknowledged:\n{summary}");
+    // The proxies really interfered: every fault set links, and the
+    // delays, resets and losses they report happened.
+    assert!(report.faults.len() >= 2, "too few faults:\n{summary}");
+    for fault in &report.faults {
+        assert!(fault.kind.is_proxy() && !fault.links.is_empty(), "{fault:?}");
+        let effect = fault.proxy.expect("a proxy fault counts what the proxies did");
+        match fault.kind {
+            FaultKind::ProxyDelay => assert!(effect.bytes_delayed > 0, "{fault:?}"),
+            FaultKind::ProxyReorder => assert!(effect.resets > 0, "{fault:?}"),
+            _ => assert!(effect.resets > 0 && effect.bytes_lost > 0, "{fault:?}"),
+        }
+    }
+    let effects = report.proxy_effects().expect("proxy effects");
+    assert!(effects.bytes_forwarded > 0);
+}
+
+#[test]
+fn a_short_run_with_transfers_membership_changes_and_kills_is_linearizable_and_re_added_nodes_catch_up() {
+    let dir = tempfile::Builder::new()
+        .prefix("coraft-chaos-members")
+        .tempdir()
+        .unwrap();
+    // Seed 1352 plans a removal (the node killed while out), a transfer, a
+    // leader kill, another removal.
+    let mut options = RunOptions::new(node_bin(), dir.path().to_path_buf(), 1352);
+    options.duration = Duration::from_secs(20);
+    options.nemesis = FaultKind::parse_list("transfer,membership,kill-node,kill-leader").unwrap();
+    let report = run(&options).expect("the run completes");
+    let summary = report.summary();
+    if !report.passed() {
+        let kept = dir.keep();
+        panic!("the run failed; its files are kept in {}:\n{summary}", kept.display());
+    }
+    println!("{summary}");
+    let [ok, _, _] = report.outcomes;
+    assert!(ok > 100, "too few operations acknowledged:\n{summary}");
+    // Every node removed was added back and applied what the leader had
+    // committed when it was re-added; at least one removal happened.
+    let (removed, caught_up) = report.membership_changes().expect("membership faults");
+    assert!(
+        removed >= 1 && caught_up == removed,
+        "{removed} removed, {caught_up} caught up:\n{summary}"
+    );
+    // A transfer moved leadership.
+    let (transfers, changed) = report.transfers().expect("transfer faults");
+    assert!(
+        transfers >= 1 && changed >= 1,
+        "{transfers} transfers, {changed} changed the leader:\n{summary}"
+    );
 }

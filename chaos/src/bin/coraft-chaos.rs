@@ -16,7 +16,7 @@ use coraft_chaos::nemesis::FaultKind;
 use coraft_chaos::run::{run, RunOptions};
 
 const USAGE: &str = "usage: coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N] \
-[--nemesis kill,stop,partition|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links,snapshot-install|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json]";
+[--nemesis kill,stop,partition,proxy|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links,snapshot-install,proxy-delay,proxy-reorder,proxy-lossy,transfer,membership|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json]";
 
 fn main() {
     match main_result() {

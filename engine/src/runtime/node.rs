@@ -585,8 +585,10 @@ impl Node {
     /// would be: the group elects a leader once a quorum of them hosts it.
     /// The group is in the shard's list of created groups (a small file
     /// rewritten atomically in its WAL directory) before this returns, so
-    /// a restarted node brings it back. Creating a group that exists
-    /// already does nothing and succeeds. Blocks until the shard answers.
+    /// a restarted node brings it back. Creating a group that was created
+    /// already with the same voters (in any order) does nothing and
+    /// succeeds; with other voters, or a group of `NodeOptions::groups`,
+    /// it is refused ([`Error::Config`]). Blocks until the shard answers.
     pub fn create_group(&self, group: GroupId, voters: Vec<NodeId>) -> Result<(), Error> {
         let receiver = self.group_creator().request(group, voters, true)?;
         receiver

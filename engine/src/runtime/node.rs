@@ -986,6 +986,10 @@ async fn run_shard(
                             bound: "EVENTS_QUEUED_MAX",
                         }));
                     }
+                    Event::Api(ApiRequest::CreateGroup { group, reply: None, .. }) => {
+                        // Asked in the background: nobody else hears of it.
+                        log::error!("creating group {group} failed: the shard's events are full (EVENTS_QUEUED_MAX)");
+                    }
                     _ => {}
                 }
             }

@@ -209,3 +209,39 @@ fn a_member_that_creates_the_group_late_is_caught_up_by_the_log() {
         node.shutdown();
     }
 }
+
+#[test]
+fn creating_an_existing_group_with_other_voters_or_a_static_group_is_refused() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = coraft::ports::free_loopback_addresses(3 * SHARDS).unwrap();
+    let peers: Vec<PeerSpec> = (0..3)
+        .map(|n| PeerSpec {
+            id: NodeId(n as u64 + 1),
+            shard_addresses: addresses[n * SHARDS..(n + 1) * SHARDS].to_vec(),
+        })
+        .collect();
+    let voters: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
+    let factory: StateMachineFactory = Arc::new(|_| Box::new(Counter::default()));
+    let node = Node::start(options(dir.path(), &peers, NodeId(1)), factory).expect("node starts");
+    node.create_group(GroupId(7), voters.clone()).expect("created");
+    // The same voters again: done already.
+    node.create_group(GroupId(7), voters.clone()).expect("idempotent");
+    // Other voters: the caller would believe the group has them.
+    match node.create_group(GroupId(7), vec![NodeId(1), NodeId(2)]) {
+        Err(Error::Config(reason)) => assert!(reason.contains("other voters"), "{reason}"),
+        other => panic!("group 7 re-created with other voters answered {other:?}"),
+    }
+    // A static group (NodeOptions::groups) is not a created one: it is not
+    // in the list, so "created" would not outlive a restart without it.
+    match node.create_group(GroupId(1), voters.clone()) {
+        Err(Error::Config(reason)) => assert!(reason.contains("NodeOptions::groups"), "{reason}"),
+        other => panic!("static group 1 'created' answered {other:?}"),
+    }
+    let list = dir
+        .path()
+        .join("node-1/shard-1")
+        .join(coraft::runtime::CREATED_GROUPS_FILE);
+    assert_eq!(std::fs::read_to_string(&list).unwrap(), "7 1,2,3\n");
+    node.shutdown();
+}

@@ -58,6 +58,11 @@ impl CreatedGroups {
         self.groups.iter().map(|(&g, v)| (g, v.as_slice()))
     }
 
+    /// The first voters `group` was created with, if it was.
+    pub fn voters(&self, group: GroupId) -> Option<&[NodeId]> {
+        self.groups.get(&group).map(Vec::as_slice)
+    }
+
     /// Adds `group` and makes the list durable before returning.
     pub fn add(&mut self, group: GroupId, voters: &[NodeId]) -> Result<(), Error> {
         let mut next = self.groups.clone();

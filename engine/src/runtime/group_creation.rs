@@ -31,12 +31,24 @@ impl Shard {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
-        if self.groups.contains_key(&group) {
-            return Ok(());
-        }
         let Some(creation) = self.creation.as_mut() else {
             return Err(Error::Config("this shard cannot create groups".into()));
         };
+        if self.groups.contains_key(&group) {
+            // Done already only if it was created with these voters: a
+            // caller told "done" for other voters, or for a group of
+            // `NodeOptions::groups` (not in the list, so gone after a
+            // restart without it), would be misled.
+            return match creation.created.voters(group) {
+                Some(first) if same_voters(first, &voters) => Ok(()),
+                Some(first) => Err(Error::Config(format!(
+                    "group {group} exists here already, created with other voters ({first:?}, not {voters:?})"
+                ))),
+                None => Err(Error::Config(format!(
+                    "group {group} is one of NodeOptions::groups here, not a group to create"
+                ))),
+            };
+        }
         if voters.is_empty() || !voters.contains(&self.node) {
             return Err(Error::Config(format!(
                 "group {group}: the voters {voters:?} must include this node ({})",
@@ -76,4 +88,10 @@ impl Shard {
         self.awake.insert(group);
         Ok(())
     }
+}
+
+/// Whether `a` and `b` name the same nodes, in any order.
+fn same_voters(a: &[NodeId], b: &[NodeId]) -> bool {
+    let set = |v: &[NodeId]| v.iter().copied().collect::<std::collections::BTreeSet<_>>();
+    set(a) == set(b)
 }

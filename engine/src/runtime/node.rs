@@ -585,8 +585,10 @@ impl Node {
     /// would be: the group elects a leader once a quorum of them hosts it.
     /// The group is in the shard's list of created groups (a small file
     /// rewritten atomically in its WAL directory) before this returns, so
-    /// a restarted node brings it back. Creating a group that exists
-    /// already does nothing and succeeds. Blocks until the shard answers.
+    /// a restarted node brings it back. Creating a group that was created
+    /// already with the same voters (in any order) does nothing and
+    /// succeeds; with other voters, or a group of `NodeOptions::groups`,
+    /// it is refused ([`Error::Config`]). Blocks until the shard answers.
     pub fn create_group(&self, group: GroupId, voters: Vec<NodeId>) -> Result<(), Error> {
         let receiver = self.group_creator().request(group, voters, true)?;
         receiver
@@ -983,6 +985,10 @@ async fn run_shard(
                         let _ = reply.send(Err(Error::Busy {
                             bound: "EVENTS_QUEUED_MAX",
                         }));
+                    }
+                    Event::Api(ApiRequest::CreateGroup { group, reply: None, .. }) => {
+                        // Asked in the background: nobody else hears of it.
+                        log::error!("creating group {group} failed: the shard's events are full (EVENTS_QUEUED_MAX)");
                     }
                     _ => {}
                 }

@@ -104,6 +104,11 @@ pub struct ClusterArgs {
     /// glommio's spin before parking, in microseconds [default: off].
     #[arg(long, value_name = "US")]
     pub spin_before_park_us: Option<u64>,
+    /// Pin shard s of every node to the s-th CPU of this list (cycling when
+    /// there are more shards), e.g. 0,1 or 0-3 [default: unpinned]. The
+    /// shards' blocking threads follow their executors.
+    #[arg(long, value_name = "CPULIST", value_parser = cpu_list)]
+    pub shard_cores: Option<CpuList>,
     /// Bytes each WAL zeroes ahead of its writes.
     #[arg(long, default_value_t = coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT, value_name = "BYTES")]
     pub wal_zero_ahead_bytes: u64,
@@ -127,12 +132,21 @@ pub struct ClusterArgs {
     pub cluster_id: Option<u64>,
     /// With --processes: the base TOML config of every node (cores, shards,
     /// WAL and Raft settings); ids, ports, peers and WAL dirs are filled in
-    /// per node.
+    /// per node. A shards.cores list of nodes x shards.count CPUs gives
+    /// each node its own run of them, in node order.
     #[arg(long, value_name = "FILE", requires = "processes")]
     pub config: Option<PathBuf>,
     /// With --processes: the coraft-node binary [default: beside coraft-bench].
     #[arg(long, value_name = "PATH", requires = "processes")]
     pub node_binary: Option<PathBuf>,
+}
+
+/// A list of CPUs (`--shard-cores`), one value for clap.
+#[derive(Debug, Clone)]
+pub struct CpuList(pub Vec<usize>);
+
+fn cpu_list(raw: &str) -> Result<CpuList, String> {
+    coraft_tuning::parse_cpu_list(raw).map(CpuList)
 }
 
 fn keys(raw: &str) -> Result<u64, String> {
@@ -221,6 +235,8 @@ pub struct Settings {
     pub duration_s: u64,
     pub warmup_s: u64,
     pub spin_before_park_us: Option<u64>,
+    /// `--shard-cores`: shard s of every node on the s-th (cycling); `None`: unpinned.
+    pub shard_cores: Option<Vec<usize>>,
     pub wal_zero_ahead_bytes: u64,
     pub replication_floor: bool,
     /// Where the nodes run.
@@ -276,6 +292,7 @@ impl Settings {
         let node_settings = [
             ("--shards", args.shards != 1 || shards_swept),
             ("--spin-before-park-us", args.spin_before_park_us.is_some()),
+            ("--shard-cores", args.shard_cores.is_some()),
             (
                 "--wal-zero-ahead-bytes",
                 args.wal_zero_ahead_bytes != coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
@@ -332,6 +349,7 @@ impl Settings {
             duration_s: args.duration,
             warmup_s: args.warmup,
             spin_before_park_us: args.spin_before_park_us,
+            shard_cores: args.shard_cores.as_ref().map(|list| list.0.clone()),
             wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
             replication_floor: !args.no_floor,
             shape,
@@ -382,6 +400,13 @@ impl Settings {
             self.spin_before_park_us.map_or("off".into(), |us| format!("{us} µs")),
             self.wal_zero_ahead_bytes
         );
+        if let Some(cores) = &self.shard_cores {
+            text += &format!(
+                ", shard s pinned to CPU [{}][s mod {}]",
+                coraft_tuning::format_cpu_list(cores),
+                cores.len()
+            );
+        }
         text
     }
 }
@@ -673,7 +698,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                     cluster_id: CLUSTER_ID,
                     node_id: peer.id,
                     peers: peers.clone(),
-                    shard_cores: vec![None; settings.shards],
+                    shard_cores: shard_cores(settings),
                     wal_dir: run_dir.path().join(format!("node-{}", peer.id)),
                     shard_wal_dirs: Vec::new(),
                     wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
@@ -738,6 +763,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                 state_machine: settings.state_machine,
                 read_mode: settings.read_mode,
                 spin_before_park_us: settings.spin_before_park_us,
+                shard_cores: settings.shard_cores.clone(),
                 wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
             };
             let mut processes = crate::shape::Processes::start(&spec, run_dir.path())?;
@@ -785,6 +811,14 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
 type Driven = (Vec<DriverResult>, Duration, Vec<u64>, u64);
 
 /// Waits for leaders, runs the drivers, samples progress each second.
+/// Each shard's CPU per `--shard-cores` (the same on every node), or unpinned.
+fn shard_cores(settings: &Settings) -> Vec<Option<usize>> {
+    match &settings.shard_cores {
+        Some(cores) if !cores.is_empty() => (0..settings.shards).map(|s| Some(cores[s % cores.len()])).collect(),
+        _ => vec![None; settings.shards],
+    }
+}
+
 /// Waits for a leader in every group of the nodes in this process.
 fn embedded_leaders(nodes: &[Node], groups: &[GroupId]) -> Result<std::collections::BTreeMap<GroupId, NodeId>> {
     let mut leaders = std::collections::BTreeMap::new();

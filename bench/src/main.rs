@@ -6,7 +6,9 @@
 //! `idle` measures what many idle groups cost three `coraft-node` processes;
 //! `reactor` what one executor wake costs (the floor under every wait);
 //! `install` InstallSnapshot throughput to a restarted follower against raw
-//! TCP.
+//! TCP; `longrun` whether memory, disk and latency stay flat with
+//! snapshots on; `restart` a node's restart time with a long log against a
+//! snapshot plus a short tail.
 //! With no subcommand (or `cluster`) it runs an embedded 3-node cluster on
 //! loopback, or with `--processes` one `coraft-node` process per node, or
 //! with `--target` drives a cluster already running ([`shape`]).
@@ -16,10 +18,12 @@ mod cluster;
 mod floor;
 mod idle;
 mod install;
+mod longrun;
 mod machine;
 mod net;
 mod reactor;
 mod report;
+mod restart;
 mod shape;
 mod wal;
 mod workload;
@@ -69,6 +73,10 @@ enum Command {
     Floor(floor::FloorArgs),
     /// InstallSnapshot throughput to a restarted follower against raw TCP.
     Install(install::InstallArgs),
+    /// A long run with snapshots on: are memory, disk, writes/s and p99 flat?
+    Longrun(Box<longrun::LongrunArgs>),
+    /// Restart time with a long log against a snapshot plus a short tail.
+    Restart(restart::RestartArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +91,8 @@ fn main() -> ExitCode {
         Some(Command::Reactor(args)) => reactor::run(args),
         Some(Command::Floor(args)) => floor::run(args),
         Some(Command::Install(args)) => install::run(args),
+        Some(Command::Longrun(args)) => longrun::run(*args),
+        Some(Command::Restart(args)) => restart::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

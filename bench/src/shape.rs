@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use coraft::admin::AdminClient;
 use coraft::raft::{GroupId, NodeId};
-use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
+use coraft_tuning::{CoreSelection, NodeConfig, Peer, PlacementPolicy};
 use serde::Serialize;
 
 use crate::workload::{ReadPath, StateMachineKind};
@@ -240,7 +240,23 @@ pub struct ProcessesSpec<'a> {
     pub state_machine: StateMachineKind,
     pub read_mode: ReadPath,
     pub spin_before_park_us: Option<u64>,
+    /// `--shard-cores`: shard s of every node on the s-th (cycling).
+    pub shard_cores: Option<Vec<usize>>,
     pub wal_zero_ahead_bytes: u64,
+}
+
+/// A per-node cores split: when the base config's `shards.cores` lists
+/// `nodes x shards.count` CPUs, node `i` (from 0) gets the `i`-th run of
+/// `shards.count` of them, so that each node has its own cores; any other
+/// list is every node's as written (they share those cores).
+pub fn node_cores(config: &NodeConfig, nodes: usize, node: usize) -> Option<Vec<usize>> {
+    let count = config.shards.count;
+    match &config.shards.cores {
+        Some(CoreSelection::List(cores)) if count > 0 && nodes > 1 && cores.len() == nodes * count => {
+            Some(cores[node * count..(node + 1) * count].to_vec())
+        }
+        _ => None,
+    }
 }
 
 /// `coraft-node` processes, stopped when dropped.
@@ -273,7 +289,15 @@ impl Processes {
                 None => {
                     let mut config = NodeConfig::default();
                     config.shards.count = spec.shards;
-                    config.shards.placement = PlacementPolicy::Unbound;
+                    match &spec.shard_cores {
+                        Some(cores) if !cores.is_empty() => {
+                            config.shards.placement = PlacementPolicy::Fixed;
+                            config.shards.cores = Some(CoreSelection::List(
+                                (0..spec.shards).map(|s| cores[s % cores.len()]).collect(),
+                            ));
+                        }
+                        _ => config.shards.placement = PlacementPolicy::Unbound,
+                    }
                     config.shards.spin_before_park_us = spec.spin_before_park_us.unwrap_or(0);
                     config.wal.zero_ahead_bytes = spec.wal_zero_ahead_bytes;
                     // As the embedded cluster: a loaded machine must not
@@ -283,6 +307,9 @@ impl Processes {
                     config
                 }
             };
+            if let Some(cores) = node_cores(&config, spec.nodes, i) {
+                config.shards.cores = Some(CoreSelection::List(cores));
+            }
             config.cluster_id = spec.cluster_id;
             config.node_id = i as u64 + 1;
             config.listen = address;
@@ -389,4 +416,23 @@ fn port_runs(count: usize, run: usize) -> Result<Vec<SocketAddr>> {
         bail!("found no {run} consecutive free loopback ports for each of {count} nodes");
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cores_list_of_nodes_times_shards_gives_each_node_its_own_run() {
+        let mut config = NodeConfig::default();
+        config.shards.count = 2;
+        config.shards.cores = Some(CoreSelection::List(vec![0, 1, 2, 3, 4, 5]));
+        assert_eq!(node_cores(&config, 3, 0), Some(vec![0, 1]));
+        assert_eq!(node_cores(&config, 3, 2), Some(vec![4, 5]));
+        // A list of one node's shards is every node's, as written.
+        config.shards.cores = Some(CoreSelection::List(vec![0, 1]));
+        assert_eq!(node_cores(&config, 3, 1), None);
+        config.shards.cores = Some(CoreSelection::Auto);
+        assert_eq!(node_cores(&config, 3, 1), None);
+    }
 }

@@ -43,6 +43,7 @@ fn help_lists_every_option_of_the_cluster_benchmark_with_its_default() {
         "--sweep",
         "--report",
         "--spin-before-park-us",
+        "--shard-cores",
         "--wal-zero-ahead-bytes",
         "--no-floor",
         "--json",
@@ -64,7 +65,9 @@ fn help_lists_every_option_of_the_cluster_benchmark_with_its_default() {
     ] {
         assert!(stdout.contains(default), "--help lacks {default}:\n{stdout}");
     }
-    for subcommand in ["cluster", "wal", "net", "idle", "reactor", "floor"] {
+    for subcommand in [
+        "cluster", "wal", "net", "idle", "reactor", "floor", "longrun", "restart",
+    ] {
         assert!(stdout.contains(subcommand), "--help lacks the subcommand {subcommand}");
     }
 }

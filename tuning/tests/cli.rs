@@ -205,8 +205,8 @@ fn sweep_lists_its_candidates_with_suggests_layout_among_them_and_refuses_bad_va
     assert!(output.status.success(), "{text}{}", stderr(&output));
     assert!(
         text.contains(
-            "shards 2, CPUs 0, spin 50 µs: taskset -c 0 /opt/bench --shards 2 --spin-before-park-us 50 --groups 4 \
-             --clients 64 --duration 3 --warmup 1 --no-floor --json"
+            "shards 2, CPUs 0, spin 50 µs: taskset -c 0 /opt/bench --shards 2 --spin-before-park-us 50 \
+             --shard-cores 0 --groups 4 --clients 64 --duration 3 --warmup 1 --no-floor --json"
         ),
         "{text}"
     );

@@ -5,10 +5,12 @@
 //! Each candidate is a number of shards per node, a set of CPUs and a
 //! `spin_before_park_us`. One run is one `coraft-bench` process (the
 //! embedded three-node cluster, real TCP and fdatasync'ed WALs) started
-//! with `--shards N --spin-before-park-us US --no-floor --json` and with its
-//! CPU affinity set to the candidate's CPUs. The benchmark's shards are not
-//! pinned one by one: the CPU set bounds every thread of the cluster (its
-//! three nodes and its client drivers). Runs of all candidates are
+//! with `--shards N --spin-before-park-us US --shard-cores CPUS --no-floor
+//! --json` and with its CPU affinity set to the candidate's CPUs: each
+//! shard's executor (of every node) is pinned to one CPU of the set, shard
+//! `s` to the `s`-th (cycling), as a node started from the layout would
+//! pin it, and the set bounds every other thread (the client drivers, the
+//! nodes' helpers). Runs of all candidates are
 //! interleaved, round after round, so a burst of noise from other work on
 //! the machine hits every candidate alike; each candidate's median counts.
 
@@ -244,6 +246,8 @@ fn bench_args(args: &SweepArgs, candidate: &Candidate) -> Vec<String> {
         candidate.shards.to_string(),
         "--spin-before-park-us".to_owned(),
         candidate.spin_us.to_string(),
+        "--shard-cores".to_owned(),
+        format_cpu_list(&candidate.cpus),
         "--groups".to_owned(),
         args.groups.to_string(),
         "--clients".to_owned(),

@@ -1,0 +1,417 @@
+//! `coraft-bench restart`: how long a node takes from its start to serving,
+//! with a long log and no snapshot against a snapshot plus a short tail of
+//! the same data.
+//!
+//! One single-node cluster (real WAL with fdatasync in a temp dir; one node,
+//! so the time is its own recovery and election, not its peers') with the
+//! command counter and the snapshot policy off is filled with `--log-mib`
+//! MiB of writes. The node is stopped and started again, and the time runs
+//! from before `Node::start` until its group has a leader and a
+//! linearizable read succeeds: the log is replayed from index 1. Then the
+//! node takes a snapshot, applies `--tail-entries` small writes and takes a
+//! second one (the WAL keeps what follows the older of the two newest
+//! snapshots, so it now deletes the long log's segments), is stopped, and
+//! the same is measured again: the newest snapshot is loaded and only the
+//! tail read. The second read must answer the first's count of applied
+//! writes plus the tail's. Before each start
+//! the node's files are dropped from the page cache (`posix_fadvise`
+//! DONTNEED on this run's files only), so the replay reads the disk.
+
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use coraft::api::CommandCounter;
+use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::runtime::{Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
+use serde::Serialize;
+
+use crate::longrun::{dir_bytes, load_average, rss_bytes};
+use crate::machine::Machine;
+
+const CLUSTER_ID: u64 = 0xC0_4A_FA;
+const GROUP: GroupId = GroupId(1);
+/// The largest `--log-mib` (64 GiB).
+const LOG_MIB_MAX: u64 = 64 << 10;
+/// Writers filling the log (each keeps one write outstanding).
+const FILL_WRITERS: usize = 16;
+/// Bytes of each write filling the log.
+const FILL_WRITE_BYTES: usize = 64 << 10;
+/// Bytes of each write of the tail after the snapshot.
+const TAIL_WRITE_BYTES: usize = 256;
+/// Seconds to wait for the WAL to delete the long log's segments.
+const COMPACTION_WAIT_S: u64 = 60;
+/// Failed reads a restart reports.
+const READ_ERRORS_KEPT: usize = 4;
+/// How often the restarted node is polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// `coraft-bench restart`'s options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RestartArgs {
+    /// MiB of log written before the restarts (64 KiB writes), 1 to 65536.
+    #[arg(long, default_value_t = 1024, value_name = "MIB", value_parser = log_mib)]
+    pub log_mib: u64,
+    /// Writes of 256 bytes between the first snapshot and the second: the
+    /// short tail replayed after the snapshot (also the entries the node
+    /// keeps below a snapshot).
+    #[arg(long, default_value_t = 1_000, value_name = "N", value_parser = crate::args::at_least_one_u64)]
+    pub tail_entries: u64,
+    /// Seconds a restart may take before the run fails.
+    #[arg(long, default_value_t = 1_800, value_name = "S", value_parser = crate::args::seconds_at_least_one)]
+    pub timeout: u64,
+    /// Leave the node's files in the page cache before each start (a warm restart).
+    #[arg(long)]
+    pub warm: bool,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn log_mib(raw: &str) -> Result<u64, String> {
+    match raw.parse::<u64>() {
+        Ok(n) if (1..=LOG_MIB_MAX).contains(&n) => Ok(n),
+        _ => Err(format!("expected MiB of log from 1 to {LOG_MIB_MAX} (LOG_MIB_MAX)")),
+    }
+}
+
+/// One restart's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restart {
+    /// From before `Node::start` until it returned.
+    pub start_s: f64,
+    /// From before `Node::start` until the group had a leader.
+    pub leader_s: f64,
+    /// From before `Node::start` until a linearizable read answered.
+    pub serving_s: f64,
+    /// Bytes of the node's data dir on disk (WAL + snapshots) at the start.
+    pub disk_bytes: u64,
+    /// Of which snapshots.
+    pub snapshot_bytes: u64,
+    /// The group's first index in memory once serving (1: the whole log).
+    pub first_index: u64,
+    pub last_index: u64,
+    /// The process's resident memory once serving.
+    pub rss_bytes: u64,
+    /// What the read answered: the count of applied writes.
+    pub applied: u64,
+    /// The reads that failed before one succeeded (the first few).
+    pub read_errors: Vec<String>,
+}
+
+/// The run, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub system: &'static str,
+    pub bench: &'static str,
+    pub log_mib: u64,
+    pub tail_entries: u64,
+    pub cold: bool,
+    pub writes: u64,
+    pub fill_s: f64,
+    pub snapshot_index: u64,
+    pub snapshot_s: f64,
+    pub long_log: Restart,
+    pub snapshot_and_tail: Restart,
+    pub load_average: String,
+    pub machine: Machine,
+    pub command: String,
+}
+
+fn block<T>(future: impl std::future::Future<Output = T>) -> T {
+    futures_lite::future::block_on(future)
+}
+
+fn options(root: &Path, address: std::net::SocketAddr, tail_entries: u64) -> NodeOptions {
+    let id = NodeId(1);
+    NodeOptions {
+        cluster_id: CLUSTER_ID,
+        node_id: id,
+        peers: vec![PeerSpec {
+            id,
+            shard_addresses: vec![address],
+        }],
+        shard_cores: vec![None],
+        wal_dir: root.join("node-1"),
+        shard_wal_dirs: Vec::new(),
+        wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
+        wal_polled_io: false,
+        groups: vec![GROUP],
+        tick: Duration::from_millis(10),
+        election_timeout_ticks: 30,
+        heartbeat_interval_ticks: 3,
+        read_mode: ReadMode::Safe,
+        protocol: Default::default(),
+        limits: Default::default(),
+        spin_before_park: None,
+        metrics_listen: None,
+        quiesce_idle_groups: true,
+        request_timeout: coraft::runtime::REQUEST_TIMEOUT,
+        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
+        // Snapshots on demand only: the run takes the one it measures.
+        snapshot: SnapshotPolicy {
+            after_entries: 0,
+            after_log_bytes: 0,
+            interval: Duration::ZERO,
+            log_tail_entries: tail_entries,
+            ..SnapshotPolicy::default()
+        },
+    }
+}
+
+/// Drops every file under `dir` from the page cache (this run's files only).
+fn drop_cached(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            drop_cached(&path);
+        } else if let Ok(file) = std::fs::File::open(&path) {
+            // SAFETY: fadvise on an open descriptor; a failure only leaves the cache as it was.
+            unsafe {
+                libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+            }
+        }
+    }
+}
+
+fn fill(node: &Arc<Node>, bytes: u64) -> Result<u64> {
+    let writes_wanted = bytes.div_ceil(FILL_WRITE_BYTES as u64);
+    let next = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..FILL_WRITERS)
+        .map(|w| {
+            let (node, next) = (node.clone(), next.clone());
+            std::thread::spawn(move || -> Result<()> {
+                let mut command = vec![w as u8; FILL_WRITE_BYTES];
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= writes_wanted {
+                        return Ok(());
+                    }
+                    command[..8].copy_from_slice(&n.to_le_bytes());
+                    block(node.group(GROUP).apply(command.clone())).map_err(|e| anyhow!("write {n}: {e}"))?;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().map_err(|_| anyhow!("a writer thread panicked"))??;
+    }
+    Ok(writes_wanted)
+}
+
+/// Writes `count` small entries (the tail after the first snapshot).
+fn write_tail(node: &Arc<Node>, count: u64) -> Result<()> {
+    for n in 0..count {
+        let mut command = vec![0u8; TAIL_WRITE_BYTES];
+        command[..8].copy_from_slice(&n.to_le_bytes());
+        block(node.group(GROUP).apply(command)).map_err(|e| anyhow!("tail write {n}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn wait_leader(node: &Node, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = block(node.group(GROUP).status()).map_err(|e| anyhow!("status: {e}"))?;
+        if status.role == Role::Leader {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "no leader within {} s", timeout.as_secs());
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Starts the node and times it until it serves; returns it running.
+fn restart(
+    root: &Path,
+    options: &NodeOptions,
+    factory: &StateMachineFactory,
+    args: &RestartArgs,
+) -> Result<(Node, Restart)> {
+    let (disk_bytes, snapshot_bytes) = dir_bytes(root);
+    if !args.warm {
+        drop_cached(root);
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let begun = Instant::now();
+    let node = Node::start(options.clone(), factory.clone()).map_err(|e| anyhow!("starting the node: {e}"))?;
+    let start_s = begun.elapsed().as_secs_f64();
+    wait_leader(&node, timeout)?;
+    let leader_s = begun.elapsed().as_secs_f64();
+    let mut read_errors = Vec::new();
+    let answer = loop {
+        let reading = begun.elapsed().as_secs_f64();
+        match block(node.group(GROUP).read(Vec::new())) {
+            Ok(answer) => break answer,
+            Err(e) => {
+                ensure!(
+                    begun.elapsed() < timeout,
+                    "no read served within {} s: {e}",
+                    timeout.as_secs()
+                );
+                if read_errors.len() < READ_ERRORS_KEPT {
+                    read_errors.push(format!(
+                        "read sent at {reading:.2} s failed at {:.2} s: {e}",
+                        begun.elapsed().as_secs_f64()
+                    ));
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+    };
+    let serving_s = begun.elapsed().as_secs_f64();
+    let applied = u64::from_le_bytes(
+        answer
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow!("the counter answered {} bytes, not 8", answer.len()))?,
+    );
+    let status = block(node.group(GROUP).status()).map_err(|e| anyhow!("status: {e}"))?;
+    Ok((
+        node,
+        Restart {
+            start_s,
+            leader_s,
+            serving_s,
+            disk_bytes,
+            snapshot_bytes,
+            first_index: status.first_index.0,
+            last_index: status.last_index.0,
+            rss_bytes: rss_bytes(None).unwrap_or(0),
+            applied,
+            read_errors,
+        },
+    ))
+}
+
+/// Fills, restarts twice, and reports.
+pub fn measure(args: &RestartArgs, root: &Path) -> Result<Report> {
+    let address = coraft::ports::free_loopback_addresses(1)?[0];
+    let options = options(root, address, args.tail_entries);
+    let factory: StateMachineFactory = Arc::new(|_| Box::new(CommandCounter::default()));
+    let node = Arc::new(Node::start(options.clone(), factory.clone()).map_err(|e| anyhow!("starting the node: {e}"))?);
+    wait_leader(&node, Duration::from_secs(60))?;
+    let filling = Instant::now();
+    let writes = fill(&node, args.log_mib << 20)?;
+    let fill_s = filling.elapsed().as_secs_f64();
+    Arc::try_unwrap(node)
+        .map_err(|_| anyhow!("a writer still holds the node"))?
+        .shutdown();
+
+    let (node, long_log) = restart(root, &options, &factory, args).context("the restart with the long log")?;
+    // The WAL keeps everything after the older of a group's two newest
+    // snapshots (so a damaged newest one can be skipped for it): a first
+    // snapshot of the long log, the short tail, and a second snapshot let
+    // it delete the long log's segments.
+    let snapshotting = Instant::now();
+    let first_snapshot = block(node.group(GROUP).snapshot())
+        .map_err(|e| anyhow!("the first snapshot: {e}"))?
+        .0;
+    let snapshot_s = snapshotting.elapsed().as_secs_f64();
+    let node = Arc::new(node);
+    write_tail(&node, args.tail_entries)?;
+    let node = Arc::try_unwrap(node).map_err(|_| anyhow!("a writer still holds the node"))?;
+    let snapshot_index = block(node.group(GROUP).snapshot())
+        .map_err(|e| anyhow!("the second snapshot: {e}"))?
+        .0;
+    ensure!(
+        snapshot_index > first_snapshot,
+        "the second snapshot ({snapshot_index}) is not past the first ({first_snapshot})"
+    );
+    // Segment deletion runs off the shard's loop after the purge: wait
+    // until the long log's segments are gone (the WAL's current segment
+    // and the one it zeroes ahead into may stay).
+    let deadline = Instant::now() + Duration::from_secs(COMPACTION_WAIT_S);
+    let segment = coraft_wal::config::SEGMENT_BYTES_DEFAULT;
+    while dir_bytes(root).0 > (2 * segment + (1 << 20)).min(long_log.disk_bytes.saturating_sub(segment)) {
+        if Instant::now() > deadline {
+            eprintln!(
+                "restart: the WAL still holds {} bytes {COMPACTION_WAIT_S} s after the second snapshot; measuring anyway",
+                dir_bytes(root).0
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.shutdown();
+    let (node, snapshot_and_tail) =
+        restart(root, &options, &factory, args).context("the restart with the snapshot and its tail")?;
+    node.shutdown();
+    ensure!(
+        long_log.applied + args.tail_entries == snapshot_and_tail.applied,
+        "the restarts answered {} applied writes with the long log and {} with the snapshot and the {} tail writes",
+        long_log.applied,
+        snapshot_and_tail.applied,
+        args.tail_entries
+    );
+    Ok(Report {
+        system: "coraft",
+        bench: "restart",
+        log_mib: args.log_mib,
+        tail_entries: args.tail_entries,
+        cold: !args.warm,
+        writes,
+        fill_s,
+        snapshot_index,
+        snapshot_s,
+        long_log,
+        snapshot_and_tail,
+        load_average: load_average(),
+        machine: Machine::detect(root),
+        command: crate::cluster::command_line(),
+    })
+}
+
+/// Runs the restart benchmark.
+pub fn run(args: RestartArgs) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
+    if !args.json {
+        println!("coraft restart time: one single-node cluster, WAL fdatasync on");
+        println!("  machine  {}", Machine::detect(dir.path()).describe());
+        println!("  command  {}", crate::cluster::command_line());
+        println!("  load     {} (1, 5, 15 min) at the start", load_average());
+        println!(
+            "  config   {} MiB of log in 64 KiB writes, {} entries of tail after the snapshot, {} page cache",
+            args.log_mib,
+            args.tail_entries,
+            if args.warm { "warm" } else { "cold (dropped)" }
+        );
+    }
+    let report = measure(&args, dir.path())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).context("the report serializes")?);
+        return Ok(());
+    }
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    println!(
+        "  filled   {} writes in {:.1} s; first snapshot in {:.2} s, the second (after the tail) at index {}",
+        report.writes, report.fill_s, report.snapshot_s, report.snapshot_index
+    );
+    for (name, r) in [
+        ("long log", &report.long_log),
+        ("snapshot+tail", &report.snapshot_and_tail),
+    ] {
+        println!(
+            "  {name:<14} serving after {:.2} s (start returned {:.2} s, leader {:.2} s); {:.0} MiB on disk \
+             ({:.1} MiB snapshots), log {}..{}, rss {:.0} MiB",
+            r.serving_s,
+            r.start_s,
+            r.leader_s,
+            mib(r.disk_bytes),
+            mib(r.snapshot_bytes),
+            r.first_index,
+            r.last_index,
+            mib(r.rss_bytes)
+        );
+        for error in &r.read_errors {
+            println!("  {:<14} {error}", "");
+        }
+    }
+    println!("  load     {} at the end", report.load_average);
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! `coraft-bench longrun` and `coraft-bench restart` on the real binary, in
+//! short versions: with snapshots on, the nodes' data dirs at the end are
+//! far below the bytes the run wrote (compaction deleted the WAL segments),
+//! and the JSON carries every sample and the verdict; a restart from a
+//! snapshot plus a tail answers the long log's count plus the tail's and
+//! holds less on disk. Bad options are refused naming the option.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn number(value: &Value, key: &str) -> f64 {
+    value[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number `{key}` in {value}"))
+}
+
+fn run_json(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-bench"))
+        .args(args)
+        .output()
+        .expect("coraft-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {stdout}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]))
+}
+
+#[test]
+fn a_short_long_run_keeps_the_data_dirs_far_below_the_bytes_written() {
+    const SEGMENT: u64 = 8 << 20;
+    let report = run_json(&[
+        "longrun",
+        "--duration",
+        "6",
+        "--warmup",
+        "2",
+        "--sample-every",
+        "2",
+        "--clients",
+        "16",
+        "--payload",
+        "4096",
+        "--wal-segment-bytes",
+        &SEGMENT.to_string(),
+        "--snapshot-after-entries",
+        "1000",
+        "--snapshot-interval-ms",
+        "500",
+        "--log-tail-entries",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(report["bench"], "longrun");
+    assert_eq!(report["snapshots"], true);
+    let samples = report["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), 4, "(2 + 6) / 2 windows: {report}");
+    for sample in samples {
+        for key in [
+            "at_s",
+            "rss_bytes",
+            "writes_per_s",
+            "p50_us",
+            "p99_us",
+            "snapshots_taken",
+        ] {
+            assert!(sample[key].is_number(), "{key}: {sample}");
+        }
+        assert_eq!(sample["disk_bytes"].as_array().map(Vec::len), Some(3), "{sample}");
+        assert!(number(sample, "rss_bytes") > 0.0, "{sample}");
+    }
+    let verdict = &report["verdict"];
+    assert!(verdict["early"]["writes_per_s"].is_number(), "{verdict}");
+    for key in ["memory_flat", "disk_flat", "writes_within_10_percent", "p99_within_2x"] {
+        assert!(verdict[key].is_boolean(), "{key}: {verdict}");
+    }
+    let last = samples.last().expect("a sample");
+    assert!(number(last, "snapshots_taken") >= 3.0, "snapshots were taken: {last}");
+    assert!(number(last, "first_index_min") > 1.0, "the logs were compacted: {last}");
+    // Each node's log took every acknowledged command; its data dir must be
+    // far below that (bounded by compaction), when the run wrote enough to
+    // fill several segments.
+    let written = number(&report, "bytes_written");
+    assert!(
+        written >= 6.0 * SEGMENT as f64,
+        "the run wrote only {written} bytes: too little to show compaction (a very loaded machine?)"
+    );
+    for disk in last["disk_bytes"].as_array().expect("disk bytes") {
+        let disk = disk.as_f64().expect("a number");
+        assert!(
+            disk < written / 2.0,
+            "a node's data dir holds {disk} bytes after {written} bytes written: not compacted"
+        );
+    }
+    assert!(
+        report["command"].as_str().is_some_and(|c| c.contains("longrun")),
+        "{report}"
+    );
+    assert!(report["load_average"].is_string(), "{report}");
+}
+
+#[test]
+fn a_restart_from_a_snapshot_answers_the_long_logs_count_plus_the_tail() {
+    let report = run_json(&["restart", "--log-mib", "160", "--tail-entries", "50", "--json"]);
+    assert_eq!(report["bench"], "restart");
+    let (long, short) = (&report["long_log"], &report["snapshot_and_tail"]);
+    // The counter answers how many writes it applied: every fill write, then
+    // the same plus the tail (the measuring code checks it too).
+    assert_eq!(number(long, "applied"), number(&report, "writes"), "{report}");
+    assert_eq!(number(short, "applied"), number(long, "applied") + 50.0, "{report}");
+    assert_eq!(
+        number(long, "first_index"),
+        1.0,
+        "the long log is replayed from index 1: {report}"
+    );
+    assert!(
+        number(short, "first_index") > number(&report, "writes"),
+        "after the snapshots the log starts past the fill: {report}"
+    );
+    assert!(
+        number(short, "disk_bytes") < number(long, "disk_bytes"),
+        "the long log's segments were deleted: {report}"
+    );
+    for restart in [long, short] {
+        for key in ["start_s", "leader_s", "serving_s"] {
+            assert!(number(restart, key) > 0.0, "{key}: {restart}");
+        }
+        assert!(number(restart, "serving_s") >= number(restart, "leader_s"), "{restart}");
+    }
+}
+
+#[test]
+fn bad_longrun_and_restart_options_are_refused_naming_the_option() {
+    for (args, option) in [
+        (vec!["longrun", "--clients", "0"], "--clients"),
+        (vec!["longrun", "--wal-segment-bytes", "4096"], "--wal-segment-bytes"),
+        (vec!["longrun", "--flat-tolerance", "2"], "--flat-tolerance"),
+        (vec!["restart", "--log-mib", "0"], "--log-mib"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_coraft-bench"))
+            .args(&args)
+            .output()
+            .expect("coraft-bench runs");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(option), "{args:?}: {stderr}");
+    }
+    // Every snapshot trigger off without --no-snapshots is a mistake.
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-bench"))
+        .args([
+            "longrun",
+            "--duration",
+            "1",
+            "--snapshot-after-entries",
+            "0",
+            "--snapshot-interval-ms",
+            "0",
+        ])
+        .output()
+        .expect("coraft-bench runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--no-snapshots"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -8,6 +8,9 @@
 //!   compare-and-set, scan) in memory, in one Raft group, as `kv-server`
 //!   and `kv-client`.
 //!
+//! - [`store`]: the same KV state machine over an embedded storage engine,
+//!   redb (`kv-server --store redb`).
+//!
 //! [`server`] and [`request`] hold what the servers and clients share.
 #![deny(missing_docs)]
 
@@ -16,3 +19,4 @@ pub mod counter;
 pub mod kv;
 pub mod request;
 pub mod server;
+pub mod store;

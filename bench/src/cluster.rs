@@ -270,13 +270,14 @@ impl Settings {
             bail!("--read-mode applies to reads: use --workload read or mixed");
         }
         let read_mode = args.read_mode.unwrap_or(ReadPath::ReadIndex);
-        if read_mode == ReadPath::Follower {
+        if matches!(read_mode, ReadPath::Follower | ReadPath::Stale) {
+            let name = read_mode.name();
             if args.nodes < 3 {
-                bail!("--read-mode follower needs a follower: --nodes 3 or more");
+                bail!("--read-mode {name} needs a follower: --nodes 3 or more");
             }
             if args.workload != Workload::Read {
                 bail!(
-                    "--read-mode follower runs with --workload read only: a client's connection goes to \
+                    "--read-mode {name} runs with --workload read only: a client's connection goes to \
                      one node, and writes must go to the leader"
                 );
             }
@@ -417,6 +418,7 @@ impl ReadPath {
             ReadPath::ReadIndex => "read-index",
             ReadPath::Lease => "lease",
             ReadPath::Follower => "follower",
+            ReadPath::Stale => "stale",
         }
     }
 }
@@ -643,6 +645,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
             ReadPath::Lease => rtt_us,
             ReadPath::ReadIndex => 2 * rtt_us,
             ReadPath::Follower => 3 * rtt_us,
+            ReadPath::Stale => rtt_us,
         },
     };
     // The same closed loop on blocking threads with nothing but the physical
@@ -710,7 +713,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                     heartbeat_interval_ticks: 3,
                     read_mode: match settings.read_mode {
                         ReadPath::Lease => ReadMode::Lease,
-                        ReadPath::ReadIndex | ReadPath::Follower => ReadMode::Safe,
+                        ReadPath::ReadIndex | ReadPath::Follower | ReadPath::Stale => ReadMode::Safe,
                     },
                     protocol: Default::default(),
                     limits: Default::default(),
@@ -852,7 +855,7 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
     let target_of = |group: GroupId| -> NodeId {
         let leader: NodeId = leaders[&group];
         match settings.read_mode {
-            ReadPath::Follower => {
+            ReadPath::Follower | ReadPath::Stale => {
                 let at = node_ids.iter().position(|&n| n == leader).unwrap_or(0);
                 node_ids[(at + 1) % node_ids.len()]
             }
@@ -883,6 +886,7 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
                 clients: part.to_vec(),
                 rate: None,
                 seed: part[0].0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ node.0,
+                read_consistency: settings.read_mode.consistency(),
             });
         }
     }
@@ -1133,6 +1137,7 @@ fn print_table(result: &PointResult) {
                 ReadPath::Lease => "RTT: client to leader",
                 ReadPath::ReadIndex => "2 RTT: client to leader, heartbeat round",
                 ReadPath::Follower => "3 RTT: client to follower, follower to leader, heartbeat round",
+                ReadPath::Stale => "RTT: client to follower, no leader contact",
             },
             q(0.5) as f64 / floors.read_us.max(1) as f64
         );

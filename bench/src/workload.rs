@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use coraft::api::KvOp;
 use coraft::raft::{GroupId, NodeId};
-use coraft_net::schema::{ClientRequest, ClientRequestBatch, ClientResponseBatch};
+use coraft_net::schema::{ClientRequest, ClientRequestBatch, ClientResponseBatch, ReadConsistency};
 use coraft_net::{BlockingConnection, Hello, NetError, Role as NetRole};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -61,6 +61,19 @@ pub enum ReadPath {
     Lease,
     /// A follower asks the leader for the read index and answers from its own copy.
     Follower,
+    /// A follower answers at once from what it has applied, without
+    /// contacting the leader: possibly stale (`ReadConsistency::Stale`).
+    Stale,
+}
+
+impl ReadPath {
+    /// The consistency a read of this path asks for on the wire.
+    pub fn consistency(self) -> ReadConsistency {
+        match self {
+            ReadPath::Stale => ReadConsistency::Stale,
+            ReadPath::ReadIndex | ReadPath::Lease | ReadPath::Follower => ReadConsistency::Linearizable,
+        }
+    }
 }
 
 /// The state machine the nodes run.
@@ -169,6 +182,8 @@ pub struct Driver {
     /// Open loop: this driver's share of `--rate`, requests per second.
     pub rate: Option<f64>,
     pub seed: u64,
+    /// What its reads ask for (`--read-mode stale`: stale).
+    pub read_consistency: ReadConsistency,
 }
 
 /// What one driver measured.
@@ -303,6 +318,7 @@ pub fn run_driver(
                     request_id: id,
                     group: group.0,
                     payload: mix.read_query(&mut rng),
+                    consistency: driver.read_consistency,
                 }
             } else {
                 state.sequence += 1;

@@ -159,7 +159,7 @@ fn bad_values_are_refused_naming_the_option_and_what_it_accepts() {
     assert_refused(&["--payload", "65537"], "--payload", "64 KiB");
     assert_refused(&["--duration", "0"], "--duration", "at least 1");
     assert_refused(&["--workload", "scan"], "--workload", "write");
-    assert_refused(&["--read-mode", "stale"], "--read-mode", "follower");
+    assert_refused(&["--read-mode", "eventual"], "--read-mode", "stale");
     assert_refused(
         &["--workload", "mixed", "--read-ratio", "1.5"],
         "--read-ratio",
@@ -199,6 +199,11 @@ fn combinations_the_harness_cannot_honour_are_refused_with_the_reason() {
         &["--workload", "read", "--read-mode", "follower", "--nodes", "1"],
         "--read-mode follower",
         "--nodes 3",
+    );
+    assert_refused(
+        &["--workload", "mixed", "--read-mode", "stale"],
+        "--read-mode stale",
+        "writes must go to the leader",
     );
     assert_refused(
         &["--sweep", "payload=16,64", "--workload", "read"],

@@ -68,7 +68,7 @@ fn a_mixed_run_reads_and_writes_and_records_machine_and_configuration() {
 
 #[test]
 fn reads_run_on_every_read_path() {
-    for mode in ["read-index", "lease", "follower"] {
+    for mode in ["read-index", "lease", "follower", "stale"] {
         let lines = run_json(&["--workload", "read", "--read-mode", mode]);
         let line = &lines[0];
         assert!(number(line, "reads") > 0.0, "{mode}: {line}");

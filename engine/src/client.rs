@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use coraft_net::schema::{ClientError, ClientRequest, ClientRequestBatch, ClientResponseBatch};
+use coraft_net::schema::{ClientError, ClientRequest, ClientRequestBatch, ClientResponseBatch, ReadConsistency};
 use coraft_net::{BlockingConnection, Hello, Role as NetRole};
 
 use crate::raft::{GroupId, NodeId};
@@ -161,8 +161,56 @@ impl Client {
             request_id,
             group: group.0,
             payload: query.to_vec(),
+            consistency: ReadConsistency::Linearizable,
         };
         self.call(group, request, request_id)
+    }
+
+    /// A possibly stale read of `group`: answered by the first node of the
+    /// configuration that answers at all (the next one after a transport
+    /// error), from what that node has applied, without contacting the
+    /// leader. It may miss acknowledged writes (the node may lag or be cut
+    /// off from the leader); it never sees what the node has not applied.
+    /// List the node to read from first.
+    pub fn read_stale(&mut self, group: GroupId, query: &[u8]) -> Result<Vec<u8>, ClientFailure> {
+        if self.config.nodes.is_empty() {
+            return Err(ClientFailure::NoNodes);
+        }
+        let request_id = self.request_id();
+        let request = ClientRequest::Read {
+            client_id: self.tag(),
+            request_id,
+            group: group.0,
+            payload: query.to_vec(),
+            consistency: ReadConsistency::Stale,
+        };
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS_MAX {
+            let node = self.config.nodes[attempt % self.config.nodes.len()].0;
+            match self.attempt(node, group, &request, request_id) {
+                Ok(Ok(result)) => return Ok(result),
+                Ok(Err((ClientError::Busy | ClientError::Timeout, _))) => {
+                    last = format!("node {node} is busy");
+                    std::thread::sleep(backoff(attempt));
+                }
+                // That node cannot answer: the next one may.
+                Ok(Err((error @ (ClientError::Storage | ClientError::Shutdown), _))) => {
+                    last = format!("node {node} answered {error:?}");
+                    std::thread::sleep(backoff(attempt));
+                }
+                Ok(Err((error, _))) => return Err(ClientFailure::Refused(error)),
+                Err(AttemptError::Refused(reason)) => return Err(ClientFailure::HandshakeRefused(reason)),
+                Err(AttemptError::Transport(error)) => {
+                    last = error;
+                    self.connections.retain(|(n, _), _| *n != node);
+                    std::thread::sleep(backoff(attempt));
+                }
+            }
+        }
+        Err(ClientFailure::GaveUp {
+            attempts: ATTEMPTS_MAX,
+            last,
+        })
     }
 
     /// Registers the session with `group` through its log, once.

@@ -691,3 +691,47 @@ fn a_node_whose_synced_wal_is_corrupt_refuses_to_start_naming_file_and_offset_an
         31
     );
 }
+
+#[test]
+fn a_stale_read_answers_from_what_the_node_applied_even_cut_off_from_the_leader() {
+    let mut cluster = TestCluster::start(3, 1, 1);
+    let group = GroupId(1);
+    for i in 1..=5u64 {
+        assert_eq!(count(&apply(&cluster, group, format!("s{i}").as_bytes())), i);
+    }
+    let leader = cluster.leader(group);
+    let follower = NodeId(leader.0 % 3 + 1);
+    // The follower may lag: its stale reads climb to 5, never past what
+    // was written, never back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    while seen < 5 {
+        let now = count(&block(cluster.handle(follower, group).read_stale(Vec::new())).unwrap());
+        assert!(now >= seen && now <= 5, "stale reads went from {seen} to {now}");
+        seen = now;
+        assert!(Instant::now() < deadline, "the follower applied only {seen} of 5");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Cut it off: the other two stop.
+    for id in [1, 2, 3].map(NodeId).into_iter().filter(|&id| id != follower) {
+        cluster.nodes[id.0 as usize - 1].take().expect("running").shutdown();
+    }
+    // Alone, it still answers stale reads from what it applied...
+    for _ in 0..3 {
+        assert_eq!(
+            count(&block(cluster.handle(follower, group).read_stale(Vec::new())).unwrap()),
+            5
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // ...while a linearizable read cannot be confirmed without a quorum.
+    let linearizable = block(cluster.handle(follower, group).read(Vec::new()));
+    assert!(
+        linearizable.is_err(),
+        "a cut-off follower served a linearizable read: {linearizable:?}"
+    );
+    assert_eq!(
+        count(&block(cluster.handle(follower, group).read_stale(Vec::new())).unwrap()),
+        5
+    );
+}

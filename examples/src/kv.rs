@@ -180,7 +180,7 @@ impl KvQuery {
 }
 
 impl WriteOutcome {
-    /// The result's bytes.
+    /// The result's bytes, as `on_apply` returns them.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
@@ -215,6 +215,24 @@ impl WriteOutcome {
 
 /// A key and its value.
 pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// The bytes of a get's answer (what [`decode_get`] reads).
+pub fn encode_get_answer(value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_optional(&mut out, value);
+    out
+}
+
+/// The bytes of a scan's answer (what [`decode_scan`] reads).
+pub fn encode_scan_answer(pairs: &[Pair]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (key, value) in pairs {
+        put_bytes(&mut out, key);
+        put_bytes(&mut out, value);
+    }
+    out
+}
 
 /// A get's answer: the value, if the key is present.
 pub fn decode_get(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {

@@ -11,6 +11,8 @@
 //! - [`region`]: the KV split by key range into regions, each its own
 //!   Raft group, split at run time, as `kv-region-server` and
 //!   `kv-region-client`; [`region_client`] routes by key.
+//! - [`store`]: the same KV state machine over an embedded storage engine,
+//!   redb (`kv-server --store redb`).
 //!
 //! [`server`] and [`request`] hold what the servers and clients share.
 #![deny(missing_docs)]
@@ -22,3 +24,4 @@ pub mod region;
 pub mod region_client;
 pub mod request;
 pub mod server;
+pub mod store;

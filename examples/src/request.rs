@@ -97,6 +97,27 @@ pub fn read(client: &mut Client, args: &ClientArgs, query: &[u8]) -> Result<Vec<
     }
 }
 
+/// A possibly stale read: answered by the first node of `--cluster` that
+/// answers, from what it has applied, without contacting the leader (so it
+/// works on a follower cut off from the others, and may miss acknowledged
+/// writes). Retried until an answer comes or `--wait-secs` pass.
+pub fn read_stale(client: &mut Client, args: &ClientArgs, query: &[u8]) -> Result<Vec<u8>> {
+    let wait = args.wait();
+    let deadline = Instant::now() + wait;
+    loop {
+        match client.read_stale(GROUP, query) {
+            Ok(bytes) => return Ok(bytes),
+            Err(ClientFailure::GaveUp { last, .. }) if Instant::now() < deadline => {
+                eprintln!("no answer yet ({last}); trying again");
+            }
+            Err(ClientFailure::GaveUp { last, .. }) => {
+                bail!("no answer from any node within {} s (last: {last})", wait.as_secs())
+            }
+            Err(failure) => bail!("{failure}"),
+        }
+    }
+}
+
 /// The node that answered the last request (for a write, the leader).
 pub fn answered_by(client: &Client) -> String {
     client.leader_of(GROUP).map_or("unknown".into(), |n| n.to_string())

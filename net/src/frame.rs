@@ -22,7 +22,7 @@ use crate::schema::{ClientRequestBatch, ClientResponseBatch, Envelope, RaftBatch
 /// The first four bytes of every frame: `CRFT` read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"CRFT");
 /// The wire version this build speaks: the frame layout and the schema.
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = 4;
 /// Bytes of the fixed frame header.
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// Frames (header and body) start at multiples of this inside buffers.

@@ -399,7 +399,7 @@ mod client_enums {
             /// The new session's id.
             session: u128,
         },
-        /// A linearizable read of a group.
+        /// A read of a group, linearizable or stale as `consistency` says.
         Read {
             /// The client's id.
             client_id: u64,
@@ -409,7 +409,26 @@ mod client_enums {
             group: u64,
             /// The query, opaque to the wire.
             payload: Vec<u8>,
+            /// Whether the read must be linearizable (wire version 4).
+            consistency: ReadConsistency,
         },
+    }
+
+    /// How fresh a [`ClientRequest::Read`] must be. An archived value
+    /// outside these variants fails validation: the frame is refused and
+    /// the connection closed (`ClosedInvalidArchive`), never guessed at.
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+    #[rkyv(derive(Debug, Clone, Copy, PartialEq, Eq))]
+    pub enum ReadConsistency {
+        /// Reflects every write acknowledged before the read was sent: the
+        /// leader confirms its leadership (ReadIndex or lease) and the
+        /// answering node waits until it has applied that index.
+        #[default]
+        Linearizable,
+        /// Answered at once by whichever node receives it, from what that
+        /// node has applied, without contacting the leader: possibly stale
+        /// (it may miss acknowledged writes), never ahead of that node's log.
+        Stale,
     }
 
     /// Why a client request failed.

@@ -109,6 +109,7 @@ fn assert_served(connection: &mut BlockingConnection, request_id: u64) {
             request_id,
             group: 1,
             payload: Vec::new(),
+            consistency: Default::default(),
         }],
     };
     connection.send(&request).unwrap();

@@ -273,3 +273,52 @@ fn a_read_stops_at_the_end_of_a_frame_when_no_second_one_would_fit_behind_it() {
     assert_eq!(decoded, 5);
     decoder.finish().unwrap();
 }
+
+#[test]
+fn a_read_consistency_outside_its_variants_is_an_invalid_archive() {
+    let body = |consistency: ReadConsistency| {
+        let batch = ClientRequestBatch {
+            requests: vec![ClientRequest::Read {
+                client_id: 1,
+                request_id: 2,
+                group: 3,
+                payload: b"q".to_vec(),
+                consistency,
+            }],
+        };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&batch).unwrap().to_vec()
+    };
+    let linearizable = body(ReadConsistency::Linearizable);
+    let stale = body(ReadConsistency::Stale);
+    // The two archives differ in the consistency tag alone.
+    let differing: Vec<usize> = (0..stale.len()).filter(|&i| stale[i] != linearizable[i]).collect();
+    assert_eq!(differing.len(), 1, "{linearizable:?} vs {stale:?}");
+    for tag in [2u8, 0x7f, 0xff] {
+        let mut bad = stale.clone();
+        bad[differing[0]] = tag;
+        let mut encoder = FrameEncoder::new();
+        encoder
+            .encode_raw(FrameKind::ClientRequests, WIRE_VERSION, &bad)
+            .unwrap();
+        assert!(
+            matches!(
+                decode_all(encoder.as_bytes()),
+                Err(NetError::InvalidArchive {
+                    kind: FrameKind::ClientRequests,
+                    ..
+                })
+            ),
+            "tag {tag}"
+        );
+    }
+    let mut encoder = FrameEncoder::new();
+    encoder
+        .encode_raw(FrameKind::ClientRequests, WIRE_VERSION, &stale)
+        .unwrap();
+    let frames = decode_all(encoder.as_bytes()).unwrap();
+    let request = &frames[0].client_requests().unwrap().requests[0];
+    let ArchivedClientRequest::Read { consistency, .. } = request else {
+        panic!("{request:?}");
+    };
+    assert_eq!(*consistency, ArchivedReadConsistency::Stale);
+}

@@ -74,6 +74,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 request_id: 2,
                 group: 3,
                 payload: b"k".to_vec(),
+                consistency: ReadConsistency::Stale,
             },
             ClientRequest::RegisterSession {
                 client_id: 1,

@@ -96,6 +96,7 @@ fn echo(request: &ArchivedClientRequest) -> ClientResponse {
         request_id,
         group,
         payload,
+        ..
     } = request
     else {
         panic!("the test only sends reads");
@@ -132,6 +133,7 @@ fn assert_served(good: &mut BlockingConnection, request_id: u64) {
             request_id,
             group: 3,
             payload: request_id.to_le_bytes().to_vec(),
+            consistency: Default::default(),
         }],
     };
     good.send(&request).unwrap();
@@ -167,6 +169,7 @@ fn valid_request_frame() -> Vec<u8> {
                 request_id: 1,
                 group: 1,
                 payload: vec![1, 2, 3],
+                consistency: Default::default(),
             }],
         })
         .unwrap();

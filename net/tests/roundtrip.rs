@@ -209,14 +209,19 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
                 session,
             }
         ),
-        (any::<u64>(), any::<u64>(), any::<u64>(), bytes()).prop_map(|(client_id, request_id, group, payload)| {
-            ClientRequest::Read {
+        (any::<u64>(), any::<u64>(), any::<u64>(), bytes(), any::<bool>()).prop_map(
+            |(client_id, request_id, group, payload, stale)| ClientRequest::Read {
                 client_id,
                 request_id,
                 group,
                 payload,
+                consistency: if stale {
+                    ReadConsistency::Stale
+                } else {
+                    ReadConsistency::Linearizable
+                },
             }
-        }),
+        ),
     ]
 }
 

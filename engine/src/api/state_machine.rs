@@ -44,8 +44,10 @@ pub trait StateMachine: 'static {
     /// command, handed to its proposer (if it is waiting on this node).
     fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>>;
 
-    /// Answers a read-only query against the current state. Called only once
-    /// the state has caught up with a linearizable read index.
+    /// Answers a read-only query against the current state: for a
+    /// linearizable read only once the state has caught up with its read
+    /// index; for a stale read (`GroupHandle::read_stale`) at once, on
+    /// whatever this node has applied.
     fn on_query(&self, query: &[u8]) -> Vec<u8> {
         let _ = query;
         Vec::new()

@@ -271,6 +271,8 @@ pub(crate) enum ApiRequest {
         group: GroupId,
         query: Vec<u8>,
         index_only: bool,
+        /// Answered at once from this node's applied state, no leader contact.
+        stale: bool,
         reply: flume::Sender<Result<Vec<u8>, Error>>,
     },
     Close {
@@ -746,6 +748,25 @@ impl GroupHandle {
             group: self.group,
             query,
             index_only: false,
+            stale: false,
+            reply,
+        })?;
+        answer.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// A possibly stale read: `query` runs at once against this node's
+    /// state machine as it stands, leader or not, without contacting the
+    /// leader. It sees every command this node has applied and none it has
+    /// not, so it may miss writes already acknowledged elsewhere (a
+    /// follower that lags, or is cut off from the leader, answers from
+    /// where it is); successive stale reads on one node never go back.
+    pub async fn read_stale(&self, query: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.submit(ApiRequest::Read {
+            group: self.group,
+            query,
+            index_only: false,
+            stale: true,
             reply,
         })?;
         answer.recv_async().await.map_err(|_| Error::Shutdown)?
@@ -760,6 +781,7 @@ impl GroupHandle {
             group: self.group,
             query: Vec::new(),
             index_only: true,
+            stale: false,
             reply,
         })?;
         let bytes = answer.recv_async().await.map_err(|_| Error::Shutdown)??;

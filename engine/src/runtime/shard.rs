@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use coraft_net::schema::{ClientError, ClientRequest, ClientResponse};
+use coraft_net::schema::{ClientError, ClientRequest, ClientResponse, ReadConsistency};
 use coraft_net::Listener;
 use coraft_wal::Wal;
 
@@ -601,7 +601,16 @@ impl Shard {
                 });
                 self.queue_proposal(GroupId(group), command, reply, received, proposals);
             }
-            ClientRequest::Read { payload, .. } => self.read(GroupId(group), payload, false, reply),
+            ClientRequest::Read {
+                payload,
+                consistency: ReadConsistency::Stale,
+                ..
+            } => self.read_stale(GroupId(group), payload, reply),
+            ClientRequest::Read {
+                payload,
+                consistency: ReadConsistency::Linearizable,
+                ..
+            } => self.read(GroupId(group), payload, false, reply),
         }
     }
 
@@ -759,6 +768,23 @@ impl Shard {
         }
     }
 
+    /// A stale read: answered now from what this node's state machine has
+    /// applied, with no read index and no message to the leader, so it
+    /// works on a follower cut off from the rest (`GroupHandle::read_stale`).
+    fn read_stale(&mut self, group_id: GroupId, query: Vec<u8>, reply: Reply) {
+        if let Some(error) = &self.failed {
+            return reply.send(Err(error.clone()), None);
+        }
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return reply.send(Err(Error::UnknownGroup(group_id)), None);
+        };
+        if group.closed {
+            return reply.send(Err(Error::Shutdown), group.leader_hint());
+        }
+        let answer = group.state_machine.on_query(&query);
+        reply.send(Ok(answer), group.leader_hint());
+    }
+
     fn api_request(&mut self, request: ApiRequest, proposals: &mut BTreeMap<GroupId, Batch>) {
         match request {
             ApiRequest::Propose {
@@ -785,7 +811,15 @@ impl Shard {
             ApiRequest::Read {
                 group,
                 query,
+                stale: true,
+                reply,
+                ..
+            } => self.read_stale(group, query, Reply::Api(reply)),
+            ApiRequest::Read {
+                group,
+                query,
                 index_only,
+                stale: false,
                 reply,
             } => self.read(group, query, index_only, Reply::Api(reply)),
             ApiRequest::Close { group, reply } => match self.groups.get_mut(&group) {

@@ -1,11 +1,13 @@
 //! `kv-client`: reads and writes the key-value example's store
 //! (`docs/examples.md`). Keys and values are taken as UTF-8 text; reads are
-//! linearizable; a write is retried with the same session and sequence, so
-//! it applies at most once.
+//! linearizable unless `--stale` (then answered by the first node listed
+//! that answers, from what it has applied: possibly stale); a write is
+//! retried with the same session and sequence, so it applies at most once.
 //!
 //! ```text
 //! kv-client --cluster 127.0.0.1:8091,127.0.0.1:8092,127.0.0.1:8093 put color blue
 //! kv-client --cluster ... get color
+//! kv-client --cluster 2=127.0.0.1:8092 get color --stale
 //! kv-client --cluster ... cas color --expected blue --new green
 //! kv-client --cluster ... scan --start a --end z
 //! kv-client --cluster ... delete color
@@ -15,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use coraft::client::Client;
 use coraft_examples::kv::{decode_get, decode_scan, KvQuery, KvWrite, WriteOutcome, SCAN_PAIRS_MAX};
-use coraft_examples::request::{read, write, ClientArgs};
+use coraft_examples::request::{read, read_stale, write, ClientArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +44,12 @@ enum Request {
     Get {
         /// The key.
         key: String,
+        /// POSSIBLY STALE: answered by the first node of --cluster that
+        /// answers, from what it has applied, without asking the leader
+        /// (works on a node cut off from the others; may miss acknowledged
+        /// writes).
+        #[arg(long)]
+        stale: bool,
     },
     /// Removes KEY; prints the value it had.
     Delete {
@@ -74,6 +82,9 @@ enum Request {
         /// Most pairs to print.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=SCAN_PAIRS_MAX as i64))]
         limit: u32,
+        /// POSSIBLY STALE: as `get --stale`.
+        #[arg(long)]
+        stale: bool,
     },
 }
 
@@ -135,24 +146,30 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Request::Get { key } => {
+        Request::Get { key, stale } => {
             let query = KvQuery::Get {
                 key: key.clone().into_bytes(),
             };
-            let answer = checked_read(&mut client, &args.client, &query).with_context(|| format!("get {key}"))?;
+            let answer =
+                checked_read(&mut client, &args.client, &query, *stale).with_context(|| format!("get {key}"))?;
             let value = decode_get(&answer).map_err(|e| anyhow::anyhow!("get {key}: {e}"))?;
             println!("{key} = {}", text(&value));
             if value.is_none() {
                 std::process::exit(1);
             }
         }
-        Request::Scan { start, end, limit } => {
+        Request::Scan {
+            start,
+            end,
+            limit,
+            stale,
+        } => {
             let query = KvQuery::Scan {
                 start: start.clone().into_bytes(),
                 end: end.clone().into_bytes(),
                 limit: *limit,
             };
-            let answer = checked_read(&mut client, &args.client, &query).context("scan")?;
+            let answer = checked_read(&mut client, &args.client, &query, *stale).context("scan")?;
             for (key, value) in decode_scan(&answer).map_err(|e| anyhow::anyhow!("scan: {e}"))? {
                 println!("{}={}", String::from_utf8_lossy(&key), String::from_utf8_lossy(&value));
             }
@@ -161,10 +178,15 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// A read, refused before contacting anyone if the replicas would not
-/// decode it (a key over `KEY_BYTES_MAX`).
-fn checked_read(client: &mut Client, args: &ClientArgs, query: &KvQuery) -> Result<Vec<u8>> {
+/// A read (linearizable, or possibly stale with `stale`), refused before
+/// contacting anyone if the replicas would not decode it (a key over
+/// `KEY_BYTES_MAX`).
+fn checked_read(client: &mut Client, args: &ClientArgs, query: &KvQuery, stale: bool) -> Result<Vec<u8>> {
     let bytes = query.encode();
     KvQuery::decode(&bytes).map_err(|reason| anyhow::anyhow!("{reason} (not sent)"))?;
-    read(client, args, &bytes)
+    if stale {
+        read_stale(client, args, &bytes)
+    } else {
+        read(client, args, &bytes)
+    }
 }

@@ -448,6 +448,37 @@ fn read_index_waits_for_a_quorum_to_confirm_leadership() {
 }
 
 #[test]
+fn a_lone_leaders_read_before_its_first_commit_is_answered_once_it_commits() {
+    // Thesis §6.4: a read waits for the leader's first commit in its term,
+    // then for a round; a single voter is its own quorum, so the round is
+    // confirmed as soon as it starts. (No heartbeat answers ever come to
+    // release it, so before the fix it waited for the client's timeout.)
+    let mut cluster = Cluster::new(1, |_| {});
+    for core in cluster.cores.values_mut() {
+        core.forget_leader();
+    }
+    let timeout = 2 * cluster.get(1).config().election_timeout_ticks + 20;
+    for _ in 0..timeout {
+        if cluster.get(1).role() == Role::Leader {
+            break;
+        }
+        cluster.get(1).tick();
+    }
+    assert_eq!(cluster.get(1).role(), Role::Leader);
+    assert_eq!(cluster.get(1).commit_index(), LogIndex(0), "the no-op is not persisted yet");
+    cluster.get(1).read_index(5).unwrap();
+    cluster.settle();
+    assert_eq!(
+        cluster.reads.get(&NodeId(1)).cloned().unwrap_or_default(),
+        vec![ReadState {
+            context: 5,
+            index: LogIndex(1)
+        }],
+        "the read is answered once the no-op commits, without any tick"
+    );
+}
+
+#[test]
 fn follower_read_is_confirmed_by_the_leader() {
     // Thesis §6.4: a follower asks the leader for the read index.
     let mut cluster = Cluster::new(3, |_| {});

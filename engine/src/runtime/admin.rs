@@ -198,11 +198,13 @@ impl AdminService {
                     });
                 }
                 let voters = self.members(&voters, |&node| node_id(node))?;
-                log::warn!(
-                    "node {}: an admin request resets group {group} to voters {voters:?} without consensus \
-                     (acknowledged writes only the lost nodes held are lost)",
-                    self.node
-                );
+                crate::logging::group_span(GroupId(group)).in_scope(|| {
+                    log::warn!(
+                        "node {}: an admin request resets group {group} to voters {voters:?} without consensus \
+                         (acknowledged writes only the lost nodes held are lost)",
+                        self.node
+                    )
+                });
                 changed(group, self.handle(group).reset_peers(voters).await)
             }
         }

@@ -465,6 +465,8 @@ impl Node {
             let admin = admin.clone();
             let join = builder
                 .spawn(move || async move {
+                    // Every line this thread writes names its node and shard.
+                    let _shard = crate::logging::shard_span(shard_options.node_id, shard).entered();
                     let channels = ShardChannels {
                         mesh,
                         api: api_rx,

@@ -356,8 +356,14 @@ impl Shard {
                     from,
                     term,
                     chunk,
-                } => self.snapshot_chunk(group, from, term, chunk),
-                Event::SnapshotChunkAck { group, from, ack } => self.snapshot_chunk_ack(group, from, ack),
+                } => {
+                    let _group = crate::logging::group_span(group).entered();
+                    self.snapshot_chunk(group, from, term, chunk)
+                }
+                Event::SnapshotChunkAck { group, from, ack } => {
+                    let _group = crate::logging::group_span(group).entered();
+                    self.snapshot_chunk_ack(group, from, ack)
+                }
             }
         }
         // Whatever waited in the inbox was stepped first (a heartbeat that
@@ -841,7 +847,10 @@ impl Shard {
                 };
                 let _ = reply.send(result);
             }
-            ApiRequest::Membership { group, request, reply } => self.membership_request(group, request, reply),
+            ApiRequest::Membership { group, request, reply } => {
+                let _group = crate::logging::group_span(group).entered();
+                self.membership_request(group, request, reply)
+            }
             ApiRequest::Addresses { reply } => {
                 let _ = reply.send(self.addresses.clone());
             }
@@ -901,6 +910,7 @@ impl Shard {
             // as a stream of the stored one (`install.rs`).
             for message in &ready.messages {
                 if matches!(message.body, crate::raft::MessageBody::InstallSnapshot { .. }) {
+                    let _group = crate::logging::group_span(group_id).entered();
                     self.start_install(message);
                     continue;
                 }
@@ -966,6 +976,7 @@ impl Shard {
                 .iter()
                 .any(|e| matches!(e.payload, crate::raft::EntryPayload::Configuration(_)))
             {
+                let _group = crate::logging::group_span(group_id).entered();
                 self.notice_removal(group_id);
             }
         }
@@ -1111,11 +1122,14 @@ impl Shard {
                 }
                 SnapshotOutcome::Writing | SnapshotOutcome::Done(Ok(_)) => {}
                 // Tried again once the policy fires again.
-                SnapshotOutcome::Done(Err(error)) => log::warn!(
-                    "node {} shard {}: the snapshot policy's snapshot of group {group_id} failed: {error}",
-                    self.node,
-                    self.metrics.shard
-                ),
+                SnapshotOutcome::Done(Err(error)) => {
+                    let _group = crate::logging::group_span(group_id).entered();
+                    log::warn!(
+                        "node {} shard {}: the snapshot policy's snapshot of group {group_id} failed: {error}",
+                        self.node,
+                        self.metrics.shard
+                    )
+                }
             }
         }
         if let Some(error) = failure {
@@ -1227,6 +1241,7 @@ impl Shard {
                 Err(error) => Err(error),
             };
             if let Err(error) = &outcome {
+                let _group = crate::logging::group_span(group).entered();
                 log::warn!(
                     "node {} shard {}: a snapshot of group {group} failed: {error}",
                     self.node,

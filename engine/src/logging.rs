@@ -92,19 +92,30 @@ fn level_name(level: LogLevel) -> &'static str {
 
 /// Installs the process's logger: lines on stderr in `format`, filtered by
 /// `RUST_LOG` when it is set (its usual syntax: `warn`,
-/// `coraft::runtime=debug,coraft_wal=info`), at `level` otherwise. The
-/// engine's `log` records go through it too. Call once, before the node
-/// starts.
+/// `coraft::runtime=debug,coraft_wal=info`) over `level` (a bare level in
+/// `RUST_LOG` replaces it, a module's level adds to it); glommio's own events
+/// are off unless `RUST_LOG` names `glommio`. The engine's `log` records go
+/// through it too. Call once, before the node starts.
 pub fn install(level: LogLevel, format: LogFormat) -> Result<(), LoggingError> {
     use tracing_subscriber::filter::EnvFilter;
-    let builder =
-        EnvFilter::builder().with_default_directive(level_name(level).parse().expect("a level name is a directive"));
+    // The config's level first, then RUST_LOG's directives: a bare level
+    // there replaces the config's, a module's adds to it. glommio's own
+    // events were never printed before coraft-node used tracing, and its
+    // reactor logs a harmless ERROR at each start on a file system without
+    // polled I/O: off unless RUST_LOG names glommio.
+    let base = format!("{},glommio=off", level_name(level));
     let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(value) if !value.trim().is_empty() => builder.parse(&value).map_err(|e| LoggingError::BadFilter {
-            value: value.clone(),
-            reason: e.to_string(),
-        })?,
-        _ => builder.parse("").expect("an empty filter parses"),
+        Ok(value) if !value.trim().is_empty() => {
+            EnvFilter::builder()
+                .parse(format!("{base},{value}"))
+                .map_err(|e| LoggingError::BadFilter {
+                    value: value.clone(),
+                    reason: e.to_string(),
+                })?
+        }
+        _ => EnvFilter::builder()
+            .parse(&base)
+            .expect("a level and glommio=off parse"),
     };
     let filter = filter.add_directive(
         format!("{SPAN_TARGET}=error")

@@ -15,8 +15,9 @@ use coraft_net::{BlockingConnection, Hello, NetError, Refusal, Role as NetRole};
 use crate::raft::{GroupId, NodeId};
 
 pub use coraft_net::admin::{
-    AdminError, AdminRequest, AdminRole, GroupReport, MemberSpec, NodeReport, PeerReport, ADMIN_PROTOCOL_VERSION,
-    ADMIN_STATUS_GROUPS_MAX,
+    AdminError, AdminRequest, AdminRole, GroupReport, MemberSpec, NodeAddresses, NodeReport, PeerReport,
+    ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_PROTOCOL_VERSION, ADMIN_STATUS_GROUPS_MAX,
+    ADMIN_STATUS_PAGE_GROUPS_MAX,
 };
 
 /// Why an admin call to one node failed.
@@ -160,6 +161,13 @@ impl AdminClient {
 
     /// Sends one request and waits for its answer.
     pub fn call(&mut self, request: AdminRequest) -> Result<AdminReply, AdminCallError> {
+        self.call_as(ADMIN_PROTOCOL_VERSION, request)
+    }
+
+    /// Sends one request as admin protocol `version` speaks it (for a
+    /// request laid out alike in that version, to a node of it) and waits
+    /// for its answer.
+    pub fn call_as(&mut self, version: u16, request: AdminRequest) -> Result<AdminReply, AdminCallError> {
         let request_id = self.next_request;
         self.next_request += 1;
         let transport = |reason: String| AdminCallError::Transport {
@@ -168,7 +176,7 @@ impl AdminClient {
         };
         self.connection
             .send(&AdminRequestFrame {
-                version: ADMIN_PROTOCOL_VERSION,
+                version,
                 cluster_id: self.cluster_id,
                 request_id,
                 request,
@@ -205,12 +213,66 @@ impl AdminClient {
         }
     }
 
-    /// The state of `groups` on this node (all it hosts when empty).
+    /// The state of `groups` on this node (all it hosts when empty), asked
+    /// [`ADMIN_STATUS_PAGE_GROUPS_MAX`] groups at a time: see
+    /// [`status_in_pages`](Self::status_in_pages).
     pub fn status(&mut self, groups: &[GroupId]) -> Result<NodeReport, AdminCallError> {
-        let groups = groups.iter().map(|g| g.0).collect();
-        match self.call(AdminRequest::Status { groups })? {
+        self.status_in_pages(groups, ADMIN_STATUS_PAGE_GROUPS_MAX)
+    }
+
+    /// The state of `groups` on this node (all it hosts when empty), in
+    /// answers of at most `page_groups` groups each (1 to
+    /// [`ADMIN_STATUS_PAGE_GROUPS_MAX`]), so a node of any number of groups
+    /// can answer: every hosted group page by page
+    /// ([`AdminRequest::StatusPage`]) until a page comes back empty, or the
+    /// named groups `page_groups` at a time ([`AdminRequest::Status`]).
+    pub fn status_in_pages(&mut self, groups: &[GroupId], page_groups: u32) -> Result<NodeReport, AdminCallError> {
+        let page_groups = page_groups.clamp(1, ADMIN_STATUS_PAGE_GROUPS_MAX);
+        let mut whole: Option<NodeReport> = None;
+        let mut merge = |page: NodeReport| -> usize {
+            let count = page.groups.len();
+            match &mut whole {
+                None => whole = Some(page),
+                Some(whole) => whole.groups.extend(page.groups),
+            }
+            count
+        };
+        if groups.is_empty() {
+            let mut after = 0;
+            loop {
+                let page = self.status_once(AdminRequest::StatusPage {
+                    after,
+                    groups_max: page_groups,
+                })?;
+                let last = page.groups.last().map(|g| g.group);
+                if merge(page) == 0 {
+                    break;
+                }
+                match last {
+                    Some(last) if last > after => after = last,
+                    _ => return Err(self.transport("a status page did not move past the last one".into())),
+                }
+            }
+        } else {
+            for chunk in groups.chunks(page_groups as usize) {
+                let groups = chunk.iter().map(|g| g.0).collect();
+                merge(self.status_once(AdminRequest::Status { groups })?);
+            }
+        }
+        Ok(whole.expect("at least one answer"))
+    }
+
+    fn status_once(&mut self, request: AdminRequest) -> Result<NodeReport, AdminCallError> {
+        match self.call(request)? {
             AdminReply::Status(report) => Ok(report),
             other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn transport(&self, reason: String) -> AdminCallError {
+        AdminCallError::Transport {
+            address: self.address,
+            reason,
         }
     }
 
@@ -260,6 +322,33 @@ impl AdminClient {
             address: self.address,
             reason: format!("an answer of the wrong kind: {reply:?}"),
         }
+    }
+}
+
+/// The shard addresses of every node the node at `seed` knows (its
+/// [`AdminRequest::Addresses`] answer), for a node that joins a cluster.
+/// A seed of an older admin protocol version (one that answers
+/// `UnsupportedVersion` naming a version from
+/// [`ADMIN_ADDRESSES_VERSION_MIN`] up) is asked again at its version: the
+/// request and its answer are laid out alike in every version that has it.
+pub fn seed_addresses(
+    seed: SocketAddr,
+    cluster_id: u64,
+    timeout: Duration,
+) -> Result<Vec<NodeAddresses>, AdminCallError> {
+    let mut client = AdminClient::connect(seed, cluster_id, timeout)?;
+    let answer = match client.call(AdminRequest::Addresses) {
+        Err(AdminCallError::Node {
+            error: AdminError::UnsupportedVersion { supported, .. },
+            ..
+        }) if (ADMIN_ADDRESSES_VERSION_MIN..ADMIN_PROTOCOL_VERSION).contains(&supported) => {
+            client.call_as(supported, AdminRequest::Addresses)?
+        }
+        answer => answer?,
+    };
+    match answer {
+        AdminReply::Addresses(nodes) => Ok(nodes),
+        other => Err(client.unexpected(&other)),
     }
 }
 

@@ -81,6 +81,7 @@ pub mod api;
 pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod logging;
 pub mod ports;
 pub mod raft;
 pub mod runtime;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use coraft::client::{Client, ClientConfig};
 use coraft::raft::{GroupId, NodeId};
 use coraft_net::admin::{
-    AdminError, AdminReply, AdminRequest, AdminRequestFrame, AdminResponseFrame, ADMIN_PROTOCOL_VERSION,
+    AdminError, AdminReply, AdminRequest, AdminRequestFrame, AdminResponseFrame, NodeAddresses, ADMIN_ANSWER_BYTES_MAX,
+    ADMIN_PROTOCOL_VERSION, ADMIN_STATUS_GROUPS_MAX,
 };
 use coraft_net::{BlockingConnection, FrameEncoder, FrameKind, Hello, Role, WIRE_VERSION};
 use coraft_tuning::{NodeConfig, Peer, PlacementPolicy};
@@ -369,6 +370,30 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     let unknown = admin(&["--config", config, "snapshot", "--group", "77"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(stderr(&unknown).contains("unknown group 77"), "{}", stderr(&unknown));
+    // The membership commands too: each names the group, exit status 1.
+    for command in [
+        &["add-learner", "--group", "77", "--id", "4", "--address", "127.0.0.1:1"][..],
+        &["add-voter", "--group", "77", "--id", "4", "--address", "127.0.0.1:1"],
+        &["promote", "--group", "77", "--id", "4"],
+        &["remove", "--group", "77", "--id", "1"],
+        &["change", "--group", "77", "--voters", "1"],
+        &[
+            "reset-peers",
+            "--group",
+            "77",
+            "--voters",
+            "1",
+            "--yes-i-know-this-can-lose-data",
+        ],
+    ] {
+        let unknown = admin(&[&["--config", config][..], command].concat());
+        assert_eq!(unknown.status.code(), Some(1), "{command:?}: {}", stderr(&unknown));
+        assert!(
+            stderr(&unknown).contains("unknown group 77"),
+            "{command:?}: {}",
+            stderr(&unknown)
+        );
+    }
 
     let foreign = admin(&["--node", &node, "--cluster-id", "10", "status"]);
     assert_eq!(foreign.status.code(), Some(1));
@@ -445,17 +470,105 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
             supported: ADMIN_PROTOCOL_VERSION
         })
     );
-    // A tool of version 1 (before NodeReport carried the election
-    // priority) is told so, on the same connection.
-    assert_eq!(ADMIN_PROTOCOL_VERSION, 2);
+    // Tools of versions 1 and 2 (before NodeReport carried the election
+    // priority; before StatusPage) are told so, on the same connection.
+    assert_eq!(ADMIN_PROTOCOL_VERSION, 3);
+    for old in [1, 2] {
+        let answer = raw_call(
+            &mut connection,
+            &request_bytes(old, CLUSTER, AdminRequest::Status { groups: vec![] }),
+        );
+        assert_eq!(
+            answer.result,
+            Err(AdminError::UnsupportedVersion {
+                found: old,
+                supported: 3
+            })
+        );
+    }
+    // But a node joining from a version 2 build gets the addresses it asks
+    // its seed for (the request and answer are laid out alike).
+    let answer = raw_call(&mut connection, &request_bytes(2, CLUSTER, AdminRequest::Addresses));
+    match answer.result {
+        Ok(AdminReply::Addresses(nodes)) => assert!(nodes.len() <= 1, "{nodes:?}"),
+        other => panic!("an addresses answer, not {other:?}"),
+    }
+    // A status answer too large for ADMIN_ANSWER_BYTES_MAX (group 2 named
+    // as often as a request allows) is refused with the bound named, and
+    // the connection serves on.
     let answer = raw_call(
         &mut connection,
-        &request_bytes(1, CLUSTER, AdminRequest::Status { groups: vec![] }),
+        &request_bytes(
+            ADMIN_PROTOCOL_VERSION,
+            CLUSTER,
+            AdminRequest::Status {
+                groups: vec![2; ADMIN_STATUS_GROUPS_MAX],
+            },
+        ),
     );
-    assert_eq!(
-        answer.result,
-        Err(AdminError::UnsupportedVersion { found: 1, supported: 2 })
+    match &answer.result {
+        Err(error @ AdminError::AnswerTooLarge { bytes, bytes_max }) => {
+            assert_eq!(*bytes_max, ADMIN_ANSWER_BYTES_MAX as u64);
+            assert!(*bytes > *bytes_max);
+            assert!(
+                error.to_string().contains("ADMIN_ANSWER_BYTES_MAX") && error.to_string().contains("pages"),
+                "{error}"
+            );
+        }
+        other => panic!("AnswerTooLarge, not {other:?}"),
+    }
+    // The same node's status in pages of one group: 1, 2, then none.
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let answer = raw_call(
+            &mut connection,
+            &request_bytes(
+                ADMIN_PROTOCOL_VERSION,
+                CLUSTER,
+                AdminRequest::StatusPage { after, groups_max: 1 },
+            ),
+        );
+        let Ok(AdminReply::Status(report)) = answer.result else {
+            panic!("a status page, not {answer:?}");
+        };
+        let page: Vec<u64> = report.groups.iter().map(|g| g.group).collect();
+        pages.push(page.clone());
+        match page.last() {
+            Some(&last) => after = last,
+            None => break,
+        }
+        assert!(pages.len() <= 3, "{pages:?}");
+    }
+    assert_eq!(pages, vec![vec![1], vec![2], vec![]]);
+    let answer = raw_call(
+        &mut connection,
+        &request_bytes(
+            ADMIN_PROTOCOL_VERSION,
+            CLUSTER,
+            AdminRequest::StatusPage {
+                after: 0,
+                groups_max: 0,
+            },
+        ),
     );
+    assert!(
+        matches!(&answer.result, Err(AdminError::BadRequest { reason }) if reason.contains("ADMIN_STATUS_PAGE_GROUPS_MAX")),
+        "{answer:?}"
+    );
+    // coraft-admin asks in pages: one group per answer still lists both.
+    let paged = admin(&["--config", config, "--json", "status", "--page-groups", "1"]);
+    assert!(paged.status.success(), "{}", stderr(&paged));
+    let paged: Value = serde_json::from_slice(&paged.stdout).unwrap();
+    let listed: Vec<u64> = paged["nodes"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, vec![1, 2]);
+    let zero = admin(&["--config", config, "status", "--page-groups", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
     let answer = raw_call(
         &mut connection,
         &request_bytes(ADMIN_PROTOCOL_VERSION, 4, AdminRequest::Status { groups: vec![] }),
@@ -904,4 +1017,88 @@ fn a_change_while_another_is_in_flight_is_refused_by_the_tool_with_a_failing_exi
         stderr(&refused)
     );
     drop(first);
+}
+
+/// A stand-in for a node of the older admin protocol `version`: a real
+/// listener on a real socket that answers as such a node's admin service
+/// does (a request of another version: `UnsupportedVersion`; `Addresses`
+/// of its own: `known`). Serves one connection, then ends.
+fn older_seed(version: u16, known: Vec<NodeAddresses>) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let address = free_addresses(1)[0];
+    let (ready, listening) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async move {
+                let identity = coraft_net::LocalIdentity {
+                    cluster_id: CLUSTER,
+                    node_id: 5,
+                    shard_id: 0,
+                };
+                let listener = coraft_net::Listener::bind(address, coraft_net::NetConfig::new(identity)).unwrap();
+                ready.send(()).unwrap();
+                let mut connection = listener.accept().await.unwrap().handshake().await.unwrap();
+                let mut writer = connection.take_response_writer().unwrap();
+                while let Ok(Some(frame)) = connection.recv().await {
+                    let Some(Ok(archived)) = frame.admin_request() else {
+                        continue;
+                    };
+                    let request = rkyv::deserialize::<AdminRequestFrame, rkyv::rancor::Error>(archived).unwrap();
+                    let result = if request.version != version {
+                        Err(AdminError::UnsupportedVersion {
+                            found: request.version,
+                            supported: version,
+                        })
+                    } else if request.request == AdminRequest::Addresses {
+                        Ok(AdminReply::Addresses(known.clone()))
+                    } else {
+                        Err(AdminError::BadRequest {
+                            reason: "not in this stand-in".into(),
+                        })
+                    };
+                    let answer = AdminResponseFrame {
+                        version,
+                        request_id: request.request_id,
+                        node_id: 5,
+                        result,
+                    };
+                    writer.send(&answer).await.unwrap();
+                }
+            });
+    });
+    listening.recv().unwrap();
+    (address, thread)
+}
+
+#[test]
+fn a_joining_node_asks_a_seed_of_admin_version_2_again_at_its_version_and_names_a_version_1_seed() {
+    let known = vec![
+        NodeAddresses {
+            node: 5,
+            shard_addresses: vec!["127.0.0.1:7005".into(), "127.0.0.1:7006".into()],
+        },
+        NodeAddresses {
+            node: 6,
+            shard_addresses: vec!["127.0.0.1:7007".into(), "127.0.0.1:7008".into()],
+        },
+    ];
+    let timeout = Duration::from_secs(10);
+    // Version 2 serves Addresses; asked at version 3 it answers
+    // UnsupportedVersion, so the joiner asks again at 2.
+    let (seed, thread) = older_seed(2, known.clone());
+    let learned = coraft::admin::seed_addresses(seed, CLUSTER, timeout).expect("a version 2 seed answers");
+    assert_eq!(learned, known);
+    thread.join().unwrap();
+    // A version 1 node may not know Addresses: the joiner does not ask it
+    // again; it gets the typed refusal (and starts with its config's peers).
+    let (seed, thread) = older_seed(1, known);
+    match coraft::admin::seed_addresses(seed, CLUSTER, timeout) {
+        Err(coraft::admin::AdminCallError::Node {
+            error: AdminError::UnsupportedVersion { found, supported: 1 },
+            ..
+        }) => assert_eq!(found, ADMIN_PROTOCOL_VERSION),
+        other => panic!("the version 1 seed's refusal, not {other:?}"),
+    }
+    thread.join().unwrap();
 }

@@ -126,7 +126,7 @@ fn the_node_logs_to_stderr_with_its_id_at_the_configured_level() {
     let lines = started(node(&config, "1"));
     let startup = lines.iter().find(|l| l.contains(" running ")).unwrap();
     assert!(
-        startup.contains(" node 7 INFO coraft_node: node 7 of cluster 5 running"),
+        startup.contains(" INFO node{node=7}: coraft_node: node 7 of cluster 5 running"),
         "{lines:#?}"
     );
     assert!(!lines.iter().any(|l| l.contains(" DEBUG ")), "{lines:#?}");
@@ -140,13 +140,13 @@ fn the_node_logs_to_stderr_with_its_id_at_the_configured_level() {
         .find(|l| l.contains(" DEBUG "))
         .unwrap_or_else(|| panic!("{lines:#?}"));
     assert!(
-        debug.contains(" node 7 DEBUG coraft_node: effective config of"),
+        debug.contains(" DEBUG node{node=7}: coraft_node: effective config of"),
         "{lines:#?}"
     );
 
     let config = write_config(dir.path(), |config| config.log.level = coraft_tuning::LogLevel::Debug);
     let lines = started(node(&config, "1"));
-    assert!(lines.iter().any(|l| l.contains(" node 7 DEBUG ")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains(" DEBUG node{node=7}: ")), "{lines:#?}");
 }
 
 /// An embedder calling `Node::start` gets the same bound as `coraft-node`:

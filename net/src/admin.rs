@@ -27,7 +27,52 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// the other's `UnsupportedVersion` answer (the `Err` side of the result
 /// keeps its layout): a tool and a node of versions 1 and 2 get that error,
 /// never an unreadable frame.
-pub const ADMIN_PROTOCOL_VERSION: u16 = 2;
+///
+/// Version 3 added [`AdminRequest::StatusPage`] (a node's status in pages,
+/// so a node of any number of groups can answer) and
+/// [`AdminError::AnswerTooLarge`]. Both are appended (the last variant of
+/// their enum) and no larger than the largest one before, so the archived
+/// size of every request and response is again unchanged: versions 2 and 3
+/// read each other's `UnsupportedVersion` answer, and a version 2 node
+/// answers a `StatusPage` it cannot read with `BadRequest`.
+///
+/// [`AdminRequest::Addresses`] came late in version 1 (a version 1 node
+/// may not know it: it answers `BadRequest`); every node of version 2 and
+/// up serves it. Its request and answer are laid out alike in every version
+/// that has it, so a node serves it to a tool of any version from
+/// [`ADMIN_ADDRESSES_VERSION_MIN`] up, and a joining node asks an older seed
+/// again at the seed's version (`coraft::admin::seed_addresses`).
+pub const ADMIN_PROTOCOL_VERSION: u16 = 3;
+
+/// The oldest admin protocol version whose every node serves
+/// [`AdminRequest::Addresses`] (see [`ADMIN_PROTOCOL_VERSION`]).
+pub const ADMIN_ADDRESSES_VERSION_MIN: u16 = 2;
+
+/// Bound on the groups one [`AdminRequest::StatusPage`] answer holds.
+pub const ADMIN_STATUS_PAGE_GROUPS_MAX: u32 = 1024;
+
+/// Bound on the bytes one status answer may take, as
+/// [`group_report_bytes_max`] counts them: a quarter of a frame's body
+/// ([`crate::FRAME_BODY_MAX_BYTES`]), so that fields added to the reports
+/// later still fit. A [`AdminRequest::Status`] whose answer would be larger
+/// is answered [`AdminError::AnswerTooLarge`]; a
+/// [`AdminRequest::StatusPage`] ends its page before it.
+pub const ADMIN_ANSWER_BYTES_MAX: usize = crate::frame::FRAME_BODY_MAX_BYTES / 4;
+
+/// What [`group_report_bytes_max`] counts for a group's fixed fields (its
+/// archived size is about half of it).
+pub const GROUP_REPORT_FIXED_BYTES: usize = 256;
+
+/// What [`group_report_bytes_max`] counts per [`PeerReport`] (archived: 32).
+pub const PEER_REPORT_BYTES: usize = 64;
+
+/// At least the bytes `report` takes in an archived answer (its fixed
+/// fields, 8 per listed node, [`PEER_REPORT_BYTES`] per peer): what
+/// [`ADMIN_ANSWER_BYTES_MAX`] bounds.
+pub fn group_report_bytes_max(report: &GroupReport) -> usize {
+    let nodes = report.voters.len() + report.outgoing_voters.len() + report.learners.len();
+    GROUP_REPORT_FIXED_BYTES + 8 * nodes + PEER_REPORT_BYTES * report.peers.len()
+}
 
 /// Bound on the groups one [`AdminRequest::Status`] may name.
 pub const ADMIN_STATUS_GROUPS_MAX: usize = 1 << 16;
@@ -186,6 +231,13 @@ mod admin_enums {
         /// to join asks its seed, so that it can answer a leader that is
         /// not its seed.
         Addresses,
+        /// The state of the groups this node hosts whose ids are above
+        /// `after`, in ascending order: at most `groups_max` of them (at
+        /// most [`super::ADMIN_STATUS_PAGE_GROUPS_MAX`]), fewer when the
+        /// answer would exceed [`super::ADMIN_ANSWER_BYTES_MAX`] bytes.
+        /// Answered with [`AdminReply::Status`]; an empty page means there
+        /// are no more. Since admin protocol version 3.
+        StatusPage { after: u64, groups_max: u32 },
     }
 
     /// One node's shard addresses, by shard index (`ip:port` each).
@@ -262,6 +314,11 @@ mod admin_enums {
         Shutdown,
         /// The node tried and failed (storage, snapshot); the reason says why.
         Failed { reason: String },
+        /// The answer would take `bytes` bytes, more than `bytes_max`
+        /// ([`super::ADMIN_ANSWER_BYTES_MAX`]): ask for the status in pages
+        /// ([`AdminRequest::StatusPage`]) or about fewer groups. Since admin
+        /// protocol version 3.
+        AnswerTooLarge { bytes: u64, bytes_max: u64 },
     }
 }
 
@@ -296,6 +353,11 @@ impl std::fmt::Display for AdminError {
             AdminError::Timeout => write!(f, "timed out (the outcome is unknown)"),
             AdminError::Shutdown => write!(f, "the node is shutting down"),
             AdminError::Failed { reason } => write!(f, "failed: {reason}"),
+            AdminError::AnswerTooLarge { bytes, bytes_max } => write!(
+                f,
+                "the answer would take {bytes} bytes, more than ADMIN_ANSWER_BYTES_MAX ({bytes_max}): \
+                 ask for the status in pages (StatusPage, as coraft-admin does) or about fewer groups"
+            ),
         }
     }
 }
@@ -316,9 +378,10 @@ pub fn bounded_reason(reason: impl Into<String>) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! Version 1 and version 2 of the admin protocol must read each
-    //! other's `UnsupportedVersion` answer: version 1's response layout,
-    //! copied here, against this build's.
+    //! Versions 1, 2 and 3 of the admin protocol must read each other's
+    //! `UnsupportedVersion` answer: version 1's response layout (version 2's
+    //! is the same size) and version 2's request layout, copied here,
+    //! against this build's.
 
     use rkyv::{Archive, Deserialize, Serialize};
 
@@ -350,8 +413,140 @@ mod tests {
         result: Result<AdminReplyV1, AdminError>,
     }
 
+    /// Version 2's requests: this build's without `StatusPage`.
+    #[derive(Archive, Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum AdminRequestV2 {
+        Status {
+            groups: Vec<u64>,
+        },
+        TransferLeader {
+            group: u64,
+            to: u64,
+        },
+        Snapshot {
+            group: u64,
+        },
+        AddLearner {
+            group: u64,
+            member: MemberSpec,
+        },
+        Promote {
+            group: u64,
+            node: u64,
+        },
+        AddVoter {
+            group: u64,
+            member: MemberSpec,
+        },
+        Remove {
+            group: u64,
+            node: u64,
+        },
+        Change {
+            group: u64,
+            voters: Vec<MemberSpec>,
+        },
+        ResetPeers {
+            group: u64,
+            voters: Vec<u64>,
+            confirm_data_loss: bool,
+        },
+        Addresses,
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct AdminRequestFrameV2 {
+        version: u16,
+        cluster_id: u64,
+        request_id: u64,
+        request: AdminRequestV2,
+    }
+
     #[test]
-    fn versions_1_and_2_read_each_others_unsupported_version_answer() {
+    fn a_version_2_request_reads_as_version_3_and_a_status_page_does_not_read_as_version_2() {
+        assert_eq!(
+            std::mem::size_of::<ArchivedAdminRequestFrame>(),
+            std::mem::size_of::<ArchivedAdminRequestFrameV2>(),
+            "the request's archived size must not change between admin versions"
+        );
+        let old = AdminRequestFrameV2 {
+            version: 2,
+            cluster_id: 7,
+            request_id: 9,
+            request: AdminRequestV2::Addresses,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        let read = rkyv::from_bytes::<AdminRequestFrame, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(read.request, AdminRequest::Addresses);
+        assert_eq!((read.version, read.cluster_id, read.request_id), (2, 7, 9));
+        let new = AdminRequestFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            cluster_id: 7,
+            request_id: 10,
+            request: AdminRequest::StatusPage {
+                after: 0,
+                groups_max: ADMIN_STATUS_PAGE_GROUPS_MAX,
+            },
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&new).unwrap();
+        assert!(rkyv::from_bytes::<AdminRequestFrameV2, rkyv::rancor::Error>(&bytes).is_err());
+    }
+
+    fn report(group: u64, members: usize, peers: usize) -> GroupReport {
+        GroupReport {
+            group,
+            role: AdminRole::Leader,
+            term: u64::MAX,
+            leader: Some(u64::MAX),
+            commit_index: u64::MAX,
+            applied_index: u64::MAX,
+            last_index: u64::MAX,
+            snapshot_index: u64::MAX,
+            quiesced: true,
+            voters: (0..members as u64).collect(),
+            outgoing_voters: (0..members as u64).collect(),
+            learners: (0..members as u64).collect(),
+            peers: (0..peers as u64)
+                .map(|node| PeerReport {
+                    node,
+                    match_index: u64::MAX,
+                    next_index: u64::MAX,
+                    lag: u64::MAX,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_counted_bytes_of_a_status_answer_are_at_least_its_archived_bytes() {
+        for (groups, members, peers) in [(1, 0, 0), (1000, 3, 3), (100, 1024, 1024), (5000, 1, 0)] {
+            let reports: Vec<GroupReport> = (0..groups).map(|g| report(g, members, peers)).collect();
+            let counted: usize = reports.iter().map(group_report_bytes_max).sum();
+            let answer = AdminResponseFrame {
+                version: ADMIN_PROTOCOL_VERSION,
+                request_id: 1,
+                node_id: 1,
+                result: Ok(AdminReply::Status(NodeReport {
+                    node: 1,
+                    cluster_id: 1,
+                    shards: 1,
+                    groups: reports,
+                    election_priority: 10,
+                })),
+            };
+            let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&answer).unwrap().len();
+            // The frame's own fields: far below one group's count.
+            assert!(
+                archived <= counted + GROUP_REPORT_FIXED_BYTES,
+                "{groups} groups of {members} members, {peers} peers: archived {archived} > counted {counted}"
+            );
+        }
+        const { assert!(ADMIN_ANSWER_BYTES_MAX + GROUP_REPORT_FIXED_BYTES <= crate::frame::FRAME_BODY_MAX_BYTES) };
+    }
+
+    #[test]
+    fn versions_1_2_and_3_read_each_others_unsupported_version_answer() {
         assert_eq!(
             std::mem::size_of::<ArchivedAdminResponseFrame>(),
             std::mem::size_of::<ArchivedAdminResponseFrameV1>(),
@@ -371,7 +566,7 @@ mod tests {
             Err(AdminError::UnsupportedVersion { found: 2, supported: 1 })
         );
         assert_eq!((read.version, read.request_id, read.node_id), (1, 3, 4));
-        // A node of version 2 refuses a version 1 tool.
+        // A node of this version (2 or 3) refuses a version 1 tool.
         let new = AdminResponseFrame {
             version: ADMIN_PROTOCOL_VERSION,
             request_id: 5,
@@ -385,8 +580,14 @@ mod tests {
         let read = rkyv::from_bytes::<AdminResponseFrameV1, rkyv::rancor::Error>(&bytes).unwrap();
         assert_eq!(
             read.result.err(),
-            Some(AdminError::UnsupportedVersion { found: 1, supported: 2 })
+            Some(AdminError::UnsupportedVersion {
+                found: 1,
+                supported: ADMIN_PROTOCOL_VERSION
+            })
         );
-        assert_eq!((read.version, read.request_id, read.node_id), (2, 5, 6));
+        assert_eq!(
+            (read.version, read.request_id, read.node_id),
+            (ADMIN_PROTOCOL_VERSION, 5, 6)
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! registers and lists, which the reliability suite drives).
 //!
 //! ```text
-//! coraft-node --config node.toml [--groups N] [--join] [--state-machine counter|kv] [--no-quiesce] [--session-timeout-ms MS]
+//! coraft-node --config node.toml [--groups N] [--join] [--state-machine counter|kv] [--no-quiesce] [--session-timeout-ms MS] [--log-format text|json]
 //! ```
 //! `coraft-node --help` lists every option with its meaning and default.
 //! `--join` starts a node that joins a running cluster: its groups start
@@ -14,7 +14,9 @@
 //! `peers` lists the cluster's members and itself, for their addresses. A
 //! node whose WAL already holds its groups recovers as without `--join`.
 //! It logs to stderr at the config's `[log] level` (default `info`), or as
-//! `RUST_LOG` says when set; every line carries the node id.
+//! `RUST_LOG` says when set, as text or (`--log-format json`) one JSON
+//! object per line; every line carries the node id, a shard's lines the
+//! shard, and a group's the group (`coraft::logging`, docs/operations.md).
 //! `--no-quiesce` keeps idle groups ticking and heartbeating (to measure what
 //! quiescence saves). `--session-timeout-ms` is how long a client session
 //! this node registers lives without a write (default 600000, 10 minutes).
@@ -28,9 +30,10 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use coraft::api::{CommandCounter, KvStore};
-use coraft::raft::GroupId;
+use coraft::logging::LogFormat;
+use coraft::raft::{GroupId, NodeId};
 use coraft::runtime::{Node, NodeOptions, StateMachineFactory};
-use coraft_tuning::{LogLevel, NodeConfig, Topology};
+use coraft_tuning::{NodeConfig, Topology};
 
 /// Runs one node of a coraft cluster from a TOML config (docs/tuning.md)
 /// until SIGINT or SIGTERM. It checks the config against this machine first
@@ -64,6 +67,20 @@ struct Cli {
     /// write, in milliseconds (600000 is 10 minutes).
     #[arg(long, value_name = "MS", default_value_t = coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS)]
     session_timeout_ms: u64,
+    /// How log lines on stderr look: `text` (time, level, the node's,
+    /// shard's and group's spans, module, message) or `json` (one object
+    /// per line, the spans under `spans`). RUST_LOG sets the levels.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+}
+
+/// The log line format `--log-format` selects.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormatArg {
+    /// One line of text per record.
+    Text,
+    /// One JSON object per record.
+    Json,
 }
 
 /// The state machine `--state-machine` selects.
@@ -92,7 +109,14 @@ fn run(cli: &Cli) -> Result<()> {
     let groups = cli.groups;
     let join = cli.join;
     let config = NodeConfig::from_file(&cli.config)?;
-    install_logger(config.node_id, config.log.level);
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    coraft::logging::install(config.log.level, format)?;
+    // Every line this thread writes names the node; the shards' threads
+    // enter their own span, which names it too.
+    let _node = coraft::logging::node_span(NodeId(config.node_id)).entered();
     log::debug!(
         "effective config of {path}:\n{}",
         config.to_toml_string().unwrap_or_else(|e| e.to_string())
@@ -134,34 +158,6 @@ fn run(cli: &Cli) -> Result<()> {
     log::info!("signal {signal}: stopping");
     node.shutdown();
     Ok(())
-}
-
-/// Logs to stderr at `level`, or as `RUST_LOG` says when it is set, each
-/// line prefixed with the time, this node's id, the level and the module.
-fn install_logger(node_id: u64, level: LogLevel) {
-    use std::io::Write;
-    let level = match level {
-        LogLevel::Off => log::LevelFilter::Off,
-        LogLevel::Error => log::LevelFilter::Error,
-        LogLevel::Warn => log::LevelFilter::Warn,
-        LogLevel::Info => log::LevelFilter::Info,
-        LogLevel::Debug => log::LevelFilter::Debug,
-        LogLevel::Trace => log::LevelFilter::Trace,
-    };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env(env_logger::Env::new().filter("RUST_LOG").write_style("RUST_LOG_STYLE"))
-        .format(move |buf, record| {
-            writeln!(
-                buf,
-                "{} node {node_id} {} {}: {}",
-                buf.timestamp_millis(),
-                record.level(),
-                record.target(),
-                record.args()
-            )
-        })
-        .init();
 }
 
 fn stop_signals() -> libc::sigset_t {

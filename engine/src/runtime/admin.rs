@@ -12,9 +12,10 @@
 use std::net::SocketAddr;
 
 use coraft_net::admin::{
-    bounded_reason, AdminError, AdminReply, AdminRequest, AdminRequestFrame, AdminResponseFrame, AdminRole,
-    GroupReport, MemberSpec, NodeReport, PeerReport, ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION,
-    ADMIN_STATUS_GROUPS_MAX,
+    bounded_reason, group_report_bytes_max, AdminError, AdminReply, AdminRequest, AdminRequestFrame,
+    AdminResponseFrame, AdminRole, GroupReport, MemberSpec, NodeReport, PeerReport, ADMIN_ADDRESSES_VERSION_MIN,
+    ADMIN_ANSWER_BYTES_MAX, ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION, ADMIN_STATUS_GROUPS_MAX,
+    ADMIN_STATUS_PAGE_GROUPS_MAX,
 };
 
 use crate::api::Error;
@@ -135,7 +136,11 @@ impl AdminService {
 
     /// Serves one request.
     pub async fn serve(&self, frame: AdminRequestFrame) -> AdminResponseFrame {
-        let result = if frame.version != ADMIN_PROTOCOL_VERSION {
+        // `Addresses` reads and answers alike in every version that has it
+        // (a node joining from an older build asks it of this one).
+        let addresses_of_older = matches!(frame.request, AdminRequest::Addresses)
+            && (ADMIN_ADDRESSES_VERSION_MIN..ADMIN_PROTOCOL_VERSION).contains(&frame.version);
+        let result = if frame.version != ADMIN_PROTOCOL_VERSION && !addresses_of_older {
             Err(AdminError::UnsupportedVersion {
                 found: frame.version,
                 supported: ADMIN_PROTOCOL_VERSION,
@@ -154,6 +159,9 @@ impl AdminService {
     async fn execute(&self, request: AdminRequest) -> Result<AdminReply, AdminError> {
         match request {
             AdminRequest::Status { groups } => self.status(groups).await.map(AdminReply::Status),
+            AdminRequest::StatusPage { after, groups_max } => {
+                self.status_page(after, groups_max).await.map(AdminReply::Status)
+            }
             AdminRequest::TransferLeader { group, to } => {
                 self.hosted(group)?;
                 self.handle(group)
@@ -212,11 +220,13 @@ impl AdminService {
                     });
                 }
                 let voters = self.members(&voters, |&node| node_id(node))?;
-                log::warn!(
-                    "node {}: an admin request resets group {group} to voters {voters:?} without consensus \
-                     (acknowledged writes only the lost nodes held are lost)",
-                    self.node
-                );
+                crate::logging::group_span(GroupId(group)).in_scope(|| {
+                    log::warn!(
+                        "node {}: an admin request resets group {group} to voters {voters:?} without consensus \
+                         (acknowledged writes only the lost nodes held are lost)",
+                        self.node
+                    )
+                });
                 changed(group, self.handle(group).reset_peers(voters).await)
             }
         }
@@ -292,17 +302,63 @@ impl AdminService {
             self.hosted(group)?;
         }
         let mut reports = Vec::with_capacity(groups.len());
+        let mut bytes = 0;
         for group in groups {
             let status = self.handle(group).status().await.map_err(|e| admin_error(group, e))?;
-            reports.push(report_of(group, &status));
+            let report = report_of(group, &status);
+            bytes += group_report_bytes_max(&report);
+            if bytes > ADMIN_ANSWER_BYTES_MAX {
+                return Err(AdminError::AnswerTooLarge {
+                    bytes: bytes as u64,
+                    bytes_max: ADMIN_ANSWER_BYTES_MAX as u64,
+                });
+            }
+            reports.push(report);
         }
-        Ok(NodeReport {
+        Ok(self.report(reports))
+    }
+
+    /// The hosted groups above `after`, at most `groups_max` of them and
+    /// [`ADMIN_ANSWER_BYTES_MAX`] bytes (but at least one, if any is left).
+    async fn status_page(&self, after: u64, groups_max: u32) -> Result<NodeReport, AdminError> {
+        if groups_max == 0 || groups_max > ADMIN_STATUS_PAGE_GROUPS_MAX {
+            return Err(AdminError::BadRequest {
+                reason: format!(
+                    "a status page of {groups_max} groups: ask for 1 to ADMIN_STATUS_PAGE_GROUPS_MAX \
+                     ({ADMIN_STATUS_PAGE_GROUPS_MAX})"
+                ),
+            });
+        }
+        let mut hosted: Vec<u64> = self.groups.iter().map(|g| g.0).filter(|&g| g > after).collect();
+        hosted.sort_unstable();
+        let mut reports = Vec::new();
+        let mut bytes = 0;
+        for group in hosted.into_iter().take(groups_max as usize) {
+            let status = self.handle(group).status().await.map_err(|e| admin_error(group, e))?;
+            let report = report_of(group, &status);
+            bytes += group_report_bytes_max(&report);
+            if bytes > ADMIN_ANSWER_BYTES_MAX {
+                if reports.is_empty() {
+                    return Err(AdminError::AnswerTooLarge {
+                        bytes: bytes as u64,
+                        bytes_max: ADMIN_ANSWER_BYTES_MAX as u64,
+                    });
+                }
+                break;
+            }
+            reports.push(report);
+        }
+        Ok(self.report(reports))
+    }
+
+    fn report(&self, groups: Vec<GroupReport>) -> NodeReport {
+        NodeReport {
             node: self.node.0,
             cluster_id: self.cluster_id,
             shards: self.apis.len() as u32,
-            groups: reports,
+            groups,
             election_priority: self.election_priority,
-        })
+        }
     }
 }
 

@@ -298,11 +298,14 @@ impl Group {
                         self.address_book.extend(book.iter().map(|(n, a)| (*n, a.clone())));
                         self.learned_addresses.push(book);
                     }
-                    Err(error) => log::warn!(
-                        "group {}: ignoring the address book at index {}: {error}",
-                        self.core.config().group,
-                        entry.index
-                    ),
+                    Err(error) => {
+                        let _group = crate::logging::group_span(self.core.config().group).entered();
+                        log::warn!(
+                            "group {}: ignoring the address book at index {}: {error}",
+                            self.core.config().group,
+                            entry.index
+                        )
+                    }
                 }
                 scratch.results[position] = Some(Ok(Vec::new()));
                 continue;

@@ -160,6 +160,7 @@ impl Shard {
         let keys: Vec<(GroupId, NodeId)> = self.installs.outgoing.keys().copied().collect();
         for key in keys {
             let (group_id, to) = key;
+            let _group = crate::logging::group_span(group_id).entered();
             let Some(outgoing) = self.installs.outgoing.get_mut(&key) else {
                 continue;
             };

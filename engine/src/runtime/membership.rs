@@ -561,6 +561,7 @@ impl Shard {
         }
         let groups: Vec<GroupId> = self.membership_changes.keys().copied().collect();
         for group_id in groups {
+            let _group = crate::logging::group_span(group_id).entered();
             let pending = self.membership_changes.remove(&group_id).expect("listed");
             let outcome = self.advance_change(group_id, pending.stage);
             match outcome {

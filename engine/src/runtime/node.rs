@@ -519,6 +519,8 @@ impl Node {
             let admin = admin.clone();
             let join = builder
                 .spawn(move || async move {
+                    // Every line this thread writes names its node and shard.
+                    let _shard = crate::logging::shard_span(shard_options.node_id, shard).entered();
                     let channels = ShardChannels {
                         mesh,
                         api: api_rx,
@@ -645,17 +647,8 @@ fn learn_from_seeds(options: &mut NodeOptions) {
         .map(|p| (p.id, p.shard_addresses[0]))
         .collect();
     for (seed, address) in seeds {
-        let answer = crate::admin::AdminClient::connect(address, options.cluster_id, SEED_ANSWER_TIMEOUT)
-            .and_then(|mut client| client.call(coraft_net::admin::AdminRequest::Addresses));
-        let nodes = match answer {
-            Ok(coraft_net::admin::AdminReply::Addresses(nodes)) => nodes,
-            Ok(other) => {
-                log::warn!(
-                    "node {}: seed {seed} answered {other:?} when asked for addresses",
-                    options.node_id
-                );
-                continue;
-            }
+        let nodes = match crate::admin::seed_addresses(address, options.cluster_id, SEED_ANSWER_TIMEOUT) {
+            Ok(nodes) => nodes,
             Err(error) => {
                 log::warn!(
                     "node {}: cannot ask seed {seed} at {address} for the members' addresses: {error}",

@@ -365,8 +365,14 @@ impl Shard {
                     from,
                     term,
                     chunk,
-                } => self.snapshot_chunk(group, from, term, chunk),
-                Event::SnapshotChunkAck { group, from, ack } => self.snapshot_chunk_ack(group, from, ack),
+                } => {
+                    let _group = crate::logging::group_span(group).entered();
+                    self.snapshot_chunk(group, from, term, chunk)
+                }
+                Event::SnapshotChunkAck { group, from, ack } => {
+                    let _group = crate::logging::group_span(group).entered();
+                    self.snapshot_chunk_ack(group, from, ack)
+                }
             }
         }
         self.inbox = inbox;
@@ -885,7 +891,10 @@ impl Shard {
                 };
                 let _ = reply.send(result);
             }
-            ApiRequest::Membership { group, request, reply } => self.membership_request(group, request, reply),
+            ApiRequest::Membership { group, request, reply } => {
+                let _group = crate::logging::group_span(group).entered();
+                self.membership_request(group, request, reply)
+            }
             ApiRequest::Addresses { reply } => {
                 let _ = reply.send(self.addresses.clone());
             }
@@ -958,6 +967,7 @@ impl Shard {
             // as a stream of the stored one (`install.rs`).
             for message in &ready.messages {
                 if matches!(message.body, crate::raft::MessageBody::InstallSnapshot { .. }) {
+                    let _group = crate::logging::group_span(group_id).entered();
                     self.start_install(message);
                     continue;
                 }
@@ -1023,6 +1033,7 @@ impl Shard {
                 .iter()
                 .any(|e| matches!(e.payload, crate::raft::EntryPayload::Configuration(_)))
             {
+                let _group = crate::logging::group_span(group_id).entered();
                 self.notice_removal(group_id);
             }
         }
@@ -1168,11 +1179,14 @@ impl Shard {
                 }
                 SnapshotOutcome::Writing | SnapshotOutcome::Done(Ok(_)) => {}
                 // Tried again once the policy fires again.
-                SnapshotOutcome::Done(Err(error)) => log::warn!(
-                    "node {} shard {}: the snapshot policy's snapshot of group {group_id} failed: {error}",
-                    self.node,
-                    self.metrics.shard
-                ),
+                SnapshotOutcome::Done(Err(error)) => {
+                    let _group = crate::logging::group_span(group_id).entered();
+                    log::warn!(
+                        "node {} shard {}: the snapshot policy's snapshot of group {group_id} failed: {error}",
+                        self.node,
+                        self.metrics.shard
+                    )
+                }
             }
         }
         if let Some(error) = failure {
@@ -1284,6 +1298,7 @@ impl Shard {
                 Err(error) => Err(error),
             };
             if let Err(error) = &outcome {
+                let _group = crate::logging::group_span(group).entered();
                 log::warn!(
                     "node {} shard {}: a snapshot of group {group} failed: {error}",
                     self.node,

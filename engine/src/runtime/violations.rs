@@ -40,6 +40,7 @@ impl PeerViolations {
         }
         self.last_logged.set(Some(now));
         let unlogged = self.unlogged.replace(0);
+        let _group = crate::logging::group_span(violation.group).entered();
         log::warn!(
             "dropped a message from peer {connection} that breaks the protocol: {violation} \
              ({unlogged} more dropped since the last report)"

@@ -66,6 +66,12 @@ enum Command {
         /// group each node hosts.
         #[arg(short, long = "group", value_name = "GROUP", value_delimiter = ',')]
         groups: Vec<u64>,
+        /// Groups per answer: a node's status comes in answers of at most
+        /// this many groups (1 to 1024), so a node of any number of groups
+        /// answers.
+        #[arg(long, value_name = "N", default_value_t = coraft::admin::ADMIN_STATUS_PAGE_GROUPS_MAX,
+              value_parser = clap::value_parser!(u32).range(1..=coraft::admin::ADMIN_STATUS_PAGE_GROUPS_MAX as i64))]
+        page_groups: u32,
     },
     /// Hands leadership of a group to another voter and waits until it leads.
     Transfer {
@@ -274,7 +280,7 @@ impl Target {
 fn run(cli: &Cli) -> Result<()> {
     let target = Target::from_cli(cli)?;
     match &cli.command {
-        Command::Status { groups } => status(&target, groups, cli.json),
+        Command::Status { groups, page_groups } => status(&target, groups, *page_groups, cli.json),
         Command::Transfer { group, to, wait_ms } => transfer(
             &target,
             GroupId(*group),

@@ -54,12 +54,12 @@ pub(crate) fn group_json(group: &GroupReport) -> Value {
     })
 }
 
-pub(crate) fn status(target: &Target, groups: &[u64], as_json: bool) -> Result<()> {
+pub(crate) fn status(target: &Target, groups: &[u64], page_groups: u32, as_json: bool) -> Result<()> {
     let groups = group_ids(groups);
     let mut reports: Vec<(SocketAddr, NodeReport)> = Vec::new();
     let mut errors: Vec<(SocketAddr, String)> = Vec::new();
     for (address, client) in target.connect_all() {
-        match client.and_then(|mut c| c.status(&groups)) {
+        match client.and_then(|mut c| c.status_in_pages(&groups, page_groups)) {
             Ok(report) => reports.push((address, report)),
             Err(error) => errors.push((address, error.to_string())),
         }

@@ -47,6 +47,12 @@ pub const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// (the leader sends it again after `SNAPSHOT_ACK_TIMEOUT`).
 pub const SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX: u64 = 32 << 20;
 
+/// Room a stream leaves in the peer connection's queue (4 MiB by default)
+/// for the other messages to that follower (heartbeats, votes, other
+/// groups' AppendEntries): with a window larger than the queue, chunks
+/// alone would fill it and those would be dropped.
+pub const SNAPSHOT_QUEUE_HEADROOM_BYTES: usize = 1 << 20;
+
 /// A received chunk waiting for the receive worker.
 struct Received {
     group: GroupId,
@@ -356,7 +362,10 @@ impl Shard {
             let term = outgoing.sender.term();
             let mut failure = None;
             loop {
-                if !self.peers.has_room(to, SNAPSHOT_CHUNK_BYTES_MAX + 4096) {
+                if !self
+                    .peers
+                    .has_room(to, SNAPSHOT_CHUNK_BYTES_MAX + SNAPSHOT_QUEUE_HEADROOM_BYTES)
+                {
                     if outgoing.sender.next_chunk_bytes().is_some() {
                         outgoing.sender.timings.queue_full += 1;
                     }

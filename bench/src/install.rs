@@ -526,6 +526,9 @@ fn measure(
 
 /// Runs the InstallSnapshot benchmark.
 pub fn run(args: InstallArgs) -> Result<()> {
+    // The engine logs where a stream's time went on both sides (at info,
+    // `coraft::runtime::install`); shown with RUST_LOG, silent otherwise.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).try_init();
     let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
     let machine = Machine::detect(dir.path());
     let command = crate::cluster::command_line();

@@ -881,6 +881,45 @@ fn a_cluster_with_an_entries_policy_snapshots_and_compacts_by_itself() {
     cluster.stop_all();
 }
 
+#[test]
+fn an_interval_policy_snapshots_a_group_that_stopped_receiving_writes() {
+    // Checked only when entries applied, the interval trigger never fired
+    // for entries applied last: the group kept them un-snapshotted until
+    // the next write, however long it waited.
+    const INTERVAL: Duration = Duration::from_secs(2);
+    const WRITES: u64 = 10;
+    let mut cluster = TestCluster::start_with(
+        3,
+        SnapshotPolicy {
+            interval: INTERVAL,
+            ..policy_with_tail(0)
+        },
+    );
+    for value in 1..=WRITES {
+        cluster.write(value);
+    }
+    let applied = cluster.wait_all_applied();
+    // No write comes after this: only the clock can trigger the snapshot
+    // that covers the last entries.
+    let deadline = Instant::now() + 3 * INTERVAL + Duration::from_secs(20);
+    for id in cluster.ids() {
+        loop {
+            let status = block(cluster.handle(id).status()).unwrap();
+            if status.snapshot_index >= applied {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not snapshot its last entries by itself after the interval: snapshot at {}, \
+                 applied {applied}",
+                status.snapshot_index
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    cluster.stop_all();
+}
+
 /// The parent's half of the SIGKILL test sets this to a directory; the
 /// child's half runs a node there whose snapshots are slow, writes until it
 /// is killed and records each acknowledged write in `acked`.

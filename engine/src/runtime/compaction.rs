@@ -29,8 +29,11 @@ pub const METADATA_REWRITES_PER_TURN_MAX: usize = coraft_wal::SEGMENT_HOLDERS_MA
 /// When each group takes a snapshot by itself and how much log it keeps
 /// (the tuning config's `[snapshot]`; the defaults are its defaults). A
 /// trigger at 0 is off; with every trigger off, snapshots are taken only on
-/// demand (`GroupHandle::snapshot`). A trigger fires when the group applies
-/// entries, so an idle group takes none.
+/// demand (`GroupHandle::snapshot`). The entry and byte triggers fire when
+/// the group applies entries; the interval is also checked on the shard's
+/// clock, so a group that stopped receiving writes still snapshots what it
+/// applied since its last snapshot once the interval has passed. A group
+/// that applied nothing since its last snapshot takes none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotPolicy {
     /// After this many entries applied since the group's last snapshot
@@ -87,6 +90,25 @@ impl SnapshotPolicy {
         (self.after_entries > 0 && since.entries >= self.after_entries)
             || (self.after_log_bytes > 0 && since.log_bytes >= self.after_log_bytes)
             || (!self.interval.is_zero() && now().saturating_duration_since(since.at) >= self.interval)
+    }
+}
+
+impl super::shard::Shard {
+    /// The interval trigger on the clock (each tick): every group that
+    /// applied entries since its last snapshot and whose interval has passed
+    /// is queued for a snapshot, as an apply would queue it. The entry and
+    /// byte triggers need applies to change, so they are checked only there.
+    pub(super) fn snapshot_intervals_due(&mut self, now: Instant) {
+        if self.snapshot_policy.interval.is_zero() {
+            return;
+        }
+        for (&group_id, group) in &self.groups {
+            if group.since_snapshot.entries > 0
+                && now.saturating_duration_since(group.since_snapshot.at) >= self.snapshot_policy.interval
+            {
+                self.policy_snapshots.insert(group_id);
+            }
+        }
     }
 }
 

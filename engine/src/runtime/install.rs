@@ -17,7 +17,9 @@
 //! the session table restored, and `write_ready` purges the WAL to it.
 //! See `docs/architecture.md`, "InstallSnapshot streaming".
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use coraft_net::schema::{RaftBody, SnapshotChunk, SnapshotChunkAck};
@@ -25,16 +27,124 @@ use coraft_net::schema::{RaftBody, SnapshotChunk, SnapshotChunkAck};
 use crate::api::Error;
 use crate::raft::{GroupId, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
 
+use super::events::EventQueue;
 use super::shard::Shard;
-use super::snapshot_store::SnapshotId;
+use super::snapshot_store::{SnapshotId, SnapshotStore, StoredSnapshot};
 use super::snapshot_stream::{
-    AckOutcome, RateLimiter, SnapshotInbox, SnapshotSender, SnapshotStreamError, SNAPSHOT_CHUNK_BYTES_MAX,
+    snapshot_window_bytes, AckOutcome, RateLimiter, ReceiverTimings, SnapshotInbox, SnapshotSender,
+    SnapshotStreamError, SNAPSHOT_CHUNK_BYTES_MAX,
 };
 
 /// A stream with chunks in flight and no ack for this long goes back to its
 /// last acknowledged offset (an ack or a chunk was lost, e.g. with the
 /// follower's connection back to this node).
 pub const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bound on received chunk bytes waiting for the receive worker, over all
+/// the streams a shard receives. A leader sends no more than its window
+/// unacknowledged, and a chunk is acknowledged once written, so this is
+/// reached only with many streams at once; a chunk past it is dropped
+/// (the leader sends it again after `SNAPSHOT_ACK_TIMEOUT`).
+pub const SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX: u64 = 32 << 20;
+
+/// Room a stream leaves in the peer connection's queue (4 MiB by default)
+/// for the other messages to that follower (heartbeats, votes, other
+/// groups' AppendEntries): with a window larger than the queue, chunks
+/// alone would fill it and those would be dropped.
+pub const SNAPSHOT_QUEUE_HEADROOM_BYTES: usize = 1 << 20;
+
+/// A received chunk waiting for the receive worker.
+struct Received {
+    group: GroupId,
+    from: NodeId,
+    /// The leader's term the chunk came in.
+    term: Term,
+    /// The group's term when it arrived.
+    current_term: Term,
+    store: SnapshotStore,
+    chunk: SnapshotChunk,
+}
+
+/// What the receive worker made of a chunk.
+struct ChunkWritten {
+    group: GroupId,
+    from: NodeId,
+    term: Term,
+    bytes: u64,
+    ack: SnapshotChunkAck,
+    /// The stored snapshot once the stream is complete and durable.
+    result: Result<Option<StoredSnapshot>, SnapshotStreamError>,
+    timings: Option<ReceiverTimings>,
+}
+
+/// What the receive worker hands back to the shard.
+#[derive(Default)]
+struct WorkerReturn {
+    /// The inbox, back from the worker.
+    inbox: Option<SnapshotInbox>,
+    written: Vec<ChunkWritten>,
+}
+
+/// The streams this shard receives. The chunks are written, synced and
+/// published by a worker on the executor's blocking thread, never on the
+/// shard's loop: the [`SnapshotInbox`] moves to the worker with a batch of
+/// chunks and comes back with what became of them; a chunk is answered
+/// once it is written.
+struct Receiving {
+    /// The inbox, while no batch is being written.
+    inbox: Option<SnapshotInbox>,
+    queue: VecDeque<Received>,
+    queued_bytes: u64,
+    returned: Rc<RefCell<WorkerReturn>>,
+}
+
+/// On the receive worker: writes one chunk into its stream (publishing the
+/// snapshot after the last one), and syncs the data written so far when
+/// `SNAPSHOT_RECEIVE_SYNC_BYTES` were written since the last sync.
+fn write_received(node: NodeId, inbox: &mut SnapshotInbox, received: Received) -> ChunkWritten {
+    let Received {
+        group,
+        from,
+        term,
+        current_term,
+        store,
+        chunk,
+    } = received;
+    let (ack, mut result) = inbox.on_chunk(&store, group, from, term, current_term, &chunk);
+    if let Some(file) = inbox.sync_due(group) {
+        // Most of the data is made durable as it comes, so the fsync that
+        // publishes the snapshot has little left to write.
+        if let Err(error) = file.sync_data() {
+            log::warn!("node {node} group {group}: syncing a received snapshot: {error}");
+        }
+    }
+    if ack.complete && matches!(result, Ok(None)) {
+        // Already in the store (the stream's last answer was lost): the
+        // core hears of it again, so it answers the leader.
+        let id = SnapshotId {
+            index: crate::raft::LogIndex(chunk.snapshot_index),
+            term: Term(chunk.snapshot_term),
+        };
+        result = store.load(id).map(Some).map_err(|source| SnapshotStreamError::Store {
+            group,
+            peer: from,
+            source,
+        });
+    }
+    let timings = match result {
+        Ok(Some(_)) => inbox.take_finished_timings(group),
+        _ => None,
+    };
+    ChunkWritten {
+        group,
+        from,
+        term,
+        bytes: chunk.data.len() as u64,
+        ack,
+        result,
+        timings,
+    }
+}
 
 /// A snapshot stream this shard sends.
 struct Outgoing {
@@ -49,10 +159,15 @@ struct Outgoing {
 pub(crate) struct Installs {
     /// Paces every stream this shard sends.
     limiter: RateLimiter,
+    /// Each stream's in-flight window (`snapshot_window_bytes`).
+    window_bytes: u64,
     /// At most one stream per (group, follower).
     outgoing: BTreeMap<(GroupId, NodeId), Outgoing>,
     /// Streams this shard receives, at most one per group.
-    inbox: SnapshotInbox,
+    receiving: Receiving,
+    /// Where the time of each group's last received stream went, until
+    /// the snapshot is loaded.
+    received_timings: BTreeMap<GroupId, ReceiverTimings>,
 }
 
 impl Installs {
@@ -60,9 +175,50 @@ impl Installs {
     pub fn new(bytes_per_second: u64) -> Installs {
         Installs {
             limiter: RateLimiter::new(bytes_per_second, Instant::now()),
+            window_bytes: snapshot_window_bytes(bytes_per_second),
             outgoing: BTreeMap::new(),
-            inbox: SnapshotInbox::new(),
+            receiving: Receiving {
+                inbox: Some(SnapshotInbox::new()),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                returned: Rc::new(RefCell::new(WorkerReturn::default())),
+            },
+            received_timings: BTreeMap::new(),
         }
+    }
+
+    /// Hands the queued chunks to the receive worker if it is idle.
+    fn start_receive_worker(&mut self, node: NodeId, events: &Rc<EventQueue>) {
+        let receiving = &mut self.receiving;
+        if receiving.queue.is_empty() {
+            return;
+        }
+        let Some(mut inbox) = receiving.inbox.take() else {
+            // Busy: the batch after this one.
+            return;
+        };
+        let batch: Vec<Received> = receiving.queue.drain(..).collect();
+        receiving.queued_bytes = 0;
+        let returned = receiving.returned.clone();
+        let events = events.clone();
+        glommio::spawn_local(async move {
+            let written = glommio::executor()
+                .spawn_blocking(move || {
+                    let written: Vec<ChunkWritten> = batch
+                        .into_iter()
+                        .map(|received| write_received(node, &mut inbox, received))
+                        .collect();
+                    (inbox, written)
+                })
+                .await;
+            let (inbox, written) = written;
+            let mut returned = returned.borrow_mut();
+            returned.inbox = Some(inbox);
+            returned.written.extend(written);
+            drop(returned);
+            events.ring();
+        })
+        .detach();
     }
 
     /// The index of the oldest snapshot streamed to a follower of `group`:
@@ -113,7 +269,12 @@ impl Shard {
                 None => Err("the group has no snapshot store".to_string()),
             },
         };
-        let opened = stored.and_then(|s| SnapshotSender::open(&s, message.to, message.term).map_err(|e| e.to_string()));
+        let window_bytes = self.installs.window_bytes;
+        let opened = stored.and_then(|s| {
+            SnapshotSender::open(&s, message.to, message.term)
+                .map(|sender| sender.with_window_bytes(window_bytes))
+                .map_err(|e| e.to_string())
+        });
         match opened {
             Ok(sender) => {
                 log::info!(
@@ -153,6 +314,7 @@ impl Shard {
     /// follower left; rewinds those whose connection reconnected or whose
     /// follower went silent.
     pub(super) fn pump_installs(&mut self) {
+        self.finish_received();
         if self.installs.outgoing.is_empty() {
             return;
         }
@@ -200,7 +362,16 @@ impl Shard {
             }
             let term = outgoing.sender.term();
             let mut failure = None;
-            while self.peers.has_room(to, SNAPSHOT_CHUNK_BYTES_MAX + 4096) {
+            loop {
+                if !self
+                    .peers
+                    .has_room(to, SNAPSHOT_CHUNK_BYTES_MAX + SNAPSHOT_QUEUE_HEADROOM_BYTES)
+                {
+                    if outgoing.sender.next_chunk_bytes().is_some() {
+                        outgoing.sender.timings.queue_full += 1;
+                    }
+                    break;
+                }
                 match outgoing.sender.next_chunk(&mut self.installs.limiter, now) {
                     Ok(Some(chunk)) => {
                         let bytes = chunk.data.len() as u64;
@@ -250,12 +421,24 @@ impl Shard {
         match outgoing.sender.on_ack(&ack) {
             Ok(AckOutcome::Progress) => outgoing.heard = Instant::now(),
             Ok(AckOutcome::Complete) => {
+                let t = &outgoing.sender.timings;
+                let acked = t.acked_chunks.max(1) as u32;
                 log::info!(
-                    "node {} group {group_id}: node {from} holds snapshot ({}, {}) ({} bytes sent)",
+                    "node {} group {group_id}: node {from} holds snapshot ({}, {}) ({} bytes sent in {:?}: \
+                     {} chunks read in {:?}, ack round trip mean {:?} max {:?}, window full {} times, \
+                     rate-limited {} times, queue full {} times)",
                     self.node,
                     snapshot.index,
                     snapshot.term,
-                    outgoing.sender.bytes_sent
+                    outgoing.sender.bytes_sent,
+                    t.opened.map(|o| o.elapsed()).unwrap_or_default(),
+                    t.chunks,
+                    t.read,
+                    t.ack_round_trip / acked,
+                    t.ack_round_trip_max,
+                    t.window_full,
+                    t.rate_limited,
+                    t.queue_full,
                 );
                 self.installs.outgoing.remove(&key);
                 self.metrics.snapshot_installs_sent += 1;
@@ -266,14 +449,15 @@ impl Shard {
         }
     }
 
-    /// A leader streamed a chunk of a snapshot to this node: written into
-    /// the group's store, answered, and once the snapshot is complete and
-    /// durable, handed to the core.
+    /// A leader streamed a chunk of a snapshot to this node: queued for the
+    /// receive worker, which writes it into the group's store
+    /// (`finish_received` answers it and hands a complete snapshot to the
+    /// core).
     pub(super) fn snapshot_chunk(&mut self, group_id: GroupId, from: NodeId, term: Term, chunk: SnapshotChunk) {
         if self.failed.is_some() {
             return;
         }
-        let Some(group) = self.groups.get_mut(&group_id) else {
+        let Some(group) = self.groups.get(&group_id) else {
             return;
         };
         let Some(store) = group.snapshots.as_ref() else {
@@ -284,47 +468,71 @@ impl Shard {
             return;
         }
         let bytes = chunk.data.len() as u64;
-        let (ack, result) = self
-            .installs
-            .inbox
-            .on_chunk(store, group_id, from, term, group.core.term(), &chunk);
-        let complete = ack.complete;
+        let receiving = &mut self.installs.receiving;
+        if receiving.queued_bytes + bytes > SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX {
+            // The leader sends it again when no answer comes.
+            self.metrics.snapshot_install_chunks_refused += 1;
+            log::debug!(
+                "node {} group {group_id}: dropped a snapshot chunk from node {from}: {} bytes wait to be written \
+                 (SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX)",
+                self.node,
+                receiving.queued_bytes
+            );
+            return;
+        }
+        receiving.queued_bytes += bytes;
+        receiving.queue.push_back(Received {
+            group: group_id,
+            from,
+            term,
+            current_term: group.core.term(),
+            store: store.clone(),
+            chunk,
+        });
+        self.installs.start_receive_worker(self.node, &self.events);
+    }
+
+    /// Answers the chunks the receive worker wrote since the last turn, and
+    /// hands each snapshot it completed to the core.
+    fn finish_received(&mut self) {
+        let written = {
+            let mut returned = self.installs.receiving.returned.borrow_mut();
+            if let Some(inbox) = returned.inbox.take() {
+                self.installs.receiving.inbox = Some(inbox);
+            }
+            std::mem::take(&mut returned.written)
+        };
+        for written in written {
+            self.chunk_written(written);
+        }
+        self.installs.start_receive_worker(self.node, &self.events);
+    }
+
+    fn chunk_written(&mut self, written: ChunkWritten) {
+        let ChunkWritten {
+            group: group_id,
+            from,
+            term,
+            bytes,
+            ack,
+            result,
+            timings,
+        } = written;
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return;
+        };
         if !ack.refused {
             self.metrics.snapshot_install_bytes_received += bytes;
             group.counters.install_bytes_received += bytes;
-        }
-        if let Some(file) = self.installs.inbox.sync_due(group_id) {
-            // Most of the data is made durable here, off the loop, so the
-            // fsync that publishes the snapshot has little left to write.
-            let node = self.node;
-            glommio::spawn_local(async move {
-                let synced = glommio::executor().spawn_blocking(move || file.sync_data()).await;
-                if let Err(error) = synced {
-                    log::warn!("node {node} group {group_id}: syncing a received snapshot: {error}");
-                }
-            })
-            .detach();
         }
         let reply_term = group.core.term();
         self.peers
             .send_stream(from, group_id, reply_term, RaftBody::SnapshotChunkAck(ack));
         let stored = match result {
             Ok(Some(stored)) => stored,
-            Ok(None) if complete => {
-                // Already in the store (the stream's last answer was lost):
-                // the core hears of it again, so it answers the leader.
-                let id = SnapshotId {
-                    index: crate::raft::LogIndex(chunk.snapshot_index),
-                    term: Term(chunk.snapshot_term),
-                };
-                match store.load(id) {
-                    Ok(stored) => stored,
-                    Err(error) => {
-                        log::warn!("node {} group {group_id}: {error}", self.node);
-                        return;
-                    }
-                }
-            }
             Ok(None) => return,
             Err(error) => {
                 self.metrics.snapshot_install_chunks_refused += 1;
@@ -338,6 +546,9 @@ impl Shard {
                 return;
             }
         };
+        if let Some(timings) = timings {
+            self.installs.received_timings.insert(group_id, timings);
+        }
         let meta = stored.meta.clone();
         group.received_snapshot = Some(stored);
         let message = Message {
@@ -384,11 +595,14 @@ impl Shard {
         };
         let sessions = super::sessions::SessionTable::decode(&stored.sessions)
             .map_err(|e| failed(format!("its session table: {e}")))?;
+        let loading = Instant::now();
         let mut reader = stored.open_reader().map_err(|e| failed(e.to_string()))?;
         group
             .state_machine
             .on_snapshot_load(&mut reader)
             .map_err(|e| failed(format!("on_snapshot_load: {e}")))?;
+        let load_time = loading.elapsed();
+        let timings = self.installs.received_timings.remove(&group_id);
         group.sessions = sessions;
         if let Err(reason) = group.restore_address_book(&stored.addresses) {
             // Addresses are only where to connect: the static peers and
@@ -406,9 +620,18 @@ impl Shard {
         // The WAL purge in this Ready frees segments.
         self.segment_deletion.want();
         log::info!(
-            "node {node} group {group_id}: installed snapshot ({}, {}) from the leader",
+            "node {node} group {group_id}: installed snapshot ({}, {}) from the leader{}",
             meta.index,
-            meta.term
+            meta.term,
+            timings
+                .map(|t| format!(
+                    " ({:?} since its first chunk: {} chunks written in {:?}, finished in {:?}, loaded in {load_time:?})",
+                    t.started.elapsed(),
+                    t.chunks,
+                    t.write,
+                    t.finish
+                ))
+                .unwrap_or_default()
         );
         Ok(())
     }

@@ -117,10 +117,10 @@ pub(crate) struct Shard {
     /// durable here (at most [`PENDING_SNAPSHOTS_MAX`]).
     pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
     /// When snapshots are taken and how much log they let go.
-    snapshot_policy: super::SnapshotPolicy,
+    pub(super) snapshot_policy: super::SnapshotPolicy,
     /// Groups whose snapshot policy fired, waiting like `pending_snapshots`
     /// (at most one entry per group).
-    policy_snapshots: BTreeSet<GroupId>,
+    pub(super) policy_snapshots: BTreeSet<GroupId>,
     /// Snapshots written off the loop, to finish (at most one per group).
     snapshots_written: Rc<RefCell<Vec<SnapshotWritten>>>,
     /// Deleting the WAL segments purges freed, off the loop.
@@ -505,6 +505,7 @@ impl Shard {
             self.tick();
         }
         self.beat_and_watch_peers(due.make);
+        self.snapshot_intervals_due(Instant::now());
     }
 
     /// One tick of the groups that are awake (a quiet group's tick would do

@@ -302,7 +302,7 @@ pub struct NewestValid {
 }
 
 /// The snapshots of one group in one directory.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
     group: GroupId,

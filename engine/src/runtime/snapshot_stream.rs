@@ -37,8 +37,29 @@ use super::snapshot_store::{
 /// ordinary receive path, shares frames with other groups' messages and
 /// never holds a connection long.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 128 * 1024;
-/// Chunks a sender keeps unacknowledged per stream.
+/// Chunks a sender keeps unacknowledged per stream at the smallest window
+/// ([`SNAPSHOT_WINDOW_BYTES_MIN`]), the window of [`SnapshotSender::open`].
 pub const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: usize = 4;
+/// The smallest in-flight window of a stream, in bytes.
+pub const SNAPSHOT_WINDOW_BYTES_MIN: u64 = (SNAPSHOT_CHUNKS_IN_FLIGHT_MAX * SNAPSHOT_CHUNK_BYTES_MAX) as u64;
+/// The largest in-flight window of a stream, in bytes: what one stream may
+/// have sent and not yet had acknowledged (queued, on the wire, or waiting
+/// for the follower's disk).
+pub const SNAPSHOT_WINDOW_BYTES_MAX: u64 = 16 << 20;
+/// The round trip a stream's window covers at the configured pace: a chunk
+/// is acknowledged once the follower wrote it, so the round trip includes
+/// the follower's write, which a shared disk can stretch to tens of ms.
+pub const SNAPSHOT_WINDOW_ROUND_TRIP: Duration = Duration::from_millis(50);
+
+/// The in-flight window of a stream paced at `bytes_per_second`: enough
+/// to keep the pace over [`SNAPSHOT_WINDOW_ROUND_TRIP`], within
+/// [`SNAPSHOT_WINDOW_BYTES_MIN`]..=[`SNAPSHOT_WINDOW_BYTES_MAX`]. A fixed
+/// 512 KiB window held a stream to 512 KiB per round trip (37 MB/s at a
+/// 14 ms round trip while the follower's disk was busy).
+pub fn snapshot_window_bytes(bytes_per_second: u64) -> u64 {
+    let covered = bytes_per_second as u128 * SNAPSHOT_WINDOW_ROUND_TRIP.as_nanos() / NANOS_PER_SECOND;
+    (covered.min(SNAPSHOT_WINDOW_BYTES_MAX as u128) as u64).max(SNAPSHOT_WINDOW_BYTES_MIN)
+}
 /// Default pace of all snapshot streams of one shard, in bytes per second.
 /// A receiver hands its data file out to be fsynced off the shard's loop
 /// after this many bytes since the last time, so the fsync that publishes
@@ -224,11 +245,39 @@ pub struct SnapshotSender {
     /// The highest offset ever sent (a follower may be ahead of
     /// `acknowledged` after a rewind: its acks were lost).
     sent_high: u64,
-    /// (start, end) offsets of the chunks sent and not yet acknowledged.
-    in_flight: VecDeque<(u64, u64)>,
+    /// (start, end) offsets of the chunks sent and not yet acknowledged,
+    /// and when each was sent.
+    in_flight: VecDeque<(u64, u64, Instant)>,
     complete: bool,
+    /// Bytes sent and not yet acknowledged at most.
+    window_bytes: u64,
     /// Chunk bytes handed out, resent ones included.
     pub bytes_sent: u64,
+    /// Where the stream's time went on this side.
+    pub timings: SenderTimings,
+}
+
+/// Where a sender's time went: what bounds a stream's throughput.
+#[derive(Debug, Default, Clone)]
+pub struct SenderTimings {
+    /// When the stream was opened.
+    pub opened: Option<Instant>,
+    /// Reading chunks from the data file and checksumming them.
+    pub read: Duration,
+    /// Chunks read.
+    pub chunks: u64,
+    /// Chunk send to the ack that covers it, summed over acknowledged chunks.
+    pub ack_round_trip: Duration,
+    /// The longest of those.
+    pub ack_round_trip_max: Duration,
+    /// Chunks whose ack round trip was measured.
+    pub acked_chunks: u64,
+    /// Times the window was full when more could be sent.
+    pub window_full: u64,
+    /// Times the rate limiter held a chunk back.
+    pub rate_limited: u64,
+    /// Times the peer connection's queue had no room for a chunk.
+    pub queue_full: u64,
 }
 
 impl SnapshotSender {
@@ -259,8 +308,26 @@ impl SnapshotSender {
             sent_high: 0,
             in_flight: VecDeque::new(),
             complete: false,
+            window_bytes: SNAPSHOT_WINDOW_BYTES_MIN,
             bytes_sent: 0,
+            timings: SenderTimings {
+                opened: Some(Instant::now()),
+                ..SenderTimings::default()
+            },
         })
+    }
+
+    /// The same stream with an in-flight window of `bytes` (at least one
+    /// chunk, at most [`SNAPSHOT_WINDOW_BYTES_MAX`]); see
+    /// [`snapshot_window_bytes`].
+    pub fn with_window_bytes(mut self, bytes: u64) -> SnapshotSender {
+        self.window_bytes = bytes.clamp(SNAPSHOT_CHUNK_BYTES_MAX as u64, SNAPSHOT_WINDOW_BYTES_MAX);
+        self
+    }
+
+    /// Bytes sent and not yet acknowledged at most.
+    pub fn window_bytes(&self) -> u64 {
+        self.window_bytes
     }
 
     /// The snapshot streamed.
@@ -298,12 +365,14 @@ impl SnapshotSender {
         self.complete
     }
 
+    /// True if a whole window is sent and unacknowledged.
+    fn window_full(&self) -> bool {
+        self.next_offset.saturating_sub(self.acknowledged) + SNAPSHOT_CHUNK_BYTES_MAX as u64 > self.window_bytes
+    }
+
     /// The length of the next chunk to send, if the window allows one.
     pub fn next_chunk_bytes(&self) -> Option<u64> {
-        if self.complete
-            || self.next_offset >= self.total_bytes
-            || self.in_flight.len() >= SNAPSHOT_CHUNKS_IN_FLIGHT_MAX
-        {
+        if self.complete || self.next_offset >= self.total_bytes || self.window_full() {
             return None;
         }
         Some((self.total_bytes - self.next_offset).min(SNAPSHOT_CHUNK_BYTES_MAX as u64))
@@ -316,11 +385,16 @@ impl SnapshotSender {
         now: Instant,
     ) -> Result<Option<SnapshotChunk>, SnapshotStreamError> {
         let Some(length) = self.next_chunk_bytes() else {
+            if self.window_full() {
+                self.timings.window_full += 1;
+            }
             return Ok(None);
         };
         if !limiter.try_take(length, now) {
+            self.timings.rate_limited += 1;
             return Ok(None);
         }
+        let reading = Instant::now();
         let offset = self.next_offset;
         let mut bytes = vec![0u8; length as usize];
         let metadata_bytes = self.metadata.len() as u64;
@@ -347,9 +421,8 @@ impl SnapshotSender {
         }
         self.next_offset = offset + length;
         self.sent_high = self.sent_high.max(self.next_offset);
-        self.in_flight.push_back((offset, self.next_offset));
         self.bytes_sent += length;
-        Ok(Some(SnapshotChunk {
+        let chunk = SnapshotChunk {
             snapshot_index: self.snapshot.index.0,
             snapshot_term: self.snapshot.term.0,
             metadata_bytes,
@@ -358,7 +431,12 @@ impl SnapshotSender {
             crc: crc32fast::hash(&bytes),
             data: Bytes::from(bytes),
             last: self.next_offset == self.total_bytes,
-        }))
+        };
+        let sent = Instant::now();
+        self.timings.read += sent.saturating_duration_since(reading);
+        self.timings.chunks += 1;
+        self.in_flight.push_back((offset, self.next_offset, sent));
+        Ok(Some(chunk))
     }
 
     /// Takes the follower's answer to a chunk.
@@ -398,10 +476,15 @@ impl SnapshotSender {
             // connection): skip what it holds.
             self.next_offset = self.acknowledged;
         }
-        while self.in_flight.front().is_some_and(|&(_, end)| end <= self.acknowledged) {
+        let now = Instant::now();
+        while let Some(&(_, _, sent)) = self.in_flight.front().filter(|&&(_, end, _)| end <= self.acknowledged) {
+            let round_trip = now.saturating_duration_since(sent);
+            self.timings.ack_round_trip += round_trip;
+            self.timings.ack_round_trip_max = self.timings.ack_round_trip_max.max(round_trip);
+            self.timings.acked_chunks += 1;
             self.in_flight.pop_front();
         }
-        let answers_in_flight = self.in_flight.iter().any(|&(start, _)| start == ack.chunk_offset);
+        let answers_in_flight = self.in_flight.iter().any(|&(start, _, _)| start == ack.chunk_offset);
         if ack.refused && answers_in_flight {
             // The follower refused a chunk sent since the last go-back: send
             // from the offset it wants. A refusal of a chunk sent before
@@ -440,12 +523,28 @@ struct SnapshotReceiver {
     writer: Option<SnapshotWriter>,
     /// Data bytes written since the data file was last handed out to sync.
     unsynced_bytes: u64,
+    timings: ReceiverTimings,
+}
+
+/// Where a receiver's time went on the shard.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiverTimings {
+    /// The first chunk's arrival.
+    pub started: Instant,
+    /// Writing chunks into the temp directory (checksums included).
+    pub write: Duration,
+    /// Chunks taken.
+    pub chunks: u64,
+    /// The last sync, metadata, renames and directory syncs.
+    pub finish: Duration,
 }
 
 /// The follower's snapshot streams of one shard, one per group.
 #[derive(Debug, Default)]
 pub struct SnapshotInbox {
     receivers: BTreeMap<GroupId, SnapshotReceiver>,
+    /// The timings of the streams completed and not yet taken.
+    finished: BTreeMap<GroupId, ReceiverTimings>,
 }
 
 impl SnapshotInbox {
@@ -470,6 +569,11 @@ impl SnapshotInbox {
         }
         receiver.unsynced_bytes = 0;
         receiver.writer.as_mut()?.flushed_data_file().ok()
+    }
+
+    /// Where the time of `group`'s last completed stream went.
+    pub fn take_finished_timings(&mut self, group: GroupId) -> Option<ReceiverTimings> {
+        self.finished.remove(&group)
     }
 
     /// Drops a group's stream (its temp directory goes with it).
@@ -561,6 +665,12 @@ impl SnapshotInbox {
                     header: None,
                     writer: None,
                     unsynced_bytes: 0,
+                    timings: ReceiverTimings {
+                        started: Instant::now(),
+                        write: Duration::ZERO,
+                        chunks: 0,
+                        finish: Duration::ZERO,
+                    },
                 },
             );
         }
@@ -575,7 +685,9 @@ impl SnapshotInbox {
                     refused: false,
                     complete: true,
                 };
-                self.receivers.remove(&group);
+                if let Some(done) = self.receivers.remove(&group) {
+                    self.finished.insert(group, done.timings);
+                }
                 (ack, Ok(Some(stored)))
             }
             Ok(None) => {
@@ -737,6 +849,8 @@ impl SnapshotReceiver {
                 self.header = Some(header);
             }
         }
+        let writing = Instant::now();
+        self.timings.chunks += 1;
         if !bytes.is_empty() {
             let Some(writer) = self.writer.as_mut() else {
                 unreachable!("data follows the metadata, which opened the writer");
@@ -751,6 +865,8 @@ impl SnapshotReceiver {
             })?;
         }
         self.next_offset += chunk.data.len() as u64;
+        let finishing = Instant::now();
+        self.timings.write += finishing.saturating_duration_since(writing);
         if !chunk.last {
             return Ok(None);
         }
@@ -760,6 +876,7 @@ impl SnapshotReceiver {
         let stored = writer
             .finish_expecting(header.data_bytes, header.data_crc)
             .map_err(store_error)?;
+        self.timings.finish = finishing.elapsed();
         Ok(Some(stored))
     }
 }

@@ -87,6 +87,32 @@ pub enum Error {
         /// The LSN the previous segment ends before.
         expected_lsn: u64,
     },
+    /// A segment file the WAL's segment range file says exists is gone: the
+    /// newest one (records reported durable were in it) or the oldest one
+    /// the WAL had not deleted itself (the start of some group's log). See
+    /// [`crate::recovery::SegmentRange`]. Never repaired, in any mode.
+    #[error(
+        "segment {segment} (file {} in {}) is missing: the WAL's {} file says segments {oldest} to {newest} exist, and records in it may have been acknowledged",
+        crate::format::segment_file_name(*segment),
+        dir.display(),
+        crate::recovery::SEGMENT_RANGE_FILE_NAME
+    )]
+    MissingSegment {
+        /// The missing segment's first LSN (its file name).
+        segment: u64,
+        /// The WAL directory.
+        dir: std::path::PathBuf,
+        /// The oldest segment the range file gives.
+        oldest: u64,
+        /// The newest segment the range file gives.
+        newest: u64,
+    },
+    /// The segment range file is damaged.
+    #[error("the WAL's segment range file {} is damaged", path.display())]
+    BadSegmentRange {
+        /// Its path.
+        path: std::path::PathBuf,
+    },
     /// Strict recovery found a torn tail (tolerate mode would truncate it).
     #[error(
         "torn tail in segment {segment} (file {}) at offset {offset} (strict recovery)",

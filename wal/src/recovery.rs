@@ -24,6 +24,9 @@
 //! 6. A segment file shorter than the size its header gives was truncated
 //!    (segments are preallocated whole before their header is written):
 //!    [`Error::TruncatedSegment`], in every mode.
+//! 7. The segments listed must cover the [`SegmentRange`] recorded in the
+//!    directory: none may be missing after its newest or before its oldest
+//!    ([`Error::MissingSegment`], in every mode). Rule 1 covers the middle.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -39,6 +42,108 @@ use crate::format::{
     FlushMarker, Record, BLOCK_BYTES, FLUSH_CLOSE_FLAG, FLUSH_MARKER_BYTES, RECORD_PREFIX_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::index::Groups;
+
+/// The name of the file, in the WAL directory, that records which segments
+/// exist: [`SegmentRange`].
+pub const SEGMENT_RANGE_FILE_NAME: &str = "segment-range";
+/// Magic number of the segment range file (and its format version, 1).
+const SEGMENT_RANGE_MAGIC: [u8; 8] = *b"CORAFTR1";
+/// Bytes of the segment range file: magic, oldest, newest, CRC32 of those.
+const SEGMENT_RANGE_BYTES: usize = 28;
+
+/// The segments the WAL knows exist, oldest and newest by first LSN, kept
+/// in [`SEGMENT_RANGE_FILE_NAME`] so that recovery can tell a segment file
+/// that went missing at either end of the log from one the WAL never made
+/// or deleted itself. (A gap in the middle shows without it: each segment
+/// must start where the previous one ended.)
+///
+/// The WAL rewrites the file (a temporary file synced, renamed over it, the
+/// directory synced) at two points only:
+/// - after a new segment's creation is durable (header written and synced,
+///   directory synced) and before the first flush into it: `newest` becomes
+///   that segment. A crash before that leaves a segment newer than `newest`
+///   without records (or blank, and then removed): legitimate. Once any
+///   record is in the segment, the file names it, so a deleted newest
+///   segment is refused instead of its synced records silently vanishing.
+/// - when [`crate::Wal::delete_obsolete_segments`] has decided which
+///   segments no group needs (after purges), before it removes any file:
+///   `oldest` becomes the first segment kept. A crash before the removals
+///   leaves segments older than `oldest`: legitimate (the next deletion
+///   removes them). A listed oldest segment newer than `oldest` means a
+///   segment the WAL still needed was deleted by someone else.
+///
+/// A directory with segments but no range file was written before the file
+/// existed (or by hand): it is read as before, without these checks, and
+/// opening it writes the file for the segments found, so the checks hold
+/// from then on. Older code ignores the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRange {
+    /// The first LSN of the oldest segment the WAL has not deleted.
+    pub oldest: u64,
+    /// The first LSN of the newest segment the WAL created and may have
+    /// written records to.
+    pub newest: u64,
+}
+
+/// Reads `dir`'s segment range file; `None` if there is none.
+pub fn read_segment_range(dir: &Path) -> Result<Option<SegmentRange>> {
+    let path = dir.join(SEGMENT_RANGE_FILE_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io(IoOp::Directory, 0, &error)),
+    };
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if bytes.len() != SEGMENT_RANGE_BYTES
+        || bytes[0..8] != SEGMENT_RANGE_MAGIC
+        || crate::format::crc32(&bytes[..24]).to_le_bytes() != bytes[24..28]
+        || u64_at(8) > u64_at(16)
+    {
+        return Err(Error::BadSegmentRange { path });
+    }
+    Ok(Some(SegmentRange {
+        oldest: u64_at(8),
+        newest: u64_at(16),
+    }))
+}
+
+/// Durably replaces `dir`'s segment range file with `range`: a temporary
+/// file written and synced, renamed over the old one, the directory synced.
+pub fn write_segment_range(dir: &Path, range: SegmentRange) -> Result<()> {
+    let mut bytes = Vec::with_capacity(SEGMENT_RANGE_BYTES);
+    bytes.extend_from_slice(&SEGMENT_RANGE_MAGIC);
+    bytes.extend_from_slice(&range.oldest.to_le_bytes());
+    bytes.extend_from_slice(&range.newest.to_le_bytes());
+    let crc = crate::format::crc32(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let io_error = |error: std::io::Error| Error::io(IoOp::Directory, range.newest, &error);
+    let temporary = dir.join(format!("{SEGMENT_RANGE_FILE_NAME}.tmp"));
+    let file = File::create(&temporary).map_err(io_error)?;
+    file.write_all_at(&bytes, 0).map_err(io_error)?;
+    file.sync_all().map_err(io_error)?;
+    std::fs::rename(&temporary, dir.join(SEGMENT_RANGE_FILE_NAME)).map_err(io_error)?;
+    sync_directory(dir)
+}
+
+/// Rule 7: refuses a listing that lacks a segment at either end of `range`.
+fn check_range(dir: &Path, range: SegmentRange, listed: &[(u64, PathBuf)]) -> Result<()> {
+    let missing = |segment| Error::MissingSegment {
+        segment,
+        dir: dir.to_path_buf(),
+        oldest: range.oldest,
+        newest: range.newest,
+    };
+    let (Some((first, _)), Some((last, _))) = (listed.first(), listed.last()) else {
+        return Err(missing(range.newest));
+    };
+    if *last < range.newest {
+        return Err(missing(range.newest));
+    }
+    if *first > range.oldest {
+        return Err(missing(range.oldest));
+    }
+    Ok(())
+}
 
 /// A segment found on disk, mapped read-only.
 #[derive(Debug, Clone)]
@@ -88,6 +193,8 @@ pub struct Recovered {
     pub torn_tail: Option<TornTail>,
     /// A blank last segment removed (its first LSN), if any.
     pub removed_blank_segment: Option<u64>,
+    /// The segment range file's contents; `None` if there is none.
+    pub range: Option<SegmentRange>,
 }
 
 /// Lists the segment files of `dir`, sorted by first LSN.
@@ -248,6 +355,13 @@ fn nonzero_end(bytes: &[u8], from: usize) -> Option<usize> {
 /// (the `verify` and `inspect` tools).
 pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered> {
     let mut listed = list_segments(dir)?;
+    let range = read_segment_range(dir)?;
+    if let Some(range) = range {
+        check_range(dir, range, &listed)?;
+    }
+    // A blank segment the range file names was created durably: its header
+    // was damaged, not never written.
+    let may_be_blank = |first_lsn: u64| range.is_none_or(|range| first_lsn > range.newest);
     let mut groups = Groups::default();
     let mut segments: Vec<MappedSegment> = Vec::new();
     let mut next_lsn = 1;
@@ -259,7 +373,7 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
         let map = map_segment(&path, first_lsn)?;
         let header = match decode_segment_header(&map) {
             Ok(header) if header.first_lsn == first_lsn => header,
-            Err(BadHeader::Blank) if last => {
+            Err(BadHeader::Blank) if last && may_be_blank(first_lsn) => {
                 if repair {
                     std::fs::remove_file(&path).map_err(|error| Error::io(IoOp::Remove, first_lsn, &error))?;
                     sync_directory(dir)?;
@@ -267,7 +381,7 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
                 removed_blank_segment = Some(first_lsn);
                 break;
             }
-            Err(BadHeader::Invalid) if last && map.len() < SEGMENT_HEADER_BYTES => {
+            Err(BadHeader::Invalid) if last && map.len() < SEGMENT_HEADER_BYTES && may_be_blank(first_lsn) => {
                 // Created but never preallocated: the process died in creation.
                 if repair {
                     std::fs::remove_file(&path).map_err(|error| Error::io(IoOp::Remove, first_lsn, &error))?;
@@ -355,6 +469,7 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
         next_lsn,
         torn_tail,
         removed_blank_segment,
+        range,
     })
 }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, IoOp, Result};
 use crate::format::{decode_record, Decoded, FlushMarker, HardState, Record, ENTRY_FIXED_BYTES, RECORD_PREFIX_BYTES};
 use crate::fs::{DmaFs, FileSystem};
 use crate::index::{EntryLocation, GroupState, SegmentHolders};
-use crate::recovery::{map_segment, recover, TornTail};
+use crate::recovery::{map_segment, recover, write_segment_range, SegmentRange, TornTail};
 use crate::writer::{flush, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
 
 /// What opening the WAL found and did.
@@ -120,6 +120,19 @@ impl Wal {
         let dir: PathBuf = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|error| Error::io(IoOp::Directory, 0, &error))?;
         let recovered = recover(&dir, config.recovery_mode, true)?;
+        let range = match (recovered.range, recovered.segments.first(), recovered.segments.last()) {
+            (Some(range), _, _) => Some(range),
+            // Written before the range file existed: record what is there.
+            (None, Some(first), Some(last)) => {
+                let range = SegmentRange {
+                    oldest: first.first_lsn,
+                    newest: last.first_lsn,
+                };
+                write_segment_range(&dir, range)?;
+                Some(range)
+            }
+            (None, _, _) => None,
+        };
         let last_lsn = recovered.next_lsn - 1;
         let report = OpenReport {
             torn_tail: recovered.torn_tail,
@@ -190,6 +203,7 @@ impl Wal {
             stats: WriterStats::default(),
             batch_capacity: BATCH_CAPACITY_MIN_BYTES,
             zero_frontier: Default::default(),
+            range,
         };
         let recovered_a_segment = open.is_some();
         match open {
@@ -518,9 +532,24 @@ impl Wal {
         let (fs, dir, doomed) = {
             let mut state = self.shared.borrow_mut();
             let mut doomed = Vec::new();
-            while state.segments.len() > 1 && state.segments[1].first_lsn <= needed {
+            // The newest created segment is always kept: the range file
+            // names it (a rotated-to segment may not exist yet).
+            while state.segments.len() > 1 && state.segments[1].first_lsn <= needed && state.segments[1].created {
                 let segment = state.segments.pop_front().expect("checked length");
                 doomed.push((segment.first_lsn, segment.path));
+            }
+            let range = match (state.range, state.segments.front()) {
+                (Some(range), Some(front)) if !doomed.is_empty() => Some(SegmentRange {
+                    oldest: front.first_lsn,
+                    newest: range.newest,
+                }),
+                _ => None,
+            };
+            if let Some(range) = range {
+                // Before any file goes: a crash between leaves segments
+                // older than the range's oldest, which recovery accepts.
+                write_segment_range(&state.dir, range)?;
+                state.range = Some(range);
             }
             (state.fs.clone(), state.dir.clone(), doomed)
         };

@@ -56,6 +56,7 @@ use crate::format::{
 };
 use crate::fs::{DurableWriteError, FileSystem, SegmentFile};
 use crate::index::Groups;
+use crate::recovery::{write_segment_range, SegmentRange};
 
 /// Attempts to write a batch whose write came back short before giving up.
 pub const WRITE_ATTEMPTS_MAX: usize = 3;
@@ -290,6 +291,10 @@ pub struct State {
     pub(crate) batch_capacity: usize,
     /// Zeroing ahead of the log's end in the segment being written.
     pub(crate) zero_frontier: ZeroFrontier,
+    /// What the segment range file says (see
+    /// [`crate::recovery::SegmentRange`]); `None` before the first segment
+    /// is created.
+    pub(crate) range: Option<SegmentRange>,
 }
 
 impl State {
@@ -703,7 +708,15 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
     fs.sync_dir(&dir)
         .await
         .map_err(|error| Error::io(IoOp::SyncDirectory, segment, &error))?;
+    // The segment exists durably; the range file names it before any
+    // record goes in, so that its loss is refused on the next open.
+    let range = SegmentRange {
+        oldest: shared.borrow().range.map_or(segment, |range| range.oldest),
+        newest: segment,
+    };
+    write_segment_range(&dir, range)?;
     let mut state = shared.borrow_mut();
+    state.range = Some(range);
     state.stats.segments_created += 1;
     for older in state.segments.iter_mut() {
         if older.first_lsn < segment {

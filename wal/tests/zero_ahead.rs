@@ -74,9 +74,10 @@ fn unwritten_bytes(path: &Path, from: u64, to: u64) -> u64 {
 }
 
 fn only_segment(dir: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut segments: Vec<PathBuf> = coraft_wal::recovery::list_segments(dir)
         .unwrap()
-        .map(|entry| entry.unwrap().path())
+        .into_iter()
+        .map(|(_, path)| path)
         .collect();
     assert_eq!(segments.len(), 1, "{segments:?}");
     segments.pop().unwrap()

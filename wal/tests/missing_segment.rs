@@ -223,3 +223,16 @@ fn a_wal_without_a_range_file_opens_and_is_checked_from_then_on() {
     std::fs::remove_file(&segments.last().unwrap().1).unwrap();
     assert!(matches!(open_error(dir.path()), Error::MissingSegment { .. }));
 }
+
+#[test]
+fn a_zeroed_header_on_the_newest_segment_is_not_taken_for_a_creation_cut_short() {
+    // Before the range file, a last segment whose header block reads as
+    // zeros was removed as blank, and its synced records with it.
+    let dir = tempfile::tempdir().unwrap();
+    let segments = write_log(dir.path(), 200);
+    let (last, path) = segments.last().unwrap().clone();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0; coraft_wal::format::BLOCK_BYTES], 0).unwrap();
+    assert_eq!(open_error(dir.path()), Error::BadSegmentHeader { segment: last });
+    assert!(path.exists());
+}

@@ -2,7 +2,8 @@
 //! processes hosting the KV store: between batches of acknowledged writes,
 //! node 3 is SIGKILLed, one of its segment files is damaged, and it is
 //! started again. Damage to bytes a sync covered (a flipped bit in a synced
-//! record, a zeroed sector, a truncated segment, a missing segment) must
+//! record, a zeroed sector, a truncated segment, a missing segment, first,
+//! middle or last) must
 //! make it refuse to start with a message naming the file (and the offset
 //! where there is one); its pristine files are then put back and it rejoins.
 //! A torn tail (the last flush garbled) is repaired: the node starts, says
@@ -200,7 +201,7 @@ fn damaged_synced_wal_bytes_make_a_node_refuse_to_start_and_a_torn_tail_is_repai
     // (name, damage; returns what the refusal must name) — each applied
     // to the victim's files after a batch of writes and a kill.
     type Damage = fn(&[Segment]) -> Vec<String>;
-    let refusals: [(&str, Damage); 5] = [
+    let refusals: [(&str, Damage); 7] = [
         ("bit flip in a synced record of an older segment", |segments| {
             let segment = &segments[segments.len() - 2];
             let offset = (SEGMENT_HEADER_BYTES + FLUSH_MARKER_BYTES + 20) as u64;
@@ -248,6 +249,16 @@ fn damaged_synced_wal_bytes_make_a_node_refuse_to_start_and_a_torn_tail_is_repai
                 segment_file_name(segments[segments.len() - 1].first_lsn),
                 "missing".into(),
             ]
+        }),
+        ("missing last segment", |segments| {
+            let segment = segments.last().unwrap();
+            std::fs::remove_file(&segment.path).unwrap();
+            vec![segment_file_name(segment.first_lsn), "is missing".into()]
+        }),
+        ("missing first segment", |segments| {
+            let segment = &segments[0];
+            std::fs::remove_file(&segment.path).unwrap();
+            vec![segment_file_name(segment.first_lsn), "is missing".into()]
         }),
     ];
     // Fill the victim's first segments, writers in parallel.

@@ -531,26 +531,31 @@ impl Wal {
         self.sync().await?;
         let (fs, dir, doomed) = {
             let mut state = self.shared.borrow_mut();
-            let mut doomed = Vec::new();
             // The newest created segment is always kept: the range file
             // names it (a rotated-to segment may not exist yet).
-            while state.segments.len() > 1 && state.segments[1].first_lsn <= needed && state.segments[1].created {
-                let segment = state.segments.pop_front().expect("checked length");
-                doomed.push((segment.first_lsn, segment.path));
+            let mut kept = 0;
+            while kept + 1 < state.segments.len()
+                && state.segments[kept + 1].first_lsn <= needed
+                && state.segments[kept + 1].created
+            {
+                kept += 1;
             }
-            let range = match (state.range, state.segments.front()) {
-                (Some(range), Some(front)) if !doomed.is_empty() => Some(SegmentRange {
-                    oldest: front.first_lsn,
-                    newest: range.newest,
-                }),
-                _ => None,
-            };
-            if let Some(range) = range {
+            if kept > 0 {
+                let front = state.segments[kept].first_lsn;
+                let range = SegmentRange {
+                    oldest: front,
+                    newest: state.range.map_or(front, |range| range.newest.max(front)),
+                };
                 // Before any file goes: a crash between leaves segments
                 // older than the range's oldest, which recovery accepts.
                 write_segment_range(&state.dir, range)?;
                 state.range = Some(range);
             }
+            let doomed: Vec<(u64, PathBuf)> = state
+                .segments
+                .drain(..kept)
+                .map(|segment| (segment.first_lsn, segment.path))
+                .collect();
             (state.fs.clone(), state.dir.clone(), doomed)
         };
         for (segment, path) in &doomed {

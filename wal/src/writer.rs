@@ -690,6 +690,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         )
     };
     if let Some(file) = existing {
+        name_in_range(shared, &dir, segment)?;
         return Ok(file);
     }
     let header = encode_segment_header(&SegmentHeader {
@@ -708,25 +709,39 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
     fs.sync_dir(&dir)
         .await
         .map_err(|error| Error::io(IoOp::SyncDirectory, segment, &error))?;
-    // The segment exists durably; the range file names it before any
-    // record goes in, so that its loss is refused on the next open.
+    {
+        let mut state = shared.borrow_mut();
+        state.stats.segments_created += 1;
+        for older in state.segments.iter_mut() {
+            if older.first_lsn < segment {
+                older.file = None;
+            }
+        }
+        let entry = state.segment_mut(segment);
+        entry.file = Some(file.clone());
+        entry.created = true;
+    }
+    name_in_range(shared, &dir, segment)?;
+    Ok(file)
+}
+
+/// Makes the segment range file name `segment` as the newest segment, if it
+/// does not yet: after the segment's creation is durable and before any
+/// record goes in, so that its loss is refused on the next open (see
+/// [`SegmentRange`]). A failed write leaves the range as it was and fails
+/// the flush; the next attempt writes it again before writing records.
+fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u64) -> Result<()> {
+    let range = shared.borrow().range;
+    if range.is_some_and(|range| range.newest >= segment) {
+        return Ok(());
+    }
     let range = SegmentRange {
-        oldest: shared.borrow().range.map_or(segment, |range| range.oldest),
+        oldest: range.map_or(segment, |range| range.oldest),
         newest: segment,
     };
-    write_segment_range(&dir, range)?;
-    let mut state = shared.borrow_mut();
-    state.range = Some(range);
-    state.stats.segments_created += 1;
-    for older in state.segments.iter_mut() {
-        if older.first_lsn < segment {
-            older.file = None;
-        }
-    }
-    let entry = state.segment_mut(segment);
-    entry.file = Some(file.clone());
-    entry.created = true;
-    Ok(file)
+    write_segment_range(dir, range)?;
+    shared.borrow_mut().range = Some(range);
+    Ok(())
 }
 
 /// A segment nonce: random per process (the standard library's hash keys)

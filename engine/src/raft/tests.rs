@@ -465,7 +465,11 @@ fn a_lone_leaders_read_before_its_first_commit_is_answered_once_it_commits() {
         cluster.get(1).tick();
     }
     assert_eq!(cluster.get(1).role(), Role::Leader);
-    assert_eq!(cluster.get(1).commit_index(), LogIndex(0), "the no-op is not persisted yet");
+    assert_eq!(
+        cluster.get(1).commit_index(),
+        LogIndex(0),
+        "the no-op is not persisted yet"
+    );
     cluster.get(1).read_index(5).unwrap();
     cluster.settle();
     assert_eq!(

@@ -230,6 +230,9 @@ impl RaftCore {
         if self.reads.needs_round() {
             self.heartbeat_elapsed_ticks = 0;
             self.broadcast_heartbeat();
+            // A leader that is a quorum by itself (a single voter) hears no
+            // answer to the round: it is confirmed as it starts.
+            self.release_confirmed_reads();
         }
     }
 
@@ -244,6 +247,12 @@ impl RaftCore {
             // follower's rejection moves the leader back to probing.
             self.send_append(from, true);
         }
+        self.release_confirmed_reads();
+    }
+
+    /// Releases the reads whose round a quorum has acknowledged, this
+    /// leader counting for the round it last started.
+    fn release_confirmed_reads(&mut self) {
         let id = self.config.id;
         let current = self.reads.current_round();
         let progress = &self.progress;

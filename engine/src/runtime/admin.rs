@@ -329,7 +329,7 @@ impl AdminService {
                 ),
             });
         }
-        let mut hosted: Vec<u64> = self.groups.iter().map(|g| g.0).filter(|&g| g > after).collect();
+        let mut hosted: Vec<u64> = self.groups().iter().map(|g| g.0).filter(|&g| g > after).collect();
         hosted.sort_unstable();
         let mut reports = Vec::new();
         let mut bytes = 0;

@@ -439,7 +439,8 @@ impl SnapshotView for KvView {
     }
 }
 
-fn read_sized(reader: &mut dyn Read, bytes_max: usize) -> std::io::Result<Vec<u8>> {
+/// Reads a `u32` length and that many bytes, refusing more than `bytes_max`.
+pub(crate) fn read_sized(reader: &mut dyn Read, bytes_max: usize) -> std::io::Result<Vec<u8>> {
     let mut length = [0u8; 4];
     reader.read_exact(&mut length)?;
     let length = u32::from_le_bytes(length) as usize;
@@ -454,12 +455,14 @@ fn read_sized(reader: &mut dyn Read, bytes_max: usize) -> std::io::Result<Vec<u8
     Ok(bytes)
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends a `u32` length and the bytes.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);
 }
 
-fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+/// Appends a presence byte and, when present, the bytes.
+pub(crate) fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         Some(bytes) => {
             out.push(1);

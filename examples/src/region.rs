@@ -32,7 +32,9 @@ use coraft::api::{Command, LeaderStopReason, SnapshotView, StateMachine};
 use coraft::raft::{GroupId, NodeId, Term};
 use coraft::runtime::GroupCreator;
 
-use crate::kv::{KvQuery, KvWrite, WriteOutcome, KEY_BYTES_MAX, SCAN_PAIRS_MAX, VALUE_BYTES_MAX};
+use crate::kv::{
+    put_bytes, put_optional, read_sized, KvQuery, KvWrite, WriteOutcome, KEY_BYTES_MAX, SCAN_PAIRS_MAX, VALUE_BYTES_MAX,
+};
 
 /// The region that starts with the whole keyspace.
 pub const ROOT_REGION: u64 = 1;
@@ -697,36 +699,6 @@ impl RegionView {
 impl SnapshotView for RegionView {
     fn write_to(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
         self.write_state(writer)
-    }
-}
-
-fn read_sized(reader: &mut dyn Read, bytes_max: usize) -> std::io::Result<Vec<u8>> {
-    let mut length = [0u8; 4];
-    reader.read_exact(&mut length)?;
-    let length = u32::from_le_bytes(length) as usize;
-    if length > bytes_max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{length} bytes exceed the bound of {bytes_max}"),
-        ));
-    }
-    let mut bytes = vec![0u8; length];
-    reader.read_exact(&mut bytes)?;
-    Ok(bytes)
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(bytes) => {
-            out.push(1);
-            put_bytes(out, bytes);
-        }
-        None => out.push(0),
     }
 }
 

@@ -33,7 +33,7 @@ use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable,
 use redb::{TableDefinition, WriteTransaction};
 
 use crate::kv::{encode_get_answer, encode_scan_answer, KvQuery, KvWrite, Pair, WriteOutcome};
-use crate::kv::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::kv::{read_sized, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// The pairs.
 const PAIRS: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("pairs");
@@ -381,21 +381,6 @@ fn read_u64(reader: &mut dyn Read) -> std::io::Result<u64> {
     let mut word = [0u8; 8];
     reader.read_exact(&mut word)?;
     Ok(u64::from_le_bytes(word))
-}
-
-fn read_sized(reader: &mut dyn Read, bytes_max: usize) -> std::io::Result<Vec<u8>> {
-    let mut length = [0u8; 4];
-    reader.read_exact(&mut length)?;
-    let length = u32::from_le_bytes(length) as usize;
-    if length > bytes_max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{length} bytes exceed the bound of {bytes_max}"),
-        ));
-    }
-    let mut bytes = vec![0u8; length];
-    reader.read_exact(&mut bytes)?;
-    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -228,17 +228,40 @@ fn status(node: &Node) -> Result<GroupStatus> {
 }
 
 fn options(root: &std::path::Path, peers: &[PeerSpec], id: NodeId, rate: u64) -> NodeOptions {
+    // Snapshots on demand only: the run takes the one it measures.
+    let snapshot = SnapshotPolicy {
+        after_entries: 0,
+        after_log_bytes: 0,
+        interval: Duration::ZERO,
+        log_tail_entries: LOG_TAIL_ENTRIES,
+        install_bytes_per_second: rate,
+    };
+    let wal_dir = root.join(format!("node-{id}"));
+    embedded_node_options(CLUSTER_ID, id, peers.to_vec(), wal_dir, vec![GROUP], snapshot)
+}
+
+/// Options of one node of the harness's own embedded clusters (`install`,
+/// `longrun`, `restart`): one unbound shard, a 10 ms tick, ReadIndex reads,
+/// the default limits, and the given snapshot policy.
+pub(crate) fn embedded_node_options(
+    cluster_id: u64,
+    node_id: NodeId,
+    peers: Vec<PeerSpec>,
+    wal_dir: std::path::PathBuf,
+    groups: Vec<GroupId>,
+    snapshot: SnapshotPolicy,
+) -> NodeOptions {
     NodeOptions {
-        cluster_id: CLUSTER_ID,
-        node_id: id,
-        peers: peers.to_vec(),
+        cluster_id,
+        node_id,
+        peers,
         shard_cores: vec![None],
-        wal_dir: root.join(format!("node-{id}")),
+        wal_dir,
         shard_wal_dirs: Vec::new(),
         wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
         wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
         wal_polled_io: false,
-        groups: vec![GROUP],
+        groups,
         tick: Duration::from_millis(10),
         election_timeout_ticks: 30,
         heartbeat_interval_ticks: 3,
@@ -250,14 +273,7 @@ fn options(root: &std::path::Path, peers: &[PeerSpec], id: NodeId, rate: u64) ->
         quiesce_idle_groups: true,
         request_timeout: coraft::runtime::REQUEST_TIMEOUT,
         session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-        // Snapshots on demand only: the run takes the one it measures.
-        snapshot: SnapshotPolicy {
-            after_entries: 0,
-            after_log_bytes: 0,
-            interval: Duration::ZERO,
-            log_tail_entries: LOG_TAIL_ENTRIES,
-            install_bytes_per_second: rate,
-        },
+        snapshot,
     }
 }
 

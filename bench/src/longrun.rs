@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use coraft::api::CommandCounter;
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::install::embedded_node_options;
 use crate::machine::Machine;
 
 const CLUSTER_ID: u64 = 0xC0_4A_F9;
@@ -278,45 +279,34 @@ pub fn load_average() -> String {
 }
 
 fn options(args: &LongrunArgs, root: &Path, peers: &[PeerSpec], id: NodeId, groups: &[GroupId]) -> NodeOptions {
+    let snapshot = if args.no_snapshots {
+        SnapshotPolicy {
+            after_entries: 0,
+            after_log_bytes: 0,
+            interval: Duration::ZERO,
+            log_tail_entries: args.log_tail_entries,
+            ..SnapshotPolicy::default()
+        }
+    } else {
+        SnapshotPolicy {
+            after_entries: args.snapshot_after_entries,
+            after_log_bytes: args.snapshot_after_log_bytes,
+            interval: Duration::from_millis(args.snapshot_interval_ms),
+            log_tail_entries: args.log_tail_entries,
+            ..SnapshotPolicy::default()
+        }
+    };
     NodeOptions {
-        cluster_id: CLUSTER_ID,
-        node_id: id,
-        peers: peers.to_vec(),
-        shard_cores: vec![None],
-        wal_dir: node_dir(root, id),
-        shard_wal_dirs: Vec::new(),
         wal_segment_bytes: args.wal_segment_bytes,
         wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT.min(args.wal_segment_bytes),
-        wal_polled_io: false,
-        groups: groups.to_vec(),
-        tick: Duration::from_millis(10),
-        election_timeout_ticks: 30,
-        heartbeat_interval_ticks: 3,
-        read_mode: ReadMode::Safe,
-        protocol: Default::default(),
-        limits: Default::default(),
-        spin_before_park: None,
-        metrics_listen: None,
-        quiesce_idle_groups: true,
-        request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-        snapshot: if args.no_snapshots {
-            SnapshotPolicy {
-                after_entries: 0,
-                after_log_bytes: 0,
-                interval: Duration::ZERO,
-                log_tail_entries: args.log_tail_entries,
-                ..SnapshotPolicy::default()
-            }
-        } else {
-            SnapshotPolicy {
-                after_entries: args.snapshot_after_entries,
-                after_log_bytes: args.snapshot_after_log_bytes,
-                interval: Duration::from_millis(args.snapshot_interval_ms),
-                log_tail_entries: args.log_tail_entries,
-                ..SnapshotPolicy::default()
-            }
-        },
+        ..embedded_node_options(
+            CLUSTER_ID,
+            id,
+            peers.to_vec(),
+            node_dir(root, id),
+            groups.to_vec(),
+            snapshot,
+        )
     }
 }
 

@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use coraft::api::CommandCounter;
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 use serde::Serialize;
 
+use crate::install::embedded_node_options;
 use crate::longrun::{dir_bytes, load_average, rss_bytes};
 use crate::machine::Machine;
 
@@ -127,40 +128,19 @@ fn block<T>(future: impl std::future::Future<Output = T>) -> T {
 
 fn options(root: &Path, address: std::net::SocketAddr, tail_entries: u64) -> NodeOptions {
     let id = NodeId(1);
-    NodeOptions {
-        cluster_id: CLUSTER_ID,
-        node_id: id,
-        peers: vec![PeerSpec {
-            id,
-            shard_addresses: vec![address],
-        }],
-        shard_cores: vec![None],
-        wal_dir: root.join("node-1"),
-        shard_wal_dirs: Vec::new(),
-        wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
-        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-        wal_polled_io: false,
-        groups: vec![GROUP],
-        tick: Duration::from_millis(10),
-        election_timeout_ticks: 30,
-        heartbeat_interval_ticks: 3,
-        read_mode: ReadMode::Safe,
-        protocol: Default::default(),
-        limits: Default::default(),
-        spin_before_park: None,
-        metrics_listen: None,
-        quiesce_idle_groups: true,
-        request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-        // Snapshots on demand only: the run takes the one it measures.
-        snapshot: SnapshotPolicy {
-            after_entries: 0,
-            after_log_bytes: 0,
-            interval: Duration::ZERO,
-            log_tail_entries: tail_entries,
-            ..SnapshotPolicy::default()
-        },
-    }
+    let peers = vec![PeerSpec {
+        id,
+        shard_addresses: vec![address],
+    }];
+    // Snapshots on demand only: the run takes the one it measures.
+    let snapshot = SnapshotPolicy {
+        after_entries: 0,
+        after_log_bytes: 0,
+        interval: Duration::ZERO,
+        log_tail_entries: tail_entries,
+        ..SnapshotPolicy::default()
+    };
+    embedded_node_options(CLUSTER_ID, id, peers, root.join("node-1"), vec![GROUP], snapshot)
 }
 
 /// Drops every file under `dir` from the page cache (this run's files only).

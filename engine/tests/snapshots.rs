@@ -669,7 +669,22 @@ fn wal_segments_are_deleted_after_snapshots_under_load_and_a_restart_applies_onl
     const AFTER: u64 = 5;
     let mut cluster = TestCluster::start_with(3, policy_with_tail(10));
     cluster.leader();
-    let first_segments: Vec<u64> = cluster.ids().iter().map(|&id| segments(&cluster, id)[0]).collect();
+    // A follower creates its first segment with its first record, which
+    // may come after the leader is known: wait for it.
+    let first_segments: Vec<u64> = cluster
+        .ids()
+        .iter()
+        .map(|&id| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(&first) = segments(&cluster, id).first() {
+                    break first;
+                }
+                assert!(Instant::now() < deadline, "node {id} never created a WAL segment");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .collect();
     let mut snapshot_index = LogIndex(0);
     for round in 0..ROUNDS {
         let values = round * PER_ROUND + 1..=(round + 1) * PER_ROUND;

@@ -305,6 +305,10 @@ impl StateMachine for RedbKv {
         // emptied on opening, never one taken for whole.
         let transaction = self.write_transaction();
         transaction.delete_table(PAIRS).map_err(io_error)?;
+        // Created again at once, empty: a snapshot of no pairs must leave a
+        // table that queries can open (a stale read on a fresh node found
+        // none and failed the shard).
+        transaction.open_table(PAIRS).map_err(io_error)?;
         {
             let mut meta = transaction.open_table(META).map_err(io_error)?;
             meta.insert(LOADING_KEY, 1).map_err(io_error)?;
@@ -453,6 +457,23 @@ mod tests {
             "the replayed put sees the state before index 1, as the first time"
         );
         assert_eq!(get(&store, "stale"), None);
+    }
+
+    #[test]
+    fn a_store_loaded_from_a_snapshot_of_no_pairs_still_answers_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        put(&mut store, 1, "k", "v");
+        apply(&mut store, 2, KvWrite::Delete { key: "k".into() });
+        let mut bytes = Vec::new();
+        store.on_snapshot_save(&mut bytes).unwrap();
+
+        let other = tempfile::tempdir().unwrap();
+        let mut fresh = open(other.path());
+        fresh.on_snapshot_load(&mut bytes.as_slice()).unwrap();
+        assert_eq!(get(&fresh, "k"), None, "an empty store, not a failed read");
+        assert_eq!(fresh.len(), 0);
+        assert_eq!(fresh.applied_index(), 2);
     }
 
     #[test]

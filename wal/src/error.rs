@@ -21,6 +21,32 @@ pub enum IoOp {
     Remove,
     /// Zeroing a torn tail during recovery.
     Repair,
+    /// Replacing (or reading) the segment range file
+    /// ([`crate::recovery::SEGMENT_RANGE_FILE_NAME`]).
+    RangeFile,
+}
+
+impl IoOp {
+    /// What was being done, and to which file, in words: "creating and
+    /// preallocating segment file 00000000000000000001.wal".
+    pub fn describe(self, segment: u64) -> String {
+        let file = || format!("segment file {}", crate::format::segment_file_name(segment));
+        match self {
+            IoOp::Directory => "listing or creating the WAL directory".into(),
+            IoOp::Create => format!("creating and preallocating {}", file()),
+            IoOp::Open => format!("opening {}", file()),
+            IoOp::Write => format!("writing records to {}", file()),
+            IoOp::Sync => format!("fdatasync of {}", file()),
+            IoOp::SyncDirectory => "fsync of the WAL directory".into(),
+            IoOp::Remove => format!("deleting {}", file()),
+            IoOp::Repair => format!("zeroing a torn tail of {}", file()),
+            IoOp::RangeFile => format!(
+                "replacing the segment range file {} (for segment {})",
+                crate::recovery::SEGMENT_RANGE_FILE_NAME,
+                crate::format::segment_file_name(segment)
+            ),
+        }
+    }
 }
 
 /// Errors of the write-ahead log.
@@ -108,10 +134,33 @@ pub enum Error {
         newest: u64,
     },
     /// The segment range file is damaged.
-    #[error("the WAL's segment range file {} is damaged", path.display())]
+    #[error(
+        "the WAL's segment range file {} is damaged; if the segment files are known to be whole, \
+         `coraft-wal rebuild-range {}` writes it anew from them",
+        path.display(),
+        path.parent().unwrap_or(std::path::Path::new(".")).display()
+    )]
     BadSegmentRange {
         /// Its path.
         path: std::path::PathBuf,
+    },
+    /// The segment range file is missing from a WAL that keeps one (its
+    /// segment `segment` says so in its header and holds records, which the
+    /// WAL writes only once the range file names their segment): a segment
+    /// deleted at either end could not be told. Never repaired, in any mode.
+    #[error(
+        "the WAL's segment range file {} is missing, but segment file {} was written by a WAL that keeps one: \
+         segment files deleted at either end of the log could not be detected; if they are known to be whole, \
+         `coraft-wal rebuild-range {}` writes it anew from the segments found",
+        path.display(),
+        crate::format::segment_file_name(*segment),
+        path.parent().unwrap_or(std::path::Path::new(".")).display()
+    )]
+    MissingSegmentRange {
+        /// Where the file should be.
+        path: std::path::PathBuf,
+        /// A segment whose header says the WAL keeps the file.
+        segment: u64,
     },
     /// Strict recovery found a torn tail (tolerate mode would truncate it).
     #[error(
@@ -181,7 +230,7 @@ pub enum Error {
         last_index: u64,
     },
     /// The disk is full; nothing acknowledged is lost and a later `sync` retries.
-    #[error("no space left on device ({op:?} of segment {segment})")]
+    #[error("no space left on device while {}", op.describe(*segment))]
     NoSpace {
         /// What was being done.
         op: IoOp,
@@ -189,7 +238,7 @@ pub enum Error {
         segment: u64,
     },
     /// A file-system operation failed.
-    #[error("{op:?} of segment {segment} failed: {kind:?} (errno {errno:?})")]
+    #[error("{} failed: {kind:?} (errno {errno:?})", op.describe(*segment))]
     Io {
         /// What was being done.
         op: IoOp,
@@ -201,7 +250,10 @@ pub enum Error {
         errno: Option<i32>,
     },
     /// An fdatasync failed earlier: the WAL refuses all further writes.
-    #[error("the WAL is poisoned: fdatasync of segment {segment} failed (errno {errno:?})")]
+    #[error(
+        "the WAL is poisoned: fdatasync of segment file {} failed (errno {errno:?})",
+        crate::format::segment_file_name(*segment)
+    )]
     Poisoned {
         /// The segment whose sync failed.
         segment: u64,

@@ -1,5 +1,6 @@
 //! Fault injection for tests: a [`FileSystem`] that wraps another one and can
-//! fail syncs, refuse space, shorten writes, and simulate a power cut that
+//! fail syncs, refuse space, shorten writes, fail replacements of the
+//! segment range file, and simulate a power cut that
 //! loses (or tears) every write not yet covered by an fdatasync.
 //!
 //! Writes go through to the real files at once (so mmap reads see them);
@@ -37,6 +38,12 @@ pub struct FaultPlan {
     pub no_space_on_write: bool,
     /// Make the next this-many writes write only their first block.
     pub short_writes: usize,
+    /// Fail the next this-many replacements of the segment range file
+    /// before they touch it: the first with ENOSPC, the next ones
+    /// alternately with EIO and ENOSPC.
+    pub failing_range_writes: usize,
+    /// Range-file replacements failed so far.
+    pub range_writes_failed: usize,
     unsynced: Vec<Undo>,
 }
 
@@ -246,5 +253,22 @@ impl FileSystem for FaultyFs {
 
     fn remove<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<()>> {
         self.inner.remove(path)
+    }
+
+    fn replace_file(&self, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+        {
+            let mut plan = self.faults.plan.borrow_mut();
+            if plan.failing_range_writes > 0 {
+                plan.failing_range_writes -= 1;
+                plan.range_writes_failed += 1;
+                let code = if plan.range_writes_failed % 2 == 1 {
+                    libc::ENOSPC
+                } else {
+                    libc::EIO
+                };
+                return Err(errno(code));
+            }
+        }
+        self.inner.replace_file(dir, name, bytes)
     }
 }

@@ -407,14 +407,23 @@ pub struct SegmentHeader {
     /// A random number chosen when the segment is created; every flush
     /// marker in it repeats it.
     pub nonce: u64,
+    /// Flags ([`SEGMENT_FLAG_RANGE_FILE`]); code that knows none reads them
+    /// as zero and ignores them.
+    pub flags: u32,
 }
+
+/// [`SegmentHeader::flags`]: the WAL that made the segment keeps a segment
+/// range file ([`crate::recovery::SegmentRange`]) and wrote it before any
+/// record into the segment, so a missing range file is loss, not age.
+pub const SEGMENT_FLAG_RANGE_FILE: u32 = 1;
 
 /// Encodes a segment header into a full block.
 pub fn encode_segment_header(header: &SegmentHeader) -> Vec<u8> {
     let mut block = vec![0u8; SEGMENT_HEADER_BYTES];
     block[0..8].copy_from_slice(&SEGMENT_MAGIC);
     block[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // 12..16: flags, zero in version 1.
+    // 12..16: flags (zero in version 1; older readers ignore them).
+    block[12..16].copy_from_slice(&header.flags.to_le_bytes());
     block[16..24].copy_from_slice(&header.first_lsn.to_le_bytes());
     block[24..32].copy_from_slice(&header.segment_bytes.to_le_bytes());
     block[32..40].copy_from_slice(&header.nonce.to_le_bytes());
@@ -461,6 +470,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, BadHeader> {
         first_lsn: u64_at(block, 16),
         segment_bytes: u64_at(block, 24),
         nonce: u64_at(block, 32),
+        flags: u32_at(block, 12),
     })
 }
 
@@ -623,6 +633,7 @@ mod tests {
             first_lsn: 1234,
             segment_bytes: 1 << 20,
             nonce: 99,
+            flags: SEGMENT_FLAG_RANGE_FILE,
         };
         let block = encode_segment_header(&header);
         assert_eq!(decode_segment_header(&block), Ok(header));

@@ -121,6 +121,25 @@ pub trait FileSystem {
     fn sync_dir<'a>(&'a self, dir: &'a Path) -> LocalBoxFuture<'a, io::Result<()>>;
     /// Removes a segment file.
     fn remove<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<()>>;
+    /// Durably replaces the small file `name` in `dir` with `bytes` (the
+    /// segment range file): a temporary file `NAME.tmp` written and
+    /// fsynced, renamed over `name`, the directory fsynced. Blocking: the
+    /// file is a few bytes, and the WAL writes it only when it makes or
+    /// deletes segments.
+    fn replace_file(&self, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+        replace_file(dir, name, bytes)
+    }
+}
+
+/// [`FileSystem::replace_file`] with the standard library's blocking calls.
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The real file system: glommio DMA files (O_DIRECT through io_uring).

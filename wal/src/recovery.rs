@@ -27,6 +27,12 @@
 //! 7. The segments listed must cover the [`SegmentRange`] recorded in the
 //!    directory: none may be missing after its newest or before its oldest
 //!    ([`Error::MissingSegment`], in every mode). Rule 1 covers the middle.
+//! 8. Without a range file, a segment whose header carries
+//!    [`SEGMENT_FLAG_RANGE_FILE`] and that holds records means the file was
+//!    lost ([`Error::MissingSegmentRange`], in every mode): the WAL names a
+//!    segment in the file before it writes any record into it. Only
+//!    `coraft-wal rebuild-range` ([`recover_ignoring_range_file`], then
+//!    [`write_segment_range`]) accepts such a directory.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -39,8 +45,10 @@ use crate::config::RecoveryMode;
 use crate::error::{Error, IoOp, Result};
 use crate::format::{
     align_up, decode_record, decode_segment_header, parse_segment_file_name, BadHeader, BadRecord, Decoded,
-    FlushMarker, Record, BLOCK_BYTES, FLUSH_CLOSE_FLAG, FLUSH_MARKER_BYTES, RECORD_PREFIX_BYTES, SEGMENT_HEADER_BYTES,
+    FlushMarker, Record, BLOCK_BYTES, FLUSH_CLOSE_FLAG, FLUSH_MARKER_BYTES, RECORD_PREFIX_BYTES,
+    SEGMENT_FLAG_RANGE_FILE, SEGMENT_HEADER_BYTES,
 };
+use crate::fs::FileSystem;
 use crate::index::Groups;
 
 /// The name of the file, in the WAL directory, that records which segments
@@ -73,9 +81,14 @@ const SEGMENT_RANGE_BYTES: usize = 28;
 ///   segment the WAL still needed was deleted by someone else.
 ///
 /// A directory with segments but no range file was written before the file
-/// existed (or by hand): it is read as before, without these checks, and
-/// opening it writes the file for the segments found, so the checks hold
-/// from then on. Older code ignores the file.
+/// existed, or lost it. Segments made by a WAL that keeps the file say so
+/// in their header ([`SEGMENT_FLAG_RANGE_FILE`]): if one of them holds
+/// records, the file was lost and recovery refuses the directory
+/// ([`Error::MissingSegmentRange`]; `coraft-wal rebuild-range` accepts it
+/// explicitly). Otherwise (segments of older code only, or a crash between
+/// making the first segment and naming it) it is read without these
+/// checks, and opening it writes the file for the segments found, so the
+/// checks hold from then on. Older code ignores the file and the flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRange {
     /// The first LSN of the oldest segment the WAL has not deleted.
@@ -91,7 +104,7 @@ pub fn read_segment_range(dir: &Path) -> Result<Option<SegmentRange>> {
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(Error::io(IoOp::Directory, 0, &error)),
+        Err(error) => return Err(Error::io(IoOp::RangeFile, 0, &error)),
     };
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     if bytes.len() != SEGMENT_RANGE_BYTES
@@ -107,22 +120,18 @@ pub fn read_segment_range(dir: &Path) -> Result<Option<SegmentRange>> {
     }))
 }
 
-/// Durably replaces `dir`'s segment range file with `range`: a temporary
-/// file written and synced, renamed over the old one, the directory synced.
-pub fn write_segment_range(dir: &Path, range: SegmentRange) -> Result<()> {
+/// Durably replaces `dir`'s segment range file with `range` through `fs`
+/// ([`FileSystem::replace_file`]: a temporary file written and synced,
+/// renamed over the old one, the directory synced).
+pub fn write_segment_range(fs: &dyn FileSystem, dir: &Path, range: SegmentRange) -> Result<()> {
     let mut bytes = Vec::with_capacity(SEGMENT_RANGE_BYTES);
     bytes.extend_from_slice(&SEGMENT_RANGE_MAGIC);
     bytes.extend_from_slice(&range.oldest.to_le_bytes());
     bytes.extend_from_slice(&range.newest.to_le_bytes());
     let crc = crate::format::crc32(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    let io_error = |error: std::io::Error| Error::io(IoOp::Directory, range.newest, &error);
-    let temporary = dir.join(format!("{SEGMENT_RANGE_FILE_NAME}.tmp"));
-    let file = File::create(&temporary).map_err(io_error)?;
-    file.write_all_at(&bytes, 0).map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    std::fs::rename(&temporary, dir.join(SEGMENT_RANGE_FILE_NAME)).map_err(io_error)?;
-    sync_directory(dir)
+    fs.replace_file(dir, SEGMENT_RANGE_FILE_NAME, &bytes)
+        .map_err(|error| Error::io(IoOp::RangeFile, range.newest, &error))
 }
 
 /// Rule 7: refuses a listing that lacks a segment at either end of `range`.
@@ -354,8 +363,19 @@ fn nonzero_end(bytes: &[u8], from: usize) -> Option<usize> {
 /// and a blank last segment removed; without, the files are left untouched
 /// (the `verify` and `inspect` tools).
 pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered> {
+    recover_with(dir, mode, repair, true)
+}
+
+/// [`recover`] without reading the segment range file or missing it (rules
+/// 7 and 8), and without repairing: for `coraft-wal rebuild-range`, which
+/// then records the segments found. Every other rule holds.
+pub fn recover_ignoring_range_file(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+    recover_with(dir, mode, false, false)
+}
+
+fn recover_with(dir: &Path, mode: RecoveryMode, repair: bool, range_file: bool) -> Result<Recovered> {
     let mut listed = list_segments(dir)?;
-    let range = read_segment_range(dir)?;
+    let range = if range_file { read_segment_range(dir)? } else { None };
     if let Some(range) = range {
         check_range(dir, range, &listed)?;
     }
@@ -426,6 +446,13 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
             next_lsn += 1;
             Ok(())
         })?;
+        // Rule 8, before anything is repaired.
+        if range_file && range.is_none() && header.flags & SEGMENT_FLAG_RANGE_FILE != 0 && next_lsn > first_lsn {
+            return Err(Error::MissingSegmentRange {
+                path: dir.join(SEGMENT_RANGE_FILE_NAME),
+                segment: first_lsn,
+            });
+        }
         if let Some(damage_end) = nonzero_end(bytes, walked.stop as usize) {
             // The writer synced a segment whole before writing the next one,
             // and a later flush marker vouches for everything before it:

@@ -122,13 +122,14 @@ impl Wal {
         let recovered = recover(&dir, config.recovery_mode, true)?;
         let range = match (recovered.range, recovered.segments.first(), recovered.segments.last()) {
             (Some(range), _, _) => Some(range),
-            // Written before the range file existed: record what is there.
+            // Written before the range file existed, or a crash before the
+            // first segment was named in it: record what is there.
             (None, Some(first), Some(last)) => {
                 let range = SegmentRange {
                     oldest: first.first_lsn,
                     newest: last.first_lsn,
                 };
-                write_segment_range(&dir, range)?;
+                write_segment_range(&*fs, &dir, range)?;
                 Some(range)
             }
             (None, _, _) => None,
@@ -548,7 +549,7 @@ impl Wal {
                 };
                 // Before any file goes: a crash between leaves segments
                 // older than the range's oldest, which recovery accepts.
-                write_segment_range(&state.dir, range)?;
+                write_segment_range(&*state.fs, &state.dir, range)?;
                 state.range = Some(range);
             }
             let doomed: Vec<(u64, PathBuf)> = state

@@ -697,6 +697,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         first_lsn: segment,
         segment_bytes,
         nonce,
+        flags: crate::format::SEGMENT_FLAG_RANGE_FILE,
     });
     let file = match fs.create_segment(&path, &header, segment_bytes).await {
         Ok(file) => file,
@@ -731,7 +732,10 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
 /// [`SegmentRange`]). A failed write leaves the range as it was and fails
 /// the flush; the next attempt writes it again before writing records.
 fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u64) -> Result<()> {
-    let range = shared.borrow().range;
+    let (range, fs) = {
+        let state = shared.borrow();
+        (state.range, state.fs.clone())
+    };
     if range.is_some_and(|range| range.newest >= segment) {
         return Ok(());
     }
@@ -739,7 +743,7 @@ fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u6
         oldest: range.map_or(segment, |range| range.oldest),
         newest: segment,
     };
-    write_segment_range(dir, range)?;
+    write_segment_range(&*fs, dir, range)?;
     shared.borrow_mut().range = Some(range);
     Ok(())
 }

@@ -219,6 +219,18 @@ fn a_wal_without_a_range_file_opens_and_is_checked_from_then_on() {
     let dir = tempfile::tempdir().unwrap();
     let segments = write_log(dir.path(), 190);
     std::fs::remove_file(dir.path().join(coraft_wal::recovery::SEGMENT_RANGE_FILE_NAME)).unwrap();
+    // Older code wrote no flags in the segment headers.
+    for (_, path) in &segments {
+        use coraft_wal::format::{decode_segment_header, encode_segment_header};
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+        let mut block = vec![0; coraft_wal::format::BLOCK_BYTES];
+        file.read_exact_at(&mut block, 0).unwrap();
+        let header = decode_segment_header(&block).unwrap();
+        assert_eq!(header.flags, coraft_wal::format::SEGMENT_FLAG_RANGE_FILE);
+        let old = coraft_wal::format::SegmentHeader { flags: 0, ..header };
+        file.write_all_at(&encode_segment_header(&old), 0).unwrap();
+    }
     assert_eq!(last_index_after_open(dir.path()), 190);
     std::fs::remove_file(&segments.last().unwrap().1).unwrap();
     assert!(matches!(open_error(dir.path()), Error::MissingSegment { .. }));

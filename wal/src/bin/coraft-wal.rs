@@ -1,10 +1,13 @@
-//! `coraft-wal`: inspect, verify and dump a WAL directory without writing it.
+//! `coraft-wal`: inspect, verify and dump a WAL directory without writing
+//! it; `rebuild-range` is the one command that writes (the range file).
 //!
 //! ```text
 //! coraft-wal inspect DIR                       segments, groups, index ranges, sizes,
 //!                                              and which groups hold the oldest segments
 //! coraft-wal verify DIR [--strict]             every CRC; exit 1 on corruption
 //! coraft-wal dump DIR --group G --from I --to J   entries I..=J of group G
+//! coraft-wal rebuild-range DIR                 writes the segment range file anew
+//!                                              from the segments found
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -13,14 +16,16 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use coraft_wal::format::{decode_record, segment_file_name, Decoded, Record};
-use coraft_wal::recovery::{recover, Recovered};
-use coraft_wal::{Error, Need, RecoveryMode, SEGMENT_HOLDERS_MAX};
+use coraft_wal::recovery::{
+    recover, recover_ignoring_range_file, write_segment_range, Recovered, SegmentRange, SEGMENT_RANGE_FILE_NAME,
+};
+use coraft_wal::{DmaFs, Error, Need, RecoveryMode, SEGMENT_HOLDERS_MAX};
 
 /// How many of the oldest segments `inspect` reports holders for.
 const INSPECT_SEGMENTS_MAX: usize = 4;
 
 /// Inspects, verifies and dumps a coraft WAL directory (one shard's log)
-/// without writing to it.
+/// without writing to it; rebuilds its segment range file on request.
 #[derive(Parser, Debug)]
 #[command(name = "coraft-wal", version, arg_required_else_help = true)]
 struct Cli {
@@ -64,6 +69,17 @@ enum Command {
         #[arg(long, value_name = "J", default_value_t = u64::MAX, hide_default_value = true)]
         to: u64,
     },
+    /// Writes the segment range file anew, naming the oldest and newest
+    /// segment found, for a WAL refused because the file is missing or
+    /// damaged. Run it only on a stopped node and only if no segment file
+    /// was lost: a segment missing before the oldest or after the newest
+    /// found cannot be detected once the file is rewritten. Refuses a log
+    /// with a gap, a damaged record or header (exit 1, naming the file).
+    RebuildRange {
+        /// The WAL directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,8 +106,36 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Dump { dir, group, from, to } => {
             dump(&recover(&dir, RecoveryMode::TolerateTornTail, false)?, group, from, to)?
         }
+        Command::RebuildRange { dir } => rebuild_range(&dir)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn rebuild_range(dir: &Path) -> Result<()> {
+    let recovered = recover_ignoring_range_file(dir, RecoveryMode::TolerateTornTail)
+        .with_context(|| format!("the segments in {} do not form a whole log", dir.display()))?;
+    let (Some(oldest), Some(newest)) = (recovered.segments.first(), recovered.segments.last()) else {
+        bail!(
+            "no segment with a valid header in {}: nothing to record (a WAL without segments needs no range file)",
+            dir.display()
+        );
+    };
+    let range = SegmentRange {
+        oldest: oldest.first_lsn,
+        newest: newest.first_lsn,
+    };
+    write_segment_range(&DmaFs::default(), dir, range)?;
+    println!(
+        "wrote {}: oldest segment {}, newest {} ({} segments, LSN {} to {})",
+        dir.join(SEGMENT_RANGE_FILE_NAME).display(),
+        segment_file_name(range.oldest),
+        segment_file_name(range.newest),
+        recovered.segments.len(),
+        range.oldest,
+        recovered.next_lsn - 1
+    );
+    println!("segments lost before the oldest or after the newest of these, if any, can no longer be detected");
+    Ok(())
 }
 
 fn inspect(recovered: &Recovered) -> Result<()> {

@@ -1,0 +1,334 @@
+//! The segment range file itself: deleting it is refused (segments made by
+//! a WAL that keeps one say so in their header), `coraft-wal rebuild-range`
+//! accepts such a directory explicitly, a failed write of it is retried
+//! before any record goes into the segment it would name (injected through
+//! the WAL's fault seam), and a crash in the middle of replacing it leaves
+//! a WAL that opens.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::rc::Rc;
+
+use common::{run, small_config};
+use coraft_wal::format::segment_file_name;
+use coraft_wal::recovery::{list_segments, read_segment_range, recover, SegmentRange, SEGMENT_RANGE_FILE_NAME};
+use coraft_wal::{DmaFs, Error, FaultyFs, IoOp, RecoveryMode, Wal};
+
+/// Appends entries 1..=count of group 1 (synced every 10), closes, and
+/// returns the segment files, oldest first.
+fn write_log(dir: &Path, count: u64) -> Vec<(u64, PathBuf)> {
+    run(|| async {
+        let (wal, _) = Wal::open(dir, small_config()).await.unwrap();
+        for index in 1..=count {
+            wal.append_entry(1, index, 1, 0, &[index as u8; 1000]).unwrap();
+            if index % 10 == 0 {
+                wal.sync().await.unwrap();
+            }
+        }
+        wal.close().await.unwrap();
+    });
+    list_segments(dir).unwrap()
+}
+
+fn open_error(dir: &Path) -> Error {
+    run(|| async {
+        match Wal::open(dir, small_config()).await {
+            Ok(_) => panic!("the WAL opened"),
+            Err(error) => error,
+        }
+    })
+}
+
+fn last_index_after_open(dir: &Path) -> u64 {
+    run(|| async {
+        let (wal, _) = Wal::open(dir, small_config()).await.unwrap();
+        let last = wal.group_state(1).map_or(0, |state| state.last_index);
+        wal.close().await.unwrap();
+        last
+    })
+}
+
+/// Runs `coraft-wal ARGS`; returns success and stdout + stderr.
+fn tool(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-wal"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn range_path(dir: &Path) -> PathBuf {
+    dir.join(SEGMENT_RANGE_FILE_NAME)
+}
+
+#[test]
+fn a_deleted_range_file_is_refused_naming_it_and_the_files_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = write_log(dir.path(), 200);
+    assert!(segments.len() >= 3, "{segments:?}");
+    std::fs::remove_file(range_path(dir.path())).unwrap();
+    let error = open_error(dir.path());
+    assert!(matches!(error, Error::MissingSegmentRange { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&range_path(dir.path()).display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("coraft-wal rebuild-range"), "{message}");
+    // The tools see it too; nothing was written.
+    assert!(matches!(
+        recover(dir.path(), RecoveryMode::TolerateTornTail, false),
+        Err(Error::MissingSegmentRange { .. })
+    ));
+    assert!(!range_path(dir.path()).exists());
+    assert_eq!(list_segments(dir.path()).unwrap(), segments);
+    // Deleting it together with the newest segment is refused as well
+    // (before, both went unnoticed and the segment's records were lost).
+    std::fs::remove_file(&segments.last().unwrap().1).unwrap();
+    assert!(matches!(open_error(dir.path()), Error::MissingSegmentRange { .. }));
+}
+
+#[test]
+fn rebuild_range_accepts_a_wal_whose_range_file_was_deleted_and_checks_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = write_log(dir.path(), 200);
+    std::fs::remove_file(range_path(dir.path())).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (ok, text) = tool(&["rebuild-range", path]);
+    assert!(ok, "{text}");
+    let (first, last) = (segments[0].0, segments.last().unwrap().0);
+    assert!(
+        text.contains(&segment_file_name(first)) && text.contains(&segment_file_name(last)),
+        "{text}"
+    );
+    assert_eq!(
+        read_segment_range(dir.path()).unwrap(),
+        Some(SegmentRange {
+            oldest: first,
+            newest: last
+        })
+    );
+    assert_eq!(last_index_after_open(dir.path()), 200);
+    // From then on a deleted newest segment is caught again.
+    std::fs::remove_file(&segments.last().unwrap().1).unwrap();
+    assert!(matches!(open_error(dir.path()), Error::MissingSegment { .. }));
+    // The tool refuses what it cannot vouch for: a gap in the middle.
+    std::fs::remove_file(range_path(dir.path())).unwrap();
+    std::fs::remove_file(&segments[1].1).unwrap();
+    let (ok, text) = tool(&["rebuild-range", path]);
+    assert!(!ok, "{text}");
+    assert!(text.contains(&segment_file_name(segments[2].0)), "{text}");
+    assert!(!range_path(dir.path()).exists());
+}
+
+#[test]
+fn a_crash_before_the_first_segment_was_named_in_a_range_file_opens() {
+    // The first segment is made, then the range file written; a crash in
+    // between leaves a segment that says "range file kept" without one.
+    // It holds no record, so nothing can have been acknowledged: it opens.
+    let dir = tempfile::tempdir().unwrap();
+    run(|| async {
+        let (fs, faults) = FaultyFs::new(Rc::new(DmaFs::default()));
+        faults.update(|plan| plan.failing_range_writes = usize::MAX);
+        let (wal, _) = Wal::open_with_fs(dir.path(), small_config(), Rc::new(fs))
+            .await
+            .unwrap();
+        wal.append_entry(1, 1, 1, 0, b"never acknowledged").unwrap();
+        let error = wal.sync().await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::NoSpace {
+                    op: IoOp::RangeFile,
+                    ..
+                } | Error::Io {
+                    op: IoOp::RangeFile,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(wal.durable_lsn(), 0);
+        // The process dies here.
+        drop(wal);
+    });
+    assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    assert!(!range_path(dir.path()).exists());
+    assert_eq!(last_index_after_open(dir.path()), 0);
+    assert!(range_path(dir.path()).exists());
+    write_log(dir.path(), 5);
+    assert_eq!(last_index_after_open(dir.path()), 5);
+}
+
+#[test]
+fn a_failed_range_file_write_is_retried_before_any_record_goes_into_the_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (durable, last_index) = run(|| async {
+        let (fs, faults) = FaultyFs::new(Rc::new(DmaFs::default()));
+        let (wal, _) = Wal::open_with_fs(dir.path(), small_config(), Rc::new(fs))
+            .await
+            .unwrap();
+        let mut index = 1;
+        // A first segment, durably named.
+        while index <= 10 {
+            wal.append_entry(1, index, 1, 0, &[1; 1000]).unwrap();
+            index += 1;
+        }
+        wal.sync().await.unwrap();
+        let created = wal.stats().segments_created;
+        let named = read_segment_range(dir.path()).unwrap().unwrap();
+        // The next two range-file writes fail (ENOSPC, then EIO).
+        faults.update(|plan| plan.failing_range_writes = 2);
+        let mut failures = Vec::new();
+        let durable_before = wal.durable_lsn();
+        while failures.len() < 2 {
+            wal.append_entry(1, index, 1, 0, &[2; 1000]).unwrap();
+            index += 1;
+            if let Err(error) = wal.sync().await {
+                failures.push(error);
+            }
+        }
+        // The segment exists, nothing of the flush into it is durable, and
+        // the range still names the one before.
+        assert_eq!(wal.stats().segments_created, created + 1);
+        assert!(wal.poisoned().is_none());
+        assert_eq!(read_segment_range(dir.path()).unwrap(), Some(named));
+        let newest = list_segments(dir.path()).unwrap().last().unwrap().0;
+        assert!(newest > named.newest);
+        assert!(
+            wal.durable_lsn() < newest,
+            "a record went into a segment the range does not name"
+        );
+        assert!(wal.durable_lsn() >= durable_before);
+        assert!(
+            matches!(
+                failures[0],
+                Error::NoSpace {
+                    op: IoOp::RangeFile,
+                    ..
+                }
+            ),
+            "{:?}",
+            failures[0]
+        );
+        assert!(
+            matches!(
+                failures[1],
+                Error::Io {
+                    op: IoOp::RangeFile,
+                    ..
+                }
+            ),
+            "{:?}",
+            failures[1]
+        );
+        let message = failures[0].to_string();
+        assert!(message.contains(SEGMENT_RANGE_FILE_NAME), "{message}");
+        // The retry names the segment, then writes the records.
+        let last = wal.last_lsn();
+        assert_eq!(wal.sync().await.unwrap(), last);
+        assert_eq!(
+            read_segment_range(dir.path()).unwrap(),
+            Some(SegmentRange {
+                oldest: named.oldest,
+                newest
+            })
+        );
+        wal.close().await.unwrap();
+        (last, index - 1)
+    });
+    assert!(durable > 0);
+    assert_eq!(last_index_after_open(dir.path()), last_index);
+    // And the newest segment's loss is refused.
+    std::fs::remove_file(&list_segments(dir.path()).unwrap().last().unwrap().1).unwrap();
+    assert!(matches!(open_error(dir.path()), Error::MissingSegment { .. }));
+}
+
+#[test]
+fn a_failed_range_file_write_before_a_deletion_deletes_nothing_and_the_next_call_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = write_log(dir.path(), 200);
+    run(|| async {
+        let (fs, faults) = FaultyFs::new(Rc::new(DmaFs::default()));
+        let (wal, _) = Wal::open_with_fs(dir.path(), small_config(), Rc::new(fs))
+            .await
+            .unwrap();
+        wal.purge(1, 150, 1).unwrap();
+        faults.update(|plan| plan.failing_range_writes = 1);
+        let error = wal.delete_obsolete_segments().await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::NoSpace {
+                    op: IoOp::RangeFile,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(list_segments(dir.path()).unwrap(), before);
+        assert_eq!(read_segment_range(dir.path()).unwrap().unwrap().oldest, before[0].0);
+        let deleted = wal.delete_obsolete_segments().await.unwrap();
+        assert!(deleted.len() >= 2, "{deleted:?}");
+        assert_eq!(
+            read_segment_range(dir.path()).unwrap().unwrap().oldest,
+            list_segments(dir.path()).unwrap()[0].0
+        );
+        wal.close().await.unwrap();
+    });
+    assert_eq!(last_index_after_open(dir.path()), 200);
+}
+
+#[test]
+fn a_crash_while_replacing_the_range_file_leaves_a_wal_that_opens() {
+    // The file is replaced by renaming a synced temporary over it: a crash
+    // mid-write leaves a partial temporary next to the old file.
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 200);
+    let kept = read_segment_range(dir.path()).unwrap().unwrap();
+    let temporary = dir.path().join(format!("{SEGMENT_RANGE_FILE_NAME}.tmp"));
+    std::fs::write(&temporary, &std::fs::read(range_path(dir.path())).unwrap()[..13]).unwrap();
+    assert_eq!(last_index_after_open(dir.path()), 200);
+    assert_eq!(read_segment_range(dir.path()).unwrap(), Some(kept));
+    // The next replacement goes through it.
+    run(|| async {
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        for index in 201..=300 {
+            wal.append_entry(1, index, 1, 0, &[3; 1000]).unwrap();
+        }
+        wal.close().await.unwrap();
+    });
+    assert!(!temporary.exists());
+    let newest = list_segments(dir.path()).unwrap().last().unwrap().0;
+    assert_eq!(read_segment_range(dir.path()).unwrap().unwrap().newest, newest);
+    assert_eq!(last_index_after_open(dir.path()), 300);
+}
+
+#[test]
+fn a_torn_range_file_is_refused_naming_it_and_rebuild_range_recovers() {
+    // A file system that does not rename atomically, or a copy cut short,
+    // can leave the range file itself torn.
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 200);
+    let bytes = std::fs::read(range_path(dir.path())).unwrap();
+    std::fs::write(range_path(dir.path()), &bytes[..13]).unwrap();
+    let error = open_error(dir.path());
+    assert!(matches!(error, Error::BadSegmentRange { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&range_path(dir.path()).display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("coraft-wal rebuild-range"), "{message}");
+    let (ok, text) = tool(&["rebuild-range", dir.path().to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert_eq!(std::fs::read(range_path(dir.path())).unwrap(), bytes);
+    assert_eq!(last_index_after_open(dir.path()), 200);
+}

@@ -279,7 +279,9 @@ impl Error {
     /// Converts an I/O error into a WAL error, singling out ENOSPC.
     pub fn io(op: IoOp, segment: u64, error: &io::Error) -> Error {
         let errno = error.raw_os_error();
-        if errno == Some(libc::ENOSPC) {
+        // glommio hands ENOSPC back as the kind alone, without the errno
+        // (seen on a full ext4: "StorageFull (errno None)").
+        if errno == Some(libc::ENOSPC) || error.kind() == io::ErrorKind::StorageFull {
             return Error::NoSpace { op, segment };
         }
         Error::Io {
@@ -293,3 +295,29 @@ impl Error {
 
 /// The WAL's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_with_or_without_its_errno_is_no_space_naming_the_file() {
+        for error in [
+            io::Error::from_raw_os_error(libc::ENOSPC),
+            io::Error::from(io::ErrorKind::StorageFull),
+        ] {
+            let converted = Error::io(IoOp::Create, 12085, &error);
+            assert_eq!(
+                converted,
+                Error::NoSpace {
+                    op: IoOp::Create,
+                    segment: 12085
+                }
+            );
+            assert_eq!(
+                converted.to_string(),
+                "no space left on device while creating and preallocating segment file 00000000000000012085.wal"
+            );
+        }
+    }
+}

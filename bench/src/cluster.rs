@@ -112,7 +112,7 @@ pub struct ClusterArgs {
     /// Bytes each WAL zeroes ahead of its writes.
     #[arg(long, default_value_t = coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT, value_name = "BYTES")]
     pub wal_zero_ahead_bytes: u64,
-    /// Skip the replication floor (3 bare logs, no Raft) measured before the run.
+    /// Skip the replication floor (3 bare logs, or 1 with `--nodes 1`; no Raft) measured before the run.
     #[arg(long)]
     pub no_floor: bool,
     /// Print one JSON line per point instead of a table.
@@ -650,8 +650,10 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
     };
     // The same closed loop on blocking threads with nothing but the physical
     // work: what this machine allows three replicating logs (see `floor`).
-    let floor_refusal = crate::floor::refusal(settings.clients, settings.payload);
-    let wants_floor = settings.replication_floor && settings.nodes == 3 && settings.shape != Shape::Target;
+    let floor_refusal = crate::floor::refusal(settings.nodes, settings.clients, settings.payload);
+    let wants_floor = settings.replication_floor
+        && crate::floor::FLOOR_NODES.contains(&settings.nodes)
+        && settings.shape != Shape::Target;
     if settings.shape == Shape::Target && settings.replication_floor && !json {
         eprintln!("no replication floor with --target: it measures this machine, not the cluster's hosts");
     }
@@ -662,6 +664,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
     }
     let replication_floor = if wants_floor && settings.workload == Workload::Write && floor_refusal.is_none() {
         let floor_options = crate::floor::FloorOptions {
+            nodes: settings.nodes,
             clients: settings.clients,
             payload: settings.payload,
             drivers: settings.drivers.min(settings.clients),
@@ -1152,14 +1155,16 @@ fn print_table(result: &PointResult) {
         let fq = |quantile: f64| f.latency_us.value_at_quantile(quantile);
         println!(
             "  replication floor {:>7.0} writes/s, p50 {} µs, p99 {} µs, {:.2} µs CPU per write, \
-             flush p50/p99 {}/{} µs (3 logs group-committing, loopback, blocking threads, no Raft; \
-             `coraft-bench floor`)",
+             flush p50/p99 {}/{} µs ({} log(s) group-committing, loopback, blocking threads, no Raft; \
+             `coraft-bench floor --nodes {}`)",
             f.ops_per_s,
             fq(0.5),
             fq(0.99),
             f.cpu_us_per_op,
             f.flush_us.value_at_quantile(0.5),
-            f.flush_us.value_at_quantile(0.99)
+            f.flush_us.value_at_quantile(0.99),
+            s.nodes,
+            s.nodes
         );
         println!(
             "  against the floor   {:>5.2} of its writes/s, p50 {:.2}×, p99 {:.2}×",

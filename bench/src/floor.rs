@@ -14,6 +14,10 @@
 //! the clock starts (a region reused in a circle), so no fdatasync converts
 //! an unwritten extent: the cheapest case the disk has.
 //!
+//! With one node (`nodes: 1`, for `coraft-bench --nodes 1`) it is a single
+//! bare group-committing log: the leader answers a write once its own log
+//! holds it, and there are no followers.
+//!
 //! It is a floor in the sense of the other subcommands' raw sides: an
 //! optimistic bound for the same closed loop (the same clients, payload and
 //! drivers), not an implementation of anything. The cluster benchmark runs
@@ -57,8 +61,14 @@ fn record_bytes(payload: usize) -> usize {
     RECORD_HEADER_BYTES + payload.div_ceil(8) * 8
 }
 
+/// The node counts the floor models: a single log, or three replicating.
+pub const FLOOR_NODES: [usize; 2] = [1, 3];
+
 /// Why the floor cannot run this workload, if it cannot.
-pub fn refusal(clients: usize, payload: usize) -> Option<String> {
+pub fn refusal(nodes: usize, clients: usize, payload: usize) -> Option<String> {
+    if !FLOOR_NODES.contains(&nodes) {
+        return Some(format!("the replication floor models 1 or 3 nodes (asked {nodes})"));
+    }
     if payload > FLOOR_PAYLOAD_MAX {
         return Some(format!(
             "the replication floor takes payloads of at most {FLOOR_PAYLOAD_MAX} bytes (asked {payload})"
@@ -88,6 +98,8 @@ pub struct Floor {
 }
 
 pub struct FloorOptions {
+    /// 3 logs replicating, or 1 alone ([`FLOOR_NODES`]).
+    pub nodes: usize,
     pub clients: usize,
     pub payload: usize,
     pub drivers: usize,
@@ -159,6 +171,12 @@ impl LogShared {
                 .ready
                 .wait(pending)
                 .map_err(|_| anyhow!("a log lock was poisoned"))?;
+        }
+        if pending.closed {
+            // Shutting down: what still arrives is not flushed (appending
+            // it past FLUSH_BYTES_MAX overran the flusher's buffer, a panic
+            // seen at the end of a 4 KiB run).
+            return Ok(());
         }
         pending.bytes.extend_from_slice(bytes);
         pending.records += (bytes.len() / self.record_bytes) as u64;
@@ -264,7 +282,8 @@ fn flusher(
 /// The leader's view: what each log holds durable, and the writes in log
 /// order with the driver that sent each.
 struct Leader {
-    durable: [u64; 3],
+    /// Per log (the leader's first).
+    durable: Vec<u64>,
     answered: u64,
     /// (driver, id) of every write appended and not answered, oldest first.
     waiting: VecDeque<(usize, u64)>,
@@ -273,12 +292,15 @@ struct Leader {
 }
 
 impl Leader {
-    /// Answers every write that two of the three logs hold.
+    /// Answers every write that a majority of the logs hold (two of three,
+    /// or the one).
     fn advance(&mut self, log: usize, durable: u64) -> Result<()> {
         self.durable[log] = self.durable[log].max(durable);
-        let mut sorted = self.durable;
+        let mut sorted = [0u64; 3];
+        let sorted = &mut sorted[..self.durable.len()];
+        sorted.copy_from_slice(&self.durable);
         sorted.sort_unstable();
-        let committed = sorted[1];
+        let committed = sorted[(sorted.len() - 1) / 2];
         while self.answered < committed {
             let Some((driver, id)) = self.waiting.pop_front() else {
                 break;
@@ -343,7 +365,7 @@ fn keep_tail(buffer: &mut [u8], whole: usize, tail: usize, kept: &mut usize) {
 }
 
 pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
-    if let Some(refusal) = refusal(options.clients, options.payload) {
+    if let Some(refusal) = refusal(options.nodes, options.clients, options.payload) {
         bail!(refusal);
     }
     if options.drivers == 0 {
@@ -351,10 +373,11 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
     }
     let request_bytes = REQUEST_HEADER_BYTES + options.payload;
     let record_bytes = record_bytes(options.payload);
-    let files = (0..3)
+    let nodes = options.nodes;
+    let files = (0..nodes)
         .map(|node| open_log(&dir.join(format!("floor-log-{node}"))))
         .collect::<Result<Vec<_>>>()?;
-    let logs: Vec<Arc<LogShared>> = (0..3).map(|_| LogShared::new(record_bytes)).collect();
+    let logs: Vec<Arc<LogShared>> = (0..nodes).map(|_| LogShared::new(record_bytes)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads: Vec<JoinHandle<Result<()>>> = Vec::new();
 
@@ -362,7 +385,7 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
     let mut to_followers = Vec::new();
     let mut acks = Vec::new();
     let mut follower_ends = Vec::new();
-    for _ in 0..2 {
+    for _ in 1..nodes {
         let (leader_end, follower_end) = connected_pair()?;
         acks.push(leader_end.try_clone()?);
         to_followers.push(leader_end);
@@ -379,7 +402,7 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
         driver_ends.push(driver_end);
     }
     let leader = Arc::new(Mutex::new(Leader {
-        durable: [0; 3],
+        durable: vec![0; nodes],
         answered: 0,
         waiting: VecDeque::new(),
         scratch: vec![Vec::new(); options.drivers],
@@ -394,17 +417,17 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
     // The leader's flusher (log 0).
     {
         let flushes = all_flushes.clone();
-        let file = files.next().expect("three logs");
+        let file = files.next().expect("the leader's log");
         let shared = logs[0].clone();
         let leader = leader.clone();
         threads.push(std::thread::spawn(move || {
             flusher(file, shared, flushes, |total| lock(&leader)?.advance(0, total))
         }));
     }
-    // Followers (logs 1 and 2): a reader appending what arrives, a flusher acknowledging.
+    // Followers (logs 1 and 2 of 3): a reader appending what arrives, a flusher acknowledging.
     for (follower, stream) in follower_ends.into_iter().enumerate() {
         let log = follower + 1;
-        let file = files.next().expect("three logs");
+        let file = files.next().expect("a follower's log");
         let shared = logs[log].clone();
         let flushes = all_flushes.clone();
         let mut ack = stream.try_clone()?;
@@ -605,7 +628,7 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
             Err(_) => failure = failure.or(Some(anyhow!("a floor thread panicked"))),
         }
     }
-    for node in 0..3 {
+    for node in 0..nodes {
         let _ = std::fs::remove_file(dir.join(format!("floor-log-{node}")));
     }
     if let Some(error) = failure {
@@ -627,6 +650,9 @@ pub fn run_floor(dir: &Path, options: &FloorOptions) -> Result<Floor> {
 /// `coraft-bench floor`: the replication floor alone.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FloorArgs {
+    /// Logs: 3 replicating, or 1 alone (a single group-committing log).
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = floor_nodes)]
+    pub nodes: usize,
     /// Closed-loop clients, each with one write outstanding.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = crate::args::at_least_one)]
     pub clients: usize,
@@ -647,9 +673,19 @@ pub struct FloorArgs {
     pub json: bool,
 }
 
+fn floor_nodes(value: &str) -> Result<usize, String> {
+    let nodes: usize = value.parse().map_err(|e| format!("{e}"))?;
+    if FLOOR_NODES.contains(&nodes) {
+        Ok(nodes)
+    } else {
+        Err(format!("the floor models 1 or 3 nodes, not {nodes}"))
+    }
+}
+
 /// Runs `coraft-bench floor`.
 pub fn run(args: FloorArgs) -> Result<()> {
     let options = FloorOptions {
+        nodes: args.nodes,
         clients: args.clients,
         payload: args.payload,
         drivers: args.drivers.min(args.clients),
@@ -665,7 +701,7 @@ pub fn run(args: FloorArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "system": "replication-floor",
-                "nodes": 3,
+                "nodes": options.nodes,
                 "clients": options.clients,
                 "payload": options.payload,
                 "duration_s": options.duration.as_secs(),
@@ -680,7 +716,8 @@ pub fn run(args: FloorArgs) -> Result<()> {
         );
     } else {
         println!(
-            "replication floor: 3 logs (pwrite + fdatasync group commit), loopback TCP, blocking threads, no Raft"
+            "replication floor: {} log(s) (pwrite + fdatasync group commit), loopback TCP, blocking threads, no Raft",
+            options.nodes
         );
         println!(
             "  clients {}  payload {} B  drivers {}  duration {} s",
@@ -695,7 +732,7 @@ pub fn run(args: FloorArgs) -> Result<()> {
         println!("  latency p99.9   {:>9} µs", q(0.999));
         println!("  CPU per write   {:>9.2} µs", floor.cpu_us_per_op);
         println!(
-            "  flush p50/p99   {:>5}/{} µs (pwrite + fdatasync, all three logs)",
+            "  flush p50/p99   {:>5}/{} µs (pwrite + fdatasync, all logs)",
             floor.flush_us.value_at_quantile(0.5),
             floor.flush_us.value_at_quantile(0.99)
         );
@@ -713,6 +750,7 @@ mod tests {
     fn the_floor_answers_every_write_once() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let options = FloorOptions {
+            nodes: 3,
             clients: 8,
             payload: 16,
             drivers: 2,
@@ -732,6 +770,7 @@ mod tests {
     fn bad_floor_options_are_refused() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut options = FloorOptions {
+            nodes: 3,
             clients: 1,
             payload: FLOOR_PAYLOAD_MAX + 1,
             drivers: 1,
@@ -745,5 +784,30 @@ mod tests {
         options.payload = 16;
         options.clients = FLOOR_INFLIGHT_BYTES_MAX / record_bytes(16) + 1;
         assert!(run_floor(dir.path(), &options).is_err());
+        options.clients = 1;
+        options.nodes = 2;
+        let error = run_floor(dir.path(), &options).err().expect("2 nodes are refused");
+        assert!(error.to_string().contains("1 or 3 nodes"), "{error}");
+    }
+
+    /// With one node the floor is a single log: every write answered once
+    /// its own flush holds it, and the log is removed after.
+    #[test]
+    fn a_one_node_floor_answers_every_write_once() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let options = FloorOptions {
+            nodes: 1,
+            clients: 8,
+            payload: 16,
+            drivers: 2,
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_millis(200),
+        };
+        let floor = run_floor(dir.path(), &options).expect("the floor runs");
+        assert!(floor.ops_per_s > 0.0, "no write was answered");
+        assert!(
+            std::fs::read_dir(dir.path()).expect("the dir").next().is_none(),
+            "the log is removed"
+        );
     }
 }

@@ -69,7 +69,7 @@ enum Command {
     Idle(idle::IdleArgs),
     /// What one glommio executor wake costs against a raw nanosleep.
     Reactor(reactor::ReactorArgs),
-    /// The replication floor: 3 bare group-committing logs over TCP, no Raft.
+    /// The replication floor: 3 bare group-committing logs over TCP (or 1), no Raft.
     Floor(floor::FloorArgs),
     /// InstallSnapshot throughput to a restarted follower against raw TCP.
     Install(install::InstallArgs),

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::buffer::SealedBuffer;
 use crate::format::{align_up, BLOCK_BYTES};
@@ -61,6 +61,52 @@ pub trait SegmentFile {
         batch: &'a SealedBuffer,
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
         self.write_durable_at(offset, batch.as_slice())
+    }
+
+    /// [`SegmentFile::write_durable_at`] of `len` zeros (whole blocks):
+    /// a step of zeroing a segment ahead of the log. [`DmaFs`] writes the
+    /// zeroed DMA buffer `zeros` keeps instead of copying zeros into a new
+    /// one each step; the provided version writes `zeros`' plain bytes
+    /// through `write_durable_at`.
+    fn write_zeros_durable_at<'a>(
+        &'a self,
+        offset: u64,
+        len: usize,
+        zeros: &'a mut Zeros,
+    ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
+        self.write_durable_at(offset, zeros.bytes(len))
+    }
+}
+
+/// The zeros a WAL's flusher writes ahead of the log, kept from one
+/// zeroing step to the next (one step's worth, [`crate::writer::ZERO_CHUNK_BYTES`]
+/// at most, made at the first step and again only for a step of another
+/// length, such as a segment's last).
+#[derive(Default)]
+pub struct Zeros {
+    bytes: Vec<u8>,
+    dma: Option<Rc<DmaBuffer>>,
+}
+
+impl Zeros {
+    /// `len` zero bytes.
+    pub fn bytes(&mut self, len: usize) -> &[u8] {
+        self.bytes.resize(len, 0);
+        &self.bytes[..len]
+    }
+
+    /// A DMA buffer of `len` zero bytes (`len` a multiple of a block).
+    fn dma(&mut self, len: usize) -> Rc<DmaBuffer> {
+        match &self.dma {
+            Some(buffer) if buffer.len() == len => buffer.clone(),
+            _ => {
+                let mut buffer = glommio::allocate_dma_buffer(len);
+                buffer.as_bytes_mut().fill(0);
+                let buffer = Rc::new(buffer);
+                self.dma = Some(buffer.clone());
+                buffer
+            }
+        }
     }
 }
 
@@ -289,6 +335,22 @@ impl SegmentFile for DmaSegment {
             dsync_write(self.polled_io, self.dsync.write_rc_at(buffer, offset))
                 .await
                 .map_err(|error| DurableWriteError::from_dsync_write(error.into()))
+        })
+    }
+
+    fn write_zeros_durable_at<'a>(
+        &'a self,
+        offset: u64,
+        len: usize,
+        zeros: &'a mut Zeros,
+    ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
+        if len % BLOCK_BYTES != 0 || len >= DSYNC_WRITE_BYTES_MIN {
+            return self.write_durable_at(offset, zeros.bytes(len));
+        }
+        let buffer = zeros.dma(len);
+        Box::pin(async move {
+            let write = async { Ok(self.file.write_rc_at(buffer, offset).await?) };
+            write_then_sync(self, write, len).await
         })
     }
 }

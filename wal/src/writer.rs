@@ -560,7 +560,7 @@ fn next_job(shared: &Rc<RefCell<State>>) -> impl Future<Output = Option<Job>> + 
 
 /// The flusher task: one per WAL, on the WAL's executor.
 pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
-    let mut zeros = Vec::new();
+    let mut zeros = crate::fs::Zeros::default();
     while let Some(job) = next_job(&shared).await {
         let batch = match job {
             Job::Flush(batch) => batch,
@@ -570,8 +570,7 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
                 offset,
                 len,
             } => {
-                zeros.resize(len, 0);
-                let outcome = file.write_durable_at(offset, &zeros[..len]).await;
+                let outcome = file.write_zeros_durable_at(offset, len, &mut zeros).await;
                 zeroed(&shared, segment, offset, len, outcome);
                 continue;
             }

@@ -31,6 +31,14 @@ pub(crate) enum Event {
         /// When its frame was read off the connection.
         received: std::time::Instant,
     },
+    /// A client's write under its session, laid out for the log where its
+    /// frame was read (the hot path: no owned copy of the request).
+    ClientProposal {
+        proposal: ClientProposal,
+        route: ClientRoute,
+        /// When its frame was read off the connection.
+        received: std::time::Instant,
+    },
     Api(ApiRequest),
     Tick,
     /// A frame arrived from this peer node (it is alive).
@@ -50,6 +58,16 @@ pub(crate) enum Event {
         from: NodeId,
         ack: SnapshotChunkAck,
     },
+}
+
+/// A client's `Propose` as the shard takes it: its ids and its command
+/// encoded for the log (`codec::encode_command_vec`) with the leader time
+/// left for the shard to stamp (`codec::stamp_leader_time`).
+pub(crate) struct ClientProposal {
+    pub client_id: u64,
+    pub sequence: u64,
+    pub group: u64,
+    pub command: Vec<u8>,
 }
 
 /// A bounded queue of events plus a doorbell that wakes the loop.

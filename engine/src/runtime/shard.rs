@@ -18,8 +18,8 @@ use crate::api::{Error, SnapshotView};
 use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
 
 use super::clock::TickClock;
-use super::codec::{encode_command, LoggedCommand};
-use super::events::{Event, EventQueue};
+use super::codec::{encode_command, stamp_leader_time, LoggedCommand};
+use super::events::{ClientProposal, Event, EventQueue};
 use super::forward::ClientRoute;
 use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 use super::metrics::{AppendTimes, ShardMetrics, TURN_BUDGET};
@@ -149,6 +149,11 @@ pub(crate) fn refuse_busy(request: &ClientRequest, route: &ClientRoute) {
 /// The busy answer to a client request.
 pub(crate) fn busy_response_for(request: &ClientRequest) -> ClientResponse {
     let (client_id, request_id, group) = request_ids(request);
+    busy_response(client_id, request_id, group)
+}
+
+/// The busy answer to the client request of these ids.
+pub(crate) fn busy_response(client_id: u64, request_id: u64, group: u64) -> ClientResponse {
     ClientResponse {
         client_id,
         request_id,
@@ -352,6 +357,11 @@ impl Shard {
                     route,
                     received,
                 } => self.client_request(request, route, received, &mut proposals),
+                Event::ClientProposal {
+                    proposal,
+                    route,
+                    received,
+                } => self.client_proposal(proposal, route, received, &mut proposals),
                 Event::Api(request) => self.api_request(request, &mut proposals),
                 Event::Tick => self.catch_up(),
                 Event::PeerHeard(node) => {
@@ -619,6 +629,31 @@ impl Shard {
                 ..
             } => self.read(GroupId(group), payload, false, reply),
         }
+    }
+
+    /// A client's write read off this shard's connection: stamped with the
+    /// leader's clock (sessions expire by it) and queued as it came.
+    fn client_proposal(
+        &mut self,
+        proposal: ClientProposal,
+        route: ClientRoute,
+        received: Instant,
+        proposals: &mut BTreeMap<GroupId, Batch>,
+    ) {
+        let ClientProposal {
+            client_id,
+            sequence,
+            group,
+            mut command,
+        } = proposal;
+        let reply = Reply::Client {
+            route,
+            client_id,
+            request_id: sequence,
+            group,
+        };
+        stamp_leader_time(&mut command, wall_clock_ms());
+        self.queue_proposal(GroupId(group), Bytes::from(command), reply, received, proposals);
     }
 
     fn queue_proposal(

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use coraft_net::admin::{AdminError, AdminRequestFrame, AdminResponseFrame, ArchivedAdminRequestFrame};
 use coraft_net::schema::{
-    ClientRequestBatch, ClientResponseBatch, CoalescedHeartbeat, CoalescedHeartbeatResponse, Envelope, GroupHeartbeat,
-    GroupHeartbeatAck, RaftBatch, RaftBody,
+    ArchivedClientRequest, ArchivedClientRequestBatch, ClientRequest, ClientResponseBatch, CoalescedHeartbeat,
+    CoalescedHeartbeatResponse, Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBatch, RaftBody,
 };
 use coraft_net::{Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
@@ -26,8 +26,8 @@ use glommio::channels::local_channel;
 use crate::raft::{GroupId, Message, MessageBody, NodeId, ProtocolViolation, Term, ViolationKind};
 
 use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
-use super::codec::{expand_coalesced, from_wire, to_wire};
-use super::events::{Event, EventQueue};
+use super::codec::{encode_command_vec, expand_coalesced, from_wire, to_wire, LoggedCommand};
+use super::events::{ClientProposal, Event, EventQueue};
 use super::forward::{ClientRoute, Forwarder};
 use super::reply::ClientOutbox;
 
@@ -441,32 +441,10 @@ async fn serve_client(
         let Some(archived) = frame.client_requests() else {
             continue;
         };
-        let Ok(batch) = rkyv::deserialize::<ClientRequestBatch, rkyv::rancor::Error>(archived) else {
-            break;
-        };
         // One clock read per frame: its requests arrived together.
         let received = std::time::Instant::now();
-        for request in batch.requests {
-            let (_, _, group) = super::shard::request_ids(&request);
-            if let (Some(forwarder), Some(id)) = (&forwarder, connection_id) {
-                if forwarder.owner(group) != forwarder.shard() {
-                    // Another shard owns the group: hand the request over.
-                    let ids = super::shard::busy_response_for(&request);
-                    if !forwarder.forward(request, group, id) {
-                        route.push(ids);
-                    }
-                    continue;
-                }
-            }
-            if let Err(refused) = events.push(Event::Client {
-                received,
-                request,
-                route: route.clone(),
-            }) {
-                if let Event::Client { request, route, .. } = *refused {
-                    super::shard::refuse_busy(&request, &route);
-                }
-            }
+        if !client_requests(archived, received, &route, &events, forwarder.as_deref(), connection_id) {
+            break;
         }
     }
     if let (Some(forwarder), Some(id)) = (&forwarder, connection_id) {
@@ -478,6 +456,93 @@ async fn serve_client(
     drop(route);
     drop(outbox);
     writer_task.cancel().await;
+}
+
+/// Queues (or forwards to the shard that owns its group) each request of a
+/// client frame, read in place: a write under a session becomes its command
+/// for the log straight from the frame's bytes, without an owned copy of the
+/// request first. False if a request could not be read (the connection is
+/// then closed, as for any invalid frame).
+fn client_requests(
+    archived: &ArchivedClientRequestBatch,
+    received: std::time::Instant,
+    route: &ClientRoute,
+    events: &EventQueue,
+    forwarder: Option<&Forwarder>,
+    connection_id: Option<u64>,
+) -> bool {
+    for archived in archived.requests.iter() {
+        let group = match archived {
+            ArchivedClientRequest::Propose { group, .. }
+            | ArchivedClientRequest::Read { group, .. }
+            | ArchivedClientRequest::RegisterSession { group, .. } => group.to_native(),
+        };
+        let forward_to = forwarder
+            .zip(connection_id)
+            .filter(|(f, _)| f.owner(group) != f.shard());
+        if let (
+            None,
+            ArchivedClientRequest::Propose {
+                client_id,
+                session,
+                sequence,
+                lowest_unanswered,
+                payload,
+                ..
+            },
+        ) = (forward_to, archived)
+        {
+            let command = encode_command_vec(&LoggedCommand::Session {
+                // Stamped by the shard when it takes the proposal.
+                leader_time_ms: 0,
+                session: session.to_native(),
+                sequence: sequence.to_native(),
+                lowest_unanswered: lowest_unanswered.to_native(),
+                data: payload.as_slice(),
+            });
+            let proposal = ClientProposal {
+                client_id: client_id.to_native(),
+                sequence: sequence.to_native(),
+                group,
+                command,
+            };
+            if let Err(refused) = events.push(Event::ClientProposal {
+                proposal,
+                route: route.clone(),
+                received,
+            }) {
+                if let Event::ClientProposal { proposal, route, .. } = *refused {
+                    route.push(super::shard::busy_response(
+                        proposal.client_id,
+                        proposal.sequence,
+                        group,
+                    ));
+                }
+            }
+            continue;
+        }
+        let Ok(request) = rkyv::deserialize::<ClientRequest, rkyv::rancor::Error>(archived) else {
+            return false;
+        };
+        if let Some((forwarder, id)) = forward_to {
+            // Another shard owns the group: hand the request over.
+            let ids = super::shard::busy_response_for(&request);
+            if !forwarder.forward(request, group, id) {
+                route.push(ids);
+            }
+            continue;
+        }
+        if let Err(refused) = events.push(Event::Client {
+            received,
+            request,
+            route: route.clone(),
+        }) {
+            if let Event::Client { request, route, .. } = *refused {
+                super::shard::refuse_busy(&request, &route);
+            }
+        }
+    }
+    true
 }
 
 /// The admin requests of one client connection, served one at a time by a

@@ -523,9 +523,23 @@ impl Node {
         options.validate()?;
         let helper_cores = options.resolve_helper_cores()?;
         options.helper_cores = Some(helper_cores.clone());
-        let helper_set = CpuSet::online()
-            .map_err(|e| Error::Config(format!("reading the online CPUs: {e}")))?
-            .filter(|location| helper_cores.contains(&location.cpu));
+        // A blocking thread starts with the CPUs of the thread calling this
+        // (glommio starts it before pinning its executor): when the helpers
+        // may use all of those, there is nothing to pin (and no need for
+        // the sysfs topology glommio reads to build a CPU set).
+        let mut sorted_helpers = helper_cores.clone();
+        sorted_helpers.sort_unstable();
+        sorted_helpers.dedup();
+        let caller_cpus = super::affinity::current_thread_cpus()
+            .map_err(|e| Error::Config(format!("reading this thread's CPU affinity: {e}")))?;
+        let blocking_placement = if sorted_helpers == caller_cpus {
+            PoolPlacement::Unbound(1)
+        } else {
+            let set = CpuSet::online()
+                .map_err(|e| Error::Config(format!("reading the online CPUs: {e}")))?
+                .filter(|location| helper_cores.contains(&location.cpu));
+            PoolPlacement::Fenced(1, set)
+        };
         let mut shards = Vec::new();
         let mut started = Vec::new();
         let mesh = (options.shard_count() > 1).then(|| super::forward::mesh(options.shard_count()));
@@ -548,7 +562,7 @@ impl Node {
             if let Some(spin) = options.spin_before_park {
                 builder = builder.spin_before_park(spin);
             }
-            builder = builder.blocking_thread_pool_placement(PoolPlacement::Fenced(1, helper_set.clone()));
+            builder = builder.blocking_thread_pool_placement(blocking_placement.clone());
             let shard_options = options.clone();
             let factory = factory.clone();
             let mesh = mesh.clone();

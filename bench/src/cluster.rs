@@ -106,7 +106,9 @@ pub struct ClusterArgs {
     pub spin_before_park_us: Option<u64>,
     /// Pin shard s of every node to the s-th CPU of this list (cycling when
     /// there are more shards), e.g. 0,1 or 0-3 [default: unpinned]. The
-    /// shards' blocking threads follow their executors.
+    /// nodes' helper threads (each shard's blocking thread, metrics) run on
+    /// the process's other CPUs, or all of them if the shards take every
+    /// one (docs/tuning.md, `[helper_threads]`).
     #[arg(long, value_name = "CPULIST", value_parser = cpu_list)]
     pub shard_cores: Option<CpuList>,
     /// Bytes each WAL zeroes ahead of its writes.
@@ -705,6 +707,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                     node_id: peer.id,
                     peers: peers.clone(),
                     shard_cores: shard_cores(settings),
+                    helper_cores: None,
                     wal_dir: run_dir.path().join(format!("node-{}", peer.id)),
                     shard_wal_dirs: Vec::new(),
                     wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,

@@ -256,6 +256,7 @@ pub(crate) fn embedded_node_options(
         node_id,
         peers,
         shard_cores: vec![None],
+        helper_cores: None,
         wal_dir,
         shard_wal_dirs: Vec::new(),
         wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,

@@ -1,7 +1,8 @@
-//! `coraft-bench --shard-cores` pins each shard's threads (every node's
-//! executor and its blocking thread) to its CPU, as read back from
-//! `/proc/<pid>/task/*/status` while the run goes on; the other threads
-//! keep the process's CPUs.
+//! `coraft-bench --shard-cores` pins each shard's executor (every node's)
+//! to its CPU, as read back from `/proc/<pid>/task/*/status` while the run
+//! goes on; the shards' blocking threads (`coraft-<node>-<shard>-blk`) go
+//! to the process's CPUs no shard uses, and the other threads keep the
+//! process's CPUs.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -35,7 +36,7 @@ fn threads(pid: u32) -> Vec<(String, String)> {
     threads
 }
 
-/// coraft-<node>-<shard>-<n>: a shard's executor or blocking thread.
+/// coraft-<node>-<shard>-<n>: a shard's executor.
 fn is_shard_thread(name: &str) -> bool {
     let parts: Vec<&str> = name.split('-').collect();
     parts.len() == 4 && parts[0] == "coraft" && parts[1..].iter().all(|p| p.parse::<u64>().is_ok())
@@ -85,7 +86,13 @@ fn shard_cores_pins_every_nodes_shard_threads_to_their_cpu() {
             .iter()
             .filter(|(name, _)| is_shard_thread(name))
             .all(|(_, cpus)| cpus == "0");
-        if (nodes.len() >= 3 && pinned) || Instant::now() > deadline {
+        let blocking: Vec<&str> = seen
+            .iter()
+            .filter(|(name, _)| name.ends_with("-blk"))
+            .map(|(_, cpus)| cpus.as_str())
+            .collect();
+        let helpers_placed = blocking.len() >= 3 && (process_cpus != "0-1" || blocking.iter().all(|&cpus| cpus == "1"));
+        if (nodes.len() >= 3 && pinned && helpers_placed) || Instant::now() > deadline {
             break seen;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -96,6 +103,14 @@ fn shard_cores_pins_every_nodes_shard_threads_to_their_cpu() {
     assert!(shard_threads.len() >= 3, "one executor per node: {seen:#?}");
     for (name, cpus) in &shard_threads {
         assert_eq!(cpus, "0", "{name} is pinned to --shard-cores 0: {seen:#?}");
+    }
+    // With CPUs 0 and 1, the blocking threads take the one no shard uses.
+    let blocking: Vec<&(String, String)> = seen.iter().filter(|(name, _)| name.ends_with("-blk")).collect();
+    assert!(blocking.len() >= 3, "one blocking thread per node: {seen:#?}");
+    if process_cpus == "0-1" {
+        for (name, cpus) in &blocking {
+            assert_eq!(cpus, "1", "{name} runs on the CPU no shard uses: {seen:#?}");
+        }
     }
     // The client drivers and the main thread are not pinned.
     assert!(

@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             node_id: peer.id,
             peers: peers.clone(),
             shard_cores: vec![None],
+            helper_cores: None,
             wal_dir: dir.path().join(format!("node-{}", peer.id)),
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,

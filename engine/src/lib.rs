@@ -38,6 +38,7 @@
 //!     node_id: NodeId(1),
 //!     peers: vec![PeerSpec { id: NodeId(1), shard_addresses: vec![address] }],
 //!     shard_cores: vec![None],
+//!     helper_cores: None,
 //!     wal_dir: wal.path().to_path_buf(),
 //!     shard_wal_dirs: Vec::new(),
 //!     wal_segment_bytes: 8 << 20,

@@ -1102,3 +1102,78 @@ fn a_joining_node_asks_a_seed_of_admin_version_2_again_at_its_version_and_names_
     }
     thread.join().unwrap();
 }
+
+/// Each group's (leader, term) as node `leader` reports it, once every
+/// group it hosts is quiet (an idle leader goes quiet soon after it
+/// committed everything).
+fn quiet_leaderships(config: &Path, leader: u64) -> Vec<(u64, u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = status_json(config) {
+            let all_quiet = status["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|n| n["groups"].as_array().unwrap().iter())
+                .all(|g| g["quiesced"] == true);
+            if all_quiet {
+                if let Some(leaders) = agreed_leaders(&status) {
+                    return leaders
+                        .iter()
+                        .map(|&(group, node)| (group, node, group_of(&status, leader, group)["term"].as_u64().unwrap()))
+                        .collect();
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the groups did not go quiet within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn followers_whose_own_node_stalled_keep_their_quiet_leader() {
+    // Node 1 (priority 10) is made to lead all 20 groups; the groups go
+    // quiet. Nodes 2 and 3 then stall (SIGSTOP) for 10 election timeouts.
+    // When they run again, they make up the ticks they missed; that time
+    // is no evidence that node 1 fell silent (its beats wait unread in
+    // their sockets), so their quiet followers must not wake as if their
+    // leader were gone. Before the fix both woke, granted each other's
+    // votes, and elections moved leaderships away from a live node 1.
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let peers = peers_of(&addresses);
+    let mut processes = Vec::new();
+    let mut paths = Vec::new();
+    for (id, priority) in [(1u64, 10u8), (2, 1), (3, 1)] {
+        let path = write_config_with_priority(dir.path(), id, &peers, 1, priority);
+        processes.push(start_node(&path, 20, &[]));
+        paths.push(path);
+    }
+    let config = paths[0].to_str().unwrap();
+    settled(&paths[0], 3);
+    let rebalanced = admin(&["--config", config, "rebalance", "--wait-ms", "60000"]);
+    assert!(
+        rebalanced.status.success(),
+        "{}{}",
+        stdout(&rebalanced),
+        stderr(&rebalanced)
+    );
+    let before = quiet_leaderships(&paths[0], 1);
+    assert!(before.iter().all(|&(_, leader, _)| leader == 1), "{before:?}");
+
+    let stalled = [processes[1].0.id() as i32, processes[2].0.id() as i32];
+    for pid in stalled {
+        // SAFETY: signalling our own children by their pids.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    for pid in stalled {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    // Long enough for woken followers to time out and elect (2 T plus the
+    // priority lag of 4.5 T, with T = 100 ms), several times over.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = quiet_leaderships(&paths[0], 1);
+    assert_eq!(after, before, "(group, leader, term) before and after the stall");
+}

@@ -105,6 +105,7 @@ impl TestCluster {
             node_id: id,
             peers: self.peers.clone(),
             shard_cores: vec![None; self.shards],
+            helper_cores: None,
             wal_dir: self.dir.path().join(format!("node-{id}")),
             shard_wal_dirs: Vec::new(),
             // Small segments: each node zeroes its segment through once

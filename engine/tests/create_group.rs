@@ -38,6 +38,7 @@ fn options(dir: &std::path::Path, peers: &[PeerSpec], id: NodeId) -> NodeOptions
         node_id: id,
         peers: peers.to_vec(),
         shard_cores: vec![None; SHARDS],
+        helper_cores: None,
         wal_dir: dir.join(format!("node-{id}")),
         shard_wal_dirs: Vec::new(),
         wal_segment_bytes: 8 << 20,

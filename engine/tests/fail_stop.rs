@@ -80,6 +80,7 @@ impl Cluster {
                 })
                 .collect(),
             shard_cores: vec![None],
+            helper_cores: None,
             wal_dir: self.dir.path().join(format!("node-{}", index + 1)),
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,

@@ -144,6 +144,7 @@ fn node_options(root: &std::path::Path, addresses: &[SocketAddr], proxy: SocketA
         node_id: NodeId(id),
         peers,
         shard_cores: vec![None],
+        helper_cores: None,
         wal_dir: root.join(format!("node-{id}")),
         shard_wal_dirs: Vec::new(),
         wal_segment_bytes: 8 << 20,

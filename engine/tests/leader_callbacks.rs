@@ -65,6 +65,7 @@ fn options(dir: &std::path::Path, id: u64, addresses: &[SocketAddr]) -> NodeOpti
             })
             .collect(),
         shard_cores: vec![None],
+        helper_cores: None,
         wal_dir: dir.join(format!("node-{id}")),
         shard_wal_dirs: Vec::new(),
         wal_segment_bytes: 8 << 20,

@@ -113,6 +113,7 @@ impl Cluster {
             node_id: id,
             peers,
             shard_cores: vec![None],
+            helper_cores: None,
             wal_dir: self.dir.path().join(format!("node-{id}")),
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,

@@ -84,6 +84,7 @@ impl Cluster {
                     node_id: NodeId(id),
                     peers: peers.clone(),
                     shard_cores: vec![None],
+                    helper_cores: None,
                     wal_dir: dir.path().join(format!("node-{id}")),
                     shard_wal_dirs: Vec::new(),
                     wal_segment_bytes: 8 << 20,

@@ -3,16 +3,14 @@
 //! `/proc/<pid>/task/*/comm` (thread names) and `Cpus_allowed_list` in
 //! `/proc/<pid>/task/*/status` (what each thread may run on).
 //!
-//! What the config says, and so what the test expects (docs/tuning.md,
+//! What the config says, and so what the tests expect (docs/tuning.md,
 //! "Which threads run where"): shard `i`'s executor thread
-//! (`coraft-<node>-<i>-<n>`) runs only on `shards.cores[i]`, and so does the
-//! shard's blocking thread (which writes snapshots off the loop and carries
-//! its executor's name, as glommio starts it unnamed from that thread), and
-//! the kernel's io_uring workers of the shard's ring (`iou-wrk-<tid>`); the metrics server (`coraft-metrics`) and the main
-//! thread (`coraft-node`) are not pinned: they may run on every CPU the
-//! process may.
+//! (`coraft-<node>-<i>-<n>`) runs only on `shards.cores[i]`, and so do the
+//! kernel's io_uring workers of the shard's ring (`iou-wrk-<tid>`); every
+//! other thread (each shard's blocking thread `coraft-<node>-<i>-blk`, the
+//! metrics server `coraft-metrics`, the main thread `coraft-node`) runs on
+//! `[helper_threads] cores`, by default the CPUs no shard is pinned to.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -82,32 +80,11 @@ fn may_use_cores_0_and_1() -> bool {
     }
 }
 
-#[test]
-fn shard_threads_run_on_their_configured_cores_and_helpers_where_the_config_says() {
-    if !may_use_cores_0_and_1() {
-        eprintln!("skipped: this process may not run on CPUs 0 and 1");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let listen = two_free_ports();
-    let metrics = coraft::ports::free_loopback_addresses(1).unwrap()[0];
-    let mut config = NodeConfig {
-        cluster_id: 3,
-        node_id: 4,
-        listen,
-        metrics_listen: Some(metrics),
-        peers: vec![Peer { id: 4, address: listen }],
-        ..NodeConfig::default()
-    };
-    config.shards.count = 2;
-    config.shards.placement = PlacementPolicy::Fixed;
-    // The reverse of the order `auto` would pick, so a node that ignored
-    // the list and pinned shard i to CPU i would fail.
-    config.shards.cores = Some(CoreSelection::List(vec![1, 0]));
-    config.wal.dir = Some(dir.path().join("wal"));
-    let path = dir.path().join("node.toml");
+/// A running `coraft-node` of one node and two groups per shard, started
+/// from `config`, once it said it runs.
+fn start(dir: &Path, config: &NodeConfig) -> Running {
+    let path = dir.join("node.toml");
     std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
-
     let mut node = Running(
         Command::new(env!("CARGO_BIN_EXE_coraft-node"))
             .args(["--config", path.to_str().unwrap(), "--groups", "4"])
@@ -124,7 +101,7 @@ fn shard_threads_run_on_their_configured_cores_and_helpers_where_the_config_says
             .next()
             .unwrap_or_else(|| panic!("coraft-node exited before it ran: {seen:#?}"))
             .unwrap();
-        let running = line.contains(" running 2 shard(s)");
+        let running = line.contains(" running ");
         seen.push(line);
         if running {
             break;
@@ -132,65 +109,171 @@ fn shard_threads_run_on_their_configured_cores_and_helpers_where_the_config_says
     }
     // Drain stderr so the node never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    node
+}
 
-    let pid = node.0.id();
-    let process_cpus = cpus_allowed(Path::new("/proc/self/status")).unwrap();
-    // A new thread names itself as it starts (until then it carries its
-    // parent's name): wait for the metrics server's, generously.
+/// A one-node config of `shards` shards pinned to `cores`, serving metrics.
+fn pinned_config(dir: &Path, cores: Vec<usize>) -> (NodeConfig, SocketAddr) {
+    let listen = two_free_ports();
+    let metrics = coraft::ports::free_loopback_addresses(1).unwrap()[0];
+    let mut config = NodeConfig {
+        cluster_id: 3,
+        node_id: 4,
+        listen,
+        metrics_listen: Some(metrics),
+        peers: vec![Peer { id: 4, address: listen }],
+        ..NodeConfig::default()
+    };
+    config.shards.count = cores.len();
+    config.shards.placement = PlacementPolicy::Fixed;
+    config.shards.cores = Some(CoreSelection::List(cores));
+    config.wal.dir = Some(dir.join("wal"));
+    (config, metrics)
+}
+
+/// Every thread of `pid` once `expected` (name -> CPUs) holds for all of
+/// them but the io_uring workers, or after a generous deadline. A new
+/// thread carries its parent's name and CPUs until it sets its own.
+fn threads_once_placed(pid: u32, expected: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let by_name = loop {
+    loop {
         let threads = threads(pid);
-        if threads.iter().any(|(name, _)| name == "coraft-metrics") || Instant::now() > deadline {
-            break threads;
+        let placed = threads
+            .iter()
+            .filter(|(name, _)| !name.starts_with("iou-wrk-"))
+            .all(|(name, cpus)| expected(name).as_deref() == Some(cpus.as_str()));
+        let metrics_started = threads.iter().any(|(name, _)| name == "coraft-metrics");
+        if (placed && metrics_started) || Instant::now() > deadline {
+            return threads;
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
-    // Shard -> the CPUs of each thread carrying its name: the executor and
-    // its blocking thread.
-    let mut executors: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for (name, cpus) in &by_name {
-        if let Some(rest) = name.strip_prefix("coraft-4-") {
-            let (shard, _) = rest.split_once('-').expect("coraft-<node>-<shard>-<n>");
-            executors.entry(shard.parse().unwrap()).or_default().push(cpus.clone());
-        }
     }
-    let cpus_of = |wanted: &str| -> Vec<&str> {
-        by_name
-            .iter()
-            .filter(|(name, _)| name == wanted)
-            .map(|(_, cpus)| cpus.as_str())
-            .collect()
-    };
-    assert_eq!(
-        executors,
-        BTreeMap::from([(0, vec!["1".to_owned(); 2]), (1, vec!["0".to_owned(); 2])]),
-        "an executor and a blocking thread per shard, on shards.cores[shard]: {by_name:#?}"
-    );
-    assert_eq!(cpus_of("coraft-metrics"), [process_cpus.as_str()], "{by_name:#?}");
-    assert_eq!(
-        cpus_of("coraft-node"),
-        [process_cpus.as_str()],
-        "the main thread: {by_name:#?}"
-    );
-    // The kernel's io_uring workers (`iou-wrk-<tid>`) of a shard's ring
-    // come and go; each inherits its shard's CPU.
-    for (name, cpus) in &by_name {
+}
+
+/// Where each kind of thread of node 4 should run: its executor's CPU for
+/// `coraft-4-<shard>-<n>`, `helpers` for the others; `None` for a thread
+/// the docs do not place.
+fn placement(name: &str, shard_cores: &[usize], helpers: &str) -> Option<String> {
+    if let Some(rest) = name.strip_prefix("coraft-4-") {
+        let (shard, what) = rest.split_once('-')?;
+        let shard: usize = shard.parse().ok()?;
+        return match what {
+            "blk" => Some(helpers.to_owned()),
+            n if n.parse::<u64>().is_ok() => shard_cores.get(shard).map(ToString::to_string),
+            _ => None,
+        };
+    }
+    matches!(name, "coraft-metrics" | "coraft-node").then(|| helpers.to_owned())
+}
+
+/// Checks every thread of the node against `placement`, and that each
+/// shard has its executor and its named blocking thread.
+fn assert_placed(pid: u32, shard_cores: &[usize], helpers: &str) -> Vec<(String, String)> {
+    let seen = threads_once_placed(pid, &|name| placement(name, shard_cores, helpers));
+    for (name, cpus) in &seen {
         if name.starts_with("iou-wrk-") {
-            assert!(cpus == "0" || cpus == "1", "{name} on {cpus}: {by_name:#?}");
+            // The kernel's io_uring workers of a shard's ring come and go;
+            // each inherits its shard's CPU.
+            assert!(
+                shard_cores.iter().any(|core| core.to_string() == *cpus),
+                "{name} on {cpus}: {seen:#?}"
+            );
+            continue;
         }
+        let expected = placement(name, shard_cores, helpers)
+            .unwrap_or_else(|| panic!("a thread the docs do not place: {name}: {seen:#?}"));
+        assert_eq!(*cpus, expected, "{name}: {seen:#?}");
     }
-    let known = 2 + 2 + 1 + 1;
-    let others = by_name.iter().filter(|(name, _)| !name.starts_with("iou-wrk-")).count();
-    assert_eq!(others, known, "a thread the docs do not place: {by_name:#?}");
+    for shard in 0..shard_cores.len() {
+        let prefix = format!("coraft-4-{shard}-");
+        let named: Vec<&str> = seen
+            .iter()
+            .filter(|(name, _)| name.starts_with(&prefix))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(
+            named.len(),
+            2,
+            "shard {shard}: an executor and a blocking thread: {seen:#?}"
+        );
+        assert!(
+            named.contains(&format!("{prefix}blk").as_str()),
+            "shard {shard}'s blocking thread is named: {seen:#?}"
+        );
+    }
+    for wanted in ["coraft-metrics", "coraft-node"] {
+        assert_eq!(
+            seen.iter().filter(|(name, _)| name == wanted).count(),
+            1,
+            "{wanted}: {seen:#?}"
+        );
+    }
+    seen
+}
 
-    // The node serves while pinned: its metrics endpoint answers.
-    let body = http_get_metrics(metrics);
-    assert!(body.contains("node=\"4\""), "{body}");
-
+fn stop(mut node: Running) {
+    let pid = node.0.id();
     // SAFETY: signalling our own child by its pid.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let status = node.0.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn shard_threads_run_on_their_cores_and_helper_threads_on_the_listed_ones() {
+    if !may_use_cores_0_and_1() {
+        eprintln!("skipped: this process may not run on CPUs 0 and 1");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The reverse of the order `auto` would pick, so a node that ignored
+    // the list and pinned shard i to CPU i would fail.
+    let (mut config, metrics) = pinned_config(dir.path(), vec![1, 0]);
+    config.helper_threads.cores = Some(CoreSelection::List(vec![1]));
+    let node = start(dir.path(), &config);
+    assert_placed(node.0.id(), &[1, 0], "1");
+
+    // The node serves while pinned: its metrics endpoint answers.
+    let body = http_get_metrics(metrics);
+    assert!(body.contains("node=\"4\""), "{body}");
+    stop(node);
+}
+
+#[test]
+fn helper_threads_default_to_the_cpus_no_shard_is_pinned_to() {
+    if !may_use_cores_0_and_1() {
+        eprintln!("skipped: this process may not run on CPUs 0 and 1");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (config, metrics) = pinned_config(dir.path(), vec![1]);
+    assert_eq!(config.helper_threads.cores, None);
+    let node = start(dir.path(), &config);
+    assert_placed(node.0.id(), &[1], "0");
+    let body = http_get_metrics(metrics);
+    assert!(body.contains("node=\"4\""), "{body}");
+    stop(node);
+}
+
+#[test]
+fn a_helper_cpu_that_does_not_exist_stops_the_node_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _) = pinned_config(dir.path(), vec![0]);
+    config.helper_threads.cores = Some(CoreSelection::List(vec![0, 4096]));
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
+        .args(["--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("coraft-node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("helper_threads.cores[1]: core 4096 does not exist on this"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 fn http_get_metrics(address: SocketAddr) -> String {

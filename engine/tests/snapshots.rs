@@ -236,6 +236,7 @@ impl TestCluster {
             node_id: id,
             peers: self.peers.clone(),
             shard_cores: vec![None],
+            helper_cores: None,
             wal_dir: self.wal_dir(id),
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,

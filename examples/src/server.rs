@@ -151,6 +151,7 @@ pub fn node_options(args: &ServerArgs) -> Result<NodeOptions> {
             .collect(),
         // One shard, not pinned: three servers share one machine.
         shard_cores: vec![None],
+        helper_cores: None,
         wal_dir: args.data.clone(),
         shard_wal_dirs: Vec::new(),
         wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,

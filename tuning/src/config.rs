@@ -112,6 +112,32 @@ pub struct NodeConfig {
     /// When each group takes a snapshot and how much log it keeps.
     #[serde(default)]
     pub snapshot: SnapshotSettings,
+    /// Where the node's threads that are not shard executors run.
+    #[serde(default, skip_serializing_if = "HelperThreadSettings::is_auto")]
+    pub helper_threads: HelperThreadSettings,
+}
+
+/// The `[helper_threads]` section: the CPUs of every thread a node runs
+/// that is not a shard's executor: each shard's blocking thread (glommio's
+/// pool of one, which writes snapshots and received install chunks off the
+/// shard's loop), the metrics endpoint's
+/// thread and `coraft-node`'s main thread.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HelperThreadSettings {
+    /// `[2, 3]`: every helper thread may run on these CPUs (any of them;
+    /// the OS picks). Omitted or `"auto"`: the CPUs this process may use
+    /// that no shard is pinned to, or all of them when the shards are
+    /// unbound or take every one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores: Option<CoreSelection>,
+}
+
+impl HelperThreadSettings {
+    /// Whether the section says nothing but the default (`"auto"`).
+    pub fn is_auto(&self) -> bool {
+        matches!(self.cores, None | Some(CoreSelection::Auto))
+    }
 }
 
 /// The `[snapshot]` section: each group takes a snapshot by itself when one
@@ -348,6 +374,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             log: LogSettings::default(),
             snapshot: SnapshotSettings::default(),
+            helper_threads: HelperThreadSettings::default(),
         }
     }
 }

@@ -244,6 +244,17 @@ pub enum ProblemKind {
         /// Usable CPUs.
         cpus: usize,
     },
+    /// A list of CPUs that names none.
+    #[error("lists no CPU: list at least one, or omit the key for \"auto\"")]
+    NoCoresListed,
+    /// A CPU listed twice in a set of CPUs.
+    #[error("core {core} is already listed at index {first_index}")]
+    CoreListedTwice {
+        /// The CPU.
+        core: usize,
+        /// Where it was listed first.
+        first_index: usize,
+    },
     /// `cores` given with `placement = "unbound"`.
     #[error("cores are only used with placement = \"fixed\"; remove them or pin the shards")]
     CoresWithUnbound,
@@ -362,6 +373,17 @@ pub enum WarningKind {
     OsCoreUsed {
         /// Physical cores usable.
         physical_cores: usize,
+    },
+    /// A helper thread's CPU that a shard is pinned to, while some CPU the
+    /// process may use has no shard.
+    #[error("core {core} runs shard {shard}: helper threads there take time from it while CPUs {free} have no shard")]
+    HelperOnShardCore {
+        /// The CPU.
+        core: usize,
+        /// The shard pinned to it.
+        shard: usize,
+        /// The usable CPUs no shard is pinned to, as a cpulist.
+        free: String,
     },
     /// Spinning executors that are not pinned.
     #[error("spinning {spin_before_park_us} µs before parking with unbound shards burns CPU the OS may need for other shards")]

@@ -60,6 +60,11 @@ pub fn example_config(topology: &Topology) -> String {
                 ">0: spin that long before sleeping, lower latency for more CPU",
             ),
         ]),
+        "\n# The threads that are not shard executors: each shard's blocking thread\n# (snapshot and install writes, admin calls to other nodes), the metrics\n# endpoint, coraft-node's main thread. \"auto\": the CPUs no shard is pinned to\n# (all of them when the shards are unbound or take every one).\n[helper_threads]\n".to_owned(),
+        rows(&[(
+            "cores = \"auto\"".into(),
+            "or a list of CPUs, e.g. [0]; any of them, the OS picks",
+        )]),
         "\n[wal]\n".to_owned(),
         rows(&[
             (

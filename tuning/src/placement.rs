@@ -37,6 +37,7 @@ pub struct ShardPlacement {
 pub struct NodePlan {
     config: NodeConfig,
     shards: Vec<ShardPlacement>,
+    helper_cores: Vec<usize>,
     warnings: Vec<Warning>,
 }
 
@@ -49,6 +50,14 @@ impl NodePlan {
     /// One placement per shard, in shard order.
     pub fn shards(&self) -> &[ShardPlacement] {
         &self.shards
+    }
+
+    /// The CPUs of the node's threads that are not shard executors
+    /// (`[helper_threads]`, resolved: `"auto"` became a list), sorted. The
+    /// engine pins each shard's blocking thread, the metrics thread and
+    /// `coraft-node`'s main thread to this set.
+    pub fn helper_cores(&self) -> &[usize] {
+        &self.helper_cores
     }
 
     /// What validation warned about; the engine should log these at start.
@@ -73,8 +82,13 @@ pub fn shard_wal_dir(wal: &WalSettings, shard: usize) -> Option<PathBuf> {
 }
 
 /// Builds the plan of a config validation found sound; `cores[i]` is shard
-/// `i`'s CPU.
-pub(crate) fn plan(config: NodeConfig, cores: &[Option<usize>], warnings: Vec<Warning>) -> NodePlan {
+/// `i`'s CPU, `helper_cores` the helper threads' CPUs.
+pub(crate) fn plan(
+    config: NodeConfig,
+    cores: &[Option<usize>],
+    helper_cores: Vec<usize>,
+    warnings: Vec<Warning>,
+) -> NodePlan {
     let spin_before_park = config.shards.spin_before_park();
     let shards = cores
         .iter()
@@ -89,6 +103,7 @@ pub(crate) fn plan(config: NodeConfig, cores: &[Option<usize>], warnings: Vec<Wa
     NodePlan {
         config,
         shards,
+        helper_cores,
         warnings,
     }
 }

@@ -42,28 +42,33 @@ impl NodeConfig {
     /// Validates the config against `topology` and places its shards. On
     /// failure, [`TuningError::Invalid`] lists every problem found.
     pub fn validate(&self, topology: &Topology) -> Result<NodePlan, TuningError> {
-        let (review, cores) = self.examine(topology);
-        match cores {
-            Some(cores) if review.problems.is_empty() => Ok(placement::plan(self.clone(), &cores, review.warnings)),
+        let (review, placed) = self.examine(topology);
+        match placed {
+            Some((cores, helper_cores)) if review.problems.is_empty() => {
+                Ok(placement::plan(self.clone(), &cores, helper_cores, review.warnings))
+            }
             _ => Err(TuningError::Invalid {
                 problems: review.problems,
             }),
         }
     }
 
-    /// The review and, when the shard section is sound, each shard's CPU.
-    fn examine(&self, topology: &Topology) -> (Review, Option<Vec<Option<usize>>>) {
+    /// The review and, when the shard and helper sections are sound, each
+    /// shard's CPU and the helper threads' CPUs.
+    #[allow(clippy::type_complexity)]
+    fn examine(&self, topology: &Topology) -> (Review, Option<(Vec<Option<usize>>, Vec<usize>)>) {
         let mut check = Checker {
             review: Review::default(),
         };
         check.identity(self);
         let cores = check.shards(self, topology);
+        let helper_cores = check.helper_threads(self, cores.as_deref(), topology);
         check.wal(self);
         check.raft(self);
         check.limits(self);
         check.snapshot(self);
         check.machine(topology);
-        (check.review, cores)
+        (check.review, cores.zip(helper_cores))
     }
 }
 
@@ -210,6 +215,71 @@ impl Checker {
         };
         self.placement_warnings(&cores, auto, topology);
         count_ok.then(|| cores.into_iter().map(Some).collect())
+    }
+
+    /// Checks `[helper_threads]` given the shards' CPUs (`None` when the
+    /// shard section is unsound); returns the helper threads' CPUs, sorted.
+    fn helper_threads(
+        &mut self,
+        config: &NodeConfig,
+        shard_cores: Option<&[Option<usize>]>,
+        topology: &Topology,
+    ) -> Option<Vec<usize>> {
+        let allowed = topology.allowed_cpus();
+        let pinned: Vec<usize> = shard_cores.unwrap_or_default().iter().flatten().copied().collect();
+        let free: Vec<usize> = allowed.iter().copied().filter(|cpu| !pinned.contains(cpu)).collect();
+        let list = match &config.helper_threads.cores {
+            None | Some(CoreSelection::Auto) => return Some(if free.is_empty() { allowed } else { free }),
+            Some(CoreSelection::List(list)) => list,
+        };
+        let before = self.review.problems.len();
+        if list.is_empty() {
+            self.problem("helper_threads.cores", ProblemKind::NoCoresListed);
+        }
+        for (index, &core) in list.iter().enumerate() {
+            let field = format!("helper_threads.cores[{index}]");
+            match topology.cpu(core) {
+                None => {
+                    let online = topology.online_cpus();
+                    let kind = ProblemKind::CoreMissing {
+                        core,
+                        cpu_count: online.len(),
+                        online: cpulist::format(&online),
+                    };
+                    self.problem(field, kind);
+                }
+                Some(cpu) if !cpu.allowed => {
+                    let kind = ProblemKind::CoreNotAllowed {
+                        core,
+                        allowed: cpulist::format(&allowed),
+                    };
+                    self.problem(field, kind);
+                }
+                Some(_) => {
+                    if let Some(first_index) = list[..index].iter().position(|&other| other == core) {
+                        self.problem(field, ProblemKind::CoreListedTwice { core, first_index });
+                    } else if let Some(shard) = shard_cores
+                        .unwrap_or_default()
+                        .iter()
+                        .position(|&shard_core| shard_core == Some(core))
+                    {
+                        if !free.is_empty() {
+                            let kind = WarningKind::HelperOnShardCore {
+                                core,
+                                shard,
+                                free: cpulist::format(&free),
+                            };
+                            self.warn(field, kind);
+                        }
+                    }
+                }
+            }
+        }
+        (self.review.problems.len() == before).then(|| {
+            let mut cores = list.clone();
+            cores.sort_unstable();
+            cores
+        })
     }
 
     /// Checks an explicit core list; returns it when every entry is usable.

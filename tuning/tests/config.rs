@@ -884,3 +884,116 @@ fn snapshot_triggers_are_off_or_in_range_and_the_tail_is_bounded() {
         }
     );
 }
+
+// ---- helper threads ----
+
+#[test]
+fn helper_threads_default_to_the_cpus_no_shard_is_pinned_to() {
+    // Shards on 1 and 2 of 4 CPUs: the helpers get 0 and 3.
+    let mut config = three_nodes();
+    config.shards.cores = Some(CoreSelection::List(vec![2, 1]));
+    let plan = config.validate(&machine(4)).unwrap();
+    assert_eq!(plan.helper_cores(), [0, 3]);
+    // Shards on every CPU, or unbound: the helpers may use them all.
+    let plan = three_nodes().validate(&machine(2)).unwrap();
+    assert_eq!(plan.helper_cores(), [0, 1]);
+    let mut unbound = three_nodes();
+    unbound.shards.placement = PlacementPolicy::Unbound;
+    unbound.shards.cores = None;
+    assert_eq!(unbound.validate(&machine(4)).unwrap().helper_cores(), [0, 1, 2, 3]);
+    // "auto" written out is the default, and is not written back.
+    let written = parse(&format!("{THREE_NODES}\n[helper_threads]\ncores = \"auto\"\n"));
+    assert_eq!(written.validate(&machine(4)).unwrap().helper_cores(), [2, 3]);
+    assert!(!written.to_toml_string().unwrap().contains("helper_threads"));
+}
+
+#[test]
+fn helper_threads_run_on_the_listed_cpus_and_round_trip() {
+    let config = parse(&format!("{THREE_NODES}\n[helper_threads]\ncores = [3, 2]\n"));
+    assert_eq!(config.helper_threads.cores, Some(CoreSelection::List(vec![3, 2])));
+    let plan = config.validate(&machine(4)).unwrap();
+    assert_eq!(plan.helper_cores(), [2, 3]);
+    assert!(
+        plan.warnings().iter().all(|w| !w.field.starts_with("helper_threads")),
+        "{:?}",
+        plan.warnings()
+    );
+    assert_eq!(parse(&config.to_toml_string().unwrap()), config);
+}
+
+#[test]
+fn a_helper_cpu_that_does_not_exist_is_refused_naming_the_field() {
+    let config = parse(&format!("{THREE_NODES}\n[helper_threads]\ncores = [0, 7]\n"));
+    let problems = problems(&config, &machine(2));
+    assert_eq!(
+        kind_of(&problems, "helper_threads.cores[1]"),
+        &ProblemKind::CoreMissing {
+            core: 7,
+            cpu_count: 2,
+            online: "0-1".into()
+        }
+    );
+    let error = config.validate(&machine(2)).unwrap_err().to_string();
+    assert!(
+        error.contains("helper_threads.cores[1]: core 7 does not exist on this 2-CPU machine (online CPUs: 0-1)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn helper_cpus_outside_the_affinity_repeated_or_none_are_refused() {
+    let mut topology = machine(4);
+    topology.cpus[3].allowed = false;
+    let config = parse(&format!("{THREE_NODES}\n[helper_threads]\ncores = [3, 2, 2]\n"));
+    let problems = problems(&config, &topology);
+    assert_eq!(
+        kind_of(&problems, "helper_threads.cores[0]"),
+        &ProblemKind::CoreNotAllowed {
+            core: 3,
+            allowed: "0-2".into()
+        }
+    );
+    assert_eq!(
+        kind_of(&problems, "helper_threads.cores[2]"),
+        &ProblemKind::CoreListedTwice {
+            core: 2,
+            first_index: 1
+        }
+    );
+    let empty = parse(&format!("{THREE_NODES}\n[helper_threads]\ncores = []\n"));
+    let problems = self::problems(&empty, &machine(4));
+    assert_eq!(kind_of(&problems, "helper_threads.cores"), &ProblemKind::NoCoresListed);
+    // An unknown key in the section is a parse error naming it.
+    let error = NodeConfig::from_toml_str(&format!("{THREE_NODES}\n[helper_threads]\ncpus = [0]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown field `cpus`"), "{error}");
+}
+
+#[test]
+fn helpers_on_a_shards_cpu_are_warned_only_when_a_cpu_has_no_shard() {
+    // Shards on 0 and 1 of 4 CPUs, helpers on shard 1's CPU: warned.
+    let config = parse(&format!("{THREE_NODES}\n[helper_threads]\ncores = [1]\n"));
+    let review = config.review(&machine(4));
+    assert!(review.problems.is_empty(), "{:?}", review.problems);
+    let warning = review
+        .warnings
+        .iter()
+        .find(|w| w.field == "helper_threads.cores[0]")
+        .unwrap_or_else(|| panic!("{:?}", review.warnings));
+    assert_eq!(
+        warning.kind,
+        WarningKind::HelperOnShardCore {
+            core: 1,
+            shard: 1,
+            free: "2-3".into()
+        }
+    );
+    // On 2 CPUs, both taken by shards, there is nowhere else to go.
+    let review = config.review(&machine(2));
+    assert!(
+        review.warnings.iter().all(|w| w.field != "helper_threads.cores[0]"),
+        "{:?}",
+        review.warnings
+    );
+}

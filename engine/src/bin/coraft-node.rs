@@ -144,6 +144,11 @@ fn run(cli: &Cli) -> Result<()> {
         Node::start(options, factory)
     };
     let node = started.map_err(|e| anyhow::anyhow!("starting node {}: {e}", config.node_id))?;
+    // This thread only waits for a signal from now on: it runs with the
+    // other helper threads, off the shards' CPUs (docs/tuning.md).
+    if let Err(error) = coraft::runtime::pin_current_thread(node.helper_cores()) {
+        log::warn!("cannot pin the main thread to the helper CPUs: {error}");
+    }
     log::info!(
         "node {} of cluster {} running {} shard(s), {groups} group(s), listening on {}{}",
         config.node_id,

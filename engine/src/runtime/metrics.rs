@@ -345,12 +345,21 @@ pub(crate) struct MetricsServer {
 }
 
 impl MetricsServer {
-    pub fn start(address: SocketAddr, render: impl Fn() -> String + Send + 'static) -> std::io::Result<MetricsServer> {
+    /// Serves on `address` from a thread that runs on `cpus` (the node's
+    /// helper CPUs).
+    pub fn start(
+        address: SocketAddr,
+        cpus: Vec<usize>,
+        render: impl Fn() -> String + Send + 'static,
+    ) -> std::io::Result<MetricsServer> {
         let listener = TcpListener::bind(address)?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new().name("coraft-metrics".into()).spawn(move || {
+            if let Err(error) = super::affinity::pin_current_thread(&cpus) {
+                log::warn!("metrics thread: cannot pin to CPUs {cpus:?}: {error}");
+            }
             while !stopping.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut stream, _)) => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coraft_net::{LocalIdentity, NetConfig};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::api::{Error, StateMachine};
 use crate::raft::{Configuration, GroupId, LogIndex, NodeId, RaftConfig, RaftCore, ReadMode, Role, Term};
@@ -77,6 +77,14 @@ pub struct NodeOptions {
     pub peers: Vec<PeerSpec>,
     /// Core of each shard; `None` runs it unpinned (tests, shared machines).
     pub shard_cores: Vec<Option<usize>>,
+    /// CPUs of the node's threads that are not shard executors: each
+    /// shard's blocking thread (glommio's pool of one: snapshot and install
+    /// writes off the loop) and the metrics thread. `None`: the CPUs the
+    /// thread calling `Node::start` may use that no shard is pinned to, or
+    /// all of them when the shards are unbound or take every one (the
+    /// tuning config's `[helper_threads]`). [`Node::helper_cores`] says
+    /// what it resolved to.
+    pub helper_cores: Option<Vec<usize>>,
     /// WAL directory; shard `s` writes in `wal_dir/shard-s` unless
     /// `shard_wal_dirs` names its directory.
     pub wal_dir: PathBuf,
@@ -160,6 +168,7 @@ impl NodeOptions {
             node_id: NodeId(config.node_id),
             peers,
             shard_cores: plan.shards().iter().map(|s| s.core).collect(),
+            helper_cores: Some(plan.helper_cores().to_vec()),
             wal_dir: PathBuf::new(),
             shard_wal_dirs: plan.shards().iter().map(|s| s.wal_dir.clone()).collect(),
             wal_segment_bytes: config.wal.segment_bytes,
@@ -191,6 +200,26 @@ impl NodeOptions {
 
     fn shard_count(&self) -> usize {
         self.shard_cores.len()
+    }
+
+    /// `helper_cores`, checked against the CPUs the calling thread may use,
+    /// or their default (see the field).
+    fn resolve_helper_cores(&self) -> Result<Vec<usize>, Error> {
+        let allowed = super::affinity::current_thread_cpus()
+            .map_err(|e| Error::Config(format!("reading this thread's CPU affinity: {e}")))?;
+        let Some(cores) = &self.helper_cores else {
+            return Ok(super::affinity::default_helper_cpus(&allowed, &self.shard_cores));
+        };
+        if cores.is_empty() {
+            return Err(Error::Config("helper_cores lists no CPU".into()));
+        }
+        if let Some(cpu) = cores.iter().find(|cpu| !allowed.contains(cpu)) {
+            return Err(Error::Config(format!(
+                "helper_cores: CPU {cpu} is not one this thread may run on ({})",
+                coraft_tuning::format_cpu_list(&allowed)
+            )));
+        }
+        Ok(cores.clone())
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -236,6 +265,7 @@ impl NodeOptions {
                 coraft_tuning::limits::SNAPSHOT_INSTALL_BYTES_PER_SECOND_MIN
             ));
         }
+        self.resolve_helper_cores()?;
         let margin = self.protocol.clock_drift_margin_ticks;
         if self.read_mode == ReadMode::Lease && margin < super::clock::LEASE_DRIFT_MARGIN_TICKS_MIN {
             return fail(format!(
@@ -485,12 +515,31 @@ impl Node {
     }
 
     fn launch(
-        options: NodeOptions,
+        mut options: NodeOptions,
         factory: StateMachineFactory,
         wal_faults: bool,
         joining: bool,
     ) -> Result<Node, Error> {
         options.validate()?;
+        let helper_cores = options.resolve_helper_cores()?;
+        options.helper_cores = Some(helper_cores.clone());
+        // A blocking thread starts with the CPUs of the thread calling this
+        // (glommio starts it before pinning its executor): when the helpers
+        // may use all of those, there is nothing to pin (and no need for
+        // the sysfs topology glommio reads to build a CPU set).
+        let mut sorted_helpers = helper_cores.clone();
+        sorted_helpers.sort_unstable();
+        sorted_helpers.dedup();
+        let caller_cpus = super::affinity::current_thread_cpus()
+            .map_err(|e| Error::Config(format!("reading this thread's CPU affinity: {e}")))?;
+        let blocking_placement = if sorted_helpers == caller_cpus {
+            PoolPlacement::Unbound(1)
+        } else {
+            let set = CpuSet::online()
+                .map_err(|e| Error::Config(format!("reading the online CPUs: {e}")))?
+                .filter(|location| helper_cores.contains(&location.cpu));
+            PoolPlacement::Fenced(1, set)
+        };
         let mut shards = Vec::new();
         let mut started = Vec::new();
         let mesh = (options.shard_count() > 1).then(|| super::forward::mesh(options.shard_count()));
@@ -513,6 +562,7 @@ impl Node {
             if let Some(spin) = options.spin_before_park {
                 builder = builder.spin_before_park(spin);
             }
+            builder = builder.blocking_thread_pool_placement(blocking_placement.clone());
             let shard_options = options.clone();
             let factory = factory.clone();
             let mesh = mesh.clone();
@@ -521,6 +571,12 @@ impl Node {
                 .spawn(move || async move {
                     // Every line this thread writes names its node and shard.
                     let _shard = crate::logging::shard_span(shard_options.node_id, shard).entered();
+                    // The blocking thread carries the executor's name until
+                    // it is given its own, so the two can be told apart.
+                    let name = format!("coraft-{}-{shard}-blk", shard_options.node_id);
+                    glommio::executor()
+                        .spawn_blocking(move || super::affinity::name_current_thread(&name))
+                        .await;
                     let channels = ShardChannels {
                         mesh,
                         api: api_rx,
@@ -549,11 +605,21 @@ impl Node {
         if let Some(address) = node.options.metrics_listen {
             let apis: Vec<flume::Sender<ApiRequest>> = node.shards.iter().map(|s| s.api.clone()).collect();
             let id = node.options.node_id.0;
-            let server = MetricsServer::start(address, move || render_prometheus(id, &collect_metrics(&apis)))
-                .map_err(|e| Error::Network(format!("metrics endpoint on {address}: {e}")))?;
+            let server = MetricsServer::start(address, helper_cores, move || {
+                render_prometheus(id, &collect_metrics(&apis))
+            })
+            .map_err(|e| Error::Network(format!("metrics endpoint on {address}: {e}")))?;
             node.metrics_server = Some(server);
         }
         Ok(node)
+    }
+
+    /// The CPUs of the node's threads that are not shard executors
+    /// ([`NodeOptions::helper_cores`], resolved), sorted as given. An
+    /// embedding program may pin its own threads there too
+    /// ([`pin_current_thread`](super::pin_current_thread)).
+    pub fn helper_cores(&self) -> &[usize] {
+        self.options.helper_cores.as_deref().unwrap_or_default()
     }
 
     /// A snapshot of every shard's metrics.

@@ -546,6 +546,14 @@ impl Shard {
     /// just reached an election timeout.
     fn beat_and_watch_peers(&mut self, ticks: u64) {
         self.peers.flush(true);
+        // Ticks made up after this shard stalled say nothing of a peer: its
+        // beats may be waiting unread in the socket. Judged on them, every
+        // stall of this shard longer than an election timeout woke every
+        // quiet follower here as if its leader were gone, and elections
+        // followed with the leaders alive (seen as leaders moving away from
+        // where `coraft-admin transfer`/`rebalance` put them, under load).
+        // Count one tick of silence per reading of the clock.
+        let ticks = ticks.min(1);
         let mut unreachable = Vec::new();
         for (&node, silent) in self.peer_silent_ticks.iter_mut() {
             let before = *silent;

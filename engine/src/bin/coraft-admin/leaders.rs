@@ -110,6 +110,39 @@ pub(crate) fn wait_for_leaders(
     Ok(())
 }
 
+/// How long `rebalance` waits for a transfer before asking again: a leader
+/// drops a transfer its target did not complete within an election
+/// timeout (a slow target, a lost TimeoutNow on a loaded machine), so a
+/// request made once may never happen.
+pub(crate) const TRANSFER_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Polls until each `(group, node)` pair holds or `wait` has passed, asking
+/// a group's current leader again to transfer it every
+/// [`TRANSFER_RETRY_INTERVAL`]; returns the pairs that never held.
+fn await_transfers(
+    clients: &mut [AdminClient],
+    wanted: &[(GroupId, NodeId)],
+    wait: Duration,
+) -> Result<Vec<(GroupId, NodeId, Option<NodeId>)>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let missing = poll_leaders(clients, wanted, left.min(TRANSFER_RETRY_INTERVAL))?;
+        if missing.is_empty() || Instant::now() >= deadline {
+            return Ok(missing);
+        }
+        for &(group, to, now) in &missing {
+            let Some(leader) = now.filter(|&leader| leader != to) else {
+                continue; // no leader now: an election is under way
+            };
+            if let Some(client) = clients.iter_mut().find(|c| c.node() == leader) {
+                // A refusal (the leader just changed) is retried next round.
+                let _ = client.transfer_leader(group, to);
+            }
+        }
+    }
+}
+
 pub(crate) fn rebalance(target: &Target, wait: Duration, dry_run: bool, as_json: bool) -> Result<()> {
     // A node left out would be counted as leading nothing: all must answer.
     let mut clients = target
@@ -142,7 +175,7 @@ pub(crate) fn rebalance(target: &Target, wait: Duration, dry_run: bool, as_json:
             .filter(|m| !failed.iter().any(|(f, _)| f.group == m.group))
             .map(|m| (m.group, m.to))
             .collect();
-        for (group, to, now) in poll_leaders(&mut clients, &wanted, wait)? {
+        for (group, to, now) in await_transfers(&mut clients, &wanted, wait)? {
             let m = *plan.iter().find(|m| m.group == group).expect("planned");
             let now = now.map_or("no node".into(), |n| format!("node {n}"));
             failed.push((

@@ -94,7 +94,9 @@ enum Command {
     },
     /// Spreads the leaders of all groups evenly over the nodes given (each
     /// leads floor or ceil of groups/nodes), by leadership transfers, and
-    /// waits for them. Every node must be given and reachable.
+    /// waits for them. Every node must be given and reachable. A transfer
+    /// not done within 2 s is asked for again (a leader drops one its
+    /// target did not complete within an election timeout).
     Rebalance {
         /// How long to wait for all transfers, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 30000)]

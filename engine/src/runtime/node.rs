@@ -1253,6 +1253,8 @@ fn load_snapshot(
                 skipped()
             )));
         }
+        // The whole log is in the WAL: the restart replays it.
+        set_aside_damaged(&store, group, &found.skipped, &skipped())?;
         return Ok(LoadedSnapshot {
             store,
             sessions: super::sessions::SessionTable::default(),
@@ -1323,6 +1325,8 @@ fn load_snapshot(
         snapshot.meta.index
     );
     initial.loaded_snapshot = Some(snapshot.meta.clone());
+    // The restart goes on from this one.
+    set_aside_damaged(&store, group, &found.skipped, &skipped())?;
     Ok(LoadedSnapshot {
         snapshot: found.snapshot.clone(),
         store,
@@ -1330,4 +1334,24 @@ fn load_snapshot(
         addresses: snapshot.addresses.clone(),
         adopted: !in_log,
     })
+}
+
+/// Once a restart goes on without them, the damaged snapshots it skipped
+/// must no longer count as kept snapshots (`SnapshotStore::set_aside`).
+/// Only then: a refused start leaves every file as it found it.
+fn set_aside_damaged(
+    store: &super::snapshot_store::SnapshotStore,
+    group: GroupId,
+    skipped: &[super::snapshot_store::SkippedSnapshot],
+    described: &str,
+) -> Result<(), Error> {
+    let aside = store.set_aside(skipped).map_err(|e| {
+        Error::Storage(format!(
+            "group {group}: setting aside the damaged snapshots [{described}]: {e}"
+        ))
+    })?;
+    for path in aside {
+        log::warn!("group {group}: damaged snapshot set aside as {}", path.display());
+    }
+    Ok(())
 }

@@ -1370,3 +1370,166 @@ fn an_installed_snapshot_backs_a_damaged_newer_one_and_damaged_itself_with_no_ol
         cluster.stop_all();
     }
 }
+
+/// What `coraft-admin status` prints for node `id` (`--json` first if
+/// `json`).
+fn admin_status(cluster: &TestCluster, id: NodeId, json: bool) -> Vec<u8> {
+    let address = cluster.peers[id.0 as usize - 1].shard_addresses[0];
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coraft-admin"))
+        .args(["--node", &address.to_string(), "--cluster-id", "7"])
+        .args(if json { &["--json"][..] } else { &[][..] })
+        .arg("status")
+        .output()
+        .expect("coraft-admin runs");
+    assert!(
+        output.status.success(),
+        "coraft-admin status: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn admin_status_json(cluster: &TestCluster, id: NodeId) -> serde_json::Value {
+    serde_json::from_slice(&admin_status(cluster, id, true)).expect("coraft-admin prints JSON")
+}
+
+/// The install entries of group 1 in a `coraft-admin --json status`.
+fn admin_installs(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    status["nodes"][0]["groups"][0]["installs"]
+        .as_array()
+        .expect("a version 4 node reports its installs")
+        .clone()
+}
+
+#[test]
+fn a_paced_install_shows_growing_progress_on_both_sides_in_the_status_and_coraft_admin_then_none_once_done() {
+    // A 16 MiB snapshot streamed at 4 MiB/s: about four seconds.
+    const PACE_BYTES_PER_SECOND: u64 = 4 << 20;
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().to_path_buf();
+    let markers = root.join("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    let policy = SnapshotPolicy {
+        install_bytes_per_second: PACE_BYTES_PER_SECOND,
+        ..policy_with_tail(0)
+    };
+    let mut cluster = TestCluster::start_in(root, Some(temp), 3, policy, Some(markers));
+    for value in 1..=10 {
+        cluster.write(value);
+    }
+    cluster.wait_all_applied();
+    let follower = NodeId(cluster.leader().0 % 3 + 1);
+    cluster.stop_node(follower);
+    for value in 11..=20u64 {
+        write_through_leader(&live_handles(&cluster), value.to_le_bytes().to_vec());
+    }
+    // Both others snapshot (slowly, on their shard's thread: leadership may
+    // move meanwhile), so whichever leads must send a snapshot.
+    let others: Vec<NodeId> = cluster.ids().into_iter().filter(|&id| id != follower).collect();
+    for &id in &others {
+        block(cluster.handle(id).snapshot()).expect("snapshot");
+        assert!(block(cluster.handle(id).status()).unwrap().installs.is_empty());
+    }
+    cluster.restart_node(follower);
+
+    // Per sending node: (acknowledged, total, elapsed); per leader the
+    // follower receives from: received bytes.
+    let mut sent: std::collections::BTreeMap<NodeId, Vec<(u64, u64, Duration)>> = Default::default();
+    let mut received: std::collections::BTreeMap<NodeId, Vec<(u64, u64)>> = Default::default();
+    let mut admin_seen = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let on_follower = block(cluster.handle(follower).status()).unwrap();
+        if on_follower.counters.snapshots_installed >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no install within 120 s: {on_follower:?}");
+        for &id in &others {
+            for install in block(cluster.handle(id).status()).unwrap().installs {
+                assert_eq!(install.direction, coraft::runtime::InstallDirection::Sending);
+                assert_eq!(install.peer, follower);
+                assert!(install.acknowledged_bytes <= install.sent_bytes && install.sent_bytes <= install.total_bytes);
+                sent.entry(id)
+                    .or_default()
+                    .push((install.acknowledged_bytes, install.total_bytes, install.elapsed));
+                if admin_seen.is_none()
+                    && install.acknowledged_bytes > 0
+                    && install.total_bytes - install.sent_bytes > 4 << 20
+                {
+                    admin_seen = Some((
+                        id,
+                        install.snapshot_index,
+                        admin_status_json(&cluster, id),
+                        admin_status_json(&cluster, follower),
+                        String::from_utf8(admin_status(&cluster, id, false)).unwrap(),
+                    ));
+                }
+            }
+        }
+        for install in &on_follower.installs {
+            assert_eq!(install.direction, coraft::runtime::InstallDirection::Receiving);
+            assert!(others.contains(&install.peer), "{install:?}");
+            received
+                .entry(install.peer)
+                .or_default()
+                .push((install.acknowledged_bytes, install.total_bytes));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The stream that was watched longest (leadership may have moved).
+    let (_, sent) = sent
+        .into_iter()
+        .max_by_key(|(_, s)| s.len())
+        .expect("a leader showed the stream");
+    let (_, received) = received
+        .into_iter()
+        .max_by_key(|(_, r)| r.len())
+        .expect("the follower showed the stream");
+    let total = sent[0].1;
+    assert!(total > 16 << 20, "the stream holds the padded snapshot: {total}");
+    let growing = |values: Vec<u64>| {
+        assert!(values.windows(2).all(|w| w[0] <= w[1]), "never back: {values:?}");
+        let inside: std::collections::BTreeSet<u64> = values.into_iter().filter(|&v| v > 0 && v < total).collect();
+        assert!(
+            inside.len() >= 3,
+            "seen growing through at least three values: {inside:?}"
+        );
+    };
+    growing(sent.iter().map(|s| s.0).collect());
+    growing(received.iter().map(|r| r.0).collect());
+    assert!(received.iter().all(|r| r.1 == total));
+    assert!(sent.last().unwrap().2 > sent[0].2, "elapsed grows");
+
+    let (sender, snapshot, on_sender, on_follower, table) = admin_seen.expect("coraft-admin asked mid-stream");
+    assert!(
+        table.contains("snapshot streams in flight:") && table.contains(&format!("sending to {follower}")),
+        "{table}"
+    );
+    let installs = admin_installs(&on_sender);
+    assert_eq!(installs.len(), 1, "{on_sender}");
+    assert_eq!(installs[0]["direction"], "sending");
+    assert_eq!(installs[0]["peer"], follower.0);
+    assert_eq!(installs[0]["snapshot_index"], snapshot.0);
+    assert_eq!(installs[0]["total_bytes"], total);
+    assert!(installs[0]["acknowledged_bytes"].as_u64().unwrap() > 0);
+    let installs = admin_installs(&on_follower);
+    assert_eq!(installs.len(), 1, "{on_follower}");
+    assert_eq!(installs[0]["direction"], "receiving");
+    assert_eq!(installs[0]["peer"], sender.0);
+
+    // Done: nothing in flight on any node, in the status and the tool (a
+    // leader once the last answer reached it).
+    for id in cluster.ids() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !block(cluster.handle(id).status()).unwrap().installs.is_empty() {
+            assert!(Instant::now() < deadline, "node {id} still shows a stream");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            admin_installs(&admin_status_json(&cluster, id)),
+            Vec::<serde_json::Value>::new()
+        );
+    }
+    cluster.stop_all();
+}

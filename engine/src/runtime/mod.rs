@@ -11,6 +11,7 @@ mod forward;
 mod group;
 mod group_creation;
 mod install;
+mod install_progress;
 mod membership;
 mod metrics;
 mod node;
@@ -32,6 +33,7 @@ pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 pub use install::SNAPSHOT_ACK_TIMEOUT;
+pub use install_progress::{InstallDirection, InstallProgress, INSTALL_RECEIVE_IDLE_MAX};
 pub use membership::{MEMBERSHIP_CHANGES_IN_FLIGHT_MAX, NODE_ADDRESSES_MAX, PROMOTE_LAG_ENTRIES_MAX};
 pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,

@@ -307,6 +307,10 @@ pub(crate) enum ApiRequest {
     Addresses {
         reply: flume::Sender<BTreeMap<NodeId, Vec<SocketAddr>>>,
     },
+    /// Every snapshot stream in flight on the shard, both ways.
+    Installs {
+        reply: flume::Sender<Vec<(GroupId, super::InstallProgress)>>,
+    },
     /// `Node::create_group`; without a reply, a failure is logged.
     CreateGroup {
         group: GroupId,
@@ -361,6 +365,10 @@ pub struct GroupStatus {
     pub quiesced: bool,
     /// What the group did on this node.
     pub counters: super::group::GroupCounters,
+    /// The snapshot streams (InstallSnapshot) of the group in flight here:
+    /// on a leader one per follower it is sending to, on a follower the one
+    /// it receives. Empty when none is.
+    pub installs: Vec<super::InstallProgress>,
 }
 
 /// How a node's shards start.

@@ -27,7 +27,10 @@ mod violations;
 pub use admin::ADMIN_REQUESTS_QUEUED_MAX;
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
-pub use compaction::{SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT};
+pub use compaction::{
+    SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
+    SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX,
+};
 pub use created_groups::CREATED_GROUPS_FILE;
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;

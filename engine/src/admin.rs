@@ -15,9 +15,9 @@ use coraft_net::{BlockingConnection, Hello, NetError, Refusal, Role as NetRole};
 use crate::raft::{GroupId, NodeId};
 
 pub use coraft_net::admin::{
-    AdminError, AdminRequest, AdminRole, GroupReport, MemberSpec, NodeAddresses, NodeReport, PeerReport,
-    ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_PROTOCOL_VERSION, ADMIN_STATUS_GROUPS_MAX,
-    ADMIN_STATUS_PAGE_GROUPS_MAX,
+    AdminError, AdminRequest, AdminRole, GroupReport, InstallReport, MemberSpec, NodeAddresses, NodeReport, PeerReport,
+    ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_INSTALLS_MAX, ADMIN_PROTOCOL_VERSION,
+    ADMIN_SERVED_VERSION_MIN, ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
 };
 
 /// Why an admin call to one node failed.
@@ -79,6 +79,9 @@ pub struct AdminClient {
     node: NodeId,
     next_request: u64,
     timeout: Duration,
+    /// The admin protocol version spoken to this node: this build's, or
+    /// an older one the node named in an `UnsupportedVersion` answer.
+    version: u16,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -146,6 +149,7 @@ impl AdminClient {
             node,
             next_request: 1,
             timeout,
+            version: ADMIN_PROTOCOL_VERSION,
         })
     }
 
@@ -159,9 +163,49 @@ impl AdminClient {
         self.address
     }
 
-    /// Sends one request and waits for its answer.
+    /// Sends one request and waits for its answer. A node of an older
+    /// admin protocol version, from [`ADMIN_SERVED_VERSION_MIN`] on, is
+    /// asked again at its version (its requests are laid out alike in
+    /// this one), and spoken to at it from then on.
     pub fn call(&mut self, request: AdminRequest) -> Result<AdminReply, AdminCallError> {
-        self.call_as(ADMIN_PROTOCOL_VERSION, request)
+        match self.call_as(self.version, request.clone()) {
+            Err(AdminCallError::Node {
+                error: AdminError::UnsupportedVersion { supported, .. },
+                ..
+            }) if (ADMIN_SERVED_VERSION_MIN..self.version).contains(&supported) => {
+                self.version = supported;
+                self.call_as(supported, request)
+            }
+            answer => answer,
+        }
+    }
+
+    /// The admin protocol version spoken to this node (this build's until
+    /// the node answered that it speaks an older one).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The snapshot streams in flight on this node, both ways (at most
+    /// [`ADMIN_INSTALLS_MAX`]), and how many there are in all; `None` from
+    /// a node of admin protocol version 3, which does not report them.
+    pub fn installs(&mut self) -> Result<Option<(Vec<InstallReport>, u64)>, AdminCallError> {
+        if self.version < 4 {
+            return Ok(None);
+        }
+        match self.call_as(self.version, AdminRequest::Installs) {
+            Ok(AdminReply::Installs { installs, total }) => Ok(Some((installs, total))),
+            Ok(other) => Err(self.unexpected(&other)),
+            // A node of version 3 does not know the request.
+            Err(AdminCallError::Node {
+                error: AdminError::UnsupportedVersion { supported, .. },
+                ..
+            }) if (ADMIN_SERVED_VERSION_MIN..self.version).contains(&supported) => {
+                self.version = supported;
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Sends one request as admin protocol `version` speaks it (for a

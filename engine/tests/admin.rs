@@ -472,7 +472,7 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     );
     // Tools of versions 1 and 2 (before NodeReport carried the election
     // priority; before StatusPage) are told so, on the same connection.
-    assert_eq!(ADMIN_PROTOCOL_VERSION, 3);
+    assert_eq!(ADMIN_PROTOCOL_VERSION, 4);
     for old in [1, 2] {
         let answer = raw_call(
             &mut connection,
@@ -482,10 +482,30 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
             answer.result,
             Err(AdminError::UnsupportedVersion {
                 found: old,
-                supported: 3
+                supported: 4
             })
         );
     }
+    // A version 3 tool is served (its requests read alike in version 4),
+    // but not the request version 4 added.
+    let answer = raw_call(
+        &mut connection,
+        &request_bytes(3, CLUSTER, AdminRequest::Status { groups: vec![] }),
+    );
+    assert!(matches!(answer.result, Ok(AdminReply::Status(_))), "{answer:?}");
+    let answer = raw_call(&mut connection, &request_bytes(3, CLUSTER, AdminRequest::Installs));
+    assert_eq!(
+        answer.result,
+        Err(AdminError::UnsupportedVersion { found: 3, supported: 4 })
+    );
+    let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Installs));
+    assert_eq!(
+        answer.result,
+        Ok(AdminReply::Installs {
+            installs: vec![],
+            total: 0
+        })
+    );
     // But a node joining from a version 2 build gets the addresses it asks
     // its seed for (the request and answer are laid out alike).
     let answer = raw_call(&mut connection, &request_bytes(2, CLUSTER, AdminRequest::Addresses));
@@ -1052,6 +1072,19 @@ fn older_seed(version: u16, known: Vec<NodeAddresses>) -> (SocketAddr, std::thre
                         })
                     } else if request.request == AdminRequest::Addresses {
                         Ok(AdminReply::Addresses(known.clone()))
+                    } else if version >= 3 && matches!(request.request, AdminRequest::StatusPage { .. }) {
+                        // One group, once.
+                        let after = match request.request {
+                            AdminRequest::StatusPage { after, .. } => after,
+                            _ => unreachable!(),
+                        };
+                        Ok(AdminReply::Status(coraft_net::admin::NodeReport {
+                            node: 5,
+                            cluster_id: CLUSTER,
+                            shards: 1,
+                            groups: if after == 0 { vec![older_group_report()] } else { vec![] },
+                            election_priority: 0,
+                        }))
                     } else {
                         Err(AdminError::BadRequest {
                             reason: "not in this stand-in".into(),
@@ -1069,6 +1102,68 @@ fn older_seed(version: u16, known: Vec<NodeAddresses>) -> (SocketAddr, std::thre
     });
     listening.recv().unwrap();
     (address, thread)
+}
+
+/// The one group a stand-in older node reports.
+fn older_group_report() -> coraft_net::admin::GroupReport {
+    coraft_net::admin::GroupReport {
+        group: 1,
+        role: coraft_net::admin::AdminRole::Leader,
+        term: 2,
+        leader: Some(5),
+        commit_index: 9,
+        applied_index: 9,
+        last_index: 9,
+        snapshot_index: 0,
+        quiesced: false,
+        voters: vec![5],
+        outgoing_voters: vec![],
+        learners: vec![],
+        peers: vec![],
+    }
+}
+
+#[test]
+fn a_version_4_tool_asks_a_version_3_node_again_at_3_and_shows_its_status_without_install_progress() {
+    let timeout = Duration::from_secs(10);
+    let (node, thread) = older_seed(3, vec![]);
+    let mut client = coraft::admin::AdminClient::connect(node, CLUSTER, timeout).unwrap();
+    let report = client.status(&[]).expect("a version 3 node answers the status");
+    assert_eq!(report.groups, vec![older_group_report()]);
+    assert_eq!(client.version(), 3);
+    assert_eq!(client.installs(), Ok(None), "a version 3 node reports no installs");
+    drop(client);
+    thread.join().unwrap();
+
+    let (node, thread) = older_seed(3, vec![]);
+    let output = admin(&[
+        "--node",
+        &node.to_string(),
+        "--cluster-id",
+        &CLUSTER.to_string(),
+        "status",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("node 5: admin protocol 3 reports no snapshot streams"),
+        "{}",
+        stdout(&output)
+    );
+    thread.join().unwrap();
+    let (node, thread) = older_seed(3, vec![]);
+    let output = admin(&[
+        "--node",
+        &node.to_string(),
+        "--cluster-id",
+        &CLUSTER.to_string(),
+        "--json",
+        "status",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["nodes"][0]["groups"][0]["installs"], Value::Null);
+    assert_eq!(json["nodes"][0]["groups"][0]["commit_index"], 9);
+    thread.join().unwrap();
 }
 
 #[test]

@@ -36,13 +36,31 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// read each other's `UnsupportedVersion` answer, and a version 2 node
 /// answers a `StatusPage` it cannot read with `BadRequest`.
 ///
+/// Version 4 added [`AdminRequest::Installs`] and [`AdminReply::Installs`]
+/// (the snapshot streams in flight on the node), again appended and no
+/// larger than the largest variant before, so the archived size of every
+/// request and response is unchanged. Every request of version 3 reads and
+/// is answered alike in version 4, so a version 4 node serves a version 3
+/// tool ([`ADMIN_SERVED_VERSION_MIN`]); a version 4 tool that a version 3
+/// node answers `UnsupportedVersion` asks again at 3
+/// (`coraft::admin::AdminClient`), without install progress.
+///
 /// [`AdminRequest::Addresses`] came late in version 1 (a version 1 node
 /// may not know it: it answers `BadRequest`); every node of version 2 and
 /// up serves it. Its request and answer are laid out alike in every version
 /// that has it, so a node serves it to a tool of any version from
 /// [`ADMIN_ADDRESSES_VERSION_MIN`] up, and a joining node asks an older seed
 /// again at the seed's version (`coraft::admin::seed_addresses`).
-pub const ADMIN_PROTOCOL_VERSION: u16 = 3;
+pub const ADMIN_PROTOCOL_VERSION: u16 = 4;
+
+/// The oldest admin protocol version whose every request a node of this
+/// version serves: version 3's requests and answers are laid out alike in
+/// version 4 (see [`ADMIN_PROTOCOL_VERSION`]).
+pub const ADMIN_SERVED_VERSION_MIN: u16 = 3;
+
+/// Bound on the streams one [`AdminReply::Installs`] answer lists (the
+/// answer's `total` counts them all).
+pub const ADMIN_INSTALLS_MAX: usize = 4096;
 
 /// The oldest admin protocol version whose every node serves
 /// [`AdminRequest::Addresses`] (see [`ADMIN_PROTOCOL_VERSION`]).
@@ -177,6 +195,33 @@ pub struct NodeReport {
     pub election_priority: u8,
 }
 
+/// One snapshot stream in flight on the node answering, for
+/// [`AdminReply::Installs`]. Since admin protocol version 4.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct InstallReport {
+    /// The group.
+    pub group: u64,
+    /// True on the leader sending it, false on the follower receiving it.
+    pub sending: bool,
+    /// The follower it goes to (sending) or the leader it comes from.
+    pub peer: u64,
+    /// The last index the snapshot covers.
+    pub snapshot_index: u64,
+    /// That entry's term.
+    pub snapshot_term: u64,
+    /// The stream's length in bytes (the metadata, then the data).
+    pub total_bytes: u64,
+    /// Sending: the furthest stream offset sent. Receiving: the bytes
+    /// received and written.
+    pub sent_bytes: u64,
+    /// Bytes the follower wrote and acknowledged (receiving: the same as
+    /// `sent_bytes`, each chunk is acknowledged once written).
+    pub acknowledged_bytes: u64,
+    /// Milliseconds since the stream started (receiving: its first chunk).
+    pub elapsed_ms: u64,
+}
+
 pub use admin_enums::*;
 
 /// rkyv derives helper types for the fields of struct-like enum variants
@@ -185,7 +230,7 @@ pub use admin_enums::*;
 mod admin_enums {
     use rkyv::{Archive, Deserialize, Serialize};
 
-    use super::NodeReport;
+    use super::{InstallReport, NodeReport};
 
     /// What an operator asks a node.
     #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -238,6 +283,10 @@ mod admin_enums {
         /// Answered with [`AdminReply::Status`]; an empty page means there
         /// are no more. Since admin protocol version 3.
         StatusPage { after: u64, groups_max: u32 },
+        /// The snapshot streams (InstallSnapshot) in flight on this node,
+        /// both ways, for every group it hosts. Answered with
+        /// [`AdminReply::Installs`]. Since admin protocol version 4.
+        Installs,
     }
 
     /// One node's shard addresses, by shard index (`ip:port` each).
@@ -287,6 +336,10 @@ mod admin_enums {
         /// The answer to [`AdminRequest::Addresses`], at most
         /// `CONFIGURATION_MEMBERS_MAX` nodes.
         Addresses(Vec<NodeAddresses>),
+        /// The answer to [`AdminRequest::Installs`]: at most
+        /// [`super::ADMIN_INSTALLS_MAX`] streams, by group, and how many
+        /// there are in all. Since admin protocol version 4.
+        Installs { installs: Vec<InstallReport>, total: u64 },
     }
 
     /// Why an admin request failed.
@@ -378,7 +431,7 @@ pub fn bounded_reason(reason: impl Into<String>) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! Versions 1, 2 and 3 of the admin protocol must read each other's
+    //! Versions 1 to 4 of the admin protocol must read each other's
     //! `UnsupportedVersion` answer: version 1's response layout (version 2's
     //! is the same size) and version 2's request layout, copied here,
     //! against this build's.
@@ -453,6 +506,138 @@ mod tests {
             confirm_data_loss: bool,
         },
         Addresses,
+    }
+
+    /// Version 3's requests: this build's without `Installs`.
+    #[derive(Archive, Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum AdminRequestV3 {
+        Status {
+            groups: Vec<u64>,
+        },
+        TransferLeader {
+            group: u64,
+            to: u64,
+        },
+        Snapshot {
+            group: u64,
+        },
+        AddLearner {
+            group: u64,
+            member: MemberSpec,
+        },
+        Promote {
+            group: u64,
+            node: u64,
+        },
+        AddVoter {
+            group: u64,
+            member: MemberSpec,
+        },
+        Remove {
+            group: u64,
+            node: u64,
+        },
+        Change {
+            group: u64,
+            voters: Vec<MemberSpec>,
+        },
+        ResetPeers {
+            group: u64,
+            voters: Vec<u64>,
+            confirm_data_loss: bool,
+        },
+        Addresses,
+        StatusPage {
+            after: u64,
+            groups_max: u32,
+        },
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct AdminRequestFrameV3 {
+        version: u16,
+        cluster_id: u64,
+        request_id: u64,
+        request: AdminRequestV3,
+    }
+
+    /// Version 3's answers: this build's without `Installs`.
+    #[derive(Archive, Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum AdminReplyV3 {
+        Status(NodeReport),
+        TransferStarted,
+        Snapshot { index: u64 },
+        MembershipChanged,
+        Addresses(Vec<NodeAddresses>),
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct AdminResponseFrameV3 {
+        version: u16,
+        request_id: u64,
+        node_id: u64,
+        result: Result<AdminReplyV3, AdminError>,
+    }
+
+    #[test]
+    fn version_3_requests_read_as_version_4_and_version_4_status_answers_read_as_version_3() {
+        assert_eq!(
+            std::mem::size_of::<ArchivedAdminRequestFrame>(),
+            std::mem::size_of::<ArchivedAdminRequestFrameV3>()
+        );
+        assert_eq!(
+            std::mem::size_of::<ArchivedAdminResponseFrame>(),
+            std::mem::size_of::<ArchivedAdminResponseFrameV3>()
+        );
+        let old = AdminRequestFrameV3 {
+            version: 3,
+            cluster_id: 7,
+            request_id: 9,
+            request: AdminRequestV3::StatusPage {
+                after: 5,
+                groups_max: 10,
+            },
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        let read = rkyv::from_bytes::<AdminRequestFrame, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(
+            read.request,
+            AdminRequest::StatusPage {
+                after: 5,
+                groups_max: 10
+            }
+        );
+        // A version 4 node's status answer, as a version 3 tool reads it.
+        let answer = AdminResponseFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            request_id: 9,
+            node_id: 2,
+            result: Ok(AdminReply::Status(NodeReport {
+                node: 2,
+                cluster_id: 7,
+                shards: 1,
+                groups: vec![report(1, 3, 2)],
+                election_priority: 4,
+            })),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&answer).unwrap();
+        let read = rkyv::from_bytes::<AdminResponseFrameV3, rkyv::rancor::Error>(&bytes).unwrap();
+        match read.result {
+            Ok(AdminReplyV3::Status(report)) => assert_eq!(report.groups, vec![self::report(1, 3, 2)]),
+            _ => panic!("a version 3 tool reads a version 4 status answer"),
+        }
+        // The new request does not read as version 3 (a version 3 node
+        // answers it BadRequest, if its version check let it through).
+        let new = AdminRequestFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            cluster_id: 7,
+            request_id: 10,
+            request: AdminRequest::Installs,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&new).unwrap();
+        assert!(rkyv::from_bytes::<AdminRequestFrameV3, rkyv::rancor::Error>(&bytes).is_err());
     }
 
     #[derive(Archive, Serialize, Deserialize)]

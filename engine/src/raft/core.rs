@@ -287,6 +287,10 @@ impl RaftCore {
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.log.term_at(index)
     }
+    /// Size in bytes of the entry at `index` (`Entry::size_bytes`), if held.
+    pub fn entry_bytes(&self, index: LogIndex) -> Option<u64> {
+        self.log.entry(index).map(|entry| entry.size_bytes())
+    }
     /// The configuration in force (the latest appended, Raft thesis §4.1).
     pub fn configuration(&self) -> &Configuration {
         self.membership.current()

@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 
 use coraft_net::admin::{
     bounded_reason, group_report_bytes_max, AdminError, AdminReply, AdminRequest, AdminRequestFrame,
-    AdminResponseFrame, AdminRole, GroupReport, MemberSpec, NodeReport, PeerReport, ADMIN_ADDRESSES_VERSION_MIN,
-    ADMIN_ANSWER_BYTES_MAX, ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION, ADMIN_STATUS_GROUPS_MAX,
-    ADMIN_STATUS_PAGE_GROUPS_MAX,
+    AdminResponseFrame, AdminRole, GroupReport, InstallReport, MemberSpec, NodeReport, PeerReport,
+    ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_INSTALLS_MAX, ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION,
+    ADMIN_SERVED_VERSION_MIN, ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
 };
 
 use crate::api::Error;
@@ -93,6 +93,38 @@ impl AdminService {
             .collect())
     }
 
+    /// Every snapshot stream in flight on the node, by group: at most
+    /// [`ADMIN_INSTALLS_MAX`] of them, and how many there are.
+    async fn installs(&self) -> Result<AdminReply, AdminError> {
+        let mut all = Vec::new();
+        for api in &self.apis {
+            let (reply, answer) = flume::bounded(1);
+            api.try_send(ApiRequest::Installs { reply })
+                .map_err(|_| AdminError::Busy {
+                    bound: "API_QUEUE_MAX".into(),
+                })?;
+            all.extend(answer.recv_async().await.map_err(|_| AdminError::Shutdown)?);
+        }
+        all.sort_by_key(|(group, install)| (*group, install.direction, install.peer));
+        let total = all.len() as u64;
+        let installs = all
+            .into_iter()
+            .take(ADMIN_INSTALLS_MAX)
+            .map(|(group, install)| InstallReport {
+                group: group.0,
+                sending: install.direction == super::InstallDirection::Sending,
+                peer: install.peer.0,
+                snapshot_index: install.snapshot_index.0,
+                snapshot_term: install.snapshot_term.0,
+                total_bytes: install.total_bytes,
+                sent_bytes: install.sent_bytes,
+                acknowledged_bytes: install.acknowledged_bytes,
+                elapsed_ms: install.elapsed.as_millis() as u64,
+            })
+            .collect();
+        Ok(AdminReply::Installs { installs, total })
+    }
+
     /// The cluster this node belongs to.
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id
@@ -136,11 +168,15 @@ impl AdminService {
 
     /// Serves one request.
     pub async fn serve(&self, frame: AdminRequestFrame) -> AdminResponseFrame {
-        // `Addresses` reads and answers alike in every version that has it
-        // (a node joining from an older build asks it of this one).
-        let addresses_of_older = matches!(frame.request, AdminRequest::Addresses)
-            && (ADMIN_ADDRESSES_VERSION_MIN..ADMIN_PROTOCOL_VERSION).contains(&frame.version);
-        let result = if frame.version != ADMIN_PROTOCOL_VERSION && !addresses_of_older {
+        // Every request of a served older version reads and answers alike
+        // in this one; `Addresses` in every version that has it (a node
+        // joining from an older build asks it of this one).
+        let oldest = match frame.request {
+            AdminRequest::Installs => ADMIN_PROTOCOL_VERSION,
+            AdminRequest::Addresses => ADMIN_ADDRESSES_VERSION_MIN,
+            _ => ADMIN_SERVED_VERSION_MIN,
+        };
+        let result = if !(oldest..=ADMIN_PROTOCOL_VERSION).contains(&frame.version) {
             Err(AdminError::UnsupportedVersion {
                 found: frame.version,
                 supported: ADMIN_PROTOCOL_VERSION,
@@ -206,6 +242,7 @@ impl AdminService {
                 changed(group, self.handle(group).change_members(voters).await)
             }
             AdminRequest::Addresses => self.addresses().await.map(AdminReply::Addresses),
+            AdminRequest::Installs => self.installs().await,
             AdminRequest::ResetPeers {
                 group,
                 voters,

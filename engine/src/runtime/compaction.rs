@@ -21,6 +21,14 @@ use super::group::Group;
 /// the tuning config's default, one constant for both).
 pub const SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT: u64 = coraft_tuning::SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT;
 
+/// Bound on the log bytes a leader keeps in memory (and in the WAL) after
+/// the snapshot it is streaming to a follower, beyond what the policy keeps
+/// anyway (`log_tail_entries` below its newest snapshot). Within it, the
+/// follower is caught up from the log once it installed the streamed
+/// snapshot; past it, the oldest of those entries go as they would without
+/// a stream, and the follower is sent a newer snapshot after this one.
+pub const SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX: u64 = 64 << 20;
+
 /// Bound on the idle groups whose hard state and purge marker are written
 /// again in one turn so that the oldest WAL segment can be deleted
 /// (`coraft_wal::SEGMENT_HOLDERS_MAX` are named per segment).
@@ -146,6 +154,31 @@ pub(crate) fn compaction_points(snapshot_index: LogIndex, tail: u64, older: Opti
     (memory, wal)
 }
 
+/// Where to compact to, at most `memory`, so that the entries after
+/// `streamed` (a snapshot being streamed to a follower) stay, as far as
+/// they take at most `bytes_max` bytes (`entry_bytes` gives each entry's
+/// size; an entry it does not know ends the walk). Walks down from `memory`.
+pub(crate) fn stream_hold_point(
+    memory: LogIndex,
+    streamed: LogIndex,
+    bytes_max: u64,
+    entry_bytes: impl Fn(LogIndex) -> Option<u64>,
+) -> LogIndex {
+    let mut point = memory;
+    let mut kept = 0u64;
+    while point > streamed {
+        let Some(bytes) = entry_bytes(point) else {
+            break;
+        };
+        if kept.saturating_add(bytes) > bytes_max {
+            break;
+        }
+        kept += bytes;
+        point = LogIndex(point.0 - 1);
+    }
+    point
+}
+
 /// Compacts `group` after its snapshot at `snapshot_index` became durable:
 /// writes the WAL purge marker (buffered; the shard's next sync makes it
 /// durable, and the snapshot already is) and drops the core's entries.
@@ -154,7 +187,7 @@ pub(crate) fn compaction_points(snapshot_index: LogIndex, tail: u64, older: Opti
 /// entries after it stay, so that the follower, once it installed that
 /// snapshot, is caught up from the log instead of being sent a newer
 /// snapshot (under a steady write load a slow stream would otherwise never
-/// be recent enough).
+/// be recent enough), as far as [`SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX`] allows.
 pub(crate) fn compact_group(
     wal: &Wal,
     group_id: GroupId,
@@ -177,7 +210,21 @@ pub(crate) fn compact_group(
         None => None,
     };
     let (memory, wal_point) = compaction_points(snapshot_index, tail, older);
-    let memory = streaming.map_or(memory, |streamed| memory.min(streamed));
+    let memory = match streaming {
+        Some(streamed) if streamed < memory => {
+            let point = stream_hold_point(memory, streamed, SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX, |index| {
+                group.core.entry_bytes(index)
+            });
+            if point > streamed {
+                log::info!(
+                    "group {group_id}: keeping the log after index {point}, not after {streamed} (the snapshot \
+                     being streamed): SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX; the follower will be sent a newer one"
+                );
+            }
+            point
+        }
+        _ => memory,
+    };
     let wal_point = wal_point.min(memory);
     let mut purged = false;
     if wal_point > group.wal_purged {
@@ -303,6 +350,37 @@ mod tests {
         assert_eq!(
             compaction_points(LogIndex(100), 10, Some(LogIndex(95))),
             (LogIndex(90), LogIndex(90))
+        );
+    }
+
+    #[test]
+    fn a_stream_holds_the_log_after_its_snapshot_only_within_the_byte_bound() {
+        let hundred_each = |index: LogIndex| (index.0 >= 1).then_some(100);
+        // All of (50, 90] is 4,000 bytes: kept under a bound of 4,000.
+        assert_eq!(
+            stream_hold_point(LogIndex(90), LogIndex(50), 4_000, hundred_each),
+            LogIndex(50)
+        );
+        // Under 1,050 bytes: the ten newest entries stay, (80, 90].
+        assert_eq!(
+            stream_hold_point(LogIndex(90), LogIndex(50), 1_050, hundred_each),
+            LogIndex(80)
+        );
+        // A bound of nothing holds nothing.
+        assert_eq!(
+            stream_hold_point(LogIndex(90), LogIndex(50), 0, hundred_each),
+            LogIndex(90)
+        );
+        // Entries the log no longer holds end the walk.
+        assert_eq!(
+            stream_hold_point(LogIndex(90), LogIndex(50), u64::MAX, |i: LogIndex| (i.0 > 70)
+                .then_some(1)),
+            LogIndex(70)
+        );
+        // A stream of a snapshot at or past the point holds nothing back.
+        assert_eq!(
+            stream_hold_point(LogIndex(90), LogIndex(95), u64::MAX, hundred_each),
+            LogIndex(90)
         );
     }
 

@@ -28,6 +28,7 @@ use crate::api::Error;
 use crate::raft::{GroupId, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
 
 use super::events::EventQueue;
+use super::install_progress::{InstallDirection, InstallProgress, ReceiveProgress};
 use super::shard::Shard;
 use super::snapshot_store::{SnapshotId, SnapshotStore, StoredSnapshot};
 use super::snapshot_stream::{
@@ -71,6 +72,8 @@ struct ChunkWritten {
     from: NodeId,
     term: Term,
     bytes: u64,
+    /// The stream's length.
+    total_bytes: u64,
     ack: SnapshotChunkAck,
     /// The stored snapshot once the stream is complete and durable.
     result: Result<Option<StoredSnapshot>, SnapshotStreamError>,
@@ -140,6 +143,7 @@ fn write_received(node: NodeId, inbox: &mut SnapshotInbox, received: Received) -
         from,
         term,
         bytes: chunk.data.len() as u64,
+        total_bytes: chunk.total_bytes,
         ack,
         result,
         timings,
@@ -168,6 +172,8 @@ pub(crate) struct Installs {
     /// Where the time of each group's last received stream went, until
     /// the snapshot is loaded.
     received_timings: BTreeMap<GroupId, ReceiverTimings>,
+    /// How far the received streams got (`GroupStatus::installs`).
+    received: ReceiveProgress,
 }
 
 impl Installs {
@@ -184,6 +190,7 @@ impl Installs {
                 returned: Rc::new(RefCell::new(WorkerReturn::default())),
             },
             received_timings: BTreeMap::new(),
+            received: ReceiveProgress::default(),
         }
     }
 
@@ -221,6 +228,31 @@ impl Installs {
         .detach();
     }
 
+    /// The streams of `group` in flight here, both ways.
+    pub fn progress(&self, group: GroupId, now: Instant) -> Vec<InstallProgress> {
+        let sending = self
+            .outgoing
+            .range((group, NodeId(0))..=(group, NodeId(u64::MAX)))
+            .map(|(_, o)| sending_progress(&o.sender, now));
+        sending.chain(self.received.progress(group, now)).collect()
+    }
+
+    /// Every stream in flight here, both ways, by group.
+    pub fn all_progress(&self, now: Instant) -> Vec<(GroupId, InstallProgress)> {
+        let mut groups: Vec<GroupId> = self
+            .outgoing
+            .keys()
+            .map(|&(g, _)| g)
+            .chain(self.received.groups())
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+            .into_iter()
+            .flat_map(|g| self.progress(g, now).into_iter().map(move |p| (g, p)))
+            .collect()
+    }
+
     /// The index of the oldest snapshot streamed to a follower of `group`:
     /// compaction keeps the entries after it (`compaction::compact_group`).
     pub fn oldest_streamed(&self, group: GroupId) -> Option<crate::raft::LogIndex> {
@@ -228,6 +260,23 @@ impl Installs {
             .range((group, NodeId(0))..=(group, NodeId(u64::MAX)))
             .map(|(_, o)| o.sender.snapshot().index)
             .min()
+    }
+}
+
+fn sending_progress(sender: &SnapshotSender, now: Instant) -> InstallProgress {
+    let snapshot = sender.snapshot();
+    InstallProgress {
+        direction: InstallDirection::Sending,
+        peer: sender.to(),
+        snapshot_index: snapshot.index,
+        snapshot_term: snapshot.term,
+        total_bytes: sender.total_bytes(),
+        sent_bytes: sender.sent_offset(),
+        acknowledged_bytes: sender.acknowledged(),
+        elapsed: sender
+            .timings
+            .opened
+            .map_or(Duration::ZERO, |opened| now.saturating_duration_since(opened)),
     }
 }
 
@@ -514,6 +563,7 @@ impl Shard {
             from,
             term,
             bytes,
+            total_bytes,
             ack,
             result,
             timings,
@@ -528,6 +578,9 @@ impl Shard {
             self.metrics.snapshot_install_bytes_received += bytes;
             group.counters.install_bytes_received += bytes;
         }
+        let now = Instant::now();
+        self.installs.received.drop_idle(now);
+        self.installs.received.on_ack(group_id, from, total_bytes, &ack, now);
         let reply_term = group.core.term();
         self.peers
             .send_stream(from, group_id, reply_term, RaftBody::SnapshotChunkAck(ack));

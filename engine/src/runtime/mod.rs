@@ -12,6 +12,7 @@ mod forward;
 mod group;
 mod group_creation;
 mod install;
+mod install_progress;
 mod membership;
 mod metrics;
 mod node;
@@ -28,12 +29,16 @@ pub use admin::ADMIN_REQUESTS_QUEUED_MAX;
 pub use affinity::{current_thread_cpus, pin_current_thread};
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
-pub use compaction::{SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT};
+pub use compaction::{
+    SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
+    SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX,
+};
 pub use created_groups::CREATED_GROUPS_FILE;
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 pub use install::SNAPSHOT_ACK_TIMEOUT;
+pub use install_progress::{InstallDirection, InstallProgress, INSTALL_RECEIVE_IDLE_MAX};
 pub use membership::{MEMBERSHIP_CHANGES_IN_FLIGHT_MAX, NODE_ADDRESSES_MAX, PROMOTE_LAG_ENTRIES_MAX};
 pub use metrics::{
     render_prometheus, ShardMetrics, APPEND_TIMES_MAX, HTTP_REQUEST_BYTES_MAX, LATENCY_MAX_US, TURN_BUDGET,

@@ -337,6 +337,10 @@ pub(crate) enum ApiRequest {
     Addresses {
         reply: flume::Sender<BTreeMap<NodeId, Vec<SocketAddr>>>,
     },
+    /// Every snapshot stream in flight on the shard, both ways.
+    Installs {
+        reply: flume::Sender<Vec<(GroupId, super::InstallProgress)>>,
+    },
     /// `Node::create_group`; without a reply, a failure is logged.
     CreateGroup {
         group: GroupId,
@@ -391,6 +395,10 @@ pub struct GroupStatus {
     pub quiesced: bool,
     /// What the group did on this node.
     pub counters: super::group::GroupCounters,
+    /// The snapshot streams (InstallSnapshot) of the group in flight here:
+    /// on a leader one per follower it is sending to, on a follower the one
+    /// it receives. Empty when none is.
+    pub installs: Vec<super::InstallProgress>,
 }
 
 /// How a node's shards start.
@@ -1319,6 +1327,8 @@ fn load_snapshot(
                 skipped()
             )));
         }
+        // The whole log is in the WAL: the restart replays it.
+        set_aside_damaged(&store, group, &found.skipped, &skipped())?;
         return Ok(LoadedSnapshot {
             store,
             sessions: super::sessions::SessionTable::default(),
@@ -1389,6 +1399,8 @@ fn load_snapshot(
         snapshot.meta.index
     );
     initial.loaded_snapshot = Some(snapshot.meta.clone());
+    // The restart goes on from this one.
+    set_aside_damaged(&store, group, &found.skipped, &skipped())?;
     Ok(LoadedSnapshot {
         snapshot: found.snapshot.clone(),
         store,
@@ -1396,4 +1408,24 @@ fn load_snapshot(
         addresses: snapshot.addresses.clone(),
         adopted: !in_log,
     })
+}
+
+/// Once a restart goes on without them, the damaged snapshots it skipped
+/// must no longer count as kept snapshots (`SnapshotStore::set_aside`).
+/// Only then: a refused start leaves every file as it found it.
+fn set_aside_damaged(
+    store: &super::snapshot_store::SnapshotStore,
+    group: GroupId,
+    skipped: &[super::snapshot_store::SkippedSnapshot],
+    described: &str,
+) -> Result<(), Error> {
+    let aside = store.set_aside(skipped).map_err(|e| {
+        Error::Storage(format!(
+            "group {group}: setting aside the damaged snapshots [{described}]: {e}"
+        ))
+    })?;
+    for path in aside {
+        log::warn!("group {group}: damaged snapshot set aside as {}", path.display());
+    }
+    Ok(())
 }

@@ -877,7 +877,12 @@ impl Shard {
                 None => drop(reply),
             },
             ApiRequest::Status { group, reply } => {
-                let _ = reply.send(self.groups.get(&group).map(|g| status_of(self.node, g)));
+                let status = self.groups.get(&group).map(|g| {
+                    let mut status = status_of(self.node, g);
+                    status.installs = self.installs.progress(group, Instant::now());
+                    status
+                });
+                let _ = reply.send(status);
             }
             ApiRequest::TransferLeader { group, target, reply } => {
                 let result = match self.groups.get_mut(&group) {
@@ -938,6 +943,9 @@ impl Shard {
             ApiRequest::Membership { group, request, reply } => {
                 let _group = crate::logging::group_span(group).entered();
                 self.membership_request(group, request, reply)
+            }
+            ApiRequest::Installs { reply } => {
+                let _ = reply.send(self.installs.all_progress(Instant::now()));
             }
             ApiRequest::Addresses { reply } => {
                 let _ = reply.send(self.addresses.clone());
@@ -1480,6 +1488,7 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         first_index: core.first_index(),
         quiesced: core.is_quiesced(),
         counters: group.counters,
+        installs: Vec::new(),
         configuration: core.configuration().clone(),
         peers: core
             .progress()

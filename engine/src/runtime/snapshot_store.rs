@@ -11,6 +11,8 @@
 //! snapshot-<index>-<term>/data   the state machine's bytes, as written
 //! snapshot-<index>-<term>/meta   what the snapshot is, and both checksums
 //! tmp-snapshot-<index>-<term>/   a snapshot being written (never complete)
+//! damaged-snapshot-<index>-<term>/ a snapshot a restart found damaged and
+//!                                 skipped, set aside for a look by hand
 //! ```
 //!
 //! A snapshot becomes visible only by the rename of its finished temp
@@ -47,6 +49,7 @@ const DATA_FILE: &str = "data";
 const METADATA_FILE: &str = "meta";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
 const TEMP_PREFIX: &str = "tmp-snapshot-";
+const DAMAGED_PREFIX: &str = "damaged-";
 
 /// What went wrong with a snapshot store, naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -519,6 +522,45 @@ impl SnapshotStore {
             data_bytes: metadata.data_bytes,
             data_crc: metadata.data_crc,
         })
+    }
+
+    /// Moves the snapshots a restart skipped as damaged
+    /// ([`NewestValid::skipped`]) out of the way, each to
+    /// `damaged-<its name>` in the store, once the restart went on from an
+    /// older one. Left in place, a damaged snapshot would still count as one
+    /// of the [`SNAPSHOTS_KEPT`]: the next snapshot would then delete the
+    /// valid older one, and compaction would let the WAL go past it, leaving
+    /// no fallback. Those set aside by an earlier restart are deleted first,
+    /// so at most [`SNAPSHOTS_KEPT`] damaged directories stay. Returns where
+    /// each went.
+    pub fn set_aside(&self, skipped: &[SkippedSnapshot]) -> SnapshotResult<Vec<PathBuf>> {
+        if skipped.is_empty() {
+            return Ok(Vec::new());
+        }
+        for name in directory_names(&self.dir)? {
+            if name.starts_with(DAMAGED_PREFIX) {
+                let path = self.dir.join(&name);
+                let removed = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.map_err(io_error(&path, "remove a snapshot set aside before"))?;
+            }
+        }
+        let mut moved = Vec::with_capacity(skipped.len());
+        for snapshot in skipped {
+            let Some(name) = snapshot.path.file_name() else {
+                continue;
+            };
+            let mut aside = std::ffi::OsString::from(DAMAGED_PREFIX);
+            aside.push(name);
+            let to = self.dir.join(aside);
+            fs::rename(&snapshot.path, &to).map_err(io_error(&snapshot.path, "set aside damaged snapshot"))?;
+            moved.push(to);
+        }
+        sync_directory(&self.dir)?;
+        Ok(moved)
     }
 
     /// Deletes all but the newest [`SNAPSHOTS_KEPT`] complete snapshots,

@@ -350,6 +350,11 @@ impl SnapshotSender {
         self.total_bytes
     }
 
+    /// The furthest stream offset sent (resent chunks count once).
+    pub fn sent_offset(&self) -> u64 {
+        self.sent_high
+    }
+
     /// Bytes the follower has acknowledged.
     pub fn acknowledged(&self) -> u64 {
         self.acknowledged

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Context, Result};
-use coraft::admin::{AdminRole, GroupReport, Leadership, NodeReport};
+use coraft::admin::{AdminRole, GroupReport, InstallReport, Leadership, NodeReport};
 use coraft::raft::{GroupId, NodeId};
 use serde_json::{json, Value};
 
@@ -29,6 +29,44 @@ pub(crate) fn ids(list: &[u64]) -> String {
         return "-".into();
     }
     list.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// What a node reported: its status and its snapshot streams in flight
+/// (`None` from a node of admin protocol version 3, which does not report
+/// them).
+pub(crate) struct Reported {
+    address: SocketAddr,
+    report: NodeReport,
+    installs: Option<(Vec<InstallReport>, u64)>,
+}
+
+fn install_json(install: &InstallReport) -> Value {
+    json!({
+        "direction": if install.sending { "sending" } else { "receiving" },
+        "peer": install.peer,
+        "snapshot_index": install.snapshot_index,
+        "snapshot_term": install.snapshot_term,
+        "total_bytes": install.total_bytes,
+        "sent_bytes": install.sent_bytes,
+        "acknowledged_bytes": install.acknowledged_bytes,
+        "elapsed_ms": install.elapsed_ms,
+    })
+}
+
+/// A group's JSON; `installs` are the node's streams in flight (`None`:
+/// the node does not report them), of which the group's are listed.
+pub(crate) fn group_json_with_installs(group: &GroupReport, installs: Option<&[InstallReport]>) -> Value {
+    let mut value = group_json(group);
+    value["installs"] = match installs {
+        Some(installs) => installs
+            .iter()
+            .filter(|i| i.group == group.group)
+            .map(install_json)
+            .collect::<Vec<_>>()
+            .into(),
+        None => Value::Null,
+    };
+    value
 }
 
 pub(crate) fn group_json(group: &GroupReport) -> Value {
@@ -56,26 +94,43 @@ pub(crate) fn group_json(group: &GroupReport) -> Value {
 
 pub(crate) fn status(target: &Target, groups: &[u64], page_groups: u32, as_json: bool) -> Result<()> {
     let groups = group_ids(groups);
-    let mut reports: Vec<(SocketAddr, NodeReport)> = Vec::new();
+    let mut reported: Vec<Reported> = Vec::new();
     let mut errors: Vec<(SocketAddr, String)> = Vec::new();
     for (address, client) in target.connect_all() {
-        match client.and_then(|mut c| c.status_in_pages(&groups, page_groups)) {
-            Ok(report) => reports.push((address, report)),
+        let answer = client.and_then(|mut c| {
+            let report = c.status_in_pages(&groups, page_groups)?;
+            let installs = c.installs()?.map(|(mut installs, total)| {
+                if !groups.is_empty() {
+                    installs.retain(|i| groups.contains(&GroupId(i.group)));
+                }
+                (installs, total)
+            });
+            Ok((report, installs))
+        });
+        match answer {
+            Ok((report, installs)) => reported.push(Reported {
+                address,
+                report,
+                installs,
+            }),
             Err(error) => errors.push((address, error.to_string())),
         }
     }
+    let reports: Vec<(SocketAddr, NodeReport)> = reported.iter().map(|r| (r.address, r.report.clone())).collect();
     let leaders = leaders_per_node(reports.iter().map(|(_, r)| r));
     if as_json {
-        let nodes: Vec<Value> = reports
+        let nodes: Vec<Value> = reported
             .iter()
-            .map(|(address, report)| {
+            .map(|Reported { address, report, installs }| {
+                let streams = installs.as_ref().map(|(list, _)| list.as_slice());
                 json!({
                     "node": report.node,
                     "address": address.to_string(),
                     "cluster_id": report.cluster_id,
                     "shards": report.shards,
                     "election_priority": report.election_priority,
-                    "groups": report.groups.iter().map(group_json).collect::<Vec<_>>(),
+                    "groups": report.groups.iter().map(|g| group_json_with_installs(g, streams)).collect::<Vec<_>>(),
+                    "installs_in_flight": installs.as_ref().map(|(_, total)| *total),
                 })
             })
             .collect();
@@ -93,6 +148,7 @@ pub(crate) fn status(target: &Target, groups: &[u64], page_groups: u32, as_json:
         let priorities: BTreeMap<u64, u8> = reports.iter().map(|(_, r)| (r.node, r.election_priority)).collect();
         let line: Vec<String> = priorities.iter().map(|(n, p)| format!("node {n}: {p}")).collect();
         println!("election priority (0: none): {}", line.join(", "));
+        print_installs_table(&reported);
     }
     if reports.is_empty() && errors.len() == 1 {
         let (_, error) = errors.remove(0);
@@ -159,6 +215,79 @@ pub(crate) fn print_status_table(reports: &[(SocketAddr, NodeReport)]) {
 }
 
 /// Prints rows with each column as wide as its widest cell.
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// The snapshot streams in flight, one row per stream and node, if any; a
+/// line per node that does not report them.
+fn print_installs_table(reported: &[Reported]) {
+    let mut rows: Vec<(u64, u64, &InstallReport)> = reported
+        .iter()
+        .flat_map(|r| {
+            let installs = r.installs.as_ref().map_or(&[][..], |(list, _)| list.as_slice());
+            installs.iter().map(move |i| (i.group, r.report.node, i))
+        })
+        .collect();
+    rows.sort_by_key(|&(group, node, i)| (group, node, !i.sending, i.peer));
+    if !rows.is_empty() {
+        println!();
+        println!("snapshot streams in flight:");
+        let mut table = vec![[
+            "GROUP",
+            "NODE",
+            "STREAM",
+            "SNAPSHOT",
+            "SENT/RECEIVED MiB",
+            "ACKNOWLEDGED MiB",
+            "ELAPSED",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for (group, node, install) in rows {
+            let percent = |bytes: u64| bytes as f64 * 100.0 / install.total_bytes.max(1) as f64;
+            table.push(vec![
+                group.to_string(),
+                node.to_string(),
+                if install.sending {
+                    format!("sending to {}", install.peer)
+                } else {
+                    format!("receiving from {}", install.peer)
+                },
+                format!("{}/{}", install.snapshot_index, install.snapshot_term),
+                format!(
+                    "{} of {} ({:.0}%)",
+                    mebibytes(install.sent_bytes),
+                    mebibytes(install.total_bytes),
+                    percent(install.sent_bytes)
+                ),
+                format!(
+                    "{} ({:.0}%)",
+                    mebibytes(install.acknowledged_bytes),
+                    percent(install.acknowledged_bytes)
+                ),
+                format!("{:.1} s", install.elapsed_ms as f64 / 1000.0),
+            ]);
+        }
+        print_table(&table);
+    }
+    for r in reported {
+        match &r.installs {
+            None => println!(
+                "node {}: admin protocol {} reports no snapshot streams",
+                r.report.node,
+                coraft::admin::ADMIN_SERVED_VERSION_MIN
+            ),
+            Some((listed, total)) if (listed.len() as u64) < *total => println!(
+                "node {}: {total} snapshot streams in flight, the first {} listed",
+                r.report.node,
+                listed.len()
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
 pub(crate) fn print_table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)

@@ -315,6 +315,11 @@ impl Shard {
                 }
             }
         }
+        // Snapshot loads on the blocking pool answer this executor: it
+        // outlives them.
+        while self.installs.loads_in_flight.get() > 0 {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
         self.peers.close().await;
         drop(self.listener);
         match Rc::try_unwrap(self.wal) {
@@ -384,6 +389,8 @@ impl Shard {
         for (group_id, batch) in proposals {
             self.propose(group_id, batch);
         }
+        // Snapshots prepared off the thread go in before the groups' Readies.
+        self.finish_loads();
         // Durability reported to a core can advance its commit at once.
         for _ in 0..READY_ROUNDS_PER_TURN_MAX {
             self.handle_readies();
@@ -788,6 +795,28 @@ impl Shard {
         if group.closed {
             return reply.send(Err(Error::Shutdown), group.leader_hint());
         }
+        if group.loading.is_some() {
+            // The state machine is loading a snapshot: the read waits for
+            // it (index 0, answered at the swap; context 0 is never a
+            // read index's).
+            if group.reads.len() >= PENDING_READS_MAX {
+                return reply.send(
+                    Err(Error::Busy {
+                        bound: "PENDING_READS_MAX",
+                    }),
+                    group.leader_hint(),
+                );
+            }
+            group.reads.push(PendingRead {
+                context: 0,
+                index: Some(LogIndex(0)),
+                query,
+                index_only: false,
+                reply,
+                received: Instant::now(),
+            });
+            return;
+        }
         let answer = group.state_machine.on_query(&query);
         reply.send(Ok(answer), group.leader_hint());
     }
@@ -940,7 +969,9 @@ impl Shard {
             let Some(group) = self.groups.get_mut(&group_id) else {
                 break;
             };
-            if !group.core.has_ready() {
+            if !group.core.has_ready() || group.loading.as_ref().is_some_and(|l| l.is_full()) {
+                // (A loading snapshot holding back all it may: the rest
+                // waits in the core until it is swapped in.)
                 break;
             }
             let ready = group.core.take_ready();
@@ -1016,9 +1047,14 @@ impl Shard {
                     read.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
                 }
             }
-            group.apply(&ready.committed_entries, &mut self.metrics);
+            let committed_any = !ready.committed_entries.is_empty();
+            match group.loading.as_mut() {
+                // The state machine is loading a snapshot: applied after it.
+                Some(loading) => loading.defer(ready.committed_entries),
+                None => group.apply(&ready.committed_entries, &mut self.metrics),
+            }
             group.notify_if_drained();
-            if !ready.committed_entries.is_empty() && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {
+            if committed_any && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {
                 self.policy_snapshots.insert(group_id);
             }
             let learned = std::mem::take(&mut group.learned_addresses);
@@ -1095,7 +1131,7 @@ impl Shard {
     /// every later one is answered with `Storage`, and what it held for the
     /// WAL or the network is released. Only a restart, which recovers from
     /// what the WAL really holds, brings it back (`docs/architecture.md`).
-    fn fail(&mut self, error: Error) {
+    pub(super) fn fail(&mut self, error: Error) {
         if self.failed.is_some() {
             return;
         }
@@ -1206,7 +1242,10 @@ impl Shard {
         let Some(group) = self.groups.get_mut(&group_id) else {
             return SnapshotOutcome::Done(Err(Error::UnknownGroup(group_id)));
         };
-        if group.core.persisted_index() < group.core.applied_index() || group.snapshot_writing {
+        if group.core.persisted_index() < group.core.applied_index()
+            || group.snapshot_writing
+            || group.loading.is_some()
+        {
             // A follower may apply entries before they are durable here;
             // a snapshot must never cover an entry a crash could lose
             // from the WAL (restart finds the snapshot's entry in it).

@@ -18,6 +18,8 @@ use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, Protocol, Snapsh
 const LOADING: GroupId = GroupId(1);
 /// A group on the same shard that must keep going meanwhile.
 const OTHER: GroupId = GroupId(2);
+/// Padding of each write the stopped follower misses.
+const MISSED_PADDING_BYTES: usize = 64 << 10;
 /// How long the test waits for anything (the machine is shared).
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -263,11 +265,18 @@ impl Cluster {
     /// Applies each of `values` through the group's leader (retrying while
     /// leadership moves: a `NotLeader` write was not applied).
     fn write(&self, group: GroupId, values: std::ops::RangeInclusive<u64>) {
+        self.write_padded(group, values, 0);
+    }
+
+    /// `write`, each command padded with `padding` bytes after its number.
+    fn write_padded(&self, group: GroupId, values: std::ops::RangeInclusive<u64>, padding: usize) {
         for value in values {
             let deadline = Instant::now() + PATIENCE;
+            let mut command = value.to_le_bytes().to_vec();
+            command.resize(8 + padding, 0xA5);
             loop {
                 let leader = self.leader(group);
-                match block(self.handle(leader, group).apply(value.to_le_bytes().to_vec())) {
+                match block(self.handle(leader, group).apply(command.clone())) {
                     Ok(_) => break,
                     Err(Error::NotLeader { .. }) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(20))
@@ -339,15 +348,21 @@ fn a_group_on_the_same_shard_keeps_committing_while_a_snapshot_loads_off_the_thr
         .expect("running")
         .shutdown();
 
-    // The leader compacts past what the follower holds.
-    cluster.write(LOADING, 51..=200);
-    let leader = cluster.leader(LOADING);
-    block(cluster.handle(leader, LOADING).snapshot()).expect("the leader's snapshot");
-    let first_index = block(cluster.handle(leader, LOADING).status()).unwrap().first_index;
-    assert!(
-        first_index.0 > 60,
-        "the leader kept its log from {first_index}: no snapshot needed"
-    );
+    // Both running nodes compact past what the follower holds, so whichever
+    // leads when it comes back must send it a snapshot. The missed writes
+    // (9.4 MiB) do not fit in a leader's outbound queue to the stopped
+    // follower (4 MiB), whose AppendEntries would otherwise wait there and
+    // catch it up without a snapshot.
+    cluster.write_padded(LOADING, 51..=200, MISSED_PADDING_BYTES);
+    for id in cluster.running() {
+        cluster.wait_tally(id, LOADING, tally_of(1..=200));
+        block(cluster.handle(id, LOADING).snapshot()).expect("a snapshot");
+        let first_index = block(cluster.handle(id, LOADING).status()).unwrap().first_index;
+        assert!(
+            first_index.0 > 60,
+            "node {id} kept its log from {first_index}: no snapshot needed"
+        );
+    }
 
     cluster.gate.arm();
     let node = cluster.start_node(follower);

@@ -49,6 +49,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every this many ticks, quiet groups too are checked for requests past
 /// their timeout (awake groups are checked every tick).
 pub const EXPIRE_SCAN_TICKS: u64 = 100;
+/// How long shutdown waits for the shard's work on glommio's blocking
+/// thread (snapshot loads and writes, received chunks, segment deletion)
+/// before the executor exits anyway.
+pub const SHUTDOWN_BLOCKING_WAIT: Duration = Duration::from_secs(30);
+
 /// Bound on snapshot requests waiting in one shard for their group's applied
 /// entries to be durable; beyond it a request is refused as busy.
 pub const PENDING_SNAPSHOTS_MAX: usize = 1024;
@@ -315,9 +320,21 @@ impl Shard {
                 }
             }
         }
-        // Snapshot loads on the blocking pool answer this executor: it
-        // outlives them.
-        while self.installs.loads_in_flight.get() > 0 {
+        // Work on glommio's blocking thread answers this executor when it
+        // ends; an executor gone by then panics that thread ("failed to
+        // send response"). Wait for it, within a bound.
+        let waiting = Instant::now();
+        while let Some(what) = self.blocking_work_in_flight() {
+            if waiting.elapsed() > SHUTDOWN_BLOCKING_WAIT {
+                log::warn!(
+                    "node {} shard {}: shutting down with {what} still on the blocking thread after {:?} \
+                     (SHUTDOWN_BLOCKING_WAIT)",
+                    self.node,
+                    self.metrics.shard,
+                    SHUTDOWN_BLOCKING_WAIT
+                );
+                break;
+            }
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         self.peers.close().await;
@@ -333,6 +350,26 @@ impl Shard {
                 self.node
             ),
         }
+    }
+
+    /// What this shard still runs on glommio's blocking thread, if
+    /// anything: a snapshot load, received chunks being written, a
+    /// snapshot view being written, a WAL segment deletion pass.
+    fn blocking_work_in_flight(&self) -> Option<&'static str> {
+        if self.installs.loads_in_flight.get() > 0 {
+            return Some("a snapshot load");
+        }
+        if self.installs.receive_worker_busy() {
+            return Some("received snapshot chunks");
+        }
+        let writing = self.groups.values().filter(|g| g.snapshot_writing).count();
+        if writing > self.snapshots_written.borrow().len() {
+            return Some("a snapshot being written");
+        }
+        if self.segment_deletion.is_running() {
+            return Some("a WAL segment deletion");
+        }
+        None
     }
 
     /// One loop turn: everything queued is handled together.

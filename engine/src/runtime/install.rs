@@ -51,12 +51,6 @@ pub const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// (the leader sends it again after `SNAPSHOT_ACK_TIMEOUT`).
 pub const SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX: u64 = 32 << 20;
 
-/// Bound on the chunk bytes handed to the receive worker at once: a
-/// batch's chunks are acknowledged when the whole batch is written, so a
-/// batch of a whole window would leave the leader with nothing to send
-/// until all of it is on disk.
-pub const SNAPSHOT_RECEIVE_BATCH_BYTES_MAX: u64 = 2 << 20;
-
 /// Room a stream leaves in the peer connection's queue (4 MiB by default)
 /// for the other messages to that follower (heartbeats, votes, other
 /// groups' AppendEntries): with a window larger than the queue, chunks
@@ -311,20 +305,8 @@ impl Installs {
             // Busy: the batch after this one.
             return;
         };
-        // A bounded batch: its chunks are answered when it is written, so
-        // the leader hears of the first ones while the rest still wait,
-        // rather than after the whole window.
-        let mut batch: Vec<Received> = Vec::new();
-        let mut batch_bytes = 0u64;
-        while let Some(next) = receiving.queue.front() {
-            let bytes = next.chunk.data.len() as u64;
-            if !batch.is_empty() && batch_bytes + bytes > SNAPSHOT_RECEIVE_BATCH_BYTES_MAX {
-                break;
-            }
-            batch_bytes += bytes;
-            batch.push(receiving.queue.pop_front().expect("checked"));
-        }
-        receiving.queued_bytes -= batch_bytes;
+        let batch: Vec<Received> = receiving.queue.drain(..).collect();
+        receiving.queued_bytes = 0;
         let returned = receiving.returned.clone();
         let events = events.clone();
         glommio::spawn_local(async move {

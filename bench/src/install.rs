@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use coraft::api::{Command, SnapshotView, StateMachine};
+use coraft::api::{Command, PreparedSnapshot, SnapshotLoader, SnapshotView, StateMachine};
 use coraft::raft::{GroupId, NodeId, ReadMode, Role};
 use coraft::runtime::{GroupStatus, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 use hdrhistogram::Histogram;
@@ -148,9 +148,48 @@ impl StateMachine for Blob {
     }
 
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
+        let loaded = BlobLoader {
+            chunks_expected: self.chunks.len(),
+        }
+        .read(reader)?;
+        *self = loaded;
+        Ok(())
+    }
+
+    /// The blob is read and decoded on a blocking thread; only the swap
+    /// runs on the shard's.
+    fn snapshot_loader(&mut self) -> Option<Box<dyn SnapshotLoader>> {
+        Some(Box::new(BlobLoader {
+            chunks_expected: self.chunks.len(),
+        }))
+    }
+
+    fn on_snapshot_prepared(&mut self, prepared: PreparedSnapshot) -> std::io::Result<()> {
+        let loaded = prepared
+            .downcast::<Blob>()
+            .map_err(|_| std::io::Error::other("a prepared snapshot that is not a blob's"))?;
+        *self = *loaded;
+        Ok(())
+    }
+}
+
+/// Reads a blob's snapshot into a new blob, off the shard's thread.
+struct BlobLoader {
+    /// The blob's size in chunks (every node holds the same).
+    chunks_expected: usize,
+}
+
+impl SnapshotLoader for BlobLoader {
+    fn prepare(self: Box<Self>, reader: &mut dyn Read) -> std::io::Result<PreparedSnapshot> {
+        Ok(Box::new(self.read(reader)?))
+    }
+}
+
+impl BlobLoader {
+    fn read(&self, reader: &mut dyn Read) -> std::io::Result<Blob> {
         let mut applied = [0u8; 8];
         reader.read_exact(&mut applied)?;
-        let mut chunks = Vec::with_capacity(self.chunks.len());
+        let mut chunks = Vec::with_capacity(self.chunks_expected);
         loop {
             let mut chunk = vec![0u8; CHUNK_BYTES];
             let mut filled = 0;
@@ -170,16 +209,17 @@ impl StateMachine for Blob {
                 }
             }
         }
-        if chunks.len() != self.chunks.len() {
+        if chunks.len() != self.chunks_expected {
             return Err(std::io::Error::other(format!(
                 "a blob snapshot of {} MiB, expected {}",
                 chunks.len(),
-                self.chunks.len()
+                self.chunks_expected
             )));
         }
-        self.applied = u64::from_le_bytes(applied);
-        self.chunks = chunks;
-        Ok(())
+        Ok(Blob {
+            chunks,
+            applied: u64::from_le_bytes(applied),
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use coraft::api::{Command, LeaderStopReason, SnapshotView, StateMachine};
+use coraft::api::{Command, LeaderStopReason, PreparedSnapshot, SnapshotLoader, SnapshotView, StateMachine};
 use coraft::raft::{NodeId, Term};
 
 /// Most bytes in a key.
@@ -389,17 +389,22 @@ impl StateMachine for KvStore {
     }
 
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
-        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-        let mut word = [0u8; 8];
-        reader.read_exact(&mut word)?;
-        let count = u64::from_le_bytes(word);
-        let mut map = BTreeMap::new();
-        for _ in 0..count {
-            let key = read_sized(reader, KEY_BYTES_MAX).map_err(|e| invalid(format!("snapshot key: {e}")))?;
-            let value = read_sized(reader, VALUE_BYTES_MAX).map_err(|e| invalid(format!("snapshot value: {e}")))?;
-            map.insert(key, value);
-        }
-        self.map = Arc::new(map);
+        self.map = Arc::new(read_map_snapshot(reader)?);
+        println!("node {}: snapshot loaded: {} keys", self.node, self.map.len());
+        Ok(())
+    }
+
+    /// The map is read and built on the engine's blocking thread, while the
+    /// shard serves its other groups; only the swap runs on the shard's.
+    fn snapshot_loader(&mut self) -> Option<Box<dyn SnapshotLoader>> {
+        Some(Box::new(KvLoader))
+    }
+
+    fn on_snapshot_prepared(&mut self, prepared: PreparedSnapshot) -> std::io::Result<()> {
+        let map = prepared
+            .downcast::<Map>()
+            .map_err(|_| std::io::Error::other("a prepared snapshot that is not a KV map"))?;
+        self.map = Arc::new(*map);
         println!("node {}: snapshot loaded: {} keys", self.node, self.map.len());
         Ok(())
     }
@@ -414,6 +419,31 @@ impl StateMachine for KvStore {
 
     fn on_leader_stop(&mut self, reason: LeaderStopReason) {
         println!("node {}: leader stop: {reason:?}", self.node);
+    }
+}
+
+/// Reads a snapshot the store's view wrote: the pair count, then each
+/// key and value.
+fn read_map_snapshot(reader: &mut dyn Read) -> std::io::Result<Map> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut word = [0u8; 8];
+    reader.read_exact(&mut word)?;
+    let count = u64::from_le_bytes(word);
+    let mut map = BTreeMap::new();
+    for _ in 0..count {
+        let key = read_sized(reader, KEY_BYTES_MAX).map_err(|e| invalid(format!("snapshot key: {e}")))?;
+        let value = read_sized(reader, VALUE_BYTES_MAX).map_err(|e| invalid(format!("snapshot value: {e}")))?;
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
+/// Reads the store's snapshot on the engine's blocking thread.
+struct KvLoader;
+
+impl SnapshotLoader for KvLoader {
+    fn prepare(self: Box<Self>, reader: &mut dyn Read) -> std::io::Result<PreparedSnapshot> {
+        Ok(Box::new(read_map_snapshot(reader)?))
     }
 }
 
@@ -667,6 +697,32 @@ mod tests {
         assert_eq!(get(&fresh, "y"), Some(b"2".to_vec()));
         assert_eq!(get(&fresh, "stale"), None);
         assert!(fresh.on_snapshot_load(&mut &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_prepared_by_the_loader_replaces_the_whole_map() {
+        let mut store = KvStore::new(NodeId(1));
+        put(&mut store, "x", "1");
+        put(&mut store, "y", "2");
+        let mut bytes = Vec::new();
+        store.on_snapshot_save(&mut bytes).unwrap();
+        let mut fresh = KvStore::new(NodeId(2));
+        put(&mut fresh, "stale", "gone");
+        let loader = fresh.snapshot_loader().expect("the store offers a loader");
+        let prepared = loader.prepare(&mut bytes.as_slice()).unwrap();
+        // Preparing leaves the store as it was until the swap.
+        assert_eq!(get(&fresh, "stale"), Some(b"gone".to_vec()));
+        fresh.on_snapshot_prepared(prepared).unwrap();
+        assert_eq!(fresh.len(), 2);
+        assert_eq!(get(&fresh, "x"), Some(b"1".to_vec()));
+        assert_eq!(get(&fresh, "stale"), None);
+        let torn = fresh.snapshot_loader().unwrap().prepare(&mut &bytes[..bytes.len() - 1]);
+        assert!(torn.is_err(), "a torn snapshot is an error");
+        assert!(
+            fresh.on_snapshot_prepared(Box::new(7u32)).is_err(),
+            "not a map: refused"
+        );
+        assert_eq!(fresh.len(), 2);
     }
 
     #[test]

@@ -116,6 +116,47 @@ pub trait StateMachine: 'static {
     fn on_error(&mut self, error: &crate::api::Error) {
         let _ = error;
     }
+
+    /// A loader that reads and decodes a snapshot off the shard's thread,
+    /// for a state too large to load within one loop turn. `None` (the
+    /// default) loads with `on_snapshot_load` on the shard's thread.
+    ///
+    /// With a loader, the engine runs [`SnapshotLoader::prepare`] on a
+    /// blocking thread and hands what it returns to
+    /// [`on_snapshot_prepared`](Self::on_snapshot_prepared) on the shard's
+    /// thread, which swaps it in. Meanwhile the shard serves its other
+    /// groups, and this group goes on logging and acknowledging entries,
+    /// but nothing reaches this state machine: commands committed meanwhile
+    /// are applied after the swap, and reads (stale ones too) wait for it.
+    /// Used both when a follower installs a leader's snapshot and when a
+    /// node restarts from its own.
+    fn snapshot_loader(&mut self) -> Option<Box<dyn SnapshotLoader>> {
+        None
+    }
+
+    /// Replaces the whole state with one a loader from
+    /// [`snapshot_loader`](Self::snapshot_loader) prepared (downcast it to
+    /// the type that loader returned). It runs on the shard's thread, so it
+    /// should be cheap: a swap, not a decode. An error fails the shard as a
+    /// failed `on_snapshot_load` does. The default refuses.
+    fn on_snapshot_prepared(&mut self, prepared: PreparedSnapshot) -> std::io::Result<()> {
+        let _ = prepared;
+        Err(snapshots_unsupported())
+    }
+}
+
+/// A state a [`SnapshotLoader`] prepared, for
+/// [`StateMachine::on_snapshot_prepared`] to downcast and swap in.
+pub type PreparedSnapshot = Box<dyn std::any::Any + Send>;
+
+/// What [`StateMachine::snapshot_loader`] hands over: reads a snapshot's
+/// data on a blocking thread, off the shard's loop, into a state that is
+/// then swapped in on the shard's thread. It reads the bytes
+/// `on_snapshot_save` (or a [`SnapshotView`]) wrote.
+pub trait SnapshotLoader: Send {
+    /// Reads and decodes the whole snapshot. An error (the data does not
+    /// decode) fails the load as an `on_snapshot_load` error does.
+    fn prepare(self: Box<Self>, reader: &mut dyn Read) -> std::io::Result<PreparedSnapshot>;
 }
 
 fn snapshots_unsupported() -> std::io::Error {

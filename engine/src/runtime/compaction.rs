@@ -254,6 +254,11 @@ pub(crate) struct SegmentDeletion {
 }
 
 impl SegmentDeletion {
+    /// A pass is running (its removals may be on the blocking thread).
+    pub fn is_running(&self) -> bool {
+        self.running.get()
+    }
+
     /// Asks for a pass (after a purge).
     pub fn want(&mut self) {
         self.wanted = true;

@@ -150,6 +150,10 @@ pub(crate) struct Group {
     pub configuration_applied: bool,
     /// Room for `apply_commands`, reused run after run.
     apply_scratch: ApplyScratch,
+    /// A snapshot loading off the shard's thread (`install.rs`): until it
+    /// is swapped in, nothing is applied to or queried from the state
+    /// machine.
+    pub loading: Option<super::install::Loading>,
 }
 
 impl Group {
@@ -177,6 +181,7 @@ impl Group {
             address_book: BTreeMap::new(),
             configuration_applied: false,
             apply_scratch: ApplyScratch::default(),
+            loading: None,
         }
     }
 

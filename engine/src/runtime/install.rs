@@ -13,8 +13,12 @@
 //! chunks go to the shard's [`SnapshotInbox`]; once a snapshot is durable in
 //! the store the shard steps the core's `InstallSnapshot` with its metadata
 //! (the core decides whether to install it), and when the core's Ready
-//! carries the snapshot the state machine is loaded with `on_snapshot_load`,
-//! the session table restored, and `write_ready` purges the WAL to it.
+//! carries the snapshot the state machine is loaded, the session table
+//! restored, and `write_ready` purges the WAL to it. A state machine with a
+//! [`SnapshotLoader`](crate::api::SnapshotLoader) is loaded off the shard's
+//! thread: the loader reads and decodes the file on the blocking pool while
+//! the group's entries are logged but not applied and its reads wait
+//! ([`Loading`]); the prepared state is swapped in on the shard's thread.
 //! See `docs/architecture.md`, "InstallSnapshot streaming".
 
 use std::cell::RefCell;
@@ -53,6 +57,101 @@ pub const SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX: u64 = 32 << 20;
 /// groups' AppendEntries): with a window larger than the queue, chunks
 /// alone would fill it and those would be dropped.
 pub const SNAPSHOT_QUEUE_HEADROOM_BYTES: usize = 1 << 20;
+
+/// Bound on the bytes of committed entries a group holds back while its
+/// snapshot loads off the shard's thread (applied after the swap). Past
+/// it the shard takes no more of the group's Readies until the load ends,
+/// so the group stops acknowledging entries here rather than hold more.
+pub const LOADING_DEFERRED_BYTES_MAX: u64 = 64 << 20;
+
+/// A group whose state machine is loading a snapshot off the shard's
+/// thread (`StateMachine::snapshot_loader`). The core already installed the
+/// snapshot and its WAL purge is written; until the prepared state is
+/// swapped in nothing reaches the state machine: committed entries wait
+/// here, linearizable and stale reads wait in the group's reads, and no
+/// snapshot of the group is taken.
+pub(crate) struct Loading {
+    /// Tells this load's result from a superseded one's.
+    generation: u64,
+    /// What is loaded.
+    stored: StoredSnapshot,
+    /// When the loader was handed the file.
+    started: Instant,
+    /// Committed entries the core handed meanwhile, applied after the swap.
+    deferred: Vec<crate::raft::Entry>,
+    deferred_bytes: u64,
+}
+
+impl Loading {
+    /// Holds back committed entries until the swap.
+    pub fn defer(&mut self, entries: Vec<crate::raft::Entry>) {
+        self.deferred_bytes += entries.iter().map(crate::raft::Entry::size_bytes).sum::<u64>();
+        if self.deferred.is_empty() {
+            self.deferred = entries;
+        } else {
+            self.deferred.extend(entries);
+        }
+    }
+
+    /// Holds back as much as `LOADING_DEFERRED_BYTES_MAX` allows: the shard
+    /// takes no more of the group's Readies.
+    pub fn is_full(&self) -> bool {
+        self.deferred_bytes >= LOADING_DEFERRED_BYTES_MAX
+    }
+}
+
+/// A load prepared on the blocking pool, back on the shard.
+struct Prepared {
+    group: GroupId,
+    generation: u64,
+    /// The prepared state, or what failed (`prepare` or reading the file
+    /// to its end, where its checksum is checked) and why.
+    result: Result<crate::api::PreparedSnapshot, (&'static str, std::io::Error)>,
+    prepare_time: Duration,
+}
+
+/// Loads a snapshot's data into `state_machine` where it is called: with
+/// its loader if it has one (then the swap), else `on_snapshot_load`. The
+/// data is read to its end, so its checksum is checked. On success, which
+/// way it went; on failure, which step failed and why.
+pub(super) fn load_into(
+    state_machine: &mut dyn crate::api::StateMachine,
+    reader: &mut dyn std::io::Read,
+) -> Result<&'static str, (&'static str, std::io::Error)> {
+    match state_machine.snapshot_loader() {
+        Some(loader) => {
+            let prepared = prepare(loader, reader)?;
+            state_machine
+                .on_snapshot_prepared(prepared)
+                .map_err(|e| ("on_snapshot_prepared", e))?;
+            Ok("a snapshot loader")
+        }
+        None => {
+            state_machine
+                .on_snapshot_load(reader)
+                .map_err(|e| ("on_snapshot_load", e))?;
+            read_to_end(reader).map_err(|e| ("reading the data", e))?;
+            Ok("on_snapshot_load")
+        }
+    }
+}
+
+/// Runs `loader` on `reader`, then reads what it left (its checksum is
+/// checked at the end).
+fn prepare(
+    loader: Box<dyn crate::api::SnapshotLoader>,
+    reader: &mut dyn std::io::Read,
+) -> Result<crate::api::PreparedSnapshot, (&'static str, std::io::Error)> {
+    let prepared = loader.prepare(reader).map_err(|e| ("SnapshotLoader::prepare", e))?;
+    read_to_end(reader).map_err(|e| ("reading the data", e))?;
+    Ok(prepared)
+}
+
+/// Reads what is left (nothing, for a state machine that read it all): a
+/// snapshot reader checks length and checksum at the end.
+fn read_to_end(reader: &mut dyn std::io::Read) -> std::io::Result<()> {
+    std::io::copy(reader, &mut std::io::sink()).map(|_| ())
+}
 
 /// A received chunk waiting for the receive worker.
 struct Received {
@@ -174,6 +273,12 @@ pub(crate) struct Installs {
     received_timings: BTreeMap<GroupId, ReceiverTimings>,
     /// How far the received streams got (`GroupStatus::installs`).
     received: ReceiveProgress,
+    /// Loads prepared off the shard's thread, waiting for their swap.
+    prepared: Rc<RefCell<Vec<Prepared>>>,
+    /// The generation of the next load (`Loading::generation`).
+    next_load: u64,
+    /// Loads on the blocking pool: shutdown waits for them.
+    pub(super) loads_in_flight: Rc<std::cell::Cell<usize>>,
 }
 
 impl Installs {
@@ -191,6 +296,9 @@ impl Installs {
             },
             received_timings: BTreeMap::new(),
             received: ReceiveProgress::default(),
+            prepared: Rc::new(RefCell::new(Vec::new())),
+            next_load: 0,
+            loads_in_flight: Rc::new(std::cell::Cell::new(0)),
         }
     }
 
@@ -251,6 +359,12 @@ impl Installs {
             .into_iter()
             .flat_map(|g| self.progress(g, now).into_iter().map(move |p| (g, p)))
             .collect()
+    }
+
+    /// The receive worker holds the inbox (chunks are being written on the
+    /// blocking thread).
+    pub fn receive_worker_busy(&self) -> bool {
+        self.receiving.inbox.is_none() && self.receiving.returned.borrow().inbox.is_none()
     }
 
     /// The index of the oldest snapshot streamed to a follower of `group`:
@@ -621,7 +735,9 @@ impl Shard {
 
     /// The core installs the snapshot `meta` (a Ready carries it): loads it
     /// into the state machine and restores the session table. The caller
-    /// then persists the Ready (the WAL purge to the snapshot).
+    /// then persists the Ready (the WAL purge to the snapshot). A state
+    /// machine with a loader is loaded off the shard's thread: the group is
+    /// left [`Loading`] and `finish_loads` swaps the state in.
     pub(super) fn load_installed(&mut self, group_id: GroupId, meta: &SnapshotMeta) -> Result<(), Error> {
         let node = self.node;
         let Some(group) = self.groups.get_mut(&group_id) else {
@@ -650,12 +766,57 @@ impl Shard {
             .map_err(|e| failed(format!("its session table: {e}")))?;
         let loading = Instant::now();
         let mut reader = stored.open_reader().map_err(|e| failed(e.to_string()))?;
-        group
-            .state_machine
-            .on_snapshot_load(&mut reader)
-            .map_err(|e| failed(format!("on_snapshot_load: {e}")))?;
-        let load_time = loading.elapsed();
-        let timings = self.installs.received_timings.remove(&group_id);
+        if let Some(superseded) = group.loading.take() {
+            // The core installs a snapshot only past its commit index, so
+            // this one covers every entry held back for the older one.
+            log::info!(
+                "node {node} group {group_id}: snapshot ({}, {}) supersedes the one still loading ({}, {})",
+                meta.index,
+                meta.term,
+                superseded.stored.meta.index,
+                superseded.stored.meta.term
+            );
+        }
+        let loaded_inline = match group.state_machine.snapshot_loader() {
+            Some(loader) => {
+                let generation = self.installs.next_load;
+                self.installs.next_load += 1;
+                group.loading = Some(Loading {
+                    generation,
+                    stored: stored.clone(),
+                    started: loading,
+                    deferred: Vec::new(),
+                    deferred_bytes: 0,
+                });
+                let prepared = self.installs.prepared.clone();
+                let in_flight = self.installs.loads_in_flight.clone();
+                in_flight.set(in_flight.get() + 1);
+                let events = self.events.clone();
+                glommio::spawn_local(async move {
+                    let (result, prepare_time) = glommio::executor()
+                        .spawn_blocking(move || {
+                            let started = Instant::now();
+                            (prepare(loader, &mut reader), started.elapsed())
+                        })
+                        .await;
+                    prepared.borrow_mut().push(Prepared {
+                        group: group_id,
+                        generation,
+                        result,
+                        prepare_time,
+                    });
+                    in_flight.set(in_flight.get() - 1);
+                    events.ring();
+                })
+                .detach();
+                false
+            }
+            None => {
+                load_into(group.state_machine.as_mut(), &mut reader)
+                    .map_err(|(how, e)| failed(format!("{how} of {}: {e}", stored.data_path().display())))?;
+                true
+            }
+        };
         group.sessions = sessions;
         if let Err(reason) = group.restore_address_book(&stored.addresses) {
             // Addresses are only where to connect: the static peers and
@@ -664,28 +825,111 @@ impl Shard {
         }
         group.wal_purged = meta.index;
         group.since_snapshot = super::compaction::SinceSnapshot::new(Instant::now());
-        group.counters.snapshots_installed += 1;
         group.stored_snapshot = Some(stored);
-        self.metrics.snapshots_installed += 1;
         // Members whose address-book entries the snapshot compacted away:
         // connect to them as a restart from the snapshot would.
         self.learn_restored_addresses();
         // The WAL purge in this Ready frees segments.
         self.segment_deletion.want();
+        if loaded_inline {
+            self.snapshot_loaded(
+                group_id,
+                id,
+                format!("loaded on the shard's thread in {:?}", loading.elapsed()),
+            );
+        }
+        Ok(())
+    }
+
+    /// Counts and logs a snapshot installed from the leader, once its
+    /// state machine holds it.
+    fn snapshot_loaded(&mut self, group_id: GroupId, id: SnapshotId, how: String) {
+        let node = self.node;
+        let timings = self.installs.received_timings.remove(&group_id);
+        if let Some(group) = self.groups.get_mut(&group_id) {
+            group.counters.snapshots_installed += 1;
+        }
+        self.metrics.snapshots_installed += 1;
         log::info!(
             "node {node} group {group_id}: installed snapshot ({}, {}) from the leader{}",
-            meta.index,
-            meta.term,
+            id.index,
+            id.term,
             timings
                 .map(|t| format!(
-                    " ({:?} since its first chunk: {} chunks written in {:?}, finished in {:?}, loaded in {load_time:?})",
+                    " ({:?} since its first chunk: {} chunks written in {:?}, finished in {:?}, {how})",
                     t.started.elapsed(),
                     t.chunks,
                     t.write,
                     t.finish
                 ))
-                .unwrap_or_default()
+                .unwrap_or_else(|| format!(" ({how})"))
         );
-        Ok(())
+    }
+
+    /// Swaps in the states prepared off the shard's thread since the last
+    /// turn, then applies the entries each group held back meanwhile and
+    /// serves its waiting reads. A failed load fails the shard, as a failed
+    /// `on_snapshot_load` does.
+    pub(super) fn finish_loads(&mut self) {
+        let prepared = std::mem::take(&mut *self.installs.prepared.borrow_mut());
+        for Prepared {
+            group: group_id,
+            generation,
+            result,
+            prepare_time,
+        } in prepared
+        {
+            if self.failed.is_some() {
+                return;
+            }
+            let Some(group) = self.groups.get_mut(&group_id) else {
+                continue;
+            };
+            if group.loading.as_ref().map(|l| l.generation) != Some(generation) {
+                // Superseded by a newer snapshot: its load is under way.
+                continue;
+            }
+            let loading = group.loading.take().expect("checked");
+            let swapping = Instant::now();
+            let swapped = result.and_then(|state| {
+                group
+                    .state_machine
+                    .on_snapshot_prepared(state)
+                    .map_err(|e| ("on_snapshot_prepared", e))
+            });
+            if let Err((how, error)) = swapped {
+                let meta = &loading.stored.meta;
+                self.fail(Error::Storage(format!(
+                    "group {group_id}: installing snapshot ({}, {}) from the leader: {how} of {}: {error}",
+                    meta.index,
+                    meta.term,
+                    loading.stored.data_path().display()
+                )));
+                return;
+            }
+            let swap_time = swapping.elapsed();
+            // What was committed meanwhile, then the reads that waited.
+            group.apply(&loading.deferred, &mut self.metrics);
+            group.notify_if_drained();
+            let learned = std::mem::take(&mut group.learned_addresses);
+            let configuration_applied = std::mem::take(&mut group.configuration_applied);
+            for book in learned {
+                self.learn_addresses(book);
+            }
+            if configuration_applied {
+                self.prune_peers();
+            }
+            self.dirty.insert(group_id);
+            self.snapshot_loaded(
+                group_id,
+                loading.stored.id(),
+                format!(
+                    "prepared off the shard's thread in {prepare_time:?}, swapped in {swap_time:?}, \
+                     {} held-back entries applied, {:?} after the core installed it",
+                    loading.deferred.len(),
+                    loading.started.elapsed()
+                ),
+            );
+        }
     }
 }

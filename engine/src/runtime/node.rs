@@ -1387,12 +1387,10 @@ fn load_snapshot(
     let mut reader = snapshot
         .open_reader()
         .map_err(|e| Error::Storage(format!("group {group}: {e}")))?;
-    state_machine.on_snapshot_load(&mut reader).map_err(|e| {
-        Error::Storage(format!(
-            "group {group}: on_snapshot_load of {}: {e}",
-            snapshot.path.display()
-        ))
-    })?;
+    // The shard's loop has not started: a loader prepares here, at once.
+    let how = super::install::load_into(state_machine, &mut reader)
+        .map_err(|(how, e)| Error::Storage(format!("group {group}: {how} of {}: {e}", snapshot.path.display())))?;
+    log::debug!("group {group}: snapshot loaded with {how}");
     log::info!(
         "group {group}: loaded snapshot {} (index {})",
         snapshot.path.display(),

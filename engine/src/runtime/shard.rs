@@ -49,6 +49,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every this many ticks, quiet groups too are checked for requests past
 /// their timeout (awake groups are checked every tick).
 pub const EXPIRE_SCAN_TICKS: u64 = 100;
+/// How long shutdown waits for the shard's work on glommio's blocking
+/// thread (snapshot loads and writes, received chunks, segment deletion)
+/// before the executor exits anyway.
+pub const SHUTDOWN_BLOCKING_WAIT: Duration = Duration::from_secs(30);
+
 /// Bound on snapshot requests waiting in one shard for their group's applied
 /// entries to be durable; beyond it a request is refused as busy.
 pub const PENDING_SNAPSHOTS_MAX: usize = 1024;
@@ -320,6 +325,23 @@ impl Shard {
                 }
             }
         }
+        // Work on glommio's blocking thread answers this executor when it
+        // ends; an executor gone by then panics that thread ("failed to
+        // send response"). Wait for it, within a bound.
+        let waiting = Instant::now();
+        while let Some(what) = self.blocking_work_in_flight() {
+            if waiting.elapsed() > SHUTDOWN_BLOCKING_WAIT {
+                log::warn!(
+                    "node {} shard {}: shutting down with {what} still on the blocking thread after {:?} \
+                     (SHUTDOWN_BLOCKING_WAIT)",
+                    self.node,
+                    self.metrics.shard,
+                    SHUTDOWN_BLOCKING_WAIT
+                );
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
         self.peers.close().await;
         drop(self.listener);
         match Rc::try_unwrap(self.wal) {
@@ -333,6 +355,26 @@ impl Shard {
                 self.node
             ),
         }
+    }
+
+    /// What this shard still runs on glommio's blocking thread, if
+    /// anything: a snapshot load, received chunks being written, a
+    /// snapshot view being written, a WAL segment deletion pass.
+    fn blocking_work_in_flight(&self) -> Option<&'static str> {
+        if self.installs.loads_in_flight.get() > 0 {
+            return Some("a snapshot load");
+        }
+        if self.installs.receive_worker_busy() {
+            return Some("received snapshot chunks");
+        }
+        let writing = self.groups.values().filter(|g| g.snapshot_writing).count();
+        if writing > self.snapshots_written.borrow().len() {
+            return Some("a snapshot being written");
+        }
+        if self.segment_deletion.is_running() {
+            return Some("a WAL segment deletion");
+        }
+        None
     }
 
     /// One loop turn: everything queued is handled together.
@@ -394,6 +436,8 @@ impl Shard {
         for (group_id, batch) in proposals {
             self.propose(group_id, batch);
         }
+        // Snapshots prepared off the thread go in before the groups' Readies.
+        self.finish_loads();
         // Durability reported to a core can advance its commit at once.
         for _ in 0..READY_ROUNDS_PER_TURN_MAX {
             self.handle_readies();
@@ -831,6 +875,28 @@ impl Shard {
         if group.closed {
             return reply.send(Err(Error::Shutdown), group.leader_hint());
         }
+        if group.loading.is_some() {
+            // The state machine is loading a snapshot: the read waits for
+            // it (index 0, answered at the swap; context 0 is never a
+            // read index's).
+            if group.reads.len() >= PENDING_READS_MAX {
+                return reply.send(
+                    Err(Error::Busy {
+                        bound: "PENDING_READS_MAX",
+                    }),
+                    group.leader_hint(),
+                );
+            }
+            group.reads.push(PendingRead {
+                context: 0,
+                index: Some(LogIndex(0)),
+                query,
+                index_only: false,
+                reply,
+                received: Instant::now(),
+            });
+            return;
+        }
         let answer = group.state_machine.on_query(&query);
         reply.send(Ok(answer), group.leader_hint());
     }
@@ -991,7 +1057,9 @@ impl Shard {
             let Some(group) = self.groups.get_mut(&group_id) else {
                 break;
             };
-            if !group.core.has_ready() {
+            if !group.core.has_ready() || group.loading.as_ref().is_some_and(|l| l.is_full()) {
+                // (A loading snapshot holding back all it may: the rest
+                // waits in the core until it is swapped in.)
                 break;
             }
             let ready = group.core.take_ready();
@@ -1067,9 +1135,14 @@ impl Shard {
                     read.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
                 }
             }
-            group.apply(&ready.committed_entries, &mut self.metrics);
+            let committed_any = !ready.committed_entries.is_empty();
+            match group.loading.as_mut() {
+                // The state machine is loading a snapshot: applied after it.
+                Some(loading) => loading.defer(ready.committed_entries),
+                None => group.apply(&ready.committed_entries, &mut self.metrics),
+            }
             group.notify_if_drained();
-            if !ready.committed_entries.is_empty() && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {
+            if committed_any && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {
                 self.policy_snapshots.insert(group_id);
             }
             let learned = std::mem::take(&mut group.learned_addresses);
@@ -1146,7 +1219,7 @@ impl Shard {
     /// every later one is answered with `Storage`, and what it held for the
     /// WAL or the network is released. Only a restart, which recovers from
     /// what the WAL really holds, brings it back (`docs/architecture.md`).
-    fn fail(&mut self, error: Error) {
+    pub(super) fn fail(&mut self, error: Error) {
         if self.failed.is_some() {
             return;
         }
@@ -1257,7 +1330,10 @@ impl Shard {
         let Some(group) = self.groups.get_mut(&group_id) else {
             return SnapshotOutcome::Done(Err(Error::UnknownGroup(group_id)));
         };
-        if group.core.persisted_index() < group.core.applied_index() || group.snapshot_writing {
+        if group.core.persisted_index() < group.core.applied_index()
+            || group.snapshot_writing
+            || group.loading.is_some()
+        {
             // A follower may apply entries before they are durable here;
             // a snapshot must never cover an entry a crash could lose
             // from the WAL (restart finds the snapshot's entry in it).

@@ -33,6 +33,12 @@ use super::snapshot_store::{SnapshotStore, StoredSnapshot};
 /// each bounded where it is made (`PENDING_READS_MAX`, ...).
 pub const APPLY_LANE_BACKLOG_BYTES_MAX: u64 = 64 << 20;
 
+/// Bound on the entries the lane hands `on_apply` in one batch: the apply
+/// jobs queued back to back while it was busy are merged up to it, so a
+/// slow state machine pays its per-batch cost once per backlog, not once
+/// per shard turn.
+pub const APPLY_LANE_BATCH_ENTRIES_MAX: usize = 1 << 14;
+
 /// What the shard asks of a lane, in order.
 enum Job {
     /// Apply these committed entries; `awaited[i]`: a proposer waits here
@@ -266,7 +272,41 @@ fn run(
     done: flume::Sender<Done>,
     wake: flume::Sender<()>,
 ) {
-    for job in jobs.iter() {
+    // A job taken off the queue while merging apply jobs, run next.
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        let job = match job {
+            Job::Apply {
+                mut entries,
+                mut awaited,
+            } => {
+                while entries.len() < APPLY_LANE_BATCH_ENTRIES_MAX {
+                    match jobs.try_recv() {
+                        Ok(Job::Apply {
+                            entries: more,
+                            awaited: more_awaited,
+                        }) => {
+                            entries.extend(more);
+                            awaited.extend(more_awaited);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                Job::Apply { entries, awaited }
+            }
+            other => other,
+        };
         let mut guard = state
             .lock()
             .expect("the apply thread is the only one to panic holding it");

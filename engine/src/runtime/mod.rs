@@ -26,7 +26,7 @@ mod transport;
 mod violations;
 
 pub use admin::ADMIN_REQUESTS_QUEUED_MAX;
-pub use apply_lane::APPLY_LANE_BACKLOG_BYTES_MAX;
+pub use apply_lane::{APPLY_LANE_BACKLOG_BYTES_MAX, APPLY_LANE_BATCH_ENTRIES_MAX};
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
 pub use compaction::{SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT};

@@ -139,6 +139,8 @@ pub(crate) struct Shard {
     pub(super) removed_from: BTreeSet<GroupId>,
     /// What creating a group at run time needs (`group_creation.rs`).
     pub(super) creation: Option<super::group_creation::GroupCreation>,
+    /// When the last node-level beat went to the peers.
+    last_beat: Option<Instant>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -255,6 +257,7 @@ impl Shard {
                 .collect(),
             removed_from: BTreeSet::new(),
             creation: None,
+            last_beat: None,
         }
     }
 
@@ -542,6 +545,10 @@ impl Shard {
     /// just reached an election timeout.
     fn beat_and_watch_peers(&mut self, ticks: u64) {
         self.peers.flush(true);
+        let now = Instant::now();
+        if let Some(last) = self.last_beat.replace(now) {
+            ShardMetrics::record(&mut self.metrics.beat_interval_us, now.saturating_duration_since(last));
+        }
         let mut unreachable = Vec::new();
         for (&node, silent) in self.peer_silent_ticks.iter_mut() {
             let before = *silent;

@@ -244,10 +244,12 @@ fn read(client: &mut Client, group: GroupId) -> u64 {
 
 #[test]
 fn a_slow_state_machine_on_its_apply_lane_does_not_hold_up_writes_to_another_group_of_its_shard() {
-    // Every batch of group 1 sleeps 400 ms. Applied on the shard, each of
-    // its batches would stop the whole shard (all three nodes apply) for
-    // that long, and a write to group 2 would wait for at least one.
-    let cluster = Cluster::start(Duration::from_millis(400));
+    // Every batch of group 1 sleeps 1.5 s. Applied on the shard, each of
+    // its batches stops the whole shard (on all three nodes) that long, so
+    // among group 2's writes over 4 s some wait for most of one (seen:
+    // the slowest took 0.7 s with 0.4 s batches); on the lane none does.
+    const BATCH_SLEEP: Duration = Duration::from_millis(1500);
+    let cluster = Cluster::start(BATCH_SLEEP);
     apply(&cluster, SLOW, b"first");
     apply(&cluster, FAST, b"first");
     let stop = Arc::new(AtomicBool::new(false));
@@ -268,19 +270,22 @@ fn a_slow_state_machine_on_its_apply_lane_does_not_hold_up_writes_to_another_gro
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let mut latencies = Vec::new();
-    for i in 0..30u64 {
+    let writing = Instant::now();
+    while writing.elapsed() < Duration::from_secs(4) {
         let started = Instant::now();
-        assert_eq!(count(&apply(&cluster, FAST, b"fast")), i + 2);
+        let expected = latencies.len() as u64 + 2;
+        assert_eq!(count(&apply(&cluster, FAST, b"fast")), expected);
         latencies.push(started.elapsed());
     }
     stop.store(true, Ordering::Relaxed);
     let slow_writes: u64 = loaders.into_iter().map(|l| l.join().unwrap()).sum();
     latencies.sort();
-    let median = latencies[latencies.len() / 2];
+    let slowest = *latencies.last().expect("group 2 wrote");
     assert!(slow_writes > 0, "group 1 applied none of its writes meanwhile");
+    // Generous (the machine may be loaded), but below one slow batch.
     assert!(
-        median < Duration::from_millis(200),
-        "group 2's median write took {median:?} while group 1 applied slowly (all: {latencies:?})"
+        slowest < BATCH_SLEEP * 2 / 3,
+        "group 2's slowest write took {slowest:?} while group 1 applied slowly (all: {latencies:?})"
     );
 }
 

@@ -31,7 +31,9 @@ pub enum LeaderStopReason {
 /// A deterministic state machine replicated by one Raft group.
 ///
 /// It lives on the shard that owns its group and is never moved between
-/// threads, so it needs no `Send`. The engine calls it only from that shard.
+/// threads, so it needs no `Send`. The engine calls it only from that shard
+/// (a `Send` one wrapped in [`OffShard`] is called only from its own apply
+/// thread instead).
 ///
 /// # Correctness
 ///

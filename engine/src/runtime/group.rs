@@ -243,6 +243,10 @@ impl Group {
         }
         if self.lane.is_some() {
             self.hand_to_lane(entries);
+            // Reads confirmed now whose index the lane already reached.
+            let served = self.serve_reads();
+            metrics.reads_served += served;
+            self.counters.reads_served += served;
             return;
         }
         metrics.entries_applied += entries.len() as u64;
@@ -266,8 +270,7 @@ impl Group {
         self.configuration_applied |= scratch.configuration_applied;
         // The results are answered from here: the latency includes the apply.
         let now = std::time::Instant::now();
-        let results: Vec<_> = scratch.take_results().collect();
-        for (entry, result) in entries.iter().zip(results) {
+        for (entry, result) in entries.iter().zip(scratch.take_results()) {
             self.answer(entry.index, entry.term, result, metrics, now);
         }
         scratch.clear();

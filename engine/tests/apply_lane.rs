@@ -15,6 +15,9 @@ use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory, REQUEST_TIMEOUT};
 
 const SLOW: GroupId = GroupId(1);
+/// The tests run one at a time: the last one counts this process's apply
+/// threads.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const FAST: GroupId = GroupId(2);
 
 /// Counts the commands it applied, sleeping `sleep` in every batch; with
@@ -76,6 +79,7 @@ struct Cluster {
 impl Cluster {
     fn start(sleep: Duration) -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
+        assert!(SERIAL.try_lock().is_err(), "a test holds SERIAL while its cluster runs");
         let mut cluster = Cluster {
             dir: tempfile::tempdir().unwrap(),
             addresses: coraft::ports::free_loopback_addresses(3).unwrap(),
@@ -249,6 +253,7 @@ fn a_slow_state_machine_on_its_apply_lane_does_not_hold_up_writes_to_another_gro
     // among group 2's writes over 4 s some wait for most of one (seen:
     // the slowest took 0.7 s with 0.4 s batches); on the lane none does.
     const BATCH_SLEEP: Duration = Duration::from_millis(1500);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::start(BATCH_SLEEP);
     apply(&cluster, SLOW, b"first");
     apply(&cluster, FAST, b"first");
@@ -291,6 +296,7 @@ fn a_slow_state_machine_on_its_apply_lane_does_not_hold_up_writes_to_another_gro
 
 #[test]
 fn replies_reads_and_retries_on_an_apply_lane_are_exactly_once_across_snapshots_and_a_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::start(Duration::from_millis(5));
     let mut client = Client::new(cluster.client_config());
     for expected in 1..=10 {
@@ -329,4 +335,68 @@ fn replies_reads_and_retries_on_an_apply_lane_are_exactly_once_across_snapshots_
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Threads of this process whose name says they are an apply lane.
+fn apply_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("coraft-") && name.contains("apply"))
+        .count()
+}
+
+#[test]
+fn a_follower_behind_the_log_installs_a_snapshot_into_its_lane_and_no_lane_thread_outlives_its_node() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(Duration::from_millis(2));
+    let mut client = Client::new(cluster.client_config());
+    assert_eq!(write(&mut client, SLOW, b"w"), 1);
+    assert!(apply_threads() >= 3, "each node runs group 1 on an apply lane");
+    // A follower stops; the leader writes past its log tail and compacts.
+    let leader_id = cluster.leader(SLOW).id();
+    let follower = [NodeId(1), NodeId(2), NodeId(3)]
+        .into_iter()
+        .find(|&n| n != leader_id)
+        .unwrap();
+    cluster.nodes[follower.0 as usize - 1].take().unwrap().shutdown();
+    for expected in 2..=30 {
+        assert_eq!(write(&mut client, SLOW, b"w"), expected);
+    }
+    let leader = cluster.leader(SLOW);
+    block(leader.group(SLOW).snapshot()).expect("a snapshot on the leader's lane");
+    // Back, it can only catch up through the leader's snapshot, loaded into
+    // its state machine on the lane, with the session table.
+    let restarted = cluster.start_node(follower);
+    cluster.nodes[follower.0 as usize - 1] = Some(restarted);
+    let node = cluster.nodes[follower.0 as usize - 1].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = block(node.group(SLOW).status()).unwrap();
+        let stale = count(&block(node.group(SLOW).read_stale(Vec::new())).unwrap());
+        if stale == 30 {
+            assert!(
+                status.counters.snapshots_installed >= 1,
+                "caught up without the snapshot: {status:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower stuck at {stale} of 30: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its lane holds the sessions: the last write retried through it (as
+    // leader, once the others are gone) is not applied again.
+    let others: Vec<usize> = (0..3).filter(|&i| i != follower.0 as usize - 1).collect();
+    cluster.nodes[others[0]].take().unwrap().shutdown();
+    assert_eq!(retry(&mut client), 30);
+    assert_eq!(read(&mut client, SLOW), 30);
+    for node in cluster.nodes.iter_mut() {
+        if let Some(node) = node.take() {
+            node.shutdown();
+        }
+    }
+    assert_eq!(apply_threads(), 0, "an apply thread outlived its node");
 }

@@ -8,7 +8,9 @@
 //! `install` InstallSnapshot throughput to a restarted follower against raw
 //! TCP; `longrun` whether memory, disk and latency stay flat with
 //! snapshots on; `restart` a node's restart time with a long log against a
-//! snapshot plus a short tail.
+//! snapshot plus a short tail; `slowapply` whether a state machine that
+//! sleeps in every apply batch stalls the other groups of its shard, with
+//! apply on the shard and on its own lane.
 //! With no subcommand (or `cluster`) it runs an embedded 3-node cluster on
 //! loopback, or with `--processes` one `coraft-node` process per node, or
 //! with `--target` drives a cluster already running ([`shape`]).
@@ -25,6 +27,7 @@ mod reactor;
 mod report;
 mod restart;
 mod shape;
+mod slowapply;
 mod wal;
 mod workload;
 
@@ -77,6 +80,9 @@ enum Command {
     Longrun(Box<longrun::LongrunArgs>),
     /// Restart time with a long log against a snapshot plus a short tail.
     Restart(restart::RestartArgs),
+    /// A state machine sleeping per apply batch on one group: do the
+    /// shard's other groups keep their write latency and heartbeats?
+    Slowapply(slowapply::SlowApplyArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         Some(Command::Install(args)) => install::run(args),
         Some(Command::Longrun(args)) => longrun::run(*args),
         Some(Command::Restart(args)) => restart::run(args),
+        Some(Command::Slowapply(args)) => slowapply::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,28 +28,59 @@ struct Cluster {
     _dir: tempfile::TempDir,
     addresses: Vec<SocketAddr>,
     processes: Vec<Option<Process>>,
+    /// How each node was started, to start it again.
+    commands: Vec<Vec<String>>,
 }
 
 impl Cluster {
     fn start(session_timeout_ms: u64) -> Cluster {
+        Cluster::start_with(session_timeout_ms, "counter")
+    }
+
+    /// Nodes running the `--state-machine` `kind`.
+    fn start_with(session_timeout_ms: u64, kind: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
-        let processes = write_configs(dir.path(), &addresses)
+        let commands: Vec<Vec<String>> = write_configs(dir.path(), &addresses)
             .iter()
             .map(|path| {
-                let child = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
-                    .args(["--config", path.to_str().unwrap(), "--groups", "1"])
-                    .args(["--session-timeout-ms", &session_timeout_ms.to_string()])
-                    .spawn()
-                    .expect("coraft-node starts");
-                Some(Process(child))
+                vec![
+                    "--config".into(),
+                    path.to_str().unwrap().into(),
+                    "--groups".into(),
+                    "1".into(),
+                    "--session-timeout-ms".into(),
+                    session_timeout_ms.to_string(),
+                    "--state-machine".into(),
+                    kind.into(),
+                ]
             })
             .collect();
-        Cluster {
+        let mut cluster = Cluster {
             _dir: dir,
             addresses,
-            processes,
+            processes: Vec::new(),
+            commands,
+        };
+        for n in 1..=3 {
+            let process = cluster.spawn(NodeId(n));
+            cluster.processes.push(Some(process));
         }
+        cluster
+    }
+
+    fn spawn(&self, node: NodeId) -> Process {
+        let child = Command::new(env!("CARGO_BIN_EXE_coraft-node"))
+            .args(&self.commands[node.0 as usize - 1])
+            .spawn()
+            .expect("coraft-node starts");
+        Process(child)
+    }
+
+    /// Starts a killed node again, from its WAL.
+    fn restart(&mut self, node: NodeId) {
+        let process = self.spawn(node);
+        self.processes[node.0 as usize - 1] = Some(process);
     }
 
     fn config(&self) -> ClientConfig {
@@ -245,4 +276,49 @@ fn a_write_retried_after_a_leader_change_applies_once() {
     assert_ne!(client.leader_of(GROUP), Some(leader));
     assert_eq!(applied(&mut client), 2, "the retried write applied once");
     assert_eq!(count(&client.write(GROUP, b"three").unwrap()), 3);
+}
+
+#[test]
+fn on_apply_lanes_a_write_retried_after_the_leader_is_killed_applies_once_also_after_it_restarts() {
+    // The same as above with every node's counter applied off its shard
+    // (`OffShard`): results, sessions and reads come from the lane.
+    let mut cluster = Cluster::start_with(600_000, "counter-off-shard");
+    let mut client = Client::new(cluster.config());
+    assert_eq!(first_write(&mut client, b"one"), 1);
+    for expected in 2..=20 {
+        assert_eq!(count(&client.write(GROUP, b"w").unwrap()), expected);
+    }
+    let leader = client.leader_of(GROUP).expect("the client found the leader");
+    cluster.kill(leader);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let retried = loop {
+        match client.retry_write() {
+            Ok(result) => break count(&result),
+            Err(ClientFailure::GaveUp { .. }) if Instant::now() < deadline => continue,
+            Err(error) => panic!("the retry failed: {error}"),
+        }
+    };
+    assert_eq!(retried, 20, "the retry got the original result");
+    assert_eq!(applied(&mut client), 20, "the retried write applied once");
+    // The killed node comes back from its WAL (replayed through its lane)
+    // and the other former follower goes: the restarted node is now needed
+    // for every quorum, and it must vouch for the session as the others do.
+    cluster.restart(leader);
+    let other = [NodeId(1), NodeId(2), NodeId(3)]
+        .into_iter()
+        .find(|&n| n != leader && Some(n) != client.leader_of(GROUP))
+        .expect("a follower besides the restarted node");
+    cluster.kill(other);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let retried = loop {
+        match client.retry_write() {
+            Ok(result) => break count(&result),
+            Err(ClientFailure::GaveUp { .. }) if Instant::now() < deadline => continue,
+            Err(error) => panic!("the retry after the restart failed: {error}"),
+        }
+    };
+    assert_eq!(retried, 20, "the retry after the restart got the original result");
+    assert_eq!(applied(&mut client), 20);
+    assert_eq!(count(&client.write(GROUP, b"after").unwrap()), 21);
+    assert_eq!(applied(&mut client), 21);
 }

@@ -190,6 +190,7 @@ impl Cluster {
             peers: self.peers.clone(),
             // One shard: both groups share its thread.
             shard_cores: vec![None],
+            helper_cores: None,
             wal_dir: self._temp.path().join(format!("node-{id}")),
             shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,

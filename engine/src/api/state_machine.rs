@@ -31,7 +31,9 @@ pub enum LeaderStopReason {
 /// A deterministic state machine replicated by one Raft group.
 ///
 /// It lives on the shard that owns its group and is never moved between
-/// threads, so it needs no `Send`. The engine calls it only from that shard.
+/// threads, so it needs no `Send`. The engine calls it only from that shard
+/// (a `Send` one wrapped in [`OffShard`] is called only from its own apply
+/// thread instead).
 ///
 /// # Correctness
 ///
@@ -143,6 +145,17 @@ pub trait StateMachine: 'static {
         let _ = prepared;
         Err(snapshots_unsupported())
     }
+
+    /// Hands the state machine over to be run on its own apply thread,
+    /// off the shard (`None`, the default: it runs on the shard). Wrap a
+    /// state machine whose `on_apply` may block (a storage engine writing
+    /// or compacting, slow user code) in [`OffShard`] rather than
+    /// implementing this: the shard then goes on replicating, heartbeating
+    /// and serving its other groups while this one applies. The engine
+    /// asks once, when the group starts, after a snapshot was loaded.
+    fn apply_off_shard(&mut self) -> Option<Box<dyn StateMachine + Send>> {
+        None
+    }
 }
 
 /// A state a [`SnapshotLoader`] prepared, for
@@ -172,4 +185,82 @@ fn snapshots_unsupported() -> std::io::Error {
 pub trait SnapshotView: Send {
     /// Writes the view's state into the snapshot.
     fn write_to(&mut self, writer: &mut dyn Write) -> std::io::Result<()>;
+}
+
+/// A state machine applied on its own thread instead of on its shard's
+/// loop: for an `on_apply` that may take milliseconds (a real storage
+/// engine, slow user code), so that it does not hold up heartbeats,
+/// replication and the shard's other groups. Return it from the state
+/// machine factory: `Box::new(OffShard::new(MyStore::open(..)))`.
+///
+/// Every call the engine makes on it (`on_apply`, `on_query`, the leader
+/// and configuration callbacks, the snapshot) then happens on that thread,
+/// in log order; a write is answered, and a linearizable read served, only
+/// once the thread has applied up to it (`docs/architecture.md`, "The
+/// apply lane"). The state machine must be `Send`.
+pub struct OffShard {
+    inner: Option<Box<dyn StateMachine + Send>>,
+}
+
+impl OffShard {
+    /// Wraps `state_machine` to be applied off the shard.
+    pub fn new(state_machine: impl StateMachine + Send) -> OffShard {
+        OffShard {
+            inner: Some(Box::new(state_machine)),
+        }
+    }
+
+    fn inner(&mut self) -> &mut (dyn StateMachine + Send) {
+        self.inner
+            .as_deref_mut()
+            .expect("an OffShard state machine is used only until it is handed to its apply thread")
+    }
+}
+
+/// Until the group starts (a snapshot loaded at restart), the wrapper
+/// passes every call through; then the engine takes the state machine out
+/// (`apply_off_shard`) and calls it only on its apply thread.
+impl StateMachine for OffShard {
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+        self.inner().on_apply(commands)
+    }
+
+    fn on_query(&self, query: &[u8]) -> Vec<u8> {
+        self.inner
+            .as_deref()
+            .expect("an OffShard state machine is used only until it is handed to its apply thread")
+            .on_query(query)
+    }
+
+    fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
+        self.inner().on_snapshot_save(writer)
+    }
+
+    fn snapshot_view(&mut self) -> Option<Box<dyn SnapshotView>> {
+        self.inner().snapshot_view()
+    }
+
+    fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
+        self.inner().on_snapshot_load(reader)
+    }
+
+    fn on_leader_start(&mut self, term: Term) {
+        self.inner().on_leader_start(term)
+    }
+
+    fn on_leader_stop(&mut self, reason: LeaderStopReason) {
+        self.inner().on_leader_stop(reason)
+    }
+
+    fn on_configuration_committed(&mut self, index: LogIndex, configuration: &Configuration) {
+        self.inner().on_configuration_committed(index, configuration)
+    }
+
+    fn on_error(&mut self, error: &crate::api::Error) {
+        self.inner().on_error(error)
+    }
+
+    fn apply_off_shard(&mut self) -> Option<Box<dyn StateMachine + Send>> {
+        self.inner.take()
+    }
 }

@@ -56,7 +56,8 @@ struct Cli {
     #[arg(long)]
     join: bool,
     /// The replicated state machine of every group: `counter` counts the
-    /// commands it applied; `kv` is the KV store of registers and lists.
+    /// commands it applied; `kv` is the KV store of registers and lists;
+    /// `counter-off-shard` is `counter` applied on its own thread.
     #[arg(long, value_enum, value_name = "KIND", default_value_t = StateMachineKind::Counter)]
     state_machine: StateMachineKind,
     /// Keep idle groups ticking and heartbeating (to measure what
@@ -90,6 +91,8 @@ enum StateMachineKind {
     Counter,
     /// The replicated KV store (registers and lists).
     Kv,
+    /// `counter` applied on its own thread, off the shard (`OffShard`).
+    CounterOffShard,
 }
 
 fn main() -> std::process::ExitCode {
@@ -137,6 +140,9 @@ fn run(cli: &Cli) -> Result<()> {
     let factory: StateMachineFactory = match cli.state_machine {
         StateMachineKind::Kv => Arc::new(|_| Box::new(KvStore::default())),
         StateMachineKind::Counter => Arc::new(|_| Box::new(CommandCounter::default())),
+        StateMachineKind::CounterOffShard => {
+            Arc::new(|_| Box::new(coraft::api::OffShard::new(CommandCounter::default())))
+        }
     };
     let started = if join {
         Node::start_joining(options, factory)

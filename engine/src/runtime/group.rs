@@ -2,15 +2,16 @@
 //! reads waiting for their outcome, and the client sessions that make a
 //! retried write apply at most once (`sessions.rs`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use crate::api::{Command, Error, LeaderStopReason, StateMachine};
+use crate::api::{Error, LeaderStopReason, StateMachine};
 use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
 
-use super::codec::{decode_command, LoggedCommand};
+use super::apply::{ApplyScratch, Applying};
+use super::apply_lane::ApplyLane;
 use super::metrics::ShardMetrics;
 use super::reply::Reply;
-use super::sessions::{Admission, SessionRefusal, SessionTable};
+use super::sessions::SessionTable;
 use super::snapshot_store::SnapshotStore;
 use super::storage::HardStateWriter;
 
@@ -68,43 +69,6 @@ pub struct GroupCounters {
     pub install_bytes_sent: u64,
 }
 
-/// Bound on the entries whose room [`ApplyScratch`] keeps between apply
-/// runs; a larger run's room is given back after it.
-pub const APPLY_SCRATCH_ENTRIES_MAX: usize = 1 << 14;
-
-/// A command admitted in this apply run, waiting for the state machine.
-struct FreshCommand {
-    /// Its place in the run's entries.
-    position: usize,
-    /// Where its data starts in its entry's bytes (it runs to the end).
-    data_start: usize,
-    /// `(session, sequence, lowest_unanswered, command_crc)` of a client's.
-    session: Option<(u128, u64, u64, u32)>,
-}
-
-/// What `apply_commands` works in, kept between apply runs so that a run
-/// allocates none of it (fresh memory per turn costs page faults: the
-/// allocator hands the freed room back to the kernel between turns).
-#[derive(Default)]
-struct ApplyScratch {
-    results: Vec<Option<Result<Vec<u8>, Error>>>,
-    fresh: Vec<FreshCommand>,
-    /// Sessions with a command in `fresh`.
-    waiting: HashSet<u128>,
-}
-
-impl ApplyScratch {
-    /// Empties it, keeping the room of runs up to [`APPLY_SCRATCH_ENTRIES_MAX`].
-    fn clear(&mut self) {
-        self.results.clear();
-        self.fresh.clear();
-        self.waiting.clear();
-        if self.results.capacity() > APPLY_SCRATCH_ENTRIES_MAX {
-            *self = ApplyScratch::default();
-        }
-    }
-}
-
 /// A group hosted by a shard.
 pub(crate) struct Group {
     pub core: RaftCore,
@@ -148,16 +112,30 @@ pub(crate) struct Group {
     pub address_book: BTreeMap<NodeId, Vec<std::net::SocketAddr>>,
     /// A configuration entry was applied since the shard last looked.
     pub configuration_applied: bool,
-    /// Room for `apply_commands`, reused run after run.
+    /// Room for `Applying::apply_batch`, reused batch after batch.
     apply_scratch: ApplyScratch,
     /// A snapshot loading off the shard's thread (`install.rs`): until it
     /// is swapped in, nothing is applied to or queried from the state
     /// machine.
     pub loading: Option<super::install::Loading>,
+    /// The group's own apply thread, for a state machine that blocks
+    /// (`OffShard`); `None`: it applies on the shard.
+    pub lane: Option<ApplyLane>,
 }
 
 impl Group {
-    pub fn new(core: RaftCore, state_machine: Box<dyn StateMachine>) -> Group {
+    pub fn new(core: RaftCore, mut state_machine: Box<dyn StateMachine>) -> Group {
+        let mut lane = None;
+        if let Some(off_shard) = state_machine.apply_off_shard() {
+            let config = core.config();
+            state_machine = match ApplyLane::start(config.id, config.group, off_shard, core.applied_index()) {
+                Ok((started, proxy)) => {
+                    lane = Some(started);
+                    Box::new(proxy)
+                }
+                Err(back) => back,
+            };
+        }
         Group {
             core,
             state_machine,
@@ -182,6 +160,17 @@ impl Group {
             configuration_applied: false,
             apply_scratch: ApplyScratch::default(),
             loading: None,
+            lane,
+        }
+    }
+
+    /// The index the state machine has applied: the core's, or, with an
+    /// apply lane, what the lane reported (the core's is then what was
+    /// handed to the lane).
+    pub fn applied_index(&self) -> LogIndex {
+        match &self.lane {
+            Some(lane) => lane.applied,
+            None => self.core.applied_index(),
         }
     }
 
@@ -245,189 +234,182 @@ impl Group {
     }
 
     /// Applies committed entries in order, answers their proposers and
-    /// serves the reads they unblock.
+    /// serves the reads they unblock; with an apply lane, hands them over
+    /// (`collect_lane` answers once they are applied).
     pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
-        metrics.entries_applied += entries.len() as u64;
-        self.counters.entries_applied += entries.len() as u64;
         self.since_snapshot.entries += entries.len() as u64;
         self.since_snapshot.log_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
-        // Committed now (they reach the state machine in this same turn);
-        // one clock read serves the whole batch's latencies.
+        // Committed now; one clock read serves the whole batch's latencies.
         let now = std::time::Instant::now();
         for entry in entries {
             if let Some(pending) = self.proposals.get(&entry.index) {
                 ShardMetrics::record(&mut metrics.commit_us, now.saturating_duration_since(pending.proposed));
             }
         }
-        let mut start = 0;
-        while start < entries.len() {
-            // A run of client commands goes to the state machine in one call.
-            let mut end = start;
-            while end < entries.len() && matches!(entries[end].payload, EntryPayload::Normal(_)) {
-                end += 1;
-            }
-            if end > start {
-                self.apply_commands(&entries[start..end], metrics, now);
-                start = end;
-                continue;
-            }
-            let entry = &entries[start];
-            if let EntryPayload::Configuration(configuration) = &entry.payload {
-                self.state_machine
-                    .on_configuration_committed(entry.index, configuration);
-                self.configuration_applied = true;
-            }
-            self.answer(entry.index, entry.term, Ok(Vec::new()), metrics, now);
-            start += 1;
+        if self.lane.is_some() {
+            self.hand_to_lane(entries);
+            // Reads confirmed now whose index the lane already reached.
+            let served = self.serve_reads();
+            metrics.reads_served += served;
+            self.counters.reads_served += served;
+            return;
         }
+        metrics.entries_applied += entries.len() as u64;
+        self.counters.entries_applied += entries.len() as u64;
+        let mut scratch = std::mem::take(&mut self.apply_scratch);
+        let proposals = &self.proposals;
+        Applying {
+            group: self.core.config().group,
+            state_machine: self.state_machine.as_mut(),
+            sessions: &mut self.sessions,
+        }
+        .apply_batch(entries, &mut scratch, &|position| {
+            proposals.contains_key(&entries[position].index)
+        });
+        for elapsed in scratch.apply_durations.drain(..) {
+            ShardMetrics::record(&mut metrics.apply_us, elapsed);
+        }
+        for book in scratch.address_books.drain(..) {
+            self.learn_address_book(book);
+        }
+        self.configuration_applied |= scratch.configuration_applied;
+        // The results are answered from here: the latency includes the apply.
+        let now = std::time::Instant::now();
+        for (entry, result) in entries.iter().zip(scratch.take_results()) {
+            self.answer(entry.index, entry.term, result, metrics, now);
+        }
+        scratch.clear();
+        self.apply_scratch = scratch;
         let served = self.serve_reads();
         metrics.reads_served += served;
         self.counters.reads_served += served;
     }
 
-    fn apply_commands(&mut self, entries: &[Entry], metrics: &mut ShardMetrics, mut now: std::time::Instant) {
-        // Each command is decided against the session table in log order
-        // (a retried write applies at most once); the fresh ones go to the
-        // state machine in one call. A second command of a session waiting
-        // in this call first flushes it, so it is decided on a current table.
-        let mut scratch = std::mem::take(&mut self.apply_scratch);
-        scratch.results.resize_with(entries.len(), || None);
-        for (position, entry) in entries.iter().enumerate() {
-            let EntryPayload::Normal(bytes) = &entry.payload else {
-                unreachable!("a run of normal entries")
-            };
-            if let Some(book) = super::membership::decode_addresses(bytes) {
-                // The runtime's own entry: the shard connects to its nodes.
-                match book {
-                    Ok(book) => {
-                        self.address_book.extend(book.iter().map(|(n, a)| (*n, a.clone())));
-                        self.learned_addresses.push(book);
-                    }
-                    Err(error) => {
-                        let _group = crate::logging::group_span(self.core.config().group).entered();
-                        log::warn!(
-                            "group {}: ignoring the address book at index {}: {error}",
-                            self.core.config().group,
-                            entry.index
-                        )
-                    }
-                }
-                scratch.results[position] = Some(Ok(Vec::new()));
-                continue;
-            }
-            let Some(logged) = decode_command(bytes) else {
-                // Not a command this runtime wrote: nothing to apply.
-                scratch.results[position] = Some(Ok(Vec::new()));
-                continue;
-            };
-            if logged
-                .session()
-                .is_some_and(|session| scratch.waiting.contains(&session))
-            {
-                now = self.apply_fresh(entries, &mut scratch, metrics, now);
-                scratch.waiting.clear();
-            }
-            self.sessions.advance_clock(logged.leader_time_ms());
-            let (session, data) = match logged {
-                LoggedCommand::Plain { data, .. } => (None, data),
-                LoggedCommand::Register {
-                    session, timeout_ms, ..
-                } => {
-                    self.sessions.register(session, timeout_ms);
-                    scratch.results[position] = Some(Ok(Vec::new()));
-                    continue;
-                }
-                LoggedCommand::Session {
-                    session,
-                    sequence,
-                    lowest_unanswered,
-                    data,
-                    ..
-                } => {
-                    let crc = crc32fast::hash(data);
-                    match self.sessions.admit(session, sequence, crc) {
-                        Ok(Admission::Fresh) => (Some((session, sequence, lowest_unanswered, crc)), data),
-                        Ok(Admission::Duplicate(result)) => {
-                            scratch.results[position] = Some(Ok(result));
-                            continue;
-                        }
-                        Err(SessionRefusal::Expired) => {
-                            scratch.results[position] = Some(Err(Error::SessionExpired));
-                            continue;
-                        }
-                        Err(SessionRefusal::StaleSequence) => {
-                            scratch.results[position] = Some(Err(Error::StaleSequence));
-                            continue;
-                        }
-                    }
-                }
-            };
-            if let Some((id, ..)) = session {
-                scratch.waiting.insert(id);
-            }
-            // The data is the tail of the entry's bytes.
-            scratch.fresh.push(FreshCommand {
-                position,
-                data_start: bytes.len() - data.len(),
-                session,
-            });
-        }
-        now = self.apply_fresh(entries, &mut scratch, metrics, now);
-        for (entry, result) in entries.iter().zip(scratch.results.drain(..)) {
-            let result = result.unwrap_or_else(|| Ok(Vec::new()));
-            self.answer(entry.index, entry.term, result, metrics, now);
-        }
-        scratch.clear();
-        self.apply_scratch = scratch;
+    fn learn_address_book(&mut self, book: BTreeMap<NodeId, Vec<std::net::SocketAddr>>) {
+        self.address_book.extend(book.iter().map(|(n, a)| (*n, a.clone())));
+        self.learned_addresses.push(book);
     }
 
-    /// Hands the admitted commands (of `entries`) to the state machine and
-    /// records their results in the sessions; returns the time the results
-    /// are answered at.
-    fn apply_fresh(
-        &mut self,
-        entries: &[Entry],
-        scratch: &mut ApplyScratch,
-        metrics: &mut ShardMetrics,
-        now: std::time::Instant,
-    ) -> std::time::Instant {
-        if scratch.fresh.is_empty() {
-            return now;
+    /// Hands committed entries to the apply lane. What they mean to the
+    /// runtime (address books, configurations) takes effect here and now,
+    /// so a snapshot queued after them carries the address book as of the
+    /// index the lane will have reached.
+    fn hand_to_lane(&mut self, entries: &[Entry]) {
+        let Some(lane) = self.lane.as_mut() else {
+            return;
+        };
+        if entries.is_empty() {
+            return;
         }
-        let mut commands = scratch.fresh.iter().map(|f| {
-            let entry = &entries[f.position];
-            let EntryPayload::Normal(bytes) = &entry.payload else {
-                unreachable!("only normal entries are admitted")
-            };
-            Command {
-                index: entry.index,
-                term: entry.term,
-                data: &bytes[f.data_start..],
-            }
-        });
-        let started = std::time::Instant::now();
-        let outputs = self.state_machine.on_apply(&mut commands);
-        // The results are answered from here: the latency includes the apply.
-        let now = std::time::Instant::now();
-        ShardMetrics::record(&mut metrics.apply_us, now.saturating_duration_since(started));
-        let mut outputs = outputs.into_iter();
-        for f in scratch.fresh.drain(..) {
-            let output = outputs.next().unwrap_or_default();
-            let answer = match f.session {
-                Some((id, sequence, lowest_unanswered, crc)) => {
-                    // The session keeps the output for retries; a copy is
-                    // made only for a proposer waiting here (on the leader:
-                    // a follower answers no one and moves it).
-                    let awaited = self.proposals.contains_key(&entries[f.position].index);
-                    let answer = if awaited { output.clone() } else { Vec::new() };
-                    self.sessions.record(id, sequence, lowest_unanswered, crc, output);
-                    answer
+        lane.send_sessions(&mut self.sessions);
+        let mut books = Vec::new();
+        for entry in entries {
+            match &entry.payload {
+                EntryPayload::Normal(bytes) => {
+                    if let Some(Ok(book)) = super::membership::decode_addresses(bytes) {
+                        books.push(book);
+                    }
                 }
-                None => output,
-            };
-            scratch.results[f.position] = Some(Ok(answer));
+                EntryPayload::Configuration(_) => self.configuration_applied = true,
+                EntryPayload::Noop => {}
+            }
         }
-        now
+        let awaited = entries.iter().map(|e| self.proposals.contains_key(&e.index)).collect();
+        lane.apply(entries.to_vec(), awaited);
+        for book in books {
+            self.learn_address_book(book);
+        }
+    }
+
+    /// Takes what the apply lane finished: answers the proposers of the
+    /// entries it applied, the queries it answered, and serves the reads
+    /// its applied index now allows. Returns the snapshots it wrote, and
+    /// `Err` if its thread is gone (the state machine panicked).
+    #[allow(clippy::type_complexity)]
+    pub fn collect_lane(
+        &mut self,
+        metrics: &mut ShardMetrics,
+    ) -> Result<
+        Vec<(
+            Result<super::snapshot_store::StoredSnapshot, Error>,
+            std::time::Duration,
+        )>,
+        Error,
+    > {
+        let Some(lane) = self.lane.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let collected = lane.collect();
+        let hint = self.core.leader();
+        let mut served = 0;
+        for answer in collected.answers {
+            if let Some(read) = lane.queries.pop_front() {
+                read.reply.send(Ok(answer), hint);
+                served += 1;
+            }
+        }
+        for elapsed in &collected.apply_durations {
+            ShardMetrics::record(&mut metrics.apply_us, *elapsed);
+        }
+        let now = std::time::Instant::now();
+        let applied = collected.applied.len() as u64;
+        metrics.entries_applied += applied;
+        self.counters.entries_applied += applied;
+        for (index, term, result) in collected.applied {
+            self.answer(index, term, result, metrics, now);
+        }
+        served += self.serve_reads();
+        metrics.reads_served += served;
+        self.counters.reads_served += served;
+        self.notify_if_drained();
+        if collected.failed {
+            return Err(Error::Storage(format!(
+                "group {}: its state machine's apply thread is gone (it panicked)",
+                self.core.config().group
+            )));
+        }
+        Ok(collected.snapshots)
+    }
+
+    /// A stale read: answered from what is applied now, or, with an apply
+    /// lane, by the lane after what it was handed so far.
+    pub fn query_stale(&mut self, query: Vec<u8>, reply: Reply) {
+        let hint = self.leader_hint();
+        match self.lane.as_mut() {
+            Some(lane) => lane.query(PendingRead {
+                context: 0,
+                index: None,
+                query,
+                index_only: false,
+                reply,
+                received: std::time::Instant::now(),
+            }),
+            None => reply.send(Ok(self.state_machine.on_query(&query)), hint),
+        }
+    }
+
+    /// A snapshot from the leader was loaded into the state machine (and
+    /// `sessions` replaced): the lane, drained by the load, takes the
+    /// sessions before its next job and stands at the snapshot's index.
+    pub fn lane_installed(&mut self, index: LogIndex) {
+        if let Some(lane) = self.lane.as_mut() {
+            lane.sessions_current = false;
+            lane.applied = lane.applied.max(index);
+        }
+    }
+
+    /// Entry bytes handed to the apply lane and not yet applied.
+    pub fn lane_backlog_bytes(&self) -> u64 {
+        self.lane.as_ref().map_or(0, |lane| lane.backlog_bytes)
+    }
+
+    /// Waits (blocking the shard) until the apply lane has done everything
+    /// handed to it, then takes its results (`collect_lane`).
+    pub fn drain_lane(&mut self, metrics: &mut ShardMetrics) {
+        if let Some(lane) = self.lane.as_ref() {
+            lane.drain();
+            let _ = self.collect_lane(metrics);
+        }
     }
 
     /// Answers the proposal at `index`: with `result` if it is the entry that
@@ -465,7 +447,7 @@ impl Group {
     /// Serves every read whose index the state machine has reached; returns
     /// how many it served.
     pub fn serve_reads(&mut self) -> u64 {
-        let applied = self.core.applied_index();
+        let applied = self.applied_index();
         let hint = self.core.leader();
         let mut remaining = Vec::with_capacity(self.reads.len());
         let mut served = 0;
@@ -474,6 +456,11 @@ impl Group {
                 Some(index) if read.index_only => {
                     read.reply.send(Ok(index.0.to_le_bytes().to_vec()), hint);
                     served += 1;
+                }
+                // The lane answers it after everything up to `applied`
+                // (and maybe more): counted when answered.
+                Some(index) if index <= applied && self.lane.is_some() => {
+                    self.lane.as_mut().expect("checked").query(read);
                 }
                 Some(index) if index <= applied => {
                     let answer = self.state_machine.on_query(&read.query);
@@ -496,7 +483,8 @@ impl Group {
 
     /// Tells the close waiters, once nothing is in flight.
     pub fn notify_if_drained(&mut self) {
-        if self.closed && self.proposals.is_empty() && self.reads.is_empty() {
+        let lane_idle = self.lane.as_ref().is_none_or(|lane| lane.queries.is_empty());
+        if self.closed && self.proposals.is_empty() && self.reads.is_empty() && lane_idle {
             for waiter in self.close_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -542,6 +530,11 @@ impl Group {
         for read in self.reads.drain(..) {
             read.reply.send(Err(error.clone()), hint);
         }
+        if let Some(lane) = self.lane.as_mut() {
+            for read in lane.queries.drain(..) {
+                read.reply.send(Err(error.clone()), hint);
+            }
+        }
     }
 }
 
@@ -550,15 +543,19 @@ mod tests {
     use super::*;
     use crate::api::CommandCounter;
     use crate::raft::{Configuration, GroupId, InitialState, RaftConfig};
-    use crate::runtime::codec::encode_command;
+    use crate::runtime::codec::{encode_command, LoggedCommand};
 
     fn group() -> Group {
+        group_of(Box::new(CommandCounter::default()))
+    }
+
+    fn group_of(state_machine: Box<dyn StateMachine>) -> Group {
         let initial = InitialState {
             configuration: Configuration::with_voters([NodeId(1)]),
             ..Default::default()
         };
         let core = RaftCore::new(RaftConfig::new(NodeId(1), GroupId(1)), initial).expect("valid config");
-        Group::new(core, Box::new(CommandCounter::default()))
+        Group::new(core, state_machine)
     }
 
     fn write(sequence: u64, lowest_unanswered: u64, data: &'static [u8]) -> LoggedCommand<'static> {
@@ -597,7 +594,10 @@ mod tests {
                 }
             })
             .collect();
-        group.apply(&entries, &mut ShardMetrics::new(0));
+        let mut metrics = ShardMetrics::new(0);
+        group.apply(&entries, &mut metrics);
+        // An apply lane answers once it has applied them.
+        group.drain_lane(&mut metrics);
         answers.iter().map(|r| r.recv().expect("answered")).collect()
     }
 
@@ -607,7 +607,20 @@ mod tests {
 
     #[test]
     fn one_batch_applies_each_sequence_once_and_refuses_what_the_session_cannot_vouch_for() {
-        let mut group = group();
+        one_batch_applies_each_sequence_once(group());
+    }
+
+    #[test]
+    fn on_an_apply_lane_one_batch_applies_each_sequence_once_and_answers_after_it_applied() {
+        let group = group_of(Box::new(crate::api::OffShard::new(CommandCounter::default())));
+        assert!(
+            group.lane.is_some(),
+            "an OffShard state machine gets its own apply thread"
+        );
+        one_batch_applies_each_sequence_once(group);
+    }
+
+    fn one_batch_applies_each_sequence_once(mut group: Group) {
         let answers = apply_batch(
             &mut group,
             &[

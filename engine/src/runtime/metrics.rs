@@ -117,6 +117,9 @@ pub struct ShardMetrics {
     /// Writing one snapshot, from `on_snapshot_save` to durable, µs (the
     /// shard's loop waits that long: it is written on the shard's thread).
     pub snapshot_us: Histogram<u64>,
+    /// Between two node-level beats this shard sent its peers (one a tick
+    /// when the loop is on time; a long turn stretches it), µs.
+    pub beat_interval_us: Histogram<u64>,
 }
 
 impl ShardMetrics {
@@ -162,6 +165,7 @@ impl ShardMetrics {
             commit_us: histogram(),
             apply_us: histogram(),
             snapshot_us: histogram(),
+            beat_interval_us: histogram(),
         }
     }
 

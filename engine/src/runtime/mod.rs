@@ -3,6 +3,8 @@
 
 mod admin;
 mod affinity;
+mod apply;
+mod apply_lane;
 mod clock;
 mod codec;
 mod compaction;
@@ -27,6 +29,7 @@ mod violations;
 
 pub use admin::ADMIN_REQUESTS_QUEUED_MAX;
 pub use affinity::{current_thread_cpus, pin_current_thread};
+pub use apply_lane::{APPLY_LANE_BACKLOG_BYTES_MAX, APPLY_LANE_BATCH_ENTRIES_MAX};
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
 pub use compaction::{

@@ -144,6 +144,8 @@ pub(crate) struct Shard {
     pub(super) removed_from: BTreeSet<GroupId>,
     /// What creating a group at run time needs (`group_creation.rs`).
     pub(super) creation: Option<super::group_creation::GroupCreation>,
+    /// When the last node-level beat went to the peers.
+    last_beat: Option<Instant>,
 }
 
 /// Answers a client request the shard cannot take now.
@@ -265,6 +267,7 @@ impl Shard {
                 .collect(),
             removed_from: BTreeSet::new(),
             creation: None,
+            last_beat: None,
         }
     }
 
@@ -316,6 +319,11 @@ impl Shard {
             }
         }
         self.fail_membership_changes(&Error::Shutdown);
+        for group in self.groups.values_mut() {
+            // What the apply lanes were handed is applied and answered;
+            // the lanes' threads end when their groups are dropped.
+            group.drain_lane(&mut self.metrics);
+        }
         for (&id, group) in self.groups.iter_mut() {
             group.stop_leading_for_shutdown();
             group.fail_all(Error::Shutdown);
@@ -428,6 +436,7 @@ impl Shard {
             }
         }
         self.inbox = inbox;
+        self.collect_lanes();
         // Whatever waited in the inbox was stepped first (a heartbeat that
         // arrived during a stall is evidence its leader lived then); now
         // the cores learn how long this shard was away, even if a full
@@ -598,6 +607,10 @@ impl Shard {
         // where `coraft-admin transfer`/`rebalance` put them, under load).
         // Count one tick of silence per reading of the clock.
         let ticks = ticks.min(1);
+        let now = Instant::now();
+        if let Some(last) = self.last_beat.replace(now) {
+            ShardMetrics::record(&mut self.metrics.beat_interval_us, now.saturating_duration_since(last));
+        }
         let mut unreachable = Vec::new();
         for (&node, silent) in self.peer_silent_ticks.iter_mut() {
             let before = *silent;
@@ -748,6 +761,15 @@ impl Shard {
             let hint = group.leader_hint();
             return self.reject(reply, Some(group_id), Error::NotLeader { leader_hint: hint });
         }
+        if group.lane_backlog_bytes() > super::apply_lane::APPLY_LANE_BACKLOG_BYTES_MAX {
+            return self.reject(
+                reply,
+                Some(group_id),
+                Error::Busy {
+                    bound: "APPLY_LANE_BACKLOG_BYTES_MAX",
+                },
+            );
+        }
         let pending = group.proposals.len();
         let batch = proposals.entry(group_id).or_default();
         if pending + batch.len() >= PENDING_PROPOSALS_MAX {
@@ -897,8 +919,7 @@ impl Shard {
             });
             return;
         }
-        let answer = group.state_machine.on_query(&query);
-        reply.send(Ok(answer), group.leader_hint());
+        group.query_stale(query, reply);
     }
 
     fn api_request(&mut self, request: ApiRequest, proposals: &mut BTreeMap<GroupId, Batch>) {
@@ -1072,6 +1093,9 @@ impl Shard {
                 if let Err(error) = self.load_installed(group_id, meta) {
                     self.fail(error);
                     return;
+                }
+                if let Some(group) = self.groups.get_mut(&group_id) {
+                    group.lane_installed(meta.index);
                 }
             }
             // 1. Persist (buffered into this turn's group commit).
@@ -1275,6 +1299,43 @@ impl Shard {
 }
 
 impl Shard {
+    /// Takes what the groups' apply lanes finished (`apply_lane.rs`):
+    /// answers, served reads, written snapshots. A lane's doorbell starts
+    /// a task here the first time, so that its next result rings the loop.
+    fn collect_lanes(&mut self) {
+        let mut failure = None;
+        for (&id, group) in self.groups.iter_mut() {
+            let Some(lane) = group.lane.as_mut() else {
+                continue;
+            };
+            if let Some(wake) = lane.take_wake() {
+                let events = self.events.clone();
+                glommio::spawn_local(async move {
+                    while wake.recv_async().await.is_ok() {
+                        events.ring();
+                    }
+                })
+                .detach();
+            }
+            match group.collect_lane(&mut self.metrics) {
+                Ok(snapshots) => {
+                    let mut written = self.snapshots_written.borrow_mut();
+                    for (result, elapsed) in snapshots {
+                        written.push(SnapshotWritten {
+                            group: id,
+                            result,
+                            elapsed,
+                        });
+                    }
+                }
+                Err(error) => failure = Some(error),
+            }
+        }
+        if let Some(error) = failure {
+            self.fail(error);
+        }
+    }
+
     /// Takes the snapshots asked for, and those the policy wants, whose
     /// group has every applied entry durable in the WAL here; the others
     /// wait for a later turn (the WAL sync this turn requests makes them
@@ -1494,6 +1555,13 @@ fn take_snapshot(
     // The session table, the address book and the view are taken
     // together, at `applied`.
     let addresses = group.snapshot_address_book(&meta.configuration);
+    if let Some(lane) = group.lane.as_mut() {
+        // The lane writes it after everything handed to it, at `applied`,
+        // with the sessions it holds then (`apply_lane.rs`).
+        lane.send_sessions(&mut group.sessions);
+        lane.snapshot(store.clone(), meta, addresses);
+        return Ok(Taken::Writing);
+    }
     let mut writer = store
         .begin_with_addresses(meta, group.sessions.encode(), addresses)
         .map_err(|e| error(e.to_string()))?;
@@ -1558,7 +1626,7 @@ pub(crate) fn status_of(node: NodeId, group: &Group) -> GroupStatus {
         term: core.term(),
         leader: core.leader(),
         commit_index: core.commit_index(),
-        applied_index: core.applied_index(),
+        applied_index: group.applied_index(),
         last_index: core.last_index(),
         snapshot_index: core.snapshot().map_or(LogIndex(0), |s| s.index),
         first_index: core.first_index(),

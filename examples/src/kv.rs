@@ -472,8 +472,9 @@ pub(crate) fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
-/// Reads the encoding, refusing what is short, oversized or left over.
-struct Reader<'a>(&'a [u8]);
+/// Reads the encoding, refusing what is short, oversized or left over
+/// (the KV's and the regions' messages).
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl Reader<'_> {
     fn take(&mut self, count: usize) -> Result<&[u8], String> {
@@ -485,12 +486,16 @@ impl Reader<'_> {
         Ok(head)
     }
 
-    fn byte(&mut self) -> Result<u8, String> {
+    pub(crate) fn byte(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 
     fn sized(&mut self, what: &str, bytes_max: usize) -> Result<Vec<u8>, String> {
@@ -501,15 +506,15 @@ impl Reader<'_> {
         Ok(self.take(length)?.to_vec())
     }
 
-    fn key(&mut self) -> Result<Vec<u8>, String> {
+    pub(crate) fn key(&mut self) -> Result<Vec<u8>, String> {
         self.sized("key", KEY_BYTES_MAX)
     }
 
-    fn value(&mut self) -> Result<Vec<u8>, String> {
+    pub(crate) fn value(&mut self) -> Result<Vec<u8>, String> {
         self.sized("value", VALUE_BYTES_MAX)
     }
 
-    fn optional_value(&mut self) -> Result<Option<Vec<u8>>, String> {
+    pub(crate) fn optional_value(&mut self) -> Result<Option<Vec<u8>>, String> {
         match self.byte()? {
             0 => Ok(None),
             1 => Ok(Some(self.value()?)),
@@ -517,7 +522,7 @@ impl Reader<'_> {
         }
     }
 
-    fn end(&self) -> Result<(), String> {
+    pub(crate) fn end(&self) -> Result<(), String> {
         if self.0.is_empty() {
             Ok(())
         } else {

@@ -33,7 +33,8 @@ use coraft::raft::{GroupId, NodeId, Term};
 use coraft::runtime::GroupCreator;
 
 use crate::kv::{
-    put_bytes, put_optional, read_sized, KvQuery, KvWrite, WriteOutcome, KEY_BYTES_MAX, SCAN_PAIRS_MAX, VALUE_BYTES_MAX,
+    put_bytes, put_optional, read_sized, KvQuery, KvWrite, Reader, WriteOutcome, KEY_BYTES_MAX, SCAN_PAIRS_MAX,
+    VALUE_BYTES_MAX,
 };
 
 /// The region that starts with the whole keyspace.
@@ -78,8 +79,8 @@ impl RegionDescriptor {
     fn decode(reader: &mut Reader<'_>) -> Result<RegionDescriptor, String> {
         Ok(RegionDescriptor {
             id: reader.u64()?,
-            start: reader.sized(KEY_BYTES_MAX)?,
-            end: reader.sized(KEY_BYTES_MAX)?,
+            start: reader.key()?,
+            end: reader.key()?,
             epoch: reader.u64()?,
         })
     }
@@ -165,7 +166,7 @@ impl RegionCommand {
             WRITE => KvWrite::decode(reader.0).map(RegionCommand::Write),
             SPLIT => {
                 let epoch = reader.u64()?;
-                let key = reader.sized(KEY_BYTES_MAX)?;
+                let key = reader.key()?;
                 reader.end()?;
                 Ok(RegionCommand::Split { epoch, key })
             }
@@ -203,7 +204,7 @@ impl RegionQuery {
                 Ok(RegionQuery::Describe)
             }
             RAW_SCAN => {
-                let start = reader.sized(KEY_BYTES_MAX)?;
+                let start = reader.key()?;
                 let limit = reader.u32()?;
                 reader.end()?;
                 if limit as usize > SCAN_PAIRS_MAX {
@@ -707,48 +708,6 @@ fn put_pairs<'a>(out: &mut Vec<u8>, pairs: Vec<(&'a Vec<u8>, &'a Vec<u8>)>) {
     for (key, value) in pairs {
         put_bytes(out, key);
         put_bytes(out, value);
-    }
-}
-
-/// Reads the encoding, refusing what is short, oversized or left over.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, count: usize) -> Result<&[u8], String> {
-        if self.0.len() < count {
-            return Err(format!("truncated: {count} bytes needed, {} left", self.0.len()));
-        }
-        let (head, tail) = self.0.split_at(count);
-        self.0 = tail;
-        Ok(head)
-    }
-
-    fn byte(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-
-    fn sized(&mut self, bytes_max: usize) -> Result<Vec<u8>, String> {
-        let length = self.u32()? as usize;
-        if length > bytes_max {
-            return Err(format!("{length} bytes exceed {bytes_max}"));
-        }
-        Ok(self.take(length)?.to_vec())
-    }
-
-    fn end(&self) -> Result<(), String> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} bytes left over", self.0.len()))
-        }
     }
 }
 

@@ -32,7 +32,7 @@ use coraft::raft::{NodeId, Term};
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use redb::{TableDefinition, WriteTransaction};
 
-use crate::kv::{encode_get_answer, encode_scan_answer, KvQuery, KvWrite, Pair, WriteOutcome};
+use crate::kv::{encode_get_answer, encode_query_failure, encode_scan_answer, KvQuery, KvWrite, Pair, WriteOutcome};
 use crate::kv::{read_sized, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// The pairs.
@@ -247,12 +247,18 @@ impl StateMachine for RedbKv {
         results
     }
 
-    /// A query that does not decode gets an empty answer, as with `KvStore`.
+    /// A query that does not decode, or that redb fails to read, gets a
+    /// failure answer saying why (the client prints it and exits 1): a
+    /// read changes nothing, so the node goes on.
     fn on_query(&self, query: &[u8]) -> Vec<u8> {
-        match KvQuery::decode(query) {
-            Ok(query) => self.query(&query).unwrap_or_else(|e| fatal("read", e)),
-            Err(_) => Vec::new(),
-        }
+        let query = match KvQuery::decode(query) {
+            Ok(query) => query,
+            Err(reason) => return encode_query_failure(&format!("the query does not decode: {reason}")),
+        };
+        self.query(&query).unwrap_or_else(|error| {
+            log::error!("node {}: the redb store failed to read: {error}", self.node);
+            encode_query_failure(&format!("node {}: the redb store failed to read: {error}", self.node))
+        })
     }
 
     /// Syncs the store, then hands over a read transaction's view of it:
@@ -457,6 +463,36 @@ mod tests {
             "the replayed put sees the state before index 1, as the first time"
         );
         assert_eq!(get(&store, "stale"), None);
+    }
+
+    #[test]
+    fn a_query_redb_fails_to_read_is_answered_with_the_error_and_the_store_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        put(&mut store, 1, "k", "v");
+        // The pairs table gone (as a load once left it): redb fails the read.
+        let transaction = store.database().begin_write().unwrap();
+        transaction.delete_table(PAIRS).unwrap();
+        transaction.commit().unwrap();
+        let answer = store.on_query(&KvQuery::Get { key: "k".into() }.encode());
+        let error = crate::kv::decode_get(&answer).unwrap_err();
+        assert!(
+            error.contains("the redb store failed to read") && error.contains("pairs"),
+            "{error}"
+        );
+        let scan = KvQuery::Scan {
+            start: Vec::new(),
+            end: Vec::new(),
+            limit: 10,
+        };
+        let error = crate::kv::decode_scan(&store.on_query(&scan.encode())).unwrap_err();
+        assert!(error.contains("the redb store failed to read"), "{error}");
+        // A query that does not decode says why.
+        let error = crate::kv::decode_get(&store.on_query(&[9])).unwrap_err();
+        assert!(error.contains("does not decode"), "{error}");
+        // The node went on: the next write makes the table again.
+        put(&mut store, 2, "k", "w");
+        assert_eq!(get(&store, "k"), Some(b"w".to_vec()));
     }
 
     #[test]

@@ -234,8 +234,34 @@ pub fn encode_scan_answer(pairs: &[Pair]) -> Vec<u8> {
     out
 }
 
+/// First bytes of a query's answer when the node could not answer it (its
+/// store failed to read, or the query did not decode), followed by why:
+/// never the start of a get's answer (a presence byte, 0 or 1) nor of a
+/// scan's (a pair count, at most `SCAN_PAIRS_MAX`).
+const QUERY_FAILED: [u8; 4] = [0xFF; 4];
+
+/// The answer to a query the node could not answer, and why (what
+/// [`decode_get`] and [`decode_scan`] return as their error).
+pub fn encode_query_failure(reason: &str) -> Vec<u8> {
+    let mut out = QUERY_FAILED.to_vec();
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
+/// The error of an answer made by [`encode_query_failure`], if it is one.
+fn query_failure(bytes: &[u8]) -> Result<(), String> {
+    match bytes.strip_prefix(&QUERY_FAILED[..]) {
+        Some(reason) => Err(format!(
+            "the node failed to answer: {}",
+            String::from_utf8_lossy(reason)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A get's answer: the value, if the key is present.
 pub fn decode_get(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    query_failure(bytes)?;
     let mut reader = Reader(bytes);
     let value = reader.optional_value()?;
     reader.end()?;
@@ -244,6 +270,7 @@ pub fn decode_get(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
 
 /// A scan's answer: its pairs in key order.
 pub fn decode_scan(bytes: &[u8]) -> Result<Vec<Pair>, String> {
+    query_failure(bytes)?;
     let mut reader = Reader(bytes);
     let count = reader.u32()? as usize;
     if count > SCAN_PAIRS_MAX {
@@ -360,12 +387,12 @@ impl StateMachine for KvStore {
         commands.map(|command| self.apply(command.data).encode()).collect()
     }
 
-    /// A query that does not decode gets an empty answer (the client
-    /// encodes its queries, so only a foreign client sends one).
+    /// A query that does not decode gets a failure answer saying why (the
+    /// client encodes its queries, so only a foreign client sends one).
     fn on_query(&self, query: &[u8]) -> Vec<u8> {
         match KvQuery::decode(query) {
             Ok(query) => self.query(&query),
-            Err(_) => Vec::new(),
+            Err(reason) => encode_query_failure(&format!("the query does not decode: {reason}")),
         }
     }
 
@@ -502,8 +529,9 @@ pub(crate) fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
-/// Reads the encoding, refusing what is short, oversized or left over.
-struct Reader<'a>(&'a [u8]);
+/// Reads the encoding, refusing what is short, oversized or left over
+/// (the KV's and the regions' messages).
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl Reader<'_> {
     fn take(&mut self, count: usize) -> Result<&[u8], String> {
@@ -515,12 +543,16 @@ impl Reader<'_> {
         Ok(head)
     }
 
-    fn byte(&mut self) -> Result<u8, String> {
+    pub(crate) fn byte(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 
     fn sized(&mut self, what: &str, bytes_max: usize) -> Result<Vec<u8>, String> {
@@ -531,15 +563,15 @@ impl Reader<'_> {
         Ok(self.take(length)?.to_vec())
     }
 
-    fn key(&mut self) -> Result<Vec<u8>, String> {
+    pub(crate) fn key(&mut self) -> Result<Vec<u8>, String> {
         self.sized("key", KEY_BYTES_MAX)
     }
 
-    fn value(&mut self) -> Result<Vec<u8>, String> {
+    pub(crate) fn value(&mut self) -> Result<Vec<u8>, String> {
         self.sized("value", VALUE_BYTES_MAX)
     }
 
-    fn optional_value(&mut self) -> Result<Option<Vec<u8>>, String> {
+    pub(crate) fn optional_value(&mut self) -> Result<Option<Vec<u8>>, String> {
         match self.byte()? {
             0 => Ok(None),
             1 => Ok(Some(self.value()?)),
@@ -547,7 +579,7 @@ impl Reader<'_> {
         }
     }
 
-    fn end(&self) -> Result<(), String> {
+    pub(crate) fn end(&self) -> Result<(), String> {
         if self.0.is_empty() {
             Ok(())
         } else {
@@ -680,7 +712,11 @@ mod tests {
         assert!(KvQuery::decode(&too_many.encode())
             .unwrap_err()
             .contains("SCAN_PAIRS_MAX"));
-        assert!(store.on_query(&too_many.encode()).is_empty());
+        let error = decode_scan(&store.on_query(&too_many.encode())).unwrap_err();
+        assert!(
+            error.contains("does not decode") && error.contains("SCAN_PAIRS_MAX"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //! The new region's first state (the parent's keys from `key` on, as of
 //! the split's index) is written by each replica into a seed file in its
 //! data directory before the group is created; the group's log then starts
-//! empty on top of it, and its snapshots replace it.
+//! empty on top of it, and its snapshots replace it. The parent's snapshots
+//! carry the seeds of the regions split from it, so a replica that learns
+//! of a split only from such a snapshot (it lagged, or restarts from it)
+//! writes the seed and hosts the new region too.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -33,11 +36,16 @@ use coraft::raft::{GroupId, NodeId, Term};
 use coraft::runtime::GroupCreator;
 
 use crate::kv::{
-    put_bytes, put_optional, read_sized, KvQuery, KvWrite, WriteOutcome, KEY_BYTES_MAX, SCAN_PAIRS_MAX, VALUE_BYTES_MAX,
+    put_bytes, put_optional, read_sized, KvQuery, KvWrite, Reader, WriteOutcome, KEY_BYTES_MAX, SCAN_PAIRS_MAX,
+    VALUE_BYTES_MAX,
 };
 
 /// The region that starts with the whole keyspace.
 pub const ROOT_REGION: u64 = 1;
+
+/// Most regions split from one region that its snapshot may name (a bound
+/// on what a snapshot read from a peer may ask for).
+const CHILDREN_MAX: u64 = 1 << 20;
 
 const WRITE: u8 = 1;
 const SPLIT: u8 = 2;
@@ -78,8 +86,8 @@ impl RegionDescriptor {
     fn decode(reader: &mut Reader<'_>) -> Result<RegionDescriptor, String> {
         Ok(RegionDescriptor {
             id: reader.u64()?,
-            start: reader.sized(KEY_BYTES_MAX)?,
-            end: reader.sized(KEY_BYTES_MAX)?,
+            start: reader.key()?,
+            end: reader.key()?,
             epoch: reader.u64()?,
         })
     }
@@ -165,7 +173,7 @@ impl RegionCommand {
             WRITE => KvWrite::decode(reader.0).map(RegionCommand::Write),
             SPLIT => {
                 let epoch = reader.u64()?;
-                let key = reader.sized(KEY_BYTES_MAX)?;
+                let key = reader.key()?;
                 reader.end()?;
                 Ok(RegionCommand::Split { epoch, key })
             }
@@ -203,7 +211,7 @@ impl RegionQuery {
                 Ok(RegionQuery::Describe)
             }
             RAW_SCAN => {
-                let start = reader.sized(KEY_BYTES_MAX)?;
+                let start = reader.key()?;
                 let limit = reader.u32()?;
                 reader.end()?;
                 if limit as usize > SCAN_PAIRS_MAX {
@@ -326,6 +334,7 @@ impl RegionHost {
             host: self.clone(),
             region: None,
             next: None,
+            children: Vec::new(),
             map: Arc::new(BTreeMap::new()),
         };
         if group.0 == ROOT_REGION {
@@ -374,11 +383,15 @@ impl RegionHost {
 
     /// Writes `seed` as region `region`'s first state, durably (a temporary
     /// file, synced, renamed, the directory synced).
-    fn write_seed(&self, region: u64, seed: &RegionStore) -> std::io::Result<()> {
+    fn write_seed(
+        &self,
+        region: u64,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let path = self.seed_path(region);
         let temporary = path.with_extension("tmp");
         let mut file = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
-        seed.view().write_state(&mut file)?;
+        write(&mut file)?;
         let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_data()?;
         std::fs::rename(&temporary, &path)?;
@@ -395,6 +408,9 @@ pub struct RegionStore {
     /// `None`: this node has no state of the region (no seed).
     region: Option<RegionDescriptor>,
     next: Option<u64>,
+    /// The regions split from this one, oldest first: this region's
+    /// snapshots carry their seeds.
+    children: Vec<u64>,
     map: Arc<Map>,
 }
 
@@ -456,6 +472,7 @@ impl RegionStore {
             host: self.host.clone(),
             region: Some(child.clone()),
             next: self.next,
+            children: Vec::new(),
             map: Arc::new(child_map),
         };
         let parent = RegionDescriptor {
@@ -465,15 +482,20 @@ impl RegionStore {
         };
         self.region = Some(parent.clone());
         self.next = Some(child_id);
+        self.children.push(child_id);
         // The seed is durable before the group exists, and both before
-        // this region's snapshot can cover the split.
-        match self.host.write_seed(child_id, &seed) {
-            Ok(()) => self.host.request_creation(child_id),
-            Err(error) => log::error!(
-                "node {}: writing region {child_id}'s seed failed ({error}): this node will not host it",
-                self.host.node
-            ),
+        // this region's snapshot can cover the split. A node that cannot
+        // write it stops here (as on a failed fsync): restarted, it applies
+        // the split again from its log; going on, its snapshots would cover
+        // a split whose seed it never wrote.
+        if let Err(error) = self.host.write_seed(child_id, |file| seed.view().write_state(file)) {
+            panic!(
+                "node {}: writing region {child_id}'s seed {} failed: {error}",
+                self.host.node,
+                self.host.seed_path(child_id).display()
+            );
         }
+        self.host.request_creation(child_id);
         println!(
             "node {}: region {} split at {:?}: region {child_id} holds {} keys",
             self.host.node,
@@ -534,9 +556,10 @@ impl RegionStore {
 
     fn view(&self) -> RegionView {
         RegionView {
-            node: self.host.node,
+            host: self.host.clone(),
             region: self.region.clone(),
             next: self.next,
+            children: self.children.clone(),
             map: Arc::clone(&self.map),
         }
     }
@@ -561,8 +584,40 @@ impl RegionStore {
             let value = read_sized(reader, VALUE_BYTES_MAX).map_err(|e| invalid(format!("region value: {e}")))?;
             map.insert(key, value);
         }
+        // The seeds of the regions split from this one (a state written
+        // before they were carried ends here: none).
+        let mut children = Vec::new();
+        if let Some(count) = u64_or_end(reader)? {
+            if count > CHILDREN_MAX {
+                return Err(invalid(format!(
+                    "{count} regions split from one exceed CHILDREN_MAX ({CHILDREN_MAX})"
+                )));
+            }
+            for _ in 0..count {
+                let child = u64_of(reader)?;
+                let bytes = u64_of(reader)?;
+                let mut seed = reader.take(bytes);
+                let mut copy = |into: &mut dyn Write| -> std::io::Result<()> {
+                    std::io::copy(&mut seed, into)?;
+                    match seed.limit() {
+                        0 => Ok(()),
+                        _ => Err(invalid(format!("region {child}'s seed is truncated"))),
+                    }
+                };
+                if self.host.seed_path(child).exists() {
+                    // Written when this node applied the split (the same
+                    // bytes: a seed never changes).
+                    copy(&mut std::io::sink())?;
+                } else {
+                    // Checked whole before it is renamed into place.
+                    self.host.write_seed(child, copy)?;
+                }
+                children.push(child);
+            }
+        }
         self.region = Some(RegionDescriptor { id, start, end, epoch });
         self.next = (next != 0).then_some(next);
+        self.children = children;
         self.map = Arc::new(map);
         Ok(())
     }
@@ -635,13 +690,11 @@ impl StateMachine for RegionStore {
 
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
         self.load(reader)?;
-        if let Some(next) = self.next {
-            // The right neighbour this region split off: if this node learned
-            // of the split only from this snapshot, it has no seed of it and
-            // does not host it (see docs/examples.md, "Regions").
-            if self.host.seed_path(next).exists() {
-                self.host.request_creation(next);
-            }
+        // The regions split from this one: a node that learns of a split
+        // only from this snapshot (it lagged, or restarts from it) now has
+        // their seeds and hosts them; for the others this does nothing.
+        for &child in &self.children {
+            self.host.request_creation(child);
         }
         Ok(())
     }
@@ -669,9 +722,10 @@ impl StateMachine for RegionStore {
 
 /// A region's state as of when it was taken, to write off the shard loop.
 struct RegionView {
-    node: NodeId,
+    host: Arc<RegionHost>,
     region: Option<RegionDescriptor>,
     next: Option<u64>,
+    children: Vec<u64>,
     map: Arc<Map>,
 }
 
@@ -680,7 +734,7 @@ impl RegionView {
         let region = self
             .region
             .as_ref()
-            .ok_or_else(|| std::io::Error::other(format!("node {} has no state of this region", self.node)))?;
+            .ok_or_else(|| std::io::Error::other(format!("node {} has no state of this region", self.host.node)))?;
         let mut head = Vec::new();
         region.encode(&mut head);
         head.extend_from_slice(&self.next.unwrap_or(0).to_le_bytes());
@@ -692,8 +746,44 @@ impl RegionView {
             writer.write_all(&(value.len() as u32).to_le_bytes())?;
             writer.write_all(value)?;
         }
+        // Every seed this region made, from the files (written once and
+        // never changed), so that a node that learns of a split from this
+        // snapshot can host the new region.
+        writer.write_all(&(self.children.len() as u64).to_le_bytes())?;
+        for &child in &self.children {
+            let path = self.host.seed_path(child);
+            let mut seed = std::fs::File::open(&path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("region {child}'s seed {}: {e}", path.display())))?;
+            let bytes = seed.metadata()?.len();
+            writer.write_all(&child.to_le_bytes())?;
+            writer.write_all(&bytes.to_le_bytes())?;
+            let copied = std::io::copy(&mut (&mut seed).take(bytes), writer)?;
+            if copied != bytes {
+                return Err(std::io::Error::other(format!(
+                    "region {child}'s seed {} shrank while copied",
+                    path.display()
+                )));
+            }
+        }
         Ok(())
     }
+}
+
+/// Reads a `u64`, or `None` at the end of the input.
+fn u64_or_end(reader: &mut dyn Read) -> std::io::Result<Option<u64>> {
+    let mut word = [0u8; 8];
+    let first = loop {
+        match reader.read(&mut word) {
+            Ok(count) => break count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+    };
+    if first == 0 {
+        return Ok(None);
+    }
+    reader.read_exact(&mut word[first..])?;
+    Ok(Some(u64::from_le_bytes(word)))
 }
 
 impl SnapshotView for RegionView {
@@ -710,48 +800,6 @@ fn put_pairs<'a>(out: &mut Vec<u8>, pairs: Vec<(&'a Vec<u8>, &'a Vec<u8>)>) {
     }
 }
 
-/// Reads the encoding, refusing what is short, oversized or left over.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, count: usize) -> Result<&[u8], String> {
-        if self.0.len() < count {
-            return Err(format!("truncated: {count} bytes needed, {} left", self.0.len()));
-        }
-        let (head, tail) = self.0.split_at(count);
-        self.0 = tail;
-        Ok(head)
-    }
-
-    fn byte(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-
-    fn sized(&mut self, bytes_max: usize) -> Result<Vec<u8>, String> {
-        let length = self.u32()? as usize;
-        if length > bytes_max {
-            return Err(format!("{length} bytes exceed {bytes_max}"));
-        }
-        Ok(self.take(length)?.to_vec())
-    }
-
-    fn end(&self) -> Result<(), String> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} bytes left over", self.0.len()))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,6 +811,7 @@ mod tests {
             host: host.clone(),
             region: None,
             next: None,
+            children: Vec::new(),
             map: Arc::new(BTreeMap::new()),
         };
         root.region = Some(RegionDescriptor {
@@ -839,6 +888,65 @@ mod tests {
             .map(|p| p.0)
             .collect();
         assert_eq!(keys, vec![b"m".to_vec(), b"z".to_vec()]);
+    }
+
+    fn raw_keys(store: &dyn StateMachine) -> Vec<Vec<u8>> {
+        let answer = store.on_query(
+            &RegionQuery::RawScan {
+                start: Vec::new(),
+                limit: 10,
+            }
+            .encode(),
+        );
+        let RegionAnswer::Ok { answer, .. } = RegionAnswer::decode(&answer).unwrap() else {
+            panic!("the region refused");
+        };
+        crate::kv::decode_scan(&answer)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.0)
+            .collect()
+    }
+
+    #[test]
+    fn a_node_that_loads_a_snapshot_past_a_split_gets_the_new_regions_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, mut root) = store(&dir.path().join("a"));
+        for (index, key) in ["a", "m", "z"].into_iter().enumerate() {
+            run(&mut root, index as u64 + 1, put(key));
+        }
+        let split = RegionCommand::Split {
+            epoch: 1,
+            key: "m".into(),
+        };
+        run(&mut root, 4, split);
+        run(&mut root, 5, put("b"));
+        let child = child_region_id(ROOT_REGION, 5 - 1);
+        let mut snapshot = Vec::new();
+        root.on_snapshot_save(&mut snapshot).unwrap();
+        // A node that never applied the split loads the parent's snapshot.
+        let lagging = RegionHost::new(NodeId(2), &dir.path().join("b"), vec![NodeId(1), NodeId(2)]).unwrap();
+        let mut parent = lagging.state_machine(GroupId(ROOT_REGION));
+        parent.on_snapshot_load(&mut snapshot.as_slice()).unwrap();
+        assert_eq!(raw_keys(parent.as_ref()), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            lagging.creator.lock().unwrap().1,
+            vec![child],
+            "the new region is asked for"
+        );
+        let seeded = lagging.state_machine(GroupId(child));
+        assert_eq!(raw_keys(seeded.as_ref()), vec![b"m".to_vec(), b"z".to_vec()]);
+        // Its own snapshot carries the seed on; a truncated one is refused.
+        let mut again = Vec::new();
+        parent.on_snapshot_save(&mut again).unwrap();
+        assert_eq!(again, snapshot);
+        let third = RegionHost::new(NodeId(3), &dir.path().join("c"), vec![NodeId(3)]).unwrap();
+        let error = third
+            .state_machine(GroupId(ROOT_REGION))
+            .on_snapshot_load(&mut &snapshot[..snapshot.len() - 1])
+            .unwrap_err();
+        assert!(error.to_string().contains("truncated"), "{error}");
+        assert!(!third.seed_path(child).exists(), "a truncated seed is not kept");
     }
 
     #[test]

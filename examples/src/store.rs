@@ -12,7 +12,9 @@
 //!   durable commit) and hands over a redb read transaction: a consistent
 //!   view that later commits do not change, streamed pair by pair into the
 //!   snapshot file on the engine's snapshot thread. No copy of the pairs is
-//!   made in memory.
+//!   made in memory. The sync runs on the shard's thread; a bounded cache
+//!   ([`CACHE_BYTES`]) and a flusher thread ([`open_database`]) leave it
+//!   little to write.
 //! - **Load and restart.** A snapshot records the index of the last command
 //!   the store had applied. Loading one whose index equals the store's own
 //!   leaves the store as it is (a node restarting from its latest snapshot
@@ -26,13 +28,14 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use coraft::api::{Command, LeaderStopReason, SnapshotView, StateMachine};
 use coraft::raft::{NodeId, Term};
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use redb::{TableDefinition, WriteTransaction};
 
-use crate::kv::{encode_get_answer, encode_scan_answer, KvQuery, KvWrite, Pair, WriteOutcome};
+use crate::kv::{encode_get_answer, encode_query_failure, encode_scan_answer, KvQuery, KvWrite, Pair, WriteOutcome};
 use crate::kv::{read_sized, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// The pairs.
@@ -53,11 +56,58 @@ pub const LOAD_BATCH_PAIRS_MAX: usize = 16_384;
 /// The file the store lives in, inside a node's data directory.
 pub const STORE_FILE: &str = "kv.redb";
 
-/// Opens (or creates) the store file `data/kv.redb`.
+/// redb's page cache. At most half of it holds the pages written since the
+/// last synced commit; past that redb writes them to the file (the OS's
+/// cache), where the flusher syncs them in the background. So the sync a
+/// snapshot view makes on the shard's thread writes at most half of this.
+pub const CACHE_BYTES: usize = 32 << 20;
+
+/// How often the flusher syncs what redb wrote to the store file.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Opens (or creates) the store file `data/kv.redb`, and starts its
+/// flusher: a thread that syncs the file every [`FLUSH_INTERVAL`] while the
+/// database is open, so the pages redb writes between synced commits reach
+/// the disk off the shard's thread. Syncing early never makes a commit
+/// visible after a crash (only a synced commit's header does), it only
+/// leaves less for that commit's sync to do.
 pub fn open_database(data: &Path) -> anyhow::Result<Arc<Database>> {
+    open_database_with(data, CACHE_BYTES, Some(FLUSH_INTERVAL))
+}
+
+/// [`open_database`] with another cache size and flush interval (`None`:
+/// no flusher), to measure what they change (`kv-store-bench`).
+pub fn open_database_with(
+    data: &Path,
+    cache_bytes: usize,
+    flush_interval: Option<Duration>,
+) -> anyhow::Result<Arc<Database>> {
     let path = data.join(STORE_FILE);
-    let database = Database::create(&path).map_err(|e| anyhow::anyhow!("opening the store {}: {e}", path.display()))?;
-    Ok(Arc::new(database))
+    let database = redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(&path)
+        .map_err(|e| anyhow::anyhow!("opening the store {}: {e}", path.display()))?;
+    let database = Arc::new(database);
+    let Some(flush_interval) = flush_interval else {
+        return Ok(database);
+    };
+    let file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("opening the store {}: {e}", path.display()))?;
+    let open = Arc::downgrade(&database);
+    std::thread::Builder::new()
+        .name("redb-flusher".into())
+        .spawn(move || {
+            // Ends within an interval of the database's closing.
+            while open.strong_count() > 0 {
+                std::thread::sleep(flush_interval);
+                if let Err(error) = file.sync_data() {
+                    // The next synced commit syncs the same pages and
+                    // fails the store if the disk really fails.
+                    log::warn!("syncing the store {} in the background: {error}", path.display());
+                }
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("starting the store's flusher: {e}"))?;
+    Ok(database)
 }
 
 /// A failure of the store: the node cannot go on applying (as an fsync
@@ -247,12 +297,18 @@ impl StateMachine for RedbKv {
         results
     }
 
-    /// A query that does not decode gets an empty answer, as with `KvStore`.
+    /// A query that does not decode, or that redb fails to read, gets a
+    /// failure answer saying why (the client prints it and exits 1): a
+    /// read changes nothing, so the node goes on.
     fn on_query(&self, query: &[u8]) -> Vec<u8> {
-        match KvQuery::decode(query) {
-            Ok(query) => self.query(&query).unwrap_or_else(|e| fatal("read", e)),
-            Err(_) => Vec::new(),
-        }
+        let query = match KvQuery::decode(query) {
+            Ok(query) => query,
+            Err(reason) => return encode_query_failure(&format!("the query does not decode: {reason}")),
+        };
+        self.query(&query).unwrap_or_else(|error| {
+            log::error!("node {}: the redb store failed to read: {error}", self.node);
+            encode_query_failure(&format!("node {}: the redb store failed to read: {error}", self.node))
+        })
     }
 
     /// Syncs the store, then hands over a read transaction's view of it:
@@ -457,6 +513,36 @@ mod tests {
             "the replayed put sees the state before index 1, as the first time"
         );
         assert_eq!(get(&store, "stale"), None);
+    }
+
+    #[test]
+    fn a_query_redb_fails_to_read_is_answered_with_the_error_and_the_store_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        put(&mut store, 1, "k", "v");
+        // The pairs table gone (as a load once left it): redb fails the read.
+        let transaction = store.database().begin_write().unwrap();
+        transaction.delete_table(PAIRS).unwrap();
+        transaction.commit().unwrap();
+        let answer = store.on_query(&KvQuery::Get { key: "k".into() }.encode());
+        let error = crate::kv::decode_get(&answer).unwrap_err();
+        assert!(
+            error.contains("the redb store failed to read") && error.contains("pairs"),
+            "{error}"
+        );
+        let scan = KvQuery::Scan {
+            start: Vec::new(),
+            end: Vec::new(),
+            limit: 10,
+        };
+        let error = crate::kv::decode_scan(&store.on_query(&scan.encode())).unwrap_err();
+        assert!(error.contains("the redb store failed to read"), "{error}");
+        // A query that does not decode says why.
+        let error = crate::kv::decode_get(&store.on_query(&[9])).unwrap_err();
+        assert!(error.contains("does not decode"), "{error}");
+        // The node went on: the next write makes the table again.
+        put(&mut store, 2, "k", "w");
+        assert_eq!(get(&store, "k"), Some(b"w".to_vec()));
     }
 
     #[test]

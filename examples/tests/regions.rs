@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{cluster_flag, data_dirs, describe, free_addresses, Server, EVENT_WAIT};
+use coraft::admin::AdminClient;
 use coraft::client::{Client, ClientConfig};
-use coraft::raft::NodeId;
+use coraft::raft::{GroupId, NodeId};
 use coraft_examples::kv::{KvWrite, WriteOutcome};
 use coraft_examples::region::RegionDescriptor;
 use coraft_examples::region_client::RegionClient;
@@ -170,5 +171,90 @@ fn splits_under_a_write_load_lose_no_acknowledged_write_and_survive_a_restart() 
     drop(servers);
     let servers = start_servers(&addresses, root.path());
     check(&mut routing_client(&addresses), 4, &acknowledged);
+    drop(servers);
+}
+
+/// The groups node `address` hosts, and its snapshot index of each.
+fn hosted(address: SocketAddr) -> Option<BTreeMap<u64, u64>> {
+    let mut admin = AdminClient::connect(address, 1, Duration::from_secs(5)).ok()?;
+    let report = admin.status(&[]).ok()?;
+    Some(report.groups.iter().map(|g| (g.group, g.snapshot_index)).collect())
+}
+
+fn put(client: &mut RegionClient, key: Vec<u8>, value: &str) {
+    let put = KvWrite::Put {
+        key,
+        value: value.as_bytes().to_vec(),
+    };
+    match client.write(&put).expect("a write gets an answer") {
+        WriteOutcome::Done { .. } => {}
+        WriteOutcome::Refused(reason) => panic!("a put was refused: {reason}"),
+    }
+}
+
+#[test]
+fn a_replica_that_learns_of_a_split_from_the_parents_snapshot_hosts_the_new_region() {
+    let root = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let data = data_dirs(root.path());
+    // No log kept below a snapshot: a replica behind one is sent it.
+    let start = |i: usize| Server::start(SERVER, i + 1, &addresses, &data[i], &["--log-tail-entries", "0"]);
+    let mut servers: Vec<Option<Server>> = (0..3).map(|i| Some(start(i))).collect();
+    for server in servers.iter().flatten() {
+        server.wait_for("listening on", 0);
+    }
+    let mut client = routing_client(&addresses);
+    for i in 0..100 {
+        put(&mut client, key(i), "first");
+    }
+    // Node 3 misses the split and the writes after it; the parent then
+    // snapshots past the split on nodes 1 and 2 and drops its log.
+    servers[2] = None;
+    split(&addresses, "k0050");
+    let map = client.regions().expect("the region map");
+    assert_eq!(map.len(), 2, "{map:?}");
+    let child = map[1].id;
+    for i in 0..50 {
+        put(&mut client, key(i), "second");
+    }
+    let mut snapshot_index = 0;
+    for &address in &addresses[..2] {
+        let mut admin = AdminClient::connect(address, 1, Duration::from_secs(10)).expect("admin connection");
+        snapshot_index = snapshot_index.max(admin.snapshot(GroupId(1)).expect("a snapshot of region 1"));
+    }
+    // Node 3 comes back and is sent region 1's snapshot, which covers the
+    // split it never applied: it must host the new region too.
+    servers[2] = Some(start(2));
+    let deadline = Instant::now() + EVENT_WAIT;
+    loop {
+        let groups = hosted(addresses[2]).unwrap_or_default();
+        let installed = groups.get(&1).is_some_and(|&index| index >= snapshot_index);
+        if installed && groups.contains_key(&child) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 does not host region {child} after installing region 1's snapshot at {snapshot_index}: \
+             it hosts (group, snapshot index) {groups:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // With node 1 gone the new region needs node 3's vote: it must elect
+    // and take writes, and hold the keys it had from the split on.
+    servers[0] = None;
+    put(&mut client, key(70), "third");
+    for i in 50..100 {
+        let expected: &[u8] = if i == 70 { b"third" } else { b"first" };
+        let value = client.get(&key(i)).expect("get");
+        assert_eq!(value.as_deref(), Some(expected), "key {i}");
+    }
+    let pairs = client.raw_pairs(child).expect("the new region's pairs");
+    assert_eq!(pairs.len(), 50, "the new region holds the keys from k0050 on");
+    // Restarted from its own snapshot and log (node 1 still down), node 3
+    // still hosts it: the region takes writes again.
+    servers[2] = None;
+    servers[2] = Some(start(2));
+    put(&mut client, key(71), "fourth");
+    assert_eq!(client.get(&key(71)).expect("get").as_deref(), Some(&b"fourth"[..]));
     drop(servers);
 }

@@ -25,11 +25,20 @@ use coraft_examples::server::{init_logging, node_options, stop_signals, ServerAr
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
+    /// Log entries each region keeps below its newest snapshot, for
+    /// followers that lag (0: none; a follower behind the snapshot is sent
+    /// the snapshot).
+    #[arg(long, value_name = "ENTRIES", default_value_t = coraft::runtime::SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT)]
+    log_tail_entries: u64,
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse().server;
+    let Args {
+        server: args,
+        log_tail_entries,
+    } = Args::parse();
     let mut options = node_options(&args)?;
+    options.snapshot.log_tail_entries = log_tail_entries;
     // Region 1 is configured; the others are created by splits and come
     // back on restart from the engine's list of created groups.
     options.groups = vec![GroupId(ROOT_REGION)];

@@ -10,14 +10,14 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use coraft::api::{Command, StateMachine};
 use coraft::raft::{LogIndex, NodeId, Term};
 use coraft_examples::kv::{KvStore, KvWrite};
-use coraft_examples::store::{open_database, RedbKv};
+use coraft_examples::store::{open_database_with, RedbKv, CACHE_BYTES, FLUSH_INTERVAL};
 
 #[derive(Parser, Debug)]
 #[command(name = "kv-store-bench", about = "Measures the KV example's stores outside Raft")]
@@ -37,6 +37,14 @@ struct Args {
     /// An empty or missing directory for the store and snapshot files.
     #[arg(long)]
     dir: PathBuf,
+    /// redb's page cache, MiB (the store's `CACHE_BYTES` by default; 1024
+    /// is redb's own default).
+    #[arg(long, default_value_t = (CACHE_BYTES >> 20) as u64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    redb_cache_mib: u64,
+    /// How often the redb store's file is synced in the background, ms (the
+    /// store's `FLUSH_INTERVAL` by default; 0: never).
+    #[arg(long, default_value_t = FLUSH_INTERVAL.as_millis() as u64)]
+    redb_flush_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -45,11 +53,15 @@ enum Store {
     Redb,
 }
 
-fn make(store: Store, dir: &std::path::Path) -> Result<Box<dyn StateMachine>> {
+fn make(args: &Args, dir: &std::path::Path) -> Result<Box<dyn StateMachine>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(match store {
+    Ok(match args.store {
         Store::Memory => Box::new(KvStore::new(NodeId(1))),
-        Store::Redb => Box::new(RedbKv::open(NodeId(1), open_database(dir)?)?),
+        Store::Redb => {
+            let flush = (args.redb_flush_ms > 0).then(|| Duration::from_millis(args.redb_flush_ms));
+            let database = open_database_with(dir, (args.redb_cache_mib << 20) as usize, flush)?;
+            Box::new(RedbKv::open(NodeId(1), database)?)
+        }
     })
 }
 
@@ -84,7 +96,7 @@ fn main() -> Result<()> {
         bail!("--dir {} is not empty", args.dir.display());
     }
     let store_dir = args.dir.join("store");
-    let mut store = make(args.store, &store_dir)?;
+    let mut store = make(&args, &store_dir)?;
     let value = vec![b'v'; args.value_bytes as usize];
     let started = Instant::now();
     let mut index = 0u64;
@@ -138,7 +150,7 @@ fn main() -> Result<()> {
     );
     drop(store);
 
-    let mut fresh = make(args.store, &args.dir.join("loaded"))?;
+    let mut fresh = make(&args, &args.dir.join("loaded"))?;
     let started = Instant::now();
     let file = std::fs::File::open(&path)?;
     fresh.on_snapshot_load(&mut BufReader::new(file))?;

@@ -244,6 +244,17 @@ impl Cluster {
     /// Starts node `index` (0-based) if it is not running; its stderr goes
     /// to its log file, appended across restarts.
     pub fn start(&mut self, index: usize) -> Result<(), RunError> {
+        self.start_with(index, false)
+    }
+
+    /// [`Cluster::start`] with `--join`: for a node whose WAL was wiped
+    /// after it was removed from the group, which must wait, neither
+    /// campaigning nor voting, until a leader adds it back.
+    pub fn start_joining(&mut self, index: usize) -> Result<(), RunError> {
+        self.start_with(index, true)
+    }
+
+    fn start_with(&mut self, index: usize, join: bool) -> Result<(), RunError> {
         let node = &mut self.nodes[index];
         if node.child.is_some() {
             return Ok(());
@@ -253,7 +264,12 @@ impl Cluster {
             .append(true)
             .open(&node.log_path)
             .map_err(io_error(format!("opening {}", node.log_path.display())))?;
-        let _ = writeln!(log, "--- coraft-chaos: starting node {}", index + 1);
+        let _ = writeln!(
+            log,
+            "--- coraft-chaos: starting node {}{}",
+            index + 1,
+            if join { " (--join)" } else { "" }
+        );
         let mut command = match &node.namespace {
             // `ip netns exec` enters the namespace and execs the node: the
             // child's pid is the node's.
@@ -271,6 +287,7 @@ impl Cluster {
             .arg("--config")
             .arg(&node.config_path)
             .args(["--state-machine", "kv"])
+            .args(join.then_some("--join"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -285,6 +302,13 @@ impl Cluster {
     /// segments and snapshots).
     pub fn wal_dir(&self, index: usize) -> &Path {
         &self.nodes[index].wal_dir
+    }
+
+    /// What node `index` logged since it was last started.
+    pub fn log_since_start(&self, index: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[index].log_path).unwrap_or_default();
+        let start = text.rfind("--- coraft-chaos: starting node").unwrap_or(0);
+        text[start..].to_string()
     }
 
     /// Node `index`'s log file (its stderr, appended across restarts).

@@ -7,6 +7,8 @@
 //!   ok / failed / unknown outcomes, stored as JSON lines.
 //! * [`linearizable`]: per-key read/write/compare-and-set registers checked
 //!   for linearizability (Wing & Gong search with Lowe's memoization).
+//! * [`second_opinion`]: the same registers judged again by `todc-utils`'s
+//!   Wing–Gong–Lowe checker from crates.io; a disagreement fails the run.
 //! * [`counter`]: fetch-and-increment counters checked by bounds.
 //! * [`list_append`]: list-append histories checked for one order per key
 //!   and no lost, duplicated or invented append.
@@ -14,9 +16,11 @@
 //! * [`cluster`]: the `coraft-node` processes of a run.
 //! * [`workload`]: the client threads and the history recorder.
 //! * [`nemesis`]: faults on a seeded schedule.
+//! * [`storage`]: damage to a stopped node's WAL (the `storage` fault).
 //! * [`netns`]: network namespaces for partitions.
 //! * [`proxy`]: a fault-injecting TCP proxy per link (delay, reordering, resets, stalls).
 //! * [`run`]: one whole run and its report (what `coraft-chaos` runs).
+//! * [`soak`]: back-to-back checked rounds of random faults (`--soak`).
 //! * [`plot`]: the run's SVG (throughput and latency over time, faults marked).
 #![deny(missing_docs)]
 
@@ -31,6 +35,9 @@ pub mod plot;
 pub mod proxy;
 pub mod rng;
 pub mod run;
+pub mod second_opinion;
+pub mod soak;
+pub mod storage;
 pub mod workload;
 
 /// Why a run could not be carried out (a violation is not an error: it is

@@ -104,6 +104,20 @@ impl RegisterReport {
 /// Checks every register key of `history`, each search bounded by
 /// `states_explored_max` states (see [`STATES_EXPLORED_MAX`]).
 pub fn check_registers(history: &History, states_explored_max: usize) -> Result<RegisterReport, HistoryError> {
+    let keys = register_operations_by_key(history)?
+        .into_iter()
+        .map(|(key, operations)| {
+            let operations = without_unobserved_unknowns(operations);
+            (key, check_key(&operations, states_explored_max))
+        })
+        .collect();
+    Ok(RegisterReport { keys })
+}
+
+/// The register operations of `history` that constrain a key, by key: `Ok`
+/// ones, and `Unknown` writes and compare-and-sets (not `Failed` ones, nor
+/// `Unknown` reads), in invocation order.
+pub(crate) fn register_operations_by_key(history: &History) -> Result<BTreeMap<Key, Vec<Completion>>, HistoryError> {
     let mut by_key: BTreeMap<Key, Vec<Completion>> = BTreeMap::new();
     for completion in history.completions()? {
         let key = match completion.operation {
@@ -119,14 +133,7 @@ pub fn check_registers(history: &History, states_explored_max: usize) -> Result<
             by_key.entry(key).or_default().push(completion);
         }
     }
-    let keys = by_key
-        .into_iter()
-        .map(|(key, operations)| {
-            let operations = without_unobserved_unknowns(operations);
-            (key, check_key(&operations, states_explored_max))
-        })
-        .collect();
-    Ok(RegisterReport { keys })
+    Ok(by_key)
 }
 
 /// Drops the unknown writes and compare-and-sets whose value no read
@@ -141,7 +148,7 @@ pub fn check_registers(history: &History, states_explored_max: usize) -> Result<
 /// after a write that replaced it, and removing the operation leaves every
 /// observation unchanged. Dropping a compare-and-set removes its expected
 /// value from the observed ones, so this repeats until nothing changes.
-fn without_unobserved_unknowns(mut operations: Vec<Completion>) -> Vec<Completion> {
+pub(crate) fn without_unobserved_unknowns(mut operations: Vec<Completion>) -> Vec<Completion> {
     loop {
         let mut observed: HashSet<RegisterValue> = HashSet::new();
         for completion in &operations {

@@ -48,6 +48,13 @@
 //!   then add it back as a voter (`AddVoter`, with its address) and wait
 //!   until it has applied what the leader had committed when it was
 //!   re-added ([`Fault::caught_up`]).
+//! * `storage`: SIGKILL a random node, damage its WAL ([`crate::storage`]:
+//!   a torn tail, a bit flip in a synced record, a zeroed sector, a
+//!   truncated segment), start it. If it refuses to start (it must, naming
+//!   the file and the offset, for synced records damaged), remove it from
+//!   the group, wipe its WAL, start it with `--join` and add it back as a
+//!   voter, waiting until it caught up; if it starts, wait until it caught
+//!   up with the leader's commit index ([`StorageFault`]).
 //!
 //! Partitions need the nodes in network namespaces ([`Network`]); the
 //! clients still reach every node, so an isolated leader keeps getting
@@ -108,6 +115,10 @@ pub enum FaultKind {
     /// A node removed from the group and added back (admin `Remove`,
     /// `AddVoter`).
     Membership,
+    /// A node SIGKILLed, its WAL damaged ([`crate::storage`]), restarted:
+    /// it refuses (then it is removed, wiped, re-added) or repairs and
+    /// catches up.
+    Storage,
 }
 
 /// Snapshots the live nodes must take, each, while the `snapshot-install`
@@ -139,7 +150,7 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 impl FaultKind {
     /// Every kind, in the order `--nemesis` lists them.
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::KillAll,
@@ -157,6 +168,7 @@ impl FaultKind {
         FaultKind::ProxyLossy,
         FaultKind::Transfer,
         FaultKind::Membership,
+        FaultKind::Storage,
     ];
 
     /// Whether the kind needs the nodes' links proxied.
@@ -200,6 +212,7 @@ impl FaultKind {
             FaultKind::ProxyLossy => "proxy-lossy",
             FaultKind::Transfer => "transfer",
             FaultKind::Membership => "membership",
+            FaultKind::Storage => "storage",
         }
     }
 
@@ -277,6 +290,31 @@ pub struct Fault {
     /// leader had committed when it was added back (`None`: not re-added).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caught_up: Option<bool>,
+    /// For `storage`: what was damaged and what the node did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageFault>,
+}
+
+/// What a `storage` fault damaged and how the node took it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageFault {
+    /// What was damaged (`None`: no segment fitted the damage drawn, the
+    /// node was restarted as it was).
+    pub damaged: Option<crate::storage::Damaged>,
+    /// Whether the node refused to start (exited on its own).
+    pub refused: bool,
+    /// Its error line when it refused, or the line saying where it cut a
+    /// torn tail when it started.
+    pub message: Option<String>,
+    /// For a refusal: whether the message names the damaged file and the
+    /// offset (or, for a truncation, the file's new length).
+    pub named_file_and_offset: bool,
+    /// Whether it started although the damage was to synced records it
+    /// must refuse ([`crate::storage::Damage::must_refuse`]).
+    pub started_on_damage: bool,
+    /// Whether it is back: a refusing node removed, wiped, re-added and
+    /// caught up; a starting node caught up with the leader's commit index.
+    pub back: bool,
 }
 
 /// The nemesis's timing, in milliseconds.
@@ -425,6 +463,133 @@ fn await_applied(cluster: &Cluster, index: usize, index_min: u64, until: Instant
     false
 }
 
+/// How long a node whose WAL was damaged has to refuse to start, or to
+/// answer a status request.
+const STORAGE_START_WAIT: Duration = Duration::from_secs(20);
+/// How long a node back from a storage fault has to catch up.
+const STORAGE_CATCH_UP_WAIT: Duration = Duration::from_secs(30);
+
+/// The `storage` fault on node `node`, already killed: damages its WAL,
+/// starts it, and brings it back whichever way it went (`admin` gets the
+/// membership calls' answers).
+fn storage_fault(
+    cluster: &mut Cluster,
+    node: usize,
+    damage: crate::storage::Damage,
+    admin: &mut Vec<String>,
+) -> Result<StorageFault, RunError> {
+    let id = node as u64 + 1;
+    let shard = cluster.wal_dir(node).join("shard-0");
+    let damaged = match crate::storage::damage(&shard, damage) {
+        Ok(damaged) => Some(damaged),
+        Err(why) => {
+            eprintln!("coraft-chaos: storage: {} not made on node {id}: {why}", damage.name());
+            None
+        }
+    };
+    cluster.start(node)?;
+    // Refused (exited) or serving (answers a status request).
+    let until = Instant::now() + STORAGE_START_WAIT;
+    let exited = loop {
+        if let Some(status) = cluster.exited(node) {
+            break Some(status);
+        }
+        if group_report(cluster, node).is_some() || Instant::now() >= until {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = cluster.log_since_start(node);
+    let mut fault = StorageFault {
+        damaged: damaged.clone(),
+        refused: exited.is_some(),
+        message: None,
+        named_file_and_offset: false,
+        started_on_damage: false,
+        back: false,
+    };
+    if exited.is_some() {
+        let line = log
+            .lines()
+            .find(|line| line.starts_with("Error") || line.contains("error"))
+            .unwrap_or("(no error line)")
+            .trim()
+            .to_string();
+        if let Some(damaged) = &damaged {
+            let place = match damaged.damage {
+                crate::storage::Damage::TruncatedSegment => format!("{} bytes", damaged.offset),
+                // Where recovery stops depends on whether a flush starts there.
+                crate::storage::Damage::ZeroedSector => "offset ".to_string(),
+                _ => format!("offset {}", damaged.offset),
+            };
+            // The error and its causes, over as many lines as it takes.
+            fault.named_file_and_offset = log.contains(&damaged.file_name) && log.contains(&place);
+        }
+        fault.message = Some(line);
+        // Out of the group, wiped, back in as a new empty member: an empty
+        // WAL must never come back as the voter it was (docs/operations.md).
+        let change_until = Instant::now() + MEMBERSHIP_CHANGE_WAIT;
+        let never = AtomicBool::new(false);
+        let removed = change_membership(
+            cluster,
+            AdminRequest::Remove {
+                group: crate::workload::GROUP.0,
+                node: id,
+            },
+            id,
+            false,
+            change_until,
+            &never,
+        );
+        admin.push(match &removed {
+            Ok(()) => format!("remove {id}: done"),
+            Err(e) => format!("remove {id}: {e}"),
+        });
+        if removed.is_err() {
+            // Not wiped: it stays down, and the run reports it not back.
+            return Ok(fault);
+        }
+        let wal_dir = cluster.wal_dir(node).to_path_buf();
+        std::fs::remove_dir_all(&wal_dir).map_err(|source| RunError::Io {
+            what: format!("wiping {}", wal_dir.display()),
+            source,
+        })?;
+        cluster.start_joining(node)?;
+        let add_until = Instant::now() + MEMBERSHIP_CHANGE_WAIT;
+        let committed = leader_commit(cluster);
+        let added = change_membership(
+            cluster,
+            AdminRequest::AddVoter {
+                group: crate::workload::GROUP.0,
+                member: MemberSpec {
+                    node: id,
+                    address: Some(cluster.raft_address(node).to_string()),
+                },
+            },
+            id,
+            true,
+            add_until,
+            &never,
+        );
+        admin.push(match &added {
+            Ok(()) => format!("add voter {id}: done"),
+            Err(e) => format!("add voter {id}: {e}"),
+        });
+        fault.back = added.is_ok() && await_applied(cluster, node, committed, add_until);
+    } else {
+        fault.started_on_damage = damaged.as_ref().is_some_and(|d| d.damage.must_refuse());
+        fault.message = log
+            .lines()
+            .find(|line| line.contains("torn"))
+            .map(|line| line.trim().to_string());
+        // Caught up before the next fault: a node that cut a flush it had
+        // synced lost entries its peers must give back first.
+        let committed = leader_commit(cluster);
+        fault.back = await_applied(cluster, node, committed, Instant::now() + STORAGE_CATCH_UP_WAIT);
+    }
+    Ok(fault)
+}
+
 /// Mixed into the run's seed for the nemesis's own generator.
 const NEMESIS_SEED_MIX: u64 = 0x004E_454D_4553_4953;
 
@@ -459,6 +624,12 @@ impl Draw {
             detail_seed: rng.next_u64(),
         }
     }
+}
+
+/// The damage a `storage` fault of `draw` makes.
+pub fn storage_damage(draw: &Draw) -> crate::storage::Damage {
+    let mut rng = Rng::new(draw.detail_seed);
+    crate::storage::Damage::ALL[rng.index(crate::storage::Damage::ALL.len())]
 }
 
 /// The first `count` draws [`run`] makes for `seed` (what a run's seed
@@ -539,6 +710,7 @@ pub fn run(
             proxy: None,
             admin: vec![],
             caught_up: None,
+            storage: None,
         };
         match kind {
             FaultKind::KillAll => {
@@ -758,6 +930,16 @@ pub fn run(
                     fault.caught_up = Some(added.is_ok() && await_applied(cluster, node, committed, add_until));
                 }
             }
+            FaultKind::Storage => {
+                let node = random_node;
+                let damage = storage_damage(&draw);
+                fault.nodes = vec![id(node)];
+                cluster.kill(node);
+                if Some(node) == leader {
+                    fault.leader_after = await_new_leader(cluster, leader, timing.new_leader_wait_ms).map(id);
+                }
+                fault.storage = Some(storage_fault(cluster, node, damage, &mut fault.admin)?);
+            }
             FaultKind::SlowLinks => {
                 let network = network.as_deref_mut().ok_or_else(|| {
                     crate::RunError::Setup(format!("{} needs the nodes in network namespaces", kind.name()))
@@ -803,6 +985,14 @@ pub fn run(
                 format!(" ({} snapshots installed)", fault.snapshots_installed)
             } else if let Some(proxy) = &fault.proxy {
                 format!(" ({proxy:?})")
+            } else if let Some(storage) = &fault.storage {
+                format!(
+                    " ({}: {}{}{})",
+                    storage.damaged.as_ref().map_or("no damage made", |d| d.damage.name()),
+                    if storage.refused { "refused" } else { "started" },
+                    storage.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
+                    if storage.back { "; back" } else { "; NOT BACK" }
+                )
             } else if !fault.admin.is_empty() {
                 format!(
                     " ({}{})",
@@ -839,7 +1029,8 @@ mod tests {
         );
         assert_eq!(FaultKind::parse_list("none").unwrap(), vec![]);
         assert_eq!(
-            FaultKind::parse_list("kill,stop,partition,slow-links,snapshot-install,proxy,transfer,membership").unwrap(),
+            FaultKind::parse_list("kill,stop,partition,slow-links,snapshot-install,proxy,transfer,membership,storage")
+                .unwrap(),
             FaultKind::ALL.to_vec()
         );
         let error = FaultKind::parse_list("kill,partitions").unwrap_err();

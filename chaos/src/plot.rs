@@ -219,6 +219,7 @@ mod tests {
             proxy: None,
             admin: vec![],
             caught_up: None,
+            storage: None,
         };
         let svg = svg(&completions, &[fault], "run <1>");
         assert!(svg.starts_with("<svg"));

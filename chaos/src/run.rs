@@ -18,9 +18,12 @@ use crate::linearizable::{check_registers, KeyVerdict, RegisterReport, Verdict, 
 use crate::list_append::{check_lists, ListOperation, ListViolation};
 use crate::nemesis::{self, Fault, FaultKind, Timing};
 use crate::netns::Network;
+use crate::second_opinion::{check_registers_second_opinion, Disagreement, SecondOpinion, APPLY_STEPS_MAX};
 use crate::workload::{self, Shared, WorkloadShape};
 use crate::RunError;
 
+/// The second checker, as the summary names it.
+pub const SECOND_CHECKER: &str = "todc-utils WGLChecker";
 /// How long one client attempt waits for a node's answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the healed cluster has to answer the final reads.
@@ -66,7 +69,7 @@ impl RunOptions {
             nemesis: FaultKind::ALL
                 .iter()
                 .copied()
-                .filter(|k| !k.is_partition() && *k != FaultKind::SnapshotInstall)
+                .filter(|k| !k.is_partition() && !matches!(k, FaultKind::SnapshotInstall | FaultKind::Storage))
                 .collect(),
             timing: Timing::default(),
             shape: WorkloadShape {
@@ -90,6 +93,8 @@ pub struct RunReport {
     pub faults: Vec<Fault>,
     /// The verdict of each key's register.
     pub registers: RegisterReport,
+    /// The second checker's verdict on each key ([`crate::second_opinion`]).
+    pub second_opinion: SecondOpinion,
     /// The list-append operations (the final reads included).
     pub lists: Vec<ListOperation>,
     /// What the list-append checker found.
@@ -108,9 +113,20 @@ impl RunReport {
         self.registers.verdict()
     }
 
-    /// Whether the run passed: every register linearizable, no list anomaly.
+    /// Whether the run passed: every register linearizable, the second
+    /// checker agreeing on every key, no list anomaly, no counter violation,
+    /// every storage fault handled ([`RunReport::storage_faults_handled`]).
     pub fn passed(&self) -> bool {
-        self.verdict() == Verdict::Linearizable && self.list_violations.is_empty() && self.counter_violations.is_empty()
+        self.verdict() == Verdict::Linearizable
+            && self.disagreements().is_empty()
+            && self.storage_faults_handled()
+            && self.list_violations.is_empty()
+            && self.counter_violations.is_empty()
+    }
+
+    /// The keys our checker and the second one judged differently.
+    pub fn disagreements(&self) -> Vec<Disagreement> {
+        self.second_opinion.disagreements(&self.registers)
     }
 
     /// For each fault that took the leader away (killed, paused or cut
@@ -124,6 +140,9 @@ impl RunReport {
             .iter()
             .filter(|f| {
                 f.kind == FaultKind::KillAll
+                    || (f.kind == FaultKind::Storage
+                        && f.leader_before.is_some()
+                        && f.nodes.first() == f.leader_before.as_ref())
                     || (f.leader_before.is_some()
                         && matches!(
                             f.kind,
@@ -187,6 +206,34 @@ impl RunReport {
         })
     }
 
+    /// For `storage` faults: [damage made, refused, refusals naming file and
+    /// offset, started, started on damage they must refuse, back].
+    pub fn storage_faults(&self) -> Option<[usize; 6]> {
+        let faults: Vec<&crate::nemesis::StorageFault> =
+            self.faults.iter().filter_map(|f| f.storage.as_ref()).collect();
+        (!faults.is_empty()).then(|| {
+            let count = |test: fn(&crate::nemesis::StorageFault) -> bool| faults.iter().filter(|f| test(f)).count();
+            [
+                count(|f| f.damaged.is_some()),
+                count(|f| f.refused),
+                count(|f| f.refused && f.named_file_and_offset),
+                count(|f| !f.refused),
+                count(|f| f.started_on_damage),
+                count(|f| f.back),
+            ]
+        })
+    }
+
+    /// Whether every storage fault went as it must: a refusal names the file
+    /// and the offset, no node starts on damaged synced records, and every
+    /// node is back (re-added, or caught up).
+    pub fn storage_faults_handled(&self) -> bool {
+        self.faults
+            .iter()
+            .filter_map(|f| f.storage.as_ref())
+            .all(|f| f.back && !f.started_on_damage && (!f.refused || f.named_file_and_offset))
+    }
+
     /// For `transfer` faults: how many, and after how many of them another
     /// node was seen leading.
     pub fn transfers(&self) -> Option<(usize, usize)> {
@@ -221,6 +268,7 @@ impl RunReport {
                 KeyVerdict::TooLarge { .. } => 2,
             }] += 1;
         }
+        let second = self.second_opinion.counts();
         let lost_appends = self
             .list_violations
             .iter()
@@ -238,6 +286,16 @@ impl RunReport {
             "membership": self.membership_changes().map(|(removed, caught_up)| {
                 serde_json::json!({ "removed": removed, "re_added_caught_up": caught_up })
             }),
+            "storage": self.storage_faults().map(|[damaged, refused, named, started, started_on_damage, back]| {
+                serde_json::json!({
+                    "damage_made": damaged,
+                    "refused": refused,
+                    "refusals_naming_file_and_offset": named,
+                    "started": started,
+                    "started_on_damage_it_must_refuse": started_on_damage,
+                    "back": back,
+                })
+            }),
             "transfers": self.transfers().map(|(transfers, changed)| {
                 serde_json::json!({ "transfers": transfers, "leader_changed": changed })
             }),
@@ -247,6 +305,14 @@ impl RunReport {
                 "max": ms(recoveries.last()),
             },
             "keys": { "linearizable": counts[0], "not_linearizable": counts[1], "too_large": counts[2] },
+            "second_opinion": {
+                "checker": SECOND_CHECKER,
+                "linearizable": second[0],
+                "not_linearizable": second[1],
+                "skipped": second[2],
+                "judged_without_unobserved_unknowns": second[3],
+                "disagreements": self.disagreements(),
+            },
             "list_anomalies": self.list_violations.len(),
             "counter_violations": self.counter_violations.len(),
             "acknowledged_appends_lost": lost_appends,
@@ -283,6 +349,12 @@ impl RunReport {
         if let Some((removed, caught_up)) = self.membership_changes() {
             text.push_str(&format!(
                 "membership: {removed} nodes removed, {caught_up} of them added back and caught up\n"
+            ));
+        }
+        if let Some([damaged, refused, named, started, started_on_damage, back]) = self.storage_faults() {
+            text.push_str(&format!(
+                "storage: damage made {damaged}; refused to start {refused} (naming file and offset: {named}), \
+                 started {started} (on damage it must refuse: {started_on_damage}); back in the group and caught up {back}\n"
             ));
         }
         if let Some((transfers, changed)) = self.transfers() {
@@ -333,6 +405,27 @@ impl RunReport {
                 }
             }
         }
+        let second = self.second_opinion.counts();
+        let disagreements = self.disagreements();
+        text.push_str(&format!(
+            "second opinion ({SECOND_CHECKER}): linearizable {}, not linearizable {}, skipped {}; disagreements {}\n",
+            second[0],
+            second[1],
+            second[2],
+            disagreements.len()
+        ));
+        for disagreement in disagreements.iter().take(10) {
+            text.push_str(&format!(
+                "  key {}: CHECKERS DISAGREE: ours says {}, the second says {:?}\n",
+                disagreement.key,
+                if disagreement.ours_linearizable {
+                    "linearizable"
+                } else {
+                    "not linearizable"
+                },
+                disagreement.theirs
+            ));
+        }
         let list_keys: BTreeSet<u64> = self
             .lists
             .iter()
@@ -364,8 +457,13 @@ impl RunReport {
             text.push_str(&format!("  {violation:?}\n"));
         }
         text.push_str(&format!(
-            "verdict {:?}{}\nfiles in {}\n",
+            "verdict {:?}{}{}\nfiles in {}\n",
             self.verdict(),
+            if disagreements.is_empty() {
+                ""
+            } else {
+                ", checkers disagree"
+            },
             match (self.list_violations.is_empty(), self.counter_violations.is_empty()) {
                 (true, true) => "",
                 (false, true) => ", list anomalies",
@@ -494,6 +592,8 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     write_file(&options.out_dir.join("faults.json"), timeline.as_bytes())?;
     let registers =
         check_registers(&history, options.states_explored_max).map_err(|e| RunError::Setup(format!("history: {e}")))?;
+    let second_opinion = check_registers_second_opinion(&history, APPLY_STEPS_MAX)
+        .map_err(|e| RunError::Setup(format!("history: {e}")))?;
     let lists = std::mem::take(&mut *shared.lists.lock().expect("lists lock"));
     let mut list_lines = String::new();
     for operation in &lists {
@@ -511,6 +611,7 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         history,
         faults,
         registers,
+        second_opinion,
         out_dir: options.out_dir.clone(),
     };
     write_file(&options.out_dir.join("summary.txt"), report.summary().as_bytes())?;
@@ -653,6 +754,7 @@ mod tests {
             proxy: None,
             admin: vec![],
             caught_up: None,
+            storage: None,
         }
     }
 
@@ -678,6 +780,7 @@ mod tests {
                 fault(FaultKind::KillAll, None, 35),
             ],
             registers: RegisterReport::default(),
+            second_opinion: SecondOpinion::default(),
             lists: vec![],
             list_violations: vec![],
             counter_violations: vec![],

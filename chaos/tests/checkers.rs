@@ -4,6 +4,7 @@
 
 use coraft_chaos::counter::{check_counters, CounterViolation};
 use coraft_chaos::linearizable::{check_registers, KeyVerdict, Verdict, STATES_EXPLORED_MAX};
+use coraft_chaos::second_opinion::{check_registers_second_opinion, Opinion, APPLY_STEPS_MAX};
 use coraft_chaos::{History, Operation, Outcome, ProcessId};
 
 /// One operation: process, invocation time, completion time (`None`: never
@@ -56,8 +57,23 @@ fn ok_empty() -> Outcome {
     Outcome::Ok { value: None }
 }
 
+/// Our checker's verdict, after asserting that the second checker (from
+/// crates.io, `coraft_chaos::second_opinion`) judged every key and reached
+/// the same verdict on each: so every "no" below is its "no" too.
 fn register_verdict(ops: &[Op]) -> Verdict {
-    check_registers(&history(ops), STATES_EXPLORED_MAX).unwrap().verdict()
+    let history = history(ops);
+    let ours = check_registers(&history, STATES_EXPLORED_MAX).unwrap();
+    let theirs = check_registers_second_opinion(&history, APPLY_STEPS_MAX).unwrap();
+    for (key, verdict) in &ours.keys {
+        let expected = match verdict {
+            KeyVerdict::Linearizable => Opinion::Linearizable { reduced: false },
+            KeyVerdict::NotLinearizable { .. } => Opinion::NotLinearizable { reduced: false },
+            KeyVerdict::TooLarge { .. } => continue,
+        };
+        assert_eq!(theirs.keys.get(key), Some(&expected), "key {key}: ours {verdict:?}");
+    }
+    assert!(theirs.disagreements(&ours).is_empty(), "{theirs:?}");
+    ours.verdict()
 }
 
 // ---- registers: must say "no" -------------------------------------------
@@ -404,4 +420,67 @@ fn many_unknown_writes_whose_values_nobody_observes_stay_checkable() {
     ops[last].4 = ok_value(2);
     let report = check_registers(&history(&ops), 10_000).unwrap();
     assert_eq!(report.verdict(), Verdict::NotLinearizable { key: 1 });
+}
+
+// ---- the second checker (crates.io) on its own ------------------------------
+
+#[test]
+fn the_second_checker_past_its_bound_skips_a_key_never_calls_it_linearizable() {
+    // The bad history of `search_past_its_bound_is_too_large_never_linearizable`.
+    let mut ops: Vec<Op> = (0..10)
+        .map(|process| (process, 0, None, write(9, process + 1), Outcome::Unknown))
+        .collect();
+    ops.extend((0..10).map(|reader| (100 + reader, 10, Some(1000), read(9), ok_value(reader + 1))));
+    ops.push((200, 10, Some(1000), read(9), ok_value(999)));
+    let small = check_registers_second_opinion(&history(&ops), 20).unwrap();
+    assert_eq!(small.keys[&9], Opinion::Skipped { operations: 21 });
+    assert_eq!(small.counts(), [0, 0, 1, 0]);
+    // A skipped key is no disagreement, whatever ours said.
+    let ours = check_registers(&history(&ops), STATES_EXPLORED_MAX).unwrap();
+    assert!(small.disagreements(&ours).is_empty());
+    // With the default bound it says "no" or gives up (ours, which may
+    // finish without the unknown writes, says "no"), never "yes".
+    let full = check_registers_second_opinion(&history(&ops), APPLY_STEPS_MAX).unwrap();
+    assert!(!matches!(full.keys[&9], Opinion::Linearizable { .. }), "{full:?}");
+}
+
+#[test]
+fn the_second_checker_judges_many_unobserved_unknown_writes_and_catches_a_read_among_them() {
+    let mut ops: Vec<Op> = Vec::new();
+    for round in 0..200u64 {
+        let start = round * 100;
+        if round % 5 == 0 {
+            ops.push((1000 + round, start, None, write(1, round + 1), Outcome::Unknown));
+        } else {
+            ops.push((1, start, Some(start + 10), write(1, round + 1), ok()));
+            ops.push((2, start + 20, Some(start + 30), read(1), ok_value(round + 1)));
+        }
+    }
+    let good = check_registers_second_opinion(&history(&ops), APPLY_STEPS_MAX).unwrap();
+    assert!(matches!(good.keys[&1], Opinion::Linearizable { .. }), "{good:?}");
+    let last = ops.len() - 1;
+    ops[last].4 = ok_value(2);
+    let bad = check_registers_second_opinion(&history(&ops), APPLY_STEPS_MAX).unwrap();
+    assert!(matches!(bad.keys[&1], Opinion::NotLinearizable { .. }), "{bad:?}");
+}
+
+#[test]
+fn checkers_that_disagree_are_reported_key_by_key() {
+    // Ours judges this key not linearizable; a second opinion saying
+    // otherwise (made up here: the real one agrees) is a disagreement, and
+    // so is a key ours rejects that the second never judged.
+    let ops = [
+        (1, 0, Some(10), write(7, 1), ok()),
+        (2, 20, Some(30), read(7), ok_value(2)),
+    ];
+    let ours = check_registers(&history(&ops), STATES_EXPLORED_MAX).unwrap();
+    let mut theirs = check_registers_second_opinion(&history(&ops), APPLY_STEPS_MAX).unwrap();
+    assert!(theirs.disagreements(&ours).is_empty());
+    theirs.keys.insert(7, Opinion::Linearizable { reduced: false });
+    let found = theirs.disagreements(&ours);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].key, 7);
+    assert!(!found[0].ours_linearizable);
+    theirs.keys.clear();
+    assert_eq!(theirs.disagreements(&ours).len(), 1);
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use coraft_chaos::counter::check_counters;
 use coraft_chaos::linearizable::{check_registers, Verdict, STATES_EXPLORED_MAX};
+use coraft_chaos::second_opinion::{check_registers_second_opinion, Opinion, APPLY_STEPS_MAX};
 use coraft_chaos::{History, Key, Operation, Outcome, Value};
 use proptest::prelude::*;
 
@@ -168,6 +169,9 @@ proptest! {
         let history = history(&generate(&choices));
         let report = check_registers(&history, STATES_EXPLORED_MAX).unwrap();
         prop_assert_eq!(report.verdict(), Verdict::Linearizable, "{:?}", report);
+        // The second checker (crates.io) agrees.
+        let second = check_registers_second_opinion(&history, APPLY_STEPS_MAX).unwrap();
+        prop_assert!(second.disagreements(&report).is_empty(), "{:?}", second);
         let violations = check_counters(&history).unwrap();
         prop_assert!(violations.is_empty(), "{:?}", violations);
     }
@@ -211,6 +215,15 @@ fn assert_mutated_read_rejected(
     };
     let report = check_registers(&history(&generated), STATES_EXPLORED_MAX).unwrap();
     prop_assert_eq!(report.verdict(), Verdict::NotLinearizable { key }, "{:?}", report);
+    // The second checker (crates.io) says "no" on the key too, unless the
+    // key is past its bound.
+    let second = check_registers_second_opinion(&history(&generated), APPLY_STEPS_MAX).unwrap();
+    prop_assert!(second.disagreements(&report).is_empty(), "{:?}", second);
+    prop_assert!(
+        !matches!(second.keys.get(&key), Some(Opinion::Linearizable { .. }) | None),
+        "{:?}",
+        second
+    );
     Ok(())
 }
 

@@ -4,9 +4,13 @@
 //! ```text
 //! coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N]
 //!              [--nemesis kill,stop,...] [--out DIR] [--node-bin PATH] [--keep-data] [--json]
+//!              [--soak DURATION [--rounds N]]
 //! ```
 //! Exits 0 if every key's history is linearizable, 1 on a violation or a
-//! key too large to check, 2 if the run itself failed.
+//! key too large to check, 2 if the run itself failed. With `--soak` it runs
+//! rounds of `--duration` each, with fault kinds drawn from `--nemesis`,
+//! until DURATION (`90s`, `30m`, `8h`, or seconds) is up
+//! (`coraft_chaos::soak`); it exits 1 if a round failed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use coraft_chaos::nemesis::FaultKind;
 use coraft_chaos::run::{run, RunOptions};
 
 const USAGE: &str = "usage: coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N] \
-[--nemesis kill,stop,partition,proxy|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links,snapshot-install,proxy-delay,proxy-reorder,proxy-lossy,transfer,membership|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json]";
+[--nemesis kill,stop,partition,proxy|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links,snapshot-install,proxy-delay,proxy-reorder,proxy-lossy,transfer,membership,storage|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json] [--soak DURATION [--rounds N]]";
 
 fn main() {
     match main_result() {
@@ -52,6 +56,24 @@ where
     text.parse().with_context(|| format!("{flag} `{text}`"))
 }
 
+/// `90s`, `30m`, `8h` or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration> {
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("--soak `{text}`: expected a number of seconds, or 90s, 30m, 8h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3_600,
+        _ => bail!("--soak `{text}`: unknown unit `{unit}` (s, m or h)"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
 fn main_result() -> Result<bool> {
     let mut seed = None;
     let mut duration_s = 30u64;
@@ -61,12 +83,14 @@ fn main_result() -> Result<bool> {
     let mut nemesis: Vec<FaultKind> = FaultKind::ALL
         .iter()
         .copied()
-        .filter(|k| !k.is_partition() && *k != FaultKind::SnapshotInstall)
+        .filter(|k| !k.is_partition() && !matches!(k, FaultKind::SnapshotInstall | FaultKind::Storage))
         .collect();
     let mut out = None;
     let mut node_bin = None;
     let mut keep_data = false;
     let mut json = false;
+    let mut soak = None;
+    let mut rounds = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -82,6 +106,8 @@ fn main_result() -> Result<bool> {
             "--node-bin" => node_bin = Some(PathBuf::from(value::<String>(&mut args, "--node-bin")?)),
             "--keep-data" => keep_data = true,
             "--json" => json = true,
+            "--soak" => soak = Some(parse_duration(&value::<String>(&mut args, "--soak")?)?),
+            "--rounds" => rounds = Some(value::<usize>(&mut args, "--rounds")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(true);
@@ -91,6 +117,9 @@ fn main_result() -> Result<bool> {
     }
     if nodes != 3 && nodes != 5 {
         bail!("--nodes {nodes}: the suite runs 3 or 5 nodes");
+    }
+    if rounds.is_some() && soak.is_none() {
+        bail!("--rounds needs --soak");
     }
     if clients == 0 {
         bail!("--clients must be at least 1");
@@ -113,14 +142,50 @@ fn main_result() -> Result<bool> {
             node_bin.display()
         );
     }
-    let out = out.unwrap_or_else(|| PathBuf::from(format!("coraft-chaos-{seed}")));
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from(if soak.is_some() {
+            format!("coraft-chaos-soak-{seed}")
+        } else {
+            format!("coraft-chaos-{seed}")
+        })
+    });
     let mut options = RunOptions::new(node_bin, out, seed);
     options.duration = Duration::from_secs(duration_s);
     options.nodes = nodes;
     options.clients = clients;
-    options.nemesis = nemesis.clone();
+    options.nemesis = nemesis;
     options.keep_data = keep_data;
     install_interrupt_handler();
+    if let Some(duration) = soak {
+        let rounds = coraft_chaos::soak::soak(&coraft_chaos::soak::SoakOptions {
+            round: options,
+            duration,
+            rounds_max: rounds,
+        })?;
+        let failed: Vec<&coraft_chaos::soak::Round> = rounds.iter().filter(|r| !r.passed).collect();
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "seed": seed,
+                    "rounds": rounds.len(),
+                    "failed": failed.len(),
+                    "failed_rounds": failed,
+                }))?
+            );
+        } else {
+            println!("soak seed {seed}: {} rounds, {} failed", rounds.len(), failed.len());
+            for round in &failed {
+                println!(
+                    "  round {} FAILED: kept in {}; re-run: {}",
+                    round.round,
+                    round.kept.as_ref().map_or("?".into(), |p| p.display().to_string()),
+                    round.rerun
+                );
+            }
+        }
+        return Ok(failed.is_empty());
+    }
     let report = run(&options)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report.summary_json())?);
@@ -128,15 +193,9 @@ fn main_result() -> Result<bool> {
         print!("{}", report.summary());
     }
     if !report.passed() {
-        let kinds: Vec<&str> = nemesis.iter().map(|k| k.name()).collect();
         eprintln!(
-            "coraft-chaos: FAILED; re-run with: coraft-chaos --seed {seed} --duration {duration_s} --nodes {nodes} \
-             --clients {clients} --nemesis {}",
-            if kinds.is_empty() {
-                "none".to_string()
-            } else {
-                kinds.join(",")
-            }
+            "coraft-chaos: FAILED; re-run with: {}",
+            coraft_chaos::soak::rerun_command(&options)
         );
     }
     Ok(report.passed())

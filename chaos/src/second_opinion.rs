@@ -1,0 +1,303 @@
+//! A second opinion on the register histories, from a checker we did not
+//! write: `todc-utils`'s `WGLChecker` (crates.io, MIT; Wing & Gong's search
+//! with Lowe's memoization, after Horn & Kroening).
+//!
+//! Every key [`crate::linearizable`] judges is judged again here, from the
+//! same [`History`], and the two verdicts are compared: a key one checker
+//! calls linearizable and the other not is a [`Disagreement`], which fails
+//! the run (one of the two checkers is wrong, and the history is kept to
+//! find out which).
+//!
+//! How a key's operations become a `todc-utils` history:
+//! * every operation gets its own process id, a call at its invocation and a
+//!   response at its completion; events are ordered by time, calls before
+//!   responses at the same instant (so operations that touch in time
+//!   overlap, as in our checker);
+//! * an `Unknown` write or compare-and-set gets its response after every
+//!   other event (it may take effect at any time after its invocation), and
+//!   its step is always legal (a compare-and-set that finds another value
+//!   changes nothing): placed last, an operation that never took effect is
+//!   indistinguishable from one that did, so "or never" needs no rule of its
+//!   own — unlike our checker, which lets the search finish without it;
+//! * `Failed` operations and `Unknown` reads are left out, as in ours.
+//!
+//! Unknown writes whose values nobody observed are kept (ours drops them
+//! before searching): this checker judges the raw history. That search can
+//! blow up, so each key's search is bounded by a number of steps of the
+//! register ([`APPLY_STEPS_MAX`] in a run); past it the key is judged again without those writes
+//! (the same reduction as ours, [`crate::linearizable`]), and past the bound
+//! again it is [`Opinion::Skipped`], never "linearizable". Keys of more
+//! than [`OPERATIONS_MAX`] operations are skipped outright (the crate's
+//! history is a vector it searches linearly at each step).
+
+use std::any::Any;
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use serde::Serialize;
+use todc_utils::linearizability::history::{Action, History as TodcHistory};
+use todc_utils::linearizability::WGLChecker;
+use todc_utils::Specification;
+
+use crate::history::{Completion, History, HistoryError, Key, Operation, Outcome, Value};
+use crate::linearizable::{register_operations_by_key, without_unobserved_unknowns, KeyVerdict, RegisterReport};
+
+/// Default bound on the register steps one key's search may try (each a
+/// call of the specification's `apply`); past it the key is retried without
+/// its unobserved unknown writes, then skipped.
+pub const APPLY_STEPS_MAX: u64 = 300_000;
+/// Keys with more operations than this are not given to the second checker.
+pub const OPERATIONS_MAX: usize = 2_000;
+
+/// One register step, as the second checker's specification applies it.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// An acknowledged read that returned this value.
+    Read(Option<Value>),
+    /// A write, acknowledged or not: always legal.
+    Write(Value),
+    /// An acknowledged compare-and-set: legal only on `expected`.
+    Cas { expected: Value, new: Value },
+    /// A compare-and-set of unknown outcome: always legal, sets `new` only
+    /// on `expected`.
+    UnknownCas { expected: Value, new: Value },
+}
+
+thread_local! {
+    /// Register steps left for the search running on this thread.
+    static STEPS_LEFT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The panic payload that ends a search past its bound (raised with
+/// `resume_unwind`, so no panic message is printed).
+struct OutOfSteps;
+
+/// The sequential register the second checker searches against.
+struct Register;
+
+impl Specification for Register {
+    type State = Option<Value>;
+    type Operation = Step;
+
+    fn init() -> Self::State {
+        None
+    }
+
+    fn apply(step: &Step, state: &Option<Value>) -> (bool, Option<Value>) {
+        let left = STEPS_LEFT.with(|left| {
+            let value = left.get();
+            left.set(value.saturating_sub(1));
+            value
+        });
+        if left == 0 {
+            resume_unwind(Box::new(OutOfSteps));
+        }
+        match *step {
+            Step::Read(value) => (value == *state, *state),
+            Step::Write(value) => (true, Some(value)),
+            Step::Cas { expected, new } => {
+                if *state == Some(expected) {
+                    (true, Some(new))
+                } else {
+                    (false, *state)
+                }
+            }
+            Step::UnknownCas { expected, new } => (true, if *state == Some(expected) { Some(new) } else { *state }),
+        }
+    }
+}
+
+/// The second checker's verdict on one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Opinion {
+    /// Linearizable; `reduced` if only the history without its unobserved
+    /// unknown writes could be searched within the bound.
+    Linearizable {
+        /// Judged without the unknown writes whose values nobody observed.
+        reduced: bool,
+    },
+    /// Not linearizable.
+    NotLinearizable {
+        /// Judged without the unknown writes whose values nobody observed.
+        reduced: bool,
+    },
+    /// Not judged: too many operations, or the search ran out of steps.
+    Skipped {
+        /// The key's operations.
+        operations: usize,
+    },
+}
+
+/// A key the two checkers judged differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Disagreement {
+    /// The key.
+    pub key: Key,
+    /// Whether our checker ([`crate::linearizable`]) said linearizable.
+    pub ours_linearizable: bool,
+    /// The second checker's verdict.
+    pub theirs: Opinion,
+}
+
+/// The second checker's verdicts on a history's registers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecondOpinion {
+    /// The verdict on each key that has register operations.
+    pub keys: BTreeMap<Key, Opinion>,
+}
+
+impl SecondOpinion {
+    /// Keys judged linearizable, not linearizable, and skipped; and how many
+    /// of the judged were judged on the reduced history.
+    pub fn counts(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for opinion in self.keys.values() {
+            match opinion {
+                Opinion::Linearizable { reduced } => {
+                    counts[0] += 1;
+                    counts[3] += usize::from(*reduced);
+                }
+                Opinion::NotLinearizable { reduced } => {
+                    counts[1] += 1;
+                    counts[3] += usize::from(*reduced);
+                }
+                Opinion::Skipped { .. } => counts[2] += 1,
+            }
+        }
+        counts
+    }
+
+    /// The keys where our checker's verdict and this one differ (a key one
+    /// of them could not judge — too large, skipped — is no disagreement;
+    /// a key only one of them judged at all is).
+    pub fn disagreements(&self, ours: &RegisterReport) -> Vec<Disagreement> {
+        let mut found = Vec::new();
+        for (&key, &theirs) in &self.keys {
+            let ours_linearizable = match ours.keys.get(&key) {
+                Some(KeyVerdict::Linearizable) => true,
+                Some(KeyVerdict::NotLinearizable { .. }) => false,
+                Some(KeyVerdict::TooLarge { .. }) => continue,
+                // Ours had no operation of this key to judge: linearizable.
+                None => true,
+            };
+            let differs = match theirs {
+                Opinion::Linearizable { .. } => !ours_linearizable,
+                Opinion::NotLinearizable { .. } => ours_linearizable,
+                Opinion::Skipped { .. } => false,
+            };
+            if differs {
+                found.push(Disagreement {
+                    key,
+                    ours_linearizable,
+                    theirs,
+                });
+            }
+        }
+        for (&key, verdict) in &ours.keys {
+            if !self.keys.contains_key(&key) && matches!(verdict, KeyVerdict::NotLinearizable { .. }) {
+                found.push(Disagreement {
+                    key,
+                    ours_linearizable: false,
+                    theirs: Opinion::Linearizable { reduced: false },
+                });
+            }
+        }
+        found
+    }
+}
+
+/// Judges every register key of `history` with the second checker, each
+/// search bounded by `steps_max` register steps (see [`APPLY_STEPS_MAX`]).
+pub fn check_registers_second_opinion(history: &History, steps_max: u64) -> Result<SecondOpinion, HistoryError> {
+    let keys = register_operations_by_key(history)?
+        .into_iter()
+        .map(|(key, operations)| (key, judge(operations, steps_max)))
+        .collect();
+    Ok(SecondOpinion { keys })
+}
+
+/// One key: the raw operations, then, past the bound, the reduced ones.
+fn judge(operations: Vec<Completion>, steps_max: u64) -> Opinion {
+    let count = operations.len();
+    if count > OPERATIONS_MAX {
+        return Opinion::Skipped { operations: count };
+    }
+    if let Some(linearizable) = search(&operations, steps_max) {
+        return verdict(linearizable, false);
+    }
+    let reduced = without_unobserved_unknowns(operations);
+    if reduced.len() < count {
+        if let Some(linearizable) = search(&reduced, steps_max) {
+            return verdict(linearizable, true);
+        }
+    }
+    Opinion::Skipped { operations: count }
+}
+
+fn verdict(linearizable: bool, reduced: bool) -> Opinion {
+    if linearizable {
+        Opinion::Linearizable { reduced }
+    } else {
+        Opinion::NotLinearizable { reduced }
+    }
+}
+
+/// Runs the crate's checker on one key's operations; `None` if it ran out
+/// of steps.
+fn search(operations: &[Completion], steps_max: u64) -> Option<bool> {
+    if operations.is_empty() {
+        return Some(true);
+    }
+    // (time, 0 for a call and 1 for a response, process, step)
+    let mut events: Vec<(u64, u8, usize, Step)> = Vec::with_capacity(2 * operations.len());
+    for (process, completion) in operations.iter().enumerate() {
+        let unknown = completion.outcome == Outcome::Unknown;
+        let step = match (completion.operation, completion.outcome) {
+            (Operation::Read { .. }, Outcome::Ok { value }) => Step::Read(value),
+            (Operation::Write { value, .. }, _) => Step::Write(value),
+            (Operation::Cas { expected, new, .. }, _) if unknown => Step::UnknownCas { expected, new },
+            (Operation::Cas { expected, new, .. }, _) => Step::Cas { expected, new },
+            // `register_operations_by_key` keeps nothing else.
+            _ => continue,
+        };
+        events.push((completion.invoke_ns, 0, process, step));
+        let complete_ns = if unknown {
+            u64::MAX
+        } else {
+            completion.complete_ns.unwrap_or(u64::MAX)
+        };
+        events.push((complete_ns, 1, process, step));
+    }
+    if events.is_empty() {
+        return Some(true);
+    }
+    events.sort_by_key(|&(time, kind, process, _)| (time, kind, process));
+    let actions: Vec<(usize, Action<Step>)> = events
+        .into_iter()
+        .map(|(_, kind, process, step)| {
+            (
+                process,
+                if kind == 0 {
+                    Action::Call(step)
+                } else {
+                    Action::Response(step)
+                },
+            )
+        })
+        .collect();
+    STEPS_LEFT.with(|left| left.set(steps_max));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        WGLChecker::<Register>::is_linearizable(TodcHistory::from_actions(actions))
+    }));
+    match outcome {
+        Ok(linearizable) => Some(linearizable),
+        Err(payload) if is_out_of_steps(&*payload) => None,
+        Err(payload) => resume_unwind(payload),
+    }
+}
+
+fn is_out_of_steps(payload: &(dyn Any + Send)) -> bool {
+    payload.is::<OutOfSteps>()
+}

@@ -10,4 +10,6 @@ mod state_machine;
 pub use counter::CommandCounter;
 pub use error::Error;
 pub use kv::{KvError, KvOp, KvResult, KvStore, KEYS_MAX, LIST_VALUES_MAX};
-pub use state_machine::{Command, LeaderStopReason, OffShard, PreparedSnapshot, SnapshotLoader, SnapshotView, StateMachine};
+pub use state_machine::{
+    Command, LeaderStopReason, OffShard, PreparedSnapshot, SnapshotLoader, SnapshotView, StateMachine,
+};

@@ -139,10 +139,21 @@ impl Progress {
     /// `next_index` back to just after `new_match_hint` (the leader's last
     /// entry that may match). False if the rejection is stale.
     pub fn reject(&mut self, rejected_index: LogIndex, new_match_hint: LogIndex) -> bool {
+        // A follower that rejects the very entry it last acknowledged, and
+        // hints at an earlier one, no longer holds what it acknowledged: its
+        // disk lost writes it had reported synced (a disk that lied about a
+        // flush, a node restored from an old copy). Probing no lower than
+        // the old match would ask it forever for an entry it lacks (seen as
+        // a node that never caught up after `coraft-chaos --nemesis
+        // storage` tore its last synced flush); probe from what it still
+        // holds instead. The commit index never moves back; at worst, a
+        // late rejection makes the leader send entries again.
+        let lost = rejected_index == self.match_index && new_match_hint < self.match_index;
         match self.state {
             ProgressState::Replicate => {
-                // Only a rejection of something after what matched is news.
-                if rejected_index <= self.match_index {
+                // Otherwise only a rejection of something after what matched
+                // is news.
+                if rejected_index < self.match_index || (rejected_index == self.match_index && !lost) {
                     return false;
                 }
                 self.become_probe();
@@ -153,6 +164,9 @@ impl Progress {
                 }
             }
             ProgressState::Snapshot { .. } => return false,
+        }
+        if lost {
+            self.match_index = new_match_hint;
         }
         self.next_index = new_match_hint.next().min(rejected_index).max(self.match_index.next());
         self.probe_sent = false;

@@ -673,6 +673,51 @@ fn lost_probe_is_retried_when_the_follower_answers_a_heartbeat() {
 }
 
 #[test]
+fn a_follower_that_lost_entries_it_acknowledged_is_caught_up_from_what_it_still_holds() {
+    // A disk that lied: node 3 acknowledged entries 1..=6, then restarted
+    // with only 1..=3 (its last synced flush torn). Before the fix the
+    // leader ignored its rejections at or below the old match index and
+    // probed at match + 1 forever; node 3 never caught up.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    for _ in 0..5 {
+        cluster.get(1).propose(payload("x")).unwrap();
+        cluster.settle();
+    }
+    let last = cluster.get(1).last_index();
+    assert_eq!(cluster.get(3).last_index(), last);
+    let kept = cluster.get(1).log.entries_from(LogIndex(1), u64::MAX)[..3].to_vec();
+    let mut hard_state = cluster.get(3).hard_state();
+    hard_state.commit_index = hard_state.commit_index.min(LogIndex(3));
+    let mut config = RaftConfig::new(NodeId(3), GroupId(1));
+    config.election_timeout_ticks = cluster.get(3).config().election_timeout_ticks;
+    let restarted = RaftCore::new(
+        config,
+        InitialState {
+            configuration: Configuration::with_voters(ids(3)),
+            hard_state,
+            entries: kept,
+            ..Default::default()
+        },
+    )
+    .expect("valid state");
+    cluster.cores.insert(NodeId(3), restarted);
+    assert_eq!(cluster.get(3).last_index(), LogIndex(3));
+    cluster.get(1).propose(payload("after")).unwrap();
+    cluster.settle();
+    cluster.tick_all(4);
+    let leader_last = cluster.get(1).last_index();
+    assert_eq!(cluster.get(3).last_index(), leader_last, "node 3 caught up");
+    assert_eq!(cluster.get(3).commit_index(), cluster.get(1).commit_index());
+    let leaders: Vec<Entry> = cluster.get(1).log.entries_from(LogIndex(1), u64::MAX);
+    let followers: Vec<Entry> = cluster.get(3).log.entries_from(LogIndex(1), u64::MAX);
+    assert_eq!(
+        followers.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+        leaders.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn lagging_follower_is_sent_a_snapshot_after_compaction() {
     // Raft §7: entries a follower needs were compacted; send the snapshot.
     let mut cluster = Cluster::new(3, |_| {});

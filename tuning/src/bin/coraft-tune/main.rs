@@ -49,9 +49,10 @@ enum Command {
     /// Prints a commented example config that passes `check` here.
     Example,
     /// Measures candidate layouts (shards per node, CPUs, spin before
-    /// parking) with the cluster benchmark, coraft-bench, prints which is
-    /// fastest and whether suggest's layout is within 5% of it (exit 0 when
-    /// it is, 1 when not).
+    /// parking) with the cluster benchmark, coraft-bench, in rounds, and
+    /// judges suggest's layout against each other one round by round: exit 0
+    /// when it is within 5% of every one, 1 when it is slower by more (with
+    /// 95% confidence), 3 when the runs cannot tell.
     Sweep(sweep::SweepArgs),
 }
 

@@ -1,6 +1,7 @@
 //! `coraft-tune sweep`: measures candidate layouts on this machine with the
-//! cluster benchmark and says which is fastest and whether the layout
-//! `suggest` gives is within [`SUGGEST_TOLERANCE`] of it.
+//! cluster benchmark and says whether the layout `suggest` gives is within
+//! [`SUGGEST_TOLERANCE`] of the fastest, slower, or whether the runs cannot
+//! tell.
 //!
 //! Each candidate is a number of shards per node, a set of CPUs and a
 //! `spin_before_park_us`. One run is one `coraft-bench` process (the
@@ -10,9 +11,17 @@
 //! shard's executor (of every node) is pinned to one CPU of the set, shard
 //! `s` to the `s`-th (cycling), as a node started from the layout would
 //! pin it, and the set bounds every other thread (the client drivers, the
-//! nodes' helpers). Runs of all candidates are
-//! interleaved, round after round, so a burst of noise from other work on
-//! the machine hits every candidate alike; each candidate's median counts.
+//! nodes' helpers).
+//!
+//! Runs are scheduled in rounds: each round runs every candidate once, in
+//! a shuffled order (seeded; `--seed` repeats it), so that a burst of
+//! other work on a shared machine lands on a different layout each time.
+//! The verdict ([`verdict`]) compares suggest's layout with each other
+//! layout by the ratio of their figures *within a round*, not by medians of
+//! absolute figures, and says "undecided" rather than guess when the
+//! ratios do not point one way often enough.
+
+mod verdict;
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -21,10 +30,17 @@ use std::process::{Command, ExitCode, Stdio};
 
 use clap::Args;
 use coraft_tuning::{format_cpu_list, parse_cpu_list, Topology};
+use verdict::{judge, quantile, Comparison, Verdict};
 
 /// How far below the fastest candidate `suggest`'s layout may measure and
 /// still count as agreeing with the sweep: 5%.
 pub const SUGGEST_TOLERANCE: f64 = 0.05;
+/// The chance of a wrong decided verdict (pass or fail) the sweep accepts:
+/// it decides at 95% confidence.
+const VERDICT_ALPHA: f64 = 0.05;
+/// Exit status when the runs cannot tell (0: within, 1: slower or nothing
+/// measured, 2: a bad command line).
+const EXIT_UNDECIDED: u8 = 3;
 /// Most candidates one sweep runs (shards x CPU sets x spins).
 const CANDIDATES_MAX: usize = 64;
 /// Most lines of a failed run's stderr printed.
@@ -65,10 +81,15 @@ pub struct SweepArgs {
     /// g % shards, so it should be a multiple of every shard count tried.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     groups: u64,
-    /// Runs of each candidate, interleaved round by round; the median
-    /// counts.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    /// Rounds: each runs every candidate once, in a shuffled order. A
+    /// verdict needs at least 5 rounds to pass and more to fail (see
+    /// docs/tuning.md).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=100))]
     repeats: u64,
+    /// Seed of the shuffled order of each round. Default: from the clock
+    /// (printed, so an order can be repeated).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
     /// Print the candidates and the command of each run; run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -182,10 +203,26 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let mut measured: Vec<Vec<Measured>> = vec![Vec::new(); candidates.len()];
+    let seed = args.seed.unwrap_or_else(seed_from_clock);
+    eprintln!("round order seed: {seed} (--seed {seed} repeats this order)");
+    let mut order_rng = SplitMix64(seed);
+    // measured[candidate][round]; `None` where the run failed.
+    let mut measured: Vec<Vec<Option<Run>>> = vec![Vec::new(); candidates.len()];
     for round in 0..args.repeats {
-        for (index, candidate) in candidates.iter().enumerate() {
-            eprint!("round {}/{}: {} ... ", round + 1, args.repeats, candidate.label());
+        let mut this_round: Vec<Option<Run>> = vec![None; candidates.len()];
+        let order = shuffled(candidates.len(), &mut order_rng);
+        for (position, &index) in order.iter().enumerate() {
+            let candidate = &candidates[index];
+            let load = load_average_1min();
+            eprint!(
+                "round {}/{}, run {}/{} (load {}): {} ... ",
+                round + 1,
+                args.repeats,
+                position + 1,
+                order.len(),
+                format_load(load),
+                candidate.label()
+            );
             let _ = std::io::stderr().flush();
             match run_bench(&bench, &args, candidate) {
                 Ok(run) => {
@@ -193,10 +230,13 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
                         "{:.0} writes/s, p99 {:.0} µs, {:.2} cores",
                         run.ops_per_s, run.p99_us, run.cpu_cores
                     );
-                    measured[index].push(run);
+                    this_round[index] = Some(Run { measured: run, load });
                 }
                 Err(reason) => eprintln!("failed: {reason}"),
             }
+        }
+        for (runs, run) in measured.iter_mut().zip(this_round) {
+            runs.push(run);
         }
     }
     report(&args, &candidates, &measured, &suggested)
@@ -320,117 +360,340 @@ fn run_bench(bench: &Path, args: &SweepArgs, candidate: &Candidate) -> Result<Me
     })
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
+/// One run's figures and the machine's 1-minute load average when it
+/// started (`None` where /proc/loadavg could not be read).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    measured: Measured,
+    load: Option<f64>,
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+fn load_average_1min() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn format_load(load: Option<f64>) -> String {
+    load.map_or_else(|| "?".to_owned(), |load| format!("{load:.1}"))
+}
+
+/// A seed for the round order when `--seed` is not given.
+fn seed_from_clock() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// SplitMix64: a small seeded generator for the round order (no need for
+/// more: it only has to keep a layout from always running in one place of
+/// a round).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// `0..count` in a random order (Fisher-Yates).
+fn shuffled(count: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    for i in (1..count).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// A candidate's figures over its measured runs: the median and quartiles
+/// of writes/s, the median p99 (µs) and CPU (cores).
+struct Summary {
+    ops_per_s: f64,
+    ops_quartiles: (f64, f64),
+    p99_us: f64,
+    cpu_cores: f64,
+}
+
+fn summary(runs: &[Option<Run>]) -> Option<Summary> {
+    let runs: Vec<&Measured> = runs.iter().flatten().map(|run| &run.measured).collect();
+    if runs.is_empty() {
         return None;
     }
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
-        (values[middle - 1] + values[middle]) / 2.0
-    } else {
-        values[middle]
+    let ops: Vec<f64> = runs.iter().map(|r| r.ops_per_s).collect();
+    let p99: Vec<f64> = runs.iter().map(|r| r.p99_us).collect();
+    let cpu: Vec<f64> = runs.iter().map(|r| r.cpu_cores).collect();
+    Some(Summary {
+        ops_per_s: quantile(&ops, 0.5),
+        ops_quartiles: (quantile(&ops, 0.25), quantile(&ops, 0.75)),
+        p99_us: quantile(&p99, 0.5),
+        cpu_cores: quantile(&cpu, 0.5),
     })
 }
 
-/// A candidate's medians: writes/s, p99 µs, CPU cores.
-fn medians(runs: &[Measured]) -> Option<(f64, f64, f64)> {
-    Some((
-        median(runs.iter().map(|r| r.ops_per_s).collect())?,
-        median(runs.iter().map(|r| r.p99_us).collect())?,
-        median(runs.iter().map(|r| r.cpu_cores).collect())?,
-    ))
-}
-
-/// Prints the table (or JSON lines) and the verdict; exit 0 when
-/// `suggested` is within the tolerance of the fastest, 1 when it is not or
-/// could not be measured.
-fn report(args: &SweepArgs, candidates: &[Candidate], measured: &[Vec<Measured>], suggested: &Candidate) -> ExitCode {
-    let results: Vec<Option<(f64, f64, f64)>> = measured.iter().map(|runs| medians(runs)).collect();
-    let fastest = results
+/// Prints the table (or JSON lines), the paired comparisons and the
+/// verdict; exit 0 when `suggested` is within the tolerance of every
+/// other layout, 1 when it is slower than one by more (or nothing could
+/// be measured), [`EXIT_UNDECIDED`] when the runs cannot tell.
+fn report(
+    args: &SweepArgs,
+    candidates: &[Candidate],
+    measured: &[Vec<Option<Run>>],
+    suggested: &Candidate,
+) -> ExitCode {
+    let summaries: Vec<Option<Summary>> = measured.iter().map(|runs| summary(runs)).collect();
+    let fastest = summaries
         .iter()
         .enumerate()
-        .filter_map(|(index, result)| result.map(|(ops, _, _)| (index, ops)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
+        .filter_map(|(index, summary)| summary.as_ref().map(|s| (index, s.ops_per_s)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(index, _)| index);
     let suggested_index = candidates
         .iter()
         .position(|c| c == suggested)
         .expect("suggested is a candidate");
+    let ops_by_round = |index: usize| -> Vec<Option<f64>> {
+        measured[index]
+            .iter()
+            .map(|run| run.map(|run| run.measured.ops_per_s))
+            .collect()
+    };
+    let others: Vec<usize> = (0..candidates.len()).filter(|&i| i != suggested_index).collect();
+    let other_rounds: Vec<Vec<Option<f64>>> = others.iter().map(|&i| ops_by_round(i)).collect();
+    let other_slices: Vec<&[Option<f64>]> = other_rounds.iter().map(Vec::as_slice).collect();
+    let (comparisons, verdict) = judge(
+        &ops_by_round(suggested_index),
+        &other_slices,
+        SUGGEST_TOLERANCE,
+        VERDICT_ALPHA,
+    );
+    let loads: Vec<f64> = measured.iter().flatten().flatten().filter_map(|run| run.load).collect();
+    let load_range = (
+        loads.iter().copied().fold(f64::INFINITY, f64::min),
+        loads.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+
     if args.json {
-        for ((candidate, result), runs) in candidates.iter().zip(&results).zip(measured) {
-            let runs: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.ops_per_s)).collect();
-            let (ops, p99, cpu) = result.map_or(("null".into(), "null".into(), "null".into()), |(o, p, c)| {
-                (format!("{o:.0}"), format!("{p:.0}"), format!("{c:.2}"))
-            });
+        print_json(candidates, measured, &summaries, &others, &comparisons);
+    } else {
+        print_table(candidates, measured, &summaries, fastest, suggested_index);
+        print_comparisons(candidates, &others, &comparisons);
+        if !loads.is_empty() {
             println!(
-                "{{\"shards\":{},\"cpus\":\"{}\",\"spin_before_park_us\":{},\"ops_per_s\":{ops},\"p99_us\":{p99},\"cpu_cores\":{cpu},\"runs_ops_per_s\":[{}]}}",
-                candidate.shards,
-                format_cpu_list(&candidate.cpus),
-                candidate.spin_us,
-                runs.join(",")
+                "load average (1 min) at the start of the runs: {:.1}-{:.1} on {} CPU(s)",
+                load_range.0,
+                load_range.1,
+                Topology::detect().allowed_cpus().len()
             );
         }
-    } else {
-        println!(
-            "{:<36} {:>10} {:>9} {:>9}  runs (writes/s)",
-            "layout", "writes/s", "p99 µs", "CPU cores"
-        );
-        for ((index, candidate), result) in candidates.iter().enumerate().zip(&results) {
-            let mark = match (Some(index) == fastest.map(|f| f.0), index == suggested_index) {
-                (true, true) => " (fastest, suggested)",
-                (true, false) => " (fastest)",
-                (false, true) => " (suggested)",
-                (false, false) => "",
-            };
-            let runs: Vec<String> = measured[index].iter().map(|r| format!("{:.0}", r.ops_per_s)).collect();
-            match result {
-                Some((ops, p99, cpu)) => println!(
-                    "{:<36} {ops:>10.0} {p99:>9.0} {cpu:>9.2}  {}{mark}",
-                    candidate.label(),
-                    runs.join(", ")
-                ),
-                None => println!(
-                    "{:<36} {:>10} {:>9} {:>9}  every run failed{mark}",
-                    candidate.label(),
-                    "-",
-                    "-",
-                    "-"
-                ),
-            }
-        }
     }
-    let Some((fastest_index, best)) = fastest else {
+    let tolerance = SUGGEST_TOLERANCE * 100.0;
+    let (text, json, exit) = match &verdict {
+        Verdict::Within { confidence } => (
+            format!(
+                "within {tolerance:.0}%: no layout beat suggest's layout ({}) by more than {tolerance:.0}% in enough rounds to matter, and every one stayed under it in enough (confidence {:.1}%)",
+                suggested.label(),
+                confidence * 100.0
+            ),
+            format!("\"verdict\":\"within\",\"confidence\":{confidence:.4}"),
+            ExitCode::SUCCESS,
+        ),
+        Verdict::Slower { than, by, confidence } => {
+            let than = &candidates[others[*than]];
+            (
+                format!(
+                    "slower by {:.1}%: suggest's layout ({}) against {} (median of paired per-round ratios; confidence {:.1}%, corrected for {} layouts compared)",
+                    by * 100.0,
+                    suggested.label(),
+                    than.label(),
+                    confidence * 100.0,
+                    comparisons.len()
+                ),
+                format!(
+                    "\"verdict\":\"slower\",\"than\":\"{}\",\"slower_by\":{by:.4},\"confidence\":{confidence:.4}",
+                    than.label()
+                ),
+                ExitCode::FAILURE,
+            )
+        }
+        Verdict::Undecided {
+            reason,
+            rounds_needed_within,
+            rounds_needed_slower,
+        } => (
+            format!(
+                "undecided: {reason}; run longer / on a quieter machine (a pass needs {rounds_needed_within}+ rounds, a fail {rounds_needed_slower}+, and more the noisier the machine)"
+            ),
+            format!(
+                "\"verdict\":\"undecided\",\"reason\":\"{reason}\",\"rounds_needed_within\":{rounds_needed_within},\"rounds_needed_slower\":{rounds_needed_slower}"
+            ),
+            ExitCode::from(EXIT_UNDECIDED),
+        ),
+    };
+    if args.json {
+        let load = if loads.is_empty() {
+            "null,null".to_owned()
+        } else {
+            format!("{:.2},{:.2}", load_range.0, load_range.1)
+        };
+        println!(
+            "{{\"suggested\":\"{}\",\"tolerance\":{SUGGEST_TOLERANCE},\"alpha\":{VERDICT_ALPHA},\"rounds\":{},\"load_1min_range\":[{load}],{json}}}",
+            suggested.label(),
+            args.repeats
+        );
+    } else {
+        println!("verdict: {text}");
+    }
+    if fastest.is_none() {
         eprintln!("error: every run failed");
         return ExitCode::FAILURE;
-    };
-    let Some((ops, _, _)) = results[suggested_index] else {
-        eprintln!("error: suggest's layout ({}) could not be measured", suggested.label());
-        return ExitCode::FAILURE;
-    };
-    let ratio = ops / best;
-    let within = ratio >= 1.0 - SUGGEST_TOLERANCE;
-    if args.json {
+    }
+    exit
+}
+
+/// The layout table: per layout the median writes/s and its quartiles, the
+/// median p99 and CPU, and every run as writes/s@load, in round order.
+fn print_table(
+    candidates: &[Candidate],
+    measured: &[Vec<Option<Run>>],
+    summaries: &[Option<Summary>],
+    fastest: Option<usize>,
+    suggested_index: usize,
+) {
+    println!(
+        "{:<36} {:>8} {:>15} {:>7} {:>5}  runs by round (writes/s@load)",
+        "layout", "writes/s", "IQR", "p99 µs", "CPU"
+    );
+    for (index, candidate) in candidates.iter().enumerate() {
+        let mark = match (Some(index) == fastest, index == suggested_index) {
+            (true, true) => " (highest median, suggested)",
+            (true, false) => " (highest median)",
+            (false, true) => " (suggested)",
+            (false, false) => "",
+        };
+        let runs: Vec<String> = measured[index]
+            .iter()
+            .map(|run| match run {
+                Some(run) => format!("{:.0}@{}", run.measured.ops_per_s, format_load(run.load)),
+                None => "failed".to_owned(),
+            })
+            .collect();
+        match &summaries[index] {
+            Some(s) => println!(
+                "{:<36} {:>8.0} {:>15} {:>7.0} {:>5.2}  {}{mark}",
+                candidate.label(),
+                s.ops_per_s,
+                format!("{:.0}-{:.0}", s.ops_quartiles.0, s.ops_quartiles.1),
+                s.p99_us,
+                s.cpu_cores,
+                runs.join(" ")
+            ),
+            None => println!(
+                "{:<36} {:>8} {:>15} {:>7} {:>5}  every run failed{mark}",
+                candidate.label(),
+                "-",
+                "-",
+                "-",
+                "-"
+            ),
+        }
+    }
+}
+
+/// Each other layout against suggest's, paired round by round.
+fn print_comparisons(candidates: &[Candidate], others: &[usize], comparisons: &[Comparison]) {
+    let threshold = 1.0 / (1.0 - SUGGEST_TOLERANCE);
+    println!(
+        "\nagainst suggest's layout, paired by round (that layout's writes/s / suggest's, same round):\n{:<36} {:>6} {:>6} {:>11} {:>9} {:>9} {:>9}",
+        "layout",
+        "rounds",
+        "median",
+        "IQR",
+        format!(">{threshold:.3}"),
+        "p faster",
+        "p within"
+    );
+    for comparison in comparisons {
         println!(
-            "{{\"fastest\":\"{}\",\"fastest_ops_per_s\":{best:.0},\"suggested\":\"{}\",\"suggested_ops_per_s\":{ops:.0},\"ratio\":{ratio:.3},\"within_tolerance\":{within}}}",
-            candidates[fastest_index].label(),
-            suggested.label()
-        );
-    } else {
-        println!(
-            "fastest: {} at {best:.0} writes/s\nsuggest's layout: {} at {ops:.0} writes/s, {:.1}% of the fastest: {}",
-            candidates[fastest_index].label(),
-            suggested.label(),
-            ratio * 100.0,
-            if within {
-                format!("within {:.0}%", SUGGEST_TOLERANCE * 100.0)
-            } else {
-                format!("NOT within {:.0}%", SUGGEST_TOLERANCE * 100.0)
-            }
+            "{:<36} {:>6} {:>6.3} {:>11} {:>9} {:>9.4} {:>9.4}",
+            candidates[others[comparison.other]].label(),
+            comparison.rounds,
+            comparison.median_ratio,
+            format!(
+                "{:.2}-{:.2}",
+                comparison.ratio_quartiles.0, comparison.ratio_quartiles.1
+            ),
+            format!(
+                "{}/{}",
+                comparison.rounds_faster,
+                comparison.rounds_faster + comparison.rounds_not_faster
+            ),
+            comparison.p_faster,
+            comparison.p_within
         );
     }
-    if within {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+}
+
+/// One JSON line per layout (with every run and its load) and one per
+/// comparison.
+fn print_json(
+    candidates: &[Candidate],
+    measured: &[Vec<Option<Run>>],
+    summaries: &[Option<Summary>],
+    others: &[usize],
+    comparisons: &[Comparison],
+) {
+    for ((candidate, summary), runs) in candidates.iter().zip(summaries).zip(measured) {
+        let runs: Vec<String> = runs
+            .iter()
+            .map(|run| match run {
+                Some(run) => format!(
+                    "{{\"ops_per_s\":{:.0},\"p99_us\":{:.0},\"load_1min\":{}}}",
+                    run.measured.ops_per_s,
+                    run.measured.p99_us,
+                    run.load.map_or_else(|| "null".to_owned(), |load| format!("{load:.2}"))
+                ),
+                None => "null".to_owned(),
+            })
+            .collect();
+        let figures = summary.as_ref().map_or_else(
+            || "\"ops_per_s\":null,\"ops_per_s_q1\":null,\"ops_per_s_q3\":null,\"p99_us\":null,\"cpu_cores\":null".to_owned(),
+            |s| {
+                format!(
+                    "\"ops_per_s\":{:.0},\"ops_per_s_q1\":{:.0},\"ops_per_s_q3\":{:.0},\"p99_us\":{:.0},\"cpu_cores\":{:.2}",
+                    s.ops_per_s, s.ops_quartiles.0, s.ops_quartiles.1, s.p99_us, s.cpu_cores
+                )
+            },
+        );
+        println!(
+            "{{\"shards\":{},\"cpus\":\"{}\",\"spin_before_park_us\":{},{figures},\"runs\":[{}]}}",
+            candidate.shards,
+            format_cpu_list(&candidate.cpus),
+            candidate.spin_us,
+            runs.join(",")
+        );
+    }
+    for comparison in comparisons {
+        println!(
+            "{{\"versus_suggested\":\"{}\",\"rounds\":{},\"median_ratio\":{:.4},\"ratio_q1\":{:.4},\"ratio_q3\":{:.4},\"rounds_faster_than_tolerance\":{},\"rounds_within_tolerance\":{},\"p_faster\":{:.5},\"p_within\":{:.5}}}",
+            candidates[others[comparison.other]].label(),
+            comparison.rounds,
+            comparison.median_ratio,
+            comparison.ratio_quartiles.0,
+            comparison.ratio_quartiles.1,
+            comparison.rounds_faster,
+            comparison.rounds_not_faster,
+            comparison.p_faster,
+            comparison.p_within
+        );
     }
 }

@@ -500,9 +500,9 @@ fn report(
     let (text, json, exit) = match &verdict {
         Verdict::Within { confidence } => (
             format!(
-                "within {tolerance:.0}%: no layout beat suggest's layout ({}) by more than {tolerance:.0}% in enough rounds to matter, and every one stayed under it in enough (confidence {:.1}%)",
+                "within {tolerance:.0}%: suggest's layout ({}) is within {tolerance:.0}% of every other layout (paired per-round ratios; confidence {})",
                 suggested.label(),
-                confidence * 100.0
+                format_confidence(*confidence)
             ),
             format!("\"verdict\":\"within\",\"confidence\":{confidence:.4}"),
             ExitCode::SUCCESS,
@@ -511,11 +511,11 @@ fn report(
             let than = &candidates[others[*than]];
             (
                 format!(
-                    "slower by {:.1}%: suggest's layout ({}) against {} (median of paired per-round ratios; confidence {:.1}%, corrected for {} layouts compared)",
+                    "slower by {:.1}%: suggest's layout ({}) against {} (median of paired per-round ratios; confidence {}, corrected for {} layouts compared)",
                     by * 100.0,
                     suggested.label(),
                     than.label(),
-                    confidence * 100.0,
+                    format_confidence(*confidence),
                     comparisons.len()
                 ),
                 format!(
@@ -558,6 +558,25 @@ fn report(
         return ExitCode::FAILURE;
     }
     exit
+}
+
+/// A p-value to 4 decimals, "<0.0001" below that.
+fn format_p(p: f64) -> String {
+    if p < 0.0001 {
+        "<0.0001".to_owned()
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+/// A confidence as a percentage; never "100%", which no finite number of
+/// rounds gives.
+fn format_confidence(confidence: f64) -> String {
+    if confidence >= 0.999 {
+        "≥ 99.9%".to_owned()
+    } else {
+        format!("{:.1}%", confidence * 100.0)
+    }
 }
 
 /// The layout table: per layout the median writes/s and its quartiles, the
@@ -624,7 +643,7 @@ fn print_comparisons(candidates: &[Candidate], others: &[usize], comparisons: &[
     );
     for comparison in comparisons {
         println!(
-            "{:<36} {:>6} {:>6.3} {:>11} {:>9} {:>9.4} {:>9.4}",
+            "{:<36} {:>6} {:>6.3} {:>11} {:>9} {:>9} {:>9}",
             candidates[others[comparison.other]].label(),
             comparison.rounds,
             comparison.median_ratio,
@@ -637,8 +656,8 @@ fn print_comparisons(candidates: &[Candidate], others: &[usize], comparisons: &[
                 comparison.rounds_faster,
                 comparison.rounds_faster + comparison.rounds_not_faster
             ),
-            comparison.p_faster,
-            comparison.p_within
+            format_p(comparison.p_faster),
+            format_p(comparison.p_within)
         );
     }
 }
@@ -692,8 +711,8 @@ fn print_json(
             comparison.ratio_quartiles.1,
             comparison.rounds_faster,
             comparison.rounds_not_faster,
-            comparison.p_faster,
-            comparison.p_within
+            format_p(comparison.p_faster),
+            format_p(comparison.p_within)
         );
     }
 }

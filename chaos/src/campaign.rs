@@ -73,8 +73,8 @@ pub struct RunFigures {
     pub unknown: usize,
     /// Faults injected.
     pub faults: usize,
-    /// Violations: register keys not linearizable, keys the two checkers
-    /// judged differently, list anomalies, counter violations, storage
+    /// Violations: register keys not linearizable, registers, counters and
+    /// lists the two checkers judged differently, list anomalies, counter violations, storage
     /// faults not handled as they must be.
     pub violations: usize,
     /// Register keys too large to check, or skipped by the second checker.
@@ -148,6 +148,8 @@ impl RunFigures {
             faults: report.faults.len(),
             violations: not_linearizable
                 + report.disagreements().len()
+                + report.counter_disagreements().len()
+                + report.list_disagreements().len()
                 + report.list_violations.len()
                 + report.counter_violations.len()
                 + storage_mishandled,

@@ -21,9 +21,11 @@
 //! * [`proxy`]: a fault-injecting TCP proxy per link (delay, reordering, resets, stalls).
 //! * [`run`]: one whole run and its report (what `coraft-chaos` runs).
 //! * [`soak`]: back-to-back checked rounds of random faults (`--soak`).
+//! * [`campaign`]: every fault kind run many times, added up per kind (`campaign`).
 //! * [`plot`]: the run's SVG (throughput and latency over time, faults marked).
 #![deny(missing_docs)]
 
+pub mod campaign;
 pub mod cluster;
 pub mod counter;
 pub mod history;

@@ -18,7 +18,10 @@ use crate::linearizable::{check_registers, KeyVerdict, RegisterReport, Verdict, 
 use crate::list_append::{check_lists, ListOperation, ListViolation};
 use crate::nemesis::{self, Fault, FaultKind, Timing};
 use crate::netns::Network;
-use crate::second_opinion::{check_registers_second_opinion, Disagreement, SecondOpinion, APPLY_STEPS_MAX};
+use crate::second_opinion::{
+    check_counters_second_opinion, check_lists_second_opinion, check_registers_second_opinion, Disagreement,
+    SecondOpinion, APPLY_STEPS_MAX,
+};
 use crate::workload::{self, Shared, WorkloadShape};
 use crate::RunError;
 
@@ -95,6 +98,11 @@ pub struct RunReport {
     pub registers: RegisterReport,
     /// The second checker's verdict on each key ([`crate::second_opinion`]).
     pub second_opinion: SecondOpinion,
+    /// The second checker's verdict on each counter, as a
+    /// fetch-and-increment object.
+    pub counter_opinion: SecondOpinion,
+    /// The second checker's verdict on each list.
+    pub list_opinion: SecondOpinion,
     /// The list-append operations (the final reads included).
     pub lists: Vec<ListOperation>,
     /// What the list-append checker found.
@@ -114,11 +122,14 @@ impl RunReport {
     }
 
     /// Whether the run passed: every register linearizable, the second
-    /// checker agreeing on every key, no list anomaly, no counter violation,
-    /// every storage fault handled ([`RunReport::storage_faults_handled`]).
+    /// checker agreeing on every register, counter and list, no list
+    /// anomaly, no counter violation, every storage fault handled
+    /// ([`RunReport::storage_faults_handled`]).
     pub fn passed(&self) -> bool {
         self.verdict() == Verdict::Linearizable
             && self.disagreements().is_empty()
+            && self.counter_disagreements().is_empty()
+            && self.list_disagreements().is_empty()
             && self.storage_faults_handled()
             && self.list_violations.is_empty()
             && self.counter_violations.is_empty()
@@ -127,6 +138,20 @@ impl RunReport {
     /// The keys our checker and the second one judged differently.
     pub fn disagreements(&self) -> Vec<Disagreement> {
         self.second_opinion.disagreements(&self.registers)
+    }
+
+    /// The counters the second checker judges otherwise than ours
+    /// ([`crate::counter`]: a counter with a violation is rejected).
+    pub fn counter_disagreements(&self) -> Vec<Disagreement> {
+        let rejected: BTreeSet<u64> = self.counter_violations.iter().map(counter_violation_key).collect();
+        self.counter_opinion.disagreements_with_rejected(&rejected)
+    }
+
+    /// The lists the second checker judges otherwise than ours
+    /// ([`crate::list_append`]: a list with an anomaly is rejected).
+    pub fn list_disagreements(&self) -> Vec<Disagreement> {
+        let rejected: BTreeSet<u64> = self.list_violations.iter().map(list_violation_key).collect();
+        self.list_opinion.disagreements_with_rejected(&rejected)
     }
 
     /// For each fault that took the leader away (killed, paused or cut
@@ -313,6 +338,19 @@ impl RunReport {
                 "judged_without_unobserved_unknowns": second[3],
                 "disagreements": self.disagreements(),
             },
+            "second_opinion_counters": {
+                "linearizable": self.counter_opinion.counts()[0],
+                "not_linearizable": self.counter_opinion.counts()[1],
+                "skipped": self.counter_opinion.counts()[2],
+                "disagreements": self.counter_disagreements(),
+            },
+            "second_opinion_lists": {
+                "linearizable": self.list_opinion.counts()[0],
+                "not_linearizable": self.list_opinion.counts()[1],
+                "skipped": self.list_opinion.counts()[2],
+                "judged_without_unobserved_unknowns": self.list_opinion.counts()[3],
+                "disagreements": self.list_disagreements(),
+            },
             "list_anomalies": self.list_violations.len(),
             "counter_violations": self.counter_violations.len(),
             "acknowledged_appends_lost": lost_appends,
@@ -456,10 +494,38 @@ impl RunReport {
         for violation in self.counter_violations.iter().take(10) {
             text.push_str(&format!("  {violation:?}\n"));
         }
+        for (what, opinion, disagreements) in [
+            ("counters", &self.counter_opinion, self.counter_disagreements()),
+            ("lists", &self.list_opinion, self.list_disagreements()),
+        ] {
+            let counts = opinion.counts();
+            text.push_str(&format!(
+                "second opinion on the {what} ({SECOND_CHECKER}): linearizable {}, not linearizable {}, skipped {}; disagreements {}\n",
+                counts[0],
+                counts[1],
+                counts[2],
+                disagreements.len()
+            ));
+            for disagreement in disagreements.iter().take(10) {
+                text.push_str(&format!(
+                    "  {what} key {}: CHECKERS DISAGREE: ours says {}, the second says {:?}\n",
+                    disagreement.key,
+                    if disagreement.ours_linearizable {
+                        "no anomaly"
+                    } else {
+                        "anomalies"
+                    },
+                    disagreement.theirs
+                ));
+            }
+        }
         text.push_str(&format!(
             "verdict {:?}{}{}\nfiles in {}\n",
             self.verdict(),
-            if disagreements.is_empty() {
+            if disagreements.is_empty()
+                && self.counter_disagreements().is_empty()
+                && self.list_disagreements().is_empty()
+            {
                 ""
             } else {
                 ", checkers disagree"
@@ -473,6 +539,27 @@ impl RunReport {
             self.out_dir.display()
         ));
         text
+    }
+}
+
+/// The counter a violation is about.
+fn counter_violation_key(violation: &CounterViolation) -> u64 {
+    match violation {
+        CounterViolation::DuplicateCount { key, .. }
+        | CounterViolation::CountOutOfBounds { key, .. }
+        | CounterViolation::ReadBelowAcknowledged { key, .. }
+        | CounterViolation::ReadAboveAttempted { key, .. } => *key,
+    }
+}
+
+/// The list an anomaly is about.
+fn list_violation_key(violation: &ListViolation) -> u64 {
+    match violation {
+        ListViolation::Duplicate { key, .. }
+        | ListViolation::Phantom { key, .. }
+        | ListViolation::Order { key, .. }
+        | ListViolation::LostAppend { key, .. }
+        | ListViolation::Stale { key, .. } => *key,
     }
 }
 
@@ -602,7 +689,12 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     }
     write_file(&options.out_dir.join("lists.jsonl"), list_lines.as_bytes())?;
     let counter_violations = check_counters(&history).map_err(|e| RunError::Setup(format!("history: {e}")))?;
+    let counter_opinion = check_counters_second_opinion(&history, APPLY_STEPS_MAX)
+        .map_err(|e| RunError::Setup(format!("history: {e}")))?;
+    let list_opinion = check_lists_second_opinion(&lists, APPLY_STEPS_MAX);
     let report = RunReport {
+        counter_opinion,
+        list_opinion,
         counter_violations,
         list_violations: check_lists(&lists),
         lists,
@@ -781,6 +873,8 @@ mod tests {
             ],
             registers: RegisterReport::default(),
             second_opinion: SecondOpinion::default(),
+            counter_opinion: SecondOpinion::default(),
+            list_opinion: SecondOpinion::default(),
             lists: vec![],
             list_violations: vec![],
             counter_violations: vec![],

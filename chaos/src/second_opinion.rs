@@ -29,6 +29,23 @@
 //! again it is [`Opinion::Skipped`], never "linearizable". Keys of more
 //! than [`OPERATIONS_MAX`] operations are skipped outright (the crate's
 //! history is a vector it searches linearly at each step).
+//!
+//! The counters and the lists are judged by it too, as the objects they
+//! are, not by bounds or anomalies ([`check_counters_second_opinion`],
+//! [`check_lists_second_opinion`]):
+//! * a counter is a fetch-and-increment object: an acknowledged increment
+//!   is legal only on the count one below the count it returned, a read
+//!   only on the count it returned; an increment of unknown outcome is
+//!   always legal and adds one (placed last, it never happened);
+//! * a list is a sequence: an append (acknowledged or unknown) is always
+//!   legal and adds its value at the end, a read is legal only on exactly
+//!   the list it returned.
+//!
+//! Linearizability is stronger than what [`crate::counter`] and
+//! [`crate::list_append`] check (a counter read lower than an earlier read
+//! with every increment unknown, two appends read in the opposite order of
+//! their real-time order): a key it rejects that ours passes, or the other
+//! way round, is a disagreement and fails the run as well.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -42,6 +59,7 @@ use todc_utils::Specification;
 
 use crate::history::{Completion, History, HistoryError, Key, Operation, Outcome, Value};
 use crate::linearizable::{register_operations_by_key, without_unobserved_unknowns, KeyVerdict, RegisterReport};
+use crate::list_append::{AppendOutcome, ListOperation};
 
 /// Default bound on the register steps one key's search may try (each a
 /// call of the specification's `apply`); past it the key is retried without
@@ -73,6 +91,19 @@ thread_local! {
 /// `resume_unwind`, so no panic message is printed).
 struct OutOfSteps;
 
+/// Counts one step of the search running on this thread; past its bound,
+/// ends the search (caught in [`search_spec`]).
+fn take_step() {
+    let left = STEPS_LEFT.with(|left| {
+        let value = left.get();
+        left.set(value.saturating_sub(1));
+        value
+    });
+    if left == 0 {
+        resume_unwind(Box::new(OutOfSteps));
+    }
+}
+
 /// The sequential register the second checker searches against.
 struct Register;
 
@@ -85,14 +116,7 @@ impl Specification for Register {
     }
 
     fn apply(step: &Step, state: &Option<Value>) -> (bool, Option<Value>) {
-        let left = STEPS_LEFT.with(|left| {
-            let value = left.get();
-            left.set(value.saturating_sub(1));
-            value
-        });
-        if left == 0 {
-            resume_unwind(Box::new(OutOfSteps));
-        }
+        take_step();
         match *step {
             Step::Read(value) => (value == *state, *state),
             Step::Write(value) => (true, Some(value)),
@@ -208,6 +232,31 @@ impl SecondOpinion {
     }
 }
 
+impl SecondOpinion {
+    /// The keys where this verdict and ours differ, ours being "every key
+    /// passes but `rejected`" (the keys with a counter violation or a list
+    /// anomaly); a key this checker skipped is no disagreement.
+    pub fn disagreements_with_rejected(&self, rejected: &std::collections::BTreeSet<Key>) -> Vec<Disagreement> {
+        let mut found = Vec::new();
+        for (&key, &theirs) in &self.keys {
+            let ours_linearizable = !rejected.contains(&key);
+            let differs = match theirs {
+                Opinion::Linearizable { .. } => !ours_linearizable,
+                Opinion::NotLinearizable { .. } => ours_linearizable,
+                Opinion::Skipped { .. } => false,
+            };
+            if differs {
+                found.push(Disagreement {
+                    key,
+                    ours_linearizable,
+                    theirs,
+                });
+            }
+        }
+        found
+    }
+}
+
 /// Judges every register key of `history` with the second checker, each
 /// search bounded by `steps_max` register steps (see [`APPLY_STEPS_MAX`]).
 pub fn check_registers_second_opinion(history: &History, steps_max: u64) -> Result<SecondOpinion, HistoryError> {
@@ -247,12 +296,8 @@ fn verdict(linearizable: bool, reduced: bool) -> Opinion {
 /// Runs the crate's checker on one key's operations; `None` if it ran out
 /// of steps.
 fn search(operations: &[Completion], steps_max: u64) -> Option<bool> {
-    if operations.is_empty() {
-        return Some(true);
-    }
-    // (time, 0 for a call and 1 for a response, process, step)
-    let mut events: Vec<(u64, u8, usize, Step)> = Vec::with_capacity(2 * operations.len());
-    for (process, completion) in operations.iter().enumerate() {
+    let mut calls = Vec::with_capacity(operations.len());
+    for completion in operations {
         let unknown = completion.outcome == Outcome::Unknown;
         let step = match (completion.operation, completion.outcome) {
             (Operation::Read { .. }, Outcome::Ok { value }) => Step::Read(value),
@@ -262,40 +307,238 @@ fn search(operations: &[Completion], steps_max: u64) -> Option<bool> {
             // `register_operations_by_key` keeps nothing else.
             _ => continue,
         };
-        events.push((completion.invoke_ns, 0, process, step));
         let complete_ns = if unknown {
             u64::MAX
         } else {
             completion.complete_ns.unwrap_or(u64::MAX)
         };
-        events.push((complete_ns, 1, process, step));
+        calls.push((completion.invoke_ns, complete_ns, step));
     }
-    if events.is_empty() {
+    search_spec::<Register>(calls, steps_max)
+}
+
+/// Runs the crate's checker on `calls` (invocation, response — `u64::MAX`
+/// for an operation whose outcome is unknown: it may take effect at any
+/// time after its invocation — and the operation), each its own process;
+/// at equal times calls come before responses. `None` if the search ran
+/// out of steps.
+fn search_spec<S: Specification>(calls: Vec<(u64, u64, S::Operation)>, steps_max: u64) -> Option<bool> {
+    if calls.is_empty() {
         return Some(true);
     }
-    events.sort_by_key(|&(time, kind, process, _)| (time, kind, process));
-    let actions: Vec<(usize, Action<Step>)> = events
+    // (time, 0 for a call and 1 for a response, process)
+    let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * calls.len());
+    for (process, (invoke_ns, complete_ns, _)) in calls.iter().enumerate() {
+        events.push((*invoke_ns, 0, process));
+        events.push((*complete_ns, 1, process));
+    }
+    events.sort_unstable();
+    let actions: Vec<(usize, Action<S::Operation>)> = events
         .into_iter()
-        .map(|(_, kind, process, step)| {
+        .map(|(_, kind, process)| {
+            let operation = calls[process].2.clone();
             (
                 process,
                 if kind == 0 {
-                    Action::Call(step)
+                    Action::Call(operation)
                 } else {
-                    Action::Response(step)
+                    Action::Response(operation)
                 },
             )
         })
         .collect();
     STEPS_LEFT.with(|left| left.set(steps_max));
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        WGLChecker::<Register>::is_linearizable(TodcHistory::from_actions(actions))
+        WGLChecker::<S>::is_linearizable(TodcHistory::from_actions(actions))
     }));
     match outcome {
         Ok(linearizable) => Some(linearizable),
         Err(payload) if is_out_of_steps(&*payload) => None,
         Err(payload) => resume_unwind(payload),
     }
+}
+
+/// One counter step.
+#[derive(Clone, Copy, Debug)]
+enum CounterStep {
+    /// An acknowledged increment that returned this count (the count after it).
+    Increment(Value),
+    /// An increment of unknown outcome: always legal, adds one.
+    UnknownIncrement,
+    /// An acknowledged read that returned this count.
+    Read(Value),
+}
+
+/// The sequential fetch-and-increment counter.
+struct Counter;
+
+impl Specification for Counter {
+    type State = Value;
+    type Operation = CounterStep;
+
+    fn init() -> Value {
+        0
+    }
+
+    fn apply(step: &CounterStep, state: &Value) -> (bool, Value) {
+        take_step();
+        match *step {
+            CounterStep::Increment(count) => {
+                if count == state.saturating_add(1) {
+                    (true, count)
+                } else {
+                    (false, *state)
+                }
+            }
+            CounterStep::UnknownIncrement => (true, state.saturating_add(1)),
+            CounterStep::Read(count) => (count == *state, *state),
+        }
+    }
+}
+
+/// One list step.
+#[derive(Clone, Debug)]
+enum ListStep {
+    /// An append, acknowledged or of unknown outcome: always legal.
+    Append(Value),
+    /// An answered read and the list it returned.
+    Read(Vec<Value>),
+}
+
+/// The sequential list.
+struct List;
+
+impl Specification for List {
+    type State = Vec<Value>;
+    type Operation = ListStep;
+
+    fn init() -> Vec<Value> {
+        Vec::new()
+    }
+
+    fn apply(step: &ListStep, state: &Vec<Value>) -> (bool, Vec<Value>) {
+        take_step();
+        match step {
+            ListStep::Append(value) => {
+                let mut next = state.clone();
+                next.push(*value);
+                (true, next)
+            }
+            ListStep::Read(values) => (values == state, state.clone()),
+        }
+    }
+}
+
+/// Judges every counter of `history` (its increments and counter reads) as
+/// a fetch-and-increment object, each search bounded by `steps_max` steps
+/// (past it, or past [`OPERATIONS_MAX`] operations, the key is skipped).
+pub fn check_counters_second_opinion(history: &History, steps_max: u64) -> Result<SecondOpinion, HistoryError> {
+    let mut by_key: BTreeMap<Key, Vec<(u64, u64, CounterStep)>> = BTreeMap::new();
+    for completion in history.completions()? {
+        let (key, step) = match (completion.operation, completion.outcome) {
+            (Operation::Increment { key }, Outcome::Ok { value: Some(count) }) => (key, CounterStep::Increment(count)),
+            (Operation::Increment { key }, Outcome::Unknown) => (key, CounterStep::UnknownIncrement),
+            (Operation::CounterRead { key }, Outcome::Ok { value }) => (key, CounterStep::Read(value.unwrap_or(0))),
+            // Failed increments never applied; unanswered reads saw nothing.
+            _ => continue,
+        };
+        let complete_ns = match step {
+            CounterStep::UnknownIncrement => u64::MAX,
+            _ => completion.complete_ns.unwrap_or(u64::MAX),
+        };
+        by_key
+            .entry(key)
+            .or_default()
+            .push((completion.invoke_ns, complete_ns, step));
+    }
+    let keys = by_key
+        .into_iter()
+        .map(|(key, calls)| {
+            let count = calls.len();
+            let opinion = if count > OPERATIONS_MAX {
+                Opinion::Skipped { operations: count }
+            } else {
+                match search_spec::<Counter>(calls, steps_max) {
+                    Some(linearizable) => verdict(linearizable, false),
+                    None => Opinion::Skipped { operations: count },
+                }
+            };
+            (key, opinion)
+        })
+        .collect();
+    Ok(SecondOpinion { keys })
+}
+
+/// Judges every list of `operations` as a sequence with append and read,
+/// each search bounded by `steps_max` steps. Past the bound a list is
+/// judged again without the appends of unknown outcome whose value no read
+/// returned (placed last, they never happened: they cannot change the
+/// verdict), and past it again it is skipped.
+pub fn check_lists_second_opinion(operations: &[ListOperation], steps_max: u64) -> SecondOpinion {
+    let mut by_key: BTreeMap<Key, Vec<&ListOperation>> = BTreeMap::new();
+    for operation in operations {
+        let (ListOperation::Append { key, .. } | ListOperation::Read { key, .. }) = operation;
+        by_key.entry(*key).or_default().push(operation);
+    }
+    let keys = by_key
+        .into_iter()
+        .map(|(key, operations)| {
+            let seen: std::collections::HashSet<Value> = operations
+                .iter()
+                .filter_map(|operation| match operation {
+                    ListOperation::Read {
+                        values: Some(values), ..
+                    } => Some(values.iter().copied()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let calls = |reduced: bool| -> Vec<(u64, u64, ListStep)> {
+                operations
+                    .iter()
+                    .filter_map(|operation| match operation {
+                        ListOperation::Append {
+                            value,
+                            invoke_ns,
+                            complete_ns,
+                            outcome,
+                            ..
+                        } => match outcome {
+                            AppendOutcome::Ok => Some((*invoke_ns, *complete_ns, ListStep::Append(*value))),
+                            AppendOutcome::Unknown if reduced && !seen.contains(value) => None,
+                            AppendOutcome::Unknown => Some((*invoke_ns, u64::MAX, ListStep::Append(*value))),
+                            AppendOutcome::Failed => None,
+                        },
+                        ListOperation::Read {
+                            invoke_ns,
+                            complete_ns,
+                            values: Some(values),
+                            ..
+                        } => Some((*invoke_ns, *complete_ns, ListStep::Read(values.clone()))),
+                        ListOperation::Read { values: None, .. } => None,
+                    })
+                    .collect()
+            };
+            let full = calls(false);
+            let count = full.len();
+            let opinion = if count > OPERATIONS_MAX {
+                Opinion::Skipped { operations: count }
+            } else if let Some(linearizable) = search_spec::<List>(full, steps_max) {
+                verdict(linearizable, false)
+            } else {
+                let reduced = calls(true);
+                match (reduced.len() < count)
+                    .then(|| search_spec::<List>(reduced, steps_max))
+                    .flatten()
+                {
+                    Some(linearizable) => verdict(linearizable, true),
+                    None => Opinion::Skipped { operations: count },
+                }
+            };
+            (key, opinion)
+        })
+        .collect();
+    SecondOpinion { keys }
 }
 
 fn is_out_of_steps(payload: &(dyn Any + Send)) -> bool {

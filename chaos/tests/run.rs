@@ -13,11 +13,18 @@ use coraft_chaos::linearizable::{check_registers, Verdict, STATES_EXPLORED_MAX};
 use coraft_chaos::list_append::{check_lists, AppendOutcome, ListOperation, ListViolation};
 use coraft_chaos::nemesis::{plan, storage_damage, FaultKind, Timing};
 use coraft_chaos::run::{run, RunOptions};
-use coraft_chaos::second_opinion::{check_registers_second_opinion, Opinion, APPLY_STEPS_MAX};
+use coraft_chaos::second_opinion::{
+    check_counters_second_opinion, check_lists_second_opinion, check_registers_second_opinion, Opinion, APPLY_STEPS_MAX,
+};
 use coraft_chaos::storage::Damage;
 
 mod common;
-use common::node_bin;
+
+/// `CORAFT_CHAOS_NODE_BIN` (say, `target/fast/coraft-node`), or this
+/// profile's `coraft-node`, built.
+fn node_bin() -> std::path::PathBuf {
+    std::env::var_os("CORAFT_CHAOS_NODE_BIN").map_or_else(common::node_bin, std::path::PathBuf::from)
+}
 
 /// Makes one `Ok` read stale: it now returns the value of a write that a
 /// later write had overwritten before the read began (what a leader serving
@@ -170,6 +177,19 @@ fn a_short_run_under_kills_and_pauses_is_linearizable_and_a_stale_read_in_it_is_
         !coraft_chaos::counter::check_counters(&bad).unwrap().is_empty(),
         "a duplicated count was not caught"
     );
+    // The second checker judged every real counter as a fetch-and-increment
+    // object, and rejects the duplicated count.
+    assert_eq!(
+        report.counter_opinion.counts()[..3],
+        [4, 0, 0],
+        "the second checker on the counters:\n{summary}"
+    );
+    let second_counters = check_counters_second_opinion(&bad, APPLY_STEPS_MAX).unwrap();
+    assert!(
+        matches!(second_counters.keys[&key], Opinion::NotLinearizable { .. }),
+        "the second checker missed the duplicated count: {:?}",
+        second_counters.keys[&key]
+    );
     // The lists too: one acknowledged append dropped from a later read of
     // the real run is reported lost.
     let mut lists = report.lists.clone();
@@ -208,6 +228,21 @@ fn a_short_run_under_kills_and_pauses_is_linearizable_and_a_stale_read_in_it_is_
             .iter()
             .any(|v| matches!(v, ListViolation::LostAppend { value, .. } if *value == dropped)),
         "dropping acknowledged append {dropped} from a read was not caught"
+    );
+    // The second checker judged the real lists (all of them but a few too
+    // large to search) as linearizable, and rejects the dropped append.
+    let [lists_linearizable, lists_not, lists_skipped, _] = report.list_opinion.counts();
+    assert!(
+        lists_linearizable > 100 && lists_not == 0 && lists_skipped * 10 < lists_linearizable,
+        "the second checker on the lists:\n{summary}"
+    );
+    let second_lists = check_lists_second_opinion(&lists, APPLY_STEPS_MAX);
+    assert!(
+        second_lists
+            .keys
+            .values()
+            .any(|o| matches!(o, Opinion::NotLinearizable { .. })),
+        "the second checker missed the dropped append {dropped}"
     );
 }
 

@@ -5,12 +5,19 @@
 //! coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N]
 //!              [--nemesis kill,stop,...] [--out DIR] [--node-bin PATH] [--keep-data] [--json]
 //!              [--soak DURATION [--rounds N]]
+//! coraft-chaos campaign [--runs-per-kind N] [--duration SECONDS] [--kinds LIST|all]
+//!              [--nodes 3,5] [--clients N] [--seed N] [--out DIR] [--node-bin PATH]
+//!              [--time-budget DURATION] [--json]
 //! ```
 //! Exits 0 if every key's history is linearizable, 1 on a violation or a
 //! key too large to check, 2 if the run itself failed. With `--soak` it runs
 //! rounds of `--duration` each, with fault kinds drawn from `--nemesis`,
 //! until DURATION (`90s`, `30m`, `8h`, or seconds) is up
-//! (`coraft_chaos::soak`); it exits 1 if a round failed.
+//! (`coraft_chaos::soak`); it exits 1 if a round failed. `campaign` runs
+//! every kind of `--kinds` (default: every kind; without root, every kind
+//! but the partitions) `--runs-per-kind` times alone, on 3 and 5 nodes in
+//! turn, and prints one table of the figures per kind
+//! (`coraft_chaos::campaign`); it exits 1 if a run failed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +27,9 @@ use coraft_chaos::nemesis::FaultKind;
 use coraft_chaos::run::{run, RunOptions};
 
 const USAGE: &str = "usage: coraft-chaos [--seed N] [--duration SECONDS] [--nodes 3|5] [--clients N] \
-[--nemesis kill,stop,partition,proxy|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links,snapshot-install,proxy-delay,proxy-reorder,proxy-lossy,transfer,membership,storage|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json] [--soak DURATION [--rounds N]]";
+[--nemesis kill,stop,partition,proxy|kill-leader,kill-node,kill-all,stop-leader,stop-node,partition-halves,partition-leader,partition-bridge,partition-ring,partition-one-way,slow-links,snapshot-install,proxy-delay,proxy-reorder,proxy-lossy,transfer,membership,storage|none] [--out DIR] [--node-bin PATH] [--keep-data] [--json] [--soak DURATION [--rounds N]]
+       coraft-chaos campaign [--runs-per-kind N] [--duration SECONDS] [--kinds LIST|all] [--nodes 3,5] [--clients N] \
+[--seed N] [--out DIR] [--node-bin PATH] [--time-budget DURATION] [--json]";
 
 fn main() {
     match main_result() {
@@ -56,25 +65,158 @@ where
     text.parse().with_context(|| format!("{flag} `{text}`"))
 }
 
-/// `90s`, `30m`, `8h` or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration> {
+/// `90s`, `30m`, `8h` or plain seconds (`flag` names the option in errors).
+fn parse_duration(text: &str, flag: &str) -> Result<Duration> {
     let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((at, _)) => text.split_at(at),
         None => (text, "s"),
     };
     let number: u64 = number
         .parse()
-        .with_context(|| format!("--soak `{text}`: expected a number of seconds, or 90s, 30m, 8h"))?;
+        .with_context(|| format!("{flag} `{text}`: expected a number of seconds, or 90s, 30m, 8h"))?;
     let seconds = match unit {
         "s" => number,
         "m" => number * 60,
         "h" => number * 3_600,
-        _ => bail!("--soak `{text}`: unknown unit `{unit}` (s, m or h)"),
+        _ => bail!("{flag} `{text}`: unknown unit `{unit}` (s, m or h)"),
     };
     Ok(Duration::from_secs(seconds))
 }
 
+/// The `coraft-node` next to this executable, or `given`; it must exist.
+fn node_bin(given: Option<PathBuf>) -> Result<PathBuf> {
+    let node_bin = match given {
+        Some(path) => path,
+        None => {
+            let exe = std::env::current_exe().context("finding this executable")?;
+            exe.with_file_name("coraft-node")
+        }
+    };
+    if !node_bin.is_file() {
+        bail!(
+            "no coraft-node at {}: build it (cargo build -p coraft --bin coraft-node) or pass --node-bin",
+            node_bin.display()
+        );
+    }
+    Ok(node_bin)
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// `coraft-chaos campaign ...`.
+fn campaign_main(mut args: impl Iterator<Item = String>) -> Result<bool> {
+    let mut runs_per_kind = 3usize;
+    let mut duration_s = 20u64;
+    let mut kinds = None;
+    let mut node_counts = vec![3usize, 5];
+    let mut clients = 5usize;
+    let mut seed = None;
+    let mut out = None;
+    let mut given_node_bin = None;
+    let mut time_budget = None;
+    let mut json = false;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--runs-per-kind" => runs_per_kind = value(&mut args, "--runs-per-kind")?,
+            "--duration" => duration_s = value(&mut args, "--duration")?,
+            "--kinds" => {
+                let text: String = value(&mut args, "--kinds")?;
+                kinds = Some(if text == "all" {
+                    FaultKind::ALL.to_vec()
+                } else {
+                    FaultKind::parse_list(&text).map_err(|e| anyhow::anyhow!("--kinds: {e}"))?
+                });
+            }
+            "--nodes" => {
+                let text: String = value(&mut args, "--nodes")?;
+                node_counts = text
+                    .split(',')
+                    .map(|n| match n.trim().parse::<usize>() {
+                        Ok(n @ (3 | 5)) => Ok(n),
+                        _ => Err(anyhow::anyhow!(
+                            "--nodes `{text}`: a list of 3 and 5 (the suite runs 3 or 5 nodes)"
+                        )),
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--clients" => clients = value(&mut args, "--clients")?,
+            "--seed" => seed = Some(value(&mut args, "--seed")?),
+            "--out" => out = Some(PathBuf::from(value::<String>(&mut args, "--out")?)),
+            "--node-bin" => given_node_bin = Some(PathBuf::from(value::<String>(&mut args, "--node-bin")?)),
+            "--time-budget" => {
+                time_budget = Some(parse_duration(
+                    &value::<String>(&mut args, "--time-budget")?,
+                    "--time-budget",
+                )?)
+            }
+            "--json" => json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(true);
+            }
+            other => bail!("campaign: unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    if runs_per_kind == 0 {
+        bail!("--runs-per-kind must be at least 1");
+    }
+    if clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let kinds = kinds.unwrap_or_else(|| {
+        FaultKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| root || !k.is_partition())
+            .collect()
+    });
+    if kinds.is_empty() {
+        bail!("--kinds: no fault kind to run");
+    }
+    if !root {
+        if let Some(kind) = kinds.iter().find(|k| k.is_partition()) {
+            bail!("--kinds: `{}` needs root (network namespaces)", kind.name());
+        }
+    }
+    let seed = seed.unwrap_or_else(clock_seed);
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("coraft-chaos-campaign-{seed}")));
+    let mut base = RunOptions::new(node_bin(given_node_bin)?, out, seed);
+    base.duration = Duration::from_secs(duration_s);
+    base.clients = clients;
+    install_interrupt_handler();
+    eprintln!(
+        "coraft-chaos: campaign seed {seed}: {} kinds x {runs_per_kind} runs of {duration_s} s, nodes {:?}, in {}",
+        kinds.len(),
+        node_counts,
+        base.out_dir.display()
+    );
+    let campaign = coraft_chaos::campaign::campaign(&coraft_chaos::campaign::CampaignOptions {
+        base,
+        kinds,
+        runs_per_kind,
+        node_counts,
+        time_budget,
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&campaign)?);
+    } else {
+        print!("{}", campaign.table());
+    }
+    Ok(campaign.failed().is_empty())
+}
+
 fn main_result() -> Result<bool> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("campaign") {
+        args.next();
+        return campaign_main(args);
+    }
     let mut seed = None;
     let mut duration_s = 30u64;
     let mut nodes = 3usize;
@@ -86,12 +228,11 @@ fn main_result() -> Result<bool> {
         .filter(|k| !k.is_partition() && !matches!(k, FaultKind::SnapshotInstall | FaultKind::Storage))
         .collect();
     let mut out = None;
-    let mut node_bin = None;
+    let mut given_node_bin = None;
     let mut keep_data = false;
     let mut json = false;
     let mut soak = None;
     let mut rounds = None;
-    let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--seed" => seed = Some(value(&mut args, "--seed")?),
@@ -103,10 +244,10 @@ fn main_result() -> Result<bool> {
                 nemesis = FaultKind::parse_list(&text).map_err(|e| anyhow::anyhow!("--nemesis: {e}"))?;
             }
             "--out" => out = Some(PathBuf::from(value::<String>(&mut args, "--out")?)),
-            "--node-bin" => node_bin = Some(PathBuf::from(value::<String>(&mut args, "--node-bin")?)),
+            "--node-bin" => given_node_bin = Some(PathBuf::from(value::<String>(&mut args, "--node-bin")?)),
             "--keep-data" => keep_data = true,
             "--json" => json = true,
-            "--soak" => soak = Some(parse_duration(&value::<String>(&mut args, "--soak")?)?),
+            "--soak" => soak = Some(parse_duration(&value::<String>(&mut args, "--soak")?, "--soak")?),
             "--rounds" => rounds = Some(value::<usize>(&mut args, "--rounds")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -124,24 +265,8 @@ fn main_result() -> Result<bool> {
     if clients == 0 {
         bail!("--clients must be at least 1");
     }
-    let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
-    let node_bin = match node_bin {
-        Some(path) => path,
-        None => {
-            let exe = std::env::current_exe().context("finding this executable")?;
-            exe.with_file_name("coraft-node")
-        }
-    };
-    if !node_bin.is_file() {
-        bail!(
-            "no coraft-node at {}: build it (cargo build -p coraft --bin coraft-node) or pass --node-bin",
-            node_bin.display()
-        );
-    }
+    let seed = seed.unwrap_or_else(clock_seed);
+    let node_bin = node_bin(given_node_bin)?;
     let out = out.unwrap_or_else(|| {
         PathBuf::from(if soak.is_some() {
             format!("coraft-chaos-soak-{seed}")

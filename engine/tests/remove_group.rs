@@ -270,3 +270,46 @@ fn a_removed_group_on_an_apply_lane_applies_what_it_was_handed_before_its_state_
     node.shutdown();
     assert_eq!(apply_threads(), 0);
 }
+
+/// A crash right after the list marked the group removed (before the WAL
+/// forgot it and its snapshots were deleted): the next start finishes the
+/// removal.
+#[test]
+fn a_start_finishes_a_removal_that_a_crash_interrupted() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let address = coraft::ports::free_loopback_addresses(1).unwrap()[0];
+    let node = Node::start(options(dir.path(), address), counters()).unwrap();
+    node.create_group(CREATED, vec![ME]).unwrap();
+    apply(&node, CREATED, b"kept until the removal");
+    block(node.group(CREATED).snapshot()).unwrap();
+    node.shutdown();
+    let snapshots = shard_dir(dir.path()).join("snapshots").join("group-7");
+    assert!(snapshots.is_dir());
+    // What step 2 of a removal leaves: only the list says removed.
+    std::fs::write(shard_dir(dir.path()).join("created-groups"), "7 removed\n").unwrap();
+
+    let node = Node::start(options(dir.path(), address), counters()).unwrap();
+    assert_eq!(
+        block(node.group(CREATED).apply(b"late".to_vec())),
+        Err(Error::GroupRemoved(CREATED))
+    );
+    assert!(!snapshots.exists(), "the start left {}", snapshots.display());
+    node.shutdown();
+    let forgotten = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async {
+            let (wal, _) = coraft_wal::Wal::open(shard_dir(dir.path()), Default::default())
+                .await
+                .unwrap();
+            let state = (wal.group_state(CREATED.0), wal.forgotten_groups());
+            wal.close().await.unwrap();
+            state
+        });
+    assert_eq!(forgotten.0, None, "the WAL still holds the removed group");
+    assert_eq!(
+        forgotten.1.iter().map(|&(group, _)| group).collect::<Vec<_>>(),
+        [CREATED.0]
+    );
+}

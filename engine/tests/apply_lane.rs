@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coraft::api::{Command, Error, OffShard, StateMachine};
+use coraft::api::{Command, CommandCounter, Error, OffShard, StateMachine};
 use coraft::client::{Client, ClientConfig};
 use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory, REQUEST_TIMEOUT};
@@ -20,37 +20,30 @@ const SLOW: GroupId = GroupId(1);
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const FAST: GroupId = GroupId(2);
 
-/// Counts the commands it applied, sleeping `sleep` in every batch; with
-/// snapshots of the count.
+/// The library's counter (`CommandCounter`: a command's answer and a
+/// query's are the count; snapshots of the count), sleeping `sleep` in
+/// every batch.
 struct SlowCounter {
-    applied: u64,
+    counter: CommandCounter,
     sleep: Duration,
 }
 
 impl StateMachine for SlowCounter {
     fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
         std::thread::sleep(self.sleep);
-        commands
-            .map(|_| {
-                self.applied += 1;
-                self.applied.to_le_bytes().to_vec()
-            })
-            .collect()
+        self.counter.on_apply(commands)
     }
 
-    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
-        self.applied.to_le_bytes().to_vec()
+    fn on_query(&self, query: &[u8]) -> Vec<u8> {
+        self.counter.on_query(query)
     }
 
     fn on_snapshot_save(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
-        writer.write_all(&self.applied.to_le_bytes())
+        self.counter.on_snapshot_save(writer)
     }
 
     fn on_snapshot_load(&mut self, reader: &mut dyn std::io::Read) -> std::io::Result<()> {
-        let mut bytes = [0u8; 8];
-        reader.read_exact(&mut bytes)?;
-        self.applied = u64::from_le_bytes(bytes);
-        Ok(())
+        self.counter.on_snapshot_load(reader)
     }
 }
 
@@ -59,12 +52,12 @@ impl StateMachine for SlowCounter {
 fn factory(sleep: Duration) -> StateMachineFactory {
     Arc::new(move |group| {
         if group == SLOW {
-            Box::new(OffShard::new(SlowCounter { applied: 0, sleep }))
+            Box::new(OffShard::new(SlowCounter {
+                counter: CommandCounter::default(),
+                sleep,
+            }))
         } else {
-            Box::new(SlowCounter {
-                applied: 0,
-                sleep: Duration::ZERO,
-            })
+            Box::new(CommandCounter::default())
         }
     })
 }
@@ -394,4 +387,126 @@ fn a_stopped_follower_catches_up_into_its_lane_and_no_lane_thread_outlives_its_n
         }
     }
     assert_eq!(apply_threads(), 0, "an apply thread outlived its node");
+}
+
+/// What the recording state machine saw, in the order it saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    LeaderStart(u64),
+    LeaderStop,
+    /// The indexes of one `on_apply` batch.
+    Applied(Vec<u64>),
+    /// A snapshot saved after applying up to this index.
+    Saved(u64),
+}
+
+/// Records every callback, sleeping in every batch so jobs queue up.
+struct Recorder {
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    last_applied: u64,
+}
+
+impl StateMachine for Recorder {
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+        std::thread::sleep(Duration::from_millis(20));
+        let indexes: Vec<u64> = commands.map(|command| command.index.0).collect();
+        self.last_applied = indexes.last().copied().unwrap_or(self.last_applied);
+        let answers = indexes.iter().map(|index| index.to_le_bytes().to_vec()).collect();
+        self.seen.lock().unwrap().push(Seen::Applied(indexes));
+        answers
+    }
+
+    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
+        self.last_applied.to_le_bytes().to_vec()
+    }
+
+    fn on_leader_start(&mut self, term: coraft::raft::Term) {
+        self.seen.lock().unwrap().push(Seen::LeaderStart(term.0));
+    }
+
+    fn on_leader_stop(&mut self, _reason: coraft::api::LeaderStopReason) {
+        self.seen.lock().unwrap().push(Seen::LeaderStop);
+    }
+
+    fn on_snapshot_save(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.seen.lock().unwrap().push(Seen::Saved(self.last_applied));
+        writer.write_all(&self.last_applied.to_le_bytes())
+    }
+}
+
+#[test]
+fn the_lane_makes_the_callbacks_in_the_order_the_log_and_the_requests_made_them() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = env_logger::builder().is_test(true).try_init();
+    let single = Cluster {
+        dir: tempfile::tempdir().unwrap(),
+        addresses: coraft::ports::free_loopback_addresses(1).unwrap(),
+        nodes: Vec::new(),
+        sleep: Duration::ZERO,
+    };
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let factory: StateMachineFactory = {
+        let seen = seen.clone();
+        Arc::new(move |group| {
+            if group == SLOW {
+                Box::new(OffShard::new(Recorder {
+                    seen: seen.clone(),
+                    last_applied: 0,
+                }))
+            } else {
+                Box::new(CommandCounter::default())
+            }
+        })
+    };
+    let node = Node::start(single.options(NodeId(1)), factory).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while block(node.group(SLOW).apply(b"first".to_vec())).is_err() {
+        assert!(Instant::now() < deadline, "no leader in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Writes queue up behind 20 ms batches; the snapshot asked for
+    // meanwhile must run after every apply handed over before it.
+    let writers: Vec<_> = (0..10)
+        .map(|_| {
+            let handle = node.group(SLOW);
+            std::thread::spawn(move || block(handle.apply(b"w".to_vec())).unwrap())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(30));
+    let snapshot_index = block(node.group(SLOW).snapshot()).unwrap().0;
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    node.shutdown();
+    let seen = seen.lock().unwrap().clone();
+    eprintln!("seen: {seen:?}");
+    // The leader started once, before any apply, and stopped last.
+    assert!(matches!(seen.first(), Some(Seen::LeaderStart(_))), "{seen:?}");
+    assert_eq!(seen.last(), Some(&Seen::LeaderStop), "{seen:?}");
+    // Applies come in log order, with no index twice.
+    let applied: Vec<u64> = seen
+        .iter()
+        .filter_map(|event| match event {
+            Seen::Applied(indexes) => Some(indexes.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(applied.windows(2).all(|pair| pair[0] < pair[1]), "{seen:?}");
+    assert_eq!(applied.len(), 11, "{seen:?}");
+    // The snapshot saved exactly the state at its index: every apply up to
+    // it before, none after.
+    let saved = seen
+        .iter()
+        .position(|event| matches!(event, Seen::Saved(_)))
+        .expect("a snapshot was saved");
+    assert_eq!(seen[saved], Seen::Saved(snapshot_index), "{seen:?}");
+    let after_save: Vec<u64> = seen[saved..]
+        .iter()
+        .filter_map(|event| match event {
+            Seen::Applied(indexes) => indexes.first().copied(),
+            _ => None,
+        })
+        .collect();
+    assert!(after_save.iter().all(|&first| first > snapshot_index), "{seen:?}");
 }

@@ -92,8 +92,9 @@ pub enum Error {
     },
     /// A segment of an on-disk format version this code does not read.
     #[error(
-        "segment {segment} (file {}) has WAL format version {version}; this build reads only version {}",
+        "segment {segment} (file {}) has WAL format version {version}; this build reads versions {} to {}",
         crate::format::segment_file_name(*segment),
+        crate::format::FORMAT_VERSION_MIN,
         crate::format::FORMAT_VERSION
     )]
     UnsupportedFormat {

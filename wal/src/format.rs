@@ -22,11 +22,19 @@ use std::sync::OnceLock;
 pub const BLOCK_BYTES: usize = 4096;
 /// The magic number at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CORAFTWL";
-/// The format version written by this code; others are refused. Version 2
-/// added the segment nonce and the flush markers (version 1 rewrote the last
-/// partly filled block in place, and recovery could not tell a torn flush
-/// from damaged synced records).
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version written by this code. Version 2 added the segment
+/// nonce and the flush markers (version 1 rewrote the last partly filled
+/// block in place, and recovery could not tell a torn flush from damaged
+/// synced records). Version 3 added the forget-group record
+/// ([`Record::ForgetGroup`]); the rest of the layout is version 2's.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format version this code reads: version-2 segments hold no
+/// forget-group record and read as they always did. Records are only ever
+/// appended to segments of [`FORMAT_VERSION`] (opening a WAL whose last
+/// segment is older starts a new segment), so code that reads only
+/// version 2 refuses a directory holding a forget-group record by name
+/// instead of taking the record for damage.
+pub const FORMAT_VERSION_MIN: u32 = 2;
 /// Bytes of the segment header region; records start right after it.
 pub const SEGMENT_HEADER_BYTES: usize = BLOCK_BYTES;
 /// Meaningful bytes of the segment header (the rest of its block is zero).
@@ -43,6 +51,10 @@ const HARD_STATE_BODY_BYTES: usize = 32;
 const TRUNCATE_BODY_BYTES: usize = 16;
 /// Body bytes of a purge record: group, index, term.
 const PURGE_BODY_BYTES: usize = 24;
+/// Body bytes of a forget-group record: group.
+const FORGET_GROUP_BODY_BYTES: usize = 8;
+/// The kind byte of a forget-group record (5 was version 1's padding).
+pub const FORGET_GROUP_KIND: u8 = 7;
 /// Body bytes of a flush marker: nonce, offset, flush, previous end,
 /// synced through, flags.
 const FLUSH_MARKER_BODY_BYTES: usize = 48;
@@ -148,6 +160,14 @@ pub enum Record<'a> {
         /// The term of `index`.
         term: u64,
     },
+    /// Forget everything about the group written before this record (its
+    /// entries, hard state and purge marker): the group was removed. Its
+    /// older records no longer hold segments back; records of the group
+    /// after this one start a new log. (Format version 3.)
+    ForgetGroup {
+        /// The group.
+        group: u64,
+    },
 }
 
 impl Record<'_> {
@@ -157,7 +177,8 @@ impl Record<'_> {
             Record::Entry { group, .. }
             | Record::HardState { group, .. }
             | Record::TruncateSuffix { group, .. }
-            | Record::Purge { group, .. } => group,
+            | Record::Purge { group, .. }
+            | Record::ForgetGroup { group } => group,
         }
     }
 
@@ -167,6 +188,7 @@ impl Record<'_> {
             Record::HardState { .. } => 2,
             Record::TruncateSuffix { .. } => 3,
             Record::Purge { .. } => 4,
+            Record::ForgetGroup { .. } => FORGET_GROUP_KIND,
         }
     }
 
@@ -181,6 +203,7 @@ impl Record<'_> {
             Record::HardState { .. } => HARD_STATE_BODY_BYTES,
             Record::TruncateSuffix { .. } => TRUNCATE_BODY_BYTES,
             Record::Purge { .. } => PURGE_BODY_BYTES,
+            Record::ForgetGroup { .. } => FORGET_GROUP_BODY_BYTES,
         }
     }
 }
@@ -255,6 +278,7 @@ pub fn encode_record_unchecksummed(record: &Record<'_>, out: &mut [u8]) {
             tail[0..8].copy_from_slice(&index.to_le_bytes());
             tail[8..16].copy_from_slice(&term.to_le_bytes());
         }
+        Record::ForgetGroup { .. } => {}
     }
 }
 
@@ -347,6 +371,7 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         2 => HARD_STATE_BODY_BYTES,
         3 => TRUNCATE_BODY_BYTES,
         4 => PURGE_BODY_BYTES,
+        FORGET_GROUP_KIND => FORGET_GROUP_BODY_BYTES,
         FLUSH_MARKER_KIND => FLUSH_MARKER_BODY_BYTES,
         _ => return Decoded::Bad(BadRecord::UnknownKind),
     };
@@ -388,11 +413,12 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
             group,
             from_index: u64_at(body, 8),
         },
-        _ => Record::Purge {
+        4 => Record::Purge {
             group,
             index: u64_at(body, 8),
             term: u64_at(body, 16),
         },
+        _ => Record::ForgetGroup { group },
     };
     Decoded::Record(record, total)
 }
@@ -410,6 +436,9 @@ pub struct SegmentHeader {
     /// Flags ([`SEGMENT_FLAG_RANGE_FILE`]); code that knows none reads them
     /// as zero and ignores them.
     pub flags: u32,
+    /// The format version (from [`FORMAT_VERSION_MIN`] to
+    /// [`FORMAT_VERSION`]); [`encode_segment_header`] writes it as given.
+    pub version: u32,
 }
 
 /// [`SegmentHeader::flags`]: the WAL that made the segment keeps a segment
@@ -421,7 +450,7 @@ pub const SEGMENT_FLAG_RANGE_FILE: u32 = 1;
 pub fn encode_segment_header(header: &SegmentHeader) -> Vec<u8> {
     let mut block = vec![0u8; SEGMENT_HEADER_BYTES];
     block[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    block[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    block[8..12].copy_from_slice(&header.version.to_le_bytes());
     // 12..16: flags (zero in version 1; older readers ignore them).
     block[12..16].copy_from_slice(&header.flags.to_le_bytes());
     block[16..24].copy_from_slice(&header.first_lsn.to_le_bytes());
@@ -458,7 +487,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, BadHeader> {
     // The version decides the layout (and where the CRC is), so it is read
     // first: a segment of another version is refused as such.
     let version = u32_at(block, 8);
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(BadHeader::UnsupportedVersion(version));
     }
     let padding_is_zero = block[SEGMENT_HEADER_USED_BYTES..].iter().all(|&b| b == 0);
@@ -471,6 +500,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, BadHeader> {
         segment_bytes: u64_at(block, 24),
         nonce: u64_at(block, 32),
         flags: u32_at(block, 12),
+        version,
     })
 }
 
@@ -535,6 +565,7 @@ mod tests {
                 index: 8,
                 term: 2,
             },
+            Record::ForgetGroup { group: 11 },
         ]
     }
 
@@ -634,6 +665,7 @@ mod tests {
             segment_bytes: 1 << 20,
             nonce: 99,
             flags: SEGMENT_FLAG_RANGE_FILE,
+            version: FORMAT_VERSION,
         };
         let block = encode_segment_header(&header);
         assert_eq!(decode_segment_header(&block), Ok(header));
@@ -644,6 +676,18 @@ mod tests {
         let mut old = block.clone();
         old[8..12].copy_from_slice(&1u32.to_le_bytes());
         assert_eq!(decode_segment_header(&old), Err(BadHeader::UnsupportedVersion(1)));
+        // A version-2 header still reads, as version 2.
+        let previous = SegmentHeader {
+            version: FORMAT_VERSION_MIN,
+            ..header
+        };
+        assert_eq!(decode_segment_header(&encode_segment_header(&previous)), Ok(previous));
+        let mut newer = block.clone();
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&newer),
+            Err(BadHeader::UnsupportedVersion(FORMAT_VERSION + 1))
+        );
     }
 
     #[test]

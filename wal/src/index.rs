@@ -181,9 +181,13 @@ impl GroupLog {
 pub struct Groups {
     /// The logs, sorted by group id.
     logs: Vec<(u64, GroupLog)>,
-    /// Group id -> position in `logs`; rebuilt from the insertion point on
-    /// when a new group arrives (rare: groups are never removed).
+    /// Group id -> position in `logs`; rebuilt from the insertion or
+    /// removal point on when a group arrives or is forgotten (both rare).
     positions: HashMap<u64, usize, BuildHasherDefault<GroupIdHasher>>,
+    /// Groups forgotten by a [`Record::ForgetGroup`] still in the log: group
+    /// -> the LSN of its latest such record. Bounded by the records in the
+    /// log: [`Groups::forget_older_than`] drops those whose segment went.
+    forgotten: std::collections::BTreeMap<u64, u64>,
 }
 
 /// A hasher for group ids: one multiply. Group ids come from the node's own
@@ -253,6 +257,32 @@ impl Groups {
         position
     }
 
+    /// Forgets `group`'s log (a [`Record::ForgetGroup`] at `lsn`): its
+    /// entries, hard state and purge marker are no longer needed, and its
+    /// next record starts a new log.
+    pub fn forget(&mut self, group: u64, lsn: u64) {
+        self.forgotten.insert(group, lsn);
+        let Some(position) = self.positions.remove(&group) else {
+            return;
+        };
+        self.logs.remove(position);
+        for (moved, (id, _)) in self.logs.iter().enumerate().skip(position) {
+            self.positions.insert(*id, moved);
+        }
+    }
+
+    /// The groups forgotten by a record still in the log, by id, with the
+    /// LSN of the latest such record.
+    pub fn forgotten(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.forgotten.iter().map(|(&group, &lsn)| (group, lsn))
+    }
+
+    /// Drops the forget records below `lsn` from [`Groups::forgotten`]:
+    /// their segments were deleted.
+    pub fn forget_older_than(&mut self, lsn: u64) {
+        self.forgotten.retain(|_, forgot_at| *forgot_at >= lsn);
+    }
+
     /// Checks that `record` may be appended, without changing anything.
     pub fn check(&self, record: &Record<'_>) -> Result<(), NotContiguous> {
         if let Record::Entry { group, index, .. } = *record {
@@ -315,6 +345,10 @@ impl Groups {
     /// Applies a record written at `offset` (of the segment holding `lsn`) with `lsn`.
     #[inline]
     pub fn apply(&mut self, record: &Record<'_>, lsn: u64, offset: u64) -> Result<(), NotContiguous> {
+        if let Record::ForgetGroup { group } = *record {
+            self.forget(group, lsn);
+            return Ok(());
+        }
         let slot = self.slot(record.group());
         self.apply_at(slot, record, lsn, offset)
     }
@@ -361,6 +395,9 @@ impl Groups {
                 }
                 log.started = true;
             }
+            // [`Groups::apply`] removes the log instead; here the slot
+            // stays valid and empty.
+            Record::ForgetGroup { .. } => *log = GroupLog::default(),
         }
         Ok(())
     }
@@ -579,6 +616,32 @@ mod tests {
         // The oldest needs are the ones named: the groups appended first.
         let lsns: Vec<u64> = report[0].holders.iter().map(|holder| holder.lsn).collect();
         assert_eq!(lsns, (1..=SEGMENT_HOLDERS_MAX as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_forgotten_group_holds_nothing_and_starts_a_new_log_after() {
+        let mut groups = apply_all(&[
+            entry(1, 1, 1),
+            entry(2, 1, 1),
+            entry(3, 1, 1),
+            entry(2, 2, 1),
+            Record::ForgetGroup { group: 1 },
+        ]);
+        assert!(groups.get(1).is_none());
+        assert_eq!(groups.forgotten().collect::<Vec<_>>(), [(1, 5)]);
+        // Group 1's entry (LSN 1) no longer holds the oldest segment back.
+        assert_eq!(groups.oldest_needed(), Some((2, 2)));
+        // The groups after it moved down and are still found.
+        assert_eq!(groups.get(3).unwrap().state().last_index, 1);
+        assert_eq!(groups.iter().map(|(group, _)| group).collect::<Vec<_>>(), [2, 3]);
+        groups.apply(&entry(3, 2, 1), 6, 0).unwrap();
+        assert_eq!(groups.get(3).unwrap().state().last_index, 2);
+        // Any index starts the group's new log.
+        groups.apply(&entry(1, 7, 2), 7, 0).unwrap();
+        let state = groups.get(1).unwrap().state();
+        assert_eq!((state.first_index, state.last_index, state.hard_state), (7, 7, None));
+        groups.forget_older_than(6);
+        assert_eq!(groups.forgotten().count(), 0);
     }
 
     #[test]

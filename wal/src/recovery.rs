@@ -176,6 +176,8 @@ pub struct MappedSegment {
     pub flushes: u64,
     /// True if its last valid flush is a close marker (a clean close).
     pub closed: bool,
+    /// Its format version, from the header.
+    pub version: u32,
 }
 
 /// A torn tail found (and, when repairing, zeroed) by recovery.
@@ -488,6 +490,7 @@ fn recover_with(dir: &Path, mode: RecoveryMode, repair: bool, range_file: bool) 
             nonce: header.nonce,
             flushes: walked.flushes,
             closed: walked.closed,
+            version: header.version,
         });
     }
     Ok(Recovered {

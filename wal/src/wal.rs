@@ -144,6 +144,13 @@ impl Wal {
         let mut segments = VecDeque::new();
         let mut open = None;
         let count = recovered.segments.len();
+        // Records go only into segments of this format version: a reader
+        // of an older one refuses the segment by its version instead of
+        // taking a record kind it does not know for damage.
+        let last_is_older_format = recovered
+            .segments
+            .last()
+            .is_some_and(|last| last.version < crate::format::FORMAT_VERSION);
         for (position, mapped) in recovered.segments.into_iter().enumerate() {
             let mut file = None;
             if position + 1 == count {
@@ -214,6 +221,9 @@ impl Wal {
         let shared = Rc::new(RefCell::new(state));
         if recovered_a_segment {
             vouch_for_recovered_log(&shared).await?;
+        }
+        if last_is_older_format {
+            shared.borrow_mut().rotate();
         }
         let flusher = glommio::spawn_local(run_flusher(shared.clone())).detach();
         Ok((
@@ -360,6 +370,35 @@ impl Wal {
     /// snapshot point (`index`, `term`).
     pub fn purge(&self, group: u64, index: u64, term: u64) -> Result<u64> {
         self.append(Record::Purge { group, index, term })
+    }
+
+    /// Forgets `group`: a [`Record::ForgetGroup`] after which recovery knows
+    /// nothing of what the group wrote before (entries, hard state, purge
+    /// marker), so its records no longer hold segments back from
+    /// [`Wal::delete_obsolete_segments`]. The group's next record, if any,
+    /// starts a new log at any index. Not durable until a [`Wal::sync`]
+    /// created after this call resolves; until then a crash brings the
+    /// group's log back. Returns the record's LSN.
+    pub fn forget_group(&self, group: u64) -> Result<u64> {
+        let mut guard = self.shared.borrow_mut();
+        let state = &mut *guard;
+        let record = Record::ForgetGroup { group };
+        let record_bytes = record.encoded_len();
+        if state.refuses(record_bytes, record_bytes) {
+            return Err(state
+                .refusal(record_bytes, record_bytes)
+                .expect("a refused append has a reason"));
+        }
+        let (lsn, _) = state.push_record(&record, record_bytes);
+        state.pending_bytes += record_bytes;
+        state.groups.forget(group, lsn);
+        Ok(lsn)
+    }
+
+    /// The groups forgotten ([`Wal::forget_group`]) by a record still in
+    /// the log, by id, with the LSN of the latest such record.
+    pub fn forgotten_groups(&self) -> Vec<(u64, u64)> {
+        self.shared.borrow().groups.forgotten().collect()
     }
 
     /// Starts a group commit of everything appended so far (if one is not
@@ -557,6 +596,9 @@ impl Wal {
                 .drain(..kept)
                 .map(|segment| (segment.first_lsn, segment.path))
                 .collect();
+            if let Some(front) = state.segments.front().map(|segment| segment.first_lsn) {
+                state.groups.forget_older_than(front);
+            }
             (state.fs.clone(), state.dir.clone(), doomed)
         };
         for (segment, path) in &doomed {

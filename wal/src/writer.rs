@@ -697,6 +697,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         segment_bytes,
         nonce,
         flags: crate::format::SEGMENT_FLAG_RANGE_FILE,
+        version: crate::format::FORMAT_VERSION,
     });
     let file = match fs.create_segment(&path, &header, segment_bytes).await {
         Ok(file) => file,

@@ -8,61 +8,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::rc::Rc;
 
-use common::{run, small_config};
+use common::{last_index_after_open, open_error, run, small_config, tool, write_log};
 use coraft_wal::format::segment_file_name;
 use coraft_wal::recovery::{list_segments, read_segment_range, recover, SegmentRange, SEGMENT_RANGE_FILE_NAME};
 use coraft_wal::{DmaFs, Error, FaultyFs, IoOp, RecoveryMode, Wal};
-
-/// Appends entries 1..=count of group 1 (synced every 10), closes, and
-/// returns the segment files, oldest first.
-fn write_log(dir: &Path, count: u64) -> Vec<(u64, PathBuf)> {
-    run(|| async {
-        let (wal, _) = Wal::open(dir, small_config()).await.unwrap();
-        for index in 1..=count {
-            wal.append_entry(1, index, 1, 0, &[index as u8; 1000]).unwrap();
-            if index % 10 == 0 {
-                wal.sync().await.unwrap();
-            }
-        }
-        wal.close().await.unwrap();
-    });
-    list_segments(dir).unwrap()
-}
-
-fn open_error(dir: &Path) -> Error {
-    run(|| async {
-        match Wal::open(dir, small_config()).await {
-            Ok(_) => panic!("the WAL opened"),
-            Err(error) => error,
-        }
-    })
-}
-
-fn last_index_after_open(dir: &Path) -> u64 {
-    run(|| async {
-        let (wal, _) = Wal::open(dir, small_config()).await.unwrap();
-        let last = wal.group_state(1).map_or(0, |state| state.last_index);
-        wal.close().await.unwrap();
-        last
-    })
-}
-
-/// Runs `coraft-wal ARGS`; returns success and stdout + stderr.
-fn tool(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_coraft-wal"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
 
 fn range_path(dir: &Path) -> PathBuf {
     dir.join(SEGMENT_RANGE_FILE_NAME)

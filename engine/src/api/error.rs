@@ -57,6 +57,11 @@ pub enum Error {
     /// The group is not hosted by this node.
     #[error("unknown group {0}")]
     UnknownGroup(GroupId),
+    /// The group was removed from this node (`Node::remove_group`); its id
+    /// is not reused here. A write answered with this while the group was
+    /// being removed may still have been committed by the other replicas.
+    #[error("group {0} was removed from this node")]
+    GroupRemoved(GroupId),
     /// The node's configuration is not usable.
     #[error("invalid configuration: {0}")]
     Config(String),

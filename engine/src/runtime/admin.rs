@@ -64,6 +64,11 @@ impl AdminService {
         }
     }
 
+    /// A group removed at run time is no longer served.
+    pub fn remove_group(&self, group: GroupId) {
+        self.groups.lock().expect("not poisoned").retain(|&g| g != group);
+    }
+
     fn groups(&self) -> Vec<GroupId> {
         self.groups.lock().expect("not poisoned").clone()
     }
@@ -460,7 +465,7 @@ fn admin_error(group: u64, error: Error) -> AdminError {
             group,
             leader_hint: leader_hint.map(|n| n.0),
         },
-        Error::UnknownGroup(_) => AdminError::UnknownGroup { group },
+        Error::UnknownGroup(_) | Error::GroupRemoved(_) => AdminError::UnknownGroup { group },
         Error::Busy { bound } => AdminError::Busy { bound: bound.into() },
         Error::Timeout => AdminError::Timeout,
         Error::Shutdown => AdminError::Shutdown,

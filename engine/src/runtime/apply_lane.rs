@@ -243,6 +243,16 @@ impl ApplyLane {
     }
 }
 
+impl ApplyLane {
+    /// Lets the thread finish what is queued and end, without waiting for
+    /// it (a group removed at run time): returns the thread to join once it
+    /// is finished, so no thread outlives the shard.
+    pub fn retire(mut self) -> Option<std::thread::JoinHandle<()>> {
+        self.send(Job::Stop);
+        self.thread.take()
+    }
+}
+
 impl Drop for ApplyLane {
     /// Lets the thread finish what is queued, then joins it: no thread
     /// outlives its group.

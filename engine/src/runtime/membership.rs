@@ -83,7 +83,7 @@ enum Stage {
 /// The change a group has in flight on this node.
 pub(crate) struct PendingChange {
     stage: Stage,
-    reply: flume::Sender<Result<(), Error>>,
+    pub(super) reply: flume::Sender<Result<(), Error>>,
     received: Instant,
 }
 

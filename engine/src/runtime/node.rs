@@ -347,6 +347,11 @@ pub(crate) enum ApiRequest {
         voters: Vec<NodeId>,
         reply: Option<flume::Sender<Result<(), Error>>>,
     },
+    /// `Node::remove_group`.
+    RemoveGroup {
+        group: GroupId,
+        reply: flume::Sender<Result<(), Error>>,
+    },
     Shutdown,
 }
 
@@ -441,6 +446,24 @@ impl GroupCreator {
     /// (bad voters, a full disk) is logged by the shard at error level.
     pub fn create_group_in_background(&self, group: GroupId, voters: Vec<NodeId>) -> Result<(), Error> {
         self.request(group, voters, false).map(|_| ())
+    }
+
+    /// As [`Node::remove_group`], resolving once the group is removed.
+    pub async fn remove_group(&self, group: GroupId) -> Result<(), Error> {
+        let receiver = self.remove_request(group)?;
+        receiver.recv_async().await.map_err(|_| Error::Shutdown)?
+    }
+
+    fn remove_request(&self, group: GroupId) -> Result<flume::Receiver<Result<(), Error>>, Error> {
+        let shard = (group.0 % self.apis.len() as u64) as usize;
+        let (reply, receiver) = flume::bounded(1);
+        self.apis[shard]
+            .try_send(ApiRequest::RemoveGroup { group, reply })
+            .map_err(|e| match e {
+                flume::TrySendError::Full(_) => Error::Busy { bound: "API_QUEUE_MAX" },
+                flume::TrySendError::Disconnected(_) => Error::Shutdown,
+            })?;
+        Ok(receiver)
     }
 
     #[allow(clippy::type_complexity)]
@@ -673,6 +696,32 @@ impl Node {
             .expect("a reply was asked for")
             .recv()
             .map_err(|_| Error::Shutdown)?
+    }
+
+    /// Removes `group`, a group created at run time
+    /// ([`Node::create_group`]), from this node: requests waiting on it
+    /// fail with [`Error::GroupRemoved`], as does every later request to
+    /// it here; its state machine is dropped (with an apply lane, once the
+    /// lane has applied what it was handed); its snapshots are deleted; and
+    /// the shard's WAL gets a record that forgets it, so its records no
+    /// longer hold WAL segments back and a restart does not bring it back.
+    /// The shard's list of created groups marks it removed before anything
+    /// else happens (durably), and its id is retired on this node: creating
+    /// it again is refused ([`Error::Config`]), because the group's other
+    /// replicas may still run under that id, and a fresh replica would
+    /// join them as a voter that forgot its log and votes.
+    ///
+    /// Removing a group does not change its configuration: to take one
+    /// replica away from a group that goes on, remove the node from the
+    /// group's membership first. To retire a whole group, remove it on
+    /// every member. Removing a removed group succeeds and does nothing. A
+    /// group of `NodeOptions::groups` cannot be removed ([`Error::Config`]);
+    /// nor can a group while a snapshot of it is being written, sent or
+    /// loaded here ([`Error::Config`] says which: ask again later). Blocks
+    /// until the shard answers.
+    pub fn remove_group(&self, group: GroupId) -> Result<(), Error> {
+        let receiver = self.group_creator().remove_request(group)?;
+        receiver.recv().map_err(|_| Error::Shutdown)?
     }
 
     /// A handle that creates groups on this node from any thread, even from
@@ -1140,6 +1189,7 @@ async fn start_shard(
         Configuration::with_voters(options.peers.iter().map(|p| p.id))
     };
     let created = super::created_groups::CreatedGroups::load(&dir)?;
+    super::group_creation::finish_removals_at_start(options, &dir, &wal, &created)?;
     let mut groups = BTreeMap::new();
     for &group in options
         .groups
@@ -1193,6 +1243,7 @@ async fn start_shard(
         dir,
         factory: factory.clone(),
         created,
+        retiring: Vec::new(),
     });
     // Members added at run time whose address-book entries a snapshot
     // compacted away: their addresses came with the snapshot.

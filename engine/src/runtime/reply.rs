@@ -85,7 +85,9 @@ impl Reply {
                     Error::ChangeInProgress | Error::InvalidChange(_) => ClientError::Busy,
                     Error::Timeout => ClientError::Timeout,
                     Error::Shutdown => ClientError::Shutdown,
-                    Error::UnknownGroup(_) => ClientError::UnknownGroup,
+                    // The wire has no "removed" answer: to a client, the
+                    // node does not host the group.
+                    Error::UnknownGroup(_) | Error::GroupRemoved(_) => ClientError::UnknownGroup,
                     Error::SessionExpired => ClientError::SessionExpired,
                     Error::StaleSequence => ClientError::StaleSequence,
                     Error::Storage(_) | Error::Config(_) | Error::Network(_) | Error::Snapshot { .. } => {

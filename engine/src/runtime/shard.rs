@@ -120,7 +120,7 @@ pub(crate) struct Shard {
     pub wal_faults: Option<coraft_wal::Faults>,
     /// Snapshot requests waiting until their group's applied entries are
     /// durable here (at most [`PENDING_SNAPSHOTS_MAX`]).
-    pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
+    pub(super) pending_snapshots: Vec<(GroupId, flume::Sender<Result<LogIndex, Error>>)>,
     /// When snapshots are taken and how much log they let go.
     pub(super) snapshot_policy: super::SnapshotPolicy,
     /// Groups whose snapshot policy fired, waiting like `pending_snapshots`
@@ -324,6 +324,7 @@ impl Shard {
             // the lanes' threads end when their groups are dropped.
             group.drain_lane(&mut self.metrics);
         }
+        self.finish_removals(true);
         for (&id, group) in self.groups.iter_mut() {
             group.stop_leading_for_shutdown();
             group.fail_all(Error::Shutdown);
@@ -437,6 +438,7 @@ impl Shard {
         }
         self.inbox = inbox;
         self.collect_lanes();
+        self.finish_removals(false);
         // Whatever waited in the inbox was stepped first (a heartbeat that
         // arrived during a stall is evidence its leader lived then); now
         // the cores learn how long this shard was away, even if a full
@@ -752,7 +754,8 @@ impl Shard {
             );
         }
         let Some(group) = self.groups.get(&group_id) else {
-            return self.reject(reply, None, Error::UnknownGroup(group_id));
+            let error = self.missing_group(group_id);
+            return self.reject(reply, None, error);
         };
         if group.closed {
             return self.reject(reply, Some(group_id), Error::Shutdown);
@@ -841,7 +844,7 @@ impl Shard {
             return reply.send(Err(error.clone()), None);
         }
         let Some(group) = self.groups.get_mut(&group_id) else {
-            return reply.send(Err(Error::UnknownGroup(group_id)), None);
+            return reply.send(Err(self.missing_group(group_id)), None);
         };
         if group.closed {
             return reply.send(Err(Error::Shutdown), group.leader_hint());
@@ -860,7 +863,7 @@ impl Shard {
         // was away past its lease learns it here, not a tick later.
         self.catch_up();
         let Some(group) = self.groups.get_mut(&group_id) else {
-            return reply.send(Err(Error::UnknownGroup(group_id)), None);
+            return reply.send(Err(self.missing_group(group_id)), None);
         };
         // Asking may wake a quiet core, whatever the answer.
         self.dirty.insert(group_id);
@@ -892,7 +895,7 @@ impl Shard {
             return reply.send(Err(error.clone()), None);
         }
         let Some(group) = self.groups.get_mut(&group_id) else {
-            return reply.send(Err(Error::UnknownGroup(group_id)), None);
+            return reply.send(Err(self.missing_group(group_id)), None);
         };
         if group.closed {
             return reply.send(Err(Error::Shutdown), group.leader_hint());
@@ -1049,6 +1052,9 @@ impl Shard {
                         }
                     }
                 }
+            }
+            ApiRequest::RemoveGroup { group, reply } => {
+                let _ = reply.send(self.remove_group(group));
             }
             ApiRequest::Shutdown => self.shutting_down = true,
         }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! coraft-wal inspect DIR                       segments, groups, index ranges, sizes,
-//!                                              and which groups hold the oldest segments
+//!                                              removed (forgotten) groups, and which
+//!                                              groups hold the oldest segments
 //! coraft-wal verify DIR [--strict]             every CRC; exit 1 on corruption
 //! coraft-wal dump DIR --group G --from I --to J   entries I..=J of group G
 //! coraft-wal rebuild-range DIR                 writes the segment range file anew
@@ -36,7 +37,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Prints the segments, the groups with their index ranges, hard state
-    /// and snapshot, a torn tail, and which groups hold the oldest segments.
+    /// and snapshot, the groups removed (a forget-group record still in the
+    /// log), a torn tail, and which groups hold the oldest segments.
     Inspect {
         /// The WAL directory (a shard's, e.g. wal.dir/shard-0).
         #[arg(value_name = "DIR")]
@@ -142,8 +144,9 @@ fn inspect(recovered: &Recovered) -> Result<()> {
     println!("segments: {}", recovered.segments.len());
     for segment in &recovered.segments {
         println!(
-            "  {}  first_lsn {}  records {}  used {} of {} bytes",
+            "  {}  format {}  first_lsn {}  records {}  used {} of {} bytes",
             segment.path.display(),
+            segment.version,
             segment.first_lsn,
             segment.records,
             segment.end_offset,
@@ -164,6 +167,15 @@ fn inspect(recovered: &Recovered) -> Result<()> {
             "  group {group}: entries {}..={}  hard_state {:?}  snapshot {:?}",
             state.first_index, state.last_index, state.hard_state, state.snapshot
         );
+    }
+    let removed: Vec<(u64, u64)> = recovered.groups.forgotten().collect();
+    println!("removed groups: {}", removed.len());
+    for (group, lsn) in removed {
+        let after = match recovered.groups.get(group) {
+            Some(_) => "; records after it start a new log (listed above)",
+            None => "",
+        };
+        println!("  group {group}: forgotten at lsn {lsn}{after}");
     }
     print_holders(recovered);
     Ok(())

@@ -1,15 +1,20 @@
 //! `coraft-bench longrun`: does a cluster with snapshots on stay flat?
 //!
-//! An embedded 3-node cluster (real TCP, real WALs with fdatasync and
-//! snapshot stores in a temp dir) runs one or more groups of the command
-//! counter under closed-loop writers for `--duration` seconds, with the
-//! snapshot policy given on the command line. Every `--sample-every` seconds
-//! it samples the process's resident memory (the three nodes share it), the
-//! bytes each node's data dir takes on disk (WAL segments and snapshots, as
-//! allocated), and the writes/s and p99 of that window. After the warm-up
+//! A 3-node cluster (real TCP, real WALs with fdatasync and snapshot
+//! stores in a temp dir) runs one or more groups of the command counter
+//! under closed-loop writers for `--duration` seconds, with the snapshot
+//! policy given on the command line. The nodes run in this process (the
+//! writers use the leaders' group handles), or with `--processes` as three
+//! `coraft-node` processes (the writers speak the client protocol, as the
+//! cluster benchmark's `--processes` does: [`crate::shape`]). Every
+//! `--sample-every` seconds it samples resident memory (this process's,
+//! which the embedded nodes share, or each node process's from
+//! `/proc/PID/status`), the bytes each node's data dir takes on disk (WAL
+//! segments and snapshots, as allocated), and the writes/s and p99 of that
+//! window. After the warm-up
 //! the first quarter of the windows is held against the last quarter:
 //! memory and disk are flat when the late windows' highest is within the
-//! tolerance of the early ones', writes/s when the late mean is within 10 %
+//! tolerance of the early ones' (each node process's too), writes/s when the late mean is within 10 %
 //! of the early one, p99 when the late median is within 2x. `--no-snapshots` runs the same load with the
 //! policy off, the curve to compare with.
 
@@ -29,9 +34,9 @@ use serde::Serialize;
 use crate::install::embedded_node_options;
 use crate::machine::Machine;
 
-const CLUSTER_ID: u64 = 0xC0_4A_F9;
+pub(crate) const CLUSTER_ID: u64 = 0xC0_4A_F9;
 /// Nodes of the cluster.
-const NODES: usize = 3;
+pub(crate) const NODES: usize = 3;
 /// The most `--clients` (one thread each).
 const CLIENTS_MAX: usize = 256;
 /// The most `--groups`.
@@ -95,6 +100,13 @@ pub struct LongrunArgs {
     /// moves in whole segments).
     #[arg(long, default_value_t = 0.25, value_name = "FRACTION", value_parser = crate::args::fraction)]
     pub flat_tolerance: f64,
+    /// Run the nodes as three `coraft-node` processes (started and stopped
+    /// by the harness) and sample each one's memory.
+    #[arg(long)]
+    pub processes: bool,
+    /// With --processes: the coraft-node binary [default: beside coraft-bench].
+    #[arg(long, value_name = "PATH", requires = "processes")]
+    pub node_binary: Option<PathBuf>,
     /// Print one JSON object (with every sample) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -135,8 +147,12 @@ pub struct Sample {
     pub at_s: f64,
     /// Whether the window ended inside the warm-up.
     pub warmup: bool,
-    /// Resident memory of this process (all three nodes), in bytes.
+    /// Resident memory in bytes: of this process (all three nodes), or
+    /// with `--processes` the sum of the node processes'.
     pub rss_bytes: u64,
+    /// With `--processes`: each node process's resident memory (empty
+    /// otherwise).
+    pub rss_bytes_per_node: Vec<u64>,
     /// Bytes allocated on disk under each node's data dir (WAL + snapshots).
     pub disk_bytes: Vec<u64>,
     /// Of which under each node's `snapshots` directories.
@@ -145,10 +161,15 @@ pub struct Sample {
     pub p50_us: u64,
     pub p99_us: u64,
     pub errors: u64,
-    /// Snapshots taken so far, over every node and group.
-    pub snapshots_taken: u64,
-    /// The lowest first log index any node's group holds in memory.
-    pub first_index_min: u64,
+    /// Snapshots taken so far, over every node and group (the group
+    /// handle's counters: embedded nodes only).
+    pub snapshots_taken: Option<u64>,
+    /// The lowest first log index any node's group holds in memory
+    /// (embedded nodes only).
+    pub first_index_min: Option<u64>,
+    /// The lowest index of the newest snapshot of any node's group (0: a
+    /// group somewhere has none yet).
+    pub snapshot_index_min: u64,
 }
 
 /// The verdict of the early windows against the late ones: the first and
@@ -171,6 +192,9 @@ pub struct Verdict {
 pub struct Summary {
     /// The highest resident memory of the windows.
     pub rss_bytes: u64,
+    /// The highest resident memory of each node process over the windows
+    /// (`--processes`).
+    pub rss_bytes_per_node: Vec<u64>,
     /// The highest disk use of each node over the windows.
     pub disk_bytes: Vec<u64>,
     /// The mean of the windows' writes/s.
@@ -182,10 +206,14 @@ pub struct Summary {
 impl Summary {
     fn of(samples: &[&Sample]) -> Summary {
         let nodes = samples.first().map_or(0, |s| s.disk_bytes.len());
+        let processes = samples.first().map_or(0, |s| s.rss_bytes_per_node.len());
         let mut p99: Vec<u64> = samples.iter().map(|s| s.p99_us).collect();
         p99.sort_unstable();
         Summary {
             rss_bytes: samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0),
+            rss_bytes_per_node: (0..processes)
+                .map(|n| samples.iter().map(|s| s.rss_bytes_per_node[n]).max().unwrap_or(0))
+                .collect(),
             disk_bytes: (0..nodes)
                 .map(|n| samples.iter().map(|s| s.disk_bytes[n]).max().unwrap_or(0))
                 .collect(),
@@ -200,6 +228,8 @@ impl Summary {
 pub struct Report {
     pub system: &'static str,
     pub bench: &'static str,
+    /// `embedded` or `processes`.
+    pub shape: &'static str,
     pub snapshots: bool,
     pub duration_s: u64,
     pub warmup_s: u64,
@@ -228,7 +258,8 @@ fn block<T>(future: impl std::future::Future<Output = T>) -> T {
     futures_lite::future::block_on(future)
 }
 
-/// This process's resident memory, from `/proc/self/status`.
+/// A process's resident memory (this one's without `pid`), from
+/// `/proc/PID/status`.
 pub fn rss_bytes(pid: Option<u32>) -> Result<u64> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
@@ -310,7 +341,7 @@ fn options(args: &LongrunArgs, root: &Path, peers: &[PeerSpec], id: NodeId, grou
     }
 }
 
-fn node_dir(root: &Path, id: NodeId) -> PathBuf {
+pub(crate) fn node_dir(root: &Path, id: NodeId) -> PathBuf {
     root.join(format!("node-{id}"))
 }
 
@@ -319,7 +350,7 @@ struct WriterWindow {
     latency_us: Mutex<Histogram<u64>>,
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid bounds")
 }
 
@@ -337,6 +368,9 @@ pub fn measure(args: &LongrunArgs, root: &Path) -> Result<Report> {
         "every snapshot trigger is 0: set one of --snapshot-after-entries, --snapshot-after-log-bytes, \
          --snapshot-interval-ms, or say --no-snapshots"
     );
+    if args.processes {
+        return crate::longrun_processes::measure(args, root);
+    }
     let addresses = coraft::ports::free_loopback_addresses(NODES)?;
     let peers: Vec<PeerSpec> = (0..NODES)
         .map(|n| PeerSpec {
@@ -354,7 +388,7 @@ pub fn measure(args: &LongrunArgs, root: &Path) -> Result<Report> {
         );
     }
     let nodes = Arc::new(nodes);
-    let result = drive(args, root, &nodes, &peers, &groups);
+    let result = drive(args, root, &nodes, &groups);
     match Arc::try_unwrap(nodes) {
         Ok(nodes) => {
             for node in nodes {
@@ -366,13 +400,7 @@ pub fn measure(args: &LongrunArgs, root: &Path) -> Result<Report> {
     result
 }
 
-fn drive(
-    args: &LongrunArgs,
-    root: &Path,
-    nodes: &Arc<Vec<Node>>,
-    peers: &[PeerSpec],
-    groups: &[GroupId],
-) -> Result<Report> {
+fn drive(args: &LongrunArgs, root: &Path, nodes: &Arc<Vec<Node>>, groups: &[GroupId]) -> Result<Report> {
     // A leader in every group before the load starts.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut leaders = vec![None; groups.len()];
@@ -443,75 +471,36 @@ fn drive(
         })
         .collect();
 
-    let started = Instant::now();
-    let total_s = args.warmup + args.duration;
-    let windows_count = total_s.div_ceil(args.sample_every);
-    let mut samples = Vec::new();
-    let (mut last_writes, mut last_errors) = (0u64, 0u64);
-    let mut last_at = started;
-    let mut failure = None;
-    for index in 1..=windows_count {
-        let end_s = (index * args.sample_every).min(total_s);
-        let at = started + Duration::from_secs(end_s);
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        let now = Instant::now();
+    let take_window = || {
         let mut window = new_histogram();
         for writer in &windows {
             let mut histogram = writer.latency_us.lock().expect("not poisoned");
             window.add(&*histogram).ok();
             histogram.reset();
         }
-        let total_writes = writes.load(Ordering::Relaxed);
-        let total_errors = errors.load(Ordering::Relaxed);
-        let mut disk_bytes = Vec::new();
-        let mut snapshot_bytes = Vec::new();
-        for peer in peers {
-            let (disk, snapshots) = dir_bytes(&node_dir(root, peer.id));
-            disk_bytes.push(disk);
-            snapshot_bytes.push(snapshots);
-        }
-        let (mut snapshots_taken, mut first_index_min) = (0, u64::MAX);
+        (window, writes.load(Ordering::Relaxed), errors.load(Ordering::Relaxed))
+    };
+    let mut probe_nodes = || -> Result<NodeFigures> {
+        let (mut snapshots_taken, mut first_index_min, mut snapshot_index_min) = (0, u64::MAX, u64::MAX);
         for node in nodes.iter() {
             for group in groups {
-                match block(node.group(*group).status()) {
-                    Ok(status) => {
-                        snapshots_taken += status.counters.snapshots_taken;
-                        first_index_min = first_index_min.min(status.first_index.0);
-                    }
-                    Err(e) => failure = Some(anyhow!("status of node {} group {group}: {e}", node.id())),
-                }
+                let status = block(node.group(*group).status())
+                    .map_err(|e| anyhow!("status of node {} group {group}: {e}", node.id()))?;
+                snapshots_taken += status.counters.snapshots_taken;
+                first_index_min = first_index_min.min(status.first_index.0);
+                snapshot_index_min = snapshot_index_min.min(status.snapshot_index.0);
             }
         }
-        let rss = match rss_bytes(None) {
-            Ok(rss) => rss,
-            Err(e) => {
-                failure = Some(e);
-                0
-            }
-        };
-        let seconds = now.duration_since(last_at).as_secs_f64().max(1e-9);
-        let sample = Sample {
-            at_s: now.duration_since(started).as_secs_f64(),
-            warmup: end_s <= args.warmup,
-            rss_bytes: rss,
-            disk_bytes,
-            snapshot_bytes,
-            writes_per_s: (total_writes - last_writes) as f64 / seconds,
-            p50_us: window.value_at_quantile(0.5),
-            p99_us: window.value_at_quantile(0.99),
-            errors: total_errors - last_errors,
-            snapshots_taken,
-            first_index_min,
-        };
-        if !args.json {
-            print_sample(&sample);
-        }
-        samples.push(sample);
-        (last_writes, last_errors, last_at) = (total_writes, total_errors, now);
-        if failure.is_some() {
-            break;
-        }
-    }
+        Ok(NodeFigures {
+            rss_bytes: rss_bytes(None)?,
+            rss_bytes_per_node: Vec::new(),
+            snapshots_taken: Some(snapshots_taken),
+            first_index_min: Some(first_index_min),
+            snapshot_index_min,
+        })
+    };
+    let node_ids: Vec<NodeId> = nodes.iter().map(Node::id).collect();
+    let (samples, failure) = sample_windows(args, root, &node_ids, Instant::now(), &take_window, &mut probe_nodes);
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().map_err(|_| anyhow!("a writer thread panicked"))?;
@@ -519,12 +508,102 @@ fn drive(
     if let Some(failure) = failure {
         return Err(failure);
     }
+    Ok(report(
+        args,
+        root,
+        "embedded",
+        samples,
+        writes.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+    ))
+}
+
+/// What one window's sample reads of the nodes.
+pub(crate) struct NodeFigures {
+    pub rss_bytes: u64,
+    pub rss_bytes_per_node: Vec<u64>,
+    pub snapshots_taken: Option<u64>,
+    pub first_index_min: Option<u64>,
+    pub snapshot_index_min: u64,
+}
+
+/// The load's latencies since the last call (reset), and its writes and
+/// errors so far.
+pub(crate) type TakeWindow<'a> = &'a dyn Fn() -> (Histogram<u64>, u64, u64);
+
+/// Samples every `--sample-every` seconds from `started` until the warm-up
+/// and the duration are over (or a probe fails: the samples so far and the
+/// failure).
+pub(crate) fn sample_windows(
+    args: &LongrunArgs,
+    root: &Path,
+    nodes: &[NodeId],
+    started: Instant,
+    take_window: TakeWindow<'_>,
+    probe_nodes: &mut dyn FnMut() -> Result<NodeFigures>,
+) -> (Vec<Sample>, Option<anyhow::Error>) {
+    let total_s = args.warmup + args.duration;
+    let windows_count = total_s.div_ceil(args.sample_every);
+    let mut samples = Vec::new();
+    let (mut last_writes, mut last_errors) = (0u64, 0u64);
+    let mut last_at = started;
+    for index in 1..=windows_count {
+        let end_s = (index * args.sample_every).min(total_s);
+        let at = started + Duration::from_secs(end_s);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        let (window, total_writes, total_errors) = take_window();
+        let mut disk_bytes = Vec::new();
+        let mut snapshot_bytes = Vec::new();
+        for &id in nodes {
+            let (disk, snapshots) = dir_bytes(&node_dir(root, id));
+            disk_bytes.push(disk);
+            snapshot_bytes.push(snapshots);
+        }
+        let figures = match probe_nodes() {
+            Ok(figures) => figures,
+            Err(failure) => return (samples, Some(failure)),
+        };
+        let seconds = now.duration_since(last_at).as_secs_f64().max(1e-9);
+        let sample = Sample {
+            at_s: now.duration_since(started).as_secs_f64(),
+            warmup: end_s <= args.warmup,
+            rss_bytes: figures.rss_bytes,
+            rss_bytes_per_node: figures.rss_bytes_per_node,
+            disk_bytes,
+            snapshot_bytes,
+            writes_per_s: total_writes.saturating_sub(last_writes) as f64 / seconds,
+            p50_us: window.value_at_quantile(0.5),
+            p99_us: window.value_at_quantile(0.99),
+            errors: total_errors.saturating_sub(last_errors),
+            snapshots_taken: figures.snapshots_taken,
+            first_index_min: figures.first_index_min,
+            snapshot_index_min: figures.snapshot_index_min,
+        };
+        if !args.json {
+            print_sample(&sample);
+        }
+        samples.push(sample);
+        (last_writes, last_errors, last_at) = (total_writes, total_errors, now);
+    }
+    (samples, None)
+}
+
+/// The report of a run whose windows are `samples`.
+pub(crate) fn report(
+    args: &LongrunArgs,
+    root: &Path,
+    shape: &'static str,
+    samples: Vec<Sample>,
+    writes: u64,
+    errors: u64,
+) -> Report {
     let measured: Vec<&Sample> = samples.iter().filter(|s| !s.warmup).collect();
     let verdict = (measured.len() >= 2).then(|| verdict(args, &measured));
-    let total_writes = writes.load(Ordering::Relaxed);
-    Ok(Report {
+    Report {
         system: "coraft",
         bench: "longrun",
+        shape,
         snapshots: !args.no_snapshots,
         duration_s: args.duration,
         warmup_s: args.warmup,
@@ -538,15 +617,15 @@ fn drive(
         log_tail_entries: args.log_tail_entries,
         wal_segment_bytes: args.wal_segment_bytes,
         flat_tolerance: args.flat_tolerance,
-        writes: total_writes,
-        bytes_written: total_writes * args.payload as u64,
-        errors: errors.load(Ordering::Relaxed),
+        writes,
+        bytes_written: writes * args.payload as u64,
+        errors,
         samples,
         verdict,
         load_average: load_average(),
         machine: Machine::detect(root),
         command: crate::cluster::command_line(),
-    })
+    }
 }
 
 fn verdict(args: &LongrunArgs, measured: &[&Sample]) -> Verdict {
@@ -559,8 +638,15 @@ fn verdict(args: &LongrunArgs, measured: &[&Sample]) -> Verdict {
         .iter()
         .zip(&late.disk_bytes)
         .all(|(&f, &l)| within(f as f64, l as f64, args.wal_segment_bytes as f64));
+    // With node processes each one must be flat, not only their sum.
+    let memory_flat = within(early.rss_bytes as f64, late.rss_bytes as f64, 0.0)
+        && early
+            .rss_bytes_per_node
+            .iter()
+            .zip(&late.rss_bytes_per_node)
+            .all(|(&f, &l)| within(f as f64, l as f64, 0.0));
     Verdict {
-        memory_flat: within(early.rss_bytes as f64, late.rss_bytes as f64, 0.0),
+        memory_flat,
         disk_flat,
         writes_within_10_percent: (late.writes_per_s - early.writes_per_s).abs()
             <= WRITES_TOLERANCE * early.writes_per_s,
@@ -576,20 +662,31 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn print_sample(sample: &Sample) {
-    let disk: Vec<String> = sample.disk_bytes.iter().map(|&b| format!("{:.1}", mib(b))).collect();
+    let list = |bytes: &[u64]| {
+        bytes
+            .iter()
+            .map(|&b| format!("{:.1}", mib(b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rss = if sample.rss_bytes_per_node.is_empty() {
+        format!("rss {:>7.1} MiB", mib(sample.rss_bytes))
+    } else {
+        format!("rss/node [{}] MiB", list(&sample.rss_bytes_per_node))
+    };
+    let snapshots = match (sample.snapshots_taken, sample.first_index_min) {
+        (Some(taken), Some(first)) => format!("{taken} snapshots  first index {first}"),
+        _ => format!("snapshot index >= {}", sample.snapshot_index_min),
+    };
     println!(
-        "  {:>7.0}s{} rss {:>7.1} MiB  disk/node [{}] MiB  {:>8.0} writes/s  p50 {:>6} µs  p99 {:>7} µs  \
-         {} errors  {} snapshots  first index {}",
+        "  {:>7.0}s{} {rss}  disk/node [{}] MiB  {:>8.0} writes/s  p50 {:>6} µs  p99 {:>7} µs  {} errors  {snapshots}",
         sample.at_s,
         if sample.warmup { "*" } else { " " },
-        mib(sample.rss_bytes),
-        disk.join(", "),
+        list(&sample.disk_bytes),
         sample.writes_per_s,
         sample.p50_us,
         sample.p99_us,
         sample.errors,
-        sample.snapshots_taken,
-        sample.first_index_min
     );
 }
 
@@ -597,7 +694,14 @@ fn print_sample(sample: &Sample) {
 pub fn run(args: LongrunArgs) -> Result<()> {
     let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
     if !args.json {
-        println!("coraft long run: 3 nodes in this process on loopback, WAL fdatasync on");
+        println!(
+            "coraft long run: 3 {} on loopback, WAL fdatasync on",
+            if args.processes {
+                "coraft-node processes"
+            } else {
+                "nodes in this process"
+            }
+        );
         println!("  machine  {}", Machine::detect(dir.path()).describe());
         println!("  command  {}", crate::cluster::command_line());
         println!("  load     {} (1, 5, 15 min) at the start", load_average());
@@ -652,6 +756,12 @@ pub fn run(args: LongrunArgs) -> Result<()> {
                 mib(v.late.rss_bytes),
                 args.flat_tolerance * 100.0
             );
+            if !v.early.rss_bytes_per_node.is_empty() {
+                println!(
+                    "  per node {:?} -> {:?} bytes",
+                    v.early.rss_bytes_per_node, v.late.rss_bytes_per_node
+                );
+            }
             println!(
                 "  disk     flat: {} ({:?} -> {:?} bytes per node, tolerance {:.0} % + one segment)",
                 yes(v.disk_flat),

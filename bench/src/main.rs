@@ -21,6 +21,7 @@ mod floor;
 mod idle;
 mod install;
 mod longrun;
+mod longrun_processes;
 mod machine;
 mod net;
 mod reactor;

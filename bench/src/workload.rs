@@ -169,6 +169,9 @@ pub struct Totals {
     /// Answered successfully within the measurement.
     pub completed: AtomicU64,
     pub errors: AtomicU64,
+    /// When set, every latency counted is also recorded here (`coraft-bench
+    /// longrun` takes it window by window).
+    pub window_latency_us: Option<std::sync::Mutex<Histogram<u64>>>,
 }
 
 /// One driver: a connection to one (node, shard), carrying many clients.
@@ -460,10 +463,11 @@ fn settle(
             // slowest answers are the ones that must not be left out).
             let counted = state.due >= measure_from && if open_loop { state.due < stop_at } else { now <= stop_at };
             if counted {
-                result
-                    .latency_us
-                    .record(now.duration_since(state.due).as_micros().max(1) as u64)
-                    .ok();
+                let us = now.duration_since(state.due).as_micros().max(1) as u64;
+                result.latency_us.record(us).ok();
+                if let Some(window) = &totals.window_latency_us {
+                    window.lock().unwrap_or_else(|p| p.into_inner()).record(us).ok();
+                }
                 totals.completed.fetch_add(1, Ordering::Relaxed);
                 if state.read {
                     result.reads += 1;

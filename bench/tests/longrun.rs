@@ -1,7 +1,10 @@
 //! `coraft-bench longrun` and `coraft-bench restart` on the real binary, in
 //! short versions: with snapshots on, the nodes' data dirs at the end are
 //! far below the bytes the run wrote (compaction deleted the WAL segments),
-//! and the JSON carries every sample and the verdict; a restart from a
+//! and the JSON carries every sample and the verdict; with `--processes`
+//! each `coraft-node` process's resident memory and data dir stay bounded
+//! while several times the data dir is written, and no process is left; a
+//! restart from a
 //! snapshot plus a tail answers the long log's count plus the tail's and
 //! holds less on disk. Bad options are refused naming the option.
 
@@ -169,4 +172,126 @@ fn bad_longrun_and_restart_options_are_refused_naming_the_option() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_short_long_run_on_node_processes_keeps_each_ones_memory_and_disk_bounded_while_many_times_its_data_dir_is_written()
+{
+    const SEGMENT: u64 = 8 << 20;
+    const PAYLOAD: u64 = 65536;
+    const SAMPLE_EVERY_S: f64 = 2.0;
+    let node = std::path::Path::new(env!("CARGO_BIN_EXE_coraft-bench")).with_file_name("coraft-node");
+    assert!(
+        node.is_file(),
+        "no coraft-node at {}: build it with the profile of this test run",
+        node.display()
+    );
+    // The processes' data dirs go under this dir, so that a process left
+    // behind is found by its command line.
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-bench"))
+        .args([
+            "longrun",
+            "--processes",
+            "--duration",
+            "16",
+            "--warmup",
+            "2",
+            "--sample-every",
+            "2",
+            "--clients",
+            "16",
+            "--payload",
+            &PAYLOAD.to_string(),
+            "--wal-segment-bytes",
+            &SEGMENT.to_string(),
+            "--snapshot-after-entries",
+            "100",
+            "--snapshot-interval-ms",
+            "500",
+            "--log-tail-entries",
+            "20",
+            "--json",
+        ])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("coraft-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(report["shape"], "processes");
+    let samples = report["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), 9, "(2 + 16) / 2 windows: {report}");
+    let per_node = |sample: &Value, key: &str| -> Vec<f64> {
+        let values: Vec<f64> = sample[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no `{key}` in {sample}"))
+            .iter()
+            .map(|v| v.as_f64().expect("a number"))
+            .collect();
+        assert_eq!(values.len(), 3, "{key}: {sample}");
+        values
+    };
+    let written = number(&report, "bytes_written");
+    let disk_max = (0..3)
+        .map(|n| samples.iter().map(|s| per_node(s, "disk_bytes")[n]).fold(0.0, f64::max))
+        .fold(0.0, f64::max);
+    // Each node's log took every acknowledged command: the run must have
+    // written several times what any data dir ever held.
+    assert!(
+        written >= 4.0 * SEGMENT as f64 && written >= 3.0 * disk_max,
+        "the run wrote only {written} bytes (data dirs up to {disk_max}): too little to show compaction (a very \
+         loaded machine?)"
+    );
+    assert!(
+        disk_max < written / 2.0,
+        "a node's data dir held {disk_max} bytes after {written} written: not compacted"
+    );
+    // Memory: each node process's resident memory may grow past its first
+    // sample by much less than what was written after it (a node that
+    // keeps its log in memory grows by all of it).
+    let first = &samples[0];
+    let written_after_first: f64 = samples[1..]
+        .iter()
+        .map(|s| number(s, "writes_per_s") * SAMPLE_EVERY_S * PAYLOAD as f64)
+        .sum();
+    assert!(written_after_first >= 2.0 * SEGMENT as f64, "{report}");
+    for n in 0..3 {
+        let start = per_node(first, "rss_bytes_per_node")[n];
+        assert!(start > 0.0, "{first}");
+        let most = samples
+            .iter()
+            .map(|s| per_node(s, "rss_bytes_per_node")[n])
+            .fold(0.0, f64::max);
+        assert!(
+            most - start < written_after_first / 2.0,
+            "node {} grew from {start} to {most} bytes resident while {written_after_first} bytes were written",
+            n + 1
+        );
+    }
+    let last = samples.last().expect("a sample");
+    assert!(
+        number(last, "snapshot_index_min") > number(first, "snapshot_index_min"),
+        "every node's groups took newer snapshots: {first} -> {last}"
+    );
+    let left = processes_mentioning(&tmp.path().display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }

@@ -430,3 +430,63 @@ fn a_group_on_the_same_shard_keeps_committing_while_a_snapshot_loads_off_the_thr
     cluster.write(LOADING, 211..=215);
     cluster.wait_tally(follower, LOADING, tally_of(1..=215));
 }
+
+/// The group's report over the admin protocol from node `id`.
+fn admin_report(cluster: &Cluster, id: NodeId, group: GroupId) -> coraft_net::admin::GroupReport {
+    let address = cluster.peers[id.0 as usize - 1].shard_addresses[0];
+    let mut admin = coraft::admin::AdminClient::connect(address, 9, Duration::from_secs(10)).expect("admin connects");
+    let report = admin.status(&[group]).expect("a status");
+    report
+        .groups
+        .into_iter()
+        .find(|g| g.group == group.0)
+        .expect("the group's report")
+}
+
+#[test]
+fn while_a_snapshot_loads_the_admin_status_shows_the_applied_index_the_state_machine_holds() {
+    let mut cluster = Cluster::start();
+    cluster.write(LOADING, 1..=50);
+    let leader = cluster.leader(LOADING);
+    let follower = NodeId(leader.0 % 3 + 1);
+    cluster.wait_tally(follower, LOADING, tally_of(1..=50));
+    let applied_before = admin_report(&cluster, follower, LOADING).applied_index;
+    cluster.nodes[follower.0 as usize - 1]
+        .take()
+        .expect("running")
+        .shutdown();
+    // As in the test above: the running nodes compact past the follower.
+    cluster.write_padded(LOADING, 51..=200, MISSED_PADDING_BYTES);
+    for id in cluster.running() {
+        cluster.wait_tally(id, LOADING, tally_of(1..=200));
+        block(cluster.handle(id, LOADING).snapshot()).expect("a snapshot");
+    }
+
+    // The follower's loader is held: a load as slow as the test likes.
+    cluster.gate.arm();
+    let node = cluster.start_node(follower);
+    cluster.nodes[follower.0 as usize - 1] = Some(node);
+    cluster.gate.wait_preparing();
+    let loading = admin_report(&cluster, follower, LOADING);
+    assert!(loading.snapshot_index > 200, "the core took the snapshot: {loading:?}");
+    assert!(
+        loading.applied_index <= applied_before,
+        "while the snapshot ({}) loads, the state machine holds at most what it applied before the stop ({}), \
+         but the status says applied {}",
+        loading.snapshot_index,
+        applied_before,
+        loading.applied_index
+    );
+    // Still so a moment later, with writes going on.
+    cluster.write(LOADING, 201..=205);
+    let still = admin_report(&cluster, follower, LOADING);
+    assert!(still.applied_index <= applied_before, "{still:?}");
+
+    cluster.gate.open();
+    cluster.wait_tally(follower, LOADING, tally_of(1..=205));
+    let loaded = admin_report(&cluster, follower, LOADING);
+    assert!(
+        loaded.applied_index >= loading.snapshot_index + 5,
+        "once swapped in, applied covers the snapshot and the writes held back: {loaded:?}"
+    );
+}

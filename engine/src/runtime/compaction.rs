@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use coraft_wal::{Need, Wal};
@@ -28,6 +29,19 @@ pub const SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT: u64 = coraft_tuning::SNAPSHOT_LOG_T
 /// snapshot; past it, the oldest of those entries go as they would without
 /// a stream, and the follower is sent a newer snapshot after this one.
 pub const SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX: u64 = 64 << 20;
+
+/// The bound compaction applies in place of
+/// [`SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX`]: that, unless a test lowered it.
+static STREAM_LOG_KEPT_BYTES_MAX: AtomicU64 = AtomicU64::new(SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX);
+
+/// Test-only knob: replaces [`SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX`] for
+/// every node of this process, so that an integration test can show the
+/// bound on a live cluster without writing 64 MiB during one stream. Not
+/// an operator's setting (no config field or option sets it).
+#[doc(hidden)]
+pub fn set_snapshot_stream_log_kept_bytes_max_for_tests(bytes: u64) {
+    STREAM_LOG_KEPT_BYTES_MAX.store(bytes, Ordering::Relaxed);
+}
 
 /// Bound on the idle groups whose hard state and purge marker are written
 /// again in one turn so that the oldest WAL segment can be deleted
@@ -212,9 +226,8 @@ pub(crate) fn compact_group(
     let (memory, wal_point) = compaction_points(snapshot_index, tail, older);
     let memory = match streaming {
         Some(streamed) if streamed < memory => {
-            let point = stream_hold_point(memory, streamed, SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX, |index| {
-                group.core.entry_bytes(index)
-            });
+            let bytes_max = STREAM_LOG_KEPT_BYTES_MAX.load(Ordering::Relaxed);
+            let point = stream_hold_point(memory, streamed, bytes_max, |index| group.core.entry_bytes(index));
             if point > streamed {
                 log::info!(
                     "group {group_id}: keeping the log after index {point}, not after {streamed} (the snapshot \

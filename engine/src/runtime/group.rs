@@ -118,6 +118,11 @@ pub(crate) struct Group {
     /// is swapped in, nothing is applied to or queried from the state
     /// machine.
     pub loading: Option<super::install::Loading>,
+    /// The index of the last entry the state machine took on the shard's
+    /// thread (applied, or covered by a snapshot it loaded): what the
+    /// status reports as applied while a snapshot loads off the thread,
+    /// when the core already counts the snapshot as applied.
+    pub applied_on_shard: LogIndex,
     /// The group's own apply thread, for a state machine that blocks
     /// (`OffShard`); `None`: it applies on the shard.
     pub lane: Option<ApplyLane>,
@@ -126,6 +131,7 @@ pub(crate) struct Group {
 impl Group {
     pub fn new(core: RaftCore, mut state_machine: Box<dyn StateMachine>) -> Group {
         let mut lane = None;
+        let core_applied = core.applied_index();
         if let Some(off_shard) = state_machine.apply_off_shard() {
             let config = core.config();
             state_machine = match ApplyLane::start(config.id, config.group, off_shard, core.applied_index()) {
@@ -160,16 +166,20 @@ impl Group {
             configuration_applied: false,
             apply_scratch: ApplyScratch::default(),
             loading: None,
+            applied_on_shard: core_applied,
             lane,
         }
     }
 
     /// The index the state machine has applied: the core's, or, with an
     /// apply lane, what the lane reported (the core's is then what was
-    /// handed to the lane).
+    /// handed to the lane). While a snapshot loads off the shard's thread
+    /// the core already counts it applied, but the state machine still
+    /// holds what it had before: that.
     pub fn applied_index(&self) -> LogIndex {
         match &self.lane {
             Some(lane) => lane.applied,
+            None if self.loading.is_some() => self.applied_on_shard,
             None => self.core.applied_index(),
         }
     }
@@ -277,6 +287,9 @@ impl Group {
         let now = std::time::Instant::now();
         for (entry, result) in entries.iter().zip(scratch.take_results()) {
             self.answer(entry.index, entry.term, result, metrics, now);
+        }
+        if let Some(last) = entries.last() {
+            self.applied_on_shard = self.applied_on_shard.max(last.index);
         }
         scratch.clear();
         self.apply_scratch = scratch;

@@ -814,6 +814,7 @@ impl Shard {
             None => {
                 load_into(group.state_machine.as_mut(), &mut reader)
                     .map_err(|(how, e)| failed(format!("{how} of {}: {e}", stored.data_path().display())))?;
+                group.applied_on_shard = meta.index;
                 true
             }
         };
@@ -908,6 +909,9 @@ impl Shard {
                 return;
             }
             let swap_time = swapping.elapsed();
+            // Applied as of the snapshot only now (the status said the
+            // state before it until here).
+            group.applied_on_shard = loading.stored.meta.index;
             // What was committed meanwhile, then the reads that waited.
             group.apply(&loading.deferred, &mut self.metrics);
             group.notify_if_drained();

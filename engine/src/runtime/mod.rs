@@ -32,6 +32,8 @@ pub use affinity::{current_thread_cpus, pin_current_thread};
 pub use apply_lane::{APPLY_LANE_BACKLOG_BYTES_MAX, APPLY_LANE_BATCH_ENTRIES_MAX};
 pub use clock::{CATCH_UP_ELECTION_TIMEOUTS_MAX, LEASE_DRIFT_MARGIN_TICKS_MIN};
 pub use codec::{command_kind, decode_command, encode_command, LoggedCommand, COMMAND_HEADER_BYTES_MAX};
+#[doc(hidden)]
+pub use compaction::set_snapshot_stream_log_kept_bytes_max_for_tests;
 pub use compaction::{
     SnapshotPolicy, METADATA_REWRITES_PER_TURN_MAX, SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
     SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX,

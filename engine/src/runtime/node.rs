@@ -381,7 +381,9 @@ pub struct GroupStatus {
     pub leader: Option<NodeId>,
     /// Commit index.
     pub commit_index: LogIndex,
-    /// Applied index.
+    /// The index the state machine holds: while a snapshot installed from
+    /// the leader loads off the shard's thread, the one before it (the
+    /// snapshot index already shows the new snapshot).
     pub applied_index: LogIndex,
     /// Last log index.
     pub last_index: LogIndex,

@@ -11,7 +11,7 @@
 //! ring; the one that leaves the thread asleep is the preemption timer
 //! (100 ms) firing between the loop's I/O poll and the task queues, which a
 //! loaded machine makes likely enough: `coraft-tune sweep` hung twice in
-//! 140 short runs with two shards on one or two CPUs. Attaching gdb
+//! 143 short runs with two shards on one or two CPUs. Attaching gdb
 //! interrupts the sleep, which is why it "released" those runs. The fix
 //! upstream (glommio/glommio PR 53) is not in a release we can use.
 //!

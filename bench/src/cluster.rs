@@ -700,6 +700,8 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                 StateMachineKind::Counter => Arc::new(|_| Box::new(CommandCounter::default())),
                 StateMachineKind::Kv => Arc::new(|_| Box::new(KvStore::default())),
             };
+            // Every wait on the nodes below ends, or the run does.
+            let guard = crate::step_guard::StepGuard::start();
             let mut nodes = Vec::new();
             for peer in &peers {
                 let node_options = NodeOptions {
@@ -730,12 +732,15 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                     session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
                     snapshot: coraft::runtime::SnapshotPolicy::default(),
                 };
+                guard.step(format!("starting node {} ({} shards)", peer.id, settings.shards));
                 nodes.push(
                     Node::start(node_options, factory.clone())
                         .map_err(|e| anyhow!("starting node {}: {e}", peer.id))?,
                 );
             }
+            guard.step("waiting for every group's leader");
             let outcome = embedded_leaders(&nodes, &groups).and_then(|leaders| {
+                guard.idle();
                 let cluster = Remote {
                     cluster_id: CLUSTER_ID,
                     addresses: peers.iter().map(|p| (p.id, p.shard_addresses.clone())).collect(),
@@ -745,13 +750,16 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
             });
             // Where the time went, per node, from the engine's own metrics.
             for node in &nodes {
+                guard.step(format!("reading node {}'s metrics", node.id()));
                 for shard in node.metrics() {
                     stages.push((node.id(), shard));
                 }
             }
             for node in nodes {
+                guard.step(format!("shutting down node {}", node.id()));
                 node.shutdown();
             }
+            drop(guard);
             outcome
         }
         (
@@ -914,7 +922,7 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
     let warmup = Duration::from_secs(settings.warmup_s);
     let measure_from = started + warmup;
     let stop_at = measure_from + Duration::from_secs(settings.duration_s);
-    let handles: Vec<_> = drivers
+    let mut handles: Vec<_> = drivers
         .into_iter()
         .map(|driver| {
             let (mix, totals) = (mix.clone(), totals.clone());
@@ -932,9 +940,20 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
     } else {
         ("", "\n")
     };
+    let mut results = Vec::new();
     for second in 1..=seconds {
         let at = started + Duration::from_secs(second);
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        // A driver runs until the end of the run unless it failed (a node
+        // that stopped answering, see DRIVER_READ_TIMEOUT): its error ends
+        // the run now rather than after the rest of the duration.
+        while let Some(at) = handles.iter().position(|handle| handle.is_finished()) {
+            let result = handles
+                .swap_remove(at)
+                .join()
+                .map_err(|_| anyhow!("a driver thread panicked"))?;
+            results.push(result?);
+        }
         let answered = totals.answered.load(Ordering::Relaxed);
         let completed = totals.completed.load(Ordering::Relaxed);
         if second == settings.warmup_s {
@@ -962,7 +981,6 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
         eprintln!();
     }
     let cpu = cpu().saturating_sub(cpu_at_start.unwrap_or_default());
-    let mut results = Vec::new();
     for handle in handles {
         results.push(handle.join().map_err(|_| anyhow!("a driver thread panicked"))??);
     }

@@ -29,6 +29,7 @@ mod report;
 mod restart;
 mod shape;
 mod slowapply;
+mod step_guard;
 mod wal;
 mod workload;
 

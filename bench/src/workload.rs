@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use coraft::api::KvOp;
 use coraft::raft::{GroupId, NodeId};
 use coraft_net::schema::{ClientRequest, ClientRequestBatch, ClientResponseBatch, ReadConsistency};
@@ -36,8 +36,14 @@ const READ_ID_BIT: u64 = 1 << 63;
 /// Longest an open-loop driver waits on its socket before checking its
 /// schedule again.
 const OPEN_LOOP_POLL_MAX: Duration = Duration::from_millis(1);
-/// A driver waiting longer than this for any answer gives up.
-const DRIVER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A driver waiting longer than this for any frame on its connection while
+/// requests are outstanding fails the run, naming the node and shard: a
+/// live node answers every request within its own `REQUEST_TIMEOUT` (10 s),
+/// if only with a timeout, so silence this long means the node (or one of
+/// its shards) is stuck or gone. Also how long past the end of the run a
+/// driver waits for its last answers.
+pub const DRIVER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const _: () = assert!(DRIVER_READ_TIMEOUT.as_secs() > coraft::runtime::REQUEST_TIMEOUT.as_secs());
 
 /// What the clients do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -189,6 +195,49 @@ pub struct Driver {
     pub read_consistency: ReadConsistency,
 }
 
+impl Driver {
+    /// Names the connection in errors: `node 2 shard 1 (127.0.0.1:7001)`.
+    fn connection_name(&self) -> String {
+        format!("node {} shard {} ({})", self.target_node, self.shard, self.address)
+    }
+}
+
+/// The next frame on `connection`, or an error naming the driver's
+/// connection: the peer closed it, or sent nothing for `DRIVER_READ_TIMEOUT`
+/// (the connection's read timeout) while `outstanding` requests wait.
+fn next_frame(connection: &mut BlockingConnection, driver: &Driver, outstanding: usize) -> Result<coraft_net::Frame> {
+    match connection.recv() {
+        Ok(Some(frame)) => Ok(frame),
+        Ok(None) => bail!(
+            "{} closed the connection with {outstanding} requests outstanding",
+            driver.connection_name()
+        ),
+        Err(error) if is_timeout(&error) => bail!(
+            "{} sent no answer within {} s (DRIVER_READ_TIMEOUT) with {outstanding} requests outstanding: \
+             the node or that shard is stuck or gone",
+            driver.connection_name(),
+            DRIVER_READ_TIMEOUT.as_secs()
+        ),
+        Err(error) => Err(anyhow!(error).context(format!("waiting for {}", driver.connection_name()))),
+    }
+}
+
+/// Sends `batch`, or fails naming the driver's connection (a send blocked
+/// for `DRIVER_READ_TIMEOUT` by a node that stopped reading, or an error).
+fn send_batch(connection: &mut BlockingConnection, driver: &Driver, batch: &ClientRequestBatch) -> Result<()> {
+    connection.send(batch).map_err(|error| {
+        if is_timeout(&error) {
+            anyhow!(
+                "{} took no requests for {} s (DRIVER_READ_TIMEOUT): the node or that shard is stuck or gone",
+                driver.connection_name(),
+                DRIVER_READ_TIMEOUT.as_secs()
+            )
+        } else {
+            anyhow!(error).context(format!("sending to {}", driver.connection_name()))
+        }
+    })
+}
+
 /// What one driver measured.
 pub struct DriverResult {
     pub latency_us: Histogram<u64>,
@@ -239,6 +288,12 @@ pub fn run_driver(
     };
     let mut connection = BlockingConnection::connect(driver.address, &hello, Duration::from_secs(5))?;
     connection.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
+    // A node that stops reading fills the socket's buffer: a send then
+    // blocks, at most this long too.
+    connection
+        .stream()
+        .set_write_timeout(Some(DRIVER_READ_TIMEOUT))
+        .context("setting the connection's write timeout")?;
     let mut rng = Rng::new(driver.seed);
     let filler = vec![0x5a; mix.payload];
     // A session id is the client's id under this run's start time, unique per run.
@@ -340,26 +395,28 @@ pub fn run_driver(
             in_flight += 1;
             batch.requests.push(request);
             if batch.requests.len() == DRIVER_BATCH_MAX {
-                connection.send(&batch)?;
+                send_batch(&mut connection, &driver, &batch)?;
                 batch.requests.clear();
             }
         }
         if !batch.requests.is_empty() {
-            connection.send(&batch)?;
+            send_batch(&mut connection, &driver, &batch)?;
             batch.requests.clear();
         }
         if in_flight == 0 && now >= stop_at {
             break;
         }
         if now > stop_at + DRIVER_READ_TIMEOUT {
-            bail!("node {} left {in_flight} requests unanswered", driver.target_node);
+            bail!(
+                "{} left {in_flight} requests unanswered {} s (DRIVER_READ_TIMEOUT) after the run ended",
+                driver.connection_name(),
+                DRIVER_READ_TIMEOUT.as_secs()
+            );
         }
         let Some(interval) = interval else {
-            // Closed loop: block until answers come.
-            let frame = connection
-                .recv()
-                .map_err(|error| anyhow!(error).context(format!("waiting for node {}", driver.target_node)))?
-                .ok_or_else(|| anyhow!("node {} closed the connection", driver.target_node))?;
+            // Closed loop: block until answers come, at most
+            // DRIVER_READ_TIMEOUT (the connection's read timeout).
+            let frame = next_frame(&mut connection, &driver, in_flight)?;
             answer(frame, &mut answers)?;
             settle(
                 &mut answers,
@@ -387,9 +444,12 @@ pub fn run_driver(
         connection.set_read_timeout(Some(wait))?;
         match connection.recv() {
             Ok(Some(frame)) => answer(frame, &mut answers)?,
-            Ok(None) => bail!("node {} closed the connection", driver.target_node),
+            Ok(None) => bail!(
+                "{} closed the connection with {in_flight} requests outstanding",
+                driver.connection_name()
+            ),
             Err(error) if is_timeout(&error) => continue,
-            Err(error) => return Err(anyhow!(error).context(format!("waiting for node {}", driver.target_node))),
+            Err(error) => return Err(anyhow!(error).context(format!("waiting for {}", driver.connection_name()))),
         }
         settle(
             &mut answers,
@@ -498,13 +558,11 @@ fn register_sessions(
                 session: session(slot),
             })
             .collect();
-        connection.send(&ClientRequestBatch { requests })?;
+        send_batch(connection, driver, &ClientRequestBatch { requests })?;
     }
     let mut unanswered = driver.clients.len();
     while unanswered > 0 {
-        let frame = connection
-            .recv()?
-            .ok_or_else(|| anyhow!("node {} closed the connection", driver.target_node))?;
+        let frame = next_frame(connection, driver, unanswered).context("registering the clients' sessions")?;
         let Some(archived) = frame.client_responses() else {
             continue;
         };

@@ -250,3 +250,93 @@ fn shapes_refuse_what_they_cannot_honour() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+/// coraft-bench's `DRIVER_READ_TIMEOUT` (bench/src/workload.rs).
+const DRIVER_READ_TIMEOUT_S: u64 = 30;
+
+/// Sends `signal` to every node of the test.
+fn signal_all(nodes: &Nodes, signal: i32) {
+    for child in &nodes.0 {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+}
+
+#[test]
+fn a_run_whose_nodes_stop_answering_fails_naming_the_connection_within_the_bound() {
+    let node = node_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let (nodes, listen) = start_kv_nodes(&node, tmp.path(), 4343);
+    let target = listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let mut bench = Command::new(BENCH)
+        .args([
+            "--target",
+            &target,
+            "--cluster-id",
+            "4343",
+            "--duration",
+            "600",
+            "--warmup",
+            "0",
+            "--clients",
+            "4",
+        ])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coraft-bench runs");
+    // The progress lines say when the drivers run; then every node stops
+    // (SIGSTOP: its sockets stay open, nothing answers).
+    let stderr = bench.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let start_deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !seen.iter().any(|line: &String| line.starts_with("measuring")) {
+        let left = start_deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = bench.kill();
+                panic!("the run never started measuring: {seen:#?}");
+            }
+        }
+    }
+    signal_all(&nodes, libc::SIGSTOP);
+    let stopped = std::time::Instant::now();
+    let bound = std::time::Duration::from_secs(DRIVER_READ_TIMEOUT_S + 30);
+    let status = loop {
+        if let Some(status) = bench.try_wait().unwrap() {
+            break status;
+        }
+        if stopped.elapsed() > bound {
+            let _ = bench.kill();
+            let _ = bench.wait();
+            signal_all(&nodes, libc::SIGCONT);
+            panic!("coraft-bench still waiting {bound:?} after its nodes stopped answering");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let waited = stopped.elapsed();
+    signal_all(&nodes, libc::SIGCONT);
+    seen.extend(lines.iter());
+    let stderr = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        waited >= std::time::Duration::from_secs(DRIVER_READ_TIMEOUT_S - 1),
+        "gave up after {waited:?}, before DRIVER_READ_TIMEOUT: {stderr}"
+    );
+    assert!(
+        stderr.contains("DRIVER_READ_TIMEOUT")
+            && stderr.contains(" shard 0 (127.0.0.1:")
+            && listen.iter().any(|address| stderr.contains(&address.to_string())),
+        "the error names the bound and the connection (node, shard, address): {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

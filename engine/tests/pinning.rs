@@ -8,7 +8,8 @@
 //! (`coraft-<node>-<i>-<n>`) runs only on `shards.cores[i]`, and so do the
 //! kernel's io_uring workers of the shard's ring (`iou-wrk-<tid>`); every
 //! other thread (each shard's blocking thread `coraft-<node>-<i>-blk`, the
-//! metrics server `coraft-metrics`, the main thread `coraft-node`) runs on
+//! park-bound thread `coraft-<node>-wake`, the metrics server
+//! `coraft-metrics`, the main thread `coraft-node`) runs on
 //! `[helper_threads] cores`, by default the CPUs no shard is pinned to.
 
 use std::io::{BufRead, BufReader};
@@ -155,6 +156,10 @@ fn threads_once_placed(pid: u32, expected: &dyn Fn(&str) -> Option<String>) -> V
 /// the docs do not place.
 fn placement(name: &str, shard_cores: &[usize], helpers: &str) -> Option<String> {
     if let Some(rest) = name.strip_prefix("coraft-4-") {
+        if rest == "wake" {
+            // The park-bound thread (engine/src/runtime/park_bound.rs).
+            return Some(helpers.to_owned());
+        }
         let (shard, what) = rest.split_once('-')?;
         let shard: usize = shard.parse().ok()?;
         return match what {

@@ -18,6 +18,7 @@ mod install_progress;
 mod membership;
 mod metrics;
 mod node;
+mod park_bound;
 mod reply;
 mod sessions;
 mod shard;
@@ -52,6 +53,7 @@ pub use node::{
     GroupCreator, GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, PeerStatus, Protocol, StateMachineFactory,
     WalFault, API_QUEUE_MAX,
 };
+pub use park_bound::{Keeper, ParkBound, PARK_BOUND, PARK_BOUND_KEEPERS_MAX};
 pub use sessions::{
     SessionId, SessionRefusal, SessionTable, SessionTableError, SESSIONS_PER_GROUP_MAX, SESSION_RESULTS_MAX,
     SESSION_TIMEOUT_DEFAULT_MS,

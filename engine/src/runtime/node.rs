@@ -19,6 +19,7 @@ use crate::raft::{Configuration, GroupId, LogIndex, NodeId, RaftConfig, RaftCore
 use super::events::{Event, EventQueue};
 use super::group::Group;
 use super::metrics::{render_prometheus, MetricsServer, ShardMetrics};
+use super::park_bound::{ParkBound, PARK_BOUND};
 use super::shard::Shard;
 use super::storage::recover_group;
 use super::transport::Peers;
@@ -427,6 +428,9 @@ pub struct Node {
     options: NodeOptions,
     shards: Vec<ShardThread>,
     metrics_server: Option<MetricsServer>,
+    /// Wakes every shard's executor each `PARK_BOUND` (a glommio 0.9 bug
+    /// can park one with runnable work); stopped after the shards.
+    park_bound: Option<ParkBound>,
 }
 
 /// Creates groups on a running node ([`Node::group_creator`]); cheap to
@@ -573,6 +577,12 @@ impl Node {
                 .filter(|location| helper_cores.contains(&location.cpu));
             PoolPlacement::Fenced(1, set)
         };
+        let park_bound = ParkBound::start(
+            &format!("coraft-{}-wake", options.node_id),
+            PARK_BOUND,
+            Some(helper_cores.clone()),
+        )
+        .map_err(|e| Error::Config(format!("starting the park-bound thread: {e}")))?;
         let mut shards = Vec::new();
         let mut started = Vec::new();
         let mesh = (options.shard_count() > 1).then(|| super::forward::mesh(options.shard_count()));
@@ -600,8 +610,14 @@ impl Node {
             let factory = factory.clone();
             let mesh = mesh.clone();
             let admin = admin.clone();
+            let keeper = park_bound.keeper();
             let join = builder
                 .spawn(move || async move {
+                    // First, so that no park of this executor, even while it
+                    // starts, outlasts PARK_BOUND.
+                    if let Some(keeper) = keeper {
+                        glommio::spawn_local(keeper).detach();
+                    }
                     // Every line this thread writes names its node and shard.
                     let _shard = crate::logging::shard_span(shard_options.node_id, shard).entered();
                     // The blocking thread carries the executor's name until
@@ -627,6 +643,7 @@ impl Node {
             options,
             shards,
             metrics_server: None,
+            park_bound: Some(park_bound),
         };
         for (shard, ready) in started.into_iter().enumerate() {
             match ready.recv() {
@@ -749,6 +766,7 @@ impl Node {
                 let _ = join.join();
             }
         }
+        self.park_bound = None;
     }
 }
 

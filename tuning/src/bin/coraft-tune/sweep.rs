@@ -26,7 +26,8 @@ mod verdict;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use coraft_tuning::{format_cpu_list, parse_cpu_list, Topology};
@@ -45,6 +46,11 @@ const EXIT_UNDECIDED: u8 = 3;
 const CANDIDATES_MAX: usize = 64;
 /// Most lines of a failed run's stderr printed.
 const FAILED_RUN_LINES_MAX: usize = 5;
+/// How much longer than its warm-up and measurement one coraft-bench run
+/// may take (starting and stopping the cluster) before it is killed and
+/// counted as failed: generous, past coraft-bench's own bounds on a stuck
+/// node (120 s per step of the embedded cluster, 30 s per driver).
+const RUN_TIMEOUT_MARGIN: Duration = Duration::from_secs(240);
 
 /// The options of `coraft-tune sweep`.
 #[derive(Args, Debug)]
@@ -325,9 +331,8 @@ fn run_bench(bench: &Path, args: &SweepArgs, candidate: &Candidate) -> Result<Me
             Ok(())
         });
     }
-    let output = command
-        .output()
-        .map_err(|e| format!("starting {}: {e}", bench.display()))?;
+    let timeout = Duration::from_secs(args.warmup + args.duration) + RUN_TIMEOUT_MARGIN;
+    let output = output_within(&mut command, timeout).map_err(|e| format!("{}: {e}", bench.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -357,6 +362,51 @@ fn run_bench(bench: &Path, args: &SweepArgs, candidate: &Candidate) -> Result<Me
         ops_per_s,
         p99_us: field("p99_us")?,
         cpu_cores: field("cpu_us_per_op")? * ops_per_s / 1e6,
+    })
+}
+
+/// Runs `command` to its end like `Command::output`, but kills it once it
+/// has run for `timeout`: a run that hangs fails with the reason and the
+/// sweep goes on.
+fn output_within(command: &mut Command, timeout: Duration) -> Result<Output, String> {
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("starting: {e}"))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = loop {
+        match child.try_wait().map_err(|e| format!("waiting: {e}"))? {
+            Some(status) => break status,
+            None if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+                let tail: Vec<&str> = stderr.lines().rev().take(FAILED_RUN_LINES_MAX).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(format!(
+                    "no result within {} s (warm-up + duration + RUN_TIMEOUT_MARGIN): killed; its last lines: {}",
+                    timeout.as_secs(),
+                    tail.join(" | ")
+                ));
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// Reads `pipe` to its end on a thread of its own (so neither pipe of a
+/// child fills while the other is read).
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
     })
 }
 
@@ -714,5 +764,39 @@ fn print_json(
             format_p(comparison.p_faster),
             format_p(comparison.p_within)
         );
+    }
+}
+
+#[cfg(test)]
+mod run_timeout_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_past_its_timeout_is_killed_and_fails_with_the_reason_and_its_last_lines() {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo starting node 1 >&2; exec sleep 600"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let error = output_within(&mut command, Duration::from_secs(1)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+        assert!(
+            error.contains("no result within 1 s") && error.contains("killed") && error.contains("starting node 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_run_within_its_timeout_gives_its_output() {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo '{\"ops_per_s\":1}'; echo note >&2; exit 3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = output_within(&mut command, Duration::from_secs(60)).unwrap();
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "{\"ops_per_s\":1}\n");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "note\n");
     }
 }

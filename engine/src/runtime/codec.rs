@@ -401,6 +401,75 @@ pub fn expand_coalesced(envelope: &wire::Envelope) -> Vec<Message> {
     }
 }
 
+/// Bound on the payload bytes of one received `AppendEntries` gathered into
+/// one shared buffer ([`append_from_archived`]); a message with more gets
+/// another buffer for the rest (a frame's body is bounded anyway, this keeps
+/// one buffer's lifetime from spanning a whole large frame's entries).
+pub const RECEIVED_ENTRIES_BUFFER_BYTES_MAX: usize = 1 << 20;
+
+/// An `AppendEntries` read in place from a received frame, as a core
+/// message. The normal entries' payloads are copied once into one buffer
+/// per message (at most [`RECEIVED_ENTRIES_BUFFER_BYTES_MAX`] each) and each
+/// entry's `Bytes` is a slice of it: one allocation per message where
+/// deserializing the envelope costs one per entry, and the slices are
+/// already shared, so the core's clones of them allocate nothing either.
+/// `None` if the envelope is another kind (deserialize it and use
+/// [`from_wire`]).
+pub fn append_from_archived(envelope: &wire::ArchivedEnvelope) -> Option<Result<Message, DecodeError>> {
+    let wire::ArchivedRaftBody::AppendEntries(append) = &envelope.body else {
+        return None;
+    };
+    Some(archived_append(envelope, append))
+}
+
+fn archived_append(
+    envelope: &wire::ArchivedEnvelope,
+    append: &wire::ArchivedAppendEntries,
+) -> Result<Message, DecodeError> {
+    let mut entries = Vec::with_capacity(append.entries.len());
+    let mut buffer = bytes::BytesMut::new();
+    for e in append.entries.iter() {
+        let data = e.data.as_slice();
+        let payload = match e.kind {
+            entry_kind::NORMAL if data.is_empty() => EntryPayload::Normal(Bytes::new()),
+            entry_kind::NORMAL => {
+                if buffer.capacity() - buffer.len() < data.len() {
+                    // What is left of this message's normal payloads, bounded.
+                    let rest: usize = append
+                        .entries
+                        .iter()
+                        .skip(entries.len())
+                        .filter(|e| e.kind == entry_kind::NORMAL)
+                        .map(|e| e.data.len())
+                        .sum();
+                    buffer =
+                        bytes::BytesMut::with_capacity(rest.min(RECEIVED_ENTRIES_BUFFER_BYTES_MAX).max(data.len()));
+                }
+                buffer.extend_from_slice(data);
+                EntryPayload::Normal(buffer.split().freeze())
+            }
+            kind => payload_from_stored(kind, data)?,
+        };
+        entries.push(Entry {
+            index: LogIndex(e.index.to_native()),
+            term: Term(e.term.to_native()),
+            payload,
+        });
+    }
+    Ok(Message {
+        group: GroupId(envelope.group.to_native()),
+        from: NodeId(envelope.from.to_native()),
+        to: NodeId(envelope.to.to_native()),
+        term: Term(envelope.term.to_native()),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(append.prev_log_index.to_native()),
+            prev_log_term: Term(append.prev_log_term.to_native()),
+            entries,
+            leader_commit: LogIndex(append.leader_commit.to_native()),
+        },
+    })
+}
+
 /// A wire envelope as a core message; `None` for kinds the core does not
 /// take directly (coalesced heartbeats are expanded by the caller).
 pub fn from_wire(envelope: wire::Envelope) -> Result<Option<Message>, DecodeError> {
@@ -624,6 +693,83 @@ mod tests {
             groups: Vec::new(),
         }));
         assert!(expand_coalesced(&empty).is_empty());
+    }
+
+    #[test]
+    fn an_append_read_in_place_is_the_message_sent_and_its_entries_share_one_buffer() {
+        let normal = |index: u64, data: &[u8]| Entry {
+            index: LogIndex(index),
+            term: Term(2),
+            payload: EntryPayload::Normal(Bytes::copy_from_slice(data)),
+        };
+        let sent = Message {
+            group: GroupId(4),
+            from: NodeId(1),
+            to: NodeId(3),
+            term: Term(2),
+            body: MessageBody::AppendEntries {
+                prev_log_index: LogIndex(6),
+                prev_log_term: Term(1),
+                entries: vec![
+                    normal(7, b"first"),
+                    Entry {
+                        index: LogIndex(8),
+                        term: Term(2),
+                        payload: EntryPayload::Configuration(Box::new(Configuration::with_voters(
+                            [1, 2, 3].map(NodeId),
+                        ))),
+                    },
+                    normal(9, b"second"),
+                    normal(10, b""),
+                    Entry {
+                        index: LogIndex(11),
+                        term: Term(2),
+                        payload: EntryPayload::Noop,
+                    },
+                    normal(12, b"third"),
+                ],
+                leader_commit: LogIndex(5),
+            },
+        };
+        let batch = wire::RaftBatch {
+            messages: vec![
+                to_wire(&sent),
+                to_wire(&Message {
+                    body: MessageBody::TimeoutNow,
+                    ..sent.clone()
+                }),
+            ],
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).unwrap();
+        let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
+        let received = append_from_archived(&archived.messages[0]).expect("an append").unwrap();
+        assert_eq!(received, sent);
+        assert!(append_from_archived(&archived.messages[1]).is_none(), "not an append");
+        // The normal payloads are consecutive slices of one buffer.
+        let MessageBody::AppendEntries { entries, .. } = &received.body else {
+            unreachable!()
+        };
+        let data: Vec<&Bytes> = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Normal(data) if !data.is_empty() => Some(data),
+                _ => None,
+            })
+            .collect();
+        for pair in data.windows(2) {
+            assert_eq!(pair[0].as_ptr().wrapping_add(pair[0].len()), pair[1].as_ptr());
+        }
+        // A bad configuration entry is an error, not a panic.
+        let mut bad = batch.messages[0].clone();
+        if let wire::RaftBody::AppendEntries(append) = &mut bad.body {
+            append.entries[1].data = Bytes::from_static(&[1, 0]);
+        }
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&wire::RaftBatch { messages: vec![bad] }).unwrap();
+        let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
+        assert!(matches!(
+            append_from_archived(&archived.messages[0]),
+            Some(Err(DecodeError::Configuration(_)))
+        ));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use coraft_net::admin::{AdminError, AdminRequestFrame, AdminResponseFrame, ArchivedAdminRequestFrame};
 use coraft_net::schema::{
     ArchivedClientRequest, ArchivedClientRequestBatch, ClientRequest, ClientResponseBatch, CoalescedHeartbeat,
-    CoalescedHeartbeatResponse, Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBatch, RaftBody,
+    CoalescedHeartbeatResponse, Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBody,
 };
 use coraft_net::{Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
@@ -26,7 +26,7 @@ use glommio::channels::local_channel;
 use crate::raft::{GroupId, Message, MessageBody, NodeId, ProtocolViolation, Term, ViolationKind};
 
 use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
-use super::codec::{encode_command_vec, expand_coalesced, from_wire, to_wire, LoggedCommand};
+use super::codec::{append_from_archived, encode_command_vec, expand_coalesced, from_wire, to_wire, LoggedCommand};
 use super::events::{ClientProposal, Event, EventQueue};
 use super::forward::{ClientRoute, Forwarder};
 use super::reply::ClientOutbox;
@@ -292,16 +292,27 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
             }
         };
         let Some(archived) = frame.raft() else { continue };
-        let Ok(batch) = rkyv::deserialize::<RaftBatch, rkyv::rancor::Error>(archived) else {
-            log::warn!(
-                "dropping a Raft frame that does not deserialize from {:?}",
-                connection.peer()
-            );
-            return;
-        };
         let peer = NodeId(connection.peer().node_id);
         let _ = events.push(Event::PeerHeard(peer));
-        for envelope in batch.messages {
+        for archived in archived.messages.iter() {
+            // Entries are read in place, into one buffer per message.
+            if let Some(append) = append_from_archived(archived) {
+                match append {
+                    Ok(message) => push_authenticated(&events, peer, message),
+                    Err(error) => {
+                        log::warn!("closing peer {:?}: bad message: {error}", connection.peer());
+                        return;
+                    }
+                }
+                continue;
+            }
+            let Ok(envelope) = rkyv::deserialize::<Envelope, rkyv::rancor::Error>(archived) else {
+                log::warn!(
+                    "dropping a Raft frame that does not deserialize from {:?}",
+                    connection.peer()
+                );
+                return;
+            };
             if matches!(
                 envelope.body,
                 RaftBody::CoalescedHeartbeat(_) | RaftBody::CoalescedHeartbeatResponse(_)

@@ -2,7 +2,7 @@
 //! payloads (with the leader's time and the client session header), configurations, and Raft
 //! messages. Decoding takes untrusted bytes and never panics.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use coraft_net::schema::{self as wire, entry_kind};
 
 use crate::raft::{
@@ -110,19 +110,22 @@ pub fn stamp_leader_time(command: &mut [u8], leader_time_ms: u64) {
     command[LEADER_TIME_AT].copy_from_slice(&leader_time_ms.to_le_bytes());
 }
 
-/// Encodes a command for the log into a vector exactly its length.
-pub fn encode_command_vec(command: &LoggedCommand<'_>) -> Vec<u8> {
-    let data = command.data();
+/// Bytes a command takes in the log.
+fn encoded_command_bytes(command: &LoggedCommand<'_>) -> usize {
     let header_bytes = match command {
         LoggedCommand::Plain { .. } => 1 + 8,
         LoggedCommand::Session { .. } => COMMAND_HEADER_BYTES_MAX,
         LoggedCommand::Register { .. } => 1 + 8 + 16 + 8,
     };
-    let mut out = Vec::with_capacity(header_bytes + data.len());
+    header_bytes + command.data().len()
+}
+
+/// Appends a command's log encoding to `out`.
+fn put_command(command: &LoggedCommand<'_>, out: &mut impl BufMut) {
     match *command {
         LoggedCommand::Plain { leader_time_ms, .. } => {
-            out.push(command_kind::PLAIN);
-            out.extend_from_slice(&leader_time_ms.to_le_bytes());
+            out.put_u8(command_kind::PLAIN);
+            out.put_u64_le(leader_time_ms);
         }
         LoggedCommand::Session {
             leader_time_ms,
@@ -131,26 +134,70 @@ pub fn encode_command_vec(command: &LoggedCommand<'_>) -> Vec<u8> {
             lowest_unanswered,
             ..
         } => {
-            out.push(command_kind::SESSION);
-            out.extend_from_slice(&leader_time_ms.to_le_bytes());
-            out.extend_from_slice(&session.to_le_bytes());
-            out.extend_from_slice(&sequence.to_le_bytes());
-            out.extend_from_slice(&lowest_unanswered.to_le_bytes());
+            out.put_u8(command_kind::SESSION);
+            out.put_u64_le(leader_time_ms);
+            out.put_u128_le(session);
+            out.put_u64_le(sequence);
+            out.put_u64_le(lowest_unanswered);
         }
         LoggedCommand::Register {
             leader_time_ms,
             session,
             timeout_ms,
         } => {
-            out.push(command_kind::REGISTER);
-            out.extend_from_slice(&leader_time_ms.to_le_bytes());
-            out.extend_from_slice(&session.to_le_bytes());
-            out.extend_from_slice(&timeout_ms.to_le_bytes());
+            out.put_u8(command_kind::REGISTER);
+            out.put_u64_le(leader_time_ms);
+            out.put_u128_le(session);
+            out.put_u64_le(timeout_ms);
         }
     }
-    out.extend_from_slice(data);
+    out.put_slice(command.data());
+}
+
+/// Encodes a command for the log into a vector exactly its length.
+pub fn encode_command_vec(command: &LoggedCommand<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_command_bytes(command));
+    put_command(command, &mut out);
     debug_assert_eq!(out.len(), out.capacity());
     out
+}
+
+/// Bytes of each buffer a [`CommandArena`] carves commands from.
+pub const COMMAND_ARENA_BYTES: usize = 16 * 1024;
+/// A command longer than this gets a buffer of its own rather than a piece
+/// of the arena's (it would leave too much of a buffer unused).
+pub const COMMAND_ARENA_COMMAND_BYTES_MAX: usize = COMMAND_ARENA_BYTES / 8;
+
+/// Where the clients' commands of one shard are laid out for the log, one
+/// after another in buffers of [`COMMAND_ARENA_BYTES`]: each command is a
+/// piece of a buffer whose reference count the buffer's pieces share. A
+/// command in a `Vec` of its own costs two allocations, the vector and,
+/// at the first clone of its `Bytes` (the core hands every new entry to
+/// the runtime to persist as a clone), a shared header; from the arena, a
+/// buffer and a header serve a few hundred small commands. A buffer lives
+/// until the last of its commands is dropped: the log frees entries in
+/// order, so at most the buffer of the newest entries is held in part.
+#[derive(Debug, Default)]
+pub struct CommandArena {
+    buffer: BytesMut,
+}
+
+impl CommandArena {
+    /// The command encoded for the log, mutable until it is frozen (the
+    /// shard stamps its leader time, [`stamp_leader_time`]).
+    pub fn encode(&mut self, command: &LoggedCommand<'_>) -> BytesMut {
+        let bytes = encoded_command_bytes(command);
+        if bytes > COMMAND_ARENA_COMMAND_BYTES_MAX {
+            let mut own = BytesMut::with_capacity(bytes);
+            put_command(command, &mut own);
+            return own;
+        }
+        if self.buffer.capacity() - self.buffer.len() < bytes {
+            self.buffer = BytesMut::with_capacity(COMMAND_ARENA_BYTES);
+        }
+        put_command(command, &mut self.buffer);
+        self.buffer.split()
+    }
 }
 
 /// Reads a stored command; `None` if the bytes are not one (an unknown kind,
@@ -587,6 +634,53 @@ mod tests {
         };
         assert_eq!(decode_command(&command), Some(stamped));
         assert_eq!(Bytes::from(command), encode_command(&stamped));
+    }
+
+    #[test]
+    fn commands_from_the_arena_are_the_commands_encoded_and_share_their_buffer() {
+        let mut arena = CommandArena::default();
+        let session = |sequence: u64, data: &'static [u8]| LoggedCommand::Session {
+            leader_time_ms: 0,
+            session: 11,
+            sequence,
+            lowest_unanswered: sequence,
+            data,
+        };
+        let mut pieces = Vec::new();
+        let count = COMMAND_ARENA_BYTES / (COMMAND_HEADER_BYTES_MAX + 16) + 3;
+        for sequence in 1..=count as u64 {
+            pieces.push(arena.encode(&session(sequence, b"sixteen bytes...")).freeze());
+        }
+        for (sequence, piece) in (1..).zip(&pieces) {
+            assert_eq!(decode_command(piece), Some(session(sequence, b"sixteen bytes...")));
+        }
+        // The first buffer's commands lie one after another; the command
+        // that did not fit starts a new buffer.
+        let first_buffer = pieces
+            .windows(2)
+            .take_while(|pair| pair[0].as_ptr().wrapping_add(pair[0].len()) == pair[1].as_ptr())
+            .count()
+            + 1;
+        assert_eq!(first_buffer, COMMAND_ARENA_BYTES / (COMMAND_HEADER_BYTES_MAX + 16));
+        // Stamped in place, then frozen: the stamped command.
+        let mut command = arena.encode(&session(7, b"x"));
+        stamp_leader_time(&mut command, 99);
+        let stamped = LoggedCommand::Session {
+            leader_time_ms: 99,
+            session: 11,
+            sequence: 7,
+            lowest_unanswered: 7,
+            data: b"x",
+        };
+        assert_eq!(command.freeze(), encode_command(&stamped));
+        // A long command has a buffer of its own, exactly its length.
+        let long = vec![3u8; COMMAND_ARENA_COMMAND_BYTES_MAX];
+        let own = arena.encode(&LoggedCommand::Plain {
+            leader_time_ms: 1,
+            data: &long,
+        });
+        assert_eq!(own.len(), own.capacity());
+        assert_eq!(decode_command(&own).map(|c| c.data().len()), Some(long.len()));
     }
 
     #[test]

@@ -901,6 +901,11 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
                 rate: None,
                 seed: part[0].0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ node.0,
                 read_consistency: settings.read_mode.consistency(),
+                shard_addresses: cluster
+                    .addresses
+                    .iter()
+                    .filter_map(|(&id, addresses)| Some((id, *addresses.get(shard)?)))
+                    .collect(),
             });
         }
     }

@@ -130,6 +130,11 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
             clients,
             rate: None,
             read_consistency: ReadPath::ReadIndex.consistency(),
+            shard_addresses: cluster
+                .addresses
+                .iter()
+                .filter_map(|(&id, addresses)| Some((id, *addresses.first()?)))
+                .collect(),
         };
         let (mix, totals) = (mix.clone(), totals.clone());
         drivers.push(std::thread::spawn(move || {

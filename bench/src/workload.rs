@@ -9,7 +9,7 @@
 //! nodes are configured, or sent to a follower, which asks the leader for
 //! the read index and answers from its own state machine).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use coraft::api::KvOp;
 use coraft::raft::{GroupId, NodeId};
-use coraft_net::schema::{ClientRequest, ClientRequestBatch, ClientResponseBatch, ReadConsistency};
+use coraft_net::schema::{ClientError, ClientRequest, ClientRequestBatch, ClientResponseBatch, ReadConsistency};
 use coraft_net::{BlockingConnection, Hello, NetError, Role as NetRole};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -193,6 +193,9 @@ pub struct Driver {
     pub seed: u64,
     /// What its reads ask for (`--read-mode stale`: stale).
     pub read_consistency: ReadConsistency,
+    /// Every node's address for this driver's shard: where a session
+    /// registration refused with a leader hint is sent again.
+    pub shard_addresses: BTreeMap<NodeId, SocketAddr>,
 }
 
 impl Driver {
@@ -541,14 +544,113 @@ fn settle(
     }
 }
 
+/// Rounds of registration a driver makes before it gives up: a round sends
+/// every registration not yet accepted, each to the node last named as the
+/// group's leader.
+const REGISTER_ROUNDS_MAX: u32 = 12;
+/// Wait before the second round; doubled each round up to
+/// [`REGISTER_BACKOFF_MAX`] (12 rounds: about 8 s in all).
+const REGISTER_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between two rounds of registration.
+const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Registers the session of every client of `driver` and waits until each
-/// registration is answered.
-fn register_sessions(
+/// registration is accepted. A registration refused because the node does
+/// not lead the group (leadership moved since the leaders were found, or an
+/// election is under way), or because it is busy or timed out, is sent again
+/// after a backoff, to the leader the refusal named if it named one in
+/// `driver.shard_addresses` (through a connection of its own), else to the
+/// same node; at most [`REGISTER_ROUNDS_MAX`] rounds. Any other refusal, or
+/// a registration still refused after the last round, is an error naming
+/// the client, the node and the refusal.
+pub(crate) fn register_sessions(
     connection: &mut BlockingConnection,
     driver: &Driver,
     session: impl Fn(usize) -> u128,
 ) -> Result<()> {
-    for chunk in (0..driver.clients.len()).collect::<Vec<_>>().chunks(DRIVER_BATCH_MAX) {
+    // Where each client's registration goes next, by node.
+    let mut pending: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+    pending.insert(driver.target_node, (0..driver.clients.len()).collect());
+    let mut others: BTreeMap<NodeId, BlockingConnection> = BTreeMap::new();
+    let mut backoff = REGISTER_BACKOFF_MIN;
+    for round in 1..=REGISTER_ROUNDS_MAX {
+        let mut refused: Vec<(usize, NodeId, ClientError)> = Vec::new();
+        for (node, slots) in std::mem::take(&mut pending) {
+            let via = if node == driver.target_node {
+                &mut *connection
+            } else {
+                match others.entry(node) {
+                    std::collections::btree_map::Entry::Occupied(held) => held.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(vacant) => {
+                        let address = driver.shard_addresses[&node];
+                        let hello = Hello {
+                            cluster_id: driver.cluster_id,
+                            node_id: driver.clients.first().map_or(1, |c| c.0),
+                            shard_id: 0,
+                            target_shard_id: driver.shard as u32,
+                            target_node_id: node.0,
+                            role: NetRole::Client,
+                        };
+                        let opened =
+                            BlockingConnection::connect(address, &hello, Duration::from_secs(5)).map_err(|error| {
+                                anyhow!(error)
+                                    .context(format!("connecting to node {node} ({address}) to register sessions"))
+                            })?;
+                        opened.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
+                        vacant.insert(opened)
+                    }
+                }
+            };
+            for (slot, error) in register_round(via, node, driver, &slots, &session)? {
+                refused.push((slot, node, error));
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        for (slot, node, error) in refused {
+            let next = match error {
+                ClientError::NotLeader {
+                    leader_hint: Some(hint),
+                } if driver.shard_addresses.contains_key(&NodeId(hint)) => NodeId(hint),
+                ClientError::NotLeader { .. } | ClientError::Busy | ClientError::Timeout
+                    if round < REGISTER_ROUNDS_MAX =>
+                {
+                    node
+                }
+                error => bail!(
+                    "node {node} refused to register client {}'s session{}: {error:?}",
+                    driver.clients[slot].0,
+                    if round > 1 {
+                        format!(" (round {round} of {REGISTER_ROUNDS_MAX})")
+                    } else {
+                        String::new()
+                    },
+                ),
+            };
+            pending.entry(next).or_default().push(slot);
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(REGISTER_BACKOFF_MAX);
+    }
+    let (node, slots) = pending.into_iter().next().expect("a refused registration is pending");
+    bail!(
+        "client {}'s session was not registered in {REGISTER_ROUNDS_MAX} rounds (last sent to node {node})",
+        driver.clients[slots[0]].0
+    )
+}
+
+/// Sends the registrations of `slots` through `connection` (to `node`) and
+/// waits for each answer; returns the refused ones with their refusal.
+fn register_round(
+    connection: &mut BlockingConnection,
+    node: NodeId,
+    driver: &Driver,
+    slots: &[usize],
+    session: &impl Fn(usize) -> u128,
+) -> Result<Vec<(usize, ClientError)>> {
+    let slot_of: HashMap<u64, usize> = slots.iter().map(|&slot| (driver.clients[slot].0, slot)).collect();
+    for chunk in slots.chunks(DRIVER_BATCH_MAX) {
         let requests = chunk
             .iter()
             .map(|&slot| ClientRequest::RegisterSession {
@@ -560,9 +662,11 @@ fn register_sessions(
             .collect();
         send_batch(connection, driver, &ClientRequestBatch { requests })?;
     }
-    let mut unanswered = driver.clients.len();
+    let mut refused = Vec::new();
+    let mut unanswered = slots.len();
     while unanswered > 0 {
-        let frame = next_frame(connection, driver, unanswered).context("registering the clients' sessions")?;
+        let frame = next_frame(connection, driver, unanswered)
+            .with_context(|| format!("registering the clients' sessions on node {node}"))?;
         let Some(archived) = frame.client_responses() else {
             continue;
         };
@@ -571,15 +675,14 @@ fn register_sessions(
             if response.request_id != REGISTER_REQUEST_ID {
                 continue;
             }
+            let Some(&slot) = slot_of.get(&response.client_id) else {
+                continue;
+            };
             if let Err(error) = response.result {
-                bail!(
-                    "node {} refused to register client {}'s session: {error:?}",
-                    driver.target_node,
-                    response.client_id
-                );
+                refused.push((slot, error));
             }
             unanswered -= 1;
         }
     }
-    Ok(())
+    Ok(refused)
 }

@@ -2,7 +2,7 @@
 //! payloads (with the leader's time and the client session header), configurations, and Raft
 //! messages. Decoding takes untrusted bytes and never panics.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use coraft_net::schema::{self as wire, entry_kind};
 
 use crate::raft::{
@@ -110,19 +110,22 @@ pub fn stamp_leader_time(command: &mut [u8], leader_time_ms: u64) {
     command[LEADER_TIME_AT].copy_from_slice(&leader_time_ms.to_le_bytes());
 }
 
-/// Encodes a command for the log into a vector exactly its length.
-pub fn encode_command_vec(command: &LoggedCommand<'_>) -> Vec<u8> {
-    let data = command.data();
+/// Bytes a command takes in the log.
+fn encoded_command_bytes(command: &LoggedCommand<'_>) -> usize {
     let header_bytes = match command {
         LoggedCommand::Plain { .. } => 1 + 8,
         LoggedCommand::Session { .. } => COMMAND_HEADER_BYTES_MAX,
         LoggedCommand::Register { .. } => 1 + 8 + 16 + 8,
     };
-    let mut out = Vec::with_capacity(header_bytes + data.len());
+    header_bytes + command.data().len()
+}
+
+/// Appends a command's log encoding to `out`.
+fn put_command(command: &LoggedCommand<'_>, out: &mut impl BufMut) {
     match *command {
         LoggedCommand::Plain { leader_time_ms, .. } => {
-            out.push(command_kind::PLAIN);
-            out.extend_from_slice(&leader_time_ms.to_le_bytes());
+            out.put_u8(command_kind::PLAIN);
+            out.put_u64_le(leader_time_ms);
         }
         LoggedCommand::Session {
             leader_time_ms,
@@ -131,26 +134,70 @@ pub fn encode_command_vec(command: &LoggedCommand<'_>) -> Vec<u8> {
             lowest_unanswered,
             ..
         } => {
-            out.push(command_kind::SESSION);
-            out.extend_from_slice(&leader_time_ms.to_le_bytes());
-            out.extend_from_slice(&session.to_le_bytes());
-            out.extend_from_slice(&sequence.to_le_bytes());
-            out.extend_from_slice(&lowest_unanswered.to_le_bytes());
+            out.put_u8(command_kind::SESSION);
+            out.put_u64_le(leader_time_ms);
+            out.put_u128_le(session);
+            out.put_u64_le(sequence);
+            out.put_u64_le(lowest_unanswered);
         }
         LoggedCommand::Register {
             leader_time_ms,
             session,
             timeout_ms,
         } => {
-            out.push(command_kind::REGISTER);
-            out.extend_from_slice(&leader_time_ms.to_le_bytes());
-            out.extend_from_slice(&session.to_le_bytes());
-            out.extend_from_slice(&timeout_ms.to_le_bytes());
+            out.put_u8(command_kind::REGISTER);
+            out.put_u64_le(leader_time_ms);
+            out.put_u128_le(session);
+            out.put_u64_le(timeout_ms);
         }
     }
-    out.extend_from_slice(data);
+    out.put_slice(command.data());
+}
+
+/// Encodes a command for the log into a vector exactly its length.
+pub fn encode_command_vec(command: &LoggedCommand<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_command_bytes(command));
+    put_command(command, &mut out);
     debug_assert_eq!(out.len(), out.capacity());
     out
+}
+
+/// Bytes of each buffer a [`CommandArena`] carves commands from.
+pub const COMMAND_ARENA_BYTES: usize = 16 * 1024;
+/// A command longer than this gets a buffer of its own rather than a piece
+/// of the arena's (it would leave too much of a buffer unused).
+pub const COMMAND_ARENA_COMMAND_BYTES_MAX: usize = COMMAND_ARENA_BYTES / 8;
+
+/// Where the clients' commands of one shard are laid out for the log, one
+/// after another in buffers of [`COMMAND_ARENA_BYTES`]: each command is a
+/// piece of a buffer whose reference count the buffer's pieces share. A
+/// command in a `Vec` of its own costs two allocations, the vector and,
+/// at the first clone of its `Bytes` (the core hands every new entry to
+/// the runtime to persist as a clone), a shared header; from the arena, a
+/// buffer and a header serve a few hundred small commands. A buffer lives
+/// until the last of its commands is dropped: the log frees entries in
+/// order, so at most the buffer of the newest entries is held in part.
+#[derive(Debug, Default)]
+pub struct CommandArena {
+    buffer: BytesMut,
+}
+
+impl CommandArena {
+    /// The command encoded for the log, mutable until it is frozen (the
+    /// shard stamps its leader time, [`stamp_leader_time`]).
+    pub fn encode(&mut self, command: &LoggedCommand<'_>) -> BytesMut {
+        let bytes = encoded_command_bytes(command);
+        if bytes > COMMAND_ARENA_COMMAND_BYTES_MAX {
+            let mut own = BytesMut::with_capacity(bytes);
+            put_command(command, &mut own);
+            return own;
+        }
+        if self.buffer.capacity() - self.buffer.len() < bytes {
+            self.buffer = BytesMut::with_capacity(COMMAND_ARENA_BYTES);
+        }
+        put_command(command, &mut self.buffer);
+        self.buffer.split()
+    }
 }
 
 /// Reads a stored command; `None` if the bytes are not one (an unknown kind,
@@ -401,6 +448,75 @@ pub fn expand_coalesced(envelope: &wire::Envelope) -> Vec<Message> {
     }
 }
 
+/// Bound on the payload bytes of one received `AppendEntries` gathered into
+/// one shared buffer ([`append_from_archived`]); a message with more gets
+/// another buffer for the rest (a frame's body is bounded anyway, this keeps
+/// one buffer's lifetime from spanning a whole large frame's entries).
+pub const RECEIVED_ENTRIES_BUFFER_BYTES_MAX: usize = 1 << 20;
+
+/// An `AppendEntries` read in place from a received frame, as a core
+/// message. The normal entries' payloads are copied once into one buffer
+/// per message (at most [`RECEIVED_ENTRIES_BUFFER_BYTES_MAX`] each) and each
+/// entry's `Bytes` is a slice of it: one allocation per message where
+/// deserializing the envelope costs one per entry, and the slices are
+/// already shared, so the core's clones of them allocate nothing either.
+/// `None` if the envelope is another kind (deserialize it and use
+/// [`from_wire`]).
+pub fn append_from_archived(envelope: &wire::ArchivedEnvelope) -> Option<Result<Message, DecodeError>> {
+    let wire::ArchivedRaftBody::AppendEntries(append) = &envelope.body else {
+        return None;
+    };
+    Some(archived_append(envelope, append))
+}
+
+fn archived_append(
+    envelope: &wire::ArchivedEnvelope,
+    append: &wire::ArchivedAppendEntries,
+) -> Result<Message, DecodeError> {
+    let mut entries = Vec::with_capacity(append.entries.len());
+    let mut buffer = bytes::BytesMut::new();
+    for e in append.entries.iter() {
+        let data = e.data.as_slice();
+        let payload = match e.kind {
+            entry_kind::NORMAL if data.is_empty() => EntryPayload::Normal(Bytes::new()),
+            entry_kind::NORMAL => {
+                if buffer.capacity() - buffer.len() < data.len() {
+                    // What is left of this message's normal payloads, bounded.
+                    let rest: usize = append
+                        .entries
+                        .iter()
+                        .skip(entries.len())
+                        .filter(|e| e.kind == entry_kind::NORMAL)
+                        .map(|e| e.data.len())
+                        .sum();
+                    buffer =
+                        bytes::BytesMut::with_capacity(rest.min(RECEIVED_ENTRIES_BUFFER_BYTES_MAX).max(data.len()));
+                }
+                buffer.extend_from_slice(data);
+                EntryPayload::Normal(buffer.split().freeze())
+            }
+            kind => payload_from_stored(kind, data)?,
+        };
+        entries.push(Entry {
+            index: LogIndex(e.index.to_native()),
+            term: Term(e.term.to_native()),
+            payload,
+        });
+    }
+    Ok(Message {
+        group: GroupId(envelope.group.to_native()),
+        from: NodeId(envelope.from.to_native()),
+        to: NodeId(envelope.to.to_native()),
+        term: Term(envelope.term.to_native()),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(append.prev_log_index.to_native()),
+            prev_log_term: Term(append.prev_log_term.to_native()),
+            entries,
+            leader_commit: LogIndex(append.leader_commit.to_native()),
+        },
+    })
+}
+
 /// A wire envelope as a core message; `None` for kinds the core does not
 /// take directly (coalesced heartbeats are expanded by the caller).
 pub fn from_wire(envelope: wire::Envelope) -> Result<Option<Message>, DecodeError> {
@@ -521,6 +637,53 @@ mod tests {
     }
 
     #[test]
+    fn commands_from_the_arena_are_the_commands_encoded_and_share_their_buffer() {
+        let mut arena = CommandArena::default();
+        let session = |sequence: u64, data: &'static [u8]| LoggedCommand::Session {
+            leader_time_ms: 0,
+            session: 11,
+            sequence,
+            lowest_unanswered: sequence,
+            data,
+        };
+        let mut pieces = Vec::new();
+        let count = COMMAND_ARENA_BYTES / (COMMAND_HEADER_BYTES_MAX + 16) + 3;
+        for sequence in 1..=count as u64 {
+            pieces.push(arena.encode(&session(sequence, b"sixteen bytes...")).freeze());
+        }
+        for (sequence, piece) in (1..).zip(&pieces) {
+            assert_eq!(decode_command(piece), Some(session(sequence, b"sixteen bytes...")));
+        }
+        // The first buffer's commands lie one after another; the command
+        // that did not fit starts a new buffer.
+        let first_buffer = pieces
+            .windows(2)
+            .take_while(|pair| pair[0].as_ptr().wrapping_add(pair[0].len()) == pair[1].as_ptr())
+            .count()
+            + 1;
+        assert_eq!(first_buffer, COMMAND_ARENA_BYTES / (COMMAND_HEADER_BYTES_MAX + 16));
+        // Stamped in place, then frozen: the stamped command.
+        let mut command = arena.encode(&session(7, b"x"));
+        stamp_leader_time(&mut command, 99);
+        let stamped = LoggedCommand::Session {
+            leader_time_ms: 99,
+            session: 11,
+            sequence: 7,
+            lowest_unanswered: 7,
+            data: b"x",
+        };
+        assert_eq!(command.freeze(), encode_command(&stamped));
+        // A long command has a buffer of its own, exactly its length.
+        let long = vec![3u8; COMMAND_ARENA_COMMAND_BYTES_MAX];
+        let own = arena.encode(&LoggedCommand::Plain {
+            leader_time_ms: 1,
+            data: &long,
+        });
+        assert_eq!(own.len(), own.capacity());
+        assert_eq!(decode_command(&own).map(|c| c.data().len()), Some(long.len()));
+    }
+
+    #[test]
     fn every_logged_command_kind_round_trips_and_malformed_bytes_are_none() {
         let commands = [
             LoggedCommand::Plain {
@@ -624,6 +787,83 @@ mod tests {
             groups: Vec::new(),
         }));
         assert!(expand_coalesced(&empty).is_empty());
+    }
+
+    #[test]
+    fn an_append_read_in_place_is_the_message_sent_and_its_entries_share_one_buffer() {
+        let normal = |index: u64, data: &[u8]| Entry {
+            index: LogIndex(index),
+            term: Term(2),
+            payload: EntryPayload::Normal(Bytes::copy_from_slice(data)),
+        };
+        let sent = Message {
+            group: GroupId(4),
+            from: NodeId(1),
+            to: NodeId(3),
+            term: Term(2),
+            body: MessageBody::AppendEntries {
+                prev_log_index: LogIndex(6),
+                prev_log_term: Term(1),
+                entries: vec![
+                    normal(7, b"first"),
+                    Entry {
+                        index: LogIndex(8),
+                        term: Term(2),
+                        payload: EntryPayload::Configuration(Box::new(Configuration::with_voters(
+                            [1, 2, 3].map(NodeId),
+                        ))),
+                    },
+                    normal(9, b"second"),
+                    normal(10, b""),
+                    Entry {
+                        index: LogIndex(11),
+                        term: Term(2),
+                        payload: EntryPayload::Noop,
+                    },
+                    normal(12, b"third"),
+                ],
+                leader_commit: LogIndex(5),
+            },
+        };
+        let batch = wire::RaftBatch {
+            messages: vec![
+                to_wire(&sent),
+                to_wire(&Message {
+                    body: MessageBody::TimeoutNow,
+                    ..sent.clone()
+                }),
+            ],
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).unwrap();
+        let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
+        let received = append_from_archived(&archived.messages[0]).expect("an append").unwrap();
+        assert_eq!(received, sent);
+        assert!(append_from_archived(&archived.messages[1]).is_none(), "not an append");
+        // The normal payloads are consecutive slices of one buffer.
+        let MessageBody::AppendEntries { entries, .. } = &received.body else {
+            unreachable!()
+        };
+        let data: Vec<&Bytes> = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Normal(data) if !data.is_empty() => Some(data),
+                _ => None,
+            })
+            .collect();
+        for pair in data.windows(2) {
+            assert_eq!(pair[0].as_ptr().wrapping_add(pair[0].len()), pair[1].as_ptr());
+        }
+        // A bad configuration entry is an error, not a panic.
+        let mut bad = batch.messages[0].clone();
+        if let wire::RaftBody::AppendEntries(append) = &mut bad.body {
+            append.entries[1].data = Bytes::from_static(&[1, 0]);
+        }
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&wire::RaftBatch { messages: vec![bad] }).unwrap();
+        let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
+        assert!(matches!(
+            append_from_archived(&archived.messages[0]),
+            Some(Err(DecodeError::Configuration(_)))
+        ));
     }
 
     #[test]

@@ -61,13 +61,13 @@ pub(crate) enum Event {
 }
 
 /// A client's `Propose` as the shard takes it: its ids and its command
-/// encoded for the log (`codec::encode_command_vec`) with the leader time
-/// left for the shard to stamp (`codec::stamp_leader_time`).
+/// encoded for the log (a piece of the shard's `codec::CommandArena`) with
+/// the leader time left for the shard to stamp (`codec::stamp_leader_time`).
 pub(crate) struct ClientProposal {
     pub client_id: u64,
     pub sequence: u64,
     pub group: u64,
-    pub command: Vec<u8>,
+    pub command: bytes::BytesMut,
 }
 
 /// A bounded queue of events plus a doorbell that wakes the loop.

@@ -720,7 +720,7 @@ impl Shard {
             group,
         };
         stamp_leader_time(&mut command, wall_clock_ms());
-        self.queue_proposal(GroupId(group), Bytes::from(command), reply, received, proposals);
+        self.queue_proposal(GroupId(group), command.freeze(), reply, received, proposals);
     }
 
     fn queue_proposal(

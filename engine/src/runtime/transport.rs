@@ -18,7 +18,7 @@ use std::sync::Arc;
 use coraft_net::admin::{AdminError, AdminRequestFrame, AdminResponseFrame, ArchivedAdminRequestFrame};
 use coraft_net::schema::{
     ArchivedClientRequest, ArchivedClientRequestBatch, ClientRequest, ClientResponseBatch, CoalescedHeartbeat,
-    CoalescedHeartbeatResponse, Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBatch, RaftBody,
+    CoalescedHeartbeatResponse, Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBody,
 };
 use coraft_net::{Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
@@ -26,7 +26,7 @@ use glommio::channels::local_channel;
 use crate::raft::{GroupId, Message, MessageBody, NodeId, ProtocolViolation, Term, ViolationKind};
 
 use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
-use super::codec::{encode_command_vec, expand_coalesced, from_wire, to_wire, LoggedCommand};
+use super::codec::{append_from_archived, expand_coalesced, from_wire, to_wire, CommandArena, LoggedCommand};
 use super::events::{ClientProposal, Event, EventQueue};
 use super::forward::{ClientRoute, Forwarder};
 use super::reply::ClientOutbox;
@@ -250,6 +250,8 @@ pub(crate) async fn serve(
 ) {
     log::debug!("listening on {}", listener.local_addr());
     let tasks = Rc::new(ConnectionTasks::default());
+    // One per shard: its connections' client commands share its buffers.
+    let arena = Rc::new(RefCell::new(CommandArena::default()));
     loop {
         let handshaking = match listener.accept().await {
             Ok(h) => h,
@@ -262,6 +264,7 @@ pub(crate) async fn serve(
         let events = events.clone();
         let forwarder = forwarder.clone();
         let admin = admin.clone();
+        let arena = arena.clone();
         let id = tasks.next_id.get();
         tasks.next_id.set(id + 1);
         let registry = Rc::downgrade(&tasks);
@@ -269,7 +272,7 @@ pub(crate) async fn serve(
             if let Ok(connection) = handshaking.handshake().await {
                 match connection.peer().role {
                     NetRole::Peer => serve_peer(connection, events).await,
-                    NetRole::Client => serve_client(connection, events, forwarder, admin).await,
+                    NetRole::Client => serve_client(connection, events, forwarder, admin, arena).await,
                 }
             }
             if let Some(registry) = registry.upgrade() {
@@ -292,16 +295,27 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
             }
         };
         let Some(archived) = frame.raft() else { continue };
-        let Ok(batch) = rkyv::deserialize::<RaftBatch, rkyv::rancor::Error>(archived) else {
-            log::warn!(
-                "dropping a Raft frame that does not deserialize from {:?}",
-                connection.peer()
-            );
-            return;
-        };
         let peer = NodeId(connection.peer().node_id);
         let _ = events.push(Event::PeerHeard(peer));
-        for envelope in batch.messages {
+        for archived in archived.messages.iter() {
+            // Entries are read in place, into one buffer per message.
+            if let Some(append) = append_from_archived(archived) {
+                match append {
+                    Ok(message) => push_authenticated(&events, peer, message),
+                    Err(error) => {
+                        log::warn!("closing peer {:?}: bad message: {error}", connection.peer());
+                        return;
+                    }
+                }
+                continue;
+            }
+            let Ok(envelope) = rkyv::deserialize::<Envelope, rkyv::rancor::Error>(archived) else {
+                log::warn!(
+                    "dropping a Raft frame that does not deserialize from {:?}",
+                    connection.peer()
+                );
+                return;
+            };
             if matches!(
                 envelope.body,
                 RaftBody::CoalescedHeartbeat(_) | RaftBody::CoalescedHeartbeatResponse(_)
@@ -393,6 +407,7 @@ async fn serve_client(
     events: Rc<EventQueue>,
     forwarder: Option<Rc<Forwarder>>,
     admin: Arc<AdminService>,
+    arena: Rc<RefCell<CommandArena>>,
 ) {
     let Some(mut writer) = connection.take_response_writer() else {
         return;
@@ -443,7 +458,15 @@ async fn serve_client(
         };
         // One clock read per frame: its requests arrived together.
         let received = std::time::Instant::now();
-        if !client_requests(archived, received, &route, &events, forwarder.as_deref(), connection_id) {
+        if !client_requests(
+            archived,
+            received,
+            &route,
+            &events,
+            forwarder.as_deref(),
+            connection_id,
+            &arena,
+        ) {
             break;
         }
     }
@@ -470,6 +493,7 @@ fn client_requests(
     events: &EventQueue,
     forwarder: Option<&Forwarder>,
     connection_id: Option<u64>,
+    arena: &RefCell<CommandArena>,
 ) -> bool {
     for archived in archived.requests.iter() {
         let group = match archived {
@@ -492,7 +516,7 @@ fn client_requests(
             },
         ) = (forward_to, archived)
         {
-            let command = encode_command_vec(&LoggedCommand::Session {
+            let command = arena.borrow_mut().encode(&LoggedCommand::Session {
                 // Stamped by the shard when it takes the proposal.
                 leader_time_ms: 0,
                 session: session.to_native(),

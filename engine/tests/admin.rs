@@ -472,7 +472,7 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     );
     // Tools of versions 1 and 2 (before NodeReport carried the election
     // priority; before StatusPage) are told so, on the same connection.
-    assert_eq!(ADMIN_PROTOCOL_VERSION, 4);
+    assert_eq!(ADMIN_PROTOCOL_VERSION, 5);
     for old in [1, 2] {
         let answer = raw_call(
             &mut connection,
@@ -482,11 +482,11 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
             answer.result,
             Err(AdminError::UnsupportedVersion {
                 found: old,
-                supported: 4
+                supported: 5
             })
         );
     }
-    // A version 3 tool is served (its requests read alike in version 4),
+    // A version 3 tool is served (its requests read alike in versions 4 and 5),
     // but not the request version 4 added.
     let answer = raw_call(
         &mut connection,
@@ -496,8 +496,30 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     let answer = raw_call(&mut connection, &request_bytes(3, CLUSTER, AdminRequest::Installs));
     assert_eq!(
         answer.result,
-        Err(AdminError::UnsupportedVersion { found: 3, supported: 4 })
+        Err(AdminError::UnsupportedVersion { found: 3, supported: 5 })
     );
+    // A version 4 tool gets the streams, but not the shard states version
+    // 5 added.
+    let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Installs));
+    assert!(matches!(answer.result, Ok(AdminReply::Installs { .. })), "{answer:?}");
+    let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Shards));
+    assert_eq!(
+        answer.result,
+        Err(AdminError::UnsupportedVersion { found: 4, supported: 5 })
+    );
+    let answer = raw_call(&mut connection, &request_bytes(5, CLUSTER, AdminRequest::Shards));
+    match &answer.result {
+        Ok(AdminReply::Shards(shards)) => {
+            assert!(!shards.is_empty(), "{answer:?}");
+            assert!(
+                shards
+                    .iter()
+                    .all(|s| s.state == coraft_net::admin::ShardState::Serving && s.reason.is_empty()),
+                "{answer:?}"
+            );
+        }
+        other => panic!("a version 5 Shards request answered {other:?}"),
+    }
     let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Installs));
     assert_eq!(
         answer.result,

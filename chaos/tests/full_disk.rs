@@ -20,16 +20,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use coraft::admin::{AdminCallError, AdminClient, AdminError};
 use coraft::api::{KvOp, KvResult};
 use coraft::client::{Client, ClientConfig};
-use coraft_chaos::cluster::Cluster;
+use coraft::raft::GroupId;
+use coraft_chaos::cluster::{Cluster, CLUSTER_ID};
 use coraft_chaos::workload::GROUP;
+use coraft_tuning::SnapshotSettings;
 
 mod common;
-use common::node_bin;
+#[path = "common/storage_nodes.rs"]
+mod storage_nodes;
+use storage_nodes::{next_pairs, three_nodes, write_all, write_in_parallel, SEGMENT_BYTES};
 
-/// The smallest segment a node takes (see `storage.rs`).
-const SEGMENT_BYTES: u64 = 4_202_496;
 /// The victim's file system image.
 const IMAGE_BYTES: u64 = 24 << 20;
 /// Room the ballast leaves on the victim's file system: two segments and
@@ -41,8 +44,6 @@ const VICTIM: usize = 2;
 const WRITERS: u64 = 4;
 /// How long filling the victim's disk may take.
 const FILL_WAIT: Duration = Duration::from_secs(300);
-/// How long one write may take to be acknowledged, retries included.
-const WRITE_WAIT: Duration = Duration::from_secs(60);
 /// How long the victim gets to catch up after its restart.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
 
@@ -53,9 +54,10 @@ struct LoopMount {
 }
 
 impl LoopMount {
-    /// Makes an ext4 file system of `bytes` in `image` and mounts it on
-    /// `mount_point`; `Err` says why it cannot here.
-    fn new(image: &Path, bytes: u64, mount_point: &Path) -> Result<LoopMount, String> {
+    /// Makes an ext4 file system of `bytes` in `image` (`mkfs_options`
+    /// added to `mkfs.ext4`'s) and mounts it on `mount_point`; `Err` says
+    /// why it cannot here.
+    fn new(image: &Path, bytes: u64, mkfs_options: &[&str], mount_point: &Path) -> Result<LoopMount, String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err("not running as root (a loop mount needs it)".into());
@@ -78,7 +80,10 @@ impl LoopMount {
             .and_then(|file| file.set_len(bytes))
             .map_err(|e| format!("cannot make the image {}: {e}", image.display()))?;
         let image_text = image.to_str().expect("a UTF-8 temp path");
-        run("mkfs.ext4", &["-q", "-F", image_text])?;
+        let mut mkfs = vec!["-q", "-F"];
+        mkfs.extend_from_slice(mkfs_options);
+        mkfs.push(image_text);
+        run("mkfs.ext4", &mkfs)?;
         let device = run("losetup", &["--find", "--show", image_text])?;
         std::fs::create_dir_all(mount_point).map_err(|e| e.to_string())?;
         // From here on, dropping the guard undoes what was done.
@@ -121,22 +126,34 @@ fn free_bytes(path: &Path) -> u64 {
     stat.f_bavail as u64 * stat.f_frsize as u64
 }
 
-/// Writes `key = value` for every pair, each retried (same session and
-/// sequence, so applied once) until acknowledged.
-fn write_all(client: &mut Client, pairs: &[(u64, u64)]) {
-    for &(key, value) in pairs {
-        let deadline = Instant::now() + WRITE_WAIT;
-        let mut result = client.write(GROUP, &KvOp::Write { key, value }.encode());
-        while let Err(failure) = &result {
-            assert!(
-                Instant::now() < deadline,
-                "write {key}={value} not acknowledged: {failure:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-            result = client.retry_write();
+/// `coraft-admin status` of node `index`: its table, and its `--json`.
+/// The binary is the one built beside `coraft-node` (`common::node_bin`
+/// builds the workspace's tests, which builds it).
+fn admin_status(cluster: &Cluster, index: usize) -> (String, serde_json::Value) {
+    // target/<profile dir>/deps/<test> -> target/<profile dir>/coraft-admin
+    let exe = std::env::current_exe().unwrap();
+    let admin = exe.parent().unwrap().parent().unwrap().join("coraft-admin");
+    let run = |json: bool| {
+        let mut command = Command::new(&admin);
+        command.args([
+            "--node",
+            &cluster.raft_address(index).to_string(),
+            "--cluster-id",
+            &CLUSTER_ID.to_string(),
+        ]);
+        if json {
+            command.arg("--json");
         }
-        assert_eq!(KvResult::decode(&result.unwrap()), Some(KvResult::Done));
-    }
+        let output = command.arg("status").output().expect("coraft-admin runs");
+        assert!(
+            output.status.success(),
+            "coraft-admin status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let json = serde_json::from_str(&run(true)).expect("coraft-admin --json prints JSON");
+    (run(false), json)
 }
 
 /// A client that reads from node `index` only.
@@ -154,13 +171,6 @@ fn stale_read(client: &mut Client, key: u64) -> Option<Option<u64>> {
     }
 }
 
-/// The victim's log written since its last start.
-fn last_start_log(cluster: &Cluster) -> String {
-    let text = std::fs::read_to_string(cluster.log_path(VICTIM)).unwrap_or_default();
-    let start = text.rfind("--- coraft-chaos: starting node").unwrap_or(0);
-    text[start..].to_string()
-}
-
 #[test]
 fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_with_every_acknowledged_write() {
     let dir = tempfile::Builder::new()
@@ -170,9 +180,8 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
     // The victim's data directory (where `Cluster` puts it). The mount is
     // declared before the cluster, so it is dropped after it: the nodes
     // are stopped before the file system goes, on failure too.
-    let node_bin = node_bin();
     let victim_dir = dir.path().join("data").join(format!("node-{}", VICTIM + 1));
-    let mount = match LoopMount::new(&dir.path().join("victim.ext4"), IMAGE_BYTES, &victim_dir) {
+    let mount = match LoopMount::new(&dir.path().join("victim.ext4"), IMAGE_BYTES, &[], &victim_dir) {
         Ok(mount) => mount,
         Err(why) => {
             eprintln!("SKIPPED full_disk: cannot make a small file system for the victim's data: {why}");
@@ -180,7 +189,7 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
             return;
         }
     };
-    let mut cluster = Cluster::create_with_segments(&node_bin, dir.path(), 3, None, SEGMENT_BYTES).unwrap();
+    let mut cluster = three_nodes(dir.path(), None);
     assert_eq!(cluster.wal_dir(VICTIM), victim_dir);
     let data = mount.mount_point.clone();
     let ballast = data.join("ballast");
@@ -202,30 +211,14 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
             Instant::now() < deadline,
             "the victim's WAL did not fail in {FILL_WAIT:?}; {} bytes free; its log:\n{}",
             free_bytes(&data),
-            last_start_log(&cluster)
+            cluster.log_since_start(VICTIM)
         );
         assert!(
             cluster.exited(VICTIM).is_none(),
             "the victim exited while its disk filled; its log:\n{}",
-            last_start_log(&cluster)
+            cluster.log_since_start(VICTIM)
         );
-        let written: Vec<Vec<(u64, u64)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..WRITERS)
-                .map(|writer| {
-                    let config = config.clone();
-                    let first = next_key + writer * 1_000;
-                    scope.spawn(move || {
-                        let mut client = Client::new(config);
-                        let pairs: Vec<(u64, u64)> = (first..first + 100).map(|k| (k, k * 1_000 + 7)).collect();
-                        write_all(&mut client, &pairs);
-                        pairs
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        next_key += WRITERS * 1_000;
-        acknowledged.extend(written.into_iter().flatten());
+        acknowledged.extend(write_in_parallel(&config, &mut next_key, WRITERS, 100));
     }
     println!(
         "the victim's WAL failed after {} acknowledged writes, {} bytes free",
@@ -237,9 +230,9 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
     assert!(
         cluster.exited(VICTIM).is_none(),
         "the victim exited; its log:\n{}",
-        last_start_log(&cluster)
+        cluster.log_since_start(VICTIM)
     );
-    let log = last_start_log(&cluster);
+    let log = cluster.log_since_start(VICTIM);
     let failure = log
         .lines()
         .find(|line| line.contains("THE WAL FAILED"))
@@ -255,10 +248,37 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
     );
     assert!(!log.contains("panicked"), "the victim panicked:\n{log}");
 
+    // `coraft-admin status` names the failed shard and why, in its table
+    // and its JSON.
+    let (table, json) = admin_status(&cluster, VICTIM);
+    println!("coraft-admin status of the failed node:\n{table}");
+    assert!(
+        table.contains("shards serving: node 3: 0 of 1") && table.contains("shards not serving:"),
+        "{table}"
+    );
+    let failed_row = table
+        .lines()
+        .find(|line| line.contains("FAILED"))
+        .unwrap_or_else(|| panic!("no failed shard in the table:\n{table}"));
+    assert!(failed_row.contains("no space left on device"), "{failed_row}");
+    assert!(
+        table.contains("(shard 0 failed)"),
+        "the group's row does not say so:\n{table}"
+    );
+    let shard = &json["nodes"][0]["shard_states"][0];
+    assert_eq!(shard["state"], "failed", "{json}");
+    assert!(
+        shard["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no space left on device"),
+        "{json}"
+    );
+    assert_eq!(json["nodes"][0]["groups"][0]["shard_state"], "failed", "{json}");
+
     // The other two keep serving.
     let mut client = Client::new(config.clone());
-    let pairs: Vec<(u64, u64)> = (next_key..next_key + 50).map(|k| (k, k * 1_000 + 7)).collect();
-    next_key += 50;
+    let pairs = next_pairs(&mut next_key, 50);
     write_all(&mut client, &pairs);
     acknowledged.extend(pairs);
     // The failed node serves nothing, not even what it has applied.
@@ -273,8 +293,7 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
     // serve, and must say why if it stops.
     assert!(cluster.kill(VICTIM));
     cluster.start(VICTIM).unwrap();
-    let pairs: Vec<(u64, u64)> = (next_key..next_key + 50).map(|k| (k, k * 1_000 + 7)).collect();
-    next_key += 50;
+    let pairs = next_pairs(&mut next_key, 50);
     write_all(&mut client, &pairs);
     acknowledged.extend(pairs);
     // It either stops (exits) or fails its WAL again at its first write.
@@ -289,11 +308,11 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
         assert!(
             Instant::now() < deadline,
             "restarted on a full disk, the node neither stopped nor reported its WAL failed:\n{}",
-            last_start_log(&cluster)
+            cluster.log_since_start(VICTIM)
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let log = last_start_log(&cluster);
+    let log = cluster.log_since_start(VICTIM);
     let says_full = |text: &str| text.to_lowercase().contains("no space left on device");
     match exited {
         Some(status) => {
@@ -318,7 +337,7 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
     // Space freed, restarted: it catches up.
     std::fs::remove_file(&ballast).unwrap();
     cluster.start(VICTIM).unwrap();
-    let pairs: Vec<(u64, u64)> = (next_key..next_key + 50).map(|k| (k, k * 1_000 + 7)).collect();
+    let pairs = next_pairs(&mut next_key, 50);
     write_all(&mut client, &pairs);
     acknowledged.extend(pairs);
     let (last_key, last_value) = *acknowledged.last().unwrap();
@@ -328,16 +347,25 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
         assert!(
             Instant::now() < deadline,
             "the victim did not catch up in {CATCH_UP_WAIT:?}; its log:\n{}",
-            last_start_log(&cluster)
+            cluster.log_since_start(VICTIM)
         );
         assert!(
             cluster.exited(VICTIM).is_none(),
             "the victim exited after space was freed; its log:\n{}",
-            last_start_log(&cluster)
+            cluster.log_since_start(VICTIM)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(cluster.metric(VICTIM, "coraft_wal_failed"), Some(0));
+    let (table, json) = admin_status(&cluster, VICTIM);
+    assert!(table.contains("shards serving: node 3: 1 of 1"), "{table}");
+    assert!(!table.contains("shards not serving:"), "{table}");
+    assert_eq!(json["nodes"][0]["shard_states"][0]["state"], "serving", "{json}");
+    assert_eq!(
+        json["nodes"][0]["shard_states"][0]["reason"],
+        serde_json::Value::Null,
+        "{json}"
+    );
     // Every acknowledged write is on every node.
     for node in 0..3 {
         let mut reader = node_client(&config, node);
@@ -355,6 +383,269 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
             );
         }
     }
+    println!(
+        "every one of {} acknowledged writes is on all three nodes",
+        acknowledged.len()
+    );
+    cluster.stop_all();
+    drop(cluster);
+    drop(mount);
+}
+
+/// The victim's snapshot file system: small, so that a ballast can leave
+/// it almost no room while its WAL (on the test's disk) has plenty.
+const SNAPSHOT_IMAGE_BYTES: u64 = 8 << 20;
+/// Room the ballast leaves there: less than a snapshot of the keys written
+/// before it (16 bytes a key, so 1,000 keys take 16 KB).
+const SNAPSHOT_ROOM_BYTES: u64 = 4 << 10;
+/// Keys written before the snapshot disk is filled, and between the
+/// attempts after it.
+const KEYS_PER_ROUND: u64 = 1_200;
+/// Entries between the policy's snapshots.
+const SNAPSHOT_AFTER_ENTRIES: u64 = 300;
+
+/// The victim's snapshot directories of `GROUP` (`tmp-`, complete or set
+/// aside), by name.
+fn snapshot_entries(group_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(group_dir).map_or(Vec::new(), |items| {
+        items
+            .filter_map(Result::ok)
+            .map(|item| item.file_name().to_string_lossy().into_owned())
+            .collect()
+    });
+    names.sort();
+    names
+}
+
+/// The newest complete snapshot among `names` (by index, not by name).
+fn newest_snapshot(names: &[String]) -> Option<String> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let index: u64 = name.strip_prefix("snapshot-")?.split('-').next()?.parse().ok()?;
+            Some((index, name.clone()))
+        })
+        .max()
+        .map(|(_, name)| name)
+}
+
+/// Asks node `index` for a snapshot of `GROUP` through the admin protocol.
+fn admin_snapshot(cluster: &Cluster, index: usize) -> Result<u64, AdminCallError> {
+    let mut admin = AdminClient::connect(cluster.raft_address(index), CLUSTER_ID, Duration::from_secs(30))?;
+    admin.snapshot(GroupId(GROUP.0))
+}
+
+/// Waits until node `index`'s state machine holds every one of `pairs`.
+fn wait_holds_all(config: &ClientConfig, index: usize, pairs: &[(u64, u64)], cluster: &mut Cluster) {
+    let mut reader = node_client(config, index);
+    let (last_key, last_value) = *pairs.last().unwrap();
+    let deadline = Instant::now() + CATCH_UP_WAIT;
+    while stale_read(&mut reader, last_key) != Some(Some(last_value)) {
+        assert!(
+            Instant::now() < deadline,
+            "node {} did not catch up in {CATCH_UP_WAIT:?}; its log:\n{}",
+            index + 1,
+            cluster.log_since_start(index)
+        );
+        assert!(
+            cluster.exited(index).is_none(),
+            "node {} exited; its log:\n{}",
+            index + 1,
+            cluster.log_since_start(index)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for &(key, value) in pairs {
+        assert_eq!(
+            stale_read(&mut reader, key),
+            Some(Some(value)),
+            "node {}: acknowledged write {key}={value} is not there",
+            index + 1
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_that_meets_a_full_disk_fails_cleanly_the_node_serves_from_its_wal_and_snapshots_once_space_is_freed() {
+    let dir = tempfile::Builder::new()
+        .prefix("coraft-chaos-full-snapshot-disk")
+        .tempdir()
+        .unwrap();
+    // The victim's snapshots (`<shard dir>/snapshots`) on a small file
+    // system of their own; its WAL stays on the test's disk. No blocks
+    // reserved for root (the node runs as root here).
+    let snapshots = dir
+        .path()
+        .join("data")
+        .join(format!("node-{}", VICTIM + 1))
+        .join("shard-0")
+        .join("snapshots");
+    let group_dir = snapshots.join(format!("group-{}", GROUP.0));
+    let mount = match LoopMount::new(
+        &dir.path().join("snapshots.ext4"),
+        SNAPSHOT_IMAGE_BYTES,
+        &["-m", "0"],
+        &snapshots,
+    ) {
+        Ok(mount) => mount,
+        Err(why) => {
+            eprintln!("SKIPPED full_disk: cannot make a small file system for the victim's snapshots: {why}");
+            println!("SKIPPED full_disk: {why}");
+            return;
+        }
+    };
+    let policy = SnapshotSettings {
+        after_entries: SNAPSHOT_AFTER_ENTRIES,
+        // A tail longer than any lag here: the victim is caught up from
+        // the log, never sent a snapshot (which would meet the full disk
+        // too, on another path).
+        log_tail_entries: 100_000,
+        ..SnapshotSettings::default()
+    };
+    let mut cluster = three_nodes(dir.path(), Some(policy));
+    cluster.start_all().unwrap();
+    let config = cluster.client_config(Duration::from_secs(2));
+    let mut next_key = 1u64;
+    let mut acknowledged = write_in_parallel(&config, &mut next_key, WRITERS, KEYS_PER_ROUND / WRITERS);
+    wait_holds_all(&config, VICTIM, &acknowledged, &mut cluster);
+    let taken_before = cluster.metric(VICTIM, "coraft_snapshots_taken_total").unwrap_or(0);
+    assert!(
+        taken_before > 0,
+        "the victim took no snapshot by policy before its disk filled"
+    );
+
+    // Fill the snapshot file system but SNAPSHOT_ROOM_BYTES.
+    let ballast = mount.mount_point.join("ballast");
+    let ballast_bytes = free_bytes(&mount.mount_point).saturating_sub(SNAPSHOT_ROOM_BYTES);
+    std::fs::write(&ballast, vec![0xB5u8; ballast_bytes as usize]).unwrap();
+    let room = free_bytes(&mount.mount_point);
+    println!("the victim's snapshot file system: {room} bytes free");
+    assert!(
+        room < 16 * KEYS_PER_ROUND,
+        "{room} bytes free: room for a whole snapshot"
+    );
+    let complete_before: Vec<String> = snapshot_entries(&group_dir)
+        .into_iter()
+        .filter(|name| name.starts_with("snapshot-"))
+        .collect();
+
+    // Writes go on; each snapshot the policy takes meets the full disk.
+    acknowledged.extend(write_in_parallel(
+        &config,
+        &mut next_key,
+        WRITERS,
+        KEYS_PER_ROUND / WRITERS,
+    ));
+    wait_holds_all(&config, VICTIM, &acknowledged, &mut cluster);
+    // One on demand, through the admin protocol: refused, naming the file
+    // and the full disk.
+    let refused = admin_snapshot(&cluster, VICTIM);
+    let reason = match &refused {
+        Err(AdminCallError::Node {
+            error: AdminError::Failed { reason },
+            ..
+        }) => reason.clone(),
+        other => panic!(
+            "a snapshot on a full disk answered {other:?}; the victim's log:\n{}",
+            cluster.log_since_start(VICTIM)
+        ),
+    };
+    println!("the snapshot on the full disk: {reason}");
+    assert!(
+        reason.to_lowercase().contains("no space left on device"),
+        "not reported as a full disk: {reason}"
+    );
+    assert!(
+        reason.contains(group_dir.to_str().unwrap()),
+        "the refusal does not name the file: {reason}"
+    );
+    let log = cluster.log_since_start(VICTIM);
+    let policy_failure = log
+        .lines()
+        .find(|line| line.contains("snapshot policy's snapshot") && line.contains("failed"))
+        .unwrap_or_else(|| panic!("no policy snapshot failed on the full disk; the victim's log:\n{log}"));
+    println!("the victim's log: {policy_failure}");
+    assert!(
+        policy_failure.to_lowercase().contains("no space left on device"),
+        "{policy_failure}"
+    );
+    assert!(!log.contains("panicked"), "the victim panicked:\n{log}");
+    assert!(!log.contains("THE WAL FAILED"), "the victim's WAL failed:\n{log}");
+    // Nothing of the failed snapshots is left: no temp directory, no
+    // complete snapshot but those from before.
+    let entries = snapshot_entries(&group_dir);
+    assert!(
+        !entries.iter().any(|name| name.starts_with("tmp-")),
+        "a failed snapshot left its temp directory: {entries:?}"
+    );
+    let complete: Vec<&String> = entries.iter().filter(|name| name.starts_with("snapshot-")).collect();
+    assert_eq!(complete, complete_before.iter().collect::<Vec<_>>(), "{entries:?}");
+    assert_eq!(cluster.metric(VICTIM, "coraft_wal_failed"), Some(0));
+
+    // The victim still serves: its writes are acknowledged through it
+    // when it leads, and it answers reads from what it applied.
+    let pairs = next_pairs(&mut next_key, 50);
+    write_all(&mut Client::new(config.clone()), &pairs);
+    acknowledged.extend(pairs);
+    wait_holds_all(&config, VICTIM, &acknowledged, &mut cluster);
+
+    // SIGKILLed and restarted on the still-full disk: it starts from its
+    // newest complete snapshot and the WAL, and holds every write.
+    assert!(cluster.kill(VICTIM));
+    cluster.start(VICTIM).unwrap();
+    let pairs = next_pairs(&mut next_key, 50);
+    write_all(&mut Client::new(config.clone()), &pairs);
+    acknowledged.extend(pairs);
+    wait_holds_all(&config, VICTIM, &acknowledged, &mut cluster);
+    let log = cluster.log_since_start(VICTIM);
+    let newest_before = newest_snapshot(&complete_before).expect("a snapshot before the disk filled");
+    assert!(
+        log.contains(&format!("loaded snapshot {}", group_dir.join(&newest_before).display())),
+        "the restart did not load the newest complete snapshot {newest_before}:\n{log}"
+    );
+    assert!(!log.contains("THE WAL FAILED"), "{log}");
+
+    // Space freed: a snapshot on demand succeeds, and the policy's again.
+    std::fs::remove_file(&ballast).unwrap();
+    let index = admin_snapshot(&cluster, VICTIM).unwrap_or_else(|e| {
+        panic!(
+            "a snapshot after space was freed failed: {e}; log:\n{}",
+            cluster.log_since_start(VICTIM)
+        )
+    });
+    let taken_after_free = cluster.metric(VICTIM, "coraft_snapshots_taken_total").unwrap_or(0);
+    acknowledged.extend(write_in_parallel(
+        &config,
+        &mut next_key,
+        WRITERS,
+        KEYS_PER_ROUND / WRITERS,
+    ));
+    wait_holds_all(&config, VICTIM, &acknowledged, &mut cluster);
+    let deadline = Instant::now() + CATCH_UP_WAIT;
+    while cluster.metric(VICTIM, "coraft_snapshots_taken_total").unwrap_or(0) <= taken_after_free {
+        assert!(
+            Instant::now() < deadline,
+            "the policy took no snapshot after space was freed; log:\n{}",
+            cluster.log_since_start(VICTIM)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let entries = snapshot_entries(&group_dir);
+    let newest = newest_snapshot(&entries).expect("a snapshot after space was freed");
+    println!("after space was freed: a snapshot at {index} on demand, then the policy's; the store holds {entries:?}");
+    assert!(!entries.iter().any(|name| name.starts_with("tmp-")), "{entries:?}");
+
+    // Restarted once more: from the newest snapshot, with every write.
+    assert!(cluster.kill(VICTIM));
+    cluster.start(VICTIM).unwrap();
+    for node in 0..3 {
+        wait_holds_all(&config, node, &acknowledged, &mut cluster);
+    }
+    let log = cluster.log_since_start(VICTIM);
+    assert!(
+        log.contains(&format!("loaded snapshot {}", group_dir.join(&newest).display())),
+        "the restart did not load the newest snapshot {newest}:\n{log}"
+    );
     println!(
         "every one of {} acknowledged writes is on all three nodes",
         acknowledged.len()

@@ -22,12 +22,10 @@ use coraft_wal::recovery::recover;
 use coraft_wal::RecoveryMode;
 
 mod common;
-use common::node_bin;
+#[path = "common/storage_nodes.rs"]
+mod storage_nodes;
+use storage_nodes::{next_pairs, three_nodes, write_all, write_in_parallel, WRITE_WAIT};
 
-/// The smallest segment a node takes (a 4 MiB record must fit after the
-/// header and a flush marker): every flush takes a 4 KiB block at least,
-/// so about a thousand flushes fill one.
-const SEGMENT_BYTES: u64 = 4_202_496;
 /// Segments the victim must have before the faults start.
 const SEGMENTS_WANTED: usize = 3;
 /// Client threads that fill the first segments.
@@ -36,26 +34,6 @@ const FILL_WRITERS: u64 = 4;
 const VICTIM: usize = 2;
 /// How long a node gets to refuse to start, or to come up.
 const START_WAIT: Duration = Duration::from_secs(20);
-/// How long one write may take to be acknowledged, retries included.
-const WRITE_WAIT: Duration = Duration::from_secs(60);
-
-/// Writes `key = value` for every pair, each retried (same session and
-/// sequence, so applied once) until acknowledged.
-fn write_all(client: &mut Client, pairs: &[(u64, u64)]) {
-    for &(key, value) in pairs {
-        let deadline = Instant::now() + WRITE_WAIT;
-        let mut result = client.write(GROUP, &KvOp::Write { key, value }.encode());
-        while let Err(failure) = &result {
-            assert!(
-                Instant::now() < deadline,
-                "write {key}={value} not acknowledged: {failure:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-            result = client.retry_write();
-        }
-        assert_eq!(KvResult::decode(&result.unwrap()), Some(KvResult::Done));
-    }
-}
 
 /// Reads every key back and checks it holds the value last acknowledged.
 fn read_all(client: &mut Client, pairs: &[(u64, u64)]) {
@@ -144,13 +122,6 @@ fn fill(path: &Path, offset: u64, len: usize, byte: u8) {
     file.write_all_at(&vec![byte; len], offset).unwrap();
 }
 
-/// The victim's log written since its last start.
-fn last_start_log(cluster: &Cluster) -> String {
-    let text = std::fs::read_to_string(cluster.log_path(VICTIM)).unwrap_or_default();
-    let start = text.rfind("--- coraft-chaos: starting node").unwrap_or(0);
-    text[start..].to_string()
-}
-
 /// Starts the victim and waits for it to exit on its own; returns its log.
 fn start_expecting_refusal(cluster: &mut Cluster, fault: &str) -> String {
     cluster.start(VICTIM).unwrap();
@@ -158,10 +129,10 @@ fn start_expecting_refusal(cluster: &mut Cluster, fault: &str) -> String {
     loop {
         if let Some(status) = cluster.exited(VICTIM) {
             assert!(!status.success(), "{fault}: the node exited with success");
-            return last_start_log(cluster);
+            return cluster.log_since_start(VICTIM);
         }
         if Instant::now() > deadline {
-            let log = last_start_log(cluster);
+            let log = cluster.log_since_start(VICTIM);
             cluster.kill(VICTIM);
             panic!("{fault}: the node started on a damaged log; its log:\n{log}");
         }
@@ -176,7 +147,7 @@ fn start_expecting_service(cluster: &mut Cluster, fault: &str) {
     if let Some(status) = cluster.exited(VICTIM) {
         panic!(
             "{fault}: the node exited ({status}); its log:\n{}",
-            last_start_log(cluster)
+            cluster.log_since_start(VICTIM)
         );
     }
 }
@@ -187,14 +158,13 @@ fn damaged_synced_wal_bytes_make_a_node_refuse_to_start_and_a_torn_tail_is_repai
         .prefix("coraft-chaos-storage")
         .tempdir()
         .unwrap();
-    let mut cluster = Cluster::create_with_segments(&node_bin(), dir.path(), 3, None, SEGMENT_BYTES).unwrap();
+    let mut cluster = three_nodes(dir.path(), None);
     cluster.start_all().unwrap();
     let mut client = Client::new(cluster.client_config(Duration::from_secs(2)));
     let mut acknowledged: Vec<(u64, u64)> = Vec::new();
     let mut next_key = 1u64;
     let batch = |next_key: &mut u64, client: &mut Client, acknowledged: &mut Vec<(u64, u64)>, count: u64| {
-        let pairs: Vec<(u64, u64)> = (*next_key..*next_key + count).map(|k| (k, k * 1_000 + 7)).collect();
-        *next_key += count;
+        let pairs = next_pairs(next_key, count);
         write_all(client, &pairs);
         acknowledged.extend(pairs);
     };
@@ -269,23 +239,7 @@ fn damaged_synced_wal_bytes_make_a_node_refuse_to_start_and_a_torn_tail_is_repai
             Instant::now() < fill_deadline,
             "the victim's WAL never reached {SEGMENTS_WANTED} segments"
         );
-        let written: Vec<Vec<(u64, u64)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..FILL_WRITERS)
-                .map(|writer| {
-                    let config = config.clone();
-                    let first = next_key + writer * 1_000;
-                    scope.spawn(move || {
-                        let mut client = Client::new(config);
-                        let pairs: Vec<(u64, u64)> = (first..first + 200).map(|k| (k, k * 1_000 + 7)).collect();
-                        write_all(&mut client, &pairs);
-                        pairs
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        next_key += FILL_WRITERS * 1_000;
-        acknowledged.extend(written.into_iter().flatten());
+        acknowledged.extend(write_in_parallel(&config, &mut next_key, FILL_WRITERS, 200));
     }
     let pristine = dir.path().join("pristine");
     for (fault, damage) in refusals {
@@ -326,7 +280,7 @@ fn damaged_synced_wal_bytes_make_a_node_refuse_to_start_and_a_torn_tail_is_repai
     let from = last.end_offset - 16;
     fill(&last.path, from, 16, 0xA5);
     start_expecting_service(&mut cluster, "torn tail");
-    let log = last_start_log(&cluster);
+    let log = cluster.log_since_start(VICTIM);
     assert!(
         log.contains("torn") && log.contains(&segment_file_name(last.first_lsn)),
         "the torn tail cut is not reported with its file:\n{log}"

@@ -16,8 +16,9 @@ use crate::raft::{GroupId, NodeId};
 
 pub use coraft_net::admin::{
     AdminError, AdminRequest, AdminRole, GroupReport, InstallReport, MemberSpec, NodeAddresses, NodeReport, PeerReport,
-    ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_INSTALLS_MAX, ADMIN_PROTOCOL_VERSION,
-    ADMIN_SERVED_VERSION_MIN, ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
+    ShardReport, ShardState, ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_INSTALLS_MAX,
+    ADMIN_INSTALLS_VERSION_MIN, ADMIN_PROTOCOL_VERSION, ADMIN_SERVED_VERSION_MIN, ADMIN_SHARDS_VERSION_MIN,
+    ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
 };
 
 /// Why an admin call to one node failed.
@@ -190,13 +191,34 @@ impl AdminClient {
     /// [`ADMIN_INSTALLS_MAX`]), and how many there are in all; `None` from
     /// a node of admin protocol version 3, which does not report them.
     pub fn installs(&mut self) -> Result<Option<(Vec<InstallReport>, u64)>, AdminCallError> {
-        if self.version < 4 {
+        match self.call_since(ADMIN_INSTALLS_VERSION_MIN, AdminRequest::Installs)? {
+            None => Ok(None),
+            Some(AdminReply::Installs { installs, total }) => Ok(Some((installs, total))),
+            Some(other) => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// The state of each of this node's shards, by index (serving, failed
+    /// with the reason, stopped); `None` from a node of admin protocol
+    /// version 3 or 4, which does not report them.
+    pub fn shards(&mut self) -> Result<Option<Vec<ShardReport>>, AdminCallError> {
+        match self.call_since(ADMIN_SHARDS_VERSION_MIN, AdminRequest::Shards)? {
+            None => Ok(None),
+            Some(AdminReply::Shards(shards)) => Ok(Some(shards)),
+            Some(other) => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Sends `request`, which admin protocol `since` added; `None` if this
+    /// node speaks an older version (known already, or learnt from its
+    /// `UnsupportedVersion` answer, after which it is spoken to at its
+    /// version).
+    fn call_since(&mut self, since: u16, request: AdminRequest) -> Result<Option<AdminReply>, AdminCallError> {
+        if self.version < since {
             return Ok(None);
         }
-        match self.call_as(self.version, AdminRequest::Installs) {
-            Ok(AdminReply::Installs { installs, total }) => Ok(Some((installs, total))),
-            Ok(other) => Err(self.unexpected(&other)),
-            // A node of version 3 does not know the request.
+        match self.call_as(self.version, request) {
+            Ok(reply) => Ok(Some(reply)),
             Err(AdminCallError::Node {
                 error: AdminError::UnsupportedVersion { supported, .. },
                 ..

@@ -472,7 +472,7 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     );
     // Tools of versions 1 and 2 (before NodeReport carried the election
     // priority; before StatusPage) are told so, on the same connection.
-    assert_eq!(ADMIN_PROTOCOL_VERSION, 4);
+    assert_eq!(ADMIN_PROTOCOL_VERSION, 5);
     for old in [1, 2] {
         let answer = raw_call(
             &mut connection,
@@ -482,11 +482,11 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
             answer.result,
             Err(AdminError::UnsupportedVersion {
                 found: old,
-                supported: 4
+                supported: 5
             })
         );
     }
-    // A version 3 tool is served (its requests read alike in version 4),
+    // A version 3 tool is served (its requests read alike in versions 4 and 5),
     // but not the request version 4 added.
     let answer = raw_call(
         &mut connection,
@@ -496,8 +496,30 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     let answer = raw_call(&mut connection, &request_bytes(3, CLUSTER, AdminRequest::Installs));
     assert_eq!(
         answer.result,
-        Err(AdminError::UnsupportedVersion { found: 3, supported: 4 })
+        Err(AdminError::UnsupportedVersion { found: 3, supported: 5 })
     );
+    // A version 4 tool gets the streams, but not the shard states version
+    // 5 added.
+    let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Installs));
+    assert!(matches!(answer.result, Ok(AdminReply::Installs { .. })), "{answer:?}");
+    let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Shards));
+    assert_eq!(
+        answer.result,
+        Err(AdminError::UnsupportedVersion { found: 4, supported: 5 })
+    );
+    let answer = raw_call(&mut connection, &request_bytes(5, CLUSTER, AdminRequest::Shards));
+    match &answer.result {
+        Ok(AdminReply::Shards(shards)) => {
+            assert!(!shards.is_empty(), "{answer:?}");
+            assert!(
+                shards
+                    .iter()
+                    .all(|s| s.state == coraft_net::admin::ShardState::Serving && s.reason.is_empty()),
+                "{answer:?}"
+            );
+        }
+        other => panic!("a version 5 Shards request answered {other:?}"),
+    }
     let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Installs));
     assert_eq!(
         answer.result,
@@ -1085,6 +1107,11 @@ fn older_seed(version: u16, known: Vec<NodeAddresses>) -> (SocketAddr, std::thre
                             groups: if after == 0 { vec![older_group_report()] } else { vec![] },
                             election_priority: 0,
                         }))
+                    } else if version >= 4 && request.request == AdminRequest::Installs {
+                        Ok(AdminReply::Installs {
+                            installs: vec![],
+                            total: 0,
+                        })
                     } else {
                         Err(AdminError::BadRequest {
                             reason: "not in this stand-in".into(),
@@ -1163,6 +1190,52 @@ fn a_version_4_tool_asks_a_version_3_node_again_at_3_and_shows_its_status_withou
     let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(json["nodes"][0]["groups"][0]["installs"], Value::Null);
     assert_eq!(json["nodes"][0]["groups"][0]["commit_index"], 9);
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_version_5_tool_asks_a_version_4_node_again_at_4_and_shows_its_status_without_shard_states() {
+    let timeout = Duration::from_secs(10);
+    let (node, thread) = older_seed(4, vec![]);
+    let mut client = coraft::admin::AdminClient::connect(node, CLUSTER, timeout).unwrap();
+    let report = client.status(&[]).expect("a version 4 node answers the status");
+    assert_eq!(report.groups, vec![older_group_report()]);
+    assert_eq!(client.version(), 4);
+    assert_eq!(client.installs(), Ok(Some((vec![], 0))));
+    assert_eq!(client.shards(), Ok(None), "a version 4 node reports no shard states");
+    drop(client);
+    thread.join().unwrap();
+
+    let (node, thread) = older_seed(4, vec![]);
+    let output = admin(&[
+        "--node",
+        &node.to_string(),
+        "--cluster-id",
+        &CLUSTER.to_string(),
+        "status",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("shards serving: node 5: not reported (admin protocol 4)"),
+        "{}",
+        stdout(&output)
+    );
+    thread.join().unwrap();
+    let (node, thread) = older_seed(4, vec![]);
+    let output = admin(&[
+        "--node",
+        &node.to_string(),
+        "--cluster-id",
+        &CLUSTER.to_string(),
+        "--json",
+        "status",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["nodes"][0]["shard_states"], Value::Null);
+    assert_eq!(json["nodes"][0]["groups"][0]["shard_state"], Value::Null);
+    assert_eq!(json["nodes"][0]["groups"][0]["installs"], serde_json::json!([]));
+    assert_eq!(json["nodes"][0]["admin_protocol"], 4);
     thread.join().unwrap();
 }
 

@@ -45,18 +45,32 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// node answers `UnsupportedVersion` asks again at 3
 /// (`coraft::admin::AdminClient`), without install progress.
 ///
+/// Version 5 added [`AdminRequest::Shards`] and [`AdminReply::Shards`]
+/// (each shard's state: serving, failed with its reason, or stopped), again
+/// appended and no larger than the largest variant before. Every request
+/// of versions 3 and 4 reads and is answered alike in version 5, so a
+/// version 5 node serves both; a version 5 tool that a version 3 or 4 node
+/// answers `UnsupportedVersion` asks again at that version, without shard
+/// states.
+///
 /// [`AdminRequest::Addresses`] came late in version 1 (a version 1 node
 /// may not know it: it answers `BadRequest`); every node of version 2 and
 /// up serves it. Its request and answer are laid out alike in every version
 /// that has it, so a node serves it to a tool of any version from
 /// [`ADMIN_ADDRESSES_VERSION_MIN`] up, and a joining node asks an older seed
 /// again at the seed's version (`coraft::admin::seed_addresses`).
-pub const ADMIN_PROTOCOL_VERSION: u16 = 4;
+pub const ADMIN_PROTOCOL_VERSION: u16 = 5;
 
 /// The oldest admin protocol version whose every request a node of this
 /// version serves: version 3's requests and answers are laid out alike in
-/// version 4 (see [`ADMIN_PROTOCOL_VERSION`]).
+/// versions 4 and 5 (see [`ADMIN_PROTOCOL_VERSION`]).
 pub const ADMIN_SERVED_VERSION_MIN: u16 = 3;
+
+/// The oldest admin protocol version that has [`AdminRequest::Installs`].
+pub const ADMIN_INSTALLS_VERSION_MIN: u16 = 4;
+
+/// The oldest admin protocol version that has [`AdminRequest::Shards`].
+pub const ADMIN_SHARDS_VERSION_MIN: u16 = 5;
 
 /// Bound on the streams one [`AdminReply::Installs`] answer lists (the
 /// answer's `total` counts them all).
@@ -222,6 +236,38 @@ pub struct InstallReport {
     pub elapsed_ms: u64,
 }
 
+/// One shard of the node answering, for [`AdminReply::Shards`]. Since
+/// admin protocol version 5.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ShardReport {
+    /// The shard's index on the node (group `g` lives on shard
+    /// `g % shards`).
+    pub shard: u32,
+    /// Whether it serves.
+    pub state: ShardState,
+    /// The groups it hosts (0 when it stopped: it cannot say).
+    pub groups: u64,
+    /// Why it does not serve (empty when it serves), at most
+    /// [`ADMIN_REASON_BYTES_MAX`] bytes.
+    pub reason: String,
+}
+
+/// A shard's state, for [`ShardReport`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ShardState {
+    /// It serves its groups.
+    Serving,
+    /// Its WAL failed (a failed fdatasync, a full disk): it has stopped
+    /// acting as a replica of its groups until the node is restarted
+    /// (fail-stop; `coraft_wal_failed` is 1). It still answers status.
+    Failed,
+    /// Its executor is gone: it answers nothing, its groups' status is
+    /// not reported.
+    Stopped,
+}
+
 pub use admin_enums::*;
 
 /// rkyv derives helper types for the fields of struct-like enum variants
@@ -230,7 +276,7 @@ pub use admin_enums::*;
 mod admin_enums {
     use rkyv::{Archive, Deserialize, Serialize};
 
-    use super::{InstallReport, NodeReport};
+    use super::{InstallReport, NodeReport, ShardReport};
 
     /// What an operator asks a node.
     #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -287,6 +333,9 @@ mod admin_enums {
         /// both ways, for every group it hosts. Answered with
         /// [`AdminReply::Installs`]. Since admin protocol version 4.
         Installs,
+        /// The state of each of the node's shards. Answered with
+        /// [`AdminReply::Shards`]. Since admin protocol version 5.
+        Shards,
     }
 
     /// One node's shard addresses, by shard index (`ip:port` each).
@@ -340,6 +389,11 @@ mod admin_enums {
         /// [`super::ADMIN_INSTALLS_MAX`] streams, by group, and how many
         /// there are in all. Since admin protocol version 4.
         Installs { installs: Vec<InstallReport>, total: u64 },
+        /// The answer to [`AdminRequest::Shards`]: one report per shard, by
+        /// index (as many as the node runs: at most the config's
+        /// `SHARD_COUNT_LIMIT`). Since
+        /// admin protocol version 5.
+        Shards(Vec<ShardReport>),
     }
 
     /// Why an admin request failed.
@@ -638,6 +692,156 @@ mod tests {
         };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&new).unwrap();
         assert!(rkyv::from_bytes::<AdminRequestFrameV3, rkyv::rancor::Error>(&bytes).is_err());
+    }
+
+    /// Version 4's requests: this build's without `Shards`.
+    #[derive(Archive, Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum AdminRequestV4 {
+        Status {
+            groups: Vec<u64>,
+        },
+        TransferLeader {
+            group: u64,
+            to: u64,
+        },
+        Snapshot {
+            group: u64,
+        },
+        AddLearner {
+            group: u64,
+            member: MemberSpec,
+        },
+        Promote {
+            group: u64,
+            node: u64,
+        },
+        AddVoter {
+            group: u64,
+            member: MemberSpec,
+        },
+        Remove {
+            group: u64,
+            node: u64,
+        },
+        Change {
+            group: u64,
+            voters: Vec<MemberSpec>,
+        },
+        ResetPeers {
+            group: u64,
+            voters: Vec<u64>,
+            confirm_data_loss: bool,
+        },
+        Addresses,
+        StatusPage {
+            after: u64,
+            groups_max: u32,
+        },
+        Installs,
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct AdminRequestFrameV4 {
+        version: u16,
+        cluster_id: u64,
+        request_id: u64,
+        request: AdminRequestV4,
+    }
+
+    /// Version 4's answers: this build's without `Shards`.
+    #[derive(Archive, Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum AdminReplyV4 {
+        Status(NodeReport),
+        TransferStarted,
+        Snapshot { index: u64 },
+        MembershipChanged,
+        Addresses(Vec<NodeAddresses>),
+        Installs { installs: Vec<InstallReport>, total: u64 },
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct AdminResponseFrameV4 {
+        version: u16,
+        request_id: u64,
+        node_id: u64,
+        result: Result<AdminReplyV4, AdminError>,
+    }
+
+    #[test]
+    fn version_4_requests_read_as_version_5_and_version_5_answers_of_version_4_kinds_read_as_version_4() {
+        assert_eq!(
+            std::mem::size_of::<ArchivedAdminRequestFrame>(),
+            std::mem::size_of::<ArchivedAdminRequestFrameV4>()
+        );
+        assert_eq!(
+            std::mem::size_of::<ArchivedAdminResponseFrame>(),
+            std::mem::size_of::<ArchivedAdminResponseFrameV4>()
+        );
+        let old = AdminRequestFrameV4 {
+            version: 4,
+            cluster_id: 7,
+            request_id: 9,
+            request: AdminRequestV4::Installs,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        let read = rkyv::from_bytes::<AdminRequestFrame, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(read.request, AdminRequest::Installs);
+        // A version 5 node's status answer, as a version 4 tool reads it.
+        let answer = AdminResponseFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            request_id: 9,
+            node_id: 2,
+            result: Ok(AdminReply::Status(NodeReport {
+                node: 2,
+                cluster_id: 7,
+                shards: 1,
+                groups: vec![report(1, 3, 2)],
+                election_priority: 4,
+            })),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&answer).unwrap();
+        let read = rkyv::from_bytes::<AdminResponseFrameV4, rkyv::rancor::Error>(&bytes).unwrap();
+        match read.result {
+            Ok(AdminReplyV4::Status(report)) => assert_eq!(report.groups, vec![self::report(1, 3, 2)]),
+            _ => panic!("a version 4 tool reads a version 5 status answer"),
+        }
+        // The new request does not read as version 4 (a version 4 node
+        // answers it UnsupportedVersion, or BadRequest past that check).
+        let new = AdminRequestFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            cluster_id: 7,
+            request_id: 10,
+            request: AdminRequest::Shards,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&new).unwrap();
+        assert!(rkyv::from_bytes::<AdminRequestFrameV4, rkyv::rancor::Error>(&bytes).is_err());
+        // The new answer reads back, reason and all.
+        let shards = AdminResponseFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            request_id: 10,
+            node_id: 2,
+            result: Ok(AdminReply::Shards(vec![
+                ShardReport {
+                    shard: 0,
+                    state: ShardState::Failed,
+                    groups: 3,
+                    reason: "no space left on device".into(),
+                },
+                ShardReport {
+                    shard: 1,
+                    state: ShardState::Stopped,
+                    groups: 0,
+                    reason: String::new(),
+                },
+            ])),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&shards).unwrap();
+        assert_eq!(
+            rkyv::from_bytes::<AdminResponseFrame, rkyv::rancor::Error>(&bytes).unwrap(),
+            shards
+        );
     }
 
     #[derive(Archive, Serialize, Deserialize)]

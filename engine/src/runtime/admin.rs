@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 
 use coraft_net::admin::{
     bounded_reason, group_report_bytes_max, AdminError, AdminReply, AdminRequest, AdminRequestFrame,
-    AdminResponseFrame, AdminRole, GroupReport, InstallReport, MemberSpec, NodeReport, PeerReport,
-    ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_INSTALLS_MAX, ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION,
-    ADMIN_SERVED_VERSION_MIN, ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
+    AdminResponseFrame, AdminRole, GroupReport, InstallReport, MemberSpec, NodeReport, PeerReport, ShardReport,
+    ShardState, ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_INSTALLS_MAX, ADMIN_INSTALLS_VERSION_MIN,
+    ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION, ADMIN_SERVED_VERSION_MIN, ADMIN_SHARDS_VERSION_MIN,
+    ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
 };
 
 use crate::api::Error;
@@ -26,6 +27,19 @@ use super::node::{ApiRequest, GroupHandle, GroupStatus, PeerSpec};
 /// Bound on admin requests of one connection waiting to be served; more
 /// are answered [`AdminError::Busy`].
 pub const ADMIN_REQUESTS_QUEUED_MAX: usize = 16;
+
+/// A shard's answer to `ApiRequest::Health`: what [`AdminRequest::Shards`]
+/// reports of it.
+pub(crate) struct ShardHealth {
+    /// The groups it hosts.
+    pub groups: u64,
+    /// Why its WAL failed, if it did (it then serves no group: fail-stop).
+    pub failed: Option<String>,
+}
+
+/// What [`AdminReply::Shards`] says of a shard whose executor is gone.
+const STOPPED_REASON: &str =
+    "the shard's executor has stopped (its request channel is closed); the node's log says why";
 
 /// What a node needs to answer admin requests: its identity, its groups and
 /// the way into each shard.
@@ -130,6 +144,48 @@ impl AdminService {
         Ok(AdminReply::Installs { installs, total })
     }
 
+    /// Each shard's state, by index. A shard whose request channel is
+    /// closed, or that drops the question unanswered, has stopped.
+    async fn shards(&self) -> Result<AdminReply, AdminError> {
+        let mut reports = Vec::with_capacity(self.apis.len());
+        for (shard, api) in self.apis.iter().enumerate() {
+            let (reply, answer) = flume::bounded(1);
+            let health = match api.try_send(ApiRequest::Health { reply }) {
+                Ok(()) => answer.recv_async().await.ok(),
+                Err(flume::TrySendError::Disconnected(_)) => None,
+                Err(flume::TrySendError::Full(_)) => {
+                    return Err(AdminError::Busy {
+                        bound: "API_QUEUE_MAX".into(),
+                    })
+                }
+            };
+            reports.push(match health {
+                None => ShardReport {
+                    shard: shard as u32,
+                    state: ShardState::Stopped,
+                    groups: 0,
+                    reason: STOPPED_REASON.into(),
+                },
+                Some(ShardHealth { groups, failed: None }) => ShardReport {
+                    shard: shard as u32,
+                    state: ShardState::Serving,
+                    groups,
+                    reason: String::new(),
+                },
+                Some(ShardHealth {
+                    groups,
+                    failed: Some(reason),
+                }) => ShardReport {
+                    shard: shard as u32,
+                    state: ShardState::Failed,
+                    groups,
+                    reason: bounded_reason(reason),
+                },
+            });
+        }
+        Ok(AdminReply::Shards(reports))
+    }
+
     /// The cluster this node belongs to.
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id
@@ -177,7 +233,8 @@ impl AdminService {
         // in this one; `Addresses` in every version that has it (a node
         // joining from an older build asks it of this one).
         let oldest = match frame.request {
-            AdminRequest::Installs => ADMIN_PROTOCOL_VERSION,
+            AdminRequest::Installs => ADMIN_INSTALLS_VERSION_MIN,
+            AdminRequest::Shards => ADMIN_SHARDS_VERSION_MIN,
             AdminRequest::Addresses => ADMIN_ADDRESSES_VERSION_MIN,
             _ => ADMIN_SERVED_VERSION_MIN,
         };
@@ -192,17 +249,22 @@ impl AdminService {
                 found: frame.cluster_id,
             })
         } else {
-            self.execute(frame.request).await
+            self.execute(frame.version, frame.request).await
         };
         self.respond(frame.request_id, result)
     }
 
-    async fn execute(&self, request: AdminRequest) -> Result<AdminReply, AdminError> {
+    async fn execute(&self, version: u16, request: AdminRequest) -> Result<AdminReply, AdminError> {
+        // An asker that can ask for the shards' states learns of a stopped
+        // shard from them: its groups are left out of a status instead of
+        // failing it (an older asker gets the error, as before).
+        let skip_stopped = version >= ADMIN_SHARDS_VERSION_MIN;
         match request {
-            AdminRequest::Status { groups } => self.status(groups).await.map(AdminReply::Status),
-            AdminRequest::StatusPage { after, groups_max } => {
-                self.status_page(after, groups_max).await.map(AdminReply::Status)
-            }
+            AdminRequest::Status { groups } => self.status(groups, skip_stopped).await.map(AdminReply::Status),
+            AdminRequest::StatusPage { after, groups_max } => self
+                .status_page(after, groups_max, skip_stopped)
+                .await
+                .map(AdminReply::Status),
             AdminRequest::TransferLeader { group, to } => {
                 self.hosted(group)?;
                 self.handle(group)
@@ -248,6 +310,7 @@ impl AdminService {
             }
             AdminRequest::Addresses => self.addresses().await.map(AdminReply::Addresses),
             AdminRequest::Installs => self.installs().await,
+            AdminRequest::Shards => self.shards().await,
             AdminRequest::ResetPeers {
                 group,
                 voters,
@@ -326,7 +389,17 @@ impl AdminService {
         }
     }
 
-    async fn status(&self, groups: Vec<u64>) -> Result<NodeReport, AdminError> {
+    /// A group's report; `None` if its shard has stopped and
+    /// `skip_stopped` says to leave such groups out.
+    async fn group_report(&self, group: u64, skip_stopped: bool) -> Result<Option<GroupReport>, AdminError> {
+        match self.handle(group).status().await {
+            Ok(status) => Ok(Some(report_of(group, &status))),
+            Err(Error::Shutdown) if skip_stopped => Ok(None),
+            Err(error) => Err(admin_error(group, error)),
+        }
+    }
+
+    async fn status(&self, groups: Vec<u64>, skip_stopped: bool) -> Result<NodeReport, AdminError> {
         if groups.len() > ADMIN_STATUS_GROUPS_MAX {
             return Err(AdminError::BadRequest {
                 reason: format!(
@@ -346,8 +419,9 @@ impl AdminService {
         let mut reports = Vec::with_capacity(groups.len());
         let mut bytes = 0;
         for group in groups {
-            let status = self.handle(group).status().await.map_err(|e| admin_error(group, e))?;
-            let report = report_of(group, &status);
+            let Some(report) = self.group_report(group, skip_stopped).await? else {
+                continue;
+            };
             bytes += group_report_bytes_max(&report);
             if bytes > ADMIN_ANSWER_BYTES_MAX {
                 return Err(AdminError::AnswerTooLarge {
@@ -362,7 +436,9 @@ impl AdminService {
 
     /// The hosted groups above `after`, at most `groups_max` of them and
     /// [`ADMIN_ANSWER_BYTES_MAX`] bytes (but at least one, if any is left).
-    async fn status_page(&self, after: u64, groups_max: u32) -> Result<NodeReport, AdminError> {
+    /// Groups left out for `skip_stopped` do not count, so that a page is
+    /// empty only when no group is left.
+    async fn status_page(&self, after: u64, groups_max: u32, skip_stopped: bool) -> Result<NodeReport, AdminError> {
         if groups_max == 0 || groups_max > ADMIN_STATUS_PAGE_GROUPS_MAX {
             return Err(AdminError::BadRequest {
                 reason: format!(
@@ -375,9 +451,13 @@ impl AdminService {
         hosted.sort_unstable();
         let mut reports = Vec::new();
         let mut bytes = 0;
-        for group in hosted.into_iter().take(groups_max as usize) {
-            let status = self.handle(group).status().await.map_err(|e| admin_error(group, e))?;
-            let report = report_of(group, &status);
+        for group in hosted {
+            if reports.len() >= groups_max as usize {
+                break;
+            }
+            let Some(report) = self.group_report(group, skip_stopped).await? else {
+                continue;
+            };
             bytes += group_report_bytes_max(&report);
             if bytes > ADMIN_ANSWER_BYTES_MAX {
                 if reports.is_empty() {

@@ -338,6 +338,10 @@ pub(crate) enum ApiRequest {
     Addresses {
         reply: flume::Sender<BTreeMap<NodeId, Vec<SocketAddr>>>,
     },
+    /// Whether the shard serves, and why not (`runtime/admin.rs`).
+    Health {
+        reply: flume::Sender<super::admin::ShardHealth>,
+    },
     /// Every snapshot stream in flight on the shard, both ways.
     Installs {
         reply: flume::Sender<Vec<(GroupId, super::InstallProgress)>>,

@@ -1037,6 +1037,15 @@ impl Shard {
             ApiRequest::Installs { reply } => {
                 let _ = reply.send(self.installs.all_progress(Instant::now()));
             }
+            ApiRequest::Health { reply } => {
+                let _ = reply.send(super::admin::ShardHealth {
+                    groups: self.groups.len() as u64,
+                    failed: self.failed.as_ref().map(|error| match error {
+                        Error::Storage(reason) => reason.clone(),
+                        other => other.to_string(),
+                    }),
+                });
+            }
             ApiRequest::Addresses { reply } => {
                 let _ = reply.send(self.addresses.clone());
             }

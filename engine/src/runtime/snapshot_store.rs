@@ -707,7 +707,14 @@ impl Write for SnapshotWriter {
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("snapshot writer already finished"));
         };
-        let n = file.write(buf)?;
+        // The state machine sees this error (and may wrap it): it names the
+        // file, so that a full disk says which one; the kind is kept.
+        let n = file.write(buf).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("snapshot store: cannot write {}: {e}", self.data_path.display()),
+            )
+        })?;
         self.hasher.update(&buf[..n]);
         self.metadata.data_bytes += n as u64;
         Ok(n)
@@ -1006,6 +1013,30 @@ mod tests {
             data_bytes: 1234,
             data_crc: 0xdead_beef,
         }
+    }
+
+    #[test]
+    fn a_write_that_fails_names_the_data_file_and_keeps_its_kind_and_the_temp_directory_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path(), GroupId(7)).unwrap();
+        let mut writer = store.begin(sample().meta, Vec::new()).unwrap();
+        let data_path = writer.data_path.clone();
+        // A file that is always full stands in for a full disk.
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        writer.file = Some(BufWriter::with_capacity(SNAPSHOT_WRITE_BUFFER_BYTES_MAX, full));
+        // Larger than the buffer: the write reaches the file.
+        let error = writer
+            .write_all(&vec![7u8; 2 * SNAPSHOT_WRITE_BUFFER_BYTES_MAX])
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull, "{error}");
+        let text = error.to_string();
+        assert!(text.contains(&data_path.display().to_string()), "{text}");
+        assert!(text.contains("No space left on device"), "{text}");
+        let temp_dir = writer.temp_dir().to_path_buf();
+        assert!(temp_dir.is_dir());
+        drop(writer);
+        assert!(!temp_dir.exists(), "the failed snapshot's temp directory is left");
+        assert_eq!(store.list().unwrap(), Vec::new());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Context, Result};
-use coraft::admin::{AdminRole, GroupReport, InstallReport, Leadership, NodeReport};
+use coraft::admin::{AdminRole, GroupReport, InstallReport, Leadership, NodeReport, ShardReport, ShardState};
 use coraft::raft::{GroupId, NodeId};
 use serde_json::{json, Value};
 
@@ -31,13 +31,44 @@ pub(crate) fn ids(list: &[u64]) -> String {
     list.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
-/// What a node reported: its status and its snapshot streams in flight
+/// What a node reported: its status, its snapshot streams in flight
 /// (`None` from a node of admin protocol version 3, which does not report
-/// them).
+/// them) and its shards' states (`None` from a node of version 3 or 4).
 pub(crate) struct Reported {
     address: SocketAddr,
     report: NodeReport,
     installs: Option<(Vec<InstallReport>, u64)>,
+    shards: Option<Vec<ShardReport>>,
+    /// The admin protocol version the node speaks.
+    version: u16,
+}
+
+pub(crate) fn shard_state_name(state: ShardState) -> &'static str {
+    match state {
+        ShardState::Serving => "serving",
+        ShardState::Failed => "failed",
+        ShardState::Stopped => "stopped",
+    }
+}
+
+/// The shard of `report`'s node that hosts `group` (as the node routes
+/// it: group `g` on shard `g % shards`), and its report if the node gave
+/// one.
+fn shard_of<'a>(report: &NodeReport, shards: Option<&'a [ShardReport]>, group: u64) -> (u64, Option<&'a ShardReport>) {
+    let shard = group % u64::from(report.shards.max(1));
+    (
+        shard,
+        shards.and_then(|list| list.iter().find(|s| u64::from(s.shard) == shard)),
+    )
+}
+
+fn shard_json(shard: &ShardReport) -> Value {
+    json!({
+        "shard": shard.shard,
+        "state": shard_state_name(shard.state),
+        "groups": shard.groups,
+        "reason": if shard.reason.is_empty() { Value::Null } else { shard.reason.clone().into() },
+    })
 }
 
 fn install_json(install: &InstallReport) -> Value {
@@ -105,13 +136,16 @@ pub(crate) fn status(target: &Target, groups: &[u64], page_groups: u32, as_json:
                 }
                 (installs, total)
             });
-            Ok((report, installs))
+            let shards = c.shards()?;
+            Ok((report, installs, shards, c.version()))
         });
         match answer {
-            Ok((report, installs)) => reported.push(Reported {
+            Ok((report, installs, shards, version)) => reported.push(Reported {
                 address,
                 report,
                 installs,
+                shards,
+                version,
             }),
             Err(error) => errors.push((address, error.to_string())),
         }
@@ -121,15 +155,35 @@ pub(crate) fn status(target: &Target, groups: &[u64], page_groups: u32, as_json:
     if as_json {
         let nodes: Vec<Value> = reported
             .iter()
-            .map(|Reported { address, report, installs }| {
+            .map(|reported| {
+                let Reported {
+                    address,
+                    report,
+                    installs,
+                    shards,
+                    version,
+                } = reported;
                 let streams = installs.as_ref().map(|(list, _)| list.as_slice());
+                let groups: Vec<Value> = report
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let mut value = group_json_with_installs(g, streams);
+                        let (shard, state) = shard_of(report, shards.as_deref(), g.group);
+                        value["shard"] = shard.into();
+                        value["shard_state"] = state.map_or(Value::Null, |s| shard_state_name(s.state).into());
+                        value
+                    })
+                    .collect();
                 json!({
                     "node": report.node,
                     "address": address.to_string(),
                     "cluster_id": report.cluster_id,
+                    "admin_protocol": version,
                     "shards": report.shards,
+                    "shard_states": shards.as_ref().map(|list| list.iter().map(shard_json).collect::<Vec<_>>()),
                     "election_priority": report.election_priority,
-                    "groups": report.groups.iter().map(|g| group_json_with_installs(g, streams)).collect::<Vec<_>>(),
+                    "groups": groups,
                     "installs_in_flight": installs.as_ref().map(|(_, total)| *total),
                 })
             })
@@ -142,13 +196,14 @@ pub(crate) fn status(target: &Target, groups: &[u64], page_groups: u32, as_json:
         let out = json!({"nodes": nodes, "leaders_per_node": leaders, "errors": errors});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if !reports.is_empty() {
-        print_status_table(&reports);
+        print_status_table(&reported);
         let line: Vec<String> = leaders.iter().map(|(n, c)| format!("node {n}: {c}")).collect();
         println!("leaders per node: {}", line.join(", "));
         let priorities: BTreeMap<u64, u8> = reports.iter().map(|(_, r)| (r.node, r.election_priority)).collect();
         let line: Vec<String> = priorities.iter().map(|(n, p)| format!("node {n}: {p}")).collect();
         println!("election priority (0: none): {}", line.join(", "));
         print_installs_table(&reported);
+        print_shards(&reported);
     }
     if reports.is_empty() && errors.len() == 1 {
         let (_, error) = errors.remove(0);
@@ -163,12 +218,19 @@ pub(crate) fn status(target: &Target, groups: &[u64], page_groups: u32, as_json:
     }
 }
 
-pub(crate) fn print_status_table(reports: &[(SocketAddr, NodeReport)]) {
-    let mut rows: Vec<(u64, u64, &GroupReport)> = reports
+/// One row per group and node; the role of a group whose shard does not
+/// serve says so.
+fn print_status_table(reported: &[Reported]) {
+    let mut rows: Vec<(u64, u64, &GroupReport, Option<&ShardReport>)> = reported
         .iter()
-        .flat_map(|(_, r)| r.groups.iter().map(move |g| (g.group, r.node, g)))
+        .flat_map(|r| {
+            r.report.groups.iter().map(move |g| {
+                let (_, shard) = shard_of(&r.report, r.shards.as_deref(), g.group);
+                (g.group, r.report.node, g, shard)
+            })
+        })
         .collect();
-    rows.sort_by_key(|&(group, node, _)| (group, node));
+    rows.sort_by_key(|&(group, node, _, _)| (group, node));
     let mut table = vec![[
         "GROUP",
         "NODE",
@@ -185,7 +247,16 @@ pub(crate) fn print_status_table(reports: &[(SocketAddr, NodeReport)]) {
     ]
     .map(String::from)
     .to_vec()];
-    for (group, node, report) in rows {
+    for (group, node, report, shard) in rows {
+        let role = match shard.filter(|s| s.state != ShardState::Serving) {
+            Some(shard) => format!(
+                "{} (shard {} {})",
+                role_name(report.role),
+                shard.shard,
+                shard_state_name(shard.state)
+            ),
+            None => role_name(report.role).to_string(),
+        };
         let peers: Vec<String> = report
             .peers
             .iter()
@@ -199,7 +270,7 @@ pub(crate) fn print_status_table(reports: &[(SocketAddr, NodeReport)]) {
         table.push(vec![
             group.to_string(),
             node.to_string(),
-            role_name(report.role).to_string(),
+            role,
             report.term.to_string(),
             report.leader.map_or("-".into(), |l| l.to_string()),
             report.commit_index.to_string(),
@@ -275,8 +346,7 @@ fn print_installs_table(reported: &[Reported]) {
         match &r.installs {
             None => println!(
                 "node {}: admin protocol {} reports no snapshot streams",
-                r.report.node,
-                coraft::admin::ADMIN_SERVED_VERSION_MIN
+                r.report.node, r.version
             ),
             Some((listed, total)) if (listed.len() as u64) < *total => println!(
                 "node {}: {total} snapshot streams in flight, the first {} listed",
@@ -285,6 +355,45 @@ fn print_installs_table(reported: &[Reported]) {
             ),
             Some(_) => {}
         }
+    }
+}
+
+/// Each node's shards: how many serve, then a row for each one that does
+/// not, with the reason; a line per node that does not report them.
+fn print_shards(reported: &[Reported]) {
+    let mut line = Vec::new();
+    let mut table = vec![["NODE", "SHARD", "STATE", "GROUPS", "REASON"]
+        .map(String::from)
+        .to_vec()];
+    for r in reported {
+        let Some(shards) = &r.shards else {
+            line.push(format!(
+                "node {}: not reported (admin protocol {})",
+                r.report.node, r.version
+            ));
+            continue;
+        };
+        let serving = shards.iter().filter(|s| s.state == ShardState::Serving).count();
+        line.push(format!("node {}: {serving} of {}", r.report.node, shards.len()));
+        for shard in shards.iter().filter(|s| s.state != ShardState::Serving) {
+            table.push(vec![
+                r.report.node.to_string(),
+                shard.shard.to_string(),
+                shard_state_name(shard.state).to_uppercase(),
+                if shard.state == ShardState::Stopped {
+                    "?".into()
+                } else {
+                    shard.groups.to_string()
+                },
+                shard.reason.clone(),
+            ]);
+        }
+    }
+    println!("shards serving: {}", line.join(", "));
+    if table.len() > 1 {
+        println!();
+        println!("shards not serving:");
+        print_table(&table);
     }
 }
 

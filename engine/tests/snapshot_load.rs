@@ -369,6 +369,19 @@ fn a_group_on_the_same_shard_keeps_committing_while_a_snapshot_loads_off_the_thr
     let node = cluster.start_node(follower);
     cluster.nodes[follower.0 as usize - 1] = Some(node);
     cluster.gate.wait_preparing();
+    // The loader decodes the stream as it arrives, so it may reach the gate
+    // before the core installs the snapshot; the group loads (and its reads
+    // wait) from the install on.
+    let deadline = Instant::now() + PATIENCE;
+    while block(cluster.handle(follower, LOADING).status())
+        .unwrap()
+        .snapshot_index
+        .0
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the follower's core installed no snapshot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // The snapshot of LOADING is being prepared on the follower: its shard
     // goes on serving OTHER (statuses, stale reads, applying writes).

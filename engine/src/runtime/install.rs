@@ -36,8 +36,8 @@ use super::install_progress::{InstallDirection, InstallProgress, ReceiveProgress
 use super::shard::Shard;
 use super::snapshot_store::{SnapshotId, SnapshotStore, StoredSnapshot};
 use super::snapshot_stream::{
-    snapshot_window_bytes, AckOutcome, RateLimiter, ReceiverTimings, SnapshotInbox, SnapshotSender,
-    SnapshotStreamError, SNAPSHOT_CHUNK_BYTES_MAX,
+    snapshot_window_bytes, AckOutcome, Feed, FeedReader, RateLimiter, ReceiverTimings, SnapshotInbox, SnapshotSender,
+    SnapshotStreamError, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_FEED_CHUNKS_MAX,
 };
 
 /// A stream with chunks in flight and no ack for this long goes back to its
@@ -51,6 +51,14 @@ pub const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// reached only with many streams at once; a chunk past it is dropped
 /// (the leader sends it again after `SNAPSHOT_ACK_TIMEOUT`).
 pub const SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX: u64 = 32 << 20;
+
+/// Bound on the chunk bytes the receive worker takes in one batch (at
+/// least one chunk): a chunk is answered when its batch is back on the
+/// shard, so a batch of a whole window (up to `SNAPSHOT_WINDOW_BYTES_MAX`)
+/// held every answer until the last chunk was written, the leader's window
+/// stayed full meanwhile and the worker then waited for the next window.
+/// Smaller batches keep answers, and so chunks, flowing while it writes.
+pub const SNAPSHOT_RECEIVE_BATCH_BYTES_MAX: u64 = 1 << 20;
 
 /// Room a stream leaves in the peer connection's queue (4 MiB by default)
 /// for the other messages to that follower (heartbeats, votes, other
@@ -73,6 +81,9 @@ pub const LOADING_DEFERRED_BYTES_MAX: u64 = 64 << 20;
 pub(crate) struct Loading {
     /// Tells this load's result from a superseded one's.
     generation: u64,
+    /// The loader decoded the stream as it arrived (`EarlyLoad`): if that
+    /// failed, the snapshot is loaded again from its file.
+    early: bool,
     /// What is loaded.
     stored: StoredSnapshot,
     /// When the loader was handed the file.
@@ -98,6 +109,17 @@ impl Loading {
     pub fn is_full(&self) -> bool {
         self.deferred_bytes >= LOADING_DEFERRED_BYTES_MAX
     }
+}
+
+/// A loader decoding a stream while it arrives, on its own thread (the
+/// blocking thread writes the chunks and feeds it): by the time the
+/// snapshot is complete and durable, its state is mostly or wholly
+/// prepared, and the core's install only waits for the rest.
+struct EarlyLoad {
+    /// The snapshot the stream carries.
+    snapshot: SnapshotId,
+    /// Its result's `Prepared::generation`.
+    generation: u64,
 }
 
 /// A load prepared on the blocking pool, back on the shard.
@@ -163,6 +185,11 @@ struct Received {
     current_term: Term,
     store: SnapshotStore,
     chunk: SnapshotChunk,
+    /// When it reached the shard.
+    arrived: Instant,
+    /// For a chunk that may start a stream: an early load's generation and
+    /// feed, for the stream to take.
+    feed: Option<flume::Sender<Feed>>,
 }
 
 /// What the receive worker made of a chunk.
@@ -177,6 +204,8 @@ struct ChunkWritten {
     /// The stored snapshot once the stream is complete and durable.
     result: Result<Option<StoredSnapshot>, SnapshotStreamError>,
     timings: Option<ReceiverTimings>,
+    /// When the worker was done with it (the answer waits for the shard).
+    written: Instant,
 }
 
 /// What the receive worker hands back to the shard.
@@ -195,9 +224,43 @@ struct WorkerReturn {
 struct Receiving {
     /// The inbox, while no batch is being written.
     inbox: Option<SnapshotInbox>,
-    queue: VecDeque<Received>,
-    queued_bytes: u64,
+    /// Chunks waiting for the worker, shared with its task so that it takes
+    /// the next batch as soon as one is written, not at the shard's next
+    /// turn (which a loaded machine delayed by 100 ms on average).
+    queue: Rc<RefCell<ReceiveQueue>>,
     returned: Rc<RefCell<WorkerReturn>>,
+}
+
+/// Received chunks waiting for the receive worker.
+#[derive(Default)]
+struct ReceiveQueue {
+    chunks: VecDeque<Received>,
+    /// Their bytes (`SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX`).
+    bytes: u64,
+    /// Batches handed to the worker since the last installed snapshot.
+    batches: u64,
+}
+
+impl ReceiveQueue {
+    /// The next batch: the oldest chunks, at most
+    /// `SNAPSHOT_RECEIVE_BATCH_BYTES_MAX` (at least one chunk).
+    fn take_batch(&mut self) -> Vec<Received> {
+        let mut batch: Vec<Received> = Vec::new();
+        let mut batch_bytes = 0u64;
+        while let Some(received) = self.chunks.front() {
+            let bytes = received.chunk.data.len() as u64;
+            if !batch.is_empty() && batch_bytes + bytes > SNAPSHOT_RECEIVE_BATCH_BYTES_MAX {
+                break;
+            }
+            batch_bytes += bytes;
+            batch.push(self.chunks.pop_front().expect("looked at"));
+        }
+        self.bytes -= batch_bytes;
+        if !batch.is_empty() {
+            self.batches += 1;
+        }
+        batch
+    }
 }
 
 /// On the receive worker: writes one chunk into its stream (publishing the
@@ -211,14 +274,31 @@ fn write_received(node: NodeId, inbox: &mut SnapshotInbox, received: Received) -
         current_term,
         store,
         chunk,
+        arrived,
+        feed,
     } = received;
-    let (ack, mut result) = inbox.on_chunk(&store, group, from, term, current_term, &chunk);
-    if let Some(file) = inbox.sync_due(group) {
-        // Most of the data is made durable as it comes, so the fsync that
-        // publishes the snapshot has little left to write.
-        if let Err(error) = file.sync_data() {
-            log::warn!("node {node} group {group}: syncing a received snapshot: {error}");
+    let queued = arrived.elapsed();
+    let (ack, mut result) = match feed {
+        // A feed the stream does not take is dropped: its loader stops.
+        Some(feed) => {
+            let (ack, result, _) = inbox.on_chunk_feeding(&store, group, from, term, current_term, &chunk, feed);
+            (ack, result)
         }
+        None => inbox.on_chunk(&store, group, from, term, current_term, &chunk),
+    };
+    let syncing = Instant::now();
+    if let Some(file) = inbox.sync_due(group) {
+        // The disk writes the data back as it comes, so the fsync that
+        // publishes the snapshot has little left to write; the worker does
+        // not wait for it (an fdatasync here took 4.2 of a 256 MiB
+        // stream's 9.7 s on a shared disk, the worker's largest share).
+        if let Err(error) = start_writeback(&file) {
+            log::warn!("node {node} group {group}: starting the writeback of a received snapshot: {error}");
+        }
+    }
+    if let Some(timings) = inbox.timings_mut(group) {
+        timings.sync += syncing.elapsed();
+        timings.queued += queued;
     }
     if ack.complete && matches!(result, Ok(None)) {
         // Already in the store (the stream's last answer was lost): the
@@ -246,7 +326,22 @@ fn write_received(node: NodeId, inbox: &mut SnapshotInbox, received: Received) -
         ack,
         result,
         timings,
+        written: Instant::now(),
     }
+}
+
+/// Starts writing `file`'s dirty pages to the disk without waiting for
+/// them (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`): not durability,
+/// which the fsync that publishes the snapshot gives, but less left for it.
+fn start_writeback(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the call (borrowed from `file`);
+    // offset 0 and length 0 name the whole file; no memory is passed.
+    let done = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if done != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A snapshot stream this shard sends.
@@ -279,6 +374,18 @@ pub(crate) struct Installs {
     next_load: u64,
     /// Loads on the blocking pool: shutdown waits for them.
     pub(super) loads_in_flight: Rc<std::cell::Cell<usize>>,
+    /// Chunks' answers since the last installed snapshot was logged: from
+    /// the receive worker's write to the answer sent on the shard's turn
+    /// (summed, longest, how many).
+    answer_delay: (Duration, Duration, u64),
+    /// Per group, the loader decoding the stream it receives, at most one.
+    early: BTreeMap<GroupId, EarlyLoad>,
+    /// Per group, what that loader prepared before the core installed the
+    /// snapshot (dropped when the group's next stream starts or another
+    /// snapshot is installed).
+    early_done: BTreeMap<GroupId, Prepared>,
+    /// Where loader threads run (`NodeOptions::helper_cores`).
+    helper_cores: Vec<usize>,
 }
 
 impl Installs {
@@ -290,8 +397,7 @@ impl Installs {
             outgoing: BTreeMap::new(),
             receiving: Receiving {
                 inbox: Some(SnapshotInbox::new()),
-                queue: VecDeque::new(),
-                queued_bytes: 0,
+                queue: Rc::default(),
                 returned: Rc::new(RefCell::new(WorkerReturn::default())),
             },
             received_timings: BTreeMap::new(),
@@ -299,38 +405,149 @@ impl Installs {
             prepared: Rc::new(RefCell::new(Vec::new())),
             next_load: 0,
             loads_in_flight: Rc::new(std::cell::Cell::new(0)),
+            answer_delay: (Duration::ZERO, Duration::ZERO, 0),
+            early: BTreeMap::new(),
+            early_done: BTreeMap::new(),
+            helper_cores: Vec::new(),
         }
     }
 
-    /// Hands the queued chunks to the receive worker if it is idle.
+    /// The same, its loader threads placed on `cores` (none: where the
+    /// shard's thread may run).
+    pub fn with_helper_cores(mut self, cores: Option<Vec<usize>>) -> Installs {
+        self.helper_cores = cores.unwrap_or_default();
+        self
+    }
+
+    /// True if a chunk at offset 0 of `snapshot` for `group` should get a
+    /// loader to feed: no loader of that snapshot is running or has
+    /// prepared it (one that failed does not count).
+    fn wants_early_load(&self, group: GroupId, snapshot: SnapshotId) -> bool {
+        let same = self.early.get(&group).is_some_and(|e| e.snapshot == snapshot);
+        let failed = self.early_done.get(&group).is_some_and(|d| d.result.is_err());
+        !same || failed
+    }
+
+    /// Starts `loader` on its own thread, reading what the stream of
+    /// `snapshot` to `group` will feed it (the group's loader from now on);
+    /// its result comes back as a `Prepared`. The feed for the stream, or
+    /// `None` if no thread could be started.
+    fn start_early_load(
+        &mut self,
+        node: NodeId,
+        group: GroupId,
+        snapshot: SnapshotId,
+        loader: Box<dyn crate::api::SnapshotLoader>,
+        events: &Rc<EventQueue>,
+    ) -> Option<flume::Sender<Feed>> {
+        let generation = self.next_load;
+        self.next_load += 1;
+        self.early.insert(group, EarlyLoad { snapshot, generation });
+        self.early_done.remove(&group);
+        let (feed, fed) = flume::bounded(SNAPSHOT_FEED_CHUNKS_MAX);
+        let (done, result) = flume::bounded(1);
+        let cores = self.helper_cores.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("coraft-{node}-load"))
+            .spawn(move || {
+                if !cores.is_empty() {
+                    // As the blocking threads: off the shards' cores.
+                    let _ = super::affinity::pin_current_thread(&cores);
+                }
+                let started = Instant::now();
+                let result = prepare(loader, &mut FeedReader::new(fed));
+                let _ = done.send(Prepared {
+                    group,
+                    generation,
+                    result,
+                    prepare_time: started.elapsed(),
+                });
+            });
+        if let Err(error) = spawned {
+            log::warn!("node {node} group {group}: no thread to load a snapshot while it arrives: {error}");
+            return None;
+        }
+        let prepared = self.prepared.clone();
+        let events = events.clone();
+        glommio::spawn_local(async move {
+            if let Ok(done) = result.recv_async().await {
+                prepared.borrow_mut().push(done);
+                events.ring();
+            }
+        })
+        .detach();
+        Some(feed)
+    }
+
+    /// Starts the receive worker if chunks wait and it is idle. It writes
+    /// batch after batch while chunks keep coming (each batch's results go
+    /// back to the shard, which answers them, as soon as it is written),
+    /// then hands the inbox back.
     fn start_receive_worker(&mut self, node: NodeId, events: &Rc<EventQueue>) {
         let receiving = &mut self.receiving;
-        if receiving.queue.is_empty() {
+        if receiving.queue.borrow().chunks.is_empty() {
             return;
         }
         let Some(mut inbox) = receiving.inbox.take() else {
-            // Busy: the batch after this one.
+            // Busy: it takes these after its batch.
             return;
         };
-        let batch: Vec<Received> = receiving.queue.drain(..).collect();
-        receiving.queued_bytes = 0;
+        let queue = receiving.queue.clone();
         let returned = receiving.returned.clone();
         let events = events.clone();
         glommio::spawn_local(async move {
-            let written = glommio::executor()
+            loop {
+                let batch = queue.borrow_mut().take_batch();
+                if batch.is_empty() {
+                    break;
+                }
+                let (back, written) = glommio::executor()
+                    .spawn_blocking(move || {
+                        let written: Vec<ChunkWritten> = batch
+                            .into_iter()
+                            .map(|received| write_received(node, &mut inbox, received))
+                            .collect();
+                        (inbox, written)
+                    })
+                    .await;
+                inbox = back;
+                returned.borrow_mut().written.extend(written);
+                events.ring();
+            }
+            returned.borrow_mut().inbox = Some(inbox);
+            events.ring();
+        })
+        .detach();
+    }
+
+    /// Runs `loader` on `reader` on the blocking pool; its result comes
+    /// back as a `Prepared` of `generation`.
+    fn spawn_prepare(
+        &mut self,
+        group: GroupId,
+        generation: u64,
+        loader: Box<dyn crate::api::SnapshotLoader>,
+        mut reader: super::snapshot_store::SnapshotReader,
+        events: &Rc<EventQueue>,
+    ) {
+        let prepared = self.prepared.clone();
+        let in_flight = self.loads_in_flight.clone();
+        in_flight.set(in_flight.get() + 1);
+        let events = events.clone();
+        glommio::spawn_local(async move {
+            let (result, prepare_time) = glommio::executor()
                 .spawn_blocking(move || {
-                    let written: Vec<ChunkWritten> = batch
-                        .into_iter()
-                        .map(|received| write_received(node, &mut inbox, received))
-                        .collect();
-                    (inbox, written)
+                    let started = Instant::now();
+                    (prepare(loader, &mut reader), started.elapsed())
                 })
                 .await;
-            let (inbox, written) = written;
-            let mut returned = returned.borrow_mut();
-            returned.inbox = Some(inbox);
-            returned.written.extend(written);
-            drop(returned);
+            prepared.borrow_mut().push(Prepared {
+                group,
+                generation,
+                result,
+                prepare_time,
+            });
+            in_flight.set(in_flight.get() - 1);
             events.ring();
         })
         .detach();
@@ -620,10 +837,10 @@ impl Shard {
         if self.failed.is_some() {
             return;
         }
-        let Some(group) = self.groups.get(&group_id) else {
+        let Some(group) = self.groups.get_mut(&group_id) else {
             return;
         };
-        let Some(store) = group.snapshots.as_ref() else {
+        let Some(store) = group.snapshots.clone() else {
             return;
         };
         if group.core.role() == Role::Leader && term <= group.core.term() {
@@ -631,27 +848,52 @@ impl Shard {
             return;
         }
         let bytes = chunk.data.len() as u64;
-        let receiving = &mut self.installs.receiving;
-        if receiving.queued_bytes + bytes > SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX {
+        let snapshot = SnapshotId {
+            index: crate::raft::LogIndex(chunk.snapshot_index),
+            term: Term(chunk.snapshot_term),
+        };
+        let feed = if chunk.offset == 0
+            && self.installs.receiving.queue.borrow().bytes + bytes <= SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX
+            && self.installs.wants_early_load(group_id, snapshot)
+        {
+            // It may start a stream: its state machine's loader, if it has
+            // one, decodes the data as it arrives.
+            match group.state_machine.snapshot_loader() {
+                Some(loader) => self
+                    .installs
+                    .start_early_load(self.node, group_id, snapshot, loader, &self.events),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let Some(group) = self.groups.get(&group_id) else {
+            return;
+        };
+        let mut queue = self.installs.receiving.queue.borrow_mut();
+        if queue.bytes + bytes > SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX {
             // The leader sends it again when no answer comes.
             self.metrics.snapshot_install_chunks_refused += 1;
             log::debug!(
                 "node {} group {group_id}: dropped a snapshot chunk from node {from}: {} bytes wait to be written \
                  (SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX)",
                 self.node,
-                receiving.queued_bytes
+                queue.bytes
             );
             return;
         }
-        receiving.queued_bytes += bytes;
-        receiving.queue.push_back(Received {
+        queue.bytes += bytes;
+        queue.chunks.push_back(Received {
             group: group_id,
             from,
             term,
             current_term: group.core.term(),
-            store: store.clone(),
+            store,
             chunk,
+            arrived: Instant::now(),
+            feed,
         });
+        drop(queue);
         self.installs.start_receive_worker(self.node, &self.events);
     }
 
@@ -681,7 +923,13 @@ impl Shard {
             ack,
             result,
             timings,
+            written,
         } = written;
+        let delay = written.elapsed();
+        let answers = &mut self.installs.answer_delay;
+        answers.0 += delay;
+        answers.1 = answers.1.max(delay);
+        answers.2 += 1;
         if self.failed.is_some() {
             return;
         }
@@ -777,46 +1025,49 @@ impl Shard {
                 superseded.stored.meta.term
             );
         }
-        let loaded_inline = match group.state_machine.snapshot_loader() {
-            Some(loader) => {
-                let generation = self.installs.next_load;
-                self.installs.next_load += 1;
+        // The loader that decoded this snapshot's stream as it arrived.
+        let early = self.installs.early.remove(&group_id).filter(|e| e.snapshot == id);
+        let early_done = self.installs.early_done.remove(&group_id);
+        let loaded_inline = match early {
+            Some(early) => {
                 group.loading = Some(Loading {
-                    generation,
+                    generation: early.generation,
+                    early: true,
                     stored: stored.clone(),
                     started: loading,
                     deferred: Vec::new(),
                     deferred_bytes: 0,
                 });
-                let prepared = self.installs.prepared.clone();
-                let in_flight = self.installs.loads_in_flight.clone();
-                in_flight.set(in_flight.get() + 1);
-                let events = self.events.clone();
-                glommio::spawn_local(async move {
-                    let (result, prepare_time) = glommio::executor()
-                        .spawn_blocking(move || {
-                            let started = Instant::now();
-                            (prepare(loader, &mut reader), started.elapsed())
-                        })
-                        .await;
-                    prepared.borrow_mut().push(Prepared {
-                        group: group_id,
-                        generation,
-                        result,
-                        prepare_time,
-                    });
-                    in_flight.set(in_flight.get() - 1);
-                    events.ring();
-                })
-                .detach();
+                if let Some(done) = early_done.filter(|d| d.generation == early.generation) {
+                    // Already prepared: swapped in on the next turn.
+                    self.installs.prepared.borrow_mut().push(done);
+                    self.events.ring();
+                }
                 false
             }
-            None => {
-                load_into(group.state_machine.as_mut(), &mut reader)
-                    .map_err(|(how, e)| failed(format!("{how} of {}: {e}", stored.data_path().display())))?;
-                group.applied_on_shard = meta.index;
-                true
-            }
+            None => match group.state_machine.snapshot_loader() {
+                Some(loader) => {
+                    let generation = self.installs.next_load;
+                    self.installs.next_load += 1;
+                    group.loading = Some(Loading {
+                        generation,
+                        early: false,
+                        stored: stored.clone(),
+                        started: loading,
+                        deferred: Vec::new(),
+                        deferred_bytes: 0,
+                    });
+                    self.installs
+                        .spawn_prepare(group_id, generation, loader, reader, &self.events);
+                    false
+                }
+                None => {
+                    load_into(group.state_machine.as_mut(), &mut reader)
+                        .map_err(|(how, e)| failed(format!("{how} of {}: {e}", stored.data_path().display())))?;
+                    group.applied_on_shard = meta.index;
+                    true
+                }
+            },
         };
         group.sessions = sessions;
         if let Err(reason) = group.restore_address_book(&stored.addresses) {
@@ -847,6 +1098,9 @@ impl Shard {
     fn snapshot_loaded(&mut self, group_id: GroupId, id: SnapshotId, how: String) {
         let node = self.node;
         let timings = self.installs.received_timings.remove(&group_id);
+        let (answer_delay, answer_delay_max, answers) =
+            std::mem::replace(&mut self.installs.answer_delay, (Duration::ZERO, Duration::ZERO, 0));
+        let batches = std::mem::take(&mut self.installs.receiving.queue.borrow_mut().batches);
         if let Some(group) = self.groups.get_mut(&group_id) {
             group.counters.snapshots_installed += 1;
         }
@@ -857,10 +1111,16 @@ impl Shard {
             id.term,
             timings
                 .map(|t| format!(
-                    " ({:?} since its first chunk: {} chunks written in {:?}, finished in {:?}, {how})",
+                    " ({:?} since its first chunk: {} chunks written in {:?} in {batches} batches, \
+                     waited for the worker {:?} in all, synced in {:?}, answered {:?} after written on \
+                     average (max {:?}), finished in {:?}, {how})",
                     t.started.elapsed(),
                     t.chunks,
                     t.write,
+                    t.queued,
+                    t.sync,
+                    answer_delay / answers.max(1) as u32,
+                    answer_delay_max,
                     t.finish
                 ))
                 .unwrap_or_else(|| format!(" ({how})"))
@@ -887,7 +1147,57 @@ impl Shard {
                 continue;
             };
             if group.loading.as_ref().map(|l| l.generation) != Some(generation) {
-                // Superseded by a newer snapshot: its load is under way.
+                if self
+                    .installs
+                    .early
+                    .get(&group_id)
+                    .is_some_and(|e| e.generation == generation)
+                {
+                    // Decoded while the stream arrived, before the core
+                    // installed it: kept for the install.
+                    self.installs.early_done.insert(
+                        group_id,
+                        Prepared {
+                            group: group_id,
+                            generation,
+                            result,
+                            prepare_time,
+                        },
+                    );
+                }
+                // Else superseded by a newer snapshot: its load is under way.
+                continue;
+            }
+            if let (Err((how, error)), Some(loading)) = (&result, group.loading.as_mut().filter(|l| l.early)) {
+                // The stream's loader failed (the stream it read was cut,
+                // or it decoded wrong): load from the verified file.
+                log::info!(
+                    "node {} group {group_id}: loading snapshot ({}, {}) again from its file: while it arrived, \
+                     {how}: {error}",
+                    self.node,
+                    loading.stored.meta.index,
+                    loading.stored.meta.term
+                );
+                let reader = loading.stored.open_reader();
+                let loader = group.state_machine.snapshot_loader();
+                let (Ok(reader), Some(loader)) = (reader, loader) else {
+                    let meta = &loading.stored.meta;
+                    let error = Error::Storage(format!(
+                        "group {group_id}: installing snapshot ({}, {}) from the leader: no loader, or its file \
+                         {} does not open",
+                        meta.index,
+                        meta.term,
+                        loading.stored.data_path().display()
+                    ));
+                    self.fail(error);
+                    return;
+                };
+                let generation = self.installs.next_load;
+                self.installs.next_load += 1;
+                loading.generation = generation;
+                loading.early = false;
+                self.installs
+                    .spawn_prepare(group_id, generation, loader, reader, &self.events);
                 continue;
             }
             let loading = group.loading.take().expect("checked");

@@ -257,7 +257,8 @@ impl Shard {
             policy_snapshots: BTreeSet::new(),
             snapshots_written: Rc::new(RefCell::new(Vec::new())),
             segment_deletion: super::compaction::SegmentDeletion::default(),
-            installs: super::install::Installs::new(options.snapshot.install_bytes_per_second),
+            installs: super::install::Installs::new(options.snapshot.install_bytes_per_second)
+                .with_helper_cores(options.helper_cores.clone()),
             admin,
             membership_changes: BTreeMap::new(),
             addresses: options

@@ -60,11 +60,15 @@ pub fn snapshot_window_bytes(bytes_per_second: u64) -> u64 {
     let covered = bytes_per_second as u128 * SNAPSHOT_WINDOW_ROUND_TRIP.as_nanos() / NANOS_PER_SECOND;
     (covered.min(SNAPSHOT_WINDOW_BYTES_MAX as u128) as u64).max(SNAPSHOT_WINDOW_BYTES_MIN)
 }
-/// Default pace of all snapshot streams of one shard, in bytes per second.
-/// A receiver hands its data file out to be fsynced off the shard's loop
-/// after this many bytes since the last time, so the fsync that publishes
-/// the snapshot has at most this much to write (`SnapshotInbox::sync_due`).
+/// A receiver hands its data file out after this many bytes since the last
+/// time, for its writeback to be started (not waited for), so the disk
+/// writes the data as it comes and the fsync that publishes the snapshot
+/// has little left to write (`SnapshotInbox::sync_due`).
 pub const SNAPSHOT_RECEIVE_SYNC_BYTES: u64 = 2 << 20;
+/// Bound on the data chunks a received stream hands to its state machine's
+/// loader ahead of it (`SnapshotInbox::on_chunk_feeding`): past it the
+/// receive worker waits for the loader, and so the chunks' answers do.
+pub const SNAPSHOT_FEED_CHUNKS_MAX: usize = 64;
 /// The tuning config's default (`[snapshot] install_bytes_per_second`).
 pub const SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT: u64 = coraft_tuning::SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT;
 
@@ -511,6 +515,59 @@ impl SnapshotSender {
     }
 }
 
+/// What a received stream hands a loader while it arrives.
+#[derive(Debug)]
+pub enum Feed {
+    /// The next data bytes (a slice of the chunk, not a copy).
+    Data(Bytes),
+    /// The data is complete, its length and CRC match the metadata and the
+    /// snapshot is durable in the store.
+    End,
+}
+
+/// The loader's side of a stream's feed: a `Read` over the data as it
+/// arrives. It reads to the end only if the stream ended verified
+/// ([`Feed::End`]); a stream abandoned, refused or failed drops its sender,
+/// which this reports as an error, so a loader never prepares a state from
+/// part of a snapshot or from a damaged one.
+#[derive(Debug)]
+pub struct FeedReader {
+    feed: flume::Receiver<Feed>,
+    current: Bytes,
+    ended: bool,
+}
+
+impl FeedReader {
+    /// A reader of what `feed` will carry.
+    pub fn new(feed: flume::Receiver<Feed>) -> FeedReader {
+        FeedReader {
+            feed,
+            current: Bytes::new(),
+            ended: false,
+        }
+    }
+}
+
+impl std::io::Read for FeedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() && !self.ended && !buf.is_empty() {
+            match self.feed.recv() {
+                Ok(Feed::Data(bytes)) => self.current = bytes,
+                Ok(Feed::End) => self.ended = true,
+                Err(_) => {
+                    return Err(std::io::Error::other(
+                        "the snapshot stream was abandoned or refused before its end",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
 /// The follower's side of one stream.
 #[derive(Debug)]
 struct SnapshotReceiver {
@@ -529,6 +586,9 @@ struct SnapshotReceiver {
     /// Data bytes written since the data file was last handed out to sync.
     unsynced_bytes: u64,
     timings: ReceiverTimings,
+    /// Where the data goes as it is written, for a loader to decode it
+    /// meanwhile (`SnapshotInbox::on_chunk_feeding`).
+    feed: Option<flume::Sender<Feed>>,
 }
 
 /// Where a receiver's time went on the shard.
@@ -542,6 +602,11 @@ pub struct ReceiverTimings {
     pub chunks: u64,
     /// The last sync, metadata, renames and directory syncs.
     pub finish: Duration,
+    /// The syncs of the data written so far (`SnapshotInbox::sync_due`).
+    pub sync: Duration,
+    /// From each chunk's arrival on the shard to the receive worker taking
+    /// it, summed over the chunks.
+    pub queued: Duration,
 }
 
 /// The follower's snapshot streams of one shard, one per group.
@@ -550,6 +615,8 @@ pub struct SnapshotInbox {
     receivers: BTreeMap<GroupId, SnapshotReceiver>,
     /// The timings of the streams completed and not yet taken.
     finished: BTreeMap<GroupId, ReceiverTimings>,
+    /// The feed `on_chunk_feeding` offers the stream a chunk may start.
+    offered_feed: Option<flume::Sender<Feed>>,
 }
 
 impl SnapshotInbox {
@@ -564,8 +631,8 @@ impl SnapshotInbox {
     }
 
     /// The data file of `group`'s stream, if [`SNAPSHOT_RECEIVE_SYNC_BYTES`]
-    /// were written since it was last handed out: the caller fsyncs it on
-    /// another thread. An error to flush or open it is left for the stream's
+    /// were written since it was last handed out: the caller starts its
+    /// writeback. An error to flush or open it is left for the stream's
     /// own writes and final fsync to report.
     pub fn sync_due(&mut self, group: GroupId) -> Option<File> {
         let receiver = self.receivers.get_mut(&group)?;
@@ -574,6 +641,15 @@ impl SnapshotInbox {
         }
         receiver.unsynced_bytes = 0;
         receiver.writer.as_mut()?.flushed_data_file().ok()
+    }
+
+    /// Where the time of `group`'s stream went so far: the open one's, else
+    /// the last completed one's (not yet taken).
+    pub fn timings_mut(&mut self, group: GroupId) -> Option<&mut ReceiverTimings> {
+        match self.receivers.get_mut(&group) {
+            Some(receiver) => Some(&mut receiver.timings),
+            None => self.finished.get_mut(&group),
+        }
     }
 
     /// Where the time of `group`'s last completed stream went.
@@ -591,6 +667,45 @@ impl SnapshotInbox {
     /// The receipt's ack is to be sent back in every case; an error says
     /// what was refused (to log and count).
     pub fn on_chunk(
+        &mut self,
+        store: &SnapshotStore,
+        group: GroupId,
+        from: NodeId,
+        term: Term,
+        current_term: Term,
+        chunk: &SnapshotChunk,
+    ) -> (SnapshotChunkAck, Result<Option<StoredSnapshot>, SnapshotStreamError>) {
+        self.take_chunk(store, group, from, term, current_term, chunk)
+    }
+
+    /// [`on_chunk`](Self::on_chunk), and if the chunk starts a new stream
+    /// (offset 0), that stream hands its data to `feed` as it is written
+    /// (waiting while [`SNAPSHOT_FEED_CHUNKS_MAX`] are unread there), then
+    /// [`Feed::End`] once the snapshot is published. The last value says
+    /// whether the stream took `feed`; if not, it is dropped. A stream that
+    /// took it and ends otherwise drops it too: its reader sees an error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_chunk_feeding(
+        &mut self,
+        store: &SnapshotStore,
+        group: GroupId,
+        from: NodeId,
+        term: Term,
+        current_term: Term,
+        chunk: &SnapshotChunk,
+        feed: flume::Sender<Feed>,
+    ) -> (
+        SnapshotChunkAck,
+        Result<Option<StoredSnapshot>, SnapshotStreamError>,
+        bool,
+    ) {
+        self.offered_feed = Some(feed);
+        let (ack, result) = self.take_chunk(store, group, from, term, current_term, chunk);
+        let fed = self.offered_feed.take().is_none();
+        (ack, result, fed)
+    }
+
+    fn take_chunk(
         &mut self,
         store: &SnapshotStore,
         group: GroupId,
@@ -670,11 +785,14 @@ impl SnapshotInbox {
                     header: None,
                     writer: None,
                     unsynced_bytes: 0,
+                    feed: self.offered_feed.take(),
                     timings: ReceiverTimings {
                         started: Instant::now(),
                         write: Duration::ZERO,
                         chunks: 0,
                         finish: Duration::ZERO,
+                        sync: Duration::ZERO,
+                        queued: Duration::ZERO,
                     },
                 },
             );
@@ -869,6 +987,13 @@ impl SnapshotReceiver {
                 })
             })?;
         }
+        if let Some(feed) = self.feed.as_ref().filter(|_| !bytes.is_empty()) {
+            let data = chunk.data.slice(chunk.data.len() - bytes.len()..);
+            if feed.send(Feed::Data(data)).is_err() {
+                // The loader is gone: it stopped (its error is its own).
+                self.feed = None;
+            }
+        }
         self.next_offset += chunk.data.len() as u64;
         let finishing = Instant::now();
         self.timings.write += finishing.saturating_duration_since(writing);
@@ -881,6 +1006,9 @@ impl SnapshotReceiver {
         let stored = writer
             .finish_expecting(header.data_bytes, header.data_crc)
             .map_err(store_error)?;
+        if let Some(feed) = self.feed.take() {
+            let _ = feed.send(Feed::End);
+        }
         self.timings.finish = finishing.elapsed();
         Ok(Some(stored))
     }

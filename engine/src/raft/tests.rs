@@ -1067,3 +1067,79 @@ fn a_loaded_snapshot_counts_as_applied_and_only_later_entries_are_handed_out() {
     assert_eq!(ignored.applied_index(), LogIndex(0), "its term is not the log's there");
     assert_eq!(ignored.snapshot().map(|s| s.index), None);
 }
+
+/// Appends with entries in `ready` addressed to `to`.
+fn appends_with_entries_to(ready: &Ready, to: u64) -> usize {
+    ready
+        .messages
+        .iter()
+        .filter(|m| m.to == NodeId(to))
+        .filter(|m| matches!(&m.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty()))
+        .count()
+}
+
+/// Ticks `core` until it sends `to` a heartbeat; returns that round.
+fn next_heartbeat_round(core: &mut RaftCore, to: u64) -> u64 {
+    for _ in 0..100 {
+        core.tick();
+        let ready = core.take_ready();
+        if let Some(last) = ready.entries.last() {
+            core.on_persisted(last.index, last.term);
+        }
+        for m in &ready.messages {
+            if let (true, MessageBody::Heartbeat { round, .. }) = (m.to == NodeId(to), &m.body) {
+                return *round;
+            }
+        }
+    }
+    panic!("no heartbeat to node {to}");
+}
+
+#[test]
+fn answers_to_heartbeat_rounds_already_seen_build_no_more_appends_for_a_lagging_follower() {
+    // Regression (`coraft-chaos --seed 1034097185650778836 --nemesis
+    // partition-leader`): every heartbeat answer from a lagging follower
+    // unpaused its probe, and the leader built another catch-up append
+    // (up to `append_bytes_max` of cloned entries) per answer. Reads start
+    // a round per turn, so one turn stepped thousands of answers and spent
+    // seconds building appends; the majority elected no leader meanwhile.
+    let mut cluster = Cluster::new(3, |c| c.append_bytes_max = 64);
+    cluster.isolated = vec![NodeId(3)];
+    cluster.elect(1);
+    for _ in 0..50 {
+        cluster.get(1).propose(payload("catch-up entry")).unwrap();
+    }
+    cluster.settle();
+    cluster.isolated.clear();
+    let term = cluster.get(1).term().0;
+    let leader = cluster.get(1);
+    let _ = leader.take_ready();
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        rounds.push(next_heartbeat_round(leader, 3));
+    }
+
+    // 1000 answers to rounds already started: one append at most.
+    for i in 0..1000 {
+        let round = rounds[i % rounds.len()];
+        leader.step(message(3, 1, term, MessageBody::HeartbeatResponse { round }));
+    }
+    let ready = leader.take_ready();
+    let built = appends_with_entries_to(&ready, 3);
+    assert!(built <= 1, "{built} appends built for 1000 answers");
+
+    // An answer to a round started later still retries a lost probe.
+    let later = next_heartbeat_round(leader, 3);
+    leader.step(message(3, 1, term, MessageBody::HeartbeatResponse { round: later }));
+    let ready = leader.take_ready();
+    assert_eq!(appends_with_entries_to(&ready, 3), 1, "a later round retries the probe");
+    for message in ready.messages {
+        if let Some(core) = cluster.cores.get_mut(&message.to) {
+            core.step(message);
+        }
+    }
+    cluster.settle();
+    cluster.tick_all(10);
+    assert_eq!(cluster.get(3).last_index(), cluster.get(1).last_index());
+    assert_eq!(cluster.get(3).commit_index(), cluster.get(1).commit_index());
+}

@@ -35,6 +35,17 @@ fn free_addresses(count: usize) -> Vec<SocketAddr> {
     coraft::ports::free_loopback_addresses(count).unwrap()
 }
 
+/// `count` free loopback addresses on consecutive ports (a node's shards
+/// listen on its port, its port + 1, ...).
+fn consecutive_ports(count: usize) -> Vec<SocketAddr> {
+    loop {
+        let addresses = free_addresses(count);
+        if addresses.windows(2).all(|pair| pair[1].port() == pair[0].port() + 1) {
+            return addresses;
+        }
+    }
+}
+
 /// Nodes 1, 2, ... at `addresses`, in order.
 fn peers_of(addresses: &[SocketAddr]) -> Vec<Peer> {
     addresses
@@ -342,7 +353,9 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
 
     // One node of two shards: group 1 lives on shard 1, group 2 on shard 0.
     let dir = tempfile::tempdir().unwrap();
-    let addresses = free_addresses(1);
+    // Its second shard listens on the next port: take both from the
+    // allocator, or another test of this process may be handed that port.
+    let addresses = consecutive_ports(2)[..1].to_vec();
     let (_processes, paths) = start_cluster(dir.path(), &addresses, 2, 2);
     let config = paths[0].to_str().unwrap();
     let node = addresses[0].to_string();

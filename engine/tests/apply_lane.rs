@@ -510,3 +510,172 @@ fn the_lane_makes_the_callbacks_in_the_order_the_log_and_the_requests_made_them(
         .collect();
     assert!(after_save.iter().all(|&first| first > snapshot_index), "{seen:?}");
 }
+
+/// What a lane's state machine on one node saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// One `on_apply` batch: its first and last index.
+    Applied(u64, u64),
+    /// A snapshot loaded that covers the log through this index.
+    Loaded(u64),
+}
+
+/// Counts writes and records, per node, every batch and every load; its
+/// snapshot is the count and the last index applied.
+struct Tracked {
+    steps: Arc<std::sync::Mutex<Vec<Step>>>,
+    count: u64,
+    last: u64,
+}
+
+impl StateMachine for Tracked {
+    fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+        std::thread::sleep(Duration::from_millis(2));
+        let indexes: Vec<u64> = commands.map(|command| command.index.0).collect();
+        if let (Some(&first), Some(&last)) = (indexes.first(), indexes.last()) {
+            self.steps.lock().unwrap().push(Step::Applied(first, last));
+            self.last = last;
+        }
+        indexes
+            .iter()
+            .map(|_| {
+                self.count += 1;
+                self.count.to_le_bytes().to_vec()
+            })
+            .collect()
+    }
+
+    fn on_query(&self, _query: &[u8]) -> Vec<u8> {
+        self.count.to_le_bytes().to_vec()
+    }
+
+    fn on_snapshot_save(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writer.write_all(&self.count.to_le_bytes())?;
+        writer.write_all(&self.last.to_le_bytes())
+    }
+
+    fn on_snapshot_load(&mut self, reader: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let mut bytes = [0u8; 16];
+        reader.read_exact(&mut bytes)?;
+        self.count = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        self.last = u64::from_le_bytes(bytes[8..].try_into().unwrap());
+        self.steps.lock().unwrap().push(Step::Loaded(self.last));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_snapshot_installed_into_a_lane_group_loads_after_the_lane_drains_and_nothing_older_applies_after_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start(Duration::ZERO);
+    // Replace the counters of this test's nodes with recording ones.
+    for node in cluster.nodes.iter_mut() {
+        node.take().unwrap().shutdown();
+    }
+    let steps: Vec<Arc<std::sync::Mutex<Vec<Step>>>> =
+        (0..3).map(|_| Arc::new(std::sync::Mutex::new(Vec::new()))).collect();
+    let start = |cluster: &Cluster, id: NodeId| {
+        let node_steps = steps[id.0 as usize - 1].clone();
+        let factory: StateMachineFactory = Arc::new(move |group| {
+            if group == SLOW {
+                Box::new(OffShard::new(Tracked {
+                    steps: node_steps.clone(),
+                    count: 0,
+                    last: 0,
+                }))
+            } else {
+                Box::new(CommandCounter::default())
+            }
+        });
+        Node::start(cluster.options(id), factory).expect("node starts")
+    };
+    cluster.dir = tempfile::tempdir().unwrap();
+    for n in 1..=3 {
+        let node = start(&cluster, NodeId(n));
+        cluster.nodes[n as usize - 1] = Some(node);
+    }
+    let mut client = Client::new(cluster.client_config());
+    assert_eq!(write(&mut client, SLOW, b"w"), 1);
+    let leader_id = cluster.leader(SLOW).id();
+    let follower = [NodeId(1), NodeId(2), NodeId(3)]
+        .into_iter()
+        .find(|&n| n != leader_id)
+        .unwrap();
+    let slot = follower.0 as usize - 1;
+    cluster.nodes[slot].take().unwrap().shutdown();
+    for expected in 2..=60 {
+        assert_eq!(write(&mut client, SLOW, b"w"), expected);
+    }
+    let leader = cluster.leader(SLOW);
+    let snapshot = block(leader.group(SLOW).snapshot())
+        .expect("a snapshot on the leader's lane")
+        .0;
+    // Compaction follows the durable snapshot: wait until the leader's log
+    // starts past what the follower holds, so only a snapshot catches it up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while block(leader.group(SLOW).status()).unwrap().first_index.0 <= 3 {
+        assert!(Instant::now() < deadline, "the leader never compacted its log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = steps[slot].lock().unwrap().len();
+    cluster.nodes[slot] = Some(start(&cluster, follower));
+    // Writes go on while the follower installs and catches up.
+    for expected in 61..=80 {
+        assert_eq!(write(&mut client, SLOW, b"w"), expected);
+    }
+    let node = cluster.nodes[slot].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stale = count(&block(node.group(SLOW).read_stale(Vec::new())).unwrap());
+        if stale == 80 {
+            break;
+        }
+        assert!(stale < 80, "the follower applied {stale} writes of 80");
+        assert!(Instant::now() < deadline, "the follower stuck at {stale} of 80");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = block(node.group(SLOW).status()).unwrap();
+    assert!(
+        status.counters.snapshots_installed >= 1,
+        "the follower was caught up by the log, not a snapshot: {status:?}"
+    );
+    for node in cluster.nodes.iter_mut() {
+        if let Some(node) = node.take() {
+            node.shutdown();
+        }
+    }
+    // On the restarted follower's lane: its replay of its own log, then the
+    // installed snapshot, then only entries after it, in log order.
+    let seen: Vec<Step> = steps[slot].lock().unwrap()[before..].to_vec();
+    eprintln!("follower {follower}: {seen:?}");
+    let loaded = seen
+        .iter()
+        .rposition(|step| matches!(step, Step::Loaded(_)))
+        .expect("the installed snapshot was loaded on the lane");
+    let Step::Loaded(installed) = seen[loaded] else {
+        unreachable!()
+    };
+    assert!(
+        installed >= snapshot,
+        "loaded {installed}, the leader's snapshot is {snapshot}: {seen:?}"
+    );
+    let mut next = installed + 1;
+    for step in &seen[loaded + 1..] {
+        match *step {
+            Step::Applied(first, last) => {
+                assert_eq!(
+                    first, next,
+                    "after the load at {installed}, a batch out of order: {seen:?}"
+                );
+                next = last + 1;
+            }
+            Step::Loaded(_) => unreachable!("rposition"),
+        }
+    }
+    // Before the load, the lane applied only what the follower held.
+    for step in &seen[..loaded] {
+        if let Step::Applied(_, last) = *step {
+            assert!(last < installed, "{seen:?}");
+        }
+    }
+}

@@ -480,7 +480,17 @@ fn while_a_snapshot_loads_the_admin_status_shows_the_applied_index_the_state_mac
     let node = cluster.start_node(follower);
     cluster.nodes[follower.0 as usize - 1] = Some(node);
     cluster.gate.wait_preparing();
-    let loading = admin_report(&cluster, follower, LOADING);
+    // The loader decodes the stream as it arrives, so it may reach the gate
+    // before the core installs the snapshot: wait for the install.
+    let deadline = Instant::now() + PATIENCE;
+    let loading = loop {
+        let report = admin_report(&cluster, follower, LOADING);
+        if report.snapshot_index > 0 {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "the follower's core installed no snapshot: {report:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(loading.snapshot_index > 200, "the core took the snapshot: {loading:?}");
     assert!(
         loading.applied_index <= applied_before,

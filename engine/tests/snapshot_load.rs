@@ -488,7 +488,10 @@ fn while_a_snapshot_loads_the_admin_status_shows_the_applied_index_the_state_mac
         if report.snapshot_index > 0 {
             break report;
         }
-        assert!(Instant::now() < deadline, "the follower's core installed no snapshot: {report:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the follower's core installed no snapshot: {report:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(loading.snapshot_index > 200, "the core took the snapshot: {loading:?}");

@@ -77,11 +77,6 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest heartbeat round the peer acknowledged.
     pub acked_round: u64,
-    /// The leader's current heartbeat round when an answer from the peer
-    /// last unpaused it (`heard_from`): only an answer to a later round
-    /// unpauses it again, so however many answers one shard turn steps,
-    /// each new round costs at most one resent append.
-    pub unpaused_round: u64,
     /// Ticks spent in Snapshot state.
     pub snapshot_elapsed_ticks: u64,
     /// The window.
@@ -98,7 +93,6 @@ impl Progress {
             probe_sent: false,
             recent_active: false,
             acked_round: 0,
-            unpaused_round: 0,
             snapshot_elapsed_ticks: 0,
             inflights: Inflights::default(),
         }

@@ -237,28 +237,11 @@ impl RaftCore {
     }
 
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
-        let current = self.reads.current_round();
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
-        // Only an answer to a round started after the peer was last
-        // unpaused says that what was sent since may be lost (a peer answers
-        // in order). Unpausing on every answer built a catch-up append
-        // (up to `append_bytes_max` of entries) per answer: a lagging
-        // follower answering the many rounds that reads start made one shard
-        // turn build thousands, the turn grew, more reads and rounds piled
-        // up, and the shard spent seconds per turn (`coraft-chaos --seed
-        // 1034097185650778836 --nemesis partition-leader`). Round 0 answers
-        // a coalesced heartbeat, one per beat.
-        let unpause = round == 0 || round > progress.unpaused_round;
-        progress.recent_active = true;
-        progress.acked_round = progress.acked_round.max(round);
-        if !unpause {
-            self.release_confirmed_reads();
-            return;
-        }
         progress.heard_from();
-        progress.unpaused_round = current;
+        progress.acked_round = progress.acked_round.max(round);
         if progress.match_index < self.log.last_index() {
             // Even an empty append: if its predecessor was lost, the
             // follower's rejection moves the leader back to probing.

@@ -1260,8 +1260,14 @@ async fn start_shard(
         forwarding,
         admin,
     };
+    // Segments the recovered purge markers (or those `open_group` wrote
+    // again) free are deleted as after a purge on a running node.
+    let purged = groups.values().any(|g| g.wal_purged > LogIndex(0));
     let mut shard_state = Shard::new(shard, options, groups, Rc::new(wal), events, endpoints);
     shard_state.wal_faults = faults;
+    if purged {
+        shard_state.segment_deletion.want();
+    }
     shard_state.creation = Some(super::group_creation::GroupCreation {
         options: options.clone(),
         dir,
@@ -1334,6 +1340,19 @@ pub(super) fn open_group(
     hosted.stored_snapshot = loaded.snapshot;
     hosted.wal_purged = wal_purged;
     hosted.hard_states = super::storage::HardStateWriter::recovered(recovered_hard_state);
+    if let Some(index) = hosted.stored_snapshot.as_ref().map(|s| s.meta.index) {
+        // The log is compacted after the loaded snapshot as it was when that
+        // snapshot became durable (`Shard::snapshot_durable`): the WAL keeps
+        // entries back to its purge point (an older kept snapshot), which
+        // are not the core's log. Without this a restarted node held in
+        // memory every entry the WAL kept, and as leader caught a lagging
+        // follower up from them instead of by its snapshot, unlike a node
+        // that did not restart. A purge marker a crash lost is written again
+        // (the shard's first sync makes it durable; its first turn deletes
+        // the segments no group needs any more).
+        let tail = options.snapshot.log_tail_entries;
+        super::compaction::compact_group(wal, group, &mut hosted, index, tail, None)?;
+    }
     Ok(hosted)
 }
 

@@ -1151,3 +1151,45 @@ fn heartbeat_answers_from_a_lagging_probing_follower_build_probes_of_bounded_siz
     assert_eq!(cluster.get(3).last_index(), cluster.get(1).last_index());
     assert_eq!(cluster.get(3).commit_index(), cluster.get(1).commit_index());
 }
+
+#[test]
+fn heartbeat_answers_from_a_lagging_replicating_follower_send_its_lag_at_most_once() {
+    // The other half of the partition-leader stall's shape: an answer
+    // frees one window slot of a replicating follower, and the append that
+    // goes then carries entries after what was already sent, so however
+    // many answers a turn steps, the lag is built once (then empty appends
+    // carry the commit index), not once per answer.
+    const ANSWERS: usize = 1000;
+    let mut cluster = Cluster::new(3, |c| c.inflight_messages_max = 2);
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(3)];
+    let text: &'static str =
+        "a catch-up entry of a hundred bytes, as a key-value write is: .........................................";
+    for _ in 0..20 {
+        for _ in 0..100 {
+            cluster.get(1).propose(payload(text)).unwrap();
+        }
+        cluster.settle();
+    }
+    cluster.isolated.clear();
+    let term = cluster.get(1).term().0;
+    let leader = cluster.get(1);
+    let _ = leader.take_ready();
+    let progress = &leader.progress()[&NodeId(3)];
+    assert_eq!(progress.state, ProgressState::Replicate);
+    let unsent = leader.last_index().0 + 1 - progress.next_index.0;
+    assert!(unsent >= 1000, "{unsent} entries not yet sent to node 3");
+    let round = leader.reads.current_round();
+
+    for _ in 0..ANSWERS {
+        leader.step(message(3, 1, term, MessageBody::HeartbeatResponse { round }));
+    }
+    let ready = leader.take_ready();
+    let appends = appends_to(&ready.messages, 3);
+    let entries: usize = appends.iter().map(|a| a.0).sum();
+    assert_eq!(appends.len(), ANSWERS, "one append per answer");
+    assert!(
+        entries as u64 <= unsent,
+        "{entries} entries built for {ANSWERS} answers; {unsent} were unsent"
+    );
+}

@@ -12,8 +12,8 @@ use super::types::LogIndex;
 /// one entry still goes, however large). A probe only has to find where the
 /// logs match; full batches (`append_bytes_max`) flow once the follower is
 /// in Replicate. Every heartbeat answer from a probing follower lets a probe
-/// go again, and one shard turn may step thousands of such answers (each
-/// read starts a round): with full batches, each built up to 1 MiB of cloned
+/// go again, and one shard turn may step thousands of such answers (reads
+/// start a round each turn): with full batches, each built up to 1 MiB of cloned
 /// entries that a full outbound queue then dropped, and a turn took seconds
 /// (`coraft-chaos --seed 1034097185650778836 --nemesis partition-leader`).
 /// At least the simulator's largest drawn `append_bytes_max`, so its runs

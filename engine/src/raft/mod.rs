@@ -62,7 +62,7 @@ pub use core::{InitialState, RaftCore, APPLY_BATCH_BYTES_MAX};
 pub use error::{ConfigError, RaftError};
 pub use membership::ConfChange;
 pub use message::{AppendOutcome, Message, MessageBody};
-pub use progress::{Inflights, Progress, ProgressState};
+pub use progress::{Inflights, Progress, ProgressState, PROBE_APPEND_BYTES_MAX};
 pub use quorum::VoteResult;
 pub use reads::{PENDING_READS_MAX, ROUND_HISTORY_MAX};
 pub use ready::Ready;

@@ -8,6 +8,18 @@ use std::collections::VecDeque;
 
 use super::types::LogIndex;
 
+/// Bound on the entry bytes of one append to a follower in Probe (at least
+/// one entry still goes, however large). A probe only has to find where the
+/// logs match; full batches (`append_bytes_max`) flow once the follower is
+/// in Replicate. Every heartbeat answer from a probing follower lets a probe
+/// go again, and one shard turn may step thousands of such answers (reads
+/// start a round each turn): with full batches, each built up to 1 MiB of cloned
+/// entries that a full outbound queue then dropped, and a turn took seconds
+/// (`coraft-chaos --seed 1034097185650778836 --nemesis partition-leader`).
+/// At least the simulator's largest drawn `append_bytes_max`, so its runs
+/// are unchanged by this bound.
+pub const PROBE_APPEND_BYTES_MAX: u64 = 4 << 10;
+
 /// How the leader sends to one follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressState {
@@ -95,6 +107,15 @@ impl Progress {
             acked_round: 0,
             snapshot_elapsed_ticks: 0,
             inflights: Inflights::default(),
+        }
+    }
+
+    /// Bound on the entry bytes of the next append, given the configured
+    /// `append_bytes_max`: a probe carries at most [`PROBE_APPEND_BYTES_MAX`].
+    pub fn append_bytes_max(&self, configured: u64) -> u64 {
+        match self.state {
+            ProgressState::Probe => configured.min(PROBE_APPEND_BYTES_MAX),
+            _ => configured,
         }
     }
 

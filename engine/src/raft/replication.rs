@@ -77,6 +77,7 @@ impl RaftCore {
             return false;
         }
         let next = progress.next_index;
+        let bytes_max = progress.append_bytes_max(self.config.append_bytes_max);
         let prev_log_index = next.prev();
         let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
             return self.send_snapshot(to);
@@ -84,7 +85,7 @@ impl RaftCore {
         if next <= self.log.snapshot_index() {
             return self.send_snapshot(to);
         }
-        let entries = self.log.entries_from(next, self.config.append_bytes_max);
+        let entries = self.log.entries_from(next, bytes_max);
         if entries.is_empty() && !allow_empty {
             return false;
         }

@@ -1067,3 +1067,129 @@ fn a_loaded_snapshot_counts_as_applied_and_only_later_entries_are_handed_out() {
     assert_eq!(ignored.applied_index(), LogIndex(0), "its term is not the log's there");
     assert_eq!(ignored.snapshot().map(|s| s.index), None);
 }
+
+/// Entry count and entry bytes of each AppendEntries in `messages` to `to`.
+fn appends_to(messages: &[Message], to: u64) -> Vec<(usize, u64)> {
+    messages
+        .iter()
+        .filter(|m| m.to == NodeId(to))
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendEntries { entries, .. } => {
+                Some((entries.len(), entries.iter().map(Entry::size_bytes).sum()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn heartbeat_answers_from_a_lagging_probing_follower_build_probes_of_bounded_size() {
+    // Regression (`coraft-chaos --seed 1034097185650778836 --nemesis
+    // partition-leader`): every heartbeat answer from a lagging follower in
+    // Probe lets a probe go again, and each probe was a full catch-up batch
+    // (up to `append_bytes_max`, 1 MiB of cloned entries) that the
+    // runtime's full outbound queue then dropped. Reads start a round per
+    // turn, so one turn stepped thousands of answers and took seconds. The
+    // probes still go (when messages are sent is unchanged) but each is
+    // small; full batches flow once the follower is in Replicate.
+    const ANSWERS: usize = 1000;
+    const ENTRIES: usize = 2000;
+    let mut cluster = Cluster::new(3, |_| {});
+    assert!(cluster.get(1).config().append_bytes_max > 64 * PROBE_APPEND_BYTES_MAX);
+    cluster.isolated = vec![NodeId(3)];
+    cluster.elect(1);
+    let text: &'static str =
+        "a catch-up entry of a hundred bytes, as a key-value write is: .........................................";
+    for _ in 0..ENTRIES / 100 {
+        for _ in 0..100 {
+            cluster.get(1).propose(payload(text)).unwrap();
+        }
+        cluster.settle();
+    }
+    cluster.isolated.clear();
+    let term = cluster.get(1).term().0;
+    let leader = cluster.get(1);
+    let _ = leader.take_ready();
+    let lag = leader.last_index().0 - leader.progress()[&NodeId(3)].match_index.0;
+    assert!(lag >= ENTRIES as u64, "node 3 lags by {lag}");
+    assert_eq!(leader.progress()[&NodeId(3)].state, ProgressState::Probe);
+    let round = leader.reads.current_round();
+
+    for _ in 0..ANSWERS {
+        leader.step(message(3, 1, term, MessageBody::HeartbeatResponse { round }));
+    }
+    let ready = leader.take_ready();
+    let appends = appends_to(&ready.messages, 3);
+    let entries: usize = appends.iter().map(|a| a.0).sum();
+    let bytes: u64 = appends.iter().map(|a| a.1).sum();
+    // Each answer still lets one probe go: a lost probe is retried.
+    assert_eq!(appends.len(), ANSWERS, "one probe per answer");
+    assert!(
+        bytes <= ANSWERS as u64 * PROBE_APPEND_BYTES_MAX,
+        "{} appends built carrying {entries} entries, {bytes} bytes for {ANSWERS} answers",
+        appends.len()
+    );
+    assert!(appends.iter().all(|&(n, _)| n >= 1), "a probe carries an entry");
+
+    // Once a probe matches, full batches flow and the follower catches up.
+    for message in ready.messages.into_iter().chain(ready.persisted_messages) {
+        if let Some(core) = cluster.cores.get_mut(&message.to) {
+            core.step(message);
+        }
+    }
+    let mut largest = 0;
+    cluster.settle_watching(|_, m| {
+        if let Some(&(_, bytes)) = appends_to(std::slice::from_ref(m), 3).first() {
+            largest = largest.max(bytes);
+        }
+    });
+    cluster.tick_all(10);
+    assert!(
+        largest > PROBE_APPEND_BYTES_MAX,
+        "a replicating follower gets full batches ({largest} bytes)"
+    );
+    assert_eq!(cluster.get(3).last_index(), cluster.get(1).last_index());
+    assert_eq!(cluster.get(3).commit_index(), cluster.get(1).commit_index());
+}
+
+#[test]
+fn heartbeat_answers_from_a_lagging_replicating_follower_send_its_lag_at_most_once() {
+    // The other half of the partition-leader stall's shape: an answer
+    // frees one window slot of a replicating follower, and the append that
+    // goes then carries entries after what was already sent, so however
+    // many answers a turn steps, the lag is built once (then empty appends
+    // carry the commit index), not once per answer.
+    const ANSWERS: usize = 1000;
+    let mut cluster = Cluster::new(3, |c| c.inflight_messages_max = 2);
+    cluster.elect(1);
+    cluster.isolated = vec![NodeId(3)];
+    let text: &'static str =
+        "a catch-up entry of a hundred bytes, as a key-value write is: .........................................";
+    for _ in 0..20 {
+        for _ in 0..100 {
+            cluster.get(1).propose(payload(text)).unwrap();
+        }
+        cluster.settle();
+    }
+    cluster.isolated.clear();
+    let term = cluster.get(1).term().0;
+    let leader = cluster.get(1);
+    let _ = leader.take_ready();
+    let progress = &leader.progress()[&NodeId(3)];
+    assert_eq!(progress.state, ProgressState::Replicate);
+    let unsent = leader.last_index().0 + 1 - progress.next_index.0;
+    assert!(unsent >= 1000, "{unsent} entries not yet sent to node 3");
+    let round = leader.reads.current_round();
+
+    for _ in 0..ANSWERS {
+        leader.step(message(3, 1, term, MessageBody::HeartbeatResponse { round }));
+    }
+    let ready = leader.take_ready();
+    let appends = appends_to(&ready.messages, 3);
+    let entries: usize = appends.iter().map(|a| a.0).sum();
+    assert_eq!(appends.len(), ANSWERS, "one append per answer");
+    assert!(
+        entries as u64 <= unsent,
+        "{entries} entries built for {ANSWERS} answers; {unsent} were unsent"
+    );
+}

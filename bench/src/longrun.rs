@@ -107,6 +107,11 @@ pub struct LongrunArgs {
     /// With --processes: the coraft-node binary [default: beside coraft-bench].
     #[arg(long, value_name = "PATH", requires = "processes")]
     pub node_binary: Option<PathBuf>,
+    /// With --processes: S seconds after the load starts, move every
+    /// group's leadership to the next node (the admin protocol's transfer),
+    /// to see the writers follow a leader change.
+    #[arg(long, value_name = "S", requires = "processes", value_parser = crate::args::seconds_at_least_one)]
+    pub transfer_leaders_at: Option<u64>,
     /// Print one JSON object (with every sample) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -249,9 +254,24 @@ pub struct Report {
     pub errors: u64,
     pub samples: Vec<Sample>,
     pub verdict: Option<Verdict>,
+    /// With `--transfer-leaders-at`: the leader change and what it cost.
+    pub leader_change: Option<LeaderChange>,
     pub load_average: String,
     pub machine: Machine,
     pub command: String,
+}
+
+/// Every group's leadership moved mid-run (`--transfer-leaders-at`).
+#[derive(Serialize, Debug, Clone)]
+pub struct LeaderChange {
+    /// Seconds since the load started when the transfers were asked for.
+    pub asked_at_s: f64,
+    /// Seconds since the load started when every group had its new leader.
+    pub done_at_s: f64,
+    pub groups_moved: u64,
+    /// `NotLeader` answers the writers met over the whole run; each one
+    /// sent its write again to the leader it named (or the next node).
+    pub not_leader: u64,
 }
 
 fn block<T>(future: impl std::future::Future<Output = T>) -> T {
@@ -622,6 +642,7 @@ pub(crate) fn report(
         errors,
         samples,
         verdict,
+        leader_change: None,
         load_average: load_average(),
         machine: Machine::detect(root),
         command: crate::cluster::command_line(),
@@ -740,6 +761,12 @@ pub fn run(args: LongrunArgs) -> Result<()> {
         report.errors,
         report.load_average
     );
+    if let Some(change) = &report.leader_change {
+        println!(
+            "  leaders  {} group(s) moved to the next node at {:.1}-{:.1} s; {} NotLeader answers (each sent again)",
+            change.groups_moved, change.asked_at_s, change.done_at_s, change.not_leader
+        );
+    }
     match &report.verdict {
         None => println!("  verdict  none: fewer than two windows after the warm-up"),
         Some(v) => {

@@ -261,18 +261,7 @@ pub struct Report {
     pub command: String,
 }
 
-/// Every group's leadership moved mid-run (`--transfer-leaders-at`).
-#[derive(Serialize, Debug, Clone)]
-pub struct LeaderChange {
-    /// Seconds since the load started when the transfers were asked for.
-    pub asked_at_s: f64,
-    /// Seconds since the load started when every group had its new leader.
-    pub done_at_s: f64,
-    pub groups_moved: u64,
-    /// `NotLeader` answers the writers met over the whole run; each one
-    /// sent its write again to the leader it named (or the next node).
-    pub not_leader: u64,
-}
+pub use crate::workload::LeaderChange;
 
 fn block<T>(future: impl std::future::Future<Output = T>) -> T {
     futures_lite::future::block_on(future)

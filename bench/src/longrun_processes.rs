@@ -13,12 +13,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use coraft::admin::AdminClient;
 use coraft::raft::{GroupId, NodeId};
 use coraft_tuning::{NodeConfig, PlacementPolicy, SnapshotSettings};
 
-use crate::longrun::{new_histogram, rss_bytes, LeaderChange, LongrunArgs, NodeFigures, Report, CLUSTER_ID, NODES};
+use crate::longrun::{new_histogram, rss_bytes, LongrunArgs, NodeFigures, Report, CLUSTER_ID, NODES};
 use crate::shape::{Processes, ProcessesSpec};
 use crate::workload::{Mix, ReadPath, StateMachineKind, Totals, Workload};
 
@@ -138,7 +138,7 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
         let (addresses, groups) = (processes.addresses.clone(), groups.clone());
         std::thread::spawn(move || {
             std::thread::sleep((started + Duration::from_secs(at_s)).saturating_duration_since(Instant::now()));
-            transfer_leaders(&addresses, &groups, started)
+            crate::workload::transfer_leaders(&addresses, CLUSTER_ID, &groups, started)
         })
     });
 
@@ -210,71 +210,4 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
     );
     report.leader_change = leader_change;
     Ok(report)
-}
-
-/// How long the nodes get to elect the leaders a transfer asked for (a
-/// loaded machine: generous).
-const TRANSFER_WAIT: Duration = Duration::from_secs(60);
-
-/// Moves every group's leadership from its leader to the next node (by id,
-/// wrapping) over the admin protocol, and waits until each new leader leads.
-fn transfer_leaders(addresses: &[std::net::SocketAddr], groups: &[GroupId], started: Instant) -> Result<LeaderChange> {
-    let mut admins = BTreeMap::new();
-    for &address in addresses {
-        let admin =
-            AdminClient::connect(address, CLUSTER_ID, ADMIN_TIMEOUT).with_context(|| format!("admin {address}"))?;
-        admins.insert(admin.node(), admin);
-    }
-    let nodes: Vec<NodeId> = admins.keys().copied().collect();
-    // Each group's leader, as its leader reports it.
-    let leaders = |admins: &mut BTreeMap<NodeId, AdminClient>| -> Result<BTreeMap<GroupId, NodeId>> {
-        let mut leaders = BTreeMap::new();
-        for (&node, admin) in admins.iter_mut() {
-            for chunk in groups.chunks(coraft::admin::ADMIN_STATUS_GROUPS_MAX) {
-                for group in admin
-                    .status(chunk)
-                    .with_context(|| format!("status of node {node}"))?
-                    .groups
-                {
-                    if group.role == coraft::admin::AdminRole::Leader {
-                        leaders.insert(GroupId(group.group), node);
-                    }
-                }
-            }
-        }
-        Ok(leaders)
-    };
-    let asked_at_s = started.elapsed().as_secs_f64();
-    let before = leaders(&mut admins)?;
-    let mut wanted = BTreeMap::new();
-    for (&group, &from) in &before {
-        let at = nodes.iter().position(|&n| n == from).unwrap_or(0);
-        let to = nodes[(at + 1) % nodes.len()];
-        admins
-            .get_mut(&from)
-            .expect("a leader is a node of the cluster")
-            .transfer_leader(group, to)
-            .with_context(|| format!("transferring group {group} from node {from} to node {to}"))?;
-        wanted.insert(group, to);
-    }
-    let deadline = Instant::now() + TRANSFER_WAIT;
-    loop {
-        let now = leaders(&mut admins)?;
-        if wanted.iter().all(|(group, to)| now.get(group) == Some(to)) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the groups' leaders after {} s: {now:?}, where the transfers asked for {wanted:?}",
-                TRANSFER_WAIT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(LeaderChange {
-        asked_at_s,
-        done_at_s: started.elapsed().as_secs_f64(),
-        groups_moved: wanted.len() as u64,
-        not_leader: 0,
-    })
 }

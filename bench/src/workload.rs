@@ -1085,3 +1085,92 @@ fn register_round(
     }
     Ok(refused)
 }
+
+/// How long one admin call to a node may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every group's leadership moved mid-run (`--transfer-leaders-at`).
+#[derive(Serialize, Debug, Clone)]
+pub struct LeaderChange {
+    /// Seconds since the load started when the transfers were asked for.
+    pub asked_at_s: f64,
+    /// Seconds since the load started when every group had its new leader.
+    pub done_at_s: f64,
+    pub groups_moved: u64,
+    /// `NotLeader` answers the clients met over the whole run; each one
+    /// sent its request again to the leader it named (or the next node).
+    pub not_leader: u64,
+}
+
+/// How long the nodes get to elect the leaders a transfer asked for (a
+/// loaded machine: generous).
+const TRANSFER_WAIT: Duration = Duration::from_secs(60);
+
+/// Moves every group's leadership from its leader to the next node (by id,
+/// wrapping) over the admin protocol (`addresses`: every node's), and waits
+/// until each new leader leads (`--transfer-leaders-at`).
+pub fn transfer_leaders(
+    addresses: &[SocketAddr],
+    cluster_id: u64,
+    groups: &[GroupId],
+    started: Instant,
+) -> Result<LeaderChange> {
+    let mut admins = BTreeMap::new();
+    for &address in addresses {
+        let admin = coraft::admin::AdminClient::connect(address, cluster_id, ADMIN_TIMEOUT)
+            .with_context(|| format!("admin {address}"))?;
+        admins.insert(admin.node(), admin);
+    }
+    let nodes: Vec<NodeId> = admins.keys().copied().collect();
+    // Each group's leader, as its leader reports it.
+    let leaders = |admins: &mut BTreeMap<NodeId, coraft::admin::AdminClient>| -> Result<BTreeMap<GroupId, NodeId>> {
+        let mut leaders = BTreeMap::new();
+        for (&node, admin) in admins.iter_mut() {
+            for chunk in groups.chunks(coraft::admin::ADMIN_STATUS_GROUPS_MAX) {
+                for group in admin
+                    .status(chunk)
+                    .with_context(|| format!("status of node {node}"))?
+                    .groups
+                {
+                    if group.role == coraft::admin::AdminRole::Leader {
+                        leaders.insert(GroupId(group.group), node);
+                    }
+                }
+            }
+        }
+        Ok(leaders)
+    };
+    let asked_at_s = started.elapsed().as_secs_f64();
+    let before = leaders(&mut admins)?;
+    let mut wanted = BTreeMap::new();
+    for (&group, &from) in &before {
+        let at = nodes.iter().position(|&n| n == from).unwrap_or(0);
+        let to = nodes[(at + 1) % nodes.len()];
+        admins
+            .get_mut(&from)
+            .expect("a leader is a node of the cluster")
+            .transfer_leader(group, to)
+            .with_context(|| format!("transferring group {group} from node {from} to node {to}"))?;
+        wanted.insert(group, to);
+    }
+    let deadline = Instant::now() + TRANSFER_WAIT;
+    loop {
+        let now = leaders(&mut admins)?;
+        if wanted.iter().all(|(group, to)| now.get(group) == Some(to)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the groups' leaders after {} s: {now:?}, where the transfers asked for {wanted:?}",
+                TRANSFER_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(LeaderChange {
+        asked_at_s,
+        done_at_s: started.elapsed().as_secs_f64(),
+        groups_moved: wanted.len() as u64,
+        not_leader: 0,
+    })
+}

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::machine::Machine;
 use crate::shape::{Remote, Shape};
-use crate::workload::{Driver, DriverResult, Mix, ReadPath, StateMachineKind, Totals, Workload};
+use crate::workload::{DriverResult, Mix, ReadPath, StateMachineKind, Totals, Workload};
 
 const CLUSTER_ID: u64 = 0xC0_4A_F7;
 /// The replication floor runs at most this long (and warms up at most
@@ -69,7 +69,14 @@ pub struct ClusterArgs {
     /// Seconds of warm-up before measuring (requests due then are not counted).
     #[arg(long, default_value_t = 2, value_name = "S", value_parser = crate::args::seconds)]
     pub warmup: u64,
-    /// Driver threads (each one connection carrying many clients).
+    /// S seconds after the load starts (warm-up included), move every
+    /// group's leadership to the next node (the admin protocol's transfer),
+    /// to see what a leader change costs the clients.
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds_at_least_one)]
+    pub transfer_leaders_at: Option<u64>,
+    /// Driver threads (each one connection carrying many clients), plus one
+    /// for each node and shard that starts without clients (it takes over
+    /// the clients of a group whose leadership moves there).
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = crate::args::at_least_one)]
     pub drivers: usize,
     /// What the clients send: writes, linearizable reads, or a mix.
@@ -241,6 +248,8 @@ pub struct Settings {
     pub shard_cores: Option<Vec<usize>>,
     pub wal_zero_ahead_bytes: u64,
     pub replication_floor: bool,
+    /// `--transfer-leaders-at`: when every group's leadership moves.
+    pub transfer_leaders_at_s: Option<u64>,
     /// Where the nodes run.
     pub shape: Shape,
 }
@@ -326,6 +335,15 @@ impl Settings {
                 args.drivers.min(args.clients)
             );
         }
+        if let Some(at) = args.transfer_leaders_at {
+            if at >= args.warmup + args.duration {
+                bail!(
+                    "--transfer-leaders-at {at} is not within the run ({} s of warm-up and {} s measured)",
+                    args.warmup,
+                    args.duration
+                );
+            }
+        }
         Ok(Settings {
             nodes: args.nodes,
             shards: args.shards,
@@ -355,6 +373,7 @@ impl Settings {
             shard_cores: args.shard_cores.as_ref().map(|list| list.0.clone()),
             wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
             replication_floor: !args.no_floor,
+            transfer_leaders_at_s: args.transfer_leaders_at,
             shape,
         })
     }
@@ -470,6 +489,11 @@ pub struct PointResult {
     pub reads: u64,
     pub writes: u64,
     pub errors: u64,
+    /// `NotLeader` answers, each followed by the same request sent to the
+    /// leader it named or the next node (not in `errors`).
+    pub not_leader: u64,
+    /// `--transfer-leaders-at`: the leader change.
+    pub leader_change: Option<crate::workload::LeaderChange>,
     pub unsent: u64,
     pub cpu: Duration,
     /// Requests answered per second of the measurement, in order.
@@ -801,7 +825,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
         }
         (shape, _) => bail!("no deployment for the {} shape", shape.name()),
     };
-    let (driven, cpu, timeline, errors) = outcome?;
+    let (driven, cpu, timeline, errors, not_leader, leader_change) = outcome?;
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let (mut reads, mut writes, mut unsent) = (0, 0, 0);
     for result in driven {
@@ -817,6 +841,8 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
         reads,
         writes,
         errors,
+        not_leader,
+        leader_change,
         unsent,
         cpu,
         timeline,
@@ -825,7 +851,14 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
     })
 }
 
-type Driven = (Vec<DriverResult>, Duration, Vec<u64>, u64);
+type Driven = (
+    Vec<DriverResult>,
+    Duration,
+    Vec<u64>,
+    u64,
+    u64,
+    Option<crate::workload::LeaderChange>,
+);
 
 /// Waits for leaders, runs the drivers, samples progress each second.
 /// Each shard's CPU per `--shard-cores` (the same on every node), or unpinned.
@@ -885,33 +918,21 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
             .or_default()
             .push((client as u64 + 1, group));
     }
-    let mut drivers = Vec::new();
+    // Every node gets a driver per shard, with or without clients: a client
+    // whose group's leader moves is handed to the new leader's driver.
     let per_target = settings.drivers.div_ceil(by_target.len()).max(1);
-    for ((node, shard), clients) in by_target {
-        let chunk = clients.len().div_ceil(per_target).max(1);
-        for part in clients.chunks(chunk) {
-            drivers.push(Driver {
-                address: *cluster.addresses[&node]
-                    .get(shard)
-                    .ok_or_else(|| anyhow!("node {node} has no shard {shard}"))?,
-                cluster_id: cluster.cluster_id,
-                target_node: node,
-                shard,
-                clients: part.to_vec(),
-                rate: None,
-                seed: part[0].0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ node.0,
-                read_consistency: settings.read_mode.consistency(),
-                shard_addresses: cluster
-                    .addresses
-                    .iter()
-                    .filter_map(|(&id, addresses)| Some((id, *addresses.get(shard)?)))
-                    .collect(),
-            });
-        }
-    }
+    let mut drivers = crate::workload::plan_drivers(
+        cluster.cluster_id,
+        &cluster.addresses,
+        by_target,
+        per_target,
+        settings.read_mode.consistency(),
+    )?;
     // Open loop: each driver offers its clients' share of the rate.
     if let Some(rate) = settings.rate {
-        for driver in &mut drivers {
+        // (A driver that starts without clients drives the ones handed to
+        // it closed loop.)
+        for driver in drivers.iter_mut().filter(|driver| !driver.clients.is_empty()) {
             driver.rate = Some(rate as f64 * driver.clients.len() as f64 / settings.clients as f64);
         }
     }
@@ -934,6 +955,20 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
             std::thread::spawn(move || crate::workload::run_driver(driver, mix, measure_from, stop_at, totals))
         })
         .collect();
+    // `--transfer-leaders-at`: every group's leadership to the next node,
+    // over the admin protocol (served on each node's first shard address).
+    let transfer = settings.transfer_leaders_at_s.map(|at_s| {
+        let addresses: Vec<SocketAddr> = cluster
+            .addresses
+            .values()
+            .filter_map(|addresses| addresses.first().copied())
+            .collect();
+        let (cluster_id, groups) = (cluster.cluster_id, groups.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep((started + Duration::from_secs(at_s)).saturating_duration_since(Instant::now()));
+            crate::workload::transfer_leaders(&addresses, cluster_id, &groups, started)
+        })
+    });
     // One sample a second: progress on stderr, and the measured seconds'
     // throughput for the report.
     let mut cpu_at_start = warmup.is_zero().then(cpu);
@@ -973,9 +1008,10 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
             "measuring"
         };
         let errors = totals.errors.load(Ordering::Relaxed);
+        let not_leader = totals.not_leader.load(Ordering::Relaxed);
         if !json || std::io::stderr().is_terminal() {
             eprint!(
-                "{lead}{phase}: {:>10} ops/s, {errors} errors{tail}",
+                "{lead}{phase}: {:>10} ops/s, {errors} errors, {not_leader} NotLeader{tail}",
                 answered - last_answered
             );
             let _ = std::io::stderr().flush();
@@ -989,7 +1025,26 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
     for handle in handles {
         results.push(handle.join().map_err(|_| anyhow!("a driver thread panicked"))??);
     }
-    Ok((results, cpu, timeline, totals.errors.load(Ordering::Relaxed)))
+    let not_leader = totals.not_leader.load(Ordering::Relaxed);
+    let leader_change = match transfer {
+        Some(transfer) => {
+            let mut change = transfer
+                .join()
+                .map_err(|_| anyhow!("the leader transfer thread panicked"))?
+                .context("moving every group's leadership (--transfer-leaders-at)")?;
+            change.not_leader = not_leader;
+            Some(change)
+        }
+        None => None,
+    };
+    Ok((
+        results,
+        cpu,
+        timeline,
+        totals.errors.load(Ordering::Relaxed),
+        not_leader,
+        leader_change,
+    ))
 }
 
 fn json_line(result: &PointResult, machine: &Machine, command: &str) -> String {
@@ -999,9 +1054,9 @@ fn json_line(result: &PointResult, machine: &Machine, command: &str) -> String {
     format!(
         "{{\"system\":\"coraft\",\"shape\":\"{}\",\"workload\":\"{}\",\"nodes\":{},\"groups\":{},\"shards\":{},\"clients\":{},\
          \"payload\":{},\"duration_s\":{},\"ops\":{},\"ops_per_s\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\
-         \"p999_us\":{},\"max_us\":{},\"errors\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"tcp_rtt_floor_p50_us\":{},\
+         \"p999_us\":{},\"max_us\":{},\"errors\":{},\"not_leader\":{},\"fsync\":true,\"fsync_floor_p50_us\":{},\"tcp_rtt_floor_p50_us\":{},\
          \"write_floor_us\":{},\"cpu_us_per_op\":{:.2}{},\"read_floor_us\":{},\"floor_us\":{:.0},\"reads\":{},\"writes\":{},\
-         \"unsent\":{},\"cpu_scope\":\"{}\"{},\"timeline_ops_per_s\":{},\"config\":{},\"machine\":{},\"command\":{}}}",
+         \"unsent\":{},\"cpu_scope\":\"{}\"{}{},\"timeline_ops_per_s\":{},\"config\":{},\"machine\":{},\"command\":{}}}",
         s.shape.name(),
         s.workload.name(),
         s.nodes,
@@ -1018,6 +1073,7 @@ fn json_line(result: &PointResult, machine: &Machine, command: &str) -> String {
         q(0.999),
         result.latency_us.max(),
         result.errors,
+        result.not_leader,
         result.floors.fsync_p50_us,
         result.floors.tcp_rtt_p50_us,
         result.floors.write_us,
@@ -1039,6 +1095,14 @@ fn json_line(result: &PointResult, machine: &Machine, command: &str) -> String {
         result.writes,
         result.unsent,
         cpu_scope(s.shape),
+        result
+            .leader_change
+            .as_ref()
+            .map(|change| format!(
+                ",\"leader_change\":{}",
+                serde_json::to_string(change).expect("a leader change serializes")
+            ))
+            .unwrap_or_default(),
         floors_note(s.shape)
             .map(|note| format!(",\"floors_note\":{}", serde_json::to_string(note).expect("a string serializes")))
             .unwrap_or_default(),
@@ -1130,6 +1194,16 @@ fn print_table(result: &PointResult) {
     println!("  latency p99.9   {:>9} µs", q(0.999));
     println!("  latency max     {:>9} µs", result.latency_us.max());
     println!("  errors          {:>12}", result.errors);
+    println!(
+        "  NotLeader       {:>12} (each sent again, to the leader named or the next node)",
+        result.not_leader
+    );
+    if let Some(change) = &result.leader_change {
+        println!(
+            "  leaders moved   {:>12} group(s) to the next node, asked at {:.1} s, in place at {:.1} s",
+            change.groups_moved, change.asked_at_s, change.done_at_s
+        );
+    }
     let floors = &result.floors;
     println!(
         "  fdatasync floor {:>9} µs (p50 of 4 KiB O_DIRECT write + fdatasync, same disk)",

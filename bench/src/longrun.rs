@@ -107,6 +107,11 @@ pub struct LongrunArgs {
     /// With --processes: the coraft-node binary [default: beside coraft-bench].
     #[arg(long, value_name = "PATH", requires = "processes")]
     pub node_binary: Option<PathBuf>,
+    /// With --processes: S seconds after the load starts, move every
+    /// group's leadership to the next node (the admin protocol's transfer),
+    /// to see the writers follow a leader change.
+    #[arg(long, value_name = "S", requires = "processes", value_parser = crate::args::seconds_at_least_one)]
+    pub transfer_leaders_at: Option<u64>,
     /// Print one JSON object (with every sample) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -249,10 +254,14 @@ pub struct Report {
     pub errors: u64,
     pub samples: Vec<Sample>,
     pub verdict: Option<Verdict>,
+    /// With `--transfer-leaders-at`: the leader change and what it cost.
+    pub leader_change: Option<LeaderChange>,
     pub load_average: String,
     pub machine: Machine,
     pub command: String,
 }
+
+pub use crate::workload::LeaderChange;
 
 fn block<T>(future: impl std::future::Future<Output = T>) -> T {
     futures_lite::future::block_on(future)
@@ -622,6 +631,7 @@ pub(crate) fn report(
         errors,
         samples,
         verdict,
+        leader_change: None,
         load_average: load_average(),
         machine: Machine::detect(root),
         command: crate::cluster::command_line(),
@@ -740,6 +750,12 @@ pub fn run(args: LongrunArgs) -> Result<()> {
         report.errors,
         report.load_average
     );
+    if let Some(change) = &report.leader_change {
+        println!(
+            "  leaders  {} group(s) moved to the next node at {:.1}-{:.1} s; {} NotLeader answers (each sent again)",
+            change.groups_moved, change.asked_at_s, change.done_at_s, change.not_leader
+        );
+    }
     match &report.verdict {
         None => println!("  verdict  none: fewer than two windows after the warm-up"),
         Some(v) => {

@@ -3,7 +3,7 @@
 //! ([`crate::shape::Processes`]), each with the snapshot policy of the
 //! command line in its config. The writers are the cluster benchmark's
 //! closed-loop drivers ([`crate::workload`]) on the client protocol, one
-//! connection per leader; each window samples every node process's resident
+//! connection per node, following leader changes; each window samples every node process's resident
 //! memory (`/proc/PID/status`), its data dir and, over the admin protocol,
 //! the index of its groups' newest snapshots.
 
@@ -20,7 +20,7 @@ use coraft_tuning::{NodeConfig, PlacementPolicy, SnapshotSettings};
 
 use crate::longrun::{new_histogram, rss_bytes, LongrunArgs, NodeFigures, Report, CLUSTER_ID, NODES};
 use crate::shape::{Processes, ProcessesSpec};
-use crate::workload::{Driver, Mix, ReadPath, StateMachineKind, Totals, Workload};
+use crate::workload::{Mix, ReadPath, StateMachineKind, Totals, Workload};
 
 /// How long one admin call to a node may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,12 +95,12 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
     }
     let pids: Vec<u32> = processes.processes.iter().map(|p| p.child.id()).collect();
 
-    // Clients round-robin over the groups; one driver per leader.
-    let mut by_leader: BTreeMap<NodeId, Vec<(u64, GroupId)>> = BTreeMap::new();
+    // Clients round-robin over the groups, planned on their group's leader.
+    let mut by_leader: BTreeMap<(NodeId, usize), Vec<(u64, GroupId)>> = BTreeMap::new();
     for client in 0..args.clients {
         let group = groups[client % groups.len()];
         by_leader
-            .entry(cluster.leaders[&group])
+            .entry((cluster.leaders[&group], 0))
             .or_default()
             .push((client as u64 + 1, group));
     }
@@ -117,30 +117,30 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
     });
     let started = Instant::now();
     let stop_at = started + Duration::from_secs(args.warmup + args.duration);
+    // One driver per node, linked: a writer whose group's leader moves is
+    // handed to the new leader's driver.
     let mut drivers = Vec::new();
-    for (node, clients) in by_leader {
-        let driver = Driver {
-            address: *cluster.addresses[&node]
-                .first()
-                .ok_or_else(|| anyhow!("node {node} has no shard address"))?,
-            cluster_id: CLUSTER_ID,
-            target_node: node,
-            shard: 0,
-            seed: clients[0].0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ node.0,
-            clients,
-            rate: None,
-            read_consistency: ReadPath::ReadIndex.consistency(),
-            shard_addresses: cluster
-                .addresses
-                .iter()
-                .filter_map(|(&id, addresses)| Some((id, *addresses.first()?)))
-                .collect(),
-        };
+    for driver in crate::workload::plan_drivers(
+        CLUSTER_ID,
+        &cluster.addresses,
+        by_leader,
+        1,
+        ReadPath::ReadIndex.consistency(),
+    )? {
         let (mix, totals) = (mix.clone(), totals.clone());
         drivers.push(std::thread::spawn(move || {
             crate::workload::run_driver(driver, mix, started, stop_at, totals)
         }));
     }
+
+    // `--transfer-leaders-at`: every group's leadership to the next node.
+    let transfer = args.transfer_leaders_at.map(|at_s| {
+        let (addresses, groups) = (processes.addresses.clone(), groups.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep((started + Duration::from_secs(at_s)).saturating_duration_since(Instant::now()));
+            crate::workload::transfer_leaders(&addresses, CLUSTER_ID, &groups, started)
+        })
+    });
 
     let take_window = || {
         let window = totals.window_latency_us.as_ref().expect("set above");
@@ -189,12 +189,25 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
             .map_err(|_| anyhow!("a writer thread panicked"))?
             .context("a writer")?;
     }
-    Ok(crate::longrun::report(
+    let leader_change = match transfer {
+        Some(transfer) => {
+            let mut change = transfer
+                .join()
+                .map_err(|_| anyhow!("the leader transfer thread panicked"))?
+                .context("moving every group's leadership (--transfer-leaders-at)")?;
+            change.not_leader = totals.not_leader.load(Ordering::Relaxed);
+            Some(change)
+        }
+        None => None,
+    };
+    let mut report = crate::longrun::report(
         args,
         root,
         "processes",
         samples,
         totals.completed.load(Ordering::Relaxed),
         totals.errors.load(Ordering::Relaxed),
-    ))
+    );
+    report.leader_change = leader_change;
+    Ok(report)
 }

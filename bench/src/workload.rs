@@ -12,15 +12,19 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use coraft::api::KvOp;
 use coraft::raft::{GroupId, NodeId};
-use coraft_net::schema::{ClientError, ClientRequest, ClientRequestBatch, ClientResponseBatch, ReadConsistency};
+use coraft_net::schema::{
+    ArchivedClientError, ClientError, ClientRequest, ClientRequestBatch, ClientResponseBatch, ReadConsistency,
+};
 use coraft_net::{BlockingConnection, Hello, NetError, Role as NetRole};
 use hdrhistogram::Histogram;
+use rkyv::result::ArchivedResult;
 use serde::Serialize;
 
 /// Bound on requests one driver sends in one frame.
@@ -121,14 +125,21 @@ impl Mix {
         }
     }
 
-    fn write_payload(&self, rng: &mut Rng, filler: &[u8]) -> Vec<u8> {
+    /// The command of `client`'s write `sequence`: the same bytes each time
+    /// it is asked for, so a write sent again after `NotLeader` is the same
+    /// command under the same sequence (a session refuses a sequence reused
+    /// for another command).
+    fn write_payload(&self, client: u64, sequence: u64, filler: &[u8]) -> Vec<u8> {
         match self.state_machine {
             StateMachineKind::Counter => filler.to_vec(),
-            StateMachineKind::Kv => KvOp::Write {
-                key: rng.below(self.keys),
-                value: rng.next(),
+            StateMachineKind::Kv => {
+                let mut rng = Rng::new(client.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sequence);
+                KvOp::Write {
+                    key: rng.below(self.keys),
+                    value: rng.next(),
+                }
+                .encode()
             }
-            .encode(),
         }
     }
 
@@ -174,10 +185,80 @@ pub struct Totals {
     pub answered: AtomicU64,
     /// Answered successfully within the measurement.
     pub completed: AtomicU64,
+    /// Requests that failed and were not sent again (`NotLeader` answers
+    /// followed to another node are counted in `not_leader` instead).
     pub errors: AtomicU64,
+    /// `NotLeader` answers: each one sent its request again, to the leader
+    /// the answer named or to the next node (see [`Links`]).
+    pub not_leader: AtomicU64,
     /// When set, every latency counted is also recorded here (`coraft-bench
     /// longrun` takes it window by window).
     pub window_latency_us: Option<std::sync::Mutex<Histogram<u64>>>,
+}
+
+/// First wait before a client that a node refused with `NotLeader` is sent
+/// again, when the refusal named no leader this run knows (an election is
+/// under way) or after [`REDIRECT_IMMEDIATE_MAX`] refusals in a row; doubled
+/// per refusal in a row up to [`REDIRECT_BACKOFF_MAX`].
+pub const REDIRECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest wait between two tries of a client refused with `NotLeader`: a
+/// leader change costs each client about its election time divided by
+/// this, plus the first few, in retries.
+pub const REDIRECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// `NotLeader` answers in a row that name a leader and are followed at
+/// once; past them the client backs off too (two nodes naming each other
+/// while a leader change settles must not make a busy loop).
+pub const REDIRECT_IMMEDIATE_MAX: u32 = 2;
+
+/// A client handed from one driver to another: its state, and when it may
+/// send again.
+pub struct Moved {
+    client: Client,
+    not_before: Instant,
+}
+
+/// How a driver hands its clients to the other drivers of its run when a
+/// node answers `NotLeader`: to a driver of the node the answer names, or,
+/// with no name, of the next node in turn, after a backoff
+/// ([`REDIRECT_BACKOFF_MIN`] .. [`REDIRECT_BACKOFF_MAX`]). The client's
+/// write goes again with the same session sequence and command, so the
+/// cluster applies it once whatever became of the refused try.
+pub struct Links {
+    /// Where clients handed to this driver arrive. Its bound is the run's
+    /// number of clients: a client is in one driver or one inbox at a time,
+    /// so a hand-over never waits.
+    pub inbox: Receiver<Moved>,
+    /// Every node's drivers of this driver's shard, in turn order.
+    pub peers: Arc<BTreeMap<NodeId, Vec<SyncSender<Moved>>>>,
+}
+
+impl Links {
+    /// Where a client refused by `from` goes next, and how long it waits
+    /// first: `redirects` is its number of `NotLeader` answers in a row.
+    fn next_target(&self, from: NodeId, hint: Option<u64>, redirects: u32) -> (NodeId, Duration) {
+        let backoff = REDIRECT_BACKOFF_MIN
+            .saturating_mul(1 << redirects.saturating_sub(1).min(16))
+            .min(REDIRECT_BACKOFF_MAX);
+        match hint.map(NodeId) {
+            Some(leader) if leader != from && self.peers.contains_key(&leader) => {
+                let wait = if redirects <= REDIRECT_IMMEDIATE_MAX {
+                    Duration::ZERO
+                } else {
+                    backoff
+                };
+                (leader, wait)
+            }
+            _ => {
+                let next = self
+                    .peers
+                    .range((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
+                    .next()
+                    .or_else(|| self.peers.iter().next())
+                    .map_or(from, |(&node, _)| node);
+                (next, backoff)
+            }
+        }
+    }
 }
 
 /// One driver: a connection to one (node, shard), carrying many clients.
@@ -186,7 +267,7 @@ pub struct Driver {
     pub cluster_id: u64,
     pub target_node: NodeId,
     pub shard: usize,
-    /// (client id, its group).
+    /// (client id, its group): the clients it starts with.
     pub clients: Vec<(u64, GroupId)>,
     /// Open loop: this driver's share of `--rate`, requests per second.
     pub rate: Option<f64>,
@@ -196,6 +277,10 @@ pub struct Driver {
     /// Every node's address for this driver's shard: where a session
     /// registration refused with a leader hint is sent again.
     pub shard_addresses: BTreeMap<NodeId, SocketAddr>,
+    /// The other drivers of the run, which take a client over when this
+    /// driver's node does not lead its group. `None`: a `NotLeader` answer
+    /// is an error, and the client's next request goes to the same node.
+    pub links: Option<Links>,
 }
 
 impl Driver {
@@ -203,6 +288,102 @@ impl Driver {
     fn connection_name(&self) -> String {
         format!("node {} shard {} ({})", self.target_node, self.shard, self.address)
     }
+
+    /// A connection to the driver's node and shard, with the driver's
+    /// timeouts.
+    fn connect(&self) -> Result<BlockingConnection> {
+        let hello = Hello {
+            cluster_id: self.cluster_id,
+            node_id: self.clients.first().map_or(1, |c| c.0),
+            shard_id: 0,
+            target_shard_id: self.shard as u32,
+            target_node_id: self.target_node.0,
+            role: NetRole::Client,
+        };
+        let connection = BlockingConnection::connect(self.address, &hello, Duration::from_secs(5))
+            .map_err(|error| anyhow!(error).context(format!("connecting to {}", self.connection_name())))?;
+        connection.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
+        // A node that stops reading fills the socket's buffer: a send then
+        // blocks, at most this long too.
+        connection
+            .stream()
+            .set_write_timeout(Some(DRIVER_READ_TIMEOUT))
+            .context("setting the connection's write timeout")?;
+        Ok(connection)
+    }
+}
+
+/// One run's drivers, linked ([`Links`]): for every node and shard in
+/// `addresses`, the clients `planned` on it split over at most
+/// `drivers_per_target` drivers, or one driver without clients where none
+/// are planned, so that every node has a driver to take clients over when
+/// it becomes their group's leader.
+pub fn plan_drivers(
+    cluster_id: u64,
+    addresses: &BTreeMap<NodeId, Vec<SocketAddr>>,
+    mut planned: BTreeMap<(NodeId, usize), Vec<(u64, GroupId)>>,
+    drivers_per_target: usize,
+    read_consistency: ReadConsistency,
+) -> Result<Vec<Driver>> {
+    if let Some(&(node, shard)) = planned
+        .keys()
+        .find(|(node, shard)| addresses.get(node).is_none_or(|a| a.get(*shard).is_none()))
+    {
+        bail!("clients are planned on node {node} shard {shard}, which the cluster does not have");
+    }
+    let clients_total: usize = planned.values().map(Vec::len).sum();
+    let shards = addresses.values().map(Vec::len).max().unwrap_or(0);
+    let mut drivers = Vec::new();
+    for shard in 0..shards {
+        let shard_addresses: BTreeMap<NodeId, SocketAddr> = addresses
+            .iter()
+            .filter_map(|(&id, addresses)| Some((id, *addresses.get(shard)?)))
+            .collect();
+        let mut peers: BTreeMap<NodeId, Vec<SyncSender<Moved>>> = BTreeMap::new();
+        let mut unlinked = Vec::new();
+        for (&node, &address) in &shard_addresses {
+            let clients = planned.remove(&(node, shard)).unwrap_or_default();
+            let chunk = clients.len().div_ceil(drivers_per_target.max(1)).max(1);
+            let parts: Vec<Vec<(u64, GroupId)>> = if clients.is_empty() {
+                vec![Vec::new()]
+            } else {
+                clients.chunks(chunk).map(<[_]>::to_vec).collect()
+            };
+            for part in parts {
+                let (sender, inbox) = std::sync::mpsc::sync_channel(clients_total.max(1));
+                peers.entry(node).or_default().push(sender);
+                let seed = part
+                    .first()
+                    .map_or(shard as u64 + 1, |c| c.0)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ node.0;
+                unlinked.push((
+                    Driver {
+                        address,
+                        cluster_id,
+                        target_node: node,
+                        shard,
+                        clients: part,
+                        rate: None,
+                        seed,
+                        read_consistency,
+                        shard_addresses: shard_addresses.clone(),
+                        links: None,
+                    },
+                    inbox,
+                ));
+            }
+        }
+        let peers = Arc::new(peers);
+        drivers.extend(unlinked.into_iter().map(|(mut driver, inbox)| {
+            driver.links = Some(Links {
+                inbox,
+                peers: peers.clone(),
+            });
+            driver
+        }));
+    }
+    Ok(drivers)
 }
 
 /// The next frame on `connection`, or an error naming the driver's
@@ -215,14 +396,19 @@ fn next_frame(connection: &mut BlockingConnection, driver: &Driver, outstanding:
             "{} closed the connection with {outstanding} requests outstanding",
             driver.connection_name()
         ),
-        Err(error) if is_timeout(&error) => bail!(
-            "{} sent no answer within {} s (DRIVER_READ_TIMEOUT) with {outstanding} requests outstanding: \
-             the node or that shard is stuck or gone",
-            driver.connection_name(),
-            DRIVER_READ_TIMEOUT.as_secs()
-        ),
+        Err(error) if is_timeout(&error) => Err(silent(driver, outstanding)),
         Err(error) => Err(anyhow!(error).context(format!("waiting for {}", driver.connection_name()))),
     }
+}
+
+/// The error of a node that answered nothing for `DRIVER_READ_TIMEOUT`.
+fn silent(driver: &Driver, outstanding: usize) -> anyhow::Error {
+    anyhow!(
+        "{} sent no answer within {} s (DRIVER_READ_TIMEOUT) with {outstanding} requests outstanding: \
+         the node or that shard is stuck or gone",
+        driver.connection_name(),
+        DRIVER_READ_TIMEOUT.as_secs()
+    )
 }
 
 /// Sends `batch`, or fails naming the driver's connection (a send blocked
@@ -260,17 +446,89 @@ fn is_timeout(error: &NetError) -> bool {
         if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
 }
 
-/// One client's state within a driver.
-struct Slot {
+/// One client's state; it moves with the client from driver to driver.
+struct Client {
+    id: u64,
+    group: GroupId,
+    /// Its session (registered by the driver it started in).
+    session: u128,
     /// The id of its outstanding request, if any.
     outstanding: Option<u64>,
-    /// Its session's next write sequence.
+    /// Its session's last write sequence.
     sequence: u64,
     /// Its read ids so far.
     reads: u64,
-    /// When its outstanding request was due (closed loop: when it was sent).
+    /// When its outstanding request was due (closed loop: when it was first
+    /// sent; a request sent again after `NotLeader` keeps it).
     due: Instant,
     read: bool,
+    /// Its last request was refused with `NotLeader`: the next send is that
+    /// request again (a write with the same sequence and command).
+    again: bool,
+    /// `NotLeader` answers in a row.
+    redirects: u32,
+}
+
+/// The clients a driver holds and where each one is.
+struct Clients {
+    slots: Vec<Option<Client>>,
+    slot_of: HashMap<u64, usize>,
+    /// Slots whose client left.
+    vacant: Vec<usize>,
+    /// Clients ready to send.
+    free: Vec<usize>,
+    /// Clients waiting out a backoff before they send again, with when.
+    delayed: Vec<(Instant, usize)>,
+    in_flight: usize,
+}
+
+impl Clients {
+    fn take(&mut self, client: Client) -> usize {
+        let id = client.id;
+        let slot = match self.vacant.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(client);
+                slot
+            }
+            None => {
+                self.slots.push(Some(client));
+                self.slots.len() - 1
+            }
+        };
+        self.slot_of.insert(id, slot);
+        slot
+    }
+
+    /// Places a client that arrived (or waits here) by when it may send.
+    fn ready_at(&mut self, slot: usize, not_before: Instant, now: Instant) {
+        if not_before <= now {
+            self.free.push(slot);
+        } else {
+            self.delayed.push((not_before, slot));
+        }
+    }
+
+    fn release(&mut self, slot: usize) -> Client {
+        let client = self.slots[slot].take().expect("an occupied slot");
+        self.slot_of.remove(&client.id);
+        self.vacant.push(slot);
+        client
+    }
+
+    /// Frees the delayed clients whose wait is over.
+    fn wake(&mut self, now: Instant) {
+        let free = &mut self.free;
+        self.delayed.retain(|&(at, slot)| {
+            if at <= now {
+                free.push(slot);
+            }
+            at > now
+        });
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.delayed.iter().map(|&(at, _)| at).min()
+    }
 }
 
 /// Runs one driver until `stop_at` and every answer is in.
@@ -281,22 +539,13 @@ pub fn run_driver(
     stop_at: Instant,
     totals: Arc<Totals>,
 ) -> Result<DriverResult> {
-    let hello = Hello {
-        cluster_id: driver.cluster_id,
-        node_id: driver.clients.first().map_or(1, |c| c.0),
-        shard_id: 0,
-        target_shard_id: driver.shard as u32,
-        target_node_id: driver.target_node.0,
-        role: NetRole::Client,
+    // A driver that starts without clients connects when the first one is
+    // handed to it.
+    let mut connection = if driver.clients.is_empty() {
+        None
+    } else {
+        Some(driver.connect()?)
     };
-    let mut connection = BlockingConnection::connect(driver.address, &hello, Duration::from_secs(5))?;
-    connection.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
-    // A node that stops reading fills the socket's buffer: a send then
-    // blocks, at most this long too.
-    connection
-        .stream()
-        .set_write_timeout(Some(DRIVER_READ_TIMEOUT))
-        .context("setting the connection's write timeout")?;
     let mut rng = Rng::new(driver.seed);
     let filler = vec![0x5a; mix.payload];
     // A session id is the client's id under this run's start time, unique per run.
@@ -304,26 +553,35 @@ pub fn run_driver(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64);
     let session = |slot: usize| (u128::from(run_bits) << 64) | u128::from(driver.clients[slot].0);
-    if mix.workload != Workload::Read {
-        register_sessions(&mut connection, &driver, session)?;
+    if let Some(connection) = connection.as_mut() {
+        if mix.workload != Workload::Read {
+            register_sessions(connection, &driver, session)?;
+        }
     }
-    let slot_of: HashMap<u64, usize> = driver
-        .clients
-        .iter()
-        .enumerate()
-        .map(|(slot, &(id, _))| (id, slot))
-        .collect();
     let now = Instant::now();
-    let mut slots: Vec<Slot> = (0..driver.clients.len())
-        .map(|_| Slot {
+    let mut clients = Clients {
+        slots: Vec::with_capacity(driver.clients.len()),
+        slot_of: HashMap::with_capacity(driver.clients.len()),
+        vacant: Vec::new(),
+        free: Vec::new(),
+        delayed: Vec::new(),
+        in_flight: 0,
+    };
+    for (slot, &(id, group)) in driver.clients.iter().enumerate() {
+        clients.take(Client {
+            id,
+            group,
+            session: session(slot),
             outstanding: None,
             sequence: 0,
             reads: 0,
             due: now,
             read: false,
-        })
-        .collect();
-    let mut free: Vec<usize> = (0..slots.len()).rev().collect();
+            again: false,
+            redirects: 0,
+        });
+    }
+    clients.free = (0..clients.slots.len()).rev().collect();
     let mut result = DriverResult {
         latency_us: new_histogram(),
         reads: 0,
@@ -335,11 +593,29 @@ pub fn run_driver(
     let mut backlog: VecDeque<Instant> = VecDeque::new();
     let schedule_start = Instant::now();
     let mut scheduled: u64 = 0;
-    let interval = driver.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    let mut in_flight = 0usize;
+    let interval = driver
+        .rate
+        .filter(|rate| *rate > 0.0)
+        .map(|rate| Duration::from_secs_f64(1.0 / rate));
     let mut answers = Vec::new();
+    // Closed loop: whether the socket's read timeout is shortened to wake a
+    // delayed client, and when the node last sent a frame.
+    let mut short_timeout = false;
+    let mut last_frame = Instant::now();
     loop {
         let now = Instant::now();
+        // Clients handed over by other drivers join.
+        if let Some(links) = &driver.links {
+            while let Ok(moved) = links.inbox.try_recv() {
+                let slot = clients.take(moved.client);
+                clients.ready_at(slot, moved.not_before, now);
+            }
+        }
+        clients.wake(now);
+        if connection.is_none() && !clients.free.is_empty() && now < stop_at {
+            connection = Some(driver.connect()?);
+            last_frame = Instant::now();
+        }
         // Open loop: every request that fell due joins the backlog.
         if let Some(interval) = interval {
             loop {
@@ -356,77 +632,147 @@ pub fn run_driver(
             }
         }
         // Send: every free client at once (closed loop), or the due requests
-        // while a client is free (open loop).
-        while let Some(&slot) = free.last() {
-            let due = match interval {
-                None if now < stop_at => now,
-                None => break,
-                Some(_) => match backlog.pop_front() {
-                    Some(due) => due,
+        // while a client is free (open loop). A client sending again after
+        // `NotLeader` goes first and keeps its request's due time.
+        while let Some(&slot) = clients.free.last() {
+            let client = clients.slots[slot].as_mut().expect("a free client is held");
+            let due = if client.again {
+                if interval.is_none() && now >= stop_at {
+                    // Closed loop: an answer after the run would not count.
+                    break;
+                }
+                None
+            } else {
+                match interval {
+                    None if now < stop_at => Some(now),
                     None => break,
-                },
+                    Some(_) => match backlog.pop_front() {
+                        Some(due) => Some(due),
+                        None => break,
+                    },
+                }
             };
-            free.pop();
-            let read = mix.is_read(&mut rng);
-            let state = &mut slots[slot];
-            let (client_id, group) = driver.clients[slot];
+            let Some(connection) = connection.as_mut() else {
+                break;
+            };
+            clients.free.pop();
+            let read = match due {
+                Some(_) => mix.is_read(&mut rng),
+                None => client.read,
+            };
             let request = if read {
-                state.reads += 1;
-                let id = READ_ID_BIT | state.reads;
-                state.outstanding = Some(id);
+                client.reads += 1;
+                let id = READ_ID_BIT | client.reads;
+                client.outstanding = Some(id);
                 ClientRequest::Read {
-                    client_id,
+                    client_id: client.id,
                     request_id: id,
-                    group: group.0,
+                    group: client.group.0,
                     payload: mix.read_query(&mut rng),
                     consistency: driver.read_consistency,
                 }
             } else {
-                state.sequence += 1;
-                state.outstanding = Some(state.sequence);
+                if due.is_some() {
+                    client.sequence += 1;
+                }
+                client.outstanding = Some(client.sequence);
                 ClientRequest::Propose {
-                    client_id,
-                    session: session(slot),
-                    sequence: state.sequence,
-                    lowest_unanswered: state.sequence,
-                    group: group.0,
-                    payload: mix.write_payload(&mut rng, &filler),
+                    client_id: client.id,
+                    session: client.session,
+                    sequence: client.sequence,
+                    lowest_unanswered: client.sequence,
+                    group: client.group.0,
+                    payload: mix.write_payload(client.id, client.sequence, &filler),
                 }
             };
-            state.due = due;
-            state.read = read;
-            in_flight += 1;
+            if let Some(due) = due {
+                client.due = due;
+            }
+            client.read = read;
+            client.again = false;
+            clients.in_flight += 1;
             batch.requests.push(request);
             if batch.requests.len() == DRIVER_BATCH_MAX {
-                send_batch(&mut connection, &driver, &batch)?;
+                send_batch(connection, &driver, &batch)?;
                 batch.requests.clear();
             }
         }
         if !batch.requests.is_empty() {
-            send_batch(&mut connection, &driver, &batch)?;
+            let connection = connection.as_mut().expect("requests are built only with a connection");
+            send_batch(connection, &driver, &batch)?;
             batch.requests.clear();
         }
-        if in_flight == 0 && now >= stop_at {
+        // The run is over once nothing is in flight; clients still waiting
+        // out a backoff have nothing outstanding.
+        if clients.in_flight == 0 && now >= stop_at {
             break;
         }
         if now > stop_at + DRIVER_READ_TIMEOUT {
             bail!(
-                "{} left {in_flight} requests unanswered {} s (DRIVER_READ_TIMEOUT) after the run ended",
+                "{} left {} requests unanswered {} s (DRIVER_READ_TIMEOUT) after the run ended",
                 driver.connection_name(),
+                clients.in_flight,
                 DRIVER_READ_TIMEOUT.as_secs()
             );
         }
+        let (Some(connection), true) = (connection.as_mut(), clients.in_flight > 0) else {
+            // Nothing on the wire: wait for a client handed over, a backoff
+            // to end, the open loop's next request or the end of the run.
+            let mut until = clients.next_wake().unwrap_or(stop_at).min(stop_at);
+            if let Some(interval) = interval {
+                until = until.min(schedule_start + interval.mul_f64(scheduled as f64));
+            }
+            let wait = until
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_micros(50));
+            match &driver.links {
+                Some(links) => {
+                    if let Ok(moved) = links.inbox.recv_timeout(wait) {
+                        let slot = clients.take(moved.client);
+                        clients.ready_at(slot, moved.not_before, Instant::now());
+                    }
+                }
+                None => std::thread::sleep(wait),
+            }
+            continue;
+        };
         let Some(interval) = interval else {
             // Closed loop: block until answers come, at most
-            // DRIVER_READ_TIMEOUT (the connection's read timeout).
-            let frame = next_frame(&mut connection, &driver, in_flight)?;
+            // DRIVER_READ_TIMEOUT, or until a delayed client may send.
+            match clients.next_wake() {
+                Some(at) => {
+                    let wait = at
+                        .saturating_duration_since(Instant::now())
+                        .clamp(Duration::from_millis(1), DRIVER_READ_TIMEOUT);
+                    connection.set_read_timeout(Some(wait))?;
+                    short_timeout = true;
+                }
+                None if short_timeout => {
+                    connection.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
+                    short_timeout = false;
+                }
+                None => {}
+            }
+            let frame = match connection.recv() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => bail!(
+                    "{} closed the connection with {} requests outstanding",
+                    driver.connection_name(),
+                    clients.in_flight
+                ),
+                // The shortened timeout ran out: a delayed client may send.
+                Err(error) if is_timeout(&error) && short_timeout && last_frame.elapsed() < DRIVER_READ_TIMEOUT => {
+                    continue
+                }
+                Err(error) if is_timeout(&error) => return Err(silent(&driver, clients.in_flight)),
+                Err(error) => return Err(anyhow!(error).context(format!("waiting for {}", driver.connection_name()))),
+            };
+            last_frame = Instant::now();
             answer(frame, &mut answers)?;
             settle(
                 &mut answers,
-                &mut slots,
-                &slot_of,
-                &mut free,
-                &mut in_flight,
+                &mut clients,
+                &driver,
                 &mut result,
                 &totals,
                 measure_from,
@@ -435,31 +781,30 @@ pub fn run_driver(
             );
             continue;
         };
-        // Open loop: wait for answers, but wake when the next request falls due.
-        let next_due = schedule_start + interval.mul_f64(scheduled as f64);
+        // Open loop: wait for answers, but wake when the next request falls
+        // due or a delayed client may send.
+        let mut next_due = schedule_start + interval.mul_f64(scheduled as f64);
+        if let Some(at) = clients.next_wake() {
+            next_due = next_due.min(at);
+        }
         let wait = next_due
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_micros(50), OPEN_LOOP_POLL_MAX);
-        if in_flight == 0 {
-            std::thread::sleep(wait);
-            continue;
-        }
         connection.set_read_timeout(Some(wait))?;
         match connection.recv() {
             Ok(Some(frame)) => answer(frame, &mut answers)?,
             Ok(None) => bail!(
-                "{} closed the connection with {in_flight} requests outstanding",
-                driver.connection_name()
+                "{} closed the connection with {} requests outstanding",
+                driver.connection_name(),
+                clients.in_flight
             ),
             Err(error) if is_timeout(&error) => continue,
             Err(error) => return Err(anyhow!(error).context(format!("waiting for {}", driver.connection_name()))),
         }
         settle(
             &mut answers,
-            &mut slots,
-            &slot_of,
-            &mut free,
-            &mut in_flight,
+            &mut clients,
+            &driver,
             &mut result,
             &totals,
             measure_from,
@@ -472,11 +817,19 @@ pub fn run_driver(
     Ok(result)
 }
 
-/// What the driver needs of a response: whose it is and whether it succeeded.
+/// How a request ended, as far as its driver cares.
+enum Outcome {
+    Ok,
+    /// `NotLeader`, with the leader it named if any.
+    NotLeader(Option<u64>),
+    Failed,
+}
+
+/// What the driver needs of a response: whose it is and how it ended.
 struct Answer {
     client_id: u64,
     request_id: u64,
-    ok: bool,
+    outcome: Outcome,
 }
 
 /// Reads a frame's client responses in place into `answers` (other frames:
@@ -487,20 +840,26 @@ fn answer(frame: coraft_net::Frame, answers: &mut Vec<Answer>) -> Result<()> {
         answers.extend(archived.responses.iter().map(|response| Answer {
             client_id: response.client_id.to_native(),
             request_id: response.request_id.to_native(),
-            ok: response.result.is_ok(),
+            outcome: match &response.result {
+                ArchivedResult::Ok(_) => Outcome::Ok,
+                ArchivedResult::Err(ArchivedClientError::NotLeader { leader_hint }) => {
+                    Outcome::NotLeader(leader_hint.as_ref().map(|hint| hint.to_native()))
+                }
+                ArchivedResult::Err(_) => Outcome::Failed,
+            },
         }));
     }
     Ok(())
 }
 
-/// Matches answers to their clients, records latencies, frees the clients.
+/// Matches answers to their clients, records latencies, frees the clients;
+/// a client refused with `NotLeader` is sent again, here after a backoff or
+/// by the driver of the node it goes to ([`Links`]).
 #[allow(clippy::too_many_arguments)]
 fn settle(
     answers: &mut Vec<Answer>,
-    slots: &mut [Slot],
-    slot_of: &HashMap<u64, usize>,
-    free: &mut Vec<usize>,
-    in_flight: &mut usize,
+    clients: &mut Clients,
+    driver: &Driver,
     result: &mut DriverResult,
     totals: &Totals,
     measure_from: Instant,
@@ -509,37 +868,77 @@ fn settle(
 ) {
     let now = Instant::now();
     for response in answers.drain(..) {
-        let Some(&slot) = slot_of.get(&response.client_id) else {
+        let Some(&slot) = clients.slot_of.get(&response.client_id) else {
             continue;
         };
-        let state = &mut slots[slot];
-        if state.outstanding != Some(response.request_id) {
+        let client = clients.slots[slot].as_mut().expect("a mapped slot is occupied");
+        if client.outstanding != Some(response.request_id) {
             continue;
         }
-        state.outstanding = None;
-        *in_flight -= 1;
-        free.push(slot);
-        if response.ok {
-            totals.answered.fetch_add(1, Ordering::Relaxed);
-            // Closed loop: what was answered within the measurement. Open
-            // loop: every request due within it, however late its answer (the
-            // slowest answers are the ones that must not be left out).
-            let counted = state.due >= measure_from && if open_loop { state.due < stop_at } else { now <= stop_at };
-            if counted {
-                let us = now.duration_since(state.due).as_micros().max(1) as u64;
-                result.latency_us.record(us).ok();
-                if let Some(window) = &totals.window_latency_us {
-                    window.lock().unwrap_or_else(|p| p.into_inner()).record(us).ok();
-                }
-                totals.completed.fetch_add(1, Ordering::Relaxed);
-                if state.read {
-                    result.reads += 1;
-                } else {
-                    result.writes += 1;
+        client.outstanding = None;
+        clients.in_flight -= 1;
+        match response.outcome {
+            Outcome::Ok => {
+                client.redirects = 0;
+                clients.free.push(slot);
+                totals.answered.fetch_add(1, Ordering::Relaxed);
+                // Closed loop: what was answered within the measurement. Open
+                // loop: every request due within it, however late its answer (the
+                // slowest answers are the ones that must not be left out).
+                let counted = client.due >= measure_from
+                    && if open_loop {
+                        client.due < stop_at
+                    } else {
+                        now <= stop_at
+                    };
+                if counted {
+                    let us = now.duration_since(client.due).as_micros().max(1) as u64;
+                    result.latency_us.record(us).ok();
+                    if let Some(window) = &totals.window_latency_us {
+                        window.lock().unwrap_or_else(|p| p.into_inner()).record(us).ok();
+                    }
+                    totals.completed.fetch_add(1, Ordering::Relaxed);
+                    if client.read {
+                        result.reads += 1;
+                    } else {
+                        result.writes += 1;
+                    }
                 }
             }
-        } else {
-            totals.errors.fetch_add(1, Ordering::Relaxed);
+            Outcome::NotLeader(hint) => {
+                totals.not_leader.fetch_add(1, Ordering::Relaxed);
+                let Some(links) = driver.links.as_ref().filter(|_| now < stop_at) else {
+                    // Not followed: without links as an error, after the
+                    // run as nothing (its answer would not count).
+                    if driver.links.is_none() {
+                        totals.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    clients.free.push(slot);
+                    continue;
+                };
+                client.redirects = client.redirects.saturating_add(1);
+                client.again = true;
+                let (next, wait) = links.next_target(driver.target_node, hint, client.redirects);
+                if next == driver.target_node {
+                    clients.ready_at(slot, now + wait, now);
+                    continue;
+                }
+                let moved = Moved {
+                    client: clients.release(slot),
+                    not_before: now + wait,
+                };
+                let inboxes = &links.peers[&next];
+                let inbox = &inboxes[(response.client_id % inboxes.len() as u64) as usize];
+                // Full cannot happen (the bound is the run's clients);
+                // disconnected: that driver ended (the run is ending).
+                if inbox.try_send(moved).is_err() {
+                    totals.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Outcome::Failed => {
+                clients.free.push(slot);
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -685,4 +1084,93 @@ fn register_round(
         }
     }
     Ok(refused)
+}
+
+/// How long one admin call to a node may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every group's leadership moved mid-run (`--transfer-leaders-at`).
+#[derive(Serialize, Debug, Clone)]
+pub struct LeaderChange {
+    /// Seconds since the load started when the transfers were asked for.
+    pub asked_at_s: f64,
+    /// Seconds since the load started when every group had its new leader.
+    pub done_at_s: f64,
+    pub groups_moved: u64,
+    /// `NotLeader` answers the clients met over the whole run; each one
+    /// sent its request again to the leader it named (or the next node).
+    pub not_leader: u64,
+}
+
+/// How long the nodes get to elect the leaders a transfer asked for (a
+/// loaded machine: generous).
+const TRANSFER_WAIT: Duration = Duration::from_secs(60);
+
+/// Moves every group's leadership from its leader to the next node (by id,
+/// wrapping) over the admin protocol (`addresses`: every node's), and waits
+/// until each new leader leads (`--transfer-leaders-at`).
+pub fn transfer_leaders(
+    addresses: &[SocketAddr],
+    cluster_id: u64,
+    groups: &[GroupId],
+    started: Instant,
+) -> Result<LeaderChange> {
+    let mut admins = BTreeMap::new();
+    for &address in addresses {
+        let admin = coraft::admin::AdminClient::connect(address, cluster_id, ADMIN_TIMEOUT)
+            .with_context(|| format!("admin {address}"))?;
+        admins.insert(admin.node(), admin);
+    }
+    let nodes: Vec<NodeId> = admins.keys().copied().collect();
+    // Each group's leader, as its leader reports it.
+    let leaders = |admins: &mut BTreeMap<NodeId, coraft::admin::AdminClient>| -> Result<BTreeMap<GroupId, NodeId>> {
+        let mut leaders = BTreeMap::new();
+        for (&node, admin) in admins.iter_mut() {
+            for chunk in groups.chunks(coraft::admin::ADMIN_STATUS_GROUPS_MAX) {
+                for group in admin
+                    .status(chunk)
+                    .with_context(|| format!("status of node {node}"))?
+                    .groups
+                {
+                    if group.role == coraft::admin::AdminRole::Leader {
+                        leaders.insert(GroupId(group.group), node);
+                    }
+                }
+            }
+        }
+        Ok(leaders)
+    };
+    let asked_at_s = started.elapsed().as_secs_f64();
+    let before = leaders(&mut admins)?;
+    let mut wanted = BTreeMap::new();
+    for (&group, &from) in &before {
+        let at = nodes.iter().position(|&n| n == from).unwrap_or(0);
+        let to = nodes[(at + 1) % nodes.len()];
+        admins
+            .get_mut(&from)
+            .expect("a leader is a node of the cluster")
+            .transfer_leader(group, to)
+            .with_context(|| format!("transferring group {group} from node {from} to node {to}"))?;
+        wanted.insert(group, to);
+    }
+    let deadline = Instant::now() + TRANSFER_WAIT;
+    loop {
+        let now = leaders(&mut admins)?;
+        if wanted.iter().all(|(group, to)| now.get(group) == Some(to)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the groups' leaders after {} s: {now:?}, where the transfers asked for {wanted:?}",
+                TRANSFER_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(LeaderChange {
+        asked_at_s,
+        done_at_s: started.elapsed().as_secs_f64(),
+        groups_moved: wanted.len() as u64,
+        not_leader: 0,
+    })
 }

@@ -52,6 +52,7 @@ fn help_lists_every_option_of_the_cluster_benchmark_with_its_default() {
         "--cluster-id",
         "--config",
         "--node-binary",
+        "--transfer-leaders-at",
     ] {
         assert!(stdout.contains(option), "--help lacks {option}:\n{stdout}");
     }
@@ -183,6 +184,11 @@ fn bad_values_are_refused_naming_the_option_and_what_it_accepts() {
 #[test]
 fn combinations_the_harness_cannot_honour_are_refused_with_the_reason() {
     assert_refused(&["--workload", "read", "--payload", "100"], "--payload", "17-byte ops");
+    assert_refused(
+        &["--duration", "5", "--warmup", "1", "--transfer-leaders-at", "6"],
+        "--transfer-leaders-at 6",
+        "not within the run",
+    );
     assert_refused(
         &["--keys", "10", "--state-machine", "counter"],
         "--keys",

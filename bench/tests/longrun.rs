@@ -295,3 +295,69 @@ fn a_short_long_run_on_node_processes_keeps_each_ones_memory_and_disk_bounded_wh
     let left = processes_mentioning(&tmp.path().display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
+
+#[test]
+fn a_long_run_on_node_processes_goes_on_writing_after_every_groups_leadership_moves() {
+    const CLIENTS: f64 = 16.0;
+    // `NotLeader` answers allowed per writer: see bench/tests/leader_change.rs.
+    const NOT_LEADER_PER_CLIENT_MAX: f64 = 16.0;
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_coraft-bench"))
+        .args([
+            "longrun",
+            "--processes",
+            "--duration",
+            "16",
+            "--warmup",
+            "2",
+            "--sample-every",
+            "2",
+            "--clients",
+            "16",
+            "--groups",
+            "4",
+            "--payload",
+            "16",
+            "--transfer-leaders-at",
+            "5",
+            "--json",
+        ])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("coraft-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    let change = &report["leader_change"];
+    assert_eq!(number(change, "groups_moved"), 4.0, "{report}");
+    let done_at_s = number(change, "done_at_s");
+    let not_leader = number(change, "not_leader");
+    assert!(not_leader >= 1.0, "no writer noticed the change: {report}");
+    assert!(
+        not_leader <= NOT_LEADER_PER_CLIENT_MAX * CLIENTS,
+        "{not_leader} NotLeader answers for {CLIENTS} writers: {report}"
+    );
+    // Every window that began after the new leaders were in place has writes.
+    let after: Vec<&Value> = report["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .filter(|s| number(s, "at_s") - 2.0 >= done_at_s)
+        .collect();
+    assert!(
+        after.len() >= 2,
+        "the leader change ended too late in the run: {report}"
+    );
+    for sample in after {
+        assert!(
+            number(sample, "writes_per_s") > 0.0,
+            "no writes in a window after the leader change: {sample}"
+        );
+    }
+    let left = processes_mentioning(&tmp.path().display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}

@@ -1112,11 +1112,12 @@ impl Shard {
             timings
                 .map(|t| format!(
                     " ({:?} since its first chunk: {} chunks written in {:?} in {batches} batches, \
-                     waited for the worker {:?} in all, synced in {:?}, answered {:?} after written on \
-                     average (max {:?}), finished in {:?}, {how})",
+                     waited for the loader's feed {:?}, waited for the worker {:?} in all, synced in {:?}, \
+                     answered {:?} after written on average (max {:?}), finished in {:?}, {how})",
                     t.started.elapsed(),
                     t.chunks,
                     t.write,
+                    t.feed_wait,
                     t.queued,
                     t.sync,
                     answer_delay / answers.max(1) as u32,

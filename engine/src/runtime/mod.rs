@@ -9,6 +9,7 @@ mod clock;
 mod codec;
 mod compaction;
 mod created_groups;
+mod direct_write;
 mod events;
 mod forward;
 mod group;

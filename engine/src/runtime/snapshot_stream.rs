@@ -596,8 +596,12 @@ struct SnapshotReceiver {
 pub struct ReceiverTimings {
     /// The first chunk's arrival.
     pub started: Instant,
-    /// Writing chunks into the temp directory (checksums included).
+    /// Writing chunks into the temp directory (checksums included, the
+    /// waits for the loader's feed not).
     pub write: Duration,
+    /// Waiting for room in the loader's feed (`SNAPSHOT_FEED_CHUNKS_MAX`):
+    /// the time the loader, not the disk, held the worker.
+    pub feed_wait: Duration,
     /// Chunks taken.
     pub chunks: u64,
     /// The last sync, metadata, renames and directory syncs.
@@ -640,7 +644,12 @@ impl SnapshotInbox {
             return None;
         }
         receiver.unsynced_bytes = 0;
-        receiver.writer.as_mut()?.flushed_data_file().ok()
+        let writer = receiver.writer.as_mut()?;
+        if writer.is_direct() {
+            // Written to the disk already: no dirty pages.
+            return None;
+        }
+        writer.flushed_data_file().ok()
     }
 
     /// Where the time of `group`'s stream went so far: the open one's, else
@@ -793,6 +802,7 @@ impl SnapshotInbox {
                         finish: Duration::ZERO,
                         sync: Duration::ZERO,
                         queued: Duration::ZERO,
+                        feed_wait: Duration::ZERO,
                     },
                 },
             );
@@ -963,11 +973,16 @@ impl SnapshotReceiver {
                     self.next_offset = self.total_bytes;
                     return Ok(Some(stored));
                 }
-                self.writer = Some(
-                    store
-                        .begin_with_addresses(header.meta.clone(), header.sessions.clone(), header.addresses.clone())
-                        .map_err(store_error)?,
-                );
+                let mut writer = store
+                    .begin_with_addresses(header.meta.clone(), header.sessions.clone(), header.addresses.clone())
+                    .map_err(store_error)?;
+                // Around the page cache: nothing reads the file before it
+                // is published, and filling new page cache bounded the
+                // receive worker (`direct_write.rs`).
+                if let Err(error) = writer.write_direct() {
+                    log::warn!("group {group}: writing a received snapshot buffered, not direct: {error}");
+                }
+                self.writer = Some(writer);
                 self.metadata = Vec::new();
                 self.header = Some(header);
             }
@@ -987,6 +1002,7 @@ impl SnapshotReceiver {
                 })
             })?;
         }
+        let feeding = Instant::now();
         if let Some(feed) = self.feed.as_ref().filter(|_| !bytes.is_empty()) {
             let data = chunk.data.slice(chunk.data.len() - bytes.len()..);
             if feed.send(Feed::Data(data)).is_err() {
@@ -994,9 +1010,11 @@ impl SnapshotReceiver {
                 self.feed = None;
             }
         }
+        let fed = Instant::now();
+        self.timings.feed_wait += fed.saturating_duration_since(feeding);
         self.next_offset += chunk.data.len() as u64;
         let finishing = Instant::now();
-        self.timings.write += finishing.saturating_duration_since(writing);
+        self.timings.write += feeding.saturating_duration_since(writing) + finishing.saturating_duration_since(fed);
         if !chunk.last {
             return Ok(None);
         }

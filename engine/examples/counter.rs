@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coraft::api::{Command, StateMachine};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
 
 /// The replicated state: one number. Commands are little-endian i64 deltas.
@@ -77,29 +77,9 @@ fn main() -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for peer in &peers {
         let options = NodeOptions {
-            cluster_id: 1,
-            node_id: peer.id,
-            peers: peers.clone(),
-            shard_cores: vec![None],
-            helper_cores: None,
-            wal_dir: dir.path().join(format!("node-{}", peer.id)),
-            shard_wal_dirs: Vec::new(),
-            wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
-            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-            wal_polled_io: false,
             groups: vec![group],
-            tick: Duration::from_millis(10),
             election_timeout_ticks: 20,
-            heartbeat_interval_ticks: 2,
-            read_mode: ReadMode::Safe,
-            protocol: Default::default(),
-            limits: Default::default(),
-            spin_before_park: None,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
-            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-            snapshot: coraft::runtime::SnapshotPolicy::default(),
+            ..NodeOptions::new(1, peer.id, peers.clone(), dir.path().join(format!("node-{}", peer.id)))
         };
         nodes.push(Node::start(options, factory.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
     }

@@ -2,7 +2,7 @@
 //! blocking [`AdminClient`] for one node, and the leader planner
 //! ([`plan_rebalance_by_priority`])
 //! that `coraft-admin rebalance` executes. The node side is
-//! `runtime/admin.rs`; the CLI (`src/bin/coraft-admin.rs`) is a thin layer of
+//! `runtime/admin.rs`; the CLI (`src/bin/coraft-admin/`) is a thin layer of
 //! arguments and tables over this module.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,9 +16,9 @@ use crate::raft::{GroupId, NodeId};
 
 pub use coraft_net::admin::{
     AdminError, AdminRequest, AdminRole, GroupReport, InstallReport, MemberSpec, NodeAddresses, NodeReport, PeerReport,
-    ShardReport, ShardState, ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_INSTALLS_MAX,
-    ADMIN_INSTALLS_VERSION_MIN, ADMIN_PROTOCOL_VERSION, ADMIN_SERVED_VERSION_MIN, ADMIN_SHARDS_VERSION_MIN,
-    ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
+    ShardReport, ShardState, ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_GROUPS_VERSION_MIN,
+    ADMIN_INSTALLS_MAX, ADMIN_INSTALLS_VERSION_MIN, ADMIN_PROTOCOL_VERSION, ADMIN_SERVED_VERSION_MIN,
+    ADMIN_SHARDS_VERSION_MIN, ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
 };
 
 /// Why an admin call to one node failed.
@@ -61,6 +61,23 @@ pub enum AdminCallError {
         /// Its answer.
         error: AdminError,
     },
+    /// The node speaks an older admin protocol version than the request
+    /// needs (it was added later): nothing was done.
+    #[error(
+        "node {node} at {address} speaks admin protocol {speaks}, {request} needs {needs}: upgrade the node first"
+    )]
+    OlderProtocol {
+        /// Where the node listens.
+        address: SocketAddr,
+        /// The node.
+        node: NodeId,
+        /// The version it speaks.
+        speaks: u16,
+        /// The request (as `coraft-admin` names its command).
+        request: &'static str,
+        /// The version that added it.
+        needs: u16,
+    },
     /// The connection broke or carried something unexpected; the outcome
     /// of the request is unknown.
     #[error("node at {address}: {reason}")]
@@ -83,6 +100,8 @@ pub struct AdminClient {
     /// The admin protocol version spoken to this node: this build's, or
     /// an older one the node named in an `UnsupportedVersion` answer.
     version: u16,
+    /// The version the node's last answer said it speaks (none yet).
+    node_version: Option<u16>,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -151,6 +170,7 @@ impl AdminClient {
             next_request: 1,
             timeout,
             version: ADMIN_PROTOCOL_VERSION,
+            node_version: None,
         })
     }
 
@@ -230,6 +250,73 @@ impl AdminClient {
         }
     }
 
+    /// Creates `group` on this node with `voters` (this node among them)
+    /// as its first configuration ([`AdminRequest::CreateGroup`]); done
+    /// also if it exists with these voters. A node of admin protocol
+    /// version 5 or older cannot: [`AdminCallError::OlderProtocol`].
+    pub fn create_group(&mut self, group: GroupId, voters: &[NodeId]) -> Result<(), AdminCallError> {
+        let request = AdminRequest::CreateGroup {
+            group: group.0,
+            voters: voters.iter().map(|v| v.0).collect(),
+        };
+        match self.call_needing(ADMIN_GROUPS_VERSION_MIN, "create-group", request)? {
+            AdminReply::GroupCreated { .. } => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Removes `group`, a group created at run time, from this node
+    /// ([`AdminRequest::RemoveGroup`]); done also if it was removed
+    /// already. A node of admin protocol version 5 or older cannot:
+    /// [`AdminCallError::OlderProtocol`].
+    pub fn remove_group(&mut self, group: GroupId) -> Result<(), AdminCallError> {
+        let request = AdminRequest::RemoveGroup { group: group.0 };
+        match self.call_needing(ADMIN_GROUPS_VERSION_MIN, "remove-group", request)? {
+            AdminReply::GroupRemoved { .. } => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Sends `request`, which admin protocol `since` added and which has
+    /// no older form: [`AdminCallError::OlderProtocol`] (`name` says what
+    /// was asked) if this node speaks an older version, known already,
+    /// learnt from its `UnsupportedVersion` answer, or from the version in
+    /// the frame of the `BadRequest` it answers a request it cannot read.
+    fn call_needing(
+        &mut self,
+        since: u16,
+        name: &'static str,
+        request: AdminRequest,
+    ) -> Result<AdminReply, AdminCallError> {
+        let older = |client: &mut AdminClient, speaks: u16| {
+            if (ADMIN_SERVED_VERSION_MIN..client.version).contains(&speaks) {
+                client.version = speaks;
+            }
+            AdminCallError::OlderProtocol {
+                address: client.address,
+                node: client.node,
+                speaks,
+                request: name,
+                needs: since,
+            }
+        };
+        if self.version < since {
+            let speaks = self.version;
+            return Err(older(self, speaks));
+        }
+        match self.call_as(self.version, request) {
+            Err(AdminCallError::Node {
+                error: AdminError::UnsupportedVersion { supported, .. },
+                ..
+            }) if supported < since => Err(older(self, supported)),
+            Err(error @ AdminCallError::Node { .. }) => match self.node_version {
+                Some(speaks) if speaks < since => Err(older(self, speaks)),
+                _ => Err(error),
+            },
+            answer => answer,
+        }
+    }
+
     /// Sends one request as admin protocol `version` speaks it (for a
     /// request laid out alike in that version, to a node of it) and waits
     /// for its answer.
@@ -271,6 +358,7 @@ impl AdminClient {
             if response.request_id != request_id && response.request_id != 0 {
                 continue;
             }
+            self.node_version = Some(response.version);
             return response.result.map_err(|error| AdminCallError::Node {
                 address: self.address,
                 node: NodeId(response.node_id),

@@ -9,7 +9,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use coraft::api::{Command, StateMachine};
-//! use coraft::raft::{GroupId, NodeId, ReadMode};
+//! use coraft::raft::{GroupId, NodeId};
 //! use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
 //!
 //! /// Adds up the numbers it is sent.
@@ -33,30 +33,16 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let wal = tempfile::tempdir()?;
 //! let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+//! // Every field not set here takes its default (`NodeOptions::new`).
 //! let options = NodeOptions {
-//!     cluster_id: 1,
-//!     node_id: NodeId(1),
-//!     peers: vec![PeerSpec { id: NodeId(1), shard_addresses: vec![address] }],
-//!     shard_cores: vec![None],
-//!     helper_cores: None,
-//!     wal_dir: wal.path().to_path_buf(),
-//!     shard_wal_dirs: Vec::new(),
-//!     wal_segment_bytes: 8 << 20,
-//!     wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-//!     wal_polled_io: false,
 //!     groups: vec![GroupId(1)],
-//!     tick: Duration::from_millis(10),
-//!     election_timeout_ticks: 10,
-//!     heartbeat_interval_ticks: 2,
-//!     read_mode: ReadMode::Safe,
-//!     protocol: Default::default(),
-//!     limits: Default::default(),
-//!     spin_before_park: None,
-//!     metrics_listen: None,
-//!     quiesce_idle_groups: true,
-//!     request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-//!     session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-//!     snapshot: coraft::runtime::SnapshotPolicy::default(),
+//!     wal_segment_bytes: 8 << 20,
+//!     ..NodeOptions::new(
+//!         1,
+//!         NodeId(1),
+//!         vec![PeerSpec { id: NodeId(1), shard_addresses: vec![address] }],
+//!         wal.path(),
+//!     )
 //! };
 //! let factory: StateMachineFactory = Arc::new(|_group| Box::new(Sum::default()));
 //! let node = Node::start(options, factory)?;

@@ -114,6 +114,19 @@ fn admin(args: &[&str]) -> Output {
         .expect("coraft-admin runs")
 }
 
+/// A client of nodes 1, 2, ... at `addresses`, in order.
+fn client_of(addresses: &[SocketAddr]) -> Client {
+    Client::new(ClientConfig {
+        cluster_id: CLUSTER,
+        nodes: addresses
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
+            .collect(),
+        attempt_timeout: Duration::from_secs(2),
+    })
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -244,15 +257,7 @@ fn status_transfer_snapshot_and_rebalance_work_on_a_live_three_node_cluster() {
 
     // snapshot: after writes to group 2, every node's snapshot index rises
     // from 0 to the index the command printed.
-    let mut client = Client::new(ClientConfig {
-        cluster_id: CLUSTER,
-        nodes: addresses
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
-            .collect(),
-        attempt_timeout: Duration::from_secs(2),
-    });
+    let mut client = client_of(&addresses);
     for _ in 0..5 {
         client.write(GroupId(2), b"x").expect("a write to group 2");
     }
@@ -485,7 +490,7 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     );
     // Tools of versions 1 and 2 (before NodeReport carried the election
     // priority; before StatusPage) are told so, on the same connection.
-    assert_eq!(ADMIN_PROTOCOL_VERSION, 5);
+    assert_eq!(ADMIN_PROTOCOL_VERSION, 6);
     for old in [1, 2] {
         let answer = raw_call(
             &mut connection,
@@ -495,11 +500,11 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
             answer.result,
             Err(AdminError::UnsupportedVersion {
                 found: old,
-                supported: 5
+                supported: 6
             })
         );
     }
-    // A version 3 tool is served (its requests read alike in versions 4 and 5),
+    // A version 3 tool is served (its requests read alike in versions 4 to 6),
     // but not the request version 4 added.
     let answer = raw_call(
         &mut connection,
@@ -509,7 +514,7 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     let answer = raw_call(&mut connection, &request_bytes(3, CLUSTER, AdminRequest::Installs));
     assert_eq!(
         answer.result,
-        Err(AdminError::UnsupportedVersion { found: 3, supported: 5 })
+        Err(AdminError::UnsupportedVersion { found: 3, supported: 6 })
     );
     // A version 4 tool gets the streams, but not the shard states version
     // 5 added.
@@ -518,7 +523,7 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
     let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Shards));
     assert_eq!(
         answer.result,
-        Err(AdminError::UnsupportedVersion { found: 4, supported: 5 })
+        Err(AdminError::UnsupportedVersion { found: 4, supported: 6 })
     );
     let answer = raw_call(&mut connection, &request_bytes(5, CLUSTER, AdminRequest::Shards));
     match &answer.result {
@@ -533,6 +538,15 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
         }
         other => panic!("a version 5 Shards request answered {other:?}"),
     }
+    // A version 5 tool is not served the group requests version 6 added.
+    let answer = raw_call(
+        &mut connection,
+        &request_bytes(5, CLUSTER, AdminRequest::RemoveGroup { group: 1 }),
+    );
+    assert_eq!(
+        answer.result,
+        Err(AdminError::UnsupportedVersion { found: 5, supported: 6 })
+    );
     let answer = raw_call(&mut connection, &request_bytes(4, CLUSTER, AdminRequest::Installs));
     assert_eq!(
         answer.result,
@@ -698,15 +712,7 @@ fn membership_commands_replace_a_node_and_reset_peers_revives_a_group_that_lost_
     let (mut processes, paths) = start_cluster(dir.path(), &addresses[..3], 2, 1);
     let config = paths[0].to_str().unwrap();
     settled(&paths[0], 3);
-    let mut client = Client::new(ClientConfig {
-        cluster_id: CLUSTER,
-        nodes: addresses[..3]
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
-            .collect(),
-        attempt_timeout: Duration::from_secs(2),
-    });
+    let mut client = client_of(&addresses[..3]);
     for _ in 0..5 {
         client.write(GroupId(2), b"before").expect("a write to group 2");
     }
@@ -845,11 +851,7 @@ fn membership_commands_replace_a_node_and_reset_peers_revives_a_group_that_lost_
         "node 1 leads group 2 alone",
         |r| r["voters"] == json!([1]),
     );
-    let mut survivor = Client::new(ClientConfig {
-        cluster_id: CLUSTER,
-        nodes: vec![(NodeId(1), vec![addresses[0]])],
-        attempt_timeout: Duration::from_secs(2),
-    });
+    let mut survivor = client_of(&addresses[..1]);
     let count = survivor.write(GroupId(2), b"after").expect("the survivor takes writes");
     assert_eq!(
         u64::from_le_bytes(count.try_into().unwrap()),
@@ -1100,6 +1102,24 @@ fn older_seed(version: u16, known: Vec<NodeAddresses>) -> (SocketAddr, std::thre
                         continue;
                     };
                     let request = rkyv::deserialize::<AdminRequestFrame, rkyv::rancor::Error>(archived).unwrap();
+                    let added_in_6 = matches!(
+                        request.request,
+                        AdminRequest::CreateGroup { .. } | AdminRequest::RemoveGroup { .. }
+                    );
+                    if version < 6 && added_in_6 {
+                        // Such a node cannot read the request: it answers
+                        // as to any unreadable one (request id 0).
+                        let answer = AdminResponseFrame {
+                            version,
+                            request_id: 0,
+                            node_id: 5,
+                            result: Err(AdminError::BadRequest {
+                                reason: format!("the admin request does not read as admin protocol version {version}"),
+                            }),
+                        };
+                        writer.send(&answer).await.unwrap();
+                        continue;
+                    }
                     let result = if request.version != version {
                         Err(AdminError::UnsupportedVersion {
                             found: request.version,
@@ -1250,6 +1270,178 @@ fn a_version_5_tool_asks_a_version_4_node_again_at_4_and_shows_its_status_withou
     assert_eq!(json["nodes"][0]["groups"][0]["installs"], serde_json::json!([]));
     assert_eq!(json["nodes"][0]["admin_protocol"], 4);
     thread.join().unwrap();
+}
+
+/// Asserts that `output`'s stderr says `text`.
+fn says(output: &Output, text: &str) {
+    assert!(stderr(output).contains(text), "{}", stderr(output));
+}
+
+/// Asserts that the command failed (exit status 1) saying `text`.
+fn fails_saying(output: &Output, text: &str) {
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(output));
+    says(output, text);
+}
+
+#[test]
+fn remove_group_and_create_group_tell_a_version_5_node_apart_and_do_nothing_there() {
+    let timeout = Duration::from_secs(10);
+    // The library, first contact: the node cannot read the request and
+    // says so in a frame of its version.
+    let (node, thread) = older_seed(5, vec![]);
+    let mut client = coraft::admin::AdminClient::connect(node, CLUSTER, timeout).unwrap();
+    match client.remove_group(GroupId(100)) {
+        Err(coraft::admin::AdminCallError::OlderProtocol {
+            speaks: 5, needs: 6, ..
+        }) => {}
+        other => panic!("a version 5 node answered remove_group with {other:?}"),
+    }
+    assert_eq!(client.version(), 5, "spoken to at its version from then on");
+    let error = client.create_group(GroupId(100), &[NodeId(5)]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("node 5 at {node} speaks admin protocol 5, create-group needs 6: upgrade the node first")
+    );
+    let report = client.status(&[]).expect("its status still reads");
+    assert_eq!(report.groups, vec![older_group_report()]);
+    drop(client);
+    thread.join().unwrap();
+
+    // The tool.
+    for command in ["remove-group", "create-group"] {
+        let (node, thread) = older_seed(5, vec![]);
+        let output = admin(&[
+            "--node",
+            &node.to_string(),
+            "--cluster-id",
+            &CLUSTER.to_string(),
+            command,
+            "--group",
+            "100",
+        ]);
+        fails_saying(
+            &output,
+            &format!("node 5 at {node} speaks admin protocol 5, {command} needs 6: upgrade the node first"),
+        );
+        thread.join().unwrap();
+    }
+}
+
+/// The groups node `node` reports in `status`.
+fn groups_on(status: &Value, node: u64) -> Vec<u64> {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == node)
+        .map(|n| {
+            n["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["group"].as_u64().unwrap())
+                .collect()
+        })
+        .unwrap_or_else(|| panic!("node {node} reports its status"))
+}
+
+#[test]
+fn groups_created_and_removed_through_the_tool_come_and_go_on_live_nodes_and_stay_gone_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses = free_addresses(3);
+    let (mut processes, paths) = start_cluster(dir.path(), &addresses, 2, 1);
+    let config = paths[0].to_str().unwrap();
+    let node_1 = addresses[0].to_string();
+    settled(&paths[0], 3);
+
+    // create-group on every node of the config: voters 1, 2, 3; it elects.
+    let out = succeeds(&admin(&["--config", config, "create-group", "--group", "100"]));
+    for node in 1..=3 {
+        assert!(
+            out.contains(&format!("group 100: created with voters 1,2,3 on node {node}")),
+            "{out}"
+        );
+    }
+    let (status, leaders) = settled(&paths[0], 3);
+    assert!(leaders.iter().any(|&(group, _)| group == 100), "{leaders:?}");
+    for node in 1..=3 {
+        assert_eq!(groups_on(&status, node), vec![1, 2, 100]);
+    }
+    // A write to it is applied.
+    let mut client = client_of(&addresses);
+    client.write(GroupId(100), b"x").expect("a write to the created group");
+    drop(client);
+
+    // Error cases: a configured group, an unknown group; nothing changes.
+    let output = admin(&["--node", &node_1, "--cluster-id", "9", "remove-group", "--group", "1"]);
+    fails_saying(
+        &output,
+        "group 1 is one of NodeOptions::groups here, not a group created at run time",
+    );
+    let output = admin(&["--config", config, "remove-group", "--group", "999"]);
+    fails_saying(&output, "unknown group 999: the node does not host it");
+    says(&output, "group 999 was not removed on 3 of 3 node(s)");
+
+    // remove-group on node 1 only: gone there, the other members keep it
+    // (the tool warns); again is done; creating it again is refused.
+    let output = admin(&["--node", &node_1, "--cluster-id", "9", "remove-group", "--group", "100"]);
+    assert!(
+        stdout(&output).contains("group 100: removed on node 1"),
+        "{}",
+        stdout(&output)
+    );
+    says(&output, "warning: group 100 goes on at node(s) 2,3");
+    let status = status_json(&paths[0]).expect("status answers");
+    assert_eq!(groups_on(&status, 1), vec![1, 2]);
+    assert_eq!(groups_on(&status, 2), vec![1, 2, 100]);
+    succeeds(&admin(&[
+        "--node",
+        &node_1,
+        "--cluster-id",
+        "9",
+        "remove-group",
+        "--group",
+        "100",
+    ]));
+    let output = admin(&[
+        "--node",
+        &node_1,
+        "--cluster-id",
+        "9",
+        "create-group",
+        "--group",
+        "100",
+        "--voters",
+        "1,2,3",
+    ]);
+    fails_saying(&output, "group 100 was removed from this node");
+
+    // remove-group on every node: gone from every status, no warning.
+    let output = admin(&["--config", config, "--json", "remove-group", "--group", "100"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["group"], 100);
+    assert_eq!(json["members_left"], json!([]));
+    assert!(
+        json["nodes"].as_array().unwrap().iter().all(|n| n["done"] == true),
+        "{json}"
+    );
+    let status = status_json(&paths[0]).expect("status answers");
+    for node in 1..=3 {
+        assert_eq!(groups_on(&status, node), vec![1, 2]);
+    }
+
+    // Restart node 1 after a kill: its WAL does not bring the group back,
+    // and its id stays retired there.
+    drop(processes.remove(0));
+    processes.insert(0, start_node(&paths[0], 2, &[]));
+    let (status, _) = settled(&paths[0], 3);
+    assert_eq!(groups_on(&status, 1), vec![1, 2]);
+    let output = admin(&["--node", &node_1, "--cluster-id", "9", "status", "--group", "100"]);
+    fails_saying(&output, "unknown group 100");
+    let output = admin(&["--node", &node_1, "--cluster-id", "9", "create-group", "--group", "100"]);
+    says(&output, "group 100 was removed from this node");
 }
 
 #[test]

@@ -88,37 +88,11 @@ impl Cluster {
 
     fn options(&self, id: NodeId) -> NodeOptions {
         NodeOptions {
-            cluster_id: 7,
-            node_id: id,
-            peers: self
-                .addresses
-                .iter()
-                .enumerate()
-                .map(|(i, &a)| PeerSpec {
-                    id: NodeId(i as u64 + 1),
-                    shard_addresses: vec![a],
-                })
-                .collect(),
-            shard_cores: vec![None],
-            helper_cores: None,
-            wal_dir: self.dir.path().join(format!("node-{id}")),
-            shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,
-            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-            wal_polled_io: false,
             groups: vec![SLOW, FAST],
-            tick: Duration::from_millis(10),
             // Generous: the machine running the tests may be loaded.
             election_timeout_ticks: 50,
             heartbeat_interval_ticks: 5,
-            read_mode: coraft::raft::ReadMode::Safe,
-            protocol: Default::default(),
-            limits: Default::default(),
-            spin_before_park: None,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
-            request_timeout: REQUEST_TIMEOUT,
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
             snapshot: coraft::runtime::SnapshotPolicy {
                 after_entries: 0,
                 after_log_bytes: 0,
@@ -126,6 +100,20 @@ impl Cluster {
                 log_tail_entries: 2,
                 ..Default::default()
             },
+            request_timeout: REQUEST_TIMEOUT,
+            ..NodeOptions::new(
+                7,
+                id,
+                self.addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &a)| PeerSpec {
+                        id: NodeId(i as u64 + 1),
+                        shard_addresses: vec![a],
+                    })
+                    .collect(),
+                self.dir.path().join(format!("node-{id}")),
+            )
         }
     }
 

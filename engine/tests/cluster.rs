@@ -2,10 +2,13 @@
 //! executors (unpinned), talking over loopback TCP, persisting to real WALs
 //! with fdatasync in temp dirs.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, StateMachine};
 use coraft::raft::{GroupId, NodeId, ReadMode, Role};
 use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory, REQUEST_TIMEOUT};
@@ -101,31 +104,16 @@ impl TestCluster {
 
     fn options(&self, id: NodeId) -> NodeOptions {
         NodeOptions {
-            cluster_id: 7,
-            node_id: id,
-            peers: self.peers.clone(),
             shard_cores: vec![None; self.shards],
-            helper_cores: None,
-            wal_dir: self.dir.path().join(format!("node-{id}")),
-            shard_wal_dirs: Vec::new(),
             // Small segments: each node zeroes its segment through once
             // (zero_ahead_bytes), and the suite starts many nodes.
             wal_segment_bytes: 8 << 20,
-            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-            wal_polled_io: false,
             groups: self.groups.clone(),
-            tick: Duration::from_millis(10),
-            election_timeout_ticks: 10,
-            heartbeat_interval_ticks: 2,
             read_mode: self.read_mode,
             protocol: self.protocol,
-            limits: Default::default(),
-            spin_before_park: None,
             metrics_listen: if id == NodeId(1) { self.metrics } else { None },
-            quiesce_idle_groups: true,
             request_timeout: self.request_timeout,
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-            snapshot: coraft::runtime::SnapshotPolicy::default(),
+            ..NodeOptions::new(7, id, self.peers.clone(), self.dir.path().join(format!("node-{id}")))
         }
     }
 
@@ -163,10 +151,6 @@ impl TestCluster {
     fn handle(&self, node: NodeId, group: GroupId) -> GroupHandle {
         self.node(node).group(group)
     }
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 /// Applies through whichever node leads, following leader changes.

@@ -2,11 +2,14 @@
 //! loopback TCP with real WALs in temp dirs. A created group elects a
 //! leader, takes writes, and comes back when every node restarts.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, StateMachine};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
 
 /// Counts the commands applied; a query returns the count.
@@ -34,29 +37,10 @@ const SHARDS: usize = 2;
 
 fn options(dir: &std::path::Path, peers: &[PeerSpec], id: NodeId) -> NodeOptions {
     NodeOptions {
-        cluster_id: 7,
-        node_id: id,
-        peers: peers.to_vec(),
         shard_cores: vec![None; SHARDS],
-        helper_cores: None,
-        wal_dir: dir.join(format!("node-{id}")),
-        shard_wal_dirs: Vec::new(),
         wal_segment_bytes: 8 << 20,
-        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-        wal_polled_io: false,
         groups: vec![GroupId(1)],
-        tick: Duration::from_millis(10),
-        election_timeout_ticks: 10,
-        heartbeat_interval_ticks: 2,
-        read_mode: ReadMode::Safe,
-        protocol: Default::default(),
-        limits: Default::default(),
-        spin_before_park: None,
-        metrics_listen: None,
-        quiesce_idle_groups: true,
-        request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-        snapshot: coraft::runtime::SnapshotPolicy::default(),
+        ..NodeOptions::new(7, id, peers.to_vec(), dir.join(format!("node-{id}")))
     }
 }
 
@@ -68,10 +52,6 @@ fn start(dir: &std::path::Path, peers: &[PeerSpec]) -> Vec<Node> {
             Node::start(options(dir, peers, p.id), factory).expect("node starts")
         })
         .collect()
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 fn count(bytes: &[u8]) -> u64 {

@@ -5,14 +5,17 @@
 //! two elect a leader and go on acknowledging writes, while it answers
 //! every request with a `Storage` error and says so in its metrics.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, StateMachine};
 use coraft::client::{Client, ClientConfig};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
-use coraft::runtime::{Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory, WalFault};
+use coraft::raft::{GroupId, NodeId, Role};
+use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory, WalFault};
 
 const GROUP: GroupId = GroupId(1);
 /// Every group the nodes host: the failed node may lead several.
@@ -37,10 +40,6 @@ impl StateMachine for Counter {
     fn on_query(&self, _query: &[u8]) -> Vec<u8> {
         self.count.to_le_bytes().to_vec()
     }
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 fn count(bytes: &[u8]) -> u64 {
@@ -71,35 +70,22 @@ impl Cluster {
 
     fn options(&self, index: usize) -> NodeOptions {
         NodeOptions {
-            cluster_id: 12,
-            node_id: NodeId(index as u64 + 1),
-            peers: (0..3)
-                .map(|i| PeerSpec {
-                    id: NodeId(i as u64 + 1),
-                    shard_addresses: vec![self.addresses[i]],
-                })
-                .collect(),
-            shard_cores: vec![None],
-            helper_cores: None,
-            wal_dir: self.dir.path().join(format!("node-{}", index + 1)),
-            shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,
             // No zeroing ahead: every fdatasync belongs to a write.
             wal_zero_ahead_bytes: 0,
-            wal_polled_io: false,
             groups: GROUPS.to_vec(),
-            tick: Duration::from_millis(10),
-            election_timeout_ticks: 10,
-            heartbeat_interval_ticks: 2,
-            read_mode: ReadMode::Safe,
-            protocol: Protocol::default(),
-            limits: Default::default(),
-            spin_before_park: None,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
             request_timeout: Duration::from_secs(2),
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-            snapshot: coraft::runtime::SnapshotPolicy::default(),
+            ..NodeOptions::new(
+                12,
+                NodeId(index as u64 + 1),
+                (0..3)
+                    .map(|i| PeerSpec {
+                        id: NodeId(i as u64 + 1),
+                        shard_addresses: vec![self.addresses[i]],
+                    })
+                    .collect(),
+                self.dir.path().join(format!("node-{}", index + 1)),
+            )
         }
     }
 

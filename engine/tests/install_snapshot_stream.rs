@@ -3,6 +3,8 @@
 //! connection to the follower runs through a proxy the test can cut, and
 //! the stream, paced at 1 MiB/s, resumes from the last acknowledged chunk.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -10,12 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, StateMachine};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
-use coraft::runtime::{
-    GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, Protocol, SnapshotPolicy, StateMachineFactory,
-    REQUEST_TIMEOUT,
-};
+use coraft::raft::{GroupId, NodeId, Role};
+use coraft::runtime::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 
 const GROUP: GroupId = GroupId(1);
 /// Bytes of padding after a snapshot's 16 bytes of state: 4 MiB, 32 chunks.
@@ -140,28 +140,8 @@ fn node_options(root: &std::path::Path, addresses: &[SocketAddr], proxy: SocketA
         })
         .collect();
     NodeOptions {
-        cluster_id: 8,
-        node_id: NodeId(id),
-        peers,
-        shard_cores: vec![None],
-        helper_cores: None,
-        wal_dir: root.join(format!("node-{id}")),
-        shard_wal_dirs: Vec::new(),
         wal_segment_bytes: 8 << 20,
-        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-        wal_polled_io: false,
         groups: vec![GROUP],
-        tick: Duration::from_millis(10),
-        election_timeout_ticks: 10,
-        heartbeat_interval_ticks: 2,
-        read_mode: ReadMode::Safe,
-        protocol: Protocol::default(),
-        limits: Default::default(),
-        spin_before_park: None,
-        metrics_listen: None,
-        quiesce_idle_groups: true,
-        request_timeout: REQUEST_TIMEOUT,
-        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
         snapshot: SnapshotPolicy {
             after_entries: 64,
             after_log_bytes: 0,
@@ -169,11 +149,8 @@ fn node_options(root: &std::path::Path, addresses: &[SocketAddr], proxy: SocketA
             log_tail_entries: 16,
             install_bytes_per_second: RATE_BYTES_PER_SECOND,
         },
+        ..NodeOptions::new(8, NodeId(id), peers, root.join(format!("node-{id}")))
     }
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 struct Cluster {

@@ -4,13 +4,16 @@
 //! shuts down while leading. Real nodes (glommio shards, loopback TCP,
 //! WALs in temp dirs).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, LeaderStopReason, StateMachine};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role, Term};
-use coraft::runtime::{Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory};
+use coraft::raft::{GroupId, NodeId, Role, Term};
+use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
 
 const GROUP: GroupId = GroupId(1);
 
@@ -48,42 +51,25 @@ impl StateMachine for Recorder {
     }
 }
 
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
-}
-
 fn options(dir: &std::path::Path, id: u64, addresses: &[SocketAddr]) -> NodeOptions {
     NodeOptions {
-        cluster_id: 31,
-        node_id: NodeId(id),
-        peers: addresses
-            .iter()
-            .enumerate()
-            .map(|(i, &address)| PeerSpec {
-                id: NodeId(i as u64 + 1),
-                shard_addresses: vec![address],
-            })
-            .collect(),
-        shard_cores: vec![None],
-        helper_cores: None,
-        wal_dir: dir.join(format!("node-{id}")),
-        shard_wal_dirs: Vec::new(),
         wal_segment_bytes: 8 << 20,
         wal_zero_ahead_bytes: 0,
-        wal_polled_io: false,
         groups: vec![GROUP],
-        tick: Duration::from_millis(10),
-        election_timeout_ticks: 10,
-        heartbeat_interval_ticks: 2,
-        read_mode: ReadMode::Safe,
-        protocol: Protocol::default(),
-        limits: Default::default(),
-        spin_before_park: None,
-        metrics_listen: None,
-        quiesce_idle_groups: true,
         request_timeout: Duration::from_secs(5),
-        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-        snapshot: coraft::runtime::SnapshotPolicy::default(),
+        ..NodeOptions::new(
+            31,
+            NodeId(id),
+            addresses
+                .iter()
+                .enumerate()
+                .map(|(i, &address)| PeerSpec {
+                    id: NodeId(i as u64 + 1),
+                    shard_addresses: vec![address],
+                })
+                .collect(),
+            dir.join(format!("node-{id}")),
+        )
     }
 }
 

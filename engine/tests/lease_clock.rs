@@ -6,12 +6,15 @@
 //! It must not answer that read from its lease with the old value: the
 //! stall took longer than the lease, and the shard's clock has to see it.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, StateMachine};
 use coraft::raft::{GroupId, NodeId, ReadMode, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory};
@@ -129,10 +132,6 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     });
 }
 
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
-}
-
 fn count(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
 }
@@ -170,30 +169,18 @@ impl RelayedCluster {
                     })
                     .collect();
                 let options = NodeOptions {
-                    cluster_id: 11,
-                    node_id: NodeId(me as u64 + 1),
-                    peers,
-                    shard_cores: vec![None],
-                    helper_cores: None,
-                    wal_dir: dir.path().join(format!("node-{}", me + 1)),
-                    shard_wal_dirs: Vec::new(),
                     wal_segment_bytes: 8 << 20,
-                    wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-                    wal_polled_io: false,
                     groups: vec![GroupId(1)],
-                    tick: Duration::from_millis(10),
-                    election_timeout_ticks: 10,
-                    heartbeat_interval_ticks: 2,
                     read_mode,
-                    protocol: Protocol::default(),
-                    limits: Default::default(),
-                    spin_before_park: None,
-                    metrics_listen: None,
                     // A quiet leader holds no lease; this test needs one.
                     quiesce_idle_groups: false,
                     request_timeout: Duration::from_secs(2),
-                    session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-                    snapshot: coraft::runtime::SnapshotPolicy::default(),
+                    ..NodeOptions::new(
+                        11,
+                        NodeId(me as u64 + 1),
+                        peers,
+                        dir.path().join(format!("node-{}", me + 1)),
+                    )
                 };
                 let stall = stalls[me].clone();
                 let factory: StateMachineFactory = Arc::new(move |_| {
@@ -328,35 +315,24 @@ fn a_lease_node_refuses_a_drift_margin_below_the_minimum() {
     let cluster_dir = tempfile::tempdir().unwrap();
     let address = coraft::ports::free_loopback_addresses(1).unwrap()[0];
     let options = NodeOptions {
-        cluster_id: 11,
-        node_id: NodeId(1),
-        peers: vec![PeerSpec {
-            id: NodeId(1),
-            shard_addresses: vec![address],
-        }],
-        shard_cores: vec![None],
-        helper_cores: None,
-        wal_dir: cluster_dir.path().to_path_buf(),
-        shard_wal_dirs: Vec::new(),
         wal_segment_bytes: 8 << 20,
         wal_zero_ahead_bytes: 0,
-        wal_polled_io: false,
         groups: vec![GroupId(1)],
-        tick: Duration::from_millis(10),
-        election_timeout_ticks: 10,
-        heartbeat_interval_ticks: 2,
         read_mode: ReadMode::Lease,
         protocol: Protocol {
             clock_drift_margin_ticks: coraft::runtime::LEASE_DRIFT_MARGIN_TICKS_MIN - 1,
             ..Protocol::default()
         },
-        limits: Default::default(),
-        spin_before_park: None,
-        metrics_listen: None,
-        quiesce_idle_groups: true,
         request_timeout: Duration::from_secs(2),
-        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-        snapshot: coraft::runtime::SnapshotPolicy::default(),
+        ..NodeOptions::new(
+            11,
+            NodeId(1),
+            vec![PeerSpec {
+                id: NodeId(1),
+                shard_addresses: vec![address],
+            }],
+            cluster_dir.path().to_path_buf(),
+        )
     };
     let factory: StateMachineFactory = Arc::new(|_| {
         Box::new(Counter {

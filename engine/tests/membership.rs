@@ -4,15 +4,18 @@
 //! only their own and the leader's address), removed, swapped through joint
 //! consensus, and a group that lost two of three nodes is reset.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, StateMachine};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
-use coraft::runtime::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, Protocol, StateMachineFactory};
+use coraft::raft::{GroupId, NodeId, Role};
+use coraft::runtime::{GroupHandle, GroupStatus, Node, NodeOptions, PeerSpec, StateMachineFactory};
 
 const GROUP: GroupId = GroupId(1);
 
@@ -109,29 +112,13 @@ impl Cluster {
 
     fn options(&self, id: NodeId, peers: Vec<PeerSpec>) -> NodeOptions {
         NodeOptions {
-            cluster_id: 7,
-            node_id: id,
-            peers,
-            shard_cores: vec![None],
-            helper_cores: None,
-            wal_dir: self.dir.path().join(format!("node-{id}")),
-            shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,
             wal_zero_ahead_bytes: 0,
-            wal_polled_io: false,
             groups: vec![GROUP],
-            tick: Duration::from_millis(10),
-            election_timeout_ticks: 10,
-            heartbeat_interval_ticks: 2,
-            read_mode: ReadMode::Safe,
-            protocol: Protocol::default(),
-            limits: Default::default(),
-            spin_before_park: None,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
             request_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(600),
             snapshot: self.snapshot.clone(),
+            ..NodeOptions::new(7, id, peers, self.dir.path().join(format!("node-{id}")))
         }
     }
 
@@ -242,10 +229,6 @@ impl Cluster {
             (self.status(node).applied_index >= commit).then_some(())
         });
     }
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 /// Polls `check` until it yields a value; fails after 30 s naming `what`

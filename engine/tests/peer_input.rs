@@ -12,13 +12,16 @@
 //! `send_snapshot`, a heartbeat in the leader's own term hit a deliberate
 //! panic, and any snapshot poisoned the whole shard.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, StateMachine};
-use coraft::raft::{GroupId, LogIndex, NodeId, ReadMode, Role, Term};
-use coraft::runtime::{GroupStatus, Node, NodeOptions, PeerSpec, StateMachineFactory, REQUEST_TIMEOUT};
+use coraft::raft::{GroupId, LogIndex, NodeId, Role, Term};
+use coraft::runtime::{GroupStatus, Node, NodeOptions, PeerSpec, StateMachineFactory};
 use coraft_net::bytes::Bytes;
 use coraft_net::schema::{
     entry_kind, AppendEntries, AppendEntriesResponse, Configuration, Entry, Envelope, Heartbeat, InstallSnapshot,
@@ -62,10 +65,6 @@ impl Drop for Cluster {
     }
 }
 
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
-}
-
 impl Cluster {
     fn start() -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
@@ -80,30 +79,16 @@ impl Cluster {
         let nodes = (1..=3)
             .map(|id| {
                 let options = NodeOptions {
-                    cluster_id: CLUSTER_ID,
-                    node_id: NodeId(id),
-                    peers: peers.clone(),
-                    shard_cores: vec![None],
-                    helper_cores: None,
-                    wal_dir: dir.path().join(format!("node-{id}")),
-                    shard_wal_dirs: Vec::new(),
                     wal_segment_bytes: 8 << 20,
-                    wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-                    wal_polled_io: false,
                     groups: vec![GROUP],
-                    tick: Duration::from_millis(10),
-                    election_timeout_ticks: 10,
-                    heartbeat_interval_ticks: 2,
-                    read_mode: ReadMode::Safe,
-                    protocol: Default::default(),
-                    limits: Default::default(),
-                    spin_before_park: None,
-                    metrics_listen: None,
                     // Awake groups: every follower keeps a current term and log.
                     quiesce_idle_groups: false,
-                    request_timeout: REQUEST_TIMEOUT,
-                    session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-                    snapshot: coraft::runtime::SnapshotPolicy::default(),
+                    ..NodeOptions::new(
+                        CLUSTER_ID,
+                        NodeId(id),
+                        peers.clone(),
+                        dir.path().join(format!("node-{id}")),
+                    )
                 };
                 let factory: StateMachineFactory = Arc::new(|_| Box::new(Counter::default()));
                 Some(Node::start(options, factory).expect("node starts"))

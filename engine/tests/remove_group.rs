@@ -5,14 +5,17 @@
 //! `GroupRemoved`; its id is not created again; and a group on an apply
 //! lane has its lane drained before its state machine is dropped.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, CommandCounter, Error, OffShard, StateMachine};
 use coraft::raft::{GroupId, NodeId, Role};
-use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory, REQUEST_TIMEOUT};
+use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory};
 
 const CONFIGURED: GroupId = GroupId(1);
 const CREATED: GroupId = GroupId(7);
@@ -20,34 +23,13 @@ const ME: NodeId = NodeId(1);
 
 fn options(dir: &Path, address: std::net::SocketAddr) -> NodeOptions {
     NodeOptions {
-        cluster_id: 7,
-        node_id: ME,
-        peers: vec![PeerSpec {
-            id: ME,
-            shard_addresses: vec![address],
-        }],
-        shard_cores: vec![None],
-        helper_cores: None,
-        wal_dir: dir.join("node-1"),
-        shard_wal_dirs: Vec::new(),
         // Small segments (a WAL record of up to 4 MiB must fit in one): a
         // few hundred writes fill several.
         wal_segment_bytes: 6 << 20,
-        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-        wal_polled_io: false,
         groups: vec![CONFIGURED],
-        tick: Duration::from_millis(10),
         // Generous: the machine running the tests may be loaded.
         election_timeout_ticks: 20,
         heartbeat_interval_ticks: 4,
-        read_mode: coraft::raft::ReadMode::Safe,
-        protocol: Default::default(),
-        limits: Default::default(),
-        spin_before_park: None,
-        metrics_listen: None,
-        quiesce_idle_groups: true,
-        request_timeout: REQUEST_TIMEOUT,
-        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
         // No policy snapshots: only the ones the tests ask for.
         snapshot: coraft::runtime::SnapshotPolicy {
             after_entries: 0,
@@ -56,6 +38,15 @@ fn options(dir: &Path, address: std::net::SocketAddr) -> NodeOptions {
             log_tail_entries: 2,
             ..Default::default()
         },
+        ..NodeOptions::new(
+            7,
+            ME,
+            vec![PeerSpec {
+                id: ME,
+                shard_addresses: vec![address],
+            }],
+            dir.join("node-1"),
+        )
     }
 }
 
@@ -68,10 +59,6 @@ fn segments(dir: &Path) -> usize {
         .unwrap()
         .filter(|item| item.as_ref().unwrap().file_name().to_string_lossy().ends_with(".wal"))
         .count()
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 /// Applies `data` to `group`, waiting up to 30 s for it to elect itself.

@@ -5,14 +5,16 @@
 //! once the stream was complete, and the state it prepared is the one
 //! installed (checked byte for byte, and no write lost or applied twice).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, PreparedSnapshot, SnapshotLoader, StateMachine};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
-use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, Protocol, SnapshotPolicy, StateMachineFactory};
+use coraft::raft::{GroupId, NodeId, Role};
+use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 
 const GROUP: GroupId = GroupId(1);
 /// Bytes of state besides the tally: the snapshot is about this large.
@@ -127,13 +129,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
-        let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
-        let peers = (0..3)
-            .map(|n| PeerSpec {
-                id: NodeId(n + 1),
-                shard_addresses: vec![addresses[n as usize]],
-            })
-            .collect();
+        let peers = common::loopback_peers(3);
         let mut cluster = Cluster {
             temp: tempfile::tempdir().unwrap(),
             peers,
@@ -154,28 +150,9 @@ impl Cluster {
 
     fn start_node(&self, id: NodeId) -> Node {
         let options = NodeOptions {
-            cluster_id: 11,
-            node_id: id,
-            peers: self.peers.clone(),
-            shard_cores: vec![None],
-            helper_cores: None,
-            wal_dir: self.wal_dir(id),
-            shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,
-            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-            wal_polled_io: false,
             groups: vec![GROUP],
-            tick: Duration::from_millis(10),
             election_timeout_ticks: 20,
-            heartbeat_interval_ticks: 2,
-            read_mode: ReadMode::Safe,
-            protocol: Protocol::default(),
-            limits: Default::default(),
-            spin_before_park: None,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
-            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
             // Snapshots on demand only, no log kept below them.
             snapshot: SnapshotPolicy {
                 after_entries: 0,
@@ -184,6 +161,7 @@ impl Cluster {
                 log_tail_entries: 0,
                 install_bytes_per_second: PACE_BYTES_PER_SECOND,
             },
+            ..NodeOptions::new(11, id, self.peers.clone(), self.wal_dir(id))
         };
         let dir = self.wal_dir(id).join("shard-0").join("snapshots").join("group-1");
         let (seen, state) = (self.seen[id.0 as usize - 1].clone(), self.state.clone());
@@ -288,10 +266,6 @@ impl Drop for Cluster {
             node.shutdown();
         }
     }
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 fn tally_of(values: std::ops::RangeInclusive<u64>) -> (u64, u64) {

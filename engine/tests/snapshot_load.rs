@@ -6,13 +6,15 @@
 //! loaded state is right (no entry applied twice or lost), also after a
 //! restart that loads the installed snapshot with the same loader.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, PreparedSnapshot, SnapshotLoader, StateMachine};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
-use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, Protocol, SnapshotPolicy, StateMachineFactory};
+use coraft::raft::{GroupId, NodeId, Role};
+use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 
 /// The group whose snapshot is installed (its loader is held by the gate).
 const LOADING: GroupId = GroupId(1);
@@ -163,13 +165,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
-        let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
-        let peers = (0..3)
-            .map(|n| PeerSpec {
-                id: NodeId(n + 1),
-                shard_addresses: vec![addresses[n as usize]],
-            })
-            .collect();
+        let peers = common::loopback_peers(3);
         let mut cluster = Cluster {
             _temp: tempfile::tempdir().unwrap(),
             peers,
@@ -185,29 +181,11 @@ impl Cluster {
 
     fn start_node(&self, id: NodeId) -> Node {
         let options = NodeOptions {
-            cluster_id: 9,
-            node_id: id,
-            peers: self.peers.clone(),
             // One shard: both groups share its thread.
             shard_cores: vec![None],
-            helper_cores: None,
-            wal_dir: self._temp.path().join(format!("node-{id}")),
-            shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,
-            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-            wal_polled_io: false,
             groups: vec![LOADING, OTHER],
-            tick: Duration::from_millis(10),
             election_timeout_ticks: 20,
-            heartbeat_interval_ticks: 2,
-            read_mode: ReadMode::Safe,
-            protocol: Protocol::default(),
-            limits: Default::default(),
-            spin_before_park: None,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
-            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
             // Snapshots on demand only, keeping 8 entries below them.
             snapshot: SnapshotPolicy {
                 after_entries: 0,
@@ -216,6 +194,7 @@ impl Cluster {
                 log_tail_entries: 8,
                 ..SnapshotPolicy::default()
             },
+            ..NodeOptions::new(9, id, self.peers.clone(), self._temp.path().join(format!("node-{id}")))
         };
         let gate = self.gate.clone();
         let factory: StateMachineFactory = Arc::new(move |group| {
@@ -324,10 +303,6 @@ fn decode(answer: &[u8]) -> (u64, u64) {
         u64::from_le_bytes(answer[..8].try_into().expect("16-byte answer")),
         u64::from_le_bytes(answer[8..16].try_into().expect("16-byte answer")),
     )
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 fn tally_of(values: std::ops::RangeInclusive<u64>) -> (u64, u64) {

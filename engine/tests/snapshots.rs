@@ -232,29 +232,13 @@ impl TestCluster {
 
     fn try_start_node(&self, id: NodeId) -> Result<(Node, Arc<Probe>), Error> {
         let options = NodeOptions {
-            cluster_id: 7,
-            node_id: id,
-            peers: self.peers.clone(),
-            shard_cores: vec![None],
-            helper_cores: None,
-            wal_dir: self.wal_dir(id),
-            shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,
-            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-            wal_polled_io: false,
             groups: vec![GROUP],
-            tick: Duration::from_millis(10),
-            election_timeout_ticks: 10,
-            heartbeat_interval_ticks: 2,
+            snapshot: self.snapshot.clone(),
             read_mode: ReadMode::Safe,
             protocol: Protocol::default(),
-            limits: Default::default(),
-            spin_before_park: None,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
             request_timeout: REQUEST_TIMEOUT,
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-            snapshot: self.snapshot.clone(),
+            ..NodeOptions::new(7, id, self.peers.clone(), self.wal_dir(id))
         };
         let probe = Arc::new(Probe::default());
         let shared = probe.clone();

@@ -8,14 +8,16 @@
 //! after the streamed snapshot, is sent a newer snapshot and ends holding
 //! every write once.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::block;
 use coraft::api::{Command, Error, StateMachine};
-use coraft::raft::{GroupId, NodeId, ReadMode, Role};
+use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{
-    GroupHandle, InstallDirection, Node, NodeOptions, PeerSpec, Protocol, SnapshotPolicy, StateMachineFactory,
+    GroupHandle, InstallDirection, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory,
 };
 
 const GROUP: GroupId = GroupId(1);
@@ -83,13 +85,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
-        let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(3).unwrap();
-        let peers = (0..3)
-            .map(|n| PeerSpec {
-                id: NodeId(n + 1),
-                shard_addresses: vec![addresses[n as usize]],
-            })
-            .collect();
+        let peers = common::loopback_peers(3);
         let mut cluster = Cluster {
             _temp: tempfile::tempdir().unwrap(),
             peers,
@@ -104,29 +100,11 @@ impl Cluster {
 
     fn start_node(&self, id: NodeId) -> Node {
         let options = NodeOptions {
-            cluster_id: 11,
-            node_id: id,
-            peers: self.peers.clone(),
-            shard_cores: vec![None],
-            helper_cores: None,
-            wal_dir: self._temp.path().join(format!("node-{id}")),
-            shard_wal_dirs: Vec::new(),
             wal_segment_bytes: 8 << 20,
-            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-            wal_polled_io: false,
             groups: vec![GROUP],
-            tick: Duration::from_millis(10),
             // Generous: a loaded machine must not move the leader mid-test.
             election_timeout_ticks: 50,
             heartbeat_interval_ticks: 5,
-            read_mode: ReadMode::Safe,
-            protocol: Protocol::default(),
-            limits: Default::default(),
-            spin_before_park: None,
-            metrics_listen: None,
-            quiesce_idle_groups: true,
-            request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-            session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
             // Snapshots on demand only; the slowest stream allowed.
             snapshot: SnapshotPolicy {
                 after_entries: 0,
@@ -135,6 +113,7 @@ impl Cluster {
                 log_tail_entries: LOG_TAIL_ENTRIES,
                 install_bytes_per_second: coraft_tuning::limits::SNAPSHOT_INSTALL_BYTES_PER_SECOND_MIN,
             },
+            ..NodeOptions::new(11, id, self.peers.clone(), self._temp.path().join(format!("node-{id}")))
         };
         let factory: StateMachineFactory = Arc::new(|_| Box::new(Tally::default()));
         Node::start(options, factory).expect("node starts")
@@ -217,10 +196,6 @@ impl Drop for Cluster {
             node.shutdown();
         }
     }
-}
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    futures_lite::future::block_on(future)
 }
 
 fn tally_of(values: std::ops::RangeInclusive<u64>) -> (u64, u64) {

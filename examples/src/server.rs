@@ -138,43 +138,28 @@ pub fn node_options(args: &ServerArgs) -> Result<NodeOptions> {
             args.listen
         );
     }
-    let raft = coraft_tuning::RaftSettings::default();
     Ok(NodeOptions {
-        cluster_id: args.cluster_id,
-        node_id: id,
-        peers: peers
-            .iter()
-            .map(|&(id, address)| PeerSpec {
-                id,
-                shard_addresses: vec![address],
-            })
-            .collect(),
-        // One shard, not pinned: three servers share one machine.
-        shard_cores: vec![None],
-        helper_cores: None,
-        wal_dir: args.data.clone(),
-        shard_wal_dirs: Vec::new(),
-        wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
-        wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
-        wal_polled_io: false,
         groups: vec![GROUP],
-        tick: raft.tick(),
-        election_timeout_ticks: raft.election_timeout_ticks,
-        heartbeat_interval_ticks: raft.heartbeat_interval_ticks,
         read_mode: match args.read_mode {
             ReadModeArg::ReadIndex => ReadMode::Safe,
             ReadModeArg::Lease => ReadMode::Lease,
         },
-        protocol: Default::default(),
-        limits: Default::default(),
-        spin_before_park: None,
-        metrics_listen: None,
-        quiesce_idle_groups: true,
-        request_timeout: coraft::runtime::REQUEST_TIMEOUT,
-        session_timeout: Duration::from_millis(coraft::runtime::SESSION_TIMEOUT_DEFAULT_MS),
-        // Snapshots come from `--snapshot-interval-ms` (a thread asking the
-        // group handle), on top of the engine's default log-size policy.
-        snapshot: coraft::runtime::SnapshotPolicy::default(),
+        // Every other field at its default: one shard, not pinned (three
+        // servers share one machine); the tuning config's Raft timeouts and
+        // WAL segments; the engine's default log-size snapshot policy, on
+        // top of which `--snapshot-interval-ms` asks the group handle.
+        ..NodeOptions::new(
+            args.cluster_id,
+            id,
+            peers
+                .iter()
+                .map(|&(id, address)| PeerSpec {
+                    id,
+                    shard_addresses: vec![address],
+                })
+                .collect(),
+            args.data.clone(),
+        )
     })
 }
 

@@ -53,17 +53,29 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// answers `UnsupportedVersion` asks again at that version, without shard
 /// states.
 ///
+/// Version 6 added [`AdminRequest::CreateGroup`] and
+/// [`AdminRequest::RemoveGroup`] (a group created or removed at run time,
+/// `Node::create_group` and `Node::remove_group`), answered with
+/// [`AdminReply::GroupCreated`] and [`AdminReply::GroupRemoved`]: appended
+/// again and no larger than the largest variant before, so the archived
+/// size of every request and response is unchanged. Every request of
+/// versions 3 to 5 reads and is answered alike in version 6, so a version 6
+/// node serves them all. A version 5 node cannot read the new requests: it
+/// answers them `BadRequest` (request id 0) in a frame that names its
+/// version 5, and a version 6 tool says the node is too old for them
+/// (`coraft::admin::AdminCallError::OlderProtocol`).
+///
 /// [`AdminRequest::Addresses`] came late in version 1 (a version 1 node
 /// may not know it: it answers `BadRequest`); every node of version 2 and
 /// up serves it. Its request and answer are laid out alike in every version
 /// that has it, so a node serves it to a tool of any version from
 /// [`ADMIN_ADDRESSES_VERSION_MIN`] up, and a joining node asks an older seed
 /// again at the seed's version (`coraft::admin::seed_addresses`).
-pub const ADMIN_PROTOCOL_VERSION: u16 = 5;
+pub const ADMIN_PROTOCOL_VERSION: u16 = 6;
 
 /// The oldest admin protocol version whose every request a node of this
 /// version serves: version 3's requests and answers are laid out alike in
-/// versions 4 and 5 (see [`ADMIN_PROTOCOL_VERSION`]).
+/// versions 4 to 6 (see [`ADMIN_PROTOCOL_VERSION`]).
 pub const ADMIN_SERVED_VERSION_MIN: u16 = 3;
 
 /// The oldest admin protocol version that has [`AdminRequest::Installs`].
@@ -71,6 +83,10 @@ pub const ADMIN_INSTALLS_VERSION_MIN: u16 = 4;
 
 /// The oldest admin protocol version that has [`AdminRequest::Shards`].
 pub const ADMIN_SHARDS_VERSION_MIN: u16 = 5;
+
+/// The oldest admin protocol version that has [`AdminRequest::CreateGroup`]
+/// and [`AdminRequest::RemoveGroup`].
+pub const ADMIN_GROUPS_VERSION_MIN: u16 = 6;
 
 /// Bound on the streams one [`AdminReply::Installs`] answer lists (the
 /// answer's `total` counts them all).
@@ -336,6 +352,21 @@ mod admin_enums {
         /// The state of each of the node's shards. Answered with
         /// [`AdminReply::Shards`]. Since admin protocol version 5.
         Shards,
+        /// Create `group` on this node with `voters` (this node among
+        /// them, at most [`super::ADMIN_MEMBERS_MAX`]) as its first
+        /// configuration (`Node::create_group`): durable before the
+        /// answer, back after a restart. Ask every voter. Answered with
+        /// [`AdminReply::GroupCreated`], also when it exists already with
+        /// these voters. Since admin protocol version 6.
+        CreateGroup { group: u64, voters: Vec<u64> },
+        /// Remove `group`, a group created at run time, from this node
+        /// (`Node::remove_group`): its state machine, snapshots and WAL
+        /// records go, its id is retired here, a restart does not bring it
+        /// back. Its configuration does not change: to retire the group,
+        /// remove it on every member. Answered with
+        /// [`AdminReply::GroupRemoved`], also when it was removed already.
+        /// Since admin protocol version 6.
+        RemoveGroup { group: u64 },
     }
 
     /// One node's shard addresses, by shard index (`ip:port` each).
@@ -394,6 +425,12 @@ mod admin_enums {
         /// `SHARD_COUNT_LIMIT`). Since
         /// admin protocol version 5.
         Shards(Vec<ShardReport>),
+        /// The answer to [`AdminRequest::CreateGroup`]: the group exists
+        /// here (durably). Since admin protocol version 6.
+        GroupCreated { group: u64 },
+        /// The answer to [`AdminRequest::RemoveGroup`]: the group is gone
+        /// from this node (durably). Since admin protocol version 6.
+        GroupRemoved { group: u64 },
     }
 
     /// Why an admin request failed.
@@ -485,7 +522,7 @@ pub fn bounded_reason(reason: impl Into<String>) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! Versions 1 to 4 of the admin protocol must read each other's
+    //! Versions 1 to 6 of the admin protocol must read each other's
     //! `UnsupportedVersion` answer: version 1's response layout (version 2's
     //! is the same size) and version 2's request layout, copied here,
     //! against this build's.
@@ -842,6 +879,163 @@ mod tests {
             rkyv::from_bytes::<AdminResponseFrame, rkyv::rancor::Error>(&bytes).unwrap(),
             shards
         );
+    }
+
+    /// Version 5's requests: this build's without `CreateGroup` and
+    /// `RemoveGroup`.
+    #[derive(Archive, Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum AdminRequestV5 {
+        Status {
+            groups: Vec<u64>,
+        },
+        TransferLeader {
+            group: u64,
+            to: u64,
+        },
+        Snapshot {
+            group: u64,
+        },
+        AddLearner {
+            group: u64,
+            member: MemberSpec,
+        },
+        Promote {
+            group: u64,
+            node: u64,
+        },
+        AddVoter {
+            group: u64,
+            member: MemberSpec,
+        },
+        Remove {
+            group: u64,
+            node: u64,
+        },
+        Change {
+            group: u64,
+            voters: Vec<MemberSpec>,
+        },
+        ResetPeers {
+            group: u64,
+            voters: Vec<u64>,
+            confirm_data_loss: bool,
+        },
+        Addresses,
+        StatusPage {
+            after: u64,
+            groups_max: u32,
+        },
+        Installs,
+        Shards,
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct AdminRequestFrameV5 {
+        version: u16,
+        cluster_id: u64,
+        request_id: u64,
+        request: AdminRequestV5,
+    }
+
+    /// Version 5's answers: this build's without `GroupCreated` and
+    /// `GroupRemoved`.
+    #[derive(Archive, Serialize, Deserialize)]
+    #[allow(dead_code)]
+    enum AdminReplyV5 {
+        Status(NodeReport),
+        TransferStarted,
+        Snapshot { index: u64 },
+        MembershipChanged,
+        Addresses(Vec<NodeAddresses>),
+        Installs { installs: Vec<InstallReport>, total: u64 },
+        Shards(Vec<ShardReport>),
+    }
+
+    #[derive(Archive, Serialize, Deserialize)]
+    struct AdminResponseFrameV5 {
+        version: u16,
+        request_id: u64,
+        node_id: u64,
+        result: Result<AdminReplyV5, AdminError>,
+    }
+
+    #[test]
+    fn version_5_requests_read_as_version_6_and_version_6_answers_of_version_5_kinds_read_as_version_5() {
+        assert_eq!(
+            std::mem::size_of::<ArchivedAdminRequestFrame>(),
+            std::mem::size_of::<ArchivedAdminRequestFrameV5>()
+        );
+        assert_eq!(
+            std::mem::size_of::<ArchivedAdminResponseFrame>(),
+            std::mem::size_of::<ArchivedAdminResponseFrameV5>()
+        );
+        let old = AdminRequestFrameV5 {
+            version: 5,
+            cluster_id: 7,
+            request_id: 9,
+            request: AdminRequestV5::Shards,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        let read = rkyv::from_bytes::<AdminRequestFrame, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(read.request, AdminRequest::Shards);
+        // A version 6 node's shard states, as a version 5 tool reads them.
+        let answer = AdminResponseFrame {
+            version: ADMIN_PROTOCOL_VERSION,
+            request_id: 9,
+            node_id: 2,
+            result: Ok(AdminReply::Shards(vec![ShardReport {
+                shard: 0,
+                state: ShardState::Serving,
+                groups: 3,
+                reason: String::new(),
+            }])),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&answer).unwrap();
+        let read = rkyv::from_bytes::<AdminResponseFrameV5, rkyv::rancor::Error>(&bytes).unwrap();
+        match read.result {
+            Ok(AdminReplyV5::Shards(shards)) => assert_eq!(shards[0].groups, 3),
+            _ => panic!("a version 5 tool reads a version 6 shards answer"),
+        }
+        // The new requests do not read as version 5 (a version 5 node
+        // answers them BadRequest, in a frame of its version).
+        for request in [
+            AdminRequest::CreateGroup {
+                group: 100,
+                voters: vec![1, 2, 3],
+            },
+            AdminRequest::RemoveGroup { group: 100 },
+        ] {
+            let new = AdminRequestFrame {
+                version: ADMIN_PROTOCOL_VERSION,
+                cluster_id: 7,
+                request_id: 10,
+                request,
+            };
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&new).unwrap();
+            assert!(rkyv::from_bytes::<AdminRequestFrameV5, rkyv::rancor::Error>(&bytes).is_err());
+            assert_eq!(
+                rkyv::from_bytes::<AdminRequestFrame, rkyv::rancor::Error>(&bytes).unwrap(),
+                new
+            );
+        }
+        // The new answers read back.
+        for result in [
+            Ok(AdminReply::GroupCreated { group: 100 }),
+            Ok(AdminReply::GroupRemoved { group: 100 }),
+        ] {
+            let answer = AdminResponseFrame {
+                version: ADMIN_PROTOCOL_VERSION,
+                request_id: 10,
+                node_id: 2,
+                result,
+            };
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&answer).unwrap();
+            assert_eq!(
+                rkyv::from_bytes::<AdminResponseFrame, rkyv::rancor::Error>(&bytes).unwrap(),
+                answer
+            );
+        }
     }
 
     #[derive(Archive, Serialize, Deserialize)]

@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use coraft_net::admin::{
     bounded_reason, group_report_bytes_max, AdminError, AdminReply, AdminRequest, AdminRequestFrame,
     AdminResponseFrame, AdminRole, GroupReport, InstallReport, MemberSpec, NodeReport, PeerReport, ShardReport,
-    ShardState, ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_INSTALLS_MAX, ADMIN_INSTALLS_VERSION_MIN,
-    ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION, ADMIN_SERVED_VERSION_MIN, ADMIN_SHARDS_VERSION_MIN,
-    ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
+    ShardState, ADMIN_ADDRESSES_VERSION_MIN, ADMIN_ANSWER_BYTES_MAX, ADMIN_GROUPS_VERSION_MIN, ADMIN_INSTALLS_MAX,
+    ADMIN_INSTALLS_VERSION_MIN, ADMIN_MEMBERS_MAX, ADMIN_PROTOCOL_VERSION, ADMIN_SERVED_VERSION_MIN,
+    ADMIN_SHARDS_VERSION_MIN, ADMIN_STATUS_GROUPS_MAX, ADMIN_STATUS_PAGE_GROUPS_MAX,
 };
 
 use crate::api::Error;
@@ -235,6 +235,7 @@ impl AdminService {
         let oldest = match frame.request {
             AdminRequest::Installs => ADMIN_INSTALLS_VERSION_MIN,
             AdminRequest::Shards => ADMIN_SHARDS_VERSION_MIN,
+            AdminRequest::CreateGroup { .. } | AdminRequest::RemoveGroup { .. } => ADMIN_GROUPS_VERSION_MIN,
             AdminRequest::Addresses => ADMIN_ADDRESSES_VERSION_MIN,
             _ => ADMIN_SERVED_VERSION_MIN,
         };
@@ -311,6 +312,24 @@ impl AdminService {
             AdminRequest::Addresses => self.addresses().await.map(AdminReply::Addresses),
             AdminRequest::Installs => self.installs().await,
             AdminRequest::Shards => self.shards().await,
+            AdminRequest::CreateGroup { group, voters } => {
+                let voters = self.members(&voters, |&node| node_id(node))?;
+                self.on_group_shard(group, |reply| ApiRequest::CreateGroup {
+                    group: GroupId(group),
+                    voters,
+                    reply: Some(reply),
+                })
+                .await?;
+                Ok(AdminReply::GroupCreated { group })
+            }
+            AdminRequest::RemoveGroup { group } => {
+                self.on_group_shard(group, |reply| ApiRequest::RemoveGroup {
+                    group: GroupId(group),
+                    reply,
+                })
+                .await?;
+                Ok(AdminReply::GroupRemoved { group })
+            }
             AdminRequest::ResetPeers {
                 group,
                 voters,
@@ -334,6 +353,33 @@ impl AdminService {
                 });
                 changed(group, self.handle(group).reset_peers(voters).await)
             }
+        }
+    }
+
+    /// Sends the request `make` builds to the shard that hosts (or would
+    /// host) `group` and waits for its answer: a group created or removed
+    /// at run time (`group_creation.rs`). The shard's refusal
+    /// ([`Error::Config`]: a configured group, voters without this node, a
+    /// snapshot in flight) is the caller's to fix: [`AdminError::BadRequest`].
+    async fn on_group_shard(
+        &self,
+        group: u64,
+        make: impl FnOnce(flume::Sender<Result<(), Error>>) -> ApiRequest,
+    ) -> Result<(), AdminError> {
+        let shard = (group % self.apis.len() as u64) as usize;
+        let (reply, answer) = flume::bounded(1);
+        self.apis[shard].try_send(make(reply)).map_err(|error| match error {
+            flume::TrySendError::Full(_) => AdminError::Busy {
+                bound: "API_QUEUE_MAX".into(),
+            },
+            flume::TrySendError::Disconnected(_) => AdminError::Shutdown,
+        })?;
+        match answer.recv_async().await.map_err(|_| AdminError::Shutdown)? {
+            Ok(()) => Ok(()),
+            Err(Error::Config(reason)) => Err(AdminError::BadRequest {
+                reason: bounded_reason(reason),
+            }),
+            Err(error) => Err(admin_error(group, error)),
         }
     }
 

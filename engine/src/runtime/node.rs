@@ -138,6 +138,68 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
+    /// The options of node `node_id` of cluster `cluster_id`, whose WAL
+    /// lives under `wal_dir` (shard `s` in `wal_dir/shard-s`), among
+    /// `peers` (every voter, this node included): it runs as many unpinned
+    /// shards as its own entry of `peers` lists addresses (one if it is not
+    /// listed; [`Node::start`] then refuses the options), hosts no group
+    /// until `groups` names some, and takes every other field's default:
+    /// the tuning config's defaults (64 MiB segments zeroed 64 MiB ahead,
+    /// no polled I/O; 10 ms ticks, an election timeout of 10 ticks, a
+    /// heartbeat every 2, pre-vote and check-quorum on, `ReadMode::Safe`;
+    /// `Limits::default()`; `SnapshotPolicy::default()`), helper threads
+    /// where `helper_cores: None` puts them, no spin before parking, no
+    /// metrics endpoint, idle groups
+    /// quiesce, requests time out after
+    /// [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) and sessions after
+    /// [`SESSION_TIMEOUT_DEFAULT_MS`](super::SESSION_TIMEOUT_DEFAULT_MS).
+    /// Change what differs with struct update syntax:
+    ///
+    /// ```
+    /// # use coraft::raft::{GroupId, NodeId};
+    /// # use coraft::runtime::{NodeOptions, PeerSpec};
+    /// let me = NodeId(1);
+    /// let peers = vec![PeerSpec { id: me, shard_addresses: vec!["127.0.0.1:7001".parse().unwrap()] }];
+    /// let options = NodeOptions {
+    ///     groups: vec![GroupId(1)],
+    ///     election_timeout_ticks: 20,
+    ///     ..NodeOptions::new(42, me, peers, "/var/lib/coraft/wal")
+    /// };
+    /// assert_eq!(options.shard_cores, vec![None]);
+    /// ```
+    pub fn new(cluster_id: u64, node_id: NodeId, peers: Vec<PeerSpec>, wal_dir: impl Into<PathBuf>) -> NodeOptions {
+        let shards = peers
+            .iter()
+            .find(|p| p.id == node_id)
+            .map_or(1, |p| p.shard_addresses.len().max(1));
+        let raft = coraft_tuning::RaftSettings::default();
+        NodeOptions {
+            cluster_id,
+            node_id,
+            peers,
+            shard_cores: vec![None; shards],
+            helper_cores: None,
+            wal_dir: wal_dir.into(),
+            shard_wal_dirs: Vec::new(),
+            wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+            wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
+            wal_polled_io: false,
+            groups: Vec::new(),
+            tick: raft.tick(),
+            election_timeout_ticks: raft.election_timeout_ticks,
+            heartbeat_interval_ticks: raft.heartbeat_interval_ticks,
+            read_mode: ReadMode::Safe,
+            protocol: Protocol::default(),
+            limits: coraft_tuning::Limits::default(),
+            spin_before_park: None,
+            metrics_listen: None,
+            quiesce_idle_groups: true,
+            request_timeout: super::shard::REQUEST_TIMEOUT,
+            session_timeout: Duration::from_millis(super::SESSION_TIMEOUT_DEFAULT_MS),
+            snapshot: super::SnapshotPolicy::default(),
+        }
+    }
+
     /// The options of a node described by a validated tuning plan, hosting
     /// `groups`. Shard `s` of every peer listens on its address's port + `s`;
     /// this node binds its `listen` address the same way.

@@ -6,11 +6,14 @@
 //! coraft-admin --node 127.0.0.1:7001 --cluster-id 9 status
 //! coraft-admin --config node-1.toml transfer --group 3 --to 2
 //! coraft-admin --config node-1.toml rebalance
+//! coraft-admin --config node-1.toml create-group --group 100
+//! coraft-admin --config node-1.toml remove-group --group 100
 //! ```
 //! Tables for people by default, `--json` for scripts. Exit status 0 when
 //! everything asked for was done, 1 otherwise (with the reason on stderr),
 //! 2 for a command line it cannot parse.
 
+mod groups;
 mod leaders;
 mod membership;
 mod show;
@@ -26,12 +29,13 @@ use clap::{Parser, Subcommand};
 use coraft::admin::{AdminCallError, AdminClient, AdminRequest, MemberSpec};
 use coraft::raft::{GroupId, NodeId};
 
+use groups::{create_group, remove_group};
 use leaders::{rebalance, transfer};
 use membership::{member, on_leaders, reset_peers};
 use show::{ids, snapshot, status};
 
 /// Looks at and changes a running coraft cluster (status, leadership,
-/// snapshots, membership) through the admin protocol of its nodes.
+/// snapshots, membership, groups) through the admin protocol of its nodes.
 #[derive(Parser, Debug)]
 #[command(name = "coraft-admin", version)]
 struct Cli {
@@ -158,6 +162,30 @@ enum Command {
         /// repeatable. Default: none (members already known need none).
         #[arg(long = "address", value_name = "ID=ADDR", value_parser = parse_member_address)]
         addresses: Vec<(u64, SocketAddr)>,
+    },
+    /// Creates a group at run time on each node given that is among its
+    /// voters (needs nodes of admin protocol 6). It is durable on each node
+    /// (back after a restart) and elects a leader once a majority of its
+    /// voters hosts it.
+    CreateGroup {
+        /// The new group's id (not one of the groups a node was started
+        /// with, nor one removed from it).
+        #[arg(short, long)]
+        group: u64,
+        /// Its voters' node ids, separated by commas. Default: every node
+        /// given.
+        #[arg(long, value_name = "IDS", value_delimiter = ',')]
+        voters: Vec<u64>,
+    },
+    /// Removes a group created at run time from each node given (needs
+    /// nodes of admin protocol 6): its state machine, snapshots and log go,
+    /// a restart does not bring it back, and its id is not created again on
+    /// those nodes. Its membership is not changed: to retire the group,
+    /// remove it on every member.
+    RemoveGroup {
+        /// The group.
+        #[arg(short, long)]
+        group: u64,
     },
     /// UNSAFE: forces the voters of groups on every node given (the
     /// survivors) without consensus, to bring back a group whose majority
@@ -342,6 +370,8 @@ fn run(cli: &Cli) -> Result<()> {
                 voters: specs.clone(),
             })
         }
+        Command::CreateGroup { group, voters } => create_group(&target, *group, voters, cli.json),
+        Command::RemoveGroup { group } => remove_group(&target, *group, cli.json),
         Command::ResetPeers {
             change,
             voters,

@@ -346,7 +346,7 @@ impl ResultTooLarge {
 /// refused result, `start` its place in `refusals`).
 #[derive(Debug, Clone, Copy)]
 struct Span {
-    start: u32,
+    start: usize,
     len: u32,
 }
 
@@ -402,7 +402,7 @@ impl ApplyResults {
         match refusal {
             None => {
                 self.spans.push(Span {
-                    start: start as u32,
+                    start,
                     len: bytes as u32,
                 });
                 Ok(())
@@ -411,7 +411,7 @@ impl ApplyResults {
                 self.bytes.truncate(start);
                 if !matches!(refusal, ResultTooLarge::MoreThanCommands { .. }) {
                     self.spans.push(Span {
-                        start: self.refusals.len() as u32,
+                        start: self.refusals.len(),
                         len: REFUSED,
                     });
                     self.refusals.push(refusal);
@@ -453,11 +453,9 @@ impl ApplyResults {
     pub(crate) fn span(&self, i: usize) -> Option<Result<&[u8], ResultTooLarge>> {
         let span = *self.spans.get(i)?;
         if span.len == REFUSED {
-            return Some(Err(self.refusals[span.start as usize]));
+            return Some(Err(self.refusals[span.start]));
         }
-        Some(Ok(
-            &self.bytes[span.start as usize..span.start as usize + span.len as usize]
-        ))
+        Some(Ok(&self.bytes[span.start..span.start + span.len as usize]))
     }
 
     /// Adds a result the engine already has (a retry's cached one), past
@@ -466,8 +464,9 @@ impl ApplyResults {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(result);
         self.spans.push(Span {
-            start: start as u32,
-            len: result.len() as u32,
+            start,
+            // A cached result passed APPLY_RESULT_BYTES_MAX when it was made.
+            len: result.len().min(REFUSED as usize - 1) as u32,
         });
         self.spans.len() - 1
     }

@@ -476,6 +476,82 @@ pub struct ClientResponse {
     pub result: Result<Vec<u8>, ClientError>,
 }
 
+/// Borrowed bytes that archive as the `Vec<u8>` of an owned type: for
+/// encoding a result straight from the buffer that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BytesRef<'a>(pub &'a [u8]);
+
+impl rkyv::Archive for BytesRef<'_> {
+    type Archived = rkyv::vec::ArchivedVec<u8>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::vec::ArchivedVec::resolve_from_len(self.0.len(), resolver, out);
+    }
+}
+
+impl<S> rkyv::Serialize<S> for BytesRef<'_>
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::vec::ArchivedVec::<u8>::serialize_from_slice(self.0, serializer)
+    }
+}
+
+/// A [`ClientResponse`] whose result bytes are borrowed: it archives
+/// exactly as the owned one does, so a node answers from the buffer its
+/// state machine wrote the result into, without a vector per result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientResponseRef<'a> {
+    /// As [`ClientResponse::client_id`].
+    pub client_id: u64,
+    /// As [`ClientResponse::request_id`].
+    pub request_id: u64,
+    /// As [`ClientResponse::group`].
+    pub group: u64,
+    /// As [`ClientResponse::leader_hint`].
+    pub leader_hint: Option<u64>,
+    /// As [`ClientResponse::result`].
+    pub result: Result<BytesRef<'a>, ClientError>,
+}
+
+/// What [`ClientResponseRef`]'s fields resolve with.
+pub struct ClientResponseRefResolver {
+    leader_hint: <Option<u64> as Archive>::Resolver,
+    result: Result<rkyv::vec::VecResolver, <ClientError as Archive>::Resolver>,
+}
+
+impl Archive for ClientResponseRef<'_> {
+    type Archived = ArchivedClientResponse;
+    type Resolver = ClientResponseRefResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        // Field by field, as `#[derive(Archive)]` resolves `ClientResponse`.
+        rkyv::munge::munge!(let ArchivedClientResponse { client_id, request_id, group, leader_hint, result } = out);
+        self.client_id.resolve((), client_id);
+        self.request_id.resolve((), request_id);
+        self.group.resolve((), group);
+        self.leader_hint.resolve(resolver.leader_hint, leader_hint);
+        let result_out: rkyv::Place<rkyv::result::ArchivedResult<rkyv::vec::ArchivedVec<u8>, ArchivedClientError>> =
+            result;
+        self.result.resolve(resolver.result, result_out);
+    }
+}
+
+impl<S> Serialize<S> for ClientResponseRef<'_>
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    ClientError: Serialize<S>,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        Ok(ClientResponseRefResolver {
+            leader_hint: self.leader_hint.serialize(serializer)?,
+            result: self.result.serialize(serializer)?,
+        })
+    }
+}
+
 /// The body of a [`crate::frame::FrameKind::ClientRequests`] frame.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]

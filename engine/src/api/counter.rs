@@ -2,7 +2,7 @@
 //! benchmark harness, `coraft-node` and quick experiments replicate when the
 //! state itself does not matter.
 
-use super::state_machine::{Command, StateMachine};
+use super::state_machine::{apply_via_results, ApplyResults, Command, StateMachine};
 
 /// Counts applied commands; each command's result, and every query's answer,
 /// is the count so far as 8 little-endian bytes.
@@ -20,12 +20,15 @@ impl CommandCounter {
 
 impl StateMachine for CommandCounter {
     fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
-        commands
-            .map(|_| {
-                self.applied += 1;
-                self.applied.to_le_bytes().to_vec()
-            })
-            .collect()
+        apply_via_results(self, commands)
+    }
+
+    fn on_apply_into(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>, out: &mut ApplyResults) {
+        for _ in commands {
+            self.applied += 1;
+            // Eight bytes, one per command: never past a bound.
+            let _ = out.push(&self.applied.to_le_bytes());
+        }
     }
 
     fn on_query(&self, _query: &[u8]) -> Vec<u8> {

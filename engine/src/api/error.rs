@@ -85,6 +85,15 @@ pub enum Error {
     /// learner promoted, no voter left, a new node without addresses).
     #[error("invalid membership change: {0}")]
     InvalidChange(String),
+    /// The write was applied, but its result was refused by a bound of
+    /// [`ApplyResults`](crate::api::ApplyResults) (named in `reason`): the
+    /// state machine's result was too large to answer with. A retry of the
+    /// write (same session sequence) gets an empty result.
+    #[error("the write was applied, but its result was refused: {reason}")]
+    ResultTooLarge {
+        /// The refusal, naming the bound.
+        reason: crate::api::ResultTooLarge,
+    },
     /// A snapshot could not be taken (`GroupHandle::snapshot`): nothing is
     /// applied yet, the state machine's `on_snapshot_save` failed, or the
     /// snapshot store did (the reason names the path). The group goes on.

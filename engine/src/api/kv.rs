@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use super::state_machine::{Command, StateMachine};
+use super::state_machine::{apply_via_results, ApplyResults, Command, StateMachine};
 
 /// Bound on the values one list holds; an append past it gets
 /// [`KvError::ListFull`] (so a read of the list fits one client frame).
@@ -226,15 +226,21 @@ impl KvResult {
     /// The result's bytes: a tag byte, then its fields.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
+        self.encode_into(&mut bytes);
+        bytes
+    }
+
+    /// Appends [`KvResult::encode`]'s bytes to `bytes`.
+    pub fn encode_into(&self, bytes: &mut Vec<u8>) {
         match self {
             KvResult::Done => bytes.push(RESULT_DONE),
             KvResult::Value(value) => {
                 bytes.push(RESULT_VALUE);
-                push_option(&mut bytes, *value);
+                push_option(bytes, *value);
             }
             KvResult::CasMismatch { current } => {
                 bytes.push(RESULT_CAS_MISMATCH);
-                push_option(&mut bytes, *current);
+                push_option(bytes, *current);
             }
             KvResult::List(values) => {
                 bytes.reserve(1 + 8 * values.len());
@@ -248,7 +254,6 @@ impl KvResult {
                 bytes.push(error.code());
             }
         }
-        bytes
     }
 
     /// Decodes [`KvResult::encode`]'s bytes; `None` for anything else.
@@ -410,7 +415,17 @@ impl KvStore {
 
 impl StateMachine for KvStore {
     fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
-        commands.map(|command| self.apply(command.data).encode()).collect()
+        apply_via_results(self, commands)
+    }
+
+    fn on_apply_into(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>, out: &mut ApplyResults) {
+        for command in commands {
+            let result = self.apply(command.data);
+            if let Err(refused) = out.push_with(|bytes| result.encode_into(bytes)) {
+                // A list is bounded by LIST_VALUES_MAX, far below the bound.
+                log::warn!("kv: the result at index {} was refused: {refused}", command.index);
+            }
+        }
     }
 
     fn on_query(&self, query: &[u8]) -> Vec<u8> {

@@ -46,6 +46,29 @@ pub trait StateMachine: 'static {
     /// command, handed to its proposer (if it is waiting on this node).
     fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>>;
 
+    /// Applies committed commands, in log order, writing one result per
+    /// command into `out`, a buffer the engine owns and lends for the call
+    /// (`docs/embedding.md`, "Results without allocations"). The engine
+    /// answers the proposers straight from it, so a state machine that
+    /// implements this allocates nothing per result.
+    ///
+    /// A command without a pushed result gets an empty one; a push past the
+    /// call's commands is refused. A result larger than
+    /// [`APPLY_RESULT_BYTES_MAX`] (or past [`APPLY_RESULTS_BYTES_MAX`] for
+    /// the whole call) is refused with [`ResultTooLarge`]: the command stays
+    /// applied, its proposer gets [`crate::api::Error::ResultTooLarge`].
+    ///
+    /// The default calls [`on_apply`](Self::on_apply) and copies its
+    /// results in; a state machine that implements this one can leave
+    /// `on_apply` as a call of [`apply_via_results`].
+    fn on_apply_into(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>, out: &mut ApplyResults) {
+        for result in self.on_apply(commands) {
+            if out.push(&result).is_err() {
+                // Counted as refused in `out`; past the commands: dropped.
+            }
+        }
+    }
+
     /// Answers a read-only query against the current state: for a
     /// linearizable read only once the state has caught up with its read
     /// index; for a stale read (`GroupHandle::read_stale`) at once, on
@@ -225,6 +248,10 @@ impl StateMachine for OffShard {
         self.inner().on_apply(commands)
     }
 
+    fn on_apply_into(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>, out: &mut ApplyResults) {
+        self.inner().on_apply_into(commands, out)
+    }
+
     fn on_query(&self, query: &[u8]) -> Vec<u8> {
         self.inner
             .as_deref()
@@ -262,5 +289,312 @@ impl StateMachine for OffShard {
 
     fn apply_off_shard(&mut self) -> Option<Box<dyn StateMachine + Send>> {
         self.inner.take()
+    }
+}
+
+/// Bound on one command's result in [`ApplyResults`] (4 MiB: a quarter of a
+/// client frame, so that an answer always fits in one).
+pub const APPLY_RESULT_BYTES_MAX: usize = coraft_net::frame::FRAME_BODY_MAX_BYTES / 4;
+
+/// Bound on the result bytes of one `on_apply_into` call (64 MiB); results
+/// past it are refused as too large.
+pub const APPLY_RESULTS_BYTES_MAX: usize = 64 << 20;
+
+/// Result bytes whose room [`ApplyResults`] keeps between batches (1 MiB); a
+/// batch that needed more gives the rest back after it.
+pub const APPLY_RESULTS_RETAINED_BYTES_MAX: usize = 1 << 20;
+
+/// Results whose room [`ApplyResults`] keeps between batches; a batch with
+/// more gives the rest back after it.
+pub const APPLY_RESULTS_RETAINED_MAX: usize = 1 << 14;
+
+/// Why [`ApplyResults`] refused a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResultTooLarge {
+    /// The result itself exceeds [`APPLY_RESULT_BYTES_MAX`].
+    #[error("a result of {bytes} bytes exceeds APPLY_RESULT_BYTES_MAX ({APPLY_RESULT_BYTES_MAX} bytes)")]
+    Result {
+        /// The result's size.
+        bytes: usize,
+    },
+    /// The call's results together would exceed [`APPLY_RESULTS_BYTES_MAX`].
+    #[error("a result of {bytes} bytes takes the call's results past APPLY_RESULTS_BYTES_MAX ({APPLY_RESULTS_BYTES_MAX} bytes)")]
+    Call {
+        /// The result's size.
+        bytes: usize,
+    },
+    /// Every command of the call already has its result.
+    #[error("more results than the call's {commands} commands")]
+    MoreThanCommands {
+        /// The call's commands.
+        commands: usize,
+    },
+}
+
+impl ResultTooLarge {
+    /// The name of the bound that refused it.
+    pub fn bound(&self) -> &'static str {
+        match self {
+            ResultTooLarge::Result { .. } => "APPLY_RESULT_BYTES_MAX",
+            ResultTooLarge::Call { .. } => "APPLY_RESULTS_BYTES_MAX",
+            ResultTooLarge::MoreThanCommands { .. } => "the call's command count",
+        }
+    }
+}
+
+/// Where one result lies in [`ApplyResults`]' bytes (`len == REFUSED`: a
+/// refused result, `start` its place in `refusals`).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    len: u32,
+}
+
+const REFUSED: u32 = u32::MAX;
+
+/// The results of an [`StateMachine::on_apply_into`] call: one contiguous
+/// byte buffer and where each result lies in it, owned by the engine and
+/// reused batch after batch (its room is kept up to
+/// [`APPLY_RESULTS_RETAINED_BYTES_MAX`] and [`APPLY_RESULTS_RETAINED_MAX`]).
+/// The state machine sees only its own call's results.
+#[derive(Debug, Default)]
+pub struct ApplyResults {
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
+    /// What refused each refused result, in order.
+    refusals: Vec<ResultTooLarge>,
+    /// The first result of the current call.
+    base: usize,
+    /// Where the current call's bytes start.
+    base_bytes: usize,
+    /// The current call's commands (the results it may push).
+    commands: usize,
+}
+
+impl ApplyResults {
+    /// An empty buffer (the engine lends one; a test may make its own).
+    pub fn new() -> ApplyResults {
+        ApplyResults::default()
+    }
+
+    /// Adds the next command's result.
+    pub fn push(&mut self, result: &[u8]) -> Result<(), ResultTooLarge> {
+        self.push_with(|bytes| bytes.extend_from_slice(result))
+    }
+
+    /// Adds the next command's result, written by `write` straight onto
+    /// the end of the buffer (it must only append).
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), ResultTooLarge> {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        let bytes = self.bytes.len().saturating_sub(start);
+        let refusal = if self.len() >= self.commands {
+            Some(ResultTooLarge::MoreThanCommands {
+                commands: self.commands,
+            })
+        } else if bytes > APPLY_RESULT_BYTES_MAX {
+            Some(ResultTooLarge::Result { bytes })
+        } else if self.bytes.len() - self.base_bytes > APPLY_RESULTS_BYTES_MAX {
+            Some(ResultTooLarge::Call { bytes })
+        } else {
+            None
+        };
+        match refusal {
+            None => {
+                self.spans.push(Span {
+                    start,
+                    len: bytes as u32,
+                });
+                Ok(())
+            }
+            Some(refusal) => {
+                self.bytes.truncate(start);
+                if !matches!(refusal, ResultTooLarge::MoreThanCommands { .. }) {
+                    self.spans.push(Span {
+                        start: self.refusals.len(),
+                        len: REFUSED,
+                    });
+                    self.refusals.push(refusal);
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// The results pushed in this call so far.
+    pub fn len(&self) -> usize {
+        self.spans.len() - self.base
+    }
+
+    /// No result was pushed in this call yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Result `i` of this call (`None`: not pushed, or refused).
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.span(self.base.checked_add(i)?)?.ok()
+    }
+
+    /// Starts a call of `commands` commands: its results follow the ones
+    /// already there.
+    pub(crate) fn begin_call(&mut self, commands: usize) {
+        self.base = self.spans.len();
+        self.base_bytes = self.bytes.len();
+        self.commands = commands;
+    }
+
+    /// The number of results of every call since the last `clear`.
+    pub(crate) fn total(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Result `i` counted from the last `clear`: its bytes, or what refused it.
+    pub(crate) fn span(&self, i: usize) -> Option<Result<&[u8], ResultTooLarge>> {
+        let span = *self.spans.get(i)?;
+        if span.len == REFUSED {
+            return Some(Err(self.refusals[span.start]));
+        }
+        Some(Ok(&self.bytes[span.start..span.start + span.len as usize]))
+    }
+
+    /// Adds a result the engine already has (a retry's cached one), past
+    /// the bounds of a call.
+    pub(crate) fn push_engine(&mut self, result: &[u8]) -> usize {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(result);
+        self.spans.push(Span {
+            start,
+            // A cached result passed APPLY_RESULT_BYTES_MAX when it was made.
+            len: result.len().min(REFUSED as usize - 1) as u32,
+        });
+        self.spans.len() - 1
+    }
+
+    /// Empties it, keeping the room of batches up to the retained bounds.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+        self.refusals.clear();
+        self.base = 0;
+        self.base_bytes = 0;
+        self.commands = 0;
+        if self.bytes.capacity() > APPLY_RESULTS_RETAINED_BYTES_MAX {
+            self.bytes.shrink_to(APPLY_RESULTS_RETAINED_BYTES_MAX);
+        }
+        if self.spans.capacity() > APPLY_RESULTS_RETAINED_MAX {
+            self.spans.shrink_to(APPLY_RESULTS_RETAINED_MAX);
+        }
+        if self.refusals.capacity() > APPLY_RESULTS_RETAINED_MAX {
+            self.refusals.shrink_to(APPLY_RESULTS_RETAINED_MAX);
+        }
+    }
+}
+
+/// An `on_apply` for a state machine that implements
+/// [`StateMachine::on_apply_into`]: runs it on a fresh buffer and returns
+/// its results as vectors (a refused result comes back empty).
+pub fn apply_via_results(
+    state_machine: &mut (impl StateMachine + ?Sized),
+    commands: &mut dyn Iterator<Item = Command<'_>>,
+) -> Vec<Vec<u8>> {
+    let commands: Vec<Command<'_>> = commands.collect();
+    let mut out = ApplyResults::new();
+    out.begin_call(commands.len());
+    state_machine.on_apply_into(&mut commands.iter().copied(), &mut out);
+    (0..commands.len())
+        .map(|i| out.get(i).map(<[u8]>::to_vec).unwrap_or_default())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_of_a_call_follow_the_earlier_calls_and_each_call_sees_only_its_own() {
+        let mut out = ApplyResults::new();
+        out.begin_call(2);
+        out.push(b"one").unwrap();
+        out.push_with(|bytes| bytes.extend_from_slice(b"two")).unwrap();
+        assert_eq!(
+            out.push(b"three"),
+            Err(ResultTooLarge::MoreThanCommands { commands: 2 })
+        );
+        out.begin_call(1);
+        assert!(out.is_empty());
+        out.push(b"").unwrap();
+        assert_eq!((out.len(), out.get(0)), (1, Some(&b""[..])));
+        assert_eq!(out.total(), 3);
+        assert_eq!(out.span(0), Some(Ok(&b"one"[..])));
+        assert_eq!(out.span(1), Some(Ok(&b"two"[..])));
+        assert_eq!(out.span(2), Some(Ok(&b""[..])));
+        assert_eq!(out.span(3), None);
+    }
+
+    #[test]
+    fn a_result_past_a_bound_is_refused_and_its_bytes_given_back() {
+        let mut out = ApplyResults::new();
+        out.begin_call(3);
+        let refused = out.push_with(|bytes| bytes.resize(APPLY_RESULT_BYTES_MAX + 1, 1));
+        assert_eq!(
+            refused,
+            Err(ResultTooLarge::Result {
+                bytes: APPLY_RESULT_BYTES_MAX + 1
+            })
+        );
+        assert_eq!(refused.unwrap_err().bound(), "APPLY_RESULT_BYTES_MAX");
+        out.push(b"next").unwrap();
+        assert_eq!(out.get(0), None, "the refused result has no bytes");
+        assert_eq!(out.get(1), Some(&b"next"[..]));
+        assert_eq!(out.span(0), Some(Err(refused.unwrap_err())));
+        assert_eq!(out.bytes.len(), 4, "the refused bytes were given back");
+        out.clear();
+        assert!(
+            out.bytes.capacity() <= APPLY_RESULTS_RETAINED_BYTES_MAX,
+            "clear gives back the room past the retained bound"
+        );
+        assert_eq!(out.total(), 0);
+    }
+
+    #[test]
+    fn the_results_of_one_call_together_are_bounded() {
+        let mut out = ApplyResults::new();
+        let per = APPLY_RESULT_BYTES_MAX;
+        let fit = APPLY_RESULTS_BYTES_MAX / per;
+        out.begin_call(fit + 1);
+        for _ in 0..fit {
+            out.push_with(|bytes| bytes.resize(bytes.len() + per, 0)).unwrap();
+        }
+        assert_eq!(
+            out.push(b"x"),
+            Err(ResultTooLarge::Call { bytes: 1 }),
+            "one byte past APPLY_RESULTS_BYTES_MAX"
+        );
+        // The next call starts its own count.
+        out.begin_call(1);
+        out.push(b"x").unwrap();
+    }
+
+    #[test]
+    fn apply_via_results_gives_on_apply_the_results_of_on_apply_into() {
+        struct Lengths;
+        impl StateMachine for Lengths {
+            fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
+                apply_via_results(self, commands)
+            }
+            fn on_apply_into(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>, out: &mut ApplyResults) {
+                for command in commands {
+                    let _ = out.push(&[command.data.len() as u8]);
+                }
+            }
+        }
+        let data: [&[u8]; 3] = [b"", b"ab", b"abcd"];
+        let mut commands = data.iter().enumerate().map(|(i, d)| Command {
+            index: LogIndex(i as u64 + 1),
+            term: Term(1),
+            data: d,
+        });
+        assert_eq!(Lengths.on_apply(&mut commands), vec![vec![0], vec![2], vec![4]]);
     }
 }

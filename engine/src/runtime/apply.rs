@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::api::{Command, Error, StateMachine};
+use crate::api::{ApplyResults, Command, Error, StateMachine};
 use crate::raft::{Entry, EntryPayload, GroupId, NodeId};
 
 use super::codec::{decode_command, LoggedCommand};
@@ -28,15 +28,28 @@ struct FreshCommand {
     session: Option<(u128, u64, u64, u32)>,
 }
 
+/// What an entry of a batch is answered with.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Outcome {
+    /// Nothing but success (an empty result).
+    #[default]
+    Empty,
+    /// Result `i` of the batch's [`ApplyResults`].
+    Output(usize),
+    Failed(Error),
+}
+
 /// What `apply_batch` works in and leaves its outcome in, kept between
 /// batches so that a batch allocates none of it (fresh memory per turn
 /// costs page faults: the allocator hands the freed room back to the
 /// kernel between turns).
 #[derive(Default)]
 pub(crate) struct ApplyScratch {
-    /// One result per entry of the batch, in order (`None`: nothing to
-    /// answer but success).
-    pub results: Vec<Option<Result<Vec<u8>, Error>>>,
+    /// One outcome per entry of the batch, in order.
+    pub results: Vec<Outcome>,
+    /// The state machine's results (and retries' cached ones), lent to
+    /// `on_apply_into` and answered from.
+    pub outputs: ApplyResults,
     fresh: Vec<FreshCommand>,
     /// Sessions with a command in `fresh`.
     waiting: HashSet<u128>,
@@ -52,19 +65,37 @@ impl ApplyScratch {
     /// Empties it, keeping the room of runs up to [`APPLY_SCRATCH_ENTRIES_MAX`].
     pub fn clear(&mut self) {
         self.results.clear();
+        self.outputs.clear();
         self.fresh.clear();
         self.waiting.clear();
         self.apply_durations.clear();
         self.address_books.clear();
         self.configuration_applied = false;
         if self.results.capacity() > APPLY_SCRATCH_ENTRIES_MAX {
-            *self = ApplyScratch::default();
+            let outputs = std::mem::take(&mut self.outputs);
+            *self = ApplyScratch {
+                outputs,
+                ..ApplyScratch::default()
+            };
         }
     }
 
-    /// The result of each entry, in order.
-    pub fn take_results(&mut self) -> impl Iterator<Item = Result<Vec<u8>, Error>> + '_ {
-        self.results.drain(..).map(|r| r.unwrap_or_else(|| Ok(Vec::new())))
+    /// The result of the entry at `position` (an error is taken out).
+    pub fn result(&mut self, position: usize) -> Result<&[u8], Error> {
+        result_of(&mut self.results[position], &self.outputs)
+    }
+}
+
+/// What `outcome` answers, its bytes in `outputs` (an error is taken out).
+pub(crate) fn result_of<'a>(outcome: &mut Outcome, outputs: &'a ApplyResults) -> Result<&'a [u8], Error> {
+    match std::mem::take(outcome) {
+        Outcome::Empty => Ok(&[]),
+        Outcome::Output(i) => match outputs.span(i) {
+            Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(reason)) => Err(Error::ResultTooLarge { reason }),
+            None => Ok(&[]),
+        },
+        Outcome::Failed(error) => Err(error),
     }
 }
 
@@ -80,10 +111,8 @@ impl Applying<'_> {
     /// Applies `entries` in order; their results (one per entry), the
     /// address books and configurations they carried and the time
     /// `on_apply` took are left in `scratch` (empty on entry).
-    /// `awaited(position)` says whether a proposer waits here for the entry
-    /// at that position (only then is a session's output copied for it).
-    pub fn apply_batch(&mut self, entries: &[Entry], scratch: &mut ApplyScratch, awaited: &dyn Fn(usize) -> bool) {
-        scratch.results.resize_with(entries.len(), || None);
+    pub fn apply_batch(&mut self, entries: &[Entry], scratch: &mut ApplyScratch) {
+        scratch.results.resize_with(entries.len(), Outcome::default);
         let mut start = 0;
         while start < entries.len() {
             // A run of client commands goes to the state machine in one call.
@@ -92,7 +121,7 @@ impl Applying<'_> {
                 end += 1;
             }
             if end > start {
-                self.apply_commands(entries, start..end, scratch, awaited);
+                self.apply_commands(entries, start..end, scratch);
                 start = end;
                 continue;
             }
@@ -106,13 +135,7 @@ impl Applying<'_> {
         }
     }
 
-    fn apply_commands(
-        &mut self,
-        entries: &[Entry],
-        run: std::ops::Range<usize>,
-        scratch: &mut ApplyScratch,
-        awaited: &dyn Fn(usize) -> bool,
-    ) {
+    fn apply_commands(&mut self, entries: &[Entry], run: std::ops::Range<usize>, scratch: &mut ApplyScratch) {
         // A second command of a session waiting in this call first flushes
         // it, so it is decided on a current table.
         for position in run {
@@ -143,7 +166,7 @@ impl Applying<'_> {
                 .session()
                 .is_some_and(|session| scratch.waiting.contains(&session))
             {
-                self.apply_fresh(entries, scratch, awaited);
+                self.apply_fresh(entries, scratch);
                 scratch.waiting.clear();
             }
             self.sessions.advance_clock(logged.leader_time_ms());
@@ -166,15 +189,15 @@ impl Applying<'_> {
                     match self.sessions.admit(session, sequence, crc) {
                         Ok(Admission::Fresh) => (Some((session, sequence, lowest_unanswered, crc)), data),
                         Ok(Admission::Duplicate(result)) => {
-                            scratch.results[position] = Some(Ok(result));
+                            scratch.results[position] = Outcome::Output(scratch.outputs.push_engine(&result));
                             continue;
                         }
                         Err(SessionRefusal::Expired) => {
-                            scratch.results[position] = Some(Err(Error::SessionExpired));
+                            scratch.results[position] = Outcome::Failed(Error::SessionExpired);
                             continue;
                         }
                         Err(SessionRefusal::StaleSequence) => {
-                            scratch.results[position] = Some(Err(Error::StaleSequence));
+                            scratch.results[position] = Outcome::Failed(Error::StaleSequence);
                             continue;
                         }
                     }
@@ -190,16 +213,23 @@ impl Applying<'_> {
                 session,
             });
         }
-        self.apply_fresh(entries, scratch, awaited);
+        self.apply_fresh(entries, scratch);
     }
 
     /// Hands the admitted commands (of `entries`) to the state machine and
     /// records their results in the sessions.
-    fn apply_fresh(&mut self, entries: &[Entry], scratch: &mut ApplyScratch, awaited: &dyn Fn(usize) -> bool) {
+    fn apply_fresh(&mut self, entries: &[Entry], scratch: &mut ApplyScratch) {
         if scratch.fresh.is_empty() {
             return;
         }
-        let mut commands = scratch.fresh.iter().map(|f| {
+        let ApplyScratch {
+            fresh,
+            outputs,
+            results,
+            apply_durations,
+            ..
+        } = scratch;
+        let mut commands = fresh.iter().map(|f| {
             let entry = &entries[f.position];
             let EntryPayload::Normal(bytes) = &entry.payload else {
                 unreachable!("only normal entries are admitted")
@@ -210,28 +240,38 @@ impl Applying<'_> {
                 data: &bytes[f.data_start..],
             }
         });
+        let first = outputs.total();
+        outputs.begin_call(fresh.len());
         let started = Instant::now();
-        let outputs = self.state_machine.on_apply(&mut commands);
-        scratch.apply_durations.push(started.elapsed());
-        let mut outputs = outputs.into_iter();
-        for f in scratch.fresh.drain(..) {
-            let output = outputs.next().unwrap_or_default();
-            let answer = match f.session {
-                Some((id, sequence, lowest_unanswered, crc)) => {
-                    // The session keeps the output for retries; a copy is
-                    // made only for a proposer waiting here (on the leader:
-                    // a follower answers no one and moves it).
-                    let answer = if awaited(f.position) {
-                        output.clone()
-                    } else {
-                        Vec::new()
-                    };
-                    self.sessions.record(id, sequence, lowest_unanswered, crc, output);
-                    answer
-                }
-                None => output,
+        self.state_machine.on_apply_into(&mut commands, outputs);
+        apply_durations.push(started.elapsed());
+        let produced = outputs.total() - first;
+        for (k, f) in fresh.drain(..).enumerate() {
+            let outcome = if k < produced {
+                Outcome::Output(first + k)
+            } else {
+                Outcome::Empty
             };
-            scratch.results[f.position] = Some(Ok(answer));
+            if let Some((id, sequence, lowest_unanswered, crc)) = f.session {
+                // The session keeps the output for retries (a refused one
+                // as empty: the command was applied all the same).
+                let output = match &outcome {
+                    Outcome::Output(i) => outputs.span(*i).and_then(Result::ok).unwrap_or(&[]),
+                    _ => &[],
+                };
+                self.sessions.record(id, sequence, lowest_unanswered, crc, output);
+            }
+            if let Outcome::Output(i) = outcome {
+                if let Some(Err(refused)) = outputs.span(i) {
+                    let _group = crate::logging::group_span(self.group).entered();
+                    log::warn!(
+                        "group {}: the result at index {} was refused: {refused}",
+                        self.group,
+                        entries[f.position].index
+                    );
+                }
+            }
+            results[f.position] = outcome;
         }
     }
 }

@@ -16,10 +16,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::api::{Command, Error, LeaderStopReason, SnapshotView, StateMachine};
+use crate::api::{ApplyResults, Command, Error, LeaderStopReason, SnapshotView, StateMachine};
 use crate::raft::{Configuration, Entry, GroupId, LogIndex, NodeId, SnapshotMeta, Term};
 
-use super::apply::{ApplyScratch, Applying};
+use super::apply::{ApplyScratch, Applying, Outcome, APPLY_SCRATCH_ENTRIES_MAX};
 use super::group::PendingRead;
 use super::sessions::SessionTable;
 use super::snapshot_store::{SnapshotStore, StoredSnapshot};
@@ -39,14 +39,50 @@ pub const APPLY_LANE_BACKLOG_BYTES_MAX: u64 = 64 << 20;
 /// per shard turn.
 pub const APPLY_LANE_BATCH_ENTRIES_MAX: usize = 1 << 14;
 
+/// Bound on the applied batches' buffers ([`LaneBatch`]) a lane keeps for
+/// reuse: the shard hands each back once it answered from it, and the lane
+/// takes a returned one for its next batch (a new one only when none is
+/// back yet). Past the bound a returned buffer is dropped.
+pub const APPLY_LANE_RESULT_BUFFERS_MAX: usize = 8;
+
+/// One applied batch's outcome, in buffers that go round between the lane
+/// and the shard: the lane fills it, the shard answers straight from it and
+/// hands it back.
+#[derive(Default)]
+pub(crate) struct LaneBatch {
+    /// `(index, term)` of each entry applied, in order.
+    pub entries: Vec<(LogIndex, Term)>,
+    /// Each entry's outcome, in order.
+    pub results: Vec<Outcome>,
+    /// The state machine's results the outcomes point into.
+    pub outputs: ApplyResults,
+    /// How long each `on_apply_into` call of the batch took.
+    pub apply_durations: Vec<Duration>,
+    /// Entry bytes the batch carried (off the backlog now).
+    bytes: u64,
+}
+
+impl LaneBatch {
+    /// Empties it for reuse, keeping room up to the scratch's bounds.
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.results.clear();
+        self.outputs.clear();
+        self.apply_durations.clear();
+        self.bytes = 0;
+        if self.entries.capacity() > APPLY_SCRATCH_ENTRIES_MAX {
+            self.entries = Vec::new();
+        }
+        if self.results.capacity() > APPLY_SCRATCH_ENTRIES_MAX {
+            self.results = Vec::new();
+        }
+    }
+}
+
 /// What the shard asks of a lane, in order.
 enum Job {
-    /// Apply these committed entries; `awaited[i]`: a proposer waits here
-    /// for `entries[i]`.
-    Apply {
-        entries: Vec<Entry>,
-        awaited: Vec<bool>,
-    },
+    /// Apply these committed entries.
+    Apply(Vec<Entry>),
     /// Answer a query on the state applied so far.
     Query(Vec<u8>),
     LeaderStart(Term),
@@ -69,14 +105,7 @@ enum Job {
 
 /// What a lane sends back, in the order of its jobs.
 enum Done {
-    Applied {
-        /// `(index, term)` of each entry applied, in order.
-        entries: Vec<(LogIndex, Term)>,
-        results: Vec<Result<Vec<u8>, Error>>,
-        apply_durations: Vec<Duration>,
-        /// Entry bytes the job carried (off the backlog now).
-        bytes: u64,
-    },
+    Applied(LaneBatch),
     Query(Vec<u8>),
     Snapshot(Result<StoredSnapshot, Error>, Duration),
 }
@@ -89,12 +118,10 @@ struct LaneState {
     scratch: ApplyScratch,
 }
 
-/// What polling a lane found for the shard.
+/// What polling a lane found for the shard (besides the applied batches,
+/// left in `ApplyLane::batches`).
 #[derive(Default)]
 pub(crate) struct Collected {
-    /// `(index, term, result)` of each entry applied since the last poll.
-    pub applied: Vec<(LogIndex, Term, Result<Vec<u8>, Error>)>,
-    pub apply_durations: Vec<Duration>,
     /// Answers to the queries of `ApplyLane::queries`, in order.
     pub answers: Vec<Vec<u8>>,
     /// Snapshots written, with how long each took.
@@ -108,6 +135,11 @@ pub(crate) struct ApplyLane {
     group: GroupId,
     jobs: flume::Sender<Job>,
     done: flume::Receiver<Done>,
+    /// Where the shard hands applied batches' buffers back to the thread.
+    returned: flume::Sender<LaneBatch>,
+    /// The batches applied since the last poll, to answer from (then
+    /// handed back with `recycle`).
+    pub batches: Vec<LaneBatch>,
     /// Rung by the thread after each job; the shard's waker task, once
     /// started, turns it into a loop turn.
     wake: Option<flume::Receiver<()>>,
@@ -142,16 +174,30 @@ impl ApplyLane {
         let (jobs, job_receiver) = flume::unbounded();
         let (done_sender, done) = flume::unbounded();
         let (wake_sender, wake) = flume::bounded(1);
+        let (returned, pool) = flume::bounded(APPLY_LANE_RESULT_BUFFERS_MAX);
         let thread_state = state.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("coraft-{node}-apply-{group}"))
-            .spawn(move || run(group, thread_state, job_receiver, done_sender, wake_sender));
+            .spawn(move || {
+                run(
+                    group,
+                    thread_state,
+                    Channels {
+                        jobs: job_receiver,
+                        done: done_sender,
+                        wake: wake_sender,
+                        pool,
+                    },
+                )
+            });
         match spawned {
             Ok(thread) => Ok((
                 ApplyLane {
                     group,
                     jobs: jobs.clone(),
                     done,
+                    returned,
+                    batches: Vec::new(),
                     wake: Some(wake),
                     thread: Some(thread),
                     applied,
@@ -189,9 +235,16 @@ impl ApplyLane {
     }
 
     /// Queues committed entries to apply.
-    pub fn apply(&mut self, entries: Vec<Entry>, awaited: Vec<bool>) {
+    pub fn apply(&mut self, entries: Vec<Entry>) {
         self.backlog_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
-        self.send(Job::Apply { entries, awaited });
+        self.send(Job::Apply(entries));
+    }
+
+    /// Hands an applied batch's buffers back to the thread, for reuse.
+    pub fn recycle(&self, mut batch: LaneBatch) {
+        batch.clear();
+        // Past APPLY_LANE_RESULT_BUFFERS_MAX (or with the thread gone): dropped.
+        let _ = self.returned.try_send(batch);
     }
 
     /// Queues a read's query; its answer comes back in order.
@@ -210,25 +263,18 @@ impl ApplyLane {
         barrier(&self.jobs);
     }
 
-    /// What the lane finished since the last poll.
+    /// What the lane finished since the last poll (the applied batches go
+    /// to `batches`).
     pub fn collect(&mut self) -> Collected {
         let mut collected = Collected::default();
         loop {
             match self.done.try_recv() {
-                Ok(Done::Applied {
-                    entries,
-                    results,
-                    mut apply_durations,
-                    bytes,
-                }) => {
-                    self.backlog_bytes = self.backlog_bytes.saturating_sub(bytes);
-                    if let Some(&(last, _)) = entries.last() {
+                Ok(Done::Applied(batch)) => {
+                    self.backlog_bytes = self.backlog_bytes.saturating_sub(batch.bytes);
+                    if let Some(&(last, _)) = batch.entries.last() {
                         self.applied = self.applied.max(last);
                     }
-                    collected.apply_durations.append(&mut apply_durations);
-                    collected
-                        .applied
-                        .extend(entries.into_iter().zip(results).map(|((i, t), r)| (i, t, r)));
+                    self.batches.push(batch);
                 }
                 Ok(Done::Query(answer)) => collected.answers.push(answer),
                 Ok(Done::Snapshot(result, elapsed)) => collected.snapshots.push((result, elapsed)),
@@ -273,15 +319,19 @@ fn barrier(jobs: &flume::Sender<Job>) {
     }
 }
 
-/// The apply thread: runs jobs in order until `Stop` (or until the shard's
-/// end is gone).
-fn run(
-    group: GroupId,
-    state: Arc<Mutex<LaneState>>,
+/// The apply thread's ends of its channels.
+struct Channels {
     jobs: flume::Receiver<Job>,
     done: flume::Sender<Done>,
     wake: flume::Sender<()>,
-) {
+    /// Applied batches' buffers the shard handed back.
+    pool: flume::Receiver<LaneBatch>,
+}
+
+/// The apply thread: runs jobs in order until `Stop` (or until the shard's
+/// end is gone).
+fn run(group: GroupId, state: Arc<Mutex<LaneState>>, channels: Channels) {
+    let Channels { jobs, done, wake, pool } = channels;
     // A job taken off the queue while merging apply jobs, run next.
     let mut next: Option<Job> = None;
     loop {
@@ -293,19 +343,10 @@ fn run(
             },
         };
         let job = match job {
-            Job::Apply {
-                mut entries,
-                mut awaited,
-            } => {
+            Job::Apply(mut entries) => {
                 while entries.len() < APPLY_LANE_BATCH_ENTRIES_MAX {
                     match jobs.try_recv() {
-                        Ok(Job::Apply {
-                            entries: more,
-                            awaited: more_awaited,
-                        }) => {
-                            entries.extend(more);
-                            awaited.extend(more_awaited);
-                        }
+                        Ok(Job::Apply(more)) => entries.extend(more),
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -313,7 +354,7 @@ fn run(
                         Err(_) => break,
                     }
                 }
-                Job::Apply { entries, awaited }
+                Job::Apply(entries)
             }
             other => other,
         };
@@ -326,24 +367,25 @@ fn run(
             scratch,
         } = &mut *guard;
         let answer = match job {
-            Job::Apply { entries, awaited } => {
+            Job::Apply(entries) => {
                 let mut applying = Applying {
                     group,
                     state_machine: state_machine.as_mut(),
                     sessions,
                 };
-                applying.apply_batch(&entries, scratch, &|position| awaited[position]);
-                let results = scratch.take_results().collect();
-                let apply_durations = std::mem::take(&mut scratch.apply_durations);
+                applying.apply_batch(&entries, scratch);
+                // The outcome moves into a returned buffer (a new one only
+                // until the first come back); the scratch keeps its room.
+                let mut batch = pool.try_recv().unwrap_or_default();
+                std::mem::swap(&mut batch.results, &mut scratch.results);
+                std::mem::swap(&mut batch.outputs, &mut scratch.outputs);
+                std::mem::swap(&mut batch.apply_durations, &mut scratch.apply_durations);
+                batch.entries.extend(entries.iter().map(|e| (e.index, e.term)));
+                batch.bytes = entries.iter().map(Entry::size_bytes).sum();
                 // Address books and configurations took effect on the
                 // shard when it handed the entries over.
                 scratch.clear();
-                Some(Done::Applied {
-                    bytes: entries.iter().map(Entry::size_bytes).sum(),
-                    entries: entries.iter().map(|e| (e.index, e.term)).collect(),
-                    results,
-                    apply_durations,
-                })
+                Some(Done::Applied(batch))
             }
             Job::Query(query) => Some(Done::Query(state_machine.on_query(&query))),
             Job::LeaderStart(term) => {
@@ -430,6 +472,10 @@ impl LaneProxy {
 impl StateMachine for LaneProxy {
     fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
         self.drained(|s| s.state_machine.on_apply(commands)).unwrap_or_default()
+    }
+
+    fn on_apply_into(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>, out: &mut ApplyResults) {
+        self.drained(|s| s.state_machine.on_apply_into(commands, out));
     }
 
     fn on_query(&self, query: &[u8]) -> Vec<u8> {

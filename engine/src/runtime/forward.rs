@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
-use coraft_net::schema::{ClientRequest, ClientResponse};
+use coraft_net::schema::{ClientError, ClientRequest, ClientResponse};
 use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
 
 use super::events::{Event, EventQueue};
@@ -66,6 +66,28 @@ pub(crate) enum ClientRoute {
 }
 
 impl ClientRoute {
+    /// Queues a response whose result is borrowed: a local connection copies
+    /// it into its queue's buffer; one on another shard gets a vector.
+    pub fn push_ref(
+        &self,
+        client_id: u64,
+        request_id: u64,
+        group: u64,
+        leader_hint: Option<u64>,
+        result: Result<&[u8], ClientError>,
+    ) {
+        match self {
+            ClientRoute::Local(outbox) => outbox.push_ref(client_id, request_id, group, leader_hint, result),
+            ClientRoute::Remote { .. } => self.push(ClientResponse {
+                client_id,
+                request_id,
+                group,
+                leader_hint,
+                result: result.map(<[u8]>::to_vec),
+            }),
+        }
+    }
+
     pub fn push(&self, response: ClientResponse) {
         match self {
             ClientRoute::Local(outbox) => outbox.push(response),

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use crate::api::{Error, LeaderStopReason, StateMachine};
 use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
 
-use super::apply::{ApplyScratch, Applying};
-use super::apply_lane::ApplyLane;
+use super::apply::{result_of, ApplyScratch, Applying};
+use super::apply_lane::{ApplyLane, LaneBatch};
 use super::metrics::ShardMetrics;
 use super::reply::Reply;
 use super::sessions::SessionTable;
@@ -267,15 +267,12 @@ impl Group {
         metrics.entries_applied += entries.len() as u64;
         self.counters.entries_applied += entries.len() as u64;
         let mut scratch = std::mem::take(&mut self.apply_scratch);
-        let proposals = &self.proposals;
         Applying {
             group: self.core.config().group,
             state_machine: self.state_machine.as_mut(),
             sessions: &mut self.sessions,
         }
-        .apply_batch(entries, &mut scratch, &|position| {
-            proposals.contains_key(&entries[position].index)
-        });
+        .apply_batch(entries, &mut scratch);
         for elapsed in scratch.apply_durations.drain(..) {
             ShardMetrics::record(&mut metrics.apply_us, elapsed);
         }
@@ -285,7 +282,9 @@ impl Group {
         self.configuration_applied |= scratch.configuration_applied;
         // The results are answered from here: the latency includes the apply.
         let now = std::time::Instant::now();
-        for (entry, result) in entries.iter().zip(scratch.take_results()) {
+        for (position, entry) in entries.iter().enumerate() {
+            // Answered straight from the state machine's results buffer.
+            let result = scratch.result(position);
             self.answer(entry.index, entry.term, result, metrics, now);
         }
         if let Some(last) = entries.last() {
@@ -327,8 +326,7 @@ impl Group {
                 EntryPayload::Noop => {}
             }
         }
-        let awaited = entries.iter().map(|e| self.proposals.contains_key(&e.index)).collect();
-        lane.apply(entries.to_vec(), awaited);
+        lane.apply(entries.to_vec());
         for book in books {
             self.learn_address_book(book);
         }
@@ -361,15 +359,32 @@ impl Group {
                 served += 1;
             }
         }
-        for elapsed in &collected.apply_durations {
-            ShardMetrics::record(&mut metrics.apply_us, *elapsed);
-        }
+        // The batches are answered straight from the lane's buffers, which
+        // then go back to it.
+        let mut batches = std::mem::take(&mut lane.batches);
         let now = std::time::Instant::now();
-        let applied = collected.applied.len() as u64;
-        metrics.entries_applied += applied;
-        self.counters.entries_applied += applied;
-        for (index, term, result) in collected.applied {
-            self.answer(index, term, result, metrics, now);
+        for mut batch in batches.drain(..) {
+            for elapsed in &batch.apply_durations {
+                ShardMetrics::record(&mut metrics.apply_us, *elapsed);
+            }
+            let applied = batch.entries.len() as u64;
+            metrics.entries_applied += applied;
+            self.counters.entries_applied += applied;
+            let LaneBatch {
+                entries,
+                results,
+                outputs,
+                ..
+            } = &mut batch;
+            for (&(index, term), outcome) in entries.iter().zip(results.iter_mut()) {
+                self.answer(index, term, result_of(outcome, outputs), metrics, now);
+            }
+            if let Some(lane) = self.lane.as_ref() {
+                lane.recycle(batch);
+            }
+        }
+        if let Some(lane) = self.lane.as_mut() {
+            lane.batches = batches;
         }
         served += self.serve_reads();
         metrics.reads_served += served;
@@ -431,7 +446,7 @@ impl Group {
         &mut self,
         index: LogIndex,
         term: Term,
-        result: Result<Vec<u8>, Error>,
+        result: Result<&[u8], Error>,
         metrics: &mut ShardMetrics,
         now: std::time::Instant,
     ) {
@@ -450,7 +465,7 @@ impl Group {
                     now.saturating_duration_since(pending.received),
                 );
                 let result = result.take().expect("one proposal per index");
-                pending.reply.send(result, hint);
+                pending.reply.send_bytes(result, hint);
             } else {
                 pending.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
             }

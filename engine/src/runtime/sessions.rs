@@ -50,7 +50,44 @@ pub enum Admission {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct CachedResult {
     command_crc: u32,
-    result: Vec<u8>,
+    result: CachedBytes,
+}
+
+/// Result bytes a session keeps up to this size in place, without an
+/// allocation of their own (most results are a few bytes).
+const CACHED_INLINE_BYTES_MAX: usize = 22;
+
+/// A kept result's bytes: short ones in place, longer ones on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CachedBytes {
+    /// The first `len` bytes (the rest are zero).
+    Inline {
+        len: u8,
+        bytes: [u8; CACHED_INLINE_BYTES_MAX],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl CachedBytes {
+    fn new(result: &[u8]) -> CachedBytes {
+        if result.len() <= CACHED_INLINE_BYTES_MAX {
+            let mut bytes = [0; CACHED_INLINE_BYTES_MAX];
+            bytes[..result.len()].copy_from_slice(result);
+            CachedBytes::Inline {
+                len: result.len() as u8,
+                bytes,
+            }
+        } else {
+            CachedBytes::Heap(result.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            CachedBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            CachedBytes::Heap(bytes) => bytes,
+        }
+    }
 }
 
 /// One session.
@@ -141,7 +178,9 @@ impl SessionTable {
         }
         let decision = match session.results.get(&sequence) {
             // The same command again: its original result.
-            Some(cached) if cached.command_crc == command_crc => Ok(Admission::Duplicate(cached.result.clone())),
+            Some(cached) if cached.command_crc == command_crc => {
+                Ok(Admission::Duplicate(cached.result.as_slice().to_vec()))
+            }
             // Another command under a sequence already used: not ours to answer.
             Some(_) => Err(SessionRefusal::StaleSequence),
             // Applied once and forgotten, or never applied: we cannot tell.
@@ -154,7 +193,7 @@ impl SessionTable {
 
     /// Keeps the result of a fresh command for its retries and forgets the
     /// results below `lowest_unanswered` (the client has them).
-    pub fn record(&mut self, id: SessionId, sequence: u64, lowest_unanswered: u64, command_crc: u32, result: Vec<u8>) {
+    pub fn record(&mut self, id: SessionId, sequence: u64, lowest_unanswered: u64, command_crc: u32, result: &[u8]) {
         // Expired or evicted since it was admitted: nobody can retry it.
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -173,7 +212,10 @@ impl SessionTable {
             }
             session.lowest_unanswered = forget_below;
         }
-        let cached = CachedResult { command_crc, result };
+        let cached = CachedResult {
+            command_crc,
+            result: CachedBytes::new(result),
+        };
         session.results.insert(sequence, cached);
         while session.results.len() > SESSION_RESULTS_MAX {
             let (oldest, _) = session.results.pop_first().expect("over the bound");
@@ -220,8 +262,9 @@ impl SessionTable {
             for (sequence, cached) in &session.results {
                 out.extend_from_slice(&sequence.to_le_bytes());
                 out.extend_from_slice(&cached.command_crc.to_le_bytes());
-                out.extend_from_slice(&(cached.result.len() as u32).to_le_bytes());
-                out.extend_from_slice(&cached.result);
+                let result = cached.result.as_slice();
+                out.extend_from_slice(&(result.len() as u32).to_le_bytes());
+                out.extend_from_slice(result);
             }
         }
         out
@@ -266,7 +309,7 @@ impl SessionTable {
                 let sequence = reader.u64("sequence")?;
                 let command_crc = reader.u32("command checksum")?;
                 let length = reader.u32("result length")? as usize;
-                let result = reader.slice(length, "result")?.to_vec();
+                let result = CachedBytes::new(reader.slice(length, "result")?);
                 results.insert(sequence, CachedResult { command_crc, result });
             }
             let session = Session {
@@ -376,7 +419,7 @@ mod tests {
         let crc = crc32fast::hash(command);
         assert_eq!(table.admit(id, sequence, crc), Ok(Admission::Fresh));
         let result = [command, &sequence.to_le_bytes()].concat();
-        table.record(id, sequence, lowest, crc, result.clone());
+        table.record(id, sequence, lowest, crc, &result);
         result
     }
 

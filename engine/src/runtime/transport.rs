@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use coraft_net::admin::{AdminError, AdminRequestFrame, AdminResponseFrame, ArchivedAdminRequestFrame};
 use coraft_net::schema::{
-    ArchivedClientRequest, ArchivedClientRequestBatch, ClientRequest, ClientResponseBatch, CoalescedHeartbeat,
-    CoalescedHeartbeatResponse, Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBody,
+    ArchivedClientRequest, ArchivedClientRequestBatch, ClientRequest, CoalescedHeartbeat, CoalescedHeartbeatResponse,
+    Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBody,
 };
 use coraft_net::{Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
@@ -29,7 +29,7 @@ use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
 use super::codec::{append_from_archived, expand_coalesced, from_wire, to_wire, CommandArena, LoggedCommand};
 use super::events::{ClientProposal, Event, EventQueue};
 use super::forward::{ClientRoute, Forwarder};
-use super::reply::ClientOutbox;
+use super::reply::{ClientOutbox, ResponseQueue};
 
 /// Quiescing heartbeats and their answers waiting to go to one peer.
 #[derive(Default)]
@@ -416,11 +416,17 @@ async fn serve_client(
     let outbox = Rc::new(ClientOutbox::new(doorbell));
     let writer_outbox = outbox.clone();
     let writer_task = glommio::spawn_local(async move {
+        // The queue being sent; swapped with the outbox's, so both keep
+        // their room and queueing a response allocates nothing.
+        let mut sending = ResponseQueue::default();
         while bell.recv().await.is_some() {
-            let responses = std::mem::take(&mut *writer_outbox.responses.borrow_mut());
-            if !responses.is_empty() && writer.send(&ClientResponseBatch { responses }).await.is_err() {
-                return;
+            std::mem::swap(&mut sending, &mut *writer_outbox.responses.borrow_mut());
+            for frame in sending.frames() {
+                if writer.send(&frame).await.is_err() {
+                    return;
+                }
             }
+            sending.clear();
             let answers = std::mem::take(&mut *writer_outbox.admin.borrow_mut());
             for answer in answers {
                 let refused = match writer.send(&answer).await {

@@ -1701,3 +1701,60 @@ fn a_paced_install_shows_growing_progress_on_both_sides_in_the_status_and_coraft
     }
     cluster.stop_all();
 }
+
+/// Raft messages node `id`'s shards dropped so far.
+fn messages_dropped(cluster: &TestCluster, id: NodeId) -> u64 {
+    let node = &cluster.nodes[id.0 as usize - 1].as_ref().expect("running").0;
+    node.metrics().iter().map(|m| m.raft_messages_dropped).sum()
+}
+
+#[test]
+fn a_leader_queues_nothing_for_a_stopped_follower_which_then_comes_back_to_a_snapshot() {
+    // A follower stops. What the leader builds for it meanwhile (appends of
+    // entries it then compacts, heartbeats) is dropped, not queued: queued,
+    // it would reach the follower when it comes back and catch it up from a
+    // log the leader no longer has, and hold memory while it is away.
+    let mut cluster = TestCluster::start_with(3, policy_with_tail(0));
+    for value in 1..=5 {
+        cluster.write(value);
+    }
+    cluster.wait_all_applied();
+    let leader = cluster.leader();
+    let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    let running: Vec<NodeId> = cluster.ids().into_iter().filter(|&id| id != follower).collect();
+    cluster.nodes[follower.0 as usize - 1].take().unwrap().0.shutdown();
+    // The leader's connection to it breaks and its next attempt is refused.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let dropped_before = messages_dropped(&cluster, leader);
+    let handles: Vec<GroupHandle> = running.iter().map(|&id| cluster.handle(id)).collect();
+    for value in 6..=60u64 {
+        write_through_leader(&handles, value.to_le_bytes().to_vec());
+    }
+    let dropped = messages_dropped(&cluster, leader) - dropped_before;
+    assert!(
+        dropped >= 10,
+        "the leader dropped {dropped} messages for its stopped follower while 55 writes went on: it queued them"
+    );
+
+    let applied = block(cluster.handle(leader).status()).unwrap().applied_index;
+    for &id in &running {
+        cluster.wait_applied(id, applied);
+        let index = block(cluster.handle(id).snapshot()).expect("snapshot");
+        let status = block(cluster.handle(id).status()).unwrap();
+        assert_eq!(
+            status.first_index,
+            LogIndex(index.0 + 1),
+            "node {id} compacted its whole log"
+        );
+    }
+    cluster.nodes[follower.0 as usize - 1] = Some(cluster.start_node(follower));
+    cluster.wait_applied(follower, applied);
+    assert_eq!(cluster.state(follower), (60, sum(1..=60)));
+    let status = block(cluster.handle(follower).status()).unwrap();
+    assert!(
+        status.counters.snapshots_installed >= 1,
+        "the follower was caught up from a log the leaders had compacted: {status:?}"
+    );
+    cluster.stop_all();
+}

@@ -45,7 +45,7 @@ pub struct ShardMetrics {
     pub raft_messages_received: u64,
     /// Raft messages queued to peers.
     pub raft_messages_sent: u64,
-    /// Raft messages dropped because a peer's queue was full.
+    /// Raft messages dropped because a peer's queue was full or the peer was down.
     pub raft_messages_dropped: u64,
     /// Peers' messages dropped for breaking the protocol (wrong sender,
     /// malformed appends, impossible acknowledgements, snapshots).
@@ -205,7 +205,7 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
         ),
         (
             "coraft_raft_messages_dropped_total",
-            "Raft messages dropped on full queues",
+            "Raft messages dropped on full queues or for peers that are down",
             |m| m.raft_messages_dropped,
         ),
         (

@@ -20,7 +20,7 @@ use coraft_net::schema::{
     ArchivedClientRequest, ArchivedClientRequestBatch, ClientRequest, CoalescedHeartbeat, CoalescedHeartbeatResponse,
     Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBody,
 };
-use coraft_net::{Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
+use coraft_net::{ConnectionState, Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
 
 use crate::raft::{GroupId, Message, MessageBody, NodeId, ProtocolViolation, Term, ViolationKind};
@@ -47,7 +47,8 @@ pub(crate) struct Peers {
     coalesced: BTreeMap<NodeId, Coalesced>,
     /// Messages queued to peers.
     pub sent: u64,
-    /// Messages dropped because a peer's queue was full (Raft re-sends).
+    /// Messages dropped because a peer's queue was full or the peer was
+    /// down (Raft re-sends).
     pub dropped: u64,
 }
 
@@ -139,7 +140,7 @@ impl Peers {
             self.dropped += 1;
             return;
         };
-        if connection.try_send(envelope).is_err() {
+        if peer_down(connection) || connection.try_send(envelope).is_err() {
             self.dropped += 1;
         } else {
             self.sent += 1;
@@ -615,4 +616,16 @@ impl AdminQueue {
             }
         }
     }
+}
+
+/// Whether the peer behind `connection` is down: not connected, and not on
+/// its first attempt (its connection failed or was refused since it was
+/// opened). Nothing is queued for a down peer. What was built while it was
+/// away would reach it stale when it comes back (appends from before the
+/// leader compacted, answers to rounds long over) and hold up to
+/// `outbound_queue_bytes_max` per down peer meanwhile; Raft sends what is
+/// still needed once it answers again.
+fn peer_down(connection: &OutboundConnection) -> bool {
+    let stats = connection.stats();
+    connection.state() != ConnectionState::Connected && stats.failures + stats.refusals > 0
 }

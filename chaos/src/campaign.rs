@@ -14,7 +14,9 @@
 //! `campaign.json`) at the end. A run that passed has its folder removed;
 //! a failing one (a violation, a write lost, a disagreement of the
 //! checkers, a storage fault not handled, or a run that could not be
-//! carried out) keeps `KIND/run-N-seed-S-nodes-M` with a `RERUN` file.
+//! carried out) keeps `KIND/run-N-seed-S-nodes-M` with a `RERUN` file, and
+//! so does a run that passed with no write acknowledged for longer than
+//! [`SLOW_RUN_KEPT_MS`] (its nodes' logs show why).
 //!
 //! **Acknowledged writes lost** ([`writes_lost`]) is measured on the state
 //! the cluster converged to (the final reads after healing), not inferred
@@ -39,6 +41,11 @@ use crate::rng::Rng;
 use crate::run::{run, RunOptions, RunReport};
 use crate::soak::rerun_command;
 use crate::RunError;
+
+/// A run that passed keeps its folder (history, fault timeline, the
+/// nodes' data and logs) when no write was acknowledged for longer than
+/// this, in ms: a liveness tail worth a look.
+pub const SLOW_RUN_KEPT_MS: u64 = 3_000;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -344,7 +351,8 @@ pub struct CampaignRun {
     pub figures: RunFigures,
     /// Seconds it took, checking included.
     pub seconds: f64,
-    /// Its folder, if kept (failing runs).
+    /// Its folder, if kept (failing runs, and passed runs with a gap in
+    /// acknowledged writes over [`SLOW_RUN_KEPT_MS`]).
     pub kept: Option<PathBuf>,
     /// The command that re-runs it.
     pub rerun: String,
@@ -580,6 +588,8 @@ pub fn campaign(options: &CampaignOptions) -> Result<Campaign, RunError> {
                 .join(kind.name())
                 .join(format!("run-{number}-seed-{seed}-nodes-{nodes}"));
             let rerun = rerun_command(&round);
+            // Its nodes' data and logs are removed below unless kept.
+            round.keep_data = true;
             let run_started = Instant::now();
             let (passed, error, figures) = match run(&round) {
                 Ok(report) => match RunFigures::of(&report, round.clients as ProcessId) {
@@ -588,7 +598,8 @@ pub fn campaign(options: &CampaignOptions) -> Result<Campaign, RunError> {
                 },
                 Err(error) => (false, Some(error.to_string()), RunFigures::default()),
             };
-            let kept = if passed {
+            let slow = passed && figures.longest_unavailable_ms > SLOW_RUN_KEPT_MS;
+            let kept = if passed && !slow {
                 let _ = std::fs::remove_dir_all(&round.out_dir);
                 // The kind's folder too, if no failing run is in it.
                 let _ = std::fs::remove_dir(out.join(kind.name()));
@@ -618,11 +629,20 @@ pub fn campaign(options: &CampaignOptions) -> Result<Campaign, RunError> {
                 result.seconds,
                 if passed {
                     format!(
-                        "passed ({} operations, {} faults)",
+                        "passed ({} operations, {} faults){}",
                         result.figures.register_operations
                             + result.figures.counter_operations
                             + result.figures.list_operations,
-                        result.figures.faults
+                        result.figures.faults,
+                        if slow {
+                            format!(
+                                "; no write acknowledged for {} ms: kept in {}",
+                                result.figures.longest_unavailable_ms,
+                                round.out_dir.display()
+                            )
+                        } else {
+                            String::new()
+                        }
                     )
                 } else {
                     format!(

@@ -199,7 +199,7 @@ pub fn execute(client: &mut Client, operation: Operation) -> Outcome {
                     Outcome::Unknown
                 }
             },
-            Err(_) => Outcome::Unknown,
+            Err(failure) => unknown(operation, &failure),
         },
         Operation::Write { key, value } => write_outcome(client, operation, KvOp::Write { key, value }),
         Operation::Cas { key, expected, new } => write_outcome(client, operation, KvOp::Cas { key, expected, new }),
@@ -213,7 +213,7 @@ pub fn execute(client: &mut Client, operation: Operation) -> Outcome {
                 }
             },
             Err(ClientFailure::SessionExpired | ClientFailure::StaleSequence) => Outcome::Failed,
-            Err(_) => Outcome::Unknown,
+            Err(failure) => unknown(operation, &failure),
         },
         Operation::CounterRead { key } => match client.read(GROUP, &KvOp::Read { key }.encode()) {
             Ok(bytes) => match KvResult::decode(&bytes) {
@@ -225,7 +225,7 @@ pub fn execute(client: &mut Client, operation: Operation) -> Outcome {
                     Outcome::Unknown
                 }
             },
-            Err(_) => Outcome::Unknown,
+            Err(failure) => unknown(operation, &failure),
         },
     }
 }
@@ -244,7 +244,7 @@ fn write_outcome(client: &mut Client, operation: Operation, op: KvOp) -> Outcome
         // The session's table says this write was not applied.
         Err(ClientFailure::SessionExpired | ClientFailure::StaleSequence) => Outcome::Failed,
         // A timeout, a lost connection, giving up: it may have applied.
-        Err(_) => Outcome::Unknown,
+        Err(failure) => unknown(operation, &failure),
     }
 }
 
@@ -259,7 +259,10 @@ pub fn read_list(client: &mut Client, recorder: &Recorder, process: ProcessId, k
                 None
             }
         },
-        Err(_) => None,
+        Err(failure) => {
+            eprintln!("coraft-chaos: a read of list {key} ended unknown: {failure}");
+            None
+        }
     };
     ListOperation::Read {
         process,
@@ -279,7 +282,10 @@ fn append(client: &mut Client, recorder: &Recorder, process: ProcessId, key: u64
             _ => AppendOutcome::Unknown,
         },
         Err(ClientFailure::SessionExpired | ClientFailure::StaleSequence) => AppendOutcome::Failed,
-        Err(_) => AppendOutcome::Unknown,
+        Err(failure) => {
+            eprintln!("coraft-chaos: an append of {value} to list {key} ended unknown: {failure}");
+            AppendOutcome::Unknown
+        }
     };
     ListOperation::Append {
         process,
@@ -289,6 +295,13 @@ fn append(client: &mut Client, recorder: &Recorder, process: ProcessId, key: u64
         complete_ns: recorder.now_ns(),
         outcome,
     }
+}
+
+/// An operation the client got no usable answer for; the cause is logged
+/// (it is legal, but a cause other than a fault's is worth a look).
+fn unknown(operation: Operation, failure: &ClientFailure) -> Outcome {
+    eprintln!("coraft-chaos: {operation:?} ended unknown: {failure}");
+    Outcome::Unknown
 }
 
 fn log_unexpected(operation: Operation, result: &Option<KvResult>) {

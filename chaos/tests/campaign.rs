@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use coraft_chaos::campaign::{campaign, percentile, CampaignOptions, KindRow};
+use coraft_chaos::campaign::{campaign, percentile, CampaignOptions, KindRow, SLOW_RUN_KEPT_MS};
 use coraft_chaos::nemesis::FaultKind;
 use coraft_chaos::run::RunOptions;
 
@@ -99,7 +99,11 @@ fn a_tiny_campaign_adds_up_its_runs_per_kind_and_keeps_a_failing_run() {
     assert_eq!(result.runs.len(), 4, "{table}");
     for run in &result.runs {
         assert!(run.passed, "{run:?}");
-        assert!(run.kept.is_none(), "{run:?}");
+        // A passed run is kept only for a gap in acknowledged writes.
+        assert!(
+            run.kept.is_none() || run.figures.longest_unavailable_ms > SLOW_RUN_KEPT_MS,
+            "{run:?}"
+        );
         assert!(run.figures.register_operations > 10, "{run:?}");
         assert!(run.rerun.contains(&format!("--seed {} ", run.seed)), "{}", run.rerun);
         assert!(
@@ -149,6 +153,14 @@ fn a_tiny_campaign_adds_up_its_runs_per_kind_and_keeps_a_failing_run() {
         .unwrap()
         .map(|item| item.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    // (but the folders of runs kept for a gap: a loaded machine's tail).
+    let slow_kinds: Vec<&str> = result
+        .runs
+        .iter()
+        .filter(|run| run.kept.is_some())
+        .map(|run| run.kind.name())
+        .collect();
+    names.retain(|name| !slow_kinds.contains(&name.as_str()));
     names.sort();
     assert_eq!(names, ["campaign.json", "campaign.jsonl", "campaign.txt"]);
 

@@ -654,3 +654,235 @@ fn a_snapshot_that_meets_a_full_disk_fails_cleanly_the_node_serves_from_its_wal_
     drop(cluster);
     drop(mount);
 }
+
+/// The whole data directory's file system in the race test: WAL segments,
+/// snapshots and the node's other files share it.
+const RACE_IMAGE_BYTES: u64 = 24 << 20;
+/// Room the ballast leaves there: two segments (made as the WAL needs
+/// them, each taken whole by `fallocate`) and a little more, about the
+/// size of the two snapshots kept and one being written by then, so that
+/// snapshots and the WAL's segments compete for the last blocks: which one
+/// meets the full disk first depends on the timing.
+const RACE_ROOM_BYTES: u64 = 2 * SEGMENT_BYTES + (160 << 10);
+/// Entries between the policy's snapshots in the race test: many
+/// snapshots while the disk fills.
+const RACE_SNAPSHOT_AFTER_ENTRIES: u64 = 200;
+
+/// The `loaded snapshot <path>` paths in `log`.
+fn loaded_snapshots(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("loaded snapshot ")? + "loaded snapshot ".len()..];
+            Some(rest.split(' ').next()?.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_and_the_wal_racing_for_the_last_space_on_one_disk_lose_no_acknowledged_write_and_use_no_half_snapshot() {
+    let dir = tempfile::Builder::new()
+        .prefix("coraft-chaos-full-disk-race")
+        .tempdir()
+        .unwrap();
+    // The victim's whole data directory (WAL and snapshots) on one small
+    // file system, no blocks reserved for root. Declared before the
+    // cluster, so dropped after it, on failure too.
+    let victim_dir = dir.path().join("data").join(format!("node-{}", VICTIM + 1));
+    let mount = match LoopMount::new(
+        &dir.path().join("race.ext4"),
+        RACE_IMAGE_BYTES,
+        &["-m", "0"],
+        &victim_dir,
+    ) {
+        Ok(mount) => mount,
+        Err(why) => {
+            eprintln!("SKIPPED full_disk: cannot make a small file system for the victim's data: {why}");
+            println!("SKIPPED full_disk: {why}");
+            return;
+        }
+    };
+    let policy = SnapshotSettings {
+        after_entries: RACE_SNAPSHOT_AFTER_ENTRIES,
+        // No compaction frees a segment: the disk fills for sure, and the
+        // victim is caught up from the log, not sent a snapshot.
+        log_tail_entries: 100_000,
+        ..SnapshotSettings::default()
+    };
+    let mut cluster = three_nodes(dir.path(), Some(policy));
+    assert_eq!(cluster.wal_dir(VICTIM), victim_dir);
+    let group_dir = victim_dir
+        .join("shard-0")
+        .join("snapshots")
+        .join(format!("group-{}", GROUP.0));
+    let data = mount.mount_point.clone();
+    let ballast = data.join("ballast");
+    let ballast_bytes = free_bytes(&data).saturating_sub(RACE_ROOM_BYTES);
+    std::fs::write(&ballast, vec![0xB5u8; ballast_bytes as usize]).unwrap();
+    println!(
+        "victim's file system: {} bytes free after a ballast of {ballast_bytes}",
+        free_bytes(&data)
+    );
+    cluster.start_all().unwrap();
+    let config = cluster.client_config(Duration::from_secs(2));
+    let mut acknowledged: Vec<(u64, u64)> = Vec::new();
+    let mut next_key = 1u64;
+
+    // Write in parallel until the victim's WAL fails (it must: nothing
+    // frees a segment). Snapshots are taken all along.
+    let deadline = Instant::now() + FILL_WAIT;
+    while cluster.metric(VICTIM, "coraft_wal_failed") != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the victim's WAL did not fail in {FILL_WAIT:?}; {} bytes free; its log:\n{}",
+            free_bytes(&data),
+            cluster.log_since_start(VICTIM)
+        );
+        assert!(
+            cluster.exited(VICTIM).is_none(),
+            "the victim exited while its disk filled; its log:\n{}",
+            cluster.log_since_start(VICTIM)
+        );
+        acknowledged.extend(write_in_parallel(&config, &mut next_key, WRITERS, 100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        cluster.exited(VICTIM).is_none(),
+        "the victim exited; its log:\n{}",
+        cluster.log_since_start(VICTIM)
+    );
+    let log = cluster.log_since_start(VICTIM);
+    assert!(!log.contains("panicked"), "the victim panicked:\n{log}");
+    let taken = cluster.metric(VICTIM, "coraft_snapshots_taken_total").unwrap_or(0);
+    let snapshot_failures: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("snapshot policy's snapshot") && line.contains("failed"))
+        .collect();
+    println!(
+        "the victim's WAL failed after {} acknowledged writes, {} bytes free; {taken} snapshots taken, {} failed",
+        acknowledged.len(),
+        free_bytes(&data),
+        snapshot_failures.len()
+    );
+    assert!(taken > 0, "no snapshot was taken while the disk filled:\n{log}");
+    for failure in &snapshot_failures {
+        println!("the victim's log: {failure}");
+        assert!(
+            failure.to_lowercase().contains("no space left on device") && failure.contains(group_dir.to_str().unwrap()),
+            "a failed snapshot not reported as a full disk naming its file: {failure}"
+        );
+    }
+    // The WAL's failure is fail-stop, says the disk is full and names the
+    // file.
+    let failure = log
+        .lines()
+        .find(|line| line.contains("THE WAL FAILED"))
+        .unwrap_or_else(|| panic!("the victim's log does not report the WAL failure:\n{log}"));
+    println!("the victim's log: {failure}");
+    assert!(
+        failure.contains("no space left on device"),
+        "not reported as a full disk: {failure}"
+    );
+    assert!(
+        failure.contains(".wal") || failure.contains("segment-range"),
+        "the failure does not name the file: {failure}"
+    );
+    // The failed node serves nothing; the other two go on.
+    let mut client = Client::new(config.clone());
+    let pairs = next_pairs(&mut next_key, 50);
+    write_all(&mut client, &pairs);
+    acknowledged.extend(pairs);
+    let mut victim = node_client(&config, VICTIM);
+    assert_eq!(
+        stale_read(&mut victim, acknowledged[0].0),
+        None,
+        "the failed node answered a read"
+    );
+    let entries_at_failure = snapshot_entries(&group_dir);
+    println!("the victim's snapshot store when its WAL failed: {entries_at_failure:?}");
+
+    // SIGKILLed (a snapshot may be half written) and restarted on the
+    // still-full disk: it must not serve, and must say why if it stops.
+    assert!(cluster.kill(VICTIM));
+    let entries_after_kill = snapshot_entries(&group_dir);
+    cluster.start(VICTIM).unwrap();
+    let pairs = next_pairs(&mut next_key, 50);
+    write_all(&mut client, &pairs);
+    acknowledged.extend(pairs);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exited = loop {
+        if let Some(status) = cluster.exited(VICTIM) {
+            break Some(status);
+        }
+        if cluster.metric(VICTIM, "coraft_wal_failed") == Some(1) {
+            break None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted on a full disk, the node neither stopped nor reported its WAL failed:\n{}",
+            cluster.log_since_start(VICTIM)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = cluster.log_since_start(VICTIM);
+    assert!(
+        log.to_lowercase().contains("no space left on device"),
+        "restarted on the full disk, the node does not say the disk is full:\n{log}"
+    );
+    match exited {
+        Some(status) => {
+            assert!(!status.success(), "a node on a full disk exited with success");
+            println!("restarted on the full disk: exited ({status})");
+        }
+        None => {
+            println!("restarted on the full disk: runs with its WAL failed again");
+            assert!(cluster.kill(VICTIM));
+        }
+    }
+    let mut loaded = loaded_snapshots(&log);
+
+    // Space freed, restarted: it catches up and serves again.
+    std::fs::remove_file(&ballast).unwrap();
+    cluster.start(VICTIM).unwrap();
+    let pairs = next_pairs(&mut next_key, 50);
+    write_all(&mut client, &pairs);
+    acknowledged.extend(pairs);
+    for node in 0..3 {
+        wait_holds_all(&config, node, &acknowledged, &mut cluster);
+    }
+    assert_eq!(cluster.metric(VICTIM, "coraft_wal_failed"), Some(0));
+    let log = cluster.log_since_start(VICTIM);
+    assert!(!log.contains("panicked"), "{log}");
+    loaded.extend(loaded_snapshots(&log));
+    // No half snapshot was used: every snapshot a start loaded was a
+    // complete one (never a temp directory), none was found damaged, and
+    // no temp directory outlives a start.
+    println!("snapshot store after the kill: {entries_after_kill:?}; loaded on the restarts: {loaded:?}");
+    assert!(!loaded.is_empty(), "no restart loaded a snapshot:\n{log}");
+    for path in &loaded {
+        let name = Path::new(path).file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("snapshot-"),
+            "a start loaded {path}, not a complete snapshot"
+        );
+    }
+    assert!(!log.contains("damaged"), "a start found a damaged snapshot:\n{log}");
+    let entries = snapshot_entries(&group_dir);
+    assert!(
+        !entries.iter().any(|name| name.starts_with("tmp-")),
+        "a temp directory outlived the start: {entries:?}"
+    );
+    // Snapshots work again once there is room.
+    let index = admin_snapshot(&cluster, VICTIM).unwrap_or_else(|e| {
+        panic!(
+            "a snapshot after space was freed failed: {e}; log:\n{}",
+            cluster.log_since_start(VICTIM)
+        )
+    });
+    println!(
+        "after space was freed: a snapshot at {index}; every one of {} acknowledged writes is on all three nodes",
+        acknowledged.len()
+    );
+    cluster.stop_all();
+    drop(cluster);
+    drop(mount);
+}

@@ -264,6 +264,8 @@ impl Client {
         let mut next_guess = 0;
         // A node whose storage failed: not asked again while others remain.
         let mut avoid: Option<NodeId> = None;
+        // The nodes asked so far in this call (at most one per attempt).
+        let mut asked: Vec<NodeId> = Vec::with_capacity(ATTEMPTS_MAX);
         for attempt in 0..ATTEMPTS_MAX {
             let node = match self.leaders.get(&group) {
                 Some(&node) => node,
@@ -275,6 +277,9 @@ impl Client {
                     self.config.nodes[next_guess].0
                 }
             };
+            if !asked.contains(&node) {
+                asked.push(node);
+            }
             match self.attempt(node, group, &request, request_id) {
                 Ok(Ok(result)) => {
                     self.leaders.insert(group, node);
@@ -285,7 +290,11 @@ impl Client {
                     let followed = match leader_hint {
                         Some(hint) if hint != node.0 && Some(NodeId(hint)) != avoid => {
                             self.leaders.insert(group, NodeId(hint));
-                            true
+                            // A hint back to a node that already refused
+                            // (a transfer's old leader names its target,
+                            // which names the old leader until it is
+                            // elected) is no news: wait before asking again.
+                            !asked.contains(&NodeId(hint))
                         }
                         _ => {
                             self.leaders.remove(&group);
@@ -293,10 +302,11 @@ impl Client {
                         }
                     };
                     last = format!("node {node} is not the leader");
-                    // Without a new leader to try (no hint, or a hint naming
+                    // Without a new leader to try (no hint, a hint naming
                     // the node whose storage failed, which its followers
-                    // still believe until their election timeout), back off:
-                    // otherwise the attempts run out before an election.
+                    // still believe until their election timeout, or a hint
+                    // back to a node asked before), back off: otherwise the
+                    // attempts run out before an election.
                     if !followed {
                         std::thread::sleep(backoff(attempt));
                     }

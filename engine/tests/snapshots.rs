@@ -1430,12 +1430,11 @@ fn cluster_with_an_installed_snapshot() -> (TestCluster, NodeId, LogIndex) {
         }
         write_through_leader(&live_handles(&cluster), 0u64.to_le_bytes().to_vec());
     }
-    // The others' transport queues to the stopped follower hold the appends
-    // they built for it before compacting (`coraft-net` delivers what was
-    // queued while a peer was down once it is back), which would catch it up
-    // without a snapshot. Restarting them empties those queues; restarted,
-    // they hold the same compacted log as before (no tail), so the follower
-    // can only be caught up by InstallSnapshot.
+    // A leader queues nothing for a follower that is down, but what it
+    // queued before its connection noticed the stop is still delivered once
+    // the follower is back. Restarting the others empties those queues too;
+    // restarted, they hold the same compacted log as before (no tail), so
+    // the follower can only be caught up by InstallSnapshot.
     let others: Vec<NodeId> = cluster.ids().into_iter().filter(|&id| id != follower).collect();
     for &id in &others {
         cluster.stop_node(id);

@@ -224,11 +224,10 @@ fn a_replica_that_learns_of_a_split_from_the_parents_snapshot_hosts_the_new_regi
         let mut admin = AdminClient::connect(address, 1, Duration::from_secs(10)).expect("admin connection");
         snapshot_index = snapshot_index.min(admin.snapshot(GroupId(1)).expect("a snapshot of region 1"));
     }
-    // Nodes 1 and 2 hold, in their transport queues to node 3, the appends
-    // they built for it before compacting: `coraft-net` delivers what was
-    // queued while a peer was down once it is back, which would catch node 3
-    // up from the log. Restarted, they come back with the same compacted log
-    // (`--log-tail-entries 0`) and empty queues.
+    // Nodes 1 and 2 queue nothing for node 3 while it is down, but what
+    // they queued before their connections noticed its stop would still be
+    // delivered once it is back. Restarted, they come back with the same
+    // compacted log (`--log-tail-entries 0`) and empty queues.
     servers[0] = None;
     servers[1] = None;
     servers[0] = Some(start(0));

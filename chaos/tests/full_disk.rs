@@ -117,6 +117,43 @@ impl Drop for LoopMount {
     }
 }
 
+/// Leaves `room_bytes` free on `data` (a ballast file, returned), starts
+/// the cluster and writes in parallel until the victim's WAL fails:
+/// returns the ballast, the acknowledged writes and the next key.
+fn fill_until_the_wal_fails(
+    cluster: &mut Cluster,
+    data: &Path,
+    room_bytes: u64,
+) -> (std::path::PathBuf, Vec<(u64, u64)>, u64) {
+    let ballast = data.join("ballast");
+    let ballast_bytes = free_bytes(data).saturating_sub(room_bytes);
+    std::fs::write(&ballast, vec![0xB5u8; ballast_bytes as usize]).unwrap();
+    println!(
+        "victim's file system: {} bytes free after a ballast of {ballast_bytes}",
+        free_bytes(data)
+    );
+    cluster.start_all().unwrap();
+    let config = cluster.client_config(Duration::from_secs(2));
+    let mut acknowledged: Vec<(u64, u64)> = Vec::new();
+    let mut next_key = 1u64;
+    let deadline = Instant::now() + FILL_WAIT;
+    while cluster.metric(VICTIM, "coraft_wal_failed") != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the victim's WAL did not fail in {FILL_WAIT:?}; {} bytes free; its log:\n{}",
+            free_bytes(data),
+            cluster.log_since_start(VICTIM)
+        );
+        assert!(
+            cluster.exited(VICTIM).is_none(),
+            "the victim exited while its disk filled; its log:\n{}",
+            cluster.log_since_start(VICTIM)
+        );
+        acknowledged.extend(write_in_parallel(&config, &mut next_key, WRITERS, 100));
+    }
+    (ballast, acknowledged, next_key)
+}
+
 /// Bytes free for an unprivileged writer on the file system of `path`.
 fn free_bytes(path: &Path) -> u64 {
     let text = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
@@ -192,34 +229,9 @@ fn a_node_whose_disk_fills_stops_serving_and_after_space_is_freed_catches_up_wit
     let mut cluster = three_nodes(dir.path(), None);
     assert_eq!(cluster.wal_dir(VICTIM), victim_dir);
     let data = mount.mount_point.clone();
-    let ballast = data.join("ballast");
-    let ballast_bytes = free_bytes(&data).saturating_sub(ROOM_BYTES);
-    std::fs::write(&ballast, vec![0xB5u8; ballast_bytes as usize]).unwrap();
-    println!(
-        "victim's file system: {} bytes free after a ballast of {ballast_bytes}",
-        free_bytes(&data)
-    );
-    cluster.start_all().unwrap();
-    let config = cluster.client_config(Duration::from_secs(2));
-    let mut acknowledged: Vec<(u64, u64)> = Vec::new();
-    let mut next_key = 1u64;
-
     // Write in parallel until the victim's WAL fails.
-    let deadline = Instant::now() + FILL_WAIT;
-    while cluster.metric(VICTIM, "coraft_wal_failed") != Some(1) {
-        assert!(
-            Instant::now() < deadline,
-            "the victim's WAL did not fail in {FILL_WAIT:?}; {} bytes free; its log:\n{}",
-            free_bytes(&data),
-            cluster.log_since_start(VICTIM)
-        );
-        assert!(
-            cluster.exited(VICTIM).is_none(),
-            "the victim exited while its disk filled; its log:\n{}",
-            cluster.log_since_start(VICTIM)
-        );
-        acknowledged.extend(write_in_parallel(&config, &mut next_key, WRITERS, 100));
-    }
+    let (ballast, mut acknowledged, mut next_key) = fill_until_the_wal_fails(&mut cluster, &data, ROOM_BYTES);
+    let config = cluster.client_config(Duration::from_secs(2));
     println!(
         "the victim's WAL failed after {} acknowledged writes, {} bytes free",
         acknowledged.len(),
@@ -715,35 +727,10 @@ fn a_snapshot_and_the_wal_racing_for_the_last_space_on_one_disk_lose_no_acknowle
         .join("snapshots")
         .join(format!("group-{}", GROUP.0));
     let data = mount.mount_point.clone();
-    let ballast = data.join("ballast");
-    let ballast_bytes = free_bytes(&data).saturating_sub(RACE_ROOM_BYTES);
-    std::fs::write(&ballast, vec![0xB5u8; ballast_bytes as usize]).unwrap();
-    println!(
-        "victim's file system: {} bytes free after a ballast of {ballast_bytes}",
-        free_bytes(&data)
-    );
-    cluster.start_all().unwrap();
-    let config = cluster.client_config(Duration::from_secs(2));
-    let mut acknowledged: Vec<(u64, u64)> = Vec::new();
-    let mut next_key = 1u64;
-
     // Write in parallel until the victim's WAL fails (it must: nothing
     // frees a segment). Snapshots are taken all along.
-    let deadline = Instant::now() + FILL_WAIT;
-    while cluster.metric(VICTIM, "coraft_wal_failed") != Some(1) {
-        assert!(
-            Instant::now() < deadline,
-            "the victim's WAL did not fail in {FILL_WAIT:?}; {} bytes free; its log:\n{}",
-            free_bytes(&data),
-            cluster.log_since_start(VICTIM)
-        );
-        assert!(
-            cluster.exited(VICTIM).is_none(),
-            "the victim exited while its disk filled; its log:\n{}",
-            cluster.log_since_start(VICTIM)
-        );
-        acknowledged.extend(write_in_parallel(&config, &mut next_key, WRITERS, 100));
-    }
+    let (ballast, mut acknowledged, mut next_key) = fill_until_the_wal_fails(&mut cluster, &data, RACE_ROOM_BYTES);
+    let config = cluster.client_config(Duration::from_secs(2));
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         cluster.exited(VICTIM).is_none(),

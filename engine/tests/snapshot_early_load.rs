@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::block;
 use coraft::api::{Command, Error, PreparedSnapshot, SnapshotLoader, StateMachine};
-use coraft::raft::{GroupId, NodeId, Role};
+use coraft::raft::{GroupId, NodeId};
 use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 
 const GROUP: GroupId = GroupId(1);
@@ -189,19 +189,7 @@ impl Cluster {
     }
 
     fn leader(&self) -> NodeId {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let leaders: Vec<NodeId> = self
-                .running()
-                .into_iter()
-                .filter(|&id| block(self.handle(id).status()).is_ok_and(|s| s.role == Role::Leader))
-                .collect();
-            if leaders.len() == 1 {
-                return leaders[0];
-            }
-            assert!(Instant::now() < deadline, "no single leader: {leaders:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::single_leader(&self.nodes, GROUP, PATIENCE)
     }
 
     /// Applies each of `values` through the leader (retrying while

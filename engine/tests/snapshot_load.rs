@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::block;
 use coraft::api::{Command, Error, PreparedSnapshot, SnapshotLoader, StateMachine};
-use coraft::raft::{GroupId, NodeId, Role};
+use coraft::raft::{GroupId, NodeId};
 use coraft::runtime::{GroupHandle, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 
 /// The group whose snapshot is installed (its loader is held by the gate).
@@ -224,22 +224,7 @@ impl Cluster {
     }
 
     fn leader(&self, group: GroupId) -> NodeId {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let leaders: Vec<NodeId> = self
-                .running()
-                .into_iter()
-                .filter(|&id| block(self.handle(id, group).status()).is_ok_and(|s| s.role == Role::Leader))
-                .collect();
-            if leaders.len() == 1 {
-                return leaders[0];
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no single leader of group {group}: {leaders:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::single_leader(&self.nodes, group, PATIENCE)
     }
 
     /// Applies each of `values` through the group's leader (retrying while

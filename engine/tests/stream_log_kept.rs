@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::block;
 use coraft::api::{Command, Error, StateMachine};
-use coraft::raft::{GroupId, NodeId, Role};
+use coraft::raft::{GroupId, NodeId};
 use coraft::runtime::{
     GroupHandle, InstallDirection, Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory,
 };
@@ -131,19 +131,7 @@ impl Cluster {
     }
 
     fn leader(&self) -> NodeId {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let leaders: Vec<NodeId> = self
-                .running()
-                .into_iter()
-                .filter(|&id| block(self.handle(id).status()).is_ok_and(|s| s.role == Role::Leader))
-                .collect();
-            if leaders.len() == 1 {
-                return leaders[0];
-            }
-            assert!(Instant::now() < deadline, "no single leader: {leaders:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::single_leader(&self.nodes, GROUP, PATIENCE)
     }
 
     /// Applies each of `values`, padded, through the leader (retrying

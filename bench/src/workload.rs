@@ -299,6 +299,7 @@ impl Driver {
             target_shard_id: self.shard as u32,
             target_node_id: self.target_node.0,
             role: NetRole::Client,
+            client_protocol: coraft_net::CLIENT_PROTOCOL_VERSION,
         };
         let connection = BlockingConnection::connect(self.address, &hello, Duration::from_secs(5))
             .map_err(|error| anyhow!(error).context(format!("connecting to {}", self.connection_name())))?;
@@ -989,6 +990,7 @@ pub(crate) fn register_sessions(
                             target_shard_id: driver.shard as u32,
                             target_node_id: node.0,
                             role: NetRole::Client,
+                            client_protocol: coraft_net::CLIENT_PROTOCOL_VERSION,
                         };
                         let opened =
                             BlockingConnection::connect(address, &hello, Duration::from_secs(5)).map_err(|error| {

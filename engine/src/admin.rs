@@ -125,6 +125,7 @@ impl AdminClient {
             target_shard_id: 0,
             target_node_id: 0,
             role: NetRole::Client,
+            client_protocol: coraft_net::CLIENT_PROTOCOL_VERSION,
         };
         let mut connection = BlockingConnection::connect(address, &hello, timeout);
         if let Err(NetError::Refused {

@@ -64,6 +64,14 @@ pub enum ClientFailure {
     /// The configuration lists no node.
     #[error("no node to talk to")]
     NoNodes,
+    /// The write was applied, but the state machine's result was refused
+    /// by a bound (`APPLY_RESULT_BYTES_MAX` per result,
+    /// `APPLY_RESULTS_BYTES_MAX` per apply call): there is no result to
+    /// return, and a retry of the write gets an empty one. A node from
+    /// before client protocol 1 answers `Storage` instead (seen here as
+    /// [`ClientFailure::GaveUp`] after trying the other nodes).
+    #[error("the write was applied, but its result was too large to answer with")]
+    ResultTooLarge,
 }
 
 /// What went wrong talking to one node.
@@ -317,6 +325,8 @@ impl Client {
                 }
                 Ok(Err((ClientError::SessionExpired, _))) => return Err(ClientFailure::SessionExpired),
                 Ok(Err((ClientError::StaleSequence, _))) => return Err(ClientFailure::StaleSequence),
+                // Applied: asking again only gets an empty result.
+                Ok(Err((ClientError::ResultTooLarge, _))) => return Err(ClientFailure::ResultTooLarge),
                 Ok(Err((ClientError::Storage, _))) => {
                     // Its WAL failed: the write may or may not be in the log.
                     // Another node gets the same (session, sequence), which
@@ -403,6 +413,7 @@ impl Client {
                 target_shard_id: shard as u32,
                 target_node_id: node.0,
                 role: NetRole::Client,
+                client_protocol: coraft_net::CLIENT_PROTOCOL_VERSION,
             };
             let connection =
                 BlockingConnection::connect(address, &hello, self.config.attempt_timeout).map_err(|e| match e {

@@ -465,6 +465,7 @@ fn bad_addresses_groups_clusters_and_frames_get_clear_errors_and_a_failing_exit(
         target_shard_id: 0,
         target_node_id: 0,
         role: Role::Client,
+        client_protocol: coraft_net::CLIENT_PROTOCOL_VERSION,
     };
     let mut connection = BlockingConnection::connect(addresses[0], &hello, Duration::from_secs(5)).unwrap();
     let mut garbage = FrameEncoder::new();

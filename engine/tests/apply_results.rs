@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coraft::api::{ApplyResults, Command, Error, OffShard, ResultTooLarge, StateMachine, APPLY_RESULT_BYTES_MAX};
-use coraft::client::{Client, ClientConfig};
+use coraft::client::{Client, ClientConfig, ClientFailure};
 use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, StateMachineFactory, REQUEST_TIMEOUT};
+use coraft_net::schema::{ClientError, ClientRequest, ClientRequestBatch, ClientResponseBatch};
+use coraft_net::{BlockingConnection, Hello, Role as NetRole};
 
 /// `Echo` on the shard.
 const INTO_SHARD: GroupId = GroupId(1);
@@ -307,12 +309,80 @@ fn a_result_past_its_bound_is_refused_with_an_error_naming_the_bound_and_the_gro
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(cluster.refused.load(Ordering::Relaxed), 6);
-    // A network client's write gets an error, not a result (the wire has
-    // no precise answer: `Storage`, which the client library tries on the
-    // other nodes before it gives up), and the connection goes on serving.
+    // A network client's write gets the distinct error (not `Storage`,
+    // which would send it to the other nodes before it gave up), at once,
+    // and the connection goes on serving.
     let mut client = cluster.client();
     assert_eq!(write(&mut client, INTO_SHARD, b"ok"), echo(b"ok"));
-    let refused = client.write(INTO_SHARD, b"big again");
-    assert!(refused.is_err(), "the oversize write answered {refused:?}");
+    assert_eq!(
+        client.write(INTO_SHARD, b"big again"),
+        Err(ClientFailure::ResultTooLarge)
+    );
+    // Applied: its retry gets the session table's empty result.
+    assert_eq!(client.retry_write(), Ok(Vec::new()));
     assert_eq!(write(&mut client, INTO_SHARD, b"ok again"), echo(b"ok again"));
+    // A client from before client protocol 1 (zeros in its hello) is
+    // answered `Storage`, which it can read, and goes on too.
+    let leader = cluster.leader(INTO_SHARD).id();
+    let mut old = OldClient::connect(cluster.addresses[leader.0 as usize - 1]);
+    assert_eq!(
+        old.call(ClientRequest::RegisterSession {
+            client_id: 1,
+            request_id: 1,
+            group: INTO_SHARD.0,
+            session: 77,
+        }),
+        Ok(Vec::new())
+    );
+    assert_eq!(old.write(1, b"big from an old client"), Err(ClientError::Storage));
+    assert_eq!(old.write(2, b"old ok"), Ok(echo(b"old ok")));
+}
+
+/// A client connection of client protocol 0, as every client built before
+/// `ClientError::ResultTooLarge` opened it.
+struct OldClient {
+    connection: BlockingConnection,
+}
+
+impl OldClient {
+    fn connect(address: SocketAddr) -> OldClient {
+        let hello = Hello {
+            cluster_id: 7,
+            node_id: 99,
+            shard_id: 0,
+            target_shard_id: 0,
+            target_node_id: 0,
+            role: NetRole::Client,
+            client_protocol: 0,
+        };
+        let connection = BlockingConnection::connect(address, &hello, Duration::from_secs(10)).unwrap();
+        connection.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        OldClient { connection }
+    }
+
+    fn write(&mut self, sequence: u64, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.call(ClientRequest::Propose {
+            client_id: 1,
+            session: 77,
+            sequence,
+            lowest_unanswered: sequence,
+            group: INTO_SHARD.0,
+            payload: payload.to_vec(),
+        })
+    }
+
+    fn call(&mut self, request: ClientRequest) -> Result<Vec<u8>, ClientError> {
+        self.connection
+            .send(&ClientRequestBatch {
+                requests: vec![request],
+            })
+            .unwrap();
+        loop {
+            let frame = self.connection.recv().unwrap().expect("the node answers");
+            if let Some(archived) = frame.client_responses() {
+                let batch = rkyv::deserialize::<ClientResponseBatch, rkyv::rancor::Error>(archived).unwrap();
+                return batch.responses.into_iter().next().expect("one answer").result;
+            }
+        }
+    }
 }

@@ -174,6 +174,7 @@ impl Cluster {
             target_shard_id: 0,
             target_node_id: target.0,
             role: NetRole::Peer,
+            client_protocol: 0,
         };
         BlockingConnection::connect(self.addresses[target.0 as usize - 1], &hello, Duration::from_secs(5))
             .expect("handshake as a peer")

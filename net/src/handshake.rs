@@ -18,6 +18,24 @@ pub const HELLO_BYTES: usize = 40;
 /// Bytes of a [`HelloReply`] body.
 pub const HELLO_REPLY_BYTES: usize = 32;
 
+/// The client protocol version this build speaks: which answers a client
+/// connection can read, announced in [`Hello::client_protocol`]. It moves
+/// apart from [`WIRE_VERSION`] (the frame layout, which peers share), so a
+/// node keeps serving clients of older versions and they keep serving each
+/// other's nodes.
+///
+/// Version 0 is every client from before the field (its hello has zeros
+/// there). Version 1 reads
+/// [`ClientError::ResultTooLarge`](crate::schema::ClientError::ResultTooLarge);
+/// a node answers a client of version 0 `Storage` instead, as it always
+/// did, and an older node never sends it, so neither side sees a variant it
+/// cannot read.
+pub const CLIENT_PROTOCOL_VERSION: u16 = 1;
+
+/// The oldest client protocol version that reads
+/// [`ClientError::ResultTooLarge`](crate::schema::ClientError::ResultTooLarge).
+pub const CLIENT_RESULT_TOO_LARGE_VERSION_MIN: u16 = 1;
+
 /// Who this side is: the identity a listener checks handshakes against and
 /// an outbound connection announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +83,9 @@ pub struct PeerIdentity {
     pub shard_id: u32,
     /// What the remote side is.
     pub role: Role,
+    /// The client protocol version the remote side announced
+    /// ([`CLIENT_PROTOCOL_VERSION`]; 0 for peers and older clients).
+    pub client_protocol: u16,
 }
 
 /// The connecting side's handshake.
@@ -82,6 +103,10 @@ pub struct Hello {
     pub target_node_id: u64,
     /// What the sender is.
     pub role: Role,
+    /// For a [`Role::Client`], the client protocol version it reads
+    /// ([`CLIENT_PROTOCOL_VERSION`]); 0 for a peer. Older builds send 0
+    /// (the bytes were reserved) and ignore it.
+    pub client_protocol: u16,
 }
 
 impl Hello {
@@ -94,6 +119,7 @@ impl Hello {
         bytes[20..24].copy_from_slice(&self.target_shard_id.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.target_node_id.to_le_bytes());
         bytes[32] = self.role.to_byte();
+        bytes[34..36].copy_from_slice(&self.client_protocol.to_le_bytes());
         bytes
     }
 
@@ -112,6 +138,7 @@ impl Hello {
             target_shard_id: u32_at(bytes, 20),
             target_node_id: u64_at(bytes, 24),
             role,
+            client_protocol: u16::from_le_bytes([bytes[34], bytes[35]]),
         })
     }
 }
@@ -276,6 +303,7 @@ pub fn check_hello(local: &LocalIdentity, version: u16, hello: &Hello) -> Result
         node_id: hello.node_id,
         shard_id: hello.shard_id,
         role: hello.role,
+        client_protocol: hello.client_protocol,
     })
 }
 
@@ -296,7 +324,8 @@ mod tests {
             shard_id: 4,
             target_shard_id: 2,
             target_node_id: 1,
-            role: Role::Peer,
+            role: Role::Client,
+            client_protocol: CLIENT_PROTOCOL_VERSION,
         }
     }
 
@@ -326,6 +355,18 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_of_a_client_from_before_the_client_protocol_reads_as_version_0() {
+        // Bytes 33..40 were reserved and zero.
+        let mut bytes = hello().to_bytes();
+        bytes[33..].fill(0);
+        let old = Hello::parse(&bytes).unwrap();
+        assert_eq!(old.client_protocol, 0);
+        assert_eq!(check_hello(&LOCAL, WIRE_VERSION, &old).unwrap().client_protocol, 0);
+        // And a new one announces its version where an old node never looks.
+        assert_eq!(&hello().to_bytes()[34..36], &CLIENT_PROTOCOL_VERSION.to_le_bytes());
+    }
+
+    #[test]
     fn malformed_hellos_are_errors_not_panics() {
         assert!(Hello::parse(&[0u8; HELLO_BYTES - 1]).is_err());
         let mut bytes = hello().to_bytes();
@@ -344,7 +385,8 @@ mod tests {
             PeerIdentity {
                 node_id: 3,
                 shard_id: 4,
-                role: Role::Peer
+                role: Role::Client,
+                client_protocol: CLIENT_PROTOCOL_VERSION,
             }
         );
         let foreign = Hello {

@@ -83,7 +83,10 @@ pub use config::NetConfig;
 pub use decoder::{decode_all, Frame, FrameDecoder};
 pub use error::NetError;
 pub use frame::{FrameEncoder, FrameKind, FRAME_BODY_MAX_BYTES, WIRE_VERSION};
-pub use handshake::{Hello, HelloReply, LocalIdentity, PeerIdentity, Refusal, Role};
+pub use handshake::{
+    Hello, HelloReply, LocalIdentity, PeerIdentity, Refusal, Role, CLIENT_PROTOCOL_VERSION,
+    CLIENT_RESULT_TOO_LARGE_VERSION_MIN,
+};
 pub use listener::{Handshaking, InboundConnection, Listener, ResponseWriter, INBOUND_CONNECTIONS_MAX};
 pub use outbound::{ConnectionState, OutboundConnection, OutboundStats, PeerAddress};
 pub use stats::{Counter, NetStats};

@@ -400,6 +400,7 @@ async fn connect(config: &NetConfig, peer: &PeerAddress) -> Result<TcpStream, Ne
         target_shard_id: peer.shard_id,
         target_node_id: peer.node_id,
         role: Role::Peer,
+        client_protocol: 0,
     };
     let mut encoder = FrameEncoder::new();
     encoder.encode_raw(FrameKind::Hello, WIRE_VERSION, &hello.to_bytes())?;

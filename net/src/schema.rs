@@ -456,6 +456,15 @@ mod client_enums {
         /// The session cannot vouch for this sequence (older than it
         /// remembers, or reused for another command): not applied.
         StaleSequence,
+        /// The write was applied, but the state machine's result was
+        /// refused by a bound (one result over 4 MiB, or one apply call's
+        /// results over 64 MiB): there is no result to answer with, and a
+        /// retry of the same sequence gets an empty one. Appended last, so
+        /// every other variant keeps its tag; sent only on a connection
+        /// whose hello announced client protocol
+        /// [`crate::CLIENT_RESULT_TOO_LARGE_VERSION_MIN`] or later (an
+        /// older client gets `Storage`, as before).
+        ResultTooLarge,
     }
 }
 

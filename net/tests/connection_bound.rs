@@ -98,6 +98,7 @@ fn connect(address: SocketAddr) -> Result<BlockingConnection, coraft_net::NetErr
         target_shard_id: 0,
         target_node_id: 1,
         role: Role::Client,
+        client_protocol: coraft_net::CLIENT_PROTOCOL_VERSION,
     };
     BlockingConnection::connect(address, &hello, TIMEOUT)
 }

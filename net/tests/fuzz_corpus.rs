@@ -117,6 +117,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         target_shard_id: 0,
         target_node_id: 1,
         role: Role::Peer,
+        client_protocol: 0,
     };
     let mut encoder = FrameEncoder::new();
     encoder

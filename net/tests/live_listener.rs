@@ -118,6 +118,7 @@ fn hello(cluster_id: u64, role: Role) -> Hello {
         target_shard_id: 0,
         target_node_id: 1,
         role,
+        client_protocol: coraft_net::CLIENT_PROTOCOL_VERSION,
     }
 }
 

@@ -109,6 +109,7 @@ impl Cluster {
             target_shard_id: 0,
             target_node_id: node.0,
             role: NetRole::Client,
+            client_protocol: coraft_net::CLIENT_PROTOCOL_VERSION,
         };
         let connection = BlockingConnection::connect(self.addresses[&node], &hello, Duration::from_secs(5)).unwrap();
         connection.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

@@ -172,14 +172,18 @@ pub(crate) struct ClientOutbox {
     /// `admin::ADMIN_REQUESTS_QUEUED_MAX` bounds them).
     pub admin: RefCell<Vec<AdminResponseFrame>>,
     pub doorbell: LocalSender<()>,
+    /// The client protocol version the connection's hello announced
+    /// (`coraft_net::CLIENT_PROTOCOL_VERSION`): which errors it can read.
+    client_protocol: u16,
 }
 
 impl ClientOutbox {
-    pub fn new(doorbell: LocalSender<()>) -> ClientOutbox {
+    pub fn new(doorbell: LocalSender<()>, client_protocol: u16) -> ClientOutbox {
         ClientOutbox {
             responses: RefCell::new(ResponseQueue::default()),
             admin: RefCell::new(Vec::new()),
             doorbell,
+            client_protocol,
         }
     }
 
@@ -207,12 +211,24 @@ impl ClientOutbox {
         leader_hint: Option<u64>,
         result: Result<&[u8], ClientError>,
     ) {
+        let result = result.map_err(|error| downgrade(error, self.client_protocol));
         let mut responses = self.responses.borrow_mut();
         if responses.len() < CLIENT_RESPONSES_QUEUED_MAX {
             responses.push(client_id, request_id, group, leader_hint, result);
         }
         drop(responses);
         let _ = self.doorbell.try_send(());
+    }
+}
+
+/// `error` as a client of `client_protocol` can read it: a client from
+/// before [`ClientError::ResultTooLarge`] gets `Storage`, as it always did.
+fn downgrade(error: ClientError, client_protocol: u16) -> ClientError {
+    match error {
+        ClientError::ResultTooLarge if client_protocol < coraft_net::CLIENT_RESULT_TOO_LARGE_VERSION_MIN => {
+            ClientError::Storage
+        }
+        error => error,
     }
 }
 
@@ -273,9 +289,10 @@ impl Reply {
                     Error::Storage(_) | Error::Config(_) | Error::Network(_) | Error::Snapshot { .. } => {
                         ClientError::Storage
                     }
-                    // Applied, but not answerable: the wire has no precise
-                    // answer; not Busy, which would invite a blind retry.
-                    Error::ResultTooLarge { .. } => ClientError::Storage,
+                    // Applied, but not answerable (not Busy, which would
+                    // invite a blind retry); the outbox says `Storage` to a
+                    // client too old to read it.
+                    Error::ResultTooLarge { .. } => ClientError::ResultTooLarge,
                 });
                 route.push_ref(client_id, request_id, group, leader_hint.map(|n| n.0), result);
             }
@@ -287,6 +304,16 @@ impl Reply {
 mod tests {
     use super::*;
     use coraft_net::schema::ClientResponseBatch;
+
+    #[test]
+    fn only_a_client_too_old_to_read_result_too_large_gets_storage_instead() {
+        assert_eq!(downgrade(ClientError::ResultTooLarge, 0), ClientError::Storage);
+        assert_eq!(
+            downgrade(ClientError::ResultTooLarge, coraft_net::CLIENT_PROTOCOL_VERSION),
+            ClientError::ResultTooLarge
+        );
+        assert_eq!(downgrade(ClientError::Busy, 0), ClientError::Busy);
+    }
 
     fn owned(i: u64) -> ClientResponse {
         ClientResponse {

@@ -414,7 +414,7 @@ async fn serve_client(
         return;
     };
     let (doorbell, bell) = local_channel::new_bounded(1);
-    let outbox = Rc::new(ClientOutbox::new(doorbell));
+    let outbox = Rc::new(ClientOutbox::new(doorbell, connection.peer().client_protocol));
     let writer_outbox = outbox.clone();
     let writer_task = glommio::spawn_local(async move {
         // The queue being sent; swapped with the outbox's, so both keep

@@ -74,6 +74,13 @@ pub struct ClusterArgs {
     /// to see what a leader change costs the clients.
     #[arg(long, value_name = "S", value_parser = crate::args::seconds_at_least_one)]
     pub transfer_leaders_at: Option<u64>,
+    /// With --processes: S seconds after the load starts (warm-up
+    /// included), kill with SIGKILL the coraft-node process that led the
+    /// first group when the run started, to see what losing a leader costs
+    /// the clients (its drivers' clients move to the other nodes; requests
+    /// it left unanswered count as errors). The run goes on without it.
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds_at_least_one, requires = "processes")]
+    pub kill_leader_at: Option<u64>,
     /// Driver threads (each one connection carrying many clients), plus one
     /// for each node and shard that starts without clients (it takes over
     /// the clients of a group whose leadership moves there).
@@ -250,6 +257,8 @@ pub struct Settings {
     pub replication_floor: bool,
     /// `--transfer-leaders-at`: when every group's leadership moves.
     pub transfer_leaders_at_s: Option<u64>,
+    /// `--kill-leader-at`: when the first group's leader process is killed.
+    pub kill_leader_at_s: Option<u64>,
     /// Where the nodes run.
     pub shape: Shape,
 }
@@ -335,6 +344,15 @@ impl Settings {
                 args.drivers.min(args.clients)
             );
         }
+        if let Some(at) = args.kill_leader_at {
+            if at >= args.warmup + args.duration {
+                bail!(
+                    "--kill-leader-at {at} is not within the run ({} s of warm-up and {} s measured)",
+                    args.warmup,
+                    args.duration
+                );
+            }
+        }
         if let Some(at) = args.transfer_leaders_at {
             if at >= args.warmup + args.duration {
                 bail!(
@@ -374,6 +392,7 @@ impl Settings {
             wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
             replication_floor: !args.no_floor,
             transfer_leaders_at_s: args.transfer_leaders_at,
+            kill_leader_at_s: args.kill_leader_at,
             shape,
         })
     }
@@ -809,7 +828,21 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
             };
             let mut processes = crate::shape::Processes::start(&spec, run_dir.path())?;
             let cluster = processes.discover(*cluster_id, &groups)?;
+            let killer = settings.kill_leader_at_s.map(|at_s| {
+                kill_leader_at(
+                    &processes,
+                    &cluster,
+                    &groups,
+                    Instant::now() + Duration::from_secs(at_s),
+                )
+            });
             let outcome = drive(settings, &cluster, json, &|| process_cpu() + processes.cpu());
+            if let Some(killer) = killer {
+                killer
+                    .join()
+                    .map_err(|_| anyhow!("the thread killing the leader panicked"))?;
+            }
+            // (A killed node shows here too: it names what the drivers met.)
             // A node that died mid-run explains the drivers' errors.
             match (outcome, processes.check_running()) {
                 (Err(error), Err(exited)) => Err(error.context(format!("{exited:#}"))),
@@ -867,6 +900,26 @@ fn shard_cores(settings: &Settings) -> Vec<Option<usize>> {
         Some(cores) if !cores.is_empty() => (0..settings.shards).map(|s| Some(cores[s % cores.len()])).collect(),
         _ => vec![None; settings.shards],
     }
+}
+
+/// `--kill-leader-at`: a thread that kills with SIGKILL, at `at`, the
+/// process of the node that led the first group when the run started.
+fn kill_leader_at(
+    processes: &crate::shape::Processes,
+    cluster: &Remote,
+    groups: &[GroupId],
+    at: Instant,
+) -> std::thread::JoinHandle<()> {
+    let leader = cluster.leaders[&groups[0]];
+    // Node n is the n-th process (`Processes::start`).
+    let pid = processes.processes[leader.0 as usize - 1].child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        eprintln!("killing node {leader} (pid {pid}), the first group's leader (--kill-leader-at)");
+        // SAFETY: SIGKILL to our own child, not reaped yet (its pid cannot
+        // have been reused).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    })
 }
 
 /// Waits for a leader in every group of the nodes in this process.

@@ -186,7 +186,10 @@ pub struct Totals {
     /// Answered successfully within the measurement.
     pub completed: AtomicU64,
     /// Requests that failed and were not sent again (`NotLeader` answers
-    /// followed to another node are counted in `not_leader` instead).
+    /// followed to another node are counted in `not_leader` instead), and
+    /// requests outstanding on a connection that closed (their outcome is
+    /// unknown; each goes again, with the same session sequence, to another
+    /// node: see [`LOST_NODE_BACKOFF_MIN`]).
     pub errors: AtomicU64,
     /// `NotLeader` answers: each one sent its request again, to the leader
     /// the answer named or to the next node (see [`Links`]).
@@ -209,6 +212,16 @@ pub const REDIRECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// once; past them the client backs off too (two nodes naming each other
 /// while a leader change settles must not make a busy loop).
 pub const REDIRECT_IMMEDIATE_MAX: u32 = 2;
+
+/// First wait before a client whose driver lost its node (the connection
+/// closed or failed, or the node refused to connect) is sent again by a
+/// driver of the next node; doubled each time in a row it loses a node, up
+/// to [`LOST_NODE_BACKOFF_MAX`]. The client then follows `NotLeader` hints
+/// from there as usual.
+pub const LOST_NODE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest wait of a client moved off a lost node: with every node down, a
+/// client visits each node's driver at most once per this long.
+pub const LOST_NODE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A client handed from one driver to another: its state, and when it may
 /// send again.
@@ -415,17 +428,20 @@ fn silent(driver: &Driver, outstanding: usize) -> anyhow::Error {
 /// Sends `batch`, or fails naming the driver's connection (a send blocked
 /// for `DRIVER_READ_TIMEOUT` by a node that stopped reading, or an error).
 fn send_batch(connection: &mut BlockingConnection, driver: &Driver, batch: &ClientRequestBatch) -> Result<()> {
-    connection.send(batch).map_err(|error| {
-        if is_timeout(&error) {
-            anyhow!(
-                "{} took no requests for {} s (DRIVER_READ_TIMEOUT): the node or that shard is stuck or gone",
-                driver.connection_name(),
-                DRIVER_READ_TIMEOUT.as_secs()
-            )
-        } else {
-            anyhow!(error).context(format!("sending to {}", driver.connection_name()))
-        }
-    })
+    connection.send(batch).map_err(|error| send_failure(driver, error))
+}
+
+/// The error of a send to `driver`'s node that failed.
+fn send_failure(driver: &Driver, error: NetError) -> anyhow::Error {
+    if is_timeout(&error) {
+        anyhow!(
+            "{} took no requests for {} s (DRIVER_READ_TIMEOUT): the node or that shard is stuck or gone",
+            driver.connection_name(),
+            DRIVER_READ_TIMEOUT.as_secs()
+        )
+    } else {
+        anyhow!(error).context(format!("sending to {}", driver.connection_name()))
+    }
 }
 
 /// What one driver measured.
@@ -468,6 +484,8 @@ struct Client {
     again: bool,
     /// `NotLeader` answers in a row.
     redirects: u32,
+    /// Nodes lost in a row under it ([`LOST_NODE_BACKOFF_MIN`]).
+    lost: u32,
 }
 
 /// The clients a driver holds and where each one is.
@@ -580,6 +598,7 @@ pub fn run_driver(
             read: false,
             again: false,
             redirects: 0,
+            lost: 0,
         });
     }
     clients.free = (0..clients.slots.len()).rev().collect();
@@ -603,6 +622,8 @@ pub fn run_driver(
     // delayed client, and when the node last sent a frame.
     let mut short_timeout = false;
     let mut last_frame = Instant::now();
+    // Whether this driver said its node refused to connect.
+    let mut refused_said = false;
     loop {
         let now = Instant::now();
         // Clients handed over by other drivers join.
@@ -614,8 +635,22 @@ pub fn run_driver(
         }
         clients.wake(now);
         if connection.is_none() && !clients.free.is_empty() && now < stop_at {
-            connection = Some(driver.connect()?);
-            last_frame = Instant::now();
+            match (driver.connect(), &driver.links) {
+                (Ok(connected), _) => {
+                    connection = Some(connected);
+                    last_frame = Instant::now();
+                }
+                (Err(error), Some(links)) => {
+                    // Said once: clients may come back here while the node is down.
+                    if !refused_said {
+                        eprintln!("{error:#}: its clients go to another node");
+                        refused_said = true;
+                    }
+                    leave_lost_node(&mut clients, &driver, links, &totals, now);
+                    continue;
+                }
+                (Err(error), None) => return Err(error),
+            }
         }
         // Open loop: every request that fell due joins the backlog.
         if let Some(interval) = interval {
@@ -653,9 +688,9 @@ pub fn run_driver(
                     },
                 }
             };
-            let Some(connection) = connection.as_mut() else {
+            if connection.is_none() {
                 break;
-            };
+            }
             clients.free.pop();
             let read = match due {
                 Some(_) => mix.is_read(&mut rng),
@@ -694,14 +729,31 @@ pub fn run_driver(
             clients.in_flight += 1;
             batch.requests.push(request);
             if batch.requests.len() == DRIVER_BATCH_MAX {
-                send_batch(connection, &driver, &batch)?;
-                batch.requests.clear();
+                break;
             }
         }
         if !batch.requests.is_empty() {
-            let connection = connection.as_mut().expect("requests are built only with a connection");
-            send_batch(connection, &driver, &batch)?;
+            let connected = connection.as_mut().expect("requests are built only with a connection");
+            let sent = connected.send(&batch);
+            let full = batch.requests.len() == DRIVER_BATCH_MAX;
             batch.requests.clear();
+            match (sent, &driver.links) {
+                (Ok(()), _) => {}
+                // Gone (closed, reset), not stuck (a timeout fails the run).
+                (Err(error), Some(links)) if !is_timeout(&error) => {
+                    eprintln!(
+                        "sending to {}: {error}: its clients go to another node",
+                        driver.connection_name()
+                    );
+                    connection_lost(&mut connection, &mut clients, &driver, links, &totals);
+                    continue;
+                }
+                (Err(error), _) => return Err(send_failure(&driver, error)),
+            }
+            if full {
+                // Build the next batch before waiting for answers.
+                continue;
+            }
         }
         // The run is over once nothing is in flight; clients still waiting
         // out a backoff have nothing outstanding.
@@ -716,7 +768,7 @@ pub fn run_driver(
                 DRIVER_READ_TIMEOUT.as_secs()
             );
         }
-        let (Some(connection), true) = (connection.as_mut(), clients.in_flight > 0) else {
+        let (Some(connected), true) = (connection.as_mut(), clients.in_flight > 0) else {
             // Nothing on the wire: wait for a client handed over, a backoff
             // to end, the open loop's next request or the end of the run.
             let mut until = clients.next_wake().unwrap_or(stop_at).min(stop_at);
@@ -745,28 +797,27 @@ pub fn run_driver(
                     let wait = at
                         .saturating_duration_since(Instant::now())
                         .clamp(Duration::from_millis(1), DRIVER_READ_TIMEOUT);
-                    connection.set_read_timeout(Some(wait))?;
+                    connected.set_read_timeout(Some(wait))?;
                     short_timeout = true;
                 }
                 None if short_timeout => {
-                    connection.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
+                    connected.set_read_timeout(Some(DRIVER_READ_TIMEOUT))?;
                     short_timeout = false;
                 }
                 None => {}
             }
-            let frame = match connection.recv() {
+            let frame = match connected.recv() {
                 Ok(Some(frame)) => frame,
-                Ok(None) => bail!(
-                    "{} closed the connection with {} requests outstanding",
-                    driver.connection_name(),
-                    clients.in_flight
-                ),
                 // The shortened timeout ran out: a delayed client may send.
                 Err(error) if is_timeout(&error) && short_timeout && last_frame.elapsed() < DRIVER_READ_TIMEOUT => {
                     continue
                 }
                 Err(error) if is_timeout(&error) => return Err(silent(&driver, clients.in_flight)),
-                Err(error) => return Err(anyhow!(error).context(format!("waiting for {}", driver.connection_name()))),
+                closed => {
+                    let links = lost_or_fail(closed, &driver, clients.in_flight)?;
+                    connection_lost(&mut connection, &mut clients, &driver, links, &totals);
+                    continue;
+                }
             };
             last_frame = Instant::now();
             answer(frame, &mut answers)?;
@@ -791,16 +842,15 @@ pub fn run_driver(
         let wait = next_due
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_micros(50), OPEN_LOOP_POLL_MAX);
-        connection.set_read_timeout(Some(wait))?;
-        match connection.recv() {
+        connected.set_read_timeout(Some(wait))?;
+        match connected.recv() {
             Ok(Some(frame)) => answer(frame, &mut answers)?,
-            Ok(None) => bail!(
-                "{} closed the connection with {} requests outstanding",
-                driver.connection_name(),
-                clients.in_flight
-            ),
             Err(error) if is_timeout(&error) => continue,
-            Err(error) => return Err(anyhow!(error).context(format!("waiting for {}", driver.connection_name()))),
+            closed => {
+                let links = lost_or_fail(closed, &driver, clients.in_flight)?;
+                connection_lost(&mut connection, &mut clients, &driver, links, &totals);
+                continue;
+            }
         }
         settle(
             &mut answers,
@@ -816,6 +866,79 @@ pub fn run_driver(
     // Due requests never sent by the end count as unsent (measured part only).
     result.unsent += backlog.iter().filter(|due| **due >= measure_from).count() as u64;
     Ok(result)
+}
+
+/// What a receive that was neither a frame nor a timeout means: with links,
+/// the node is gone and its clients move ([`leave_lost_node`]); without,
+/// the run fails naming the connection.
+fn lost_or_fail(
+    closed: Result<Option<coraft_net::Frame>, NetError>,
+    driver: &Driver,
+    outstanding: usize,
+) -> Result<&Links> {
+    let error = match closed {
+        Ok(_) => anyhow!(
+            "{} closed the connection with {outstanding} requests outstanding",
+            driver.connection_name()
+        ),
+        Err(error) => anyhow!(error).context(format!("waiting for {}", driver.connection_name())),
+    };
+    match &driver.links {
+        Some(links) => {
+            eprintln!("{error:#}: its clients go to another node");
+            Ok(links)
+        }
+        None => Err(error),
+    }
+}
+
+/// Drops the driver's connection to a node that is gone and moves its clients.
+fn connection_lost(
+    connection: &mut Option<BlockingConnection>,
+    clients: &mut Clients,
+    driver: &Driver,
+    links: &Links,
+    totals: &Totals,
+) {
+    *connection = None;
+    leave_lost_node(clients, driver, links, totals, Instant::now());
+}
+
+/// Hands every client of a driver whose node is gone to a driver of the
+/// next node, after [`LOST_NODE_BACKOFF_MIN`] .. [`LOST_NODE_BACKOFF_MAX`].
+/// A request that was outstanding is counted as an error (its outcome is
+/// unknown) and goes again from there: the same read, or the same write
+/// with the same session sequence, which the cluster applies at most once.
+/// The driver keeps no client; one handed to it later reconnects first.
+fn leave_lost_node(clients: &mut Clients, driver: &Driver, links: &Links, totals: &Totals, now: Instant) {
+    let (next, _) = links.next_target(driver.target_node, None, 0);
+    clients.free.clear();
+    clients.delayed.clear();
+    for slot in 0..clients.slots.len() {
+        let Some(client) = clients.slots[slot].as_mut() else {
+            continue;
+        };
+        if client.outstanding.take().is_some() {
+            clients.in_flight -= 1;
+            totals.errors.fetch_add(1, Ordering::Relaxed);
+            client.again = true;
+        }
+        client.lost = client.lost.saturating_add(1);
+        let wait = LOST_NODE_BACKOFF_MIN
+            .saturating_mul(1 << (client.lost - 1).min(16))
+            .min(LOST_NODE_BACKOFF_MAX);
+        let id = client.id;
+        let moved = Moved {
+            client: clients.release(slot),
+            not_before: now + wait,
+        };
+        let inboxes = &links.peers[&next];
+        // Full cannot happen (the bound is the run's clients); disconnected:
+        // that driver ended (the run is ending).
+        if inboxes[(id % inboxes.len() as u64) as usize].try_send(moved).is_err() {
+            totals.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// How a request ended, as far as its driver cares.
@@ -881,6 +1004,7 @@ fn settle(
         match response.outcome {
             Outcome::Ok => {
                 client.redirects = 0;
+                client.lost = 0;
                 clients.free.push(slot);
                 totals.answered.fetch_add(1, Ordering::Relaxed);
                 // Closed loop: what was answered within the measurement. Open

@@ -53,6 +53,7 @@ fn help_lists_every_option_of_the_cluster_benchmark_with_its_default() {
         "--config",
         "--node-binary",
         "--transfer-leaders-at",
+        "--kill-leader-at",
     ] {
         assert!(stdout.contains(option), "--help lacks {option}:\n{stdout}");
     }
@@ -189,6 +190,21 @@ fn combinations_the_harness_cannot_honour_are_refused_with_the_reason() {
         "--transfer-leaders-at 6",
         "not within the run",
     );
+    assert_refused(
+        &[
+            "--processes",
+            "--duration",
+            "5",
+            "--warmup",
+            "1",
+            "--kill-leader-at",
+            "6",
+        ],
+        "--kill-leader-at 6",
+        "not within the run",
+    );
+    // Only processes can be killed.
+    assert_refused(&["--kill-leader-at", "2"], "--kill-leader-at", "--processes");
     assert_refused(
         &["--keys", "10", "--state-machine", "counter"],
         "--keys",

@@ -340,3 +340,55 @@ fn a_run_whose_nodes_stop_answering_fails_naming_the_connection_within_the_bound
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_killed_leader_process_costs_its_outstanding_requests_and_the_writes_resume_on_the_other_nodes() {
+    const CLIENTS: u64 = 16;
+    let node = node_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let node_arg = node.to_str().unwrap();
+    let clients = CLIENTS.to_string();
+    // Killed 1 s into the measurement; 11 s after it for an election on a
+    // loaded machine and the writes after it.
+    let args = [
+        "--processes",
+        "--node-binary",
+        node_arg,
+        "--kill-leader-at",
+        "3",
+        "--duration",
+        "12",
+        "--warmup",
+        "2",
+        "--clients",
+        &clients,
+        "--no-floor",
+        "--json",
+    ];
+    let output = bench(&args, tmp.path());
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let line = json_line(&output, &args);
+    assert!(stderr.contains("killing node"), "{stderr}");
+    // Every client started on the one group's leader: each had a request
+    // outstanding there when it died, counted as an error (a few more are
+    // allowed for answers a loaded machine times out).
+    let errors = number(&line, "errors");
+    assert!(
+        (1.0..=2.0 * CLIENTS as f64).contains(&errors),
+        "{errors} errors for {CLIENTS} clients: {line}\n{stderr}"
+    );
+    // The clients moved to the other nodes and wrote there until the end.
+    let timeline: Vec<f64> = line["timeline_ops_per_s"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no timeline in {line}"))
+        .iter()
+        .map(|second| second.as_f64().unwrap())
+        .collect();
+    assert_eq!(timeline.len(), 12, "{line}");
+    assert!(
+        timeline[9..].iter().all(|&ops| ops > 0.0),
+        "no writes in the run's last seconds, long after the kill: {timeline:?}\n{stderr}"
+    );
+    let left = processes_mentioning(tmp.path().to_str().unwrap());
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+}

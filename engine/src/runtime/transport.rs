@@ -624,7 +624,9 @@ impl AdminQueue {
 /// away would reach it stale when it comes back (appends from before the
 /// leader compacted, answers to rounds long over) and hold up to
 /// `outbound_queue_bytes_max` per down peer meanwhile; Raft sends what is
-/// still needed once it answers again.
+/// still needed once it answers again. What was queued before the stop was
+/// noticed is still delivered: late, not wrong (`docs/architecture.md`,
+/// "What a peer's queue held when it stopped").
 fn peer_down(connection: &OutboundConnection) -> bool {
     let stats = connection.stats();
     connection.state() != ConnectionState::Connected && stats.failures + stats.refusals > 0

@@ -5,14 +5,14 @@
 //! runs on the shard (a group's own state machine, `group.rs`) and on an
 //! apply lane's thread (`apply_lane.rs`): only where the results go differs.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::api::{ApplyResults, Command, Error, StateMachine};
 use crate::raft::{Entry, EntryPayload, GroupId, NodeId};
 
 use super::codec::{decode_command, LoggedCommand};
-use super::sessions::{Admission, SessionRefusal, SessionTable};
+use super::sessions::{Admission, SessionIdSet, SessionRefusal, SessionTable};
 
 /// Bound on the entries whose room [`ApplyScratch`] keeps between apply
 /// runs; a larger run's room is given back after it.
@@ -52,7 +52,7 @@ pub(crate) struct ApplyScratch {
     pub outputs: ApplyResults,
     fresh: Vec<FreshCommand>,
     /// Sessions with a command in `fresh`.
-    waiting: HashSet<u128>,
+    waiting: SessionIdSet,
     /// How long each `on_apply` call of the batch took.
     pub apply_durations: Vec<Duration>,
     /// The address books the batch's runtime entries carried, in order.

@@ -2,7 +2,7 @@
 //! reads waiting for their outcome, and the client sessions that make a
 //! retried write apply at most once (`sessions.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::api::{Error, LeaderStopReason, StateMachine};
 use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
@@ -73,7 +73,9 @@ pub struct GroupCounters {
 pub(crate) struct Group {
     pub core: RaftCore,
     pub state_machine: Box<dyn StateMachine>,
-    pub proposals: BTreeMap<LogIndex, PendingProposal>,
+    /// Proposals waiting for their entry to apply, in index order (a
+    /// leader appends at rising indexes; `wait_for` keeps the order).
+    pub proposals: VecDeque<(LogIndex, PendingProposal)>,
     pub reads: Vec<PendingRead>,
     pub next_read_context: u64,
     /// The clients' sessions: replicated state, decided by the log alone.
@@ -145,7 +147,7 @@ impl Group {
         Group {
             core,
             state_machine,
-            proposals: BTreeMap::new(),
+            proposals: VecDeque::new(),
             reads: Vec::new(),
             next_read_context: 1,
             sessions: SessionTable::default(),
@@ -250,9 +252,12 @@ impl Group {
         self.since_snapshot.entries += entries.len() as u64;
         self.since_snapshot.log_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
         // Committed now; one clock read serves the whole batch's latencies.
+        // Both run in index order: one walk matches them.
         let now = std::time::Instant::now();
+        let mut waiting = self.proposals.iter().peekable();
         for entry in entries {
-            if let Some(pending) = self.proposals.get(&entry.index) {
+            while waiting.next_if(|(index, _)| *index < entry.index).is_some() {}
+            if let Some((_, pending)) = waiting.next_if(|(index, _)| *index == entry.index) {
                 ShardMetrics::record(&mut metrics.commit_us, now.saturating_duration_since(pending.proposed));
             }
         }
@@ -453,11 +458,11 @@ impl Group {
         // Proposals below `index` whose entries never showed up were replaced.
         // At most one proposal is the entry's: it takes `result` itself.
         let mut result = Some(result);
-        while let Some((&first, _)) = self.proposals.first_key_value() {
+        while let Some(&(first, _)) = self.proposals.front() {
             if first > index {
                 break;
             }
-            let pending = self.proposals.pop_first().expect("non-empty").1;
+            let pending = self.proposals.pop_front().expect("non-empty").1;
             let hint = self.core.leader();
             if first == index && pending.term == term {
                 ShardMetrics::record(
@@ -470,6 +475,19 @@ impl Group {
                 pending.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
             }
         }
+    }
+
+    /// Waits for the entry the core just appended at `index` to apply. A
+    /// proposal still waiting at `index` or above was made in an earlier
+    /// term and its entry has been replaced (a leader appends after the
+    /// last entry of its log): it is answered `NotLeader` now.
+    pub fn wait_for(&mut self, index: LogIndex, pending: PendingProposal) {
+        while self.proposals.back().is_some_and(|(last, _)| *last >= index) {
+            let (_, replaced) = self.proposals.pop_back().expect("non-empty");
+            let hint = self.core.leader();
+            replaced.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
+        }
+        self.proposals.push_back((index, pending));
     }
 
     /// Serves every read whose index the state machine has reached; returns
@@ -527,10 +545,10 @@ impl Group {
         let hint = self.core.leader();
         while self
             .proposals
-            .first_key_value()
+            .front()
             .is_some_and(|(_, p)| p.received.elapsed() > timeout)
         {
-            let (_, pending) = self.proposals.pop_first().expect("non-empty");
+            let (_, pending) = self.proposals.pop_front().expect("non-empty");
             pending.reply.send(Err(Error::Timeout), hint);
             expired += 1;
         }
@@ -613,7 +631,7 @@ mod tests {
                     received: now,
                     proposed: now,
                 };
-                group.proposals.insert(index, pending);
+                group.wait_for(index, pending);
                 answers.push(receiver);
                 Entry {
                     index,
@@ -631,6 +649,34 @@ mod tests {
 
     fn count(value: u64) -> Result<Vec<u8>, Error> {
         Ok(value.to_le_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_proposal_whose_index_is_proposed_again_is_answered_not_leader() {
+        // A leader of an earlier term proposed at 2 and 3; this term's
+        // leader appends at 2 again: the old entries were replaced.
+        let mut group = group();
+        let waiting = |group: &mut Group, index: u64, term: u64| {
+            let (sender, receiver) = flume::bounded(1);
+            let now = std::time::Instant::now();
+            let pending = PendingProposal {
+                term: Term(term),
+                reply: Reply::Api(sender),
+                received: now,
+                proposed: now,
+            };
+            group.wait_for(LogIndex(index), pending);
+            receiver
+        };
+        let first = waiting(&mut group, 1, 1);
+        let replaced = [waiting(&mut group, 2, 1), waiting(&mut group, 3, 1)];
+        let _new = waiting(&mut group, 2, 2);
+        for receiver in &replaced {
+            assert!(matches!(receiver.try_recv(), Ok(Err(Error::NotLeader { .. }))));
+        }
+        assert!(first.try_recv().is_err(), "index 1 still waits");
+        let waiting: Vec<_> = group.proposals.iter().map(|(index, p)| (index.0, p.term.0)).collect();
+        assert_eq!(waiting, vec![(1, 1), (2, 2)]);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! replicas keep the same table and expire a session at the same log index.
 //! `encode`/`decode` give the table's bytes for a snapshot.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
 
 /// Results one session keeps for retries; a session with more unanswered
 /// writes forgets its oldest (their retries get `StaleSequence`).
@@ -90,26 +91,138 @@ impl CachedBytes {
     }
 }
 
+/// How the session table hashes session ids: one multiply of the id's
+/// halves, each mixed with a key drawn per table (as std's `RandomState`
+/// draws its keys), where SipHash took about 60 instructions per lookup and
+/// a write makes three lookups. Ids are made by clients, so the keys are
+/// secret: a client cannot choose ids that collide in the table. Nothing
+/// iterates the table in hash order where order could change a decision
+/// (`encode` sorts by id), so replicas may hash differently.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionIdHashing {
+    keys: [u64; 2],
+}
+
+impl Default for SessionIdHashing {
+    fn default() -> SessionIdHashing {
+        let random = std::collections::hash_map::RandomState::new();
+        SessionIdHashing {
+            keys: [random.hash_one(0u8), random.hash_one(1u8) | 1],
+        }
+    }
+}
+
+impl BuildHasher for SessionIdHashing {
+    type Hasher = SessionIdHasher;
+
+    fn build_hasher(&self) -> SessionIdHasher {
+        SessionIdHasher {
+            keys: self.keys,
+            hash: 0,
+        }
+    }
+}
+
+/// The hasher of [`SessionIdHashing`].
+pub(crate) struct SessionIdHasher {
+    keys: [u64; 2],
+    hash: u64,
+}
+
+/// The two halves of the full product of `a` and `b`, folded.
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl Hasher for SessionIdHasher {
+    fn write_u128(&mut self, id: u128) {
+        let low = (id as u64) ^ self.keys[0];
+        let high = ((id >> 64) as u64) ^ self.keys[1];
+        self.hash = folded_multiply(low ^ self.hash, high);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for session ids (`write_u128`), but correct for anything.
+        for chunk in bytes.chunks(16) {
+            let mut word = [0u8; 16];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u128(u128::from_le_bytes(word) ^ chunk.len() as u128);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// A set of session ids, hashed as the table hashes them.
+pub(crate) type SessionIdSet = HashSet<SessionId, SessionIdHashing>;
+
 /// One session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Session {
     timeout_ms: u64,
     last_active_ms: u64,
+    /// Where it is filed in `by_activity`: its activity when it was last
+    /// filed, at most `last_active_ms` (see [`SessionTable::least_recently_active`]).
+    filed_ms: u64,
     /// Every applied sequence below this is forgotten; every applied one at
     /// or above it is in `results`.
     lowest_unanswered: u64,
     results: BTreeMap<u64, CachedResult>,
 }
 
+/// Where a session is filed is bookkeeping, not its state.
+impl PartialEq for Session {
+    fn eq(&self, other: &Session) -> bool {
+        self.timeout_ms == other.timeout_ms
+            && self.last_active_ms == other.last_active_ms
+            && self.lowest_unanswered == other.lowest_unanswered
+            && self.results == other.results
+    }
+}
+
+impl Eq for Session {}
+
 /// The sessions of one group.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SessionTable {
-    sessions: HashMap<SessionId, Session>,
-    /// `(last_active_ms, id)` of every session: least recently active first.
+    sessions: HashMap<SessionId, Session, SessionIdHashing>,
+    /// `(filed_ms, id)` of every session. A write only moves its session's
+    /// `last_active_ms`; the session is filed again where it belongs when
+    /// it reaches the front (`least_recently_active`), so the front is
+    /// always found in `(last_active_ms, id)` order, as if every write had
+    /// filed it again, without a remove and an insert per write.
     by_activity: BTreeSet<(u64, SessionId)>,
     /// The latest leader time seen in the log (never goes back).
     clock_ms: u64,
+    /// No session held has a timeout shorter than this (the shortest ever
+    /// registered here): while the oldest filing is younger than it, no
+    /// session can have expired and `advance_clock` looks no further.
+    timeout_floor_ms: u64,
 }
+
+impl Default for SessionTable {
+    fn default() -> SessionTable {
+        SessionTable {
+            sessions: HashMap::default(),
+            by_activity: BTreeSet::new(),
+            clock_ms: 0,
+            timeout_floor_ms: u64::MAX,
+        }
+    }
+}
+
+/// Two tables are equal when they hold the same sessions at the same clock
+/// (how their index is filed is bookkeeping).
+impl PartialEq for SessionTable {
+    fn eq(&self, other: &SessionTable) -> bool {
+        self.clock_ms == other.clock_ms && self.sessions == other.sessions
+    }
+}
+
+impl Eq for SessionTable {}
 
 impl SessionTable {
     /// The group's clock: the latest leader time its log carried.
@@ -132,11 +245,35 @@ impl SessionTable {
     /// longer than their timeout, least recently active first.
     pub fn advance_clock(&mut self, leader_time_ms: u64) {
         self.clock_ms = self.clock_ms.max(leader_time_ms);
-        while let Some(&(_, id)) = self.by_activity.first() {
-            if !self.is_expired(&self.sessions[&id]) {
+        // Every session was active at or after the oldest filing: while
+        // that is within the shortest timeout, none has expired (the loop
+        // below would stop at its first session).
+        let oldest_filed = self.by_activity.first().map(|&(filed, _)| filed);
+        if oldest_filed.is_none_or(|filed| self.clock_ms.saturating_sub(filed) <= self.timeout_floor_ms) {
+            return;
+        }
+        while let Some(id) = self.least_recently_active() {
+            if !is_expired(self.clock_ms, &self.sessions[&id]) {
                 break;
             }
             self.remove(id);
+        }
+    }
+
+    /// The least recently active session, ties by id: files again the
+    /// sessions at the front whose filing is older than their activity
+    /// until the front one's is not. Then every other session's activity is
+    /// at or after its filing, which is at or after the front's.
+    fn least_recently_active(&mut self) -> Option<SessionId> {
+        loop {
+            let &(filed_ms, id) = self.by_activity.first()?;
+            let session = self.sessions.get_mut(&id).expect("indexed sessions are held");
+            if filed_ms == session.last_active_ms {
+                return Some(id);
+            }
+            self.by_activity.pop_first();
+            session.filed_ms = session.last_active_ms;
+            self.by_activity.insert((session.last_active_ms, id));
         }
     }
 
@@ -144,21 +281,28 @@ impl SessionTable {
     /// it), evicting the least recently active one beyond
     /// [`SESSIONS_PER_GROUP_MAX`].
     pub fn register(&mut self, id: SessionId, timeout_ms: u64) {
-        if self.sessions.get(&id).is_some_and(|session| self.is_expired(session)) {
+        let clock_ms = self.clock_ms;
+        self.timeout_floor_ms = self.timeout_floor_ms.min(timeout_ms);
+        if self
+            .sessions
+            .get(&id)
+            .is_some_and(|session| is_expired(clock_ms, session))
+        {
             self.remove(id);
         }
         if let Some(session) = self.sessions.get_mut(&id) {
             session.timeout_ms = timeout_ms;
-            self.touch(id);
+            session.last_active_ms = clock_ms;
             return;
         }
         while self.sessions.len() >= SESSIONS_PER_GROUP_MAX {
-            let &(_, oldest) = self.by_activity.first().expect("sessions are indexed");
+            let oldest = self.least_recently_active().expect("sessions are indexed");
             self.remove(oldest);
         }
         let session = Session {
             timeout_ms,
             last_active_ms: self.clock_ms,
+            filed_ms: self.clock_ms,
             lowest_unanswered: 0,
             results: BTreeMap::new(),
         };
@@ -169,10 +313,11 @@ impl SessionTable {
     /// Decides about command `sequence` of session `id`, whose bytes have
     /// the CRC32 `command_crc`.
     pub fn admit(&mut self, id: SessionId, sequence: u64, command_crc: u32) -> Result<Admission, SessionRefusal> {
-        let Some(session) = self.sessions.get(&id) else {
+        let clock_ms = self.clock_ms;
+        let Some(session) = self.sessions.get_mut(&id) else {
             return Err(SessionRefusal::Expired);
         };
-        if self.is_expired(session) {
+        if is_expired(clock_ms, session) {
             self.remove(id);
             return Err(SessionRefusal::Expired);
         }
@@ -187,7 +332,8 @@ impl SessionTable {
             None if sequence < session.lowest_unanswered => Err(SessionRefusal::StaleSequence),
             None => Ok(Admission::Fresh),
         };
-        self.touch(id);
+        // Filed again only when it reaches the front of `by_activity`.
+        session.last_active_ms = clock_ms;
         decision
     }
 
@@ -223,25 +369,9 @@ impl SessionTable {
         }
     }
 
-    fn is_expired(&self, session: &Session) -> bool {
-        self.clock_ms.saturating_sub(session.last_active_ms) > session.timeout_ms
-    }
-
-    fn touch(&mut self, id: SessionId) {
-        let session = self.sessions.get_mut(&id).expect("touching a held session");
-        if session.last_active_ms == self.clock_ms {
-            // Already filed under this millisecond (most writes of a busy
-            // session): the index stays as it is.
-            return;
-        }
-        self.by_activity.remove(&(session.last_active_ms, id));
-        session.last_active_ms = self.clock_ms;
-        self.by_activity.insert((self.clock_ms, id));
-    }
-
     fn remove(&mut self, id: SessionId) {
         if let Some(session) = self.sessions.remove(&id) {
-            self.by_activity.remove(&(session.last_active_ms, id));
+            self.by_activity.remove(&(session.filed_ms, id));
         }
     }
 
@@ -315,12 +445,14 @@ impl SessionTable {
             let session = Session {
                 timeout_ms,
                 last_active_ms,
+                filed_ms: last_active_ms,
                 lowest_unanswered,
                 results,
             };
             if table.sessions.insert(id, session).is_some() {
                 return Err(SessionTableError::DuplicateSession { offset: reader.offset });
             }
+            table.timeout_floor_ms = table.timeout_floor_ms.min(timeout_ms);
             table.by_activity.insert((last_active_ms, id));
         }
         if reader.offset != bytes.len() {
@@ -328,6 +460,11 @@ impl SessionTable {
         }
         Ok(table)
     }
+}
+
+/// Whether `session` has been idle longer than its timeout at `clock_ms`.
+fn is_expired(clock_ms: u64, session: &Session) -> bool {
+    clock_ms.saturating_sub(session.last_active_ms) > session.timeout_ms
 }
 
 /// The first byte of an encoded table.
@@ -527,6 +664,33 @@ mod tests {
         assert_eq!(table.admit(1, 1, 0), Err(SessionRefusal::Expired));
         assert_eq!(table.admit(0, 1, 0), Ok(Admission::Fresh));
         assert_eq!(table.admit(u128::MAX, 1, 0), Ok(Admission::Fresh));
+    }
+
+    #[test]
+    fn a_table_and_its_decoded_copy_evict_the_same_sessions() {
+        // The table files its activity index lazily, the copy files it
+        // from the decoded activity: both must take the same least
+        // recently active session when a registration needs room.
+        let mut table = SessionTable::default();
+        let count = SESSIONS_PER_GROUP_MAX as u128;
+        for id in 0..count {
+            table.advance_clock(id as u64 / 4);
+            table.register(id, u64::MAX);
+        }
+        // Writes in falling id order, several in a millisecond.
+        for id in (0..count).rev().step_by(3) {
+            table.advance_clock(count as u64 + (count - id) as u64 / 8);
+            assert_eq!(table.admit(id, 1, 0), Ok(Admission::Fresh));
+        }
+        let mut copy = SessionTable::decode(&table.encode()).expect("decodes");
+        for new in 0..count / 2 {
+            table.register(count + new, u64::MAX);
+            copy.register(count + new, u64::MAX);
+        }
+        assert_eq!(table, copy);
+        // The written sessions outlived the unwritten ones that were older.
+        assert_eq!(table.admit(count - 1, 2, 0), Ok(Admission::Fresh));
+        assert_eq!(table.admit(1, 1, 0), Err(SessionRefusal::Expired));
     }
 
     #[test]

@@ -69,7 +69,24 @@ struct PersistWaiter {
 }
 
 /// Proposals collected in one turn, per group, with when each arrived.
-type Batch = Vec<(Bytes, Reply, Instant)>;
+/// The proposals of one group queued in a turn: the commands as the core
+/// takes them, and beside them who waits for each (no split per turn).
+#[derive(Default)]
+struct Batch {
+    commands: Vec<Bytes>,
+    waiting: Vec<(Reply, Instant)>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    fn push(&mut self, command: Bytes, reply: Reply, received: Instant) {
+        self.commands.push(command);
+        self.waiting.push((reply, received));
+    }
+}
 
 pub(crate) struct Shard {
     pub node: NodeId,
@@ -785,7 +802,7 @@ impl Shard {
                 },
             );
         }
-        batch.push((command, reply, received));
+        batch.push(command, reply, received);
         if batch.len() >= self.batch_entries_max {
             let batch = proposals.remove(&group_id).expect("just pushed");
             self.propose(group_id, batch);
@@ -797,10 +814,7 @@ impl Shard {
         let count = batch.len() as u64;
         // Proposing may wake a quiet core, whatever the answer.
         self.dirty.insert(group_id);
-        let (commands, waiting): (Vec<Bytes>, Vec<(Reply, Instant)>) = batch
-            .into_iter()
-            .map(|(command, reply, at)| (command, (reply, at)))
-            .unzip();
+        let Batch { commands, waiting } = batch;
         match group.core.propose(commands) {
             Ok((first, term)) => {
                 let proposed = Instant::now();
@@ -812,7 +826,7 @@ impl Shard {
                         received,
                         proposed,
                     };
-                    group.proposals.insert(first.plus(offset as u64), pending);
+                    group.wait_for(first.plus(offset as u64), pending);
                 }
                 self.metrics.proposals += count;
                 group.counters.proposals += count;

@@ -109,9 +109,10 @@ impl Peers {
     /// Sends what coalesced this turn, one message per kind and peer; with
     /// `beat`, a coalesced heartbeat to every peer even if it has no line.
     pub fn flush(&mut self, beat: bool) {
-        let peers: Vec<NodeId> = self.coalesced.keys().copied().collect();
-        for peer in peers {
-            let coalesced = self.coalesced.get_mut(&peer).expect("listed");
+        // Taken out and put back (no allocation either way), rather than a
+        // list of the peers collected at every turn and tick.
+        let mut all = std::mem::take(&mut self.coalesced);
+        for (&peer, coalesced) in all.iter_mut() {
             let beats = std::mem::take(&mut coalesced.beats);
             let acks = std::mem::take(&mut coalesced.acks);
             if beat || !beats.is_empty() {
@@ -123,6 +124,7 @@ impl Peers {
                 self.enqueue(peer, self.envelope(peer, body));
             }
         }
+        self.coalesced = all;
     }
 
     fn envelope(&self, to: NodeId, body: RaftBody) -> Envelope {

@@ -289,6 +289,9 @@ pub(crate) async fn serve(
 
 async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<EventQueue>) {
     log::debug!("serving peer {:?}", connection.peer());
+    // Received entries' payloads are copied into this, shared by the
+    // appends of this connection (`codec::RECEIVED_ENTRIES_ARENA_BYTES`).
+    let mut arena = bytes::BytesMut::new();
     loop {
         let frame = match connection.recv().await {
             Ok(Some(frame)) => frame,
@@ -301,8 +304,8 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
         let peer = NodeId(connection.peer().node_id);
         let _ = events.push(Event::PeerHeard(peer));
         for archived in archived.messages.iter() {
-            // Entries are read in place, into one buffer per message.
-            if let Some(append) = append_from_archived(archived) {
+            // Entries are read in place, into the connection's arena.
+            if let Some(append) = append_from_archived(archived, &mut arena) {
                 match append {
                     Ok(message) => push_authenticated(&events, peer, message),
                     Err(error) => {

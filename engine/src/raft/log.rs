@@ -113,17 +113,30 @@ impl RaftLog {
 
     /// Entries from `from` on, at most `bytes_max` bytes but at least one.
     pub fn entries_from(&self, from: LogIndex, bytes_max: u64) -> Vec<Entry> {
-        let mut out = Vec::new();
+        self.entries_through(from, self.last_index(), bytes_max)
+    }
+
+    /// Entries from `from` through `last` at most, up to `bytes_max` (at
+    /// least one if any), in a vector allocated once at their count: the
+    /// leader calls this for every append it sends and every batch it
+    /// applies, and a vector grown by pushing reallocated at 4, 8, 16, ...
+    fn entries_through(&self, from: LogIndex, last: LogIndex, bytes_max: u64) -> Vec<Entry> {
+        let mut count = 0u64;
         let mut bytes = 0;
         let mut index = from;
-        while let Some(entry) = self.entry(index) {
+        while index <= last {
+            let Some(entry) = self.entry(index) else {
+                break;
+            };
             bytes += entry.size_bytes();
-            if !out.is_empty() && bytes > bytes_max {
+            if count > 0 && bytes > bytes_max {
                 break;
             }
-            out.push(entry.clone());
+            count += 1;
             index = index.next();
         }
+        let mut out = Vec::with_capacity(count as usize);
+        out.extend((from.0..from.0 + count).filter_map(|i| self.entry(LogIndex(i)).cloned()));
         out
     }
 
@@ -213,9 +226,9 @@ impl RaftLog {
     pub fn take_unpersisted(&mut self) -> (Option<LogIndex>, Vec<Entry>) {
         let truncation = self.pending_truncation.take();
         let from = self.handed_out.next().max(self.first_index());
-        let entries: Vec<Entry> = (from.0..=self.last_index().0)
-            .filter_map(|i| self.entry(LogIndex(i)).cloned())
-            .collect();
+        let last = self.last_index();
+        let mut entries = Vec::with_capacity(last.0.saturating_sub(from.0 - 1) as usize);
+        entries.extend((from.0..=last.0).filter_map(|i| self.entry(LogIndex(i)).cloned()));
         self.handed_out = self.last_index();
         (truncation, entries)
     }
@@ -231,9 +244,9 @@ impl RaftLog {
     /// `bytes_max` (at least one).
     pub fn take_committed(&mut self, bytes_max: u64) -> Vec<Entry> {
         let entries = if self.committed > self.applied {
-            let mut batch = self.entries_from(self.applied.next(), bytes_max);
-            batch.retain(|e| e.index <= self.committed);
-            batch
+            // Through the commit index only: the entries after it are not
+            // cloned to be dropped again.
+            self.entries_through(self.applied.next(), self.committed, bytes_max)
         } else {
             Vec::new()
         };
@@ -276,5 +289,57 @@ impl RaftLog {
     /// Iterates over the held entries.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::{EntryPayload, ENTRY_OVERHEAD_BYTES};
+
+    /// Ten entries of term 1 with 8-byte payloads, after a snapshot at 0.
+    fn ten() -> RaftLog {
+        let entries = (1..=10)
+            .map(|i| Entry {
+                index: LogIndex(i),
+                term: Term(1),
+                payload: EntryPayload::Normal(bytes::Bytes::from(vec![i as u8; 8])),
+            })
+            .collect();
+        RaftLog::recovered(LogIndex(0), Term(0), entries)
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.index.0).collect()
+    }
+
+    #[test]
+    fn entries_from_stops_at_the_byte_bound_but_takes_at_least_one() {
+        let log = ten();
+        let each = 8 + ENTRY_OVERHEAD_BYTES;
+        assert_eq!(indexes(&log.entries_from(LogIndex(3), 3 * each)), vec![3, 4, 5]);
+        assert_eq!(indexes(&log.entries_from(LogIndex(3), 3 * each - 1)), vec![3, 4]);
+        assert_eq!(indexes(&log.entries_from(LogIndex(9), 0)), vec![9]);
+        assert_eq!(
+            indexes(&log.entries_from(LogIndex(4), u64::MAX)),
+            (4..=10).collect::<Vec<_>>()
+        );
+        assert!(log.entries_from(LogIndex(11), u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn take_committed_hands_out_committed_entries_only_within_the_bound() {
+        let mut log = ten();
+        let each = 8 + ENTRY_OVERHEAD_BYTES;
+        assert!(log.take_committed(u64::MAX).is_empty());
+        log.commit_to(LogIndex(6));
+        // The bound counts committed entries only; those after the commit
+        // index are never handed out.
+        assert_eq!(indexes(&log.take_committed(4 * each)), vec![1, 2, 3, 4]);
+        assert_eq!(indexes(&log.take_committed(4 * each)), vec![5, 6]);
+        assert!(log.take_committed(u64::MAX).is_empty());
+        log.commit_to(LogIndex(10));
+        assert_eq!(indexes(&log.take_committed(0)), vec![7]);
+        assert_eq!(indexes(&log.take_committed(u64::MAX)), vec![8, 9, 10]);
     }
 }

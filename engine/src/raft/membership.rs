@@ -216,15 +216,18 @@ impl RaftCore {
         if self.membership.current_index() > committed {
             return false;
         }
-        let current = self.membership.current().clone();
+        // Borrowed, not cloned: this runs at every commit advance of a leader.
+        let current = self.membership.current();
         if current.is_joint() && self.pending_configuration_index <= committed {
-            self.propose_leave_joint(current.left_joint());
+            let left = current.left_joint();
+            self.propose_leave_joint(left);
             return false;
         }
         if self.progress.keys().any(|n| !current.contains(*n)) {
             // The removal is committed: stop replicating to removed nodes.
             self.sync_progress_with_configuration();
         }
+        let current = self.membership.current();
         if !current.is_voter(self.config.id) {
             // A leader that removed itself hands leadership to the most
             // caught-up voter (the lowest id among equals; it must hold every

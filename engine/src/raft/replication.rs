@@ -3,7 +3,7 @@
 
 use super::config::PlantedBug;
 use super::core::RaftCore;
-use super::message::{AppendOutcome, MessageBody};
+use super::message::{AppendOutcome, Message, MessageBody};
 use super::progress::ProgressState;
 use super::quorum::{has_quorum, quorum_value};
 use super::types::{Entry, EntryPayload, LogIndex, NodeId, Role, Term};
@@ -117,17 +117,22 @@ impl RaftCore {
     /// Sends a heartbeat round to every peer; it also confirms waiting reads.
     pub(super) fn broadcast_heartbeat(&mut self) {
         let round = self.reads.start_round(self.now_ticks);
-        let peers: Vec<(NodeId, LogIndex)> = self.progress.iter().map(|(&n, p)| (n, p.match_index)).collect();
         let committed = self.log.committed();
-        for (peer, match_index) in peers {
-            self.send(
-                peer,
-                MessageBody::Heartbeat {
-                    commit_index: committed.min(match_index),
+        // Straight from the progress map into the outbox (what `send` does),
+        // without a vector of the peers at every heartbeat of every group.
+        let (group, from, term) = (self.config.group, self.config.id, self.term);
+        for (&peer, progress) in &self.progress {
+            self.out.messages.push(Message {
+                group,
+                from,
+                to: peer,
+                term,
+                body: MessageBody::Heartbeat {
+                    commit_index: committed.min(progress.match_index),
                     round,
                     quiesce: false,
                 },
-            );
+            });
         }
     }
 

@@ -454,27 +454,41 @@ pub fn expand_coalesced(envelope: &wire::Envelope) -> Vec<Message> {
 /// one buffer's lifetime from spanning a whole large frame's entries).
 pub const RECEIVED_ENTRIES_BUFFER_BYTES_MAX: usize = 1 << 20;
 
+/// Least bytes of a buffer that a peer connection copies received entries
+/// into ([`append_from_archived`]): with many groups each append carries one
+/// or two small entries, and the appends of a frame (and of the next ones)
+/// then share one buffer and its reference count instead of taking a buffer
+/// and a shared header each. A buffer lives until the last entry sliced from
+/// it is dropped; the log frees entries in order, so at most the newest
+/// buffer is held in part.
+pub const RECEIVED_ENTRIES_ARENA_BYTES: usize = 16 * 1024;
+
 /// An `AppendEntries` read in place from a received frame, as a core
-/// message. The normal entries' payloads are copied once into one buffer
-/// per message (at most [`RECEIVED_ENTRIES_BUFFER_BYTES_MAX`] each) and each
-/// entry's `Bytes` is a slice of it: one allocation per message where
-/// deserializing the envelope costs one per entry, and the slices are
+/// message. The normal entries' payloads are copied once into `arena`, a
+/// buffer the connection keeps, and each entry's `Bytes` is a slice of it;
+/// when the arena's room runs out it takes a new buffer of
+/// [`RECEIVED_ENTRIES_ARENA_BYTES`], or of the rest of this message's
+/// payloads if larger (at most [`RECEIVED_ENTRIES_BUFFER_BYTES_MAX`]). So
+/// small appends cost no allocation for their payloads, and the slices are
 /// already shared, so the core's clones of them allocate nothing either.
 /// `None` if the envelope is another kind (deserialize it and use
 /// [`from_wire`]).
-pub fn append_from_archived(envelope: &wire::ArchivedEnvelope) -> Option<Result<Message, DecodeError>> {
+pub fn append_from_archived(
+    envelope: &wire::ArchivedEnvelope,
+    arena: &mut bytes::BytesMut,
+) -> Option<Result<Message, DecodeError>> {
     let wire::ArchivedRaftBody::AppendEntries(append) = &envelope.body else {
         return None;
     };
-    Some(archived_append(envelope, append))
+    Some(archived_append(envelope, append, arena))
 }
 
 fn archived_append(
     envelope: &wire::ArchivedEnvelope,
     append: &wire::ArchivedAppendEntries,
+    buffer: &mut bytes::BytesMut,
 ) -> Result<Message, DecodeError> {
     let mut entries = Vec::with_capacity(append.entries.len());
-    let mut buffer = bytes::BytesMut::new();
     for e in append.entries.iter() {
         let data = e.data.as_slice();
         let payload = match e.kind {
@@ -489,8 +503,10 @@ fn archived_append(
                         .filter(|e| e.kind == entry_kind::NORMAL)
                         .map(|e| e.data.len())
                         .sum();
-                    buffer =
-                        bytes::BytesMut::with_capacity(rest.min(RECEIVED_ENTRIES_BUFFER_BYTES_MAX).max(data.len()));
+                    *buffer = bytes::BytesMut::with_capacity(
+                        rest.clamp(RECEIVED_ENTRIES_ARENA_BYTES, RECEIVED_ENTRIES_BUFFER_BYTES_MAX)
+                            .max(data.len()),
+                    );
                 }
                 buffer.extend_from_slice(data);
                 EntryPayload::Normal(buffer.split().freeze())
@@ -836,9 +852,15 @@ mod tests {
         };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).unwrap();
         let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
-        let received = append_from_archived(&archived.messages[0]).expect("an append").unwrap();
+        let mut arena = bytes::BytesMut::new();
+        let received = append_from_archived(&archived.messages[0], &mut arena)
+            .expect("an append")
+            .unwrap();
         assert_eq!(received, sent);
-        assert!(append_from_archived(&archived.messages[1]).is_none(), "not an append");
+        assert!(
+            append_from_archived(&archived.messages[1], &mut arena).is_none(),
+            "not an append"
+        );
         // The normal payloads are consecutive slices of one buffer.
         let MessageBody::AppendEntries { entries, .. } = &received.body else {
             unreachable!()
@@ -853,6 +875,20 @@ mod tests {
         for pair in data.windows(2) {
             assert_eq!(pair[0].as_ptr().wrapping_add(pair[0].len()), pair[1].as_ptr());
         }
+        // The next append through the same arena continues that buffer
+        // (no new one for a few small entries).
+        let again = append_from_archived(&archived.messages[0], &mut arena)
+            .expect("an append")
+            .unwrap();
+        assert_eq!(again, sent);
+        let MessageBody::AppendEntries { entries: more, .. } = &again.body else {
+            unreachable!()
+        };
+        let EntryPayload::Normal(next) = &more[0].payload else {
+            unreachable!()
+        };
+        let last = data.last().expect("normal payloads");
+        assert_eq!(last.as_ptr().wrapping_add(last.len()), next.as_ptr());
         // A bad configuration entry is an error, not a panic.
         let mut bad = batch.messages[0].clone();
         if let wire::RaftBody::AppendEntries(append) = &mut bad.body {
@@ -861,7 +897,7 @@ mod tests {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&wire::RaftBatch { messages: vec![bad] }).unwrap();
         let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
         assert!(matches!(
-            append_from_archived(&archived.messages[0]),
+            append_from_archived(&archived.messages[0], &mut arena),
             Some(Err(DecodeError::Configuration(_)))
         ));
     }

@@ -109,9 +109,10 @@ impl Peers {
     /// Sends what coalesced this turn, one message per kind and peer; with
     /// `beat`, a coalesced heartbeat to every peer even if it has no line.
     pub fn flush(&mut self, beat: bool) {
-        let peers: Vec<NodeId> = self.coalesced.keys().copied().collect();
-        for peer in peers {
-            let coalesced = self.coalesced.get_mut(&peer).expect("listed");
+        // Taken out and put back (no allocation either way), rather than a
+        // list of the peers collected at every turn and tick.
+        let mut all = std::mem::take(&mut self.coalesced);
+        for (&peer, coalesced) in all.iter_mut() {
             let beats = std::mem::take(&mut coalesced.beats);
             let acks = std::mem::take(&mut coalesced.acks);
             if beat || !beats.is_empty() {
@@ -123,6 +124,7 @@ impl Peers {
                 self.enqueue(peer, self.envelope(peer, body));
             }
         }
+        self.coalesced = all;
     }
 
     fn envelope(&self, to: NodeId, body: RaftBody) -> Envelope {
@@ -287,6 +289,9 @@ pub(crate) async fn serve(
 
 async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<EventQueue>) {
     log::debug!("serving peer {:?}", connection.peer());
+    // Received entries' payloads are copied into this, shared by the
+    // appends of this connection (`codec::RECEIVED_ENTRIES_ARENA_BYTES`).
+    let mut arena = bytes::BytesMut::new();
     loop {
         let frame = match connection.recv().await {
             Ok(Some(frame)) => frame,
@@ -299,8 +304,8 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
         let peer = NodeId(connection.peer().node_id);
         let _ = events.push(Event::PeerHeard(peer));
         for archived in archived.messages.iter() {
-            // Entries are read in place, into one buffer per message.
-            if let Some(append) = append_from_archived(archived) {
+            // Entries are read in place, into the connection's arena.
+            if let Some(append) = append_from_archived(archived, &mut arena) {
                 match append {
                     Ok(message) => push_authenticated(&events, peer, message),
                     Err(error) => {

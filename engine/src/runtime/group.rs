@@ -19,6 +19,9 @@ use super::storage::HardStateWriter;
 pub const PENDING_PROPOSALS_MAX: usize = 1 << 16;
 /// Bound on reads waiting in one group.
 pub const PENDING_READS_MAX: usize = 1 << 16;
+/// Bytes of room a group keeps between reads for their answers; a larger
+/// answer's room is given back before the next batch of reads.
+pub const QUERY_ANSWER_RETAINED_BYTES_MAX: usize = 64 << 10;
 
 /// A proposal accepted by the core, waiting to be applied.
 pub(crate) struct PendingProposal {
@@ -126,6 +129,9 @@ pub(crate) struct Group {
     /// The group's own apply thread, for a state machine that blocks
     /// (`OffShard`); `None`: it applies on the shard.
     pub lane: Option<ApplyLane>,
+    /// Room for one read's answer (`on_query_into`), reused read after
+    /// read; past [`QUERY_ANSWER_RETAINED_BYTES_MAX`] given back.
+    query_answer: Vec<u8>,
 }
 
 impl Group {
@@ -168,6 +174,7 @@ impl Group {
             loading: None,
             applied_on_shard: core_applied,
             lane,
+            query_answer: Vec::new(),
         }
     }
 
@@ -499,6 +506,9 @@ impl Group {
         let hint = self.core.leader();
         let laned = self.lane.is_some();
         let mut served = 0;
+        if self.query_answer.capacity() > QUERY_ANSWER_RETAINED_BYTES_MAX {
+            self.query_answer = Vec::new();
+        }
         let ready = |read: &mut PendingRead| match read.index {
             Some(_) if read.index_only => true,
             Some(index) => index <= applied,
@@ -514,8 +524,11 @@ impl Group {
                 // (and maybe more): counted when answered.
                 self.lane.as_mut().expect("checked").query(read);
             } else {
-                let answer = self.state_machine.on_query(&read.query);
-                read.reply.send(Ok(answer), hint);
+                // Answered from a buffer the group keeps: the client's
+                // queue copies it into its frame.
+                self.query_answer.clear();
+                self.state_machine.on_query_into(&read.query, &mut self.query_answer);
+                read.reply.send_bytes(Ok(&self.query_answer), hint);
                 served += 1;
             }
         }

@@ -131,6 +131,11 @@ pub struct ClusterArgs {
     /// Skip the replication floor (3 bare logs, or 1 with `--nodes 1`; no Raft) measured before the run.
     #[arg(long)]
     pub no_floor: bool,
+    /// With --workload mixed: skip the write-only run of the same clients
+    /// measured right after the mixed one (the baseline its ops/s are
+    /// held against).
+    #[arg(long)]
+    pub no_write_baseline: bool,
     /// Print one JSON line per point instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -255,6 +260,9 @@ pub struct Settings {
     pub shard_cores: Option<Vec<usize>>,
     pub wal_zero_ahead_bytes: u64,
     pub replication_floor: bool,
+    /// A mixed closed-loop point also measures the same clients writing
+    /// only, right after it on a fresh cluster (`--no-write-baseline`: not).
+    pub write_baseline: bool,
     /// `--transfer-leaders-at`: when every group's leadership moves.
     pub transfer_leaders_at_s: Option<u64>,
     /// `--kill-leader-at`: when the first group's leader process is killed.
@@ -391,6 +399,7 @@ impl Settings {
             shard_cores: args.shard_cores.as_ref().map(|list| list.0.clone()),
             wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
             replication_floor: !args.no_floor,
+            write_baseline: args.workload == Workload::Mixed && args.rate.is_none() && !args.no_write_baseline,
             transfer_leaders_at_s: args.transfer_leaders_at,
             kill_leader_at_s: args.kill_leader_at,
             shape,
@@ -519,6 +528,16 @@ pub struct PointResult {
     pub timeline: Vec<u64>,
     pub replication_floor: Option<crate::floor::Floor>,
     pub stages: Vec<(NodeId, ShardMetrics)>,
+    /// A mixed point's write-only baseline: the same clients writing only,
+    /// measured right after it (`Settings::write_baseline`).
+    pub write_baseline: Option<WriteBaseline>,
+}
+
+/// The same point's clients writing only, measured in the same run.
+pub struct WriteBaseline {
+    pub ops_per_s: f64,
+    pub cpu_us_per_op: f64,
+    pub p50_us: u64,
 }
 
 impl PointResult {
@@ -645,7 +664,25 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         if args.sweep.is_some() && !args.json {
             eprintln!("point {} of {}: {}", index + 1, points.len(), point.describe());
         }
-        let result = run_point(point, &deployment, dir.path(), args.json)?;
+        let mut result = run_point(point, &deployment, dir.path(), args.json)?;
+        if point.write_baseline && point.transfer_leaders_at_s.is_none() {
+            // The ratio the read target is stated in: the same clients on
+            // the same machine minutes apart, writes only.
+            if !args.json {
+                eprintln!("write-only baseline: the same clients writing only (--no-write-baseline skips it)");
+            }
+            let mut writes = point.clone();
+            writes.workload = Workload::Write;
+            writes.read_ratio = 0.0;
+            writes.replication_floor = false;
+            writes.write_baseline = false;
+            let baseline = run_point(&writes, &deployment, dir.path(), true).context("the write-only baseline")?;
+            result.write_baseline = Some(WriteBaseline {
+                ops_per_s: baseline.ops_per_s(),
+                cpu_us_per_op: baseline.cpu_us_per_op(),
+                p50_us: baseline.quantile(0.5),
+            });
+        }
         if args.json {
             println!("{}", json_line(&result, &machine, &command));
         } else if args.sweep.is_some() {
@@ -881,6 +918,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
         timeline,
         replication_floor,
         stages,
+        write_baseline: None,
     })
 }
 
@@ -1158,7 +1196,19 @@ fn json_line(result: &PointResult, machine: &Machine, command: &str) -> String {
             .unwrap_or_default(),
         floors_note(s.shape)
             .map(|note| format!(",\"floors_note\":{}", serde_json::to_string(note).expect("a string serializes")))
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            + &result
+                .write_baseline
+                .as_ref()
+                .map(|b| format!(
+                    ",\"write_only_ops_per_s\":{:.0},\"write_only_cpu_us_per_op\":{:.2},\"write_only_p50_us\":{},\
+                     \"ops_over_write_only\":{:.2}",
+                    b.ops_per_s,
+                    b.cpu_us_per_op,
+                    b.p50_us,
+                    result.ops_per_s() / b.ops_per_s.max(1.0)
+                ))
+                .unwrap_or_default(),
         serde_json::to_string(&result.timeline).expect("numbers serialize"),
         serde_json::to_string(s).expect("settings serialize"),
         serde_json::to_string(machine).expect("the machine serializes"),
@@ -1234,6 +1284,16 @@ fn print_table(result: &PointResult) {
     println!("  {what:<15} {:>12.0}", result.ops_per_s());
     if s.workload == Workload::Mixed {
         println!("  reads, writes   {:>12}, {} (measured)", result.reads, result.writes);
+    }
+    if let Some(b) = &result.write_baseline {
+        println!(
+            "  write-only      {:>12.0} writes/s, p50 {} µs, {:.2} µs CPU per write (the same clients writing only, \
+             measured right after); ops/s over it {:.2}",
+            b.ops_per_s,
+            b.p50_us,
+            b.cpu_us_per_op,
+            result.ops_per_s() / b.ops_per_s.max(1.0)
+        );
     }
     if let Some(rate) = s.rate {
         println!(

@@ -54,6 +54,10 @@ fn a_mixed_run_reads_and_writes_and_records_machine_and_configuration() {
     assert_eq!(line["config"]["state_machine"], "kv");
     assert_eq!(line["config"]["keys"], 100);
     assert_eq!(line["config"]["read_ratio"], 0.5);
+    // The same clients writing only, measured in the same run.
+    assert!(number(line, "write_only_ops_per_s") > 0.0, "{line}");
+    let ratio = number(line, "ops_per_s") / number(line, "write_only_ops_per_s");
+    assert!((number(line, "ops_over_write_only") - ratio).abs() < 0.01, "{line}");
     assert!(number(&line["machine"], "cores") >= 1.0);
     assert!(line["machine"]["kernel"].as_str().is_some_and(|k| !k.is_empty()));
     assert!(

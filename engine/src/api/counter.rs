@@ -35,6 +35,10 @@ impl StateMachine for CommandCounter {
         self.applied.to_le_bytes().to_vec()
     }
 
+    fn on_query_into(&self, _query: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.applied.to_le_bytes())
+    }
+
     fn on_snapshot_save(&mut self, writer: &mut dyn std::io::Write) -> std::io::Result<()> {
         writer.write_all(&self.applied.to_le_bytes())
     }

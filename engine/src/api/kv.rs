@@ -432,6 +432,10 @@ impl StateMachine for KvStore {
         self.query(query).encode()
     }
 
+    fn on_query_into(&self, query: &[u8], out: &mut Vec<u8>) {
+        self.query(query).encode_into(out)
+    }
+
     fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {
         self.save(writer)
     }

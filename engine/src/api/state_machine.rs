@@ -78,6 +78,14 @@ pub trait StateMachine: 'static {
         Vec::new()
     }
 
+    /// [`on_query`](Self::on_query)'s answer appended to `out`, a buffer
+    /// the engine owns and lends for the call (empty when lent): a state
+    /// machine that implements this answers a read without allocating.
+    /// The default appends `on_query`'s vector.
+    fn on_query_into(&self, query: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.on_query(query));
+    }
+
     /// Writes a snapshot of the state (called by `GroupHandle::snapshot`
     /// and by the snapshot policy, on the shard's thread, after every
     /// applied command). Once it is durable the log below it is dropped, so
@@ -257,6 +265,13 @@ impl StateMachine for OffShard {
             .as_deref()
             .expect("an OffShard state machine is used only until it is handed to its apply thread")
             .on_query(query)
+    }
+
+    fn on_query_into(&self, query: &[u8], out: &mut Vec<u8>) {
+        self.inner
+            .as_deref()
+            .expect("an OffShard state machine is used only until it is handed to its apply thread")
+            .on_query_into(query, out)
     }
 
     fn on_snapshot_save(&mut self, writer: &mut dyn Write) -> std::io::Result<()> {

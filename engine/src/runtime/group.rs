@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::api::{Error, LeaderStopReason, StateMachine};
-use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, Role, Term};
+use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, ReadState, Role, Term};
 
 use super::apply::{result_of, ApplyScratch, Applying};
 use super::apply_lane::{ApplyLane, LaneBatch};
@@ -19,6 +19,9 @@ use super::storage::HardStateWriter;
 pub const PENDING_PROPOSALS_MAX: usize = 1 << 16;
 /// Bound on reads waiting in one group.
 pub const PENDING_READS_MAX: usize = 1 << 16;
+/// Bytes of room a group keeps between reads for their answers; a larger
+/// answer's room is given back before the next batch of reads.
+pub const QUERY_ANSWER_RETAINED_BYTES_MAX: usize = 64 << 10;
 
 /// A proposal accepted by the core, waiting to be applied.
 pub(crate) struct PendingProposal {
@@ -128,6 +131,9 @@ pub(crate) struct Group {
     /// The group's own apply thread, for a state machine that blocks
     /// (`OffShard`); `None`: it applies on the shard.
     pub lane: Option<ApplyLane>,
+    /// Room for one read's answer (`on_query_into`), reused read after
+    /// read; past [`QUERY_ANSWER_RETAINED_BYTES_MAX`] given back.
+    query_answer: Vec<u8>,
 }
 
 impl Group {
@@ -170,6 +176,7 @@ impl Group {
             loading: None,
             applied_on_shard: core_applied,
             lane,
+            query_answer: Vec::new(),
         }
     }
 
@@ -488,35 +495,60 @@ impl Group {
             replaced.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
         }
         self.proposals.push_back((index, pending));
+
+    /// Gives each read its confirmed read index. The core confirms reads in
+    /// the order they were asked, which is the order of `reads`: the search
+    /// resumes where the last one was found, so a turn's confirmations cost
+    /// one pass over the waiting reads, not one pass each.
+    pub fn confirm_reads(&mut self, states: &[ReadState]) {
+        let mut cursor = 0;
+        for state in states {
+            let found = self.reads[cursor..]
+                .iter()
+                .position(|r| r.context == state.context)
+                .map(|at| at + cursor)
+                .or_else(|| self.reads[..cursor].iter().position(|r| r.context == state.context));
+            if let Some(at) = found {
+                self.reads[at].index = Some(state.index);
+                cursor = at + 1;
+            }
+        }
     }
 
     /// Serves every read whose index the state machine has reached; returns
-    /// how many it served.
+    /// how many it served. Those still waiting stay where they are, in
+    /// order, without a new buffer.
     pub fn serve_reads(&mut self) -> u64 {
         let applied = self.applied_index();
         let hint = self.core.leader();
-        let mut remaining = Vec::with_capacity(self.reads.len());
+        let laned = self.lane.is_some();
         let mut served = 0;
-        for read in self.reads.drain(..) {
-            match read.index {
-                Some(index) if read.index_only => {
-                    read.reply.send(Ok(index.0.to_le_bytes().to_vec()), hint);
-                    served += 1;
-                }
+        if self.query_answer.capacity() > QUERY_ANSWER_RETAINED_BYTES_MAX {
+            self.query_answer = Vec::new();
+        }
+        let ready = |read: &mut PendingRead| match read.index {
+            Some(_) if read.index_only => true,
+            Some(index) => index <= applied,
+            None => false,
+        };
+        for read in self.reads.extract_if(.., ready) {
+            let index = read.index.expect("only reads with an index are served");
+            if read.index_only {
+                read.reply.send(Ok(index.0.to_le_bytes().to_vec()), hint);
+                served += 1;
+            } else if laned {
                 // The lane answers it after everything up to `applied`
                 // (and maybe more): counted when answered.
-                Some(index) if index <= applied && self.lane.is_some() => {
-                    self.lane.as_mut().expect("checked").query(read);
-                }
-                Some(index) if index <= applied => {
-                    let answer = self.state_machine.on_query(&read.query);
-                    read.reply.send(Ok(answer), hint);
-                    served += 1;
-                }
-                _ => remaining.push(read),
+                self.lane.as_mut().expect("checked").query(read);
+            } else {
+                // Answered from a buffer the group keeps: the client's
+                // queue copies it into its frame.
+                self.query_answer.clear();
+                self.state_machine.on_query_into(&read.query, &mut self.query_answer);
+                read.reply.send_bytes(Ok(&self.query_answer), hint);
+                served += 1;
             }
         }
-        self.reads = remaining;
         served
     }
 
@@ -728,5 +760,40 @@ mod tests {
                 count(3),
             ]
         );
+    }
+
+    #[test]
+    fn reads_confirmed_out_of_order_get_their_indexes_and_only_those_applied_are_answered_in_order() {
+        let mut group = group();
+        // Nothing applied yet: a read of index 0 may be served, one of 1 waits.
+        assert_eq!(group.applied_index(), LogIndex(0));
+        let applied = group.state_machine.on_query(&[]);
+        let mut answers = Vec::new();
+        for context in 1..=4 {
+            let (sender, receiver) = flume::bounded(1);
+            group.reads.push(PendingRead {
+                context,
+                index: None,
+                query: Vec::new(),
+                index_only: false,
+                reply: Reply::Api(sender),
+                received: std::time::Instant::now(),
+            });
+            answers.push(receiver);
+        }
+        // Out of order, one beyond what is applied, one of no read here.
+        let state = |context, index| ReadState {
+            context,
+            index: LogIndex(index),
+        };
+        group.confirm_reads(&[state(3, 0), state(1, 0), state(4, 1), state(9, 0)]);
+        let indexes: Vec<_> = group.reads.iter().map(|r| (r.context, r.index.map(|i| i.0))).collect();
+        assert_eq!(indexes, vec![(1, Some(0)), (2, None), (3, Some(0)), (4, Some(1))]);
+        assert_eq!(group.serve_reads(), 2);
+        let waiting: Vec<_> = group.reads.iter().map(|r| r.context).collect();
+        assert_eq!(waiting, vec![2, 4], "the reads not served wait, in order");
+        assert_eq!(answers[0].try_recv(), Ok(Ok(applied.clone())));
+        assert_eq!(answers[2].try_recv(), Ok(Ok(applied)));
+        assert!(answers[1].try_recv().is_err() && answers[3].try_recv().is_err());
     }
 }

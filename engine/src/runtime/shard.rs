@@ -15,7 +15,7 @@ use coraft_net::Listener;
 use coraft_wal::Wal;
 
 use crate::api::{Error, SnapshotView};
-use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, Role, Term};
+use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, ReadMode, Role, Term};
 
 use super::clock::TickClock;
 use super::codec::{encode_command, stamp_leader_time, LoggedCommand};
@@ -712,7 +712,7 @@ impl Shard {
                 payload,
                 consistency: ReadConsistency::Linearizable,
                 ..
-            } => self.read(GroupId(group), payload, false, reply),
+            } => self.read(GroupId(group), payload, false, reply, received),
         }
     }
 
@@ -854,7 +854,8 @@ impl Shard {
         }
     }
 
-    fn read(&mut self, group_id: GroupId, query: Vec<u8>, index_only: bool, reply: Reply) {
+    /// A linearizable read, `received` when it reached the shard.
+    fn read(&mut self, group_id: GroupId, query: Vec<u8>, index_only: bool, reply: Reply, received: Instant) {
         if let Some(error) = &self.failed {
             return reply.send(Err(error.clone()), None);
         }
@@ -874,9 +875,13 @@ impl Shard {
         }
         let context = group.next_read_context;
         group.next_read_context += 1;
-        // A lease is judged on a fresh reading of the clock: a leader that
-        // was away past its lease learns it here, not a tick later.
-        self.catch_up();
+        if group.core.config().read_mode == ReadMode::Lease {
+            // A lease is judged on a fresh reading of the clock: a leader
+            // that was away past its lease learns it here, not a tick
+            // later. A ReadIndex read waits for a heartbeat round whatever
+            // the clock says, so it reads none.
+            self.catch_up();
+        }
         let Some(group) = self.groups.get_mut(&group_id) else {
             return reply.send(Err(self.missing_group(group_id)), None);
         };
@@ -890,7 +895,7 @@ impl Shard {
                     query,
                     index_only,
                     reply,
-                    received: Instant::now(),
+                    received,
                 });
             }
             Err(_) => reply.send(
@@ -976,7 +981,7 @@ impl Shard {
                 index_only,
                 stale: false,
                 reply,
-            } => self.read(group, query, index_only, Reply::Api(reply)),
+            } => self.read(group, query, index_only, Reply::Api(reply), Instant::now()),
             ApiRequest::Close { group, reply } => match self.groups.get_mut(&group) {
                 Some(g) => g.close(reply),
                 None => drop(reply),
@@ -1173,11 +1178,7 @@ impl Shard {
             }
             // 4. Apply and answer; match reads to their indexes.
             let group = self.groups.get_mut(&group_id).expect("present");
-            for state in ready.read_states {
-                if let Some(read) = group.reads.iter_mut().find(|r| r.context == state.context) {
-                    read.index = Some(state.index);
-                }
-            }
+            group.confirm_reads(&ready.read_states);
             if !ready.dropped_reads.is_empty() {
                 let hint = group.leader_hint();
                 let (dropped, kept): (Vec<_>, Vec<_>) = group
@@ -1193,7 +1194,14 @@ impl Shard {
             match group.loading.as_mut() {
                 // The state machine is loading a snapshot: applied after it.
                 Some(loading) => loading.defer(ready.committed_entries),
-                None => group.apply(&ready.committed_entries, &mut self.metrics),
+                None if committed_any => group.apply(&ready.committed_entries, &mut self.metrics),
+                // Nothing applied: only reads confirmed now may be served.
+                None if !ready.read_states.is_empty() => {
+                    let served = group.serve_reads();
+                    self.metrics.reads_served += served;
+                    group.counters.reads_served += served;
+                }
+                None => {}
             }
             group.notify_if_drained();
             if committed_any && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {

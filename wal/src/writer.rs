@@ -56,7 +56,7 @@ use crate::format::{
 };
 use crate::fs::{DurableWriteError, FileSystem, SegmentFile};
 use crate::index::Groups;
-use crate::recovery::{write_segment_range, SegmentRange};
+use crate::recovery::{write_segment_range_off_thread, SegmentRange};
 
 /// Attempts to write a batch whose write came back short before giving up.
 pub const WRITE_ATTEMPTS_MAX: usize = 3;
@@ -295,6 +295,11 @@ pub struct State {
     /// [`crate::recovery::SegmentRange`]); `None` before the first segment
     /// is created.
     pub(crate) range: Option<SegmentRange>,
+    /// Held while the range file is rewritten (off the shard's thread):
+    /// one write at a time, each from the range as it is then, so that a
+    /// deletion and a new segment cannot write stale ranges over each
+    /// other or share the temporary file.
+    pub(crate) range_lock: Rc<glommio::sync::Semaphore>,
 }
 
 impl State {
@@ -689,7 +694,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         )
     };
     if let Some(file) = existing {
-        name_in_range(shared, &dir, segment)?;
+        name_in_range(shared, &dir, segment).await?;
         return Ok(file);
     }
     let header = encode_segment_header(&SegmentHeader {
@@ -722,7 +727,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         entry.file = Some(file.clone());
         entry.created = true;
     }
-    name_in_range(shared, &dir, segment)?;
+    name_in_range(shared, &dir, segment).await?;
     Ok(file)
 }
 
@@ -731,7 +736,13 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
 /// record goes in, so that its loss is refused on the next open (see
 /// [`SegmentRange`]). A failed write leaves the range as it was and fails
 /// the flush; the next attempt writes it again before writing records.
-fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u64) -> Result<()> {
+async fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u64) -> Result<()> {
+    if shared.borrow().range.is_some_and(|range| range.newest >= segment) {
+        return Ok(());
+    }
+    let lock = shared.borrow().range_lock.clone();
+    let _writing = lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+    // Read under the lock: a deletion may have moved the oldest meanwhile.
     let (range, fs) = {
         let state = shared.borrow();
         (state.range, state.fs.clone())
@@ -743,7 +754,7 @@ fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u6
         oldest: range.map_or(segment, |range| range.oldest),
         newest: segment,
     };
-    write_segment_range(&*fs, dir, range)?;
+    write_segment_range_off_thread(&*fs, dir, range).await?;
     shared.borrow_mut().range = Some(range);
     Ok(())
 }

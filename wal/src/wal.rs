@@ -212,6 +212,7 @@ impl Wal {
             waiters: Vec::new(),
             stats: WriterStats::default(),
             batch_capacity: BATCH_CAPACITY_MIN_BYTES,
+            recent_batches: Default::default(),
             zero_frontier: Default::default(),
             range,
             range_lock: Rc::new(glommio::sync::Semaphore::new(1)),

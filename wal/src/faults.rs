@@ -256,6 +256,26 @@ impl FileSystem for FaultyFs {
     }
 
     fn replace_file(&self, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.range_write_fault()?;
+        self.inner.replace_file(dir, name, bytes)
+    }
+
+    fn replace_file_off_thread<'a>(
+        &'a self,
+        dir: &'a Path,
+        name: &'a str,
+        bytes: &'a [u8],
+    ) -> LocalBoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            self.range_write_fault()?;
+            self.inner.replace_file_off_thread(dir, name, bytes).await
+        })
+    }
+}
+
+impl FaultyFs {
+    /// The planned failure of a range file write, if one is due.
+    fn range_write_fault(&self) -> io::Result<()> {
         {
             let mut plan = self.faults.plan.borrow_mut();
             if plan.failing_range_writes > 0 {
@@ -269,6 +289,6 @@ impl FileSystem for FaultyFs {
                 return Err(errno(code));
             }
         }
-        self.inner.replace_file(dir, name, bytes)
+        Ok(())
     }
 }

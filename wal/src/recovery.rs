@@ -124,14 +124,28 @@ pub fn read_segment_range(dir: &Path) -> Result<Option<SegmentRange>> {
 /// ([`FileSystem::replace_file`]: a temporary file written and synced,
 /// renamed over the old one, the directory synced).
 pub fn write_segment_range(fs: &dyn FileSystem, dir: &Path, range: SegmentRange) -> Result<()> {
+    fs.replace_file(dir, SEGMENT_RANGE_FILE_NAME, &encode_segment_range(range))
+        .map_err(|error| Error::io(IoOp::RangeFile, range.newest, &error))
+}
+
+/// [`write_segment_range`] through [`FileSystem::replace_file_off_thread`]:
+/// for the write path, where the shard's thread must not wait on the
+/// file's fsyncs. Callers serialise these writes (two in flight would
+/// share the temporary file).
+pub async fn write_segment_range_off_thread(fs: &dyn FileSystem, dir: &Path, range: SegmentRange) -> Result<()> {
+    fs.replace_file_off_thread(dir, SEGMENT_RANGE_FILE_NAME, &encode_segment_range(range))
+        .await
+        .map_err(|error| Error::io(IoOp::RangeFile, range.newest, &error))
+}
+
+fn encode_segment_range(range: SegmentRange) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(SEGMENT_RANGE_BYTES);
     bytes.extend_from_slice(&SEGMENT_RANGE_MAGIC);
     bytes.extend_from_slice(&range.oldest.to_le_bytes());
     bytes.extend_from_slice(&range.newest.to_le_bytes());
     let crc = crate::format::crc32(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    fs.replace_file(dir, SEGMENT_RANGE_FILE_NAME, &bytes)
-        .map_err(|error| Error::io(IoOp::RangeFile, range.newest, &error))
+    bytes
 }
 
 /// Rule 7: refuses a listing that lacks a segment at either end of `range`.

@@ -16,7 +16,9 @@ use crate::error::{Error, IoOp, Result};
 use crate::format::{decode_record, Decoded, FlushMarker, HardState, Record, ENTRY_FIXED_BYTES, RECORD_PREFIX_BYTES};
 use crate::fs::{DmaFs, FileSystem};
 use crate::index::{EntryLocation, GroupState, SegmentHolders};
-use crate::recovery::{map_segment, recover, write_segment_range, SegmentRange, TornTail};
+use crate::recovery::{
+    map_segment, recover, write_segment_range, write_segment_range_off_thread, SegmentRange, TornTail,
+};
 use crate::writer::{flush, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
 
 /// What opening the WAL found and did.
@@ -210,8 +212,10 @@ impl Wal {
             waiters: Vec::new(),
             stats: WriterStats::default(),
             batch_capacity: BATCH_CAPACITY_MIN_BYTES,
+            recent_batches: Default::default(),
             zero_frontier: Default::default(),
             range,
+            range_lock: Rc::new(glommio::sync::Semaphore::new(1)),
         };
         let recovered_a_segment = open.is_some();
         match open {
@@ -569,8 +573,12 @@ impl Wal {
             state.groups.oldest_needed().map_or(state.next_lsn, |(_, lsn)| lsn)
         };
         self.sync().await?;
-        let (fs, dir, doomed) = {
-            let mut state = self.shared.borrow_mut();
+        // Segments leave the front only here, under the range lock: the
+        // count found below still holds after the range file is written.
+        let lock = self.shared.borrow().range_lock.clone();
+        let _writing = lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+        let (kept, range, fs, dir) = {
+            let state = self.shared.borrow();
             // The newest created segment is always kept: the range file
             // names it (a rotated-to segment may not exist yet).
             let mut kept = 0;
@@ -580,17 +588,23 @@ impl Wal {
             {
                 kept += 1;
             }
-            if kept > 0 {
+            let range = (kept > 0).then(|| {
                 let front = state.segments[kept].first_lsn;
-                let range = SegmentRange {
+                SegmentRange {
                     oldest: front,
                     newest: state.range.map_or(front, |range| range.newest.max(front)),
-                };
-                // Before any file goes: a crash between leaves segments
-                // older than the range's oldest, which recovery accepts.
-                write_segment_range(&*state.fs, &state.dir, range)?;
-                state.range = Some(range);
-            }
+                }
+            });
+            (kept, range, state.fs.clone(), state.dir.clone())
+        };
+        if let Some(range) = range {
+            // Before any file goes: a crash between leaves segments
+            // older than the range's oldest, which recovery accepts.
+            write_segment_range_off_thread(&*fs, &dir, range).await?;
+            self.shared.borrow_mut().range = Some(range);
+        }
+        let doomed = {
+            let mut state = self.shared.borrow_mut();
             let doomed: Vec<(u64, PathBuf)> = state
                 .segments
                 .drain(..kept)
@@ -599,7 +613,7 @@ impl Wal {
             if let Some(front) = state.segments.front().map(|segment| segment.first_lsn) {
                 state.groups.forget_older_than(front);
             }
-            (state.fs.clone(), state.dir.clone(), doomed)
+            doomed
         };
         for (segment, path) in &doomed {
             fs.remove(path)

@@ -56,7 +56,7 @@ use crate::format::{
 };
 use crate::fs::{DurableWriteError, FileSystem, SegmentFile};
 use crate::index::Groups;
-use crate::recovery::{write_segment_range, SegmentRange};
+use crate::recovery::{write_segment_range_off_thread, SegmentRange};
 
 /// Attempts to write a batch whose write came back short before giving up.
 pub const WRITE_ATTEMPTS_MAX: usize = 3;
@@ -68,6 +68,38 @@ pub const ZERO_CHUNK_BYTES: usize = 128 << 10;
 
 /// The smallest buffer a new batch starts with; it grows if the batch does.
 pub const BATCH_CAPACITY_MIN_BYTES: usize = 64 << 10;
+/// How many sealed batches' sizes a new batch's buffer is sized after
+/// ([`RecentBatches`]).
+pub const RECENT_BATCHES_MAX: usize = 16;
+
+/// The sizes of the last [`RECENT_BATCHES_MAX`] sealed batches: a new
+/// batch's buffer starts as large as the largest of them.
+///
+/// Sized after the last batch alone, a batch larger than the one before it
+/// outgrew its buffer, and growing copies every byte so far into one twice
+/// as large. At 4 KiB writes a follower's batch is typically one 1 MiB
+/// append message's entries and their headers, just over 1 MiB, with small
+/// batches between them: each such batch started in a 1 MiB buffer and
+/// grew to 2 MiB at its end, 2.7-3.0 growths per 1,000 writes copying
+/// ~2 KB per write (docs/journal/benchmarks.md, "issue 17: 4 KiB writes").
+/// Never more than the largest batch (at most `batch_bytes_max` and its
+/// marker) and a block, so the memory stays bounded as before.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecentBatches {
+    bytes: [usize; RECENT_BATCHES_MAX],
+    next: usize,
+}
+
+impl RecentBatches {
+    /// Notes a sealed batch of `sealed_bytes`; returns the buffer size the
+    /// next batch starts with.
+    pub fn sealed(&mut self, sealed_bytes: usize) -> usize {
+        self.bytes[self.next] = sealed_bytes;
+        self.next = (self.next + 1) % RECENT_BATCHES_MAX;
+        let largest = self.bytes.iter().copied().max().unwrap_or(0);
+        (largest + BLOCK_BYTES).max(BATCH_CAPACITY_MIN_BYTES)
+    }
+}
 
 /// The open batch: records waiting to be written to one segment, as one
 /// contiguous run of bytes starting at a fresh block with its flush marker.
@@ -286,15 +318,23 @@ pub struct State {
     pub(crate) flusher_waker: Option<Waker>,
     pub(crate) waiters: Vec<Waker>,
     pub(crate) stats: WriterStats,
-    /// The buffer size a new batch starts with: about the last sealed
-    /// batch's, so that a steady flow of batches never grows one.
+    /// The buffer size a new batch starts with: the largest recent sealed
+    /// batch's ([`RecentBatches`]), so that a flow of batches of varying
+    /// size rarely grows one.
     pub(crate) batch_capacity: usize,
+    /// The sizes of the last sealed batches.
+    pub(crate) recent_batches: RecentBatches,
     /// Zeroing ahead of the log's end in the segment being written.
     pub(crate) zero_frontier: ZeroFrontier,
     /// What the segment range file says (see
     /// [`crate::recovery::SegmentRange`]); `None` before the first segment
     /// is created.
     pub(crate) range: Option<SegmentRange>,
+    /// Held while the range file is rewritten (off the shard's thread):
+    /// one write at a time, each from the range as it is then, so that a
+    /// deletion and a new segment cannot write stale ranges over each
+    /// other or share the temporary file.
+    pub(crate) range_lock: Rc<glommio::sync::Semaphore>,
 }
 
 impl State {
@@ -386,7 +426,7 @@ impl State {
     /// the WAL's open and close), and opens the next one after it.
     fn seal_open_batch(&mut self) {
         let segment_bytes = self.segment_bytes(self.open.segment);
-        self.batch_capacity = (self.open.len() + BLOCK_BYTES).max(BATCH_CAPACITY_MIN_BYTES);
+        self.batch_capacity = self.recent_batches.sealed(self.open.len());
         let marker = FlushMarker {
             nonce: self.open.marker.nonce,
             offset: align_up(self.open.end_offset()),
@@ -689,7 +729,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         )
     };
     if let Some(file) = existing {
-        name_in_range(shared, &dir, segment)?;
+        name_in_range(shared, &dir, segment).await?;
         return Ok(file);
     }
     let header = encode_segment_header(&SegmentHeader {
@@ -722,7 +762,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         entry.file = Some(file.clone());
         entry.created = true;
     }
-    name_in_range(shared, &dir, segment)?;
+    name_in_range(shared, &dir, segment).await?;
     Ok(file)
 }
 
@@ -731,7 +771,13 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
 /// record goes in, so that its loss is refused on the next open (see
 /// [`SegmentRange`]). A failed write leaves the range as it was and fails
 /// the flush; the next attempt writes it again before writing records.
-fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u64) -> Result<()> {
+async fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u64) -> Result<()> {
+    if shared.borrow().range.is_some_and(|range| range.newest >= segment) {
+        return Ok(());
+    }
+    let lock = shared.borrow().range_lock.clone();
+    let _writing = lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+    // Read under the lock: a deletion may have moved the oldest meanwhile.
     let (range, fs) = {
         let state = shared.borrow();
         (state.range, state.fs.clone())
@@ -743,7 +789,7 @@ fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segment: u6
         oldest: range.map_or(segment, |range| range.oldest),
         newest: segment,
     };
-    write_segment_range(&*fs, dir, range)?;
+    write_segment_range_off_thread(&*fs, dir, range).await?;
     shared.borrow_mut().range = Some(range);
     Ok(())
 }
@@ -824,5 +870,24 @@ impl Future for SyncFuture {
         drop(state);
         self.waited = true;
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_batch_starts_as_large_as_the_largest_of_the_recent_ones() {
+        let mut recent = RecentBatches::default();
+        assert_eq!(recent.sealed(0), BATCH_CAPACITY_MIN_BYTES, "never below the floor");
+        let large = (1 << 20) + 9_000;
+        assert_eq!(recent.sealed(large), large + BLOCK_BYTES);
+        // Small batches between large ones keep the buffer large...
+        for _ in 1..RECENT_BATCHES_MAX {
+            assert_eq!(recent.sealed(100 << 10), large + BLOCK_BYTES);
+        }
+        // ...until the large one is no longer among the recent ones.
+        assert_eq!(recent.sealed(100 << 10), (100 << 10) + BLOCK_BYTES);
     }
 }

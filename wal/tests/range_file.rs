@@ -283,3 +283,54 @@ fn a_torn_range_file_is_refused_naming_it_and_rebuild_range_recovers() {
     assert_eq!(std::fs::read(range_path(dir.path())).unwrap(), bytes);
     assert_eq!(last_index_after_open(dir.path()), 200);
 }
+
+#[test]
+fn deletions_beside_new_segments_leave_the_range_file_naming_the_oldest_and_newest() {
+    // The range file is written off the shard's thread, by the flusher when
+    // it starts a segment and by deletions: interleaved, each must write
+    // the range as it is then (a stale one naming deleted segments, or
+    // missing a new one, is refused by the next open).
+    let dir = tempfile::tempdir().unwrap();
+    let (last, listed) = run(|| async {
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        let wal = Rc::new(wal);
+        let writer = {
+            let wal = wal.clone();
+            glommio::spawn_local(async move {
+                for index in 1..=600u64 {
+                    wal.append_entry(1, index, 1, 0, &[index as u8; 1000]).unwrap();
+                    if index % 5 == 0 {
+                        wal.sync().await.unwrap();
+                    }
+                }
+            })
+        };
+        let mut deletions = 0;
+        for round in 1..=40u64 {
+            let last = wal.group_state(1).map_or(0, |state| state.last_index);
+            if last > 20 {
+                wal.purge(1, last - 20, 1).unwrap();
+            }
+            deletions += wal.delete_obsolete_segments().await.unwrap().len();
+            glommio::timer::sleep(std::time::Duration::from_micros(200 * round)).await;
+        }
+        writer.await;
+        wal.purge(1, 580, 1).unwrap();
+        deletions += wal.delete_obsolete_segments().await.unwrap().len();
+        assert!(
+            deletions >= 4,
+            "segments were deleted while others were made: {deletions}"
+        );
+        let listed = list_segments(dir.path()).unwrap();
+        let range = read_segment_range(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (range.oldest, range.newest),
+            (listed[0].0, listed.last().unwrap().0),
+            "{listed:?}"
+        );
+        let wal = Rc::try_unwrap(wal).ok().expect("the writer is done");
+        (wal.close().await.unwrap(), listed.len())
+    });
+    assert!(last > 0 && listed >= 1);
+    assert_eq!(last_index_after_open(dir.path()), 600);
+}

@@ -495,6 +495,7 @@ impl Group {
             replaced.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
         }
         self.proposals.push_back((index, pending));
+    }
 
     /// Gives each read its confirmed read index. The core confirms reads in
     /// the order they were asked, which is the order of `reads`: the search

@@ -49,6 +49,8 @@ const COMPACTION_WAIT_S: u64 = 60;
 const READ_ERRORS_KEPT: usize = 4;
 /// How often the restarted node is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How often a restart's resident memory is sampled.
+const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// `coraft-bench restart`'s options.
 #[derive(clap::Args, Debug, Clone)]
@@ -97,6 +99,16 @@ pub struct Restart {
     pub last_index: u64,
     /// The process's resident memory once serving.
     pub rss_bytes: u64,
+    /// The process's resident memory just before `Node::start` (after the
+    /// allocator returned what the previous node freed).
+    pub rss_before_bytes: u64,
+    /// The process's peak resident memory from before `Node::start` until
+    /// serving (`VmHWM`, reset before the start).
+    pub peak_rss_bytes: u64,
+    /// The highest anonymous (heap) and file-mapped (WAL segments) resident
+    /// memory sampled every [`MEMORY_SAMPLE_INTERVAL`] over the same span.
+    pub peak_anon_bytes: u64,
+    pub peak_file_bytes: u64,
     /// What the read answered: the count of applied writes.
     pub applied: u64,
     /// The reads that failed before one succeeded (the first few).
@@ -218,6 +230,8 @@ fn restart(
         drop_cached(root);
     }
     let timeout = Duration::from_secs(args.timeout);
+    let rss_before_bytes = memory::fresh_start();
+    let sampler = memory::Sampler::start();
     let begun = Instant::now();
     let node = Node::start(options.clone(), factory.clone()).map_err(|e| anyhow!("starting the node: {e}"))?;
     let start_s = begun.elapsed().as_secs_f64();
@@ -252,6 +266,7 @@ fn restart(
             .ok_or_else(|| anyhow!("the counter answered {} bytes, not 8", answer.len()))?,
     );
     let status = block(node.group(GROUP).status()).map_err(|e| anyhow!("status: {e}"))?;
+    let (peak_anon_bytes, peak_file_bytes) = sampler.stop();
     Ok((
         node,
         Restart {
@@ -263,6 +278,10 @@ fn restart(
             first_index: status.first_index.0,
             last_index: status.last_index.0,
             rss_bytes: rss_bytes(None).unwrap_or(0),
+            rss_before_bytes,
+            peak_rss_bytes: memory::status_bytes("VmHWM:"),
+            peak_anon_bytes,
+            peak_file_bytes,
             applied,
             read_errors,
         },
@@ -347,8 +366,86 @@ pub fn measure(args: &RestartArgs, root: &Path) -> Result<Report> {
     })
 }
 
+/// The process's resident memory, as a restart sees it.
+mod memory {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::thread::JoinHandle;
+
+    /// A field of `/proc/self/status` in bytes (0 if unreadable).
+    pub fn status_bytes(field: &str) -> u64 {
+        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+            return 0;
+        };
+        status
+            .lines()
+            .find(|line| line.starts_with(field))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
+    /// Hands the heap the previous node freed back to the system and resets
+    /// the peak (`VmHWM`), so that what follows is measured as in a fresh
+    /// process; returns the resident memory left.
+    pub fn fresh_start() -> u64 {
+        // SAFETY: malloc_trim only returns free heap memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        // "5" resets the peak resident set size to the current one.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        status_bytes("VmRSS:")
+    }
+
+    /// Samples the anonymous and file-mapped resident memory until stopped.
+    /// Stops sampling when dropped (a restart that failed).
+    pub struct Sampler {
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<(u64, u64)>>,
+    }
+
+    impl Sampler {
+        pub fn start() -> Sampler {
+            let stop = Arc::new(AtomicBool::new(false));
+            let stopping = stop.clone();
+            let thread = std::thread::spawn(move || {
+                let (mut anon, mut file) = (0, 0);
+                loop {
+                    anon = status_bytes("RssAnon:").max(anon);
+                    file = status_bytes("RssFile:").max(file);
+                    if stopping.load(Ordering::Relaxed) {
+                        return (anon, file);
+                    }
+                    std::thread::sleep(super::MEMORY_SAMPLE_INTERVAL);
+                }
+            });
+            Sampler {
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        /// The highest (anonymous, file-mapped) resident bytes sampled.
+        pub fn stop(mut self) -> (u64, u64) {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread
+                .take()
+                .and_then(|thread| thread.join().ok())
+                .unwrap_or((0, 0))
+        }
+    }
+
+    impl Drop for Sampler {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs the restart benchmark.
 pub fn run(args: RestartArgs) -> Result<()> {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).try_init();
     let dir = tempfile::tempdir().context("creating the benchmark's temp dir")?;
     if !args.json {
         println!("coraft restart time: one single-node cluster, WAL fdatasync on");
@@ -387,6 +484,16 @@ pub fn run(args: RestartArgs) -> Result<()> {
             r.first_index,
             r.last_index,
             mib(r.rss_bytes)
+        );
+        println!(
+            "  {:<14} rss {:.0} MiB before the start, peak {:.0} MiB ({:.2} per byte on disk); \
+             sampled peaks: heap {:.0} MiB, mapped files {:.0} MiB",
+            "",
+            mib(r.rss_before_bytes),
+            mib(r.peak_rss_bytes),
+            r.peak_rss_bytes.saturating_sub(r.rss_before_bytes) as f64 / r.disk_bytes.max(1) as f64,
+            mib(r.peak_anon_bytes),
+            mib(r.peak_file_bytes)
         );
         for error in &r.read_errors {
             println!("  {:<14} {error}", "");

@@ -17,7 +17,7 @@ use crate::format::{decode_record, Decoded, FlushMarker, HardState, Record, ENTR
 use crate::fs::{DmaFs, FileSystem};
 use crate::index::{EntryLocation, GroupState, SegmentHolders};
 use crate::recovery::{
-    map_segment, recover, write_segment_range, write_segment_range_off_thread, SegmentRange, TornTail,
+    map_segment, recover, release_pages, write_segment_range, write_segment_range_off_thread, SegmentRange, TornTail,
 };
 use crate::writer::{flush, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
 
@@ -515,6 +515,18 @@ impl Wal {
             entries.push(entry);
         }
         Ok(entries)
+    }
+
+    /// Drops the pages of every mapped segment from this process's resident
+    /// memory (they stay in the page cache): [`Entry`] payloads read with
+    /// [`Wal::entries`] stay valid and are read again when next touched. For
+    /// a reader that copies a long run of entries out (the engine at start),
+    /// so that the log is not resident twice, once mapped and once copied.
+    pub fn release_mapped_pages(&self) {
+        let state = self.shared.borrow();
+        for map in state.segments.iter().filter_map(|segment| segment.map.as_ref()) {
+            release_pages(map);
+        }
     }
 
     /// The group holding back the deletion of the oldest segment, if any.

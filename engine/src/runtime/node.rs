@@ -1248,6 +1248,7 @@ async fn start_shard(
         polled_io: options.wal_polled_io,
         ..coraft_wal::Config::default()
     };
+    let opening = std::time::Instant::now();
     let (opened, faults) = if wal_faults {
         let real = coraft_wal::DmaFs {
             polled_io: options.wal_polled_io,
@@ -1259,6 +1260,14 @@ async fn start_shard(
         (coraft_wal::Wal::open(&dir, wal_config).await, None)
     };
     let (wal, report) = opened.map_err(|e| Error::Storage(format!("opening the WAL in {}: {e}", dir.display())))?;
+    log::info!(
+        "node {} shard {shard}: WAL in {} opened in {:.2} s ({} segments, last LSN {})",
+        options.node_id,
+        dir.display(),
+        opening.elapsed().as_secs_f64(),
+        report.segments,
+        report.last_lsn
+    );
     if let Some(torn) = report.torn_tail {
         log::warn!(
             "node {} shard {shard}: cut a torn WAL tail (the last flush, whose sync may never have returned) in {} at offset {}: {:?}",

@@ -60,7 +60,7 @@ pub use sessions::{
     SESSION_TIMEOUT_DEFAULT_MS,
 };
 pub use shard::REQUEST_TIMEOUT;
-pub use shard::{COMMAND_BYTES_MAX, PENDING_SNAPSHOTS_MAX, WAL_BACKLOG_BYTES_MAX};
+pub use shard::{COMMAND_BYTES_MAX, PENDING_SNAPSHOTS_MAX, READY_ROUNDS_PER_TURN_MAX, WAL_BACKLOG_BYTES_MAX};
 pub use snapshot_store::{
     NewestValid, SkippedSnapshot, SnapshotHeader, SnapshotId, SnapshotReader, SnapshotResult, SnapshotStore,
     SnapshotStoreError, SnapshotWriter, StoredSnapshot, SNAPSHOTS_KEPT, SNAPSHOT_FORMAT_VERSION,

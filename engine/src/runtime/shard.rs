@@ -1102,6 +1102,16 @@ impl Shard {
                 Some(_) => self.awake.insert(group_id),
                 None => false,
             };
+            // Work its bounded rounds left (a long committed backlog, e.g.
+            // a restart's whole log) is taken in the next rounds and turns
+            // at once: a quiet group gets no tick to come back for it.
+            if self
+                .groups
+                .get(&group_id)
+                .is_some_and(|group| group.core.has_ready() && !group.loading.as_ref().is_some_and(|l| l.is_full()))
+            {
+                self.dirty.insert(group_id);
+            }
             if self.failed.is_some() {
                 return;
             }

@@ -352,19 +352,13 @@ impl Settings {
                 args.drivers.min(args.clients)
             );
         }
-        if let Some(at) = args.kill_leader_at {
-            if at >= args.warmup + args.duration {
+        for (flag, at) in [
+            ("--kill-leader-at", args.kill_leader_at),
+            ("--transfer-leaders-at", args.transfer_leaders_at),
+        ] {
+            if let Some(at) = at.filter(|&at| at >= args.warmup + args.duration) {
                 bail!(
-                    "--kill-leader-at {at} is not within the run ({} s of warm-up and {} s measured)",
-                    args.warmup,
-                    args.duration
-                );
-            }
-        }
-        if let Some(at) = args.transfer_leaders_at {
-            if at >= args.warmup + args.duration {
-                bail!(
-                    "--transfer-leaders-at {at} is not within the run ({} s of warm-up and {} s measured)",
+                    "{flag} {at} is not within the run ({} s of warm-up and {} s measured)",
                     args.warmup,
                     args.duration
                 );

@@ -9,6 +9,7 @@ RULES = [
  ('receive (recv)', r'recvmsg|recvfrom|tcp_recvmsg'),
  ('fdatasync/WAL I/O (kernel)', r'fdatasync|ext4_|blkdev|io_write$|io_read$|iomap_'),
  ('session table', r'coraft::runtime::sessions::'),
+ ('peer message encode/decode', r'codec::to_wire|codec::from_wire|append_from_archived|expand_coalesced|schema::Envelope'),  # 3 nodes: the Raft messages
  ('client frame decode', r'coraft::runtime::transport::client_requests|CommandArena|coraft::runtime::codec::|check_bytes|rkyv::validation|bytecheck|ArchivedClientRequest'),
  ('answer/response encode', r'Group::answer|reply::|ResponseQueue|ResponseFrame|ClientOutbox|Reply::send|serialize_unsized|coraft_net::frame::encode|client_writer|write_frame'),
  ('apply (state machine, scratch)', r'coraft::runtime::apply::|Group::apply|on_apply|ApplyResults|counter::'),
@@ -50,17 +51,21 @@ def classify(frames):
     # leaf is kernel with no match
     if frames and 'kallsyms' in frames[0][1]: return 'kernel (other)', frames[0][0]
     return 'other', frames[0][0] if frames else '?'
-path=sys.argv[1]; thread=sys.argv[2] if len(sys.argv)>2 else 'coraft-1-0'
-cnt=collections.Counter(); other=collections.Counter(); n=0
-bycat=collections.defaultdict(collections.Counter)
-for comm, frames in samples(path):
-    if not comm.startswith(thread): continue
-    n+=1; c, sym = classify(frames); cnt[c]+=1; bycat[c][frames[0][0][:90] if frames else '?']+=1
-    if c=='other': other[sym[:100]]+=1
-print(f'{n} samples of threads {thread}*')
-W=int(sys.argv[sys.argv.index('--writes')+1]) if '--writes' in sys.argv else 0
-u=cnt['uprobe (measurement)']; print(f'writes {W}; executor thread CPU per write {n/1999/W*1e6:.3f} us, {(n-u)/1999/W*1e6:.3f} us without the probe' if W else '')
-for c,k in cnt.most_common(): print(f'{100*k/n:6.1f}%  {k:5d}  {c}' + (f'  {k/1999/W*1e9:7.0f} ns/write' if W else ''))
-if '-v' in sys.argv:
-    for c,_ in cnt.most_common():
-        print('==',c); [print(f'   {k:5d} {s}') for s,k in bycat[c].most_common(8)]
+def main():
+    path=sys.argv[1]; thread=sys.argv[2] if len(sys.argv)>2 else 'coraft-1-0'
+    cnt=collections.Counter(); other=collections.Counter(); n=0
+    bycat=collections.defaultdict(collections.Counter)
+    for comm, frames in samples(path):
+        if not comm.startswith(thread): continue
+        n+=1; c, sym = classify(frames); cnt[c]+=1; bycat[c][frames[0][0][:90] if frames else '?']+=1
+        if c=='other': other[sym[:100]]+=1
+    print(f'{n} samples of threads {thread}*')
+    W=int(sys.argv[sys.argv.index('--writes')+1]) if '--writes' in sys.argv else 0
+    u=cnt['uprobe (measurement)']; print(f'writes {W}; executor thread CPU per write {n/1999/W*1e6:.3f} us, {(n-u)/1999/W*1e6:.3f} us without the probe' if W else '')
+    for c,k in cnt.most_common(): print(f'{100*k/n:6.1f}%  {k:5d}  {c}' + (f'  {k/1999/W*1e9:7.0f} ns/write' if W else ''))
+    if '-v' in sys.argv:
+        for c,_ in cnt.most_common():
+            print('==',c); [print(f'   {k:5d} {s}') for s,k in bycat[c].most_common(8)]
+
+if __name__ == '__main__':
+    main()

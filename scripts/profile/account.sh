@@ -20,7 +20,9 @@
 #    calls by name, membarrier calls, IPIs sent (all, and those with
 #    membarrier's callback), io_uring submissions by opcode, context
 #    switches, wakeups, page faults, task-clock, and uprobes on glommio's
-#    Reactor::link_rings_and_sleep (an executor going to sleep) and
+#    Reactor::link_rings_and_sleep (an executor going to sleep),
+#    LocalExecutor::run_task_queues (a loop iteration), the two
+#    prepare_*_preemption_timer (Reactor::wait is inlined), and
 #    Shard::turn. Counting apart from profiling because every counter of
 #    a thread is switched at each of its context switches, and a uprobe
 #    traps (~1-5 us here): together they halved the cluster's writes/s
@@ -67,6 +69,9 @@ if [ "$MODE" = cluster ]; then
   echo "p:$GROUP/each $BIN:$(fileoff 'coraft::runtime::shard::Shard::queue_proposal')" >> $T/uprobe_events
   echo "p:$GROUP/sleeps $BIN:$(fileoff 'glommio::sys::uring::Reactor::link_rings_and_sleep')" >> $T/uprobe_events
   echo "p:$GROUP/turns $BIN:$(fileoff 'coraft::runtime::shard::Shard::turn')" >> $T/uprobe_events
+  echo "p:$GROUP/thr $BIN:$(fileoff 'glommio::sys::uring::SleepableRing::prepare_throughput_preemption_timer')" >> $T/uprobe_events
+  echo "p:$GROUP/lat $BIN:$(fileoff 'glommio::sys::uring::SleepableRing::prepare_latency_preemption_timer')" >> $T/uprobe_events
+  echo "p:$GROUP/queues $BIN:$(fileoff 'glommio::executor::LocalExecutor::run_task_queues')" >> $T/uprobe_events
   "$BIN" "${ARGS[@]}" --duration 24 --warmup 1 --no-floor > "run.$TAG.out" 2>&1 &
 else
   echo "p:$GROUP/batch $BIN:$(fileoff 'coraft_bench::floor::LogShared::append') n=%dx:u64" >> $T/uprobe_events || exit 1
@@ -87,6 +92,9 @@ if [ "$MODE" = cluster ]; then
   [ -n "${COUNT_EACH:-}" ] && ev "$GROUP:each" "Shard::queue_proposal calls (uprobe, one per write)"
   ev "$GROUP:sleeps" "executor sleeps (uprobe link_rings_and_sleep)"
   ev "$GROUP:turns" "shard loop turns (uprobe Shard::turn)"
+  ev "$GROUP:queues" "executor loop iterations (uprobe LocalExecutor::run_task_queues)"
+  ev "$GROUP:thr" "throughput preemption timers armed (uprobe, one per Reactor::wait)"
+  ev "$GROUP:lat" "latency preemption timers armed (uprobe)"
 fi
 ev task-clock task-clock; ev page-faults page-faults; ev context-switches context-switches
 ev cpu-migrations cpu-migrations; ev sched:sched_wakeup wakeups; ev raw_syscalls:sys_enter "system calls"

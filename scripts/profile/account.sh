@@ -7,7 +7,7 @@
 # bench args default to `--clients 256`; the script adds `--duration 24
 # --warmup 1` (and `--no-floor` for the cluster; the floor runs as
 # `coraft-bench floor`, the same closed loop the cluster benchmark runs
-# before its own; --payload must be given as `--payload N`). For the
+# before its own). For the
 # 64-group point: `cluster --clients 1024 --groups 64` against `floor
 # --clients 1024`. Alternate cluster and floor windows within minutes.
 #
@@ -126,7 +126,8 @@ records() { perf script -i "$1" -F trace 2>/dev/null | grep -oE 'n=(0x[0-9a-f]+|
 SUM=$(records "batch.$TAG.data"); SUMB=$(records "batchB.$TAG.data")
 if [ "$MODE" = cluster ]; then W=$SUM; WB=$SUMB
 else
-  RB=$(( 48 + ( $(echo "${ARGS[@]} --payload 16" | grep -oE -- '--payload [0-9]+' | head -1 | awk '{print $2}') + 7 ) / 8 * 8 ))
+  PAYLOAD=$(echo "${ARGS[@]} --payload 16" | grep -oE -- '--payload[ =][0-9]+' | head -1 | grep -oE '[0-9]+$')
+  RB=$(( 48 + ( PAYLOAD + 7 ) / 8 * 8 ))  # the floor's record: 48-byte header + payload rounded to 8
   W=$(( SUM / RB / 3 )); WB=$(( SUMB / RB / 3 ))
 fi
 echo "$TAG $MODE ${ARGS[*]}: window A $D0 UTC, ${WINDOW} s, writes $W; window B ${COUNTS} s, writes $WB; load $LOAD0 -> $LOAD1"

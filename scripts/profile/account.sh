@@ -7,9 +7,9 @@
 # bench args default to `--clients 256`; the script adds `--duration 24
 # --warmup 1` (and `--no-floor` for the cluster; the floor runs as
 # `coraft-bench floor`, the same closed loop the cluster benchmark runs
-# before its own). For the
-# 64-group point: `cluster --clients 1024 --groups 64` against `floor
-# --clients 1024`. Alternate cluster and floor windows within minutes.
+# before its own). For the 64-group point: `cluster --clients 1024
+# --groups 64` against `floor --clients 1024`. Alternate cluster and floor
+# windows within minutes.
 #
 # Two windows of one run, 3 s after the process's threads exist:
 #  A, WINDOW s (default 12), the profile: perf record -F $FREQ (default

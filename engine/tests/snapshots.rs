@@ -700,10 +700,13 @@ fn a_restarted_node_compacts_its_log_after_its_snapshot_as_before_the_restart() 
     for (id, &(first, last)) in cluster.ids().into_iter().zip(&before) {
         let status = block(cluster.handle(id).status()).unwrap();
         assert_eq!(status.snapshot_index, newest, "node {id}");
-        assert_eq!(
-            (status.first_index, status.last_index),
-            (first, last),
-            "node {id} holds the same log in memory after its restart as before it (first, last index): {status:?}"
+        // The first index tells the core's log from the WAL's; the last may
+        // have grown by the time of this status: a leader elected after the
+        // restart appends an entry of its term (seen under load: 47, not 46).
+        assert!(
+            status.first_index == first && status.last_index >= last,
+            "node {id} holds the same log in memory after its restart as before it, from index {first} to at \
+             least {last}: {status:?}"
         );
     }
     for value in 46..=50 {

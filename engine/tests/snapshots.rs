@@ -1624,10 +1624,15 @@ fn a_paced_install_shows_growing_progress_on_both_sides_in_the_status_and_coraft
     }
     cluster.restart_node(follower);
 
-    // Per sending node: (acknowledged, total, elapsed); per leader the
-    // follower receives from: received bytes.
-    let mut sent: std::collections::BTreeMap<NodeId, Vec<(u64, u64, Duration)>> = Default::default();
-    let mut received: std::collections::BTreeMap<NodeId, Vec<(u64, u64)>> = Default::default();
+    // Per stream, keyed by the sending node, its term and the snapshot:
+    // (acknowledged, total, elapsed) as the sender shows it, and (received,
+    // total) as the follower does. Under load the same node may lose and
+    // win the lead again, and its new term's stream of the same snapshot
+    // starts at zero by design; within one term and snapshot a stream must
+    // never go back.
+    type Stream = (NodeId, coraft::raft::Term, LogIndex);
+    let mut sent: std::collections::BTreeMap<Stream, Vec<(u64, u64, Duration)>> = Default::default();
+    let mut received: std::collections::BTreeMap<Stream, Vec<(u64, u64)>> = Default::default();
     let mut admin_seen = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -1637,11 +1642,12 @@ fn a_paced_install_shows_growing_progress_on_both_sides_in_the_status_and_coraft
         }
         assert!(Instant::now() < deadline, "no install within 120 s: {on_follower:?}");
         for &id in &others {
-            for install in block(cluster.handle(id).status()).unwrap().installs {
+            let status = block(cluster.handle(id).status()).unwrap();
+            for install in status.installs {
                 assert_eq!(install.direction, coraft::runtime::InstallDirection::Sending);
                 assert_eq!(install.peer, follower);
                 assert!(install.acknowledged_bytes <= install.sent_bytes && install.sent_bytes <= install.total_bytes);
-                sent.entry(id)
+                sent.entry((id, status.term, install.snapshot_index))
                     .or_default()
                     .push((install.acknowledged_bytes, install.total_bytes, install.elapsed));
                 if admin_seen.is_none()
@@ -1662,7 +1668,7 @@ fn a_paced_install_shows_growing_progress_on_both_sides_in_the_status_and_coraft
             assert_eq!(install.direction, coraft::runtime::InstallDirection::Receiving);
             assert!(others.contains(&install.peer), "{install:?}");
             received
-                .entry(install.peer)
+                .entry((install.peer, on_follower.term, install.snapshot_index))
                 .or_default()
                 .push((install.acknowledged_bytes, install.total_bytes));
         }

@@ -85,7 +85,7 @@ pub fn example_config(topology: &Topology) -> String {
             ),
             (
                 "dsync_small_flush_bytes = 0".into(),
-                ">0: flushes up to this size are one O_DSYNC write; lower p50, worse p99",
+                ">0: flushes up to this size are one O_DSYNC write (docs/tuning.md)",
             ),
             (
                 "fsync = \"always\"".into(),

@@ -70,9 +70,10 @@ pub struct Config {
     /// padding to a block) are one O_DSYNC write instead of a write and an
     /// fdatasync; 0 turns this off. 4096 takes a lone append's flush.
     /// One io_uring operation instead of two, and no fdatasync punted to
-    /// an io-wq thread: a lower median latency at one client, but a worse
-    /// tail on devices whose O_DSYNC completion is slow (see
-    /// docs/tuning.md, "WAL: small flushes as O_DSYNC writes"). At most
+    /// an io-wq thread: less CPU per write at one client; whether the
+    /// median and the tail gain depends on how the device completes an
+    /// O_DSYNC write (see docs/tuning.md, "WAL: small flushes as `O_DSYNC`
+    /// writes"). At most
     /// [`crate::fs::DSYNC_WRITE_BYTES_MIN`], from where every flush is an
     /// O_DSYNC write anyway.
     pub dsync_small_flush_bytes: usize,

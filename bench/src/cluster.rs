@@ -128,6 +128,11 @@ pub struct ClusterArgs {
     /// Bytes each WAL zeroes ahead of its writes.
     #[arg(long, default_value_t = coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT, value_name = "BYTES")]
     pub wal_zero_ahead_bytes: u64,
+    /// WAL flushes of at most this many bytes are one O_DSYNC write instead
+    /// of a write and an fdatasync (`wal.dsync_small_flush_bytes`; 4096
+    /// takes a lone write's flush; 0 for none).
+    #[arg(long, default_value_t = coraft_wal::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT, value_name = "BYTES")]
+    pub wal_dsync_small_flush_bytes: usize,
     /// Skip the replication floor (3 bare logs, or 1 with `--nodes 1`; no Raft) measured before the run.
     #[arg(long)]
     pub no_floor: bool,
@@ -259,6 +264,7 @@ pub struct Settings {
     /// `--shard-cores`: shard s of every node on the s-th (cycling); `None`: unpinned.
     pub shard_cores: Option<Vec<usize>>,
     pub wal_zero_ahead_bytes: u64,
+    pub wal_dsync_small_flush_bytes: usize,
     pub replication_floor: bool,
     /// A mixed closed-loop point also measures the same clients writing
     /// only, right after it on a fresh cluster (`--no-write-baseline`: not).
@@ -326,6 +332,10 @@ impl Settings {
                 "--wal-zero-ahead-bytes",
                 args.wal_zero_ahead_bytes != coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
             ),
+            (
+                "--wal-dsync-small-flush-bytes",
+                args.wal_dsync_small_flush_bytes != coraft_wal::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT,
+            ),
         ];
         if shape == Shape::Target {
             if args.cluster_id.is_none() {
@@ -392,6 +402,7 @@ impl Settings {
             spin_before_park_us: args.spin_before_park_us,
             shard_cores: args.shard_cores.as_ref().map(|list| list.0.clone()),
             wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
+            wal_dsync_small_flush_bytes: args.wal_dsync_small_flush_bytes,
             replication_floor: !args.no_floor,
             write_baseline: args.workload == Workload::Mixed && args.rate.is_none() && !args.no_write_baseline,
             transfer_leaders_at_s: args.transfer_leaders_at,
@@ -444,6 +455,12 @@ impl Settings {
             self.spin_before_park_us.map_or("off".into(), |us| format!("{us} µs")),
             self.wal_zero_ahead_bytes
         );
+        if self.wal_dsync_small_flush_bytes > 0 {
+            text += &format!(
+                ", WAL flushes up to {} B as O_DSYNC writes",
+                self.wal_dsync_small_flush_bytes
+            );
+        }
         if let Some(cores) = &self.shard_cores {
             text += &format!(
                 ", shard s pinned to CPU [{}][s mod {}]",
@@ -597,6 +614,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                     settings.shards = config.shards.count;
                     settings.spin_before_park_us = Some(config.shards.spin_before_park_us);
                     settings.wal_zero_ahead_bytes = config.wal.zero_ahead_bytes;
+                    settings.wal_dsync_small_flush_bytes = config.wal.dsync_small_flush_bytes;
                     Some(Box::new(config))
                 }
                 None => None,
@@ -789,6 +807,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                     wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
                     wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
                     wal_polled_io: false,
+                    wal_dsync_small_flush_bytes: settings.wal_dsync_small_flush_bytes,
                     groups: groups.clone(),
                     tick: Duration::from_millis(10),
                     election_timeout_ticks: 30,
@@ -856,6 +875,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                 spin_before_park_us: settings.spin_before_park_us,
                 shard_cores: settings.shard_cores.clone(),
                 wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
+                wal_dsync_small_flush_bytes: settings.wal_dsync_small_flush_bytes,
             };
             let mut processes = crate::shape::Processes::start(&spec, run_dir.path())?;
             let cluster = processes.discover(*cluster_id, &groups)?;

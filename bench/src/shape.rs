@@ -243,6 +243,7 @@ pub struct ProcessesSpec<'a> {
     /// `--shard-cores`: shard s of every node on the s-th (cycling).
     pub shard_cores: Option<Vec<usize>>,
     pub wal_zero_ahead_bytes: u64,
+    pub wal_dsync_small_flush_bytes: usize,
 }
 
 /// A per-node cores split: when the base config's `shards.cores` lists
@@ -300,6 +301,7 @@ impl Processes {
                     }
                     config.shards.spin_before_park_us = spec.spin_before_park_us.unwrap_or(0);
                     config.wal.zero_ahead_bytes = spec.wal_zero_ahead_bytes;
+                    config.wal.dsync_small_flush_bytes = spec.wal_dsync_small_flush_bytes;
                     // As the embedded cluster: a loaded machine must not
                     // see elections mid-run.
                     config.raft.election_timeout_ticks = 30;

@@ -443,6 +443,7 @@ impl Checker {
             }
             "segment_bytes" => ("wal.segment_bytes", None),
             "zero_ahead_bytes" => ("wal.zero_ahead_bytes", None),
+            "dsync_small_flush_bytes" => ("wal.dsync_small_flush_bytes", None),
             _ => ("wal", None),
         };
         let kind = ProblemKind::WalRefuses {

@@ -541,6 +541,33 @@ fn wal_polled_io_is_off_by_default_and_round_trips() {
 }
 
 #[test]
+fn wal_dsync_small_flush_is_off_by_default_bounded_and_round_trips() {
+    let mut config = three_nodes();
+    assert_eq!(
+        config.wal.dsync_small_flush_bytes, 0,
+        "every small flush is write + fdatasync by default"
+    );
+    assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 0);
+    config.wal.dsync_small_flush_bytes = 4096;
+    assert!(problems(&config, &machine(2)).is_empty());
+    assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 4096, "the WAL gets it");
+    let parsed: coraft_tuning::NodeConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    assert_eq!(parsed.wal.dsync_small_flush_bytes, 4096);
+    // From 512 KiB up every flush is an O_DSYNC write already.
+    config.wal.dsync_small_flush_bytes = (512 << 10) + 1;
+    let found = problems(&config, &machine(2));
+    let kind = kind_of(&found, "wal.dsync_small_flush_bytes");
+    assert!(
+        matches!(kind, ProblemKind::WalRefuses { wal_field: "dsync_small_flush_bytes", wal_value, .. } if *wal_value == (512 << 10) + 1),
+        "{kind:?}"
+    );
+    assert!(kind.to_string().contains("512 KiB"), "{kind}");
+    let parsed = NodeConfig::from_toml_str("node_id = 1\n[wal]\ndir = \"/tmp/w\"\ndsync_small_flush_bytes = \"big\"\n");
+    let error = parsed.expect_err("a string is refused").to_string();
+    assert!(error.contains(":4:27") && error.contains("expected usize"), "{error}");
+}
+
+#[test]
 fn wal_segments_must_be_aligned_and_hold_a_batch() {
     let mut config = three_nodes();
     config.wal.segment_bytes = (64 << 10) + 100;

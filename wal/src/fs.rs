@@ -40,7 +40,8 @@ pub trait SegmentFile {
     /// The provided version is exactly `write_at` then, if the write was
     /// whole, `sync_data`, and tells their errors apart. [`DmaFs`] does the
     /// same for small writes, and issues one O_DSYNC write for writes of at
-    /// least [`DSYNC_WRITE_BYTES_MIN`], so that their sync does not wait for
+    /// least [`DSYNC_WRITE_BYTES_MIN`] (and of at most
+    /// [`crate::Config::dsync_small_flush_bytes`], if set), so that their sync does not wait for
     /// the shard thread to come back from its appends to be submitted.
     fn write_durable_at<'a>(
         &'a self,
@@ -210,6 +211,9 @@ pub struct DmaFs {
     /// Whether glommio may use its polled ring for these files
     /// ([`crate::Config::polled_io`]).
     pub polled_io: bool,
+    /// Flushes of at most this many bytes are O_DSYNC writes too
+    /// ([`crate::Config::dsync_small_flush_bytes`]; 0 for none).
+    pub dsync_small_flush_bytes: usize,
 }
 
 /// Name of the scratch file [`keep_off_the_poll_ring`] opens and removes
@@ -282,10 +286,13 @@ struct DmaSegment {
     dsync: DmaFile,
     /// [`crate::Config::polled_io`].
     polled_io: bool,
+    /// [`crate::Config::dsync_small_flush_bytes`].
+    dsync_small_flush_bytes: usize,
 }
 
 impl DmaSegment {
-    async fn open(path: &Path, create: bool, polled_io: bool) -> io::Result<DmaSegment> {
+    async fn open(path: &Path, create: bool, fs: &DmaFs) -> io::Result<DmaSegment> {
+        let polled_io = fs.polled_io;
         if !polled_io {
             if let Some(dir) = path.parent() {
                 keep_off_the_poll_ring(dir).await;
@@ -303,7 +310,20 @@ impl DmaSegment {
             .custom_flags(libc::O_DSYNC)
             .dma_open(path)
             .await?;
-        Ok(DmaSegment { file, dsync, polled_io })
+        Ok(DmaSegment {
+            file,
+            dsync,
+            polled_io,
+            dsync_small_flush_bytes: fs.dsync_small_flush_bytes,
+        })
+    }
+
+    /// Whether a flush of `len` bytes (before padding) is one O_DSYNC write
+    /// rather than a write and an fdatasync: from [`DSYNC_WRITE_BYTES_MIN`]
+    /// up always, and up to [`crate::Config::dsync_small_flush_bytes`] if
+    /// that is set.
+    fn flushes_as_dsync(&self, len: usize) -> bool {
+        len >= DSYNC_WRITE_BYTES_MIN || (len > 0 && len <= self.dsync_small_flush_bytes)
     }
 }
 
@@ -322,7 +342,7 @@ impl SegmentFile for DmaSegment {
         data: &'a [u8],
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
         Box::pin(async move {
-            if data.len() < DSYNC_WRITE_BYTES_MIN {
+            if !self.flushes_as_dsync(data.len()) {
                 let padded = align_up(data.len() as u64) as usize;
                 return write_then_sync(self, self.write_at(offset, data), padded).await;
             }
@@ -342,7 +362,7 @@ impl SegmentFile for DmaSegment {
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
         Box::pin(async move {
             let buffer = batch.padded().clone();
-            if batch.as_slice().len() < DSYNC_WRITE_BYTES_MIN {
+            if !self.flushes_as_dsync(batch.as_slice().len()) {
                 let padded = buffer.len();
                 let write = async { Ok(self.file.write_rc_at(buffer, offset).await?) };
                 return write_then_sync(self, write, padded).await;
@@ -432,7 +452,7 @@ impl FileSystem for DmaFs {
         segment_bytes: u64,
     ) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {
         Box::pin(async move {
-            let segment = DmaSegment::open(path, true, self.polled_io).await?;
+            let segment = DmaSegment::open(path, true, self).await?;
             segment.file.pre_allocate(segment_bytes, false).await?;
             let written = segment.write_at(0, header).await?;
             if written < header.len() {
@@ -444,9 +464,7 @@ impl FileSystem for DmaFs {
     }
 
     fn open_segment<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {
-        Box::pin(
-            async move { Ok(Rc::new(DmaSegment::open(path, false, self.polled_io).await?) as Rc<dyn SegmentFile>) },
-        )
+        Box::pin(async move { Ok(Rc::new(DmaSegment::open(path, false, self).await?) as Rc<dyn SegmentFile>) })
     }
 
     fn sync_dir<'a>(&'a self, dir: &'a Path) -> LocalBoxFuture<'a, io::Result<()>> {

@@ -108,6 +108,7 @@ impl Wal {
     pub async fn open(dir: impl AsRef<Path>, config: Config) -> Result<(Wal, OpenReport)> {
         let fs = DmaFs {
             polled_io: config.polled_io,
+            dsync_small_flush_bytes: config.dsync_small_flush_bytes,
         };
         Wal::open_with_fs(dir, config, Rc::new(fs)).await
     }

@@ -103,6 +103,10 @@ pub struct NodeOptions {
     /// (`coraft_wal::Config::polled_io`; default false: the executor would
     /// spin while a write is in flight; see docs/wal.md, "Polled I/O").
     pub wal_polled_io: bool,
+    /// Flushes of at most this many bytes are one O_DSYNC write instead of
+    /// a write and an fdatasync (`coraft_wal::Config::dsync_small_flush_bytes`;
+    /// default 0, off; see docs/tuning.md).
+    pub wal_dsync_small_flush_bytes: usize,
     /// The groups this node hosts; group `g` lives on shard `g % shards`.
     pub groups: Vec<GroupId>,
     /// Length of one Raft tick.
@@ -184,6 +188,7 @@ impl NodeOptions {
             wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
             wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
             wal_polled_io: false,
+            wal_dsync_small_flush_bytes: coraft_wal::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT,
             groups: Vec::new(),
             tick: raft.tick(),
             election_timeout_ticks: raft.election_timeout_ticks,
@@ -237,6 +242,7 @@ impl NodeOptions {
             wal_segment_bytes: config.wal.segment_bytes,
             wal_zero_ahead_bytes: config.wal.zero_ahead_bytes,
             wal_polled_io: config.wal.polled_io,
+            wal_dsync_small_flush_bytes: config.wal.dsync_small_flush_bytes,
             groups,
             tick: config.raft.tick(),
             election_timeout_ticks: config.raft.election_timeout_ticks,
@@ -1246,12 +1252,14 @@ async fn start_shard(
         segment_bytes: options.wal_segment_bytes,
         zero_ahead_bytes: options.wal_zero_ahead_bytes,
         polled_io: options.wal_polled_io,
+        dsync_small_flush_bytes: options.wal_dsync_small_flush_bytes,
         ..coraft_wal::Config::default()
     };
     let opening = std::time::Instant::now();
     let (opened, faults) = if wal_faults {
         let real = coraft_wal::DmaFs {
             polled_io: options.wal_polled_io,
+            dsync_small_flush_bytes: options.wal_dsync_small_flush_bytes,
         };
         let (fs, faults) = coraft_wal::FaultyFs::new(Rc::new(real));
         let opened = coraft_wal::Wal::open_with_fs(&dir, wal_config, Rc::new(fs)).await;

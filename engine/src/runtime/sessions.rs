@@ -10,7 +10,7 @@
 //! replicas keep the same table and expire a session at the same log index.
 //! `encode`/`decode` give the table's bytes for a snapshot.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 
 /// Results one session keeps for retries; a session with more unanswered
@@ -156,6 +156,65 @@ impl Hasher for SessionIdHasher {
     }
 }
 
+/// Room [`CachedResults`] keeps however few results it holds; above it,
+/// room beyond four times the results is given back.
+const CACHED_RESULTS_RETAINED: usize = 8;
+
+/// A session's kept results in rising sequence order. Sequences are
+/// recorded rising and forgotten from the oldest, so a write is a pop at
+/// the front and a push at the back of a ring that keeps its room, where a
+/// `BTreeMap` walked and rebalanced its nodes at every write (the session
+/// table's largest cost in apply; docs/journal/benchmarks.md, "issue 17:
+/// what applying costs").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CachedResults {
+    ring: VecDeque<(u64, CachedResult)>,
+}
+
+impl CachedResults {
+    fn get(&self, sequence: u64) -> Option<&CachedResult> {
+        // Usually the last one recorded, or one before it.
+        let at = self.ring.binary_search_by_key(&sequence, |(kept, _)| *kept).ok()?;
+        Some(&self.ring[at].1)
+    }
+
+    fn first_sequence(&self) -> Option<u64> {
+        self.ring.front().map(|(sequence, _)| *sequence)
+    }
+
+    /// Forgets the oldest result, giving back room far beyond what is held.
+    fn pop_first(&mut self) -> Option<(u64, CachedResult)> {
+        let first = self.ring.pop_front();
+        let capacity = self.ring.capacity();
+        if capacity > CACHED_RESULTS_RETAINED && capacity > 4 * self.ring.len() {
+            self.ring.shrink_to(CACHED_RESULTS_RETAINED.max(2 * self.ring.len()));
+        }
+        first
+    }
+
+    /// Keeps `cached` for `sequence` (in its place; replacing one kept for
+    /// the same sequence, as a map would).
+    fn insert(&mut self, sequence: u64, cached: CachedResult) {
+        match self.ring.back() {
+            Some((last, _)) if *last >= sequence => {
+                match self.ring.binary_search_by_key(&sequence, |(kept, _)| *kept) {
+                    Ok(at) => self.ring[at].1 = cached,
+                    Err(at) => self.ring.insert(at, (sequence, cached)),
+                }
+            }
+            _ => self.ring.push_back((sequence, cached)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, CachedResult)> {
+        self.ring.iter()
+    }
+}
+
 /// A set of session ids, hashed as the table hashes them.
 pub(crate) type SessionIdSet = HashSet<SessionId, SessionIdHashing>;
 
@@ -170,7 +229,7 @@ struct Session {
     /// Every applied sequence below this is forgotten; every applied one at
     /// or above it is in `results`.
     lowest_unanswered: u64,
-    results: BTreeMap<u64, CachedResult>,
+    results: CachedResults,
 }
 
 /// Where a session is filed is bookkeeping, not its state.
@@ -304,7 +363,7 @@ impl SessionTable {
             last_active_ms: self.clock_ms,
             filed_ms: self.clock_ms,
             lowest_unanswered: 0,
-            results: BTreeMap::new(),
+            results: CachedResults::default(),
         };
         self.sessions.insert(id, session);
         self.by_activity.insert((self.clock_ms, id));
@@ -321,7 +380,7 @@ impl SessionTable {
             self.remove(id);
             return Err(SessionRefusal::Expired);
         }
-        let decision = match session.results.get(&sequence) {
+        let decision = match session.results.get(sequence) {
             // The same command again: its original result.
             Some(cached) if cached.command_crc == command_crc => {
                 Ok(Admission::Duplicate(cached.result.as_slice().to_vec()))
@@ -347,13 +406,8 @@ impl SessionTable {
         // The command itself is unanswered, whatever the client claims.
         let forget_below = lowest_unanswered.min(sequence);
         if forget_below > session.lowest_unanswered {
-            // Usually one or two results go: popping them allocates
-            // nothing, where `split_off` builds a new map every write.
-            while session
-                .results
-                .first_key_value()
-                .is_some_and(|(&kept, _)| kept < forget_below)
-            {
+            // Usually one or two results go, from the front.
+            while session.results.first_sequence().is_some_and(|kept| kept < forget_below) {
                 session.results.pop_first();
             }
             session.lowest_unanswered = forget_below;
@@ -389,7 +443,7 @@ impl SessionTable {
             out.extend_from_slice(&session.last_active_ms.to_le_bytes());
             out.extend_from_slice(&session.lowest_unanswered.to_le_bytes());
             out.extend_from_slice(&(session.results.len() as u32).to_le_bytes());
-            for (sequence, cached) in &session.results {
+            for (sequence, cached) in session.results.iter() {
                 out.extend_from_slice(&sequence.to_le_bytes());
                 out.extend_from_slice(&cached.command_crc.to_le_bytes());
                 let result = cached.result.as_slice();
@@ -434,7 +488,7 @@ impl SessionTable {
                     bound: SESSION_RESULTS_MAX,
                 });
             }
-            let mut results = BTreeMap::new();
+            let mut results = CachedResults::default();
             for _ in 0..result_count {
                 let sequence = reader.u64("sequence")?;
                 let command_crc = reader.u32("command checksum")?;
@@ -558,6 +612,58 @@ mod tests {
         let result = [command, &sequence.to_le_bytes()].concat();
         table.record(id, sequence, lowest, crc, &result);
         result
+    }
+
+    #[test]
+    fn kept_results_answer_as_a_map_by_sequence_would_whatever_the_order() {
+        // Sequences mostly rising, some out of order and some repeated (a
+        // retry of a later write committed first); the ring must keep
+        // them sorted and answer each lookup as an ordered map does.
+        let mut ring = CachedResults::default();
+        let mut model = BTreeMap::new();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for step in 0..20_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let sequence = (step / 2).saturating_sub(state % 6);
+            let cached = CachedResult {
+                command_crc: state as u32,
+                result: CachedBytes::new(&state.to_le_bytes()[..(state % 9) as usize]),
+            };
+            ring.insert(sequence, cached.clone());
+            model.insert(sequence, cached);
+            while model.len() > 1 + (state % 5) as usize {
+                assert_eq!(ring.pop_first(), model.pop_first());
+            }
+            assert_eq!(ring.len(), model.len());
+            assert_eq!(ring.first_sequence(), model.keys().next().copied());
+            for probe in sequence.saturating_sub(4)..sequence + 2 {
+                assert_eq!(ring.get(probe), model.get(&probe), "sequence {probe} at step {step}");
+            }
+            let kept: Vec<_> = ring
+                .iter()
+                .map(|(sequence, cached)| (*sequence, cached.clone()))
+                .collect();
+            assert_eq!(kept, model.iter().map(|(s, c)| (*s, c.clone())).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_session_gives_back_the_room_of_results_it_forgot() {
+        let mut table = SessionTable::default();
+        table.register(7, MINUTE_MS);
+        for sequence in 1..=SESSION_RESULTS_MAX as u64 {
+            applied(&mut table, 7, sequence, 1, b"x");
+        }
+        let grown = table.sessions[&7].results.ring.capacity();
+        assert!(grown >= SESSION_RESULTS_MAX, "{grown}");
+        // The client catches up: one result kept from now on.
+        for sequence in SESSION_RESULTS_MAX as u64 + 1..SESSION_RESULTS_MAX as u64 + 8 {
+            applied(&mut table, 7, sequence, sequence, b"x");
+        }
+        assert_eq!(table.sessions[&7].results.len(), 1);
+        assert!(table.sessions[&7].results.ring.capacity() <= CACHED_RESULTS_RETAINED * 2);
     }
 
     #[test]

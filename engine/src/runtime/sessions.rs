@@ -173,7 +173,10 @@ struct CachedResults {
 
 impl CachedResults {
     fn get(&self, sequence: u64) -> Option<&CachedResult> {
-        // Usually the last one recorded, or one before it.
+        // A fresh command's sequence is past the last one recorded.
+        if self.ring.back().is_none_or(|(last, _)| *last < sequence) {
+            return None;
+        }
         let at = self.ring.binary_search_by_key(&sequence, |(kept, _)| *kept).ok()?;
         Some(&self.ring[at].1)
     }
@@ -256,6 +259,11 @@ pub struct SessionTable {
     by_activity: BTreeSet<(u64, SessionId)>,
     /// The latest leader time seen in the log (never goes back).
     clock_ms: u64,
+    /// At or below every filing in `by_activity` (lowered at each filing,
+    /// set to the front's filing when `advance_clock` looks there): while
+    /// the clock is within the shortest timeout of it, `advance_clock` need
+    /// not look at `by_activity` at all.
+    filed_floor_ms: u64,
     /// No session held has a timeout shorter than this (the shortest ever
     /// registered here): while the oldest filing is younger than it, no
     /// session can have expired and `advance_clock` looks no further.
@@ -268,6 +276,7 @@ impl Default for SessionTable {
             sessions: HashMap::default(),
             by_activity: BTreeSet::new(),
             clock_ms: 0,
+            filed_floor_ms: u64::MAX,
             timeout_floor_ms: u64::MAX,
         }
     }
@@ -304,10 +313,16 @@ impl SessionTable {
     /// longer than their timeout, least recently active first.
     pub fn advance_clock(&mut self, leader_time_ms: u64) {
         self.clock_ms = self.clock_ms.max(leader_time_ms);
+        // Every filing is at or after the floor: within the shortest
+        // timeout of it, none has expired (the check below would say so).
+        if self.clock_ms.saturating_sub(self.filed_floor_ms) <= self.timeout_floor_ms {
+            return;
+        }
         // Every session was active at or after the oldest filing: while
         // that is within the shortest timeout, none has expired (the loop
         // below would stop at its first session).
         let oldest_filed = self.by_activity.first().map(|&(filed, _)| filed);
+        self.filed_floor_ms = oldest_filed.unwrap_or(u64::MAX);
         if oldest_filed.is_none_or(|filed| self.clock_ms.saturating_sub(filed) <= self.timeout_floor_ms) {
             return;
         }
@@ -332,6 +347,7 @@ impl SessionTable {
             }
             self.by_activity.pop_first();
             session.filed_ms = session.last_active_ms;
+            self.filed_floor_ms = self.filed_floor_ms.min(session.last_active_ms);
             self.by_activity.insert((session.last_active_ms, id));
         }
     }
@@ -366,6 +382,7 @@ impl SessionTable {
             results: CachedResults::default(),
         };
         self.sessions.insert(id, session);
+        self.filed_floor_ms = self.filed_floor_ms.min(self.clock_ms);
         self.by_activity.insert((self.clock_ms, id));
     }
 
@@ -507,6 +524,7 @@ impl SessionTable {
                 return Err(SessionTableError::DuplicateSession { offset: reader.offset });
             }
             table.timeout_floor_ms = table.timeout_floor_ms.min(timeout_ms);
+            table.filed_floor_ms = table.filed_floor_ms.min(last_active_ms);
             table.by_activity.insert((last_active_ms, id));
         }
         if reader.offset != bytes.len() {
@@ -742,6 +760,40 @@ mod tests {
         assert_eq!(table.admit(7, 1, 0), Err(SessionRefusal::Expired));
         assert_eq!(table.admit(8, 2, 0), Ok(Admission::Fresh));
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn each_session_expires_at_the_first_clock_past_its_timeout_after_refiling_and_decoding() {
+        // The clock check skips `by_activity` while within the shortest
+        // timeout of a floor under every filing; the floor must never let
+        // an expiry through late, nor make one early.
+        let second = 1_000;
+        let mut table = SessionTable::default();
+        table.register(1, MINUTE_MS);
+        table.advance_clock(30 * second);
+        table.register(2, MINUTE_MS);
+        table.advance_clock(50 * second);
+        assert_eq!(table.admit(1, 1, 0), Ok(Admission::Fresh));
+        for clock in [61 * second, 90 * second] {
+            table.advance_clock(clock);
+            assert_eq!(table.len(), 2, "at {clock} ms");
+        }
+        let mut copy = SessionTable::decode(&table.encode()).expect("decodes");
+        for table in [&mut table, &mut copy] {
+            table.advance_clock(90 * second + 1);
+            assert_eq!(table.len(), 1, "2 idle past its minute");
+            assert_eq!(table.admit(2, 1, 0), Err(SessionRefusal::Expired));
+            table.advance_clock(110 * second);
+            assert_eq!(table.len(), 1, "1 was active at 50 s");
+            table.advance_clock(110 * second + 1);
+            assert!(table.is_empty(), "1 idle past its minute");
+            // A session registered later with a shorter timeout.
+            table.register(3, 10 * second);
+            table.advance_clock(120 * second + 1);
+            assert_eq!(table.len(), 1, "3 at exactly its timeout");
+            table.advance_clock(120 * second + 2);
+            assert!(table.is_empty(), "3 idle past its 10 s");
+        }
     }
 
     #[test]

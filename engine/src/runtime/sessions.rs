@@ -10,7 +10,7 @@
 //! replicas keep the same table and expire a session at the same log index.
 //! `encode`/`decode` give the table's bytes for a snapshot.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 
 /// Results one session keeps for retries; a session with more unanswered
@@ -156,6 +156,68 @@ impl Hasher for SessionIdHasher {
     }
 }
 
+/// Room [`CachedResults`] keeps however few results it holds; above it,
+/// room beyond four times the results is given back.
+const CACHED_RESULTS_RETAINED: usize = 8;
+
+/// A session's kept results in rising sequence order. Sequences are
+/// recorded rising and forgotten from the oldest, so a write is a pop at
+/// the front and a push at the back of a ring that keeps its room, where a
+/// `BTreeMap` walked and rebalanced its nodes at every write (the session
+/// table's largest cost in apply; docs/journal/benchmarks.md, "issue 17:
+/// what applying costs").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CachedResults {
+    ring: VecDeque<(u64, CachedResult)>,
+}
+
+impl CachedResults {
+    fn get(&self, sequence: u64) -> Option<&CachedResult> {
+        // A fresh command's sequence is past the last one recorded.
+        if self.ring.back().is_none_or(|(last, _)| *last < sequence) {
+            return None;
+        }
+        let at = self.ring.binary_search_by_key(&sequence, |(kept, _)| *kept).ok()?;
+        Some(&self.ring[at].1)
+    }
+
+    fn first_sequence(&self) -> Option<u64> {
+        self.ring.front().map(|(sequence, _)| *sequence)
+    }
+
+    /// Forgets the oldest result, giving back room far beyond what is held.
+    fn pop_first(&mut self) -> Option<(u64, CachedResult)> {
+        let first = self.ring.pop_front();
+        let capacity = self.ring.capacity();
+        if capacity > CACHED_RESULTS_RETAINED && capacity > 4 * self.ring.len() {
+            self.ring.shrink_to(CACHED_RESULTS_RETAINED.max(2 * self.ring.len()));
+        }
+        first
+    }
+
+    /// Keeps `cached` for `sequence` (in its place; replacing one kept for
+    /// the same sequence, as a map would).
+    fn insert(&mut self, sequence: u64, cached: CachedResult) {
+        match self.ring.back() {
+            Some((last, _)) if *last >= sequence => {
+                match self.ring.binary_search_by_key(&sequence, |(kept, _)| *kept) {
+                    Ok(at) => self.ring[at].1 = cached,
+                    Err(at) => self.ring.insert(at, (sequence, cached)),
+                }
+            }
+            _ => self.ring.push_back((sequence, cached)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, CachedResult)> {
+        self.ring.iter()
+    }
+}
+
 /// A set of session ids, hashed as the table hashes them.
 pub(crate) type SessionIdSet = HashSet<SessionId, SessionIdHashing>;
 
@@ -170,7 +232,7 @@ struct Session {
     /// Every applied sequence below this is forgotten; every applied one at
     /// or above it is in `results`.
     lowest_unanswered: u64,
-    results: BTreeMap<u64, CachedResult>,
+    results: CachedResults,
 }
 
 /// Where a session is filed is bookkeeping, not its state.
@@ -197,6 +259,11 @@ pub struct SessionTable {
     by_activity: BTreeSet<(u64, SessionId)>,
     /// The latest leader time seen in the log (never goes back).
     clock_ms: u64,
+    /// At or below every filing in `by_activity` (lowered at each filing,
+    /// set to the front's filing when `advance_clock` looks there): while
+    /// the clock is within the shortest timeout of it, `advance_clock` need
+    /// not look at `by_activity` at all.
+    filed_floor_ms: u64,
     /// No session held has a timeout shorter than this (the shortest ever
     /// registered here): while the oldest filing is younger than it, no
     /// session can have expired and `advance_clock` looks no further.
@@ -209,6 +276,7 @@ impl Default for SessionTable {
             sessions: HashMap::default(),
             by_activity: BTreeSet::new(),
             clock_ms: 0,
+            filed_floor_ms: u64::MAX,
             timeout_floor_ms: u64::MAX,
         }
     }
@@ -245,10 +313,16 @@ impl SessionTable {
     /// longer than their timeout, least recently active first.
     pub fn advance_clock(&mut self, leader_time_ms: u64) {
         self.clock_ms = self.clock_ms.max(leader_time_ms);
+        // Every filing is at or after the floor: within the shortest
+        // timeout of it, none has expired (the check below would say so).
+        if self.clock_ms.saturating_sub(self.filed_floor_ms) <= self.timeout_floor_ms {
+            return;
+        }
         // Every session was active at or after the oldest filing: while
         // that is within the shortest timeout, none has expired (the loop
         // below would stop at its first session).
         let oldest_filed = self.by_activity.first().map(|&(filed, _)| filed);
+        self.filed_floor_ms = oldest_filed.unwrap_or(u64::MAX);
         if oldest_filed.is_none_or(|filed| self.clock_ms.saturating_sub(filed) <= self.timeout_floor_ms) {
             return;
         }
@@ -273,6 +347,7 @@ impl SessionTable {
             }
             self.by_activity.pop_first();
             session.filed_ms = session.last_active_ms;
+            self.filed_floor_ms = self.filed_floor_ms.min(session.last_active_ms);
             self.by_activity.insert((session.last_active_ms, id));
         }
     }
@@ -304,9 +379,10 @@ impl SessionTable {
             last_active_ms: self.clock_ms,
             filed_ms: self.clock_ms,
             lowest_unanswered: 0,
-            results: BTreeMap::new(),
+            results: CachedResults::default(),
         };
         self.sessions.insert(id, session);
+        self.filed_floor_ms = self.filed_floor_ms.min(self.clock_ms);
         self.by_activity.insert((self.clock_ms, id));
     }
 
@@ -321,7 +397,7 @@ impl SessionTable {
             self.remove(id);
             return Err(SessionRefusal::Expired);
         }
-        let decision = match session.results.get(&sequence) {
+        let decision = match session.results.get(sequence) {
             // The same command again: its original result.
             Some(cached) if cached.command_crc == command_crc => {
                 Ok(Admission::Duplicate(cached.result.as_slice().to_vec()))
@@ -347,13 +423,8 @@ impl SessionTable {
         // The command itself is unanswered, whatever the client claims.
         let forget_below = lowest_unanswered.min(sequence);
         if forget_below > session.lowest_unanswered {
-            // Usually one or two results go: popping them allocates
-            // nothing, where `split_off` builds a new map every write.
-            while session
-                .results
-                .first_key_value()
-                .is_some_and(|(&kept, _)| kept < forget_below)
-            {
+            // Usually one or two results go, from the front.
+            while session.results.first_sequence().is_some_and(|kept| kept < forget_below) {
                 session.results.pop_first();
             }
             session.lowest_unanswered = forget_below;
@@ -389,7 +460,7 @@ impl SessionTable {
             out.extend_from_slice(&session.last_active_ms.to_le_bytes());
             out.extend_from_slice(&session.lowest_unanswered.to_le_bytes());
             out.extend_from_slice(&(session.results.len() as u32).to_le_bytes());
-            for (sequence, cached) in &session.results {
+            for (sequence, cached) in session.results.iter() {
                 out.extend_from_slice(&sequence.to_le_bytes());
                 out.extend_from_slice(&cached.command_crc.to_le_bytes());
                 let result = cached.result.as_slice();
@@ -434,7 +505,7 @@ impl SessionTable {
                     bound: SESSION_RESULTS_MAX,
                 });
             }
-            let mut results = BTreeMap::new();
+            let mut results = CachedResults::default();
             for _ in 0..result_count {
                 let sequence = reader.u64("sequence")?;
                 let command_crc = reader.u32("command checksum")?;
@@ -453,6 +524,7 @@ impl SessionTable {
                 return Err(SessionTableError::DuplicateSession { offset: reader.offset });
             }
             table.timeout_floor_ms = table.timeout_floor_ms.min(timeout_ms);
+            table.filed_floor_ms = table.filed_floor_ms.min(last_active_ms);
             table.by_activity.insert((last_active_ms, id));
         }
         if reader.offset != bytes.len() {
@@ -561,6 +633,58 @@ mod tests {
     }
 
     #[test]
+    fn kept_results_answer_as_a_map_by_sequence_would_whatever_the_order() {
+        // Sequences mostly rising, some out of order and some repeated (a
+        // retry of a later write committed first); the ring must keep
+        // them sorted and answer each lookup as an ordered map does.
+        let mut ring = CachedResults::default();
+        let mut model = BTreeMap::new();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for step in 0..20_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let sequence = (step / 2).saturating_sub(state % 6);
+            let cached = CachedResult {
+                command_crc: state as u32,
+                result: CachedBytes::new(&state.to_le_bytes()[..(state % 9) as usize]),
+            };
+            ring.insert(sequence, cached.clone());
+            model.insert(sequence, cached);
+            while model.len() > 1 + (state % 5) as usize {
+                assert_eq!(ring.pop_first(), model.pop_first());
+            }
+            assert_eq!(ring.len(), model.len());
+            assert_eq!(ring.first_sequence(), model.keys().next().copied());
+            for probe in sequence.saturating_sub(4)..sequence + 2 {
+                assert_eq!(ring.get(probe), model.get(&probe), "sequence {probe} at step {step}");
+            }
+            let kept: Vec<_> = ring
+                .iter()
+                .map(|(sequence, cached)| (*sequence, cached.clone()))
+                .collect();
+            assert_eq!(kept, model.iter().map(|(s, c)| (*s, c.clone())).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_session_gives_back_the_room_of_results_it_forgot() {
+        let mut table = SessionTable::default();
+        table.register(7, MINUTE_MS);
+        for sequence in 1..=SESSION_RESULTS_MAX as u64 {
+            applied(&mut table, 7, sequence, 1, b"x");
+        }
+        let grown = table.sessions[&7].results.ring.capacity();
+        assert!(grown >= SESSION_RESULTS_MAX, "{grown}");
+        // The client catches up: one result kept from now on.
+        for sequence in SESSION_RESULTS_MAX as u64 + 1..SESSION_RESULTS_MAX as u64 + 8 {
+            applied(&mut table, 7, sequence, sequence, b"x");
+        }
+        assert_eq!(table.sessions[&7].results.len(), 1);
+        assert!(table.sessions[&7].results.ring.capacity() <= CACHED_RESULTS_RETAINED * 2);
+    }
+
+    #[test]
     fn unknown_session_is_refused_as_expired() {
         let mut table = SessionTable::default();
         assert_eq!(table.admit(7, 1, 0), Err(SessionRefusal::Expired));
@@ -636,6 +760,40 @@ mod tests {
         assert_eq!(table.admit(7, 1, 0), Err(SessionRefusal::Expired));
         assert_eq!(table.admit(8, 2, 0), Ok(Admission::Fresh));
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn each_session_expires_at_the_first_clock_past_its_timeout_after_refiling_and_decoding() {
+        // The clock check skips `by_activity` while within the shortest
+        // timeout of a floor under every filing; the floor must never let
+        // an expiry through late, nor make one early.
+        let second = 1_000;
+        let mut table = SessionTable::default();
+        table.register(1, MINUTE_MS);
+        table.advance_clock(30 * second);
+        table.register(2, MINUTE_MS);
+        table.advance_clock(50 * second);
+        assert_eq!(table.admit(1, 1, 0), Ok(Admission::Fresh));
+        for clock in [61 * second, 90 * second] {
+            table.advance_clock(clock);
+            assert_eq!(table.len(), 2, "at {clock} ms");
+        }
+        let mut copy = SessionTable::decode(&table.encode()).expect("decodes");
+        for table in [&mut table, &mut copy] {
+            table.advance_clock(90 * second + 1);
+            assert_eq!(table.len(), 1, "2 idle past its minute");
+            assert_eq!(table.admit(2, 1, 0), Err(SessionRefusal::Expired));
+            table.advance_clock(110 * second);
+            assert_eq!(table.len(), 1, "1 was active at 50 s");
+            table.advance_clock(110 * second + 1);
+            assert!(table.is_empty(), "1 idle past its minute");
+            // A session registered later with a shorter timeout.
+            table.register(3, 10 * second);
+            table.advance_clock(120 * second + 1);
+            assert_eq!(table.len(), 1, "3 at exactly its timeout");
+            table.advance_clock(120 * second + 2);
+            assert!(table.is_empty(), "3 idle past its 10 s");
+        }
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub struct Config {
     /// "Polled I/O"). For NVMe devices with poll queues and a core of
     /// their own.
     pub polled_io: bool,
+    /// Have recovery copy every entry's payload out of its segment while it
+    /// checks the record, for [`crate::Wal::take_recovered_entries`]: an
+    /// opener that builds its log in memory (the engine) then reads the log
+    /// once instead of twice. Until taken (or dropped with
+    /// [`crate::Wal::drop_recovered_entries`]) the copies stay in memory.
+    /// Off by default.
+    pub keep_recovered_payloads: bool,
 }
 
 impl Default for Config {
@@ -75,6 +82,7 @@ impl Default for Config {
             recovery_mode: RecoveryMode::TolerateTornTail,
             zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
             polled_io: false,
+            keep_recovered_payloads: false,
         }
     }
 }

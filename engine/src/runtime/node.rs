@@ -1246,6 +1246,9 @@ async fn start_shard(
         segment_bytes: options.wal_segment_bytes,
         zero_ahead_bytes: options.wal_zero_ahead_bytes,
         polled_io: options.wal_polled_io,
+        // Each group's log is built from the payloads recovery copied as it
+        // checked them (`recover_group`): the log is read once.
+        keep_recovered_payloads: true,
         ..coraft_wal::Config::default()
     };
     let opening = std::time::Instant::now();
@@ -1302,6 +1305,8 @@ async fn start_shard(
         }
         admin.add_group(group);
     }
+    // Payloads of groups this node no longer opens are not kept.
+    wal.drop_recovered_entries();
     let identity = LocalIdentity {
         cluster_id: options.cluster_id,
         node_id: options.node_id.0,

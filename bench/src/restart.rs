@@ -109,6 +109,16 @@ pub struct Restart {
     /// memory sampled every [`MEMORY_SAMPLE_INTERVAL`] over the same span.
     pub peak_anon_bytes: u64,
     pub peak_file_bytes: u64,
+    /// CPU time of the whole process (user + system, every thread) from
+    /// before `Node::start` until serving (`getrusage`).
+    pub cpu_s: f64,
+    /// Page faults over the same span: minor (a page mapped from the page
+    /// cache or a fresh heap page) and major (read from disk).
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    /// Bytes the process read from the device over the same span
+    /// (`read_bytes` of `/proc/self/io`; 0 if unreadable).
+    pub disk_read_bytes: u64,
     /// What the read answered: the count of applied writes.
     pub applied: u64,
     /// The reads that failed before one succeeded (the first few).
@@ -232,6 +242,7 @@ fn restart(
     let timeout = Duration::from_secs(args.timeout);
     let rss_before_bytes = memory::fresh_start();
     let sampler = memory::Sampler::start();
+    let usage_before = usage::now();
     let begun = Instant::now();
     let node = Node::start(options.clone(), factory.clone()).map_err(|e| anyhow!("starting the node: {e}"))?;
     let start_s = begun.elapsed().as_secs_f64();
@@ -266,6 +277,7 @@ fn restart(
             .ok_or_else(|| anyhow!("the counter answered {} bytes, not 8", answer.len()))?,
     );
     let status = block(node.group(GROUP).status()).map_err(|e| anyhow!("status: {e}"))?;
+    let usage_after = usage::now();
     let (peak_anon_bytes, peak_file_bytes) = sampler.stop();
     Ok((
         node,
@@ -282,6 +294,10 @@ fn restart(
             peak_rss_bytes: memory::status_bytes("VmHWM:"),
             peak_anon_bytes,
             peak_file_bytes,
+            cpu_s: usage_after.cpu_s - usage_before.cpu_s,
+            minor_faults: usage_after.minor_faults.saturating_sub(usage_before.minor_faults),
+            major_faults: usage_after.major_faults.saturating_sub(usage_before.major_faults),
+            disk_read_bytes: usage_after.read_bytes.saturating_sub(usage_before.read_bytes),
             applied,
             read_errors,
         },
@@ -364,6 +380,40 @@ pub fn measure(args: &RestartArgs, root: &Path) -> Result<Report> {
         machine: Machine::detect(root),
         command: crate::cluster::command_line(),
     })
+}
+
+/// The process's CPU time, page faults and disk reads so far.
+mod usage {
+    pub struct Usage {
+        pub cpu_s: f64,
+        pub minor_faults: u64,
+        pub major_faults: u64,
+        pub read_bytes: u64,
+    }
+
+    pub fn now() -> Usage {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage
+        };
+        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let read_bytes = std::fs::read_to_string("/proc/self/io")
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|line| line.strip_prefix("read_bytes:"))
+                    .and_then(|value| value.trim().parse().ok())
+            })
+            .unwrap_or(0);
+        Usage {
+            cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+            minor_faults: usage.ru_minflt as u64,
+            major_faults: usage.ru_majflt as u64,
+            read_bytes,
+        }
+    }
 }
 
 /// The process's resident memory, as a restart sees it.
@@ -494,6 +544,14 @@ pub fn run(args: RestartArgs) -> Result<()> {
             r.peak_rss_bytes.saturating_sub(r.rss_before_bytes) as f64 / r.disk_bytes.max(1) as f64,
             mib(r.peak_anon_bytes),
             mib(r.peak_file_bytes)
+        );
+        println!(
+            "  {:<14} cpu {:.2} s (every thread); {} minor and {} major page faults; {:.0} MiB read from the device",
+            "",
+            r.cpu_s,
+            r.minor_faults,
+            r.major_faults,
+            mib(r.disk_read_bytes)
         );
         for error in &r.read_errors {
             println!("  {:<14} {error}", "");

@@ -77,6 +77,14 @@ pub struct Config {
     /// [`crate::fs::DSYNC_WRITE_BYTES_MIN`], from where every flush is an
     /// O_DSYNC write anyway.
     pub dsync_small_flush_bytes: usize,
+
+    /// Have recovery copy every entry's payload out of its segment while it
+    /// checks the record, for [`crate::Wal::take_recovered_entries`]: an
+    /// opener that builds its log in memory (the engine) then reads the log
+    /// once instead of twice. Until taken (or dropped with
+    /// [`crate::Wal::drop_recovered_entries`]) the copies stay in memory.
+    /// Off by default.
+    pub keep_recovered_payloads: bool,
 }
 
 impl Default for Config {
@@ -90,6 +98,8 @@ impl Default for Config {
             zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
             polled_io: false,
             dsync_small_flush_bytes: DSYNC_SMALL_FLUSH_BYTES_DEFAULT,
+
+            keep_recovered_payloads: false,
         }
     }
 }

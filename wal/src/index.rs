@@ -33,6 +33,22 @@ pub struct GroupLog {
     hard_state: Option<(HardState, u64)>,
     /// The latest purge marker: (index, term, lsn).
     snapshot: Option<(u64, u64, u64)>,
+    /// Payloads copied by recovery ([`Groups::replay_keeping`]) for the
+    /// first `copies.len()` entries, in order: empty, or as many as there
+    /// are entries. Truncations and purges cut them with the entries;
+    /// appends after recovery do not add to them.
+    copies: VecDeque<RecoveredPayload>,
+}
+
+/// An entry's type and payload, copied out of its segment by recovery while
+/// its record was checked: the engine builds its in-memory log from these
+/// without reading the log a second time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredPayload {
+    /// The entry's type, as appended.
+    pub entry_type: u8,
+    /// Its payload (allocated exactly full).
+    pub payload: Vec<u8>,
 }
 
 /// A group's recovered (or current) state, as the engine needs it on open.
@@ -163,6 +179,14 @@ impl GroupLog {
             .into_iter()
             .flatten()
             .min_by_key(|(lsn, _)| *lsn)
+    }
+
+    /// Takes the payloads recovery copied, if it copied one for every entry
+    /// in the log (in index order, from the first); otherwise drops what it
+    /// copied and returns `None`.
+    pub fn take_copies(&mut self) -> Option<VecDeque<RecoveredPayload>> {
+        let copies = std::mem::take(&mut self.copies);
+        (copies.len() == self.entries.len()).then_some(copies)
     }
 
     /// True when the group holds nothing (no entries, hard state or marker).
@@ -315,10 +339,55 @@ impl Groups {
                 let slot = self.slot(*group);
                 let log = &mut self.logs[slot].1;
                 log.entries.clear();
+                log.copies.clear();
                 log.first_index = *index;
             }
         }
         self.apply(record, lsn, offset)
+    }
+
+    /// [`Groups::replay`], also keeping a copy of an entry's payload (see
+    /// [`GroupLog::take_copies`]).
+    pub fn replay_keeping(
+        &mut self,
+        record: &Record<'_>,
+        lsn: u64,
+        offset: u64,
+        log_is_suffix: bool,
+    ) -> Result<(), NotContiguous> {
+        self.replay(record, lsn, offset, log_is_suffix)?;
+        if let Record::Entry {
+            group,
+            entry_type,
+            payload,
+            ..
+        } = *record
+        {
+            let slot = self.slot(group);
+            let log = &mut self.logs[slot].1;
+            // Copies follow the entries from the first: a group whose log
+            // was not copied from its start gets none.
+            if log.copies.len() + 1 == log.entries.len() {
+                log.copies.push_back(RecoveredPayload {
+                    entry_type,
+                    payload: payload.to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `group`'s recovered payloads ([`GroupLog::take_copies`]).
+    pub fn take_copies(&mut self, group: u64) -> Option<VecDeque<RecoveredPayload>> {
+        let &position = self.positions.get(&group)?;
+        self.logs[position].1.take_copies()
+    }
+
+    /// Drops every payload recovery copied and no one took.
+    pub fn drop_copies(&mut self) {
+        for (_, log) in &mut self.logs {
+            log.copies = VecDeque::new();
+        }
     }
 
     /// Adds an entry to the log in `slot`, whose index the caller has checked
@@ -375,11 +444,13 @@ impl Groups {
             Record::TruncateSuffix { from_index, .. } => {
                 if !log.started || from_index <= log.first_index {
                     log.entries.clear();
+                    log.copies.clear();
                     log.first_index = from_index;
                     log.started = true;
                 } else {
                     let keep = (from_index - log.first_index) as usize;
                     log.entries.truncate(keep);
+                    log.copies.truncate(keep);
                 }
             }
             Record::Purge { index, term, .. } => {
@@ -387,10 +458,12 @@ impl Groups {
                 let last = log.first_index + log.entries.len() as u64;
                 if !log.started || index + 1 >= last {
                     log.entries.clear();
+                    log.copies.clear();
                     log.first_index = index + 1;
                 } else if index >= log.first_index {
                     let drop = (index + 1 - log.first_index) as usize;
                     log.entries.drain(..drop);
+                    log.copies.drain(..drop.min(log.copies.len()));
                     log.first_index = index + 1;
                 }
                 log.started = true;

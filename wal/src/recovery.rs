@@ -392,17 +392,33 @@ fn nonzero_end(bytes: &[u8], from: usize) -> Option<usize> {
 /// and a blank last segment removed; without, the files are left untouched
 /// (the `verify` and `inspect` tools).
 pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered> {
-    recover_with(dir, mode, repair, true)
+    recover_with(dir, mode, repair, true, false)
+}
+
+/// [`recover`], also copying every entry's payload out of its segment as
+/// its record is checked (while the bytes are in cache), into the index
+/// ([`crate::index::GroupLog::take_copies`]): for an opener that builds its
+/// in-memory log from the WAL, which then never reads the log a second
+/// time. Payloads later truncated, purged or forgotten are dropped as those
+/// records replay.
+pub fn recover_keeping_payloads(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered> {
+    recover_with(dir, mode, repair, true, true)
 }
 
 /// [`recover`] without reading the segment range file or missing it (rules
 /// 7 and 8), and without repairing: for `coraft-wal rebuild-range`, which
 /// then records the segments found. Every other rule holds.
 pub fn recover_ignoring_range_file(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
-    recover_with(dir, mode, false, false)
+    recover_with(dir, mode, false, false, false)
 }
 
-fn recover_with(dir: &Path, mode: RecoveryMode, repair: bool, range_file: bool) -> Result<Recovered> {
+fn recover_with(
+    dir: &Path,
+    mode: RecoveryMode,
+    repair: bool,
+    range_file: bool,
+    keep_payloads: bool,
+) -> Result<Recovered> {
     let mut listed = list_segments(dir)?;
     let range = if range_file { read_segment_range(dir)? } else { None };
     if let Some(range) = range {
@@ -468,13 +484,16 @@ fn recover_with(dir: &Path, mode: RecoveryMode, repair: bool, range_file: bool) 
         let segment_len = map.len().min(header.segment_bytes as usize);
         let bytes = &map[..segment_len];
         let walked = walk(bytes, header.nonce, first_lsn, |offset, record| {
-            groups
-                .replay(record, next_lsn, offset, log_is_suffix)
-                .map_err(|_| Error::InconsistentRecord {
-                    segment: first_lsn,
-                    offset,
-                    group: record.group(),
-                })?;
+            let replayed = if keep_payloads {
+                groups.replay_keeping(record, next_lsn, offset, log_is_suffix)
+            } else {
+                groups.replay(record, next_lsn, offset, log_is_suffix)
+            };
+            replayed.map_err(|_| Error::InconsistentRecord {
+                segment: first_lsn,
+                offset,
+                group: record.group(),
+            })?;
             next_lsn += 1;
             Ok(())
         })?;

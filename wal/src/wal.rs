@@ -17,7 +17,8 @@ use crate::format::{decode_record, Decoded, FlushMarker, HardState, Record, ENTR
 use crate::fs::{DmaFs, FileSystem};
 use crate::index::{EntryLocation, GroupState, SegmentHolders};
 use crate::recovery::{
-    map_segment, recover, release_pages, write_segment_range, write_segment_range_off_thread, SegmentRange, TornTail,
+    map_segment, recover, recover_keeping_payloads, release_pages, write_segment_range, write_segment_range_off_thread,
+    SegmentRange, TornTail,
 };
 use crate::writer::{flush, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
 
@@ -122,7 +123,11 @@ impl Wal {
         config.validate()?;
         let dir: PathBuf = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|error| Error::io(IoOp::Directory, 0, &error))?;
-        let recovered = recover(&dir, config.recovery_mode, true)?;
+        let recovered = if config.keep_recovered_payloads {
+            recover_keeping_payloads(&dir, config.recovery_mode, true)?
+        } else {
+            recover(&dir, config.recovery_mode, true)?
+        };
         let range = match (recovered.range, recovered.segments.first(), recovered.segments.last()) {
             (Some(range), _, _) => Some(range),
             // Written before the range file existed, or a crash before the
@@ -671,6 +676,37 @@ impl Wal {
         if let Some(waker) = self.shared.borrow_mut().flusher_waker.take() {
             waker.wake();
         }
+    }
+}
+
+/// Handing over the payloads recovery copied ([`Config::keep_recovered_payloads`]).
+impl Wal {
+    /// Takes `group`'s entries as recovery copied them, in index order from
+    /// its first live index (payloads [`Payload::Owned`]): `None` if the WAL
+    /// was opened without [`Config::keep_recovered_payloads`], they were
+    /// taken already, or anything was appended to the group since (then
+    /// read them with [`Wal::entries`]).
+    pub fn take_recovered_entries(&self, group: u64) -> Option<Vec<Entry>> {
+        let mut state = self.shared.borrow_mut();
+        let copies = state.groups.take_copies(group)?;
+        let log = state.groups.get(group)?;
+        let first_index = log.state().first_index;
+        (first_index..)
+            .zip(copies)
+            .map(|(index, copy)| {
+                Some(Entry {
+                    index,
+                    term: log.entry(index)?.term,
+                    entry_type: copy.entry_type,
+                    payload: Payload::Owned(copy.payload),
+                })
+            })
+            .collect()
+    }
+
+    /// Drops every payload recovery copied that no one took.
+    pub fn drop_recovered_entries(&self) {
+        self.shared.borrow_mut().groups.drop_copies();
     }
 }
 

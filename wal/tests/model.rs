@@ -168,8 +168,10 @@ fn append(wal: &Wal, record: &ModelRecord) {
     .unwrap();
 }
 
-/// Checks that the WAL holds exactly the model's groups.
-fn assert_matches(wal: &Wal, model: &BTreeMap<u64, ModelGroup>) {
+/// Checks that the WAL holds exactly the model's groups; `just_opened`:
+/// also that recovery copied every live entry's payload (the entries the
+/// engine builds its log from) and that they are the model's.
+fn assert_matches(wal: &Wal, model: &BTreeMap<u64, ModelGroup>, just_opened: bool) {
     for group in 0..GROUPS {
         let expected = model.get(&group).cloned().unwrap_or_default();
         let Some(state) = wal.group_state(group) else {
@@ -187,6 +189,20 @@ fn assert_matches(wal: &Wal, model: &BTreeMap<u64, ModelGroup>) {
             continue;
         }
         assert_eq!(state.first_index, expected.first_index, "group {group} first index");
+        if just_opened {
+            let copied = wal
+                .take_recovered_entries(group)
+                .expect("recovery copied the group's entries");
+            assert_eq!(copied.len(), expected.entries.len(), "group {group} copied entries");
+            for (entry, (term, payload)) in copied.iter().zip(&expected.entries) {
+                assert_eq!(
+                    (entry.term, &*entry.payload),
+                    (*term, payload.as_slice()),
+                    "group {group} index {} as copied by recovery",
+                    entry.index
+                );
+            }
+        }
         let entries = wal
             .entries(group, state.first_index..state.last_index + 1, usize::MAX)
             .unwrap();
@@ -203,7 +219,11 @@ fn assert_matches(wal: &Wal, model: &BTreeMap<u64, ModelGroup>) {
 
 async fn open(dir: &std::path::Path) -> (Wal, Faults, u64) {
     let (fs, faults) = FaultyFs::new(Rc::new(DmaFs::default()));
-    let (wal, report) = Wal::open_with_fs(dir, small_config(), Rc::new(fs)).await.unwrap();
+    let config = coraft_wal::Config {
+        keep_recovered_payloads: true,
+        ..small_config()
+    };
+    let (wal, report) = Wal::open_with_fs(dir, config, Rc::new(fs)).await.unwrap();
     (wal, faults, report.last_lsn)
 }
 
@@ -307,7 +327,7 @@ fn check(ops: Vec<Op>) {
                     records.truncate(last_lsn);
                     durable = last_lsn;
                     model = replay(&records);
-                    assert_matches(&reopened, &model);
+                    assert_matches(&reopened, &model, true);
                     (wal, faults) = (reopened, new_faults);
                     continue;
                 }
@@ -315,11 +335,11 @@ fn check(ops: Vec<Op>) {
             append(&wal, records.last().expect("just pushed"));
             model = replay(&records);
         }
-        assert_matches(&wal, &model);
+        assert_matches(&wal, &model, false);
         wal.close().await.unwrap();
         let (wal, _, last_lsn) = open(dir.path()).await;
         assert_eq!(last_lsn as usize, records.len());
-        assert_matches(&wal, &replay(&records));
+        assert_matches(&wal, &replay(&records), true);
         wal.close().await.unwrap();
     });
 }

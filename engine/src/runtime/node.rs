@@ -1253,6 +1253,10 @@ async fn start_shard(
         zero_ahead_bytes: options.wal_zero_ahead_bytes,
         polled_io: options.wal_polled_io,
         dsync_small_flush_bytes: options.wal_dsync_small_flush_bytes,
+
+        // Each group's log is built from the payloads recovery copied as it
+        // checked them (`recover_group`): the log is read once.
+        keep_recovered_payloads: true,
         ..coraft_wal::Config::default()
     };
     let opening = std::time::Instant::now();
@@ -1310,6 +1314,8 @@ async fn start_shard(
         }
         admin.add_group(group);
     }
+    // Payloads of groups this node no longer opens are not kept.
+    wal.drop_recovered_entries();
     let identity = LocalIdentity {
         cluster_id: options.cluster_id,
         node_id: options.node_id.0,

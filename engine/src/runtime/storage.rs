@@ -2,11 +2,13 @@
 //! entries and hard state become WAL records; on start, each group's
 //! persisted state is read back into an [`InitialState`].
 
+use bytes::Bytes;
+use coraft_net::schema::entry_kind;
 use coraft_wal::{HardState as WalHardState, NewEntry, Wal};
 
 use crate::api::Error;
 use crate::raft::{
-    Configuration, Entry, GroupId, HardState, InitialState, LogIndex, NodeId, Ready, SnapshotMeta, Term,
+    Configuration, Entry, EntryPayload, GroupId, HardState, InitialState, LogIndex, NodeId, Ready, SnapshotMeta, Term,
 };
 
 use super::codec::{payload_from_stored, payload_to_stored};
@@ -47,31 +49,51 @@ pub fn recover_group(wal: &Wal, group: GroupId, configuration: Configuration) ->
     }
     let reading = std::time::Instant::now();
     let mut bytes = 0usize;
+    let mut stored_entries = |stored: coraft_wal::Entry, initial: &mut InitialState| -> Result<(), Error> {
+        bytes += stored.payload.len();
+        let index = stored.index;
+        let payload = match stored.payload {
+            // Recovery's copy, allocated exactly full: the core's payload
+            // takes it without copying again.
+            coraft_wal::Payload::Owned(copy) if stored.entry_type == entry_kind::NORMAL => {
+                EntryPayload::Normal(Bytes::from(copy))
+            }
+            other => payload_from_stored(stored.entry_type, &other)
+                .map_err(|e| Error::Storage(format!("group {group} entry {index}: {e}")))?,
+        };
+        initial.entries.push(Entry {
+            index: LogIndex(index),
+            term: Term(stored.term),
+            payload,
+        });
+        Ok(())
+    };
     initial
         .entries
         .reserve_exact(usize::try_from(state.last_index + 1 - state.first_index).unwrap_or(0));
-    let mut next = state.first_index;
-    while next <= state.last_index {
-        let batch = wal
-            .entries(group.0, next..state.last_index + 1, RECOVERY_READ_BYTES_MAX)
-            .map_err(|e| storage_error("reading the WAL", e))?;
-        if batch.is_empty() {
-            break;
+    if let Some(recovered) = wal.take_recovered_entries(group.0) {
+        // Copied by the WAL's recovery while it checked each record: the
+        // log's bytes are read once.
+        for stored in recovered {
+            stored_entries(stored, &mut initial)?;
         }
-        for stored in batch {
-            bytes += stored.payload.len();
-            let payload = payload_from_stored(stored.entry_type, &stored.payload)
-                .map_err(|e| Error::Storage(format!("group {group} entry {}: {e}", stored.index)))?;
-            initial.entries.push(Entry {
-                index: LogIndex(stored.index),
-                term: Term(stored.term),
-                payload,
-            });
-            next = stored.index + 1;
+    } else {
+        let mut next = state.first_index;
+        while next <= state.last_index {
+            let batch = wal
+                .entries(group.0, next..state.last_index + 1, RECOVERY_READ_BYTES_MAX)
+                .map_err(|e| storage_error("reading the WAL", e))?;
+            if batch.is_empty() {
+                break;
+            }
+            for stored in batch {
+                next = stored.index + 1;
+                stored_entries(stored, &mut initial)?;
+            }
+            // The payloads are copied: their mapped pages need not stay
+            // resident (without this a restart peaked at twice the log's size).
+            wal.release_mapped_pages();
         }
-        // The payloads are copied: their mapped pages need not stay resident
-        // (without this a restart peaked at twice the log's size).
-        wal.release_mapped_pages();
     }
     // Entries after a gap would violate the core's contiguity; the WAL's
     // index guarantees none, but check rather than trust.

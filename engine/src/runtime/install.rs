@@ -24,7 +24,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use coraft_net::schema::{RaftBody, SnapshotChunk, SnapshotChunkAck};
@@ -60,19 +59,6 @@ pub const SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX: u64 = 32 << 20;
 /// stayed full meanwhile and the worker then waited for the next window.
 /// Smaller batches keep answers, and so chunks, flowing while it writes.
 pub const SNAPSHOT_RECEIVE_BATCH_BYTES_MAX: u64 = 1 << 20;
-
-/// Bound on the chunk bytes the receive worker writes in one run on the
-/// executor's blocking thread before it hands that thread back (snapshot
-/// saves and loads from a file share it) and starts another run.
-pub const SNAPSHOT_RECEIVE_RUN_BYTES_MAX: u64 = 16 << 20;
-
-/// How long the receive worker waits on the blocking thread for the next
-/// chunk before it ends its run. A run that ends and starts again costs
-/// two hand-offs between the blocking thread and the shard's; when each
-/// 1 MiB batch was a run of its own, those hand-offs, not the writes,
-/// bounded a stream (a 1 GiB stream at load 20: 1,116 runs in 8.3 s, the
-/// worker busy for 1.7 s of it, and each chunk queued 67 ms on average).
-pub const SNAPSHOT_RECEIVE_LINGER: Duration = Duration::from_millis(2);
 
 /// Room a stream leaves in the peer connection's queue (4 MiB by default)
 /// for the other messages to that follower (heartbeats, votes, other
@@ -232,52 +218,17 @@ struct WorkerReturn {
 
 /// The streams this shard receives. The chunks are written, synced and
 /// published by a worker on the executor's blocking thread, never on the
-/// shard's loop: the [`SnapshotInbox`] moves to the worker for a run, in
-/// which it takes batch after batch from the queue the shard fills
-/// (`SNAPSHOT_RECEIVE_RUN_BYTES_MAX`, `SNAPSHOT_RECEIVE_LINGER`) and sends
-/// what became of each batch back as soon as it is written; a chunk is
-/// answered once it is written.
+/// shard's loop: the [`SnapshotInbox`] moves to the worker with a batch of
+/// chunks and comes back with what became of them; a chunk is answered
+/// once it is written.
 struct Receiving {
-    /// The inbox, while no run is under way.
+    /// The inbox, while no batch is being written.
     inbox: Option<SnapshotInbox>,
-    /// Chunks waiting for the worker, shared with it so that it takes the
-    /// next batch as soon as one is written, not at the shard's next turn
-    /// (which a loaded machine delayed by 100 ms on average).
-    queue: Arc<SharedQueue>,
+    /// Chunks waiting for the worker, shared with its task so that it takes
+    /// the next batch as soon as one is written, not at the shard's next
+    /// turn (which a loaded machine delayed by 100 ms on average).
+    queue: Rc<RefCell<ReceiveQueue>>,
     returned: Rc<RefCell<WorkerReturn>>,
-}
-
-/// The receive queue, shared by the shard (which fills it) and the worker
-/// on the blocking thread (which empties it).
-#[derive(Default)]
-struct SharedQueue {
-    queue: Mutex<ReceiveQueue>,
-    /// Signalled when a chunk is queued while the worker waits for one.
-    arrived: Condvar,
-}
-
-impl SharedQueue {
-    fn lock(&self) -> MutexGuard<'_, ReceiveQueue> {
-        // Only a panic while the lock is held poisons it; the queue is
-        // left consistent at every step, so it is still usable.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// On the worker: the next batch, waiting up to
-    /// `SNAPSHOT_RECEIVE_LINGER` for one if the queue is empty.
-    fn next_batch(&self) -> Vec<Received> {
-        let mut queue = self.lock();
-        if queue.chunks.is_empty() {
-            queue.worker_waiting = true;
-            queue = self
-                .arrived
-                .wait_timeout(queue, SNAPSHOT_RECEIVE_LINGER)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            queue.worker_waiting = false;
-        }
-        queue.take_batch()
-    }
 }
 
 /// Received chunks waiting for the receive worker.
@@ -288,10 +239,6 @@ struct ReceiveQueue {
     bytes: u64,
     /// Batches handed to the worker since the last installed snapshot.
     batches: u64,
-    /// Runs of the worker on the blocking thread since then.
-    runs: u64,
-    /// The worker waits for a chunk (`SharedQueue::arrived`).
-    worker_waiting: bool,
 }
 
 impl ReceiveQueue {
@@ -450,7 +397,7 @@ impl Installs {
             outgoing: BTreeMap::new(),
             receiving: Receiving {
                 inbox: Some(SnapshotInbox::new()),
-                queue: Arc::default(),
+                queue: Rc::default(),
                 returned: Rc::new(RefCell::new(WorkerReturn::default())),
             },
             received_timings: BTreeMap::new(),
@@ -532,19 +479,17 @@ impl Installs {
         Some(feed)
     }
 
-    /// Starts the receive worker if chunks wait and it is idle. In each run
-    /// on the blocking thread it writes batch after batch while chunks keep
-    /// coming (each batch's results go back to the shard, which answers
-    /// them, as soon as it is written), up to
-    /// `SNAPSHOT_RECEIVE_RUN_BYTES_MAX`; runs follow each other while
-    /// chunks wait; then it hands the inbox back.
+    /// Starts the receive worker if chunks wait and it is idle. It writes
+    /// batch after batch while chunks keep coming (each batch's results go
+    /// back to the shard, which answers them, as soon as it is written),
+    /// then hands the inbox back.
     fn start_receive_worker(&mut self, node: NodeId, events: &Rc<EventQueue>) {
         let receiving = &mut self.receiving;
-        if receiving.queue.lock().chunks.is_empty() {
+        if receiving.queue.borrow().chunks.is_empty() {
             return;
         }
         let Some(mut inbox) = receiving.inbox.take() else {
-            // Busy: it takes these in its run, or the next one.
+            // Busy: it takes these after its batch.
             return;
         };
         let queue = receiving.queue.clone();
@@ -552,42 +497,22 @@ impl Installs {
         let events = events.clone();
         glommio::spawn_local(async move {
             loop {
-                {
-                    let mut waiting = queue.lock();
-                    if waiting.chunks.is_empty() {
-                        break;
-                    }
-                    waiting.runs += 1;
+                let batch = queue.borrow_mut().take_batch();
+                if batch.is_empty() {
+                    break;
                 }
-                // At most a run's chunks are unread here, and those are
-                // bounded by `SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX`.
-                let (results, written) = flume::unbounded::<Vec<ChunkWritten>>();
-                let shared = queue.clone();
-                let run = glommio::executor().spawn_blocking(move || {
-                    let mut run_bytes = 0u64;
-                    while run_bytes < SNAPSHOT_RECEIVE_RUN_BYTES_MAX {
-                        let batch = shared.next_batch();
-                        if batch.is_empty() {
-                            break;
-                        }
-                        run_bytes += batch.iter().map(|r| r.chunk.data.len() as u64).sum::<u64>();
-                        let batch_written: Vec<ChunkWritten> = batch
+                let (back, written) = glommio::executor()
+                    .spawn_blocking(move || {
+                        let written: Vec<ChunkWritten> = batch
                             .into_iter()
                             .map(|received| write_received(node, &mut inbox, received))
                             .collect();
-                        // The shard's side ends only after the run does.
-                        let _ = results.send(batch_written);
-                    }
-                    inbox
-                });
-                let answered = async {
-                    while let Ok(batch_written) = written.recv_async().await {
-                        returned.borrow_mut().written.extend(batch_written);
-                        events.ring();
-                    }
-                };
-                let (back, ()) = futures_lite::future::zip(run, answered).await;
+                        (inbox, written)
+                    })
+                    .await;
                 inbox = back;
+                returned.borrow_mut().written.extend(written);
+                events.ring();
             }
             returned.borrow_mut().inbox = Some(inbox);
             events.ring();
@@ -928,7 +853,7 @@ impl Shard {
             term: Term(chunk.snapshot_term),
         };
         let feed = if chunk.offset == 0
-            && self.installs.receiving.queue.lock().bytes + bytes <= SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX
+            && self.installs.receiving.queue.borrow().bytes + bytes <= SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX
             && self.installs.wants_early_load(group_id, snapshot)
         {
             // It may start a stream: its state machine's loader, if it has
@@ -945,8 +870,7 @@ impl Shard {
         let Some(group) = self.groups.get(&group_id) else {
             return;
         };
-        let shared = self.installs.receiving.queue.clone();
-        let mut queue = shared.lock();
+        let mut queue = self.installs.receiving.queue.borrow_mut();
         if queue.bytes + bytes > SNAPSHOT_RECEIVE_QUEUE_BYTES_MAX {
             // The leader sends it again when no answer comes.
             self.metrics.snapshot_install_chunks_refused += 1;
@@ -969,9 +893,6 @@ impl Shard {
             arrived: Instant::now(),
             feed,
         });
-        if queue.worker_waiting {
-            shared.arrived.notify_one();
-        }
         drop(queue);
         self.installs.start_receive_worker(self.node, &self.events);
     }
@@ -1179,10 +1100,7 @@ impl Shard {
         let timings = self.installs.received_timings.remove(&group_id);
         let (answer_delay, answer_delay_max, answers) =
             std::mem::replace(&mut self.installs.answer_delay, (Duration::ZERO, Duration::ZERO, 0));
-        let (batches, runs) = {
-            let mut queue = self.installs.receiving.queue.lock();
-            (std::mem::take(&mut queue.batches), std::mem::take(&mut queue.runs))
-        };
+        let batches = std::mem::take(&mut self.installs.receiving.queue.borrow_mut().batches);
         if let Some(group) = self.groups.get_mut(&group_id) {
             group.counters.snapshots_installed += 1;
         }
@@ -1193,7 +1111,7 @@ impl Shard {
             id.term,
             timings
                 .map(|t| format!(
-                    " ({:?} since its first chunk: {} chunks written in {:?} in {batches} batches and {runs} worker runs, \
+                    " ({:?} since its first chunk: {} chunks written in {:?} in {batches} batches, \
                      waited for the loader's feed {:?}, waited for the worker {:?} in all, synced in {:?}, \
                      answered {:?} after written on average (max {:?}), finished in {:?}, {how})",
                     t.started.elapsed(),

@@ -91,6 +91,11 @@ pub struct InstallArgs {
     /// [default: 120 plus one per 4 MiB of state].
     #[arg(long, value_name = "S", value_parser = crate::args::seconds_at_least_one)]
     pub timeout: Option<u64>,
+    /// Where the blob's loader decodes the snapshot into: memory the
+    /// blob keeps for it (`kept`, double buffering) or fresh memory
+    /// (`fresh`).
+    #[arg(long, value_enum, default_value_t = LoaderMemory::Kept, value_name = "MEMORY")]
+    pub loader: LoaderMemory,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -114,7 +119,47 @@ fn writers(raw: &str) -> Result<usize, String> {
     }
 }
 
-/// A state machine holding a blob of bytes in 1 MiB chunks shared
+/// Where the blob's loader decodes a snapshot into (`--loader`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoaderMemory {
+    /// Memory the blob keeps for it: a second allocation of the state's
+    /// size, touched when the node starts (so inside the restart's time,
+    /// not the stream's), and after each swap the old state's chunks that
+    /// nothing else holds. Double buffering, as a store that loads into
+    /// its own structures does.
+    Kept,
+    /// Fresh memory, allocated chunk by chunk as the snapshot arrives
+    /// (the blob's loader before this option): on this VM a host fault per
+    /// first touch of each page.
+    Fresh,
+}
+
+impl LoaderMemory {
+    fn name(self) -> &'static str {
+        match self {
+            LoaderMemory::Kept => "kept",
+            LoaderMemory::Fresh => "fresh",
+        }
+    }
+}
+
+/// When each of a node's blob loaders prepared, for the report: the
+/// loader's own time, apart from the engine's stream.
+#[derive(Default)]
+struct LoadTimes {
+    /// (started, ended, succeeded) of each `BlobLoader::read`.
+    loads: std::sync::Mutex<Vec<(Instant, Instant, bool)>>,
+}
+
+impl LoadTimes {
+    /// The last load that succeeded.
+    fn last_ok(&self) -> Option<(Instant, Instant)> {
+        let loads = self.loads.lock().expect("not poisoned");
+        loads.iter().rev().find(|l| l.2).map(|l| (l.0, l.1))
+    }
+}
+
+/// A state machine holding a blob of bytes in 64 KiB chunks shared
 /// copy-on-write: every node starts from the same blob (so no writes are
 /// needed to fill it), a write copies bytes into it at the offset it names,
 /// and a snapshot view is a clone of the chunk list, written off the
@@ -122,6 +167,12 @@ fn writers(raw: &str) -> Result<usize, String> {
 struct Blob {
     chunks: Vec<Arc<Vec<u8>>>,
     applied: u64,
+    /// Chunks the next loader decodes into (`LoaderMemory::Kept`; empty
+    /// with `Fresh`). A loader takes them all; one that is dropped unused
+    /// (its stream abandoned) takes them with it, and the next allocates.
+    spare: Vec<Vec<u8>>,
+    memory: LoaderMemory,
+    loads: Arc<LoadTimes>,
 }
 
 impl Blob {
@@ -130,6 +181,43 @@ impl Blob {
         (0..mib * CHUNKS_PER_MIB)
             .map(|i| Arc::new(vec![i as u8; CHUNK_BYTES]))
             .collect()
+    }
+
+    /// A node's blob: `initial`'s chunks, shared, and with `Kept` a spare
+    /// of as many chunks, every page written once (a zeroed allocation
+    /// would be faulted in by the first load instead).
+    fn new(initial: &[Arc<Vec<u8>>], memory: LoaderMemory, loads: Arc<LoadTimes>) -> Blob {
+        let spare = match memory {
+            LoaderMemory::Kept => (0..initial.len()).map(|_| vec![0xA5u8; CHUNK_BYTES]).collect(),
+            LoaderMemory::Fresh => Vec::new(),
+        };
+        Blob {
+            chunks: initial.to_vec(),
+            applied: 0,
+            spare,
+            memory,
+            loads,
+        }
+    }
+
+    fn loader(&mut self) -> BlobLoader {
+        BlobLoader {
+            chunks_expected: self.chunks.len(),
+            spare: std::mem::take(&mut self.spare),
+            loads: self.loads.clone(),
+        }
+    }
+
+    /// Swaps `loaded` in; with `Kept`, the old chunks nothing else holds
+    /// become the next loader's memory.
+    fn swap_in(&mut self, loaded: Loaded) {
+        let old = std::mem::replace(&mut self.chunks, loaded.chunks);
+        self.applied = loaded.applied;
+        if self.memory == LoaderMemory::Kept {
+            self.spare
+                .extend(old.into_iter().filter_map(|chunk| Arc::try_unwrap(chunk).ok()));
+            self.spare.truncate(self.chunks.len());
+        }
     }
 }
 
@@ -166,35 +254,39 @@ impl StateMachine for Blob {
     }
 
     fn on_snapshot_load(&mut self, reader: &mut dyn Read) -> std::io::Result<()> {
-        let loaded = BlobLoader {
-            chunks_expected: self.chunks.len(),
-        }
-        .read(reader)?;
-        *self = loaded;
+        let loaded = self.loader().read(reader)?;
+        self.swap_in(loaded);
         Ok(())
     }
 
     /// The blob is read and decoded on a blocking thread; only the swap
     /// runs on the shard's.
     fn snapshot_loader(&mut self) -> Option<Box<dyn SnapshotLoader>> {
-        Some(Box::new(BlobLoader {
-            chunks_expected: self.chunks.len(),
-        }))
+        Some(Box::new(self.loader()))
     }
 
     fn on_snapshot_prepared(&mut self, prepared: PreparedSnapshot) -> std::io::Result<()> {
         let loaded = prepared
-            .downcast::<Blob>()
+            .downcast::<Loaded>()
             .map_err(|_| std::io::Error::other("a prepared snapshot that is not a blob's"))?;
-        *self = *loaded;
+        self.swap_in(*loaded);
         Ok(())
     }
 }
 
-/// Reads a blob's snapshot into a new blob, off the shard's thread.
+/// A blob's state as a loader decoded it.
+struct Loaded {
+    chunks: Vec<Arc<Vec<u8>>>,
+    applied: u64,
+}
+
+/// Reads a blob's snapshot into a new state, off the shard's thread.
 struct BlobLoader {
     /// The blob's size in chunks (every node holds the same).
     chunks_expected: usize,
+    /// Memory to decode into before allocating (`Blob::spare`).
+    spare: Vec<Vec<u8>>,
+    loads: Arc<LoadTimes>,
 }
 
 impl SnapshotLoader for BlobLoader {
@@ -204,12 +296,23 @@ impl SnapshotLoader for BlobLoader {
 }
 
 impl BlobLoader {
-    fn read(&self, reader: &mut dyn Read) -> std::io::Result<Blob> {
+    fn read(mut self, reader: &mut dyn Read) -> std::io::Result<Loaded> {
+        let started = Instant::now();
+        let loaded = self.decode(reader);
+        self.loads
+            .loads
+            .lock()
+            .expect("not poisoned")
+            .push((started, Instant::now(), loaded.is_ok()));
+        loaded
+    }
+
+    fn decode(&mut self, reader: &mut dyn Read) -> std::io::Result<Loaded> {
         let mut applied = [0u8; 8];
         reader.read_exact(&mut applied)?;
         let mut chunks = Vec::with_capacity(self.chunks_expected);
         loop {
-            let mut chunk = vec![0u8; CHUNK_BYTES];
+            let mut chunk = self.spare.pop().unwrap_or_else(|| vec![0u8; CHUNK_BYTES]);
             let mut filled = 0;
             while filled < CHUNK_BYTES {
                 match reader.read(&mut chunk[filled..])? {
@@ -218,7 +321,10 @@ impl BlobLoader {
                 }
             }
             match filled {
-                0 => break,
+                0 => {
+                    self.spare.push(chunk);
+                    break;
+                }
                 CHUNK_BYTES => chunks.push(Arc::new(chunk)),
                 _ => {
                     return Err(std::io::Error::other(format!(
@@ -234,7 +340,7 @@ impl BlobLoader {
                 self.chunks_expected
             )));
         }
-        Ok(Blob {
+        Ok(Loaded {
             chunks,
             applied: u64::from_le_bytes(applied),
         })
@@ -270,6 +376,16 @@ struct Outcome {
     total_s: f64,
     /// First byte received to installed.
     stream_s: f64,
+    /// First byte received to the last chunk written (the snapshot durable
+    /// in the store: received, checked, written, fsynced, renamed): the
+    /// engine's part, polled as `stream_s` is.
+    engine_stream_s: f64,
+    /// The follower's loader, from its start (the stream's first chunk)
+    /// to its state prepared.
+    loader_s: Option<f64>,
+    /// When the loader was done, after the snapshot was durable (negative:
+    /// before).
+    loader_after_durable_s: Option<f64>,
     writes: u64,
     write_errors: u64,
     write_latency_us: Histogram<u64>,
@@ -646,24 +762,20 @@ fn run_once(args: &InstallArgs, root: &std::path::Path) -> Result<Outcome> {
         })
         .collect();
     let initial = Arc::new(Blob::initial(args.state_mib));
-    let factory: StateMachineFactory = Arc::new(move |_| {
-        Box::new(Blob {
-            chunks: initial.as_ref().clone(),
-            applied: 0,
-        })
-    });
+    // Each node's loaders' times, by node (ids 1 to 3).
+    let loads: Vec<Arc<LoadTimes>> = (0..3).map(|_| Arc::default()).collect();
+    let memory = args.loader;
     let start = |peer: &PeerSpec| -> Result<Node> {
-        Node::start(
-            options(root, &peers, peer.id, args.install_bytes_per_second),
-            factory.clone(),
-        )
-        .map_err(|e| anyhow!("starting node {}: {e}", peer.id))
+        let (initial, loads) = (initial.clone(), loads[peer.id.0 as usize - 1].clone());
+        let factory: StateMachineFactory = Arc::new(move |_| Box::new(Blob::new(&initial, memory, loads.clone())));
+        Node::start(options(root, &peers, peer.id, args.install_bytes_per_second), factory)
+            .map_err(|e| anyhow!("starting node {}: {e}", peer.id))
     };
     let mut nodes: Vec<Option<Node>> = Vec::new();
     for peer in &peers {
         nodes.push(Some(start(peer)?));
     }
-    let result = measure(args, &peers, &mut nodes, &start).map(|mut outcome| {
+    let result = measure(args, &peers, &mut nodes, &start, &loads).map(|mut outcome| {
         outcome.raw_tcp_mb_per_s = raw_tcp;
         outcome.raw_tcp_file_buffered_mb_per_s = file_buffered;
         outcome.raw_tcp_file_direct_mb_per_s = file_direct;
@@ -682,6 +794,7 @@ fn measure(
     peers: &[PeerSpec],
     nodes: &mut [Option<Node>],
     start: &dyn Fn(&PeerSpec) -> Result<Node>,
+    loads: &[Arc<LoadTimes>],
 ) -> Result<Outcome> {
     let leader = leader_of(nodes)?;
     let node = |index: usize| nodes[index].as_ref().expect("running");
@@ -743,6 +856,9 @@ fn measure(
         nodes[follower] = Some(node);
         let follower_node = nodes[follower].as_ref().expect("running");
         let mut first_byte = None;
+        // When the received bytes last changed: the last change is the
+        // last chunk written, after the snapshot's fsync and rename.
+        let mut received = (0u64, restarted);
         let mut leader_checked = restarted;
         loop {
             let now = Instant::now();
@@ -763,8 +879,11 @@ fn measure(
             if first_byte.is_none() && seen.counters.install_bytes_received > 0 {
                 first_byte = Some(now);
             }
+            if seen.counters.install_bytes_received != received.0 {
+                received = (seen.counters.install_bytes_received, now);
+            }
             if seen.counters.snapshots_installed >= 1 && seen.snapshot_index.0 >= snapshot_index {
-                return Ok((now, first_byte.unwrap_or(now), seen));
+                return Ok((now, first_byte.unwrap_or(now), received.1, seen));
             }
             if now.duration_since(restarted) > timeout {
                 // What both sides saw, for whoever chases the stall.
@@ -801,7 +920,8 @@ fn measure(
         write_latency_us.add(&latency).ok();
         write_errors += errors;
     }
-    let (installed, first_byte, seen) = waited?;
+    let (installed, first_byte, durable, seen) = waited?;
+    let load = loads[follower].last_ok();
     let bytes_sent = status(nodes[leader].as_ref().expect("running"))?
         .counters
         .install_bytes_sent;
@@ -812,6 +932,12 @@ fn measure(
         bytes_sent,
         total_s: installed.duration_since(restarted).as_secs_f64(),
         stream_s: installed.duration_since(first_byte).as_secs_f64(),
+        engine_stream_s: durable.duration_since(first_byte).as_secs_f64(),
+        loader_s: load.map(|(started, ended)| ended.duration_since(started).as_secs_f64()),
+        loader_after_durable_s: load.map(|(_, ended)| {
+            ended.saturating_duration_since(durable).as_secs_f64()
+                - durable.saturating_duration_since(ended).as_secs_f64()
+        }),
         writes: write_latency_us.len(),
         write_errors,
         write_latency_us,
@@ -836,14 +962,19 @@ pub fn run(args: InstallArgs) -> Result<()> {
         println!("  machine  {}", machine.describe());
         println!("  command  {command}");
         println!(
-            "  config   {} MiB of state, pace limit {} B/s, {} writer(s) on the leader meanwhile",
-            args.state_mib, args.install_bytes_per_second, args.writers
+            "  config   {} MiB of state, pace limit {} B/s, {} writer(s) on the leader meanwhile, loader into {} memory",
+            args.state_mib,
+            args.install_bytes_per_second,
+            args.writers,
+            args.loader.name()
         );
     }
     let outcome = run_once(&args, dir.path())?;
     let o = &outcome;
     let mb = |bytes: u64, seconds: f64| bytes as f64 / seconds.max(1e-9) / 1e6;
     let stream_mb_per_s = mb(o.bytes_received, o.stream_s);
+    let engine_mb_per_s = mb(o.bytes_received, o.engine_stream_s);
+    let seconds_or_null = |s: Option<f64>| s.map_or("null".to_string(), |v| format!("{v:.3}"));
     let total_mb_per_s = mb(o.bytes_received, o.total_s);
     let writes_per_s = o.writes as f64 / o.total_s.max(1e-9);
     let q = |quantile: f64| o.write_latency_us.value_at_quantile(quantile);
@@ -855,7 +986,8 @@ pub fn run(args: InstallArgs) -> Result<()> {
              \"restart_to_installed_mb_per_s\":{:.1},\"raw_tcp_mb_per_s\":{:.1},\"disk_mb_per_s\":{:.1},\"disk_direct_mb_per_s\":{},\"ratio\":{:.3},\
              \"ratio_restart_to_installed\":{:.3},\"raw_tcp_file_buffered_mb_per_s\":{:.1},\
              \"raw_tcp_file_direct_mb_per_s\":{},\"raw_tcp_file_mb_per_s\":{:.1},\"ratio_file\":{:.3},\"writers\":{},\"writes\":{},\"writes_per_s\":{:.0},\
-             \"write_p50_us\":{},\"write_p99_us\":{},\"write_errors\":{},\"machine\":{},\"command\":{}}}",
+             \"loader\":\"{}\",\"engine_stream_s\":{:.3},\"engine_mb_per_s\":{:.1},\"ratio_engine\":{:.3},\
+             \"loader_s\":{},\"loader_after_durable_s\":{},\"write_p50_us\":{},\"write_p99_us\":{},\"write_errors\":{},\"machine\":{},\"command\":{}}}",
             args.state_mib,
             args.install_bytes_per_second,
             o.snapshot_index,
@@ -880,6 +1012,12 @@ pub fn run(args: InstallArgs) -> Result<()> {
             args.writers,
             o.writes,
             writes_per_s,
+            args.loader.name(),
+            o.engine_stream_s,
+            engine_mb_per_s,
+            engine_mb_per_s / o.raw_tcp_mb_per_s,
+            seconds_or_null(o.loader_s),
+            seconds_or_null(o.loader_after_durable_s),
             q(0.5),
             q(0.99),
             o.write_errors,
@@ -898,6 +1036,18 @@ pub fn run(args: InstallArgs) -> Result<()> {
         println!(
             "  stream          {:.2} s from the first byte to installed: {stream_mb_per_s:.0} MB/s",
             o.stream_s
+        );
+        println!(
+            "  engine's part   {:.2} s from the first byte to durable in the store (received, checked, written, \
+             fsynced, renamed): {engine_mb_per_s:.0} MB/s, {:.2} of raw TCP",
+            o.engine_stream_s,
+            engine_mb_per_s / o.raw_tcp_mb_per_s
+        );
+        println!(
+            "  loader          {} memory: prepared in {} s from the stream's first chunk, done {} s after durable",
+            args.loader.name(),
+            seconds_or_null(o.loader_s),
+            seconds_or_null(o.loader_after_durable_s)
         );
         println!(
             "  restart         {:.2} s from the follower's start to installed: {total_mb_per_s:.0} MB/s \

@@ -61,6 +61,14 @@ fn a_restarted_follower_installs_a_4_mib_snapshot_and_the_json_has_the_figures()
         "{line}"
     );
     assert!(number(&line["machine"], "cores") >= 1.0);
+    // The engine's part and the loader's are reported apart: the engine's
+    // ends when the snapshot is durable, before or when it is installed;
+    // the follower's loader (into the memory its blob kept) prepared it.
+    assert_eq!(line["loader"], "kept", "{line}");
+    assert!(number(line, "engine_stream_s") <= number(line, "stream_s"), "{line}");
+    assert!(number(line, "engine_mb_per_s") > 0.0, "{line}");
+    assert!(number(line, "loader_s") > 0.0, "{line}");
+    assert!(line["loader_after_durable_s"].is_number(), "{line}");
 }
 
 #[test]
@@ -69,6 +77,7 @@ fn bad_install_options_are_refused_naming_the_option() {
         (["install", "--state-mib", "0"], "--state-mib"),
         (["install", "--state-mib", "5000"], "--state-mib"),
         (["install", "--writers", "65"], "--writers"),
+        (["install", "--loader", "reused"], "--loader"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_coraft-bench"))
             .args(args)

@@ -26,6 +26,7 @@ mod shard;
 mod snapshot_store;
 mod snapshot_stream;
 mod storage;
+mod ticker;
 mod transport;
 mod violations;
 

@@ -107,6 +107,8 @@ pub(crate) struct Shard {
     /// Entry bytes written per LSN and not yet durable, oldest first.
     wal_backlog: VecDeque<(u64, u64)>,
     wal_backlog_bytes: u64,
+    /// `write_ready`'s scratch: a Ready's entries as the WAL takes them.
+    stored_scratch: Vec<coraft_wal::NewEntry<bytes::Bytes>>,
     /// Bytes admitted this turn (proposals and follower appends), not yet written.
     admitted_bytes: u64,
     /// Ticks since each peer node was last heard (any frame, or its
@@ -257,6 +259,7 @@ impl Shard {
             metrics: ShardMetrics::new(shard),
             wal_backlog: VecDeque::new(),
             wal_backlog_bytes: 0,
+            stored_scratch: Vec::new(),
             admitted_bytes: 0,
             peer_silent_ticks,
             election_timeout_ticks,
@@ -297,7 +300,30 @@ impl Shard {
     /// Runs until shutdown.
     pub async fn run(mut self, bell: glommio::channels::local_channel::LocalReceiver<()>, tick: Duration) {
         let ticker_events = self.events.clone();
+        let (node, shard) = (self.node, self.metrics.shard);
         let ticker = glommio::spawn_local(async move {
+            // A timerfd, not a glommio timer per tick (`ticker.rs`: a
+            // pending glommio timer costs the executor an allocation per
+            // reactor pass and a TIMEOUT and its cancel per sleep).
+            match super::ticker::TickTimer::new(tick) {
+                Ok(timer) => loop {
+                    match timer.wait().await {
+                        Ok(_) => {
+                            let _ = ticker_events.push(Event::Tick);
+                        }
+                        Err(error) => {
+                            log::warn!(
+                                "node {node} shard {shard}: reading the tick timer failed ({error}); \
+                                 ticking with glommio's sleep instead"
+                            );
+                            break;
+                        }
+                    }
+                },
+                Err(error) => log::warn!(
+                    "node {node} shard {shard}: no tick timer ({error}); ticking with glommio's sleep instead"
+                ),
+            }
             loop {
                 glommio::timer::sleep(tick).await;
                 let _ = ticker_events.push(Event::Tick);
@@ -1128,7 +1154,7 @@ impl Shard {
                 // waits in the core until it is swapped in.)
                 break;
             }
-            let ready = group.core.take_ready();
+            let mut ready = group.core.take_ready();
             if ready.soft_state.is_some() {
                 group.observe_role();
             }
@@ -1145,7 +1171,13 @@ impl Shard {
             }
             // 1. Persist (buffered into this turn's group commit).
             let group = self.groups.get_mut(&group_id).expect("present");
-            let last_entry = match write_ready(&self.wal, group_id, &ready, &mut group.hard_states) {
+            let last_entry = match write_ready(
+                &self.wal,
+                group_id,
+                &ready,
+                &mut group.hard_states,
+                &mut self.stored_scratch,
+            ) {
                 Ok(last) => last,
                 Err(error) => {
                     self.fail(error);
@@ -1183,7 +1215,7 @@ impl Shard {
                     lsn,
                     group: group_id,
                     last_entry,
-                    messages: ready.persisted_messages,
+                    messages: std::mem::take(&mut ready.persisted_messages),
                 });
             }
             // 4. Apply and answer; match reads to their indexes.
@@ -1203,7 +1235,7 @@ impl Shard {
             let committed_any = !ready.committed_entries.is_empty();
             match group.loading.as_mut() {
                 // The state machine is loading a snapshot: applied after it.
-                Some(loading) => loading.defer(ready.committed_entries),
+                Some(loading) => loading.defer(std::mem::take(&mut ready.committed_entries)),
                 None if committed_any => group.apply(&ready.committed_entries, &mut self.metrics),
                 // Nothing applied: only reads confirmed now may be served.
                 None if !ready.read_states.is_empty() => {
@@ -1232,6 +1264,10 @@ impl Shard {
             {
                 let _group = crate::logging::group_span(group_id).entered();
                 self.notice_removal(group_id);
+            }
+            // The Ready's vectors go back to the core for its next one.
+            if let Some(group) = self.groups.get_mut(&group_id) {
+                group.core.recycle(ready);
             }
         }
     }
@@ -1274,11 +1310,16 @@ impl Shard {
             for message in &waiter.messages {
                 self.peers.send(message);
             }
-            if let Some((index, term)) = waiter.last_entry {
-                if let Some(group) = self.groups.get_mut(&waiter.group) {
+            if let Some(group) = self.groups.get_mut(&waiter.group) {
+                if let Some((index, term)) = waiter.last_entry {
                     group.core.on_persisted(index, term);
                     self.dirty.insert(waiter.group);
                 }
+                // The acknowledgements' vector goes back for the next Ready.
+                group.core.recycle(crate::raft::Ready {
+                    persisted_messages: waiter.messages,
+                    ..Default::default()
+                });
             }
         }
     }

@@ -113,12 +113,17 @@ impl RaftCore {
     }
 
     pub(super) fn broadcast_append(&mut self) {
-        // Peer by peer in the map's order, without collecting them into a
-        // vector at every proposal: `send_append` needs `&mut self`, so the
-        // next peer is looked up after the one just served.
+        self.send_append_to_each_peer(true);
+    }
+
+    /// `send_append` to every peer in the progress map's order, without
+    /// collecting the peers into a vector at every proposal and commit:
+    /// `send_append` needs `&mut self`, so the next peer is looked up after
+    /// the one just served.
+    fn send_append_to_each_peer(&mut self, allow_empty: bool) {
         let mut next = self.progress.keys().next().copied();
         while let Some(peer) = next {
-            self.send_append(peer, true);
+            self.send_append(peer, allow_empty);
             next = self
                 .progress
                 .range((Bound::Excluded(peer), Bound::Unbounded))
@@ -256,10 +261,7 @@ impl RaftCore {
         // An immediate empty append per commit would make every write cost
         // each follower a second frame, a second turn and a second answer,
         // which at one client is about a third of all the messages.
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_append(peer, false);
-        }
+        self.send_append_to_each_peer(false);
     }
 
     /// A follower's consistency check and append (Raft §5.3).

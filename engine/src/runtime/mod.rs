@@ -14,6 +14,7 @@ mod events;
 mod forward;
 mod group;
 mod group_creation;
+mod group_set;
 mod install;
 mod install_progress;
 mod membership;

@@ -22,6 +22,7 @@ use super::codec::{encode_command, stamp_leader_time, LoggedCommand};
 use super::events::{ClientProposal, Event, EventQueue};
 use super::forward::ClientRoute;
 use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+use super::group_set::{DirtyGroups, GroupSet};
 use super::metrics::{AppendTimes, ShardMetrics, TURN_BUDGET};
 use super::node::{ApiRequest, GroupStatus, PeerStatus};
 use super::reply::Reply;
@@ -59,6 +60,10 @@ pub const SHUTDOWN_BLOCKING_WAIT: Duration = Duration::from_secs(30);
 pub const PENDING_SNAPSHOTS_MAX: usize = 1024;
 /// Bytes a WAL record costs beyond its payload, for the backlog estimate.
 const WAL_RECORD_OVERHEAD_BYTES: u64 = 64;
+
+/// Bound on the emptied acknowledgement vectors a shard keeps for the
+/// next Readies' (`held_message_vectors`).
+const HELD_MESSAGE_VECTORS_MAX: usize = 256;
 
 /// Messages and a persist report waiting for the WAL to be durable up to `lsn`.
 struct PersistWaiter {
@@ -101,7 +106,14 @@ pub(crate) struct Shard {
     inbox: VecDeque<Event>,
     synced_requested_lsn: u64,
     pub(super) failed: Option<Error>,
-    pub(super) dirty: BTreeSet<GroupId>,
+    pub(super) dirty: DirtyGroups,
+    /// The dirty groups being worked through by `handle_readies` (swapped
+    /// with `dirty`'s, so that neither allocates turn after turn).
+    dirty_taken: Vec<GroupId>,
+    /// Emptied vectors of acknowledgements sent after a sync, for the next
+    /// Readies' (at most `HELD_MESSAGE_VECTORS_MAX`, each of at most
+    /// `READY_VECTOR_KEPT_MAX` messages).
+    held_message_vectors: Vec<Vec<Message>>,
     shutting_down: bool,
     pub(super) metrics: ShardMetrics,
     /// Entry bytes written per LSN and not yet durable, oldest first.
@@ -134,7 +146,7 @@ pub(crate) struct Shard {
     /// Groups that are not quiet: the only ones a tick visits. Every input
     /// that may wake a core marks its group dirty, and handling a dirty group
     /// updates this set.
-    pub(super) awake: BTreeSet<GroupId>,
+    pub(super) awake: GroupSet,
     /// The WAL's fault seam, when the node was started with it (tests).
     pub wal_faults: Option<coraft_wal::Faults>,
     /// Snapshot requests waiting until their group's applied entries are
@@ -240,8 +252,8 @@ impl Shard {
         } = endpoints;
         let node = options.node_id;
         let election_timeout_ticks = options.election_timeout_ticks;
-        let dirty: BTreeSet<GroupId> = groups.keys().copied().collect();
-        let awake = dirty.clone();
+        let dirty: DirtyGroups = groups.keys().copied().collect();
+        let awake: GroupSet = groups.keys().copied().collect();
         let peer_silent_ticks = peers.nodes().map(|n| (n, 0)).collect();
         Shard {
             node,
@@ -260,6 +272,8 @@ impl Shard {
             wal_backlog: VecDeque::new(),
             wal_backlog_bytes: 0,
             stored_scratch: Vec::new(),
+            dirty_taken: Vec::new(),
+            held_message_vectors: Vec::new(),
             admitted_bytes: 0,
             peer_silent_ticks,
             election_timeout_ticks,
@@ -1120,8 +1134,9 @@ impl Shard {
             self.dirty.clear();
             return;
         }
-        let dirty = std::mem::take(&mut self.dirty);
-        for group_id in dirty {
+        let mut dirty = std::mem::take(&mut self.dirty_taken);
+        self.dirty.take_into(&mut dirty);
+        for &group_id in dirty.iter() {
             self.handle_group_readies(group_id);
             match self.groups.get(&group_id) {
                 Some(group) if group.core.is_quiesced() => self.awake.remove(&group_id),
@@ -1139,9 +1154,10 @@ impl Shard {
                 self.dirty.insert(group_id);
             }
             if self.failed.is_some() {
-                return;
+                break;
             }
         }
+        self.dirty_taken = dirty;
     }
 
     fn handle_group_readies(&mut self, group_id: GroupId) {
@@ -1215,7 +1231,13 @@ impl Shard {
                     lsn,
                     group: group_id,
                     last_entry,
-                    messages: std::mem::take(&mut ready.persisted_messages),
+                    // Moved into a kept vector: the Ready's own goes back
+                    // to the core with its room for the next acknowledgements.
+                    messages: {
+                        let mut held = self.held_message_vectors.pop().unwrap_or_default();
+                        held.append(&mut ready.persisted_messages);
+                        held
+                    },
                 });
             }
             // 4. Apply and answer; match reads to their indexes.
@@ -1315,11 +1337,14 @@ impl Shard {
                     group.core.on_persisted(index, term);
                     self.dirty.insert(waiter.group);
                 }
-                // The acknowledgements' vector goes back for the next Ready.
-                group.core.recycle(crate::raft::Ready {
-                    persisted_messages: waiter.messages,
-                    ..Default::default()
-                });
+            }
+            // The acknowledgements' vector is kept for the next Ready's.
+            let mut held = waiter.messages;
+            if self.held_message_vectors.len() < HELD_MESSAGE_VECTORS_MAX
+                && held.capacity() <= crate::raft::READY_VECTOR_KEPT_MAX
+            {
+                held.clear();
+                self.held_message_vectors.push(held);
             }
         }
     }

@@ -23,6 +23,15 @@ use super::types::{
 /// Bound on the committed-entry bytes handed out by one [`Ready`].
 pub const APPLY_BATCH_BYTES_MAX: u64 = 4 << 20;
 
+/// Bound, in elements, on each vector of a [`Ready`] that
+/// [`RaftCore::recycle`] keeps for the next one (a bigger one, e.g. a long
+/// committed backlog's, is dropped rather than held by an idle group).
+pub const READY_VECTOR_KEPT_MAX: usize = 64;
+
+/// Bound on the emptied append entry vectors a core keeps for its next
+/// appends (one per peer covers a round of appends to every peer).
+pub const SPARE_APPEND_VECTORS_MAX: usize = 8;
+
 /// What a node recovered from its storage, or the bootstrap state of a new group.
 #[derive(Clone, Debug, Default)]
 pub struct InitialState {
@@ -77,6 +86,11 @@ pub struct RaftCore {
     pub(super) uncommitted_bytes: u64,
     pub(super) reads: ReadTracker,
     pub(super) out: Ready,
+    /// Emptied entry vectors of appends this core sent, handed back with
+    /// their Ready (`recycle`) for the next appends to fill (at most
+    /// [`SPARE_APPEND_VECTORS_MAX`], each of at most
+    /// [`READY_VECTOR_KEPT_MAX`] elements).
+    pub(super) spare_append_entries: Vec<Vec<Entry>>,
     /// Quiet: an idle group that does not tick (`quiesce.rs`).
     pub(super) quiesced: bool,
     last_hard_state: HardState,
@@ -140,6 +154,7 @@ impl RaftCore {
             uncommitted_bytes: 0,
             reads: ReadTracker::default(),
             out: Ready::default(),
+            spare_append_entries: Vec::new(),
             last_hard_state: initial.hard_state,
             last_soft_state: soft,
             config,
@@ -227,11 +242,59 @@ impl RaftCore {
             self.last_soft_state = soft_state;
             ready.soft_state = Some(soft_state);
         }
-        let (truncate_from, entries) = self.log.take_unpersisted();
-        ready.truncate_from = truncate_from;
-        ready.entries = entries;
-        ready.committed_entries = self.log.take_committed(APPLY_BATCH_BYTES_MAX);
+        // `entries` and `committed_entries` are empty here: the vectors of
+        // an earlier Ready handed back by `recycle`, or new ones.
+        ready.truncate_from = self.log.take_unpersisted_into(&mut ready.entries);
+        self.log
+            .take_committed_into(APPLY_BATCH_BYTES_MAX, &mut ready.committed_entries);
         ready
+    }
+
+    /// Hands back a [`Ready`] the runtime has done with (or any part of one,
+    /// e.g. its `persisted_messages` once sent): its vectors are emptied and
+    /// kept for the next Ready, so that a group's every Ready does not
+    /// allocate its outbox, entries and committed entries anew. A vector is
+    /// kept only if the next Ready's is still empty and its capacity is at
+    /// most [`READY_VECTOR_KEPT_MAX`] elements; the rest is dropped. The
+    /// entry vectors of the appends in `messages` are kept too, for the
+    /// next appends (up to [`SPARE_APPEND_VECTORS_MAX`]).
+    /// Changes nothing the core does.
+    pub fn recycle(&mut self, ready: Ready) {
+        fn keep<T>(slot: &mut Vec<T>, mut spare: Vec<T>) {
+            if slot.is_empty() && slot.capacity() < spare.capacity() && spare.capacity() <= READY_VECTOR_KEPT_MAX {
+                spare.clear();
+                *slot = spare;
+            }
+        }
+        let Ready {
+            entries,
+            mut messages,
+            persisted_messages,
+            committed_entries,
+            read_states,
+            dropped_reads,
+            ..
+        } = ready;
+        // The appends' entry vectors, emptied, for the next appends.
+        for message in &mut messages {
+            if self.spare_append_entries.len() >= SPARE_APPEND_VECTORS_MAX {
+                break;
+            }
+            if let MessageBody::AppendEntries { entries, .. } = &mut message.body {
+                if entries.capacity() > 0 && entries.capacity() <= READY_VECTOR_KEPT_MAX {
+                    let mut spare = std::mem::take(entries);
+                    spare.clear();
+                    self.spare_append_entries.push(spare);
+                }
+            }
+        }
+        let out = &mut self.out;
+        keep(&mut out.entries, entries);
+        keep(&mut out.messages, messages);
+        keep(&mut out.persisted_messages, persisted_messages);
+        keep(&mut out.committed_entries, committed_entries);
+        keep(&mut out.read_states, read_states);
+        keep(&mut out.dropped_reads, dropped_reads);
     }
 
     /// True if [`take_ready`](Self::take_ready) would return work.

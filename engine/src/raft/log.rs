@@ -112,15 +112,32 @@ impl RaftLog {
     }
 
     /// Entries from `from` on, at most `bytes_max` bytes but at least one.
+    #[cfg(test)]
     pub fn entries_from(&self, from: LogIndex, bytes_max: u64) -> Vec<Entry> {
         self.entries_through(from, self.last_index(), bytes_max)
+    }
+
+    /// [`entries_from`](Self::entries_from) into `entries` (empty; a vector
+    /// of an earlier append, so that it keeps its capacity).
+    pub fn entries_from_into(&self, from: LogIndex, bytes_max: u64, entries: &mut Vec<Entry>) {
+        debug_assert!(entries.is_empty());
+        self.entries_through_into(from, self.last_index(), bytes_max, entries);
     }
 
     /// Entries from `from` through `last` at most, up to `bytes_max` (at
     /// least one if any), in a vector allocated once at their count: the
     /// leader calls this for every append it sends and every batch it
     /// applies, and a vector grown by pushing reallocated at 4, 8, 16, ...
+    #[cfg(test)]
     fn entries_through(&self, from: LogIndex, last: LogIndex, bytes_max: u64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        self.entries_through_into(from, last, bytes_max, &mut out);
+        out
+    }
+
+    /// [`entries_through`](Self::entries_through) appended to `out`, which
+    /// grows once at most (to the entries' count).
+    fn entries_through_into(&self, from: LogIndex, last: LogIndex, bytes_max: u64, out: &mut Vec<Entry>) {
         let mut count = 0u64;
         let mut bytes = 0;
         let mut index = from;
@@ -135,9 +152,8 @@ impl RaftLog {
             count += 1;
             index = index.next();
         }
-        let mut out = Vec::with_capacity(count as usize);
+        out.reserve_exact(count as usize);
         out.extend((from.0..from.0 + count).filter_map(|i| self.entry(LogIndex(i)).cloned()));
-        out
     }
 
     /// Appends entries that directly follow the last one.
@@ -221,16 +237,18 @@ impl RaftLog {
         self.handed_out < self.last_index() || self.pending_truncation.is_some()
     }
 
-    /// Takes the truncation and entries that the runtime has not yet been
-    /// asked to persist.
-    pub fn take_unpersisted(&mut self) -> (Option<LogIndex>, Vec<Entry>) {
+    /// Takes the truncation and the entries that the runtime has not yet
+    /// been asked to persist, the entries into `entries` (empty; a vector
+    /// kept from an earlier Ready, so that it keeps its capacity).
+    pub fn take_unpersisted_into(&mut self, entries: &mut Vec<Entry>) -> Option<LogIndex> {
+        debug_assert!(entries.is_empty());
         let truncation = self.pending_truncation.take();
         let from = self.handed_out.next().max(self.first_index());
         let last = self.last_index();
-        let mut entries = Vec::with_capacity(last.0.saturating_sub(from.0 - 1) as usize);
+        entries.reserve_exact(last.0.saturating_sub(from.0 - 1) as usize);
         entries.extend((from.0..=last.0).filter_map(|i| self.entry(LogIndex(i)).cloned()));
         self.handed_out = self.last_index();
-        (truncation, entries)
+        truncation
     }
 
     /// Records that the state machine already holds entries up to `index`
@@ -242,18 +260,25 @@ impl RaftLog {
 
     /// Takes committed entries not yet handed to the state machine, up to
     /// `bytes_max` (at least one).
+    #[cfg(test)]
     pub fn take_committed(&mut self, bytes_max: u64) -> Vec<Entry> {
-        let entries = if self.committed > self.applied {
+        let mut entries = Vec::new();
+        self.take_committed_into(bytes_max, &mut entries);
+        entries
+    }
+
+    /// [`take_committed`](Self::take_committed) into `entries` (empty; a
+    /// vector kept from an earlier Ready, so that it keeps its capacity).
+    pub fn take_committed_into(&mut self, bytes_max: u64, entries: &mut Vec<Entry>) {
+        debug_assert!(entries.is_empty());
+        if self.committed > self.applied {
             // Through the commit index only: the entries after it are not
             // cloned to be dropped again.
-            self.entries_through(self.applied.next(), self.committed, bytes_max)
-        } else {
-            Vec::new()
-        };
+            self.entries_through_into(self.applied.next(), self.committed, bytes_max, entries);
+        }
         if let Some(last) = entries.last() {
             self.applied = last.index;
         }
-        entries
     }
 
     /// Forgets entries up to `index` (a snapshot covers them). Keeps

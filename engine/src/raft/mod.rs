@@ -58,7 +58,7 @@ mod tests_membership;
 mod tests_quiesce;
 
 pub use config::{PlantedBug, RaftConfig, ReadMode, DEFAULT_APPEND_BYTES_MAX, ELECTION_PRIORITY_MAX};
-pub use core::{InitialState, RaftCore, APPLY_BATCH_BYTES_MAX};
+pub use core::{InitialState, RaftCore, APPLY_BATCH_BYTES_MAX, READY_VECTOR_KEPT_MAX, SPARE_APPEND_VECTORS_MAX};
 pub use error::{ConfigError, RaftError};
 pub use membership::ConfChange;
 pub use message::{AppendOutcome, Message, MessageBody};

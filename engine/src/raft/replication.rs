@@ -1,6 +1,8 @@
 //! Log replication (Raft §5.3) and commitment (§5.4.2): the leader's sending,
 //! pipelining and commit rule, and the follower's consistency check.
 
+use std::ops::Bound;
+
 use super::config::PlantedBug;
 use super::core::RaftCore;
 use super::message::{AppendOutcome, Message, MessageBody};
@@ -85,8 +87,11 @@ impl RaftCore {
         if next <= self.log.snapshot_index() {
             return self.send_snapshot(to);
         }
-        let entries = self.log.entries_from(next, bytes_max);
+        // Into an emptied vector of an earlier append, if one was handed back.
+        let mut entries = self.spare_append_entries.pop().unwrap_or_default();
+        self.log.entries_from_into(next, bytes_max, &mut entries);
         if entries.is_empty() && !allow_empty {
+            self.spare_append_entries.push(entries);
             return false;
         }
         let last = entries.last().map_or(prev_log_index, |e| e.index);
@@ -108,9 +113,22 @@ impl RaftCore {
     }
 
     pub(super) fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_append(peer, true);
+        self.send_append_to_each_peer(true);
+    }
+
+    /// `send_append` to every peer in the progress map's order, without
+    /// collecting the peers into a vector at every proposal and commit:
+    /// `send_append` needs `&mut self`, so the next peer is looked up after
+    /// the one just served.
+    fn send_append_to_each_peer(&mut self, allow_empty: bool) {
+        let mut next = self.progress.keys().next().copied();
+        while let Some(peer) = next {
+            self.send_append(peer, allow_empty);
+            next = self
+                .progress
+                .range((Bound::Excluded(peer), Bound::Unbounded))
+                .next()
+                .map(|(&id, _)| id);
         }
     }
 
@@ -243,10 +261,7 @@ impl RaftCore {
         // An immediate empty append per commit would make every write cost
         // each follower a second frame, a second turn and a second answer,
         // which at one client is about a third of all the messages.
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_append(peer, false);
-        }
+        self.send_append_to_each_peer(false);
     }
 
     /// A follower's consistency check and append (Raft §5.3).

@@ -1193,3 +1193,64 @@ fn heartbeat_answers_from_a_lagging_replicating_follower_send_its_lag_at_most_on
         "{entries} entries built for {ANSWERS} answers; {unsent} were unsent"
     );
 }
+
+#[test]
+fn a_recycled_ready_lends_its_vectors_to_the_next_one_emptied_and_within_the_bound() {
+    // Not a Raft rule: the runtime hands each Ready back (`recycle`) so that
+    // a group's next Ready does not allocate its vectors anew.
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    let leader = cluster.get(1);
+    leader.propose(payload("x")).unwrap();
+    let first = leader.take_ready();
+    assert_eq!(first.messages.len(), 2, "an append to each follower");
+    assert_eq!(first.entries.len(), 1);
+    let (messages_at, entries_at) = (first.messages.as_ptr(), first.entries.as_ptr());
+    let append_entries_at = |ready: &Ready| -> Vec<*const Entry> {
+        let mut at: Vec<_> = ready
+            .messages
+            .iter()
+            .filter_map(|m| match &m.body {
+                MessageBody::AppendEntries { entries, .. } => Some(entries.as_ptr()),
+                _ => None,
+            })
+            .collect();
+        at.sort();
+        at
+    };
+    let appends_at = append_entries_at(&first);
+    assert_eq!(appends_at.len(), 2);
+    leader.recycle(first);
+    // Nothing is left over from the handed-back Ready.
+    assert!(!leader.has_ready());
+    leader.propose(payload("y")).unwrap();
+    let second = leader.take_ready();
+    assert_eq!(second.messages.as_ptr(), messages_at, "the outbox kept its allocation");
+    assert_eq!(second.entries.as_ptr(), entries_at, "the entries kept theirs");
+    assert_eq!(second.entries.len(), 1);
+    assert_eq!(
+        second.entries[0].payload,
+        EntryPayload::Normal(Bytes::from_static(b"y"))
+    );
+    assert_eq!(second.messages.len(), 2);
+    assert_eq!(
+        append_entries_at(&second),
+        appends_at,
+        "the appends refilled the handed-back vectors"
+    );
+    for message in &second.messages {
+        let MessageBody::AppendEntries { entries, .. } = &message.body else {
+            panic!("expected an append, got {message:?}");
+        };
+        assert_eq!(entries.last().map(|e| e.index), Some(second.entries[0].index));
+    }
+    // A vector past the bound is not kept.
+    let big = Ready {
+        messages: Vec::with_capacity(READY_VECTOR_KEPT_MAX + 1),
+        ..Ready::default()
+    };
+    leader.recycle(big);
+    leader.propose(payload("z")).unwrap();
+    let third = leader.take_ready();
+    assert!(third.messages.capacity() <= READY_VECTOR_KEPT_MAX);
+}

@@ -163,13 +163,15 @@ impl Forwarder {
     }
 
     /// Sends `request` to the shard owning `group`; `false` if that shard's
-    /// channel is full or closed (the caller answers busy).
-    pub fn forward(&self, request: ClientRequest, group: u64, connection: u64) -> bool {
+    /// channel is full or closed (the caller answers busy). `received` is
+    /// when its frame arrived (the transport's one clock reading per frame,
+    /// not one more per forwarded request).
+    pub fn forward(&self, request: ClientRequest, group: u64, connection: u64, received: Instant) -> bool {
         let item = Forwarded::Request {
             request,
             origin: self.shard,
             connection,
-            received: Instant::now(),
+            received,
         };
         self.senders.try_send_to(self.owner(group), item).is_ok()
     }

@@ -14,6 +14,7 @@ mod events;
 mod forward;
 mod group;
 mod group_creation;
+mod group_set;
 mod install;
 mod install_progress;
 mod membership;
@@ -26,6 +27,7 @@ mod shard;
 mod snapshot_store;
 mod snapshot_stream;
 mod storage;
+mod ticker;
 mod transport;
 mod violations;
 

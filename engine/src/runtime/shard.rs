@@ -22,6 +22,7 @@ use super::codec::{encode_command, stamp_leader_time, LoggedCommand};
 use super::events::{ClientProposal, Event, EventQueue};
 use super::forward::ClientRoute;
 use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
+use super::group_set::{DirtyGroups, GroupSet};
 use super::metrics::{AppendTimes, ShardMetrics, TURN_BUDGET};
 use super::node::{ApiRequest, GroupStatus, PeerStatus};
 use super::reply::Reply;
@@ -59,6 +60,10 @@ pub const SHUTDOWN_BLOCKING_WAIT: Duration = Duration::from_secs(30);
 pub const PENDING_SNAPSHOTS_MAX: usize = 1024;
 /// Bytes a WAL record costs beyond its payload, for the backlog estimate.
 const WAL_RECORD_OVERHEAD_BYTES: u64 = 64;
+
+/// Bound on the emptied acknowledgement vectors a shard keeps for the
+/// next Readies' (`held_message_vectors`).
+const HELD_MESSAGE_VECTORS_MAX: usize = 256;
 
 /// Messages and a persist report waiting for the WAL to be durable up to `lsn`.
 struct PersistWaiter {
@@ -101,12 +106,21 @@ pub(crate) struct Shard {
     inbox: VecDeque<Event>,
     synced_requested_lsn: u64,
     pub(super) failed: Option<Error>,
-    pub(super) dirty: BTreeSet<GroupId>,
+    pub(super) dirty: DirtyGroups,
+    /// The dirty groups being worked through by `handle_readies` (swapped
+    /// with `dirty`'s, so that neither allocates turn after turn).
+    dirty_taken: Vec<GroupId>,
+    /// Emptied vectors of acknowledgements sent after a sync, for the next
+    /// Readies' (at most `HELD_MESSAGE_VECTORS_MAX`, each of at most
+    /// `READY_VECTOR_KEPT_MAX` messages).
+    held_message_vectors: Vec<Vec<Message>>,
     shutting_down: bool,
     pub(super) metrics: ShardMetrics,
     /// Entry bytes written per LSN and not yet durable, oldest first.
     wal_backlog: VecDeque<(u64, u64)>,
     wal_backlog_bytes: u64,
+    /// `write_ready`'s scratch: a Ready's entries as the WAL takes them.
+    stored_scratch: Vec<coraft_wal::NewEntry<bytes::Bytes>>,
     /// Bytes admitted this turn (proposals and follower appends), not yet written.
     admitted_bytes: u64,
     /// Ticks since each peer node was last heard (any frame, or its
@@ -132,7 +146,7 @@ pub(crate) struct Shard {
     /// Groups that are not quiet: the only ones a tick visits. Every input
     /// that may wake a core marks its group dirty, and handling a dirty group
     /// updates this set.
-    pub(super) awake: BTreeSet<GroupId>,
+    pub(super) awake: GroupSet,
     /// The WAL's fault seam, when the node was started with it (tests).
     pub wal_faults: Option<coraft_wal::Faults>,
     /// Snapshot requests waiting until their group's applied entries are
@@ -238,8 +252,8 @@ impl Shard {
         } = endpoints;
         let node = options.node_id;
         let election_timeout_ticks = options.election_timeout_ticks;
-        let dirty: BTreeSet<GroupId> = groups.keys().copied().collect();
-        let awake = dirty.clone();
+        let dirty: DirtyGroups = groups.keys().copied().collect();
+        let awake: GroupSet = groups.keys().copied().collect();
         let peer_silent_ticks = peers.nodes().map(|n| (n, 0)).collect();
         Shard {
             node,
@@ -257,6 +271,9 @@ impl Shard {
             metrics: ShardMetrics::new(shard),
             wal_backlog: VecDeque::new(),
             wal_backlog_bytes: 0,
+            stored_scratch: Vec::new(),
+            dirty_taken: Vec::new(),
+            held_message_vectors: Vec::new(),
             admitted_bytes: 0,
             peer_silent_ticks,
             election_timeout_ticks,
@@ -297,7 +314,30 @@ impl Shard {
     /// Runs until shutdown.
     pub async fn run(mut self, bell: glommio::channels::local_channel::LocalReceiver<()>, tick: Duration) {
         let ticker_events = self.events.clone();
+        let (node, shard) = (self.node, self.metrics.shard);
         let ticker = glommio::spawn_local(async move {
+            // A timerfd, not a glommio timer per tick (`ticker.rs`: a
+            // pending glommio timer costs the executor an allocation per
+            // reactor pass and a TIMEOUT and its cancel per sleep).
+            match super::ticker::TickTimer::new(tick) {
+                Ok(timer) => loop {
+                    match timer.wait().await {
+                        Ok(_) => {
+                            let _ = ticker_events.push(Event::Tick);
+                        }
+                        Err(error) => {
+                            log::warn!(
+                                "node {node} shard {shard}: reading the tick timer failed ({error}); \
+                                 ticking with glommio's sleep instead"
+                            );
+                            break;
+                        }
+                    }
+                },
+                Err(error) => log::warn!(
+                    "node {node} shard {shard}: no tick timer ({error}); ticking with glommio's sleep instead"
+                ),
+            }
             loop {
                 glommio::timer::sleep(tick).await;
                 let _ = ticker_events.push(Event::Tick);
@@ -1094,8 +1134,9 @@ impl Shard {
             self.dirty.clear();
             return;
         }
-        let dirty = std::mem::take(&mut self.dirty);
-        for group_id in dirty {
+        let mut dirty = std::mem::take(&mut self.dirty_taken);
+        self.dirty.take_into(&mut dirty);
+        for &group_id in dirty.iter() {
             self.handle_group_readies(group_id);
             match self.groups.get(&group_id) {
                 Some(group) if group.core.is_quiesced() => self.awake.remove(&group_id),
@@ -1113,9 +1154,10 @@ impl Shard {
                 self.dirty.insert(group_id);
             }
             if self.failed.is_some() {
-                return;
+                break;
             }
         }
+        self.dirty_taken = dirty;
     }
 
     fn handle_group_readies(&mut self, group_id: GroupId) {
@@ -1128,7 +1170,7 @@ impl Shard {
                 // waits in the core until it is swapped in.)
                 break;
             }
-            let ready = group.core.take_ready();
+            let mut ready = group.core.take_ready();
             if ready.soft_state.is_some() {
                 group.observe_role();
             }
@@ -1145,7 +1187,13 @@ impl Shard {
             }
             // 1. Persist (buffered into this turn's group commit).
             let group = self.groups.get_mut(&group_id).expect("present");
-            let last_entry = match write_ready(&self.wal, group_id, &ready, &mut group.hard_states) {
+            let last_entry = match write_ready(
+                &self.wal,
+                group_id,
+                &ready,
+                &mut group.hard_states,
+                &mut self.stored_scratch,
+            ) {
                 Ok(last) => last,
                 Err(error) => {
                     self.fail(error);
@@ -1183,7 +1231,13 @@ impl Shard {
                     lsn,
                     group: group_id,
                     last_entry,
-                    messages: ready.persisted_messages,
+                    // Moved into a kept vector: the Ready's own goes back
+                    // to the core with its room for the next acknowledgements.
+                    messages: {
+                        let mut held = self.held_message_vectors.pop().unwrap_or_default();
+                        held.append(&mut ready.persisted_messages);
+                        held
+                    },
                 });
             }
             // 4. Apply and answer; match reads to their indexes.
@@ -1203,7 +1257,7 @@ impl Shard {
             let committed_any = !ready.committed_entries.is_empty();
             match group.loading.as_mut() {
                 // The state machine is loading a snapshot: applied after it.
-                Some(loading) => loading.defer(ready.committed_entries),
+                Some(loading) => loading.defer(std::mem::take(&mut ready.committed_entries)),
                 None if committed_any => group.apply(&ready.committed_entries, &mut self.metrics),
                 // Nothing applied: only reads confirmed now may be served.
                 None if !ready.read_states.is_empty() => {
@@ -1232,6 +1286,10 @@ impl Shard {
             {
                 let _group = crate::logging::group_span(group_id).entered();
                 self.notice_removal(group_id);
+            }
+            // The Ready's vectors go back to the core for its next one.
+            if let Some(group) = self.groups.get_mut(&group_id) {
+                group.core.recycle(ready);
             }
         }
     }
@@ -1274,11 +1332,19 @@ impl Shard {
             for message in &waiter.messages {
                 self.peers.send(message);
             }
-            if let Some((index, term)) = waiter.last_entry {
-                if let Some(group) = self.groups.get_mut(&waiter.group) {
+            if let Some(group) = self.groups.get_mut(&waiter.group) {
+                if let Some((index, term)) = waiter.last_entry {
                     group.core.on_persisted(index, term);
                     self.dirty.insert(waiter.group);
                 }
+            }
+            // The acknowledgements' vector is kept for the next Ready's.
+            let mut held = waiter.messages;
+            if self.held_message_vectors.len() < HELD_MESSAGE_VECTORS_MAX
+                && held.capacity() <= crate::raft::READY_VECTOR_KEPT_MAX
+            {
+                held.clear();
+                self.held_message_vectors.push(held);
             }
         }
     }

@@ -563,7 +563,7 @@ fn client_requests(
         if let Some((forwarder, id)) = forward_to {
             // Another shard owns the group: hand the request over.
             let ids = super::shard::busy_response_for(&request);
-            if !forwarder.forward(request, group, id) {
+            if !forwarder.forward(request, group, id, received) {
                 route.push(ids);
             }
             continue;

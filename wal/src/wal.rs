@@ -221,6 +221,7 @@ impl Wal {
             spare: None,
             spare_preparing: false,
             zero_sync_in_flight: false,
+            written_unnamed: None,
         };
         let recovered_a_segment = open.is_some();
         match open {

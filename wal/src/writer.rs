@@ -21,7 +21,8 @@
 //!
 //! When it has nothing to flush, the flusher zeroes the current segment
 //! ahead of the log's end (up to [`crate::Config::zero_ahead_bytes`], in
-//! steps of [`ZERO_CHUNK_BYTES`], each written and synced): preallocated
+//! steps of [`ZERO_CHUNK_BYTES`], each written, then synced by a task of its
+//! own that no flush waits for): preallocated
 //! blocks read as zeros but are unwritten extents, and the first write into
 //! one makes its fdatasync convert the extent and commit the file system's
 //! journal; a block already written with zeros is overwritten in place. It
@@ -61,8 +62,8 @@ use crate::recovery::{write_segment_range_off_thread, SegmentRange};
 /// Attempts to write a batch whose write came back short before giving up.
 pub const WRITE_ATTEMPTS_MAX: usize = 3;
 /// Bytes of zeros one idle zeroing step writes and syncs. A flush that
-/// arrives during a step waits for it: small enough to cost a fraction of
-/// a millisecond, large enough that a busy log is kept ahead of with few
+/// arrives during a step waits for its write (not its sync): small enough
+/// to cost a fraction of a millisecond, large enough that a busy log is kept ahead of with few
 /// extra fdatasyncs.
 pub const ZERO_CHUNK_BYTES: usize = 128 << 10;
 
@@ -351,6 +352,10 @@ pub struct State {
     /// A zeroing step's fdatasync is in flight (its own task, which no
     /// flush waits for); at most one at a time.
     pub(crate) zero_sync_in_flight: bool,
+    /// The sealed batch (segment, offset) that was written and synced while
+    /// the range-file write naming its segment failed: the retry only
+    /// names it.
+    pub(crate) written_unnamed: Option<(u64, u64)>,
 }
 
 impl State {
@@ -751,7 +756,46 @@ fn zeroed(
 /// Writes one batch and makes it durable (see
 /// [`SegmentFile::write_durable_at`]); returns the bytes written.
 pub(crate) async fn flush(shared: &Rc<RefCell<State>>, batch: &SealedBatch) -> Result<usize> {
-    let file = segment_file(shared, batch.segment).await?;
+    let (file, claimed) = segment_file(shared, batch.segment).await?;
+    let dir = shared.borrow().dir.clone();
+    let key = (batch.segment, batch.file_offset);
+    if shared.borrow().written_unnamed == Some(key) {
+        // Written and synced by an attempt whose range-file write failed:
+        // only the naming is left (a synced block is never written again).
+        name_in_range(shared, &dir, batch.segment).await?;
+        shared.borrow_mut().written_unnamed = None;
+        return Ok(batch.bytes.padded().len());
+    }
+    let range = shared.borrow().range;
+    let named = range.is_some_and(|range| range.newest >= batch.segment);
+    if named || !claimed || range.is_none() {
+        name_in_range(shared, &dir, batch.segment).await?;
+        return write_batch(shared, &*file, batch).await;
+    }
+    // The first batch of a segment made from the spare: its creation is
+    // durable and a range file exists, so the file may name it while the
+    // batch is written; both are done before any of its records is
+    // acknowledged. A crash between leaves the segment newer than the
+    // range's `newest`, with records never acknowledged, which recovery
+    // accepts (rule 9 of docs/wal.md).
+    let (naming, writing) = crate::fs::join(
+        name_in_range(shared, &dir, batch.segment),
+        write_batch(shared, &*file, batch),
+    )
+    .await;
+    match (naming, writing) {
+        (Ok(()), writing) => writing,
+        (Err(error), Ok(_)) => {
+            shared.borrow_mut().written_unnamed = Some(key);
+            Err(error)
+        }
+        (Err(_), Err(error)) => Err(error),
+    }
+}
+
+/// Writes `batch` into `file` and makes it durable, retrying a short
+/// write; returns the bytes written.
+async fn write_batch(shared: &Rc<RefCell<State>>, file: &dyn SegmentFile, batch: &SealedBatch) -> Result<usize> {
     let padded = batch.bytes.padded().len();
     let mut attempts = 0;
     loop {
@@ -783,8 +827,9 @@ pub(crate) async fn flush(shared: &Rc<RefCell<State>>, batch: &SealedBatch) -> R
     Ok(padded)
 }
 
-/// The write handle of `segment`, creating the file first if needed.
-async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dyn SegmentFile>> {
+/// The write handle of `segment`, making the file first if needed; true
+/// if it was just made from the spare.
+async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<(Rc<dyn SegmentFile>, bool)> {
     let (fs, path, dir, segment_bytes, nonce, existing) = {
         let mut state = shared.borrow_mut();
         let (fs, dir) = (state.fs.clone(), state.dir.clone());
@@ -800,8 +845,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         )
     };
     if let Some(file) = existing {
-        name_in_range(shared, &dir, segment).await?;
-        return Ok(file);
+        return Ok((file, false));
     }
     let header = encode_segment_header(&SegmentHeader {
         first_lsn: segment,
@@ -844,8 +888,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         entry.created = true;
     }
     prepare_spare(shared);
-    name_in_range(shared, &dir, segment).await?;
-    Ok(file)
+    Ok((file, from_spare))
 }
 
 /// Starts preparing the spare segment in a task of its own, unless one is

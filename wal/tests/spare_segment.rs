@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{run, small_config};
 use coraft_wal::format::segment_file_name;
-use coraft_wal::recovery::{list_segments, recover};
-use coraft_wal::{RecoveryMode, Wal, SPARE_SEGMENT_FILE_NAME};
+use coraft_wal::recovery::{list_segments, read_segment_range, recover, SEGMENT_RANGE_FILE_NAME};
+use coraft_wal::{Error, IoOp, RecoveryMode, Wal, SPARE_SEGMENT_FILE_NAME};
 
 /// Waits (generously: the machine is shared) until `dir` holds a prepared
 /// spare of the configured segment size.
@@ -126,6 +126,61 @@ fn a_crash_between_renaming_the_spare_and_its_header_leaves_a_blank_segment_that
         wal.close().await.unwrap();
         let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
         assert_eq!(wal.group_state(1).unwrap().last_index, after - 1);
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_range_write_beside_the_first_flush_into_a_claimed_spare_fails_the_sync_and_the_retry_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let next = run(|| async {
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        let mut next = append_until_rotation(&wal, 1).await;
+        wait_for_spare(dir.path()).await;
+        let named = read_segment_range(dir.path()).unwrap().unwrap();
+        // A directory where the range file's temporary file goes: the next
+        // range-file write fails.
+        let blocker = dir.path().join(format!("{SEGMENT_RANGE_FILE_NAME}.tmp"));
+        std::fs::create_dir(&blocker).unwrap();
+        let created = wal.stats().segments_created;
+        let failed = loop {
+            wal.append_entry(1, next, 1, 0, &[next as u8; 1000]).unwrap();
+            next += 1;
+            if let Err(error) = wal.sync().await {
+                break error;
+            }
+        };
+        assert!(
+            matches!(
+                failed,
+                Error::Io {
+                    op: IoOp::RangeFile,
+                    ..
+                }
+            ),
+            "{failed:?}"
+        );
+        assert_eq!(wal.stats().segments_created, created + 1);
+        assert_eq!(wal.stats().segments_from_spare, 1);
+        assert!(wal.poisoned().is_none());
+        // Not acknowledged: the range does not name the new segment yet.
+        let newest = list_segments(dir.path()).unwrap().last().unwrap().0;
+        assert!(wal.durable_lsn() < newest);
+        assert_eq!(read_segment_range(dir.path()).unwrap(), Some(named));
+        std::fs::remove_dir(&blocker).unwrap();
+        assert_eq!(wal.sync().await.unwrap(), next - 1);
+        assert_eq!(read_segment_range(dir.path()).unwrap().unwrap().newest, newest);
+        wal.close().await.unwrap();
+        next
+    });
+    run(|| async {
+        let (wal, report) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(report.torn_tail, None);
+        let entries = wal.entries(1, 1..next, usize::MAX).unwrap();
+        assert_eq!(entries.len() as u64, next - 1);
+        for entry in entries {
+            assert_eq!(&*entry.payload, &[entry.index as u8; 1000][..]);
+        }
         wal.close().await.unwrap();
     });
 }

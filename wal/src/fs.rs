@@ -77,6 +77,20 @@ pub trait SegmentFile {
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
         self.write_durable_at(offset, zeros.bytes(len))
     }
+
+    /// Writes `len` zeros (whole blocks) at `offset` without syncing them:
+    /// a step of zeroing ahead whose sync the flusher does not wait for
+    /// (zeros need no durability: an unwritten preallocated block reads as
+    /// zeros too). [`DmaFs`] writes the DMA buffer `zeros` keeps; the
+    /// provided version writes `zeros`' plain bytes through `write_at`.
+    fn write_zeros_at<'a>(
+        &'a self,
+        offset: u64,
+        len: usize,
+        zeros: &'a mut Zeros,
+    ) -> LocalBoxFuture<'a, io::Result<usize>> {
+        self.write_at(offset, zeros.bytes(len))
+    }
 }
 
 /// The zeros a WAL's flusher writes ahead of the log, kept from one
@@ -162,6 +176,54 @@ pub trait FileSystem {
         header: &'a [u8],
         segment_bytes: u64,
     ) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>>;
+    /// Prepares the spare segment file `path` (a name recovery does not
+    /// list, [`SPARE_SEGMENT_FILE_NAME`]): created (replacing a leftover
+    /// one) and preallocated to `segment_bytes`, nothing written, nothing
+    /// synced. The writer turns it into the next segment at rotation
+    /// ([`FileSystem::claim_spare`]), so that rotation is a rename and a
+    /// header instead of a create and a 64 MiB fallocate on the flush path.
+    /// `None` if this file system keeps no spare (the provided version:
+    /// segments are then made by [`FileSystem::create_segment`] at
+    /// rotation, which is what fault-injecting file systems exercise).
+    fn prepare_spare<'a>(
+        &'a self,
+        path: &'a Path,
+        segment_bytes: u64,
+    ) -> Option<LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>>> {
+        let _ = (path, segment_bytes);
+        None
+    }
+    /// Makes the prepared spare `spare` (at `spare_path`) the segment
+    /// `path`: renamed, `header` written at offset 0 and fdatasynced, the
+    /// directory fsynced, so that afterwards it is exactly what
+    /// [`FileSystem::create_segment`] and a directory sync leave. A crash
+    /// part-way leaves the spare (ignored and replaced on the next open)
+    /// or a segment whose header block is blank (removed by recovery, rule
+    /// 5 of `docs/wal.md`); no record goes in before this returns.
+    fn claim_spare<'a>(
+        &'a self,
+        spare: Rc<dyn SegmentFile>,
+        spare_path: &'a Path,
+        path: &'a Path,
+        header: &'a [u8],
+    ) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {
+        Box::pin(async move {
+            std::fs::rename(spare_path, path)?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let header_durable = async {
+                let written = spare.write_at(0, header).await?;
+                if written < header.len() {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "short header write"));
+                }
+                spare.sync_data().await
+            };
+            // The header's sync and the directory's run side by side.
+            let (header, directory) = join(header_durable, self.sync_dir(dir)).await;
+            header?;
+            directory?;
+            Ok(spare)
+        })
+    }
     /// Opens an existing segment for writing.
     fn open_segment<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>>;
     /// fsyncs a directory, making creations and deletions in it durable.
@@ -192,6 +254,35 @@ pub trait FileSystem {
     ) -> LocalBoxFuture<'a, io::Result<()>> {
         Box::pin(async move { self.replace_file(dir, name, bytes) })
     }
+}
+
+/// The name of the spare segment file in a WAL directory
+/// ([`FileSystem::prepare_spare`]). Not a segment name, so recovery does
+/// not list it; opening the WAL removes a leftover one (it never holds a
+/// record: it is renamed before its header is written).
+pub const SPARE_SEGMENT_FILE_NAME: &str = "segment.spare";
+
+/// Awaits two futures side by side; their outputs in order.
+pub(crate) async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut out_a, mut out_b) = (None, None);
+    std::future::poll_fn(move |cx| {
+        if out_a.is_none() {
+            if let Poll::Ready(output) = a.as_mut().poll(cx) {
+                out_a = Some(output);
+            }
+        }
+        if out_b.is_none() {
+            if let Poll::Ready(output) = b.as_mut().poll(cx) {
+                out_b = Some(output);
+            }
+        }
+        if out_a.is_some() && out_b.is_some() {
+            return Poll::Ready((out_a.take().expect("ready"), out_b.take().expect("ready")));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// [`FileSystem::replace_file`] with the standard library's blocking calls.
@@ -374,6 +465,19 @@ impl SegmentFile for DmaSegment {
         })
     }
 
+    fn write_zeros_at<'a>(
+        &'a self,
+        offset: u64,
+        len: usize,
+        zeros: &'a mut Zeros,
+    ) -> LocalBoxFuture<'a, io::Result<usize>> {
+        if len % BLOCK_BYTES != 0 {
+            return self.write_at(offset, zeros.bytes(len));
+        }
+        let buffer = zeros.dma(len);
+        Box::pin(async move { Ok(self.file.write_rc_at(buffer, offset).await?) })
+    }
+
     fn write_zeros_durable_at<'a>(
         &'a self,
         offset: u64,
@@ -461,6 +565,22 @@ impl FileSystem for DmaFs {
             segment.sync_data().await?;
             Ok(Rc::new(segment) as Rc<dyn SegmentFile>)
         })
+    }
+
+    fn prepare_spare<'a>(
+        &'a self,
+        path: &'a Path,
+        segment_bytes: u64,
+    ) -> Option<LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>>> {
+        Some(Box::pin(async move {
+            match std::fs::remove_file(path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+            let segment = DmaSegment::open(path, true, self.polled_io).await?;
+            segment.file.pre_allocate(segment_bytes, false).await?;
+            Ok(Rc::new(segment) as Rc<dyn SegmentFile>)
+        }))
     }
 
     fn open_segment<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>> {

@@ -49,8 +49,11 @@ pub use config::{Config, RecoveryMode};
 pub use error::{Error, IoOp, Result};
 pub use faults::{FaultPlan, Faults, FaultyFs};
 pub use format::{HardState, Record};
-pub use fs::{keep_off_the_poll_ring, DmaFs, DurableWriteError, FileSystem, SegmentFile, POLL_PROBE_FILE_NAME};
+pub use fs::{
+    keep_off_the_poll_ring, DmaFs, DurableWriteError, FileSystem, SegmentFile, POLL_PROBE_FILE_NAME,
+    SPARE_SEGMENT_FILE_NAME,
+};
 pub use index::{GroupState, Need, SegmentHolder, SegmentHolders, SEGMENT_HOLDERS_MAX};
 pub use recovery::TornTail;
 pub use wal::{Entry, Holder, NewEntry, OpenReport, Payload, Wal};
-pub use writer::{SyncFuture, WriterStats, ZERO_CHUNK_BYTES};
+pub use writer::{SyncFuture, WriterStats, SPARE_SEGMENTS_MAX, ZERO_CHUNK_BYTES};

@@ -68,11 +68,13 @@ const SEGMENT_RANGE_BYTES: usize = 28;
 /// The WAL rewrites the file (a temporary file synced, renamed over it, the
 /// directory synced) at two points only:
 /// - after a new segment's creation is durable (header written and synced,
-///   directory synced) and before the first flush into it: `newest` becomes
-///   that segment. A crash before that leaves a segment newer than `newest`
-///   without records (or blank, and then removed): legitimate. Once any
-///   record is in the segment, the file names it, so a deleted newest
-///   segment is refused instead of its synced records silently vanishing.
+///   directory synced) and before any record in it is acknowledged:
+///   `newest` becomes that segment (before the first flush into it, or
+///   beside it for a segment made from the prepared spare). A crash
+///   before that leaves a segment newer than `newest` without acknowledged
+///   records (or blank, and then removed): legitimate. Once any record in
+///   the segment is acknowledged, the file names it, so a deleted newest
+///   segment is refused instead of its records silently vanishing.
 /// - when [`crate::Wal::delete_obsolete_segments`] has decided which
 ///   segments no group needs (after purges), before it removes any file:
 ///   `oldest` becomes the first segment kept. A crash before the removals

@@ -20,7 +20,9 @@ use crate::recovery::{
     map_segment, recover, recover_keeping_payloads, release_pages, write_segment_range, write_segment_range_off_thread,
     SegmentRange, TornTail,
 };
-use crate::writer::{flush, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES};
+use crate::writer::{
+    flush, prepare_spare, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES,
+};
 
 /// What opening the WAL found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +224,10 @@ impl Wal {
             zero_frontier: Default::default(),
             range,
             range_lock: Rc::new(glommio::sync::Semaphore::new(1)),
+            spare: None,
+            spare_preparing: false,
+            zero_sync_in_flight: false,
+            written_unnamed: None,
         };
         let recovered_a_segment = open.is_some();
         match open {
@@ -236,6 +242,12 @@ impl Wal {
             shared.borrow_mut().rotate();
         }
         let flusher = glommio::spawn_local(run_flusher(shared.clone())).detach();
+        // A spare left by the last run was never written (it is renamed
+        // before its header goes in): the preparation replaces it.
+        let created = shared.borrow().segments.back().is_some_and(|segment| segment.created);
+        if created {
+            prepare_spare(&shared);
+        }
         Ok((
             Wal {
                 shared,

@@ -21,7 +21,8 @@
 //!
 //! When it has nothing to flush, the flusher zeroes the current segment
 //! ahead of the log's end (up to [`crate::Config::zero_ahead_bytes`], in
-//! steps of [`ZERO_CHUNK_BYTES`], each written and synced): preallocated
+//! steps of [`ZERO_CHUNK_BYTES`], each written, then synced by a task of its
+//! own that no flush waits for): preallocated
 //! blocks read as zeros but are unwritten extents, and the first write into
 //! one makes its fdatasync convert the extent and commit the file system's
 //! journal; a block already written with zeros is overwritten in place. It
@@ -61,10 +62,15 @@ use crate::recovery::{write_segment_range_off_thread, SegmentRange};
 /// Attempts to write a batch whose write came back short before giving up.
 pub const WRITE_ATTEMPTS_MAX: usize = 3;
 /// Bytes of zeros one idle zeroing step writes and syncs. A flush that
-/// arrives during a step waits for it: small enough to cost a fraction of
-/// a millisecond, large enough that a busy log is kept ahead of with few
+/// arrives during a step waits for its write (not its sync): small enough
+/// to cost a fraction of a millisecond, large enough that a busy log is kept ahead of with few
 /// extra fdatasyncs.
 pub const ZERO_CHUNK_BYTES: usize = 128 << 10;
+
+/// Spare segments kept prepared beside the open one: one. The next
+/// rotation claims it and a task prepares the next one at once, so a node
+/// that fills a segment every ~0.35 s (4 KiB writes) always finds one.
+pub const SPARE_SEGMENTS_MAX: usize = 1;
 
 /// The smallest buffer a new batch starts with; it grows if the batch does.
 pub const BATCH_CAPACITY_MIN_BYTES: usize = 64 << 10;
@@ -268,6 +274,9 @@ pub struct WriterStats {
     pub segments_created: u64,
     /// Bytes of zeros written ahead of the log's end (and synced).
     pub zeroed_bytes: u64,
+    /// Segments made from the prepared spare (a rename and a header at
+    /// rotation), among `segments_created`.
+    pub segments_from_spare: u64,
 }
 
 /// How far the segment being written has been zeroed ahead of the log.
@@ -335,6 +344,18 @@ pub struct State {
     /// deletion and a new segment cannot write stale ranges over each
     /// other or share the temporary file.
     pub(crate) range_lock: Rc<glommio::sync::Semaphore>,
+    /// The prepared spare segment ([`crate::fs::FileSystem::prepare_spare`]),
+    /// at most [`SPARE_SEGMENTS_MAX`]: the next rotation claims it.
+    pub(crate) spare: Option<Rc<dyn SegmentFile>>,
+    /// A task is preparing the spare.
+    pub(crate) spare_preparing: bool,
+    /// A zeroing step's fdatasync is in flight (its own task, which no
+    /// flush waits for); at most one at a time.
+    pub(crate) zero_sync_in_flight: bool,
+    /// The sealed batch (segment, offset) that was written and synced while
+    /// the range-file write naming its segment failed: the retry only
+    /// names it.
+    pub(crate) written_unnamed: Option<(u64, u64)>,
 }
 
 impl State {
@@ -523,7 +544,7 @@ impl State {
         // (the conversion is a small part of each flush) and would pay for
         // every byte twice.
         let small_flushes = self.zero_frontier.last_flush_bytes < ZERO_CHUNK_BYTES;
-        if ahead == 0 || !idle || !small_flushes || self.closed || self.poisoned.is_some() {
+        if ahead == 0 || !idle || !small_flushes || self.zero_sync_in_flight || self.closed || self.poisoned.is_some() {
             return None;
         }
         let segment = self.open.segment;
@@ -610,8 +631,11 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
                 offset,
                 len,
             } => {
-                let outcome = file.write_zeros_durable_at(offset, len, &mut zeros).await;
-                zeroed(&shared, segment, offset, len, outcome);
+                // The write is awaited (a flush of the same blocks must
+                // come after it), its sync is not: it runs in a task of
+                // its own, so that a flush arriving meanwhile goes ahead.
+                let outcome = file.write_zeros_at(offset, len, &mut zeros).await;
+                zero_written(&shared, segment, file, offset, len, outcome);
                 continue;
             }
         };
@@ -639,6 +663,58 @@ pub(crate) async fn run_flusher(shared: Rc<RefCell<State>>) {
     let mut state = shared.borrow_mut();
     state.flusher_done = true;
     state.wake_waiters();
+}
+
+/// Records a zeroing step's write and, if whole, starts its fdatasync in
+/// a task of its own: zeros need no durability (an unwritten preallocated
+/// block reads as zeros as well), the sync only commits the extents'
+/// conversion before a flush needs it, and a flush that waited for it
+/// waited for nothing it needs (docs/journal/benchmarks.md, "the next
+/// segment prepared ahead").
+fn zero_written(
+    shared: &Rc<RefCell<State>>,
+    segment: u64,
+    file: Rc<dyn SegmentFile>,
+    offset: u64,
+    len: usize,
+    outcome: std::io::Result<usize>,
+) {
+    match outcome {
+        Ok(written) if written >= len => {
+            {
+                let mut state = shared.borrow_mut();
+                if state.zero_frontier.segment == segment {
+                    state.zero_frontier.offset = offset + len as u64;
+                }
+                state.zero_sync_in_flight = true;
+            }
+            let shared = shared.clone();
+            // glommio polls a spawned task at once: no borrow is held here.
+            glommio::spawn_local(async move {
+                let outcome = file.sync_data().await;
+                let mut state = shared.borrow_mut();
+                state.zero_sync_in_flight = false;
+                match outcome {
+                    Ok(()) => state.stats.zeroed_bytes += len as u64,
+                    Err(error) => {
+                        // The same file's fdatasync: a failure here may have
+                        // cost the flushes' data, as one of theirs would.
+                        state.poisoned = Some(Error::Poisoned {
+                            segment,
+                            errno: error.raw_os_error(),
+                        });
+                        state.wake_waiters();
+                    }
+                }
+                if let Some(waker) = state.flusher_waker.take() {
+                    waker.wake();
+                }
+            })
+            .detach();
+        }
+        Ok(_) => zeroed(shared, segment, offset, len, Ok(0)),
+        Err(error) => zeroed(shared, segment, offset, len, Err(DurableWriteError::Write(error))),
+    }
 }
 
 /// Records the outcome of a zeroing step.
@@ -680,7 +756,46 @@ fn zeroed(
 /// Writes one batch and makes it durable (see
 /// [`SegmentFile::write_durable_at`]); returns the bytes written.
 pub(crate) async fn flush(shared: &Rc<RefCell<State>>, batch: &SealedBatch) -> Result<usize> {
-    let file = segment_file(shared, batch.segment).await?;
+    let (file, claimed) = segment_file(shared, batch.segment).await?;
+    let dir = shared.borrow().dir.clone();
+    let key = (batch.segment, batch.file_offset);
+    if shared.borrow().written_unnamed == Some(key) {
+        // Written and synced by an attempt whose range-file write failed:
+        // only the naming is left (a synced block is never written again).
+        name_in_range(shared, &dir, batch.segment).await?;
+        shared.borrow_mut().written_unnamed = None;
+        return Ok(batch.bytes.padded().len());
+    }
+    let range = shared.borrow().range;
+    let named = range.is_some_and(|range| range.newest >= batch.segment);
+    if named || !claimed || range.is_none() {
+        name_in_range(shared, &dir, batch.segment).await?;
+        return write_batch(shared, &*file, batch).await;
+    }
+    // The first batch of a segment made from the spare: its creation is
+    // durable and a range file exists, so the file may name it while the
+    // batch is written; both are done before any of its records is
+    // acknowledged. A crash between leaves the segment newer than the
+    // range's `newest`, with records never acknowledged, which recovery
+    // accepts (rule 9 of docs/wal.md).
+    let (naming, writing) = crate::fs::join(
+        name_in_range(shared, &dir, batch.segment),
+        write_batch(shared, &*file, batch),
+    )
+    .await;
+    match (naming, writing) {
+        (Ok(()), writing) => writing,
+        (Err(error), Ok(_)) => {
+            shared.borrow_mut().written_unnamed = Some(key);
+            Err(error)
+        }
+        (Err(_), Err(error)) => Err(error),
+    }
+}
+
+/// Writes `batch` into `file` and makes it durable, retrying a short
+/// write; returns the bytes written.
+async fn write_batch(shared: &Rc<RefCell<State>>, file: &dyn SegmentFile, batch: &SealedBatch) -> Result<usize> {
     let padded = batch.bytes.padded().len();
     let mut attempts = 0;
     loop {
@@ -712,8 +827,9 @@ pub(crate) async fn flush(shared: &Rc<RefCell<State>>, batch: &SealedBatch) -> R
     Ok(padded)
 }
 
-/// The write handle of `segment`, creating the file first if needed.
-async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dyn SegmentFile>> {
+/// The write handle of `segment`, making the file first if needed; true
+/// if it was just made from the spare.
+async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<(Rc<dyn SegmentFile>, bool)> {
     let (fs, path, dir, segment_bytes, nonce, existing) = {
         let mut state = shared.borrow_mut();
         let (fs, dir) = (state.fs.clone(), state.dir.clone());
@@ -729,8 +845,7 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         )
     };
     if let Some(file) = existing {
-        name_in_range(shared, &dir, segment).await?;
-        return Ok(file);
+        return Ok((file, false));
     }
     let header = encode_segment_header(&SegmentHeader {
         first_lsn: segment,
@@ -739,7 +854,19 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         flags: crate::format::SEGMENT_FLAG_RANGE_FILE,
         version: crate::format::FORMAT_VERSION,
     });
-    let file = match fs.create_segment(&path, &header, segment_bytes).await {
+    let spare = shared.borrow_mut().spare.take();
+    let from_spare = spare.is_some();
+    let made = match spare {
+        Some(spare) => {
+            let spare_path = dir.join(crate::fs::SPARE_SEGMENT_FILE_NAME);
+            fs.claim_spare(spare, &spare_path, &path, &header).await
+        }
+        None => match fs.create_segment(&path, &header, segment_bytes).await {
+            Ok(file) => fs.sync_dir(&dir).await.map(|()| file),
+            Err(error) => Err(error),
+        },
+    };
+    let file = match made {
         Ok(file) => file,
         Err(error) => {
             // Leave no half-made file behind: the next attempt creates it anew.
@@ -747,12 +874,10 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
             return Err(Error::io(IoOp::Create, segment, &error));
         }
     };
-    fs.sync_dir(&dir)
-        .await
-        .map_err(|error| Error::io(IoOp::SyncDirectory, segment, &error))?;
     {
         let mut state = shared.borrow_mut();
         state.stats.segments_created += 1;
+        state.stats.segments_from_spare += u64::from(from_spare);
         for older in state.segments.iter_mut() {
             if older.first_lsn < segment {
                 older.file = None;
@@ -762,8 +887,46 @@ async fn segment_file(shared: &Rc<RefCell<State>>, segment: u64) -> Result<Rc<dy
         entry.file = Some(file.clone());
         entry.created = true;
     }
-    name_in_range(shared, &dir, segment).await?;
-    Ok(file)
+    prepare_spare(shared);
+    Ok((file, from_spare))
+}
+
+/// Starts preparing the spare segment in a task of its own, unless one is
+/// prepared or being prepared ([`SPARE_SEGMENTS_MAX`]), the WAL is closed
+/// or poisoned, or the file system keeps no spare. A failure only leaves
+/// the next rotation to create its segment as before.
+pub(crate) fn prepare_spare(shared: &Rc<RefCell<State>>) {
+    {
+        let mut state = shared.borrow_mut();
+        if state.spare.is_some() || state.spare_preparing || state.closed || state.poisoned.is_some() {
+            return;
+        }
+        state.spare_preparing = true;
+    }
+    let shared = shared.clone();
+    glommio::spawn_local(async move {
+        let (fs, path, segment_bytes) = {
+            let state = shared.borrow();
+            (
+                state.fs.clone(),
+                state.dir.join(crate::fs::SPARE_SEGMENT_FILE_NAME),
+                state.config.segment_bytes,
+            )
+        };
+        let prepared = match fs.prepare_spare(&path, segment_bytes) {
+            Some(preparing) => preparing.await.ok(),
+            None => None,
+        };
+        let mut state = shared.borrow_mut();
+        state.spare_preparing = false;
+        match prepared {
+            Some(file) => state.spare = Some(file),
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    })
+    .detach();
 }
 
 /// Makes the segment range file name `segment` as the newest segment, if it

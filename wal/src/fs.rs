@@ -577,7 +577,7 @@ impl FileSystem for DmaFs {
                 Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
                 _ => {}
             }
-            let segment = DmaSegment::open(path, true, self.polled_io).await?;
+            let segment = DmaSegment::open(path, true, self).await?;
             segment.file.pre_allocate(segment_bytes, false).await?;
             Ok(Rc::new(segment) as Rc<dyn SegmentFile>)
         }))

@@ -315,34 +315,17 @@ impl Shard {
     pub async fn run(mut self, bell: glommio::channels::local_channel::LocalReceiver<()>, tick: Duration) {
         let ticker_events = self.events.clone();
         let (node, shard) = (self.node, self.metrics.shard);
-        let ticker = glommio::spawn_local(async move {
-            // A timerfd, not a glommio timer per tick (`ticker.rs`: a
-            // pending glommio timer costs the executor an allocation per
-            // reactor pass and a TIMEOUT and its cancel per sleep).
-            match super::ticker::TickTimer::new(tick) {
-                Ok(timer) => loop {
-                    match timer.wait().await {
-                        Ok(_) => {
-                            let _ = ticker_events.push(Event::Tick);
-                        }
-                        Err(error) => {
-                            log::warn!(
-                                "node {node} shard {shard}: reading the tick timer failed ({error}); \
-                                 ticking with glommio's sleep instead"
-                            );
-                            break;
-                        }
-                    }
-                },
-                Err(error) => log::warn!(
-                    "node {node} shard {shard}: no tick timer ({error}); ticking with glommio's sleep instead"
-                ),
-            }
-            loop {
-                glommio::timer::sleep(tick).await;
+        // A timerfd, not a glommio timer per tick (`ticker.rs`: a pending
+        // glommio timer costs the executor an allocation per reactor pass
+        // and a TIMEOUT and its cancel per sleep).
+        let ticker = glommio::spawn_local(super::ticker::tick_forever(
+            super::ticker::TickTimer::new(tick),
+            tick,
+            format!("node {node} shard {shard}"),
+            move || {
                 let _ = ticker_events.push(Event::Tick);
-            }
-        });
+            },
+        ));
         let (forwarder, mesh_server) = match self.forwarding.take() {
             Some((forwarder, receivers)) => {
                 let serving = super::forward::serve(forwarder.clone(), receivers, self.events.clone());

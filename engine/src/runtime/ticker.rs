@@ -76,6 +76,33 @@ impl TickTimer {
     }
 }
 
+/// Calls `on_tick` once per `tick`, forever: from `timer` while it works,
+/// then (if it could not be made, or a read of it fails) from glommio's
+/// sleep, with a warning naming `who`. Cancel the task to stop it.
+pub(super) async fn tick_forever(
+    timer: io::Result<TickTimer>,
+    tick: Duration,
+    who: impl std::fmt::Display,
+    mut on_tick: impl FnMut(),
+) {
+    match timer {
+        Ok(timer) => loop {
+            match timer.wait().await {
+                Ok(_) => on_tick(),
+                Err(error) => {
+                    log::warn!("{who}: reading the tick timer failed ({error}); ticking with glommio's sleep instead");
+                    break;
+                }
+            }
+        },
+        Err(error) => log::warn!("{who}: no tick timer ({error}); ticking with glommio's sleep instead"),
+    }
+    loop {
+        glommio::timer::sleep(tick).await;
+        on_tick();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -111,6 +138,57 @@ mod tests {
             assert!(missed >= 3, "{missed} expiries after three periods asleep");
             assert!(before.elapsed() < Duration::from_secs(30));
         });
+    }
+
+    /// Runs [`tick_forever`] with `timer` for `periods` ticks' time and
+    /// returns how many ticks it gave.
+    fn ticks_within(timer: impl FnOnce() -> io::Result<TickTimer> + 'static, tick: Duration, periods: u32) -> u32 {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("executor");
+        executor.run(async move {
+            let ticks = std::rc::Rc::new(std::cell::Cell::new(0u32));
+            let counted = ticks.clone();
+            let task = glommio::spawn_local(tick_forever(timer(), tick, "test", move || {
+                counted.set(counted.get() + 1)
+            }));
+            glommio::timer::sleep(tick * periods).await;
+            task.cancel().await;
+            ticks.get()
+        })
+    }
+
+    #[test]
+    fn without_a_timerfd_the_ticks_come_from_glommios_sleep() {
+        let ticks = ticks_within(
+            || Err(io::Error::new(io::ErrorKind::Unsupported, "refused by the test")),
+            Duration::from_millis(10),
+            20,
+        );
+        // 20 periods: a loaded machine may delay sleeps, never shorten them.
+        assert!((1..=20).contains(&ticks), "{ticks} ticks in 20 periods");
+    }
+
+    #[test]
+    fn a_timer_whose_read_fails_falls_back_to_glommios_sleep() {
+        // An empty file in place of a timerfd: its read returns no bytes,
+        // which `wait` refuses, so the first wait fails.
+        let file = tempfile::tempfile().expect("temporary file");
+        let ticks = ticks_within(
+            move || {
+                use std::os::fd::IntoRawFd;
+                // SAFETY: the descriptor is ours, handed over to the file.
+                Ok(TickTimer {
+                    file: unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) },
+                })
+            },
+            Duration::from_millis(10),
+            20,
+        );
+        assert!(
+            (1..=20).contains(&ticks),
+            "{ticks} ticks in 20 periods after the read failed"
+        );
     }
 
     #[test]

@@ -36,6 +36,16 @@ fn start_with(config: &Path, extra: &[&str]) -> Process {
 /// Writes one TOML config per node (one shard, unbound), Raft on `raft[i]`
 /// and, when given, Prometheus metrics on `metrics[i]`; returns their paths.
 fn write_configs(dir: &Path, raft: &[SocketAddr], metrics: Option<&[SocketAddr]>) -> Vec<std::path::PathBuf> {
+    write_configs_with(dir, raft, metrics, |_| {})
+}
+
+/// [`write_configs`], each config changed by `edit` before it is written.
+fn write_configs_with(
+    dir: &Path,
+    raft: &[SocketAddr],
+    metrics: Option<&[SocketAddr]>,
+    edit: impl Fn(&mut NodeConfig),
+) -> Vec<std::path::PathBuf> {
     let peers: Vec<Peer> = raft
         .iter()
         .enumerate()
@@ -58,6 +68,7 @@ fn write_configs(dir: &Path, raft: &[SocketAddr], metrics: Option<&[SocketAddr]>
             config.shards.placement = PlacementPolicy::Unbound;
             config.shards.spin_before_park_us = 0;
             config.wal.dir = Some(dir.join(format!("node-{}", i + 1)));
+            edit(&mut config);
             let path = dir.join(format!("node-{}.toml", i + 1));
             std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
             path
@@ -277,4 +288,190 @@ fn a_stalled_follower_does_not_stop_the_leader_or_grow_its_memory_and_catches_up
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A client of the same cluster that asks node `first` (an index into
+/// `addresses`) before the others: `read_stale` then reads what that node
+/// applied.
+fn client_reading_from(addresses: &[SocketAddr], first: usize) -> Client {
+    let mut nodes: Vec<(NodeId, Vec<SocketAddr>)> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (NodeId(i as u64 + 1), vec![a]))
+        .collect();
+    nodes.rotate_left(first);
+    Client::new(ClientConfig {
+        cluster_id: 9,
+        nodes,
+        attempt_timeout: Duration::from_secs(2),
+    })
+}
+
+/// What a leader queued for a follower before the follower stopped reaches
+/// it late (`docs/architecture.md`, "What a peer's queue held when it
+/// stopped"): SIGSTOP leaves the follower's connections open, so the
+/// appends in flight and in the kernel's buffers at that moment are read
+/// only after SIGCONT, by which time the leader has taken snapshots and
+/// compacted past them. They must change nothing: the follower is caught
+/// up by a snapshot, ends with exactly the leader's state, and can lead
+/// with it.
+#[test]
+fn appends_queued_before_a_pause_arrive_after_compaction_and_change_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let addresses: Vec<SocketAddr> = coraft::ports::free_loopback_addresses(6).unwrap();
+    let (raft, metrics) = addresses.split_at(3);
+    let paths = write_configs_with(dir.path(), raft, Some(metrics), |config| {
+        // A snapshot every 300 entries, 20 kept below it: a few hundred
+        // writes compact past anything queued before the pause.
+        config.snapshot.after_entries = 300;
+        config.snapshot.log_tail_entries = 20;
+    });
+    let processes: Vec<Process> = paths.iter().map(|p| start(p)).collect();
+    let mut client = client_for(raft);
+    write_within_30s(&mut client, GroupId(1), b"w");
+    let leader = client.leader_of(GroupId(1)).expect("a leader answered").0 as usize - 1;
+    let paused = (leader + 1) % 3;
+
+    // A steady write load from its own client, so appends are in flight to
+    // every follower when one is paused.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, acknowledged, raft) = (stop.clone(), acknowledged.clone(), raft.to_vec());
+        std::thread::spawn(move || {
+            let mut client = client_for(&raft);
+            while !stop.load(Ordering::Relaxed) {
+                match client.write(GroupId(1), &[9u8; 256]) {
+                    Ok(_) => {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    };
+    let taken = |i: usize| {
+        get_metrics(metrics[i])
+            .and_then(|t| metric(&t, "coraft_snapshots_taken_total"))
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = processes[paused].0.id();
+    // SAFETY: stopping our own child process.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let at_pause = (acknowledged.load(Ordering::Relaxed), taken(leader));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // At least 1,500 writes and three snapshots on the leader while paused.
+    while acknowledged.load(Ordering::Relaxed) < at_pause.0 + 1_500 || taken(leader) < at_pause.1 + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader took {} snapshots and {} writes were acknowledged in 60 s with a follower paused",
+            taken(leader) - at_pause.1,
+            acknowledged.load(Ordering::Relaxed) - at_pause.0
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Bytes sent to the paused follower before and after its stop, unread:
+    // the late messages this test is about.
+    let unread = unread_bytes_at_port(raft[paused].port());
+    assert!(unread > 0, "nothing waits in the paused follower's sockets");
+    // SAFETY: resuming our own child process.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the writer thread");
+    let acknowledged = acknowledged.load(Ordering::Relaxed);
+
+    // The cluster's value: every acknowledged write applied once (a write
+    // that failed may have been applied too, so at least).
+    let total = count(&client.read(GroupId(1), b"").expect("a linearizable read"));
+    eprintln!("{acknowledged} writes acknowledged, the counter at {total}, {unread} bytes were unread in the paused follower's sockets");
+    assert!(
+        total > acknowledged,
+        "the counter is {total} after {acknowledged} acknowledged writes and one more"
+    );
+
+    // The paused follower reaches exactly that value, by a snapshot.
+    let mut from_paused = client_reading_from(raft, paused);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = from_paused.read_stale(GroupId(1), b"").map(|r| count(&r));
+        if seen == Ok(total) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resumed follower holds {seen:?} 30 s after its pause ended; the leader holds {total}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let installed = get_metrics(metrics[paused])
+        .and_then(|t| metric(&t, "coraft_snapshots_installed_total"))
+        .unwrap_or(0);
+    assert!(installed >= 1, "the resumed follower was caught up without a snapshot");
+
+    // It can lead with that state: leadership moves to it, and writes
+    // count on from the same value (each write also tells the client where
+    // the leader is now).
+    let mut expected = total;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.leader_of(GroupId(1)) != Some(NodeId(paused as u64 + 1)) {
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not move to the resumed follower in 30 s"
+        );
+        if let Some(current) = client.leader_of(GroupId(1)) {
+            let address = raft[current.0 as usize - 1];
+            let _ = coraft::admin::AdminClient::connect(address, 9, Duration::from_secs(5))
+                .and_then(|mut admin| admin.transfer_leader(GroupId(1), NodeId(paused as u64 + 1)));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        expected += 1;
+        assert_eq!(write_once_within_30s(&mut client), expected);
+    }
+    expected += 1;
+    assert_eq!(
+        write_once_within_30s(&mut client),
+        expected,
+        "a write to the resumed follower, now leader"
+    );
+}
+
+/// Writes to group 1 once, retrying the same write (its session makes a
+/// retry apply at most once) until it is answered; returns the counter.
+fn write_once_within_30s(client: &mut Client) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut answer = client.write(GroupId(1), b"x");
+    loop {
+        match answer {
+            Ok(result) => return count(&result),
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "a write was not answered within 30 s: {error}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+                answer = client.retry_write();
+            }
+        }
+    }
+}
+
+/// Bytes received and not yet read by their process, over the IPv4 TCP
+/// sockets whose local port is `port` (`/proc/net/tcp`'s `rx_queue`).
+fn unread_bytes_at_port(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let rx = u64::from_str_radix(fields.get(4)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port).then_some(rx)
+        })
+        .sum()
 }

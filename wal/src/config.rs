@@ -83,7 +83,8 @@ pub struct Config {
     /// opener that builds its log in memory (the engine) then reads the log
     /// once instead of twice. Until taken (or dropped with
     /// [`crate::Wal::drop_recovered_entries`]) the copies stay in memory.
-    /// Off by default.
+    /// Each segment is dropped from the page cache once checked, so the log
+    /// is not held twice (a later read of it reads the disk). Off by default.
     pub keep_recovered_payloads: bool,
 }
 

@@ -36,6 +36,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -259,6 +260,20 @@ pub fn release_pages(map: &Mmap) {
     let _ = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) };
 }
 
+/// Drops the file at `path` from the page cache (pages mapped or dirty
+/// stay): for a segment whose payloads recovery copied, so that the log is
+/// not held twice, once in the heap and once in the cache. Any later read
+/// of the segment reads the disk again. A failure only leaves the cache as
+/// it was.
+pub fn drop_cached_pages(path: &Path) {
+    if let Ok(file) = File::open(path) {
+        // SAFETY: advice on an open descriptor; it changes no byte of the file.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+}
+
 /// What following a segment's chain of flushes found.
 struct Walk {
     /// Where the valid records of the last valid flush end.
@@ -402,7 +417,8 @@ pub fn recover(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered
 /// ([`crate::index::GroupLog::take_copies`]): for an opener that builds its
 /// in-memory log from the WAL, which then never reads the log a second
 /// time. Payloads later truncated, purged or forgotten are dropped as those
-/// records replay.
+/// records replay. Each segment leaves the page cache once checked
+/// ([`drop_cached_pages`]).
 pub fn recover_keeping_payloads(dir: &Path, mode: RecoveryMode, repair: bool) -> Result<Recovered> {
     recover_with(dir, mode, repair, true, true)
 }
@@ -532,6 +548,13 @@ fn recover_with(
             });
         }
         release_pages(&map);
+        if keep_payloads {
+            // Its payloads are in memory now: the page cache's copy of the
+            // segment would be a second one (a 10 GiB log took 10 GiB of heap
+            // and 10 GiB of cache, and the kernel reclaimed other files' cache
+            // to make room).
+            drop_cached_pages(&path);
+        }
         segments.push(MappedSegment {
             first_lsn,
             path,

@@ -158,3 +158,54 @@ fn a_torn_tail_is_cut_and_its_entries_are_not_handed_over() {
         wal.close().await.unwrap();
     });
 }
+
+/// Pages of the file at `path` in the page cache (`mincore` on a fresh
+/// mapping of it).
+fn cached_pages(path: &std::path::Path) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: a read-only mapping that is never read, only asked about.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let page = 4096;
+    let mut resident = vec![0u8; map.len().div_ceil(page)];
+    // SAFETY: `resident` has a byte for each page of the mapping.
+    let status = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), resident.as_mut_ptr()) };
+    assert_eq!(status, 0, "mincore: {}", std::io::Error::last_os_error());
+    resident.iter().filter(|&&byte| byte & 1 != 0).count()
+}
+
+#[test]
+fn copying_recovery_leaves_the_checked_segments_out_of_the_page_cache() {
+    // On disk, not tmpfs: a tmpfs file's pages are its storage and stay.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let segments = write_log(dir.path(), 300);
+    assert!(segments.len() >= 3, "the log spans segments");
+    // The last segment is the writer's after the open; the others are
+    // only read.
+    let checked = &segments[..segments.len() - 1];
+    let cached = |label: &str| -> Vec<usize> {
+        let pages: Vec<usize> = checked.iter().map(|(_, path)| cached_pages(path)).collect();
+        eprintln!("{label}: cached pages per segment {pages:?}");
+        pages
+    };
+    run(|| async {
+        let (wal, _) = Wal::open(dir.path(), keeping()).await.unwrap();
+        assert_eq!(wal.take_recovered_entries(1).expect("copied").len(), 300);
+        // The payloads are in memory: the cache holds no second copy.
+        assert!(
+            cached("copying open").iter().all(|&pages| pages == 0),
+            "a copying open left segments in the page cache"
+        );
+        wal.close().await.unwrap();
+    });
+    run(|| async {
+        // The same walk without copies leaves them cached for the reads
+        // that follow (and shows that this file system's cache is seen).
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert!(
+            cached("plain open").iter().all(|&pages| pages > 0),
+            "the plain open's walk should leave its segments cached"
+        );
+        assert_eq!(wal.entries(1, 1..301, usize::MAX).unwrap().len(), 300);
+        wal.close().await.unwrap();
+    });
+}

@@ -618,24 +618,38 @@ impl Installs {
     }
 }
 
-/// Why the hold of a completed stream to `follower` ends, if it does:
-/// `group` is no longer led here in the stream's term, the follower left,
-/// or `SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX` passed. `None` with the
-/// follower's progress while it holds.
-fn hold_ends<'g>(
-    hold: &StreamHold,
-    group: Option<&'g super::group::Group>,
-    follower: NodeId,
-    now: Instant,
-) -> Result<&'g crate::raft::Progress, &'static str> {
-    let progress = group
-        .filter(|g| g.core.role() == Role::Leader && g.core.term() == hold.term)
-        .and_then(|g| g.core.progress().get(&follower))
-        .ok_or("leadership changed or the node left")?;
-    if now.saturating_duration_since(hold.completed) > SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX {
-        return Err("SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX passed");
+impl StreamHold {
+    /// The point after which this hold keeps the log, or why it ends.
+    /// `match_index` is the follower's, `None` if the group is no longer
+    /// led here in the stream's term or the follower left; `policy_point`
+    /// is where compaction would cut without the hold. It ends once the
+    /// follower's match index reaches `policy_point` (nothing it needs is
+    /// cut any more) or `SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX` passed since
+    /// the stream completed.
+    fn held_after(
+        &self,
+        match_index: Option<crate::raft::LogIndex>,
+        policy_point: crate::raft::LogIndex,
+        now: Instant,
+    ) -> Result<crate::raft::LogIndex, &'static str> {
+        let match_index = match_index.ok_or("leadership changed or the node left")?;
+        if now.saturating_duration_since(self.completed) > SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX {
+            return Err("SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX passed");
+        }
+        if match_index >= policy_point {
+            return Err("caught up from the log");
+        }
+        Ok(self.snapshot.max(match_index))
     }
-    Ok(progress)
+
+    /// The match index of `follower` if `group` is still led here in this
+    /// hold's term and the follower is in it.
+    fn match_index(&self, group: Option<&super::group::Group>, follower: NodeId) -> Option<crate::raft::LogIndex> {
+        group
+            .filter(|g| g.core.role() == Role::Leader && g.core.term() == self.term)
+            .and_then(|g| g.core.progress().get(&follower))
+            .map(|progress| progress.match_index)
+    }
 }
 
 fn sending_progress(sender: &SnapshotSender, now: Instant) -> InstallProgress {
@@ -685,36 +699,33 @@ impl Shard {
         for key in keys {
             let hold = &self.installs.held[&key];
             let follower = key.1;
-            let ended = match hold_ends(hold, self.groups.get(&group_id), follower, now) {
-                Ok(progress) if progress.match_index >= policy_point => Err("caught up from the log"),
-                Ok(progress) => {
-                    let point = hold.snapshot.max(progress.match_index);
-                    held_after = Some(held_after.map_or(point, |held| held.min(point)));
-                    Ok(())
-                }
-                Err(reason) => Err(reason),
-            };
-            if let Err(reason) = ended {
-                log::info!(
-                    "node {} group {group_id}: no longer keeping the log after snapshot {} for node {follower}: \
+            let match_index = hold.match_index(self.groups.get(&group_id), follower);
+            match hold.held_after(match_index, policy_point, now) {
+                Ok(point) => held_after = Some(held_after.map_or(point, |held| held.min(point))),
+                Err(reason) => {
+                    log::info!(
+                        "node {} group {group_id}: no longer keeping the log after snapshot {} for node {follower}: \
                      {reason}",
-                    self.node,
-                    hold.snapshot
-                );
-                self.installs.held.remove(&key);
+                        self.node,
+                        hold.snapshot
+                    );
+                    self.installs.held.remove(&key);
+                }
             }
         }
         held_after
     }
 
     /// Drops the holds of completed streams that end by leadership, the
-    /// follower's leaving or time (`hold_ends`) without waiting for the
-    /// group's next compaction.
+    /// follower's leaving or time (`StreamHold::held_after`) without
+    /// waiting for the group's next compaction.
     fn release_stale_holds(&mut self, now: Instant) {
         let groups = &self.groups;
-        self.installs
-            .held
-            .retain(|&(group_id, follower), hold| hold_ends(hold, groups.get(&group_id), follower, now).is_ok());
+        self.installs.held.retain(|&(group_id, follower), hold| {
+            let match_index = hold.match_index(groups.get(&group_id), follower);
+            hold.held_after(match_index, crate::raft::LogIndex(u64::MAX), now)
+                .is_ok()
+        });
     }
 
     /// The core asked to send `message.to` a snapshot: streams the stored
@@ -1365,5 +1376,49 @@ impl Shard {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::LogIndex;
+
+    #[test]
+    fn a_completed_streams_hold_follows_the_follower_until_caught_up_and_ends_on_leadership_or_time() {
+        let completed = Instant::now();
+        let hold = StreamHold {
+            snapshot: LogIndex(100),
+            term: Term(3),
+            completed,
+        };
+        let soon = completed + Duration::from_secs(1);
+        // Still loading the snapshot: the log after it stays.
+        assert_eq!(
+            hold.held_after(Some(LogIndex(20)), LogIndex(500), soon),
+            Ok(LogIndex(100))
+        );
+        // Catching up from the log: the log after what it holds stays.
+        assert_eq!(
+            hold.held_after(Some(LogIndex(300)), LogIndex(500), soon),
+            Ok(LogIndex(300))
+        );
+        // Past what compaction cuts: nothing more to keep.
+        assert_eq!(
+            hold.held_after(Some(LogIndex(500)), LogIndex(500), soon),
+            Err("caught up from the log")
+        );
+        // Another term, another leader, or the follower left.
+        assert!(hold.held_after(None, LogIndex(500), soon).is_err());
+        // A follower that never comes back does not pin the log.
+        let late = completed + SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX + Duration::from_millis(1);
+        assert!(hold.held_after(Some(LogIndex(20)), LogIndex(500), late).is_err());
+        assert!(hold
+            .held_after(
+                Some(LogIndex(20)),
+                LogIndex(500),
+                completed + SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX
+            )
+            .is_ok());
     }
 }

@@ -18,9 +18,9 @@
 //! core's Ready carries the snapshot the state machine is loaded, the
 //! session table restored, and `write_ready` purges the WAL to it. A state
 //! machine with a [`SnapshotLoader`](crate::api::SnapshotLoader) is loaded
-//! off the shard's thread: the loader reads and decodes the file on the blocking pool while
-//! the group's entries are logged but not applied and its reads wait
-//! ([`Loading`]); the prepared state is swapped in on the shard's thread.
+//! off the shard's thread: the loader reads and decodes the file on the
+//! blocking pool while the group's entries are logged but not applied and
+//! its reads wait ([`Loading`]); the prepared state is swapped in on the shard's thread.
 //! See `docs/architecture.md`, "InstallSnapshot streaming".
 
 use std::cell::RefCell;

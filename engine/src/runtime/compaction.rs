@@ -23,11 +23,13 @@ use super::group::Group;
 pub const SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT: u64 = coraft_tuning::SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT;
 
 /// Bound on the log bytes a leader keeps in memory (and in the WAL) after
-/// the snapshot it is streaming to a follower, beyond what the policy keeps
-/// anyway (`log_tail_entries` below its newest snapshot). Within it, the
-/// follower is caught up from the log once it installed the streamed
-/// snapshot; past it, the oldest of those entries go as they would without
-/// a stream, and the follower is sent a newer snapshot after this one.
+/// the snapshot it is streaming to a follower, and after the stream until
+/// the follower is caught up from the log (`Shard::log_held_after`),
+/// beyond what the policy keeps anyway (`log_tail_entries` below its newest
+/// snapshot). Within it, the follower is caught up from the log once it
+/// installed the streamed snapshot; past it, the oldest of those entries go
+/// as they would without a stream, and the follower is sent a newer
+/// snapshot after this one.
 pub const SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX: u64 = 64 << 20;
 
 /// The bound compaction applies in place of
@@ -196,12 +198,13 @@ pub(crate) fn stream_hold_point(
 /// Compacts `group` after its snapshot at `snapshot_index` became durable:
 /// writes the WAL purge marker (buffered; the shard's next sync makes it
 /// durable, and the snapshot already is) and drops the core's entries.
-/// Returns true if a purge marker was written. `streaming` is the oldest
-/// snapshot this node is streaming to a follower of the group, if any: the
-/// entries after it stay, so that the follower, once it installed that
-/// snapshot, is caught up from the log instead of being sent a newer
-/// snapshot (under a steady write load a slow stream would otherwise never
-/// be recent enough), as far as [`SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX`] allows.
+/// Returns true if a purge marker was written. `streaming` is the point a
+/// follower being streamed a snapshot, or caught up after one, needs the
+/// log after (`Shard::log_held_after`), if any: the entries after it stay,
+/// so that the follower, once it installed that snapshot, is caught up from
+/// the log instead of being sent a newer snapshot (under a steady write
+/// load a slow stream would otherwise never be recent enough), as far as
+/// [`SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX`] allows.
 pub(crate) fn compact_group(
     wal: &Wal,
     group_id: GroupId,
@@ -230,8 +233,9 @@ pub(crate) fn compact_group(
             let point = stream_hold_point(memory, streamed, bytes_max, |index| group.core.entry_bytes(index));
             if point > streamed {
                 log::info!(
-                    "group {group_id}: keeping the log after index {point}, not after {streamed} (the snapshot \
-                     being streamed): SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX; the follower will be sent a newer one"
+                    "group {group_id}: keeping the log after index {point}, not after {streamed} (a snapshot \
+                     streamed to a follower, or what it caught up to since): SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX; \
+                     the follower will be sent a newer one"
                 );
             }
             point

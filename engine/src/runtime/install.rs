@@ -9,16 +9,18 @@
 //! (`SnapshotPolicy::install_bytes_per_second`). It goes back to the last
 //! acknowledged chunk when the peer connection reconnects or no ack came for
 //! [`SNAPSHOT_ACK_TIMEOUT`], and drops the stream when the group's term or
-//! role changes or the follower leaves the configuration. On the follower,
-//! chunks go to the shard's [`SnapshotInbox`]; once a snapshot is durable in
-//! the store the shard steps the core's `InstallSnapshot` with its metadata
-//! (the core decides whether to install it), and when the core's Ready
-//! carries the snapshot the state machine is loaded, the session table
-//! restored, and `write_ready` purges the WAL to it. A state machine with a
-//! [`SnapshotLoader`](crate::api::SnapshotLoader) is loaded off the shard's
-//! thread: the loader reads and decodes the file on the blocking pool while
-//! the group's entries are logged but not applied and its reads wait
-//! ([`Loading`]); the prepared state is swapped in on the shard's thread.
+//! role changes or the follower leaves the configuration. Compaction keeps
+//! the log after a streamed snapshot during the stream and after it, until
+//! the follower is caught up from the log (`Shard::log_held_after`). On the
+//! follower, chunks go to the shard's [`SnapshotInbox`]; once a snapshot is
+//! durable in the store the shard steps the core's `InstallSnapshot` with
+//! its metadata (the core decides whether to install it), and when the
+//! core's Ready carries the snapshot the state machine is loaded, the
+//! session table restored, and `write_ready` purges the WAL to it. A state
+//! machine with a [`SnapshotLoader`](crate::api::SnapshotLoader) is loaded
+//! off the shard's thread: the loader reads and decodes the file on the
+//! blocking pool while the group's entries are logged but not applied and
+//! its reads wait ([`Loading`]); the prepared state is swapped in on the shard's thread.
 //! See `docs/architecture.md`, "InstallSnapshot streaming".
 
 use std::cell::RefCell;
@@ -44,6 +46,13 @@ use super::snapshot_stream::{
 /// last acknowledged offset (an ack or a chunk was lost, e.g. with the
 /// follower's connection back to this node).
 pub const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bound on how long after a snapshot stream completed the leader still
+/// keeps its log after that snapshot for the follower (`Shard::
+/// log_held_after`): time to load the snapshot and catch up from the log.
+/// A follower that stops or stays behind longer does not pin the log (the
+/// byte bound `SNAPSHOT_STREAM_LOG_KEPT_BYTES_MAX` applies meanwhile too).
+pub const SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// Bound on received chunk bytes waiting for the receive worker, over all
 /// the streams a shard receives. A leader sends no more than its window
@@ -353,6 +362,18 @@ struct Outgoing {
     heard: Instant,
 }
 
+/// The log a leader keeps after a snapshot whose stream to a follower
+/// completed, until the follower is caught up from it (`Shard::
+/// log_held_after`).
+struct StreamHold {
+    /// The streamed snapshot's index.
+    snapshot: crate::raft::LogIndex,
+    /// The leader's term the stream was sent in.
+    term: Term,
+    /// When the stream completed (`SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX`).
+    completed: Instant,
+}
+
 /// The snapshot streams of one shard, both ways.
 pub(crate) struct Installs {
     /// Paces every stream this shard sends.
@@ -361,6 +382,9 @@ pub(crate) struct Installs {
     window_bytes: u64,
     /// At most one stream per (group, follower).
     outgoing: BTreeMap<(GroupId, NodeId), Outgoing>,
+    /// Completed streams whose follower is not yet caught up from the log,
+    /// at most one per (group, follower).
+    held: BTreeMap<(GroupId, NodeId), StreamHold>,
     /// Streams this shard receives, at most one per group.
     receiving: Receiving,
     /// Where the time of each group's last received stream went, until
@@ -395,6 +419,7 @@ impl Installs {
             limiter: RateLimiter::new(bytes_per_second, Instant::now()),
             window_bytes: snapshot_window_bytes(bytes_per_second),
             outgoing: BTreeMap::new(),
+            held: BTreeMap::new(),
             receiving: Receiving {
                 inbox: Some(SnapshotInbox::new()),
                 queue: Rc::default(),
@@ -584,13 +609,46 @@ impl Installs {
         self.receiving.inbox.is_none() && self.receiving.returned.borrow().inbox.is_none()
     }
 
-    /// The index of the oldest snapshot streamed to a follower of `group`:
-    /// compaction keeps the entries after it (`compaction::compact_group`).
-    pub fn oldest_streamed(&self, group: GroupId) -> Option<crate::raft::LogIndex> {
+    /// The index of the oldest snapshot streamed to a follower of `group`.
+    fn oldest_streamed(&self, group: GroupId) -> Option<crate::raft::LogIndex> {
         self.outgoing
             .range((group, NodeId(0))..=(group, NodeId(u64::MAX)))
             .map(|(_, o)| o.sender.snapshot().index)
             .min()
+    }
+}
+
+impl StreamHold {
+    /// The point after which this hold keeps the log, or why it ends.
+    /// `match_index` is the follower's, `None` if the group is no longer
+    /// led here in the stream's term or the follower left; `policy_point`
+    /// is where compaction would cut without the hold. It ends once the
+    /// follower's match index reaches `policy_point` (nothing it needs is
+    /// cut any more) or `SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX` passed since
+    /// the stream completed.
+    fn held_after(
+        &self,
+        match_index: Option<crate::raft::LogIndex>,
+        policy_point: crate::raft::LogIndex,
+        now: Instant,
+    ) -> Result<crate::raft::LogIndex, &'static str> {
+        let match_index = match_index.ok_or("leadership changed or the node left")?;
+        if now.saturating_duration_since(self.completed) > SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX {
+            return Err("SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX passed");
+        }
+        if match_index >= policy_point {
+            return Err("caught up from the log");
+        }
+        Ok(self.snapshot.max(match_index))
+    }
+
+    /// The match index of `follower` if `group` is still led here in this
+    /// hold's term and the follower is in it.
+    fn match_index(&self, group: Option<&super::group::Group>, follower: NodeId) -> Option<crate::raft::LogIndex> {
+        group
+            .filter(|g| g.core.role() == Role::Leader && g.core.term() == self.term)
+            .and_then(|g| g.core.progress().get(&follower))
+            .map(|progress| progress.match_index)
     }
 }
 
@@ -612,13 +670,72 @@ fn sending_progress(sender: &SnapshotSender, now: Instant) -> InstallProgress {
 }
 
 impl Shard {
+    /// The point after which compaction of `group_id` keeps the log for its
+    /// followers (`compaction::compact_group`'s `streaming`), given the
+    /// point the policy alone compacts to: the oldest snapshot being
+    /// streamed, and for a follower whose stream completed, the streamed
+    /// snapshot or, once the follower is caught up past it, its match
+    /// index. Otherwise the next snapshot could compact the entries after
+    /// the streamed one before the follower (loading the snapshot, or
+    /// catching up under a write load) had them, and it would be sent a
+    /// newer snapshot in full. A completed stream's hold ends once the
+    /// follower's match index reaches `policy_point` (nothing it needs is
+    /// compacted any more), the group is no longer led here in the stream's
+    /// term, the follower left, or `SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX`
+    /// passed.
+    pub(super) fn log_held_after(
+        &mut self,
+        group_id: GroupId,
+        policy_point: crate::raft::LogIndex,
+    ) -> Option<crate::raft::LogIndex> {
+        let now = Instant::now();
+        let mut held_after = self.installs.oldest_streamed(group_id);
+        let keys: Vec<(GroupId, NodeId)> = self
+            .installs
+            .held
+            .range((group_id, NodeId(0))..=(group_id, NodeId(u64::MAX)))
+            .map(|(&key, _)| key)
+            .collect();
+        for key in keys {
+            let hold = &self.installs.held[&key];
+            let follower = key.1;
+            let match_index = hold.match_index(self.groups.get(&group_id), follower);
+            match hold.held_after(match_index, policy_point, now) {
+                Ok(point) => held_after = Some(held_after.map_or(point, |held| held.min(point))),
+                Err(reason) => {
+                    log::info!(
+                        "node {} group {group_id}: no longer keeping the log after snapshot {} for node {follower}: \
+                     {reason}",
+                        self.node,
+                        hold.snapshot
+                    );
+                    self.installs.held.remove(&key);
+                }
+            }
+        }
+        held_after
+    }
+
+    /// Drops the holds of completed streams that end by leadership, the
+    /// follower's leaving or time (`StreamHold::held_after`) without
+    /// waiting for the group's next compaction.
+    fn release_stale_holds(&mut self, now: Instant) {
+        let groups = &self.groups;
+        self.installs.held.retain(|&(group_id, follower), hold| {
+            let match_index = hold.match_index(groups.get(&group_id), follower);
+            hold.held_after(match_index, crate::raft::LogIndex(u64::MAX), now)
+                .is_ok()
+        });
+    }
+
     /// The core asked to send `message.to` a snapshot: streams the stored
     /// snapshot its `InstallSnapshot` names, unless a stream in this term is
     /// already under way. The core asks again after its snapshot timeout,
     /// maybe naming a newer snapshot taken meanwhile; the stream goes on
     /// (starting over would never finish under a steady write load), and
-    /// compaction keeps the log after the streamed snapshot so the follower
-    /// is caught up from there.
+    /// compaction keeps the log after the streamed snapshot, during the
+    /// stream and after it until the follower is caught up
+    /// (`log_held_after`), so the follower is caught up from there.
     pub(super) fn start_install(&mut self, message: &Message) {
         let MessageBody::InstallSnapshot { meta } = &message.body else {
             return;
@@ -637,6 +754,8 @@ impl Shard {
             return;
         }
         self.installs.outgoing.remove(&key);
+        // A newer stream holds the log after its own snapshot.
+        self.installs.held.remove(&key);
         let Some(group) = self.groups.get_mut(&message.group) else {
             return;
         };
@@ -695,10 +814,13 @@ impl Shard {
     /// follower went silent.
     pub(super) fn pump_installs(&mut self) {
         self.finish_received();
+        let now = Instant::now();
+        if !self.installs.held.is_empty() {
+            self.release_stale_holds(now);
+        }
         if self.installs.outgoing.is_empty() {
             return;
         }
-        let now = Instant::now();
         let keys: Vec<(GroupId, NodeId)> = self.installs.outgoing.keys().copied().collect();
         for key in keys {
             let (group_id, to) = key;
@@ -820,7 +942,15 @@ impl Shard {
                     t.rate_limited,
                     t.queue_full,
                 );
+                // The log after the snapshot stays until the follower is
+                // caught up from it (`log_held_after`).
+                let hold = StreamHold {
+                    snapshot: snapshot.index,
+                    term: outgoing.sender.term(),
+                    completed: Instant::now(),
+                };
                 self.installs.outgoing.remove(&key);
+                self.installs.held.insert(key, hold);
                 self.metrics.snapshot_installs_sent += 1;
             }
             // Input from a peer: logged and ignored; a stream that stops
@@ -1246,5 +1376,49 @@ impl Shard {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::LogIndex;
+
+    #[test]
+    fn a_completed_streams_hold_follows_the_follower_until_caught_up_and_ends_on_leadership_or_time() {
+        let completed = Instant::now();
+        let hold = StreamHold {
+            snapshot: LogIndex(100),
+            term: Term(3),
+            completed,
+        };
+        let soon = completed + Duration::from_secs(1);
+        // Still loading the snapshot: the log after it stays.
+        assert_eq!(
+            hold.held_after(Some(LogIndex(20)), LogIndex(500), soon),
+            Ok(LogIndex(100))
+        );
+        // Catching up from the log: the log after what it holds stays.
+        assert_eq!(
+            hold.held_after(Some(LogIndex(300)), LogIndex(500), soon),
+            Ok(LogIndex(300))
+        );
+        // Past what compaction cuts: nothing more to keep.
+        assert_eq!(
+            hold.held_after(Some(LogIndex(500)), LogIndex(500), soon),
+            Err("caught up from the log")
+        );
+        // Another term, another leader, or the follower left.
+        assert!(hold.held_after(None, LogIndex(500), soon).is_err());
+        // A follower that never comes back does not pin the log.
+        let late = completed + SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX + Duration::from_millis(1);
+        assert!(hold.held_after(Some(LogIndex(20)), LogIndex(500), late).is_err());
+        assert!(hold
+            .held_after(
+                Some(LogIndex(20)),
+                LogIndex(500),
+                completed + SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX
+            )
+            .is_ok());
     }
 }

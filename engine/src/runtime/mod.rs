@@ -46,7 +46,7 @@ pub use created_groups::CREATED_GROUPS_FILE;
 pub use events::EVENTS_QUEUED_MAX;
 pub use forward::FORWARD_QUEUE_MAX;
 pub use group::{GroupCounters, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
-pub use install::SNAPSHOT_ACK_TIMEOUT;
+pub use install::{SNAPSHOT_ACK_TIMEOUT, SNAPSHOT_STREAM_LOG_HOLD_AFTER_MAX};
 pub use install_progress::{InstallDirection, InstallProgress, INSTALL_RECEIVE_IDLE_MAX};
 pub use membership::{MEMBERSHIP_CHANGES_IN_FLIGHT_MAX, NODE_ADDRESSES_MAX, PROMOTE_LAG_ENTRIES_MAX};
 pub use metrics::{

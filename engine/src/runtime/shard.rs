@@ -1540,7 +1540,7 @@ impl Shard {
         group.counters.snapshot_duration_us_last = elapsed.as_micros() as u64;
         // Only now, with the snapshot durable, may the log below it go.
         let tail = self.snapshot_policy.log_tail_entries;
-        let streaming = self.installs.oldest_streamed(group_id);
+        let streaming = self.log_held_after(group_id, LogIndex(index.0.saturating_sub(tail)));
         let Some(group) = self.groups.get_mut(&group_id) else {
             return Err(Error::UnknownGroup(group_id));
         };

@@ -29,7 +29,8 @@
 #    when run with the profile.
 # Writes, in both windows, from a uprobe per batch that fetches the batch's
 # length (perf record of the uprobe, summed): cluster,
-# RaftCore::propose(&mut self, payloads: Vec<Bytes>) on the leader, the
+# RaftCore::propose_from(&mut self, payloads: &mut Vec<Bytes>) on the
+# leader (RaftCore::propose(.., Vec<Bytes>) in binaries before it), the
 # Vec's len at 16 bytes into the Vec RDX points to (checked in the
 # disassembly of this build: `mov 0x10(%rdx),%rbp`; and against a uprobe
 # on Shard::queue_proposal, one per write: COUNT_EACH=1 adds it to window
@@ -65,7 +66,10 @@ fileoff() { # symbol (exact, demangled) -> file offset of its first address
 cleanup() { for e in $(grep -o "^p:$GROUP/[a-z_0-9]*" $T/uprobe_events | sed 's/^p://'); do echo "-:$e" >> $T/uprobe_events; done; }
 trap cleanup EXIT
 if [ "$MODE" = cluster ]; then
-  echo "p:$GROUP/batch $BIN:$(fileoff 'coraft::raft::core::RaftCore::propose') n=+16(%dx):u64" >> $T/uprobe_events || exit 1
+  # The shard proposes through propose_from (a binary older than it: propose).
+  PROPOSE='coraft::raft::core::RaftCore::propose_from'
+  nm -C "$BIN" | grep -q " $PROPOSE\$" || PROPOSE='coraft::raft::core::RaftCore::propose'
+  echo "p:$GROUP/batch $BIN:$(fileoff "$PROPOSE") n=+16(%dx):u64" >> $T/uprobe_events || exit 1
   echo "p:$GROUP/each $BIN:$(fileoff 'coraft::runtime::shard::Shard::queue_proposal')" >> $T/uprobe_events
   echo "p:$GROUP/sleeps $BIN:$(fileoff 'glommio::sys::uring::Reactor::link_rings_and_sleep')" >> $T/uprobe_events
   echo "p:$GROUP/turns $BIN:$(fileoff 'coraft::runtime::shard::Shard::turn')" >> $T/uprobe_events

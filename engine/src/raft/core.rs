@@ -200,8 +200,15 @@ impl RaftCore {
 
     /// Proposes application commands; on success returns the index of the
     /// first and the term they were appended in (they take consecutive indexes).
-    pub fn propose(&mut self, payloads: Vec<Bytes>) -> Result<(LogIndex, Term), RaftError> {
-        let entries = payloads.into_iter().map(EntryPayload::Normal).collect();
+    pub fn propose(&mut self, mut payloads: Vec<Bytes>) -> Result<(LogIndex, Term), RaftError> {
+        self.propose_from(&mut payloads)
+    }
+
+    /// As [`propose`](Self::propose), taking the commands out of
+    /// `payloads`: it is left empty whatever the answer, its room the
+    /// caller's to fill again (the runtime keeps one per group).
+    pub fn propose_from(&mut self, payloads: &mut Vec<Bytes>) -> Result<(LogIndex, Term), RaftError> {
+        let entries = payloads.drain(..).map(EntryPayload::Normal).collect();
         self.propose_payloads(entries)
     }
 
@@ -705,10 +712,7 @@ impl RaftCore {
             });
         }
         let first = self.append_as_leader(payloads);
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_append(peer, false);
-        }
+        self.send_append_to_each_peer(false);
         Ok((first, self.term))
     }
 }

@@ -187,6 +187,39 @@ fn elected_leader_appends_a_noop_and_commits_it() {
 }
 
 #[test]
+fn propose_from_takes_the_commands_and_leaves_the_callers_room_for_the_next_batch() {
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    let mut commands = Vec::with_capacity(8);
+    commands.extend([Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+    let room = (commands.as_ptr(), commands.capacity());
+    let (first, term) = cluster.get(1).propose_from(&mut commands).unwrap();
+    assert!(commands.is_empty());
+    assert_eq!((commands.as_ptr(), commands.capacity()), room);
+    // A refused batch is taken all the same (the caller answers its waiters).
+    commands.push(Bytes::from_static(b"c"));
+    assert!(matches!(
+        cluster.get(2).propose_from(&mut commands),
+        Err(RaftError::NotLeader { .. })
+    ));
+    assert!(commands.is_empty());
+    cluster.settle();
+    assert_eq!(cluster.get(1).commit_index(), first.plus(1));
+    let applied: Vec<_> = cluster.applied[&NodeId(1)]
+        .iter()
+        .filter(|e| e.index >= first)
+        .map(|e| (e.index, e.term, e.payload.clone()))
+        .collect();
+    assert_eq!(
+        applied,
+        vec![
+            (first, term, EntryPayload::Normal(Bytes::from_static(b"a"))),
+            (first.plus(1), term, EntryPayload::Normal(Bytes::from_static(b"b"))),
+        ]
+    );
+}
+
+#[test]
 fn an_up_to_date_follower_learns_a_commit_from_the_next_heartbeat_not_an_empty_append() {
     // The commit index rides on the next entries or the next heartbeat; a
     // commit alone sends no append to followers that have every entry.

@@ -73,25 +73,10 @@ struct PersistWaiter {
     messages: Vec<Message>,
 }
 
-/// Proposals collected in one turn, per group, with when each arrived.
-/// The proposals of one group queued in a turn: the commands as the core
-/// takes them, and beside them who waits for each (no split per turn).
-#[derive(Default)]
-struct Batch {
-    commands: Vec<Bytes>,
-    waiting: Vec<(Reply, Instant)>,
-}
-
-impl Batch {
-    fn len(&self) -> usize {
-        self.commands.len()
-    }
-
-    fn push(&mut self, command: Bytes, reply: Reply, received: Instant) {
-        self.commands.push(command);
-        self.waiting.push((reply, received));
-    }
-}
+/// Bound on the room `queued_groups` keeps from one turn to the next (its
+/// length is at most the proposals of one turn, which the shard's event
+/// queue bounds).
+const QUEUED_GROUPS_KEPT_MAX: usize = 4096;
 
 pub(crate) struct Shard {
     pub node: NodeId,
@@ -110,6 +95,11 @@ pub(crate) struct Shard {
     /// The dirty groups being worked through by `handle_readies` (swapped
     /// with `dirty`'s, so that neither allocates turn after turn).
     dirty_taken: Vec<GroupId>,
+    /// The groups with proposals queued this turn (`Group::queued`), in the
+    /// order they were first queued; a group may appear more than once
+    /// (queued again after a full batch went to its core). Empty between
+    /// turns, its room kept (up to `QUEUED_GROUPS_KEPT_MAX`).
+    queued_groups: Vec<GroupId>,
     /// Emptied vectors of acknowledgements sent after a sync, for the next
     /// Readies' (at most `HELD_MESSAGE_VECTORS_MAX`, each of at most
     /// `READY_VECTOR_KEPT_MAX` messages).
@@ -273,6 +263,7 @@ impl Shard {
             wal_backlog_bytes: 0,
             stored_scratch: Vec::new(),
             dirty_taken: Vec::new(),
+            queued_groups: Vec::new(),
             held_message_vectors: Vec::new(),
             admitted_bytes: 0,
             peer_silent_ticks,
@@ -430,7 +421,6 @@ impl Shard {
     /// One loop turn: everything queued is handled together.
     fn turn(&mut self) {
         let started = Instant::now();
-        let mut proposals: BTreeMap<GroupId, Batch> = BTreeMap::new();
         let mut inbox = std::mem::take(&mut self.inbox);
         self.events.swap_into(&mut inbox);
         for event in inbox.drain(..) {
@@ -448,13 +438,13 @@ impl Shard {
                     request,
                     route,
                     received,
-                } => self.client_request(request, route, received, &mut proposals),
+                } => self.client_request(request, route, received),
                 Event::ClientProposal {
                     proposal,
                     route,
                     received,
-                } => self.client_proposal(proposal, route, received, &mut proposals),
-                Event::Api(request) => self.api_request(request, &mut proposals),
+                } => self.client_proposal(proposal, route, received),
+                Event::Api(request) => self.api_request(request),
                 Event::Tick => self.catch_up(),
                 Event::PeerHeard(node) => {
                     if let Some(silent) = self.peer_silent_ticks.get_mut(&node) {
@@ -485,9 +475,7 @@ impl Shard {
         // the cores learn how long this shard was away, even if a full
         // queue refused the tick event. Reads read the clock themselves.
         self.catch_up();
-        for (group_id, batch) in proposals {
-            self.propose(group_id, batch);
-        }
+        self.propose_queued_groups();
         // Snapshots prepared off the thread go in before the groups' Readies.
         self.finish_loads();
         // Durability reported to a core can advance its commit at once.
@@ -686,13 +674,7 @@ impl Shard {
         reply.send(Err(error), group.and_then(|g| g.leader_hint()));
     }
 
-    fn client_request(
-        &mut self,
-        request: ClientRequest,
-        route: ClientRoute,
-        received: Instant,
-        proposals: &mut BTreeMap<GroupId, Batch>,
-    ) {
+    fn client_request(&mut self, request: ClientRequest, route: ClientRoute, received: Instant) {
         let (client_id, request_id, group) = request_ids(&request);
         let reply = Reply::Client {
             route,
@@ -716,7 +698,7 @@ impl Shard {
                     lowest_unanswered,
                     data: &payload,
                 });
-                self.queue_proposal(GroupId(group), command, reply, received, proposals);
+                self.queue_proposal(GroupId(group), command, reply, received);
             }
             ClientRequest::RegisterSession { session, .. } => {
                 let command = encode_command(&LoggedCommand::Register {
@@ -724,7 +706,7 @@ impl Shard {
                     session,
                     timeout_ms: self.session_timeout_ms,
                 });
-                self.queue_proposal(GroupId(group), command, reply, received, proposals);
+                self.queue_proposal(GroupId(group), command, reply, received);
             }
             ClientRequest::Read {
                 payload,
@@ -741,13 +723,7 @@ impl Shard {
 
     /// A client's write read off this shard's connection: stamped with the
     /// leader's clock (sessions expire by it) and queued as it came.
-    fn client_proposal(
-        &mut self,
-        proposal: ClientProposal,
-        route: ClientRoute,
-        received: Instant,
-        proposals: &mut BTreeMap<GroupId, Batch>,
-    ) {
+    fn client_proposal(&mut self, proposal: ClientProposal, route: ClientRoute, received: Instant) {
         let ClientProposal {
             client_id,
             sequence,
@@ -761,17 +737,13 @@ impl Shard {
             group,
         };
         stamp_leader_time(&mut command, wall_clock_ms());
-        self.queue_proposal(GroupId(group), command.freeze(), reply, received, proposals);
+        self.queue_proposal(GroupId(group), command.freeze(), reply, received);
     }
 
-    fn queue_proposal(
-        &mut self,
-        group_id: GroupId,
-        command: Bytes,
-        reply: Reply,
-        received: Instant,
-        proposals: &mut BTreeMap<GroupId, Batch>,
-    ) {
+    /// Queues a write in its group (`Group::queued`), handed to the core
+    /// at the end of the turn with the group's others, or at once when the
+    /// batch is full.
+    fn queue_proposal(&mut self, group_id: GroupId, command: Bytes, reply: Reply, received: Instant) {
         if let Some(error) = &self.failed {
             return self.reject(reply, None, error.clone());
         }
@@ -794,7 +766,7 @@ impl Shard {
                 },
             );
         }
-        let Some(group) = self.groups.get(&group_id) else {
+        let Some(group) = self.groups.get_mut(&group_id) else {
             let error = self.missing_group(group_id);
             return self.reject(reply, None, error);
         };
@@ -814,9 +786,7 @@ impl Shard {
                 },
             );
         }
-        let pending = group.proposals.len();
-        let batch = proposals.entry(group_id).or_default();
-        if pending + batch.len() >= PENDING_PROPOSALS_MAX {
+        if group.proposals.len() + group.queued.len() >= PENDING_PROPOSALS_MAX {
             return self.reject(
                 reply,
                 Some(group_id),
@@ -825,23 +795,50 @@ impl Shard {
                 },
             );
         }
-        batch.push(command, reply, received);
-        if batch.len() >= self.batch_entries_max {
-            let batch = proposals.remove(&group_id).expect("just pushed");
-            self.propose(group_id, batch);
+        if group.queued.is_empty() {
+            self.queued_groups.push(group_id);
+        }
+        group.queued.push(command, reply, received);
+        if group.queued.len() >= self.batch_entries_max {
+            self.propose(group_id);
         }
     }
 
-    fn propose(&mut self, group_id: GroupId, batch: Batch) {
-        let group = self.groups.get_mut(&group_id).expect("queued for a known group");
-        let count = batch.len() as u64;
+    /// Hands every group's queued proposals to its core, in ascending
+    /// order of the groups.
+    fn propose_queued_groups(&mut self) {
+        let mut queued = std::mem::take(&mut self.queued_groups);
+        queued.sort_unstable();
+        queued.dedup();
+        for &group_id in &queued {
+            self.propose(group_id);
+        }
+        queued.clear();
+        if queued.capacity() > QUEUED_GROUPS_KEPT_MAX {
+            queued = Vec::new();
+        }
+        self.queued_groups = queued;
+    }
+
+    /// Hands the proposals queued in `group_id` to its core (none: nothing
+    /// happens; a group removed since: they were answered then).
+    fn propose(&mut self, group_id: GroupId) {
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return;
+        };
+        if group.queued.is_empty() {
+            return;
+        }
+        let count = group.queued.len() as u64;
         // Proposing may wake a quiet core, whatever the answer.
         self.dirty.insert(group_id);
-        let Batch { commands, waiting } = batch;
-        match group.core.propose(commands) {
+        let mut commands = std::mem::take(&mut group.queued.commands);
+        let mut waiting = std::mem::take(&mut group.queued.waiting);
+        let proposed = group.core.propose_from(&mut commands);
+        match proposed {
             Ok((first, term)) => {
                 let proposed = Instant::now();
-                for (offset, (reply, received)) in waiting.into_iter().enumerate() {
+                for (offset, (reply, received)) in waiting.drain(..).enumerate() {
                     ShardMetrics::record(&mut self.metrics.queue_us, proposed - received);
                     let pending = PendingProposal {
                         term,
@@ -870,11 +867,15 @@ impl Shard {
                 };
                 let hint = group.leader_hint();
                 self.metrics.proposals_refused += count;
-                for (reply, _) in waiting {
+                for (reply, _) in waiting.drain(..) {
                     reply.send(Err(error.clone()), hint);
                 }
             }
         }
+        // The emptied vectors go back for the group's next turn.
+        group.queued.commands = commands;
+        group.queued.waiting = waiting;
+        group.queued.keep_room_within_bound();
     }
 
     /// A linearizable read, `received` when it reached the shard.
@@ -968,7 +969,7 @@ impl Shard {
         group.query_stale(query, reply);
     }
 
-    fn api_request(&mut self, request: ApiRequest, proposals: &mut BTreeMap<GroupId, Batch>) {
+    fn api_request(&mut self, request: ApiRequest) {
         match request {
             ApiRequest::Propose {
                 group,
@@ -987,7 +988,7 @@ impl Shard {
                             leader_time_ms: wall_clock_ms(),
                             data: &data,
                         });
-                        self.queue_proposal(group, command, Reply::Api(reply), Instant::now(), proposals)
+                        self.queue_proposal(group, command, Reply::Api(reply), Instant::now())
                     }
                 }
             }

@@ -91,6 +91,11 @@ pub struct RaftCore {
     /// [`SPARE_APPEND_VECTORS_MAX`], each of at most
     /// [`READY_VECTOR_KEPT_MAX`] elements).
     pub(super) spare_append_entries: Vec<Vec<Entry>>,
+    /// The emptied entry vector of the last append this core stepped, for
+    /// the runtime to take ([`RaftCore::take_received_entries_vector`]) and
+    /// fill with the next received append (one vector, of at most
+    /// [`READY_VECTOR_KEPT_MAX`] elements).
+    pub(super) received_entries: Option<Vec<Entry>>,
     /// Quiet: an idle group that does not tick (`quiesce.rs`).
     pub(super) quiesced: bool,
     last_hard_state: HardState,
@@ -155,6 +160,7 @@ impl RaftCore {
             reads: ReadTracker::default(),
             out: Ready::default(),
             spare_append_entries: Vec::new(),
+            received_entries: None,
             last_hard_state: initial.hard_state,
             last_soft_state: soft,
             config,
@@ -295,6 +301,15 @@ impl RaftCore {
         keep(&mut out.committed_entries, committed_entries);
         keep(&mut out.read_states, read_states);
         keep(&mut out.dropped_reads, dropped_reads);
+    }
+
+    /// The entry vector of the last `AppendEntries` this core stepped,
+    /// emptied (its entries moved into the log), if its capacity is at most
+    /// [`READY_VECTOR_KEPT_MAX`]: the runtime fills it with the next append
+    /// it receives instead of allocating one per message. The core keeps
+    /// only the last one. Changes nothing the core does.
+    pub fn take_received_entries_vector(&mut self) -> Option<Vec<Entry>> {
+        self.received_entries.take()
     }
 
     /// True if [`take_ready`](Self::take_ready) would return work.

@@ -18,6 +18,7 @@ use super::ready::Ready;
 use super::rng::SeededRng;
 use super::types::{
     Configuration, Entry, EntryPayload, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
+    ENTRY_OVERHEAD_BYTES,
 };
 
 /// Bound on the committed-entry bytes handed out by one [`Ready`].
@@ -207,8 +208,11 @@ impl RaftCore {
     /// Proposes application commands; on success returns the index of the
     /// first and the term they were appended in (they take consecutive indexes).
     pub fn propose(&mut self, payloads: Vec<Bytes>) -> Result<(LogIndex, Term), RaftError> {
-        let entries = payloads.into_iter().map(EntryPayload::Normal).collect();
-        self.propose_payloads(entries)
+        // Straight from the commands into the log: no vector of payloads
+        // per proposal, no payload clone to size an entry.
+        let bytes = payloads.iter().map(|p| p.len() as u64 + ENTRY_OVERHEAD_BYTES).sum();
+        self.admit_proposal(bytes)?;
+        Ok(self.append_admitted(payloads.into_iter().map(EntryPayload::Normal)))
     }
 
     /// Records that entries up to (`index`, `term`) are durable (a no-op for
@@ -668,7 +672,7 @@ impl RaftCore {
     }
 
     /// Appends entries at the leader and counts them against the bounds.
-    pub(super) fn append_as_leader(&mut self, payloads: Vec<EntryPayload>) -> LogIndex {
+    pub(super) fn append_as_leader(&mut self, payloads: impl IntoIterator<Item = EntryPayload>) -> LogIndex {
         let first = self.log.last_index().next();
         let mut index = first;
         for payload in payloads {
@@ -691,6 +695,14 @@ impl RaftCore {
     }
 
     pub(super) fn propose_payloads(&mut self, payloads: Vec<EntryPayload>) -> Result<(LogIndex, Term), RaftError> {
+        let bytes = payloads.iter().map(|p| p.size_bytes() + ENTRY_OVERHEAD_BYTES).sum();
+        self.admit_proposal(bytes)?;
+        Ok(self.append_admitted(payloads))
+    }
+
+    /// Whether a proposal of entries of `bytes` (as `Entry::size_bytes`
+    /// counts them) may be appended now.
+    fn admit_proposal(&mut self, bytes: u64) -> Result<(), RaftError> {
         self.wake();
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
@@ -702,28 +714,20 @@ impl RaftCore {
                 target: transfer.target,
             });
         }
-        let bytes: u64 = payloads
-            .iter()
-            .map(|p| {
-                Entry {
-                    index: LogIndex(0),
-                    term: self.term,
-                    payload: p.clone(),
-                }
-                .size_bytes()
-            })
-            .sum();
         if self.uncommitted_bytes > 0 && self.uncommitted_bytes + bytes > self.config.uncommitted_bytes_max {
             return Err(RaftError::Busy {
                 uncommitted_bytes: self.uncommitted_bytes,
                 bound_bytes: self.config.uncommitted_bytes_max,
             });
         }
+        Ok(())
+    }
+
+    /// Appends an admitted proposal and sends it to every peer (in the
+    /// progress map's order); returns its first index and the term.
+    fn append_admitted(&mut self, payloads: impl IntoIterator<Item = EntryPayload>) -> (LogIndex, Term) {
         let first = self.append_as_leader(payloads);
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
-            self.send_append(peer, false);
-        }
-        Ok((first, self.term))
+        self.send_append_to_each_peer(false);
+        (first, self.term)
     }
 }

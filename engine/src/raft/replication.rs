@@ -120,7 +120,7 @@ impl RaftCore {
     /// collecting the peers into a vector at every proposal and commit:
     /// `send_append` needs `&mut self`, so the next peer is looked up after
     /// the one just served.
-    fn send_append_to_each_peer(&mut self, allow_empty: bool) {
+    pub(super) fn send_append_to_each_peer(&mut self, allow_empty: bool) {
         let mut next = self.progress.keys().next().copied();
         while let Some(peer) = next {
             self.send_append(peer, allow_empty);

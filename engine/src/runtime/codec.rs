@@ -509,7 +509,8 @@ impl ReceivedEntryVectors {
     }
 
     /// Vectors kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn kept(&self) -> usize {
         self.spare.borrow().len()
     }
 }
@@ -952,7 +953,7 @@ mod tests {
         given.clear();
         let given_at = given.as_ptr();
         vectors.give_back(given);
-        assert_eq!(vectors.len(), 1);
+        assert_eq!(vectors.kept(), 1);
         let third = append_from_archived(&archived.messages[0], &mut arena, &vectors)
             .expect("an append")
             .unwrap();
@@ -961,15 +962,15 @@ mod tests {
             unreachable!()
         };
         assert_eq!(refilled.as_ptr(), given_at, "the given-back vector was refilled");
-        assert_eq!(vectors.len(), 0);
+        assert_eq!(vectors.kept(), 0);
         // Vectors past the bounds are dropped, not kept.
         vectors.give_back(Vec::with_capacity(READY_VECTOR_KEPT_MAX + 1));
         vectors.give_back(Vec::new());
-        assert_eq!(vectors.len(), 0);
+        assert_eq!(vectors.kept(), 0);
         for _ in 0..RECEIVED_ENTRY_VECTORS_KEPT_MAX + 3 {
             vectors.give_back(Vec::with_capacity(1));
         }
-        assert_eq!(vectors.len(), RECEIVED_ENTRY_VECTORS_KEPT_MAX);
+        assert_eq!(vectors.kept(), RECEIVED_ENTRY_VECTORS_KEPT_MAX);
         // A bad configuration entry is an error, not a panic.
         let mut bad = batch.messages[0].clone();
         if let wire::RaftBody::AppendEntries(append) = &mut bad.body {

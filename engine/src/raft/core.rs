@@ -18,6 +18,7 @@ use super::ready::Ready;
 use super::rng::SeededRng;
 use super::types::{
     Configuration, Entry, EntryPayload, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
+    ENTRY_OVERHEAD_BYTES,
 };
 
 /// Bound on the committed-entry bytes handed out by one [`Ready`].
@@ -91,6 +92,11 @@ pub struct RaftCore {
     /// [`SPARE_APPEND_VECTORS_MAX`], each of at most
     /// [`READY_VECTOR_KEPT_MAX`] elements).
     pub(super) spare_append_entries: Vec<Vec<Entry>>,
+    /// The emptied entry vector of the last append this core stepped, for
+    /// the runtime to take ([`RaftCore::take_received_entries_vector`]) and
+    /// fill with the next received append (one vector, of at most
+    /// [`READY_VECTOR_KEPT_MAX`] elements).
+    pub(super) received_entries: Option<Vec<Entry>>,
     /// Quiet: an idle group that does not tick (`quiesce.rs`).
     pub(super) quiesced: bool,
     last_hard_state: HardState,
@@ -155,6 +161,7 @@ impl RaftCore {
             reads: ReadTracker::default(),
             out: Ready::default(),
             spare_append_entries: Vec::new(),
+            received_entries: None,
             last_hard_state: initial.hard_state,
             last_soft_state: soft,
             config,
@@ -206,10 +213,16 @@ impl RaftCore {
 
     /// As [`propose`](Self::propose), taking the commands out of
     /// `payloads`: it is left empty whatever the answer, its room the
-    /// caller's to fill again (the runtime keeps one per group).
+    /// caller's to fill again (the runtime keeps one per group). Straight
+    /// from the commands into the log: no vector of payloads per proposal,
+    /// no payload clone to size an entry.
     pub fn propose_from(&mut self, payloads: &mut Vec<Bytes>) -> Result<(LogIndex, Term), RaftError> {
-        let entries = payloads.drain(..).map(EntryPayload::Normal).collect();
-        self.propose_payloads(entries)
+        let bytes = payloads.iter().map(|p| p.len() as u64 + ENTRY_OVERHEAD_BYTES).sum();
+        if let Err(error) = self.admit_proposal(bytes) {
+            payloads.clear();
+            return Err(error);
+        }
+        Ok(self.append_admitted(payloads.drain(..).map(EntryPayload::Normal)))
     }
 
     /// Records that entries up to (`index`, `term`) are durable (a no-op for
@@ -302,6 +315,15 @@ impl RaftCore {
         keep(&mut out.committed_entries, committed_entries);
         keep(&mut out.read_states, read_states);
         keep(&mut out.dropped_reads, dropped_reads);
+    }
+
+    /// The entry vector of the last `AppendEntries` this core stepped,
+    /// emptied (its entries moved into the log), if its capacity is at most
+    /// [`READY_VECTOR_KEPT_MAX`]: the runtime fills it with the next append
+    /// it receives instead of allocating one per message. The core keeps
+    /// only the last one. Changes nothing the core does.
+    pub fn take_received_entries_vector(&mut self) -> Option<Vec<Entry>> {
+        self.received_entries.take()
     }
 
     /// True if [`take_ready`](Self::take_ready) would return work.
@@ -660,7 +682,7 @@ impl RaftCore {
     }
 
     /// Appends entries at the leader and counts them against the bounds.
-    pub(super) fn append_as_leader(&mut self, payloads: Vec<EntryPayload>) -> LogIndex {
+    pub(super) fn append_as_leader(&mut self, payloads: impl IntoIterator<Item = EntryPayload>) -> LogIndex {
         let first = self.log.last_index().next();
         let mut index = first;
         for payload in payloads {
@@ -683,6 +705,14 @@ impl RaftCore {
     }
 
     pub(super) fn propose_payloads(&mut self, payloads: Vec<EntryPayload>) -> Result<(LogIndex, Term), RaftError> {
+        let bytes = payloads.iter().map(|p| p.size_bytes() + ENTRY_OVERHEAD_BYTES).sum();
+        self.admit_proposal(bytes)?;
+        Ok(self.append_admitted(payloads))
+    }
+
+    /// Whether a proposal of entries of `bytes` (as `Entry::size_bytes`
+    /// counts them) may be appended now.
+    fn admit_proposal(&mut self, bytes: u64) -> Result<(), RaftError> {
         self.wake();
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
@@ -694,25 +724,20 @@ impl RaftCore {
                 target: transfer.target,
             });
         }
-        let bytes: u64 = payloads
-            .iter()
-            .map(|p| {
-                Entry {
-                    index: LogIndex(0),
-                    term: self.term,
-                    payload: p.clone(),
-                }
-                .size_bytes()
-            })
-            .sum();
         if self.uncommitted_bytes > 0 && self.uncommitted_bytes + bytes > self.config.uncommitted_bytes_max {
             return Err(RaftError::Busy {
                 uncommitted_bytes: self.uncommitted_bytes,
                 bound_bytes: self.config.uncommitted_bytes_max,
             });
         }
+        Ok(())
+    }
+
+    /// Appends an admitted proposal and sends it to every peer (in the
+    /// progress map's order); returns its first index and the term.
+    fn append_admitted(&mut self, payloads: impl IntoIterator<Item = EntryPayload>) -> (LogIndex, Term) {
         let first = self.append_as_leader(payloads);
         self.send_append_to_each_peer(false);
-        Ok((first, self.term))
+        (first, self.term)
     }
 }

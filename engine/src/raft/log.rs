@@ -138,22 +138,32 @@ impl RaftLog {
     /// [`entries_through`](Self::entries_through) appended to `out`, which
     /// grows once at most (to the entries' count).
     fn entries_through_into(&self, from: LogIndex, last: LogIndex, bytes_max: u64, out: &mut Vec<Entry>) {
-        let mut count = 0u64;
+        let Some(held) = self.held_range(from, last) else {
+            return;
+        };
+        let start = held.start;
+        let mut count = 0;
         let mut bytes = 0;
-        let mut index = from;
-        while index <= last {
-            let Some(entry) = self.entry(index) else {
-                break;
-            };
+        for entry in self.entries.range(held) {
             bytes += entry.size_bytes();
             if count > 0 && bytes > bytes_max {
                 break;
             }
             count += 1;
-            index = index.next();
         }
-        out.reserve_exact(count as usize);
-        out.extend((from.0..from.0 + count).filter_map(|i| self.entry(LogIndex(i)).cloned()));
+        out.reserve_exact(count);
+        out.extend(self.entries.range(start..start + count).cloned());
+    }
+
+    /// Positions in `entries` of the entries from `from` through `last` (or
+    /// the last held); `None` if `from` is not held or is past `last`.
+    fn held_range(&self, from: LogIndex, last: LogIndex) -> Option<std::ops::Range<usize>> {
+        let last = last.min(self.last_index());
+        if from < self.first_index() || from > last {
+            return None;
+        }
+        let base = self.snapshot_index.0 + 1;
+        Some((from.0 - base) as usize..(last.0 - base + 1) as usize)
     }
 
     /// Appends entries that directly follow the last one.
@@ -244,9 +254,10 @@ impl RaftLog {
         debug_assert!(entries.is_empty());
         let truncation = self.pending_truncation.take();
         let from = self.handed_out.next().max(self.first_index());
-        let last = self.last_index();
-        entries.reserve_exact(last.0.saturating_sub(from.0 - 1) as usize);
-        entries.extend((from.0..=last.0).filter_map(|i| self.entry(LogIndex(i)).cloned()));
+        if let Some(held) = self.held_range(from, self.last_index()) {
+            entries.reserve_exact(held.len());
+            entries.extend(self.entries.range(held).cloned());
+        }
         self.handed_out = self.last_index();
         truncation
     }
@@ -366,5 +377,67 @@ mod tests {
         log.commit_to(LogIndex(10));
         assert_eq!(indexes(&log.take_committed(0)), vec![7]);
         assert_eq!(indexes(&log.take_committed(u64::MAX)), vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn entries_through_is_the_entries_one_by_one_wherever_the_log_starts() {
+        // Entries of varied sizes after a snapshot at 5: every range, held
+        // or not, and every bound against a walk that looks each index up.
+        let entries: Vec<Entry> = (6..=14)
+            .map(|i| Entry {
+                index: LogIndex(i),
+                term: Term(1 + i / 4),
+                payload: EntryPayload::Normal(bytes::Bytes::from(vec![0; (i % 3 * 5) as usize])),
+            })
+            .collect();
+        let log = RaftLog::recovered(LogIndex(5), Term(1), entries);
+        for from in 0..=16 {
+            for last in 0..=16 {
+                for bytes_max in [0, 24, 30, 50, 60, 100, u64::MAX] {
+                    let mut expected = Vec::new();
+                    let mut bytes = 0;
+                    for i in from..=last {
+                        let Some(entry) = log.entry(LogIndex(i)) else {
+                            break;
+                        };
+                        bytes += entry.size_bytes();
+                        if !expected.is_empty() && bytes > bytes_max {
+                            break;
+                        }
+                        expected.push(entry.clone());
+                    }
+                    let got = log.entries_through(LogIndex(from), LogIndex(last), bytes_max);
+                    assert_eq!(got, expected, "from {from} through {last}, {bytes_max} bytes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn take_unpersisted_hands_out_what_follows_the_last_handed_out_once() {
+        let mut log = ten();
+        let mut out = Vec::new();
+        assert_eq!(log.take_unpersisted_into(&mut out), None);
+        assert!(out.is_empty(), "recovered entries are on disk already");
+        log.append((11..=13).map(|i| Entry {
+            index: LogIndex(i),
+            term: Term(2),
+            payload: EntryPayload::Noop,
+        }));
+        log.take_unpersisted_into(&mut out);
+        assert_eq!(indexes(&out), vec![11, 12, 13]);
+        out.clear();
+        log.truncate_from(LogIndex(12));
+        log.append([Entry {
+            index: LogIndex(12),
+            term: Term(3),
+            payload: EntryPayload::Noop,
+        }]);
+        assert_eq!(log.take_unpersisted_into(&mut out), Some(LogIndex(12)));
+        assert_eq!(indexes(&out), vec![12]);
+        assert_eq!(out[0].term, Term(3));
+        out.clear();
+        assert_eq!(log.take_unpersisted_into(&mut out), None);
+        assert!(out.is_empty());
     }
 }

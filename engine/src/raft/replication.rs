@@ -4,7 +4,7 @@
 use std::ops::Bound;
 
 use super::config::PlantedBug;
-use super::core::RaftCore;
+use super::core::{RaftCore, READY_VECTOR_KEPT_MAX};
 use super::message::{AppendOutcome, Message, MessageBody};
 use super::progress::ProgressState;
 use super::quorum::{has_quorum, quorum_value};
@@ -264,13 +264,33 @@ impl RaftCore {
         self.send_append_to_each_peer(false);
     }
 
-    /// A follower's consistency check and append (Raft §5.3).
+    /// A follower's consistency check and append (Raft §5.3). The emptied
+    /// `entries` vector is kept for the runtime to fill again
+    /// (`take_received_entries_vector`).
     pub(super) fn handle_append(
         &mut self,
         from: NodeId,
         prev_log_index: LogIndex,
         prev_log_term: Term,
-        entries: Vec<Entry>,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        self.append_received(from, prev_log_index, prev_log_term, &mut entries, leader_commit);
+        if entries.capacity() > 0 && entries.capacity() <= READY_VECTOR_KEPT_MAX {
+            // Entries the log already held, or all of a rejected append.
+            entries.clear();
+            self.received_entries = Some(entries);
+        }
+    }
+
+    /// [`handle_append`](Self::handle_append) with the entries moved out of
+    /// `entries` as the log takes them.
+    fn append_received(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: &mut Vec<Entry>,
         leader_commit: LogIndex,
     ) {
         let committed = self.log.committed();
@@ -293,7 +313,7 @@ impl RaftCore {
             return;
         }
         let last_new = prev_log_index.plus(entries.len() as u64);
-        if let Some(conflict) = self.log.find_conflict(&entries) {
+        if let Some(conflict) = self.log.find_conflict(entries) {
             assert!(
                 conflict > committed,
                 "node {} would overwrite committed entry {conflict} (commit {committed})",
@@ -304,7 +324,7 @@ impl RaftCore {
                 self.membership.truncated_from(conflict);
             }
             let skip = (conflict.0 - prev_log_index.0 - 1) as usize;
-            for entry in entries.into_iter().skip(skip) {
+            for entry in entries.drain(skip.min(entries.len())..) {
                 if let EntryPayload::Configuration(conf) = &entry.payload {
                     self.configuration_appended(entry.index, (**conf).clone());
                 }

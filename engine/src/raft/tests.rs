@@ -1287,3 +1287,63 @@ fn a_recycled_ready_lends_its_vectors_to_the_next_one_emptied_and_within_the_bou
     let third = leader.take_ready();
     assert!(third.messages.capacity() <= READY_VECTOR_KEPT_MAX);
 }
+
+#[test]
+fn a_follower_hands_back_the_vector_of_each_append_emptied_and_its_entries_in_the_log() {
+    // Not a Raft rule: the runtime fills the vector of the last append a
+    // follower stepped with the next append it receives, instead of
+    // allocating one per message (`take_received_entries_vector`).
+    let mut cluster = Cluster::new(3, |_| {});
+    cluster.elect(1);
+    let leader = cluster.get(1);
+    leader
+        .propose(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")])
+        .unwrap();
+    let ready = leader.take_ready();
+    let append = ready
+        .messages
+        .into_iter()
+        .find(|m| m.to == NodeId(2))
+        .expect("an append to node 2");
+    let MessageBody::AppendEntries { entries, .. } = &append.body else {
+        panic!("expected an append, got {append:?}");
+    };
+    let sent = entries.clone();
+    let vector_at = entries.as_ptr();
+    let follower = cluster.get(2);
+    // The vector of the election's last append (its no-op) is kept.
+    assert!(follower.take_received_entries_vector().is_some());
+    follower.step(append);
+    let vector = follower
+        .take_received_entries_vector()
+        .expect("the append's vector is handed back");
+    assert!(vector.is_empty());
+    assert_eq!(vector.as_ptr(), vector_at, "the very vector the append carried");
+    assert!(follower.take_received_entries_vector().is_none(), "handed back once");
+    // The entries went to the log and out to persist, in order.
+    let persisted = follower.take_ready();
+    assert_eq!(persisted.entries, sent);
+    for entry in &sent {
+        assert_eq!(follower.log.entry(entry.index), Some(entry));
+    }
+    // A vector past the bound is not kept.
+    let mut big = Vec::with_capacity(READY_VECTOR_KEPT_MAX + 1);
+    big.extend(sent.iter().cloned());
+    let prev_log_index = sent[0].index.prev();
+    let term = cluster.get(1).term();
+    let follower = cluster.get(2);
+    let prev_log_term = follower.log.term_at(prev_log_index).expect("held");
+    follower.step(Message {
+        group: GroupId(1),
+        from: NodeId(1),
+        to: NodeId(2),
+        term,
+        body: MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries: big,
+            leader_commit: LogIndex(0),
+        },
+    });
+    assert!(follower.take_received_entries_vector().is_none());
+}

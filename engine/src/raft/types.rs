@@ -89,15 +89,21 @@ pub struct Entry {
 /// fixed overhead for index, term and framing.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
 
-impl Entry {
-    /// The entry's size for flow control (in-flight and uncommitted bytes).
+impl EntryPayload {
+    /// The payload's part of [`Entry::size_bytes`] (without the overhead).
     pub fn size_bytes(&self) -> u64 {
-        let payload = match &self.payload {
+        match self {
             EntryPayload::Noop => 0,
             EntryPayload::Normal(data) => data.len() as u64,
             EntryPayload::Configuration(conf) => conf.member_count() as u64 * 8,
-        };
-        payload + ENTRY_OVERHEAD_BYTES
+        }
+    }
+}
+
+impl Entry {
+    /// The entry's size for flow control (in-flight and uncommitted bytes).
+    pub fn size_bytes(&self) -> u64 {
+        self.payload.size_bytes() + ENTRY_OVERHEAD_BYTES
     }
 }
 

@@ -5,9 +5,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use coraft_net::schema::{self as wire, entry_kind};
 
+use std::cell::RefCell;
+
 use crate::raft::{
     AppendOutcome, Configuration, Entry, EntryPayload, GroupId, LogIndex, Message, MessageBody, NodeId, SnapshotMeta,
-    Term,
+    Term, READY_VECTOR_KEPT_MAX,
 };
 
 /// Bytes of the largest header in front of a command in the log (a session
@@ -463,6 +465,56 @@ pub const RECEIVED_ENTRIES_BUFFER_BYTES_MAX: usize = 1 << 20;
 /// buffer is held in part.
 pub const RECEIVED_ENTRIES_ARENA_BYTES: usize = 16 * 1024;
 
+/// Bound on the emptied entry vectors a shard keeps for the appends its
+/// peer connections read ([`ReceivedEntryVectors`]): the appends of a few
+/// frames at 64 groups per peer.
+pub const RECEIVED_ENTRY_VECTORS_KEPT_MAX: usize = 256;
+
+/// Emptied entry vectors of received appends, handed back by the cores
+/// that took their entries (`RaftCore::take_received_entries_vector`), for
+/// [`append_from_archived`] to fill with the next appends instead of
+/// allocating one per message. Holds at most
+/// [`RECEIVED_ENTRY_VECTORS_KEPT_MAX`] vectors of at most
+/// `raft::READY_VECTOR_KEPT_MAX` elements each. One per shard, shared by
+/// its connection readers and its loop (one thread).
+#[derive(Debug, Default)]
+pub struct ReceivedEntryVectors {
+    spare: RefCell<Vec<Vec<Entry>>>,
+}
+
+impl ReceivedEntryVectors {
+    /// An empty vector with room for `count` entries: a kept one if any.
+    pub fn take(&self, count: usize) -> Vec<Entry> {
+        match self.spare.borrow_mut().pop() {
+            Some(mut kept) => {
+                kept.reserve_exact(count);
+                kept
+            }
+            None => Vec::with_capacity(count),
+        }
+    }
+
+    /// Keeps `entries`, emptied, for a later [`take`](Self::take), unless
+    /// the bounds say drop it.
+    pub fn give_back(&self, mut entries: Vec<Entry>) {
+        let mut spare = self.spare.borrow_mut();
+        if entries.capacity() == 0
+            || entries.capacity() > READY_VECTOR_KEPT_MAX
+            || spare.len() >= RECEIVED_ENTRY_VECTORS_KEPT_MAX
+        {
+            return;
+        }
+        entries.clear();
+        spare.push(entries);
+    }
+
+    /// Vectors kept.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.spare.borrow().len()
+    }
+}
+
 /// An `AppendEntries` read in place from a received frame, as a core
 /// message. The normal entries' payloads are copied once into `arena`, a
 /// buffer the connection keeps, and each entry's `Bytes` is a slice of it;
@@ -471,24 +523,27 @@ pub const RECEIVED_ENTRIES_ARENA_BYTES: usize = 16 * 1024;
 /// payloads if larger (at most [`RECEIVED_ENTRIES_BUFFER_BYTES_MAX`]). So
 /// small appends cost no allocation for their payloads, and the slices are
 /// already shared, so the core's clones of them allocate nothing either.
+/// The entries vector is one of `vectors` if it keeps any.
 /// `None` if the envelope is another kind (deserialize it and use
 /// [`from_wire`]).
 pub fn append_from_archived(
     envelope: &wire::ArchivedEnvelope,
     arena: &mut bytes::BytesMut,
+    vectors: &ReceivedEntryVectors,
 ) -> Option<Result<Message, DecodeError>> {
     let wire::ArchivedRaftBody::AppendEntries(append) = &envelope.body else {
         return None;
     };
-    Some(archived_append(envelope, append, arena))
+    Some(archived_append(envelope, append, arena, vectors))
 }
 
 fn archived_append(
     envelope: &wire::ArchivedEnvelope,
     append: &wire::ArchivedAppendEntries,
     buffer: &mut bytes::BytesMut,
+    vectors: &ReceivedEntryVectors,
 ) -> Result<Message, DecodeError> {
-    let mut entries = Vec::with_capacity(append.entries.len());
+    let mut entries = vectors.take(append.entries.len());
     for e in append.entries.iter() {
         let data = e.data.as_slice();
         let payload = match e.kind {
@@ -853,12 +908,13 @@ mod tests {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).unwrap();
         let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
         let mut arena = bytes::BytesMut::new();
-        let received = append_from_archived(&archived.messages[0], &mut arena)
+        let vectors = ReceivedEntryVectors::default();
+        let received = append_from_archived(&archived.messages[0], &mut arena, &vectors)
             .expect("an append")
             .unwrap();
         assert_eq!(received, sent);
         assert!(
-            append_from_archived(&archived.messages[1], &mut arena).is_none(),
+            append_from_archived(&archived.messages[1], &mut arena, &vectors).is_none(),
             "not an append"
         );
         // The normal payloads are consecutive slices of one buffer.
@@ -877,7 +933,7 @@ mod tests {
         }
         // The next append through the same arena continues that buffer
         // (no new one for a few small entries).
-        let again = append_from_archived(&archived.messages[0], &mut arena)
+        let again = append_from_archived(&archived.messages[0], &mut arena, &vectors)
             .expect("an append")
             .unwrap();
         assert_eq!(again, sent);
@@ -889,6 +945,32 @@ mod tests {
         };
         let last = data.last().expect("normal payloads");
         assert_eq!(last.as_ptr().wrapping_add(last.len()), next.as_ptr());
+        // A vector given back (as a core hands it on once it took the
+        // entries) carries the next append: no allocation of its own.
+        let MessageBody::AppendEntries { entries: mut given, .. } = again.body else {
+            unreachable!()
+        };
+        given.clear();
+        let given_at = given.as_ptr();
+        vectors.give_back(given);
+        assert_eq!(vectors.kept(), 1);
+        let third = append_from_archived(&archived.messages[0], &mut arena, &vectors)
+            .expect("an append")
+            .unwrap();
+        assert_eq!(third, sent);
+        let MessageBody::AppendEntries { entries: refilled, .. } = &third.body else {
+            unreachable!()
+        };
+        assert_eq!(refilled.as_ptr(), given_at, "the given-back vector was refilled");
+        assert_eq!(vectors.kept(), 0);
+        // Vectors past the bounds are dropped, not kept.
+        vectors.give_back(Vec::with_capacity(READY_VECTOR_KEPT_MAX + 1));
+        vectors.give_back(Vec::new());
+        assert_eq!(vectors.kept(), 0);
+        for _ in 0..RECEIVED_ENTRY_VECTORS_KEPT_MAX + 3 {
+            vectors.give_back(Vec::with_capacity(1));
+        }
+        assert_eq!(vectors.kept(), RECEIVED_ENTRY_VECTORS_KEPT_MAX);
         // A bad configuration entry is an error, not a panic.
         let mut bad = batch.messages[0].clone();
         if let wire::RaftBody::AppendEntries(append) = &mut bad.body {
@@ -897,7 +979,7 @@ mod tests {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&wire::RaftBatch { messages: vec![bad] }).unwrap();
         let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
         assert!(matches!(
-            append_from_archived(&archived.messages[0], &mut arena),
+            append_from_archived(&archived.messages[0], &mut arena, &vectors),
             Some(Err(DecodeError::Configuration(_)))
         ));
     }

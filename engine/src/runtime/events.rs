@@ -11,6 +11,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::raft::{GroupId, Message, NodeId, Term};
 
+use super::codec::ReceivedEntryVectors;
 use super::forward::ClientRoute;
 use super::node::ApiRequest;
 use super::violations::PeerViolations;
@@ -77,6 +78,9 @@ pub(crate) struct EventQueue {
     /// Peers' messages dropped for breaking the protocol, counted by the
     /// connection readers and the shard alike (`violations.rs`).
     pub violations: PeerViolations,
+    /// Entry vectors of received appends, filled by the connection readers
+    /// and handed back by the shard once a core took their entries.
+    pub received_entries: ReceivedEntryVectors,
 }
 
 impl EventQueue {
@@ -87,6 +91,7 @@ impl EventQueue {
                 queue: RefCell::new(VecDeque::new()),
                 doorbell,
                 violations: PeerViolations::default(),
+                received_entries: ReceivedEntryVectors::default(),
             }),
             bell,
         )

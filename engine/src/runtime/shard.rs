@@ -561,6 +561,10 @@ impl Shard {
                 }),
                 _ => group.core.step_checked(message),
             };
+            // The append's emptied vector, for the connections' next one.
+            if let Some(entries) = group.core.take_received_entries_vector() {
+                self.events.received_entries.give_back(entries);
+            }
             match stepped {
                 Ok(()) => {
                     self.dirty.insert(group_id);

@@ -305,7 +305,7 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
         let _ = events.push(Event::PeerHeard(peer));
         for archived in archived.messages.iter() {
             // Entries are read in place, into the connection's arena.
-            if let Some(append) = append_from_archived(archived, &mut arena) {
+            if let Some(append) = append_from_archived(archived, &mut arena, &events.received_entries) {
                 match append {
                     Ok(message) => push_authenticated(&events, peer, message),
                     Err(error) => {

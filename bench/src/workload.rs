@@ -125,31 +125,34 @@ impl Mix {
         }
     }
 
-    /// The command of `client`'s write `sequence`: the same bytes each time
-    /// it is asked for, so a write sent again after `NotLeader` is the same
-    /// command under the same sequence (a session refuses a sequence reused
-    /// for another command).
-    fn write_payload(&self, client: u64, sequence: u64, filler: &[u8]) -> Vec<u8> {
+    /// The command of `client`'s write `sequence`, into `out`: the same
+    /// bytes each time it is asked for, so a write sent again after
+    /// `NotLeader` is the same command under the same sequence (a session
+    /// refuses a sequence reused for another command).
+    fn write_payload_into(&self, client: u64, sequence: u64, filler: &[u8], out: &mut Vec<u8>) {
+        out.clear();
         match self.state_machine {
-            StateMachineKind::Counter => filler.to_vec(),
+            StateMachineKind::Counter => out.extend_from_slice(filler),
             StateMachineKind::Kv => {
                 let mut rng = Rng::new(client.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sequence);
                 KvOp::Write {
                     key: rng.below(self.keys),
                     value: rng.next(),
                 }
-                .encode()
+                .encode_into(out)
             }
         }
     }
 
-    fn read_query(&self, rng: &mut Rng) -> Vec<u8> {
+    /// A read's query, into `out`.
+    fn read_query_into(&self, rng: &mut Rng, out: &mut Vec<u8>) {
+        out.clear();
         match self.state_machine {
-            StateMachineKind::Counter => Vec::new(),
+            StateMachineKind::Counter => {}
             StateMachineKind::Kv => KvOp::Read {
                 key: rng.below(self.keys),
             }
-            .encode(),
+            .encode_into(out),
         }
     }
 }
@@ -609,6 +612,8 @@ pub fn run_driver(
         unsent: 0,
     };
     let mut batch = ClientRequestBatch { requests: Vec::new() };
+    // The payload buffers of the requests sent, for the next ones.
+    let mut spare_payloads: Vec<Vec<u8>> = Vec::new();
     // Open loop: requests due but not yet sent, and the schedule.
     let mut backlog: VecDeque<Instant> = VecDeque::new();
     let schedule_start = Instant::now();
@@ -704,7 +709,11 @@ pub fn run_driver(
                     client_id: client.id,
                     request_id: id,
                     group: client.group.0,
-                    payload: mix.read_query(&mut rng),
+                    payload: {
+                        let mut query = spare_payloads.pop().unwrap_or_default();
+                        mix.read_query_into(&mut rng, &mut query);
+                        query
+                    },
                     consistency: driver.read_consistency,
                 }
             } else {
@@ -718,7 +727,11 @@ pub fn run_driver(
                     sequence: client.sequence,
                     lowest_unanswered: client.sequence,
                     group: client.group.0,
-                    payload: mix.write_payload(client.id, client.sequence, &filler),
+                    payload: {
+                        let mut command = spare_payloads.pop().unwrap_or_default();
+                        mix.write_payload_into(client.id, client.sequence, &filler, &mut command);
+                        command
+                    },
                 }
             };
             if let Some(due) = due {
@@ -736,7 +749,12 @@ pub fn run_driver(
             let connected = connection.as_mut().expect("requests are built only with a connection");
             let sent = connected.send(&batch);
             let full = batch.requests.len() == DRIVER_BATCH_MAX;
-            batch.requests.clear();
+            // The requests' buffers serve the next batch's (at most
+            // DRIVER_BATCH_MAX kept), as a client that reuses its buffers.
+            spare_payloads.extend(batch.requests.drain(..).filter_map(|request| match request {
+                ClientRequest::Read { payload, .. } | ClientRequest::Propose { payload, .. } => Some(payload),
+                ClientRequest::RegisterSession { .. } => None,
+            }));
             match (sent, &driver.links) {
                 (Ok(()), _) => {}
                 // Gone (closed, reset), not stuck (a timeout fails the run).

@@ -148,6 +148,14 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 impl KvOp {
     /// The op's bytes: a tag byte, then its `u64` fields little-endian.
     pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.encode_into(&mut bytes);
+        bytes
+    }
+
+    /// Appends [`KvOp::encode`]'s bytes to `bytes` (a client that reuses
+    /// one buffer per request allocates nothing).
+    pub fn encode_into(&self, bytes: &mut Vec<u8>) {
         let (tag, fields): (u8, &[u64]) = match self {
             KvOp::Read { key } => (TAG_READ, &[*key]),
             KvOp::Write { key, value } => (TAG_WRITE, &[*key, *value]),
@@ -156,12 +164,11 @@ impl KvOp {
             KvOp::ReadList { key } => (TAG_READ_LIST, &[*key]),
             KvOp::Increment { key } => (TAG_INCREMENT, &[*key]),
         };
-        let mut bytes = Vec::with_capacity(1 + 8 * fields.len());
+        bytes.reserve(1 + 8 * fields.len());
         bytes.push(tag);
         for field in fields {
             bytes.extend_from_slice(&field.to_le_bytes());
         }
-        bytes
     }
 
     /// Decodes [`KvOp::encode`]'s bytes; `None` for anything else (an

@@ -125,8 +125,9 @@ impl ReadTracker {
     }
 
     /// A quorum acknowledged rounds up to `round`: extend the lease from the
-    /// time that round was sent and release the reads it confirms.
-    fn on_quorum_round(&mut self, round: u64, lease_ticks: u64) -> Vec<PendingRead> {
+    /// time that round was sent. The reads it confirms are then taken one
+    /// by one with [`ReadTracker::pop_confirmed`] (no vector per round).
+    fn on_quorum_round(&mut self, round: u64, lease_ticks: u64) {
         while let Some(&(r, sent_tick)) = self.rounds_sent.front() {
             if r > round {
                 break;
@@ -136,11 +137,15 @@ impl ReadTracker {
                 self.lease_until_tick = self.lease_until_tick.max(sent_tick + lease_ticks);
             }
         }
-        let mut released = Vec::new();
-        while self.pending.front().is_some_and(|r| r.round <= round) {
-            released.extend(self.pending.pop_front());
+    }
+
+    /// The oldest read a quorum's acknowledgement of `round` confirms.
+    fn pop_confirmed(&mut self, round: u64) -> Option<PendingRead> {
+        if self.pending.front().is_some_and(|r| r.round <= round) {
+            self.pending.pop_front()
+        } else {
+            None
         }
-        released
     }
 }
 
@@ -264,7 +269,8 @@ impl RaftCore {
             }
         });
         let lease_ticks = self.config.lease_ticks();
-        for read in self.reads.on_quorum_round(quorum_round, lease_ticks) {
+        self.reads.on_quorum_round(quorum_round, lease_ticks);
+        while let Some(read) = self.reads.pop_confirmed(quorum_round) {
             self.release_read(read.context, read.requester, read.index);
         }
     }

@@ -84,7 +84,7 @@ enum Job {
     /// Apply these committed entries.
     Apply(Vec<Entry>),
     /// Answer a query on the state applied so far.
-    Query(Vec<u8>),
+    Query(bytes::Bytes),
     LeaderStart(Term),
     LeaderStop(LeaderStopReason),
     Error(Error),

@@ -194,11 +194,31 @@ impl CommandArena {
             put_command(command, &mut own);
             return own;
         }
+        self.make_room(bytes);
+        put_command(command, &mut self.buffer);
+        self.buffer.split()
+    }
+
+    /// A copy of a client's read query, a piece of the same buffers (a
+    /// read's query lives until the read is answered, as briefly as a
+    /// command's bytes before they are persisted), so a read read off a
+    /// connection costs no allocation of its own.
+    pub fn copy(&mut self, query: &[u8]) -> Bytes {
+        if query.len() > COMMAND_ARENA_COMMAND_BYTES_MAX {
+            return Bytes::copy_from_slice(query);
+        }
+        if query.is_empty() {
+            return Bytes::new();
+        }
+        self.make_room(query.len());
+        self.buffer.extend_from_slice(query);
+        self.buffer.split().freeze()
+    }
+
+    fn make_room(&mut self, bytes: usize) {
         if self.buffer.capacity() - self.buffer.len() < bytes {
             self.buffer = BytesMut::with_capacity(COMMAND_ARENA_BYTES);
         }
-        put_command(command, &mut self.buffer);
-        self.buffer.split()
     }
 }
 
@@ -752,6 +772,21 @@ mod tests {
         });
         assert_eq!(own.len(), own.capacity());
         assert_eq!(decode_command(&own).map(|c| c.data().len()), Some(long.len()));
+    }
+
+    #[test]
+    fn read_queries_from_the_arena_are_their_bytes_one_after_another() {
+        let mut arena = CommandArena::default();
+        let queries: Vec<Bytes> = (0..100u8).map(|i| arena.copy(&[i; 9])).collect();
+        for (i, query) in (0..100u8).zip(&queries) {
+            assert_eq!(&query[..], &[i; 9]);
+        }
+        assert!(queries
+            .windows(2)
+            .all(|pair| pair[0].as_ptr().wrapping_add(9) == pair[1].as_ptr()));
+        assert!(arena.copy(&[]).is_empty());
+        let long = vec![5u8; COMMAND_ARENA_COMMAND_BYTES_MAX + 1];
+        assert_eq!(arena.copy(&long), long);
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub(crate) enum Event {
         /// When its frame was read off the connection.
         received: std::time::Instant,
     },
+    /// A client's read, its query copied out of the frame it was read
+    /// from into the shard's arena (no owned copy of the request first).
+    ClientRead {
+        read: ClientRead,
+        route: ClientRoute,
+        /// When its frame was read off the connection.
+        received: std::time::Instant,
+    },
     Api(ApiRequest),
     Tick,
     /// A frame arrived from this peer node (it is alive).
@@ -69,6 +77,17 @@ pub(crate) struct ClientProposal {
     pub sequence: u64,
     pub group: u64,
     pub command: bytes::BytesMut,
+}
+
+/// A client's `Read` as the shard takes it: its ids, its query (a piece of
+/// the shard's `codec::CommandArena`) and whether it may be stale.
+pub(crate) struct ClientRead {
+    pub client_id: u64,
+    pub request_id: u64,
+    pub group: u64,
+    pub query: bytes::Bytes,
+    /// `ReadConsistency::Stale`: answered from what is applied, no read index.
+    pub stale: bool,
 }
 
 /// A bounded queue of events plus a doorbell that wakes the loop.

@@ -79,7 +79,7 @@ pub(crate) struct PendingProposal {
 pub(crate) struct PendingRead {
     pub context: u64,
     pub index: Option<LogIndex>,
-    pub query: Vec<u8>,
+    pub query: bytes::Bytes,
     /// Answer with the read index itself (8 bytes, little endian) as soon as
     /// it is confirmed, without waiting to apply or querying.
     pub index_only: bool,
@@ -459,7 +459,7 @@ impl Group {
 
     /// A stale read: answered from what is applied now, or, with an apply
     /// lane, by the lane after what it was handed so far.
-    pub fn query_stale(&mut self, query: Vec<u8>, reply: Reply) {
+    pub fn query_stale(&mut self, query: bytes::Bytes, reply: Reply) {
         let hint = self.leader_hint();
         match self.lane.as_mut() {
             Some(lane) => lane.query(PendingRead {
@@ -862,7 +862,7 @@ mod tests {
             group.reads.push(PendingRead {
                 context,
                 index: None,
-                query: Vec::new(),
+                query: bytes::Bytes::new(),
                 index_only: false,
                 reply: Reply::Api(sender),
                 received: std::time::Instant::now(),

@@ -19,7 +19,7 @@ use crate::raft::{GroupId, LogIndex, Message, NodeId, RaftError, ReadMode, Role,
 
 use super::clock::TickClock;
 use super::codec::{encode_command, stamp_leader_time, LoggedCommand};
-use super::events::{ClientProposal, Event, EventQueue};
+use super::events::{ClientProposal, ClientRead, Event, EventQueue};
 use super::forward::ClientRoute;
 use super::group::{Group, PendingProposal, PendingRead, PENDING_PROPOSALS_MAX, PENDING_READS_MAX};
 use super::group_set::{DirtyGroups, GroupSet};
@@ -444,6 +444,7 @@ impl Shard {
                     route,
                     received,
                 } => self.client_proposal(proposal, route, received),
+                Event::ClientRead { read, route, received } => self.client_read(read, route, received),
                 Event::Api(request) => self.api_request(request),
                 Event::Tick => self.catch_up(),
                 Event::PeerHeard(node) => {
@@ -716,12 +717,34 @@ impl Shard {
                 payload,
                 consistency: ReadConsistency::Stale,
                 ..
-            } => self.read_stale(GroupId(group), payload, reply),
+            } => self.read_stale(GroupId(group), payload.into(), reply),
             ClientRequest::Read {
                 payload,
                 consistency: ReadConsistency::Linearizable,
                 ..
-            } => self.read(GroupId(group), payload, false, reply, received),
+            } => self.read(GroupId(group), payload.into(), false, reply, received),
+        }
+    }
+
+    /// A client's read taken off this shard's connection (`ClientRead`).
+    fn client_read(&mut self, read: ClientRead, route: ClientRoute, received: Instant) {
+        let ClientRead {
+            client_id,
+            request_id,
+            group,
+            query,
+            stale,
+        } = read;
+        let reply = Reply::Client {
+            route,
+            client_id,
+            request_id,
+            group,
+        };
+        if stale {
+            self.read_stale(GroupId(group), query, reply)
+        } else {
+            self.read(GroupId(group), query, false, reply, received)
         }
     }
 
@@ -883,7 +906,7 @@ impl Shard {
     }
 
     /// A linearizable read, `received` when it reached the shard.
-    fn read(&mut self, group_id: GroupId, query: Vec<u8>, index_only: bool, reply: Reply, received: Instant) {
+    fn read(&mut self, group_id: GroupId, query: Bytes, index_only: bool, reply: Reply, received: Instant) {
         if let Some(error) = &self.failed {
             return reply.send(Err(error.clone()), None);
         }
@@ -938,7 +961,7 @@ impl Shard {
     /// A stale read: answered now from what this node's state machine has
     /// applied, with no read index and no message to the leader, so it
     /// works on a follower cut off from the rest (`GroupHandle::read_stale`).
-    fn read_stale(&mut self, group_id: GroupId, query: Vec<u8>, reply: Reply) {
+    fn read_stale(&mut self, group_id: GroupId, query: Bytes, reply: Reply) {
         if let Some(error) = &self.failed {
             return reply.send(Err(error.clone()), None);
         }
@@ -1002,14 +1025,14 @@ impl Shard {
                 stale: true,
                 reply,
                 ..
-            } => self.read_stale(group, query, Reply::Api(reply)),
+            } => self.read_stale(group, query.into(), Reply::Api(reply)),
             ApiRequest::Read {
                 group,
                 query,
                 index_only,
                 stale: false,
                 reply,
-            } => self.read(group, query, index_only, Reply::Api(reply), Instant::now()),
+            } => self.read(group, query.into(), index_only, Reply::Api(reply), Instant::now()),
             ApiRequest::Close { group, reply } => match self.groups.get_mut(&group) {
                 Some(g) => g.close(reply),
                 None => drop(reply),

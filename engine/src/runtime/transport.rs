@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use coraft_net::admin::{AdminError, AdminRequestFrame, AdminResponseFrame, ArchivedAdminRequestFrame};
 use coraft_net::schema::{
-    ArchivedClientRequest, ArchivedClientRequestBatch, ClientRequest, CoalescedHeartbeat, CoalescedHeartbeatResponse,
-    Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBody,
+    ArchivedClientRequest, ArchivedClientRequestBatch, ArchivedReadConsistency, ClientRequest, CoalescedHeartbeat,
+    CoalescedHeartbeatResponse, Envelope, GroupHeartbeat, GroupHeartbeatAck, RaftBody,
 };
 use coraft_net::{ConnectionState, Listener, NetConfig, NetError, OutboundConnection, PeerAddress, Role as NetRole};
 use glommio::channels::local_channel;
@@ -27,7 +27,7 @@ use crate::raft::{GroupId, Message, MessageBody, NodeId, ProtocolViolation, Term
 
 use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
 use super::codec::{append_from_archived, expand_coalesced, from_wire, to_wire, CommandArena, LoggedCommand};
-use super::events::{ClientProposal, Event, EventQueue};
+use super::events::{ClientProposal, ClientRead, Event, EventQueue};
 use super::forward::{ClientRoute, Forwarder};
 use super::reply::{ClientOutbox, ResponseQueue};
 
@@ -553,6 +553,39 @@ fn client_requests(
                         proposal.sequence,
                         group,
                     ));
+                }
+            }
+            continue;
+        }
+        if let (
+            None,
+            ArchivedClientRequest::Read {
+                client_id,
+                request_id,
+                payload,
+                consistency,
+                ..
+            },
+        ) = (forward_to, archived)
+        {
+            let stale = match consistency {
+                ArchivedReadConsistency::Stale => true,
+                ArchivedReadConsistency::Linearizable => false,
+            };
+            let read = ClientRead {
+                client_id: client_id.to_native(),
+                request_id: request_id.to_native(),
+                group,
+                query: arena.borrow_mut().copy(payload.as_slice()),
+                stale,
+            };
+            if let Err(refused) = events.push(Event::ClientRead {
+                read,
+                route: route.clone(),
+                received,
+            }) {
+                if let Event::ClientRead { read, route, .. } = *refused {
+                    route.push(super::shard::busy_response(read.client_id, read.request_id, group));
                 }
             }
             continue;

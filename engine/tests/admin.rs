@@ -176,7 +176,9 @@ fn settled(config: &Path, nodes: usize) -> (Value, Vec<(u64, u64)>) {
     loop {
         if let Some(status) = status_json(config) {
             if status["nodes"].as_array().map(Vec::len) == Some(nodes) {
-                if let Some(leaders) = agreed_leaders(&status) {
+                // A new leader's first entry commits a moment after the
+                // nodes agree on it: settled waits for that too.
+                if let Some(leaders) = agreed_leaders(&status).filter(|_| leaders_committed(&status)) {
                     return (status, leaders);
                 }
             }
@@ -184,6 +186,19 @@ fn settled(config: &Path, nodes: usize) -> (Value, Vec<(u64, u64)>) {
         assert!(Instant::now() < deadline, "the cluster did not settle within 30 s");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether every leader in `status` has committed an entry (its term's
+/// first, at least).
+fn leaders_committed(status: &Value) -> bool {
+    status["nodes"].as_array().into_iter().flatten().all(|node| {
+        node["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| g["role"] == "leader")
+            .all(|g| g["commit_index"].as_u64().is_some_and(|c| c >= 1))
+    })
 }
 
 fn leaders_per_node(leaders: &[(u64, u64)]) -> Vec<usize> {

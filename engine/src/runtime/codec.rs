@@ -199,10 +199,13 @@ impl CommandArena {
         self.buffer.split()
     }
 
-    /// A copy of a client's read query, a piece of the same buffers (a
-    /// read's query lives until the read is answered, as briefly as a
-    /// command's bytes before they are persisted), so a read read off a
-    /// connection costs no allocation of its own.
+    /// A copy of a client's read query, a piece of the same buffers, so a
+    /// read read off a connection costs no allocation of its own. The query
+    /// keeps its whole buffer ([`COMMAND_ARENA_BYTES`]) alive until the read
+    /// is answered: usually one heartbeat round, but a read waiting for its
+    /// index to be applied (a follower behind, a snapshot loading) holds it
+    /// that long, at most `PENDING_READS_MAX` reads per group and never
+    /// past the request timeout.
     pub fn copy(&mut self, query: &[u8]) -> Bytes {
         if query.len() > COMMAND_ARENA_COMMAND_BYTES_MAX {
             return Bytes::copy_from_slice(query);

@@ -609,7 +609,8 @@ impl Group {
     /// Tells the close waiters, once nothing is in flight.
     pub fn notify_if_drained(&mut self) {
         let lane_idle = self.lane.as_ref().is_none_or(|lane| lane.queries.is_empty());
-        if self.closed && self.proposals.is_empty() && self.reads.is_empty() && lane_idle {
+        let idle = self.proposals.is_empty() && self.queued.is_empty() && self.reads.is_empty() && lane_idle;
+        if self.closed && idle {
             for waiter in self.close_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -774,6 +775,30 @@ mod tests {
         group.fail_all(Error::GroupRemoved(GroupId(1)));
         assert!(matches!(receiver.try_recv(), Ok(Err(Error::GroupRemoved(GroupId(1))))));
         assert!(group.queued.is_empty());
+    }
+
+    #[test]
+    fn a_close_waits_for_proposals_still_queued_in_the_turn() {
+        // A write queued this turn, then the group closed in the same turn:
+        // the write is still to be proposed and answered, so the close
+        // waiter must not hear yet.
+        let mut group = group();
+        let (sender, answer) = flume::bounded(1);
+        group.queued.push(
+            bytes::Bytes::from_static(b"w"),
+            Reply::Api(sender),
+            std::time::Instant::now(),
+        );
+        let (waiter, closed) = flume::bounded(1);
+        group.close(waiter);
+        assert!(closed.try_recv().is_err(), "closed with a write still queued");
+        group.fail_all(Error::GroupRemoved(GroupId(1)));
+        group.notify_if_drained();
+        assert!(answer.try_recv().is_ok());
+        assert!(
+            closed.try_recv().is_ok(),
+            "the close waiter hears once the queue is answered"
+        );
     }
 
     #[test]

@@ -903,6 +903,8 @@ impl Shard {
         group.queued.commands = commands;
         group.queued.waiting = waiting;
         group.queued.keep_room_within_bound();
+        // A close in this turn waited for the queue (refused: answered now).
+        group.notify_if_drained();
     }
 
     /// A linearizable read, `received` when it reached the shard.

@@ -450,7 +450,7 @@ pub(crate) fn embedded_node_options(
         wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
         wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
         wal_polled_io: false,
-        wal_dsync_small_flush_bytes: 0,
+        wal_dsync_small_flush_bytes: coraft_wal::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT,
         groups,
         tick: Duration::from_millis(10),
         election_timeout_ticks: 30,

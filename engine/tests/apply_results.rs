@@ -133,7 +133,7 @@ impl Cluster {
                     wal_segment_bytes: 8 << 20,
                     wal_zero_ahead_bytes: coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT,
                     wal_polled_io: false,
-                    wal_dsync_small_flush_bytes: 0,
+                    wal_dsync_small_flush_bytes: coraft_wal::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT,
                     groups: GROUPS.to_vec(),
                     tick: Duration::from_millis(10),
                     // Generous: the machine running the tests may be loaded.

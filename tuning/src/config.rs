@@ -292,9 +292,10 @@ pub struct WalSettings {
     pub polled_io: bool,
     /// Flushes of at most this many bytes (a lone write's flush is one
     /// 4 KiB block) are one O_DSYNC write instead of a write and an
-    /// fdatasync; 0, the default, for none. Less CPU per write at one
-    /// client; the latency gain depends on the device (docs/tuning.md,
-    /// "WAL: small flushes as `O_DSYNC` writes"); at most 512 KiB.
+    /// fdatasync; 4096 by default (a lone write's flush), 0 for none. Less
+    /// CPU per write and a lower median at one client; the gain depends
+    /// on the device (docs/tuning.md, "WAL: small flushes as `O_DSYNC`
+    /// writes"); at most 512 KiB.
     pub dsync_small_flush_bytes: usize,
     /// Sync policy.
     pub fsync: FsyncPolicy,

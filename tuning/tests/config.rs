@@ -541,18 +541,20 @@ fn wal_polled_io_is_off_by_default_and_round_trips() {
 }
 
 #[test]
-fn wal_dsync_small_flush_is_off_by_default_bounded_and_round_trips() {
+fn wal_dsync_small_flush_is_one_block_by_default_bounded_and_round_trips() {
     let mut config = three_nodes();
     assert_eq!(
-        config.wal.dsync_small_flush_bytes, 0,
-        "every small flush is write + fdatasync by default"
+        config.wal.dsync_small_flush_bytes, 4096,
+        "a lone write's flush is one O_DSYNC write by default"
     );
-    assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 0);
-    config.wal.dsync_small_flush_bytes = 4096;
+    assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 4096);
+    config.wal.dsync_small_flush_bytes = 0;
     assert!(problems(&config, &machine(2)).is_empty());
-    assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 4096, "the WAL gets it");
+    assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 0, "the WAL gets it");
     let parsed: coraft_tuning::NodeConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
-    assert_eq!(parsed.wal.dsync_small_flush_bytes, 4096);
+    assert_eq!(parsed.wal.dsync_small_flush_bytes, 0);
+    config.wal.dsync_small_flush_bytes = 65536;
+    assert!(problems(&config, &machine(2)).is_empty());
     // From 512 KiB up every flush is an O_DSYNC write already.
     config.wal.dsync_small_flush_bytes = (512 << 10) + 1;
     let found = problems(&config, &machine(2));

@@ -129,8 +129,9 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = coraft_wal::config::ZERO_AHEAD_BYTES_DEFAULT, value_name = "BYTES")]
     pub wal_zero_ahead_bytes: u64,
     /// WAL flushes of at most this many bytes are one O_DSYNC write instead
-    /// of a write and an fdatasync (`wal.dsync_small_flush_bytes`; 4096
-    /// takes a lone write's flush; 0 for none).
+    /// of a write and an fdatasync (`wal.dsync_small_flush_bytes`; the
+    /// default, 524288, takes every flush; 4096 a lone write's; 0 none
+    /// below 512 KiB).
     #[arg(long, default_value_t = coraft_wal::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT, value_name = "BYTES")]
     pub wal_dsync_small_flush_bytes: usize,
     /// Skip the replication floor (3 bare logs, or 1 with `--nodes 1`; no Raft) measured before the run.

@@ -292,8 +292,9 @@ pub struct WalSettings {
     pub polled_io: bool,
     /// Flushes of at most this many bytes (a lone write's flush is one
     /// 4 KiB block) are one O_DSYNC write instead of a write and an
-    /// fdatasync; 4096 by default (a lone write's flush), 0 for none. Less
-    /// CPU per write and a lower median at one client; the gain depends
+    /// fdatasync; 512 KiB by default (every flush; from 512 KiB up a flush
+    /// is always one), 0 for none below that. Less CPU per write, a lower
+    /// median and more writes/s on the benchmark machine; the gain depends
     /// on the device (docs/tuning.md, "WAL: small flushes as `O_DSYNC`
     /// writes"); at most 512 KiB.
     pub dsync_small_flush_bytes: usize,

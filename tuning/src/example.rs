@@ -84,8 +84,8 @@ pub fn example_config(topology: &Topology) -> String {
                 "true: IOPOLL ring, spins while writing; NVMe with poll queues only",
             ),
             (
-                "dsync_small_flush_bytes = 4096".into(),
-                "flushes up to this size are one O_DSYNC write; 0 = off (docs/tuning.md)",
+                "dsync_small_flush_bytes = 524288".into(),
+                "flushes up to this size are one O_DSYNC write (512 KiB: all); 0 = none below 512 KiB",
             ),
             (
                 "fsync = \"always\"".into(),

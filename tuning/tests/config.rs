@@ -541,13 +541,14 @@ fn wal_polled_io_is_off_by_default_and_round_trips() {
 }
 
 #[test]
-fn wal_dsync_small_flush_is_one_block_by_default_bounded_and_round_trips() {
+fn wal_flushes_are_o_dsync_writes_by_default_bounded_and_round_trip() {
     let mut config = three_nodes();
     assert_eq!(
-        config.wal.dsync_small_flush_bytes, 4096,
-        "a lone write's flush is one O_DSYNC write by default"
+        config.wal.dsync_small_flush_bytes,
+        512 << 10,
+        "every flush is one O_DSYNC write by default"
     );
-    assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 4096);
+    assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 512 << 10);
     config.wal.dsync_small_flush_bytes = 0;
     assert!(problems(&config, &machine(2)).is_empty());
     assert_eq!(config.wal.wal_config().dsync_small_flush_bytes, 0, "the WAL gets it");

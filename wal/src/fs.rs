@@ -360,14 +360,15 @@ pub async fn keep_off_the_poll_ring(dir: &Path) {
     let _ = std::fs::remove_file(&probe);
 }
 
-/// Writes at least this large go through the O_DSYNC handle. Smaller ones
-/// (a lone append, a few entries) are written and fdatasynced separately: an
-/// O_DSYNC write completes through a kernel worker, which measured ~4 ms
-/// (a scheduler tick) on this loaded 2-core VM where a rewrite of the last
-/// block plus fdatasync took ~0.25 ms. What O_DSYNC saves grows with the
-/// time the shard spends appending the next batch (about its size); at
-/// 64 KiB the 100 KB point of `coraft-bench wal` measured worse with it, at
-/// 1 MiB better, so only batches of half a megabyte or more use it.
+/// Writes at least this large always go through the O_DSYNC handle;
+/// smaller ones do if they are at most `dsync_small_flush_bytes` (by
+/// default this bound too, so every flush does: [`crate::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT`]),
+/// and are otherwise written and fdatasynced separately. On an older,
+/// loaded 2-core VM an O_DSYNC write of a lone append measured ~4 ms (its
+/// completion runs in a kernel worker that waited for a scheduler tick)
+/// where a rewrite of the last block plus fdatasync took ~0.25 ms, and at
+/// 64 KiB the 100 KB point of `coraft-bench wal` measured worse with it;
+/// on the quiet benchmark machine every flush size measured better.
 pub const DSYNC_WRITE_BYTES_MIN: usize = 512 << 10;
 
 struct DmaSegment {

@@ -105,7 +105,7 @@ pub struct NodeOptions {
     pub wal_polled_io: bool,
     /// Flushes of at most this many bytes are one O_DSYNC write instead of
     /// a write and an fdatasync (`coraft_wal::Config::dsync_small_flush_bytes`;
-    /// default 4096, a lone write's flush; 0 turns it off; see docs/tuning.md).
+    /// default 512 KiB, every flush; 0 for none below 512 KiB; see docs/tuning.md).
     pub wal_dsync_small_flush_bytes: usize,
     /// The groups this node hosts; group `g` lives on shard `g % shards`.
     pub groups: Vec<GroupId>,

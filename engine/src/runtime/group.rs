@@ -608,9 +608,11 @@ impl Group {
 
     /// Tells the close waiters, once nothing is in flight.
     pub fn notify_if_drained(&mut self) {
+        if !self.closed {
+            return;
+        }
         let lane_idle = self.lane.as_ref().is_none_or(|lane| lane.queries.is_empty());
-        let idle = self.proposals.is_empty() && self.queued.is_empty() && self.reads.is_empty() && lane_idle;
-        if self.closed && idle {
+        if self.proposals.is_empty() && self.queued.is_empty() && self.reads.is_empty() && lane_idle {
             for waiter in self.close_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -763,15 +765,21 @@ mod tests {
         assert_eq!(waiting, vec![(1, 1), (2, 2)]);
     }
 
-    #[test]
-    fn proposals_still_queued_when_the_group_fails_are_answered_with_the_error() {
-        let mut group = group();
+    /// Queues one write in this turn; its answer comes on the receiver.
+    fn queue_one_write(group: &mut Group) -> flume::Receiver<Result<Vec<u8>, Error>> {
         let (sender, receiver) = flume::bounded(1);
         group.queued.push(
             bytes::Bytes::from_static(b"w"),
             Reply::Api(sender),
             std::time::Instant::now(),
         );
+        receiver
+    }
+
+    #[test]
+    fn proposals_still_queued_when_the_group_fails_are_answered_with_the_error() {
+        let mut group = group();
+        let receiver = queue_one_write(&mut group);
         group.fail_all(Error::GroupRemoved(GroupId(1)));
         assert!(matches!(receiver.try_recv(), Ok(Err(Error::GroupRemoved(GroupId(1))))));
         assert!(group.queued.is_empty());
@@ -783,12 +791,7 @@ mod tests {
         // the write is still to be proposed and answered, so the close
         // waiter must not hear yet.
         let mut group = group();
-        let (sender, answer) = flume::bounded(1);
-        group.queued.push(
-            bytes::Bytes::from_static(b"w"),
-            Reply::Api(sender),
-            std::time::Instant::now(),
-        );
+        let answer = queue_one_write(&mut group);
         let (waiter, closed) = flume::bounded(1);
         group.close(waiter);
         assert!(closed.try_recv().is_err(), "closed with a write still queued");

@@ -862,6 +862,7 @@ impl Shard {
         let mut commands = std::mem::take(&mut group.queued.commands);
         let mut waiting = std::mem::take(&mut group.queued.waiting);
         let proposed = group.core.propose_from(&mut commands);
+        let refused = proposed.is_err();
         match proposed {
             Ok((first, term)) => {
                 let proposed = Instant::now();
@@ -903,8 +904,10 @@ impl Shard {
         group.queued.commands = commands;
         group.queued.waiting = waiting;
         group.queued.keep_room_within_bound();
-        // A close in this turn waited for the queue (refused: answered now).
-        group.notify_if_drained();
+        if refused {
+            // A close in this turn waited for the queue, answered now.
+            group.notify_if_drained();
+        }
     }
 
     /// A linearizable read, `received` when it reached the shard.

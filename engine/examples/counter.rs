@@ -9,7 +9,6 @@
 //! The same counter as three server processes and a client, for separate
 //! terminals: `counter-server` and `counter-client` (`docs/examples.md`).
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,19 +58,16 @@ fn value(bytes: &[u8]) -> i64 {
 
 fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    // Three nodes, one shard each, on free loopback ports.
-    let ports: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    let peers: Vec<PeerSpec> = ports
-        .iter()
+    // Three nodes, one shard each, on free loopback ports (below the
+    // kernel's ephemeral range, so no outbound connection takes one first).
+    let peers: Vec<PeerSpec> = coraft::ports::free_loopback_addresses(3)?
+        .into_iter()
         .enumerate()
-        .map(|(i, l)| PeerSpec {
+        .map(|(i, address)| PeerSpec {
             id: NodeId(i as u64 + 1),
-            shard_addresses: vec![l.local_addr().expect("bound")],
+            shard_addresses: vec![address],
         })
         .collect();
-    drop(ports);
     let group = GroupId(1);
     let factory: StateMachineFactory = Arc::new(|_group| Box::new(Counter::default()));
     let mut nodes = Vec::new();

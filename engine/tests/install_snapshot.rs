@@ -5,7 +5,7 @@
 //! every node holds exactly the acknowledged writes.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +33,7 @@ impl Drop for Process {
 }
 
 fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let ports: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    ports.iter().map(|l| l.local_addr().unwrap()).collect()
+    coraft::ports::free_loopback_addresses(count).unwrap()
 }
 
 /// A three-node cluster of `coraft-node` processes running the KV store.

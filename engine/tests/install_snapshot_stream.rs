@@ -174,9 +174,9 @@ impl Cluster {
     fn new() -> Cluster {
         let _ = env_logger::builder().is_test(true).try_init();
         let temp = tempfile::tempdir().unwrap();
-        let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(listeners);
+        // Below the ephemeral range: a port bound to 0 and dropped can be
+        // taken by any outbound connection before the node binds it.
+        let addresses = coraft::ports::free_loopback_addresses(3).unwrap();
         Cluster {
             root: temp.path().to_path_buf(),
             _temp: temp,

@@ -333,6 +333,66 @@ fn ids(list: &std::collections::BTreeSet<NodeId>) -> Vec<u64> {
     list.iter().map(|n| n.0).collect()
 }
 
+/// A core message as a wire envelope, taking it: an `AppendEntries`'s
+/// payloads move into the envelope (no reference count taken and dropped
+/// per entry and peer, as [`to_wire`] must).
+pub fn into_wire(message: Message) -> wire::Envelope {
+    let Message {
+        group,
+        from,
+        to,
+        term,
+        body,
+    } = message;
+    let MessageBody::AppendEntries {
+        prev_log_index,
+        prev_log_term,
+        entries,
+        leader_commit,
+    } = body
+    else {
+        return to_wire(&Message {
+            group,
+            from,
+            to,
+            term,
+            body,
+        });
+    };
+    let body = wire::RaftBody::AppendEntries(wire::AppendEntries {
+        prev_log_index: prev_log_index.0,
+        prev_log_term: prev_log_term.0,
+        leader_commit: leader_commit.0,
+        entries: entries
+            .into_iter()
+            .map(|e| {
+                let (kind, data) = payload_into_stored(e.payload);
+                wire::Entry {
+                    term: e.term.0,
+                    index: e.index.0,
+                    kind,
+                    data,
+                }
+            })
+            .collect(),
+    });
+    wire::Envelope {
+        group: group.0,
+        from: from.0,
+        to: to.0,
+        term: term.0,
+        body,
+    }
+}
+
+/// [`payload_to_stored`], taking the payload.
+fn payload_into_stored(payload: EntryPayload) -> (u8, Bytes) {
+    match payload {
+        EntryPayload::Normal(data) => (entry_kind::NORMAL, data),
+        other => payload_to_stored(&other),
+    }
+}
+
 /// A core message as a wire envelope.
 pub fn to_wire(message: &Message) -> wire::Envelope {
     let body = match &message.body {
@@ -1092,7 +1152,8 @@ mod tests {
                 term: Term(2),
                 body,
             };
-            assert_eq!(from_wire(to_wire(&message)), Ok(Some(message)));
+            assert_eq!(from_wire(to_wire(&message)), Ok(Some(message.clone())));
+            assert_eq!(into_wire(message.clone()), to_wire(&message));
         }
     }
 }

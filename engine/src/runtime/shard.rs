@@ -1218,10 +1218,11 @@ impl Shard {
             };
             // 2. Send at once, in parallel with the fsync. A snapshot goes
             // as a stream of the stored one (`install.rs`).
-            for message in &ready.messages {
+            // Drained: the vector goes back to the core with its room.
+            for message in ready.messages.drain(..) {
                 if matches!(message.body, crate::raft::MessageBody::InstallSnapshot { .. }) {
                     let _group = crate::logging::group_span(group_id).entered();
-                    self.start_install(message);
+                    self.start_install(&message);
                     continue;
                 }
                 if let crate::raft::MessageBody::AppendEntries { entries, .. } = &message.body {
@@ -1344,8 +1345,8 @@ impl Shard {
             self.wal_backlog_bytes -= bytes;
         }
         while self.waiters.front().is_some_and(|w| w.lsn <= durable) {
-            let waiter = self.waiters.pop_front().expect("checked");
-            for message in &waiter.messages {
+            let mut waiter = self.waiters.pop_front().expect("checked");
+            for message in waiter.messages.drain(..) {
                 self.peers.send(message);
             }
             if let Some(group) = self.groups.get_mut(&waiter.group) {

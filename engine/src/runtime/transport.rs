@@ -26,7 +26,7 @@ use glommio::channels::local_channel;
 use crate::raft::{GroupId, Message, MessageBody, NodeId, ProtocolViolation, Term, ViolationKind};
 
 use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
-use super::codec::{append_from_archived, expand_coalesced, from_wire, to_wire, CommandArena, LoggedCommand};
+use super::codec::{append_from_archived, expand_coalesced, from_wire, into_wire, CommandArena, LoggedCommand};
 use super::events::{ClientProposal, ClientRead, Event, EventQueue};
 use super::forward::{ClientRoute, Forwarder};
 use super::reply::{ClientOutbox, ResponseQueue};
@@ -81,7 +81,8 @@ impl Peers {
 
     /// Queues a message; a full queue drops it (back-pressure: Raft resends).
     /// Quiescing heartbeats and their answers wait for [`flush`](Self::flush).
-    pub fn send(&mut self, message: &Message) {
+    /// Taken, so that its entries move into the envelope.
+    pub fn send(&mut self, message: Message) {
         let Some(coalesced) = self.coalesced.get_mut(&message.to) else {
             self.dropped += 1;
             return;
@@ -102,7 +103,7 @@ impl Peers {
                 group: message.group.0,
                 term: message.term.0,
             }),
-            _ => self.enqueue(message.to, to_wire(message)),
+            _ => self.enqueue(message.to, into_wire(message)),
         }
     }
 

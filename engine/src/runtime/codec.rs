@@ -365,15 +365,7 @@ pub fn into_wire(message: Message) -> wire::Envelope {
         leader_commit: leader_commit.0,
         entries: entries
             .into_iter()
-            .map(|e| {
-                let (kind, data) = payload_into_stored(e.payload);
-                wire::Entry {
-                    term: e.term.0,
-                    index: e.index.0,
-                    kind,
-                    data,
-                }
-            })
+            .map(|e| wire_entry(e.term, e.index, payload_into_stored(e.payload)))
             .collect(),
     });
     wire::Envelope {
@@ -382,6 +374,16 @@ pub fn into_wire(message: Message) -> wire::Envelope {
         to: to.0,
         term: term.0,
         body,
+    }
+}
+
+/// A log entry on the wire, from its term, index and stored payload.
+fn wire_entry(term: Term, index: LogIndex, (kind, data): (u8, Bytes)) -> wire::Entry {
+    wire::Entry {
+        term: term.0,
+        index: index.0,
+        kind,
+        data,
     }
 }
 
@@ -407,15 +409,7 @@ pub fn to_wire(message: &Message) -> wire::Envelope {
             leader_commit: leader_commit.0,
             entries: entries
                 .iter()
-                .map(|e| {
-                    let (kind, data) = payload_to_stored(&e.payload);
-                    wire::Entry {
-                        term: e.term.0,
-                        index: e.index.0,
-                        kind,
-                        data,
-                    }
-                })
+                .map(|e| wire_entry(e.term, e.index, payload_to_stored(&e.payload)))
                 .collect(),
         }),
         MessageBody::AppendEntriesResponse(outcome) => wire::RaftBody::AppendEntriesResponse(match *outcome {

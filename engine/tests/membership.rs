@@ -77,6 +77,8 @@ struct Cluster {
     initial: usize,
     members: Vec<Option<Member>>,
     snapshot: coraft::runtime::SnapshotPolicy,
+    /// Every node's `[limits]`.
+    limits: coraft_tuning::Limits,
 }
 
 const NODES_MAX: usize = 5;
@@ -103,6 +105,7 @@ impl Cluster {
             initial,
             members: (0..NODES_MAX).map(|_| None).collect(),
             snapshot,
+            limits: coraft_tuning::Limits::default(),
         };
         for n in 1..=initial {
             cluster.launch(NodeId(n as u64), None);
@@ -118,6 +121,7 @@ impl Cluster {
             request_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(600),
             snapshot: self.snapshot.clone(),
+            limits: self.limits.clone(),
             ..NodeOptions::new(7, id, peers, self.dir.path().join(format!("node-{id}")))
         }
     }
@@ -741,4 +745,38 @@ fn a_node_joining_through_a_follower_learns_the_leader_from_it_and_is_caught_up(
     block(cluster.handle(leader).add_learner(cluster.spec(NodeId(4)))).expect("learner added");
     cluster.caught_up(NodeId(4));
     assert_eq!(cluster.applied(NodeId(4)).len(), 10);
+}
+
+#[test]
+fn a_node_joining_behind_its_leaders_removal_in_the_log_keeps_its_leader_and_catches_up() {
+    // Node 2 is removed, wiped and added again, then leads. Node 4 joins
+    // and replays that history one small append at a time: it applies the
+    // entry that removed node 2 while the one that added it back is not in
+    // its log yet. Node 2 is its leader all the while: closing the
+    // connection to it then (its acknowledgements dropped, its heartbeats
+    // carrying no commit past them) left node 4 behind for good.
+    let mut cluster = Cluster::start(3);
+    cluster.limits.inflight_messages_max = 1;
+    cluster.limits.batch_bytes_max = 1024;
+    cluster.apply(b"one");
+    let first = cluster.leader();
+    let back = NodeId(first.0 % 3 + 1);
+    block(cluster.handle(first).remove_member(back)).expect("removed");
+    cluster.stop(back);
+    std::fs::remove_dir_all(cluster.dir.path().join(format!("node-{back}"))).unwrap();
+    for i in 0..200 {
+        cluster.apply(format!("while-{back}-was-out-{i}").as_bytes());
+    }
+    cluster.launch(back, Some(first));
+    block(cluster.handle(first).add_voter(cluster.spec(back))).expect("added back");
+    cluster.write_led_by(back, b"led by the node added back");
+    cluster.launch(NodeId(4), Some(back));
+    block(cluster.handle(back).add_learner(cluster.spec(NodeId(4)))).expect("learner added");
+    cluster.apply(b"last");
+    cluster.caught_up(NodeId(4));
+    assert_holds_every(
+        &cluster,
+        NodeId(4),
+        &[b"last".to_vec(), b"led by the node added back".to_vec()],
+    );
 }

@@ -489,10 +489,20 @@ impl Shard {
 
     /// After configuration entries were applied: closes the connections to
     /// nodes no group of this shard counts as a member any more.
+    ///
+    /// A group's leader is kept even so: a node catching up replays the
+    /// configurations of the log's history, and one of them may leave out
+    /// the node that leads now (removed, then added back later in the log).
+    /// Its acknowledgements travel on this connection, and the leader's
+    /// heartbeats carry no commit past them, so without it the node would
+    /// never reach the entry that names its leader again. (A leader that
+    /// removed itself keeps its connections here until the next
+    /// configuration is applied with another leader.)
     pub(super) fn prune_peers(&mut self) {
         let mut members = BTreeSet::new();
         for group in self.groups.values() {
             members.extend(group.core.configuration().members());
+            members.extend(group.core.leader());
         }
         let gone: Vec<NodeId> = self.peers.nodes().filter(|n| !members.contains(n)).collect();
         for node in gone {

@@ -69,7 +69,8 @@ pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod logging;
-pub mod ports;
+/// Free loopback addresses for tests and local clusters (`coraft_net::ports`).
+pub use coraft_net::ports;
 pub mod raft;
 pub mod runtime;
 pub mod sim;

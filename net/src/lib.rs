@@ -74,6 +74,7 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod listener;
 pub mod outbound;
+pub mod ports;
 pub mod schema;
 pub mod socket;
 pub mod stats;

@@ -282,22 +282,13 @@ fn full_queue_gives_back_pressure_and_a_slow_peer_does_not_block_others() {
     });
 }
 
-/// A loopback address nobody listens on yet, whose port lies below the
-/// kernel's ephemeral range (10,000–32,767): a port bound to 0 and dropped
-/// could meanwhile become another socket's source port, or this connection's
-/// own (a TCP self-connect), before the test listens on it.
-fn unlistened_address() -> SocketAddr {
-    let start = 10_000 + std::process::id() % 20_000;
-    (0..2_000)
-        .map(|offset| SocketAddr::from(([127, 0, 0, 1], (start + offset) as u16)))
-        .find(|address| std::net::TcpListener::bind(address).is_ok())
-        .expect("a free port below 32768")
-}
-
 #[test]
 fn outbound_reconnects_with_backoff_until_the_peer_listens_and_after_it_drops_us() {
     run(|| async {
-        let address = unlistened_address();
+        // Nobody listens there yet; below the ephemeral range, so neither
+        // another socket nor this dial (a TCP self-connect) takes the port
+        // before the test listens on it.
+        let address = coraft_net::ports::free_loopback_addresses(1).unwrap()[0];
         let outbound = OutboundConnection::spawn(config(2, CLUSTER), peer(address)).unwrap();
         wait_until("a failed attempt", || outbound.stats().failures >= 2).await;
         assert_ne!(outbound.state(), ConnectionState::Connected);

@@ -420,6 +420,7 @@ fn options(root: &std::path::Path, peers: &[PeerSpec], id: NodeId, rate: u64) ->
     let snapshot = SnapshotPolicy {
         after_entries: 0,
         after_log_bytes: 0,
+        shard_after_log_bytes: 0,
         interval: Duration::ZERO,
         log_tail_entries: LOG_TAIL_ENTRIES,
         install_bytes_per_second: rate,

@@ -323,6 +323,7 @@ fn options(args: &LongrunArgs, root: &Path, peers: &[PeerSpec], id: NodeId, grou
         SnapshotPolicy {
             after_entries: 0,
             after_log_bytes: 0,
+            shard_after_log_bytes: 0,
             interval: Duration::ZERO,
             log_tail_entries: args.log_tail_entries,
             ..SnapshotPolicy::default()

@@ -41,6 +41,7 @@ fn base_config(args: &LongrunArgs) -> NodeConfig {
         SnapshotSettings {
             after_entries: 0,
             after_log_bytes: 0,
+            shard_after_log_bytes: 0,
             interval_ms: 0,
             log_tail_entries: args.log_tail_entries,
             ..SnapshotSettings::default()

@@ -158,6 +158,7 @@ fn options(root: &Path, address: std::net::SocketAddr, tail_entries: u64) -> Nod
     let snapshot = SnapshotPolicy {
         after_entries: 0,
         after_log_bytes: 0,
+        shard_after_log_bytes: 0,
         interval: Duration::ZERO,
         log_tail_entries: tail_entries,
         ..SnapshotPolicy::default()

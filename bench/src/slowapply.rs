@@ -193,6 +193,7 @@ fn run_once(args: &SlowApplyArgs, mode: Mode, root: &std::path::Path) -> Result<
         let snapshot = SnapshotPolicy {
             after_entries: 0,
             after_log_bytes: 0,
+            shard_after_log_bytes: 0,
             interval: Duration::ZERO,
             ..SnapshotPolicy::default()
         };

@@ -96,6 +96,7 @@ impl Cluster {
             snapshot: coraft::runtime::SnapshotPolicy {
                 after_entries: 0,
                 after_log_bytes: 0,
+                shard_after_log_bytes: 0,
                 interval: Duration::ZERO,
                 log_tail_entries: 2,
                 ..Default::default()

@@ -153,6 +153,7 @@ fn node_options(root: &std::path::Path, addresses: &[SocketAddr], proxy: SocketA
         snapshot: SnapshotPolicy {
             after_entries: 64,
             after_log_bytes: 0,
+            shard_after_log_bytes: 0,
             interval: Duration::ZERO,
             log_tail_entries: 16,
             install_bytes_per_second: RATE_BYTES_PER_SECOND,

@@ -34,6 +34,7 @@ fn options(dir: &std::path::Path, peers: Vec<coraft::runtime::PeerSpec>) -> Node
         snapshot: SnapshotPolicy {
             after_entries: 0,
             after_log_bytes: 0,
+            shard_after_log_bytes: 0,
             interval: Duration::ZERO,
             ..SnapshotPolicy::default()
         },

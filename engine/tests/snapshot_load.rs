@@ -190,6 +190,7 @@ impl Cluster {
             snapshot: SnapshotPolicy {
                 after_entries: 0,
                 after_log_bytes: 0,
+                shard_after_log_bytes: 0,
                 interval: Duration::ZERO,
                 log_tail_entries: 8,
                 ..SnapshotPolicy::default()

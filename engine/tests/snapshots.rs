@@ -586,6 +586,7 @@ fn policy_with_tail(log_tail_entries: u64) -> SnapshotPolicy {
     SnapshotPolicy {
         after_entries: 0,
         after_log_bytes: 0,
+        shard_after_log_bytes: 0,
         interval: Duration::ZERO,
         log_tail_entries,
         ..SnapshotPolicy::default()

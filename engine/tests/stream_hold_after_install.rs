@@ -119,6 +119,7 @@ impl Cluster {
             snapshot: SnapshotPolicy {
                 after_entries: 0,
                 after_log_bytes: 0,
+                shard_after_log_bytes: 0,
                 interval: Duration::from_secs(1),
                 log_tail_entries: LOG_TAIL_ENTRIES,
                 install_bytes_per_second: coraft_tuning::limits::SNAPSHOT_INSTALL_BYTES_PER_SECOND_MIN,

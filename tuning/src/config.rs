@@ -64,6 +64,12 @@ pub const SNAPSHOT_AFTER_ENTRIES_DEFAULT: u64 = 0;
 /// 32 MiB of log since its last one (what its log holds in memory, above the
 /// tail, before compaction).
 pub const SNAPSHOT_AFTER_LOG_BYTES_DEFAULT: u64 = 32 << 20;
+/// Default `snapshot.shard_after_log_bytes`: 256 MiB. Once the groups of
+/// one shard together applied this many log bytes since their last
+/// snapshots, the one holding the most takes a snapshot: the bound on what
+/// a shard's logs hold in memory above their tails, however many groups it
+/// has (the per-group trigger alone lets `groups × after_log_bytes` pile up).
+pub const SNAPSHOT_SHARD_AFTER_LOG_BYTES_DEFAULT: u64 = 256 << 20;
 /// Default `snapshot.interval_ms`: one hour (a group that applied anything).
 pub const SNAPSHOT_INTERVAL_MS_DEFAULT: u64 = 3_600_000;
 /// Default `snapshot.log_tail_entries`: entries kept below a snapshot for
@@ -150,6 +156,9 @@ pub struct SnapshotSettings {
     pub after_entries: u64,
     /// After this many log bytes applied since the group's last snapshot.
     pub after_log_bytes: u64,
+    /// After the shard's groups together applied this many log bytes since
+    /// their last snapshots: a snapshot of the group holding the most.
+    pub shard_after_log_bytes: u64,
     /// After this long since the group's last snapshot (or its start), if it
     /// applied anything since (checked when it applies).
     pub interval_ms: u64,
@@ -168,6 +177,7 @@ impl Default for SnapshotSettings {
         SnapshotSettings {
             after_entries: SNAPSHOT_AFTER_ENTRIES_DEFAULT,
             after_log_bytes: SNAPSHOT_AFTER_LOG_BYTES_DEFAULT,
+            shard_after_log_bytes: SNAPSHOT_SHARD_AFTER_LOG_BYTES_DEFAULT,
             interval_ms: SNAPSHOT_INTERVAL_MS_DEFAULT,
             log_tail_entries: SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
             install_bytes_per_second: SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT,

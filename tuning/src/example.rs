@@ -152,6 +152,10 @@ fn snapshot_rows() -> String {
             "or after this many log bytes applied; 0 = off",
         ),
         (
+            format!("shard_after_log_bytes = {SNAPSHOT_SHARD_AFTER_LOG_BYTES_DEFAULT}"),
+            "or the shard's largest, once its groups applied this many together; 0 = off",
+        ),
+        (
             format!("interval_ms = {SNAPSHOT_INTERVAL_MS_DEFAULT}"),
             "or after this long, if it applied anything; 0 = off",
         ),

@@ -578,6 +578,12 @@ impl Checker {
                 u64::MAX,
             ),
             (
+                "snapshot.shard_after_log_bytes",
+                snapshot.shard_after_log_bytes,
+                SNAPSHOT_AFTER_LOG_BYTES_MIN,
+                u64::MAX,
+            ),
+            (
                 "snapshot.interval_ms",
                 snapshot.interval_ms,
                 SNAPSHOT_INTERVAL_MS_MIN,

@@ -869,6 +869,7 @@ fn snapshot_triggers_are_off_or_in_range_and_the_tail_is_bounded() {
     let mut config = three_nodes();
     config.snapshot.after_entries = 10;
     config.snapshot.after_log_bytes = 100;
+    config.snapshot.shard_after_log_bytes = 65535;
     config.snapshot.interval_ms = 5;
     config.snapshot.log_tail_entries = (1 << 24) + 1;
     config.snapshot.install_bytes_per_second = 1000;
@@ -885,6 +886,14 @@ fn snapshot_triggers_are_off_or_in_range_and_the_tail_is_bounded() {
         kind_of(&found, "snapshot.after_log_bytes"),
         &ProblemKind::OffOrOutOfRange {
             value: 100,
+            min: 64 << 10,
+            max: u64::MAX
+        }
+    );
+    assert_eq!(
+        kind_of(&found, "snapshot.shard_after_log_bytes"),
+        &ProblemKind::OffOrOutOfRange {
+            value: 65535,
             min: 64 << 10,
             max: u64::MAX
         }

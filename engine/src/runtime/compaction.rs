@@ -66,6 +66,14 @@ pub struct SnapshotPolicy {
     /// After this many log bytes applied since the group's last snapshot
     /// (default 32 MiB).
     pub after_log_bytes: u64,
+    /// Once the shard's groups together applied this many log bytes since
+    /// their last snapshots, the group holding the most takes one (and the
+    /// next most, while the rest is still above it); default 256 MiB. The
+    /// bound on what a shard's logs hold in memory above their tails however
+    /// many groups it has, which `after_log_bytes` alone is not
+    /// (`groups × after_log_bytes`). Checked once a turn, from a running
+    /// count; the groups are walked only when it is over.
+    pub shard_after_log_bytes: u64,
     /// After this long since the group's last snapshot or its start, if it
     /// applied anything since (default 1 hour; zero: off).
     pub interval: Duration,
@@ -85,6 +93,7 @@ impl Default for SnapshotPolicy {
         SnapshotPolicy {
             after_entries: coraft_tuning::SNAPSHOT_AFTER_ENTRIES_DEFAULT,
             after_log_bytes: coraft_tuning::SNAPSHOT_AFTER_LOG_BYTES_DEFAULT,
+            shard_after_log_bytes: coraft_tuning::SNAPSHOT_SHARD_AFTER_LOG_BYTES_DEFAULT,
             interval: Duration::from_millis(coraft_tuning::SNAPSHOT_INTERVAL_MS_DEFAULT),
             log_tail_entries: SNAPSHOT_LOG_TAIL_ENTRIES_DEFAULT,
             install_bytes_per_second: super::SNAPSHOT_INSTALL_BYTES_PER_SECOND_DEFAULT,
@@ -98,6 +107,7 @@ impl SnapshotPolicy {
         SnapshotPolicy {
             after_entries: settings.after_entries,
             after_log_bytes: settings.after_log_bytes,
+            shard_after_log_bytes: settings.shard_after_log_bytes,
             interval: Duration::from_millis(settings.interval_ms),
             log_tail_entries: settings.log_tail_entries,
             install_bytes_per_second: settings.install_bytes_per_second,
@@ -134,6 +144,52 @@ impl super::shard::Shard {
             }
         }
     }
+}
+
+impl super::shard::Shard {
+    /// The shard-wide trigger (`SnapshotPolicy::shard_after_log_bytes`),
+    /// once a turn after the groups applied: when the running count of log
+    /// bytes applied since the groups' snapshots is over the bound, counts
+    /// them again exactly (the running count misses nothing it should
+    /// count, but knows of no snapshot) and queues the groups holding the
+    /// most until what the others hold is within it.
+    pub(super) fn shard_snapshot_bound_due(&mut self) {
+        let bound = self.snapshot_policy.shard_after_log_bytes;
+        if bound == 0 || self.log_bytes_since_snapshots <= bound {
+            return;
+        }
+        let queued = &self.policy_snapshots;
+        let held = self.groups.iter().filter_map(|(&id, group)| {
+            let since = &group.since_snapshot;
+            // A group whose snapshot is queued already is counted as gone.
+            (since.entries > 0 && group.loading.is_none() && !queued.contains(&id)).then_some((id, since.log_bytes))
+        });
+        let (kept, largest) = groups_over_bound(held, bound);
+        self.log_bytes_since_snapshots = kept;
+        self.policy_snapshots.extend(largest);
+    }
+}
+
+/// Which groups, of `held` (`(group, log bytes applied since its last
+/// snapshot)`), to snapshot so that the others hold at most `bound`: the
+/// largest first, as few as that takes. Returns what the others hold and
+/// the groups picked.
+pub(crate) fn groups_over_bound(held: impl Iterator<Item = (GroupId, u64)>, bound: u64) -> (u64, Vec<GroupId>) {
+    let mut held: Vec<(GroupId, u64)> = held.collect();
+    let mut total: u64 = held.iter().map(|&(_, bytes)| bytes).sum();
+    let mut picked = Vec::new();
+    if total <= bound {
+        return (total, picked);
+    }
+    held.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (group, bytes) in held {
+        if total <= bound {
+            break;
+        }
+        total -= bytes;
+        picked.push(group);
+    }
+    (total, picked)
 }
 
 /// What a group applied since its last snapshot (or its start).
@@ -336,6 +392,7 @@ mod tests {
         let policy = SnapshotPolicy {
             after_entries: 10,
             after_log_bytes: 1000,
+            shard_after_log_bytes: 0,
             interval: Duration::from_secs(60),
             log_tail_entries: 0,
             install_bytes_per_second: 1 << 20,
@@ -353,6 +410,7 @@ mod tests {
         let off = SnapshotPolicy {
             after_entries: 0,
             after_log_bytes: 0,
+            shard_after_log_bytes: 0,
             interval: Duration::ZERO,
             log_tail_entries: 0,
             install_bytes_per_second: 1 << 20,
@@ -361,6 +419,38 @@ mod tests {
             !off.due(&since(u64::MAX, u64::MAX, start), || later),
             "every trigger off"
         );
+    }
+
+    #[test]
+    fn the_shard_bound_picks_the_largest_groups_until_the_rest_is_within_it() {
+        let held = |sizes: &[(u64, u64)]| {
+            sizes
+                .iter()
+                .map(|&(id, bytes)| (GroupId(id), bytes))
+                .collect::<Vec<_>>()
+        };
+        // Within the bound: nothing, and the exact count back.
+        assert_eq!(
+            groups_over_bound(held(&[(1, 40), (2, 60)]).into_iter(), 100),
+            (100, vec![])
+        );
+        // Over it by a little: only the largest goes.
+        assert_eq!(
+            groups_over_bound(held(&[(1, 40), (2, 61), (3, 10)]).into_iter(), 100),
+            (50, vec![GroupId(2)])
+        );
+        // One group cannot bring the rest within it: the next largest too;
+        // equal sizes go in group order.
+        assert_eq!(
+            groups_over_bound(held(&[(4, 30), (1, 50), (2, 50), (3, 30)]).into_iter(), 70),
+            (60, vec![GroupId(1), GroupId(2)])
+        );
+        // Every group, when even the smallest alone is over.
+        assert_eq!(
+            groups_over_bound(held(&[(1, 500), (2, 200)]).into_iter(), 100),
+            (0, vec![GroupId(1), GroupId(2)])
+        );
+        assert_eq!(groups_over_bound(std::iter::empty(), 0), (0, vec![]));
     }
 
     #[test]

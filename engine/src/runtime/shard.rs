@@ -147,6 +147,9 @@ pub(crate) struct Shard {
     /// Groups whose snapshot policy fired, waiting like `pending_snapshots`
     /// (at most one entry per group).
     pub(super) policy_snapshots: BTreeSet<GroupId>,
+    /// Log bytes the groups applied since their snapshots, as counted at
+    /// each apply since the last exact count (`shard_snapshot_bound_due`).
+    pub(super) log_bytes_since_snapshots: u64,
     /// Snapshots written off the loop, to finish (at most one per group).
     snapshots_written: Rc<RefCell<Vec<SnapshotWritten>>>,
     /// Deleting the WAL segments purges freed, off the loop.
@@ -280,6 +283,7 @@ impl Shard {
             pending_snapshots: Vec::new(),
             snapshot_policy: options.snapshot.clone(),
             policy_snapshots: BTreeSet::new(),
+            log_bytes_since_snapshots: 0,
             snapshots_written: Rc::new(RefCell::new(Vec::new())),
             segment_deletion: super::compaction::SegmentDeletion::default(),
             installs: super::install::Installs::new(options.snapshot.install_bytes_per_second)
@@ -488,6 +492,7 @@ impl Shard {
             }
         }
         self.finish_snapshot_writes();
+        self.shard_snapshot_bound_due();
         self.take_pending_snapshots();
         if self.failed.is_none() {
             self.segment_deletion
@@ -1272,6 +1277,7 @@ impl Shard {
                 }
             }
             let committed_any = !ready.committed_entries.is_empty();
+            let since_before = group.since_snapshot.log_bytes;
             match group.loading.as_mut() {
                 // The state machine is loading a snapshot: applied after it.
                 Some(loading) => loading.defer(std::mem::take(&mut ready.committed_entries)),
@@ -1285,6 +1291,7 @@ impl Shard {
                 None => {}
             }
             group.notify_if_drained();
+            self.log_bytes_since_snapshots += group.since_snapshot.log_bytes.saturating_sub(since_before);
             if committed_any && self.snapshot_policy.due(&group.since_snapshot, Instant::now) {
                 self.policy_snapshots.insert(group_id);
             }

@@ -54,6 +54,10 @@ BIN=$(readlink -f "$1"); TAG=$2; MODE=$3; shift 3
 [ "$MODE" = cluster ] || [ "$MODE" = floor ] || { echo "MODE is cluster or floor, not $MODE" >&2; exit 2; }
 ARGS=("$@"); [ ${#ARGS[@]} -eq 0 ] && ARGS=(--clients 256)
 WINDOW=${WINDOW:-12}; COUNTS=${COUNTS:-5}; FREQ=${FREQ:-999}; OUT=${OUT:-/tmp/acct}
+# WARMUP s (default 1) before the benchmark measures, and the windows start
+# WARMUP + 2 s after the process's threads exist: a run whose memory must
+# level off first (64 groups: WARMUP=120) is profiled in its steady state.
+WARMUP=${WARMUP:-1}
 mkdir -p "$OUT"; cd "$OUT" || exit 1
 T=/sys/kernel/tracing; GROUP=acct$$
 read -r OFF VADDR <<<"$(readelf -lW "$BIN" | awk '$1=="LOAD" && / R E / {print $2, $3}')"
@@ -76,10 +80,10 @@ if [ "$MODE" = cluster ]; then
   echo "p:$GROUP/thr $BIN:$(fileoff 'glommio::sys::uring::SleepableRing::prepare_throughput_preemption_timer')" >> $T/uprobe_events
   echo "p:$GROUP/lat $BIN:$(fileoff 'glommio::sys::uring::SleepableRing::prepare_latency_preemption_timer')" >> $T/uprobe_events
   echo "p:$GROUP/queues $BIN:$(fileoff 'glommio::executor::LocalExecutor::run_task_queues')" >> $T/uprobe_events
-  "$BIN" "${ARGS[@]}" --duration 24 --warmup 1 --no-floor > "run.$TAG.out" 2>&1 &
+  "$BIN" "${ARGS[@]}" --duration 24 --warmup "$WARMUP" --no-floor > "run.$TAG.out" 2>&1 &
 else
   echo "p:$GROUP/batch $BIN:$(fileoff 'coraft_bench::floor::LogShared::append') n=%dx:u64" >> $T/uprobe_events || exit 1
-  "$BIN" floor "${ARGS[@]}" --duration 24 --warmup 1 > "run.$TAG.out" 2>&1 &
+  "$BIN" floor "${ARGS[@]}" --duration 24 --warmup "$WARMUP" > "run.$TAG.out" 2>&1 &
 fi
 BP=$!
 for _ in $(seq 1 300); do
@@ -87,7 +91,7 @@ for _ in $(seq 1 300); do
   else [ "$(ls /proc/$BP/task 2>/dev/null | wc -l)" -ge 12 ] && break; fi
   sleep 0.2
 done
-sleep 3
+sleep $(( WARMUP + 2 ))
 # membarrier's IPI carries this callback (its callsite is membarrier_private_expedited)
 MB=$(awk '/ generic_smp_call_function_single_interrupt$/ {print "0x" $1}' /proc/kallsyms)
 LABELS=(); EV=()

@@ -1354,7 +1354,9 @@ impl Shard {
             // state before it until here).
             group.applied_on_shard = loading.stored.meta.index;
             // What was committed meanwhile, then the reads that waited.
+            let since_before = group.since_snapshot.log_bytes;
             group.apply(&loading.deferred, &mut self.metrics);
+            self.log_bytes_since_snapshots += group.since_snapshot.log_bytes.saturating_sub(since_before);
             group.notify_if_drained();
             let learned = std::mem::take(&mut group.learned_addresses);
             let configuration_applied = std::mem::take(&mut group.configuration_applied);

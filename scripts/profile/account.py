@@ -99,8 +99,6 @@ def thread_class(comm, mode):
         return 'floor threads'
     if re.match(r'^coraft-\d+-\d+-blk$', comm):
         return "glommio's blocking threads"
-    if re.match(r'^walw-\d+-\d+', comm):
-        return "WAL O_DSYNC writers"
     if re.match(r'^coraft-\d+-wake$', comm):
         return 'park keepers'
     if re.match(r'^coraft-\d+-\d+', comm):

@@ -3,16 +3,13 @@
 //! in between. [`DmaFs`] is the real one: glommio `DmaFile`s (O_DIRECT,
 //! io_uring), 4 KiB-aligned writes, fdatasync. It writes large flushes
 //! through a second handle opened with O_DSYNC, so that such a flush is one
-//! operation (see [`SegmentFile::write_durable_at`]): an io_uring write, or
-//! a `pwrite` on the executor thread's writer thread
-//! ([`crate::dsync_writer`]) when the process has a CPU for it.
+//! io_uring operation (see [`SegmentFile::write_durable_at`]).
 //!
 //! Recovery and the mmap read path use `std::fs` directly: they only read,
 //! and happen before the writer starts.
 
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -462,17 +459,7 @@ impl SegmentFile for DmaSegment {
                 let write = async { Ok(self.file.write_rc_at(buffer, offset).await?) };
                 return write_then_sync(self, write, padded).await;
             }
-            // O_DSYNC, as in `write_durable_at`, on the executor thread's
-            // writer (crate::dsync_writer: the device notification off
-            // the executor), or through io_uring if it has none.
-            let (fd, ptr, len) = (self.dsync.as_raw_fd(), buffer.as_ptr(), buffer.len());
-            // SAFETY: the write keeps `buffer` (its bytes) alive, and it
-            // ends before this future (which borrows `self.dsync`) does,
-            // or drops it: its drop waits for the thread.
-            let buffer = match unsafe { crate::dsync_writer::submit(fd, ptr, len, offset, buffer) } {
-                Some(write) => return write.await.map_err(DurableWriteError::from_dsync_write),
-                None => batch.padded().clone(),
-            };
+            // O_DSYNC, as in `write_durable_at`.
             dsync_write(self.polled_io, self.dsync.write_rc_at(buffer, offset))
                 .await
                 .map_err(|error| DurableWriteError::from_dsync_write(error.into()))

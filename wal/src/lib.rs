@@ -36,7 +36,6 @@
 pub mod buffer;
 pub mod config;
 pub mod conformance;
-mod dsync_writer;
 pub mod error;
 pub mod faults;
 pub mod format;

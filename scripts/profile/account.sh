@@ -36,7 +36,8 @@
 # on Shard::queue_proposal, one per write: COUNT_EACH=1 adds it to window
 # B, 1.014 calls per proposed write at 22:12 UTC); floor,
 # LogShared::append(&self, bytes: &[u8]), the slice's length in RDX (each
-# record is appended to three logs: writes = bytes / record bytes / 3).
+# record is appended to every log: writes = bytes / record bytes / 3, or
+# / 1 with `--nodes 1`).
 # /proc/stat and the load average before and after window A say what the
 # other engineers' work took of the machine.
 # Then scripts/profile/account.py attributes each sample to a category (the
@@ -86,9 +87,11 @@ else
   "$BIN" floor "${ARGS[@]}" --duration 24 --warmup "$WARMUP" > "run.$TAG.out" 2>&1 &
 fi
 BP=$!
+# The floor's threads once it runs: 12 with three logs, 6 with one.
+THREADS=12; [[ " ${ARGS[*]} " =~ " --nodes 1 " ]] && THREADS=6
 for _ in $(seq 1 300); do
   if [ "$MODE" = cluster ]; then grep -q "coraft-1-0" /proc/$BP/task/*/comm 2>/dev/null && break
-  else [ "$(ls /proc/$BP/task 2>/dev/null | wc -l)" -ge 12 ] && break; fi
+  else [ "$(ls /proc/$BP/task 2>/dev/null | wc -l)" -ge "$THREADS" ] && break; fi
   sleep 0.2
 done
 sleep $(( WARMUP + 2 ))
@@ -136,7 +139,9 @@ if [ "$MODE" = cluster ]; then W=$SUM; WB=$SUMB
 else
   PAYLOAD=$(echo "${ARGS[@]} --payload 16" | grep -oE -- '--payload[ =][0-9]+' | head -1 | grep -oE '[0-9]+$')
   RB=$(( 48 + ( PAYLOAD + 7 ) / 8 * 8 ))  # the floor's record: 48-byte header + payload rounded to 8
-  W=$(( SUM / RB / 3 )); WB=$(( SUMB / RB / 3 ))
+  # Each record is appended to every log: three, or one with `--nodes 1`.
+  LOGS=$(echo "${ARGS[@]} --nodes 3" | grep -oE -- '--nodes[ =][0-9]+' | head -1 | grep -oE '[0-9]+$')
+  W=$(( SUM / RB / LOGS )); WB=$(( SUMB / RB / LOGS ))
 fi
 echo "$TAG $MODE ${ARGS[*]}: window A $D0 UTC, ${WINDOW} s, writes $W; window B ${COUNTS} s, writes $WB; load $LOAD0 -> $LOAD1"
 grep -E "writes/s|CPU per (op|write)" "run.$TAG.out"

@@ -44,6 +44,11 @@ pub struct FaultPlan {
     pub failing_range_writes: usize,
     /// Range-file replacements failed so far.
     pub range_writes_failed: usize,
+    /// Hold every segment removal (before it touches the file) while true,
+    /// as an `unlink` waiting for the device would.
+    pub hold_removes: bool,
+    /// Removals waiting on `hold_removes` now.
+    pub removes_held: usize,
     unsynced: Vec<Undo>,
 }
 
@@ -252,7 +257,16 @@ impl FileSystem for FaultyFs {
     }
 
     fn remove<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<()>> {
-        self.inner.remove(path)
+        Box::pin(async move {
+            if self.faults.plan.borrow().hold_removes {
+                self.faults.plan.borrow_mut().removes_held += 1;
+                while self.faults.plan.borrow().hold_removes {
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                self.faults.plan.borrow_mut().removes_held -= 1;
+            }
+            self.inner.remove(path).await
+        })
     }
 
     fn replace_file(&self, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {

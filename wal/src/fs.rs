@@ -228,7 +228,13 @@ pub trait FileSystem {
     fn open_segment<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>>;
     /// fsyncs a directory, making creations and deletions in it durable.
     fn sync_dir<'a>(&'a self, dir: &'a Path) -> LocalBoxFuture<'a, io::Result<()>>;
-    /// Removes a segment file.
+    /// Removes a segment file. It must not block the shard's thread: the
+    /// real file system unlinks on the executor's blocking thread pool,
+    /// since freeing a 64 MiB segment's blocks can wait for the device
+    /// (on a file system mounted with `discard`, ext4 discards them before
+    /// `unlink` returns: 10-25 ms per segment on the 2-core VM, every
+    /// executor stalled that long, docs/journal/benchmarks.md, "issue 17:
+    /// the 4 KiB tail").
     fn remove<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<()>>;
     /// Durably replaces the small file `name` in `dir` with `bytes` (the
     /// segment range file): a temporary file `NAME.tmp` written and
@@ -574,7 +580,13 @@ impl FileSystem for DmaFs {
         segment_bytes: u64,
     ) -> Option<LocalBoxFuture<'a, io::Result<Rc<dyn SegmentFile>>>> {
         Some(Box::pin(async move {
-            match std::fs::remove_file(path) {
+            // Off the shard's thread, as `remove`: a spare left behind is a
+            // whole segment's blocks to free.
+            let leftover = path.to_path_buf();
+            match glommio::executor()
+                .spawn_blocking(move || std::fs::remove_file(leftover))
+                .await
+            {
                 Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
                 _ => {}
             }
@@ -597,7 +609,8 @@ impl FileSystem for DmaFs {
     }
 
     fn remove<'a>(&'a self, path: &'a Path) -> LocalBoxFuture<'a, io::Result<()>> {
-        Box::pin(async move { std::fs::remove_file(path) })
+        let path = path.to_path_buf();
+        Box::pin(glommio::executor().spawn_blocking(move || std::fs::remove_file(path)))
     }
 
     fn replace_file_off_thread<'a>(

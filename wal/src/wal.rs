@@ -606,7 +606,7 @@ impl Wal {
         // Segments leave the front only here, under the range lock: the
         // count found below still holds after the range file is written.
         let lock = self.shared.borrow().range_lock.clone();
-        let _writing = lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
+        let writing = lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
         let (kept, range, fs, dir) = {
             let state = self.shared.borrow();
             // The newest created segment is always kept: the range file
@@ -645,6 +645,11 @@ impl Wal {
             }
             doomed
         };
+        // The range and the list no longer name them: a rotation may name
+        // its new segment in the range file while they are unlinked (each
+        // unlink can wait for the device: `FileSystem::remove`), instead of
+        // its flush waiting for the lock behind them.
+        drop(writing);
         for (segment, path) in &doomed {
             fs.remove(path)
                 .await

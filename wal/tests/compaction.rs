@@ -9,10 +9,11 @@ use std::future::poll_fn;
 use std::path::Path;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use common::{payload, run, small_config};
 use coraft_wal::recovery::list_segments;
-use coraft_wal::{HardState, Need, Wal};
+use coraft_wal::{DmaFs, FaultyFs, HardState, Need, Wal};
 
 /// Lets every other ready task on the executor run once before going on.
 async fn yield_once() {
@@ -197,6 +198,89 @@ fn records_appended_while_deletion_waits_for_its_sync_are_never_deleted() {
 
         let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
         assert_entries(&wal, 2, 1, 1000).await;
+        wal.close().await.unwrap();
+    });
+}
+
+/// A deletion's unlinks can each wait for the device (ext4 with `discard`:
+/// 10-25 ms per 64 MiB segment). The range lock is held only while the
+/// range file and the segment list change, not across the unlinks: a
+/// rotation meanwhile names its new segment in the range file and its
+/// flush goes on, instead of every write waiting behind the unlinks.
+#[test]
+fn a_rotation_goes_on_while_a_deletion_unlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    run(|| async {
+        let (fs, faults) = FaultyFs::new(Rc::new(DmaFs::default()));
+        let (wal, _) = Wal::open_with_fs(dir.path(), small_config(), Rc::new(fs))
+            .await
+            .unwrap();
+        let wal = Rc::new(wal);
+        append_interleaved(&wal, &[1], 1, 2000);
+        wal.sync().await.unwrap();
+        wal.purge(1, 1990, 1).unwrap();
+        wal.rewrite_group_metadata(1).unwrap();
+        let held = || {
+            let mut held = 0;
+            faults.update(|plan| held = plan.removes_held);
+            held
+        };
+        faults.update(|plan| plan.hold_removes = true);
+        let deleting = glommio::spawn_local({
+            let wal = wal.clone();
+            async move { wal.delete_obsolete_segments().await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while held() == 0 {
+            assert!(Instant::now() < deadline, "the deletion never reached its first unlink");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // Appends and syncs until the WAL makes a new segment, each sync
+        // given 5 s.
+        let created = wal.stats().segments_created;
+        let mut index = 2001;
+        while wal.stats().segments_created == created {
+            wal.append_entry(1, index, 1, 0, &payload(1, index, 1)).unwrap();
+            let synced = Rc::new(Cell::new(false));
+            glommio::spawn_local({
+                let (wal, synced) = (wal.clone(), synced.clone());
+                async move {
+                    wal.sync().await.unwrap();
+                    synced.set(true);
+                }
+            })
+            .detach();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !synced.get() {
+                assert!(
+                    Instant::now() < deadline,
+                    "a sync waited 5 s behind a deletion's unlinks (entry {index})"
+                );
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            index += 1;
+        }
+        assert!(held() > 0, "the unlink is still held: the rotation did not wait for it");
+        faults.update(|plan| plan.hold_removes = false);
+        let deleted = deleting.await.unwrap();
+        assert!(!deleted.is_empty());
+        let kept = segments_on_disk(dir.path());
+        for segment in &deleted {
+            assert!(
+                !kept.contains(segment),
+                "segment {segment} deleted but on disk: {kept:?}"
+            );
+        }
+        let last = wal.group_state(1).unwrap().last_index;
+        Rc::try_unwrap(wal)
+            .ok()
+            .expect("no task holds the WAL")
+            .close()
+            .await
+            .unwrap();
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(wal.group_state(1).unwrap().last_index, last);
+        assert_entries(&wal, 1, 1991, last).await;
         wal.close().await.unwrap();
     });
 }

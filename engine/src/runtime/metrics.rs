@@ -114,8 +114,9 @@ pub struct ShardMetrics {
     pub commit_us: Histogram<u64>,
     /// One state machine `on_apply` call (a batch of commands), µs.
     pub apply_us: Histogram<u64>,
-    /// Writing one snapshot, from `on_snapshot_save` to durable, µs (the
-    /// shard's loop waits that long: it is written on the shard's thread).
+    /// Making one snapshot durable on the blocking thread pool (`finish`,
+    /// and a view's writing before it), µs; `on_snapshot_save` itself runs
+    /// on the shard's thread before and is not counted.
     pub snapshot_us: Histogram<u64>,
     /// Between two node-level beats this shard sent its peers (one a tick
     /// when the loop is on time; a long turn stretches it), µs.
@@ -318,7 +319,7 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
         ("coraft_apply_seconds", "State machine apply batch", |m| &m.apply_us),
         (
             "coraft_snapshot_seconds",
-            "Snapshot write, on_snapshot_save to durable",
+            "Snapshot made durable off the loop (finish, and a view's writing)",
             |m| &m.snapshot_us,
         ),
     ];

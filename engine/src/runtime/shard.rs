@@ -1482,9 +1482,8 @@ impl Shard {
         if self.pending_snapshots.is_empty() && self.policy_snapshots.is_empty() {
             return;
         }
-        let mut failure = None;
         for (group_id, reply) in std::mem::take(&mut self.pending_snapshots) {
-            match self.snapshot_now(group_id, &mut failure) {
+            match self.snapshot_now(group_id) {
                 SnapshotOutcome::NotYet => self.pending_snapshots.push((group_id, reply)),
                 SnapshotOutcome::Writing => {
                     if let Some(group) = self.groups.get_mut(&group_id) {
@@ -1497,7 +1496,7 @@ impl Shard {
             }
         }
         for group_id in std::mem::take(&mut self.policy_snapshots) {
-            match self.snapshot_now(group_id, &mut failure) {
+            match self.snapshot_now(group_id) {
                 SnapshotOutcome::NotYet => {
                     self.policy_snapshots.insert(group_id);
                 }
@@ -1513,17 +1512,14 @@ impl Shard {
                 }
             }
         }
-        if let Some(error) = failure {
-            self.fail(error);
-        }
     }
 
-    /// Takes a snapshot of `group_id` and, once it is durable, compacts
-    /// its log after it. Waits (`NotYet`) while its applied entries are not
-    /// all durable here or another snapshot of it is being written. A
-    /// storage error (the WAL refused the purge marker) is left in
-    /// `failure` for the caller to fail-stop on.
-    fn snapshot_now(&mut self, group_id: GroupId, failure: &mut Option<Error>) -> SnapshotOutcome {
+    /// Starts a snapshot of `group_id`; once it is durable,
+    /// `finish_snapshot_writes` compacts its log after it (and fail-stops
+    /// on a storage error there). Waits (`NotYet`) while its applied
+    /// entries are not all durable here or another snapshot of it is being
+    /// written.
+    fn snapshot_now(&mut self, group_id: GroupId) -> SnapshotOutcome {
         let done = self.snapshots_written.clone();
         let events = self.events.clone();
         let Some(group) = self.groups.get_mut(&group_id) else {
@@ -1538,7 +1534,6 @@ impl Shard {
             // from the WAL (restart finds the snapshot's entry in it).
             return SnapshotOutcome::NotYet;
         }
-        let started = Instant::now();
         let taken = take_snapshot(group_id, group, |writer, view| {
             write_off_loop(group_id, writer, view, done, events)
         });
@@ -1552,11 +1547,7 @@ impl Shard {
                 group.snapshot_writing = true;
                 SnapshotOutcome::Writing
             }
-            Ok(Taken::Done(index, None)) => SnapshotOutcome::Done(Ok(index)),
-            Ok(Taken::Done(index, Some(data_bytes))) => {
-                let elapsed = now.saturating_duration_since(started);
-                SnapshotOutcome::Done(self.snapshot_durable(group_id, index, data_bytes, elapsed, failure))
-            }
+            Ok(Taken::Done(index)) => SnapshotOutcome::Done(Ok(index)),
         }
     }
 
@@ -1654,22 +1645,23 @@ enum SnapshotOutcome {
 
 /// How taking a snapshot went.
 enum Taken {
-    /// Durable now, at this index, with this many data bytes; `None` if
-    /// nothing was applied since the newest snapshot (no new one).
-    Done(LogIndex, Option<u64>),
-    /// Handed to `write_off_loop` with the state machine's view.
+    /// Nothing was applied since the newest snapshot, at this index: no
+    /// new one.
+    Done(LogIndex),
+    /// Handed to `write_off_loop` (or to the apply lane).
     Writing,
 }
 
 /// Starts a snapshot of `group` at its applied index. With a view from the
 /// state machine (`StateMachine::snapshot_view`) the writing is handed to
 /// `write_off_loop`; without one, `on_snapshot_save` writes it here, on the
-/// shard's thread, and it is durable on return. The core is told of a
-/// snapshot only once it is durable.
+/// shard's thread, and `write_off_loop` makes it durable (its fsyncs never
+/// run on the shard's thread). The core is told of a snapshot only once it
+/// is durable (`finish_snapshot_writes`).
 fn take_snapshot(
     group_id: GroupId,
     group: &mut Group,
-    write_off_loop: impl FnOnce(SnapshotWriter, Box<dyn SnapshotView>),
+    write_off_loop: impl FnOnce(SnapshotWriter, Option<Box<dyn SnapshotView>>),
 ) -> Result<Taken, Error> {
     let error = |reason: String| Error::Snapshot {
         group: group_id,
@@ -1680,7 +1672,7 @@ fn take_snapshot(
         return Err(error("nothing is applied yet".into()));
     }
     if let Some(newest) = group.core.snapshot().filter(|s| s.index >= applied) {
-        return Ok(Taken::Done(newest.index, None));
+        return Ok(Taken::Done(newest.index));
     }
     let meta = group
         .core
@@ -1704,18 +1696,19 @@ fn take_snapshot(
         .begin_with_addresses(meta, group.sessions.encode(), addresses)
         .map_err(|e| error(e.to_string()))?;
     if let Some(view) = group.state_machine.snapshot_view() {
-        write_off_loop(writer, view);
+        write_off_loop(writer, Some(view));
         return Ok(Taken::Writing);
     }
     group
         .state_machine
         .on_snapshot_save(&mut writer)
         .map_err(|e| error(format!("on_snapshot_save: {e}")))?;
-    let stored = writer.finish().map_err(|e| error(e.to_string()))?;
-    group.core.snapshot_created(stored.meta.index);
-    let taken = Taken::Done(stored.meta.index, Some(stored.data_bytes));
-    group.stored_snapshot = Some(stored);
-    Ok(taken)
+    // Written; its fsyncs, rename and the old snapshot's removal go off the
+    // loop too: on the shard's thread they stalled every group of the shard
+    // for 1-5 ms per snapshot, several times a second at 4 KiB writes
+    // (docs/journal/benchmarks.md, "issue 17: the 4 KiB tail").
+    write_off_loop(writer, None);
+    Ok(Taken::Writing)
 }
 
 /// A snapshot written off the loop, for the shard to finish.
@@ -1725,13 +1718,14 @@ pub(crate) struct SnapshotWritten {
     elapsed: Duration,
 }
 
-/// Writes `view` into `writer` on a blocking thread and makes it durable;
-/// the outcome goes to `done` and the loop is woken. Nothing here touches
-/// the group: the shard finishes it (`finish_snapshot_writes`).
+/// Writes `view` (if any: without one the state machine has written
+/// `writer` already) into `writer` on a blocking thread and makes it
+/// durable; the outcome goes to `done` and the loop is woken. Nothing here
+/// touches the group: the shard finishes it (`finish_snapshot_writes`).
 fn write_off_loop(
     group: GroupId,
     writer: SnapshotWriter,
-    mut view: Box<dyn SnapshotView>,
+    view: Option<Box<dyn SnapshotView>>,
     done: Rc<RefCell<Vec<SnapshotWritten>>>,
     events: Rc<EventQueue>,
 ) {
@@ -1740,8 +1734,10 @@ fn write_off_loop(
         let result = glommio::executor()
             .spawn_blocking(move || {
                 let mut writer = writer;
-                view.write_to(&mut writer)
-                    .map_err(|e| format!("the snapshot view: {e}"))?;
+                if let Some(mut view) = view {
+                    view.write_to(&mut writer)
+                        .map_err(|e| format!("the snapshot view: {e}"))?;
+                }
                 writer.finish().map_err(|e| e.to_string())
             })
             .await

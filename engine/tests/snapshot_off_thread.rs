@@ -22,60 +22,6 @@ use coraft::runtime::{
     Node, NodeOptions, PeerSpec, Protocol, SnapshotPolicy, SnapshotStore, StateMachineFactory, REQUEST_TIMEOUT,
 };
 
-/// From here on, `fsync`, `unlink` and `unlinkat` fail with EPERM on this
-/// thread (and on threads it starts later); other threads are untouched.
-fn refuse_fsync_and_unlink_on_this_thread() {
-    use libc::{sock_filter, sock_fprog, BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    let statement = |code: u32, k: u32| sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump_if = |k: u32, jt: u8, jf: u8| sock_filter {
-        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let mut filter = [
-        // seccomp_data.arch: anything but x86_64 is let through.
-        statement(BPF_LD | BPF_W | BPF_ABS, 4),
-        jump_if(AUDIT_ARCH_X86_64, 0, 4),
-        // seccomp_data.nr
-        statement(BPF_LD | BPF_W | BPF_ABS, 0),
-        jump_if(libc::SYS_fsync as u32, 3, 0),
-        jump_if(libc::SYS_unlink as u32, 2, 0),
-        jump_if(libc::SYS_unlinkat as u32, 1, 0),
-        statement(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
-        statement(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-    ];
-    let program = sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: plain system calls; the filter outlives the call that copies it.
-    unsafe {
-        assert_eq!(
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-            0,
-            "PR_SET_NO_NEW_PRIVS"
-        );
-        assert_eq!(
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &program as *const sock_fprog
-            ),
-            0,
-            "seccomp: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// Counts its commands; its snapshot is the count (no view: it is written
 /// on the shard's thread). Its first apply puts the filter on the thread
 /// and checks that it holds.
@@ -88,7 +34,11 @@ struct Counting {
 impl StateMachine for Counting {
     fn on_apply(&mut self, commands: &mut dyn Iterator<Item = Command<'_>>) -> Vec<Vec<u8>> {
         if !self.filtered.load(Ordering::SeqCst) {
-            refuse_fsync_and_unlink_on_this_thread();
+            coraft_wal::faults::refuse_syscalls_on_this_thread(&[
+                libc::SYS_fsync,
+                libc::SYS_unlink,
+                libc::SYS_unlinkat,
+            ]);
             let file = std::fs::File::create(&self.scratch).unwrap();
             let refused = file.sync_all().unwrap_err();
             assert_eq!(refused.raw_os_error(), Some(libc::EPERM), "the filter holds: {refused}");

@@ -306,3 +306,68 @@ impl FaultyFs {
         Ok(())
     }
 }
+
+/// From here on, the system calls numbered `syscalls` (`libc::SYS_*`) fail
+/// with `EPERM` on the calling thread and on the threads it starts later;
+/// other threads are untouched (a seccomp filter: irreversible for the
+/// thread). For tests that show a piece of work runs off a given thread:
+/// put the filter on that thread and check the work still succeeds.
+/// Other architectures than x86_64 are let through.
+///
+/// # Panics
+///
+/// If the kernel refuses the filter.
+pub fn refuse_syscalls_on_this_thread(syscalls: &[libc::c_long]) {
+    use libc::{sock_filter, sock_fprog, BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let count = u8::try_from(syscalls.len()).expect("at most 255 system calls");
+    let statement = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump_if = |k: u32, jt: u8, jf: u8| sock_filter {
+        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    // seccomp_data.arch: anything but x86_64 jumps to "allow", past the
+    // load of the number and one test per system call.
+    let mut filter = vec![
+        statement(BPF_LD | BPF_W | BPF_ABS, 4),
+        jump_if(AUDIT_ARCH_X86_64, 0, count + 1),
+        // seccomp_data.nr
+        statement(BPF_LD | BPF_W | BPF_ABS, 0),
+    ];
+    // The i-th test jumps past the tests after it and "allow" to "refuse".
+    for (i, &nr) in syscalls.iter().enumerate() {
+        filter.push(jump_if(nr as u32, count - i as u8, 0));
+    }
+    filter.push(statement(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW));
+    filter.push(statement(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    let program = sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain system calls; the filter outlives the call that copies it.
+    unsafe {
+        assert_eq!(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+            0,
+            "PR_SET_NO_NEW_PRIVS"
+        );
+        assert_eq!(
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &program as *const sock_fprog
+            ),
+            0,
+            "seccomp: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

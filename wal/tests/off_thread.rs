@@ -15,59 +15,6 @@ use common::{payload, run, small_config};
 use coraft_wal::recovery::list_segments;
 use coraft_wal::Wal;
 
-/// From here on, `unlink` and `unlinkat` fail with EPERM on this thread
-/// (and on threads it starts later); other threads are untouched.
-fn refuse_unlink_on_this_thread() {
-    use libc::{sock_filter, sock_fprog, BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    let statement = |code: u32, k: u32| sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump_if = |k: u32, jt: u8, jf: u8| sock_filter {
-        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let mut filter = [
-        // seccomp_data.arch: anything but x86_64 is let through.
-        statement(BPF_LD | BPF_W | BPF_ABS, 4),
-        jump_if(AUDIT_ARCH_X86_64, 0, 3),
-        // seccomp_data.nr
-        statement(BPF_LD | BPF_W | BPF_ABS, 0),
-        jump_if(libc::SYS_unlink as u32, 2, 0),
-        jump_if(libc::SYS_unlinkat as u32, 1, 0),
-        statement(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
-        statement(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-    ];
-    let program = sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: plain system calls; the filter outlives the call that copies it.
-    unsafe {
-        assert_eq!(
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-            0,
-            "PR_SET_NO_NEW_PRIVS"
-        );
-        assert_eq!(
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &program as *const sock_fprog
-            ),
-            0,
-            "seccomp: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 fn segments_on_disk(dir: &Path) -> Vec<u64> {
     list_segments(dir).unwrap().into_iter().map(|(lsn, _)| lsn).collect()
 }
@@ -90,7 +37,7 @@ fn obsolete_segments_are_unlinked_off_the_shards_thread() {
             wal.purge(1, 1990, 1).unwrap();
             wal.rewrite_group_metadata(1).unwrap();
 
-            refuse_unlink_on_this_thread();
+            coraft_wal::faults::refuse_syscalls_on_this_thread(&[libc::SYS_unlink, libc::SYS_unlinkat]);
             let canary = path.join("canary");
             std::fs::write(&canary, b"x").unwrap();
             let refused = std::fs::remove_file(&canary).unwrap_err();

@@ -1617,8 +1617,15 @@ impl Shard {
             };
             if let Err(error) = &outcome {
                 let _group = crate::logging::group_span(group).entered();
+                // Nobody waits for it: the policy took it (tried again when
+                // a trigger fires again).
+                let which = if waiters.is_empty() {
+                    "the snapshot policy's snapshot"
+                } else {
+                    "a snapshot"
+                };
                 log::warn!(
-                    "node {} shard {}: a snapshot of group {group} failed: {error}",
+                    "node {} shard {}: {which} of group {group} failed: {error}",
                     self.node,
                     self.metrics.shard
                 );

@@ -7,8 +7,8 @@
 //! "Which threads run where"): shard `i`'s executor thread
 //! (`coraft-<node>-<i>-<n>`) runs only on `shards.cores[i]`, and so do the
 //! kernel's io_uring workers of the shard's ring (`iou-wrk-<tid>`); every
-//! other thread (each shard's blocking thread `coraft-<node>-<i>-blk`, the
-//! park-bound thread `coraft-<node>-wake`, the metrics server
+//! other thread (each shard's blocking thread `coraft-<node>-<i>-blk` and
+//! release thread `coraft-<node>-<i>-free`, the park-bound thread `coraft-<node>-wake`, the metrics server
 //! `coraft-metrics`, the main thread `coraft-node`) runs on
 //! `[helper_threads] cores`, by default the CPUs no shard is pinned to.
 
@@ -163,7 +163,7 @@ fn placement(name: &str, shard_cores: &[usize], helpers: &str) -> Option<String>
         let (shard, what) = rest.split_once('-')?;
         let shard: usize = shard.parse().ok()?;
         return match what {
-            "blk" => Some(helpers.to_owned()),
+            "blk" | "free" => Some(helpers.to_owned()),
             n if n.parse::<u64>().is_ok() => shard_cores.get(shard).map(ToString::to_string),
             _ => None,
         };
@@ -198,13 +198,15 @@ fn assert_placed(pid: u32, shard_cores: &[usize], helpers: &str) -> Vec<(String,
             .collect();
         assert_eq!(
             named.len(),
-            2,
-            "shard {shard}: an executor and a blocking thread: {seen:#?}"
+            3,
+            "shard {shard}: an executor, a blocking thread and a release thread: {seen:#?}"
         );
-        assert!(
-            named.contains(&format!("{prefix}blk").as_str()),
-            "shard {shard}'s blocking thread is named: {seen:#?}"
-        );
+        for helper in ["blk", "free"] {
+            assert!(
+                named.contains(&format!("{prefix}{helper}").as_str()),
+                "shard {shard}'s {helper} thread is named: {seen:#?}"
+            );
+        }
     }
     for wanted in ["coraft-metrics", "coraft-node"] {
         assert_eq!(

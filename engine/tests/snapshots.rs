@@ -594,6 +594,59 @@ fn policy_with_tail(log_tail_entries: u64) -> SnapshotPolicy {
 }
 
 #[test]
+fn a_large_compaction_releases_the_forgotten_entries_off_the_shards_thread() {
+    // Dropping a log's worth of entries on the shard's thread made turns of
+    // 100-350 ms at 64 groups, longer than the election timeout. Every
+    // node snapshots after this many entries and forgets all but the tail
+    // at once: more than RELEASE_OFF_LOOP_ENTRIES_MIN.
+    const WRITES: u64 = 2 * coraft::runtime::RELEASE_OFF_LOOP_ENTRIES_MIN as u64;
+    const TAIL: u64 = 10;
+    let mut cluster = TestCluster::start_with(3, policy_with_tail(TAIL));
+    cluster.leader();
+    cluster.write_load(1..=WRITES, 16, 8);
+    let applied = cluster.wait_all_applied();
+    for id in cluster.ids() {
+        let index = block(cluster.handle(id).snapshot()).expect("snapshot");
+        assert_eq!(index, applied, "node {id}");
+        let status = block(cluster.handle(id).status()).unwrap();
+        assert_eq!(
+            status.first_index,
+            LogIndex(index.0 - TAIL + 1),
+            "node {id}: {status:?}"
+        );
+        let node = &cluster.nodes[id.0 as usize - 1].as_ref().unwrap().0;
+        let metrics = &node.metrics()[0];
+        // Everything below the tail, in one compaction: off the loop.
+        assert_eq!(
+            metrics.compacted_entries_released_off_loop,
+            index.0 - TAIL,
+            "node {id}: {metrics:?}"
+        );
+        assert_eq!(metrics.compacted_entries_dropped_on_loop, 0, "node {id}");
+        assert!(node
+            .metrics_text()
+            .contains("coraft_compacted_entries_released_off_loop_total"));
+    }
+    // A small compaction stays on the loop.
+    for value in WRITES + 1..=WRITES + 20 {
+        cluster.write(value);
+    }
+    let applied = cluster.wait_all_applied();
+    for id in cluster.ids() {
+        assert_eq!(block(cluster.handle(id).snapshot()).expect("snapshot"), applied);
+        let node = &cluster.nodes[id.0 as usize - 1].as_ref().unwrap().0;
+        let metrics = &node.metrics()[0];
+        // 20 writes (and a new leader's entry, if there was an election).
+        assert!(
+            (20..coraft::runtime::RELEASE_OFF_LOOP_ENTRIES_MIN as u64)
+                .contains(&metrics.compacted_entries_dropped_on_loop),
+            "node {id}: {metrics:?}"
+        );
+    }
+    cluster.stop_all();
+}
+
+#[test]
 fn a_durable_snapshot_compacts_the_log_in_memory_keeping_the_configured_tail() {
     const TAIL: u64 = 5;
     let mut cluster = TestCluster::start_with(3, policy_with_tail(TAIL));

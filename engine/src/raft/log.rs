@@ -294,9 +294,17 @@ impl RaftLog {
 
     /// Forgets entries up to `index` (a snapshot covers them). Keeps
     /// `index` itself as the new snapshot point.
-    pub fn compact_to(&mut self, index: LogIndex) {
+    ///
+    /// Returns the entries it forgot, for the caller to drop where it
+    /// likes: dropping a log's worth of entries (each payload's last
+    /// reference to a receive buffer or an arena block) takes about a
+    /// microsecond an entry, and a compaction can forget hundreds of
+    /// thousands. Handing them back costs only moves: the smaller side is
+    /// moved out (the forgotten entries, or the kept ones into a new
+    /// deque), never an entry dropped.
+    pub fn compact_to(&mut self, index: LogIndex) -> VecDeque<Entry> {
         if index <= self.snapshot_index {
-            return;
+            return VecDeque::new();
         }
         assert!(
             index <= self.applied,
@@ -305,9 +313,15 @@ impl RaftLog {
         );
         let term = self.term_at(index).expect("compaction point is in the log");
         let drop = (index.0 - self.snapshot_index.0) as usize;
-        self.entries.drain(..drop);
+        let forgotten = if drop <= self.entries.len() - drop {
+            self.entries.drain(..drop).collect()
+        } else {
+            let kept = self.entries.split_off(drop);
+            std::mem::replace(&mut self.entries, kept)
+        };
         self.snapshot_index = index;
         self.snapshot_term = term;
+        forgotten
     }
 
     /// Replaces everything with a snapshot received from the leader.
@@ -361,6 +375,35 @@ mod tests {
             (4..=10).collect::<Vec<_>>()
         );
         assert!(log.entries_from(LogIndex(11), u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn compact_to_hands_back_exactly_the_entries_it_forgets() {
+        // Forgetting fewer than it keeps (moved out) and more (the kept
+        // ones moved into a new deque): the same log either way.
+        for point in [3, 8] {
+            let mut log = ten();
+            log.commit_to(LogIndex(10));
+            log.take_committed(u64::MAX);
+            let forgotten = log.compact_to(LogIndex(point));
+            let forgotten: Vec<Entry> = forgotten.into_iter().collect();
+            assert_eq!(indexes(&forgotten), (1..=point).collect::<Vec<_>>());
+            assert_eq!(
+                forgotten[0].payload,
+                EntryPayload::Normal(bytes::Bytes::from(vec![1; 8]))
+            );
+            assert_eq!(log.snapshot_index(), LogIndex(point));
+            assert_eq!(log.term_at(LogIndex(point)), Some(Term(1)));
+            assert_eq!(
+                indexes(&log.iter().cloned().collect::<Vec<_>>()),
+                (point + 1..=10).collect::<Vec<_>>()
+            );
+            assert_eq!(log.last_index(), LogIndex(10));
+            assert!(
+                log.compact_to(LogIndex(point)).is_empty(),
+                "nothing left to forget at {point}"
+            );
+        }
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! sending a snapshot to a follower that needs compacted entries, and
 //! installing one received from the leader.
 
+use std::collections::VecDeque;
+
 use super::core::RaftCore;
 use super::message::MessageBody;
 use super::progress::ProgressState;
-use super::types::{LogIndex, NodeId, SnapshotMeta};
+use super::types::{Entry, LogIndex, NodeId, SnapshotMeta};
 
 impl RaftCore {
     /// The runtime saved a snapshot of the state machine at `index` (which it
@@ -44,17 +46,20 @@ impl RaftCore {
         })
     }
 
-    /// Drops log entries up to `index`, which must not pass the latest snapshot.
-    pub fn compact(&mut self, index: LogIndex) {
+    /// Drops log entries up to `index`, which must not pass the latest
+    /// snapshot, and returns them: the caller chooses where their memory is
+    /// released (a large compaction's drops take long enough to hold up a
+    /// shard's loop; see [`RaftLog::compact_to`](super::log::RaftLog::compact_to)).
+    pub fn compact(&mut self, index: LogIndex) -> VecDeque<Entry> {
         let Some(snapshot_index) = self.snapshot.as_ref().map(|s| s.index) else {
-            return;
+            return VecDeque::new();
         };
         let index = index.min(snapshot_index);
         if index <= self.log.snapshot_index() {
-            return;
+            return VecDeque::new();
         }
         self.membership.compacted_to(index);
-        self.log.compact_to(index);
+        self.log.compact_to(index)
     }
 
     /// The runtime's report on a snapshot sent to `peer`: on failure the

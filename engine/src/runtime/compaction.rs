@@ -5,6 +5,7 @@
 //! `docs/architecture.md`, "Snapshot policy and log compaction".
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use coraft_wal::{Need, Wal};
 
 use crate::api::Error;
-use crate::raft::{GroupId, LogIndex};
+use crate::raft::{Entry, GroupId, LogIndex};
 
 use super::group::Group;
 
@@ -254,7 +255,8 @@ pub(crate) fn stream_hold_point(
 /// Compacts `group` after its snapshot at `snapshot_index` became durable:
 /// writes the WAL purge marker (buffered; the shard's next sync makes it
 /// durable, and the snapshot already is) and drops the core's entries.
-/// Returns true if a purge marker was written. `streaming` is the point a
+/// Returns whether a purge marker was written, and the entries the core
+/// forgot, for the caller to release (`release::Releaser`). `streaming` is the point a
 /// follower being streamed a snapshot, or caught up after one, needs the
 /// log after (`Shard::log_held_after`), if any: the entries after it stay,
 /// so that the follower, once it installed that snapshot, is caught up from
@@ -268,7 +270,7 @@ pub(crate) fn compact_group(
     snapshot_index: LogIndex,
     tail: u64,
     streaming: Option<LogIndex>,
-) -> Result<bool, Error> {
+) -> Result<Compacted, Error> {
     let older = match group.snapshots.as_ref() {
         Some(store) => store
             .list()
@@ -309,8 +311,16 @@ pub(crate) fn compact_group(
             purged = true;
         }
     }
-    group.core.compact(memory);
-    Ok(purged)
+    let forgotten = group.core.compact(memory);
+    Ok(Compacted { purged, forgotten })
+}
+
+/// What [`compact_group`] did.
+pub(crate) struct Compacted {
+    /// A WAL purge marker was written.
+    pub purged: bool,
+    /// The entries the core forgot, not yet dropped.
+    pub forgotten: VecDeque<Entry>,
 }
 
 /// Deletes the WAL segments no group needs, one pass at a time, off the

@@ -66,6 +66,13 @@ pub struct ShardMetrics {
     pub snapshot_bytes: u64,
     /// WAL segment files deleted after log compaction.
     pub wal_segments_deleted: u64,
+    /// Log entries compactions forgot that the shard's release thread
+    /// dropped (`RELEASE_OFF_LOOP_ENTRIES_MIN` or more at once).
+    pub compacted_entries_released_off_loop: u64,
+    /// Log entries compactions forgot that were dropped on the shard's
+    /// thread: fewer than `RELEASE_OFF_LOOP_ENTRIES_MIN` at once, or the
+    /// release thread `RELEASE_QUEUE_MAX` compactions behind.
+    pub compacted_entries_dropped_on_loop: u64,
     /// Snapshot stream bytes sent to followers (InstallSnapshot; resent
     /// chunks count again).
     pub snapshot_install_bytes_sent: u64,
@@ -146,6 +153,8 @@ impl ShardMetrics {
             snapshots_taken: 0,
             snapshot_bytes: 0,
             wal_segments_deleted: 0,
+            compacted_entries_released_off_loop: 0,
+            compacted_entries_dropped_on_loop: 0,
             snapshot_install_bytes_sent: 0,
             snapshot_install_bytes_received: 0,
             snapshot_installs_sent: 0,
@@ -185,7 +194,7 @@ type SummarySpec = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<
 /// Renders a node's metrics in the Prometheus text exposition format.
 pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
-    let counters: [CounterSpec; 31] = [
+    let counters: [CounterSpec; 33] = [
         ("coraft_groups", "Groups hosted", |m| m.groups),
         ("coraft_groups_led", "Groups led", |m| m.groups_led),
         ("coraft_groups_quiesced", "Groups quiet (idle)", |m| m.groups_quiesced),
@@ -226,6 +235,16 @@ pub fn render_prometheus(node: u64, shards: &[ShardMetrics]) -> String {
             m.reads_served
         }),
         ("coraft_snapshots_taken_total", "Snapshots taken", |m| m.snapshots_taken),
+        (
+            "coraft_compacted_entries_released_off_loop_total",
+            "Compacted log entries dropped by the shard's release thread",
+            |m| m.compacted_entries_released_off_loop,
+        ),
+        (
+            "coraft_compacted_entries_dropped_on_loop_total",
+            "Compacted log entries dropped on the shard's thread",
+            |m| m.compacted_entries_dropped_on_loop,
+        ),
         (
             "coraft_snapshot_bytes_total",
             "Data bytes of the snapshots taken",

@@ -21,6 +21,7 @@ mod membership;
 mod metrics;
 mod node;
 mod park_bound;
+mod release;
 mod reply;
 mod sessions;
 mod shard;
@@ -57,6 +58,7 @@ pub use node::{
     WalFault, API_QUEUE_MAX,
 };
 pub use park_bound::{Keeper, ParkBound, PARK_BOUND, PARK_BOUND_KEEPERS_MAX};
+pub use release::{RELEASE_OFF_LOOP_ENTRIES_MIN, RELEASE_QUEUE_MAX};
 pub use sessions::{
     SessionId, SessionRefusal, SessionTable, SessionTableError, SESSIONS_PER_GROUP_MAX, SESSION_RESULTS_MAX,
     SESSION_TIMEOUT_DEFAULT_MS,

@@ -1436,6 +1436,7 @@ pub(super) fn open_group(
         // (the shard's first sync makes it durable; its first turn deletes
         // the segments no group needs any more).
         let tail = options.snapshot.log_tail_entries;
+        // What it forgets is dropped here: the shard does not serve yet.
         super::compaction::compact_group(wal, group, &mut hosted, index, tail, None)?;
     }
     Ok(hosted)

@@ -154,6 +154,8 @@ pub(crate) struct Shard {
     snapshots_written: Rc<RefCell<Vec<SnapshotWritten>>>,
     /// Deleting the WAL segments purges freed, off the loop.
     pub(super) segment_deletion: super::compaction::SegmentDeletion,
+    /// Drops what large compactions forget, off this thread.
+    releaser: super::release::Releaser,
     /// Snapshot streams to followers and from leaders (`install.rs`).
     pub(super) installs: super::install::Installs,
     /// Answers admin requests (handed to the connection server).
@@ -286,6 +288,10 @@ impl Shard {
             log_bytes_since_snapshots: 0,
             snapshots_written: Rc::new(RefCell::new(Vec::new())),
             segment_deletion: super::compaction::SegmentDeletion::default(),
+            releaser: super::release::Releaser::start(
+                format!("coraft-{}-{shard}-free", options.node_id),
+                options.helper_cores.clone().unwrap_or_default(),
+            ),
             installs: super::install::Installs::new(options.snapshot.install_bytes_per_second)
                 .with_helper_cores(options.helper_cores.clone()),
             admin,
@@ -1577,9 +1583,15 @@ impl Shard {
             return Err(Error::UnknownGroup(group_id));
         };
         match super::compaction::compact_group(&self.wal, group_id, group, index, tail, streaming) {
-            Ok(purged) => {
-                if purged {
+            Ok(compacted) => {
+                if compacted.purged {
                     self.segment_deletion.want();
+                }
+                let count = compacted.forgotten.len() as u64;
+                match self.releaser.release(compacted.forgotten) {
+                    super::release::Released::OffLoop => self.metrics.compacted_entries_released_off_loop += count,
+                    super::release::Released::InPlace => self.metrics.compacted_entries_dropped_on_loop += count,
+                    super::release::Released::Nothing => {}
                 }
                 Ok(index)
             }

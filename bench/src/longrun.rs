@@ -17,7 +17,14 @@
 //! tolerance of the early ones' (each node process's too), writes/s when the late mean is within 10 %
 //! of the early one, p99 when the late median is within 2x. `--no-snapshots` runs the same load with the
 //! policy off, the curve to compare with.
+//!
+//! Every failed write is counted by its kind (the client API's error:
+//! `not_leader`, `timeout`, `busy: BOUND`, `shutdown`, ...), over the run and
+//! per window, and with embedded nodes each window reads every group's term
+//! and leader, so that failures can be told apart: leader changes (a
+//! client retries them) from writes refused that should not be.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use coraft::api::CommandCounter;
+use coraft::api::{CommandCounter, Error};
 use coraft::raft::{GroupId, NodeId, Role};
 use coraft::runtime::{Node, NodeOptions, PeerSpec, SnapshotPolicy, StateMachineFactory};
 use hdrhistogram::Histogram;
@@ -82,6 +89,11 @@ pub struct LongrunArgs {
     /// Snapshot after this many log bytes applied since the last one (0: not by bytes).
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     pub snapshot_after_log_bytes: u64,
+    /// The shard-wide trigger: once a shard's groups together applied this
+    /// many log bytes since their snapshots, the group holding the most
+    /// takes one (0: off; else 64 KiB and up).
+    #[arg(long, default_value_t = coraft_tuning::SNAPSHOT_SHARD_AFTER_LOG_BYTES_DEFAULT, value_name = "BYTES", value_parser = shard_after_log_bytes)]
+    pub snapshot_shard_after_log_bytes: u64,
     /// Snapshot after this many milliseconds if anything was applied (0: not by time).
     #[arg(long, default_value_t = 5_000, value_name = "MS")]
     pub snapshot_interval_ms: u64,
@@ -107,10 +119,10 @@ pub struct LongrunArgs {
     /// With --processes: the coraft-node binary [default: beside coraft-bench].
     #[arg(long, value_name = "PATH", requires = "processes")]
     pub node_binary: Option<PathBuf>,
-    /// With --processes: S seconds after the load starts, move every
-    /// group's leadership to the next node (the admin protocol's transfer),
-    /// to see the writers follow a leader change.
-    #[arg(long, value_name = "S", requires = "processes", value_parser = crate::args::seconds_at_least_one)]
+    /// S seconds after the load starts, move every group's leadership to
+    /// the next node (the group handle's transfer, or with --processes the
+    /// admin protocol's), to see the writers follow a leader change.
+    #[arg(long, value_name = "S", value_parser = crate::args::seconds_at_least_one)]
     pub transfer_leaders_at: Option<u64>,
     /// Print one JSON object (with every sample) instead of a table.
     #[arg(long)]
@@ -131,6 +143,16 @@ fn groups(raw: &str) -> Result<u64, String> {
         Ok(n) if (1..=GROUPS_MAX).contains(&n) => Ok(n),
         _ => Err(format!(
             "expected a number of groups from 1 to {GROUPS_MAX} (GROUPS_MAX)"
+        )),
+    }
+}
+
+fn shard_after_log_bytes(raw: &str) -> Result<u64, String> {
+    match raw.parse::<u64>() {
+        Ok(n) if n == 0 || n >= coraft_tuning::limits::SNAPSHOT_AFTER_LOG_BYTES_MIN => Ok(n),
+        _ => Err(format!(
+            "expected 0 (off) or bytes from {} (SNAPSHOT_AFTER_LOG_BYTES_MIN)",
+            coraft_tuning::limits::SNAPSHOT_AFTER_LOG_BYTES_MIN
         )),
     }
 }
@@ -166,6 +188,14 @@ pub struct Sample {
     pub p50_us: u64,
     pub p99_us: u64,
     pub errors: u64,
+    /// The window's failed writes by kind (see [`Report::failures`]).
+    pub failures: BTreeMap<String, u64>,
+    /// Terms the groups began in the window, summed over the groups (each
+    /// group's highest term on any node; embedded nodes only).
+    pub term_advances: Option<u64>,
+    /// Groups whose leader (node and term) differs from the window before
+    /// (embedded nodes only).
+    pub leaders_moved: Option<u64>,
     /// Snapshots taken so far, over every node and group (the group
     /// handle's counters: embedded nodes only).
     pub snapshots_taken: Option<u64>,
@@ -244,6 +274,7 @@ pub struct Report {
     pub payload: usize,
     pub snapshot_after_entries: u64,
     pub snapshot_after_log_bytes: u64,
+    pub snapshot_shard_after_log_bytes: u64,
     pub snapshot_interval_ms: u64,
     pub log_tail_entries: u64,
     pub wal_segment_bytes: u64,
@@ -252,6 +283,18 @@ pub struct Report {
     /// Command bytes acknowledged (each node's log holds them all).
     pub bytes_written: u64,
     pub errors: u64,
+    /// The failed writes by kind: the client API's error (`not_leader`,
+    /// `timeout`, `busy: BOUND`, `shutdown`, `storage`, ...), summing to
+    /// `errors`. With `--processes` the writers follow `NotLeader` answers
+    /// (counted in `not_leader`, not in `errors`) and the other failures are
+    /// `failed` (answered with an error, or lost with a connection).
+    pub failures: BTreeMap<String, u64>,
+    /// Each group's term at the start and the end, and the leader changes
+    /// seen (embedded nodes only).
+    pub terms: Option<Terms>,
+    /// Each node's shard counters at the end that tell a starved or stuck
+    /// node (embedded nodes only).
+    pub node_counters: Vec<NodeCounters>,
     pub samples: Vec<Sample>,
     pub verdict: Option<Verdict>,
     /// With `--transfer-leaders-at`: the leader change and what it cost.
@@ -262,6 +305,91 @@ pub struct Report {
 }
 
 pub use crate::workload::LeaderChange;
+
+/// The groups' terms over the run (each group's highest on any node).
+#[derive(Debug, Clone, Serialize)]
+pub struct Terms {
+    /// Each group's term when the load started.
+    pub start: Vec<u64>,
+    /// Each group's term at the last window.
+    pub end: Vec<u64>,
+    /// Terms begun over the run, summed over the groups (an election that
+    /// failed begins one too).
+    pub term_advances: u64,
+    /// Groups that began at least one term.
+    pub groups_with_new_terms: u64,
+    /// Leader changes seen window by window (several in one window count
+    /// once), summed over the groups.
+    pub leaders_moved: u64,
+}
+
+/// A node's shard counters at the end of the run (summed over its shards).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCounters {
+    pub node: u64,
+    /// Requests answered with a timeout.
+    pub requests_timed_out: u64,
+    /// Proposals refused (not leader, busy, ...).
+    pub proposals_refused: u64,
+    /// Loop turns over the turn budget.
+    pub stalls: u64,
+    /// Ticks made up after the shard was late to count them (a starved
+    /// thread: elections follow).
+    pub ticks_made_up: u64,
+    /// Raft messages dropped (a peer's queue full, or the peer down).
+    pub raft_messages_dropped: u64,
+    pub snapshots_taken: u64,
+    pub wal_segments_deleted: u64,
+    pub groups_led: u64,
+    /// Loop turns: the 99.9th percentile and the longest, µs (a turn
+    /// longer than the election timeout lets the followers elect).
+    pub turn_us_p999: u64,
+    pub turn_us_max: u64,
+}
+
+/// The kind a failed write is counted as: the client API's error variant.
+pub fn failure_kind(error: &Error) -> String {
+    match error {
+        Error::NotLeader { .. } => "not_leader".into(),
+        Error::TermMismatch { .. } => "term_mismatch".into(),
+        Error::Timeout => "timeout".into(),
+        Error::Busy { bound } => format!("busy: {bound}"),
+        Error::TooLarge { bound, .. } => format!("too_large: {bound}"),
+        Error::Shutdown => "shutdown".into(),
+        Error::Storage(_) => "storage".into(),
+        Error::UnknownGroup(_) => "unknown_group".into(),
+        Error::GroupRemoved(_) => "group_removed".into(),
+        Error::SessionExpired => "session_expired".into(),
+        Error::StaleSequence => "stale_sequence".into(),
+        other => format!("other: {other}"),
+    }
+}
+
+/// Failed writes by kind, shared by the writers (failures are rare: a lock).
+#[derive(Default)]
+pub(crate) struct FailureCounts {
+    by_kind: Mutex<BTreeMap<String, u64>>,
+}
+
+impl FailureCounts {
+    fn record(&self, error: &Error) {
+        let mut counts = self.by_kind.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(failure_kind(error)).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.by_kind.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What `after` counts beyond `before`, kinds with none left out.
+fn counts_since(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(kind, &n)| (kind.clone(), n.saturating_sub(before.get(kind).copied().unwrap_or(0))))
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
 
 fn block<T>(future: impl std::future::Future<Output = T>) -> T {
     futures_lite::future::block_on(future)
@@ -332,6 +460,7 @@ fn options(args: &LongrunArgs, root: &Path, peers: &[PeerSpec], id: NodeId, grou
         SnapshotPolicy {
             after_entries: args.snapshot_after_entries,
             after_log_bytes: args.snapshot_after_log_bytes,
+            shard_after_log_bytes: args.snapshot_shard_after_log_bytes,
             interval: Duration::from_millis(args.snapshot_interval_ms),
             log_tail_entries: args.log_tail_entries,
             ..SnapshotPolicy::default()
@@ -374,9 +503,10 @@ pub fn measure(args: &LongrunArgs, root: &Path) -> Result<Report> {
         args.no_snapshots
             || args.snapshot_after_entries > 0
             || args.snapshot_after_log_bytes > 0
+            || args.snapshot_shard_after_log_bytes > 0
             || args.snapshot_interval_ms > 0,
         "every snapshot trigger is 0: set one of --snapshot-after-entries, --snapshot-after-log-bytes, \
-         --snapshot-interval-ms, or say --no-snapshots"
+         --snapshot-shard-after-log-bytes, --snapshot-interval-ms, or say --no-snapshots"
     );
     if args.processes {
         return crate::longrun_processes::measure(args, root);
@@ -432,6 +562,7 @@ fn drive(args: &LongrunArgs, root: &Path, nodes: &Arc<Vec<Node>>, groups: &[Grou
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(FailureCounts::default());
     let windows: Vec<Arc<WriterWindow>> = (0..args.clients)
         .map(|_| {
             Arc::new(WriterWindow {
@@ -444,11 +575,12 @@ fn drive(args: &LongrunArgs, root: &Path, nodes: &Arc<Vec<Node>>, groups: &[Grou
             let group_index = w % groups.len();
             let group = groups[group_index];
             let leader = Arc::new(AtomicUsize::new(leaders[group_index].expect("elected")));
-            let (nodes, stop, writes, errors, window) = (
+            let (nodes, stop, writes, errors, failures, window) = (
                 nodes.clone(),
                 stop.clone(),
                 writes.clone(),
                 errors.clone(),
+                failures.clone(),
                 windows[w].clone(),
             );
             let payload = args.payload;
@@ -469,10 +601,17 @@ fn drive(args: &LongrunArgs, root: &Path, nodes: &Arc<Vec<Node>>, groups: &[Grou
                             window.latency_us.lock().expect("not poisoned").record(us).ok();
                             writes.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(_) => {
-                            // Not the leader (any more), or a timeout: try the next node.
+                        Err(error) => {
+                            // Counted by kind; then the leader it names, or the next node.
+                            failures.record(&error);
                             errors.fetch_add(1, Ordering::Relaxed);
-                            leader.store((at + 1) % nodes.len(), Ordering::Relaxed);
+                            let hinted = match error {
+                                Error::NotLeader {
+                                    leader_hint: Some(hint),
+                                } => nodes.iter().position(|node| node.id() == hint).filter(|&n| n != at),
+                                _ => None,
+                            };
+                            leader.store(hinted.unwrap_or((at + 1) % nodes.len()), Ordering::Relaxed);
                             std::thread::sleep(Duration::from_millis(5));
                         }
                     }
@@ -488,20 +627,38 @@ fn drive(args: &LongrunArgs, root: &Path, nodes: &Arc<Vec<Node>>, groups: &[Grou
             window.add(&*histogram).ok();
             histogram.reset();
         }
-        (window, writes.load(Ordering::Relaxed), errors.load(Ordering::Relaxed))
+        WindowTotals {
+            latency_us: window,
+            writes: writes.load(Ordering::Relaxed),
+            errors: errors.load(Ordering::Relaxed),
+            failures: failures.snapshot(),
+        }
     };
     let mut probe_nodes = || -> Result<NodeFigures> {
         let (mut snapshots_taken, mut first_index_min, mut snapshot_index_min) = (0, u64::MAX, u64::MAX);
+        // Each group's highest term on any node, and who leads in it.
+        let mut leaders = vec![GroupLeader::default(); groups.len()];
         for node in nodes.iter() {
-            for group in groups {
+            for (g, group) in groups.iter().enumerate() {
                 let status = block(node.group(*group).status())
                     .map_err(|e| anyhow!("status of node {} group {group}: {e}", node.id()))?;
                 snapshots_taken += status.counters.snapshots_taken;
                 first_index_min = first_index_min.min(status.first_index.0);
                 snapshot_index_min = snapshot_index_min.min(status.snapshot_index.0);
+                let seen = &mut leaders[g];
+                if status.term.0 > seen.term {
+                    *seen = GroupLeader {
+                        term: status.term.0,
+                        leader: None,
+                    };
+                }
+                if status.term.0 == seen.term && status.role == Role::Leader {
+                    seen.leader = Some(node.id().0);
+                }
             }
         }
         Ok(NodeFigures {
+            leaders: Some(leaders),
             rss_bytes: rss_bytes(None)?,
             rss_bytes_per_node: Vec::new(),
             snapshots_taken: Some(snapshots_taken),
@@ -510,22 +667,156 @@ fn drive(args: &LongrunArgs, root: &Path, nodes: &Arc<Vec<Node>>, groups: &[Grou
         })
     };
     let node_ids: Vec<NodeId> = nodes.iter().map(Node::id).collect();
-    let (samples, failure) = sample_windows(args, root, &node_ids, Instant::now(), &take_window, &mut probe_nodes);
+    let start_leaders = probe_nodes()?.leaders.expect("embedded nodes read the terms");
+    let started = Instant::now();
+    let transfer = args.transfer_leaders_at.map(|at_s| {
+        let (nodes, groups) = (nodes.clone(), groups.to_vec());
+        std::thread::spawn(move || {
+            std::thread::sleep((started + Duration::from_secs(at_s)).saturating_duration_since(Instant::now()));
+            transfer_leaders(&nodes, &groups, started)
+        })
+    });
+    let (samples, failure) = sample_windows(
+        args,
+        root,
+        &node_ids,
+        started,
+        Some(start_leaders.clone()),
+        &take_window,
+        &mut probe_nodes,
+    );
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().map_err(|_| anyhow!("a writer thread panicked"))?;
     }
+    let leader_change = match transfer {
+        Some(transfer) => {
+            let mut change = transfer
+                .join()
+                .map_err(|_| anyhow!("the leader transfer thread panicked"))?
+                .context("moving every group's leadership (--transfer-leaders-at)")?;
+            change.not_leader = failures.snapshot().get("not_leader").copied().unwrap_or(0);
+            Some(change)
+        }
+        None => None,
+    };
     if let Some(failure) = failure {
         return Err(failure);
     }
-    Ok(report(
+    let end_leaders = probe_nodes()?.leaders.expect("embedded nodes read the terms");
+    let terms = Terms {
+        term_advances: start_leaders
+            .iter()
+            .zip(&end_leaders)
+            .map(|(s, e)| e.term.saturating_sub(s.term))
+            .sum(),
+        groups_with_new_terms: start_leaders
+            .iter()
+            .zip(&end_leaders)
+            .filter(|(s, e)| e.term > s.term)
+            .count() as u64,
+        leaders_moved: samples.iter().filter_map(|s| s.leaders_moved).sum(),
+        start: start_leaders.iter().map(|l| l.term).collect(),
+        end: end_leaders.iter().map(|l| l.term).collect(),
+    };
+    let mut report = report(
         args,
         root,
         "embedded",
         samples,
         writes.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed),
-    ))
+        failures.snapshot(),
+    );
+    report.leader_change = leader_change;
+    report.terms = Some(terms);
+    report.node_counters = nodes
+        .iter()
+        .map(|node| {
+            let shards = node.metrics();
+            let sum = |field: fn(&coraft::runtime::ShardMetrics) -> u64| shards.iter().map(field).sum();
+            NodeCounters {
+                node: node.id().0,
+                requests_timed_out: sum(|m| m.requests_timed_out),
+                proposals_refused: sum(|m| m.proposals_refused),
+                stalls: sum(|m| m.stalls),
+                ticks_made_up: sum(|m| m.ticks_made_up),
+                raft_messages_dropped: sum(|m| m.raft_messages_dropped),
+                snapshots_taken: sum(|m| m.snapshots_taken),
+                wal_segments_deleted: sum(|m| m.wal_segments_deleted),
+                groups_led: sum(|m| m.groups_led),
+                turn_us_p999: shards
+                    .iter()
+                    .map(|m| m.turn_us.value_at_quantile(0.999))
+                    .max()
+                    .unwrap_or(0),
+                turn_us_max: shards.iter().map(|m| m.turn_us.max()).max().unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok(report)
+}
+
+/// How long the groups get to elect the leaders a transfer asked for (a
+/// loaded machine: generous).
+const TRANSFER_WAIT: Duration = Duration::from_secs(60);
+
+/// Moves every group's leadership to the node after its leader (embedded
+/// nodes: the group handle's transfer) and waits until each new leader
+/// leads (`--transfer-leaders-at`).
+fn transfer_leaders(nodes: &[Node], groups: &[GroupId], started: Instant) -> Result<LeaderChange> {
+    let asked_at_s = started.elapsed().as_secs_f64();
+    let leader_of = |group: GroupId| -> Result<Option<usize>> {
+        for (n, node) in nodes.iter().enumerate() {
+            let status = block(node.group(group).status()).map_err(|e| anyhow!("status: {e}"))?;
+            if status.role == Role::Leader {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    };
+    let mut targets = Vec::new();
+    for &group in groups {
+        let from = leader_of(group)?.ok_or_else(|| anyhow!("group {group} has no leader to move"))?;
+        let to = (from + 1) % nodes.len();
+        block(nodes[from].group(group).transfer_leader(nodes[to].id()))
+            .map_err(|e| anyhow!("moving group {group} to node {}: {e}", nodes[to].id()))?;
+        targets.push((group, to));
+    }
+    let deadline = Instant::now() + TRANSFER_WAIT;
+    for (group, to) in targets {
+        while leader_of(group)? != Some(to) {
+            ensure!(
+                Instant::now() < deadline,
+                "group {group} did not move to node {} within {TRANSFER_WAIT:?}",
+                nodes[to].id()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(LeaderChange {
+        asked_at_s,
+        done_at_s: started.elapsed().as_secs_f64(),
+        groups_moved: groups.len() as u64,
+        not_leader: 0,
+    })
+}
+
+/// A group's highest term on any node, and the node leading in it (if one
+/// does, as far as the nodes said).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GroupLeader {
+    pub term: u64,
+    pub leader: Option<u64>,
+}
+
+/// The load's figures at the end of a window: its latencies (since the
+/// last window), and the writes, errors and failures by kind so far.
+pub(crate) struct WindowTotals {
+    pub latency_us: Histogram<u64>,
+    pub writes: u64,
+    pub errors: u64,
+    pub failures: BTreeMap<String, u64>,
 }
 
 /// What one window's sample reads of the nodes.
@@ -535,20 +826,23 @@ pub(crate) struct NodeFigures {
     pub snapshots_taken: Option<u64>,
     pub first_index_min: Option<u64>,
     pub snapshot_index_min: u64,
+    /// Each group's term and leader (embedded nodes only).
+    pub leaders: Option<Vec<GroupLeader>>,
 }
 
-/// The load's latencies since the last call (reset), and its writes and
-/// errors so far.
-pub(crate) type TakeWindow<'a> = &'a dyn Fn() -> (Histogram<u64>, u64, u64);
+/// The load's figures at the end of a window (the latencies reset).
+pub(crate) type TakeWindow<'a> = &'a dyn Fn() -> WindowTotals;
 
 /// Samples every `--sample-every` seconds from `started` until the warm-up
 /// and the duration are over (or a probe fails: the samples so far and the
-/// failure).
+/// failure). `start_leaders`: the groups' terms and leaders when the load
+/// started, if the probe reads them.
 pub(crate) fn sample_windows(
     args: &LongrunArgs,
     root: &Path,
     nodes: &[NodeId],
     started: Instant,
+    start_leaders: Option<Vec<GroupLeader>>,
     take_window: TakeWindow<'_>,
     probe_nodes: &mut dyn FnMut() -> Result<NodeFigures>,
 ) -> (Vec<Sample>, Option<anyhow::Error>) {
@@ -556,13 +850,16 @@ pub(crate) fn sample_windows(
     let windows_count = total_s.div_ceil(args.sample_every);
     let mut samples = Vec::new();
     let (mut last_writes, mut last_errors) = (0u64, 0u64);
+    let mut last_failures = BTreeMap::new();
+    let mut last_leaders = start_leaders;
     let mut last_at = started;
     for index in 1..=windows_count {
         let end_s = (index * args.sample_every).min(total_s);
         let at = started + Duration::from_secs(end_s);
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let now = Instant::now();
-        let (window, total_writes, total_errors) = take_window();
+        let totals = take_window();
+        let (window, total_writes, total_errors) = (&totals.latency_us, totals.writes, totals.errors);
         let mut disk_bytes = Vec::new();
         let mut snapshot_bytes = Vec::new();
         for &id in nodes {
@@ -575,6 +872,19 @@ pub(crate) fn sample_windows(
             Err(failure) => return (samples, Some(failure)),
         };
         let seconds = now.duration_since(last_at).as_secs_f64().max(1e-9);
+        let (term_advances, leaders_moved) = match (&last_leaders, &figures.leaders) {
+            (Some(before), Some(after)) => (
+                Some(
+                    before
+                        .iter()
+                        .zip(after)
+                        .map(|(b, a)| a.term.saturating_sub(b.term))
+                        .sum(),
+                ),
+                Some(before.iter().zip(after).filter(|(b, a)| b != a).count() as u64),
+            ),
+            _ => (None, None),
+        };
         let sample = Sample {
             at_s: now.duration_since(started).as_secs_f64(),
             warmup: end_s <= args.warmup,
@@ -586,6 +896,9 @@ pub(crate) fn sample_windows(
             p50_us: window.value_at_quantile(0.5),
             p99_us: window.value_at_quantile(0.99),
             errors: total_errors.saturating_sub(last_errors),
+            failures: counts_since(&totals.failures, &last_failures),
+            term_advances,
+            leaders_moved,
             snapshots_taken: figures.snapshots_taken,
             first_index_min: figures.first_index_min,
             snapshot_index_min: figures.snapshot_index_min,
@@ -595,6 +908,10 @@ pub(crate) fn sample_windows(
         }
         samples.push(sample);
         (last_writes, last_errors, last_at) = (total_writes, total_errors, now);
+        last_failures = totals.failures;
+        if figures.leaders.is_some() {
+            last_leaders = figures.leaders;
+        }
     }
     (samples, None)
 }
@@ -607,6 +924,7 @@ pub(crate) fn report(
     samples: Vec<Sample>,
     writes: u64,
     errors: u64,
+    failures: BTreeMap<String, u64>,
 ) -> Report {
     let measured: Vec<&Sample> = samples.iter().filter(|s| !s.warmup).collect();
     let verdict = (measured.len() >= 2).then(|| verdict(args, &measured));
@@ -623,6 +941,7 @@ pub(crate) fn report(
         payload: args.payload,
         snapshot_after_entries: args.snapshot_after_entries,
         snapshot_after_log_bytes: args.snapshot_after_log_bytes,
+        snapshot_shard_after_log_bytes: args.snapshot_shard_after_log_bytes,
         snapshot_interval_ms: args.snapshot_interval_ms,
         log_tail_entries: args.log_tail_entries,
         wal_segment_bytes: args.wal_segment_bytes,
@@ -630,6 +949,9 @@ pub(crate) fn report(
         writes,
         bytes_written: writes * args.payload as u64,
         errors,
+        failures,
+        terms: None,
+        node_counters: Vec::new(),
         samples,
         verdict,
         leader_change: None,
@@ -672,6 +994,15 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
+/// `kind n, kind n, ...`
+fn kinds(counts: &BTreeMap<String, u64>) -> String {
+    counts
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn print_sample(sample: &Sample) {
     let list = |bytes: &[u64]| {
         bytes
@@ -690,7 +1021,8 @@ fn print_sample(sample: &Sample) {
         _ => format!("snapshot index >= {}", sample.snapshot_index_min),
     };
     println!(
-        "  {:>7.0}s{} {rss}  disk/node [{}] MiB  {:>8.0} writes/s  p50 {:>6} µs  p99 {:>7} µs  {} errors  {snapshots}",
+        "  {:>7.0}s{} {rss}  disk/node [{}] MiB  {:>8.0} writes/s  p50 {:>6} µs  p99 {:>7} µs  {} errors{}  \
+         {snapshots}{}",
         sample.at_s,
         if sample.warmup { "*" } else { " " },
         list(&sample.disk_bytes),
@@ -698,6 +1030,17 @@ fn print_sample(sample: &Sample) {
         sample.p50_us,
         sample.p99_us,
         sample.errors,
+        if sample.failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds(&sample.failures))
+        },
+        match (sample.term_advances, sample.leaders_moved) {
+            (Some(terms), Some(moved)) if terms > 0 || moved > 0 => {
+                format!("  {terms} new term(s), {moved} group(s) with a new leader")
+            }
+            _ => String::new(),
+        },
     );
 }
 
@@ -725,10 +1068,11 @@ pub fn run(args: LongrunArgs) -> Result<()> {
                 "off".to_string()
             } else {
                 format!(
-                    "after {} entries / {} log bytes / {} ms (0: off), {} entries of tail",
+                    "after {} entries / {} log bytes / {} ms, or a shard's {} log bytes (0: off), {} entries of tail",
                     args.snapshot_after_entries,
                     args.snapshot_after_log_bytes,
                     args.snapshot_interval_ms,
+                    args.snapshot_shard_after_log_bytes,
                     args.log_tail_entries
                 )
             },
@@ -751,6 +1095,32 @@ pub fn run(args: LongrunArgs) -> Result<()> {
         report.errors,
         report.load_average
     );
+    if !report.failures.is_empty() {
+        println!("  failures {}", kinds(&report.failures));
+    }
+    if let Some(terms) = &report.terms {
+        println!(
+            "  terms    {} begun over {} group(s) ({} leader change(s) seen window by window)",
+            terms.term_advances, terms.groups_with_new_terms, terms.leaders_moved
+        );
+    }
+    for counters in &report.node_counters {
+        println!(
+            "  node {}   {} timed out, {} refused, {} stalls, {} ticks made up, {} messages dropped, {} snapshots, \
+             {} segments deleted, leads {} group(s), turns p99.9 {} µs, longest {} µs",
+            counters.node,
+            counters.requests_timed_out,
+            counters.proposals_refused,
+            counters.stalls,
+            counters.ticks_made_up,
+            counters.raft_messages_dropped,
+            counters.snapshots_taken,
+            counters.wal_segments_deleted,
+            counters.groups_led,
+            counters.turn_us_p999,
+            counters.turn_us_max
+        );
+    }
     if let Some(change) = &report.leader_change {
         println!(
             "  leaders  {} group(s) moved to the next node at {:.1}-{:.1} s; {} NotLeader answers (each sent again)",

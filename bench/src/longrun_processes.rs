@@ -18,7 +18,7 @@ use coraft::admin::AdminClient;
 use coraft::raft::{GroupId, NodeId};
 use coraft_tuning::{NodeConfig, PlacementPolicy, SnapshotSettings};
 
-use crate::longrun::{new_histogram, rss_bytes, LongrunArgs, NodeFigures, Report, CLUSTER_ID, NODES};
+use crate::longrun::{new_histogram, rss_bytes, LongrunArgs, NodeFigures, Report, WindowTotals, CLUSTER_ID, NODES};
 use crate::shape::{Processes, ProcessesSpec};
 use crate::workload::{Mix, ReadPath, StateMachineKind, Totals, Workload};
 
@@ -50,6 +50,7 @@ fn base_config(args: &LongrunArgs) -> NodeConfig {
         SnapshotSettings {
             after_entries: args.snapshot_after_entries,
             after_log_bytes: args.snapshot_after_log_bytes,
+            shard_after_log_bytes: args.snapshot_shard_after_log_bytes,
             interval_ms: args.snapshot_interval_ms,
             log_tail_entries: args.log_tail_entries,
             ..SnapshotSettings::default()
@@ -149,11 +150,12 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
         let mut histogram = window.lock().unwrap_or_else(|p| p.into_inner());
         let taken = histogram.clone();
         histogram.reset();
-        (
-            taken,
-            totals.completed.load(Ordering::Relaxed),
-            totals.errors.load(Ordering::Relaxed),
-        )
+        WindowTotals {
+            latency_us: taken,
+            writes: totals.completed.load(Ordering::Relaxed),
+            errors: totals.errors.load(Ordering::Relaxed),
+            failures: failures(&totals),
+        }
     };
     let mut probe_nodes = || -> Result<NodeFigures> {
         let mut rss_per_node = Vec::new();
@@ -176,10 +178,11 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
             snapshots_taken: None,
             first_index_min: None,
             snapshot_index_min,
+            leaders: None,
         })
     };
     let (samples, failure) =
-        crate::longrun::sample_windows(args, root, &node_ids, started, &take_window, &mut probe_nodes);
+        crate::longrun::sample_windows(args, root, &node_ids, started, None, &take_window, &mut probe_nodes);
     drop(admins);
     if let Some(failure) = failure {
         // The drivers end at `stop_at`, or sooner once the nodes are gone.
@@ -209,7 +212,21 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
         samples,
         totals.completed.load(Ordering::Relaxed),
         totals.errors.load(Ordering::Relaxed),
+        failures(&totals),
     );
     report.leader_change = leader_change;
     Ok(report)
+}
+
+/// The writers' failures by kind as the client protocol's drivers count
+/// them: `NotLeader` answers (followed, not errors) and the rest.
+fn failures(totals: &Totals) -> BTreeMap<String, u64> {
+    [
+        ("not_leader", totals.not_leader.load(Ordering::Relaxed)),
+        ("failed", totals.errors.load(Ordering::Relaxed)),
+    ]
+    .into_iter()
+    .filter(|&(_, n)| n > 0)
+    .map(|(kind, n)| (kind.to_string(), n))
+    .collect()
 }

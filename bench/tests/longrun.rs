@@ -1,7 +1,9 @@
 //! `coraft-bench longrun` and `coraft-bench restart` on the real binary, in
 //! short versions: with snapshots on, the nodes' data dirs at the end are
 //! far below the bytes the run wrote (compaction deleted the WAL segments),
-//! and the JSON carries every sample and the verdict; with `--processes`
+//! and the JSON carries every sample and the verdict, and after a leader
+//! transfer the writes it refused counted as `not_leader`, the term the
+//! transfer began and each node's counters; with `--processes`
 //! each `coraft-node` process's resident memory and data dir stay bounded
 //! while several times the data dir is written, and no process is left; a
 //! restart from a
@@ -57,6 +59,8 @@ fn a_short_long_run_keeps_the_data_dirs_far_below_the_bytes_written() {
         "500",
         "--log-tail-entries",
         "100",
+        "--transfer-leaders-at",
+        "3",
         "--json",
     ]);
     assert_eq!(report["bench"], "longrun");
@@ -105,6 +109,47 @@ fn a_short_long_run_keeps_the_data_dirs_far_below_the_bytes_written() {
         "{report}"
     );
     assert!(report["load_average"].is_string(), "{report}");
+
+    // The leader transfer: the writers it refused are counted by kind, the
+    // window's and the run's, and the term it began is seen.
+    assert_eq!(number(&report["leader_change"], "groups_moved"), 1.0, "{report}");
+    let failures = report["failures"].as_object().expect("failures by kind");
+    let not_leader = failures.get("not_leader").and_then(Value::as_f64).unwrap_or(0.0);
+    assert!(
+        not_leader >= 1.0,
+        "no write counted as refused by the old leader: {report}"
+    );
+    let sum =
+        |counts: &serde_json::Map<String, Value>| counts.values().map(|n| n.as_f64().expect("a count")).sum::<f64>();
+    assert_eq!(
+        sum(failures),
+        number(&report, "errors"),
+        "the kinds sum to the errors: {report}"
+    );
+    let mut windows_not_leader = 0.0;
+    for sample in samples {
+        let counts = sample["failures"].as_object().expect("a window's failures");
+        assert_eq!(sum(counts), number(sample, "errors"), "{sample}");
+        windows_not_leader += counts.get("not_leader").and_then(Value::as_f64).unwrap_or(0.0);
+    }
+    assert_eq!(
+        windows_not_leader, not_leader,
+        "the windows' counts add up to the run's: {report}"
+    );
+    let terms = &report["terms"];
+    assert_eq!(number(terms, "groups_with_new_terms"), 1.0, "{terms}");
+    assert!(number(terms, "term_advances") >= 1.0, "{terms}");
+    assert!(number(terms, "leaders_moved") >= 1.0, "{terms}");
+    let (start, end) = (&terms["start"][0], &terms["end"][0]);
+    assert!(end.as_f64() > start.as_f64(), "{terms}");
+    let windows_terms: f64 = samples.iter().map(|s| number(s, "term_advances")).sum();
+    assert!(windows_terms >= 1.0, "a window saw the new term: {report}");
+    let counters = report["node_counters"].as_array().expect("node counters");
+    assert_eq!(counters.len(), 3, "{report}");
+    let refused: f64 = counters.iter().map(|c| number(c, "proposals_refused")).sum();
+    assert!(refused >= 1.0, "the old leader counted the writes it refused: {report}");
+    let led: f64 = counters.iter().map(|c| number(c, "groups_led")).sum();
+    assert_eq!(led, 1.0, "one node leads the group: {report}");
 }
 
 #[test]
@@ -143,6 +188,10 @@ fn bad_longrun_and_restart_options_are_refused_naming_the_option() {
         (vec!["longrun", "--clients", "0"], "--clients"),
         (vec!["longrun", "--wal-segment-bytes", "4096"], "--wal-segment-bytes"),
         (vec!["longrun", "--flat-tolerance", "2"], "--flat-tolerance"),
+        (
+            vec!["longrun", "--snapshot-shard-after-log-bytes", "4096"],
+            "--snapshot-shard-after-log-bytes",
+        ),
         (vec!["restart", "--log-mib", "0"], "--log-mib"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_coraft-bench"))
@@ -162,6 +211,8 @@ fn bad_longrun_and_restart_options_are_refused_naming_the_option() {
             "--snapshot-after-entries",
             "0",
             "--snapshot-interval-ms",
+            "0",
+            "--snapshot-shard-after-log-bytes",
             "0",
         ])
         .output()

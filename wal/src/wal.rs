@@ -332,9 +332,9 @@ impl Wal {
     /// be appended: split it. It may span flushes and segments like single
     /// appends do.
     ///
-    /// This is how the engine appends a Ready's entries: the group lookup,
-    /// the refusal checks and the growth of the group's index are paid once
-    /// per run instead of once per entry.
+    /// The group lookup, the refusal checks and the growth of the group's
+    /// index are paid once per run instead of once per entry (the engine
+    /// appends each Ready's entries so, by [`Wal::append_entries_from`]).
     pub fn append_entries<P: AsRef<[u8]>>(
         &self,
         group: u64,
@@ -345,7 +345,8 @@ impl Wal {
     }
 
     /// [`Wal::append_entries`] from an iterator over the run, which it goes
-    /// through twice (the checks, then the records): the caller's entries
+    /// through twice (the checks, then the records; a clone must yield the
+    /// same entries, and no more are taken than the first pass counted): the caller's entries
     /// need not be gathered into a slice of their own, e.g. payloads borrowed
     /// from the engine's log instead of a reference count taken and dropped
     /// per entry.

@@ -99,6 +99,17 @@ pub struct NewEntry<P> {
     pub payload: P,
 }
 
+impl<P: AsRef<[u8]>> NewEntry<P> {
+    /// The same entry, its payload borrowed.
+    pub fn as_borrowed(&self) -> NewEntry<&[u8]> {
+        NewEntry {
+            term: self.term,
+            entry_type: self.entry_type,
+            payload: self.payload.as_ref(),
+        }
+    }
+}
+
 /// The write-ahead log of one shard. Not `Send`: it lives on one executor.
 pub struct Wal {
     shared: Rc<RefCell<State>>,
@@ -321,29 +332,44 @@ impl Wal {
     /// be appended: split it. It may span flushes and segments like single
     /// appends do.
     ///
-    /// This is how the engine appends a Ready's entries: the group lookup,
-    /// the refusal checks and the growth of the group's index are paid once
-    /// per run instead of once per entry.
+    /// The group lookup, the refusal checks and the growth of the group's
+    /// index are paid once per run instead of once per entry (the engine
+    /// appends each Ready's entries so, by [`Wal::append_entries_from`]).
     pub fn append_entries<P: AsRef<[u8]>>(
         &self,
         group: u64,
         first_index: u64,
         entries: &[NewEntry<P>],
     ) -> Result<Option<u64>> {
+        self.append_entries_from(group, first_index, entries.iter().map(NewEntry::as_borrowed))
+    }
+
+    /// [`Wal::append_entries`] from an iterator over the run, which it goes
+    /// through twice (the checks, then the records; a clone must yield the
+    /// same entries, and no more are taken than the first pass counted): the caller's entries
+    /// need not be gathered into a slice of their own, e.g. payloads borrowed
+    /// from the engine's log instead of a reference count taken and dropped
+    /// per entry.
+    pub fn append_entries_from<P, I>(&self, group: u64, first_index: u64, entries: I) -> Result<Option<u64>>
+    where
+        P: AsRef<[u8]>,
+        I: Iterator<Item = NewEntry<P>> + Clone,
+    {
         let mut guard = self.shared.borrow_mut();
         let state = &mut *guard;
-        let (mut largest_bytes, mut total_bytes) = (0usize, 0usize);
-        for entry in entries {
+        let (mut largest_bytes, mut total_bytes, mut count) = (0usize, 0usize, 0usize);
+        for entry in entries.clone() {
             let record_bytes = (RECORD_PREFIX_BYTES + ENTRY_FIXED_BYTES).saturating_add(entry.payload.as_ref().len());
             largest_bytes = largest_bytes.max(record_bytes);
             total_bytes = total_bytes.saturating_add(record_bytes);
+            count += 1;
         }
         if state.refuses(largest_bytes, total_bytes) {
             return Err(state
                 .refusal(largest_bytes, total_bytes)
                 .expect("a refused append has a reason"));
         }
-        if entries.is_empty() {
+        if count == 0 {
             return Ok(None);
         }
         let slot = state.groups.slot(group);
@@ -357,8 +383,8 @@ impl Wal {
             }
         }
         // Nothing below can fail: the run goes in whole.
-        state.groups.reserve_at(slot, entries.len());
-        for (index, entry) in (first_index..).zip(entries) {
+        state.groups.reserve_at(slot, count);
+        for (index, entry) in (first_index..).zip(entries.take(count)) {
             let record = Record::Entry {
                 group,
                 term: entry.term,

@@ -319,6 +319,17 @@ pub fn payload_to_stored(payload: &EntryPayload) -> (u8, Bytes) {
     }
 }
 
+/// [`payload_to_stored`] borrowing the payload's bytes (no reference count
+/// taken and dropped): what the WAL copies a Ready's entries from. A
+/// configuration's bytes are encoded here.
+pub fn payload_as_stored(payload: &EntryPayload) -> (u8, std::borrow::Cow<'_, [u8]>) {
+    match payload {
+        EntryPayload::Noop => (entry_kind::NOOP, std::borrow::Cow::Borrowed(&[])),
+        EntryPayload::Normal(data) => (entry_kind::NORMAL, std::borrow::Cow::Borrowed(data)),
+        EntryPayload::Configuration(c) => (entry_kind::CONFIG, std::borrow::Cow::Owned(encode_configuration(c))),
+    }
+}
+
 /// The payload of a stored or received entry.
 pub fn payload_from_stored(kind: u8, data: &[u8]) -> Result<EntryPayload, DecodeError> {
     match kind {

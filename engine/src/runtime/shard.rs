@@ -109,8 +109,6 @@ pub(crate) struct Shard {
     /// Entry bytes written per LSN and not yet durable, oldest first.
     wal_backlog: VecDeque<(u64, u64)>,
     wal_backlog_bytes: u64,
-    /// `write_ready`'s scratch: a Ready's entries as the WAL takes them.
-    stored_scratch: Vec<coraft_wal::NewEntry<bytes::Bytes>>,
     /// Bytes admitted this turn (proposals and follower appends), not yet written.
     admitted_bytes: u64,
     /// Ticks since each peer node was last heard (any frame, or its
@@ -266,7 +264,6 @@ impl Shard {
             metrics: ShardMetrics::new(shard),
             wal_backlog: VecDeque::new(),
             wal_backlog_bytes: 0,
-            stored_scratch: Vec::new(),
             dirty_taken: Vec::new(),
             queued_groups: Vec::new(),
             held_message_vectors: Vec::new(),
@@ -1214,13 +1211,7 @@ impl Shard {
             }
             // 1. Persist (buffered into this turn's group commit).
             let group = self.groups.get_mut(&group_id).expect("present");
-            let last_entry = match write_ready(
-                &self.wal,
-                group_id,
-                &ready,
-                &mut group.hard_states,
-                &mut self.stored_scratch,
-            ) {
+            let last_entry = match write_ready(&self.wal, group_id, &ready, &mut group.hard_states) {
                 Ok(last) => last,
                 Err(error) => {
                     self.fail(error);

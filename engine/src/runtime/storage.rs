@@ -11,7 +11,7 @@ use crate::raft::{
     Configuration, Entry, EntryPayload, GroupId, HardState, InitialState, LogIndex, NodeId, Ready, SnapshotMeta, Term,
 };
 
-use super::codec::{payload_from_stored, payload_to_stored};
+use super::codec::{payload_as_stored, payload_from_stored};
 
 /// Bound on the bytes read from the WAL in one call while recovering.
 pub const RECOVERY_READ_BYTES_MAX: usize = 64 << 20;
@@ -168,22 +168,15 @@ pub fn write_hard_state(wal: &Wal, group: GroupId, hard: HardState) -> Result<()
         .map_err(|e| storage_error("appending the hard state", e))
 }
 
-/// Bound, in entries, on the capacity of the scratch vector that
-/// [`write_ready`] keeps between calls (a bigger one, grown by a long
-/// Ready, is dropped after use).
-pub const STORED_SCRATCH_KEPT_MAX: usize = 1024;
-
 /// Appends a Ready's records to the WAL (buffered; the caller syncs).
-/// Returns the last entry written, for `on_persisted`. `stored` is a
-/// scratch vector the caller keeps from call to call (empty on entry and
-/// on return), so that a Ready's entries are not collected into a new
-/// vector every time.
+/// Returns the last entry written, for `on_persisted`. The WAL copies each
+/// entry's payload from the Ready's entry (borrowed: no reference count
+/// taken and dropped per entry).
 pub fn write_ready(
     wal: &Wal,
     group: GroupId,
     ready: &Ready,
     hard_states: &mut HardStateWriter,
-    stored: &mut Vec<NewEntry<bytes::Bytes>>,
 ) -> Result<Option<(LogIndex, Term)>, Error> {
     if let Some(meta) = &ready.snapshot {
         // A snapshot from the leader replaces the whole log (the core
@@ -204,30 +197,25 @@ pub fn write_ready(
     if let Some(first) = ready.entries.first() {
         // One WAL call for the Ready's entries (the group lookup and checks
         // paid once); the WAL numbers them from the first index on.
-        stored.clear();
-        stored.reserve(ready.entries.len());
         for (entry, index) in ready.entries.iter().zip(first.index.0..) {
             if entry.index.0 != index {
-                stored.clear();
                 return Err(Error::Storage(format!(
                     "group {group}: a Ready's entries skip from index {} to {}",
                     index - 1,
                     entry.index
                 )));
             }
-            let (entry_type, payload) = payload_to_stored(&entry.payload);
-            stored.push(NewEntry {
+        }
+        let stored = ready.entries.iter().map(|entry| {
+            let (entry_type, payload) = payload_as_stored(&entry.payload);
+            NewEntry {
                 term: entry.term.0,
                 entry_type,
                 payload,
-            });
-        }
-        let appended = wal.append_entries(group.0, first.index.0, stored);
-        stored.clear();
-        if stored.capacity() > STORED_SCRATCH_KEPT_MAX {
-            *stored = Vec::new();
-        }
-        appended.map_err(|e| storage_error("appending entries", e))?;
+            }
+        });
+        wal.append_entries_from(group.0, first.index.0, stored)
+            .map_err(|e| storage_error("appending entries", e))?;
     }
     let writes_log = ready.snapshot.is_some() || ready.truncate_from.is_some() || !ready.entries.is_empty();
     if let Some(hard) = hard_states.next_write(ready.hard_state, writes_log) {
@@ -296,15 +284,8 @@ mod tests {
                     hard_state: Some(hard(1, 1, 2)),
                     ..Ready::default()
                 };
-                write_ready(&wal, group, &ready, &mut writer, &mut Vec::new()).unwrap();
-                write_ready(
-                    &wal,
-                    GroupId(5),
-                    &ready,
-                    &mut HardStateWriter::default(),
-                    &mut Vec::new(),
-                )
-                .unwrap();
+                write_ready(&wal, group, &ready, &mut writer).unwrap();
+                write_ready(&wal, GroupId(5), &ready, &mut HardStateWriter::default()).unwrap();
                 // The leader's snapshot at (40, 3), then entries after it.
                 let snapshot = SnapshotMeta {
                     index: LogIndex(40),
@@ -316,14 +297,14 @@ mod tests {
                     hard_state: Some(hard(3, 0, 40)),
                     ..Ready::default()
                 };
-                write_ready(&wal, group, &install, &mut writer, &mut Vec::new()).unwrap();
+                write_ready(&wal, group, &install, &mut writer).unwrap();
                 let state = wal.group_state(group.0).unwrap();
                 assert_eq!((state.first_index, state.last_index), (41, 40), "the old log is gone");
                 let after = Ready {
                     entries: vec![entry(41, 3), entry(42, 3)],
                     ..Ready::default()
                 };
-                write_ready(&wal, group, &after, &mut writer, &mut Vec::new()).unwrap();
+                write_ready(&wal, group, &after, &mut writer).unwrap();
                 wal.sync().await.unwrap();
                 drop(wal);
 

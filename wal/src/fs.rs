@@ -267,10 +267,11 @@ pub trait FileSystem {
     /// segment, a deletion), so it runs off the shard's thread: the real
     /// file system on the executor's blocking thread pool. The replacement
     /// it took the place of (three syncs: the temporary file, the rename,
-    /// the directory) held each rotation's first flush for 2.7 ms at the
-    /// median and up to 14 ms at 4 KiB writes (docs/journal/benchmarks.md,
-    /// "the range file as one block"). By default it calls
-    /// [`overwrite_file`] in place.
+    /// the directory) took 2.7-3.1 ms at the median (p90 6.5-10.5 ms) at
+    /// 4 KiB writes, 1.1-1.8 ms longer than the batch written beside it
+    /// in a rotation's first flush; this takes about as long as that batch
+    /// (docs/journal/benchmarks.md, "the range file as one block"). By
+    /// default it calls [`overwrite_file`] in place.
     fn overwrite_file_off_thread<'a>(
         &'a self,
         dir: &'a Path,

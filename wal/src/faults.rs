@@ -1,5 +1,5 @@
 //! Fault injection for tests: a [`FileSystem`] that wraps another one and can
-//! fail syncs, refuse space, shorten writes, fail replacements of the
+//! fail syncs, refuse space, shorten writes, fail writes of the
 //! segment range file, and simulate a power cut that
 //! loses (or tears) every write not yet covered by an fdatasync.
 //!
@@ -38,11 +38,11 @@ pub struct FaultPlan {
     pub no_space_on_write: bool,
     /// Make the next this-many writes write only their first block.
     pub short_writes: usize,
-    /// Fail the next this-many replacements of the segment range file
-    /// before they touch it: the first with ENOSPC, the next ones
+    /// Fail the next this-many writes of the segment range file (its
+    /// creation or an update of one slot) before they touch it: the first with ENOSPC, the next ones
     /// alternately with EIO and ENOSPC.
     pub failing_range_writes: usize,
-    /// Range-file replacements failed so far.
+    /// Range-file writes failed so far.
     pub range_writes_failed: usize,
     /// Hold every segment removal (before it touches the file) while true,
     /// as an `unlink` waiting for the device would.
@@ -283,6 +283,19 @@ impl FileSystem for FaultyFs {
         Box::pin(async move {
             self.range_write_fault()?;
             self.inner.replace_file_off_thread(dir, name, bytes).await
+        })
+    }
+
+    fn overwrite_file_off_thread<'a>(
+        &'a self,
+        dir: &'a Path,
+        name: &'a str,
+        offset: u64,
+        bytes: &'a [u8],
+    ) -> LocalBoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            self.range_write_fault()?;
+            self.inner.overwrite_file_off_thread(dir, name, offset, bytes).await
         })
     }
 }

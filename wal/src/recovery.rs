@@ -55,10 +55,23 @@ use crate::index::Groups;
 /// The name of the file, in the WAL directory, that records which segments
 /// exist: [`SegmentRange`].
 pub const SEGMENT_RANGE_FILE_NAME: &str = "segment-range";
-/// Magic number of the segment range file (and its format version, 1).
-const SEGMENT_RANGE_MAGIC: [u8; 8] = *b"CORAFTR1";
-/// Bytes of the segment range file: magic, oldest, newest, CRC32 of those.
-const SEGMENT_RANGE_BYTES: usize = 28;
+/// Magic number of the older range file format (one record, version 1),
+/// which is still read (and converted on open).
+const SEGMENT_RANGE_MAGIC_V1: [u8; 8] = *b"CORAFTR1";
+/// Bytes of the older range file: magic, oldest, newest, CRC32 of those.
+const SEGMENT_RANGE_V1_BYTES: usize = 28;
+/// Magic number of a slot of the range file.
+const SEGMENT_RANGE_SLOT_MAGIC: [u8; 8] = *b"CORAFTRS";
+/// Format version of a slot of the range file.
+const SEGMENT_RANGE_SLOT_VERSION: u32 = 2;
+/// Bytes of one slot of the range file (one block: an update overwrites
+/// exactly one slot).
+pub const SEGMENT_RANGE_SLOT_BYTES: usize = BLOCK_BYTES;
+/// Bytes of the range file: two slots.
+pub const SEGMENT_RANGE_FILE_BYTES: usize = 2 * SEGMENT_RANGE_SLOT_BYTES;
+/// The encoded fields of a slot: magic, version, sequence, oldest, newest
+/// (the CRC32 of those follows them).
+const SEGMENT_RANGE_SLOT_FIELDS: usize = 8 + 4 + 8 + 8 + 8;
 
 /// The segments the WAL knows exist, oldest and newest by first LSN, kept
 /// in [`SEGMENT_RANGE_FILE_NAME`] so that recovery can tell a segment file
@@ -66,8 +79,22 @@ const SEGMENT_RANGE_BYTES: usize = 28;
 /// or deleted itself. (A gap in the middle shows without it: each segment
 /// must start where the previous one ended.)
 ///
-/// The WAL rewrites the file (a temporary file synced, renamed over it, the
-/// directory synced) at two points only:
+/// The file holds two slots of one block each ([`SEGMENT_RANGE_SLOT_BYTES`]):
+/// magic, version, an update sequence number, oldest, newest, CRC32. The
+/// range is the one in the valid slot with the highest sequence. An update
+/// writes the next sequence into the other slot (slot `sequence % 2`) and
+/// fdatasyncs the file: one block write and one sync, no rename and no
+/// directory sync. A crash during it can tear only that slot, which then
+/// fails its CRC (or still holds the update before the previous one), and
+/// the other slot, durable before the update started, gives the range the
+/// update was replacing; that is safe because the WAL acknowledges nothing
+/// and deletes nothing that depends on an update before the update's sync
+/// has returned (see below). The file is created whole (a temporary file
+/// written and synced, renamed over it, the directory synced) when there
+/// is none yet and when an older WAL's one-record file is converted on
+/// open.
+///
+/// The WAL updates the file at two points only:
 /// - after a new segment's creation is durable (header written and synced,
 ///   directory synced) and before any record in it is acknowledged:
 ///   `newest` becomes that segment (before the first flush into it, or
@@ -91,7 +118,9 @@ const SEGMENT_RANGE_BYTES: usize = 28;
 /// explicitly). Otherwise (segments of older code only, or a crash between
 /// making the first segment and naming it) it is read without these
 /// checks, and opening it writes the file for the segments found, so the
-/// checks hold from then on. Older code ignores the file and the flag.
+/// checks hold from then on. Code older than the range file ignores the
+/// file and the flag; code that knows only the one-record file refuses the
+/// two-slot file as damaged ([`Error::BadSegmentRange`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRange {
     /// The first LSN of the oldest segment the WAL has not deleted.
@@ -101,54 +130,140 @@ pub struct SegmentRange {
     pub newest: u64,
 }
 
+/// What a range file holds: the range and the sequence number of the
+/// update that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRange {
+    /// The range.
+    pub range: SegmentRange,
+    /// The sequence number of its slot (at least 1); 0 for a file in the
+    /// older one-record format, which the WAL converts when it opens.
+    pub sequence: u64,
+}
+
 /// Reads `dir`'s segment range file; `None` if there is none.
 pub fn read_segment_range(dir: &Path) -> Result<Option<SegmentRange>> {
+    Ok(read_stored_range(dir)?.map(|stored| stored.range))
+}
+
+/// Reads `dir`'s segment range file with the sequence number of the slot
+/// it came from; `None` if there is none. A file in neither format, or
+/// with no valid slot, is [`Error::BadSegmentRange`].
+pub fn read_stored_range(dir: &Path) -> Result<Option<StoredRange>> {
     let path = dir.join(SEGMENT_RANGE_FILE_NAME);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io(IoOp::RangeFile, 0, &error)),
     };
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    if bytes.len() != SEGMENT_RANGE_BYTES
-        || bytes[0..8] != SEGMENT_RANGE_MAGIC
-        || crate::format::crc32(&bytes[..24]).to_le_bytes() != bytes[24..28]
-        || u64_at(8) > u64_at(16)
-    {
-        return Err(Error::BadSegmentRange { path });
-    }
-    Ok(Some(SegmentRange {
-        oldest: u64_at(8),
-        newest: u64_at(16),
-    }))
+    let stored = match bytes.len() {
+        SEGMENT_RANGE_V1_BYTES => decode_range_v1(&bytes),
+        SEGMENT_RANGE_FILE_BYTES => bytes
+            .chunks_exact(SEGMENT_RANGE_SLOT_BYTES)
+            .enumerate()
+            .filter_map(|(slot, bytes)| decode_range_slot(slot, bytes))
+            .max_by_key(|stored| stored.sequence),
+        _ => None,
+    };
+    stored.map(Some).ok_or(Error::BadSegmentRange { path })
 }
 
-/// Durably replaces `dir`'s segment range file with `range` through `fs`
-/// ([`FileSystem::replace_file`]: a temporary file written and synced,
-/// renamed over the old one, the directory synced).
-pub fn write_segment_range(fs: &dyn FileSystem, dir: &Path, range: SegmentRange) -> Result<()> {
-    fs.replace_file(dir, SEGMENT_RANGE_FILE_NAME, &encode_segment_range(range))
-        .map_err(|error| Error::io(IoOp::RangeFile, range.newest, &error))
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// [`write_segment_range`] through [`FileSystem::replace_file_off_thread`]:
-/// for the write path, where the shard's thread must not wait on the
-/// file's fsyncs. Callers serialise these writes (two in flight would
-/// share the temporary file).
-pub async fn write_segment_range_off_thread(fs: &dyn FileSystem, dir: &Path, range: SegmentRange) -> Result<()> {
-    fs.replace_file_off_thread(dir, SEGMENT_RANGE_FILE_NAME, &encode_segment_range(range))
-        .await
-        .map_err(|error| Error::io(IoOp::RangeFile, range.newest, &error))
+/// The older one-record file: magic, oldest, newest, CRC32.
+fn decode_range_v1(bytes: &[u8]) -> Option<StoredRange> {
+    let (oldest, newest) = (u64_at(bytes, 8), u64_at(bytes, 16));
+    let valid = bytes[0..8] == SEGMENT_RANGE_MAGIC_V1
+        && crate::format::crc32(&bytes[..24]).to_le_bytes() == bytes[24..28]
+        && oldest <= newest;
+    valid.then_some(StoredRange {
+        range: SegmentRange { oldest, newest },
+        sequence: 0,
+    })
 }
 
-fn encode_segment_range(range: SegmentRange) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(SEGMENT_RANGE_BYTES);
-    bytes.extend_from_slice(&SEGMENT_RANGE_MAGIC);
+/// Slot `slot` of the two-slot file, if it is whole and belongs there (a
+/// sequence number always goes to slot `sequence % 2`).
+fn decode_range_slot(slot: usize, bytes: &[u8]) -> Option<StoredRange> {
+    let fields = &bytes[..SEGMENT_RANGE_SLOT_FIELDS];
+    let crc = &bytes[SEGMENT_RANGE_SLOT_FIELDS..SEGMENT_RANGE_SLOT_FIELDS + 4];
+    let (sequence, oldest, newest) = (u64_at(bytes, 12), u64_at(bytes, 20), u64_at(bytes, 28));
+    let valid = fields[0..8] == SEGMENT_RANGE_SLOT_MAGIC
+        && fields[8..12] == SEGMENT_RANGE_SLOT_VERSION.to_le_bytes()
+        && crate::format::crc32(fields).to_le_bytes() == crc
+        && sequence > 0
+        && sequence % 2 == slot as u64
+        && oldest <= newest;
+    valid.then_some(StoredRange {
+        range: SegmentRange { oldest, newest },
+        sequence,
+    })
+}
+
+/// One slot holding `range` as update number `sequence`: the block an
+/// update writes at `(sequence % 2) * SEGMENT_RANGE_SLOT_BYTES`.
+pub fn encode_range_slot(range: SegmentRange, sequence: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(SEGMENT_RANGE_SLOT_BYTES);
+    bytes.extend_from_slice(&SEGMENT_RANGE_SLOT_MAGIC);
+    bytes.extend_from_slice(&SEGMENT_RANGE_SLOT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&sequence.to_le_bytes());
     bytes.extend_from_slice(&range.oldest.to_le_bytes());
     bytes.extend_from_slice(&range.newest.to_le_bytes());
     let crc = crate::format::crc32(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes.resize(SEGMENT_RANGE_SLOT_BYTES, 0);
     bytes
+}
+
+/// A whole new range file holding `range` as update 1 (slot 1; slot 0 is
+/// zeros, which is no valid slot).
+fn encode_range_file(range: SegmentRange) -> Vec<u8> {
+    let mut bytes = vec![0; SEGMENT_RANGE_SLOT_BYTES];
+    bytes.extend_from_slice(&encode_range_slot(range, 1));
+    bytes
+}
+
+/// Durably writes `dir`'s segment range file anew, holding `range` as
+/// update 1, through `fs` ([`FileSystem::replace_file`]: a temporary file
+/// written and synced, renamed over the old one, the directory synced).
+/// Returns the sequence number written (1).
+pub fn write_segment_range(fs: &dyn FileSystem, dir: &Path, range: SegmentRange) -> Result<u64> {
+    fs.replace_file(dir, SEGMENT_RANGE_FILE_NAME, &encode_range_file(range))
+        .map_err(|error| Error::io(IoOp::RangeFile, range.newest, &error))?;
+    Ok(1)
+}
+
+/// Durably records `range` as update number `sequence` (one more than the
+/// update the file holds), off the shard's thread: for the write path,
+/// where the shard's thread must not wait on the file's syncs. Update 1
+/// makes the file ([`FileSystem::replace_file_off_thread`]: there is none
+/// yet); any later one overwrites slot `sequence % 2`, the one not holding
+/// the current range, and fdatasyncs it
+/// ([`FileSystem::overwrite_file_off_thread`]). Callers serialise these
+/// writes (two in flight could tear both slots, or share the temporary
+/// file).
+pub async fn write_segment_range_off_thread(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    range: SegmentRange,
+    sequence: u64,
+) -> Result<()> {
+    let written = if sequence <= 1 {
+        fs.replace_file_off_thread(dir, SEGMENT_RANGE_FILE_NAME, &encode_range_file(range))
+            .await
+    } else {
+        let offset = (sequence % 2) * SEGMENT_RANGE_SLOT_BYTES as u64;
+        fs.overwrite_file_off_thread(
+            dir,
+            SEGMENT_RANGE_FILE_NAME,
+            offset,
+            &encode_range_slot(range, sequence),
+        )
+        .await
+    };
+    written.map_err(|error| Error::io(IoOp::RangeFile, range.newest, &error))
 }
 
 /// Rule 7: refuses a listing that lacks a segment at either end of `range`.
@@ -223,6 +338,10 @@ pub struct Recovered {
     pub removed_blank_segment: Option<u64>,
     /// The segment range file's contents; `None` if there is none.
     pub range: Option<SegmentRange>,
+    /// The sequence number of the range file's slot that gave `range`
+    /// ([`StoredRange::sequence`]): 0 without a file or for the older
+    /// one-record format.
+    pub range_sequence: u64,
 }
 
 /// Lists the segment files of `dir`, sorted by first LSN.
@@ -438,7 +557,8 @@ fn recover_with(
     keep_payloads: bool,
 ) -> Result<Recovered> {
     let mut listed = list_segments(dir)?;
-    let range = if range_file { read_segment_range(dir)? } else { None };
+    let stored = if range_file { read_stored_range(dir)? } else { None };
+    let range = stored.map(|stored| stored.range);
     if let Some(range) = range {
         check_range(dir, range, &listed)?;
     }
@@ -575,6 +695,7 @@ fn recover_with(
         torn_tail,
         removed_blank_segment,
         range,
+        range_sequence: stored.map_or(0, |stored| stored.sequence),
     })
 }
 

@@ -18,7 +18,7 @@ use crate::fs::{DmaFs, FileSystem};
 use crate::index::{EntryLocation, GroupState, SegmentHolders};
 use crate::recovery::{
     map_segment, recover, recover_keeping_payloads, release_pages, write_segment_range, write_segment_range_off_thread,
-    SegmentRange, TornTail,
+    SegmentRange, TornTail, SEGMENT_RANGE_FILE_NAME,
 };
 use crate::writer::{
     flush, prepare_spare, run_flusher, Batch, Segment, State, SyncFuture, WriterStats, BATCH_CAPACITY_MIN_BYTES,
@@ -141,8 +141,20 @@ impl Wal {
         } else {
             recover(&dir, config.recovery_mode, true)?
         };
-        let range = match (recovered.range, recovered.segments.first(), recovered.segments.last()) {
-            (Some(range), _, _) => Some(range),
+        // A temporary file left by a crash while the range file was made
+        // never held the range (the rename is what makes it the file).
+        match std::fs::remove_file(dir.join(format!("{SEGMENT_RANGE_FILE_NAME}.tmp"))) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(IoOp::RangeFile, 0, &error));
+            }
+            _ => {}
+        }
+        let (range, range_sequence) = match (recovered.range, recovered.segments.first(), recovered.segments.last()) {
+            // The older one-record format: converted once, atomically.
+            (Some(range), _, _) if recovered.range_sequence == 0 => {
+                (Some(range), write_segment_range(&*fs, &dir, range)?)
+            }
+            (Some(range), _, _) => (Some(range), recovered.range_sequence),
             // Written before the range file existed, or a crash before the
             // first segment was named in it: record what is there.
             (None, Some(first), Some(last)) => {
@@ -150,10 +162,9 @@ impl Wal {
                     oldest: first.first_lsn,
                     newest: last.first_lsn,
                 };
-                write_segment_range(&*fs, &dir, range)?;
-                Some(range)
+                (Some(range), write_segment_range(&*fs, &dir, range)?)
             }
-            (None, _, _) => None,
+            (None, _, _) => (None, 0),
         };
         let last_lsn = recovered.next_lsn - 1;
         let report = OpenReport {
@@ -234,6 +245,7 @@ impl Wal {
             recent_batches: Default::default(),
             zero_frontier: Default::default(),
             range,
+            range_sequence,
             range_lock: Rc::new(glommio::sync::Semaphore::new(1)),
             spare: None,
             spare_preparing: false,
@@ -633,7 +645,7 @@ impl Wal {
         // count found below still holds after the range file is written.
         let lock = self.shared.borrow().range_lock.clone();
         let writing = lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
-        let (kept, range, fs, dir) = {
+        let (kept, range, sequence, fs, dir) = {
             let state = self.shared.borrow();
             // The newest created segment is always kept: the range file
             // names it (a rotated-to segment may not exist yet).
@@ -651,13 +663,21 @@ impl Wal {
                     newest: state.range.map_or(front, |range| range.newest.max(front)),
                 }
             });
-            (kept, range, state.fs.clone(), state.dir.clone())
+            (
+                kept,
+                range,
+                state.range_sequence + 1,
+                state.fs.clone(),
+                state.dir.clone(),
+            )
         };
         if let Some(range) = range {
             // Before any file goes: a crash between leaves segments
             // older than the range's oldest, which recovery accepts.
-            write_segment_range_off_thread(&*fs, &dir, range).await?;
-            self.shared.borrow_mut().range = Some(range);
+            write_segment_range_off_thread(&*fs, &dir, range, sequence).await?;
+            let mut state = self.shared.borrow_mut();
+            state.range = Some(range);
+            state.range_sequence = sequence;
         }
         let doomed = {
             let mut state = self.shared.borrow_mut();

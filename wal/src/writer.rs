@@ -339,10 +339,14 @@ pub struct State {
     /// [`crate::recovery::SegmentRange`]); `None` before the first segment
     /// is created.
     pub(crate) range: Option<SegmentRange>,
-    /// Held while the range file is rewritten (off the shard's thread):
-    /// one write at a time, each from the range as it is then, so that a
+    /// The sequence number of the range file's update that holds `range`
+    /// (0 while there is no file): the next update is one more, written
+    /// into the other slot.
+    pub(crate) range_sequence: u64,
+    /// Held while the range file is written (off the shard's thread): one
+    /// write at a time, each from the range as it is then, so that a
     /// deletion and a new segment cannot write stale ranges over each
-    /// other or share the temporary file.
+    /// other, or two updates tear both slots.
     pub(crate) range_lock: Rc<glommio::sync::Semaphore>,
     /// The prepared spare segment ([`crate::fs::FileSystem::prepare_spare`]),
     /// at most [`SPARE_SEGMENTS_MAX`]: the next rotation claims it.
@@ -941,9 +945,9 @@ async fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segme
     let lock = shared.borrow().range_lock.clone();
     let _writing = lock.acquire_permit(1).await.map_err(|_| Error::Closed)?;
     // Read under the lock: a deletion may have moved the oldest meanwhile.
-    let (range, fs) = {
+    let (range, sequence, fs) = {
         let state = shared.borrow();
-        (state.range, state.fs.clone())
+        (state.range, state.range_sequence + 1, state.fs.clone())
     };
     if range.is_some_and(|range| range.newest >= segment) {
         return Ok(());
@@ -952,8 +956,10 @@ async fn name_in_range(shared: &Rc<RefCell<State>>, dir: &std::path::Path, segme
         oldest: range.map_or(segment, |range| range.oldest),
         newest: segment,
     };
-    write_segment_range_off_thread(&*fs, dir, range).await?;
-    shared.borrow_mut().range = Some(range);
+    write_segment_range_off_thread(&*fs, dir, range, sequence).await?;
+    let mut state = shared.borrow_mut();
+    state.range = Some(range);
+    state.range_sequence = sequence;
     Ok(())
 }
 

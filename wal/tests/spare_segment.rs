@@ -138,10 +138,12 @@ fn a_failed_range_write_beside_the_first_flush_into_a_claimed_spare_fails_the_sy
         let mut next = append_until_rotation(&wal, 1).await;
         wait_for_spare(dir.path()).await;
         let named = read_segment_range(dir.path()).unwrap().unwrap();
-        // A directory where the range file's temporary file goes: the next
-        // range-file write fails.
-        let blocker = dir.path().join(format!("{SEGMENT_RANGE_FILE_NAME}.tmp"));
-        std::fs::create_dir(&blocker).unwrap();
+        // The range file moved aside and a directory in its place: the
+        // next range-file write (an overwrite of one of its slots) fails.
+        let range_file = dir.path().join(SEGMENT_RANGE_FILE_NAME);
+        let aside = dir.path().join("segment-range.aside");
+        std::fs::rename(&range_file, &aside).unwrap();
+        std::fs::create_dir(&range_file).unwrap();
         let created = wal.stats().segments_created;
         let failed = loop {
             wal.append_entry(1, next, 1, 0, &[next as u8; 1000]).unwrap();
@@ -166,8 +168,9 @@ fn a_failed_range_write_beside_the_first_flush_into_a_claimed_spare_fails_the_sy
         // Not acknowledged: the range does not name the new segment yet.
         let newest = list_segments(dir.path()).unwrap().last().unwrap().0;
         assert!(wal.durable_lsn() < newest);
+        std::fs::remove_dir(&range_file).unwrap();
+        std::fs::rename(&aside, &range_file).unwrap();
         assert_eq!(read_segment_range(dir.path()).unwrap(), Some(named));
-        std::fs::remove_dir(&blocker).unwrap();
         assert_eq!(wal.sync().await.unwrap(), next - 1);
         assert_eq!(read_segment_range(dir.path()).unwrap().unwrap().newest, newest);
         wal.close().await.unwrap();

@@ -1132,17 +1132,7 @@ fn drive(settings: &Settings, cluster: &Remote, json: bool, cpu: &dyn Fn() -> Du
         results.push(handle.join().map_err(|_| anyhow!("a driver thread panicked"))??);
     }
     let not_leader = totals.not_leader.load(Ordering::Relaxed);
-    let leader_change = match transfer {
-        Some(transfer) => {
-            let mut change = transfer
-                .join()
-                .map_err(|_| anyhow!("the leader transfer thread panicked"))?
-                .context("moving every group's leadership (--transfer-leaders-at)")?;
-            change.not_leader = not_leader;
-            Some(change)
-        }
-        None => None,
-    };
+    let leader_change = crate::workload::join_leader_transfer(transfer, not_leader)?;
     Ok((
         results,
         cpu,

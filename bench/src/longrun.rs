@@ -689,17 +689,8 @@ fn drive(args: &LongrunArgs, root: &Path, nodes: &Arc<Vec<Node>>, groups: &[Grou
     for writer in writers {
         writer.join().map_err(|_| anyhow!("a writer thread panicked"))?;
     }
-    let leader_change = match transfer {
-        Some(transfer) => {
-            let mut change = transfer
-                .join()
-                .map_err(|_| anyhow!("the leader transfer thread panicked"))?
-                .context("moving every group's leadership (--transfer-leaders-at)")?;
-            change.not_leader = failures.snapshot().get("not_leader").copied().unwrap_or(0);
-            Some(change)
-        }
-        None => None,
-    };
+    let leader_change =
+        crate::workload::join_leader_transfer(transfer, failures.snapshot().get("not_leader").copied().unwrap_or(0))?;
     if let Some(failure) = failure {
         return Err(failure);
     }

@@ -194,17 +194,7 @@ fn drive(args: &LongrunArgs, root: &Path, processes: &mut Processes) -> Result<R
             .map_err(|_| anyhow!("a writer thread panicked"))?
             .context("a writer")?;
     }
-    let leader_change = match transfer {
-        Some(transfer) => {
-            let mut change = transfer
-                .join()
-                .map_err(|_| anyhow!("the leader transfer thread panicked"))?
-                .context("moving every group's leadership (--transfer-leaders-at)")?;
-            change.not_leader = totals.not_leader.load(Ordering::Relaxed);
-            Some(change)
-        }
-        None => None,
-    };
+    let leader_change = crate::workload::join_leader_transfer(transfer, totals.not_leader.load(Ordering::Relaxed))?;
     let mut report = crate::longrun::report(
         args,
         root,

@@ -1250,6 +1250,24 @@ pub struct LeaderChange {
 /// loaded machine: generous).
 const TRANSFER_WAIT: Duration = Duration::from_secs(60);
 
+/// Waits for the `--transfer-leaders-at` thread, if one was started, and
+/// adds the `NotLeader` answers the writers met (`not_leader`) to what it
+/// reports.
+pub fn join_leader_transfer(
+    transfer: Option<std::thread::JoinHandle<Result<LeaderChange>>>,
+    not_leader: u64,
+) -> Result<Option<LeaderChange>> {
+    let Some(transfer) = transfer else {
+        return Ok(None);
+    };
+    let mut change = transfer
+        .join()
+        .map_err(|_| anyhow!("the leader transfer thread panicked"))?
+        .context("moving every group's leadership (--transfer-leaders-at)")?;
+    change.not_leader = not_leader;
+    Ok(Some(change))
+}
+
 /// Moves every group's leadership from its leader to the next node (by id,
 /// wrapping) over the admin protocol (`addresses`: every node's), and waits
 /// until each new leader leads (`--transfer-leaders-at`).

@@ -111,7 +111,7 @@ fn check(path: &str) -> ExitCode {
                 println!("  shard {}: {core}, WAL {}{spin}", shard.shard, shard.wal_dir.display());
             }
             println!(
-                "  helper threads (blocking, metrics, main): CPUs {}",
+                "  helper threads (blocking, free, wake, metrics, main): CPUs {}",
                 coraft_tuning::format_cpu_list(plan.helper_cores())
             );
             ExitCode::SUCCESS

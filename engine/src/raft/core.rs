@@ -14,7 +14,7 @@ use super::membership::Membership;
 use super::message::{AppendOutcome, Message, MessageBody};
 use super::progress::Progress;
 use super::reads::ReadTracker;
-use super::ready::Ready;
+use super::ready::{CommittedRange, Ready};
 use super::rng::SeededRng;
 use super::types::{
     Configuration, Entry, EntryPayload, HardState, LogIndex, NodeId, Role, SnapshotMeta, SoftState, Term,
@@ -246,8 +246,24 @@ impl RaftCore {
         self.become_follower(term, None);
     }
 
-    /// Takes everything the runtime must do now.
+    /// Takes everything the runtime must do now, the committed entries
+    /// cloned into `committed_entries`.
     pub fn take_ready(&mut self) -> Ready {
+        let mut ready = self.take_ready_lending();
+        if let Some(range) = ready.committed {
+            let (front, back) = self.log.committed_entries(range);
+            ready.committed_entries.reserve_exact(front.len() + back.len());
+            ready.committed_entries.extend(front.iter().chain(back).cloned());
+        }
+        ready
+    }
+
+    /// [`take_ready`](Self::take_ready) with the committed entries left in
+    /// the log: `committed` says which they are, and
+    /// [`committed_entries`](Self::committed_entries) lends them, so that
+    /// a runtime that applies them in place clones none (a clone and a
+    /// drop of every payload's reference count on every node).
+    pub fn take_ready_lending(&mut self) -> Ready {
         if self.role == Role::Leader {
             self.start_read_round_if_needed();
         }
@@ -265,9 +281,20 @@ impl RaftCore {
         // `entries` and `committed_entries` are empty here: the vectors of
         // an earlier Ready handed back by `recycle`, or new ones.
         ready.truncate_from = self.log.take_unpersisted_into(&mut ready.entries);
-        self.log
-            .take_committed_into(APPLY_BATCH_BYTES_MAX, &mut ready.committed_entries);
+        ready.committed = self.log.take_committed_range(APPLY_BATCH_BYTES_MAX);
         ready
+    }
+
+    /// The entries of a Ready's `committed` range, in order, as two slices
+    /// (the log is a ring; the second is empty unless the range wraps).
+    ///
+    /// The runtime applies them before it next steps or compacts this
+    /// core: the log keeps them until then (the core compacts only up to
+    /// a snapshot of what the state machine has applied, and committed
+    /// entries are never truncated; an installed snapshot comes from a
+    /// step). Panics if the log no longer holds them all.
+    pub fn committed_entries(&self, range: CommittedRange) -> (&[Entry], &[Entry]) {
+        self.log.committed_entries(range)
     }
 
     /// Hands back a [`Ready`] the runtime has done with (or any part of one,

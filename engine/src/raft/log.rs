@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 
+use super::ready::CommittedRange;
 use super::types::{Entry, LogIndex, SnapshotMeta, Term};
 
 /// The log of one core.
@@ -274,21 +275,64 @@ impl RaftLog {
     #[cfg(test)]
     pub fn take_committed(&mut self, bytes_max: u64) -> Vec<Entry> {
         let mut entries = Vec::new();
-        self.take_committed_into(bytes_max, &mut entries);
+        if let Some(range) = self.take_committed_range(bytes_max) {
+            let (front, back) = self.committed_entries(range);
+            entries.extend(front.iter().chain(back).cloned());
+        }
         entries
     }
 
-    /// [`take_committed`](Self::take_committed) into `entries` (empty; a
-    /// vector kept from an earlier Ready, so that it keeps its capacity).
-    pub fn take_committed_into(&mut self, bytes_max: u64, entries: &mut Vec<Entry>) {
-        debug_assert!(entries.is_empty());
-        if self.committed > self.applied {
-            // Through the commit index only: the entries after it are not
-            // cloned to be dropped again.
-            self.entries_through_into(self.applied.next(), self.committed, bytes_max, entries);
+    /// Hands the committed entries not yet handed to the state machine, up
+    /// to `bytes_max` (at least one), out by index: the caller reads them
+    /// with [`committed_entries`](Self::committed_entries). Through the
+    /// commit index only.
+    pub fn take_committed_range(&mut self, bytes_max: u64) -> Option<CommittedRange> {
+        if self.committed <= self.applied {
+            return None;
         }
-        if let Some(last) = entries.last() {
-            self.applied = last.index;
+        let first = self.applied.next();
+        let held = self.held_range(first, self.committed)?;
+        let mut count = 0;
+        let mut bytes = 0;
+        for entry in self.entries.range(held) {
+            bytes += entry.size_bytes();
+            if count > 0 && bytes > bytes_max {
+                break;
+            }
+            count += 1;
+        }
+        let last = first.plus(count - 1);
+        self.applied = last;
+        Some(CommittedRange { first, last })
+    }
+
+    /// The entries of `range`, in order, as the two slices the log's ring
+    /// holds them in (the second is empty unless the range wraps).
+    ///
+    /// Panics unless the log holds every one: the runtime must apply a
+    /// range before anything can drop it (compaction stops at a snapshot
+    /// of applied state; a snapshot installed or a truncation comes from a
+    /// step, and committed entries are never truncated).
+    pub fn committed_entries(&self, range: CommittedRange) -> (&[Entry], &[Entry]) {
+        let held = self
+            .held_range(range.first, range.last)
+            .filter(|held| held.len() as u64 == range.count());
+        let Some(held) = held else {
+            panic!(
+                "committed entries {}..={} lent after the log dropped them (held {}..={})",
+                range.first,
+                range.last,
+                self.first_index(),
+                self.last_index()
+            );
+        };
+        let (front, back) = self.entries.as_slices();
+        if held.end <= front.len() {
+            (&front[held], &[])
+        } else if held.start >= front.len() {
+            (&back[held.start - front.len()..held.end - front.len()], &[])
+        } else {
+            (&front[held.start..], &back[..held.end - front.len()])
         }
     }
 
@@ -420,6 +464,70 @@ mod tests {
         log.commit_to(LogIndex(10));
         assert_eq!(indexes(&log.take_committed(0)), vec![7]);
         assert_eq!(indexes(&log.take_committed(u64::MAX)), vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn committed_entries_lends_each_range_in_order_where_the_ring_wraps_too() {
+        // Ten entries in a ring of sixteen; three compacted from its front,
+        // eight appended at its back: the last ones wrap to the front.
+        let mut entries = Vec::with_capacity(16);
+        entries.extend(ten().iter().cloned());
+        let mut log = RaftLog::recovered(LogIndex(0), Term(0), entries);
+        log.commit_to(LogIndex(10));
+        log.take_committed(u64::MAX);
+        log.compact_to(LogIndex(3));
+        log.append((11..=18).map(|i| Entry {
+            index: LogIndex(i),
+            term: Term(2),
+            payload: EntryPayload::Normal(bytes::Bytes::from(vec![i as u8; 8])),
+        }));
+        log.commit_to(LogIndex(18));
+        let mut wrapped = 0;
+        for first in 4..=18 {
+            for last in first..=18 {
+                let range = CommittedRange {
+                    first: LogIndex(first),
+                    last: LogIndex(last),
+                };
+                let (front, back) = log.committed_entries(range);
+                wrapped += usize::from(!front.is_empty() && !back.is_empty());
+                let lent: Vec<Entry> = front.iter().chain(back).cloned().collect();
+                let looked_up: Vec<Entry> = (first..=last)
+                    .map(|i| log.entry(LogIndex(i)).unwrap().clone())
+                    .collect();
+                assert_eq!(lent, looked_up, "{first}..={last}");
+            }
+        }
+        assert!(wrapped > 0, "some range spans both slices of the ring");
+    }
+
+    #[test]
+    fn take_committed_range_hands_out_what_take_committed_cloned() {
+        let mut log = ten();
+        let each = 8 + ENTRY_OVERHEAD_BYTES;
+        assert_eq!(log.take_committed_range(u64::MAX), None);
+        log.commit_to(LogIndex(6));
+        let range = |first, last| {
+            Some(CommittedRange {
+                first: LogIndex(first),
+                last: LogIndex(last),
+            })
+        };
+        assert_eq!(log.take_committed_range(4 * each), range(1, 4));
+        assert_eq!(log.applied(), LogIndex(4));
+        assert_eq!(log.take_committed_range(0), range(5, 5));
+        assert_eq!(log.take_committed_range(u64::MAX), range(6, 6));
+        assert_eq!(log.take_committed_range(u64::MAX), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "lent after the log dropped them")]
+    fn committed_entries_compacted_away_are_never_lent() {
+        let mut log = ten();
+        log.commit_to(LogIndex(10));
+        let range = log.take_committed_range(u64::MAX).unwrap();
+        log.compact_to(LogIndex(5));
+        let _ = log.committed_entries(range);
     }
 
     #[test]

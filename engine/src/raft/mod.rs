@@ -65,7 +65,7 @@ pub use message::{AppendOutcome, Message, MessageBody};
 pub use progress::{Inflights, Progress, ProgressState, PROBE_APPEND_BYTES_MAX};
 pub use quorum::VoteResult;
 pub use reads::{PENDING_READS_MAX, ROUND_HISTORY_MAX};
-pub use ready::Ready;
+pub use ready::{CommittedRange, Ready};
 pub use rng::SeededRng;
 pub use types::{
     Configuration, Entry, EntryPayload, GroupId, HardState, LogIndex, NodeId, ReadState, Role, SnapshotMeta, SoftState,

@@ -14,9 +14,11 @@ use super::types::{Entry, HardState, LogIndex, ReadState, SnapshotMeta, SoftStat
 ///    `persisted_messages` (votes and acknowledgements depend on what was
 ///    written) and call [`RaftCore::on_persisted`](super::RaftCore::on_persisted)
 ///    with the last entry written.
-/// 4. Apply `committed_entries` to the state machine, in order; serve the
-///    reads of `read_states` once applied up to their index; fail the reads
-///    of `dropped_reads`.
+/// 4. Apply the entries of `committed` to the state machine, in order
+///    (`committed_entries`, or lent by
+///    [`RaftCore::committed_entries`](super::RaftCore::committed_entries));
+///    serve the reads of `read_states` once applied up to their index; fail
+///    the reads of `dropped_reads`.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Role, term or leader changed.
@@ -34,7 +36,11 @@ pub struct Ready {
     pub messages: Vec<Message>,
     /// Messages to send once step 1 is durable.
     pub persisted_messages: Vec<Message>,
-    /// Committed entries to apply.
+    /// The committed entries to apply, by index.
+    pub committed: Option<CommittedRange>,
+    /// The entries of `committed`, cloned from the log by
+    /// [`RaftCore::take_ready`](super::RaftCore::take_ready); empty from
+    /// [`RaftCore::take_ready_lending`](super::RaftCore::take_ready_lending).
     pub committed_entries: Vec<Entry>,
     /// Reads confirmed.
     pub read_states: Vec<ReadState>,
@@ -53,8 +59,25 @@ impl Ready {
             && self.soft_state.is_none()
             && self.messages.is_empty()
             && self.persisted_messages.is_empty()
+            && self.committed.is_none()
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
             && self.dropped_reads.is_empty()
+    }
+}
+
+/// Committed entries a [`Ready`] hands out to apply: `first` through `last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedRange {
+    /// The first entry to apply.
+    pub first: LogIndex,
+    /// The last entry to apply (at or after `first`).
+    pub last: LogIndex,
+}
+
+impl CommittedRange {
+    /// How many entries it holds (at least one).
+    pub fn count(&self) -> u64 {
+        self.last.0 - self.first.0 + 1
     }
 }

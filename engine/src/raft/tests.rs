@@ -1347,3 +1347,77 @@ fn a_follower_hands_back_the_vector_of_each_append_emptied_and_its_entries_in_th
     });
     assert!(follower.take_received_entries_vector().is_none());
 }
+
+#[test]
+fn a_lending_ready_lends_the_committed_entries_a_cloning_one_carries() {
+    // Two cores fed the same inputs: one's Readies clone the committed
+    // entries, the other's lend them from its log, batch after batch
+    // (some past the apply bound), with compactions in between that move
+    // where the log's ring starts.
+    let voters = ids(1);
+    let mut cloning = core(1, &voters, |_| {});
+    let mut lending = core(1, &voters, |_| {});
+    for core in [&mut cloning, &mut lending] {
+        while core.role() != Role::Leader {
+            core.tick();
+        }
+    }
+    let mut lent_total = 0;
+    for round in 0..40u64 {
+        let size = if round % 7 == 3 {
+            3 << 20
+        } else {
+            1 + round as usize * 13 % 200
+        };
+        let batch: Vec<Bytes> = (0..1 + round % 5)
+            .map(|_| Bytes::from(vec![round as u8; size]))
+            .collect();
+        cloning.propose(batch.clone()).unwrap();
+        lending.propose(batch).unwrap();
+        while cloning.has_ready() || lending.has_ready() {
+            let cloned = cloning.take_ready();
+            let lent = lending.take_ready_lending();
+            assert!(lent.committed_entries.is_empty(), "lent, not cloned");
+            assert_eq!(cloned.committed, lent.committed, "round {round}");
+            let lent_entries: Vec<Entry> = match lent.committed {
+                Some(range) => {
+                    let (front, back) = lending.committed_entries(range);
+                    front.iter().chain(back).cloned().collect()
+                }
+                None => Vec::new(),
+            };
+            assert_eq!(cloned.committed_entries, lent_entries, "round {round}");
+            lent_total += lent_entries.len();
+            for (core, ready) in [(&mut cloning, &cloned), (&mut lending, &lent)] {
+                if let Some(last) = ready.entries.last() {
+                    core.on_persisted(last.index, last.term);
+                }
+            }
+        }
+        if round % 3 == 2 {
+            for core in [&mut cloning, &mut lending] {
+                let applied = core.applied_index();
+                core.snapshot_created(applied).expect("applied");
+                core.compact(applied.prev());
+            }
+        }
+    }
+    assert!(lent_total > 40, "{lent_total} entries applied");
+}
+
+#[test]
+#[should_panic(expected = "lent after the log dropped them")]
+fn entries_lent_by_a_ready_and_compacted_before_they_were_read_are_a_panic_not_a_wrong_apply() {
+    let mut core = core(1, &ids(1), |_| {});
+    while core.role() != Role::Leader {
+        core.tick();
+    }
+    let (index, term) = core.propose(payload("x")).unwrap();
+    core.take_ready_lending();
+    core.on_persisted(index, term);
+    let ready = core.take_ready_lending();
+    let range = ready.committed.expect("committed");
+    core.snapshot_created(range.last).expect("handed out to apply");
+    core.compact(range.last);
+    let _ = core.committed_entries(range);
+}

@@ -5,15 +5,18 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::api::{Error, LeaderStopReason, StateMachine};
-use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, ReadState, Role, Term};
+use crate::raft::{CommittedRange, Entry, LogIndex, NodeId, RaftCore, ReadState, Role, Term};
 
-use super::apply::{result_of, ApplyScratch, Applying};
+use super::apply::{result_of, ApplyScratch};
 use super::apply_lane::{ApplyLane, LaneBatch};
 use super::metrics::ShardMetrics;
 use super::reply::Reply;
 use super::sessions::SessionTable;
 use super::snapshot_store::SnapshotStore;
 use super::storage::HardStateWriter;
+
+mod applier;
+use applier::answer;
 
 /// Bound on proposals waiting for their outcome in one group.
 pub const PENDING_PROPOSALS_MAX: usize = 1 << 16;
@@ -302,92 +305,29 @@ impl Group {
     /// serves the reads they unblock; with an apply lane, hands them over
     /// (`collect_lane` answers once they are applied).
     pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
-        self.since_snapshot.entries += entries.len() as u64;
-        self.since_snapshot.log_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
-        // Committed now; one clock read serves the whole batch's latencies.
-        // Both run in index order: one walk matches them.
-        let now = std::time::Instant::now();
-        let mut waiting = self.proposals.iter().peekable();
-        for entry in entries {
-            while waiting.next_if(|(index, _)| *index < entry.index).is_some() {}
-            if let Some((_, pending)) = waiting.next_if(|(index, _)| *index == entry.index) {
-                ShardMetrics::record(&mut metrics.commit_us, now.saturating_duration_since(pending.proposed));
-            }
-        }
-        if self.lane.is_some() {
-            self.hand_to_lane(entries);
-            // Reads confirmed now whose index the lane already reached.
-            let served = self.serve_reads();
-            metrics.reads_served += served;
-            self.counters.reads_served += served;
-            return;
-        }
-        metrics.entries_applied += entries.len() as u64;
-        self.counters.entries_applied += entries.len() as u64;
-        let mut scratch = std::mem::take(&mut self.apply_scratch);
-        Applying {
-            group: self.core.config().group,
-            state_machine: self.state_machine.as_mut(),
-            sessions: &mut self.sessions,
-        }
-        .apply_batch(entries, &mut scratch);
-        for elapsed in scratch.apply_durations.drain(..) {
-            ShardMetrics::record(&mut metrics.apply_us, elapsed);
-        }
-        for book in scratch.address_books.drain(..) {
-            self.learn_address_book(book);
-        }
-        self.configuration_applied |= scratch.configuration_applied;
-        // The results are answered from here: the latency includes the apply.
-        let now = std::time::Instant::now();
-        for (position, entry) in entries.iter().enumerate() {
-            // Answered straight from the state machine's results buffer.
-            let result = scratch.result(position);
-            self.answer(entry.index, entry.term, result, metrics, now);
-        }
-        if let Some(last) = entries.last() {
-            self.applied_on_shard = self.applied_on_shard.max(last.index);
-        }
-        scratch.clear();
-        self.apply_scratch = scratch;
+        let (_, mut applier) = self.split_for_apply();
+        applier.apply([entries, &[]], metrics);
+        self.serve_reads_after_apply(metrics);
+    }
+
+    /// [`apply`](Self::apply) of a Ready's committed entries, lent by the
+    /// core's log (`RaftCore::take_ready_lending`) rather than cloned:
+    /// only an apply lane, which takes them to its thread, clones them.
+    /// Called in the round that took the Ready, before the core is
+    /// stepped or compacted again, so the log still holds them.
+    pub fn apply_committed(&mut self, range: CommittedRange, metrics: &mut ShardMetrics) {
+        let (core, mut applier) = self.split_for_apply();
+        let (front, back) = core.committed_entries(range);
+        applier.apply([front, back], metrics);
+        self.serve_reads_after_apply(metrics);
+    }
+
+    /// Serves the reads an apply unblocked (with an apply lane: the reads
+    /// confirmed now whose index the lane already reached).
+    fn serve_reads_after_apply(&mut self, metrics: &mut ShardMetrics) {
         let served = self.serve_reads();
         metrics.reads_served += served;
         self.counters.reads_served += served;
-    }
-
-    fn learn_address_book(&mut self, book: BTreeMap<NodeId, Vec<std::net::SocketAddr>>) {
-        self.address_book.extend(book.iter().map(|(n, a)| (*n, a.clone())));
-        self.learned_addresses.push(book);
-    }
-
-    /// Hands committed entries to the apply lane. What they mean to the
-    /// runtime (address books, configurations) takes effect here and now,
-    /// so a snapshot queued after them carries the address book as of the
-    /// index the lane will have reached.
-    fn hand_to_lane(&mut self, entries: &[Entry]) {
-        let Some(lane) = self.lane.as_mut() else {
-            return;
-        };
-        if entries.is_empty() {
-            return;
-        }
-        lane.send_sessions(&mut self.sessions);
-        let mut books = Vec::new();
-        for entry in entries {
-            match &entry.payload {
-                EntryPayload::Normal(bytes) => {
-                    if let Some(Ok(book)) = super::membership::decode_addresses(bytes) {
-                        books.push(book);
-                    }
-                }
-                EntryPayload::Configuration(_) => self.configuration_applied = true,
-                EntryPayload::Noop => {}
-            }
-        }
-        lane.apply(entries.to_vec());
-        for book in books {
-            self.learn_address_book(book);
-        }
     }
 
     /// Takes what the apply lane finished: answers the proposers of the
@@ -435,7 +375,15 @@ impl Group {
                 ..
             } = &mut batch;
             for (&(index, term), outcome) in entries.iter().zip(results.iter_mut()) {
-                self.answer(index, term, result_of(outcome, outputs), metrics, now);
+                answer(
+                    &mut self.proposals,
+                    hint,
+                    index,
+                    term,
+                    result_of(outcome, outputs),
+                    metrics,
+                    now,
+                );
             }
             if let Some(lane) = self.lane.as_ref() {
                 lane.recycle(batch);
@@ -495,38 +443,6 @@ impl Group {
         if let Some(lane) = self.lane.as_ref() {
             lane.drain();
             let _ = self.collect_lane(metrics);
-        }
-    }
-
-    /// Answers the proposal at `index`: with `result` if it is the entry that
-    /// was proposed, with `NotLeader` if another entry took its place.
-    fn answer(
-        &mut self,
-        index: LogIndex,
-        term: Term,
-        result: Result<&[u8], Error>,
-        metrics: &mut ShardMetrics,
-        now: std::time::Instant,
-    ) {
-        // Proposals below `index` whose entries never showed up were replaced.
-        // At most one proposal is the entry's: it takes `result` itself.
-        let mut result = Some(result);
-        while let Some(&(first, _)) = self.proposals.front() {
-            if first > index {
-                break;
-            }
-            let pending = self.proposals.pop_front().expect("non-empty").1;
-            let hint = self.core.leader();
-            if first == index && pending.term == term {
-                ShardMetrics::record(
-                    &mut metrics.proposal_us,
-                    now.saturating_duration_since(pending.received),
-                );
-                let result = result.take().expect("one proposal per index");
-                pending.reply.send_bytes(result, hint);
-            } else {
-                pending.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
-            }
         }
     }
 
@@ -674,7 +590,7 @@ impl Group {
 mod tests {
     use super::*;
     use crate::api::CommandCounter;
-    use crate::raft::{Configuration, GroupId, InitialState, RaftConfig};
+    use crate::raft::{Configuration, EntryPayload, GroupId, InitialState, RaftConfig};
     use crate::runtime::codec::{encode_command, LoggedCommand};
 
     fn group() -> Group {
@@ -690,7 +606,7 @@ mod tests {
         Group::new(core, state_machine)
     }
 
-    fn write(sequence: u64, lowest_unanswered: u64, data: &'static [u8]) -> LoggedCommand<'static> {
+    const fn write(sequence: u64, lowest_unanswered: u64, data: &'static [u8]) -> LoggedCommand<'static> {
         LoggedCommand::Session {
             leader_time_ms: 1_000,
             session: 7,
@@ -703,6 +619,16 @@ mod tests {
     /// Applies `commands` as entries 1.. of one batch, each awaited by a
     /// proposal; returns each one's answer.
     fn apply_batch(group: &mut Group, commands: &[LoggedCommand<'_>]) -> Vec<Result<Vec<u8>, Error>> {
+        apply_batch_in_two(group, commands, None)
+    }
+
+    /// [`apply_batch`], the batch in two parts split at `split` (as the
+    /// core's log lends them when its ring wraps).
+    fn apply_batch_in_two(
+        group: &mut Group,
+        commands: &[LoggedCommand<'_>],
+        split: Option<usize>,
+    ) -> Vec<Result<Vec<u8>, Error>> {
         let mut answers = Vec::new();
         let entries: Vec<Entry> = commands
             .iter()
@@ -727,7 +653,14 @@ mod tests {
             })
             .collect();
         let mut metrics = ShardMetrics::new(0);
-        group.apply(&entries, &mut metrics);
+        match split {
+            None => group.apply(&entries, &mut metrics),
+            Some(split) => {
+                let (_, mut applier) = group.split_for_apply();
+                applier.apply([&entries[..split], &entries[split..]], &mut metrics);
+                group.serve_reads_after_apply(&mut metrics);
+            }
+        }
         // An apply lane answers once it has applied them.
         group.drain_lane(&mut metrics);
         answers.iter().map(|r| r.recv().expect("answered")).collect()
@@ -842,40 +775,103 @@ mod tests {
         one_batch_applies_each_sequence_once(group);
     }
 
+    #[test]
+    fn a_batch_applied_in_two_parts_split_anywhere_is_answered_as_the_whole() {
+        for split in 0..=SESSION_BATCH.len() {
+            let answers = apply_batch_in_two(&mut group(), &SESSION_BATCH, Some(split));
+            assert_eq!(answers, session_batch_answers(), "split at {split}");
+            let laned = group_of(Box::new(crate::api::OffShard::new(CommandCounter::default())));
+            let answers = apply_batch_in_two(&mut { laned }, &SESSION_BATCH, Some(split));
+            assert_eq!(answers, session_batch_answers(), "on a lane, split at {split}");
+        }
+    }
+
+    /// A batch of one session's writes, retried and out of order.
+    const SESSION_BATCH: [LoggedCommand<'static>; 8] = [
+        write(1, 1, b"before registration"),
+        LoggedCommand::Register {
+            leader_time_ms: 1_000,
+            session: 7,
+            timeout_ms: 60_000,
+        },
+        write(1, 1, b"a"),
+        write(1, 1, b"a"),
+        write(1, 1, b"another command"),
+        write(2, 2, b"b"),
+        write(1, 2, b"a"),
+        LoggedCommand::Plain {
+            leader_time_ms: 1_000,
+            data: b"embedded",
+        },
+    ];
+
+    /// What [`SESSION_BATCH`] is answered with.
+    fn session_batch_answers() -> Vec<Result<Vec<u8>, Error>> {
+        vec![
+            Err(Error::SessionExpired),
+            Ok(Vec::new()),
+            count(1),
+            count(1),
+            Err(Error::StaleSequence),
+            count(2),
+            Err(Error::StaleSequence),
+            count(3),
+        ]
+    }
+
+    #[test]
+    fn committed_entries_lent_by_the_core_are_applied_and_answered_on_the_shard_and_on_a_lane() {
+        for laned in [false, true] {
+            let mut group = match laned {
+                false => group(),
+                true => group_of(Box::new(crate::api::OffShard::new(CommandCounter::default()))),
+            };
+            while group.core.role() != Role::Leader {
+                group.core.tick();
+            }
+            let mut answers = Vec::new();
+            for command in &SESSION_BATCH {
+                let (index, term) = group.core.propose(vec![encode_command(command)]).expect("leader");
+                let (sender, receiver) = flume::bounded(1);
+                let now = std::time::Instant::now();
+                let pending = PendingProposal {
+                    term,
+                    reply: Reply::Api(sender),
+                    received: now,
+                    proposed: now,
+                };
+                group.wait_for(index, pending);
+                answers.push(receiver);
+            }
+            let mut metrics = ShardMetrics::new(0);
+            let mut applied = 0;
+            while group.core.has_ready() {
+                let ready = group.core.take_ready_lending();
+                assert!(ready.committed_entries.is_empty(), "lent, not cloned");
+                if let Some(last) = ready.entries.last() {
+                    group.core.on_persisted(last.index, last.term);
+                }
+                if let Some(range) = ready.committed {
+                    applied += range.count();
+                    group.apply_committed(range, &mut metrics);
+                }
+                group.core.recycle(ready);
+            }
+            group.drain_lane(&mut metrics);
+            assert_eq!(
+                applied,
+                1 + SESSION_BATCH.len() as u64,
+                "the leader's no-op and the batch"
+            );
+            let answers: Vec<_> = answers.iter().map(|r| r.try_recv().expect("answered")).collect();
+            assert_eq!(answers, session_batch_answers(), "laned: {laned}");
+            assert_eq!(group.applied_index(), LogIndex(applied));
+        }
+    }
+
     fn one_batch_applies_each_sequence_once(mut group: Group) {
-        let answers = apply_batch(
-            &mut group,
-            &[
-                write(1, 1, b"before registration"),
-                LoggedCommand::Register {
-                    leader_time_ms: 1_000,
-                    session: 7,
-                    timeout_ms: 60_000,
-                },
-                write(1, 1, b"a"),
-                write(1, 1, b"a"),
-                write(1, 1, b"another command"),
-                write(2, 2, b"b"),
-                write(1, 2, b"a"),
-                LoggedCommand::Plain {
-                    leader_time_ms: 1_000,
-                    data: b"embedded",
-                },
-            ],
-        );
-        assert_eq!(
-            answers,
-            vec![
-                Err(Error::SessionExpired),
-                Ok(Vec::new()),
-                count(1),
-                count(1),
-                Err(Error::StaleSequence),
-                count(2),
-                Err(Error::StaleSequence),
-                count(3),
-            ]
-        );
+        let answers = apply_batch(&mut group, &SESSION_BATCH);
+        assert_eq!(answers, session_batch_answers());
     }
 
     #[test]

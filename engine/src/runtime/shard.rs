@@ -1194,7 +1194,10 @@ impl Shard {
                 // waits in the core until it is swapped in.)
                 break;
             }
-            let mut ready = group.core.take_ready();
+            // The committed entries stay in the core's log, lent to the
+            // apply below (step 4) in this same round: nothing in between
+            // steps or compacts the core.
+            let mut ready = group.core.take_ready_lending();
             if ready.soft_state.is_some() {
                 group.observe_role();
             }
@@ -1273,19 +1276,23 @@ impl Shard {
                     read.reply.send(Err(Error::NotLeader { leader_hint: hint }), hint);
                 }
             }
-            let committed_any = !ready.committed_entries.is_empty();
+            let committed_any = ready.committed.is_some();
             let since_before = group.since_snapshot.log_bytes;
-            match group.loading.as_mut() {
-                // The state machine is loading a snapshot: applied after it.
-                Some(loading) => loading.defer(std::mem::take(&mut ready.committed_entries)),
-                None if committed_any => group.apply(&ready.committed_entries, &mut self.metrics),
+            match (group.loading.as_mut(), ready.committed) {
+                // The state machine is loading a snapshot: applied after it,
+                // from clones (the core may compact them away meanwhile).
+                (Some(loading), Some(range)) => {
+                    let (front, back) = group.core.committed_entries(range);
+                    loading.defer(front.iter().chain(back).cloned().collect());
+                }
+                (None, Some(range)) => group.apply_committed(range, &mut self.metrics),
                 // Nothing applied: only reads confirmed now may be served.
-                None if !ready.read_states.is_empty() => {
+                (None, None) if !ready.read_states.is_empty() => {
                     let served = group.serve_reads();
                     self.metrics.reads_served += served;
                     group.counters.reads_served += served;
                 }
-                None => {}
+                _ => {}
             }
             group.notify_if_drained();
             self.log_bytes_since_snapshots += group.since_snapshot.log_bytes.saturating_sub(since_before);

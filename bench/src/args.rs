@@ -5,6 +5,10 @@
 /// The largest `--payload` the harness sends (64 KiB).
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 
+/// The smallest `--wal-segment-bytes`: room for one record of the WAL's
+/// largest (4 MiB) after the segment's header.
+pub const WAL_SEGMENT_BYTES_MIN: u64 = 8 << 20;
+
 /// A whole number of at least 1.
 pub fn at_least_one(raw: &str) -> Result<usize, String> {
     match raw.parse::<usize>() {
@@ -66,6 +70,20 @@ pub fn fraction(raw: &str) -> Result<f64, String> {
     }
 }
 
+/// WAL segment bytes (`--wal-segment-bytes`): a multiple of 4096 from
+/// [`WAL_SEGMENT_BYTES_MIN`] to the node config's limit (1 GiB).
+pub fn wal_segment_bytes(raw: &str) -> Result<u64, String> {
+    match raw.parse::<u64>() {
+        Ok(n) if n >= WAL_SEGMENT_BYTES_MIN && n % 4096 == 0 && n <= coraft_tuning::limits::SEGMENT_BYTES_LIMIT => {
+            Ok(n)
+        }
+        _ => Err(format!(
+            "expected bytes, a multiple of 4096 from {WAL_SEGMENT_BYTES_MIN} (8 MiB) to {} (1 GiB)",
+            coraft_tuning::limits::SEGMENT_BYTES_LIMIT
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +101,10 @@ mod tests {
         assert!(fraction("1.5").is_err());
         assert!(positive_seconds("0").is_err());
         assert_eq!(seconds("0"), Ok(0));
+        assert_eq!(wal_segment_bytes("1073741824"), Ok(1 << 30));
+        assert_eq!(wal_segment_bytes("8388608"), Ok(8 << 20));
+        assert!(wal_segment_bytes("8388607").is_err());
+        assert!(wal_segment_bytes("8392705").unwrap_err().contains("multiple of 4096"));
+        assert!(wal_segment_bytes("2147483648").is_err());
     }
 }

@@ -134,6 +134,11 @@ pub struct ClusterArgs {
     /// below 512 KiB).
     #[arg(long, default_value_t = coraft_wal::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT, value_name = "BYTES")]
     pub wal_dsync_small_flush_bytes: usize,
+    /// Bytes of each WAL segment file, a multiple of 4096 from 8 MiB to
+    /// 1 GiB (`wal.segment_bytes`): each node rotates to a new segment
+    /// (claiming the prepared spare) every this many bytes of log.
+    #[arg(long, default_value_t = coraft_wal::config::SEGMENT_BYTES_DEFAULT, value_name = "BYTES", value_parser = crate::args::wal_segment_bytes)]
+    pub wal_segment_bytes: u64,
     /// Skip the replication floor (3 bare logs, or 1 with `--nodes 1`; no Raft) measured before the run.
     #[arg(long)]
     pub no_floor: bool,
@@ -266,6 +271,7 @@ pub struct Settings {
     pub shard_cores: Option<Vec<usize>>,
     pub wal_zero_ahead_bytes: u64,
     pub wal_dsync_small_flush_bytes: usize,
+    pub wal_segment_bytes: u64,
     pub replication_floor: bool,
     /// A mixed closed-loop point also measures the same clients writing
     /// only, right after it on a fresh cluster (`--no-write-baseline`: not).
@@ -337,6 +343,10 @@ impl Settings {
                 "--wal-dsync-small-flush-bytes",
                 args.wal_dsync_small_flush_bytes != coraft_wal::config::DSYNC_SMALL_FLUSH_BYTES_DEFAULT,
             ),
+            (
+                "--wal-segment-bytes",
+                args.wal_segment_bytes != coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+            ),
         ];
         if shape == Shape::Target {
             if args.cluster_id.is_none() {
@@ -404,6 +414,7 @@ impl Settings {
             shard_cores: args.shard_cores.as_ref().map(|list| list.0.clone()),
             wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
             wal_dsync_small_flush_bytes: args.wal_dsync_small_flush_bytes,
+            wal_segment_bytes: args.wal_segment_bytes,
             replication_floor: !args.no_floor,
             write_baseline: args.workload == Workload::Mixed && args.rate.is_none() && !args.no_write_baseline,
             transfer_leaders_at_s: args.transfer_leaders_at,
@@ -456,6 +467,9 @@ impl Settings {
             self.spin_before_park_us.map_or("off".into(), |us| format!("{us} µs")),
             self.wal_zero_ahead_bytes
         );
+        if self.wal_segment_bytes != coraft_wal::config::SEGMENT_BYTES_DEFAULT {
+            text += &format!(", WAL segments of {} B", self.wal_segment_bytes);
+        }
         if self.wal_dsync_small_flush_bytes > 0 {
             text += &format!(
                 ", WAL flushes up to {} B as O_DSYNC writes",
@@ -616,6 +630,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                     settings.spin_before_park_us = Some(config.shards.spin_before_park_us);
                     settings.wal_zero_ahead_bytes = config.wal.zero_ahead_bytes;
                     settings.wal_dsync_small_flush_bytes = config.wal.dsync_small_flush_bytes;
+                    settings.wal_segment_bytes = config.wal.segment_bytes;
                     Some(Box::new(config))
                 }
                 None => None,
@@ -805,7 +820,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                     helper_cores: None,
                     wal_dir: run_dir.path().join(format!("node-{}", peer.id)),
                     shard_wal_dirs: Vec::new(),
-                    wal_segment_bytes: coraft_wal::config::SEGMENT_BYTES_DEFAULT,
+                    wal_segment_bytes: settings.wal_segment_bytes,
                     wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
                     wal_polled_io: false,
                     wal_dsync_small_flush_bytes: settings.wal_dsync_small_flush_bytes,
@@ -877,6 +892,7 @@ fn run_point(settings: &Settings, deployment: &Deployment, dir: &Path, json: boo
                 shard_cores: settings.shard_cores.clone(),
                 wal_zero_ahead_bytes: settings.wal_zero_ahead_bytes,
                 wal_dsync_small_flush_bytes: settings.wal_dsync_small_flush_bytes,
+                wal_segment_bytes: settings.wal_segment_bytes,
             };
             let mut processes = crate::shape::Processes::start(&spec, run_dir.path())?;
             let cluster = processes.discover(*cluster_id, &groups)?;

@@ -50,9 +50,6 @@ const CLIENTS_MAX: usize = 256;
 const GROUPS_MAX: u64 = 1024;
 /// The most samples one run keeps (a sample every second for a day).
 const SAMPLES_MAX: u64 = 86_400;
-/// The smallest `--wal-segment-bytes`: room for one record of the WAL's
-/// largest (4 MiB) after the segment's header.
-const SEGMENT_BYTES_MIN: u64 = 8 << 20;
 /// A write's latency above this is recorded as this (60 s).
 const LATENCY_US_MAX: u64 = 60_000_000;
 /// Writes/s of the last window may differ from the first by this share.
@@ -105,7 +102,7 @@ pub struct LongrunArgs {
     pub no_snapshots: bool,
     /// Bytes of each WAL segment file (compaction deletes whole segments),
     /// a multiple of 4096 from 8 MiB (a segment holds one 4 MiB record).
-    #[arg(long, default_value_t = coraft_wal::config::SEGMENT_BYTES_DEFAULT, value_name = "BYTES", value_parser = segment_bytes)]
+    #[arg(long, default_value_t = coraft_wal::config::SEGMENT_BYTES_DEFAULT, value_name = "BYTES", value_parser = crate::args::wal_segment_bytes)]
     pub wal_segment_bytes: u64,
     /// Memory and disk are flat when the last window is at most this share
     /// above the first (disk also gets one segment per node of slack: it
@@ -153,16 +150,6 @@ fn shard_after_log_bytes(raw: &str) -> Result<u64, String> {
         _ => Err(format!(
             "expected 0 (off) or bytes from {} (SNAPSHOT_AFTER_LOG_BYTES_MIN)",
             coraft_tuning::limits::SNAPSHOT_AFTER_LOG_BYTES_MIN
-        )),
-    }
-}
-
-fn segment_bytes(raw: &str) -> Result<u64, String> {
-    match raw.parse::<u64>() {
-        Ok(n) if n >= SEGMENT_BYTES_MIN && n % 4096 == 0 && n <= coraft_tuning::limits::SEGMENT_BYTES_LIMIT => Ok(n),
-        _ => Err(format!(
-            "expected bytes, a multiple of 4096 from {SEGMENT_BYTES_MIN} (SEGMENT_BYTES_MIN) to {}",
-            coraft_tuning::limits::SEGMENT_BYTES_LIMIT
         )),
     }
 }

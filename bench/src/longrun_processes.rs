@@ -76,6 +76,7 @@ pub fn measure(args: &LongrunArgs, root: &Path) -> Result<Report> {
         shard_cores: None,
         wal_zero_ahead_bytes: base.wal.zero_ahead_bytes,
         wal_dsync_small_flush_bytes: base.wal.dsync_small_flush_bytes,
+        wal_segment_bytes: base.wal.segment_bytes,
     };
     let mut processes = Processes::start(&spec, root)?;
     let outcome = drive(args, root, &mut processes);

@@ -244,6 +244,7 @@ pub struct ProcessesSpec<'a> {
     pub shard_cores: Option<Vec<usize>>,
     pub wal_zero_ahead_bytes: u64,
     pub wal_dsync_small_flush_bytes: usize,
+    pub wal_segment_bytes: u64,
 }
 
 /// A per-node cores split: when the base config's `shards.cores` lists
@@ -302,6 +303,7 @@ impl Processes {
                     config.shards.spin_before_park_us = spec.spin_before_park_us.unwrap_or(0);
                     config.wal.zero_ahead_bytes = spec.wal_zero_ahead_bytes;
                     config.wal.dsync_small_flush_bytes = spec.wal_dsync_small_flush_bytes;
+                    config.wal.segment_bytes = spec.wal_segment_bytes;
                     // As the embedded cluster: a loaded machine must not
                     // see elections mid-run.
                     config.raft.election_timeout_ticks = 30;

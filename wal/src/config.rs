@@ -114,7 +114,7 @@ impl Config {
     /// Checks the fields against each other and the hard limits.
     pub fn validate(&self) -> Result<()> {
         let invalid = |field, value: u64, reason| Err(Error::InvalidConfig { field, value, reason });
-        if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes % BLOCK_BYTES as u64 != 0 {
+        if self.segment_bytes < SEGMENT_BYTES_MIN || !self.segment_bytes.is_multiple_of(BLOCK_BYTES as u64) {
             return invalid(
                 "segment_bytes",
                 self.segment_bytes,
@@ -142,7 +142,7 @@ impl Config {
                 "must fit in one batch, and in one segment after a flush marker",
             );
         }
-        if self.zero_ahead_bytes % BLOCK_BYTES as u64 != 0 {
+        if !self.zero_ahead_bytes.is_multiple_of(BLOCK_BYTES as u64) {
             return invalid(
                 "zero_ahead_bytes",
                 self.zero_ahead_bytes,

@@ -509,7 +509,7 @@ impl SegmentFile for DmaSegment {
         len: usize,
         zeros: &'a mut Zeros,
     ) -> LocalBoxFuture<'a, io::Result<usize>> {
-        if len % BLOCK_BYTES != 0 {
+        if !len.is_multiple_of(BLOCK_BYTES) {
             return self.write_at(offset, zeros.bytes(len));
         }
         let buffer = zeros.dma(len);
@@ -522,7 +522,7 @@ impl SegmentFile for DmaSegment {
         len: usize,
         zeros: &'a mut Zeros,
     ) -> LocalBoxFuture<'a, Result<usize, DurableWriteError>> {
-        if len % BLOCK_BYTES != 0 || len >= DSYNC_WRITE_BYTES_MIN {
+        if !len.is_multiple_of(BLOCK_BYTES) || len >= DSYNC_WRITE_BYTES_MIN {
             return self.write_durable_at(offset, zeros.bytes(len));
         }
         let buffer = zeros.dma(len);

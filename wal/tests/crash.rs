@@ -65,7 +65,7 @@ fn a_torn_write_at_every_byte_of_the_last_two_blocks_recovers_the_whole_records_
         let whole = (lost_from - data_start) / ENTRY_RECORD_BYTES;
         assert_eq!(recovered.next_lsn - 1, whole, "cut at {cut}");
         assert_eq!(recovered.groups.get(1).unwrap().state().last_index, whole);
-        let torn = (lost_from - data_start) % ENTRY_RECORD_BYTES != 0;
+        let torn = !(lost_from - data_start).is_multiple_of(ENTRY_RECORD_BYTES);
         assert_eq!(recovered.torn_tail.is_some(), torn, "cut at {cut}");
         if torn {
             assert!(matches!(

@@ -126,7 +126,7 @@ fn a_flipped_bit_in_any_synced_byte_of_the_active_segment_before_its_close_marke
     for seed in 1..=SEEDS {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
-        let garble = rng.0 % 2 == 0;
+        let garble = rng.0.is_multiple_of(2);
         let durable = write_then_fail_a_flush(dir.path(), &mut rng, garble);
         // Reopen once (what a restarted node does), which also settles the
         // torn tail; everything recovered is then synced.

@@ -9,6 +9,7 @@ use crate::raft::{Entry, EntryPayload, LogIndex, NodeId, RaftCore, ReadState, Ro
 
 use super::apply::{result_of, ApplyScratch, Applying};
 use super::apply_lane::{ApplyLane, LaneBatch};
+use super::crc_hints::CrcHints;
 use super::metrics::ShardMetrics;
 use super::reply::Reply;
 use super::sessions::SessionTable;
@@ -27,15 +28,16 @@ pub const QUERY_ANSWER_RETAINED_BYTES_MAX: usize = 64 << 10;
 pub const QUEUED_PROPOSALS_KEPT_MAX: usize = 64;
 
 /// The proposals of one group queued in the current turn: the commands as
-/// the core takes them and, beside them, who waits for each and since
-/// when. Empty between turns, its room kept (up to
+/// the core takes them and, beside them, who waits for each, since when,
+/// and the data's CRC if computed where the command was laid out
+/// (`crc_hints.rs`). Empty between turns, its room kept (up to
 /// [`QUEUED_PROPOSALS_KEPT_MAX`]): with many groups a turn queues one or
 /// two writes for each, and two vectors made per group per turn were a
 /// tenth of the allocations at 1,024 clients × 64 groups.
 #[derive(Default)]
 pub(crate) struct QueuedProposals {
     pub commands: Vec<bytes::Bytes>,
-    pub waiting: Vec<(Reply, std::time::Instant)>,
+    pub waiting: Vec<(Reply, std::time::Instant, Option<u32>)>,
 }
 
 impl QueuedProposals {
@@ -47,9 +49,9 @@ impl QueuedProposals {
         self.commands.is_empty()
     }
 
-    pub fn push(&mut self, command: bytes::Bytes, reply: Reply, received: std::time::Instant) {
+    pub fn push(&mut self, command: bytes::Bytes, reply: Reply, received: std::time::Instant, data_crc: Option<u32>) {
         self.commands.push(command);
-        self.waiting.push((reply, received));
+        self.waiting.push((reply, received, data_crc));
     }
 
     /// Gives back room beyond [`QUEUED_PROPOSALS_KEPT_MAX`] (both vectors
@@ -300,8 +302,10 @@ impl Group {
 
     /// Applies committed entries in order, answers their proposers and
     /// serves the reads they unblock; with an apply lane, hands them over
-    /// (`collect_lane` answers once they are applied).
-    pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
+    /// (`collect_lane` answers once they are applied). Session commands'
+    /// CRCs are taken from `crc_hints` where noted (not on a lane: it
+    /// computes them).
+    pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics, crc_hints: Option<&CrcHints>) {
         self.since_snapshot.entries += entries.len() as u64;
         self.since_snapshot.log_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
         // Committed now; one clock read serves the whole batch's latencies.
@@ -329,6 +333,7 @@ impl Group {
             group: self.core.config().group,
             state_machine: self.state_machine.as_mut(),
             sessions: &mut self.sessions,
+            crc_hints,
         }
         .apply_batch(entries, &mut scratch);
         for elapsed in scratch.apply_durations.drain(..) {
@@ -656,7 +661,7 @@ impl Group {
             pending.reply.send(Err(error.clone()), hint);
         }
         self.queued.commands.clear();
-        for (reply, _) in self.queued.waiting.drain(..) {
+        for (reply, ..) in self.queued.waiting.drain(..) {
             reply.send(Err(error.clone()), hint);
         }
         for read in self.reads.drain(..) {
@@ -727,7 +732,7 @@ mod tests {
             })
             .collect();
         let mut metrics = ShardMetrics::new(0);
-        group.apply(&entries, &mut metrics);
+        group.apply(&entries, &mut metrics, None);
         // An apply lane answers once it has applied them.
         group.drain_lane(&mut metrics);
         answers.iter().map(|r| r.recv().expect("answered")).collect()
@@ -772,6 +777,7 @@ mod tests {
             bytes::Bytes::from_static(b"w"),
             Reply::Api(sender),
             std::time::Instant::now(),
+            None,
         );
         receiver
     }
@@ -810,7 +816,7 @@ mod tests {
         for count in [QUEUED_PROPOSALS_KEPT_MAX, QUEUED_PROPOSALS_KEPT_MAX + 1] {
             for _ in 0..count {
                 let (sender, _receiver) = flume::bounded(1);
-                queued.push(bytes::Bytes::new(), Reply::Api(sender), std::time::Instant::now());
+                queued.push(bytes::Bytes::new(), Reply::Api(sender), std::time::Instant::now(), None);
             }
             let room = (queued.commands.as_ptr(), queued.commands.capacity());
             queued.commands.clear();

@@ -12,7 +12,7 @@ use crate::api::{ApplyResults, Command, Error, StateMachine};
 use crate::raft::{Entry, EntryPayload, GroupId, NodeId};
 
 use super::codec::{decode_command, LoggedCommand};
-use super::crc_hints::CrcHints;
+use super::crc_hints::{CrcHints, CRC_HINT_DATA_BYTES_MIN};
 use super::sessions::{Admission, SessionIdSet, SessionRefusal, SessionTable};
 
 /// Bound on the entries whose room [`ApplyScratch`] keeps between apply
@@ -190,7 +190,10 @@ impl Applying<'_> {
                 } => {
                     // Noted under this entry's index and term, the hint is
                     // the CRC of these very bytes (`crc_hints.rs`).
-                    let hint = self.crc_hints.and_then(|h| h.take(self.group, entry.index, entry.term));
+                    let hint = (data.len() >= CRC_HINT_DATA_BYTES_MIN)
+                        .then_some(self.crc_hints)
+                        .flatten()
+                        .and_then(|h| h.take(self.group, entry.index, entry.term));
                     debug_assert!(
                         hint.is_none_or(|crc| crc == crc32fast::hash(data)),
                         "a CRC hint for other bytes"

@@ -1881,7 +1881,7 @@ fn a_retry_with_other_bytes_is_refused_on_the_leader_and_the_next_and_every_repl
     // 4 KiB and 16-byte writes from a few clients at once, so appends
     // carry several entries.
     let command = |client: u64, write: u64| {
-        let bytes = if write % 2 == 0 { 4096 } else { 16 };
+        let bytes = if write.is_multiple_of(2) { 4096 } else { 16 };
         let mut command: Vec<u8> = (0..bytes).map(|i| (i as u64 * 31 + client * 7 + write) as u8).collect();
         command[..8].copy_from_slice(&1u64.to_le_bytes());
         command

@@ -1842,3 +1842,128 @@ fn a_leader_queues_nothing_for_a_stopped_follower_which_then_comes_back_to_a_sna
     );
     cluster.stop_all();
 }
+
+/// Each node's session table as its newest snapshot holds it.
+fn snapshot_sessions(cluster: &TestCluster, index: LogIndex) -> Vec<Vec<u8>> {
+    cluster
+        .ids()
+        .into_iter()
+        .map(|id| {
+            let store = SnapshotStore::open(&cluster.snapshot_dir(id), GROUP).unwrap();
+            let newest = store.newest_valid().unwrap().snapshot.expect("a snapshot");
+            assert_eq!(newest.meta.index, index, "node {id}'s newest snapshot");
+            newest.sessions
+        })
+        .collect()
+}
+
+#[test]
+fn a_retry_with_other_bytes_is_refused_on_the_leader_and_the_next_and_every_replica_keeps_the_same_sessions() {
+    // Apply takes each session command's CRC from a hint computed where its
+    // bytes arrived (the leader's client frame, a follower's received
+    // append) when it has one: the replicas' session tables must hold the
+    // CRCs apply would have computed, so a retry with the same bytes gets
+    // the original result and one with other bytes is refused, on this
+    // leader and on the next.
+    const CLIENTS: u64 = 4;
+    const WRITES: u64 = 40;
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.leader();
+    let config = || coraft::client::ClientConfig {
+        cluster_id: 7,
+        nodes: cluster
+            .peers
+            .iter()
+            .map(|p| (p.id, p.shard_addresses.clone()))
+            .collect(),
+        attempt_timeout: Duration::from_secs(5),
+    };
+    // 4 KiB and 16-byte writes from a few clients at once, so appends
+    // carry several entries.
+    let command = |client: u64, write: u64| {
+        let bytes = if write.is_multiple_of(2) { 4096 } else { 16 };
+        let mut command: Vec<u8> = (0..bytes).map(|i| (i as u64 * 31 + client * 7 + write) as u8).collect();
+        command[..8].copy_from_slice(&1u64.to_le_bytes());
+        command
+    };
+    let workload = |first: u64| -> Vec<(coraft::client::Client, Vec<u8>, Vec<u8>)> {
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    scope.spawn(move || {
+                        let mut client = coraft::client::Client::new(config());
+                        let mut last = (Vec::new(), Vec::new());
+                        for w in first..first + WRITES {
+                            let bytes = command(c, w);
+                            let result = client.write(GROUP, &bytes).expect("a write");
+                            last = (bytes, result);
+                        }
+                        (client, last.0, last.1)
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        })
+    };
+    // Retries of each client's last write through a client resumed at its
+    // sequence: other bytes are refused, the same bytes get the result.
+    let check_retries = |written: &[(coraft::client::Client, Vec<u8>, Vec<u8>)]| {
+        for (client, bytes, result) in written {
+            let sequence = client.next_sequence() - 1;
+            let mut other = bytes.clone();
+            *other.last_mut().unwrap() ^= 1;
+            let mut retrying = coraft::client::Client::resume(config(), client.session(), sequence);
+            assert_eq!(
+                retrying.write(GROUP, &other),
+                Err(coraft::client::ClientFailure::StaleSequence),
+                "a retry with other bytes"
+            );
+            let mut retrying = coraft::client::Client::resume(config(), client.session(), sequence);
+            assert_eq!(
+                retrying.write(GROUP, bytes).as_ref(),
+                Ok(result),
+                "a retry with the same bytes"
+            );
+        }
+    };
+    let snapshot_all = |cluster: &TestCluster| {
+        let index = cluster.wait_all_applied();
+        for id in cluster.ids() {
+            assert_eq!(block(cluster.handle(id).snapshot()), Ok(index));
+        }
+        index
+    };
+
+    let written = workload(0);
+    check_retries(&written);
+    let index = snapshot_all(&cluster);
+    let tables = snapshot_sessions(&cluster, index);
+    assert!(tables[0].len() > 4 * 16, "the sessions are in the snapshot");
+    assert!(
+        tables.iter().all(|t| *t == tables[0]),
+        "the replicas' session tables differ"
+    );
+
+    // A follower takes over: its table was made from its own hints.
+    let next = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    block(cluster.handle(leader).transfer_leader(next)).expect("leadership transferred");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.leader() != next {
+        assert!(
+            Instant::now() < deadline,
+            "node {next} does not lead after the transfer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check_retries(&written);
+    let written = workload(WRITES);
+    check_retries(&written);
+    let index = snapshot_all(&cluster);
+    let tables = snapshot_sessions(&cluster, index);
+    assert!(
+        tables.iter().all(|t| *t == tables[0]),
+        "the replicas' session tables differ"
+    );
+    assert_eq!(cluster.state(next).0, 2 * CLIENTS * WRITES, "every write applied once");
+    cluster.stop_all();
+}

@@ -12,6 +12,7 @@ use crate::api::{ApplyResults, Command, Error, StateMachine};
 use crate::raft::{Entry, EntryPayload, GroupId, NodeId};
 
 use super::codec::{decode_command, LoggedCommand};
+use super::crc_hints::{CrcHints, CRC_HINT_DATA_BYTES_MIN};
 use super::sessions::{Admission, SessionIdSet, SessionRefusal, SessionTable};
 
 /// Bound on the entries whose room [`ApplyScratch`] keeps between apply
@@ -105,6 +106,8 @@ pub(crate) struct Applying<'a> {
     pub group: GroupId,
     pub state_machine: &'a mut dyn StateMachine,
     pub sessions: &'a mut SessionTable,
+    /// Session commands' CRCs computed where their bytes were hot.
+    pub crc_hints: Option<&'a CrcHints>,
 }
 
 impl Applying<'_> {
@@ -185,7 +188,17 @@ impl Applying<'_> {
                     data,
                     ..
                 } => {
-                    let crc = crc32fast::hash(data);
+                    // Noted under this entry's index and term, the hint is
+                    // the CRC of these very bytes (`crc_hints.rs`).
+                    let hint = (data.len() >= CRC_HINT_DATA_BYTES_MIN)
+                        .then_some(self.crc_hints)
+                        .flatten()
+                        .and_then(|h| h.take(self.group, entry.index, entry.term));
+                    debug_assert!(
+                        hint.is_none_or(|crc| crc == crc32fast::hash(data)),
+                        "a CRC hint for other bytes"
+                    );
+                    let crc = hint.unwrap_or_else(|| crc32fast::hash(data));
                     match self.sessions.admit(session, sequence, crc) {
                         Ok(Admission::Fresh) => (Some((session, sequence, lowest_unanswered, crc)), data),
                         Ok(Admission::Duplicate(result)) => {

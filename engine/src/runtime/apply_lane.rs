@@ -372,6 +372,8 @@ fn run(group: GroupId, state: Arc<Mutex<LaneState>>, channels: Channels) {
                     group,
                     state_machine: state_machine.as_mut(),
                     sessions,
+                    // The hints live on the shard's thread: computed here.
+                    crc_hints: None,
                 };
                 applying.apply_batch(&entries, scratch);
                 // The outcome moves into a returned buffer (a new one only

@@ -7,6 +7,8 @@ use coraft_net::schema::{self as wire, entry_kind};
 
 use std::cell::RefCell;
 
+use super::crc_hints::{session_data_crc, CrcHints};
+
 use crate::raft::{
     AppendOutcome, Configuration, Entry, EntryPayload, GroupId, LogIndex, Message, MessageBody, NodeId, SnapshotMeta,
     Term, READY_VECTOR_KEPT_MAX,
@@ -617,18 +619,21 @@ impl ReceivedEntryVectors {
 /// before (one buffer, idle too). So
 /// small appends cost no allocation for their payloads, and the slices are
 /// already shared, so the core's clones of them allocate nothing either.
-/// The entries vector is one of `vectors` if it keeps any.
-/// `None` if the envelope is another kind (deserialize it and use
-/// [`from_wire`]).
+/// The entries vector is one of `vectors` if it keeps any. With `hints`,
+/// each session command's data CRC is noted there under its entry's
+/// group, index and term, computed on the copy just made
+/// (`crc_hints.rs`). `None` if the envelope is another kind (deserialize
+/// it and use [`from_wire`]).
 pub fn append_from_archived(
     envelope: &wire::ArchivedEnvelope,
     arena: &mut bytes::BytesMut,
     vectors: &ReceivedEntryVectors,
+    hints: Option<&CrcHints>,
 ) -> Option<Result<Message, DecodeError>> {
     let wire::ArchivedRaftBody::AppendEntries(append) = &envelope.body else {
         return None;
     };
-    Some(archived_append(envelope, append, arena, vectors))
+    Some(archived_append(envelope, append, arena, vectors, hints))
 }
 
 fn archived_append(
@@ -636,9 +641,13 @@ fn archived_append(
     append: &wire::ArchivedAppendEntries,
     buffer: &mut bytes::BytesMut,
     vectors: &ReceivedEntryVectors,
+    hints: Option<&CrcHints>,
 ) -> Result<Message, DecodeError> {
+    let group = GroupId(envelope.group.to_native());
     let mut entries = vectors.take(append.entries.len());
     for e in append.entries.iter() {
+        let index = LogIndex(e.index.to_native());
+        let term = Term(e.term.to_native());
         let data = e.data.as_slice();
         let payload = match e.kind {
             entry_kind::NORMAL if data.is_empty() => EntryPayload::Normal(Bytes::new()),
@@ -659,18 +668,19 @@ fn archived_append(
                     );
                 }
                 buffer.extend_from_slice(data);
-                EntryPayload::Normal(buffer.split().freeze())
+                let copied = buffer.split().freeze();
+                // The copy is hot now; at apply it would be cold.
+                if let Some((hints, crc)) = hints.zip(session_data_crc(&copied)) {
+                    hints.note(group, index, term, crc);
+                }
+                EntryPayload::Normal(copied)
             }
             kind => payload_from_stored(kind, data)?,
         };
-        entries.push(Entry {
-            index: LogIndex(e.index.to_native()),
-            term: Term(e.term.to_native()),
-            payload,
-        });
+        entries.push(Entry { index, term, payload });
     }
     Ok(Message {
-        group: GroupId(envelope.group.to_native()),
+        group,
         from: NodeId(envelope.from.to_native()),
         to: NodeId(envelope.to.to_native()),
         term: Term(envelope.term.to_native()),
@@ -996,7 +1006,7 @@ mod tests {
         let mut arena = bytes::BytesMut::new();
         let vectors = ReceivedEntryVectors::default();
         let mut read = || {
-            let received = append_from_archived(&archived.messages[0], &mut arena, &vectors)
+            let received = append_from_archived(&archived.messages[0], &mut arena, &vectors, None)
                 .expect("an append")
                 .unwrap();
             assert_eq!(received, sent);
@@ -1072,12 +1082,12 @@ mod tests {
         let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
         let mut arena = bytes::BytesMut::new();
         let vectors = ReceivedEntryVectors::default();
-        let received = append_from_archived(&archived.messages[0], &mut arena, &vectors)
+        let received = append_from_archived(&archived.messages[0], &mut arena, &vectors, None)
             .expect("an append")
             .unwrap();
         assert_eq!(received, sent);
         assert!(
-            append_from_archived(&archived.messages[1], &mut arena, &vectors).is_none(),
+            append_from_archived(&archived.messages[1], &mut arena, &vectors, None).is_none(),
             "not an append"
         );
         // The normal payloads are consecutive slices of one buffer.
@@ -1096,7 +1106,7 @@ mod tests {
         }
         // The next append through the same arena continues that buffer
         // (no new one for a few small entries).
-        let again = append_from_archived(&archived.messages[0], &mut arena, &vectors)
+        let again = append_from_archived(&archived.messages[0], &mut arena, &vectors, None)
             .expect("an append")
             .unwrap();
         assert_eq!(again, sent);
@@ -1117,7 +1127,7 @@ mod tests {
         let given_at = given.as_ptr();
         vectors.give_back(given);
         assert_eq!(vectors.kept(), 1);
-        let third = append_from_archived(&archived.messages[0], &mut arena, &vectors)
+        let third = append_from_archived(&archived.messages[0], &mut arena, &vectors, None)
             .expect("an append")
             .unwrap();
         assert_eq!(third, sent);
@@ -1142,7 +1152,7 @@ mod tests {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&wire::RaftBatch { messages: vec![bad] }).unwrap();
         let archived = rkyv::access::<wire::ArchivedRaftBatch, rkyv::rancor::Error>(&bytes).unwrap();
         assert!(matches!(
-            append_from_archived(&archived.messages[0], &mut arena, &vectors),
+            append_from_archived(&archived.messages[0], &mut arena, &vectors, None),
             Some(Err(DecodeError::Configuration(_)))
         ));
     }

@@ -12,6 +12,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use crate::raft::{GroupId, Message, NodeId, Term};
 
 use super::codec::ReceivedEntryVectors;
+use super::crc_hints::CrcHints;
 use super::forward::ClientRoute;
 use super::node::ApiRequest;
 use super::violations::PeerViolations;
@@ -77,6 +78,9 @@ pub(crate) struct ClientProposal {
     pub sequence: u64,
     pub group: u64,
     pub command: bytes::BytesMut,
+    /// The CRC of the command's data, computed as it was laid out
+    /// (`crc_hints.rs`).
+    pub data_crc: Option<u32>,
 }
 
 /// A client's `Read` as the shard takes it: its ids, its query (a piece of
@@ -100,6 +104,9 @@ pub(crate) struct EventQueue {
     /// Entry vectors of received appends, filled by the connection readers
     /// and handed back by the shard once a core took their entries.
     pub received_entries: ReceivedEntryVectors,
+    /// Session commands' CRCs noted where their bytes were hot (the
+    /// connection readers, the shard's proposals), for apply.
+    pub crc_hints: CrcHints,
 }
 
 impl EventQueue {
@@ -111,6 +118,7 @@ impl EventQueue {
                 doorbell,
                 violations: PeerViolations::default(),
                 received_entries: ReceivedEntryVectors::default(),
+                crc_hints: CrcHints::default(),
             }),
             bell,
         )

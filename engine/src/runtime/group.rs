@@ -9,6 +9,7 @@ use crate::raft::{CommittedRange, Entry, LogIndex, NodeId, RaftCore, ReadState, 
 
 use super::apply::{result_of, ApplyScratch};
 use super::apply_lane::{ApplyLane, LaneBatch};
+use super::crc_hints::CrcHints;
 use super::metrics::ShardMetrics;
 use super::reply::Reply;
 use super::sessions::SessionTable;
@@ -30,15 +31,16 @@ pub const QUERY_ANSWER_RETAINED_BYTES_MAX: usize = 64 << 10;
 pub const QUEUED_PROPOSALS_KEPT_MAX: usize = 64;
 
 /// The proposals of one group queued in the current turn: the commands as
-/// the core takes them and, beside them, who waits for each and since
-/// when. Empty between turns, its room kept (up to
+/// the core takes them and, beside them, who waits for each, since when,
+/// and the data's CRC if computed where the command was laid out
+/// (`crc_hints.rs`). Empty between turns, its room kept (up to
 /// [`QUEUED_PROPOSALS_KEPT_MAX`]): with many groups a turn queues one or
 /// two writes for each, and two vectors made per group per turn were a
 /// tenth of the allocations at 1,024 clients × 64 groups.
 #[derive(Default)]
 pub(crate) struct QueuedProposals {
     pub commands: Vec<bytes::Bytes>,
-    pub waiting: Vec<(Reply, std::time::Instant)>,
+    pub waiting: Vec<(Reply, std::time::Instant, Option<u32>)>,
 }
 
 impl QueuedProposals {
@@ -50,9 +52,9 @@ impl QueuedProposals {
         self.commands.is_empty()
     }
 
-    pub fn push(&mut self, command: bytes::Bytes, reply: Reply, received: std::time::Instant) {
+    pub fn push(&mut self, command: bytes::Bytes, reply: Reply, received: std::time::Instant, data_crc: Option<u32>) {
         self.commands.push(command);
-        self.waiting.push((reply, received));
+        self.waiting.push((reply, received, data_crc));
     }
 
     /// Gives back room beyond [`QUEUED_PROPOSALS_KEPT_MAX`] (both vectors
@@ -303,10 +305,12 @@ impl Group {
 
     /// Applies committed entries in order, answers their proposers and
     /// serves the reads they unblock; with an apply lane, hands them over
-    /// (`collect_lane` answers once they are applied).
-    pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
+    /// (`collect_lane` answers once they are applied). Session commands'
+    /// CRCs are taken from `crc_hints` where noted (not on a lane: it
+    /// computes them).
+    pub fn apply(&mut self, entries: &[Entry], metrics: &mut ShardMetrics, crc_hints: Option<&CrcHints>) {
         let (_, mut applier) = self.split_for_apply();
-        applier.apply([entries, &[]], metrics);
+        applier.apply([entries, &[]], metrics, crc_hints);
         self.serve_reads_after_apply(metrics);
     }
 
@@ -315,10 +319,15 @@ impl Group {
     /// only an apply lane, which takes them to its thread, clones them.
     /// Called in the round that took the Ready, before the core is
     /// stepped or compacted again, so the log still holds them.
-    pub fn apply_committed(&mut self, range: CommittedRange, metrics: &mut ShardMetrics) {
+    pub fn apply_committed(
+        &mut self,
+        range: CommittedRange,
+        metrics: &mut ShardMetrics,
+        crc_hints: Option<&CrcHints>,
+    ) {
         let (core, mut applier) = self.split_for_apply();
         let (front, back) = core.committed_entries(range);
-        applier.apply([front, back], metrics);
+        applier.apply([front, back], metrics, crc_hints);
         self.serve_reads_after_apply(metrics);
     }
 
@@ -572,7 +581,7 @@ impl Group {
             pending.reply.send(Err(error.clone()), hint);
         }
         self.queued.commands.clear();
-        for (reply, _) in self.queued.waiting.drain(..) {
+        for (reply, ..) in self.queued.waiting.drain(..) {
             reply.send(Err(error.clone()), hint);
         }
         for read in self.reads.drain(..) {
@@ -654,10 +663,10 @@ mod tests {
             .collect();
         let mut metrics = ShardMetrics::new(0);
         match split {
-            None => group.apply(&entries, &mut metrics),
+            None => group.apply(&entries, &mut metrics, None),
             Some(split) => {
                 let (_, mut applier) = group.split_for_apply();
-                applier.apply([&entries[..split], &entries[split..]], &mut metrics);
+                applier.apply([&entries[..split], &entries[split..]], &mut metrics, None);
                 group.serve_reads_after_apply(&mut metrics);
             }
         }
@@ -705,6 +714,7 @@ mod tests {
             bytes::Bytes::from_static(b"w"),
             Reply::Api(sender),
             std::time::Instant::now(),
+            None,
         );
         receiver
     }
@@ -743,7 +753,7 @@ mod tests {
         for count in [QUEUED_PROPOSALS_KEPT_MAX, QUEUED_PROPOSALS_KEPT_MAX + 1] {
             for _ in 0..count {
                 let (sender, _receiver) = flume::bounded(1);
-                queued.push(bytes::Bytes::new(), Reply::Api(sender), std::time::Instant::now());
+                queued.push(bytes::Bytes::new(), Reply::Api(sender), std::time::Instant::now(), None);
             }
             let room = (queued.commands.as_ptr(), queued.commands.capacity());
             queued.commands.clear();
@@ -853,7 +863,7 @@ mod tests {
                 }
                 if let Some(range) = ready.committed {
                     applied += range.count();
-                    group.apply_committed(range, &mut metrics);
+                    group.apply_committed(range, &mut metrics, None);
                 }
                 group.core.recycle(ready);
             }

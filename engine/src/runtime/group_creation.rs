@@ -155,6 +155,7 @@ impl Shard {
         // Durable first: from here on a restart does not bring it back.
         creation.created.remove(group)?;
         let mut hosted = self.groups.remove(&group).expect("checked above");
+        self.events.crc_hints.forget_group(group);
         let error = Error::GroupRemoved(group);
         hosted.fail_all(error.clone());
         for reply in hosted.snapshot_waiters.drain(..) {

@@ -1355,7 +1355,7 @@ impl Shard {
             group.applied_on_shard = loading.stored.meta.index;
             // What was committed meanwhile, then the reads that waited.
             let since_before = group.since_snapshot.log_bytes;
-            group.apply(&loading.deferred, &mut self.metrics);
+            group.apply(&loading.deferred, &mut self.metrics, Some(&self.events.crc_hints));
             self.log_bytes_since_snapshots += group.since_snapshot.log_bytes.saturating_sub(since_before);
             group.notify_if_drained();
             let learned = std::mem::take(&mut group.learned_addresses);

@@ -8,6 +8,7 @@ mod apply_lane;
 mod clock;
 mod codec;
 mod compaction;
+mod crc_hints;
 mod created_groups;
 mod direct_write;
 mod events;

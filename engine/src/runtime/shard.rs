@@ -711,7 +711,10 @@ impl Shard {
                     lowest_unanswered,
                     data: &payload,
                 });
-                self.queue_proposal(GroupId(group), command, reply, received);
+                // The payload was just read: its CRC is cheap now (`crc_hints.rs`).
+                let data_crc =
+                    (payload.len() >= super::crc_hints::CRC_HINT_DATA_BYTES_MIN).then(|| crc32fast::hash(&payload));
+                self.queue_proposal(GroupId(group), command, reply, received, data_crc);
             }
             ClientRequest::RegisterSession { session, .. } => {
                 let command = encode_command(&LoggedCommand::Register {
@@ -719,7 +722,7 @@ impl Shard {
                     session,
                     timeout_ms: self.session_timeout_ms,
                 });
-                self.queue_proposal(GroupId(group), command, reply, received);
+                self.queue_proposal(GroupId(group), command, reply, received, None);
             }
             ClientRequest::Read {
                 payload,
@@ -764,6 +767,7 @@ impl Shard {
             sequence,
             group,
             mut command,
+            data_crc,
         } = proposal;
         let reply = Reply::Client {
             route,
@@ -772,13 +776,21 @@ impl Shard {
             group,
         };
         stamp_leader_time(&mut command, wall_clock_ms());
-        self.queue_proposal(GroupId(group), command.freeze(), reply, received);
+        self.queue_proposal(GroupId(group), command.freeze(), reply, received, data_crc);
     }
 
     /// Queues a write in its group (`Group::queued`), handed to the core
     /// at the end of the turn with the group's others, or at once when the
-    /// batch is full.
-    fn queue_proposal(&mut self, group_id: GroupId, command: Bytes, reply: Reply, received: Instant) {
+    /// batch is full. `data_crc`: its session data's CRC if computed where
+    /// the bytes were hot (`crc_hints.rs`).
+    fn queue_proposal(
+        &mut self,
+        group_id: GroupId,
+        command: Bytes,
+        reply: Reply,
+        received: Instant,
+        data_crc: Option<u32>,
+    ) {
         if let Some(error) = &self.failed {
             return self.reject(reply, None, error.clone());
         }
@@ -833,7 +845,7 @@ impl Shard {
         if group.queued.is_empty() {
             self.queued_groups.push(group_id);
         }
-        group.queued.push(command, reply, received);
+        group.queued.push(command, reply, received, data_crc);
         if group.queued.len() >= self.batch_entries_max {
             self.propose(group_id);
         }
@@ -874,8 +886,14 @@ impl Shard {
         match proposed {
             Ok((first, term)) => {
                 let proposed = Instant::now();
-                for (offset, (reply, received)) in waiting.drain(..).enumerate() {
+                for (offset, (reply, received, data_crc)) in waiting.drain(..).enumerate() {
                     ShardMetrics::record(&mut self.metrics.queue_us, proposed - received);
+                    if let Some(crc) = data_crc {
+                        // The core logged the command at this index in `term`.
+                        self.events
+                            .crc_hints
+                            .note(group_id, first.plus(offset as u64), term, crc);
+                    }
                     let pending = PendingProposal {
                         term,
                         reply,
@@ -903,7 +921,7 @@ impl Shard {
                 };
                 let hint = group.leader_hint();
                 self.metrics.proposals_refused += count;
-                for (reply, _) in waiting.drain(..) {
+                for (reply, ..) in waiting.drain(..) {
                     reply.send(Err(error.clone()), hint);
                 }
             }
@@ -1028,7 +1046,7 @@ impl Shard {
                             leader_time_ms: wall_clock_ms(),
                             data: &data,
                         });
-                        self.queue_proposal(group, command, Reply::Api(reply), Instant::now())
+                        self.queue_proposal(group, command, Reply::Api(reply), Instant::now(), None)
                     }
                 }
             }
@@ -1203,7 +1221,9 @@ impl Shard {
             }
             if let Some(meta) = &ready.snapshot {
                 // A snapshot from the leader: the state machine takes it
-                // before the WAL drops the log it replaces.
+                // before the WAL drops the log it replaces. No entry of
+                // the log it replaces will be applied: their hints go.
+                self.events.crc_hints.forget_group(group_id);
                 if let Err(error) = self.load_installed(group_id, meta) {
                     self.fail(error);
                     return;
@@ -1285,7 +1305,9 @@ impl Shard {
                     let (front, back) = group.core.committed_entries(range);
                     loading.defer(front.iter().chain(back).cloned().collect());
                 }
-                (None, Some(range)) => group.apply_committed(range, &mut self.metrics),
+                (None, Some(range)) => {
+                    group.apply_committed(range, &mut self.metrics, Some(&self.events.crc_hints))
+                }
                 // Nothing applied: only reads confirmed now may be served.
                 (None, None) if !ready.read_states.is_empty() => {
                     let served = group.serve_reads();

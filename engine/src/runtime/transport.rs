@@ -27,6 +27,7 @@ use crate::raft::{GroupId, Message, MessageBody, NodeId, ProtocolViolation, Term
 
 use super::admin::{AdminService, ADMIN_REQUESTS_QUEUED_MAX};
 use super::codec::{append_from_archived, expand_coalesced, from_wire, into_wire, CommandArena, LoggedCommand};
+use super::crc_hints::session_data_crc;
 use super::events::{ClientProposal, ClientRead, Event, EventQueue};
 use super::forward::{ClientRoute, Forwarder};
 use super::reply::{ClientOutbox, ResponseQueue};
@@ -306,7 +307,10 @@ async fn serve_peer(mut connection: coraft_net::InboundConnection, events: Rc<Ev
         let _ = events.push(Event::PeerHeard(peer));
         for archived in archived.messages.iter() {
             // Entries are read in place, into the connection's arena.
-            if let Some(append) = append_from_archived(archived, &mut arena, &events.received_entries) {
+            // A message naming another sender is dropped (`push_authenticated`):
+            // its entries' CRCs are not noted either.
+            let hints = (archived.from.to_native() == peer.0).then_some(&events.crc_hints);
+            if let Some(append) = append_from_archived(archived, &mut arena, &events.received_entries, hints) {
                 match append {
                     Ok(message) => push_authenticated(&events, peer, message),
                     Err(error) => {
@@ -537,11 +541,14 @@ fn client_requests(
                 lowest_unanswered: lowest_unanswered.to_native(),
                 data: payload.as_slice(),
             });
+            // The data was just copied: its CRC now saves apply's on cold bytes.
+            let data_crc = session_data_crc(&command);
             let proposal = ClientProposal {
                 client_id: client_id.to_native(),
                 sequence: sequence.to_native(),
                 group,
                 command,
+                data_crc,
             };
             if let Err(refused) = events.push(Event::ClientProposal {
                 proposal,

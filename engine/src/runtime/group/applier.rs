@@ -9,6 +9,7 @@ use crate::api::{Error, StateMachine};
 use crate::raft::{Entry, EntryPayload, GroupId, LogIndex, NodeId, RaftCore, Term};
 
 use super::super::apply::{ApplyScratch, Applying};
+use super::super::crc_hints::CrcHints;
 use super::super::apply_lane::ApplyLane;
 use super::super::compaction::SinceSnapshot;
 use super::super::membership::decode_addresses;
@@ -61,7 +62,7 @@ impl Applier<'_> {
     /// Applies the entries of `parts`, in order (the first part, then the
     /// second), and answers their proposers; with an apply lane, hands
     /// them over. The caller serves the reads.
-    pub(super) fn apply(&mut self, parts: [&[Entry]; 2], metrics: &mut ShardMetrics) {
+    pub(super) fn apply(&mut self, parts: [&[Entry]; 2], metrics: &mut ShardMetrics, crc_hints: Option<&CrcHints>) {
         let count = parts.iter().map(|part| part.len()).sum::<usize>() as u64;
         let entries = || parts.iter().flat_map(|part| part.iter());
         self.since_snapshot.entries += count;
@@ -84,17 +85,18 @@ impl Applier<'_> {
         self.counters.entries_applied += count;
         for part in parts {
             if !part.is_empty() {
-                self.apply_on_shard(part, metrics);
+                self.apply_on_shard(part, metrics, crc_hints);
             }
         }
     }
 
     /// Applies `entries` to the group's own state machine and answers.
-    fn apply_on_shard(&mut self, entries: &[Entry], metrics: &mut ShardMetrics) {
+    fn apply_on_shard(&mut self, entries: &[Entry], metrics: &mut ShardMetrics, crc_hints: Option<&CrcHints>) {
         Applying {
             group: self.group,
             state_machine: &mut *self.state_machine,
             sessions: &mut *self.sessions,
+            crc_hints,
         }
         .apply_batch(entries, self.scratch);
         for elapsed in self.scratch.apply_durations.drain(..) {

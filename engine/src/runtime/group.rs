@@ -319,12 +319,7 @@ impl Group {
     /// only an apply lane, which takes them to its thread, clones them.
     /// Called in the round that took the Ready, before the core is
     /// stepped or compacted again, so the log still holds them.
-    pub fn apply_committed(
-        &mut self,
-        range: CommittedRange,
-        metrics: &mut ShardMetrics,
-        crc_hints: Option<&CrcHints>,
-    ) {
+    pub fn apply_committed(&mut self, range: CommittedRange, metrics: &mut ShardMetrics, crc_hints: Option<&CrcHints>) {
         let (core, mut applier) = self.split_for_apply();
         let (front, back) = core.committed_entries(range);
         applier.apply([front, back], metrics, crc_hints);

@@ -1305,9 +1305,7 @@ impl Shard {
                     let (front, back) = group.core.committed_entries(range);
                     loading.defer(front.iter().chain(back).cloned().collect());
                 }
-                (None, Some(range)) => {
-                    group.apply_committed(range, &mut self.metrics, Some(&self.events.crc_hints))
-                }
+                (None, Some(range)) => group.apply_committed(range, &mut self.metrics, Some(&self.events.crc_hints)),
                 // Nothing applied: only reads confirmed now may be served.
                 (None, None) if !ready.read_states.is_empty() => {
                     let served = group.serve_reads();

@@ -9,9 +9,9 @@ use crate::api::{Error, StateMachine};
 use crate::raft::{Entry, EntryPayload, GroupId, LogIndex, NodeId, RaftCore, Term};
 
 use super::super::apply::{ApplyScratch, Applying};
-use super::super::crc_hints::CrcHints;
 use super::super::apply_lane::ApplyLane;
 use super::super::compaction::SinceSnapshot;
+use super::super::crc_hints::CrcHints;
 use super::super::membership::decode_addresses;
 use super::super::metrics::ShardMetrics;
 use super::super::sessions::SessionTable;

@@ -554,15 +554,7 @@ fn a_client_session_survives_snapshot_and_restart_so_a_retried_write_applies_onc
     let mut cluster = TestCluster::start(1);
     let node = NodeId(1);
     cluster.leader();
-    let config = || coraft::client::ClientConfig {
-        cluster_id: 7,
-        nodes: cluster
-            .peers
-            .iter()
-            .map(|p| (p.id, p.shard_addresses.clone()))
-            .collect(),
-        attempt_timeout: Duration::from_secs(5),
-    };
+    let config = || cluster.client_config();
     let mut client = coraft::client::Client::new(config());
     let first = client.write(GROUP, &7u64.to_le_bytes()).expect("first write");
     assert_eq!(first, 1u64.to_le_bytes());
@@ -1385,6 +1377,15 @@ impl Damage {
 }
 
 impl TestCluster {
+    /// A client of this cluster (cluster id 7, every node's shards).
+    fn client_config(&self) -> coraft::client::ClientConfig {
+        coraft::client::ClientConfig {
+            cluster_id: 7,
+            nodes: self.peers.iter().map(|p| (p.id, p.shard_addresses.clone())).collect(),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+
     /// The complete snapshots of node `id`'s group, oldest first.
     fn snapshot_ids(&self, id: NodeId) -> Vec<coraft::runtime::SnapshotId> {
         SnapshotStore::open(&self.snapshot_dir(id), GROUP)
@@ -1869,15 +1870,7 @@ fn a_retry_with_other_bytes_is_refused_on_the_leader_and_the_next_and_every_repl
     const WRITES: u64 = 40;
     let mut cluster = TestCluster::start(3);
     let leader = cluster.leader();
-    let config = || coraft::client::ClientConfig {
-        cluster_id: 7,
-        nodes: cluster
-            .peers
-            .iter()
-            .map(|p| (p.id, p.shard_addresses.clone()))
-            .collect(),
-        attempt_timeout: Duration::from_secs(5),
-    };
+    let config = || cluster.client_config();
     // 4 KiB and 16-byte writes from a few clients at once, so appends
     // carry several entries.
     let command = |client: u64, write: u64| {

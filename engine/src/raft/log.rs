@@ -143,15 +143,7 @@ impl RaftLog {
             return;
         };
         let start = held.start;
-        let mut count = 0;
-        let mut bytes = 0;
-        for entry in self.entries.range(held) {
-            bytes += entry.size_bytes();
-            if count > 0 && bytes > bytes_max {
-                break;
-            }
-            count += 1;
-        }
+        let count = self.count_within(held, bytes_max);
         out.reserve_exact(count);
         out.extend(self.entries.range(start..start + count).cloned());
     }
@@ -282,6 +274,21 @@ impl RaftLog {
         entries
     }
 
+    /// How many of the entries at `held` (positions in the ring) from its
+    /// start fit in `bytes_max` (at least one, if any).
+    fn count_within(&self, held: std::ops::Range<usize>, bytes_max: u64) -> usize {
+        let mut count = 0;
+        let mut bytes = 0;
+        for entry in self.entries.range(held) {
+            bytes += entry.size_bytes();
+            if count > 0 && bytes > bytes_max {
+                break;
+            }
+            count += 1;
+        }
+        count
+    }
+
     /// Hands the committed entries not yet handed to the state machine, up
     /// to `bytes_max` (at least one), out by index: the caller reads them
     /// with [`committed_entries`](Self::committed_entries). Through the
@@ -292,16 +299,8 @@ impl RaftLog {
         }
         let first = self.applied.next();
         let held = self.held_range(first, self.committed)?;
-        let mut count = 0;
-        let mut bytes = 0;
-        for entry in self.entries.range(held) {
-            bytes += entry.size_bytes();
-            if count > 0 && bytes > bytes_max {
-                break;
-            }
-            count += 1;
-        }
-        let last = first.plus(count - 1);
+        let count = self.count_within(held, bytes_max);
+        let last = first.plus(count as u64 - 1);
         self.applied = last;
         Some(CommittedRange { first, last })
     }

@@ -30,11 +30,7 @@ fn a_deleted_range_file_is_refused_naming_it_and_the_files_are_left_alone() {
     std::fs::remove_file(range_path(dir.path())).unwrap();
     let error = open_error(dir.path());
     assert!(matches!(error, Error::MissingSegmentRange { .. }), "{error:?}");
-    let message = error.to_string();
-    assert!(
-        message.contains(&range_path(dir.path()).display().to_string()),
-        "{message}"
-    );
+    let message = message_naming_the_range_file(&error, dir.path());
     assert!(message.contains("coraft-wal rebuild-range"), "{message}");
     // The tools see it too; nothing was written.
     assert!(matches!(
@@ -275,11 +271,7 @@ fn a_torn_range_file_is_refused_naming_it_and_rebuild_range_recovers() {
     std::fs::write(range_path(dir.path()), &bytes[..13]).unwrap();
     let error = open_error(dir.path());
     assert!(matches!(error, Error::BadSegmentRange { .. }), "{error:?}");
-    let message = error.to_string();
-    assert!(
-        message.contains(&range_path(dir.path()).display().to_string()),
-        "{message}"
-    );
+    let message = message_naming_the_range_file(&error, dir.path());
     assert!(message.contains("coraft-wal rebuild-range"), "{message}");
     let (ok, text) = tool(&["rebuild-range", dir.path().to_str().unwrap()]);
     assert!(ok, "{text}");
@@ -532,11 +524,7 @@ fn both_slots_bad_is_refused_naming_the_file_and_rebuild_range_recovers() {
     tear_slot(dir.path(), 1, 0, 4);
     let error = open_error(dir.path());
     assert!(matches!(error, Error::BadSegmentRange { .. }), "{error:?}");
-    let message = error.to_string();
-    assert!(
-        message.contains(&range_path(dir.path()).display().to_string()),
-        "{message}"
-    );
+    message_naming_the_range_file(&error, dir.path());
     let (ok, text) = tool(&["rebuild-range", dir.path().to_str().unwrap()]);
     assert!(ok, "{text}");
     assert_eq!(read_stored_range(dir.path()).unwrap().unwrap().range, stored.range);
@@ -586,4 +574,11 @@ fn an_older_one_record_range_file_is_read_and_converted_once_on_open() {
     assert_eq!(slots(dir.path()).0, vec![0; SEGMENT_RANGE_SLOT_BYTES]);
     std::fs::remove_file(&segments.last().unwrap().1).unwrap();
     assert!(matches!(open_error(dir.path()), Error::MissingSegment { .. }));
+}
+
+/// `error`'s message, asserting that it names the range file in `dir`.
+fn message_naming_the_range_file(error: &Error, dir: &std::path::Path) -> String {
+    let message = error.to_string();
+    assert!(message.contains(&range_path(dir).display().to_string()), "{message}");
+    message
 }

@@ -51,17 +51,19 @@ pub const CRC_HINT_GROUPS_MAX: usize = 256;
 /// 0.1-0.3 µs of CPU per write more than they saved).
 pub const CRC_HINT_DATA_BYTES_MIN: usize = 256;
 
-/// The CRC of a stored command's state-machine data if it is a session
-/// command (the only kind apply checks by CRC) with at least
-/// [`CRC_HINT_DATA_BYTES_MIN`] of data, `None` otherwise.
+/// The CRC of a session command's state-machine `data` if it is worth a
+/// hint (at least [`CRC_HINT_DATA_BYTES_MIN`] bytes), `None` otherwise.
+pub fn data_crc(data: &[u8]) -> Option<u32> {
+    (data.len() >= CRC_HINT_DATA_BYTES_MIN).then(|| crc32fast::hash(data))
+}
+
+/// [`data_crc`] of a stored command's data if it is a session command (the
+/// only kind apply checks by CRC), `None` otherwise.
 pub fn session_data_crc(command: &[u8]) -> Option<u32> {
-    if command.first() == Some(&command_kind::SESSION)
-        && command.len() >= COMMAND_HEADER_BYTES_MAX + CRC_HINT_DATA_BYTES_MIN
-    {
-        Some(crc32fast::hash(&command[COMMAND_HEADER_BYTES_MAX..]))
-    } else {
-        None
+    if command.first() != Some(&command_kind::SESSION) {
+        return None;
     }
+    data_crc(command.get(COMMAND_HEADER_BYTES_MAX..)?)
 }
 
 struct Hint {

@@ -712,8 +712,7 @@ impl Shard {
                     data: &payload,
                 });
                 // The payload was just read: its CRC is cheap now (`crc_hints.rs`).
-                let data_crc =
-                    (payload.len() >= super::crc_hints::CRC_HINT_DATA_BYTES_MIN).then(|| crc32fast::hash(&payload));
+                let data_crc = super::crc_hints::data_crc(&payload);
                 self.queue_proposal(GroupId(group), command, reply, received, data_crc);
             }
             ClientRequest::RegisterSession { session, .. } => {
